@@ -1,0 +1,70 @@
+# pvtool: `make demo` runs the main job on the bundled guest, `make test` the suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PVTOOL := $(BIN)/pvtool
+
+# ---- guests: freestanding x86-32 Multiboot kernels (guests/NAME -> build/guests/NAME.elf)
+GUESTS       := hello
+CC           := gcc
+LD           := ld
+GUEST_CFLAGS := -m32 -march=i686 -std=gnu11 -O2 -ffreestanding -fno-pic -fno-pie \
+                -fno-stack-protector -fno-builtin -fno-asynchronous-unwind-tables \
+                -fno-omit-frame-pointer -mgeneral-regs-only -nostdlib \
+                -Wall -Wextra -Werror -Iguests/include
+GUEST_ASFLAGS := -m32 -march=i686 -fno-pic -fno-pie -Iguests/include
+GUEST_LDFLAGS := -m elf_i386 -nostdlib --build-id=none -z noexecstack
+
+define guest_rules
+$(1)_SRCS := $$(wildcard guests/$(1)/*.c guests/$(1)/*.S)
+$(1)_OBJS := $$(patsubst guests/$(1)/%,build/guests/$(1)/%.o,$$($(1)_SRCS))
+$(1)_HDRS := $$(wildcard guests/$(1)/*.h guests/include/*.h)
+
+build/guests/$(1)/%.c.o: guests/$(1)/%.c $$($(1)_HDRS)
+	@mkdir -p $$(@D)
+	$$(CC) $$(GUEST_CFLAGS) -c $$< -o $$@
+
+build/guests/$(1)/%.S.o: guests/$(1)/%.S $$($(1)_HDRS)
+	@mkdir -p $$(@D)
+	$$(CC) $$(GUEST_ASFLAGS) -c $$< -o $$@
+
+build/guests/$(1).elf: $$($(1)_OBJS) guests/$(1)/kernel.ld
+	$$(LD) $$(GUEST_LDFLAGS) -T guests/$(1)/kernel.ld -o $$@ $$($(1)_OBJS)
+endef
+$(foreach g,$(GUESTS),$(eval $(call guest_rules,$(g))))
+
+GUEST_ELFS := $(GUESTS:%=build/guests/%.elf)
+
+.PHONY: all demo test bench guests lint clean distclean
+all: guests
+
+guests: $(GUEST_ELFS)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+# ---- the main job on the first guest: patch it, boot it natively and paravirtualized,
+# ---- and measure how invasive the port was.
+demo: $(STAMP) guests
+	$(PVTOOL) patch build/guests/hello.elf -o build/hello.pv.elf
+	@echo "== native =="
+	$(PVTOOL) run --native build/guests/hello.elf
+	@echo "== paravirtualized =="
+	$(PVTOOL) run build/hello.pv.elf
+	@echo "== diffstat =="
+	$(PVTOOL) diffstat build/hello.pv.diff
+
+test: $(STAMP) guests
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check pvtool tests
+
+clean:
+	rm -rf build
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

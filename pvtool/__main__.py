@@ -1,0 +1,3 @@
+from pvtool.cli import main
+
+main()

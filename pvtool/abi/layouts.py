@@ -1,0 +1,104 @@
+"""Byte layouts of the Xen PV structures pvtool reads and writes (x86-32 offsets,
+checked against Xen's public headers compiled with gcc -m32).
+
+A Layout is a name, a size and named fields (offset, struct format). The hypervisor
+packs and unpacks guest memory through these, and the patcher's stubs take their
+offsets from them, so an offset is written exactly once.
+"""
+
+import struct
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Field:
+    offset: int
+    fmt: str  # struct format character(s), little-endian implied
+
+    @property
+    def size(self) -> int:
+        return struct.calcsize("<" + self.fmt)
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    size: int
+    fields: dict[str, Field]
+
+    def offset(self, name: str) -> int:
+        return self.fields[name].offset
+
+    def unpack(self, data: bytes) -> dict[str, int | bytes]:
+        """Every field of one structure from its bytes."""
+        out: dict[str, int | bytes] = {}
+        for name, f in self.fields.items():
+            (out[name],) = struct.unpack_from("<" + f.fmt, data, f.offset)
+        return out
+
+    def pack(self, **values: int | bytes) -> bytes:
+        """One structure's bytes; fields not named are zero."""
+        buf = bytearray(self.size)
+        for name, value in values.items():
+            f = self.fields[name]
+            struct.pack_into("<" + f.fmt, buf, f.offset, value)
+        return bytes(buf)
+
+
+def _layout(name: str, size: int, **fields: tuple[int, str]) -> Layout:
+    return Layout(name, size, {k: Field(*v) for k, v in fields.items()})
+
+
+START_INFO = _layout(
+    "start_info", 1112,
+    magic=(0, "32s"), nr_pages=(32, "I"), shared_info=(36, "I"), flags=(40, "I"),
+    store_mfn=(44, "I"), store_evtchn=(48, "I"), console_mfn=(52, "I"),
+    console_evtchn=(56, "I"), pt_base=(60, "I"), nr_pt_frames=(64, "I"),
+    mfn_list=(68, "I"), mod_start=(72, "I"), mod_len=(76, "I"), cmd_line=(80, "1024s"),
+)
+
+VCPU_INFO = _layout(
+    "vcpu_info", 64,
+    evtchn_upcall_pending=(0, "B"), evtchn_upcall_mask=(1, "B"),
+    evtchn_pending_sel=(4, "I"), cr2=(8, "I"),
+    time_version=(32, "I"), tsc_timestamp=(40, "Q"), system_time=(48, "Q"),
+    tsc_to_system_mul=(56, "I"), tsc_shift=(60, "b"),
+)
+
+SHARED_INFO = _layout(
+    "shared_info", 2344,
+    vcpu_info=(0, "64s"), evtchn_pending=(2048, "128s"), evtchn_mask=(2176, "128s"),
+    wc_version=(2304, "I"), wc_sec=(2308, "I"), wc_nsec=(2312, "I"),
+)
+
+TRAP_INFO = _layout("trap_info", 8, vector=(0, "B"), flags=(1, "B"), cs=(2, "H"),
+                    address=(4, "I"))
+
+MMU_UPDATE = _layout("mmu_update", 16, ptr=(0, "Q"), val=(8, "Q"))
+
+MMUEXT_OP = _layout("mmuext_op", 12, cmd=(0, "I"), arg1=(4, "I"), arg2=(8, "I"))
+
+MULTICALL_ENTRY = _layout("multicall_entry", 32, op=(0, "I"), result=(4, "I"),
+                          args=(8, "6I"))
+
+SCHED_SHUTDOWN = _layout("sched_shutdown", 4, reason=(0, "I"))
+
+EVTCHN_BIND_VIRQ = _layout("evtchn_bind_virq", 12, virq=(0, "I"), vcpu=(4, "I"),
+                           port=(8, "I"))
+EVTCHN_SEND = _layout("evtchn_send", 4, port=(0, "I"))
+
+CALLBACK_REGISTER = _layout("callback_register", 12, type=(0, "H"), flags=(2, "H"),
+                            cs=(4, "I"), eip=(8, "I"))
+
+PHYSDEV_SET_IOPL = _layout("physdev_set_iopl", 4, iopl=(0, "I"))
+
+# The PV console ring (io/console.h, struct xencons_interface).
+XENCONS_INTERFACE = _layout(
+    "xencons_interface", 3092,
+    in_=(0, "1024s"), out=(1024, "2048s"), in_cons=(3072, "I"), in_prod=(3076, "I"),
+    out_cons=(3080, "I"), out_prod=(3084, "I"),
+)
+
+# HYPERVISOR_iret's frame on the guest stack, 32-bit: {EAX, EIP, CS, EFLAGS, [ESP, SS]}.
+IRET_FRAME_32 = _layout("iret_frame", 24, eax=(0, "I"), eip=(4, "I"), cs=(8, "I"),
+                        eflags=(12, "I"), esp=(16, "I"), ss=(20, "I"))

@@ -1,0 +1,235 @@
+"""Numbers of the Xen PV ABI, from xen/include/public (xen.h, sched.h, event_channel.h,
+callback.h, elfnote.h, arch-x86/xen-x86_32.h). pvtool-only extensions use the numbers
+Xen leaves to the architecture (48-55) and are marked as such."""
+
+from enum import IntEnum
+
+
+class Hypercall(IntEnum):
+    set_trap_table = 0
+    mmu_update = 1
+    set_gdt = 2
+    stack_switch = 3
+    set_callbacks = 4
+    fpu_taskswitch = 5
+    sched_op_compat = 6
+    platform_op = 7
+    set_debugreg = 8
+    get_debugreg = 9
+    update_descriptor = 10
+    memory_op = 12
+    multicall = 13
+    update_va_mapping = 14
+    set_timer_op = 15
+    event_channel_op_compat = 16
+    xen_version = 17
+    console_io = 18
+    physdev_op_compat = 19
+    grant_table_op = 20
+    vm_assist = 21
+    update_va_mapping_otherdomain = 22
+    iret = 23
+    vcpu_op = 24
+    set_segment_base = 25
+    mmuext_op = 26
+    nmi_op = 28
+    sched_op = 29
+    callback_op = 30
+    event_channel_op = 32
+    physdev_op = 33
+    # pvtool extension (arch_0): machine-wide virtual CPU registers an unmodified kernel
+    # reads and writes (CR0, CR4, debug registers) that Xen PV keeps nowhere.
+    arch_0 = 48
+    arch_1 = 49
+    arch_2 = 50
+    arch_3 = 51
+    arch_4 = 52
+    arch_5 = 53
+    arch_6 = 54
+    arch_7 = 55
+
+
+HYPERCALL_ENTRY_SIZE = 32  # bytes per hypercall-page entry
+HYPERCALL_PAGE_ENTRIES = 128
+HYPERCALL_VECTOR_32 = 0x82  # int 0x82 on x86-32
+
+
+class Errno(IntEnum):
+    """Xen's error numbers; a hypercall returns 0 or -errno."""
+
+    EPERM = 1
+    ENOENT = 2
+    ESRCH = 3
+    EFAULT = 14
+    EBUSY = 16
+    EINVAL = 22
+    ENOSPC = 28
+    ENOSYS = 38
+
+
+class SchedOp(IntEnum):
+    yield_ = 0
+    block = 1
+    shutdown = 2
+    poll = 3
+
+
+class ShutdownReason(IntEnum):
+    poweroff = 0
+    reboot = 1
+    suspend = 2
+    crash = 3
+    watchdog = 4
+
+
+class ConsoleIO(IntEnum):
+    write = 0
+    read = 1
+
+
+class MmuextCmd(IntEnum):
+    pin_l1_table = 0
+    pin_l2_table = 1
+    pin_l3_table = 2
+    pin_l4_table = 3
+    unpin_table = 4
+    new_baseptr = 5
+    tlb_flush_local = 6
+    invlpg_local = 7
+    tlb_flush_all = 10
+    invlpg_all = 11
+    set_ldt = 13
+    new_user_baseptr = 15
+
+
+class MmuUpdateCmd(IntEnum):
+    normal_pt_update = 0
+    machphys_update = 1
+    pt_update_preserve_ad = 2
+
+
+class UVMF(IntEnum):
+    none = 0
+    tlb_flush = 1
+    invlpg = 2
+    all = 4
+
+
+UVMF_FLUSHTYPE_MASK = 3
+
+
+class EvtchnOp(IntEnum):
+    bind_interdomain = 0
+    bind_virq = 1
+    close = 3
+    send = 4
+    status = 5
+    alloc_unbound = 6
+    unmask = 9
+
+
+class Virq(IntEnum):
+    timer = 0
+    console = 2
+
+
+class CallbackOp(IntEnum):
+    register = 0
+    unregister = 1
+
+
+class CallbackType(IntEnum):
+    event = 0
+    failsafe = 1
+    syscall = 2
+    nmi = 4
+    sysenter = 5
+    syscall32 = 7
+
+
+CALLBACKF_MASK_EVENTS = 1
+
+
+class VmAssist(IntEnum):
+    enable = 0
+    disable = 1
+
+
+class VmAssistType(IntEnum):
+    writable_pagetables = 2
+    pae_extended_cr3 = 3
+
+
+class XenVer(IntEnum):
+    version = 0
+    extraversion = 1
+    capabilities = 3
+    get_features = 6
+    pagesize = 7
+
+
+class PhysdevOp(IntEnum):
+    set_iopl = 6
+
+
+class VcpuOp(IntEnum):
+    is_up = 3
+
+
+XEN_VERSION = (4, 19)  # what xen_version(XENVER_version) answers: major << 16 | minor
+XEN_EXTRAVERSION = b".0-pvtool"
+
+
+class ElfNote(IntEnum):
+    """Types of the notes named "Xen" (public/elfnote.h)."""
+
+    info = 0
+    entry = 1
+    hypercall_page = 2
+    virt_base = 3
+    paddr_offset = 4
+    xen_version = 5
+    guest_os = 6
+    guest_version = 7
+    loader = 8
+    pae_mode = 9
+    features = 10
+    bsd_symtab = 11
+
+
+XEN_NOTE_NAME = b"Xen"
+
+
+# Start-info flags and magic strings.
+SIF_PRIVILEGED = 1
+SIF_INITDOMAIN = 2
+START_INFO_MAGIC_32 = b"xen-3.0-x86_32"
+START_INFO_MAGIC_32P = b"xen-3.0-x86_32p"
+START_INFO_MAGIC_64 = b"xen-3.0-x86_64"
+
+
+# Flat selectors Xen provides in its reserved GDT page (byte 0xe000, entry 7168).
+FIRST_RESERVED_GDT_BYTE = 0xE000
+FIRST_RESERVED_GDT_ENTRY = FIRST_RESERVED_GDT_BYTE // 8
+FLAT_RING1_CS = 0xE019
+FLAT_RING1_DS = 0xE021
+FLAT_RING1_SS = 0xE021
+FLAT_RING3_CS = 0xE02B
+FLAT_RING3_DS = 0xE033
+FLAT_RING3_SS = 0xE033
+GUEST_KERNEL_RPL_32 = 1
+
+# Virtual address space Xen keeps for itself on x86-32.
+HYPERVISOR_VIRT_START_PAE = 0xF5800000
+HYPERVISOR_VIRT_START_2LEVEL = 0xFC000000  # Xen 3.0's non-PAE x86-32 layout
+
+# trap_info.flags
+TI_DPL_MASK = 3
+TI_MASK_EVENTS = 4
+
+# Domain-builder layout: the bootstrap mapping ends on a 4 MiB boundary with at
+# least 512 KiB to spare (xg_dom_x86.c).
+BOOT_MAPPING_ALIGN = 4 << 20
+BOOT_MAPPING_SPARE = 512 << 10
+
+NR_EVENT_CHANNELS_32 = 1024
