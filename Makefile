@@ -16,9 +16,14 @@ GUEST_CFLAGS := -m32 -march=i686 -std=gnu11 -O2 -ffreestanding -fno-pic -fno-pie
 GUEST_ASFLAGS := -m32 -march=i686 -fno-pic -fno-pie -Iguests/include
 GUEST_LDFLAGS := -m elf_i386 -nostdlib --build-id=none -z noexecstack
 
+# Every guest also links the shared library guests/lib (console, printf, exit),
+# compiled per guest into build/guests/NAME/lib/ so each guest's flags apply to it.
+GUEST_LIB_SRCS := $(wildcard guests/lib/*.c guests/lib/*.S)
+
 define guest_rules
 $(1)_SRCS := $$(wildcard guests/$(1)/*.c guests/$(1)/*.S)
-$(1)_OBJS := $$(patsubst guests/$(1)/%,build/guests/$(1)/%.o,$$($(1)_SRCS))
+$(1)_OBJS := $$(patsubst guests/$(1)/%,build/guests/$(1)/%.o,$$($(1)_SRCS)) \
+             $$(patsubst guests/lib/%,build/guests/$(1)/lib/%.o,$$(GUEST_LIB_SRCS))
 $(1)_HDRS := $$(wildcard guests/$(1)/*.h guests/include/*.h)
 
 build/guests/$(1)/%.c.o: guests/$(1)/%.c $$($(1)_HDRS)
@@ -26,6 +31,14 @@ build/guests/$(1)/%.c.o: guests/$(1)/%.c $$($(1)_HDRS)
 	$$(CC) $$(GUEST_CFLAGS) -c $$< -o $$@
 
 build/guests/$(1)/%.S.o: guests/$(1)/%.S $$($(1)_HDRS)
+	@mkdir -p $$(@D)
+	$$(CC) $$(GUEST_ASFLAGS) -c $$< -o $$@
+
+build/guests/$(1)/lib/%.c.o: guests/lib/%.c $$($(1)_HDRS)
+	@mkdir -p $$(@D)
+	$$(CC) $$(GUEST_CFLAGS) -c $$< -o $$@
+
+build/guests/$(1)/lib/%.S.o: guests/lib/%.S $$($(1)_HDRS)
 	@mkdir -p $$(@D)
 	$$(CC) $$(GUEST_ASFLAGS) -c $$< -o $$@
 

@@ -1,0 +1,13 @@
+// Multiboot 0.6.96 constants, shared by the header in entry.S and the check in C.
+#ifndef GUESTS_MULTIBOOT_H
+#define GUESTS_MULTIBOOT_H
+
+#define MULTIBOOT_HEADER_MAGIC     0x1BADB002  // in the kernel image, first 8 KiB
+#define MULTIBOOT_BOOTLOADER_MAGIC 0x2BADB002  // in EAX when the loader jumps to us
+
+// Header flags: bit 0 asks for page-aligned modules, bit 1 for the memory map.
+// Bit 16 (the a.out kludge) stays clear: loaders read our ELF program headers instead.
+#define MULTIBOOT_PAGE_ALIGN  (1 << 0)
+#define MULTIBOOT_MEMORY_INFO (1 << 1)
+
+#endif

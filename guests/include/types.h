@@ -1,0 +1,12 @@
+// Fixed-size types for freestanding guest code (there is no libc to provide them).
+#ifndef GUESTS_TYPES_H
+#define GUESTS_TYPES_H
+
+typedef unsigned int   uint;
+typedef unsigned short ushort;
+typedef unsigned char  uchar;
+
+typedef uint pde_t;  // page directory entry
+typedef uint pte_t;  // page table entry
+
+#endif
