@@ -1,0 +1,29 @@
+"""Fixtures shared by the whole suite.
+
+The helpers live in tests/oracles.py so that test modules can import them
+(``from tests.oracles import guest_path, run_qemu``); these fixtures are the same
+helpers for tests that would rather have them injected. tests/ is a package
+(tests/__init__.py), so pytest puts the repository root on sys.path and
+``tests.oracles`` imports from anywhere in the suite.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.oracles import QEMU, build_guests, guest_path, require_tool, run_qemu
+
+
+@pytest.fixture(scope="session")
+def guests() -> Callable[[str], Path]:
+    """Build every guest once per session (`make guests`); give back guest_path."""
+    build_guests()
+    return guest_path
+
+
+@pytest.fixture
+def qemu() -> Callable[..., object]:
+    """run_qemu, after making sure QEMU is installed (skipped without it, failed in CI)."""
+    require_tool(QEMU)
+    return run_qemu
