@@ -1,0 +1,1 @@
+"""Guest image formats: ELF32 reading and writing, Multiboot, Xen ELF notes."""

@@ -1,0 +1,392 @@
+"""Reading a 32-bit x86 ELF kernel into plain frozen objects.
+
+pyelftools parses the tables; this module decides what is acceptable. The identity
+bytes are checked first so a user gets a precise reason (not ELF, 64-bit, another
+machine) rather than a parser's complaint, every table and segment is bounds-checked
+against the file, and no pyelftools exception ever leaves load_elf: a damaged image is
+an ImageError with one line naming the file.
+"""
+
+import io
+import struct
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.construct.core import ConstructError
+from elftools.elf.elffile import ELFFile
+
+from pvtool.errors import ImageError, InputMissingError, UnsupportedImageError
+from pvtool.image import elf32
+
+MAX_IMAGE_SIZE = 256 << 20  # far beyond any guest kernel; guards against reading a disk
+MAX_MEMORY_IMAGE = 1 << 30  # total PT_LOAD memsz; more is a corrupt header, not a kernel
+SYMBOL_ENTRY_SIZE = 16  # sizeof(Elf32_Sym)
+
+# What pyelftools raises on malformed input: its own errors, its vendored construct's,
+# and the plain Python errors its lazy parsing lets through.
+_PARSER_ERRORS = (ELFError, ConstructError, struct.error, ValueError, IndexError,
+                  KeyError, OverflowError, ZeroDivisionError, UnicodeDecodeError, EOFError)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A PT_LOAD program header."""
+
+    offset: int
+    vaddr: int
+    paddr: int
+    filesz: int
+    memsz: int
+    flags: int
+
+    @property
+    def readable(self) -> bool:
+        return bool(self.flags & elf32.PF_R)
+
+    @property
+    def writable(self) -> bool:
+        return bool(self.flags & elf32.PF_W)
+
+    @property
+    def executable(self) -> bool:
+        return bool(self.flags & elf32.PF_X)
+
+    @property
+    def end(self) -> int:
+        return self.vaddr + self.memsz
+
+    def contains(self, vaddr: int) -> bool:
+        return self.vaddr <= vaddr < self.end
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    type: str  # lower-case gABI name without SHT_: "progbits", "nobits", "note", ...
+    flags: int
+    addr: int
+    offset: int
+    size: int
+
+    @property
+    def executable(self) -> bool:
+        return bool(self.flags & elf32.SHF_EXECINSTR)
+
+
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    value: int
+    size: int
+    kind: str  # "func", "object", "notype", "section", "file", ...
+    binding: str  # "global", "local", "weak"
+
+
+@dataclass(frozen=True)
+class Note:
+    name: bytes  # without the terminating NUL, e.g. b"Xen", b"GNU"
+    type: int
+    desc: bytes
+
+
+@dataclass(frozen=True)
+class ElfImage:
+    path: Path
+    data: bytes
+    bits: int
+    entry: int
+    segments: tuple[Segment, ...]
+    sections: tuple[Section, ...]
+    symbols: tuple[Symbol, ...]
+    notes: tuple[Note, ...]
+
+    def segment_at(self, vaddr: int) -> Segment | None:
+        """The PT_LOAD segment whose memory image holds vaddr."""
+        return next((s for s in self.segments if s.contains(vaddr)), None)
+
+    def read_virtual(self, vaddr: int, size: int) -> bytes:
+        """The bytes a loader puts at vaddr..vaddr+size: file contents, then zeros up to
+        each segment's memsz. The range may cross adjacent segments, never a hole."""
+        if size < 0:
+            raise ValueError(f"negative size {size}")
+        out = bytearray()
+        addr = vaddr
+        while len(out) < size:
+            seg = self.segment_at(addr)
+            if seg is None:
+                raise ImageError(f"{self.path}: {addr:#x} is not mapped by any loadable segment")
+            take = min(size - len(out), seg.end - addr)
+            start = addr - seg.vaddr
+            in_file = self.data[seg.offset + start:seg.offset + min(start + take, seg.filesz)]
+            out += in_file.ljust(take, b"\0")
+            addr += take
+        return bytes(out)
+
+    def file_offset(self, vaddr: int) -> int | None:
+        """Where vaddr's byte lives in the file, or None (unmapped, or bss)."""
+        seg = self.segment_at(vaddr)
+        if seg is None or vaddr - seg.vaddr >= seg.filesz:
+            return None
+        return seg.offset + (vaddr - seg.vaddr)
+
+    def executable_regions(self) -> list[tuple[int, bytes]]:
+        """(vaddr, file bytes) of every executable PT_LOAD segment."""
+        return [(s.vaddr, self.data[s.offset:s.offset + s.filesz])
+                for s in self.segments if s.executable and s.filesz]
+
+    def function_symbols(self) -> list[Symbol]:
+        return sorted((s for s in self.symbols if s.kind == "func"), key=lambda s: s.value)
+
+    def find_symbol(self, name: str) -> Symbol | None:
+        return next((s for s in self.symbols if s.name == name), None)
+
+    def symbol_at(self, addr: int) -> Symbol | None:
+        """The closest symbol covering addr (value <= addr < value+size, or a size-0
+        label exactly at addr); at one address a function beats an object, an object
+        beats a label. Section and file symbols never answer."""
+        best = None
+        for sym in self._address_symbols:
+            if sym.value > addr:
+                break
+            if addr < sym.value + sym.size or (sym.size == 0 and sym.value == addr):
+                best = sym
+        return best
+
+    @cached_property
+    def _address_symbols(self) -> tuple[Symbol, ...]:
+        kinds = {"func": 2, "object": 1, "notype": 0}
+        named = [s for s in self.symbols if s.kind in kinds]
+        return tuple(sorted(named, key=lambda s: (s.value, kinds[s.kind])))
+
+    @property
+    def end_vaddr(self) -> int:
+        """One past the highest byte any PT_LOAD segment occupies in memory."""
+        return max(s.end for s in self.segments)
+
+    @property
+    def phys_offset(self) -> int:
+        """vaddr - paddr of the highest PT_LOAD segment: 0 for an identity-linked kernel,
+        0xC0000000 for a classic higher-half one. New segments placed after the image
+        follow this one."""
+        last = max(self.segments, key=lambda s: s.vaddr)
+        return last.vaddr - last.paddr
+
+    def virt_to_phys(self, vaddr: int) -> int:
+        seg = self.segment_at(vaddr)
+        if seg is None:
+            raise ImageError(f"{self.path}: {vaddr:#x} is not mapped by any loadable segment")
+        return seg.paddr + (vaddr - seg.vaddr)
+
+
+def load_elf(path: Path) -> ElfImage:
+    """Read and check a 32-bit x86 ELF executable."""
+    path = Path(path)
+    data = _read(path)
+    header = _check_ident(path, data)
+    try:
+        return _parse(path, data, header)
+    except _PARSER_ERRORS as exc:
+        raise ImageError(f"{path}: corrupt ELF file ({_describe(exc)})") from exc
+
+
+def _read(path: Path) -> bytes:
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_IMAGE_SIZE + 1)
+    except FileNotFoundError:
+        raise InputMissingError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputMissingError(f"{path}: is a directory, not an image file") from None
+    except PermissionError:
+        raise InputMissingError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise InputMissingError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_IMAGE_SIZE:
+        raise ImageError(f"{path}: larger than {MAX_IMAGE_SIZE >> 20} MiB, "
+                         "not a guest kernel image")
+    return data
+
+
+def _check_ident(path: Path, data: bytes) -> elf32.Ehdr:
+    """Refuse anything that is not a little-endian ELF32 executable for EM_386."""
+    _check_class(path, data)
+    if len(data) < elf32.EHDR.size:
+        raise ImageError(f"{path}: truncated ELF header "
+                         f"({len(data)} of {elf32.EHDR.size} bytes)")
+    header = elf32.unpack_ehdr(data)
+    if header.machine != elf32.EM_386:
+        raise UnsupportedImageError(
+            f"{path}: 32-bit ELF for {elf32.machine_name(header.machine)}; "
+            "only 32-bit x86 images are supported")
+    if header.type not in (elf32.ET_EXEC, elf32.ET_DYN):
+        raise UnsupportedImageError(
+            f"{path}: ELF type {header.type} is not a linked executable "
+            "(a relocatable object or core file?)")
+    _check_tables(path, data, header)
+    return header
+
+
+def _check_class(path: Path, data: bytes) -> None:
+    """The identity bytes: ELF magic, 32-bit class, little-endian encoding."""
+    if not data:
+        raise ImageError(f"{path}: empty file, not an ELF image")
+    if not data.startswith(elf32.ELF_MAGIC):
+        raise ImageError(f"{path}: not an ELF file (no \\x7fELF magic)")
+    if len(data) <= elf32.EI_DATA:
+        raise ImageError(f"{path}: truncated ELF header ({len(data)} bytes)")
+    elf_class, encoding = data[elf32.EI_CLASS], data[elf32.EI_DATA]
+    at = elf32.E_MACHINE_OFFSET
+    machine = int.from_bytes(data[at:at + 2], "little") if len(data) >= at + 2 else None
+    if elf_class == elf32.ELFCLASS64:
+        what = elf32.machine_name(machine) if machine is not None else "truncated"
+        raise UnsupportedImageError(
+            f"{path}: 64-bit ELF ({what}); only 32-bit x86 images are supported")
+    if elf_class != elf32.ELFCLASS32:
+        raise ImageError(f"{path}: invalid ELF class {elf_class}")
+    if encoding != elf32.ELFDATA2LSB:
+        raise UnsupportedImageError(
+            f"{path}: big-endian or invalid data encoding ({encoding}); "
+            "only 32-bit x86 images are supported")
+
+
+def _check_tables(path: Path, data: bytes, h: elf32.Ehdr) -> None:
+    """The program and section header tables must lie inside the file."""
+    if h.phnum == elf32.PN_XNUM:
+        raise UnsupportedImageError(f"{path}: extended program header numbering")
+    if h.phnum and h.phentsize != elf32.PHDR.size:
+        raise ImageError(f"{path}: program header entry size {h.phentsize}, "
+                         f"expected {elf32.PHDR.size}")
+    if h.phoff + h.phnum * elf32.PHDR.size > len(data):
+        raise ImageError(f"{path}: program header table runs past the end of the file "
+                         f"({h.phnum} entries at {h.phoff:#x}, file is {len(data)} bytes)")
+    if h.shoff == 0:
+        return
+    if h.shnum == 0 or h.shstrndx >= elf32.SHN_LORESERVE:
+        raise UnsupportedImageError(f"{path}: extended section numbering")
+    if h.shentsize != elf32.SHDR.size:
+        raise ImageError(f"{path}: section header entry size {h.shentsize}, "
+                         f"expected {elf32.SHDR.size}")
+    if h.shoff + h.shnum * elf32.SHDR.size > len(data):
+        raise ImageError(f"{path}: section header table runs past the end of the file "
+                         f"({h.shnum} entries at {h.shoff:#x}, file is {len(data)} bytes)")
+    if h.shstrndx >= h.shnum:
+        raise ImageError(f"{path}: section name table index {h.shstrndx} "
+                         f"out of range ({h.shnum} sections)")
+
+
+def _parse(path: Path, data: bytes, header: elf32.Ehdr) -> ElfImage:
+    elf = ELFFile(io.BytesIO(data))
+    loads, note_blobs = _segments(path, data, elf)
+    if not loads:
+        raise UnsupportedImageError(f"{path}: no loadable (PT_LOAD) segments")
+    _check_overlaps(path, loads)
+    total = sum(s.memsz for s in loads)
+    if total > MAX_MEMORY_IMAGE:
+        raise ImageError(f"{path}: loadable segments claim {total >> 20} MiB of memory, "
+                         f"more than any guest kernel (limit {MAX_MEMORY_IMAGE >> 20} MiB)")
+    sections = _sections(path, data, elf, header) if header.shoff else ()
+    notes_from_sections = [
+        (data[s.offset:s.offset + s.size], elf32.NOTE_ALIGN)
+        for s in sections if s.type == "note"]
+    return ElfImage(
+        path=path, data=data, bits=32, entry=header.entry,
+        segments=tuple(loads), sections=sections,
+        symbols=_symbols(path, elf) if header.shoff else (),
+        notes=_notes(path, note_blobs + notes_from_sections))
+
+
+def _segments(path: Path, data: bytes,
+              elf: ELFFile) -> tuple[list[Segment], list[tuple[bytes, int]]]:
+    """PT_LOAD segments, and the (body, alignment) of each PT_NOTE."""
+    loads, notes = [], []
+    for index, seg in enumerate(elf.iter_segments()):
+        h = seg.header
+        if h.p_type not in ("PT_LOAD", "PT_NOTE"):
+            continue
+        where = f"segment {index} ({h.p_type[3:]} at {h.p_vaddr:#x})"
+        if h.p_offset + h.p_filesz > len(data):
+            raise ImageError(
+                f"{path}: {where} ends at file offset {h.p_offset + h.p_filesz:#x}, "
+                f"past the end of the file ({len(data)} bytes): truncated or corrupt")
+        if h.p_type == "PT_NOTE":
+            align = 8 if h.p_align == 8 else elf32.NOTE_ALIGN
+            notes.append((data[h.p_offset:h.p_offset + h.p_filesz], align))
+            continue
+        if h.p_filesz > h.p_memsz:
+            raise ImageError(f"{path}: {where} has more file bytes ({h.p_filesz:#x}) "
+                             f"than memory bytes ({h.p_memsz:#x})")
+        if max(h.p_vaddr, h.p_paddr) + h.p_memsz > 1 << 32:
+            raise ImageError(f"{path}: {where} of {h.p_memsz:#x} bytes runs past 4 GiB")
+        loads.append(Segment(offset=h.p_offset, vaddr=h.p_vaddr, paddr=h.p_paddr,
+                             filesz=h.p_filesz, memsz=h.p_memsz, flags=h.p_flags))
+    return loads, notes
+
+
+def _check_overlaps(path: Path, loads: list[Segment]) -> None:
+    """A loader cannot honour two segments claiming the same virtual or physical bytes."""
+    for base in ("vaddr", "paddr"):
+        spans = sorted((getattr(s, base), getattr(s, base) + s.memsz) for s in loads
+                       if s.memsz)
+        for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False):
+            if next_start < end:
+                raise ImageError(f"{path}: loadable segments overlap at {base} "
+                                 f"{next_start:#x} (previous one ends at {end:#x})")
+
+
+def _sections(path: Path, data: bytes, elf: ELFFile,
+              header: elf32.Ehdr) -> tuple[Section, ...]:
+    headers = [elf32.unpack_shdr(data, header.shoff + i * elf32.SHDR.size)
+               for i in range(header.shnum)]
+    for index, h in enumerate(headers):  # all in bounds before any name is read
+        if h.type not in (elf32.SHT_NULL, elf32.SHT_NOBITS) and h.offset + h.size > len(data):
+            raise ImageError(f"{path}: section {index} runs past the end of the file "
+                             f"({len(data)} bytes): truncated or corrupt")
+    sections = []
+    for index, h in enumerate(headers):
+        sec = elf.get_section(index)
+        sections.append(Section(name=sec.name, type=_enum_name(sec["sh_type"], "SHT_"),
+                                flags=h.flags, addr=h.addr, offset=h.offset, size=h.size))
+    return tuple(sections)
+
+
+def _symbols(path: Path, elf: ELFFile) -> tuple[Symbol, ...]:
+    table = next((s for s in elf.iter_sections() if s["sh_type"] == "SHT_SYMTAB"), None)
+    if table is None:
+        return ()
+    if table["sh_entsize"] != SYMBOL_ENTRY_SIZE:
+        raise ImageError(f"{path}: .symtab entry size {table['sh_entsize']}, "
+                         f"expected {SYMBOL_ENTRY_SIZE}")
+    symbols = []
+    for sym in table.iter_symbols():
+        if not sym.name or sym["st_shndx"] == "SHN_UNDEF":
+            continue
+        info = sym["st_info"]
+        symbols.append(Symbol(name=sym.name, value=sym["st_value"], size=sym["st_size"],
+                              kind=_enum_name(info["type"], "STT_"),
+                              binding=_enum_name(info["bind"], "STB_")))
+    return tuple(symbols)
+
+
+def _enum_name(value: str | int, prefix: str) -> str:
+    """pyelftools' "STT_FUNC" as "func"; a number it has no name for in hex."""
+    return value[len(prefix):].lower() if isinstance(value, str) else f"{value:#x}"
+
+
+def _notes(path: Path, blobs: list[tuple[bytes, int]]) -> tuple[Note, ...]:
+    """Every note once: a linked image usually has each both in a PT_NOTE segment and
+    in the SHT_NOTE section it came from."""
+    seen: dict[Note, None] = {}
+    for blob, align in blobs:
+        try:
+            for name, note_type, desc in elf32.iter_notes(blob, align):
+                seen.setdefault(Note(name, note_type, desc))
+        except ValueError as exc:
+            raise ImageError(f"{path}: corrupt note: {exc}") from None
+    return tuple(seen)
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
