@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from pvtool import console
-from pvtool.errors import PvtoolError
+from pvtool.errors import GuestFault, GuestHaltedError, GuestLimitError, PvtoolError
 
 EXISTING_FILE = click.Path(path_type=Path, dir_okay=False)
 INTERNAL_ERROR_STATUS = 70
@@ -45,6 +45,87 @@ class PvtoolGroup(click.Group):
 @click.version_option(package_name="pvtool")
 def cli(debug: bool) -> None:
     """Paravirtualize small x86 guest kernels and run them under a Python hypervisor."""
+
+
+@cli.command()
+@click.argument("image", type=EXISTING_FILE)
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="The patched image (default: IMAGE's name with .pv.elf). Its listing "
+                   "diff and JSON report are written beside it (.diff, .json).")
+@click.option("--patch-set", default="xen32", show_default=True,
+              help="A patch set in patches/ (or a folder holding rules.toml and glue.asm).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def patch(image: Path, output: Path | None, patch_set: str, as_json: bool) -> None:
+    """Rewrite IMAGE's privileged and sensitive instructions into Xen PV stubs."""
+    from pvtool.patch.pipeline import patch_image
+    from pvtool.views import patch_view
+
+    report = patch_image(image, output or image.with_suffix(".pv.elf"), patch_set)
+    if as_json:
+        console.print_json(report.to_dict())
+    else:
+        patch_view.render(report, console.stdout)
+
+
+@cli.command()
+@click.argument("image", type=EXISTING_FILE)
+@click.option("--native", "mode", flag_value="native",
+              help="Boot IMAGE (a Multiboot kernel) on the emulated bare PC, in ring 0.")
+@click.option("--pv", "mode", flag_value="pv",
+              help="Boot IMAGE paravirtualized (the default for an image with Xen notes).")
+@click.option("--max-insns", type=click.IntRange(min=1), metavar="N",
+              help="Stop the guest after about N instructions.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Stop the guest after this much wall-clock time.")
+@click.option("--memory", type=click.IntRange(min=4, max=3072), default=128,
+              show_default=True, metavar="MIB", help="The guest's RAM.")
+@click.option("--cmdline", default="", help="The kernel command line.")
+@click.option("--quiet", is_flag=True, help="No summary of exits on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="The summary as JSON (on stderr).")
+@click.option("--trace", is_flag=True, help="Print hypercalls on stderr as they happen.")
+def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | None,
+        memory: int, cmdline: str, quiet: bool, as_json: bool, trace: bool) -> None:
+    """Boot IMAGE and run it until it stops. The guest's serial output goes to stdout;
+    pvtool exits with the guest's isa-debug-exit code (see README, "Exit status")."""
+    from pvtool.run import Mode, RunOptions, run_image
+    from pvtool.views import run_view
+
+    options = RunOptions(
+        mode=Mode(mode) if mode else Mode.AUTO, max_insns=max_insns, timeout=timeout,
+        ram_size=memory << 20, cmdline=cmdline.encode(),
+        trace=(lambda line: console.stderr.print(f"[dim]{line}[/]")) if trace else None)
+    result = run_image(image, options, _guest_output())
+    sys.stdout.flush()
+    if as_json:
+        console.stderr.print_json(data=result.to_dict())
+    elif not quiet:
+        run_view.render(result, console.stderr)
+    raise SystemExit(_run_status(result.stop))
+
+
+def _guest_output():
+    out = sys.stdout.buffer
+
+    def write(data: bytes) -> None:
+        out.write(data)
+        if b"\n" in data:
+            out.flush()
+
+    return write
+
+
+def _run_status(stop) -> int:
+    """The guest's own code when it chose to stop; otherwise pvtool's status for why."""
+    from pvtool.machine.stop import StopKind
+
+    if stop.kind is StopKind.GUEST_EXIT:
+        return stop.code & 0xFF
+    if stop.kind is StopKind.SHUTDOWN and stop.code in (0, 1, 2):  # poweroff, reboot, suspend
+        return 0
+    error = {StopKind.INSN_LIMIT: GuestLimitError, StopKind.TIMEOUT: GuestLimitError,
+             StopKind.HALTED: GuestHaltedError}.get(stop.kind, GuestFault)
+    console.error(stop.describe())
+    return error.exit_status
 
 
 @cli.command()

@@ -66,3 +66,9 @@ class GuestLimitError(PvtoolError):
     """The guest ran past --max-insns or --timeout."""
 
     exit_status = 78
+
+
+class GuestHaltedError(PvtoolError):
+    """The guest halted (or blocked) with nothing left that could ever wake it."""
+
+    exit_status = 79

@@ -29,11 +29,12 @@ class Layout:
     def offset(self, name: str) -> int:
         return self.fields[name].offset
 
-    def unpack(self, data: bytes) -> dict[str, int | bytes]:
-        """Every field of one structure from its bytes."""
-        out: dict[str, int | bytes] = {}
+    def unpack(self, data: bytes) -> dict:
+        """Every field of one structure from its bytes (a tuple for array fields)."""
+        out: dict = {}
         for name, f in self.fields.items():
-            (out[name],) = struct.unpack_from("<" + f.fmt, data, f.offset)
+            values = struct.unpack_from("<" + f.fmt, data, f.offset)
+            out[name] = values[0] if len(values) == 1 else values
         return out
 
     def pack(self, **values: int | bytes) -> bytes:
@@ -41,15 +42,17 @@ class Layout:
         buf = bytearray(self.size)
         for name, value in values.items():
             f = self.fields[name]
-            struct.pack_into("<" + f.fmt, buf, f.offset, value)
+            items = value if isinstance(value, tuple) else (value,)
+            struct.pack_into("<" + f.fmt, buf, f.offset, *items)
         return bytes(buf)
 
 
-def _layout(name: str, size: int, **fields: tuple[int, str]) -> Layout:
+def layout(name: str, size: int, **fields: tuple[int, str]) -> Layout:
+    """A Layout from (offset, format) pairs."""
     return Layout(name, size, {k: Field(*v) for k, v in fields.items()})
 
 
-START_INFO = _layout(
+START_INFO = layout(
     "start_info", 1112,
     magic=(0, "32s"), nr_pages=(32, "I"), shared_info=(36, "I"), flags=(40, "I"),
     store_mfn=(44, "I"), store_evtchn=(48, "I"), console_mfn=(52, "I"),
@@ -57,7 +60,7 @@ START_INFO = _layout(
     mfn_list=(68, "I"), mod_start=(72, "I"), mod_len=(76, "I"), cmd_line=(80, "1024s"),
 )
 
-VCPU_INFO = _layout(
+VCPU_INFO = layout(
     "vcpu_info", 64,
     evtchn_upcall_pending=(0, "B"), evtchn_upcall_mask=(1, "B"),
     evtchn_pending_sel=(4, "I"), cr2=(8, "I"),
@@ -65,40 +68,41 @@ VCPU_INFO = _layout(
     tsc_to_system_mul=(56, "I"), tsc_shift=(60, "b"),
 )
 
-SHARED_INFO = _layout(
+SHARED_INFO = layout(
     "shared_info", 2344,
     vcpu_info=(0, "64s"), evtchn_pending=(2048, "128s"), evtchn_mask=(2176, "128s"),
     wc_version=(2304, "I"), wc_sec=(2308, "I"), wc_nsec=(2312, "I"),
 )
 
-TRAP_INFO = _layout("trap_info", 8, vector=(0, "B"), flags=(1, "B"), cs=(2, "H"),
+TRAP_INFO = layout("trap_info", 8, vector=(0, "B"), flags=(1, "B"), cs=(2, "H"),
                     address=(4, "I"))
 
-MMU_UPDATE = _layout("mmu_update", 16, ptr=(0, "Q"), val=(8, "Q"))
+MMU_UPDATE = layout("mmu_update", 16, ptr=(0, "Q"), val=(8, "Q"))
 
-MMUEXT_OP = _layout("mmuext_op", 12, cmd=(0, "I"), arg1=(4, "I"), arg2=(8, "I"))
+MMUEXT_OP = layout("mmuext_op", 12, cmd=(0, "I"), arg1=(4, "I"), arg2=(8, "I"))
 
-MULTICALL_ENTRY = _layout("multicall_entry", 32, op=(0, "I"), result=(4, "I"),
+MULTICALL_ENTRY = layout("multicall_entry", 32, op=(0, "I"), result=(4, "I"),
                           args=(8, "6I"))
 
-SCHED_SHUTDOWN = _layout("sched_shutdown", 4, reason=(0, "I"))
+SCHED_SHUTDOWN = layout("sched_shutdown", 4, reason=(0, "I"))
+SCHED_POLL = layout("sched_poll", 16, ports=(0, "I"), nr_ports=(4, "I"), timeout=(8, "Q"))
 
-EVTCHN_BIND_VIRQ = _layout("evtchn_bind_virq", 12, virq=(0, "I"), vcpu=(4, "I"),
+EVTCHN_BIND_VIRQ = layout("evtchn_bind_virq", 12, virq=(0, "I"), vcpu=(4, "I"),
                            port=(8, "I"))
-EVTCHN_SEND = _layout("evtchn_send", 4, port=(0, "I"))
+EVTCHN_SEND = layout("evtchn_send", 4, port=(0, "I"))
 
-CALLBACK_REGISTER = _layout("callback_register", 12, type=(0, "H"), flags=(2, "H"),
+CALLBACK_REGISTER = layout("callback_register", 12, type=(0, "H"), flags=(2, "H"),
                             cs=(4, "I"), eip=(8, "I"))
 
-PHYSDEV_SET_IOPL = _layout("physdev_set_iopl", 4, iopl=(0, "I"))
+PHYSDEV_SET_IOPL = layout("physdev_set_iopl", 4, iopl=(0, "I"))
 
 # The PV console ring (io/console.h, struct xencons_interface).
-XENCONS_INTERFACE = _layout(
+XENCONS_INTERFACE = layout(
     "xencons_interface", 3092,
     in_=(0, "1024s"), out=(1024, "2048s"), in_cons=(3072, "I"), in_prod=(3076, "I"),
     out_cons=(3080, "I"), out_prod=(3084, "I"),
 )
 
 # HYPERVISOR_iret's frame on the guest stack, 32-bit: {EAX, EIP, CS, EFLAGS, [ESP, SS]}.
-IRET_FRAME_32 = _layout("iret_frame", 24, eax=(0, "I"), eip=(4, "I"), cs=(8, "I"),
+IRET_FRAME_32 = layout("iret_frame", 24, eax=(0, "I"), eip=(4, "I"), cs=(8, "I"),
                         eflags=(12, "I"), esp=(16, "I"), ss=(20, "I"))

@@ -233,3 +233,17 @@ BOOT_MAPPING_ALIGN = 4 << 20
 BOOT_MAPPING_SPARE = 512 << 10
 
 NR_EVENT_CHANNELS_32 = 1024
+DOMID_SELF = 0x7FF0
+
+
+def hypercall_page_32() -> bytes:
+    """The hypercall page a 32-bit guest calls through: entry i at 32*i is
+    `mov eax, i; int 0x82; ret`, and the iret entry is `push eax; mov eax, 23;
+    int 0x82` (no ret: guests jump to it). The rest of each entry is int3."""
+    page = bytearray(b"\xcc" * (HYPERCALL_ENTRY_SIZE * HYPERCALL_PAGE_ENTRIES))
+    for number in range(HYPERCALL_PAGE_ENTRIES):
+        entry = b"\xb8" + number.to_bytes(4, "little") + bytes((0xCD, HYPERCALL_VECTOR_32, 0xC3))
+        if number == Hypercall.iret:
+            entry = b"\x50\xb8" + number.to_bytes(4, "little") + bytes((0xCD, HYPERCALL_VECTOR_32))
+        page[HYPERCALL_ENTRY_SIZE * number:HYPERCALL_ENTRY_SIZE * number + len(entry)] = entry
+    return bytes(page)

@@ -18,6 +18,11 @@ HEADER_SEARCH_LIMIT = 8192
 HEADER_ALIGN = 4
 # 3.2: the value a compliant loader leaves in EAX.
 BOOTLOADER_MAGIC = 0x2BADB002
+# The machine state a Multiboot loader leaves on a PC, which pvtool's native loader
+# sets and a PV port recreates: CR0 with PE (and ET, which every CPU since the 486
+# reports), and the conventional memory a PC BIOS reports below the EBDA.
+CR0_AT_ENTRY = 0x11
+PC_CONVENTIONAL_MEMORY_KIB = 639
 
 # 3.1.2 header flags. Bits 0-15 are requirements: a loader that does not know one of
 # them must refuse the image. Bits 16-31 are optional features.

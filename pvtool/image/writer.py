@@ -68,14 +68,21 @@ class _Layout:
 
 
 def write_patched_elf(original: ElfImage, out: Path, *, patches: dict[int, bytes],
-                      added: list[AddedSection], notes: bytes | None) -> None:
+                      added: list[AddedSection], notes: bytes | None,
+                      check: Callable[[ElfImage], None] | None = None) -> None:
     """Write original with patches applied and added sections and notes appended to OUT,
-    atomically, refusing to overwrite the input."""
+    atomically, refusing to overwrite the input. CHECK, if given, sees the written image
+    before it is renamed into place and may raise to keep it from landing."""
     out = Path(out)
     _check_destination(original, out)
     blob = build_patched_elf(original, patches=patches, added=added, notes=notes)
-    _write_atomically(out, blob, _mode_of(original.path),
-                      lambda tmp: _verify(original, tmp, blob, patches, added, notes))
+
+    def verify(tmp: Path) -> None:
+        _verify(original, tmp, blob, patches, added, notes)
+        if check is not None:
+            check(load_elf(tmp))
+
+    write_atomically(out, blob, _mode_of(original.path), verify)
 
 
 def build_patched_elf(original: ElfImage, *, patches: dict[int, bytes],
@@ -296,8 +303,11 @@ def _mode_of(path: Path) -> int:
         return 0o644
 
 
-def _write_atomically(out: Path, blob: bytes, mode: int,
-                      verify: Callable[[Path], None]) -> None:
+def write_atomically(out: Path, blob: bytes, mode: int = 0o644,
+                     verify: Callable[[Path], None] | None = None) -> None:
+    """Write BLOB to OUT through a temporary file in the same directory, fsynced and
+    renamed, so OUT is either the old file or the whole new one; VERIFY sees the
+    temporary file first."""
     try:
         fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     except OSError as exc:
@@ -310,7 +320,8 @@ def _write_atomically(out: Path, blob: bytes, mode: int,
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
-        verify(tmp)
+        if verify is not None:
+            verify(tmp)
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

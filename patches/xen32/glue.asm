@@ -1,0 +1,401 @@
+; patches/xen32/glue.asm: the glue a kernel ported by xen32 calls.
+;
+; Each `## name` starts a function; the patcher assembles them with keystone into the
+; image's .pvtext section and checks every encoding with capstone. {names} are filled
+; from pvtool's ABI data: hc_NAME is hypercall NAME's entry in the hypercall page, the
+; vcpu_* fields live in the hypervisor's fixed shared_info mapping, the regs_* fields,
+; mbi, mmuext, the argument blocks and the GDT shadow in .pvdata.
+; Unless a function says otherwise it preserves every register and the flags, since it
+; replaces an instruction the kernel did not expect to clobber anything.
+
+## pv_entry
+; Xen enters here (ELF note ENTRY) with esi = start_info. Give the kernel the state a
+; Multiboot loader would: eax = the magic, ebx = an information structure.
+mov dword ptr [{start_info_ptr}], esi
+mov ebx, {physdevop_set_iopl}
+mov ecx, {iopl_arg}
+call {hc_physdev_op}
+test eax, eax
+jne failed
+mov eax, dword ptr [esi + {start_info_nr_pages}]
+shl eax, 2
+sub eax, 1024
+mov dword ptr [{mbi_mem_upper}], eax
+lea eax, [esi + {start_info_cmd_line}]
+mov dword ptr [{mbi_cmdline}], eax
+mov eax, {multiboot_magic}
+mov ebx, {mbi}
+jmp {kernel_entry}
+failed:
+call {pv_fatal}
+
+## pv_fatal
+; A hypercall the port relies on failed: crash the domain, as Linux's BUG() would.
+mov ebx, {schedop_shutdown}
+mov ecx, {shutdown_crash_arg}
+call {hc_sched_op}
+spin:
+jmp spin
+
+## pv_event_check
+; Deliver events that became deliverable: the word at {vcpu_pending} is
+; pending | mask << 8, so it equals 1 exactly when an event waits and none are masked.
+push ecx
+movzx ecx, word ptr [{vcpu_pending}]
+lea ecx, [ecx - 1]
+jecxz deliver
+pop ecx
+ret
+deliver:
+pushfd
+pushal
+mov ebx, 0
+mov ecx, 0
+call {hc_xen_version}
+popal
+popfd
+pop ecx
+ret
+
+## pv_pushf_fixup
+; [esp + 4] holds EFLAGS as pushfd stored it (IF is always set in ring 1 under Xen):
+; make its IF the virtual one, !upcall_mask.
+pushfd
+push eax
+movzx eax, byte ptr [{vcpu_mask}]
+shl eax, 9
+or dword ptr [esp + 12], 0x200
+xor dword ptr [esp + 12], eax
+pop eax
+popfd
+ret
+
+## pv_popf_mask
+; [esp + 4] is the EFLAGS value the popfd after this call loads: its IF becomes the
+; upcall mask. Flags are clobbered here and restored by that popfd.
+push eax
+mov eax, dword ptr [esp + 8]
+shr eax, 9
+and eax, 1
+xor eax, 1
+mov byte ptr [{vcpu_mask}], al
+pop eax
+call {pv_event_check}
+ret
+
+## pv_iret
+; HYPERVISOR_iret: an iret frame of a ring-0 kernel names its ring-0 CS; under Xen the
+; kernel runs in ring 1, so give the selector RPL 1 (RPL 3 frames stay as they are).
+or dword ptr [esp + 4], 1
+jmp {hc_iret}
+
+## pv_hlt
+; hlt with the virtual IF set waits for an event (SCHEDOP_block); with it clear nothing
+; can wake the CPU, so poll no ports, forever, with events still masked.
+pushfd
+pushal
+movzx eax, byte ptr [{vcpu_mask}]
+test eax, eax
+jne masked
+mov ebx, {schedop_block}
+mov ecx, 0
+call {hc_sched_op}
+jmp done
+masked:
+mov ebx, {schedop_poll}
+mov ecx, {poll_arg}
+call {hc_sched_op}
+done:
+popal
+popfd
+ret
+
+## pv_write_cr0
+; eax = the value the kernel writes to CR0.
+pushfd
+pushal
+mov ecx, dword ptr [{regs_cr0}]
+mov dword ptr [{regs_cr0}], eax
+mov edx, eax
+xor edx, ecx
+test edx, {cr0_ts}
+je ts_kept
+push eax
+push ecx
+mov ebx, eax
+shr ebx, {cr0_ts_shift}
+and ebx, 1
+call {hc_fpu_taskswitch}
+pop ecx
+pop eax
+ts_kept:
+test ecx, {cr0_pg}
+jne was_on
+test eax, {cr0_pg}
+je done
+mov eax, dword ptr [{regs_cr3}]
+call {pv_switch_base}
+jmp done
+was_on:
+test eax, {cr0_pg}
+jne done
+call {pv_fatal}
+done:
+popal
+popfd
+ret
+
+## pv_write_cr3
+; eax = the value written to CR3. While the kernel believes paging is off the value
+; only waits for CR0.PG; after that every write switches address spaces.
+pushfd
+pushal
+mov dword ptr [{regs_cr3}], eax
+test dword ptr [{regs_cr0}], {cr0_pg}
+je done
+call {pv_switch_base}
+done:
+popal
+popfd
+ret
+
+## pv_switch_base
+; eax = a page directory's physical address: HYPERVISOR_mmuext_op(NEW_BASEPTR). Clobbers
+; eax, ebx, ecx, edx, esi and the flags.
+shr eax, 12
+mov dword ptr [{mmuext_arg1}], eax
+mov dword ptr [{mmuext_cmd}], {mmuext_new_baseptr}
+mov ebx, {mmuext}
+mov ecx, 1
+mov edx, 0
+mov esi, {domid_self}
+call {hc_mmuext_op}
+test eax, eax
+jne failed
+ret
+failed:
+call {pv_fatal}
+
+## pv_write_cr4
+; eax = the value written to CR4: recorded; the hypervisor owns the paging features.
+mov dword ptr [{regs_cr4}], eax
+ret
+
+## pv_invlpg
+; eax = the linear address: HYPERVISOR_mmuext_op(INVLPG_LOCAL).
+pushfd
+pushal
+mov dword ptr [{mmuext_arg1}], eax
+mov dword ptr [{mmuext_cmd}], {mmuext_invlpg_local}
+mov ebx, {mmuext}
+mov ecx, 1
+mov edx, 0
+mov esi, {domid_self}
+call {hc_mmuext_op}
+test eax, eax
+jne failed
+popal
+popfd
+ret
+failed:
+call {pv_fatal}
+
+## pv_lgdt
+; eax = the linear address of lgdt's pseudo-descriptor. Xen takes a GDT by whole frames
+; and refuses system descriptors other than call gates: copy the table to the
+; page-aligned shadow without them, then HYPERVISOR_set_gdt(frames, entries).
+pushfd
+pushal
+mov ecx, dword ptr [eax]
+mov dword ptr [{regs_gdtr}], ecx
+mov cx, word ptr [eax + 4]
+mov word ptr [{regs_gdtr} + 4], cx
+movzx ecx, word ptr [eax]
+inc ecx
+shr ecx, 3
+mov esi, dword ptr [eax + 2]
+mov edi, {gdt_shadow}
+push ecx
+copy:
+jecxz copied
+mov eax, dword ptr [esi]
+mov edx, dword ptr [esi + 4]
+test edx, 0x1000
+jne keep
+mov ebx, edx
+and ebx, 0xf00
+cmp ebx, 0xc00
+je keep
+mov eax, 0
+mov edx, 0
+keep:
+mov dword ptr [edi], eax
+mov dword ptr [edi + 4], edx
+add esi, 8
+add edi, 8
+dec ecx
+jmp copy
+copied:
+pop ecx
+mov ebx, {gdt_frames}
+call {hc_set_gdt}
+test eax, eax
+jne failed
+popal
+popfd
+ret
+failed:
+call {pv_fatal}
+
+## pv_sgdt
+; eax = where sgdt stores: the pseudo-descriptor the kernel last loaded.
+push ecx
+mov ecx, dword ptr [{regs_gdtr}]
+mov dword ptr [eax], ecx
+mov cx, word ptr [{regs_gdtr} + 4]
+mov word ptr [eax + 4], cx
+pop ecx
+ret
+
+## pv_sidt
+; eax = where sidt stores: the pseudo-descriptor the kernel last loaded.
+push ecx
+mov ecx, dword ptr [{regs_idtr}]
+mov dword ptr [eax], ecx
+mov cx, word ptr [{regs_idtr} + 4]
+mov word ptr [eax + 4], cx
+pop ecx
+ret
+
+## pv_lidt
+; eax = the linear address of lidt's pseudo-descriptor. Each present 32-bit interrupt
+; or trap gate becomes a trap_info entry (DPL 0 raised to the kernel's ring 1; an
+; interrupt gate masks events on entry), and the table replaces the old one.
+pushfd
+pushal
+mov ecx, dword ptr [eax]
+mov dword ptr [{regs_idtr}], ecx
+mov cx, word ptr [eax + 4]
+mov word ptr [{regs_idtr} + 4], cx
+movzx ecx, word ptr [eax]
+inc ecx
+shr ecx, 3
+cmp ecx, 256
+jbe counted
+mov ecx, 256
+counted:
+mov esi, dword ptr [eax + 2]
+mov edi, {trap_info}
+mov ebx, 0
+gate:
+cmp ebx, ecx
+jae converted
+mov eax, dword ptr [esi + ebx*8]
+mov edx, dword ptr [esi + ebx*8 + 4]
+test edx, 0x8000
+je next
+mov ebp, edx
+shr ebp, 8
+and ebp, 0xe
+cmp ebp, 0xe
+jne next
+mov byte ptr [edi], bl
+mov ebp, edx
+shr ebp, 13
+and ebp, 3
+jne dpl_ok
+mov ebp, 1
+dpl_ok:
+test edx, 0x100
+jne trap_gate
+or ebp, {ti_mask_events}
+trap_gate:
+push edx
+mov edx, ebp
+mov byte ptr [edi + 1], dl
+pop edx
+mov ebp, eax
+shr ebp, 16
+mov word ptr [edi + 2], bp
+and edx, 0xffff0000
+and eax, 0xffff
+or eax, edx
+mov dword ptr [edi + 4], eax
+add edi, 8
+next:
+inc ebx
+jmp gate
+converted:
+mov dword ptr [edi], 0
+mov dword ptr [edi + 4], 0
+mov ebx, 0
+call {hc_set_trap_table}
+mov ebx, {trap_info}
+call {hc_set_trap_table}
+test eax, eax
+jne failed
+popal
+popfd
+ret
+failed:
+call {pv_fatal}
+
+## pv_ltr
+; eax = the TSS selector: its descriptor in the kernel's GDT gives the TSS, whose
+; SS0:ESP0 becomes the kernel stack (HYPERVISOR_stack_switch).
+pushfd
+pushal
+mov word ptr [{regs_tr}], ax
+and eax, 0xfff8
+add eax, dword ptr [{regs_gdtr} + 2]
+mov ecx, dword ptr [eax + 2]
+and ecx, 0xffffff
+movzx edx, byte ptr [eax + 7]
+shl edx, 24
+or ecx, edx
+mov ebx, dword ptr [ecx + 8]
+and ebx, 0xffff
+mov ecx, dword ptr [ecx + 4]
+call {hc_stack_switch}
+test eax, eax
+jne failed
+popal
+popfd
+ret
+failed:
+call {pv_fatal}
+
+## pv_lldt
+; eax = the LDT selector. Only the null LDT (the usual `lldt 0`) is supported.
+mov word ptr [{regs_ldtr}], ax
+test ax, 0xfffc
+jne unsupported
+ret
+unsupported:
+call {pv_fatal}
+
+## pv_clts
+; clts: the virtual CR0.TS is cleared and Xen told (HYPERVISOR_fpu_taskswitch(0)).
+pushfd
+pushal
+and dword ptr [{regs_cr0}], {not_cr0_ts}
+mov ebx, 0
+call {hc_fpu_taskswitch}
+popal
+popfd
+ret
+
+## pv_lmsw
+; eax = lmsw's operand: CR0's MP, EM and TS are replaced; PE can be set, never cleared.
+pushfd
+push eax
+push ecx
+and eax, 0xf
+mov ecx, dword ptr [{regs_cr0}]
+and ecx, 0xfffffff1
+or eax, ecx
+call {pv_write_cr0}
+pop ecx
+pop eax
+popfd
+ret

@@ -1,0 +1,53 @@
+"""pvtool's own extensions to the Xen PV ABI (docs/ABI.md lists and explains them).
+
+An automatically patched kernel keeps building its own page tables, so it cannot map
+shared_info where Xen guests do (with update_va_mapping into their own tables: the
+mapping would vanish when the kernel loads its own). pvtool's hypervisor therefore
+also maps the domain's shared_info page, writable, at a fixed address inside the
+hypervisor's range of every page directory it validates; the patcher's cli/sti/pushf/
+popf stubs address vcpu_info there. Nothing else of the hypervisor range is writable.
+"""
+
+from enum import IntEnum
+
+from pvtool.abi.layouts import SHARED_INFO, VCPU_INFO, layout
+from pvtool.abi.xen import HYPERVISOR_VIRT_START_2LEVEL, HYPERVISOR_VIRT_START_PAE
+
+# Offset of the hypervisor's private area inside its range (the range starts with
+# the read-only machine-to-phys table, one 4 MiB slot of it on 2-level paging).
+PRIVATE_AREA_OFFSET = 0x400000
+SHARED_INFO_OFFSET = PRIVATE_AREA_OFFSET + 0x10000
+
+
+def shared_info_va(pae: bool) -> int:
+    """The fixed virtual address of shared_info in every validated address space."""
+    base = HYPERVISOR_VIRT_START_PAE if pae else HYPERVISOR_VIRT_START_2LEVEL
+    return base + SHARED_INFO_OFFSET
+
+
+def vcpu0_field_va(pae: bool, field: str) -> int:
+    """The fixed virtual address of one field of vcpu_info[0]."""
+    return shared_info_va(pae) + SHARED_INFO.offset("vcpu_info") + VCPU_INFO.offset(field)
+
+
+# ELF notes named "pvtool" in a patched image.
+PVTOOL_NOTE_NAME = b"pvtool"
+
+
+class PvtoolNote(IntEnum):
+    # u32 address, u32 count: the trap-site table (TRAP_SITE entries). The hypervisor
+    # emulates the original instruction when the guest hits one of its int3s.
+    trap_sites = 1
+    # u32 address of the virtual-CPU register block the patched kernel keeps
+    # (VCPU_REGS), so trap-site emulation and the stubs share one state.
+    vcpu_regs = 2
+
+
+# One entry of the trap-site table: where the int3 is, how long the original
+# instruction was, and its bytes.
+TRAP_SITE = layout("trap_site", 24, address=(0, "I"), length=(4, "B"), original=(8, "15s"))
+
+# The virtual-CPU registers a patched kernel keeps for itself: what it last wrote to
+# CR0/CR3/CR4 and loaded with lgdt/lidt/lldt/ltr, read back by mov from CRn, sgdt...
+VCPU_REGS = layout("vcpu_regs", 40, cr0=(0, "I"), cr3=(4, "I"), cr4=(8, "I"),
+                   gdtr=(16, "6s"), idtr=(24, "6s"), ldtr=(32, "H"), tr=(34, "H"))

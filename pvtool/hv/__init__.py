@@ -1,0 +1,1 @@
+"""The hypervisor: domain builder, hypercalls, memory isolation, traps and events."""

@@ -1,0 +1,53 @@
+"""Boot a PV kernel: build the domain, wire the hypervisor into the machine, and
+leave the vCPU at the kernel's entry in ring 1."""
+
+from collections.abc import Callable
+
+from pvtool.errors import UnsupportedImageError
+from pvtool.hv import layout
+from pvtool.hv.builder import build_domain, enter_guest
+from pvtool.hv.domain import Domain
+from pvtool.hv.emulate import Emulator
+from pvtool.hv.gdt import Gdt
+from pvtool.hv.pagetables import PageTables
+from pvtool.hv.traps import PvTrapHandler
+from pvtool.image.elf import ElfImage
+from pvtool.image.xen_notes import parse_xen_notes
+from pvtool.machine.pc import Machine
+
+PAGE = 4096
+
+
+def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
+                   trace: Callable[[str], None] | None = None) -> Domain:
+    notes = parse_xen_notes(image)
+    if notes is None:
+        raise UnsupportedImageError(
+            f"{image.path}: no Xen ELF notes, so it cannot run paravirtualized; patch it "
+            "with `pvtool patch` or boot it on the bare PC with --native")
+    if notes.pae_mode not in (None, "no"):
+        raise UnsupportedImageError(
+            f"{image.path}: PAE_MODE {notes.pae_mode!r}; pvtool's hypervisor builds "
+            "2-level (non-PAE) domains so far")
+    nr_pages = machine.ram_size // PAGE
+    machine.map_memory(layout.BASE, layout.MEMORY_SIZE)
+    boot = build_domain(machine, image, notes, nr_pages, cmdline)
+    domain = Domain(machine=machine, nr_pages=nr_pages,
+                    console_output=machine.output, trace=trace)
+    domain.gdt = Gdt(domain)
+    domain.gdt.install_reserved()
+    domain.pagetables = PageTables(domain, boot.pfn(boot.page_tables))
+    machine.trap_handler = PvTrapHandler(domain, Emulator.for_image(domain, image))
+    machine.io_denied = lambda port: _deny_io(domain, port)
+    enter_guest(machine, boot, notes.entry if notes.entry is not None else image.entry)
+    domain.pagetables.new_baseptr(boot.pfn(boot.page_tables))
+    return domain
+
+
+def _deny_io(domain: Domain, port: int) -> bool:
+    """Port I/O reaches the devices only for a domain with I/O privilege (Xen's
+    physdev_op set_iopl); any other access crashes the domain."""
+    if domain.iopl >= 1:
+        return False
+    domain.crash(f"port I/O on {port:#x} without I/O privilege (physdev_op set_iopl)")
+    return True

@@ -1,0 +1,198 @@
+"""The domain builder: lays a PV kernel out as Xen's does (xg_dom_x86.c) and starts
+its vCPU in ring 1.
+
+After the kernel, each page aligned, virtual = VIRT_BASE + pfn * 4096: the p2m list,
+start_info, the xenstore page, the console ring page, the bootstrap page tables and one
+boot-stack page; the mapping ends on a 4 MiB boundary with at least 512 KiB to spare.
+Machine frames equal pseudo-physical frames (docs/ABI.md explains why), so the p2m
+list and the machine-to-phys table are identities.
+"""
+
+import struct
+from dataclasses import dataclass
+
+from pvtool.abi import xen
+from pvtool.abi.layouts import START_INFO
+from pvtool.errors import UnsupportedImageError
+from pvtool.hv import layout
+from pvtool.image.elf import ElfImage
+from pvtool.image.xen_notes import XenNotes
+from pvtool.machine.cpu import (
+    CR0,
+    CR3,
+    CR4,
+    CS,
+    DS,
+    EIP,
+    ES,
+    ESI,
+    ESP,
+    FS,
+    GDTR,
+    GS,
+    SS,
+)
+from pvtool.machine.pc import Machine
+from pvtool.x86 import paging
+
+PAGE = 4096
+FOUR_MIB = 4 << 20
+L2_FLAGS = paging.P | paging.RW | paging.A | paging.D | paging.US
+L1_FLAGS = paging.P | paging.RW | paging.A | paging.D
+L1_READ_ONLY = paging.P | paging.A
+CR0_PV = 0x80010033  # PG WP NE ET MP PE: a PV guest runs with paging always on
+EFLAGS_AT_ENTRY = 0x202  # IF set: the virtual IF is the upcall mask, which starts at 1
+STORE_EVTCHN, CONSOLE_EVTCHN = 1, 2
+
+
+@dataclass(frozen=True)
+class BootLayout:
+    """Virtual addresses of what the builder placed after the kernel."""
+
+    virt_base: int
+    kernel_end: int
+    p2m: int
+    start_info: int
+    xenstore: int
+    console: int
+    page_tables: int
+    nr_pt_frames: int
+    stack: int
+    v_end: int
+
+    def pfn(self, vaddr: int) -> int:
+        return (vaddr - self.virt_base) // PAGE
+
+
+def plan_layout(virt_base: int, kernel_end: int, nr_pages: int) -> BootLayout:
+    p2m = _page_up(kernel_end)
+    start_info = p2m + _page_up(4 * nr_pages)
+    xenstore = start_info + PAGE
+    console = xenstore + PAGE
+    page_tables = console + PAGE
+    nr_l1 = 1
+    while True:
+        stack = page_tables + (1 + nr_l1) * PAGE
+        v_end = _round_up(stack + PAGE + xen.BOOT_MAPPING_SPARE, xen.BOOT_MAPPING_ALIGN)
+        needed = (v_end - (virt_base & ~(FOUR_MIB - 1))) // FOUR_MIB
+        if needed <= nr_l1:
+            break
+        nr_l1 = needed
+    return BootLayout(virt_base, kernel_end, p2m, start_info, xenstore, console,
+                      page_tables, 1 + nr_l1, stack, v_end)
+
+
+def build_domain(machine: Machine, image: ElfImage, notes: XenNotes, nr_pages: int,
+                 cmdline: bytes) -> BootLayout:
+    """Load the kernel and the boot structures; return the layout."""
+    virt_base = notes.virt_base or 0
+    boot = plan_layout(virt_base, _load_kernel(machine, image, virt_base, nr_pages),
+                       nr_pages)
+    if boot.pfn(boot.v_end) > nr_pages:
+        raise UnsupportedImageError(f"{image.path}: the kernel does not fit in the domain's "
+                                    f"{nr_pages * PAGE >> 20} MiB")
+    _write_hypervisor_area(machine, nr_pages)
+    _write_p2m(machine, boot, nr_pages)
+    _write_start_info(machine, boot, nr_pages, cmdline)
+    _write_page_tables(machine, boot)
+    if notes.hypercall_page is not None:
+        machine.memory.write_phys(notes.hypercall_page - virt_base, xen.hypercall_page_32())
+    return boot
+
+
+def enter_guest(machine: Machine, boot: BootLayout, entry: int) -> None:
+    """Paging on with the bootstrap tables, then iretd from ring 0 into the kernel at
+    ring 1 (reg_write cannot lower privilege, UNICORN.md)."""
+    cpu = machine.cpu
+    cpu.set_descriptor_table(GDTR, layout.GDT, layout.GDT_LIMIT)
+    cpu.write(CR3, boot.pfn(boot.page_tables) * PAGE)
+    cpu.write(CR4, 0)
+    cpu.write(CR0, CR0_PV)
+    cpu.write(CS, layout.HYPERVISOR_CS)
+    cpu.write(SS, layout.HYPERVISOR_DS)
+    frame = struct.pack("<5I", entry, xen.FLAT_RING1_CS, EFLAGS_AT_ENTRY,
+                        boot.stack + PAGE, xen.FLAT_RING1_SS)
+    machine.memory.write_phys(layout.TRAMPOLINE_FRAMES, frame)
+    machine.memory.write_phys(layout.TRAMPOLINE + layout.IRETD_OFFSET, layout.IRETD)
+    cpu.write(ESP, layout.TRAMPOLINE_FRAMES)
+    cpu.write(EIP, layout.TRAMPOLINE + layout.IRETD_OFFSET)
+    machine.run_slice(1)
+    if cpu.cpl != 1 or cpu.read(EIP) != entry:
+        raise RuntimeError("the trampoline did not enter ring 1 at the kernel's entry")
+    for reg in (DS, ES, FS, GS):
+        cpu.write(reg, xen.FLAT_RING1_DS)
+    cpu.write(ESI, boot.start_info)
+
+
+def _load_kernel(machine: Machine, image: ElfImage, virt_base: int, nr_pages: int) -> int:
+    end = 0
+    for seg in image.segments:
+        if seg.memsz == 0:
+            continue
+        paddr = seg.vaddr - virt_base
+        if seg.vaddr < virt_base or paddr + seg.memsz > nr_pages * PAGE:
+            raise UnsupportedImageError(
+                f"{image.path}: segment at {seg.vaddr:#x} is outside the domain's memory "
+                f"(VIRT_BASE {virt_base:#x})")
+        data = image.data[seg.offset:seg.offset + seg.filesz]
+        machine.memory.write_phys(paddr, data + bytes(seg.memsz - seg.filesz))
+        end = max(end, seg.vaddr + seg.memsz)
+    return end
+
+
+def _write_hypervisor_area(machine: Machine, nr_pages: int) -> None:
+    mem = machine.memory
+    m2p_pages = -(-4 * nr_pages // PAGE)
+    mem.write_phys(layout.M2P, struct.pack(f"<{nr_pages}I", *range(nr_pages)))
+    mem.write_phys(layout.M2P_L1, layout.m2p_l1(m2p_pages))
+    mem.write_phys(layout.PRIVATE_L1, layout.private_l1())
+    for vcpu in range(32):  # every upcall mask starts at 1: events masked
+        mem.write_phys(layout.SHARED_INFO + 64 * vcpu + 1, b"\x01")
+
+
+def _write_p2m(machine: Machine, boot: BootLayout, nr_pages: int) -> None:
+    machine.memory.write_phys(boot.pfn(boot.p2m) * PAGE,
+                              struct.pack(f"<{nr_pages}I", *range(nr_pages)))
+
+
+def _write_start_info(machine: Machine, boot: BootLayout, nr_pages: int,
+                      cmdline: bytes) -> None:
+    info = START_INFO.pack(
+        magic=xen.START_INFO_MAGIC_32, nr_pages=nr_pages, shared_info=layout.SHARED_INFO,
+        flags=xen.SIF_PRIVILEGED | xen.SIF_INITDOMAIN,
+        store_mfn=boot.pfn(boot.xenstore), store_evtchn=STORE_EVTCHN,
+        console_mfn=boot.pfn(boot.console), console_evtchn=CONSOLE_EVTCHN,
+        pt_base=boot.page_tables, nr_pt_frames=boot.nr_pt_frames, mfn_list=boot.p2m,
+        cmd_line=cmdline[:1023])
+    machine.memory.write_phys(boot.pfn(boot.start_info) * PAGE, info)
+
+
+def _write_page_tables(machine: Machine, boot: BootLayout) -> None:
+    """One L2 and the L1s mapping [VIRT_BASE rounded down to 4 MiB, v_end); the
+    page-table frames themselves read-only."""
+    l2_pfn = boot.pfn(boot.page_tables)
+    first_slot = boot.virt_base >> 22
+    pt_pfns = range(l2_pfn, l2_pfn + boot.nr_pt_frames)
+    l2 = [0] * 1024
+    for i in range(boot.nr_pt_frames - 1):
+        l1_pfn = l2_pfn + 1 + i
+        l2[first_slot + i] = l1_pfn * PAGE | L2_FLAGS
+        l1 = []
+        for j in range(1024):
+            vaddr = (first_slot + i) * FOUR_MIB + j * PAGE
+            pfn = (vaddr - boot.virt_base) // PAGE
+            mapped = boot.virt_base <= vaddr < boot.v_end
+            flags = L1_READ_ONLY if pfn in pt_pfns else L1_FLAGS
+            l1.append(pfn * PAGE | flags if mapped else 0)
+        machine.memory.write_phys(l1_pfn * PAGE, struct.pack("<1024I", *l1))
+    for slot, pde in layout.hypervisor_slots().entries.items():
+        l2[slot] = pde
+    machine.memory.write_phys(l2_pfn * PAGE, struct.pack("<1024I", *l2))
+
+
+def _page_up(value: int) -> int:
+    return _round_up(value, PAGE)
+
+
+def _round_up(value: int, alignment: int) -> int:
+    return -(-value // alignment) * alignment

@@ -1,0 +1,193 @@
+"""A paravirtualized domain: its memory, its virtual CPU's PV state, and the two ways
+it can end (shutdown on request, crash on misbehaviour).
+
+Hypercall handlers see a Domain and a VCpu and never Unicorn: guest memory comes
+through copy_from_guest / copy_to_guest, which check every pointer the way Xen's
+copy_{from,to}_guest do (through the guest's page tables, never into the
+hypervisor's range), and fail with -EFAULT.
+"""
+
+import struct
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pvtool.abi import layouts
+from pvtool.abi.xen import Errno
+from pvtool.hv import layout
+from pvtool.machine.cpu import CS, EAX, EBX, ECX, EDI, EDX, EFLAGS, EIP, ESI, ESP, Cpu
+from pvtool.machine.memory import GuestMemory, PageFault
+from pvtool.machine.pc import Machine
+from pvtool.machine.stop import Stop, StopKind
+
+if TYPE_CHECKING:
+    from pvtool.hv.gdt import Gdt
+    from pvtool.hv.pagetables import PageTables
+
+PAGE = 4096
+VCPU0 = layout.SHARED_INFO + layouts.SHARED_INFO.offset("vcpu_info")
+UPCALL_PENDING = VCPU0 + layouts.VCPU_INFO.offset("evtchn_upcall_pending")
+UPCALL_MASK = VCPU0 + layouts.VCPU_INFO.offset("evtchn_upcall_mask")
+VCPU_CR2 = VCPU0 + layouts.VCPU_INFO.offset("cr2")
+KERNEL_RPL = 1
+
+
+class HypercallError(Exception):
+    """A refusal: the hypercall returns -errno to the guest."""
+
+    def __init__(self, errno: Errno, why: str = ""):
+        super().__init__(errno, why)
+        self.errno = errno
+        self.why = why
+
+
+class DomainCrash(Exception):
+    """The guest broke a rule no refusal can answer (Xen's domain_crash)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TrapInfo:
+    vector: int
+    dpl: int  # the lowest privilege allowed to raise it with `int n`
+    masks_events: bool  # like an interrupt gate: events are masked on entry
+    cs: int
+    address: int
+
+
+class VCpu:
+    """The registers of the domain's one virtual CPU, by name."""
+
+    ARGUMENT_REGS = (EBX, ECX, EDX, ESI, EDI)
+
+    def __init__(self, cpu: Cpu):
+        self._cpu = cpu
+
+    def get(self, reg: int) -> int:
+        return self._cpu.read(reg)
+
+    def set(self, reg: int, value: int) -> None:
+        self._cpu.write(reg, value)
+
+    def hypercall_args(self) -> tuple[int, ...]:
+        return tuple(self._cpu.read(r) for r in self.ARGUMENT_REGS)
+
+    @property
+    def cpl(self) -> int:
+        return self._cpu.cpl
+
+    def ack_exception(self) -> None:
+        self._cpu.ack_exception()
+
+    @property
+    def eip(self) -> int:
+        return self._cpu.read(EIP)
+
+    @property
+    def esp(self) -> int:
+        return self._cpu.read(ESP)
+
+    @property
+    def eflags(self) -> int:
+        return self._cpu.read(EFLAGS)
+
+    @property
+    def cs(self) -> int:
+        return self._cpu.read(CS)
+
+    def set_result(self, value: int) -> None:
+        self._cpu.write(EAX, value)
+
+
+@dataclass
+class Domain:
+    machine: Machine
+    nr_pages: int
+    console_output: Callable[[bytes], None]
+    trace: Callable[[str], None] | None = None
+    trap_table: dict[int, TrapInfo] = field(default_factory=dict)
+    kernel_ss: int = 0
+    kernel_sp: int = 0
+    iopl: int = 0
+    vm_assists: set[int] = field(default_factory=set)
+    callbacks: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    fpu_ts: bool = False
+    hypercall_counts: Counter = field(default_factory=Counter)
+    pagetables: "PageTables | None" = None
+    gdt: "Gdt | None" = None
+
+    def __post_init__(self):
+        self.vcpu = VCpu(self.machine.cpu)
+
+    @property
+    def memory(self) -> GuestMemory:
+        return self.machine.memory
+
+    # -- what the domain owns ------------------------------------------------------
+    def owns_frame(self, mfn: int) -> bool:
+        """Frames the domain may map: its RAM (machine frame = pseudo-physical frame,
+        see docs/ABI.md) and its shared_info page."""
+        return mfn < self.nr_pages or mfn == layout.SHARED_INFO >> 12
+
+    # -- guest memory, checked -----------------------------------------------------
+    def copy_from_guest(self, vaddr: int, size: int) -> bytes:
+        self._check_range(vaddr, size)
+        try:
+            return self.memory.read_virt(vaddr, size)
+        except PageFault:
+            raise HypercallError(Errno.EFAULT, f"unmapped guest address {vaddr:#x}") from None
+
+    def copy_to_guest(self, vaddr: int, data: bytes) -> None:
+        self._check_range(vaddr, len(data))
+        try:
+            self.memory.write_virt(vaddr, data)
+        except PageFault:
+            raise HypercallError(Errno.EFAULT,
+                                 f"guest address {vaddr:#x} is not writable") from None
+
+    def read_u32s(self, vaddr: int, count: int) -> tuple[int, ...]:
+        return struct.unpack(f"<{count}I", self.copy_from_guest(vaddr, 4 * count))
+
+    @staticmethod
+    def _check_range(vaddr: int, size: int) -> None:
+        if size < 0 or vaddr + size > layout.BASE or vaddr < 0:
+            raise HypercallError(Errno.EFAULT,
+                                 f"guest buffer {vaddr:#x}+{size:#x} reaches the hypervisor")
+
+    # -- events --------------------------------------------------------------------
+    @property
+    def upcall_mask(self) -> int:
+        return self.memory.read_phys(UPCALL_MASK, 1)[0]
+
+    @upcall_mask.setter
+    def upcall_mask(self, value: int) -> None:
+        self.memory.write_phys(UPCALL_MASK, bytes((value & 1,)))
+
+    @property
+    def upcall_pending(self) -> int:
+        return self.memory.read_phys(UPCALL_PENDING, 1)[0]
+
+    def set_cr2(self, address: int) -> None:
+        self.memory.write_u32(VCPU_CR2, address)
+
+    # -- the end of a domain -------------------------------------------------------
+    def shutdown(self, reason_code: int, reason: str) -> None:
+        self.machine.request_stop(Stop(StopKind.SHUTDOWN, reason, self.vcpu.eip, reason_code))
+
+    def crash(self, reason: str) -> None:
+        self.machine.request_stop(Stop(StopKind.CRASH, f"domain crashed: {reason}",
+                                       self.vcpu.eip))
+
+    def log(self, message: str) -> None:
+        if self.trace is not None:
+            self.trace(message)
+
+
+def fix_selector_rpl(selector: int) -> int:
+    """Selectors with an RPL below the guest kernel's ring get the kernel's RPL
+    (Xen's fixup_guest_code_selector)."""
+    return selector | KERNEL_RPL if selector & 3 < KERNEL_RPL else selector

@@ -1,0 +1,80 @@
+"""The domain's GDT: guest descriptors, checked, beside Xen's reserved ones.
+
+The real GDT lives in the hypervisor's range, mapped read-only. set_gdt copies the
+guest's descriptors into its first entries after Xen's check_descriptor rules: code
+and data descriptors with DPL 0 are raised to the kernel's ring, call gates are
+kept, every other system descriptor is refused. pvtool copies where Xen maps the
+guest's frames, so a later write by the guest into its own frames has no effect until
+update_descriptor; the accessed bit is preset so the CPU never writes the table.
+"""
+
+import struct
+
+from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY, Errno
+from pvtool.hv import layout
+from pvtool.hv.domain import KERNEL_RPL, Domain, HypercallError
+
+ENTRIES_PER_FRAME = 4096 // 8
+DESC_S = 1 << 44  # code/data (not system)
+DESC_P = 1 << 47
+DESC_ACCESSED = 1 << 40
+DPL_SHIFT = 45
+SYSTEM_TYPE_CALL_GATE_32 = 0xC
+
+
+def check_descriptor(desc: int) -> int:
+    """The descriptor as installed, or HypercallError if the guest may not have it."""
+    if not desc & DESC_P:
+        return 0
+    dpl = (desc >> DPL_SHIFT) & 3
+    if dpl < KERNEL_RPL:
+        desc = (desc & ~(3 << DPL_SHIFT)) | KERNEL_RPL << DPL_SHIFT
+    if desc & DESC_S:
+        return desc | DESC_ACCESSED
+    if (desc >> 40) & 0xF != SYSTEM_TYPE_CALL_GATE_32:
+        raise HypercallError(Errno.EINVAL, f"system descriptor {desc:#018x} is not allowed")
+    target = (desc >> 16) & 0xFFFF
+    if target & 3 < KERNEL_RPL:
+        desc = (desc & ~(0xFFFF << 16)) | (target | KERNEL_RPL) << 16
+    return desc
+
+
+class Gdt:
+    def __init__(self, domain: Domain):
+        self.domain = domain
+        self.frames: tuple[int, ...] = ()
+        self.entries = 0
+
+    def install_reserved(self) -> None:
+        for index, desc in layout.reserved_gdt_entries().items():
+            self._write(index, desc)
+
+    def set_gdt(self, frames: tuple[int, ...], entries: int) -> None:
+        """Replace the guest part of the GDT (HYPERVISOR_set_gdt)."""
+        if entries > FIRST_RESERVED_GDT_ENTRY:
+            raise HypercallError(Errno.EINVAL, f"{entries} GDT entries reach Xen's own")
+        for mfn in frames:
+            if not self.domain.owns_frame(mfn):
+                raise HypercallError(Errno.EINVAL, f"GDT frame {mfn:#x} is not the domain's")
+        raw = b"".join(self.domain.memory.read_phys(mfn * 4096, 4096) for mfn in frames)
+        checked = [check_descriptor(d) for d in struct.unpack_from(f"<{entries}Q", raw)]
+        for index in range(max(entries, self.entries)):
+            self._write(index, checked[index] if index < entries else 0)
+        self.frames, self.entries = frames, entries
+
+    def update_descriptor(self, machine_address: int, desc: int) -> None:
+        """Change one entry of the registered GDT frames (HYPERVISOR_update_descriptor)."""
+        if machine_address & 7:
+            raise HypercallError(Errno.EINVAL, "descriptor address is not 8-byte aligned")
+        mfn, offset = machine_address >> 12, machine_address & 0xFFF
+        if not self.domain.owns_frame(mfn):
+            raise HypercallError(Errno.EINVAL, f"frame {mfn:#x} is not the domain's")
+        checked = check_descriptor(desc)
+        self.domain.memory.write_phys(machine_address, struct.pack("<Q", desc))
+        if mfn in self.frames:
+            index = self.frames.index(mfn) * ENTRIES_PER_FRAME + offset // 8
+            if index < self.entries:
+                self._write(index, checked)
+
+    def _write(self, index: int, desc: int) -> None:
+        self.domain.memory.write_phys(layout.GDT + 8 * index, struct.pack("<Q", desc))

@@ -1,0 +1,65 @@
+"""Every hypercall pvtool services, in one table from Xen's number to its handler.
+
+A handler is a function of (domain, vcpu, args) that returns the value for EAX (0 or
+a result) or raises HypercallError for -errno; it never touches Unicorn. HYPERVISOR_iret
+returns NO_RESULT: it restores EAX from the guest's frame instead.
+"""
+
+from pvtool.abi.xen import Errno, Hypercall
+from pvtool.hv.domain import Domain, HypercallError, VCpu
+from pvtool.hv.hypercalls import console, descriptors, info, mmu, multicall, sched, traps
+from pvtool.hv.hypercalls.common import NO_RESULT, Handler
+from pvtool.machine.cpu import EAX
+
+TABLE: dict[int, Handler] = {
+    Hypercall.set_trap_table: traps.set_trap_table,
+    Hypercall.mmu_update: mmu.mmu_update,
+    Hypercall.set_gdt: descriptors.set_gdt,
+    Hypercall.stack_switch: traps.stack_switch,
+    Hypercall.set_callbacks: traps.set_callbacks,
+    Hypercall.fpu_taskswitch: info.fpu_taskswitch,
+    Hypercall.sched_op_compat: sched.sched_op_compat,
+    Hypercall.update_descriptor: descriptors.update_descriptor,
+    Hypercall.multicall: multicall.multicall,
+    Hypercall.update_va_mapping: mmu.update_va_mapping,
+    Hypercall.xen_version: info.xen_version,
+    Hypercall.console_io: console.console_io,
+    Hypercall.vm_assist: info.vm_assist,
+    Hypercall.iret: traps.iret,
+    Hypercall.mmuext_op: mmu.mmuext_op,
+    Hypercall.sched_op: sched.sched_op,
+    Hypercall.callback_op: traps.callback_op,
+    Hypercall.physdev_op: info.physdev_op,
+}
+
+
+def hypercall_name(number: int) -> str:
+    try:
+        return Hypercall(number).name
+    except ValueError:
+        return f"hypercall_{number}"
+
+
+def call(domain: Domain, vcpu: VCpu, number: int, args: tuple[int, ...]) -> int:
+    """Run one hypercall and return what EAX gets (or NO_RESULT)."""
+    name = hypercall_name(number)
+    domain.hypercall_counts[name] += 1
+    handler = TABLE.get(number)
+    if handler is None:
+        domain.log(f"hypercall {name}: -ENOSYS")
+        return -Errno.ENOSYS
+    try:
+        result = handler(domain, vcpu, args)
+    except HypercallError as refusal:
+        domain.log(f"hypercall {name}{args}: -{refusal.errno.name} {refusal.why}")
+        return -refusal.errno
+    if result is not NO_RESULT:
+        domain.log(f"hypercall {name}{args} = {result}")
+    return result
+
+
+def dispatch(domain: Domain, vcpu: VCpu) -> None:
+    """The int 0x82 entry: number in EAX, arguments in EBX, ECX, EDX, ESI, EDI."""
+    result = call(domain, vcpu, vcpu.get(EAX), vcpu.hypercall_args())
+    if result is not NO_RESULT:
+        vcpu.set_result(result)

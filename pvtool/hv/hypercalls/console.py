@@ -1,0 +1,17 @@
+"""HYPERVISOR_console_io: the emergency console every Xen guest can write to."""
+
+from pvtool.abi.xen import ConsoleIO, Errno
+from pvtool.hv.domain import Domain, HypercallError, VCpu
+from pvtool.hv.hypercalls.common import MAX_CONSOLE_WRITE
+
+
+def console_io(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+    cmd, count, buf = args[0], args[1], args[2]
+    if cmd == ConsoleIO.write:
+        if count > MAX_CONSOLE_WRITE:
+            raise HypercallError(Errno.EINVAL, f"console write of {count} bytes")
+        dom.console_output(dom.copy_from_guest(buf, count))
+        return 0
+    if cmd == ConsoleIO.read:
+        return 0  # no input is queued for the emergency console
+    raise HypercallError(Errno.ENOSYS, f"console_io command {cmd}")

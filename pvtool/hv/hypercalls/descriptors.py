@@ -1,0 +1,27 @@
+"""Descriptor-table hypercalls: set_gdt and update_descriptor (hv/gdt.py checks)."""
+
+import struct
+
+from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY, Errno
+from pvtool.hv.domain import Domain, HypercallError, VCpu
+
+ENTRIES_PER_FRAME = 512
+MAX_FRAMES = -(-FIRST_RESERVED_GDT_ENTRY // ENTRIES_PER_FRAME)
+
+
+def set_gdt(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+    frames_ptr, entries = args[0], args[1]
+    nr_frames = -(-entries // ENTRIES_PER_FRAME)
+    if nr_frames > MAX_FRAMES:
+        raise HypercallError(Errno.EINVAL, f"{entries} GDT entries")
+    frames = struct.unpack(f"<{nr_frames}I", dom.copy_from_guest(frames_ptr, 4 * nr_frames))
+    dom.gdt.set_gdt(frames, entries)
+    return 0
+
+
+def update_descriptor(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+    ma_lo, ma_hi, desc_lo, desc_hi = args[:4]
+    if ma_hi:
+        raise HypercallError(Errno.EINVAL, "machine address above 4 GiB")
+    dom.gdt.update_descriptor(ma_lo, desc_hi << 32 | desc_lo)
+    return 0

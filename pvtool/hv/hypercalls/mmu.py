@@ -1,0 +1,82 @@
+"""Page-table hypercalls: update_va_mapping, mmu_update and mmuext_op (validated
+through hv/pagetables.py)."""
+
+import struct
+
+from pvtool.abi.layouts import MMU_UPDATE, MMUEXT_OP
+from pvtool.abi.xen import UVMF_FLUSHTYPE_MASK, Errno, MmuextCmd, MmuUpdateCmd
+from pvtool.hv.domain import Domain, HypercallError, VCpu
+from pvtool.hv.hypercalls.common import MAX_BATCH
+
+PAGE = 4096
+
+
+def update_va_mapping(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+    vaddr, pte_lo, pte_hi, flags = args[:4]
+    if pte_hi:
+        raise HypercallError(Errno.EINVAL, "a 2-level PTE has no high half")
+    dom.pagetables.update_va_mapping(vaddr, pte_lo)
+    if flags & UVMF_FLUSHTYPE_MASK:
+        dom.pagetables.flush_tlb()
+    return 0
+
+
+def mmu_update(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+    reqs, count, done_ptr = args[0], args[1], args[2]
+    _check_count(count)
+    done = 0
+    try:
+        for index in range(count):
+            entry = MMU_UPDATE.unpack(dom.copy_from_guest(reqs + index * MMU_UPDATE.size,
+                                                          MMU_UPDATE.size))
+            _one_mmu_update(dom, entry["ptr"], entry["val"])
+            done += 1
+    finally:
+        dom.pagetables.flush_tlb()
+        if done_ptr:
+            dom.copy_to_guest(done_ptr, struct.pack("<I", done))
+    return 0
+
+
+def _one_mmu_update(dom: Domain, ptr: int, val: int) -> None:
+    cmd, address = ptr & 3, ptr & ~3
+    if cmd not in (MmuUpdateCmd.normal_pt_update, MmuUpdateCmd.pt_update_preserve_ad):
+        raise HypercallError(Errno.ENOSYS, f"mmu_update command {cmd}")
+    mfn = address >> 12
+    level = dom.pagetables.typed.get(mfn)
+    if level != 1:
+        raise HypercallError(Errno.EINVAL, f"frame {mfn:#x} is not an L1 page table in use")
+    dom.pagetables.check_new_pte(val)
+    dom.memory.write_u32(address, val)
+
+
+def mmuext_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+    ops, count, done_ptr = args[0], args[1], args[2]
+    _check_count(count)
+    done = 0
+    try:
+        for index in range(count):
+            op = MMUEXT_OP.unpack(dom.copy_from_guest(ops + index * MMUEXT_OP.size,
+                                                      MMUEXT_OP.size))
+            _one_mmuext(dom, op["cmd"], op["arg1"])
+            done += 1
+    finally:
+        if done_ptr:
+            dom.copy_to_guest(done_ptr, struct.pack("<I", done))
+    return 0
+
+
+def _one_mmuext(dom: Domain, cmd: int, arg1: int) -> None:
+    pagetables = dom.pagetables
+    if cmd == MmuextCmd.new_baseptr:
+        pagetables.new_baseptr(arg1)
+    elif cmd in (MmuextCmd.tlb_flush_local, MmuextCmd.tlb_flush_all,
+                 MmuextCmd.invlpg_local, MmuextCmd.invlpg_all):
+        pagetables.flush_tlb()
+    else:
+        raise HypercallError(Errno.ENOSYS, f"mmuext_op command {cmd}")
+
+
+def _check_count(count: int) -> None:
+    if count > MAX_BATCH:
+        raise HypercallError(Errno.EINVAL, f"batch of {count} entries")

@@ -1,0 +1,100 @@
+"""Traps and callbacks: the trap table, the kernel stack, HYPERVISOR_iret."""
+
+from pvtool.abi.layouts import CALLBACK_REGISTER, IRET_FRAME_32, TRAP_INFO
+from pvtool.abi.xen import (
+    CALLBACKF_MASK_EVENTS,
+    TI_DPL_MASK,
+    TI_MASK_EVENTS,
+    CallbackOp,
+    CallbackType,
+    Errno,
+)
+from pvtool.hv.domain import (
+    KERNEL_RPL,
+    Domain,
+    DomainCrash,
+    HypercallError,
+    TrapInfo,
+    VCpu,
+    fix_selector_rpl,
+)
+from pvtool.hv.hypercalls.common import NO_RESULT
+from pvtool.machine.cpu import CS, EAX, EFLAGS, EIP, ESP
+
+MAX_TRAPS = 256
+EFLAGS_IF = 1 << 9
+# What HYPERVISOR_iret may restore of EFLAGS: the arithmetic and control flags, never
+# IOPL, VM or the real IF (which stays set; the virtual IF is the upcall mask).
+IRET_EFLAGS_MASK = 0x00240DD5  # CF PF AF ZF SF TF DF OF, AC, ID
+
+
+def set_trap_table(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+    """Read trap_info entries until one with address 0 (or 256 of them)."""
+    table: dict[int, TrapInfo] = {}
+    ptr = args[0]
+    if ptr == 0:
+        dom.trap_table.clear()
+        return 0
+    for index in range(MAX_TRAPS + 1):
+        entry = TRAP_INFO.unpack(dom.copy_from_guest(ptr + index * TRAP_INFO.size,
+                                                     TRAP_INFO.size))
+        if entry["address"] == 0:
+            break
+        flags = entry["flags"]
+        table[entry["vector"]] = TrapInfo(
+            vector=entry["vector"], dpl=flags & TI_DPL_MASK,
+            masks_events=bool(flags & TI_MASK_EVENTS),
+            cs=fix_selector_rpl(entry["cs"]), address=entry["address"])
+    else:
+        raise HypercallError(Errno.EINVAL, "trap table has no terminating entry")
+    dom.trap_table.update(table)
+    return 0
+
+
+def stack_switch(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+    """The kernel stack to switch to on a trap from ring 3."""
+    dom.kernel_ss, dom.kernel_sp = fix_selector_rpl(args[0]), args[1]
+    return 0
+
+
+def set_callbacks(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+    event_cs, event_eip, failsafe_cs, failsafe_eip = args[:4]
+    dom.callbacks[CallbackType.event] = (fix_selector_rpl(event_cs), event_eip, 0)
+    dom.callbacks[CallbackType.failsafe] = (fix_selector_rpl(failsafe_cs), failsafe_eip, 0)
+    return 0
+
+
+def callback_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+    cmd, arg = args[0], args[1]
+    if cmd != CallbackOp.register:
+        raise HypercallError(Errno.ENOSYS, f"callback_op command {cmd}")
+    reg = CALLBACK_REGISTER.unpack(dom.copy_from_guest(arg, CALLBACK_REGISTER.size))
+    try:
+        kind = CallbackType(reg["type"])
+    except ValueError:
+        raise HypercallError(Errno.EINVAL, f"callback type {reg['type']}") from None
+    dom.callbacks[kind] = (fix_selector_rpl(reg["cs"]), reg["eip"],
+                           reg["flags"] & CALLBACKF_MASK_EVENTS)
+    return 0
+
+
+def iret(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> object:
+    """Return from a bounce: the stack holds {EAX, EIP, CS, EFLAGS, [ESP, SS]}; the
+    virtual IF (upcall mask) comes from EFLAGS.IF."""
+    frame = IRET_FRAME_32.unpack(dom.copy_from_guest(vcpu.esp, IRET_FRAME_32.size - 8))
+    cs = frame["cs"] & 0xFFFF
+    ring = cs & 3
+    if ring < KERNEL_RPL:
+        raise DomainCrash(f"HYPERVISOR_iret to ring {ring} (cs {cs:#x})")
+    if ring != KERNEL_RPL:
+        raise DomainCrash(f"HYPERVISOR_iret to ring {ring}: pvtool returns only to the "
+                          "kernel's ring 1 so far")
+    dom.upcall_mask = 0 if frame["eflags"] & EFLAGS_IF else 1
+    eflags = vcpu.eflags & ~IRET_EFLAGS_MASK | frame["eflags"] & IRET_EFLAGS_MASK
+    vcpu.set(EAX, frame["eax"])
+    vcpu.set(ESP, vcpu.esp + 16)
+    vcpu.set(EFLAGS, eflags | EFLAGS_IF)
+    if cs != vcpu.cs:
+        vcpu.set(CS, cs)
+    vcpu.set(EIP, frame["eip"])
+    return NO_RESULT

@@ -1,0 +1,98 @@
+"""Where the hypervisor keeps itself: its range of every address space, and the
+machine frames behind it (which the domain never owns).
+
+On 2-level paging (Xen 3.0's x86-32 layout) the range is 0xFC000000 up, L2 slots
+1008-1023; the hypervisor's frames sit at the same physical addresses, above any
+domain's RAM, so a hypervisor virtual address is also its machine address:
+
+    +0x000000  machine-to-phys table (read-only to the guest), up to 4 MiB
+    +0x400000  GDT, 16 pages (read-only: the guest changes it by set_gdt)
+    +0x410000  shared_info (read-write: pvtool's fixed mapping, abi/pvtool.py)
+    +0x411000  trampolines: one-instruction code the CPU runs at ring 0
+    +0x412000  trampoline frames (the iretd frame that enters the guest)
+"""
+
+import struct
+from dataclasses import dataclass
+
+from pvtool.abi import xen
+from pvtool.abi.pvtool import PRIVATE_AREA_OFFSET, SHARED_INFO_OFFSET
+from pvtool.x86 import paging
+
+PAGE = 4096
+BASE = xen.HYPERVISOR_VIRT_START_2LEVEL
+FIRST_SLOT = BASE >> 22  # 1008
+M2P = BASE
+PRIVATE = BASE + PRIVATE_AREA_OFFSET
+GDT = PRIVATE
+GDT_PAGES = 16
+SHARED_INFO = BASE + SHARED_INFO_OFFSET
+TRAMPOLINE = SHARED_INFO + PAGE
+TRAMPOLINE_FRAMES = TRAMPOLINE + PAGE
+END = TRAMPOLINE_FRAMES + PAGE
+M2P_L1 = END  # the two page tables that map the range, at the end of it
+PRIVATE_L1 = END + PAGE
+MEMORY_SIZE = M2P_L1 + 2 * PAGE - BASE
+
+# Trampoline code, each at a fixed offset in the trampoline page.
+IRETD_OFFSET = 0
+IRETD = bytes.fromhex("cf")
+
+# Hypervisor selectors in the reserved GDT page (Xen's own numbers: __HYPERVISOR_CS,
+# __HYPERVISOR_DS) and the flat guest selectors from abi/xen.py.
+HYPERVISOR_CS = xen.FIRST_RESERVED_GDT_BYTE + 0x08
+HYPERVISOR_DS = xen.FIRST_RESERVED_GDT_BYTE + 0x10
+GDT_LIMIT = xen.FLAT_RING3_DS + 7  # through the last reserved selector Xen defines
+
+READ_ONLY = paging.P | paging.A
+READ_WRITE = paging.P | paging.RW | paging.A | paging.D
+L2_ENTRY = paging.P | paging.RW | paging.A | paging.D
+
+
+@dataclass(frozen=True)
+class HypervisorSlots:
+    """The L2 entries every validated page directory gets in the hypervisor slots."""
+
+    entries: dict[int, int]  # slot -> PDE
+
+
+def reserved_gdt_entries() -> dict[int, int]:
+    """Xen's reserved descriptors: ring-0 hypervisor code/data, and the flat ring-1
+    and ring-3 segments guests may use (their limits stop below the hypervisor)."""
+    limit_pages = (BASE >> 12) - 1
+    ring0 = 0xFFFFF
+
+    def flat(limit: int, access: int) -> int:
+        return ((limit & 0xFFFF) | ((limit >> 16) & 0xF) << 48 | access << 40
+                | 0xC << 52)
+
+    return {
+        HYPERVISOR_CS >> 3: flat(ring0, 0x9B),
+        HYPERVISOR_DS >> 3: flat(ring0, 0x93),
+        xen.FLAT_RING1_CS >> 3: flat(limit_pages, 0xBB),
+        xen.FLAT_RING1_DS >> 3: flat(limit_pages, 0xB3),
+        xen.FLAT_RING3_CS >> 3: flat(limit_pages, 0xFB),
+        xen.FLAT_RING3_DS >> 3: flat(limit_pages, 0xF3),
+    }
+
+
+def private_l1(shared_info_writable: bool = True) -> bytes:
+    """The page table mapping the private area: only shared_info is writable."""
+    entries = [0] * 1024
+    for page in range(GDT_PAGES):
+        entries[page] = (GDT + page * PAGE) | READ_ONLY
+    entries[(SHARED_INFO - PRIVATE) >> 12] = SHARED_INFO | (
+        READ_WRITE if shared_info_writable else READ_ONLY)
+    entries[(TRAMPOLINE - PRIVATE) >> 12] = TRAMPOLINE | READ_ONLY
+    entries[(TRAMPOLINE_FRAMES - PRIVATE) >> 12] = TRAMPOLINE_FRAMES | READ_ONLY
+    return struct.pack("<1024I", *entries)
+
+
+def m2p_l1(m2p_pages: int) -> bytes:
+    entries = [(M2P + i * PAGE) | READ_ONLY for i in range(m2p_pages)]
+    return struct.pack("<1024I", *(entries + [0] * (1024 - len(entries))))
+
+
+def hypervisor_slots() -> HypervisorSlots:
+    return HypervisorSlots({FIRST_SLOT: M2P_L1 | L2_ENTRY,
+                            FIRST_SLOT + 1: PRIVATE_L1 | L2_ENTRY})

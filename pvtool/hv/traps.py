@@ -1,0 +1,104 @@
+"""What every interrupt and exception means to a PV domain.
+
+Unicorn reports every `int n` and fault to the machine's INTR hook; for a PV domain
+this handler decides: `int 0x82` from the kernel is a hypercall; an int3 on a recorded
+trap site is an instruction the patch left for the hypervisor to emulate; a #GP on an
+unpatched privileged instruction is emulated as Xen does; everything else is bounced
+to the guest's handler from its trap table with Xen's frame (XEN-ABI.md, "Traps,
+events, iret").
+"""
+
+import struct
+
+from pvtool.abi.xen import HYPERCALL_VECTOR_32
+from pvtool.hv.domain import DomainCrash, TrapInfo
+from pvtool.hv.hypercalls import dispatch
+from pvtool.machine.cpu import CR2, CS, EFLAGS, EIP, ESP
+from pvtool.machine.interrupts import ERROR_CODE_VECTORS, is_software_interrupt
+
+VECTOR_BP, VECTOR_GP, VECTOR_PF = 3, 13, 14
+EFLAGS_IF, EFLAGS_TF, EFLAGS_NT, EFLAGS_RF = 1 << 9, 1 << 8, 1 << 14, 1 << 16
+EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM",
+                   8: "#DF", 10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF",
+                   16: "#MF", 17: "#AC", 19: "#XM"}
+
+
+class PvTrapHandler:
+    def __init__(self, domain, emulator):
+        self.domain = domain
+        self.vcpu = domain.vcpu
+        self.emulator = emulator
+        self.exits = domain.machine.exits
+
+    def on_interrupt(self, vector: int) -> None:
+        try:
+            self._route(vector)
+        except DomainCrash as crash:
+            self.domain.crash(crash.reason)
+
+    def _route(self, vector: int) -> None:
+        eip = self.vcpu.eip
+        if is_software_interrupt(self.domain.memory, vector, eip):
+            self._software_interrupt(vector, eip)
+            return
+        error_code = self.domain.machine.cpu.fault_error_code() \
+            if vector in ERROR_CODE_VECTORS else None
+        self.vcpu.ack_exception()
+        self.exits["exception"] += 1
+        if vector == VECTOR_GP and self.emulator.emulate_privileged(eip):
+            self.exits["emulated"] += 1
+            return
+        if vector == VECTOR_PF:
+            self.domain.set_cr2(self.domain.machine.cpu.read(CR2))
+        self.bounce(vector, error_code, eip)
+
+    def _software_interrupt(self, vector: int, eip: int) -> None:
+        if vector == HYPERCALL_VECTOR_32 and self.vcpu.cpl == 1:
+            self.exits["hypercall"] += 1
+            dispatch(self.domain, self.vcpu)
+            return
+        if vector == VECTOR_BP and self.emulator.is_trap_site(eip - 1):
+            self.exits["trap-site"] += 1
+            self.emulator.emulate_trap_site(eip - 1)
+            return
+        self.exits["interrupt"] += 1
+        info = self.domain.trap_table.get(vector)
+        if info is None or info.dpl < self.vcpu.cpl:
+            # Raising a vector the guest did not allow at this ring: #GP(vector:IDT).
+            self.bounce(VECTOR_GP, vector * 8 + 2, eip - 2)
+            return
+        self.bounce(vector, None, eip)
+
+    def bounce(self, vector: int, error_code: int | None, return_eip: int) -> None:
+        """Deliver VECTOR to the guest kernel's handler with Xen's 32-bit frame:
+        [error code,] EIP, CS | saved_upcall_mask << 16, EFLAGS (IF = !mask)."""
+        info = self.domain.trap_table.get(vector)
+        name = EXCEPTION_NAMES.get(vector, f"vector {vector}")
+        if info is None:
+            raise DomainCrash(f"{name} at {return_eip:#010x} and no handler for it "
+                              "(set_trap_table)")
+        if self.vcpu.cpl != 1:
+            raise DomainCrash(f"{name} at {return_eip:#010x} from ring {self.vcpu.cpl}: "
+                              "pvtool bounces only from the kernel's ring 1 so far")
+        self.push_frame(info, error_code, return_eip)
+
+    def push_frame(self, info: TrapInfo, error_code: int | None, return_eip: int) -> None:
+        dom, vcpu = self.domain, self.vcpu
+        mask = dom.upcall_mask
+        eflags = vcpu.eflags & ~EFLAGS_IF | (0 if mask else EFLAGS_IF)
+        frame = [return_eip, vcpu.cs | mask << 16, eflags]
+        if error_code is not None:
+            frame.insert(0, error_code)
+        esp = (vcpu.esp - 4 * len(frame)) & 0xFFFFFFFF
+        try:
+            dom.copy_to_guest(esp, struct.pack(f"<{len(frame)}I", *frame))
+        except Exception as exc:
+            raise DomainCrash(f"kernel stack {esp:#010x} is not writable while bouncing "
+                              f"vector {info.vector}") from exc
+        if info.masks_events:
+            dom.upcall_mask = 1
+        vcpu.set(ESP, esp)
+        vcpu.set(EFLAGS, vcpu.eflags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF))
+        if info.cs != vcpu.cs:
+            vcpu.set(CS, info.cs)
+        vcpu.set(EIP, info.address)

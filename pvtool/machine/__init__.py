@@ -1,0 +1,1 @@
+"""The emulated x86 machine on Unicorn (all modes). It knows nothing of hypercalls."""

@@ -1,0 +1,137 @@
+"""Interrupt and exception delivery through the guest's IDT, as the hardware does it
+(Intel SDM vol. 3, 6.12). Unicorn never reads the IDT: every `int n` and every fault
+reaches the INTR hook, and this module does what the CPU would have done.
+"""
+
+import struct
+
+from pvtool.machine.cpu import CS, EFLAGS, EIP, ESP, IDTR, Cpu
+from pvtool.machine.memory import GuestMemory, PageFault
+from pvtool.machine.stop import Stop, StopKind
+from pvtool.x86.descriptors import GateDescriptor, SystemType
+
+VECTOR_BP, VECTOR_OF = 3, 4
+VECTOR_DF, VECTOR_NP, VECTOR_GP, VECTOR_PF = 8, 11, 13, 14
+FIRST_EXTERNAL_VECTOR = 32
+# Exceptions that push an error code (SDM table 6-1).
+ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
+# Faults after which Unicorn must be told the exception was handled (UNICORN.md).
+EFLAGS_TF, EFLAGS_IF, EFLAGS_NT, EFLAGS_RF = 1 << 8, 1 << 9, 1 << 14, 1 << 16
+INT_IMM8, INT3, INTO = 0xCD, 0xCC, 0xCE
+
+
+class DeliveryFault(Exception):
+    """Delivery itself faulted: the vector and error code to raise instead."""
+
+    def __init__(self, vector: int, error_code: int = 0):
+        super().__init__(vector, error_code)
+        self.vector = vector
+        self.error_code = error_code
+
+
+class NativeInterrupts:
+    """The native trap handler: every vector goes to the guest's own IDT."""
+
+    def __init__(self, cpu: Cpu, memory: GuestMemory, request_stop, exits):
+        self.cpu = cpu
+        self.memory = memory
+        self.request_stop = request_stop
+        self.exits = exits
+
+    def on_interrupt(self, vector: int) -> None:
+        eip = self.cpu.read(EIP)
+        software = is_software_interrupt(self.memory, vector, eip)
+        self.exits["interrupt" if software else "exception"] += 1
+        error_code = None
+        if not software and vector in ERROR_CODE_VECTORS:
+            error_code = self.cpu.fault_error_code()
+        self.deliver(vector, error_code=error_code, software=software, return_eip=eip)
+        if not software:
+            self.cpu.ack_exception()
+
+    def inject(self, vector: int) -> None:
+        """An external interrupt (from the PIC), delivered between instructions."""
+        self.exits["irq"] += 1
+        self.deliver(vector, error_code=None, software=False,
+                     return_eip=self.cpu.read(EIP))
+
+    def deliver(self, vector: int, *, error_code: int | None, software: bool,
+                return_eip: int) -> None:
+        """Deliver one vector; a fault while delivering becomes #DF, a fault while
+        delivering #DF a triple fault, which stops the machine as a PC would reset."""
+        try:
+            self._deliver_once(vector, error_code, software, return_eip)
+        except DeliveryFault as first:
+            if vector == VECTOR_DF:
+                self._triple_fault(return_eip)
+                return
+            # A fault raised while delivering a software interrupt is delivered itself,
+            # with the instruction as the return address (it did not complete).
+            contributory = first.vector in (VECTOR_NP, VECTOR_GP, VECTOR_PF, 10, 12)
+            if software or not contributory:
+                self.deliver(first.vector, error_code=first.error_code, software=False,
+                             return_eip=return_eip - (2 if software else 0))
+                return
+            self.deliver(VECTOR_DF, error_code=0, software=False, return_eip=return_eip)
+
+    def _deliver_once(self, vector: int, error_code: int | None, software: bool,
+                      return_eip: int) -> None:
+        idt_base, idt_limit = self.cpu.descriptor_table(IDTR)
+        if vector * 8 + 7 > idt_limit:
+            raise DeliveryFault(VECTOR_GP, vector * 8 + 2)
+        gate = GateDescriptor.decode(self._read(idt_base + vector * 8, 8))
+        if gate.type not in (SystemType.INTERRUPT_GATE, SystemType.TRAP_GATE):
+            raise DeliveryFault(VECTOR_GP, vector * 8 + 2)
+        if software and gate.dpl < self.cpu.cpl:
+            raise DeliveryFault(VECTOR_GP, vector * 8 + 2)
+        if not gate.present:
+            raise DeliveryFault(VECTOR_NP, vector * 8 + 2)
+        if self.cpu.cpl != 0:
+            # Ring 3 -> ring 0 needs the TSS stack switch; pvtool's guests so far run in
+            # ring 0 only when native.
+            raise DeliveryFault(VECTOR_GP, vector * 8 + 2)
+        eflags = self.cpu.read(EFLAGS)
+        frame = [return_eip, self.cpu.read(CS), eflags]
+        if error_code is not None:
+            frame.insert(0, error_code)
+        esp = (self.cpu.read(ESP) - 4 * len(frame)) & 0xFFFFFFFF
+        self._write(esp, struct.pack(f"<{len(frame)}I", *frame))
+        eflags &= ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF)
+        if gate.type == SystemType.INTERRUPT_GATE:
+            eflags &= ~EFLAGS_IF
+        self.cpu.write(ESP, esp)
+        self.cpu.write(EFLAGS, eflags)
+        if gate.selector != self.cpu.read(CS):
+            self.cpu.write(CS, gate.selector)
+        self.cpu.write(EIP, gate.offset)
+
+    def _read(self, vaddr: int, size: int) -> bytes:
+        try:
+            return self.memory.read_virt(vaddr, size)
+        except PageFault as fault:
+            raise DeliveryFault(VECTOR_PF, fault.error_code) from None
+
+    def _write(self, vaddr: int, data: bytes) -> None:
+        try:
+            self.memory.write_virt(vaddr, data)
+        except PageFault as fault:
+            raise DeliveryFault(VECTOR_PF, fault.error_code) from None
+
+    def _triple_fault(self, eip: int) -> None:
+        self.request_stop(Stop(StopKind.TRIPLE_FAULT,
+                               "triple fault (a fault while delivering a double fault)", eip))
+
+
+def is_software_interrupt(memory: GuestMemory, vector: int, eip: int) -> bool:
+    """Whether the INTR hook's vector came from `int n`/`int3`/`into` (EIP after the
+    instruction) rather than a fault (EIP on the instruction). Unicorn reports both the
+    same way, so look at the bytes before EIP: #BP and #OF only come from instructions,
+    vectors from 32 up only from `int n` (pvtool injects IRQs itself), and a low vector
+    is software when `int vector` ends at EIP."""
+    if vector >= FIRST_EXTERNAL_VECTOR or vector in (VECTOR_BP, VECTOR_OF):
+        return True
+    try:
+        before = memory.read_virt((eip - 2) & 0xFFFFFFFF, 2)
+    except PageFault:
+        return False
+    return before == bytes((INT_IMM8, vector))

@@ -1,0 +1,84 @@
+"""Guest memory: Unicorn's accesses are physical once paging is on, so guest-virtual
+reads and writes go through pvtool's own page walker (x86/paging.py)."""
+
+import struct
+
+from unicorn import Uc, UcError
+
+from pvtool.machine.cpu import CR0, CR0_PG, CR0_WP, CR3, CR4, CR4_PAE, CR4_PSE, Cpu
+from pvtool.x86.paging import PageFault, PagingMode, translate
+
+PAGE_SIZE = 4096
+
+
+class GuestMemory:
+    """Physical RAM plus guest-virtual access through the current page tables."""
+
+    def __init__(self, uc: Uc, cpu: Cpu):
+        self.uc = uc
+        self.cpu = cpu
+
+    # -- physical ------------------------------------------------------------------
+    def read_phys(self, addr: int, size: int) -> bytes:
+        return bytes(self.uc.mem_read(addr, size))
+
+    def write_phys(self, addr: int, data: bytes) -> None:
+        self.uc.mem_write(addr, bytes(data))
+
+    def read_u32(self, addr: int) -> int:
+        return struct.unpack("<I", self.uc.mem_read(addr, 4))[0]
+
+    def write_u32(self, addr: int, value: int) -> None:
+        self.uc.mem_write(addr, struct.pack("<I", value & 0xFFFFFFFF))
+
+    def is_mapped(self, addr: int, size: int = 1) -> bool:
+        try:
+            self.uc.mem_read(addr, size)
+        except UcError:
+            return False
+        return True
+
+    # -- guest-virtual -------------------------------------------------------------
+    def paging_mode(self) -> PagingMode | None:
+        if not self.cpu.read(CR0) & CR0_PG:
+            return None
+        return PagingMode.PAE if self.cpu.read(CR4) & CR4_PAE else PagingMode.TWO_LEVEL
+
+    def virt_to_phys(self, vaddr: int, *, write: bool = False, user: bool = False) -> int:
+        """The physical address of a guest-virtual one, or PageFault."""
+        mode = self.paging_mode()
+        if mode is None:
+            return vaddr & 0xFFFFFFFF
+        return translate(self.read_phys, self.cpu.read(CR3), vaddr, mode=mode,
+                         write=write, user=user, wp=bool(self.cpu.read(CR0) & CR0_WP),
+                         pse=bool(self.cpu.read(CR4) & CR4_PSE)).paddr
+
+    def read_virt(self, vaddr: int, size: int, *, user: bool = False) -> bytes:
+        out = bytearray()
+        for chunk_addr, chunk_size in _page_chunks(vaddr, size):
+            out += self.read_phys(self.virt_to_phys(chunk_addr, user=user), chunk_size)
+        return bytes(out)
+
+    def write_virt(self, vaddr: int, data: bytes, *, user: bool = False) -> None:
+        # Translate every page first, so a fault leaves memory untouched.
+        targets = [(self.virt_to_phys(a, write=True, user=user), n)
+                   for a, n in _page_chunks(vaddr, len(data))]
+        pos = 0
+        for paddr, n in targets:
+            self.write_phys(paddr, data[pos:pos + n])
+            pos += n
+
+    def read_virt_u32(self, vaddr: int) -> int:
+        return struct.unpack("<I", self.read_virt(vaddr, 4))[0]
+
+
+def _page_chunks(vaddr: int, size: int):
+    """Split [vaddr, vaddr+size) at page boundaries."""
+    while size > 0:
+        n = min(size, PAGE_SIZE - (vaddr & (PAGE_SIZE - 1)))
+        yield vaddr & 0xFFFFFFFF, n
+        vaddr += n
+        size -= n
+
+
+__all__ = ["GuestMemory", "PageFault", "PAGE_SIZE"]

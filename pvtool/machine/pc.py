@@ -1,0 +1,140 @@
+"""The emulated PC: one CPU, RAM, the port bus and the standard devices, and the
+Unicorn hooks that turn every trap into a call on the mode's trap handler.
+
+The machine owns all hooks (STYLE.md: hooks are registered in one place); what an
+interrupt or exception means is decided by the handler the mode installs: the native
+IDT delivery of machine/interrupts.py, or the hypervisor.
+"""
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Protocol
+
+from unicorn import (
+    UC_ARCH_X86,
+    UC_HOOK_INSN,
+    UC_HOOK_INSN_INVALID,
+    UC_HOOK_INTR,
+    UC_MODE_32,
+    Uc,
+    UcError,
+)
+from unicorn import x86_const as X
+
+from pvtool.machine.cpu import EIP, Cpu
+from pvtool.machine.debugexit import DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DebugExit
+from pvtool.machine.memory import GuestMemory
+from pvtool.machine.ports import PortBus
+from pvtool.machine.stop import Stop, StopKind
+from pvtool.machine.uart import COM1_BASE, COM1_PORTS, Uart16550
+
+DEFAULT_RAM = 128 << 20  # what QEMU gives a guest by default
+UNTIL_NEVER = 0xFFFFFFFF  # emu_start's end address; slices end by instruction count
+VECTOR_UD = 6
+
+
+class TrapHandler(Protocol):
+    """What a mode must provide: the meaning of every interrupt and exception."""
+
+    def on_interrupt(self, vector: int) -> None: ...
+
+
+class Machine:
+    """A standard PC at the level pvtool needs: CPU, RAM, ports, UART, debug exit."""
+
+    def __init__(self, *, ram_size: int = DEFAULT_RAM,
+                 output: Callable[[bytes], None], input_data: bytes = b""):
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self.ram_size = ram_size
+        self.uc.mem_map(0, ram_size)
+        self.cpu = Cpu(self.uc)
+        self.memory = GuestMemory(self.uc, self.cpu)
+        self.ports = PortBus()
+        self.output = output
+        self.uart = Uart16550(output, input_data)
+        self.ports.register(self.uart, COM1_BASE, COM1_PORTS)
+        self.ports.register(DebugExit(self._on_debug_exit), DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)
+        self.exits: Counter[str] = Counter()
+        self.stop: Stop | None = None
+        self.trap_handler: TrapHandler | None = None
+        self.hook_error: BaseException | None = None
+        # A mode that restricts port I/O sets this: it returns True (and deals with the
+        # guest) when an access must not reach the device.
+        self.io_denied: Callable[[int], bool] | None = None
+        self._install_hooks()
+
+    # -- hooks: the only place Unicorn calls back into Python ------------------------
+    def _install_hooks(self) -> None:
+        uc = self.uc
+        uc.hook_add(UC_HOOK_INTR, self._on_intr)
+        uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+
+    def _on_intr(self, uc: Uc, vector: int, _) -> None:
+        try:
+            self.trap_handler.on_interrupt(vector)
+        except BaseException as exc:  # never let Unicorn swallow a Python error
+            self._fail(exc)
+
+    def _on_in(self, uc: Uc, port: int, size: int, _) -> int:
+        self.exits["io"] += 1
+        if self.io_denied is not None and self.io_denied(port):
+            return (1 << (8 * size)) - 1
+        try:
+            return self.ports.read(port, size)
+        except BaseException as exc:
+            self._fail(exc)
+            return 0
+
+    def _on_out(self, uc: Uc, port: int, size: int, value: int, _) -> None:
+        self.exits["io"] += 1
+        if self.io_denied is not None and self.io_denied(port):
+            return
+        try:
+            self.ports.write(port, size, value)
+        except BaseException as exc:
+            self._fail(exc)
+
+    def _on_invalid(self, uc: Uc, _) -> bool:
+        """ud2 and other invalid opcodes bypass the INTR hook: deliver #UD like any
+        other exception (EIP stays on the instruction)."""
+        try:
+            self.trap_handler.on_interrupt(VECTOR_UD)
+        except BaseException as exc:
+            self._fail(exc)
+        return True
+
+    def _fail(self, exc: BaseException) -> None:
+        self.hook_error = exc
+        self.uc.emu_stop()
+
+    def _on_debug_exit(self, code: int) -> None:
+        self.request_stop(Stop(StopKind.GUEST_EXIT, f"guest exit code {code}",
+                               self.cpu.read(EIP), code))
+
+    def map_memory(self, base: int, size: int) -> None:
+        """More physical memory (zeroed), for instance the hypervisor's own frames."""
+        self.uc.mem_map(base, -(-size // 4096) * 4096)
+
+    # -- control ------------------------------------------------------------------------
+    def request_stop(self, stop: Stop) -> None:
+        """End the run after the current instruction; the first reason wins."""
+        if self.stop is None:
+            self.stop = stop
+        self.uc.emu_stop()
+
+    def run_slice(self, count: int) -> None:
+        """Run at most `count` instructions from the current EIP.
+
+        A Python error raised inside a hook is re-raised here; an error of Unicorn's own
+        (an unmapped fetch, say) becomes a stop with the emulator's reason.
+        """
+        try:
+            self.uc.emu_start(self.cpu.read(EIP), UNTIL_NEVER, 0, count)
+        except UcError as exc:
+            if self.hook_error is None:
+                self.request_stop(Stop(StopKind.EMULATOR_ERROR, str(exc), self.cpu.read(EIP)))
+        if self.hook_error is not None:
+            error, self.hook_error = self.hook_error, None
+            raise error

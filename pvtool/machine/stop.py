@@ -1,0 +1,33 @@
+"""Why a run ended. Every way a guest can stop is one of these kinds, so the run loop,
+the summary and the CLI's exit status all read the same record."""
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class StopKind(Enum):
+    GUEST_EXIT = "guest-exit"  # isa-debug-exit: the guest chose its exit code
+    SHUTDOWN = "shutdown"  # SCHEDOP_shutdown (poweroff, reboot...)
+    CRASH = "crash"  # the hypervisor crashed the domain (Xen's domain_crash)
+    TRIPLE_FAULT = "triple-fault"  # a real PC would reset
+    HALTED = "halted"  # hlt (or SCHEDOP_block) with nothing left that could wake it
+    INSN_LIMIT = "insn-limit"  # --max-insns
+    TIMEOUT = "timeout"  # --timeout
+    EMULATOR_ERROR = "emulator-error"  # Unicorn refused to go on (unmapped fetch...)
+
+
+@dataclass(frozen=True)
+class Stop:
+    kind: StopKind
+    reason: str
+    eip: int = 0
+    code: int | None = None  # the guest's exit code, for GUEST_EXIT and SHUTDOWN
+
+    @property
+    def guest_chose(self) -> bool:
+        """True when the guest ended the run on purpose."""
+        return self.kind in (StopKind.GUEST_EXIT, StopKind.SHUTDOWN)
+
+    def describe(self) -> str:
+        where = f" at eip {self.eip:#010x}" if not self.guest_chose else ""
+        return f"{self.kind.value}: {self.reason}{where}"

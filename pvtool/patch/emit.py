@@ -1,0 +1,153 @@
+"""Emission: turn the plans into bytes.
+
+The image grows two sections after its last byte: .pvdata (pvdata.py) and .pvtext,
+which holds the hypercall page Xen fills at boot, the glue, one stub per detour and
+the trap-site table. The original code changes only inside planned ranges: in-place
+replacements padded with NOPs, a `jmp` into each detour padded with int3, a lone
+int3 on each trap site.
+"""
+
+from dataclasses import dataclass
+
+from pvtool.abi import pvtool as pvabi
+from pvtool.abi import xen
+from pvtool.image import elf32
+from pvtool.image.elf import ElfImage
+from pvtool.image.writer import AddedSection
+from pvtool.image.xen_notes import build_xen_notes
+from pvtool.patch.glue import Glue, abi_symbols, assemble_glue
+from pvtool.patch.patchset import PatchSet
+from pvtool.patch.plan import Placement, Plan
+from pvtool.patch.pvdata import PvData
+from pvtool.patch.sites import replacement
+from pvtool.x86.isa import assemble_checked
+
+PAGE = 4096
+MODE = 32
+NOP, INT3 = b"\x90", b"\xcc"
+RELATIVE_BRANCHES = ("call", "jmp", "j")
+
+
+@dataclass(frozen=True)
+class Layout:
+    pvdata: PvData
+    text_base: int  # .pvtext: the hypercall page first
+    glue: Glue
+
+    @property
+    def hypercall_page(self) -> int:
+        return self.text_base
+
+
+@dataclass
+class Emitted:
+    layout: Layout
+    patches: dict[int, bytes]  # original vaddr -> new bytes
+    stubs: list[tuple[Plan, int, bytes]]  # detour plan, stub address, stub code
+    trap_table: bytes
+    text: bytes  # .pvtext contents
+    symbols: dict[str, int]
+
+    @property
+    def trap_table_address(self) -> int:
+        return self.layout.text_base + len(self.text) - len(self.trap_table)
+
+
+def lay_out(image: ElfImage, patch_set: PatchSet) -> tuple[Layout, dict[str, int]]:
+    """Fix every address the rewrites use before any site is placed."""
+    data_base = _page_up(image.end_vaddr)
+    pvdata = PvData(data_base, image.phys_offset)
+    text_base = _page_up(data_base + pvdata.memsz)
+    symbols = abi_symbols(text_base, image.entry) | pvdata.symbols()
+    glue = assemble_glue(patch_set, text_base + PAGE, symbols)
+    return Layout(pvdata, text_base, glue), symbols | glue.functions
+
+
+def emit(image: ElfImage, layout: Layout, plans: list[Plan],
+         symbols: dict[str, int]) -> Emitted:
+    patches: dict[int, bytes] = {}
+    stubs: list[tuple[Plan, int, bytes]] = []
+    trap_entries: list[bytes] = []
+    cursor = layout.glue.end
+    for plan in plans:
+        if plan.placement is Placement.IN_PLACE:
+            patches[plan.start] = plan.code + NOP * (plan.end - plan.start - len(plan.code))
+        elif plan.placement is Placement.TRAP:
+            site = plan.sites[0]
+            patches[plan.start] = INT3 * (plan.end - plan.start)
+            trap_entries.append(pvabi.TRAP_SITE.pack(address=site.address, length=site.insn.size,
+                                                    original=site.insn.bytes))
+        elif plan.placement is Placement.DETOUR:
+            stub = _stub(plan, cursor, symbols)
+            jump = assemble_checked(f"jmp {cursor:#x}", plan.start, MODE)
+            patches[plan.start] = jump + INT3 * (plan.end - plan.start - len(jump))
+            stubs.append((plan, cursor, stub))
+            cursor += len(stub)
+    trap_table = b"".join(trap_entries)
+    text = (xen.hypercall_page_32() + layout.glue.code
+            + b"".join(code for _, _, code in stubs) + trap_table)
+    return Emitted(layout, patches, stubs, trap_table, text, symbols)
+
+
+def _stub(plan: Plan, address: int, symbols: dict[str, int]) -> bytes:
+    """The window's instructions at ADDRESS: sites replaced, the rest moved (relative
+    branches re-aimed at their old targets), then a jump back after the window."""
+    site_at = {s.address: s for s in plan.sites}
+    code = bytearray()
+    for insn in plan.window:
+        here = address + len(code)
+        site = site_at.get(insn.address)
+        if site is not None and site.rule.action.value in ("inline", "call"):
+            statements = replacement(site, symbols)
+            code += assemble_checked("\n".join(statements), here, MODE) if statements else b""
+        elif _is_relative_branch(insn):
+            target = insn.cs.operands[0].imm
+            code += assemble_checked(f"{insn.mnemonic} {target:#x}", here, MODE)
+        else:
+            code += insn.bytes
+    code += assemble_checked(f"jmp {plan.end:#x}", address + len(code), MODE)
+    return bytes(code)
+
+
+def _is_relative_branch(insn) -> bool:
+    ops = insn.cs.operands
+    return (insn.mnemonic.startswith(RELATIVE_BRANCHES) and len(ops) == 1
+            and ops[0].type == 2)  # X86_OP_IMM: a direct target
+
+
+def added_sections(emitted: Emitted) -> list[AddedSection]:
+    layout = emitted.layout
+    data = layout.pvdata
+    return [
+        AddedSection(".pvdata", data.base, data.contents(), data.memsz,
+                     elf32.PF_R | elf32.PF_W),
+        AddedSection(".pvtext", layout.text_base, emitted.text, len(emitted.text),
+                     elf32.PF_R | elf32.PF_X),
+    ]
+
+
+def notes(image: ElfImage, emitted: Emitted, patch_set: PatchSet) -> bytes:
+    """Xen's notes (so the domain builder boots it) and pvtool's (trap sites, the
+    virtual-CPU register block)."""
+    layout = emitted.layout
+    xen_notes = build_xen_notes([
+        (xen.ElfNote.guest_os, patch_set.guest_os),
+        (xen.ElfNote.guest_version, image.path.name),
+        (xen.ElfNote.xen_version, "xen-3.0"),
+        (xen.ElfNote.loader, "generic"),
+        (xen.ElfNote.virt_base, image.phys_offset),
+        (xen.ElfNote.entry, emitted.symbols["pv_entry"]),
+        (xen.ElfNote.hypercall_page, layout.hypercall_page),
+        (xen.ElfNote.pae_mode, "no"),
+    ])
+    count = len(emitted.trap_table) // pvabi.TRAP_SITE.size
+    pvtool_notes = (
+        elf32.pack_note(pvabi.PVTOOL_NOTE_NAME, pvabi.PvtoolNote.trap_sites,
+                        (emitted.trap_table_address | count << 32).to_bytes(8, "little"))
+        + elf32.pack_note(pvabi.PVTOOL_NOTE_NAME, pvabi.PvtoolNote.vcpu_regs,
+                          emitted.symbols["regs_cr0"].to_bytes(4, "little")))
+    return xen_notes + pvtool_notes
+
+
+def _page_up(value: int) -> int:
+    return -(-value // PAGE) * PAGE

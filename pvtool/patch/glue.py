@@ -1,0 +1,88 @@
+"""Assembling a patch set's glue: the functions its rewrites call, placed in .pvtext
+after the hypercall page, with every encoding checked (x86/isa.assemble_checked).
+
+Functions call each other by absolute address, so their sizes and addresses depend on
+one another; assembling is repeated until the layout stops moving.
+"""
+
+from dataclasses import dataclass
+
+from pvtool.abi import xen
+from pvtool.abi import pvtool as pvabi
+from pvtool.abi.layouts import START_INFO
+from pvtool.errors import PatchError
+from pvtool.image import multiboot
+from pvtool.patch.patchset import PatchSet
+from pvtool.x86.isa import assemble_checked
+
+MODE = 32
+MAX_PASSES = 8
+CR0_TS, CR0_PG = 1 << 3, 1 << 31
+
+
+@dataclass(frozen=True)
+class Glue:
+    base: int
+    code: bytes
+    functions: dict[str, int]  # name -> address
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.code)
+
+
+def abi_symbols(hypercall_page: int, kernel_entry: int) -> dict[str, int]:
+    """The numbers templates and glue use, all from abi/ and image/multiboot."""
+    symbols = {f"hc_{h.name}": hypercall_page + xen.HYPERCALL_ENTRY_SIZE * h for h in xen.Hypercall}
+    symbols.update(
+        vcpu_mask=pvabi.vcpu0_field_va(False, "evtchn_upcall_mask"),
+        vcpu_pending=pvabi.vcpu0_field_va(False, "evtchn_upcall_pending"),
+        vcpu_cr2=pvabi.vcpu0_field_va(False, "cr2"),
+        start_info_nr_pages=START_INFO.offset("nr_pages"),
+        start_info_cmd_line=START_INFO.offset("cmd_line"),
+        multiboot_magic=multiboot.BOOTLOADER_MAGIC,
+        kernel_entry=kernel_entry,
+        physdevop_set_iopl=xen.PhysdevOp.set_iopl,
+        schedop_block=xen.SchedOp.block,
+        schedop_poll=xen.SchedOp.poll,
+        schedop_shutdown=xen.SchedOp.shutdown,
+        mmuext_new_baseptr=xen.MmuextCmd.new_baseptr,
+        mmuext_invlpg_local=xen.MmuextCmd.invlpg_local,
+        domid_self=xen.DOMID_SELF,
+        ti_mask_events=xen.TI_MASK_EVENTS,
+        cr0_ts=CR0_TS, cr0_ts_shift=CR0_TS.bit_length() - 1, not_cr0_ts=~CR0_TS & 0xFFFFFFFF,
+        cr0_pg=CR0_PG,
+    )
+    return symbols
+
+
+def fill(template: str, symbols: dict[str, int | str], where: str) -> str:
+    """Substitute {names}: numbers as hex literals, strings as they are."""
+    values = {k: (hex(v) if isinstance(v, int) else v) for k, v in symbols.items()}
+    try:
+        return template.format_map(values)
+    except KeyError as exc:
+        raise PatchError(f"{where}: unknown name {exc.args[0]!r} in a template") from None
+
+
+def assemble_glue(patch_set: PatchSet, base: int, symbols: dict[str, int]) -> Glue:
+    names = list(patch_set.glue)
+    addresses = dict.fromkeys(names, base)
+    for _ in range(MAX_PASSES):
+        code, placed = _assemble_once(patch_set, base, symbols | addresses)
+        if placed == addresses:
+            return Glue(base, code, placed)
+        addresses = placed
+    raise PatchError(f"{patch_set.name}: glue layout did not settle")
+
+
+def _assemble_once(patch_set: PatchSet, base: int,
+                   symbols: dict[str, int]) -> tuple[bytes, dict[str, int]]:
+    code = bytearray()
+    placed = {}
+    for name, source in patch_set.glue.items():
+        address = base + len(code)
+        placed[name] = address
+        text = fill(source, symbols, f"{patch_set.name}/glue.asm:{name}")
+        code += assemble_checked(text, address, MODE)
+    return bytes(code), placed

@@ -1,0 +1,101 @@
+"""Patch sets: a folder of patches/ with rules.toml (what happens to each instruction
+class) and glue.asm (the functions the rewrites call). Data, read once, checked
+against the x86 catalogue so a rule can never name a class that does not exist."""
+
+import tomllib
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from pvtool.errors import InputMissingError, PatchError
+from pvtool.x86.catalogue import BY_NAME
+
+PATCHES_DIR = Path(__file__).resolve().parents[2] / "patches"
+DEFAULT_PATCH_SET = "xen32"
+ARGUMENTS = frozenset({"value", "address", "selector"})
+
+
+class Action(Enum):
+    INLINE = "inline"  # replaced by a template (no exit)
+    CALL = "call"  # replaced by a call to a glue function
+    KEEP = "keep"  # left as is, on purpose
+    TRAP = "trap"  # an int3 trap site the hypervisor emulates
+
+
+@dataclass(frozen=True)
+class Rule:
+    class_name: str
+    action: Action
+    why: str
+    template: str = ""  # INLINE
+    function: str = ""  # CALL
+    argument: str | None = None  # CALL: what eax carries into the function
+
+
+@dataclass(frozen=True)
+class PatchSet:
+    name: str
+    description: str
+    paging: str
+    guest_os: str
+    rules: dict[str, Rule]
+    glue: dict[str, str]  # function name -> source (Intel syntax, {names} unfilled)
+    path: Path
+
+    def rule_for(self, class_name: str) -> Rule | None:
+        return self.rules.get(class_name)
+
+
+def load_patch_set(name_or_path: str | Path = DEFAULT_PATCH_SET) -> PatchSet:
+    folder = Path(name_or_path)
+    if not folder.is_dir():
+        folder = PATCHES_DIR / str(name_or_path)
+    rules_file, glue_file = folder / "rules.toml", folder / "glue.asm"
+    if not rules_file.is_file():
+        raise InputMissingError(f"{name_or_path}: no patch set (expected {rules_file})")
+    try:
+        data = tomllib.loads(rules_file.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PatchError(f"{rules_file}: {exc}") from None
+    meta = data.get("patch_set", {})
+    rules = {name: _rule(rules_file, name, body) for name, body in data.get("class", {}).items()}
+    glue = parse_glue(glue_file.read_text()) if glue_file.is_file() else {}
+    for rule in rules.values():
+        if rule.action is Action.CALL and rule.function not in glue:
+            raise PatchError(f"{rules_file}: {rule.class_name} calls {rule.function}, "
+                             f"which {glue_file.name} does not define")
+    return PatchSet(name=meta.get("name", folder.name), description=meta.get("description", ""),
+                    paging=meta.get("paging", "2-level"), guest_os=meta.get("guest_os", ""),
+                    rules=rules, glue=glue, path=folder)
+
+
+def _rule(source: Path, name: str, body: dict) -> Rule:
+    if name not in BY_NAME:
+        raise PatchError(f"{source}: [class.{name}] is not in pvtool's x86 catalogue")
+    actions = [a for a in Action if a.value in body]
+    if len(actions) != 1:
+        raise PatchError(f"{source}: [class.{name}] needs exactly one of "
+                         "inline, call, keep, trap")
+    action = actions[0]
+    value = body[action.value]
+    argument = body.get("argument")
+    if argument is not None and argument not in ARGUMENTS:
+        raise PatchError(f"{source}: [class.{name}] argument {argument!r}")
+    if action in (Action.KEEP, Action.TRAP):
+        return Rule(name, action, why=value)
+    return Rule(name, action, why=body.get("why", ""),
+                template=value if action is Action.INLINE else "",
+                function=value if action is Action.CALL else "", argument=argument)
+
+
+def parse_glue(text: str) -> dict[str, str]:
+    """Split glue.asm at its `## name` lines; comments (;) and blank lines dropped."""
+    functions: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for raw in text.splitlines():
+        line = raw.split(";", 1)[0].strip()
+        if raw.startswith("## "):
+            current = functions.setdefault(raw[3:].strip(), [])
+        elif line and current is not None:
+            current.append(line)
+    return {name: "\n".join(lines) for name, lines in functions.items()}

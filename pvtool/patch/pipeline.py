@@ -1,0 +1,117 @@
+"""`pvtool patch`: load -> discover code -> find sites -> plan -> emit -> verify -> write.
+
+Nothing is written unless every step succeeds: the image is verified in its temporary
+file before it is renamed into place, and the listing diff and report follow it.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pvtool.errors import OutputError, UnsupportedImageError
+from pvtool.image.elf import ElfImage, load_elf
+from pvtool.image.writer import write_atomically, write_patched_elf
+from pvtool.image.xen_notes import parse_xen_notes
+from pvtool.patch.discover import CodeMap, discover
+from pvtool.patch.emit import Emitted, added_sections, emit, lay_out, notes
+from pvtool.patch.listing import Symbolizer, code_listing, decode_listing, unified_diff
+from pvtool.patch.patchset import DEFAULT_PATCH_SET, load_patch_set
+from pvtool.patch.plan import Placement, Plan, plan_sites
+from pvtool.patch.report import PatchReport
+from pvtool.patch.sites import find_sites
+from pvtool.patch.verify import verify
+
+MODE = 32
+
+
+@dataclass(frozen=True)
+class Outputs:
+    image: Path
+    diff: Path
+    report: Path
+
+    @classmethod
+    def beside(cls, out: Path) -> "Outputs":
+        """OUT, and its listing diff and JSON report named after it."""
+        return cls(out, out.with_suffix(".diff"), out.with_suffix(".json"))
+
+
+def patch_image(input_path: Path, out: Path,
+                patch_set_name: str = DEFAULT_PATCH_SET) -> PatchReport:
+    image = load_elf(input_path)
+    outputs = Outputs.beside(Path(out))
+    _check_outputs(image, outputs)
+    if parse_xen_notes(image) is not None:
+        raise UnsupportedImageError(f"{input_path}: already has Xen notes (already "
+                                    "paravirtualized?)")
+    patch_set = load_patch_set(patch_set_name)
+    code = discover_code(image)
+    layout, symbols = lay_out(image, patch_set)
+    plans = plan_sites(find_sites(code, patch_set), code, symbols)
+    emitted = emit(image, layout, plans, symbols)
+    checks: list[str] = []
+
+    def check(patched: ElfImage) -> None:
+        checks.extend(verify(image, patched, code, plans, emitted))
+
+    write_patched_elf(image, outputs.image, patches=emitted.patches,
+                      added=added_sections(emitted), notes=notes(image, emitted, patch_set),
+                      check=check)
+    patched = load_elf(outputs.image)
+    diff = listing_diff(image, patched, code, plans, emitted)
+    report = PatchReport.build(image, outputs.image, patch_set, code, plans, emitted,
+                               checks, diff_path=outputs.diff, report_path=outputs.report)
+    write_atomically(outputs.diff, diff.encode())
+    write_atomically(outputs.report, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    return report
+
+
+def discover_code(image: ElfImage) -> CodeMap:
+    """Recursive disassembly from the entry and every function symbol, plus a sweep of
+    every executable byte; data segments are searched for code pointers."""
+    entries = [image.entry, *(s.value for s in image.function_symbols())]
+    data = [(seg.vaddr, image.read_virtual(seg.vaddr, seg.filesz))
+            for seg in image.segments if not seg.executable and seg.filesz]
+    return discover(image.executable_regions(), entries, mode=MODE, data_regions=data)
+
+
+def listing_diff(image: ElfImage, patched: ElfImage, code: CodeMap, plans: list[Plan],
+                 emitted: Emitted) -> str:
+    names = [(s.value, s.name) for s in image.function_symbols()]
+    names += [(a, n) for n, a in emitted.layout.glue.functions.items()]
+    names += [(address, f"pv_stub_{n}") for n, (_, address, _) in enumerate(emitted.stubs)]
+    symbolize = Symbolizer(names)
+    original = code_listing(code, Symbolizer(names[:len(image.function_symbols())]))
+    patched_lines = _patched_code_listing(patched, code, plans, symbolize)
+    glue = emitted.layout.glue
+    added = decode_listing(emitted.text[glue.base - emitted.layout.text_base:
+                                        len(emitted.text) - len(emitted.trap_table)],
+                           glue.base, symbolize)
+    return unified_diff(original, patched_lines + added, str(image.path), str(patched.path))
+
+
+def _patched_code_listing(patched: ElfImage, code: CodeMap, plans: list[Plan],
+                          symbolize: Symbolizer) -> list[str]:
+    """The original listing with each changed range decoded afresh."""
+    original = code_listing(code, symbolize)
+    changed = sorted((p.start, p.end) for p in plans if p.placement is not Placement.KEPT)
+    out: list[str] = []
+    index = 0
+    for line in original:
+        address = int(line.split(" ", 1)[0], 16)
+        while index < len(changed) and changed[index][1] <= address:
+            index += 1
+        if index < len(changed) and changed[index][0] <= address:
+            start, end = changed[index]
+            if address == start:
+                out += decode_listing(patched.read_virtual(start, end - start), start, symbolize)
+            continue
+        out.append(line)
+    return out
+
+
+def _check_outputs(image: ElfImage, outputs: Outputs) -> None:
+    source = Path(image.path).resolve()
+    for path in (outputs.image, outputs.diff, outputs.report):
+        if path.resolve() == source:
+            raise OutputError(f"{path}: refusing to overwrite the input image")

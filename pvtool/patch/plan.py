@@ -1,0 +1,135 @@
+"""Placement: where each site's replacement goes, in DESIGN.md's order of preference.
+
+1. In place, when the replacement fits in the instruction's own bytes (NOP-padded).
+2. A detour: a `jmp` over a window of whole instructions (at least 5 bytes) into a new
+   stub that holds the replacement and the window's other instructions, moved and
+   fixed up, then jumps back. No instruction inside the window but the first may be a
+   branch target, none may need a rel8 fixup (loop, jecxz), and only the last may
+   leave the window (a jump, a return), so control can only enter at its start.
+3. A trap site: a one-byte int3 the hypervisor recognises from a table, emulating the
+   original instruction.
+Sites the rule keeps stay as they are; every choice carries its reason for the report.
+"""
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from pvtool.patch.discover import CodeMap, Insn
+from pvtool.patch.patchset import Action
+from pvtool.patch.sites import Site, UnsupportedForm, replacement
+from pvtool.x86.isa import assemble_checked
+
+JMP_REL32_SIZE = 5
+MAX_WINDOW_INSNS = 6
+NO_FALLTHROUGH = frozenset({"jmp", "ret", "retf", "iret", "iretd", "ljmp", "ud2"})
+REL8_ONLY = frozenset({"loop", "loope", "loopne", "jecxz", "jcxz"})
+MODE = 32
+
+
+class Placement(Enum):
+    IN_PLACE = "in-place"
+    DETOUR = "detour"
+    TRAP = "trap"
+    KEPT = "kept"
+
+
+@dataclass
+class Plan:
+    placement: Placement
+    sites: list[Site]  # the sites this plan handles (a detour may hold several)
+    start: int  # the original bytes it changes: [start, end)
+    end: int
+    reason: str
+    window: list[Insn] = field(default_factory=list)  # DETOUR: every displaced insn
+    code: bytes = b""  # IN_PLACE: the replacement
+
+
+def plan_sites(sites: list[Site], code: CodeMap, symbols: dict[str, int]) -> list[Plan]:
+    plans: list[Plan] = []
+    taken: set[int] = set()  # instruction addresses already inside a plan
+    site_at = {s.address: s for s in sites}
+    for site in sites:
+        if site.address in taken:
+            continue
+        plan = _plan_one(site, code, site_at, taken, symbols)
+        taken.update(i.address for i in plan.window or [site.insn])
+        plans.append(plan)
+    return plans
+
+
+def _plan_one(site: Site, code: CodeMap, site_at: dict[int, Site], taken: set[int],
+              symbols: dict[str, int]) -> Plan:
+    action = site.rule.action
+    if action is Action.KEEP:
+        return Plan(Placement.KEPT, [site], site.address, site.end, site.rule.why)
+    if action is Action.TRAP:
+        return _trap(site, site.rule.why)
+    try:
+        statements = replacement(site, symbols)
+    except UnsupportedForm as exc:
+        return _trap(site, str(exc))
+    inline = assemble_checked("\n".join(statements), site.address, MODE) if statements else b""
+    if len(inline) <= site.insn.size:
+        return Plan(Placement.IN_PLACE, [site], site.address, site.end,
+                    "the replacement fits in the instruction's bytes", code=inline)
+    window = _find_window(site, code, site_at, taken)
+    if window is None:
+        return _trap(site, "no window of 5 bytes around it is free of branch targets")
+    covered = [site_at[i.address] for i in window if i.address in site_at]
+    return Plan(Placement.DETOUR, covered, window[0].address,
+                window[-1].address + window[-1].size,
+                f"replacement is {len(inline)} bytes; detour over {len(window)} "
+                "instruction(s)", window=window)
+
+
+def _trap(site: Site, reason: str) -> Plan:
+    return Plan(Placement.TRAP, [site], site.address, site.end, reason)
+
+
+def _find_window(site: Site, code: CodeMap, site_at: dict[int, Site],
+                 taken: set[int]) -> list[Insn] | None:
+    """The smallest run of whole instructions around SITE that a jmp can cover."""
+    around = _neighbours(site.insn, code)
+    centre = next(i for i, insn in enumerate(around) if insn.address == site.address)
+    best: list[Insn] | None = None
+    for first in range(centre, max(-1, centre - MAX_WINDOW_INSNS), -1):
+        for last in range(centre, min(len(around), first + MAX_WINDOW_INSNS)):
+            window = around[first:last + 1]
+            size = window[-1].address + window[-1].size - window[0].address
+            if size < JMP_REL32_SIZE:
+                continue
+            if _usable(window, code, site_at, taken) and (best is None or len(window) < len(best)):
+                best = window
+            break
+    return best
+
+
+def _neighbours(insn: Insn, code: CodeMap) -> list[Insn]:
+    """Contiguous instructions before and after INSN (a gap ends the run)."""
+    span = MAX_WINDOW_INSNS * 16
+    run = code.instructions_in(insn.address - span, insn.address + span)
+    index = next(i for i, x in enumerate(run) if x.address == insn.address)
+    lo = index
+    while lo > 0 and run[lo - 1].address + run[lo - 1].size == run[lo].address:
+        lo -= 1
+    hi = index
+    while hi + 1 < len(run) and run[hi].address + run[hi].size == run[hi + 1].address:
+        hi += 1
+    return run[lo:hi + 1]
+
+
+def _usable(window: list[Insn], code: CodeMap, site_at: dict[int, Site],
+            taken: set[int]) -> bool:
+    for position, insn in enumerate(window):
+        if insn.address in taken:
+            return False
+        if position > 0 and insn.address in code.branch_targets:
+            return False
+        if position < len(window) - 1 and insn.mnemonic in NO_FALLTHROUGH:
+            return False
+        if insn.mnemonic in REL8_ONLY:
+            return False
+        other = site_at.get(insn.address)
+        if other is not None and other.rule.action is Action.TRAP:
+            return False
+    return True

@@ -1,0 +1,86 @@
+"""The patch report: every site with its class, placement and reason, counts by
+placement (as E9Patch reports coverage), discovery coverage and the checks that
+passed. The rich table and the JSON file both come from this one object."""
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from pvtool.image.elf import ElfImage
+from pvtool.patch.discover import CodeMap
+from pvtool.patch.emit import Emitted
+from pvtool.patch.patchset import PatchSet
+from pvtool.patch.plan import Placement, Plan
+
+
+@dataclass(frozen=True)
+class SiteRecord:
+    address: int
+    symbol: str
+    instruction: str
+    cls: str
+    kind: str
+    placement: str
+    reason: str
+    found_by: str
+    stub: int | None
+
+
+@dataclass(frozen=True)
+class PatchReport:
+    input: Path
+    output: Path
+    diff_path: Path
+    report_path: Path
+    patch_set: str
+    sites: tuple[SiteRecord, ...]
+    coverage: dict[str, int]
+    glue_bytes: int
+    stub_bytes: int
+    checks: tuple[str, ...]
+
+    @property
+    def placements(self) -> Counter:
+        return Counter(s.placement for s in self.sites)
+
+    @classmethod
+    def build(cls, image: ElfImage, output: Path, patch_set: PatchSet, code: CodeMap,
+              plans: list[Plan], emitted: Emitted, checks: list[str], *,
+              diff_path: Path, report_path: Path) -> "PatchReport":
+        stub_of = {id(plan): address for plan, address, _ in emitted.stubs}
+        records = []
+        for plan in plans:
+            for site in plan.sites:
+                sym = image.symbol_at(site.address)
+                records.append(SiteRecord(
+                    address=site.address,
+                    symbol=f"{sym.name}+{site.address - sym.value:#x}" if sym else "?",
+                    instruction=site.text, cls=site.cls.name, kind=site.cls.kind.value,
+                    placement=plan.placement.value,
+                    reason=site.rule.why if plan.placement is Placement.KEPT else plan.reason,
+                    found_by=site.found_by, stub=stub_of.get(id(plan))))
+        records.sort(key=lambda r: r.address)
+        coverage = {"recursion": code.coverage.recursion, "sweep": code.coverage.sweep,
+                    "undecodable": code.coverage.undecodable}
+        return cls(Path(image.path), output, diff_path, report_path, patch_set.name,
+                   tuple(records), coverage, len(emitted.layout.glue.code),
+                   sum(len(code) for _, _, code in emitted.stubs), tuple(checks))
+
+    def to_dict(self) -> dict:
+        return {
+            "input": str(self.input),
+            "output": str(self.output),
+            "listing_diff": str(self.diff_path),
+            "patch_set": self.patch_set,
+            "placements": {p.value: self.placements.get(p.value, 0) for p in Placement},
+            "sites": [{"address": f"{s.address:#010x}", "symbol": s.symbol,
+                       "instruction": s.instruction, "class": s.cls, "kind": s.kind,
+                       "placement": s.placement, "reason": s.reason,
+                       "found_by": s.found_by,
+                       "stub": f"{s.stub:#010x}" if s.stub is not None else None}
+                      for s in self.sites],
+            "coverage_bytes": self.coverage,
+            "glue_bytes": self.glue_bytes,
+            "stub_bytes": self.stub_bytes,
+            "verified": list(self.checks),
+        }

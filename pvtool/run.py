@@ -1,0 +1,146 @@
+"""`pvtool run`: choose a mode, build the machine, and own the one run loop.
+
+Time is virtual: the loop runs instruction-count slices and stops on the guest's own
+request, on a limit (--max-insns, --timeout), or when the guest can never run again.
+"""
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from pvtool.errors import UnsupportedImageError
+from pvtool.image.elf import ElfImage, load_elf
+from pvtool.image.xen_notes import parse_xen_notes
+from pvtool.machine.cpu import EFLAGS, EFLAGS_IF, EIP
+from pvtool.machine.interrupts import NativeInterrupts
+from pvtool.machine.loader import load_multiboot
+from pvtool.machine.pc import DEFAULT_RAM, Machine
+from pvtool.machine.stop import Stop, StopKind
+
+SLICE_INSNS = 200_000
+HLT = 0xF4
+
+
+class Mode(Enum):
+    AUTO = "auto"
+    NATIVE = "native"
+    PV = "pv"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    mode: Mode = Mode.AUTO
+    max_insns: int | None = None
+    timeout: float | None = None
+    ram_size: int = DEFAULT_RAM
+    cmdline: bytes = b""
+    input_data: bytes = b""
+    trace: Callable[[str], None] | None = None
+
+
+@dataclass
+class RunResult:
+    mode: Mode
+    stop: Stop
+    wall_seconds: float
+    slices: int
+    insns_upper_bound: int
+    exits: Counter = field(default_factory=Counter)
+    hypercalls: Counter = field(default_factory=Counter)
+    uart_bytes: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "mode": self.mode.value,
+            "stop": {"kind": self.stop.kind.value, "reason": self.stop.reason,
+                     "eip": self.stop.eip, "guest_code": self.stop.code,
+                     "guest_chose": self.stop.guest_chose},
+            "wall_seconds": round(self.wall_seconds, 6),
+            "slices": self.slices,
+            "insns_upper_bound": self.insns_upper_bound,
+            "exits": dict(sorted(self.exits.items())),
+            "hypercalls": dict(sorted(self.hypercalls.items())),
+            "uart_bytes": self.uart_bytes,
+        }
+
+
+def choose_mode(image: ElfImage, requested: Mode) -> Mode:
+    """AUTO runs an image with Xen notes paravirtualized; anything else must say so."""
+    if requested is not Mode.AUTO:
+        return requested
+    if parse_xen_notes(image) is not None:
+        return Mode.PV
+    raise UnsupportedImageError(
+        f"{image.path}: no Xen ELF notes, so it cannot run paravirtualized; patch it "
+        "with `pvtool patch` or boot it on the bare PC with --native")
+
+
+def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) -> RunResult:
+    """Boot the image at PATH in the chosen mode and run it until it stops."""
+    image = load_elf(path)
+    mode = choose_mode(image, options.mode)
+    machine = Machine(ram_size=options.ram_size, output=output,
+                      input_data=options.input_data)
+    hypervisor = None
+    if mode is Mode.NATIVE:
+        load_multiboot(machine, image, cmdline=options.cmdline)
+        machine.trap_handler = NativeInterrupts(machine.cpu, machine.memory,
+                                                machine.request_stop, machine.exits)
+    else:
+        from pvtool.hv.domain import boot_pv_domain
+
+        hypervisor = boot_pv_domain(machine, image, cmdline=options.cmdline,
+                                    trace=options.trace)
+    result = _run_loop(machine, mode, options)
+    if hypervisor is not None:
+        result.hypercalls = hypervisor.hypercall_counts
+    return result
+
+
+def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
+    started = time.perf_counter()
+    deadline = started + options.timeout if options.timeout else None
+    budget = options.max_insns
+    slices = executed = 0
+    while machine.stop is None:
+        count = SLICE_INSNS if budget is None else min(SLICE_INSNS, budget - executed)
+        if count <= 0:
+            machine.request_stop(Stop(StopKind.INSN_LIMIT,
+                                      f"ran past --max-insns {budget}",
+                                      machine.cpu.read(EIP)))
+            break
+        machine.run_slice(count)
+        slices += 1
+        executed += count
+        if machine.stop is None and _halted(machine):
+            _on_halt(machine)
+        if deadline is not None and machine.stop is None and time.perf_counter() > deadline:
+            machine.request_stop(Stop(StopKind.TIMEOUT,
+                                      f"ran past --timeout {options.timeout:g} s",
+                                      machine.cpu.read(EIP)))
+    return RunResult(mode=mode, stop=machine.stop,
+                     wall_seconds=time.perf_counter() - started, slices=slices,
+                     insns_upper_bound=executed, exits=machine.exits,
+                     uart_bytes=machine.uart.bytes_written)
+
+
+def _halted(machine: Machine) -> bool:
+    """`hlt` at CPL 0 makes Unicorn return early with EIP after the instruction."""
+    eip = machine.cpu.read(EIP)
+    try:
+        return machine.memory.read_virt((eip - 1) & 0xFFFFFFFF, 1)[0] == HLT
+    except Exception:
+        return False
+
+
+def _on_halt(machine: Machine) -> None:
+    eip = machine.cpu.read(EIP)
+    machine.exits["hlt"] += 1
+    if not machine.cpu.read(EFLAGS) & EFLAGS_IF:
+        machine.request_stop(Stop(StopKind.HALTED, "hlt with interrupts disabled", eip))
+    else:
+        machine.request_stop(Stop(StopKind.HALTED, "hlt with no interrupt source left",
+                                  eip))

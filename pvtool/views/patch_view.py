@@ -1,0 +1,28 @@
+"""The table `pvtool patch` prints: every site, its placement and why."""
+
+from rich.console import Console
+from rich.table import Table
+
+from pvtool.patch.report import PatchReport
+
+PLACEMENT_STYLE = {"in-place": "green", "detour": "cyan", "trap": "yellow", "kept": "dim"}
+
+
+def render(report: PatchReport, console: Console) -> None:
+    table = Table(title=f"{report.input.name}: {len(report.sites)} sites "
+                        f"({report.patch_set})", title_justify="left")
+    for column in ("address", "symbol", "instruction", "class", "placement", "why"):
+        table.add_column(column, overflow="fold")
+    for site in report.sites:
+        style = PLACEMENT_STYLE.get(site.placement, "")
+        table.add_row(f"{site.address:#010x}", site.symbol, site.instruction, site.cls,
+                      f"[{style}]{site.placement}[/]", site.reason)
+    console.print(table)
+    counts = ", ".join(f"{n} {p}" for p, n in sorted(report.placements.items()))
+    console.print(f"placements: {counts or 'none'}; glue {report.glue_bytes} bytes, "
+                  f"stubs {report.stub_bytes} bytes")
+    console.print(f"coverage: {report.coverage['recursion']} bytes by recursion, "
+                  f"{report.coverage['sweep']} by sweep, "
+                  f"{report.coverage['undecodable']} undecodable")
+    console.print("verified: " + "; ".join(report.checks))
+    console.print(f"wrote {report.output}, {report.diff_path}, {report.report_path}")

@@ -1,0 +1,235 @@
+"""capstone and keystone for x86-32 and x86-64, created once per mode.
+
+- Decoding: `decoder(mode)` is the one capstone engine per mode (detail on);
+  `decode_one` caches hot single decodes (the trap-and-emulate path decodes the same
+  faulting instruction over and over; a decode with detail costs ~6 us);
+  `decode_all` never stops silently: capstone's disasm() ends at the first byte it
+  cannot decode, so every undecodable run is yielded as an `Undecodable` record.
+- Assembling: `assemble` is keystone as is (fast, unchecked). `assemble_checked` is what
+  the patcher uses: statements that keystone encodes wrongly come from the verified
+  SYSTEM_ENCODINGS table, the rest from keystone, and everything is decoded again and
+  compared with the source (asmcheck.py). Any doubt is an AssemblyError.
+"""
+
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import capstone
+import keystone
+from capstone import x86_const as X
+
+from pvtool.errors import PatchError
+from pvtool.x86 import asmcheck
+from pvtool.x86.system_encodings import SYSTEM_ENCODINGS, system_encoding
+
+__all__ = [
+    "MODES", "MAX_INSN_SIZE", "AssemblyError", "Undecodable", "decoder", "assembler",
+    "decode_one", "decode_all", "assemble", "assemble_checked", "SYSTEM_ENCODINGS",
+    "system_encoding", "register_names",
+]  # fmt: skip
+
+MODES = (32, 64)
+MAX_INSN_SIZE = 15  # architectural limit: longer is #GP
+_CS_MODES = {32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}
+_KS_MODES = {32: keystone.KS_MODE_32, 64: keystone.KS_MODE_64}
+
+
+class AssemblyError(PatchError):
+    """A statement keystone refused, or an encoding that does not decode back to its source.
+
+    `statement` is the failing source statement (None when it cannot be pinned down).
+    """
+
+    def __init__(self, message: str, statement: str | None = None):
+        super().__init__(message)
+        self.statement = statement
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """A run of bytes capstone cannot decode as any instruction."""
+
+    address: int
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def end(self) -> int:
+        return self.address + len(self.data)
+
+
+def _check_mode(mode: int) -> None:
+    if mode not in MODES:
+        raise ValueError(f"x86 mode must be 32 or 64, not {mode!r}")
+
+
+@functools.cache
+def decoder(mode: int) -> capstone.Cs:
+    """The capstone engine for `mode`, Intel syntax, detail on. Shared: do not reconfigure."""
+    _check_mode(mode)
+    engine = capstone.Cs(capstone.CS_ARCH_X86, _CS_MODES[mode])
+    engine.detail = True
+    return engine
+
+
+@functools.cache
+def assembler(mode: int) -> keystone.Ks:
+    """The keystone engine for `mode`, Intel syntax."""
+    _check_mode(mode)
+    return keystone.Ks(keystone.KS_ARCH_X86, _KS_MODES[mode])
+
+
+@functools.cache
+def register_names(mode: int) -> frozenset[str]:
+    """Every register name capstone can print."""
+    engine = decoder(mode)
+    return frozenset(filter(None, (engine.reg_name(r) for r in range(1, X.X86_REG_ENDING))))
+
+
+# ---- decoding
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_cached(code: bytes, address: int, mode: int):
+    return next(decoder(mode).disasm(code, address, 1), None)
+
+
+def decode_one(code: bytes, address: int, mode: int):
+    """The instruction at the start of `code` (a capstone CsInsn with detail), or None.
+
+    Results are cached by (bytes, address, mode) and shared: treat them as read-only.
+    """
+    return _decode_cached(bytes(code[:MAX_INSN_SIZE]), address, mode)
+
+
+def decode_all(code: bytes, address: int, mode: int) -> Iterator:
+    """Every instruction in `code`, in order, and an `Undecodable` record for each run of
+    bytes that no instruction starts at; together they cover `code` exactly."""
+    engine = decoder(mode)
+    code = bytes(code)
+    offset = 0
+    while offset < len(code):
+        for insn in engine.disasm(code[offset:], address + offset):
+            offset += insn.size
+            yield insn
+        if offset < len(code):
+            start = offset
+            offset += 1
+            while offset < len(code) and _undecodable_at(engine, code, offset, address):
+                offset += 1
+            yield Undecodable(address + start, code[start:offset])
+
+
+def _undecodable_at(engine, code: bytes, offset: int, address: int) -> bool:
+    window = code[offset : offset + MAX_INSN_SIZE]
+    return next(engine.disasm_lite(window, address + offset, 1), None) is None
+
+
+# ---- assembling
+
+
+def assemble(text: str, address: int, mode: int) -> bytes:
+    """keystone's encoding of `text` at `address`, UNCHECKED (see UNICORN.md for what
+    keystone 0.9.2 gets wrong). Statements are separated by newlines or ';'."""
+    engine = assembler(mode)
+    try:
+        encoding, _ = engine.asm(text, address)
+    except keystone.KsError as error:
+        statement = _failing_statement(text, address, engine)
+        raise AssemblyError(
+            f"cannot assemble {statement!r}: {error}" if statement else f"{error}", statement
+        ) from None
+    return bytes(encoding or b"")
+
+
+def _failing_statement(text: str, address: int, engine: keystone.Ks) -> str | None:
+    """The first statement keystone refuses. keystone's own statement count is not
+    reliable (it counts prefixes and reports 0 after a failure), so grow a prefix of the
+    source until it fails; labels defined later are kept so forward jumps resolve."""
+    statements, trailing = asmcheck.parse(text)
+    lines = [[*(f"{label}:" for label in s.labels), s.text] for s in statements]
+    for count in range(1, len(statements) + 1):
+        later = [f"{label}:" for s in statements[count:] for label in s.labels] + [
+            f"{label}:" for label in trailing
+        ]
+        source = "\n".join(line for group in lines[:count] for line in group) + "\n"
+        try:
+            engine.asm(source + "\n".join(later), address)
+        except keystone.KsError:
+            return statements[count - 1].text
+    return None
+
+
+def assemble_checked(text: str, address: int, mode: int) -> bytes:
+    """Assemble `text` at `address`, decode the result and compare it with the source,
+    statement by statement. System instructions keystone gets wrong come from
+    SYSTEM_ENCODINGS. Raises AssemblyError naming the statement and both texts."""
+    statements, trailing = asmcheck.parse(text)
+    for stmt in statements:
+        if stmt.mnemonic.startswith("."):
+            raise AssemblyError(f"directive {stmt.text!r} cannot be checked", stmt.text)
+    code = assemble(_keystone_source(statements, trailing, mode), address, mode)
+    insns = _decode_exactly(code, address, mode, statements)
+    labels = _label_addresses(statements, trailing, insns, address + len(code))
+    registers = register_names(mode)
+    for stmt, insn in zip(statements, insns, strict=True):
+        reason = asmcheck.compare(stmt, insn, registers, labels, mode)
+        if reason:
+            raise AssemblyError(
+                f"statement {stmt.text!r} assembled as "
+                f"{_insn_text(insn)!r} ({insn.bytes.hex()}): {reason}",
+                stmt.text,
+            )
+    return code
+
+
+def _keystone_source(statements, trailing, mode: int) -> str:
+    lines = []
+    for stmt in statements:
+        lines.extend(f"{label}:" for label in stmt.labels)
+        table = system_encoding(stmt.canonical, mode)
+        lines.append(".byte " + ", ".join(map(hex, table)) if table else stmt.text)
+    lines.extend(f"{label}:" for label in trailing)
+    return "\n".join(lines)
+
+
+def _decode_exactly(code: bytes, address: int, mode: int, statements) -> list:
+    insns = []
+    for item in decode_all(code, address, mode):
+        if isinstance(item, Undecodable):
+            raise AssemblyError(
+                f"keystone produced undecodable bytes {item.data.hex()} at {item.address:#x}"
+            )
+        insns.append(item)
+    if len(insns) != len(statements):
+        source = "; ".join(s.text for s in statements)
+        decoded = "; ".join(_insn_text(i) for i in insns)
+        raise AssemblyError(
+            f"{len(statements)} statements {source!r} decode as {len(insns)} "
+            f"instructions {decoded!r}",
+            _first_mismatch(statements, insns),
+        )
+    return insns
+
+
+def _first_mismatch(statements, insns) -> str | None:
+    for stmt, insn in zip(statements, insns, strict=False):
+        if not insn.mnemonic.endswith(asmcheck.ALIASES.get(stmt.mnemonic, stmt.mnemonic)):
+            return stmt.text
+    return statements[-1].text if statements else None
+
+
+def _label_addresses(statements, trailing, insns, end: int) -> dict[str, int]:
+    labels = {}
+    for stmt, insn in zip(statements, insns, strict=True):
+        labels.update(dict.fromkeys((name.lower() for name in stmt.labels), insn.address))
+    labels.update(dict.fromkeys((name.lower() for name in trailing), end))
+    return labels
+
+
+def _insn_text(insn) -> str:
+    return f"{insn.mnemonic} {insn.op_str}".strip()
