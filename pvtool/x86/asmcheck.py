@@ -124,10 +124,10 @@ def _number(token: str) -> int | None:
         return None
     if token.startswith("0x"):
         return int(token, 16)
-    if token.startswith("0b"):
-        return int(token[2:], 2)
     if token.endswith("h"):
         return int(token[:-1], 16)
+    if token.startswith("0b"):
+        return int(token[2:], 2)
     return int(token, 10)
 
 
