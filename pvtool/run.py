@@ -90,7 +90,7 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
         machine.trap_handler = NativeInterrupts(machine.cpu, machine.memory,
                                                 machine.request_stop, machine.exits)
     else:
-        from pvtool.hv.domain import boot_pv_domain
+        from pvtool.hv.boot import boot_pv_domain
 
         hypervisor = boot_pv_domain(machine, image, cmdline=options.cmdline,
                                     trace=options.trace)

@@ -22,6 +22,7 @@ from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.machine.cpu import CS, EAX, EFLAGS, EIP, ESP
 
 MAX_TRAPS = 256
+RING1_FRAME_SIZE = 16  # EAX, EIP, CS, EFLAGS: no ESP and SS when staying in ring 1
 EFLAGS_IF = 1 << 9
 # What HYPERVISOR_iret may restore of EFLAGS: the arithmetic and control flags, never
 # IOPL, VM or the real IF (which stays set; the virtual IF is the upcall mask).
@@ -81,7 +82,8 @@ def callback_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
 def iret(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> object:
     """Return from a bounce: the stack holds {EAX, EIP, CS, EFLAGS, [ESP, SS]}; the
     virtual IF (upcall mask) comes from EFLAGS.IF."""
-    frame = IRET_FRAME_32.unpack(dom.copy_from_guest(vcpu.esp, IRET_FRAME_32.size - 8))
+    same_ring = dom.copy_from_guest(vcpu.esp, RING1_FRAME_SIZE)
+    frame = IRET_FRAME_32.unpack(same_ring.ljust(IRET_FRAME_32.size, b"\0"))
     cs = frame["cs"] & 0xFFFF
     ring = cs & 3
     if ring < KERNEL_RPL:
@@ -92,7 +94,7 @@ def iret(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> object:
     dom.upcall_mask = 0 if frame["eflags"] & EFLAGS_IF else 1
     eflags = vcpu.eflags & ~IRET_EFLAGS_MASK | frame["eflags"] & IRET_EFLAGS_MASK
     vcpu.set(EAX, frame["eax"])
-    vcpu.set(ESP, vcpu.esp + 16)
+    vcpu.set(ESP, vcpu.esp + RING1_FRAME_SIZE)
     vcpu.set(EFLAGS, eflags | EFLAGS_IF)
     if cs != vcpu.cs:
         vcpu.set(CS, cs)
