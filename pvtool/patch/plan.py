@@ -4,8 +4,8 @@
 2. A detour: a `jmp` over a window of whole instructions (at least 5 bytes) into a new
    stub that holds the replacement and the window's other instructions, moved and
    fixed up, then jumps back. No instruction inside the window but the first may be a
-   branch target, none may need a rel8 fixup (loop, jecxz), and only the last may
-   leave the window (a jump, a return), so control can only enter at its start.
+   branch target, none may need a rel8 fixup (loop, jecxz), and after a jump or a
+   return only alignment padding may follow, so control can only enter at its start.
 3. A trap site: a one-byte int3 the hypervisor recognises from a table, emulating the
    original instruction.
 Sites the rule keeps stay as they are; every choice carries its reason for the report.
@@ -118,18 +118,30 @@ def _neighbours(insn: Insn, code: CodeMap) -> list[Insn]:
     return run[lo:hi + 1]
 
 
+def is_padding(insn: Insn) -> bool:
+    """Alignment filler compilers put after a jump or return: nops of every length,
+    int3, and the moves and leas of a register onto itself."""
+    if insn.mnemonic in ("nop", "int3"):
+        return True
+    operands = insn.op_str.split(", ")
+    return (insn.mnemonic in ("mov", "xchg", "lea") and len(operands) == 2
+            and operands[1].strip("[]") == operands[0])
+
+
 def _usable(window: list[Insn], code: CodeMap, site_at: dict[int, Site],
             taken: set[int]) -> bool:
+    ended = False  # an unconditional jump or return came before: only padding may follow
     for position, insn in enumerate(window):
         if insn.address in taken:
             return False
         if position > 0 and insn.address in code.branch_targets:
             return False
-        if position < len(window) - 1 and insn.mnemonic in NO_FALLTHROUGH:
+        if ended and not is_padding(insn):
             return False
         if insn.mnemonic in REL8_ONLY:
             return False
         other = site_at.get(insn.address)
         if other is not None and other.rule.action is Action.TRAP:
             return False
+        ended = ended or insn.mnemonic in NO_FALLTHROUGH
     return True

@@ -11,8 +11,10 @@ PLACEMENT_STYLE = {"in-place": "green", "detour": "cyan", "trap": "yellow", "kep
 def render(report: PatchReport, console: Console) -> None:
     table = Table(title=f"{report.input.name}: {len(report.sites)} sites "
                         f"({report.patch_set})", title_justify="left")
-    for column in ("address", "symbol", "instruction", "class", "placement", "why"):
-        table.add_column(column, overflow="fold")
+    for column in ("address", "symbol", "instruction", "class", "placement"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("why (the JSON report has it whole)", max_width=60, no_wrap=True,
+                     overflow="ellipsis")
     for site in report.sites:
         style = PLACEMENT_STYLE.get(site.placement, "")
         table.add_row(f"{site.address:#010x}", site.symbol, site.instruction, site.cls,
