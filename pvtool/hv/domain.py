@@ -171,6 +171,10 @@ class Domain:
     def upcall_pending(self) -> int:
         return self.memory.read_phys(UPCALL_PENDING, 1)[0]
 
+    @upcall_pending.setter
+    def upcall_pending(self, value: int) -> None:
+        self.memory.write_phys(UPCALL_PENDING, bytes((value & 1,)))
+
     def set_cr2(self, address: int) -> None:
         self.memory.write_u32(VCPU_CR2, address)
 

@@ -36,6 +36,30 @@ class PvTrapHandler:
         except DomainCrash as crash:
             self.domain.crash(crash.reason)
 
+    def interrupts_enabled(self) -> bool:
+        """The virtual IF: events are delivered while the upcall mask is clear."""
+        return not self.domain.upcall_mask
+
+    def take_interrupt(self, pic) -> None:
+        """A device interrupt reaches a PV kernel as a virtual interrupt: while one
+        waits, vcpu_info.evtchn_upcall_pending is set (so a stub's sti sees it), and
+        when the virtual IF allows, it is bounced through the trap table like the
+        exception its IDT gate stood for (docs/ABI.md)."""
+        dom = self.domain
+        if not pic.pending():
+            return
+        dom.upcall_pending = 1
+        if dom.upcall_mask or self.vcpu.cpl != 1:
+            return
+        vector = pic.acknowledge()
+        dom.upcall_pending = int(pic.pending())
+        info = dom.trap_table.get(vector)
+        if info is None:
+            self.exits["irq-dropped"] += 1
+            return
+        self.exits["irq"] += 1
+        self.push_frame(info, None, self.vcpu.eip)
+
     def _route(self, vector: int) -> None:
         eip = self.vcpu.eip
         if is_software_interrupt(self.domain.memory, vector, eip):

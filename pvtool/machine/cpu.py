@@ -25,7 +25,7 @@ EIP, EFLAGS = X.UC_X86_REG_EIP, X.UC_X86_REG_EFLAGS
 CS, DS, ES, FS, GS, SS = (X.UC_X86_REG_CS, X.UC_X86_REG_DS, X.UC_X86_REG_ES,
                           X.UC_X86_REG_FS, X.UC_X86_REG_GS, X.UC_X86_REG_SS)
 CR0, CR2, CR3, CR4 = X.UC_X86_REG_CR0, X.UC_X86_REG_CR2, X.UC_X86_REG_CR3, X.UC_X86_REG_CR4
-GDTR, IDTR = X.UC_X86_REG_GDTR, X.UC_X86_REG_IDTR
+GDTR, IDTR, TR = X.UC_X86_REG_GDTR, X.UC_X86_REG_IDTR, X.UC_X86_REG_TR
 
 GPRS_BY_NAME = {"eax": EAX, "ebx": EBX, "ecx": ECX, "edx": EDX,
                 "esi": ESI, "edi": EDI, "ebp": EBP, "esp": ESP}
@@ -90,6 +90,26 @@ class Cpu:
         base = self._blob()
         ctypes.c_int32.from_address(base + self._layout.old_exception).value = -1
         self.uc.context_restore(self._context)
+
+    def enter_ring0(self, *, cs: int, ss: int, esp: int, eip: int, eflags: int) -> None:
+        """Continue at CS:EIP in ring 0 on SS:ESP. reg_write cannot lower CPL, but a
+        segment load in real mode leaves a DPL-0 SS cache: clear PE, load SS, set PE
+        again, then load the ring-0 selectors (UNICORN.md; works with paging on).
+        Writing EIP last makes Unicorn retranslate with the new privilege."""
+        cr0 = self.read(CR0)
+        self.write(CR0, cr0 & ~CR0_PE)
+        self.write(SS, 0)
+        self.write(CR0, cr0)
+        self.write(CS, cs)
+        self.write(SS, ss)
+        self.write(ESP, esp)
+        self.write(EFLAGS, eflags)
+        self.write(EIP, eip)
+
+    def task_register(self) -> tuple[int, int]:
+        """(selector, base) of TR."""
+        selector, base, _, _ = self.uc.reg_read(TR)
+        return selector, base
 
     def descriptor_table(self, reg: int) -> tuple[int, int]:
         """(base, limit) of GDTR or IDTR."""

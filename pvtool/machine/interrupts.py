@@ -5,7 +5,7 @@ reaches the INTR hook, and this module does what the CPU would have done.
 
 import struct
 
-from pvtool.machine.cpu import CS, EFLAGS, EIP, ESP, IDTR, Cpu
+from pvtool.machine.cpu import CS, EFLAGS, EIP, ESP, GDTR, IDTR, SS, Cpu
 from pvtool.machine.memory import GuestMemory, PageFault
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.x86.descriptors import GateDescriptor, SystemType
@@ -15,9 +15,9 @@ VECTOR_DF, VECTOR_NP, VECTOR_GP, VECTOR_PF = 8, 11, 13, 14
 FIRST_EXTERNAL_VECTOR = 32
 # Exceptions that push an error code (SDM table 6-1).
 ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
-# Faults after which Unicorn must be told the exception was handled (UNICORN.md).
 EFLAGS_TF, EFLAGS_IF, EFLAGS_NT, EFLAGS_RF = 1 << 8, 1 << 9, 1 << 14, 1 << 16
 INT_IMM8, INT3, INTO = 0xCD, 0xCC, 0xCE
+TSS_ESP0 = 4  # offset of ESP0 (then SS0) in a 32-bit TSS
 
 
 class DeliveryFault(Exception):
@@ -49,11 +49,17 @@ class NativeInterrupts:
         if not software:
             self.cpu.ack_exception()
 
-    def inject(self, vector: int) -> None:
-        """An external interrupt (from the PIC), delivered between instructions."""
-        self.exits["irq"] += 1
-        self.deliver(vector, error_code=None, software=False,
-                     return_eip=self.cpu.read(EIP))
+    def interrupts_enabled(self) -> bool:
+        return bool(self.cpu.read(EFLAGS) & EFLAGS_IF)
+
+    def take_interrupt(self, pic) -> None:
+        """Between instructions: if the PIC raises INTR and IF is set, run the INTA
+        cycle and deliver the vector it names."""
+        if pic.pending() and self.interrupts_enabled():
+            self.exits["irq"] += 1
+            vector = pic.acknowledge()
+            self.deliver(vector, error_code=None, software=False,
+                         return_eip=self.cpu.read(EIP))
 
     def deliver(self, vector: int, *, error_code: int | None, software: bool,
                 return_eip: int) -> None:
@@ -86,24 +92,48 @@ class NativeInterrupts:
             raise DeliveryFault(VECTOR_GP, vector * 8 + 2)
         if not gate.present:
             raise DeliveryFault(VECTOR_NP, vector * 8 + 2)
-        if self.cpu.cpl != 0:
-            # Ring 3 -> ring 0 needs the TSS stack switch; pvtool's guests so far run in
-            # ring 0 only when native.
-            raise DeliveryFault(VECTOR_GP, vector * 8 + 2)
+        cpl = self.cpu.cpl
+        target = self._code_segment_dpl(gate.selector)
+        if target > cpl or (target < cpl and target != 0):
+            # Only ring 0 handlers are reached with a stack switch (a PC kernel's case).
+            raise DeliveryFault(VECTOR_GP, gate.selector & ~3)
         eflags = self.cpu.read(EFLAGS)
         frame = [return_eip, self.cpu.read(CS), eflags]
+        stack = self.cpu.read(ESP)
+        if target < cpl:
+            ss0, stack = self._ring0_stack()
+            frame += [self.cpu.read(ESP), self.cpu.read(SS)]
         if error_code is not None:
             frame.insert(0, error_code)
-        esp = (self.cpu.read(ESP) - 4 * len(frame)) & 0xFFFFFFFF
+        esp = (stack - 4 * len(frame)) & 0xFFFFFFFF
         self._write(esp, struct.pack(f"<{len(frame)}I", *frame))
         eflags &= ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF)
         if gate.type == SystemType.INTERRUPT_GATE:
             eflags &= ~EFLAGS_IF
+        if target < cpl:
+            self.cpu.enter_ring0(cs=gate.selector, ss=ss0, esp=esp, eip=gate.offset,
+                                 eflags=eflags)
+            return
         self.cpu.write(ESP, esp)
         self.cpu.write(EFLAGS, eflags)
         if gate.selector != self.cpu.read(CS):
             self.cpu.write(CS, gate.selector)
         self.cpu.write(EIP, gate.offset)
+
+    def _code_segment_dpl(self, selector: int) -> int:
+        """The DPL of the code segment a gate names (from the GDT)."""
+        gdt_base, gdt_limit = self.cpu.descriptor_table(GDTR)
+        index = selector & ~7
+        if selector & 4 or index == 0 or index + 7 > gdt_limit:
+            raise DeliveryFault(VECTOR_GP, selector & ~3)
+        descriptor = int.from_bytes(self._read(gdt_base + index, 8), "little")
+        return (descriptor >> 45) & 3
+
+    def _ring0_stack(self) -> tuple[int, int]:
+        """SS0:ESP0 from the 32-bit TSS in TR (SDM 7.2.1)."""
+        _, tss = self.cpu.task_register()
+        esp0, ss0 = struct.unpack("<IH", self._read(tss + TSS_ESP0, 6))
+        return ss0, esp0
 
     def _read(self, vaddr: int, size: int) -> bytes:
         try:

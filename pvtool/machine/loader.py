@@ -13,9 +13,9 @@ from pvtool.errors import UnsupportedImageError
 from pvtool.image.elf import ElfImage
 from pvtool.image.multiboot import (
     BOOTLOADER_MAGIC,
+    CR0_AT_ENTRY,
     MEMORY_AVAILABLE,
     MEMORY_RESERVED,
-    CR0_AT_ENTRY,
     PC_CONVENTIONAL_MEMORY_KIB,
     build_info,
     find_header,

@@ -23,7 +23,7 @@ from unicorn import x86_const as X
 
 from pvtool.machine.cpu import EIP, Cpu
 from pvtool.machine.debugexit import DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DebugExit
-from pvtool.machine.memory import GuestMemory
+from pvtool.machine.memory import GuestMemory, PageFault
 from pvtool.machine.ports import PortBus
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.machine.uart import COM1_BASE, COM1_PORTS, Uart16550
@@ -31,12 +31,18 @@ from pvtool.machine.uart import COM1_BASE, COM1_PORTS, Uart16550
 DEFAULT_RAM = 128 << 20  # what QEMU gives a guest by default
 UNTIL_NEVER = 0xFFFFFFFF  # emu_start's end address; slices end by instruction count
 VECTOR_UD = 6
+HLT = b"\xf4"
 
 
 class TrapHandler(Protocol):
-    """What a mode must provide: the meaning of every interrupt and exception."""
+    """What a mode must provide: the meaning of every interrupt and exception, and
+    how an external interrupt reaches the guest."""
 
     def on_interrupt(self, vector: int) -> None: ...
+
+    def interrupts_enabled(self) -> bool: ...
+
+    def take_interrupt(self, pic) -> None: ...
 
 
 class Machine:
@@ -56,6 +62,7 @@ class Machine:
         self.ports.register(DebugExit(self._on_debug_exit), DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)
         self.exits: Counter[str] = Counter()
         self.stop: Stop | None = None
+        self.blocked = False
         self.trap_handler: TrapHandler | None = None
         self.hook_error: BaseException | None = None
         # A mode that restricts port I/O sets this: it returns True (and deals with the
@@ -116,6 +123,39 @@ class Machine:
     def map_memory(self, base: int, size: int) -> None:
         """More physical memory (zeroed), for instance the hypervisor's own frames."""
         self.uc.mem_map(base, -(-size // 4096) * 4096)
+
+    # -- time and interrupts ----------------------------------------------------------
+    def advance(self, insns: int) -> None:
+        """Virtual time moves on by INSNS instructions; the timers follow it."""
+        self.pit.advance(self.clock.advance(insns))
+
+    def insns_to_next_event(self) -> int | None:
+        ticks = self.pit.ticks_to_next_irq()
+        return None if ticks is None else self.clock.insns_until(ticks)
+
+    def pulse_irq(self, irq: int) -> None:
+        """An edge on an ISA interrupt line (the PIT and the disk are edge-triggered)."""
+        self.pic.raise_irq(irq)
+        self.pic.lower_irq(irq)
+
+    def block(self) -> None:
+        """The guest waits for an interrupt (a PV SCHEDOP_block): end the slice so the
+        run loop can move time on to the next event."""
+        self.blocked = True
+        self.uc.emu_stop()
+
+    def halted(self) -> bool:
+        """Whether the slice ended on `hlt`: at CPL 0 Unicorn returns early, EIP after
+        the instruction, with no hook called (UNICORN.md)."""
+        eip = self.cpu.read(EIP)
+        try:
+            before = self.memory.read_virt((eip - 1) & 0xFFFFFFFF, 1)
+        except PageFault:
+            return False
+        if self.blocked:
+            self.blocked = False
+            return True
+        return before == HLT and self.cpu.cpl == 0
 
     # -- control ------------------------------------------------------------------------
     def request_stop(self, stop: Stop) -> None:

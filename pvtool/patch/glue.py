@@ -7,8 +7,8 @@ one another; assembling is repeated until the layout stops moving.
 
 from dataclasses import dataclass
 
-from pvtool.abi import xen
 from pvtool.abi import pvtool as pvabi
+from pvtool.abi import xen
 from pvtool.abi.layouts import START_INFO
 from pvtool.errors import PatchError
 from pvtool.image import multiboot

@@ -34,7 +34,8 @@ def line(address: int, symbolize: Symbolizer, text: str) -> str:
 
 def code_listing(code: CodeMap, symbolize: Symbolizer) -> list[str]:
     """The original code: every decoded instruction and every undecodable run."""
-    items = [(i.address, f"{i.mnemonic} {i.op_str}".strip()) for i in code.instructions_in(0, 1 << 32)]
+    items = [(i.address, f"{i.mnemonic} {i.op_str}".strip())
+             for i in code.instructions_in(0, 1 << 32)]
     items += [(u.address, f"(bad) {u.data.hex()}") for u in code.undecodable]
     return [line(a, symbolize, t) for a, t in sorted(items)]
 

@@ -86,7 +86,8 @@ def _multiboot_info() -> bytes:
     come from start_info at boot)."""
     info = bytearray(multiboot.INFO_SIZE)
     fields = multiboot.INFO_FIELDS
-    _put(info, fields["flags"], (multiboot.INFO_MEMORY | multiboot.INFO_CMDLINE).to_bytes(4, "little"))
+    flags = multiboot.INFO_MEMORY | multiboot.INFO_CMDLINE
+    _put(info, fields["flags"], flags.to_bytes(4, "little"))
     _put(info, fields["mem_lower"], multiboot.PC_CONVENTIONAL_MEMORY_KIB.to_bytes(4, "little"))
     return bytes(info)
 

@@ -40,10 +40,11 @@ def _shutdown(dom: Domain, reason: int) -> int:
 
 
 def _sleep(dom: Domain, what: str) -> int:
-    """The domain waits for an event. With no event source wired to it (timers and
-    channels arrive with later guests), nothing can ever wake it: the run ends."""
-    if dom.upcall_pending and not dom.upcall_mask:
-        return 0
-    dom.machine.request_stop(Stop(StopKind.HALTED, f"{what} with no event source left",
-                                  dom.vcpu.eip))
+    """The vCPU waits for an event: the run loop moves virtual time on to the next
+    one. Polling with events masked waits forever, which ends the run."""
+    if dom.upcall_mask:
+        dom.machine.request_stop(Stop(StopKind.HALTED, f"{what}: nothing can wake it",
+                                      dom.vcpu.eip))
+    else:
+        dom.machine.block()
     return 0
