@@ -342,7 +342,8 @@ call {pv_fatal}
 
 ## pv_ltr
 ; eax = the TSS selector: its descriptor in the kernel's GDT gives the TSS, whose
-; SS0:ESP0 becomes the kernel stack (HYPERVISOR_stack_switch).
+; SS0:ESP0 becomes the kernel stack (HYPERVISOR_stack_switch); its address is kept in
+; regs_tss_base, where the hypervisor reads ESP0 afresh on every trap from ring 3.
 pushfd
 pushal
 mov word ptr [{regs_tr}], ax
@@ -353,6 +354,7 @@ and ecx, 0xffffff
 movzx edx, byte ptr [eax + 7]
 shl edx, 24
 or ecx, edx
+mov dword ptr [{regs_tss_base}], ecx
 mov ebx, dword ptr [ecx + 8]
 and ebx, 0xffff
 mov ecx, dword ptr [ecx + 4]

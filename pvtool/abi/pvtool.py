@@ -48,6 +48,9 @@ class PvtoolNote(IntEnum):
 TRAP_SITE = layout("trap_site", 24, address=(0, "I"), length=(4, "B"), original=(8, "15s"))
 
 # The virtual-CPU registers a patched kernel keeps for itself: what it last wrote to
-# CR0/CR3/CR4 and loaded with lgdt/lidt/lldt/ltr, read back by mov from CRn, sgdt...
+# CR0/CR3/CR4 and loaded with lgdt/lidt/lldt/ltr, read back by mov from CRn, sgdt...,
+# and the linear address of the TSS it loaded, whose SS0:ESP0 the hypervisor reads
+# for every trap from ring 3 (kernels change ESP0 on each context switch).
 VCPU_REGS = layout("vcpu_regs", 40, cr0=(0, "I"), cr3=(4, "I"), cr4=(8, "I"),
-                   gdtr=(16, "6s"), idtr=(24, "6s"), ldtr=(32, "H"), tr=(34, "H"))
+                   gdtr=(16, "6s"), idtr=(24, "6s"), ldtr=(32, "H"), tr=(34, "H"),
+                   tss_base=(36, "I"))

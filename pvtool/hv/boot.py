@@ -37,7 +37,9 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
     domain.gdt = Gdt(domain)
     domain.gdt.install_reserved()
     domain.pagetables = PageTables(domain, boot.pfn(boot.page_tables))
-    machine.trap_handler = PvTrapHandler(domain, Emulator.for_image(domain, image))
+    emulator = Emulator.for_image(domain, image)
+    domain.regs_block = emulator.regs.block
+    machine.trap_handler = PvTrapHandler(domain, emulator)
     machine.io_denied = lambda port: _deny_io(domain, port)
     enter_guest(machine, boot, notes.entry if notes.entry is not None else image.entry)
     domain.pagetables.new_baseptr(boot.pfn(boot.page_tables))

@@ -112,9 +112,8 @@ def enter_guest(machine: Machine, boot: BootLayout, entry: int) -> None:
     cpu.write(SS, layout.HYPERVISOR_DS)
     frame = struct.pack("<5I", entry, xen.FLAT_RING1_CS, EFLAGS_AT_ENTRY,
                         boot.stack + PAGE, xen.FLAT_RING1_SS)
-    machine.memory.write_phys(layout.TRAMPOLINE_FRAMES, frame)
-    machine.memory.write_phys(layout.TRAMPOLINE + layout.IRETD_OFFSET, layout.IRETD)
-    cpu.write(ESP, layout.TRAMPOLINE_FRAMES)
+    machine.memory.write_phys(layout.ENTRY_FRAME, frame)
+    cpu.write(ESP, layout.ENTRY_FRAME)
     cpu.write(EIP, layout.TRAMPOLINE + layout.IRETD_OFFSET)
     machine.run_slice(1)
     if cpu.cpl != 1 or cpu.read(EIP) != entry:
@@ -146,6 +145,7 @@ def _write_hypervisor_area(machine: Machine, nr_pages: int) -> None:
     mem.write_phys(layout.M2P, struct.pack(f"<{nr_pages}I", *range(nr_pages)))
     mem.write_phys(layout.M2P_L1, layout.m2p_l1(m2p_pages))
     mem.write_phys(layout.PRIVATE_L1, layout.private_l1())
+    mem.write_phys(layout.TRAMPOLINE + layout.IRETD_OFFSET, layout.IRETD)
     for vcpu in range(32):  # every upcall mask starts at 1: events masked
         mem.write_phys(layout.SHARED_INFO + 64 * vcpu + 1, b"\x01")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pvtool.abi import layouts
+from pvtool.abi import pvtool as pvabi
 from pvtool.abi.xen import Errno
 from pvtool.hv import layout
 from pvtool.machine.cpu import CS, EAX, EBX, ECX, EDI, EDX, EFLAGS, EIP, ESI, ESP, Cpu
@@ -31,6 +32,7 @@ UPCALL_PENDING = VCPU0 + layouts.VCPU_INFO.offset("evtchn_upcall_pending")
 UPCALL_MASK = VCPU0 + layouts.VCPU_INFO.offset("evtchn_upcall_mask")
 VCPU_CR2 = VCPU0 + layouts.VCPU_INFO.offset("cr2")
 KERNEL_RPL = 1
+TSS_ESP0 = 4  # ESP0, then SS0, in a 32-bit TSS
 
 
 class HypercallError(Exception):
@@ -64,8 +66,9 @@ class VCpu:
 
     ARGUMENT_REGS = (EBX, ECX, EDX, ESI, EDI)
 
-    def __init__(self, cpu: Cpu):
+    def __init__(self, cpu: Cpu, memory: GuestMemory):
         self._cpu = cpu
+        self._memory = memory
 
     def get(self, reg: int) -> int:
         return self._cpu.read(reg)
@@ -102,6 +105,22 @@ class VCpu:
     def set_result(self, value: int) -> None:
         self._cpu.write(EAX, value)
 
+    def enter_ring(self, ring: int, *, cs: int, eip: int, ss: int, esp: int,
+                   eflags: int) -> None:
+        """Continue at CS:EIP on SS:ESP in RING (1 or 3), from ring 1 or 3, through
+        the hypervisor's iretd trampoline: iretd from ring 0 reaches ring 1 and from
+        ring 1 reaches ring 3, where reg_write cannot change privilege (UNICORN.md)."""
+        frame = struct.pack("<5I", eip, cs, eflags, esp, ss)
+        trampoline = layout.TRAMPOLINE + layout.IRETD_OFFSET
+        if ring == 1:
+            self._memory.write_phys(layout.BOUNCE_FRAME, frame)
+            self._cpu.enter_ring0(cs=layout.HYPERVISOR_CS, ss=layout.HYPERVISOR_DS,
+                                  esp=layout.BOUNCE_FRAME, eip=trampoline, eflags=0x2)
+        else:
+            self._memory.write_phys(layout.RETURN_FRAME, frame)
+            self._cpu.write(ESP, layout.RETURN_FRAME)
+            self._cpu.write(EIP, trampoline)
+
 
 @dataclass
 class Domain:
@@ -117,11 +136,12 @@ class Domain:
     callbacks: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     fpu_ts: bool = False
     hypercall_counts: Counter = field(default_factory=Counter)
+    regs_block: int | None = None  # a patched kernel's VCPU_REGS (pvtool note)
     pagetables: "PageTables | None" = None
     gdt: "Gdt | None" = None
 
     def __post_init__(self):
-        self.vcpu = VCpu(self.machine.cpu)
+        self.vcpu = VCpu(self.machine.cpu, self.machine.memory)
 
     @property
     def memory(self) -> GuestMemory:
@@ -174,6 +194,27 @@ class Domain:
     @upcall_pending.setter
     def upcall_pending(self, value: int) -> None:
         self.memory.write_phys(UPCALL_PENDING, bytes((value & 1,)))
+
+    def kernel_stack(self) -> tuple[int, int]:
+        """(SS, ESP) a trap from ring 3 switches to: the TSS the kernel loaded (its
+        SS0:ESP0, read afresh, since kernels update ESP0 on every context switch),
+        else what it gave HYPERVISOR_stack_switch."""
+        tss = self._tss_base()
+        if tss:
+            try:
+                esp0, ss0 = struct.unpack("<IH", self.copy_from_guest(tss + TSS_ESP0, 6))
+            except HypercallError:
+                raise DomainCrash(f"the TSS at {tss:#x} is not mapped") from None
+            return fix_selector_rpl(ss0), esp0
+        if not self.kernel_ss:
+            raise DomainCrash("a trap from ring 3 with no kernel stack (stack_switch)")
+        return self.kernel_ss, self.kernel_sp
+
+    def _tss_base(self) -> int:
+        if self.regs_block is None:
+            return 0
+        field = self.regs_block + pvabi.VCPU_REGS.offset("tss_base")
+        return struct.unpack("<I", self.copy_from_guest(field, 4))[0]
 
     def set_cr2(self, address: int) -> None:
         self.memory.write_u32(VCPU_CR2, address)

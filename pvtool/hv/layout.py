@@ -34,9 +34,14 @@ M2P_L1 = END  # the two page tables that map the range, at the end of it
 PRIVATE_L1 = END + PAGE
 MEMORY_SIZE = M2P_L1 + 2 * PAGE - BASE
 
-# Trampoline code, each at a fixed offset in the trampoline page.
+# Trampoline code, each at a fixed offset in the trampoline page, and the frames the
+# hypervisor builds for it: entering the kernel (ring 0 -> 1) and returning to user
+# mode (ring 1 -> 3).
 IRETD_OFFSET = 0
 IRETD = bytes.fromhex("cf")
+ENTRY_FRAME = TRAMPOLINE_FRAMES
+BOUNCE_FRAME = TRAMPOLINE_FRAMES + 0x20
+RETURN_FRAME = TRAMPOLINE_FRAMES + 0x40
 
 # Hypervisor selectors in the reserved GDT page (Xen's own numbers: __HYPERVISOR_CS,
 # __HYPERVISOR_DS) and the flat guest selectors from abi/xen.py.

@@ -32,7 +32,7 @@ class PageTables:
         self.domain = domain
         self.base_mfn = base_mfn
         self.typed: dict[int, int] = {}  # mfn -> level (1 or 2) in the current base
-        self.downgraded = 0  # writable mappings of page tables installed read-only
+        self.downgraded: set[int] = set()  # PTEs made read-only because they map a table
 
     # -- reading and writing tables ----------------------------------------------------
     def _entries(self, mfn: int) -> list[int]:
@@ -90,7 +90,7 @@ class PageTables:
                     "which the domain does not own")
             if pte & paging.RW and frame in typed:
                 self._write_entry(mfn, index, pte & ~paging.RW)
-                self.downgraded += 1
+                self.downgraded.add(mfn * PAGE + 4 * index)
 
     def _install_hypervisor_slots(self, l2_mfn: int) -> None:
         slots = layout.hypervisor_slots().entries
@@ -117,6 +117,57 @@ class PageTables:
         if not pde & paging.P or pde & paging.PS:
             raise HypercallError(Errno.EINVAL, f"no page table maps {vaddr:#x}")
         return pde >> 12, (vaddr >> 12) & (ENTRIES - 1)
+
+    def restore_write_access(self, pte_addr: int) -> None:
+        """A frame that is no longer a page table is writable again through the
+        mapping pvtool write-protected while it was one."""
+        self.downgraded.discard(pte_addr)
+        self.domain.memory.write_u32(pte_addr, self.domain.memory.read_u32(pte_addr) | paging.RW)
+        self.flush_tlb()
+
+    def write_entry(self, entry_addr: int, value: int) -> None:
+        """A kernel's own store into a page table in use (writable page tables): the
+        entry is validated as at NEW_BASEPTR, then written."""
+        mfn, index = entry_addr >> 12, (entry_addr & (PAGE - 1)) // 4
+        if self.typed.get(mfn) == 2:
+            self._write_l2_entry(mfn, index, value)
+        else:
+            self._write_l1_entry(mfn, index, value)
+        self.flush_tlb()
+
+    def _write_l1_entry(self, mfn: int, index: int, pte: int) -> None:
+        if pte & paging.P:
+            frame = pte >> 12
+            if not self.domain.owns_frame(frame):
+                raise HypercallError(Errno.EINVAL, f"frame {frame:#x} is not the domain's")
+            if pte & paging.RW and frame in self.typed:
+                pte &= ~paging.RW
+                self.downgraded.add(mfn * PAGE + 4 * index)
+        self._write_entry(mfn, index, pte)
+
+    def _write_l2_entry(self, mfn: int, slot: int, pde: int) -> None:
+        if slot >= GUEST_SLOTS:
+            raise HypercallError(Errno.EINVAL, f"L2 slot {slot} belongs to the hypervisor")
+        if pde & paging.P:
+            entries = [0] * ENTRIES
+            entries[slot] = pde
+            (l1,) = self._l1_frames(entries)
+            if l1 not in self.typed:
+                typed = self.typed | {l1: 1}
+                self._validate_l1(l1, typed)
+                self.typed = typed
+                self._write_protect(l1)
+        self._write_entry(mfn, slot, pde)
+
+    def _write_protect(self, frame: int) -> None:
+        """Make every mapping of FRAME in the current hierarchy read-only."""
+        for mfn, level in self.typed.items():
+            if level != 1:
+                continue
+            for index, pte in enumerate(self._entries(mfn)):
+                if pte & paging.P and pte & paging.RW and pte >> 12 == frame:
+                    self._write_entry(mfn, index, pte & ~paging.RW)
+                    self.downgraded.add(mfn * PAGE + 4 * index)
 
     def update_va_mapping(self, vaddr: int, pte: int) -> None:
         mfn, index = self.l1_slot_for(vaddr)

@@ -11,9 +11,10 @@ events, iret").
 import struct
 
 from pvtool.abi.xen import HYPERCALL_VECTOR_32
-from pvtool.hv.domain import DomainCrash, TrapInfo
+from pvtool.hv.domain import DomainCrash, HypercallError, TrapInfo
 from pvtool.hv.hypercalls import dispatch
-from pvtool.machine.cpu import CR2, CS, EFLAGS, EIP, ESP
+from pvtool.hv.ptwr import handle_write_fault
+from pvtool.machine.cpu import CR2, CS, EFLAGS, EIP, ESP, SS
 from pvtool.machine.interrupts import ERROR_CODE_VECTORS, is_software_interrupt
 
 VECTOR_BP, VECTOR_GP, VECTOR_PF = 3, 13, 14
@@ -73,7 +74,10 @@ class PvTrapHandler:
             self.exits["emulated"] += 1
             return
         if vector == VECTOR_PF:
-            self.domain.set_cr2(self.domain.machine.cpu.read(CR2))
+            address = self.domain.machine.cpu.read(CR2)
+            if self.vcpu.cpl == 1 and handle_write_fault(self.domain, address, error_code):
+                return
+            self.domain.set_cr2(address)
         self.bounce(vector, error_code, eip)
 
     def _software_interrupt(self, vector: int, eip: int) -> None:
@@ -95,34 +99,42 @@ class PvTrapHandler:
 
     def bounce(self, vector: int, error_code: int | None, return_eip: int) -> None:
         """Deliver VECTOR to the guest kernel's handler with Xen's 32-bit frame:
-        [error code,] EIP, CS | saved_upcall_mask << 16, EFLAGS (IF = !mask)."""
+        [error code,] EIP, CS | saved_upcall_mask << 16, EFLAGS (IF = !mask), and ESP,
+        SS when it came from ring 3 (then on the kernel stack)."""
         info = self.domain.trap_table.get(vector)
-        name = EXCEPTION_NAMES.get(vector, f"vector {vector}")
         if info is None:
+            name = EXCEPTION_NAMES.get(vector, f"vector {vector}")
             raise DomainCrash(f"{name} at {return_eip:#010x} and no handler for it "
                               "(set_trap_table)")
-        if self.vcpu.cpl != 1:
-            raise DomainCrash(f"{name} at {return_eip:#010x} from ring {self.vcpu.cpl}: "
-                              "pvtool bounces only from the kernel's ring 1 so far")
         self.push_frame(info, error_code, return_eip)
 
     def push_frame(self, info: TrapInfo, error_code: int | None, return_eip: int) -> None:
         dom, vcpu = self.domain, self.vcpu
+        from_user = vcpu.cpl == 3
         mask = dom.upcall_mask
-        eflags = vcpu.eflags & ~EFLAGS_IF | (0 if mask else EFLAGS_IF)
-        frame = [return_eip, vcpu.cs | mask << 16, eflags]
+        saved_eflags = vcpu.eflags & ~EFLAGS_IF | (0 if mask else EFLAGS_IF)
+        frame = [return_eip, vcpu.cs | mask << 16, saved_eflags]
+        if from_user:
+            ss, sp = dom.kernel_stack()
+            frame += [vcpu.esp, vcpu.get(SS)]
+        else:
+            ss, sp = vcpu.get(SS), vcpu.esp
         if error_code is not None:
             frame.insert(0, error_code)
-        esp = (vcpu.esp - 4 * len(frame)) & 0xFFFFFFFF
+        esp = (sp - 4 * len(frame)) & 0xFFFFFFFF
         try:
             dom.copy_to_guest(esp, struct.pack(f"<{len(frame)}I", *frame))
-        except Exception as exc:
+        except HypercallError:
             raise DomainCrash(f"kernel stack {esp:#010x} is not writable while bouncing "
-                              f"vector {info.vector}") from exc
+                              f"vector {info.vector}") from None
         if info.masks_events:
             dom.upcall_mask = 1
+        eflags = vcpu.eflags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF) | EFLAGS_IF
+        if from_user:
+            vcpu.enter_ring(1, cs=info.cs, eip=info.address, ss=ss, esp=esp, eflags=eflags)
+            return
         vcpu.set(ESP, esp)
-        vcpu.set(EFLAGS, vcpu.eflags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF))
+        vcpu.set(EFLAGS, eflags)
         if info.cs != vcpu.cs:
             vcpu.set(CS, info.cs)
         vcpu.set(EIP, info.address)

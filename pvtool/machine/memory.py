@@ -6,7 +6,7 @@ import struct
 from unicorn import Uc, UcError
 
 from pvtool.machine.cpu import CR0, CR0_PG, CR0_WP, CR3, CR4, CR4_PAE, CR4_PSE, Cpu
-from pvtool.x86.paging import PageFault, PagingMode, translate
+from pvtool.x86.paging import PageFault, PagingMode, Translation, translate
 
 PAGE_SIZE = 4096
 
@@ -52,6 +52,12 @@ class GuestMemory:
         return translate(self.read_phys, self.cpu.read(CR3), vaddr, mode=mode,
                          write=write, user=user, wp=bool(self.cpu.read(CR0) & CR0_WP),
                          pse=bool(self.cpu.read(CR4) & CR4_PSE)).paddr
+
+    def walk(self, vaddr: int) -> Translation:
+        """The current page tables' translation of VADDR, permissions aside."""
+        mode = self.paging_mode() or PagingMode.TWO_LEVEL
+        return translate(self.read_phys, self.cpu.read(CR3), vaddr, mode=mode, wp=False,
+                         pse=bool(self.cpu.read(CR4) & CR4_PSE))
 
     def read_virt(self, vaddr: int, size: int, *, user: bool = False) -> bytes:
         out = bytearray()

@@ -81,22 +81,27 @@ def callback_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
 
 def iret(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> object:
     """Return from a bounce: the stack holds {EAX, EIP, CS, EFLAGS, [ESP, SS]}; the
-    virtual IF (upcall mask) comes from EFLAGS.IF."""
-    same_ring = dom.copy_from_guest(vcpu.esp, RING1_FRAME_SIZE)
-    frame = IRET_FRAME_32.unpack(same_ring.ljust(IRET_FRAME_32.size, b"\0"))
-    cs = frame["cs"] & 0xFFFF
+    virtual IF (upcall mask) comes from EFLAGS.IF. Ring 1 stays on this stack (16
+    bytes popped); ring 3 continues on the frame's ESP and SS."""
+    head = IRET_FRAME_32.unpack(dom.copy_from_guest(vcpu.esp, RING1_FRAME_SIZE)
+                                .ljust(IRET_FRAME_32.size, b"\0"))
+    cs = head["cs"] & 0xFFFF
     ring = cs & 3
     if ring < KERNEL_RPL:
         raise DomainCrash(f"HYPERVISOR_iret to ring {ring} (cs {cs:#x})")
-    if ring != KERNEL_RPL:
-        raise DomainCrash(f"HYPERVISOR_iret to ring {ring}: pvtool returns only to the "
-                          "kernel's ring 1 so far")
-    dom.upcall_mask = 0 if frame["eflags"] & EFLAGS_IF else 1
-    eflags = vcpu.eflags & ~IRET_EFLAGS_MASK | frame["eflags"] & IRET_EFLAGS_MASK
-    vcpu.set(EAX, frame["eax"])
+    if ring == 2:
+        raise DomainCrash(f"HYPERVISOR_iret to ring 2 (cs {cs:#x})")
+    dom.upcall_mask = 0 if head["eflags"] & EFLAGS_IF else 1
+    eflags = vcpu.eflags & ~IRET_EFLAGS_MASK | head["eflags"] & IRET_EFLAGS_MASK | EFLAGS_IF
+    vcpu.set(EAX, head["eax"])
+    if ring == 3:
+        frame = IRET_FRAME_32.unpack(dom.copy_from_guest(vcpu.esp, IRET_FRAME_32.size))
+        vcpu.enter_ring(3, cs=cs, eip=frame["eip"], ss=frame["ss"] & 0xFFFF,
+                        esp=frame["esp"], eflags=eflags)
+        return NO_RESULT
     vcpu.set(ESP, vcpu.esp + RING1_FRAME_SIZE)
-    vcpu.set(EFLAGS, eflags | EFLAGS_IF)
+    vcpu.set(EFLAGS, eflags)
     if cs != vcpu.cs:
         vcpu.set(CS, cs)
-    vcpu.set(EIP, frame["eip"])
+    vcpu.set(EIP, head["eip"])
     return NO_RESULT
