@@ -65,6 +65,7 @@ class Cpu:
         self._layout = probe_layout()
 
     def read(self, reg: int) -> int:
+        self._value.value = 0  # segment registers fill only 16 bits of the buffer
         uclib.uc_reg_read(self._handle, reg, self._value_ref)
         return self._value.value & 0xFFFFFFFF
 

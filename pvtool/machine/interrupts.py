@@ -5,7 +5,7 @@ reaches the INTR hook, and this module does what the CPU would have done.
 
 import struct
 
-from pvtool.machine.cpu import CS, EFLAGS, EIP, ESP, GDTR, IDTR, SS, Cpu
+from pvtool.machine.cpu import CR2, CS, EFLAGS, EIP, ESP, GDTR, IDTR, SS, Cpu
 from pvtool.machine.memory import GuestMemory, PageFault
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.x86.descriptors import GateDescriptor, SystemType
@@ -15,6 +15,8 @@ VECTOR_DF, VECTOR_NP, VECTOR_GP, VECTOR_PF = 8, 11, 13, 14
 FIRST_EXTERNAL_VECTOR = 32
 # Exceptions that push an error code (SDM table 6-1).
 ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
+# Contributory exceptions (SDM table 6-4): #DE, #TS, #NP, #SS, #GP.
+CONTRIBUTORY_VECTORS = frozenset({0, 10, 11, 12, 13})
 EFLAGS_TF, EFLAGS_IF, EFLAGS_NT, EFLAGS_RF = 1 << 8, 1 << 9, 1 << 14, 1 << 16
 INT_IMM8, INT3, INTO = 0xCD, 0xCC, 0xCE
 TSS_ESP0 = 4  # offset of ESP0 (then SS0) in a 32-bit TSS
@@ -23,10 +25,11 @@ TSS_ESP0 = 4  # offset of ESP0 (then SS0) in a 32-bit TSS
 class DeliveryFault(Exception):
     """Delivery itself faulted: the vector and error code to raise instead."""
 
-    def __init__(self, vector: int, error_code: int = 0):
+    def __init__(self, vector: int, error_code: int = 0, address: int | None = None):
         super().__init__(vector, error_code)
         self.vector = vector
         self.error_code = error_code
+        self.address = address  # for #PF: the linear address CR2 receives
 
 
 class NativeInterrupts:
@@ -71,22 +74,28 @@ class NativeInterrupts:
             if vector == VECTOR_DF:
                 self._triple_fault(return_eip)
                 return
-            # A fault raised while delivering a software interrupt is delivered itself,
-            # with the instruction as the return address (it did not complete).
-            contributory = first.vector in (VECTOR_NP, VECTOR_GP, VECTOR_PF, 10, 12)
-            if software or not contributory:
-                self.deliver(first.vector, error_code=first.error_code, software=False,
-                             return_eip=return_eip - (2 if software else 0))
+            if first.vector == VECTOR_PF:
+                self.cpu.write(CR2, first.address)
+            if not software and _is_double_fault(vector, first.vector):
+                self.deliver(VECTOR_DF, error_code=0, software=False, return_eip=return_eip)
                 return
-            self.deliver(VECTOR_DF, error_code=0, software=False, return_eip=return_eip)
+            # Otherwise the second exception is delivered itself (SDM table 6-5); for a
+            # software interrupt with the instruction as the return address (it did not
+            # complete): `int n` is two bytes, int3 and into one.
+            if software:
+                return_eip -= 2 if _ends_with_int_imm8(self.memory, vector, return_eip) else 1
+            self.deliver(first.vector, error_code=first.error_code, software=False,
+                         return_eip=return_eip)
 
     def _deliver_once(self, vector: int, error_code: int | None, software: bool,
                       return_eip: int) -> None:
         idt_base, idt_limit = self.cpu.descriptor_table(IDTR)
         if vector * 8 + 7 > idt_limit:
             raise DeliveryFault(VECTOR_GP, vector * 8 + 2)
-        gate = GateDescriptor.decode(self._read(idt_base + vector * 8, 8))
-        if gate.type not in (SystemType.INTERRUPT_GATE, SystemType.TRAP_GATE):
+        raw = self._read(idt_base + vector * 8, 8)
+        gate = GateDescriptor.decode(raw)
+        is_system = not raw[5] & 0x10  # S = 0: a code or data segment is no gate
+        if not is_system or gate.type not in (SystemType.INTERRUPT_GATE, SystemType.TRAP_GATE):
             raise DeliveryFault(VECTOR_GP, vector * 8 + 2)
         if software and gate.dpl < self.cpu.cpl:
             raise DeliveryFault(VECTOR_GP, vector * 8 + 2)
@@ -139,17 +148,32 @@ class NativeInterrupts:
         try:
             return self.memory.read_virt(vaddr, size)
         except PageFault as fault:
-            raise DeliveryFault(VECTOR_PF, fault.error_code) from None
+            raise DeliveryFault(VECTOR_PF, fault.error_code, fault.vaddr) from None
 
     def _write(self, vaddr: int, data: bytes) -> None:
         try:
             self.memory.write_virt(vaddr, data)
         except PageFault as fault:
-            raise DeliveryFault(VECTOR_PF, fault.error_code) from None
+            raise DeliveryFault(VECTOR_PF, fault.error_code, fault.vaddr) from None
 
     def _triple_fault(self, eip: int) -> None:
         self.request_stop(Stop(StopKind.TRIPLE_FAULT,
                                "triple fault (a fault while delivering a double fault)", eip))
+
+
+def _is_double_fault(first: int, second: int) -> bool:
+    """SDM vol. 3, table 6-5 (QEMU's check_exception): contributory then contributory,
+    or #PF then contributory or #PF, make #DF; any other pair is handled serially."""
+    if first in CONTRIBUTORY_VECTORS:
+        return second in CONTRIBUTORY_VECTORS
+    return first == VECTOR_PF and (second in CONTRIBUTORY_VECTORS or second == VECTOR_PF)
+
+
+def _ends_with_int_imm8(memory: GuestMemory, vector: int, eip: int) -> bool:
+    try:
+        return memory.read_virt((eip - 2) & 0xFFFFFFFF, 2) == bytes((INT_IMM8, vector))
+    except PageFault:
+        return False
 
 
 def is_software_interrupt(memory: GuestMemory, vector: int, eip: int) -> bool:

@@ -1,0 +1,91 @@
+"""Boot a test guest on pvtool's native machine (Machine + Multiboot loader +
+NativeInterrupts) and keep the machine for inspection, and run the same guest on QEMU.
+
+The loop here is deliberately simpler than run.py's: these tests are about the
+machine, so a guest must stop by itself (debug exit, triple fault, emulator error)
+within a bounded number of slices.
+"""
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from pvtool.image.elf import load_elf
+from pvtool.machine.interrupts import NativeInterrupts
+from pvtool.machine.loader import BootState, load_multiboot
+from pvtool.machine.pc import Machine
+from pvtool.machine.stop import Stop
+from tests.guests_asm.build import Guest
+from tests.oracles import QemuResult, run_qemu
+
+SLICE = 100_000
+MAX_SLICES = 3
+
+
+@dataclass
+class NativeRun:
+    guest: Guest
+    machine: Machine
+    boot: BootState
+    output: bytearray = field(default_factory=bytearray)
+
+    @property
+    def stop(self) -> Stop:
+        return self.machine.stop
+
+    def u32(self, where: str | int) -> int:
+        addr = self.guest[where] if isinstance(where, str) else where
+        return self.machine.memory.read_u32(addr)
+
+    def records(self) -> list[int]:
+        count = self.u32("record_count")
+        return [self.u32(self.guest["records"] + 4 * i) for i in range(count)]
+
+
+def boot_native(guest: Guest, *, ram_mib: int = 128, cmdline: bytes = b"",
+                input_data: bytes = b"") -> NativeRun:
+    output = bytearray()
+    machine = Machine(ram_size=ram_mib << 20, output=output.extend, input_data=input_data)
+    boot = load_multiboot(machine, load_elf(guest.elf), cmdline=cmdline)
+    machine.trap_handler = NativeInterrupts(machine.cpu, machine.memory,
+                                            machine.request_stop, machine.exits)
+    return NativeRun(guest, machine, boot, output)
+
+
+def run_native(guest: Guest, **kwargs) -> NativeRun:
+    run = boot_native(guest, **kwargs)
+    for _ in range(MAX_SLICES):
+        run.machine.run_slice(SLICE)
+        if run.machine.stop is not None:
+            return run
+    pytest.fail(f"the guest did not stop within {MAX_SLICES * SLICE} instructions; "
+                f"it printed {bytes(run.output)!r}")
+
+
+_qemu_cache: dict[tuple, QemuResult] = {}
+
+
+def qemu(guest: Guest, *extra_args: str) -> QemuResult:
+    """QEMU's run of the guest (cached: QEMU is deterministic for these guests)."""
+    key = (guest.elf, extra_args)
+    if key not in _qemu_cache:
+        _qemu_cache[key] = run_qemu(guest.elf, timeout=20, extra_args=extra_args)
+    return _qemu_cache[key]
+
+
+def hex_lines(values: list[int]) -> bytes:
+    """What the runtime prints for these records."""
+    return b"".join(b"%08x\n" % v for v in values)
+
+
+def assert_same_as_qemu(run: NativeRun, *extra_args: str) -> None:
+    """QEMU, booting the same guest, prints the same bytes and ends the same way."""
+    from pvtool.machine.stop import StopKind
+
+    judge = qemu(run.guest, *extra_args)
+    assert bytes(run.output) == judge.stdout
+    if run.stop.kind is StopKind.GUEST_EXIT:
+        assert judge.guest_code == run.stop.code
+    else:  # -no-reboot: a triple fault ends QEMU with status 0, no exit code
+        assert run.stop.kind is StopKind.TRIPLE_FAULT
+        assert (judge.status, judge.guest_code) == (0, None)
