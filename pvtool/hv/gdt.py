@@ -18,6 +18,8 @@ ENTRIES_PER_FRAME = 4096 // 8
 DESC_S = 1 << 44  # code/data (not system)
 DESC_P = 1 << 47
 DESC_ACCESSED = 1 << 40
+DESC_CODE = 1 << 43  # with S: a code segment
+DESC_CONFORMING = 1 << 42  # with DESC_CODE
 DPL_SHIFT = 45
 SYSTEM_TYPE_CALL_GATE_32 = 0xC
 
@@ -75,6 +77,21 @@ class Gdt:
             index = self.frames.index(mfn) * ENTRIES_PER_FRAME + offset // 8
             if index < self.entries:
                 self._write(index, checked)
+
+    def is_code_selector(self, selector: int, ring: int) -> bool:
+        """Whether an iret to RING may load SELECTOR into CS: a present code segment
+        of the real GDT, RPL = RING, and DPL = RING (DPL <= RING if conforming), as
+        the CPU checks it (SDM "IRET"). A failed check here is a domain crash, not a
+        fault inside the hypervisor's own trampoline."""
+        index = selector >> 3
+        if selector & 4 or selector & 3 != ring or index == 0 \
+                or 8 * index + 7 > layout.GDT_LIMIT:
+            return False
+        (desc,) = struct.unpack("<Q", self.domain.memory.read_phys(layout.GDT + 8 * index, 8))
+        if not desc & DESC_P or not desc & DESC_S or not desc & DESC_CODE:
+            return False
+        dpl = (desc >> DPL_SHIFT) & 3
+        return dpl <= ring if desc & DESC_CONFORMING else dpl == ring
 
     def _write(self, index: int, desc: int) -> None:
         self.domain.memory.write_phys(layout.GDT + 8 * index, struct.pack("<Q", desc))

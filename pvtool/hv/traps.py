@@ -16,8 +16,10 @@ from pvtool.hv.hypercalls import dispatch
 from pvtool.hv.ptwr import handle_write_fault
 from pvtool.machine.cpu import CR2, CS, EFLAGS, EIP, ESP, SS
 from pvtool.machine.interrupts import ERROR_CODE_VECTORS, is_software_interrupt
+from pvtool.machine.memory import PageFault
 
-VECTOR_BP, VECTOR_GP, VECTOR_PF = 3, 13, 14
+VECTOR_BP, VECTOR_OF, VECTOR_GP, VECTOR_PF = 3, 4, 13, 14
+INT_IMM8 = 0xCD
 EFLAGS_IF, EFLAGS_TF, EFLAGS_NT, EFLAGS_RF = 1 << 9, 1 << 8, 1 << 14, 1 << 16
 EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM",
                    8: "#DF", 10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF",
@@ -70,7 +72,10 @@ class PvTrapHandler:
             if vector in ERROR_CODE_VECTORS else None
         self.vcpu.ack_exception()
         self.exits["exception"] += 1
-        if vector == VECTOR_GP and self.emulator.emulate_privileged(eip):
+        # Privileged instructions are emulated for the kernel only: from ring 3 they
+        # are the kernel's #GP to handle, as on Xen.
+        if vector == VECTOR_GP and self.vcpu.cpl == 1 \
+                and self.emulator.emulate_privileged(eip):
             self.exits["emulated"] += 1
             return
         if vector == VECTOR_PF:
@@ -92,10 +97,20 @@ class PvTrapHandler:
         self.exits["interrupt"] += 1
         info = self.domain.trap_table.get(vector)
         if info is None or info.dpl < self.vcpu.cpl:
-            # Raising a vector the guest did not allow at this ring: #GP(vector:IDT).
-            self.bounce(VECTOR_GP, vector * 8 + 2, eip - 2)
+            # Raising a vector the guest did not allow at this ring: #GP(vector:IDT),
+            # at the instruction: `int n` is two bytes, int3 and into one.
+            self.bounce(VECTOR_GP, vector * 8 + 2, eip - self._int_length(vector, eip))
             return
         self.bounce(vector, None, eip)
+
+    def _int_length(self, vector: int, eip: int) -> int:
+        if vector not in (VECTOR_BP, VECTOR_OF):
+            return 2
+        try:
+            before = self.domain.memory.read_virt((eip - 2) & 0xFFFFFFFF, 2)
+        except PageFault:
+            return 1
+        return 2 if before == bytes((INT_IMM8, vector)) else 1
 
     def bounce(self, vector: int, error_code: int | None, return_eip: int) -> None:
         """Deliver VECTOR to the guest kernel's handler with Xen's 32-bit frame:
@@ -110,6 +125,9 @@ class PvTrapHandler:
 
     def push_frame(self, info: TrapInfo, error_code: int | None, return_eip: int) -> None:
         dom, vcpu = self.domain, self.vcpu
+        if not dom.gdt.is_code_selector(info.cs, 1):
+            raise DomainCrash(f"the handler of vector {info.vector} has cs {info.cs:#x}, "
+                              "not a ring-1 code segment (set_trap_table)")
         from_user = vcpu.cpl == 3
         mask = dom.upcall_mask
         saved_eflags = vcpu.eflags & ~EFLAGS_IF | (0 if mask else EFLAGS_IF)

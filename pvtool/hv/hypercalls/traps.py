@@ -83,7 +83,7 @@ def iret(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> object:
     """Return from a bounce: the stack holds {EAX, EIP, CS, EFLAGS, [ESP, SS]}; the
     virtual IF (upcall mask) comes from EFLAGS.IF. Ring 1 stays on this stack (16
     bytes popped); ring 3 continues on the frame's ESP and SS."""
-    head = IRET_FRAME_32.unpack(dom.copy_from_guest(vcpu.esp, RING1_FRAME_SIZE)
+    head = IRET_FRAME_32.unpack(_iret_frame(dom, vcpu.esp, RING1_FRAME_SIZE)
                                 .ljust(IRET_FRAME_32.size, b"\0"))
     cs = head["cs"] & 0xFFFF
     ring = cs & 3
@@ -91,11 +91,14 @@ def iret(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> object:
         raise DomainCrash(f"HYPERVISOR_iret to ring {ring} (cs {cs:#x})")
     if ring == 2:
         raise DomainCrash(f"HYPERVISOR_iret to ring 2 (cs {cs:#x})")
+    if not dom.gdt.is_code_selector(cs, ring):
+        raise DomainCrash(f"HYPERVISOR_iret to cs {cs:#x}, not a ring-{ring} code segment")
+    frame = IRET_FRAME_32.unpack(_iret_frame(dom, vcpu.esp, IRET_FRAME_32.size)) \
+        if ring == 3 else head
     dom.upcall_mask = 0 if head["eflags"] & EFLAGS_IF else 1
     eflags = vcpu.eflags & ~IRET_EFLAGS_MASK | head["eflags"] & IRET_EFLAGS_MASK | EFLAGS_IF
     vcpu.set(EAX, head["eax"])
     if ring == 3:
-        frame = IRET_FRAME_32.unpack(dom.copy_from_guest(vcpu.esp, IRET_FRAME_32.size))
         vcpu.enter_ring(3, cs=cs, eip=frame["eip"], ss=frame["ss"] & 0xFFFF,
                         esp=frame["esp"], eflags=eflags)
         return NO_RESULT
@@ -105,3 +108,13 @@ def iret(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> object:
         vcpu.set(CS, cs)
     vcpu.set(EIP, head["eip"])
     return NO_RESULT
+
+
+def _iret_frame(dom: Domain, esp: int, size: int) -> bytes:
+    """The frame HYPERVISOR_iret pops; one it cannot read crashes the domain, as
+    Xen's do_iret does (there is no caller left to return an error to)."""
+    try:
+        return dom.copy_from_guest(esp, size)
+    except HypercallError:
+        raise DomainCrash(f"HYPERVISOR_iret with its frame at {esp:#010x} unreadable") \
+            from None

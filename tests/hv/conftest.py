@@ -1,0 +1,35 @@
+"""Fixtures of the hypervisor tests: test guests built once per session."""
+
+import pytest
+
+from tests.hv.harness import Booted, boot
+from tests.hv.xenguest import Guest, guest_source, link
+
+
+@pytest.fixture(scope="session")
+def guest_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("xen-guests")
+
+
+@pytest.fixture(scope="session")
+def build(guest_dir):
+    """build(text, handlers=, data=, bss=, notes=, entry=, e_entry=) -> Guest."""
+
+    def _build(text: str = "", *, e_entry: str = "_start", base: int | None = None,
+               **parts) -> Guest:
+        kwargs = {"e_entry": e_entry} if base is None else {"e_entry": e_entry, "base": base}
+        return link(guest_dir, guest_source(text, **parts), **kwargs)
+
+    return _build
+
+
+@pytest.fixture
+def run_guest(build):
+    """Build, boot and run a guest to its stop; give back the Booted guest."""
+
+    def _run(text: str = "", **parts) -> Booted:
+        booted = boot(build(text, **parts))
+        booted.run()
+        return booted
+
+    return _run
