@@ -23,11 +23,11 @@ class PortBus:
         self.on_access: Callable[[int, bool], None] | None = None
 
     def register(self, device: PortDevice, base: int, count: int) -> None:
+        taken = [port for port in range(base, base + count) if port in self._ports]
+        if taken:  # refuse the whole range: no half-registered device
+            raise ValueError(f"port {taken[0]:#x} is already taken")
         for offset in range(count):
-            port = base + offset
-            if port in self._ports:
-                raise ValueError(f"port {port:#x} is already taken")
-            self._ports[port] = (device, offset)
+            self._ports[base + offset] = (device, offset)
 
     def read(self, port: int, size: int) -> int:
         entry = self._ports.get(port)

@@ -57,9 +57,10 @@ class GuestBuilder:
         return obj
 
     def build(self, scenario: str, *, runtime: bool = True, entry: str = "_start",
-              ld_args: tuple[str, ...] = ()) -> Guest:
-        """Link `scenario` (after the runtime unless runtime=False) at 1 MiB."""
-        key = (scenario, runtime, entry, ld_args)
+              text: int = LINK_ADDRESS, ld_args: tuple[str, ...] = ()) -> Guest:
+        """Link `scenario` (after the runtime unless runtime=False) with .text at
+        `text` (1 MiB by default)."""
+        key = (scenario, runtime, entry, text, ld_args)
         if key in self._cache:
             return self._cache[key]
         name = hashlib.sha1(repr(key).encode()).hexdigest()[:12]
@@ -68,8 +69,16 @@ class GuestBuilder:
             objects.insert(0, self._assemble(RUNTIME.read_text(), f"{name}-runtime"))
         elf = self.workdir / f"{name}.elf"
         run_tool(require_tool("ld"), "-m", "elf_i386", "-N", "--build-id=none",
-                 "-e", entry, "-Ttext", hex(LINK_ADDRESS), *ld_args, "-o", str(elf),
+                 "-e", entry, "-Ttext", hex(text), *ld_args, "-o", str(elf),
                  *map(str, objects))
         guest = Guest(elf, symbols_of(elf))
         self._cache[key] = guest
         return guest
+
+    def flat(self, source: str, address: int) -> tuple[bytes, dict[str, int]]:
+        """Raw code for `source` (no runtime) linked at `address`, and its symbols."""
+        guest = self.build(source, runtime=False, entry=f"{address:#x}", text=address)
+        binary = guest.elf.with_suffix(".bin")
+        run_tool(require_tool("objcopy"), "-O", "binary", "-j", ".text", str(guest.elf),
+                 str(binary))
+        return binary.read_bytes(), guest.symbols

@@ -4,6 +4,17 @@ from tests.guests_asm.build import GuestBuilder
 
 
 @pytest.fixture(scope="session")
-def build(tmp_path_factory):
-    """build(scenario_source) -> Guest, assembled and linked once per session."""
-    return GuestBuilder(tmp_path_factory.mktemp("machine-guests")).build
+def guest_builder(tmp_path_factory) -> GuestBuilder:
+    return GuestBuilder(tmp_path_factory.mktemp("machine-guests"))
+
+
+@pytest.fixture(scope="session")
+def build(guest_builder):
+    """build(scenario_source) -> Guest: runtime.s + the scenario, linked at 1 MiB."""
+    return guest_builder.build
+
+
+@pytest.fixture(scope="session")
+def flat(guest_builder):
+    """flat(source, address) -> (raw code bytes, symbols): no runtime, no ELF."""
+    return guest_builder.flat

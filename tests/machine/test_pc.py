@@ -1,0 +1,116 @@
+"""machine/pc.py: the hooks the machine owns and how a slice ends."""
+
+import pytest
+
+from pvtool.machine import cpu as C
+from pvtool.machine.stop import Stop, StopKind
+from tests.machine.harness import boot_native
+
+BARE = """
+    .text
+    .long 0x1BADB002, 0x3, -(0x1BADB002 + 0x3)
+    .globl _start
+_start:
+{body}
+"""
+
+
+def bare(build, body: str):
+    return build(BARE.format(body=body), runtime=False)
+
+
+def test_every_in_and_out_is_counted_as_an_io_exit(build):
+    run = boot_native(bare(build, """
+    mov $0x3f8, %dx
+    mov $'x', %al
+    out %al, %dx
+    out %al, %dx
+    add $5, %dx
+    in %dx, %al
+    mov $0xf4, %dx
+    out %al, %dx
+"""))
+    run.machine.run_slice(1000)
+
+    assert run.machine.exits["io"] == 4
+    assert run.output == b"xx"
+    assert run.stop.kind is StopKind.GUEST_EXIT
+    assert run.stop.code == 0x60  # the LSR value the guest read and wrote back
+
+
+def test_a_denied_port_reads_all_ones_and_swallows_writes(build):
+    run = boot_native(bare(build, """
+    mov $0x3f8, %dx
+    mov $'x', %al
+    out %al, %dx
+    add $7, %dx
+    mov $0x5a, %al
+    out %al, %dx                # scratch register, when allowed
+    in %dx, %al
+    mov %eax, %ebx
+    mov $0xf4, %dx
+    out %al, %dx
+"""))
+    denied = []
+    run.machine.io_denied = lambda port: denied.append(port) or port != 0xF4
+
+    run.machine.run_slice(1000)
+
+    assert run.output == b""
+    assert run.machine.uart.scratch == 0
+    assert run.machine.cpu.read(C.EBX) & 0xFF == 0xFF
+    assert denied == [0x3F8, 0x3FF, 0x3FF, 0xF4]
+    assert run.stop.code == 0xFF
+
+
+def test_a_python_error_in_a_trap_handler_comes_out_of_run_slice(build):
+    run = boot_native(bare(build, "    int $0x30\n    hlt\n"))
+
+    class Broken:
+        def on_interrupt(self, vector):
+            raise RuntimeError(f"handler bug at vector {vector:#x}")
+
+    run.machine.trap_handler = Broken()
+    with pytest.raises(RuntimeError, match="vector 0x30"):
+        run.machine.run_slice(1000)
+    assert run.machine.hook_error is None  # reported once, not again next slice
+
+
+def test_a_python_error_in_a_port_device_comes_out_of_run_slice(build):
+    run = boot_native(bare(build, "    mov $0x3f8, %dx\n    out %al, %dx\n    hlt\n"))
+
+    def broken_output(data):
+        raise OSError("stdout closed")
+
+    run.machine.uart._output = broken_output
+    with pytest.raises(OSError, match="stdout closed"):
+        run.machine.run_slice(1000)
+
+
+def test_fetching_outside_ram_is_an_emulator_error_stop_at_that_eip(build):
+    run = boot_native(bare(build, "    jmp *%eax\n"), ram_mib=16)
+    run.machine.cpu.write(C.EAX, 0x0200_0000)  # 32 MiB: past the end of RAM
+
+    run.machine.run_slice(1000)
+
+    assert run.stop.kind is StopKind.EMULATOR_ERROR
+    assert run.stop.eip == 0x0200_0000
+    assert "UNMAPPED" in run.stop.reason
+
+
+def test_hlt_ends_the_slice_early_with_eip_after_it_and_no_stop(build):
+    guest = bare(build, "    cli\n    .globl the_hlt\nthe_hlt:\n    hlt\n    jmp the_hlt\n")
+    run = boot_native(guest)
+
+    run.machine.run_slice(1000)
+
+    assert run.stop is None
+    assert run.machine.cpu.read(C.EIP) == guest["the_hlt"] + 1
+
+
+def test_the_first_stop_reason_wins(build):
+    run = boot_native(bare(build, "    hlt\n"))
+    first = Stop(StopKind.TRIPLE_FAULT, "first", 1)
+    run.machine.request_stop(first)
+    run.machine.request_stop(Stop(StopKind.GUEST_EXIT, "second", 2, 0))
+    assert run.stop is first
