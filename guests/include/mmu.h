@@ -44,6 +44,9 @@
 #define PTE_W       0x002  // writable
 #define PTE_U       0x004  // user
 
+#define PGROUNDUP(a)   (((uint)(a) + PGSIZE - 1) & ~(PGSIZE - 1))
+#define PGROUNDDOWN(a) ((uint)(a) & ~(PGSIZE - 1))
+
 #ifndef __ASSEMBLER__
 #include "types.h"
 
@@ -81,6 +84,56 @@ struct gatedesc {
   uint dpl : 2;        // lowest privilege that may raise it with int n
   uint p : 1;
   uint off_31_16 : 16;
+};
+
+// A segment with byte granularity, for system segments such as the TSS (whose
+// limit is its size in bytes). The caller clears .s for a system segment.
+#define SEG16(type, base, lim, dpl) (struct segdesc) {                  \
+  (lim) & 0xffff, (uint)(base) & 0xffff,                                \
+  ((uint)(base) >> 16) & 0xff, type, 1, dpl, 1,                         \
+  (uint)(lim) >> 16, 0, 0, 1, 0, (uint)(base) >> 24 }
+
+// 32-bit task state segment (SDM vol. 3A, 7.2.1). A kernel with ring-3 processes
+// uses only ss0:esp0, the stack the CPU switches to on a trap from user mode, and
+// iomb, the offset of the I/O permission bitmap (beyond the limit: no user I/O).
+struct taskstate {
+  uint link;
+  uint esp0;
+  ushort ss0;
+  ushort padding1;
+  uint *esp1;
+  ushort ss1;
+  ushort padding2;
+  uint *esp2;
+  ushort ss2;
+  ushort padding3;
+  void *cr3;
+  uint *eip;
+  uint eflags;
+  uint eax;
+  uint ecx;
+  uint edx;
+  uint ebx;
+  uint *esp;
+  uint *ebp;
+  uint esi;
+  uint edi;
+  ushort es;
+  ushort padding4;
+  ushort cs;
+  ushort padding5;
+  ushort ss;
+  ushort padding6;
+  ushort ds;
+  ushort padding7;
+  ushort fs;
+  ushort padding8;
+  ushort gs;
+  ushort padding9;
+  ushort ldt;
+  ushort padding10;
+  ushort t;            // trap on task switch
+  ushort iomb;         // I/O map base address
 };
 
 #define SETGATE(gate, istrap, sel, off, d)            \

@@ -10,4 +10,19 @@
 #define MULTIBOOT_PAGE_ALIGN  (1 << 0)
 #define MULTIBOOT_MEMORY_INFO (1 << 1)
 
+// Bits of multiboot_info.flags: which of its fields the loader filled in.
+#define MULTIBOOT_INFO_MEMORY (1 << 0)  // mem_lower and mem_upper
+
+#ifndef __ASSEMBLER__
+#include "types.h"
+
+// The start of the information structure the loader passes in EBX (spec 3.3);
+// the fields after these are not used by the guests.
+struct multiboot_info {
+  uint flags;
+  uint mem_lower;  // KiB of memory from 0
+  uint mem_upper;  // KiB of memory from 1 MiB
+};
+#endif
+
 #endif

@@ -23,4 +23,16 @@
 
 #define NIDTENTRIES 256
 
+// Hardware interrupts: the 8259 pair is remapped so that IRQ n arrives on vector
+// T_IRQ0 + n, clear of the exceptions.
+#define T_IRQ0     32
+#define IRQ_TIMER   0  // 8254 channel 0
+#define IRQ_SLAVE   2  // the slave 8259 cascades into the master here
+#define IRQ_SPUR1   7  // where the master reports a spurious interrupt
+#define IRQ_SPUR2  15  // where the slave reports a spurious interrupt
+#define NIRQS      16
+
+// System calls from ring 3, as on Linux.
+#define T_SYSCALL 0x80
+
 #endif

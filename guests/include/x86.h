@@ -93,6 +93,24 @@ lidt(struct gatedesc *p, int size)
   asm volatile("lidt (%0)" : : "r" (pd) : "memory");
 }
 
+// What sgdt and sidt store: the same 6-byte pseudo-descriptor.
+struct pseudodesc {
+  ushort limit;
+  uint base;
+} __attribute__((packed));
+
+static inline void
+sgdt(struct pseudodesc *pd)
+{
+  asm volatile("sgdt %0" : "=m" (*pd));
+}
+
+static inline void
+sidt(struct pseudodesc *pd)
+{
+  asm volatile("sidt %0" : "=m" (*pd));
+}
+
 static inline void
 ltr(ushort sel)
 {
@@ -163,6 +181,14 @@ static inline void
 hlt(void)
 {
   asm volatile("hlt" : : : "memory");
+}
+
+// The idle loop's "sti; hlt": sti takes effect only after the next instruction, so
+// no interrupt can slip in between and leave hlt waiting for the one after it.
+static inline void
+safe_halt(void)
+{
+  asm volatile("sti; hlt" : : : "memory");
 }
 
 // Control registers.

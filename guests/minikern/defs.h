@@ -1,0 +1,112 @@
+// Functions shared between minikern's kernel files.
+#ifndef MINIKERN_DEFS_H
+#define MINIKERN_DEFS_H
+
+#include "types.h"
+#include "mmu.h"
+
+struct context;
+struct proc;
+struct spinlock;
+struct trapframe;
+
+#define NELEM(x) (sizeof(x) / sizeof((x)[0]))
+
+// bootcount.c
+int bootcount(void);
+
+// ide.c
+int ideinit(void);
+int ideread(uint lba, void *buf);
+int idewrite(uint lba, const void *buf);
+int ideflush(void);
+
+// kalloc.c
+void kinit(void);
+char *kalloc(void);
+void kfree(char *v);
+int kfreecount(void);
+
+// main.c
+extern uint kcanary;
+int check(int passed);
+const char *verdict(int passed);
+void panic(const char *why) __attribute__((noreturn));
+
+// picirq.c
+int picinit(void);
+void picenable(int irq);
+void piceoi(int irq);
+int picspurious(int irq);
+
+// proc.c
+void procinit(void);
+int spawn(const char *name, void (*entry)(void));
+struct proc *myproc(void);
+struct proc *findproc(int pid);
+void scheduler(void);
+void exitproc(int status) __attribute__((noreturn));
+void yieldcpu(void);
+void sleepon(void *chan, struct spinlock *lk);
+void wakeup(void *chan);
+
+// selftest.c
+void selftests(void);
+
+// spinlock.c
+void initlock(struct spinlock *lk, const char *name);
+void acquire(struct spinlock *lk);
+void release(struct spinlock *lk);
+int holding(struct spinlock *lk);
+void pushcli(void);
+void popcli(void);
+uint irqsave(void);
+void irqrestore(uint flags);
+
+// string.c
+void *memset(void *dst, int c, uint n);
+void *memmove(void *dst, const void *src, uint n);
+int memcmp(const void *v1, const void *v2, uint n);
+char *safestrcpy(char *s, const char *t, int n);
+
+// swtch.S
+void swtch(struct context **old, struct context *new);
+
+// syscall.c
+int argint(int n, int *ip);
+int argptr(int n, char **pp, int size);
+void syscall(void);
+
+// timer.c
+extern struct spinlock tickslock;
+extern uint ticks;
+void timerinit(void);
+void timerintr(void);
+uint readticks(void);
+
+// trap.c
+extern struct gatedesc idt[];
+void tvinit(void);
+void idtinit(void);
+
+// uprimes.c, uchatty.c, umapper.c, uintruder.c: the user programs, run in ring 3.
+void primes(void);
+void chatty(void);
+void mapper(void);
+void intruder(void);
+
+// vm.c
+extern struct segdesc gdt[];
+extern pde_t *kpgdir;
+void seginit(void);
+void kvminit(void);
+pde_t *setupuvm(void);
+char *allocustack(pde_t *pgdir);
+void switchuvm(struct proc *p);
+void switchkvm(void);
+int uvmmap(pde_t *pgdir, uint va);
+int uvmunmap(pde_t *pgdir, uint va);
+int uvmaccessible(pde_t *pgdir, uint va, uint len);
+void freevm(pde_t *pgdir);
+
+#endif
