@@ -49,10 +49,10 @@ class PageTables:
     # -- a new base ----------------------------------------------------------------------
     def new_baseptr(self, l2_mfn: int) -> None:
         """Validate the hierarchy under L2_MFN and make it the address space."""
-        if not self.domain.owns_frame(l2_mfn) or l2_mfn == layout.SHARED_INFO >> 12:
+        if not self._is_ram(l2_mfn):
             raise HypercallError(Errno.EINVAL, f"base frame {l2_mfn:#x} is not the domain's")
         l2 = self._entries(l2_mfn)
-        l1_frames = self._l1_frames(l2)
+        l1_frames = self._l1_frames(l2, l2_mfn)
         typed = {l2_mfn: 2} | {mfn: 1 for mfn in l1_frames}
         for mfn in l1_frames:
             self._validate_l1(mfn, typed)
@@ -62,7 +62,15 @@ class PageTables:
         self.domain.machine.cpu.write(CR3, l2_mfn * PAGE)
         self.domain.log(f"new base {l2_mfn:#x}: {len(l1_frames)} page tables validated")
 
-    def _l1_frames(self, l2: list[int]) -> list[int]:
+    def _is_ram(self, mfn: int) -> bool:
+        """Only the domain's RAM can hold its page tables: its shared_info page is
+        writable through the hypervisor's own mapping, so it may never be one."""
+        return mfn < self.domain.nr_pages
+
+    def _l1_frames(self, l2: list[int], l2_mfn: int) -> list[int]:
+        """The L1 frames the guest slots of L2 (at L2_MFN) point at. A slot pointing
+        back at L2_MFN is a linear mapping, allowed read-only as on Xen
+        (get_linear_pagetable): writable, it would hand the guest its own tables."""
         frames = []
         for slot in range(GUEST_SLOTS):
             pde = l2[slot]
@@ -72,7 +80,12 @@ class PageTables:
                 raise HypercallError(Errno.EINVAL,
                                      f"L2 slot {slot}: superpages are not supported")
             mfn = pde >> 12
-            if not self.domain.owns_frame(mfn):
+            if mfn == l2_mfn:
+                if pde & paging.RW:
+                    raise HypercallError(Errno.EINVAL, f"L2 slot {slot} maps the page "
+                                         "directory itself writable")
+                continue
+            if not self._is_ram(mfn):
                 raise HypercallError(Errno.EINVAL,
                                      f"L2 slot {slot} points at frame {mfn:#x}, not the domain's")
             if mfn not in frames:
@@ -151,8 +164,9 @@ class PageTables:
         if pde & paging.P:
             entries = [0] * ENTRIES
             entries[slot] = pde
-            (l1,) = self._l1_frames(entries)
-            if l1 not in self.typed:
+            for l1 in self._l1_frames(entries, mfn):
+                if l1 in self.typed:
+                    continue
                 typed = self.typed | {l1: 1}
                 self._validate_l1(l1, typed)
                 self.typed = typed

@@ -1,0 +1,527 @@
+"""Xen's memory isolation: update_va_mapping, mmu_update, mmuext_op and writable page
+tables (XEN-ABI.md; DESIGN.md, "The hypervisor").
+
+Unit tests call a hypercall handler directly (pvtool.hv.hypercalls.call) on a booted
+domain whose guest has not run, with arguments written into its memory; guest tests
+make the same calls through the hypercall page and check what the CPU then sees.
+Page tables are read by walking them here (harness.Booted.pte), not with pvtool's
+walker.
+"""
+
+import struct
+
+import pytest
+
+from pvtool.hv.hypercalls import call
+from pvtool.machine.cpu import CR3, ESI
+from pvtool.machine.stop import StopKind
+from tests.hv.harness import RW, US, P, boot
+from tests.hv.xenguest import DOMID_SELF, EFAULT, EINVAL, ENOSYS, HC, neg
+
+PAGE = 4096
+A, D = 0x20, 0x40
+PTE_RW = P | RW | A | D
+PTE_RO = P | A
+PDE_RW = P | RW | US | A | D
+HYPERVISOR_BASE = 0xFC000000
+GDT_VA = 0xFC400000  # pvtool.hv.layout.GDT, mapped read-only in every address space
+NEW_BASEPTR, TLB_FLUSH_LOCAL, INVLPG_LOCAL = 5, 6, 7
+SI_SHARED_INFO, SI_PT_BASE = 36, 60
+
+SCRATCH = r"""
+frames: .skip 4096 * 8
+buf:    .skip 4096
+"""
+
+
+@pytest.fixture(scope="module")
+def idle_guest(build):
+    return build("", bss=SCRATCH)
+
+
+@pytest.fixture
+def idle(idle_guest):
+    """A booted domain whose guest has not run one instruction."""
+    return boot(idle_guest)
+
+
+def hypercall(booted, number, *args):
+    domain = booted.domain
+    return call(domain, domain.vcpu, number, tuple(args) + (0,) * (5 - len(args))) \
+        & 0xFFFFFFFF
+
+
+def frame(booted, index):
+    """The address (virtual = physical) of scratch page INDEX."""
+    return booted.guest["frames"] + index * PAGE
+
+
+def pt_base(booted):
+    return booted.u32(booted.cpu.read(ESI) + SI_PT_BASE)
+
+
+# -- update_va_mapping ------------------------------------------------------------------
+def test_update_va_mapping_installs_a_valid_mapping(idle):
+    va, target = frame(idle, 0), frame(idle, 1)
+    assert hypercall(idle, HC.update_va_mapping, va, target | PTE_RW, 0, 2) == 0
+    assert idle.pte(va) == target | PTE_RW
+
+
+def test_update_va_mapping_can_unmap(idle):
+    va = frame(idle, 0)
+    assert hypercall(idle, HC.update_va_mapping, va, 0, 0, 2) == 0
+    assert idle.pte(va) == 0
+
+
+def test_the_cpu_sees_a_mapping_made_with_uvmf_invlpg_at_once(run_guest):
+    """The guest reads page 0 (so its translation is cached), remaps it onto page 1
+    with UVMF_INVLPG, and reads it again."""
+    booted = run_guest(r"""
+    mov dword ptr [frames], 0xaaaa0000
+    mov dword ptr [frames + 4096], 0xbbbb1111
+    mov eax, [frames]
+    mov [before], eax
+    mov ebx, offset frames
+    mov ecx, offset frames + 4096 + 0x63
+    xor edx, edx
+    mov esi, UVMF_INVLPG
+    HYPERCALL update_va_mapping
+    mov [rc], eax
+    mov eax, [frames]
+    mov [after], eax
+""", data="before: .long 0\nafter: .long 0\nrc: .long 0xffffffff", bss=SCRATCH)
+    assert booted.u32("rc") == 0
+    assert booted.u32("before") == 0xAAAA0000
+    assert booted.u32("after") == 0xBBBB1111
+
+
+@pytest.mark.parametrize("target", ["beyond-ram", "gdt", "m2p"])
+def test_update_va_mapping_refuses_a_frame_the_domain_does_not_own(idle, target):
+    va = frame(idle, 0)
+    before = idle.pte(va)
+    address = {"beyond-ram": idle.machine.ram_size, "gdt": GDT_VA,
+               "m2p": HYPERVISOR_BASE}[target]
+    assert hypercall(idle, HC.update_va_mapping, va, address | PTE_RW, 0, 2) == neg(EINVAL)
+    assert hypercall(idle, HC.update_va_mapping, va, address | PTE_RO, 0, 2) == neg(EINVAL)
+    assert idle.pte(va) == before
+
+
+def test_update_va_mapping_refuses_a_writable_mapping_of_a_page_table_in_use(idle):
+    va = frame(idle, 0)
+    before = idle.pte(va)
+    l2 = pt_base(idle)
+    l1 = idle.pde(va) & ~0xFFF
+    assert hypercall(idle, HC.update_va_mapping, va, l2 | PTE_RW, 0, 2) == neg(EINVAL)
+    assert hypercall(idle, HC.update_va_mapping, va, l1 | PTE_RW, 0, 2) == neg(EINVAL)
+    assert idle.pte(va) == before
+    # Read-only, a page table may be mapped (Xen allows it).
+    assert hypercall(idle, HC.update_va_mapping, va, l1 | PTE_RO, 0, 2) == 0
+    assert idle.pte(va) == l1 | PTE_RO
+
+
+@pytest.mark.parametrize("va", [HYPERVISOR_BASE, GDT_VA, 0xFC410000, 0xFFFFF000])
+def test_update_va_mapping_refuses_an_address_in_the_hypervisors_range(idle, va):
+    target = frame(idle, 1)
+    cr3 = idle.cpu.read(CR3)
+    pdes_before = idle.memory.read_phys(cr3, PAGE)
+    pte_before = idle.pte(va)
+    assert hypercall(idle, HC.update_va_mapping, va, target | PTE_RW, 0, 2) == neg(EINVAL)
+    assert idle.pte(va) == pte_before
+    assert idle.memory.read_phys(cr3, PAGE) == pdes_before
+
+
+def test_update_va_mapping_refuses_an_address_no_page_table_covers(idle):
+    assert not idle.pde(0x40000000) & P
+    assert hypercall(idle, HC.update_va_mapping, 0x40000000, frame(idle, 1) | PTE_RW,
+                     0, 2) == neg(EINVAL)
+
+
+def test_update_va_mapping_refuses_a_high_half_on_2_level_paging(idle):
+    va = frame(idle, 0)
+    before = idle.pte(va)
+    assert hypercall(idle, HC.update_va_mapping, va, frame(idle, 1) | PTE_RW, 1, 2) \
+        == neg(EINVAL)
+    assert idle.pte(va) == before
+
+
+def test_shared_info_is_mapped_with_update_va_mapping_and_shows_the_upcall_mask(run_guest):
+    booted = run_guest(r"""
+    MAP_SHARED_INFO shared_page
+    mov [rc], eax
+    movzx eax, byte ptr [shared_page + VCPU_upcall_mask]
+    mov [mask_seen], eax
+    mov byte ptr [shared_page + VCPU_upcall_mask], 0
+""", data="rc: .long 0xffffffff\nmask_seen: .long 0xff", bss="shared_page: .skip 4096")
+    assert booted.u32("rc") == 0
+    assert booted.u32("mask_seen") == 1
+    assert booted.domain.upcall_mask == 0  # the guest's store reached vcpu_info
+
+
+# -- mmu_update ---------------------------------------------------------------------------
+def mmu_requests(booted, *pairs, at="buf"):
+    booted.write(at, b"".join(struct.pack("<QQ", ptr, val) for ptr, val in pairs))
+    return booted.guest[at]
+
+
+def test_mmu_update_writes_a_validated_entry_and_reports_it_done(idle):
+    va = frame(idle, 0)
+    ptr = idle.pte_address(va)
+    reqs = mmu_requests(idle, (ptr, frame(idle, 2) | PTE_RW))
+    done = frame(idle, 7)
+    idle.write_u32s(done, 0xDEAD)
+    assert hypercall(idle, HC.mmu_update, reqs, 1, done, DOMID_SELF) == 0
+    assert idle.u32(done) == 1
+    assert idle.pte(va) == frame(idle, 2) | PTE_RW
+
+
+def test_mmu_update_refuses_a_pointer_that_is_no_l1_entry(idle):
+    """ptr must be an entry of a page table in use: not ordinary memory, and never a
+    slot of the hypervisor's part of the page directory."""
+    done = frame(idle, 7)
+    target = frame(idle, 3)
+    idle.write_u32s(target, 0x1234)
+    slot_1009 = pt_base(idle) + 4 * 1009
+    hv_pde = idle.u32(slot_1009)
+    for ptr in (target, slot_1009):
+        reqs = mmu_requests(idle, (ptr, frame(idle, 2) | PTE_RW))
+        assert hypercall(idle, HC.mmu_update, reqs, 1, done, DOMID_SELF) == neg(EINVAL)
+        assert idle.u32(done) == 0
+    assert idle.u32(target) == 0x1234
+    assert idle.u32(slot_1009) == hv_pde
+
+
+@pytest.mark.parametrize("value", ["page-directory-rw", "not-owned", "gdt"])
+def test_mmu_update_refuses_an_entry_the_domain_may_not_have(idle, value):
+    va = frame(idle, 0)
+    before = idle.pte(va)
+    val = {"page-directory-rw": pt_base(idle) | PTE_RW,
+           "not-owned": idle.machine.ram_size | PTE_RO,
+           "gdt": GDT_VA | PTE_RO}[value]
+    reqs = mmu_requests(idle, (idle.pte_address(va), val))
+    assert hypercall(idle, HC.mmu_update, reqs, 1, 0, DOMID_SELF) == neg(EINVAL)
+    assert idle.pte(va) == before
+
+
+def test_a_failing_mmu_update_batch_stops_at_the_bad_entry(idle):
+    vas = [frame(idle, i) for i in range(3)]
+    before = [idle.pte(v) for v in vas]
+    reqs = mmu_requests(idle,
+                        (idle.pte_address(vas[0]), frame(idle, 4) | PTE_RW),
+                        (idle.pte_address(vas[1]), idle.machine.ram_size | PTE_RW),
+                        (idle.pte_address(vas[2]), frame(idle, 5) | PTE_RW))
+    done = frame(idle, 7)
+    assert hypercall(idle, HC.mmu_update, reqs, 3, done, DOMID_SELF) == neg(EINVAL)
+    assert idle.u32(done) == 1
+    assert idle.pte(vas[0]) == frame(idle, 4) | PTE_RW
+    assert [idle.pte(v) for v in vas[1:]] == before[1:]
+
+
+@pytest.mark.parametrize("count", [1 << 20, 0xFFFFFFFF])
+def test_mmu_update_refuses_a_huge_count(idle, count):
+    va = frame(idle, 0)
+    before = idle.pte(va)
+    reqs = mmu_requests(idle, (idle.pte_address(va), frame(idle, 2) | PTE_RW))
+    assert hypercall(idle, HC.mmu_update, reqs, count, 0, DOMID_SELF) == neg(EINVAL)
+    assert idle.pte(va) == before
+
+
+@pytest.mark.parametrize("reqs", [0x40000000, HYPERVISOR_BASE, 0xFC410000 - 8],
+                         ids=["unmapped", "hypervisor", "straddling"])
+def test_mmu_update_with_requests_it_cannot_read_is_efault(idle, reqs):
+    assert hypercall(idle, HC.mmu_update, reqs, 1, 0, DOMID_SELF) == neg(EFAULT)
+
+
+# -- mmuext_op NEW_BASEPTR ----------------------------------------------------------------
+def build_tables(booted, *, extra_pdes=(), junk_hypervisor_slots=True):
+    """A new hierarchy in the scratch frames: L2 in frame 0; its slot 0 an identity
+    L1 (frame 1) over 0-4 MiB, writable everywhere (so it maps the L2, itself and
+    frame 2 writable); slot 2 an L1 (frame 2) mapping 8 MiB -> frame 3 (writable)
+    and 8 MiB + 4 KiB -> the L2 (writable). Returns the L2's frame number."""
+    l2, l1_low, l1_high, data = (frame(booted, i) for i in range(4))
+    booted.write(l1_low, struct.pack("<1024I", *(i * PAGE | PTE_RW for i in range(1024))))
+    high = [0] * 1024
+    high[0], high[1] = data | PTE_RW, l2 | PTE_RW
+    booted.write(l1_high, struct.pack("<1024I", *high))
+    pdes = [0] * 1024
+    pdes[0], pdes[2] = l1_low | PDE_RW, l1_high | PDE_RW
+    if junk_hypervisor_slots:
+        pdes[1009] = data | PDE_RW  # a guest "L1" over the hypervisor's private area
+        pdes[1023] = data | PDE_RW
+    for slot, pde in extra_pdes:
+        pdes[slot] = pde
+    booted.write(l2, struct.pack("<1024I", *pdes))
+    return l2 // PAGE
+
+
+def mmuext(booted, *ops, done=None):
+    booted.write("buf", b"".join(struct.pack("<3I", cmd, arg, 0) for cmd, arg in ops))
+    done_ptr = 0 if done is None else done
+    return hypercall(booted, HC.mmuext_op, booted.guest["buf"], len(ops), done_ptr,
+                     DOMID_SELF)
+
+
+def test_new_baseptr_validates_and_loads_the_new_tables(idle):
+    old_cr3 = idle.cpu.read(CR3)
+    hypervisor_pdes = idle.memory.read_phys(old_cr3 + 4 * 1008, 4 * 16)
+    l2_mfn = build_tables(idle)
+    done = frame(idle, 7)
+    assert mmuext(idle, (NEW_BASEPTR, l2_mfn), done=done) == 0
+    assert idle.u32(done) == 1
+    new_cr3 = idle.cpu.read(CR3)
+    assert new_cr3 == l2_mfn * PAGE
+    # The hypervisor's slots are the hypervisor's: the guest's junk there is gone.
+    assert idle.memory.read_phys(new_cr3 + 4 * 1008, 4 * 16) == hypervisor_pdes
+    # Writable mappings of the new tables were made read-only; the rest kept.
+    l2, l1_low, l1_high, data = (frame(idle, i) for i in range(4))
+    downgraded = PTE_RW & ~RW
+    for table in (l2, l1_low, l1_high):
+        assert idle.pte(table) == table | downgraded, f"{table:#x} still writable"
+    assert idle.pte(0x801000) == l2 | downgraded
+    assert idle.pte(data) == data | PTE_RW
+    assert idle.pte(0x800000) == data | PTE_RW
+    # ... and the hypervisor's read-only area is still there, still read-only.
+    assert idle.pte(GDT_VA) & (P | RW) == P
+    assert idle.pte(GDT_VA) & ~0xFFF == GDT_VA
+
+
+def test_after_new_baseptr_the_new_tables_are_the_ones_protected(idle):
+    old_l2 = pt_base(idle)
+    l2_mfn = build_tables(idle)
+    assert mmuext(idle, (NEW_BASEPTR, l2_mfn)) == 0
+    va = frame(idle, 5)
+    assert hypercall(idle, HC.update_va_mapping, va, l2_mfn * PAGE | PTE_RW, 0, 2) \
+        == neg(EINVAL)
+    # The builder's tables are no longer in use: ordinary memory again.
+    assert hypercall(idle, HC.update_va_mapping, va, old_l2 | PTE_RW, 0, 2) == 0
+
+
+def test_a_guest_runs_on_the_tables_it_switched_to(build):
+    booted = boot(build(r"""
+    mov ebx, offset ops
+    mov ecx, 1
+    xor edx, edx
+    mov esi, 0x7ff0
+    HYPERCALL mmuext_op
+    mov [rc], eax
+    mov eax, [0x800000]
+    mov [seen], eax
+""", data="rc: .long 0xffffffff\nseen: .long 0\nops: .long 5, 0, 0", bss=SCRATCH))
+    l2_mfn = build_tables(booted)
+    booted.write_u32s("ops", NEW_BASEPTR, l2_mfn, 0)
+    booted.write_u32s(frame(booted, 3), 0x5EE0C0DE)
+    booted.run()
+    assert booted.machine.stop.reason == "shutdown (poweroff)"
+    assert booted.u32("rc") == 0
+    assert booted.u32("seen") == 0x5EE0C0DE
+    assert booted.cpu.read(CR3) == l2_mfn * PAGE
+
+
+@pytest.mark.parametrize("bad", ["l1-maps-foreign", "l2-points-outside-ram",
+                                 "superpage", "l2-points-at-shared-info",
+                                 "writable-self-map"])
+def test_new_baseptr_refuses_an_invalid_hierarchy_and_keeps_the_old_one(idle, bad):
+    cr3 = idle.cpu.read(CR3)
+    shared_info = idle.u32(idle.cpu.read(ESI) + SI_SHARED_INFO)
+    l2 = frame(idle, 0)
+    extra = {
+        "l1-maps-foreign": [],
+        "l2-points-outside-ram": [(5, idle.machine.ram_size | PDE_RW)],
+        "superpage": [(5, 0x01000000 | PDE_RW | 0x80)],
+        "l2-points-at-shared-info": [(5, shared_info | PDE_RW)],
+        "writable-self-map": [(5, l2 | PDE_RW)],
+    }[bad]
+    l2_mfn = build_tables(idle, extra_pdes=extra)
+    if bad == "l1-maps-foreign":
+        idle.write_u32s(frame(idle, 2) + 4 * 7, GDT_VA | PTE_RO)
+    done = frame(idle, 7)
+    assert mmuext(idle, (NEW_BASEPTR, l2_mfn), done=done) == neg(EINVAL)
+    assert idle.u32(done) == 0
+    assert idle.cpu.read(CR3) == cr3
+
+
+@pytest.mark.parametrize("base", ["outside-ram", "shared-info", "hypervisor"])
+def test_new_baseptr_refuses_a_base_that_is_not_the_domains_ram(idle, base):
+    cr3 = idle.cpu.read(CR3)
+    mfn = {"outside-ram": idle.machine.ram_size // PAGE,
+           "shared-info": idle.u32(idle.cpu.read(ESI) + SI_SHARED_INFO) // PAGE,
+           "hypervisor": GDT_VA // PAGE}[base]
+    assert mmuext(idle, (NEW_BASEPTR, mfn)) == neg(EINVAL)
+    assert idle.cpu.read(CR3) == cr3
+
+
+def test_a_read_only_self_map_is_a_linear_page_table_and_leaves_the_rest_alone(idle):
+    """Xen allows an L2 slot pointing back at the L2 read-only (a linear page table).
+    It must not turn the directory into an "L1" whose entries get write-protected, nor
+    make its hypervisor slots updatable."""
+    l2 = frame(idle, 0)
+    l2_mfn = build_tables(idle, extra_pdes=[(5, l2 | P | US | A)])
+    assert mmuext(idle, (NEW_BASEPTR, l2_mfn)) == 0
+    assert idle.pde(0) == frame(idle, 1) | PDE_RW  # still writable
+    assert idle.pde(0x800000) == frame(idle, 2) | PDE_RW
+    slot_1009 = l2 + 4 * 1009
+    hv_pde = idle.u32(slot_1009)
+    reqs = mmu_requests(idle, (slot_1009, frame(idle, 3) | PDE_RW))
+    assert hypercall(idle, HC.mmu_update, reqs, 1, 0, DOMID_SELF) == neg(EINVAL)
+    assert idle.u32(slot_1009) == hv_pde
+
+
+def test_shared_info_can_never_become_a_page_table(run_guest):
+    """Were shared_info accepted as an L1, the guest could write PTEs through its
+    writable mapping of shared_info and map the hypervisor's GDT writable."""
+    booted = run_guest(r"""
+    mov eax, [start_info_ptr]
+    mov eax, [eax + SI_shared_info]
+    or eax, 0x67
+    mov [frames + 5 * 4], eax        /* L2 slot 5 -> shared_info as an L1 */
+    mov ebx, offset frames
+    shr ebx, 12
+    mov [ops + 4], ebx
+    mov ebx, offset ops
+    mov ecx, 1
+    xor edx, edx
+    mov esi, 0x7ff0
+    HYPERCALL mmuext_op
+    mov [rc], eax
+""", data="rc: .long 0xffffffff\nops: .long 5, 0, 0", bss=SCRATCH)
+    assert booted.u32("rc") == neg(EINVAL)
+
+
+# -- TLB flushes ----------------------------------------------------------------------------
+@pytest.mark.parametrize("cmd", [INVLPG_LOCAL, TLB_FLUSH_LOCAL], ids=["invlpg", "flush"])
+def test_mmuext_tlb_operations_drop_a_stale_translation(build, cmd):
+    """The guest caches the translation of page 0, the test changes its PTE behind
+    the TLB's back, the guest sees the stale page, then flushes and sees the new one."""
+    booted = boot(build(r"""
+    mov dword ptr [frames], 0xaaaa0000
+    mov dword ptr [frames + 4096], 0xbbbb1111
+    mov eax, [frames]
+    mov [before], eax
+    mov dword ptr [phase], 1
+wait_for_test:
+    cmp dword ptr [go], 0
+    je wait_for_test
+    mov eax, [frames]
+    mov [stale], eax
+    mov dword ptr [ops + 4], offset frames
+    mov ebx, offset ops
+    mov ecx, 1
+    xor edx, edx
+    mov esi, 0x7ff0
+    HYPERCALL mmuext_op
+    mov [rc], eax
+    mov eax, [frames]
+    mov [after], eax
+""", data=f"""
+phase: .long 0
+go: .long 0
+before: .long 0
+stale: .long 0
+after: .long 0
+rc: .long 0xffffffff
+ops: .long {cmd}, 0, 0
+""", bss=SCRATCH))
+    booted.run_until("phase", 1)
+    va = frame(booted, 0)
+    booted.memory.write_u32(booted.pte_address(va), frame(booted, 1) | PTE_RW)
+    booted.write_u32s("go", 1)
+    booted.run()
+    assert booted.u32("rc") == 0
+    assert booted.u32("before") == 0xAAAA0000
+    assert booted.u32("stale") == 0xAAAA0000  # the premise: the TLB kept the old page
+    assert booted.u32("after") == 0xBBBB1111
+
+
+def test_an_unknown_mmuext_command_is_enosys(idle):
+    assert mmuext(idle, (99, 0)) == neg(ENOSYS)
+
+
+def test_mmuext_op_refuses_a_huge_count(idle):
+    assert hypercall(idle, HC.mmuext_op, idle.guest["buf"], 1 << 20, 0, DOMID_SELF) \
+        == neg(EINVAL)
+
+
+# -- writable page tables ------------------------------------------------------------------
+PTWR = r"""
+    mov ebx, offset trap_table
+    HYPERCALL set_trap_table
+    mov eax, [start_info_ptr]
+    mov edi, [eax + SI_pt_base]        /* the page directory, mapped read-only */
+    mov eax, offset frames
+    shr eax, 22
+    mov edx, [edi + eax * 4]
+    and edx, ~0xfff                    /* the L1 mapping the scratch frames */
+    mov [l1_va], edx
+"""
+
+PTWR_HANDLERS = r"""
+pf_handler:
+    inc dword ptr [faults]
+    SHUTDOWN SHUTDOWN_crash
+"""
+
+PTWR_DATA = r"""
+trap_table:
+    TRAP 14, 0, pf_handler
+    .long 0, 0
+l1_va: .long 0
+faults: .long 0
+reached: .long 0
+"""
+
+
+def test_a_store_into_a_page_table_is_validated_and_emulated(run_guest):
+    booted = run_guest(PTWR + r"""
+    mov dword ptr [frames + 4096], 0x7777
+    mov ecx, offset frames + 4096 + 0x63
+    mov eax, offset frames
+    shr eax, 12
+    and eax, 0x3ff
+    mov ebx, [l1_va]
+    mov [ebx + eax * 4], ecx          /* frames[0] -> frames[1] */
+    mov eax, [frames]
+    mov [seen], eax
+""", handlers=PTWR_HANDLERS, data=PTWR_DATA + "seen: .long 0", bss=SCRATCH)
+    assert booted.machine.stop.reason == "shutdown (poweroff)"
+    assert booted.u32("faults") == 0
+    assert booted.u32("seen") == 0x7777
+    assert booted.pte(frame(booted, 0)) == frame(booted, 1) | PTE_RW
+    assert booted.machine.exits["ptwr"] == 1
+
+
+@pytest.mark.parametrize("store", ["foreign-frame", "hypervisor-slot", "writable-self-map"])
+def test_a_store_of_an_entry_the_domain_may_not_have_does_not_take_effect(run_guest, store):
+    """Mapping a frame of the hypervisor, replacing the hypervisor's slot of the page
+    directory, or mapping the page directory writable through itself: refused (the
+    domain crashes or gets the fault; either way the entry is not written)."""
+    code = {
+        "foreign-frame": r"""
+    mov eax, offset frames
+    shr eax, 12
+    and eax, 0x3ff
+    mov ebx, [l1_va]
+    lea edi, [ebx + eax * 4]
+    mov ecx, 0xfc400063
+""",
+        "hypervisor-slot": r"""
+    lea edi, [edi + 1009 * 4]
+    mov ecx, offset frames + 0x67
+""",
+        "writable-self-map": r"""
+    mov ecx, edi
+    or ecx, 0x67
+    lea edi, [edi + 5 * 4]
+""",
+    }[store]
+    booted = run_guest(PTWR + code + r"""
+    mov [target], edi
+    mov eax, [edi]
+    mov [before], eax
+    mov [edi], ecx
+    mov dword ptr [reached], 1
+""", handlers=PTWR_HANDLERS,
+        data=PTWR_DATA + "target: .long 0\nbefore: .long 0", bss=SCRATCH)
+    assert booted.u32("target") != 0
+    assert booted.u32(booted.u32("target")) == booted.u32("before")
+    assert booted.u32("reached") == 0
+    stop = booted.machine.stop
+    assert stop.kind is StopKind.CRASH or stop.code == 3  # crashed, or its #PF handler
