@@ -72,12 +72,16 @@ def load_patch_set(name_or_path: str | Path = DEFAULT_PATCH_SET) -> PatchSet:
 def _rule(source: Path, name: str, body: dict) -> Rule:
     if name not in BY_NAME:
         raise PatchError(f"{source}: [class.{name}] is not in pvtool's x86 catalogue")
+    if not isinstance(body, dict):
+        raise PatchError(f"{source}: [class.{name}] must be a table")
     actions = [a for a in Action if a.value in body]
     if len(actions) != 1:
         raise PatchError(f"{source}: [class.{name}] needs exactly one of "
                          "inline, call, keep, trap")
     action = actions[0]
     value = body[action.value]
+    if not isinstance(value, str) or not isinstance(body.get("why", ""), str):
+        raise PatchError(f"{source}: [class.{name}] {action.value} and why must be strings")
     argument = body.get("argument")
     if argument is not None and argument not in ARGUMENTS:
         raise PatchError(f"{source}: [class.{name}] argument {argument!r}")

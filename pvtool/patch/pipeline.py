@@ -57,12 +57,20 @@ def patch_image(input_path: Path, out: Path,
     write_patched_elf(image, outputs.image, patches=emitted.patches,
                       added=added_sections(emitted), notes=notes(image, emitted, patch_set),
                       check=check)
-    patched = load_elf(outputs.image)
-    diff = listing_diff(image, patched, code, plans, emitted)
-    report = PatchReport.build(image, outputs.image, patch_set, code, plans, emitted,
-                               checks, diff_path=outputs.diff, report_path=outputs.report)
-    write_atomically(outputs.diff, diff.encode())
-    write_atomically(outputs.report, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    written = [outputs.image]
+    try:  # no partial output: the image goes if its diff or report cannot follow it
+        patched = load_elf(outputs.image)
+        diff = listing_diff(image, patched, code, plans, emitted)
+        report = PatchReport.build(image, outputs.image, patch_set, code, plans, emitted,
+                                   checks, diff_path=outputs.diff, report_path=outputs.report)
+        write_atomically(outputs.diff, diff.encode())
+        written.append(outputs.diff)
+        write_atomically(outputs.report,
+                         (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     return report
 
 
@@ -112,6 +120,12 @@ def _patched_code_listing(patched: ElfImage, code: CodeMap, plans: list[Plan],
 
 def _check_outputs(image: ElfImage, outputs: Outputs) -> None:
     source = Path(image.path).resolve()
-    for path in (outputs.image, outputs.diff, outputs.report):
+    paths = (outputs.image, outputs.diff, outputs.report)
+    if len({path.resolve() for path in paths}) < len(paths):
+        raise OutputError(f"{outputs.image}: its listing diff or report would overwrite it "
+                          "(name it without .diff or .json)")
+    for path in paths:
         if path.resolve() == source:
             raise OutputError(f"{path}: refusing to overwrite the input image")
+        if path.is_dir():
+            raise OutputError(f"{path}: is a directory")

@@ -9,8 +9,9 @@ from pathlib import Path
 from pvtool.image.elf import ElfImage
 from pvtool.patch.discover import CodeMap
 from pvtool.patch.emit import Emitted
-from pvtool.patch.patchset import PatchSet
+from pvtool.patch.patchset import Action, PatchSet
 from pvtool.patch.plan import Placement, Plan
+from pvtool.patch.sites import Site
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class PatchReport:
                     symbol=f"{sym.name}+{site.address - sym.value:#x}" if sym else "?",
                     instruction=site.text, cls=site.cls.name, kind=site.cls.kind.value,
                     placement=plan.placement.value,
-                    reason=site.rule.why if plan.placement is Placement.KEPT else plan.reason,
+                    reason=_reason(plan, site),
                     found_by=site.found_by, stub=stub_of.get(id(plan))))
         records.sort(key=lambda r: r.address)
         coverage = {"recursion": code.coverage.recursion, "sweep": code.coverage.sweep,
@@ -84,3 +85,14 @@ class PatchReport:
             "stub_bytes": self.stub_bytes,
             "verified": list(self.checks),
         }
+
+
+def _reason(plan: Plan, site: Site) -> str:
+    """The plan's reason is its first site's; a site its window also covers says so."""
+    if plan.placement is Placement.KEPT:
+        return site.rule.why
+    first = plan.sites[0]
+    if site is first:
+        return plan.reason
+    how = "kept as is" if site.rule.action is Action.KEEP else "rewritten"
+    return f"{how}, moved into the detour of the site at {first.address:#x}"

@@ -2,7 +2,7 @@
 kernel's code, each with the patch set's rule for its class, and the replacement that
 rule renders for it."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pvtool.errors import PatchError
 from pvtool.patch.discover import CodeMap, Insn
@@ -55,8 +55,22 @@ def find_sites(code: CodeMap, patch_set: PatchSet) -> list[Site]:
         rule = patch_set.rule_for(cls.name) or Rule(
             cls.name, Action.TRAP, f"{patch_set.name} has no rule for {cls.name}")
         found_by = "recursion" if code.reached_by_recursion(insn.address) else "sweep"
-        sites.append(Site(insn, cls, rule, found_by))
+        sites.append(_trap_if_unsupported(Site(insn, cls, rule, found_by)))
     return sites
+
+
+def _trap_if_unsupported(site: Site) -> Site:
+    """A site whose operand form its rule cannot express is a trap site from the start,
+    so that no neighbour's detour window moves it into a stub it has no rendering for."""
+    rule = site.rule
+    try:
+        if rule.action is Action.INLINE:
+            operand_names(site)
+        elif rule.action is Action.CALL and rule.argument is not None:
+            _load_eax(site, rule.argument)
+    except UnsupportedForm as exc:
+        return replace(site, rule=Rule(rule.class_name, Action.TRAP, str(exc)))
+    return site
 
 
 def replacement(site: Site, symbols: dict[str, int]) -> list[str]:

@@ -1,16 +1,17 @@
 """Verification of a patched image, from its bytes (what will be written), before it
 is renamed into place:
 - every byte outside the planned ranges equals the original;
-- every catalogue instruction left in the original code is a kept or trap site, and
-  every trap site is an int3 in the table;
+- every catalogue instruction left in the original code is a kept or trap site,
+  every trap site is an int3 in the table, and every in-place site holds its replacement;
 - every detour jump lands on its stub, and every stub ends by jumping back to the
   instruction after its window.
 """
 
 from pvtool.errors import PatchError
+from pvtool.image import elf32
 from pvtool.image.elf import ElfImage
 from pvtool.patch.discover import CodeMap
-from pvtool.patch.emit import Emitted
+from pvtool.patch.emit import NOP, Emitted
 from pvtool.patch.plan import Placement, Plan
 from pvtool.x86.catalogue import classify
 from pvtool.x86.isa import decode_one
@@ -31,11 +32,16 @@ def verify(original: ElfImage, patched: ElfImage, code: CodeMap, plans: list[Pla
 
 def _unchanged_outside_plans(original: ElfImage, patched: ElfImage, plans: list[Plan]) -> None:
     changed = sorted((p.start, p.end) for p in plans if p.placement is not Placement.KEPT)
+    # The writer rewrites the ELF header to point at its new tables; ld's default
+    # layout maps that header in the first PT_LOAD, so its bytes may differ.
+    header_size = elf32.unpack_ehdr(original.data).ehsize
     for seg in original.segments:
         before = original.data[seg.offset:seg.offset + seg.filesz]
         after = patched.read_virtual(seg.vaddr, seg.filesz)
         for offset in _differences(before, after):
             address = seg.vaddr + offset
+            if seg.offset + offset < header_size:
+                continue
             if not any(start <= address < end for start, end in changed):
                 raise PatchError(f"verification: byte at {address:#x} changed outside any site")
 
@@ -62,6 +68,13 @@ def _no_unrecorded_sites(patched: ElfImage, code: CodeMap, plans: list[Plan]) ->
     for address in traps:
         if patched.read_virtual(address, 1)[0] != INT3:
             raise PatchError(f"verification: trap site {address:#x} is not an int3")
+    # An in-place range is skipped above: it must hold exactly its replacement.
+    for plan in plans:
+        size = plan.end - plan.start
+        if (plan.placement is Placement.IN_PLACE
+                and patched.read_virtual(plan.start, size) != plan.code.ljust(size, NOP)):
+            raise PatchError(f"verification: in-place site {plan.start:#x} does not hold "
+                             "its replacement")
 
 
 def _detours_round_trip(patched: ElfImage, emitted: Emitted) -> None:

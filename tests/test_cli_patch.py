@@ -1,0 +1,288 @@
+"""`pvtool patch` through its command line: the input is never touched, every failure
+is one line on stderr with its documented exit status (README, "Exit status") and
+leaves no output, temporary file or traceback behind; the patched hello boots under
+the hypervisor and prints what the original prints on the bare machine."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pvtool.cli import cli
+from tests.oracles import REPO_ROOT, guest_path, require_tool
+
+PVTOOL = Path(sys.executable).with_name("pvtool")
+
+
+@pytest.fixture(scope="module")
+def hello() -> Path:
+    return guest_path("hello")
+
+
+@pytest.fixture
+def workdir(tmp_path, hello) -> Path:
+    """A folder holding a copy of hello, as the only file."""
+    shutil.copy2(hello, tmp_path / "hello.elf")
+    return tmp_path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def listing(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def assert_one_error_line(stderr: str) -> None:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("pvtool: error: "), stderr
+    assert "Traceback" not in stderr
+
+
+# ---- success ---------------------------------------------------------------------------
+
+
+def test_patching_leaves_the_input_as_it_was(workdir):
+    image = workdir / "hello.elf"
+    before = image.read_bytes()
+    stat = image.stat()
+    result = invoke("patch", image, "-o", workdir / "out.elf")
+    assert result.exit_code == 0, result.stderr
+    assert image.read_bytes() == before
+    assert image.stat().st_mtime_ns == stat.st_mtime_ns
+    assert image.stat().st_mode == stat.st_mode
+    assert sorted(listing(workdir)) == ["hello.elf", "out.diff", "out.elf", "out.json"]
+
+
+def test_without_o_the_output_is_named_after_the_input(workdir):
+    result = invoke("patch", workdir / "hello.elf")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(listing(workdir)) == ["hello.elf", "hello.pv.diff", "hello.pv.elf",
+                                        "hello.pv.json"]
+    assert "wrote" in result.stdout
+    assert (workdir / "hello.pv.elf").stat().st_mode & 0o777 == \
+        (workdir / "hello.elf").stat().st_mode & 0o777
+
+
+def test_patching_again_replaces_the_outputs_whole(workdir):
+    image, out = workdir / "hello.elf", workdir / "out.elf"
+    out.write_bytes(b"stale")
+    out.with_suffix(".json").write_text("stale")
+    assert invoke("patch", image, "-o", out).exit_code == 0
+    first = listing(workdir)
+    assert first["out.elf"][:4] == b"\x7fELF" and first["out.json"].startswith(b"{")
+    assert invoke("patch", image, "-o", out).exit_code == 0
+    assert listing(workdir) == first  # deterministic, and no temporary file left
+
+
+# ---- failures ---------------------------------------------------------------------------
+
+
+def elf64(folder: Path) -> Path:
+    source, obj, exe = folder / "k64.s", folder / "k64.o", folder / "k64.elf"
+    source.write_text(".globl _start\n_start:\n    hlt\n")
+    subprocess.run([require_tool("as"), "--64", "-o", str(obj), str(source)], check=True)
+    subprocess.run([require_tool("ld"), "-m", "elf_x86_64", "-o", str(exe), str(obj)],
+                   check=True)
+    obj.unlink()
+    source.unlink()
+    return exe
+
+
+def broken_patch_set(folder: Path) -> Path:
+    patch_set = folder / "broken-set"
+    shutil.copytree(REPO_ROOT / "patches" / "xen32", patch_set)
+    rules = patch_set / "rules.toml"
+    rules.write_text(rules.read_text().replace('call = "pv_hlt"', 'call = "pv_nap"'))
+    return patch_set
+
+
+def bad_template_set(folder: Path) -> Path:
+    patch_set = folder / "bad-template"
+    shutil.copytree(REPO_ROOT / "patches" / "xen32", patch_set)
+    glue = patch_set / "glue.asm"
+    glue.write_text(glue.read_text().replace("mov dword ptr [{regs_cr4}], eax",
+                                             "mov dword ptr [{regs_cr5}], eax"))
+    return patch_set
+
+
+def case_same_as_input(d):
+    return ["patch", d / "hello.elf", "-o", d / "hello.elf"]
+
+
+def case_same_file_by_another_path(d):
+    (d / "sub").mkdir()
+    return ["patch", d / "hello.elf", "-o", d / "sub" / ".." / "hello.elf"]
+
+
+def case_diff_would_overwrite_input(d):
+    shutil.copy2(d / "hello.elf", d / "out.diff")
+    (d / "hello.elf").unlink()
+    return ["patch", d / "out.diff", "-o", d / "out.elf"]
+
+
+def case_missing_input(d):
+    return ["patch", d / "nothing.elf", "-o", d / "out.elf"]
+
+
+def case_not_elf(d):
+    (d / "notes.txt").write_text("not an ELF file\n" * 10)
+    return ["patch", d / "notes.txt", "-o", d / "out.elf"]
+
+
+def case_truncated(d):
+    data = (d / "hello.elf").read_bytes()
+    (d / "cut.elf").write_bytes(data[:200])
+    return ["patch", d / "cut.elf", "-o", d / "out.elf"]
+
+
+def case_elf64(d):
+    return ["patch", elf64(d), "-o", d / "out.elf"]
+
+
+def case_already_patched(d):
+    assert invoke("patch", d / "hello.elf", "-o", d / "pv.elf").exit_code == 0
+    for name in ("hello.elf", "pv.diff", "pv.json"):
+        (d / name).unlink()
+    return ["patch", d / "pv.elf", "-o", d / "out.elf"]
+
+
+def case_output_directory_missing(d):
+    return ["patch", d / "hello.elf", "-o", d / "no" / "such" / "out.elf"]
+
+
+def case_listing_diff_is_a_directory(d):
+    (d / "out.diff").mkdir()
+    return ["patch", d / "hello.elf", "-o", d / "out.elf"]
+
+
+def case_outputs_collide(d):
+    return ["patch", d / "hello.elf", "-o", d / "out.json"]
+
+
+def case_broken_patch_set(d):
+    return ["patch", d / "hello.elf", "-o", d / "out.elf", "--patch-set", broken_patch_set(d)]
+
+
+def case_unknown_name_in_glue(d):
+    return ["patch", d / "hello.elf", "-o", d / "out.elf", "--patch-set", bad_template_set(d)]
+
+
+def case_missing_patch_set(d):
+    return ["patch", d / "hello.elf", "-o", d / "out.elf", "--patch-set", "no-such-set"]
+
+
+FAILURES = {
+    case_same_as_input: 73,
+    case_same_file_by_another_path: 73,
+    case_diff_would_overwrite_input: 73,
+    case_missing_input: 66,
+    case_not_elf: 65,
+    case_truncated: 65,
+    case_elf64: 69,
+    case_already_patched: 69,
+    case_output_directory_missing: 73,
+    case_listing_diff_is_a_directory: 73,
+    case_outputs_collide: 73,
+    case_broken_patch_set: 76,
+    case_unknown_name_in_glue: 76,
+    case_missing_patch_set: 66,
+}
+
+
+@pytest.mark.parametrize("case", FAILURES, ids=lambda case: case.__name__[5:])
+def test_a_failure_is_one_line_a_status_and_no_output(workdir, case):
+    args = case(workdir)
+    before = listing(workdir)
+    stats = {name: (workdir / name).stat().st_mtime_ns for name in before}
+    result = invoke(*args)
+    assert result.exit_code == FAILURES[case], (result.exit_code, result.stderr)
+    assert_one_error_line(result.stderr)
+    assert result.stdout == ""
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert listing(workdir) == before  # no OUT, OUT.diff, OUT.json, nor temporary file
+    assert {name: (workdir / name).stat().st_mtime_ns for name in before} == stats
+    for folder in (p for p in workdir.rglob("*") if p.is_dir()):
+        assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_an_output_that_is_a_directory_is_a_usage_error(workdir):
+    """click refuses `-o DIR` itself (dir_okay=False): status 2 and its usage text."""
+    (workdir / "out.elf").mkdir()
+    before = listing(workdir)
+    result = invoke("patch", workdir / "hello.elf", "-o", workdir / "out.elf")
+    assert result.exit_code == 2
+    assert "is a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert listing(workdir) == before
+    assert list((workdir / "out.elf").iterdir()) == []
+
+
+def test_a_failure_through_the_installed_command(workdir):
+    """The real entry point: exit status, one line, no traceback, nothing written."""
+    (workdir / "notes.txt").write_text("plain text\n")
+    done = subprocess.run([str(PVTOOL), "patch", str(workdir / "notes.txt"), "-o",
+                           str(workdir / "out.elf")], capture_output=True, text=True)
+    assert done.returncode == 65
+    assert_one_error_line(done.stderr)
+    assert done.stdout == ""
+    assert sorted(listing(workdir)) == ["hello.elf", "notes.txt"]
+
+
+def test_debug_shows_the_traceback(workdir):
+    (workdir / "notes.txt").write_text("plain text\n")
+    done = subprocess.run([str(PVTOOL), "--debug", "patch", str(workdir / "notes.txt")],
+                          capture_output=True, text=True)
+    assert done.returncode == 65
+    assert "Traceback" in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("pvtool: error: ")
+
+
+def test_an_unwritable_output_directory_is_refused_and_left_empty(hello):
+    """Permissions only bind an unprivileged user: as root, run pvtool as nobody."""
+    base = Path(tempfile.mkdtemp(prefix="pvtool-unwritable-"))
+    try:
+        base.chmod(0o755)
+        image = base / "hello.elf"
+        shutil.copy2(hello, image)
+        image.chmod(0o644)
+        locked = base / "locked"
+        locked.mkdir()
+        command = [str(PVTOOL), "patch", str(image), "-o", str(locked / "out.elf")]
+        if os.geteuid() == 0:
+            command = [require_tool("setpriv"), "--reuid=65534", "--regid=65534",
+                       "--clear-groups", *command]
+        else:
+            locked.chmod(0o555)
+        done = subprocess.run(command, capture_output=True, text=True,
+                              env={**os.environ, "HOME": str(base)})
+        assert done.returncode == 73, done.stderr
+        assert_one_error_line(done.stderr)
+        assert str(locked) in done.stderr
+        assert list(locked.iterdir()) == []
+        assert image.read_bytes() == hello.read_bytes()
+    finally:
+        (base / "locked").chmod(0o755)
+        shutil.rmtree(base)
+
+
+# ---- end to end ----------------------------------------------------------------------------
+
+
+def test_the_patched_hello_prints_what_the_original_prints_natively(workdir):
+    image, out = workdir / "hello.elf", workdir / "hello.pv.elf"
+    assert invoke("patch", image, "-o", out).exit_code == 0
+    native = subprocess.run([str(PVTOOL), "run", "--native", "--quiet", str(image)],
+                            capture_output=True, timeout=120)
+    pv = subprocess.run([str(PVTOOL), "run", "--quiet", str(out)], capture_output=True,
+                        timeout=120)
+    assert native.returncode == 0, native.stderr
+    assert pv.returncode == 0, pv.stderr
+    assert native.stdout and pv.stdout == native.stdout
