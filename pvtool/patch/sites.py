@@ -20,6 +20,7 @@ MODE = 32
 REG32 = {"ax": "eax", "bx": "ebx", "cx": "ecx", "dx": "edx", "si": "esi", "di": "edi",
          "bp": "ebp", "sp": "esp"}
 REG16 = {v: k for k, v in REG32.items()}
+STACK_POINTER = frozenset({"esp", "sp"})
 
 
 class UnsupportedForm(PatchError):
@@ -98,6 +99,8 @@ def operand_names(site: Site) -> dict[str, str]:
         names["gpr"] = special.gpr
     moved = segment_move(insn)
     if moved is not None:
+        if moved.operand in STACK_POINTER:
+            raise UnsupportedForm(f"{site.text}: the stub's pushes move esp")
         names["sreg"] = moved.sreg
         if moved.write:
             names["src16"] = _word_operand(site, moved.operand, pushed=8)
@@ -116,13 +119,19 @@ def _load_eax(site: Site, argument: str) -> str | None:
     insn = site.insn.cs
     if argument == "value":
         gpr = special_register_move(insn).gpr
+        if gpr == "esp":  # the value it had before `push eax`
+            return "lea eax, [esp + 4]"
         return None if gpr == "eax" else f"mov eax, {gpr}"
     if argument == "address":
         mem = memory_operand(insn)
         if mem is None:
             raise UnsupportedForm(f"{site.text}: no memory operand")
+        if mem.segment:  # lea would drop the segment's base from the linear address
+            raise UnsupportedForm(f"{site.text}: segment overrides are not rewritten")
         return f"lea eax, {_address(mem, pushed=4)}"
     texts = operand_texts(insn)
+    if texts[0] in STACK_POINTER:
+        raise UnsupportedForm(f"{site.text}: the stub's pushes move esp")
     return f"movzx eax, {_word_operand(site, texts[0], pushed=4)}"
 
 

@@ -276,3 +276,35 @@ _start:
     str_site = next(s for s in rep["sites"] if s["class"] == "str")
     assert "register destinations" in str_site["reason"]
     assert read_virtual(out, address(str_site), 1) == b"\xcc"
+
+
+def test_forms_a_push_or_a_lea_would_get_wrong(tmp_path):
+    """The call templates push eax first and take the address with lea: esp as the
+    source is read as it was before the push; a segment override's base cannot be
+    added by lea, nor can a segment move to or from esp survive the stub's pushes, so
+    those become trap sites (the hypervisor emulates them with the real segments)."""
+    body = "\n".join([".globl _start", ".type _start, @function", "_start:", f"    {SEP}"]
+                     + [f"site_{n}:\n    {insn}\n    {SEP}" for n, insn in (
+                         ("cr3_esp", "mov cr3, esp"), ("cr0_esp", "mov cr0, esp"),
+                         ("invlpg_fs", "invlpg fs:[eax]"), ("lgdt_gs", "lgdt gs:[0x1000]"),
+                         ("ltr_sp", "ltr sp"), ("esp_cs", "mov esp, cs"),
+                         ("ss_sp", "mov ss, sp"))] + ["    ret"])
+    elf, symbols = build_kernel(tmp_path, body)
+    out = tmp_path / "out.elf"
+    patch_image(elf, out)
+    rep = report(out)
+    got = {s["symbol"].split("+")[0].removeprefix("site_"): s for s in rep["sites"]}
+    for label in ("cr3_esp", "cr0_esp"):
+        assert got[label]["placement"] == "detour"
+        stub = int(got[label]["stub"], 16)
+        code = [line.text.split(" <")[0] for line in stub_code(out, rep, stub)]
+        assert code[:2] == ["push eax", "lea eax,[esp+0x4]"]
+        assert code[2].startswith("call ") and code[3] == "pop eax"
+    for label in ("invlpg_fs", "lgdt_gs"):
+        assert got[label]["placement"] == "trap"
+        assert "segment override" in got[label]["reason"]
+    for label in ("ltr_sp", "esp_cs", "ss_sp"):
+        assert got[label]["placement"] == "trap"
+        assert "esp" in got[label]["reason"]
+    for label in ("invlpg_fs", "lgdt_gs", "ltr_sp", "esp_cs", "ss_sp"):
+        assert read_virtual(out, symbols[f"site_{label}"], 1) == b"\xcc"
