@@ -1,0 +1,81 @@
+"""machine/memory.py: guest-virtual access through the guest's own page tables, after
+a guest turned paging on; the guest's own loads are the reference."""
+
+import struct
+
+import pytest
+
+from pvtool.machine.memory import PageFault
+from pvtool.x86.paging import PagingMode
+from tests.machine.harness import boot_native, run_native
+
+# Virtual 0x345000 is an alias of frame 0x346000; 0x347000 is not mapped.
+ALIAS_SCENARIO = """
+    .include "macros.inc"
+    .globl test_main
+test_main:
+    call paging_on
+    movl $0x346003, PAGE_TABLE + (0x345000 >> 12) * 4
+    invlpg 0x345000
+    UNMAP 0x347000
+    movl $0x11223344, 0x346ffc
+    REC 0x345ffc                # the guest reads its own value through the alias
+    xor %eax, %eax
+    ret
+"""
+
+
+@pytest.fixture(scope="module")
+def aliased(build):
+    run = run_native(build(ALIAS_SCENARIO))
+    assert run.records() == [0x11223344]
+    return run.machine.memory
+
+
+def test_without_paging_virtual_is_physical(build):
+    memory = boot_native(build("    .globl test_main\ntest_main:\n    ret\n")).machine.memory
+    assert memory.paging_mode() is None
+    assert memory.virt_to_phys(0x345678) == 0x345678
+
+
+def test_translation_follows_the_guests_page_table(aliased):
+    assert aliased.paging_mode() is PagingMode.TWO_LEVEL
+    assert aliased.virt_to_phys(0x345ABC) == 0x346ABC
+    assert aliased.virt_to_phys(0x344ABC) == 0x344ABC
+    assert aliased.read_virt_u32(0x345FFC) == 0x11223344
+
+
+def test_a_read_across_a_page_boundary_joins_two_frames(aliased):
+    aliased.write_phys(0x344FFE, b"ab")
+    aliased.write_phys(0x346000, b"cd")
+    assert aliased.read_virt(0x344FFE, 4) == b"abcd"
+
+
+def test_a_write_across_a_page_boundary_splits_over_two_frames(aliased):
+    aliased.write_virt(0x344FFE, b"WXYZ")
+    assert aliased.read_phys(0x344FFE, 2) == b"WX"
+    assert aliased.read_phys(0x346000, 2) == b"YZ"
+    assert aliased.read_phys(0x345000, 2) != b"YZ"  # the frame behind the alias
+
+
+def test_a_write_reaching_an_unmapped_page_faults_and_writes_nothing(aliased):
+    aliased.write_phys(0x346FFE, b"\x00\x00")
+    with pytest.raises(PageFault) as fault:
+        aliased.write_virt(0x346FFE, b"1234")
+    assert fault.value.vaddr == 0x347000
+    assert fault.value.error_code == 2  # write, not present, supervisor
+    assert aliased.read_phys(0x346FFE, 2) == b"\x00\x00"
+
+
+def test_a_user_access_to_a_supervisor_page_faults(aliased):
+    with pytest.raises(PageFault) as fault:
+        aliased.read_virt(0x344000, 4, user=True)
+    assert fault.value.error_code == 5  # present, read, user
+
+
+def test_physical_helpers_are_little_endian_32_bit(aliased):
+    aliased.write_u32(0x348000, 0x1_0000_0001)
+    assert aliased.read_phys(0x348000, 4) == struct.pack("<I", 1)
+    assert aliased.read_u32(0x348000) == 1
+    assert aliased.is_mapped(0x348000, 4)
+    assert not aliased.is_mapped((128 << 20) - 2, 4)
