@@ -3,8 +3,8 @@ is renamed into place:
 - every byte outside the planned ranges equals the original;
 - every catalogue instruction left in the original code is a kept or trap site,
   every trap site is an int3 in the table, and every in-place site holds its replacement;
-- every detour jump lands on its stub, and every stub ends by jumping back to the
-  instruction after its window.
+- every detour jump lands on its stub, every stub holds the code emitted for it and
+  ends by jumping back to the instruction after its window.
 """
 
 from pvtool.errors import PatchError
@@ -87,3 +87,6 @@ def _detours_round_trip(patched: ElfImage, emitted: Emitted) -> None:
         if back is None or back.mnemonic != "jmp" or back.operands[0].imm != plan.end:
             raise PatchError(f"verification: the stub at {stub_address:#x} does not return "
                              f"to {plan.end:#x}")
+        if patched.read_virtual(stub_address, len(stub)) != stub:
+            raise PatchError(f"verification: the stub at {stub_address:#x} is not the code "
+                             "emitted for it")

@@ -149,6 +149,13 @@ def test_a_stub_returning_elsewhere_is_refused(pieces):
         pieces.verify(pieces.tampered(jump_back + 1, elsewhere))
 
 
+def test_a_privileged_instruction_put_into_a_stub_is_refused(pieces):
+    plan, stub, code = pieces.emitted.stubs[0]
+    assert code[:2] == b"\xc6\x05"  # mov byte ptr [vcpu_mask], 1
+    with pytest.raises(PatchError, match=f"stub at {stub:#x} is not the code"):
+        pieces.verify(pieces.tampered(stub, b"\xfa" + b"\x90" * 6))  # cli and nops
+
+
 def test_a_trap_site_put_back_is_refused(pieces):
     plan = pieces.plan(Placement.TRAP)
     with pytest.raises(PatchError, match="not an int3"):
