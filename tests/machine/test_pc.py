@@ -2,7 +2,11 @@
 
 import pytest
 
+from pvtool.image.elf import load_elf
 from pvtool.machine import cpu as C
+from pvtool.machine.interrupts import NativeInterrupts
+from pvtool.machine.loader import load_multiboot
+from pvtool.machine.pc import Machine
 from pvtool.machine.stop import Stop, StopKind
 from tests.machine.harness import boot_native
 
@@ -77,14 +81,17 @@ def test_a_python_error_in_a_trap_handler_comes_out_of_run_slice(build):
 
 
 def test_a_python_error_in_a_port_device_comes_out_of_run_slice(build):
-    run = boot_native(bare(build, "    mov $0x3f8, %dx\n    out %al, %dx\n    hlt\n"))
+    guest = bare(build, "    mov $0x3f8, %dx\n    out %al, %dx\n    hlt\n")
 
     def broken_output(data):
         raise OSError("stdout closed")
 
-    run.machine.uart._output = broken_output
+    machine = Machine(output=broken_output)
+    load_multiboot(machine, load_elf(guest.elf))
+    machine.trap_handler = NativeInterrupts(machine.cpu, machine.memory,
+                                            machine.request_stop, machine.exits)
     with pytest.raises(OSError, match="stdout closed"):
-        run.machine.run_slice(1000)
+        machine.run_slice(1000)
 
 
 def test_fetching_outside_ram_is_an_emulator_error_stop_at_that_eip(build):
