@@ -144,9 +144,13 @@ def objdump(elf: Path, *, section: str | None = None, start: int | None = None,
     return lines
 
 
-@functools.lru_cache(maxsize=64)
+_STRIPPED = tempfile.TemporaryDirectory(prefix="pvtool-test-objdump-")  # gone at exit
+
+
+@functools.lru_cache(maxsize=256)
 def _stripped(elf: Path, mtime: int, size: int) -> Path:
-    copy = Path(tempfile.mkdtemp(prefix="pvtool-test-")) / elf.name
+    folder = Path(tempfile.mkdtemp(dir=_STRIPPED.name))
+    copy = folder / elf.name
     run(require_tool("objcopy"), "--strip-all", "--keep-symbol=_start", str(elf), str(copy))
     return copy
 
