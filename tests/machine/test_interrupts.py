@@ -39,6 +39,8 @@ def _gate_scenario(insn: str, vector: int, attr: int) -> str:
     return HEADER + f"""
 test_main:
     SETGATE IDT_BASE, {vector}, on_vector, {attr:#x}
+    mov $0x7fffffff, %eax
+    add $1, %eax                # OF set, for into
     sti
     REC_EFLAGS
     .globl the_int, after_int
@@ -51,7 +53,8 @@ after_int:
 """ + FRAME_RECORDER
 
 
-@pytest.mark.parametrize("insn, vector", [("int3", 3), ("int $0x40", 0x40)])
+@pytest.mark.parametrize("insn, vector", [("int3", 3), ("int $3", 3), ("into", 4),
+                                          ("int $0x40", 0x40)])
 @pytest.mark.parametrize("attr", [INTGATE, TRAPGATE], ids=["interrupt-gate", "trap-gate"])
 def test_software_interrupt_pushes_next_eip_cs_eflags_and_only_interrupt_gates_clear_if(
         build, insn, vector, attr):
@@ -176,11 +179,18 @@ test_main:
     SETGATE IDT_BASE, 11, on_np
     SETGATE IDT_BASE, 0x41, nowhere, 0x0E   # P = 0
     SETGATE IDT_BASE, 3, nowhere, 0x0E
-    .globl int41, int3_insn
+    SETGATE IDT_BASE, 4, nowhere, 0x0E
+    mov $0x7fffffff, %eax
+    add $1, %eax                # OF set, for into
+    .globl int41, int3_insn, int_3, into_insn
 int41:
     int $0x41
 int3_insn:
     int3
+int_3:
+    int $3
+into_insn:
+    into
     xor %eax, %eax
     ret
 nowhere:
@@ -189,7 +199,7 @@ nowhere:
 on_np:
     REC 0(%esp)
     REC 4(%esp)
-    mov 4(%esp), %eax           # step over: 2 bytes at int41, 1 at the int3
+    mov 4(%esp), %eax           # step over: 2 bytes for int n, 1 for int3 and into
     cmpb $0xcd, (%eax)
     jne 1f
     incl 4(%esp)
@@ -200,7 +210,8 @@ on_np:
     run = run_native(guest)
 
     assert run.stop.code == 0
-    assert run.records() == [0x41 * 8 + 2, guest["int41"], 3 * 8 + 2, guest["int3_insn"]]
+    assert run.records() == [0x41 * 8 + 2, guest["int41"], 3 * 8 + 2, guest["int3_insn"],
+                             3 * 8 + 2, guest["int_3"], 4 * 8 + 2, guest["into_insn"]]
     assert_same_as_qemu(run)
 
 
