@@ -118,6 +118,9 @@ def enter_guest(machine: Machine, boot: BootLayout, entry: int) -> None:
     machine.run_slice(1)
     if cpu.cpl != 1 or cpu.read(EIP) != entry:
         raise RuntimeError("the trampoline did not enter ring 1 at the kernel's entry")
+    # A counted emu_start with paging on leaves QEMU's old_exception at #PF: without
+    # this, the kernel's first #GP or #PF would arrive as a double fault.
+    cpu.ack_exception()
     for reg in (DS, ES, FS, GS):
         cpu.write(reg, xen.FLAT_RING1_DS)
     cpu.write(ESI, boot.start_info)

@@ -23,6 +23,9 @@ from pvtool.x86.operands import special_register_move
 
 MODE = 32
 CR0_TS, CR0_PG = 1 << 3, 1 << 31
+PAGE = 4096
+# Debug registers at reset (SDM Vol. 3B, 17.2): DR6 and DR7 have fixed bits set.
+DEBUG_REGISTERS_AT_RESET = {6: 0xFFFF0FF0, 7: 0x400}
 
 
 class ControlRegisters:
@@ -34,6 +37,10 @@ class ControlRegisters:
         self.private = {"cr0": 0x80000011, "cr3": 0, "cr4": 0}
 
     def get(self, name: str) -> int:
+        if self.block is None and name == "cr3":
+            # Xen answers with the current base (a kernel written for Xen keeps no
+            # copy: it switched with NEW_BASEPTR, or was given pt_base).
+            return self.domain.pagetables.base_mfn * PAGE
         if self.block is None:
             return self.private[name]
         return struct.unpack("<I", self.domain.copy_from_guest(
@@ -53,6 +60,7 @@ class Emulator:
         self.trap_sites = trap_sites  # int3 address -> the original instruction's bytes
         self.regs = ControlRegisters(domain, regs_block)
         self.msrs: dict[int, int] = {}
+        self.debug_registers = dict(DEBUG_REGISTERS_AT_RESET)
         self.emulated: dict[str, int] = {}
 
     @classmethod
@@ -160,6 +168,15 @@ class Emulator:
 
     def _op_mov_to_cr4(self, insn) -> None:
         self.regs.set("cr4", self._gpr(insn))
+
+    def _op_mov_to_dr(self, insn) -> None:
+        """Xen emulates debug-register moves for a PV kernel (set_debugreg); the
+        values are kept, breakpoints are not armed (Unicorn has no debug unit)."""
+        self.debug_registers[special_register_move(insn).number] = self._gpr(insn)
+
+    def _op_mov_from_dr(self, insn) -> None:
+        number = special_register_move(insn).number
+        self._set_gpr(insn, self.debug_registers.get(number, 0))
 
     def _op_rdmsr(self, insn) -> None:
         value = self.msrs.get(self.domain.vcpu.get(ECX), 0)

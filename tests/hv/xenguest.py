@@ -33,14 +33,17 @@ XEN_ABI = r"""
     .set HC_set_gdt, 2
     .set HC_stack_switch, 3
     .set HC_set_callbacks, 4
+    .set HC_sched_op_compat, 6
     .set HC_update_descriptor, 10
     .set HC_multicall, 13
     .set HC_update_va_mapping, 14
     .set HC_xen_version, 17
     .set HC_console_io, 18
+    .set HC_vm_assist, 21
     .set HC_iret, 23
     .set HC_mmuext_op, 26
     .set HC_sched_op, 29
+    .set HC_physdev_op, 33
     .set SCHEDOP_yield, 0
     .set SCHEDOP_shutdown, 2
     .set SHUTDOWN_poweroff, 0

@@ -1,0 +1,201 @@
+"""Privileged instructions a PV kernel still executes in ring 1: they fault, Xen
+emulates the ones it knows and counts them, and bounces #GP for the rest
+(XEN-ABI.md, "Traps, events, iret"; DESIGN.md, "The hypervisor").
+
+The first tests go through pvtool's own run loop (pvtool.run.run_image) and read
+the guest's findings from what it writes with console_io.
+"""
+
+import struct
+
+import pytest
+
+from pvtool.machine.cpu import CR3
+from pvtool.machine.stop import StopKind
+from pvtool.run import Mode, RunOptions, run_image
+from tests.hv.harness import boot
+
+PAGE = 4096
+CR0_PE, CR0_PG = 1, 1 << 31
+
+REPORT = r"""
+    mov ebx, CONSOLEIO_write
+    mov ecx, {size}
+    mov edx, offset report
+    HYPERCALL console_io
+"""
+
+
+def run_pv(guest, **options):
+    output = bytearray()
+    result = run_image(guest.path, RunOptions(mode=Mode.PV, ram_size=16 << 20,
+                                              max_insns=5_000_000, **options),
+                       output.extend)
+    return result, bytes(output)
+
+
+def test_unpatched_privileged_instructions_are_emulated_and_counted(build):
+    guest = build(r"""
+    MAP_SHARED_INFO shared_page
+    mov eax, cr0
+    mov [report], eax
+    cli
+    movzx eax, byte ptr [shared_page + VCPU_upcall_mask]
+    mov [report + 4], eax
+    sti
+    movzx eax, byte ptr [shared_page + VCPU_upcall_mask]
+    mov [report + 8], eax
+    mov ecx, 0x174
+    mov eax, 0x1234
+    mov edx, 0x5678
+    wrmsr
+    xor eax, eax
+    xor edx, edx
+    rdmsr
+    mov [report + 12], eax
+    mov [report + 16], edx
+    wbinvd
+    clts
+    mov eax, 0xc0ffee
+    mov [report + 20], eax
+""" + REPORT.format(size=24), data="report: .fill 6, 4, 0xffffffff",
+        bss="shared_page: .skip 4096")
+    result, output = run_pv(guest)
+    assert result.stop.kind is StopKind.SHUTDOWN and result.stop.code == 0
+    cr0, mask_after_cli, mask_after_sti, msr_lo, msr_hi, marker = struct.unpack("<6I", output)
+    assert marker == 0xC0FFEE
+    assert cr0 & (CR0_PE | CR0_PG) == CR0_PE | CR0_PG  # protected mode, paging on
+    assert (mask_after_cli, mask_after_sti) == (1, 0)
+    assert (msr_lo, msr_hi) == (0x1234, 0x5678)
+    # mov from cr0, cli, sti, wrmsr, rdmsr, wbinvd, clts: seven faults, all emulated.
+    assert result.exits["emulated"] == 7
+    assert result.exits["exception"] == 7
+
+
+def test_mov_from_cr3_reads_the_current_page_directory(build):
+    """Xen answers a PV kernel's `mov eax, cr3` with the machine address of its
+    current base: at boot, start_info.pt_base's frame."""
+    guest = build(r"""
+    mov eax, cr3
+    mov [report], eax
+    mov eax, [start_info_ptr]
+    mov eax, [eax + SI_pt_base]
+    mov [report + 4], eax
+""" + REPORT.format(size=8), data="report: .fill 2, 4, 0xffffffff")
+    result, output = run_pv(guest)
+    cr3, pt_base = struct.unpack("<2I", output)
+    assert cr3 == pt_base  # VIRT_BASE 0: the virtual address is the machine address
+    assert result.exits["emulated"] == 1
+
+
+def test_an_instruction_xen_does_not_emulate_is_a_gp_for_the_guest(build):
+    guest = build(r"""
+    mov ebx, offset trap_table
+    HYPERCALL set_trap_table
+lgdt_insn:
+    lgdt [pseudo_descriptor]
+    mov dword ptr [report + 8], 0xc0ffee
+""" + REPORT.format(size=12), handlers=r"""
+gp_handler:
+    pop dword ptr [report]         /* error code */
+    mov eax, [esp]
+    mov [report + 4], eax          /* EIP */
+    add dword ptr [esp], 7         /* past the 7-byte lgdt */
+    HYPERVISOR_IRET
+""", data=r"""
+trap_table:
+    TRAP 13, 0, gp_handler
+    .long 0, 0
+pseudo_descriptor: .word 0xffff
+    .long 0
+report: .fill 3, 4, 0xffffffff
+""")
+    result, output = run_pv(guest)
+    error, eip, marker = struct.unpack("<3I", output)
+    assert (error, eip, marker) == (0, guest["lgdt_insn"], 0xC0FFEE)
+    assert result.exits["emulated"] == 0
+    assert result.exits["exception"] == 1
+
+
+def test_mov_from_cr2_reads_the_address_of_the_last_page_fault(run_guest):
+    booted = run_guest(r"""
+    mov ebx, offset trap_table
+    HYPERCALL set_trap_table
+    mov eax, [0x40000abc]
+after_fault:
+""", handlers=r"""
+pf_handler:
+    mov eax, cr2
+    mov [cr2_seen], eax
+    add esp, 4
+    mov dword ptr [esp], offset after_fault
+    HYPERVISOR_IRET
+""", data=r"""
+trap_table:
+    TRAP 14, 0, pf_handler
+    .long 0, 0
+cr2_seen: .long 0
+""")
+    assert booted.u32("cr2_seen") == 0x40000ABC
+    assert booted.machine.exits["emulated"] == 1
+
+
+def test_an_emulated_invlpg_drops_a_stale_translation(build):
+    booted = boot(build(r"""
+    mov dword ptr [frames], 0xaaaa0000
+    mov dword ptr [frames + 4096], 0xbbbb1111
+    mov eax, [frames]
+    mov dword ptr [phase], 1
+wait_for_test:
+    cmp dword ptr [go], 0
+    je wait_for_test
+    mov eax, [frames]
+    mov [stale], eax
+    invlpg [frames]
+    mov eax, [frames]
+    mov [after], eax
+""", data="phase: .long 0\ngo: .long 0\nstale: .long 0\nafter: .long 0",
+        bss="frames: .skip 8192"))
+    booted.run_until("phase", 1)
+    frames = booted.guest["frames"]
+    booted.memory.write_u32(booted.pte_address(frames), (frames + PAGE) | 0x63)
+    booted.write_u32s("go", 1)
+    booted.run()
+    assert booted.u32("stale") == 0xAAAA0000
+    assert booted.u32("after") == 0xBBBB1111
+    assert booted.machine.exits["emulated"] == 1
+
+
+def test_mov_to_cr3_reloads_a_valid_base_and_refuses_an_invalid_one(build):
+    booted = boot(build(r"""
+    mov eax, cr3
+    mov cr3, eax
+    mov dword ptr [reloaded], 1
+    mov eax, offset bad_directory
+    mov cr3, eax
+    mov dword ptr [switched], 1
+""", data="reloaded: .long 0\nswitched: .long 0",
+        bss="bad_directory: .skip 4096"))
+    cr3 = booted.cpu.read(CR3)
+    # A directory whose slot 0 points past the domain's memory.
+    booted.write_u32s("bad_directory", booted.machine.ram_size | 0x67)
+    booted.run()
+    assert booted.u32("reloaded") == 1
+    assert booted.u32("switched") == 0
+    assert booted.cpu.read(CR3) == cr3
+    assert booted.machine.stop.kind is StopKind.CRASH
+
+
+@pytest.mark.parametrize("register", [0, 3, 7])
+def test_debug_register_moves_are_emulated(run_guest, register):
+    """XEN-ABI.md: Xen emulates mov to and from CR and DR for a PV kernel."""
+    booted = run_guest(f"""
+    mov eax, 0x400
+    mov dr{register}, eax
+    xor eax, eax
+    mov eax, dr{register}
+    mov [seen], eax
+""", data="seen: .long 0xffffffff")
+    assert booted.machine.stop.reason == "shutdown (poweroff)"
+    assert booted.u32("seen") == 0x400
+    assert booted.machine.exits["emulated"] == 2
