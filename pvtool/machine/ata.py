@@ -1,0 +1,360 @@
+"""The primary ATA channel (ports 0x1F0-0x1F7 and 0x3F6, IRQ14) with one PIO hard disk
+as device 0, after ATA/ATAPI-6 (T13/1410D): its register descriptions, its command
+descriptions and its protocol clauses, cited below by their titles.
+
+Commands complete the moment they are written, so a guest never sees BSY except while
+it holds SRST. The PIO protocols are otherwise followed to the letter, because drivers
+count on them ("PIO data-in command protocol": DRQ and INTRQ for each sector, no
+interrupt after the last one has been read; "PIO data-out command protocol": DRQ without
+INTRQ for the first sector, then INTRQ after each sector written, the last one included;
+"Non-data command protocol": INTRQ at the end).
+
+What the guest sees of the empty places follows QEMU (hw/ide/core.c), the judge:
+- No disk at all (`disk=None`): every register reads 0, status and alternate status
+  included, so a driver probing for device 0 finds nothing. A command to device 0 still
+  raises IRQ14 (unless nIEN is set): QEMU's empty device 0 aborts it. A PC with
+  nothing on the cable would raise nothing.
+- Device 1 (selected with DEV=1) does not exist: its status, alternate status and error
+  read 0 and commands to it are ignored; the other registers, which the two devices
+  share on the cable, read what was written.
+- While DRQ is set, writes to the command block are ignored, commands included (ATA-6
+  calls the result indeterminate).
+- Bits 7 and 5 of the Device register, obsolete in ATA-6, read as 1, and the register
+  reads 0xA0 after a reset.
+- Data port reads with no data to give return 0; an 8-bit data read consumes a word.
+
+Departures: LBA28 only (a command with the LBA bit clear, i.e. CHS addressing, is
+aborted, as is any LBA48 command); no DMA, no READ/WRITE MULTIPLE; a sector past the
+end is IDNF as ATA-6 says (QEMU reports ABRT); a host I/O error is UNC on a read, and
+DF with ABRT on a write or a flush (the standard does not foresee a disk the host
+cannot write).
+"""
+
+from collections.abc import Callable
+
+from pvtool.machine.disk import SECTOR_SIZE, DiskImage
+
+COMMAND_BASE, COMMAND_PORTS = 0x1F0, 8
+CONTROL_BASE, CONTROL_PORTS = 0x3F6, 1
+IRQ = 14
+
+# Status register.
+BSY, DRDY, DF, DSC, DRQ, ERR = 0x80, 0x40, 0x20, 0x10, 0x08, 0x01
+# Error register (each command's "Error outputs").
+UNC, IDNF, ABRT = 0x40, 0x10, 0x04
+DIAGNOSTIC_PASSED = 0x01  # the error register after a reset: device 0 passed
+# Device register: LBA addressing, device 1 selected, LBA bits 27:24.
+DEVICE_LBA, DEVICE_DEV, DEVICE_LBA_HIGH = 0x40, 0x10, 0x0F
+DEVICE_OBSOLETE = 0xA0  # bits 7 and 5: always one
+# Device Control register.
+CONTROL_NIEN, CONTROL_SRST = 0x02, 0x04
+
+IDENTIFY_DEVICE, READ_SECTORS, READ_SECTORS_NO_RETRY = 0xEC, 0x20, 0x21
+WRITE_SECTORS, WRITE_SECTORS_NO_RETRY, FLUSH_CACHE, SET_FEATURES = 0x30, 0x31, 0xE7, 0xEF
+
+MODEL = "PVTOOL HARDDISK"
+SERIAL = "PVTOOL0001"
+FIRMWARE = "0.1"
+LBA28_MAX = 0x0FFFFFFF
+HEADS, SECTORS_PER_TRACK, MAX_CYLINDERS = 16, 63, 16383  # the customary default CHS
+
+
+class _Ports:
+    """A PortDevice made of two functions: one register block of the channel."""
+
+    def __init__(self, read: Callable[[int, int], int], write: Callable[[int, int, int], None]):
+        self.read = read
+        self.write = write
+
+
+class AtaDisk:
+    """The channel's registers, device 0's state and the PIO data buffer.
+
+    `command_block` goes at 0x1F0 (8 ports), `control_block` at 0x3F6 (1 port).
+    """
+
+    def __init__(self, disk: DiskImage | None, on_irq14: Callable[[], None]):
+        self.disk = disk
+        self._on_irq14 = on_irq14
+        self.command_block = _Ports(self._read_command, self._write_command)
+        self.control_block = _Ports(self._read_control, self._write_control)
+        self.control = 0
+        self.interrupt_pending = False  # INTRQ's state before nIEN gates it
+        self._data_in = False  # the buffer goes to the host (True) or comes from it
+        self._buffer = bytearray()
+        self._position = 0
+        self._after_block: Callable[[], None] = lambda: None
+        self._remaining = 0  # sectors of the current command still to transfer
+        self.reset()
+
+    def reset(self) -> None:
+        """Power-on or software reset: the ATA device signature in the command block
+        and the diagnostic code in Error ("Software reset protocol")."""
+        self.features = 0
+        self.sector_count, self.lba_low, self.lba_mid, self.lba_high = 1, 1, 0, 0
+        self.device = DEVICE_OBSOLETE
+        self.status = DRDY | DSC
+        self.error = DIAGNOSTIC_PASSED
+        self.interrupt_pending = False
+        self._stop_transfer()
+
+    # -- register blocks -----------------------------------------------------------
+    def _present(self) -> bool:
+        """Whether the selected device exists."""
+        return self.disk is not None and not self.device & DEVICE_DEV
+
+    def _read_command(self, offset: int, size: int) -> int:
+        if self.disk is None:
+            return 0
+        if offset == 0:
+            return self._read_data(size)
+        if offset == 7:
+            self.interrupt_pending = False  # reading Status clears INTRQ
+        if offset in (1, 7) and not self._present():
+            return 0
+        return (0, self.error, self.sector_count, self.lba_low, self.lba_mid,
+                self.lba_high, self.device, self._status())[offset]
+
+    def _write_command(self, offset: int, size: int, value: int) -> None:
+        if offset == 0:
+            self._write_data(size, value)
+            return
+        value &= 0xFF
+        if offset == 7:
+            self._command(value)
+        elif not self._busy():
+            attribute = ("features", "sector_count", "lba_low", "lba_mid", "lba_high",
+                         "device")[offset - 1]
+            setattr(self, attribute, value | (DEVICE_OBSOLETE if offset == 6 else 0))
+
+    def _read_control(self, offset: int, size: int) -> int:
+        """Alternate Status: Status without clearing the interrupt."""
+        return self._status() if self._present() else 0
+
+    def _write_control(self, offset: int, size: int, value: int) -> None:
+        """Device Control: SRST holds the devices in reset (BSY) until it is
+        cleared again; nIEN masks INTRQ."""
+        asserted = value & CONTROL_SRST and not self.control & CONTROL_SRST
+        released = self.control & CONTROL_SRST and not value & CONTROL_SRST
+        self.control = value & 0xFF
+        if asserted:
+            self._stop_transfer()
+        if released:
+            self.reset()
+
+    def _busy(self) -> bool:
+        """BSY or DRQ: the selected device takes no register write and no command."""
+        return self._present() and bool(self._status() & (BSY | DRQ))
+
+    def _status(self) -> int:
+        return BSY if self.control & CONTROL_SRST else self.status
+
+    def _interrupt(self) -> None:
+        self.interrupt_pending = True
+        if not self.control & CONTROL_NIEN:
+            self._on_irq14()
+
+    # -- the data port -------------------------------------------------------------
+    def _read_data(self, size: int) -> int:
+        """16-bit PIO: a 32-bit read takes two words (low word first); an 8-bit read
+        takes a whole word and keeps its low byte, as QEMU does."""
+        if size == 4:
+            return self._read_word() | self._read_word() << 16
+        return self._read_word() & (0xFF if size == 1 else 0xFFFF)
+
+    def _read_word(self) -> int:
+        if not (self.status & DRQ and self._data_in) or not self._present():
+            return 0
+        word = int.from_bytes(self._buffer[self._position:self._position + 2], "little")
+        self._advance_data()
+        return word
+
+    def _write_data(self, size: int, value: int) -> None:
+        words = (value & 0xFFFF, value >> 16) if size == 4 else (value & 0xFFFF,)
+        for word in words:
+            if not (self.status & DRQ and not self._data_in) or not self._present():
+                return
+            self._buffer[self._position:self._position + 2] = word.to_bytes(2, "little")
+            self._advance_data()
+
+    def _advance_data(self) -> None:
+        self._position += 2
+        if self._position >= len(self._buffer):
+            self.status &= ~DRQ
+            self._after_block()
+
+    def _start_transfer(self, data_in: bytes | None, after_block: Callable[[], None]) -> None:
+        """Offer a block to the host (DATA_IN) or ask for one (None): DRQ set."""
+        self._data_in = data_in is not None
+        self._buffer = bytearray(data_in if data_in is not None else SECTOR_SIZE)
+        self._position = 0
+        self._after_block = after_block
+        self.status = DRDY | DSC | DRQ
+
+    def _stop_transfer(self) -> None:
+        self._buffer = bytearray()
+        self._position = 0
+        self.status &= ~DRQ
+        self._after_block = lambda: None
+
+    # -- command completion --------------------------------------------------------
+    def _complete(self, *, interrupt: bool = True) -> None:
+        self._stop_transfer()
+        self.status = DRDY | DSC
+        self.error = 0
+        if interrupt:
+            self._interrupt()
+
+    def _fail(self, error: int, *, fault: bool = False) -> None:
+        """End the command with ERR and ERROR's bits; the LBA registers keep the
+        address of the sector that failed (each command's "Error outputs")."""
+        self._stop_transfer()
+        self.status = DRDY | ERR | (DF if fault else 0)
+        self.error = error
+        self._interrupt()
+
+    # -- commands ------------------------------------------------------------------
+    def _command(self, command: int) -> None:
+        self.interrupt_pending = False  # writing Command clears INTRQ
+        if self.disk is None and not self.device & DEVICE_DEV:
+            self._interrupt()  # QEMU's empty channel: device 0 aborts, unseen
+            return
+        if not self._present() or self._busy():
+            return
+        handler = {
+            IDENTIFY_DEVICE: self._identify,
+            READ_SECTORS: self._read_sectors,
+            READ_SECTORS_NO_RETRY: self._read_sectors,
+            WRITE_SECTORS: self._write_sectors,
+            WRITE_SECTORS_NO_RETRY: self._write_sectors,
+            FLUSH_CACHE: self._flush_cache,
+            SET_FEATURES: self._complete,
+        }.get(command)
+        if handler is None:
+            self._fail(ABRT)
+        else:
+            handler()
+
+    def _identify(self) -> None:
+        """IDENTIFY DEVICE: one block by PIO data-in."""
+        self.error = 0
+        self._start_transfer(identify_block(self.disk.sectors), self._end_of_data_in)
+        self._interrupt()
+
+    def _end_of_data_in(self) -> None:
+        self._complete(interrupt=False)
+
+    def _read_sectors(self) -> None:
+        """READ SECTORS: IDNF for a sector past the end of the disk."""
+        if self._begin_sectors():
+            self._read_next_sector()
+
+    def _write_sectors(self) -> None:
+        """WRITE SECTORS: the first block is requested without an interrupt."""
+        if self._begin_sectors():
+            self._start_transfer(None, self._sector_written)
+
+    def _begin_sectors(self) -> bool:
+        if not self.device & DEVICE_LBA:
+            self._fail(ABRT)  # CHS addressing is not supported
+            return False
+        self.error = 0
+        self._remaining = self.sector_count or 256
+        return True
+
+    def _read_next_sector(self) -> None:
+        try:
+            data = self.disk.read(self._lba(), 1)
+        except ValueError:
+            self._fail(IDNF)
+            return
+        except OSError:
+            self._fail(UNC)
+            return
+        self._next_sector()  # as QEMU: the registers move on as the block is offered
+        self._start_transfer(data, self._sector_read)
+        self._interrupt()
+
+    def _sector_read(self) -> None:
+        if self._remaining:
+            self._read_next_sector()
+        else:
+            self._complete(interrupt=False)
+
+    def _sector_written(self) -> None:
+        try:
+            self.disk.write(self._lba(), bytes(self._buffer))
+        except ValueError:
+            self._fail(IDNF)
+            return
+        except OSError:
+            self._fail(ABRT, fault=True)
+            return
+        self._next_sector()
+        if not self._remaining:
+            self._complete()
+            return
+        self._start_transfer(None, self._sector_written)
+        self._interrupt()
+
+    def _flush_cache(self) -> None:
+        """FLUSH CACHE: the image's writes reach the medium (fsync)."""
+        try:
+            self.disk.flush()
+        except OSError:
+            self._fail(ABRT, fault=True)
+            return
+        self._complete()
+
+    # -- addressing ----------------------------------------------------------------
+    def _lba(self) -> int:
+        return ((self.device & DEVICE_LBA_HIGH) << 24 | self.lba_high << 16
+                | self.lba_mid << 8 | self.lba_low)
+
+    def _next_sector(self) -> None:
+        """The LBA registers name the next sector and Sector Count counts down: on
+        reads when a sector is offered, on writes once it is written (QEMU's
+        order; ATA-6 leaves them undefined until the command ends)."""
+        lba = self._lba() + 1
+        self.lba_low, self.lba_mid, self.lba_high = lba & 0xFF, lba >> 8 & 0xFF, lba >> 16 & 0xFF
+        self.device = (self.device & ~DEVICE_LBA_HIGH) | (lba >> 24 & DEVICE_LBA_HIGH)
+        self._remaining -= 1
+        self.sector_count = self._remaining & 0xFF
+
+
+def identify_block(sectors: int) -> bytes:
+    """The 256 words of IDENTIFY DEVICE (its "Identify device information" table)
+    for a fixed PIO disk of SECTORS sectors: LBA28 capacity at words 60-61, the
+    integrity word last."""
+    words = [0] * 256
+    lba28 = min(sectors, LBA28_MAX)
+    cylinders = min(lba28 // (HEADS * SECTORS_PER_TRACK), MAX_CYLINDERS)
+    chs_capacity = cylinders * HEADS * SECTORS_PER_TRACK
+    words[0] = 0x0040  # ATA device, fixed (not removable)
+    words[1], words[3], words[6] = cylinders, HEADS, SECTORS_PER_TRACK
+    _put_string(words, 10, 20, SERIAL)
+    _put_string(words, 23, 8, FIRMWARE)
+    _put_string(words, 27, 40, MODEL)
+    words[49] = 1 << 9  # LBA supported; no DMA
+    words[50] = 0x4000
+    words[51] = 0x0200  # PIO timing mode 2 (obsolete field)
+    words[53] = 0x0003  # words 54-58 and 64-70 are valid
+    words[54], words[55], words[56] = cylinders, HEADS, SECTORS_PER_TRACK
+    words[57], words[58] = chs_capacity & 0xFFFF, chs_capacity >> 16
+    words[60], words[61] = lba28 & 0xFFFF, lba28 >> 16
+    words[64] = 0x0003  # PIO modes 3 and 4
+    words[65] = words[66] = words[67] = words[68] = 120  # cycle times, ns
+    words[80] = 0x007E  # ATA-1 to ATA-6
+    words[83] = words[86] = 0x4000 | 1 << 12  # FLUSH CACHE supported, enabled
+    words[84] = words[87] = 0x4000
+    block = bytearray(b"".join(word.to_bytes(2, "little") for word in words))
+    block[510] = 0xA5  # word 255: signature, then the checksum making the sum 0
+    block[511] = -sum(block[:511]) & 0xFF
+    return bytes(block)
+
+
+def _put_string(words: list[int], first: int, length: int, text: str) -> None:
+    """ATA strings: space padded, two characters a word, first one high."""
+    padded = text.ljust(length).encode("ascii")
+    for index in range(length // 2):
+        words[first + index] = padded[2 * index] << 8 | padded[2 * index + 1]
