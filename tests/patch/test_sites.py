@@ -4,8 +4,11 @@ detour of its own; the report must list each with its class and placement, the s
 must now jump into .pvtext, and the stub there must hold the replacement (numbers from
 the Xen ABI and docs/ABI.md, written out here), then the separator, then a jump back."""
 
+import tomllib
+
 import pytest
 
+from pvtool.patch.patchset import PATCHES_DIR
 from pvtool.patch.pipeline import patch_image
 from tests.patch.tools import (
     HC_FPU_TASKSWITCH,
@@ -21,6 +24,7 @@ from tests.patch.tools import (
     REGS_CR4,
     REGS_GDTR,
     REGS_IDTR,
+    REGS_LDTR,
     VCPU_CR2,
     VCPU_MASK,
     Glue,
@@ -32,6 +36,7 @@ from tests.patch.tools import (
     report,
     sections,
     stub_code,
+    trap_table,
 )
 
 SEP = "add eax,0x12345678"  # objdump's text for the separator
@@ -103,17 +108,36 @@ SITES = {
     "mov_ss_to_edx": ("mov edx, ss", "mov_from_sreg",
                       ["pushf", "mov edx,ss", "and edx,0xfffc", "popf", SEP], None, None),
     "smsw": ("smsw eax", "smsw", [f"movzx eax,WORD PTR ds:{PV}", SEP], None, None),
+    "sldt": ("sldt eax", "sldt", [f"movzx eax,WORD PTR ds:{PV}+32", SEP], None, None),
+    "str": ("str ecx", "str", [f"movzx ecx,WORD PTR ds:{PV}+34", SEP], None, None),
+    "lldt": ("lldt ax", "lldt", ["push eax", "movzx eax,ax", CALL, "pop eax", SEP], None,
+             REGS_LDTR),
+    "lmsw": ("lmsw bx", "lmsw", ["push eax", "movzx eax,bx", CALL, "pop eax", SEP],
+             {HC_FPU_TASKSWITCH, HC_MMUEXT_OP}, REGS_CR0),
     "iretd": ("iretd", "iret", ["nop", "nop", "nop", "nop", JMP], {HC_IRET}, None),
 }
 KEPT = {"in": ("in al, 0x60", "in"), "out": ("out dx, al", "out"),
-        "in_dx": ("in eax, dx", "in")}
+        "in_dx": ("in eax, dx", "in"), "insb": ("rep insb", "ins"),
+        "outsd": ("outsd", "outs"), "rdmsr": ("rdmsr", "rdmsr"), "wrmsr": ("wrmsr", "wrmsr"),
+        "push_cs": ("push cs", "push_sreg"), "lar": ("lar eax, ecx", "lar"),
+        "lsl": ("lsl eax, ecx", "lsl"), "verr": ("verr ax", "verr"), "verw": ("verw ax", "verw")}
+TRAPPED = {"to_dr7": ("mov dr7, eax", "mov_to_dr"), "from_dr6": ("mov eax, dr6", "mov_from_dr"),
+           "pop_ss": ("pop ss", "pop_ss"), "sysexit": ("sysexit", "sysexit")}
 IN_PLACE = {"wbinvd": ("wbinvd", "wbinvd", b"\x90\x90"), "invd": ("invd", "invd", b"\x90\x90")}
+
+
+SITES_TRAPPED_CLASS = {label: cls for label, (_, cls) in TRAPPED.items()}
+
+
+def toml_rule(cls: str) -> dict:
+    """xen32's rule for CLS as tomllib reads it."""
+    return tomllib.loads((PATCHES_DIR / "xen32" / "rules.toml").read_text())["class"][cls]
 
 
 def kernel_source() -> str:
     lines = [".globl _start", ".type _start, @function", "_start:", "    mov esp, 0x90000",
              "    " + SEP]
-    for label, (source, *_) in {**SITES, **KEPT, **IN_PLACE}.items():
+    for label, (source, *_) in {**SITES, **KEPT, **IN_PLACE, **TRAPPED}.items():
         if label == "iretd":
             continue
         lines += [f"site_{label}:", f"    {source}", "    " + SEP]
@@ -144,7 +168,7 @@ def expected_text(text: str, symbols: dict[str, int], pvdata: int) -> str:
 
 def test_the_report_lists_every_site_with_its_class(patched):
     elf, symbols, out, rep, sites = patched
-    expected = {label: row[1] for label, row in {**SITES, **KEPT, **IN_PLACE}.items()}
+    expected = {label: row[1] for label, row in {**SITES, **KEPT, **IN_PLACE, **TRAPPED}.items()}
     assert {label: site["class"] for label, site in sites.items()} == expected
     for label, site in sites.items():
         assert address(site) == symbols[f"site_{label}"]
@@ -208,14 +232,28 @@ def test_a_stub_returns_to_the_instruction_after_its_window(patched):
 
 
 @pytest.mark.parametrize("label", KEPT)
-def test_port_io_is_kept_byte_for_byte(patched, label):
+def test_kept_classes_stay_byte_for_byte(patched, label):
     elf, symbols, out, rep, sites = patched
+    cls = KEPT[label][1]
     site = sites[label]
     assert (site["placement"], site["stub"]) == ("kept", None)
     at = address(site)
     original = by_address(objdump(elf))[at]
     assert read_virtual(out, at, len(original.data)) == original.data
-    assert "I/O privilege" in site["reason"]
+    assert site["reason"] == toml_rule(cls)["keep"]
+
+
+@pytest.mark.parametrize("label", TRAPPED)
+def test_classes_xen32_leaves_to_the_hypervisor_are_trap_sites(patched, label):
+    elf, symbols, out, rep, sites = patched
+    site = sites[label]
+    assert (site["placement"], site["stub"]) == ("trap", None)
+    at = address(site)
+    original = by_address(objdump(elf))[at]
+    assert read_virtual(out, at, len(original.data)) == b"\xcc" * len(original.data)
+    entry = next(e for e in trap_table(out) if e.address == at)
+    assert (entry.length, entry.original) == (len(original.data), original.data)
+    assert site["reason"] == toml_rule(SITES_TRAPPED_CLASS[label])["trap"]
 
 
 @pytest.mark.parametrize("label", IN_PLACE)

@@ -37,7 +37,7 @@ multiboot_header:
 VCPU_MASK = 0xFC41_0001
 VCPU_CR2 = 0xFC41_0008
 # Offsets in pvtool's virtual-CPU register block, the start of .pvdata (docs/ABI.md).
-REGS_CR0, REGS_CR3, REGS_CR4, REGS_GDTR, REGS_IDTR = 0, 4, 8, 16, 24
+REGS_CR0, REGS_CR3, REGS_CR4, REGS_GDTR, REGS_IDTR, REGS_LDTR = 0, 4, 8, 16, 24, 32
 # Xen's hypercall numbers (public/xen.h) and the 32-byte hypercall-page entries.
 HC_SET_TRAP_TABLE, HC_SET_GDT, HC_STACK_SWITCH, HC_FPU_TASKSWITCH = 0, 2, 3, 5
 HC_XEN_VERSION, HC_IRET, HC_MMUEXT_OP, HC_SCHED_OP, HC_PHYSDEV_OP = 17, 23, 26, 29, 33
