@@ -219,3 +219,19 @@ frame_cs: .long 0
     assert booted.u32("handler_cs") == 0x09  # the trap table's 0x08 got RPL 1
     assert booted.u32("frame_cs") == 0x09 | 1 << 16  # interrupted CS, events masked
     assert booted.cpu.read(CS) == FLAT_RING1_CS
+
+
+def test_update_descriptor_cannot_write_into_a_page_table(idle):
+    """update_descriptor stores the descriptor in the guest's frame too; were a page
+    table in use accepted as that frame, a non-present "descriptor" whose low half is
+    a PTE would map the hypervisor's GDT writable (Xen requires a descriptor or
+    writable page, which a page table never is)."""
+    frames = idle.guest["gdt_frame"]
+    pde = idle.pde(frames)
+    l1 = pde & ~0xFFF
+    slot = (frames >> 12) & 0x3FF
+    entry = l1 + 4 * (slot & ~1)  # 8-byte aligned: two PTEs
+    before = idle.memory.read_phys(entry, 8)
+    forged_pte = layout.GDT | 0x63  # P RW A D, non-present as a descriptor (bit 47 clear)
+    assert hypercall(idle, HC.update_descriptor, entry, 0, forged_pte, 0) == neg(EINVAL)
+    assert idle.memory.read_phys(entry, 8) == before
