@@ -205,10 +205,15 @@ class Domain:
                 esp0, ss0 = struct.unpack("<IH", self.copy_from_guest(tss + TSS_ESP0, 6))
             except HypercallError:
                 raise DomainCrash(f"the TSS at {tss:#x} is not mapped") from None
-            return fix_selector_rpl(ss0), esp0
-        if not self.kernel_ss:
+            ss, sp = fix_selector_rpl(ss0), esp0
+        elif not self.kernel_ss:
             raise DomainCrash("a trap from ring 3 with no kernel stack (stack_switch)")
-        return self.kernel_ss, self.kernel_sp
+        else:
+            ss, sp = self.kernel_ss, self.kernel_sp
+        if not self.gdt.is_stack_selector(ss, KERNEL_RPL):
+            raise DomainCrash(f"a trap from ring 3 onto kernel stack segment {ss:#x}, "
+                              "not a ring-1 data segment")
+        return ss, sp
 
     def _tss_base(self) -> int:
         if self.regs_block is None:

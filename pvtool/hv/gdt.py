@@ -20,6 +20,7 @@ DESC_P = 1 << 47
 DESC_ACCESSED = 1 << 40
 DESC_CODE = 1 << 43  # with S: a code segment
 DESC_CONFORMING = 1 << 42  # with DESC_CODE
+DESC_WRITABLE = 1 << 41  # without DESC_CODE
 DPL_SHIFT = 45
 SYSTEM_TYPE_CALL_GATE_32 = 0xC
 
@@ -86,15 +87,28 @@ class Gdt:
         of the real GDT, RPL = RING, and DPL = RING (DPL <= RING if conforming), as
         the CPU checks it (SDM "IRET"). A failed check here is a domain crash, not a
         fault inside the hypervisor's own trampoline."""
-        index = selector >> 3
-        if selector & 4 or selector & 3 != ring or index == 0 \
-                or 8 * index + 7 > layout.GDT_LIMIT:
-            return False
-        (desc,) = struct.unpack("<Q", self.domain.memory.read_phys(layout.GDT + 8 * index, 8))
-        if not desc & DESC_P or not desc & DESC_S or not desc & DESC_CODE:
+        desc = self._descriptor(selector)
+        if desc is None or selector & 3 != ring or not desc & DESC_CODE:
             return False
         dpl = (desc >> DPL_SHIFT) & 3
         return dpl <= ring if desc & DESC_CONFORMING else dpl == ring
+
+    def is_stack_selector(self, selector: int, ring: int) -> bool:
+        """Whether an iret to RING may load SELECTOR into SS: a present writable data
+        segment with RPL = DPL = RING (SDM "IRET")."""
+        desc = self._descriptor(selector)
+        if desc is None or selector & 3 != ring or desc & DESC_CODE \
+                or not desc & DESC_WRITABLE:
+            return False
+        return (desc >> DPL_SHIFT) & 3 == ring
+
+    def _descriptor(self, selector: int) -> int | None:
+        """The present code or data descriptor SELECTOR names in the real GDT."""
+        index = selector >> 3
+        if selector & 4 or index == 0 or 8 * index + 7 > layout.GDT_LIMIT:
+            return None
+        (desc,) = struct.unpack("<Q", self.domain.memory.read_phys(layout.GDT + 8 * index, 8))
+        return desc if desc & DESC_P and desc & DESC_S else None
 
     def _write(self, index: int, desc: int) -> None:
         self.domain.memory.write_phys(layout.GDT + 8 * index, struct.pack("<Q", desc))

@@ -624,3 +624,44 @@ returned: .long 0
     assert stop.kind is StopKind.CRASH
     assert "cs" in stop.reason
     assert booted.u32("returned") == 0
+
+
+def user_run_with(run_guest, user: str, *, kernel_ss: int = 0xE021, user_ss: int = 0xE033):
+    setup = USER.replace("mov ebx, FLAT_RING1_DS", f"mov ebx, {kernel_ss:#x}") \
+                .replace("push 0xe033", f"push {user_ss:#x}")
+    handlers = USER_HANDLERS.replace("{user}", user).replace(
+        "    mov [handler_cs], cs\n", "    mov [handler_cs], cs\n    mov [handler_ss], ss\n")
+    return run_guest(setup, handlers=handlers, data=USER_DATA + "handler_ss: .long 0",
+                     bss=USER_BSS)
+
+
+def test_stack_switch_gives_an_rpl_0_stack_selector_the_kernels_rpl(run_guest):
+    booted = user_run_with(run_guest, "    int3\n", kernel_ss=0xE020)
+    assert booted.u32("stack_switch_rc") == 0
+    assert booted.machine.stop.reason == "shutdown (poweroff)"
+    assert booted.u32("handler_ss") == 0xE021
+    (trap,) = records(booted, 1)
+    assert trap["esp"] == booted.guest["kernel_stack_top"] - 20
+
+
+@pytest.mark.parametrize("kernel_ss", [0xE019, 0xE033, 0x0029], ids=["code", "ring3-data",
+                                                                     "empty"])
+def test_a_trap_from_ring_3_onto_an_unusable_kernel_stack_crashes_the_domain(
+        run_guest, kernel_ss):
+    booted = user_run_with(run_guest, "    int3\n", kernel_ss=kernel_ss)
+    stop = booted.machine.stop
+    assert stop.kind is StopKind.CRASH
+    assert f"{kernel_ss:#x}" in stop.reason  # the reason names the selector at fault
+    assert booted.u32("trap_count") == 0
+
+
+@pytest.mark.parametrize("user_ss", [0xE02B, 0xE021, 0xE030, 0x0033],
+                         ids=["code", "ring1-data", "rpl0", "empty"])
+def test_hypervisor_iret_to_ring_3_with_an_unusable_stack_crashes_the_domain(
+        run_guest, user_ss):
+    booted = user_run_with(run_guest, "    mov dword ptr [user_stack + 8], 1\n",
+                           user_ss=user_ss)
+    stop = booted.machine.stop
+    assert stop.kind is StopKind.CRASH
+    assert "iret" in stop.reason.lower()
+    assert booted.u32(booted.guest["user_stack"] + 8) == 0

@@ -95,6 +95,9 @@ def iret(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> object:
         raise DomainCrash(f"HYPERVISOR_iret to cs {cs:#x}, not a ring-{ring} code segment")
     frame = IRET_FRAME_32.unpack(_iret_frame(dom, vcpu.esp, IRET_FRAME_32.size)) \
         if ring == 3 else head
+    if ring == 3 and not dom.gdt.is_stack_selector(frame["ss"] & 0xFFFF, 3):
+        raise DomainCrash(f"HYPERVISOR_iret to ring 3 with ss {frame['ss'] & 0xFFFF:#x}, "
+                          "not a ring-3 data segment")
     dom.upcall_mask = 0 if head["eflags"] & EFLAGS_IF else 1
     eflags = vcpu.eflags & ~IRET_EFLAGS_MASK | head["eflags"] & IRET_EFLAGS_MASK | EFLAGS_IF
     vcpu.set(EAX, head["eax"])
