@@ -90,7 +90,8 @@ class PvTrapHandler:
             self.exits["hypercall"] += 1
             dispatch(self.domain, self.vcpu)
             return
-        if vector == VECTOR_BP and self.emulator.is_trap_site(eip - 1):
+        # A trap site stands for a kernel instruction: from ring 3 it is a plain int3.
+        if vector == VECTOR_BP and self.vcpu.cpl == 1 and self.emulator.is_trap_site(eip - 1):
             self.exits["trap-site"] += 1
             self.emulator.emulate_trap_site(eip - 1)
             return

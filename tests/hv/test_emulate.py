@@ -14,6 +14,7 @@ from pvtool.machine.cpu import CR3
 from pvtool.machine.stop import StopKind
 from pvtool.run import Mode, RunOptions, run_image
 from tests.hv.harness import boot
+from tests.hv.xenguest import trap_site_note
 
 PAGE = 4096
 CR0_PE, CR0_PG = 1, 1 << 31
@@ -199,3 +200,20 @@ def test_debug_register_moves_are_emulated(run_guest, register):
     assert booted.machine.stop.reason == "shutdown (poweroff)"
     assert booted.u32("seen") == 0x400
     assert booted.machine.exits["emulated"] == 2
+
+
+def test_a_recorded_trap_site_is_emulated_as_its_original_instruction(run_guest):
+    """An int3 the patcher left in place of `cli` (a pvtool trap_sites note): the
+    hypervisor emulates cli and resumes after the original instruction's length."""
+    booted = run_guest(r"""
+    MAP_SHARED_INFO shared_page
+    mov byte ptr [shared_page + VCPU_upcall_mask], 0
+kernel_site:
+    int3
+    movzx eax, byte ptr [shared_page + VCPU_upcall_mask]
+    mov [mask_after], eax
+""", handlers=trap_site_note(("kernel_site", b"\xfa")),
+        data="mask_after: .long 0xff", bss="shared_page: .skip 4096")
+    assert booted.machine.stop.reason == "shutdown (poweroff)"
+    assert booted.u32("mask_after") == 1
+    assert booted.machine.exits["trap-site"] == 1

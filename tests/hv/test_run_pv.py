@@ -157,3 +157,21 @@ def test_a_page_fault_after_a_slice_boundary_is_still_a_page_fault(build):
     assert result.slices > 1
     assert result.stop.kind is StopKind.SHUTDOWN
     assert bytes(output) == (14).to_bytes(4, "little")
+
+
+def test_a_guest_that_blocks_with_nothing_to_wake_it_ends_with_status_79(build):
+    """SCHEDOP_block with no event source left can never return (docs/ABI.md): the
+    run ends, with README's status for a guest that halted for good."""
+    guest = build(r"""
+    mov ebx, 1            /* SCHEDOP_block */
+    xor ecx, ecx
+    HYPERCALL sched_op
+    mov ebx, CONSOLEIO_write
+    mov ecx, 5
+    mov edx, offset woke
+    HYPERCALL console_io
+""", data='woke: .ascii "woke!"')
+    done = pvtool("run", "--quiet", "--max-insns", "1000000", str(guest.path))
+    assert done.returncode == 79
+    assert done.stdout == b""
+    assert len(lines(done.stderr)) == 1

@@ -10,7 +10,7 @@ import pytest
 
 from pvtool.machine.cpu import CS
 from pvtool.machine.stop import StopKind
-from tests.hv.xenguest import FLAT_RING1_CS
+from tests.hv.xenguest import FLAT_RING1_CS, trap_site_note
 
 FLAT_RING3_CS, FLAT_RING3_SS = 0xE02B, 0xE033
 NO_ERROR = 0xEEEEEEEE
@@ -626,11 +626,13 @@ returned: .long 0
     assert booted.u32("returned") == 0
 
 
-def user_run_with(run_guest, user: str, *, kernel_ss: int = 0xE021, user_ss: int = 0xE033):
+def user_run_with(run_guest, user: str, *, kernel_ss: int = 0xE021, user_ss: int = 0xE033,
+                  extra: str = ""):
     setup = USER.replace("mov ebx, FLAT_RING1_DS", f"mov ebx, {kernel_ss:#x}") \
                 .replace("push 0xe033", f"push {user_ss:#x}")
     handlers = USER_HANDLERS.replace("{user}", user).replace(
         "    mov [handler_cs], cs\n", "    mov [handler_cs], cs\n    mov [handler_ss], ss\n")
+    handlers += extra
     return run_guest(setup, handlers=handlers, data=USER_DATA + "handler_ss: .long 0",
                      bss=USER_BSS)
 
@@ -665,3 +667,17 @@ def test_hypervisor_iret_to_ring_3_with_an_unusable_stack_crashes_the_domain(
     assert stop.kind is StopKind.CRASH
     assert "iret" in stop.reason.lower()
     assert booted.u32(booted.guest["user_stack"] + 8) == 0
+
+
+def test_a_trap_site_reached_from_ring_3_is_an_int3_for_the_kernel_not_emulated(run_guest):
+    """A user program that executes a recorded trap site (say, in a page the kernel
+    mapped for it) gets no kernel instruction emulated: it is the kernel's #BP."""
+    booted = user_run_with(run_guest, r"""
+user_site:
+    int3
+""", extra=trap_site_note(("user_site", b"\xfa")))
+    assert booted.machine.stop.reason == "shutdown (poweroff)"
+    assert booted.machine.exits["trap-site"] == 0
+    (trap,) = records(booted, 1)
+    assert trap["vector"] == 3
+    assert booted.domain.upcall_mask == 0  # no cli was emulated for the user

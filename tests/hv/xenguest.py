@@ -252,3 +252,27 @@ FLAT_RING1_CS, FLAT_RING1_DS = 0xE019, 0xE021
 def neg(errno: int) -> int:
     """-errno as a 32-bit register value."""
     return -errno & 0xFFFFFFFF
+
+
+def trap_site_note(*sites: tuple[str, bytes]) -> str:
+    """Assembly for a "pvtool" note (type 1, trap_sites: u32 address, u32 count) and its
+    table of 24-byte entries (address, length, original bytes at 8), as pvtool patch
+    records an instruction left as an int3 (docs/ABI.md, "ELF notes named pvtool")."""
+    entries = "".join(
+        f"    .long {label}\n    .byte {len(original)}\n    .fill 3, 1, 0\n"
+        f"    .byte {', '.join(str(b) for b in original)}\n"
+        f"    .fill {16 - len(original)}, 1, 0\n"
+        for label, original in sites)
+    return f"""
+    .pushsection .note.Xen, "a", @note
+    .balign 4
+    .long 7, 8, 1
+    .asciz "pvtool"
+    .balign 4
+    .long trap_site_table, {len(sites)}
+    .popsection
+    .pushsection .data
+trap_site_table:
+{entries}
+    .popsection
+"""
