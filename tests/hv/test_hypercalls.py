@@ -326,3 +326,15 @@ def test_multicall_refuses_a_huge_count_before_running_anything(idle, count):
     assert hypercall(idle, HC.multicall, buf, count) == neg(EINVAL)
     assert bytes(idle.output) == b""
     assert struct.unpack_from("<I", idle.memory.read_phys(buf + 4, 4))[0] == 0xA5A5A5A5
+
+
+def test_xen_version_get_features_answers_submap_0_and_refuses_other_indexes(idle):
+    """struct xen_feature_info {u32 submap_idx; u32 submap}: the guest names the
+    submap; x86 Xen has only submap 0 and returns -EINVAL for any other."""
+    buf = idle.guest["buf"]
+    idle.write_u32s(buf, 0, 0xFFFFFFFF)
+    assert hypercall(idle, HC.xen_version, 6, buf) == 0
+    assert idle.u32(buf) == 0  # the index is left as asked
+    idle.write_u32s(buf, 1, 0x5A5A5A5A)
+    assert hypercall(idle, HC.xen_version, 6, buf) == neg(EINVAL)
+    assert idle.u32s(buf, 2) == (1, 0x5A5A5A5A)

@@ -22,7 +22,12 @@ def xen_version(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     if cmd == XenVer.pagesize:
         return 4096
     if cmd == XenVer.get_features:
-        dom.copy_to_guest(arg, struct.pack("<II", 0, 0))  # submap 0: no optional features
+        # struct xen_feature_info {submap_idx; submap}: Xen reads the index the guest
+        # asks for and has one submap (index 0) on x86; pvtool offers no feature there.
+        (index,) = struct.unpack("<I", dom.copy_from_guest(arg, 4))
+        if index != 0:
+            raise HypercallError(Errno.EINVAL, f"feature submap {index}")
+        dom.copy_to_guest(arg, struct.pack("<II", index, 0))
         return 0
     raise HypercallError(Errno.ENOSYS, f"xen_version command {cmd}")
 
