@@ -525,3 +525,40 @@ def test_a_store_of_an_entry_the_domain_may_not_have_does_not_take_effect(run_gu
     assert booted.u32("reached") == 0
     stop = booted.machine.stop
     assert stop.kind is StopKind.CRASH or stop.code == 3  # crashed, or its #PF handler
+
+
+def test_a_store_of_a_directory_entry_validates_the_new_table_and_protects_it(run_guest):
+    """The kernel points an empty slot of its page directory at a fresh frame: the
+    frame becomes an L1 (its entries validated, its writable mappings made read-only),
+    and the kernel's later stores into it are validated one by one."""
+    booted = run_guest(PTWR + r"""
+    mov dword ptr [frames + 5 * 4096], 0x55555555
+    mov dword ptr [frames + 6 * 4096], 0x66666666
+    mov eax, offset frames + 5 * 4096 + 0x63
+    mov [frames + 4 * 4096], eax      /* entry 0 of the new table: scratch frame 5 */
+    mov eax, offset frames + 4 * 4096 + 0x67
+    mov [edi + 3 * 4], eax            /* slot 3 (12 MiB) -> the new table */
+    mov eax, [0xc00000]
+    mov [seen], eax
+    mov dword ptr [frames + 4 * 4096 + 4], offset frames + 6 * 4096 + 0x63
+    mov eax, [0xc01000]
+    mov [seen + 4], eax
+""", handlers=PTWR_HANDLERS, data=PTWR_DATA + "seen: .long 0, 0", bss=SCRATCH)
+    table = frame(booted, 4)
+    assert booted.machine.stop.reason == "shutdown (poweroff)"
+    assert booted.u32s("seen", 2) == (0x55555555, 0x66666666)
+    assert booted.pde(0xC00000) == table | PDE_RW
+    assert booted.pte(table) & (P | RW) == P  # the new table is read-only now
+    assert booted.machine.exits["ptwr"] == 2
+
+
+def test_a_store_of_a_directory_entry_over_an_invalid_table_is_refused(run_guest):
+    booted = run_guest(PTWR + r"""
+    mov dword ptr [frames + 4 * 4096 + 8], 0xfc400063   /* the GDT frame, writable */
+    mov eax, offset frames + 4 * 4096 + 0x67
+    mov [edi + 3 * 4], eax
+    mov dword ptr [reached], 1
+""", handlers=PTWR_HANDLERS, data=PTWR_DATA, bss=SCRATCH)
+    assert not booted.pde(0xC00000) & P
+    assert booted.u32("reached") == 0
+    assert booted.pte(frame(booted, 4)) & (P | RW) == P | RW  # still ordinary memory
