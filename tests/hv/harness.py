@@ -41,7 +41,7 @@ class Booted:
     def slice(self, count: int) -> None:
         """One slice. Unicorn leaves QEMU's old_exception at 14 after every emu_start
         with an instruction count and paging on, so the next #GP or #PF would arrive
-        as #DF; Machine.run_slice does not reset it yet (test_run_loop.py shows that
+        as #DF; Machine.run_slice does not reset it yet (test_run_pv.py shows that
         bug through pvtool's own run loop), so these white-box runs do."""
         self.cpu.ack_exception()
         self.machine.run_slice(count)
