@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 
 from pvtool import console
-from pvtool.errors import GuestFault, GuestHaltedError, GuestLimitError, PvtoolError
+from pvtool.errors import (
+    GuestFault,
+    GuestHaltedError,
+    GuestLimitError,
+    InputMissingError,
+    PvtoolError,
+)
 
 EXISTING_FILE = click.Path(path_type=Path, dir_okay=False)
 INTERNAL_ERROR_STATUS = 70
@@ -80,11 +86,20 @@ def patch(image: Path, output: Path | None, patch_set: str, as_json: bool) -> No
 @click.option("--memory", type=click.IntRange(min=4, max=3072), default=128,
               show_default=True, metavar="MIB", help="The guest's RAM.")
 @click.option("--cmdline", default="", help="The kernel command line.")
+@click.option("--disk", type=EXISTING_FILE, metavar="FILE",
+              help="A raw disk image for the ATA disk (written through to the file).")
+@click.option("--snapshot", is_flag=True, help="Never write to the --disk file.")
+@click.option("--input", "input_file", type=EXISTING_FILE, metavar="FILE",
+              help="Bytes the serial port receives (default: standard input, if not a tty).")
+@click.option("--module", "modules", type=EXISTING_FILE, multiple=True, metavar="FILE",
+              help="A Multiboot module (--native; repeat for more).")
 @click.option("--quiet", is_flag=True, help="No summary of exits on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="The summary as JSON (on stderr).")
 @click.option("--trace", is_flag=True, help="Print hypercalls on stderr as they happen.")
 def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | None,
-        memory: int, cmdline: str, quiet: bool, as_json: bool, trace: bool) -> None:
+        memory: int, cmdline: str, disk: Path | None, snapshot: bool,
+        input_file: Path | None, modules: tuple[Path, ...], quiet: bool, as_json: bool,
+        trace: bool) -> None:
     """Boot IMAGE and run it until it stops. The guest's serial output goes to stdout;
     pvtool exits with the guest's isa-debug-exit code (see README, "Exit status")."""
     from pvtool.run import Mode, RunOptions, run_image
@@ -92,7 +107,8 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
 
     options = RunOptions(
         mode=Mode(mode) if mode else Mode.AUTO, max_insns=max_insns, timeout=timeout,
-        ram_size=memory << 20, cmdline=cmdline.encode(),
+        ram_size=memory << 20, cmdline=cmdline.encode(), disk=disk, snapshot=snapshot,
+        input_data=_serial_input(input_file), modules=modules,
         trace=(lambda line: console.stderr.print(f"[dim]{line}[/]")) if trace else None)
     result = run_image(image, options, _guest_output())
     sys.stdout.flush()
@@ -101,6 +117,18 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
     elif not quiet:
         run_view.render(result, console.stderr)
     raise SystemExit(_run_status(result.stop))
+
+
+def _serial_input(path: Path | None) -> bytes:
+    """What the UART will receive: the --input file, or piped standard input."""
+    if path is not None:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise InputMissingError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if sys.stdin is None or sys.stdin.isatty():
+        return b""
+    return sys.stdin.buffer.read()
 
 
 def _guest_output():

@@ -9,6 +9,7 @@ import json
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -16,7 +17,8 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def error(message: str) -> None:
     """The single line a failure gets."""
-    stderr.print(f"[bold red]pvtool: error:[/] {message}", markup=True, highlight=False)
+    stderr.print(f"[bold red]pvtool: error:[/] {escape(message)}", markup=True,
+                 highlight=False)
 
 
 def print_json(data: object) -> None:

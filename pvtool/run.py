@@ -14,14 +14,14 @@ from pathlib import Path
 from pvtool.errors import UnsupportedImageError
 from pvtool.image.elf import ElfImage, load_elf
 from pvtool.image.xen_notes import parse_xen_notes
-from pvtool.machine.cpu import EFLAGS, EFLAGS_IF, EIP
+from pvtool.machine.cpu import EIP
+from pvtool.machine.disk import DiskImage
 from pvtool.machine.interrupts import NativeInterrupts
 from pvtool.machine.loader import load_multiboot
 from pvtool.machine.pc import DEFAULT_RAM, Machine
 from pvtool.machine.stop import Stop, StopKind
 
-SLICE_INSNS = 200_000
-HLT = 0xF4
+SLICE_INSNS = 1_000_000
 
 
 class Mode(Enum):
@@ -38,6 +38,9 @@ class RunOptions:
     ram_size: int = DEFAULT_RAM
     cmdline: bytes = b""
     input_data: bytes = b""
+    disk: Path | None = None
+    snapshot: bool = False  # the disk file is never written
+    modules: tuple[Path, ...] = ()
     trace: Callable[[str], None] | None = None
 
 
@@ -82,22 +85,30 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
     """Boot the image at PATH in the chosen mode and run it until it stops."""
     image = load_elf(path)
     mode = choose_mode(image, options.mode)
-    machine = Machine(ram_size=options.ram_size, output=output,
-                      input_data=options.input_data)
-    hypervisor = None
+    disk = DiskImage.open(options.disk, snapshot=options.snapshot) if options.disk else None
+    try:
+        machine = Machine(ram_size=options.ram_size, output=output,
+                          input_data=options.input_data, disk=disk)
+        domain = _boot(machine, image, mode, options)
+        result = _run_loop(machine, mode, options)
+    finally:
+        if disk is not None:
+            disk.close()  # flushed: the guest's writes reach the file, whatever happened
+    if domain is not None:
+        result.hypercalls = domain.hypercall_counts
+    return result
+
+
+def _boot(machine: Machine, image: ElfImage, mode: Mode, options: RunOptions):
+    """Load the guest for MODE; the PV domain, or None for a native boot."""
     if mode is Mode.NATIVE:
-        load_multiboot(machine, image, cmdline=options.cmdline)
+        load_multiboot(machine, image, cmdline=options.cmdline, modules=options.modules)
         machine.trap_handler = NativeInterrupts(machine.cpu, machine.memory,
                                                 machine.request_stop, machine.exits)
-    else:
-        from pvtool.hv.boot import boot_pv_domain
+        return None
+    from pvtool.hv.boot import boot_pv_domain
 
-        hypervisor = boot_pv_domain(machine, image, cmdline=options.cmdline,
-                                    trace=options.trace)
-    result = _run_loop(machine, mode, options)
-    if hypervisor is not None:
-        result.hypercalls = hypervisor.hypercall_counts
-    return result
+    return boot_pv_domain(machine, image, cmdline=options.cmdline, trace=options.trace)
 
 
 def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
@@ -106,17 +117,18 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
     budget = options.max_insns
     slices = executed = 0
     while machine.stop is None:
-        count = SLICE_INSNS if budget is None else min(SLICE_INSNS, budget - executed)
+        machine.trap_handler.take_interrupt(machine.pic)
+        count = _slice_length(machine, budget, executed)
         if count <= 0:
-            machine.request_stop(Stop(StopKind.INSN_LIMIT,
-                                      f"ran past --max-insns {budget}",
+            machine.request_stop(Stop(StopKind.INSN_LIMIT, f"ran past --max-insns {budget}",
                                       machine.cpu.read(EIP)))
             break
         machine.run_slice(count)
         slices += 1
         executed += count
-        if machine.stop is None and _halted(machine):
-            _on_halt(machine)
+        machine.advance(count)
+        if machine.stop is None and machine.halted():
+            _wait_for_interrupt(machine)
         if deadline is not None and machine.stop is None and time.perf_counter() > deadline:
             machine.request_stop(Stop(StopKind.TIMEOUT,
                                       f"ran past --timeout {options.timeout:g} s",
@@ -127,20 +139,29 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
                      uart_bytes=machine.uart.bytes_written)
 
 
-def _halted(machine: Machine) -> bool:
-    """`hlt` at CPL 0 makes Unicorn return early with EIP after the instruction."""
-    eip = machine.cpu.read(EIP)
-    try:
-        return machine.memory.read_virt((eip - 1) & 0xFFFFFFFF, 1)[0] == HLT
-    except Exception:
-        return False
+def _slice_length(machine: Machine, budget: int | None, executed: int) -> int:
+    """A slice ends at the next timer event, so interrupts arrive on time."""
+    count = SLICE_INSNS
+    until_event = machine.insns_to_next_event()
+    if until_event is not None:
+        count = min(count, until_event)
+    if budget is not None:
+        count = min(count, budget - executed)
+    return count
 
 
-def _on_halt(machine: Machine) -> None:
+def _wait_for_interrupt(machine: Machine) -> None:
+    """The CPU executed hlt: skip virtual time to the next interrupt, or stop if none
+    can ever come."""
     eip = machine.cpu.read(EIP)
     machine.exits["hlt"] += 1
-    if not machine.cpu.read(EFLAGS) & EFLAGS_IF:
+    if not machine.trap_handler.interrupts_enabled():
         machine.request_stop(Stop(StopKind.HALTED, "hlt with interrupts disabled", eip))
-    else:
-        machine.request_stop(Stop(StopKind.HALTED, "hlt with no interrupt source left",
-                                  eip))
+        return
+    if machine.pic.pending():
+        return
+    wait = machine.insns_to_next_event()
+    if wait is None:
+        machine.request_stop(Stop(StopKind.HALTED, "hlt with no interrupt source left", eip))
+        return
+    machine.advance(wait)

@@ -205,9 +205,6 @@ the_loop:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="Machine.halted() decides a slice ended on hlt from "
-                   "the byte before EIP; a slice that ran out after `mov $0xf4, %al` (or "
-                   "`mov -12(%ebp), %eax`, 8b 45 f4) looks the same")
 def test_a_slice_ending_after_an_instruction_ending_in_f4_is_not_a_halt(build):
     # The budget ends the only slice after the mov; a slice boundary of the unlimited
     # run loop lands there just as well, one slice in three.
@@ -337,8 +334,6 @@ def test_a_segment_outside_the_machines_ram_is_refused(build):
     assert "0x7ff000" in error_line(done)
 
 
-@pytest.mark.xfail(strict=True, reason="console.error prints the message as rich markup: "
-                   "'[bold]' in a path becomes a style and vanishes from the message")
 def test_an_error_names_a_path_with_brackets_as_it_is(tmp_path):
     path = tmp_path / "build[bold]" / "missing.elf"
     done = pvtool("run", "--native", str(path))

@@ -89,6 +89,8 @@ class PvTrapHandler:
         if vector == HYPERCALL_VECTOR_32 and self.vcpu.cpl == 1:
             self.exits["hypercall"] += 1
             dispatch(self.domain, self.vcpu)
+            if self.domain.machine.stop is None:
+                self.take_interrupt(self.domain.machine.pic)  # Xen delivers on return
             return
         # A trap site stands for a kernel instruction: from ring 3 it is a plain int3.
         if vector == VECTOR_BP and self.vcpu.cpl == 1 and self.emulator.is_trap_site(eip - 1):

@@ -8,8 +8,9 @@ EAX = 0x2BADB002, EBX = the information structure's physical address.
 
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 
-from pvtool.errors import UnsupportedImageError
+from pvtool.errors import InputMissingError, UnsupportedImageError, UsageError
 from pvtool.image.elf import ElfImage
 from pvtool.image.multiboot import (
     BOOTLOADER_MAGIC,
@@ -17,6 +18,7 @@ from pvtool.image.multiboot import (
     MEMORY_AVAILABLE,
     MEMORY_RESERVED,
     PC_CONVENTIONAL_MEMORY_KIB,
+    Module,
     build_info,
     find_header,
 )
@@ -36,6 +38,7 @@ from pvtool.machine.cpu import (
     SS,
 )
 from pvtool.machine.pc import Machine
+from pvtool.x86.isa import decode_all
 
 # Low-memory layout of the emulated PC (as on QEMU's: 639 KiB of conventional memory,
 # the EBDA and BIOS ROM above it reserved).
@@ -57,27 +60,31 @@ class BootState:
     image_end: int  # first physical byte after the loaded image
 
 
-def load_multiboot(machine: Machine, image: ElfImage, *, cmdline: bytes = b"") -> BootState:
-    """Load IMAGE into MACHINE's RAM and set the CPU up for its entry point."""
+def load_multiboot(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
+                   modules: tuple[Path, ...] = ()) -> BootState:
+    """Load IMAGE (and MODULES after it) into MACHINE's RAM and set the CPU up for its
+    entry point."""
     header = find_header(image)
     if header is None:
         raise UnsupportedImageError(
             f"{image.path}: no Multiboot header in the first 8 KiB; --native boots "
             "Multiboot kernels")
     image_end = _load_segments(machine, image)
+    loaded = _load_modules(machine, modules, image_end)
     info = build_info(
         INFO_BASE,
         mem_lower_kib=PC_CONVENTIONAL_MEMORY_KIB,
         mem_upper_kib=(machine.ram_size - (1 << 20)) // 1024,
         mmap=memory_map(machine.ram_size),
         cmdline=cmdline or str(image.path).encode(),
-        modules=[],
+        modules=loaded,
         bootloader_name=b"pvtool",
         boot_device=None,
     )
     if INFO_BASE + len(info.data) > INFO_LIMIT:
         raise UnsupportedImageError("the Multiboot command line is too long")
     machine.memory.write_phys(INFO_BASE, info.data)
+    machine.watch_halts(halt_addresses(image))
     _enter_protected_mode(machine, image.entry, info.info_addr)
     return BootState(image.entry, info.info_addr, image_end)
 
@@ -90,6 +97,39 @@ def memory_map(ram_size: int) -> list[tuple[int, int, int]]:
         (BIOS_AREA, 0x100000 - BIOS_AREA, MEMORY_RESERVED),
         (0x100000, ram_size - 0x100000, MEMORY_AVAILABLE),
     ]
+
+
+def halt_addresses(image: ElfImage) -> list[int]:
+    """Where the image's executable segments hold a hlt, by a linear sweep."""
+    found = []
+    for base, code in image.executable_regions():
+        for item in decode_all(code, base, 32):
+            if getattr(item, "mnemonic", None) == "hlt":
+                found.append(item.address)
+    return found
+
+
+def _load_modules(machine: Machine, paths: tuple[Path, ...], start: int) -> list[Module]:
+    """Each module page-aligned after the kernel (as QEMU's -initrd places them), its
+    string the file's path."""
+    loaded = []
+    address = _page_up(start)
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InputMissingError(f"{path}: cannot read the module: "
+                                    f"{exc.strerror or exc}") from None
+        if address + len(data) > machine.ram_size:
+            raise UsageError(f"{path}: the module does not fit in the guest's RAM")
+        machine.memory.write_phys(address, data)
+        loaded.append(Module(address, address + len(data), str(path).encode()))
+        address = _page_up(address + len(data))
+    return loaded
+
+
+def _page_up(value: int) -> int:
+    return -(-value // 4096) * 4096
 
 
 def _load_segments(machine: Machine, image: ElfImage) -> int:

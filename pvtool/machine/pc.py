@@ -12,6 +12,7 @@ from typing import Protocol
 
 from unicorn import (
     UC_ARCH_X86,
+    UC_HOOK_CODE,
     UC_HOOK_INSN,
     UC_HOOK_INSN_INVALID,
     UC_HOOK_INTR,
@@ -21,9 +22,17 @@ from unicorn import (
 )
 from unicorn import x86_const as X
 
+from pvtool.machine.ata import IRQ as ATA_IRQ
+from pvtool.machine.ata import AtaDisk
+from pvtool.machine.clock import VirtualClock
+from pvtool.machine.cmos import Cmos
 from pvtool.machine.cpu import EIP, Cpu
 from pvtool.machine.debugexit import DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DebugExit
-from pvtool.machine.memory import GuestMemory, PageFault
+from pvtool.machine.disk import DiskImage
+from pvtool.machine.lapic import APIC_BASE, APIC_SIZE, LocalApic
+from pvtool.machine.memory import GuestMemory
+from pvtool.machine.pic import Pic8259Pair
+from pvtool.machine.pit import PIT_HZ, Pit8254
 from pvtool.machine.ports import PortBus
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.machine.uart import COM1_BASE, COM1_PORTS, Uart16550
@@ -31,7 +40,11 @@ from pvtool.machine.uart import COM1_BASE, COM1_PORTS, Uart16550
 DEFAULT_RAM = 128 << 20  # what QEMU gives a guest by default
 UNTIL_NEVER = 0xFFFFFFFF  # emu_start's end address; slices end by instruction count
 VECTOR_UD = 6
-HLT = b"\xf4"
+# The PC's port map and ISA interrupt lines.
+MASTER_PIC_PORT, SLAVE_PIC_PORT, PIT_PORT, CMOS_PORT = 0x20, 0xA0, 0x40, 0x70
+ATA_COMMAND_PORT, ATA_CONTROL_PORT = 0x1F0, 0x3F6
+PIT_IRQ = 0
+RTC_EPOCH = 1066521600  # 2003-10-19 00:00 UTC (SOSP 2003): the RTC starts there, always
 
 
 class TrapHandler(Protocol):
@@ -49,7 +62,8 @@ class Machine:
     """A standard PC at the level pvtool needs: CPU, RAM, ports, UART, debug exit."""
 
     def __init__(self, *, ram_size: int = DEFAULT_RAM,
-                 output: Callable[[bytes], None], input_data: bytes = b""):
+                 output: Callable[[bytes], None], input_data: bytes = b"",
+                 disk: DiskImage | None = None):
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self.ram_size = ram_size
         self.uc.mem_map(0, ram_size)
@@ -58,17 +72,43 @@ class Machine:
         self.ports = PortBus()
         self.output = output
         self.uart = Uart16550(output, input_data)
-        self.ports.register(self.uart, COM1_BASE, COM1_PORTS)
+        self.ports.register(self.uart, COM1_BASE, COM1_PORTS, width=1)
         self.ports.register(DebugExit(self._on_debug_exit), DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)
+        self._install_devices(disk)
         self.exits: Counter[str] = Counter()
         self.stop: Stop | None = None
         self.blocked = False
+        self._hlt_executed = False
         self.trap_handler: TrapHandler | None = None
         self.hook_error: BaseException | None = None
         # A mode that restricts port I/O sets this: it returns True (and deals with the
         # guest) when an access must not reach the device.
         self.io_denied: Callable[[int], bool] | None = None
         self._install_hooks()
+
+    def _install_devices(self, disk: DiskImage | None) -> None:
+        """The rest of a standard PC: interrupt controllers, timer, disk, RTC, APIC."""
+        self.pic = Pic8259Pair()
+        self.ports.register(self.pic.master, MASTER_PIC_PORT, 2, width=1)
+        self.ports.register(self.pic.slave, SLAVE_PIC_PORT, 2, width=1)
+        self.clock = VirtualClock(PIT_HZ)
+        self.pit = Pit8254(lambda: self.pulse_irq(PIT_IRQ))
+        self.ports.register(self.pit, PIT_PORT, 4, width=1)
+        self.ata = AtaDisk(disk, lambda: self.pulse_irq(ATA_IRQ))
+        self.ports.register(self.ata.command_block, ATA_COMMAND_PORT, 8)
+        self.ports.register(self.ata.control_block, ATA_CONTROL_PORT, 1)
+        self.cmos = Cmos(lambda: RTC_EPOCH + self.clock.seconds, self.ram_size // 1024)
+        self.ports.register(self.cmos, CMOS_PORT, 2, width=1)
+        self.lapic = LocalApic()
+        self.uc.mmio_map(APIC_BASE, APIC_SIZE, self._apic_read, None, self._apic_write, None)
+
+    def _apic_read(self, uc: Uc, offset: int, size: int, _) -> int:
+        self.exits["mmio"] += 1
+        return self.lapic.read(offset, size)
+
+    def _apic_write(self, uc: Uc, offset: int, size: int, value: int, _) -> None:
+        self.exits["mmio"] += 1
+        self.lapic.write(offset, size, value)
 
     # -- hooks: the only place Unicorn calls back into Python ------------------------
     def _install_hooks(self) -> None:
@@ -144,18 +184,23 @@ class Machine:
         self.blocked = True
         self.uc.emu_stop()
 
+    def watch_halts(self, addresses) -> None:
+        """Hook the `hlt` instructions at ADDRESSES: at CPL 0 Unicorn returns from
+        emu_start after a hlt with no hook called (UNICORN.md), and nothing else tells
+        that apart from a slice that simply ran out."""
+        for address in addresses:
+            self.uc.hook_add(UC_HOOK_CODE, self._on_hlt, None, address, address)
+
+    def _on_hlt(self, uc: Uc, address: int, size: int, _) -> None:
+        self._hlt_executed = True
+
     def halted(self) -> bool:
-        """Whether the slice ended on `hlt`: at CPL 0 Unicorn returns early, EIP after
-        the instruction, with no hook called (UNICORN.md)."""
-        eip = self.cpu.read(EIP)
-        try:
-            before = self.memory.read_virt((eip - 1) & 0xFFFFFFFF, 1)
-        except PageFault:
-            return False
+        """Whether the last slice ended waiting for an interrupt: a watched hlt at
+        CPL 0, or a PV SCHEDOP_block."""
         if self.blocked:
             self.blocked = False
             return True
-        return before == HLT and self.cpu.cpl == 0
+        return self._hlt_executed and self.cpu.cpl == 0
 
     # -- control ------------------------------------------------------------------------
     def request_stop(self, stop: Stop) -> None:
@@ -170,6 +215,10 @@ class Machine:
         A Python error raised inside a hook is re-raised here; an error of Unicorn's own
         (an unmapped fetch, say) becomes a stop with the emulator's reason.
         """
+        # Unicorn may still hold QEMU's `old_exception` from before the slice (the boot
+        # trampoline, a delivery): without this the next fault becomes a silent #DF.
+        self.cpu.ack_exception()
+        self._hlt_executed = False
         try:
             self.uc.emu_start(self.cpu.read(EIP), UNTIL_NEVER, 0, count)
         except UcError as exc:

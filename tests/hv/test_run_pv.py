@@ -144,11 +144,6 @@ vector_seen: .long 0
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pvtool/machine/pc.py Machine.run_slice: a counted emu_start with paging on leaves "
-    "QEMU's old_exception at 14 (UNICORN.md's double-fault bug) and run_slice does not "
-    "reset it: a #GP/#PF in any later slice becomes a double fault that never reaches the "
-    "INTR hook, and the guest stalls on the faulting instruction until --max-insns"))
 def test_a_page_fault_after_a_slice_boundary_is_still_a_page_fault(build):
     guest = build(FAULT_AFTER_A_LONG_LOOP, handlers=FAULT_HANDLERS, data=FAULT_DATA)
     output = bytearray()

@@ -1,7 +1,6 @@
 """machine/uart.py: the 16550 at COM1, register by register (PC16550D data sheet),
 then under a guest next to QEMU's own 16550."""
 
-import pytest
 
 from pvtool.machine.stop import StopKind
 from pvtool.machine.uart import Uart16550
@@ -142,8 +141,6 @@ def test_a_guest_sees_the_registers_qemus_16550_has(build):
     assert_same_as_qemu(run)
 
 
-@pytest.mark.xfail(strict=True, reason="PortBus hands a 16-bit access to the UART whole; "
-                   "QEMU splits it into two byte accesses (MSR, then SCR)")
 def test_a_word_read_of_a_byte_wide_device_covers_two_registers(build):
     run = run_native(build("""
     .include "macros.inc"
