@@ -394,8 +394,17 @@ def ata_command(command: int, lba: int = 0, count: int = 1) -> list[tuple]:
 
 TASK_FILE = [("in", p) for p in (STATUS, ERROR, COUNT, LBA_LOW, LBA_MID, LBA_HIGH, DEVICE)]
 
+# SRST, nIEN. QEMU performs the reset later, in a bottom half on its main loop, and until
+# then keeps both devices BSY and drops command-block writes. The wait therefore has to
+# poll device 0: SeaBIOS hands over with device 1 selected, and QEMU's absent device 1
+# reads status 0 at once. That ends the wait early and drops the select write, so the
+# task file would be read from device 1 (all zeros, or its 01 01 FF FF signature) under
+# host load. So device 0 is selected while nothing is busy yet.
+SOFTWARE_RESET = [("out", DEVICE, 0xA0), ("out", CONTROL, 0x06), ("out", CONTROL, 0x02),
+                  ("wait", STATUS, BSY)]
+
 REGISTER_SCRIPT = [
-    ("out", CONTROL, 0x06), ("out", CONTROL, 0x02), ("wait", STATUS, BSY),  # SRST, nIEN
+    *SOFTWARE_RESET,
     ("out", DEVICE, 0xA0), *TASK_FILE,
     ("out", DEVICE, MASTER_LBA), ("out", STATUS, 0xEC), ("wait", STATUS, BSY),
     ("in", STATUS), ("skipw", DATA, 256), ("in", STATUS),
