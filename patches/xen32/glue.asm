@@ -17,6 +17,9 @@ mov ecx, {iopl_arg}
 call {hc_physdev_op}
 test eax, eax
 jne failed
+push esi
+call {pv_identity_map}
+pop esi
 mov eax, dword ptr [esi + {start_info_nr_pages}]
 shl eax, 2
 sub eax, 1024
@@ -28,6 +31,47 @@ mov ebx, {mbi}
 jmp {kernel_entry}
 failed:
 call {pv_fatal}
+
+## pv_identity_map
+; While the kernel believes paging is off it may touch any of its RAM at its physical
+; address: give it an identity map in tables of the glue's own, at the top of the
+; low-memory hole (which the kernel never allocates), and leave the builder's tables,
+; which sit after the kernel where its allocator will reuse the pages. esi = start_info.
+; Clobbers every register but esp and ebp.
+mov eax, dword ptr [esi + {start_info_nr_pages}]
+cmp eax, {identity_max_pages}
+jbe sized
+mov eax, {identity_max_pages}
+sized:
+mov edi, {identity_l1s}
+mov ecx, 0
+fill:
+cmp ecx, eax
+jae filled
+mov edx, ecx
+shl edx, 12
+or edx, {identity_pte_flags}
+mov dword ptr [edi + ecx*4], edx
+inc ecx
+jmp fill
+filled:
+add eax, 1023
+shr eax, 10
+mov edi, {identity_l2}
+mov edx, {identity_l1s_phys}
+or edx, {identity_pde_flags}
+mov ecx, 0
+link:
+cmp ecx, eax
+jae linked
+mov dword ptr [edi + ecx*4], edx
+add edx, 4096
+inc ecx
+jmp link
+linked:
+mov eax, {identity_l2_phys}
+call {pv_switch_base}
+ret
 
 ## pv_fatal
 ; A hypercall the port relies on failed: crash the domain, as Linux's BUG() would.
@@ -213,6 +257,8 @@ mov word ptr [{regs_gdtr} + 4], cx
 movzx ecx, word ptr [eax]
 inc ecx
 shr ecx, 3
+cmp ecx, {gdt_shadow_entries}
+ja failed
 mov esi, dword ptr [eax + 2]
 mov edi, {gdt_shadow}
 push ecx

@@ -18,6 +18,27 @@ from pvtool.abi.xen import HYPERVISOR_VIRT_START_2LEVEL, HYPERVISOR_VIRT_START_P
 PRIVATE_AREA_OFFSET = 0x400000
 SHARED_INFO_OFFSET = PRIVATE_AREA_OFFSET + 0x10000
 
+# The glue window: a patched kernel's added code and data (.pvtext, .pvdata) are
+# linked here, in the hypervisor's range, and loaded into the domain's own frames in
+# the PC's low-memory hole, which no Multiboot kernel is given as RAM. The hypervisor
+# maps the window (text read-only, data writable) into every address space it
+# validates, so the glue works whatever page tables the kernel builds.
+GLUE_WINDOW_OFFSET = 0x800000
+GLUE_WINDOW_SIZE = 4 << 20
+GLUE_PHYS_BASE = 0xA0000
+GLUE_PHYS_LIMIT = 0x100000
+
+
+# While the kernel believes paging is off, a patched kernel's PV entry gives it an
+# identity map of its RAM in tables of its own at the top of the low-memory hole:
+# one L2 and this many L1s (256 MiB).
+IDENTITY_L1_TABLES = 64
+
+
+def glue_window(pae: bool) -> int:
+    base = HYPERVISOR_VIRT_START_PAE if pae else HYPERVISOR_VIRT_START_2LEVEL
+    return base + GLUE_WINDOW_OFFSET
+
 
 def shared_info_va(pae: bool) -> int:
     """The fixed virtual address of shared_info in every validated address space."""

@@ -36,7 +36,7 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
                     console_output=machine.output, trace=trace)
     domain.gdt = Gdt(domain)
     domain.gdt.install_reserved()
-    domain.pagetables = PageTables(domain, boot.pfn(boot.page_tables))
+    domain.pagetables = PageTables(domain, boot.pfn(boot.page_tables), glue=boot.glue)
     emulator = Emulator.for_image(domain, image)
     domain.regs_block = emulator.regs.block
     machine.trap_handler = PvTrapHandler(domain, emulator)

@@ -11,6 +11,7 @@ list and the machine-to-phys table are identities.
 import struct
 from dataclasses import dataclass
 
+from pvtool.abi import pvtool as pvabi
 from pvtool.abi import xen
 from pvtool.abi.layouts import START_INFO
 from pvtool.errors import UnsupportedImageError
@@ -59,12 +60,14 @@ class BootLayout:
     nr_pt_frames: int
     stack: int
     v_end: int
+    glue: bool = False  # a glue window was loaded (abi/pvtool.py)
 
     def pfn(self, vaddr: int) -> int:
         return (vaddr - self.virt_base) // PAGE
 
 
-def plan_layout(virt_base: int, kernel_end: int, nr_pages: int) -> BootLayout:
+def plan_layout(virt_base: int, kernel_end: int, nr_pages: int, *,
+                glue: bool = False) -> BootLayout:
     p2m = _page_up(kernel_end)
     start_info = p2m + _page_up(4 * nr_pages)
     xenstore = start_info + PAGE
@@ -79,15 +82,16 @@ def plan_layout(virt_base: int, kernel_end: int, nr_pages: int) -> BootLayout:
             break
         nr_l1 = needed
     return BootLayout(virt_base, kernel_end, p2m, start_info, xenstore, console,
-                      page_tables, 1 + nr_l1, stack, v_end)
+                      page_tables, 1 + nr_l1, stack, v_end, glue)
 
 
 def build_domain(machine: Machine, image: ElfImage, notes: XenNotes, nr_pages: int,
                  cmdline: bytes) -> BootLayout:
     """Load the kernel and the boot structures; return the layout."""
     virt_base = notes.virt_base or 0
+    glue = _load_glue(machine, image, nr_pages)
     boot = plan_layout(virt_base, _load_kernel(machine, image, virt_base, nr_pages),
-                       nr_pages)
+                       nr_pages, glue=bool(glue))
     if boot.pfn(boot.v_end) > nr_pages:
         raise UnsupportedImageError(f"{image.path}: the kernel does not fit in the domain's "
                                     f"{nr_pages * PAGE >> 20} MiB")
@@ -96,7 +100,8 @@ def build_domain(machine: Machine, image: ElfImage, notes: XenNotes, nr_pages: i
     _write_start_info(machine, boot, nr_pages, cmdline)
     _write_page_tables(machine, boot)
     if notes.hypercall_page is not None:
-        machine.memory.write_phys(notes.hypercall_page - virt_base, xen.hypercall_page_32())
+        machine.memory.write_phys(_physical(image, notes.hypercall_page, virt_base),
+                                  xen.hypercall_page_32())
     return boot
 
 
@@ -126,10 +131,44 @@ def enter_guest(machine: Machine, boot: BootLayout, entry: int) -> None:
     cpu.write(ESI, boot.start_info)
 
 
+def _in_glue_window(seg) -> bool:
+    return layout.GLUE_WINDOW <= seg.vaddr < layout.GLUE_WINDOW + pvabi.GLUE_WINDOW_SIZE
+
+
+def _load_glue(machine: Machine, image: ElfImage, nr_pages: int) -> list[tuple[int, bool]]:
+    """Load the segments linked in the glue window at their physical addresses (the
+    low-memory hole) and map them in the window's page table."""
+    pages: list[tuple[int, bool]] = []
+    for seg in sorted(image.segments, key=lambda s: s.vaddr):
+        if not _in_glue_window(seg) or seg.memsz == 0:
+            continue
+        if not pvabi.GLUE_PHYS_BASE <= seg.paddr <= pvabi.GLUE_PHYS_LIMIT - seg.memsz:
+            raise UnsupportedImageError(
+                f"{image.path}: glue segment at physical {seg.paddr:#x} is outside the "
+                "low-memory hole")
+        first = (seg.vaddr - layout.GLUE_WINDOW) // PAGE
+        data = image.data[seg.offset:seg.offset + seg.filesz]
+        machine.memory.write_phys(seg.paddr, data + bytes(seg.memsz - seg.filesz))
+        pages += [(0, False)] * (first - len(pages))
+        pages += [(seg.paddr // PAGE + i, seg.writable) for i in range(-(-seg.memsz // PAGE))]
+    if pages:
+        machine.memory.write_phys(layout.GLUE_L1, layout.glue_l1(pages))
+    return pages
+
+
+def _physical(image: ElfImage, vaddr: int, virt_base: int) -> int:
+    """Where the image's VADDR was loaded: the glue window's own placement, else
+    pseudo-physical = virtual - VIRT_BASE."""
+    for seg in image.segments:
+        if _in_glue_window(seg) and seg.vaddr <= vaddr < seg.vaddr + seg.memsz:
+            return seg.paddr + vaddr - seg.vaddr
+    return vaddr - virt_base
+
+
 def _load_kernel(machine: Machine, image: ElfImage, virt_base: int, nr_pages: int) -> int:
     end = 0
     for seg in image.segments:
-        if seg.memsz == 0:
+        if seg.memsz == 0 or _in_glue_window(seg):
             continue
         paddr = seg.vaddr - virt_base
         if seg.vaddr < virt_base or paddr + seg.memsz > nr_pages * PAGE:
@@ -188,7 +227,7 @@ def _write_page_tables(machine: Machine, boot: BootLayout) -> None:
             flags = L1_READ_ONLY if pfn in pt_pfns else L1_FLAGS
             l1.append(pfn * PAGE | flags if mapped else 0)
         machine.memory.write_phys(l1_pfn * PAGE, struct.pack("<1024I", *l1))
-    for slot, pde in layout.hypervisor_slots().entries.items():
+    for slot, pde in layout.hypervisor_slots(boot.glue).entries.items():
         l2[slot] = pde
     machine.memory.write_phys(l2_pfn * PAGE, struct.pack("<1024I", *l2))
 

@@ -172,9 +172,16 @@ class Domain:
     def read_u32s(self, vaddr: int, count: int) -> tuple[int, ...]:
         return struct.unpack(f"<{count}I", self.copy_from_guest(vaddr, 4 * count))
 
-    @staticmethod
-    def _check_range(vaddr: int, size: int) -> None:
-        if size < 0 or vaddr + size > layout.BASE or vaddr < 0:
+    def _check_range(self, vaddr: int, size: int) -> None:
+        """A guest buffer lies below the hypervisor's range, or inside the glue window
+        (the domain's own frames, mapped there for a patched kernel)."""
+        if size < 0 or vaddr < 0:
+            raise HypercallError(Errno.EFAULT, f"guest buffer {vaddr:#x}+{size:#x}")
+        if vaddr + size <= layout.BASE:
+            return
+        window = layout.GLUE_WINDOW
+        in_window = window <= vaddr and vaddr + size <= window + pvabi.GLUE_WINDOW_SIZE
+        if not (in_window and self.pagetables is not None and self.pagetables.glue):
             raise HypercallError(Errno.EFAULT,
                                  f"guest buffer {vaddr:#x}+{size:#x} reaches the hypervisor")
 

@@ -122,9 +122,13 @@ class Emulator:
         self.domain.upcall_mask = 0
 
     def _op_hlt(self, insn) -> None:
-        masked = self.domain.upcall_mask
-        why = "hlt with events masked" if masked else "hlt with no event source left"
-        self.domain.machine.request_stop(Stop(StopKind.HALTED, why, insn.address))
+        """Wait for the next event, as SCHEDOP_block does; with the virtual IF clear
+        nothing can ever wake the vCPU."""
+        if self.domain.upcall_mask:
+            self.domain.machine.request_stop(
+                Stop(StopKind.HALTED, "hlt with events masked", insn.address))
+        else:
+            self.domain.machine.block()
 
     def _op_wbinvd(self, insn) -> None:
         """Caches are the hypervisor's: nothing to do."""

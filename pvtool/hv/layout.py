@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 
 from pvtool.abi import xen
-from pvtool.abi.pvtool import PRIVATE_AREA_OFFSET, SHARED_INFO_OFFSET
+from pvtool.abi.pvtool import PRIVATE_AREA_OFFSET, SHARED_INFO_OFFSET, glue_window
 from pvtool.x86 import paging
 
 PAGE = 4096
@@ -30,9 +30,12 @@ SHARED_INFO = BASE + SHARED_INFO_OFFSET
 TRAMPOLINE = SHARED_INFO + PAGE
 TRAMPOLINE_FRAMES = TRAMPOLINE + PAGE
 END = TRAMPOLINE_FRAMES + PAGE
-M2P_L1 = END  # the two page tables that map the range, at the end of it
+M2P_L1 = END  # the page tables that map the range, at the end of it
 PRIVATE_L1 = END + PAGE
-MEMORY_SIZE = M2P_L1 + 2 * PAGE - BASE
+GLUE_L1 = END + 2 * PAGE  # maps a patched kernel's glue window (abi/pvtool.py)
+MEMORY_SIZE = GLUE_L1 + PAGE - BASE
+GLUE_WINDOW = glue_window(pae=False)
+GLUE_SLOT = GLUE_WINDOW >> 22
 
 # Trampoline code, each at a fixed offset in the trampoline page, and the frames the
 # hypervisor builds for it: entering the kernel (ring 0 -> 1) and returning to user
@@ -98,6 +101,16 @@ def m2p_l1(m2p_pages: int) -> bytes:
     return struct.pack("<1024I", *(entries + [0] * (1024 - len(entries))))
 
 
-def hypervisor_slots() -> HypervisorSlots:
-    return HypervisorSlots({FIRST_SLOT: M2P_L1 | L2_ENTRY,
-                            FIRST_SLOT + 1: PRIVATE_L1 | L2_ENTRY})
+def glue_l1(pages: list[tuple[int, bool]]) -> bytes:
+    """The page table of the glue window: (frame, writable) for each page from its
+    start; the glue is the kernel's, so ring 3 cannot reach it (no US bit)."""
+    entries = [frame << 12 | (READ_WRITE if writable else READ_ONLY)
+               for frame, writable in pages]
+    return struct.pack("<1024I", *(entries + [0] * (1024 - len(entries))))
+
+
+def hypervisor_slots(glue: bool = False) -> HypervisorSlots:
+    slots = {FIRST_SLOT: M2P_L1 | L2_ENTRY, FIRST_SLOT + 1: PRIVATE_L1 | L2_ENTRY}
+    if glue:
+        slots[GLUE_SLOT] = GLUE_L1 | L2_ENTRY
+    return HypervisorSlots(slots)

@@ -28,8 +28,9 @@ GUEST_SLOTS = layout.FIRST_SLOT  # L2 slots below the hypervisor's
 class PageTables:
     """The domain's current page-table base and the frames typed as page tables."""
 
-    def __init__(self, domain: Domain, base_mfn: int):
+    def __init__(self, domain: Domain, base_mfn: int, *, glue: bool = False):
         self.domain = domain
+        self.glue = glue  # map the patched kernel's glue window in every address space
         self.base_mfn = base_mfn
         self.typed: dict[int, int] = {}  # mfn -> level (1 or 2) in the current base
         self.downgraded: set[int] = set()  # PTEs made read-only because they map a table
@@ -106,7 +107,7 @@ class PageTables:
                 self.downgraded.add(mfn * PAGE + 4 * index)
 
     def _install_hypervisor_slots(self, l2_mfn: int) -> None:
-        slots = layout.hypervisor_slots().entries
+        slots = layout.hypervisor_slots(self.glue).entries
         for slot in range(GUEST_SLOTS, ENTRIES):
             self._write_entry(l2_mfn, slot, slots.get(slot, 0))
 

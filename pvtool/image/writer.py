@@ -38,6 +38,10 @@ class AddedSection:
     data: bytes  # file-backed bytes; memsz - len(data) zero bytes follow in memory
     memsz: int
     flags: int  # elf32.PF_R | PF_W | PF_X
+    paddr: int | None = None  # default: vaddr less the image's virtual-physical offset
+
+    def physical(self, image: ElfImage) -> int:
+        return self.vaddr - image.phys_offset if self.paddr is None else self.paddr
 
     @property
     def readable(self) -> bool:
@@ -157,7 +161,7 @@ def _check_added(image: ElfImage, added: list[AddedSection]) -> None:
     for sec in added:
         _check_section_fields(image, sec, taken)
         taken.add(sec.name)
-        paddr = sec.vaddr - image.phys_offset
+        paddr = sec.physical(image)
         for vaddr, other_paddr, memsz, what in spans:
             if (_pages_overlap(sec.vaddr, sec.memsz, vaddr, memsz)
                     or _pages_overlap(paddr, sec.memsz, other_paddr, memsz)):
@@ -179,7 +183,7 @@ def _check_section_fields(image: ElfImage, sec: AddedSection, taken: set[str]) -
                          f"{len(sec.data)} bytes of data (or zero)")
     if sec.flags & ~_ALL_FLAGS:
         raise PatchError(f"{where}: flags {sec.flags:#x} are not PF_R/PF_W/PF_X")
-    paddr = sec.vaddr - image.phys_offset
+    paddr = sec.physical(image)
     if min(sec.vaddr, paddr) < 0 or max(sec.vaddr, paddr) + sec.memsz > 1 << 32:
         raise PatchError(f"{where}: {sec.vaddr:#x} (physical {paddr:#x}) + "
                          f"{sec.memsz:#x} bytes does not fit the 32-bit address space")
@@ -197,7 +201,7 @@ def _append_section(image: ElfImage, layout: _Layout, sec: AddedSection) -> None
     # Page-aligned offset for a page-aligned vaddr: offset == vaddr (mod 4096), as
     # PT_LOAD requires (gABI "Program Header": p_offset % p_align == p_vaddr % p_align).
     offset = layout.append(sec.data, PAGE)
-    paddr = sec.vaddr - image.phys_offset
+    paddr = sec.physical(image)
     layout.phdrs.append(elf32.Phdr(elf32.PT_LOAD, offset, sec.vaddr, paddr, len(sec.data),
                                    sec.memsz, sec.flags, PAGE))
     sh_flags = (elf32.SHF_ALLOC | (elf32.SHF_WRITE if sec.writable else 0)
@@ -369,7 +373,7 @@ def _first_difference(original: ElfImage, written: ElfImage, blob: bytes,
     if any(_placement(s) not in loaded for s in original.segments):
         return "an original segment is missing"
     for sec in added:
-        paddr = sec.vaddr - original.phys_offset
+        paddr = sec.physical(original)
         if (sec.vaddr, paddr, len(sec.data), sec.memsz, sec.flags) not in loaded:
             return f"no PT_LOAD segment for {sec.name}"
         if written.read_virtual(sec.vaddr, sec.memsz) != sec.data.ljust(sec.memsz, b"\0"):

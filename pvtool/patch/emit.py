@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi import xen
+from pvtool.errors import PatchError
 from pvtool.image import elf32
 from pvtool.image.elf import ElfImage
 from pvtool.image.writer import AddedSection
@@ -20,6 +21,7 @@ from pvtool.patch.patchset import PatchSet
 from pvtool.patch.plan import Placement, Plan
 from pvtool.patch.pvdata import PvData
 from pvtool.patch.sites import replacement
+from pvtool.x86 import paging
 from pvtool.x86.isa import assemble_checked
 
 PAGE = 4096
@@ -38,6 +40,10 @@ class Layout:
     def hypercall_page(self) -> int:
         return self.text_base
 
+    def physical(self, vaddr: int) -> int:
+        """Where a window address lives in the domain's frames."""
+        return vaddr - self.pvdata.base + self.pvdata.phys_base
+
 
 @dataclass
 class Emitted:
@@ -54,13 +60,59 @@ class Emitted:
 
 
 def lay_out(image: ElfImage, patch_set: PatchSet) -> tuple[Layout, dict[str, int]]:
-    """Fix every address the rewrites use before any site is placed."""
-    data_base = _page_up(image.end_vaddr)
-    pvdata = PvData(data_base, image.phys_offset)
+    """Fix every address the rewrites use before any site is placed: .pvdata then
+    .pvtext, linked in the glue window, loaded in the low-memory hole (docs/ABI.md)."""
+    hole = low_memory_hole(image)
+    data_base = pvabi.glue_window(pae=False)
+    pvdata = PvData(data_base, hole.base)
     text_base = _page_up(data_base + pvdata.memsz)
-    symbols = abi_symbols(text_base, image.entry) | pvdata.symbols()
+    symbols = (abi_symbols(text_base, image.entry) | pvdata.symbols()
+               | hole.identity_symbols(image.phys_offset))
     glue = assemble_glue(patch_set, text_base + PAGE, symbols)
     return Layout(pvdata, text_base, glue), symbols | glue.functions
+
+
+@dataclass(frozen=True)
+class LowMemoryHole:
+    """The part of the PC's low-memory hole the patched kernel gets: the glue from
+    its base, the identity-map tables of the PV entry (glue.asm) at its top."""
+
+    base: int
+    limit: int
+
+    @property
+    def identity_l2(self) -> int:
+        return self.limit - (1 + pvabi.IDENTITY_L1_TABLES) * PAGE
+
+    @property
+    def glue_limit(self) -> int:
+        return self.identity_l2
+
+    def identity_symbols(self, phys_offset: int) -> dict[str, int]:
+        """The tables' physical addresses, and the virtual ones the PV entry writes
+        them through (the builder maps the hole at VIRT_BASE + physical)."""
+        l1s = self.identity_l2 + PAGE
+        return {"identity_l2": self.identity_l2 + phys_offset,
+                "identity_l2_phys": self.identity_l2,
+                "identity_l1s": l1s + phys_offset, "identity_l1s_phys": l1s,
+                "identity_max_pages": pvabi.IDENTITY_L1_TABLES * 1024,
+                "identity_pte_flags": paging.P | paging.RW | paging.A | paging.D,
+                "identity_pde_flags": paging.P | paging.RW | paging.A | paging.D | paging.US}
+
+
+def low_memory_hole(image: ElfImage) -> LowMemoryHole:
+    """[GLUE_PHYS_BASE, GLUE_PHYS_LIMIT), ending early at a segment of the image that
+    reaches into it (some kernels load their ELF headers just below 1 MiB)."""
+    limit = pvabi.GLUE_PHYS_LIMIT
+    for seg in image.segments:
+        if seg.memsz and seg.paddr < limit and seg.paddr + seg.memsz > pvabi.GLUE_PHYS_BASE:
+            limit = seg.paddr & ~(PAGE - 1)
+    hole = LowMemoryHole(pvabi.GLUE_PHYS_BASE, limit)
+    if hole.glue_limit - hole.base < 4 * PAGE:
+        raise PatchError(f"{image.path}: its segments leave no room for the PV glue in the "
+                         f"low-memory hole ({pvabi.GLUE_PHYS_BASE:#x}-"
+                         f"{pvabi.GLUE_PHYS_LIMIT:#x})")
+    return hole
 
 
 def emit(image: ElfImage, layout: Layout, plans: list[Plan],
@@ -86,6 +138,9 @@ def emit(image: ElfImage, layout: Layout, plans: list[Plan],
     trap_table = b"".join(trap_entries)
     text = (xen.hypercall_page_32() + layout.glue.code
             + b"".join(code for _, _, code in stubs) + trap_table)
+    if layout.physical(layout.text_base) + len(text) > low_memory_hole(image).glue_limit:
+        raise PatchError(f"the PV glue and stubs ({len(text)} bytes) do not fit in the "
+                         "low-memory hole")
     return Emitted(layout, patches, stubs, trap_table, text, symbols)
 
 
@@ -120,9 +175,9 @@ def added_sections(emitted: Emitted) -> list[AddedSection]:
     data = layout.pvdata
     return [
         AddedSection(".pvdata", data.base, data.contents(), data.memsz,
-                     elf32.PF_R | elf32.PF_W),
+                     elf32.PF_R | elf32.PF_W, paddr=data.phys_base),
         AddedSection(".pvtext", layout.text_base, emitted.text, len(emitted.text),
-                     elf32.PF_R | elf32.PF_X),
+                     elf32.PF_R | elf32.PF_X, paddr=layout.physical(layout.text_base)),
     ]
 
 

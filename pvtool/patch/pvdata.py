@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi.layouts import MMUEXT_OP, PHYSDEV_SET_IOPL, SCHED_POLL, SCHED_SHUTDOWN, TRAP_INFO
-from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY, ShutdownReason
+from pvtool.abi.xen import ShutdownReason
 from pvtool.image import multiboot
 
 PAGE = 4096
@@ -28,14 +28,14 @@ GDT_FRAMES = 0x140
 TRAP_INFO_BUF = 0x200
 TRAP_INFO_ENTRIES = 257  # every vector and the terminating entry
 GDT_SHADOW = PAGE
-GDT_SHADOW_SIZE = FIRST_RESERVED_GDT_ENTRY * 8
+GDT_SHADOW_SIZE = PAGE  # 512 descriptors: pv_lgdt refuses a larger GDT
 GDT_SHADOW_FRAMES = GDT_SHADOW_SIZE // PAGE
 
 
 @dataclass(frozen=True)
 class PvData:
-    base: int  # page-aligned virtual address of .pvdata
-    phys_offset: int  # virtual minus physical address of the kernel's image
+    base: int  # page-aligned virtual address of .pvdata (in the glue window)
+    phys_base: int  # its physical address (in the domain's frames)
 
     @property
     def gdt_shadow(self) -> int:
@@ -64,6 +64,7 @@ class PvData:
             "gdt_frames": b + GDT_FRAMES,
             "trap_info": b + TRAP_INFO_BUF,
             "gdt_shadow": self.gdt_shadow,
+            "gdt_shadow_entries": GDT_SHADOW_SIZE // 8,
         }
 
     def contents(self) -> bytes:
@@ -74,8 +75,7 @@ class PvData:
         _put(data, IOPL_ARG, PHYSDEV_SET_IOPL.pack(iopl=1))
         _put(data, POLL_ARG, SCHED_POLL.pack())
         _put(data, SHUTDOWN_ARG, SCHED_SHUTDOWN.pack(reason=ShutdownReason.crash))
-        frames = [(self.gdt_shadow - self.phys_offset) // PAGE + i
-                  for i in range(GDT_SHADOW_FRAMES)]
+        frames = [(self.phys_base + GDT_SHADOW) // PAGE + i for i in range(GDT_SHADOW_FRAMES)]
         _put(data, GDT_FRAMES, b"".join(f.to_bytes(4, "little") for f in frames))
         assert TRAP_INFO_BUF + TRAP_INFO_ENTRIES * TRAP_INFO.size <= GDT_SHADOW
         return bytes(data)
