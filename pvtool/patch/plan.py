@@ -74,7 +74,7 @@ def _plan_one(site: Site, code: CodeMap, site_at: dict[int, Site], taken: set[in
                     "the replacement fits in the instruction's bytes", code=inline)
     window = _find_window(site, code, site_at, taken)
     if window is None:
-        return _trap(site, "no window of 5 bytes around it is free of branch targets")
+        return _trap(site, _no_window_reason(site, code))
     covered = [site_at[i.address] for i in window if i.address in site_at]
     return Plan(Placement.DETOUR, covered, window[0].address,
                 window[-1].address + window[-1].size,
@@ -102,6 +102,17 @@ def _find_window(site: Site, code: CodeMap, site_at: dict[int, Site],
                 best = window
             break
     return best
+
+
+def _no_window_reason(site: Site, code: CodeMap) -> str:
+    """Why no detour fits: the branch targets that cut every window around SITE."""
+    near = [i.address for i in _neighbours(site.insn, code)
+            if abs(i.address - site.address) < 2 * JMP_REL32_SIZE
+            and i.address in code.branch_targets]
+    if not near:
+        return "no run of whole, movable instructions of 5 bytes holds it"
+    listed = ", ".join(f"{a:#x}" for a in near)
+    return f"branch targets at {listed} cut every 5-byte window that holds it"
 
 
 def _neighbours(insn: Insn, code: CodeMap) -> list[Insn]:
