@@ -207,8 +207,15 @@ ret
 ; eax = a page directory's physical address: HYPERVISOR_mmuext_op(NEW_BASEPTR). Clobbers
 ; eax, ebx, ecx, edx, esi and the flags.
 shr eax, 12
+mov edx, {mmuext_new_baseptr}
+call {pv_mmuext}
+ret
+
+## pv_mmuext
+; One HYPERVISOR_mmuext_op: edx = the command, eax = its first argument; a refusal
+; crashes the domain. Clobbers eax, ebx, ecx, edx, esi and the flags.
 mov dword ptr [{mmuext_arg1}], eax
-mov dword ptr [{mmuext_cmd}], {mmuext_new_baseptr}
+mov dword ptr [{mmuext_cmd}], edx
 mov ebx, {mmuext}
 mov ecx, 1
 mov edx, 0
@@ -229,20 +236,11 @@ ret
 ; eax = the linear address: HYPERVISOR_mmuext_op(INVLPG_LOCAL).
 pushfd
 pushal
-mov dword ptr [{mmuext_arg1}], eax
-mov dword ptr [{mmuext_cmd}], {mmuext_invlpg_local}
-mov ebx, {mmuext}
-mov ecx, 1
-mov edx, 0
-mov esi, {domid_self}
-call {hc_mmuext_op}
-test eax, eax
-jne failed
+mov edx, {mmuext_invlpg_local}
+call {pv_mmuext}
 popal
 popfd
 ret
-failed:
-call {pv_fatal}
 
 ## pv_lgdt
 ; eax = the linear address of lgdt's pseudo-descriptor. Xen takes a GDT by whole frames

@@ -2,8 +2,9 @@
 through hv/pagetables.py)."""
 
 import struct
+from collections.abc import Callable
 
-from pvtool.abi.layouts import MMU_UPDATE, MMUEXT_OP
+from pvtool.abi.layouts import MMU_UPDATE, MMUEXT_OP, Layout
 from pvtool.abi.xen import UVMF_FLUSHTYPE_MASK, Errno, MmuextCmd, MmuUpdateCmd
 from pvtool.hv.domain import Domain, HypercallError, VCpu
 from pvtool.hv.hypercalls.common import MAX_BATCH
@@ -23,18 +24,11 @@ def update_va_mapping(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
 
 def mmu_update(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     reqs, count, done_ptr = args[0], args[1], args[2]
-    _check_count(count)
-    done = 0
     try:
-        for index in range(count):
-            entry = MMU_UPDATE.unpack(dom.copy_from_guest(reqs + index * MMU_UPDATE.size,
-                                                          MMU_UPDATE.size))
-            _one_mmu_update(dom, entry["ptr"], entry["val"])
-            done += 1
+        _batch(dom, reqs, count, done_ptr, MMU_UPDATE,
+               lambda entry: _one_mmu_update(dom, entry["ptr"], entry["val"]))
     finally:
         dom.pagetables.flush_tlb()
-        if done_ptr:
-            dom.copy_to_guest(done_ptr, struct.pack("<I", done))
     return 0
 
 
@@ -52,18 +46,25 @@ def _one_mmu_update(dom: Domain, ptr: int, val: int) -> None:
 
 def mmuext_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     ops, count, done_ptr = args[0], args[1], args[2]
-    _check_count(count)
+    _batch(dom, ops, count, done_ptr, MMUEXT_OP,
+           lambda op: _one_mmuext(dom, op["cmd"], op["arg1"]))
+    return 0
+
+
+def _batch(dom: Domain, base: int, count: int, done_ptr: int, layout: Layout,
+           one: Callable[[dict], None]) -> None:
+    """Run ONE on COUNT structures from BASE, stopping at the first refusal; write how
+    many were done to DONE_PTR (if given) either way, as Xen does."""
+    if count > MAX_BATCH:
+        raise HypercallError(Errno.EINVAL, f"batch of {count} entries")
     done = 0
     try:
         for index in range(count):
-            op = MMUEXT_OP.unpack(dom.copy_from_guest(ops + index * MMUEXT_OP.size,
-                                                      MMUEXT_OP.size))
-            _one_mmuext(dom, op["cmd"], op["arg1"])
+            one(layout.unpack(dom.copy_from_guest(base + index * layout.size, layout.size)))
             done += 1
     finally:
         if done_ptr:
             dom.copy_to_guest(done_ptr, struct.pack("<I", done))
-    return 0
 
 
 def _one_mmuext(dom: Domain, cmd: int, arg1: int) -> None:
@@ -75,8 +76,3 @@ def _one_mmuext(dom: Domain, cmd: int, arg1: int) -> None:
         pagetables.flush_tlb()
     else:
         raise HypercallError(Errno.ENOSYS, f"mmuext_op command {cmd}")
-
-
-def _check_count(count: int) -> None:
-    if count > MAX_BATCH:
-        raise HypercallError(Errno.EINVAL, f"batch of {count} entries")
