@@ -31,7 +31,7 @@ _PARSER_ERRORS = (ELFError, ConstructError, struct.error, ValueError, IndexError
 
 
 @dataclass(frozen=True)
-class Segment:
+class Segment(elf32.SegmentFlags):
     """A PT_LOAD program header."""
 
     offset: int
@@ -40,18 +40,6 @@ class Segment:
     filesz: int
     memsz: int
     flags: int
-
-    @property
-    def readable(self) -> bool:
-        return bool(self.flags & elf32.PF_R)
-
-    @property
-    def writable(self) -> bool:
-        return bool(self.flags & elf32.PF_W)
-
-    @property
-    def executable(self) -> bool:
-        return bool(self.flags & elf32.PF_X)
 
     @property
     def end(self) -> int:

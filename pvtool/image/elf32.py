@@ -50,6 +50,24 @@ PAGE_SIZE = 4096
 NOTE_ALIGN = 4  # ELF32 note records are 4-byte aligned
 
 
+class SegmentFlags:
+    """readable/writable/executable from a PT_LOAD's p_flags (a `flags` attribute)."""
+
+    flags: int
+
+    @property
+    def readable(self) -> bool:
+        return bool(self.flags & PF_R)
+
+    @property
+    def writable(self) -> bool:
+        return bool(self.flags & PF_W)
+
+    @property
+    def executable(self) -> bool:
+        return bool(self.flags & PF_X)
+
+
 class Ehdr(NamedTuple):
     ident: bytes
     type: int

@@ -30,7 +30,7 @@ _ALL_FLAGS = elf32.PF_R | elf32.PF_W | elf32.PF_X
 
 
 @dataclass(frozen=True)
-class AddedSection:
+class AddedSection(elf32.SegmentFlags):
     """New contents for the image: one PT_LOAD segment and one section header."""
 
     name: str
@@ -42,18 +42,6 @@ class AddedSection:
 
     def physical(self, image: ElfImage) -> int:
         return self.vaddr - image.phys_offset if self.paddr is None else self.paddr
-
-    @property
-    def readable(self) -> bool:
-        return bool(self.flags & elf32.PF_R)
-
-    @property
-    def writable(self) -> bool:
-        return bool(self.flags & elf32.PF_W)
-
-    @property
-    def executable(self) -> bool:
-        return bool(self.flags & elf32.PF_X)
 
 
 @dataclass
