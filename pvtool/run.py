@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from pvtool.errors import UnsupportedImageError
 from pvtool.image.elf import ElfImage, load_elf
-from pvtool.image.xen_notes import parse_xen_notes
 from pvtool.machine.cpu import EIP
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.interrupts import NativeInterrupts
@@ -70,21 +68,16 @@ class RunResult:
         }
 
 
-def choose_mode(image: ElfImage, requested: Mode) -> Mode:
-    """AUTO runs an image with Xen notes paravirtualized; anything else must say so."""
-    if requested is not Mode.AUTO:
-        return requested
-    if parse_xen_notes(image) is not None:
-        return Mode.PV
-    raise UnsupportedImageError(
-        f"{image.path}: no Xen ELF notes, so it cannot run paravirtualized; patch it "
-        "with `pvtool patch` or boot it on the bare PC with --native")
+def choose_mode(requested: Mode) -> Mode:
+    """AUTO runs the image paravirtualized; the PV boot refuses one without Xen notes
+    (and says to patch it or use --native)."""
+    return Mode.PV if requested is Mode.AUTO else requested
 
 
 def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) -> RunResult:
     """Boot the image at PATH in the chosen mode and run it until it stops."""
     image = load_elf(path)
-    mode = choose_mode(image, options.mode)
+    mode = choose_mode(options.mode)
     disk = DiskImage.open(options.disk, snapshot=options.snapshot) if options.disk else None
     try:
         machine = Machine(ram_size=options.ram_size, output=output,
