@@ -52,7 +52,7 @@ class PvTrapHandler:
         if not pic.pending():
             return
         dom.upcall_pending = 1
-        if dom.upcall_mask or self.vcpu.cpl != 1:
+        if dom.upcall_mask:
             return
         vector = pic.acknowledge()
         dom.upcall_pending = int(pic.pending())
