@@ -85,11 +85,20 @@ MULTICALL_ENTRY = layout("multicall_entry", 32, op=(0, "I"), result=(4, "I"),
                           args=(8, "6I"))
 
 SCHED_SHUTDOWN = layout("sched_shutdown", 4, reason=(0, "I"))
+# sched_poll: ports (a guest handle: a u32 pointer on x86-32), nr_ports, timeout (ns).
 SCHED_POLL = layout("sched_poll", 16, ports=(0, "I"), nr_ports=(4, "I"), timeout=(8, "Q"))
 
 EVTCHN_BIND_VIRQ = layout("evtchn_bind_virq", 12, virq=(0, "I"), vcpu=(4, "I"),
                            port=(8, "I"))
 EVTCHN_SEND = layout("evtchn_send", 4, port=(0, "I"))
+EVTCHN_CLOSE = layout("evtchn_close", 4, port=(0, "I"))
+EVTCHN_UNMASK = layout("evtchn_unmask", 4, port=(0, "I"))
+EVTCHN_ALLOC_UNBOUND = layout("evtchn_alloc_unbound", 8, dom=(0, "H"), remote_dom=(2, "H"),
+                               port=(4, "I"))
+# evtchn_status: {dom, port} in; status, vcpu and a union (interdomain {dom, port},
+# virq) out.
+EVTCHN_STATUS = layout("evtchn_status", 24, dom=(0, "H"), port=(4, "I"), status=(8, "I"),
+                        vcpu=(12, "I"), u0=(16, "I"), u1=(20, "I"))
 
 CALLBACK_REGISTER = layout("callback_register", 12, type=(0, "H"), flags=(2, "H"),
                             cs=(4, "I"), eip=(8, "I"))

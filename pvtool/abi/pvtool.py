@@ -11,18 +11,23 @@ popf stubs address vcpu_info there. Nothing else of the hypervisor range is writ
 from enum import IntEnum
 
 from pvtool.abi.layouts import SHARED_INFO, VCPU_INFO, layout
-from pvtool.abi.xen import HYPERVISOR_VIRT_START_2LEVEL, HYPERVISOR_VIRT_START_PAE
+from pvtool.abi.xen import HYPERVISOR_VIRT_START_2LEVEL
 
-# Offset of the hypervisor's private area inside its range (the range starts with
-# the read-only machine-to-phys table, one 4 MiB slot of it on 2-level paging).
+# Offset of the hypervisor's private area inside its 2-level range (the range starts
+# with the read-only machine-to-phys table, one 4 MiB slot of it on 2-level paging).
+# The private area has one virtual address in both layouts: 0xFC400000 is inside
+# Xen's range on 2-level (0xFC000000 up) and on PAE (0xF5800000 up) alike, so the
+# fixed shared_info mapping and the glue window do not move with the paging mode.
 PRIVATE_AREA_OFFSET = 0x400000
 SHARED_INFO_OFFSET = PRIVATE_AREA_OFFSET + 0x10000
+PRIVATE_AREA_VA = HYPERVISOR_VIRT_START_2LEVEL + PRIVATE_AREA_OFFSET
 
 # The glue window: a patched kernel's added code and data (.pvtext, .pvdata) are
 # linked here, in the hypervisor's range, and loaded into the domain's own frames in
 # the PC's low-memory hole, which no Multiboot kernel is given as RAM. The hypervisor
 # maps the window (text read-only, data writable) into every address space it
-# validates, so the glue works whatever page tables the kernel builds.
+# validates, so the glue works whatever page tables the kernel builds. Only 2-level
+# domains get it (patched PAE kernels are not supported).
 GLUE_WINDOW_OFFSET = 0x800000
 GLUE_WINDOW_SIZE = 4 << 20
 GLUE_PHYS_BASE = 0xA0000
@@ -36,14 +41,14 @@ IDENTITY_L1_TABLES = 64
 
 
 def glue_window(pae: bool) -> int:
-    base = HYPERVISOR_VIRT_START_PAE if pae else HYPERVISOR_VIRT_START_2LEVEL
-    return base + GLUE_WINDOW_OFFSET
+    """Where the glue window is linked; the same address on PAE (see above)."""
+    return HYPERVISOR_VIRT_START_2LEVEL + GLUE_WINDOW_OFFSET
 
 
 def shared_info_va(pae: bool) -> int:
-    """The fixed virtual address of shared_info in every validated address space."""
-    base = HYPERVISOR_VIRT_START_PAE if pae else HYPERVISOR_VIRT_START_2LEVEL
-    return base + SHARED_INFO_OFFSET
+    """The fixed virtual address of shared_info in every validated address space,
+    2-level or PAE (the private area does not move, see above)."""
+    return HYPERVISOR_VIRT_START_2LEVEL + SHARED_INFO_OFFSET
 
 
 def vcpu0_field_va(pae: bool, field: str) -> int:

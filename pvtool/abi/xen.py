@@ -121,16 +121,35 @@ UVMF_FLUSHTYPE_MASK = 3
 class EvtchnOp(IntEnum):
     bind_interdomain = 0
     bind_virq = 1
+    bind_pirq = 2
     close = 3
     send = 4
     status = 5
     alloc_unbound = 6
+    bind_ipi = 7
+    bind_vcpu = 8
     unmask = 9
+
+
+class EvtchnStatus(IntEnum):
+    """evtchn_status.status (event_channel.h)."""
+
+    closed = 0
+    unbound = 1
+    interdomain = 2
+    pirq = 3
+    virq = 4
+    ipi = 5
 
 
 class Virq(IntEnum):
     timer = 0
+    debug = 1
     console = 2
+
+
+NR_VIRQS = 24
+DOMID_XEN = 0x7FF2  # the hypervisor's side of the console and xenstore ports
 
 
 class CallbackOp(IntEnum):
@@ -222,6 +241,14 @@ GUEST_KERNEL_RPL_32 = 1
 # Virtual address space Xen keeps for itself on x86-32.
 HYPERVISOR_VIRT_START_PAE = 0xF5800000
 HYPERVISOR_VIRT_START_2LEVEL = 0xFC000000  # Xen 3.0's non-PAE x86-32 layout
+# PAE (arch-x86/xen-x86_32.h): the read-only machine-to-phys table starts Xen's range,
+# whose L2 slots are 428-511 of the L2 under L3 slot 3 (Xen's "PAE Xen L2").
+RO_MPT_VIRT_START_PAE = HYPERVISOR_VIRT_START_PAE
+PAE_XEN_L3_SLOT = 3
+PAE_XEN_FIRST_L2_SLOT = (HYPERVISOR_VIRT_START_PAE >> 21) & 511  # 428
+# Flags a PAE L3 entry may carry (Xen's L3_DISALLOW_MASK on PAE): present, and the
+# three bits left to software.
+PAE_L3_ALLOWED_FLAGS = 0x001 | 0xE00
 
 # trap_info.flags
 TI_DPL_MASK = 3

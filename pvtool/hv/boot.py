@@ -10,6 +10,7 @@ from pvtool.hv.domain import Domain
 from pvtool.hv.emulate import Emulator
 from pvtool.hv.gdt import Gdt
 from pvtool.hv.pagetables import PageTables
+from pvtool.hv.pagetables_pae import PaePageTables
 from pvtool.hv.traps import PvTrapHandler
 from pvtool.image.elf import ElfImage
 from pvtool.image.xen_notes import parse_xen_notes
@@ -25,10 +26,6 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
         raise UnsupportedImageError(
             f"{image.path}: no Xen ELF notes, so it cannot run paravirtualized; patch it "
             "with `pvtool patch` or boot it on the bare PC with --native")
-    if notes.pae_mode not in (None, "no"):
-        raise UnsupportedImageError(
-            f"{image.path}: PAE_MODE {notes.pae_mode!r}; pvtool's hypervisor builds "
-            "2-level (non-PAE) domains so far")
     nr_pages = machine.ram_size // PAGE
     machine.map_memory(layout.BASE, layout.MEMORY_SIZE)
     boot = build_domain(machine, image, notes, nr_pages, cmdline)
@@ -36,7 +33,9 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
                     console_output=machine.output, trace=trace)
     domain.gdt = Gdt(domain)
     domain.gdt.install_reserved()
-    domain.pagetables = PageTables(domain, boot.pfn(boot.page_tables), glue=boot.glue)
+    base = boot.pfn(boot.page_tables)
+    domain.pagetables = PaePageTables(domain, base) if boot.pae else \
+        PageTables(domain, base, glue=boot.glue)
     emulator = Emulator.for_image(domain, image)
     domain.regs_block = emulator.regs.block
     machine.trap_handler = PvTrapHandler(domain, emulator)

@@ -4,6 +4,9 @@ its vCPU in ring 1.
 After the kernel, each page aligned, virtual = VIRT_BASE + pfn * 4096: the p2m list,
 start_info, the xenstore page, the console ring page, the bootstrap page tables and one
 boot-stack page; the mapping ends on a 4 MiB boundary with at least 512 KiB to spare.
+A 2-level domain's tables are one L2 and its L1s; a PAE domain's (PAE_MODE "yes" or
+"bimodal") are the L3, an L2 per gigabyte mapped plus always the one under L3 slot 3
+(the hypervisor's slots live there), and an L1 per 2 MiB, in that order.
 Machine frames equal pseudo-physical frames (docs/ABI.md explains why), so the p2m
 list and the machine-to-phys table are identities.
 """
@@ -22,6 +25,7 @@ from pvtool.machine.cpu import (
     CR0,
     CR3,
     CR4,
+    CR4_PAE,
     CS,
     DS,
     EIP,
@@ -38,6 +42,8 @@ from pvtool.x86 import paging
 
 PAGE = 4096
 FOUR_MIB = 4 << 20
+PAE_L1_SPAN = 2 << 20  # what one PAE L1 maps
+L3_FLAGS = paging.P  # Xen allows no other flag in a PAE L3 entry
 L2_FLAGS = paging.P | paging.RW | paging.A | paging.D | paging.US
 L1_FLAGS = paging.P | paging.RW | paging.A | paging.D
 L1_READ_ONLY = paging.P | paging.A
@@ -61,44 +67,78 @@ class BootLayout:
     stack: int
     v_end: int
     glue: bool = False  # a glue window was loaded (abi/pvtool.py)
+    pae: bool = False  # 3-level page tables (today's Xen) instead of 2-level
 
     def pfn(self, vaddr: int) -> int:
         return (vaddr - self.virt_base) // PAGE
 
 
 def plan_layout(virt_base: int, kernel_end: int, nr_pages: int, *,
-                glue: bool = False) -> BootLayout:
+                glue: bool = False, pae: bool = False) -> BootLayout:
     p2m = _page_up(kernel_end)
     start_info = p2m + _page_up(4 * nr_pages)
     xenstore = start_info + PAGE
     console = xenstore + PAGE
     page_tables = console + PAGE
-    nr_l1 = 1
+    nr_frames = 1
     while True:
-        stack = page_tables + (1 + nr_l1) * PAGE
+        stack = page_tables + nr_frames * PAGE
         v_end = _round_up(stack + PAGE + xen.BOOT_MAPPING_SPARE, xen.BOOT_MAPPING_ALIGN)
-        needed = (v_end - (virt_base & ~(FOUR_MIB - 1))) // FOUR_MIB
-        if needed <= nr_l1:
+        needed = _pt_frames(virt_base, v_end, pae)
+        if needed <= nr_frames:
             break
-        nr_l1 = needed
+        nr_frames = needed
     return BootLayout(virt_base, kernel_end, p2m, start_info, xenstore, console,
-                      page_tables, 1 + nr_l1, stack, v_end, glue)
+                      page_tables, nr_frames, stack, v_end, glue, pae)
+
+
+def _mapped_start(virt_base: int) -> int:
+    return virt_base & ~(FOUR_MIB - 1)
+
+
+def _pt_frames(virt_base: int, v_end: int, pae: bool) -> int:
+    """Page-table frames that map [VIRT_BASE rounded down to 4 MiB, V_END)."""
+    start = _mapped_start(virt_base)
+    if not pae:
+        return 1 + (v_end - start) // FOUR_MIB
+    return 1 + len(_pae_l2_slots(start, v_end)) + (v_end - start) // PAE_L1_SPAN
+
+
+def _pae_l2_slots(start: int, v_end: int) -> list[int]:
+    """The L3 slots that get an L2: those mapped, and always the hypervisor's."""
+    return sorted({v >> 30 for v in range(start, v_end, PAE_L1_SPAN)} | {xen.PAE_XEN_L3_SLOT})
+
+
+def wants_pae(notes: XenNotes) -> bool:
+    """Xen's choice from the PAE_MODE note: "yes" or "bimodal" (and "yes,...") build a
+    PAE domain; no note or "no" a 2-level one."""
+    return (notes.pae_mode or "no").split(",")[0] in ("yes", "bimodal")
 
 
 def build_domain(machine: Machine, image: ElfImage, notes: XenNotes, nr_pages: int,
                  cmdline: bytes) -> BootLayout:
     """Load the kernel and the boot structures; return the layout."""
     virt_base = notes.virt_base or 0
+    pae = wants_pae(notes)
     glue = _load_glue(machine, image, nr_pages)
-    boot = plan_layout(virt_base, _load_kernel(machine, image, virt_base, nr_pages),
-                       nr_pages, glue=bool(glue))
+    if glue and pae:
+        raise UnsupportedImageError(f"{image.path}: a glue window needs a 2-level domain "
+                                    "(patched PAE kernels are not supported)")
+    end = _load_kernel(machine, image, virt_base, nr_pages)
+    if pae and end > layout.PAE_BASE:
+        raise UnsupportedImageError(f"{image.path}: the kernel reaches {end:#x}, Xen's "
+                                    "range on PAE")
+    boot = plan_layout(virt_base, end, nr_pages, glue=bool(glue), pae=pae)
     if boot.pfn(boot.v_end) > nr_pages:
         raise UnsupportedImageError(f"{image.path}: the kernel does not fit in the domain's "
                                     f"{nr_pages * PAGE >> 20} MiB")
     _write_hypervisor_area(machine, nr_pages)
     _write_p2m(machine, boot, nr_pages)
     _write_start_info(machine, boot, nr_pages, cmdline)
-    _write_page_tables(machine, boot)
+    if pae:
+        _write_pae_page_tables(machine, boot)
+    else:
+        _write_page_tables(machine, boot)
     if notes.hypercall_page is not None:
         machine.memory.write_phys(_physical(image, notes.hypercall_page, virt_base),
                                   xen.hypercall_page_32())
@@ -111,7 +151,7 @@ def enter_guest(machine: Machine, boot: BootLayout, entry: int) -> None:
     cpu = machine.cpu
     cpu.set_descriptor_table(GDTR, layout.GDT, layout.GDT_LIMIT)
     cpu.write(CR3, boot.pfn(boot.page_tables) * PAGE)
-    cpu.write(CR4, 0)
+    cpu.write(CR4, CR4_PAE if boot.pae else 0)
     cpu.write(CR0, CR0_PV)
     cpu.write(CS, layout.HYPERVISOR_CS)
     cpu.write(SS, layout.HYPERVISOR_DS)
@@ -187,6 +227,8 @@ def _write_hypervisor_area(machine: Machine, nr_pages: int) -> None:
     mem.write_phys(layout.M2P, struct.pack(f"<{nr_pages}I", *range(nr_pages)))
     mem.write_phys(layout.M2P_L1, layout.m2p_l1(m2p_pages))
     mem.write_phys(layout.PRIVATE_L1, layout.private_l1())
+    mem.write_phys(layout.PAE_M2P_L1, layout.pae_m2p_l1(m2p_pages))
+    mem.write_phys(layout.PAE_PRIVATE_L1, layout.pae_private_l1())
     mem.write_phys(layout.TRAMPOLINE + layout.IRETD_OFFSET, layout.IRETD)
     for vcpu in range(32):  # every upcall mask starts at 1: events masked
         mem.write_phys(layout.SHARED_INFO + 64 * vcpu + 1, b"\x01")
@@ -200,7 +242,8 @@ def _write_p2m(machine: Machine, boot: BootLayout, nr_pages: int) -> None:
 def _write_start_info(machine: Machine, boot: BootLayout, nr_pages: int,
                       cmdline: bytes) -> None:
     info = START_INFO.pack(
-        magic=xen.START_INFO_MAGIC_32, nr_pages=nr_pages, shared_info=layout.SHARED_INFO,
+        magic=xen.START_INFO_MAGIC_32P if boot.pae else xen.START_INFO_MAGIC_32,
+        nr_pages=nr_pages, shared_info=layout.SHARED_INFO,
         flags=xen.SIF_PRIVILEGED | xen.SIF_INITDOMAIN,
         store_mfn=boot.pfn(boot.xenstore), store_evtchn=STORE_EVTCHN,
         console_mfn=boot.pfn(boot.console), console_evtchn=CONSOLE_EVTCHN,
@@ -214,22 +257,53 @@ def _write_page_tables(machine: Machine, boot: BootLayout) -> None:
     page-table frames themselves read-only."""
     l2_pfn = boot.pfn(boot.page_tables)
     first_slot = boot.virt_base >> 22
-    pt_pfns = range(l2_pfn, l2_pfn + boot.nr_pt_frames)
     l2 = [0] * 1024
     for i in range(boot.nr_pt_frames - 1):
         l1_pfn = l2_pfn + 1 + i
         l2[first_slot + i] = l1_pfn * PAGE | L2_FLAGS
-        l1 = []
-        for j in range(1024):
-            vaddr = (first_slot + i) * FOUR_MIB + j * PAGE
-            pfn = (vaddr - boot.virt_base) // PAGE
-            mapped = boot.virt_base <= vaddr < boot.v_end
-            flags = L1_READ_ONLY if pfn in pt_pfns else L1_FLAGS
-            l1.append(pfn * PAGE | flags if mapped else 0)
+        l1 = _l1_entries(boot, (first_slot + i) * FOUR_MIB, 1024)
         machine.memory.write_phys(l1_pfn * PAGE, struct.pack("<1024I", *l1))
     for slot, pde in layout.hypervisor_slots(boot.glue).entries.items():
         l2[slot] = pde
     machine.memory.write_phys(l2_pfn * PAGE, struct.pack("<1024I", *l2))
+
+
+def _l1_entries(boot: BootLayout, first: int, count: int) -> list[int]:
+    """COUNT L1 entries from virtual address FIRST: the domain's frames in order from
+    VIRT_BASE to v_end, the page-table frames read-only."""
+    pt_pfns = range(boot.pfn(boot.page_tables), boot.pfn(boot.page_tables) + boot.nr_pt_frames)
+    entries = []
+    for j in range(count):
+        vaddr = first + j * PAGE
+        pfn = (vaddr - boot.virt_base) // PAGE
+        mapped = boot.virt_base <= vaddr < boot.v_end
+        flags = L1_READ_ONLY if pfn in pt_pfns else L1_FLAGS
+        entries.append(pfn * PAGE | flags if mapped else 0)
+    return entries
+
+
+def _write_pae_page_tables(machine: Machine, boot: BootLayout) -> None:
+    """The L3, its L2s and the L1s mapping [VIRT_BASE rounded down to 4 MiB, v_end),
+    as xg_dom_x86.c lays out a PAE domain; the L2 under slot 3 gets the hypervisor's
+    slots."""
+    mem = machine.memory
+    start = _mapped_start(boot.virt_base)
+    l3_pfn = boot.pfn(boot.page_tables)
+    l2_slots = _pae_l2_slots(start, boot.v_end)
+    l2_pfn = {slot: l3_pfn + 1 + i for i, slot in enumerate(l2_slots)}
+    l2s = {slot: [0] * 512 for slot in l2_slots}
+    next_l1 = l3_pfn + 1 + len(l2_slots)
+    for vaddr in range(start, boot.v_end, PAE_L1_SPAN):
+        l2s[vaddr >> 30][(vaddr >> 21) & 511] = next_l1 * PAGE | L2_FLAGS
+        mem.write_phys(next_l1 * PAGE, struct.pack("<512Q", *_l1_entries(boot, vaddr, 512)))
+        next_l1 += 1
+    for slot, pde in layout.pae_hypervisor_slots().entries.items():
+        l2s[xen.PAE_XEN_L3_SLOT][slot] = pde
+    l3 = [0] * 512
+    for slot in l2_slots:
+        l3[slot] = l2_pfn[slot] * PAGE | L3_FLAGS
+        mem.write_phys(l2_pfn[slot] * PAGE, struct.pack("<512Q", *l2s[slot]))
+    mem.write_phys(l3_pfn * PAGE, struct.pack("<512Q", *l3))
 
 
 def _page_up(value: int) -> int:

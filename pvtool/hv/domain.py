@@ -153,6 +153,12 @@ class Domain:
         see docs/ABI.md) and its shared_info page."""
         return mfn < self.nr_pages or mfn == layout.SHARED_INFO >> 12
 
+    @property
+    def hypervisor_start(self) -> int:
+        """Where Xen's range begins: 0xF5800000 on PAE, 0xFC000000 on 2-level."""
+        pae = self.pagetables is not None and self.pagetables.pae
+        return layout.PAE_BASE if pae else layout.BASE
+
     # -- guest memory, checked -----------------------------------------------------
     def copy_from_guest(self, vaddr: int, size: int) -> bytes:
         self._check_range(vaddr, size)
@@ -177,7 +183,7 @@ class Domain:
         (the domain's own frames, mapped there for a patched kernel)."""
         if size < 0 or vaddr < 0:
             raise HypercallError(Errno.EFAULT, f"guest buffer {vaddr:#x}+{size:#x}")
-        if vaddr + size <= layout.BASE:
+        if vaddr + size <= self.hypervisor_start:
             return
         window = layout.GLUE_WINDOW
         in_window = window <= vaddr and vaddr + size <= window + pvabi.GLUE_WINDOW_SIZE

@@ -10,6 +10,13 @@ domain's RAM, so a hypervisor virtual address is also its machine address:
     +0x410000  shared_info (read-write: pvtool's fixed mapping, abi/pvtool.py)
     +0x411000  trampolines: one-instruction code the CPU runs at ring 0
     +0x412000  trampoline frames (the iretd frame that enters the guest)
+
+A PAE domain (today's Xen) gives the hypervisor 0xF5800000 up, L2 slots 428-511 of
+the L2 under L3 slot 3. The same machine frames serve it, mapped by PAE tables of
+their own: the machine-to-phys table at RO_MPT_VIRT_START (0xF5800000, slot 428) as
+on Xen, and the private area at the virtual address it has on 2-level (0xFC400000,
+slot 482), so the GDT, shared_info and the trampolines have one address in both
+modes (abi/pvtool.py).
 """
 
 import struct
@@ -33,7 +40,14 @@ END = TRAMPOLINE_FRAMES + PAGE
 M2P_L1 = END  # the page tables that map the range, at the end of it
 PRIVATE_L1 = END + PAGE
 GLUE_L1 = END + 2 * PAGE  # maps a patched kernel's glue window (abi/pvtool.py)
-MEMORY_SIZE = GLUE_L1 + PAGE - BASE
+PAE_M2P_L1 = END + 3 * PAGE  # the PAE tables of the same range
+PAE_PRIVATE_L1 = END + 4 * PAGE
+MEMORY_SIZE = PAE_PRIVATE_L1 + PAGE - BASE
+PAE_BASE = xen.HYPERVISOR_VIRT_START_PAE
+PAE_M2P = xen.RO_MPT_VIRT_START_PAE
+PAE_FIRST_SLOT = xen.PAE_XEN_FIRST_L2_SLOT  # 428, in the L2 under L3 slot 3
+PAE_L2_BASE = xen.PAE_XEN_L3_SLOT << 30  # what that L2 maps: 0xC0000000 up
+PAE_ENTRIES = 512
 GLUE_WINDOW = glue_window(pae=False)
 GLUE_SLOT = GLUE_WINDOW >> 22
 
@@ -107,6 +121,28 @@ def glue_l1(pages: list[tuple[int, bool]]) -> bytes:
     entries = [frame << 12 | (READ_WRITE if writable else READ_ONLY)
                for frame, writable in pages]
     return struct.pack("<1024I", *(entries + [0] * (1024 - len(entries))))
+
+
+def pae_m2p_l1(m2p_pages: int) -> bytes:
+    entries = [(M2P + i * PAGE) | READ_ONLY for i in range(m2p_pages)]
+    return struct.pack(f"<{PAE_ENTRIES}Q", *(entries + [0] * (PAE_ENTRIES - len(entries))))
+
+
+def pae_private_l1() -> bytes:
+    """private_l1's entries as 8-byte PAE entries (the area is 2 MiB aligned and
+    smaller than the 2 MiB one PAE L1 maps)."""
+    entries = struct.unpack("<1024I", private_l1())[:PAE_ENTRIES]
+    return struct.pack(f"<{PAE_ENTRIES}Q", *entries)
+
+
+def _pae_slot(vaddr: int) -> int:
+    return (vaddr - PAE_L2_BASE) >> 21
+
+
+def pae_hypervisor_slots() -> HypervisorSlots:
+    """The entries of slots 428-511 of every L2 under L3 slot 3 (the rest are 0)."""
+    return HypervisorSlots({_pae_slot(PAE_M2P): PAE_M2P_L1 | L2_ENTRY,
+                            _pae_slot(PRIVATE): PAE_PRIVATE_L1 | L2_ENTRY})
 
 
 def hypervisor_slots(glue: bool = False) -> HypervisorSlots:

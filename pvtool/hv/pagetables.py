@@ -28,11 +28,14 @@ GUEST_SLOTS = layout.FIRST_SLOT  # L2 slots below the hypervisor's
 class PageTables:
     """The domain's current page-table base and the frames typed as page tables."""
 
+    pae = False
+
     def __init__(self, domain: Domain, base_mfn: int, *, glue: bool = False):
         self.domain = domain
         self.glue = glue  # map the patched kernel's glue window in every address space
         self.base_mfn = base_mfn
-        self.typed: dict[int, int] = {}  # mfn -> level (1 or 2) in the current base
+        self.typed: dict[int, int] = {}  # mfn -> level (1 or 2) in the base or pinned
+        self.pinned: dict[int, int] = {}  # mfn -> level it was pinned as
         self.downgraded: set[int] = set()  # PTEs made read-only because they map a table
 
     # -- reading and writing tables ----------------------------------------------------
@@ -54,7 +57,8 @@ class PageTables:
             raise HypercallError(Errno.EINVAL, f"base frame {l2_mfn:#x} is not the domain's")
         l2 = self._entries(l2_mfn)
         l1_frames = self._l1_frames(l2, l2_mfn)
-        typed = {l2_mfn: 2} | {mfn: 1 for mfn in l1_frames}
+        typed = self._pinned_types() | {l2_mfn: 2} | {mfn: 1 for mfn in l1_frames}
+        self._check_types(typed)
         for mfn in l1_frames:
             self._validate_l1(mfn, typed)
         self._install_hypervisor_slots(l2_mfn)
@@ -62,6 +66,22 @@ class PageTables:
         self.base_mfn = l2_mfn
         self.domain.machine.cpu.write(CR3, l2_mfn * PAGE)
         self.domain.log(f"new base {l2_mfn:#x}: {len(l1_frames)} page tables validated")
+
+    def _pinned_types(self) -> dict[int, int]:
+        """Pinned tables keep their type (and a pinned L2 its L1s') whatever the base."""
+        types: dict[int, int] = {}
+        for mfn, level in self.pinned.items():
+            if level == 2:
+                types |= {l1: 1 for l1 in self._l1_frames(self._entries(mfn), mfn)}
+            types[mfn] = level
+        return types
+
+    def _check_types(self, typed: dict[int, int]) -> None:
+        """A frame has one type: a pinned table used at another level is refused."""
+        for mfn, level in self.pinned.items():
+            if typed.get(mfn, level) != level:
+                raise HypercallError(Errno.EINVAL, f"frame {mfn:#x} is pinned as a level-"
+                                     f"{level} table and used as level {typed[mfn]}")
 
     def _is_ram(self, mfn: int) -> bool:
         """Only the domain's RAM can hold its page tables: its shared_info page is
@@ -111,7 +131,69 @@ class PageTables:
         for slot in range(GUEST_SLOTS, ENTRIES):
             self._write_entry(l2_mfn, slot, slots.get(slot, 0))
 
+    # -- pinning -------------------------------------------------------------------------
+    def pin(self, mfn: int, level: int) -> None:
+        """MMUEXT_PIN_L1/L2_TABLE: validate MFN as a table of LEVEL and keep its type
+        while pinned. A table still mapped writable cannot become one (-EINVAL)."""
+        if level not in (1, 2):
+            raise HypercallError(Errno.EINVAL, f"a 2-level domain has no level-{level} tables")
+        if not self._is_ram(mfn) or mfn in self.pinned:
+            raise HypercallError(Errno.EINVAL, f"frame {mfn:#x} cannot be pinned")
+        if self.typed.get(mfn, level) != level:
+            raise HypercallError(Errno.EINVAL, f"frame {mfn:#x} is a level-"
+                                 f"{self.typed[mfn]} table")
+        new = {mfn: level} if level == 1 else \
+            {mfn: 2} | {l1: 1 for l1 in self._l1_frames(self._entries(mfn), mfn)}
+        for frame, frame_level in new.items():
+            if self.typed.get(frame, frame_level) != frame_level:
+                raise HypercallError(Errno.EINVAL, f"frame {frame:#x} is a level-"
+                                     f"{self.typed[frame]} table")
+            if frame not in self.typed and self._mapped_writable(frame):
+                raise HypercallError(Errno.EINVAL, f"frame {frame:#x} is mapped writable")
+        typed = self.typed | new
+        for frame, frame_level in new.items():
+            if frame_level == 1:
+                self._check_l1_strict(frame, typed)
+        self.pinned[mfn] = level
+        self.typed = typed
+
+    def unpin(self, mfn: int) -> None:
+        """MMUEXT_UNPIN_TABLE: the frame keeps its type only while the base uses it."""
+        if self.pinned.pop(mfn, None) is None:
+            raise HypercallError(Errno.EINVAL, f"frame {mfn:#x} is not pinned")
+        l2 = self._entries(self.base_mfn)
+        self.typed = self._pinned_types() | {self.base_mfn: 2} | \
+            {l1: 1 for l1 in self._l1_frames(l2, self.base_mfn)}
+
+    def _mapped_writable(self, frame: int) -> bool:
+        for mfn, level in self.typed.items():
+            if level == 1 and any(pte & paging.P and pte & paging.RW and pte >> 12 == frame
+                                  for pte in self._entries(mfn)):
+                return True
+        return False
+
+    def _check_l1_strict(self, mfn: int, typed: dict[int, int]) -> None:
+        """A table pinned by a kernel written for Xen is checked as Xen does: a
+        writable mapping of a page table in it is refused, not downgraded."""
+        for index, pte in enumerate(self._entries(mfn)):
+            if not pte & paging.P:
+                continue
+            frame = pte >> 12
+            if not self.domain.owns_frame(frame) or pte & paging.RW and frame in typed:
+                raise HypercallError(Errno.EINVAL, f"page table {mfn:#x}[{index}] maps "
+                                     f"frame {frame:#x}, which it may not")
+
     # -- explicit updates ----------------------------------------------------------------
+    def mmu_update(self, address: int, val: int) -> None:
+        """One MMU_NORMAL_PT_UPDATE: an entry of an L1 in use (or pinned)."""
+        mfn = address >> 12
+        if self.typed.get(mfn) != 1:
+            raise HypercallError(Errno.EINVAL, f"frame {mfn:#x} is not an L1 page table in use")
+        if val >> 32:
+            raise HypercallError(Errno.EINVAL, f"a 2-level PTE has no high half ({val:#x})")
+        self.check_new_pte(val)
+        self.domain.memory.write_u32(address, val)
+
     def check_new_pte(self, pte: int) -> None:
         """Refuse a mapping the domain may not make (Xen's get_page_from_l1e)."""
         if not pte & paging.P:

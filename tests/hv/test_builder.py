@@ -243,10 +243,3 @@ def test_a_kernel_without_xen_notes_is_refused(build, tmp_path):
     with pytest.raises(UnsupportedImageError, match="no Xen ELF notes"):
         boot_pv_domain(Machine(ram_size=16 << 20, output=lambda _: None),
                        load_elf(guest.path))
-
-
-def test_a_pae_kernel_is_refused_by_the_2_level_builder(build):
-    notes = tuple((t, '.asciz "yes"') if t == 9 else (t, d) for t, d in DEFAULT_NOTES)
-    with pytest.raises(UnsupportedImageError, match="PAE"):
-        boot_pv_domain(Machine(ram_size=16 << 20, output=lambda _: None),
-                       load_elf(build("", notes=notes).path))

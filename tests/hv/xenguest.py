@@ -156,6 +156,9 @@ DEFAULT_NOTES = (
     (8, '.asciz "generic"'),  # LOADER
 )
 
+# The same notes for a PAE kernel, as today's 32-bit Xen kernels carry them.
+PAE_NOTES = tuple((t, '.asciz "yes"') if t == 9 else (t, d) for t, d in DEFAULT_NOTES)
+
 LINKER_SCRIPT = """
 ENTRY({e_entry})
 SECTIONS {{

@@ -10,13 +10,15 @@ from pvtool.hv.domain import Domain, HypercallError, VCpu
 from pvtool.hv.hypercalls.common import MAX_BATCH
 
 PAGE = 4096
+PIN_LEVELS = {MmuextCmd.pin_l1_table: 1, MmuextCmd.pin_l2_table: 2,
+              MmuextCmd.pin_l3_table: 3, MmuextCmd.pin_l4_table: 4}
 
 
 def update_va_mapping(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     vaddr, pte_lo, pte_hi, flags = args[:4]
-    if pte_hi:
+    if pte_hi and not dom.pagetables.pae:
         raise HypercallError(Errno.EINVAL, "a 2-level PTE has no high half")
-    dom.pagetables.update_va_mapping(vaddr, pte_lo)
+    dom.pagetables.update_va_mapping(vaddr, pte_hi << 32 | pte_lo)
     if flags & UVMF_FLUSHTYPE_MASK:
         dom.pagetables.flush_tlb()
     return 0
@@ -36,12 +38,7 @@ def _one_mmu_update(dom: Domain, ptr: int, val: int) -> None:
     cmd, address = ptr & 3, ptr & ~3
     if cmd not in (MmuUpdateCmd.normal_pt_update, MmuUpdateCmd.pt_update_preserve_ad):
         raise HypercallError(Errno.ENOSYS, f"mmu_update command {cmd}")
-    mfn = address >> 12
-    level = dom.pagetables.typed.get(mfn)
-    if level != 1:
-        raise HypercallError(Errno.EINVAL, f"frame {mfn:#x} is not an L1 page table in use")
-    dom.pagetables.check_new_pte(val)
-    dom.memory.write_u32(address, val)
+    dom.pagetables.mmu_update(address, val)
 
 
 def mmuext_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
@@ -71,6 +68,10 @@ def _one_mmuext(dom: Domain, cmd: int, arg1: int) -> None:
     pagetables = dom.pagetables
     if cmd == MmuextCmd.new_baseptr:
         pagetables.new_baseptr(arg1)
+    elif cmd in PIN_LEVELS:
+        pagetables.pin(arg1, PIN_LEVELS[cmd])
+    elif cmd == MmuextCmd.unpin_table:
+        pagetables.unpin(arg1)
     elif cmd in (MmuextCmd.tlb_flush_local, MmuextCmd.tlb_flush_all,
                  MmuextCmd.invlpg_local, MmuextCmd.invlpg_all):
         pagetables.flush_tlb()

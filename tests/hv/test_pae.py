@@ -1,0 +1,270 @@
+"""PAE domains (today's 32-bit Xen, XEN-ABI.md "Boot"): the builder's 3-level layout and
+the validation of PAE page tables: every refusal names Xen's error.
+
+The tables are read here with the test's own arithmetic (8-byte entries, a 4-entry L3,
+512-entry L2s and L1s), not with pvtool's walker.
+"""
+
+import struct
+
+import pytest
+
+from pvtool.machine.cpu import CR3, CR4, ESI
+from tests.hv.harness import RW, P, boot
+from tests.hv.xenguest import EINVAL, PAE_NOTES, neg
+
+PAGE = 4096
+CR4_PAE = 1 << 5
+XEN_PAE_START = 0xF5800000  # Xen's range on PAE; L2 slots 428-511 under L3 slot 3
+SI_SHARED_INFO, SI_PT_BASE, SI_NR_PT_FRAMES = 36, 60, 64
+
+
+def q(booted, address: int) -> int:
+    return struct.unpack("<Q", booted.memory.read_phys(address, 8))[0]
+
+
+def l3e(booted, slot: int) -> int:
+    return q(booted, (booted.cpu.read(CR3) & ~0x1F) + 8 * slot)
+
+
+def l2e(booted, vaddr: int) -> int:
+    return q(booted, (l3e(booted, vaddr >> 30) & ~0xFFF) + 8 * ((vaddr >> 21) & 511))
+
+
+def pte_address(booted, vaddr: int) -> int:
+    return (l2e(booted, vaddr) & 0xFFFFF000) + 8 * ((vaddr >> 12) & 511)
+
+
+def pte(booted, vaddr: int) -> int:
+    return q(booted, pte_address(booted, vaddr))
+
+
+@pytest.fixture
+def pae_guest(build):
+    def _build(text: str = "", **parts):
+        return build(text, notes=PAE_NOTES, **parts)
+    return _build
+
+
+def test_a_pae_kernel_boots_with_the_32p_magic_cr4_pae_and_read_only_tables(pae_guest):
+    booted = boot(pae_guest(""))
+    info = booted.memory.read_phys(booted.cpu.read(ESI), 80)
+    assert info[:32] == b"xen-3.0-x86_32p".ljust(32, b"\0")
+    assert booted.cpu.read(CR4) & CR4_PAE
+    pt_base, nr_pt = struct.unpack_from("<II", info, SI_PT_BASE)
+    assert booted.cpu.read(CR3) == pt_base  # VIRT_BASE 0: virtual = physical
+    # L3, the L2 of GiB 0, the L2 under slot 3 (the hypervisor's), two L1s (4 MiB).
+    assert nr_pt == 5
+    for frame in range(nr_pt):
+        entry = pte(booted, pt_base + frame * PAGE)
+        assert entry & P and not entry & RW, f"page-table frame {frame} is writable"
+    # L3 entries carry no flag but present.
+    assert l3e(booted, 0) & 0xFFF == P and l3e(booted, 3) & 0xFFF == P
+    # Xen's range: the read-only machine-to-phys table at 0xF5800000 (slot 428).
+    m2p = pte(booted, XEN_PAE_START)
+    assert m2p & P and not m2p & RW
+    assert struct.unpack("<I", booted.memory.read_virt(XEN_PAE_START + 4 * 5, 4))[0] == 5
+    booted.run()
+    assert booted.machine.stop.reason == "shutdown (poweroff)"
+
+
+def test_update_va_mapping_takes_the_high_half_and_maps_shared_info(pae_guest):
+    text = """
+    MAP_SHARED_INFO shinfo
+    mov [result], eax
+    mov eax, [shinfo + VCPU_upcall_mask]
+    mov [mask], eax
+    /* pte_hi set: a frame above 4 GiB, which the domain does not own */
+    mov ebx, offset scratch
+    mov ecx, 0x1063
+    mov edx, 1
+    mov esi, UVMF_INVLPG
+    HYPERCALL update_va_mapping
+    mov [high], eax
+    """
+    booted = boot(pae_guest(text, data="result: .long 1\nmask: .long 0\nhigh: .long 0",
+                            bss="shinfo: .skip 4096\nscratch: .skip 4096"))
+    booted.run()
+    assert booted.u32("result") == 0
+    assert booted.u32("mask") & 0xFF == 1  # the upcall mask starts at 1
+    assert booted.u32("high") == neg(EINVAL)
+
+
+MMU_ASM = """
+    .macro MMU_UPDATE ptr_lo, val_lo, val_hi=0
+    mov dword ptr [req], \\ptr_lo
+    mov dword ptr [req + 4], 0
+    mov dword ptr [req + 8], \\val_lo
+    mov dword ptr [req + 12], \\val_hi
+    mov ebx, offset req
+    mov ecx, 1
+    xor edx, edx
+    mov esi, 0x7ff0
+    HYPERCALL mmu_update
+    .endm
+
+    .macro MMUEXT cmd, arg1
+    mov dword ptr [op], \\cmd
+    mov dword ptr [op + 4], \\arg1
+    mov ebx, offset op
+    mov ecx, 1
+    xor edx, edx
+    mov esi, 0x7ff0
+    HYPERCALL mmuext_op
+    .endm
+
+    .macro REMAP va, pte_lo, pte_hi=0
+    mov ebx, offset \\va
+    mov ecx, \\pte_lo
+    mov edx, \\pte_hi
+    mov esi, UVMF_INVLPG
+    HYPERCALL update_va_mapping
+    .endm
+"""
+MMU_DATA = "req: .long 0, 0, 0, 0\nop: .long 0, 0, 0\nresults: .fill 8, 4, 0x5a5a5a5a"
+PIN_L1, UNPIN = 0, 4
+
+
+def test_isolation_refusals_on_pae_are_xens_einval(pae_guest):
+    text = MMU_ASM + """
+    /* a frame the domain does not own (RAM is 16 MiB) */
+    REMAP scratch, 0x01000063
+    mov [results], eax
+    /* the hypervisor's own machine frames (the machine-to-phys table) */
+    REMAP scratch, 0xfc000063
+    mov [results + 4], eax
+    /* an L3 entry with RW: only present is allowed */
+    mov edi, [start_info_ptr]
+    mov edi, [edi + SI_pt_base]
+    mov eax, [edi]
+    or eax, 2
+    MMU_UPDATE edi, eax
+    mov [results + 8], eax
+    /* slot 428 of the L2 under L3 slot 3: the hypervisor's */
+    mov eax, [edi + 24]
+    and eax, 0xfffff000
+    add eax, 428 * 8
+    MMU_UPDATE eax, 0
+    mov [results + 12], eax
+    /* the page tables themselves, writable */
+    mov eax, edi
+    or eax, 0x63
+    mov ebx, offset scratch
+    mov ecx, eax
+    xor edx, edx
+    mov esi, UVMF_INVLPG
+    HYPERCALL update_va_mapping
+    mov [results + 16], eax
+    """
+    booted = boot(pae_guest(text, data=MMU_DATA, bss="scratch: .skip 4096"))
+    booted.run()
+    assert booted.machine.stop.reason == "shutdown (poweroff)"
+    assert booted.u32s("results", 5) == (neg(EINVAL),) * 5
+
+
+def test_a_pinned_table_is_never_writable_and_loses_its_type_when_unpinned(pae_guest):
+    mfn = "mov eax, offset table\n    shr eax, 12\n"
+    pte = "mov eax, offset table\n    or eax, {flags}\n"
+    text = MMU_ASM + f"""
+    /* still mapped writable: it cannot become a page table */
+    {mfn}    MMUEXT {PIN_L1}, eax
+    mov [results], eax
+    {pte.format(flags=0x21)}    REMAP table, eax
+    {mfn}    MMUEXT {PIN_L1}, eax
+    mov [results + 4], eax
+    {pte.format(flags=0x63)}    REMAP table, eax
+    mov [results + 8], eax
+    {mfn}    MMUEXT {PIN_L1}, eax
+    mov [results + 12], eax
+    {mfn}    MMUEXT {UNPIN}, eax
+    mov [results + 16], eax
+    {pte.format(flags=0x63)}    REMAP table, eax
+    mov [results + 20], eax
+    {mfn}    MMUEXT {UNPIN}, eax
+    mov [results + 24], eax
+    """
+    booted = boot(pae_guest(text, data=MMU_DATA, bss="table: .skip 4096"))
+    booted.run()
+    assert booted.u32s("results", 7) == (
+        neg(EINVAL),  # pin while mapped writable
+        0,  # pinned once read-only
+        neg(EINVAL),  # a writable mapping of a pinned table
+        neg(EINVAL),  # pinned twice
+        0,  # unpinned
+        0,  # no longer a table: writable again
+        neg(EINVAL),  # not pinned
+    )
+
+
+def test_mmu_update_writes_a_64_bit_l1_entry(pae_guest):
+    text = MMU_ASM + """
+    mov ebx, offset alias
+    call pte_of
+    mov edi, eax
+    mov edx, offset target
+    or edx, 0x63
+    MMU_UPDATE edi, edx, 0
+    mov [results], eax
+    mov eax, [alias]
+    mov [results + 4], eax
+    mov edx, offset target
+    or edx, 0x63
+    MMU_UPDATE edi, edx, 0x10
+    mov [results + 8], eax
+    jmp 9f
+    /* the machine address of the PAE L1 entry mapping EBX: L3, L2, L1 by hand */
+pte_of:
+    mov eax, [start_info_ptr]
+    mov eax, [eax + SI_pt_base]
+    mov ecx, ebx
+    shr ecx, 30
+    mov eax, [eax + 8 * ecx]
+    and eax, 0xfffff000
+    mov ecx, ebx
+    shr ecx, 21
+    and ecx, 511
+    mov eax, [eax + 8 * ecx]
+    and eax, 0xfffff000
+    mov ecx, ebx
+    shr ecx, 12
+    and ecx, 511
+    lea eax, [eax + 8 * ecx]
+    ret
+9:
+    """
+    booted = boot(pae_guest(text, data=MMU_DATA + "\n.balign 4096\ntarget: .long 0x7a7a7a7a",
+                            bss="alias: .skip 4096"))
+    booted.run()
+    assert booted.u32s("results", 3) == (0, 0x7A7A7A7A, neg(EINVAL))
+    assert pte(booted, booted.guest["alias"]) & ~0xFFF == booted.guest["target"]
+
+
+def test_new_baseptr_switches_to_a_validated_l3_and_the_old_tables_lose_their_type(pae_guest):
+    text = MMU_ASM + """
+    mov eax, [new_l3_mfn]
+    MMUEXT 5, eax
+    mov [results], eax
+    /* the old L3 is no page table now: it may be mapped writable */
+    mov eax, [start_info_ptr]
+    mov eax, [eax + SI_pt_base]
+    or eax, 0x63
+    REMAP scratch, eax
+    mov [results + 4], eax
+    """
+    guest = pae_guest(text, data=MMU_DATA + "\nnew_l3_mfn: .long 0",
+                      bss="scratch: .skip 4096")
+    booted = boot(guest)
+    old = booted.cpu.read(CR3)
+    new_l3 = 8 << 20  # free RAM, above the boot mapping
+    l3 = [q(booted, old + 8 * slot) for slot in range(4)]
+    for slot, entry in enumerate(l3):
+        if entry & P:
+            copy = new_l3 + (1 + slot) * PAGE
+            booted.memory.write_phys(copy, booted.memory.read_phys(entry & ~0xFFF, PAGE))
+            l3[slot] = copy | P
+    booted.memory.write_phys(new_l3, struct.pack("<4Q", *l3))
+    booted.write_u32s("new_l3_mfn", new_l3 >> 12)
+    booted.run()
+    assert booted.u32s("results", 2) == (0, 0)
+    assert booted.cpu.read(CR3) == new_l3
+    assert booted.machine.stop.reason == "shutdown (poweroff)"
