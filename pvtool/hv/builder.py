@@ -175,10 +175,11 @@ def _in_glue_window(seg) -> bool:
     return layout.GLUE_WINDOW <= seg.vaddr < layout.GLUE_WINDOW + pvabi.GLUE_WINDOW_SIZE
 
 
-def _load_glue(machine: Machine, image: ElfImage, nr_pages: int) -> list[tuple[int, bool]]:
+def _load_glue(machine: Machine, image: ElfImage,
+               nr_pages: int) -> list[tuple[int, bool] | None]:
     """Load the segments linked in the glue window at their physical addresses (the
     low-memory hole) and map them in the window's page table."""
-    pages: list[tuple[int, bool]] = []
+    pages: list[tuple[int, bool] | None] = []
     for seg in sorted(image.segments, key=lambda s: s.vaddr):
         if not _in_glue_window(seg) or seg.memsz == 0:
             continue
@@ -189,7 +190,7 @@ def _load_glue(machine: Machine, image: ElfImage, nr_pages: int) -> list[tuple[i
         first = (seg.vaddr - layout.GLUE_WINDOW) // PAGE
         data = image.data[seg.offset:seg.offset + seg.filesz]
         machine.memory.write_phys(seg.paddr, data + bytes(seg.memsz - seg.filesz))
-        pages += [(0, False)] * (first - len(pages))
+        pages += [None] * (first - len(pages))  # a gap stays unmapped
         pages += [(seg.paddr // PAGE + i, seg.writable) for i in range(-(-seg.memsz // PAGE))]
     if pages:
         machine.memory.write_phys(layout.GLUE_L1, layout.glue_l1(pages))

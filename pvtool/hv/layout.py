@@ -115,11 +115,12 @@ def m2p_l1(m2p_pages: int) -> bytes:
     return struct.pack("<1024I", *(entries + [0] * (1024 - len(entries))))
 
 
-def glue_l1(pages: list[tuple[int, bool]]) -> bytes:
+def glue_l1(pages: list[tuple[int, bool] | None]) -> bytes:
     """The page table of the glue window: (frame, writable) for each page from its
-    start; the glue is the kernel's, so ring 3 cannot reach it (no US bit)."""
-    entries = [frame << 12 | (READ_WRITE if writable else READ_ONLY)
-               for frame, writable in pages]
+    start, None for a page between two segments (not present); the glue is the
+    kernel's, so ring 3 cannot reach it (no US bit)."""
+    entries = [0 if page is None else page[0] << 12 | (READ_WRITE if page[1] else READ_ONLY)
+               for page in pages]
     return struct.pack("<1024I", *(entries + [0] * (1024 - len(entries))))
 
 
