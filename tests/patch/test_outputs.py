@@ -14,12 +14,18 @@ from pvtool.patch.pipeline import patch_image
 from tests.oracles import guest_path, require_tool
 from tests.patch.tools import (
     HC_PHYSDEV_OP,
+    HOLE_BASE,
+    HOLE_LIMIT,
+    IDENTITY_TABLES,
     XEN_ENTRY,
     XEN_HYPERCALL_PAGE,
     Glue,
     address,
     build_kernel,
     by_address,
+    glue_segments,
+    hole_limit,
+    identity_tables,
     notes,
     objdump,
     read_virtual,
@@ -186,10 +192,19 @@ def test_readelf_shows_the_new_sections_each_in_its_own_load_segment(hello):
     assert loads[pvtext.address].offset == pvtext.offset
     for section in (pvdata, pvtext):
         assert section.address % 4096 == 0 and section.offset % 4096 == 0
-    original = [s for s in segments(elf) if s.type == "LOAD"]
-    assert all(s in loads.values() for s in original)
-    assert min(pvdata.address, pvtext.address) >= max(s.vaddr + s.memsz for s in original)
     assert sections(elf).keys() <= found.keys()
+
+
+def test_the_new_segments_are_linked_in_the_glue_window_and_loaded_in_the_hole(hello):
+    """docs/ABI.md, "The glue window": .pvdata at 0xFC800000 and .pvtext after it, their
+    p_paddr in the low-memory hole, below the identity-map tables at its top; hello has
+    no segment in the hole, so the hole reaches 1 MiB and the tables end there."""
+    elf, out, _ = hello
+    assert hole_limit(elf) == HOLE_LIMIT
+    pvdata, pvtext = glue_segments(elf, out)
+    assert pvdata.paddr == HOLE_BASE
+    assert pvtext.paddr - pvdata.paddr == pvtext.vaddr - pvdata.vaddr  # one linear window
+    assert pvdata.memsz > pvdata.filesz  # the GDT shadow: zero-filled, not in the file
 
 
 def test_readelf_shows_a_note_segment_with_the_xen_notes(hello):
@@ -258,9 +273,12 @@ SECTIONS {
 """
 
 
-def test_a_higher_half_kernel_gets_its_new_segments_at_the_same_offset(tmp_path):
-    """virtual = physical + 0xC0000000 for every segment, old and new, and VIRT_BASE
-    says so (Xen's libelf: a note kernel's virtual addresses are p_paddr + VIRT_BASE)."""
+def test_a_higher_half_kernel_keeps_its_offset_and_gets_the_glue_in_the_window(tmp_path):
+    """The kernel's own segments keep virtual = physical + 0xC0000000 and VIRT_BASE says
+    so (Xen's libelf: a note kernel's virtual addresses are p_paddr + VIRT_BASE); the
+    new ones are linked in the glue window whatever the kernel's offset, and loaded in
+    the hole (the builder loads the window's segments by p_paddr, docs/ABI.md). ld
+    puts no header segment in the hole here: the tables end at 1 MiB."""
     body = """
 .globl _start
 .type _start, @function
@@ -272,12 +290,15 @@ _start:
     elf, _ = build_kernel(tmp_path, body, data="value: .long 1\n", script=HIGHER_HALF)
     out = tmp_path / "high.pv.elf"
     patch_image(elf, out)
-    listed = run(require_tool("readelf"), "-lW", str(out)).stdout
-    loads = re.findall(r"^\s+LOAD\s+0x[0-9a-f]+ (0x[0-9a-f]+) (0x[0-9a-f]+)", listed, re.M)
+    loads = [s for s in segments(out) if s.type == "LOAD"]
     assert len(loads) == 4
-    for virtual, physical in loads:
-        assert int(virtual, 16) - int(physical, 16) == 0xC0000000
+    pvdata, pvtext = glue_segments(elf, out)
+    for seg in loads:
+        if seg not in (pvdata, pvtext):
+            assert seg.vaddr - seg.paddr == 0xC0000000
+    assert identity_tables(elf) == (HOLE_LIMIT - IDENTITY_TABLES * 4096, HOLE_LIMIT)
     xen = {kind: desc for name, kind, desc in notes(out) if name == b"Xen"}
     assert struct.unpack("<I", xen[3])[0] == 0xC0000000
     stub = int(json.loads(out.with_suffix(".json").read_text())["sites"][0]["stub"], 16)
-    assert stub >= sections(out)[".pvtext"].address >= 0xC0000000
+    assert pvtext.vaddr <= stub < pvtext.vaddr + pvtext.memsz
+    assert struct.unpack("<I", xen[1])[0] in range(pvtext.vaddr, pvtext.vaddr + pvtext.memsz)

@@ -87,6 +87,13 @@ class Pieces:
                       emitted or self.emitted)
 
 
+def rel32(target: int, after: int) -> bytes:
+    """A jmp's rel32 from the instruction that ends at AFTER to TARGET: the CPU adds it
+    modulo 2**32, and the glue window (0xFC800000 up) is more than 2 GiB from a kernel
+    linked at 1 MiB, so a jump between them wraps around the address space."""
+    return ((target - after) % (1 << 32)).to_bytes(4, "little")
+
+
 @pytest.fixture(scope="module")
 def pieces(tmp_path_factory) -> Pieces:
     workdir = tmp_path_factory.mktemp("verify")
@@ -128,7 +135,7 @@ def test_a_changed_kept_site_is_refused(pieces):
 def test_a_redirected_detour_jump_is_refused(pieces):
     plan = pieces.plan(Placement.DETOUR)
     stub = pieces.emitted.stubs[0][1]
-    elsewhere = (stub + 16 - (plan.start + 5)).to_bytes(4, "little")
+    elsewhere = rel32(stub + 16, plan.start + 5)
     with pytest.raises(PatchError, match="does not jump to its stub"):
         pieces.verify(pieces.tampered(plan.start + 1, elsewhere))
 
@@ -144,7 +151,10 @@ def test_a_detour_jump_replaced_by_the_original_code_is_refused(pieces):
 def test_a_stub_returning_elsewhere_is_refused(pieces):
     plan, stub, code = pieces.emitted.stubs[0]
     jump_back = stub + len(code) - 5
-    elsewhere = (plan.end + 1 - (jump_back + 5)).to_bytes(4, "little", signed=True)
+    clean = pieces.load(pieces.build(), "clean.elf")
+    # the stub's own jump back, encoded as the test encodes the tampered one
+    assert clean.read_virtual(jump_back, 5) == b"\xe9" + rel32(plan.end, jump_back + 5)
+    elsewhere = rel32(plan.end + 1, jump_back + 5)
     with pytest.raises(PatchError, match="does not return"):
         pieces.verify(pieces.tampered(jump_back + 1, elsewhere))
 

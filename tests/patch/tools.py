@@ -46,6 +46,15 @@ HYPERCALL_ENTRY = 32
 XEN_ENTRY, XEN_HYPERCALL_PAGE = 1, 2
 PVTOOL_TRAP_SITES = 1
 TRAP_SITE_SIZE = 24  # u32 address, u8 length, 3 bytes padding, 15 bytes original, pad
+# The glue window (docs/ABI.md, "The glue window" and "An identity map while paging is
+# off"): .pvdata then .pvtext are linked in [0xFC800000, +4 MiB) and loaded (p_paddr) in
+# the PC's low-memory hole [0xA0000, 1 MiB), which ends early at a segment of the
+# kernel that reaches into it; the top of the hole holds the PV entry's identity-map
+# tables, one L2 and 64 L1s (256 MiB of RAM).
+PAGE = 4096
+GLUE_WINDOW, GLUE_WINDOW_SIZE = 0xFC80_0000, 4 << 20
+HOLE_BASE, HOLE_LIMIT = 0xA_0000, 0x10_0000
+IDENTITY_TABLES = 1 + 64
 
 
 def run(*command: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -172,6 +181,7 @@ class Segment:
     type: str
     offset: int
     vaddr: int
+    paddr: int
     filesz: int
     memsz: int
     flags: str
@@ -196,7 +206,8 @@ def segments(elf: Path) -> list[Segment]:
             # Type Offset VirtAddr PhysAddr FileSiz MemSiz Flg... Align
             flags = "".join(parts[6:-1])
             found.append(Segment(parts[0], int(parts[1], 16), int(parts[2], 16),
-                                 int(parts[4], 16), int(parts[5], 16), flags))
+                                 int(parts[3], 16), int(parts[4], 16), int(parts[5], 16),
+                                 flags))
     return found
 
 
@@ -368,3 +379,59 @@ class Glue:
     def names(self, entry: int, value: int) -> bool:
         """Whether an instruction reached from ENTRY has VALUE as an operand."""
         return any(re.search(rf"\b{value:#x}\b", line.operands) for line in self.walk(entry))
+
+
+# ---- the glue window ------------------------------------------------------------------
+
+
+def hole_limit(original: Path) -> int:
+    """Where the low-memory hole ends for ORIGINAL: at 1 MiB, or at the page that holds
+    the start of the lowest PT_LOAD of the kernel reaching into [0xA0000, 1 MiB) (ld puts
+    the ELF headers at 0xFF000 by default). Read from readelf's physical addresses."""
+    limit = HOLE_LIMIT
+    for seg in segments(original):
+        if (seg.type == "LOAD" and seg.memsz and seg.paddr < limit
+                and seg.paddr + seg.memsz > HOLE_BASE):
+            limit = seg.paddr & ~(PAGE - 1)
+    return limit
+
+
+def identity_tables(original: Path) -> tuple[int, int]:
+    """[start, end) of the identity-map tables' frames: the top of the hole."""
+    end = hole_limit(original)
+    return end - IDENTITY_TABLES * PAGE, end
+
+
+def glue_segments(original: Path, out: Path) -> tuple[Segment, Segment]:
+    """The PT_LOAD segments of .pvdata and .pvtext in OUT, checked against the glue
+    window's invariants; every original PT_LOAD is kept as it was."""
+    loads = [s for s in segments(out) if s.type == "LOAD"]
+    original_loads = [s for s in segments(original) if s.type == "LOAD"]
+    assert all(s in loads for s in original_loads)
+    added = [s for s in loads if s not in original_loads]
+    assert len(added) == 2, added
+    found = sections(out)
+    pvdata, pvtext = (next(s for s in added if s.vaddr == found[name].address)
+                      for name in (".pvdata", ".pvtext"))
+    assert (pvdata.flags, pvtext.flags) == ("RW", "RE")
+    # linked in the window, .pvdata first at its start, .pvtext after it
+    assert pvdata.vaddr == GLUE_WINDOW
+    assert pvtext.vaddr >= pvdata.vaddr + pvdata.memsz
+    assert pvtext.vaddr + pvtext.memsz <= GLUE_WINDOW + GLUE_WINDOW_SIZE
+    # loaded in the hole, below the kernel's own segments there and the identity tables
+    tables, _ = identity_tables(original)
+    for seg in (pvdata, pvtext):
+        assert seg.vaddr % PAGE == 0 and seg.paddr % PAGE == 0 and seg.offset % PAGE == 0
+        assert seg.paddr >= HOLE_BASE and seg.paddr + seg.memsz <= tables, (
+            f"{seg.paddr:#x}+{seg.memsz:#x} is not in [{HOLE_BASE:#x}, {tables:#x})")
+    assert not _pages_overlap(pvdata.paddr, pvdata.memsz, pvtext.paddr, pvtext.memsz)
+    for seg in original_loads:
+        for glue in (pvdata, pvtext):
+            assert not _pages_overlap(seg.paddr, seg.memsz, glue.paddr, glue.memsz)
+    return pvdata, pvtext
+
+
+def _pages_overlap(a: int, a_size: int, b: int, b_size: int) -> bool:
+    first = max(a // PAGE, b // PAGE)
+    last = min((a + a_size - 1) // PAGE, (b + b_size - 1) // PAGE)
+    return a_size > 0 and b_size > 0 and first <= last
