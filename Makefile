@@ -70,6 +70,12 @@ demo: $(STAMP) guests
 	@echo "== diffstat =="
 	$(PVTOOL) diffstat build/hello.pv.diff
 
+# ---- the same guests native, paravirtualized (and trap-and-emulated when pvtool has it),
+# ---- against limits measured in the same run; tables on stdout, figures in build/bench/.
+bench: $(STAMP) guests
+	@mkdir -p build/bench
+	$(PVTOOL) bench build/guests/minikern.elf build/guests/hello.elf --json build/bench/results.json
+
 test: $(STAMP) guests
 	$(BIN)/pytest -q
 

@@ -174,6 +174,24 @@ def diffstat(diff: Path, as_json: bool) -> None:
         diffstat_view.render(result, console.stdout)
 
 
+@cli.command()
+@click.argument("images", nargs=-1, type=EXISTING_FILE)
+@click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True,
+              metavar="N", help="Runs of each guest in each mode (the median is shown).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False),
+              metavar="FILE", help="Write every figure to FILE as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False),
+              metavar="FILE.png", help="Draw a bar chart (needs pvtool[plot]: matplotlib).")
+def bench(images: tuple[Path, ...], repeat: int, json_path: Path | None,
+          plot_path: Path | None) -> None:
+    """Run each IMAGE natively, paravirtualized (patched on the fly) and trap-and-emulated
+    (when available), against limits measured in the same run: raw Unicorn speed, an
+    empty hook, a null hypercall, peak memory. Default IMAGEs: build/guests/*.elf."""
+    from pvtool.bench.command import run_bench
+
+    run_bench(images, repeat, json_path, plot_path)
+
+
 def main() -> None:
     cli(prog_name="pvtool")
 

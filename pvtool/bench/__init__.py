@@ -1,0 +1,6 @@
+"""`pvtool bench`: the same guests natively, paravirtualized and (when pvtool has it)
+trap-and-emulated, in one process run, against the limits measured in the same run:
+Unicorn's raw speed with no hooks, the cost of an empty hook, a null hypercall.
+
+Benchmarks report figures; tests never assert them (DESIGN.md, "Measuring").
+"""

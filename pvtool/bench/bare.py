@@ -1,0 +1,29 @@
+"""A bare Unicorn x86-32 CPU in ring 0, paging off: no devices and no hooks unless a
+probe adds its own. The baseline pvtool's machine is measured against."""
+
+from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
+from unicorn import x86_const as X
+
+PAGE = 4096
+STACK_TOP = 0x80000  # below the 1 MiB where kernels load; the probes map it
+
+
+def bare_cpu() -> Uc:
+    return Uc(UC_ARCH_X86, UC_MODE_32)
+
+
+def map_range(uc: Uc, start: int, end: int) -> None:
+    """Map [start, end) rounded out to pages, skipping pages already mapped."""
+    mapped = [(begin, last) for begin, last, _ in uc.mem_regions()]
+    page = start & ~(PAGE - 1)
+    while page < end:
+        if not any(begin <= page <= last for begin, last in mapped):
+            uc.mem_map(page, PAGE)
+        page += PAGE
+
+
+def load_code(uc: Uc, address: int, code: bytes) -> None:
+    map_range(uc, address, address + len(code))
+    uc.mem_write(address, code)
+    map_range(uc, STACK_TOP - 4 * PAGE, STACK_TOP)
+    uc.reg_write(X.UC_X86_REG_ESP, STACK_TOP)

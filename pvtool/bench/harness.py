@@ -1,0 +1,157 @@
+"""One bench run: the guests' workloads, then the limits they are measured against,
+all in this process (the peak-memory probe excepted: it needs a process of its own).
+The result is one BenchReport, which the table, the JSON and the chart all read."""
+
+import platform
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+from pvtool.bench.emptyhook import HookResult, run_empty_hook
+from pvtool.bench.nullcall import NullCallResult, run_null_hypercalls
+from pvtool.bench.peakmemory import PeakMemory, measure_peak_memory
+from pvtool.bench.rawloop import LoopResult, run_register_loop
+from pvtool.bench.rawsieve import SieveResult, run_sieve
+from pvtool.bench.workloads import ModeRuns, available_modes, run_workloads
+from pvtool.errors import InputMissingError, PvtoolError, UsageError
+from pvtool.image.elf import load_elf
+from pvtool.run import Mode
+
+LOOP_ITERATIONS = 10_000_000
+HOOK_CALLS = 200_000
+NULL_HYPERCALLS = 20_000
+MIN_PROBE_REPEAT = 5  # the probes take milliseconds: more repeats cost nothing
+HYPERCALL_TARGET = 3.0  # a null hypercall should cost at most 3 empty hooks
+
+
+@dataclass
+class GuestBench:
+    image: Path
+    modes: dict[Mode, ModeRuns]
+
+    def to_dict(self) -> dict:
+        native = self.modes.get(Mode.NATIVE)
+        return {"image": str(self.image), "name": self.image.stem,
+                "modes": {mode.value: runs.to_dict(native)
+                          for mode, runs in self.modes.items()}}
+
+
+@dataclass
+class Limits:
+    register_loop: LoopResult
+    empty_hook: HookResult
+    null_hypercall: NullCallResult
+    sieve: SieveResult | None = None
+    sieve_error: str | None = None
+    pvtool_native: dict | None = None  # the sieve's guest booted by pvtool, for comparison
+    peak_memory: PeakMemory | None = None
+    peak_memory_error: str | None = None
+
+    @property
+    def hypercall_over_hook(self) -> float:
+        return self.null_hypercall.seconds_per_call / self.empty_hook.seconds_per_call
+
+    def to_dict(self) -> dict:
+        return {
+            "register_loop": self.register_loop.to_dict(),
+            "sieve": self.sieve.to_dict() if self.sieve else None,
+            "sieve_error": self.sieve_error,
+            "pvtool_native": self.pvtool_native,
+            "empty_hook": self.empty_hook.to_dict(),
+            "null_hypercall": self.null_hypercall.to_dict(),
+            "hypercall_over_empty_hook": round(self.hypercall_over_hook, 3),
+            "hypercall_target": HYPERCALL_TARGET,
+            "hypercall_within_target": self.hypercall_over_hook <= HYPERCALL_TARGET,
+            "peak_memory": self.peak_memory.to_dict() if self.peak_memory else None,
+            "peak_memory_error": self.peak_memory_error,
+        }
+
+
+@dataclass
+class BenchReport:
+    repeat: int
+    guests: list[GuestBench]
+    limits: Limits
+    environment: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"schema": 1, "repeat": self.repeat, "environment": self.environment,
+                "modes_available": [m.value for m in available_modes()],
+                "guests": [g.to_dict() for g in self.guests],
+                "limits": self.limits.to_dict()}
+
+
+def check_images(images: Sequence[Path]) -> None:
+    """Fail before measuring anything: every image must exist and be an ELF."""
+    if not images:
+        raise UsageError("no image to bench: give at least one guest kernel")
+    for image in images:
+        if not image.is_file():
+            raise InputMissingError(f"{image}: no such file")
+        load_elf(image)
+
+
+def bench(images: Sequence[Path], repeat: int,
+          progress: Callable[[str], None] = lambda message: None) -> BenchReport:
+    check_images(images)
+    guests = []
+    with tempfile.TemporaryDirectory(prefix="pvtool-bench-") as workdir:
+        for image in images:
+            guests.append(GuestBench(image, run_workloads(image, repeat, Path(workdir),
+                                                          progress)))
+    limits = measure_limits(images, guests, max(repeat, MIN_PROBE_REPEAT), progress)
+    return BenchReport(repeat, guests, limits, _environment())
+
+
+def measure_limits(images: Sequence[Path], guests: list[GuestBench], repeat: int,
+                   progress: Callable[[str], None]) -> Limits:
+    progress("raw Unicorn: register loop")
+    loop = run_register_loop(LOOP_ITERATIONS, repeat)
+    progress("raw Unicorn: empty INTR hook")
+    hook = run_empty_hook(HOOK_CALLS, repeat)
+    progress("pvtool: null hypercalls")
+    nullcall = run_null_hypercalls(NULL_HYPERCALLS, repeat)
+    limits = Limits(loop, hook, nullcall)
+    sieve_guest = _sieve_guest(images, limits)
+    if sieve_guest is not None:
+        progress("pvtool: peak memory of a native run (child process)")
+        try:
+            limits.peak_memory = measure_peak_memory(sieve_guest)
+        except RuntimeError as exc:
+            limits.peak_memory_error = str(exc)
+        limits.pvtool_native = _native_speed(guests, sieve_guest)
+    return limits
+
+
+def _sieve_guest(images: Sequence[Path], limits: Limits) -> Path | None:
+    """The first image with minikern's sieve (run raw); else the first image, for the
+    peak-memory figure."""
+    for image in images:
+        try:
+            limits.sieve = run_sieve(image, MIN_PROBE_REPEAT)
+            return image
+        except PvtoolError as exc:
+            limits.sieve_error = exc.message
+    return images[0] if images else None
+
+
+def _native_speed(guests: list[GuestBench], image: Path) -> dict | None:
+    for guest in guests:
+        native = guest.modes.get(Mode.NATIVE)
+        if guest.image == image and native is not None and native.ok:
+            insns = native.results[-1].insns_upper_bound
+            seconds = native.timing.median
+            return {"image": str(image), "insns_upper_bound": insns,
+                    "seconds": round(seconds, 6), "insns_per_second": round(insns / seconds),
+                    "scope": "the whole guest run (boot, all programs, interrupts)"}
+    return None
+
+
+def _environment() -> dict:
+    import os
+
+    return {"python": platform.python_version(), "unicorn": version("unicorn"),
+            "pvtool": version("pvtool"), "machine": platform.machine(),
+            "cpus": os.cpu_count()}

@@ -1,0 +1,73 @@
+"""A tiny Xen PV kernel built in memory: N null hypercalls (xen_version) through
+`int 0x82`, then SCHEDOP_shutdown(poweroff). It is the null-hypercall benchmark's guest.
+
+The image is the least a domain builder accepts: one RWX PT_LOAD at 1 MiB holding
+code, data and a hypercall page, and a PT_NOTE with the notes of a 32-bit non-PAE
+Xen 3.0 kernel (public/elfnote.h). No sections, no symbols.
+"""
+
+import struct
+
+from pvtool.abi.xen import (
+    XEN_NOTE_NAME,
+    ElfNote,
+    Hypercall,
+    SchedOp,
+    ShutdownReason,
+    XenVer,
+)
+from pvtool.image import elf32
+from pvtool.x86.isa import assemble
+
+BASE = 0x100000
+PAGE = 4096
+DATA = BASE + PAGE  # the loop counter and the shutdown reason
+HYPERCALL_PAGE = BASE + 2 * PAGE
+IMAGE_SIZE = 3 * PAGE
+HEADERS = elf32.EHDR.size + 2 * elf32.PHDR.size
+SEGMENT_OFFSET = PAGE  # the loadable bytes start on a page of their own in the file
+
+LOOP = f"""
+    mov dword ptr [{DATA:#x}], {{calls}}
+again:
+    mov eax, {Hypercall.xen_version}
+    mov ebx, {XenVer.version}
+    xor ecx, ecx
+    int 0x82
+    dec dword ptr [{DATA:#x}]
+    jnz again
+    mov dword ptr [{DATA + 4:#x}], {ShutdownReason.poweroff}
+    mov eax, {Hypercall.sched_op}
+    mov ebx, {SchedOp.shutdown}
+    mov ecx, {DATA + 4:#x}
+    int 0x82
+hang:
+    jmp hang
+"""
+
+
+def null_hypercall_kernel(calls: int) -> bytes:
+    """The ELF image of a kernel making CALLS xen_version hypercalls, then powering off."""
+    if not 0 < calls < 1 << 31:
+        raise ValueError(f"calls must be positive and fit a signed 32-bit counter: {calls}")
+    code = assemble(LOOP.format(calls=calls), BASE, 32)
+    segment = code.ljust(IMAGE_SIZE, b"\0")
+    notes = _notes()
+    notes_offset = SEGMENT_OFFSET + len(segment)
+    header = elf32.EHDR.pack(
+        b"\x7fELF\x01\x01\x01".ljust(16, b"\0"), elf32.ET_EXEC, elf32.EM_386, 1, BASE,
+        elf32.EHDR.size, 0, 0, elf32.EHDR.size, elf32.PHDR.size, 2, 0, 0, 0)
+    load = elf32.PHDR.pack(elf32.PT_LOAD, SEGMENT_OFFSET, BASE, BASE, len(segment),
+                           len(segment), elf32.PF_R | elf32.PF_W | elf32.PF_X, PAGE)
+    note = elf32.PHDR.pack(elf32.PT_NOTE, notes_offset, 0, 0, len(notes), len(notes),
+                           elf32.PF_R, 4)
+    return (header + load + note).ljust(SEGMENT_OFFSET, b"\0") + segment + notes
+
+
+def _notes() -> bytes:
+    word = struct.Struct("<I").pack
+    notes = ((ElfNote.guest_os, b"pvtool-bench\0"), (ElfNote.xen_version, b"xen-3.0\0"),
+             (ElfNote.virt_base, word(0)), (ElfNote.entry, word(BASE)),
+             (ElfNote.hypercall_page, word(HYPERCALL_PAGE)), (ElfNote.pae_mode, b"no\0"),
+             (ElfNote.loader, b"generic\0"))
+    return b"".join(elf32.pack_note(XEN_NOTE_NAME, kind, desc) for kind, desc in notes)

@@ -1,0 +1,115 @@
+"""The tables `pvtool bench` prints: read from the same dictionary `--json` writes."""
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+
+def render(data: dict, console: Console) -> None:
+    """Three tables sized for 80 columns (a pipe's width)."""
+    for table in (_workloads(data), _exits(data), _limits(data["limits"])):
+        console.print(table)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f}"
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.2f}"
+
+
+def _mips(per_second: float) -> str:
+    return f"{per_second / 1e6:,.1f}"
+
+
+def _workloads(data: dict) -> Table:
+    title = f"Guest workloads: median of {data['repeat']} run(s), run-loop wall time"
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
+    for name in ("guest", "mode", "wall ms", "/native", "M insns", "M insn/s", "exits"):
+        table.add_column(name, no_wrap=True, min_width=len(name),
+                         justify="left" if name in ("guest", "mode") else "right")
+    table.add_column("stop")
+    for guest in data["guests"]:
+        for mode, run in guest["modes"].items():
+            if not run["ok"]:
+                table.add_row(guest["name"], mode, "-", "-", "-", "-", "-",
+                              f"[red]not run: {run['error']}[/]")
+                continue
+            ratio = run["ratio_to_native"]
+            stop = _stop(run)
+            table.add_row(guest["name"], mode, _ms(run["wall_seconds"]["median"]),
+                          f"{ratio:.2f}" if ratio is not None else "-",
+                          f"{run['insns_upper_bound'] / 1e6:,.1f}",
+                          _mips(run["insns_per_second"]), f"{run['exits_total']:,}", stop)
+    table.caption = "M insns: an upper bound (whole slices); no exact count is taken"
+    return table
+
+
+def _stop(run: dict) -> str:
+    stop = run["stop"]
+    text = {"guest-exit": "exit", "shutdown": "shutdown"}.get(stop["kind"], stop["kind"])
+    text = f"{text} {stop['guest_code']}"
+    return text if run["guest_passed"] else f"[red]{text} FAILED[/]"
+
+
+def _exits(data: dict) -> Table:
+    """Exit kinds down, one column per guest and mode (one run each)."""
+    columns = [(guest["name"], mode, run) for guest in data["guests"]
+               for mode, run in guest["modes"].items() if run["ok"]]
+    kinds = sorted({kind for _, _, run in columns for kind in run["exits"]})
+    calls = sorted({name for _, _, run in columns for name in run["hypercalls"]})
+    table = Table(box=box.SIMPLE_HEAD, title="Exits by kind (one run)", title_justify="left")
+    table.add_column("exit", no_wrap=True)
+    for name, mode, _ in columns:
+        table.add_column(f"{name} {mode}", justify="right")
+    for kind in kinds:
+        table.add_row(kind, *(f"{run['exits'].get(kind, 0):,}" for _, _, run in columns))
+    for call in calls:
+        table.add_row(f"  {call}", *(f"{run['hypercalls'].get(call, 0):,}"
+                                     for _, _, run in columns), style="dim")
+    return table
+
+
+def _limits(limits: dict) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, title="Limits, measured in this run", title_justify="left")
+    table.add_column("measure", no_wrap=True)
+    table.add_column("figure", justify="right", no_wrap=True)
+    table.add_column("how")
+    loop = limits["register_loop"]
+    table.add_row("raw Unicorn, register loop", f"{_mips(loop['insns_per_second'])} M insn/s",
+                  f"{loop['insns']:,} insns, no hooks")
+    sieve = limits["sieve"]
+    if sieve is not None:
+        table.add_row("raw Unicorn, minikern sieve", f"{_mips(sieve['insns_per_second'])} M insn/s",
+                      f"{sieve['function']}: {sieve['insns']:,} insns, no hooks, count=0")
+        table.add_row("  same, count= slices",
+                      f"{_mips(sieve['counted_insns_per_second'])} M insn/s",
+                      "no hooks, 1 M-instruction slices as pvtool runs")
+    else:
+        table.add_row("raw Unicorn, sieve", "-", limits["sieve_error"] or "no image")
+    native = limits["pvtool_native"]
+    if native is not None:
+        row = f"{_mips(native['insns_per_second'])} M insn/s"
+        note = "whole guest, upper-bound count"
+        if sieve is not None:
+            note += f"; raw sieve is x{sieve['insns_per_second'] / native['insns_per_second']:.2f}"
+        table.add_row("pvtool native", row, note)
+    hook, call = limits["empty_hook"], limits["null_hypercall"]
+    table.add_row("empty INTR hook", f"{_us(hook['seconds_per_call'])} us",
+                  f"int 0x80 x {hook['calls']:,}, empty Python callback")
+    table.add_row("null hypercall (pvtool)", f"{_us(call['seconds_per_call'])} us",
+                  f"xen_version via int 0x82 x {call['calls']:,}")
+    verdict = "[green]within[/]" if limits["hypercall_within_target"] else "[red]over[/]"
+    table.add_row("hypercall / empty hook", f"{limits['hypercall_over_empty_hook']:.1f}x",
+                  f"{verdict} the target of {limits['hypercall_target']:g}x")
+    memory = limits["peak_memory"]
+    if memory is not None:
+        table.add_row("peak memory", f"{memory['peak_kib'] / 1024:,.1f} MiB",
+                      f"{memory['source']} of a child process, {memory['mode']} run of "
+                      f"{memory['image']} ({memory['baseline_kib'] / 1024:,.1f} MiB after "
+                      f"imports; its ru_maxrss {memory['ru_maxrss_kib'] / 1024:,.1f} MiB "
+                      "includes the parent's size at fork)")
+    elif limits["peak_memory_error"]:
+        table.add_row("peak memory", "-", limits["peak_memory_error"])
+    return table

@@ -1,0 +1,115 @@
+"""The guests' own workloads: each image booted natively, paravirtualized (patched on
+the fly into a scratch folder) and trap-and-emulated when this pvtool has that mode.
+Repeats are interleaved across modes so a slow spell of the machine hits them all."""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pvtool.bench.measure import Timing, per_second
+from pvtool.errors import PvtoolError
+from pvtool.machine.stop import StopKind
+from pvtool.run import Mode, RunOptions, RunResult, run_image
+
+DISK_SIZE = 256 << 10  # minikern's disk: zeros, fresh for every run
+RUN_TIMEOUT = 120.0  # seconds: a guest that loops for ever still ends the bench
+
+
+def fresh_disk(workdir: Path) -> Path:
+    disk = workdir / "disk.img"
+    disk.write_bytes(bytes(DISK_SIZE))
+    return disk
+
+
+def available_modes() -> list[Mode]:
+    """Native and PV always; trap-and-emulate when pvtool.run.Mode has it."""
+    modes = [Mode.NATIVE, Mode.PV]
+    trap = getattr(Mode, "TRAP", None)
+    if trap is not None:
+        modes.insert(1, trap)
+    return modes
+
+
+@dataclass
+class ModeRuns:
+    """One guest in one mode: every repeat's result, or why it could not run."""
+
+    mode: Mode
+    image: Path | None  # what was booted (the patched copy for PV)
+    results: list[RunResult] = field(default_factory=list)
+    error: str | None = None
+    prepare_seconds: float | None = None  # patching, for PV
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.results)
+
+    @property
+    def timing(self) -> Timing:
+        return Timing(tuple(r.wall_seconds for r in self.results))
+
+    def to_dict(self, native: "ModeRuns | None") -> dict:
+        if not self.ok:
+            return {"ok": False, "error": self.error}
+        last = self.results[-1]
+        ratio = (self.timing.median / native.timing.median
+                 if native is not None and native.ok else None)
+        return {
+            "ok": True, "error": None,
+            "prepare_seconds": round(self.prepare_seconds, 6)
+            if self.prepare_seconds is not None else None,
+            "wall_seconds": self.timing.to_dict(),
+            "ratio_to_native": round(ratio, 4) if ratio is not None else None,
+            "insns_upper_bound": last.insns_upper_bound,
+            "insns_exact": None,  # an exact count costs x12 (UNICORN.md): not measured
+            "insns_per_second": round(per_second(last.insns_upper_bound,
+                                                 self.timing.median)),
+            "exits": dict(sorted(last.exits.items())),
+            "exits_total": sum(last.exits.values()),
+            "hypercalls": dict(sorted(last.hypercalls.items())),
+            "stop": last.to_dict()["stop"],
+            "guest_passed": _passed(last),
+            "same_exits_every_run": all(r.exits == last.exits for r in self.results),
+        }
+
+
+def _passed(result: RunResult) -> bool:
+    """The guest ended on purpose with status 0 (every check passed, or poweroff)."""
+    return (result.stop.kind in (StopKind.GUEST_EXIT, StopKind.SHUTDOWN)
+            and result.stop.code == 0)
+
+
+def run_workloads(image: Path, repeat: int, workdir: Path,
+                  progress: Callable[[str], None]) -> dict[Mode, ModeRuns]:
+    runs = {mode: _prepare(mode, image, workdir) for mode in available_modes()}
+    for index in range(repeat):
+        for mode, mode_runs in runs.items():
+            if mode_runs.error is not None:
+                continue
+            progress(f"{image.name}: {mode.value} run {index + 1}/{repeat}")
+            try:
+                mode_runs.results.append(_run_once(mode_runs, workdir))
+            except PvtoolError as exc:
+                mode_runs.error = exc.message
+    return runs
+
+
+def _prepare(mode: Mode, image: Path, workdir: Path) -> ModeRuns:
+    """PV boots a copy patched now; the other modes boot IMAGE itself."""
+    if mode is not Mode.PV:
+        return ModeRuns(mode, image)
+    from pvtool.patch.pipeline import patch_image
+
+    patched = workdir / f"{image.stem}.pv.elf"
+    started = time.perf_counter()
+    try:
+        patch_image(image, patched)
+    except PvtoolError as exc:
+        return ModeRuns(mode, None, error=f"patch: {exc.message}")
+    return ModeRuns(mode, patched, prepare_seconds=time.perf_counter() - started)
+
+
+def _run_once(mode_runs: ModeRuns, workdir: Path) -> RunResult:
+    options = RunOptions(mode=mode_runs.mode, timeout=RUN_TIMEOUT, disk=fresh_disk(workdir))
+    return run_image(mode_runs.image, options, lambda data: None)

@@ -1,0 +1,63 @@
+"""The limits' probes on tiny inputs: they return positive figures and their loops
+really ran the iterations asked for. No timing is asserted (benchmarks report)."""
+
+import pytest
+
+from pvtool.bench.emptyhook import run_empty_hook
+from pvtool.bench.nullcall import run_null_hypercalls
+from pvtool.bench.rawloop import run_register_loop
+from pvtool.bench.rawsieve import run_sieve
+from pvtool.bench.tinyxen import null_hypercall_kernel
+from pvtool.errors import UnsupportedImageError
+from pvtool.image.elf import load_elf
+from pvtool.image.xen_notes import parse_xen_notes
+from pvtool.x86.isa import decode_one
+
+
+def test_the_register_loop_runs_every_iteration():
+    result = run_register_loop(1000, repeat=2)
+    assert result.final_ecx == 0
+    assert result.final_eax == sum(range(1, 1001))
+    assert result.insns == 3 * 1000 + 2
+    assert len(result.timing.runs) == 2
+    assert result.insns_per_second > 0
+
+
+def test_every_int_0x80_reaches_the_empty_hook():
+    result = run_empty_hook(500, repeat=1)
+    assert result.final_ecx == 0  # without the hook emu_start would have raised
+    assert result.seconds_per_call > 0
+
+
+def test_the_null_hypercall_guest_makes_exactly_the_calls_asked_for():
+    result = run_null_hypercalls(50, repeat=2)
+    assert result.counted_calls == 50
+    assert "poweroff" in result.stop
+    assert result.seconds_per_call > 0
+
+
+def test_the_null_hypercall_kernel_carries_xen_notes(tmp_path):
+    kernel = tmp_path / "k.elf"
+    kernel.write_bytes(null_hypercall_kernel(3))
+    notes = parse_xen_notes(load_elf(kernel))
+    assert notes is not None and notes.entry == 0x100000 and notes.pae_mode == "no"
+
+
+def test_the_sieve_runs_raw_from_primes_to_its_first_unmap(guests):
+    path = guests("minikern")
+    result = run_sieve(path, repeat=1)
+    image = load_elf(path)
+    assert result.start == image.find_symbol("primes").value
+    call = decode_one(image.read_virtual(result.stop, 16), result.stop, 32)
+    assert call.mnemonic == "call"
+    assert int(call.op_str, 16) == image.find_symbol("unmap").value
+    # 50000 bytes of sieve in 4 KiB pages; a whole sieve is hundreds of thousands
+    # of instructions, every one counted.
+    assert result.touched_pages == 13
+    assert result.insns > 100_000
+    assert result.timing.median > 0 and result.counted_timing.median > 0
+
+
+def test_an_image_without_the_sieve_is_refused_with_a_reason(guests):
+    with pytest.raises(UnsupportedImageError, match="no symbol"):
+        run_sieve(guests("hello"), repeat=1)
