@@ -225,6 +225,36 @@ def test_added_sections_overlapping_each_other_write_nothing(kernel, tmp_path):
                               AddedSection(".b", 0x201000, b"\x90", 1, RX)])
 
 
+def test_an_added_section_with_its_own_physical_address_is_loaded_there(kernel, tmp_path):
+    """The glue window's layout (docs/ABI.md): linked high, loaded low; p_paddr is the
+    section's own, not the image's virtual-physical offset applied to its vaddr."""
+    image = load_elf(kernel)
+    out = tmp_path / "kernel.pv.elf"
+    added = [AddedSection(".pvtext", 0xFC802000, PV_CODE, 0x1000, RX, paddr=0xA2000),
+             AddedSection(".pvdata", 0xFC800000, b"\1", 0x2000, RW, paddr=0xA0000)]
+    write_patched_elf(image, out, patches={}, added=added, notes=None)
+    loads = re.findall(r"^\s+LOAD\s+0x[0-9a-f]+ (0x[0-9a-f]+) (0x[0-9a-f]+) (0x[0-9a-f]+) "
+                       r"(0x[0-9a-f]+)", tool_output("readelf", "-lW", str(out))[0], re.M)
+    assert [tuple(int(x, 16) for x in load) for load in loads[-2:]] == [
+        (0xFC800000, 0xA0000, 1, 0x2000), (0xFC802000, 0xA2000, len(PV_CODE), 0x1000)]
+    assert load_elf(out).read_virtual(0xFC802000, len(PV_CODE)) == PV_CODE
+
+
+@pytest.mark.parametrize("which", ["kernel", "higher_half_kernel"])
+def test_an_added_section_sharing_physical_pages_with_the_image_writes_nothing(
+        request, tmp_path, which):
+    """Apart in virtual space, together in physical (both kernels are loaded at 1 MiB):
+    the loader would put one over the other."""
+    expect_patch_error(request.getfixturevalue(which), tmp_path, "shares pages", added=[
+        AddedSection(".pvtext", 0xFC800000, PV_CODE, 0x1000, RX, paddr=0x100000)])
+
+
+def test_added_sections_sharing_physical_pages_write_nothing(kernel, tmp_path):
+    expect_patch_error(kernel, tmp_path, "shares pages", added=[
+        AddedSection(".pvdata", 0xFC800000, b"", 0x2000, RW, paddr=0xA0000),
+        AddedSection(".pvtext", 0xFC802000, PV_CODE, 0x1000, RX, paddr=0xA1000)])
+
+
 @pytest.mark.parametrize("section, pattern", [
     (AddedSection(".pvtext", 0x105010, PV_CODE, 0x1000, RX), "not page-aligned"),
     (AddedSection(".text", 0x105000, PV_CODE, 0x1000, RX), "already has a section"),
