@@ -79,6 +79,9 @@ def patch(image: Path, output: Path | None, patch_set: str, as_json: bool) -> No
               help="Boot IMAGE (a Multiboot kernel) on the emulated bare PC, in ring 0.")
 @click.option("--pv", "mode", flag_value="pv",
               help="Boot IMAGE paravirtualized (the default for an image with Xen notes).")
+@click.option("--trap", "mode", flag_value="trap",
+              help="Boot IMAGE (an unpatched Multiboot kernel) in ring 1 under the "
+                   "hypervisor, emulating each privileged instruction it traps on.")
 @click.option("--max-insns", type=click.IntRange(min=1), metavar="N",
               help="Stop the guest after about N instructions.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
@@ -92,7 +95,7 @@ def patch(image: Path, output: Path | None, patch_set: str, as_json: bool) -> No
 @click.option("--input", "input_file", type=EXISTING_FILE, metavar="FILE",
               help="Bytes the serial port receives (default: standard input, if not a tty).")
 @click.option("--module", "modules", type=EXISTING_FILE, multiple=True, metavar="FILE",
-              help="A Multiboot module (--native; repeat for more).")
+              help="A Multiboot module (--native, --trap; repeat for more).")
 @click.option("--quiet", is_flag=True, help="No summary of exits on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="The summary as JSON (on stderr).")
 @click.option("--trace", is_flag=True, help="Print hypercalls on stderr as they happen.")

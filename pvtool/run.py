@@ -26,6 +26,7 @@ class Mode(Enum):
     AUTO = "auto"
     NATIVE = "native"
     PV = "pv"
+    TRAP = "trap"  # unpatched, deprivileged, trap-and-emulate (hv/trapmode.py)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class RunResult:
     exits: Counter = field(default_factory=Counter)
     hypercalls: Counter = field(default_factory=Counter)
     uart_bytes: int = 0
+    # --trap: the sensitive instructions that ran untrapped (hv/trapmode.SensitiveUse)
+    sensitive: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -65,6 +68,7 @@ class RunResult:
             "exits": dict(sorted(self.exits.items())),
             "hypercalls": dict(sorted(self.hypercalls.items())),
             "uart_bytes": self.uart_bytes,
+            "sensitive": [use.to_dict() for use in self.sensitive],
         }
 
 
@@ -87,13 +91,21 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
     finally:
         if disk is not None:
             disk.close()  # flushed: the guest's writes reach the file, whatever happened
-    if domain is not None:
+    if mode is Mode.TRAP:
+        result.sensitive = domain.sensitive_report()
+    elif domain is not None:
         result.hypercalls = domain.hypercall_counts
     return result
 
 
 def _boot(machine: Machine, image: ElfImage, mode: Mode, options: RunOptions):
-    """Load the guest for MODE; the PV domain, or None for a native boot."""
+    """Load the guest for MODE; the PV domain, the trap-mode guest, or None for a
+    native boot."""
+    if mode is Mode.TRAP:
+        from pvtool.hv.trapmode import boot_trap_domain
+
+        return boot_trap_domain(machine, image, cmdline=options.cmdline,
+                                modules=options.modules, trace=options.trace)
     if mode is Mode.NATIVE:
         load_multiboot(machine, image, cmdline=options.cmdline, modules=options.modules)
         machine.trap_handler = NativeInterrupts(machine.cpu, machine.memory,

@@ -106,13 +106,16 @@ class Emulator:
         if handler is None:
             return False
         try:
-            handler(insn)
+            # A handler returns None to go on after the instruction, or where to go on
+            # (an emulated iret or far transfer).
+            next_eip = handler(insn)
         except HypercallError as refusal:
             raise DomainCrash(f"emulating {insn.mnemonic} {insn.op_str} at "
                               f"{insn.address:#x}: {refusal.why}") from None
         self.emulated[cls.name] = self.emulated.get(cls.name, 0) + 1
         if self.domain.machine.stop is None:
-            self.domain.vcpu.set(EIP, insn.address + insn.size)
+            self.domain.vcpu.set(EIP, insn.address + insn.size if next_eip is None
+                                 else next_eip)
         return True
 
     def _op_cli(self, insn) -> None:

@@ -18,3 +18,19 @@ def render(result: RunResult, console: Console) -> None:
     table.caption = (f"{result.wall_seconds * 1000:.1f} ms wall, {result.slices} slice(s), "
                      f"at most {result.insns_upper_bound:,} instructions")
     console.print(table)
+    if result.sensitive:
+        _render_sensitive(result, console)
+
+
+def _render_sensitive(result: RunResult, console: Console) -> None:
+    """--trap: the sensitive instructions that ran on the CPU, where trapping could not
+    virtualize them."""
+    table = Table(title="sensitive instructions that ran untrapped (not virtualized)",
+                  title_justify="left")
+    table.add_column("address")
+    table.add_column("instruction")
+    table.add_column("class")
+    table.add_column("count", justify="right")
+    for use in result.sensitive:
+        table.add_row(f"{use.address:#010x}", use.text, use.name, str(use.count))
+    console.print(table)

@@ -1,0 +1,368 @@
+"""Trap-and-emulate (full virtualization): an UNPATCHED Multiboot kernel runs in
+ring 1 under the hypervisor, and each privileged instruction it executes faults and
+is emulated against a virtual CPU (hv/trapemulate.py).
+
+It is built from the PV hypervisor's parts, not a copy of them:
+- memory: the Domain's checked guest access, and hv/pagetables.py exactly as in PV
+  mode. Until the kernel turns paging on, it runs on an identity map of its RAM kept
+  in the hypervisor's frames (as the PV entry's pv_identity_map, but out of the
+  guest's reach); its own tables become the base, validated, when it sets CR0.PG or
+  loads CR3 with paging on; its later stores into them fault and go through ptwr.
+- segments: Xen's GDT (hv/gdt.py, layout.py), into which lgdt copies the kernel's
+  descriptors after set_gdt's checks.
+- interrupts: pvtool delivers every exception and device interrupt as a VIRTUAL
+  interrupt through the kernel's own IDT gates (lidt is only recorded), honouring the
+  virtual IF, with the hardware's frame: [error code,] EIP, CS, EFLAGS [, ESP, SS].
+  CS and EFLAGS are shown as the kernel would see them natively: a ring-1 CS as RPL 0
+  (so the kernel's iret back into itself faults and is emulated, which restores the
+  virtual IF), EFLAGS.IF as the virtual IF, IOPL 0. A trap from ring 3 switches to
+  SS0:ESP0 of the TSS the kernel loaded with ltr.
+- devices: port I/O goes straight to the PC's devices (Unicorn never traps it), and
+  PIT/PIC interrupts wait for the virtual IF.
+
+At CPL 3 the virtual IF reads as set: ring 3 can change neither IF, and the kernel's
+iret into ring 3 runs on the CPU, which ignores the IF it pops at CPL 1.
+
+The holes stay open (DESIGN.md): the sensitive instructions that do not fault
+(catalogue classes with faults_when_deprivileged False) run on the CPU and show the
+hypervisor's state. Each one the image contains gets a code hook on its own address,
+so nothing else pays for it, and the run summary lists those that ran.
+"""
+
+import struct
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from unicorn import UC_HOOK_CODE
+
+from pvtool.abi import xen
+from pvtool.hv import layout
+from pvtool.hv.domain import Domain, DomainCrash, HypercallError
+from pvtool.hv.gdt import Gdt
+from pvtool.hv.pagetables import PageTables
+from pvtool.hv.ptwr import handle_write_fault
+from pvtool.hv.trapemulate import KERNEL_RING, TrapEmulator
+from pvtool.image.elf import ElfImage
+from pvtool.machine.cpu import (
+    CR0,
+    CR2,
+    CR3,
+    CR4,
+    CS,
+    DS,
+    EFLAGS,
+    EFLAGS_IF,
+    EIP,
+    ES,
+    ESP,
+    FS,
+    GDTR,
+    GS,
+    SS,
+)
+from pvtool.machine.interrupts import (
+    EFLAGS_NT,
+    EFLAGS_RF,
+    EFLAGS_TF,
+    ERROR_CODE_VECTORS,
+    TSS_ESP0,
+    is_software_interrupt,
+)
+from pvtool.machine.loader import load_multiboot
+from pvtool.machine.pc import Machine
+from pvtool.x86 import paging
+from pvtool.x86.catalogue import CATALOGUE, classify
+from pvtool.x86.descriptors import GateDescriptor, SystemType
+from pvtool.x86.isa import decode_all
+
+PAGE = 4096
+ENTRIES = 1024
+VECTOR_NP, VECTOR_GP, VECTOR_PF = 11, 13, 14
+CR0_RING1 = 0x80010033  # the real CR0: PG WP NE ET MP PE (the kernel's is virtual)
+EFLAGS_RESERVED = 0x2
+EFLAGS_IOPL = 3 << 12
+# The identity map of the kernel's RAM while its paging is off: an L2 and its L1s in
+# hypervisor frames after the hypervisor's own range.
+IDENTITY_L2 = layout.BASE + layout.MEMORY_SIZE
+IDENTITY_FLAGS = paging.P | paging.RW | paging.A | paging.D
+UNVIRTUALIZABLE = frozenset(c.name for c in CATALOGUE
+                            if not c.faults_when_deprivileged and 32 in c.modes)
+
+
+@dataclass(frozen=True)
+class SensitiveUse:
+    """A sensitive instruction that ran on the CPU, untrapped."""
+
+    address: int
+    name: str  # its catalogue class
+    text: str
+    count: int
+
+    def to_dict(self) -> dict:
+        return {"address": self.address, "class": self.name, "insn": self.text,
+                "count": self.count}
+
+
+class TrapMode:
+    """The running trap-and-emulate guest: its domain, emulator and interrupt path."""
+
+    def __init__(self, machine: Machine, image: ElfImage,
+                 trace: Callable[[str], None] | None):
+        self.machine = machine
+        self.domain = Domain(machine=machine, nr_pages=machine.ram_size // PAGE,
+                             console_output=machine.output, trace=trace)
+        self.domain.gdt = Gdt(self.domain)
+        self.domain.pagetables = PageTables(self.domain, IDENTITY_L2 // PAGE)
+        self.emulator = TrapEmulator(self.domain)
+        self.handler = TrapHandler(self)
+        self.watch = SensitiveWatch(machine, image, self.emulator)
+
+    def sensitive_report(self) -> list[SensitiveUse]:
+        return self.watch.report()
+
+
+def boot_trap_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
+                     modules=(), trace: Callable[[str], None] | None = None) -> TrapMode:
+    """Load IMAGE as a Multiboot loader would, then start it in ring 1 under the
+    hypervisor, with the registers Multiboot promises (EAX magic, EBX info)."""
+    load_multiboot(machine, image, cmdline=cmdline, modules=modules)
+    nr_l1 = -(-machine.ram_size // (ENTRIES * PAGE))
+    machine.map_memory(layout.BASE, layout.MEMORY_SIZE + (1 + nr_l1) * PAGE)
+    _write_hypervisor_area(machine)
+    _write_identity_map(machine, nr_l1)
+    trap = TrapMode(machine, image, trace)
+    trap.domain.gdt.install_reserved()
+    trap.domain.upcall_mask = 1  # Multiboot enters with IF clear
+    machine.trap_handler = trap.handler
+    _enter_ring1(machine)
+    return trap
+
+
+def _write_hypervisor_area(machine: Machine) -> None:
+    """The parts of the hypervisor's range a trap-mode guest needs: the GDT and
+    shared_info pages (shared_info read-only: the kernel does not know it exists)
+    and the iretd trampoline."""
+    mem = machine.memory
+    mem.write_phys(layout.PRIVATE_L1, layout.private_l1(shared_info_writable=False))
+    mem.write_phys(layout.TRAMPOLINE + layout.IRETD_OFFSET, layout.IRETD)
+
+
+def _write_identity_map(machine: Machine, nr_l1: int) -> None:
+    l2 = [0] * ENTRIES
+    for i in range(nr_l1):
+        l1_addr = IDENTITY_L2 + (1 + i) * PAGE
+        l2[i] = l1_addr | IDENTITY_FLAGS
+        first = i * ENTRIES
+        frames = range(first, min(first + ENTRIES, machine.ram_size // PAGE))
+        l1 = [frame * PAGE | IDENTITY_FLAGS for frame in frames]
+        machine.memory.write_phys(l1_addr, struct.pack(f"<{ENTRIES}I",
+                                                       *(l1 + [0] * (ENTRIES - len(l1)))))
+    for slot, pde in layout.hypervisor_slots().entries.items():
+        l2[slot] = pde
+    machine.memory.write_phys(IDENTITY_L2, struct.pack(f"<{ENTRIES}I", *l2))
+
+
+def _enter_ring1(machine: Machine) -> None:
+    """Paging on with the identity map, Xen's GDT, then iretd from ring 0 into the
+    kernel's entry at ring 1 (reg_write cannot lower privilege, UNICORN.md)."""
+    cpu = machine.cpu
+    entry = cpu.read(EIP)
+    cpu.set_descriptor_table(GDTR, layout.GDT, layout.GDT_LIMIT)
+    cpu.write(CR3, IDENTITY_L2)
+    cpu.write(CR4, 0)
+    cpu.write(CR0, CR0_RING1)
+    cpu.write(CS, layout.HYPERVISOR_CS)
+    cpu.write(SS, layout.HYPERVISOR_DS)
+    frame = struct.pack("<5I", entry, xen.FLAT_RING1_CS, EFLAGS_RESERVED, 0,
+                        xen.FLAT_RING1_SS)
+    machine.memory.write_phys(layout.ENTRY_FRAME, frame)
+    cpu.write(ESP, layout.ENTRY_FRAME)
+    cpu.write(EIP, layout.TRAMPOLINE + layout.IRETD_OFFSET)
+    machine.run_slice(1)
+    if cpu.cpl != KERNEL_RING or cpu.read(EIP) != entry:
+        raise RuntimeError("the trampoline did not enter ring 1 at the kernel's entry")
+    cpu.ack_exception()
+    cpu.write(ESP, 0)  # Multiboot leaves ESP undefined, as the native loader does
+    for reg in (DS, ES, FS, GS):
+        cpu.write(reg, xen.FLAT_RING1_DS)
+
+
+class TrapHandler:
+    """Every interrupt and exception of a trap-mode guest."""
+
+    def __init__(self, trap: TrapMode):
+        self.trap = trap
+        self.domain = trap.domain
+        self.vcpu = trap.domain.vcpu
+        self.emulator = trap.emulator
+        self.exits = trap.machine.exits
+
+    def on_interrupt(self, vector: int) -> None:
+        try:
+            self._route(vector)
+        except DomainCrash as crash:
+            self.domain.crash(crash.reason)
+
+    def interrupts_enabled(self) -> bool:
+        return self.vcpu.cpl == 3 or not self.domain.upcall_mask
+
+    def take_interrupt(self, pic) -> None:
+        if pic.pending() and self.interrupts_enabled():
+            self.exits["irq"] += 1
+            self.deliver(pic.acknowledge(), None, software=False, return_eip=self.vcpu.eip)
+
+    def _route(self, vector: int) -> None:
+        eip = self.vcpu.eip
+        if is_software_interrupt(self.domain.memory, vector, eip):
+            self.exits["interrupt"] += 1
+            self.deliver(vector, None, software=True, return_eip=eip)
+            return
+        error_code = self.domain.machine.cpu.fault_error_code() \
+            if vector in ERROR_CODE_VECTORS else None
+        self.vcpu.ack_exception()
+        cpl = self.vcpu.cpl
+        if vector == VECTOR_GP and cpl == KERNEL_RING and self.emulator.emulate_privileged(eip):
+            self.exits["emulated"] += 1
+            self._after_emulation()
+            return
+        self.exits["exception"] += 1
+        if vector == VECTOR_PF:
+            address = self.domain.machine.cpu.read(CR2)
+            if cpl == KERNEL_RING and handle_write_fault(self.domain, address, error_code):
+                return
+            self.domain.set_cr2(address)
+        self.deliver(vector, error_code, software=False, return_eip=eip)
+
+    def _after_emulation(self) -> None:
+        """An emulated instruction that enabled interrupts (iret, a wrmsr...) lets a
+        waiting one in at once, as the CPU would; sti only after the next instruction
+        (its interrupt shadow), and a blocked hlt when the run loop wakes it."""
+        machine = self.domain.machine
+        if machine.stop is None and not machine.blocked \
+                and self.emulator.last_mnemonic != "sti":
+            self.take_interrupt(machine.pic)
+
+    def deliver(self, vector: int, error_code: int | None, *, software: bool,
+                return_eip: int, nested: bool = False) -> None:
+        """Deliver VECTOR through the kernel's IDT as the CPU would from ring 0 and
+        ring 3 (SDM 6.12), with the kernel's ring 0 played by ring 1. A delivery the
+        CPU would refuse raises #GP or #NP instead; one that faults on the kernel's
+        own stack or IDT ends the domain, as a triple fault ends a PC."""
+        cpu_ring = self.vcpu.cpl
+        gate = self._gate(vector)
+        refused = None
+        if software and gate.dpl < (0 if cpu_ring == KERNEL_RING else cpu_ring):
+            # `int n` is two bytes, int3 one: the #GP reports the instruction itself.
+            refused, return_eip = VECTOR_GP, return_eip - (1 if vector == 3 else 2)
+        elif not gate.present:
+            refused = VECTOR_NP
+        if refused is not None:
+            if nested:
+                raise DomainCrash(f"triple fault: vector {vector} cannot be delivered "
+                                  "(its IDT gate is refused)")
+            self.deliver(refused, vector * 8 + 2, software=False, return_eip=return_eip,
+                         nested=True)
+            return
+        handler_cs = gate.selector & ~3 | KERNEL_RING
+        if not self.domain.gdt.is_code_selector(handler_cs, KERNEL_RING):
+            raise DomainCrash(f"the IDT gate of vector {vector} names cs {gate.selector:#x}, "
+                              "not a kernel code segment")
+        self._push_and_enter(gate, handler_cs, error_code, return_eip)
+
+    def _gate(self, vector: int) -> GateDescriptor:
+        cpu = self.emulator.cpu
+        if vector * 8 + 7 > cpu.idt_limit:
+            raise DomainCrash(f"vector {vector} is past the IDT's limit")
+        try:
+            raw = self.domain.copy_from_guest(cpu.idt_base + vector * 8, 8)
+        except HypercallError:
+            raise DomainCrash(f"the IDT gate of vector {vector} is not mapped") from None
+        gate = GateDescriptor.decode(raw)
+        if raw[5] & 0x10 or gate.type not in (SystemType.INTERRUPT_GATE,
+                                              SystemType.TRAP_GATE):
+            raise DomainCrash(f"the IDT entry of vector {vector} is not an interrupt or "
+                              "trap gate")
+        return gate
+
+    def _push_and_enter(self, gate: GateDescriptor, handler_cs: int,
+                        error_code: int | None, return_eip: int) -> None:
+        vcpu, dom = self.vcpu, self.domain
+        from_user = vcpu.cpl == 3
+        eflags = vcpu.eflags
+        virtual_if = from_user or not dom.upcall_mask
+        shown_eflags = eflags & ~(EFLAGS_IF | EFLAGS_IOPL) | (EFLAGS_IF if virtual_if else 0)
+        shown_cs = vcpu.cs if from_user else vcpu.cs & ~3
+        frame = [return_eip, shown_cs, shown_eflags]
+        if from_user:
+            ss, sp = self._kernel_stack()
+            frame += [vcpu.esp, vcpu.get(SS)]
+        else:
+            ss, sp = vcpu.get(SS), vcpu.esp
+        if error_code is not None:
+            frame.insert(0, error_code)
+        esp = (sp - 4 * len(frame)) & 0xFFFFFFFF
+        try:
+            dom.copy_to_guest(esp, struct.pack(f"<{len(frame)}I", *frame))
+        except HypercallError:
+            raise DomainCrash(f"the kernel stack at {esp:#010x} is not writable") from None
+        if gate.type == SystemType.INTERRUPT_GATE:
+            virtual_if = False
+        dom.upcall_mask = 0 if virtual_if else 1
+        new_eflags = eflags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF | EFLAGS_IF) \
+            | (EFLAGS_IF if virtual_if else 0)
+        if from_user:
+            vcpu.enter_ring(KERNEL_RING, cs=handler_cs, eip=gate.offset, ss=ss, esp=esp,
+                            eflags=new_eflags)
+            return
+        vcpu.set(ESP, esp)
+        vcpu.set(EFLAGS, new_eflags)
+        if handler_cs != vcpu.cs:
+            vcpu.set(CS, handler_cs)
+        vcpu.set(EIP, gate.offset)
+
+    def _kernel_stack(self) -> tuple[int, int]:
+        """SS0:ESP0 of the TSS the kernel loaded, read afresh (kernels update ESP0 on
+        every context switch); SS0's ring-0 selector is used with RPL 1."""
+        tss = self.emulator.cpu.tss_base
+        if not self.emulator.cpu.tr:
+            raise DomainCrash("a trap from ring 3 before the kernel loaded a TSS (ltr)")
+        try:
+            esp0, ss0 = struct.unpack("<IH", self.domain.copy_from_guest(tss + TSS_ESP0, 6))
+        except HypercallError:
+            raise DomainCrash(f"the TSS at {tss:#x} is not mapped") from None
+        ss = ss0 | KERNEL_RING if ss0 & 3 == 0 else ss0
+        if not self.domain.gdt.is_stack_selector(ss, KERNEL_RING):
+            raise DomainCrash(f"the TSS's SS0 {ss0:#x} is not a kernel stack segment")
+        return ss, esp0
+
+
+class SensitiveWatch:
+    """Code hooks on the image's sensitive instructions that do not fault, counting
+    each execution (by a linear sweep of its executable segments, as the hlt watch)."""
+
+    def __init__(self, machine: Machine, image: ElfImage, emulator: TrapEmulator):
+        self.emulator = emulator
+        self.sites: dict[int, tuple[str, str]] = {}
+        self.counts: Counter[int] = Counter()
+        for base, code in image.executable_regions():
+            for insn in decode_all(code, base, 32):
+                cls = classify(insn) if hasattr(insn, "mnemonic") else None
+                if cls is not None and cls.name in UNVIRTUALIZABLE:
+                    self.sites[insn.address] = (cls.name, f"{insn.mnemonic} {insn.op_str}".strip())
+        for address in self.sites:
+            machine.uc.hook_add(UC_HOOK_CODE, self._on_site, None, address, address)
+
+    def _on_site(self, uc, address: int, size: int, _) -> None:
+        self.counts[address] += 1
+
+    def report(self) -> list[SensitiveUse]:
+        """The sites that ran on the CPU: executions the emulator did not take over
+        (an iret into the kernel faults and is emulated)."""
+        uses = []
+        for address in sorted(self.counts):
+            native = self.counts[address] - self.emulator.emulated_at.get(address, 0)
+            if native > 0:
+                name, text = self.sites[address]
+                uses.append(SensitiveUse(address, name, text, native))
+        return uses
