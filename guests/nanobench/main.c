@@ -1,0 +1,276 @@
+// nanobench: the cost of each operation a kernel does often, the operations whose
+// price decides how a virtualization technique performs (the Xen paper's Table 3 is
+// made of such figures). Each runs N times between two rdtsc reads, and one line
+// per operation is printed:
+//
+//   nanobench: <operation> n=<count> cycles=<total>
+//
+// cycles is the time-stamp counter's delta, saturated at 2^32 - 1. On a PC or QEMU
+// (TCG) it counts the host's cycles; under pvtool it is Unicorn's rdtsc, QEMU's TCG
+// helper reading the host's counter too: host time per operation, including every
+// exit pvtool's Python hypervisor takes. It is a measurement, never a test verdict.
+//
+// The null hypercall is not measured here: an unpatched kernel has no hypercall
+// page, and `pvtool bench` measures one (xen_version) from its harness.
+
+#include "types.h"
+#include "mmu.h"
+#include "traps.h"
+#include "x86.h"
+#include "lib.h"
+#include "multiboot.h"
+
+typedef unsigned long long uint64;
+
+#define N          256
+#define UCODE      3          // GDT slots beyond mmu.h's kernel code and data
+#define UDATA      4
+#define TSSSLOT    5
+#define NGDT       6
+#define SYS_NULL   0
+#define SYS_DONE   1
+#define PFVA       0x3FF000   // the page the page-fault benchmark maps on demand
+#define SPAREVA    0x3FE000   // the page the page-table benchmark remaps
+#define STACKSIZE  4096
+
+struct segdesc gdt[PGSIZE / sizeof(struct segdesc)] __attribute__((aligned(PGSIZE)));
+struct gatedesc idt[NIDTENTRIES] __attribute__((aligned(PGSIZE)));
+static pde_t pgdir[2][NPDENTRIES] __attribute__((aligned(PGSIZE)));
+static pte_t pgtab[NPTENTRIES] __attribute__((aligned(PGSIZE)));
+static char spare[PGSIZE] __attribute__((aligned(PGSIZE)));
+static char stacks[3][STACKSIZE] __attribute__((aligned(16)));
+static struct taskstate ts;
+extern uint vectors[];
+void swtch(uint **old, uint *new);
+
+static uint *mainctx, *otherctx, *deadctx;
+static uint64 tsc_end;
+static int faults;
+
+static inline uint64
+rdtsc(void)
+{
+  uint lo, hi;
+
+  asm volatile("rdtsc" : "=a" (lo), "=d" (hi));
+  return (uint64)hi << 32 | lo;
+}
+
+static void
+report(const char *op, int n, uint64 t0, uint64 t1)
+{
+  uint64 delta = t1 - t0;
+
+  cprintf("nanobench: %s n=%d cycles=%u\n", op, n,
+          delta > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint)delta);
+}
+
+// Flat segments for ring 0 and ring 3, and a TSS for the stack of traps from ring 3.
+static void
+seginit(void)
+{
+  gdt[SEG_KCODE] = SEG(STA_X | STA_R, 0, 0xffffffff, DPL_KERNEL);
+  gdt[SEG_KDATA] = SEG(STA_W, 0, 0xffffffff, DPL_KERNEL);
+  gdt[UCODE] = SEG(STA_X | STA_R, 0, 0xffffffff, DPL_USER);
+  gdt[UDATA] = SEG(STA_W, 0, 0xffffffff, DPL_USER);
+  gdt[TSSSLOT] = SEG16(STS_T32A, &ts, sizeof(ts) - 1, DPL_KERNEL);
+  gdt[TSSSLOT].s = 0;
+  lgdt(gdt, NGDT * sizeof(gdt[0]));
+  asm volatile("ljmp %0, $1f\n1:" : : "i" (SEG_KCODE << 3) : "memory");
+  loadss(SEG_KDATA << 3);
+  loadds(SEG_KDATA << 3);
+  loades(SEG_KDATA << 3);
+  ts.ss0 = SEG_KDATA << 3;
+  ts.esp0 = (uint)stacks[2] + STACKSIZE;
+  ts.iomb = 0xFFFF;
+  ltr(TSSSLOT << 3);
+}
+
+// Two address spaces with the same mapping: the first 4 MiB, identity, open to
+// ring 3 (the user loop is kernel text), except PFVA, mapped on demand.
+static void
+vminit(void)
+{
+  uint i;
+
+  for (i = 0; i < NPTENTRIES; i++)
+    pgtab[i] = (i * PGSIZE) | PTE_P | PTE_W | PTE_U;
+  pgtab[PTX(PFVA)] = 0;
+  for (i = 0; i < 2; i++)
+    pgdir[i][0] = (uint)pgtab | PTE_P | PTE_W | PTE_U;
+  lcr3((uint)pgdir[0]);
+  lcr0(rcr0() | CR0_PG | CR0_WP);
+}
+
+static void
+idtinit(void)
+{
+  int i;
+
+  for (i = 0; i < NIDTENTRIES; i++)
+    SETGATE(idt[i], 0, SEG_KCODE << 3, vectors[i], DPL_KERNEL);
+  SETGATE(idt[T_SYSCALL], 1, SEG_KCODE << 3, vectors[T_SYSCALL], DPL_USER);
+  lidt(idt, sizeof(idt));
+}
+
+void
+trap(struct trapframe *tf)
+{
+  if (tf->trapno == T_SYSCALL) {
+    if (tf->eax == SYS_DONE) {
+      tsc_end = rdtsc();
+      swtch(&deadctx, mainctx);  // back to main: this trap never returns
+    }
+    return;
+  }
+  if (tf->trapno == T_PGFLT && rcr2() == PFVA) {
+    faults++;
+    pgtab[PTX(PFVA)] = (uint)spare | PTE_P | PTE_W;
+    return;
+  }
+  cprintf("nanobench: unexpected trap %d at 0x%x\n", tf->trapno, tf->eip);
+  debug_exit(1);
+}
+
+// A context ready for swtch to start fn on the stack that ends at top.
+static uint *
+newctx(char *top, void (*fn)(void))
+{
+  uint *sp = (uint *)top;
+
+  *--sp = 0;          // fn's return address: fn never returns
+  *--sp = (uint)fn;   // where swtch's ret goes
+  sp -= 4;            // ebp, ebx, esi, edi
+  return sp;
+}
+
+// Ring 3: N null system calls, then the one that ends the benchmark.
+static void
+userloop(void)
+{
+  int i;
+
+  for (i = 0; i < N; i++)
+    asm volatile("int $0x80" : : "a" (SYS_NULL) : "memory");
+  asm volatile("int $0x80" : : "a" (SYS_DONE) : "memory");
+  for (;;)
+    ;
+}
+
+// Enter ring 3 at userloop, on its own stack, interrupts on, as a kernel starts a
+// process: an iret with a ring-3 frame.
+static void
+enteruser(void)
+{
+  asm volatile("pushl %0\n pushl %1\n pushl $0x202\n pushl %2\n pushl %3\n"
+               "movw %w0, %%ax\n movw %%ax, %%ds\n movw %%ax, %%es\n iret"
+               : : "r" ((UDATA << 3) | DPL_USER), "r" ((uint)stacks[1] + STACKSIZE),
+                   "r" ((UCODE << 3) | DPL_USER), "r" ((uint)userloop)
+               : "eax", "memory");
+}
+
+// The other process of the context-switch benchmark: switch back, forever.
+static void
+otherproc(void)
+{
+  for (;;) {
+    lcr3((uint)pgdir[0]);
+    swtch(&otherctx, mainctx);
+  }
+}
+
+static void
+bench_syscall(void)
+{
+  uint64 t0;
+
+  otherctx = newctx(stacks[0] + STACKSIZE, enteruser);
+  t0 = rdtsc();
+  swtch(&mainctx, otherctx);
+  loadds(SEG_KDATA << 3);
+  loades(SEG_KDATA << 3);
+  report("syscall", N, t0, tsc_end);
+}
+
+static void
+bench_kernel(void)
+{
+  volatile uint *pf = (volatile uint *)PFVA;
+  uint64 t0;
+  int i;
+
+  cli();
+  t0 = rdtsc();
+  for (i = 0; i < N; i++) {
+    cli();
+    sti();
+  }
+  report("cli_sti", N, t0, rdtsc());
+  cli();
+
+  t0 = rdtsc();
+  for (i = 0; i < N; i++) {
+    pgtab[PTX(SPAREVA)] = ((i & 1) ? (uint)spare : SPAREVA) | PTE_P | PTE_W;
+    invlpg((void *)SPAREVA);
+  }
+  report("pte_update", N, t0, rdtsc());
+  pgtab[PTX(SPAREVA)] = SPAREVA | PTE_P | PTE_W | PTE_U;
+  invlpg((void *)SPAREVA);
+
+  t0 = rdtsc();
+  for (i = 0; i < N; i++)
+    lcr3((uint)pgdir[i & 1]);
+  report("cr3_switch", N, t0, rdtsc());
+  lcr3((uint)pgdir[0]);
+
+  t0 = rdtsc();
+  for (i = 0; i < N; i++)
+    outb(0x80, i);
+  report("port_write", N, t0, rdtsc());
+
+  t0 = rdtsc();
+  for (i = 0; i < N; i++) {
+    (void)*pf;                  // faults; the handler maps the page
+    pgtab[PTX(PFVA)] = 0;
+    invlpg((void *)PFVA);
+  }
+  report("page_fault", faults, t0, rdtsc());
+}
+
+// Two processes, each with its own address space, switch to each other: n counts
+// switches, two per round.
+static void
+bench_ctxswitch(void)
+{
+  uint64 t0;
+  int i;
+
+  otherctx = newctx(stacks[0] + STACKSIZE, otherproc);
+  t0 = rdtsc();
+  for (i = 0; i < N; i++) {
+    lcr3((uint)pgdir[1]);
+    swtch(&mainctx, otherctx);
+  }
+  report("ctxswitch", 2 * N, t0, rdtsc());
+}
+
+void
+main(uint magic, uint mbinfo)
+{
+  (void)mbinfo;
+  uartinit();
+  if (magic != MULTIBOOT_BOOTLOADER_MAGIC) {
+    cprintf("nanobench: not started by a Multiboot loader\n");
+    debug_exit(1);
+  }
+  outb(0x21, 0xFF);             // every 8259 line masked: no interrupt interferes
+  outb(0xA1, 0xFF);
+  seginit();
+  idtinit();
+  vminit();
+  bench_syscall();
+  bench_kernel();
+  bench_ctxswitch();
+  cprintf("nanobench: done\n");
+  debug_exit(0);
+}
