@@ -62,6 +62,7 @@ class Errno(IntEnum):
     ESRCH = 3
     EFAULT = 14
     EBUSY = 16
+    EEXIST = 17
     EINVAL = 22
     ENOSPC = 28
     ENOSYS = 38

@@ -5,9 +5,11 @@ from collections.abc import Callable
 
 from pvtool.errors import UnsupportedImageError
 from pvtool.hv import layout
-from pvtool.hv.builder import build_domain, enter_guest
+from pvtool.hv.builder import CONSOLE_EVTCHN, STORE_EVTCHN, build_domain, enter_guest
+from pvtool.hv.console import ConsoleRing
 from pvtool.hv.domain import Domain
 from pvtool.hv.emulate import Emulator
+from pvtool.hv.events import EventChannels
 from pvtool.hv.gdt import Gdt
 from pvtool.hv.pagetables import PageTables
 from pvtool.hv.pagetables_pae import PaePageTables
@@ -36,6 +38,11 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
     base = boot.pfn(boot.page_tables)
     domain.pagetables = PaePageTables(domain, base) if boot.pae else \
         PageTables(domain, base, glue=boot.glue)
+    domain.console_ring = ConsoleRing(domain, boot.pfn(boot.console))
+    domain.events = EventChannels(domain, {STORE_EVTCHN: None,
+                                           CONSOLE_EVTCHN: domain.console_ring})
+    domain.events.update_time()
+    machine.event_sources.append(domain.events.insns_to_timer)
     emulator = Emulator.for_image(domain, image)
     domain.regs_block = emulator.regs.block
     machine.trap_handler = PvTrapHandler(domain, emulator)

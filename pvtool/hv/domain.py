@@ -23,6 +23,8 @@ from pvtool.machine.pc import Machine
 from pvtool.machine.stop import Stop, StopKind
 
 if TYPE_CHECKING:
+    from pvtool.hv.console import ConsoleRing
+    from pvtool.hv.events import EventChannels
     from pvtool.hv.gdt import Gdt
     from pvtool.hv.pagetables import PageTables
 
@@ -139,6 +141,8 @@ class Domain:
     regs_block: int | None = None  # a patched kernel's VCPU_REGS (pvtool note)
     pagetables: "PageTables | None" = None
     gdt: "Gdt | None" = None
+    events: "EventChannels | None" = None
+    console_ring: "ConsoleRing | None" = None
 
     def __post_init__(self):
         self.vcpu = VCpu(self.machine.cpu, self.machine.memory)

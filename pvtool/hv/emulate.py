@@ -12,9 +12,10 @@ import struct
 
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi.pvtool import TRAP_SITE, VCPU_REGS
+from pvtool.abi.xen import XEN_VERSION
 from pvtool.hv.domain import Domain, DomainCrash, HypercallError
 from pvtool.image.elf import ElfImage
-from pvtool.machine.cpu import EAX, ECX, EDX, EIP, GPRS_BY_NAME
+from pvtool.machine.cpu import EAX, EBX, ECX, EDX, EIP, GPRS_BY_NAME
 from pvtool.machine.memory import PageFault
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.x86.catalogue import classify
@@ -26,6 +27,27 @@ CR0_TS, CR0_PG = 1 << 3, 1 << 31
 PAGE = 4096
 # Debug registers at reset (SDM Vol. 3B, 17.2): DR6 and DR7 have fixed bits set.
 DEBUG_REGISTERS_AT_RESET = {6: 0xFFFF0FF0, 7: 0x400}
+
+# Xen's forced-emulation prefix (ud2; "xen") before a cpuid: "emulate this cpuid".
+FORCED_CPUID = bytes.fromhex("0f0b78656e") + bytes.fromhex("0fa2")
+
+
+def _regs(text: bytes) -> tuple[int, int, int]:
+    return struct.unpack("<3I", text)
+
+
+# The CPUID a PV kernel is shown, fixed so runs are reproducible: leaf -> (EAX, EBX,
+# ECX, EDX); any other leaf reads as zeros. Leaf 1: family 6 model 6, FPU TSC MSR PAE
+# CX8 CMOV MMX FXSR SSE SSE2 and the hypervisor bit (ECX 31). 0x40000000-2 are Xen's:
+# the "XenVMMXenVMM" signature and the last leaf, the version (major << 16 | minor),
+# and one hypercall page with its MSR at 0x40000000.
+CPUID_LEAVES = {
+    0: (1, *_regs(b"GenuntelineI")),
+    1: (0x663, 0, 1 << 31, 0x0780_8171),
+    0x4000_0000: (0x4000_0002, *_regs(b"XenVMMXenVMM")),
+    0x4000_0001: (XEN_VERSION[0] << 16 | XEN_VERSION[1], 0, 0, 0),
+    0x4000_0002: (1, 0x4000_0000, 0, 0),
+}
 
 
 class ControlRegisters:
@@ -89,6 +111,23 @@ class Emulator:
         insn = decode_one(original, address, MODE)
         if insn is None or not self._emulate(insn):
             raise DomainCrash(f"trap site {address:#010x} ({original.hex()}) cannot be emulated")
+
+    def forced_cpuid(self, eip: int) -> bool:
+        """The #UD of Xen's forced-emulation prefix: answer the cpuid after it from
+        CPUID_LEAVES and go on past both; False if EIP holds anything else."""
+        try:
+            code = self.domain.memory.read_virt(eip, len(FORCED_CPUID))
+        except PageFault:
+            return False
+        if code != FORCED_CPUID:
+            return False
+        vcpu = self.domain.vcpu
+        leaf = CPUID_LEAVES.get(vcpu.get(EAX), (0, 0, 0, 0))
+        for reg, value in zip((EAX, EBX, ECX, EDX), leaf, strict=True):
+            vcpu.set(reg, value)
+        vcpu.set(EIP, eip + len(FORCED_CPUID))
+        self.emulated["cpuid"] = self.emulated.get("cpuid", 0) + 1
+        return True
 
     def emulate_privileged(self, eip: int) -> bool:
         """Emulate the instruction at EIP if it is one Xen emulates; False to bounce #GP."""

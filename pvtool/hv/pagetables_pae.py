@@ -240,10 +240,8 @@ class PaePageTables:
         tables): the whole entry is validated as by mmu_update."""
         address = entry_addr & ~7
         old = self._read(address)
-        if entry_addr & 4:
-            new = old & 0xFFFFFFFF | value << 32
-        else:
-            new = old & ~0xFFFFFFFF | value
+        high = bool(entry_addr & 4)
+        new = old & 0xFFFFFFFF | value << 32 if high else old & ~0xFFFFFFFF | value
         self.mmu_update(address, new)
         self.flush_tlb()
 

@@ -10,7 +10,7 @@ events, iret").
 
 import struct
 
-from pvtool.abi.xen import HYPERCALL_VECTOR_32
+from pvtool.abi.xen import HYPERCALL_VECTOR_32, CallbackType
 from pvtool.hv.domain import DomainCrash, HypercallError, TrapInfo
 from pvtool.hv.hypercalls import dispatch
 from pvtool.hv.ptwr import handle_write_fault
@@ -18,7 +18,8 @@ from pvtool.machine.cpu import CR2, CS, EFLAGS, EIP, ESP, SS
 from pvtool.machine.interrupts import ERROR_CODE_VECTORS, is_software_interrupt
 from pvtool.machine.memory import PageFault
 
-VECTOR_BP, VECTOR_OF, VECTOR_GP, VECTOR_PF = 3, 4, 13, 14
+VECTOR_BP, VECTOR_OF, VECTOR_UD, VECTOR_GP, VECTOR_PF = 3, 4, 6, 13, 14
+EVENT_UPCALL = 256  # not a vector: names the event callback in push_frame's messages
 INT_IMM8 = 0xCD
 EFLAGS_IF, EFLAGS_TF, EFLAGS_NT, EFLAGS_RF = 1 << 9, 1 << 8, 1 << 14, 1 << 16
 EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM",
@@ -40,10 +41,39 @@ class PvTrapHandler:
             self.domain.crash(crash.reason)
 
     def interrupts_enabled(self) -> bool:
-        """The virtual IF: events are delivered while the upcall mask is clear."""
-        return not self.domain.upcall_mask
+        """The virtual IF: events are delivered while the upcall mask is clear (and a
+        SCHEDOP_poll waits for its ports whatever the mask)."""
+        events = self.domain.events
+        return not self.domain.upcall_mask or events is not None and events.polling is not None
 
     def take_interrupt(self, pic) -> None:
+        """Between slices and after every hypercall: due timers fire, a pending event
+        is delivered, then a device interrupt."""
+        try:
+            self._take_event()
+        except DomainCrash as crash:
+            self.domain.crash(crash.reason)
+            return
+        self._take_device_interrupt(pic)
+
+    def _take_event(self) -> None:
+        """Xen's upcall: with a port pending and unmasked (evtchn_upcall_pending) and
+        the upcall mask clear, bounce to the event callback with the exception frame;
+        the mask is set on entry, and HYPERVISOR_iret with IF set clears it."""
+        dom = self.domain
+        if dom.events is None:
+            return
+        dom.events.fire_due_timer()
+        callback = dom.callbacks.get(CallbackType.event)
+        if callback is None or dom.upcall_mask or not dom.events.work_pending():
+            return
+        cs, address, _ = callback
+        self.exits["upcall"] += 1
+        dom.events.update_time()
+        self.push_frame(TrapInfo(vector=EVENT_UPCALL, dpl=0, masks_events=True, cs=cs,
+                                 address=address), None, self.vcpu.eip)
+
+    def _take_device_interrupt(self, pic) -> None:
         """A device interrupt reaches a PV kernel as a virtual interrupt: while one
         waits, vcpu_info.evtchn_upcall_pending is set (so a stub's sti sees it), and
         when the virtual IF allows, it is bounced through the trap table like the
@@ -72,6 +102,9 @@ class PvTrapHandler:
             if vector in ERROR_CODE_VECTORS else None
         self.vcpu.ack_exception()
         self.exits["exception"] += 1
+        if vector == VECTOR_UD and self.vcpu.cpl == 1 and self.emulator.forced_cpuid(eip):
+            self.exits["emulated"] += 1
+            return
         # Privileged instructions are emulated for the kernel only: from ring 3 they
         # are the kernel's #GP to handle, as on Xen.
         if vector == VECTOR_GP and self.vcpu.cpl == 1 \

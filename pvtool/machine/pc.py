@@ -80,6 +80,9 @@ class Machine:
         self.blocked = False
         self._hlt_executed = False
         self.trap_handler: TrapHandler | None = None
+        # Timers a mode adds besides the PIT (a PV domain's set_timer_op): each gives
+        # the instructions until its next event, or None.
+        self.event_sources: list[Callable[[], int | None]] = []
         self.hook_error: BaseException | None = None
         # A mode that restricts port I/O sets this: it returns True (and deals with the
         # guest) when an access must not reach the device.
@@ -171,7 +174,9 @@ class Machine:
 
     def insns_to_next_event(self) -> int | None:
         ticks = self.pit.ticks_to_next_irq()
-        return None if ticks is None else self.clock.insns_until(ticks)
+        waits = [] if ticks is None else [self.clock.insns_until(ticks)]
+        waits += [w for w in (source() for source in self.event_sources) if w is not None]
+        return min(waits, default=None)
 
     def pulse_irq(self, irq: int) -> None:
         """An edge on an ISA interrupt line (the PIT and the disk are edge-triggered)."""

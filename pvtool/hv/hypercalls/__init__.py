@@ -7,7 +7,16 @@ returns NO_RESULT: it restores EAX from the guest's frame instead.
 
 from pvtool.abi.xen import Errno, Hypercall
 from pvtool.hv.domain import Domain, HypercallError, VCpu
-from pvtool.hv.hypercalls import console, descriptors, info, mmu, multicall, sched, traps
+from pvtool.hv.hypercalls import (
+    console,
+    descriptors,
+    events,
+    info,
+    mmu,
+    multicall,
+    sched,
+    traps,
+)
 from pvtool.hv.hypercalls.common import NO_RESULT, Handler
 from pvtool.machine.cpu import EAX
 
@@ -22,6 +31,7 @@ TABLE: dict[int, Handler] = {
     Hypercall.update_descriptor: descriptors.update_descriptor,
     Hypercall.multicall: multicall.multicall,
     Hypercall.update_va_mapping: mmu.update_va_mapping,
+    Hypercall.set_timer_op: events.set_timer_op,
     Hypercall.xen_version: info.xen_version,
     Hypercall.console_io: console.console_io,
     Hypercall.vm_assist: info.vm_assist,
@@ -29,6 +39,7 @@ TABLE: dict[int, Handler] = {
     Hypercall.mmuext_op: mmu.mmuext_op,
     Hypercall.sched_op: sched.sched_op,
     Hypercall.callback_op: traps.callback_op,
+    Hypercall.event_channel_op: events.event_channel_op,
     Hypercall.physdev_op: info.physdev_op,
 }
 

@@ -2,7 +2,8 @@
 
 import struct
 
-from pvtool.abi.xen import Errno, SchedOp, ShutdownReason
+from pvtool.abi.layouts import SCHED_POLL
+from pvtool.abi.xen import NR_EVENT_CHANNELS_32, Errno, SchedOp, ShutdownReason
 from pvtool.hv.domain import Domain, HypercallError, VCpu
 from pvtool.machine.stop import Stop, StopKind
 
@@ -10,13 +11,17 @@ from pvtool.machine.stop import Stop, StopKind
 def sched_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     cmd, arg = args[0], args[1]
     if cmd == SchedOp.yield_:
+        if dom.console_ring is not None:
+            dom.console_ring.drain()  # the backend runs when the guest gives up the CPU
         return 0
     if cmd == SchedOp.block:
-        # Xen's block enables event delivery, then sleeps until an event is pending.
+        # Xen's block enables event delivery, then sleeps unless an event is pending.
         dom.upcall_mask = 0
+        if dom.events is not None and dom.events.work_pending():
+            return 0
         return _sleep(dom, "blocked (SCHEDOP_block)")
     if cmd == SchedOp.poll:
-        return _sleep(dom, "polling with events masked (SCHEDOP_poll)")
+        return _poll(dom, arg)
     if cmd == SchedOp.shutdown:
         (reason,) = struct.unpack("<I", dom.copy_from_guest(arg, 4))
         return _shutdown(dom, reason)
@@ -36,6 +41,32 @@ def _shutdown(dom: Domain, reason: int) -> int:
     except ValueError:
         raise HypercallError(Errno.EINVAL, f"shutdown reason {reason}") from None
     dom.shutdown(reason, f"shutdown ({name})")
+    return 0
+
+
+def _poll(dom: Domain, arg: int) -> int:
+    """Wait, events masked or not, until one of the ports is pending or the timeout
+    (absolute system time in ns; 0: none) passes (Xen's do_poll). The vCPU resumes at
+    the next event of any kind: it has nothing else to run."""
+    req = SCHED_POLL.unpack(dom.copy_from_guest(arg, SCHED_POLL.size))
+    count = req["nr_ports"]
+    if count > 128:
+        raise HypercallError(Errno.EINVAL, f"poll on {count} ports")
+    ports = struct.unpack(f"<{count}I", dom.copy_from_guest(req["ports"], 4 * count))
+    if any(port >= NR_EVENT_CHANNELS_32 for port in ports):
+        raise HypercallError(Errno.EINVAL, f"poll on ports {ports}")
+    events = dom.events
+    if any(events.is_pending(port) for port in ports):
+        return 0
+    if req["timeout"] and events.now_ns() >= req["timeout"]:
+        return 0
+    events.poll_deadline = req["timeout"] or None
+    if events.insns_to_timer() is None:
+        dom.machine.request_stop(Stop(StopKind.HALTED, "SCHEDOP_poll with nothing to "
+                                      "wake it", dom.vcpu.eip))
+        return 0
+    events.polling = frozenset(ports)
+    dom.machine.block()
     return 0
 
 

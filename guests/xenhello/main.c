@@ -1,0 +1,214 @@
+// xenhello: a small kernel written for Xen's 32-bit PV ABI (PAE), in the manner of
+// a Xen port: it calls the hypervisor only through its hypercall page, maps
+// shared_info itself, takes a trap and a timer event and prints on both consoles.
+
+#include "xen.h"
+
+extern char hypercall_page[];
+extern char int3_entry[], event_entry[], failsafe_entry[];
+
+#define VIRT_BASE 0xC0000000u
+
+// A hypercall: `call hypercall_page + 32 * n` with arguments in EBX, ECX, EDX, ESI, EDI.
+#define hypercall(n, a1, a2, a3, a4, a5) ({                                     \
+  long __res;                                                                   \
+  uint __b = (uint)(a1), __c = (uint)(a2), __d = (uint)(a3);                    \
+  uint __s = (uint)(a4), __D = (uint)(a5);                                      \
+  asm volatile("call hypercall_page + %c[off]"                                  \
+               : "=a"(__res), "+b"(__b), "+c"(__c), "+d"(__d), "+S"(__s), "+D"(__D) \
+               : [off] "i"((n) * 32)                                            \
+               : "memory");                                                     \
+  __res; })
+
+static struct start_info *si;
+static volatile struct shared_info *shared;
+static char shared_page[4096] __attribute__((aligned(4096)));
+static volatile int int3_count;
+static volatile int timer_events;
+static uint timer_port;
+
+// ---- output: console_io, and the PV console ring -------------------------------------
+static uint
+strlen(const char *s)
+{
+  uint n = 0;
+  while (s[n])
+    n++;
+  return n;
+}
+
+static void
+print(const char *s)
+{
+  hypercall(__HYPERVISOR_console_io, CONSOLEIO_write, strlen(s), s, 0, 0);
+}
+
+static char *
+utoa(uint x, uint base, char *end)
+{
+  *--end = 0;
+  do {
+    *--end = "0123456789abcdef"[x % base];
+    x /= base;
+  } while (x);
+  return end;
+}
+
+static void
+printnum(const char *before, uint x, uint base, const char *after)
+{
+  char buf[16];
+  print(before);
+  if (base == 16)
+    print("0x");
+  print(utoa(x, base, buf + sizeof buf));
+  print(after);
+}
+
+static void
+ring_write(const char *s)
+{
+  volatile struct xencons_interface *ring =
+    (void *)(VIRT_BASE + (si->console_mfn << 12));
+  uint prod = ring->out_prod;
+  uint n = strlen(s);
+  for (uint i = 0; i < n; i++)
+    ring->out[(prod + i) & (sizeof ring->out - 1)] = s[i];
+  asm volatile("" ::: "memory");  // the bytes before the index (x86 keeps store order)
+  ring->out_prod = prod + n;
+  uint port = si->console_evtchn;
+  hypercall(__HYPERVISOR_event_channel_op, EVTCHNOP_send, &port, 0, 0, 0);
+}
+
+// ---- shared_info, traps and events ----------------------------------------------------
+static void
+map_shared_info(void)
+{
+  long r = hypercall(__HYPERVISOR_update_va_mapping, shared_page,
+                     si->shared_info | 0x63, 0, UVMF_INVLPG, 0);
+  shared = (volatile struct shared_info *)shared_page;
+  printnum("shared_info: mapped (", r, 10, ")");
+  printnum(", upcall mask ", shared->vcpu_info[0].evtchn_upcall_mask, 10, "\n");
+}
+
+void
+int3_trap(void)
+{
+  int3_count++;
+}
+
+void
+event_upcall(void)
+{
+  volatile struct vcpu_info *v = &shared->vcpu_info[0];
+  v->evtchn_upcall_pending = 0;
+  uint sel = __atomic_exchange_n(&v->evtchn_pending_sel, 0, __ATOMIC_SEQ_CST);
+  while (sel) {
+    uint word = __builtin_ctz(sel);
+    sel &= sel - 1;
+    uint bits = shared->evtchn_pending[word] & ~shared->evtchn_mask[word];
+    while (bits) {
+      uint bit = __builtin_ctz(bits);
+      bits &= bits - 1;
+      __atomic_fetch_and(&shared->evtchn_pending[word], ~(1u << bit), __ATOMIC_SEQ_CST);
+      if (word * 32 + bit == timer_port)
+        timer_events++;
+    }
+  }
+}
+
+void
+failsafe(void)
+{
+  print("xenhello: failsafe callback\n");
+  uint reason = 3;  // SHUTDOWN_crash
+  hypercall(__HYPERVISOR_sched_op, SCHEDOP_shutdown, &reason, 0, 0, 0);
+}
+
+static void
+take_a_trap(void)
+{
+  static struct trap_info traps[] = {
+    { 3, 3, FLAT_RING1_CS, 0 },
+    { 0, 0, 0, 0 },
+  };
+  traps[0].address = (uint)int3_entry;
+  hypercall(__HYPERVISOR_set_trap_table, traps, 0, 0, 0, 0);
+  asm volatile("int3");
+  printnum("trap: int3 taken and returned with HYPERVISOR_iret (", int3_count, 10, ")\n");
+}
+
+static u64
+system_time(void)
+{
+  volatile struct vcpu_time_info *t = &shared->vcpu_info[0].time;
+  uint version;
+  u64 now;
+  do {
+    version = t->version;
+    asm volatile("" ::: "memory");
+    now = t->system_time;
+    asm volatile("" ::: "memory");
+  } while ((version & 1) || version != t->version);
+  return now;
+}
+
+static void
+take_a_timer_event(void)
+{
+  hypercall(__HYPERVISOR_set_callbacks, FLAT_RING1_CS, event_entry,
+            FLAT_RING1_CS, failsafe_entry, 0);
+  struct evtchn_bind_virq bind = { VIRQ_TIMER, 0, 0 };
+  long r = hypercall(__HYPERVISOR_event_channel_op, EVTCHNOP_bind_virq, &bind, 0, 0, 0);
+  timer_port = bind.port;
+  hypercall(__HYPERVISOR_event_channel_op, EVTCHNOP_unmask, &timer_port, 0, 0, 0);
+  printnum("events: VIRQ_TIMER bound (", r, 10, ")");
+  printnum(" to port ", timer_port, 10, "\n");
+
+  u64 deadline = system_time() + 1000000;  // 1 ms of system time
+  hypercall(__HYPERVISOR_set_timer_op, (uint)deadline, (uint)(deadline >> 32), 0, 0, 0);
+  while (timer_events == 0)
+    hypercall(__HYPERVISOR_sched_op, SCHEDOP_block, 0, 0, 0, 0);  // unmasks events
+  printnum("timer: ", timer_events, 10, " event through the callback, ");
+  print(system_time() >= deadline ? "on time\n" : "early\n");
+}
+
+// ---- versions ---------------------------------------------------------------------------
+static void
+check_version(void)
+{
+  long v = hypercall(__HYPERVISOR_xen_version, XENVER_version, 0, 0, 0, 0);
+  printnum("xen_version: ", (uint)v >> 16, 10, ".");
+  printnum("", v & 0xffff, 10, "\n");
+
+  // Xen's forced-emulation prefix: ud2; .ascii "xen"; cpuid.
+  uint eax = 0x40000000, ebx, ecx, edx;
+  asm volatile("ud2; .ascii \"xen\"; cpuid"
+               : "+a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx));
+  uint sig[4] = { ebx, ecx, edx, 0 };
+  print("cpuid: ");
+  print((char *)sig);
+  printnum(", leaves to ", eax, 16, "");
+  eax = 0x40000001;
+  asm volatile("ud2; .ascii \"xen\"; cpuid"
+               : "+a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx));
+  print(eax == (uint)v ? ", version agrees\n" : ", version differs\n");
+}
+
+void
+main(struct start_info *start)
+{
+  si = start;
+  print("xenhello: ");
+  print(si->magic);
+  printnum(", ", si->nr_pages, 10, " pages\n");
+  check_version();
+  map_shared_info();
+  take_a_trap();
+  take_a_timer_event();
+  ring_write("xenhello: hello from the console ring\n");
+  hypercall(__HYPERVISOR_sched_op, SCHEDOP_yield, 0, 0, 0, 0);
+  print("xenhello: powering off\n");
+  uint reason = SHUTDOWN_poweroff;
+  hypercall(__HYPERVISOR_sched_op, SCHEDOP_shutdown, &reason, 0, 0, 0);
+}

@@ -1,0 +1,194 @@
+"""Event channels, 2-level (XEN-ABI.md, "Structures"; Xen's common/event_channel.c and
+event_2l.c), the one-shot timer of set_timer_op and vcpu_info.time.
+
+A port is pending when its bit in shared_info.evtchn_pending is set. Setting it on an
+unmasked port also sets the port's word in vcpu_info.evtchn_pending_sel and
+vcpu_info.evtchn_upcall_pending, which is what makes the trap handler bounce to the
+event callback once the upcall mask is clear (hv/traps.py). The console and xenstore
+ports of start_info are bound from the start to the hypervisor's side (DOMID_XEN):
+a send on the console port drains the console ring (hv/console.py).
+
+Time is the machine's virtual clock (machine/clock.py): system time in ns is the
+instruction count at VIRTUAL_HZ, and the "TSC" of vcpu_info.time is the instruction
+count too, so tsc_to_system_mul/tsc_shift convert one into the other exactly.
+"""
+
+import struct
+from dataclasses import dataclass
+
+from pvtool.abi import layouts
+from pvtool.abi.xen import DOMID_SELF, DOMID_XEN, NR_EVENT_CHANNELS_32, Errno, EvtchnStatus, Virq
+from pvtool.hv import layout
+from pvtool.hv.domain import VCPU0, Domain, HypercallError
+from pvtool.machine.clock import VIRTUAL_HZ
+
+PENDING = layout.SHARED_INFO + layouts.SHARED_INFO.offset("evtchn_pending")
+MASK = layout.SHARED_INFO + layouts.SHARED_INFO.offset("evtchn_mask")
+PENDING_SEL = VCPU0 + layouts.VCPU_INFO.offset("evtchn_pending_sel")
+TIME = VCPU0 + layouts.VCPU_INFO.offset("time_version")
+NS_PER_SECOND = 1_000_000_000
+# ns = (tsc << 4) * 0xA0000000 >> 32 = tsc * 10: one instruction is 10 ns at 100 MHz.
+TSC_SHIFT = 4
+TSC_TO_SYSTEM_MUL = (NS_PER_SECOND // VIRTUAL_HZ << 32) >> TSC_SHIFT
+BOUND_VIRQS = frozenset({Virq.timer, Virq.debug, Virq.console})
+
+
+@dataclass
+class Port:
+    status: EvtchnStatus
+    virq: int = 0
+    remote_dom: int = 0
+    remote_port: int = 0
+
+
+class EventChannels:
+    def __init__(self, domain: Domain, backends: dict[int, object]):
+        """BACKENDS maps a pre-bound port (console, xenstore) to what a send on it
+        notifies (an object with notify(), or None for a port nothing serves)."""
+        self.domain = domain
+        self.memory = domain.memory
+        self.ports: dict[int, Port] = {}
+        self.backends = backends
+        for port in backends:
+            self.ports[port] = Port(EvtchnStatus.interdomain, remote_dom=DOMID_XEN,
+                                    remote_port=port)
+        self.timer_deadline: int | None = None  # ns of system time, set_timer_op
+        self.polling: frozenset[int] | None = None  # SCHEDOP_poll's ports while it waits
+        self.poll_deadline: int | None = None  # ns: when the poll times out
+
+    # -- the bitmaps -------------------------------------------------------------------
+    def _bit(self, base: int, port: int) -> bool:
+        return bool(self.memory.read_phys(base + port // 8, 1)[0] >> (port % 8) & 1)
+
+    def _set_bit(self, base: int, port: int, value: bool) -> None:
+        byte = self.memory.read_phys(base + port // 8, 1)[0]
+        bit = 1 << (port % 8)
+        self.memory.write_phys(base + port // 8, bytes((byte | bit if value else byte & ~bit,)))
+
+    def is_pending(self, port: int) -> bool:
+        return self._bit(PENDING, port)
+
+    def set_pending(self, port: int) -> None:
+        """Xen's evtchn_2l_set_pending: mark PORT and, unless it is masked, flag its
+        word in the selector and the vCPU's upcall."""
+        if self._bit(PENDING, port):
+            return
+        self._set_bit(PENDING, port, True)
+        self._flag_upcall(port)
+
+    def _flag_upcall(self, port: int) -> None:
+        if self._bit(MASK, port):
+            return
+        sel = self.memory.read_u32(PENDING_SEL)
+        self.memory.write_u32(PENDING_SEL, sel | 1 << (port // 32))
+        self.domain.upcall_pending = 1
+
+    def work_pending(self) -> bool:
+        """An upcall the event callback should take: flagged and some word selected."""
+        return bool(self.domain.upcall_pending and self.memory.read_u32(PENDING_SEL))
+
+    # -- the operations (EVTCHNOP_*) -----------------------------------------------------
+    def _port(self, port: int) -> Port:
+        found = self.ports.get(port)
+        if found is None:
+            raise HypercallError(Errno.EINVAL, f"event channel {port} is not bound")
+        return found
+
+    def _free_port(self) -> int:
+        for port in range(1, NR_EVENT_CHANNELS_32):
+            if port not in self.ports:
+                return port
+        raise HypercallError(Errno.ENOSPC, "no free event channel")
+
+    def bind_virq(self, virq: int, vcpu: int) -> int:
+        if virq not in BOUND_VIRQS:
+            raise HypercallError(Errno.EINVAL, f"VIRQ {virq}")
+        if vcpu != 0:
+            raise HypercallError(Errno.ENOENT, f"vcpu {vcpu}: the domain has one")
+        if any(p.status == EvtchnStatus.virq and p.virq == virq for p in self.ports.values()):
+            raise HypercallError(Errno.EEXIST, f"VIRQ {virq} is bound already")
+        port = self._free_port()
+        self.ports[port] = Port(EvtchnStatus.virq, virq=virq)
+        return port
+
+    def send_virq(self, virq: int) -> None:
+        for port, bound in self.ports.items():
+            if bound.status == EvtchnStatus.virq and bound.virq == virq:
+                self.set_pending(port)
+
+    def alloc_unbound(self, dom: int, remote_dom: int) -> int:
+        if dom != DOMID_SELF:
+            raise HypercallError(Errno.EPERM, f"alloc_unbound for domain {dom:#x}")
+        port = self._free_port()
+        self.ports[port] = Port(EvtchnStatus.unbound, remote_dom=remote_dom)
+        return port
+
+    def send(self, port: int) -> None:
+        """To the hypervisor's side of an interdomain port: its backend is notified.
+        Nothing listens on an unbound port; a VIRQ port cannot be sent on."""
+        bound = self._port(port)
+        if bound.status == EvtchnStatus.virq:
+            raise HypercallError(Errno.EINVAL, f"port {port} is a VIRQ")
+        backend = self.backends.get(port)
+        if bound.status == EvtchnStatus.interdomain and backend is not None:
+            backend.notify()
+
+    def unmask(self, port: int) -> None:
+        """Clear the mask; a port that is pending raises the upcall now (event_2l.c)."""
+        self._port(port)
+        self._set_bit(MASK, port, False)
+        if self._bit(PENDING, port):
+            self._flag_upcall(port)
+
+    def close(self, port: int) -> None:
+        self._port(port)
+        del self.ports[port]
+        self.backends.pop(port, None)
+
+    def status(self, port: int) -> tuple[int, int, int]:
+        """(status, u0, u1) of evtchn_status: remote (dom, port) or the VIRQ."""
+        bound = self.ports.get(port)
+        if bound is None:
+            return EvtchnStatus.closed, 0, 0
+        if bound.status == EvtchnStatus.virq:
+            return bound.status, bound.virq, 0
+        return bound.status, bound.remote_dom, bound.remote_port
+
+    # -- time ----------------------------------------------------------------------------
+    def now_ns(self) -> int:
+        return self.domain.machine.clock.insns * NS_PER_SECOND // VIRTUAL_HZ
+
+    def update_time(self) -> None:
+        """vcpu_info.time, versioned as Xen does: odd while the fields change."""
+        version = self.memory.read_u32(TIME)
+        insns = self.domain.machine.clock.insns
+        self.memory.write_u32(TIME, version + 1 | 1)
+        self.memory.write_phys(TIME + 8, struct.pack("<QQIb", insns, self.now_ns(),
+                                                     TSC_TO_SYSTEM_MUL, TSC_SHIFT))
+        self.memory.write_u32(TIME, (version + 1 | 1) + 1)
+
+    def set_timer(self, deadline_ns: int) -> None:
+        """set_timer_op: VIRQ_TIMER at DEADLINE_NS of system time; 0 cancels."""
+        self.timer_deadline = deadline_ns or None
+        self.fire_due_timer()
+
+    def fire_due_timer(self) -> None:
+        """VIRQ_TIMER if the timer is due; a poll ends when its timeout passes or one
+        of its ports is pending."""
+        now = self.now_ns()
+        if self.timer_deadline is not None and now >= self.timer_deadline:
+            self.timer_deadline = None
+            self.update_time()
+            self.send_virq(Virq.timer)
+        if self.polling is not None and (
+                any(self.is_pending(port) for port in self.polling)
+                or self.poll_deadline is not None and now >= self.poll_deadline):
+            self.polling = self.poll_deadline = None
+
+    def insns_to_timer(self) -> int | None:
+        """Instructions until the timer or a poll's timeout (the run loop's next event)."""
+        deadlines = [d for d in (self.timer_deadline, self.poll_deadline) if d is not None]
+        if not deadlines:
+            return None
+        due = -(-min(deadlines) * VIRTUAL_HZ // NS_PER_SECOND)
+        return max(due - self.domain.machine.clock.insns, 1)
