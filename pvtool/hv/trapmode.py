@@ -34,8 +34,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from unicorn import UC_HOOK_CODE
-
 from pvtool.abi import xen
 from pvtool.hv import layout
 from pvtool.hv.domain import Domain, DomainCrash, HypercallError
@@ -350,10 +348,9 @@ class SensitiveWatch:
                 cls = classify(insn) if hasattr(insn, "mnemonic") else None
                 if cls is not None and cls.name in UNVIRTUALIZABLE:
                     self.sites[insn.address] = (cls.name, f"{insn.mnemonic} {insn.op_str}".strip())
-        for address in self.sites:
-            machine.uc.hook_add(UC_HOOK_CODE, self._on_site, None, address, address)
+        machine.watch(self.sites, self._on_site)
 
-    def _on_site(self, uc, address: int, size: int, _) -> None:
+    def _on_site(self, address: int) -> None:
         self.counts[address] += 1
 
     def report(self) -> list[SensitiveUse]:

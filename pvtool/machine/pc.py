@@ -189,14 +189,22 @@ class Machine:
         self.blocked = True
         self.uc.emu_stop()
 
+    def watch(self, addresses, callback: Callable[[int], None]) -> None:
+        """Call CALLBACK(address) before the instruction at each of ADDRESSES runs. A
+        hook bounded to one address costs nothing anywhere else."""
+        def on_code(uc: Uc, address: int, size: int, _) -> None:
+            callback(address)
+
+        for address in addresses:
+            self.uc.hook_add(UC_HOOK_CODE, on_code, None, address, address)
+
     def watch_halts(self, addresses) -> None:
         """Hook the `hlt` instructions at ADDRESSES: at CPL 0 Unicorn returns from
         emu_start after a hlt with no hook called (UNICORN.md), and nothing else tells
         that apart from a slice that simply ran out."""
-        for address in addresses:
-            self.uc.hook_add(UC_HOOK_CODE, self._on_hlt, None, address, address)
+        self.watch(addresses, self._on_hlt)
 
-    def _on_hlt(self, uc: Uc, address: int, size: int, _) -> None:
+    def _on_hlt(self, address: int) -> None:
         self._hlt_executed = True
 
     def halted(self) -> bool:
