@@ -11,7 +11,7 @@ events, iret").
 import struct
 
 from pvtool.abi.xen import HYPERCALL_VECTOR_32, CallbackType
-from pvtool.hv.domain import DomainCrash, HypercallError, TrapInfo
+from pvtool.hv.domain import KERNEL_RPL, DomainCrash, HypercallError, TrapInfo
 from pvtool.hv.hypercalls import dispatch
 from pvtool.hv.ptwr import handle_write_fault
 from pvtool.machine.cpu import CR2, CS, EFLAGS, EIP, ESP, SS
@@ -94,6 +94,12 @@ class PvTrapHandler:
         self.push_frame(info, None, self.vcpu.eip)
 
     def _route(self, vector: int) -> None:
+        # The hot path: no EIP, no decoding, and the ring from CS, which in a PV domain
+        # always equals the CPL (every ring change is an iretd loading CS; same-ring CS
+        # writes keep its RPL), where the CPU context's hflags would cost a save.
+        if vector == HYPERCALL_VECTOR_32 and self.vcpu.cs & 3 == KERNEL_RPL:
+            self._hypercall()
+            return
         eip = self.vcpu.eip
         if is_software_interrupt(self.domain.memory, vector, eip):
             self._software_interrupt(vector, eip)
@@ -118,13 +124,13 @@ class PvTrapHandler:
             self.domain.set_cr2(address)
         self.bounce(vector, error_code, eip)
 
+    def _hypercall(self) -> None:
+        self.exits["hypercall"] += 1
+        dispatch(self.domain, self.vcpu)
+        if self.domain.machine.stop is None:
+            self.take_interrupt(self.domain.machine.pic)  # Xen delivers on return
+
     def _software_interrupt(self, vector: int, eip: int) -> None:
-        if vector == HYPERCALL_VECTOR_32 and self.vcpu.cpl == 1:
-            self.exits["hypercall"] += 1
-            dispatch(self.domain, self.vcpu)
-            if self.domain.machine.stop is None:
-                self.take_interrupt(self.domain.machine.pic)  # Xen delivers on return
-            return
         # A trap site stands for a kernel instruction: from ring 3 it is a plain int3.
         if vector == VECTOR_BP and self.vcpu.cpl == 1 and self.emulator.is_trap_site(eip - 1):
             self.exits["trap-site"] += 1

@@ -5,6 +5,8 @@ a result) or raises HypercallError for -errno; it never touches Unicorn. HYPERVI
 returns NO_RESULT: it restores EAX from the guest's frame instead.
 """
 
+from collections.abc import Sequence
+
 from pvtool.abi.xen import Errno, Hypercall
 from pvtool.hv.domain import Domain, HypercallError, VCpu
 from pvtool.hv.hypercalls import (
@@ -44,27 +46,30 @@ TABLE: dict[int, Handler] = {
 }
 
 
+NAMES = {h.value: h.name for h in Hypercall}
+
+
 def hypercall_name(number: int) -> str:
-    try:
-        return Hypercall(number).name
-    except ValueError:
-        return f"hypercall_{number}"
+    return NAMES.get(number) or f"hypercall_{number}"
 
 
-def call(domain: Domain, vcpu: VCpu, number: int, args: tuple[int, ...]) -> int:
-    """Run one hypercall and return what EAX gets (or NO_RESULT)."""
+def call(domain: Domain, vcpu: VCpu, number: int, args: Sequence[int]) -> int:
+    """Run one hypercall and return what EAX gets (or NO_RESULT). This is the hot path
+    of a PV guest: nothing is formatted unless --trace asked for it."""
     name = hypercall_name(number)
     domain.hypercall_counts[name] += 1
     handler = TABLE.get(number)
     if handler is None:
-        domain.log(f"hypercall {name}: -ENOSYS")
+        if domain.trace:
+            domain.log(f"hypercall {name}: -ENOSYS")
         return -Errno.ENOSYS
     try:
         result = handler(domain, vcpu, args)
     except HypercallError as refusal:
-        domain.log(f"hypercall {name}{args}: -{refusal.errno.name} {refusal.why}")
+        if domain.trace:
+            domain.log(f"hypercall {name}{args}: -{refusal.errno.name} {refusal.why}")
         return -refusal.errno
-    if result is not NO_RESULT:
+    if domain.trace and result is not NO_RESULT:
         domain.log(f"hypercall {name}{args} = {result}")
     return result
 
