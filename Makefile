@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PVTOOL := $(BIN)/pvtool
 
 # ---- guests: freestanding x86-32 Multiboot kernels (guests/NAME -> build/guests/NAME.elf)
-GUESTS       := hello minikern nanobench
+GUESTS       := hello minikern xenhello nanobench
 CC           := gcc
 LD           := ld
 GUEST_CFLAGS := -m32 -march=i686 -std=gnu11 -O2 -ffreestanding -fno-pic -fno-pie \
