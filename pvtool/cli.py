@@ -16,7 +16,9 @@ from pvtool.errors import (
     PvtoolError,
 )
 
-EXISTING_FILE = click.Path(path_type=Path, dir_okay=False)
+# Paths are checked by the jobs themselves, so that a missing file or a directory gets
+# pvtool's one-line error and documented status (66, 73), not click's usage text.
+EXISTING_FILE = click.Path(path_type=Path)
 INTERNAL_ERROR_STATUS = 70
 INTERRUPTED_STATUS = 130
 
@@ -55,7 +57,7 @@ def cli(debug: bool) -> None:
 
 @cli.command()
 @click.argument("image", type=EXISTING_FILE)
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+@click.option("-o", "--output", type=click.Path(path_type=Path),
               help="The patched image (default: IMAGE's name with .pv.elf). Its listing "
                    "diff and JSON report are written beside it (.diff, .json).")
 @click.option("--patch-set", default="xen32", show_default=True,
@@ -181,7 +183,7 @@ def diffstat(diff: Path, as_json: bool) -> None:
 @click.argument("images", nargs=-1, type=EXISTING_FILE)
 @click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True,
               metavar="N", help="Runs of each guest in each mode (the median is shown).")
-@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False),
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
               metavar="FILE", help="Write every figure to FILE as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False),
               metavar="FILE.png", help="Draw a bar chart (needs pvtool[plot]: matplotlib).")

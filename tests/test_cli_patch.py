@@ -213,12 +213,13 @@ def test_a_failure_is_one_line_a_status_and_no_output(workdir, case):
         assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_an_output_that_is_a_directory_is_a_usage_error(workdir):
-    """click refuses `-o DIR` itself (dir_okay=False): status 2 and its usage text."""
+def test_an_output_that_is_a_directory_is_refused_in_one_line(workdir):
+    """`-o DIR`: an output that cannot be written, 73, one line, nothing written."""
     (workdir / "out.elf").mkdir()
     before = listing(workdir)
     result = invoke("patch", workdir / "hello.elf", "-o", workdir / "out.elf")
-    assert result.exit_code == 2
+    assert result.exit_code == 73
+    assert_one_error_line(result.stderr)
     assert "is a directory" in result.stderr
     assert "Traceback" not in result.stderr
     assert listing(workdir) == before

@@ -1,0 +1,28 @@
+"""A directory where a file is expected: every command answers with one line on stderr
+and its documented status (README, "Exit status"), never click's usage text."""
+
+import pytest
+from click.testing import CliRunner
+
+from pvtool.cli import cli
+from tests.oracles import guest_path
+
+
+@pytest.mark.parametrize(("args", "status"), [
+    (["run", "{dir}"], 66),
+    (["run", "--native", "{dir}"], 66),
+    (["run", "--native", "--disk", "{dir}", "{hello}"], 66),
+    (["run", "--native", "--input", "{dir}", "{hello}"], 66),
+    (["run", "--native", "--module", "{dir}", "{hello}"], 66),
+    (["patch", "{dir}"], 66),
+    (["patch", "{hello}", "-o", "{dir}"], 73),
+    (["diffstat", "{dir}"], 66),
+])
+def test_a_directory_gets_one_line_and_its_status(tmp_path, args, status):
+    names = {"dir": str(tmp_path), "hello": str(guest_path("hello"))}
+    result = CliRunner().invoke(cli, [a.format(**names) for a in args])
+    assert result.exit_code == status, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pvtool: error:"), result.stderr
+    assert "Traceback" not in result.stderr and "Usage:" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing was written into it
