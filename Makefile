@@ -74,7 +74,7 @@ demo: $(STAMP) guests
 # ---- against limits measured in the same run; tables on stdout, figures in build/bench/.
 bench: $(STAMP) guests
 	@mkdir -p build/bench
-	$(PVTOOL) bench build/guests/minikern.elf build/guests/hello.elf --json build/bench/results.json
+	$(PVTOOL) bench build/guests/minikern.elf build/guests/hello.elf build/guests/nanobench.elf --json build/bench/results.json
 
 test: $(STAMP) guests
 	$(BIN)/pytest -q

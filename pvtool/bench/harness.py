@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pvtool.bench.emptyhook import HookResult, run_empty_hook
 from pvtool.bench.nullcall import NullCallResult, run_null_hypercalls
+from pvtool.bench.operations import operations_table
 from pvtool.bench.peakmemory import PeakMemory, measure_peak_memory
 from pvtool.bench.rawloop import LoopResult, run_register_loop
 from pvtool.bench.rawsieve import SieveResult, run_sieve
@@ -35,7 +36,10 @@ class GuestBench:
         native = self.modes.get(Mode.NATIVE)
         return {"image": str(self.image), "name": self.image.stem,
                 "modes": {mode.value: runs.to_dict(native)
-                          for mode, runs in self.modes.items()}}
+                          for mode, runs in self.modes.items()},
+                # per operation, then per mode: {} for a guest without nanobench lines
+                "operations": operations_table({mode.value: runs.operations_summary()
+                                                for mode, runs in self.modes.items()})}
 
 
 @dataclass

@@ -4,10 +4,18 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+PREDICTED = "*"  # the stop column's mark for a trap-mode failure foretold
+
 
 def render(data: dict, console: Console) -> None:
-    """Three tables sized for 80 columns (a pipe's width)."""
-    for table in (_workloads(data), _exits(data), _limits(data["limits"])):
+    """The tables, sized for 80 columns (a pipe's width): workloads, then per-operation
+    costs for each guest that printed nanobench lines, exits by kind for each guest,
+    limits."""
+    operations = [_operations(guest, data["repeat"]) for guest in data["guests"]
+                  if guest.get("operations")]
+    exits = [_exits(guest) for guest in data["guests"]
+             if any(run["ok"] for run in guest["modes"].values())]
+    for table in (_workloads(data), *operations, *exits, _limits(data["limits"])):
         console.print(table)
 
 
@@ -25,7 +33,8 @@ def _mips(per_second: float) -> str:
 
 def _workloads(data: dict) -> Table:
     title = f"Guest workloads: median of {data['repeat']} run(s), run-loop wall time"
-    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
+    # eight columns: without the edges' padding they fit 80 with a nine-letter guest
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False)
     for name in ("guest", "mode", "wall ms", "/native", "M insns", "M insn/s", "exits"):
         table.add_column(name, no_wrap=True, min_width=len(name),
                          justify="left" if name in ("guest", "mode") else "right")
@@ -43,6 +52,42 @@ def _workloads(data: dict) -> Table:
                           f"{run['insns_upper_bound'] / 1e6:,.1f}",
                           _mips(run["insns_per_second"]), f"{run['exits_total']:,}", stop)
     table.caption = "M insns: an upper bound (whole slices); no exact count is taken"
+    if any(_predicted_failure(run, mode) for guest in data["guests"]
+           for mode, run in guest["modes"].items() if run["ok"]):
+        table.caption += f"\n{PREDICTED}: self-tests fail under trap, as predicted"
+    return table
+
+
+def _operations(guest: dict, repeat: int) -> Table:
+    """Adams and Agesen's nanobenchmark table: operations down, for each mode the
+    cycles per operation and, beside every mode but native, its factor to native."""
+    modes = list(guest["modes"])
+    title = (f"Per-operation cost, {guest['name']}: rdtsc cycles / n, "
+             f"median of {repeat} run(s)")
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
+    table.add_column("operation", no_wrap=True)
+    table.add_column("n", justify="right", no_wrap=True)
+    for mode in modes:
+        table.add_column(f"{mode}\ncyc/op", justify="right", no_wrap=True)
+        if mode != "native":
+            table.add_column(f"{mode}\n/native", justify="right", no_wrap=True)
+    for name, row in guest["operations"].items():
+        ns = sorted({figure["n"] for figure in row.values() if figure})
+        cells = [name, "/".join(f"{n:,}" for n in ns)]
+        for mode in modes:
+            figure = row.get(mode)
+            per_op = figure["cycles_per_op"] if figure else None
+            cells.append(f"{per_op:,.0f}" if per_op is not None else "-")
+            if mode != "native":
+                factor = figure["factor_to_native"] if figure else None
+                cells.append(f"{factor:,.1f}x" if factor is not None else "-")
+        table.add_row(*cells)
+    table.caption = (
+        "cyc/op: the guest's rdtsc delta / n. Under pvtool rdtsc is Unicorn's, i.e. the\n"
+        "host's time-stamp counter: host cycles, every exit to pvtool's Python included\n"
+        "(native too: interrupts, faults and port I/O reach Python hooks). /native:\n"
+        "cyc/op over native's cyc/op.")
+    table.caption_justify = "left"
     return table
 
 
@@ -54,26 +99,32 @@ def _stop(run: dict, mode: str) -> str:
     text = f"{text} {stop['guest_code']}"
     if run["guest_passed"]:
         return text
-    if mode == "trap" and stop["kind"] == "guest-exit":
-        return f"{text} (self-tests fail under trap, as predicted)"
+    if _predicted_failure(run, mode):
+        return f"{text}{PREDICTED}"
     return f"[red]{text} FAILED[/]"
 
 
-def _exits(data: dict) -> Table:
-    """Exit kinds down, one column per guest and mode (one run each)."""
-    columns = [(guest["name"], mode, run) for guest in data["guests"]
-               for mode, run in guest["modes"].items() if run["ok"]]
-    kinds = sorted({kind for _, _, run in columns for kind in run["exits"]})
-    calls = sorted({name for _, _, run in columns for name in run["hypercalls"]})
-    table = Table(box=box.SIMPLE_HEAD, title="Exits by kind (one run)", title_justify="left")
+def _predicted_failure(run: dict, mode: str) -> bool:
+    return (mode == "trap" and not run["guest_passed"]
+            and run["stop"]["kind"] == "guest-exit")
+
+
+def _exits(guest: dict) -> Table:
+    """One guest's exit kinds down, one column per mode (one run each): a table per
+    guest keeps three guests' columns within 80."""
+    columns = [(mode, run) for mode, run in guest["modes"].items() if run["ok"]]
+    kinds = sorted({kind for _, run in columns for kind in run["exits"]})
+    calls = sorted({name for _, run in columns for name in run["hypercalls"]})
+    table = Table(box=box.SIMPLE_HEAD, title=f"Exits by kind, {guest['name']} (one run)",
+                  title_justify="left")
     table.add_column("exit", no_wrap=True)
-    for name, mode, _ in columns:
-        table.add_column(f"{name} {mode}", justify="right")
+    for mode, _ in columns:
+        table.add_column(mode, justify="right", no_wrap=True)
     for kind in kinds:
-        table.add_row(kind, *(f"{run['exits'].get(kind, 0):,}" for _, _, run in columns))
+        table.add_row(kind, *(f"{run['exits'].get(kind, 0):,}" for _, run in columns))
     for call in calls:
         table.add_row(f"  {call}", *(f"{run['hypercalls'].get(call, 0):,}"
-                                     for _, _, run in columns), style="dim")
+                                     for _, run in columns), style="dim")
     return table
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pvtool.bench.measure import Timing, per_second
+from pvtool.bench.operations import Operation, parse_operations, summarize
 from pvtool.errors import PvtoolError
 from pvtool.machine.stop import StopKind
 from pvtool.run import Mode, RunOptions, RunResult, run_image
@@ -40,10 +41,16 @@ class ModeRuns:
     results: list[RunResult] = field(default_factory=list)
     error: str | None = None
     prepare_seconds: float | None = None  # patching, for PV
+    # each run's `nanobench:` lines (bench/operations.py); {} for other guests
+    operations: list[dict[str, Operation]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.error is None and bool(self.results)
+
+    def operations_summary(self) -> dict[str, dict] | None:
+        """Per operation over the repeats (None if the mode did not run)."""
+        return summarize(self.operations) if self.ok else None
 
     @property
     def timing(self) -> Timing:
@@ -88,10 +95,13 @@ def run_workloads(image: Path, repeat: int, workdir: Path,
             if mode_runs.error is not None:
                 continue
             progress(f"{image.name}: {mode.value} run {index + 1}/{repeat}")
+            output = bytearray()
             try:
-                mode_runs.results.append(_run_once(mode_runs, workdir))
+                mode_runs.results.append(_run_once(mode_runs, workdir, output.extend))
             except PvtoolError as exc:
                 mode_runs.error = exc.message
+                continue
+            mode_runs.operations.append(parse_operations(bytes(output)))
     return runs
 
 
@@ -110,6 +120,7 @@ def _prepare(mode: Mode, image: Path, workdir: Path) -> ModeRuns:
     return ModeRuns(mode, patched, prepare_seconds=time.perf_counter() - started)
 
 
-def _run_once(mode_runs: ModeRuns, workdir: Path) -> RunResult:
+def _run_once(mode_runs: ModeRuns, workdir: Path,
+              output: Callable[[bytes], None]) -> RunResult:
     options = RunOptions(mode=mode_runs.mode, timeout=RUN_TIMEOUT, disk=fresh_disk(workdir))
-    return run_image(mode_runs.image, options, lambda data: None)
+    return run_image(mode_runs.image, options, output)

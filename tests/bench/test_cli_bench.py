@@ -41,6 +41,7 @@ def test_the_json_has_every_field_for_every_mode(hello_report):
     assert data["modes_available"] == [m.value for m in available_modes()]
     (guest,) = data["guests"]
     assert guest["name"] == "hello"
+    assert guest["operations"] == {}  # no nanobench lines: no per-operation table
     assert set(guest["modes"]) == set(data["modes_available"])
     for mode, run in guest["modes"].items():
         assert set(run) == MODE_FIELDS, mode
@@ -73,6 +74,7 @@ def test_the_tables_go_to_stdout(hello_report):
     _, stdout = hello_report
     for title in ("Guest workloads", "Exits by kind", "Limits, measured in this run"):
         assert title in stdout
+    assert "Per-operation cost" not in stdout
 
 
 def test_trap_mode_is_benched_exactly_when_pvtool_has_it():

@@ -1,0 +1,100 @@
+"""The per-operation table (Adams and Agesen's nanobenchmarks): the parser on real
+nanobench output, and `pvtool bench` giving every operation for every mode. Figures
+are reported, never asserted (DESIGN.md, "Measuring")."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from pvtool.bench.operations import Operation, operations_table, parse_operations, summarize
+from pvtool.bench.workloads import available_modes
+from pvtool.cli import cli
+from pvtool.run import Mode, RunOptions, run_image
+
+OPERATIONS = ["syscall", "cli_sti", "pte_update", "cr3_switch", "port_write",
+              "page_fault", "ctxswitch"]  # in the order nanobench prints them
+FIGURE_FIELDS = {"n", "cycles", "cycles_per_op", "factor_to_native"}
+
+
+def guest_output(image, mode: Mode) -> bytes:
+    output = bytearray()
+    result = run_image(image, RunOptions(mode=mode, timeout=60), output.extend)
+    assert result.stop.code == 0, result.stop
+    return bytes(output)
+
+
+@pytest.fixture(scope="module")
+def nanobench_output(guests) -> bytes:
+    return guest_output(guests("nanobench"), Mode.NATIVE)
+
+
+def test_the_parser_reads_every_line_of_a_real_run(nanobench_output):
+    lines = nanobench_output.splitlines()
+    assert lines[-1] == b"nanobench: done"  # a nanobench line, but no operation's
+    figures = parse_operations(nanobench_output)
+    assert list(figures) == OPERATIONS
+    assert len(figures) == len(lines) - 1
+    for name, figure in figures.items():
+        assert f"nanobench: {name} n={figure.n} cycles={figure.cycles}".encode() in lines
+        assert figure.n > 0
+    assert figures["ctxswitch"].n == 2 * figures["syscall"].n  # two switches a round
+
+
+def test_the_parser_takes_crlf_and_ignores_other_lines(nanobench_output):
+    noisy = b"boot banner\r\n" + nanobench_output.replace(b"\n", b"\r\n") + b"x nanobench: y"
+    assert parse_operations(noisy) == parse_operations(nanobench_output)
+
+
+def test_a_guest_without_nanobench_lines_has_no_operations(guests):
+    assert parse_operations(guest_output(guests("hello"), Mode.NATIVE)) == {}
+
+
+def test_repeats_take_the_median_and_factors_divide_by_native():
+    native = summarize([{"op": Operation(10, 100)}, {"op": Operation(10, 300)},
+                        {"op": Operation(10, 200)}])
+    assert native == {"op": {"n": 10, "cycles": 200, "cycles_per_op": 20.0,
+                             "factor_to_native": None}}
+    table = operations_table({"native": native, "trap": summarize([{"op": Operation(10, 500)}]),
+                              "pv": None})
+    assert table["op"]["native"]["factor_to_native"] == 1.0
+    assert table["op"]["trap"]["factor_to_native"] == 2.5
+    assert table["op"]["pv"] is None  # the mode did not run
+    assert operations_table({"native": {}, "pv": {}}) == {}
+
+
+@pytest.fixture(scope="module")
+def nanobench_report(tmp_path_factory, guests):
+    out = tmp_path_factory.mktemp("bench") / "out.json"
+    result = CliRunner().invoke(cli, ["bench", str(guests("nanobench")), "--repeat", "1",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output + result.stderr
+    return json.loads(out.read_text()), result.stdout
+
+
+def test_the_json_has_every_operation_for_every_mode(nanobench_report):
+    data, _ = nanobench_report
+    (guest,) = data["guests"]
+    modes = data["modes_available"]
+    assert modes == [m.value for m in available_modes()] and "trap" in modes
+    assert list(guest["operations"]) == OPERATIONS
+    for name, row in guest["operations"].items():
+        assert list(row) == modes, name
+        for mode, figure in row.items():
+            assert set(figure) == FIGURE_FIELDS, (name, mode)
+            assert figure["n"] > 0 and isinstance(figure["cycles"], int)
+            assert figure["cycles_per_op"] == pytest.approx(figure["cycles"] / figure["n"],
+                                                            abs=0.01)
+            assert isinstance(figure["factor_to_native"], float), (name, mode)
+        assert row["native"]["factor_to_native"] == 1.0
+    for mode, run in guest["modes"].items():
+        assert run["guest_passed"], mode  # nanobench runs to its end in every mode
+
+
+def test_the_table_names_every_operation_and_the_hosts_counter(nanobench_report):
+    _, stdout = nanobench_report
+    assert "Per-operation cost, nanobench" in stdout
+    table = stdout[stdout.index("Per-operation cost"):stdout.index("Exits by kind")]
+    for name in OPERATIONS:
+        assert f"  {name} " in table
+    assert "host's time-stamp counter" in table and "Unicorn's" in table
