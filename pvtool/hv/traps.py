@@ -168,8 +168,10 @@ class PvTrapHandler:
     def push_frame(self, info: TrapInfo, error_code: int | None, return_eip: int) -> None:
         dom, vcpu = self.domain, self.vcpu
         if not dom.gdt.is_code_selector(info.cs, 1):
-            raise DomainCrash(f"the handler of vector {info.vector} has cs {info.cs:#x}, "
-                              "not a ring-1 code segment (set_trap_table)")
+            what = ("the event callback", "set_callbacks") if info.vector == EVENT_UPCALL \
+                else (f"the handler of vector {info.vector}", "set_trap_table")
+            raise DomainCrash(f"{what[0]} has cs {info.cs:#x}, "
+                              f"not a ring-1 code segment ({what[1]})")
         from_user = vcpu.cpl == 3
         mask = dom.upcall_mask
         saved_eflags = vcpu.eflags & ~EFLAGS_IF | (0 if mask else EFLAGS_IF)
