@@ -1,11 +1,14 @@
-"""The table `pvtool diffstat` prints: diffstat's histogram, Xen's share, its summary."""
+"""What `pvtool diffstat` prints: Table 2 of the Xen paper with the port measured beside
+Xen's Linux and XP columns, the parts of the port and why each sits in its category,
+diffstat's per-file histogram, Xen's share, and diffstat's summary line last."""
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pvtool.diffstat import DiffstatResult, FileStat
+from pvtool.diffstat import DiffstatResult, FileStat, xen_table2
+from pvtool.diffstat.port import PortMeasure
 
 BAR_WIDTH = 30  # histogram columns; longer files are scaled down, as diffstat does
 MARKS = (("+", "green"), ("-", "red"), ("!", "cyan"))  # diffstat -C's colours
@@ -16,6 +19,71 @@ def render(result: DiffstatResult, console: Console) -> None:
     if result.baseline_lines is not None:
         console.print(_share_line(result), highlight=False)
     console.print(result.summary_line(), markup=False, highlight=False)
+
+
+def render_port(port: PortMeasure, console: Console) -> None:
+    console.print(table2(port))
+    console.print(parts_table(port))
+    for text in why_lines(port):
+        console.print(text, highlight=False)
+    console.print()
+    console.print(_table(port.diffstat))
+    if port.diffstat.baseline_lines is not None:
+        console.print(_share_line(port.diffstat, port.baseline_measure), highlight=False)
+    console.print(port.diffstat.summary_line(), markup=False, highlight=False)
+
+
+def table2(port: PortMeasure) -> Table:
+    """Table 2's rows and totals: the port (automatic, hand-written, total) beside Xen's
+    Linux and Windows XP ports."""
+    table = Table(title=f"Lines modified or added ({port.kind} {port.source}), "
+                        "beside Table 2 of the Xen paper",
+                  box=box.SIMPLE_HEAD, show_footer=True, title_justify="left",
+                  show_edge=False, pad_edge=False)
+    rows = port.categories()
+    automatic = sum(r.automatic for r in rows)
+    hand = sum(r.hand_written for r in rows)
+    share = port.share_percent
+    table.add_column("OS subsection", footer=Text("total\nportion of baseline"),
+                     no_wrap=True)
+    columns = (("auto-\nmatic", str(automatic), None),
+               ("by\nhand", str(hand), None),
+               ("this\nport", f"{automatic + hand}\n"
+                + (f"{share:.2f}%" if share is not None else "-"), "bold"),
+               ("Xen\nLinux", f"{xen_table2.LINUX_TOTAL}\n"
+                             f"{xen_table2.LINUX_SHARE_PERCENT:.2f}%", None),
+               ("Xen\nXP", f"{xen_table2.XP_TOTAL}\n{xen_table2.XP_SHARE_PERCENT:.2f}%", None))
+    for title, footer, style in columns:
+        table.add_column(title, footer=footer, justify="right", style=style, no_wrap=True)
+    for row in rows:
+        table.add_row(Text(row.name), str(row.automatic), str(row.hand_written),
+                      str(row.total), _xen(row.linux), _xen(row.xp))
+    return table
+
+
+def _xen(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def parts_table(port: PortMeasure) -> Table:
+    """Each part: its category, origin, '+' and '-' lines."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for title in ("part", "category", "origin"):
+        table.add_column(title, no_wrap=True)
+    table.add_column("+", justify="right")
+    table.add_column("-", justify="right")
+    for part in port.parts:
+        table.add_row(Text(part.name), Text(part.category), part.origin, str(part.added),
+                      str(part.removed))
+    return table
+
+
+def why_lines(port: PortMeasure) -> list[Text]:
+    """Why each kind of part sits in its category, once per distinct reason."""
+    seen: dict[str, list[str]] = {}
+    for part in port.parts:
+        seen.setdefault(part.why, []).append(part.name)
+    return [Text(f"{', '.join(names)}: {why}") for why, names in seen.items()]
 
 
 def histogram(counts: tuple[int, int, int], scale: int, width: int = BAR_WIDTH) -> str:
@@ -41,11 +109,12 @@ def histogram(counts: tuple[int, int, int], scale: int, width: int = BAR_WIDTH) 
 def _table(result: DiffstatResult) -> Table:
     totals = result.totals
     table = Table(box=box.SIMPLE, show_footer=True, show_edge=False, pad_edge=False)
-    table.add_column("file", footer="total")
+    table.add_column("file", footer="total", overflow="fold")
     for title, total in (("inserted", totals.inserted), ("deleted", totals.deleted),
                          ("modified", totals.modified)):
         table.add_column(title, footer=str(total), justify="right")
-    table.add_column("")
+    table.add_column("", no_wrap=True, min_width=min(BAR_WIDTH, max(
+        (f.changed for f in result.files), default=0)))
     scale = max((f.changed for f in result.files), default=0)
     for stat in result.files:
         table.add_row(Text(stat.name), *_numbers(stat), _bar(stat, scale))  # no markup
@@ -66,10 +135,11 @@ def _bar(stat: FileStat, scale: int) -> Text:
     return text
 
 
-def _share_line(result: DiffstatResult) -> Text:
+def _share_line(result: DiffstatResult, measure: str = "lines") -> Text:
     """Xen's figure: lines modified or added, of the baseline's lines."""
+    unit = "baseline lines" if measure == "lines" else "baseline code lines (--sloc)"
     text = Text(f"lines modified or added: {result.totals.added_or_modified} "
-                f"of {result.baseline_lines} baseline lines")
+                f"of {result.baseline_lines} {unit}")
     if result.share_percent is not None:
         text.append(f" ({result.share_percent:.2f}%)", style="bold")
     return text

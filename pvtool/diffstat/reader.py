@@ -30,7 +30,7 @@ first header: N is the length of the original listing, the baseline of the share
 """
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pvtool.errors import ImageError, InputMissingError
@@ -60,6 +60,31 @@ class FileStat:
 
 
 @dataclass(frozen=True)
+class Hunk:
+    """One hunk as read: where it starts on each side and its lines as (mark, text),
+    mark " " (context), "-" or "+". Kept to check the diff against a baseline tree and
+    to sort a listing diff's lines into categories; never part of the counts."""
+
+    old_start: int
+    new_start: int
+    lines: tuple[tuple[str, str], ...]
+
+    @property
+    def old_lines(self) -> list[str]:
+        return [text for mark, text in self.lines if mark != "+"]
+
+
+@dataclass(frozen=True)
+class FilePatch:
+    """The hunks of one listed file. old_path is the path its ---/rename header names
+    on the old side (git's a/ dropped), None for a new file or when no header named one."""
+
+    name: str
+    old_path: str | None
+    hunks: tuple[Hunk, ...]
+
+
+@dataclass(frozen=True)
 class Totals:
     files: int
     inserted: int
@@ -76,6 +101,7 @@ class Totals:
 class DiffstatResult:
     files: tuple[FileStat, ...]
     baseline_lines: int | None = None
+    patches: tuple[FilePatch, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def totals(self) -> Totals:
@@ -144,7 +170,8 @@ def parse(diff: bytes | str, source: str = "<diff>") -> DiffstatResult:
     reader.read(lines)
     if not reader.found_diff and any(_is_content(line) for line in lines):
         raise ImageError(f"{source}: not a unified diff (no file headers or hunks found)")
-    return DiffstatResult(files=reader.file_stats(), baseline_lines=reader.baseline)
+    return DiffstatResult(files=reader.file_stats(), baseline_lines=reader.baseline,
+                          patches=reader.file_patches())
 
 
 def _is_content(line: str) -> bool:
@@ -172,10 +199,13 @@ class _Tally:
 class _Hunk:
     """The body of one hunk: how much of its declared extent is still to come."""
 
-    def __init__(self, target: str, old_size: int, new_size: int):
+    def __init__(self, target: str, old_start: int, old_size: int, new_start: int,
+                 new_size: int):
         self.target = target
+        self.old_start, self.new_start = old_start, new_start
         self.old_left, self.new_left = old_size, new_size
         self.plus = self.minus = 0
+        self.lines: list[tuple[str, str]] = []
 
     def take(self, line: str) -> bool:
         """Count line if it belongs to the hunk; False for a line that cannot."""
@@ -189,6 +219,9 @@ class _Hunk:
         elif mark in ("", " "):
             self.old_left -= self.old_left > 0
             self.new_left -= self.new_left > 0
+            mark = " "
+        if mark in " -+":
+            self.lines.append((mark, line[1:]))
         elif not (mark == "\\" and "newline" in line):  # "\ No newline at end of file"
             return False
         return True
@@ -204,11 +237,14 @@ class _DiffReader:
     def __init__(self, source: str):
         self.source = source
         self.tallies: dict[str, _Tally] = {}
+        self.old_paths: dict[str, str | None] = {}  # listed name -> old side's path
+        self.hunks: dict[str, list[Hunk]] = {}
         self.current: str | None = None  # the file that hunks are counted into
         self.hunk: _Hunk | None = None
         self.after_hunk = False  # the previous line ended a hunk
         self.git_section = False  # inside "diff --git", before its ---/+++ header
         self.git_prefixes = False  # that section's paths carry a/ and b/
+        self.git_old_path: str | None = None  # that section's "rename from"
         self.found_diff = False
         self.seen_header = False
         self.baseline: int | None = None
@@ -218,6 +254,10 @@ class _DiffReader:
             following = lines[index + 1] if index + 1 < len(lines) else None
             self._line(line, following, first=index == 0)
         self._end_hunk()
+
+    def file_patches(self) -> tuple[FilePatch, ...]:
+        return tuple(FilePatch(name, self.old_paths.get(name), tuple(hunks))
+                     for name, hunks in sorted(self.hunks.items()))
 
     def file_stats(self) -> tuple[FileStat, ...]:
         kept = [t.stat() for t in self.tallies.values()]
@@ -249,7 +289,7 @@ class _DiffReader:
             self.current = self.source
         if sizes and self.current is not None:  # outside a file, "@@" is prose
             self.found_diff = True
-            self.hunk = _Hunk(self.current, *sizes)
+            self.hunk = _Hunk(self.current, *_hunk_header(line))
             if self.hunk.complete:
                 self._end_hunk()
         elif line.startswith("--- ") and following and following.startswith("+++ "):
@@ -268,6 +308,8 @@ class _DiffReader:
         elif line.startswith("diff "):
             self.git_section = False
             self.current = None
+        elif self.git_section and line.startswith(("rename from ", "copy from ")):
+            self.git_old_path = _unquote(line.split(" from ", 1)[1])
         elif self.git_section and line.startswith(("rename to ", "copy to ")):
             self.current = _unquote(line.split(" to ", 1)[1])
         elif line.startswith("GIT binary patch") and self.current is not None:
@@ -284,12 +326,16 @@ class _DiffReader:
         self.git_section = self.seen_header = self.found_diff = True
         self.git_prefixes = paths.startswith(("a/", '"a/'))
         self.current = _git_new_path(paths, self.git_prefixes)
+        self.git_old_path = None
 
     def _file_header(self, old_text: str, new_text: str) -> None:
         old, new = _header_path(old_text), _header_path(new_text)
         if self.git_section and self.git_prefixes:
             old, new = _drop_prefix(old, "a/"), _drop_prefix(new, "b/")
         self.current = old if new == DEV_NULL else new
+        if self.git_section and self.git_old_path is not None:
+            old = self.git_old_path
+        self.old_paths.setdefault(self.current, None if old == DEV_NULL else old)
         self.git_section = False
         self.seen_header = self.found_diff = True
 
@@ -313,6 +359,8 @@ class _DiffReader:
         hunk, self.hunk = self.hunk, None
         if hunk is not None:
             self._tally(hunk.target).add_hunk(hunk.plus, hunk.minus)
+            self.hunks.setdefault(hunk.target, []).append(
+                Hunk(hunk.old_start, hunk.new_start, tuple(hunk.lines)))
 
     def _baseline(self, line: str) -> int:
         value = line[len(BASELINE_MARKER):].strip()
@@ -324,6 +372,12 @@ class _DiffReader:
 
 def _hunk_sizes(line: str) -> tuple[int, int] | None:
     """The old and new line counts of a hunk header, or None if line is not one."""
+    header = _hunk_header(line)
+    return None if header is None else (header[1], header[3])
+
+
+def _hunk_header(line: str) -> tuple[int, int, int, int] | None:
+    """(old start, old count, new start, new count) of a hunk header, or None."""
     match = _HUNK_HEADER.match(line)
     if not match:
         return None
@@ -331,7 +385,7 @@ def _hunk_sizes(line: str) -> tuple[int, int] | None:
     if not (old and new):
         return None
     # "@@ -5 +5 @@" means one line at 5: a missing count is 1.
-    return int(old[2] or 1), int(new[2] or 1)
+    return int(old[1]), int(old[2] or 1), int(new[1]), int(new[2] or 1)
 
 
 def _header_path(text: str) -> str:

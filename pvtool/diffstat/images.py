@@ -1,0 +1,150 @@
+"""The listing diff of two images, made in memory: `pvtool diffstat ORIG.elf PATCHED.elf`.
+
+It is the diff `pvtool patch` writes beside its output, rebuilt from the images alone
+with the patcher's own pieces (patch/pipeline's code discovery, patch/listing's
+listings and diff), so the two agree line for line on an image pvtool patched:
+- the original listing is every instruction code discovery finds in ORIG;
+- the patched listing is that listing with each run of instructions whose bytes
+  PATCHED changed decoded afresh from PATCHED;
+- after it comes the code PATCHED adds in new executable segments: its .pvtext without
+  the hypercall page (Xen's HYPERCALL_PAGE note) and the trap-site table (pvtool's
+  note), i.e. the glue and the detour stubs.
+Glue functions are named from the patch set (default xen32) when its glue, laid out for
+ORIG as the patcher lays it out, is byte for byte what PATCHED holds; stubs are named
+pv_stub_N in address order, found as the targets of the jumps that replaced sites.
+An image pvtool did not patch still gets a listing diff, with its added code named
+after the segment that holds it.
+"""
+
+import struct
+from pathlib import Path
+
+from pvtool.abi import pvtool as pvabi
+from pvtool.errors import ImageError, PvtoolError
+from pvtool.image.elf import ElfImage, load_elf
+from pvtool.image.xen_notes import parse_xen_notes
+from pvtool.patch.discover import CodeMap
+from pvtool.patch.emit import PAGE, lay_out
+from pvtool.patch.listing import MODE, Symbolizer, decode_listing, line, unified_diff
+from pvtool.patch.patchset import DEFAULT_PATCH_SET, load_patch_set
+from pvtool.patch.pipeline import discover_code
+from pvtool.x86.isa import decode_all
+
+STUB_NAME = "pv_stub_{}"
+
+
+def listing_diff(original_path: Path, patched_path: Path,
+                 patch_set: str = DEFAULT_PATCH_SET) -> str:
+    original, patched = load_elf(Path(original_path)), load_elf(Path(patched_path))
+    code = discover_code(original)
+    kernel = [(s.value, s.name) for s in original.function_symbols()]
+    items = _items(code)
+    changed = _changed_runs(items, original, patched)
+    added_start, added = _added_code(original, patched)
+    names = list(kernel)
+    glue_end = added_start
+    if added:
+        glue, glue_end = _glue_functions(original, patched, patch_set, added_start)
+        names += [(address, name) for name, address in glue.items()] or [
+            (added_start, "added")]
+        names += _stub_names(changed, patched, glue_end, added_start + len(added))
+    symbolize = Symbolizer(names)
+    original_lines = [line(a, Symbolizer(kernel), t) for a, _, t in items]
+    patched_lines = _patched_listing(items, changed, patched, symbolize)
+    added_lines = decode_listing(added, added_start, symbolize) if added else []
+    return unified_diff(original_lines, patched_lines + added_lines, str(original.path),
+                        str(patched.path))
+
+
+def _items(code: CodeMap) -> list[tuple[int, bytes, str]]:
+    """(address, bytes, text) of every listed instruction and undecodable run."""
+    items = [(i.address, i.bytes, f"{i.mnemonic} {i.op_str}".strip())
+             for i in code.instructions_in(0, 1 << 32)]
+    items += [(u.address, u.data, f"(bad) {u.data.hex()}") for u in code.undecodable]
+    return sorted(items)
+
+
+def _changed_runs(items, original: ElfImage, patched: ElfImage) -> list[tuple[int, int]]:
+    """[start, end) of each run of adjacent listed items whose bytes PATCHED changed."""
+    runs: list[tuple[int, int]] = []
+    for address, data, _ in items:
+        try:
+            now = patched.read_virtual(address, len(data))
+        except ImageError:
+            raise ImageError(f"{patched.path}: does not map {original.path}'s code at "
+                             f"{address:#x}: not a patched copy of it") from None
+        if now == data:
+            continue
+        if runs and runs[-1][1] == address:
+            runs[-1] = (runs[-1][0], address + len(data))
+        else:
+            runs.append((address, address + len(data)))
+    return runs
+
+
+def _patched_listing(items, changed, patched: ElfImage, symbolize) -> list[str]:
+    out: list[str] = []
+    index = 0
+    for address, _, text in items:
+        while index < len(changed) and changed[index][1] <= address:
+            index += 1
+        if index < len(changed) and changed[index][0] <= address:
+            start, end = changed[index]
+            if address == start:
+                out += decode_listing(patched.read_virtual(start, end - start), start,
+                                      symbolize)
+            continue
+        out.append(line(address, symbolize, text))
+    return out
+
+
+def _added_code(original: ElfImage, patched: ElfImage) -> tuple[int, bytes]:
+    """The first executable segment PATCHED has where ORIG maps nothing, without the
+    hypercall page before the glue and the trap-site table after the stubs."""
+    for seg in patched.segments:
+        if not (seg.executable and seg.filesz) or any(
+                o.vaddr < seg.vaddr + seg.memsz and seg.vaddr < o.end
+                for o in original.segments if o.memsz):
+            continue
+        start, end = seg.vaddr, seg.vaddr + seg.filesz
+        notes = parse_xen_notes(patched)
+        if notes is not None and notes.hypercall_page == start:
+            start += PAGE
+        table = _trap_table(patched)
+        if table is not None and start <= table <= end:
+            end = table
+        return start, patched.read_virtual(start, max(end - start, 0))
+    return 0, b""
+
+
+def _trap_table(patched: ElfImage) -> int | None:
+    for note in patched.notes:
+        if note.name == pvabi.PVTOOL_NOTE_NAME and note.type == pvabi.PvtoolNote.trap_sites:
+            return struct.unpack("<I", note.desc[:4])[0]
+    return None
+
+
+def _glue_functions(original: ElfImage, patched: ElfImage, patch_set: str,
+                    start: int) -> tuple[dict[str, int], int]:
+    """The patch set's glue functions and where the glue ends, if PATCHED holds that
+    very glue at START; else none, ending at START."""
+    try:
+        glue = lay_out(original, load_patch_set(patch_set))[0].glue
+        if glue.base == start and patched.read_virtual(start, len(glue.code)) == glue.code:
+            return dict(glue.functions), glue.end
+    except PvtoolError:
+        pass
+    return {}, start
+
+
+def _stub_names(changed, patched: ElfImage, glue_end: int,
+                added_end: int) -> list[tuple[int, str]]:
+    """pv_stub_N at each address a rewritten site jumps to past the glue."""
+    targets = set()
+    for start, end in changed:
+        for insn in decode_all(patched.read_virtual(start, end - start), start, MODE):
+            if getattr(insn, "mnemonic", "") == "jmp" and insn.op_str.startswith("0x"):
+                target = int(insn.op_str, 16)
+                if glue_end <= target < added_end:
+                    targets.add(target)
+    return [(address, STUB_NAME.format(n)) for n, address in enumerate(sorted(targets))]

@@ -1,0 +1,301 @@
+"""The port, measured: any input `pvtool diffstat` takes, counted by diffstat's rules
+and sorted into Table 2's categories, automatic and hand-written lines apart.
+
+Inputs:
+- a listing diff from `pvtool patch` (it carries its baseline: the original listing's
+  length, one instruction a line);
+- two images, ORIG and PATCHED: their listing diff, made in memory (images.py);
+- any unified diff with an optional --baseline DIR, the tree it applies to: the tree's
+  size is the baseline, and a diff that does not apply to it is refused (baseline.py);
+- a patch set folder (patches/NAME: rules.toml and glue.asm). What a patch set's line
+  count means: the lines a person wrote to port a kernel with pvtool, every line of
+  every file of the folder, comments included, counted as `diff -ruN` of an empty
+  folder against it counts them (all insertions). It is the hand-written half of
+  pvtool's port; the listing diff of a guest is the automatic half it produces. An
+  optional --baseline DIR (a guest's source, say) sizes what it ports.
+
+Xen's figure is "lines modified or added": every '+' line of the diff, diffstat -m's
+insertions plus modifications. Every part below carries its own '+' and '-' lines, so
+categories add up to the total exactly (diffstat's modified = min(+, -) per hunk is a
+property of a whole hunk and is not split).
+
+Categories. `--category NAME=GLOB` (repeatable, first match wins; NAME one of Table 2's
+or an alias: arch, net, block, hypervisor; or a name of your own) sorts by path: GLOB is
+matched (fnmatch, `*` crosses '/') against the path as listed and against it with its
+leading directories dropped one at a time, so `drivers/net/*` matches
+`b/drivers/net/e1000.c`. A file no pattern matches is "uncategorized". `--automatic
+GLOB` marks generated files; the others are hand-written.
+In a listing diff every line names the function it belongs to (`ADDR <name+off>:`), and
+the parts are sorted by it:
+- sites: lines in the kernel's own functions, its privileged and sensitive
+  instructions rewritten in place, replaced by a jump to a detour or an int3 trap site.
+  Automatic (the patcher writes them from rules.toml). Hypervisor-specific non-driver:
+  this is the code Xen's Linux port changed by hand in its own arch tree, which Table 2
+  counts as Xen-specific (non-driver).
+- stubs (pv_stub_N): the detours the patcher generated, each a site's replacement and
+  the instructions it displaced. Automatic; hypervisor-specific non-driver, as above.
+- glue (every other pv_ function): the patch set's glue.asm, assembled. Hand-written
+  (a person wrote it; pvtool only assembles it); hypervisor-specific non-driver (the
+  PV entry, hypercall wrappers, virtual control registers: none of it a driver).
+  `--category NAME=GLOB` applies here too, GLOB matched against the function's name
+  (`--category block=pv_blk*` for a block driver in the glue).
+"""
+
+import fnmatch
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from pvtool.diffstat import baseline as baseline_mod
+from pvtool.diffstat import xen_table2
+from pvtool.diffstat.baseline import Baseline
+from pvtool.diffstat.reader import DiffstatResult, parse
+from pvtool.errors import InputMissingError, UsageError
+
+AUTOMATIC, HAND_WRITTEN = "automatic", "hand-written"
+UNCATEGORIZED = "uncategorized"
+PATCH_SET_FILE = "rules.toml"
+ELF_MAGIC = b"\x7fELF"
+_LISTING_LINE = re.compile(r"[0-9a-f]+ <([^>+]*)(?:\+0x[0-9a-f]+)?>: ")
+_STUB = re.compile(r"pv_stub_\d+$")
+
+# Why each part of a listing diff sits where it does (port.py's docstring says more).
+SITES_WHY = ("the kernel's privileged instructions rewritten from rules.toml: what "
+             "Xen's Linux port changed by hand in its arch tree (Table 2: Xen-specific)")
+STUBS_WHY = "detours the patcher generated for sites whose replacement does not fit"
+GLUE_WHY = ("the patch set's glue.asm, written by hand: PV entry, hypercall wrappers, "
+            "virtual control registers; no driver")
+PATCH_SET_WHY = ("the patch set: the rules and glue a person wrote to port to the "
+                 "hypervisor's interface")
+
+
+@dataclass(frozen=True)
+class CategoryRule:
+    name: str
+    pattern: str
+
+    @classmethod
+    def parse(cls, text: str) -> "CategoryRule":
+        name, sep, pattern = text.partition("=")
+        if not sep or not name.strip() or not pattern.strip():
+            raise UsageError(f"--category {text!r}: want NAME=GLOB, e.g. "
+                             "'virtual network driver=drivers/xen/net/*'")
+        return cls(xen_table2.canonical(name), pattern.strip())
+
+    def matches(self, path: str) -> bool:
+        parts = path.split("/")
+        return any(fnmatch.fnmatchcase("/".join(parts[i:]), self.pattern)
+                   for i in range(len(parts)))
+
+
+@dataclass(frozen=True)
+class Part:
+    """Lines of the port that share a name, category and origin."""
+
+    name: str
+    category: str
+    origin: str  # AUTOMATIC or HAND_WRITTEN
+    why: str
+    added: int  # '+' lines: lines modified or added
+    removed: int  # '-' lines
+
+
+@dataclass(frozen=True)
+class CategoryRow:
+    name: str
+    automatic: int
+    hand_written: int
+    linux: int | None
+    xp: int | None
+
+    @property
+    def total(self) -> int:
+        return self.automatic + self.hand_written
+
+
+@dataclass(frozen=True)
+class PortMeasure:
+    kind: str  # "listing diff", "images", "unified diff", "patch set"
+    source: str
+    diffstat: DiffstatResult
+    parts: tuple[Part, ...]
+    baseline: Baseline | None = None
+    baseline_measure: str = "lines"  # what the baseline counts: "lines" or "sloc"
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def added_or_modified(self) -> int:
+        return self.diffstat.totals.added_or_modified
+
+    @property
+    def share_percent(self) -> float | None:
+        return self.diffstat.share_percent
+
+    def categories(self) -> list[CategoryRow]:
+        """Table 2's four rows always, then any other category measured."""
+        sums: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for part in self.parts:
+            sums[part.category][part.origin == HAND_WRITTEN] += part.added
+        rows = [CategoryRow(c.name, *sums.pop(c.name, (0, 0)), c.linux, c.xp)
+                for c in xen_table2.CATEGORIES]
+        rows += [CategoryRow(name, auto, hand, None, None)
+                 for name, (auto, hand) in sorted(sums.items(),
+                                                  key=lambda kv: kv[0] == UNCATEGORIZED)]
+        return rows
+
+    def to_dict(self) -> dict:
+        data = self.diffstat.to_dict()
+        data.update({
+            "input": {"kind": self.kind, "source": self.source},
+            "baseline": (self.baseline.to_dict() if self.baseline is not None else
+                         {"lines": self.diffstat.baseline_lines,
+                          "measure": self.baseline_measure}),
+            "lines_modified_or_added": self.added_or_modified,
+            "categories": [{"name": r.name, "automatic": r.automatic,
+                            "hand_written": r.hand_written, "total": r.total,
+                            "xen_linux": r.linux, "xen_xp": r.xp}
+                           for r in self.categories()],
+            "parts": [vars(p).copy() for p in self.parts],
+            "xen": {"linux": {"lines": xen_table2.LINUX_TOTAL,
+                              "share_percent": xen_table2.LINUX_SHARE_PERCENT},
+                    "xp": {"lines": xen_table2.XP_TOTAL,
+                           "share_percent": xen_table2.XP_SHARE_PERCENT}},
+        })
+        return data
+
+
+def measure_port(inputs: tuple[Path, ...], baseline_dir: Path | None = None,
+                 sloc: bool = False, categories: tuple[str, ...] = (),
+                 automatic: tuple[str, ...] = (), patch_set: str | None = None) -> PortMeasure:
+    rules = [CategoryRule.parse(text) for text in categories]
+    if not inputs or len(inputs) > 2:
+        raise UsageError("diffstat takes a diff, a patch set folder, or two images "
+                         "(ORIG.elf PATCHED.elf)")
+    if len(inputs) == 2:
+        if baseline_dir is not None:
+            raise UsageError("--baseline is for source diffs and patch sets; two images "
+                             "carry their baseline (the original listing)")
+        return _images(*inputs, rules, patch_set)
+    path = Path(inputs[0])
+    if path.is_dir() and (path / PATCH_SET_FILE).is_file():
+        return _patch_set(path, baseline_dir, sloc, rules)
+    data = _read_diff(path)
+    if data.startswith(ELF_MAGIC):
+        raise UsageError(f"{path}: is an ELF image, not a diff (give two: pvtool diffstat "
+                         "ORIG.elf PATCHED.elf)")
+    result = parse(data, source=str(path))
+    if result.baseline_lines is not None:
+        if baseline_dir is not None:
+            raise UsageError(f"{path}: is a listing diff, which carries its baseline; "
+                             "--baseline is for source diffs")
+        return _listing("listing diff", str(path), result, rules)
+    return _unified(path, result, baseline_dir, sloc, rules, automatic)
+
+
+def _read_diff(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputMissingError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputMissingError(f"{path}: is a directory, not a diff (nor a patch set: "
+                                f"no {PATCH_SET_FILE})") from None
+    except OSError as exc:
+        raise InputMissingError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _images(original: Path, patched: Path, rules, patch_set: str | None) -> PortMeasure:
+    from pvtool.diffstat.images import listing_diff
+    from pvtool.patch.patchset import DEFAULT_PATCH_SET
+
+    for path in (original, patched):
+        if not Path(path).exists():
+            raise InputMissingError(f"{path}: no such file")
+    text = listing_diff(original, patched, patch_set or DEFAULT_PATCH_SET)
+    return _listing("images", f"{original} -> {patched}", parse(text), rules)
+
+
+def _listing(kind: str, source: str, result: DiffstatResult, rules) -> PortMeasure:
+    """Each '+' and '-' line goes to sites, stubs or glue by the function it names."""
+    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for patch in result.patches:
+        for hunk in patch.hunks:
+            for mark, text in hunk.lines:
+                if mark == " ":
+                    continue
+                function = _function(text)
+                kind_of_line = _listing_part(function)
+                category = _category(function, rules, xen_table2.HYPERVISOR_SPECIFIC)
+                counts[(kind_of_line, category)][mark == "-"] += 1
+    origin = {"sites": AUTOMATIC, "stubs": AUTOMATIC, "glue": HAND_WRITTEN}
+    why = {"sites": SITES_WHY, "stubs": STUBS_WHY, "glue": GLUE_WHY}
+    order = {"sites": 0, "stubs": 1, "glue": 2}
+    parts = tuple(Part(name, category, origin[name], why[name], added, removed)
+                  for (name, category), (added, removed)
+                  in sorted(counts.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])))
+    return PortMeasure(kind, source, result, parts)
+
+
+def _function(text: str) -> str:
+    match = _LISTING_LINE.match(text)
+    return match[1] if match else ""
+
+
+def _listing_part(function: str) -> str:
+    if _STUB.match(function):
+        return "stubs"
+    return "glue" if function.startswith("pv_") else "sites"
+
+
+def _category(path: str, rules, default: str) -> str:
+    return next((rule.name for rule in rules if rule.matches(path)), default)
+
+
+def _unified(path: Path, result: DiffstatResult, baseline_dir: Path | None, sloc: bool,
+             rules, automatic: tuple[str, ...]) -> PortMeasure:
+    base = None
+    if baseline_dir is not None:
+        base = baseline_mod.size(baseline_dir, sloc)
+        base = baseline_mod.check_applies(result, base, str(path))
+        result = replace(result, baseline_lines=base.lines)
+    generated = [CategoryRule(AUTOMATIC, pattern) for pattern in automatic]
+    parts = []
+    for stat in result.files:
+        origin = AUTOMATIC if any(g.matches(stat.name) for g in generated) else HAND_WRITTEN
+        category = _category(stat.name, rules, UNCATEGORIZED)
+        why = ("matches --category " + next(r.pattern for r in rules if r.name == category
+                                            and r.matches(stat.name))
+               if category != UNCATEGORIZED else "no --category pattern matches it")
+        parts.append(Part(stat.name, category, origin, why, stat.inserted + stat.modified,
+                          stat.deleted + stat.modified))
+    return PortMeasure("unified diff", str(path), result, tuple(parts), base,
+                       "sloc" if sloc else "lines")
+
+
+def _patch_set(folder: Path, baseline_dir: Path | None, sloc: bool, rules) -> PortMeasure:
+    """Every file of the folder as a new file: the diff `diff -ruN EMPTY FOLDER` prints."""
+    files = [p for p in sorted(folder.rglob("*"))
+             if p.is_file() and not any(part in baseline_mod.SKIPPED_DIRS
+                                        for part in p.relative_to(folder).parts)]
+    chunks = []
+    for file in files:
+        data = file.read_bytes()
+        if b"\0" in data:
+            continue
+        text = data.decode("utf-8", errors="replace")
+        lines = text.splitlines()
+        name = f"{folder.name}/{file.relative_to(folder).as_posix()}"
+        chunks.append(f"--- /dev/null\n+++ {name}\n@@ -0,0 +1,{len(lines)} @@\n"
+                      + "".join(f"+{line}\n" for line in lines))
+    result = parse("".join(chunks), source=str(folder))
+    base = None
+    if baseline_dir is not None:
+        base = baseline_mod.size(baseline_dir, sloc)
+        result = replace(result, baseline_lines=base.lines)
+    parts = tuple(
+        Part(stat.name, _category(stat.name, rules, xen_table2.HYPERVISOR_SPECIFIC),
+             HAND_WRITTEN, PATCH_SET_WHY, stat.inserted + stat.modified, 0)
+        for stat in result.files)
+    return PortMeasure("patch set", str(folder), result, parts, base,
+                       "sloc" if sloc else "lines")
