@@ -1,6 +1,7 @@
 """pvtool's command line: each command parses, calls one function, renders its result."""
 
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -21,6 +22,17 @@ from pvtool.errors import (
 EXISTING_FILE = click.Path(path_type=Path)
 INTERNAL_ERROR_STATUS = 70
 INTERRUPTED_STATUS = 130
+TERMINATED_STATUS = 128 + signal.SIGTERM  # 143, as a shell reports a SIGTERM death
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Python's default handling would end the process without
+    running `finally` blocks: the run unwinds as from Ctrl-C (the disk is flushed and
+    closed, temporary outputs removed) and exits with TERMINATED_STATUS."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 class PvtoolGroup(click.Group):
@@ -35,6 +47,9 @@ class PvtoolGroup(click.Group):
                 traceback.print_exc()
             console.error(exc.message)
             ctx.exit(exc.exit_status)
+        except Terminated:
+            console.error("terminated (SIGTERM)")
+            ctx.exit(TERMINATED_STATUS)
         except KeyboardInterrupt:
             console.error("interrupted")
             ctx.exit(INTERRUPTED_STATUS)
@@ -219,6 +234,7 @@ def bench(images: tuple[Path, ...], repeat: int, json_path: Path | None,
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _raise_terminated)
     cli(prog_name="pvtool")
 
 
