@@ -1,0 +1,110 @@
+"""Every CLI command x every kind of bad input (issue 7): one line on stderr starting
+`pvtool: error:` and the status the README documents (README, "Exit status"), never a
+traceback, click's usage text or status 70; nothing is written.
+
+The commands run in process through click's runner. Cells where the input is not bad
+for that command (hello has no Xen notes, which `patch` wants; xenhello has no
+Multiboot header, which the PV path does not need) are left out; so are the image-kind
+cells of diffstat, which reads diffs: an ELF given to it is a usage error (64), text
+that is no diff a data error (65), and an empty file an empty diff.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pvtool.cli import cli
+from tests.oracles import guest_path
+
+COMMANDS = {
+    "patch": ["patch", "{input}", "-o", "{out}/patched.elf"],
+    "run --native": ["run", "--native", "--quiet", "--max-insns", "100000", "{input}"],
+    "run (PV)": ["run", "--quiet", "--max-insns", "100000", "{input}"],
+    "run --trap": ["run", "--trap", "--quiet", "--max-insns", "100000", "{input}"],
+    "diffstat": ["diffstat", "{input}"],
+    "bench": ["bench", "--repeat", "1", "--json", "{out}/bench.json", "{input}"],
+}
+IMAGE_COMMANDS = ["patch", "run --native", "run (PV)", "run --trap", "bench"]
+
+# kind of bad input -> the README's status for it
+STATUS = {
+    "missing": 66, "directory": 66, "empty": 65, "not an ELF": 65, "truncated ELF": 65,
+    "ELF64": 69, "wrong machine": 69, "no Multiboot header": 69, "no Xen notes": 69,
+    "already patched": 69,
+}
+CELLS = (
+    [(command, kind) for command in COMMANDS
+     for kind in ("missing", "directory")]
+    + [(command, kind) for command in IMAGE_COMMANDS
+       for kind in ("empty", "not an ELF", "truncated ELF", "ELF64", "wrong machine")]
+    + [("run --native", "no Multiboot header"), ("run --trap", "no Multiboot header"),
+       ("run (PV)", "no Xen notes"), ("patch", "already patched")]
+    + [("diffstat", "not an ELF")]
+)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    where = tmp_path_factory.mktemp("bad-inputs")
+    hello = guest_path("hello").read_bytes()
+    (where / "a-directory").mkdir()
+    (where / "empty.elf").write_bytes(b"")
+    (where / "text.elf").write_text("not a kernel, not a diff\n")
+    (where / "truncated.elf").write_bytes(hello[:0x1800])
+    elf64 = bytearray(hello)
+    elf64[4] = 2  # EI_CLASS: ELFCLASS64
+    (where / "elf64.elf").write_bytes(bytes(elf64))
+    arm = bytearray(hello)
+    struct.pack_into("<H", arm, 18, 40)  # e_machine: EM_ARM
+    (where / "arm.elf").write_bytes(bytes(arm))
+    shutil.copy(guest_path("xenhello"), where / "xenhello.elf")
+    shutil.copy(guest_path("hello"), where / "hello.elf")
+    return {
+        "missing": where / "nothing-here.elf",
+        "directory": where / "a-directory",
+        "empty": where / "empty.elf",
+        "not an ELF": where / "text.elf",
+        "truncated ELF": where / "truncated.elf",
+        "ELF64": where / "elf64.elf",
+        "wrong machine": where / "arm.elf",
+        "no Multiboot header": where / "xenhello.elf",  # written for Xen: no Multiboot
+        "no Xen notes": where / "hello.elf",
+        "already patched": where / "xenhello.elf",
+    }
+
+
+@pytest.mark.parametrize(("command", "kind"), CELLS,
+                         ids=[f"{c}-{k}".replace(" ", "_") for c, k in CELLS])
+def test_every_command_answers_bad_input_with_one_line_and_its_status(inputs, tmp_path,
+                                                                      command, kind):
+    path = inputs[kind]
+    before = path.read_bytes() if path.is_file() else None
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [a.format(input=path, out=out) for a in COMMANDS[command]]
+    result = CliRunner().invoke(cli, args)
+
+    expected = 65 if command == "diffstat" and kind == "not an ELF" else STATUS[kind]
+    assert result.exit_code == expected, (args, result.exit_code, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pvtool: error: "), result.stderr
+    assert "Traceback" not in result.stderr and "Usage:" not in result.stderr
+    assert result.stdout == ""
+    assert list(out.iterdir()) == []  # nothing written
+    if before is not None:
+        assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["truncated ELF", "ELF64", "wrong machine"])
+def test_diffstat_given_one_image_is_one_clear_error(inputs, kind):
+    """diffstat reads a diff (or two images): one image alone is refused in one line
+    with a documented status, whatever the image's own defect."""
+    result = CliRunner().invoke(cli, ["diffstat", str(inputs[kind])])
+    assert result.exit_code in (64, 65), result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pvtool: error: "), result.stderr
