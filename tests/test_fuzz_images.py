@@ -236,3 +236,20 @@ def test_mutated_images_get_a_result_or_one_clear_error(hello_bytes):
     elapsed = time.perf_counter() - started
     print(f"\n{runs} commands on mutated images in {elapsed:.1f} s: "
           f"{sorted(Tally.outcomes.items())}")
+
+
+def test_a_segment_loaded_above_its_virtual_address_is_refused_by_patch(tmp_path):
+    """Found by the fuzzer: the highest segment's paddr above its vaddr made Xen's
+    VIRT_BASE negative, and `pvtool patch` died with an internal error (status 70)."""
+    data = bytearray(HELLO.read_bytes())
+    phoff = header(data)[0]
+    last = max((i for i, s in enumerate(segments(data)) if s[0] == 1),
+               key=lambda i: segments(data)[i][2])
+    put(data, phoff + last * PHENT + 12, "I", segments(data)[last][2] + 0x1000)  # p_paddr
+    image = tmp_path / "in.elf"
+    image.write_bytes(bytes(data))
+    result = CliRunner().invoke(cli, ["patch", str(image), "-o", str(tmp_path / "out.elf")])
+    assert result.exit_code == 76, result.stderr
+    assert "VIRT_BASE" in result.stderr
+    check_failure(result, "patch")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.elf"]

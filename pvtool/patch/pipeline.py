@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pvtool.errors import OutputError, UnsupportedImageError
+from pvtool.errors import OutputError, PatchError, UnsupportedImageError
 from pvtool.image.elf import ElfImage, load_elf
 from pvtool.image.writer import write_atomically, write_patched_elf
 from pvtool.image.xen_notes import parse_xen_notes
@@ -44,6 +44,7 @@ def patch_image(input_path: Path, out: Path,
     if parse_xen_notes(image) is not None:
         raise UnsupportedImageError(f"{input_path}: already has Xen notes (already "
                                     "paravirtualized?)")
+    _check_phys_offset(input_path, image)
     patch_set = load_patch_set(patch_set_name)
     code = discover_code(image)
     layout, symbols = lay_out(image, patch_set)
@@ -116,6 +117,17 @@ def _patched_code_listing(patched: ElfImage, code: CodeMap, plans: list[Plan],
             continue
         out.append(line)
     return out
+
+
+def _check_phys_offset(input_path: Path, image: ElfImage) -> None:
+    """Xen's VIRT_BASE is the image's vaddr - paddr (ElfImage.phys_offset), which the
+    patched image's notes and new segments follow: a highest segment loaded above its
+    own virtual address gives no such base."""
+    if image.phys_offset < 0:
+        last = max(image.segments, key=lambda s: s.vaddr)
+        raise PatchError(f"{input_path}: its highest segment is linked at {last.vaddr:#x} "
+                         f"but loaded at {last.paddr:#x}, above it: there is no Xen "
+                         "VIRT_BASE (vaddr - paddr) for it")
 
 
 def _check_outputs(image: ElfImage, outputs: Outputs) -> None:
