@@ -248,8 +248,11 @@ class PageTables:
             entries = [0] * ENTRIES
             entries[slot] = pde
             for l1 in self._l1_frames(entries, mfn):
-                if l1 in self.typed:
-                    continue
+                if self.typed.get(l1) == 2:
+                    raise HypercallError(Errno.EINVAL, f"frame {l1:#x} is a page directory: "
+                                         "it cannot also be a page table")
+                # Checked even when already typed (pinned, or linked elsewhere): frames
+                # may have become page tables since, and must not be writable through it.
                 typed = self.typed | {l1: 1}
                 self._validate_l1(l1, typed)
                 self.typed = typed

@@ -12,6 +12,7 @@ import struct
 
 import pytest
 
+from pvtool.hv.domain import HypercallError
 from pvtool.hv.hypercalls import call
 from pvtool.machine.cpu import CR3, ESI
 from pvtool.machine.stop import StopKind
@@ -562,3 +563,40 @@ def test_a_store_of_a_directory_entry_over_an_invalid_table_is_refused(run_guest
     assert not booted.pde(0xC00000) & P
     assert booted.u32("reached") == 0
     assert booted.pte(frame(booted, 4)) & (P | RW) == P | RW  # still ordinary memory
+
+
+PIN_L2_TABLE = 1
+
+
+def test_a_store_linking_a_page_directory_as_a_page_table_is_refused(idle):
+    """Type confusion: a frame pinned as an L2, linked by a kernel's own store into its
+    page directory as an L1, would read its directory entries as writable mappings of
+    page tables. One frame, one type (Xen's get_page_type): the store is refused."""
+    l2_mfn = build_tables(idle)
+    assert mmuext(idle, (NEW_BASEPTR, l2_mfn)) == 0
+    other = frame(idle, 4)  # an empty page directory, mapped read-only so it may be pinned
+    idle.write(other, bytes(PAGE))
+    assert hypercall(idle, HC.update_va_mapping, other, other | PTE_RO, 0, 2) == 0
+    assert mmuext(idle, (PIN_L2_TABLE, other // PAGE)) == 0
+    tables = idle.domain.pagetables
+    assert tables.typed[other // PAGE] == 2
+    slot = 5
+    with pytest.raises(HypercallError, match="page directory"):
+        tables.write_entry(l2_mfn * PAGE + 4 * slot, other | PDE_RW)
+    assert idle.u32(frame(idle, 0) + 4 * slot) == 0  # nothing was written
+
+
+def test_a_store_linking_a_shared_table_revalidates_it_against_todays_tables(idle):
+    """An L1 already in use is checked again when another directory slot links it:
+    a mapping it holds of a frame that became a page table since is made read-only."""
+    l2_mfn = build_tables(idle)
+    assert mmuext(idle, (NEW_BASEPTR, l2_mfn)) == 0
+    tables = idle.domain.pagetables
+    l1_high = frame(idle, 2)
+    data = frame(idle, 3)
+    # The data frame becomes a page table (typed) after l1_high was validated with a
+    # writable mapping of it: stale, as a pinned table's can be.
+    tables.typed[data // PAGE] = 1
+    assert idle.u32(l1_high) == data | PTE_RW
+    tables.write_entry(l2_mfn * PAGE + 4 * 6, l1_high | PDE_RW)
+    assert idle.u32(l1_high) == data | (PTE_RW & ~RW)
