@@ -36,7 +36,8 @@ INTERESTING = [0, 1, 4, 0x34, 0x1000, 0x2000, 0xFFF, 0x100000, 0x101000, 0x7FFFF
 # (offset in the ELF header, struct format): e_type .. e_shstrndx
 EHDR_FIELDS = [(16, "H"), (18, "H"), (20, "I"), (24, "I"), (28, "I"), (32, "I"), (36, "I"),
                (40, "H"), (42, "H"), (44, "H"), (46, "H"), (48, "H"), (50, "H")]
-PHDR_FIELDS = [0, 4, 8, 12, 16, 20, 24, 28]  # p_type p_offset p_vaddr p_paddr p_filesz p_memsz p_flags p_align
+# p_type p_offset p_vaddr p_paddr p_filesz p_memsz p_flags p_align
+PHDR_FIELDS = [0, 4, 8, 12, 16, 20, 24, 28]
 SHDR_FIELDS = [0, 4, 8, 12, 16, 20, 24, 28, 32, 36]
 
 MAX_EXAMPLES = 300
@@ -62,7 +63,7 @@ def segments(data: bytes):
 # -- mutations: each a function of (bytearray, draw) ----------------------------------------
 def put(data: bytearray, offset: int, fmt: str, value: int) -> None:
     size = struct.calcsize("<" + fmt)
-    if 0 <= offset and offset + size <= len(data):
+    if offset >= 0 and offset + size <= len(data):
         struct.pack_into("<" + fmt, data, offset, value & ((1 << 8 * size) - 1))
 
 
