@@ -681,3 +681,24 @@ user_site:
     (trap,) = records(booted, 1)
     assert trap["vector"] == 3
     assert booted.domain.upcall_mask == 0  # no cli was emulated for the user
+
+
+@pytest.mark.parametrize("handlers", ["bp", "bp-and-pf"])
+def test_a_trap_table_pointing_at_unmapped_memory_ends_in_a_clean_crash(run_guest, handlers):
+    """The bounce lands on an unmapped handler: the fetch page-faults, and that #PF is
+    either unhandled (a crash naming it) or bounced to an equally unmapped handler,
+    over and over, until the kernel stack runs out (a crash naming the stack). Either
+    way the run stops with a reason, never loops forever or raises."""
+    table = "    TRAP 3, 3, 0x40000000\n"
+    if handlers == "bp-and-pf":
+        table += "    TRAP 14, 0, 0x40001000\n"
+    booted = run_guest(r"""
+    mov ebx, offset trap_table
+    HYPERCALL set_trap_table
+    int3
+    mov dword ptr [returned], 1
+""", data="trap_table:\n" + table + "    .long 0, 0\nreturned: .long 0\n")
+    stop = booted.machine.stop
+    assert stop.kind is StopKind.CRASH
+    assert ("#PF" in stop.reason) if handlers == "bp" else ("stack" in stop.reason)
+    assert booted.u32("returned") == 0
