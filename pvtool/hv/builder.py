@@ -21,24 +21,10 @@ from pvtool.errors import UnsupportedImageError
 from pvtool.hv import layout
 from pvtool.image.elf import ElfImage
 from pvtool.image.xen_notes import XenNotes
-from pvtool.machine.cpu import (
-    CR0,
-    CR3,
-    CR4,
-    CR4_PAE,
-    CS,
-    DS,
-    EIP,
-    ES,
-    ESI,
-    ESP,
-    FS,
-    GDTR,
-    GS,
-    SS,
-)
+from pvtool.machine.cpu import CR0, CR3, CR4, CS, DS, EIP, ES, ESI, ESP, FS, GDTR, GS, SS
 from pvtool.machine.pc import Machine
 from pvtool.x86 import paging
+from pvtool.x86.registers import CR4_PAE
 
 PAGE = 4096
 FOUR_MIB = 4 << 20

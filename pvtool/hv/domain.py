@@ -21,6 +21,7 @@ from pvtool.machine.cpu import CS, EAX, EBX, ECX, EDI, EDX, EFLAGS, EIP, ESI, ES
 from pvtool.machine.memory import GuestMemory, PageFault
 from pvtool.machine.pc import Machine
 from pvtool.machine.stop import Stop, StopKind
+from pvtool.x86.registers import TSS32_ESP0
 
 if TYPE_CHECKING:
     from pvtool.hv.console import ConsoleRing
@@ -34,7 +35,6 @@ UPCALL_PENDING = VCPU0 + layouts.VCPU_INFO.offset("evtchn_upcall_pending")
 UPCALL_MASK = VCPU0 + layouts.VCPU_INFO.offset("evtchn_upcall_mask")
 VCPU_CR2 = VCPU0 + layouts.VCPU_INFO.offset("cr2")
 KERNEL_RPL = 1
-TSS_ESP0 = 4  # ESP0, then SS0, in a 32-bit TSS
 
 
 class HypercallError(Exception):
@@ -245,7 +245,7 @@ class Domain:
         tss = self._tss_base()
         if tss:
             try:
-                esp0, ss0 = struct.unpack("<IH", self.copy_from_guest(tss + TSS_ESP0, 6))
+                esp0, ss0 = struct.unpack("<IH", self.copy_from_guest(tss + TSS32_ESP0, 6))
             except HypercallError:
                 raise DomainCrash(f"the TSS at {tss:#x} is not mapped") from None
             ss, sp = fix_selector_rpl(ss0), esp0

@@ -21,9 +21,9 @@ from pvtool.machine.stop import Stop, StopKind
 from pvtool.x86.catalogue import classify
 from pvtool.x86.isa import MAX_INSN_SIZE, decode_one
 from pvtool.x86.operands import special_register_move
+from pvtool.x86.registers import CR0_PG, CR0_TS
 
 MODE = 32
-CR0_TS, CR0_PG = 1 << 3, 1 << 31
 PAGE = 4096
 # Debug registers at reset (SDM Vol. 3B, 17.2): DR6 and DR7 have fixed bits set.
 DEBUG_REGISTERS_AT_RESET = {6: 0xFFFF0FF0, 7: 0x400}

@@ -7,6 +7,8 @@ A store into a frame that is no longer a page table, through a mapping pvtool ma
 read-only while it was one, gets the mapping's write access back and is retried.
 """
 
+from capstone.x86_const import X86_OP_IMM, X86_OP_MEM
+
 from pvtool.hv.domain import Domain, DomainCrash, HypercallError
 from pvtool.machine.cpu import EIP, GPRS_BY_NAME
 from pvtool.machine.memory import PageFault
@@ -15,7 +17,6 @@ from pvtool.x86.isa import MAX_INSN_SIZE, decode_one
 
 MODE = 32
 PF_PRESENT, PF_WRITE, PF_USER = paging.PF_P, paging.PF_W, paging.PF_U
-X86_OP_REG, X86_OP_IMM, X86_OP_MEM = 1, 2, 3
 
 
 def handle_write_fault(dom: Domain, address: int, error_code: int) -> bool:

@@ -21,18 +21,19 @@ sgdt/sidt/str/smsw show the hypervisor's registers, CS and SS show ring 1.
 import struct
 from dataclasses import dataclass
 
+from capstone.x86_const import X86_OP_MEM, X86_OP_REG
+
 from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY
 from pvtool.hv import layout
 from pvtool.hv.domain import Domain, DomainCrash, HypercallError
 from pvtool.hv.emulate import ControlRegisters, Emulator
 from pvtool.hv.gdt import check_descriptor
 from pvtool.image.multiboot import CR0_AT_ENTRY
-from pvtool.machine.cpu import CS, EFLAGS, EFLAGS_IF, ESP, GPRS_BY_NAME, SS
+from pvtool.machine.cpu import CS, EFLAGS, ESP, GPRS_BY_NAME, SS
 from pvtool.x86.catalogue import memory_operand
 from pvtool.x86.descriptors import SegmentDescriptor, SystemType
+from pvtool.x86.registers import EFLAGS_IF, EFLAGS_IOPL
 
-X86_OP_REG, X86_OP_MEM = 1, 3
-EFLAGS_IOPL = 3 << 12
 TSS_AVAILABLE, TSS_BUSY = SystemType.TSS_AVAILABLE, SystemType.TSS_BUSY
 KERNEL_RING = 1
 # A register operand as capstone names it -> (the 32-bit register, its width mask).

@@ -42,44 +42,28 @@ from pvtool.hv.pagetables import PageTables
 from pvtool.hv.ptwr import handle_write_fault
 from pvtool.hv.trapemulate import KERNEL_RING, TrapEmulator
 from pvtool.image.elf import ElfImage
-from pvtool.machine.cpu import (
-    CR0,
-    CR2,
-    CR3,
-    CR4,
-    CS,
-    DS,
-    EFLAGS,
-    EFLAGS_IF,
-    EIP,
-    ES,
-    ESP,
-    FS,
-    GDTR,
-    GS,
-    SS,
-)
-from pvtool.machine.interrupts import (
-    EFLAGS_NT,
-    EFLAGS_RF,
-    EFLAGS_TF,
-    ERROR_CODE_VECTORS,
-    TSS_ESP0,
-    is_software_interrupt,
-)
+from pvtool.machine.cpu import CR0, CR2, CR3, CR4, CS, DS, EFLAGS, EIP, ES, ESP, FS, GDTR, GS, SS
+from pvtool.machine.interrupts import ERROR_CODE_VECTORS, is_software_interrupt
 from pvtool.machine.loader import load_multiboot
 from pvtool.machine.pc import Machine
 from pvtool.x86 import paging
 from pvtool.x86.catalogue import CATALOGUE, classify
 from pvtool.x86.descriptors import GateDescriptor, SystemType
 from pvtool.x86.isa import decode_all
+from pvtool.x86.registers import (
+    EFLAGS_IF,
+    EFLAGS_IOPL,
+    EFLAGS_NT,
+    EFLAGS_RESERVED,
+    EFLAGS_RF,
+    EFLAGS_TF,
+    TSS32_ESP0,
+)
 
 PAGE = 4096
 ENTRIES = 1024
 VECTOR_NP, VECTOR_GP, VECTOR_PF = 11, 13, 14
 CR0_RING1 = 0x80010033  # the real CR0: PG WP NE ET MP PE (the kernel's is virtual)
-EFLAGS_RESERVED = 0x2
-EFLAGS_IOPL = 3 << 12
 # The identity map of the kernel's RAM while its paging is off: an L2 and its L1s in
 # hypervisor frames after the hypervisor's own range.
 IDENTITY_L2 = layout.BASE + layout.MEMORY_SIZE
@@ -326,7 +310,7 @@ class TrapHandler:
         if not self.emulator.cpu.tr:
             raise DomainCrash("a trap from ring 3 before the kernel loaded a TSS (ltr)")
         try:
-            esp0, ss0 = struct.unpack("<IH", self.domain.copy_from_guest(tss + TSS_ESP0, 6))
+            esp0, ss0 = struct.unpack("<IH", self.domain.copy_from_guest(tss + TSS32_ESP0, 6))
         except HypercallError:
             raise DomainCrash(f"the TSS at {tss:#x} is not mapped") from None
         ss = ss0 | KERNEL_RING if ss0 & 3 == 0 else ss0

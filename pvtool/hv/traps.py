@@ -17,11 +17,11 @@ from pvtool.hv.ptwr import handle_write_fault
 from pvtool.machine.cpu import CR2, CS, EFLAGS, EIP, ESP, SS
 from pvtool.machine.interrupts import ERROR_CODE_VECTORS, is_software_interrupt
 from pvtool.machine.memory import PageFault
+from pvtool.x86.registers import EFLAGS_IF, EFLAGS_NT, EFLAGS_RF, EFLAGS_TF
 
 VECTOR_BP, VECTOR_OF, VECTOR_UD, VECTOR_GP, VECTOR_PF = 3, 4, 6, 13, 14
 EVENT_UPCALL = 256  # not a vector: names the event callback in push_frame's messages
 INT_IMM8 = 0xCD
-EFLAGS_IF, EFLAGS_TF, EFLAGS_NT, EFLAGS_RF = 1 << 9, 1 << 8, 1 << 14, 1 << 16
 EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM",
                    8: "#DF", 10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF",
                    16: "#MF", 17: "#AC", 19: "#XM"}

@@ -17,6 +17,7 @@ from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
 
 from pvtool.errors import PvtoolError
+from pvtool.x86.registers import CR0_PE
 
 # Register ids, exported under plain names so callers need not import unicorn.
 EAX, EBX, ECX, EDX = X.UC_X86_REG_EAX, X.UC_X86_REG_EBX, X.UC_X86_REG_ECX, X.UC_X86_REG_EDX
@@ -30,9 +31,6 @@ GDTR, IDTR, TR = X.UC_X86_REG_GDTR, X.UC_X86_REG_IDTR, X.UC_X86_REG_TR
 GPRS_BY_NAME = {"eax": EAX, "ebx": EBX, "ecx": ECX, "edx": EDX,
                 "esi": ESI, "edi": EDI, "ebp": EBP, "esp": ESP}
 
-EFLAGS_IF = 1 << 9
-CR0_PE, CR0_WP, CR0_PG = 1, 1 << 16, 1 << 31
-CR4_PSE, CR4_PAE = 1 << 4, 1 << 5
 
 _CONTEXT_HFLAGS = 216  # offsets in unicorn 2.1.4's uc_context (checked by probe_layout)
 _CONTEXT_ERROR_CODE = 5424

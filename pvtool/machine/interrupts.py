@@ -9,6 +9,7 @@ from pvtool.machine.cpu import CR2, CS, EFLAGS, EIP, ESP, GDTR, IDTR, SS, Cpu
 from pvtool.machine.memory import GuestMemory, PageFault
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.x86.descriptors import GateDescriptor, SystemType
+from pvtool.x86.registers import EFLAGS_IF, EFLAGS_NT, EFLAGS_RF, EFLAGS_TF, TSS32_ESP0
 
 VECTOR_BP, VECTOR_OF = 3, 4
 VECTOR_DF, VECTOR_NP, VECTOR_GP, VECTOR_PF = 8, 11, 13, 14
@@ -17,9 +18,7 @@ FIRST_EXTERNAL_VECTOR = 32
 ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
 # Contributory exceptions (SDM table 6-4): #DE, #TS, #NP, #SS, #GP.
 CONTRIBUTORY_VECTORS = frozenset({0, 10, 11, 12, 13})
-EFLAGS_TF, EFLAGS_IF, EFLAGS_NT, EFLAGS_RF = 1 << 8, 1 << 9, 1 << 14, 1 << 16
 INT_IMM8, INT3, INTO = 0xCD, 0xCC, 0xCE
-TSS_ESP0 = 4  # offset of ESP0 (then SS0) in a 32-bit TSS
 
 
 class DeliveryFault(Exception):
@@ -141,7 +140,7 @@ class NativeInterrupts:
     def _ring0_stack(self) -> tuple[int, int]:
         """SS0:ESP0 from the 32-bit TSS in TR (SDM 7.2.1)."""
         _, tss = self.cpu.task_register()
-        esp0, ss0 = struct.unpack("<IH", self._read(tss + TSS_ESP0, 6))
+        esp0, ss0 = struct.unpack("<IH", self._read(tss + TSS32_ESP0, 6))
         return ss0, esp0
 
     def _read(self, vaddr: int, size: int) -> bytes:

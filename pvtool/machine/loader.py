@@ -39,6 +39,7 @@ from pvtool.machine.cpu import (
 )
 from pvtool.machine.pc import Machine
 from pvtool.x86.isa import decode_all
+from pvtool.x86.registers import EFLAGS_RESERVED
 
 # Low-memory layout of the emulated PC (as on QEMU's: 639 KiB of conventional memory,
 # the EBDA and BIOS ROM above it reserved).
@@ -48,7 +49,6 @@ BOOT_GDT = BIOS_AREA  # the loader's flat GDT lives in the reserved BIOS area
 INFO_BASE = 0x9000  # the boot information structure and its strings
 INFO_LIMIT = 0x10000
 BOOT_CS, BOOT_DS = 0x08, 0x10
-EFLAGS_RESERVED = 0x2
 FLAT_CODE = 0x00CF9B000000FFFF  # base 0, limit 4 GiB, ring 0, accessed
 FLAT_DATA = 0x00CF93000000FFFF
 

@@ -9,6 +9,8 @@ int3 on each trap site.
 
 from dataclasses import dataclass
 
+from capstone.x86_const import X86_OP_IMM
+
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi import xen
 from pvtool.errors import PatchError
@@ -167,7 +169,7 @@ def _stub(plan: Plan, address: int, symbols: dict[str, int]) -> bytes:
 def _is_relative_branch(insn) -> bool:
     ops = insn.cs.operands
     return (insn.mnemonic.startswith(RELATIVE_BRANCHES) and len(ops) == 1
-            and ops[0].type == 2)  # X86_OP_IMM: a direct target
+            and ops[0].type == X86_OP_IMM)  # a direct target
 
 
 def added_sections(emitted: Emitted) -> list[AddedSection]:

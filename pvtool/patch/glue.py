@@ -14,10 +14,10 @@ from pvtool.errors import PatchError
 from pvtool.image import multiboot
 from pvtool.patch.patchset import PatchSet
 from pvtool.x86.isa import assemble_checked
+from pvtool.x86.registers import CR0_PG, CR0_TS
 
 MODE = 32
 MAX_PASSES = 8
-CR0_TS, CR0_PG = 1 << 3, 1 << 31
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from pvtool.hv.domain import (
 )
 from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.machine.cpu import CS, EAX, EFLAGS, EIP, ESP
+from pvtool.x86.registers import EFLAGS_IF
 
 MAX_TRAPS = 256
 RING1_FRAME_SIZE = 16  # EAX, EIP, CS, EFLAGS: no ESP and SS when staying in ring 1
-EFLAGS_IF = 1 << 9
 # What HYPERVISOR_iret may restore of EFLAGS: the arithmetic and control flags, never
 # IOPL, VM or the real IF (which stays set; the virtual IF is the upcall mask).
 IRET_EFLAGS_MASK = 0x00240DD5  # CF PF AF ZF SF TF DF OF, AC, ID
