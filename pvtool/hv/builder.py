@@ -33,7 +33,7 @@ L3_FLAGS = paging.P  # Xen allows no other flag in a PAE L3 entry
 L2_FLAGS = paging.P | paging.RW | paging.A | paging.D | paging.US
 L1_FLAGS = paging.P | paging.RW | paging.A | paging.D
 L1_READ_ONLY = paging.P | paging.A
-CR0_PV = 0x80010033  # PG WP NE ET MP PE: a PV guest runs with paging always on
+CR0_PV = 0x80010033  # PG WP NE ET MP PE: a deprivileged kernel runs with paging always on
 EFLAGS_AT_ENTRY = 0x202  # IF set: the virtual IF is the upcall mask, which starts at 1
 STORE_EVTCHN, CONSOLE_EVTCHN = 1, 2
 
@@ -132,29 +132,35 @@ def build_domain(machine: Machine, image: ElfImage, notes: XenNotes, nr_pages: i
 
 
 def enter_guest(machine: Machine, boot: BootLayout, entry: int) -> None:
-    """Paging on with the bootstrap tables, then iretd from ring 0 into the kernel at
-    ring 1 (reg_write cannot lower privilege, UNICORN.md)."""
+    """Start the kernel at ENTRY in ring 1 on the bootstrap tables and boot stack, with
+    ESI = start_info (XEN-ABI.md, "Initial vCPU")."""
+    enter_ring1(machine, entry=entry, cr3=boot.pfn(boot.page_tables) * PAGE,
+                cr4=CR4_PAE if boot.pae else 0, esp=boot.stack + PAGE,
+                eflags=EFLAGS_AT_ENTRY)
+    machine.cpu.write(ESI, boot.start_info)
+
+
+def enter_ring1(machine: Machine, *, entry: int, cr3: int, cr4: int, esp: int,
+                eflags: int) -> None:
+    """Paging on with CR3, Xen's GDT, then iretd from ring 0 to ENTRY in ring 1 on ESP
+    (reg_write cannot lower privilege, UNICORN.md), with flat ring-1 data segments.
+    The PV boot and the trap-and-emulate boot both start their kernel here."""
     cpu = machine.cpu
     cpu.set_descriptor_table(GDTR, layout.GDT, layout.GDT_LIMIT)
-    cpu.write(CR3, boot.pfn(boot.page_tables) * PAGE)
-    cpu.write(CR4, CR4_PAE if boot.pae else 0)
+    cpu.write(CR3, cr3)
+    cpu.write(CR4, cr4)
     cpu.write(CR0, CR0_PV)
     cpu.write(CS, layout.HYPERVISOR_CS)
     cpu.write(SS, layout.HYPERVISOR_DS)
-    frame = struct.pack("<5I", entry, xen.FLAT_RING1_CS, EFLAGS_AT_ENTRY,
-                        boot.stack + PAGE, xen.FLAT_RING1_SS)
+    frame = struct.pack("<5I", entry, xen.FLAT_RING1_CS, eflags, esp, xen.FLAT_RING1_SS)
     machine.memory.write_phys(layout.ENTRY_FRAME, frame)
     cpu.write(ESP, layout.ENTRY_FRAME)
     cpu.write(EIP, layout.TRAMPOLINE + layout.IRETD_OFFSET)
     machine.run_slice(1)
     if cpu.cpl != 1 or cpu.read(EIP) != entry:
         raise RuntimeError("the trampoline did not enter ring 1 at the kernel's entry")
-    # A counted emu_start with paging on leaves QEMU's old_exception at #PF: without
-    # this, the kernel's first #GP or #PF would arrive as a double fault.
-    cpu.ack_exception()
     for reg in (DS, ES, FS, GS):
         cpu.write(reg, xen.FLAT_RING1_DS)
-    cpu.write(ESI, boot.start_info)
 
 
 def _in_glue_window(seg) -> bool:

@@ -34,15 +34,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pvtool.abi import xen
 from pvtool.hv import layout
+from pvtool.hv.builder import enter_ring1
 from pvtool.hv.domain import Domain, DomainCrash, HypercallError
 from pvtool.hv.gdt import Gdt
 from pvtool.hv.pagetables import PageTables
 from pvtool.hv.ptwr import handle_write_fault
 from pvtool.hv.trapemulate import KERNEL_RING, TrapEmulator
 from pvtool.image.elf import ElfImage
-from pvtool.machine.cpu import CR0, CR2, CR3, CR4, CS, DS, EFLAGS, EIP, ES, ESP, FS, GDTR, GS, SS
+from pvtool.machine.cpu import CR2, CS, EFLAGS, EIP, ESP, SS
 from pvtool.machine.interrupts import ERROR_CODE_VECTORS, is_software_interrupt
 from pvtool.machine.loader import load_multiboot
 from pvtool.machine.pc import Machine
@@ -63,7 +63,6 @@ from pvtool.x86.registers import (
 PAGE = 4096
 ENTRIES = 1024
 VECTOR_NP, VECTOR_GP, VECTOR_PF = 11, 13, 14
-CR0_RING1 = 0x80010033  # the real CR0: PG WP NE ET MP PE (the kernel's is virtual)
 # The identity map of the kernel's RAM while its paging is off: an L2 and its L1s in
 # hypervisor frames after the hypervisor's own range.
 IDENTITY_L2 = layout.BASE + layout.MEMORY_SIZE
@@ -146,28 +145,10 @@ def _write_identity_map(machine: Machine, nr_l1: int) -> None:
 
 
 def _enter_ring1(machine: Machine) -> None:
-    """Paging on with the identity map, Xen's GDT, then iretd from ring 0 into the
-    kernel's entry at ring 1 (reg_write cannot lower privilege, UNICORN.md)."""
-    cpu = machine.cpu
-    entry = cpu.read(EIP)
-    cpu.set_descriptor_table(GDTR, layout.GDT, layout.GDT_LIMIT)
-    cpu.write(CR3, IDENTITY_L2)
-    cpu.write(CR4, 0)
-    cpu.write(CR0, CR0_RING1)
-    cpu.write(CS, layout.HYPERVISOR_CS)
-    cpu.write(SS, layout.HYPERVISOR_DS)
-    frame = struct.pack("<5I", entry, xen.FLAT_RING1_CS, EFLAGS_RESERVED, 0,
-                        xen.FLAT_RING1_SS)
-    machine.memory.write_phys(layout.ENTRY_FRAME, frame)
-    cpu.write(ESP, layout.ENTRY_FRAME)
-    cpu.write(EIP, layout.TRAMPOLINE + layout.IRETD_OFFSET)
-    machine.run_slice(1)
-    if cpu.cpl != KERNEL_RING or cpu.read(EIP) != entry:
-        raise RuntimeError("the trampoline did not enter ring 1 at the kernel's entry")
-    cpu.ack_exception()
-    cpu.write(ESP, 0)  # Multiboot leaves ESP undefined, as the native loader does
-    for reg in (DS, ES, FS, GS):
-        cpu.write(reg, xen.FLAT_RING1_DS)
+    """The kernel's Multiboot entry, in ring 1 on the identity map. Multiboot leaves
+    ESP undefined, as the native loader does: the kernel sets its own stack."""
+    enter_ring1(machine, entry=machine.cpu.read(EIP), cr3=IDENTITY_L2, cr4=0, esp=0,
+                eflags=EFLAGS_RESERVED)
 
 
 class TrapHandler:
