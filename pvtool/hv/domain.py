@@ -205,9 +205,6 @@ class Domain:
             raise HypercallError(Errno.EFAULT,
                                  f"guest address {vaddr:#x} is not writable") from None
 
-    def read_u32s(self, vaddr: int, count: int) -> tuple[int, ...]:
-        return struct.unpack(f"<{count}I", self.copy_from_guest(vaddr, 4 * count))
-
     def _check_range(self, vaddr: int, size: int) -> None:
         """A guest buffer lies below the hypervisor's range, or inside the glue window
         (the domain's own frames, mapped there for a patched kernel)."""
