@@ -14,6 +14,7 @@ from pathlib import Path
 from pvtool.image.elf import ElfImage, load_elf
 from pvtool.machine.cpu import EIP
 from pvtool.machine.disk import DiskImage
+from pvtool.machine.exits import Exit
 from pvtool.machine.interrupts import NativeInterrupts
 from pvtool.machine.loader import load_multiboot
 from pvtool.machine.pc import DEFAULT_RAM, Machine
@@ -159,7 +160,7 @@ def _wait_for_interrupt(machine: Machine) -> None:
     """The CPU executed hlt: skip virtual time to the next interrupt, or stop if none
     can ever come."""
     eip = machine.cpu.read(EIP)
-    machine.exits["hlt"] += 1
+    machine.exits[Exit.HLT] += 1
     if not machine.trap_handler.interrupts_enabled():
         machine.request_stop(Stop(StopKind.HALTED, "hlt with interrupts disabled", eip))
         return

@@ -264,11 +264,11 @@ copy:
 jecxz copied
 mov eax, dword ptr [esi]
 mov edx, dword ptr [esi + 4]
-test edx, 0x1000
+test edx, {desc_hi_s}
 jne keep
 mov ebx, edx
-and ebx, 0xf00
-cmp ebx, 0xc00
+and ebx, {desc_hi_type}
+cmp ebx, {desc_hi_call_gate}
 je keep
 mov eax, 0
 mov edx, 0
@@ -336,21 +336,21 @@ cmp ebx, ecx
 jae converted
 mov eax, dword ptr [esi + ebx*8]
 mov edx, dword ptr [esi + ebx*8 + 4]
-test edx, 0x8000
+test edx, {desc_hi_present}
 je next
 mov ebp, edx
-shr ebp, 8
-and ebp, 0xe
-cmp ebp, 0xe
+shr ebp, {desc_hi_type_shift}
+and ebp, {gate32_types}
+cmp ebp, {gate32_types}
 jne next
 mov byte ptr [edi], bl
 mov ebp, edx
-shr ebp, 13
+shr ebp, {desc_hi_dpl_shift}
 and ebp, 3
 jne dpl_ok
-mov ebp, 1
+mov ebp, {kernel_rpl}
 dpl_ok:
-test edx, 0x100
+test edx, {desc_hi_trap_gate}
 jne trap_gate
 or ebp, {ti_mask_events}
 trap_gate:

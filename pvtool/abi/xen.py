@@ -237,7 +237,7 @@ FLAT_RING1_SS = 0xE021
 FLAT_RING3_CS = 0xE02B
 FLAT_RING3_DS = 0xE033
 FLAT_RING3_SS = 0xE033
-GUEST_KERNEL_RPL_32 = 1
+GUEST_KERNEL_RPL = 1  # a 32-bit PV kernel runs in ring 1 (Xen's GUEST_KERNEL_RPL)
 
 # Virtual address space Xen keeps for itself on x86-32.
 HYPERVISOR_VIRT_START_PAE = 0xF5800000

@@ -4,7 +4,8 @@ probe adds its own. The baseline pvtool's machine is measured against."""
 from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
 from unicorn import x86_const as X
 
-PAGE = 4096
+from pvtool.x86.paging import PAGE_SIZE
+
 STACK_TOP = 0x80000  # below the 1 MiB where kernels load; the probes map it
 
 
@@ -15,15 +16,15 @@ def bare_cpu() -> Uc:
 def map_range(uc: Uc, start: int, end: int) -> None:
     """Map [start, end) rounded out to pages, skipping pages already mapped."""
     mapped = [(begin, last) for begin, last, _ in uc.mem_regions()]
-    page = start & ~(PAGE - 1)
+    page = start & ~(PAGE_SIZE - 1)
     while page < end:
         if not any(begin <= page <= last for begin, last in mapped):
-            uc.mem_map(page, PAGE)
-        page += PAGE
+            uc.mem_map(page, PAGE_SIZE)
+        page += PAGE_SIZE
 
 
 def load_code(uc: Uc, address: int, code: bytes) -> None:
     map_range(uc, address, address + len(code))
     uc.mem_write(address, code)
-    map_range(uc, STACK_TOP - 4 * PAGE, STACK_TOP)
+    map_range(uc, STACK_TOP - 4 * PAGE_SIZE, STACK_TOP)
     uc.reg_write(X.UC_X86_REG_ESP, STACK_TOP)

@@ -15,11 +15,12 @@ from pathlib import Path
 from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_UNMAPPED
 from unicorn import x86_const as X
 
-from pvtool.bench.bare import PAGE, STACK_TOP, bare_cpu, load_code, map_range
+from pvtool.bench.bare import STACK_TOP, bare_cpu, load_code, map_range
 from pvtool.bench.measure import Timing, per_second, time_runs
 from pvtool.errors import UnsupportedImageError
 from pvtool.image.elf import ElfImage, load_elf
 from pvtool.x86.isa import assemble, decode_all
+from pvtool.x86.paging import PAGE_SIZE
 
 WORKLOAD = "primes"
 STUBBED = ("uptime", "map", "unmap")  # system-call wrappers: return 0 at once
@@ -86,14 +87,14 @@ def _machine(image: ElfImage, start: int, pages=()):
         uc.mem_write(address, assemble(RETURN_ZERO, address, 32))
     load_code(uc, start, b"")
     for page in pages:
-        map_range(uc, page, page + PAGE)
+        map_range(uc, page, page + PAGE_SIZE)
     return uc
 
 
 def _reset(uc, start: int, touched) -> None:
     """The workload expects fresh, zeroed pages and a clean stack every run."""
     for page in touched:
-        uc.mem_write(page, bytes(PAGE))
+        uc.mem_write(page, bytes(PAGE_SIZE))
     uc.reg_write(X.UC_X86_REG_ESP, STACK_TOP - 64)
     uc.reg_write(X.UC_X86_REG_EBP, STACK_TOP - 64)
 
@@ -106,8 +107,8 @@ def _count_and_touch(image: ElfImage, start: int, stop: int) -> tuple[int, list[
     count = [0]
 
     def on_unmapped(uc, access, address, size, value, _) -> bool:
-        page = address & ~(PAGE - 1)
-        uc.mem_map(page, PAGE)
+        page = address & ~(PAGE_SIZE - 1)
+        uc.mem_map(page, PAGE_SIZE)
         touched.append(page)
         return True
 

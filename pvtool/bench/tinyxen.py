@@ -18,14 +18,14 @@ from pvtool.abi.xen import (
 )
 from pvtool.image import elf32
 from pvtool.x86.isa import assemble
+from pvtool.x86.paging import PAGE_SIZE
 
 BASE = 0x100000
-PAGE = 4096
-DATA = BASE + PAGE  # the loop counter and the shutdown reason
-HYPERCALL_PAGE = BASE + 2 * PAGE
-IMAGE_SIZE = 3 * PAGE
+DATA = BASE + PAGE_SIZE  # the loop counter and the shutdown reason
+HYPERCALL_PAGE = BASE + 2 * PAGE_SIZE
+IMAGE_SIZE = 3 * PAGE_SIZE
 HEADERS = elf32.EHDR.size + 2 * elf32.PHDR.size
-SEGMENT_OFFSET = PAGE  # the loadable bytes start on a page of their own in the file
+SEGMENT_OFFSET = PAGE_SIZE  # the loadable bytes start on a page of their own in the file
 
 LOOP = f"""
     mov dword ptr [{DATA:#x}], {{calls}}
@@ -58,7 +58,7 @@ def null_hypercall_kernel(calls: int) -> bytes:
         b"\x7fELF\x01\x01\x01".ljust(16, b"\0"), elf32.ET_EXEC, elf32.EM_386, 1, BASE,
         elf32.EHDR.size, 0, 0, elf32.EHDR.size, elf32.PHDR.size, 2, 0, 0, 0)
     load = elf32.PHDR.pack(elf32.PT_LOAD, SEGMENT_OFFSET, BASE, BASE, len(segment),
-                           len(segment), elf32.PF_R | elf32.PF_W | elf32.PF_X, PAGE)
+                           len(segment), elf32.PF_R | elf32.PF_W | elf32.PF_X, PAGE_SIZE)
     note = elf32.PHDR.pack(elf32.PT_NOTE, notes_offset, 0, 0, len(notes), len(notes),
                            elf32.PF_R, 4)
     return (header + load + note).ljust(SEGMENT_OFFSET, b"\0") + segment + notes

@@ -24,11 +24,12 @@ from pvtool.errors import ImageError, PvtoolError
 from pvtool.image.elf import ElfImage, load_elf
 from pvtool.image.xen_notes import parse_xen_notes
 from pvtool.patch.discover import CodeMap
-from pvtool.patch.emit import PAGE, lay_out
+from pvtool.patch.emit import lay_out
 from pvtool.patch.listing import MODE, Symbolizer, decode_listing, line, unified_diff
 from pvtool.patch.patchset import DEFAULT_PATCH_SET, load_patch_set
 from pvtool.patch.pipeline import discover_code
 from pvtool.x86.isa import decode_all
+from pvtool.x86.paging import PAGE_SIZE
 
 STUB_NAME = "pv_stub_{}"
 
@@ -109,7 +110,7 @@ def _added_code(original: ElfImage, patched: ElfImage) -> tuple[int, bytes]:
         start, end = seg.vaddr, seg.vaddr + seg.filesz
         notes = parse_xen_notes(patched)
         if notes is not None and notes.hypercall_page == start:
-            start += PAGE
+            start += PAGE_SIZE
         table = _trap_table(patched)
         if table is not None and start <= table <= end:
             end = table

@@ -17,8 +17,7 @@ from pvtool.hv.traps import PvTrapHandler
 from pvtool.image.elf import ElfImage
 from pvtool.image.xen_notes import parse_xen_notes
 from pvtool.machine.pc import Machine
-
-PAGE = 4096
+from pvtool.x86.paging import PAGE_SIZE
 
 
 def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
@@ -28,7 +27,7 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
         raise UnsupportedImageError(
             f"{image.path}: no Xen ELF notes, so it cannot run paravirtualized; patch it "
             "with `pvtool patch` or boot it on the bare PC with --native")
-    nr_pages = machine.ram_size // PAGE
+    nr_pages = machine.ram_size // PAGE_SIZE
     machine.map_memory(layout.BASE, layout.MEMORY_SIZE)
     boot = build_domain(machine, image, notes, nr_pages, cmdline)
     domain = Domain(machine=machine, nr_pages=nr_pages,

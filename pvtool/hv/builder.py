@@ -24,9 +24,9 @@ from pvtool.image.xen_notes import XenNotes
 from pvtool.machine.cpu import CR0, CR3, CR4, CS, DS, EIP, ES, ESI, ESP, FS, GDTR, GS, SS
 from pvtool.machine.pc import Machine
 from pvtool.x86 import paging
+from pvtool.x86.paging import PAGE_SIZE, page_up
 from pvtool.x86.registers import CR4_PAE
 
-PAGE = 4096
 FOUR_MIB = 4 << 20
 PAE_L1_SPAN = 2 << 20  # what one PAE L1 maps
 L3_FLAGS = paging.P  # Xen allows no other flag in a PAE L3 entry
@@ -56,20 +56,20 @@ class BootLayout:
     pae: bool = False  # 3-level page tables (today's Xen) instead of 2-level
 
     def pfn(self, vaddr: int) -> int:
-        return (vaddr - self.virt_base) // PAGE
+        return (vaddr - self.virt_base) // PAGE_SIZE
 
 
 def plan_layout(virt_base: int, kernel_end: int, nr_pages: int, *,
                 glue: bool = False, pae: bool = False) -> BootLayout:
-    p2m = _page_up(kernel_end)
-    start_info = p2m + _page_up(4 * nr_pages)
-    xenstore = start_info + PAGE
-    console = xenstore + PAGE
-    page_tables = console + PAGE
+    p2m = page_up(kernel_end)
+    start_info = p2m + page_up(4 * nr_pages)
+    xenstore = start_info + PAGE_SIZE
+    console = xenstore + PAGE_SIZE
+    page_tables = console + PAGE_SIZE
     nr_frames = 1
     while True:
-        stack = page_tables + nr_frames * PAGE
-        v_end = _round_up(stack + PAGE + xen.BOOT_MAPPING_SPARE, xen.BOOT_MAPPING_ALIGN)
+        stack = page_tables + nr_frames * PAGE_SIZE
+        v_end = _round_up(stack + PAGE_SIZE + xen.BOOT_MAPPING_SPARE, xen.BOOT_MAPPING_ALIGN)
         needed = _pt_frames(virt_base, v_end, pae)
         if needed <= nr_frames:
             break
@@ -117,7 +117,7 @@ def build_domain(machine: Machine, image: ElfImage, notes: XenNotes, nr_pages: i
     boot = plan_layout(virt_base, end, nr_pages, glue=bool(glue), pae=pae)
     if boot.pfn(boot.v_end) > nr_pages:
         raise UnsupportedImageError(f"{image.path}: the kernel does not fit in the domain's "
-                                    f"{nr_pages * PAGE >> 20} MiB")
+                                    f"{nr_pages * PAGE_SIZE >> 20} MiB")
     _write_hypervisor_area(machine, nr_pages)
     _write_p2m(machine, boot, nr_pages)
     _write_start_info(machine, boot, nr_pages, cmdline)
@@ -134,8 +134,8 @@ def build_domain(machine: Machine, image: ElfImage, notes: XenNotes, nr_pages: i
 def enter_guest(machine: Machine, boot: BootLayout, entry: int) -> None:
     """Start the kernel at ENTRY in ring 1 on the bootstrap tables and boot stack, with
     ESI = start_info (XEN-ABI.md, "Initial vCPU")."""
-    enter_ring1(machine, entry=entry, cr3=boot.pfn(boot.page_tables) * PAGE,
-                cr4=CR4_PAE if boot.pae else 0, esp=boot.stack + PAGE,
+    enter_ring1(machine, entry=entry, cr3=boot.pfn(boot.page_tables) * PAGE_SIZE,
+                cr4=CR4_PAE if boot.pae else 0, esp=boot.stack + PAGE_SIZE,
                 eflags=EFLAGS_AT_ENTRY)
     machine.cpu.write(ESI, boot.start_info)
 
@@ -179,11 +179,12 @@ def _load_glue(machine: Machine, image: ElfImage,
             raise UnsupportedImageError(
                 f"{image.path}: glue segment at physical {seg.paddr:#x} is outside the "
                 "low-memory hole")
-        first = (seg.vaddr - layout.GLUE_WINDOW) // PAGE
+        first = (seg.vaddr - layout.GLUE_WINDOW) // PAGE_SIZE
         data = image.data[seg.offset:seg.offset + seg.filesz]
         machine.memory.write_phys(seg.paddr, data + bytes(seg.memsz - seg.filesz))
         pages += [None] * (first - len(pages))  # a gap stays unmapped
-        pages += [(seg.paddr // PAGE + i, seg.writable) for i in range(-(-seg.memsz // PAGE))]
+        first_frame, count = seg.paddr // PAGE_SIZE, -(-seg.memsz // PAGE_SIZE)
+        pages += [(first_frame + i, seg.writable) for i in range(count)]
     if pages:
         machine.memory.write_phys(layout.GLUE_L1, layout.glue_l1(pages))
     return pages
@@ -204,7 +205,7 @@ def _load_kernel(machine: Machine, image: ElfImage, virt_base: int, nr_pages: in
         if seg.memsz == 0 or _in_glue_window(seg):
             continue
         paddr = seg.vaddr - virt_base
-        if seg.vaddr < virt_base or paddr + seg.memsz > nr_pages * PAGE:
+        if seg.vaddr < virt_base or paddr + seg.memsz > nr_pages * PAGE_SIZE:
             raise UnsupportedImageError(
                 f"{image.path}: segment at {seg.vaddr:#x} is outside the domain's memory "
                 f"(VIRT_BASE {virt_base:#x})")
@@ -216,7 +217,7 @@ def _load_kernel(machine: Machine, image: ElfImage, virt_base: int, nr_pages: in
 
 def _write_hypervisor_area(machine: Machine, nr_pages: int) -> None:
     mem = machine.memory
-    m2p_pages = -(-4 * nr_pages // PAGE)
+    m2p_pages = -(-4 * nr_pages // PAGE_SIZE)
     mem.write_phys(layout.M2P, struct.pack(f"<{nr_pages}I", *range(nr_pages)))
     mem.write_phys(layout.M2P_L1, layout.m2p_l1(m2p_pages))
     mem.write_phys(layout.PRIVATE_L1, layout.private_l1())
@@ -228,7 +229,7 @@ def _write_hypervisor_area(machine: Machine, nr_pages: int) -> None:
 
 
 def _write_p2m(machine: Machine, boot: BootLayout, nr_pages: int) -> None:
-    machine.memory.write_phys(boot.pfn(boot.p2m) * PAGE,
+    machine.memory.write_phys(boot.pfn(boot.p2m) * PAGE_SIZE,
                               struct.pack(f"<{nr_pages}I", *range(nr_pages)))
 
 
@@ -242,7 +243,7 @@ def _write_start_info(machine: Machine, boot: BootLayout, nr_pages: int,
         console_mfn=boot.pfn(boot.console), console_evtchn=CONSOLE_EVTCHN,
         pt_base=boot.page_tables, nr_pt_frames=boot.nr_pt_frames, mfn_list=boot.p2m,
         cmd_line=cmdline[:1023])
-    machine.memory.write_phys(boot.pfn(boot.start_info) * PAGE, info)
+    machine.memory.write_phys(boot.pfn(boot.start_info) * PAGE_SIZE, info)
 
 
 def _write_page_tables(machine: Machine, boot: BootLayout) -> None:
@@ -253,12 +254,12 @@ def _write_page_tables(machine: Machine, boot: BootLayout) -> None:
     l2 = [0] * 1024
     for i in range(boot.nr_pt_frames - 1):
         l1_pfn = l2_pfn + 1 + i
-        l2[first_slot + i] = l1_pfn * PAGE | L2_FLAGS
+        l2[first_slot + i] = l1_pfn * PAGE_SIZE | L2_FLAGS
         l1 = _l1_entries(boot, (first_slot + i) * FOUR_MIB, 1024)
-        machine.memory.write_phys(l1_pfn * PAGE, struct.pack("<1024I", *l1))
+        machine.memory.write_phys(l1_pfn * PAGE_SIZE, struct.pack("<1024I", *l1))
     for slot, pde in layout.hypervisor_slots(boot.glue).entries.items():
         l2[slot] = pde
-    machine.memory.write_phys(l2_pfn * PAGE, struct.pack("<1024I", *l2))
+    machine.memory.write_phys(l2_pfn * PAGE_SIZE, struct.pack("<1024I", *l2))
 
 
 def _l1_entries(boot: BootLayout, first: int, count: int) -> list[int]:
@@ -267,11 +268,11 @@ def _l1_entries(boot: BootLayout, first: int, count: int) -> list[int]:
     pt_pfns = range(boot.pfn(boot.page_tables), boot.pfn(boot.page_tables) + boot.nr_pt_frames)
     entries = []
     for j in range(count):
-        vaddr = first + j * PAGE
-        pfn = (vaddr - boot.virt_base) // PAGE
+        vaddr = first + j * PAGE_SIZE
+        pfn = (vaddr - boot.virt_base) // PAGE_SIZE
         mapped = boot.virt_base <= vaddr < boot.v_end
         flags = L1_READ_ONLY if pfn in pt_pfns else L1_FLAGS
-        entries.append(pfn * PAGE | flags if mapped else 0)
+        entries.append(pfn * PAGE_SIZE | flags if mapped else 0)
     return entries
 
 
@@ -287,20 +288,16 @@ def _write_pae_page_tables(machine: Machine, boot: BootLayout) -> None:
     l2s = {slot: [0] * 512 for slot in l2_slots}
     next_l1 = l3_pfn + 1 + len(l2_slots)
     for vaddr in range(start, boot.v_end, PAE_L1_SPAN):
-        l2s[vaddr >> 30][(vaddr >> 21) & 511] = next_l1 * PAGE | L2_FLAGS
-        mem.write_phys(next_l1 * PAGE, struct.pack("<512Q", *_l1_entries(boot, vaddr, 512)))
+        l2s[vaddr >> 30][(vaddr >> 21) & 511] = next_l1 * PAGE_SIZE | L2_FLAGS
+        mem.write_phys(next_l1 * PAGE_SIZE, struct.pack("<512Q", *_l1_entries(boot, vaddr, 512)))
         next_l1 += 1
     for slot, pde in layout.pae_hypervisor_slots().entries.items():
         l2s[xen.PAE_XEN_L3_SLOT][slot] = pde
     l3 = [0] * 512
     for slot in l2_slots:
-        l3[slot] = l2_pfn[slot] * PAGE | L3_FLAGS
-        mem.write_phys(l2_pfn[slot] * PAGE, struct.pack("<512Q", *l2s[slot]))
-    mem.write_phys(l3_pfn * PAGE, struct.pack("<512Q", *l3))
-
-
-def _page_up(value: int) -> int:
-    return _round_up(value, PAGE)
+        l3[slot] = l2_pfn[slot] * PAGE_SIZE | L3_FLAGS
+        mem.write_phys(l2_pfn[slot] * PAGE_SIZE, struct.pack("<512Q", *l2s[slot]))
+    mem.write_phys(l3_pfn * PAGE_SIZE, struct.pack("<512Q", *l3))
 
 
 def _round_up(value: int, alignment: int) -> int:

@@ -9,8 +9,8 @@ is drained of one ring's worth. No input is wired: in[] stays empty.
 
 from pvtool.abi.layouts import XENCONS_INTERFACE
 from pvtool.hv.domain import Domain
+from pvtool.x86.paging import PAGE_SIZE
 
-PAGE = 4096
 OUT = XENCONS_INTERFACE.offset("out")
 OUT_SIZE = XENCONS_INTERFACE.fields["out"].size
 OUT_CONS = XENCONS_INTERFACE.offset("out_cons")
@@ -20,7 +20,7 @@ OUT_PROD = XENCONS_INTERFACE.offset("out_prod")
 class ConsoleRing:
     def __init__(self, domain: Domain, mfn: int):
         self.domain = domain
-        self.ring = mfn * PAGE
+        self.ring = mfn * PAGE_SIZE
 
     def notify(self) -> None:
         self.drain()

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from pvtool.abi import layouts
 from pvtool.abi import pvtool as pvabi
-from pvtool.abi.xen import Errno
+from pvtool.abi.xen import GUEST_KERNEL_RPL, Errno
 from pvtool.hv import layout
+from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.machine.cpu import CS, EAX, EBX, ECX, EDI, EDX, EFLAGS, EIP, ESI, ESP, Cpu
 from pvtool.machine.memory import GuestMemory, PageFault
 from pvtool.machine.pc import Machine
@@ -29,29 +30,10 @@ if TYPE_CHECKING:
     from pvtool.hv.gdt import Gdt
     from pvtool.hv.pagetables import PageTables
 
-PAGE = 4096
 VCPU0 = layout.SHARED_INFO + layouts.SHARED_INFO.offset("vcpu_info")
 UPCALL_PENDING = VCPU0 + layouts.VCPU_INFO.offset("evtchn_upcall_pending")
 UPCALL_MASK = VCPU0 + layouts.VCPU_INFO.offset("evtchn_upcall_mask")
 VCPU_CR2 = VCPU0 + layouts.VCPU_INFO.offset("cr2")
-KERNEL_RPL = 1
-
-
-class HypercallError(Exception):
-    """A refusal: the hypercall returns -errno to the guest."""
-
-    def __init__(self, errno: Errno, why: str = ""):
-        super().__init__(errno, why)
-        self.errno = errno
-        self.why = why
-
-
-class DomainCrash(Exception):
-    """The guest broke a rule no refusal can answer (Xen's domain_crash)."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -250,7 +232,7 @@ class Domain:
             raise DomainCrash("a trap from ring 3 with no kernel stack (stack_switch)")
         else:
             ss, sp = self.kernel_ss, self.kernel_sp
-        if not self.gdt.is_stack_selector(ss, KERNEL_RPL):
+        if not self.gdt.is_stack_selector(ss, GUEST_KERNEL_RPL):
             raise DomainCrash(f"a trap from ring 3 onto kernel stack segment {ss:#x}, "
                               "not a ring-1 data segment")
         return ss, sp
@@ -280,4 +262,4 @@ class Domain:
 def fix_selector_rpl(selector: int) -> int:
     """Selectors with an RPL below the guest kernel's ring get the kernel's RPL
     (Xen's fixup_guest_code_selector)."""
-    return selector | KERNEL_RPL if selector & 3 < KERNEL_RPL else selector
+    return selector | GUEST_KERNEL_RPL if selector & 3 < GUEST_KERNEL_RPL else selector

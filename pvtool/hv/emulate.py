@@ -13,7 +13,8 @@ import struct
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi.pvtool import TRAP_SITE, VCPU_REGS
 from pvtool.abi.xen import XEN_VERSION
-from pvtool.hv.domain import Domain, DomainCrash, HypercallError
+from pvtool.hv.domain import Domain
+from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.image.elf import ElfImage
 from pvtool.machine.cpu import EAX, EBX, ECX, EDX, EIP, GPRS_BY_NAME
 from pvtool.machine.memory import PageFault
@@ -21,10 +22,10 @@ from pvtool.machine.stop import Stop, StopKind
 from pvtool.x86.catalogue import classify
 from pvtool.x86.isa import MAX_INSN_SIZE, decode_one
 from pvtool.x86.operands import special_register_move
+from pvtool.x86.paging import PAGE_SIZE
 from pvtool.x86.registers import CR0_PG, CR0_TS
 
 MODE = 32
-PAGE = 4096
 # Debug registers at reset (SDM Vol. 3B, 17.2): DR6 and DR7 have fixed bits set.
 DEBUG_REGISTERS_AT_RESET = {6: 0xFFFF0FF0, 7: 0x400}
 
@@ -62,7 +63,7 @@ class ControlRegisters:
         if self.block is None and name == "cr3":
             # Xen answers with the current base (a kernel written for Xen keeps no
             # copy: it switched with NEW_BASEPTR, or was given pt_base).
-            return self.domain.pagetables.base_mfn * PAGE
+            return self.domain.pagetables.base_mfn * PAGE_SIZE
         if self.block is None:
             return self.private[name]
         return struct.unpack("<I", self.domain.copy_from_guest(

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pvtool.abi import layouts
 from pvtool.abi.xen import DOMID_SELF, DOMID_XEN, NR_EVENT_CHANNELS_32, Errno, EvtchnStatus, Virq
 from pvtool.hv import layout
-from pvtool.hv.domain import VCPU0, Domain, HypercallError
+from pvtool.hv.domain import VCPU0, Domain
+from pvtool.hv.errors import HypercallError
 from pvtool.machine.clock import VIRTUAL_HZ
 
 PENDING = layout.SHARED_INFO + layouts.SHARED_INFO.offset("evtchn_pending")

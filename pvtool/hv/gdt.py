@@ -10,35 +10,45 @@ update_descriptor; the accessed bit is preset so the CPU never writes the table.
 
 import struct
 
-from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY, Errno
+from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY, GUEST_KERNEL_RPL, Errno
 from pvtool.hv import layout
-from pvtool.hv.domain import KERNEL_RPL, Domain, HypercallError
+from pvtool.hv.domain import Domain
+from pvtool.hv.errors import HypercallError
+from pvtool.x86.descriptors import (
+    ACCESSED,
+    CODE,
+    CONFORMING,
+    DESCRIPTOR_SIZE,
+    DPL_SHIFT,
+    PRESENT_BIT,
+    S_BIT,
+    TYPE_SHIFT,
+    WRITABLE,
+    SystemType,
+)
+from pvtool.x86.paging import PAGE_SIZE
 
-ENTRIES_PER_FRAME = 4096 // 8
-DESC_S = 1 << 44  # code/data (not system)
-DESC_P = 1 << 47
-DESC_ACCESSED = 1 << 40
-DESC_CODE = 1 << 43  # with S: a code segment
-DESC_CONFORMING = 1 << 42  # with DESC_CODE
-DESC_WRITABLE = 1 << 41  # without DESC_CODE
-DPL_SHIFT = 45
-SYSTEM_TYPE_CALL_GATE_32 = 0xC
+ENTRIES_PER_FRAME = PAGE_SIZE // DESCRIPTOR_SIZE
+_ACCESSED = ACCESSED << TYPE_SHIFT
+_CODE = CODE << TYPE_SHIFT  # with S: a code segment
+_CONFORMING = CONFORMING << TYPE_SHIFT  # with _CODE
+_WRITABLE = WRITABLE << TYPE_SHIFT  # without _CODE
 
 
 def check_descriptor(desc: int) -> int:
     """The descriptor as installed, or HypercallError if the guest may not have it."""
-    if not desc & DESC_P:
+    if not desc & PRESENT_BIT:
         return 0
     dpl = (desc >> DPL_SHIFT) & 3
-    if dpl < KERNEL_RPL:
-        desc = (desc & ~(3 << DPL_SHIFT)) | KERNEL_RPL << DPL_SHIFT
-    if desc & DESC_S:
-        return desc | DESC_ACCESSED
-    if (desc >> 40) & 0xF != SYSTEM_TYPE_CALL_GATE_32:
+    if dpl < GUEST_KERNEL_RPL:
+        desc = (desc & ~(3 << DPL_SHIFT)) | GUEST_KERNEL_RPL << DPL_SHIFT
+    if desc & S_BIT:
+        return desc | _ACCESSED
+    if (desc >> TYPE_SHIFT) & 0xF != SystemType.CALL_GATE:
         raise HypercallError(Errno.EINVAL, f"system descriptor {desc:#018x} is not allowed")
     target = (desc >> 16) & 0xFFFF
-    if target & 3 < KERNEL_RPL:
-        desc = (desc & ~(0xFFFF << 16)) | (target | KERNEL_RPL) << 16
+    if target & 3 < GUEST_KERNEL_RPL:
+        desc = (desc & ~(0xFFFF << 16)) | (target | GUEST_KERNEL_RPL) << 16
     return desc
 
 
@@ -59,7 +69,7 @@ class Gdt:
         for mfn in frames:
             if not self.domain.owns_frame(mfn):
                 raise HypercallError(Errno.EINVAL, f"GDT frame {mfn:#x} is not the domain's")
-        raw = b"".join(self.domain.memory.read_phys(mfn * 4096, 4096) for mfn in frames)
+        raw = b"".join(self.domain.memory.read_phys(mfn * PAGE_SIZE, PAGE_SIZE) for mfn in frames)
         checked = [check_descriptor(d) for d in struct.unpack_from(f"<{entries}Q", raw)]
         for index in range(max(entries, self.entries)):
             self._write(index, checked[index] if index < entries else 0)
@@ -88,17 +98,17 @@ class Gdt:
         the CPU checks it (SDM "IRET"). A failed check here is a domain crash, not a
         fault inside the hypervisor's own trampoline."""
         desc = self._descriptor(selector)
-        if desc is None or selector & 3 != ring or not desc & DESC_CODE:
+        if desc is None or selector & 3 != ring or not desc & _CODE:
             return False
         dpl = (desc >> DPL_SHIFT) & 3
-        return dpl <= ring if desc & DESC_CONFORMING else dpl == ring
+        return dpl <= ring if desc & _CONFORMING else dpl == ring
 
     def is_stack_selector(self, selector: int, ring: int) -> bool:
         """Whether an iret to RING may load SELECTOR into SS: a present writable data
         segment with RPL = DPL = RING (SDM "IRET")."""
         desc = self._descriptor(selector)
-        if desc is None or selector & 3 != ring or desc & DESC_CODE \
-                or not desc & DESC_WRITABLE:
+        if desc is None or selector & 3 != ring or desc & _CODE \
+                or not desc & _WRITABLE:
             return False
         return (desc >> DPL_SHIFT) & 3 == ring
 
@@ -108,7 +118,7 @@ class Gdt:
         if selector & 4 or index == 0 or 8 * index + 7 > layout.GDT_LIMIT:
             return None
         (desc,) = struct.unpack("<Q", self.domain.memory.read_phys(layout.GDT + 8 * index, 8))
-        return desc if desc & DESC_P and desc & DESC_S else None
+        return desc if desc & PRESENT_BIT and desc & S_BIT else None
 
     def _write(self, index: int, desc: int) -> None:
         self.domain.memory.write_phys(layout.GDT + 8 * index, struct.pack("<Q", desc))

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pvtool.abi import xen
 from pvtool.abi.pvtool import PRIVATE_AREA_OFFSET, SHARED_INFO_OFFSET, glue_window
 from pvtool.x86 import paging
+from pvtool.x86.paging import PAGE_SIZE
 
-PAGE = 4096
 BASE = xen.HYPERVISOR_VIRT_START_2LEVEL
 FIRST_SLOT = BASE >> 22  # 1008
 M2P = BASE
@@ -34,15 +34,15 @@ PRIVATE = BASE + PRIVATE_AREA_OFFSET
 GDT = PRIVATE
 GDT_PAGES = 16
 SHARED_INFO = BASE + SHARED_INFO_OFFSET
-TRAMPOLINE = SHARED_INFO + PAGE
-TRAMPOLINE_FRAMES = TRAMPOLINE + PAGE
-END = TRAMPOLINE_FRAMES + PAGE
+TRAMPOLINE = SHARED_INFO + PAGE_SIZE
+TRAMPOLINE_FRAMES = TRAMPOLINE + PAGE_SIZE
+END = TRAMPOLINE_FRAMES + PAGE_SIZE
 M2P_L1 = END  # the page tables that map the range, at the end of it
-PRIVATE_L1 = END + PAGE
-GLUE_L1 = END + 2 * PAGE  # maps a patched kernel's glue window (abi/pvtool.py)
-PAE_M2P_L1 = END + 3 * PAGE  # the PAE tables of the same range
-PAE_PRIVATE_L1 = END + 4 * PAGE
-MEMORY_SIZE = PAE_PRIVATE_L1 + PAGE - BASE
+PRIVATE_L1 = END + PAGE_SIZE
+GLUE_L1 = END + 2 * PAGE_SIZE  # maps a patched kernel's glue window (abi/pvtool.py)
+PAE_M2P_L1 = END + 3 * PAGE_SIZE  # the PAE tables of the same range
+PAE_PRIVATE_L1 = END + 4 * PAGE_SIZE
+MEMORY_SIZE = PAE_PRIVATE_L1 + PAGE_SIZE - BASE
 PAE_BASE = xen.HYPERVISOR_VIRT_START_PAE
 PAE_M2P = xen.RO_MPT_VIRT_START_PAE
 PAE_FIRST_SLOT = xen.PAE_XEN_FIRST_L2_SLOT  # 428, in the L2 under L3 slot 3
@@ -102,7 +102,7 @@ def private_l1(shared_info_writable: bool = True) -> bytes:
     """The page table mapping the private area: only shared_info is writable."""
     entries = [0] * 1024
     for page in range(GDT_PAGES):
-        entries[page] = (GDT + page * PAGE) | READ_ONLY
+        entries[page] = (GDT + page * PAGE_SIZE) | READ_ONLY
     entries[(SHARED_INFO - PRIVATE) >> 12] = SHARED_INFO | (
         READ_WRITE if shared_info_writable else READ_ONLY)
     entries[(TRAMPOLINE - PRIVATE) >> 12] = TRAMPOLINE | READ_ONLY
@@ -111,7 +111,7 @@ def private_l1(shared_info_writable: bool = True) -> bytes:
 
 
 def m2p_l1(m2p_pages: int) -> bytes:
-    entries = [(M2P + i * PAGE) | READ_ONLY for i in range(m2p_pages)]
+    entries = [(M2P + i * PAGE_SIZE) | READ_ONLY for i in range(m2p_pages)]
     return struct.pack("<1024I", *(entries + [0] * (1024 - len(entries))))
 
 
@@ -125,7 +125,7 @@ def glue_l1(pages: list[tuple[int, bool] | None]) -> bytes:
 
 
 def pae_m2p_l1(m2p_pages: int) -> bytes:
-    entries = [(M2P + i * PAGE) | READ_ONLY for i in range(m2p_pages)]
+    entries = [(M2P + i * PAGE_SIZE) | READ_ONLY for i in range(m2p_pages)]
     return struct.pack(f"<{PAE_ENTRIES}Q", *(entries + [0] * (PAE_ENTRIES - len(entries))))
 
 

@@ -16,12 +16,13 @@ import struct
 
 from pvtool.abi.xen import Errno
 from pvtool.hv import layout
-from pvtool.hv.domain import Domain, HypercallError
+from pvtool.hv.domain import Domain
+from pvtool.hv.errors import HypercallError
 from pvtool.machine.cpu import CR3
 from pvtool.x86 import paging
+from pvtool.x86.paging import PAGE_SIZE
 
 ENTRIES = 1024
-PAGE = 4096
 GUEST_SLOTS = layout.FIRST_SLOT  # L2 slots below the hypervisor's
 
 
@@ -40,10 +41,11 @@ class PageTables:
 
     # -- reading and writing tables ----------------------------------------------------
     def _entries(self, mfn: int) -> list[int]:
-        return list(struct.unpack(f"<{ENTRIES}I", self.domain.memory.read_phys(mfn * PAGE, PAGE)))
+        table = self.domain.memory.read_phys(mfn * PAGE_SIZE, PAGE_SIZE)
+        return list(struct.unpack(f"<{ENTRIES}I", table))
 
     def _write_entry(self, mfn: int, index: int, value: int) -> None:
-        self.domain.memory.write_u32(mfn * PAGE + 4 * index, value)
+        self.domain.memory.write_u32(mfn * PAGE_SIZE + 4 * index, value)
 
     def flush_tlb(self) -> None:
         """Reloading CR3 flushes Unicorn's TLB, even with the same value."""
@@ -64,7 +66,7 @@ class PageTables:
         self._install_hypervisor_slots(l2_mfn)
         self.typed = typed
         self.base_mfn = l2_mfn
-        self.domain.machine.cpu.write(CR3, l2_mfn * PAGE)
+        self.domain.machine.cpu.write(CR3, l2_mfn * PAGE_SIZE)
         self.domain.log(f"new base {l2_mfn:#x}: {len(l1_frames)} page tables validated")
 
     def _pinned_types(self) -> dict[int, int]:
@@ -124,7 +126,7 @@ class PageTables:
                     "which the domain does not own")
             if pte & paging.RW and frame in typed:
                 self._write_entry(mfn, index, pte & ~paging.RW)
-                self.downgraded.add(mfn * PAGE + 4 * index)
+                self.downgraded.add(mfn * PAGE_SIZE + 4 * index)
 
     def _install_hypervisor_slots(self, l2_mfn: int) -> None:
         slots = layout.hypervisor_slots(self.glue).entries
@@ -224,7 +226,7 @@ class PageTables:
     def write_entry(self, entry_addr: int, value: int) -> None:
         """A kernel's own store into a page table in use (writable page tables): the
         entry is validated as at NEW_BASEPTR, then written."""
-        mfn, index = entry_addr >> 12, (entry_addr & (PAGE - 1)) // 4
+        mfn, index = entry_addr >> 12, (entry_addr & (PAGE_SIZE - 1)) // 4
         if self.typed.get(mfn) == 2:
             self._write_l2_entry(mfn, index, value)
         else:
@@ -238,7 +240,7 @@ class PageTables:
                 raise HypercallError(Errno.EINVAL, f"frame {frame:#x} is not the domain's")
             if pte & paging.RW and frame in self.typed:
                 pte &= ~paging.RW
-                self.downgraded.add(mfn * PAGE + 4 * index)
+                self.downgraded.add(mfn * PAGE_SIZE + 4 * index)
         self._write_entry(mfn, index, pte)
 
     def _write_l2_entry(self, mfn: int, slot: int, pde: int) -> None:
@@ -267,7 +269,7 @@ class PageTables:
             for index, pte in enumerate(self._entries(mfn)):
                 if pte & paging.P and pte & paging.RW and pte >> 12 == frame:
                     self._write_entry(mfn, index, pte & ~paging.RW)
-                    self.downgraded.add(mfn * PAGE + 4 * index)
+                    self.downgraded.add(mfn * PAGE_SIZE + 4 * index)
 
     def update_va_mapping(self, vaddr: int, pte: int) -> None:
         mfn, index = self.l1_slot_for(vaddr)

@@ -18,12 +18,13 @@ import struct
 
 from pvtool.abi.xen import PAE_L3_ALLOWED_FLAGS, PAE_XEN_L3_SLOT, Errno
 from pvtool.hv import layout
-from pvtool.hv.domain import Domain, HypercallError
+from pvtool.hv.domain import Domain
+from pvtool.hv.errors import HypercallError
 from pvtool.machine.cpu import CR3
 from pvtool.x86 import paging
+from pvtool.x86.paging import PAGE_SIZE
 
 ENTRIES = 512
-PAGE = 4096
 L3_ENTRIES = 4
 FRAME_MASK = 0x000F_FFFF_FFFF_F000
 RESERVED_HIGH = 0xFFF0_0000_0000_0000  # bits 52-62 reserved, and NX (63): EFER.NXE is off
@@ -49,7 +50,7 @@ class PaePageTables:
 
     # -- reading and writing tables ----------------------------------------------------
     def _entries(self, mfn: int, count: int = ENTRIES) -> tuple[int, ...]:
-        return struct.unpack(f"<{count}Q", self.domain.memory.read_phys(mfn * PAGE, 8 * count))
+        return struct.unpack(f"<{count}Q", self.domain.memory.read_phys(mfn * PAGE_SIZE, 8 * count))
 
     def _read(self, address: int) -> int:
         return struct.unpack("<Q", self.domain.memory.read_phys(address, 8))[0]
@@ -157,7 +158,7 @@ class PaePageTables:
         l2 = self._xen_l2(l3_mfn)
         slots = layout.pae_hypervisor_slots().entries
         for slot in XEN_SLOTS:
-            self._write(l2 * PAGE + 8 * slot, slots.get(slot, 0))
+            self._write(l2 * PAGE_SIZE + 8 * slot, slots.get(slot, 0))
 
     # -- a new base ----------------------------------------------------------------------
     def new_baseptr(self, l3_mfn: int) -> None:
@@ -167,7 +168,7 @@ class PaePageTables:
         self.typed = self._validate(l3_mfn)
         self._install_hypervisor_slots(l3_mfn)
         self.base_mfn = l3_mfn
-        self.domain.machine.cpu.write(CR3, l3_mfn * PAGE)
+        self.domain.machine.cpu.write(CR3, l3_mfn * PAGE_SIZE)
         self.domain.log(f"new PAE base {l3_mfn:#x}: {len(self.typed)} page tables validated")
 
     # -- pinning -------------------------------------------------------------------------
@@ -198,7 +199,7 @@ class PaePageTables:
         if vaddr >= layout.PAE_BASE:
             raise HypercallError(Errno.EINVAL, f"{vaddr:#x} is in the hypervisor's range")
         l3e = self._entries(self.base_mfn, L3_ENTRIES)[vaddr >> 30]
-        l2e = self._read(_frame(l3e) * PAGE + 8 * ((vaddr >> 21) & (ENTRIES - 1))) \
+        l2e = self._read(_frame(l3e) * PAGE_SIZE + 8 * ((vaddr >> 21) & (ENTRIES - 1))) \
             if l3e & paging.P else 0
         if not l2e & paging.P or l2e & paging.PS:
             raise HypercallError(Errno.EINVAL, f"no page table maps {vaddr:#x}")
@@ -207,12 +208,12 @@ class PaePageTables:
     def update_va_mapping(self, vaddr: int, pte: int) -> None:
         mfn, index = self.l1_slot_for(vaddr)
         self.check_new_pte(pte)
-        self._write(mfn * PAGE + 8 * index, pte)
+        self._write(mfn * PAGE_SIZE + 8 * index, pte)
 
     def mmu_update(self, address: int, value: int) -> None:
         """One MMU_NORMAL_PT_UPDATE: the 64-bit entry at machine ADDRESS of a table in
         use. An L1 entry is checked alone; an L2 or L3 entry re-validates the tree."""
-        mfn, offset = address >> 12, address & (PAGE - 1)
+        mfn, offset = address >> 12, address & (PAGE_SIZE - 1)
         level = self.typed.get(mfn)
         if offset & 7 or level is None:
             raise HypercallError(Errno.EINVAL, f"{address:#x} is not an entry of a page "

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 
 from capstone.x86_const import X86_OP_MEM, X86_OP_REG
 
-from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY
+from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY, GUEST_KERNEL_RPL
 from pvtool.hv import layout
-from pvtool.hv.domain import Domain, DomainCrash, HypercallError
+from pvtool.hv.domain import Domain
 from pvtool.hv.emulate import ControlRegisters, Emulator
+from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.gdt import check_descriptor
 from pvtool.image.multiboot import CR0_AT_ENTRY
 from pvtool.machine.cpu import CS, EFLAGS, ESP, GPRS_BY_NAME, SS
@@ -35,7 +36,6 @@ from pvtool.x86.descriptors import SegmentDescriptor, SystemType
 from pvtool.x86.registers import EFLAGS_IF, EFLAGS_IOPL
 
 TSS_AVAILABLE, TSS_BUSY = SystemType.TSS_AVAILABLE, SystemType.TSS_BUSY
-KERNEL_RING = 1
 # A register operand as capstone names it -> (the 32-bit register, its width mask).
 _SUBREGISTERS = {name: (name, 0xFFFFFFFF) for name in GPRS_BY_NAME} | {
     name[1:]: (name, 0xFFFF) for name in GPRS_BY_NAME}
@@ -156,8 +156,8 @@ class TrapEmulator(Emulator):
     def _load_ss(self, selector: int) -> None:
         """The kernel's ring-0 stack selector names a descriptor set_gdt raised to
         ring 1: load it with RPL 1, as Xen's fixup_guest_stack_selector does."""
-        ring1 = selector | KERNEL_RING if selector & 3 == 0 else selector
-        if not self.domain.gdt.is_stack_selector(ring1, KERNEL_RING):
+        ring1 = selector | GUEST_KERNEL_RPL if selector & 3 == 0 else selector
+        if not self.domain.gdt.is_stack_selector(ring1, GUEST_KERNEL_RPL):
             raise DomainCrash(f"mov ss, {selector:#x}: not a kernel stack segment")
         self.domain.vcpu.set(SS, ring1)
 
@@ -171,10 +171,10 @@ class TrapEmulator(Emulator):
         esp = vcpu.esp
         eip, cs, eflags = struct.unpack("<3I", self._read(esp, 12))
         cs &= 0xFFFF
-        if cs & 3 > KERNEL_RING:
+        if cs & 3 > GUEST_KERNEL_RPL:
             raise NotEmulated  # to ring 3: the frame itself is bad
-        ring1_cs = cs | KERNEL_RING
-        if not self.domain.gdt.is_code_selector(ring1_cs, KERNEL_RING):
+        ring1_cs = cs | GUEST_KERNEL_RPL
+        if not self.domain.gdt.is_code_selector(ring1_cs, GUEST_KERNEL_RPL):
             raise DomainCrash(f"iret to cs {cs:#x}: not a kernel code segment")
         vcpu.set(ESP, esp + 12)
         enabled = bool(eflags & EFLAGS_IF)

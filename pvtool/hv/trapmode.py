@@ -34,22 +34,26 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pvtool.abi.xen import GUEST_KERNEL_RPL
 from pvtool.hv import layout
 from pvtool.hv.builder import enter_ring1
-from pvtool.hv.domain import Domain, DomainCrash, HypercallError
+from pvtool.hv.domain import Domain
+from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.gdt import Gdt
 from pvtool.hv.pagetables import PageTables
 from pvtool.hv.ptwr import handle_write_fault
-from pvtool.hv.trapemulate import KERNEL_RING, TrapEmulator
+from pvtool.hv.trapemulate import TrapEmulator
 from pvtool.image.elf import ElfImage
 from pvtool.machine.cpu import CR2, CS, EFLAGS, EIP, ESP, SS
-from pvtool.machine.interrupts import ERROR_CODE_VECTORS, is_software_interrupt
+from pvtool.machine.exits import Exit
+from pvtool.machine.interrupts import is_software_interrupt
 from pvtool.machine.loader import load_multiboot
 from pvtool.machine.pc import Machine
 from pvtool.x86 import paging
 from pvtool.x86.catalogue import CATALOGUE, classify
 from pvtool.x86.descriptors import GateDescriptor, SystemType
 from pvtool.x86.isa import decode_all
+from pvtool.x86.paging import PAGE_SIZE
 from pvtool.x86.registers import (
     EFLAGS_IF,
     EFLAGS_IOPL,
@@ -59,10 +63,9 @@ from pvtool.x86.registers import (
     EFLAGS_TF,
     TSS32_ESP0,
 )
+from pvtool.x86.vectors import ERROR_CODE, Vector, idt_error_code
 
-PAGE = 4096
 ENTRIES = 1024
-VECTOR_NP, VECTOR_GP, VECTOR_PF = 11, 13, 14
 # The identity map of the kernel's RAM while its paging is off: an L2 and its L1s in
 # hypervisor frames after the hypervisor's own range.
 IDENTITY_L2 = layout.BASE + layout.MEMORY_SIZE
@@ -91,10 +94,10 @@ class TrapMode:
     def __init__(self, machine: Machine, image: ElfImage,
                  trace: Callable[[str], None] | None):
         self.machine = machine
-        self.domain = Domain(machine=machine, nr_pages=machine.ram_size // PAGE,
+        self.domain = Domain(machine=machine, nr_pages=machine.ram_size // PAGE_SIZE,
                              console_output=machine.output, trace=trace)
         self.domain.gdt = Gdt(self.domain)
-        self.domain.pagetables = PageTables(self.domain, IDENTITY_L2 // PAGE)
+        self.domain.pagetables = PageTables(self.domain, IDENTITY_L2 // PAGE_SIZE)
         self.emulator = TrapEmulator(self.domain)
         self.handler = TrapHandler(self)
         self.watch = SensitiveWatch(machine, image, self.emulator)
@@ -108,8 +111,8 @@ def boot_trap_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
     """Load IMAGE as a Multiboot loader would, then start it in ring 1 under the
     hypervisor, with the registers Multiboot promises (EAX magic, EBX info)."""
     load_multiboot(machine, image, cmdline=cmdline, modules=modules)
-    nr_l1 = -(-machine.ram_size // (ENTRIES * PAGE))
-    machine.map_memory(layout.BASE, layout.MEMORY_SIZE + (1 + nr_l1) * PAGE)
+    nr_l1 = -(-machine.ram_size // (ENTRIES * PAGE_SIZE))
+    machine.map_memory(layout.BASE, layout.MEMORY_SIZE + (1 + nr_l1) * PAGE_SIZE)
     _write_hypervisor_area(machine)
     _write_identity_map(machine, nr_l1)
     trap = TrapMode(machine, image, trace)
@@ -132,11 +135,11 @@ def _write_hypervisor_area(machine: Machine) -> None:
 def _write_identity_map(machine: Machine, nr_l1: int) -> None:
     l2 = [0] * ENTRIES
     for i in range(nr_l1):
-        l1_addr = IDENTITY_L2 + (1 + i) * PAGE
+        l1_addr = IDENTITY_L2 + (1 + i) * PAGE_SIZE
         l2[i] = l1_addr | IDENTITY_FLAGS
         first = i * ENTRIES
-        frames = range(first, min(first + ENTRIES, machine.ram_size // PAGE))
-        l1 = [frame * PAGE | IDENTITY_FLAGS for frame in frames]
+        frames = range(first, min(first + ENTRIES, machine.ram_size // PAGE_SIZE))
+        l1 = [frame * PAGE_SIZE | IDENTITY_FLAGS for frame in frames]
         machine.memory.write_phys(l1_addr, struct.pack(f"<{ENTRIES}I",
                                                        *(l1 + [0] * (ENTRIES - len(l1)))))
     for slot, pde in layout.hypervisor_slots().entries.items():
@@ -172,27 +175,28 @@ class TrapHandler:
 
     def take_interrupt(self, pic) -> None:
         if pic.pending() and self.interrupts_enabled():
-            self.exits["irq"] += 1
+            self.exits[Exit.IRQ] += 1
             self.deliver(pic.acknowledge(), None, software=False, return_eip=self.vcpu.eip)
 
     def _route(self, vector: int) -> None:
         eip = self.vcpu.eip
         if is_software_interrupt(self.domain.memory, vector, eip):
-            self.exits["interrupt"] += 1
+            self.exits[Exit.INTERRUPT] += 1
             self.deliver(vector, None, software=True, return_eip=eip)
             return
         error_code = self.domain.machine.cpu.fault_error_code() \
-            if vector in ERROR_CODE_VECTORS else None
+            if vector in ERROR_CODE else None
         self.vcpu.ack_exception()
         cpl = self.vcpu.cpl
-        if vector == VECTOR_GP and cpl == KERNEL_RING and self.emulator.emulate_privileged(eip):
-            self.exits["emulated"] += 1
+        kernel = cpl == GUEST_KERNEL_RPL
+        if vector == Vector.GP and kernel and self.emulator.emulate_privileged(eip):
+            self.exits[Exit.EMULATED] += 1
             self._after_emulation()
             return
-        self.exits["exception"] += 1
-        if vector == VECTOR_PF:
+        self.exits[Exit.EXCEPTION] += 1
+        if vector == Vector.PF:
             address = self.domain.machine.cpu.read(CR2)
-            if cpl == KERNEL_RING and handle_write_fault(self.domain, address, error_code):
+            if kernel and handle_write_fault(self.domain, address, error_code):
                 return
             self.domain.set_cr2(address)
         self.deliver(vector, error_code, software=False, return_eip=eip)
@@ -215,20 +219,20 @@ class TrapHandler:
         cpu_ring = self.vcpu.cpl
         gate = self._gate(vector)
         refused = None
-        if software and gate.dpl < (0 if cpu_ring == KERNEL_RING else cpu_ring):
+        if software and gate.dpl < (0 if cpu_ring == GUEST_KERNEL_RPL else cpu_ring):
             # `int n` is two bytes, int3 one: the #GP reports the instruction itself.
-            refused, return_eip = VECTOR_GP, return_eip - (1 if vector == 3 else 2)
+            refused, return_eip = Vector.GP, return_eip - (1 if vector == Vector.BP else 2)
         elif not gate.present:
-            refused = VECTOR_NP
+            refused = Vector.NP
         if refused is not None:
             if nested:
                 raise DomainCrash(f"triple fault: vector {vector} cannot be delivered "
                                   "(its IDT gate is refused)")
-            self.deliver(refused, vector * 8 + 2, software=False, return_eip=return_eip,
+            self.deliver(refused, idt_error_code(vector), software=False, return_eip=return_eip,
                          nested=True)
             return
-        handler_cs = gate.selector & ~3 | KERNEL_RING
-        if not self.domain.gdt.is_code_selector(handler_cs, KERNEL_RING):
+        handler_cs = gate.selector & ~3 | GUEST_KERNEL_RPL
+        if not self.domain.gdt.is_code_selector(handler_cs, GUEST_KERNEL_RPL):
             raise DomainCrash(f"the IDT gate of vector {vector} names cs {gate.selector:#x}, "
                               "not a kernel code segment")
         self._push_and_enter(gate, handler_cs, error_code, return_eip)
@@ -275,7 +279,7 @@ class TrapHandler:
         new_eflags = eflags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF | EFLAGS_IF) \
             | (EFLAGS_IF if virtual_if else 0)
         if from_user:
-            vcpu.enter_ring(KERNEL_RING, cs=handler_cs, eip=gate.offset, ss=ss, esp=esp,
+            vcpu.enter_ring(GUEST_KERNEL_RPL, cs=handler_cs, eip=gate.offset, ss=ss, esp=esp,
                             eflags=new_eflags)
             return
         vcpu.set(ESP, esp)
@@ -294,8 +298,8 @@ class TrapHandler:
             esp0, ss0 = struct.unpack("<IH", self.domain.copy_from_guest(tss + TSS32_ESP0, 6))
         except HypercallError:
             raise DomainCrash(f"the TSS at {tss:#x} is not mapped") from None
-        ss = ss0 | KERNEL_RING if ss0 & 3 == 0 else ss0
-        if not self.domain.gdt.is_stack_selector(ss, KERNEL_RING):
+        ss = ss0 | GUEST_KERNEL_RPL if ss0 & 3 == 0 else ss0
+        if not self.domain.gdt.is_stack_selector(ss, GUEST_KERNEL_RPL):
             raise DomainCrash(f"the TSS's SS0 {ss0:#x} is not a kernel stack segment")
         return ss, esp0
 

@@ -10,21 +10,20 @@ events, iret").
 
 import struct
 
-from pvtool.abi.xen import HYPERCALL_VECTOR_32, CallbackType
-from pvtool.hv.domain import KERNEL_RPL, DomainCrash, HypercallError, TrapInfo
+from pvtool.abi.xen import GUEST_KERNEL_RPL, HYPERCALL_VECTOR_32, CallbackType
+from pvtool.hv.domain import TrapInfo
+from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.hypercalls import dispatch
 from pvtool.hv.ptwr import handle_write_fault
 from pvtool.machine.cpu import CR2, CS, EFLAGS, EIP, ESP, SS
-from pvtool.machine.interrupts import ERROR_CODE_VECTORS, is_software_interrupt
+from pvtool.machine.exits import Exit
+from pvtool.machine.interrupts import is_software_interrupt
 from pvtool.machine.memory import PageFault
 from pvtool.x86.registers import EFLAGS_IF, EFLAGS_NT, EFLAGS_RF, EFLAGS_TF
+from pvtool.x86.vectors import ERROR_CODE, Vector, idt_error_code, vector_name
 
-VECTOR_BP, VECTOR_OF, VECTOR_UD, VECTOR_GP, VECTOR_PF = 3, 4, 6, 13, 14
 EVENT_UPCALL = 256  # not a vector: names the event callback in push_frame's messages
 INT_IMM8 = 0xCD
-EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM",
-                   8: "#DF", 10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF",
-                   16: "#MF", 17: "#AC", 19: "#XM"}
 
 
 class PvTrapHandler:
@@ -68,7 +67,7 @@ class PvTrapHandler:
         if callback is None or dom.upcall_mask or not dom.events.work_pending():
             return
         cs, address, _ = callback
-        self.exits["upcall"] += 1
+        self.exits[Exit.UPCALL] += 1
         dom.events.update_time()
         self.push_frame(TrapInfo(vector=EVENT_UPCALL, dpl=0, masks_events=True, cs=cs,
                                  address=address), None, self.vcpu.eip)
@@ -88,16 +87,16 @@ class PvTrapHandler:
         dom.upcall_pending = int(pic.pending())
         info = dom.trap_table.get(vector)
         if info is None:
-            self.exits["irq-dropped"] += 1
+            self.exits[Exit.IRQ_DROPPED] += 1
             return
-        self.exits["irq"] += 1
+        self.exits[Exit.IRQ] += 1
         self.push_frame(info, None, self.vcpu.eip)
 
     def _route(self, vector: int) -> None:
         # The hot path: no EIP, no decoding, and the ring from CS, which in a PV domain
         # always equals the CPL (every ring change is an iretd loading CS; same-ring CS
         # writes keep its RPL), where the CPU context's hflags would cost a save.
-        if vector == HYPERCALL_VECTOR_32 and self.vcpu.cs & 3 == KERNEL_RPL:
+        if vector == HYPERCALL_VECTOR_32 and self.vcpu.cs & 3 == GUEST_KERNEL_RPL:
             self._hypercall()
             return
         eip = self.vcpu.eip
@@ -105,19 +104,19 @@ class PvTrapHandler:
             self._software_interrupt(vector, eip)
             return
         error_code = self.domain.machine.cpu.fault_error_code() \
-            if vector in ERROR_CODE_VECTORS else None
+            if vector in ERROR_CODE else None
         self.vcpu.ack_exception()
-        self.exits["exception"] += 1
-        if vector == VECTOR_UD and self.vcpu.cpl == 1 and self.emulator.forced_cpuid(eip):
-            self.exits["emulated"] += 1
+        self.exits[Exit.EXCEPTION] += 1
+        if vector == Vector.UD and self.vcpu.cpl == 1 and self.emulator.forced_cpuid(eip):
+            self.exits[Exit.EMULATED] += 1
             return
         # Privileged instructions are emulated for the kernel only: from ring 3 they
         # are the kernel's #GP to handle, as on Xen.
-        if vector == VECTOR_GP and self.vcpu.cpl == 1 \
+        if vector == Vector.GP and self.vcpu.cpl == 1 \
                 and self.emulator.emulate_privileged(eip):
-            self.exits["emulated"] += 1
+            self.exits[Exit.EMULATED] += 1
             return
-        if vector == VECTOR_PF:
+        if vector == Vector.PF:
             address = self.domain.machine.cpu.read(CR2)
             if self.vcpu.cpl == 1 and handle_write_fault(self.domain, address, error_code):
                 return
@@ -125,28 +124,28 @@ class PvTrapHandler:
         self.bounce(vector, error_code, eip)
 
     def _hypercall(self) -> None:
-        self.exits["hypercall"] += 1
+        self.exits[Exit.HYPERCALL] += 1
         dispatch(self.domain, self.vcpu)
         if self.domain.machine.stop is None:
             self.take_interrupt(self.domain.machine.pic)  # Xen delivers on return
 
     def _software_interrupt(self, vector: int, eip: int) -> None:
         # A trap site stands for a kernel instruction: from ring 3 it is a plain int3.
-        if vector == VECTOR_BP and self.vcpu.cpl == 1 and self.emulator.is_trap_site(eip - 1):
-            self.exits["trap-site"] += 1
+        if vector == Vector.BP and self.vcpu.cpl == 1 and self.emulator.is_trap_site(eip - 1):
+            self.exits[Exit.TRAP_SITE] += 1
             self.emulator.emulate_trap_site(eip - 1)
             return
-        self.exits["interrupt"] += 1
+        self.exits[Exit.INTERRUPT] += 1
         info = self.domain.trap_table.get(vector)
         if info is None or info.dpl < self.vcpu.cpl:
             # Raising a vector the guest did not allow at this ring: #GP(vector:IDT),
             # at the instruction: `int n` is two bytes, int3 and into one.
-            self.bounce(VECTOR_GP, vector * 8 + 2, eip - self._int_length(vector, eip))
+            self.bounce(Vector.GP, idt_error_code(vector), eip - self._int_length(vector, eip))
             return
         self.bounce(vector, None, eip)
 
     def _int_length(self, vector: int, eip: int) -> int:
-        if vector not in (VECTOR_BP, VECTOR_OF):
+        if vector not in (Vector.BP, Vector.OF):
             return 2
         try:
             before = self.domain.memory.read_virt((eip - 2) & 0xFFFFFFFF, 2)
@@ -160,8 +159,7 @@ class PvTrapHandler:
         SS when it came from ring 3 (then on the kernel stack)."""
         info = self.domain.trap_table.get(vector)
         if info is None:
-            name = EXCEPTION_NAMES.get(vector, f"vector {vector}")
-            raise DomainCrash(f"{name} at {return_eip:#010x} and no handler for it "
+            raise DomainCrash(f"{vector_name(vector)} at {return_eip:#010x} and no handler for it "
                               "(set_trap_table)")
         self.push_frame(info, error_code, return_eip)
 

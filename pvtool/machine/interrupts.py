@@ -6,18 +6,13 @@ reaches the INTR hook, and this module does what the CPU would have done.
 import struct
 
 from pvtool.machine.cpu import CR2, CS, EFLAGS, EIP, ESP, GDTR, IDTR, SS, Cpu
+from pvtool.machine.exits import Exit
 from pvtool.machine.memory import GuestMemory, PageFault
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.x86.descriptors import GateDescriptor, SystemType
 from pvtool.x86.registers import EFLAGS_IF, EFLAGS_NT, EFLAGS_RF, EFLAGS_TF, TSS32_ESP0
+from pvtool.x86.vectors import CONTRIBUTORY, ERROR_CODE, FIRST_EXTERNAL, Vector, idt_error_code
 
-VECTOR_BP, VECTOR_OF = 3, 4
-VECTOR_DF, VECTOR_NP, VECTOR_GP, VECTOR_PF = 8, 11, 13, 14
-FIRST_EXTERNAL_VECTOR = 32
-# Exceptions that push an error code (SDM table 6-1).
-ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
-# Contributory exceptions (SDM table 6-4): #DE, #TS, #NP, #SS, #GP.
-CONTRIBUTORY_VECTORS = frozenset({0, 10, 11, 12, 13})
 INT_IMM8, INT3, INTO = 0xCD, 0xCC, 0xCE
 
 
@@ -43,9 +38,9 @@ class NativeInterrupts:
     def on_interrupt(self, vector: int) -> None:
         eip = self.cpu.read(EIP)
         software = is_software_interrupt(self.memory, vector, eip)
-        self.exits["interrupt" if software else "exception"] += 1
+        self.exits[Exit.INTERRUPT if software else Exit.EXCEPTION] += 1
         error_code = None
-        if not software and vector in ERROR_CODE_VECTORS:
+        if not software and vector in ERROR_CODE:
             error_code = self.cpu.fault_error_code()
         self.deliver(vector, error_code=error_code, software=software, return_eip=eip)
         if not software:
@@ -58,7 +53,7 @@ class NativeInterrupts:
         """Between instructions: if the PIC raises INTR and IF is set, run the INTA
         cycle and deliver the vector it names."""
         if pic.pending() and self.interrupts_enabled():
-            self.exits["irq"] += 1
+            self.exits[Exit.IRQ] += 1
             vector = pic.acknowledge()
             self.deliver(vector, error_code=None, software=False,
                          return_eip=self.cpu.read(EIP))
@@ -70,13 +65,13 @@ class NativeInterrupts:
         try:
             self._deliver_once(vector, error_code, software, return_eip)
         except DeliveryFault as first:
-            if vector == VECTOR_DF:
+            if vector == Vector.DF:
                 self._triple_fault(return_eip)
                 return
-            if first.vector == VECTOR_PF:
+            if first.vector == Vector.PF:
                 self.cpu.write(CR2, first.address)
             if not software and _is_double_fault(vector, first.vector):
-                self.deliver(VECTOR_DF, error_code=0, software=False, return_eip=return_eip)
+                self.deliver(Vector.DF, error_code=0, software=False, return_eip=return_eip)
                 return
             # Otherwise the second exception is delivered itself (SDM table 6-5); for a
             # software interrupt with the instruction as the return address (it did not
@@ -90,21 +85,21 @@ class NativeInterrupts:
                       return_eip: int) -> None:
         idt_base, idt_limit = self.cpu.descriptor_table(IDTR)
         if vector * 8 + 7 > idt_limit:
-            raise DeliveryFault(VECTOR_GP, vector * 8 + 2)
+            raise DeliveryFault(Vector.GP, idt_error_code(vector))
         raw = self._read(idt_base + vector * 8, 8)
         gate = GateDescriptor.decode(raw)
         is_system = not raw[5] & 0x10  # S = 0: a code or data segment is no gate
         if not is_system or gate.type not in (SystemType.INTERRUPT_GATE, SystemType.TRAP_GATE):
-            raise DeliveryFault(VECTOR_GP, vector * 8 + 2)
+            raise DeliveryFault(Vector.GP, idt_error_code(vector))
         if software and gate.dpl < self.cpu.cpl:
-            raise DeliveryFault(VECTOR_GP, vector * 8 + 2)
+            raise DeliveryFault(Vector.GP, idt_error_code(vector))
         if not gate.present:
-            raise DeliveryFault(VECTOR_NP, vector * 8 + 2)
+            raise DeliveryFault(Vector.NP, idt_error_code(vector))
         cpl = self.cpu.cpl
         target = self._code_segment_dpl(gate.selector)
         if target > cpl or (target < cpl and target != 0):
             # Only ring 0 handlers are reached with a stack switch (a PC kernel's case).
-            raise DeliveryFault(VECTOR_GP, gate.selector & ~3)
+            raise DeliveryFault(Vector.GP, gate.selector & ~3)
         eflags = self.cpu.read(EFLAGS)
         frame = [return_eip, self.cpu.read(CS), eflags]
         stack = self.cpu.read(ESP)
@@ -133,7 +128,7 @@ class NativeInterrupts:
         gdt_base, gdt_limit = self.cpu.descriptor_table(GDTR)
         index = selector & ~7
         if selector & 4 or index == 0 or index + 7 > gdt_limit:
-            raise DeliveryFault(VECTOR_GP, selector & ~3)
+            raise DeliveryFault(Vector.GP, selector & ~3)
         descriptor = int.from_bytes(self._read(gdt_base + index, 8), "little")
         return (descriptor >> 45) & 3
 
@@ -147,13 +142,13 @@ class NativeInterrupts:
         try:
             return self.memory.read_virt(vaddr, size)
         except PageFault as fault:
-            raise DeliveryFault(VECTOR_PF, fault.error_code, fault.vaddr) from None
+            raise DeliveryFault(Vector.PF, fault.error_code, fault.vaddr) from None
 
     def _write(self, vaddr: int, data: bytes) -> None:
         try:
             self.memory.write_virt(vaddr, data)
         except PageFault as fault:
-            raise DeliveryFault(VECTOR_PF, fault.error_code, fault.vaddr) from None
+            raise DeliveryFault(Vector.PF, fault.error_code, fault.vaddr) from None
 
     def _triple_fault(self, eip: int) -> None:
         self.request_stop(Stop(StopKind.TRIPLE_FAULT,
@@ -163,9 +158,9 @@ class NativeInterrupts:
 def _is_double_fault(first: int, second: int) -> bool:
     """SDM vol. 3, table 6-5 (QEMU's check_exception): contributory then contributory,
     or #PF then contributory or #PF, make #DF; any other pair is handled serially."""
-    if first in CONTRIBUTORY_VECTORS:
-        return second in CONTRIBUTORY_VECTORS
-    return first == VECTOR_PF and (second in CONTRIBUTORY_VECTORS or second == VECTOR_PF)
+    if first in CONTRIBUTORY:
+        return second in CONTRIBUTORY
+    return first == Vector.PF and (second in CONTRIBUTORY or second == Vector.PF)
 
 
 def _ends_with_int_imm8(memory: GuestMemory, vector: int, eip: int) -> bool:
@@ -181,7 +176,7 @@ def is_software_interrupt(memory: GuestMemory, vector: int, eip: int) -> bool:
     same way, so look at the bytes before EIP: #BP and #OF only come from instructions,
     vectors from 32 up only from `int n` (pvtool injects IRQs itself), and a low vector
     is software when `int vector` ends at EIP."""
-    if vector >= FIRST_EXTERNAL_VECTOR or vector in (VECTOR_BP, VECTOR_OF):
+    if vector >= FIRST_EXTERNAL or vector in (Vector.BP, Vector.OF):
         return True
     try:
         before = memory.read_virt((eip - 2) & 0xFFFFFFFF, 2)

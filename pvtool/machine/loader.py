@@ -39,6 +39,7 @@ from pvtool.machine.cpu import (
 )
 from pvtool.machine.pc import Machine
 from pvtool.x86.isa import decode_all
+from pvtool.x86.paging import page_up
 from pvtool.x86.registers import EFLAGS_RESERVED
 
 # Low-memory layout of the emulated PC (as on QEMU's: 639 KiB of conventional memory,
@@ -113,7 +114,7 @@ def _load_modules(machine: Machine, paths: tuple[Path, ...], start: int) -> list
     """Each module page-aligned after the kernel (as QEMU's -initrd places them), its
     string the file's path."""
     loaded = []
-    address = _page_up(start)
+    address = page_up(start)
     for path in paths:
         try:
             data = path.read_bytes()
@@ -124,12 +125,8 @@ def _load_modules(machine: Machine, paths: tuple[Path, ...], start: int) -> list
             raise UsageError(f"{path}: the module does not fit in the guest's RAM")
         machine.memory.write_phys(address, data)
         loaded.append(Module(address, address + len(data), str(path).encode()))
-        address = _page_up(address + len(data))
+        address = page_up(address + len(data))
     return loaded
-
-
-def _page_up(value: int) -> int:
-    return -(-value // 4096) * 4096
 
 
 def _load_segments(machine: Machine, image: ElfImage) -> int:

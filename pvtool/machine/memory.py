@@ -6,10 +6,8 @@ import struct
 from unicorn import Uc, UcError
 
 from pvtool.machine.cpu import CR0, CR3, CR4, Cpu
-from pvtool.x86.paging import PageFault, PagingMode, Translation, translate
+from pvtool.x86.paging import PAGE_SIZE, PageFault, PagingMode, Translation, translate
 from pvtool.x86.registers import CR0_PG, CR0_WP, CR4_PAE, CR4_PSE
-
-PAGE_SIZE = 4096
 
 
 class GuestMemory:

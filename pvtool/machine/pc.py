@@ -29,6 +29,7 @@ from pvtool.machine.cmos import Cmos
 from pvtool.machine.cpu import EIP, Cpu
 from pvtool.machine.debugexit import DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DebugExit
 from pvtool.machine.disk import DiskImage
+from pvtool.machine.exits import Exit
 from pvtool.machine.lapic import APIC_BASE, APIC_SIZE, LocalApic
 from pvtool.machine.memory import GuestMemory
 from pvtool.machine.pic import Pic8259Pair
@@ -36,10 +37,11 @@ from pvtool.machine.pit import PIT_HZ, Pit8254
 from pvtool.machine.ports import PortBus
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.machine.uart import COM1_BASE, COM1_PORTS, Uart16550
+from pvtool.x86.paging import page_up
+from pvtool.x86.vectors import Vector
 
 DEFAULT_RAM = 128 << 20  # what QEMU gives a guest by default
 UNTIL_NEVER = 0xFFFFFFFF  # emu_start's end address; slices end by instruction count
-VECTOR_UD = 6
 # The PC's port map and ISA interrupt lines.
 MASTER_PIC_PORT, SLAVE_PIC_PORT, PIT_PORT, CMOS_PORT = 0x20, 0xA0, 0x40, 0x70
 ATA_COMMAND_PORT, ATA_CONTROL_PORT = 0x1F0, 0x3F6
@@ -75,7 +77,7 @@ class Machine:
         self.ports.register(self.uart, COM1_BASE, COM1_PORTS, width=1)
         self.ports.register(DebugExit(self._on_debug_exit), DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)
         self._install_devices(disk)
-        self.exits: Counter[str] = Counter()
+        self.exits: Counter[Exit] = Counter()
         self.stop: Stop | None = None
         self.blocked = False
         self._hlt_executed = False
@@ -106,11 +108,11 @@ class Machine:
         self.uc.mmio_map(APIC_BASE, APIC_SIZE, self._apic_read, None, self._apic_write, None)
 
     def _apic_read(self, uc: Uc, offset: int, size: int, _) -> int:
-        self.exits["mmio"] += 1
+        self.exits[Exit.MMIO] += 1
         return self.lapic.read(offset, size)
 
     def _apic_write(self, uc: Uc, offset: int, size: int, value: int, _) -> None:
-        self.exits["mmio"] += 1
+        self.exits[Exit.MMIO] += 1
         self.lapic.write(offset, size, value)
 
     # -- hooks: the only place Unicorn calls back into Python ------------------------
@@ -128,7 +130,7 @@ class Machine:
             self._fail(exc)
 
     def _on_in(self, uc: Uc, port: int, size: int, _) -> int:
-        self.exits["io"] += 1
+        self.exits[Exit.IO] += 1
         if self.io_denied is not None and self.io_denied(port):
             return (1 << (8 * size)) - 1
         try:
@@ -138,7 +140,7 @@ class Machine:
             return 0
 
     def _on_out(self, uc: Uc, port: int, size: int, value: int, _) -> None:
-        self.exits["io"] += 1
+        self.exits[Exit.IO] += 1
         if self.io_denied is not None and self.io_denied(port):
             return
         try:
@@ -150,7 +152,7 @@ class Machine:
         """ud2 and other invalid opcodes bypass the INTR hook: deliver #UD like any
         other exception (EIP stays on the instruction)."""
         try:
-            self.trap_handler.on_interrupt(VECTOR_UD)
+            self.trap_handler.on_interrupt(Vector.UD)
         except BaseException as exc:
             self._fail(exc)
         return True
@@ -165,7 +167,7 @@ class Machine:
 
     def map_memory(self, base: int, size: int) -> None:
         """More physical memory (zeroed), for instance the hypervisor's own frames."""
-        self.uc.mem_map(base, -(-size // 4096) * 4096)
+        self.uc.mem_map(base, page_up(size))
 
     # -- time and interrupts ----------------------------------------------------------
     def advance(self, insns: int) -> None:

@@ -25,8 +25,8 @@ from pvtool.patch.pvdata import PvData
 from pvtool.patch.sites import replacement
 from pvtool.x86 import paging
 from pvtool.x86.isa import assemble_checked
+from pvtool.x86.paging import PAGE_SIZE, page_up
 
-PAGE = 4096
 MODE = 32
 NOP, INT3 = b"\x90", b"\xcc"
 RELATIVE_BRANCHES = ("call", "jmp", "j")
@@ -67,10 +67,10 @@ def lay_out(image: ElfImage, patch_set: PatchSet) -> tuple[Layout, dict[str, int
     hole = low_memory_hole(image)
     data_base = pvabi.glue_window(pae=False)
     pvdata = PvData(data_base, hole.base)
-    text_base = _page_up(data_base + pvdata.memsz)
+    text_base = page_up(data_base + pvdata.memsz)
     symbols = (abi_symbols(text_base, image.entry) | pvdata.symbols()
                | hole.identity_symbols(image.phys_offset))
-    glue = assemble_glue(patch_set, text_base + PAGE, symbols)
+    glue = assemble_glue(patch_set, text_base + PAGE_SIZE, symbols)
     return Layout(pvdata, text_base, glue), symbols | glue.functions
 
 
@@ -84,7 +84,7 @@ class LowMemoryHole:
 
     @property
     def identity_l2(self) -> int:
-        return self.limit - (1 + pvabi.IDENTITY_L1_TABLES) * PAGE
+        return self.limit - (1 + pvabi.IDENTITY_L1_TABLES) * PAGE_SIZE
 
     @property
     def glue_limit(self) -> int:
@@ -93,7 +93,7 @@ class LowMemoryHole:
     def identity_symbols(self, phys_offset: int) -> dict[str, int]:
         """The tables' physical addresses, and the virtual ones the PV entry writes
         them through (the builder maps the hole at VIRT_BASE + physical)."""
-        l1s = self.identity_l2 + PAGE
+        l1s = self.identity_l2 + PAGE_SIZE
         return {"identity_l2": self.identity_l2 + phys_offset,
                 "identity_l2_phys": self.identity_l2,
                 "identity_l1s": l1s + phys_offset, "identity_l1s_phys": l1s,
@@ -108,9 +108,9 @@ def low_memory_hole(image: ElfImage) -> LowMemoryHole:
     limit = pvabi.GLUE_PHYS_LIMIT
     for seg in image.segments:
         if seg.memsz and seg.paddr < limit and seg.paddr + seg.memsz > pvabi.GLUE_PHYS_BASE:
-            limit = seg.paddr & ~(PAGE - 1)
+            limit = seg.paddr & ~(PAGE_SIZE - 1)
     hole = LowMemoryHole(pvabi.GLUE_PHYS_BASE, limit)
-    if hole.glue_limit - hole.base < 4 * PAGE:
+    if hole.glue_limit - hole.base < 4 * PAGE_SIZE:
         raise PatchError(f"{image.path}: its segments leave no room for the PV glue in the "
                          f"low-memory hole ({pvabi.GLUE_PHYS_BASE:#x}-"
                          f"{pvabi.GLUE_PHYS_LIMIT:#x})")
@@ -204,7 +204,3 @@ def notes(image: ElfImage, emitted: Emitted, patch_set: PatchSet) -> bytes:
         + elf32.pack_note(pvabi.PVTOOL_NOTE_NAME, pvabi.PvtoolNote.vcpu_regs,
                           emitted.symbols["regs_cr0"].to_bytes(4, "little")))
     return xen_notes + pvtool_notes
-
-
-def _page_up(value: int) -> int:
-    return -(-value // PAGE) * PAGE

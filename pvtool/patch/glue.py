@@ -13,6 +13,7 @@ from pvtool.abi.layouts import START_INFO
 from pvtool.errors import PatchError
 from pvtool.image import multiboot
 from pvtool.patch.patchset import PatchSet
+from pvtool.x86.descriptors import DPL_SHIFT, PRESENT_BIT, S_BIT, TYPE_SHIFT, SystemType
 from pvtool.x86.isa import assemble_checked
 from pvtool.x86.registers import CR0_PG, CR0_TS
 
@@ -52,8 +53,28 @@ def abi_symbols(hypercall_page: int, kernel_entry: int) -> dict[str, int]:
         ti_mask_events=xen.TI_MASK_EVENTS,
         cr0_ts=CR0_TS, cr0_ts_shift=CR0_TS.bit_length() - 1, not_cr0_ts=~CR0_TS & 0xFFFFFFFF,
         cr0_pg=CR0_PG,
+        kernel_rpl=xen.GUEST_KERNEL_RPL,
     )
+    symbols.update(_descriptor_symbols())
     return symbols
+
+
+def _descriptor_symbols() -> dict[str, int]:
+    """Descriptor fields as the glue tests them: in the high dword of an 8-byte
+    descriptor (x86/descriptors.py), as `mov edx, [desc + 4]` loads it."""
+    high = 32
+    type_shift = TYPE_SHIFT - high
+    return {
+        "desc_hi_s": S_BIT >> high,
+        "desc_hi_present": PRESENT_BIT >> high,
+        "desc_hi_type_shift": type_shift,
+        "desc_hi_type": 0xF << type_shift,
+        "desc_hi_call_gate": SystemType.CALL_GATE << type_shift,
+        "desc_hi_trap_gate": (SystemType.TRAP_GATE ^ SystemType.INTERRUPT_GATE) << type_shift,
+        "desc_hi_dpl_shift": DPL_SHIFT - high,
+        # 0xE and 0xF, the 32-bit interrupt and trap gates, share these type bits
+        "gate32_types": SystemType.INTERRUPT_GATE & SystemType.TRAP_GATE,
+    }
 
 
 def fill(template: str, symbols: dict[str, int | str], where: str) -> str:

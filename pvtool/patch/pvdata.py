@@ -13,8 +13,7 @@ from pvtool.abi import pvtool as pvabi
 from pvtool.abi.layouts import MMUEXT_OP, PHYSDEV_SET_IOPL, SCHED_POLL, SCHED_SHUTDOWN, TRAP_INFO
 from pvtool.abi.xen import ShutdownReason
 from pvtool.image import multiboot
-
-PAGE = 4096
+from pvtool.x86.paging import PAGE_SIZE
 
 # Offsets inside the first page of .pvdata.
 REGS = 0x000
@@ -27,9 +26,9 @@ START_INFO_PTR = SHUTDOWN_ARG + 8
 GDT_FRAMES = 0x140
 TRAP_INFO_BUF = 0x200
 TRAP_INFO_ENTRIES = 257  # every vector and the terminating entry
-GDT_SHADOW = PAGE
-GDT_SHADOW_SIZE = PAGE  # 512 descriptors: pv_lgdt refuses a larger GDT
-GDT_SHADOW_FRAMES = GDT_SHADOW_SIZE // PAGE
+GDT_SHADOW = PAGE_SIZE
+GDT_SHADOW_SIZE = PAGE_SIZE  # 512 descriptors: pv_lgdt refuses a larger GDT
+GDT_SHADOW_FRAMES = GDT_SHADOW_SIZE // PAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ class PvData:
         _put(data, IOPL_ARG, PHYSDEV_SET_IOPL.pack(iopl=1))
         _put(data, POLL_ARG, SCHED_POLL.pack())
         _put(data, SHUTDOWN_ARG, SCHED_SHUTDOWN.pack(reason=ShutdownReason.crash))
-        frames = [(self.phys_base + GDT_SHADOW) // PAGE + i for i in range(GDT_SHADOW_FRAMES)]
+        frames = [(self.phys_base + GDT_SHADOW) // PAGE_SIZE + i for i in range(GDT_SHADOW_FRAMES)]
         _put(data, GDT_FRAMES, b"".join(f.to_bytes(4, "little") for f in frames))
         assert TRAP_INFO_BUF + TRAP_INFO_ENTRIES * TRAP_INFO.size <= GDT_SHADOW
         return bytes(data)

@@ -18,6 +18,12 @@ CODE = 0x8
 DATA_RW = WRITABLE
 CODE_RX = CODE | READABLE
 
+# Fields of a descriptor read as one little-endian 64-bit integer.
+TYPE_SHIFT = 40
+S_BIT = 1 << 44  # code or data (1), or system (0)
+DPL_SHIFT = 45
+PRESENT_BIT = 1 << 47
+
 
 class SystemType(enum.IntEnum):
     """Type field of a system descriptor (S = 0). In 64-bit mode 9/0xB are the 64-bit TSS
@@ -115,9 +121,9 @@ class SegmentDescriptor:
         return (
             (self.limit & 0xFFFF)
             | (self.base & 0xFF_FFFF) << 16
-            | self.type << 40
+            | self.type << TYPE_SHIFT
             | int(self.s) << 44
-            | self.dpl << 45
+            | self.dpl << DPL_SHIFT
             | int(self.present) << 47
             | (self.limit >> 16) << 48
             | int(self.avl) << 52

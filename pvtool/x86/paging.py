@@ -16,6 +16,15 @@ import enum
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT  # the 4 KiB page of every format
+
+
+def page_up(value: int) -> int:
+    """VALUE rounded up to a page boundary."""
+    return -(-value // PAGE_SIZE) * PAGE_SIZE
+
+
 # Entry flags (the same bit positions in every format; PS only in directory entries).
 P = 1 << 0  # present
 RW = 1 << 1  # writable

@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pvtool.hv import layout
-from pvtool.hv.domain import DomainCrash
+from pvtool.hv.errors import DomainCrash
 from pvtool.hv.hypercalls import call
 from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.machine.cpu import CR3

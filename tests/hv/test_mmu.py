@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from pvtool.hv.domain import HypercallError
+from pvtool.hv.errors import HypercallError
 from pvtool.hv.hypercalls import call
 from pvtool.machine.cpu import CR3, ESI
 from pvtool.machine.stop import StopKind

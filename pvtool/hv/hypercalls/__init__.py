@@ -8,7 +8,8 @@ returns NO_RESULT: it restores EAX from the guest's frame instead.
 from collections.abc import Sequence
 
 from pvtool.abi.xen import Errno, Hypercall
-from pvtool.hv.domain import Domain, HypercallError, VCpu
+from pvtool.hv.domain import Domain, VCpu
+from pvtool.hv.errors import HypercallError
 from pvtool.hv.hypercalls import (
     console,
     descriptors,

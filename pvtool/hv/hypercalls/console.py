@@ -1,7 +1,8 @@
 """HYPERVISOR_console_io: the emergency console every Xen guest can write to."""
 
 from pvtool.abi.xen import ConsoleIO, Errno
-from pvtool.hv.domain import Domain, HypercallError, VCpu
+from pvtool.hv.domain import Domain, VCpu
+from pvtool.hv.errors import HypercallError
 from pvtool.hv.hypercalls.common import MAX_CONSOLE_WRITE
 
 

@@ -3,9 +3,10 @@
 import struct
 
 from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY, Errno
-from pvtool.hv.domain import Domain, HypercallError, VCpu
+from pvtool.hv.domain import Domain, VCpu
+from pvtool.hv.errors import HypercallError
+from pvtool.hv.gdt import ENTRIES_PER_FRAME
 
-ENTRIES_PER_FRAME = 512
 MAX_FRAMES = -(-FIRST_RESERVED_GDT_ENTRY // ENTRIES_PER_FRAME)
 
 

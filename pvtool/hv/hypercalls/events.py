@@ -11,7 +11,8 @@ from pvtool.abi.layouts import (
     EVTCHN_UNMASK,
 )
 from pvtool.abi.xen import DOMID_SELF, Errno, EvtchnOp
-from pvtool.hv.domain import Domain, HypercallError, VCpu
+from pvtool.hv.domain import Domain, VCpu
+from pvtool.hv.errors import HypercallError
 
 
 def event_channel_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:

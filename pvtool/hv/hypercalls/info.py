@@ -5,7 +5,9 @@ import struct
 from pvtool.abi import xen
 from pvtool.abi.layouts import PHYSDEV_SET_IOPL
 from pvtool.abi.xen import Errno, PhysdevOp, VmAssist, VmAssistType, XenVer
-from pvtool.hv.domain import Domain, HypercallError, VCpu
+from pvtool.hv.domain import Domain, VCpu
+from pvtool.hv.errors import HypercallError
+from pvtool.x86.paging import PAGE_SIZE
 
 EXTRAVERSION_SIZE = 16
 KNOWN_ASSISTS = frozenset(VmAssistType)
@@ -20,7 +22,7 @@ def xen_version(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
         dom.copy_to_guest(arg, xen.XEN_EXTRAVERSION.ljust(EXTRAVERSION_SIZE, b"\0"))
         return 0
     if cmd == XenVer.pagesize:
-        return 4096
+        return PAGE_SIZE
     if cmd == XenVer.get_features:
         # struct xen_feature_info {submap_idx; submap}: Xen reads the index the guest
         # asks for and has one submap (index 0) on x86; pvtool offers no feature there.

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 from pvtool.abi.layouts import MMU_UPDATE, MMUEXT_OP, Layout
 from pvtool.abi.xen import UVMF_FLUSHTYPE_MASK, Errno, MmuextCmd, MmuUpdateCmd
-from pvtool.hv.domain import Domain, HypercallError, VCpu
+from pvtool.hv.domain import Domain, VCpu
+from pvtool.hv.errors import HypercallError
 from pvtool.hv.hypercalls.common import MAX_BATCH
 
-PAGE = 4096
 PIN_LEVELS = {MmuextCmd.pin_l1_table: 1, MmuextCmd.pin_l2_table: 2,
               MmuextCmd.pin_l3_table: 3, MmuextCmd.pin_l4_table: 4}
 

@@ -5,7 +5,8 @@ import struct
 
 from pvtool.abi.layouts import MULTICALL_ENTRY
 from pvtool.abi.xen import Errno, Hypercall
-from pvtool.hv.domain import Domain, HypercallError, VCpu
+from pvtool.hv.domain import Domain, VCpu
+from pvtool.hv.errors import HypercallError
 from pvtool.hv.hypercalls.common import MAX_BATCH, NO_RESULT
 
 RESULT_OFFSET = MULTICALL_ENTRY.offset("result")

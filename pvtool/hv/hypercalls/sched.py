@@ -4,7 +4,8 @@ import struct
 
 from pvtool.abi.layouts import SCHED_POLL
 from pvtool.abi.xen import NR_EVENT_CHANNELS_32, Errno, SchedOp, ShutdownReason
-from pvtool.hv.domain import Domain, HypercallError, VCpu
+from pvtool.hv.domain import Domain, VCpu
+from pvtool.hv.errors import HypercallError
 from pvtool.machine.stop import Stop, StopKind
 
 

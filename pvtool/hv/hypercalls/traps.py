@@ -3,21 +3,15 @@
 from pvtool.abi.layouts import CALLBACK_REGISTER, IRET_FRAME_32, TRAP_INFO
 from pvtool.abi.xen import (
     CALLBACKF_MASK_EVENTS,
+    GUEST_KERNEL_RPL,
     TI_DPL_MASK,
     TI_MASK_EVENTS,
     CallbackOp,
     CallbackType,
     Errno,
 )
-from pvtool.hv.domain import (
-    KERNEL_RPL,
-    Domain,
-    DomainCrash,
-    HypercallError,
-    TrapInfo,
-    VCpu,
-    fix_selector_rpl,
-)
+from pvtool.hv.domain import Domain, TrapInfo, VCpu, fix_selector_rpl
+from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.machine.cpu import CS, EAX, EFLAGS, EIP, ESP
 from pvtool.x86.registers import EFLAGS_IF
@@ -87,7 +81,7 @@ def iret(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> object:
                                 .ljust(IRET_FRAME_32.size, b"\0"))
     cs = head["cs"] & 0xFFFF
     ring = cs & 3
-    if ring < KERNEL_RPL:
+    if ring < GUEST_KERNEL_RPL:
         raise DomainCrash(f"HYPERVISOR_iret to ring {ring} (cs {cs:#x})")
     if ring == 2:
         raise DomainCrash(f"HYPERVISOR_iret to ring 2 (cs {cs:#x})")

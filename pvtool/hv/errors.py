@@ -1,0 +1,21 @@
+"""How a hypercall or an emulated instruction fails: a refusal the guest sees as
+-errno, or a crash of the whole domain (Xen's domain_crash)."""
+
+from pvtool.abi.xen import Errno
+
+
+class HypercallError(Exception):
+    """A refusal: the hypercall returns -errno to the guest."""
+
+    def __init__(self, errno: Errno, why: str = ""):
+        super().__init__(errno, why)
+        self.errno = errno
+        self.why = why
+
+
+class DomainCrash(Exception):
+    """The guest broke a rule no refusal can answer (Xen's domain_crash)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
