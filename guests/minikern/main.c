@@ -13,6 +13,7 @@
 #include "types.h"
 #include "mmu.h"
 #include "multiboot.h"
+#include "traps.h"
 #include "x86.h"
 #include "lib.h"
 #include "defs.h"
@@ -151,7 +152,7 @@ main(uint magic, struct multiboot_info *mbi)
           verdict(check(magic == MULTIBOOT_BOOTLOADER_MAGIC) &
                   check(enough_memory(mbi))));
 
-  seginit();
+  seginit(&cpu.ts);
   cprintf("gdt: ring 0 and ring 3 code and data segments, tss loaded\n");
   kinit();
   kvminit();
@@ -159,7 +160,7 @@ main(uint magic, struct multiboot_info *mbi)
           verdict(check(rcr0() & CR0_PG)));
   cprintf("pic: 8259 pair remapped to vectors 32-47, all lines masked %s\n",
           verdict(picinit()));
-  tvinit();
+  tvinit(T_SYSCALL, 1);  // system calls from ring 3, with interrupts on
   idtinit();
   cprintf("idt: exceptions, irqs 32-47, system call gate int 0x80 for ring 3\n");
 
