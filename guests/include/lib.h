@@ -1,6 +1,7 @@
 // The library every PC guest links (guests/lib): the Multiboot entry, the trap
-// entry and the descriptor tables, the context switch, a polled 16550 console, a
-// printf for it, and the way out through QEMU's isa-debug-exit device.
+// entry and the descriptor tables, the context switch, the counting of checks, a
+// polled 16550 console, a printf for it, and the way out through QEMU's
+// isa-debug-exit device.
 #ifndef GUESTS_LIB_H
 #define GUESTS_LIB_H
 
@@ -37,6 +38,12 @@ struct context {
   uint eip;
 };
 void swtch(struct context **old, struct context *new);
+
+// check.c: count a check and return whether it passed; "ok" or "FAIL"; print how
+// the checks went, as "GUEST: all N checks passed", and exit with 0 or 1.
+int check(int passed);
+const char *verdict(int passed);
+void checkexit(const char *guest) __attribute__((noreturn));
 
 // uart.c
 void uartinit(void);

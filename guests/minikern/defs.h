@@ -27,8 +27,6 @@ int kfreecount(void);
 
 // main.c
 extern uint kcanary;
-int check(int passed);
-const char *verdict(int passed);
 void panic(const char *why) __attribute__((noreturn));
 
 // picirq.c

@@ -39,25 +39,6 @@ static const struct program programs[] = {
   { "intruder", intruder, -1, 0 },
 };
 
-static int nchecks, nfailed;
-
-// Count one check. Callers combine checks with '&', not '&&', so every check runs
-// and the count is the same whatever fails.
-int
-check(int passed)
-{
-  nchecks++;
-  if (!passed)
-    nfailed++;
-  return passed != 0;
-}
-
-const char *
-verdict(int passed)
-{
-  return passed ? "ok" : "FAIL";
-}
-
 void
 panic(const char *why)
 {
@@ -174,10 +155,5 @@ main(uint magic, struct multiboot_info *mbi)
 
   procinit();
   runprograms();
-
-  if (nfailed == 0)
-    cprintf("minikern: all %d checks passed\n", nchecks);
-  else
-    cprintf("minikern: %d of %d checks FAILED\n", nfailed, nchecks);
-  debug_exit(nfailed == 0 ? 0 : 1);
+  checkexit("minikern");
 }
