@@ -19,10 +19,10 @@ GUEST_CFLAGS := -m32 -march=i686 -std=gnu11 -O2 -ffreestanding -fno-pic -fno-pie
 GUEST_ASFLAGS := -m32 -march=i686 -fno-pic -fno-pie -Iguests/include
 GUEST_LDFLAGS := -m elf_i386 -nostdlib --build-id=none -z noexecstack
 
-# Every PC guest also links the library guests/lib (the Multiboot entry, the trap
-# entry and descriptor tables, swtch, console, printf, exit), compiled per guest into
-# build/guests/NAME/lib/ so each guest's flags apply to it. A Xen guest links none of
-# it: no Multiboot header, no PC entry, no PC devices.
+# Every PC guest also links all of the library guests/lib (guests/include/lib.h says
+# what it holds), compiled per guest into build/guests/NAME/lib/ so each guest's flags
+# apply to it. A Xen guest links none of it: no Multiboot header, no PC entry, no PC
+# devices.
 GUEST_LIB_SRCS := $(wildcard guests/lib/*.c guests/lib/*.S)
 
 # guest_rules(NAME, LIBRARY SOURCES): how build/guests/NAME.elf is made. A guest is
