@@ -5,8 +5,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PVTOOL := $(BIN)/pvtool
 
-# ---- guests: freestanding x86-32 Multiboot kernels (guests/NAME -> build/guests/NAME.elf)
-GUESTS       := hello minikern xenhello nanobench
+# ---- guests: freestanding x86-32 kernels (guests/NAME -> build/guests/NAME.elf).
+# The PC guests are Multiboot kernels for a PC; xenhello is written for Xen itself.
+PC_GUESTS    := hello minikern nanobench
+XEN_GUESTS   := xenhello
+GUESTS       := $(PC_GUESTS) $(XEN_GUESTS)
 CC           := gcc
 LD           := ld
 GUEST_CFLAGS := -m32 -march=i686 -std=gnu11 -O2 -ffreestanding -fno-pic -fno-pie \
@@ -16,15 +19,20 @@ GUEST_CFLAGS := -m32 -march=i686 -std=gnu11 -O2 -ffreestanding -fno-pic -fno-pie
 GUEST_ASFLAGS := -m32 -march=i686 -fno-pic -fno-pie -Iguests/include
 GUEST_LDFLAGS := -m elf_i386 -nostdlib --build-id=none -z noexecstack
 
-# Every guest also links the shared library guests/lib (console, printf, exit),
-# compiled per guest into build/guests/NAME/lib/ so each guest's flags apply to it.
+# Every PC guest also links all of the library guests/lib (guests/include/lib.h says
+# what it holds), compiled per guest into build/guests/NAME/lib/ so each guest's flags
+# apply to it. A Xen guest links none of it: no Multiboot header, no PC entry, no PC
+# devices.
 GUEST_LIB_SRCS := $(wildcard guests/lib/*.c guests/lib/*.S)
 
+# guest_rules(NAME, LIBRARY SOURCES): how build/guests/NAME.elf is made. A guest is
+# linked with its own guests/NAME/kernel.ld, or else with guests/lib/kernel.ld.
 define guest_rules
 $(1)_SRCS := $$(wildcard guests/$(1)/*.c guests/$(1)/*.S)
 $(1)_OBJS := $$(patsubst guests/$(1)/%,build/guests/$(1)/%.o,$$($(1)_SRCS)) \
-             $$(patsubst guests/lib/%,build/guests/$(1)/lib/%.o,$$(GUEST_LIB_SRCS))
+             $$(patsubst guests/lib/%,build/guests/$(1)/lib/%.o,$(2))
 $(1)_HDRS := $$(wildcard guests/$(1)/*.h guests/include/*.h)
+$(1)_LDS  := $$(firstword $$(wildcard guests/$(1)/kernel.ld) guests/lib/kernel.ld)
 
 build/guests/$(1)/%.c.o: guests/$(1)/%.c $$($(1)_HDRS)
 	@mkdir -p $$(@D)
@@ -42,10 +50,11 @@ build/guests/$(1)/lib/%.S.o: guests/lib/%.S $$($(1)_HDRS)
 	@mkdir -p $$(@D)
 	$$(CC) $$(GUEST_ASFLAGS) -c $$< -o $$@
 
-build/guests/$(1).elf: $$($(1)_OBJS) guests/$(1)/kernel.ld
-	$$(LD) $$(GUEST_LDFLAGS) -T guests/$(1)/kernel.ld -o $$@ $$($(1)_OBJS)
+build/guests/$(1).elf: $$($(1)_OBJS) $$($(1)_LDS)
+	$$(LD) $$(GUEST_LDFLAGS) -T $$($(1)_LDS) -o $$@ $$($(1)_OBJS)
 endef
-$(foreach g,$(GUESTS),$(eval $(call guest_rules,$(g))))
+$(foreach g,$(PC_GUESTS),$(eval $(call guest_rules,$(g),$(GUEST_LIB_SRCS))))
+$(foreach g,$(XEN_GUESTS),$(eval $(call guest_rules,$(g),)))
 
 GUEST_ELFS := $(GUESTS:%=build/guests/%.elf)
 

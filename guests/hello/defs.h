@@ -4,16 +4,11 @@
 
 #include "types.h"
 
-struct trapframe;
-
 // trap.c
-void tvinit(void);
-void trap(struct trapframe *tf);
 uint trapcount(int trapno);
 
 // vm.c
 extern pde_t *kpgdir;
-void seginit(void);
 void kvminit(void);
 
 #endif

@@ -12,10 +12,15 @@
 #define CR0_WP     0x00010000  // write protect (also in ring 0)
 #define CR0_PG     0x80000000  // paging
 
-// GDT slots: a null descriptor, then flat kernel code and data.
+// GDT slots (guests/lib/gdt.c): a null descriptor, flat kernel code and data, flat
+// user code and data, and the task state segment. A kernel that runs nothing in
+// ring 3 loads only the first three.
 #define SEG_KCODE  1
 #define SEG_KDATA  2
-#define NSEGS      3
+#define SEG_UCODE  3
+#define SEG_UDATA  4
+#define SEG_TSS    5
+#define NSEGS      6
 
 // Application segment type bits
 #define STA_X      0x8  // executable

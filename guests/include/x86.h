@@ -262,8 +262,8 @@ xchg(volatile uint *addr, uint newval)
   return result;
 }
 
-// Layout of the trap frame built on the stack by the hardware and by a guest's
-// alltraps (trapasm.S), and passed to trap().
+// Layout of the trap frame built on the stack by the hardware and by alltraps
+// (guests/lib/trapasm.S), and passed to the guest's trap().
 struct trapframe {
   // registers as pushed by pushal
   uint edi;

@@ -5,10 +5,8 @@
 #include "types.h"
 #include "mmu.h"
 
-struct context;
 struct proc;
 struct spinlock;
-struct trapframe;
 
 #define NELEM(x) (sizeof(x) / sizeof((x)[0]))
 
@@ -29,8 +27,6 @@ int kfreecount(void);
 
 // main.c
 extern uint kcanary;
-int check(int passed);
-const char *verdict(int passed);
 void panic(const char *why) __attribute__((noreturn));
 
 // picirq.c
@@ -69,9 +65,6 @@ void *memmove(void *dst, const void *src, uint n);
 int memcmp(const void *v1, const void *v2, uint n);
 char *safestrcpy(char *s, const char *t, int n);
 
-// swtch.S
-void swtch(struct context **old, struct context *new);
-
 // syscall.c
 int argint(int n, int *ip);
 int argptr(int n, char **pp, int size);
@@ -84,11 +77,6 @@ void timerinit(void);
 void timerintr(void);
 uint readticks(void);
 
-// trap.c
-extern struct gatedesc idt[];
-void tvinit(void);
-void idtinit(void);
-
 // uprimes.c, uchatty.c, umapper.c, uintruder.c: the user programs, run in ring 3.
 void primes(void);
 void chatty(void);
@@ -96,9 +84,7 @@ void mapper(void);
 void intruder(void);
 
 // vm.c
-extern struct segdesc gdt[];
 extern pde_t *kpgdir;
-void seginit(void);
 void kvminit(void);
 pde_t *setupuvm(void);
 char *allocustack(pde_t *pgdir);

@@ -6,6 +6,7 @@
 #include "types.h"
 #include "traps.h"
 #include "x86.h"
+#include "lib.h"
 #include "defs.h"
 
 #define IO_PIC1 0x20  // master: command; +1 is data (mask)

@@ -25,7 +25,6 @@ static struct {
 static int nextpid = 1;
 
 void forkret(void);
-extern void trapret(void);  // trapasm.S
 
 void
 procinit(void)

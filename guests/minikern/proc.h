@@ -5,17 +5,7 @@
 #include "types.h"
 #include "mmu.h"
 #include "param.h"
-
-// Registers saved by swtch. The caller-saved ones (eax, ecx, edx) are saved by the
-// C calling convention; esp is the context's own address; eip is the return
-// address swtch's ret pops.
-struct context {
-  uint edi;
-  uint esi;
-  uint ebx;
-  uint ebp;
-  uint eip;
-};
+#include "lib.h"
 
 enum procstate { UNUSED, EMBRYO, SLEEPING, RUNNABLE, RUNNING, ZOMBIE };
 

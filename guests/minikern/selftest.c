@@ -53,7 +53,7 @@ sgdt_matches(void)
   struct pseudodesc pd;
 
   sgdt(&pd);
-  return check(pd.base == (uint)gdt) & check(pd.limit == NGDT * 8 - 1);
+  return check(pd.base == (uint)gdt) & check(pd.limit == NSEGS * 8 - 1);
 }
 
 static int

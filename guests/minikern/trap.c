@@ -1,6 +1,6 @@
-// The interrupt descriptor table and the C side of every trap: system calls,
-// device interrupts, and exceptions, which kill a user process that causes one
-// and stop the kernel if the kernel does.
+// The C side of every trap (alltraps, in guests/lib/trapasm.S, calls trap()): system
+// calls, device interrupts, and exceptions, which kill a user process that causes
+// one and stop the kernel if the kernel does.
 
 #include "types.h"
 #include "mmu.h"
@@ -10,10 +10,6 @@
 #include "defs.h"
 #include "memlayout.h"
 #include "proc.h"
-
-// The IDT has a page to itself, for the same reason as the GDT (vm.c).
-struct gatedesc idt[PGSIZE / sizeof(struct gatedesc)] __attribute__((aligned(PGSIZE)));
-extern uint vectors[];  // trapasm.S: the address of each vector's stub
 
 extern char ustart[], uend[];  // user program text (kernel.ld)
 
@@ -41,25 +37,6 @@ static const char *excnames[] = {
 // Page-fault error code bits (SDM vol. 3A, 4.7).
 #define PF_PROT  0x1  // the page was present: a protection violation
 #define PF_WRITE 0x2  // the access was a write
-
-// Every vector gets an interrupt gate that only the kernel may raise with int n,
-// except the system call gate: ring 3 may raise it, and it is a trap gate, so
-// interrupts stay on while the kernel works for the process.
-void
-tvinit(void)
-{
-  int i;
-
-  for (i = 0; i < NIDTENTRIES; i++)
-    SETGATE(idt[i], 0, SEG_KCODE << 3, vectors[i], DPL_KERNEL);
-  SETGATE(idt[T_SYSCALL], 1, SEG_KCODE << 3, vectors[T_SYSCALL], DPL_USER);
-}
-
-void
-idtinit(void)
-{
-  lidt(idt, NIDTENTRIES * sizeof(idt[0]));
-}
 
 static int
 fromuser(struct trapframe *tf)

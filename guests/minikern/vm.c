@@ -1,6 +1,5 @@
-// Segments and address spaces.
+// Address spaces.
 //
-// The GDT holds flat code and data segments for ring 0 and ring 3 and the TSS.
 // Every process has its own page directory. The kernel's part of it, the entries
 // for [KERNLINK, PHYSTOP), points at page tables built once by kvminit and shared
 // by every directory, as Linux shares its kernel half; the rest, the process's
@@ -17,40 +16,7 @@
 extern char ustart[], uend[];  // user program text (kernel.ld)
 extern char data[];            // first page of kernel data (kernel.ld)
 
-// The GDT has a page to itself, as Linux's gdt_page does: a hypervisor such as Xen
-// takes descriptor tables by the page and forbids writable mappings of them, so no
-// other data may share it.
-struct segdesc gdt[PGSIZE / sizeof(struct segdesc)] __attribute__((aligned(PGSIZE)));
-
 pde_t *kpgdir;  // the kernel's own directory, used when no process runs
-
-void
-seginit(void)
-{
-  gdt[SEG_KCODE] = SEG(STA_X | STA_R, 0, 0xffffffff, DPL_KERNEL);
-  gdt[SEG_KDATA] = SEG(STA_W, 0, 0xffffffff, DPL_KERNEL);
-  gdt[SEG_UCODE] = SEG(STA_X | STA_R, 0, 0xffffffff, DPL_USER);
-  gdt[SEG_UDATA] = SEG(STA_W, 0, 0xffffffff, DPL_USER);
-  gdt[SEG_TSS] = SEG16(STS_T32A, &cpu.ts, sizeof(cpu.ts) - 1, DPL_KERNEL);
-  gdt[SEG_TSS].s = 0;
-  lgdt(gdt, NGDT * sizeof(gdt[0]));
-
-  // The loader's GDT may be anywhere, so every segment register is reloaded.
-  // CS cannot be the target of a mov: a far jump to the next instruction loads it.
-  asm volatile("ljmp %0, $1f\n1:" : : "i" (SEG_KCODE << 3) : "memory");
-  loadss(SEG_KDATA << 3);
-  loadds(SEG_KDATA << 3);
-  loades(SEG_KDATA << 3);
-  loadfs(SEG_KDATA << 3);
-  loadgs(SEG_KDATA << 3);
-
-  // A trap from ring 3 switches to ss0:esp0 (esp0 is set per process by
-  // switchuvm). An I/O map base beyond the TSS's limit means no port is open to
-  // ring 3.
-  cpu.ts.ss0 = SEG_KDATA << 3;
-  cpu.ts.iomb = 0xFFFF;
-  ltr(SEG_TSS << 3);
-}
 
 // The entry of pgdir's page table that maps va. If alloc, create a missing page
 // table; the directory entry allows everything and each page's entry decides, as

@@ -23,27 +23,19 @@
 typedef unsigned long long uint64;
 
 #define N          256
-#define UCODE      3          // GDT slots beyond mmu.h's kernel code and data
-#define UDATA      4
-#define TSSSLOT    5
-#define NGDT       6
 #define SYS_NULL   0
 #define SYS_DONE   1
 #define PFVA       0x3FF000   // the page the page-fault benchmark maps on demand
 #define SPAREVA    0x3FE000   // the page the page-table benchmark remaps
 #define STACKSIZE  4096
 
-struct segdesc gdt[PGSIZE / sizeof(struct segdesc)] __attribute__((aligned(PGSIZE)));
-struct gatedesc idt[NIDTENTRIES] __attribute__((aligned(PGSIZE)));
 static pde_t pgdir[2][NPDENTRIES] __attribute__((aligned(PGSIZE)));
 static pte_t pgtab[NPTENTRIES] __attribute__((aligned(PGSIZE)));
 static char spare[PGSIZE] __attribute__((aligned(PGSIZE)));
 static char stacks[3][STACKSIZE] __attribute__((aligned(16)));
 static struct taskstate ts;
-extern uint vectors[];
-void swtch(uint **old, uint *new);
 
-static uint *mainctx, *otherctx, *deadctx;
+static struct context *mainctx, *otherctx, *deadctx;
 static uint64 tsc_end;
 static int faults;
 
@@ -65,27 +57,6 @@ report(const char *op, int n, uint64 t0, uint64 t1)
           delta > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint)delta);
 }
 
-// Flat segments for ring 0 and ring 3, and a TSS for the stack of traps from ring 3.
-static void
-seginit(void)
-{
-  gdt[SEG_KCODE] = SEG(STA_X | STA_R, 0, 0xffffffff, DPL_KERNEL);
-  gdt[SEG_KDATA] = SEG(STA_W, 0, 0xffffffff, DPL_KERNEL);
-  gdt[UCODE] = SEG(STA_X | STA_R, 0, 0xffffffff, DPL_USER);
-  gdt[UDATA] = SEG(STA_W, 0, 0xffffffff, DPL_USER);
-  gdt[TSSSLOT] = SEG16(STS_T32A, &ts, sizeof(ts) - 1, DPL_KERNEL);
-  gdt[TSSSLOT].s = 0;
-  lgdt(gdt, NGDT * sizeof(gdt[0]));
-  asm volatile("ljmp %0, $1f\n1:" : : "i" (SEG_KCODE << 3) : "memory");
-  loadss(SEG_KDATA << 3);
-  loadds(SEG_KDATA << 3);
-  loades(SEG_KDATA << 3);
-  ts.ss0 = SEG_KDATA << 3;
-  ts.esp0 = (uint)stacks[2] + STACKSIZE;
-  ts.iomb = 0xFFFF;
-  ltr(TSSSLOT << 3);
-}
-
 // Two address spaces with the same mapping: the first 4 MiB, identity, open to
 // ring 3 (the user loop is kernel text), except PFVA, mapped on demand.
 static void
@@ -100,17 +71,6 @@ vminit(void)
     pgdir[i][0] = (uint)pgtab | PTE_P | PTE_W | PTE_U;
   lcr3((uint)pgdir[0]);
   lcr0(rcr0() | CR0_PG | CR0_WP);
-}
-
-static void
-idtinit(void)
-{
-  int i;
-
-  for (i = 0; i < NIDTENTRIES; i++)
-    SETGATE(idt[i], 0, SEG_KCODE << 3, vectors[i], DPL_KERNEL);
-  SETGATE(idt[T_SYSCALL], 1, SEG_KCODE << 3, vectors[T_SYSCALL], DPL_USER);
-  lidt(idt, sizeof(idt));
 }
 
 void
@@ -133,7 +93,7 @@ trap(struct trapframe *tf)
 }
 
 // A context ready for swtch to start fn on the stack that ends at top.
-static uint *
+static struct context *
 newctx(char *top, void (*fn)(void))
 {
   uint *sp = (uint *)top;
@@ -141,7 +101,7 @@ newctx(char *top, void (*fn)(void))
   *--sp = 0;          // fn's return address: fn never returns
   *--sp = (uint)fn;   // where swtch's ret goes
   sp -= 4;            // ebp, ebx, esi, edi
-  return sp;
+  return (struct context *)sp;
 }
 
 // Ring 3: N null system calls, then the one that ends the benchmark.
@@ -164,8 +124,8 @@ enteruser(void)
 {
   asm volatile("pushl %0\n pushl %1\n pushl $0x202\n pushl %2\n pushl %3\n"
                "movw %w0, %%ax\n movw %%ax, %%ds\n movw %%ax, %%es\n iret"
-               : : "r" ((UDATA << 3) | DPL_USER), "r" ((uint)stacks[1] + STACKSIZE),
-                   "r" ((UCODE << 3) | DPL_USER), "r" ((uint)userloop)
+               : : "r" ((SEG_UDATA << 3) | DPL_USER), "r" ((uint)stacks[1] + STACKSIZE),
+                   "r" ((SEG_UCODE << 3) | DPL_USER), "r" ((uint)userloop)
                : "eax", "memory");
 }
 
@@ -265,7 +225,9 @@ main(uint magic, uint mbinfo)
   }
   outb(0x21, 0xFF);             // every 8259 line masked: no interrupt interferes
   outb(0xA1, 0xFF);
-  seginit();
+  ts.esp0 = (uint)stacks[2] + STACKSIZE;  // the kernel stack of traps from ring 3
+  seginit(&ts);
+  tvinit(T_SYSCALL, 1);
   idtinit();
   vminit();
   bench_syscall();

@@ -4,7 +4,8 @@
 #
 # Save the callee-saved registers on the current stack, store that stack pointer in
 # *old, switch to the stack new, and pop its callee-saved registers. The ret then
-# goes wherever new was saved (or to forkret, for a process never run).
+# goes wherever new was saved (or, for a context never run, to the eip its creator
+# put in it).
 
 .globl swtch
 swtch:

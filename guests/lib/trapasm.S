@@ -1,5 +1,5 @@
-# Trap entry: one stub per IDT vector, and alltraps, which builds a struct
-# trapframe (x86.h), calls trap() in trap.c, and returns through trapret.
+# Trap entry: one stub per IDT vector, and alltraps, which builds a struct trapframe
+# (x86.h), calls the guest's trap(), and returns through trapret.
 
 #include "mmu.h"
 
@@ -23,11 +23,12 @@ vector\n:
   .long vector\n
 .endm
 
+# .Ln counts the vectors; an .L name stays out of the symbol table.
 .text
-.set i, 0
+.set .Ln, 0
 .rept 256
-  vector %i
-  .set i, i + 1
+  vector %(.Ln)
+  .set .Ln, .Ln + 1
 .endr
 
 # vectors[n] is the address of stub n; tvinit() points the IDT gates at them.
@@ -35,10 +36,10 @@ vector\n:
 .p2align 2
 .globl vectors
 vectors:
-.set i, 0
+.set .Ln, 0
 .rept 256
-  vectorentry %i
-  .set i, i + 1
+  vectorentry %(.Ln)
+  .set .Ln, .Ln + 1
 .endr
 
 .noaltmacro
@@ -62,7 +63,8 @@ alltraps:
   call trap
   addl $4, %esp
 
-# A new process starts here too (allocproc), with a trap frame made up by spawn().
+# A new process starts here too (minikern's allocproc), with a trap frame made up by
+# the kernel.
 .globl trapret
 trapret:
   popal

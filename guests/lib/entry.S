@@ -1,8 +1,8 @@
-# minikern's entry point. A Multiboot loader (GRUB, QEMU -kernel, pvtool's native
-# mode) loads the ELF at 1 MiB and jumps to _start in 32-bit protected mode with
-# paging off, EAX = MULTIBOOT_BOOTLOADER_MAGIC and EBX = the physical address of
+# The entry point of every PC guest. A Multiboot loader (GRUB, QEMU -kernel, pvtool's
+# native mode) loads the ELF at 1 MiB and jumps to _start in 32-bit protected mode
+# with paging off, EAX = MULTIBOOT_BOOTLOADER_MAGIC and EBX = the physical address of
 # the Multiboot information structure. It gives us no stack (Multiboot spec 3.2).
-# This stack stays the boot processor's: main runs on it, then the scheduler.
+# This stack stays the boot processor's: main runs on it (and minikern's scheduler).
 
 #include "multiboot.h"
 
@@ -23,11 +23,13 @@ _start:
   movl $(bootstack + BOOTSTACKSIZE), %esp
   cld                           # C code assumes DF is clear (SysV ABI)
 
-  pushl %ebx                    # main(magic, info)
+  # main(magic, info): the C code checks what the loader handed over.
+  pushl %ebx
   pushl %eax
   call main
 
-  # main ends by leaving through isa-debug-exit; without that device, stop here.
+  # main ends by leaving through isa-debug-exit; without that device, or should main
+  # ever return, stop rather than run off the end.
 spin:
   cli
   hlt
