@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from pvtool.image.elf import ElfImage, load_elf
+from pvtool.image.elf import ElfImage, load_elf, require_32bit
 from pvtool.machine.cpu import EIP
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
@@ -81,7 +81,7 @@ def choose_mode(requested: Mode) -> Mode:
 
 def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) -> RunResult:
     """Boot the image at PATH in the chosen mode and run it until it stops."""
-    image = load_elf(path)
+    image = require_32bit(load_elf(path))
     mode = choose_mode(options.mode)
     disk = DiskImage.open(options.disk, snapshot=options.snapshot) if options.disk else None
     try:

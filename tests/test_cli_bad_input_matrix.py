@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from pvtool.cli import cli
+from tests.image.elfs import build_kernel
 from tests.oracles import guest_path
 
 COMMANDS = {
@@ -34,14 +35,15 @@ IMAGE_COMMANDS = ["patch", "run --native", "run (PV)", "run --trap", "bench"]
 # kind of bad input -> the README's status for it
 STATUS = {
     "missing": 66, "directory": 66, "empty": 65, "not an ELF": 65, "truncated ELF": 65,
-    "ELF64": 69, "wrong machine": 69, "no Multiboot header": 69, "no Xen notes": 69,
-    "already patched": 69,
+    "ELF64": 69, "x86-64 kernel": 69, "wrong machine": 69, "no Multiboot header": 69,
+    "no Xen notes": 69, "already patched": 69,
 }
 CELLS = (
     [(command, kind) for command in COMMANDS
      for kind in ("missing", "directory")]
     + [(command, kind) for command in IMAGE_COMMANDS
-       for kind in ("empty", "not an ELF", "truncated ELF", "ELF64", "wrong machine")]
+       for kind in ("empty", "not an ELF", "truncated ELF", "ELF64", "x86-64 kernel",
+                    "wrong machine")]
     + [("run --native", "no Multiboot header"), ("run --trap", "no Multiboot header"),
        ("run (PV)", "no Xen notes"), ("patch", "already patched")]
     + [("diffstat", "not an ELF")]
@@ -71,6 +73,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
         "not an ELF": where / "text.elf",
         "truncated ELF": where / "truncated.elf",
         "ELF64": where / "elf64.elf",
+        "x86-64 kernel": build_kernel(where, bits=64, name="x86-64"),  # loads, is refused
         "wrong machine": where / "arm.elf",
         "no Multiboot header": where / "xenhello.elf",  # written for Xen: no Multiboot
         "no Xen notes": where / "hello.elf",
@@ -98,6 +101,28 @@ def test_every_command_answers_bad_input_with_one_line_and_its_status(inputs, tm
     assert list(out.iterdir()) == []  # nothing written
     if before is not None:
         assert path.read_bytes() == before
+
+
+# A well-formed x86-64 kernel loads; every command that cannot take one yet refuses it
+# in the one sentence a 64-bit image always got.
+X86_64_REFUSALS = {command: COMMANDS[command] for command in IMAGE_COMMANDS} | {
+    "diffstat ORIG": ["diffstat", "{input}", "{hello}"],
+    "diffstat PATCHED": ["diffstat", "{hello}", "{input}"],
+}
+
+
+@pytest.mark.parametrize("command", X86_64_REFUSALS)
+def test_every_command_refuses_an_x86_64_kernel_in_the_same_words(inputs, tmp_path, command):
+    path = inputs["x86-64 kernel"]
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [a.format(input=path, out=out, hello=inputs["no Xen notes"])
+            for a in X86_64_REFUSALS[command]]
+    result = CliRunner().invoke(cli, args)
+    assert (result.exit_code, result.stderr) == (69, f"pvtool: error: {path}: 64-bit ELF "
+                                                     "(x86-64); only 32-bit x86 images are "
+                                                     "supported\n")
+    assert list(out.iterdir()) == []
 
 
 @pytest.mark.parametrize("kind", ["truncated ELF", "ELF64", "wrong machine"])

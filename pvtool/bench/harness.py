@@ -17,7 +17,7 @@ from pvtool.bench.rawloop import LoopResult, run_register_loop
 from pvtool.bench.rawsieve import SieveResult, run_sieve
 from pvtool.bench.workloads import ModeRuns, available_modes, run_workloads
 from pvtool.errors import PvtoolError, UsageError
-from pvtool.image.elf import load_elf
+from pvtool.image.elf import load_elf, require_32bit
 from pvtool.run import Mode
 
 LOOP_ITERATIONS = 10_000_000
@@ -88,11 +88,11 @@ class BenchReport:
 
 
 def check_images(images: Sequence[Path]) -> None:
-    """Fail before measuring anything: every image must exist and be an ELF."""
+    """Fail before measuring anything: every image must exist and be a 32-bit ELF."""
     if not images:
         raise UsageError("no image to bench: give at least one guest kernel")
     for image in images:
-        load_elf(image)  # says what is wrong: missing, a directory, not an ELF...
+        require_32bit(load_elf(image))  # says what is wrong: missing, a directory, not an ELF...
 
 
 def bench(images: Sequence[Path], repeat: int,

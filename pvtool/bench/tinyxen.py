@@ -16,7 +16,8 @@ from pvtool.abi.xen import (
     ShutdownReason,
     XenVer,
 )
-from pvtool.image import elf32
+from pvtool.image import elf_format
+from pvtool.image.elf_format import ELF32, Ehdr, Phdr
 from pvtool.x86.isa import assemble
 from pvtool.x86.paging import PAGE_SIZE
 
@@ -24,7 +25,7 @@ BASE = 0x100000
 DATA = BASE + PAGE_SIZE  # the loop counter and the shutdown reason
 HYPERCALL_PAGE = BASE + 2 * PAGE_SIZE
 IMAGE_SIZE = 3 * PAGE_SIZE
-HEADERS = elf32.EHDR.size + 2 * elf32.PHDR.size
+HEADERS = ELF32.ehdr.size + 2 * ELF32.phdr.size
 SEGMENT_OFFSET = PAGE_SIZE  # the loadable bytes start on a page of their own in the file
 
 LOOP = f"""
@@ -54,13 +55,14 @@ def null_hypercall_kernel(calls: int) -> bytes:
     segment = code.ljust(IMAGE_SIZE, b"\0")
     notes = _notes()
     notes_offset = SEGMENT_OFFSET + len(segment)
-    header = elf32.EHDR.pack(
-        b"\x7fELF\x01\x01\x01".ljust(16, b"\0"), elf32.ET_EXEC, elf32.EM_386, 1, BASE,
-        elf32.EHDR.size, 0, 0, elf32.EHDR.size, elf32.PHDR.size, 2, 0, 0, 0)
-    load = elf32.PHDR.pack(elf32.PT_LOAD, SEGMENT_OFFSET, BASE, BASE, len(segment),
-                           len(segment), elf32.PF_R | elf32.PF_W | elf32.PF_X, PAGE_SIZE)
-    note = elf32.PHDR.pack(elf32.PT_NOTE, notes_offset, 0, 0, len(notes), len(notes),
-                           elf32.PF_R, 4)
+    header = ELF32.ehdr.pack(Ehdr(
+        b"\x7fELF\x01\x01\x01".ljust(16, b"\0"), elf_format.ET_EXEC, elf_format.EM_386, 1,
+        BASE, ELF32.ehdr.size, 0, 0, ELF32.ehdr.size, ELF32.phdr.size, 2, 0, 0, 0))
+    load = ELF32.phdr.pack(Phdr(
+        elf_format.PT_LOAD, SEGMENT_OFFSET, BASE, BASE, len(segment), len(segment),
+        elf_format.PF_R | elf_format.PF_W | elf_format.PF_X, PAGE_SIZE))
+    note = ELF32.phdr.pack(Phdr(elf_format.PT_NOTE, notes_offset, 0, 0, len(notes),
+                                len(notes), elf_format.PF_R, elf_format.NOTE_ALIGN))
     return (header + load + note).ljust(SEGMENT_OFFSET, b"\0") + segment + notes
 
 
@@ -70,4 +72,4 @@ def _notes() -> bytes:
              (ElfNote.virt_base, word(0)), (ElfNote.entry, word(BASE)),
              (ElfNote.hypercall_page, word(HYPERCALL_PAGE)), (ElfNote.pae_mode, b"no\0"),
              (ElfNote.loader, b"generic\0"))
-    return b"".join(elf32.pack_note(XEN_NOTE_NAME, kind, desc) for kind, desc in notes)
+    return b"".join(elf_format.pack_note(XEN_NOTE_NAME, kind, desc) for kind, desc in notes)

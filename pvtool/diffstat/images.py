@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pvtool.abi import pvtool as pvabi
 from pvtool.errors import ImageError, PvtoolError
-from pvtool.image.elf import ElfImage, load_elf
+from pvtool.image.elf import ElfImage, load_elf, require_32bit
 from pvtool.image.xen_notes import parse_xen_notes
 from pvtool.patch.discover import CodeMap
 from pvtool.patch.emit import lay_out
@@ -36,7 +36,8 @@ STUB_NAME = "pv_stub_{}"
 
 def listing_diff(original_path: Path, patched_path: Path,
                  patch_set: str = DEFAULT_PATCH_SET) -> str:
-    original, patched = load_elf(Path(original_path)), load_elf(Path(patched_path))
+    original, patched = (require_32bit(load_elf(Path(path)))
+                         for path in (original_path, patched_path))
     code = discover_code(original)
     kernel = [(s.value, s.name) for s in original.function_symbols()]
     items = _items(code)

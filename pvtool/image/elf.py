@@ -1,10 +1,12 @@
-"""Reading a 32-bit x86 ELF kernel into plain frozen objects.
+"""Reading an x86 ELF kernel, 32-bit (EM_386 in ELF32) or 64-bit (EM_X86_64 in ELF64),
+into plain frozen objects.
 
 pyelftools parses the tables; this module decides what is acceptable. The identity
-bytes are checked first so a user gets a precise reason (not ELF, 64-bit, another
-machine) rather than a parser's complaint, every table and segment is bounds-checked
-against the file, and no pyelftools exception ever leaves load_elf: a damaged image is
-an ImageError with one line naming the file.
+bytes are checked first so a user gets a precise reason (not ELF, another machine)
+rather than a parser's complaint, every table and segment is bounds-checked against the
+file, and no pyelftools exception ever leaves load_elf: a damaged image is an ImageError
+with one line naming the file. The image says its class (`bits`, `machine`); a command
+that cannot take a 64-bit kernel yet refuses it with require_32bit.
 """
 
 import io
@@ -18,11 +20,11 @@ from elftools.construct.core import ConstructError
 from elftools.elf.elffile import ELFFile
 
 from pvtool.errors import ImageError, InputMissingError, UnsupportedImageError
-from pvtool.image import elf32
+from pvtool.image import elf_format
+from pvtool.image.elf_format import ELF32, Ehdr, ElfClass, machine_name
 
 MAX_IMAGE_SIZE = 256 << 20  # far beyond any guest kernel; guards against reading a disk
 MAX_MEMORY_IMAGE = 1 << 30  # total PT_LOAD memsz; more is a corrupt header, not a kernel
-SYMBOL_ENTRY_SIZE = 16  # sizeof(Elf32_Sym)
 
 # What pyelftools raises on malformed input: its own errors, its vendored construct's,
 # and the plain Python errors its lazy parsing lets through.
@@ -31,7 +33,7 @@ _PARSER_ERRORS = (ELFError, ConstructError, struct.error, ValueError, IndexError
 
 
 @dataclass(frozen=True)
-class Segment(elf32.SegmentFlags):
+class Segment(elf_format.SegmentFlags):
     """A PT_LOAD program header."""
 
     offset: int
@@ -57,10 +59,11 @@ class Section:
     addr: int
     offset: int
     size: int
+    align: int
 
     @property
     def executable(self) -> bool:
-        return bool(self.flags & elf32.SHF_EXECINSTR)
+        return bool(self.flags & elf_format.SHF_EXECINSTR)
 
 
 @dataclass(frozen=True)
@@ -83,12 +86,22 @@ class Note:
 class ElfImage:
     path: Path
     data: bytes
-    bits: int
+    elf_class: ElfClass
     entry: int
     segments: tuple[Segment, ...]
     sections: tuple[Section, ...]
     symbols: tuple[Symbol, ...]
     notes: tuple[Note, ...]
+
+    @property
+    def bits(self) -> int:
+        """32 or 64: the width of the kernel's addresses and of its ELF class."""
+        return self.elf_class.bits
+
+    @property
+    def machine(self) -> int:
+        """e_machine: EM_386 for a 32-bit image, EM_X86_64 for a 64-bit one."""
+        return self.elf_class.machine
 
     def segment_at(self, vaddr: int) -> Segment | None:
         """The PT_LOAD segment whose memory image holds vaddr."""
@@ -169,14 +182,29 @@ class ElfImage:
 
 
 def load_elf(path: Path) -> ElfImage:
-    """Read and check a 32-bit x86 ELF executable."""
+    """Read and check an x86 ELF executable, 32- or 64-bit."""
     path = Path(path)
     data = _read(path)
-    header = _check_ident(path, data)
+    elf_class, header = _check_ident(path, data)
     try:
-        return _parse(path, data, header)
+        return _parse(path, data, elf_class, header)
     except _PARSER_ERRORS as exc:
         raise ImageError(f"{path}: corrupt ELF file ({_describe(exc)})") from exc
+
+
+def require_32bit(image: ElfImage) -> ElfImage:
+    """IMAGE, if it is a 32-bit kernel. Every command that cannot take an x86-64 kernel
+    yet (patch, run in every mode, bench, diffstat of images) calls this after loading,
+    so a 64-bit image is refused in one place, in the words load_elf uses for a 64-bit
+    image of another machine."""
+    if image.bits != ELF32.bits:
+        raise _not_32bit(image.path, machine_name(image.machine))
+    return image
+
+
+def _not_32bit(path: Path, what: str) -> UnsupportedImageError:
+    return UnsupportedImageError(
+        f"{path}: 64-bit ELF ({what}); only 32-bit x86 images are supported")
 
 
 def _read(path: Path) -> bytes:
@@ -197,66 +225,69 @@ def _read(path: Path) -> bytes:
     return data
 
 
-def _check_ident(path: Path, data: bytes) -> elf32.Ehdr:
-    """Refuse anything that is not a little-endian ELF32 executable for EM_386."""
-    _check_class(path, data)
-    if len(data) < elf32.EHDR.size:
+def _check_ident(path: Path, data: bytes) -> tuple[ElfClass, Ehdr]:
+    """Refuse anything that is not a little-endian x86 executable of its class:
+    EM_386 in ELF32, EM_X86_64 in ELF64."""
+    elf_class = _check_class(path, data)
+    if len(data) < elf_class.ehdr.size:
         raise ImageError(f"{path}: truncated ELF header "
-                         f"({len(data)} of {elf32.EHDR.size} bytes)")
-    header = elf32.unpack_ehdr(data)
-    if header.machine != elf32.EM_386:
+                         f"({len(data)} of {elf_class.ehdr.size} bytes)")
+    header = elf_class.ehdr.unpack(data)
+    if header.machine != elf_class.machine:
         raise UnsupportedImageError(
-            f"{path}: 32-bit ELF for {elf32.machine_name(header.machine)}; "
+            f"{path}: {elf_class.bits}-bit ELF for {machine_name(header.machine)}; "
             "only 32-bit x86 images are supported")
-    if header.type not in (elf32.ET_EXEC, elf32.ET_DYN):
+    if header.type not in (elf_format.ET_EXEC, elf_format.ET_DYN):
         raise UnsupportedImageError(
             f"{path}: ELF type {header.type} is not a linked executable "
             "(a relocatable object or core file?)")
-    _check_tables(path, data, header)
-    return header
+    _check_tables(path, data, elf_class, header)
+    return elf_class, header
 
 
-def _check_class(path: Path, data: bytes) -> None:
-    """The identity bytes: ELF magic, 32-bit class, little-endian encoding."""
+def _check_class(path: Path, data: bytes) -> ElfClass:
+    """The identity bytes: ELF magic, a class pvtool reads, little-endian encoding. An
+    ELF64 is refused here, before its header is read, unless it is for x86-64."""
     if not data:
         raise ImageError(f"{path}: empty file, not an ELF image")
-    if not data.startswith(elf32.ELF_MAGIC):
+    if not data.startswith(elf_format.ELF_MAGIC):
         raise ImageError(f"{path}: not an ELF file (no \\x7fELF magic)")
-    if len(data) <= elf32.EI_DATA:
+    if len(data) <= elf_format.EI_DATA:
         raise ImageError(f"{path}: truncated ELF header ({len(data)} bytes)")
-    elf_class, encoding = data[elf32.EI_CLASS], data[elf32.EI_DATA]
-    at = elf32.E_MACHINE_OFFSET
+    ident, encoding = data[elf_format.EI_CLASS], data[elf_format.EI_DATA]
+    at = elf_format.E_MACHINE_OFFSET
     machine = int.from_bytes(data[at:at + 2], "little") if len(data) >= at + 2 else None
-    if elf_class == elf32.ELFCLASS64:
-        what = elf32.machine_name(machine) if machine is not None else "truncated"
-        raise UnsupportedImageError(
-            f"{path}: 64-bit ELF ({what}); only 32-bit x86 images are supported")
-    if elf_class != elf32.ELFCLASS32:
-        raise ImageError(f"{path}: invalid ELF class {elf_class}")
-    if encoding != elf32.ELFDATA2LSB:
+    if ident == elf_format.ELFCLASS64 and machine != elf_format.ELF64.machine:
+        raise _not_32bit(path, machine_name(machine) if machine is not None else "truncated")
+    elf_class = elf_format.CLASSES.get(ident)
+    if elf_class is None:
+        raise ImageError(f"{path}: invalid ELF class {ident}")
+    if encoding != elf_format.ELFDATA2LSB:
         raise UnsupportedImageError(
             f"{path}: big-endian or invalid data encoding ({encoding}); "
             "only 32-bit x86 images are supported")
+    return elf_class
 
 
-def _check_tables(path: Path, data: bytes, h: elf32.Ehdr) -> None:
+def _check_tables(path: Path, data: bytes, elf_class: ElfClass, h: Ehdr) -> None:
     """The program and section header tables must lie inside the file."""
-    if h.phnum == elf32.PN_XNUM:
+    phdr_size, shdr_size = elf_class.phdr.size, elf_class.shdr.size
+    if h.phnum == elf_format.PN_XNUM:
         raise UnsupportedImageError(f"{path}: extended program header numbering")
-    if h.phnum and h.phentsize != elf32.PHDR.size:
+    if h.phnum and h.phentsize != phdr_size:
         raise ImageError(f"{path}: program header entry size {h.phentsize}, "
-                         f"expected {elf32.PHDR.size}")
-    if h.phoff + h.phnum * elf32.PHDR.size > len(data):
+                         f"expected {phdr_size}")
+    if h.phoff + h.phnum * phdr_size > len(data):
         raise ImageError(f"{path}: program header table runs past the end of the file "
                          f"({h.phnum} entries at {h.phoff:#x}, file is {len(data)} bytes)")
     if h.shoff == 0:
         return
-    if h.shnum == 0 or h.shstrndx >= elf32.SHN_LORESERVE:
+    if h.shnum == 0 or h.shstrndx >= elf_format.SHN_LORESERVE:
         raise UnsupportedImageError(f"{path}: extended section numbering")
-    if h.shentsize != elf32.SHDR.size:
+    if h.shentsize != shdr_size:
         raise ImageError(f"{path}: section header entry size {h.shentsize}, "
-                         f"expected {elf32.SHDR.size}")
-    if h.shoff + h.shnum * elf32.SHDR.size > len(data):
+                         f"expected {shdr_size}")
+    if h.shoff + h.shnum * shdr_size > len(data):
         raise ImageError(f"{path}: section header table runs past the end of the file "
                          f"({h.shnum} entries at {h.shoff:#x}, file is {len(data)} bytes)")
     if h.shstrndx >= h.shnum:
@@ -264,9 +295,9 @@ def _check_tables(path: Path, data: bytes, h: elf32.Ehdr) -> None:
                          f"out of range ({h.shnum} sections)")
 
 
-def _parse(path: Path, data: bytes, header: elf32.Ehdr) -> ElfImage:
+def _parse(path: Path, data: bytes, elf_class: ElfClass, header: Ehdr) -> ElfImage:
     elf = ELFFile(io.BytesIO(data))
-    loads, note_blobs = _segments(path, data, elf)
+    loads, note_blobs = _segments(path, data, elf_class, elf)
     if not loads:
         raise UnsupportedImageError(f"{path}: no loadable (PT_LOAD) segments")
     _check_overlaps(path, loads)
@@ -274,18 +305,18 @@ def _parse(path: Path, data: bytes, header: elf32.Ehdr) -> ElfImage:
     if total > MAX_MEMORY_IMAGE:
         raise ImageError(f"{path}: loadable segments claim {total >> 20} MiB of memory, "
                          f"more than any guest kernel (limit {MAX_MEMORY_IMAGE >> 20} MiB)")
-    sections = _sections(path, data, elf, header) if header.shoff else ()
+    sections = _sections(path, data, elf_class, elf, header) if header.shoff else ()
     notes_from_sections = [
-        (data[s.offset:s.offset + s.size], elf32.NOTE_ALIGN)
+        (data[s.offset:s.offset + s.size], elf_format.note_alignment(s.align))
         for s in sections if s.type == "note"]
     return ElfImage(
-        path=path, data=data, bits=32, entry=header.entry,
+        path=path, data=data, elf_class=elf_class, entry=header.entry,
         segments=tuple(loads), sections=sections,
-        symbols=_symbols(path, elf) if header.shoff else (),
+        symbols=_symbols(path, elf_class, elf) if header.shoff else (),
         notes=_notes(path, note_blobs + notes_from_sections))
 
 
-def _segments(path: Path, data: bytes,
+def _segments(path: Path, data: bytes, elf_class: ElfClass,
               elf: ELFFile) -> tuple[list[Segment], list[tuple[bytes, int]]]:
     """PT_LOAD segments, and the (body, alignment) of each PT_NOTE."""
     loads, notes = [], []
@@ -299,14 +330,15 @@ def _segments(path: Path, data: bytes,
                 f"{path}: {where} ends at file offset {h.p_offset + h.p_filesz:#x}, "
                 f"past the end of the file ({len(data)} bytes): truncated or corrupt")
         if h.p_type == "PT_NOTE":
-            align = 8 if h.p_align == 8 else elf32.NOTE_ALIGN
-            notes.append((data[h.p_offset:h.p_offset + h.p_filesz], align))
+            notes.append((data[h.p_offset:h.p_offset + h.p_filesz],
+                          elf_format.note_alignment(h.p_align)))
             continue
         if h.p_filesz > h.p_memsz:
             raise ImageError(f"{path}: {where} has more file bytes ({h.p_filesz:#x}) "
                              f"than memory bytes ({h.p_memsz:#x})")
-        if max(h.p_vaddr, h.p_paddr) + h.p_memsz > 1 << 32:
-            raise ImageError(f"{path}: {where} of {h.p_memsz:#x} bytes runs past 4 GiB")
+        if max(h.p_vaddr, h.p_paddr) + h.p_memsz > elf_class.address_limit:
+            raise ImageError(f"{path}: {where} of {h.p_memsz:#x} bytes runs past "
+                             f"{elf_class.address_space}")
         loads.append(Segment(offset=h.p_offset, vaddr=h.p_vaddr, paddr=h.p_paddr,
                              filesz=h.p_filesz, memsz=h.p_memsz, flags=h.p_flags))
     return loads, notes
@@ -323,29 +355,32 @@ def _check_overlaps(path: Path, loads: list[Segment]) -> None:
                                  f"{next_start:#x} (previous one ends at {end:#x})")
 
 
-def _sections(path: Path, data: bytes, elf: ELFFile,
-              header: elf32.Ehdr) -> tuple[Section, ...]:
-    headers = [elf32.unpack_shdr(data, header.shoff + i * elf32.SHDR.size)
+def _sections(path: Path, data: bytes, elf_class: ElfClass, elf: ELFFile,
+              header: Ehdr) -> tuple[Section, ...]:
+    layout = elf_class.shdr
+    headers = [layout.unpack(data, header.shoff + i * layout.size)
                for i in range(header.shnum)]
+    empty = (elf_format.SHT_NULL, elf_format.SHT_NOBITS)
     for index, h in enumerate(headers):  # all in bounds before any name is read
-        if h.type not in (elf32.SHT_NULL, elf32.SHT_NOBITS) and h.offset + h.size > len(data):
+        if h.type not in empty and h.offset + h.size > len(data):
             raise ImageError(f"{path}: section {index} runs past the end of the file "
                              f"({len(data)} bytes): truncated or corrupt")
     sections = []
     for index, h in enumerate(headers):
         sec = elf.get_section(index)
         sections.append(Section(name=sec.name, type=_enum_name(sec["sh_type"], "SHT_"),
-                                flags=h.flags, addr=h.addr, offset=h.offset, size=h.size))
+                                flags=h.flags, addr=h.addr, offset=h.offset, size=h.size,
+                                align=h.addralign))
     return tuple(sections)
 
 
-def _symbols(path: Path, elf: ELFFile) -> tuple[Symbol, ...]:
+def _symbols(path: Path, elf_class: ElfClass, elf: ELFFile) -> tuple[Symbol, ...]:
     table = next((s for s in elf.iter_sections() if s["sh_type"] == "SHT_SYMTAB"), None)
     if table is None:
         return ()
-    if table["sh_entsize"] != SYMBOL_ENTRY_SIZE:
+    if table["sh_entsize"] != elf_class.symbol_size:
         raise ImageError(f"{path}: .symtab entry size {table['sh_entsize']}, "
-                         f"expected {SYMBOL_ENTRY_SIZE}")
+                         f"expected {elf_class.symbol_size}")
     symbols = []
     for sym in table.iter_symbols():
         if not sym.name or sym["st_shndx"] == "SHN_UNDEF":
@@ -368,7 +403,7 @@ def _notes(path: Path, blobs: list[tuple[bytes, int]]) -> tuple[Note, ...]:
     seen: dict[Note, None] = {}
     for blob, align in blobs:
         try:
-            for name, note_type, desc in elf32.iter_notes(blob, align):
+            for name, note_type, desc in elf_format.iter_notes(blob, align):
                 seen.setdefault(Note(name, note_type, desc))
         except ValueError as exc:
             raise ImageError(f"{path}: corrupt note: {exc}") from None

@@ -1,4 +1,4 @@
-"""Writing the patched ELF.
+"""Writing the patched ELF, in the class of the original (ELF32 or ELF64).
 
 The original file is kept byte for byte where it was (the Multiboot header must stay
 within the first 8 KiB, and every existing offset stays valid); patches overwrite bytes
@@ -20,24 +20,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pvtool.errors import ImageError, OutputError, PatchError
-from pvtool.image import elf32
+from pvtool.image import elf_format
 from pvtool.image.elf import ElfImage, Segment, load_elf
+from pvtool.image.elf_format import Ehdr, Phdr, Shdr
 from pvtool.image.multiboot import find_header
+from pvtool.x86.paging import PAGE_SIZE
 
 NOTES_SECTION = ".note.Xen"
-PAGE = elf32.PAGE_SIZE
-_ALL_FLAGS = elf32.PF_R | elf32.PF_W | elf32.PF_X
+_ALL_FLAGS = elf_format.PF_R | elf_format.PF_W | elf_format.PF_X
 
 
 @dataclass(frozen=True)
-class AddedSection(elf32.SegmentFlags):
+class AddedSection(elf_format.SegmentFlags):
     """New contents for the image: one PT_LOAD segment and one section header."""
 
     name: str
     vaddr: int  # page-aligned
     data: bytes  # file-backed bytes; memsz - len(data) zero bytes follow in memory
     memsz: int
-    flags: int  # elf32.PF_R | PF_W | PF_X
+    flags: int  # elf_format.PF_R | PF_W | PF_X
     paddr: int | None = None  # default: vaddr less the image's virtual-physical offset
 
     def physical(self, image: ElfImage) -> int:
@@ -49,12 +50,12 @@ class _Layout:
     """The output under construction: file bytes plus the headers to append."""
 
     data: bytearray
-    phdrs: list[elf32.Phdr] = field(default_factory=list)
-    shdrs: list[tuple[str, elf32.Shdr]] = field(default_factory=list)  # name set later
+    phdrs: list[Phdr] = field(default_factory=list)
+    shdrs: list[tuple[str, Shdr]] = field(default_factory=list)  # name set later
 
     def append(self, blob: bytes, alignment: int) -> int:
         """Append blob at the next offset aligned to alignment; return the offset."""
-        offset = elf32.align_up(len(self.data), alignment)
+        offset = elf_format.align_up(len(self.data), alignment)
         self.data += bytes(offset - len(self.data)) + blob
         return offset
 
@@ -80,8 +81,8 @@ def write_patched_elf(original: ElfImage, out: Path, *, patches: dict[int, bytes
 def build_patched_elf(original: ElfImage, *, patches: dict[int, bytes],
                       added: list[AddedSection], notes: bytes | None) -> bytes:
     """The bytes write_patched_elf writes, or a PatchError saying why there are none."""
-    header = elf32.unpack_ehdr(original.data)
-    if any(p.type == elf32.PT_PHDR for p in _original_phdrs(original, header)):
+    header = original.elf_class.ehdr.unpack(original.data)
+    if any(p.type == elf_format.PT_PHDR for p in _original_phdrs(original, header)):
         raise PatchError(f"{original.path}: has a PT_PHDR segment; its program header "
                          "table is loaded into memory and cannot be moved")
     layout = _Layout(bytearray(original.data))
@@ -95,26 +96,28 @@ def build_patched_elf(original: ElfImage, *, patches: dict[int, bytes],
     return _append_tables(original, header, layout)
 
 
-def _original_phdrs(image: ElfImage, header: elf32.Ehdr) -> list[elf32.Phdr]:
-    return [elf32.unpack_phdr(image.data, header.phoff + i * elf32.PHDR.size)
+def _original_phdrs(image: ElfImage, header: Ehdr) -> list[Phdr]:
+    layout = image.elf_class.phdr
+    return [layout.unpack(image.data, header.phoff + i * layout.size)
             for i in range(header.phnum)]
 
 
-def _original_shdrs(image: ElfImage, header: elf32.Ehdr) -> list[elf32.Shdr]:
+def _original_shdrs(image: ElfImage, header: Ehdr) -> list[Shdr]:
     if not header.shoff:
         return []
-    return [elf32.unpack_shdr(image.data, header.shoff + i * elf32.SHDR.size)
+    layout = image.elf_class.shdr
+    return [layout.unpack(image.data, header.shoff + i * layout.size)
             for i in range(header.shnum)]
 
 
 # ---- patches -------------------------------------------------------------------------
 
-def _apply_patches(image: ElfImage, header: elf32.Ehdr, data: bytearray,
+def _apply_patches(image: ElfImage, header: Ehdr, data: bytearray,
                    patches: dict[int, bytes]) -> None:
     """Overwrite file-backed segment bytes; the ELF header and program header table
     are off limits even where a segment maps them, since they are rewritten."""
     protected = [(0, header.ehsize),
-                 (header.phoff, header.phoff + header.phnum * elf32.PHDR.size)]
+                 (header.phoff, header.phoff + header.phnum * image.elf_class.phdr.size)]
     previous_end = None
     for vaddr, replacement in sorted(patches.items()):
         where = f"patch at {vaddr:#x} ({len(replacement)} bytes)"
@@ -164,7 +167,7 @@ def _check_section_fields(image: ElfImage, sec: AddedSection, taken: set[str]) -
         raise PatchError(f"{where}: a section name must be non-empty ASCII without NUL")
     if sec.name in taken:
         raise PatchError(f"{where}: the image already has a section of that name")
-    if sec.vaddr % PAGE:
+    if sec.vaddr % PAGE_SIZE:
         raise PatchError(f"{where}: address {sec.vaddr:#x} is not page-aligned")
     if sec.memsz < max(len(sec.data), 1):
         raise PatchError(f"{where}: memsz {sec.memsz:#x} is smaller than its "
@@ -172,81 +175,89 @@ def _check_section_fields(image: ElfImage, sec: AddedSection, taken: set[str]) -
     if sec.flags & ~_ALL_FLAGS:
         raise PatchError(f"{where}: flags {sec.flags:#x} are not PF_R/PF_W/PF_X")
     paddr = sec.physical(image)
-    if min(sec.vaddr, paddr) < 0 or max(sec.vaddr, paddr) + sec.memsz > 1 << 32:
+    if (min(sec.vaddr, paddr) < 0
+            or max(sec.vaddr, paddr) + sec.memsz > image.elf_class.address_limit):
         raise PatchError(f"{where}: {sec.vaddr:#x} (physical {paddr:#x}) + "
-                         f"{sec.memsz:#x} bytes does not fit the 32-bit address space")
+                         f"{sec.memsz:#x} bytes does not fit the {image.bits}-bit "
+                         "address space")
 
 
 def _pages_overlap(start: int, size: int, other: int, other_size: int) -> bool:
     if not size or not other_size:
         return False
-    first, last = start // PAGE, (start + size - 1) // PAGE
-    other_first, other_last = other // PAGE, (other + other_size - 1) // PAGE
+    first, last = start // PAGE_SIZE, (start + size - 1) // PAGE_SIZE
+    other_first, other_last = other // PAGE_SIZE, (other + other_size - 1) // PAGE_SIZE
     return first <= other_last and other_first <= last
 
 
 def _append_section(image: ElfImage, layout: _Layout, sec: AddedSection) -> None:
     # Page-aligned offset for a page-aligned vaddr: offset == vaddr (mod 4096), as
     # PT_LOAD requires (gABI "Program Header": p_offset % p_align == p_vaddr % p_align).
-    offset = layout.append(sec.data, PAGE)
+    offset = layout.append(sec.data, PAGE_SIZE)
     paddr = sec.physical(image)
-    layout.phdrs.append(elf32.Phdr(elf32.PT_LOAD, offset, sec.vaddr, paddr, len(sec.data),
-                                   sec.memsz, sec.flags, PAGE))
-    sh_flags = (elf32.SHF_ALLOC | (elf32.SHF_WRITE if sec.writable else 0)
-                | (elf32.SHF_EXECINSTR if sec.executable else 0))
-    sh_type, size = (elf32.SHT_PROGBITS, len(sec.data)) if sec.data else \
-        (elf32.SHT_NOBITS, sec.memsz)
-    layout.shdrs.append((sec.name, elf32.Shdr(0, sh_type, sh_flags, sec.vaddr, offset, size,
-                                              0, 0, PAGE, 0)))
+    layout.phdrs.append(Phdr(elf_format.PT_LOAD, offset, sec.vaddr, paddr, len(sec.data),
+                             sec.memsz, sec.flags, PAGE_SIZE))
+    sh_flags = (elf_format.SHF_ALLOC | (elf_format.SHF_WRITE if sec.writable else 0)
+                | (elf_format.SHF_EXECINSTR if sec.executable else 0))
+    sh_type, size = (elf_format.SHT_PROGBITS, len(sec.data)) if sec.data else \
+        (elf_format.SHT_NOBITS, sec.memsz)
+    layout.shdrs.append((sec.name, Shdr(0, sh_type, sh_flags, sec.vaddr, offset, size,
+                                        0, 0, PAGE_SIZE, 0)))
 
 
 def _append_notes(layout: _Layout, notes: bytes) -> None:
     """A PT_NOTE segment (what Xen's libelf reads, by file offset) and a .note.Xen
-    section (what readelf -n and people read). Neither is loaded into memory."""
+    section (what readelf -n and people read). Neither is loaded into memory. Both are
+    4-byte aligned in either class, as GNU ld lays out a .note.Xen section."""
     try:
-        list(elf32.iter_notes(notes))
+        list(elf_format.iter_notes(notes))
     except ValueError as exc:
         raise PatchError(f"the notes to add are malformed: {exc}") from None
-    offset = layout.append(notes, elf32.NOTE_ALIGN)
-    layout.phdrs.append(elf32.Phdr(elf32.PT_NOTE, offset, 0, 0, len(notes), len(notes),
-                                   elf32.PF_R, elf32.NOTE_ALIGN))
-    layout.shdrs.append((NOTES_SECTION, elf32.Shdr(0, elf32.SHT_NOTE, 0, 0, offset,
-                                                   len(notes), 0, 0, elf32.NOTE_ALIGN, 0)))
+    align = elf_format.NOTE_ALIGN
+    offset = layout.append(notes, align)
+    layout.phdrs.append(Phdr(elf_format.PT_NOTE, offset, 0, 0, len(notes), len(notes),
+                             elf_format.PF_R, align))
+    layout.shdrs.append((NOTES_SECTION, Shdr(0, elf_format.SHT_NOTE, 0, 0, offset,
+                                             len(notes), 0, 0, align, 0)))
 
 
 # ---- header tables ---------------------------------------------------------------------
 
-def _append_tables(image: ElfImage, header: elf32.Ehdr, layout: _Layout) -> bytes:
+def _append_tables(image: ElfImage, header: Ehdr, layout: _Layout) -> bytes:
+    """The new program and section header tables, at the natural alignment of the
+    class (gABI "Data Representation"), and the ELF header pointing at them."""
     shdrs, shstrndx = _section_table(image, header, layout)
     phdrs = _program_table(_original_phdrs(image, header), layout.phdrs)
-    if len(phdrs) >= elf32.PN_XNUM or len(shdrs) >= elf32.SHN_LORESERVE:
+    if len(phdrs) >= elf_format.PN_XNUM or len(shdrs) >= elf_format.SHN_LORESERVE:
         raise PatchError(f"{image.path}: too many program or section headers")
-    phoff = layout.append(b"".join(elf32.PHDR.pack(*p) for p in phdrs), 4)
-    shoff = layout.append(b"".join(elf32.SHDR.pack(*s) for s in shdrs), 4)
-    new_header = header._replace(phoff=phoff, phnum=len(phdrs), phentsize=elf32.PHDR.size,
-                                 shoff=shoff, shnum=len(shdrs), shentsize=elf32.SHDR.size,
-                                 shstrndx=shstrndx)
-    layout.data[:elf32.EHDR.size] = elf32.EHDR.pack(*new_header)
+    elf_class = image.elf_class
+    phoff = layout.append(b"".join(map(elf_class.phdr.pack, phdrs)), elf_class.word_size)
+    shoff = layout.append(b"".join(map(elf_class.shdr.pack, shdrs)), elf_class.word_size)
+    new_header = header._replace(
+        phoff=phoff, phnum=len(phdrs), phentsize=elf_class.phdr.size,
+        shoff=shoff, shnum=len(shdrs), shentsize=elf_class.shdr.size, shstrndx=shstrndx)
+    layout.data[:elf_class.ehdr.size] = elf_class.ehdr.pack(new_header)
     return bytes(layout.data)
 
 
-def _program_table(original: list[elf32.Phdr], new: list[elf32.Phdr]) -> list[elf32.Phdr]:
+def _program_table(original: list[Phdr], new: list[Phdr]) -> list[Phdr]:
     """Originals, new PT_LOADs after the last original PT_LOAD, new PT_NOTE last; then
     every PT_LOAD slot refilled in vaddr order, since the gABI wants PT_LOAD entries
     sorted by p_vaddr."""
-    loads = [p for p in new if p.type == elf32.PT_LOAD]
-    others = [p for p in new if p.type != elf32.PT_LOAD]
-    last_load = max((i for i, p in enumerate(original) if p.type == elf32.PT_LOAD), default=-1)
+    load = elf_format.PT_LOAD
+    loads = [p for p in new if p.type == load]
+    others = [p for p in new if p.type != load]
+    last_load = max((i for i, p in enumerate(original) if p.type == load), default=-1)
     table = original[:last_load + 1] + loads + original[last_load + 1:] + others
-    ordered = iter(sorted((p for p in table if p.type == elf32.PT_LOAD), key=lambda p: p.vaddr))
-    return [next(ordered) if p.type == elf32.PT_LOAD else p for p in table]
+    ordered = iter(sorted((p for p in table if p.type == load), key=lambda p: p.vaddr))
+    return [next(ordered) if p.type == load else p for p in table]
 
 
-def _section_table(image: ElfImage, header: elf32.Ehdr,
-                   layout: _Layout) -> tuple[list[elf32.Shdr], int]:
+def _section_table(image: ElfImage, header: Ehdr,
+                   layout: _Layout) -> tuple[list[Shdr], int]:
     """The original section headers with .shstrtab moved to an extended copy at the end
     of the file, then the new ones. Returns (headers, index of .shstrtab)."""
-    shdrs = _original_shdrs(image, header) or [elf32.Shdr(*[0] * 10)]
+    shdrs = _original_shdrs(image, header) or [Shdr._make([0] * len(Shdr._fields))]
     shstrndx = header.shstrndx if header.shoff and header.shstrndx else None
     if shstrndx is None:  # no names to keep: old sh_name values pointed nowhere
         shdrs = [s._replace(name=0) for s in shdrs]
@@ -263,8 +274,8 @@ def _section_table(image: ElfImage, header: elf32.Ehdr,
     offset = layout.append(bytes(strings), 1)
     if shstrndx is None:
         shstrndx = len(shdrs)
-        shdrs.append(elf32.Shdr(shstrtab_name, elf32.SHT_STRTAB, 0, 0, offset, len(strings),
-                                0, 0, 1, 0))
+        shdrs.append(Shdr(shstrtab_name, elf_format.SHT_STRTAB, 0, 0, offset, len(strings),
+                          0, 0, 1, 0))
     else:
         shdrs[shstrndx] = shdrs[shstrndx]._replace(offset=offset, size=len(strings))
     return shdrs + new, shstrndx
@@ -369,8 +380,8 @@ def _first_difference(original: ElfImage, written: ElfImage, blob: bytes,
     for vaddr, replacement in patches.items():
         if written.read_virtual(vaddr, len(replacement)) != replacement:
             return f"the patch at {vaddr:#x} did not land"
-    if notes and not set(elf32.iter_notes(notes)) <= {(n.name, n.type, n.desc)
-                                                      for n in written.notes}:
+    if notes and not set(elf_format.iter_notes(notes)) <= {(n.name, n.type, n.desc)
+                                                           for n in written.notes}:
         return "the notes are missing"
     if _multiboot_offset(original) != _multiboot_offset(written):
         return "the Multiboot header moved"

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 from pvtool.abi.xen import XEN_NOTE_NAME, ElfNote
 from pvtool.errors import ImageError
-from pvtool.image import elf32
+from pvtool.image import elf_format
 from pvtool.image.elf import ElfImage
+from pvtool.image.elf_format import ELF32, ElfClass
 
 NUMERIC_NOTES = frozenset({ElfNote.entry, ElfNote.hypercall_page, ElfNote.virt_base,
                            ElfNote.paddr_offset})
@@ -63,19 +64,25 @@ def parse_xen_notes(image: ElfImage) -> XenNotes | None:
         features=features, required_features=required, raw=raw)
 
 
-def build_xen_notes(notes: list[tuple[ElfNote, bytes | int | str]]) -> bytes:
-    """An SHT_NOTE section body of "Xen" notes, in the order given. Integers become
-    32-bit little-endian words, strings NUL-terminated ASCII, bytes are taken as is."""
-    return b"".join(elf32.pack_note(XEN_NOTE_NAME, int(t), _encode(t, v)) for t, v in notes)
+def build_xen_notes(notes: list[tuple[ElfNote, bytes | int | str]],
+                    elf_class: ElfClass = ELF32) -> bytes:
+    """An SHT_NOTE section body of "Xen" notes, in the order given, for a kernel of
+    ELF_CLASS. Integers become little-endian words of the class's address size, as
+    Linux's xen-head.S writes ENTRY, HYPERCALL_PAGE, VIRT_BASE and PADDR_OFFSET with
+    _ASM_PTR (.long on x86-32, .quad on x86-64); strings become NUL-terminated ASCII;
+    bytes (a note of any other width) are taken as is."""
+    return b"".join(elf_format.pack_note(XEN_NOTE_NAME, int(t), _encode(t, v, elf_class))
+                    for t, v in notes)
 
 
-def _encode(note_type: ElfNote, value: bytes | int | str) -> bytes:
+def _encode(note_type: ElfNote, value: bytes | int | str, elf_class: ElfClass) -> bytes:
     if isinstance(value, bool):
         raise TypeError(f"Xen note {note_type.name}: use 0/1 or a string, not a bool")
     if isinstance(value, int):
-        if not 0 <= value < 1 << 32:
-            raise ValueError(f"Xen note {note_type.name}: {value:#x} does not fit 32 bits")
-        return value.to_bytes(4, "little")
+        if not 0 <= value < elf_class.address_limit:
+            raise ValueError(f"Xen note {note_type.name}: {value:#x} does not fit "
+                             f"{elf_class.bits} bits")
+        return value.to_bytes(elf_class.word_size, "little")
     if isinstance(value, str):
         return value.encode("ascii") + b"\0"
     return bytes(value)

@@ -14,7 +14,7 @@ from capstone.x86_const import X86_OP_IMM
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi import xen
 from pvtool.errors import PatchError
-from pvtool.image import elf32
+from pvtool.image import elf_format
 from pvtool.image.elf import ElfImage
 from pvtool.image.writer import AddedSection
 from pvtool.image.xen_notes import build_xen_notes
@@ -177,9 +177,10 @@ def added_sections(emitted: Emitted) -> list[AddedSection]:
     data = layout.pvdata
     return [
         AddedSection(".pvdata", data.base, data.contents(), data.memsz,
-                     elf32.PF_R | elf32.PF_W, paddr=data.phys_base),
+                     elf_format.PF_R | elf_format.PF_W, paddr=data.phys_base),
         AddedSection(".pvtext", layout.text_base, emitted.text, len(emitted.text),
-                     elf32.PF_R | elf32.PF_X, paddr=layout.physical(layout.text_base)),
+                     elf_format.PF_R | elf_format.PF_X,
+                     paddr=layout.physical(layout.text_base)),
     ]
 
 
@@ -199,8 +200,8 @@ def notes(image: ElfImage, emitted: Emitted, patch_set: PatchSet) -> bytes:
     ])
     count = len(emitted.trap_table) // pvabi.TRAP_SITE.size
     pvtool_notes = (
-        elf32.pack_note(pvabi.PVTOOL_NOTE_NAME, pvabi.PvtoolNote.trap_sites,
-                        (emitted.trap_table_address | count << 32).to_bytes(8, "little"))
-        + elf32.pack_note(pvabi.PVTOOL_NOTE_NAME, pvabi.PvtoolNote.vcpu_regs,
-                          emitted.symbols["regs_cr0"].to_bytes(4, "little")))
+        elf_format.pack_note(pvabi.PVTOOL_NOTE_NAME, pvabi.PvtoolNote.trap_sites,
+                             (emitted.trap_table_address | count << 32).to_bytes(8, "little"))
+        + elf_format.pack_note(pvabi.PVTOOL_NOTE_NAME, pvabi.PvtoolNote.vcpu_regs,
+                               emitted.symbols["regs_cr0"].to_bytes(4, "little")))
     return xen_notes + pvtool_notes

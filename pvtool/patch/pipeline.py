@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pvtool.errors import OutputError, PatchError, UnsupportedImageError
-from pvtool.image.elf import ElfImage, load_elf
+from pvtool.image.elf import ElfImage, load_elf, require_32bit
 from pvtool.image.writer import write_atomically, write_patched_elf
 from pvtool.image.xen_notes import parse_xen_notes
 from pvtool.patch.discover import CodeMap, discover
@@ -38,7 +38,7 @@ class Outputs:
 
 def patch_image(input_path: Path, out: Path,
                 patch_set_name: str = DEFAULT_PATCH_SET) -> PatchReport:
-    image = load_elf(input_path)
+    image = require_32bit(load_elf(input_path))
     outputs = Outputs.beside(Path(out))
     _check_outputs(image, outputs)
     if parse_xen_notes(image) is not None:

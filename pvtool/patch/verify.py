@@ -8,7 +8,6 @@ is renamed into place:
 """
 
 from pvtool.errors import PatchError
-from pvtool.image import elf32
 from pvtool.image.elf import ElfImage
 from pvtool.patch.discover import CodeMap
 from pvtool.patch.emit import NOP, Emitted
@@ -34,7 +33,7 @@ def _unchanged_outside_plans(original: ElfImage, patched: ElfImage, plans: list[
     changed = sorted((p.start, p.end) for p in plans if p.placement is not Placement.KEPT)
     # The writer rewrites the ELF header to point at its new tables; ld's default
     # layout maps that header in the first PT_LOAD, so its bytes may differ.
-    header_size = elf32.unpack_ehdr(original.data).ehsize
+    header_size = original.elf_class.ehdr.unpack(original.data).ehsize
     for seg in original.segments:
         before = original.data[seg.offset:seg.offset + seg.filesz]
         after = patched.read_virtual(seg.vaddr, seg.filesz)

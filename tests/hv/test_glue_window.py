@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pvtool.hv.hypercalls import call
-from pvtool.image import elf32
+from pvtool.image import elf_format
 from pvtool.image.elf import load_elf
 from pvtool.image.writer import AddedSection, build_patched_elf
 from pvtool.machine.cpu import CR3
@@ -286,10 +286,10 @@ def test_a_gap_between_window_segments_is_left_unmapped(build, tmp_path):
     between two of them is not present (not some frame of the domain's)."""
     guest = build("")
     blob = build_patched_elf(load_elf(guest.path), patches={}, notes=None, added=[
-        AddedSection(".glue_data", GLUE_WINDOW, b"\xaa" * 16, PAGE, elf32.PF_R | elf32.PF_W,
-                     paddr=0xA0000),
+        AddedSection(".glue_data", GLUE_WINDOW, b"\xaa" * 16, PAGE,
+                     elf_format.PF_R | elf_format.PF_W, paddr=0xA0000),
         AddedSection(".glue_text", GLUE_WINDOW + 3 * PAGE, b"\xbb" * 16, PAGE,
-                     elf32.PF_R | elf32.PF_X, paddr=0xA3000),
+                     elf_format.PF_R | elf_format.PF_X, paddr=0xA3000),
     ])
     path = tmp_path / "gap.elf"
     path.write_bytes(blob)

@@ -1,14 +1,16 @@
 """Tiny real kernels for the image tests, built with the GNU toolchain in tmp_path.
 
-Each is a Multiboot ELF the way guests/ builds them (gcc -m32 for the assembly,
-ld -m elf_i386 with a linker script), small enough to reason about byte by byte. The
-default one also runs on QEMU: it prints the byte at `greeting` on COM1, calls `hook`
-(a bare ret the writer tests redirect into an added section) and exits through
-isa-debug-exit with code 3.
+Each is a Multiboot ELF the way guests/ builds them (GNU as, then ld with a linker
+script), for x86-32 (`as --32`, `ld -m elf_i386`) or x86-64 (`as --64`,
+`ld -m elf_x86_64`), small enough to reason about byte by byte. The default 32-bit one
+also runs on QEMU: it prints the byte at `greeting` on COM1, calls `hook` (a bare ret
+the writer tests redirect into an added section) and exits through isa-debug-exit with
+code 3.
 """
 
 import struct
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.oracles import require_tool
@@ -73,6 +75,9 @@ stack:
     .size stack, 4096
 stack_top:
 """
+# The same kernel for x86-64, where the stack pointer is 64 bits wide (its address a
+# sign-extended 32-bit immediate, so the kernel may be linked in the top 2 GiB).
+KERNEL64_ASM = KERNEL_ASM.replace("%esp", "%rsp")
 
 # Linked at 1 MiB, physical = virtual, ELF headers not loaded (as guests/*/kernel.ld).
 IDENTITY_LD = """
@@ -85,18 +90,40 @@ SECTIONS {
 }
 """
 
-# Linked at 0xC0100000 and loaded at 1 MiB, like a classic higher-half kernel.
-HIGHER_HALF_LD = """
+
+
+def higher_half_ld(base: int) -> str:
+    """Linked at BASE + 1 MiB and loaded at 1 MiB."""
+    return f"""
 ENTRY(_start)
-SECTIONS {
-    . = 0xC0100000;
-    .text : AT(ADDR(.text) - 0xC0000000) { *(.text) }
-    .data ALIGN(4096) : AT(ADDR(.data) - 0xC0000000) { *(.data) }
-    .bss : AT(ADDR(.bss) - 0xC0000000) { *(.bss) }
-}
+SECTIONS {{
+    . = {base + 0x100000:#x};
+    .text : AT(ADDR(.text) - {base:#x}) {{ *(.text) }}
+    .data ALIGN(4096) : AT(ADDR(.data) - {base:#x}) {{ *(.data) }}
+    .bss : AT(ADDR(.bss) - {base:#x}) {{ *(.bss) }}
+}}
 """
 
-LD_FLAGS = ("-m", "elf_i386", "-nostdlib", "--build-id=none", "-z", "noexecstack")
+
+# Like a classic 32-bit higher-half kernel, and like Linux on x86-64
+# (__START_KERNEL_map, the top 2 GiB).
+HIGHER_HALF_LD = higher_half_ld(0xC0000000)
+HIGHER_HALF64_LD = higher_half_ld(0xFFFFFFFF80000000)
+
+LD_FLAGS = ("-nostdlib", "--build-id=none", "-z", "noexecstack")
+
+
+@dataclass(frozen=True)
+class Width:
+    """How the GNU toolchain builds a kernel of one width."""
+
+    as_flag: str
+    emulation: str  # ld -m
+    kernel_asm: str
+
+
+WIDTHS = {32: Width("--32", "elf_i386", KERNEL_ASM),
+          64: Width("--64", "elf_x86_64", KERNEL64_ASM)}
 
 
 def _run(command: list[str], cwd: Path) -> None:
@@ -104,20 +131,24 @@ def _run(command: list[str], cwd: Path) -> None:
     assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stderr}"
 
 
-def assemble(directory: Path, asm: str, name: str = "kernel") -> Path:
-    require_tool("gcc")
-    source = directory / f"{name}.S"
+def assemble(directory: Path, asm: str, name: str = "kernel", bits: int = 32) -> Path:
+    require_tool("as")
+    source = directory / f"{name}.s"
     source.write_text(asm)
-    _run(["gcc", "-m32", "-c", source.name, "-o", f"{name}.o"], directory)
+    _run(["as", WIDTHS[bits].as_flag, source.name, "-o", f"{name}.o"], directory)
     return directory / f"{name}.o"
 
 
-def build_kernel(directory: Path, asm: str = KERNEL_ASM, *, script: str | None = IDENTITY_LD,
-                 ld_args: tuple[str, ...] = (), name: str = "kernel") -> Path:
-    """Assemble asm and link it with the linker script (or none, for ld's default)."""
-    obj = assemble(directory, asm, name)
+def build_kernel(directory: Path, asm: str | None = None, *,
+                 script: str | None = IDENTITY_LD, ld_args: tuple[str, ...] = (),
+                 name: str = "kernel", bits: int = 32) -> Path:
+    """Assemble asm (by default the width's kernel) and link it with the linker script
+    (or none, for ld's default)."""
+    width = WIDTHS[bits]
+    obj = assemble(directory, width.kernel_asm if asm is None else asm, name, bits)
     require_tool("ld")
-    command = ["ld", *LD_FLAGS, *ld_args, "-o", f"{name}.elf", obj.name]
+    command = ["ld", "-m", width.emulation, *LD_FLAGS, *ld_args, "-o", f"{name}.elf",
+               obj.name]
     if script is not None:
         (directory / f"{name}.ld").write_text(script)
         command[1:1] = ["-T", f"{name}.ld"]

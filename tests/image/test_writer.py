@@ -1,5 +1,6 @@
 """write_patched_elf: the output read back by load_elf, pyelftools, readelf and objdump,
-booted by QEMU, and the promises it keeps when it cannot write."""
+booted by QEMU, and the promises it keeps when it cannot write. The output's readers
+see an ELF32 and an ELF64 (an x86-64 kernel linked in the top 2 GiB) alike."""
 
 import hashlib
 import io
@@ -13,19 +14,23 @@ from elftools.elf.elffile import ELFFile
 
 from pvtool.abi.xen import ElfNote
 from pvtool.errors import OutputError, PatchError
-from pvtool.image import elf32, writer
+from pvtool.image import elf_format, writer
 from pvtool.image.elf import load_elf
 from pvtool.image.multiboot import find_header
 from pvtool.image.writer import AddedSection, write_patched_elf
-from pvtool.image.xen_notes import build_xen_notes
-from tests.image.elfs import build_kernel, poke, tool_output
+from pvtool.image.xen_notes import build_xen_notes, parse_xen_notes
+from tests.image.elfs import HIGHER_HALF64_LD, build_kernel, poke, tool_output
 from tests.oracles import run_qemu
 
 # mov $0x3f8,%dx; mov $'P',%al; out %al,%dx; mov $'V',%al; out %al,%dx; ret
+# (the same bytes in 32- and 64-bit code)
 PV_CODE = bytes.fromhex("66baf803" "b050" "ee" "b056" "ee" "c3")
 PV_TEXT = 0x105000
-RX = elf32.PF_R | elf32.PF_X
-RW = elf32.PF_R | elf32.PF_W
+PV_BSS = 0x106000
+RX = elf_format.PF_R | elf_format.PF_X
+RW = elf_format.PF_R | elf_format.PF_W
+# Where each width's kernel in `patched` is linked above where it is loaded (1 MiB).
+LINK_OFFSET = {32: 0, 64: 0xFFFFFFFF80000000}
 
 
 def pv_text(vaddr: int = PV_TEXT) -> AddedSection:
@@ -51,14 +56,21 @@ def leftovers(directory) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
 
 
-@pytest.fixture
-def patched(kernel, tmp_path):
-    """The kernel with hook redirected into .pvtext, a bss-only section and Xen notes."""
+@pytest.fixture(params=[32, 64], ids=["elf32", "elf64"])
+def patched(request, tmp_path):
+    """The kernel of one width with hook redirected into .pvtext, a bss-only section and
+    Xen notes: (the original image, the output's path)."""
+    bits = request.param
+    kernel = (request.getfixturevalue("kernel") if bits == 32 else
+              build_kernel(tmp_path, bits=64, script=HIGHER_HALF64_LD, name="kernel64"))
     image = load_elf(kernel)
-    notes = build_xen_notes([(ElfNote.guest_os, "pvtool"), (ElfNote.entry, image.entry)])
-    added = [pv_text(), AddedSection(".pvbss", 0x106000, b"", 0x2000, RW)]
+    base = LINK_OFFSET[bits]
+    notes = build_xen_notes([(ElfNote.guest_os, "pvtool"), (ElfNote.entry, image.entry)],
+                            image.elf_class)
+    added = [pv_text(base + PV_TEXT), AddedSection(".pvbss", base + PV_BSS, b"", 0x2000, RW)]
     out = tmp_path / "kernel.pv.elf"
-    write_patched_elf(image, out, patches=redirect_hook(image), added=added, notes=notes)
+    write_patched_elf(image, out, patches=redirect_hook(image, base + PV_TEXT), added=added,
+                      notes=notes)
     return image, out
 
 
@@ -67,37 +79,54 @@ def patched(kernel, tmp_path):
 def test_output_loads_with_the_new_segments_and_patches(patched):
     image, out = patched
     result = load_elf(out)
+    base = LINK_OFFSET[image.bits]
+    assert result.elf_class == image.elf_class
     assert result.segments[:len(image.segments)] == image.segments
     text, bss = result.segments[len(image.segments):]
     assert (text.vaddr, text.paddr, text.filesz, text.memsz, text.flags) == \
-        (PV_TEXT, PV_TEXT, len(PV_CODE), 0x1000, RX)
+        (base + PV_TEXT, PV_TEXT, len(PV_CODE), 0x1000, RX)
     assert text.offset % 4096 == text.vaddr % 4096
-    assert (bss.vaddr, bss.filesz, bss.memsz, bss.writable) == (0x106000, 0, 0x2000, True)
-    assert result.read_virtual(PV_TEXT, 0x1000) == PV_CODE.ljust(0x1000, b"\0")
+    assert (bss.vaddr, bss.paddr, bss.filesz, bss.memsz, bss.writable) == \
+        (base + PV_BSS, PV_BSS, 0, 0x2000, True)
+    assert result.read_virtual(base + PV_TEXT, 0x1000) == PV_CODE.ljust(0x1000, b"\0")
     assert result.read_virtual(result.find_symbol("greeting").value, 1) == b"B"
     assert result.entry == image.entry and result.symbols == image.symbols
+    assert parse_xen_notes(result).entry == image.entry
 
 
 def test_pyelftools_reads_sections_and_note_segment(patched):
-    _, out = patched
+    image, out = patched
     elf = ELFFile(io.BytesIO(out.read_bytes()))
+    assert (elf.elfclass, elf["e_entry"]) == (image.bits, image.entry)
     assert elf.get_section_by_name(".pvtext").data() == PV_CODE
     assert elf.get_section_by_name(".pvbss")["sh_type"] == "SHT_NOBITS"
-    assert elf.get_section_by_name(".note.Xen")["sh_type"] == "SHT_NOTE"
+    notes = elf.get_section_by_name(".note.Xen")
+    assert (notes["sh_type"], notes["sh_addralign"]) == ("SHT_NOTE", 4)
     (note_segment,) = [s for s in elf.iter_segments() if s["p_type"] == "PT_NOTE"]
-    assert [n["n_name"] for n in note_segment.iter_notes()] == ["Xen", "Xen"]
+    assert note_segment["p_align"] == 4  # as GNU ld aligns a .note.Xen in either class
+    assert [(n["n_name"], n["n_desc"]) for n in note_segment.iter_notes()] == [
+        ("Xen", b"pvtool\0"), ("Xen", image.entry.to_bytes(image.bits // 8, "little"))]
+    word = image.bits // 8  # the header tables are naturally aligned
+    assert elf["e_phoff"] % word == 0 and elf["e_shoff"] % word == 0
+
+
+def readelf_address(value: int, bits: int) -> str:
+    """An address as readelf -W prints it in a section header: 8 or 16 digits."""
+    return f"{value:0{bits // 4}x}"
 
 
 def test_readelf_lists_the_new_segments_without_warnings(patched):
     image, out = patched
+    base = LINK_OFFSET[image.bits]
     listing, errors = tool_output("readelf", "-lSW", str(out))
     assert errors == "" and "warning" not in listing.lower()
     loads = re.findall(r"^\s+LOAD\s+0x\w+ 0x(\w+) ", listing, re.M)
     assert [int(v, 16) for v in loads] == [s.vaddr for s in image.segments] + \
-        [PV_TEXT, 0x106000]
+        [base + PV_TEXT, base + PV_BSS]
     assert re.search(r"^\s+NOTE\s", listing, re.M)
-    assert re.search(rf"\.pvtext\s+PROGBITS\s+00105000 \w+ {len(PV_CODE):06x} .*AX", listing)
-    assert re.search(r"\.pvbss\s+NOBITS\s+00106000 \w+ 002000 .*WA", listing)
+    text, bss = (readelf_address(base + at, image.bits) for at in (PV_TEXT, PV_BSS))
+    assert re.search(rf"\.pvtext\s+PROGBITS\s+{text} \w+ {len(PV_CODE):06x} .*AX", listing)
+    assert re.search(rf"\.pvbss\s+NOBITS\s+{bss} \w+ 002000 .*WA", listing)
     assert re.search(r"\.note\.Xen\s+NOTE\s", listing)
     notes, errors = tool_output("readelf", "-nW", str(out))
     assert errors == "" and notes.count("Xen ") == 2
@@ -105,14 +134,16 @@ def test_readelf_lists_the_new_segments_without_warnings(patched):
 
 def test_objdump_disassembles_the_added_code_and_the_patch(patched):
     image, out = patched
+    pv_text_at = LINK_OFFSET[image.bits] + PV_TEXT
     code, _ = tool_output("objdump", "-d", "-j", ".pvtext", str(out))
-    assert re.search(r"105000:\s+66 ba f8 03\s+mov\s+\$0x3f8,%dx", code)
-    assert re.search(r"10500a:\s+c3\s+ret", code)
+    assert re.search(rf"{pv_text_at:x}:\s+66 ba f8 03\s+mov\s+\$0x3f8,%dx", code)
+    assert re.search(rf"{pv_text_at + 10:x}:\s+c3\s+ret", code)
     text, _ = tool_output("objdump", "-d", "-j", ".text", str(out))
     hook_call = image.find_symbol("hook_call").value
-    assert re.search(rf"{hook_call:x}:\s+e8 .*call\s+105000", text)
+    assert re.search(rf"{hook_call:x}:\s+e8 .*call\s+{pv_text_at:x}", text)
 
 
+@pytest.mark.parametrize("patched", [32], indirect=True)  # QEMU's Multiboot loader: ELF32
 def test_qemu_boots_the_output_and_runs_the_added_code(kernel, patched):
     _, out = patched
     assert run_qemu(kernel, timeout=30).stdout == b"A"
@@ -156,9 +187,16 @@ def test_section_below_the_image_keeps_loads_sorted(kernel, tmp_path):
     assert loads == sorted(loads) and 0x80000 in loads and errors == ""
 
 
-def test_image_without_section_headers_gets_a_section_table(kernel, tmp_path):
-    poke(kernel, 32, "<I", 0)  # e_shoff
-    poke(kernel, 48, "<HH", 0, 0)  # e_shnum, e_shstrndx
+# Where e_shoff (and its format) and e_shnum, e_shstrndx lie in each class's header.
+SECTION_TABLE_FIELDS = {32: (32, "<I", 48), 64: (40, "<Q", 60)}
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_image_without_section_headers_gets_a_section_table(tmp_path, bits):
+    kernel = build_kernel(tmp_path, bits=bits)
+    shoff_at, shoff_format, shnum_at = SECTION_TABLE_FIELDS[bits]
+    poke(kernel, shoff_at, shoff_format, 0)
+    poke(kernel, shnum_at, "<HH", 0, 0)
     image = load_elf(kernel)
     assert image.sections == ()
     out = tmp_path / "out.elf"
@@ -196,9 +234,10 @@ def test_patch_running_off_its_segment_writes_nothing(kernel, tmp_path):
     expect_patch_error(kernel, tmp_path, "not inside", patches={0x100030: bytes(16)})
 
 
-def test_patch_over_loaded_elf_headers_writes_nothing(tmp_path):
+@pytest.mark.parametrize("bits", [32, 64])
+def test_patch_over_loaded_elf_headers_writes_nothing(tmp_path, bits):
     # ld's default layout loads the ELF header and program headers in the first segment.
-    kernel = build_kernel(tmp_path, script=None, ld_args=("-Ttext=0x100000",))
+    kernel = build_kernel(tmp_path, script=None, ld_args=("-Ttext=0x100000",), bits=bits)
     first = load_elf(kernel).segments[0]
     assert first.offset == 0
     expect_patch_error(kernel, tmp_path, "ELF headers", patches={first.vaddr + 44: b"\1"})
@@ -206,7 +245,7 @@ def test_patch_over_loaded_elf_headers_writes_nothing(tmp_path):
 
 def test_image_with_a_pt_phdr_segment_is_refused(kernel, tmp_path):
     (phoff,) = struct.unpack_from("<I", kernel.read_bytes(), 28)
-    poke(kernel, phoff + 2 * 32, "<I", elf32.PT_PHDR)  # the GNU_STACK entry
+    poke(kernel, phoff + 2 * 32, "<I", elf_format.PT_PHDR)  # the GNU_STACK entry
     expect_patch_error(kernel, tmp_path, "PT_PHDR", added=[pv_text()])
 
 
@@ -265,6 +304,16 @@ def test_added_sections_sharing_physical_pages_write_nothing(kernel, tmp_path):
 ])
 def test_bad_added_sections_write_nothing(kernel, tmp_path, section, pattern):
     expect_patch_error(kernel, tmp_path, pattern, added=[section])
+
+
+def test_an_elf64_takes_sections_above_4_gib_but_not_past_16_eib(kernel64, tmp_path):
+    image = load_elf(kernel64)
+    out = tmp_path / "high.elf"
+    write_patched_elf(image, out, patches={}, notes=None, added=[
+        AddedSection(".pvtext", 0xFFFF800000000000, PV_CODE, 0x1000, RX, paddr=0x105000)])
+    assert load_elf(out).read_virtual(0xFFFF800000000000, len(PV_CODE)) == PV_CODE
+    expect_patch_error(kernel64, tmp_path, "does not fit the 64-bit address space", added=[
+        AddedSection(".pvtext", 0xFFFFFFFFFFFFF000, PV_CODE, 0x2000, RX, paddr=0x105000)])
 
 
 def test_refuses_to_overwrite_the_input(kernel):

@@ -1,16 +1,19 @@
 """Xen ELF notes: the bytes build_xen_notes makes, notes a toolchain makes the way
 Linux's ELFNOTE() macro does, and the round trip through the writer."""
 
+import io
 import struct
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 from pvtool.abi.xen import XEN_NOTE_NAME, ElfNote
 from pvtool.errors import ImageError
 from pvtool.image.elf import load_elf
+from pvtool.image.elf_format import ELF32, ELF64
 from pvtool.image.writer import write_patched_elf
 from pvtool.image.xen_notes import build_xen_notes, parse_xen_notes
-from tests.image.elfs import KERNEL_ASM, build_kernel, tool_output
+from tests.image.elfs import WIDTHS, build_kernel, tool_output
 
 # Linux's include/linux/elfnote.h, ELFNOTE(Xen, type, desc), spelled out.
 ELFNOTE = """
@@ -27,9 +30,9 @@ ELFNOTE = """
 """
 
 
-def kernel_with_notes(tmp_path, *notes: tuple[int, str]):
-    asm = KERNEL_ASM + "".join(ELFNOTE.format(type=t, desc=d) for t, d in notes)
-    return build_kernel(tmp_path, asm)
+def kernel_with_notes(tmp_path, *notes: tuple[int, str], bits: int = 32):
+    asm = WIDTHS[bits].kernel_asm + "".join(ELFNOTE.format(type=t, desc=d) for t, d in notes)
+    return build_kernel(tmp_path, asm, bits=bits)
 
 
 def test_one_numeric_note_is_laid_out_as_the_gabi_says():
@@ -48,6 +51,31 @@ def test_note_values_must_fit():
         build_xen_notes([(ElfNote.entry, 1 << 32)])
     with pytest.raises(ValueError):
         build_xen_notes([(ElfNote.guest_os, "l\u00efnux")])
+
+
+def test_numeric_notes_of_an_elf64_are_8_bytes():
+    assert build_xen_notes([(ElfNote.entry, 1 << 32)], ELF64) == \
+        struct.pack("<3I", 4, 8, 1) + b"Xen\0" + struct.pack("<Q", 1 << 32)
+    with pytest.raises(ValueError, match="64 bits"):
+        build_xen_notes([(ElfNote.entry, 1 << 64)], ELF64)
+
+
+# _ASM_PTR, with which Linux's xen-head.S writes its address notes, in each class.
+ASM_PTR = {32: ".long", 64: ".quad"}
+
+
+@pytest.mark.parametrize("elf_class", [ELF32, ELF64], ids=["elf32", "elf64"])
+def test_built_notes_are_the_bytes_gnu_as_makes_of_linux_s_notes(tmp_path, elf_class):
+    virt_base = 0xFFFFFFFF80000000 if elf_class is ELF64 else 0xC0000000
+    word = ASM_PTR[elf_class.bits]
+    path = kernel_with_notes(tmp_path, (ElfNote.guest_os, '.asciz "linux"'),
+                             (ElfNote.virt_base, f"{word} {virt_base:#x}"),
+                             (ElfNote.entry, f"{word} 0x105000"), bits=elf_class.bits)
+    assembled = ELFFile(io.BytesIO(path.read_bytes())).get_section_by_name(".note.Xen").data()
+    assert build_xen_notes([(ElfNote.guest_os, "linux"), (ElfNote.virt_base, virt_base),
+                            (ElfNote.entry, 0x105000)], elf_class) == assembled
+    notes = parse_xen_notes(load_elf(path))
+    assert (notes.virt_base, notes.entry) == (virt_base, 0x105000)
 
 
 def test_notes_from_the_toolchain_are_parsed(tmp_path):
