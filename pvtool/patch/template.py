@@ -101,8 +101,12 @@ def stack_effect(statement: str, names: frozenset[str], where: str) -> int:
     """How many bytes STATEMENT pushes (negative: pops), from the encoding the patcher
     will emit for it, every name replaced by a stand-in (OPERAND_SAMPLES, or an
     address)."""
-    sample = statement.format_map({name: OPERAND_SAMPLES.get(name, ADDRESS_SAMPLE)
-                                   for name in names})
+    try:
+        sample = statement.format_map({name: OPERAND_SAMPLES.get(name, ADDRESS_SAMPLE)
+                                       for name in names})
+    except (ValueError, LookupError, AttributeError) as exc:  # {}, {0}, {a:x}, {a.b}
+        raise PatchError(f"{where}: `{statement}` names something else than a plain "
+                         f"{{name}}: {exc}") from None
     try:
         insns = list(decode_all(assemble_checked(sample, 0, MODE), 0, MODE))
     except PatchError as exc:
@@ -125,6 +129,8 @@ def _moves(insn) -> int | None:
     """Bytes INSN pushes (negative: pops), or None if it moves ESP otherwise."""
     units = STACK_UNITS.get(insn.id)
     if units is not None:
+        if insn.id == X.X86_INS_POP and _pops_into_esp(insn):
+            return None  # ESP becomes the popped value
         return units * (2 if OPERAND_SIZE_PREFIX in insn.prefix else 4)
     if insn.id in STACK_NEUTRAL:
         return 0
@@ -132,3 +138,8 @@ def _moves(insn) -> int | None:
     if insn.id in MOVES_STACK_UNLISTED or STACK_POINTERS & set(written):
         return None
     return 0
+
+
+def _pops_into_esp(insn) -> bool:
+    op = insn.operands[0]
+    return op.type == X.X86_OP_REG and op.reg in STACK_POINTERS
