@@ -73,6 +73,18 @@ class PvtoolNote(IntEnum):
 # instruction was, and its bytes.
 TRAP_SITE = layout("trap_site", 24, address=(0, "I"), length=(4, "B"), original=(8, "15s"))
 
+# The instruction classes (x86/catalogue.py names) a trap site may stand for: those
+# pvtool's hypervisor emulates for a PV kernel. The patcher never leaves a trap site of
+# any other class (a rules file that asks for one does not load, and a site that would
+# become one refuses the image), and hv/emulate.py checks when it is imported that its
+# table of handlers covers exactly these.
+TRAP_SITE_CLASSES = frozenset({
+    "cli", "sti", "hlt", "wbinvd", "invd", "clts", "invlpg",
+    "mov_from_cr0", "mov_to_cr0", "mov_from_cr2", "mov_to_cr2", "mov_from_cr3",
+    "mov_to_cr3", "mov_from_cr4", "mov_to_cr4", "mov_from_dr", "mov_to_dr",
+    "rdmsr", "wrmsr", "mov_to_ss", "pop_ss", "sysexit", "sysret",
+})
+
 # The virtual-CPU registers a patched kernel keeps for itself: what it last wrote to
 # CR0/CR3/CR4 and loaded with lgdt/lidt/lldt/ltr, read back by mov from CRn, sgdt...,
 # and the linear address of the TSS it loaded, whose SS0:ESP0 the hypervisor reads

@@ -2,6 +2,14 @@
 does: on a trap site the patcher recorded (an int3 standing for the original
 instruction), and on the #GP an unpatched privileged instruction raises in ring 1.
 
+What is emulated is one explicit table, PV_HANDLERS: catalogue class -> handler, a
+function of (emulator, instruction). A class with no handler is not emulated: its #GP
+is the guest's. A trap site may stand for exactly the classes of this table
+(abi/pvtool.py TRAP_SITE_CLASSES, which the patcher checks its rules against), and
+that is checked when this module is imported, so a missing handler fails at start-up
+rather than as a domain crash in front of a user. The trap-and-emulate mode's table
+extends this one (hv/trapemulate.py).
+
 A patched kernel keeps its virtual control registers in a block of its own memory
 (the pvtool note `vcpu_regs`), which its stubs read without exits; the emulator uses
 the same block, so a trap site and a stub always agree. A kernel without one (written
@@ -9,17 +17,21 @@ for Xen, or unpatched) gets registers kept by the hypervisor.
 """
 
 import struct
+from collections.abc import Callable, Mapping
+
+from capstone.x86_const import X86_OP_MEM, X86_OP_REG
 
 from pvtool.abi import pvtool as pvabi
-from pvtool.abi.pvtool import TRAP_SITE, VCPU_REGS
+from pvtool.abi.pvtool import TRAP_SITE, TRAP_SITE_CLASSES, VCPU_REGS
 from pvtool.abi.xen import XEN_VERSION
 from pvtool.hv.domain import Domain
-from pvtool.hv.errors import DomainCrash, HypercallError
+from pvtool.hv.emulate_segments import RING_ENTERED, mov_to_ss, pop_ss, sysexit, sysret
+from pvtool.hv.errors import DomainCrash, HypercallError, NotEmulated
 from pvtool.image.elf import ElfImage
 from pvtool.machine.cpu import EAX, EBX, ECX, EDX, EIP, GPRS_BY_NAME
 from pvtool.machine.memory import PageFault
 from pvtool.machine.stop import Stop, StopKind
-from pvtool.x86.catalogue import classify
+from pvtool.x86.catalogue import BY_NAME, classify, memory_operand
 from pvtool.x86.isa import MAX_INSN_SIZE, decode_one
 from pvtool.x86.operands import special_register_move
 from pvtool.x86.paging import PAGE_SIZE
@@ -31,6 +43,10 @@ DEBUG_REGISTERS_AT_RESET = {6: 0xFFFF0FF0, 7: 0x400}
 
 # Xen's forced-emulation prefix (ud2; "xen") before a cpuid: "emulate this cpuid".
 FORCED_CPUID = bytes.fromhex("0f0b78656e") + bytes.fromhex("0fa2")
+
+# A register operand as capstone names it -> (the 32-bit register, its width mask).
+_SUBREGISTERS = {name: (name, 0xFFFFFFFF) for name in GPRS_BY_NAME} | {
+    name[1:]: (name, 0xFFFF) for name in GPRS_BY_NAME}
 
 
 def _regs(text: bytes) -> tuple[int, int, int]:
@@ -49,6 +65,10 @@ CPUID_LEAVES = {
     0x4000_0001: (XEN_VERSION[0] << 16 | XEN_VERSION[1], 0, 0, 0),
     0x4000_0002: (1, 0x4000_0000, 0, 0),
 }
+
+# A handler returns None to go on after the instruction, an address to go on at (an
+# emulated iret), or RING_ENTERED when it has entered another ring itself.
+Handler = Callable[["Emulator", object], object]
 
 
 class ControlRegisters:
@@ -82,6 +102,7 @@ class Emulator:
         self.domain = domain
         self.trap_sites = trap_sites  # int3 address -> the original instruction's bytes
         self.regs = ControlRegisters(domain, regs_block)
+        self.handlers: Mapping[str, Handler] = PV_HANDLERS
         self.msrs: dict[int, int] = {}
         self.debug_registers = dict(DEBUG_REGISTERS_AT_RESET)
         self.emulated: dict[str, int] = {}
@@ -110,8 +131,13 @@ class Emulator:
     def emulate_trap_site(self, address: int) -> None:
         original = self.trap_sites[address]
         insn = decode_one(original, address, MODE)
-        if insn is None or not self._emulate(insn):
-            raise DomainCrash(f"trap site {address:#010x} ({original.hex()}) cannot be emulated")
+        try:
+            if insn is None:
+                raise NotEmulated("its bytes are no instruction")
+            self._emulate(insn)
+        except NotEmulated as refused:
+            raise DomainCrash(f"trap site {address:#010x} ({original.hex()}) cannot be "
+                              f"emulated: {refused}") from None
 
     def forced_cpuid(self, eip: int) -> bool:
         """The #UD of Xen's forced-emulation prefix: answer the cpuid after it from
@@ -137,106 +163,200 @@ class Emulator:
         except PageFault:
             return False
         insn = decode_one(code, eip, MODE)
-        return insn is not None and self._emulate(insn)
-
-    # -- the instructions ------------------------------------------------------------------
-    def _emulate(self, insn) -> bool:
-        cls = classify(insn)
-        handler = getattr(self, f"_op_{cls.name}", None) if cls else None
-        if handler is None:
+        if insn is None:
             return False
         try:
-            # A handler returns None to go on after the instruction, or where to go on
-            # (an emulated iret or far transfer).
-            next_eip = handler(insn)
+            self._emulate(insn)
+        except NotEmulated:
+            return False
+        return True
+
+    # -- dispatch ------------------------------------------------------------------------
+    def _emulate(self, insn) -> None:
+        """Run the handler of INSN's class and go on where it says; NotEmulated if the
+        class has none or the handler refuses."""
+        cls = classify(insn)
+        handler = self.handlers.get(cls.name) if cls is not None else None
+        if handler is None:
+            raise NotEmulated(f"no handler for {insn.mnemonic} {insn.op_str}".rstrip())
+        try:
+            resume = handler(self, insn)
         except HypercallError as refusal:
             raise DomainCrash(f"emulating {insn.mnemonic} {insn.op_str} at "
                               f"{insn.address:#x}: {refusal.why}") from None
         self.emulated[cls.name] = self.emulated.get(cls.name, 0) + 1
-        if self.domain.machine.stop is None:
-            self.domain.vcpu.set(EIP, insn.address + insn.size if next_eip is None
-                                 else next_eip)
-        return True
-
-    def _op_cli(self, insn) -> None:
-        self.domain.upcall_mask = 1
-
-    def _op_sti(self, insn) -> None:
-        self.domain.upcall_mask = 0
-
-    def _op_hlt(self, insn) -> None:
-        """Wait for the next event, as SCHEDOP_block does; with the virtual IF clear
-        nothing can ever wake the vCPU."""
-        if self.domain.upcall_mask:
-            self.domain.machine.request_stop(
-                Stop(StopKind.HALTED, "hlt with events masked", insn.address))
-        else:
-            self.domain.machine.block()
-
-    def _op_wbinvd(self, insn) -> None:
-        """Caches are the hypervisor's: nothing to do."""
-
-    _op_invd = _op_wbinvd
-
-    def _op_clts(self, insn) -> None:
-        self.domain.fpu_ts = False
-        self.regs.set("cr0", self.regs.get("cr0") & ~CR0_TS)
-
-    def _op_invlpg(self, insn) -> None:
-        self.domain.pagetables.flush_tlb()
-
-    def _op_mov_from_cr0(self, insn) -> None:
-        self._set_gpr(insn, self.regs.get("cr0"))
-
-    def _op_mov_from_cr3(self, insn) -> None:
-        self._set_gpr(insn, self.regs.get("cr3"))
-
-    def _op_mov_from_cr4(self, insn) -> None:
-        self._set_gpr(insn, self.regs.get("cr4"))
-
-    def _op_mov_from_cr2(self, insn) -> None:
-        vcpu_cr2 = pvabi.vcpu0_field_va(False, "cr2")
-        self._set_gpr(insn, struct.unpack("<I", self.domain.memory.read_virt(vcpu_cr2, 4))[0])
-
-    def _op_mov_to_cr3(self, insn) -> None:
-        value = self._gpr(insn)
-        self.regs.set("cr3", value)
-        if self.regs.get("cr0") & CR0_PG:
-            self.domain.pagetables.new_baseptr(value >> 12)
-
-    def _op_mov_to_cr0(self, insn) -> None:
-        old, new = self.regs.get("cr0"), self._gpr(insn)
-        if old & CR0_PG and not new & CR0_PG:
-            raise DomainCrash("the kernel turned paging off, which a PV domain cannot do")
-        self.regs.set("cr0", new)
-        self.domain.fpu_ts = bool(new & CR0_TS)
-        if new & CR0_PG and not old & CR0_PG:
-            self.domain.pagetables.new_baseptr(self.regs.get("cr3") >> 12)
-
-    def _op_mov_to_cr4(self, insn) -> None:
-        self.regs.set("cr4", self._gpr(insn))
-
-    def _op_mov_to_dr(self, insn) -> None:
-        """Xen emulates debug-register moves for a PV kernel (set_debugreg); the
-        values are kept, breakpoints are not armed (Unicorn has no debug unit)."""
-        self.debug_registers[special_register_move(insn).number] = self._gpr(insn)
-
-    def _op_mov_from_dr(self, insn) -> None:
-        number = special_register_move(insn).number
-        self._set_gpr(insn, self.debug_registers.get(number, 0))
-
-    def _op_rdmsr(self, insn) -> None:
-        value = self.msrs.get(self.domain.vcpu.get(ECX), 0)
-        self.domain.vcpu.set(EAX, value & 0xFFFFFFFF)
-        self.domain.vcpu.set(EDX, value >> 32)
-
-    def _op_wrmsr(self, insn) -> None:
-        vcpu = self.domain.vcpu
-        self.msrs[vcpu.get(ECX)] = vcpu.get(EDX) << 32 | vcpu.get(EAX)
+        if resume is not RING_ENTERED and self.domain.machine.stop is None:
+            self.domain.vcpu.set(EIP, insn.address + insn.size if resume is None else resume)
 
     # -- operands ------------------------------------------------------------------------
-    def _gpr(self, insn) -> int:
+    def gpr(self, insn) -> int:
+        """The general register of a mov to or from a control or debug register."""
         return self.domain.vcpu.get(GPRS_BY_NAME[special_register_move(insn).gpr])
 
-    def _set_gpr(self, insn, value: int) -> None:
+    def set_gpr(self, insn, value: int) -> None:
         self.domain.vcpu.set(GPRS_BY_NAME[special_register_move(insn).gpr], value)
+
+    def address(self, insn) -> int:
+        """The linear address of the memory operand (segments are flat)."""
+        mem = memory_operand(insn)
+        address = mem.disp
+        if mem.base:
+            address += self.register(mem.base)
+        if mem.index:
+            address += self.register(mem.index) * mem.scale
+        return address & 0xFFFFFFFF
+
+    def source16(self, insn) -> int:
+        """The 16-bit value of a one-operand instruction's (or a mov's) register or
+        memory source: a selector, or lmsw's word."""
+        op = insn.operands[-1]
+        if op.type == X86_OP_REG:
+            return self.register(insn.reg_name(op.reg)) & 0xFFFF
+        if op.type == X86_OP_MEM:
+            return struct.unpack("<H", self.read(self.address(insn), 2))[0]
+        raise DomainCrash(f"cannot emulate {insn.mnemonic} {insn.op_str}")
+
+    def register(self, name: str) -> int:
+        if name not in _SUBREGISTERS:
+            raise DomainCrash(f"cannot emulate an operand in {name}")
+        full, mask = _SUBREGISTERS[name]
+        return self.domain.vcpu.get(GPRS_BY_NAME[full]) & mask
+
+    def read(self, vaddr: int, size: int) -> bytes:
+        try:
+            return self.domain.copy_from_guest(vaddr, size)
+        except HypercallError as refusal:
+            raise DomainCrash(f"the kernel's {size}-byte operand at {vaddr:#x}: "
+                              f"{refusal.why}") from None
+
+    def write(self, vaddr: int, data: bytes) -> None:
+        try:
+            self.domain.copy_to_guest(vaddr, data)
+        except HypercallError as refusal:
+            raise DomainCrash(f"the kernel's operand at {vaddr:#x}: {refusal.why}") from None
+
+
+# -- the instructions ----------------------------------------------------------------------
+def mask_events(em: Emulator, insn) -> None:
+    em.domain.upcall_mask = 1
+
+
+def unmask_events(em: Emulator, insn) -> None:
+    em.domain.upcall_mask = 0
+
+
+def halt(em: Emulator, insn) -> None:
+    """Wait for the next event, as SCHEDOP_block does; with the virtual IF clear
+    nothing can ever wake the vCPU."""
+    if em.domain.upcall_mask:
+        em.domain.machine.request_stop(
+            Stop(StopKind.HALTED, "hlt with events masked", insn.address))
+    else:
+        em.domain.machine.block()
+
+
+def leave_caches(em: Emulator, insn) -> None:
+    """wbinvd, invd: caches are the hypervisor's, nothing to do."""
+
+
+def clear_task_switched(em: Emulator, insn) -> None:
+    em.domain.fpu_ts = False
+    em.regs.set("cr0", em.regs.get("cr0") & ~CR0_TS)
+
+
+def flush_tlb(em: Emulator, insn) -> None:
+    em.domain.pagetables.flush_tlb()
+
+
+def read_cr0(em: Emulator, insn) -> None:
+    em.set_gpr(insn, em.regs.get("cr0"))
+
+
+def read_cr3(em: Emulator, insn) -> None:
+    em.set_gpr(insn, em.regs.get("cr3"))
+
+
+def read_cr4(em: Emulator, insn) -> None:
+    em.set_gpr(insn, em.regs.get("cr4"))
+
+
+def read_cr2(em: Emulator, insn) -> None:
+    vcpu_cr2 = pvabi.vcpu0_field_va(False, "cr2")
+    em.set_gpr(insn, struct.unpack("<I", em.domain.memory.read_virt(vcpu_cr2, 4))[0])
+
+
+def write_cr2(em: Emulator, insn) -> None:
+    """CR2 is the kernel's scratch copy in vcpu_info, as Xen's write to ctrlreg[2]."""
+    em.domain.set_cr2(em.gpr(insn))
+
+
+def write_cr3(em: Emulator, insn) -> None:
+    value = em.gpr(insn)
+    em.regs.set("cr3", value)
+    if em.regs.get("cr0") & CR0_PG:
+        em.domain.pagetables.new_baseptr(value >> 12)
+
+
+def write_cr0(em: Emulator, insn) -> None:
+    old, new = em.regs.get("cr0"), em.gpr(insn)
+    if old & CR0_PG and not new & CR0_PG:
+        raise DomainCrash("the kernel turned paging off, which a PV domain cannot do")
+    em.regs.set("cr0", new)
+    em.domain.fpu_ts = bool(new & CR0_TS)
+    if new & CR0_PG and not old & CR0_PG:
+        em.domain.pagetables.new_baseptr(em.regs.get("cr3") >> 12)
+
+
+def write_cr4(em: Emulator, insn) -> None:
+    em.regs.set("cr4", em.gpr(insn))
+
+
+def write_debug_register(em: Emulator, insn) -> None:
+    """Xen emulates debug-register moves for a PV kernel (set_debugreg); the values
+    are kept, breakpoints are not armed (Unicorn has no debug unit)."""
+    em.debug_registers[special_register_move(insn).number] = em.gpr(insn)
+
+
+def read_debug_register(em: Emulator, insn) -> None:
+    em.set_gpr(insn, em.debug_registers.get(special_register_move(insn).number, 0))
+
+
+def read_msr(em: Emulator, insn) -> None:
+    value = em.msrs.get(em.domain.vcpu.get(ECX), 0)
+    em.domain.vcpu.set(EAX, value & 0xFFFFFFFF)
+    em.domain.vcpu.set(EDX, value >> 32)
+
+
+def write_msr(em: Emulator, insn) -> None:
+    vcpu = em.domain.vcpu
+    em.msrs[vcpu.get(ECX)] = vcpu.get(EDX) << 32 | vcpu.get(EAX)
+
+
+# The PV emulator: catalogue class -> handler.
+PV_HANDLERS: dict[str, Handler] = {
+    "cli": mask_events, "sti": unmask_events, "hlt": halt,
+    "wbinvd": leave_caches, "invd": leave_caches,
+    "clts": clear_task_switched, "invlpg": flush_tlb,
+    "mov_from_cr0": read_cr0, "mov_to_cr0": write_cr0,
+    "mov_from_cr2": read_cr2, "mov_to_cr2": write_cr2,
+    "mov_from_cr3": read_cr3, "mov_to_cr3": write_cr3,
+    "mov_from_cr4": read_cr4, "mov_to_cr4": write_cr4,
+    "mov_from_dr": read_debug_register, "mov_to_dr": write_debug_register,
+    "rdmsr": read_msr, "wrmsr": write_msr,
+    "mov_to_ss": mov_to_ss, "pop_ss": pop_ss, "sysexit": sysexit, "sysret": sysret,
+}
+
+
+def check_handlers(table: Mapping[str, Handler], must_cover: frozenset[str],
+                   exactly: bool) -> None:
+    """A table of handlers names only catalogue classes and covers MUST_COVER (and
+    nothing else if EXACTLY); a mismatch is pvtool's own bug, raised at import."""
+    unknown = sorted(set(table) - set(BY_NAME))
+    missing = sorted(must_cover - set(table))
+    extra = sorted(set(table) - must_cover) if exactly else []
+    if unknown or missing or extra:
+        raise ImportError(f"emulator table: not catalogue classes {unknown}, no handler "
+                          f"for {missing}, handlers beyond TRAP_SITE_CLASSES {extra}")
+
+
+check_handlers(PV_HANDLERS, TRAP_SITE_CLASSES, exactly=True)

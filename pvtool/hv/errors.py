@@ -19,3 +19,9 @@ class DomainCrash(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class NotEmulated(Exception):
+    """An instruction the emulator leaves alone: its class has no handler, or the CPU
+    would fault on it for a reason of the guest's own. After a #GP the fault is the
+    guest's to handle; at a trap site the domain cannot go on."""

@@ -1,13 +1,19 @@
 """Patch sets: a folder of patches/ with rules.toml (what happens to each instruction
-class) and glue.asm (the functions the rewrites call). Data, read once, checked
-against the x86 catalogue so a rule can never name a class that does not exist."""
+class) and glue.asm (the functions the rewrites call). Data, read once and checked
+when it loads: against the x86 catalogue, so a rule can never name a class that does
+not exist; against the classes the hypervisor emulates (abi/pvtool.py
+TRAP_SITE_CLASSES), so a rule can never ask for a trap site nothing emulates; and
+each template is parsed (patch/template.py), so one that moves the stack in a way
+the patcher cannot follow never reaches an image."""
 
 import tomllib
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from pvtool.abi.pvtool import TRAP_SITE_CLASSES
 from pvtool.errors import InputMissingError, PatchError
+from pvtool.patch.template import Template, parse_template
 from pvtool.x86.catalogue import BY_NAME
 
 PATCHES_DIR = Path(__file__).resolve().parents[2] / "patches"
@@ -27,7 +33,7 @@ class Rule:
     class_name: str
     action: Action
     why: str
-    template: str = ""  # INLINE
+    template: Template | None = None  # INLINE
     function: str = ""  # CALL
     argument: str | None = None  # CALL: what eax carries into the function
 
@@ -85,10 +91,14 @@ def _rule(source: Path, name: str, body: dict) -> Rule:
     argument = body.get("argument")
     if argument is not None and argument not in ARGUMENTS:
         raise PatchError(f"{source}: [class.{name}] argument {argument!r}")
+    if action is Action.TRAP and name not in TRAP_SITE_CLASSES:
+        raise PatchError(f"{source}: [class.{name}] asks for trap sites, but pvtool's "
+                         f"hypervisor does not emulate {name}")
     if action in (Action.KEEP, Action.TRAP):
         return Rule(name, action, why=value)
-    return Rule(name, action, why=body.get("why", ""),
-                template=value if action is Action.INLINE else "",
+    template = parse_template(value, f"{source}: [class.{name}]") \
+        if action is Action.INLINE else None
+    return Rule(name, action, why=body.get("why", ""), template=template,
                 function=value if action is Action.CALL else "", argument=argument)
 
 

@@ -16,7 +16,7 @@ from enum import Enum
 
 from pvtool.patch.discover import CodeMap, Insn
 from pvtool.patch.patchset import Action
-from pvtool.patch.sites import Site, UnsupportedForm, replacement
+from pvtool.patch.sites import Site, UnsupportedForm, check_trap_site, replacement
 from pvtool.x86.isa import assemble_checked
 
 JMP_REL32_SIZE = 5
@@ -83,6 +83,7 @@ def _plan_one(site: Site, code: CodeMap, site_at: dict[int, Site], taken: set[in
 
 
 def _trap(site: Site, reason: str) -> Plan:
+    check_trap_site(site, reason)
     return Plan(Placement.TRAP, [site], site.address, site.end, reason)
 
 

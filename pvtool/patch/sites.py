@@ -1,13 +1,21 @@
 """Sites: every privileged or sensitive instruction of the catalogue found in the
 kernel's code, each with the patch set's rule for its class, and the replacement that
-rule renders for it."""
+rule renders for it.
+
+A template names the site's operands ({gpr}, {dst}, ...: OPERANDS below); what a
+name asks of the site is the form it accepts, so a site whose operands a name cannot
+express becomes a trap site. Each name is rendered at the stack depth of the
+statement that uses it (patch/template.py), so an operand addressed from esp still
+reaches the kernel's data after the template's pushes."""
 
 from dataclasses import dataclass, replace
 
+from pvtool.abi.pvtool import TRAP_SITE_CLASSES
 from pvtool.errors import PatchError
 from pvtool.patch.discover import CodeMap, Insn
 from pvtool.patch.glue import fill
 from pvtool.patch.patchset import Action, PatchSet, Rule
+from pvtool.patch.template import OPERAND_SAMPLES, Template, parse_template
 from pvtool.x86.catalogue import InsnClass, classify
 from pvtool.x86.operands import (
     memory_operand,
@@ -21,6 +29,10 @@ REG32 = {"ax": "eax", "bx": "ebx", "cx": "ecx", "dx": "edx", "si": "esi", "di": 
          "bp": "ebp", "sp": "esp"}
 REG16 = {v: k for k, v in REG32.items()}
 STACK_POINTER = frozenset({"esp", "sp"})
+# A call whose glue function takes an argument in eax keeps the kernel's eax around
+# it: the save, the statement that loads the argument, the call, the restore.
+SAVE_EAX = parse_template("push eax", "sites.py: a call with an argument")
+RESTORE_EAX = "pop eax"
 
 
 class UnsupportedForm(PatchError):
@@ -66,61 +78,54 @@ def _trap_if_unsupported(site: Site) -> Site:
     rule = site.rule
     try:
         if rule.action is Action.INLINE:
-            operand_names(site)
+            _operands(site, rule.template)
         elif rule.action is Action.CALL and rule.argument is not None:
-            _load_eax(site, rule.argument)
+            _load_argument(site, rule.argument)
     except UnsupportedForm as exc:
         return replace(site, rule=Rule(rule.class_name, Action.TRAP, str(exc)))
     return site
+
+
+def check_trap_site(site: Site, reason: str) -> None:
+    """A site may become a trap site only if the hypervisor emulates its class
+    (TRAP_SITE_CLASSES): any other would crash the domain when it runs, so the image
+    is refused instead, naming the site."""
+    if site.cls.name not in TRAP_SITE_CLASSES:
+        raise PatchError(f"{site.text} at {site.address:#010x}: "
+                         f"{reason.removeprefix(site.text + ': ')}, and pvtool's hypervisor "
+                         f"cannot emulate {site.cls.name} at a trap site")
 
 
 def replacement(site: Site, symbols: dict[str, int]) -> list[str]:
     """The statements replacing SITE (Intel syntax, numbers filled in)."""
     rule = site.rule
     if rule.action is Action.INLINE:
-        names = symbols | operand_names(site)
-        return [s for s in fill(rule.template, names, site.cls.name).splitlines() if s]
+        operands = _operands(site, rule.template)
+        return [fill(statement.text, symbols | names, site.cls.name)
+                for statement, names in zip(rule.template.statements, operands, strict=True)]
     if rule.action is Action.CALL:
         call = f"call {symbols[rule.function]:#x}"
-        if rule.argument is None:
-            return [call]
-        load = _load_eax(site, rule.argument)
-        return [call] if load is None else ["push eax", load, call, "pop eax"]
+        load = None if rule.argument is None else _load_argument(site, rule.argument)
+        return [call] if load is None else [SAVE_EAX.text, load, call, RESTORE_EAX]
     raise PatchError(f"{site.cls.name}: a {rule.action.value} site has no replacement")
 
 
-def operand_names(site: Site) -> dict[str, str]:
-    """What a template may name: gpr (mov crN), dst/dst32 (store forms), src16 and sreg
-    (segment moves). Memory operands are rebased for the pushes the templates make."""
-    insn = site.insn.cs
-    names: dict[str, str] = {}
-    special = special_register_move(insn)
-    if special is not None:
-        names["gpr"] = special.gpr
-    moved = segment_move(insn)
-    if moved is not None:
-        if moved.operand in STACK_POINTER:
-            raise UnsupportedForm(f"{site.text}: the stub's pushes move esp")
-        names["sreg"] = moved.sreg
-        if moved.write:
-            names["src16"] = _word_operand(site, moved.operand, pushed=8)
-        else:
-            names["dst"] = _rebased(site, moved.operand, pushed=4)
-    texts = operand_texts(insn)
-    if site.cls.name in ("str", "sldt", "smsw"):
-        if not texts or texts[0] not in REG32.values() | REG32.keys():
-            raise UnsupportedForm(f"{site.text}: only register destinations are rewritten")
-        names["dst32"] = REG32.get(texts[0], texts[0])
-    return names
+def _operands(site: Site, template: Template) -> list[dict[str, str]]:
+    """For each statement of TEMPLATE, the operand names it uses rendered for SITE at
+    the statement's depth; UnsupportedForm if SITE's operand has another form."""
+    return [{name: OPERANDS[name](site, statement.depth, template.moves_stack)
+             for name in statement.names & OPERANDS.keys()}
+            for statement in template.statements]
 
 
-def _load_eax(site: Site, argument: str) -> str | None:
-    """The statement that puts the argument in eax after `push eax` (None: it is there)."""
+def _load_argument(site: Site, argument: str) -> str | None:
+    """The statement that puts the argument in eax after SAVE_EAX (None: it is there)."""
     insn = site.insn.cs
+    depth = SAVE_EAX.end_depth
     if argument == "value":
         gpr = special_register_move(insn).gpr
-        if gpr == "esp":  # the value it had before `push eax`
-            return "lea eax, [esp + 4]"
+        if gpr == "esp":  # the value it had before the save
+            return f"lea eax, [esp + {depth}]"
         return None if gpr == "eax" else f"mov eax, {gpr}"
     if argument == "address":
         mem = memory_operand(insn)
@@ -128,26 +133,81 @@ def _load_eax(site: Site, argument: str) -> str | None:
             raise UnsupportedForm(f"{site.text}: no memory operand")
         if mem.segment:  # lea would drop the segment's base from the linear address
             raise UnsupportedForm(f"{site.text}: segment overrides are not rewritten")
-        return f"lea eax, {_address(mem, pushed=4)}"
-    texts = operand_texts(insn)
-    if texts[0] in STACK_POINTER:
-        raise UnsupportedForm(f"{site.text}: the stub's pushes move esp")
-    return f"movzx eax, {_word_operand(site, texts[0], pushed=4)}"
+        return f"lea eax, {_address(mem, depth)}"
+    return f"movzx eax, {_source16(site, depth, moves_stack=True)}"
 
 
-def _word_operand(site: Site, text: str, pushed: int) -> str:
+# -- the operand names a template may use ------------------------------------------------
+def _gpr(site: Site, depth: int, moves_stack: bool) -> str:
+    """The general register of a mov to or from a control register."""
+    special = special_register_move(site.insn.cs)
+    if special is None:
+        raise _no_operand(site, "gpr")
+    return _register(site, special.gpr, moves_stack)
+
+
+def _sreg(site: Site, depth: int, moves_stack: bool) -> str:
+    return _segment_move(site, "sreg").sreg
+
+
+def _destination(site: Site, depth: int, moves_stack: bool) -> str:
+    """The register or memory a mov from CS or SS writes."""
+    moved = _segment_move(site, "dst")
+    if moved.write:
+        raise _no_operand(site, "dst")
+    if "[" in moved.operand:
+        return _rebased(site, moved.operand, depth)
+    return _register(site, moved.operand, moves_stack)
+
+
+def _destination32(site: Site, depth: int, moves_stack: bool) -> str:
+    """A register destination, as its 32-bit register (str, sldt and smsw store
+    16 bits to memory but zero-extend into a 32-bit register)."""
+    texts = operand_texts(site.insn.cs)
+    if not texts or texts[0] not in REG32.values() | REG32.keys():
+        raise UnsupportedForm(f"{site.text}: only register destinations are rewritten")
+    return _register(site, REG32.get(texts[0], texts[0]), moves_stack)
+
+
+def _source16(site: Site, depth: int, moves_stack: bool) -> str:
     """A 16-bit source as movzx takes it: a 16-bit register or `word ptr [...]`."""
-    if text in REG16:
-        return REG16[text]
-    if text in REG32:
-        return text
-    return _rebased(site, text, pushed, size="word ptr ")
+    texts = operand_texts(site.insn.cs)
+    if not texts:
+        raise _no_operand(site, "src16")
+    text = texts[-1]
+    if "[" in text:
+        return _rebased(site, text, depth, size="word ptr ")
+    return REG16.get(_register(site, text, moves_stack), text)
+
+
+OPERANDS = {"gpr": _gpr, "sreg": _sreg, "dst": _destination, "dst32": _destination32,
+            "src16": _source16}
+if OPERANDS.keys() != OPERAND_SAMPLES.keys():
+    raise ImportError(f"sites.py renders {sorted(OPERANDS)}, templates may name "
+                      f"{sorted(OPERAND_SAMPLES)}")
+
+
+def _register(site: Site, name: str, moves_stack: bool) -> str:
+    """NAME, unless it is the stack pointer and the template moves the stack."""
+    if name in STACK_POINTER and moves_stack:
+        raise UnsupportedForm(f"{site.text}: the stub's pushes move esp")
+    return name
+
+
+def _segment_move(site: Site, name: str):
+    moved = segment_move(site.insn.cs)
+    if moved is None:
+        raise _no_operand(site, name)
+    return moved
+
+
+def _no_operand(site: Site, name: str) -> PatchError:
+    return PatchError(f"{site.cls.name}: the template names {{{name}}}, which "
+                      f"{site.text} does not have")
 
 
 def _rebased(site: Site, text: str, pushed: int, size: str | None = None) -> str:
-    """TEXT with its memory operand moved by PUSHED bytes if it is addressed from esp."""
-    if "[" not in text:
-        return text
+    """TEXT's memory operand moved by PUSHED bytes if it is addressed from esp."""
     mem = memory_operand(site.insn.cs)
     if mem.segment:
         raise UnsupportedForm(f"{site.text}: segment overrides are not rewritten")

@@ -1,20 +1,28 @@
 """Privileged instructions a PV kernel still executes in ring 1: they fault, Xen
 emulates the ones it knows and counts them, and bounces #GP for the rest
-(XEN-ABI.md, "Traps, events, iret"; DESIGN.md, "The hypervisor").
+(XEN-ABI.md, "Traps, events, iret"; DESIGN.md, "The hypervisor"). What is emulated
+is one table per mode, checked when it loads against the classes a trap site may
+stand for (abi/pvtool.py TRAP_SITE_CLASSES).
 
 The first tests go through pvtool's own run loop (pvtool.run.run_image) and read
 the guest's findings from what it writes with console_io.
 """
 
 import struct
+import subprocess
+import sys
 
 import pytest
 
+from pvtool.abi.pvtool import TRAP_SITE_CLASSES
+from pvtool.hv.emulate import PV_HANDLERS, check_handlers
+from pvtool.hv.trapemulate import TRAP_HANDLERS
 from pvtool.machine.cpu import CR3
 from pvtool.machine.stop import StopKind
 from pvtool.run import Mode, RunOptions, run_image
 from tests.hv.harness import boot
 from tests.hv.xenguest import trap_site_note
+from tests.oracles import REPO_ROOT
 
 PAGE = 4096
 CR0_PE, CR0_PG = 1, 1 << 31
@@ -217,3 +225,38 @@ kernel_site:
     assert booted.machine.stop.reason == "shutdown (poweroff)"
     assert booted.u32("mask_after") == 1
     assert booted.machine.exits["trap-site"] == 1
+
+
+# ---- the tables: checked against the classes a trap site may stand for ------------------
+
+
+def test_the_emulator_refuses_to_start_when_a_trap_site_class_has_no_handler():
+    """abi/pvtool.py's TRAP_SITE_CLASSES is the patcher's promise; hv/emulate.py checks
+    when it is imported that its table keeps it, so a class added there without a
+    handler stops pvtool at start-up, naming the class."""
+    code = ("import pvtool.abi.pvtool as abi\n"
+            "abi.TRAP_SITE_CLASSES = abi.TRAP_SITE_CLASSES | {'lgdt'}\n"
+            "import pvtool.hv.emulate\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO_ROOT, check=False)
+    assert done.returncode != 0
+    assert "no handler for ['lgdt']" in done.stderr
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda t: t.pop("sysexit"), "no handler for ['sysexit']"),
+    (lambda t: t.update(lgdt=t["cli"]), "handlers beyond TRAP_SITE_CLASSES ['lgdt']"),
+    (lambda t: t.update(mov_to_cr9=t["cli"]), "not catalogue classes ['mov_to_cr9']"),
+])
+def test_a_table_that_breaks_the_contract_is_named(change, named):
+    table = dict(PV_HANDLERS)
+    change(table)
+    with pytest.raises(ImportError) as caught:
+        check_handlers(table, TRAP_SITE_CLASSES, exactly=True)
+    assert named in str(caught.value)
+
+
+def test_the_trap_emulator_extends_the_pv_table_and_replaces_cli_and_sti():
+    assert set(TRAP_HANDLERS) - set(PV_HANDLERS) == {"lgdt", "lidt", "ltr", "iret"}
+    replaced = {name for name in PV_HANDLERS if TRAP_HANDLERS[name] is not PV_HANDLERS[name]}
+    assert replaced == {"cli", "sti"}

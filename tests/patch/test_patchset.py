@@ -1,15 +1,21 @@
 """Patch sets: patches/xen32 loads and matches the x86 catalogue; a broken rules file
-is refused with a PatchError that names it; glue.asm splits into functions."""
+is refused with a PatchError that names it (a trap rule for a class the hypervisor
+does not emulate, a template that moves the stack in a way the patcher cannot follow,
+included); templates know the stack depth of each statement; glue.asm splits into
+functions."""
 
 import shutil
 import tomllib
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from pvtool.cli import cli
 from pvtool.errors import InputMissingError, PatchError
 from pvtool.patch.patchset import PATCHES_DIR, Action, load_patch_set, parse_glue
 from pvtool.x86.catalogue import CATALOGUE
+from tests.oracles import guest_path
 
 XEN32 = PATCHES_DIR / "xen32"
 
@@ -25,7 +31,7 @@ def test_xen32_loads_with_every_class_of_its_rules_file():
     assert patch_set.path == XEN32
     assert set(patch_set.rules) == set(toml_classes())
     assert patch_set.rules["cli"].action is Action.INLINE
-    assert patch_set.rules["cli"].template == "mov byte ptr [{vcpu_mask}], 1"
+    assert patch_set.rules["cli"].template.text == "mov byte ptr [{vcpu_mask}], 1"
     assert patch_set.rules["hlt"].action is Action.CALL
     assert patch_set.rules["hlt"].function == "pv_hlt"
     assert patch_set.rules["lgdt"].argument == "address"
@@ -78,6 +84,22 @@ BROKEN_RULES = {
     "action is not text": (lambda t: t.replace('inline = "mov byte ptr [{vcpu_mask}], 1"',
                                                "inline = 1"), "cli"),
     "class is not a table": (lambda t: t + '\n[class]\nswapgs = "inline"\n', "swapgs"),
+    "trap rule without a handler": (
+        lambda t: t.replace('inline = "movzx {dst32}, word ptr [{regs_tr}]"',
+                            'trap = "let the hypervisor do it"'),
+        "[class.str] asks for trap sites, but pvtool's hypervisor does not emulate str"),
+    "template moves the stack": (
+        lambda t: t.replace('inline = "mov {gpr}, dword ptr [{regs_cr0}]"',
+                            'inline = "sub esp, 4\\nmov {gpr}, dword ptr [{regs_cr0}]"'),
+        "[class.mov_from_cr0]: `sub esp, 4` moves the stack pointer"),
+    "template pushes a name": (
+        lambda t: t.replace('inline = "mov {gpr}, dword ptr [{regs_cr4}]"',
+                            'inline = "push {gpr}\\npop {gpr}"'),
+        "[class.mov_from_cr4]: `push {gpr}` pushes or pops a {name}"),
+    "template mis-encoded by keystone": (
+        lambda t: t.replace('inline = "pushfd\\ncall {pv_pushf_fixup}"',
+                            'inline = "pushf\\ncall {pv_pushf_fixup}"'),
+        "write 'pushfd'"),
 }
 
 
@@ -90,6 +112,36 @@ def test_a_broken_rules_file_is_a_patch_error_naming_it(tmp_path, case):
     assert str(folder / "rules.toml") in caught.value.message
     assert detail in caught.value.message
     assert caught.value.exit_status == 76
+
+
+def test_a_trap_rule_without_a_handler_fails_pvtool_patch_in_one_line(tmp_path):
+    """`pvtool patch --patch-set DIR`: the patch set is refused before any site is
+    planned, with the patch-error status, naming the rules file and the class."""
+    folder = broken_set(tmp_path, BROKEN_RULES["trap rule without a handler"][0])
+    result = CliRunner().invoke(cli, ["patch", "--patch-set", str(folder),
+                                      str(guest_path("hello")), "-o", str(tmp_path / "o.elf")])
+    assert result.exit_code == 76, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("pvtool: error: ") and str(folder / "rules.toml") in line
+    assert "does not emulate str" in line
+    assert not (tmp_path / "o.elf").exists()
+
+
+@pytest.mark.parametrize("cls, depths, end", [
+    ("mov_to_ss", [0, 4, 8, 8, 8, 8, 4], 0),  # pushfd, push eax: {src16} is 8 deep
+    ("mov_from_sreg", [0, 4, 4, 4], 0),  # pushfd: {dst} is 4 deep in both statements
+    ("pushf", [0, 4], 4),  # the pushfd stays: pushf pushes
+    ("popf", [0, 0], -4),
+    ("cli", [0], 0),
+])
+def test_xen32_templates_know_the_stack_depth_of_each_statement(cls, depths, end):
+    """Derived from the statements (push, pushfd +4; pop, popfd -4; call 0): the
+    expected depths are counted by hand from rules.toml."""
+    template = load_patch_set("xen32").rules[cls].template
+    statements = [line for line in toml_classes()[cls]["inline"].splitlines() if line]
+    assert [s.text for s in template.statements] == statements
+    assert [s.depth for s in template.statements] == depths
+    assert template.end_depth == end
 
 
 def test_a_missing_patch_set_is_a_missing_input(tmp_path):

@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from pvtool.errors import PatchError
 from pvtool.patch.pipeline import patch_image
 from tests.oracles import guest_path, require_tool
 from tests.patch.tools import (
@@ -232,6 +233,32 @@ def test_the_trap_reasons_say_why(patched):
     elf, symbols, out, rep = patched
     assert "branch target" in site_at(rep, symbols, "site_tight")["reason"]
     assert "stack switch" in site_at(rep, symbols, "site_pop_ss")["reason"]
+
+
+def test_a_site_without_a_window_that_nothing_emulates_refuses_the_image(tmp_path):
+    """A pushfd that is a branch target, followed by one: no window, and the hypervisor
+    cannot emulate pushf at a trap site (abi/pvtool.py TRAP_SITE_CLASSES), so the image
+    is refused, naming the site and the branch targets, and nothing is written."""
+    elf, symbols = build_kernel(tmp_path, """
+.globl _start
+.type _start, @function
+_start:
+    mov ecx, 3
+top:
+    pushfd
+bottom:
+    pop eax
+    loop top
+    jmp bottom
+""")
+    with pytest.raises(PatchError) as caught:
+        patch_image(elf, tmp_path / "out.elf")
+    targets = ", ".join(f"{symbols[name]:#x}" for name in ("_start", "top", "bottom"))
+    assert caught.value.message == (
+        f"pushfd at {symbols['top']:#010x}: branch targets at {targets} cut every 5-byte "
+        "window that holds it, and pvtool's hypervisor cannot emulate pushf at a trap site")
+    assert caught.value.exit_status == 76
+    assert not (tmp_path / "out.elf").exists()
 
 
 def test_displaced_relative_branches_keep_their_targets(patched):

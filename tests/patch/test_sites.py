@@ -4,10 +4,13 @@ detour of its own; the report must list each with its class and placement, the s
 must now jump into .pvtext, and the stub there must hold the replacement (numbers from
 the Xen ABI and docs/ABI.md, written out here), then the separator, then a jump back."""
 
+import re
+import shutil
 import tomllib
 
 import pytest
 
+from pvtool.errors import PatchError
 from pvtool.patch.patchset import PATCHES_DIR
 from pvtool.patch.pipeline import patch_image
 from tests.patch.tools import (
@@ -292,15 +295,16 @@ _start:
 
 
 def test_an_operand_form_the_template_cannot_express_becomes_a_trap_site(tmp_path):
-    """xen32's str template only writes a register: `str [ebx]` must be a trap site,
-    also when it lies where a neighbour's detour window would cover it (cli at the
-    entry point has no room before it, so its only window holds the str)."""
+    """xen32's mov_to_ss template pushes before it reads its source: `mov ss, sp` must
+    be a trap site (the hypervisor emulates mov to SS), also when it lies where a
+    neighbour's detour window would cover it (cli at the entry point has no room
+    before it, so its only window holds the mov)."""
     body = """
 .globl _start
 .type _start, @function
 _start:
     cli
-    str word ptr [ebx]
+    mov ss, sp
     nop
     nop
     ret
@@ -310,23 +314,24 @@ _start:
     patch_image(elf, out)
     rep = report(out)
     placements = {s["class"]: s["placement"] for s in rep["sites"]}
-    assert placements == {"cli": "trap", "str": "trap"}
-    str_site = next(s for s in rep["sites"] if s["class"] == "str")
-    assert "register destinations" in str_site["reason"]
-    assert read_virtual(out, address(str_site), 1) == b"\xcc"
+    assert placements == {"cli": "trap", "mov_to_ss": "trap"}
+    ss_site = next(s for s in rep["sites"] if s["class"] == "mov_to_ss")
+    assert "the stub's pushes move esp" in ss_site["reason"]
+    assert read_virtual(out, address(ss_site), 2) == b"\xcc\xcc"
+    entry = next(e for e in trap_table(out) if e.address == address(ss_site))
+    assert entry.original == b"\x8e\xd4"  # mov ss, sp
 
 
 def test_forms_a_push_or_a_lea_would_get_wrong(tmp_path):
     """The call templates push eax first and take the address with lea: esp as the
     source is read as it was before the push; a segment override's base cannot be
-    added by lea, nor can a segment move to or from esp survive the stub's pushes, so
-    those become trap sites (the hypervisor emulates them with the real segments)."""
+    added by lea, nor can a segment move from esp survive the stub's pushes, so those
+    become trap sites (the hypervisor emulates them with the real segments)."""
     body = "\n".join([".globl _start", ".type _start, @function", "_start:", f"    {SEP}"]
                      + [f"site_{n}:\n    {insn}\n    {SEP}" for n, insn in (
                          ("cr3_esp", "mov cr3, esp"), ("cr0_esp", "mov cr0, esp"),
-                         ("invlpg_fs", "invlpg fs:[eax]"), ("lgdt_gs", "lgdt gs:[0x1000]"),
-                         ("ltr_sp", "ltr sp"), ("esp_cs", "mov esp, cs"),
-                         ("ss_sp", "mov ss, sp"))] + ["    ret"])
+                         ("invlpg_fs", "invlpg fs:[eax]"), ("ss_sp", "mov ss, sp"))]
+                     + ["    ret"])
     elf, symbols = build_kernel(tmp_path, body)
     out = tmp_path / "out.elf"
     patch_image(elf, out)
@@ -338,11 +343,78 @@ def test_forms_a_push_or_a_lea_would_get_wrong(tmp_path):
         code = [line.text.split(" <")[0] for line in stub_code(out, rep, stub)]
         assert code[:2] == ["push eax", "lea eax,[esp+0x4]"]
         assert code[2].startswith("call ") and code[3] == "pop eax"
-    for label in ("invlpg_fs", "lgdt_gs"):
-        assert got[label]["placement"] == "trap"
-        assert "segment override" in got[label]["reason"]
-    for label in ("ltr_sp", "esp_cs", "ss_sp"):
-        assert got[label]["placement"] == "trap"
-        assert "esp" in got[label]["reason"]
-    for label in ("invlpg_fs", "lgdt_gs", "ltr_sp", "esp_cs", "ss_sp"):
+    assert got["invlpg_fs"]["placement"] == "trap"
+    assert "segment override" in got["invlpg_fs"]["reason"]
+    assert got["ss_sp"]["placement"] == "trap"
+    assert "esp" in got["ss_sp"]["reason"]
+    for label in ("invlpg_fs", "ss_sp"):
         assert read_virtual(out, symbols[f"site_{label}"], 1) == b"\xcc"
+
+
+# A form no rewrite expresses, of a class the hypervisor does not emulate: source ->
+# (class, why the rewrite cannot take it).
+UNEMULATED_FORMS = {
+    "lgdt gs:[0x1000]": ("lgdt", "segment overrides are not rewritten"),
+    "ltr sp": ("ltr", "the stub's pushes move esp"),
+    "mov esp, cs": ("mov_from_sreg", "the stub's pushes move esp"),
+    "str word ptr [ebx]": ("str", "only register destinations are rewritten"),
+}
+
+
+@pytest.mark.parametrize("source", UNEMULATED_FORMS)
+def test_a_site_that_would_be_a_trap_site_nothing_emulates_refuses_the_image(
+        tmp_path, source):
+    """As a trap site it would crash the domain the moment it ran (TRAP_SITE_CLASSES
+    in abi/pvtool.py lists what the hypervisor emulates), so the patcher refuses the
+    image with the patch-error status, naming the site, and writes nothing."""
+    cls, why = UNEMULATED_FORMS[source]
+    body = "\n".join([".globl _start", ".type _start, @function", "_start:", f"    {SEP}",
+                      "site:", f"    {source}", f"    {SEP}", "    ret"])
+    elf, symbols = build_kernel(tmp_path, body)
+    out = tmp_path / "out.elf"
+    with pytest.raises(PatchError) as caught:
+        patch_image(elf, out)
+    message = caught.value.message
+    assert f"at {symbols['site']:#010x}: {why}" in message
+    assert f"cannot emulate {cls} at a trap site" in message
+    assert caught.value.exit_status == 76
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["kernel.S", "kernel.o", "kernel.elf"])
+
+
+def without_rule(tmp_path, cls: str):
+    """A copy of xen32 whose rules file has no [class.CLS] table."""
+    folder = tmp_path / f"xen32-without-{cls}"
+    shutil.copytree(PATCHES_DIR / "xen32", folder)
+    rules = folder / "rules.toml"
+    text, count = re.subn(rf"\[class\.{cls}\]\n(?:[^\[\n].*\n)*\n?", "", rules.read_text())
+    assert count == 1
+    rules.write_text(text)
+    return folder
+
+
+def test_a_class_without_a_rule_is_a_trap_site_when_the_hypervisor_emulates_it(tmp_path):
+    folder = without_rule(tmp_path, "cli")
+    elf, symbols = build_kernel(tmp_path, "\n".join(
+        [".globl _start", ".type _start, @function", "_start:", f"    {SEP}", "site:",
+         "    cli", f"    {SEP}", "    ret"]))
+    out = tmp_path / "out.elf"
+    patch_image(elf, out, str(folder))
+    (site,) = report(out)["sites"]
+    assert (site["class"], site["placement"]) == ("cli", "trap")
+    assert site["reason"] == "xen32 has no rule for cli"  # the set keeps its name
+    assert [(e.address, e.original) for e in trap_table(out)] == [(symbols["site"], b"\xfa")]
+
+
+def test_a_class_without_a_rule_the_hypervisor_cannot_emulate_refuses_the_image(tmp_path):
+    folder = without_rule(tmp_path, "sgdt")
+    elf, symbols = build_kernel(tmp_path, "\n".join(
+        [".globl _start", ".type _start, @function", "_start:", f"    {SEP}", "site:",
+         "    sgdt [eax]", f"    {SEP}", "    ret"]))
+    with pytest.raises(PatchError) as caught:
+        patch_image(elf, tmp_path / "out.elf", str(folder))
+    assert caught.value.message == (
+        f"sgdt [eax] at {symbols['site']:#010x}: xen32 has no rule for sgdt, and "
+        "pvtool's hypervisor cannot emulate sgdt at a trap site")
+    assert caught.value.exit_status == 76
+    assert not (tmp_path / "out.elf").exists()
