@@ -15,8 +15,8 @@ from pvtool.image.elf import ElfImage, load_elf, require_32bit
 from pvtool.machine.cpu import EIP
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
-from pvtool.machine.interrupts import NativeInterrupts
 from pvtool.machine.loader import load_multiboot
+from pvtool.machine.native import BareMetal
 from pvtool.machine.pc import DEFAULT_RAM, Machine
 from pvtool.machine.stop import Stop, StopKind
 
@@ -109,8 +109,7 @@ def _boot(machine: Machine, image: ElfImage, mode: Mode, options: RunOptions):
                                 modules=options.modules, trace=options.trace)
     if mode is Mode.NATIVE:
         load_multiboot(machine, image, cmdline=options.cmdline, modules=options.modules)
-        machine.trap_handler = NativeInterrupts(machine.cpu, machine.memory,
-                                                machine.request_stop, machine.exits)
+        machine.attach(BareMetal(machine))
         return None
     from pvtool.hv.boot import boot_pv_domain
 
@@ -123,7 +122,7 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
     budget = options.max_insns
     slices = executed = 0
     while machine.stop is None:
-        machine.trap_handler.take_interrupt(machine.pic)
+        machine.supervisor.take_interrupt(machine.irqs)
         count = _slice_length(machine, budget, executed)
         if count <= 0:
             machine.request_stop(Stop(StopKind.INSN_LIMIT, f"ran past --max-insns {budget}",
@@ -161,10 +160,10 @@ def _wait_for_interrupt(machine: Machine) -> None:
     can ever come."""
     eip = machine.cpu.read(EIP)
     machine.exits[Exit.HLT] += 1
-    if not machine.trap_handler.interrupts_enabled():
+    if not machine.supervisor.interrupts_enabled():
         machine.request_stop(Stop(StopKind.HALTED, "hlt with interrupts disabled", eip))
         return
-    if machine.pic.pending():
+    if machine.irqs.pending():
         return
     wait = machine.insns_to_next_event()
     if wait is None:

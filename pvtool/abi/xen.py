@@ -52,6 +52,11 @@ class Hypercall(IntEnum):
 HYPERCALL_ENTRY_SIZE = 32  # bytes per hypercall-page entry
 HYPERCALL_PAGE_ENTRIES = 128
 HYPERCALL_VECTOR_32 = 0x82  # int 0x82 on x86-32
+# Where a hypercall's number and arguments are, and its result goes, by guest width
+# (XEN-ABI.md; XEN-ABI64.md: `syscall`, RDI RSI RDX R10 R8, result in RAX).
+HYPERCALL_NUMBER_REGISTER = {32: "eax", 64: "rax"}
+HYPERCALL_ARGUMENT_REGISTERS = {32: ("ebx", "ecx", "edx", "esi", "edi"),
+                                64: ("rdi", "rsi", "rdx", "r10", "r8")}
 
 
 class Errno(IntEnum):

@@ -13,7 +13,7 @@ from pvtool.hv.events import EventChannels
 from pvtool.hv.gdt import Gdt
 from pvtool.hv.pagetables import PageTables
 from pvtool.hv.pagetables_pae import PaePageTables
-from pvtool.hv.traps import PvTrapHandler
+from pvtool.hv.traps import PvSupervisor
 from pvtool.image.elf import ElfImage
 from pvtool.image.xen_notes import parse_xen_notes
 from pvtool.machine.pc import Machine
@@ -41,20 +41,10 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
     domain.events = EventChannels(domain, {STORE_EVTCHN: None,
                                            CONSOLE_EVTCHN: domain.console_ring})
     domain.events.update_time()
-    machine.event_sources.append(domain.events.insns_to_timer)
     emulator = Emulator.for_image(domain, image)
     domain.regs_block = emulator.regs.block
-    machine.trap_handler = PvTrapHandler(domain, emulator)
-    machine.io_denied = lambda port: _deny_io(domain, port)
+    machine.attach(PvSupervisor(domain, emulator))
     enter_guest(machine, boot, notes.entry if notes.entry is not None else image.entry)
     domain.pagetables.new_baseptr(boot.pfn(boot.page_tables))
     return domain
 
-
-def _deny_io(domain: Domain, port: int) -> bool:
-    """Port I/O reaches the devices only for a domain with I/O privilege (Xen's
-    physdev_op set_iopl); any other access crashes the domain."""
-    if domain.iopl >= 1:
-        return False
-    domain.crash(f"port I/O on {port:#x} without I/O privilege (physdev_op set_iopl)")
-    return True

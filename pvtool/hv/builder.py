@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi import xen
 from pvtool.abi.layouts import START_INFO
+from pvtool.abi.xen import GUEST_KERNEL_RPL
 from pvtool.errors import UnsupportedImageError
 from pvtool.hv import layout
 from pvtool.image.elf import ElfImage
 from pvtool.image.xen_notes import XenNotes
-from pvtool.machine.cpu import CR0, CR3, CR4, CS, DS, EIP, ES, ESI, ESP, FS, GDTR, GS, SS
+from pvtool.machine.cpu import CR0, CR3, CR4, CS, DS, EIP, ES, ESI, FS, GDTR, GS, SS
 from pvtool.machine.pc import Machine
+from pvtool.machine.rings import RingSwitch
 from pvtool.x86 import paging
 from pvtool.x86.paging import PAGE_SIZE, page_up
 from pvtool.x86.registers import CR4_PAE
@@ -142,9 +144,9 @@ def enter_guest(machine: Machine, boot: BootLayout, entry: int) -> None:
 
 def enter_ring1(machine: Machine, *, entry: int, cr3: int, cr4: int, esp: int,
                 eflags: int) -> None:
-    """Paging on with CR3, Xen's GDT, then iretd from ring 0 to ENTRY in ring 1 on ESP
-    (reg_write cannot lower privilege, UNICORN.md), with flat ring-1 data segments.
-    The PV boot and the trap-and-emulate boot both start their kernel here."""
+    """Paging on with CR3, Xen's GDT, then the trampoline's iretd from ring 0 to ENTRY
+    in ring 1 on ESP, with flat ring-1 data segments. The PV boot and the
+    trap-and-emulate boot both start their kernel here."""
     cpu = machine.cpu
     cpu.set_descriptor_table(GDTR, layout.GDT, layout.GDT_LIMIT)
     cpu.write(CR3, cr3)
@@ -152,12 +154,11 @@ def enter_ring1(machine: Machine, *, entry: int, cr3: int, cr4: int, esp: int,
     cpu.write(CR0, CR0_PV)
     cpu.write(CS, layout.HYPERVISOR_CS)
     cpu.write(SS, layout.HYPERVISOR_DS)
-    frame = struct.pack("<5I", entry, xen.FLAT_RING1_CS, eflags, esp, xen.FLAT_RING1_SS)
-    machine.memory.write_phys(layout.ENTRY_FRAME, frame)
-    cpu.write(ESP, layout.ENTRY_FRAME)
-    cpu.write(EIP, layout.TRAMPOLINE + layout.IRETD_OFFSET)
+    RingSwitch(cpu, machine.memory, layout.RING_SWITCH).enter(
+        0, GUEST_KERNEL_RPL, cs=xen.FLAT_RING1_CS, eip=entry, ss=xen.FLAT_RING1_SS,
+        esp=esp, eflags=eflags)
     machine.run_slice(1)
-    if cpu.cpl != 1 or cpu.read(EIP) != entry:
+    if cpu.cpl != GUEST_KERNEL_RPL or cpu.read(EIP) != entry:
         raise RuntimeError("the trampoline did not enter ring 1 at the kernel's entry")
     for reg in (DS, ES, FS, GS):
         cpu.write(reg, xen.FLAT_RING1_DS)

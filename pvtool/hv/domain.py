@@ -15,14 +15,20 @@ from typing import TYPE_CHECKING
 
 from pvtool.abi import layouts
 from pvtool.abi import pvtool as pvabi
-from pvtool.abi.xen import GUEST_KERNEL_RPL, Errno
+from pvtool.abi.xen import (
+    GUEST_KERNEL_RPL,
+    HYPERCALL_ARGUMENT_REGISTERS,
+    HYPERCALL_NUMBER_REGISTER,
+    Errno,
+)
 from pvtool.hv import layout
 from pvtool.hv.errors import DomainCrash, HypercallError
-from pvtool.machine.cpu import CS, EAX, EBX, ECX, EDI, EDX, EFLAGS, EIP, ESI, ESP, Cpu
+from pvtool.machine.cpu import CS, Cpu
+from pvtool.machine.delivery import read_tss_stack
 from pvtool.machine.memory import GuestMemory, PageFault
 from pvtool.machine.pc import Machine
+from pvtool.machine.rings import RingSwitch
 from pvtool.machine.stop import Stop, StopKind
-from pvtool.x86.registers import TSS32_ESP0
 
 if TYPE_CHECKING:
     from pvtool.hv.console import ConsoleRing
@@ -72,13 +78,15 @@ class HypercallArgs(Sequence[int]):
 
 
 class VCpu:
-    """The registers of the domain's one virtual CPU, by name."""
-
-    ARGUMENT_REGS = (EBX, ECX, EDX, ESI, EDI)
+    """The registers of the domain's one virtual CPU, by name, for its width."""
 
     def __init__(self, cpu: Cpu, memory: GuestMemory):
         self._cpu = cpu
-        self._memory = memory
+        self._width = width = cpu.width
+        self._rings = RingSwitch(cpu, memory, layout.RING_SWITCH)
+        self._number = width.gprs[HYPERCALL_NUMBER_REGISTER[width.bits]]
+        self._arguments = tuple(width.gprs[name]
+                                for name in HYPERCALL_ARGUMENT_REGISTERS[width.bits])
 
     def get(self, reg: int) -> int:
         return self._cpu.read(reg)
@@ -86,50 +94,41 @@ class VCpu:
     def set(self, reg: int, value: int) -> None:
         self._cpu.write(reg, value)
 
+    def hypercall_number(self) -> int:
+        return self._cpu.read(self._number)
+
     def hypercall_args(self) -> "HypercallArgs":
-        return HypercallArgs(self._cpu, self.ARGUMENT_REGS)
+        return HypercallArgs(self._cpu, self._arguments)
 
     @property
     def cpl(self) -> int:
         return self._cpu.cpl
 
-    def ack_exception(self) -> None:
-        self._cpu.ack_exception()
-
     @property
     def eip(self) -> int:
-        return self._cpu.read(EIP)
+        return self._cpu.read(self._width.ip)
 
     @property
     def esp(self) -> int:
-        return self._cpu.read(ESP)
+        return self._cpu.read(self._width.sp)
 
     @property
     def eflags(self) -> int:
-        return self._cpu.read(EFLAGS)
+        return self._cpu.read(self._width.flags)
 
     @property
     def cs(self) -> int:
         return self._cpu.read(CS)
 
     def set_result(self, value: int) -> None:
-        self._cpu.write(EAX, value)
+        self._cpu.write(self._number, value)
 
     def enter_ring(self, ring: int, *, cs: int, eip: int, ss: int, esp: int,
                    eflags: int) -> None:
-        """Continue at CS:EIP on SS:ESP in RING (1 or 3), from ring 1 or 3, through
-        the hypervisor's iretd trampoline: iretd from ring 0 reaches ring 1 and from
-        ring 1 reaches ring 3, where reg_write cannot change privilege (UNICORN.md)."""
-        frame = struct.pack("<5I", eip, cs, eflags, esp, ss)
-        trampoline = layout.TRAMPOLINE + layout.IRETD_OFFSET
-        if ring == 1:
-            self._memory.write_phys(layout.BOUNCE_FRAME, frame)
-            self._cpu.enter_ring0(cs=layout.HYPERVISOR_CS, ss=layout.HYPERVISOR_DS,
-                                  esp=layout.BOUNCE_FRAME, eip=trampoline, eflags=0x2)
-        else:
-            self._memory.write_phys(layout.RETURN_FRAME, frame)
-            self._cpu.write(ESP, layout.RETURN_FRAME)
-            self._cpu.write(EIP, trampoline)
+        """Continue at CS:EIP on SS:ESP in RING (1 or 3) through the hypervisor's iretd
+        trampoline (machine/rings.py). In a domain the ring is CS's RPL: every ring
+        change is an iretd loading CS."""
+        self._rings.enter(self.cs & 3, ring, cs=cs, eip=eip, ss=ss, esp=esp, eflags=eflags)
 
 
 @dataclass
@@ -224,7 +223,7 @@ class Domain:
         tss = self._tss_base()
         if tss:
             try:
-                esp0, ss0 = struct.unpack("<IH", self.copy_from_guest(tss + TSS32_ESP0, 6))
+                ss0, esp0 = read_tss_stack(self.copy_from_guest, tss)
             except HypercallError:
                 raise DomainCrash(f"the TSS at {tss:#x} is not mapped") from None
             ss, sp = fix_selector_rpl(ss0), esp0

@@ -9,7 +9,7 @@ domain's RAM, so a hypervisor virtual address is also its machine address:
     +0x400000  GDT, 16 pages (read-only: the guest changes it by set_gdt)
     +0x410000  shared_info (read-write: pvtool's fixed mapping, abi/pvtool.py)
     +0x411000  trampolines: one-instruction code the CPU runs at ring 0
-    +0x412000  trampoline frames (the iretd frame that enters the guest)
+    +0x412000  the trampoline's frame (what its iretd pops)
 
 A PAE domain (today's Xen) gives the hypervisor 0xF5800000 up, L2 slots 428-511 of
 the L2 under L3 slot 3. The same machine frames serve it, mapped by PAE tables of
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from pvtool.abi import xen
 from pvtool.abi.pvtool import PRIVATE_AREA_OFFSET, SHARED_INFO_OFFSET, glue_window
+from pvtool.machine.rings import Trampoline
 from pvtool.x86 import paging
 from pvtool.x86.paging import PAGE_SIZE
 
@@ -51,20 +52,18 @@ PAE_ENTRIES = 512
 GLUE_WINDOW = glue_window(pae=False)
 GLUE_SLOT = GLUE_WINDOW >> 22
 
-# Trampoline code, each at a fixed offset in the trampoline page, and the frames the
-# hypervisor builds for it: entering the kernel (ring 0 -> 1) and returning to user
-# mode (ring 1 -> 3).
+# The trampoline: an iretd the CPU runs to enter a less privileged ring (the kernel's
+# entry, a bounce from ring 3, a return to ring 3: machine/rings.py), and its frame.
 IRETD_OFFSET = 0
 IRETD = bytes.fromhex("cf")
-ENTRY_FRAME = TRAMPOLINE_FRAMES
-BOUNCE_FRAME = TRAMPOLINE_FRAMES + 0x20
-RETURN_FRAME = TRAMPOLINE_FRAMES + 0x40
 
 # Hypervisor selectors in the reserved GDT page (Xen's own numbers: __HYPERVISOR_CS,
 # __HYPERVISOR_DS) and the flat guest selectors from abi/xen.py.
 HYPERVISOR_CS = xen.FIRST_RESERVED_GDT_BYTE + 0x08
 HYPERVISOR_DS = xen.FIRST_RESERVED_GDT_BYTE + 0x10
 GDT_LIMIT = xen.FLAT_RING3_DS + 7  # through the last reserved selector Xen defines
+RING_SWITCH = Trampoline(code=TRAMPOLINE + IRETD_OFFSET, frame=TRAMPOLINE_FRAMES,
+                         ring0_cs=HYPERVISOR_CS, ring0_ss=HYPERVISOR_DS)
 
 READ_ONLY = paging.P | paging.A
 READ_WRITE = paging.P | paging.RW | paging.A | paging.D

@@ -12,7 +12,6 @@ from capstone.x86_const import X86_OP_IMM, X86_OP_MEM
 from pvtool.hv.domain import Domain
 from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.machine.cpu import EIP, GPRS_BY_NAME
-from pvtool.machine.exits import Exit
 from pvtool.machine.memory import PageFault
 from pvtool.x86 import paging
 from pvtool.x86.isa import MAX_INSN_SIZE, decode_one
@@ -56,7 +55,6 @@ def _emulate_store(dom: Domain, address: int, paddr: int) -> None:
     except HypercallError as refusal:
         raise DomainCrash(f"{insn.mnemonic} {insn.op_str} at {eip:#x} writes an invalid "
                           f"page-table entry: {refusal.why}") from None
-    dom.machine.exits[Exit.PTWR] += 1
     vcpu.set(EIP, eip + insn.size)
 
 

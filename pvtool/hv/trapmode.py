@@ -8,15 +8,17 @@ It is built from the PV hypervisor's parts, not a copy of them:
   in the hypervisor's frames (as the PV entry's pv_identity_map, but out of the
   guest's reach); its own tables become the base, validated, when it sets CR0.PG or
   loads CR3 with paging on; its later stores into them fault and go through ptwr.
+  The identity map lets every ring in, as paging-off does.
 - segments: Xen's GDT (hv/gdt.py, layout.py), into which lgdt copies the kernel's
   descriptors after set_gdt's checks.
-- interrupts: pvtool delivers every exception and device interrupt as a VIRTUAL
-  interrupt through the kernel's own IDT gates (lidt is only recorded), honouring the
-  virtual IF, with the hardware's frame: [error code,] EIP, CS, EFLAGS [, ESP, SS].
-  CS and EFLAGS are shown as the kernel would see them natively: a ring-1 CS as RPL 0
-  (so the kernel's iret back into itself faults and is emulated, which restores the
-  virtual IF), EFLAGS.IF as the virtual IF, IOPL 0. A trap from ring 3 switches to
-  SS0:ESP0 of the TSS the kernel loaded with ltr.
+- interrupts: the CPU's own delivery (machine/delivery.py), under the rules of
+  KernelIdt below: every exception and device interrupt goes through the kernel's own
+  IDT gates (lidt is only recorded), honouring the virtual IF, with the hardware's
+  frame and its nested faults (#DF, a triple fault ending the domain). CS and EFLAGS
+  are shown as the kernel would see them natively: a ring-1 CS as RPL 0 (so the
+  kernel's iret back into itself faults and is emulated, which restores the virtual
+  IF), EFLAGS.IF as the virtual IF, IOPL 0. A trap from ring 3 switches to SS0:ESP0 of
+  the TSS the kernel loaded with ltr.
 - devices: port I/O goes straight to the PC's devices (Unicorn never traps it), and
   PIT/PIC interrupts wait for the virtual IF.
 
@@ -32,44 +34,50 @@ so nothing else pays for it, and the run summary lists those that ran.
 import struct
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pvtool.abi.xen import GUEST_KERNEL_RPL
 from pvtool.hv import layout
+from pvtool.hv.bounce import HypervisedKernel
 from pvtool.hv.builder import enter_ring1
 from pvtool.hv.domain import Domain
-from pvtool.hv.errors import DomainCrash, HypercallError
+from pvtool.hv.errors import DomainCrash
 from pvtool.hv.gdt import Gdt
 from pvtool.hv.pagetables import PageTables
-from pvtool.hv.ptwr import handle_write_fault
 from pvtool.hv.trapemulate import TrapEmulator
+from pvtool.hv.traps import take_page_fault
 from pvtool.image.elf import ElfImage
-from pvtool.machine.cpu import CR2, CS, EFLAGS, EIP, ESP, SS
+from pvtool.machine.cpu import EIP
+from pvtool.machine.delivery import (
+    Delivery,
+    DeliveryFault,
+    Frame,
+    Gate,
+    read_idt_gate,
+    read_tss_stack,
+    write_guest,
+)
 from pvtool.machine.exits import Exit
-from pvtool.machine.interrupts import is_software_interrupt
+from pvtool.machine.interruption import Interruption, external
+from pvtool.machine.irq import IrqRouter
 from pvtool.machine.loader import load_multiboot
 from pvtool.machine.pc import Machine
 from pvtool.x86 import paging
 from pvtool.x86.catalogue import CATALOGUE, classify
-from pvtool.x86.descriptors import GateDescriptor, SystemType
 from pvtool.x86.isa import decode_all
 from pvtool.x86.paging import PAGE_SIZE
 from pvtool.x86.registers import (
     EFLAGS_IF,
     EFLAGS_IOPL,
-    EFLAGS_NT,
     EFLAGS_RESERVED,
-    EFLAGS_RF,
-    EFLAGS_TF,
-    TSS32_ESP0,
 )
-from pvtool.x86.vectors import ERROR_CODE, Vector, idt_error_code
+from pvtool.x86.vectors import Vector
 
 ENTRIES = 1024
 # The identity map of the kernel's RAM while its paging is off: an L2 and its L1s in
 # hypervisor frames after the hypervisor's own range.
 IDENTITY_L2 = layout.BASE + layout.MEMORY_SIZE
-IDENTITY_FLAGS = paging.P | paging.RW | paging.A | paging.D
+IDENTITY_FLAGS = paging.P | paging.RW | paging.US | paging.A | paging.D  # paging off: any ring
 UNVIRTUALIZABLE = frozenset(c.name for c in CATALOGUE
                             if not c.faults_when_deprivileged and 32 in c.modes)
 
@@ -99,7 +107,7 @@ class TrapMode:
         self.domain.gdt = Gdt(self.domain)
         self.domain.pagetables = PageTables(self.domain, IDENTITY_L2 // PAGE_SIZE)
         self.emulator = TrapEmulator(self.domain)
-        self.handler = TrapHandler(self)
+        self.supervisor = TrapModeSupervisor(self)
         self.watch = SensitiveWatch(machine, image, self.emulator)
 
     def sensitive_report(self) -> list[SensitiveUse]:
@@ -118,7 +126,7 @@ def boot_trap_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
     trap = TrapMode(machine, image, trace)
     trap.domain.gdt.install_reserved()
     trap.domain.upcall_mask = 1  # Multiboot enters with IF clear
-    machine.trap_handler = trap.handler
+    machine.attach(trap.supervisor)
     _enter_ring1(machine)
     return trap
 
@@ -154,52 +162,106 @@ def _enter_ring1(machine: Machine) -> None:
                 eflags=EFLAGS_RESERVED)
 
 
-class TrapHandler:
+class KernelIdt(HypervisedKernel):
+    """The DeliveryRules of trap-and-emulate: the kernel's own IDT (its virtual IDTR),
+    GDT and TSS, exactly as the CPU uses them, with the kernel's ring 0 played by ring
+    1: a gate's ring-0 selector is loaded with RPL 1, and the frame shows the kernel's
+    CS with RPL 0 and the virtual IF, as the kernel would see them natively."""
+
+    def __init__(self, domain: Domain, emulator: TrapEmulator):
+        super().__init__(domain)
+        self.cpu = emulator.cpu
+        self.memory = domain.memory
+
+    def gate(self, vector: int, software: bool, ip: int) -> Gate:
+        return read_idt_gate(self.memory.read_virt, self.cpu.idt_base, self.cpu.idt_limit,
+                             vector)
+
+    def ring(self, cpl: int) -> int:
+        return 0 if cpl == GUEST_KERNEL_RPL else cpl
+
+    def handler_cs(self, gate: Gate, cpl: int) -> int:
+        cs = gate.selector & ~3 | GUEST_KERNEL_RPL
+        if not self.domain.gdt.is_code_selector(cs, GUEST_KERNEL_RPL):
+            raise DeliveryFault(Vector.GP, gate.selector & ~3,
+                                f"the gate names cs {gate.selector:#x}, not a kernel code "
+                                "segment")
+        return cs
+
+    def kernel_stack(self, ring: int) -> tuple[int, int]:
+        """SS0:ESP0 of the TSS the kernel loaded, read afresh (kernels update ESP0 on
+        every context switch); SS0's ring-0 selector is used with RPL 1."""
+        if not self.cpu.tr:
+            raise DomainCrash("a trap from ring 3 before the kernel loaded a TSS (ltr)")
+        ss0, esp0 = read_tss_stack(self.memory.read_virt, self.cpu.tss_base)
+        ss = ss0 | GUEST_KERNEL_RPL if ss0 & 3 == 0 else ss0
+        if not self.domain.gdt.is_stack_selector(ss, GUEST_KERNEL_RPL):
+            raise DomainCrash(f"the TSS's SS0 {ss0:#x} is not a kernel stack segment")
+        return ss, esp0
+
+    def shown(self, frame: Frame) -> Frame:
+        from_user = frame.cs & 3 == 3
+        virtual_if = from_user or not self.domain.upcall_mask
+        flags = frame.flags & ~(EFLAGS_IF | EFLAGS_IOPL) | (EFLAGS_IF if virtual_if else 0)
+        return replace(frame, cs=frame.cs if from_user else frame.cs & ~3, flags=flags)
+
+    def write_stack(self, address: int, data: bytes) -> None:
+        write_guest(self.memory.write_virt, address, data)
+
+    def on_entry(self, flags: int, gate: Gate) -> int:
+        """The virtual IF survives a trap gate and is cleared by an interrupt gate;
+        the real IF follows it (trapemulate.py explains why it may)."""
+        virtual_if = not gate.clears_if and (
+            self.vcpu.cs & 3 == 3 or not self.domain.upcall_mask)
+        self.domain.upcall_mask = 0 if virtual_if else 1
+        return flags & ~EFLAGS_IF | (EFLAGS_IF if virtual_if else 0)
+
+
+class TrapModeSupervisor:
     """Every interrupt and exception of a trap-mode guest."""
 
     def __init__(self, trap: TrapMode):
-        self.trap = trap
         self.domain = trap.domain
         self.vcpu = trap.domain.vcpu
         self.emulator = trap.emulator
         self.exits = trap.machine.exits
+        self.delivery = Delivery(trap.machine.cpu, KernelIdt(trap.domain, trap.emulator),
+                                 self.exits)
 
-    def on_interrupt(self, vector: int) -> None:
+    def on_interruption(self, event: Interruption) -> None:
         try:
-            self._route(vector)
+            self._route(event)
         except DomainCrash as crash:
             self.domain.crash(crash.reason)
 
     def interrupts_enabled(self) -> bool:
         return self.vcpu.cpl == 3 or not self.domain.upcall_mask
 
-    def take_interrupt(self, pic) -> None:
-        if pic.pending() and self.interrupts_enabled():
-            self.exits[Exit.IRQ] += 1
-            self.deliver(pic.acknowledge(), None, software=False, return_eip=self.vcpu.eip)
+    def take_interrupt(self, irqs: IrqRouter) -> None:
+        if irqs.pending() and self.interrupts_enabled():
+            try:
+                self.delivery.deliver(external(irqs.acknowledge(), self.vcpu.eip))
+            except DomainCrash as crash:
+                self.domain.crash(crash.reason)
 
-    def _route(self, vector: int) -> None:
-        eip = self.vcpu.eip
-        if is_software_interrupt(self.domain.memory, vector, eip):
-            self.exits[Exit.INTERRUPT] += 1
-            self.deliver(vector, None, software=True, return_eip=eip)
+    def insns_to_next_event(self) -> int | None:
+        return None  # the PC's timers are the machine's own
+
+    def port_allowed(self, port: int) -> bool:
+        return True  # port I/O goes straight to the PC's devices
+
+    def _route(self, event: Interruption) -> None:
+        if event.software:
+            self.delivery.deliver(event)
             return
-        error_code = self.domain.machine.cpu.fault_error_code() \
-            if vector in ERROR_CODE else None
-        self.vcpu.ack_exception()
-        cpl = self.vcpu.cpl
-        kernel = cpl == GUEST_KERNEL_RPL
-        if vector == Vector.GP and kernel and self.emulator.emulate_privileged(eip):
+        kernel = self.vcpu.cpl == GUEST_KERNEL_RPL
+        if event.vector == Vector.GP and kernel and self.emulator.emulate_privileged(event.ip):
             self.exits[Exit.EMULATED] += 1
             self._after_emulation()
             return
-        self.exits[Exit.EXCEPTION] += 1
-        if vector == Vector.PF:
-            address = self.domain.machine.cpu.read(CR2)
-            if kernel and handle_write_fault(self.domain, address, error_code):
-                return
-            self.domain.set_cr2(address)
-        self.deliver(vector, error_code, software=False, return_eip=eip)
+        if event.vector == Vector.PF and take_page_fault(self.domain, event, kernel):
+            return
+        self.delivery.deliver(event)
 
     def _after_emulation(self) -> None:
         """An emulated instruction that enabled interrupts (iret, a wrmsr...) lets a
@@ -208,100 +270,7 @@ class TrapHandler:
         machine = self.domain.machine
         if machine.stop is None and not machine.blocked \
                 and self.emulator.last_mnemonic != "sti":
-            self.take_interrupt(machine.pic)
-
-    def deliver(self, vector: int, error_code: int | None, *, software: bool,
-                return_eip: int, nested: bool = False) -> None:
-        """Deliver VECTOR through the kernel's IDT as the CPU would from ring 0 and
-        ring 3 (SDM 6.12), with the kernel's ring 0 played by ring 1. A delivery the
-        CPU would refuse raises #GP or #NP instead; one that faults on the kernel's
-        own stack or IDT ends the domain, as a triple fault ends a PC."""
-        cpu_ring = self.vcpu.cpl
-        gate = self._gate(vector)
-        refused = None
-        if software and gate.dpl < (0 if cpu_ring == GUEST_KERNEL_RPL else cpu_ring):
-            # `int n` is two bytes, int3 one: the #GP reports the instruction itself.
-            refused, return_eip = Vector.GP, return_eip - (1 if vector == Vector.BP else 2)
-        elif not gate.present:
-            refused = Vector.NP
-        if refused is not None:
-            if nested:
-                raise DomainCrash(f"triple fault: vector {vector} cannot be delivered "
-                                  "(its IDT gate is refused)")
-            self.deliver(refused, idt_error_code(vector), software=False, return_eip=return_eip,
-                         nested=True)
-            return
-        handler_cs = gate.selector & ~3 | GUEST_KERNEL_RPL
-        if not self.domain.gdt.is_code_selector(handler_cs, GUEST_KERNEL_RPL):
-            raise DomainCrash(f"the IDT gate of vector {vector} names cs {gate.selector:#x}, "
-                              "not a kernel code segment")
-        self._push_and_enter(gate, handler_cs, error_code, return_eip)
-
-    def _gate(self, vector: int) -> GateDescriptor:
-        cpu = self.emulator.cpu
-        if vector * 8 + 7 > cpu.idt_limit:
-            raise DomainCrash(f"vector {vector} is past the IDT's limit")
-        try:
-            raw = self.domain.copy_from_guest(cpu.idt_base + vector * 8, 8)
-        except HypercallError:
-            raise DomainCrash(f"the IDT gate of vector {vector} is not mapped") from None
-        gate = GateDescriptor.decode(raw)
-        if raw[5] & 0x10 or gate.type not in (SystemType.INTERRUPT_GATE,
-                                              SystemType.TRAP_GATE):
-            raise DomainCrash(f"the IDT entry of vector {vector} is not an interrupt or "
-                              "trap gate")
-        return gate
-
-    def _push_and_enter(self, gate: GateDescriptor, handler_cs: int,
-                        error_code: int | None, return_eip: int) -> None:
-        vcpu, dom = self.vcpu, self.domain
-        from_user = vcpu.cpl == 3
-        eflags = vcpu.eflags
-        virtual_if = from_user or not dom.upcall_mask
-        shown_eflags = eflags & ~(EFLAGS_IF | EFLAGS_IOPL) | (EFLAGS_IF if virtual_if else 0)
-        shown_cs = vcpu.cs if from_user else vcpu.cs & ~3
-        frame = [return_eip, shown_cs, shown_eflags]
-        if from_user:
-            ss, sp = self._kernel_stack()
-            frame += [vcpu.esp, vcpu.get(SS)]
-        else:
-            ss, sp = vcpu.get(SS), vcpu.esp
-        if error_code is not None:
-            frame.insert(0, error_code)
-        esp = (sp - 4 * len(frame)) & 0xFFFFFFFF
-        try:
-            dom.copy_to_guest(esp, struct.pack(f"<{len(frame)}I", *frame))
-        except HypercallError:
-            raise DomainCrash(f"the kernel stack at {esp:#010x} is not writable") from None
-        if gate.type == SystemType.INTERRUPT_GATE:
-            virtual_if = False
-        dom.upcall_mask = 0 if virtual_if else 1
-        new_eflags = eflags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF | EFLAGS_IF) \
-            | (EFLAGS_IF if virtual_if else 0)
-        if from_user:
-            vcpu.enter_ring(GUEST_KERNEL_RPL, cs=handler_cs, eip=gate.offset, ss=ss, esp=esp,
-                            eflags=new_eflags)
-            return
-        vcpu.set(ESP, esp)
-        vcpu.set(EFLAGS, new_eflags)
-        if handler_cs != vcpu.cs:
-            vcpu.set(CS, handler_cs)
-        vcpu.set(EIP, gate.offset)
-
-    def _kernel_stack(self) -> tuple[int, int]:
-        """SS0:ESP0 of the TSS the kernel loaded, read afresh (kernels update ESP0 on
-        every context switch); SS0's ring-0 selector is used with RPL 1."""
-        tss = self.emulator.cpu.tss_base
-        if not self.emulator.cpu.tr:
-            raise DomainCrash("a trap from ring 3 before the kernel loaded a TSS (ltr)")
-        try:
-            esp0, ss0 = struct.unpack("<IH", self.domain.copy_from_guest(tss + TSS32_ESP0, 6))
-        except HypercallError:
-            raise DomainCrash(f"the TSS at {tss:#x} is not mapped") from None
-        ss = ss0 | GUEST_KERNEL_RPL if ss0 & 3 == 0 else ss0
-        if not self.domain.gdt.is_stack_selector(ss, GUEST_KERNEL_RPL):
-            raise DomainCrash(f"the TSS's SS0 {ss0:#x} is not a kernel stack segment")
-        return ss, esp0
+            self.take_interrupt(machine.irqs)
 
 
 class SensitiveWatch:
@@ -313,7 +282,7 @@ class SensitiveWatch:
         self.sites: dict[int, tuple[str, str]] = {}
         self.counts: Counter[int] = Counter()
         for base, code in image.executable_regions():
-            for insn in decode_all(code, base, 32):
+            for insn in decode_all(code, base, image.bits):
                 cls = classify(insn) if hasattr(insn, "mnemonic") else None
                 if cls is not None and cls.name in UNVIRTUALIZABLE:
                     self.sites[insn.address] = (cls.name, f"{insn.mnemonic} {insn.op_str}".strip())

@@ -1,59 +1,110 @@
-"""What every interrupt and exception means to a PV domain.
+"""What every interrupt and exception means to a PV domain: the hypervisor's
+supervisor of the CPU.
 
-Unicorn reports every `int n` and fault to the machine's INTR hook; for a PV domain
-this handler decides: `int 0x82` from the kernel is a hypercall; an int3 on a recorded
-trap site is an instruction the patch left for the hypervisor to emulate; a #GP on an
-unpatched privileged instruction is emulated as Xen does; everything else is bounced
-to the guest's handler from its trap table with Xen's frame (XEN-ABI.md, "Traps,
-events, iret").
+`int 0x82` from the kernel is a hypercall; an int3 on a recorded trap site is an
+instruction the patch left for the hypervisor to emulate; a #GP on an unpatched
+privileged instruction (and Xen's forced-emulation cpuid) is emulated as Xen does; a
+kernel store into its own page tables is validated and emulated (ptwr); everything else
+is bounced to the guest's handler from its trap table (hv/bounce.py). Events and
+device interrupts are delivered between slices and on the way back from a hypercall.
 """
 
-import struct
-
 from pvtool.abi.xen import GUEST_KERNEL_RPL, HYPERCALL_VECTOR_32, CallbackType
-from pvtool.hv.domain import TrapInfo
-from pvtool.hv.errors import DomainCrash, HypercallError
+from pvtool.hv.bounce import XenBounce, event_gate
+from pvtool.hv.domain import Domain
+from pvtool.hv.emulate import Emulator
+from pvtool.hv.errors import DomainCrash
 from pvtool.hv.hypercalls import dispatch
 from pvtool.hv.ptwr import handle_write_fault
-from pvtool.machine.cpu import CR2, CS, EFLAGS, EIP, ESP, SS
+from pvtool.machine.cpu import CR2
+from pvtool.machine.delivery import Delivery
 from pvtool.machine.exits import Exit
-from pvtool.machine.interrupts import is_software_interrupt
-from pvtool.machine.memory import PageFault
-from pvtool.x86.registers import EFLAGS_IF, EFLAGS_NT, EFLAGS_RF, EFLAGS_TF
-from pvtool.x86.vectors import ERROR_CODE, Vector, idt_error_code, vector_name
-
-EVENT_UPCALL = 256  # not a vector: names the event callback in push_frame's messages
-INT_IMM8 = 0xCD
+from pvtool.machine.interruption import Interruption, external
+from pvtool.machine.irq import IrqRouter
+from pvtool.x86.vectors import Vector
 
 
-class PvTrapHandler:
-    def __init__(self, domain, emulator):
+def take_page_fault(domain: Domain, event: Interruption, kernel: bool) -> bool:
+    """A #PF the hypervisor takes for itself: a kernel store into its page tables
+    (writable page tables, hv/ptwr.py). Otherwise False, its address in vcpu_info's
+    CR2, for the guest's handler to read."""
+    address = domain.machine.cpu.read(CR2)
+    if kernel and handle_write_fault(domain, address, event.error_code):
+        domain.machine.exits[Exit.PTWR] += 1
+        return True
+    domain.set_cr2(address)
+    return False
+
+
+class PvSupervisor:
+    def __init__(self, domain: Domain, emulator: Emulator):
         self.domain = domain
         self.vcpu = domain.vcpu
         self.emulator = emulator
         self.exits = domain.machine.exits
+        self.delivery = Delivery(domain.machine.cpu, XenBounce(domain), self.exits)
 
-    def on_interrupt(self, vector: int) -> None:
+    def on_interruption(self, event: Interruption) -> None:
         try:
-            self._route(vector)
+            self._route(event)
         except DomainCrash as crash:
             self.domain.crash(crash.reason)
 
+    def _route(self, event: Interruption) -> None:
+        # The hot path: no EIP, no decoding, and the ring from CS, which in a PV domain
+        # always equals the CPL (every ring change is an iretd loading CS; same-ring CS
+        # writes keep its RPL), where the CPU context's hflags would cost a save.
+        if event.vector == HYPERCALL_VECTOR_32 and self.vcpu.cs & 3 == GUEST_KERNEL_RPL:
+            self._hypercall()
+        elif event.software:
+            self._software_interrupt(event)
+        else:
+            self._exception(event)
+
+    def _hypercall(self) -> None:
+        self.exits[Exit.HYPERCALL] += 1
+        dispatch(self.domain, self.vcpu)
+        if self.domain.machine.stop is None:
+            self.take_interrupt(self.domain.machine.irqs)  # Xen delivers on return
+
+    def _software_interrupt(self, event: Interruption) -> None:
+        # A trap site stands for a kernel instruction: from ring 3 it is a plain int3.
+        site = event.ip - 1
+        if event.vector == Vector.BP and self.vcpu.cpl == GUEST_KERNEL_RPL \
+                and self.emulator.is_trap_site(site):
+            self.exits[Exit.TRAP_SITE] += 1
+            self.emulator.emulate_trap_site(site)
+            return
+        self.delivery.deliver(event)
+
+    def _exception(self, event: Interruption) -> None:
+        # Privileged instructions are emulated for the kernel only: from ring 3 they
+        # are the kernel's #GP to handle, as on Xen.
+        kernel = self.vcpu.cpl == GUEST_KERNEL_RPL
+        vector, ip = event.vector, event.ip
+        if kernel and (vector == Vector.UD and self.emulator.forced_cpuid(ip)
+                       or vector == Vector.GP and self.emulator.emulate_privileged(ip)):
+            self.exits[Exit.EMULATED] += 1
+            return
+        if vector == Vector.PF and take_page_fault(self.domain, event, kernel):
+            return
+        self.delivery.deliver(event)
+
+    # -- what the run loop asks -----------------------------------------------------
     def interrupts_enabled(self) -> bool:
         """The virtual IF: events are delivered while the upcall mask is clear (and a
         SCHEDOP_poll waits for its ports whatever the mask)."""
         events = self.domain.events
         return not self.domain.upcall_mask or events is not None and events.polling is not None
 
-    def take_interrupt(self, pic) -> None:
+    def take_interrupt(self, irqs: IrqRouter) -> None:
         """Between slices and after every hypercall: due timers fire, a pending event
         is delivered, then a device interrupt."""
         try:
             self._take_event()
+            self._take_device_interrupt(irqs)
         except DomainCrash as crash:
             self.domain.crash(crash.reason)
-            return
-        self._take_device_interrupt(pic)
 
     def _take_event(self) -> None:
         """Xen's upcall: with a port pending and unmasked (evtchn_upcall_pending) and
@@ -69,132 +120,36 @@ class PvTrapHandler:
         cs, address, _ = callback
         self.exits[Exit.UPCALL] += 1
         dom.events.update_time()
-        self.push_frame(TrapInfo(vector=EVENT_UPCALL, dpl=0, masks_events=True, cs=cs,
-                                 address=address), None, self.vcpu.eip)
+        self.delivery.enter_handler(event_gate(cs, address), None, self.vcpu.eip,
+                                    self.domain.machine.cpu.cpl)
 
-    def _take_device_interrupt(self, pic) -> None:
+    def _take_device_interrupt(self, irqs: IrqRouter) -> None:
         """A device interrupt reaches a PV kernel as a virtual interrupt: while one
         waits, vcpu_info.evtchn_upcall_pending is set (so a stub's sti sees it), and
         when the virtual IF allows, it is bounced through the trap table like the
         exception its IDT gate stood for (docs/ABI.md)."""
         dom = self.domain
-        if not pic.pending():
+        if not irqs.pending():
             return
         dom.upcall_pending = 1
         if dom.upcall_mask:
             return
-        vector = pic.acknowledge()
-        dom.upcall_pending = int(pic.pending())
-        info = dom.trap_table.get(vector)
-        if info is None:
+        vector = irqs.acknowledge()
+        dom.upcall_pending = int(irqs.pending())
+        if vector not in dom.trap_table:
             self.exits[Exit.IRQ_DROPPED] += 1
             return
-        self.exits[Exit.IRQ] += 1
-        self.push_frame(info, None, self.vcpu.eip)
+        self.delivery.deliver(external(vector, self.vcpu.eip))
 
-    def _route(self, vector: int) -> None:
-        # The hot path: no EIP, no decoding, and the ring from CS, which in a PV domain
-        # always equals the CPL (every ring change is an iretd loading CS; same-ring CS
-        # writes keep its RPL), where the CPU context's hflags would cost a save.
-        if vector == HYPERCALL_VECTOR_32 and self.vcpu.cs & 3 == GUEST_KERNEL_RPL:
-            self._hypercall()
-            return
-        eip = self.vcpu.eip
-        if is_software_interrupt(self.domain.memory, vector, eip):
-            self._software_interrupt(vector, eip)
-            return
-        error_code = self.domain.machine.cpu.fault_error_code() \
-            if vector in ERROR_CODE else None
-        self.vcpu.ack_exception()
-        self.exits[Exit.EXCEPTION] += 1
-        if vector == Vector.UD and self.vcpu.cpl == 1 and self.emulator.forced_cpuid(eip):
-            self.exits[Exit.EMULATED] += 1
-            return
-        # Privileged instructions are emulated for the kernel only: from ring 3 they
-        # are the kernel's #GP to handle, as on Xen.
-        if vector == Vector.GP and self.vcpu.cpl == 1 \
-                and self.emulator.emulate_privileged(eip):
-            self.exits[Exit.EMULATED] += 1
-            return
-        if vector == Vector.PF:
-            address = self.domain.machine.cpu.read(CR2)
-            if self.vcpu.cpl == 1 and handle_write_fault(self.domain, address, error_code):
-                return
-            self.domain.set_cr2(address)
-        self.bounce(vector, error_code, eip)
+    def insns_to_next_event(self) -> int | None:
+        events = self.domain.events
+        return None if events is None else events.insns_to_timer()
 
-    def _hypercall(self) -> None:
-        self.exits[Exit.HYPERCALL] += 1
-        dispatch(self.domain, self.vcpu)
-        if self.domain.machine.stop is None:
-            self.take_interrupt(self.domain.machine.pic)  # Xen delivers on return
-
-    def _software_interrupt(self, vector: int, eip: int) -> None:
-        # A trap site stands for a kernel instruction: from ring 3 it is a plain int3.
-        if vector == Vector.BP and self.vcpu.cpl == 1 and self.emulator.is_trap_site(eip - 1):
-            self.exits[Exit.TRAP_SITE] += 1
-            self.emulator.emulate_trap_site(eip - 1)
-            return
-        self.exits[Exit.INTERRUPT] += 1
-        info = self.domain.trap_table.get(vector)
-        if info is None or info.dpl < self.vcpu.cpl:
-            # Raising a vector the guest did not allow at this ring: #GP(vector:IDT),
-            # at the instruction: `int n` is two bytes, int3 and into one.
-            self.bounce(Vector.GP, idt_error_code(vector), eip - self._int_length(vector, eip))
-            return
-        self.bounce(vector, None, eip)
-
-    def _int_length(self, vector: int, eip: int) -> int:
-        if vector not in (Vector.BP, Vector.OF):
-            return 2
-        try:
-            before = self.domain.memory.read_virt((eip - 2) & 0xFFFFFFFF, 2)
-        except PageFault:
-            return 1
-        return 2 if before == bytes((INT_IMM8, vector)) else 1
-
-    def bounce(self, vector: int, error_code: int | None, return_eip: int) -> None:
-        """Deliver VECTOR to the guest kernel's handler with Xen's 32-bit frame:
-        [error code,] EIP, CS | saved_upcall_mask << 16, EFLAGS (IF = !mask), and ESP,
-        SS when it came from ring 3 (then on the kernel stack)."""
-        info = self.domain.trap_table.get(vector)
-        if info is None:
-            raise DomainCrash(f"{vector_name(vector)} at {return_eip:#010x} and no handler for it "
-                              "(set_trap_table)")
-        self.push_frame(info, error_code, return_eip)
-
-    def push_frame(self, info: TrapInfo, error_code: int | None, return_eip: int) -> None:
-        dom, vcpu = self.domain, self.vcpu
-        if not dom.gdt.is_code_selector(info.cs, 1):
-            what = ("the event callback", "set_callbacks") if info.vector == EVENT_UPCALL \
-                else (f"the handler of vector {info.vector}", "set_trap_table")
-            raise DomainCrash(f"{what[0]} has cs {info.cs:#x}, "
-                              f"not a ring-1 code segment ({what[1]})")
-        from_user = vcpu.cpl == 3
-        mask = dom.upcall_mask
-        saved_eflags = vcpu.eflags & ~EFLAGS_IF | (0 if mask else EFLAGS_IF)
-        frame = [return_eip, vcpu.cs | mask << 16, saved_eflags]
-        if from_user:
-            ss, sp = dom.kernel_stack()
-            frame += [vcpu.esp, vcpu.get(SS)]
-        else:
-            ss, sp = vcpu.get(SS), vcpu.esp
-        if error_code is not None:
-            frame.insert(0, error_code)
-        esp = (sp - 4 * len(frame)) & 0xFFFFFFFF
-        try:
-            dom.copy_to_guest(esp, struct.pack(f"<{len(frame)}I", *frame))
-        except HypercallError:
-            raise DomainCrash(f"kernel stack {esp:#010x} is not writable while bouncing "
-                              f"vector {info.vector}") from None
-        if info.masks_events:
-            dom.upcall_mask = 1
-        eflags = vcpu.eflags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF) | EFLAGS_IF
-        if from_user:
-            vcpu.enter_ring(1, cs=info.cs, eip=info.address, ss=ss, esp=esp, eflags=eflags)
-            return
-        vcpu.set(ESP, esp)
-        vcpu.set(EFLAGS, eflags)
-        if info.cs != vcpu.cs:
-            vcpu.set(CS, info.cs)
-        vcpu.set(EIP, info.address)
+    def port_allowed(self, port: int) -> bool:
+        """Port I/O reaches the devices only for a domain with I/O privilege (Xen's
+        physdev_op set_iopl); any other access crashes the domain."""
+        if self.domain.iopl >= 1:
+            return True
+        self.domain.crash(f"port I/O on {port:#x} without I/O privilege "
+                          "(physdev_op set_iopl)")
+        return False

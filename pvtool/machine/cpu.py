@@ -27,9 +27,32 @@ CS, DS, ES, FS, GS, SS = (X.UC_X86_REG_CS, X.UC_X86_REG_DS, X.UC_X86_REG_ES,
                           X.UC_X86_REG_FS, X.UC_X86_REG_GS, X.UC_X86_REG_SS)
 CR0, CR2, CR3, CR4 = X.UC_X86_REG_CR0, X.UC_X86_REG_CR2, X.UC_X86_REG_CR3, X.UC_X86_REG_CR4
 GDTR, IDTR, TR = X.UC_X86_REG_GDTR, X.UC_X86_REG_IDTR, X.UC_X86_REG_TR
+RIP, RSP, RFLAGS = X.UC_X86_REG_RIP, X.UC_X86_REG_RSP, X.UC_X86_REG_RFLAGS
 
 GPRS_BY_NAME = {"eax": EAX, "ebx": EBX, "ecx": ECX, "edx": EDX,
                 "esi": ESI, "edi": EDI, "ebp": EBP, "esp": ESP}
+GPRS64_BY_NAME = {name: getattr(X, f"UC_X86_REG_{name.upper()}") for name in (
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
+    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")}
+
+
+@dataclass(frozen=True)
+class Width:
+    """The registers whose name depends on the CPU's width, and their mask."""
+
+    bits: int
+    ip: int
+    sp: int
+    flags: int
+    gprs: dict[str, int]  # by the name capstone gives them
+
+    @property
+    def mask(self) -> int:
+        return (1 << self.bits) - 1
+
+
+WIDTHS = {32: Width(32, EIP, ESP, EFLAGS, GPRS_BY_NAME),
+          64: Width(64, RIP, RSP, RFLAGS, GPRS64_BY_NAME)}
 
 
 _CONTEXT_HFLAGS = 216  # offsets in unicorn 2.1.4's uc_context (checked by probe_layout)
@@ -52,24 +75,41 @@ class ContextLayout:
 
 
 class Cpu:
-    """One emulated x86-32 CPU: fast registers, CPL, fault acknowledgement."""
+    """One emulated x86 CPU of BITS (32 or 64): fast registers, CPL, fault
+    acknowledgement, TLB flush."""
 
-    def __init__(self, uc: Uc):
+    def __init__(self, uc: Uc, bits: int = 32):
         self.uc = uc
+        self.width = WIDTHS[bits]
+        self._mask = self.width.mask
         self._handle = uc._uch
         self._value = ctypes.c_uint64()
         self._value_ref = ctypes.byref(self._value)
         self._context = uc.context_save()  # reused: saving into it costs ~1 us
         self._layout = probe_layout()
 
+    @property
+    def bits(self) -> int:
+        return self.width.bits
+
+    @property
+    def ip(self) -> int:
+        """EIP, or RIP on a 64-bit CPU."""
+        return self.read(self.width.ip)
+
     def read(self, reg: int) -> int:
         self._value.value = 0  # segment registers fill only 16 bits of the buffer
         uclib.uc_reg_read(self._handle, reg, self._value_ref)
-        return self._value.value & 0xFFFFFFFF
+        return self._value.value & self._mask
 
     def write(self, reg: int, value: int) -> None:
-        self._value.value = value & 0xFFFFFFFF
+        self._value.value = value & self._mask
         uclib.uc_reg_write(self._handle, reg, self._value_ref)
+
+    def flush_tlb(self) -> None:
+        """Drop every cached translation: Unicorn flushes its TLB on a CR3 write,
+        even of the same value (UNICORN.md), and on nothing a hook can do otherwise."""
+        self.write(CR3, self.read(CR3))
 
     def _blob(self) -> int:
         self.uc.context_update(self._context)

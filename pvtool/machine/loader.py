@@ -104,7 +104,7 @@ def halt_addresses(image: ElfImage) -> list[int]:
     """Where the image's executable segments hold a hlt, by a linear sweep."""
     found = []
     for base, code in image.executable_regions():
-        for item in decode_all(code, base, 32):
+        for item in decode_all(code, base, image.bits):
             if getattr(item, "mnemonic", None) == "hlt":
                 found.append(item.address)
     return found

@@ -10,6 +10,16 @@ from pvtool.x86.paging import PAGE_SIZE, PageFault, PagingMode, Translation, tra
 from pvtool.x86.registers import CR0_PG, CR0_WP, CR4_PAE, CR4_PSE
 
 
+class UnassignedMemory(Exception):
+    """pvtool itself read or wrote physical memory with neither RAM nor a device
+    behind it (on the guest's behalf: a gate, a stack, an instruction's bytes). The
+    machine ends the run as it does for the guest's own such access (machine/mmio.py)."""
+
+    def __init__(self, address: int, size: int):
+        super().__init__(f"no memory at physical {address:#x} (+{size:#x})")
+        self.address = address
+
+
 class GuestMemory:
     """Physical RAM plus guest-virtual access through the current page tables."""
 
@@ -19,35 +29,37 @@ class GuestMemory:
 
     # -- physical ------------------------------------------------------------------
     def read_phys(self, addr: int, size: int) -> bytes:
-        return bytes(self.uc.mem_read(addr, size))
+        try:
+            return bytes(self.uc.mem_read(addr, size))
+        except UcError:
+            raise UnassignedMemory(addr, size) from None
 
     def write_phys(self, addr: int, data: bytes) -> None:
-        self.uc.mem_write(addr, bytes(data))
+        try:
+            self.uc.mem_write(addr, bytes(data))
+        except UcError:
+            raise UnassignedMemory(addr, len(data)) from None
 
     def read_u32(self, addr: int) -> int:
-        return struct.unpack("<I", self.uc.mem_read(addr, 4))[0]
+        return struct.unpack("<I", self.read_phys(addr, 4))[0]
 
     def write_u32(self, addr: int, value: int) -> None:
-        self.uc.mem_write(addr, struct.pack("<I", value & 0xFFFFFFFF))
-
-    def is_mapped(self, addr: int, size: int = 1) -> bool:
-        try:
-            self.uc.mem_read(addr, size)
-        except UcError:
-            return False
-        return True
+        self.write_phys(addr, struct.pack("<I", value & 0xFFFFFFFF))
 
     # -- guest-virtual -------------------------------------------------------------
     def paging_mode(self) -> PagingMode | None:
+        """None with paging off; a 64-bit CPU runs in long mode, which has it on."""
         if not self.cpu.read(CR0) & CR0_PG:
             return None
+        if self.cpu.bits == 64:
+            return PagingMode.FOUR_LEVEL
         return PagingMode.PAE if self.cpu.read(CR4) & CR4_PAE else PagingMode.TWO_LEVEL
 
     def virt_to_phys(self, vaddr: int, *, write: bool = False, user: bool = False) -> int:
         """The physical address of a guest-virtual one, or PageFault."""
         mode = self.paging_mode()
         if mode is None:
-            return vaddr & 0xFFFFFFFF
+            return vaddr & 0xFFFFFFFF  # paging off: 32-bit linear addresses
         return translate(self.read_phys, self.cpu.read(CR3), vaddr, mode=mode,
                          write=write, user=user, wp=bool(self.cpu.read(CR0) & CR0_WP),
                          pse=bool(self.cpu.read(CR4) & CR4_PSE)).paddr
@@ -60,14 +72,14 @@ class GuestMemory:
 
     def read_virt(self, vaddr: int, size: int, *, user: bool = False) -> bytes:
         out = bytearray()
-        for chunk_addr, chunk_size in _page_chunks(vaddr, size):
+        for chunk_addr, chunk_size in _page_chunks(vaddr, size, self.cpu.width.mask):
             out += self.read_phys(self.virt_to_phys(chunk_addr, user=user), chunk_size)
         return bytes(out)
 
     def write_virt(self, vaddr: int, data: bytes, *, user: bool = False) -> None:
         # Translate every page first, so a fault leaves memory untouched.
         targets = [(self.virt_to_phys(a, write=True, user=user), n)
-                   for a, n in _page_chunks(vaddr, len(data))]
+                   for a, n in _page_chunks(vaddr, len(data), self.cpu.width.mask)]
         pos = 0
         for paddr, n in targets:
             self.write_phys(paddr, data[pos:pos + n])
@@ -77,11 +89,11 @@ class GuestMemory:
         return struct.unpack("<I", self.read_virt(vaddr, 4))[0]
 
 
-def _page_chunks(vaddr: int, size: int):
-    """Split [vaddr, vaddr+size) at page boundaries."""
+def _page_chunks(vaddr: int, size: int, mask: int):
+    """Split [vaddr, vaddr+size) at page boundaries, addresses wrapping at MASK."""
     while size > 0:
         n = min(size, PAGE_SIZE - (vaddr & (PAGE_SIZE - 1)))
-        yield vaddr & 0xFFFFFFFF, n
+        yield vaddr & mask, n
         vaddr += n
         size -= n
 

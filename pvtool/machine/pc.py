@@ -1,9 +1,10 @@
-"""The emulated PC: one CPU, RAM, the port bus and the standard devices, and the
-Unicorn hooks that turn every trap into a call on the mode's trap handler.
+"""The emulated PC: one CPU, RAM, the port and MMIO buses, the standard devices and
+their interrupt wiring, and the Unicorn hooks.
 
-The machine owns all hooks (STYLE.md: hooks are registered in one place); what an
-interrupt or exception means is decided by the handler the mode installs: the native
-IDT delivery of machine/interrupts.py, or the hypervisor.
+The machine owns all hooks (STYLE.md: hooks are registered in one place). It turns
+each interrupt or exception into an Interruption (machine/interruption.py), and what
+that means is decided by the supervisor the mode attaches: the bare machine's IDT
+delivery (machine/native.py), or the hypervisor.
 """
 
 from collections import Counter
@@ -17,6 +18,7 @@ from unicorn import (
     UC_HOOK_INSN_INVALID,
     UC_HOOK_INTR,
     UC_MODE_32,
+    UC_MODE_64,
     Uc,
     UcError,
 )
@@ -26,94 +28,100 @@ from pvtool.machine.ata import IRQ as ATA_IRQ
 from pvtool.machine.ata import AtaDisk
 from pvtool.machine.clock import VirtualClock
 from pvtool.machine.cmos import Cmos
-from pvtool.machine.cpu import EIP, Cpu
+from pvtool.machine.cpu import Cpu
 from pvtool.machine.debugexit import DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DebugExit
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
+from pvtool.machine.interruption import Interruption, from_intr_hook, invalid_opcode
+from pvtool.machine.irq import IrqRouter
 from pvtool.machine.lapic import APIC_BASE, APIC_SIZE, LocalApic
-from pvtool.machine.memory import GuestMemory
+from pvtool.machine.memory import GuestMemory, UnassignedMemory
+from pvtool.machine.mmio import MmioBus
 from pvtool.machine.pic import Pic8259Pair
 from pvtool.machine.pit import PIT_HZ, Pit8254
 from pvtool.machine.ports import PortBus
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.machine.uart import COM1_BASE, COM1_PORTS, Uart16550
 from pvtool.x86.paging import page_up
-from pvtool.x86.vectors import Vector
 
 DEFAULT_RAM = 128 << 20  # what QEMU gives a guest by default
-UNTIL_NEVER = 0xFFFFFFFF  # emu_start's end address; slices end by instruction count
+UNTIL_NEVER = 0xFFFF_FFFF_FFFF_FFFF  # emu_start's end address: slices end by count
 # The PC's port map and ISA interrupt lines.
 MASTER_PIC_PORT, SLAVE_PIC_PORT, PIT_PORT, CMOS_PORT = 0x20, 0xA0, 0x40, 0x70
 ATA_COMMAND_PORT, ATA_CONTROL_PORT = 0x1F0, 0x3F6
 PIT_IRQ = 0
 RTC_EPOCH = 1066521600  # 2003-10-19 00:00 UTC (SOSP 2003): the RTC starts there, always
+UC_MODES = {32: UC_MODE_32, 64: UC_MODE_64}
 
 
-class TrapHandler(Protocol):
-    """What a mode must provide: the meaning of every interrupt and exception, and
-    how an external interrupt reaches the guest."""
+class Supervisor(Protocol):
+    """Who handles what the CPU raises: the bare machine's own IDT delivery
+    (machine/native.py) or a hypervisor. Attached once, before the first slice."""
 
-    def on_interrupt(self, vector: int) -> None: ...
+    def on_interruption(self, event: Interruption) -> None:
+        """An interrupt or exception the CPU raised (a fault already acknowledged)."""
 
-    def interrupts_enabled(self) -> bool: ...
+    def interrupts_enabled(self) -> bool:
+        """Whether an external interrupt may be taken now (IF, or a virtual IF)."""
 
-    def take_interrupt(self, pic) -> None: ...
+    def take_interrupt(self, irqs: IrqRouter) -> None:
+        """Between slices: take a pending external interrupt if it may."""
+
+    def insns_to_next_event(self) -> int | None:
+        """Instructions until a timer of the supervisor's own fires (None: none)."""
+
+    def port_allowed(self, port: int) -> bool:
+        """Whether a port access reaches the device (False: the supervisor has dealt
+        with the guest, and the access reads all ones and writes nothing)."""
 
 
 class Machine:
-    """A standard PC at the level pvtool needs: CPU, RAM, ports, UART, debug exit."""
+    """A standard PC at the level pvtool needs: CPU, RAM, ports, MMIO, the PC's
+    devices and its interrupt wiring."""
 
     def __init__(self, *, ram_size: int = DEFAULT_RAM,
                  output: Callable[[bytes], None], input_data: bytes = b"",
-                 disk: DiskImage | None = None):
-        self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
+                 disk: DiskImage | None = None, bits: int = 32):
+        self.uc = Uc(UC_ARCH_X86, UC_MODES[bits])
         self.ram_size = ram_size
         self.uc.mem_map(0, ram_size)
-        self.cpu = Cpu(self.uc)
+        self.cpu = Cpu(self.uc, bits)
         self.memory = GuestMemory(self.uc, self.cpu)
+        self.exits: Counter[Exit] = Counter()
+        self.hook_error: BaseException | None = None
         self.ports = PortBus()
+        self.mmio = MmioBus(self.uc, self.exits, self._fail)
         self.output = output
         self.uart = Uart16550(output, input_data)
         self.ports.register(self.uart, COM1_BASE, COM1_PORTS, width=1)
         self.ports.register(DebugExit(self._on_debug_exit), DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)
         self._install_devices(disk)
-        self.exits: Counter[Exit] = Counter()
         self.stop: Stop | None = None
         self.blocked = False
         self._hlt_executed = False
-        self.trap_handler: TrapHandler | None = None
-        # Timers a mode adds besides the PIT (a PV domain's set_timer_op): each gives
-        # the instructions until its next event, or None.
-        self.event_sources: list[Callable[[], int | None]] = []
-        self.hook_error: BaseException | None = None
-        # A mode that restricts port I/O sets this: it returns True (and deals with the
-        # guest) when an access must not reach the device.
-        self.io_denied: Callable[[int], bool] | None = None
+        self.supervisor: Supervisor | None = None
         self._install_hooks()
+
+    def attach(self, supervisor: Supervisor) -> None:
+        """SUPERVISOR handles the CPU's interrupts and exceptions from now on."""
+        self.supervisor = supervisor
 
     def _install_devices(self, disk: DiskImage | None) -> None:
         """The rest of a standard PC: interrupt controllers, timer, disk, RTC, APIC."""
         self.pic = Pic8259Pair()
+        self.irqs = IrqRouter(self.pic)
         self.ports.register(self.pic.master, MASTER_PIC_PORT, 2, width=1)
         self.ports.register(self.pic.slave, SLAVE_PIC_PORT, 2, width=1)
         self.clock = VirtualClock(PIT_HZ)
-        self.pit = Pit8254(lambda: self.pulse_irq(PIT_IRQ))
+        self.pit = Pit8254(lambda: self.irqs.pulse(PIT_IRQ))
         self.ports.register(self.pit, PIT_PORT, 4, width=1)
-        self.ata = AtaDisk(disk, lambda: self.pulse_irq(ATA_IRQ))
+        self.ata = AtaDisk(disk, lambda: self.irqs.pulse(ATA_IRQ))
         self.ports.register(self.ata.command_block, ATA_COMMAND_PORT, 8)
         self.ports.register(self.ata.control_block, ATA_CONTROL_PORT, 1)
         self.cmos = Cmos(lambda: RTC_EPOCH + self.clock.seconds, self.ram_size // 1024)
         self.ports.register(self.cmos, CMOS_PORT, 2, width=1)
         self.lapic = LocalApic()
-        self.uc.mmio_map(APIC_BASE, APIC_SIZE, self._apic_read, None, self._apic_write, None)
-
-    def _apic_read(self, uc: Uc, offset: int, size: int, _) -> int:
-        self.exits[Exit.MMIO] += 1
-        return self.lapic.read(offset, size)
-
-    def _apic_write(self, uc: Uc, offset: int, size: int, value: int, _) -> None:
-        self.exits[Exit.MMIO] += 1
-        self.lapic.write(offset, size, value)
+        self.mmio.register(self.lapic, APIC_BASE, APIC_SIZE)
 
     # -- hooks: the only place Unicorn calls back into Python ------------------------
     def _install_hooks(self) -> None:
@@ -125,15 +133,15 @@ class Machine:
 
     def _on_intr(self, uc: Uc, vector: int, _) -> None:
         try:
-            self.trap_handler.on_interrupt(vector)
+            self.supervisor.on_interruption(from_intr_hook(self.cpu, self.memory, vector))
         except BaseException as exc:  # never let Unicorn swallow a Python error
             self._fail(exc)
 
     def _on_in(self, uc: Uc, port: int, size: int, _) -> int:
         self.exits[Exit.IO] += 1
-        if self.io_denied is not None and self.io_denied(port):
-            return (1 << (8 * size)) - 1
         try:
+            if not self.supervisor.port_allowed(port):
+                return (1 << (8 * size)) - 1
             return self.ports.read(port, size)
         except BaseException as exc:
             self._fail(exc)
@@ -141,10 +149,9 @@ class Machine:
 
     def _on_out(self, uc: Uc, port: int, size: int, value: int, _) -> None:
         self.exits[Exit.IO] += 1
-        if self.io_denied is not None and self.io_denied(port):
-            return
         try:
-            self.ports.write(port, size, value)
+            if self.supervisor.port_allowed(port):
+                self.ports.write(port, size, value)
         except BaseException as exc:
             self._fail(exc)
 
@@ -152,18 +159,24 @@ class Machine:
         """ud2 and other invalid opcodes bypass the INTR hook: deliver #UD like any
         other exception (EIP stays on the instruction)."""
         try:
-            self.trap_handler.on_interrupt(Vector.UD)
+            self.supervisor.on_interruption(invalid_opcode(self.cpu))
         except BaseException as exc:
             self._fail(exc)
         return True
 
     def _fail(self, exc: BaseException) -> None:
+        """A hook could not finish: memory the guest led pvtool to is not there ends
+        the run as the guest's own such access does; anything else is pvtool's error,
+        re-raised from run_slice."""
+        if isinstance(exc, UnassignedMemory):
+            self.request_stop(Stop(StopKind.EMULATOR_ERROR, str(exc), self.cpu.ip))
+            return
         self.hook_error = exc
         self.uc.emu_stop()
 
     def _on_debug_exit(self, code: int) -> None:
         self.request_stop(Stop(StopKind.GUEST_EXIT, f"guest exit code {code}",
-                               self.cpu.read(EIP), code))
+                               self.cpu.ip, code))
 
     def map_memory(self, base: int, size: int) -> None:
         """More physical memory (zeroed), for instance the hypervisor's own frames."""
@@ -175,15 +188,11 @@ class Machine:
         self.pit.advance(self.clock.advance(insns))
 
     def insns_to_next_event(self) -> int | None:
+        """Instructions until the next timer event: the PIT's, or the supervisor's."""
         ticks = self.pit.ticks_to_next_irq()
         waits = [] if ticks is None else [self.clock.insns_until(ticks)]
-        waits += [w for w in (source() for source in self.event_sources) if w is not None]
-        return min(waits, default=None)
-
-    def pulse_irq(self, irq: int) -> None:
-        """An edge on an ISA interrupt line (the PIT and the disk are edge-triggered)."""
-        self.pic.raise_irq(irq)
-        self.pic.lower_irq(irq)
+        own = self.supervisor.insns_to_next_event()
+        return min(waits + ([] if own is None else [own]), default=None)
 
     def block(self) -> None:
         """The guest waits for an interrupt (a PV SCHEDOP_block): end the slice so the
@@ -235,10 +244,10 @@ class Machine:
         self.cpu.ack_exception()
         self._hlt_executed = False
         try:
-            self.uc.emu_start(self.cpu.read(EIP), UNTIL_NEVER, 0, count)
+            self.uc.emu_start(self.cpu.ip, UNTIL_NEVER, 0, count)
         except UcError as exc:
             if self.hook_error is None:
-                self.request_stop(Stop(StopKind.EMULATOR_ERROR, str(exc), self.cpu.read(EIP)))
+                self.request_stop(Stop(StopKind.EMULATOR_ERROR, str(exc), self.cpu.ip))
         if self.hook_error is not None:
             error, self.hook_error = self.hook_error, None
             raise error

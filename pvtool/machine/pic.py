@@ -239,13 +239,10 @@ class Pic8259Pair:
             raise ValueError(f"IRQ {irq} does not exist on a PC (0-15)")
         return (self.master, irq) if irq < 8 else (self.slave, irq - 8)
 
-    def raise_irq(self, irq: int) -> None:
+    def set_line(self, irq: int, level: bool) -> None:
+        """ISA line IRQ (0-15) driven to LEVEL."""
         chip, line = self._chip(irq)
-        chip.set_line(line, True)
-
-    def lower_irq(self, irq: int) -> None:
-        chip, line = self._chip(irq)
-        chip.set_line(line, False)
+        chip.set_line(line, level)
 
     def pending(self) -> bool:
         """The INTR line."""

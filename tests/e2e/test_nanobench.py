@@ -63,3 +63,29 @@ def test_paravirtualized(nanobench, tmp_path):
     done = pvtool("run", "--quiet", str(patched))
     assert done.returncode == 0, done.stderr.decode()
     check(parse(done.stdout))
+
+
+def test_the_same_event_is_counted_the_same_way_in_every_mode(nanobench, tmp_path):
+    """nanobench's ring-3 system calls (int 0x80) and its handled page faults are the
+    same events natively, trap-and-emulated and paravirtualized: each mode counts them
+    once, as delivered interrupts and exceptions. What a hypervisor did instead of a
+    delivery (an emulated instruction, a page-table store) is counted apart."""
+    from pvtool.patch.pipeline import patch_image
+    from pvtool.run import Mode, RunOptions, run_image
+
+    patched = tmp_path / "nanobench.pv.elf"
+    patch_image(nanobench, patched)
+    output = bytearray()
+    runs = {mode: run_image(image, RunOptions(mode=mode), output.extend)
+            for mode, image in ((Mode.NATIVE, nanobench), (Mode.TRAP, nanobench),
+                                (Mode.PV, patched))}
+    assert all(run.stop.code == 0 for run in runs.values())
+    figures = parse(bytes(output).split(b"nanobench: done\n")[0] + b"nanobench: done\n")
+    native = runs[Mode.NATIVE].exits
+    assert native["interrupt"] == figures["syscall"][0] + 1  # and the SYS_DONE call
+    assert native["exception"] == figures["page_fault"][0]
+    for mode in (Mode.TRAP, Mode.PV):
+        exits = runs[mode].exits
+        assert (exits["interrupt"], exits["exception"]) == \
+            (native["interrupt"], native["exception"]), mode
+        assert exits["ptwr"] > 0, mode  # the PTE stores, counted as what they were

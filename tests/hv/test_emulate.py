@@ -78,7 +78,7 @@ def test_unpatched_privileged_instructions_are_emulated_and_counted(build):
     assert (msr_lo, msr_hi) == (0x1234, 0x5678)
     # mov from cr0, cli, sti, wrmsr, rdmsr, wbinvd, clts: seven faults, all emulated.
     assert result.exits["emulated"] == 7
-    assert result.exits["exception"] == 7
+    assert result.exits["exception"] == 0  # an exit is counted once, by what was done
 
 
 def test_mov_from_cr3_reads_the_current_page_directory(build):

@@ -322,7 +322,7 @@ def run_scenario(booted, memory_writes, calls) -> None:
         Stats.calls += 1
         try:
             result = call(domain, domain.vcpu, number, tuple(args))
-        except DomainCrash as crash:  # what PvTrapHandler.on_interrupt does
+        except DomainCrash as crash:  # what PvSupervisor.on_interruption does
             assert crash.reason, "a domain crash with no reason"
             domain.crash(crash.reason)
             stop = booted.machine.stop

@@ -190,3 +190,60 @@ def test_the_kernel_cannot_reach_the_hypervisor(escape, name, reason):
     assert result.stop.kind is StopKind.CRASH, result.stop.describe()
     assert reason in result.stop.reason
     assert b"BAD" not in out
+
+
+# ---- delivery: the kernel's own IDT, as the CPU delivers it --------------------
+
+REFUSED_FROM_RING3 = """
+    .include "macros.inc"
+    .globl test_main
+    .set RING0_STACK, 0x360000
+    .set USER_STACK, 0x370000
+test_main:
+    SETGATE IDT_BASE, 13, on_gp
+    SETGATE IDT_BASE, 3, on_user_int                # DPL 0: not for ring 3
+    SETGATE IDT_BASE, 4, on_user_int
+    TO_RING3 tss, RING0_STACK, user_code, USER_STACK
+user_code:
+    mov $0x33, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov $0x7fffffff, %eax
+    add $1, %eax                                    # OF set, for into
+    .globl refused
+refused:
+    {insn}
+    jmp .
+on_user_int:
+    mov $4, %eax
+    jmp finish
+on_gp:
+    REC 0(%esp)                                     # the error code
+    REC 4(%esp)                                     # the return address
+    REC 8(%esp)
+    xor %eax, %eax
+    jmp finish
+    .data
+    .align 4
+tss: .space 104
+"""
+
+
+@pytest.mark.parametrize("insn", [".byte 0xcd, 3", "int3", "into"],
+                         ids=["int $3 (cd 03)", "int3", "into"])
+def test_a_refused_software_interrupt_reports_its_own_address_as_natively(
+        tmp_path, insn):
+    """`int $3` (cd 03; GNU as writes int3 for it) is two bytes, int3 and into one:
+    the #GP of a DPL-0 gate
+    raised from ring 3 returns to the instruction itself, in trap mode as on the CPU."""
+    guest = GuestBuilder(tmp_path).build(REFUSED_FROM_RING3.replace("{insn}", insn))
+    outputs = []
+    for mode in (Mode.NATIVE, Mode.TRAP):
+        out = bytearray()
+        result = run_image(guest.elf, RunOptions(mode=mode, max_insns=1_000_000),
+                           out.extend)
+        assert result.stop.kind is StopKind.GUEST_EXIT and result.stop.code == 0, mode
+        outputs.append(bytes(out))
+    vector = 4 if insn == "into" else 3
+    assert outputs[0] == b"%08x\n%08x\n%08x\n" % (vector * 8 + 2, guest["refused"], 0x2B)
+    assert outputs[1] == outputs[0]

@@ -1,5 +1,5 @@
 """Boot a test guest on pvtool's native machine (Machine + Multiboot loader +
-NativeInterrupts) and keep the machine for inspection, and run the same guest on QEMU.
+BareMetal) and keep the machine for inspection, and run the same guest on QEMU.
 
 The loop here is deliberately simpler than run.py's: these tests are about the
 machine, so a guest must stop by itself (debug exit, triple fault, emulator error)
@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from pvtool.image.elf import load_elf
-from pvtool.machine.interrupts import NativeInterrupts
 from pvtool.machine.loader import BootState, load_multiboot
+from pvtool.machine.native import BareMetal
 from pvtool.machine.pc import Machine
 from pvtool.machine.stop import Stop
 from tests.guests_asm.build import Guest
@@ -47,8 +47,7 @@ def boot_native(guest: Guest, *, ram_mib: int = 128, cmdline: bytes = b"",
     output = bytearray()
     machine = Machine(ram_size=ram_mib << 20, output=output.extend, input_data=input_data)
     boot = load_multiboot(machine, load_elf(guest.elf), cmdline=cmdline)
-    machine.trap_handler = NativeInterrupts(machine.cpu, machine.memory,
-                                            machine.request_stop, machine.exits)
+    machine.attach(BareMetal(machine))
     return NativeRun(guest, machine, boot, output)
 
 

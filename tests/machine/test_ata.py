@@ -42,8 +42,8 @@ class Channel:
     def _irq(self) -> None:
         self.irqs += 1
         if self.pic is not None:
-            self.pic.raise_irq(14)
-            self.pic.lower_irq(14)
+            self.pic.set_line(14, True)
+            self.pic.set_line(14, False)
 
     def outb(self, port: int, value: int) -> None:
         self.bus.write(port, 1, value)

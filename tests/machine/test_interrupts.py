@@ -506,24 +506,7 @@ test_main:
     SETGATE IDT_BASE, 13, on_gp
     SETGATE IDT_BASE, 0x40, on_user_int             # DPL 0: not for ring 3
     SETGATE IDT_BASE, 0x41, on_user_int, 0xEE       # DPL 3
-    movl $RING0_STACK, tss + 4                      # ESP0
-    movl $0x10, tss + 8                             # SS0
-    mov $tss, %eax                                  # a 32-bit available TSS at 0x38
-    movw $103, gdt_tss
-    movw %ax, gdt_tss + 2
-    shr $16, %eax
-    movb %al, gdt_tss + 4
-    movb $0x89, gdt_tss + 5
-    movb $0, gdt_tss + 6
-    movb %ah, gdt_tss + 7
-    mov $0x38, %ax
-    ltr %ax
-    pushl $0x33                                     # iret to ring 3
-    pushl $USER_STACK
-    pushl $0x202
-    pushl $0x2b
-    pushl $user_code
-    iret
+    TO_RING3 tss, RING0_STACK, user_code, USER_STACK
 user_code:
     mov $0x33, %ax
     mov %ax, %ds

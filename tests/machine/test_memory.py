@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-from pvtool.machine.memory import PageFault
+from pvtool.machine.memory import PageFault, UnassignedMemory
 from pvtool.x86.paging import PagingMode
 from tests.machine.harness import boot_native, run_native
 
@@ -77,5 +77,10 @@ def test_physical_helpers_are_little_endian_32_bit(aliased):
     aliased.write_u32(0x348000, 0x1_0000_0001)
     assert aliased.read_phys(0x348000, 4) == struct.pack("<I", 1)
     assert aliased.read_u32(0x348000) == 1
-    assert aliased.is_mapped(0x348000, 4)
-    assert not aliased.is_mapped((128 << 20) - 2, 4)
+
+
+def test_physical_memory_past_ram_is_unassigned_for_pvtool_too(aliased):
+    with pytest.raises(UnassignedMemory):
+        aliased.read_phys((128 << 20) - 2, 4)
+    with pytest.raises(UnassignedMemory):
+        aliased.write_u32((128 << 20) - 2, 0)

@@ -4,8 +4,8 @@ import pytest
 
 from pvtool.image.elf import load_elf
 from pvtool.machine import cpu as C
-from pvtool.machine.interrupts import NativeInterrupts
 from pvtool.machine.loader import load_multiboot
+from pvtool.machine.native import BareMetal
 from pvtool.machine.pc import Machine
 from pvtool.machine.stop import Stop, StopKind
 from tests.machine.harness import boot_native
@@ -56,7 +56,13 @@ def test_a_denied_port_reads_all_ones_and_swallows_writes(build):
     out %al, %dx
 """))
     denied = []
-    run.machine.io_denied = lambda port: denied.append(port) or port != 0xF4
+
+    class Denying(BareMetal):
+        def port_allowed(self, port):
+            denied.append(port)
+            return port == 0xF4
+
+    run.machine.attach(Denying(run.machine))
 
     run.machine.run_slice(1000)
 
@@ -67,14 +73,14 @@ def test_a_denied_port_reads_all_ones_and_swallows_writes(build):
     assert run.stop.code == 0xFF
 
 
-def test_a_python_error_in_a_trap_handler_comes_out_of_run_slice(build):
+def test_a_python_error_in_a_supervisor_comes_out_of_run_slice(build):
     run = boot_native(bare(build, "    int $0x30\n    hlt\n"))
 
-    class Broken:
-        def on_interrupt(self, vector):
-            raise RuntimeError(f"handler bug at vector {vector:#x}")
+    class Broken(BareMetal):
+        def on_interruption(self, event):
+            raise RuntimeError(f"handler bug at vector {event.vector:#x}")
 
-    run.machine.trap_handler = Broken()
+    run.machine.attach(Broken(run.machine))
     with pytest.raises(RuntimeError, match="vector 0x30"):
         run.machine.run_slice(1000)
     assert run.machine.hook_error is None  # reported once, not again next slice
@@ -88,8 +94,7 @@ def test_a_python_error_in_a_port_device_comes_out_of_run_slice(build):
 
     machine = Machine(output=broken_output)
     load_multiboot(machine, load_elf(guest.elf))
-    machine.trap_handler = NativeInterrupts(machine.cpu, machine.memory,
-                                            machine.request_stop, machine.exits)
+    machine.attach(BareMetal(machine))
     with pytest.raises(OSError, match="stdout closed"):
         machine.run_slice(1000)
 

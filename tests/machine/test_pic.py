@@ -40,8 +40,8 @@ class Board:
             self.outb(data, icw4)
 
     def pulse(self, irq: int) -> None:
-        self.pic.raise_irq(irq)
-        self.pic.lower_irq(irq)
+        self.pic.set_line(irq, True)
+        self.pic.set_line(irq, False)
 
     def take(self) -> int:
         assert self.pic.pending()
@@ -169,13 +169,13 @@ def test_same_line_waits_for_its_own_eoi(board):
 # ---- edges ------------------------------------------------------------------------------
 
 def test_only_a_rising_edge_requests(board):
-    board.pic.raise_irq(4)
+    board.pic.set_line(4, True)
     board.take()
     board.outb(MASTER_CMD, EOI)
-    board.pic.raise_irq(4)  # still high: no new edge
+    board.pic.set_line(4, True)  # still high: no new edge
     assert not board.pic.pending()
-    board.pic.lower_irq(4)
-    board.pic.raise_irq(4)
+    board.pic.set_line(4, False)
+    board.pic.set_line(4, True)
     assert board.take() == 0x24
 
 
@@ -190,10 +190,10 @@ def test_a_pulse_stays_latched_until_acknowledged(board):
 def test_level_triggered_mode_follows_the_line():
     board = Board()
     board.init(icw1=0x19)
-    board.pic.raise_irq(3)
-    board.pic.lower_irq(3)
+    board.pic.set_line(3, True)
+    board.pic.set_line(3, False)
     assert not board.pic.pending()
-    board.pic.raise_irq(3)
+    board.pic.set_line(3, True)
     assert board.take() == 0x23
     board.outb(MASTER_CMD, EOI)
     assert board.take() == 0x23  # still high after EOI: requests again
@@ -365,4 +365,4 @@ def test_special_fully_nested_mode_lets_the_slave_nest():
 
 def test_irq_numbers_beyond_15_are_refused(board):
     with pytest.raises(ValueError):
-        board.pic.raise_irq(16)
+        board.pic.set_line(16, True)

@@ -21,7 +21,6 @@ from pvtool.hv.hypercalls import (
     traps,
 )
 from pvtool.hv.hypercalls.common import NO_RESULT, Handler
-from pvtool.machine.cpu import EAX
 
 TABLE: dict[int, Handler] = {
     Hypercall.set_trap_table: traps.set_trap_table,
@@ -76,7 +75,8 @@ def call(domain: Domain, vcpu: VCpu, number: int, args: Sequence[int]) -> int:
 
 
 def dispatch(domain: Domain, vcpu: VCpu) -> None:
-    """The int 0x82 entry: number in EAX, arguments in EBX, ECX, EDX, ESI, EDI."""
-    result = call(domain, vcpu, vcpu.get(EAX), vcpu.hypercall_args())
+    """The hypercall entry: the number and arguments in the registers of the domain's
+    width (abi/xen.py HYPERCALL_ARGUMENT_REGISTERS)."""
+    result = call(domain, vcpu, vcpu.hypercall_number(), vcpu.hypercall_args())
     if result is not NO_RESULT:
         vcpu.set_result(result)

@@ -1,0 +1,258 @@
+"""Interrupt and exception delivery as the CPU does it (Intel SDM Vol. 3A, 6.12-6.15):
+one mechanism, and the rules of each mode plugged into it.
+
+The mechanism is the hardware's sequence: find the gate, check `int n` against the
+gate's DPL and the gate's presence, find the handler's code segment and ring, switch
+to the inner ring's stack when the ring changes, push the frame ([error code,] EIP, CS,
+EFLAGS [, ESP, SS]), clear TF, NT and RF, load CS:EIP; a fault while doing so becomes
+the next exception (#DF for the pairs of table 6-5, a triple fault after a failed #DF).
+
+What differs between modes is where the gates, stacks and segments come from and what
+the frame shows, and that is a `DeliveryRules` object: the bare PC's IDT, GDT and TSS
+(machine/native.py); an unmodified kernel's own tables seen through a hypervisor that
+runs its ring 0 in ring 1 (hv/trapmode.py); Xen's trap table and bounce frame
+(hv/traps.py).
+"""
+
+import struct
+from collections import Counter
+from dataclasses import dataclass
+from typing import Protocol
+
+from pvtool.machine.cpu import CS, SS, Cpu
+from pvtool.machine.exits import Exit
+from pvtool.machine.interruption import Interruption, Kind
+from pvtool.machine.memory import PageFault
+from pvtool.x86.descriptors import S_BIT, GateDescriptor, SystemType
+from pvtool.x86.registers import EFLAGS_NT, EFLAGS_RF, EFLAGS_TF, TSS32_ESP0
+from pvtool.x86.vectors import CONTRIBUTORY, Vector, idt_error_code
+
+# What each kind of interruption counts as when it reaches the guest's handler.
+DELIVERED = {Kind.EXCEPTION: Exit.EXCEPTION, Kind.SOFTWARE: Exit.INTERRUPT,
+             Kind.EXTERNAL: Exit.IRQ}
+
+
+class DeliveryFault(Exception):
+    """Delivery itself faulted: the exception to raise instead, and why (for a triple
+    fault's message)."""
+
+    def __init__(self, vector: int, error_code: int = 0, why: str = "", *,
+                 address: int | None = None):
+        super().__init__(vector, error_code, why)
+        self.vector = vector
+        self.error_code = error_code
+        self.why = why
+        self.address = address  # for #PF: the linear address CR2 receives
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Where a vector leads: a handler at SELECTOR:OFFSET, which `int n` may raise
+    from rings up to DPL; an interrupt gate clears IF on entry, a trap gate does not."""
+
+    selector: int
+    offset: int
+    dpl: int
+    present: bool = True
+    clears_if: bool = True
+    name: str = ""  # what it is, for a hypervisor's messages ("the event callback")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What the handler finds on its stack (6.12.1, figure 6-4; 64-bit: 6.14.2)."""
+
+    ip: int
+    cs: int
+    flags: int
+    error_code: int | None = None
+    sp: int | None = None  # with ss: pushed on a ring change (always in 64-bit mode)
+    ss: int | None = None
+
+    def words(self) -> list[int]:
+        """The pushed slots, lowest address first."""
+        words = [] if self.error_code is None else [self.error_code]
+        words += [self.ip, self.cs, self.flags]
+        if self.sp is not None:
+            words += [self.sp, self.ss]
+        return words
+
+    def push_onto(self, sp: int, bits: int) -> tuple[int, bytes]:
+        """(the new stack pointer, the bytes at it). A 64-bit frame starts from a
+        16-byte aligned stack (6.14.2)."""
+        if bits == 64:
+            sp &= ~0xF
+        words = self.words()
+        slot = bits // 8
+        data = struct.pack(f"<{len(words)}{'Q' if bits == 64 else 'I'}",
+                           *(w & ((1 << bits) - 1) for w in words))
+        return (sp - slot * len(words)) & ((1 << bits) - 1), data
+
+
+class DeliveryRules(Protocol):
+    """What a mode decides; every method may raise DeliveryFault as the CPU would, or
+    end the guest in the mode's own way (a hypervisor crashes the domain)."""
+
+    def gate(self, vector: int, software: bool, ip: int) -> Gate:
+        """The gate of VECTOR (raised by software or not, returning to IP), or
+        DeliveryFault (#GP with the IDT error code)."""
+
+    def ring(self, cpl: int) -> int:
+        """The privilege `int n` is checked against at CPL, as the guest sees it."""
+
+    def handler_cs(self, gate: Gate, cpl: int) -> int:
+        """The code selector to load from CPL; its RPL is the ring the handler runs in."""
+
+    def kernel_stack(self, ring: int) -> tuple[int, int]:
+        """SS and ESP of RING's stack, for a delivery that changes ring."""
+
+    def shown(self, frame: Frame) -> Frame:
+        """The frame as the handler may see it."""
+
+    def write_stack(self, address: int, data: bytes) -> None:
+        """Push DATA at ADDRESS of the handler's stack."""
+
+    def on_entry(self, flags: int, gate: Gate) -> int:
+        """The handler's EFLAGS, from the interrupted EFLAGS with TF, NT and RF clear;
+        a hypervisor also updates its virtual interrupt flag here."""
+
+    def enter(self, ring_change: bool, *, cs: int, eip: int, ss: int, esp: int,
+              eflags: int) -> None:
+        """Continue in the handler."""
+
+    def set_cr2(self, address: int) -> None:
+        """A page fault while delivering: its address, where the handler reads CR2."""
+
+    def triple_fault(self, why: str, ip: int) -> None:
+        """Delivering a double fault faulted: a PC resets."""
+
+
+class Delivery:
+    """The CPU's delivery of interruptions, under one mode's rules."""
+
+    def __init__(self, cpu: Cpu, rules: DeliveryRules, exits: Counter):
+        self.cpu = cpu
+        self.rules = rules
+        self.exits = exits
+
+    def deliver(self, event: Interruption) -> None:
+        """Deliver EVENT to the guest's handler, counted by its kind."""
+        self.exits[DELIVERED[event.kind]] += 1
+        self._deliver(event.vector, event.error_code, event.software, event.ip,
+                      event.length)
+
+    def _deliver(self, vector: int, error_code: int | None, software: bool, ip: int,
+                 length: int, first_why: str = "") -> None:
+        """A fault while delivering becomes #DF or is delivered itself (table 6-5); a
+        fault while delivering #DF is a triple fault."""
+        try:
+            self._deliver_once(vector, error_code, software, ip)
+        except DeliveryFault as fault:
+            why = first_why or _describe(vector, fault)
+            if vector == Vector.DF:
+                self.rules.triple_fault(why, ip)
+                return
+            if fault.vector == Vector.PF:
+                self.rules.set_cr2(fault.address)
+            if not software and _is_double_fault(vector, fault.vector):
+                self._deliver(Vector.DF, 0, False, ip, 0, why)
+                return
+            # A refused `int n` did not complete: the fault reports the instruction.
+            self._deliver(fault.vector, fault.error_code, False, ip - length, 0, why)
+
+    def _deliver_once(self, vector: int, error_code: int | None, software: bool,
+                      ip: int) -> None:
+        rules = self.rules
+        gate = rules.gate(vector, software, ip)
+        cpl = self.cpu.cpl
+        if software and gate.dpl < rules.ring(cpl):
+            raise DeliveryFault(Vector.GP, idt_error_code(vector),
+                                f"int {vector:#x} above its gate's DPL {gate.dpl}")
+        if not gate.present:
+            raise DeliveryFault(Vector.NP, idt_error_code(vector),
+                                f"the gate of vector {vector} is not present")
+        self.enter_handler(gate, error_code, ip, cpl)
+
+    def enter_handler(self, gate: Gate, error_code: int | None, ip: int,
+                      cpl: int) -> None:
+        """Push the frame on the handler's stack and continue in the handler: the part
+        of delivery after the gate (a hypervisor's event callback starts here)."""
+        rules, cpu, width = self.rules, self.cpu, self.cpu.width
+        cs = rules.handler_cs(gate, cpl)
+        ring_change = (cs & 3) != cpl
+        flags = cpu.read(width.flags)
+        frame = Frame(ip, cpu.read(CS), flags, error_code)
+        if ring_change or width.bits == 64:
+            frame = Frame(ip, frame.cs, flags, error_code, cpu.read(width.sp), cpu.read(SS))
+        ss, sp = rules.kernel_stack(cs & 3) if ring_change \
+            else (cpu.read(SS), cpu.read(width.sp))
+        sp, data = rules.shown(frame).push_onto(sp, width.bits)
+        rules.write_stack(sp, data)
+        eflags = rules.on_entry(flags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF), gate)
+        rules.enter(ring_change, cs=cs, eip=gate.offset, ss=ss, esp=sp, eflags=eflags)
+
+
+def enter_same_ring(cpu: Cpu, *, cs: int, eip: int, esp: int, eflags: int) -> None:
+    """Continue at CS:EIP on the current stack segment, as a same-ring delivery does
+    (a CS write costs a retranslation: only when it changes)."""
+    width = cpu.width
+    cpu.write(width.sp, esp)
+    cpu.write(width.flags, eflags)
+    if cs != cpu.read(CS):
+        cpu.write(CS, cs)
+    cpu.write(width.ip, eip)
+
+
+def _is_double_fault(first: int, second: int) -> bool:
+    """Table 6-5 (QEMU's check_exception): contributory then contributory, or #PF then
+    contributory or #PF, make #DF; any other pair is handled serially."""
+    if first in CONTRIBUTORY:
+        return second in CONTRIBUTORY
+    return first == Vector.PF and (second in CONTRIBUTORY or second == Vector.PF)
+
+
+def _describe(vector: int, fault: DeliveryFault) -> str:
+    return f"vector {vector} could not be delivered: {fault.why}" if fault.why \
+        else f"vector {vector} could not be delivered"
+
+
+def read_idt_gate(read, base: int, limit: int, vector: int, bits: int = 32) -> Gate:
+    """VECTOR's gate in the IDT at BASE..BASE+LIMIT, read with READ(address, size) (a
+    PageFault becomes #PF). Only interrupt and trap gates are taken (no task gates)."""
+    size = 16 if bits == 64 else 8
+    if vector * size + size - 1 > limit:
+        raise DeliveryFault(Vector.GP, idt_error_code(vector),
+                            f"vector {vector} is past the IDT's limit")
+    raw = read_guest(read, base + vector * size, size)
+    gate = GateDescriptor.decode(raw)
+    if int.from_bytes(raw[:8], "little") & S_BIT or gate.type not in (SystemType.INTERRUPT_GATE,
+                                                   SystemType.TRAP_GATE):
+        raise DeliveryFault(Vector.GP, idt_error_code(vector),
+                            f"the IDT entry of vector {vector} is not an interrupt or "
+                            "trap gate")
+    return Gate(gate.selector, gate.offset, gate.dpl, gate.present,
+                clears_if=gate.type == SystemType.INTERRUPT_GATE)
+
+
+def read_tss_stack(read, tss_base: int) -> tuple[int, int]:
+    """(SS0, ESP0) of the 32-bit TSS at TSS_BASE (7.2.1), read with READ."""
+    esp0, ss0 = struct.unpack("<IH", read_guest(read, tss_base + TSS32_ESP0, 6))
+    return ss0, esp0
+
+
+def read_guest(read, address: int, size: int) -> bytes:
+    """READ(ADDRESS, SIZE), a page fault becoming the #PF delivery raises."""
+    try:
+        return read(address, size)
+    except PageFault as fault:
+        raise DeliveryFault(Vector.PF, fault.error_code, f"#PF at {fault.vaddr:#x}",
+                            address=fault.vaddr) from None
+
+
+def write_guest(write, address: int, data: bytes) -> None:
+    """WRITE(ADDRESS, DATA), a page fault becoming the #PF delivery raises."""
+    try:
+        write(address, data)
+    except PageFault as fault:
+        raise DeliveryFault(Vector.PF, fault.error_code, f"#PF at {fault.vaddr:#x}",
+                            address=fault.vaddr) from None

@@ -1,0 +1,115 @@
+"""What the CPU raised: one small record per interrupt or exception, built by the
+machine's hooks and handed to whoever supervises the CPU (the bare machine's IDT
+delivery, or a hypervisor).
+
+Unicorn reports `int n`, faults and #UD alike, through two different hooks, without
+saying which is which or what the fault's error code was (shared/UNICORN.md). The
+machine works that out here, once, and acknowledges a fault to Unicorn before anyone
+handles it: handlers never touch the emulator's workarounds.
+"""
+
+from enum import Enum
+
+from pvtool.machine.cpu import Cpu
+from pvtool.machine.memory import GuestMemory, PageFault, UnassignedMemory
+from pvtool.x86.vectors import ERROR_CODE, FIRST_EXTERNAL, Vector
+
+INT_IMM8 = 0xCD  # `int n`; int3 (0xCC) and into (0xCE) are one byte
+
+
+class Kind(Enum):
+    """The interruption types of the SDM (Vol. 3C, 25.8.3, VM-entry interruption
+    information), as far as pvtool tells them apart."""
+
+    EXCEPTION = "exception"  # raised by an instruction: the return address is on it
+    SOFTWARE = "software"  # int n, int3, into: the return address is after it
+    EXTERNAL = "external"  # a device interrupt, injected between instructions
+
+
+class Interruption:
+    """One interrupt or exception. `ip` is the return address the CPU would push; it
+    is read from the CPU when first asked (a hypercall never asks), so a handler must
+    ask before it moves the CPU on."""
+
+    __slots__ = ("vector", "kind", "error_code", "_ip", "_length", "_cpu", "_memory")
+
+    def __init__(self, vector: int, kind: Kind, *, ip: int | None = None,
+                 error_code: int | None = None, length: int | None = None,
+                 cpu: Cpu | None = None, memory: GuestMemory | None = None):
+        self.vector = vector
+        self.kind = kind
+        self.error_code = error_code
+        self._ip = ip
+        self._length = length
+        self._cpu = cpu
+        self._memory = memory
+
+    @property
+    def software(self) -> bool:
+        return self.kind is Kind.SOFTWARE
+
+    @property
+    def ip(self) -> int:
+        if self._ip is None:
+            self._ip = self._cpu.ip
+        return self._ip
+
+    @property
+    def length(self) -> int:
+        """Bytes of the instruction a software interruption came from: 2 for `int n`
+        (`cd 03` included), 1 for int3 and into; 0 for anything else."""
+        if self._length is None:
+            self._length = _int_length(self._memory, self.vector, self.ip) \
+                if self.software else 0
+        return self._length
+
+    @property
+    def instruction(self) -> int:
+        """Where the instruction that raised it is: a refused `int n` reports itself."""
+        return self.ip - self.length
+
+    def __repr__(self) -> str:
+        return (f"Interruption({self.vector}, {self.kind.value}, ip={self._ip}, "
+                f"error_code={self.error_code})")
+
+
+def from_intr_hook(cpu: Cpu, memory: GuestMemory, vector: int) -> Interruption:
+    """What Unicorn's INTR hook reported. From 32 up only `int n` can raise a vector
+    (pvtool injects device interrupts itself), so nothing more is read there: that is
+    the hypercall's path. Below 32, the bytes before EIP tell `int n`/int3/into from a
+    fault; a fault's error code is read and the fault acknowledged (UNICORN.md: the
+    next one would otherwise arrive as a double fault)."""
+    if vector >= FIRST_EXTERNAL:
+        return Interruption(vector, Kind.SOFTWARE, length=2, cpu=cpu, memory=memory)
+    ip = cpu.ip
+    length = _int_length(memory, vector, ip)
+    if length:
+        return Interruption(vector, Kind.SOFTWARE, ip=ip, length=length)
+    error_code = cpu.fault_error_code() if vector in ERROR_CODE else None
+    cpu.ack_exception()
+    return Interruption(vector, Kind.EXCEPTION, ip=ip, error_code=error_code)
+
+
+def invalid_opcode(cpu: Cpu) -> Interruption:
+    """ud2 and other invalid opcodes bypass the INTR hook (UNICORN.md): a #UD fault,
+    EIP on the instruction."""
+    return Interruption(Vector.UD, Kind.EXCEPTION, ip=cpu.ip)
+
+
+def external(vector: int, ip: int) -> Interruption:
+    """A device interrupt taken between instructions, returning to IP."""
+    return Interruption(vector, Kind.EXTERNAL, ip=ip)
+
+
+def _int_length(memory: GuestMemory, vector: int, ip: int) -> int:
+    """2 if `int VECTOR` ends at IP, 1 if int3 or into does (they raise #BP and #OF
+    only from an instruction), else 0: a fault, whose IP is the instruction itself."""
+    if vector >= FIRST_EXTERNAL:
+        return 2
+    try:
+        before = memory.read_virt(ip - 2, 2)
+    except (PageFault, UnassignedMemory):
+        before = b""
+    if before == bytes((INT_IMM8, vector)):
+        return 2
+    return 1 if vector in (Vector.BP, Vector.OF) else 0

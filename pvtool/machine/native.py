@@ -1,0 +1,116 @@
+"""The bare PC's CPU: every interrupt and exception goes through the guest's own IDT,
+GDT and TSS exactly as the hardware delivers it (machine/delivery.py), with the
+kernel in ring 0. This is native mode's supervisor, and the reference the others are
+measured against."""
+
+from pvtool.machine.cpu import CR2, GDTR, IDTR, Cpu
+from pvtool.machine.delivery import (
+    Delivery,
+    DeliveryFault,
+    Frame,
+    Gate,
+    enter_same_ring,
+    read_guest,
+    read_idt_gate,
+    read_tss_stack,
+    write_guest,
+)
+from pvtool.machine.interruption import Interruption, external
+from pvtool.machine.irq import IrqRouter
+from pvtool.machine.memory import GuestMemory
+from pvtool.machine.pc import Machine
+from pvtool.machine.stop import Stop, StopKind
+from pvtool.x86.descriptors import DPL_SHIFT
+from pvtool.x86.registers import EFLAGS_IF
+from pvtool.x86.vectors import Vector
+
+
+class BareCpuRules:
+    """The hardware's own rules (DeliveryRules). Only ring-0 handlers are reached with
+    a stack switch: a PC kernel's case, and the only privilege pvtool can raise a
+    running CPU to from a hook (UNICORN.md)."""
+
+    def __init__(self, cpu: Cpu, memory: GuestMemory, request_stop):
+        self.cpu = cpu
+        self.memory = memory
+        self.request_stop = request_stop
+
+    def gate(self, vector: int, software: bool, ip: int) -> Gate:
+        base, limit = self.cpu.descriptor_table(IDTR)
+        return read_idt_gate(self.memory.read_virt, base, limit, vector, self.cpu.bits)
+
+    def ring(self, cpl: int) -> int:
+        return cpl
+
+    def handler_cs(self, gate: Gate, cpl: int) -> int:
+        target = self._code_segment_dpl(gate.selector)
+        if target > cpl or (target < cpl and target != 0):
+            raise DeliveryFault(Vector.GP, gate.selector & ~3,
+                                f"the handler's segment {gate.selector:#x} is ring {target}")
+        return gate.selector & ~3 | target
+
+    def _code_segment_dpl(self, selector: int) -> int:
+        """The DPL of the code segment a gate names (from the GDT)."""
+        gdt_base, gdt_limit = self.cpu.descriptor_table(GDTR)
+        index = selector & ~7
+        if selector & 4 or index == 0 or index + 7 > gdt_limit:
+            raise DeliveryFault(Vector.GP, selector & ~3,
+                                f"selector {selector:#x} is not in the GDT")
+        raw = read_guest(self.memory.read_virt, gdt_base + index, 8)
+        return (int.from_bytes(raw, "little") >> DPL_SHIFT) & 3
+
+    def kernel_stack(self, ring: int) -> tuple[int, int]:
+        _, tss = self.cpu.task_register()
+        return read_tss_stack(self.memory.read_virt, tss)
+
+    def shown(self, frame: Frame) -> Frame:
+        return frame
+
+    def write_stack(self, address: int, data: bytes) -> None:
+        write_guest(self.memory.write_virt, address, data)
+
+    def on_entry(self, flags: int, gate: Gate) -> int:
+        return flags & ~EFLAGS_IF if gate.clears_if else flags
+
+    def enter(self, ring_change: bool, *, cs: int, eip: int, ss: int, esp: int,
+              eflags: int) -> None:
+        if ring_change:
+            self.cpu.enter_ring0(cs=cs, ss=ss, esp=esp, eip=eip, eflags=eflags)
+        else:
+            enter_same_ring(self.cpu, cs=cs, eip=eip, esp=esp, eflags=eflags)
+
+    def set_cr2(self, address: int) -> None:
+        self.cpu.write(CR2, address)
+
+    def triple_fault(self, why: str, ip: int) -> None:
+        self.request_stop(Stop(StopKind.TRIPLE_FAULT,
+                               "triple fault (a fault while delivering a double fault)", ip))
+
+
+class BareMetal:
+    """Native mode's supervisor: the guest's IDT takes every vector, and a device
+    interrupt waits for EFLAGS.IF."""
+
+    def __init__(self, machine: Machine):
+        self.cpu = machine.cpu
+        rules = BareCpuRules(machine.cpu, machine.memory, machine.request_stop)
+        self.delivery = Delivery(machine.cpu, rules, machine.exits)
+
+    def on_interruption(self, event: Interruption) -> None:
+        self.delivery.deliver(event)
+
+    def interrupts_enabled(self) -> bool:
+        return bool(self.cpu.read(self.cpu.width.flags) & EFLAGS_IF)
+
+    def take_interrupt(self, irqs: IrqRouter) -> None:
+        """Between instructions: if an interrupt is pending and IF is set, run the INTA
+        cycle and deliver the vector it names."""
+        if irqs.pending() and self.interrupts_enabled():
+            self.delivery.deliver(external(irqs.acknowledge(),
+                                           self.cpu.ip))
+
+    def insns_to_next_event(self) -> int | None:
+        return None  # the PC's timers are the machine's own
+
+    def port_allowed(self, port: int) -> bool:
+        return True
