@@ -8,8 +8,7 @@ int3 on each trap site.
 """
 
 from dataclasses import dataclass
-
-from capstone.x86_const import X86_OP_IMM
+from itertools import groupby
 
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi import xen
@@ -19,17 +18,17 @@ from pvtool.image.elf import ElfImage
 from pvtool.image.writer import AddedSection
 from pvtool.image.xen_notes import build_xen_notes
 from pvtool.patch.glue import Glue, abi_symbols, assemble_glue
-from pvtool.patch.patchset import PatchSet
+from pvtool.patch.patchset import Action, PatchSet
 from pvtool.patch.plan import Placement, Plan
 from pvtool.patch.pvdata import PvData
 from pvtool.patch.sites import replacement
 from pvtool.x86 import paging
 from pvtool.x86.isa import assemble_checked
 from pvtool.x86.paging import PAGE_SIZE, page_up
+from pvtool.x86.relocate import relocate
 
 MODE = 32
 NOP, INT3 = b"\x90", b"\xcc"
-RELATIVE_BRANCHES = ("call", "jmp", "j")
 
 
 @dataclass(frozen=True)
@@ -147,29 +146,22 @@ def emit(image: ElfImage, layout: Layout, plans: list[Plan],
 
 
 def _stub(plan: Plan, address: int, symbols: dict[str, int]) -> bytes:
-    """The window's instructions at ADDRESS: sites replaced, the rest moved (relative
-    branches re-aimed at their old targets), then a jump back after the window."""
-    site_at = {s.address: s for s in plan.sites}
+    """The window's instructions at ADDRESS: sites replaced, each run of the others
+    moved (x86/relocate.py keeps their targets), then a jump back after the window."""
+    replaced = {s.address: s for s in plan.sites if s.rule.action in (Action.INLINE, Action.CALL)}
     code = bytearray()
-    for insn in plan.window:
-        here = address + len(code)
-        site = site_at.get(insn.address)
-        if site is not None and site.rule.action.value in ("inline", "call"):
-            statements = replacement(site, symbols)
-            code += assemble_checked("\n".join(statements), here, MODE) if statements else b""
-        elif _is_relative_branch(insn):
-            target = insn.cs.operands[0].imm
-            code += assemble_checked(f"{insn.mnemonic} {target:#x}", here, MODE)
+    for is_site, group in groupby(plan.window, key=lambda insn: insn.address in replaced):
+        run = list(group)
+        if is_site:
+            for insn in run:
+                statements = replacement(replaced[insn.address], symbols)
+                here = address + len(code)
+                code += assemble_checked("\n".join(statements), here, MODE) if statements else b""
         else:
-            code += insn.bytes
+            moved = b"".join(insn.bytes for insn in run)
+            code += relocate(moved, run[0].address, address + len(code), MODE)
     code += assemble_checked(f"jmp {plan.end:#x}", address + len(code), MODE)
     return bytes(code)
-
-
-def _is_relative_branch(insn) -> bool:
-    ops = insn.cs.operands
-    return (insn.mnemonic.startswith(RELATIVE_BRANCHES) and len(ops) == 1
-            and ops[0].type == X86_OP_IMM)  # a direct target
 
 
 def added_sections(emitted: Emitted) -> list[AddedSection]:

@@ -38,6 +38,36 @@ def gnu_assemble(lines: list[str], mode: int, workdir: Path) -> bytes:
     return section_bytes(gnu_object(lines, mode, workdir))
 
 
+def _placed(pieces: list[tuple[int, list[str]]]) -> list[str]:
+    """Each piece's lines at its address: `.org` from a section at 0, so the offset of a
+    byte is its address and labels in one piece are seen from every other."""
+    return [line for at, part in sorted(pieces) for line in (f".org {at:#x}", *part)]
+
+
+def gnu_assemble_at(pieces: list[tuple[int, list[str]]], mode: int, workdir: Path) -> bytes:
+    """The .text GNU as produces with each piece placed at its address."""
+    return gnu_assemble(_placed(pieces), mode, workdir)
+
+
+def gnu_window(window: list[str], at: int, mode: int, workdir: Path,
+               placed: list[tuple[int, list[str]]] = ()) -> bytes:
+    """The bytes of WINDOW as GNU as places it at AT, with the PLACED pieces (labels and
+    what they hold) at their own addresses."""
+    obj = gnu_object(_placed([(at, [*window, "window_end:"]), *placed]), mode, workdir)
+    return section_bytes(obj)[at : symbols(obj)["window_end"]]
+
+
+def symbols(path: Path) -> dict[str, int]:
+    """The symbols of an object or executable (name -> value), as nm lists them."""
+    nm = subprocess.run([require_tool("nm"), str(path)], capture_output=True, text=True,
+                        check=True)  # fmt: skip
+    found = {}
+    for line in nm.stdout.splitlines():
+        value, _, name = line.split()
+        found[name] = int(value, 16)
+    return found
+
+
 def gnu_link(lines: list[str], workdir: Path, *, text: int, data: int) -> tuple[Path, dict]:
     """Assemble and link a 32-bit program with .text at `text` and .data at `data`;
     return the executable and its symbols (name -> address)."""
@@ -45,10 +75,4 @@ def gnu_link(lines: list[str], workdir: Path, *, text: int, data: int) -> tuple[
     exe = workdir / "program.elf"
     _run(require_tool("ld"), "-m", "elf_i386", "-N", "-e", "_start",
          "-Ttext", hex(text), "-Tdata", hex(data), "-o", str(exe), str(obj))  # fmt: skip
-    nm = subprocess.run([require_tool("nm"), str(exe)], capture_output=True, text=True,
-                        check=True)  # fmt: skip
-    symbols = {}
-    for line in nm.stdout.splitlines():
-        value, _, name = line.split()
-        symbols[name] = int(value, 16)
-    return exe, symbols
+    return exe, symbols(exe)
