@@ -25,7 +25,7 @@ from pvtool.image.elf import ElfImage, load_elf, require_32bit
 from pvtool.image.xen_notes import parse_xen_notes
 from pvtool.patch.discover import CodeMap
 from pvtool.patch.emit import lay_out
-from pvtool.patch.listing import MODE, Symbolizer, decode_listing, line, unified_diff
+from pvtool.patch.listing import Symbolizer, decode_listing, line, unified_diff
 from pvtool.patch.patchset import DEFAULT_PATCH_SET, load_patch_set
 from pvtool.patch.pipeline import discover_code
 from pvtool.x86.isa import decode_all
@@ -53,7 +53,7 @@ def listing_diff(original_path: Path, patched_path: Path,
     symbolize = Symbolizer(names)
     original_lines = [line(a, Symbolizer(kernel), t) for a, _, t in items]
     patched_lines = _patched_listing(items, changed, patched, symbolize)
-    added_lines = decode_listing(added, added_start, symbolize) if added else []
+    added_lines = decode_listing(added, added_start, symbolize, patched.bits) if added else []
     return unified_diff(original_lines, patched_lines + added_lines, str(original.path),
                         str(patched.path))
 
@@ -94,7 +94,7 @@ def _patched_listing(items, changed, patched: ElfImage, symbolize) -> list[str]:
             start, end = changed[index]
             if address == start:
                 out += decode_listing(patched.read_virtual(start, end - start), start,
-                                      symbolize)
+                                      symbolize, patched.bits)
             continue
         out.append(line(address, symbolize, text))
     return out
@@ -144,7 +144,8 @@ def _stub_names(changed, patched: ElfImage, glue_end: int,
     """pv_stub_N at each address a rewritten site jumps to past the glue."""
     targets = set()
     for start, end in changed:
-        for insn in decode_all(patched.read_virtual(start, end - start), start, MODE):
+        for insn in decode_all(patched.read_virtual(start, end - start), start,
+                               patched.bits):
             if getattr(insn, "mnemonic", "") == "jmp" and insn.op_str.startswith("0x"):
                 target = int(insn.op_str, 16)
                 if glue_end <= target < added_end:

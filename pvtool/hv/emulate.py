@@ -37,7 +37,6 @@ from pvtool.x86.operands import special_register_move
 from pvtool.x86.paging import PAGE_SIZE
 from pvtool.x86.registers import CR0_PG, CR0_TS
 
-MODE = 32
 # Debug registers at reset (SDM Vol. 3B, 17.2): DR6 and DR7 have fixed bits set.
 DEBUG_REGISTERS_AT_RESET = {6: 0xFFFF0FF0, 7: 0x400}
 
@@ -130,7 +129,7 @@ class Emulator:
 
     def emulate_trap_site(self, address: int) -> None:
         original = self.trap_sites[address]
-        insn = decode_one(original, address, MODE)
+        insn = decode_one(original, address, self.domain.machine.cpu.bits)
         try:
             if insn is None:
                 raise NotEmulated("its bytes are no instruction")
@@ -162,7 +161,7 @@ class Emulator:
             code = self.domain.memory.read_virt(eip, MAX_INSN_SIZE)
         except PageFault:
             return False
-        insn = decode_one(code, eip, MODE)
+        insn = decode_one(code, eip, self.domain.machine.cpu.bits)
         if insn is None:
             return False
         try:

@@ -27,7 +27,6 @@ from pvtool.x86.isa import assemble_checked
 from pvtool.x86.paging import PAGE_SIZE, page_up
 from pvtool.x86.relocate import relocate
 
-MODE = 32
 NOP, INT3 = b"\x90", b"\xcc"
 
 
@@ -131,8 +130,8 @@ def emit(image: ElfImage, layout: Layout, plans: list[Plan],
             trap_entries.append(pvabi.TRAP_SITE.pack(address=site.address, length=site.insn.size,
                                                     original=site.insn.bytes))
         elif plan.placement is Placement.DETOUR:
-            stub = _stub(plan, cursor, symbols)
-            jump = assemble_checked(f"jmp {cursor:#x}", plan.start, MODE)
+            stub = _stub(plan, cursor, symbols, image.bits)
+            jump = assemble_checked(f"jmp {cursor:#x}", plan.start, image.bits)
             patches[plan.start] = jump + INT3 * (plan.end - plan.start - len(jump))
             stubs.append((plan, cursor, stub))
             cursor += len(stub)
@@ -145,7 +144,7 @@ def emit(image: ElfImage, layout: Layout, plans: list[Plan],
     return Emitted(layout, patches, stubs, trap_table, text, symbols)
 
 
-def _stub(plan: Plan, address: int, symbols: dict[str, int]) -> bytes:
+def _stub(plan: Plan, address: int, symbols: dict[str, int], mode: int) -> bytes:
     """The window's instructions at ADDRESS: sites replaced, each run of the others
     moved (x86/relocate.py keeps their targets), then a jump back after the window."""
     replaced = {s.address: s for s in plan.sites if s.rule.action in (Action.INLINE, Action.CALL)}
@@ -156,11 +155,12 @@ def _stub(plan: Plan, address: int, symbols: dict[str, int]) -> bytes:
             for insn in run:
                 statements = replacement(replaced[insn.address], symbols)
                 here = address + len(code)
-                code += assemble_checked("\n".join(statements), here, MODE) if statements else b""
+                code += assemble_checked("\n".join(statements), here, mode) \
+                    if statements else b""
         else:
             moved = b"".join(insn.bytes for insn in run)
-            code += relocate(moved, run[0].address, address + len(code), MODE)
-    code += assemble_checked(f"jmp {plan.end:#x}", address + len(code), MODE)
+            code += relocate(moved, run[0].address, address + len(code), mode)
+    code += assemble_checked(f"jmp {plan.end:#x}", address + len(code), mode)
     return bytes(code)
 
 

@@ -17,7 +17,6 @@ from pvtool.x86.descriptors import DPL_SHIFT, PRESENT_BIT, S_BIT, TYPE_SHIFT, Sy
 from pvtool.x86.isa import assemble_checked
 from pvtool.x86.registers import CR0_PG, CR0_TS
 
-MODE = 32
 MAX_PASSES = 8
 
 
@@ -105,5 +104,5 @@ def _assemble_once(patch_set: PatchSet, base: int,
         address = base + len(code)
         placed[name] = address
         text = fill(source, symbols, f"{patch_set.name}/glue.asm:{name}")
-        code += assemble_checked(text, address, MODE)
+        code += assemble_checked(text, address, patch_set.mode)
     return bytes(code), placed

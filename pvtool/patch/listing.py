@@ -9,7 +9,6 @@ from pvtool.patch.discover import CodeMap
 from pvtool.x86.isa import Undecodable, decode_all
 
 BASELINE_HEADER = "# pvtool-baseline-lines: {}"
-MODE = 32
 
 
 class Symbolizer:
@@ -40,10 +39,10 @@ def code_listing(code: CodeMap, symbolize: Symbolizer) -> list[str]:
     return [line(a, symbolize, t) for a, t in sorted(items)]
 
 
-def decode_listing(data: bytes, address: int, symbolize: Symbolizer) -> list[str]:
+def decode_listing(data: bytes, address: int, symbolize: Symbolizer, mode: int) -> list[str]:
     """A linear listing of code pvtool wrote itself (glue, stubs, patched ranges)."""
     out = []
-    for item in decode_all(data, address, MODE):
+    for item in decode_all(data, address, mode):
         if isinstance(item, Undecodable):
             out.append(line(item.address, symbolize, f"(bad) {item.data.hex()}"))
         else:

@@ -18,6 +18,7 @@ from pvtool.x86.catalogue import BY_NAME
 
 PATCHES_DIR = Path(__file__).resolve().parents[2] / "patches"
 DEFAULT_PATCH_SET = "xen32"
+MODES = (32, 64)
 ARGUMENTS = frozenset({"value", "address", "selector"})
 
 
@@ -42,6 +43,7 @@ class Rule:
 class PatchSet:
     name: str
     description: str
+    mode: int  # the kernels it patches: 32- or 64-bit
     paging: str
     guest_os: str
     rules: dict[str, Rule]
@@ -64,18 +66,22 @@ def load_patch_set(name_or_path: str | Path = DEFAULT_PATCH_SET) -> PatchSet:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PatchError(f"{rules_file}: {exc}") from None
     meta = data.get("patch_set", {})
-    rules = {name: _rule(rules_file, name, body) for name, body in data.get("class", {}).items()}
+    mode = meta.get("mode", 32)
+    if mode not in MODES:
+        raise PatchError(f"{rules_file}: [patch_set] mode must be 32 or 64, not {mode!r}")
+    rules = {name: _rule(rules_file, name, body, mode)
+             for name, body in data.get("class", {}).items()}
     glue = parse_glue(glue_file.read_text()) if glue_file.is_file() else {}
     for rule in rules.values():
         if rule.action is Action.CALL and rule.function not in glue:
             raise PatchError(f"{rules_file}: {rule.class_name} calls {rule.function}, "
                              f"which {glue_file.name} does not define")
     return PatchSet(name=meta.get("name", folder.name), description=meta.get("description", ""),
-                    paging=meta.get("paging", "2-level"), guest_os=meta.get("guest_os", ""),
-                    rules=rules, glue=glue, path=folder)
+                    mode=mode, paging=meta.get("paging", "2-level"),
+                    guest_os=meta.get("guest_os", ""), rules=rules, glue=glue, path=folder)
 
 
-def _rule(source: Path, name: str, body: dict) -> Rule:
+def _rule(source: Path, name: str, body: dict, mode: int) -> Rule:
     if name not in BY_NAME:
         raise PatchError(f"{source}: [class.{name}] is not in pvtool's x86 catalogue")
     if not isinstance(body, dict):
@@ -96,7 +102,7 @@ def _rule(source: Path, name: str, body: dict) -> Rule:
                          f"hypervisor does not emulate {name}")
     if action in (Action.KEEP, Action.TRAP):
         return Rule(name, action, why=value)
-    template = parse_template(value, f"{source}: [class.{name}]") \
+    template = parse_template(value, f"{source}: [class.{name}]", mode) \
         if action is Action.INLINE else None
     return Rule(name, action, why=body.get("why", ""), template=template,
                 function=value if action is Action.CALL else "", argument=argument)

@@ -21,8 +21,6 @@ from pvtool.patch.report import PatchReport
 from pvtool.patch.sites import find_sites
 from pvtool.patch.verify import verify
 
-MODE = 32
-
 
 @dataclass(frozen=True)
 class Outputs:
@@ -81,7 +79,7 @@ def discover_code(image: ElfImage) -> CodeMap:
     entries = [image.entry, *(s.value for s in image.function_symbols())]
     data = [(seg.vaddr, image.read_virtual(seg.vaddr, seg.filesz))
             for seg in image.segments if not seg.executable and seg.filesz]
-    return discover(image.executable_regions(), entries, mode=MODE, data_regions=data)
+    return discover(image.executable_regions(), entries, mode=image.bits, data_regions=data)
 
 
 def listing_diff(image: ElfImage, patched: ElfImage, code: CodeMap, plans: list[Plan],
@@ -95,7 +93,7 @@ def listing_diff(image: ElfImage, patched: ElfImage, code: CodeMap, plans: list[
     glue = emitted.layout.glue
     added = decode_listing(emitted.text[glue.base - emitted.layout.text_base:
                                         len(emitted.text) - len(emitted.trap_table)],
-                           glue.base, symbolize)
+                           glue.base, symbolize, patched.bits)
     return unified_diff(original, patched_lines + added, str(image.path), str(patched.path))
 
 
@@ -113,7 +111,8 @@ def _patched_code_listing(patched: ElfImage, code: CodeMap, plans: list[Plan],
         if index < len(changed) and changed[index][0] <= address:
             start, end = changed[index]
             if address == start:
-                out += decode_listing(patched.read_virtual(start, end - start), start, symbolize)
+                out += decode_listing(patched.read_virtual(start, end - start), start, symbolize,
+                                      patched.bits)
             continue
         out.append(line)
     return out

@@ -23,7 +23,6 @@ JMP_REL32_SIZE = 5
 MAX_WINDOW_INSNS = 6
 NO_FALLTHROUGH = frozenset({"jmp", "ret", "retf", "iret", "iretd", "ljmp", "ud2"})
 REL8_ONLY = frozenset({"loop", "loope", "loopne", "jecxz", "jcxz"})
-MODE = 32
 
 
 class Placement(Enum):
@@ -68,7 +67,8 @@ def _plan_one(site: Site, code: CodeMap, site_at: dict[int, Site], taken: set[in
         statements = replacement(site, symbols)
     except UnsupportedForm as exc:
         return _trap(site, str(exc))
-    inline = assemble_checked("\n".join(statements), site.address, MODE) if statements else b""
+    inline = assemble_checked("\n".join(statements), site.address, code.mode) \
+        if statements else b""
     if len(inline) <= site.insn.size:
         return Plan(Placement.IN_PLACE, [site], site.address, site.end,
                     "the replacement fits in the instruction's bytes", code=inline)

@@ -24,14 +24,13 @@ from pvtool.x86.operands import (
     special_register_move,
 )
 
-MODE = 32
 REG32 = {"ax": "eax", "bx": "ebx", "cx": "ecx", "dx": "edx", "si": "esi", "di": "edi",
          "bp": "ebp", "sp": "esp"}
 REG16 = {v: k for k, v in REG32.items()}
 STACK_POINTER = frozenset({"esp", "sp"})
 # A call whose glue function takes an argument in eax keeps the kernel's eax around
 # it: the save, the statement that loads the argument, the call, the restore.
-SAVE_EAX = parse_template("push eax", "sites.py: a call with an argument")
+SAVE_EAX = parse_template("push eax", "sites.py: a call with an argument", mode=32)
 RESTORE_EAX = "pop eax"
 
 
@@ -63,7 +62,7 @@ def find_sites(code: CodeMap, patch_set: PatchSet) -> list[Site]:
     sites = []
     for insn in code.instructions_in(0, 1 << 32):
         cls = classify(insn.cs)
-        if cls is None or MODE not in cls.modes:
+        if cls is None or code.mode not in cls.modes:
             continue
         rule = patch_set.rule_for(cls.name) or Rule(
             cls.name, Action.TRAP, f"{patch_set.name} has no rule for {cls.name}")

@@ -18,7 +18,6 @@ from capstone import x86_const as X
 from pvtool.errors import PatchError
 from pvtool.x86.isa import Undecodable, assemble_checked, decode_all
 
-MODE = 32
 OPERAND_SIZE_PREFIX = 0x66
 
 # The names a template may use for the site's own operands (sites.py renders them, and
@@ -76,9 +75,10 @@ class Template:
         return self.end_depth != 0 or any(s.depth for s in self.statements)
 
 
-def parse_template(text: str, where: str) -> Template:
-    """TEXT's statements with their names and depths; PatchError naming WHERE if a
-    statement moves the stack in a way the depth cannot follow."""
+def parse_template(text: str, where: str, mode: int) -> Template:
+    """TEXT's statements (for a MODE-bit kernel) with their names and depths;
+    PatchError naming WHERE if a statement moves the stack in a way the depth cannot
+    follow."""
     statements, depth = [], 0
     for line in text.splitlines():
         line = line.strip()
@@ -86,7 +86,7 @@ def parse_template(text: str, where: str) -> Template:
             continue
         names = names_in(line, where)
         statements.append(Statement(line, names, depth))
-        depth += stack_effect(line, names, where)
+        depth += stack_effect(line, names, where, mode)
     return Template(text, tuple(statements), depth)
 
 
@@ -97,7 +97,7 @@ def names_in(statement: str, where: str) -> frozenset[str]:
         raise PatchError(f"{where}: `{statement}`: {exc}") from None
 
 
-def stack_effect(statement: str, names: frozenset[str], where: str) -> int:
+def stack_effect(statement: str, names: frozenset[str], where: str, mode: int) -> int:
     """How many bytes STATEMENT pushes (negative: pops), from the encoding the patcher
     will emit for it, every name replaced by a stand-in (OPERAND_SAMPLES, or an
     address)."""
@@ -108,7 +108,7 @@ def stack_effect(statement: str, names: frozenset[str], where: str) -> int:
         raise PatchError(f"{where}: `{statement}` names something else than a plain "
                          f"{{name}}: {exc}") from None
     try:
-        insns = list(decode_all(assemble_checked(sample, 0, MODE), 0, MODE))
+        insns = list(decode_all(assemble_checked(sample, 0, mode), 0, mode))
     except PatchError as exc:
         raise PatchError(f"{where}: {exc.message}") from None
     effect = 0

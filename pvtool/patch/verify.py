@@ -15,7 +15,6 @@ from pvtool.patch.plan import Placement, Plan
 from pvtool.x86.catalogue import classify
 from pvtool.x86.isa import decode_one
 
-MODE = 32
 INT3 = 0xCC
 
 
@@ -60,7 +59,8 @@ def _no_unrecorded_sites(patched: ElfImage, code: CodeMap, plans: list[Plan]) ->
     for insn in code.instructions_in(0, 1 << 32):
         if any(start <= insn.address < end for start, end in touched):
             continue
-        now = decode_one(patched.read_virtual(insn.address, insn.size), insn.address, MODE)
+        now = decode_one(patched.read_virtual(insn.address, insn.size), insn.address,
+                         code.mode)
         if now is not None and classify(now) is not None and insn.address not in kept:
             raise PatchError(f"verification: {now.mnemonic} {now.op_str} at "
                              f"{insn.address:#x} is privileged and not recorded")
@@ -78,11 +78,11 @@ def _no_unrecorded_sites(patched: ElfImage, code: CodeMap, plans: list[Plan]) ->
 
 def _detours_round_trip(patched: ElfImage, emitted: Emitted) -> None:
     for plan, stub_address, stub in emitted.stubs:
-        jump = decode_one(patched.read_virtual(plan.start, 5), plan.start, MODE)
+        jump = decode_one(patched.read_virtual(plan.start, 5), plan.start, patched.bits)
         if jump is None or jump.mnemonic != "jmp" or jump.operands[0].imm != stub_address:
             raise PatchError(f"verification: {plan.start:#x} does not jump to its stub")
         back = decode_one(patched.read_virtual(stub_address + len(stub) - 5, 5),
-                          stub_address + len(stub) - 5, MODE)
+                          stub_address + len(stub) - 5, patched.bits)
         if back is None or back.mnemonic != "jmp" or back.operands[0].imm != plan.end:
             raise PatchError(f"verification: the stub at {stub_address:#x} does not return "
                              f"to {plan.end:#x}")

@@ -29,6 +29,7 @@ def test_xen32_loads_with_every_class_of_its_rules_file():
     patch_set = load_patch_set("xen32")
     assert patch_set.name == "xen32"
     assert patch_set.path == XEN32
+    assert patch_set.mode == 32
     assert set(patch_set.rules) == set(toml_classes())
     assert patch_set.rules["cli"].action is Action.INLINE
     assert patch_set.rules["cli"].template.text == "mov byte ptr [{vcpu_mask}], 1"
@@ -96,6 +97,9 @@ BROKEN_RULES = {
         lambda t: t.replace('inline = "mov {gpr}, dword ptr [{regs_cr4}]"',
                             'inline = "push {gpr}\\npop {gpr}"'),
         "[class.mov_from_cr4]: `push {gpr}` pushes or pops a {name}"),
+    "a mode that is no x86 width": (
+        lambda t: t.replace('mode = 32', 'mode = 16'),
+        "[patch_set] mode must be 32 or 64, not 16"),
     "template mis-encoded by keystone": (
         lambda t: t.replace('inline = "pushfd\\ncall {pv_pushf_fixup}"',
                             'inline = "pushf\\ncall {pv_pushf_fixup}"'),

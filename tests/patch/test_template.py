@@ -17,18 +17,18 @@ from pvtool.patch.template import parse_template
     ("mov byte ptr [{vcpu_mask}], 1", [0], 0),
 ])
 def test_each_statement_knows_what_the_statements_before_it_pushed(text, depths, end):
-    template = parse_template(text, "t")
+    template = parse_template(text, "t", 32)
     assert [s.depth for s in template.statements] == depths
     assert template.end_depth == end
     assert template.moves_stack == (depths != [0] * len(depths) or end != 0)
 
 
 def test_blank_lines_are_not_statements_and_names_are_collected():
-    template = parse_template("\n  pushfd\n\nmov {dst}, {sreg}\n", "t")
+    template = parse_template("\n  pushfd\n\nmov {dst}, {sreg}\n", "t", 32)
     assert [s.text for s in template.statements] == ["pushfd", "mov {dst}, {sreg}"]
     assert template.names == {"dst", "sreg"}
     assert template.statements[1].names == {"dst", "sreg"}
-    assert parse_template("", "t").statements == ()
+    assert parse_template("", "t", 32).statements == ()
 
 
 @pytest.mark.parametrize("statement", [
@@ -38,7 +38,7 @@ def test_blank_lines_are_not_statements_and_names_are_collected():
 ])
 def test_any_other_move_of_the_stack_pointer_is_refused(statement):
     with pytest.raises(PatchError) as caught:
-        parse_template(f"nop\n{statement}", "rules.toml: [class.x]")
+        parse_template(f"nop\n{statement}", "rules.toml: [class.x]", 32)
     assert caught.value.message.startswith(f"rules.toml: [class.x]: `{statement}` moves "
                                            "the stack pointer")
     assert caught.value.exit_status == 76
@@ -48,13 +48,13 @@ def test_any_other_move_of_the_stack_pointer_is_refused(statement):
 def test_a_push_or_pop_of_a_name_is_refused(statement):
     """Its size, and so every later depth, would depend on the site."""
     with pytest.raises(PatchError) as caught:
-        parse_template(statement, "w")
+        parse_template(statement, "w", 32)
     assert "pushes or pops a {name}" in caught.value.message
 
 
 def test_a_statement_keystone_would_mis_encode_is_refused_when_the_set_loads():
     with pytest.raises(PatchError) as caught:
-        parse_template("pushf", "w")
+        parse_template("pushf", "w", 32)
     assert "write 'pushfd'" in caught.value.message
 
 
@@ -62,5 +62,5 @@ def test_a_statement_keystone_would_mis_encode_is_refused_when_the_set_loads():
                                        "mov eax, {glue.x}"])
 def test_a_field_that_is_not_a_plain_name_is_refused(statement):
     with pytest.raises(PatchError) as caught:
-        parse_template(statement, "w")
+        parse_template(statement, "w", 32)
     assert "names something else than a plain {name}" in caught.value.message
