@@ -18,6 +18,7 @@ from pvtool.abi import pvtool as pvabi
 from pvtool.abi.xen import GUEST_KERNEL_RPL, Errno
 from pvtool.hv import layout
 from pvtool.hv.errors import DomainCrash, HypercallError
+from pvtool.hv.frames import FIRST_DOMAIN
 from pvtool.machine.cpu import CS, EAX, EBX, ECX, EDI, EDX, EFLAGS, EIP, ESI, ESP, Cpu
 from pvtool.machine.memory import GuestMemory, PageFault
 from pvtool.machine.pc import Machine
@@ -27,6 +28,7 @@ from pvtool.x86.registers import TSS32_ESP0
 if TYPE_CHECKING:
     from pvtool.hv.console import ConsoleRing
     from pvtool.hv.events import EventChannels
+    from pvtool.hv.frames import FrameTable
     from pvtool.hv.gdt import Gdt
     from pvtool.hv.pagetables import PageTables
 
@@ -136,7 +138,9 @@ class VCpu:
 class Domain:
     machine: Machine
     nr_pages: int
+    frames: "FrameTable"  # every machine frame's owner, type and counts (hv/frames.py)
     console_output: Callable[[bytes], None]
+    domid: int = FIRST_DOMAIN
     trace: Callable[[str], None] | None = None
     trap_table: dict[int, TrapInfo] = field(default_factory=dict)
     kernel_ss: int = 0
@@ -161,9 +165,10 @@ class Domain:
 
     # -- what the domain owns ------------------------------------------------------
     def owns_frame(self, mfn: int) -> bool:
-        """Frames the domain may map: its RAM (machine frame = pseudo-physical frame,
-        see docs/ABI.md) and its shared_info page."""
-        return mfn < self.nr_pages or mfn == layout.SHARED_INFO >> 12
+        """Frames the domain may map, as the frame table says: its own (its RAM, machine
+        frame = pseudo-physical frame, docs/ABI.md) and those shared with it (its
+        shared_info page)."""
+        return self.frames.may_map(self.domid, mfn)
 
     @property
     def hypervisor_start(self) -> int:

@@ -39,6 +39,7 @@ from pvtool.hv import layout
 from pvtool.hv.builder import enter_ring1
 from pvtool.hv.domain import Domain
 from pvtool.hv.errors import DomainCrash, HypercallError
+from pvtool.hv.frames import machine_frames
 from pvtool.hv.gdt import Gdt
 from pvtool.hv.pagetables import PageTables
 from pvtool.hv.ptwr import handle_write_fault
@@ -94,7 +95,9 @@ class TrapMode:
     def __init__(self, machine: Machine, image: ElfImage,
                  trace: Callable[[str], None] | None):
         self.machine = machine
-        self.domain = Domain(machine=machine, nr_pages=machine.ram_size // PAGE_SIZE,
+        nr_pages = machine.ram_size // PAGE_SIZE
+        self.domain = Domain(machine=machine, nr_pages=nr_pages,
+                             frames=machine_frames(nr_pages),
                              console_output=machine.output, trace=trace)
         self.domain.gdt = Gdt(self.domain)
         self.domain.pagetables = PageTables(self.domain, IDENTITY_L2 // PAGE_SIZE)

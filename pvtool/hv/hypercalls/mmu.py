@@ -16,8 +16,6 @@ PIN_LEVELS = {MmuextCmd.pin_l1_table: 1, MmuextCmd.pin_l2_table: 2,
 
 def update_va_mapping(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     vaddr, pte_lo, pte_hi, flags = args[:4]
-    if pte_hi and not dom.pagetables.pae:
-        raise HypercallError(Errno.EINVAL, "a 2-level PTE has no high half")
     dom.pagetables.update_va_mapping(vaddr, pte_hi << 32 | pte_lo)
     if flags & UVMF_FLUSHTYPE_MASK:
         dom.pagetables.flush_tlb()
