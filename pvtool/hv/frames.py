@@ -86,8 +86,8 @@ class FrameTable:
 
     # -- ownership -----------------------------------------------------------------
     def assign(self, domid: int, first: int, count: int) -> None:
-        """Give frames FIRST .. FIRST+COUNT-1 to DOMID."""
-        self._runs.append((first, first + count, domid))
+        """Give frames FIRST .. FIRST+COUNT-1 to DOMID (over an earlier assignment)."""
+        self._runs.insert(0, (first, first + count, domid))
 
     def share(self, mfn: int, domid: int) -> None:
         """Let DOMID map the hypervisor's frame MFN, writable (share_xen_page_with_guest)."""
