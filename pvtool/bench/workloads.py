@@ -1,12 +1,18 @@
 """The guests' own workloads: each image booted natively, paravirtualized (patched on
 the fly into a scratch folder) and trap-and-emulated when this pvtool has that mode.
-Repeats are interleaved across modes so a slow spell of the machine hits them all."""
+Repeats are interleaved across modes so a slow spell of the machine hits them all.
+
+Right after each PV run of a guest that prints per-operation lines, a short run of
+the null-hypercall kernel (bench/nullcall.py) prices a null hypercall in rdtsc cycles
+there and then, so each PV operation is also given in null hypercalls, a ratio taken
+within one repeat rather than across the minutes of a whole bench."""
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pvtool.bench import nullcall
 from pvtool.bench.measure import Timing, per_second
 from pvtool.bench.operations import Operation, parse_operations, summarize
 from pvtool.errors import PvtoolError
@@ -15,6 +21,7 @@ from pvtool.run import Mode, RunOptions, RunResult, run_image
 
 DISK_SIZE = 256 << 10  # minikern's disk: zeros, fresh for every run
 RUN_TIMEOUT = 120.0  # seconds: a guest that loops for ever still ends the bench
+NULL_CALLS_PER_RUN = 2_000  # the null hypercalls timed beside each PV run
 
 
 def fresh_disk(workdir: Path) -> Path:
@@ -43,6 +50,8 @@ class ModeRuns:
     prepare_seconds: float | None = None  # patching, for PV
     # each run's `nanobench:` lines (bench/operations.py); {} for other guests
     operations: list[dict[str, Operation]] = field(default_factory=list)
+    # PV: a null hypercall's rdtsc cycles timed after each run that printed operations
+    null_cycles: list[float | None] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -50,7 +59,7 @@ class ModeRuns:
 
     def operations_summary(self) -> dict[str, dict] | None:
         """Per operation over the repeats (None if the mode did not run)."""
-        return summarize(self.operations) if self.ok else None
+        return summarize(self.operations, self.null_cycles) if self.ok else None
 
     @property
     def timing(self) -> Timing:
@@ -78,6 +87,8 @@ class ModeRuns:
             "stop": last.to_dict()["stop"],
             "guest_passed": _passed(last),
             "same_exits_every_run": all(r.exits == last.exits for r in self.results),
+            "null_hypercall_cycles": [None if c is None else round(c, 2)
+                                      for c in self.null_cycles],
         }
 
 
@@ -102,7 +113,18 @@ def run_workloads(image: Path, repeat: int, workdir: Path,
                 mode_runs.error = exc.message
                 continue
             mode_runs.operations.append(parse_operations(bytes(output)))
+            if mode is Mode.PV:
+                priced = bool(mode_runs.operations[-1])
+                mode_runs.null_cycles.append(_null_cycles(workdir) if priced else None)
     return runs
+
+
+def _null_cycles(workdir: Path) -> float:
+    """A null hypercall's rdtsc cycles, now."""
+    kernel = workdir / f"nullcall-{NULL_CALLS_PER_RUN}.elf"
+    if not kernel.exists():
+        nullcall.write_kernel(workdir, NULL_CALLS_PER_RUN)
+    return nullcall.run_kernel(kernel)[1] / NULL_CALLS_PER_RUN
 
 
 def _prepare(mode: Mode, image: Path, workdir: Path) -> ModeRuns:

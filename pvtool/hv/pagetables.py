@@ -40,6 +40,10 @@ class PageTables:
                                    glue)
         if glue:
             self._hold_glue_data()
+        # Every change to the domain's page tables goes through the validator, which
+        # has guest memory forget its translations then: a hypercall's pointers need
+        # no page walk while the tables stay as they are.
+        domain.memory.keep_translations()
 
     @property
     def pae(self) -> bool:

@@ -99,6 +99,7 @@ class Validator:
 
     def _store(self, address: int, value: int) -> None:
         self.memory.write_phys(address, self._entry.pack(value))
+        self.memory.forget_translations()
 
     def entry_address(self, mfn: int, index: int) -> int:
         return (mfn << PAGE_SHIFT) + index * self.entry_size
@@ -129,7 +130,12 @@ class Validator:
         is the table that holds the hypervisor's slots (PAE's L2 under L3 slot 3);
         SITE: the entry linking it."""
         want = level | (XEN_L2 if xen else 0)
-        info = self._make_table(mfn, want, downgrade, site)
+        info = self.frames.type_info(mfn)
+        # A validated table of this kind is a count increment: the hot path of a
+        # context switch. Anything else is looked at closely.
+        if info & (KIND | VALIDATED) != want | VALIDATED or xen and type_count(info) \
+                or self.frames.owner(mfn) != self.domid:
+            info = self._make_table(mfn, want, downgrade, site)
         fresh = not is_table(info)
         self.frames.set_type_info(mfn, (want if fresh else info) + ONE)
         self.frames.get_page(mfn)
@@ -258,7 +264,9 @@ class Validator:
 
     def devalidate(self, mfn: int) -> None:
         """Make table MFN, which nothing live holds, an ordinary frame again: the tables
-        linking it first, then every reference its entries hold (Xen's free_lN_table)."""
+        linking it first, then every reference its entries hold (Xen's free_lN_table).
+        The guest may write it from now on: no translation through it is kept."""
+        self.memory.forget_translations()
         self._devalidate_holders(mfn)
         info = self.frames.type_info(mfn)
         level = page_type(info)

@@ -99,6 +99,18 @@ def test_the_cpu_sees_a_mapping_made_with_uvmf_invlpg_at_once(run_guest):
     assert booted.u32("after") == 0xBBBB1111
 
 
+def test_a_hypercall_pointer_follows_a_remapping_at_once(idle):
+    """Guest memory keeps translations for hypercall pointers; an update_va_mapping
+    makes it forget them, so the next hypercall reads the new frame."""
+    va = frame(idle, 0)
+    idle.write(va, b"old!")
+    idle.write(frame(idle, 1), b"new!")
+    assert hypercall(idle, HC.console_io, 0, 4, va) == 0
+    assert hypercall(idle, HC.update_va_mapping, va, frame(idle, 1) | PTE_RW, 0, 0) == 0
+    assert hypercall(idle, HC.console_io, 0, 4, va) == 0
+    assert bytes(idle.output) == b"old!new!"
+
+
 @pytest.mark.parametrize("target", ["beyond-ram", "gdt", "m2p"])
 def test_update_va_mapping_refuses_a_frame_the_domain_does_not_own(idle, target):
     va = frame(idle, 0)

@@ -79,3 +79,20 @@ def test_physical_helpers_are_little_endian_32_bit(aliased):
     assert aliased.read_u32(0x348000) == 1
     assert aliased.is_mapped(0x348000, 4)
     assert not aliased.is_mapped((128 << 20) - 2, 4)
+
+
+def test_kept_translations_stand_until_their_owner_forgets_them(build):
+    """keep_translations is for page tables whose owner sees every change (the PV
+    hypervisor): an entry changed behind its back is not seen until forget_translations;
+    a fault is never remembered."""
+    memory = run_native(build(ALIAS_SCENARIO)).machine.memory
+    memory.keep_translations()
+    assert memory.virt_to_phys(0x345ABC) == 0x346ABC
+    pte = memory.walk(0x345000).pte_addr
+    memory.write_u32(pte, 0x345003)  # identity again
+    assert memory.virt_to_phys(0x345ABC) == 0x346ABC
+    memory.forget_translations()
+    assert memory.virt_to_phys(0x345ABC) == 0x345ABC
+    for _ in range(2):
+        with pytest.raises(PageFault):
+            memory.virt_to_phys(0x347000)
