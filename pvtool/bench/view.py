@@ -66,7 +66,7 @@ def _operations(guest: dict, repeat: int) -> Table:
     modes = list(guest["modes"])
     title = (f"Per-operation cost, {guest['name']}: rdtsc cycles / n, "
              f"median of {repeat} run(s)")
-    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", collapse_padding=True)
     table.add_column("operation", no_wrap=True)
     table.add_column("n", justify="right", no_wrap=True)
     for mode in modes:
@@ -86,12 +86,12 @@ def _operations(guest: dict, repeat: int) -> Table:
         cells.append(_factor(row.get(NULL_MODE), "null_hypercalls"))
         table.add_row(*cells)
     table.caption = (
-        "cyc/op: the guest's rdtsc delta / n. Under pvtool rdtsc is Unicorn's, i.e. the\n"
-        "host's time-stamp counter: host cycles, every exit to pvtool's Python included\n"
-        "(native too: interrupts, faults and port I/O reach Python hooks). /native:\n"
-        "cyc/op over native's cyc/op. /null: in null hypercalls, each PV run's cyc/op\n"
-        "over a null hypercall's timed by rdtsc right after it (the limits' tiny Xen\n"
-        "kernel), median of the runs.")
+        "cyc/op: the guest's rdtsc delta / n. Under pvtool rdtsc is Unicorn's,\n"
+        "i.e. the host's time-stamp counter: host cycles, every exit to pvtool's\n"
+        "Python included (native too: interrupts, faults and port I/O reach\n"
+        "Python hooks). /native: cyc/op over native's cyc/op. /null: in null\n"
+        "hypercalls, each PV run's cyc/op over a null hypercall's timed by rdtsc\n"
+        "right after it (the limits' tiny Xen kernel), median of the runs.")
     table.caption_justify = "left"
     return table
 
