@@ -82,7 +82,8 @@ class FrameTable:
         self._type_info: dict[int, int] = {}
         self._holders: dict[int, dict[int, int]] = {}  # table -> {linking table: links}
         self._writable_at: dict[int, int | set[int]] = {}  # mfn -> entry address(es)
-        self._journal: list[tuple] | None = None
+        self._journal: list[tuple] | None = None  # undo records of the open transaction
+        self._depth = 0  # transactions open, nested
 
     # -- ownership -----------------------------------------------------------------
     def assign(self, domid: int, first: int, count: int) -> None:
@@ -113,6 +114,16 @@ class FrameTable:
 
     def put_page(self, mfn: int) -> None:
         self.journal_set(self._count_info, mfn, self._count_info[mfn] - 1 or None)
+
+    def get_page_and_type(self, mfn: int, info: int) -> None:
+        """A general reference and the type word INFO, its count already raised."""
+        self.get_page(mfn)
+        self.journal_set(self._type_info, mfn, info)
+
+    def put_page_and_type(self, mfn: int) -> None:
+        """Drop a general and a type reference (the type stays at a count of zero)."""
+        self.put_page(mfn)
+        self.journal_set(self._type_info, mfn, self._type_info[mfn] - ONE)
 
     def type_info(self, mfn: int) -> int:
         return self._type_info.get(mfn, 0)
@@ -171,10 +182,24 @@ class FrameTable:
                 self.journal_set(self._writable_at, mfn, None)
 
     # -- the journal ---------------------------------------------------------------
-    def transaction(self) -> "Transaction":
+    def transaction(self) -> "FrameTable":
         """`with frames.transaction():` undoes every journaled change if the block
         raises. Nested blocks join the outermost."""
-        return Transaction(self)
+        return self
+
+    def __enter__(self) -> None:
+        self._depth += 1
+        if self._depth == 1:
+            self._journal = []
+
+    def __exit__(self, kind, value, traceback) -> bool:
+        self._depth -= 1
+        if self._depth == 0:
+            journal, self._journal = self._journal, None
+            if kind is not None:
+                for undo, *args in reversed(journal):
+                    undo(*args)
+        return False
 
     def journal_set(self, store: dict, key, value) -> None:
         """STORE[KEY] = VALUE (None deletes it), undone if the transaction fails: the
@@ -190,29 +215,6 @@ class FrameTable:
         """Run UNDO(*ARGS) if the open transaction fails."""
         if self._journal is not None:
             self._journal.append((undo, *args))
-
-
-class Transaction:
-    """The context of FrameTable.transaction."""
-
-    __slots__ = ("frames", "outer")
-
-    def __init__(self, frames: FrameTable):
-        self.frames = frames
-        self.outer = frames._journal is not None
-
-    def __enter__(self) -> None:
-        if not self.outer:
-            self.frames._journal = []
-
-    def __exit__(self, kind, value, traceback) -> bool:
-        if self.outer:
-            return False
-        journal, self.frames._journal = self.frames._journal, None
-        if kind is not None:
-            for undo, *args in reversed(journal):
-                undo(*args)
-        return False
 
 
 def machine_frames(nr_pages: int) -> FrameTable:

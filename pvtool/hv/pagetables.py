@@ -33,6 +33,7 @@ class PageTables:
         self.domain = domain
         self.frames = domain.frames
         self.rules = RULES[mode]
+        self.pae = mode is PagingMode.PAE  # read on every guest pointer (Domain)
         self.glue = glue  # map the patched kernel's glue window in every address space
         self.base_mfn = base_mfn
         self._base_held = False  # the builder's (or trap mode's) tables: not validated
@@ -44,10 +45,6 @@ class PageTables:
         # has guest memory forget its translations then: a hypercall's pointers need
         # no page walk while the tables stay as they are.
         domain.memory.keep_translations()
-
-    @property
-    def pae(self) -> bool:
-        return self.rules.mode is PagingMode.PAE
 
     @property
     def entry_size(self) -> int:

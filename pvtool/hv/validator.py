@@ -137,8 +137,7 @@ class Validator:
                 or self.frames.owner(mfn) != self.domid:
             info = self._make_table(mfn, want, downgrade, site)
         fresh = not is_table(info)
-        self.frames.set_type_info(mfn, (want if fresh else info) + ONE)
-        self.frames.get_page(mfn)
+        self.frames.get_page_and_type(mfn, (want if fresh else info) + ONE)
         if holder is None:
             self.frames.journal_set(self.roots, mfn, self.roots.get(mfn, 0) + 1)
         else:
@@ -149,8 +148,7 @@ class Validator:
 
     def put_table(self, mfn: int, holder: int | None) -> None:
         """Drop a type reference. At zero the table stays validated (see above)."""
-        self.frames.set_type_info(mfn, self.frames.type_info(mfn) - ONE)
-        self.frames.put_page(mfn)
+        self.frames.put_page_and_type(mfn)
         if holder is None:
             self.frames.journal_set(self.roots, mfn, self.roots[mfn] - 1 or None)
         else:
