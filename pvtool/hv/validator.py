@@ -93,8 +93,10 @@ class Validator:
     def read_entry(self, address: int) -> int:
         return self._entry.unpack(self.memory.read_phys(address, self.entry_size))[0]
 
-    def write_entry(self, address: int, value: int) -> None:
-        self.frames.journal_undo(self._store, address, self.read_entry(address))
+    def write_entry(self, address: int, value: int, old: int | None = None) -> None:
+        """Write an entry, journaled; OLD: its value, if the caller has read it."""
+        self.frames.journal_undo(self._store, address,
+                                 self.read_entry(address) if old is None else old)
         self._store(address, value)
 
     def _store(self, address: int, value: int) -> None:
@@ -343,11 +345,8 @@ class Validator:
         changes if the new entry is refused."""
         info = self.frames.type_info(mfn)
         level = page_type(info)
-        if index in self.hypervisor_slots(level, info):
-            raise refuse(f"L{level} slot {index} belongs to the hypervisor")
-        if index >= self.entry_count(level):
-            raise refuse(f"L{level} entry {index}: a {self.rules.name} L{level} has "
-                         f"{self.entry_count(level)}")
+        if level > 1:  # an L1 has neither the hypervisor's slots nor missing entries
+            self._check_slot(level, index, info)
         if value >> 8 * self.entry_size:
             raise refuse(f"a {self.rules.name} entry has no high half ({value:#x})")
         address = self.entry_address(mfn, index)
@@ -360,4 +359,11 @@ class Validator:
                 self._put_entry(mfn, level, index, old)
             if value & paging.P:
                 value = self._get_entry(mfn, level, index, value, downgrade, whole=False)
-            self.write_entry(address, value)
+            self.write_entry(address, value, old)
+
+    def _check_slot(self, level: int, index: int, info: int) -> None:
+        if index in self.hypervisor_slots(level, info):
+            raise refuse(f"L{level} slot {index} belongs to the hypervisor")
+        if index >= self.entry_count(level):
+            raise refuse(f"L{level} entry {index}: a {self.rules.name} L{level} has "
+                         f"{self.entry_count(level)}")
