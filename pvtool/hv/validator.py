@@ -165,8 +165,8 @@ class Validator:
             raise refuse(f"{where(site)} points at frame {mfn:#x}, not the domain's"
                          if site else f"frame {mfn:#x} is not the domain's")
         info = self.frames.type_info(mfn)
-        other_kind = is_table(info) and info & KIND != want
-        if other_kind or want & XEN_L2 and type_count(info):
+        other_kind = info & KIND != want
+        if is_table(info) and (other_kind or want & XEN_L2 and type_count(info)):
             if self.is_live(mfn):
                 raise refuse(self._conflict(mfn, info, want, prefix(site)))
             if other_kind:
@@ -211,7 +211,8 @@ class Validator:
 
     def hold_writable(self, mfn: int) -> None:
         """A writable mapping of the hypervisor's own (a backend's ring, the glue
-        window's data): the frame can never become a page table."""
+        window's data), taken when the domain is built, before any frame is a page
+        table: from then on the frame can never become one."""
         self.frames.get_page(mfn)
         self.frames.set_type_info(mfn, (self.frames.type_info(mfn) or PageType.WRITABLE) + ONE)
 
