@@ -8,7 +8,7 @@ page_info keeps it (xen/include/asm-x86/mm.h).
   it from a page table, and every base or pin holding it.
 - type_info: what the frame is used as (PageType), how many references hold it as
   that (the type count), and whether it is validated (its entries checked and their
-  references taken) and pinned, packed into one word as Xen packs it.
+  references taken) and pinned, packed into one word as Xen does.
 - Beside Xen's fields, two indexes the validator needs: the tables that link each
   page table (its holders), and where each frame is mapped writable, so that the
   writable mappings of a frame becoming a page table are found without a scan.
@@ -75,6 +75,8 @@ def _restore(store: dict, key, old) -> None:
 
 
 class FrameTable:
+    """Every machine frame's owner and page_info, kept only for the frames in use."""
+
     def __init__(self):
         self._runs: list[tuple[int, int, int]] = []  # (first, end, owner)
         self._shared: dict[int, int] = {}  # mfn -> the domain it is shared with
