@@ -3,7 +3,7 @@ tinyxen.py making N xen_version calls through `int 0x82`, booted with run_image 
 any PV guest. Per call, twice: the run loop's wall time / N (the loop's other
 instructions cost nanoseconds; domain building is outside the run loop's clock), and
 the kernel's own rdtsc cycles / N, the unit nanobench's operations are measured in
-(bench/workloads.py runs it beside each PV run of such a guest, for that reason)."""
+(bench/workloads.py runs it around each PV run, for that reason)."""
 
 import statistics
 import tempfile

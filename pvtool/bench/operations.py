@@ -2,7 +2,7 @@
 a guest that prints `nanobench: <operation> n=<count> cycles=<total>` lines (guests/
 nanobench) gets, for each operation and mode, the cycles per operation, the factor
 to native, and for PV the cost in null hypercalls (the tiny Xen kernel's line, timed
-beside each run: bench/workloads.py). A guest is recognised by its output, never by
+around each run: bench/workloads.py). A guest is recognised by its output, never by
 its name.
 
 cycles is the guest's rdtsc delta. Under pvtool rdtsc is Unicorn's, which reads the
@@ -41,10 +41,10 @@ def parse_operations(output: bytes) -> dict[str, Operation]:
 
 
 def summarize(runs: list[dict[str, Operation]],
-              null_cycles: list[float | None] | None = None) -> dict[str, dict]:
+              null_cycles: list[float] | None = None) -> dict[str, dict]:
     """One mode's repeats: per operation, n, the median cycles and the median cycles
     per operation (over the runs that printed it). NULL_CYCLES, if given, are a null
-    hypercall's cycles timed beside each run: null_hypercalls is the median of the
+    hypercall's cycles timed around each run: null_hypercalls is the median of the
     runs' ratios. factor_to_native is set later."""
     names = list(dict.fromkeys(op for run in runs for op in run))
     nulls = null_cycles or [None] * len(runs)

@@ -91,7 +91,7 @@ def _operations(guest: dict, repeat: int) -> Table:
         "Python included (native too: interrupts, faults and port I/O reach\n"
         "Python hooks). /native: cyc/op over native's cyc/op. /null: in null\n"
         "hypercalls, each PV run's cyc/op over a null hypercall's timed by rdtsc\n"
-        "right after it (the limits' tiny Xen kernel), median of the runs.")
+        "around it (the limits' tiny Xen kernel), median of the runs.")
     table.caption_justify = "left"
     return table
 

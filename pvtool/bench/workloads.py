@@ -2,10 +2,10 @@
 the fly into a scratch folder) and trap-and-emulated when this pvtool has that mode.
 Repeats are interleaved across modes so a slow spell of the machine hits them all.
 
-Right after each PV run of a guest that prints per-operation lines, a short run of
-the null-hypercall kernel (bench/nullcall.py) prices a null hypercall in rdtsc cycles
-there and then, so each PV operation is also given in null hypercalls, a ratio taken
-within one repeat rather than across the minutes of a whole bench."""
+Around each PV run, short runs of the null-hypercall kernel (bench/nullcall.py), just
+before and just after, price a null hypercall in rdtsc cycles there and then, so each
+PV operation a guest prints is also given in null hypercalls: a ratio taken within one
+repeat rather than across a whole bench, on a machine whose load drifts."""
 
 import time
 from collections.abc import Callable
@@ -21,7 +21,7 @@ from pvtool.run import Mode, RunOptions, RunResult, run_image
 
 DISK_SIZE = 256 << 10  # minikern's disk: zeros, fresh for every run
 RUN_TIMEOUT = 120.0  # seconds: a guest that loops for ever still ends the bench
-NULL_CALLS_PER_RUN = 2_000  # the null hypercalls timed beside each PV run
+NULL_CALLS_PER_RUN = 2_000  # the null hypercalls timed before and after each PV run
 
 
 def fresh_disk(workdir: Path) -> Path:
@@ -50,8 +50,8 @@ class ModeRuns:
     prepare_seconds: float | None = None  # patching, for PV
     # each run's `nanobench:` lines (bench/operations.py); {} for other guests
     operations: list[dict[str, Operation]] = field(default_factory=list)
-    # PV: a null hypercall's rdtsc cycles timed after each run that printed operations
-    null_cycles: list[float | None] = field(default_factory=list)
+    # PV: a null hypercall's rdtsc cycles, timed around each run
+    null_cycles: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -87,8 +87,7 @@ class ModeRuns:
             "stop": last.to_dict()["stop"],
             "guest_passed": _passed(last),
             "same_exits_every_run": all(r.exits == last.exits for r in self.results),
-            "null_hypercall_cycles": [None if c is None else round(c, 2)
-                                      for c in self.null_cycles],
+            "null_hypercall_cycles": [round(c, 2) for c in self.null_cycles],
         }
 
 
@@ -106,6 +105,7 @@ def run_workloads(image: Path, repeat: int, workdir: Path,
             if mode_runs.error is not None:
                 continue
             progress(f"{image.name}: {mode.value} run {index + 1}/{repeat}")
+            before = _null_cycles(workdir) if mode is Mode.PV else None
             output = bytearray()
             try:
                 mode_runs.results.append(_run_once(mode_runs, workdir, output.extend))
@@ -114,8 +114,7 @@ def run_workloads(image: Path, repeat: int, workdir: Path,
                 continue
             mode_runs.operations.append(parse_operations(bytes(output)))
             if mode is Mode.PV:
-                priced = bool(mode_runs.operations[-1])
-                mode_runs.null_cycles.append(_null_cycles(workdir) if priced else None)
+                mode_runs.null_cycles.append((before + _null_cycles(workdir)) / 2)
     return runs
 
 

@@ -85,11 +85,9 @@ class PageTables:
         it is used, a count increment after that."""
         if self.frames.owner(mfn) != self.domain.domid:
             raise HypercallError(Errno.EINVAL, f"base frame {mfn:#x} is not the domain's")
-        with self.frames.transaction():
-            self.validator.get_table(mfn, self.rules.levels, None,
-                                     downgrade=self.rules.downgrade)
-            if self._base_held:
-                self.validator.put_table(self.base_mfn, None)
+        self.validator.get_table(mfn, self.rules.levels, None, downgrade=self.rules.downgrade)
+        if self._base_held:
+            self.validator.put_table(self.base_mfn, None)
         self.base_mfn, self._base_held = mfn, True
         self.domain.machine.cpu.write(CR3, mfn << PAGE_SHIFT)
         if self.domain.trace:
@@ -105,9 +103,8 @@ class PageTables:
             raise HypercallError(Errno.EINVAL, f"frame {mfn:#x} cannot be pinned")
         if self.frames.type_info(mfn) & PINNED:
             raise HypercallError(Errno.EINVAL, f"frame {mfn:#x} is already pinned")
-        with self.frames.transaction():
-            self.validator.get_table(mfn, level, None, downgrade=False)
-            self.frames.set_type_info(mfn, self.frames.type_info(mfn) | PINNED)
+        self.validator.get_table(mfn, level, None, downgrade=False)
+        self.frames.set_type_info(mfn, self.frames.type_info(mfn) | PINNED)
         self.flush_tlb()
 
     def unpin(self, mfn: int) -> None:
@@ -115,9 +112,8 @@ class PageTables:
         info = self.frames.type_info(mfn)
         if not info & PINNED:
             raise HypercallError(Errno.EINVAL, f"frame {mfn:#x} is not pinned")
-        with self.frames.transaction():
-            self.frames.set_type_info(mfn, info & ~PINNED)
-            self.validator.put_table(mfn, None)
+        self.frames.set_type_info(mfn, info & ~PINNED)
+        self.validator.put_table(mfn, None)
 
     # -- updates -----------------------------------------------------------------------
     def mmu_update(self, address: int, value: int) -> None:

@@ -133,20 +133,29 @@ class Validator:
         SITE: the entry linking it."""
         want = level | (XEN_L2 if xen else 0)
         info = self.frames.type_info(mfn)
-        # A validated table of this kind is a count increment: the hot path of a
-        # context switch. Anything else is looked at closely.
-        if info & (KIND | VALIDATED) != want | VALIDATED or xen and type_count(info) \
-                or self.frames.owner(mfn) != self.domid:
+        # A validated table of this kind is a count increment, which cannot fail: the
+        # hot path of a context switch. Anything else is looked at closely, and undone
+        # whole if refused.
+        if info & (KIND | VALIDATED) == want | VALIDATED and not (xen and type_count(info)) \
+                and self.frames.owner(mfn) == self.domid:
+            self._hold(mfn, info + ONE, holder)
+            return
+        with self.frames.transaction():
             info = self._make_table(mfn, want, downgrade, site)
-        fresh = not is_table(info)
-        self.frames.get_page_and_type(mfn, (want if fresh else info) + ONE)
+            fresh = not is_table(info)
+            self._hold(mfn, (want if fresh else info) + ONE, holder)
+            if fresh:
+                self._validate(mfn, level, want, downgrade)
+                self.frames.set_type_info(mfn, self.frames.type_info(mfn) | VALIDATED)
+
+    def _hold(self, mfn: int, info: int, holder: int | None) -> None:
+        """The references of get_table: general, type (INFO, counted), and the
+        holder's link (or a root's)."""
+        self.frames.get_page_and_type(mfn, info)
         if holder is None:
             self.frames.journal_set(self.roots, mfn, self.roots.get(mfn, 0) + 1)
         else:
             self.frames.link(mfn, holder)
-        if fresh:
-            self._validate(mfn, level, want, downgrade)
-            self.frames.set_type_info(mfn, self.frames.type_info(mfn) | VALIDATED)
 
     def put_table(self, mfn: int, holder: int | None) -> None:
         """Drop a type reference. At zero the table stays validated (see above)."""

@@ -55,8 +55,9 @@ def test_the_json_has_every_field_for_every_mode(hello_report):
     assert guest["modes"]["native"]["ratio_to_native"] == 1.0
     assert guest["modes"]["pv"]["prepare_seconds"] > 0  # patched on the fly
     assert guest["modes"]["pv"]["hypercalls"]  # it really ran under the hypervisor
-    # no per-operation lines: no null hypercall is timed beside its runs
-    assert guest["modes"]["pv"]["null_hypercall_cycles"] == [None]
+    # a null hypercall is timed around each PV run, in cycles, and only there
+    (cycles,) = guest["modes"]["pv"]["null_hypercall_cycles"]
+    assert cycles > 0
     assert guest["modes"]["native"]["null_hypercall_cycles"] == []
 
 

@@ -64,14 +64,14 @@ def test_repeats_take_the_median_and_factors_divide_by_native():
 
 
 def test_null_hypercalls_are_the_median_of_each_runs_own_ratio():
-    """Each run is priced in the null hypercall timed beside it: 100/10 and 300/20
+    """Each run is priced in the null hypercall timed around it: 100/10 and 300/20
     cycles per op over 5 and 10 cycles per call are 2 and 1.5, their median 1.75 (the
     ratio of the medians, 20/7.5, would mix a slow spell with a quick one)."""
     runs = [{"op": Operation(10, 100), "other": Operation(1, 7)}, {"op": Operation(20, 300)}]
     summary = summarize(runs, [5.0, 10.0])
     assert summary["op"]["null_hypercalls"] == 1.75
     assert summary["other"]["null_hypercalls"] == 1.4  # printed by the first run only
-    assert summarize(runs, [None, None])["op"]["null_hypercalls"] is None
+    assert summarize(runs)["op"]["null_hypercalls"] is None  # native, trap: not priced
 
 
 @pytest.fixture(scope="module")
