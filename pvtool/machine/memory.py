@@ -88,6 +88,8 @@ class GuestMemory:
                          pse=bool(self.cpu.read(CR4) & CR4_PSE))
 
     def read_virt(self, vaddr: int, size: int, *, user: bool = False) -> bytes:
+        if 0 < size <= PAGE_SIZE - (vaddr & (PAGE_SIZE - 1)):  # within a page: most reads
+            return self.read_phys(self.virt_to_phys(vaddr, user=user), size)
         out = bytearray()
         for chunk_addr, chunk_size in _page_chunks(vaddr, size):
             out += self.read_phys(self.virt_to_phys(chunk_addr, user=user), chunk_size)
