@@ -1,15 +1,19 @@
 """A null hypercall's round trip through pvtool's hypervisor: the tiny Xen kernel of
 tinyxen.py making N xen_version calls through `int 0x82`, booted with run_image like
-any PV guest. Per call = the run loop's wall time / N (the loop's other instructions
-cost nanoseconds; domain building is outside the run loop's clock)."""
+any PV guest. Per call, twice: the run loop's wall time / N (the loop's other
+instructions cost nanoseconds; domain building is outside the run loop's clock), and
+the kernel's own rdtsc cycles / N, the unit nanobench's operations are measured in
+(bench/workloads.py runs it around each PV run, for that reason)."""
 
+import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from pvtool.bench.measure import Timing
-from pvtool.bench.tinyxen import null_hypercall_kernel
-from pvtool.run import Mode, RunOptions, run_image
+from pvtool.bench.operations import parse_operations
+from pvtool.bench.tinyxen import OPERATION, null_hypercall_kernel
+from pvtool.run import Mode, RunOptions, RunResult, run_image
 
 RAM = 16 << 20  # small: the domain builder writes a p2m entry per page
 
@@ -18,6 +22,7 @@ RAM = 16 << 20  # small: the domain builder writes a p2m entry per page
 class NullCallResult:
     calls: int
     timing: Timing
+    cycles: tuple[int, ...]  # each run's rdtsc cycles for the CALLS calls
     counted_calls: int  # xen_version calls the hypervisor saw in the last run
     stop: str
 
@@ -25,20 +30,38 @@ class NullCallResult:
     def seconds_per_call(self) -> float:
         return self.timing.median / self.calls
 
+    @property
+    def cycles_per_call(self) -> float:
+        return statistics.median(self.cycles) / self.calls
+
     def to_dict(self) -> dict:
         return {"calls": self.calls, "counted_calls": self.counted_calls,
                 "stop": self.stop, "seconds": self.timing.to_dict(),
-                "seconds_per_call": self.seconds_per_call}
+                "seconds_per_call": self.seconds_per_call, "cycles": list(self.cycles),
+                "cycles_per_call": round(self.cycles_per_call, 2)}
 
 
 def run_null_hypercalls(calls: int, repeat: int) -> NullCallResult:
-    runs, result = [], None
+    runs, cycles = [], []
     with tempfile.TemporaryDirectory(prefix="pvtool-bench-") as workdir:
-        kernel = Path(workdir) / "nullcall.elf"
-        kernel.write_bytes(null_hypercall_kernel(calls))
-        options = RunOptions(mode=Mode.PV, ram_size=RAM)
+        kernel = write_kernel(Path(workdir), calls)
         for _ in range(repeat):
-            result = run_image(kernel, options, lambda data: None)
+            result, run_cycles = run_kernel(kernel)
             runs.append(result.wall_seconds)
-    return NullCallResult(calls, Timing(tuple(runs)), result.hypercalls["xen_version"],
-                          result.stop.describe())
+            cycles.append(run_cycles)
+    return NullCallResult(calls, Timing(tuple(runs)), tuple(cycles),
+                          result.hypercalls["xen_version"], result.stop.describe())
+
+
+def write_kernel(directory: Path, calls: int) -> Path:
+    """The kernel making CALLS null hypercalls, as a file in DIRECTORY."""
+    kernel = directory / f"nullcall-{calls}.elf"
+    kernel.write_bytes(null_hypercall_kernel(calls))
+    return kernel
+
+
+def run_kernel(kernel: Path) -> tuple[RunResult, int]:
+    """One run of a kernel from write_kernel: the result and the cycles it printed."""
+    output = bytearray()
+    result = run_image(kernel, RunOptions(mode=Mode.PV, ram_size=RAM), output.extend)
+    return result, parse_operations(bytes(output))[OPERATION].cycles

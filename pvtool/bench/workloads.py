@@ -1,12 +1,18 @@
 """The guests' own workloads: each image booted natively, paravirtualized (patched on
 the fly into a scratch folder) and trap-and-emulated when this pvtool has that mode.
-Repeats are interleaved across modes so a slow spell of the machine hits them all."""
+Repeats are interleaved across modes so a slow spell of the machine hits them all.
+
+Around each PV run, short runs of the null-hypercall kernel (bench/nullcall.py), just
+before and just after, price a null hypercall in rdtsc cycles there and then, so each
+PV operation a guest prints is also given in null hypercalls: a ratio taken within one
+repeat rather than across a whole bench, on a machine whose load drifts."""
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pvtool.bench import nullcall
 from pvtool.bench.measure import Timing, per_second
 from pvtool.bench.operations import Operation, parse_operations, summarize
 from pvtool.errors import PvtoolError
@@ -15,6 +21,7 @@ from pvtool.run import Mode, RunOptions, RunResult, run_image
 
 DISK_SIZE = 256 << 10  # minikern's disk: zeros, fresh for every run
 RUN_TIMEOUT = 120.0  # seconds: a guest that loops for ever still ends the bench
+NULL_CALLS_PER_RUN = 2_000  # the null hypercalls timed before and after each PV run
 
 
 def fresh_disk(workdir: Path) -> Path:
@@ -43,6 +50,8 @@ class ModeRuns:
     prepare_seconds: float | None = None  # patching, for PV
     # each run's `nanobench:` lines (bench/operations.py); {} for other guests
     operations: list[dict[str, Operation]] = field(default_factory=list)
+    # PV: a null hypercall's rdtsc cycles, timed around each run
+    null_cycles: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -50,7 +59,7 @@ class ModeRuns:
 
     def operations_summary(self) -> dict[str, dict] | None:
         """Per operation over the repeats (None if the mode did not run)."""
-        return summarize(self.operations) if self.ok else None
+        return summarize(self.operations, self.null_cycles) if self.ok else None
 
     @property
     def timing(self) -> Timing:
@@ -78,6 +87,7 @@ class ModeRuns:
             "stop": last.to_dict()["stop"],
             "guest_passed": _passed(last),
             "same_exits_every_run": all(r.exits == last.exits for r in self.results),
+            "null_hypercall_cycles": [round(c, 2) for c in self.null_cycles],
         }
 
 
@@ -95,6 +105,7 @@ def run_workloads(image: Path, repeat: int, workdir: Path,
             if mode_runs.error is not None:
                 continue
             progress(f"{image.name}: {mode.value} run {index + 1}/{repeat}")
+            before = _null_cycles(workdir) if mode is Mode.PV else None
             output = bytearray()
             try:
                 mode_runs.results.append(_run_once(mode_runs, workdir, output.extend))
@@ -102,7 +113,17 @@ def run_workloads(image: Path, repeat: int, workdir: Path,
                 mode_runs.error = exc.message
                 continue
             mode_runs.operations.append(parse_operations(bytes(output)))
+            if mode is Mode.PV:
+                mode_runs.null_cycles.append((before + _null_cycles(workdir)) / 2)
     return runs
+
+
+def _null_cycles(workdir: Path) -> float:
+    """A null hypercall's rdtsc cycles, now."""
+    kernel = workdir / f"nullcall-{NULL_CALLS_PER_RUN}.elf"
+    if not kernel.exists():
+        nullcall.write_kernel(workdir, NULL_CALLS_PER_RUN)
+    return nullcall.run_kernel(kernel)[1] / NULL_CALLS_PER_RUN
 
 
 def _prepare(mode: Mode, image: Path, workdir: Path) -> ModeRuns:

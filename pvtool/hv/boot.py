@@ -10,14 +10,14 @@ from pvtool.hv.console import ConsoleRing
 from pvtool.hv.domain import Domain
 from pvtool.hv.emulate import Emulator
 from pvtool.hv.events import EventChannels
+from pvtool.hv.frames import machine_frames
 from pvtool.hv.gdt import Gdt
 from pvtool.hv.pagetables import PageTables
-from pvtool.hv.pagetables_pae import PaePageTables
 from pvtool.hv.traps import PvSupervisor
 from pvtool.image.elf import ElfImage
 from pvtool.image.xen_notes import parse_xen_notes
 from pvtool.machine.pc import Machine
-from pvtool.x86.paging import PAGE_SIZE
+from pvtool.x86.paging import PAGE_SIZE, PagingMode
 
 
 def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
@@ -30,13 +30,14 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
     nr_pages = machine.ram_size // PAGE_SIZE
     machine.map_memory(layout.BASE, layout.MEMORY_SIZE)
     boot = build_domain(machine, image, notes, nr_pages, cmdline)
-    domain = Domain(machine=machine, nr_pages=nr_pages,
+    domain = Domain(machine=machine, nr_pages=nr_pages, frames=machine_frames(nr_pages),
                     console_output=machine.output, trace=trace)
     domain.gdt = Gdt(domain)
     domain.gdt.install_reserved()
     base = boot.pfn(boot.page_tables)
-    domain.pagetables = PaePageTables(domain, base) if boot.pae else \
-        PageTables(domain, base, glue=boot.glue)
+    mode = PagingMode.PAE if boot.pae else PagingMode.TWO_LEVEL
+    domain.pagetables = PageTables(domain, base, mode, glue=boot.glue)
+    domain.pagetables.hold_writable(boot.pfn(boot.console))  # the console backend's ring
     domain.console_ring = ConsoleRing(domain, boot.pfn(boot.console))
     domain.events = EventChannels(domain, {STORE_EVTCHN: None,
                                            CONSOLE_EVTCHN: domain.console_ring})

@@ -23,6 +23,7 @@ from pvtool.abi.xen import (
 )
 from pvtool.hv import layout
 from pvtool.hv.errors import DomainCrash, HypercallError
+from pvtool.hv.frames import FIRST_DOMAIN
 from pvtool.machine.cpu import CS, Cpu
 from pvtool.machine.delivery import read_tss_stack
 from pvtool.machine.memory import GuestMemory, PageFault
@@ -33,6 +34,7 @@ from pvtool.machine.stop import Stop, StopKind
 if TYPE_CHECKING:
     from pvtool.hv.console import ConsoleRing
     from pvtool.hv.events import EventChannels
+    from pvtool.hv.frames import FrameTable
     from pvtool.hv.gdt import Gdt
     from pvtool.hv.pagetables import PageTables
 
@@ -135,7 +137,9 @@ class VCpu:
 class Domain:
     machine: Machine
     nr_pages: int
+    frames: "FrameTable"  # every machine frame's owner, type and counts (hv/frames.py)
     console_output: Callable[[bytes], None]
+    domid: int = FIRST_DOMAIN
     trace: Callable[[str], None] | None = None
     trap_table: dict[int, TrapInfo] = field(default_factory=dict)
     kernel_ss: int = 0
@@ -160,9 +164,10 @@ class Domain:
 
     # -- what the domain owns ------------------------------------------------------
     def owns_frame(self, mfn: int) -> bool:
-        """Frames the domain may map: its RAM (machine frame = pseudo-physical frame,
-        see docs/ABI.md) and its shared_info page."""
-        return mfn < self.nr_pages or mfn == layout.SHARED_INFO >> 12
+        """Frames the domain may map, as the frame table says: its own (its RAM, machine
+        frame = pseudo-physical frame, docs/ABI.md) and those shared with it (its
+        shared_info page)."""
+        return self.frames.may_map(self.domid, mfn)
 
     @property
     def hypervisor_start(self) -> int:

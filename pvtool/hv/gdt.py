@@ -82,9 +82,8 @@ class Gdt:
         mfn, offset = machine_address >> 12, machine_address & 0xFFF
         if not self.domain.owns_frame(mfn):
             raise HypercallError(Errno.EINVAL, f"frame {mfn:#x} is not the domain's")
-        if mfn in self.domain.pagetables.typed:
-            # Xen wants a descriptor or writable page: a page table in use never is.
-            raise HypercallError(Errno.EINVAL, f"frame {mfn:#x} is a page table")
+        # Xen wants a descriptor or writable page: a page table in use never is.
+        self.domain.pagetables.make_writable(mfn)
         checked = check_descriptor(desc)
         self.domain.memory.write_phys(machine_address, struct.pack("<Q", desc))
         if mfn in self.frames:

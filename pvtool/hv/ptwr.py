@@ -1,10 +1,11 @@
 """Writable page tables (Xen's ptwr): an unmodified kernel writes its page-table
 entries with plain stores. Page tables in use are mapped read-only, so such a store
-faults; the hypervisor decodes it, validates the new entry as mmu_update would, writes
-it and moves the guest past the instruction.
+faults; the hypervisor decodes it, merges it into the entry it lands in (4 or 8 bytes,
+as the paging mode has them), validates the entry as mmu_update would, writes it and
+moves the guest past the instruction.
 
-A store into a frame that is no longer a page table, through a mapping pvtool made
-read-only while it was one, gets the mapping's write access back and is retried.
+A store through a mapping pvtool made read-only, into a frame that is no page table in
+use (any more), gets the mapping's write access back and is retried.
 """
 
 from capstone.x86_const import X86_OP_IMM, X86_OP_MEM
@@ -15,8 +16,8 @@ from pvtool.machine.cpu import EIP, GPRS_BY_NAME
 from pvtool.machine.memory import PageFault
 from pvtool.x86 import paging
 from pvtool.x86.isa import MAX_INSN_SIZE, decode_one
+from pvtool.x86.paging import PAGE_SHIFT
 
-MODE = 32
 PF_PRESENT, PF_WRITE, PF_USER = paging.PF_P, paging.PF_W, paging.PF_U
 
 
@@ -30,28 +31,26 @@ def handle_write_fault(dom: Domain, address: int, error_code: int) -> bool:
     except PageFault:
         return False
     tables = dom.pagetables
-    frame = where.paddr >> 12
-    if frame in tables.typed:
-        _emulate_store(dom, address, where.paddr)
+    if tables.in_use(where.paddr >> PAGE_SHIFT):
+        _emulate_store(dom, where.paddr)
         return True
-    if where.pte_addr in tables.downgraded:
-        tables.restore_write_access(where.pte_addr)
-        return True
-    return False
+    return tables.give_back_write_access(where.pte_addr)
 
 
-def _emulate_store(dom: Domain, address: int, paddr: int) -> None:
+def _emulate_store(dom: Domain, paddr: int) -> None:
     vcpu = dom.vcpu
     eip = vcpu.eip
-    insn = decode_one(dom.memory.read_virt(eip, MAX_INSN_SIZE), eip, MODE)
+    insn = decode_one(dom.memory.read_virt(eip, MAX_INSN_SIZE), eip, dom.machine.cpu.bits)
     value, size = _store_operands(dom, insn)
-    entry_addr = paddr & ~3
-    old = dom.memory.read_u32(entry_addr)
-    shift = 8 * (paddr & 3)
-    mask = ((1 << (8 * size)) - 1) << shift
-    new = (old & ~mask) | ((value << shift) & mask)
+    tables = dom.pagetables
+    entry_addr = paddr & ~(tables.entry_size - 1)
+    offset = paddr - entry_addr
+    if offset + size > tables.entry_size:
+        raise DomainCrash(f"{_text(insn)} at {eip:#x} writes across two page-table entries")
+    mask = ((1 << (8 * size)) - 1) << (8 * offset)
+    new = tables.read_entry(entry_addr) & ~mask | (value << (8 * offset)) & mask
     try:
-        dom.pagetables.write_entry(entry_addr, new)
+        tables.write_entry(entry_addr, new)
     except HypercallError as refusal:
         raise DomainCrash(f"{insn.mnemonic} {insn.op_str} at {eip:#x} writes an invalid "
                           f"page-table entry: {refusal.why}") from None

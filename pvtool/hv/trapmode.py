@@ -42,6 +42,7 @@ from pvtool.hv.bounce import HypervisedKernel
 from pvtool.hv.builder import enter_ring1
 from pvtool.hv.domain import Domain
 from pvtool.hv.errors import DomainCrash
+from pvtool.hv.frames import machine_frames
 from pvtool.hv.gdt import Gdt
 from pvtool.hv.pagetables import PageTables
 from pvtool.hv.trapemulate import TrapEmulator
@@ -102,7 +103,9 @@ class TrapMode:
     def __init__(self, machine: Machine, image: ElfImage,
                  trace: Callable[[str], None] | None):
         self.machine = machine
-        self.domain = Domain(machine=machine, nr_pages=machine.ram_size // PAGE_SIZE,
+        nr_pages = machine.ram_size // PAGE_SIZE
+        self.domain = Domain(machine=machine, nr_pages=nr_pages,
+                             frames=machine_frames(nr_pages),
                              console_output=machine.output, trace=trace)
         self.domain.gdt = Gdt(self.domain)
         self.domain.pagetables = PageTables(self.domain, IDENTITY_L2 // PAGE_SIZE)

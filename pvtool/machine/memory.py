@@ -6,8 +6,10 @@ import struct
 from unicorn import Uc, UcError
 
 from pvtool.machine.cpu import CR0, CR3, CR4, Cpu
-from pvtool.x86.paging import PAGE_SIZE, PageFault, PagingMode, Translation, translate
+from pvtool.x86.paging import PAGE_SHIFT, PAGE_SIZE, PageFault, PagingMode, Translation, translate
 from pvtool.x86.registers import CR0_PG, CR0_WP, CR4_PAE, CR4_PSE
+
+MAX_TRANSLATIONS = 4096  # kept translations; beyond, they are all forgotten
 
 
 class UnassignedMemory(Exception):
@@ -26,6 +28,8 @@ class GuestMemory:
     def __init__(self, uc: Uc, cpu: Cpu):
         self.uc = uc
         self.cpu = cpu
+        # (CR3, page, write, user) -> physical page, while keep_translations is on
+        self._translations: dict[tuple[int, int, bool, bool], int] | None = None
 
     # -- physical ------------------------------------------------------------------
     def read_phys(self, addr: int, size: int) -> bytes:
@@ -55,8 +59,33 @@ class GuestMemory:
             return PagingMode.FOUR_LEVEL
         return PagingMode.PAE if self.cpu.read(CR4) & CR4_PAE else PagingMode.TWO_LEVEL
 
+    def keep_translations(self) -> None:
+        """Remember each translation, per CR3, page and kind of access, instead of
+        walking the tables again: only for tables whose every change is known, with
+        CR0 and CR4 fixed. Their owner calls forget_translations after each change (the
+        PV hypervisor validates every change: hv/validator.py)."""
+        self._translations = {}
+
+    def forget_translations(self) -> None:
+        if self._translations:
+            self._translations.clear()
+
     def virt_to_phys(self, vaddr: int, *, write: bool = False, user: bool = False) -> int:
         """The physical address of a guest-virtual one, or PageFault."""
+        kept = self._translations
+        if kept is None:
+            return self._translate(vaddr, write, user)
+        key = (self.cpu.read(CR3), vaddr >> PAGE_SHIFT, write, user)
+        page = kept.get(key)
+        if page is None:
+            page = self._translate(vaddr & ~(PAGE_SIZE - 1), write, user)
+            if len(kept) >= MAX_TRANSLATIONS:
+                kept.clear()
+            if self.cpu.read(CR0) & CR0_PG:  # paging off maps nothing to remember
+                kept[key] = page
+        return page | vaddr & (PAGE_SIZE - 1)
+
+    def _translate(self, vaddr: int, write: bool, user: bool) -> int:
         mode = self.paging_mode()
         if mode is None:
             return vaddr & 0xFFFFFFFF  # paging off: 32-bit linear addresses
@@ -71,6 +100,9 @@ class GuestMemory:
                          pse=bool(self.cpu.read(CR4) & CR4_PSE))
 
     def read_virt(self, vaddr: int, size: int, *, user: bool = False) -> bytes:
+        vaddr &= self.cpu.width.mask
+        if 0 < size <= PAGE_SIZE - (vaddr & (PAGE_SIZE - 1)):  # within a page: most reads
+            return self.read_phys(self.virt_to_phys(vaddr, user=user), size)
         out = bytearray()
         for chunk_addr, chunk_size in _page_chunks(vaddr, size, self.cpu.width.mask):
             out += self.read_phys(self.virt_to_phys(chunk_addr, user=user), chunk_size)

@@ -231,6 +231,19 @@ def entry_size(mode: PagingMode) -> int:
     return _FORMATS[mode].entry_size
 
 
+def address_mask(mode: PagingMode, level: int) -> int:
+    """The bits of an entry at `level` that hold the next table's (or 4 KiB page's)
+    physical address."""
+    return _level(mode, level).next_mask
+
+
+def reserved_bits(mode: PagingMode, level: int, *, nxe: bool = True) -> int:
+    """The bits a present entry at `level` that maps a table or a 4 KiB page must
+    leave clear; without EFER.NXE (`nxe` False) bit 63 of an 8-byte entry too."""
+    no_nx = not nxe and _FORMATS[mode].entry_size == 8
+    return _level(mode, level).reserved | (NX if no_nx else 0)
+
+
 def entries(
     read_phys: ReadPhys, table_paddr: int, mode: PagingMode, level: int
 ) -> Iterator[tuple[int, int]]:

@@ -14,7 +14,8 @@ from pvtool.run import Mode
 
 MODE_FIELDS = {"ok", "error", "prepare_seconds", "wall_seconds", "ratio_to_native",
                "insns_upper_bound", "insns_exact", "insns_per_second", "exits",
-               "exits_total", "hypercalls", "stop", "guest_passed", "same_exits_every_run"}
+               "exits_total", "hypercalls", "stop", "guest_passed", "same_exits_every_run",
+               "null_hypercall_cycles"}
 LIMIT_FIELDS = {"register_loop", "sieve", "sieve_error", "pvtool_native", "empty_hook",
                 "null_hypercall", "hypercall_over_empty_hook", "hypercall_target",
                 "hypercall_within_target", "peak_memory", "peak_memory_error"}
@@ -54,6 +55,10 @@ def test_the_json_has_every_field_for_every_mode(hello_report):
     assert guest["modes"]["native"]["ratio_to_native"] == 1.0
     assert guest["modes"]["pv"]["prepare_seconds"] > 0  # patched on the fly
     assert guest["modes"]["pv"]["hypercalls"]  # it really ran under the hypervisor
+    # a null hypercall is timed around each PV run, in cycles, and only there
+    (cycles,) = guest["modes"]["pv"]["null_hypercall_cycles"]
+    assert cycles > 0
+    assert guest["modes"]["native"]["null_hypercall_cycles"] == []
 
 
 def test_the_json_has_every_limit(hello_report):
@@ -65,6 +70,8 @@ def test_the_json_has_every_limit(hello_report):
     assert limits["empty_hook"]["final_ecx"] == 0
     call = limits["null_hypercall"]
     assert call["counted_calls"] == call["calls"] and call["seconds_per_call"] > 0
+    assert len(call["cycles"]) == len(call["seconds"]["runs"])
+    assert call["cycles_per_call"] > 0
     assert limits["hypercall_over_empty_hook"] > 0
     memory = limits["peak_memory"]
     assert memory["isolated"] and memory["peak_kib"] >= memory["baseline_kib"] > 0

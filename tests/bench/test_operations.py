@@ -14,7 +14,7 @@ from pvtool.run import Mode, RunOptions, run_image
 
 OPERATIONS = ["syscall", "cli_sti", "pte_update", "cr3_switch", "port_write",
               "page_fault", "ctxswitch"]  # in the order nanobench prints them
-FIGURE_FIELDS = {"n", "cycles", "cycles_per_op", "factor_to_native"}
+FIGURE_FIELDS = {"n", "cycles", "cycles_per_op", "factor_to_native", "null_hypercalls"}
 
 
 def guest_output(image, mode: Mode) -> bytes:
@@ -54,13 +54,24 @@ def test_repeats_take_the_median_and_factors_divide_by_native():
     native = summarize([{"op": Operation(10, 100)}, {"op": Operation(10, 300)},
                         {"op": Operation(10, 200)}])
     assert native == {"op": {"n": 10, "cycles": 200, "cycles_per_op": 20.0,
-                             "factor_to_native": None}}
+                             "factor_to_native": None, "null_hypercalls": None}}
     table = operations_table({"native": native, "trap": summarize([{"op": Operation(10, 500)}]),
                               "pv": None})
     assert table["op"]["native"]["factor_to_native"] == 1.0
     assert table["op"]["trap"]["factor_to_native"] == 2.5
     assert table["op"]["pv"] is None  # the mode did not run
     assert operations_table({"native": {}, "pv": {}}) == {}
+
+
+def test_null_hypercalls_are_the_median_of_each_runs_own_ratio():
+    """Each run is priced in the null hypercall timed around it: 100/10 and 300/20
+    cycles per op over 5 and 10 cycles per call are 2 and 1.5, their median 1.75 (the
+    ratio of the medians, 20/7.5, would mix a slow spell with a quick one)."""
+    runs = [{"op": Operation(10, 100), "other": Operation(1, 7)}, {"op": Operation(20, 300)}]
+    summary = summarize(runs, [5.0, 10.0])
+    assert summary["op"]["null_hypercalls"] == 1.75
+    assert summary["other"]["null_hypercalls"] == 1.4  # printed by the first run only
+    assert summarize(runs)["op"]["null_hypercalls"] is None  # native, trap: not priced
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +97,12 @@ def test_the_json_has_every_operation_for_every_mode(nanobench_report):
             assert figure["cycles_per_op"] == pytest.approx(figure["cycles"] / figure["n"],
                                                             abs=0.01)
             assert isinstance(figure["factor_to_native"], float), (name, mode)
+            # PV operations are priced in null hypercalls; the other modes have none
+            assert isinstance(figure["null_hypercalls"], float) == (mode == "pv"), mode
         assert row["native"]["factor_to_native"] == 1.0
+    pv = guest["modes"]["pv"]
+    assert len(pv["null_hypercall_cycles"]) == data["repeat"]
+    assert all(cycles > 0 for cycles in pv["null_hypercall_cycles"])
     for mode, run in guest["modes"].items():
         assert run["guest_passed"], mode  # nanobench runs to its end in every mode
 
@@ -98,3 +114,4 @@ def test_the_table_names_every_operation_and_the_hosts_counter(nanobench_report)
     for name in OPERATIONS:
         assert f"  {name} " in table
     assert "host's time-stamp counter" in table and "Unicorn's" in table
+    assert "/null" in table and "null hypercall" in table

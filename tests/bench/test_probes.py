@@ -1,17 +1,24 @@
 """The limits' probes on tiny inputs: they return positive figures and their loops
 really ran the iterations asked for. No timing is asserted (benchmarks report)."""
 
-import pytest
+import struct
 
+import pytest
+from unicorn import x86_const as X
+
+from pvtool.bench.bare import bare_cpu, load_code, map_range
 from pvtool.bench.emptyhook import run_empty_hook
-from pvtool.bench.nullcall import run_null_hypercalls
+from pvtool.bench.nullcall import run_null_hypercalls, write_kernel
+from pvtool.bench.operations import parse_operations
 from pvtool.bench.rawloop import run_register_loop
 from pvtool.bench.rawsieve import run_sieve
-from pvtool.bench.tinyxen import null_hypercall_kernel
+from pvtool.bench.tinyxen import BASE, DATA, DECIMAL, DELTA, DIGITS_END, null_hypercall_kernel
 from pvtool.errors import UnsupportedImageError
 from pvtool.image.elf import load_elf
 from pvtool.image.xen_notes import parse_xen_notes
-from pvtool.x86.isa import decode_one
+from pvtool.run import Mode, RunOptions, run_image
+from pvtool.x86.isa import assemble, decode_one
+from pvtool.x86.paging import PAGE_SIZE
 
 
 def test_the_register_loop_runs_every_iteration():
@@ -34,6 +41,30 @@ def test_the_null_hypercall_guest_makes_exactly_the_calls_asked_for():
     assert result.counted_calls == 50
     assert "poweroff" in result.stop
     assert result.seconds_per_call > 0
+    assert len(result.cycles) == 2 and all(cycles > 0 for cycles in result.cycles)
+
+
+def test_the_null_hypercall_kernel_prints_a_nanobench_line(tmp_path):
+    output = bytearray()
+    result = run_image(write_kernel(tmp_path, 7), RunOptions(mode=Mode.PV), output.extend)
+    assert result.hypercalls["console_io"] == 2
+    (line,) = bytes(output).splitlines()
+    assert line.startswith(b"nanobench: null_hypercall n=7 cycles=")
+    assert parse_operations(bytes(output))["null_hypercall"].n == 7
+
+
+@pytest.mark.parametrize("value", [0, 7, 4_294_967_295, 4_294_967_296, 12_345_678_901_234])
+def test_the_kernels_decimal_conversion_of_64_bit_cycles(value):
+    """The digit loop alone, on a bare CPU, against Python's own decimal: the high word
+    carries into the low one."""
+    uc = bare_cpu()
+    load_code(uc, BASE, assemble(DECIMAL, BASE, 32))
+    map_range(uc, DATA, DATA + PAGE_SIZE)
+    uc.mem_write(DELTA, struct.pack("<Q", value))
+    end = BASE + len(assemble(DECIMAL, BASE, 32))
+    uc.emu_start(BASE, end)
+    first = uc.reg_read(X.UC_X86_REG_EDI)
+    assert bytes(uc.mem_read(first, DIGITS_END - first)) == str(value).encode()
 
 
 def test_the_null_hypercall_kernel_carries_xen_notes(tmp_path):

@@ -10,10 +10,12 @@ import pytest
 from pvtool.hv import layout
 from pvtool.hv.hypercalls import call
 from pvtool.machine.cpu import CS
-from tests.hv.harness import boot
-from tests.hv.xenguest import EINVAL, FLAT_RING1_CS, HC, neg
+from tests.hv.harness import P, boot
+from tests.hv.xenguest import DOMID_SELF, EINVAL, FLAT_RING1_CS, HC, neg
 
 PAGE = 4096
+A = 0x20  # accessed, in a PTE
+PIN_L1_TABLE, UNPIN_TABLE = 0, 4
 ACCESSED = 1 << 40
 DPL_MASK = 3 << 45
 
@@ -235,3 +237,24 @@ def test_update_descriptor_cannot_write_into_a_page_table(idle):
     forged_pte = layout.GDT | 0x63  # P RW A D, non-present as a descriptor (bit 47 clear)
     assert hypercall(idle, HC.update_descriptor, entry, 0, forged_pte, 0) == neg(EINVAL)
     assert idle.memory.read_phys(entry, 8) == before
+
+
+def mmuext(booted, cmd, arg):
+    booted.write("frame_list", struct.pack("<3I", cmd, arg, 0))
+    return hypercall(booted, HC.mmuext_op, booted.guest["frame_list"], 1, 0, DOMID_SELF)
+
+
+def test_update_descriptor_writes_a_former_page_table_once_nothing_holds_it(idle):
+    """A pinned L1 takes no descriptor; unpinned, it is a page table no base or pin
+    holds, which the write devalidates (it is ordinary memory again) before landing."""
+    table = idle.guest["gdt_frame2"]
+    assert hypercall(idle, HC.update_va_mapping, table, table | P | A, 0, 2) == 0
+    assert mmuext(idle, PIN_L1_TABLE, table // PAGE) == 0
+    address = table + 8 * 5
+    args = (address, 0, DATA_DPL0 & 0xFFFFFFFF, DATA_DPL0 >> 32)
+    assert hypercall(idle, HC.update_descriptor, *args) == neg(EINVAL)
+    assert mmuext(idle, UNPIN_TABLE, table // PAGE) == 0
+    assert table // PAGE in idle.domain.pagetables.typed
+    assert hypercall(idle, HC.update_descriptor, *args) == 0
+    assert idle.memory.read_phys(address, 8) == struct.pack("<Q", DATA_DPL0)
+    assert table // PAGE not in idle.domain.pagetables.typed

@@ -40,6 +40,7 @@ from tests.patch.tools import (
 
 PVTOOL = Path(sys.executable).with_name("pvtool")
 CR0_PG = 0x80000000
+HYPERVISOR_START = 0xFC000000  # the 2-level layout's: L2 slots 1008-1023 are Xen's
 XENVER_extraversion = 1  # public/version.h: 16 bytes, written by the hypervisor
 
 # Paging "off" first: phase 1, then wait for the test to set `go`; then the kernel's own
@@ -132,6 +133,14 @@ def assert_window_mapped(booted, out: Path, pvdata: Segment, pvtext: Segment) ->
     assert booted.memory.read_phys(pvtext.paddr, pvtext.filesz) == text
 
 
+def builder_tables(booted) -> set[int]:
+    """The builder's page directory and the page tables of its guest slots, walked
+    from CR3 before the kernel runs (its virtual addresses are physical ones)."""
+    cr3 = booted.cpu.read(CR3) & ~0xFFF
+    pdes = (booted.pde(vaddr, cr3) for vaddr in range(0, HYPERVISOR_START, 4 << 20))
+    return {cr3} | {pde & ~0xFFF for pde in pdes if pde & P}
+
+
 def test_the_builders_address_space_maps_the_window(paging_kernel):
     elf, out, _, pvdata, pvtext = paging_kernel
     booted = booted_kernel(paging_kernel)
@@ -141,10 +150,12 @@ def test_the_builders_address_space_maps_the_window(paging_kernel):
 def test_the_pv_entry_switches_to_an_identity_map_of_ram_that_maps_the_window(paging_kernel):
     """While the kernel believes paging is off: CR3 is the identity map's L2 at the top
     of the hole, its L1s follow it there, every page of RAM is mapped at its own address,
-    writable unless it is one of those tables (a page table in use is never writable),
-    and nothing above RAM is mapped."""
+    writable unless it is one of those tables (a page table in use is never writable)
+    or one of the builder's, which stay validated, hence read-only, until the kernel
+    writes into them (docs/ABI.md), and nothing above RAM is mapped."""
     elf, out, _, pvdata, pvtext = paging_kernel
     booted = booted_kernel(paging_kernel)
+    builders = builder_tables(booted)
     booted.run_until("phase", 1)
     tables_start, tables_end = identity_tables(elf)
     cr3 = booted.cpu.read(CR3)
@@ -155,7 +166,7 @@ def test_the_pv_entry_switches_to_an_identity_map_of_ram_that_maps_the_window(pa
     for vaddr in range(0, RAM, PAGE):
         pte = booted.pte(vaddr, cr3)
         assert pte & P and pte & ~0xFFF == vaddr, f"{vaddr:#x}: pte {pte:#x}"
-        assert bool(pte & RW) == (vaddr not in in_use), f"{vaddr:#x}: pte {pte:#x}"
+        assert bool(pte & RW) == (vaddr not in in_use | builders), f"{vaddr:#x}: pte {pte:#x}"
     assert not booted.pte(RAM, cr3) & P
     assert max(in_use) < tables_end
     assert_window_mapped(booted, out, pvdata, pvtext)

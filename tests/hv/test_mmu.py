@@ -12,7 +12,10 @@ import struct
 
 import pytest
 
+from pvtool.abi.xen import DOMID_XEN
+from pvtool.hv import layout
 from pvtool.hv.errors import HypercallError
+from pvtool.hv.frames import VALIDATED, PageType, page_type, type_count
 from pvtool.hv.hypercalls import call
 from pvtool.machine.cpu import CR3, ESI
 from pvtool.machine.stop import StopKind
@@ -27,7 +30,7 @@ PDE_RW = P | RW | US | A | D
 HYPERVISOR_BASE = 0xFC000000
 GDT_VA = 0xFC400000  # pvtool.hv.layout.GDT, mapped read-only in every address space
 NEW_BASEPTR, TLB_FLUSH_LOCAL, INVLPG_LOCAL = 5, 6, 7
-SI_SHARED_INFO, SI_PT_BASE = 36, 60
+SI_SHARED_INFO, SI_CONSOLE_MFN, SI_PT_BASE = 36, 52, 60
 
 SCRATCH = r"""
 frames: .skip 4096 * 8
@@ -94,6 +97,18 @@ def test_the_cpu_sees_a_mapping_made_with_uvmf_invlpg_at_once(run_guest):
     assert booted.u32("rc") == 0
     assert booted.u32("before") == 0xAAAA0000
     assert booted.u32("after") == 0xBBBB1111
+
+
+def test_a_hypercall_pointer_follows_a_remapping_at_once(idle):
+    """Guest memory keeps translations for hypercall pointers; an update_va_mapping
+    makes it forget them, so the next hypercall reads the new frame."""
+    va = frame(idle, 0)
+    idle.write(va, b"old!")
+    idle.write(frame(idle, 1), b"new!")
+    assert hypercall(idle, HC.console_io, 0, 4, va) == 0
+    assert hypercall(idle, HC.update_va_mapping, va, frame(idle, 1) | PTE_RW, 0, 0) == 0
+    assert hypercall(idle, HC.console_io, 0, 4, va) == 0
+    assert bytes(idle.output) == b"old!new!"
 
 
 @pytest.mark.parametrize("target", ["beyond-ram", "gdt", "m2p"])
@@ -296,14 +311,19 @@ def test_after_new_baseptr_the_new_tables_are_the_ones_protected(idle):
     assert hypercall(idle, HC.update_va_mapping, va, old_l2 | PTE_RW, 0, 2) == 0
 
 
-def test_a_guest_runs_on_the_tables_it_switched_to(build):
-    booted = boot(build(r"""
+# The guest's mmuext_op of the one operation at `ops`, its result stored at `rc`.
+MMUEXT_OPS = r"""
     mov ebx, offset ops
     mov ecx, 1
     xor edx, edx
     mov esi, 0x7ff0
     HYPERCALL mmuext_op
     mov [rc], eax
+"""
+
+
+def test_a_guest_runs_on_the_tables_it_switched_to(build):
+    booted = boot(build(MMUEXT_OPS + r"""
     mov eax, [0x800000]
     mov [seen], eax
 """, data="rc: .long 0xffffffff\nseen: .long 0\nops: .long 5, 0, 0", bss=SCRATCH))
@@ -377,13 +397,7 @@ def test_shared_info_can_never_become_a_page_table(run_guest):
     mov ebx, offset frames
     shr ebx, 12
     mov [ops + 4], ebx
-    mov ebx, offset ops
-    mov ecx, 1
-    xor edx, edx
-    mov esi, 0x7ff0
-    HYPERCALL mmuext_op
-    mov [rc], eax
-""", data="rc: .long 0xffffffff\nops: .long 5, 0, 0", bss=SCRATCH)
+""" + MMUEXT_OPS, data="rc: .long 0xffffffff\nops: .long 5, 0, 0", bss=SCRATCH)
     assert booted.u32("rc") == neg(EINVAL)
 
 
@@ -404,12 +418,7 @@ wait_for_test:
     mov eax, [frames]
     mov [stale], eax
     mov dword ptr [ops + 4], offset frames
-    mov ebx, offset ops
-    mov ecx, 1
-    xor edx, edx
-    mov esi, 0x7ff0
-    HYPERCALL mmuext_op
-    mov [rc], eax
+""" + MMUEXT_OPS + r"""
     mov eax, [frames]
     mov [after], eax
 """, data=f"""
@@ -586,17 +595,192 @@ def test_a_store_linking_a_page_directory_as_a_page_table_is_refused(idle):
     assert idle.u32(frame(idle, 0) + 4 * slot) == 0  # nothing was written
 
 
-def test_a_store_linking_a_shared_table_revalidates_it_against_todays_tables(idle):
-    """An L1 already in use is checked again when another directory slot links it:
-    a mapping it holds of a frame that became a page table since is made read-only."""
+def test_a_frame_becoming_a_page_table_loses_every_writable_mapping(idle):
+    """The data frame is mapped writable twice in the new base (at its own address by
+    the identity L1, at 8 MiB by the other L1) and by the builder's tables, which no
+    base holds any more. When a kernel's store links it as an L1, every one of those
+    mappings is made read-only, found where the frame table recorded them."""
     l2_mfn = build_tables(idle)
     assert mmuext(idle, (NEW_BASEPTR, l2_mfn)) == 0
-    tables = idle.domain.pagetables
-    l1_high = frame(idle, 2)
+    builder_cr3 = pt_base(idle)
     data = frame(idle, 3)
-    # The data frame becomes a page table (typed) after l1_high was validated with a
-    # writable mapping of it: stale, as a pinned table's can be.
-    tables.typed[data // PAGE] = 1
-    assert idle.u32(l1_high) == data | PTE_RW
-    tables.write_entry(l2_mfn * PAGE + 4 * 6, l1_high | PDE_RW)
-    assert idle.u32(l1_high) == data | (PTE_RW & ~RW)
+    mappings = [idle.pte_address(data), frame(idle, 2), idle.pte_address(data, builder_cr3)]
+    assert [idle.u32(m) for m in mappings] == [data | PTE_RW] * 3
+    idle.domain.pagetables.write_entry(l2_mfn * PAGE + 4 * 6, data | PDE_RW)
+    assert [idle.u32(m) for m in mappings] == [data | (PTE_RW & ~RW)] * 3
+    assert idle.domain.frames.writable_at(data // PAGE) == ()
+    assert idle.domain.pagetables.typed[data // PAGE] == 1
+
+
+# -- the frame table: counts instead of scans -------------------------------------------
+PIN_L1_TABLE, UNPIN_TABLE = 0, 4
+
+
+def type_of(booted, address):
+    """(type, type count, validated) of the frame at ADDRESS, from the frame table."""
+    info = booted.domain.frames.type_info(address // PAGE)
+    return page_type(info), type_count(info), bool(info & VALIDATED)
+
+
+def second_directory(booted, l2_mfn):
+    """Scratch frame 4 as another page directory sharing slot 0 (the identity L1) with
+    the one at L2_MFN."""
+    booted.write_u32s(frame(booted, 4), booted.u32(l2_mfn * PAGE))
+    return frame(booted, 4) // PAGE
+
+
+def test_a_table_two_bases_share_is_validated_once_and_counted_twice(idle):
+    """Switching between two address spaces that share an L1 takes and drops type
+    references: the L1 is held by both directories, the directory left keeps its
+    validation, and going back to it reads none of its tables again (an entry changed
+    behind the validator's back, which no guest can do, is not even looked at)."""
+    a = build_tables(idle)
+    b = second_directory(idle, a)
+    l1_low = frame(idle, 1)
+    assert mmuext(idle, (NEW_BASEPTR, a), (NEW_BASEPTR, b)) == 0
+    assert idle.cpu.read(CR3) == b * PAGE
+    assert type_of(idle, l1_low) == (1, 2, True)
+    assert idle.domain.frames.holders(l1_low // PAGE) == {a: 1, b: 1}
+    assert type_of(idle, a * PAGE) == (2, 0, True)  # no base: kept, write-protected
+    assert idle.pte(a * PAGE) & (P | RW) == P
+    idle.memory.write_u32(frame(idle, 2) + 4 * 9, GDT_VA | PTE_RW)  # not the guest's doing
+    assert mmuext(idle, (NEW_BASEPTR, a)) == 0
+    assert idle.cpu.read(CR3) == a * PAGE
+    assert type_of(idle, a * PAGE) == (2, 1, True)
+    assert type_of(idle, b * PAGE) == (2, 0, True)
+
+
+def test_a_pinned_table_is_held_until_unpinned_and_then_freed_on_demand(idle):
+    """Pinning a directory no base uses takes a reference (the builder's tables, which
+    no base holds either, give up their writable mapping of it on the way); unpinned,
+    it stays validated until the guest asks to map it writable, which devalidates it."""
+    l2_mfn = build_tables(idle)
+    assert mmuext(idle, (NEW_BASEPTR, l2_mfn)) == 0
+    other = frame(idle, 5)
+    assert hypercall(idle, HC.update_va_mapping, other, other | PTE_RO, 0, 2) == 0
+    assert mmuext(idle, (PIN_L2_TABLE, other // PAGE)) == 0
+    assert type_of(idle, other) == (2, 1, True)
+    assert hypercall(idle, HC.update_va_mapping, other, other | PTE_RW, 0, 2) == neg(EINVAL)
+    assert mmuext(idle, (UNPIN_TABLE, other // PAGE)) == 0
+    assert type_of(idle, other) == (2, 0, True)
+    assert mmuext(idle, (UNPIN_TABLE, other // PAGE)) == neg(EINVAL)
+    assert hypercall(idle, HC.update_va_mapping, other, other | PTE_RW, 0, 2) == 0
+    assert type_of(idle, other) == (PageType.WRITABLE, 1, False)
+    assert other // PAGE not in idle.domain.pagetables.typed
+
+
+def test_an_l1_linked_from_two_slots_is_in_use_until_both_let_go(idle):
+    """mmu_update of directory entries: each link is a type reference; while one is
+    left the L1 is a page table in use (no writable mapping of it), after the last it
+    may be mapped writable again."""
+    l2_mfn = build_tables(idle)
+    assert mmuext(idle, (NEW_BASEPTR, l2_mfn)) == 0
+    l1_high = frame(idle, 2)
+    slot = [l2_mfn * PAGE + 4 * n for n in (2, 3)]
+    assert hypercall(idle, HC.mmu_update, mmu_requests(idle, (slot[1], l1_high | PDE_RW)),
+                     1, 0, DOMID_SELF) == 0
+    assert type_of(idle, l1_high) == (1, 2, True)
+    assert idle.domain.frames.holders(l1_high // PAGE) == {l2_mfn: 2}
+    va = frame(idle, 6)
+    for link in slot:
+        assert hypercall(idle, HC.update_va_mapping, va, l1_high | PTE_RW, 0, 2) \
+            == neg(EINVAL)
+        assert hypercall(idle, HC.mmu_update, mmu_requests(idle, (link, 0)), 1, 0,
+                         DOMID_SELF) == 0
+    assert type_of(idle, l1_high) == (1, 0, True)
+    assert hypercall(idle, HC.update_va_mapping, va, l1_high | PTE_RW, 0, 2) == 0
+    assert idle.pte(va) == l1_high | PTE_RW
+
+
+def test_a_table_nothing_holds_may_become_another_type_and_a_live_one_may_not(idle):
+    """One frame, one type while in use; once unlinked it is free to be pinned at
+    another level (Xen's get_page_type at type count zero)."""
+    l2_mfn = build_tables(idle)
+    assert mmuext(idle, (NEW_BASEPTR, l2_mfn)) == 0
+    table = frame(idle, 6)
+    assert hypercall(idle, HC.update_va_mapping, table, table | PTE_RO, 0, 2) == 0
+    link = l2_mfn * PAGE + 4 * 3
+    assert hypercall(idle, HC.mmu_update, mmu_requests(idle, (link, table | PDE_RW)), 1, 0,
+                     DOMID_SELF) == 0
+    assert mmuext(idle, (PIN_L2_TABLE, table // PAGE)) == neg(EINVAL)
+    assert mmuext(idle, (NEW_BASEPTR, table // PAGE)) == neg(EINVAL)
+    assert idle.cpu.read(CR3) == l2_mfn * PAGE
+    assert hypercall(idle, HC.mmu_update, mmu_requests(idle, (link, 0)), 1, 0,
+                     DOMID_SELF) == 0
+    assert mmuext(idle, (PIN_L2_TABLE, table // PAGE)) == 0
+    assert type_of(idle, table) == (2, 1, True)
+
+
+def test_frames_belong_to_a_domain_by_its_id(idle):
+    """Ownership is the frame table's, by domain id: a frame given to another domain
+    is no longer this one's to map, to make a page table of, or to load as a base."""
+    frames, domain = idle.domain.frames, idle.domain
+    va, mine, theirs = frame(idle, 0), frame(idle, 1), frame(idle, 2)
+    assert frames.owner(theirs // PAGE) == domain.domid
+    frames.assign(domain.domid + 1, theirs // PAGE, 1)
+    assert frames.owner(theirs // PAGE) == domain.domid + 1
+    assert not domain.owns_frame(theirs // PAGE) and domain.owns_frame(mine // PAGE)
+    assert hypercall(idle, HC.update_va_mapping, va, theirs | PTE_RO, 0, 2) == neg(EINVAL)
+    assert mmuext(idle, (NEW_BASEPTR, theirs // PAGE)) == neg(EINVAL)
+    assert mmuext(idle, (PIN_L1_TABLE, theirs // PAGE)) == neg(EINVAL)
+    assert hypercall(idle, HC.update_va_mapping, va, mine | PTE_RO, 0, 2) == 0
+    assert frames.owner(layout.SHARED_INFO // PAGE) == DOMID_XEN
+    assert domain.owns_frame(layout.SHARED_INFO // PAGE)  # shared with the domain
+
+
+def frame_table_state(booted):
+    frames = booted.domain.frames
+    return [(frames.refs(mfn), frames.type_info(mfn), frames.holders(mfn),
+             frames.writable_at(mfn)) for mfn in range(booted.domain.nr_pages)]
+
+
+def test_a_refused_base_changes_no_count_and_no_entry(idle):
+    """The new hierarchy is refused at its last entry, after its tables were typed and
+    writable mappings of them made read-only: all of it is undone."""
+    before = frame_table_state(idle)
+    l2_mfn = build_tables(idle)
+    memory = idle.memory.read_phys(frame(idle, 0), 3 * PAGE)
+    builder = idle.memory.read_phys(pt_base(idle), 2 * PAGE)
+    idle.write_u32s(frame(idle, 2) + 4 * 1023, GDT_VA | PTE_RO)
+    assert mmuext(idle, (NEW_BASEPTR, l2_mfn)) == neg(EINVAL)
+    assert frame_table_state(idle) == before
+    assert idle.memory.read_phys(frame(idle, 0), 2 * PAGE) == memory[:2 * PAGE]
+    assert idle.memory.read_phys(pt_base(idle), 2 * PAGE) == builder
+
+
+def test_frames_the_hypervisor_writes_can_never_become_page_tables(idle):
+    """The console ring is written by the console backend: neither a pin nor a kernel's
+    store may make it a page table, even once the guest maps it read-only."""
+    info = idle.cpu.read(ESI)
+    ring = idle.u32(info + SI_CONSOLE_MFN) * PAGE
+    assert hypercall(idle, HC.update_va_mapping, ring, ring | PTE_RO, 0, 2) == 0
+    assert mmuext(idle, (PIN_L1_TABLE, ring // PAGE)) == neg(EINVAL)
+    with pytest.raises(HypercallError, match="mapped writable"):
+        idle.domain.pagetables.write_entry(pt_base(idle) + 4 * 40, ring | PDE_RW)
+    assert idle.u32(pt_base(idle) + 4 * 40) == 0
+
+
+def test_a_table_no_base_holds_is_devalidated_before_the_kernels_store_lands(build):
+    """The kernel leaves the builder's tables for its own, in which its identity map
+    holds the builder's page table read-only (it was one), then reuses that frame as
+    data: the store faults once, the frame stops being a page table, the mapping gets
+    its write access back, and the store lands as written (it is no valid PTE, and is
+    not validated as one)."""
+    booted = boot(build(PTWR + MMUEXT_OPS + r"""
+    mov eax, [old_l1]
+    mov dword ptr [eax], 0xffffffff
+    mov dword ptr [reached], 1
+""", handlers=PTWR_HANDLERS, data=PTWR_DATA + "rc: .long 1\nold_l1: .long 0\n"
+        "ops: .long 5, 0, 0", bss=SCRATCH))
+    old_l1 = booted.pde(frame(booted, 0)) & ~0xFFF
+    l2_mfn = build_tables(booted)
+    booted.write_u32s("ops", NEW_BASEPTR, l2_mfn, 0)
+    booted.write_u32s("old_l1", old_l1)
+    booted.run()
+    assert booted.machine.stop.reason == "shutdown (poweroff)"
+    assert booted.u32("rc") == 0 and booted.u32("reached") == 1
+    assert booted.u32("faults") == 0
+    assert booted.machine.exits["ptwr"] == 1  # the one fault that gave write access back
+    assert booted.u32(old_l1) == 0xFFFFFFFF
+    assert booted.pte(old_l1) == old_l1 | PTE_RW
+    assert old_l1 // PAGE not in booted.domain.pagetables.typed

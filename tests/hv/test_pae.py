@@ -9,11 +9,16 @@ import struct
 
 import pytest
 
+from pvtool.hv.frames import VALIDATED, PageType, page_type, type_count
+from pvtool.hv.hypercalls import call
 from pvtool.machine.cpu import CR3, CR4, ESI
+from pvtool.machine.stop import StopKind
 from tests.hv.harness import RW, P, boot
-from tests.hv.xenguest import EINVAL, PAE_NOTES, neg
+from tests.hv.xenguest import DOMID_SELF, EINVAL, HC, PAE_NOTES, neg
 
 PAGE = 4096
+A = 0x20
+NEW_BASEPTR = 5
 CR4_PAE = 1 << 5
 XEN_PAE_START = 0xF5800000  # Xen's range on PAE; L2 slots 428-511 under L3 slot 3
 SI_SHARED_INFO, SI_PT_BASE, SI_NR_PT_FRAMES = 36, 60, 64
@@ -121,6 +126,26 @@ MMU_ASM = """
     HYPERCALL update_va_mapping
     .endm
 """
+# The machine address of the PAE L1 entry mapping EBX, walked by hand from pt_base.
+PTE_OF = """
+pte_of:
+    mov eax, [start_info_ptr]
+    mov eax, [eax + SI_pt_base]
+    mov ecx, ebx
+    shr ecx, 30
+    mov eax, [eax + 8 * ecx]
+    and eax, 0xfffff000
+    mov ecx, ebx
+    shr ecx, 21
+    and ecx, 511
+    mov eax, [eax + 8 * ecx]
+    and eax, 0xfffff000
+    mov ecx, ebx
+    shr ecx, 12
+    and ecx, 511
+    lea eax, [eax + 8 * ecx]
+    ret
+"""
 MMU_DATA = "req: .long 0, 0, 0, 0\nop: .long 0, 0, 0\nresults: .fill 8, 4, 0x5a5a5a5a"
 PIN_L1, UNPIN = 0, 4
 
@@ -211,28 +236,9 @@ def test_mmu_update_writes_a_64_bit_l1_entry(pae_guest):
     or edx, 0x63
     MMU_UPDATE edi, edx, 0x10
     mov [results + 8], eax
-    jmp 9f
-    /* the machine address of the PAE L1 entry mapping EBX: L3, L2, L1 by hand */
-pte_of:
-    mov eax, [start_info_ptr]
-    mov eax, [eax + SI_pt_base]
-    mov ecx, ebx
-    shr ecx, 30
-    mov eax, [eax + 8 * ecx]
-    and eax, 0xfffff000
-    mov ecx, ebx
-    shr ecx, 21
-    and ecx, 511
-    mov eax, [eax + 8 * ecx]
-    and eax, 0xfffff000
-    mov ecx, ebx
-    shr ecx, 12
-    and ecx, 511
-    lea eax, [eax + 8 * ecx]
-    ret
-9:
     """
-    booted = boot(pae_guest(text, data=MMU_DATA + "\n.balign 4096\ntarget: .long 0x7a7a7a7a",
+    booted = boot(pae_guest(text, handlers=PTE_OF,
+                            data=MMU_DATA + "\n.balign 4096\ntarget: .long 0x7a7a7a7a",
                             bss="alias: .skip 4096"))
     booted.run()
     assert booted.u32s("results", 3) == (0, 0x7A7A7A7A, neg(EINVAL))
@@ -268,3 +274,107 @@ def test_new_baseptr_switches_to_a_validated_l3_and_the_old_tables_lose_their_ty
     assert booted.u32s("results", 2) == (0, 0)
     assert booted.cpu.read(CR3) == new_l3
     assert booted.machine.stop.reason == "shutdown (poweroff)"
+
+
+# -- the frame table: counts instead of revalidating the tree ---------------------------
+def hypercall(booted, number, *args):
+    domain = booted.domain
+    return call(domain, domain.vcpu, number, tuple(args) + (0,) * (5 - len(args))) \
+        & 0xFFFFFFFF
+
+
+def mmu_update(booted, ptr: int, val: int) -> int:
+    booted.write("scratch", struct.pack("<QQ", ptr, val))
+    return hypercall(booted, HC.mmu_update, booted.guest["scratch"], 1, 0, DOMID_SELF)
+
+
+def new_baseptr(booted, mfn: int) -> int:
+    booted.write("scratch", struct.pack("<3I", NEW_BASEPTR, mfn, 0))
+    return hypercall(booted, HC.mmuext_op, booted.guest["scratch"], 1, 0, DOMID_SELF)
+
+
+def read_only(booted, address: int) -> None:
+    """Map scratch frame ADDRESS read-only where it lies (a page table cannot be
+    writable anywhere)."""
+    assert hypercall(booted, HC.update_va_mapping, address, address | P | A, 0, 2) == 0
+
+
+def type_of(booted, address):
+    info = booted.domain.frames.type_info(address // PAGE)
+    return page_type(info), type_count(info), bool(info & VALIDATED)
+
+
+@pytest.fixture
+def idle_pae(pae_guest):
+    return boot(pae_guest("", bss="scratch: .skip 4096\ntables: .skip 4096 * 4"))
+
+
+def test_an_l3_entry_change_takes_and_drops_the_references_of_that_entry_only(idle_pae):
+    booted = idle_pae
+    l3 = booted.cpu.read(CR3)
+    gib0 = l3e(booted, 0) & ~0xFFF
+    fresh = booted.guest["tables"]
+    read_only(booted, fresh)
+    assert mmu_update(booted, l3 + 8, fresh | P) == 0
+    assert type_of(booted, fresh) == (2, 1, True)
+    assert booted.domain.frames.holders(fresh // PAGE) == {l3 // PAGE: 1}
+    assert type_of(booted, gib0) == (2, 1, True)  # the rest of the tree untouched
+    xen_l2 = l3e(booted, 3) & ~0xFFF
+    assert mmu_update(booted, l3 + 16, xen_l2 | P) == neg(EINVAL)  # one L3 only
+    assert mmu_update(booted, l3 + 8, 0) == 0
+    assert type_of(booted, fresh) == (2, 0, True)
+    assert hypercall(booted, HC.update_va_mapping, fresh, fresh | 0x63, 0, 2) == 0
+    assert type_of(booted, fresh) == (PageType.WRITABLE, 1, False)
+
+
+def test_the_hypervisors_l2_serves_one_l3_and_is_freed_from_one_no_base_holds(idle_pae):
+    """L3 B reuses the builder's L2 under slot 3: refused while the builder's L3 is the
+    base. L3 C, with a copy of that L2 of its own, becomes the base and shares the
+    builder's L2 of GiB 0 (two references); then B is accepted: the builder's L3, which
+    nothing holds any more, is devalidated and lets go of its L2s (Xen would have done
+    so when C became the base)."""
+    booted = idle_pae
+    a = booted.cpu.read(CR3)
+    gib0, xen_l2 = (l3e(booted, slot) & ~0xFFF for slot in (0, 3))
+    b, c, xen_copy = (booted.guest["tables"] + n * PAGE for n in range(3))
+    for frame in (b, c, xen_copy):
+        read_only(booted, frame)
+    booted.memory.write_phys(xen_copy, booted.memory.read_phys(xen_l2, PAGE))
+    booted.memory.write_phys(b, struct.pack("<4Q", gib0 | P, 0, 0, xen_l2 | P))
+    booted.memory.write_phys(c, struct.pack("<4Q", gib0 | P, 0, 0, xen_copy | P))
+    assert new_baseptr(booted, b // PAGE) == neg(EINVAL)
+    assert new_baseptr(booted, c // PAGE) == 0
+    assert type_of(booted, gib0) == (2, 2, True)
+    assert type_of(booted, a) == (3, 0, True)
+    assert new_baseptr(booted, b // PAGE) == 0
+    assert booted.cpu.read(CR3) == b
+    assert a // PAGE not in booted.domain.pagetables.typed
+    assert booted.domain.frames.holders(gib0 // PAGE) == {b // PAGE: 1, c // PAGE: 1}
+    assert type_of(booted, xen_l2) == (2, 1, True)
+
+
+def test_a_kernels_store_into_half_of_a_pae_entry_is_merged_and_validated(pae_guest):
+    """Writable page tables with 8-byte entries: a 4-byte store into the low half of an
+    L1 entry (mapped read-only, as the builder maps page tables) is emulated on the
+    whole entry; one into the high half that names a frame above 4 GiB is refused."""
+    text = """
+    mov ebx, offset alias
+    call pte_of
+    mov edi, eax
+    mov edx, offset target
+    or edx, 0x63
+    mov [edi], edx
+    mov eax, [alias]
+    mov [results], eax
+    mov dword ptr [edi + 4], 0x10
+    mov dword ptr [results + 4], 1
+    """
+    booted = boot(pae_guest(text, handlers=PTE_OF,
+                            data=MMU_DATA + "\n.balign 4096\ntarget: .long 0x7a7a7a7a",
+                            bss="alias: .skip 4096"))
+    booted.run()
+    assert booted.u32s("results", 2) == (0x7A7A7A7A, 0x5A5A5A5A)
+    assert booted.machine.exits["ptwr"] == 1
+    stop = booted.machine.stop
+    assert stop.kind is StopKind.CRASH and "not the domain's" in stop.reason
+    assert pte(booted, booted.guest["alias"]) == booted.guest["target"] | 0x63

@@ -84,3 +84,20 @@ def test_physical_memory_past_ram_is_unassigned_for_pvtool_too(aliased):
         aliased.read_phys((128 << 20) - 2, 4)
     with pytest.raises(UnassignedMemory):
         aliased.write_u32((128 << 20) - 2, 0)
+
+
+def test_kept_translations_stand_until_their_owner_forgets_them(build):
+    """keep_translations is for page tables whose owner sees every change (the PV
+    hypervisor): an entry changed behind its back is not seen until forget_translations;
+    a fault is never remembered."""
+    memory = run_native(build(ALIAS_SCENARIO)).machine.memory
+    memory.keep_translations()
+    assert memory.virt_to_phys(0x345ABC) == 0x346ABC
+    pte = memory.walk(0x345000).pte_addr
+    memory.write_u32(pte, 0x345003)  # identity again
+    assert memory.virt_to_phys(0x345ABC) == 0x346ABC
+    memory.forget_translations()
+    assert memory.virt_to_phys(0x345ABC) == 0x345ABC
+    for _ in range(2):
+        with pytest.raises(PageFault):
+            memory.virt_to_phys(0x347000)

@@ -17,12 +17,14 @@ from pvtool.x86.paging import (
     PageFault,
     PagingMode,
     Translation,
+    address_mask,
     entries,
     entry_count,
     entry_frame,
     index,
     is_large,
     levels,
+    reserved_bits,
     translate,
 )
 
@@ -237,3 +239,14 @@ def test_entry_helpers():
     assert index(0xC001_2345, PAE, 3) == 3 and index(0x0040_1000, TWO, 1) == 1
     with pytest.raises(ValueError, match="level 4"):
         index(0, TWO, 4)
+
+
+def test_address_masks_and_reserved_bits_per_level():
+    """SDM Vol. 3A, 4.3-4.5: 20 address bits in 2-level entries, up to bit 51 in PAE
+    ones; a PDPTE's bits 1-2 and 5-8 are reserved, bit 63 of a PAE entry without NXE."""
+    assert address_mask(TWO, 1) == 0xFFFF_F000 and reserved_bits(TWO, 2) == 0
+    assert address_mask(PAE, 2) == 0x000F_FFFF_FFFF_F000
+    assert reserved_bits(PAE, 3) & 0xFFF == 0x1E6
+    assert reserved_bits(PAE, 1) == 0x7FF0_0000_0000_0000
+    assert reserved_bits(PAE, 1, nxe=False) == 0xFFF0_0000_0000_0000
+    assert reserved_bits(TWO, 1, nxe=False) == 0  # 4-byte entries have no bit 63

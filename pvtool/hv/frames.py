@@ -1,0 +1,232 @@
+"""The frame table: what the hypervisor knows of each machine frame, as Xen's struct
+page_info keeps it (xen/include/asm-x86/mm.h).
+
+- The owner: the domain the frame belongs to, DOMID_XEN for the hypervisor's own. A
+  frame of the hypervisor's may be shared with a domain (its shared_info page), which
+  may then map it but never make it a page table.
+- count_info: general references, one for every mapping of the frame, every link to
+  it from a page table, and every base or pin holding it.
+- type_info: what the frame is used as (PageType), how many references hold it as
+  that (the type count), and whether it is validated (its entries checked and their
+  references taken) and pinned, packed into one word as Xen does.
+- Beside Xen's fields, two indexes the validator needs: the tables that link each
+  page table (its holders), and where each frame is mapped writable, so that the
+  writable mappings of a frame becoming a page table are found without a scan.
+
+The state is sparse: a frame that nothing maps or types has no entry at all, so a
+domain of 1 GiB (262,144 frames) pays for the frames it uses, not for those it has.
+Ownership is kept as runs of frames (a domain's RAM is one).
+
+Every change can be journaled (`transaction`): an operation refused halfway is undone
+whole, as Xen unwinds a partly validated table, and leaves no trace.
+"""
+
+from collections.abc import Callable, Iterator
+from enum import IntEnum
+
+from pvtool.abi.xen import DOMID_XEN
+from pvtool.hv import layout
+from pvtool.x86.paging import PAGE_SHIFT
+
+FIRST_DOMAIN = 0  # the id of the domain pvtool runs (Xen's first is dom0)
+
+
+class PageType(IntEnum):
+    """Xen's PGT_* types; a page table's is its level."""
+
+    NONE = 0
+    L1 = 1
+    L2 = 2
+    L3 = 3
+    L4 = 4
+    WRITABLE = 7  # PGT_writable_page: mapped writable, so no page table
+    SHARED = 8  # a hypervisor frame shared with a domain, writable by it (shared_info)
+
+
+# type_info, packed: the type in the low bits, the flags, then the type count.
+TYPE_MASK = 0xF
+PINNED = 1 << 4  # PGT_pinned
+VALIDATED = 1 << 5  # PGT_validated
+XEN_L2 = 1 << 6  # PGT_pae_xen_l2: the PAE L2 that holds the hypervisor's slots
+KIND = TYPE_MASK | XEN_L2  # what two uses of a frame must agree on
+COUNT_SHIFT = 8
+ONE = 1 << COUNT_SHIFT  # one type reference
+
+_MISSING = object()
+
+
+def page_type(info: int) -> int:
+    return info & TYPE_MASK
+
+
+def type_count(info: int) -> int:
+    return info >> COUNT_SHIFT
+
+
+def is_table(info: int) -> bool:
+    return PageType.L1 <= info & TYPE_MASK <= PageType.L4
+
+
+def _restore(store: dict, key, old) -> None:
+    if old is _MISSING:
+        store.pop(key, None)
+    else:
+        store[key] = old
+
+
+class FrameTable:
+    """Every machine frame's owner and page_info, kept only for the frames in use."""
+
+    def __init__(self):
+        self._runs: list[tuple[int, int, int]] = []  # (first, end, owner)
+        self._shared: dict[int, int] = {}  # mfn -> the domain it is shared with
+        self._count_info: dict[int, int] = {}
+        self._type_info: dict[int, int] = {}
+        self._holders: dict[int, dict[int, int]] = {}  # table -> {linking table: links}
+        self._writable_at: dict[int, int | set[int]] = {}  # mfn -> entry address(es)
+        self._journal: list[tuple] | None = None  # undo records of the open transaction
+        self._depth = 0  # transactions open, nested
+
+    # -- ownership -----------------------------------------------------------------
+    def assign(self, domid: int, first: int, count: int) -> None:
+        """Give frames FIRST .. FIRST+COUNT-1 to DOMID (over an earlier assignment)."""
+        self._runs.insert(0, (first, first + count, domid))
+
+    def share(self, mfn: int, domid: int) -> None:
+        """Let DOMID map the hypervisor's frame MFN, writable (share_xen_page_with_guest)."""
+        self._shared[mfn] = domid
+        self._type_info[mfn] = PageType.SHARED | VALIDATED
+
+    def owner(self, mfn: int) -> int | None:
+        for first, end, domid in self._runs:
+            if first <= mfn < end:
+                return domid
+        return None
+
+    def may_map(self, domid: int, mfn: int) -> bool:
+        """Whether DOMID may map MFN: its own frames and those shared with it."""
+        return self.owner(mfn) == domid or self._shared.get(mfn) == domid
+
+    # -- count_info and type_info --------------------------------------------------
+    def refs(self, mfn: int) -> int:
+        return self._count_info.get(mfn, 0)
+
+    def get_page(self, mfn: int) -> None:
+        self.journal_set(self._count_info, mfn, self._count_info.get(mfn, 0) + 1)
+
+    def put_page(self, mfn: int) -> None:
+        self.journal_set(self._count_info, mfn, self._count_info[mfn] - 1 or None)
+
+    def get_page_and_type(self, mfn: int, info: int) -> None:
+        """A general reference and the type word INFO, its count already raised."""
+        self.get_page(mfn)
+        self.journal_set(self._type_info, mfn, info)
+
+    def put_page_and_type(self, mfn: int) -> None:
+        """Drop a general and a type reference (the type stays at a count of zero)."""
+        self.put_page(mfn)
+        self.journal_set(self._type_info, mfn, self._type_info[mfn] - ONE)
+
+    def type_info(self, mfn: int) -> int:
+        return self._type_info.get(mfn, 0)
+
+    def set_type_info(self, mfn: int, info: int) -> None:
+        self.journal_set(self._type_info, mfn, info or None)
+
+    def tables(self) -> Iterator[tuple[int, int]]:
+        """(mfn, level) of every frame typed as a page table."""
+        return ((mfn, page_type(info)) for mfn, info in self._type_info.items()
+                if is_table(info))
+
+    # -- links between tables ------------------------------------------------------
+    def holders(self, mfn: int) -> dict[int, int]:
+        """The tables whose entries link table MFN, with how many entries each."""
+        return self._holders.get(mfn, {})
+
+    def link(self, mfn: int, holder: int) -> None:
+        links = self._holders.get(mfn)
+        if links is None:
+            links = {}
+            self.journal_set(self._holders, mfn, links)
+        self.journal_set(links, holder, links.get(holder, 0) + 1)
+
+    def unlink(self, mfn: int, holder: int) -> None:
+        links = self._holders[mfn]
+        self.journal_set(links, holder, links[holder] - 1 or None)
+        if not links:
+            self.journal_set(self._holders, mfn, None)
+
+    # -- where frames are mapped writable ------------------------------------------
+    def writable_at(self, mfn: int) -> tuple[int, ...]:
+        """The addresses of the validated entries that map MFN writable."""
+        where = self._writable_at.get(mfn, ())
+        return (where,) if isinstance(where, int) else tuple(where)
+
+    def add_writable_at(self, mfn: int, entry: int) -> None:
+        # One int for the usual single mapping, a set beyond: memory stays small.
+        where = self._writable_at.get(mfn)
+        if where is None:
+            self.journal_set(self._writable_at, mfn, entry)
+        elif isinstance(where, int):
+            self.journal_set(self._writable_at, mfn, {where, entry})
+        else:
+            where.add(entry)
+            self.journal_undo(where.discard, entry)
+
+    def drop_writable_at(self, mfn: int, entry: int) -> None:
+        where = self._writable_at[mfn]
+        if isinstance(where, int):
+            self.journal_set(self._writable_at, mfn, None)
+        else:
+            where.discard(entry)
+            self.journal_undo(where.add, entry)
+            if not where:
+                self.journal_set(self._writable_at, mfn, None)
+
+    # -- the journal ---------------------------------------------------------------
+    def transaction(self) -> "FrameTable":
+        """`with frames.transaction():` undoes every journaled change if the block
+        raises. Nested blocks join the outermost."""
+        return self
+
+    def __enter__(self) -> None:
+        self._depth += 1
+        if self._depth == 1:
+            self._journal = []
+
+    def __exit__(self, kind, value, traceback) -> bool:
+        self._depth -= 1
+        if self._depth == 0:
+            journal, self._journal = self._journal, None
+            if kind is not None:
+                for undo, *args in reversed(journal):
+                    undo(*args)
+        return False
+
+    def journal_set(self, store: dict, key, value) -> None:
+        """STORE[KEY] = VALUE (None deletes it), undone if the transaction fails: the
+        frame table's own state, and what its users keep beside it."""
+        if self._journal is not None:
+            self._journal.append((_restore, store, key, store.get(key, _MISSING)))
+        if value is None:
+            store.pop(key, None)
+        else:
+            store[key] = value
+
+    def journal_undo(self, undo: Callable, *args) -> None:
+        """Run UNDO(*ARGS) if the open transaction fails."""
+        if self._journal is not None:
+            self._journal.append((undo, *args))
+
+
+def machine_frames(nr_pages: int) -> FrameTable:
+    """The frame table of a machine running one domain, FIRST_DOMAIN: RAM frames
+    0 .. NR_PAGES-1 are its own (machine frame = pseudo-physical frame, docs/ABI.md),
+    everything from the hypervisor's range up is DOMID_XEN's, and the hypervisor's
+    shared_info page is shared with it."""
+    frames = FrameTable()
+    frames.assign(FIRST_DOMAIN, 0, nr_pages)
+    first_xen = layout.BASE >> PAGE_SHIFT
+    frames.assign(DOMID_XEN, first_xen, (1 << (32 - PAGE_SHIFT)) - first_xen)
+    frames.share(layout.SHARED_INFO >> PAGE_SHIFT, FIRST_DOMAIN)
+    return frames
