@@ -5,23 +5,19 @@ from collections.abc import Callable
 
 from pvtool.errors import UnsupportedImageError
 from pvtool.hv import layout
-from pvtool.hv.builder import CONSOLE_EVTCHN, STORE_EVTCHN, build_domain, enter_guest
-from pvtool.hv.console import ConsoleRing
-from pvtool.hv.domain import Domain
+from pvtool.hv.builder import build_domain, enter_guest
+from pvtool.hv.domain import PvDomain
 from pvtool.hv.emulate import Emulator
-from pvtool.hv.events import EventChannels
-from pvtool.hv.frames import machine_frames
-from pvtool.hv.gdt import Gdt
-from pvtool.hv.pagetables import PageTables
 from pvtool.hv.traps import PvSupervisor
 from pvtool.image.elf import ElfImage
+from pvtool.image.pvtool_notes import parse_pvtool_notes
 from pvtool.image.xen_notes import parse_xen_notes
 from pvtool.machine.pc import Machine
 from pvtool.x86.paging import PAGE_SIZE, PagingMode
 
 
 def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
-                   trace: Callable[[str], None] | None = None) -> Domain:
+                   trace: Callable[[str], None] | None = None) -> PvDomain:
     notes = parse_xen_notes(image)
     if notes is None:
         raise UnsupportedImageError(
@@ -30,20 +26,12 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
     nr_pages = machine.ram_size // PAGE_SIZE
     machine.map_memory(layout.BASE, layout.MEMORY_SIZE)
     boot = build_domain(machine, image, notes, nr_pages, cmdline)
-    domain = Domain(machine=machine, nr_pages=nr_pages, frames=machine_frames(nr_pages),
-                    console_output=machine.output, trace=trace)
-    domain.gdt = Gdt(domain)
-    domain.gdt.install_reserved()
-    base = boot.pfn(boot.page_tables)
-    mode = PagingMode.PAE if boot.pae else PagingMode.TWO_LEVEL
-    domain.pagetables = PageTables(domain, base, mode, glue=boot.glue)
-    domain.pagetables.hold_writable(boot.pfn(boot.console))  # the console backend's ring
-    domain.console_ring = ConsoleRing(domain, boot.pfn(boot.console))
-    domain.events = EventChannels(domain, {STORE_EVTCHN: None,
-                                           CONSOLE_EVTCHN: domain.console_ring})
-    domain.events.update_time()
-    emulator = Emulator.for_image(domain, image)
-    domain.regs_block = emulator.regs.block
+    ours = parse_pvtool_notes(image)
+    domain = PvDomain(machine, base_mfn=boot.pfn(boot.page_tables),
+                      paging=PagingMode.PAE if boot.pae else PagingMode.TWO_LEVEL,
+                      glue=boot.glue, console_mfn=boot.pfn(boot.console),
+                      regs_block=ours.regs_block, console_output=machine.output, trace=trace)
+    emulator = Emulator(domain, ours.trap_sites, ours.regs_block)
     machine.attach(PvSupervisor(domain, emulator))
     enter_guest(machine, boot, notes.entry if notes.entry is not None else image.entry)
     domain.pagetables.new_baseptr(boot.pfn(boot.page_tables))

@@ -15,7 +15,7 @@ kernel stack) crashes the domain, as Xen's domain_crash does.
 from dataclasses import replace
 
 from pvtool.abi.xen import GUEST_KERNEL_RPL
-from pvtool.hv.domain import Domain, TrapInfo
+from pvtool.hv.domain import PvDomain, TrapInfo
 from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.machine.delivery import DeliveryFault, Frame, Gate, enter_same_ring
 from pvtool.x86.registers import EFLAGS_IF
@@ -40,7 +40,7 @@ class HypervisedKernel:
     trap-and-emulate: the handler is entered through the trampoline from ring 3 or in
     place, CR2 goes to vcpu_info, and a triple fault crashes the domain."""
 
-    def __init__(self, domain: Domain):
+    def __init__(self, domain: PvDomain):
         self.domain = domain
         self.vcpu = domain.vcpu
 

@@ -7,9 +7,13 @@ same output as console_io and moves out_cons. A ring that claims more than it ho
 is drained of one ring's worth. No input is wired: in[] stays empty.
 """
 
+from typing import TYPE_CHECKING
+
 from pvtool.abi.layouts import XENCONS_INTERFACE
-from pvtool.hv.domain import Domain
 from pvtool.x86.paging import PAGE_SIZE
+
+if TYPE_CHECKING:
+    from pvtool.hv.domain import Domain
 
 OUT = XENCONS_INTERFACE.offset("out")
 OUT_SIZE = XENCONS_INTERFACE.fields["out"].size
@@ -18,7 +22,7 @@ OUT_PROD = XENCONS_INTERFACE.offset("out_prod")
 
 
 class ConsoleRing:
-    def __init__(self, domain: Domain, mfn: int):
+    def __init__(self, domain: "Domain", mfn: int):
         self.domain = domain
         self.ring = mfn * PAGE_SIZE
 

@@ -1,7 +1,8 @@
-"""A paravirtualized domain: its memory, its virtual CPU's PV state, and the two ways
-it can end (shutdown on request, crash on misbehaviour).
+"""A domain: a guest kernel the hypervisor runs (its memory, its vCPU, its GDT and page
+tables), the PV state Xen's interface adds to it, and the two ways it can end
+(shutdown on request, crash on misbehaviour).
 
-Hypercall handlers see a Domain and a VCpu and never Unicorn: guest memory comes
+Hypercall handlers see a PvDomain and a VCpu and never Unicorn: guest memory comes
 through copy_from_guest / copy_to_guest, which check every pointer the way Xen's
 copy_{from,to}_guest do (through the guest's page tables, never into the
 hypervisor's range), and fail with -EFAULT.
@@ -10,10 +11,8 @@ hypervisor's range), and fail with -EFAULT.
 import struct
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from pvtool.abi import layouts
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi.xen import (
     GUEST_KERNEL_RPL,
@@ -22,26 +21,20 @@ from pvtool.abi.xen import (
     Errno,
 )
 from pvtool.hv import layout
+from pvtool.hv.builder import CONSOLE_EVTCHN, STORE_EVTCHN
+from pvtool.hv.console import ConsoleRing
 from pvtool.hv.errors import DomainCrash, HypercallError
-from pvtool.hv.frames import FIRST_DOMAIN
+from pvtool.hv.events import EventChannels
+from pvtool.hv.frames import FIRST_DOMAIN, machine_frames
+from pvtool.hv.gdt import Gdt
+from pvtool.hv.pagetables import PageTables
 from pvtool.machine.cpu import CS, Cpu
 from pvtool.machine.delivery import read_tss_stack
 from pvtool.machine.memory import GuestMemory, PageFault
 from pvtool.machine.pc import Machine
 from pvtool.machine.rings import RingSwitch
 from pvtool.machine.stop import Stop, StopKind
-
-if TYPE_CHECKING:
-    from pvtool.hv.console import ConsoleRing
-    from pvtool.hv.events import EventChannels
-    from pvtool.hv.frames import FrameTable
-    from pvtool.hv.gdt import Gdt
-    from pvtool.hv.pagetables import PageTables
-
-VCPU0 = layout.SHARED_INFO + layouts.SHARED_INFO.offset("vcpu_info")
-UPCALL_PENDING = VCPU0 + layouts.VCPU_INFO.offset("evtchn_upcall_pending")
-UPCALL_MASK = VCPU0 + layouts.VCPU_INFO.offset("evtchn_upcall_mask")
-VCPU_CR2 = VCPU0 + layouts.VCPU_INFO.offset("cr2")
+from pvtool.x86.paging import PAGE_SIZE, PagingMode
 
 
 @dataclass(frozen=True)
@@ -133,34 +126,28 @@ class VCpu:
         self._rings.enter(self.cs & 3, ring, cs=cs, eip=eip, ss=ss, esp=esp, eflags=eflags)
 
 
-@dataclass
 class Domain:
-    machine: Machine
-    nr_pages: int
-    frames: "FrameTable"  # every machine frame's owner, type and counts (hv/frames.py)
-    console_output: Callable[[bytes], None]
-    domid: int = FIRST_DOMAIN
-    trace: Callable[[str], None] | None = None
-    trap_table: dict[int, TrapInfo] = field(default_factory=dict)
-    kernel_ss: int = 0
-    kernel_sp: int = 0
-    iopl: int = 0
-    vm_assists: set[int] = field(default_factory=set)
-    callbacks: dict[int, tuple[int, int, int]] = field(default_factory=dict)
-    fpu_ts: bool = False
-    hypercall_counts: Counter = field(default_factory=Counter)
-    regs_block: int | None = None  # a patched kernel's VCPU_REGS (pvtool note)
-    pagetables: "PageTables | None" = None
-    gdt: "Gdt | None" = None
-    events: "EventChannels | None" = None
-    console_ring: "ConsoleRing | None" = None
+    """A guest kernel the hypervisor runs in ring 1, built whole: its machine frames
+    (owned by DOMID), its vCPU, its GDT beside Xen's reserved descriptors, and its page
+    tables, validated from BASE_MFN on in PAGING mode. Trap-and-emulate runs an
+    unmodified kernel as such a domain; a PV kernel gets Xen's interface on top
+    (PvDomain)."""
 
-    def __post_init__(self):
-        self.vcpu = VCpu(self.machine.cpu, self.machine.memory)
-
-    @property
-    def memory(self) -> GuestMemory:
-        return self.machine.memory
+    def __init__(self, machine: Machine, *, base_mfn: int,
+                 paging: PagingMode = PagingMode.TWO_LEVEL, glue: bool = False,
+                 console_output: Callable[[bytes], None],
+                 trace: Callable[[str], None] | None = None, domid: int = FIRST_DOMAIN):
+        self.machine = machine
+        self.memory: GuestMemory = machine.memory
+        self.nr_pages = machine.ram_size // PAGE_SIZE
+        self.domid = domid
+        self.console_output = console_output
+        self.trace = trace
+        self.fpu_ts = False  # the virtual CR0.TS
+        self.frames = machine_frames(self.nr_pages)
+        self.vcpu = VCpu(machine.cpu, machine.memory)
+        self.gdt = Gdt(self)
+        self.pagetables = PageTables(self, base_mfn, paging, glue=glue)
 
     # -- what the domain owns ------------------------------------------------------
     def owns_frame(self, mfn: int) -> bool:
@@ -172,8 +159,7 @@ class Domain:
     @property
     def hypervisor_start(self) -> int:
         """Where Xen's range begins: 0xF5800000 on PAE, 0xFC000000 on 2-level."""
-        pae = self.pagetables is not None and self.pagetables.pae
-        return layout.PAE_BASE if pae else layout.BASE
+        return layout.PAE_BASE if self.pagetables.pae else layout.BASE
 
     # -- guest memory, checked -----------------------------------------------------
     def copy_from_guest(self, vaddr: int, size: int) -> bytes:
@@ -200,26 +186,64 @@ class Domain:
             return
         window = layout.GLUE_WINDOW
         in_window = window <= vaddr and vaddr + size <= window + pvabi.GLUE_WINDOW_SIZE
-        if not (in_window and self.pagetables is not None and self.pagetables.glue):
+        if not (in_window and self.pagetables.glue):
             raise HypercallError(Errno.EFAULT,
                                  f"guest buffer {vaddr:#x}+{size:#x} reaches the hypervisor")
 
     # -- events --------------------------------------------------------------------
     @property
     def upcall_mask(self) -> int:
-        return self.memory.read_phys(UPCALL_MASK, 1)[0]
+        return self.memory.read_phys(layout.UPCALL_MASK, 1)[0]
 
     @upcall_mask.setter
     def upcall_mask(self, value: int) -> None:
-        self.memory.write_phys(UPCALL_MASK, bytes((value & 1,)))
+        self.memory.write_phys(layout.UPCALL_MASK, bytes((value & 1,)))
 
     @property
     def upcall_pending(self) -> int:
-        return self.memory.read_phys(UPCALL_PENDING, 1)[0]
+        return self.memory.read_phys(layout.UPCALL_PENDING, 1)[0]
 
     @upcall_pending.setter
     def upcall_pending(self, value: int) -> None:
-        self.memory.write_phys(UPCALL_PENDING, bytes((value & 1,)))
+        self.memory.write_phys(layout.UPCALL_PENDING, bytes((value & 1,)))
+
+    def set_cr2(self, address: int) -> None:
+        self.memory.write_u32(layout.VCPU_CR2, address)
+
+    # -- the end of a domain -------------------------------------------------------
+    def shutdown(self, reason_code: int, reason: str) -> None:
+        self.machine.request_stop(Stop(StopKind.SHUTDOWN, reason, self.vcpu.eip, reason_code))
+
+    def crash(self, reason: str) -> None:
+        self.machine.request_stop(Stop(StopKind.CRASH, f"domain crashed: {reason}",
+                                       self.vcpu.eip))
+
+    def log(self, message: str) -> None:
+        if self.trace is not None:
+            self.trace(message)
+
+
+class PvDomain(Domain):
+    """A paravirtualized domain: a Domain with Xen's PV interface, the state its
+    hypercalls set (trap table, callbacks, kernel stack, I/O privilege, assists), its
+    event channels and its console ring (whose frame the hypervisor keeps writable),
+    and REGS_BLOCK, a patched kernel's virtual CPU registers (pvtool note)."""
+
+    def __init__(self, machine: Machine, *, console_mfn: int, regs_block: int | None,
+                 **domain):
+        super().__init__(machine, **domain)
+        self.trap_table: dict[int, TrapInfo] = {}
+        self.callbacks: dict[int, tuple[int, int, int]] = {}
+        self.kernel_ss = self.kernel_sp = 0  # HYPERVISOR_stack_switch
+        self.iopl = 0
+        self.vm_assists: set[int] = set()
+        self.hypercall_counts: Counter = Counter()
+        self.regs_block = regs_block
+        self.pagetables.hold_writable(console_mfn)  # the console backend's ring
+        self.console_ring = ConsoleRing(self, console_mfn)
+        self.events = EventChannels(self, {STORE_EVTCHN: None,
+                                           CONSOLE_EVTCHN: self.console_ring})
+        self.events.update_time()
 
     def kernel_stack(self) -> tuple[int, int]:
         """(SS, ESP) a trap from ring 3 switches to: the TSS the kernel loaded (its
@@ -246,21 +270,6 @@ class Domain:
             return 0
         field = self.regs_block + pvabi.VCPU_REGS.offset("tss_base")
         return struct.unpack("<I", self.copy_from_guest(field, 4))[0]
-
-    def set_cr2(self, address: int) -> None:
-        self.memory.write_u32(VCPU_CR2, address)
-
-    # -- the end of a domain -------------------------------------------------------
-    def shutdown(self, reason_code: int, reason: str) -> None:
-        self.machine.request_stop(Stop(StopKind.SHUTDOWN, reason, self.vcpu.eip, reason_code))
-
-    def crash(self, reason: str) -> None:
-        self.machine.request_stop(Stop(StopKind.CRASH, f"domain crashed: {reason}",
-                                       self.vcpu.eip))
-
-    def log(self, message: str) -> None:
-        if self.trace is not None:
-            self.trace(message)
 
 
 def fix_selector_rpl(selector: int) -> int:

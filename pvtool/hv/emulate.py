@@ -22,12 +22,11 @@ from collections.abc import Callable, Mapping
 from capstone.x86_const import X86_OP_MEM, X86_OP_REG
 
 from pvtool.abi import pvtool as pvabi
-from pvtool.abi.pvtool import TRAP_SITE, TRAP_SITE_CLASSES, VCPU_REGS
+from pvtool.abi.pvtool import TRAP_SITE_CLASSES, VCPU_REGS
 from pvtool.abi.xen import XEN_VERSION
 from pvtool.hv.domain import Domain
 from pvtool.hv.emulate_segments import RING_ENTERED, mov_to_ss, pop_ss, sysexit, sysret
 from pvtool.hv.errors import DomainCrash, HypercallError, NotEmulated
-from pvtool.image.elf import ElfImage
 from pvtool.machine.cpu import EAX, EBX, ECX, EDX, EIP, GPRS_BY_NAME
 from pvtool.machine.memory import PageFault
 from pvtool.machine.stop import Stop, StopKind
@@ -105,23 +104,6 @@ class Emulator:
         self.msrs: dict[int, int] = {}
         self.debug_registers = dict(DEBUG_REGISTERS_AT_RESET)
         self.emulated: dict[str, int] = {}
-
-    @classmethod
-    def for_image(cls, domain: Domain, image: ElfImage) -> "Emulator":
-        sites: dict[int, bytes] = {}
-        block = None
-        for note in image.notes:
-            if note.name != pvabi.PVTOOL_NOTE_NAME:
-                continue
-            if note.type == pvabi.PvtoolNote.trap_sites:
-                address, count = struct.unpack("<II", note.desc[:8])
-                table = image.read_virtual(address, count * TRAP_SITE.size)
-                for i in range(count):
-                    entry = TRAP_SITE.unpack(table[i * TRAP_SITE.size:(i + 1) * TRAP_SITE.size])
-                    sites[entry["address"]] = entry["original"][:entry["length"]]
-            elif note.type == pvabi.PvtoolNote.vcpu_regs:
-                (block,) = struct.unpack("<I", note.desc[:4])
-        return cls(domain, sites, block)
 
     # -- entry points --------------------------------------------------------------------
     def is_trap_site(self, address: int) -> bool:

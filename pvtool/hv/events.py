@@ -15,18 +15,21 @@ count too, so tsc_to_system_mul/tsc_shift convert one into the other exactly.
 
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pvtool.abi import layouts
 from pvtool.abi.xen import DOMID_SELF, DOMID_XEN, NR_EVENT_CHANNELS_32, Errno, EvtchnStatus, Virq
 from pvtool.hv import layout
-from pvtool.hv.domain import VCPU0, Domain
 from pvtool.hv.errors import HypercallError
 from pvtool.machine.clock import VIRTUAL_HZ
 
+if TYPE_CHECKING:
+    from pvtool.hv.domain import Domain
+
 PENDING = layout.SHARED_INFO + layouts.SHARED_INFO.offset("evtchn_pending")
 MASK = layout.SHARED_INFO + layouts.SHARED_INFO.offset("evtchn_mask")
-PENDING_SEL = VCPU0 + layouts.VCPU_INFO.offset("evtchn_pending_sel")
-TIME = VCPU0 + layouts.VCPU_INFO.offset("time_version")
+PENDING_SEL = layout.VCPU0 + layouts.VCPU_INFO.offset("evtchn_pending_sel")
+TIME = layout.VCPU0 + layouts.VCPU_INFO.offset("time_version")
 NS_PER_SECOND = 1_000_000_000
 # ns = (tsc << 4) * 0xA0000000 >> 32 = tsc * 10: one instruction is 10 ns at 100 MHz.
 TSC_SHIFT = 4
@@ -43,7 +46,7 @@ class Port:
 
 
 class EventChannels:
-    def __init__(self, domain: Domain, backends: dict[int, object]):
+    def __init__(self, domain: "Domain", backends: dict[int, object]):
         """BACKENDS maps a pre-bound port (console, xenstore) to what a send on it
         notifies (an object with notify(), or None for a port nothing serves)."""
         self.domain = domain

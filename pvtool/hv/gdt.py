@@ -9,10 +9,10 @@ update_descriptor; the accessed bit is preset so the CPU never writes the table.
 """
 
 import struct
+from typing import TYPE_CHECKING
 
 from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY, GUEST_KERNEL_RPL, Errno
 from pvtool.hv import layout
-from pvtool.hv.domain import Domain
 from pvtool.hv.errors import HypercallError
 from pvtool.x86.descriptors import (
     ACCESSED,
@@ -27,6 +27,9 @@ from pvtool.x86.descriptors import (
     SystemType,
 )
 from pvtool.x86.paging import PAGE_SIZE
+
+if TYPE_CHECKING:
+    from pvtool.hv.domain import Domain
 
 ENTRIES_PER_FRAME = PAGE_SIZE // DESCRIPTOR_SIZE
 _ACCESSED = ACCESSED << TYPE_SHIFT
@@ -53,12 +56,12 @@ def check_descriptor(desc: int) -> int:
 
 
 class Gdt:
-    def __init__(self, domain: Domain):
+    """The real GDT, born with Xen's reserved descriptors and no guest entries."""
+
+    def __init__(self, domain: "Domain"):
         self.domain = domain
         self.frames: tuple[int, ...] = ()
         self.entries = 0
-
-    def install_reserved(self) -> None:
         for index, desc in layout.reserved_gdt_entries().items():
             self._write(index, desc)
 

@@ -22,7 +22,7 @@ modes (abi/pvtool.py).
 import struct
 from dataclasses import dataclass
 
-from pvtool.abi import xen
+from pvtool.abi import layouts, xen
 from pvtool.abi.pvtool import PRIVATE_AREA_OFFSET, SHARED_INFO_OFFSET, glue_window
 from pvtool.machine.rings import Trampoline
 from pvtool.x86 import paging
@@ -50,6 +50,11 @@ PAE_FIRST_SLOT = xen.PAE_XEN_FIRST_L2_SLOT  # 428, in the L2 under L3 slot 3
 PAE_L2_BASE = xen.PAE_XEN_L3_SLOT << 30  # what that L2 maps: 0xC0000000 up
 PAE_ENTRIES = 512
 GLUE_WINDOW = glue_window(pae=False)
+# vCPU 0's vcpu_info in shared_info: what every domain's virtual IF and CR2 live in.
+VCPU0 = SHARED_INFO + layouts.SHARED_INFO.offset("vcpu_info")
+UPCALL_PENDING = VCPU0 + layouts.VCPU_INFO.offset("evtchn_upcall_pending")
+UPCALL_MASK = VCPU0 + layouts.VCPU_INFO.offset("evtchn_upcall_mask")
+VCPU_CR2 = VCPU0 + layouts.VCPU_INFO.offset("cr2")
 GLUE_SLOT = GLUE_WINDOW >> 22
 
 # The trampoline: an iretd the CPU runs to enter a less privileged ring (the kernel's

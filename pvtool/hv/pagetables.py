@@ -12,10 +12,10 @@ longer a page table in use (give_back_write_access, from hv/ptwr.py).
 """
 
 from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from pvtool.abi.xen import Errno
 from pvtool.hv import layout
-from pvtool.hv.domain import Domain
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.frames import PINNED, is_table, page_type
 from pvtool.hv.pagemodes import RULES
@@ -24,11 +24,14 @@ from pvtool.machine.cpu import CR3
 from pvtool.x86 import paging
 from pvtool.x86.paging import PAGE_SHIFT, PagingMode
 
+if TYPE_CHECKING:
+    from pvtool.hv.domain import Domain
+
 
 class PageTables:
     """The domain's current base, its pins, and every update to its page tables."""
 
-    def __init__(self, domain: Domain, base_mfn: int, mode: PagingMode = PagingMode.TWO_LEVEL,
+    def __init__(self, domain: "Domain", base_mfn: int, mode: PagingMode = PagingMode.TWO_LEVEL,
                  *, glue: bool = False):
         self.domain = domain
         self.frames = domain.frames

@@ -42,9 +42,6 @@ from pvtool.hv.bounce import HypervisedKernel
 from pvtool.hv.builder import enter_ring1
 from pvtool.hv.domain import Domain
 from pvtool.hv.errors import DomainCrash
-from pvtool.hv.frames import machine_frames
-from pvtool.hv.gdt import Gdt
-from pvtool.hv.pagetables import PageTables
 from pvtool.hv.trapemulate import TrapEmulator
 from pvtool.hv.traps import take_page_fault
 from pvtool.image.elf import ElfImage
@@ -103,12 +100,8 @@ class TrapMode:
     def __init__(self, machine: Machine, image: ElfImage,
                  trace: Callable[[str], None] | None):
         self.machine = machine
-        nr_pages = machine.ram_size // PAGE_SIZE
-        self.domain = Domain(machine=machine, nr_pages=nr_pages,
-                             frames=machine_frames(nr_pages),
+        self.domain = Domain(machine, base_mfn=IDENTITY_L2 // PAGE_SIZE,
                              console_output=machine.output, trace=trace)
-        self.domain.gdt = Gdt(self.domain)
-        self.domain.pagetables = PageTables(self.domain, IDENTITY_L2 // PAGE_SIZE)
         self.emulator = TrapEmulator(self.domain)
         self.supervisor = TrapModeSupervisor(self)
         self.watch = SensitiveWatch(machine, image, self.emulator)
@@ -127,7 +120,6 @@ def boot_trap_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
     _write_hypervisor_area(machine)
     _write_identity_map(machine, nr_l1)
     trap = TrapMode(machine, image, trace)
-    trap.domain.gdt.install_reserved()
     trap.domain.upcall_mask = 1  # Multiboot enters with IF clear
     machine.attach(trap.supervisor)
     _enter_ring1(machine)

@@ -11,7 +11,7 @@ device interrupts are delivered between slices and on the way back from a hyperc
 
 from pvtool.abi.xen import GUEST_KERNEL_RPL, HYPERCALL_VECTOR_32, CallbackType
 from pvtool.hv.bounce import XenBounce, event_gate
-from pvtool.hv.domain import Domain
+from pvtool.hv.domain import PvDomain
 from pvtool.hv.emulate import Emulator
 from pvtool.hv.errors import DomainCrash
 from pvtool.hv.hypercalls import dispatch
@@ -24,7 +24,7 @@ from pvtool.machine.irq import IrqRouter
 from pvtool.x86.vectors import Vector
 
 
-def take_page_fault(domain: Domain, event: Interruption, kernel: bool) -> bool:
+def take_page_fault(domain: PvDomain, event: Interruption, kernel: bool) -> bool:
     """A #PF the hypervisor takes for itself: a kernel store into its page tables
     (writable page tables, hv/ptwr.py). Otherwise False, its address in vcpu_info's
     CR2, for the guest's handler to read."""
@@ -37,7 +37,7 @@ def take_page_fault(domain: Domain, event: Interruption, kernel: bool) -> bool:
 
 
 class PvSupervisor:
-    def __init__(self, domain: Domain, emulator: Emulator):
+    def __init__(self, domain: PvDomain, emulator: Emulator):
         self.domain = domain
         self.vcpu = domain.vcpu
         self.emulator = emulator
@@ -94,8 +94,7 @@ class PvSupervisor:
     def interrupts_enabled(self) -> bool:
         """The virtual IF: events are delivered while the upcall mask is clear (and a
         SCHEDOP_poll waits for its ports whatever the mask)."""
-        events = self.domain.events
-        return not self.domain.upcall_mask or events is not None and events.polling is not None
+        return not self.domain.upcall_mask or self.domain.events.polling is not None
 
     def take_interrupt(self, irqs: IrqRouter) -> None:
         """Between slices and after every hypercall: due timers fire, a pending event
@@ -111,8 +110,6 @@ class PvSupervisor:
         the upcall mask clear, bounce to the event callback with the exception frame;
         the mask is set on entry, and HYPERVISOR_iret with IF set clears it."""
         dom = self.domain
-        if dom.events is None:
-            return
         dom.events.fire_due_timer()
         callback = dom.callbacks.get(CallbackType.event)
         if callback is None or dom.upcall_mask or not dom.events.work_pending():
@@ -142,8 +139,7 @@ class PvSupervisor:
         self.delivery.deliver(external(vector, self.vcpu.eip))
 
     def insns_to_next_event(self) -> int | None:
-        events = self.domain.events
-        return None if events is None else events.insns_to_timer()
+        return self.domain.events.insns_to_timer()
 
     def port_allowed(self, port: int) -> bool:
         """Port I/O reaches the devices only for a domain with I/O privilege (Xen's

@@ -8,7 +8,7 @@ returns NO_RESULT: it restores EAX from the guest's frame instead.
 from collections.abc import Sequence
 
 from pvtool.abi.xen import Errno, Hypercall
-from pvtool.hv.domain import Domain, VCpu
+from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.hypercalls import (
     console,
@@ -53,7 +53,7 @@ def hypercall_name(number: int) -> str:
     return NAMES.get(number) or f"hypercall_{number}"
 
 
-def call(domain: Domain, vcpu: VCpu, number: int, args: Sequence[int]) -> int:
+def call(domain: PvDomain, vcpu: VCpu, number: int, args: Sequence[int]) -> int:
     """Run one hypercall and return what EAX gets (or NO_RESULT). This is the hot path
     of a PV guest: nothing is formatted unless --trace asked for it."""
     name = hypercall_name(number)
@@ -74,7 +74,7 @@ def call(domain: Domain, vcpu: VCpu, number: int, args: Sequence[int]) -> int:
     return result
 
 
-def dispatch(domain: Domain, vcpu: VCpu) -> None:
+def dispatch(domain: PvDomain, vcpu: VCpu) -> None:
     """The hypercall entry: the number and arguments in the registers of the domain's
     width (abi/xen.py HYPERCALL_ARGUMENT_REGISTERS)."""
     result = call(domain, vcpu, vcpu.hypercall_number(), vcpu.hypercall_args())

@@ -1,12 +1,12 @@
 """HYPERVISOR_console_io: the emergency console every Xen guest can write to."""
 
 from pvtool.abi.xen import ConsoleIO, Errno
-from pvtool.hv.domain import Domain, VCpu
+from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.hypercalls.common import MAX_CONSOLE_WRITE
 
 
-def console_io(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+def console_io(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     cmd, count, buf = args[0], args[1], args[2]
     if cmd == ConsoleIO.write:
         if count > MAX_CONSOLE_WRITE:

@@ -3,14 +3,14 @@
 import struct
 
 from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY, Errno
-from pvtool.hv.domain import Domain, VCpu
+from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.gdt import ENTRIES_PER_FRAME
 
 MAX_FRAMES = -(-FIRST_RESERVED_GDT_ENTRY // ENTRIES_PER_FRAME)
 
 
-def set_gdt(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+def set_gdt(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     frames_ptr, entries = args[0], args[1]
     nr_frames = -(-entries // ENTRIES_PER_FRAME)
     if nr_frames > MAX_FRAMES:
@@ -20,7 +20,7 @@ def set_gdt(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     return 0
 
 
-def update_descriptor(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+def update_descriptor(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     ma_lo, ma_hi, desc_lo, desc_hi = args[:4]
     if ma_hi:
         raise HypercallError(Errno.EINVAL, "machine address above 4 GiB")

@@ -11,11 +11,11 @@ from pvtool.abi.layouts import (
     EVTCHN_UNMASK,
 )
 from pvtool.abi.xen import DOMID_SELF, Errno, EvtchnOp
-from pvtool.hv.domain import Domain, VCpu
+from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
 
 
-def event_channel_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+def event_channel_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     cmd, arg = args[0], args[1]
     events = dom.events
     if cmd == EvtchnOp.bind_virq:
@@ -44,11 +44,11 @@ def event_channel_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     return 0
 
 
-def _port_arg(dom: Domain, arg: int, layout) -> int:
+def _port_arg(dom: PvDomain, arg: int, layout) -> int:
     return layout.unpack(dom.copy_from_guest(arg, layout.size))["port"]
 
 
-def set_timer_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+def set_timer_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     """One-shot VIRQ_TIMER at an absolute system time in ns (lo, hi); 0 cancels."""
     dom.events.set_timer(args[1] << 32 | args[0])
     return 0

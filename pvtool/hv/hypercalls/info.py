@@ -5,7 +5,7 @@ import struct
 from pvtool.abi import xen
 from pvtool.abi.layouts import PHYSDEV_SET_IOPL
 from pvtool.abi.xen import Errno, PhysdevOp, VmAssist, VmAssistType, XenVer
-from pvtool.hv.domain import Domain, VCpu
+from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
 from pvtool.x86.paging import PAGE_SIZE
 
@@ -13,7 +13,7 @@ EXTRAVERSION_SIZE = 16
 KNOWN_ASSISTS = frozenset(VmAssistType)
 
 
-def xen_version(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+def xen_version(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     cmd, arg = args[0], args[1]
     if cmd == XenVer.version:
         major, minor = xen.XEN_VERSION
@@ -34,7 +34,7 @@ def xen_version(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     raise HypercallError(Errno.ENOSYS, f"xen_version command {cmd}")
 
 
-def vm_assist(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+def vm_assist(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     cmd, kind = args[0], args[1]
     if kind not in KNOWN_ASSISTS:
         raise HypercallError(Errno.EINVAL, f"vm_assist type {kind}")
@@ -47,7 +47,7 @@ def vm_assist(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     return 0
 
 
-def physdev_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+def physdev_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     cmd, arg = args[0], args[1]
     if cmd == PhysdevOp.set_iopl:
         iopl = PHYSDEV_SET_IOPL.unpack(dom.copy_from_guest(arg, PHYSDEV_SET_IOPL.size))["iopl"]
@@ -58,7 +58,7 @@ def physdev_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     raise HypercallError(Errno.ENOSYS, f"physdev_op command {cmd}")
 
 
-def fpu_taskswitch(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+def fpu_taskswitch(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     """Set (1) or clear (0) the virtual CR0.TS; Unicorn's FPU is always the guest's."""
     dom.fpu_ts = bool(args[0])
     return 0

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from pvtool.abi.layouts import MMU_UPDATE, MMUEXT_OP, Layout
 from pvtool.abi.xen import UVMF_FLUSHTYPE_MASK, Errno, MmuextCmd, MmuUpdateCmd
-from pvtool.hv.domain import Domain, VCpu
+from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.hypercalls.common import MAX_BATCH
 
@@ -29,7 +29,7 @@ MMU_UPDATE_FIELDS = _struct_of(MMU_UPDATE, "ptr", "val")
 MMUEXT_OP_FIELDS = _struct_of(MMUEXT_OP, "cmd", "arg1")
 
 
-def update_va_mapping(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+def update_va_mapping(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     vaddr, pte_lo, pte_hi, flags = args[:4]
     dom.pagetables.update_va_mapping(vaddr, pte_hi << 32 | pte_lo)
     if flags & UVMF_FLUSHTYPE_MASK:
@@ -37,7 +37,7 @@ def update_va_mapping(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     return 0
 
 
-def mmu_update(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+def mmu_update(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     reqs, count, done_ptr = args[0], args[1], args[2]
     try:
         _batch(dom, reqs, count, done_ptr, MMU_UPDATE.size,
@@ -47,21 +47,21 @@ def mmu_update(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     return 0
 
 
-def _one_mmu_update(dom: Domain, ptr: int, val: int) -> None:
+def _one_mmu_update(dom: PvDomain, ptr: int, val: int) -> None:
     cmd, address = ptr & 3, ptr & ~3
     if cmd not in (MmuUpdateCmd.normal_pt_update, MmuUpdateCmd.pt_update_preserve_ad):
         raise HypercallError(Errno.ENOSYS, f"mmu_update command {cmd}")
     dom.pagetables.mmu_update(address, val)
 
 
-def mmuext_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+def mmuext_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     ops, count, done_ptr = args[0], args[1], args[2]
     _batch(dom, ops, count, done_ptr, MMUEXT_OP.size,
            lambda op: _one_mmuext(dom, *MMUEXT_OP_FIELDS.unpack_from(op)))
     return 0
 
 
-def _batch(dom: Domain, base: int, count: int, done_ptr: int, size: int,
+def _batch(dom: PvDomain, base: int, count: int, done_ptr: int, size: int,
            one: Callable[[bytes], None]) -> None:
     """Run ONE on COUNT structures of SIZE bytes from BASE, stopping at the first
     refusal; write how many were done to DONE_PTR (if given) either way, as Xen does."""
@@ -77,7 +77,7 @@ def _batch(dom: Domain, base: int, count: int, done_ptr: int, size: int,
             dom.copy_to_guest(done_ptr, struct.pack("<I", done))
 
 
-def _one_mmuext(dom: Domain, cmd: int, arg1: int) -> None:
+def _one_mmuext(dom: PvDomain, cmd: int, arg1: int) -> None:
     pagetables = dom.pagetables
     if cmd == MmuextCmd.new_baseptr:
         pagetables.new_baseptr(arg1)

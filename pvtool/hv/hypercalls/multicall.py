@@ -5,14 +5,14 @@ import struct
 
 from pvtool.abi.layouts import MULTICALL_ENTRY
 from pvtool.abi.xen import Errno, Hypercall
-from pvtool.hv.domain import Domain, VCpu
+from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.hypercalls.common import MAX_BATCH, NO_RESULT
 
 RESULT_OFFSET = MULTICALL_ENTRY.offset("result")
 
 
-def multicall(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> object:
+def multicall(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> object:
     entries, count = args[0], args[1]
     if count > MAX_BATCH:
         raise HypercallError(Errno.EINVAL, f"multicall of {count} entries")

@@ -4,12 +4,12 @@ import struct
 
 from pvtool.abi.layouts import SCHED_POLL
 from pvtool.abi.xen import NR_EVENT_CHANNELS_32, Errno, SchedOp, ShutdownReason
-from pvtool.hv.domain import Domain, VCpu
+from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
 from pvtool.machine.stop import Stop, StopKind
 
 
-def sched_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+def sched_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     cmd, arg = args[0], args[1]
     if cmd == SchedOp.yield_:
         if dom.console_ring is not None:
@@ -18,7 +18,7 @@ def sched_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     if cmd == SchedOp.block:
         # Xen's block enables event delivery, then sleeps unless an event is pending.
         dom.upcall_mask = 0
-        if dom.events is not None and dom.events.work_pending():
+        if dom.events.work_pending():
             return 0
         return _sleep(dom, "blocked (SCHEDOP_block)")
     if cmd == SchedOp.poll:
@@ -29,14 +29,14 @@ def sched_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     raise HypercallError(Errno.ENOSYS, f"sched_op command {cmd}")
 
 
-def sched_op_compat(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+def sched_op_compat(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     """The old form: the shutdown reason is the argument itself, not a pointer."""
     if args[0] == SchedOp.shutdown:
         return _shutdown(dom, args[1])
     return sched_op(dom, vcpu, args)
 
 
-def _shutdown(dom: Domain, reason: int) -> int:
+def _shutdown(dom: PvDomain, reason: int) -> int:
     try:
         name = ShutdownReason(reason).name
     except ValueError:
@@ -45,7 +45,7 @@ def _shutdown(dom: Domain, reason: int) -> int:
     return 0
 
 
-def _poll(dom: Domain, arg: int) -> int:
+def _poll(dom: PvDomain, arg: int) -> int:
     """Wait, events masked or not, until one of the ports is pending or the timeout
     (absolute system time in ns; 0: none) passes (Xen's do_poll). The vCPU resumes at
     the next event of any kind: it has nothing else to run."""
@@ -71,7 +71,7 @@ def _poll(dom: Domain, arg: int) -> int:
     return 0
 
 
-def _sleep(dom: Domain, what: str) -> int:
+def _sleep(dom: PvDomain, what: str) -> int:
     """The vCPU waits for an event: the run loop moves virtual time on to the next
     one. Polling with events masked waits forever, which ends the run."""
     if dom.upcall_mask:

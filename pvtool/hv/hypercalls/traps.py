@@ -10,7 +10,7 @@ from pvtool.abi.xen import (
     CallbackType,
     Errno,
 )
-from pvtool.hv.domain import Domain, TrapInfo, VCpu, fix_selector_rpl
+from pvtool.hv.domain import PvDomain, TrapInfo, VCpu, fix_selector_rpl
 from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.machine.cpu import CS, EAX, EFLAGS, EIP, ESP
@@ -23,7 +23,7 @@ RING1_FRAME_SIZE = 16  # EAX, EIP, CS, EFLAGS: no ESP and SS when staying in rin
 IRET_EFLAGS_MASK = 0x00240DD5  # CF PF AF ZF SF TF DF OF, AC, ID
 
 
-def set_trap_table(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+def set_trap_table(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     """Read trap_info entries until one with address 0 (or 256 of them)."""
     table: dict[int, TrapInfo] = {}
     ptr = args[0]
@@ -46,20 +46,20 @@ def set_trap_table(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     return 0
 
 
-def stack_switch(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+def stack_switch(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     """The kernel stack to switch to on a trap from ring 3."""
     dom.kernel_ss, dom.kernel_sp = fix_selector_rpl(args[0]), args[1]
     return 0
 
 
-def set_callbacks(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+def set_callbacks(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     event_cs, event_eip, failsafe_cs, failsafe_eip = args[:4]
     dom.callbacks[CallbackType.event] = (fix_selector_rpl(event_cs), event_eip, 0)
     dom.callbacks[CallbackType.failsafe] = (fix_selector_rpl(failsafe_cs), failsafe_eip, 0)
     return 0
 
 
-def callback_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+def callback_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     cmd, arg = args[0], args[1]
     if cmd != CallbackOp.register:
         raise HypercallError(Errno.ENOSYS, f"callback_op command {cmd}")
@@ -73,7 +73,7 @@ def callback_op(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     return 0
 
 
-def iret(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> object:
+def iret(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> object:
     """Return from a bounce: the stack holds {EAX, EIP, CS, EFLAGS, [ESP, SS]}; the
     virtual IF (upcall mask) comes from EFLAGS.IF. Ring 1 stays on this stack (16
     bytes popped); ring 3 continues on the frame's ESP and SS."""
@@ -107,7 +107,7 @@ def iret(dom: Domain, vcpu: VCpu, args: tuple[int, ...]) -> object:
     return NO_RESULT
 
 
-def _iret_frame(dom: Domain, esp: int, size: int) -> bytes:
+def _iret_frame(dom: PvDomain, esp: int, size: int) -> bytes:
     """The frame HYPERVISOR_iret pops; one it cannot read crashes the domain, as
     Xen's do_iret does (there is no caller left to return an error to)."""
     try:
