@@ -16,9 +16,8 @@ import struct
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from pvtool.cli import cli
+from tests.cli import pvtool
 from tests.oracles import guest_path
 
 COMMANDS = {
@@ -87,13 +86,11 @@ def test_every_command_answers_bad_input_with_one_line_and_its_status(inputs, tm
     out = tmp_path / "out"
     out.mkdir()
     args = [a.format(input=path, out=out) for a in COMMANDS[command]]
-    result = CliRunner().invoke(cli, args)
+    result = pvtool(*args)
 
     expected = 65 if command == "diffstat" and kind == "not an ELF" else STATUS[kind]
-    assert result.exit_code == expected, (args, result.exit_code, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pvtool: error: "), result.stderr
-    assert "Traceback" not in result.stderr and "Usage:" not in result.stderr
+    assert result.status == expected, (args, result.status, result.stderr)
+    result.error_line()
     assert result.stdout == ""
     assert list(out.iterdir()) == []  # nothing written
     if before is not None:
@@ -104,7 +101,6 @@ def test_every_command_answers_bad_input_with_one_line_and_its_status(inputs, tm
 def test_diffstat_given_one_image_is_one_clear_error(inputs, kind):
     """diffstat reads a diff (or two images): one image alone is refused in one line
     with a documented status, whatever the image's own defect."""
-    result = CliRunner().invoke(cli, ["diffstat", str(inputs[kind])])
-    assert result.exit_code in (64, 65), result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pvtool: error: "), result.stderr
+    result = pvtool("diffstat", inputs[kind])
+    assert result.status in (64, 65), result.stderr
+    result.error_line()

@@ -13,10 +13,9 @@ import struct
 import pytest
 
 from pvtool.hv.domain import HypercallError
-from pvtool.hv.hypercalls import call
 from pvtool.machine.cpu import CR3, ESI
 from pvtool.machine.stop import StopKind
-from tests.hv.harness import RW, US, P, boot
+from tests.hv.harness import RW, US, P, boot, hypercall
 from tests.hv.xenguest import DOMID_SELF, EFAULT, EINVAL, ENOSYS, HC, neg
 
 PAGE = 4096
@@ -33,23 +32,6 @@ SCRATCH = r"""
 frames: .skip 4096 * 8
 buf:    .skip 4096
 """
-
-
-@pytest.fixture(scope="module")
-def idle_guest(build):
-    return build("", bss=SCRATCH)
-
-
-@pytest.fixture
-def idle(idle_guest):
-    """A booted domain whose guest has not run one instruction."""
-    return boot(idle_guest)
-
-
-def hypercall(booted, number, *args):
-    domain = booted.domain
-    return call(domain, domain.vcpu, number, tuple(args) + (0,) * (5 - len(args))) \
-        & 0xFFFFFFFF
 
 
 def frame(booted, index):
