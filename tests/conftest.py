@@ -5,6 +5,10 @@ The helpers live in tests/oracles.py so that test modules can import them
 helpers for tests that would rather have them injected. tests/ is a package
 (tests/__init__.py), so pytest puts the repository root on sys.path and
 ``tests.oracles`` imports from anywhere in the suite.
+
+The Hypothesis profile (tests/profiles.py) is loaded here, before any test module is
+imported, so that the modules' example counts see it; `--hypothesis-profile` still
+overrides it.
 """
 
 from collections.abc import Callable
@@ -13,6 +17,9 @@ from pathlib import Path
 import pytest
 
 from tests.oracles import QEMU, build_guests, guest_path, require_tool, run_qemu
+from tests.profiles import load_default_profile
+
+load_default_profile()
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from pvtool.errors import ImageError, InputMissingError, UsageError
 from pvtool.patch.patchset import PATCHES_DIR
 from pvtool.views import diffstat_view
 from tests.cli import pvtool
+from tests.profiles import examples
 
 XEN32 = PATCHES_DIR / "xen32"
 
@@ -206,7 +207,7 @@ def edits(draw):
     return old, new, draw(st.integers(0, 3))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))
 @given(edits())
 def test_every_diff_of_the_baseline_applies_and_its_share_is_plus_lines(tmp_path_factory,
                                                                        edit):
