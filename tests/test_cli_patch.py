@@ -5,13 +5,13 @@ the hypervisor and prints what the original prints on the bare machine."""
 
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.cli import pvtool
+from tests.image.elfs import build_elf64
 from tests.oracles import REPO_ROOT, guest_path, require_tool
 
 
@@ -70,17 +70,6 @@ def test_patching_again_replaces_the_outputs_whole(workdir):
 # ---- failures ---------------------------------------------------------------------------
 
 
-def elf64(folder: Path) -> Path:
-    source, obj, exe = folder / "k64.s", folder / "k64.o", folder / "k64.elf"
-    source.write_text(".globl _start\n_start:\n    hlt\n")
-    subprocess.run([require_tool("as"), "--64", "-o", str(obj), str(source)], check=True)
-    subprocess.run([require_tool("ld"), "-m", "elf_x86_64", "-o", str(exe), str(obj)],
-                   check=True)
-    obj.unlink()
-    source.unlink()
-    return exe
-
-
 def broken_patch_set(folder: Path) -> Path:
     patch_set = folder / "broken-set"
     shutil.copytree(REPO_ROOT / "patches" / "xen32", patch_set)
@@ -129,7 +118,7 @@ def case_truncated(d):
 
 
 def case_elf64(d):
-    return ["patch", elf64(d), "-o", d / "out.elf"]
+    return ["patch", build_elf64(d / "elf64"), "-o", d / "out.elf"]
 
 
 def case_already_patched(d):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli import Ran, command, pvtool
-from tests.guests_asm.build import GuestBuilder
+from tests.guests_asm.build import BARE, GuestBuilder
 from tests.oracles import REPO_ROOT
 
 SECTOR = 512
@@ -27,11 +27,7 @@ PAYLOAD = bytes((i * 7 + 3) & 0xFF for i in range(SECTOR))
 LBA = 1
 INTERRUPTED, TERMINATED, CRASHED = 130, 143, 77
 
-WRITER = """
-    .text
-    .long 0x1BADB002, 0x3, -(0x1BADB002 + 0x3)
-    .globl _start
-_start:
+WRITER = BARE + """
     mov $stack_top, %esp
     mov $0x1F6, %dx
     mov $0xE0, %al              # LBA mode, device 0

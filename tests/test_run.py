@@ -7,7 +7,6 @@ child process, as a user runs it, so exit statuses, stdout and stderr are the re
 
 import json
 import re
-import subprocess
 from functools import partial
 
 import pytest
@@ -15,17 +14,11 @@ import pytest
 from pvtool.machine.stop import StopKind
 from pvtool.run import Mode, RunOptions, run_image
 from tests import cli
-from tests.guests_asm.build import GuestBuilder
-from tests.oracles import require_tool
+from tests.guests_asm.build import BARE, GuestBuilder
+from tests.image.elfs import build_elf64
 
 GUEST_LIMIT, GUEST_HALTED, GUEST_CRASHED = 78, 79, 77
 
-BARE = """
-    .text
-    .long 0x1BADB002, 0x3, -(0x1BADB002 + 0x3)
-    .globl _start
-_start:
-"""
 LOOP = BARE + """
     .globl the_loop
 the_loop:
@@ -273,17 +266,10 @@ def bad_inputs(tmp_path_factory, build):
     where = tmp_path_factory.mktemp("bad-inputs")
     not_elf = where / "notes.txt"
     not_elf.write_text("not a kernel\n")
-    elf64 = where / "kernel64.elf"
-    source = where / "k64.s"
-    source.write_text(".globl _start\n_start:\n    hlt\n")
-    subprocess.run([require_tool("as"), "--64", "-o", str(where / "k64.o"), str(source)],
-                   check=True)
-    subprocess.run([require_tool("ld"), "-m", "elf_x86_64", "-o", str(elf64),
-                    str(where / "k64.o")], check=True)
     return {
         "missing": (where / "nothing-here.elf", 66, "no such file"),
         "not-elf": (not_elf, 65, "not an ELF"),
-        "elf64": (elf64, 69, ""),
+        "elf64": (build_elf64(where), 69, ""),
         "no-multiboot": (build(".globl _start\n_start:\n    hlt\n").elf, 69,
                          "no Multiboot header"),
     }

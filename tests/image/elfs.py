@@ -1,7 +1,7 @@
 """Tiny real kernels for the image tests, built with the GNU toolchain in tmp_path.
 
-Each is a Multiboot ELF the way guests/ builds them (gcc -m32 for the assembly,
-ld -m elf_i386 with a linker script), small enough to reason about byte by byte. The
+Each is a Multiboot ELF the way guests/ builds them (as --32 for the assembly,
+ld -m elf_i386 with a linker script; tests.binutils), small enough to reason about byte by byte. The
 default one also runs on QEMU: it prints the byte at `greeting` on COM1, calls `hook`
 (a bare ret the writer tests redirect into an added section) and exits through
 isa-debug-exit with code 3.
@@ -11,6 +11,7 @@ import struct
 import subprocess
 from pathlib import Path
 
+from tests import binutils
 from tests.oracles import require_tool
 
 KERNEL_ASM = r"""
@@ -96,41 +97,29 @@ SECTIONS {
 }
 """
 
-LD_FLAGS = ("-m", "elf_i386", "-nostdlib", "--build-id=none", "-z", "noexecstack")
-
-
-def _run(command: list[str], cwd: Path) -> None:
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stderr}"
+# An x86-64 executable that only spins.
+SPIN64_ASM = """
+    .globl _start
+_start:
+    jmp _start
+"""
 
 
 def assemble(directory: Path, asm: str, name: str = "kernel") -> Path:
-    require_tool("gcc")
-    source = directory / f"{name}.S"
-    source.write_text(asm)
-    _run(["gcc", "-m32", "-c", source.name, "-o", f"{name}.o"], directory)
-    return directory / f"{name}.o"
+    """The relocatable object of asm."""
+    return binutils.assemble(asm, directory / f"{name}.o")
 
 
 def build_kernel(directory: Path, asm: str = KERNEL_ASM, *, script: str | None = IDENTITY_LD,
                  ld_args: tuple[str, ...] = (), name: str = "kernel") -> Path:
     """Assemble asm and link it with the linker script (or none, for ld's default)."""
-    obj = assemble(directory, asm, name)
-    require_tool("ld")
-    command = ["ld", *LD_FLAGS, *ld_args, "-o", f"{name}.elf", obj.name]
-    if script is not None:
-        (directory / f"{name}.ld").write_text(script)
-        command[1:1] = ["-T", f"{name}.ld"]
-    _run(command, directory)
-    return directory / f"{name}.elf"
+    flags = (*binutils.KERNEL_FLAGS, *ld_args)
+    return binutils.build(directory, asm, name=name, script=script, flags=flags).elf
 
 
 def build_elf64(directory: Path) -> Path:
-    """An x86-64 executable from plain gcc (no libc needed: it only spins)."""
-    require_tool("gcc")
-    (directory / "spin.c").write_text("void _start(void) { for (;;) ; }\n")
-    _run(["gcc", "-nostdlib", "-static", "-o", "spin64", "spin.c"], directory)
-    return directory / "spin64"
+    """An x86-64 executable (as --64, ld -m elf_x86_64)."""
+    return binutils.build(directory, SPIN64_ASM, name="spin64", bits=64).elf
 
 
 def poke(path: Path, offset: int, fmt: str, *values: int) -> None:

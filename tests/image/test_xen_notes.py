@@ -10,21 +10,11 @@ from pvtool.errors import ImageError
 from pvtool.image.elf import load_elf
 from pvtool.image.writer import write_patched_elf
 from pvtool.image.xen_notes import build_xen_notes, parse_xen_notes
+from tests.hv.xenguest import NOTE
 from tests.image.elfs import KERNEL_ASM, build_kernel, tool_output
 
 # Linux's include/linux/elfnote.h, ELFNOTE(Xen, type, desc), spelled out.
-ELFNOTE = """
-    .pushsection .note.Xen, "a", @note
-    .balign 4
-    .long 2f - 1f
-    .long 4f - 3f
-    .long {type}
-1:  .asciz "Xen"
-2:  .balign 4
-3:  {desc}
-4:  .balign 4
-    .popsection
-"""
+ELFNOTE = '    .pushsection .note.Xen, "a", @note\n' + NOTE + "    .popsection\n"
 
 
 def kernel_with_notes(tmp_path, *notes: tuple[int, str]):
