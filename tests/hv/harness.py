@@ -69,6 +69,14 @@ class Booted:
             self.slice(1000)
         raise AssertionError(f"{symbol} never became {value:#x}")
 
+    def remap_behind_the_tlb(self, vaddr: int, pte: int) -> None:
+        """Once the guest reports phase 1, write PTE into the L1 entry of VADDR as plain
+        memory (no flush: the CPU keeps the old translation) and let the guest go on
+        (xenguest.STALE_TRANSLATION)."""
+        self.run_until("phase", 1)
+        self.memory.write_u32(self.pte_address(vaddr), pte)
+        self.write_u32s("go", 1)
+
     # -- memory: VIRT_BASE is 0, so a kernel symbol's address is its physical one --------
     def addr(self, symbol: str | int) -> int:
         return self.guest[symbol] if isinstance(symbol, str) else symbol

@@ -16,7 +16,16 @@ from pvtool.hv.domain import HypercallError
 from pvtool.machine.cpu import CR3, ESI
 from pvtool.machine.stop import StopKind
 from tests.hv.harness import RW, US, P, boot, hypercall
-from tests.hv.xenguest import DOMID_SELF, EFAULT, EINVAL, ENOSYS, HC, neg
+from tests.hv.xenguest import (
+    DOMID_SELF,
+    EFAULT,
+    EINVAL,
+    ENOSYS,
+    HC,
+    STALE_TRANSLATION,
+    STALE_TRANSLATION_DATA,
+    neg,
+)
 
 PAGE = 4096
 A, D = 0x20, 0x40
@@ -280,11 +289,7 @@ def test_after_new_baseptr_the_new_tables_are_the_ones_protected(idle):
 
 def test_a_guest_runs_on_the_tables_it_switched_to(build):
     booted = boot(build(r"""
-    mov ebx, offset ops
-    mov ecx, 1
-    xor edx, edx
-    mov esi, 0x7ff0
-    HYPERCALL mmuext_op
+    MMUEXT_OP ops
     mov [rc], eax
     mov eax, [0x800000]
     mov [seen], eax
@@ -359,11 +364,7 @@ def test_shared_info_can_never_become_a_page_table(run_guest):
     mov ebx, offset frames
     shr ebx, 12
     mov [ops + 4], ebx
-    mov ebx, offset ops
-    mov ecx, 1
-    xor edx, edx
-    mov esi, 0x7ff0
-    HYPERCALL mmuext_op
+    MMUEXT_OP ops
     mov [rc], eax
 """, data="rc: .long 0xffffffff\nops: .long 5, 0, 0", bss=SCRATCH)
     assert booted.u32("rc") == neg(EINVAL)
@@ -374,39 +375,17 @@ def test_shared_info_can_never_become_a_page_table(run_guest):
 def test_mmuext_tlb_operations_drop_a_stale_translation(build, cmd):
     """The guest caches the translation of page 0, the test changes its PTE behind
     the TLB's back, the guest sees the stale page, then flushes and sees the new one."""
-    booted = boot(build(r"""
-    mov dword ptr [frames], 0xaaaa0000
-    mov dword ptr [frames + 4096], 0xbbbb1111
-    mov eax, [frames]
-    mov [before], eax
-    mov dword ptr [phase], 1
-wait_for_test:
-    cmp dword ptr [go], 0
-    je wait_for_test
-    mov eax, [frames]
-    mov [stale], eax
+    booted = boot(build(STALE_TRANSLATION + r"""
     mov dword ptr [ops + 4], offset frames
-    mov ebx, offset ops
-    mov ecx, 1
-    xor edx, edx
-    mov esi, 0x7ff0
-    HYPERCALL mmuext_op
+    MMUEXT_OP ops
     mov [rc], eax
     mov eax, [frames]
     mov [after], eax
-""", data=f"""
-phase: .long 0
-go: .long 0
-before: .long 0
-stale: .long 0
-after: .long 0
+""", data=STALE_TRANSLATION_DATA + f"""
 rc: .long 0xffffffff
 ops: .long {cmd}, 0, 0
 """, bss=SCRATCH))
-    booted.run_until("phase", 1)
-    va = frame(booted, 0)
-    booted.memory.write_u32(booted.pte_address(va), frame(booted, 1) | PTE_RW)
-    booted.write_u32s("go", 1)
+    booted.remap_behind_the_tlb(frame(booted, 0), frame(booted, 1) | PTE_RW)
     booted.run()
     assert booted.u32("rc") == 0
     assert booted.u32("before") == 0xAAAA0000

@@ -50,6 +50,7 @@ XEN_ABI = r"""
     .set MMUEXT_INVLPG_LOCAL, 7
     .set UVMF_NONE, 0
     .set UVMF_INVLPG, 2
+    .set DOMID_SELF, 0x7ff0
     .set FLAT_RING1_CS, 0xe019
     .set FLAT_RING1_DS, 0xe021
     .set SI_shared_info, 36
@@ -66,6 +67,15 @@ XEN_ABI = r"""
 
     .macro HYPERCALL name
     call hypercall_page + HC_\name * 32
+    .endm
+
+    /* mmuext_op(OPS, COUNT, no done count, DOMID_SELF); EAX holds the result. */
+    .macro MMUEXT_OP ops, count=1
+    mov ebx, offset \ops
+    mov ecx, \count
+    xor edx, edx
+    mov esi, DOMID_SELF
+    HYPERCALL mmuext_op
     .endm
 
     /* jmp (not call) to the iret entry: it pushes EAX itself (XEN-ABI.md). */
@@ -141,6 +151,31 @@ NOTE = """    .balign 4
 2:  .balign 4
 3:  {desc}
 4:  .balign 4
+"""
+
+# A stale translation, for the TLB tests: the guest reads the first page of `frames`
+# (two pages of its own) so that its translation is cached, reports phase 1 and waits
+# for `go` while the test remaps that page onto the second behind the TLB's back
+# (harness.Booted.remap_behind_the_tlb), then reads it again into `stale`. The test's
+# guest code follows: a flush, and the value it then reads into `after`.
+STALE_TRANSLATION = r"""
+    mov dword ptr [frames], 0xaaaa0000
+    mov dword ptr [frames + 4096], 0xbbbb1111
+    mov eax, [frames]
+    mov [before], eax
+    mov dword ptr [phase], 1
+wait_for_test:
+    cmp dword ptr [go], 0
+    je wait_for_test
+    mov eax, [frames]
+    mov [stale], eax
+"""
+STALE_TRANSLATION_DATA = """
+phase: .long 0
+go: .long 0
+before: .long 0
+stale: .long 0
+after: .long 0
 """
 
 # The notes a 32-bit non-PAE Xen 3.0 kernel carries (XEN-ABI.md, "Boot"): type, value.
