@@ -22,8 +22,8 @@ from tests.oracles import require_tool
 
 # `as` and `ld` options for each word size.
 ARCH = {32: ("--32", "elf_i386"), 64: ("--64", "elf_x86_64")}
-# A freestanding kernel as guests/ links one: no libc, no build-id note, no
-# executable stack note in the objects to worry ld.
+# A freestanding kernel as the Makefile links the guests (GUEST_LDFLAGS): no libc, no
+# build-id note, a stack marked non-executable.
 KERNEL_FLAGS = ("-nostdlib", "--build-id=none", "-z", "noexecstack")
 # -N: text and data in one writable segment, not page-aligned (small images whose
 # addresses a test states exactly).
@@ -41,13 +41,13 @@ class Binary:
         return self.symbols[name]
 
 
-def run_tool(*command: object) -> str:
-    """Run a binutils command; fail the test with its stderr if it fails."""
+def run_tool(*command: object) -> subprocess.CompletedProcess:
+    """Run a binutils command (text output); fail the test with its stderr if it fails."""
     words = [str(word) for word in command]
     done = subprocess.run(words, capture_output=True, text=True, check=False)
     if done.returncode:
         raise AssertionError(f"{' '.join(words)} failed:\n{done.stderr}")
-    return done.stdout
+    return done
 
 
 def assemble(source: str, obj: Path, *, bits: int = 32,
@@ -83,7 +83,7 @@ def link(objects: Sequence[Path], out: Path, *, bits: int = 32, script: str | No
 def symbols(elf: Path) -> dict[str, int]:
     """Defined symbols, name -> value, as `nm` lists them."""
     table = {}
-    for line in run_tool(require_tool("nm"), elf).splitlines():
+    for line in run_tool(require_tool("nm"), elf).stdout.splitlines():
         fields = line.split()
         if len(fields) == 3:  # an undefined symbol ("U name") has no value
             table[fields[2]] = int(fields[0], 16)

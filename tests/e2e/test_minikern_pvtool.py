@@ -7,13 +7,13 @@ of its own, so the three disks must end byte-identical.
 """
 
 import json
-import subprocess
 from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tests import cli
+from tests.binutils import symbols as nm_symbols
 from tests.e2e.test_minikern_qemu import (
     DISK_LINE,
     DISK_SIZE,
@@ -96,7 +96,7 @@ def test_the_patched_kernel_paravirtualizes_its_user_programs_untouched(patched)
     assert sum(placements.values()) == len(report["sites"])
     assert placements["trap"] <= 3
     assert report["verified"]
-    symbols = nm_symbols(guest_path("minikern"))
+    symbols = nm_symbols(guest_path("minikern"))  # nm, an oracle independent of pvtool
     user_text = range(symbols["ustart"], symbols["uend"])
     assert len(user_text) > 0
     assert not [s for s in report["sites"] if int(s["address"], 16) in user_text]
@@ -112,13 +112,6 @@ def test_a_disk_whose_size_is_not_whole_sectors_is_refused(tmp_path):
     assert done.status == 65
     assert done.stderr.count("\n") == 1 and b"pvtool: error:" in done.stderr_bytes
     assert b"1000" in done.stderr_bytes
-
-
-def nm_symbols(elf: Path) -> dict[str, int]:
-    """Symbol addresses as binutils' nm lists them (an oracle independent of pvtool)."""
-    listed = subprocess.run(["nm", str(elf)], capture_output=True, text=True, check=True)
-    return {name: int(value, 16) for value, _, name in
-            (line.split() for line in listed.stdout.splitlines() if len(line.split()) == 3)}
 
 
 def _bytes_at(elf: Path, addresses: range) -> bytes:

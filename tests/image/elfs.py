@@ -8,7 +8,6 @@ isa-debug-exit with code 3.
 """
 
 import struct
-import subprocess
 from pathlib import Path
 
 from tests import binutils
@@ -131,7 +130,5 @@ def poke(path: Path, offset: int, fmt: str, *values: int) -> None:
 
 def tool_output(*command: str) -> tuple[str, str]:
     """stdout and stderr of a binutils oracle (readelf, objdump); it must succeed."""
-    require_tool(command[0])
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stderr}"
+    done = binutils.run_tool(require_tool(command[0]), *command[1:])
     return done.stdout, done.stderr

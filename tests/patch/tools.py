@@ -11,12 +11,12 @@ import functools
 import json
 import re
 import struct
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.binutils import build
+from tests.binutils import run_tool as run
 from tests.oracles import require_tool
 
 TEXT = 0x0010_0000
@@ -56,13 +56,6 @@ PAGE = 4096
 GLUE_WINDOW, GLUE_WINDOW_SIZE = 0xFC80_0000, 4 << 20
 HOLE_BASE, HOLE_LIMIT = 0xA_0000, 0x10_0000
 IDENTITY_TABLES = 1 + 64
-
-
-def run(*command: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(command, capture_output=True, text=True)
-    if check and done.returncode:
-        raise AssertionError(f"{' '.join(command)} failed:\n{done.stderr}")
-    return done
 
 
 # ---- building kernels ---------------------------------------------------------------
