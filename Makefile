@@ -85,8 +85,11 @@ bench: $(STAMP) guests
 	@mkdir -p build/bench
 	$(PVTOOL) bench build/guests/minikern.elf build/guests/hello.elf build/guests/nanobench.elf --json build/bench/results.json
 
+# ---- the suite on every core (pytest-xdist); the tests that take longest are stolen
+# ---- by an idle worker. CI=true (or pytest --hypothesis-profile=ci) fuzzes at full strength.
+TEST_WORKERS ?= auto
 test: $(STAMP) guests
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check pvtool tests

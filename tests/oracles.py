@@ -5,10 +5,14 @@ run_qemu``); conftest.py also offers them as fixtures. An oracle that is missing
 developer's machine skips its tests; in CI (the CI environment variable is set to a
 non-empty value, as every CI service does) it fails them instead, so that CI never
 passes by silently running less.
+
+Under pytest-xdist every worker is a process of its own that may build the guests; a
+lock on build/ makes them take turns, so two `make` never write build/ at once.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import shutil
@@ -21,7 +25,9 @@ from typing import NoReturn
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-GUEST_BUILD_DIR = REPO_ROOT / "build" / "guests"
+BUILD_DIR = REPO_ROOT / "build"
+GUEST_BUILD_DIR = BUILD_DIR / "guests"
+GUEST_BUILD_LOCK = BUILD_DIR / ".guests.lock"
 GUEST_TOOLCHAIN = ("make", "gcc", "ld")
 MAKE_TIMEOUT = 600  # seconds; building every guest from scratch takes a few
 
@@ -74,6 +80,15 @@ def build_guests() -> None:
 
 @functools.cache
 def _make_guests() -> tuple[int, str]:
+    """`make guests`, once per process, holding the build lock (flock(2): the kernel
+    drops it if the process dies) while make runs."""
+    BUILD_DIR.mkdir(exist_ok=True)
+    with GUEST_BUILD_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _run_make()
+
+
+def _run_make() -> tuple[int, str]:
     try:
         done = subprocess.run(
             ["make", "guests"],

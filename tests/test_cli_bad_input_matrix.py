@@ -16,9 +16,8 @@ import struct
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from pvtool.cli import cli
+from tests.cli import pvtool
 from tests.image.elfs import build_kernel
 from tests.oracles import guest_path
 
@@ -90,13 +89,11 @@ def test_every_command_answers_bad_input_with_one_line_and_its_status(inputs, tm
     out = tmp_path / "out"
     out.mkdir()
     args = [a.format(input=path, out=out) for a in COMMANDS[command]]
-    result = CliRunner().invoke(cli, args)
+    result = pvtool(*args)
 
     expected = 65 if command == "diffstat" and kind == "not an ELF" else STATUS[kind]
-    assert result.exit_code == expected, (args, result.exit_code, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pvtool: error: "), result.stderr
-    assert "Traceback" not in result.stderr and "Usage:" not in result.stderr
+    assert result.status == expected, (args, result.status, result.stderr)
+    result.error_line()
     assert result.stdout == ""
     assert list(out.iterdir()) == []  # nothing written
     if before is not None:
@@ -118,10 +115,10 @@ def test_every_command_refuses_an_x86_64_kernel_in_the_same_words(inputs, tmp_pa
     out.mkdir()
     args = [a.format(input=path, out=out, hello=inputs["no Xen notes"])
             for a in X86_64_REFUSALS[command]]
-    result = CliRunner().invoke(cli, args)
-    assert (result.exit_code, result.stderr) == (69, f"pvtool: error: {path}: 64-bit ELF "
-                                                     "(x86-64); only 32-bit x86 images are "
-                                                     "supported\n")
+    result = pvtool(*args)
+    assert (result.status, result.stderr) == (69, f"pvtool: error: {path}: 64-bit ELF "
+                                                  "(x86-64); only 32-bit x86 images are "
+                                                  "supported\n")
     assert list(out.iterdir()) == []
 
 
@@ -129,7 +126,6 @@ def test_every_command_refuses_an_x86_64_kernel_in_the_same_words(inputs, tmp_pa
 def test_diffstat_given_one_image_is_one_clear_error(inputs, kind):
     """diffstat reads a diff (or two images): one image alone is refused in one line
     with a documented status, whatever the image's own defect."""
-    result = CliRunner().invoke(cli, ["diffstat", str(inputs[kind])])
-    assert result.exit_code in (64, 65), result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pvtool: error: "), result.stderr
+    result = pvtool("diffstat", inputs[kind])
+    assert result.status in (64, 65), result.stderr
+    result.error_line()

@@ -2,9 +2,8 @@
 and its documented status (README, "Exit status"), never click's usage text."""
 
 import pytest
-from click.testing import CliRunner
 
-from pvtool.cli import cli
+from tests.cli import pvtool
 from tests.oracles import guest_path
 
 
@@ -20,9 +19,7 @@ from tests.oracles import guest_path
 ])
 def test_a_directory_gets_one_line_and_its_status(tmp_path, args, status):
     names = {"dir": str(tmp_path), "hello": str(guest_path("hello"))}
-    result = CliRunner().invoke(cli, [a.format(**names) for a in args])
-    assert result.exit_code == status, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pvtool: error:"), result.stderr
-    assert "Traceback" not in result.stderr and "Usage:" not in result.stderr
+    result = pvtool(*[a.format(**names) for a in args])
+    assert result.status == status, result.output
+    result.error_line()
     assert list(tmp_path.iterdir()) == []  # nothing was written into it

@@ -5,13 +5,12 @@ import io
 import json
 
 import pytest
-from click.testing import CliRunner
 from rich.console import Console
 
-from pvtool.cli import cli
 from pvtool.diffstat import DiffstatResult, FileStat, measure, parse
 from pvtool.errors import ImageError, InputMissingError
 from pvtool.views import diffstat_view
+from tests.cli import pvtool
 
 
 def diff(*lines: str) -> str:
@@ -336,15 +335,15 @@ def listing(tmp_path):
 
 
 def test_command_prints_the_table_and_the_summary_line(listing):
-    done = CliRunner().invoke(cli, ["diffstat", str(listing)])
-    assert done.exit_code == 0, done.output
+    done = pvtool("diffstat", listing)
+    assert done.status == 0, done.output
     assert " 1 file changed, 1 insertion(+), 1 modification(!)" in done.stdout
     assert "(0.50%)" in done.stdout
 
 
 def test_command_json_holds_the_results_dict_and_the_ports_figures(listing):
-    done = CliRunner().invoke(cli, ["diffstat", "--json", str(listing)])
-    assert done.exit_code == 0, done.output
+    done = pvtool("diffstat", "--json", listing)
+    assert done.status == 0, done.output
     data = json.loads(done.stdout)
     assert data.items() >= measure(listing).to_dict().items()  # diffstat's figures kept
     assert {"categories", "parts", "xen", "lines_modified_or_added"} <= data.keys()
@@ -352,23 +351,23 @@ def test_command_json_holds_the_results_dict_and_the_ports_figures(listing):
 
 def test_command_on_a_missing_file_says_one_line_and_exits_66(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a short path, so the line fits the terminal width
-    done = CliRunner().invoke(cli, ["diffstat", "nope.diff"])
-    assert done.exit_code == 66
+    done = pvtool("diffstat", "nope.diff")
+    assert done.status == 66
     assert done.stderr == "pvtool: error: nope.diff: no such file\n"
 
 
 def test_command_error_for_a_long_path_is_still_one_line(tmp_path):
     long_path = tmp_path.joinpath(*["x" * 100] * 3, "nope.diff")
-    done = CliRunner().invoke(cli, ["diffstat", str(long_path)])
-    assert done.exit_code == 66
+    done = pvtool("diffstat", long_path)
+    assert done.status == 66
     assert len(done.stderr.splitlines()) == 1
 
 
 def test_command_on_a_non_diff_fails_without_a_traceback(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("not a diff at all\n")
-    done = CliRunner().invoke(cli, ["diffstat", "notes.txt"])
-    assert done.exit_code == 65
+    done = pvtool("diffstat", "notes.txt")
+    assert done.status == 65
     assert "Traceback" not in done.output
     assert done.stderr == ("pvtool: error: notes.txt: not a unified diff "
                            "(no file headers or hunks found)\n")

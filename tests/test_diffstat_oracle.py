@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pvtool.diffstat import DiffstatResult, measure, parse
@@ -203,7 +203,6 @@ def count_lines(text: str) -> int:
     return text.count("\n") + (not text.endswith("\n") and text != "")
 
 
-@settings(max_examples=100, deadline=None)
 @given(case=edited_files())
 def test_random_edits_equal_diffstat_and_balance_line_counts(case):
     program = find_diffstat()

@@ -10,12 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from pvtool.cli import cli
 from pvtool.diffstat import baseline, xen_table2
 from pvtool.diffstat.port import (
     AUTOMATIC,
@@ -27,12 +25,10 @@ from pvtool.diffstat.port import (
 from pvtool.errors import ImageError, InputMissingError, UsageError
 from pvtool.patch.patchset import PATCHES_DIR
 from pvtool.views import diffstat_view
+from tests.cli import pvtool
+from tests.profiles import examples
 
 XEN32 = PATCHES_DIR / "xen32"
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, ["diffstat", *map(str, args)])
 
 
 def lines(*items: str) -> str:
@@ -211,7 +207,7 @@ def edits(draw):
     return old, new, draw(st.integers(0, 3))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))
 @given(edits())
 def test_every_diff_of_the_baseline_applies_and_its_share_is_plus_lines(tmp_path_factory,
                                                                        edit):
@@ -346,14 +342,14 @@ def test_an_image_compared_with_itself_changes_nothing(patched_hello):
 
 def test_one_image_alone_is_a_usage_error(patched_hello):
     elf, _ = patched_hello
-    done = invoke(elf)
-    assert done.exit_code == 64
+    done = pvtool("diffstat", elf)
+    assert done.status == 64
     assert len(done.stderr.splitlines()) == 1 and "ORIG.elf PATCHED.elf" in done.stderr
 
 
 def test_images_take_no_baseline_directory(patched_hello, tmp_path):
     elf, out = patched_hello
-    assert invoke(elf, out, "--baseline", tmp_path).exit_code == 64
+    assert pvtool("diffstat", elf, out, "--baseline", tmp_path).status == 64
 
 
 # ---- the view and the command
@@ -379,9 +375,9 @@ def test_the_table_puts_the_port_beside_xens_linux_and_xp(tmp_path):
 
 
 def test_the_command_json_has_categories_parts_baseline_and_xens_figures(tree):
-    done = invoke(tree / "port.diff", "--baseline", tree / "old", "--sloc", "--json",
+    done = pvtool("diffstat", tree / "port.diff", "--baseline", tree / "old", "--sloc", "--json",
                   "--category", "net=drivers/net/*")
-    assert done.exit_code == 0, done.output
+    assert done.status == 0, done.output
     data = json.loads(done.stdout)
     assert data["input"]["kind"] == "unified diff"
     assert data["baseline"]["measure"] == "sloc" and data["baseline"]["strip"] == 1
@@ -395,8 +391,8 @@ def test_the_command_json_has_categories_parts_baseline_and_xens_figures(tree):
 
 
 def test_the_command_on_a_patch_set_prints_table_2_and_the_summary_last():
-    done = invoke(XEN32)
-    assert done.exit_code == 0, done.output
+    done = pvtool("diffstat", XEN32)
+    assert done.status == 0, done.output
     assert "hypervisor-specific non-driver" in done.stdout
     assert done.stdout.splitlines()[-1].startswith(" 2 files changed")
 
@@ -424,7 +420,7 @@ def test_bad_input_gets_one_line_and_its_status(tree, monkeypatch, case, status,
         (tree / "old" / "kernel" / "sched.c").rename(tree / "old" / "sched.c")
         message = ("port.diff: does not apply to old: old/kernel/sched.c is not in it "
                    "(as old/kernel/sched.c)")
-    done = invoke(*args)
-    assert done.exit_code == status, done.output
+    done = pvtool("diffstat", *args)
+    assert done.status == status, done.output
     assert done.stderr.startswith(f"pvtool: error: {message}")
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.output

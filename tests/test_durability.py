@@ -13,26 +13,21 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.guests_asm.build import GuestBuilder
+from tests.cli import Ran, command, pvtool
+from tests.guests_asm.build import BARE, GuestBuilder
 from tests.oracles import REPO_ROOT
 
 SECTOR = 512
 PAYLOAD = bytes((i * 7 + 3) & 0xFF for i in range(SECTOR))
 LBA = 1
 INTERRUPTED, TERMINATED, CRASHED = 130, 143, 77
-ERROR_PREFIX = "pvtool: error:"
 
-WRITER = """
-    .text
-    .long 0x1BADB002, 0x3, -(0x1BADB002 + 0x3)
-    .globl _start
-_start:
+WRITER = BARE + """
     mov $stack_top, %esp
     mov $0x1F6, %dx
     mov $0xE0, %al              # LBA mode, device 0
@@ -115,9 +110,8 @@ def disk(tmp_path) -> Path:
     return path
 
 
-def command(image: Path, disk: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pvtool", "run", "--native", "--quiet", "--disk",
-            str(disk), *extra, str(image)]
+def run_args(image: Path, disk: Path, *extra: str) -> tuple[object, ...]:
+    return ("run", "--native", "--quiet", "--disk", disk, *extra, image)
 
 
 def sector(disk: Path, lba: int) -> bytes:
@@ -130,33 +124,25 @@ def assert_written(disk: Path) -> None:
     assert sector(disk, LBA + 1) == b"\xEE" * SECTOR
 
 
-def one_error_line(stderr: str) -> str:
-    lines = stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(ERROR_PREFIX), stderr
-    assert "Traceback" not in stderr
-    return lines[0]
-
-
 def test_a_write_reaches_the_file_when_the_guest_exits(writers, disk):
-    done = subprocess.run(command(writers["exit"], disk), cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    done = pvtool(*run_args(writers["exit"], disk), process=True, timeout=60)
+    assert done.status == 0, done.stderr
     assert done.stdout == "written\n"
     assert_written(disk)
 
 
 def test_a_write_reaches_the_file_when_the_guest_then_crashes(writers, disk):
-    done = subprocess.run(command(writers["crash"], disk), cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == CRASHED, done.stderr
-    assert "triple-fault" in one_error_line(done.stderr)
+    done = pvtool(*run_args(writers["crash"], disk), process=True, timeout=60)
+    assert done.status == CRASHED, done.stderr
+    assert "triple-fault" in done.error_line()
     assert_written(disk)
 
 
-def run_then_signal(image: Path, disk: Path, signum: int, *extra: str):
+def run_then_signal(image: Path, disk: Path, signum: int, *extra: str) -> Ran:
     """Start pvtool, wait for the guest's "written", send SIGNUM, return the result."""
-    child = subprocess.Popen(command(image, disk, *extra), cwd=REPO_ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = subprocess.Popen(command(*run_args(image, disk, *extra)), cwd=REPO_ROOT,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
     try:
         line = child.stdout.readline()
         assert line == b"written\n", (line, child.stderr.read() if child.poll() else b"")
@@ -167,16 +153,16 @@ def run_then_signal(image: Path, disk: Path, signum: int, *extra: str):
         if child.poll() is None:
             child.kill()
             child.wait()
-    return child.returncode, stderr.decode()
+    return Ran(child.returncode, stdout, stderr)
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, INTERRUPTED),
                                             (signal.SIGTERM, TERMINATED)],
                          ids=["SIGINT", "SIGTERM"])
 def test_a_write_reaches_the_file_when_pvtool_is_interrupted(writers, disk, signum, status):
-    returncode, stderr = run_then_signal(writers["spin"], disk, signum)
-    assert returncode == status, stderr
-    line = one_error_line(stderr)
+    done = run_then_signal(writers["spin"], disk, signum)
+    assert done.status == status, done.stderr
+    line = done.error_line()
     assert ("terminated" if signum == signal.SIGTERM else "interrupted") in line
     assert_written(disk)
 
@@ -187,8 +173,7 @@ def test_a_write_reaches_the_file_when_pvtool_is_interrupted(writers, disk, sign
 def test_a_snapshot_never_writes_the_file(writers, disk, ending, signum):
     before = disk.read_bytes()
     if signum is None:
-        subprocess.run(command(writers[ending], disk, "--snapshot"), cwd=REPO_ROOT,
-                       capture_output=True, timeout=60, check=False)
+        pvtool(*run_args(writers[ending], disk, "--snapshot"), process=True, timeout=60)
     else:
         run_then_signal(writers[ending], disk, signum, "--snapshot")
     assert disk.read_bytes() == before

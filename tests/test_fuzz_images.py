@@ -7,7 +7,7 @@ statuses and exactly one line on stderr starting `pvtool: error:`; never a trace
 status 70. The input file is never changed, and a failed patch leaves nothing behind:
 no output, no listing diff or report, no temporary file.
 
-The commands run in process through click's runner (a patch takes ~0.1 s, a bounded
+The commands run in process (tests.cli.pvtool; a patch takes ~0.1 s, a bounded
 run ~0.02 s), so a few hundred mutations fit in well under a minute.
 """
 
@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pvtool.cli import cli
+from tests.cli import pvtool
 from tests.oracles import guest_path
+from tests.profiles import examples
 
 ERROR_STATUSES = {64, 65, 66, 69, 73, 76, 77, 78, 79}  # README, "Exit status"
 PATCH_FAILURES = {65, 69, 76}
@@ -40,7 +40,7 @@ EHDR_FIELDS = [(16, "H"), (18, "H"), (20, "I"), (24, "I"), (28, "I"), (32, "I"),
 PHDR_FIELDS = [0, 4, 8, 12, 16, 20, 24, 28]
 SHDR_FIELDS = [0, 4, 8, 12, 16, 20, 24, 28, 32, 36]
 
-MAX_EXAMPLES = 300
+MAX_EXAMPLES = examples(300)  # full strength; a tenth on a developer's machine
 
 
 @pytest.fixture(scope="module")
@@ -177,36 +177,35 @@ def note(command: str, status: int) -> None:
 
 def check_failure(result, command: str) -> None:
     assert "Traceback" not in (result.stderr + result.stdout), result.stderr
-    assert result.exit_code != 70, f"{command}: internal error: {result.stderr}"
-    assert result.exit_code in ERROR_STATUSES, (command, result.exit_code, result.stderr)
+    assert result.status != 70, f"{command}: internal error: {result.stderr}"
+    assert result.status in ERROR_STATUSES, (command, result.status, result.stderr)
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("pvtool: error: "), \
-        f"{command} exited {result.exit_code} with stderr {result.stderr!r}"
+        f"{command} exited {result.status} with stderr {result.stderr!r}"
 
 
 def patch_checks(folder: Path, image: Path, original: bytes) -> None:
     out = folder / "out.elf"
-    result = CliRunner().invoke(cli, ["patch", str(image), "-o", str(out)])
-    note("patch", result.exit_code)
+    result = pvtool("patch", image, "-o", out)
+    note("patch", result.status)
     assert image.read_bytes() == original, "patch changed its input"
     left = sorted(p.name for p in folder.iterdir())
-    if result.exit_code == 0:
+    if result.status == 0:
         assert left == ["in.elf", "out.diff", "out.elf", "out.json"], left
         assert "verified" in result.stdout.lower() or out.stat().st_size > 0
     else:
         check_failure(result, "patch")
-        assert result.exit_code in PATCH_FAILURES, (result.exit_code, result.stderr)
+        assert result.status in PATCH_FAILURES, (result.status, result.stderr)
         assert left == ["in.elf"], f"patch left {left} after: {result.stderr}"
 
 
 def run_checks(folder: Path, image: Path, original: bytes) -> None:
-    result = CliRunner().invoke(cli, ["run", "--native", "--quiet", "--max-insns", "200000",
-                                      "--timeout", "5", str(image)])
-    note("run", result.exit_code)
+    result = pvtool("run", "--native", "--quiet", "--max-insns", "200000", "--timeout", "5",
+                    image)
+    note("run", result.status)
     assert image.read_bytes() == original, "run changed its input"
     assert sorted(p.name for p in folder.iterdir()) == ["in.elf"]
-    if result.exit_code in ERROR_STATUSES or result.exception is not None \
-            and not isinstance(result.exception, SystemExit):
+    if result.status in ERROR_STATUSES:
         check_failure(result, "run --native")
     else:  # the guest chose its exit status: pvtool printed nothing of its own
         assert "Traceback" not in result.stderr
@@ -217,7 +216,7 @@ def test_mutated_images_get_a_result_or_one_clear_error(hello_bytes):
     started = time.perf_counter()
     runs = 0
 
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
+    @settings(max_examples=MAX_EXAMPLES, database=None,
               suppress_health_check=list(HealthCheck))
     @given(mutated())
     def fuzz(case):
@@ -249,8 +248,8 @@ def test_a_segment_loaded_above_its_virtual_address_is_refused_by_patch(tmp_path
     put(data, phoff + last * PHENT + 12, "I", segments(data)[last][2] + 0x1000)  # p_paddr
     image = tmp_path / "in.elf"
     image.write_bytes(bytes(data))
-    result = CliRunner().invoke(cli, ["patch", str(image), "-o", str(tmp_path / "out.elf")])
-    assert result.exit_code == 76, result.stderr
+    result = pvtool("patch", image, "-o", tmp_path / "out.elf")
+    assert result.status == 76, result.stderr
     assert "VIRT_BASE" in result.stderr
     check_failure(result, "patch")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.elf"]

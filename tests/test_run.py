@@ -7,25 +7,18 @@ child process, as a user runs it, so exit statuses, stdout and stderr are the re
 
 import json
 import re
-import subprocess
-import sys
+from functools import partial
 
 import pytest
 
 from pvtool.machine.stop import StopKind
 from pvtool.run import Mode, RunOptions, run_image
-from tests.guests_asm.build import GuestBuilder
-from tests.oracles import REPO_ROOT, require_tool
+from tests import cli
+from tests.guests_asm.build import BARE, GuestBuilder
+from tests.image.elfs import build_elf64
 
 GUEST_LIMIT, GUEST_HALTED, GUEST_CRASHED = 78, 79, 77
-ERROR_PREFIX = "pvtool: error:"
 
-BARE = """
-    .text
-    .long 0x1BADB002, 0x3, -(0x1BADB002 + 0x3)
-    .globl _start
-_start:
-"""
 LOOP = BARE + """
     .globl the_loop
 the_loop:
@@ -78,17 +71,8 @@ def build(builder):
     return build_bare
 
 
-def pvtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pvtool", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=60)
-
-
-def error_line(done: subprocess.CompletedProcess) -> str:
-    """stderr must be exactly one line, pvtool's error line, and no traceback."""
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith(ERROR_PREFIX)
-    return lines[0]
+# pvtool in a child process: the exit status and output a shell would see.
+pvtool = partial(cli.pvtool, process=True, timeout=60)
 
 
 # ---- the guest's own exit
@@ -97,7 +81,7 @@ def error_line(done: subprocess.CompletedProcess) -> str:
 @pytest.mark.parametrize("code", [0, 3, 42])
 def test_exit_status_is_the_guests_code_and_stdout_its_serial_bytes(build, code):
     done = pvtool("run", "--native", "--quiet", str(build(PRINTS.format(code=code)).elf))
-    assert (done.returncode, done.stdout, done.stderr) == (code, "ok", "")
+    assert (done.status, done.stdout, done.stderr) == (code, "ok", "")
 
 
 def test_quiet_hides_the_summary_that_is_otherwise_on_stderr(build):
@@ -113,7 +97,7 @@ def test_json_summary_on_stderr_names_the_stop_and_counts_exits(build):
     done = pvtool("run", "--native", "--json", str(build(PRINTS.format(code=5)).elf))
 
     summary = json.loads(done.stderr)
-    assert done.returncode == 5
+    assert done.status == 5
     assert done.stdout == "ok"
     assert summary["mode"] == "native"
     assert summary["stop"]["kind"] == "guest-exit"
@@ -129,11 +113,11 @@ def test_json_with_a_limit_stop_keeps_the_json_whole_then_one_error_line(build):
 
     json_text, _, last = done.stderr.rstrip("\n").rpartition("\n")
     summary = json.loads(json_text)
-    assert done.returncode == GUEST_LIMIT
+    assert done.status == GUEST_LIMIT
     assert summary["stop"]["kind"] == "insn-limit"
     assert summary["stop"]["guest_chose"] is False
     assert summary["stop"]["eip"] == guest["the_loop"]
-    assert last.startswith(ERROR_PREFIX)
+    assert last.startswith(cli.ERROR_PREFIX)
 
 
 # ---- limits and halts
@@ -143,8 +127,8 @@ def test_max_insns_stops_a_guest_that_loops_forever(build):
     guest = build(LOOP)
     done = pvtool("run", "--native", "--quiet", "--max-insns", "250000", str(guest.elf))
 
-    assert done.returncode == GUEST_LIMIT
-    line = error_line(done)
+    assert done.status == GUEST_LIMIT
+    line = done.error_line()
     assert "--max-insns 250000" in line
     assert f"eip {guest['the_loop']:#010x}" in line
 
@@ -165,8 +149,8 @@ def test_timeout_stops_a_guest_that_loops_forever(build):
     guest = build(LOOP)
     done = pvtool("run", "--native", "--quiet", "--timeout", "0.3", str(guest.elf))
 
-    assert done.returncode == GUEST_LIMIT
-    line = error_line(done)
+    assert done.status == GUEST_LIMIT
+    line = done.error_line()
     assert "--timeout 0.3 s" in line
     assert f"eip {guest['the_loop']:#010x}" in line
 
@@ -183,8 +167,8 @@ def test_cli_hlt_stops_with_the_halted_status(build):
     guest = build(CLI_HLT)
     done = pvtool("run", "--native", "--quiet", str(guest.elf))
 
-    assert done.returncode == GUEST_HALTED
-    line = error_line(done)
+    assert done.status == GUEST_HALTED
+    line = done.error_line()
     assert "hlt with interrupts disabled" in line
     assert f"eip {guest['after_hlt']:#010x}" in line  # a halted CPU's EIP is past hlt
 
@@ -228,8 +212,8 @@ empty_idt:
 """)
     done = pvtool("run", "--native", "--quiet", str(guest.elf))
 
-    assert done.returncode == GUEST_CRASHED
-    line = error_line(done)
+    assert done.status == GUEST_CRASHED
+    line = done.error_line()
     assert "triple-fault" in line
     assert f"eip {guest['the_int3']:#010x}" in line
 
@@ -243,8 +227,8 @@ def test_output_without_a_newline_still_reaches_stdout_before_a_crash(build):
 """)
     done = pvtool("run", "--native", "--quiet", "--memory", "16", str(guest.elf))
     assert done.stdout == "z"
-    assert done.returncode == GUEST_CRASHED
-    assert "emulator-error" in error_line(done)
+    assert done.status == GUEST_CRASHED
+    assert "emulator-error" in done.error_line()
 
 
 # ---- --memory and --cmdline reach the guest
@@ -271,7 +255,7 @@ test_main:
 """)
     done = pvtool("run", "--native", "--quiet", "--memory", "16", "--cmdline", "a=1 b",
                   str(guest.elf))
-    assert (done.returncode, done.stdout) == (0, "a=1 b\n%08x\n" % (15 * 1024))
+    assert (done.status, done.stdout) == (0, "a=1 b\n%08x\n" % (15 * 1024))
 
 
 # ---- bad input: one line, a distinct status, no traceback (README, "Exit status")
@@ -282,17 +266,10 @@ def bad_inputs(tmp_path_factory, build):
     where = tmp_path_factory.mktemp("bad-inputs")
     not_elf = where / "notes.txt"
     not_elf.write_text("not a kernel\n")
-    elf64 = where / "kernel64.elf"
-    source = where / "k64.s"
-    source.write_text(".globl _start\n_start:\n    hlt\n")
-    subprocess.run([require_tool("as"), "--64", "-o", str(where / "k64.o"), str(source)],
-                   check=True)
-    subprocess.run([require_tool("ld"), "-m", "elf_x86_64", "-o", str(elf64),
-                    str(where / "k64.o")], check=True)
     return {
         "missing": (where / "nothing-here.elf", 66, "no such file"),
         "not-elf": (not_elf, 65, "not an ELF"),
-        "elf64": (elf64, 69, ""),
+        "elf64": (build_elf64(where), 69, ""),
         "no-multiboot": (build(".globl _start\n_start:\n    hlt\n").elf, 69,
                          "no Multiboot header"),
     }
@@ -303,8 +280,8 @@ def test_bad_input_is_one_error_line_with_its_status(bad_inputs, case):
     path, status, words = bad_inputs[case]
     done = pvtool("run", "--native", str(path))
 
-    assert done.returncode == status
-    line = error_line(done)
+    assert done.status == status
+    line = done.error_line()
     assert str(path) in line
     assert words in line
     assert done.stdout == ""
@@ -315,27 +292,27 @@ def test_debug_shows_the_traceback_and_keeps_the_status(bad_inputs, case):
     path, status, _ = bad_inputs[case]
     done = pvtool("--debug", "run", "--native", str(path))
 
-    assert done.returncode == status
+    assert done.status == status
     assert "Traceback (most recent call last)" in done.stderr
-    assert done.stderr.rstrip("\n").splitlines()[-1].startswith(ERROR_PREFIX)
+    assert done.stderr.rstrip("\n").splitlines()[-1].startswith(cli.ERROR_PREFIX)
 
 
 def test_an_image_without_xen_notes_needs_native(build):
     done = pvtool("run", str(build(PRINTS.format(code=0)).elf))
-    assert done.returncode == 69
-    assert "--native" in error_line(done)
+    assert done.status == 69
+    assert "--native" in done.error_line()
 
 
 def test_a_segment_outside_the_machines_ram_is_refused(build):
     guest = build(BARE + "    hlt\n    .bss\n    .space 0x1000\n",
                   ld_args=("-Tbss", "0x7ff000"))
     done = pvtool("run", "--native", "--memory", "4", str(guest.elf))
-    assert done.returncode == 69
-    assert "0x7ff000" in error_line(done)
+    assert done.status == 69
+    assert "0x7ff000" in done.error_line()
 
 
 def test_an_error_names_a_path_with_brackets_as_it_is(tmp_path):
     path = tmp_path / "build[bold]" / "missing.elf"
     done = pvtool("run", "--native", str(path))
-    assert done.returncode == 66
-    assert str(path) in error_line(done)
+    assert done.status == 66
+    assert str(path) in done.error_line()

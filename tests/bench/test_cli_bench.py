@@ -1,16 +1,13 @@
 """`pvtool bench` end to end on the small guest: every field for every mode in the
 JSON, and its failures as one line and a documented status."""
 
-import json
-import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
 from pvtool.bench.workloads import available_modes
-from pvtool.cli import cli
 from pvtool.run import Mode
+from tests.cli import pvtool
 
 MODE_FIELDS = {"ok", "error", "prepare_seconds", "wall_seconds", "ratio_to_native",
                "insns_upper_bound", "insns_exact", "insns_per_second", "exits",
@@ -21,19 +18,9 @@ LIMIT_FIELDS = {"register_loop", "sieve", "sieve_error", "pvtool_native", "empty
                 "hypercall_within_target", "peak_memory", "peak_memory_error"}
 
 
-def assert_one_error_line(stderr: str) -> None:
-    lines = stderr.splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("pvtool: error: "), stderr
-
-
 @pytest.fixture(scope="module")
-def hello_report(tmp_path_factory, guests):
-    out = tmp_path_factory.mktemp("bench") / "out.json"
-    result = CliRunner().invoke(cli, ["bench", str(guests("hello")), "--repeat", "1",
-                                      "--json", str(out)])
-    assert result.exit_code == 0, result.output + result.stderr
-    return json.loads(out.read_text()), result.stdout
+def hello_report(bench_report):
+    return bench_report("hello")
 
 
 def test_the_json_has_every_field_for_every_mode(hello_report):
@@ -90,27 +77,25 @@ def test_trap_mode_is_benched_exactly_when_pvtool_has_it():
 
 
 def test_a_missing_image_is_status_66_and_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "pvtool", "bench",
-                           str(tmp_path / "absent.elf")], capture_output=True, text=True)
-    assert done.returncode == 66, done.stderr
-    assert_one_error_line(done.stderr)
+    done = pvtool("bench", tmp_path / "absent.elf", process=True)
+    assert done.status == 66, done.stderr
+    done.error_line()
     assert done.stdout == ""
 
 
 def test_a_file_that_is_not_elf_is_status_65(tmp_path):
     junk = tmp_path / "junk.elf"
     junk.write_bytes(b"not an elf")
-    result = CliRunner().invoke(cli, ["bench", str(junk)])
-    assert result.exit_code == 65
-    assert_one_error_line(result.stderr)
+    result = pvtool("bench", junk)
+    assert result.status == 65
+    result.error_line()
 
 
 def test_plot_without_matplotlib_is_status_69_before_measuring(tmp_path, monkeypatch,
                                                               guests):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import now fails
-    result = CliRunner().invoke(cli, ["bench", str(guests("hello")), "--plot",
-                                      str(tmp_path / "chart.png")])
-    assert result.exit_code == 69
-    assert_one_error_line(result.stderr)
+    result = pvtool("bench", guests("hello"), "--plot", tmp_path / "chart.png")
+    assert result.status == 69
+    result.error_line()
     assert "pvtool[plot]" in result.stderr
     assert result.stdout == ""

@@ -2,14 +2,10 @@
 nanobench output, and `pvtool bench` giving every operation for every mode. Figures
 are reported, never asserted (DESIGN.md, "Measuring")."""
 
-import json
-
 import pytest
-from click.testing import CliRunner
 
 from pvtool.bench.operations import Operation, operations_table, parse_operations, summarize
 from pvtool.bench.workloads import available_modes
-from pvtool.cli import cli
 from pvtool.run import Mode, RunOptions, run_image
 
 OPERATIONS = ["syscall", "cli_sti", "pte_update", "cr3_switch", "port_write",
@@ -75,12 +71,8 @@ def test_null_hypercalls_are_the_median_of_each_runs_own_ratio():
 
 
 @pytest.fixture(scope="module")
-def nanobench_report(tmp_path_factory, guests):
-    out = tmp_path_factory.mktemp("bench") / "out.json"
-    result = CliRunner().invoke(cli, ["bench", str(guests("nanobench")), "--repeat", "1",
-                                      "--json", str(out)])
-    assert result.exit_code == 0, result.output + result.stderr
-    return json.loads(out.read_text()), result.stdout
+def nanobench_report(bench_report):
+    return bench_report("nanobench")
 
 
 def test_the_json_has_every_operation_for_every_mode(nanobench_report):

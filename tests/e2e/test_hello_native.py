@@ -1,15 +1,12 @@
 """hello booted natively by pvtool next to QEMU: the same bytes on the serial line and
 the same exit code (DESIGN.md: QEMU is the judge)."""
 
-import subprocess
-import sys
+from functools import partial
 
-from tests.oracles import REPO_ROOT, guest_path, run_qemu
+from tests import cli
+from tests.oracles import guest_path, run_qemu
 
-
-def pvtool_run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pvtool", "run", *args], cwd=REPO_ROOT,
-                          capture_output=True, timeout=60)
+pvtool_run = partial(cli.pvtool, "run", process=True, timeout=60)
 
 
 def test_native_hello_prints_qemus_bytes_and_exits_with_qemus_guest_code():
@@ -18,15 +15,15 @@ def test_native_hello_prints_qemus_bytes_and_exits_with_qemus_guest_code():
 
     done = pvtool_run("--native", "--quiet", str(elf))
 
-    assert done.stdout == judge.stdout
+    assert done.stdout_bytes == judge.stdout
     assert judge.guest_code is not None
-    assert done.returncode == judge.guest_code
-    assert done.stderr == b""  # a guest that exits on purpose: nothing from pvtool
+    assert done.status == judge.guest_code
+    assert done.stderr_bytes == b""  # a guest that exits on purpose: nothing from pvtool
 
 
 def test_two_native_runs_of_hello_print_identical_bytes():
     elf = guest_path("hello")
     first, second = pvtool_run("--native", str(elf)), pvtool_run("--native", str(elf))
-    assert first.stdout == second.stdout
-    assert first.stdout.count(b"\n") >= 2
-    assert first.returncode == second.returncode == 0
+    assert first.stdout_bytes == second.stdout_bytes
+    assert first.stdout_bytes.count(b"\n") >= 2
+    assert first.status == second.status == 0

@@ -3,12 +3,12 @@ hypervisor: it must print QEMU's bytes (DESIGN.md: QEMU is the judge), the same 
 as its native run, and exit 0, having gone through the hypercalls its checks need."""
 
 import json
-import subprocess
-import sys
+from functools import partial
 
 import pytest
 
-from tests.oracles import REPO_ROOT, guest_path, run_qemu
+from tests import cli
+from tests.oracles import guest_path, run_qemu
 
 # XEN-ABI.md, "Hypercall numbers": the names a summary may list.
 XEN_HYPERCALLS = {
@@ -26,9 +26,7 @@ XEN_HYPERCALLS = {
 HELLO_NEEDS = {"set_gdt", "set_trap_table", "iret", "mmuext_op", "physdev_op"}
 
 
-def pvtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pvtool", *args], cwd=REPO_ROOT,
-                          capture_output=True, timeout=120)
+pvtool = partial(cli.pvtool, process=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +38,7 @@ def hello():
 def hello_pv(hello, tmp_path_factory):
     out = tmp_path_factory.mktemp("hello-pv") / "hello.pv.elf"
     done = pvtool("patch", str(hello), "-o", str(out))
-    assert done.returncode == 0, done.stderr.decode()
+    assert done.status == 0, done.stderr
     return out
 
 
@@ -52,23 +50,23 @@ def judge(hello):
 def test_paravirtualized_hello_prints_qemus_bytes_and_exits_0(hello_pv, judge):
     done = pvtool("run", "--quiet", str(hello_pv))
     assert judge.guest_code == 0
-    assert done.stdout == judge.stdout
-    assert done.returncode == 0, done.stderr.decode()
-    assert done.stderr == b""
+    assert done.stdout_bytes == judge.stdout
+    assert done.status == 0, done.stderr
+    assert done.stderr_bytes == b""
 
 
 def test_paravirtualized_hello_prints_the_same_bytes_as_its_native_run(hello, hello_pv):
     native = pvtool("run", "--native", "--quiet", str(hello))
     pv = pvtool("run", "--quiet", str(hello_pv))
-    assert native.returncode == pv.returncode == 0
-    assert pv.stdout == native.stdout
-    assert pv.stdout.endswith(b"all 13 checks passed\n")
+    assert native.status == pv.status == 0
+    assert pv.stdout_bytes == native.stdout_bytes
+    assert pv.stdout_bytes.endswith(b"all 13 checks passed\n")
 
 
 def test_the_json_summary_lists_the_hypercalls_hello_made(hello_pv, judge):
     done = pvtool("run", "--json", str(hello_pv))
-    assert done.returncode == 0
-    assert done.stdout == judge.stdout  # the summary goes to stderr only
+    assert done.status == 0
+    assert done.stdout_bytes == judge.stdout  # the summary goes to stderr only
     summary = json.loads(done.stderr)
     assert summary["mode"] == "pv"
     assert summary["stop"]["kind"] == "guest-exit"
@@ -86,7 +84,7 @@ def test_the_json_summary_lists_the_hypercalls_hello_made(hello_pv, judge):
 @pytest.mark.parametrize("flags", [(), ("--pv",)], ids=["auto", "pv"])
 def test_hello_without_xen_notes_cannot_run_paravirtualized(hello, flags):
     done = pvtool("run", *flags, str(hello))
-    assert done.returncode == 69
-    assert done.stdout == b""
-    (line,) = done.stderr.decode().splitlines()
+    assert done.status == 69
+    assert done.stdout_bytes == b""
+    (line,) = done.stderr.splitlines()
     assert "Xen" in line and str(hello) in line

@@ -7,12 +7,13 @@ of its own, so the three disks must end byte-identical.
 """
 
 import json
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from tests import cli
+from tests.binutils import symbols as nm_symbols
 from tests.e2e.test_minikern_qemu import (
     DISK_LINE,
     DISK_SIZE,
@@ -22,12 +23,7 @@ from tests.e2e.test_minikern_qemu import (
 )
 from tests.oracles import guest_path, run_qemu
 
-PVTOOL = [sys.executable, "-m", "pvtool"]
-
-
-def pvtool(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*PVTOOL, *args], capture_output=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+pvtool = partial(cli.pvtool, process=True, timeout=120)
 
 
 def blank_disk(path: Path) -> Path:
@@ -47,7 +43,7 @@ def qemu_run(tmp_path_factory):
 def patched(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("patched") / "minikern.pv.elf"
     done = pvtool("patch", str(guest_path("minikern")), "-o", str(out), "--json")
-    assert done.returncode == 0, done.stderr
+    assert done.status == 0, done.stderr
     return out
 
 
@@ -56,8 +52,8 @@ def test_native_run_equals_qemu(tmp_path, qemu_run):
     disk = blank_disk(tmp_path / "disk.img")
     done = pvtool("run", "--native", "--quiet", "--disk", str(disk),
                   str(guest_path("minikern")))
-    assert done.stdout == qemu.stdout
-    assert done.returncode == qemu.guest_code == 0
+    assert done.stdout_bytes == qemu.stdout
+    assert done.status == qemu.guest_code == 0
     assert disk.read_bytes() == qemu_disk
 
 
@@ -65,8 +61,8 @@ def test_paravirtualized_run_equals_qemu(tmp_path, qemu_run, patched):
     qemu, qemu_disk = qemu_run
     disk = blank_disk(tmp_path / "disk.img")
     done = pvtool("run", "--quiet", "--disk", str(disk), str(patched))
-    assert done.stdout == qemu.stdout
-    assert done.returncode == 0
+    assert done.stdout_bytes == qemu.stdout
+    assert done.status == 0
     assert disk.read_bytes() == qemu_disk
 
 
@@ -76,11 +72,11 @@ def test_the_boot_counter_advances_once_per_run_and_not_with_snapshot(tmp_path, 
     runs = [("--native", native), ("--pv", str(patched)), ("--native", native)]
     for count, (mode, image) in enumerate(runs, start=1):
         done = pvtool("run", mode, "--quiet", "--disk", str(disk), image)
-        assert done.stdout == expected_output(DISK_LINE % count)
+        assert done.stdout_bytes == expected_output(DISK_LINE % count)
         assert boot_record(disk) == record_with_count(count)
     before = disk.read_bytes()
     done = pvtool("run", "--pv", "--quiet", "--snapshot", "--disk", str(disk), str(patched))
-    assert done.stdout == expected_output(DISK_LINE % 4)  # the guest saw its write...
+    assert done.stdout_bytes == expected_output(DISK_LINE % 4)  # the guest saw its write...
     assert disk.read_bytes() == before  # ...which never reached the file
 
 
@@ -88,7 +84,7 @@ def test_two_runs_print_the_same_bytes(tmp_path, patched):
     outputs = []
     for attempt in range(2):
         disk = blank_disk(tmp_path / f"disk{attempt}.img")
-        outputs.append(pvtool("run", "--quiet", "--disk", str(disk), str(patched)).stdout)
+        outputs.append(pvtool("run", "--quiet", "--disk", str(disk), str(patched)).stdout_bytes)
     assert outputs[0] == outputs[1] == expected_output(DISK_LINE % 1)
 
 
@@ -100,7 +96,7 @@ def test_the_patched_kernel_paravirtualizes_its_user_programs_untouched(patched)
     assert sum(placements.values()) == len(report["sites"])
     assert placements["trap"] <= 3
     assert report["verified"]
-    symbols = nm_symbols(guest_path("minikern"))
+    symbols = nm_symbols(guest_path("minikern"))  # nm, an oracle independent of pvtool
     user_text = range(symbols["ustart"], symbols["uend"])
     assert len(user_text) > 0
     assert not [s for s in report["sites"] if int(s["address"], 16) in user_text]
@@ -113,16 +109,9 @@ def test_a_disk_whose_size_is_not_whole_sectors_is_refused(tmp_path):
     disk = tmp_path / "odd.img"
     disk.write_bytes(bytes(1000))
     done = pvtool("run", "--native", "--disk", str(disk), str(guest_path("minikern")))
-    assert done.returncode == 65
-    assert done.stderr.decode().count("\n") == 1 and b"pvtool: error:" in done.stderr
-    assert b"1000" in done.stderr
-
-
-def nm_symbols(elf: Path) -> dict[str, int]:
-    """Symbol addresses as binutils' nm lists them (an oracle independent of pvtool)."""
-    listed = subprocess.run(["nm", str(elf)], capture_output=True, text=True, check=True)
-    return {name: int(value, 16) for value, _, name in
-            (line.split() for line in listed.stdout.splitlines() if len(line.split()) == 3)}
+    assert done.status == 65
+    assert done.stderr.count("\n") == 1 and b"pvtool: error:" in done.stderr_bytes
+    assert b"1000" in done.stderr_bytes
 
 
 def _bytes_at(elf: Path, addresses: range) -> bytes:

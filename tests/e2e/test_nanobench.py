@@ -4,21 +4,19 @@ paravirtualized. The figures are measurements (rdtsc, host time under pvtool) an
 only checked for shape, never for value."""
 
 import re
-import subprocess
-import sys
+from functools import partial
 
 import pytest
 
-from tests.oracles import REPO_ROOT, guest_path, run_qemu
+from tests import cli
+from tests.oracles import guest_path, run_qemu
 
 LINE = re.compile(rb"^nanobench: (?P<op>[a-z_0-9]+) n=(?P<n>\d+) cycles=(?P<cycles>\d+)$")
 OPERATIONS = {"syscall", "cli_sti", "pte_update", "cr3_switch", "port_write",
               "page_fault", "ctxswitch"}
 
 
-def pvtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pvtool", *args], cwd=REPO_ROOT,
-                          capture_output=True, timeout=300)
+pvtool = partial(cli.pvtool, process=True, timeout=300)
 
 
 def parse(stdout: bytes) -> dict[str, tuple[int, int]]:
@@ -52,17 +50,17 @@ def test_on_qemu(nanobench):
 @pytest.mark.parametrize("mode", ["--native", "--trap"])
 def test_on_pvtool_unpatched(nanobench, mode):
     done = pvtool("run", mode, "--quiet", str(nanobench))
-    assert done.returncode == 0, done.stderr.decode()
-    check(parse(done.stdout))
+    assert done.status == 0, done.stderr
+    check(parse(done.stdout_bytes))
 
 
 def test_paravirtualized(nanobench, tmp_path):
     patched = tmp_path / "nanobench.pv.elf"
     done = pvtool("patch", str(nanobench), "-o", str(patched))
-    assert done.returncode == 0, done.stderr.decode()
+    assert done.status == 0, done.stderr
     done = pvtool("run", "--quiet", str(patched))
-    assert done.returncode == 0, done.stderr.decode()
-    check(parse(done.stdout))
+    assert done.status == 0, done.stderr
+    check(parse(done.stdout_bytes))
 
 
 def test_the_same_event_is_counted_the_same_way_in_every_mode(nanobench, tmp_path):

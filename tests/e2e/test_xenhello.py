@@ -1,12 +1,12 @@
 """xenhello, a kernel written for Xen's 32-bit PV ABI (PAE), booted under pvtool's
 hypervisor: its exact output, the same on every run, and exit status 0."""
 
-import subprocess
-import sys
+from functools import partial
 
 import pytest
 
-from tests.oracles import REPO_ROOT, guest_path
+from tests import cli
+from tests.oracles import guest_path
 
 EXPECTED = (
     b"xenhello: xen-3.0-x86_32p, 32768 pages\n"
@@ -26,19 +26,17 @@ def xenhello():
     return guest_path("xenhello")
 
 
-def run(path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pvtool", "run", "--quiet", str(path)],
-                          cwd=REPO_ROOT, capture_output=True, timeout=120)
+run = partial(cli.pvtool, "run", "--quiet", process=True, timeout=120)
 
 
 def test_xenhello_prints_its_checks_on_both_consoles_and_powers_off(xenhello):
     done = run(xenhello)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == EXPECTED
-    assert done.stderr == b""
+    assert done.status == 0, done.stderr
+    assert done.stdout_bytes == EXPECTED
+    assert done.stderr_bytes == b""
 
 
 def test_xenhello_prints_the_same_bytes_every_time(xenhello):
     first, second = run(xenhello), run(xenhello)
-    assert first.stdout == second.stdout == EXPECTED
-    assert first.returncode == second.returncode == 0
+    assert first.stdout_bytes == second.stdout_bytes == EXPECTED
+    assert first.status == second.status == 0

@@ -3,44 +3,28 @@
 A guest is runtime.s (Multiboot header, GDT, masked PICs, empty IDT, records printed
 on COM1, isa-debug-exit) linked at 1 MiB with one scenario that defines `test_main`.
 Scenarios `.include "macros.inc"` for SETGATE, REC and UNMAP. Builds are cached by
-source text for the whole session.
+source text for the whole session (tests.binutils.build_once).
 """
 
-import hashlib
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
-from tests.oracles import require_tool
+from tests.binutils import IMPURE, Binary, build_once, section_bytes
 
 HERE = Path(__file__).resolve().parent
 RUNTIME = HERE / "runtime.s"
 LINK_ADDRESS = 0x100000
 
+Guest = Binary  # the ELF and its symbols
 
-@dataclass(frozen=True)
-class Guest:
-    elf: Path
-    symbols: dict[str, int]
-
-    def __getitem__(self, name: str) -> int:
-        return self.symbols[name]
-
-
-def run_tool(*command: str) -> None:
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        raise AssertionError(f"{' '.join(command)} failed:\n{done.stderr}")
-
-
-def symbols_of(elf: Path) -> dict[str, int]:
-    nm = subprocess.run([require_tool("nm"), str(elf)], capture_output=True, text=True,
-                        check=True)
-    table = {}
-    for line in nm.stdout.splitlines():
-        value, _, name = line.split()
-        table[name] = int(value, 16)
-    return table
+# The start of a guest built without the runtime: a Multiboot header (magic, flags 0x3:
+# modules page-aligned and memory information, checksum; Multiboot spec 3.1.1) and the
+# entry point, whose code follows.
+BARE = """
+    .text
+    .long 0x1BADB002, 0x3, -(0x1BADB002 + 0x3)
+    .globl _start
+_start:
+"""
 
 
 class GuestBuilder:
@@ -48,37 +32,16 @@ class GuestBuilder:
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
-        self._cache: dict[tuple, Guest] = {}
-
-    def _assemble(self, source: str, name: str) -> Path:
-        src, obj = self.workdir / f"{name}.s", self.workdir / f"{name}.o"
-        src.write_text(source)
-        run_tool(require_tool("as"), "--32", "-I", str(HERE), "-o", str(obj), str(src))
-        return obj
 
     def build(self, scenario: str, *, runtime: bool = True, entry: str = "_start",
               text: int = LINK_ADDRESS, ld_args: tuple[str, ...] = ()) -> Guest:
         """Link `scenario` (after the runtime unless runtime=False) with .text at
         `text` (1 MiB by default)."""
-        key = (scenario, runtime, entry, text, ld_args)
-        if key in self._cache:
-            return self._cache[key]
-        name = hashlib.sha1(repr(key).encode()).hexdigest()[:12]
-        objects = [self._assemble(scenario, name)]
-        if runtime:
-            objects.insert(0, self._assemble(RUNTIME.read_text(), f"{name}-runtime"))
-        elf = self.workdir / f"{name}.elf"
-        run_tool(require_tool("ld"), "-m", "elf_i386", "-N", "--build-id=none",
-                 "-e", entry, "-Ttext", hex(text), *ld_args, "-o", str(elf),
-                 *map(str, objects))
-        guest = Guest(elf, symbols_of(elf))
-        self._cache[key] = guest
-        return guest
+        sources = (RUNTIME.read_text(), scenario) if runtime else (scenario,)
+        return build_once(self.workdir, *sources, include=(HERE,), entry=entry, text=text,
+                          flags=(*IMPURE, "--build-id=none", *ld_args))
 
     def flat(self, source: str, address: int) -> tuple[bytes, dict[str, int]]:
         """Raw code for `source` (no runtime) linked at `address`, and its symbols."""
         guest = self.build(source, runtime=False, entry=f"{address:#x}", text=address)
-        binary = guest.elf.with_suffix(".bin")
-        run_tool(require_tool("objcopy"), "-O", "binary", "-j", ".text", str(guest.elf),
-                 str(binary))
-        return binary.read_bytes(), guest.symbols
+        return section_bytes(guest.elf), guest.symbols

@@ -1,9 +1,10 @@
-"""Fixtures of the hypervisor tests: test guests built once per session."""
+"""Fixtures of the hypervisor tests: test guests built once per session, and an idle
+guest to issue hypercalls from (tests.hv.harness.hypercall)."""
 
 import pytest
 
 from tests.hv.harness import Booted, boot
-from tests.hv.xenguest import Guest, guest_source, link
+from tests.hv.xenguest import DEFAULT_NOTES, Guest, guest_source, link
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +34,19 @@ def run_guest(build):
         return booted
 
     return _run
+
+
+@pytest.fixture(scope="module")
+def idle_guest(build, request) -> Guest:
+    """A guest with no code of its own, for tests that make its hypercalls for it. Its
+    .bss is the test module's SCRATCH (the buffers those calls point into) and its notes
+    the module's NOTES (DEFAULT_NOTES: 2-level paging), or the notes a test passes by
+    indirect parametrization."""
+    notes = getattr(request, "param", getattr(request.module, "NOTES", DEFAULT_NOTES))
+    return build("", bss=getattr(request.module, "SCRATCH", ""), notes=notes)
+
+
+@pytest.fixture
+def idle(idle_guest) -> Booted:
+    """The idle guest booted: a domain whose guest has not run one instruction."""
+    return boot(idle_guest)

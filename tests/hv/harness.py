@@ -1,6 +1,6 @@
 """Boot a test guest on a Machine with pvtool's domain builder and run it, keeping
 the machine and the domain at hand for white-box checks (guest memory, registers,
-page tables, the stop reason)."""
+page tables, the stop reason), or issue hypercalls from it without running it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from pvtool.hv.boot import boot_pv_domain
 from pvtool.hv.domain import Domain
+from pvtool.hv.hypercalls import call
 from pvtool.image.elf import load_elf
 from pvtool.machine.cpu import CR3
 from pvtool.machine.pc import Machine
@@ -18,6 +19,7 @@ from tests.hv.xenguest import Guest
 RAM = 16 << 20  # small: the builder writes a p2m and m2p entry per page
 SLICE = 20_000
 MAX_SLICES = 50  # 1 M instructions: every test guest finishes in far fewer
+HYPERCALL_ARGS = 5  # EBX, ECX, EDX, ESI, EDI (XEN-ABI.md, "Calling convention")
 
 # Page-table entry bits (Intel SDM Vol. 3A, 4.3), typed here for the checks.
 P, RW, US, PS = 1, 2, 4, 0x80
@@ -67,6 +69,14 @@ class Booted:
             self.slice(1000)
         raise AssertionError(f"{symbol} never became {value:#x}")
 
+    def remap_behind_the_tlb(self, vaddr: int, pte: int) -> None:
+        """Once the guest reports phase 1, write PTE into the L1 entry of VADDR as plain
+        memory (no flush: the CPU keeps the old translation) and let the guest go on
+        (xenguest.STALE_TRANSLATION)."""
+        self.run_until("phase", 1)
+        self.memory.write_u32(self.pte_address(vaddr), pte)
+        self.write_u32s("go", 1)
+
     # -- memory: VIRT_BASE is 0, so a kernel symbol's address is its physical one --------
     def addr(self, symbol: str | int) -> int:
         return self.guest[symbol] if isinstance(symbol, str) else symbol
@@ -107,3 +117,12 @@ def boot(guest: Guest, *, ram: int = RAM, cmdline: bytes = b"") -> Booted:
     machine = Machine(ram_size=ram, output=output.extend)
     domain = boot_pv_domain(machine, load_elf(guest.path), cmdline=cmdline)
     return Booted(guest, machine, domain, output)
+
+
+def hypercall(booted: Booted, number: int, *args: int) -> int:
+    """Hypercall NUMBER from the guest's vCPU, as its int 0x82 makes it (the argument
+    registers it does not name hold 0), straight into the dispatcher; EAX as the guest
+    then sees it."""
+    domain = booted.domain
+    registers = args + (0,) * (HYPERCALL_ARGS - len(args))
+    return call(domain, domain.vcpu, number, registers) & 0xFFFFFFFF

@@ -21,7 +21,7 @@ from pvtool.machine.cpu import CR3
 from pvtool.machine.stop import StopKind
 from pvtool.run import Mode, RunOptions, run_image
 from tests.hv.harness import boot
-from tests.hv.xenguest import trap_site_note
+from tests.hv.xenguest import STALE_TRANSLATION, STALE_TRANSLATION_DATA, trap_site_note
 from tests.oracles import REPO_ROOT
 
 PAGE = 4096
@@ -150,25 +150,13 @@ cr2_seen: .long 0
 
 
 def test_an_emulated_invlpg_drops_a_stale_translation(build):
-    booted = boot(build(r"""
-    mov dword ptr [frames], 0xaaaa0000
-    mov dword ptr [frames + 4096], 0xbbbb1111
-    mov eax, [frames]
-    mov dword ptr [phase], 1
-wait_for_test:
-    cmp dword ptr [go], 0
-    je wait_for_test
-    mov eax, [frames]
-    mov [stale], eax
+    booted = boot(build(STALE_TRANSLATION + r"""
     invlpg [frames]
     mov eax, [frames]
     mov [after], eax
-""", data="phase: .long 0\ngo: .long 0\nstale: .long 0\nafter: .long 0",
-        bss="frames: .skip 8192"))
-    booted.run_until("phase", 1)
+""", data=STALE_TRANSLATION_DATA, bss="frames: .skip 8192"))
     frames = booted.guest["frames"]
-    booted.memory.write_u32(booted.pte_address(frames), (frames + PAGE) | 0x63)
-    booted.write_u32s("go", 1)
+    booted.remap_behind_the_tlb(frames, (frames + PAGE) | 0x63)
     booted.run()
     assert booted.u32("stale") == 0xAAAA0000
     assert booted.u32("after") == 0xBBBB1111

@@ -8,8 +8,6 @@ virtual time moves as in `pvtool run`.
 
 import struct
 
-import pytest
-
 from pvtool.machine.clock import VIRTUAL_HZ
 from pvtool.run import Mode, RunOptions, _run_loop
 from tests.hv.harness import boot
@@ -23,46 +21,42 @@ RING_OUT, OUT_CONS, OUT_PROD = 1024, 3080, 3084
 CONSOLE_PORT, STORE_PORT, DOMID_XEN = 2, 1, 0x7FF2
 VIRQ_TIMER, EEXIST = 0, 17
 STATUS_CLOSED, STATUS_UNBOUND, STATUS_INTERDOMAIN, STATUS_VIRQ = 0, 1, 2, 4
-
-
-@pytest.fixture
-def booted(build):
-    return boot(build("", notes=PAE_NOTES))
+NOTES = PAE_NOTES  # the idle guest's (tests/hv/conftest.py): a PAE kernel
 
 
 def u32(booted, address: int) -> int:
     return struct.unpack("<I", booted.memory.read_phys(address, 4))[0]
 
 
-def test_the_console_ring_is_drained_modulo_its_size_and_bounded(booted):
-    events, ring = booted.domain.events, booted.domain.console_ring.ring
-    memory = booted.memory
+def test_the_console_ring_is_drained_modulo_its_size_and_bounded(idle):
+    events, ring = idle.domain.events, idle.domain.console_ring.ring
+    memory = idle.memory
     memory.write_phys(ring + RING_OUT + 2045, b"abc")
     memory.write_phys(ring + RING_OUT, b"de")
     memory.write_phys(ring + OUT_CONS, struct.pack("<II", 0xFFFFFFFD, 2))  # wraps twice
     events.send(CONSOLE_PORT)
-    assert bytes(booted.output) == b"abcde"
-    assert u32(booted, ring + OUT_CONS) == 2
+    assert bytes(idle.output) == b"abcde"
+    assert u32(idle, ring + OUT_CONS) == 2
     # A producer index 5000 ahead: one ring's worth is drained, no more.
     memory.write_phys(ring + OUT_CONS, struct.pack("<II", 0, 5000))
     events.send(CONSOLE_PORT)
-    assert len(booted.output) == 5 + 2048 and u32(booted, ring + OUT_CONS) == 2048
+    assert len(idle.output) == 5 + 2048 and u32(idle, ring + OUT_CONS) == 2048
 
 
-def test_a_masked_port_stays_quiet_until_unmask_raises_it(booted):
-    events = booted.domain.events
+def test_a_masked_port_stays_quiet_until_unmask_raises_it(idle):
+    events = idle.domain.events
     port = events.bind_virq(VIRQ_TIMER, 0)
     assert port == 3  # 1 and 2 are xenstore and the console
-    booted.memory.write_phys(EVTCHN_MASK, bytes((1 << port,)))
+    idle.memory.write_phys(EVTCHN_MASK, bytes((1 << port,)))
     events.send_virq(VIRQ_TIMER)
-    assert booted.memory.read_phys(EVTCHN_PENDING, 1)[0] == 1 << port
-    assert u32(booted, PENDING_SEL) == 0 and booted.domain.upcall_pending == 0
+    assert idle.memory.read_phys(EVTCHN_PENDING, 1)[0] == 1 << port
+    assert u32(idle, PENDING_SEL) == 0 and idle.domain.upcall_pending == 0
     events.unmask(port)
-    assert u32(booted, PENDING_SEL) == 1 and booted.domain.upcall_pending == 1
+    assert u32(idle, PENDING_SEL) == 1 and idle.domain.upcall_pending == 1
 
 
-def test_status_alloc_unbound_and_close(booted):
-    events = booted.domain.events
+def test_status_alloc_unbound_and_close(idle):
+    events = idle.domain.events
     assert events.status(CONSOLE_PORT) == (STATUS_INTERDOMAIN, DOMID_XEN, CONSOLE_PORT)
     assert events.status(STORE_PORT)[0] == STATUS_INTERDOMAIN
     port = events.alloc_unbound(0x7FF0, 0)

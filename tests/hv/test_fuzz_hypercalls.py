@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import struct
-import subprocess
-import sys
 import time
 
 import pytest
@@ -39,9 +37,10 @@ from pvtool.hv.hypercalls import call
 from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.machine.cpu import CR3
 from pvtool.machine.stop import StopKind
+from tests.cli import pvtool
 from tests.hv.harness import boot
-from tests.hv.xenguest import PAE_NOTES
-from tests.oracles import REPO_ROOT
+from tests.hv.xenguest import DEFAULT_NOTES, PAE_NOTES
+from tests.profiles import examples
 
 PAGE = 4096
 P, RW, PS = 1, 2, 0x80
@@ -51,15 +50,9 @@ XEN_ERRNOS = {1, 2, 3, 14, 16, 17, 22, 28, 38}
 HV_2LEVEL, HV_PAE = 0xFC000000, 0xF5800000
 UNMAPPED = 0x40000000
 SCRATCH_PAGES = 4
-MAX_EXAMPLES = 800
+MAX_EXAMPLES = examples(800)  # full strength; a tenth on a developer's machine
 
 SCRATCH = "".join(f"scratch{i}: .skip 4096\n" for i in range(SCRATCH_PAGES))
-
-
-# -- the guests ------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def idle_guests(build):
-    return {"2level": build("", bss=SCRATCH), "pae": build("", bss=SCRATCH, notes=PAE_NOTES)}
 
 
 class Stats:
@@ -339,24 +332,25 @@ def run_scenario(booted, memory_writes, calls) -> None:
             return  # shut down, crashed or halted: a real vCPU would not call again
 
 
-@pytest.mark.parametrize("mode", ["2level", "pae"])
-def test_hypercalls_keep_the_hypervisor_whole(idle_guests, mode):
-    guest = idle_guests[mode]
-    ctx = context(boot(guest))
+@pytest.mark.parametrize("idle_guest", [DEFAULT_NOTES, PAE_NOTES], ids=["2level", "pae"],
+                         indirect=True)
+def test_hypercalls_keep_the_hypervisor_whole(idle_guest, idle):
+    ctx = context(idle)
     started = time.perf_counter()
     calls_before = Stats.calls
 
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
+    @settings(max_examples=MAX_EXAMPLES, database=None,
               suppress_health_check=list(HealthCheck))
     @given(scenario(ctx))
     def fuzz(case):
         memory_writes, calls = case
         Stats.examples += 1
-        run_scenario(boot(guest), memory_writes, calls)
+        run_scenario(boot(idle_guest), memory_writes, calls)
 
     fuzz()
     elapsed = time.perf_counter() - started
     done = Stats.calls - calls_before
+    mode = "pae" if idle.domain.pagetables.pae else "2level"
     print(f"\n{mode}: {done} hypercalls in {elapsed:.1f} s ({done / elapsed:.0f}/s), "
           f"{Stats.crashes} domain crashes so far; results {sorted(Stats.results.items())}")
 
@@ -473,11 +467,13 @@ def patch_seed(path, out, seed: int, seed_offset: int) -> None:
 
 
 CLEAN_STATUSES = {0, 77, 78, 79}
+SEEDS = (1, 2, 3, 0xDEADBEEF, 12345, 777, 0x1234567, 99)
 
 
 def test_a_guest_calling_at_random_always_stops_cleanly(random_caller, tmp_path):
-    """Eight seeds, each bounded by --max-insns (1.5 M): a shutdown, a crash with a reason, a
-    halt or the limit; never pvtool's internal error (70) or a traceback."""
+    """Eight seeds at full strength (tests/profiles.py), each bounded by --max-insns
+    (1.5 M): a shutdown, a crash with a reason, a halt or the limit; never pvtool's
+    internal error (70) or a traceback."""
     from pvtool.image.elf import load_elf
 
     image = load_elf(random_caller.path)
@@ -486,21 +482,19 @@ def test_a_guest_calling_at_random_always_stops_cleanly(random_caller, tmp_path)
     offset = seg.offset + seed_addr - seg.vaddr
     total = 0
     started = time.perf_counter()
-    for seed in (1, 2, 3, 0xDEADBEEF, 12345, 777, 0x1234567, 99):
+    for seed in SEEDS[:examples(len(SEEDS))]:
         elf = tmp_path / f"random-{seed}.elf"
         patch_seed(random_caller.path, elf, seed, offset)
-        done = subprocess.run(
-            [sys.executable, "-m", "pvtool", "run", "--json", "--max-insns", "1500000",
-             "--timeout", "20", str(elf)],
-            capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False)
+        done = pvtool("run", "--json", "--max-insns", "1500000", "--timeout", "20", elf,
+                      process=True, timeout=60)
         assert "Traceback" not in done.stderr, done.stderr
-        assert done.returncode in CLEAN_STATUSES, (seed, done.returncode, done.stderr)
+        assert done.status in CLEAN_STATUSES, (seed, done.status, done.stderr)
         summary, _ = json.JSONDecoder().raw_decode(done.stderr[done.stderr.index("{"):])
         kind = summary["stop"]["kind"]
         assert summary["stop"]["reason"], summary["stop"]
         # the event callback is not "vector 256" of the trap table (seed 0x1234567)
         assert "vector 256" not in summary["stop"]["reason"], summary["stop"]
-        if done.returncode:
+        if done.status:
             errors = [line for line in done.stderr.splitlines()
                       if line.startswith("pvtool: error:")]
             assert len(errors) == 1, done.stderr

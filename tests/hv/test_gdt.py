@@ -8,9 +8,8 @@ import struct
 import pytest
 
 from pvtool.hv import layout
-from pvtool.hv.hypercalls import call
 from pvtool.machine.cpu import CS
-from tests.hv.harness import P, boot
+from tests.hv.harness import P, hypercall
 from tests.hv.xenguest import DOMID_SELF, EINVAL, FLAT_RING1_CS, HC, neg
 
 PAGE = 4096
@@ -43,22 +42,6 @@ def with_dpl(desc: int, dpl: int) -> int:
 def real_gdt(booted, first: int, count: int) -> tuple[int, ...]:
     return struct.unpack(f"<{count}Q", booted.memory.read_phys(layout.GDT + 8 * first,
                                                                8 * count))
-
-
-@pytest.fixture(scope="module")
-def idle_guest(build):
-    return build("", bss=SCRATCH)
-
-
-@pytest.fixture
-def idle(idle_guest):
-    return boot(idle_guest)
-
-
-def hypercall(booted, number, *args):
-    domain = booted.domain
-    return call(domain, domain.vcpu, number, tuple(args) + (0,) * (5 - len(args))) \
-        & 0xFFFFFFFF
 
 
 def set_gdt(booted, descriptors, *, entries=None, frames=None):

@@ -11,20 +11,19 @@ back with readelf (tests/patch/tools.py) and the page tables are walked here, fr
 guest's CR3 (tests/hv/harness.py), not with pvtool's walker."""
 
 import json
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from pvtool.hv.hypercalls import call
 from pvtool.image import elf_format
 from pvtool.image.elf import load_elf
 from pvtool.image.writer import AddedSection, build_patched_elf
 from pvtool.machine.cpu import CR3
 from pvtool.machine.stop import StopKind
 from pvtool.patch.pipeline import patch_image
-from tests.hv.harness import RAM, RW, US, P, boot
+from tests import cli
+from tests.hv.harness import RAM, RW, US, P, boot, hypercall
 from tests.hv.xenguest import EFAULT, HC, Guest, neg
 from tests.patch.tools import (
     GLUE_WINDOW,
@@ -38,7 +37,6 @@ from tests.patch.tools import (
     identity_tables,
 )
 
-PVTOOL = Path(sys.executable).with_name("pvtool")
 CR0_PG = 0x80000000
 HYPERVISOR_START = 0xFC000000  # the 2-level layout's: L2 slots 1008-1023 are Xen's
 XENVER_extraversion = 1  # public/version.h: 16 bytes, written by the hypervisor
@@ -193,12 +191,6 @@ def test_the_kernels_own_page_tables_map_the_window_and_the_glue_writes_through_
 # -- hypercall pointers into the window --------------------------------------------------
 
 
-def hypercall(booted, number, *args):
-    domain = booted.domain
-    return call(domain, domain.vcpu, number, tuple(args) + (0,) * (5 - len(args))) \
-        & 0xFFFFFFFF
-
-
 def test_a_patched_kernels_hypercalls_may_point_into_its_glue_window(paging_kernel):
     """.pvdata is written (xen_version's extraversion lands in its frame), .pvtext is
     read (console_io prints its bytes) but not written, and the window past the glue
@@ -218,13 +210,12 @@ def test_a_patched_kernels_hypercalls_may_point_into_its_glue_window(paging_kern
         == neg(EFAULT)  # runs out of the window into the rest of the hypervisor
 
 
-def test_a_domain_without_glue_has_no_window(build):
+def test_a_domain_without_glue_has_no_window(idle):
     """A kernel written for Xen: the window's slot is empty and a pointer into it is the
     hypervisor's range, EFAULT."""
-    booted = boot(build(""))
-    assert not booted.pde(GLUE_WINDOW) & P
-    assert hypercall(booted, HC.console_io, 0, 4, GLUE_WINDOW) == neg(EFAULT)
-    assert hypercall(booted, HC.xen_version, XENVER_extraversion, GLUE_WINDOW) == neg(EFAULT)
+    assert not idle.pde(GLUE_WINDOW) & P
+    assert hypercall(idle, HC.console_io, 0, 4, GLUE_WINDOW) == neg(EFAULT)
+    assert hypercall(idle, HC.xen_version, XENVER_extraversion, GLUE_WINDOW) == neg(EFAULT)
 
 
 # -- the GDT shadow: one page, 512 descriptors ---------------------------------------------
@@ -260,15 +251,13 @@ def lgdt_kernel(directory: Path, entries: int) -> Path:
     return out
 
 
-def pvtool_run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(PVTOOL), "run", *args], capture_output=True, timeout=60,
-                          check=False)
+pvtool_run = partial(cli.pvtool, "run", installed=True, timeout=60)
 
 
 def test_a_gdt_of_512_descriptors_fills_the_shadow_and_is_loaded(tmp_path):
     out = lgdt_kernel(tmp_path, 512)
     done = pvtool_run("--json", str(out))
-    assert done.returncode == 0, done.stderr
+    assert done.status == 0, done.stderr
     summary = json.loads(done.stderr)
     assert summary["hypercalls"]["set_gdt"] == 1
 
@@ -279,12 +268,12 @@ def test_a_gdt_larger_than_512_descriptors_crashes_the_domain_with_77(tmp_path):
     is never made."""
     out = lgdt_kernel(tmp_path, 513)
     done = pvtool_run("--quiet", str(out))
-    assert done.returncode == 77, done.stderr
-    assert done.stdout == b""
-    (line,) = done.stderr.decode().splitlines()
+    assert done.status == 77, done.stderr
+    assert done.stdout_bytes == b""
+    (line,) = done.stderr.splitlines()
     assert line.startswith("pvtool: error:") and "crash" in line
     done = pvtool_run("--json", str(out))
-    summary = done.stderr.decode()
+    summary = done.stderr
     summary = json.loads(summary[:summary.rindex("}") + 1])  # then the error line
     assert summary["stop"]["reason"] == "shutdown (crash)"
     assert summary["stop"]["guest_chose"]

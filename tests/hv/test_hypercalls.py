@@ -8,10 +8,9 @@ import struct
 
 import pytest
 
-from pvtool.hv.hypercalls import call
 from pvtool.machine.cpu import ESI
 from pvtool.machine.stop import StopKind
-from tests.hv.harness import boot
+from tests.hv.harness import hypercall
 from tests.hv.xenguest import EFAULT, EINVAL, ENOSYS, HC, neg
 
 PAGE = 4096
@@ -24,22 +23,6 @@ SCRATCH = r"""
 buf:    .skip 4096
 more:   .skip 4096
 """
-
-
-@pytest.fixture(scope="module")
-def idle_guest(build):
-    return build("", bss=SCRATCH)
-
-
-@pytest.fixture
-def idle(idle_guest):
-    return boot(idle_guest)
-
-
-def hypercall(booted, number, *args):
-    domain = booted.domain
-    return call(domain, domain.vcpu, number, tuple(args) + (0,) * (5 - len(args))) \
-        & 0xFFFFFFFF
 
 
 # -- console_io ---------------------------------------------------------------------------

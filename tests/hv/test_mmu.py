@@ -16,11 +16,19 @@ from pvtool.abi.xen import DOMID_XEN
 from pvtool.hv import layout
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.frames import VALIDATED, PageType, page_type, type_count
-from pvtool.hv.hypercalls import call
 from pvtool.machine.cpu import CR3, ESI
 from pvtool.machine.stop import StopKind
-from tests.hv.harness import RW, US, P, boot
-from tests.hv.xenguest import DOMID_SELF, EFAULT, EINVAL, ENOSYS, HC, neg
+from tests.hv.harness import RW, US, P, boot, hypercall
+from tests.hv.xenguest import (
+    DOMID_SELF,
+    EFAULT,
+    EINVAL,
+    ENOSYS,
+    HC,
+    STALE_TRANSLATION,
+    STALE_TRANSLATION_DATA,
+    neg,
+)
 
 PAGE = 4096
 A, D = 0x20, 0x40
@@ -36,23 +44,6 @@ SCRATCH = r"""
 frames: .skip 4096 * 8
 buf:    .skip 4096
 """
-
-
-@pytest.fixture(scope="module")
-def idle_guest(build):
-    return build("", bss=SCRATCH)
-
-
-@pytest.fixture
-def idle(idle_guest):
-    """A booted domain whose guest has not run one instruction."""
-    return boot(idle_guest)
-
-
-def hypercall(booted, number, *args):
-    domain = booted.domain
-    return call(domain, domain.vcpu, number, tuple(args) + (0,) * (5 - len(args))) \
-        & 0xFFFFFFFF
 
 
 def frame(booted, index):
@@ -313,11 +304,7 @@ def test_after_new_baseptr_the_new_tables_are_the_ones_protected(idle):
 
 # The guest's mmuext_op of the one operation at `ops`, its result stored at `rc`.
 MMUEXT_OPS = r"""
-    mov ebx, offset ops
-    mov ecx, 1
-    xor edx, edx
-    mov esi, 0x7ff0
-    HYPERCALL mmuext_op
+    MMUEXT_OP ops
     mov [rc], eax
 """
 
@@ -406,34 +393,16 @@ def test_shared_info_can_never_become_a_page_table(run_guest):
 def test_mmuext_tlb_operations_drop_a_stale_translation(build, cmd):
     """The guest caches the translation of page 0, the test changes its PTE behind
     the TLB's back, the guest sees the stale page, then flushes and sees the new one."""
-    booted = boot(build(r"""
-    mov dword ptr [frames], 0xaaaa0000
-    mov dword ptr [frames + 4096], 0xbbbb1111
-    mov eax, [frames]
-    mov [before], eax
-    mov dword ptr [phase], 1
-wait_for_test:
-    cmp dword ptr [go], 0
-    je wait_for_test
-    mov eax, [frames]
-    mov [stale], eax
+    booted = boot(build(STALE_TRANSLATION + r"""
     mov dword ptr [ops + 4], offset frames
 """ + MMUEXT_OPS + r"""
     mov eax, [frames]
     mov [after], eax
-""", data=f"""
-phase: .long 0
-go: .long 0
-before: .long 0
-stale: .long 0
-after: .long 0
+""", data=STALE_TRANSLATION_DATA + f"""
 rc: .long 0xffffffff
 ops: .long {cmd}, 0, 0
 """, bss=SCRATCH))
-    booted.run_until("phase", 1)
-    va = frame(booted, 0)
-    booted.memory.write_u32(booted.pte_address(va), frame(booted, 1) | PTE_RW)
-    booted.write_u32s("go", 1)
+    booted.remap_behind_the_tlb(frame(booted, 0), frame(booted, 1) | PTE_RW)
     booted.run()
     assert booted.u32("rc") == 0
     assert booted.u32("before") == 0xAAAA0000

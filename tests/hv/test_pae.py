@@ -111,11 +111,7 @@ MMU_ASM = """
     .macro MMUEXT cmd, arg1
     mov dword ptr [op], \\cmd
     mov dword ptr [op + 4], \\arg1
-    mov ebx, offset op
-    mov ecx, 1
-    xor edx, edx
-    mov esi, 0x7ff0
-    HYPERCALL mmuext_op
+    MMUEXT_OP op
     .endm
 
     .macro REMAP va, pte_lo, pte_hi=0

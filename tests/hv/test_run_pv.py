@@ -3,16 +3,14 @@ pvtool.run.run_image: how a domain's end becomes an exit status, one line on std
 and the summary."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
+from functools import partial
 
 import pytest
 
 from pvtool.machine.stop import StopKind
 from pvtool.run import Mode, RunOptions, run_image
+from tests import cli
 
-PVTOOL = Path(sys.executable).with_name("pvtool")
 GUEST_FAULT_STATUS = 77  # README, "Exit status": the domain crashed
 
 HELLO = r"""
@@ -29,32 +27,25 @@ HELLO = r"""
 """
 HELLO_DATA = 'msg: .ascii "xen says hi\\n"\nmsg_end:'
 
-
-def pvtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(PVTOOL), *args], capture_output=True, timeout=60,
-                          check=False)
-
-
-def lines(data: bytes) -> list[str]:
-    return data.decode().splitlines()
+pvtool = partial(cli.pvtool, installed=True, timeout=60)  # the command a user types
 
 
 @pytest.mark.parametrize("reason", [0, 1], ids=["poweroff", "reboot"])
 def test_a_guest_that_shuts_down_cleanly_exits_0_with_its_console_on_stdout(build, reason):
     guest = build(HELLO + f"    SHUTDOWN {reason}\n", data=HELLO_DATA)
     done = pvtool("run", "--quiet", str(guest.path))
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == b"xen says hi\nxen says hi\n"
-    assert done.stderr == b""
+    assert done.status == 0, done.stderr
+    assert done.stdout_bytes == b"xen says hi\nxen says hi\n"
+    assert done.stderr_bytes == b""
 
 
 def test_a_guest_that_shuts_down_with_crash_exits_77_with_one_line(build):
     guest = build(HELLO + "    SHUTDOWN SHUTDOWN_crash\n", data=HELLO_DATA)
     done = pvtool("run", "--quiet", str(guest.path))
-    assert done.returncode == GUEST_FAULT_STATUS
-    assert done.stdout == b"xen says hi\nxen says hi\n"
-    assert len(lines(done.stderr)) == 1
-    assert "crash" in done.stderr.decode()
+    assert done.status == GUEST_FAULT_STATUS
+    assert done.stdout_bytes == b"xen says hi\nxen says hi\n"
+    assert len(done.stderr.splitlines()) == 1
+    assert "crash" in done.stderr
 
 
 IRET_TO_RING_0 = r"""
@@ -77,22 +68,22 @@ trap_table:
 def test_hypervisor_iret_to_ring_0_crashes_the_domain_exit_77_and_one_line(build):
     guest = build(IRET_TO_RING_0, handlers=IRET_TO_RING_0_HANDLER, data=IRET_TO_RING_0_DATA)
     done = pvtool("run", "--quiet", str(guest.path))
-    assert done.returncode == GUEST_FAULT_STATUS
-    assert done.stdout == b""
-    (line,) = lines(done.stderr)
+    assert done.status == GUEST_FAULT_STATUS
+    assert done.stdout_bytes == b""
+    (line,) = done.stderr.splitlines()
     assert line.startswith("pvtool: error:")
     assert "iret" in line and "ring 0" in line
     # With the summary, the error is still a single line of its own.
     done = pvtool("run", str(guest.path))
-    assert done.returncode == GUEST_FAULT_STATUS
-    assert [x for x in lines(done.stderr) if x.startswith("pvtool: error:")] == [line]
+    assert done.status == GUEST_FAULT_STATUS
+    assert [x for x in done.stderr.splitlines() if x.startswith("pvtool: error:")] == [line]
 
 
 def test_the_json_summary_lists_the_hypercalls_the_guest_made(build):
     guest = build(HELLO, data=HELLO_DATA)
     done = pvtool("run", "--json", str(guest.path))
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == b"xen says hi\nxen says hi\n"
+    assert done.status == 0, done.stderr
+    assert done.stdout_bytes == b"xen says hi\nxen says hi\n"
     summary = json.loads(done.stderr)
     assert summary["mode"] == "pv"
     assert summary["stop"]["kind"] == "shutdown"
@@ -103,9 +94,9 @@ def test_the_json_summary_lists_the_hypercalls_the_guest_made(build):
 
 def test_a_guest_without_xen_notes_is_refused_with_status_69(build):
     done = pvtool("run", str(build("", notes=()).path))
-    assert done.returncode == 69
-    assert done.stdout == b""
-    (line,) = lines(done.stderr)
+    assert done.status == 69
+    assert done.stdout_bytes == b""
+    (line,) = done.stderr.splitlines()
     assert "Xen" in line
 
 
@@ -167,6 +158,6 @@ def test_a_guest_that_blocks_with_nothing_to_wake_it_ends_with_status_79(build):
     HYPERCALL console_io
 """, data='woke: .ascii "woke!"')
     done = pvtool("run", "--quiet", "--max-insns", "1000000", str(guest.path))
-    assert done.returncode == 79
-    assert done.stdout == b""
-    assert len(lines(done.stderr)) == 1
+    assert done.status == 79
+    assert done.stdout_bytes == b""
+    assert len(done.stderr.splitlines()) == 1

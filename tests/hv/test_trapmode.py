@@ -7,8 +7,7 @@ state, so it FAILs. Everything else they print is their native output.
 """
 
 import json
-import subprocess
-import sys
+from functools import partial
 
 import pytest
 
@@ -16,8 +15,9 @@ from pvtool.hv import layout
 from pvtool.machine.stop import StopKind
 from pvtool.run import Mode, RunOptions, run_image
 from pvtool.x86.catalogue import by_name
+from tests import cli
 from tests.guests_asm.build import GuestBuilder
-from tests.oracles import REPO_ROOT, guest_path
+from tests.oracles import guest_path
 
 # Each self-test line, and the catalogue class whose behaviour in ring 1 decides it.
 # cli faults and is emulated (and the hardware IF follows the virtual one, see
@@ -36,9 +36,7 @@ CHECKS_PER_LINE = {"selftest: popf restores IF, set and clear": 2,
                    "eflags: popf restores IF set and clear": 2}
 
 
-def pvtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pvtool", *args], cwd=REPO_ROOT,
-                          capture_output=True, timeout=300)
+pvtool = partial(cli.pvtool, process=True, timeout=300)  # the real process's status
 
 
 def predicted(native: str, name: str) -> str:
@@ -68,17 +66,17 @@ def runs(request):
 
 def test_trap_mode_output_is_native_except_the_predicted_failures(runs):
     name, native, trap = runs
-    assert native.returncode == 0
-    assert trap.stdout.decode() == predicted(native.stdout.decode(), name)
-    assert trap.returncode == 1  # the guest's own verdict: some checks failed
+    assert native.status == 0
+    assert trap.stdout == predicted(native.stdout, name)
+    assert trap.status == 1  # the guest's own verdict: some checks failed
 
 
 def test_the_failures_are_the_non_faulting_sensitive_instructions(runs):
     _, _, trap = runs
-    failing = {line.split(" FAIL")[0] for line in trap.stdout.decode().splitlines()
+    failing = {line.split(" FAIL")[0] for line in trap.stdout.splitlines()
                if line.endswith(" FAIL")}
     assert failing == {prefix for prefix, cls in DECIDED_BY.items()
-                       if prefix in trap.stdout.decode()
+                       if prefix in trap.stdout
                        and not by_name(cls).faults_when_deprivileged}
 
 
@@ -100,7 +98,7 @@ def test_summary_lists_the_sensitive_instructions_that_ran(runs):
 
 def test_the_human_summary_names_addresses_and_counts():
     done = pvtool("run", "--trap", str(guest_path("hello")))
-    text = done.stderr.decode()
+    text = done.stderr
     assert "sensitive instructions that ran untrapped" in text
     assert "popfd" in text and "0x001" in text
 

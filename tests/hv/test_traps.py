@@ -80,6 +80,18 @@ records:    .fill 16 * 8, 4, 0x5a5a5a5a
 
 RECORDING_BSS = "shared_page: .skip 4096"
 
+# The recording handlers' data with a trap table whose breakpoint gate has DPL 0: int3
+# or `int 3` from the kernel's ring 1 is then a #GP.
+BP_FORBIDDEN_DATA = r"""
+trap_table:
+    TRAP 3, 0, bp_handler
+    TRAP 13, 0, gp_handler
+    .long 0, 0
+resume:     .long 0
+trap_count: .long 0
+records:    .fill 16 * 8, 4, 0
+"""
+
 SETUP = r"""
     mov ebx, offset trap_table
     HYPERCALL set_trap_table
@@ -238,15 +250,7 @@ def test_an_int3_the_trap_table_forbids_is_a_gp_at_the_one_byte_instruction(run_
 int3_insn:
     int3
 after_int3:
-""", handlers=RECORDING_HANDLERS, bss=RECORDING_BSS, data=r"""
-trap_table:
-    TRAP 3, 0, bp_handler
-    TRAP 13, 0, gp_handler
-    .long 0, 0
-resume:     .long 0
-trap_count: .long 0
-records:    .fill 16 * 8, 4, 0
-""")
+""", handlers=RECORDING_HANDLERS, bss=RECORDING_BSS, data=BP_FORBIDDEN_DATA)
     (fault,) = records(booted)
     assert (fault["vector"], fault["error"]) == (13, 3 * 8 + 2)
     assert fault["eip"] == booted.guest["int3_insn"]
@@ -587,15 +591,7 @@ def test_the_two_byte_int_3_forbidden_by_the_trap_table_is_a_gp_two_bytes_back(r
 int_insn:
     .byte 0xcd, 0x03
 after_int:
-""", handlers=RECORDING_HANDLERS, bss=RECORDING_BSS, data=r"""
-trap_table:
-    TRAP 3, 0, bp_handler
-    TRAP 13, 0, gp_handler
-    .long 0, 0
-resume:     .long 0
-trap_count: .long 0
-records:    .fill 16 * 8, 4, 0
-""")
+""", handlers=RECORDING_HANDLERS, bss=RECORDING_BSS, data=BP_FORBIDDEN_DATA)
     (fault,) = records(booted)
     assert (fault["vector"], fault["error"]) == (13, 3 * 8 + 2)
     assert fault["eip"] == booted.guest["int_insn"]

@@ -13,14 +13,11 @@ fail these tests, not be shared by the guest and the hypervisor.
 
 from __future__ import annotations
 
-import hashlib
 import struct
-import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.oracles import require_tool
+from tests.binutils import KERNEL_FLAGS, Binary, build_once
 
 KERNEL_BASE = 0x100000
 PAGE = 4096
@@ -53,6 +50,7 @@ XEN_ABI = r"""
     .set MMUEXT_INVLPG_LOCAL, 7
     .set UVMF_NONE, 0
     .set UVMF_INVLPG, 2
+    .set DOMID_SELF, 0x7ff0
     .set FLAT_RING1_CS, 0xe019
     .set FLAT_RING1_DS, 0xe021
     .set SI_shared_info, 36
@@ -69,6 +67,15 @@ XEN_ABI = r"""
 
     .macro HYPERCALL name
     call hypercall_page + HC_\name * 32
+    .endm
+
+    /* mmuext_op(OPS, COUNT, no done count, DOMID_SELF); EAX holds the result. */
+    .macro MMUEXT_OP ops, count=1
+    mov ebx, offset \ops
+    mov ecx, \count
+    xor edx, edx
+    mov esi, DOMID_SELF
+    HYPERCALL mmuext_op
     .endm
 
     /* jmp (not call) to the iret entry: it pushes EAX itself (XEN-ABI.md). */
@@ -135,6 +142,7 @@ stack:
 stack_top:
 """
 
+# One ELF note named "Xen" (Linux's ELFNOTE(Xen, type, desc)).
 NOTE = """    .balign 4
     .long 2f - 1f
     .long 4f - 3f
@@ -143,6 +151,31 @@ NOTE = """    .balign 4
 2:  .balign 4
 3:  {desc}
 4:  .balign 4
+"""
+
+# A stale translation, for the TLB tests: the guest reads the first page of `frames`
+# (two pages of its own) so that its translation is cached, reports phase 1 and waits
+# for `go` while the test remaps that page onto the second behind the TLB's back
+# (harness.Booted.remap_behind_the_tlb), then reads it again into `stale`. The test's
+# guest code follows: a flush, and the value it then reads into `after`.
+STALE_TRANSLATION = r"""
+    mov dword ptr [frames], 0xaaaa0000
+    mov dword ptr [frames + 4096], 0xbbbb1111
+    mov eax, [frames]
+    mov [before], eax
+    mov dword ptr [phase], 1
+wait_for_test:
+    cmp dword ptr [go], 0
+    je wait_for_test
+    mov eax, [frames]
+    mov [stale], eax
+"""
+STALE_TRANSLATION_DATA = """
+phase: .long 0
+go: .long 0
+before: .long 0
+stale: .long 0
+after: .long 0
 """
 
 # The notes a 32-bit non-PAE Xen 3.0 kernel carries (XEN-ABI.md, "Boot"): type, value.
@@ -171,13 +204,12 @@ SECTIONS {{
 """
 
 
-@dataclass(frozen=True)
-class Guest:
-    path: Path
-    symbols: dict[str, int] = field(hash=False)
+class Guest(Binary):
+    """A test guest: its ELF (`elf`, or `path`) and its symbols."""
 
-    def __getitem__(self, name: str) -> int:
-        return self.symbols[name]
+    @property
+    def path(self) -> Path:
+        return self.elf
 
 
 def guest_source(text: str = "", *, handlers: str = "", data: str = "", bss: str = "",
@@ -188,34 +220,12 @@ def guest_source(text: str = "", *, handlers: str = "", data: str = "", bss: str
                            notes=note_text)
 
 
-def _run(command: list[str], cwd: Path) -> str:
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
-    if done.returncode:
-        raise AssertionError(f"{' '.join(command)} failed:\n{done.stderr}")
-    return done.stdout
-
-
 def link(workdir: Path, source: str, *, e_entry: str = "_start",
          base: int = KERNEL_BASE) -> Guest:
-    """Assemble and link SOURCE (cached by content); return the ELF and its symbols."""
-    key = hashlib.sha256(f"{source}\0{e_entry}\0{base}".encode()).hexdigest()[:16]
-    directory = workdir / key
-    elf = directory / "guest.elf"
-    if not elf.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "guest.s").write_text(source)
-        (directory / "guest.ld").write_text(LINKER_SCRIPT.format(e_entry=e_entry, base=base))
-        _run([require_tool("as"), "--32", "-o", "guest.o", "guest.s"], directory)
-        _run([require_tool("ld"), "-m", "elf_i386", "-nostdlib", "--build-id=none",
-              "-z", "noexecstack", "-T", "guest.ld", "-o", "guest.tmp", "guest.o"],
-             directory)
-        (directory / "guest.tmp").rename(elf)
-    symbols = {}
-    for line in _run([require_tool("nm"), str(elf)], directory).splitlines():
-        fields = line.split()
-        if len(fields) == 3:  # skip undefined symbols ("U name")
-            symbols[fields[2]] = int(fields[0], 16)
-    return Guest(elf, symbols)
+    """Assemble and link SOURCE (once per session); return the ELF and its symbols."""
+    built = build_once(workdir, source, flags=KERNEL_FLAGS,
+                       script=LINKER_SCRIPT.format(e_entry=e_entry, base=base))
+    return Guest(built.elf, built.symbols)
 
 
 def u32s(data: bytes) -> tuple[int, ...]:

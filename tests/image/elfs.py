@@ -1,18 +1,16 @@
 """Tiny real kernels for the image tests, built with the GNU toolchain in tmp_path.
 
 Each is a Multiboot ELF the way guests/ builds them (GNU as, then ld with a linker
-script), for x86-32 (`as --32`, `ld -m elf_i386`) or x86-64 (`as --64`,
-`ld -m elf_x86_64`), small enough to reason about byte by byte. The default 32-bit one
-also runs on QEMU: it prints the byte at `greeting` on COM1, calls `hook` (a bare ret
-the writer tests redirect into an added section) and exits through isa-debug-exit with
-code 3.
+script: tests/binutils.py), for x86-32 or x86-64, small enough to reason about byte by
+byte. The default 32-bit one also runs on QEMU: it prints the byte at `greeting` on
+COM1, calls `hook` (a bare ret the writer tests redirect into an added section) and
+exits through isa-debug-exit with code 3.
 """
 
 import struct
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
+from tests import binutils
 from tests.oracles import require_tool
 
 KERNEL_ASM = r"""
@@ -91,7 +89,6 @@ SECTIONS {
 """
 
 
-
 def higher_half_ld(base: int) -> str:
     """Linked at BASE + 1 MiB and loaded at 1 MiB."""
     return f"""
@@ -110,33 +107,19 @@ SECTIONS {{
 HIGHER_HALF_LD = higher_half_ld(0xC0000000)
 HIGHER_HALF64_LD = higher_half_ld(0xFFFFFFFF80000000)
 
-LD_FLAGS = ("-nostdlib", "--build-id=none", "-z", "noexecstack")
+KERNELS = {32: KERNEL_ASM, 64: KERNEL64_ASM}  # each width's default kernel
 
-
-@dataclass(frozen=True)
-class Width:
-    """How the GNU toolchain builds a kernel of one width."""
-
-    as_flag: str
-    emulation: str  # ld -m
-    kernel_asm: str
-
-
-WIDTHS = {32: Width("--32", "elf_i386", KERNEL_ASM),
-          64: Width("--64", "elf_x86_64", KERNEL64_ASM)}
-
-
-def _run(command: list[str], cwd: Path) -> None:
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stderr}"
+# An x86-64 executable that only spins.
+SPIN64_ASM = """
+    .globl _start
+_start:
+    jmp _start
+"""
 
 
 def assemble(directory: Path, asm: str, name: str = "kernel", bits: int = 32) -> Path:
-    require_tool("as")
-    source = directory / f"{name}.s"
-    source.write_text(asm)
-    _run(["as", WIDTHS[bits].as_flag, source.name, "-o", f"{name}.o"], directory)
-    return directory / f"{name}.o"
+    """The relocatable object of asm."""
+    return binutils.assemble(asm, directory / f"{name}.o", bits=bits)
 
 
 def build_kernel(directory: Path, asm: str | None = None, *,
@@ -144,24 +127,15 @@ def build_kernel(directory: Path, asm: str | None = None, *,
                  name: str = "kernel", bits: int = 32) -> Path:
     """Assemble asm (by default the width's kernel) and link it with the linker script
     (or none, for ld's default)."""
-    width = WIDTHS[bits]
-    obj = assemble(directory, width.kernel_asm if asm is None else asm, name, bits)
-    require_tool("ld")
-    command = ["ld", "-m", width.emulation, *LD_FLAGS, *ld_args, "-o", f"{name}.elf",
-               obj.name]
-    if script is not None:
-        (directory / f"{name}.ld").write_text(script)
-        command[1:1] = ["-T", f"{name}.ld"]
-    _run(command, directory)
-    return directory / f"{name}.elf"
+    flags = (*binutils.KERNEL_FLAGS, *ld_args)
+    source = KERNELS[bits] if asm is None else asm
+    return binutils.build(directory, source, name=name, bits=bits, script=script,
+                          flags=flags).elf
 
 
 def build_elf64(directory: Path) -> Path:
-    """An x86-64 executable from plain gcc (no libc needed: it only spins)."""
-    require_tool("gcc")
-    (directory / "spin.c").write_text("void _start(void) { for (;;) ; }\n")
-    _run(["gcc", "-nostdlib", "-static", "-o", "spin64", "spin.c"], directory)
-    return directory / "spin64"
+    """An x86-64 executable (as --64, ld -m elf_x86_64)."""
+    return binutils.build(directory, SPIN64_ASM, name="spin64", bits=64).elf
 
 
 def poke(path: Path, offset: int, fmt: str, *values: int) -> None:
@@ -173,7 +147,5 @@ def poke(path: Path, offset: int, fmt: str, *values: int) -> None:
 
 def tool_output(*command: str) -> tuple[str, str]:
     """stdout and stderr of a binutils oracle (readelf, objdump); it must succeed."""
-    require_tool(command[0])
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stderr}"
+    done = binutils.run_tool(require_tool(command[0]), *command[1:])
     return done.stdout, done.stderr

@@ -25,6 +25,7 @@ from tests.image.elfs import (
     poke,
     tool_output,
 )
+from tests.profiles import examples
 
 E_MACHINE = 18
 PHDR_SIZE = 32
@@ -412,7 +413,7 @@ def test_relocatable_object_is_unsupported(tmp_path):
         load_elf(obj)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), suppress_health_check=[HealthCheck.too_slow])
 @given(edits=st.lists(st.tuples(st.one_of(st.integers(0, 0xFF), st.integers(0x2000, 0x2300)),
                                 st.integers(0, 255)), min_size=1, max_size=8))
 def test_damaged_images_only_raise_image_errors(fuzz_kernel, tmp_path_factory, edits):

@@ -13,25 +13,15 @@ from pvtool.image.elf import load_elf
 from pvtool.image.elf_format import ELF32, ELF64
 from pvtool.image.writer import write_patched_elf
 from pvtool.image.xen_notes import build_xen_notes, parse_xen_notes
-from tests.image.elfs import WIDTHS, build_kernel, tool_output
+from tests.hv.xenguest import NOTE
+from tests.image.elfs import KERNELS, build_kernel, tool_output
 
 # Linux's include/linux/elfnote.h, ELFNOTE(Xen, type, desc), spelled out.
-ELFNOTE = """
-    .pushsection .note.Xen, "a", @note
-    .balign 4
-    .long 2f - 1f
-    .long 4f - 3f
-    .long {type}
-1:  .asciz "Xen"
-2:  .balign 4
-3:  {desc}
-4:  .balign 4
-    .popsection
-"""
+ELFNOTE = '    .pushsection .note.Xen, "a", @note\n' + NOTE + "    .popsection\n"
 
 
 def kernel_with_notes(tmp_path, *notes: tuple[int, str], bits: int = 32):
-    asm = WIDTHS[bits].kernel_asm + "".join(ELFNOTE.format(type=t, desc=d) for t, d in notes)
+    asm = KERNELS[bits] + "".join(ELFNOTE.format(type=t, desc=d) for t, d in notes)
     return build_kernel(tmp_path, asm, bits=bits)
 
 

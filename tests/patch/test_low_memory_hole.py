@@ -5,11 +5,10 @@ whose segments leave no room is refused (exit status 76) and nothing is written.
 Facts about the outputs are read back with readelf (tests/patch/tools.py)."""
 
 import pytest
-from click.testing import CliRunner
 
-from pvtool.cli import cli
 from pvtool.errors import PatchError
 from pvtool.patch.pipeline import patch_image
+from tests.cli import pvtool
 from tests.patch.tools import (
     HOLE_BASE,
     IDENTITY_TABLES,
@@ -105,8 +104,8 @@ def test_a_kernel_whose_segments_leave_no_room_in_the_hole_is_refused_with_76(
     elf = kernel_with_a_segment_at(tmp_path / "build", low, size)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    result = CliRunner().invoke(cli, ["patch", str(elf), "-o", str(out_dir / "k.pv.elf")])
-    assert result.exit_code == 76, (result.exit_code, result.stderr)
+    result = pvtool("patch", elf, "-o", out_dir / "k.pv.elf")
+    assert result.status == 76, (result.status, result.stderr)
     (line,) = result.stderr.splitlines()
     assert line.startswith("pvtool: error: ") and "low-memory hole" in line
     assert result.stdout == ""

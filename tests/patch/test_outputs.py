@@ -7,10 +7,9 @@ import re
 import struct
 
 import pytest
-from click.testing import CliRunner
 
-from pvtool.cli import cli
 from pvtool.patch.pipeline import patch_image
+from tests.cli import pvtool
 from tests.oracles import guest_path, require_tool
 from tests.patch.tools import (
     HC_PHYSDEV_OP,
@@ -129,8 +128,8 @@ def test_debians_diffstat_counts_the_listing_diff_as_pvtool_diffstat_does(hello,
     rows = list(csv.reader(table[1:]))
     assert len(rows) == 1
     inserted, deleted, modified = map(int, rows[0][:3])
-    result = CliRunner().invoke(cli, ["diffstat", "--json", str(diff)])
-    assert result.exit_code == 0, result.output
+    result = pvtool("diffstat", "--json", diff)
+    assert result.status == 0, result.output
     totals = json.loads(result.stdout)["totals"]
     assert (totals["inserted"], totals["deleted"], totals["modified"]) == (
         inserted, deleted, modified)
@@ -169,8 +168,8 @@ def test_every_reported_site_is_that_instruction_in_the_input(hello):
 def test_the_json_flag_prints_the_report(hello, tmp_path):
     elf, _, _ = hello
     out = tmp_path / "again.elf"
-    result = CliRunner().invoke(cli, ["patch", str(elf), "-o", str(out), "--json"])
-    assert result.exit_code == 0, result.stderr
+    result = pvtool("patch", elf, "-o", out, "--json")
+    assert result.status == 0, result.stderr
     printed = json.loads(result.stdout)
     assert printed == json.loads(out.with_suffix(".json").read_text())
 

@@ -9,12 +9,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from pvtool.cli import cli
 from pvtool.errors import InputMissingError, PatchError
 from pvtool.patch.patchset import PATCHES_DIR, Action, load_patch_set, parse_glue
 from pvtool.x86.catalogue import CATALOGUE
+from tests.cli import pvtool
 from tests.oracles import guest_path
 
 XEN32 = PATCHES_DIR / "xen32"
@@ -122,11 +121,11 @@ def test_a_trap_rule_without_a_handler_fails_pvtool_patch_in_one_line(tmp_path):
     """`pvtool patch --patch-set DIR`: the patch set is refused before any site is
     planned, with the patch-error status, naming the rules file and the class."""
     folder = broken_set(tmp_path, BROKEN_RULES["trap rule without a handler"][0])
-    result = CliRunner().invoke(cli, ["patch", "--patch-set", str(folder),
-                                      str(guest_path("hello")), "-o", str(tmp_path / "o.elf")])
-    assert result.exit_code == 76, result.stderr
-    (line,) = result.stderr.splitlines()
-    assert line.startswith("pvtool: error: ") and str(folder / "rules.toml") in line
+    result = pvtool("patch", "--patch-set", folder, guest_path("hello"), "-o",
+                    tmp_path / "o.elf")
+    assert result.status == 76, result.stderr
+    line = result.error_line()
+    assert str(folder / "rules.toml") in line
     assert "does not emulate str" in line
     assert not (tmp_path / "o.elf").exists()
 

@@ -1,7 +1,7 @@
 """Small kernels built with the GNU toolchain, and binutils as the oracle that reads
 what the patcher wrote (objdump for instructions, readelf for the ELF structure).
 
-Nothing here imports the patcher: a kernel is assembled by gcc and linked by ld, and
+Nothing here imports the patcher: a kernel is assembled by as and linked by ld, and
 every fact a test checks about an output is read back by binutils or by the few lines
 of struct code below (note records, the trap-site table), written from the ELF gABI and
 docs/ABI.md rather than from pvtool's own modules.
@@ -11,11 +11,12 @@ import functools
 import json
 import re
 import struct
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.binutils import build
+from tests.binutils import run_tool as run
 from tests.oracles import require_tool
 
 TEXT = 0x0010_0000
@@ -57,42 +58,18 @@ HOLE_BASE, HOLE_LIMIT = 0xA_0000, 0x10_0000
 IDENTITY_TABLES = 1 + 64
 
 
-def run(*command: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(command, capture_output=True, text=True)
-    if check and done.returncode:
-        raise AssertionError(f"{' '.join(command)} failed:\n{done.stderr}")
-    return done
-
-
 # ---- building kernels ---------------------------------------------------------------
 
 
 def build_kernel(workdir: Path, body: str, *, data: str = "", name: str = "kernel",
                  script: str | None = None) -> tuple[Path, dict[str, int]]:
     """Assemble BODY (Intel syntax, after the Multiboot header, `_start` must be in it)
-    with gcc -m32 and link it with ld -m elf_i386 -Ttext=0x100000 (or with the linker
+    with as --32 and link it with ld -m elf_i386 -Ttext=0x100000 (or with the linker
     SCRIPT); return the ELF and its symbols (name -> address)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    source, obj, elf = (workdir / f"{name}{ext}" for ext in (".S", ".o", ".elf"))
     text = MULTIBOOT + body + ("\n.data\n" + data if data else "") + "\n"
-    source.write_text(text)
-    run(require_tool("gcc"), "-m32", "-c", str(source), "-o", str(obj))
-    placement = [f"-Ttext={TEXT:#x}"]
-    if script is not None:
-        (workdir / f"{name}.ld").write_text(script)
-        placement = ["-T", str(workdir / f"{name}.ld")]
-    run(require_tool("ld"), "-m", "elf_i386", *placement, "-e", "_start", "-o", str(elf),
-        str(obj))
-    return elf, symbols(elf)
-
-
-def symbols(elf: Path) -> dict[str, int]:
-    out = run(require_tool("nm"), str(elf)).stdout
-    table = {}
-    for line in out.splitlines():
-        value, _, name = line.split()
-        table[name] = int(value, 16)
-    return table
+    kernel = build(workdir, text, name=name, script=script, entry="_start",
+                   text=TEXT if script is None else None)
+    return kernel.elf, kernel.symbols
 
 
 # ---- objdump --------------------------------------------------------------------------

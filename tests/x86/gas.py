@@ -4,33 +4,22 @@ Missing binutils skip the test on a developer's machine and fail it in CI
 (tests.oracles.require_tool).
 """
 
-import subprocess
 from pathlib import Path
 
-from tests.oracles import require_tool
+from tests.binutils import IMPURE, assemble, build, section_bytes, symbols
 
 HEADER = (".intel_syntax noprefix",)
 
+__all__ = ["gnu_assemble", "gnu_link", "gnu_object", "section_bytes"]
 
-def _run(*command: str) -> None:
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        raise AssertionError(f"{' '.join(command)} failed:\n{done.stderr}")
+
+def source(lines: list[str], mode: int) -> str:
+    return "\n".join([*HEADER, f".code{mode}", *lines]) + "\n"
 
 
 def gnu_object(lines: list[str], mode: int, workdir: Path, name: str = "oracle") -> Path:
     """Assemble `lines` with `as --32/--64`; return the object file."""
-    source, obj = workdir / f"{name}.s", workdir / f"{name}.o"
-    source.write_text("\n".join([*HEADER, f".code{mode}", *lines]) + "\n")
-    _run(require_tool("as"), f"--{mode}", "-o", str(obj), str(source))
-    return obj
-
-
-def section_bytes(path: Path, section: str = ".text") -> bytes:
-    """One section of an object or executable, as raw bytes."""
-    out = path.with_suffix(path.suffix + section.replace(".", "_") + ".bin")
-    _run(require_tool("objcopy"), "-O", "binary", "-j", section, str(path), str(out))
-    return out.read_bytes()
+    return assemble(source(lines, mode), workdir / f"{name}.o", bits=mode)
 
 
 def gnu_assemble(lines: list[str], mode: int, workdir: Path) -> bytes:
@@ -57,22 +46,9 @@ def gnu_window(window: list[str], at: int, mode: int, workdir: Path,
     return section_bytes(obj)[at : symbols(obj)["window_end"]]
 
 
-def symbols(path: Path) -> dict[str, int]:
-    """The symbols of an object or executable (name -> value), as nm lists them."""
-    nm = subprocess.run([require_tool("nm"), str(path)], capture_output=True, text=True,
-                        check=True)  # fmt: skip
-    found = {}
-    for line in nm.stdout.splitlines():
-        value, _, name = line.split()
-        found[name] = int(value, 16)
-    return found
-
-
 def gnu_link(lines: list[str], workdir: Path, *, text: int, data: int) -> tuple[Path, dict]:
     """Assemble and link a 32-bit program with .text at `text` and .data at `data`;
     return the executable and its symbols (name -> address)."""
-    obj = gnu_object(lines, 32, workdir, "program")
-    exe = workdir / "program.elf"
-    _run(require_tool("ld"), "-m", "elf_i386", "-N", "-e", "_start",
-         "-Ttext", hex(text), "-Tdata", hex(data), "-o", str(exe), str(obj))  # fmt: skip
-    return exe, symbols(exe)
+    program = build(workdir, source(lines, 32), entry="_start", text=text, data=data,
+                    flags=IMPURE)
+    return program.elf, program.symbols

@@ -1,0 +1,22 @@
+"""Fixtures of the benchmark tests: `pvtool bench` run once on a guest, for the tests
+that read its JSON and its table."""
+
+import json
+
+import pytest
+
+from tests.cli import pvtool
+
+
+@pytest.fixture(scope="module")
+def bench_report(tmp_path_factory, guests):
+    """bench_report(guest) -> (the JSON, stdout) of `pvtool bench` on build/guests/GUEST,
+    one repetition."""
+
+    def _bench(guest: str) -> tuple[dict, str]:
+        out = tmp_path_factory.mktemp("bench") / "out.json"
+        result = pvtool("bench", guests(guest), "--repeat", "1", "--json", out)
+        assert result.status == 0, result.output
+        return json.loads(out.read_text()), result.stdout
+
+    return _bench
