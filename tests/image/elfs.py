@@ -134,8 +134,10 @@ def build_kernel(directory: Path, asm: str | None = None, *,
 
 
 def build_elf64(directory: Path) -> Path:
-    """An x86-64 executable (as --64, ld -m elf_x86_64)."""
-    return binutils.build(directory, SPIN64_ASM, name="spin64", bits=64).elf
+    """An x86-64 executable (as --64, ld -m elf_x86_64) with a GNU build-id note, as
+    gcc links one."""
+    return binutils.build(directory, SPIN64_ASM, name="spin64", bits=64,
+                          flags=("--build-id=sha1",)).elf
 
 
 def poke(path: Path, offset: int, fmt: str, *values: int) -> None:

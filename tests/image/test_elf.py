@@ -185,7 +185,7 @@ def test_notes_are_read_once_from_segment_and_section(tmp_path, bits):
     assert [(n.name, n.type, n.desc) for n in image.notes] == [(b"GNU", 3, build_id)]
 
 
-def test_elf64_from_plain_gcc_loads_as_x86_64(tmp_path):
+def test_an_elf64_from_gnu_ld_loads_as_x86_64(tmp_path):
     path = build_elf64(tmp_path)
     image = load_elf(path)
     listing, _ = tool_output("readelf", "-hn", str(path))
@@ -353,7 +353,7 @@ def test_section_table_past_end_of_file(kernel):
     expect_image_error(kernel, "section header table runs past the end")
 
 
-def test_elf64_from_plain_gcc_is_unsupported(tmp_path):
+def test_an_elf64_from_gnu_ld_is_unsupported(tmp_path):
     """Refused by the commands that cannot take it yet (require_32bit), no longer by
     the loader."""
     with pytest.raises(UnsupportedImageError) as err:
