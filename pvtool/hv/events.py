@@ -3,7 +3,7 @@ event_2l.c), the one-shot timer of set_timer_op and vcpu_info.time.
 
 A port is pending when its bit in shared_info.evtchn_pending is set. Setting it on an
 unmasked port also sets the port's word in vcpu_info.evtchn_pending_sel and
-vcpu_info.evtchn_upcall_pending, which is what makes the trap handler bounce to the
+vcpu_info.evtchn_upcall_pending, which is what makes the PV supervisor bounce to the
 event callback once the upcall mask is clear (hv/traps.py). The console and xenstore
 ports of start_info are bound from the start to the hypervisor's side (DOMID_XEN):
 a send on the console port drains the console ring (hv/console.py).

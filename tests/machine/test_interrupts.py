@@ -1,6 +1,7 @@
-"""Interrupt and exception delivery through the guest's IDT (machine/interrupts.py),
-by small real guests booted on the native machine and, for every one, on QEMU too: the
-records each guest prints (frames, error codes, CR2, EFLAGS) must be QEMU's bytes.
+"""Interrupt and exception delivery through the guest's IDT (machine/delivery.py under
+machine/native.py's rules), by small real guests booted on the native machine and, for
+every one, on QEMU too: the records each guest prints (frames, error codes, CR2,
+EFLAGS) must be QEMU's bytes.
 
 The expected values come from the Intel SDM (vol. 3, chapter 6) and the guests' own
 symbols: a fault pushes the faulting instruction's address, `int n` the next one.
