@@ -25,6 +25,7 @@ from pvtool.x86.descriptors import (
     TYPE_SHIFT,
     WRITABLE,
     SystemType,
+    gdt_offset,
 )
 from pvtool.x86.paging import PAGE_SIZE
 
@@ -116,10 +117,11 @@ class Gdt:
 
     def _descriptor(self, selector: int) -> int | None:
         """The present code or data descriptor SELECTOR names in the real GDT."""
-        index = selector >> 3
-        if selector & 4 or index == 0 or 8 * index + 7 > layout.GDT_LIMIT:
+        offset = gdt_offset(selector, layout.GDT_LIMIT)
+        if offset is None:
             return None
-        (desc,) = struct.unpack("<Q", self.domain.memory.read_phys(layout.GDT + 8 * index, 8))
+        (desc,) = struct.unpack("<Q", self.domain.memory.read_phys(layout.GDT + offset,
+                                                                   DESCRIPTOR_SIZE))
         return desc if desc & PRESENT_BIT and desc & S_BIT else None
 
     def _write(self, index: int, desc: int) -> None:

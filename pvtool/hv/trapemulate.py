@@ -36,6 +36,7 @@ from pvtool.x86.descriptors import (
     TYPE_SHIFT,
     SegmentDescriptor,
     SystemType,
+    gdt_offset,
 )
 from pvtool.x86.registers import EFLAGS_IF, EFLAGS_IOPL, EFLAGS_RESERVED
 
@@ -88,10 +89,10 @@ class TrapEmulator(Emulator):
         vcpu.set(EFLAGS, vcpu.eflags & ~EFLAGS_IF | (EFLAGS_IF if enabled else 0))
 
     def gdt_entry_address(self, selector: int) -> int:
-        index = selector & ~7
-        if selector & 4 or index == 0 or index + 7 > self.cpu.gdt_limit:
+        offset = gdt_offset(selector, self.cpu.gdt_limit)
+        if offset is None:
             raise DomainCrash(f"selector {selector:#x} is not in the kernel's GDT")
-        return self.cpu.gdt_base + index
+        return self.cpu.gdt_base + offset
 
 
 # -- the virtual IF ---------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pvtool.machine.irq import IrqRouter
 from pvtool.machine.memory import GuestMemory
 from pvtool.machine.pc import Machine
 from pvtool.machine.stop import Stop, StopKind
-from pvtool.x86.descriptors import DPL_SHIFT
+from pvtool.x86.descriptors import DESCRIPTOR_SIZE, DPL_SHIFT, gdt_offset
 from pvtool.x86.registers import EFLAGS_IF
 from pvtool.x86.vectors import Vector
 
@@ -52,11 +52,11 @@ class BareCpuRules:
     def _code_segment_dpl(self, selector: int) -> int:
         """The DPL of the code segment a gate names (from the GDT)."""
         gdt_base, gdt_limit = self.cpu.descriptor_table(GDTR)
-        index = selector & ~7
-        if selector & 4 or index == 0 or index + 7 > gdt_limit:
+        offset = gdt_offset(selector, gdt_limit)
+        if offset is None:
             raise DeliveryFault(Vector.GP, selector & ~3,
                                 f"selector {selector:#x} is not in the GDT")
-        raw = read_guest(self.memory.read_virt, gdt_base + index, 8)
+        raw = read_guest(self.memory.read_virt, gdt_base + offset, DESCRIPTOR_SIZE)
         return (int.from_bytes(raw, "little") >> DPL_SHIFT) & 3
 
     def kernel_stack(self, ring: int) -> tuple[int, int]:

@@ -72,6 +72,16 @@ def selector_fields(value: int) -> tuple[int, bool, int]:
     return value >> 3, bool(value & 4), value & 3
 
 
+def gdt_offset(selector: int, limit: int) -> int | None:
+    """Where SELECTOR's descriptor is in a GDT of LIMIT, in bytes; None for the null
+    selector, an LDT selector, or one whose 8 bytes pass the limit (3.4.2: the CPU's
+    #GP(selector))."""
+    offset = selector & ~7
+    if selector & 4 or offset == 0 or offset + DESCRIPTOR_SIZE - 1 > limit:
+        return None
+    return offset
+
+
 # ---- segment descriptors
 
 

@@ -11,6 +11,7 @@ from pvtool.x86.descriptors import (
     PseudoDescriptor,
     SegmentDescriptor,
     SystemType,
+    gdt_offset,
     selector,
     selector_fields,
 )
@@ -99,6 +100,13 @@ def test_selectors():
     assert selector(1) == 0x08 and selector(5, rpl=3) == 0x2B
     assert selector(2, ldt=True, rpl=1) == 0x15
     assert selector_fields(0xE019) == (0xE019 >> 3, False, 1)  # Xen's FLAT_RING1_CS
+
+
+def test_a_selector_names_a_gdt_descriptor_only_if_all_8_bytes_are_within_the_limit():
+    assert gdt_offset(0x1B, 0x1F) == 0x18  # the RPL does not move it
+    assert gdt_offset(0x18, 0x1E) is None  # one byte short: #GP
+    assert gdt_offset(0x03, 0xFFFF) is None  # the null selector, whatever its RPL
+    assert gdt_offset(0x1C, 0xFFFF) is None  # TI set: the LDT, not the GDT
 
 
 bits = st.booleans()
