@@ -12,6 +12,7 @@ Xen 3.0 kernel (public/elfnote.h). No sections, no symbols.
 import struct
 
 from pvtool.abi.xen import (
+    HYPERCALL_VECTOR_32,
     XEN_NOTE_NAME,
     ConsoleIO,
     ElfNote,
@@ -49,7 +50,7 @@ again:
     mov eax, {Hypercall.xen_version}
     mov ebx, {XenVer.version}
     xor ecx, ecx
-    int 0x82
+    int {HYPERCALL_VECTOR_32:#x}
     dec dword ptr [{COUNTER:#x}]
     jnz again
     rdtsc
@@ -85,18 +86,18 @@ REPORT = f"""
     mov ebx, {ConsoleIO.write}
     mov ecx, {{head_size}}
     mov edx, {HEAD:#x}
-    int 0x82
+    int {HYPERCALL_VECTOR_32:#x}
     mov eax, {Hypercall.console_io}
     mov ebx, {ConsoleIO.write}
     mov ecx, {DIGITS_END + 1:#x}
     sub ecx, edi
     mov edx, edi
-    int 0x82
+    int {HYPERCALL_VECTOR_32:#x}
     mov dword ptr [{REASON:#x}], {ShutdownReason.poweroff}
     mov eax, {Hypercall.sched_op}
     mov ebx, {SchedOp.shutdown}
     mov ecx, {REASON:#x}
-    int 0x82
+    int {HYPERCALL_VECTOR_32:#x}
 hang:
     jmp hang
 """
