@@ -29,20 +29,20 @@ class Kind(Enum):
 class Interruption:
     """One interrupt or exception. `ip` is the return address the CPU would push; it
     is read from the CPU when first asked (a hypercall never asks), so a handler must
-    ask before it moves the CPU on."""
+    ask before it moves the CPU on. `length` is the size of the instruction a software
+    interruption came from: 2 for `int n` (`cd 03` included), 1 for int3 and into; 0
+    for anything else."""
 
-    __slots__ = ("vector", "kind", "error_code", "_ip", "_length", "_cpu", "_memory")
+    __slots__ = ("vector", "kind", "error_code", "length", "_ip", "_cpu")
 
     def __init__(self, vector: int, kind: Kind, ip: int | None = None,
-                 error_code: int | None = None, length: int | None = None,
-                 cpu: Cpu | None = None, memory: GuestMemory | None = None):
+                 error_code: int | None = None, length: int = 0, cpu: Cpu | None = None):
         self.vector = vector
         self.kind = kind
         self.error_code = error_code
+        self.length = length
         self._ip = ip
-        self._length = length
         self._cpu = cpu
-        self._memory = memory
 
     @property
     def software(self) -> bool:
@@ -53,20 +53,6 @@ class Interruption:
         if self._ip is None:
             self._ip = self._cpu.ip
         return self._ip
-
-    @property
-    def length(self) -> int:
-        """Bytes of the instruction a software interruption came from: 2 for `int n`
-        (`cd 03` included), 1 for int3 and into; 0 for anything else."""
-        if self._length is None:
-            self._length = _int_length(self._memory, self.vector, self.ip) \
-                if self.software else 0
-        return self._length
-
-    @property
-    def instruction(self) -> int:
-        """Where the instruction that raised it is: a refused `int n` reports itself."""
-        return self.ip - self.length
 
     def __repr__(self) -> str:
         return (f"Interruption({self.vector}, {self.kind.value}, ip={self._ip}, "
@@ -80,7 +66,7 @@ def from_intr_hook(cpu: Cpu, memory: GuestMemory, vector: int) -> Interruption:
     fault; a fault's error code is read and the fault acknowledged (UNICORN.md: the
     next one would otherwise arrive as a double fault)."""
     if vector >= FIRST_EXTERNAL:  # positional: half the cost of keywords, per hypercall
-        return Interruption(vector, Kind.SOFTWARE, None, None, 2, cpu, memory)
+        return Interruption(vector, Kind.SOFTWARE, None, None, 2, cpu)
     ip = cpu.ip
     length = _int_length(memory, vector, ip)
     if length:
@@ -102,10 +88,9 @@ def external(vector: int, ip: int) -> Interruption:
 
 
 def _int_length(memory: GuestMemory, vector: int, ip: int) -> int:
-    """2 if `int VECTOR` ends at IP, 1 if int3 or into does (they raise #BP and #OF
-    only from an instruction), else 0: a fault, whose IP is the instruction itself."""
-    if vector >= FIRST_EXTERNAL:
-        return 2
+    """For a vector below 32: 2 if `int VECTOR` ends at IP, 1 if int3 or into does
+    (they raise #BP and #OF only from an instruction), else 0: a fault, whose IP is
+    the instruction itself."""
     try:
         before = memory.read_virt(ip - 2, 2)
     except (PageFault, UnassignedMemory):
