@@ -3,34 +3,67 @@ with the host's, so every run of a guest sees its timer interrupts at the same p
 and prints the same bytes.
 
 The virtual CPU executes VIRTUAL_HZ instructions a second (about Unicorn's realistic
-speed, so virtual and wall time stay comparable); the PIT's 1.193182 MHz input clock is
-derived from the instruction count with integer arithmetic, without drift.
+speed, so virtual and wall time stay comparable). Each timer device has an input clock
+of its own (the PIT's 1.193182 MHz, the local APIC's bus clock, the HPET's, the RTC's
+32.768 kHz), derived from the instruction count with integer arithmetic, without drift.
 """
+
+from typing import Protocol
 
 VIRTUAL_HZ = 100_000_000
 
 
 class VirtualClock:
-    def __init__(self, device_hz: int):
-        self.device_hz = device_hz
+    """The instructions executed since power-on: the machine's one time base."""
+
+    def __init__(self):
         self.insns = 0
 
-    def advance(self, insns: int) -> int:
-        """Move time on by INSNS instructions; return how many device ticks passed."""
-        before = self.device_ticks
+    def advance(self, insns: int) -> None:
         self.insns += insns
-        return self.device_ticks - before
-
-    @property
-    def device_ticks(self) -> int:
-        return self.insns * self.device_hz // VIRTUAL_HZ
 
     @property
     def seconds(self) -> float:
         return self.insns / VIRTUAL_HZ
 
-    def insns_until(self, device_ticks: int) -> int:
-        """Instructions to run until DEVICE_TICKS more device ticks have passed."""
-        target = self.device_ticks + device_ticks
-        insns = -(-target * VIRTUAL_HZ // self.device_hz) - self.insns
-        return max(insns, 1)
+    def ticks(self, hz: int) -> int:
+        """Pulses of an HZ clock since power-on."""
+        return self.insns * hz // VIRTUAL_HZ
+
+    def insns_until_ticks(self, hz: int, ticks: int) -> int:
+        """Instructions to run until an HZ clock has shown TICKS pulses since power-on
+        (at least 1: a slice is never empty)."""
+        return max(-(-ticks * VIRTUAL_HZ // hz) - self.insns, 1)
+
+
+class TimedDevice(Protocol):
+    """A device that counts an input clock and raises interrupts when counts expire."""
+
+    def advance(self, ticks: int) -> None:
+        """TICKS input-clock pulses passed: count them, raise what fell due."""
+
+    def ticks_to_next_irq(self) -> int | None:
+        """Pulses until its next interrupt (None: none is coming)."""
+
+
+class DeviceClock:
+    """One device's input clock at HZ, following the virtual clock: `elapsed` hands
+    the device the pulses since it was last asked, so rounding never accumulates."""
+
+    def __init__(self, clock: VirtualClock, hz: int, device: TimedDevice):
+        self.clock = clock
+        self.hz = hz
+        self.device = device
+        self.seen = clock.ticks(hz)
+
+    def catch_up(self) -> None:
+        now = self.clock.ticks(self.hz)
+        ticks, self.seen = now - self.seen, now
+        if ticks:
+            self.device.advance(ticks)
+
+    def insns_to_next_irq(self) -> int | None:
+        ticks = self.device.ticks_to_next_irq()
+        if ticks is None:
+            return None
+        return self.clock.insns_until_ticks(self.hz, self.seen + ticks)

@@ -26,7 +26,7 @@ from unicorn import x86_const as X
 
 from pvtool.machine.ata import IRQ as ATA_IRQ
 from pvtool.machine.ata import AtaDisk
-from pvtool.machine.clock import VirtualClock
+from pvtool.machine.clock import DeviceClock, TimedDevice, VirtualClock
 from pvtool.machine.cmos import Cmos
 from pvtool.machine.cpu import Cpu
 from pvtool.machine.debugexit import DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DebugExit
@@ -112,8 +112,10 @@ class Machine:
         self.irqs = IrqRouter(self.pic)
         self.ports.register(self.pic.master, MASTER_PIC_PORT, 2, width=1)
         self.ports.register(self.pic.slave, SLAVE_PIC_PORT, 2, width=1)
-        self.clock = VirtualClock(PIT_HZ)
+        self.clock = VirtualClock()
+        self.timers: list[DeviceClock] = []
         self.pit = Pit8254(lambda: self.irqs.pulse(PIT_IRQ))
+        self.add_timer(self.pit, PIT_HZ)
         self.ports.register(self.pit, PIT_PORT, 4, width=1)
         self.ata = AtaDisk(disk, lambda: self.irqs.pulse(ATA_IRQ))
         self.ports.register(self.ata.command_block, ATA_COMMAND_PORT, 8)
@@ -183,16 +185,24 @@ class Machine:
         self.uc.mem_map(base, page_up(size))
 
     # -- time and interrupts ----------------------------------------------------------
+    def add_timer(self, device: TimedDevice, hz: int) -> None:
+        """DEVICE counts an HZ input clock driven by virtual time."""
+        self.timers.append(DeviceClock(self.clock, hz, device))
+
     def advance(self, insns: int) -> None:
         """Virtual time moves on by INSNS instructions; the timers follow it."""
-        self.pit.advance(self.clock.advance(insns))
+        self.clock.advance(insns)
+        for timer in self.timers:
+            timer.catch_up()
 
     def insns_to_next_event(self) -> int | None:
-        """Instructions until the next timer event: the PIT's, or the supervisor's."""
-        ticks = self.pit.ticks_to_next_irq()
-        waits = [] if ticks is None else [self.clock.insns_until(ticks)]
-        own = self.supervisor.insns_to_next_event()
-        return min(waits + ([] if own is None else [own]), default=None)
+        """Instructions until the next timer event: a device's, or the supervisor's."""
+        soonest = self.supervisor.insns_to_next_event()
+        for timer in self.timers:
+            wait = timer.insns_to_next_irq()
+            if wait is not None and (soonest is None or wait < soonest):
+                soonest = wait
+        return soonest
 
     def block(self) -> None:
         """The guest waits for an interrupt (a PV SCHEDOP_block): end the slice so the
