@@ -37,6 +37,7 @@ from pvtool.machine.cpu import (
     GS,
     SS,
 )
+from pvtool.machine.firmware.tables import write_tables
 from pvtool.machine.pc import Machine
 from pvtool.x86.isa import decode_all
 from pvtool.x86.paging import page_up
@@ -70,6 +71,7 @@ def load_multiboot(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
         raise UnsupportedImageError(
             f"{image.path}: no Multiboot header in the first 8 KiB; --native boots "
             "Multiboot kernels")
+    write_tables(machine.memory, machine.ram_size, list(machine.pci.functions.values()))
     image_end = _load_segments(machine, image)
     loaded = _load_modules(machine, modules, image_end)
     info = build_info(

@@ -24,6 +24,13 @@ from unicorn import (
 )
 from unicorn import x86_const as X
 
+from pvtool.machine.acpi_pm import (
+    PM_BLOCK_PORTS,
+    PM_REGISTER_WIDTH,
+    PM_TIMER_HZ,
+    SMI_COMMAND_PORT,
+    AcpiPm,
+)
 from pvtool.machine.ata import IRQ as ATA_IRQ
 from pvtool.machine.ata import AtaDisk
 from pvtool.machine.clock import DeviceClock, TimedDevice, VirtualClock
@@ -37,6 +44,8 @@ from pvtool.machine.irq import IrqRouter
 from pvtool.machine.lapic import APIC_BASE, APIC_SIZE, LocalApic
 from pvtool.machine.memory import GuestMemory, UnassignedMemory
 from pvtool.machine.mmio import MmioBus
+from pvtool.machine.pci import CONFIG_ADDRESS_PORT, CONFIG_DATA_PORT, CONFIG_DATA_PORTS, PciHost
+from pvtool.machine.pci_devices import PM_BASE, default_functions
 from pvtool.machine.pic import Pic8259Pair
 from pvtool.machine.pit import PIT_HZ, Pit8254
 from pvtool.machine.ports import PortBus
@@ -124,6 +133,16 @@ class Machine:
         self.ports.register(self.cmos, CMOS_PORT, 2, width=1)
         self.lapic = LocalApic()
         self.mmio.register(self.lapic, APIC_BASE, APIC_SIZE)
+        self._install_chipset()
+
+    def _install_chipset(self) -> None:
+        """PCI configuration space, and the PIIX4's ACPI PM block and SMI command port."""
+        self.pci = PciHost(default_functions(self.ram_size))
+        self.ports.register(self.pci.address_port, CONFIG_ADDRESS_PORT, 1)
+        self.ports.register(self.pci, CONFIG_DATA_PORT, CONFIG_DATA_PORTS)
+        self.acpi_pm = AcpiPm(lambda: self.clock.ticks(PM_TIMER_HZ))
+        self.ports.register(self.acpi_pm, PM_BASE, PM_BLOCK_PORTS, width=PM_REGISTER_WIDTH)
+        self.ports.register(self.acpi_pm.smi_command, SMI_COMMAND_PORT, 1, width=1)
 
     # -- hooks: the only place Unicorn calls back into Python ------------------------
     def _install_hooks(self) -> None:
