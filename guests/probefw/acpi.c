@@ -6,20 +6,14 @@
 #include "lib.h"
 #include "defs.h"
 
-#define BDA_EBDA_SEGMENT 0x40E
 #define HEADER_LEN 36
 
 static const uchar *
 find_rsdp(void)
 {
-  uint ebda = rd16((const uchar *)BDA_EBDA_SEGMENT) << 4;
-  const uchar *p = 0;
+  const uchar *p = scan_ebda("RSD PTR ", 8);
 
-  if (ebda)
-    p = scan(ebda, 1024, "RSD PTR ", 8);
-  if (!p)
-    p = scan(0xE0000, 0x20000, "RSD PTR ", 8);
-  return p;
+  return p ? p : scan(0xE0000, 0x20000, "RSD PTR ", 8);
 }
 
 // The header every table but the FACS starts with (5.2.6).

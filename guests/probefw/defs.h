@@ -15,6 +15,7 @@ uint rd32(const uchar *p);
 
 // Where the BIOS hides a table: a 16-byte-aligned signature in a range.
 const uchar *scan(uint start, uint len, const char *sig, int siglen);
+const uchar *scan_ebda(const char *sig, int siglen);
 
 // mp.c, acpi.c, smbios.c, pci.c, pmtimer.c
 void probe_mp(void);

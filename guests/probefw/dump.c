@@ -77,3 +77,16 @@ scan(uint start, uint len, const char *sig, int siglen)
       return (const uchar *)a;
   return 0;
 }
+
+#define BDA_EBDA_SEGMENT 0x40E
+
+// The first KiB of the extended BIOS data area, where the BIOS data area says it is:
+// the first place both the MP and the ACPI specs look.
+const uchar *
+scan_ebda(const char *sig, int siglen)
+{
+  // volatile: GCC takes a pointer made from a constant for an empty array
+  uint ebda = *(volatile ushort *)BDA_EBDA_SEGMENT << 4;
+
+  return ebda ? scan(ebda, 1024, sig, siglen) : 0;
+}

@@ -5,16 +5,11 @@
 #include "lib.h"
 #include "defs.h"
 
-#define BDA_EBDA_SEGMENT 0x40E
-
 static const uchar *
 find_floating(void)
 {
-  uint ebda = rd16((const uchar *)BDA_EBDA_SEGMENT) << 4;
-  const uchar *p = 0;
+  const uchar *p = scan_ebda("_MP_", 4);
 
-  if (ebda)
-    p = scan(ebda, 1024, "_MP_", 4);
   if (!p)
     p = scan(0x9FC00, 1024, "_MP_", 4);
   if (!p)
