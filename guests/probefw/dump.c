@@ -85,8 +85,11 @@ scan(uint start, uint len, const char *sig, int siglen)
 const uchar *
 scan_ebda(const char *sig, int siglen)
 {
-  // volatile: GCC takes a pointer made from a constant for an empty array
-  uint ebda = *(volatile ushort *)BDA_EBDA_SEGMENT << 4;
+  // GCC takes a pointer below 4 KiB made from a constant for a null one plus an
+  // offset, and refuses to read through it: hide where the address came from.
+  uint bda = BDA_EBDA_SEGMENT;
+  asm("" : "+r" (bda));
+  uint ebda = rd16((const uchar *)bda) << 4;
 
   return ebda ? scan(ebda, 1024, sig, siglen) : 0;
 }
