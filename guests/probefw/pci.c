@@ -70,15 +70,16 @@ static void
 accesses(void)
 {
   uint id = readl(0, 0, 0);
+  int narrow;
 
   outl(CONFIG_ADDRESS, address(0, 0, 0));
-  check(inw(CONFIG_DATA + 2) == id >> 16);
-  check(inb(CONFIG_DATA + 1) == ((id >> 8) & 0xFF));
-  check(inl(CONFIG_ADDRESS) == address(0, 0, 0));
+  narrow = check(inw(CONFIG_DATA + 2) == id >> 16) &
+           check(inb(CONFIG_DATA + 1) == ((id >> 8) & 0xFF)) &
+           check(inl(CONFIG_ADDRESS) == address(0, 0, 0));
   outl(CONFIG_ADDRESS, address(0, 0, 0) & ~ENABLE);
   uint disabled = inl(CONFIG_DATA);
   cprintf("pci: narrow reads %s, disabled reads %x, absent reads %x\n",
-          verdict(check(1)), disabled, readl(31, 7, 0));
+          verdict(narrow), disabled, readl(31, 7, 0));
 }
 
 void

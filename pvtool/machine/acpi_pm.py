@@ -8,7 +8,8 @@ leave TMR_VAL_EXT clear): kernels calibrate their delay loops against it. Its st
 bit TMR_STS is set whenever bit 23 of the count changes, and, as on QEMU (measured
 with guests/probefw), at power-on, until the OS clears it by writing 1.
 
-Departures: no SCI is ever raised (the timer, power button and GPE events only set
+Departures: the count moves between the run loop's slices, not within one (virtual
+time advances by slices, as every timer's does); no SCI is ever raised (the timer, power button and GPE events only set
 status bits), so the enable register is storage; writing SLP_EN does not suspend or
 power off; the GPE0 block (0xAFE0) is not modelled and reads as unassigned ports.
 """

@@ -71,7 +71,7 @@ def load_multiboot(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
         raise UnsupportedImageError(
             f"{image.path}: no Multiboot header in the first 8 KiB; --native boots "
             "Multiboot kernels")
-    write_tables(machine.memory, machine.ram_size, list(machine.pci.functions.values()))
+    write_tables(machine.memory, machine.ram_size, machine.pci.functions.values())
     image_end = _load_segments(machine, image)
     loaded = _load_modules(machine, modules, image_end)
     info = build_info(

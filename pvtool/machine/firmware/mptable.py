@@ -7,6 +7,7 @@ the local APIC's ExtINT and NMI inputs.
 """
 
 import struct
+from collections.abc import Iterable
 
 from pvtool.machine.firmware.layout import FSegment, pack_string, with_checksum
 from pvtool.machine.firmware.platform import (
@@ -46,7 +47,7 @@ CONFORMING = 0
 ALL_LOCAL_APICS = 0xFF
 
 
-def entries(functions: list[PciFunction]) -> list[bytes]:
+def entries(functions: Iterable[PciFunction]) -> list[bytes]:
     """The configuration table's entries, in SeaBIOS's order."""
     out = [
         PROCESSOR.pack(PROCESSOR_ENTRY, BOOT_CPU_APIC_ID, VERSION_VALUE & 0xFF,
@@ -75,7 +76,7 @@ def _io_interrupt(flags: int, bus: int, source: int, pin: int) -> bytes:
     return INTERRUPT.pack(IO_INTERRUPT_ENTRY, INT, flags, bus, source, IOAPIC_ID, pin)
 
 
-def config_table(functions: list[PciFunction]) -> bytes:
+def config_table(functions: Iterable[PciFunction]) -> bytes:
     body = entries(functions)
     length = CONFIG_HEADER.size + sum(map(len, body))
     header = CONFIG_HEADER.pack(b"PCMP", length, SPEC_REVISION, 0, pack_string(OEM_ID, 8),
@@ -91,7 +92,7 @@ def floating_pointer(config_address: int) -> bytes:
 
 
 def write_mp_tables(memory: GuestMemory, fseg: FSegment,
-                    functions: list[PciFunction]) -> int:
+                    functions: Iterable[PciFunction]) -> int:
     """Both structures into the F segment; returns the floating pointer's address."""
     table = config_table(functions)
     floating = fseg.allocate(FLOATING.size)

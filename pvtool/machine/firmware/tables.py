@@ -1,6 +1,8 @@
 """All of the firmware's tables, in the order SeaBIOS builds them (which decides their
 places in the F segment: layout.py)."""
 
+from collections.abc import Iterable
+
 from pvtool.machine.firmware.acpi import write_acpi
 from pvtool.machine.firmware.layout import FSegment
 from pvtool.machine.firmware.mptable import write_mp_tables
@@ -9,7 +11,8 @@ from pvtool.machine.memory import GuestMemory
 from pvtool.machine.pci import PciFunction
 
 
-def write_tables(memory: GuestMemory, ram_size: int, functions: list[PciFunction]) -> None:
+def write_tables(memory: GuestMemory, ram_size: int,
+                 functions: Iterable[PciFunction]) -> None:
     """ACPI, SMBIOS and MP tables for a machine with RAM_SIZE bytes and these PCI
     FUNCTIONS."""
     fseg = FSegment()

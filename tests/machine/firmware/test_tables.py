@@ -14,7 +14,7 @@ MIB = 1 << 20
 @pytest.fixture(scope="module", params=[64 * MIB, 512 * MIB])
 def machine(request):
     machine = Machine(output=lambda data: None, ram_size=request.param)
-    write_tables(machine.memory, machine.ram_size, list(machine.pci.functions.values()))
+    write_tables(machine.memory, machine.ram_size, machine.pci.functions.values())
     return machine
 
 
