@@ -17,11 +17,12 @@ uint rd32(const uchar *p);
 const uchar *scan(uint start, uint len, const char *sig, int siglen);
 const uchar *scan_ebda(const char *sig, int siglen);
 
-// mp.c, acpi.c, smbios.c, pci.c, pmtimer.c
+// mp.c, acpi.c, smbios.c, pci.c, pmtimer.c, poweroff.c
 void probe_mp(void);
 const uchar *probe_acpi(void);
 void probe_smbios(void);
 void probe_pci(void);
 void probe_pmtimer(const uchar *fadt);
+void poweroff(const uchar *fadt) __attribute__((noreturn));
 
 #endif

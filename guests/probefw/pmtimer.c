@@ -11,9 +11,11 @@
 #define PIT_MODE2_WORD 0x34     // channel 0, lsb then msb, mode 2, binary
 #define PIT_LATCH0 0x00
 #define PIT_TICKS 2386          // 2 ms of 1.193182 MHz
-#define WINDOWS 200
+#define WINDOWS 1000
 #define PM_TIMER_MASK 0xFFFFFF
 #define TMR_STS 0x0001
+#define SCI_EN 0x0001
+#define SLP_TYP_S3 (1 << 10)  // a sleep type without SLP_EN: no sleep
 
 static uint
 pit_count(void)
@@ -24,7 +26,8 @@ pit_count(void)
 }
 
 // PM1 (4.8.3.1): the timer's status bit clears when 1 is written to it; the OS
-// enables ACPI by writing the FADT's ACPI_ENABLE to SMI_CMD, and SCI_EN shows it.
+// enables ACPI by writing the FADT's ACPI_ENABLE to SMI_CMD, and SCI_EN shows it;
+// which of PM1 control's bits the OS may write itself.
 static void
 pm1(const uchar *fadt)
 {
@@ -37,7 +40,10 @@ pm1(const uchar *fadt)
   outb(smi_cmd, fadt[52]);
   cprintf(", after acpi enable %x", inw(control));
   outb(smi_cmd, fadt[53]);
-  cprintf(", after acpi disable %x\n", inw(control));
+  cprintf(", after acpi disable %x", inw(control));
+  outw(control, SCI_EN | SLP_TYP_S3);
+  cprintf(", after writing %x: %x\n", SCI_EN | SLP_TYP_S3, inw(control));
+  outw(control, 0);
 }
 
 // Whether the PM timer counts three times as many ticks as the PIT, within 1%,

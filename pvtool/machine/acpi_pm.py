@@ -8,10 +8,14 @@ leave TMR_VAL_EXT clear): kernels calibrate their delay loops against it. Its st
 bit TMR_STS is set whenever bit 23 of the count changes, and, as on QEMU (measured
 with guests/probefw), at power-on, until the OS clears it by writing 1.
 
+Writing SLP_EN to PM1 control with the sleep type of S5 or S4 (0 and 2: the values
+QEMU's DSDT gives _S5 and _S4) powers the machine off, as QEMU does.
+
 Departures: the count moves between the run loop's slices, not within one (virtual
-time advances by slices, as every timer's does); no SCI is ever raised (the timer, power button and GPE events only set
-status bits), so the enable register is storage; writing SLP_EN does not suspend or
-power off; the GPE0 block (0xAFE0) is not modelled and reads as unassigned ports.
+time advances by slices, as every timer's does); no SCI is ever raised (the timer,
+power button and GPE events only set status bits), so the enable register is
+storage; S3 (sleep type 1) is ignored, where QEMU suspends until a wake event; the
+GPE0 block (0xAFE0) is not modelled and reads as unassigned ports.
 """
 
 from collections.abc import Callable
@@ -24,7 +28,8 @@ PM1_EVENT_LEN, PM1_CONTROL_LEN, PM_TIMER_LEN = 4, 2, 4  # as the FADT declares t
 TMR_STS = 0x0001
 SCI_EN = 0x0001
 STATUS_BITS = 0x8D31  # WAK, RTC, SLPBTN, PWRBTN, GBL, BM, TMR status (ACPI 4.8.3.1.1)
-CONTROL_WRITABLE = 0x3C06  # SLP_TYP, BM_RLD, GBL_RLS; SCI_EN belongs to SMI_CMD
+SLP_EN, SLP_TYP_SHIFT, SLP_TYP_MASK = 0x2000, 10, 0x7
+POWER_OFF_SLEEP_TYPES = (0, 2)  # S5 and S4
 
 SMI_COMMAND_PORT = 0xB2
 ACPI_ENABLE, ACPI_DISABLE = 0xF1, 0xF0  # the values the FADT tells the OS to write
@@ -34,8 +39,9 @@ class AcpiPm:
     """PM1 and the PM timer. `ticks()` is the PM timer's input clock: pulses of
     PM_TIMER_HZ since power-on."""
 
-    def __init__(self, ticks: Callable[[], int]):
+    def __init__(self, ticks: Callable[[], int], power_off: Callable[[], None]):
         self._ticks = ticks
+        self._power_off = power_off
         self.enable = 0
         self.control = 0
         self.status = TMR_STS  # set at power-on, as on QEMU
@@ -76,7 +82,10 @@ class AcpiPm:
         elif offset == PM1_ENABLE:
             self.enable = value
         elif offset == PM1_CONTROL:
-            self.control = self.control & SCI_EN | value & CONTROL_WRITABLE
+            self.control = value & ~SLP_EN  # write-only; SCI_EN too is the OS's (measured)
+            sleep_type = value >> SLP_TYP_SHIFT & SLP_TYP_MASK
+            if value & SLP_EN and sleep_type in POWER_OFF_SLEEP_TYPES:
+                self._power_off()
 
     def _clear_status(self, bits: int) -> None:
         """Status bits clear when 1 is written to them; TMR_STS sets again at the

@@ -140,7 +140,7 @@ class Machine:
         self.pci = PciHost(default_functions(self.ram_size))
         self.ports.register(self.pci.address_port, CONFIG_ADDRESS_PORT, 1)
         self.ports.register(self.pci, CONFIG_DATA_PORT, CONFIG_DATA_PORTS)
-        self.acpi_pm = AcpiPm(lambda: self.clock.ticks(PM_TIMER_HZ))
+        self.acpi_pm = AcpiPm(lambda: self.clock.ticks(PM_TIMER_HZ), self._on_power_off)
         self.ports.register(self.acpi_pm, PM_BASE, PM_BLOCK_PORTS, width=PM_REGISTER_WIDTH)
         self.ports.register(self.acpi_pm.smi_command, SMI_COMMAND_PORT, 1, width=1)
 
@@ -194,6 +194,9 @@ class Machine:
             return
         self.hook_error = exc
         self.uc.emu_stop()
+
+    def _on_power_off(self) -> None:
+        self.request_stop(Stop(StopKind.SHUTDOWN, "ACPI power off", self.cpu.ip, 0))
 
     def _on_debug_exit(self, code: int) -> None:
         self.request_stop(Stop(StopKind.GUEST_EXIT, f"guest exit code {code}",

@@ -24,3 +24,17 @@ def test_native_probefw_prints_qemus_firmware_tables_and_pci_bus(mib):
     assert done.status == judge.guest_code
     for found in (b"mp config:", b"acpi RSDT at ", b"smbios entry at ", b"pci 00:2.0"):
         assert found in done.stdout_bytes  # the probe found what it compares
+
+
+def test_native_probefw_powers_off_through_acpi_as_on_qemu():
+    """The kernel finds \\_S5 in the DSDT and writes its sleep type with SLP_EN: QEMU
+    powers off (exit status 0) after the same bytes, and so does pvtool."""
+    elf = guest_path("probefw")
+    judge = run_qemu(elf, timeout=60, extra_args=("-append", "poweroff"))
+
+    done = pvtool_run("--native", "--quiet", "--cmdline", "poweroff", str(elf))
+
+    assert done.stdout_bytes == judge.stdout
+    assert judge.stdout.endswith(b"powering off through ACPI, S5 sleep type 0\n")
+    assert judge.status == done.status == 0
+    assert done.stderr_bytes == b""

@@ -5,9 +5,10 @@ import pytest
 
 from pvtool.machine.clock import VIRTUAL_HZ
 from pvtool.machine.pc import Machine
+from pvtool.machine.stop import StopKind
 
 PM1_STATUS, PM1_CONTROL, PM_TIMER, SMI_CMD = 0x600, 0x604, 0x608, 0xB2
-TMR_STS, SCI_EN = 0x1, 0x1
+TMR_STS, SCI_EN, SLP_EN, SLP_TYP_S3 = 0x1, 0x1, 0x2000, 1 << 10
 PM_TIMER_HZ = 3_579_545
 
 
@@ -74,6 +75,19 @@ def test_acpi_enable_and_disable_through_smi_cmd_switch_sci_en(machine):
     assert machine.ports.read(PM1_CONTROL, 2) & SCI_EN == 0
 
 
-def test_the_os_cannot_set_sci_en_itself_but_keeps_sleep_type(machine):
-    machine.ports.write(PM1_CONTROL, 2, 0x1C00 | SCI_EN)  # SLP_TYP 7
-    assert machine.ports.read(PM1_CONTROL, 2) == 0x1C00
+def test_control_keeps_what_the_os_writes_but_slp_en(machine):
+    machine.ports.write(PM1_CONTROL, 2, SLP_TYP_S3 | SCI_EN)
+    assert machine.ports.read(PM1_CONTROL, 2) == SLP_TYP_S3 | SCI_EN
+    assert machine.stop is None
+
+
+@pytest.mark.parametrize("sleep_type", [0, 2])  # \_S5 and \_S4 in QEMU's DSDT
+def test_slp_en_with_the_s5_or_s4_sleep_type_powers_off(machine, sleep_type):
+    machine.ports.write(PM1_CONTROL, 2, sleep_type << 10 | SLP_EN)
+    assert machine.stop.kind is StopKind.SHUTDOWN and machine.stop.code == 0
+
+
+def test_slp_en_with_the_s3_sleep_type_does_not_power_off(machine):
+    machine.ports.write(PM1_CONTROL, 2, SLP_TYP_S3 | SLP_EN)
+    assert machine.stop is None
+    assert machine.ports.read(PM1_CONTROL, 2) == SLP_TYP_S3
