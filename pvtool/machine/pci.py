@@ -113,7 +113,8 @@ class PciFunction:
         return int.from_bytes(self.config[offset:offset + size], "little")
 
     def write(self, offset: int, size: int, value: int) -> None:
-        for i in range(size):
+        """Bytes past the end of the space (an unaligned access at 0xFF) go nowhere."""
+        for i in range(min(size, CONFIG_SPACE - offset)):
             byte, mask = (value >> (8 * i)) & 0xFF, self.wmask[offset + i]
             self.config[offset + i] = (self.config[offset + i] & ~mask) | (byte & mask)
 

@@ -99,3 +99,9 @@ def test_a_function_is_built_from_its_header_fields():
     assert function.read(0x3C, 2) == 0x010B
     function.write(0x14, 4, 0xFFFF_FFFF)
     assert function.read(0x14, 4) == 0xFFFF_FF00
+
+
+def test_an_access_running_past_the_end_of_the_space_keeps_to_it(ports):
+    ports.write(CONFIG_ADDRESS_PORT, 4, address(1, 3, 0xFC))
+    ports.write(CONFIG_DATA_PORT + 3, 4, 0xFFFF_FFFF)
+    assert ports.read(CONFIG_DATA_PORT + 3, 4) == 0  # read-only, and nothing beyond

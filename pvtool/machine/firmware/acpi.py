@@ -73,7 +73,7 @@ CONFORMING = 0
 ALL_PROCESSORS, LINT1 = 0xFF, 1
 
 HPET_BODY = struct.Struct("<IBBBBQBHB")  # IA-PC HPET spec 1.0a, "HPET Description Table"
-WAET_RTC_GOOD, WAET_PM_TIMER_GOOD = 0x1, 0x2  # Microsoft's WAET: reading it is enough
+WAET_PM_TIMER_GOOD = 0x2  # Microsoft's WAET: one read of the PM timer is enough
 DSDT_LENGTH = 0x194C  # QEMU's DSDT's length (measured)
 SLEEP_STATES = {"\\_S3": (1, 1, 0, 0), "\\_S4": (2, 2, 0, 0), "\\_S5": (0, 0, 0, 0)}
 
@@ -97,7 +97,7 @@ def dsdt() -> bytes:
         "\\_SB", aml.device("PCI0", aml.name("_HID", aml.integer(aml.eisa_id("PNP0A03"))),
                             aml.name("_ADR", aml.integer(0)), aml.name("_UID", aml.integer(0))))
     room = DSDT_LENGTH - HEADER.size - len(aml_code)
-    size = room
+    size = room  # the buffer's encoding grows with its size: settle by steps
     while len(pad := aml.name("\\PADB", aml.buffer(size))) != room:
         size -= len(pad) - room
     return table(b"DSDT", aml_code + pad)
