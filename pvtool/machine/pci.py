@@ -73,6 +73,8 @@ class PciFunction:
     rom: Bar | None = None
     registers: dict[int, tuple[int, int]] = field(default_factory=dict)
     writable: dict[int, tuple[int, int]] = field(default_factory=dict)
+    config: bytearray = field(init=False, repr=False)  # the 256 bytes
+    wmask: bytearray = field(init=False, repr=False)  # their bits software may write
 
     def __post_init__(self):
         self.config = bytearray(CONFIG_SPACE)
