@@ -156,7 +156,8 @@ def locate(stop: Stop, image: ElfImage) -> Stop:
     symbol = None if stop.guest_chose else image.symbol_at(stop.eip)
     if symbol is None:
         return stop
-    return replace(stop, symbol=f"{symbol.name}+{stop.eip - symbol.value:#x}")
+    offset = stop.eip - symbol.value
+    return replace(stop, symbol=f"{symbol.name}+{offset:#x}" if offset else symbol.name)
 
 
 def _slice_length(machine: Machine, budget: int | None, executed: int) -> int:
