@@ -97,7 +97,7 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
     finally:
         if disk is not None:
             disk.close()  # flushed: the guest's writes reach the file, whatever happened
-    result.stop = locate(result.stop, image)
+    result.stop = _locate(result.stop, image)
     if mode is Mode.TRAP:
         result.sensitive = domain.sensitive_report()
     elif domain is not None:
@@ -151,7 +151,7 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
                      registers=registers_at_stop(machine.cpu))
 
 
-def locate(stop: Stop, image: ElfImage) -> Stop:
+def _locate(stop: Stop, image: ElfImage) -> Stop:
     """STOP with the symbol its eip is in, for a stop the guest did not choose."""
     symbol = None if stop.guest_chose else image.symbol_at(stop.eip)
     if symbol is None:

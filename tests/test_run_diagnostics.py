@@ -14,9 +14,8 @@ from functools import partial
 import pytest
 
 from tests import cli
-from tests.e2e.test_taskswitch import QEMU_INT_LINE, _as_pvtool
 from tests.guests_asm.build import BARE, GuestBuilder
-from tests.oracles import guest_path, run_qemu
+from tests.oracles import guest_path, qemu_int_log
 
 GUEST_CRASHED = 77
 run = partial(cli.pvtool, "run")
@@ -105,12 +104,9 @@ def test_json_carries_the_registers_at_the_stop(empty_idt):
     ("empty_idt", ["v=03", "v=0d", "v=08"]),  # the #GP of int3 is delivered serially
     ("unmapped_read", ["v=0e", "v=08"]),
 ])
-def test_trace_int_logs_a_fault_chain_as_qemu_does(guest, vectors, guests, tmp_path):
+def test_trace_int_logs_a_fault_chain_as_qemu_does(guest, vectors, guests):
     elf = guests[guest].elf
-    log = tmp_path / "qemu-int.log"
-    run_qemu(elf, timeout=30, extra_args=("-d", "int", "-D", str(log)))
-    expected = [_as_pvtool(line) for line in log.read_text().splitlines()
-                if QEMU_INT_LINE.match(line)]
+    expected = qemu_int_log(elf, timeout=30)
 
     done = run("--native", "--quiet", "--trace-int", elf)
 

@@ -136,7 +136,7 @@ class DeliveryRules(Protocol):
         """Delivering a double fault faulted: a PC resets. WHY names the chain."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Attempt:
     """One try at delivering a vector: the event, or a fault its delivery raised."""
 

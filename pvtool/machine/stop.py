@@ -4,16 +4,27 @@ the summary and the CLI's exit status all read the same record."""
 from dataclasses import dataclass
 from enum import Enum
 
-from pvtool.machine import cpu as regs
+from pvtool.machine.cpu import (
+    CR0,
+    CR2,
+    CR3,
+    CR4,
+    CS,
+    DS,
+    EFLAGS,
+    EIP,
+    ES,
+    FS,
+    GPRS_BY_NAME,
+    GS,
+    SS,
+    Cpu,
+)
 
 # What `--json` shows of the CPU at the stop: the registers a fault's diagnosis needs.
-STOP_REGISTERS = {
-    "eax": regs.EAX, "ebx": regs.EBX, "ecx": regs.ECX, "edx": regs.EDX,
-    "esi": regs.ESI, "edi": regs.EDI, "ebp": regs.EBP, "esp": regs.ESP,
-    "eip": regs.EIP, "eflags": regs.EFLAGS,
-    "cs": regs.CS, "ds": regs.DS, "es": regs.ES, "fs": regs.FS, "gs": regs.GS,
-    "ss": regs.SS, "cr0": regs.CR0, "cr2": regs.CR2, "cr3": regs.CR3, "cr4": regs.CR4,
-}  # fmt: skip
+STOP_REGISTERS = {**GPRS_BY_NAME, "eip": EIP, "eflags": EFLAGS, "cs": CS, "ds": DS,
+                  "es": ES, "fs": FS, "gs": GS, "ss": SS, "cr0": CR0, "cr2": CR2,
+                  "cr3": CR3, "cr4": CR4}
 
 
 class StopKind(Enum):
@@ -48,7 +59,7 @@ class Stop:
         return f"{self.kind.value}: {self.reason}{where}"
 
 
-def registers_at_stop(cpu: regs.Cpu) -> dict[str, int]:
+def registers_at_stop(cpu: Cpu) -> dict[str, int]:
     """The CPU's registers by name, and its CPL, as the run left them."""
     values = {name: cpu.read(reg) for name, reg in STOP_REGISTERS.items()}
     values["cpl"] = cpu.cpl

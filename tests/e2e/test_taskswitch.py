@@ -3,18 +3,14 @@ iret, int n, #DF and the timer through IDT task gates, #TS and #GP from bad swit
 print the same bytes and end with the same exit status, and `--trace-int` logs the
 same deliveries as QEMU's `-d int`."""
 
-import re
 from functools import partial
 
 import pytest
 
 from tests import cli
-from tests.oracles import guest_path, run_qemu
+from tests.oracles import guest_path, qemu_int_log, run_qemu
 
 native = partial(cli.pvtool, "run", "--native", "--quiet")
-# QEMU's -d int line (target/i386/tcg/seg_helper.c): pvtool prints the same fields but
-# `pc=` (CS's base) and spells `env->regs[R_EAX]=` as `EAX=`.
-QEMU_INT_LINE = re.compile(r"^\s*\d+: v=\S+ e=\S+ i=\d cpl=\d IP=\S+ pc=\S+ SP=\S+ \S+=\S+$")
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +37,8 @@ def test_taskswitch_prints_qemus_bytes_and_exits_as_qemu(taskswitch, on_qemu):
     assert done.status == on_qemu.guest_code == 0
 
 
-def test_trace_int_logs_the_deliveries_qemu_logs(taskswitch, tmp_path):
-    log = tmp_path / "qemu-int.log"
-    run_qemu(taskswitch, timeout=60, extra_args=("-d", "int", "-D", str(log)))
-    expected = [_as_pvtool(line) for line in log.read_text().splitlines()
-                if QEMU_INT_LINE.match(line)]
+def test_trace_int_logs_the_deliveries_qemu_logs(taskswitch):
+    expected = qemu_int_log(taskswitch)
 
     done = cli.pvtool("run", "--native", "--quiet", "--trace-int", taskswitch)
 
@@ -55,7 +48,3 @@ def test_trace_int_logs_the_deliveries_qemu_logs(taskswitch, tmp_path):
     assert [line.split()[1] for line in expected] == [
         "v=40", "v=41", "v=0a", "v=0d", "v=0d", "v=08", "v=20", "v=20", "v=20"]
 
-
-def _as_pvtool(line: str) -> str:
-    line = re.sub(r" pc=\S+", "", line)
-    return line.replace("env->regs[R_EAX]=", "EAX=")
