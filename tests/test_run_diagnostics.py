@@ -51,7 +51,8 @@ def guests(tmp_path_factory) -> dict:
     """The two crashing guests, by name."""
     builder = GuestBuilder(tmp_path_factory.mktemp("diagnostics-guests"))
     return {"empty_idt": builder.build(EMPTY_IDT, runtime=False),
-            "unmapped_read": builder.build(UNMAPPED_READ)}
+            "unmapped_read": builder.build(UNMAPPED_READ),
+            "no_label_at_the_fault": builder.build(UNMAPPED_READ.replace("bad_read:", ""))}
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +136,14 @@ def test_trace_int_in_pv_mode_shows_bounces_and_event_upcalls():
     assert re.fullmatch(r"\s+1: the event callback cpl=1 IP=e019:[0-9a-f]{8} "
                         r"SP=e021:[0-9a-f]{8}", lines[1]), lines
     assert len(lines) == 2
+
+
+
+def test_an_eip_past_an_assembly_label_is_shown_from_that_label(guests):
+    # Assembly labels have no size: a stop after one is named from the last before it.
+    guest = guests["no_label_at_the_fault"]
+    line = run("--native", "--quiet", guest.elf).error_line()
+
+    eip = int(re.search(r"at eip (0x[0-9a-f]+) <", line).group(1), 16)
+    assert guest["test_main"] < eip < guest["test_main"] + 0x40
+    assert line.endswith(f"<test_main+{eip - guest['test_main']:#x}>")

@@ -201,3 +201,59 @@ the_int:
     assert run.stop.kind is StopKind.NOT_MODELED
     assert "ring 3" in run.stop.reason
     assert run.records() == []
+
+
+def test_the_new_task_gets_its_own_cr3_and_ldt(build):
+    # The task's TSS names a second page directory, in which 0x340000 maps the frame
+    # at 0x350000, and an LDT whose data segment 0x04 starts at 0x340000: the task
+    # reads its FS:0 through both (SDM 7.3, step 12: CR3 and LDTR come from the TSS).
+    guest = build(TASKS + """
+    .set PAGE_DIR2, 0x304000
+    .set PAGE_TABLE2, 0x305000
+test_main:
+    call setup_tasks
+    TSSDESC 0x40, task_tss
+    movl $0x11111111, 0x340000
+    movl $0x22222222, 0x350000
+    call paging_on
+    mov $PAGE_TABLE, %esi
+    mov $PAGE_TABLE2, %edi
+    mov $1024, %ecx
+    rep movsl
+    movl $0x350003, PAGE_TABLE2 + (0x340000 >> 12) * 4
+    movl $PAGE_TABLE2 + 0x3, PAGE_DIR2
+    movl $PAGE_DIR2, task_tss + 0x1c          # CR3
+    movl $0x48, task_tss + 0x60               # the LDT's selector
+    movl $0x04, task_tss + 0x58               # FS: LDT entry 0
+    mov $ldt, %eax                            # the LDT's descriptor, at 0x48
+    movw $7, task_gdt + 0x48
+    movw %ax, task_gdt + 0x4a
+    shr $16, %eax
+    movb %al, task_gdt + 0x4c
+    movb $0x82, task_gdt + 0x4d
+    movb $0, task_gdt + 0x4e
+    movb %ah, task_gdt + 0x4f
+    lgdt task_gdt_desc
+    TASKGATE 0x41, 0x40
+    SETGATE IDT_BASE, 0x42, on_ldt_task, 0x8E
+    movl $on_ldt_task, task_tss + 0x20
+    int $0x41
+    ret
+on_ldt_task:
+    mov %cr3, %eax
+    REC %eax
+    sldt %eax
+    REC %eax
+    REC %fs:0
+    xor %eax, %eax
+    jmp finish
+    .data
+    .align 8
+ldt:
+    .quad 0x00CF92340000FFFF    # data, base 0x340000, 4 GiB, DPL 0
+    .text
+""")
+    run = run_native(guest)
+
+    assert run.records() == [0x304000, 0x48, 0x22222222]
+    assert_same_as_qemu(run)
