@@ -5,7 +5,10 @@ The mechanism is the hardware's sequence: find the gate, check `int n` against t
 gate's DPL and the gate's presence, find the handler's code segment and ring, switch
 to the inner ring's stack when the ring changes, push the frame ([error code,] EIP, CS,
 EFLAGS [, ESP, SS]), clear TF, NT and RF, load CS:EIP; a fault while doing so becomes
-the next exception (#DF for the pairs of table 6-5, a triple fault after a failed #DF).
+the next exception (#DF for the pairs of table 6-5, a triple fault after a failed #DF,
+reported with the whole chain). A task gate hands the delivery to the mode's task
+switch (machine/taskswitch.py on the bare PC). Every attempt can be traced, one line
+each in the form of QEMU's `-d int` log (`pvtool run --trace-int`).
 
 What differs between modes is where the gates, stacks and segments come from and what
 the frame shows, and that is a `DeliveryRules` object: the bare PC's IDT, GDT and TSS
