@@ -116,10 +116,13 @@ def patch(image: Path, output: Path | None, patch_set: str, as_json: bool) -> No
 @click.option("--quiet", is_flag=True, help="No summary of exits on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="The summary as JSON (on stderr).")
 @click.option("--trace", is_flag=True, help="Print hypercalls on stderr as they happen.")
+@click.option("--trace-int", is_flag=True,
+              help="Print each interrupt and exception on stderr as it is delivered, as "
+                   "QEMU's -d int does (in PV mode: bounces and event upcalls).")
 def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | None,
         memory: int, cmdline: str, disk: Path | None, snapshot: bool,
         input_file: Path | None, modules: tuple[Path, ...], quiet: bool, as_json: bool,
-        trace: bool) -> None:
+        trace: bool, trace_int: bool) -> None:
     """Boot IMAGE and run it until it stops. The guest's serial output goes to stdout;
     pvtool exits with the guest's isa-debug-exit code (see README, "Exit status")."""
     from pvtool.run import Mode, RunOptions, run_image
@@ -129,7 +132,8 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
         mode=Mode(mode) if mode else Mode.AUTO, max_insns=max_insns, timeout=timeout,
         ram_size=memory << 20, cmdline=cmdline.encode(), disk=disk, snapshot=snapshot,
         input_data=_serial_input(input_file), modules=modules,
-        trace=(lambda line: console.stderr.print(f"[dim]{line}[/]")) if trace else None)
+        trace=_trace_printer() if trace else None,
+        trace_interrupts=_trace_printer() if trace_int else None)
     result = run_image(image, options, _guest_output())
     sys.stdout.flush()
     if as_json:
@@ -137,6 +141,12 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
     elif not quiet:
         run_view.render(result, console.stderr)
     raise SystemExit(_run_status(result.stop))
+
+
+def _trace_printer():
+    """One dim line on stderr per traced event (markup off: a line may hold brackets)."""
+    return lambda line: console.stderr.print(line, style="dim", markup=False,
+                                             highlight=False, soft_wrap=True)
 
 
 def _serial_input(path: Path | None) -> bytes:

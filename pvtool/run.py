@@ -7,18 +7,18 @@ request, on a limit (--max-insns, --timeout), or when the guest can never run ag
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
-from pvtool.image.elf import ElfImage, load_elf, require_32bit
+from pvtool.image.elf import ElfImage, Symbol, load_elf, require_32bit
 from pvtool.machine.cpu import EIP
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
 from pvtool.machine.loader import load_multiboot
 from pvtool.machine.native import BareMetal
 from pvtool.machine.pc import DEFAULT_RAM, Machine
-from pvtool.machine.stop import Stop, StopKind
+from pvtool.machine.stop import Stop, StopKind, registers_at_stop
 
 SLICE_INSNS = 1_000_000
 
@@ -41,7 +41,8 @@ class RunOptions:
     disk: Path | None = None
     snapshot: bool = False  # the disk file is never written
     modules: tuple[Path, ...] = ()
-    trace: Callable[[str], None] | None = None
+    trace: Callable[[str], None] | None = None  # hypercalls, as they happen
+    trace_interrupts: Callable[[str], None] | None = None  # deliveries (QEMU's -d int)
 
 
 @dataclass
@@ -56,13 +57,15 @@ class RunResult:
     uart_bytes: int = 0
     # --trap: the sensitive instructions that ran untrapped (hv/trapmode.SensitiveUse)
     sensitive: list = field(default_factory=list)
+    registers: dict = field(default_factory=dict)  # the CPU's, when the run stopped
 
     def to_dict(self) -> dict:
         return {
             "mode": self.mode.value,
             "stop": {"kind": self.stop.kind.value, "reason": self.stop.reason,
-                     "eip": self.stop.eip, "guest_code": self.stop.code,
-                     "guest_chose": self.stop.guest_chose},
+                     "eip": self.stop.eip, "symbol": self.stop.symbol,
+                     "guest_code": self.stop.code, "guest_chose": self.stop.guest_chose},
+            "registers": self.registers,
             "wall_seconds": round(self.wall_seconds, 6),
             "slices": self.slices,
             "insns_upper_bound": self.insns_upper_bound,
@@ -88,10 +91,13 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
         machine = Machine(ram_size=options.ram_size, output=output,
                           input_data=options.input_data, disk=disk)
         domain = _boot(machine, image, mode, options)
+        # Every supervisor delivers through one Delivery (machine/delivery.py).
+        machine.supervisor.delivery.trace = options.trace_interrupts
         result = _run_loop(machine, mode, options)
     finally:
         if disk is not None:
             disk.close()  # flushed: the guest's writes reach the file, whatever happened
+    result.stop = _locate(result.stop, image)
     if mode is Mode.TRAP:
         result.sensitive = domain.sensitive_report()
     elif domain is not None:
@@ -141,7 +147,32 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
     return RunResult(mode=mode, stop=machine.stop,
                      wall_seconds=time.perf_counter() - started, slices=slices,
                      insns_upper_bound=executed, exits=machine.exits,
-                     uart_bytes=machine.uart.bytes_written)
+                     uart_bytes=machine.uart.bytes_written,
+                     registers=registers_at_stop(machine.cpu))
+
+
+def _locate(stop: Stop, image: ElfImage) -> Stop:
+    """STOP with the symbol its eip is in, for a stop the guest did not choose."""
+    symbol = None if stop.guest_chose else _code_symbol(image, stop.eip)
+    if symbol is None:
+        return stop
+    offset = stop.eip - symbol.value
+    return replace(stop, symbol=f"{symbol.name}+{offset:#x}" if offset else symbol.name)
+
+
+def _code_symbol(image: ElfImage, address: int) -> Symbol | None:
+    """The symbol covering ADDRESS, or else the last label before it in the same
+    executable section (an assembly label has no size)."""
+    covering = image.symbol_at(address)
+    if covering is not None:
+        return covering
+    section = next((s for s in image.sections
+                    if s.executable and s.addr <= address < s.addr + s.size), None)
+    if section is None:
+        return None
+    labels = [s for s in image.symbols if s.kind in ("func", "notype")
+              and section.addr <= s.value <= address]
+    return max(labels, key=lambda s: s.value, default=None)
 
 
 def _slice_length(machine: Machine, budget: int | None, executed: int) -> int:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import fcntl
 import functools
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +156,22 @@ def run_qemu(
     # isa-debug-exit ends QEMU with status (code << 1) | 1.
     guest_code = (status - 1) // 2 if status > 0 and status % 2 == 1 else None
     return QemuResult(stdout=stdout, status=status, guest_code=guest_code)
+
+
+# QEMU's `-d int` line (target/i386/tcg/seg_helper.c, do_interrupt_all), one per
+# interrupt or exception delivered in protected mode.
+QEMU_INT_LINE = re.compile(r"^\s*\d+: v=\S+ e=\S+ i=\d cpl=\d IP=\S+ pc=\S+ SP=\S+ \S+=\S+$")
+
+
+def qemu_int_log(elf: Path, *, timeout: float = 60) -> list[str]:
+    """The deliveries QEMU logs with `-d int` booting `elf`, in `pvtool run --trace-int`'s
+    form: QEMU's lines without `pc=` (CS's base), `env->regs[R_EAX]=` spelt `EAX=`."""
+    with tempfile.TemporaryDirectory() as scratch:
+        log = Path(scratch) / "int.log"
+        run_qemu(elf, timeout=timeout, extra_args=("-d", "int", "-D", str(log)))
+        lines = log.read_text().splitlines()
+    return [re.sub(r" pc=\S+", "", line).replace("env->regs[R_EAX]=", "EAX=")
+            for line in lines if QEMU_INT_LINE.match(line)]
 
 
 def _qemu_errors(stderr: bytes) -> list[str]:

@@ -117,6 +117,15 @@ ltr(ushort sel)
   asm volatile("ltr %0" : : "r" (sel));
 }
 
+// The task register's selector (str: sensitive, it works in any ring).
+static inline ushort
+rtr(void)
+{
+  ushort sel;
+  asm volatile("str %0" : "=r" (sel));
+  return sel;
+}
+
 // Data segment registers. CS cannot be moved to: it needs a far jump (see seginit).
 static inline void
 loadds(ushort v)

@@ -55,8 +55,12 @@ class HypervisedKernel:
     def set_cr2(self, address: int) -> None:
         self.domain.set_cr2(address)
 
+    def switch_task(self, gate: Gate, error_code: int | None, ip: int) -> None:
+        raise DomainCrash(f"a task gate to TSS {gate.selector:#x}: the hypervisor does "
+                          "not switch tasks")
+
     def triple_fault(self, why: str, ip: int) -> None:
-        raise DomainCrash(f"triple fault: {why}")
+        raise DomainCrash(f"triple fault after {why}")
 
 
 class XenBounce(HypervisedKernel):

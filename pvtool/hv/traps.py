@@ -117,8 +117,8 @@ class PvSupervisor:
         cs, address, _ = callback
         self.exits[Exit.UPCALL] += 1
         dom.events.update_time()
-        self.delivery.enter_handler(event_gate(cs, address), None, self.vcpu.eip,
-                                    self.domain.machine.cpu.cpl)
+        self.delivery.enter_callback(event_gate(cs, address), self.vcpu.eip,
+                                     self.domain.machine.cpu.cpl)
 
     def _take_device_interrupt(self, irqs: IrqRouter) -> None:
         """A device interrupt reaches a PV kernel as a virtual interrupt: while one

@@ -27,6 +27,7 @@ CS, DS, ES, FS, GS, SS = (X.UC_X86_REG_CS, X.UC_X86_REG_DS, X.UC_X86_REG_ES,
                           X.UC_X86_REG_FS, X.UC_X86_REG_GS, X.UC_X86_REG_SS)
 CR0, CR2, CR3, CR4 = X.UC_X86_REG_CR0, X.UC_X86_REG_CR2, X.UC_X86_REG_CR3, X.UC_X86_REG_CR4
 GDTR, IDTR, TR = X.UC_X86_REG_GDTR, X.UC_X86_REG_IDTR, X.UC_X86_REG_TR
+LDTR = X.UC_X86_REG_LDTR
 RIP, RSP, RFLAGS = X.UC_X86_REG_RIP, X.UC_X86_REG_RSP, X.UC_X86_REG_RFLAGS
 
 GPRS_BY_NAME = {"eax": EAX, "ebx": EBX, "ecx": ECX, "edx": EDX,
@@ -149,6 +150,12 @@ class Cpu:
         """(selector, base) of TR."""
         selector, base, _, _ = self.uc.reg_read(TR)
         return selector, base
+
+    def load_segment_cache(self, reg: int, selector: int, base: int, limit: int,
+                           flags: int) -> None:
+        """Load TR or LDTR as a task switch does, its checks already made: FLAGS are
+        the descriptor's high 32 bits, the form QEMU's segment caches keep."""
+        self.uc.reg_write(reg, (selector, base, limit, flags))
 
     def descriptor_table(self, reg: int) -> tuple[int, int]:
         """(base, limit) of GDTR or IDTR."""

@@ -5,7 +5,10 @@ The mechanism is the hardware's sequence: find the gate, check `int n` against t
 gate's DPL and the gate's presence, find the handler's code segment and ring, switch
 to the inner ring's stack when the ring changes, push the frame ([error code,] EIP, CS,
 EFLAGS [, ESP, SS]), clear TF, NT and RF, load CS:EIP; a fault while doing so becomes
-the next exception (#DF for the pairs of table 6-5, a triple fault after a failed #DF).
+the next exception (#DF for the pairs of table 6-5, a triple fault after a failed #DF,
+reported with the whole chain). A task gate hands the delivery to the mode's task
+switch (machine/taskswitch.py on the bare PC). Every attempt can be traced, one line
+each in the form of QEMU's `-d int` log (`pvtool run --trace-int`).
 
 What differs between modes is where the gates, stacks and segments come from and what
 the frame shows, and that is a `DeliveryRules` object: the bare PC's IDT, GDT and TSS
@@ -16,17 +19,21 @@ runs its ring 0 in ring 1 (hv/trapmode.py); Xen's trap table and bounce frame
 
 import struct
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from pvtool.machine.cpu import CS, SS, Cpu
+from pvtool.machine.cpu import CR2, CS, EAX, SS, Cpu
 from pvtool.machine.exits import Exit
 from pvtool.machine.interruption import Interruption, Kind
 from pvtool.machine.memory import PageFault
 from pvtool.x86.descriptors import S_BIT, GateDescriptor, SystemType
 from pvtool.x86.registers import EFLAGS_NT, EFLAGS_RF, EFLAGS_TF, TSS32_ESP0
-from pvtool.x86.vectors import CONTRIBUTORY, Vector, idt_error_code
+from pvtool.x86.vectors import CONTRIBUTORY, Vector, idt_error_code, vector_name
 
+# The gates an IDT may hold (6.11; 64-bit: 6.14.1).
+IDT_GATES = {32: (SystemType.INTERRUPT_GATE, SystemType.TRAP_GATE, SystemType.TASK_GATE),
+             64: (SystemType.INTERRUPT_GATE, SystemType.TRAP_GATE)}
 # What each kind of interruption counts as when it reaches the guest's handler.
 DELIVERED = {Kind.EXCEPTION: Exit.EXCEPTION, Kind.SOFTWARE: Exit.INTERRUPT,
              Kind.EXTERNAL: Exit.IRQ}
@@ -56,6 +63,7 @@ class Gate:
     present: bool = True
     clears_if: bool = True
     name: str = ""  # what it is, for a hypervisor's messages ("the event callback")
+    task: bool = False  # a task gate: SELECTOR names a TSS, OFFSET is unused (6.11)
 
 
 @dataclass(frozen=True)
@@ -123,42 +131,76 @@ class DeliveryRules(Protocol):
     def set_cr2(self, address: int) -> None:
         """A page fault while delivering: its address, where the handler reads CR2."""
 
+    def switch_task(self, gate: Gate, error_code: int | None, ip: int) -> None:
+        """Deliver through a task gate: switch to the task of the TSS GATE.selector,
+        the outgoing one to resume at IP (machine/taskswitch.py)."""
+
     def triple_fault(self, why: str, ip: int) -> None:
-        """Delivering a double fault faulted: a PC resets."""
+        """Delivering a double fault faulted: a PC resets. WHY names the chain."""
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try at delivering a vector: the event, or a fault its delivery raised."""
+
+    vector: int
+    error_code: int | None
+    software: bool
+    ip: int
+    length: int = 0  # of the `int n` instruction, for a software interruption
+    cr2: int | None = None  # for #PF: the faulting linear address
+
+    def describe(self) -> str:
+        """`#GP(0x1230)`, `#PF(0x2, cr2 0x400000)`, `int 0x41`, `vector 32`."""
+        if self.software:
+            return f"int {self.vector:#x}"
+        details = [] if self.error_code is None else [f"{self.error_code:#x}"]
+        if self.cr2 is not None:
+            details.append(f"cr2 {self.cr2:#x}")
+        return vector_name(self.vector) + (f"({', '.join(details)})" if details else "")
 
 
 class Delivery:
-    """The CPU's delivery of interruptions, under one mode's rules."""
+    """The CPU's delivery of interruptions, under one mode's rules. TRACE, when set,
+    receives one line per delivery, as QEMU's `-d int` logs them."""
 
     def __init__(self, cpu: Cpu, rules: DeliveryRules, exits: Counter):
         self.cpu = cpu
         self.rules = rules
         self.exits = exits
+        self.trace: Callable[[str], None] | None = None
+        self.traced = 0  # lines traced: QEMU numbers its own
 
     def deliver(self, event: Interruption) -> None:
         """Deliver EVENT to the guest's handler, counted by its kind."""
         self.exits[DELIVERED[event.kind]] += 1
-        self._deliver(event.vector, event.error_code, event.software, event.ip,
-                      event.length)
+        cr2 = self.cpu.read(CR2) if event.vector == Vector.PF and not event.software else None
+        self._deliver(Attempt(event.vector, event.error_code, event.software, event.ip,
+                              event.length, cr2), ())
 
-    def _deliver(self, vector: int, error_code: int | None, software: bool, ip: int,
-                 length: int, first_why: str = "") -> None:
+    def _deliver(self, attempt: Attempt, chain: tuple[Attempt, ...], whys: str = "") -> None:
         """A fault while delivering becomes #DF or is delivered itself (table 6-5); a
-        fault while delivering #DF is a triple fault."""
+        fault while delivering #DF is a triple fault, reported with the chain."""
+        if self.trace is not None:
+            self._trace(attempt)
+        chain += (attempt,)
         try:
-            self._deliver_once(vector, error_code, software, ip)
+            self._deliver_once(attempt.vector, attempt.error_code, attempt.software,
+                               attempt.ip)
         except DeliveryFault as fault:
-            why = first_why or _describe(vector, fault)
-            if vector == Vector.DF:
-                self.rules.triple_fault(why, ip)
+            whys = f"{whys}; {fault.why}" if whys else fault.why
+            if attempt.vector == Vector.DF:
+                self.rules.triple_fault(_chain_text(chain + (_raised(fault, 0),), whys),
+                                        attempt.ip)
                 return
             if fault.vector == Vector.PF:
                 self.rules.set_cr2(fault.address)
-            if not software and _is_double_fault(vector, fault.vector):
-                self._deliver(Vector.DF, 0, False, ip, 0, why)
+            if not attempt.software and _is_double_fault(attempt.vector, fault.vector):
+                self._deliver(Attempt(Vector.DF, 0, False, attempt.ip),
+                              chain + (_raised(fault, attempt.ip),), whys)
                 return
             # A refused `int n` did not complete: the fault reports the instruction.
-            self._deliver(fault.vector, fault.error_code, False, ip - length, 0, why)
+            self._deliver(_raised(fault, attempt.ip - attempt.length), chain, whys)
 
     def _deliver_once(self, vector: int, error_code: int | None, software: bool,
                       ip: int) -> None:
@@ -171,6 +213,9 @@ class Delivery:
         if not gate.present:
             raise DeliveryFault(Vector.NP, idt_error_code(vector),
                                 f"the gate of vector {vector} is not present")
+        if gate.task:
+            rules.switch_task(gate, error_code, ip)
+            return
         self.enter_handler(gate, error_code, ip, cpl)
 
     def enter_handler(self, gate: Gate, error_code: int | None, ip: int,
@@ -190,6 +235,36 @@ class Delivery:
         rules.write_stack(sp, data)
         eflags = rules.on_entry(flags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF), gate)
         rules.enter(ring_change, cs=cs, eip=gate.offset, ss=ss, esp=sp, eflags=eflags)
+
+    def enter_callback(self, gate: Gate, ip: int, cpl: int) -> None:
+        """Enter a hypervisor's callback (an event upcall) at GATE, returning to IP:
+        delivery without a vector."""
+        if self.trace is not None:
+            self._log(f"{gate.name or 'callback'} cpl={cpl} IP={self._at(CS, ip)} "
+                      f"SP={self._at(SS, self.cpu.read(self.cpu.width.sp))}")
+        self.enter_handler(gate, None, ip, cpl)
+
+    def _trace(self, attempt: Attempt) -> None:
+        """QEMU's `-d int` line (target/i386/tcg/seg_helper.c, do_interrupt_all),
+        without its `pc=` (CS's base is not at hand) and with `EAX=` for its
+        `env->regs[R_EAX]=`. Like QEMU's, the IP of `int n` is the instruction's."""
+        cpu = self.cpu
+        ip = attempt.ip - attempt.length
+        last = f"CR2={self._hex(attempt.cr2)}" if attempt.cr2 is not None \
+            else f"EAX={self._hex(cpu.read(EAX))}"
+        self._log(f"v={attempt.vector:02x} e={attempt.error_code or 0:04x} "
+                  f"i={int(attempt.software)} cpl={cpu.cpl} IP={self._at(CS, ip)} "
+                  f"SP={self._at(SS, cpu.read(cpu.width.sp))} {last}")
+
+    def _log(self, text: str) -> None:
+        self.trace(f"{self.traced:6d}: {text}")
+        self.traced += 1
+
+    def _at(self, segment: int, offset: int) -> str:
+        return f"{self.cpu.read(segment):04x}:{self._hex(offset)}"
+
+    def _hex(self, value: int) -> str:
+        return f"{value:0{self.cpu.bits // 4}x}"
 
 
 def enter_same_ring(cpu: Cpu, *, cs: int, eip: int, esp: int, eflags: int) -> None:
@@ -211,27 +286,33 @@ def _is_double_fault(first: int, second: int) -> bool:
     return first == Vector.PF and (second in CONTRIBUTORY or second == Vector.PF)
 
 
-def _describe(vector: int, fault: DeliveryFault) -> str:
-    return f"vector {vector} could not be delivered: {fault.why}" if fault.why \
-        else f"vector {vector} could not be delivered"
+def _raised(fault: DeliveryFault, ip: int) -> Attempt:
+    return Attempt(fault.vector, fault.error_code, False, ip, cr2=fault.address)
+
+
+def _chain_text(chain: tuple[Attempt, ...], whys: str) -> str:
+    """`#GP(0x1230) -> #NP(0x6a) -> #DF(0x0) -> #NP(0x42) (why...)`."""
+    text = " -> ".join(attempt.describe() for attempt in chain)
+    return f"{text} ({whys})" if whys else text
 
 
 def read_idt_gate(read, base: int, limit: int, vector: int, bits: int = 32) -> Gate:
     """VECTOR's gate in the IDT at BASE..BASE+LIMIT, read with READ(address, size) (a
-    PageFault becomes #PF). Only interrupt and trap gates are taken (no task gates)."""
+    PageFault becomes #PF). Interrupt and trap gates, and in a 32-bit IDT task gates
+    (64-bit mode has no tasks, 6.14.1)."""
     size = 16 if bits == 64 else 8
     if vector * size + size - 1 > limit:
         raise DeliveryFault(Vector.GP, idt_error_code(vector),
                             f"vector {vector} is past the IDT's limit")
     raw = read_guest(read, base + vector * size, size)
     gate = GateDescriptor.decode(raw)
-    if int.from_bytes(raw[:8], "little") & S_BIT or gate.type not in (SystemType.INTERRUPT_GATE,
-                                                   SystemType.TRAP_GATE):
+    if int.from_bytes(raw[:8], "little") & S_BIT or gate.type not in IDT_GATES[bits]:
         raise DeliveryFault(Vector.GP, idt_error_code(vector),
-                            f"the IDT entry of vector {vector} is not an interrupt or "
-                            "trap gate")
+                            f"the IDT entry of vector {vector} is not an interrupt, trap "
+                            "or task gate")
     return Gate(gate.selector, gate.offset, gate.dpl, gate.present,
-                clears_if=gate.type == SystemType.INTERRUPT_GATE)
+                clears_if=gate.type == SystemType.INTERRUPT_GATE,
+                task=gate.type == SystemType.TASK_GATE)
 
 
 def read_tss_stack(read, tss_base: int) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """The bare PC's CPU: every interrupt and exception goes through the guest's own IDT,
-GDT and TSS exactly as the hardware delivers it (machine/delivery.py), with the
-kernel in ring 0. This is native mode's supervisor, and the reference the others are
-measured against."""
+GDT and TSS exactly as the hardware delivers it (machine/delivery.py; a task gate
+switches tasks, machine/taskswitch.py), with the kernel in ring 0. This is native
+mode's supervisor, and the reference the others are measured against."""
 
 from pvtool.machine.cpu import CR2, GDTR, IDTR, Cpu
 from pvtool.machine.delivery import (
@@ -20,6 +20,7 @@ from pvtool.machine.irq import IrqRouter
 from pvtool.machine.memory import GuestMemory
 from pvtool.machine.pc import Machine
 from pvtool.machine.stop import Stop, StopKind
+from pvtool.machine.taskswitch import RingNotModeled, switch_through_gate
 from pvtool.x86.descriptors import DESCRIPTOR_SIZE, DPL_SHIFT, gdt_offset
 from pvtool.x86.registers import EFLAGS_IF
 from pvtool.x86.vectors import Vector
@@ -82,9 +83,14 @@ class BareCpuRules:
     def set_cr2(self, address: int) -> None:
         self.cpu.write(CR2, address)
 
+    def switch_task(self, gate: Gate, error_code: int | None, ip: int) -> None:
+        try:
+            switch_through_gate(self.cpu, self.memory, gate.selector, error_code, ip)
+        except RingNotModeled as departure:
+            self.request_stop(Stop(StopKind.NOT_MODELED, str(departure), ip))
+
     def triple_fault(self, why: str, ip: int) -> None:
-        self.request_stop(Stop(StopKind.TRIPLE_FAULT,
-                               "triple fault (a fault while delivering a double fault)", ip))
+        self.request_stop(Stop(StopKind.TRIPLE_FAULT, f"triple fault after {why}", ip))
 
 
 class BareMetal:

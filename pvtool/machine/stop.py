@@ -4,6 +4,28 @@ the summary and the CLI's exit status all read the same record."""
 from dataclasses import dataclass
 from enum import Enum
 
+from pvtool.machine.cpu import (
+    CR0,
+    CR2,
+    CR3,
+    CR4,
+    CS,
+    DS,
+    EFLAGS,
+    EIP,
+    ES,
+    FS,
+    GPRS_BY_NAME,
+    GS,
+    SS,
+    Cpu,
+)
+
+# What `--json` shows of the CPU at the stop: the registers a fault's diagnosis needs.
+STOP_REGISTERS = {**GPRS_BY_NAME, "eip": EIP, "eflags": EFLAGS, "cs": CS, "ds": DS,
+                  "es": ES, "fs": FS, "gs": GS, "ss": SS, "cr0": CR0, "cr2": CR2,
+                  "cr3": CR3, "cr4": CR4}
+
 
 class StopKind(Enum):
     GUEST_EXIT = "guest-exit"  # isa-debug-exit: the guest chose its exit code
@@ -14,6 +36,7 @@ class StopKind(Enum):
     INSN_LIMIT = "insn-limit"  # --max-insns
     TIMEOUT = "timeout"  # --timeout
     EMULATOR_ERROR = "emulator-error"  # Unicorn refused to go on (unmapped fetch...)
+    NOT_MODELED = "not-modeled"  # the guest needs what pvtool does not model (Departures)
 
 
 @dataclass(frozen=True)
@@ -22,6 +45,7 @@ class Stop:
     reason: str
     eip: int = 0
     code: int | None = None  # the guest's exit code, for GUEST_EXIT and SHUTDOWN
+    symbol: str = ""  # where eip is in the image, `name+0x12`, when it has symbols
 
     @property
     def guest_chose(self) -> bool:
@@ -30,4 +54,13 @@ class Stop:
 
     def describe(self) -> str:
         where = f" at eip {self.eip:#010x}" if not self.guest_chose else ""
+        if where and self.symbol:
+            where += f" <{self.symbol}>"
         return f"{self.kind.value}: {self.reason}{where}"
+
+
+def registers_at_stop(cpu: Cpu) -> dict[str, int]:
+    """The CPU's registers by name, and its CPL, as the run left them."""
+    values = {name: cpu.read(reg) for name, reg in STOP_REGISTERS.items()}
+    values["cpl"] = cpu.cpl
+    return values

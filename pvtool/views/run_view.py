@@ -7,8 +7,11 @@ from pvtool.run import RunResult
 
 
 def render(result: RunResult, console: Console) -> None:
-    table = Table(title=f"{result.mode.value} run: {result.stop.describe()}",
-                  title_justify="left")
+    # A stop the guest did not choose is pvtool's one error line (cli.py): the title
+    # names only its kind, so the reason is printed once.
+    stop = result.stop
+    title = stop.describe() if stop.guest_chose else stop.kind.value
+    table = Table(title=f"{result.mode.value} run: {title}", title_justify="left")
     table.add_column("exit kind")
     table.add_column("count", justify="right")
     for kind, count in sorted(result.exits.items()):
