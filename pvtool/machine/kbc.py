@@ -11,12 +11,15 @@ IRQ 1 is a level: high while a keyboard byte waits in the output buffer, the com
 byte enables the interrupt and the keyboard interface is not disabled (QEMU's
 kbd_update_irq). Controller replies share the keyboard's queue, as in QEMU. Pulsing
 output port bit 0 (command 0xFE, or 0xF0-0xFF with bit 0 clear, or writing the output
-port with bit 0 clear) resets the machine: the run ends as QEMU -no-reboot ends.
+port with bit 0 clear) resets the machine: the run ends as QEMU -no-reboot ends. A
+command QEMU does not know (0xA1, say) is ignored, as QEMU ignores it.
 
 Departures: there is no mouse (0xA9 answers "interface ok" as QEMU's does, but bytes
 for the mouse, 0xD3 and 0xD4, are dropped and IRQ 12 never rises); the A20 bit of the
 output port is kept and read back, but memory above 1 MiB never wraps (pvtool's RAM
-has no A20 gate); a command QEMU does not know (0xA1, say) is ignored, as in QEMU.
+has no A20 gate); a reset ends the run at once, where QEMU first runs on to the end
+of the translation block that asked for it (up to the next jump: the loop a kernel
+waits for its reset in never lets that show).
 """
 
 from collections.abc import Callable
