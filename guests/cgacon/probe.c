@@ -46,6 +46,10 @@ vgaprobe(void)
   printindexed("crtc", CRTC_INDEX, CRTC_DATA, CRTC_REGS);
   outb(CRTC_INDEX, 0x3F);
   cprintf("crtc index 0x3f reads back %x, register %x\n", inb(CRTC_INDEX), inb(CRTC_DATA));
+  // Register 0x11 bit 7 protects 0x00-0x07 (all but bit 4 of 0x07) from writes.
+  outb(CRTC_INDEX, 0x01);
+  outb(CRTC_DATA, 0x00);
+  cprintf("crtc 0x01 after writing 0: %x\n", inb(CRTC_DATA));
   printindexed("seq", 0x3C4, 0x3C5, SEQ_REGS);
   printindexed("gfx", 0x3CE, 0x3CF, GFX_REGS);
   printattr();

@@ -8,7 +8,7 @@ delivery (machine/native.py), or the hypervisor.
 """
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from unicorn import (
@@ -84,7 +84,7 @@ class Machine:
 
     def __init__(self, *, ram_size: int = DEFAULT_RAM,
                  output: Callable[[bytes], None], input_data: bytes = b"",
-                 disk: DiskImage | None = None, bits: int = 32, keys: list[int] = ()):
+                 disk: DiskImage | None = None, bits: int = 32, keys: Iterable[int] = ()):
         self.uc = Uc(UC_ARCH_X86, UC_MODES[bits])
         self.ram_size = ram_size
         self.uc.mem_map(0, ram_size)
@@ -129,7 +129,7 @@ class Machine:
         self.lapic = LocalApic()
         self.mmio.register(self.lapic, APIC_BASE, APIC_SIZE)
 
-    def _install_console(self, keys: list[int]) -> None:
+    def _install_console(self, keys: Iterable[int]) -> None:
         """The screen and the keyboard: the VGA in text mode, the 8042 with a PS/2
         keyboard on IRQ 1 that types KEYS (scan codes) as virtual time passes."""
         self.vga = VgaText()

@@ -17,7 +17,7 @@ acknowledged and forgotten; there is no key repeat.
 """
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 ACK, ECHO, RESEND, SELF_TEST_PASSED = 0xFA, 0xEE, 0xFE, 0xAA
 ID_FIRST, ID_TRANSLATED, ID_SET2 = 0xAB, 0x41, 0x83
@@ -29,7 +29,7 @@ TAKES_ARGUMENT = (0xED, 0xF3, 0xF0)
 
 
 class Ps2Keyboard:
-    def __init__(self, typed: list[int] = ()):
+    def __init__(self, typed: Iterable[int] = ()):
         self.typed = deque(typed)  # scan codes still to type, one per key event
         self.queue_bytes: deque[int] = deque()
         self.last = 0

@@ -12,7 +12,7 @@ index/data flip-flop, the miscellaneous output register (written at 0x3C2, read 
 0x3CC) and input status 1 at 0x3DA. Every value a register holds at entry, and every
 answer below, was read from QEMU 7.2 by guests/cgacon, which prints them on COM1.
 
-Rules QEMU follows (hw/display/vga.c), each checked by cgacon: the CRT controller
+Rules QEMU follows (hw/display/vga.c), which cgacon's probe shows: the CRT controller
 ports answer at 0x3Dx only while misc output bit 0 selects colour, and at 0x3Bx only
 while it selects mono (the other pair reads all ones); while CRTC register 0x11 bit 7
 is set, registers 0x00-0x07 ignore writes but for bit 4 of 0x07; each read of input
