@@ -132,6 +132,18 @@ kbcprobe(void)
   outb(KBC_DATA, 0xEE);
   cprintf("8042 status after a keyboard command %x\n", inb(KBC_STATUS));
   cprintf("keyboard echo: %x\n", kbcreply());
+  outb(KBC_STATUS, 0xAD);
+  outb(KBC_DATA, 0xEE);
+  reply = kbcreply();
+  cprintf("keyboard echo with the interface disabled: %x, command byte %x\n", reply,
+          kbccommand(0x20));
+  outb(KBC_STATUS, 0xAE);
+  outb(KBC_DATA, 0xF0);
+  ack = kbcreply();
+  outb(KBC_DATA, 0x00);
+  id1 = kbcreply();
+  id2 = kbcreply();
+  cprintf("keyboard scan code set: %x %x %x\n", ack, id1, id2);
   reply = kbccommand(0xA1);
   cprintf("8042 unknown command a1: %x, status %x\n", reply, inb(KBC_STATUS));
 }

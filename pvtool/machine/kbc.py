@@ -9,7 +9,8 @@ on) was read from QEMU by guests/cgacon, which prints it on COM1.
 
 IRQ 1 is a level: high while a keyboard byte waits in the output buffer, the command
 byte enables the interrupt and the keyboard interface is not disabled (QEMU's
-kbd_update_irq). Controller replies share the keyboard's queue, as in QEMU. Pulsing
+kbd_update_irq). Controller replies share the keyboard's queue, as in QEMU. A byte
+sent to the keyboard enables the keyboard interface again, as QEMU's does. Pulsing
 output port bit 0 (command 0xFE, or 0xF0-0xFF with bit 0 clear, or writing the output
 port with bit 0 clear) resets the machine: the run ends as QEMU -no-reboot ends. A
 command QEMU does not know (0xA1, say) is ignored, as QEMU ignores it.
@@ -130,6 +131,7 @@ class Kbc8042:
     def _write_data(self, value: int) -> None:
         command, self.data_command = self.data_command, 0
         if command == 0:
+            self.mode &= ~MODE_KBD_DISABLED  # a byte for the keyboard enables its interface
             self.keyboard.command(value)
         elif command == WRITE_MODE:
             self.mode = value

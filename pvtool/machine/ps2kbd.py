@@ -2,9 +2,10 @@
 
 It answers the commands a driver sends through port 0x60 as QEMU 7.2's keyboard
 (hw/input/ps2.c) answers them: acknowledge 0xFA, echo 0xEE, identify 0xFA 0xAB 0x41
-(0x83 untranslated), reset 0xFA 0xAA, scanning on and off; a command it does not know
-gets 0xFE (resend). Its bytes wait in a queue of QUEUE_SIZE (beyond, they are lost);
-reading an empty queue gives the last byte again, as QEMU's does.
+(0x83 untranslated), which scan code set 0xFA 0xFA 0x41 (set 2, translated), reset
+0xFA 0xAA, scanning on and off; a command it does not know gets 0xFE (resend). Its
+bytes wait in a queue of QUEUE_SIZE (beyond, they are lost); reading an empty queue
+gives the last byte again, as QEMU's does.
 
 The typing: `--keys` text becomes scan codes (keys.py), and one key event (a key
 going down or up) reaches the queue every KEY_EVENT_MS of virtual time, the first
@@ -12,8 +13,8 @@ KEY_EVENT_MS after power-on: QEMU's `sendkey` holds each key that long. A kernel
 waits with hlt skips straight to each event, so typing costs it no instructions.
 
 Departures: scan code set 2 untranslated is never sent (typed keys are set 1 even if
-the command byte turns translation off); the LEDs and the typematic rate are
-acknowledged and forgotten; there is no key repeat.
+the command byte turns translation off, or the driver selects another set); the LEDs
+and the typematic rate are acknowledged and forgotten; there is no key repeat.
 """
 
 from collections import deque
@@ -25,7 +26,10 @@ QUEUE_SIZE = 16
 KEY_CLOCK_HZ = 1000  # the typing's clock counts milliseconds
 KEY_EVENT_MS = 100  # QEMU's sendkey hold time
 # Commands followed by an argument byte (LEDs, typematic rate, scan code set).
-TAKES_ARGUMENT = (0xED, 0xF3, 0xF0)
+SCAN_CODE_SET = 0xF0
+TAKES_ARGUMENT = (0xED, 0xF3, SCAN_CODE_SET)
+# What "which scan code set?" (0xF0 0x00) answers: set 2, as the 8042 translates it.
+SET2, SET2_TRANSLATED = 0x02, 0x41
 
 
 class Ps2Keyboard:
@@ -35,7 +39,7 @@ class Ps2Keyboard:
         self.last = 0
         self.translate = True  # the 8042 sets it from its command byte
         self.scanning = True
-        self.awaiting_argument = False
+        self.awaiting = 0  # a command waiting for its argument byte
         self.ms = 0  # virtual milliseconds since power-on
         self.next_event_ms = KEY_EVENT_MS
         self.on_data: Callable[[], None] = lambda: None  # the 8042 updates IRQ 1
@@ -55,11 +59,13 @@ class Ps2Keyboard:
 
     def command(self, value: int) -> None:
         """A byte the driver sent the keyboard."""
-        if self.awaiting_argument:
-            self.awaiting_argument = False
+        if self.awaiting:
+            command, self.awaiting = self.awaiting, 0
             self.queue(ACK)
+            if command == SCAN_CODE_SET and value == 0:
+                self.queue(SET2_TRANSLATED if self.translate else SET2)
         elif value in TAKES_ARGUMENT:
-            self.awaiting_argument = True
+            self.awaiting = value
             self.queue(ACK)
         elif value == ECHO:
             self.queue(ECHO)

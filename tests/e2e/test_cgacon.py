@@ -11,8 +11,16 @@ while the guest waits for its last key (Escape), which changes nothing on screen
 import json
 from functools import partial
 
+import pytest
+
 from pvtool.machine.screen import TextScreen
-from pvtool.machine.vga_text import COLUMNS, ROWS, TEXT_BUFFER
+from pvtool.machine.vga_text import (
+    COLUMNS,
+    ROWS,
+    TEXT_BUFFER,
+    TEXT_BUFFER_SIZE,
+    firmware_screen,
+)
 from pvtool.run import Mode, RunOptions, run_image
 from tests import cli
 from tests.oracles import QemuSession, guest_path
@@ -25,19 +33,23 @@ ASKS_FOR_LINE = b"keyboard: type a line and press enter\n"
 SCREEN_DONE = b"cgacon: screen complete, press escape\n"
 
 
-def qemu_cgacon(elf, workdir):
-    with QemuSession(elf, workdir, timeout=60) as qemu:
+@pytest.fixture(scope="module")
+def qemu_cgacon(tmp_path_factory):
+    """QEMU's run of cgacon: how it ended, and the whole text window before Escape."""
+    elf = guest_path("cgacon")
+    with QemuSession(elf, tmp_path_factory.mktemp("qemu"), timeout=60) as qemu:
         qemu.wait_for(ASKS_FOR_LINE)
         qemu.send_keys(LINE_KEYS)
         qemu.wait_for(SCREEN_DONE)
-        screen = qemu.read_memory(TEXT_BUFFER, SCREEN_BYTES)
+        window = qemu.read_memory(TEXT_BUFFER, TEXT_BUFFER_SIZE)
         qemu.send_keys(["esc"])
-        return qemu.finish(), screen
+        return qemu.finish(), window
 
 
-def test_cgacon_prints_qemus_bytes_and_leaves_qemus_screen(tmp_path):
+def test_cgacon_prints_qemus_bytes_and_leaves_qemus_screen(tmp_path, qemu_cgacon):
     elf = guest_path("cgacon")
-    judge, judge_screen = qemu_cgacon(elf, tmp_path)
+    judge, window = qemu_cgacon
+    judge_screen = window[:SCREEN_BYTES]
     screen_file = tmp_path / "screen.txt"
 
     done = pvtool_run("--native", "--quiet", "--keys", TYPED, "--screen", str(screen_file),
@@ -50,6 +62,13 @@ def test_cgacon_prints_qemus_bytes_and_leaves_qemus_screen(tmp_path):
     assert done.status == judge.guest_code
     assert result.screen.cells == judge_screen
     assert screen_file.read_text(encoding="utf-8") == TextScreen(judge_screen, 0).text()
+
+
+def test_the_text_window_beyond_the_screen_holds_the_firmwares_blank_cells(qemu_cgacon):
+    """cgacon never writes past the first page: what QEMU's window holds there is what
+    the firmware left, and pvtool must start from the same."""
+    _, window = qemu_cgacon
+    assert window[SCREEN_BYTES:] == firmware_screen()[SCREEN_BYTES:]
 
 
 def test_the_json_summary_carries_the_screen_and_the_cursor():

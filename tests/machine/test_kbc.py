@@ -92,12 +92,21 @@ def test_a_byte_written_through_0xd2_comes_back_and_reads_again_when_empty(board
     ([0xEE], [0xEE]),  # echo
     ([0xFF], [0xFA, 0xAA]),  # reset: acknowledged, self test passed
     ([0xED, 0x07], [0xFA, 0xFA]),  # LEDs, with their argument
+    ([0xF0, 0x00], [0xFA, 0xFA, 0x41]),  # which scan code set: 2, translated
     ([0x01], [0xFE]),  # unknown: resend
 ])
 def test_keyboard_commands_answer_as_qemus(board, sent, reply):
     for value in sent:
         board.send(value)
     assert board.replies() == reply
+
+
+def test_a_byte_for_the_keyboard_enables_its_interface_again(board):
+    board.command(0xAD)
+    board.send(0xEE)
+    assert board.replies() == [0xEE]
+    board.command(0x20)
+    assert board.replies() == [0x61]
 
 
 def test_irq_1_is_high_while_a_keyboard_byte_waits_and_the_command_byte_allows_it(board):
