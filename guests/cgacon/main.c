@@ -15,6 +15,9 @@
 #define IO_PIC1 0x20
 #define IO_PIC2 0xA0
 #define IRQ_KBD 1
+#define ICW1_INIT_ICW4 0x11  // start initialization, edge triggered, an ICW4 follows
+#define ICW4_8086      0x01
+#define OCW2_EOI       0x20  // non-specific end of interrupt
 #define ESC     0x1B
 #define COLS    80
 #define FIRMWARE_CURSOR (2 * COLS)  // SeaBIOS printed two lines
@@ -25,14 +28,14 @@
 static void
 picinit(void)
 {
-  outb(IO_PIC1, 0x11);
+  outb(IO_PIC1, ICW1_INIT_ICW4);
   outb(IO_PIC1 + 1, T_IRQ0);
   outb(IO_PIC1 + 1, 1 << IRQ_SLAVE);
-  outb(IO_PIC1 + 1, 0x01);
-  outb(IO_PIC2, 0x11);
+  outb(IO_PIC1 + 1, ICW4_8086);
+  outb(IO_PIC2, ICW1_INIT_ICW4);
   outb(IO_PIC2 + 1, T_IRQ0 + 8);
   outb(IO_PIC2 + 1, IRQ_SLAVE);
-  outb(IO_PIC2 + 1, 0x01);
+  outb(IO_PIC2 + 1, ICW4_8086);
   outb(IO_PIC1 + 1, 0xFF & ~(1 << IRQ_KBD));
   outb(IO_PIC2 + 1, 0xFF);
 }
@@ -42,7 +45,7 @@ trap(struct trapframe *tf)
 {
   if (tf->trapno == T_IRQ0 + IRQ_KBD) {
     kbdintr();
-    outb(IO_PIC1, 0x20);  // non-specific end of interrupt
+    outb(IO_PIC1, OCW2_EOI);
     return;
   }
   cprintf("trap: unexpected vector %d, error code 0x%x\n", tf->trapno, tf->err);

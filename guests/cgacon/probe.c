@@ -88,7 +88,7 @@ screenprobe(void)
 static int
 kbcreply(void)
 {
-  for (int i = 0; i < 100000; i++)
+  for (int i = 0; i < 10000; i++)
     if (inb(KBC_STATUS) & KBC_OBF)
       return inb(KBC_DATA);
   return -1;
@@ -101,8 +101,9 @@ kbccommand(int command)
   return kbcreply();
 }
 
-void
-kbcprobe(void)
+// The controller's own commands.
+static void
+controllerprobe(void)
 {
   cprintf("8042 status at entry %x\n", inb(KBC_STATUS));
   cprintf("8042 command byte %x\n", kbccommand(0x20));
@@ -126,24 +127,42 @@ kbcprobe(void)
   reply = kbcreply();
   cprintf("8042 echo through the output buffer %x, status %x\n", reply, inb(KBC_STATUS));
   cprintf("8042 data read again %x\n", inb(KBC_DATA));
-  outb(KBC_DATA, 0xF2);
-  int ack = kbcreply(), id1 = kbcreply(), id2 = kbcreply();
-  cprintf("keyboard identify: %x %x %x\n", ack, id1, id2);
+  reply = kbccommand(0xA1);
+  cprintf("8042 unknown command a1: %x, status %x\n", reply, inb(KBC_STATUS));
+}
+
+// A keyboard command's answer: up to three bytes, -1 for each that never came.
+static void
+keyboardcommand(const char *what, int command, int argument)
+{
+  outb(KBC_DATA, command);
+  if (argument >= 0) {
+    kbcreply();  // the command's acknowledgement, before its argument is sent
+    outb(KBC_DATA, argument);
+  }
+  int first = kbcreply(), second = kbcreply(), third = kbcreply();
+  cprintf("keyboard %s: %x %x %x\n", what, first, second, third);
+}
+
+// Commands for the keyboard, through the controller's data port.
+static void
+keyboardprobe(void)
+{
+  keyboardcommand("identify", 0xF2, -1);
   outb(KBC_DATA, 0xEE);
   cprintf("8042 status after a keyboard command %x\n", inb(KBC_STATUS));
   cprintf("keyboard echo: %x\n", kbcreply());
   outb(KBC_STATUS, 0xAD);
-  outb(KBC_DATA, 0xEE);
-  reply = kbcreply();
-  cprintf("keyboard echo with the interface disabled: %x, command byte %x\n", reply,
-          kbccommand(0x20));
-  outb(KBC_STATUS, 0xAE);
-  outb(KBC_DATA, 0xF0);
-  ack = kbcreply();
-  outb(KBC_DATA, 0x00);
-  id1 = kbcreply();
-  id2 = kbcreply();
-  cprintf("keyboard scan code set: %x %x %x\n", ack, id1, id2);
-  reply = kbccommand(0xA1);
-  cprintf("8042 unknown command a1: %x, status %x\n", reply, inb(KBC_STATUS));
+  keyboardcommand("echo with the interface disabled", 0xEE, -1);
+  cprintf("8042 command byte after it %x\n", kbccommand(0x20));
+  keyboardcommand("scan code set", 0xF0, 0x00);
+  keyboardcommand("leds", 0xED, 0x00);
+  keyboardcommand("unknown command 0x01", 0x01, -1);
+}
+
+void
+kbcprobe(void)
+{
+  controllerprobe();
+  keyboardprobe();
 }
