@@ -12,7 +12,14 @@ holds (Unicode's mapping of them), not as control characters: a screen has none.
 from dataclasses import dataclass
 
 from pvtool.machine.memory import GuestMemory
-from pvtool.machine.vga_text import COLUMNS, ROWS, TEXT_BUFFER, VgaText
+from pvtool.machine.vga_text import (
+    BLANK_CELL,
+    COLUMNS,
+    ROWS,
+    TEXT_BUFFER,
+    TEXT_BUFFER_SIZE,
+    VgaText,
+)
 
 CELL = 2  # character, attribute
 # Code page 437's glyphs for the bytes Python's cp437 codec decodes as controls.
@@ -32,8 +39,8 @@ def cp437_char(byte: int) -> str:
 class TextScreen:
     """What the screen shows when the run ends: the cells and the cursor's cell."""
 
-    cells: bytes  # ROWS * COLUMNS * CELL bytes from the start of the text buffer
-    cursor: int
+    cells: bytes  # ROWS * COLUMNS * CELL bytes from the screen's first cell
+    cursor: int  # the cursor's cell, counted from the screen's first cell
 
     @property
     def rows(self) -> list[str]:
@@ -46,20 +53,24 @@ class TextScreen:
         return sum(1 for row in self.rows if row)
 
     @property
-    def cursor_row_column(self) -> tuple[int, int]:
+    def cursor_row_column(self) -> tuple[int, int] | None:
+        """Where the cursor is, or None when it is off the screen."""
+        if not 0 <= self.cursor < ROWS * COLUMNS:
+            return None
         return divmod(self.cursor, COLUMNS)
 
     def text(self) -> str:
         return "".join(row + "\n" for row in self.rows)
 
     def describe(self) -> str:
-        row, column = self.cursor_row_column
-        return f"screen: {self.rows_used} of {ROWS} rows used, cursor at row {row} column {column}"
+        where = self.cursor_row_column
+        cursor = "off the screen" if where is None else f"at row {where[0]} column {where[1]}"
+        return f"screen: {self.rows_used} of {ROWS} rows used, cursor {cursor}"
 
     def to_dict(self) -> dict:
-        row, column = self.cursor_row_column
+        where = self.cursor_row_column
         return {"rows": self.rows, "rows_used": self.rows_used,
-                "cursor": {"row": row, "column": column}}
+                "cursor": None if where is None else {"row": where[0], "column": where[1]}}
 
 
 def _row_text(cells: bytes) -> str:
@@ -67,6 +78,12 @@ def _row_text(cells: bytes) -> str:
 
 
 def read_screen(memory: GuestMemory, vga: VgaText) -> TextScreen:
-    """The screen now: the first page of the text buffer and the CRT controller's
-    cursor."""
-    return TextScreen(memory.read_phys(TEXT_BUFFER, ROWS * COLUMNS * CELL), vga.crtc.cursor)
+    """The screen now: the page of the text buffer the CRT controller's start address
+    points at, and the cursor on it. A page that runs past the end of the 32 KiB
+    window shows blanks there (departure: QEMU would show video memory the window
+    does not reach)."""
+    size = ROWS * COLUMNS * CELL
+    offset = min(vga.crtc.start * CELL, TEXT_BUFFER_SIZE)
+    visible = memory.read_phys(TEXT_BUFFER + offset, min(size, TEXT_BUFFER_SIZE - offset))
+    cells = visible + BLANK_CELL * ((size - len(visible)) // CELL)
+    return TextScreen(cells, vga.crtc.cursor - vga.crtc.start)

@@ -21,8 +21,9 @@ status 1 flips its retrace bits (0 and 3) and puts the attribute flip-flop back 
 register its index selects (bit 5, the palette source, ignored).
 
 Departures: nothing is drawn (the screen is read from RAM when the run ends), so the
-registers change no picture: a start address other than 0 or a cursor shape are kept
-and read back but do not move what --screen shows; the DAC (0x3C6-0x3C9) is not
+registers change no picture but for the start address, which says where in the buffer
+the screen begins (screen.py reads from there); the cursor's shape, the character
+height and the timings are kept and read back but shape nothing; the DAC (0x3C6-0x3C9) is not
 modelled (it reads 0, as QEMU's did at entry, and ignores writes); writes to the
 sequencer and graphics registers are kept whole (QEMU masks reserved bits); the
 graphics-mode planes and 0xA0000-0xB7FFF are RAM, where QEMU's text mode maps no
@@ -53,6 +54,7 @@ MISC_AT_ENTRY = 0x67  # colour I/O addresses (bit 0), RAM enabled, 28 MHz clock
 MISC_COLOUR = 0x01
 
 CURSOR_HIGH, CURSOR_LOW = 0x0E, 0x0F
+START_HIGH, START_LOW = 0x0C, 0x0D
 CRTC_PROTECT, CRTC_PROTECT_BIT = 0x11, 0x80  # vertical retrace end, bit 7
 CRTC_PROTECTED_LAST, CRTC_OVERFLOW, OVERFLOW_WRITABLE = 0x07, 0x07, 0x10
 STATUS_RETRACE = 0x09  # vertical retrace and display disabled: flip on each read
@@ -98,6 +100,11 @@ class CrtController(RegisterFile):
     def cursor(self) -> int:
         """The cursor location: a cell index from the start of the buffer."""
         return self.registers[CURSOR_HIGH] << 8 | self.registers[CURSOR_LOW]
+
+    @property
+    def start(self) -> int:
+        """The cell the screen's top-left corner shows (hardware scrolling moves it)."""
+        return self.registers[START_HIGH] << 8 | self.registers[START_LOW]
 
 
 class VgaText:
