@@ -15,6 +15,7 @@ from pvtool.errors import (
     GuestLimitError,
     InputMissingError,
     PvtoolError,
+    UsageError,
 )
 
 # Paths are checked by the jobs themselves, so that a missing file or a directory gets
@@ -119,23 +120,37 @@ def patch(image: Path, output: Path | None, patch_set: str, as_json: bool) -> No
 @click.option("--trace-int", is_flag=True,
               help="Print each interrupt and exception on stderr as it is delivered, as "
                    "QEMU's -d int does (in PV mode: bounces and event upcalls).")
+@click.option("--keys", default="", metavar="TEXT",
+              help="Type TEXT on the PS/2 keyboard (US layout), one key down or up every "
+                   "0.1 s of virtual time; \\n is Enter, \\e Escape, \\t Tab, \\b "
+                   "Backspace.")
+@click.option("--screen", "screen_path", type=click.Path(path_type=Path, dir_okay=False),
+              metavar="FILE", help="--native: write the text screen at the end to FILE "
+                                   "(25 lines, trailing blanks trimmed, UTF-8).")
 def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | None,
         memory: int, cmdline: str, disk: Path | None, snapshot: bool,
         input_file: Path | None, modules: tuple[Path, ...], quiet: bool, as_json: bool,
-        trace: bool, trace_int: bool) -> None:
+        trace: bool, trace_int: bool, keys: str, screen_path: Path | None) -> None:
     """Boot IMAGE and run it until it stops. The guest's serial output goes to stdout;
     pvtool exits with the guest's isa-debug-exit code (see README, "Exit status")."""
     from pvtool.run import Mode, RunOptions, run_image
     from pvtool.views import run_view
 
+    if screen_path is not None and mode != "native":
+        raise UsageError("--screen needs --native: only the bare PC has a screen")
     options = RunOptions(
         mode=Mode(mode) if mode else Mode.AUTO, max_insns=max_insns, timeout=timeout,
         ram_size=memory << 20, cmdline=cmdline.encode(), disk=disk, snapshot=snapshot,
         input_data=_serial_input(input_file), modules=modules,
         trace=_trace_printer() if trace else None,
-        trace_interrupts=_trace_printer() if trace_int else None)
+        trace_interrupts=_trace_printer() if trace_int else None,
+        keys=keys)
     result = run_image(image, options, _guest_output())
     sys.stdout.flush()
+    if screen_path is not None:
+        from pvtool.image.writer import write_atomically
+
+        write_atomically(screen_path, result.screen.text().encode())
     if as_json:
         console.stderr.print_json(data=result.to_dict())
     elif not quiet:
@@ -179,6 +194,8 @@ def _run_status(stop) -> int:
     if stop.kind is StopKind.GUEST_EXIT:
         return stop.code & 0xFF
     if stop.kind is StopKind.SHUTDOWN and stop.code in (0, 1, 2):  # poweroff, reboot, suspend
+        return 0
+    if stop.kind is StopKind.RESET:  # QEMU -no-reboot exits with 0 on a reset
         return 0
     error = {StopKind.INSN_LIMIT: GuestLimitError, StopKind.TIMEOUT: GuestLimitError,
              StopKind.HALTED: GuestHaltedError}.get(stop.kind, GuestFault)

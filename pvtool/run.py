@@ -15,9 +15,11 @@ from pvtool.image.elf import ElfImage, Symbol, load_elf, require_32bit
 from pvtool.machine.cpu import EIP
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
+from pvtool.machine.keys import key_events
 from pvtool.machine.loader import load_multiboot
 from pvtool.machine.native import BareMetal
 from pvtool.machine.pc import DEFAULT_RAM, Machine
+from pvtool.machine.screen import TextScreen, read_screen
 from pvtool.machine.stop import Stop, StopKind, registers_at_stop
 
 SLICE_INSNS = 1_000_000
@@ -43,6 +45,7 @@ class RunOptions:
     modules: tuple[Path, ...] = ()
     trace: Callable[[str], None] | None = None  # hypercalls, as they happen
     trace_interrupts: Callable[[str], None] | None = None  # deliveries (QEMU's -d int)
+    keys: str = ""  # typed on the keyboard (machine/keys.py says how)
 
 
 @dataclass
@@ -58,6 +61,7 @@ class RunResult:
     # --trap: the sensitive instructions that ran untrapped (hv/trapmode.SensitiveUse)
     sensitive: list = field(default_factory=list)
     registers: dict = field(default_factory=dict)  # the CPU's, when the run stopped
+    screen: TextScreen | None = None  # native mode: the text screen at the end
 
     def to_dict(self) -> dict:
         return {
@@ -73,6 +77,7 @@ class RunResult:
             "hypercalls": dict(sorted(self.hypercalls.items())),
             "uart_bytes": self.uart_bytes,
             "sensitive": [use.to_dict() for use in self.sensitive],
+            **({"screen": self.screen.to_dict()} if self.screen else {}),
         }
 
 
@@ -86,10 +91,11 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
     """Boot the image at PATH in the chosen mode and run it until it stops."""
     image = require_32bit(load_elf(path))
     mode = choose_mode(options.mode)
+    keys = key_events(options.keys)
     disk = DiskImage.open(options.disk, snapshot=options.snapshot) if options.disk else None
     try:
         machine = Machine(ram_size=options.ram_size, output=output,
-                          input_data=options.input_data, disk=disk)
+                          input_data=options.input_data, disk=disk, keys=keys)
         domain = _boot(machine, image, mode, options)
         # Every supervisor delivers through one Delivery (machine/delivery.py).
         machine.supervisor.delivery.trace = options.trace_interrupts
@@ -98,6 +104,8 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
         if disk is not None:
             disk.close()  # flushed: the guest's writes reach the file, whatever happened
     result.stop = _locate(result.stop, image)
+    if mode is Mode.NATIVE:
+        result.screen = read_screen(machine.memory, machine.vga)
     if mode is Mode.TRAP:
         result.sensitive = domain.sensitive_report()
     elif domain is not None:
@@ -114,6 +122,7 @@ def _boot(machine: Machine, image: ElfImage, mode: Mode, options: RunOptions):
         return boot_trap_domain(machine, image, cmdline=options.cmdline,
                                 modules=options.modules, trace=options.trace)
     if mode is Mode.NATIVE:
+        machine.show_firmware_screen()
         load_multiboot(machine, image, cmdline=options.cmdline, modules=options.modules)
         machine.attach(BareMetal(machine))
         return None

@@ -16,9 +16,12 @@ import fcntl
 import functools
 import os
 import re
+import select
 import shutil
+import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,3 +196,99 @@ def _text(data: bytes | str | None) -> str:
 
 def _fail(message: str) -> NoReturn:
     pytest.fail(message, pytrace=False)
+
+
+class QemuSession:
+    """A guest on QEMU driven through its human monitor (a Unix socket), for guests
+    that wait for keys or whose screen must be read before they leave: wait for a
+    line on COM1, read guest memory (`pmemsave`), type keys (`sendkey`), then collect
+    how the run ended as run_qemu does."""
+
+    def __init__(self, elf: Path, workdir: Path, *, timeout: float = 60):
+        self.socket_path = workdir / "monitor.sock"
+        self.socket_path.unlink(missing_ok=True)  # a socket left by an earlier run
+        self.workdir = workdir
+        self.timeout = timeout
+        self.output = bytearray()
+        command = [require_tool(QEMU), "-kernel", str(elf), *QEMU_ARGS,
+                   "-monitor", f"unix:{self.socket_path},server,nowait"]
+        self.qemu = subprocess.Popen(command, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.deadline = time.monotonic() + timeout
+        self.monitor = self._connect()
+
+    def __enter__(self) -> QemuSession:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        """QEMU never outlives the test, however the test ended."""
+        if self.qemu.poll() is None:
+            self.qemu.kill()
+            self.qemu.communicate()
+
+    def _connect(self) -> socket.socket:
+        while not self.socket_path.exists():
+            self._check_time("the monitor socket")
+            time.sleep(0.05)
+        monitor = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        monitor.connect(str(self.socket_path))
+        self._read_monitor(monitor)  # the banner and the first prompt
+        return monitor
+
+    def _check_time(self, what: str) -> None:
+        if time.monotonic() > self.deadline:
+            self.qemu.kill()
+            _fail(f"QEMU: no {what} after {self.timeout} s; the guest printed:\n"
+                  f"{_text(bytes(self.output)) or '(nothing)'}")
+
+    def wait_for(self, line: bytes) -> None:
+        """Read COM1 until LINE has been printed."""
+        while line not in self.output:
+            self._check_time(repr(line))
+            ready, _, _ = select.select([self.qemu.stdout], [], [], 0.1)
+            if ready:
+                chunk = os.read(self.qemu.stdout.fileno(), 4096)
+                if not chunk:
+                    _fail(f"QEMU ended before the guest printed {line!r}:\n"
+                          f"{_text(bytes(self.output))}")
+                self.output += chunk
+
+    def command(self, text: str) -> str:
+        self.monitor.sendall(text.encode() + b"\n")
+        return self._read_monitor(self.monitor)
+
+    def _read_monitor(self, monitor: socket.socket) -> str:
+        reply = bytearray()
+        while not reply.endswith(b"(qemu) "):
+            self._check_time("monitor prompt")
+            chunk = monitor.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        return _text(bytes(reply))
+
+    def read_memory(self, address: int, size: int) -> bytes:
+        """Physical memory, through `pmemsave` into a file."""
+        dump = self.workdir / f"pmem-{address:x}-{size:x}.bin"
+        self.command(f'pmemsave {address:#x} {size} "{dump}"')  # unquoted, "/" divides
+        return dump.read_bytes()
+
+    def send_keys(self, keys: Sequence[str]) -> None:
+        """`sendkey` each of KEYS (QEMU's key names, as `shift-h`), one after another."""
+        for key in keys:
+            self.command(f"sendkey {key}")
+
+    def finish(self) -> QemuResult:
+        """Wait for the guest to leave; what it printed and how it ended."""
+        self.monitor.close()
+        try:
+            rest, stderr = self.qemu.communicate(timeout=max(self.deadline - time.monotonic(), 1))
+        except subprocess.TimeoutExpired:
+            self.qemu.kill()
+            rest, stderr = self.qemu.communicate()
+            _fail(f"QEMU was still running after {self.timeout} s and was killed.\n"
+                  f"The guest printed:\n{_text(bytes(self.output) + rest)}")
+        status = self.qemu.returncode
+        guest_code = (status - 1) // 2 if status > 0 and status % 2 == 1 else None
+        return QemuResult(stdout=bytes(self.output) + rest, status=status,
+                          guest_code=guest_code)

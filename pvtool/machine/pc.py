@@ -8,7 +8,7 @@ delivery (machine/native.py), or the hypervisor.
 """
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from unicorn import (
@@ -41,6 +41,7 @@ from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
 from pvtool.machine.interruption import Interruption, from_intr_hook, invalid_opcode
 from pvtool.machine.irq import IrqRouter
+from pvtool.machine.kbc import KBC_IRQ, Kbc8042
 from pvtool.machine.lapic import APIC_BASE, APIC_SIZE, LocalApic
 from pvtool.machine.memory import GuestMemory, UnassignedMemory
 from pvtool.machine.mmio import MmioBus
@@ -49,8 +50,10 @@ from pvtool.machine.pci_devices import PM_BASE, default_functions
 from pvtool.machine.pic import Pic8259Pair
 from pvtool.machine.pit import PIT_HZ, Pit8254
 from pvtool.machine.ports import PortBus
+from pvtool.machine.ps2kbd import KEY_CLOCK_HZ, Ps2Keyboard
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.machine.uart import COM1_BASE, COM1_PORTS, Uart16550
+from pvtool.machine.vga_text import TEXT_BUFFER, VgaText, firmware_screen
 from pvtool.x86.paging import page_up
 
 DEFAULT_RAM = 128 << 20  # what QEMU gives a guest by default
@@ -90,7 +93,7 @@ class Machine:
 
     def __init__(self, *, ram_size: int = DEFAULT_RAM,
                  output: Callable[[bytes], None], input_data: bytes = b"",
-                 disk: DiskImage | None = None, bits: int = 32):
+                 disk: DiskImage | None = None, bits: int = 32, keys: Iterable[int] = ()):
         self.uc = Uc(UC_ARCH_X86, UC_MODES[bits])
         self.ram_size = ram_size
         self.uc.mem_map(0, ram_size)
@@ -105,6 +108,7 @@ class Machine:
         self.ports.register(self.uart, COM1_BASE, COM1_PORTS, width=1)
         self.ports.register(DebugExit(self._on_debug_exit), DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)
         self._install_devices(disk)
+        self._install_console(keys)
         self.stop: Stop | None = None
         self.blocked = False
         self._hlt_executed = False
@@ -143,6 +147,22 @@ class Machine:
         self.acpi_pm = AcpiPm(lambda: self.clock.ticks(PM_TIMER_HZ), self._on_power_off)
         self.ports.register(self.acpi_pm, PM_BASE, PM_BLOCK_PORTS, width=PM_REGISTER_WIDTH)
         self.ports.register(self.acpi_pm.smi_command, SMI_COMMAND_PORT, 1, width=1)
+
+    def _install_console(self, keys: Iterable[int]) -> None:
+        """The screen and the keyboard: the VGA in text mode, the 8042 with a PS/2
+        keyboard on IRQ 1 that types KEYS (scan codes) as virtual time passes."""
+        self.vga = VgaText()
+        self.vga.register(self.ports)
+        self.keyboard = Ps2Keyboard(keys)
+        self.kbc = Kbc8042(self.keyboard, lambda level: self.irqs.set_line(KBC_IRQ, level),
+                           self._on_reset)
+        self.kbc.register(self.ports)
+        self.add_timer(self.keyboard, KEY_CLOCK_HZ)
+
+    def show_firmware_screen(self) -> None:
+        """The text screen as SeaBIOS leaves it to a kernel it boots (native mode: a
+        PV guest's memory is its own)."""
+        self.memory.write_phys(TEXT_BUFFER, firmware_screen())
 
     # -- hooks: the only place Unicorn calls back into Python ------------------------
     def _install_hooks(self) -> None:
@@ -201,6 +221,9 @@ class Machine:
     def _on_debug_exit(self, code: int) -> None:
         self.request_stop(Stop(StopKind.GUEST_EXIT, f"guest exit code {code}",
                                self.cpu.ip, code))
+
+    def _on_reset(self, reason: str) -> None:
+        self.request_stop(Stop(StopKind.RESET, reason, self.cpu.ip))
 
     def map_memory(self, base: int, size: int) -> None:
         """More physical memory (zeroed), for instance the hypervisor's own frames."""

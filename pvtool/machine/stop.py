@@ -32,6 +32,7 @@ class StopKind(Enum):
     SHUTDOWN = "shutdown"  # SCHEDOP_shutdown (poweroff, reboot...)
     CRASH = "crash"  # the hypervisor crashed the domain (Xen's domain_crash)
     TRIPLE_FAULT = "triple-fault"  # a real PC would reset
+    RESET = "reset"  # the guest reset the machine (8042 pulse): QEMU -no-reboot exits
     HALTED = "halted"  # hlt (or SCHEDOP_block) with nothing left that could wake it
     INSN_LIMIT = "insn-limit"  # --max-insns
     TIMEOUT = "timeout"  # --timeout
@@ -50,7 +51,7 @@ class Stop:
     @property
     def guest_chose(self) -> bool:
         """True when the guest ended the run on purpose."""
-        return self.kind in (StopKind.GUEST_EXIT, StopKind.SHUTDOWN)
+        return self.kind in (StopKind.GUEST_EXIT, StopKind.SHUTDOWN, StopKind.RESET)
 
     def describe(self) -> str:
         where = f" at eip {self.eip:#010x}" if not self.guest_chose else ""

@@ -20,6 +20,8 @@ def render(result: RunResult, console: Console) -> None:
         table.add_row(f"  hypercall {name}", str(count))
     table.caption = (f"{result.wall_seconds * 1000:.1f} ms wall, {result.slices} slice(s), "
                      f"at most {result.insns_upper_bound:,} instructions")
+    if result.screen is not None:
+        table.caption += f"\n{result.screen.describe()}"
     console.print(table)
     if result.sensitive:
         _render_sensitive(result, console)
