@@ -9,6 +9,15 @@ the option ROM's GDT, the real-mode IDTR, where each part of the information lie
 the command line (the kernel's path, a space, then -append's text), the loader's name
 and the firmware's memory map. The firmware's data in low memory comes from
 machine/firmware/post.py.
+
+Departures: an image that reaches past the end of RAM (QEMU hangs) or into the VGA
+window at 0xA0000-0xBFFFF (QEMU's kernel never runs) is refused with one line. A
+module's string is its path as given: QEMU's -initrd also lets a module carry
+arguments after a space. Of the option ROM itself only its GDT is in memory, not its
+code or what its stack below ESP holds. RAM of 3.5 GiB and more, which QEMU splits
+around the PCI hole, is beyond pvtool's --memory range. The hlt watch of an image
+loaded by the a.out kludge at another address than its ELF headers say is not moved
+with it.
 """
 
 from dataclasses import dataclass

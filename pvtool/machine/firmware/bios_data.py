@@ -16,16 +16,19 @@ modelled.
 
 import struct
 
+from pvtool.image.multiboot import PC_CONVENTIONAL_MEMORY_KIB
 from pvtool.machine.ata import identify_block
 from pvtool.machine.pit import PIT_HZ
+from pvtool.machine.uart import COM1_BASE
 
 IVT_ENTRIES = 256
 IVT_BASE = 0x0
 BDA_BASE = 0x400
 BDA_SIZE = 0x100
-EBDA_BASE = 0x9FC00  # where SeaBIOS puts it: the last KiB below 640 KiB
+# SeaBIOS puts the EBDA in the last KiB below 640 KiB; int 0x12, the BDA and the
+# Multiboot mem_lower report the memory below it.
+EBDA_BASE = PC_CONVENTIONAL_MEMORY_KIB * 1024
 EBDA_SIZE_KIB = 1
-BASE_MEMORY_KIB = EBDA_BASE // 1024  # what int 0x12 and the BDA report: 639
 
 # Every vector SeaBIOS does not set points at its default handler, an iret.
 DEFAULT_VECTOR = (0xF000, 0xFF53)
@@ -49,12 +52,12 @@ HD0_PARAMETERS_VECTOR = 0x41  # points at the first disk's parameter table, if a
 
 # The BIOS data area: (offset from 0x400, struct format, value), a field a line.
 BDA_FIELDS = (
-    (0x00, "<4H", (0x3F8, 0, 0, 0)),  # COM1-COM4 base ports
+    (0x00, "<4H", (COM1_BASE, 0, 0, 0)),  # COM1-COM4 base ports
     (0x08, "<3H", (0x378, 0, 0)),  # LPT1-LPT3 base ports
     (0x0E, "<H", EBDA_BASE >> 4),  # EBDA segment
     # Equipment word: floppy, x87, PS/2 mouse, 80x25 colour, one COM port, one LPT.
     (0x10, "<H", 0x4227),
-    (0x13, "<H", BASE_MEMORY_KIB),
+    (0x13, "<H", PC_CONVENTIONAL_MEMORY_KIB),
     (0x1A, "<2H", (0x1E, 0x1E)),  # keyboard buffer head and tail (empty)
     (0x49, "<B", 0x03),  # video mode 3: 80x25 colour text
     (0x4A, "<H", 80),  # columns
