@@ -80,3 +80,26 @@ def test_the_aout_kludge_addresses_win_over_the_elf_program_headers(build):
     run = run_native(kernel(build, flags=FLAGS | AOUT_KLUDGE, header_addr=0x200000))
     assert run.output == b"2!\n"
     assert_same_as_qemu(run)
+
+
+INFO_POINTERS = """
+    .include "macros.inc"
+    .globl test_main
+test_main:
+    mov boot_ebx, %ebx
+    REC %ebx
+    REC 16(%ebx)                # cmdline
+    REC 24(%ebx)                # mods_addr
+    REC 48(%ebx)                # mmap_addr
+    REC 64(%ebx)                # boot_loader_name
+    xor %eax, %eax
+    ret
+"""
+
+
+@pytest.mark.parametrize("text", [0x100000, 0x100010, 0x234560])
+def test_the_information_lies_where_qemu_puts_it_wherever_the_kernel_is(build, text):
+    # The strings go on the page after the kernel, counted from its lowest address.
+    run = run_native(build(INFO_POINTERS, text=text))
+    assert run.records()[0] == 0x9500
+    assert_same_as_qemu(run)
