@@ -15,9 +15,7 @@ window at 0xA0000-0xBFFFF (QEMU's kernel never runs) is refused with one line. A
 module's string is its path as given: QEMU's -initrd also lets a module carry
 arguments after a space. Of the option ROM itself only its GDT is in memory, not its
 code or what its stack below ESP holds. RAM of 3.5 GiB and more, which QEMU splits
-around the PCI hole, is beyond pvtool's --memory range. The hlt watch of an image
-loaded by the a.out kludge at another address than its ELF headers say is not moved
-with it.
+around the PCI hole, is beyond pvtool's --memory range.
 """
 
 from dataclasses import dataclass
@@ -115,10 +113,11 @@ class BootState:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Bytes of the kernel image at a physical address; `zeros` more bytes after them
-    are cleared (the bss)."""
+    """Bytes of the kernel image (from FILE_OFFSET in the file) at a physical address;
+    `zeros` more bytes after them are cleared (the bss)."""
 
     paddr: int
+    file_offset: int
     data: bytes
     zeros: int = 0
 
@@ -169,7 +168,8 @@ def load_multiboot(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
     _write_clipped(machine, *extras)
     for module, data in zip(loaded, contents, strict=True):
         machine.memory.write_phys(module.start, data)
-    machine.watch_halts(halt_addresses(image))
+    halts = halt_addresses(image)
+    machine.watch_halts(_moved(image, halts, chunks[0]) if header.aout_kludge else halts)
     _enter_protected_mode(machine, entry, info.info_addr)
     return BootState(entry, info.info_addr, image_end)
 
@@ -179,7 +179,7 @@ def elf_chunks(image: ElfImage) -> tuple[list[Chunk], int]:
     loader (include/hw/elf_ops.h) makes a virtual e_entry physical when it lies in an
     executable segment whose virtual and physical addresses differ; any other e_entry
     is jumped to as it is."""
-    chunks = [Chunk(seg.paddr, image.data[seg.offset:seg.offset + seg.filesz],
+    chunks = [Chunk(seg.paddr, seg.offset, image.data[seg.offset:seg.offset + seg.filesz],
                     seg.memsz - seg.filesz) for seg in image.segments if seg.memsz]
     entry = image.entry
     for seg in image.segments:
@@ -206,7 +206,7 @@ def aout_kludge_chunks(image: ElfImage, header: MultibootHeader) -> tuple[list[C
             "the file")
     data = image.data[offset:offset + size]
     zeros = max(0, header.bss_end_addr - header.load_addr - size)
-    return [Chunk(header.load_addr, data, zeros)], header.entry_addr
+    return [Chunk(header.load_addr, offset, data, zeros)], header.entry_addr
 
 
 def memory_map(ram_size: int) -> list[tuple[int, int, int]]:
@@ -242,6 +242,16 @@ def halt_addresses(image: ElfImage) -> list[int]:
             if getattr(item, "mnemonic", None) == "hlt":
                 found.append(item.address)
     return found
+
+
+def _moved(image: ElfImage, addresses: list[int], chunk: Chunk) -> list[int]:
+    """ADDRESSES (the ELF's) where the a.out kludge's CHUNK put their bytes."""
+    moved = []
+    for addr in addresses:
+        offset = image.file_offset(addr)
+        if offset is not None and 0 <= offset - chunk.file_offset < len(chunk.data):
+            moved.append(chunk.paddr + offset - chunk.file_offset)
+    return moved
 
 
 def _read_module(path: Path) -> bytes:

@@ -282,3 +282,25 @@ def test_a_segment_in_the_vga_window_is_refused(build):
     with pytest.raises(UnsupportedImageError, match="VGA window") as refused:
         load_multiboot(machine, load_elf(guest.elf))
     assert refused.value.exit_status == 69
+
+
+AOUT_HALT = """
+    .text
+    .p2align 2
+    .long 0x1BADB002, 0x10003, -(0x1BADB002 + 0x10003)
+    .long 0x200000, 0x200000, 0, 0, 0x200020      # header, load, ends, entry at 2 MiB
+    .p2align 5
+    .globl _start
+_start:
+    cli
+    hlt
+"""
+
+
+def test_a_hlt_is_watched_where_the_aout_kludge_loaded_it(build):
+    guest = build(AOUT_HALT, runtime=False)  # linked at 1 MiB, loaded at 2 MiB
+    run = boot_native(guest)
+    assert run.boot.entry == 0x200020
+    run.machine.run_slice(100)
+    assert run.machine.cpu.read(C.EIP) == 0x200022  # after the hlt
+    assert run.machine.halted()
