@@ -128,6 +128,7 @@ class MultibootInfo:
     structure: bytes  # INFO_SIZE bytes at layout.info_addr
     mmap: bytes  # at layout.mmap_addr
     extras: bytes  # at layout.extras_addr
+    modules: tuple[Module, ...]  # what the module list lists
 
     @property
     def info_addr(self) -> int:
@@ -222,7 +223,7 @@ def build_info(layout: InfoLayout, *, mem_lower_kib: int, mem_upper_kib: int,
         struct.pack_into("<I", structure, INFO_FIELDS[name], value)
     entries = b"".join(MMAP_ENTRY.pack(MMAP_ENTRY_SIZE_FIELD, addr, length, kind)
                        for addr, length, kind in mmap)
-    return MultibootInfo(layout, bytes(structure), entries, bytes(extras))
+    return MultibootInfo(layout, bytes(structure), entries, bytes(extras), tuple(modules))
 
 
 def _append_string(blob: bytearray, base: int, text: bytes) -> int:

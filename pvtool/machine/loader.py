@@ -32,6 +32,7 @@ from pvtool.image.multiboot import (
     InfoLayout,
     Module,
     MultibootHeader,
+    MultibootInfo,
     build_info,
     extras_size,
     find_header,
@@ -138,27 +139,41 @@ def load_multiboot(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
     chunks, entry = aout_kludge_chunks(image, header) if header.aout_kludge \
         else elf_chunks(image)
     image_start, image_end = _check_placement(machine, image, chunks)
-    module_strings = [str(path).encode() for path in modules]
+    contents = [_read_module(path) for path in modules]
     # QEMU's command line is the kernel's path, a space, and -append's text.
     full_cmdline = str(image.path).encode() + b" " + cmdline
-    layout = _info_layout(image_start, image_end)
-    size = extras_size(full_cmdline, module_strings, BOOTLOADER_NAME)
-    contents = [_read_module(path) for path in modules]
-    loaded = _place_modules(machine, modules, contents, module_strings,
-                            layout.extras_addr + size)
-    info = build_info(
+    info = _boot_information(machine, _info_layout(image_start, image_end), full_cmdline,
+                             modules, contents)
+    _write_memory(machine, info, chunks, contents)
+    halts = halt_addresses(image)
+    machine.watch_halts(_moved(image, halts, chunks[0]) if header.aout_kludge else halts)
+    _enter_protected_mode(machine, entry, info.info_addr)
+    return BootState(entry, info.info_addr, image_end)
+
+
+def _boot_information(machine: Machine, layout: InfoLayout, cmdline: bytes,
+                      modules: tuple[Path, ...], contents: list[bytes]) -> MultibootInfo:
+    """QEMU's information, the modules placed after its extras."""
+    strings = [str(path).encode() for path in modules]
+    size = extras_size(cmdline, strings, BOOTLOADER_NAME)
+    loaded = _place_modules(machine, modules, contents, strings, layout.extras_addr + size)
+    return build_info(
         layout,
         mem_lower_kib=PC_CONVENTIONAL_MEMORY_KIB,
         mem_upper_kib=_mem_upper_kib(machine.ram_size),
         mmap=memory_map(machine.ram_size),
-        cmdline=full_cmdline,
+        cmdline=cmdline,
         modules=loaded,
         bootloader_name=BOOTLOADER_NAME,
         boot_device=BOOT_DEVICE,
     )
-    # In QEMU's order: the firmware's tables at POST, then the option ROM's E820 map
-    # and information structure, then the kernel with the extras and modules after it
-    # (so a kernel loaded over 0x9000 wins, as on QEMU).
+
+
+def _write_memory(machine: Machine, info: MultibootInfo, chunks: list[Chunk],
+                  contents: list[bytes]) -> None:
+    """In QEMU's order: the firmware's tables at POST, then the option ROM's E820 map
+    and information structure, then the kernel with the extras and modules after it
+    (so a kernel loaded over 0x9000 wins, as on QEMU)."""
     power_on(machine)
     structure, mmap, extras = info.pieces()
     for addr, data in (structure, mmap):
@@ -166,12 +181,8 @@ def load_multiboot(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
     for chunk in chunks:
         machine.memory.write_phys(chunk.paddr, chunk.data + bytes(chunk.zeros))
     _write_clipped(machine, *extras)
-    for module, data in zip(loaded, contents, strict=True):
+    for module, data in zip(info.modules, contents, strict=True):
         machine.memory.write_phys(module.start, data)
-    halts = halt_addresses(image)
-    machine.watch_halts(_moved(image, halts, chunks[0]) if header.aout_kludge else halts)
-    _enter_protected_mode(machine, entry, info.info_addr)
-    return BootState(entry, info.info_addr, image_end)
 
 
 def elf_chunks(image: ElfImage) -> tuple[list[Chunk], int]:
