@@ -197,8 +197,9 @@ def build_info(layout: InfoLayout, *, mem_lower_kib: int, mem_upper_kib: int,
     are always passed (an empty string and zero modules are valid); the memory map,
     loader name and boot device only when given. The extras are the module list, then
     the module strings, the command line and the loader name, packed: QEMU's order."""
+    # The extras follow the kernel's own alignment, which may be none.
     for name, addr in vars(layout).items():
-        if addr % 4 or not 0 <= addr < 1 << 32:
+        if (addr % 4 and name != "extras_addr") or not 0 <= addr < 1 << 32:
             raise ValueError(f"{name} {addr:#x} must be a 4-byte aligned 32-bit address")
     fields = {"flags": INFO_MEMORY | INFO_CMDLINE | INFO_MODS,
               "mem_lower": mem_lower_kib, "mem_upper": mem_upper_kib}

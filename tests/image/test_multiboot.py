@@ -229,3 +229,11 @@ def test_info_refuses_a_backwards_module():
     with pytest.raises(ValueError, match="bad range"):
         build_info(LAYOUT, mem_lower_kib=639, mem_upper_kib=1024,
                    modules=[Module(0x3000, 0x2000, b"x")])
+
+
+def test_info_extras_may_start_anywhere():
+    layout = InfoLayout(info_addr=0x9500, mmap_addr=0x9000, extras_addr=0x101003)
+    memory = Memory(build_info(layout, mem_lower_kib=639, mem_upper_kib=1024,
+                               cmdline=b"odd"))
+    assert memory.c_string(memory.field(16)) == b"odd"
+    assert memory.field(16) == 0x101003
