@@ -11,11 +11,13 @@ and the firmware's memory map. The firmware's data in low memory comes from
 machine/firmware/post.py.
 
 Departures: an image that reaches past the end of RAM (QEMU hangs) or into the VGA
-window at 0xA0000-0xBFFFF (QEMU's kernel never runs) is refused with one line. A
-module's string is its path as given: QEMU's -initrd also lets a module carry
-arguments after a space. Of the option ROM itself only its GDT is in memory, not its
-code or what its stack below ESP holds. RAM of 3.5 GiB and more, which QEMU splits
-around the PCI hole, is beyond pvtool's --memory range.
+window at 0xA0000-0xBFFFF (QEMU's kernel never runs) is refused with one line. The
+kernel's path in the command line and each module's string are the paths as pvtool
+holds them (pathlib drops a leading "./" and doubled slashes, QEMU keeps them), and
+QEMU's -initrd also lets a module carry arguments after a space. Of the option ROM
+itself only its GDT is in memory, not its code or what its stack below ESP holds. RAM
+of 3.5 GiB and more, which QEMU splits around the PCI hole, is beyond pvtool's
+--memory range.
 """
 
 from dataclasses import dataclass
