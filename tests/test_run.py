@@ -16,6 +16,7 @@ from pvtool.run import Mode, RunOptions, run_image
 from tests import cli
 from tests.guests_asm.build import BARE, GuestBuilder
 from tests.image.elfs import build_elf64
+from tests.oracles import run_qemu
 
 GUEST_LIMIT, GUEST_HALTED, GUEST_CRASHED = 78, 79, 77
 
@@ -255,7 +256,11 @@ test_main:
 """)
     done = pvtool("run", "--native", "--quiet", "--memory", "16", "--cmdline", "a=1 b",
                   str(guest.elf))
-    assert (done.status, done.stdout) == (0, "a=1 b\n%08x\n" % (15 * 1024))
+    # QEMU's command line: the kernel's path, a space, -append's text; mem_upper ends
+    # where SeaBIOS's reserved 128 KiB at the top of RAM begins.
+    assert (done.status, done.stdout) == (0, f"{guest.elf} a=1 b\n%08x\n" % (15 * 1024 - 128))
+    judge = run_qemu(guest.elf, timeout=30, extra_args=("-m", "16", "-append", "a=1 b"))
+    assert done.stdout_bytes == judge.stdout
 
 
 # ---- bad input: one line, a distinct status, no traceback (README, "Exit status")

@@ -52,7 +52,7 @@ _HEAD = struct.Struct("<3I")  # magic, flags, checksum
 _ADDRESSES = struct.Struct("<5I")  # header_addr, load_addr, load_end, bss_end, entry
 _VIDEO = struct.Struct("<4I")  # mode_type, width, height, depth
 
-# 3.3: the info structure. Fields pvtool does not provide (a.out/ELF symbols, drives,
+# 3.3: the info structure. Fields QEMU does not provide (a.out/ELF symbols, drives,
 # config table, APM, VBE, framebuffer) stay zero and their flags clear.
 INFO_SIZE = 116
 INFO_FIELDS = {  # name: offset; every field is a u32
@@ -113,13 +113,32 @@ class Module:
 
 
 @dataclass(frozen=True)
+class InfoLayout:
+    """Where a loader puts the three parts of the boot information. The specification
+    lets them lie anywhere; QEMU puts each in a different place (machine/loader.py)."""
+
+    info_addr: int  # the structure itself, whose address the kernel gets in EBX
+    mmap_addr: int  # the memory map's entries
+    extras_addr: int  # the module list, then the module strings, command line, loader name
+
+
+@dataclass(frozen=True)
 class MultibootInfo:
-    info_addr: int  # physical address of the info structure (EBX); the blob starts here
-    data: bytes  # info structure, memory map, strings and module list, in that order
+    layout: InfoLayout
+    structure: bytes  # INFO_SIZE bytes at layout.info_addr
+    mmap: bytes  # at layout.mmap_addr
+    extras: bytes  # at layout.extras_addr
+    modules: tuple[Module, ...]  # what the module list lists
 
     @property
-    def end(self) -> int:
-        return self.info_addr + len(self.data)
+    def info_addr(self) -> int:
+        return self.layout.info_addr
+
+    def pieces(self) -> list[tuple[int, bytes]]:
+        """Each part with the physical address it is written at."""
+        layout = self.layout
+        return [(layout.info_addr, self.structure), (layout.mmap_addr, self.mmap),
+                (layout.extras_addr, self.extras)]
 
 
 def find_header(image: ElfImage) -> MultibootHeader | None:
@@ -160,41 +179,52 @@ def _header_at(image: ElfImage, offset: int, flags: int, checksum: int) -> Multi
     return MultibootHeader(offset=offset, flags=flags, checksum=checksum, **fields)
 
 
-def build_info(base: int, *, mem_lower_kib: int, mem_upper_kib: int,
-               mmap: Sequence[tuple[int, int, int]] = (), cmdline: bytes = b"",
-               modules: Sequence[Module] = (), bootloader_name: bytes = b"pvtool",
-               boot_device: int | None = None) -> MultibootInfo:
-    """The info structure and everything it points to, laid out from physical `base`.
+def extras_size(cmdline: bytes, module_strings: Sequence[bytes],
+                bootloader_name: bytes) -> int:
+    """The bytes build_info puts at extras_addr: a loader that places the modules after
+    them needs this before it knows where the modules go."""
+    strings = [*module_strings, cmdline, bootloader_name]
+    return len(module_strings) * MODULE_ENTRY.size + sum(len(s) + 1 for s in strings)
 
-    mmap entries are (base_addr, length, type). The command line is always passed
-    (empty is a valid command line); the memory map, modules and loader name only when
-    given. Every pointer is an absolute physical address inside the returned blob."""
-    if base % 4 or not 0 <= base < 1 << 32:
-        raise ValueError(f"info base {base:#x} must be a 4-byte aligned 32-bit address")
-    blob = bytearray(INFO_SIZE)
-    fields = {"flags": INFO_MEMORY | INFO_CMDLINE,
+
+def build_info(layout: InfoLayout, *, mem_lower_kib: int, mem_upper_kib: int,
+               mmap: Sequence[tuple[int, int, int]] = (), cmdline: bytes = b"",
+               modules: Sequence[Module] = (), bootloader_name: bytes = b"",
+               boot_device: int | None = None) -> MultibootInfo:
+    """The info structure and everything it points to, at LAYOUT's addresses.
+
+    mmap entries are (base_addr, length, type). The command line and the module list
+    are always passed (an empty string and zero modules are valid); the memory map,
+    loader name and boot device only when given. The extras are the module list, then
+    the module strings, the command line and the loader name, packed: QEMU's order."""
+    # The extras follow the kernel's own alignment, which may be none.
+    for name, addr in vars(layout).items():
+        if (addr % 4 and name != "extras_addr") or not 0 <= addr < 1 << 32:
+            raise ValueError(f"{name} {addr:#x} must be a 4-byte aligned 32-bit address")
+    fields = {"flags": INFO_MEMORY | INFO_CMDLINE | INFO_MODS,
               "mem_lower": mem_lower_kib, "mem_upper": mem_upper_kib}
     if boot_device is not None:
         fields["flags"] |= INFO_BOOT_DEVICE
         fields["boot_device"] = boot_device
     if mmap:
         fields["flags"] |= INFO_MEM_MAP
-        fields["mmap_addr"] = base + len(blob)
+        fields["mmap_addr"] = layout.mmap_addr
         fields["mmap_length"] = len(mmap) * MMAP_ENTRY.size
-        for addr, length, kind in mmap:
-            blob += MMAP_ENTRY.pack(MMAP_ENTRY_SIZE_FIELD, addr, length, kind)
-    fields["cmdline"] = _append_string(blob, base, cmdline)
+    extras = bytearray()
+    fields.update(_append_modules(extras, layout.extras_addr, modules))
+    fields["cmdline"] = _append_string(extras, layout.extras_addr, cmdline)
     if bootloader_name:
         fields["flags"] |= INFO_BOOT_LOADER_NAME
-        fields["boot_loader_name"] = _append_string(blob, base, bootloader_name)
-    if modules:
-        fields["flags"] |= INFO_MODS
-        fields.update(_append_modules(blob, base, modules))
+        fields["boot_loader_name"] = _append_string(extras, layout.extras_addr,
+                                                    bootloader_name)
+    if layout.extras_addr + len(extras) > 1 << 32:
+        raise ValueError(f"the extras at {layout.extras_addr:#x} do not fit below 4 GiB")
+    structure = bytearray(INFO_SIZE)
     for name, value in fields.items():
-        struct.pack_into("<I", blob, INFO_FIELDS[name], value)
-    if base + len(blob) > 1 << 32:
-        raise ValueError(f"info structure at {base:#x} does not fit below 4 GiB")
-    return MultibootInfo(info_addr=base, data=bytes(blob))
+        struct.pack_into("<I", structure, INFO_FIELDS[name], value)
+    entries = b"".join(MMAP_ENTRY.pack(MMAP_ENTRY_SIZE_FIELD, addr, length, kind)
+                       for addr, length, kind in mmap)
+    return MultibootInfo(layout, bytes(structure), entries, bytes(extras), tuple(modules))
 
 
 def _append_string(blob: bytearray, base: int, text: bytes) -> int:
@@ -207,12 +237,16 @@ def _append_string(blob: bytearray, base: int, text: bytes) -> int:
 
 
 def _append_modules(blob: bytearray, base: int, modules: Sequence[Module]) -> dict[str, int]:
-    strings = [_append_string(blob, base, m.string) for m in modules]
-    blob += bytes(-len(blob) % 4)
+    """The module list first, each entry's string after the whole list."""
     mods_addr = base + len(blob)
-    for module, string in zip(modules, strings, strict=True):
+    strings_addr = mods_addr + len(modules) * MODULE_ENTRY.size
+    entries = bytearray()
+    strings = bytearray()
+    for module in modules:
         if not 0 <= module.start <= module.end < 1 << 32:
             raise ValueError(f"module {module.string!r}: bad range "
                              f"{module.start:#x}..{module.end:#x}")
-        blob += MODULE_ENTRY.pack(module.start, module.end, string, 0)
+        string = _append_string(strings, strings_addr, module.string)
+        entries += MODULE_ENTRY.pack(module.start, module.end, string, 0)
+    blob += entries + strings
     return {"mods_count": len(modules), "mods_addr": mods_addr}

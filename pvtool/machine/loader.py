@@ -1,12 +1,25 @@
-"""The Multiboot loader of the native PC: what GRUB or QEMU's `-kernel` does.
+"""The Multiboot loader of the native PC: what QEMU's `-kernel` does.
 
-It loads the ELF's PT_LOAD segments at their physical addresses, writes the boot
-information structure, and leaves the CPU as the Multiboot 0.6.96 spec (section 3.2)
-promises: 32-bit protected mode, paging off, flat CS/DS/ES/FS/GS/SS, IF clear,
-EAX = 0x2BADB002, EBX = the information structure's physical address.
+QEMU 7.2 loads the ELF's PT_LOAD segments at their physical addresses, writes the boot
+information, and its Multiboot option ROM (run by SeaBIOS) enters the kernel in 32-bit
+protected mode, paging off, IF clear, EAX = 0x2BADB002, EBX = the information structure
+(Multiboot specification 0.6.96, section 3.2). Everything the specification leaves
+undefined is what QEMU leaves, as guests/probeboot measured it: the other registers,
+the option ROM's GDT, the real-mode IDTR, where each part of the information lies,
+the command line (the kernel's path, a space, then -append's text), the loader's name
+and the firmware's memory map. The firmware's data in low memory comes from
+machine/firmware/post.py.
+
+Departures: an image that reaches past the end of RAM (QEMU hangs) or into the VGA
+window at 0xA0000-0xBFFFF (QEMU's kernel never runs) is refused with one line. The
+kernel's path in the command line and each module's string are the paths as pvtool
+holds them (pathlib drops a leading "./" and doubled slashes, QEMU keeps them), and
+QEMU's -initrd also lets a module carry arguments after a space. Of the option ROM
+itself only its GDT is in memory, not its code or what its stack below ESP holds. RAM
+of 3.5 GiB and more, which QEMU splits around the PCI hole, is beyond pvtool's
+--memory range.
 """
 
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,41 +31,81 @@ from pvtool.image.multiboot import (
     MEMORY_AVAILABLE,
     MEMORY_RESERVED,
     PC_CONVENTIONAL_MEMORY_KIB,
+    InfoLayout,
     Module,
+    MultibootHeader,
+    MultibootInfo,
     build_info,
+    extras_size,
     find_header,
 )
 from pvtool.machine.cpu import (
     CR0,
+    CR4,
     CS,
     DS,
     EAX,
+    EBP,
     EBX,
+    ECX,
+    EDI,
+    EDX,
     EFLAGS,
     EIP,
     ES,
+    ESI,
     ESP,
     FS,
     GDTR,
     GS,
+    IDTR,
     SS,
 )
-from pvtool.machine.firmware.tables import write_tables
+from pvtool.machine.firmware.bios_data import EBDA_BASE, EBDA_SIZE_KIB
+from pvtool.machine.firmware.layout import HIGH_ZONE_SIZE, high_zone
+from pvtool.machine.firmware.post import power_on
 from pvtool.machine.pc import Machine
+from pvtool.x86.descriptors import (
+    ACCESSED,
+    CODE_RX,
+    CONFORMING,
+    DATA_RW,
+    DESCRIPTOR_SIZE,
+    SegmentDescriptor,
+)
 from pvtool.x86.isa import decode_all
 from pvtool.x86.paging import page_up
 from pvtool.x86.registers import EFLAGS_RESERVED
 
-# Low-memory layout of the emulated PC (as on QEMU's: 639 KiB of conventional memory,
-# the EBDA and BIOS ROM above it reserved).
-CONVENTIONAL_END = PC_CONVENTIONAL_MEMORY_KIB * 1024
+MIB = 1 << 20
+VGA_WINDOW, VGA_WINDOW_END = 0xA0000, 0xC0000  # the legacy VGA memory, not RAM
+# SeaBIOS's E820 map: the EBDA, the BIOS ROM's shadow below 1 MiB, 128 KiB at the top
+# of RAM it keeps for itself (firmware/layout.py's high zone), and the flash ROM's
+# mapping below 4 GiB.
 BIOS_AREA = 0xF0000
-BOOT_GDT = BIOS_AREA  # the loader's flat GDT lives in the reserved BIOS area
-INFO_BASE = 0x9000  # the boot information structure and its strings
-INFO_LIMIT = 0x10000
+FLASH_ROM = 0xFFFC0000
+# Where QEMU's option ROM puts the E820 map and the information structure (the module
+# list and the strings go after the kernel: see _info_layout).
+MMAP_ADDR = 0x9000
+INFO_ADDR = 0x9500
+BOOTLOADER_NAME = b"qemu"
+BOOT_DEVICE = 0x8000FFFF  # the first hard disk, no partition
+# The option ROM's GDT, inside its image at 0xC0000-0xDFFFF, still loaded at entry:
+# null, flat 32-bit code and data, 16-bit code and data (for its return to real mode).
+BOOT_GDT = 0xCA2B8
+BOOT_GDT_DESCRIPTORS = (  # after the null descriptor
+    SegmentDescriptor(limit=0xFFFFF, type=CODE_RX, granularity=True),
+    SegmentDescriptor(limit=0xFFFFF, type=DATA_RW | ACCESSED, granularity=True),
+    SegmentDescriptor(limit=0xFFFF, type=CODE_RX | CONFORMING, db=False),
+    SegmentDescriptor(limit=0xFFFF, type=DATA_RW, db=False),
+)
 BOOT_CS, BOOT_DS = 0x08, 0x10
-FLAT_CODE = 0x00CF9B000000FFFF  # base 0, limit 4 GiB, ring 0, accessed
-FLAT_DATA = 0x00CF93000000FFFF
+REAL_MODE_IDT_LIMIT = 0x3FF  # the IVT: the option ROM never loads an IDT of its own
+# The registers the option ROM leaves that the specification does not define.
+ENTRY_ESP = 0x6F08
+ENTRY_EDI = 0x1000
+ENTRY_EDX_LOW = 0x0511  # EDX's upper half is mem_upper's
+ENTRY_EFLAGS = EFLAGS_RESERVED | 0x4  # PF set by the option ROM's last comparison
 
 
 @dataclass(frozen=True)
@@ -62,44 +115,137 @@ class BootState:
     image_end: int  # first physical byte after the loaded image
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """Bytes of the kernel image (from FILE_OFFSET in the file) at a physical address;
+    `zeros` more bytes after them are cleared (the bss)."""
+
+    paddr: int
+    file_offset: int
+    data: bytes
+    zeros: int = 0
+
+    @property
+    def end(self) -> int:
+        return self.paddr + len(self.data) + self.zeros
+
+
 def load_multiboot(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
                    modules: tuple[Path, ...] = ()) -> BootState:
-    """Load IMAGE (and MODULES after it) into MACHINE's RAM and set the CPU up for its
-    entry point."""
+    """Load IMAGE (and MODULES after it) into MACHINE's RAM, write the firmware's data,
+    and set the CPU up for the kernel's entry point as QEMU's `-kernel` does."""
     header = find_header(image)
     if header is None:
         raise UnsupportedImageError(
             f"{image.path}: no Multiboot header in the first 8 KiB; --native boots "
             "Multiboot kernels")
-    write_tables(machine.memory, machine.ram_size, machine.pci.functions.values())
-    image_end = _load_segments(machine, image)
-    loaded = _load_modules(machine, modules, image_end)
-    info = build_info(
-        INFO_BASE,
+    chunks, entry = aout_kludge_chunks(image, header) if header.aout_kludge \
+        else elf_chunks(image)
+    image_start, image_end = _check_placement(machine, image, chunks)
+    contents = [_read_module(path) for path in modules]
+    # QEMU's command line is the kernel's path, a space, and -append's text.
+    full_cmdline = str(image.path).encode() + b" " + cmdline
+    info = _boot_information(machine, _info_layout(image_start, image_end), full_cmdline,
+                             modules, contents)
+    _write_memory(machine, info, chunks, contents)
+    halts = halt_addresses(image)
+    machine.watch_halts(_moved(image, halts, chunks[0]) if header.aout_kludge else halts)
+    _enter_protected_mode(machine, entry, info.info_addr)
+    return BootState(entry, info.info_addr, image_end)
+
+
+def _boot_information(machine: Machine, layout: InfoLayout, cmdline: bytes,
+                      modules: tuple[Path, ...], contents: list[bytes]) -> MultibootInfo:
+    """QEMU's information, the modules placed after its extras."""
+    strings = [str(path).encode() for path in modules]
+    size = extras_size(cmdline, strings, BOOTLOADER_NAME)
+    loaded = _place_modules(machine, modules, contents, strings, layout.extras_addr + size)
+    return build_info(
+        layout,
         mem_lower_kib=PC_CONVENTIONAL_MEMORY_KIB,
-        mem_upper_kib=(machine.ram_size - (1 << 20)) // 1024,
+        mem_upper_kib=_mem_upper_kib(machine.ram_size),
         mmap=memory_map(machine.ram_size),
-        cmdline=cmdline or str(image.path).encode(),
+        cmdline=cmdline,
         modules=loaded,
-        bootloader_name=b"pvtool",
-        boot_device=None,
+        bootloader_name=BOOTLOADER_NAME,
+        boot_device=BOOT_DEVICE,
     )
-    if INFO_BASE + len(info.data) > INFO_LIMIT:
-        raise UnsupportedImageError("the Multiboot command line is too long")
-    machine.memory.write_phys(INFO_BASE, info.data)
-    machine.watch_halts(halt_addresses(image))
-    _enter_protected_mode(machine, image.entry, info.info_addr)
-    return BootState(image.entry, info.info_addr, image_end)
+
+
+def _write_memory(machine: Machine, info: MultibootInfo, chunks: list[Chunk],
+                  contents: list[bytes]) -> None:
+    """In QEMU's order: the firmware's tables at POST, then the option ROM's E820 map
+    and information structure, then the kernel with the extras and modules after it
+    (so a kernel loaded over 0x9000 wins, as on QEMU)."""
+    power_on(machine)
+    structure, mmap, extras = info.pieces()
+    for addr, data in (structure, mmap):
+        machine.memory.write_phys(addr, data)
+    for chunk in chunks:
+        machine.memory.write_phys(chunk.paddr, chunk.data + bytes(chunk.zeros))
+    _write_clipped(machine, *extras)
+    for module, data in zip(info.modules, contents, strict=True):
+        machine.memory.write_phys(module.start, data)
+
+
+def elf_chunks(image: ElfImage) -> tuple[list[Chunk], int]:
+    """The PT_LOAD segments at their physical addresses, and the entry point. QEMU's ELF
+    loader (include/hw/elf_ops.h) makes a virtual e_entry physical when it lies in an
+    executable segment whose virtual and physical addresses differ; any other e_entry
+    is jumped to as it is."""
+    chunks = [Chunk(seg.paddr, seg.offset, image.data[seg.offset:seg.offset + seg.filesz],
+                    seg.memsz - seg.filesz) for seg in image.segments if seg.memsz]
+    entry = image.entry
+    for seg in image.segments:
+        if (seg.executable and seg.vaddr != seg.paddr
+                and seg.vaddr <= image.entry < seg.vaddr + seg.filesz):
+            entry = image.entry - seg.vaddr + seg.paddr
+    return chunks, entry
+
+
+def aout_kludge_chunks(image: ElfImage, header: MultibootHeader) -> tuple[list[Chunk], int]:
+    """The image as the header's address fields place it (Multiboot 3.1.3): QEMU
+    honours them whenever flag 16 is set, even in an ELF file. The text starts
+    header_addr - load_addr bytes before the header; load_end_addr 0 means the rest of
+    the file, bss_end_addr 0 no bss."""
+    offset = header.offset - (header.header_addr - header.load_addr)
+    if header.load_end_addr:
+        size = header.load_end_addr - header.load_addr
+    else:
+        size = len(image.data) - offset
+    if offset < 0 or size < 0 or offset + size > len(image.data):
+        raise UnsupportedImageError(
+            f"{image.path}: the Multiboot header's load addresses ({header.load_addr:#x}-"
+            f"{header.load_end_addr:#x}, header at {header.header_addr:#x}) lie outside "
+            "the file")
+    data = image.data[offset:offset + size]
+    zeros = max(0, header.bss_end_addr - header.load_addr - size)
+    return [Chunk(header.load_addr, offset, data, zeros)], header.entry_addr
 
 
 def memory_map(ram_size: int) -> list[tuple[int, int, int]]:
-    """The BIOS memory map (E820) the guest is told about."""
+    """The BIOS memory map (E820) SeaBIOS reports for RAM_SIZE bytes of RAM."""
+    usable_top = high_zone(ram_size)
     return [
-        (0, CONVENTIONAL_END, MEMORY_AVAILABLE),
-        (CONVENTIONAL_END, 0xA0000 - CONVENTIONAL_END, MEMORY_RESERVED),
-        (BIOS_AREA, 0x100000 - BIOS_AREA, MEMORY_RESERVED),
-        (0x100000, ram_size - 0x100000, MEMORY_AVAILABLE),
+        (0, EBDA_BASE, MEMORY_AVAILABLE),
+        (EBDA_BASE, EBDA_SIZE_KIB * 1024, MEMORY_RESERVED),
+        (BIOS_AREA, MIB - BIOS_AREA, MEMORY_RESERVED),
+        (MIB, usable_top - MIB, MEMORY_AVAILABLE),
+        (usable_top, HIGH_ZONE_SIZE, MEMORY_RESERVED),
+        (FLASH_ROM, (1 << 32) - FLASH_ROM, MEMORY_RESERVED),
     ]
+
+
+def _mem_upper_kib(ram_size: int) -> int:
+    """The KiB available from 1 MiB up to the first hole: the firmware's own top of RAM."""
+    return (high_zone(ram_size) - MIB) // 1024
+
+
+def _info_layout(image_start: int, image_end: int) -> InfoLayout:
+    """QEMU puts the module list and the strings at the page after the kernel image
+    (counted from its lowest address), the rest where its option ROM writes them."""
+    extras = image_start + page_up(image_end - image_start)
+    return InfoLayout(info_addr=INFO_ADDR, mmap_addr=MMAP_ADDR, extras_addr=extras)
 
 
 def halt_addresses(image: ElfImage) -> list[int]:
@@ -112,51 +258,82 @@ def halt_addresses(image: ElfImage) -> list[int]:
     return found
 
 
-def _load_modules(machine: Machine, paths: tuple[Path, ...], start: int) -> list[Module]:
-    """Each module page-aligned after the kernel (as QEMU's -initrd places them), its
-    string the file's path."""
+def _moved(image: ElfImage, addresses: list[int], chunk: Chunk) -> list[int]:
+    """ADDRESSES (the ELF's) where the a.out kludge's CHUNK put their bytes."""
+    moved = []
+    for addr in addresses:
+        offset = image.file_offset(addr)
+        if offset is not None and 0 <= offset - chunk.file_offset < len(chunk.data):
+            moved.append(chunk.paddr + offset - chunk.file_offset)
+    return moved
+
+
+def _read_module(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputMissingError(f"{path}: cannot read the module: "
+                                f"{exc.strerror or exc}") from None
+
+
+def _place_modules(machine: Machine, paths: tuple[Path, ...], contents: list[bytes],
+                   strings: list[bytes], start: int) -> list[Module]:
+    """Each module on the page after the previous one (the first after the
+    information's extras), as QEMU's -initrd places them."""
     loaded = []
     address = page_up(start)
-    for path in paths:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise InputMissingError(f"{path}: cannot read the module: "
-                                    f"{exc.strerror or exc}") from None
+    for path, data, string in zip(paths, contents, strings, strict=True):
         if address + len(data) > machine.ram_size:
             raise UsageError(f"{path}: the module does not fit in the guest's RAM")
-        machine.memory.write_phys(address, data)
-        loaded.append(Module(address, address + len(data), str(path).encode()))
+        loaded.append(Module(address, address + len(data), string))
         address = page_up(address + len(data))
     return loaded
 
 
-def _load_segments(machine: Machine, image: ElfImage) -> int:
-    end = 0
-    for seg in image.segments:
-        if seg.memsz == 0:
-            continue
-        if seg.paddr < 0x100000 or seg.paddr + seg.memsz > machine.ram_size:
+def _write_clipped(machine: Machine, addr: int, data: bytes) -> None:
+    """Write what lands in RAM: past its end the option ROM's copy goes nowhere, as
+    on QEMU (a kernel that ends at the end of RAM boots, its strings lost)."""
+    if addr < machine.ram_size:
+        machine.memory.write_phys(addr, data[:machine.ram_size - addr])
+
+
+def _check_placement(machine: Machine, image: ElfImage,
+                     chunks: list[Chunk]) -> tuple[int, int]:
+    """The image's lowest address and its end, once every chunk is known to land in
+    RAM. QEMU loads a kernel below 1 MiB too; the VGA window is not RAM there (a kernel
+    in it never runs), and past the end of RAM QEMU hangs: pvtool refuses both."""
+    for chunk in chunks:
+        where = (f"{image.path}: the image at physical {chunk.paddr:#x} "
+                 f"(+{chunk.end - chunk.paddr:#x})")
+        if chunk.end > machine.ram_size:
             raise UnsupportedImageError(
-                f"{image.path}: segment at physical {seg.paddr:#x} (+{seg.memsz:#x}) is "
-                f"outside the machine's RAM above 1 MiB ({machine.ram_size >> 20} MiB)")
-        data = image.data[seg.offset:seg.offset + seg.filesz]
-        machine.memory.write_phys(seg.paddr, data + bytes(seg.memsz - seg.filesz))
-        end = max(end, seg.paddr + seg.memsz)
-    return end
+                f"{where} does not fit in the machine's RAM ({machine.ram_size >> 20} MiB)")
+        if chunk.paddr < VGA_WINDOW_END and chunk.end > VGA_WINDOW:
+            raise UnsupportedImageError(
+                f"{where} overlaps the VGA window {VGA_WINDOW:#x}-{VGA_WINDOW_END - 1:#x}, "
+                "which is not RAM")
+    if not chunks:
+        raise UnsupportedImageError(f"{image.path}: nothing to load")
+    return min(c.paddr for c in chunks), max(c.end for c in chunks)
 
 
 def _enter_protected_mode(machine: Machine, entry: int, info_addr: int) -> None:
     cpu = machine.cpu
-    gdt = struct.pack("<3Q", 0, FLAT_CODE, FLAT_DATA)
+    gdt = bytes(DESCRIPTOR_SIZE) + b"".join(d.encode() for d in BOOT_GDT_DESCRIPTORS)
     machine.memory.write_phys(BOOT_GDT, gdt)
     cpu.set_descriptor_table(GDTR, BOOT_GDT, len(gdt) - 1)
+    cpu.set_descriptor_table(IDTR, 0, REAL_MODE_IDT_LIMIT)
     cpu.write(CR0, CR0_AT_ENTRY)
+    cpu.write(CR4, 0)
     cpu.write(CS, BOOT_CS)
     for reg in (DS, ES, FS, GS, SS):
         cpu.write(reg, BOOT_DS)
-    cpu.write(ESP, 0)  # Multiboot leaves ESP undefined: the kernel sets its own stack
-    cpu.write(EFLAGS, EFLAGS_RESERVED)
-    cpu.write(EAX, BOOTLOADER_MAGIC)
-    cpu.write(EBX, info_addr)
-    cpu.write(EIP, entry)
+    mem_upper = _mem_upper_kib(machine.ram_size)
+    registers = {EAX: BOOTLOADER_MAGIC, EBX: info_addr, ECX: entry,
+                 EDX: mem_upper & 0xFFFF0000 | ENTRY_EDX_LOW, ESI: 0, EDI: ENTRY_EDI,
+                 EBP: 0, ESP: ENTRY_ESP, EFLAGS: ENTRY_EFLAGS, EIP: entry}
+    for reg, value in registers.items():
+        cpu.write(reg, value)
+    # Unicorn's segment register writes mark the descriptors accessed in memory (and
+    # scribble on the null one); the option ROM's GDT reads as QEMU leaves it.
+    machine.memory.write_phys(BOOT_GDT, gdt)

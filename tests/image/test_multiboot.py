@@ -10,8 +10,10 @@ from pvtool.image.elf import load_elf
 from pvtool.image.multiboot import (
     BOOTLOADER_MAGIC,
     HEADER_MAGIC,
+    InfoLayout,
     Module,
     build_info,
+    extras_size,
     find_header,
 )
 from tests.image.elfs import KERNEL_ASM, build_kernel, tool_output
@@ -110,101 +112,128 @@ def test_valid_header_after_a_stray_magic_wins(tmp_path):
 
 # ---- the info structure -----------------------------------------------------------------
 
-BASE = 0x9000
+# Three places, as QEMU scatters them: the structure, the E820 entries, the extras.
+LAYOUT = InfoLayout(info_addr=0x9500, mmap_addr=0x9000, extras_addr=0x10B000)
 MMAP = [(0, 0x9FC00, 1), (0x9FC00, 0x400, 2), (0x100000, 0x7F00000, 1),
         (0xFFFC0000, 0x40000, 2)]
 MODULES = [Module(0x200000, 0x201234, b"initrd root=/dev/hda"),
            Module(0x202000, 0x202000, b"")]
 
 
-def u32(info, offset: int) -> int:
-    return struct.unpack_from("<I", info.data, offset)[0]
+class Memory:
+    """The info's pieces written into a sparse physical memory, read as a kernel reads."""
 
+    def __init__(self, info):
+        self.bytes = {}
+        for addr, data in info.pieces():
+            for i, byte in enumerate(data):
+                assert addr + i not in self.bytes, "pieces overlap"
+                self.bytes[addr + i] = byte
 
-def deref(info, addr: int) -> int:
-    """A pointer from the structure as an offset into the blob; it must land inside."""
-    assert info.info_addr <= addr < info.info_addr + len(info.data), hex(addr)
-    return addr - info.info_addr
+    def read(self, addr: int, size: int) -> bytes:
+        return bytes(self.bytes[a] for a in range(addr, addr + size))
 
+    def u32(self, addr: int) -> int:
+        return struct.unpack("<I", self.read(addr, 4))[0]
 
-def c_string(info, addr: int) -> bytes:
-    start = deref(info, addr)
-    end = info.data.index(b"\0", start)
-    return info.data[start:end]
+    def field(self, offset: int) -> int:
+        return self.u32(LAYOUT.info_addr + offset)
+
+    def c_string(self, addr: int) -> bytes:
+        end = addr
+        while self.bytes[end]:
+            end += 1
+        return self.read(addr, end - addr)
 
 
 @pytest.fixture
 def full_info():
-    return build_info(BASE, mem_lower_kib=639, mem_upper_kib=130048, mmap=MMAP,
-                      cmdline=b"console=ttyS0 debug", modules=MODULES,
-                      bootloader_name=b"pvtool 0.1", boot_device=0x80FFFFFF)
+    return Memory(build_info(LAYOUT, mem_lower_kib=639, mem_upper_kib=130048, mmap=MMAP,
+                             cmdline=b"console=ttyS0 debug", modules=MODULES,
+                             bootloader_name=b"pvtool 0.1", boot_device=0x80FFFFFF))
 
 
 def test_info_flags_and_memory_fields(full_info):
-    assert full_info.info_addr == BASE
-    flags = u32(full_info, 0)
+    flags = full_info.field(0)
     assert flags == (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 6) | (1 << 9)
-    assert (u32(full_info, 4), u32(full_info, 8)) == (639, 130048)
-    assert u32(full_info, 12) == 0x80FFFFFF
+    assert (full_info.field(4), full_info.field(8)) == (639, 130048)
+    assert full_info.field(12) == 0x80FFFFFF
 
 
 def test_info_command_line_and_loader_name_are_c_strings(full_info):
-    assert c_string(full_info, u32(full_info, 16)) == b"console=ttyS0 debug"
-    assert c_string(full_info, u32(full_info, 64)) == b"pvtool 0.1"
+    assert full_info.c_string(full_info.field(16)) == b"console=ttyS0 debug"
+    assert full_info.c_string(full_info.field(64)) == b"pvtool 0.1"
 
 
 def test_info_memory_map_walks_like_a_kernel_walks_it(full_info):
-    length, addr = u32(full_info, 44), u32(full_info, 48)
-    assert length == len(MMAP) * 24
-    entries, at = [], deref(full_info, addr)
-    end = at + length
-    while at < end:  # the loop of the specification's example kernel (boot.c)
-        size, base, size_bytes, kind = struct.unpack_from("<IQQI", full_info.data, at)
+    length, addr = full_info.field(44), full_info.field(48)
+    assert length == len(MMAP) * 24 and addr == LAYOUT.mmap_addr
+    entries, at = [], addr
+    while at < addr + length:  # the loop of the specification's example kernel (boot.c)
+        size, base, size_bytes, kind = struct.unpack("<IQQI", full_info.read(at, 24))
         assert size == 20
         entries.append((base, size_bytes, kind))
         at += size + 4
     assert entries == MMAP
-    assert end <= len(full_info.data)
 
 
 def test_info_modules_point_at_their_strings(full_info):
-    count, addr = u32(full_info, 20), u32(full_info, 24)
-    assert count == len(MODULES) and addr % 4 == 0
-    at = deref(full_info, addr)
-    for module in MODULES:
-        start, end, string, reserved = struct.unpack_from("<4I", full_info.data, at)
+    count, addr = full_info.field(20), full_info.field(24)
+    assert count == len(MODULES) and addr == LAYOUT.extras_addr
+    for i, module in enumerate(MODULES):
+        start, end, string, reserved = struct.unpack("<4I", full_info.read(addr + 16 * i, 16))
         assert (start, end, reserved) == (module.start, module.end, 0)
-        assert c_string(full_info, string) == module.string
-        at += 16
-    assert at <= len(full_info.data)
+        assert full_info.c_string(string) == module.string
+
+
+def test_info_extras_are_module_list_module_strings_cmdline_name_packed():
+    info = build_info(LAYOUT, mem_lower_kib=639, mem_upper_kib=1024, cmdline=b"k a",
+                      modules=MODULES, bootloader_name=b"qemu")
+    expected = (b"".join(struct.pack("<4I", m.start, m.end, 0, 0) for m in MODULES)
+                + b"initrd root=/dev/hda\0" + b"\0" + b"k a\0" + b"qemu\0")
+    # The string pointers aside, the bytes are these, in this order.
+    extras = bytearray(info.extras)
+    for i in range(len(MODULES)):
+        extras[16 * i + 8:16 * i + 12] = bytes(4)
+    assert bytes(extras) == expected
+    assert len(info.extras) == extras_size(b"k a", [m.string for m in MODULES], b"qemu")
 
 
 def test_info_unused_fields_stay_zero(full_info):
-    assert full_info.data[28:44] == bytes(16)  # a.out / ELF symbols (bits 4, 5)
-    assert full_info.data[52:64] == bytes(12)  # drives, config table (bits 7, 8)
-    assert full_info.data[68:116] == bytes(48)  # APM, VBE, framebuffer (bits 10-12)
-    assert full_info.end == BASE + len(full_info.data)
+    raw = full_info.read(LAYOUT.info_addr, 116)
+    assert raw[28:44] == bytes(16)  # a.out / ELF symbols (bits 4, 5)
+    assert raw[52:64] == bytes(12)  # drives, config table (bits 7, 8)
+    assert raw[68:116] == bytes(48)  # APM, VBE, framebuffer (bits 10-12)
 
 
 def test_minimal_info_sets_only_what_it_has():
-    info = build_info(0x10000, mem_lower_kib=640, mem_upper_kib=0, bootloader_name=b"")
-    assert u32(info, 0) == (1 << 0) | (1 << 2)
-    assert c_string(info, u32(info, 16)) == b""
-    assert u32(info, 20) == u32(info, 24) == u32(info, 44) == u32(info, 48) == 0
-    assert u32(info, 12) == 0 and u32(info, 64) == 0
+    memory = Memory(build_info(LAYOUT, mem_lower_kib=640, mem_upper_kib=0))
+    assert memory.field(0) == (1 << 0) | (1 << 2) | (1 << 3)  # mods: a list of none
+    assert memory.c_string(memory.field(16)) == b""
+    assert memory.field(20) == 0 and memory.field(24) == LAYOUT.extras_addr
+    assert memory.field(44) == memory.field(48) == 0
+    assert memory.field(12) == 0 and memory.field(64) == 0
 
 
 def test_info_refuses_a_string_with_a_nul():
     with pytest.raises(ValueError, match="NUL"):
-        build_info(BASE, mem_lower_kib=639, mem_upper_kib=1024, cmdline=b"a\0b")
+        build_info(LAYOUT, mem_lower_kib=639, mem_upper_kib=1024, cmdline=b"a\0b")
 
 
-def test_info_refuses_an_unaligned_base():
+def test_info_refuses_an_unaligned_address():
     with pytest.raises(ValueError, match="aligned"):
-        build_info(BASE + 2, mem_lower_kib=639, mem_upper_kib=1024)
+        build_info(InfoLayout(0x9502, 0x9000, 0x10000), mem_lower_kib=639, mem_upper_kib=1024)
 
 
 def test_info_refuses_a_backwards_module():
     with pytest.raises(ValueError, match="bad range"):
-        build_info(BASE, mem_lower_kib=639, mem_upper_kib=1024,
+        build_info(LAYOUT, mem_lower_kib=639, mem_upper_kib=1024,
                    modules=[Module(0x3000, 0x2000, b"x")])
+
+
+def test_info_extras_may_start_anywhere():
+    layout = InfoLayout(info_addr=0x9500, mmap_addr=0x9000, extras_addr=0x101003)
+    memory = Memory(build_info(layout, mem_lower_kib=639, mem_upper_kib=1024,
+                               cmdline=b"odd"))
+    assert memory.c_string(memory.field(16)) == b"odd"
+    assert memory.field(16) == 0x101003
