@@ -10,6 +10,8 @@ Where QEMU differs from the SDM, QEMU is followed, measured with guests/apicprob
 - ESR records only an access to a register that does not exist (bit 7); writing ESR
   changes nothing (the SDM's write-then-read latch is not QEMU's).
 - Accesses narrower than 32 bits read 0 and write nothing.
+- The current count moves when virtual time does, between the run loop's slices: two
+  reads close together may show the same value (QEMU's moves every nanosecond).
 - The ICR's delivery status bit reads as written: QEMU delivers at once.
 - After SeaBIOS: software-enabled (SVR 0x1FF), LINT0 ExtINT and LINT1 NMI, both with
   the level bit set, ICR low 0xC4610 (the SIPI it broadcast to find other CPUs).
@@ -131,6 +133,7 @@ class LocalApic:
         self.lvt = dict.fromkeys(LVT_OFFSETS, LVT_MASKED)
         self.lvt[LVT_LINT0] = SEABIOS_LINT0
         self.lvt[LVT_LINT1] = SEABIOS_LINT1
+        self.virtual_wire = True  # LINT0 lets the 8259 through (see _write_lvt)
         self.irr, self.isr, self.tmr = VectorSet(), VectorSet(), VectorSet()
         self.initial_count = 0
         self.divide = 0
@@ -214,6 +217,8 @@ class LocalApic:
         if register == LVT_TIMER:
             self._schedule()
         elif register == LVT_LINT0:
+            # The 8259's INTR passes through LINT0 when unmasked in ExtINT mode.
+            self.virtual_wire = not value & LVT_MASKED and delivery_mode(value) == EXTINT
             self.signal()
 
     # -- priority --------------------------------------------------------------------
@@ -239,25 +244,22 @@ class LocalApic:
         ppr = self.ppr()
         return None if ppr and vector & 0xF0 <= ppr & 0xF0 else vector
 
-    def _virtual_wire(self) -> bool:
-        """The 8259's INTR passes through LINT0: unmasked and in ExtINT mode."""
-        lint0 = self.lvt[LVT_LINT0]
-        return not lint0 & LVT_MASKED and delivery_mode(lint0) == EXTINT
-
     # -- the CPU's side --------------------------------------------------------------
     def set_line(self, line: int, level: bool) -> None:
         """The APIC has no ISA lines: the I/O APIC and LINT0 bring them."""
 
     def pending(self) -> bool:
-        """The CPU's INTR input."""
-        return self._deliverable() is not None or (self._virtual_wire()
-                                                   and self.pic.pending())
+        """The CPU's INTR input (asked after every hypercall: an empty IRR is the
+        short way)."""
+        if self.irr.bits and self._deliverable() is not None:
+            return True
+        return self.virtual_wire and self.pic.pending()
 
     def acknowledge(self) -> int:
         """The INTA cycle. The 8259's ExtINT goes first, ignoring priority (QEMU's
         apic_get_interrupt); otherwise the vector moves from IRR to ISR, or with
         nothing deliverable left the spurious vector is handed out."""
-        if self._virtual_wire() and self.pic.pending():
+        if self.virtual_wire and self.pic.pending():
             return self.pic.acknowledge()
         if not self.software_enabled or self.irr.highest() is None:
             return self.pic.acknowledge()
