@@ -244,7 +244,7 @@ class Machine:
         """Call CALLBACK once the next iret has executed, and end the slice there: a
         hook on every instruction until then (47x slower, UNICORN.md), which is why
         only an NMI handler's short life is watched so. The hook is removed once the
-        slice has ended (Unicorn keeps calling a hook deleted inside itself)."""
+        slice has ended, outside Unicorn's callbacks."""
         state = {"iret": False, "done": False}
 
         def on_code(uc: Uc, address: int, size: int, _) -> None:
