@@ -7,9 +7,11 @@ PVTOOL := $(BIN)/pvtool
 
 # ---- guests: freestanding x86-32 kernels (guests/NAME -> build/guests/NAME.elf).
 # The PC guests are Multiboot kernels for a PC; xenhello is written for Xen itself.
-PC_GUESTS    := hello minikern nanobench probefw taskswitch cgacon probeboot
+PC_GUESTS    := hello minikern nanobench probefw taskswitch cgacon probeboot apicprobe
+# PC guests with an entry of their own (highhalf starts in the low half, paging off).
+OWN_ENTRY_GUESTS := highhalf
 XEN_GUESTS   := xenhello
-GUESTS       := $(PC_GUESTS) $(XEN_GUESTS)
+GUESTS       := $(PC_GUESTS) $(OWN_ENTRY_GUESTS) $(XEN_GUESTS)
 CC           := gcc
 LD           := ld
 GUEST_CFLAGS := -m32 -march=i686 -std=gnu11 -O2 -ffreestanding -fno-pic -fno-pie \
@@ -54,6 +56,7 @@ build/guests/$(1).elf: $$($(1)_OBJS) $$($(1)_LDS)
 	$$(LD) $$(GUEST_LDFLAGS) -T $$($(1)_LDS) -o $$@ $$($(1)_OBJS)
 endef
 $(foreach g,$(PC_GUESTS),$(eval $(call guest_rules,$(g),$(GUEST_LIB_SRCS))))
+$(foreach g,$(OWN_ENTRY_GUESTS),$(eval $(call guest_rules,$(g),$(filter-out guests/lib/entry.S,$(GUEST_LIB_SRCS)))))
 $(foreach g,$(XEN_GUESTS),$(eval $(call guest_rules,$(g),)))
 
 GUEST_ELFS := $(GUESTS:%=build/guests/%.elf)

@@ -124,11 +124,13 @@ def run_qemu(
     disk: Path | None = None,
     timeout: float = 60,
     extra_args: Sequence[str] = (),
+    input_data: bytes | None = None,
 ) -> QemuResult:
     """Boot `elf` with `qemu-system-i386 -kernel` and return what it printed and how it ended.
 
-    `disk` becomes the primary ATA disk (raw). A run that outlasts `timeout` seconds is
-    killed and fails the test, showing what the guest had printed.
+    `disk` becomes the primary ATA disk (raw); `input_data` is what COM1 receives. A run
+    that outlasts `timeout` seconds is killed and fails the test, showing what the
+    guest had printed.
     """
     command = [require_tool(QEMU), "-kernel", str(elf), *QEMU_ARGS]
     if disk is not None:
@@ -137,11 +139,12 @@ def run_qemu(
         command += ["-drive", f"file={drive},format=raw,index=0,media=disk"]
     command += extra_args
 
+    stdin = subprocess.DEVNULL if input_data is None else subprocess.PIPE
     with subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        command, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as qemu:
         try:
-            stdout, stderr = qemu.communicate(timeout=timeout)
+            stdout, stderr = qemu.communicate(input_data, timeout=timeout)
         except subprocess.TimeoutExpired:
             qemu.kill()
             stdout, stderr = qemu.communicate()

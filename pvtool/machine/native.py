@@ -1,7 +1,15 @@
 """The bare PC's CPU: every interrupt and exception goes through the guest's own IDT,
 GDT and TSS exactly as the hardware delivers it (machine/delivery.py; a task gate
 switches tasks, machine/taskswitch.py), with the kernel in ring 0. This is native
-mode's supervisor, and the reference the others are measured against."""
+mode's supervisor, and the reference the others are measured against.
+
+An NMI (the local APIC's NMI delivery) goes through vector 2 whatever IF says, and
+blocks further NMIs until the next iret executes (SDM 6.7.1, "Handling Multiple
+NMIs"), which the machine watches for instruction by instruction while the handler
+runs. An NMI raised in the middle of a slice ends it, so it is taken at the next
+instruction, as QEMU takes it. Departure: `hlt` with IF clear ends the run even if an
+NMI could still come (only an I/O APIC entry in NMI mode could send one later).
+"""
 
 from pvtool.machine.cpu import CR2, GDTR, IDTR, Cpu
 from pvtool.machine.delivery import (
@@ -98,9 +106,11 @@ class BareMetal:
     interrupt waits for EFLAGS.IF."""
 
     def __init__(self, machine: Machine):
+        self.machine = machine
         self.cpu = machine.cpu
         rules = BareCpuRules(machine.cpu, machine.memory, machine.request_stop)
         self.delivery = Delivery(machine.cpu, rules, machine.exits)
+        self.nmi_blocked = False
 
     def on_interruption(self, event: Interruption) -> None:
         self.delivery.deliver(event)
@@ -109,11 +119,20 @@ class BareMetal:
         return bool(self.cpu.read(self.cpu.width.flags) & EFLAGS_IF)
 
     def take_interrupt(self, irqs: IrqRouter) -> None:
-        """Between instructions: if an interrupt is pending and IF is set, run the INTA
-        cycle and deliver the vector it names."""
-        if irqs.pending() and self.interrupts_enabled():
+        """Between instructions: an NMI unless one is being handled; else, if an
+        interrupt is pending and IF is set, run the INTA cycle and deliver the vector
+        it names."""
+        if irqs.nmi and not self.nmi_blocked:
+            irqs.take_nmi()
+            self.nmi_blocked = True
+            self.machine.after_next_iret(self._unblock_nmi)
+            self.delivery.deliver(external(Vector.NMI, self.cpu.ip))
+        elif irqs.pending() and self.interrupts_enabled():
             self.delivery.deliver(external(irqs.acknowledge(),
                                            self.cpu.ip))
+
+    def _unblock_nmi(self) -> None:
+        self.nmi_blocked = False
 
     def insns_to_next_event(self) -> int | None:
         return None  # the PC's timers are the machine's own

@@ -40,9 +40,10 @@ from pvtool.machine.debugexit import DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DebugExi
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
 from pvtool.machine.interruption import Interruption, from_intr_hook, invalid_opcode
+from pvtool.machine.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
 from pvtool.machine.irq import IrqRouter
 from pvtool.machine.kbc import KBC_IRQ, Kbc8042
-from pvtool.machine.lapic import APIC_BASE, APIC_SIZE, LocalApic
+from pvtool.machine.lapic import APIC_BASE, APIC_BUS_HZ, APIC_SIZE, LocalApic
 from pvtool.machine.memory import GuestMemory, UnassignedMemory
 from pvtool.machine.mmio import MmioBus
 from pvtool.machine.pci import CONFIG_ADDRESS_PORT, CONFIG_DATA_PORT, CONFIG_DATA_PORTS, PciHost
@@ -62,6 +63,9 @@ UNTIL_NEVER = 0xFFFF_FFFF_FFFF_FFFF  # emu_start's end address: slices end by co
 MASTER_PIC_PORT, SLAVE_PIC_PORT, PIT_PORT, CMOS_PORT = 0x20, 0xA0, 0x40, 0x70
 ATA_COMMAND_PORT, ATA_CONTROL_PORT = 0x1F0, 0x3F6
 PIT_IRQ = 0
+UART_IRQ = 4
+IRET = 0xCF
+OPERAND_SIZE = 0x66
 RTC_EPOCH = 1066521600  # 2003-10-19 00:00 UTC (SOSP 2003): the RTC starts there, always
 UC_MODES = {32: UC_MODE_32, 64: UC_MODE_64}
 
@@ -104,7 +108,8 @@ class Machine:
         self.ports = PortBus()
         self.mmio = MmioBus(self.uc, self.exits, self._fail)
         self.output = output
-        self.uart = Uart16550(output, input_data)
+        self.uart = Uart16550(output, input_data,
+                              lambda level: self.irqs.set_line(UART_IRQ, level))
         self.ports.register(self.uart, COM1_BASE, COM1_PORTS, width=1)
         self.ports.register(DebugExit(self._on_debug_exit), DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)
         self._install_devices(disk)
@@ -112,6 +117,9 @@ class Machine:
         self.stop: Stop | None = None
         self.blocked = False
         self._hlt_executed = False
+        self._spent_hooks: list[int] = []
+        self._in_slice = False
+        self._stopping_soon = False
         self.supervisor: Supervisor | None = None
         self._install_hooks()
 
@@ -122,7 +130,13 @@ class Machine:
     def _install_devices(self, disk: DiskImage | None) -> None:
         """The rest of a standard PC: interrupt controllers, timer, disk, RTC, APIC."""
         self.pic = Pic8259Pair()
-        self.irqs = IrqRouter(self.pic)
+        self.lapic = LocalApic(self.pic, eoi_broadcast=lambda vector: self.ioapic.eoi(vector),
+                               raise_nmi=lambda: self.irqs.raise_nmi(),
+                               signal=self._interrupt_signalled)
+        self.ioapic = IoApic(self.lapic.message, self.pic)
+        self.irqs = IrqRouter(self.pic, self.ioapic, intr=self.lapic)
+        self.mmio.register(self.lapic, APIC_BASE, APIC_SIZE)
+        self.mmio.register(self.ioapic, IOAPIC_BASE, IOAPIC_SIZE)
         self.ports.register(self.pic.master, MASTER_PIC_PORT, 2, width=1)
         self.ports.register(self.pic.slave, SLAVE_PIC_PORT, 2, width=1)
         self.clock = VirtualClock()
@@ -135,8 +149,7 @@ class Machine:
         self.ports.register(self.ata.control_block, ATA_CONTROL_PORT, 1)
         self.cmos = Cmos(lambda: RTC_EPOCH + self.clock.seconds, self.ram_size // 1024)
         self.ports.register(self.cmos, CMOS_PORT, 2, width=1)
-        self.lapic = LocalApic()
-        self.mmio.register(self.lapic, APIC_BASE, APIC_SIZE)
+        self.add_timer(self.lapic, APIC_BUS_HZ)
         self._install_chipset()
 
     def _install_chipset(self) -> None:
@@ -249,6 +262,53 @@ class Machine:
                 soonest = wait
         return soonest
 
+    def _interrupt_signalled(self) -> None:
+        """The local APIC may have just raised INTR or NMI in the middle of a slice (a
+        self-IPI, an EOI or TPR write unblocking a vector, a device's line): end the
+        slice if the CPU can take it now, as QEMU takes it at the next instruction."""
+        if not self._in_slice or self._stopping_soon:
+            return
+        if self.irqs.nmi or (self.irqs.pending() and self.supervisor.interrupts_enabled()):
+            self._stop_at_next_instruction()
+
+    def _stop_at_next_instruction(self) -> None:
+        """End the slice before the next instruction. Not emu_stop from the device's
+        own callback: stopped inside an MMIO access, Unicorn runs the instruction
+        again, and the access with it."""
+        self._stopping_soon = True
+
+        def on_code(uc: Uc, address: int, size: int, _) -> None:
+            if self._stopping_soon:
+                self._stopping_soon = False
+                self._spent_hooks.append(handle)
+                uc.emu_stop()
+
+        handle = self.uc.hook_add(UC_HOOK_CODE, on_code)
+
+    def after_next_iret(self, callback: Callable[[], None]) -> None:
+        """Call CALLBACK once the next iret has executed, and end the slice there: a
+        hook on every instruction until then (47x slower, UNICORN.md), which is why
+        only an NMI handler's short life is watched so. The hook is removed once the
+        slice has ended, outside Unicorn's callbacks."""
+        state = {"iret": False, "done": False}
+
+        def on_code(uc: Uc, address: int, size: int, _) -> None:
+            if state["done"]:
+                return
+            try:
+                if state["iret"]:
+                    state["done"] = True
+                    self._spent_hooks.append(handle)
+                    uc.emu_stop()
+                    callback()
+                elif size <= 2:
+                    code = self.memory.read_virt(address, size)
+                    state["iret"] = code[-1] == IRET and (size == 1 or code[0] == OPERAND_SIZE)
+            except BaseException as exc:
+                self._fail(exc)
+
+        handle = self.uc.hook_add(UC_HOOK_CODE, on_code)
+
     def block(self) -> None:
         """The guest waits for an interrupt (a PV SCHEDOP_block): end the slice so the
         run loop can move time on to the next event."""
@@ -298,11 +358,17 @@ class Machine:
         # trampoline, a delivery): without this the next fault becomes a silent #DF.
         self.cpu.ack_exception()
         self._hlt_executed = False
+        self._in_slice = True
         try:
             self.uc.emu_start(self.cpu.ip, UNTIL_NEVER, 0, count)
         except UcError as exc:
             if self.hook_error is None:
                 self.request_stop(Stop(StopKind.EMULATOR_ERROR, str(exc), self.cpu.ip))
+        self._in_slice = self._stopping_soon = False
+        if self._spent_hooks:
+            while self._spent_hooks:
+                self.uc.hook_del(self._spent_hooks.pop())
+            self.uc.ctl_flush_tb()  # drop code translated while the hook was in place
         if self.hook_error is not None:
             error, self.hook_error = self.hook_error, None
             raise error

@@ -68,3 +68,20 @@ def test_the_pit_line_through_the_router_gives_the_8259s_vector():
     assert router.acknowledge() == 0x27  # INTA anyway: the master's spurious IR7
     bus.write(0x20, 1, 0x20)  # EOI
     assert router.pending() and router.acknowledge() == 0x28 + 6
+
+
+def test_the_cpus_intr_pin_asks_only_its_own_controller():
+    lines, intr = Recorder(0x99), Recorder(0x41)
+    router = IrqRouter(lines, intr=intr)
+    router.pulse(3)
+    assert lines.lines == [(3, True), (3, False)] and intr.lines == []
+    assert router.pending() and router.acknowledge() == 0x41
+    assert lines.acknowledged == 0
+
+
+def test_nmi_is_a_latch_taken_once():
+    router = IrqRouter(Recorder())
+    assert not router.take_nmi()
+    router.raise_nmi()
+    router.raise_nmi()
+    assert router.take_nmi() and not router.take_nmi()

@@ -126,3 +126,23 @@ def test_the_first_stop_reason_wins(build):
     run.machine.request_stop(first)
     run.machine.request_stop(Stop(StopKind.GUEST_EXIT, "second", 2, 0))
     assert run.stop is first
+
+
+def test_the_pit_reaches_the_cpu_through_the_io_apics_input_2_not_the_8259():
+    machine = Machine(output=lambda data: None)
+    machine.lapic.write(0x350, 4, 0x18700)  # LINT0 masked: the 8259 is cut off
+    machine.ioapic.write(0x00, 4, 0x10 + 2 * 2)
+    machine.ioapic.write(0x10, 4, 0x30)  # input 2: vector 0x30, physical APIC 0
+    machine.irqs.pulse(0)
+    assert machine.irqs.pending() and machine.irqs.acknowledge() == 0x30
+    assert machine.pic.master.irr & 1  # the 8259 saw the edge too, held back by LINT0
+
+
+def test_the_uarts_interrupt_is_isa_irq_4_on_both_controllers():
+    machine = Machine(output=lambda data: None)
+    machine.ioapic.write(0x00, 4, 0x10 + 2 * 4)
+    machine.ioapic.write(0x10, 4, 0x34)
+    machine.uart.write(1, 1, 0x02)  # THR empty interrupts
+    assert machine.pic.master.irr & 1 << 4
+    machine.lapic.write(0x350, 4, 0x18700)
+    assert machine.irqs.acknowledge() == 0x34

@@ -185,3 +185,48 @@ test_main:
     assert run.records() == [0x61, 0x61, 0x60]
     assert bytes(run.output) == b"ok" + hex_lines([0x61, 0x61, 0x60])
     assert run.machine.uart.bytes_written == len(run.output)
+
+
+class Line:
+    """The UART's interrupt line: every level it was driven to."""
+
+    def __init__(self):
+        self.levels: list[bool] = []
+
+    def __call__(self, level: bool) -> None:
+        self.levels.append(level)
+
+
+def test_thr_empty_interrupt_on_enable_cleared_by_reading_iir():
+    line = Line()
+    device = Uart16550(lambda data: None, irq=line)
+    device.write(IER, 1, 0x02)
+    assert line.levels == [True] and device.read(IIR_FCR, 1) == 0x02
+    assert line.levels == [True, False] and device.read(IIR_FCR, 1) == 0x01
+
+
+def test_each_byte_sent_raises_thr_empty_again():
+    line = Line()
+    device = Uart16550(lambda data: None, irq=line)
+    device.write(IER, 1, 0x02)
+    device.read(IIR_FCR, 1)
+    device.write(RBR_THR, 1, ord("a"))
+    assert line.levels == [True, False, True]  # QEMU's edge: the I/O APIC sees it
+
+
+def test_received_data_comes_before_thr_empty_until_the_input_is_read():
+    line = Line()
+    device = Uart16550(lambda data: None, b"xy", irq=line)
+    device.write(IER, 1, 0x03)
+    assert device.read(IIR_FCR, 1) == 0x04
+    assert device.read(RBR_THR, 1) == ord("x") and device.read(IIR_FCR, 1) == 0x04
+    assert device.read(RBR_THR, 1) == ord("y") and device.read(IIR_FCR, 1) == 0x02
+    assert line.levels[-1] is False  # the THRE read cleared the last cause
+
+
+def test_a_polled_console_never_touches_the_line():
+    line = Line()
+    device = Uart16550(lambda data: None, b"in", irq=line)
+    device.write(RBR_THR, 1, ord("a"))
+    device.read(RBR_THR, 1)
+    assert line.levels == []
