@@ -2,6 +2,7 @@
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 PREDICTED = "*"  # the stop column's mark for a trap-mode failure foretold
@@ -9,14 +10,15 @@ NULL_MODE = "pv"  # the mode whose operations are priced in null hypercalls
 
 
 def render(data: dict, console: Console) -> None:
-    """The tables, sized for 80 columns (a pipe's width): workloads, then per-operation
-    costs for each guest that printed nanobench lines, exits by kind for each guest,
-    limits."""
+    """The tables, sized for 80 columns (a pipe's width): workloads, pvtool native
+    against QEMU, then per-operation costs for each guest that printed nanobench lines,
+    exits by kind for each guest, limits."""
     operations = [_operations(guest, data["repeat"]) for guest in data["guests"]
                   if guest.get("operations")]
     exits = [_exits(guest) for guest in data["guests"]
              if any(run["ok"] for run in guest["modes"].values())]
-    for table in (_workloads(data), *operations, *exits, _limits(data["limits"])):
+    for table in (_workloads(data), versus_qemu_table(data), *operations, *exits,
+                  _limits(data["limits"])):
         console.print(table)
 
 
@@ -56,6 +58,39 @@ def _workloads(data: dict) -> Table:
     if any(_predicted_failure(run, mode) for guest in data["guests"]
            for mode, run in guest["modes"].items() if run["ok"]):
         table.caption += f"\n{PREDICTED}: self-tests fail under trap, as predicted"
+    return table
+
+
+def versus_qemu_table(data: dict) -> Table:
+    """A row per guest: pvtool's native run loop against the whole QEMU process, and
+    against it less QEMU's start-up; no ratio where the two printed different bytes."""
+    qemu = data["qemu"]
+    title = f"pvtool native vs qemu-system-i386 -kernel: median of {data['repeat']} run(s)"
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False)
+    for name in ("guest", "pvtool ms", "QEMU ms", "less start", "/QEMU", "/less start"):
+        table.add_column(name, no_wrap=True, min_width=len(name),
+                         justify="left" if name == "guest" else "right")
+    table.add_column("output", no_wrap=True)
+    refused = []
+    for guest in data["guests"]:
+        row = guest["qemu"]
+        if not row["ok"]:
+            table.add_row(guest["name"], "-", "-", "-", "-", "-", "[red]no ratio[/]")
+            refused.append(f"[red]{guest['name']}: {escape(row['error'])}[/]")
+            continue
+        less = row["pvtool_over_qemu_less_startup"]
+        table.add_row(guest["name"], _ms(row["pvtool_seconds"]),
+                      _ms(row["wall_seconds"]["median"]), _ms(row["less_startup_seconds"]),
+                      f"{row['pvtool_over_qemu']:.2f}", f"{less:.2f}" if less else "-",
+                      "same")
+    startup = qemu["startup_seconds"]
+    table.caption = (
+        "pvtool ms: its run loop. QEMU ms: the whole QEMU process; less start: less\n"
+        + (f"QEMU's start-up alone, {_ms(startup['median'])} ms (a kernel that exits at "
+           f"once).\n{qemu['version']}" if startup else f"QEMU's start-up: {qemu['error']}")
+        + "\nsame: the same bytes on COM1 and exit code as pvtool, every run."
+        + "".join(f"\n{line}" for line in refused))
+    table.caption_justify = "left"
     return table
 
 
