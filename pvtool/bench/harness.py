@@ -20,7 +20,7 @@ from pvtool.bench.versus_qemu import (
     QemuComparison,
     QemuSide,
     compare_with_qemu,
-    measure_qemu_side,
+    find_qemu,
 )
 from pvtool.bench.workloads import ModeRuns, available_modes, run_workloads
 from pvtool.errors import PvtoolError, UsageError
@@ -40,12 +40,12 @@ class GuestBench:
     modes: dict[Mode, ModeRuns]
     qemu: QemuComparison
 
-    def to_dict(self, qemu: QemuSide) -> dict:
+    def to_dict(self) -> dict:
         native = self.modes.get(Mode.NATIVE)
         return {"image": str(self.image), "name": self.image.stem,
                 "modes": {mode.value: runs.to_dict(native)
                           for mode, runs in self.modes.items()},
-                "qemu": self.qemu.to_dict(native, qemu),
+                "qemu": self.qemu.to_dict(native),
                 # per operation, then per mode: {} for a guest without nanobench lines
                 "operations": operations_table({mode.value: runs.operations_summary()
                                                 for mode, runs in self.modes.items()})}
@@ -94,7 +94,7 @@ class BenchReport:
         return {"schema": 1, "repeat": self.repeat, "environment": self.environment,
                 "modes_available": [m.value for m in available_modes()],
                 "qemu": self.qemu.to_dict(),
-                "guests": [g.to_dict(self.qemu) for g in self.guests],
+                "guests": [g.to_dict() for g in self.guests],
                 "limits": self.limits.to_dict()}
 
 
@@ -112,8 +112,8 @@ def bench(images: Sequence[Path], repeat: int,
     guests = []
     with tempfile.TemporaryDirectory(prefix="pvtool-bench-") as name:
         workdir = Path(name)
-        progress("qemu: start-up")
-        qemu = measure_qemu_side(repeat, workdir)
+        progress("qemu: a first run")
+        qemu = find_qemu(workdir)
         for image in images:
             modes = run_workloads(image, repeat, workdir, progress)
             versus = compare_with_qemu(image, modes[Mode.NATIVE], qemu, repeat, workdir,
