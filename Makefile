@@ -7,7 +7,8 @@ PVTOOL := $(BIN)/pvtool
 
 # ---- guests: freestanding x86-32 kernels (guests/NAME -> build/guests/NAME.elf).
 # The PC guests are Multiboot kernels for a PC; xenhello is written for Xen itself.
-PC_GUESTS    := hello minikern nanobench probefw taskswitch cgacon probeboot apicprobe
+PC_GUESTS    := hello minikern nanobench sieve ioheavy probeboot probefw apicprobe cgacon \
+                taskswitch
 # PC guests with an entry of their own (highhalf starts in the low half, paging off).
 OWN_ENTRY_GUESTS := highhalf
 XEN_GUESTS   := xenhello
@@ -83,10 +84,12 @@ demo: $(STAMP) guests
 	$(PVTOOL) diffstat build/hello.pv.diff
 
 # ---- the same guests native, paravirtualized (and trap-and-emulated when pvtool has it),
-# ---- against limits measured in the same run; tables on stdout, figures in build/bench/.
+# ---- and native beside qemu-system-i386 (sieve computes, ioheavy exits), against limits
+# ---- measured in the same run; tables on stdout, figures in build/bench/.
+BENCH_GUESTS := minikern hello nanobench sieve ioheavy
 bench: $(STAMP) guests
 	@mkdir -p build/bench
-	$(PVTOOL) bench build/guests/minikern.elf build/guests/hello.elf build/guests/nanobench.elf --json build/bench/results.json
+	$(PVTOOL) bench $(BENCH_GUESTS:%=build/guests/%.elf) --json build/bench/results.json
 
 # ---- the suite on every core (pytest-xdist); the tests that take longest are stolen
 # ---- by an idle worker. CI=true (or pytest --hypothesis-profile=ci) fuzzes at full strength.

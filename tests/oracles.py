@@ -29,6 +29,11 @@ from typing import NoReturn
 
 import pytest
 
+# QEMU's command line (the PC every guest is written for) is defined once, where
+# `pvtool bench` runs QEMU too; QEMU_ARGS is named here for the test modules.
+from pvtool.bench.qemu import QEMU, qemu_command
+from pvtool.bench.qemu import QEMU_ARGS as QEMU_ARGS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = REPO_ROOT / "build"
 GUEST_BUILD_DIR = BUILD_DIR / "guests"
@@ -36,16 +41,6 @@ GUEST_BUILD_LOCK = BUILD_DIR / ".guests.lock"
 GUEST_TOOLCHAIN = ("make", "gcc", "ld")
 MAKE_TIMEOUT = 600  # seconds; building every guest from scratch takes a few
 
-QEMU = "qemu-system-i386"
-# The PC every guest is written for (DESIGN.md, "Guests"): COM1 on stdout, no display,
-# no network, no reboot (a triple fault ends the run), and isa-debug-exit at 0xf4.
-QEMU_ARGS = (
-    "-display", "none",
-    "-serial", "stdio",
-    "-net", "none",
-    "-no-reboot",
-    "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -132,12 +127,7 @@ def run_qemu(
     that outlasts `timeout` seconds is killed and fails the test, showing what the
     guest had printed.
     """
-    command = [require_tool(QEMU), "-kernel", str(elf), *QEMU_ARGS]
-    if disk is not None:
-        # QEMU's option syntax escapes a comma in a value by doubling it.
-        drive = str(disk).replace(",", ",,")
-        command += ["-drive", f"file={drive},format=raw,index=0,media=disk"]
-    command += extra_args
+    command = [*qemu_command(require_tool(QEMU), elf, disk), *extra_args]
 
     stdin = subprocess.DEVNULL if input_data is None else subprocess.PIPE
     with subprocess.Popen(

@@ -1,6 +1,7 @@
-"""One bench run: the guests' workloads, then the limits they are measured against,
-all in this process (the peak-memory probe excepted: it needs a process of its own).
-The result is one BenchReport, which the table, the JSON and the chart all read."""
+"""One bench run: the guests' workloads, each guest on QEMU beside pvtool's native
+run, then the limits they are measured against, all in this process (the peak-memory
+probe and QEMU excepted: they need processes of their own). The result is one
+BenchReport, which the table, the JSON and the chart all read."""
 
 import platform
 import tempfile
@@ -15,6 +16,12 @@ from pvtool.bench.operations import operations_table
 from pvtool.bench.peakmemory import PeakMemory, measure_peak_memory
 from pvtool.bench.rawloop import LoopResult, run_register_loop
 from pvtool.bench.rawsieve import SieveResult, run_sieve
+from pvtool.bench.versus_qemu import (
+    QemuComparison,
+    QemuSide,
+    compare_with_qemu,
+    find_qemu,
+)
 from pvtool.bench.workloads import ModeRuns, available_modes, run_workloads
 from pvtool.errors import PvtoolError, UsageError
 from pvtool.image.elf import load_elf, require_32bit
@@ -31,12 +38,14 @@ HYPERCALL_TARGET = 3.0  # a null hypercall should cost at most 3 empty hooks
 class GuestBench:
     image: Path
     modes: dict[Mode, ModeRuns]
+    qemu: QemuComparison
 
     def to_dict(self) -> dict:
         native = self.modes.get(Mode.NATIVE)
         return {"image": str(self.image), "name": self.image.stem,
                 "modes": {mode.value: runs.to_dict(native)
                           for mode, runs in self.modes.items()},
+                "qemu": self.qemu.to_dict(native),
                 # per operation, then per mode: {} for a guest without nanobench lines
                 "operations": operations_table({mode.value: runs.operations_summary()
                                                 for mode, runs in self.modes.items()})}
@@ -77,12 +86,14 @@ class Limits:
 class BenchReport:
     repeat: int
     guests: list[GuestBench]
+    qemu: QemuSide
     limits: Limits
     environment: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"schema": 1, "repeat": self.repeat, "environment": self.environment,
                 "modes_available": [m.value for m in available_modes()],
+                "qemu": self.qemu.to_dict(),
                 "guests": [g.to_dict() for g in self.guests],
                 "limits": self.limits.to_dict()}
 
@@ -99,12 +110,17 @@ def bench(images: Sequence[Path], repeat: int,
           progress: Callable[[str], None] = lambda message: None) -> BenchReport:
     check_images(images)
     guests = []
-    with tempfile.TemporaryDirectory(prefix="pvtool-bench-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="pvtool-bench-") as name:
+        workdir = Path(name)
+        progress("qemu: a first run")
+        qemu = find_qemu(workdir)
         for image in images:
-            guests.append(GuestBench(image, run_workloads(image, repeat, Path(workdir),
-                                                          progress)))
+            modes = run_workloads(image, repeat, workdir, progress)
+            versus = compare_with_qemu(image, modes[Mode.NATIVE], qemu, repeat, workdir,
+                                       progress)
+            guests.append(GuestBench(image, modes, versus))
     limits = measure_limits(images, guests, max(repeat, MIN_PROBE_REPEAT), progress)
-    return BenchReport(repeat, guests, limits, _environment())
+    return BenchReport(repeat, guests, qemu, limits, _environment())
 
 
 def measure_limits(images: Sequence[Path], guests: list[GuestBench], repeat: int,

@@ -52,6 +52,7 @@ class ModeRuns:
     operations: list[dict[str, Operation]] = field(default_factory=list)
     # PV: a null hypercall's rdtsc cycles, timed around each run
     null_cycles: list[float] = field(default_factory=list)
+    outputs: list[bytes] = field(default_factory=list)  # each run's serial output
 
     @property
     def ok(self) -> bool:
@@ -112,7 +113,8 @@ def run_workloads(image: Path, repeat: int, workdir: Path,
             except PvtoolError as exc:
                 mode_runs.error = exc.message
                 continue
-            mode_runs.operations.append(parse_operations(bytes(output)))
+            mode_runs.outputs.append(bytes(output))
+            mode_runs.operations.append(parse_operations(mode_runs.outputs[-1]))
             if mode is Mode.PV:
                 mode_runs.null_cycles.append((before + _null_cycles(workdir)) / 2)
     return runs

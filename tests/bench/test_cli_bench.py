@@ -8,6 +8,7 @@ import pytest
 from pvtool.bench.workloads import available_modes
 from pvtool.run import Mode
 from tests.cli import pvtool
+from tests.oracles import QEMU, QEMU_ARGS, require_tool
 
 MODE_FIELDS = {"ok", "error", "prepare_seconds", "wall_seconds", "ratio_to_native",
                "insns_upper_bound", "insns_exact", "insns_per_second", "exits",
@@ -66,9 +67,25 @@ def test_the_json_has_every_limit(hello_report):
 
 def test_the_tables_go_to_stdout(hello_report):
     _, stdout = hello_report
-    for title in ("Guest workloads", "Exits by kind", "Limits, measured in this run"):
+    for title in ("Guest workloads", "pvtool native vs qemu-system-i386 -kernel",
+                  "Exits by kind", "Limits, measured in this run"):
         assert title in stdout
     assert "Per-operation cost" not in stdout
+
+
+def test_the_json_has_hello_beside_qemu(hello_report):
+    require_tool(QEMU)
+    data, _ = hello_report
+    qemu = data["qemu"]
+    assert qemu["available"] and qemu["error"] is None and qemu["args"] == list(QEMU_ARGS)
+    (guest,) = data["guests"]
+    row = guest["qemu"]
+    assert row["ok"], row["error"]
+    assert len(row["wall_seconds"]["runs"]) == len(row["startup_seconds"]["runs"]) == 1
+    assert row["guest_code"] == guest["modes"]["native"]["stop"]["guest_code"] == 0
+    assert row["pvtool_seconds"] == guest["modes"]["native"]["wall_seconds"]["median"]
+    assert row["pvtool_over_qemu"] == pytest.approx(
+        row["pvtool_seconds"] / row["wall_seconds"]["median"], rel=1e-3)
 
 
 def test_trap_mode_is_benched_exactly_when_pvtool_has_it():
