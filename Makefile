@@ -7,7 +7,7 @@ PVTOOL := $(BIN)/pvtool
 
 # ---- guests: freestanding x86-32 kernels (guests/NAME -> build/guests/NAME.elf).
 # The PC guests are Multiboot kernels for a PC; xenhello is written for Xen itself.
-PC_GUESTS    := hello minikern nanobench
+PC_GUESTS    := hello minikern nanobench pcprobe
 XEN_GUESTS   := xenhello
 GUESTS       := $(PC_GUESTS) $(XEN_GUESTS)
 CC           := gcc

@@ -170,6 +170,8 @@ def _run_status(stop) -> int:
         return stop.code & 0xFF
     if stop.kind is StopKind.SHUTDOWN and stop.code in (0, 1, 2):  # poweroff, reboot, suspend
         return 0
+    if stop.kind is StopKind.RESET:  # as QEMU with -no-reboot, which exits with 0
+        return 0
     error = {StopKind.INSN_LIMIT: GuestLimitError, StopKind.TIMEOUT: GuestLimitError,
              StopKind.HALTED: GuestHaltedError}.get(stop.kind, GuestFault)
     console.error(stop.describe())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pvtool.image.elf import ElfImage, load_elf, require_32bit
 from pvtool.machine.cpu import EIP
+from pvtool.machine.cpuid import cpuid as qemu32_cpuid
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
 from pvtool.machine.loader import load_multiboot
@@ -109,6 +110,7 @@ def _boot(machine: Machine, image: ElfImage, mode: Mode, options: RunOptions):
                                 modules=options.modules, trace=options.trace)
     if mode is Mode.NATIVE:
         load_multiboot(machine, image, cmdline=options.cmdline, modules=options.modules)
+        machine.present_cpuid(qemu32_cpuid)
         machine.attach(BareMetal(machine))
         return None
     from pvtool.hv.boot import boot_pv_domain

@@ -28,7 +28,7 @@ from pvtool.machine.ata import IRQ as ATA_IRQ
 from pvtool.machine.ata import AtaDisk
 from pvtool.machine.clock import DeviceClock, TimedDevice, VirtualClock
 from pvtool.machine.cmos import Cmos
-from pvtool.machine.cpu import Cpu
+from pvtool.machine.cpu import EAX, EBX, ECX, EDX, Cpu
 from pvtool.machine.debugexit import DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DebugExit
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
@@ -41,6 +41,7 @@ from pvtool.machine.pic import Pic8259Pair
 from pvtool.machine.pit import PIT_HZ, Pit8254
 from pvtool.machine.ports import PortBus
 from pvtool.machine.stop import Stop, StopKind
+from pvtool.machine.system_ports import PORT_A, PORT_B, RESET_CONTROL, PortA, PortB, ResetControl
 from pvtool.machine.uart import COM1_BASE, COM1_PORTS, Uart16550
 from pvtool.x86.paging import page_up
 
@@ -124,6 +125,9 @@ class Machine:
         self.ports.register(self.cmos, CMOS_PORT, 2, width=1)
         self.lapic = LocalApic()
         self.mmio.register(self.lapic, APIC_BASE, APIC_SIZE)
+        self.ports.register(PortB(self.pit), PORT_B, 1, width=1)
+        self.ports.register(PortA(self.reset), PORT_A, 1, width=1)
+        self.ports.register(ResetControl(self.reset), RESET_CONTROL, 1, width=1)
 
     # -- hooks: the only place Unicorn calls back into Python ------------------------
     def _install_hooks(self) -> None:
@@ -132,6 +136,20 @@ class Machine:
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+
+    def present_cpuid(self, cpuid: Callable[[int, int], tuple[int, int, int, int]]) -> None:
+        """CPUID answers CPUID(EAX, ECX) from now on (machine/cpuid.py), not what
+        Unicorn's own CPU model would say."""
+        def on_cpuid(uc: Uc, _) -> int:
+            try:
+                values = cpuid(self.cpu.read(EAX), self.cpu.read(ECX))
+                for reg, value in zip((EAX, EBX, ECX, EDX), values):
+                    self.cpu.write(reg, value)
+            except BaseException as exc:
+                self._fail(exc)
+            return 1  # the instruction's own answer is skipped
+
+        self.uc.hook_add(UC_HOOK_INSN, on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
 
     def _on_intr(self, uc: Uc, vector: int, _) -> None:
         try:
@@ -179,6 +197,10 @@ class Machine:
     def _on_debug_exit(self, code: int) -> None:
         self.request_stop(Stop(StopKind.GUEST_EXIT, f"guest exit code {code}",
                                self.cpu.ip, code))
+
+    def reset(self, how: str) -> None:
+        """The guest reset the PC: the run ends, as QEMU's does with -no-reboot."""
+        self.request_stop(Stop(StopKind.RESET, f"reset through {how}", self.cpu.ip))
 
     def map_memory(self, base: int, size: int) -> None:
         """More physical memory (zeroed), for instance the hypervisor's own frames."""

@@ -10,6 +10,8 @@ class StopKind(Enum):
     SHUTDOWN = "shutdown"  # SCHEDOP_shutdown (poweroff, reboot...)
     CRASH = "crash"  # the hypervisor crashed the domain (Xen's domain_crash)
     TRIPLE_FAULT = "triple-fault"  # a real PC would reset
+    RESET = "reset"  # the guest reset the PC (port 0x92, 0xCF9, the 8042): QEMU's
+    # -no-reboot ends the run there, with status 0
     HALTED = "halted"  # hlt (or SCHEDOP_block) with nothing left that could wake it
     INSN_LIMIT = "insn-limit"  # --max-insns
     TIMEOUT = "timeout"  # --timeout
@@ -26,7 +28,7 @@ class Stop:
     @property
     def guest_chose(self) -> bool:
         """True when the guest ended the run on purpose."""
-        return self.kind in (StopKind.GUEST_EXIT, StopKind.SHUTDOWN)
+        return self.kind in (StopKind.GUEST_EXIT, StopKind.SHUTDOWN, StopKind.RESET)
 
     def describe(self) -> str:
         where = f" at eip {self.eip:#010x}" if not self.guest_chose else ""
