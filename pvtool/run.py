@@ -111,6 +111,7 @@ def _boot(machine: Machine, image: ElfImage, mode: Mode, options: RunOptions):
     if mode is Mode.NATIVE:
         load_multiboot(machine, image, cmdline=options.cmdline, modules=options.modules)
         machine.present_cpuid(qemu32_cpuid)
+        machine.mmio.open_bus()
         machine.attach(BareMetal(machine))
         return None
     from pvtool.hv.boot import boot_pv_domain
