@@ -27,11 +27,12 @@ from unicorn import x86_const as X
 from pvtool.machine.ata import IRQ as ATA_IRQ
 from pvtool.machine.ata import AtaDisk
 from pvtool.machine.clock import DeviceClock, TimedDevice, VirtualClock
-from pvtool.machine.cmos import Cmos
+from pvtool.machine.cmos import RTC_HZ, Cmos
 from pvtool.machine.cpu import EAX, EBX, ECX, EDX, Cpu
 from pvtool.machine.debugexit import DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DebugExit
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
+from pvtool.machine.hpet import HPET_BASE, HPET_HZ, HPET_SIZE, Hpet
 from pvtool.machine.interruption import Interruption, from_intr_hook, invalid_opcode
 from pvtool.machine.irq import IrqRouter
 from pvtool.machine.lapic import APIC_BASE, APIC_SIZE, LocalApic
@@ -50,7 +51,7 @@ UNTIL_NEVER = 0xFFFF_FFFF_FFFF_FFFF  # emu_start's end address: slices end by co
 # The PC's port map and ISA interrupt lines.
 MASTER_PIC_PORT, SLAVE_PIC_PORT, PIT_PORT, CMOS_PORT = 0x20, 0xA0, 0x40, 0x70
 ATA_COMMAND_PORT, ATA_CONTROL_PORT = 0x1F0, 0x3F6
-PIT_IRQ = 0
+PIT_IRQ, RTC_IRQ = 0, 8
 RTC_EPOCH = 1066521600  # 2003-10-19 00:00 UTC (SOSP 2003): the RTC starts there, always
 UC_MODES = {32: UC_MODE_32, 64: UC_MODE_64}
 
@@ -115,19 +116,34 @@ class Machine:
         self.ports.register(self.pic.slave, SLAVE_PIC_PORT, 2, width=1)
         self.clock = VirtualClock()
         self.timers: list[DeviceClock] = []
-        self.pit = Pit8254(lambda: self.irqs.pulse(PIT_IRQ))
+        self.hpet = Hpet(self.irqs.set_line, self.uc.emu_stop)
+        self.add_timer(self.hpet, HPET_HZ)
+        self.mmio.register(self.hpet, HPET_BASE, HPET_SIZE)
+        self.pit = Pit8254(self._pit_irq)
         self.add_timer(self.pit, PIT_HZ)
         self.ports.register(self.pit, PIT_PORT, 4, width=1)
         self.ata = AtaDisk(disk, lambda: self.irqs.pulse(ATA_IRQ))
         self.ports.register(self.ata.command_block, ATA_COMMAND_PORT, 8)
         self.ports.register(self.ata.control_block, ATA_CONTROL_PORT, 1)
-        self.cmos = Cmos(lambda: RTC_EPOCH + self.clock.seconds, self.ram_size // 1024)
+        self.cmos = Cmos(lambda: RTC_EPOCH + self.clock.seconds, self.ram_size // 1024,
+                         self._rtc_irq)
+        self.add_timer(self.cmos, RTC_HZ)
         self.ports.register(self.cmos, CMOS_PORT, 2, width=1)
         self.lapic = LocalApic()
         self.mmio.register(self.lapic, APIC_BASE, APIC_SIZE)
         self.ports.register(PortB(self.pit), PORT_B, 1, width=1)
         self.ports.register(PortA(self.reset), PORT_A, 1, width=1)
         self.ports.register(ResetControl(self.reset), RESET_CONTROL, 1, width=1)
+
+    def _rtc_irq(self, level: bool) -> None:
+        """The RTC drives IRQ 8 unless the HPET's legacy replacement holds it off."""
+        if not self.hpet.legacy_replacement:
+            self.irqs.set_line(RTC_IRQ, level)
+
+    def _pit_irq(self) -> None:
+        """OUT0 reaches IRQ 0 unless the HPET's legacy replacement holds it off."""
+        if not self.hpet.legacy_replacement:
+            self.irqs.pulse(PIT_IRQ)
 
     # -- hooks: the only place Unicorn calls back into Python ------------------------
     def _install_hooks(self) -> None:
