@@ -15,6 +15,7 @@ from pvtool.errors import (
     GuestLimitError,
     InputMissingError,
     PvtoolError,
+    UsageError,
 )
 
 # Paths are checked by the jobs themselves, so that a missing file or a directory gets
@@ -106,9 +107,11 @@ def patch(image: Path, output: Path | None, patch_set: str, as_json: bool) -> No
 @click.option("--memory", type=click.IntRange(min=4, max=3072), default=128,
               show_default=True, metavar="MIB", help="The guest's RAM.")
 @click.option("--cmdline", default="", help="The kernel command line.")
-@click.option("--disk", type=EXISTING_FILE, metavar="FILE",
-              help="A raw disk image for the ATA disk (written through to the file).")
-@click.option("--snapshot", is_flag=True, help="Never write to the --disk file.")
+@click.option("--disk", "disks", type=EXISTING_FILE, multiple=True, metavar="FILE",
+              help="A raw disk image for an IDE disk (written through to the file). "
+                   "Repeat for more, up to 4, in QEMU's -drive index order: primary "
+                   "master, primary slave, secondary master, secondary slave.")
+@click.option("--snapshot", is_flag=True, help="Never write to the --disk files.")
 @click.option("--input", "input_file", type=EXISTING_FILE, metavar="FILE",
               help="Bytes the serial port receives (default: standard input, if not a tty).")
 @click.option("--module", "modules", type=EXISTING_FILE, multiple=True, metavar="FILE",
@@ -117,17 +120,20 @@ def patch(image: Path, output: Path | None, patch_set: str, as_json: bool) -> No
 @click.option("--json", "as_json", is_flag=True, help="The summary as JSON (on stderr).")
 @click.option("--trace", is_flag=True, help="Print hypercalls on stderr as they happen.")
 def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | None,
-        memory: int, cmdline: str, disk: Path | None, snapshot: bool,
+        memory: int, cmdline: str, disks: tuple[Path, ...], snapshot: bool,
         input_file: Path | None, modules: tuple[Path, ...], quiet: bool, as_json: bool,
         trace: bool) -> None:
     """Boot IMAGE and run it until it stops. The guest's serial output goes to stdout;
     pvtool exits with the guest's isa-debug-exit code (see README, "Exit status")."""
+    from pvtool.machine.ata import MAX_DISKS
     from pvtool.run import Mode, RunOptions, run_image
     from pvtool.views import run_view
 
+    if len(disks) > MAX_DISKS:
+        raise UsageError(f"--disk given {len(disks)} times: the PC has {MAX_DISKS} IDE places")
     options = RunOptions(
         mode=Mode(mode) if mode else Mode.AUTO, max_insns=max_insns, timeout=timeout,
-        ram_size=memory << 20, cmdline=cmdline.encode(), disk=disk, snapshot=snapshot,
+        ram_size=memory << 20, cmdline=cmdline.encode(), disks=disks, snapshot=snapshot,
         input_data=_serial_input(input_file), modules=modules,
         trace=(lambda line: console.stderr.print(f"[dim]{line}[/]")) if trace else None)
     result = run_image(image, options, _guest_output())

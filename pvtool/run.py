@@ -39,8 +39,8 @@ class RunOptions:
     ram_size: int = DEFAULT_RAM
     cmdline: bytes = b""
     input_data: bytes = b""
-    disk: Path | None = None
-    snapshot: bool = False  # the disk file is never written
+    disks: tuple[Path | None, ...] = ()  # IDE disks by QEMU's -drive index (0-3)
+    snapshot: bool = False  # no disk file is ever written
     modules: tuple[Path, ...] = ()
     trace: Callable[[str], None] | None = None
 
@@ -84,15 +84,18 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
     """Boot the image at PATH in the chosen mode and run it until it stops."""
     image = require_32bit(load_elf(path))
     mode = choose_mode(options.mode)
-    disk = DiskImage.open(options.disk, snapshot=options.snapshot) if options.disk else None
+    disks: list[DiskImage | None] = []
     try:
+        for path in options.disks:
+            disks.append(DiskImage.open(path, snapshot=options.snapshot) if path else None)
         machine = Machine(ram_size=options.ram_size, output=output,
-                          input_data=options.input_data, disk=disk)
+                          input_data=options.input_data, disks=disks)
         domain = _boot(machine, image, mode, options)
         result = _run_loop(machine, mode, options)
     finally:
-        if disk is not None:
-            disk.close()  # flushed: the guest's writes reach the file, whatever happened
+        for disk in disks:
+            if disk is not None:
+                disk.close()  # flushed: the guest's writes reach the file, whatever happened
     if mode is Mode.TRAP:
         result.sensitive = domain.sensitive_report()
     elif domain is not None:

@@ -1,5 +1,5 @@
-"""The primary ATA channel (ports 0x1F0-0x1F7 and 0x3F6, IRQ14) with one PIO hard disk
-as device 0, after ATA/ATAPI-6 (T13/1410D): its register descriptions, its command
+"""An ATA channel with up to two PIO hard disks (device 0, the master, and device 1,
+the slave), after ATA/ATAPI-6 (T13/1410D): its register descriptions, its command
 descriptions and its protocol clauses, cited below by their titles.
 
 Commands complete the moment they are written, so a guest never sees BSY except while
@@ -9,21 +9,30 @@ interrupt after the last one has been read; "PIO data-out command protocol": DRQ
 INTRQ for the first sector, then INTRQ after each sector written, the last one included;
 "Non-data command protocol": INTRQ at the end).
 
-What the guest sees of the empty places follows QEMU (hw/ide/core.c), the judge:
-- No disk at all (`disk=None`): every register reads 0, status and alternate status
+The PC has two channels (QEMU's PIIX3 IDE): the primary at 0x1F0-0x1F7 and 0x3F6 on
+IRQ 14, the secondary at 0x170-0x177 and 0x376 on IRQ 15 (CHANNELS); QEMU's -drive
+index= 0 to 3 names primary master, primary slave, secondary master, secondary slave.
+
+What the guest sees of the empty places follows QEMU (hw/ide/core.c), the judge, as
+guests/pcprobe measured it:
+- No disk on the channel at all: every register reads 0, status and alternate status
   included, so a driver probing for device 0 finds nothing. A command to device 0 still
-  raises IRQ14 (unless nIEN is set): QEMU's empty device 0 aborts it. A PC with
+  raises the interrupt (unless nIEN is set): QEMU's empty device 0 aborts it. A PC with
   nothing on the cable would raise nothing.
-- Device 1 (selected with DEV=1) does not exist: its status, alternate status and error
-  read 0 and commands to it are ignored; the other registers, which the two devices
-  share on the cable, read what was written.
+- A device that is absent beside one that is present: its status, alternate status
+  and error read 0 (so xv6's probe, selecting device 1 and polling status for
+  non-zero, finds nothing) and commands to it are ignored; the other registers read
+  what was written.
 - While DRQ is set, writes to the command block are ignored, commands included (ATA-6
   calls the result indeterminate).
 - Bits 7 and 5 of the Device register, obsolete in ATA-6, read as 1, and the register
   reads 0xA0 after a reset.
 - Data port reads with no data to give return 0; an 8-bit data read consumes a word.
 
-Departures: LBA28 only (a command with the LBA bit clear, i.e. CHS addressing, is
+Departures: the two devices share one set of command block registers (QEMU keeps one
+per device, writes reaching both, so a command's progress shows only on its own
+device); QEMU's default empty CD-ROM at the secondary master (present when no disk
+has index 2) is not modelled: that place is empty; LBA28 only (a command with the LBA bit clear, i.e. CHS addressing, is
 aborted, as is any LBA48 command); no DMA, no READ/WRITE MULTIPLE; a sector past the
 end is IDNF as ATA-6 says (QEMU reports ABRT); a host I/O error is UNC on a read, and
 DF with ABRT on a write or a flush (the standard does not foresee a disk the host
@@ -31,12 +40,25 @@ cannot write).
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pvtool.machine.disk import SECTOR_SIZE, DiskImage
 
-COMMAND_BASE, COMMAND_PORTS = 0x1F0, 8
-CONTROL_BASE, CONTROL_PORTS = 0x3F6, 1
-IRQ = 14
+COMMAND_PORTS, CONTROL_PORTS = 8, 1
+DRIVES_PER_CHANNEL = 2
+
+
+@dataclass(frozen=True)
+class ChannelWiring:
+    """Where a channel sits on the PC: its command block, control block and IRQ."""
+
+    command_base: int
+    control_base: int
+    irq: int
+
+
+CHANNELS = (ChannelWiring(0x1F0, 0x3F6, 14), ChannelWiring(0x170, 0x376, 15))
+MAX_DISKS = len(CHANNELS) * DRIVES_PER_CHANNEL
 
 # Status register.
 BSY, DRDY, DF, DSC, DRQ, ERR = 0x80, 0x40, 0x20, 0x10, 0x08, 0x01
@@ -68,14 +90,17 @@ class _Ports:
 
 
 class AtaDisk:
-    """The channel's registers, device 0's state and the PIO data buffer.
+    """One channel: its registers, its devices (DISK the master, SLAVE device 1) and
+    the PIO data buffer; ON_IRQ pulses the channel's interrupt line.
 
-    `command_block` goes at 0x1F0 (8 ports), `control_block` at 0x3F6 (1 port).
+    `command_block` goes at the channel's command base (8 ports), `control_block` at
+    its control base (1 port).
     """
 
-    def __init__(self, disk: DiskImage | None, on_irq14: Callable[[], None]):
-        self.disk = disk
-        self._on_irq14 = on_irq14
+    def __init__(self, disk: DiskImage | None, on_irq: Callable[[], None],
+                 slave: DiskImage | None = None):
+        self.drives = (disk, slave)
+        self._on_irq = on_irq
         self.command_block = _Ports(self._read_command, self._write_command)
         self.control_block = _Ports(self._read_control, self._write_control)
         self.control = 0
@@ -99,12 +124,21 @@ class AtaDisk:
         self._stop_transfer()
 
     # -- register blocks -----------------------------------------------------------
+    @property
+    def disk(self) -> DiskImage | None:
+        """The selected device's disk (None: no such device)."""
+        return self.drives[bool(self.device & DEVICE_DEV)]
+
+    def _empty(self) -> bool:
+        """Whether nothing at all is on the channel."""
+        return all(drive is None for drive in self.drives)
+
     def _present(self) -> bool:
         """Whether the selected device exists."""
-        return self.disk is not None and not self.device & DEVICE_DEV
+        return self.disk is not None
 
     def _read_command(self, offset: int, size: int) -> int:
-        if self.disk is None:
+        if self._empty():
             return 0
         if offset == 0:
             return self._read_data(size)
@@ -152,7 +186,7 @@ class AtaDisk:
     def _interrupt(self) -> None:
         self.interrupt_pending = True
         if not self.control & CONTROL_NIEN:
-            self._on_irq14()
+            self._on_irq()
 
     # -- the data port -------------------------------------------------------------
     def _read_data(self, size: int) -> int:
@@ -216,7 +250,7 @@ class AtaDisk:
     # -- commands ------------------------------------------------------------------
     def _command(self, command: int) -> None:
         self.interrupt_pending = False  # writing Command clears INTRQ
-        if self.disk is None and not self.device & DEVICE_DEV:
+        if self._empty() and not self.device & DEVICE_DEV:
             self._interrupt()  # QEMU's empty channel: device 0 aborts, unseen
             return
         if not self._present() or self._busy():

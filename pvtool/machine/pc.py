@@ -8,7 +8,7 @@ delivery (machine/native.py), or the hypervisor.
 """
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from unicorn import (
@@ -24,8 +24,7 @@ from unicorn import (
 )
 from unicorn import x86_const as X
 
-from pvtool.machine.ata import IRQ as ATA_IRQ
-from pvtool.machine.ata import AtaDisk
+from pvtool.machine.ata import CHANNELS, COMMAND_PORTS, CONTROL_PORTS, DRIVES_PER_CHANNEL, AtaDisk
 from pvtool.machine.clock import DeviceClock, TimedDevice, VirtualClock
 from pvtool.machine.cmos import RTC_HZ, Cmos
 from pvtool.machine.cpu import EAX, EBX, ECX, EDX, Cpu
@@ -50,7 +49,6 @@ DEFAULT_RAM = 128 << 20  # what QEMU gives a guest by default
 UNTIL_NEVER = 0xFFFF_FFFF_FFFF_FFFF  # emu_start's end address: slices end by count
 # The PC's port map and ISA interrupt lines.
 MASTER_PIC_PORT, SLAVE_PIC_PORT, PIT_PORT, CMOS_PORT = 0x20, 0xA0, 0x40, 0x70
-ATA_COMMAND_PORT, ATA_CONTROL_PORT = 0x1F0, 0x3F6
 PIT_IRQ, RTC_IRQ = 0, 8
 RTC_EPOCH = 1066521600  # 2003-10-19 00:00 UTC (SOSP 2003): the RTC starts there, always
 UC_MODES = {32: UC_MODE_32, 64: UC_MODE_64}
@@ -83,7 +81,7 @@ class Machine:
 
     def __init__(self, *, ram_size: int = DEFAULT_RAM,
                  output: Callable[[bytes], None], input_data: bytes = b"",
-                 disk: DiskImage | None = None, bits: int = 32):
+                 disks: Sequence[DiskImage | None] = (), bits: int = 32):
         self.uc = Uc(UC_ARCH_X86, UC_MODES[bits])
         self.ram_size = ram_size
         self.uc.mem_map(0, ram_size)
@@ -97,7 +95,7 @@ class Machine:
         self.uart = Uart16550(output, input_data)
         self.ports.register(self.uart, COM1_BASE, COM1_PORTS, width=1)
         self.ports.register(DebugExit(self._on_debug_exit), DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)
-        self._install_devices(disk)
+        self._install_devices(disks)
         self.stop: Stop | None = None
         self.blocked = False
         self._hlt_executed = False
@@ -108,8 +106,9 @@ class Machine:
         """SUPERVISOR handles the CPU's interrupts and exceptions from now on."""
         self.supervisor = supervisor
 
-    def _install_devices(self, disk: DiskImage | None) -> None:
-        """The rest of a standard PC: interrupt controllers, timer, disk, RTC, APIC."""
+    def _install_devices(self, disks: Sequence[DiskImage | None]) -> None:
+        """The rest of a standard PC: interrupt controllers, timers, disks, RTC, APIC.
+        DISKS are the IDE disks by QEMU's -drive index (machine/ata.py)."""
         self.pic = Pic8259Pair()
         self.irqs = IrqRouter(self.pic)
         self.ports.register(self.pic.master, MASTER_PIC_PORT, 2, width=1)
@@ -122,9 +121,8 @@ class Machine:
         self.pit = Pit8254(self._pit_irq)
         self.add_timer(self.pit, PIT_HZ)
         self.ports.register(self.pit, PIT_PORT, 4, width=1)
-        self.ata = AtaDisk(disk, lambda: self.irqs.pulse(ATA_IRQ))
-        self.ports.register(self.ata.command_block, ATA_COMMAND_PORT, 8)
-        self.ports.register(self.ata.control_block, ATA_CONTROL_PORT, 1)
+        self.ata = [self._ide_channel(wiring, disks[index * DRIVES_PER_CHANNEL:])
+                    for index, wiring in enumerate(CHANNELS)]
         self.cmos = Cmos(lambda: RTC_EPOCH + self.clock.seconds, self.ram_size // 1024,
                          self._rtc_irq)
         self.add_timer(self.cmos, RTC_HZ)
@@ -134,6 +132,14 @@ class Machine:
         self.ports.register(PortB(self.pit), PORT_B, 1, width=1)
         self.ports.register(PortA(self.reset), PORT_A, 1, width=1)
         self.ports.register(ResetControl(self.reset), RESET_CONTROL, 1, width=1)
+
+    def _ide_channel(self, wiring, disks: Sequence[DiskImage | None]) -> AtaDisk:
+        """One IDE channel with the first two of DISKS (master, slave), if any."""
+        master, slave = (*disks[:DRIVES_PER_CHANNEL], None, None)[:DRIVES_PER_CHANNEL]
+        channel = AtaDisk(master, lambda: self.irqs.pulse(wiring.irq), slave)
+        self.ports.register(channel.command_block, wiring.command_base, COMMAND_PORTS)
+        self.ports.register(channel.control_block, wiring.control_base, CONTROL_PORTS)
+        return channel
 
     def _rtc_irq(self, level: bool) -> None:
         """The RTC drives IRQ 8 unless the HPET's legacy replacement holds it off."""
