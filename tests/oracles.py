@@ -117,19 +117,21 @@ def run_qemu(
     elf: Path,
     *,
     disk: Path | None = None,
+    disks: Sequence[Path] = (),
     timeout: float = 60,
     extra_args: Sequence[str] = (),
 ) -> QemuResult:
     """Boot `elf` with `qemu-system-i386 -kernel` and return what it printed and how it ended.
 
-    `disk` becomes the primary ATA disk (raw). A run that outlasts `timeout` seconds is
-    killed and fails the test, showing what the guest had printed.
+    `disk` becomes the primary ATA disk (raw); `disks` are the IDE disks in -drive
+    index order (0-3), instead. A run that outlasts `timeout` seconds is killed and
+    fails the test, showing what the guest had printed.
     """
     command = [require_tool(QEMU), "-kernel", str(elf), *QEMU_ARGS]
-    if disk is not None:
+    for index, path in enumerate(disks or ([disk] if disk is not None else [])):
         # QEMU's option syntax escapes a comma in a value by doubling it.
-        drive = str(disk).replace(",", ",,")
-        command += ["-drive", f"file={drive},format=raw,index=0,media=disk"]
+        drive = str(path).replace(",", ",,")
+        command += ["-drive", f"file={drive},format=raw,index={index},media=disk"]
     command += extra_args
 
     with subprocess.Popen(
