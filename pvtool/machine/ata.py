@@ -31,12 +31,13 @@ guests/pcprobe measured it:
 
 Departures: the two devices share one set of command block registers (QEMU keeps one
 per device, writes reaching both, so a command's progress shows only on its own
-device); QEMU's default empty CD-ROM at the secondary master (present when no disk
-has index 2) is not modelled: that place is empty; LBA28 only (a command with the LBA bit clear, i.e. CHS addressing, is
-aborted, as is any LBA48 command); no DMA, no READ/WRITE MULTIPLE; a sector past the
-end is IDNF as ATA-6 says (QEMU reports ABRT); a host I/O error is UNC on a read, and
-DF with ABRT on a write or a flush (the standard does not foresee a disk the host
-cannot write).
+device); QEMU's default empty CD-ROM at the secondary master (present when no disk has
+index 2) is not modelled: that place is empty; IDENTIFY's geometry and capability
+words are pvtool's own (QEMU's differ: 2 cylinders at least, DMA); LBA28 only (a
+command with the LBA bit clear, i.e. CHS addressing, is aborted, as is any LBA48
+command); no DMA, no READ/WRITE MULTIPLE; a sector past the end is IDNF as ATA-6 says
+(QEMU reports ABRT); a host I/O error is UNC on a read, and DF with ABRT on a write or
+a flush (the standard does not foresee a disk the host cannot write).
 """
 
 from collections.abc import Callable

@@ -165,7 +165,7 @@ class Machine:
         def on_cpuid(uc: Uc, _) -> int:
             try:
                 values = cpuid(self.cpu.read(EAX), self.cpu.read(ECX))
-                for reg, value in zip((EAX, EBX, ECX, EDX), values):
+                for reg, value in zip((EAX, EBX, ECX, EDX), values, strict=True):
                     self.cpu.write(reg, value)
             except BaseException as exc:
                 self._fail(exc)
