@@ -83,6 +83,12 @@ identify(const struct channel *ch, int drive)
   outb(ch->control, CTL_NIEN);
   issue(ch, drive, 0, 0, CMD_IDENTIFY);
   status = waitready(ch);
+  if (status & ST_ERR) {  // a packet device aborts it, leaving its signature
+    cprintf("ide %x.%d identify: status %x error %x count %x lba %x %x %x\n", ch->base,
+            drive, status, inb(ch->base + 1), inb(ch->base + 2), inb(ch->base + 3),
+            inb(ch->base + 4), inb(ch->base + 5));
+    return 0;
+  }
   if (!(status & ST_DRQ)) {
     cprintf("ide %x.%d identify: status %x error %x\n", ch->base, drive, status,
             inb(ch->base + 1));

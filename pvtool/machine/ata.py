@@ -19,10 +19,16 @@ guests/pcprobe measured it:
   included, so a driver probing for device 0 finds nothing. A command to device 0 still
   raises the interrupt (unless nIEN is set): QEMU's empty device 0 aborts it. A PC with
   nothing on the cable would raise nothing.
-- A device that is absent beside one that is present: its status, alternate status
-  and error read 0 (so xv6's probe, selecting device 1 and polling status for
-  non-zero, finds nothing) and commands to it are ignored; the other registers read
-  what was written.
+- An absent device 1 beside a device 0: its status, alternate status and error read 0
+  (so xv6's probe, selecting device 1 and polling status for non-zero, finds nothing)
+  and commands to it are ignored; the other registers read what was written.
+- An absent device 0 beside a device 1 answers as an empty device: its registers read
+  as usual and it aborts every command (ERR, ABRT, and an interrupt).
+- QEMU's PC has an empty CD-ROM drive (ide-cd, no medium) at the secondary master
+  unless a disk takes index 2 (EmptyCdrom): it reads DRDY|DSC, and it aborts every
+  command it is given, leaving the packet device's signature (Sector Count 1, LBA 1,
+  0x14, 0xEB: ATA-6's "Signature and persistence") as QEMU's cmd_identify does, so a
+  driver's IDENTIFY DEVICE tells it apart from a disk.
 - While DRQ is set, writes to the command block are ignored, commands included (ATA-6
   calls the result indeterminate).
 - Bits 7 and 5 of the Device register, obsolete in ATA-6, read as 1, and the register
@@ -31,13 +37,15 @@ guests/pcprobe measured it:
 
 Departures: the two devices share one set of command block registers (QEMU keeps one
 per device, writes reaching both, so a command's progress shows only on its own
-device); QEMU's default empty CD-ROM at the secondary master (present when no disk has
-index 2) is not modelled: that place is empty; IDENTIFY's geometry and capability
-words are pvtool's own (QEMU's differ: 2 cylinders at least, DMA); LBA28 only (a
-command with the LBA bit clear, i.e. CHS addressing, is aborted, as is any LBA48
-command); no DMA, no READ/WRITE MULTIPLE; a sector past the end is IDNF as ATA-6 says
-(QEMU reports ABRT); a host I/O error is UNC on a read, and DF with ABRT on a write or
-a flush (the standard does not foresee a disk the host cannot write).
+device); the empty CD-ROM aborts the packet commands too (IDENTIFY PACKET DEVICE,
+PACKET), where QEMU answers them; the firmware's probing is not replayed, so an absent
+device 0 first reads DRDY|DSC where QEMU shows the abort SeaBIOS left; IDENTIFY's
+geometry and capability words are pvtool's own (QEMU's differ: 2 cylinders at least,
+DMA); LBA28 only (a command with the LBA bit clear, i.e. CHS addressing, is aborted,
+as is any LBA48 command); no DMA, no READ/WRITE MULTIPLE; a sector past the end is
+IDNF as ATA-6 says (QEMU reports ABRT); a host I/O error is UNC on a read, and DF with
+ABRT on a write or a flush (the standard does not foresee a disk the host cannot
+write).
 """
 
 from collections.abc import Callable
@@ -60,6 +68,15 @@ class ChannelWiring:
 
 CHANNELS = (ChannelWiring(0x1F0, 0x3F6, 14), ChannelWiring(0x170, 0x376, 15))
 MAX_DISKS = len(CHANNELS) * DRIVES_PER_CHANNEL
+CDROM_INDEX = 2  # QEMU's default empty CD-ROM: the secondary master
+PACKET_SIGNATURE = (1, 1, 0x14, 0xEB)  # Sector Count, LBA low, mid, high
+
+
+class EmptyCdrom:
+    """A packet (ATAPI) device with no medium: present, but no disk behind it."""
+
+
+Drive = DiskImage | EmptyCdrom | None
 
 # Status register.
 BSY, DRDY, DF, DSC, DRQ, ERR = 0x80, 0x40, 0x20, 0x10, 0x08, 0x01
@@ -98,8 +115,7 @@ class AtaDisk:
     its control base (1 port).
     """
 
-    def __init__(self, disk: DiskImage | None, on_irq: Callable[[], None],
-                 slave: DiskImage | None = None):
+    def __init__(self, disk: Drive, on_irq: Callable[[], None], slave: Drive = None):
         self.drives = (disk, slave)
         self._on_irq = on_irq
         self.command_block = _Ports(self._read_command, self._write_command)
@@ -127,16 +143,18 @@ class AtaDisk:
     # -- register blocks -----------------------------------------------------------
     @property
     def disk(self) -> DiskImage | None:
-        """The selected device's disk (None: no such device)."""
-        return self.drives[bool(self.device & DEVICE_DEV)]
+        """The selected device's disk (None: no disk there)."""
+        drive = self.drives[bool(self.device & DEVICE_DEV)]
+        return drive if isinstance(drive, DiskImage) else None
 
     def _empty(self) -> bool:
         """Whether nothing at all is on the channel."""
         return all(drive is None for drive in self.drives)
 
-    def _present(self) -> bool:
-        """Whether the selected device exists."""
-        return self.disk is not None
+    def _silent(self) -> bool:
+        """Whether the selected device's status and error read 0 and it ignores
+        commands: nothing on the channel, or device 1 selected and absent."""
+        return self._empty() or (bool(self.device & DEVICE_DEV) and self.drives[1] is None)
 
     def _read_command(self, offset: int, size: int) -> int:
         if self._empty():
@@ -145,7 +163,7 @@ class AtaDisk:
             return self._read_data(size)
         if offset == 7:
             self.interrupt_pending = False  # reading Status clears INTRQ
-        if offset in (1, 7) and not self._present():
+        if offset in (1, 7) and self._silent():
             return 0
         return (0, self.error, self.sector_count, self.lba_low, self.lba_mid,
                 self.lba_high, self.device, self._status())[offset]
@@ -164,7 +182,7 @@ class AtaDisk:
 
     def _read_control(self, offset: int, size: int) -> int:
         """Alternate Status: Status without clearing the interrupt."""
-        return self._status() if self._present() else 0
+        return 0 if self._silent() else self._status()
 
     def _write_control(self, offset: int, size: int, value: int) -> None:
         """Device Control: SRST holds the devices in reset (BSY) until it is
@@ -179,7 +197,7 @@ class AtaDisk:
 
     def _busy(self) -> bool:
         """BSY or DRQ: the selected device takes no register write and no command."""
-        return self._present() and bool(self._status() & (BSY | DRQ))
+        return not self._silent() and bool(self._status() & (BSY | DRQ))
 
     def _status(self) -> int:
         return BSY if self.control & CONTROL_SRST else self.status
@@ -198,7 +216,7 @@ class AtaDisk:
         return self._read_word() & (0xFF if size == 1 else 0xFFFF)
 
     def _read_word(self) -> int:
-        if not (self.status & DRQ and self._data_in) or not self._present():
+        if not (self.status & DRQ and self._data_in) or self.disk is None:
             return 0
         word = int.from_bytes(self._buffer[self._position:self._position + 2], "little")
         self._advance_data()
@@ -207,7 +225,7 @@ class AtaDisk:
     def _write_data(self, size: int, value: int) -> None:
         words = (value & 0xFFFF, value >> 16) if size == 4 else (value & 0xFFFF,)
         for word in words:
-            if not (self.status & DRQ and not self._data_in) or not self._present():
+            if not (self.status & DRQ and not self._data_in) or self.disk is None:
                 return
             self._buffer[self._position:self._position + 2] = word.to_bytes(2, "little")
             self._advance_data()
@@ -254,7 +272,10 @@ class AtaDisk:
         if self._empty() and not self.device & DEVICE_DEV:
             self._interrupt()  # QEMU's empty channel: device 0 aborts, unseen
             return
-        if not self._present() or self._busy():
+        if self._silent() or self._busy():
+            return
+        if self.disk is None:
+            self._abort_without_disk()
             return
         handler = {
             IDENTIFY_DEVICE: self._identify,
@@ -269,6 +290,12 @@ class AtaDisk:
             self._fail(ABRT)
         else:
             handler()
+
+    def _abort_without_disk(self) -> None:
+        """An empty device 0 aborts; the empty CD-ROM shows its signature first."""
+        if isinstance(self.drives[bool(self.device & DEVICE_DEV)], EmptyCdrom):
+            self.sector_count, self.lba_low, self.lba_mid, self.lba_high = PACKET_SIGNATURE
+        self._fail(ABRT)
 
     def _identify(self) -> None:
         """IDENTIFY DEVICE: one block by PIO data-in."""

@@ -24,7 +24,17 @@ from unicorn import (
 )
 from unicorn import x86_const as X
 
-from pvtool.machine.ata import CHANNELS, COMMAND_PORTS, CONTROL_PORTS, DRIVES_PER_CHANNEL, AtaDisk
+from pvtool.machine.ata import (
+    CDROM_INDEX,
+    CHANNELS,
+    COMMAND_PORTS,
+    CONTROL_PORTS,
+    DRIVES_PER_CHANNEL,
+    MAX_DISKS,
+    AtaDisk,
+    Drive,
+    EmptyCdrom,
+)
 from pvtool.machine.clock import DeviceClock, TimedDevice, VirtualClock
 from pvtool.machine.cmos import RTC_HZ, Cmos
 from pvtool.machine.cpu import EAX, EBX, ECX, EDX, Cpu
@@ -121,7 +131,8 @@ class Machine:
         self.pit = Pit8254(self._pit_irq)
         self.add_timer(self.pit, PIT_HZ)
         self.ports.register(self.pit, PIT_PORT, 4, width=1)
-        self.ata = [self._ide_channel(wiring, disks[index * DRIVES_PER_CHANNEL:])
+        drives = _ide_drives(disks)
+        self.ata = [self._ide_channel(wiring, drives[index * DRIVES_PER_CHANNEL:])
                     for index, wiring in enumerate(CHANNELS)]
         self.cmos = Cmos(lambda: RTC_EPOCH + self.clock.seconds, self.ram_size // 1024,
                          self._rtc_irq)
@@ -133,9 +144,9 @@ class Machine:
         self.ports.register(PortA(self.reset), PORT_A, 1, width=1)
         self.ports.register(ResetControl(self.reset), RESET_CONTROL, 1, width=1)
 
-    def _ide_channel(self, wiring, disks: Sequence[DiskImage | None]) -> AtaDisk:
-        """One IDE channel with the first two of DISKS (master, slave), if any."""
-        master, slave = (*disks[:DRIVES_PER_CHANNEL], None, None)[:DRIVES_PER_CHANNEL]
+    def _ide_channel(self, wiring, drives: Sequence[Drive]) -> AtaDisk:
+        """One IDE channel with the first two of DRIVES (master, slave)."""
+        master, slave = drives[:DRIVES_PER_CHANNEL]
         channel = AtaDisk(master, lambda: self.irqs.pulse(wiring.irq), slave)
         self.ports.register(channel.command_block, wiring.command_base, COMMAND_PORTS)
         self.ports.register(channel.control_block, wiring.control_base, CONTROL_PORTS)
@@ -305,3 +316,12 @@ class Machine:
         if self.hook_error is not None:
             error, self.hook_error = self.hook_error, None
             raise error
+
+
+def _ide_drives(disks: Sequence[DiskImage | None]) -> list[Drive]:
+    """The four IDE places by -drive index: DISKS, and QEMU's default empty CD-ROM
+    where no disk takes its place."""
+    drives: list[Drive] = [*disks, *[None] * (MAX_DISKS - len(disks))]
+    if drives[CDROM_INDEX] is None:
+        drives[CDROM_INDEX] = EmptyCdrom()
+    return drives

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from pvtool.machine.ata import AtaDisk, identify_block
+from pvtool.machine.ata import AtaDisk, EmptyCdrom, identify_block
 from pvtool.machine.disk import SECTOR_SIZE, DiskImage
 from pvtool.machine.pic import Pic8259Pair
 from pvtool.machine.ports import PortBus
@@ -28,10 +28,11 @@ class Channel:
     """The channel on a port bus, with the few port operations a driver uses; with a
     PIC pair, wired to it as on a PC (each interrupt an edge on IRQ14)."""
 
-    def __init__(self, disk: DiskImage | None, pic: Pic8259Pair | None = None):
+    def __init__(self, disk: DiskImage | EmptyCdrom | None,
+                 pic: Pic8259Pair | None = None, slave: DiskImage | None = None):
         self.irqs = 0
         self.pic = pic
-        self.ata = AtaDisk(disk, self._irq)
+        self.ata = AtaDisk(disk, self._irq, slave)
         self.bus = PortBus()
         self.bus.register(self.ata.command_block, 0x1F0, 8)
         self.bus.register(self.ata.control_block, 0x3F6, 1)
@@ -460,3 +461,64 @@ def test_qemu_sees_the_same_empty_channel(build):
               ("out", CONTROL, 0x00), ("out", DEVICE, 0xA0), ("out", STATUS, 0xEC),
               ("in", 0xA0), *TASK_FILE, ("out", DEVICE, SLAVE_LBA), *TASK_FILE]
     assert script_run(Channel(None, Pic8259Pair()).bus, script) == qemu_records(build, script)
+
+
+# ---- a second device on the channel, and the secondary channel -----------------------
+
+@pytest.fixture
+def slave_disk(tmp_path):
+    path = tmp_path / "slave.img"
+    path.write_bytes(b"".join(pattern(s + 100) for s in range(SECTORS)))
+    with DiskImage.open(path, snapshot=False) as disk:
+        yield disk
+
+
+def test_the_slave_answers_when_selected_and_reads_its_own_disk(disk, slave_disk):
+    channel = Channel(disk, slave=slave_disk)
+    channel.outb(DEVICE, SLAVE_LBA)
+    assert channel.inb(STATUS) == READY  # xv6's probe for disk 1 finds it
+    channel.command(0x20, lba=5, device=SLAVE_LBA)
+    assert channel.inb(STATUS) == READY | DRQ
+    assert channel.read_words() == pattern(105)
+    channel.command(0x20, lba=5)
+    assert channel.read_words() == pattern(5)
+    assert channel.irqs == 2
+
+
+def test_beside_a_slave_an_absent_device_0_aborts_every_command(slave_disk):
+    """QEMU's absent master beside a slave: readable, and it aborts (pcprobe)."""
+    channel = Channel(None, slave=slave_disk)
+    channel.outb(DEVICE, SLAVE_LBA)
+    assert channel.inb(STATUS) == READY
+    channel.command(0xEC, device=MASTER_LBA)
+    assert channel.inb(STATUS) == DRDY | ERR and channel.inb(ERROR) == ABRT
+    assert channel.irqs == 1
+
+
+def test_the_empty_cdrom_aborts_with_the_packet_signature():
+    channel = Channel(EmptyCdrom())
+    assert channel.inb(STATUS) == READY
+    channel.command(0xEC)
+    assert channel.inb(STATUS) == DRDY | ERR and channel.inb(ERROR) == ABRT
+    assert [channel.inb(port) for port in (COUNT, LBA_LOW, LBA_MID, LBA_HIGH)] == [
+        1, 1, 0x14, 0xEB]
+    assert channel.irqs == 1
+
+
+def test_the_pc_has_a_secondary_channel_on_irq_15(image):
+    from pvtool.machine.pc import Machine
+
+    with DiskImage.open(image, snapshot=False) as disk:
+        machine = Machine(ram_size=16 << 20, output=lambda data: None,
+                          disks=(None, None, disk))
+        primary, secondary = machine.ata
+        assert primary.drives == (None, None) and secondary.drives == (disk, None)
+        machine.ports.write(0x3F6 - 0x80, 1, 0)  # 0x376: interrupts on
+        for port, value in ((0x172, 1), (0x173, 7), (0x174, 0), (0x175, 0), (0x176, 0xE0),
+                            (0x177, 0x20)):
+            machine.ports.write(port, 1, value)
+        assert machine.pic.slave.irr & 0x80  # IRQ 15: the slave 8259's line 7
+        assert machine.ports.read(0x177, 1) == READY | DRQ
+        data = b"".join(machine.ports.read(0x170, 2).to_bytes(2, "little")
+                        for _ in range(256))
+        assert data == pattern(7)
