@@ -75,6 +75,16 @@ registers(const struct channel *ch, int drive)
           status, alt, xv6_present(ch, drive));
 }
 
+// IDENTIFY's strings: two characters a word, the first in the high byte.
+static void
+text(int first, int end)
+{
+  int i;
+
+  for (i = first; i < end; i++)
+    cprintf("%c%c", buf[i] >> 8, buf[i] & 0xFF);
+}
+
 static int
 identify(const struct channel *ch, int drive)
 {
@@ -95,8 +105,16 @@ identify(const struct channel *ch, int drive)
     return 0;
   }
   insl(ch->base, buf, SECTOR / 4);
-  cprintf("ide %x.%d identify: %x heads %x sectors %x lba %x %x status %x\n",
-          ch->base, drive, buf[0], buf[3], buf[6], buf[60], buf[61], inb(ch->base + 7));
+  cprintf("ide %x.%d identify: %x chs %d/%d/%d current %d/%d/%d %d lba %x %x status %x\n",
+          ch->base, drive, buf[0], buf[1], buf[3], buf[6], buf[54], buf[55], buf[56],
+          buf[57] | buf[58] << 16, buf[60], buf[61], inb(ch->base + 7));
+  cprintf("ide %x.%d model [", ch->base, drive);
+  text(27, 47);
+  cprintf("] serial [");
+  text(10, 20);
+  cprintf("] firmware [");
+  text(23, 27);
+  cprintf("]\n");
   return 1;
 }
 

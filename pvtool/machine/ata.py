@@ -92,11 +92,15 @@ CONTROL_NIEN, CONTROL_SRST = 0x02, 0x04
 IDENTIFY_DEVICE, READ_SECTORS, READ_SECTORS_NO_RETRY = 0xEC, 0x20, 0x21
 WRITE_SECTORS, WRITE_SECTORS_NO_RETRY, FLUSH_CACHE, SET_FEATURES = 0x30, 0x31, 0xE7, 0xEF
 
-MODEL = "PVTOOL HARDDISK"
-SERIAL = "PVTOOL0001"
-FIRMWARE = "0.1"
+# IDENTIFY's strings as QEMU's ide-hd gives them (pcprobe measured): the serial number
+# counts the drives in -drive index order from 1.
+MODEL = "QEMU HARDDISK"
+SERIAL_FORMAT = "QM{:05d}"
+FIRMWARE = "2.5+"
 LBA28_MAX = 0x0FFFFFFF
-HEADS, SECTORS_PER_TRACK, MAX_CYLINDERS = 16, 63, 16383  # the customary default CHS
+# The geometry QEMU guesses for a disk from its size (hw/block/hd-geometry.c,
+# guess_chs_for_size): 16 heads, 63 sectors a track, 2 to 16383 cylinders.
+HEADS, SECTORS_PER_TRACK, MIN_CYLINDERS, MAX_CYLINDERS = 16, 63, 2, 16383
 
 
 class _Ports:
@@ -115,8 +119,10 @@ class AtaDisk:
     its control base (1 port).
     """
 
-    def __init__(self, disk: Drive, on_irq: Callable[[], None], slave: Drive = None):
+    def __init__(self, disk: Drive, on_irq: Callable[[], None], slave: Drive = None,
+                 first_index: int = 0):
         self.drives = (disk, slave)
+        self.first_index = first_index  # the -drive index of device 0
         self._on_irq = on_irq
         self.command_block = _Ports(self._read_command, self._write_command)
         self.control_block = _Ports(self._read_control, self._write_control)
@@ -300,7 +306,8 @@ class AtaDisk:
     def _identify(self) -> None:
         """IDENTIFY DEVICE: one block by PIO data-in."""
         self.error = 0
-        self._start_transfer(identify_block(self.disk.sectors), self._end_of_data_in)
+        index = self.first_index + bool(self.device & DEVICE_DEV)
+        self._start_transfer(identify_block(self.disk.sectors, index), self._end_of_data_in)
         self._interrupt()
 
     def _end_of_data_in(self) -> None:
@@ -384,17 +391,17 @@ class AtaDisk:
         self.sector_count = self._remaining & 0xFF
 
 
-def identify_block(sectors: int) -> bytes:
+def identify_block(sectors: int, index: int = 0) -> bytes:
     """The 256 words of IDENTIFY DEVICE (its "Identify device information" table)
     for a fixed PIO disk of SECTORS sectors: LBA28 capacity at words 60-61, the
     integrity word last."""
     words = [0] * 256
     lba28 = min(sectors, LBA28_MAX)
-    cylinders = min(lba28 // (HEADS * SECTORS_PER_TRACK), MAX_CYLINDERS)
+    cylinders = min(max(lba28 // (HEADS * SECTORS_PER_TRACK), MIN_CYLINDERS), MAX_CYLINDERS)
     chs_capacity = cylinders * HEADS * SECTORS_PER_TRACK
     words[0] = 0x0040  # ATA device, fixed (not removable)
     words[1], words[3], words[6] = cylinders, HEADS, SECTORS_PER_TRACK
-    _put_string(words, 10, 20, SERIAL)
+    _put_string(words, 10, 20, SERIAL_FORMAT.format(index + 1))
     _put_string(words, 23, 8, FIRMWARE)
     _put_string(words, 27, 40, MODEL)
     words[49] = 1 << 9  # LBA supported; no DMA

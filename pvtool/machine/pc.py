@@ -132,7 +132,7 @@ class Machine:
         self.add_timer(self.pit, PIT_HZ)
         self.ports.register(self.pit, PIT_PORT, 4, width=1)
         drives = _ide_drives(disks)
-        self.ata = [self._ide_channel(wiring, drives[index * DRIVES_PER_CHANNEL:])
+        self.ata = [self._ide_channel(wiring, drives, index * DRIVES_PER_CHANNEL)
                     for index, wiring in enumerate(CHANNELS)]
         self.cmos = Cmos(lambda: RTC_EPOCH + self.clock.seconds, self.ram_size // 1024,
                          self._rtc_irq)
@@ -144,10 +144,10 @@ class Machine:
         self.ports.register(PortA(self.reset), PORT_A, 1, width=1)
         self.ports.register(ResetControl(self.reset), RESET_CONTROL, 1, width=1)
 
-    def _ide_channel(self, wiring, drives: Sequence[Drive]) -> AtaDisk:
-        """One IDE channel with the first two of DRIVES (master, slave)."""
-        master, slave = drives[:DRIVES_PER_CHANNEL]
-        channel = AtaDisk(master, lambda: self.irqs.pulse(wiring.irq), slave)
+    def _ide_channel(self, wiring, drives: Sequence[Drive], first: int) -> AtaDisk:
+        """One IDE channel with DRIVES[FIRST] as master and the next as slave."""
+        master, slave = drives[first:first + DRIVES_PER_CHANNEL]
+        channel = AtaDisk(master, lambda: self.irqs.pulse(wiring.irq), slave, first)
         self.ports.register(channel.command_block, wiring.command_base, COMMAND_PORTS)
         self.ports.register(channel.control_block, wiring.control_base, CONTROL_PORTS)
         return channel

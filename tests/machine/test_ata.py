@@ -131,8 +131,20 @@ def test_identify_words_describe_an_lba_disk():
     assert words[49] & 0x0200  # LBA supported
     assert words[83] & 0x1000 and words[83] & 0xC000 == 0x4000  # FLUSH CACHE
     model = b"".join(w.to_bytes(2, "big") for w in words[27:47]).decode()
-    assert model == "PVTOOL HARDDISK".ljust(40)
+    assert model == "QEMU HARDDISK".ljust(40)  # as QEMU's (tests/e2e/test_pcprobe.py)
     assert words[255] & 0xFF == 0xA5 and sum(block) & 0xFF == 0
+
+
+@pytest.mark.parametrize("sectors, cylinders", [(16, 2), (1228800, 1219), (1 << 26, 16383)])
+def test_identify_geometry_is_qemus_guess_from_the_size(sectors, cylinders):
+    words = [int.from_bytes(identify_block(sectors)[i:i + 2], "little") for i in range(0, 14, 2)]
+    assert (words[1], words[3], words[6]) == (cylinders, 16, 63)
+
+
+def test_identify_serial_counts_drives_by_index():
+    serial = bytes(identify_block(16, 3)[20:40])
+    assert b"".join(serial[i + 1:i + 2] + serial[i:i + 1] for i in range(0, 20, 2)) == (
+        b"QM00004".ljust(20))
 
 
 def test_identify_caps_the_sector_count_at_lba28():
