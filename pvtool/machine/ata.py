@@ -40,12 +40,12 @@ per device, writes reaching both, so a command's progress shows only on its own
 device); the empty CD-ROM aborts the packet commands too (IDENTIFY PACKET DEVICE,
 PACKET), where QEMU answers them; the firmware's probing is not replayed, so an absent
 device 0 first reads DRDY|DSC where QEMU shows the abort SeaBIOS left; IDENTIFY's
-geometry and capability words are pvtool's own (QEMU's differ: 2 cylinders at least,
-DMA); LBA28 only (a command with the LBA bit clear, i.e. CHS addressing, is aborted,
-as is any LBA48 command); no DMA, no READ/WRITE MULTIPLE; a sector past the end is
-IDNF as ATA-6 says (QEMU reports ABRT); a host I/O error is UNC on a read, and DF with
-ABRT on a write or a flush (the standard does not foresee a disk the host cannot
-write).
+capability words are pvtool's own (QEMU's claim DMA), and QEMU's geometry guess from a
+partition table is not made (its guess from the size is); LBA28 only (a command with
+the LBA bit clear, i.e. CHS addressing, is aborted, as is any LBA48 command); no DMA,
+no READ/WRITE MULTIPLE; a sector past the end is IDNF as ATA-6 says (QEMU reports
+ABRT); a host I/O error is UNC on a read, and DF with ABRT on a write or a flush (the
+standard does not foresee a disk the host cannot write).
 """
 
 from collections.abc import Callable
