@@ -117,3 +117,22 @@ def test_polling_a_standing_counter_ends_the_slice():
     hpet.advance(1)
     hpet.read(COUNTER, 4)
     assert ended == [True]
+
+
+def test_legacy_replacement_holds_off_the_pit_and_the_rtc_on_the_pc():
+    from pvtool.machine.pc import Machine
+
+    machine = Machine(ram_size=16 << 20, output=lambda data: None)
+    lines: list[tuple[int, bool]] = []
+    machine.irqs.set_line = lambda line, level: lines.append((line, level))
+    machine.pit.write(3, 1, 0x34)  # channel 0, rate generator, count 100
+    machine.pit.write(0, 1, 100)
+    machine.pit.write(0, 1, 0)
+    machine.cmos.write(0, 1, 0x0B)
+    machine.cmos.write(1, 1, 0x42)  # PIE at 1024 Hz
+    machine.hpet.write(CONFIG, 4, 2)
+    machine.advance(10**6)
+    assert [line for line, level in lines if level] == []
+    machine.hpet.write(CONFIG, 4, 0)
+    machine.advance(10**6)
+    assert (0, True) in lines and (8, True) in lines

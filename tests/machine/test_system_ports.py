@@ -45,3 +45,13 @@ def test_reset_control_resets_on_rst_cpu():
     assert register.read(0, 1) == 0x02 and resets == []
     register.write(0, 1, 0x06)
     assert len(resets) == 1
+
+
+def test_a_reset_through_either_port_stops_the_pc():
+    from pvtool.machine.pc import Machine
+    from pvtool.machine.stop import StopKind
+
+    for port, value in ((0x92, 0x03), (0xCF9, 0x06)):
+        machine = Machine(ram_size=16 << 20, output=lambda data: None)
+        machine.ports.write(port, 1, value)
+        assert machine.stop.kind is StopKind.RESET and machine.stop.guest_chose
