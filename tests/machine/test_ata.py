@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from pvtool.machine.ata import AtaDisk, EmptyCdrom, identify_block
+from pvtool.machine.ata import AtaDisk, EmptyCdrom
+from pvtool.machine.ata_identify import identify_block
 from pvtool.machine.disk import SECTOR_SIZE, DiskImage
 from pvtool.machine.pic import Pic8259Pair
 from pvtool.machine.ports import PortBus
