@@ -86,8 +86,9 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
     mode = choose_mode(options.mode)
     disks: list[DiskImage | None] = []
     try:
-        for path in options.disks:
-            disks.append(DiskImage.open(path, snapshot=options.snapshot) if path else None)
+        for disk_path in options.disks:
+            disks.append(DiskImage.open(disk_path, snapshot=options.snapshot)
+                         if disk_path else None)
         machine = Machine(ram_size=options.ram_size, output=output,
                           input_data=options.input_data, disks=disks)
         domain = _boot(machine, image, mode, options)

@@ -32,6 +32,7 @@ from pvtool.machine.ata import (
     DRIVES_PER_CHANNEL,
     MAX_DISKS,
     AtaDisk,
+    ChannelWiring,
     Drive,
     EmptyCdrom,
 )
@@ -144,7 +145,8 @@ class Machine:
         self.ports.register(PortA(self.reset), PORT_A, 1, width=1)
         self.ports.register(ResetControl(self.reset), RESET_CONTROL, 1, width=1)
 
-    def _ide_channel(self, wiring, drives: Sequence[Drive], first: int) -> AtaDisk:
+    def _ide_channel(self, wiring: ChannelWiring, drives: Sequence[Drive],
+                     first: int) -> AtaDisk:
         """One IDE channel with DRIVES[FIRST] as master and the next as slave."""
         master, slave = drives[first:first + DRIVES_PER_CHANNEL]
         channel = AtaDisk(master, lambda: self.irqs.pulse(wiring.irq), slave, first)
