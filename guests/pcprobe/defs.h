@@ -9,7 +9,7 @@ extern volatile uchar rtc_flags[4];  // register C as each RTC interrupt found i
 void irqinit(void);
 void irqunmask(int irq);
 void irqmask(int irq);
-void waitirq(int irq, uint count);
+uint waitirq(int irq, uint count);
 
 // The probes, one file each.
 void cpuid_probe(void);

@@ -104,7 +104,7 @@ counting(void)
 static void
 interrupts(int n, int irq, uint extra)
 {
-  uint now;
+  uint now, taken;
 
   wr(CONFIG, CONFIG_LEGACY);
   wr(STATUS, 0xFF);
@@ -115,15 +115,15 @@ interrupts(int n, int irq, uint extra)
   wr(TIMER(n) + CMP, now + 100000);
   wr(TIMER(n) + CMP + 4, 0);
   hpet_start();
-  waitirq(irq, 1);
-  cprintf("hpet timer %d one-shot: irq %d taken %d status %x\n", n, irq, nirq[irq], rd(STATUS));
+  taken = waitirq(irq, 1);
+  cprintf("hpet timer %d one-shot: irq %d taken %d status %x\n", n, irq, taken, rd(STATUS));
   wr(TIMER(n), T_ENABLE | T_PERIODIC | T_VAL_SET | extra);
   wr(TIMER(n) + CMP, rd(COUNTER) + 50000);
   wr(TIMER(n) + CMP + 4, 0);
   wr(TIMER(n) + CMP, 50000);
-  waitirq(irq, 4);
+  taken = waitirq(irq, 4);
   wr(TIMER(n), 0);
-  cprintf("hpet timer %d periodic: irq %d taken %d\n", n, irq, nirq[irq]);
+  cprintf("hpet timer %d periodic: irq %d taken %d\n", n, irq, taken);
   irqmask(irq);
   wr(CONFIG, 0);
 }

@@ -49,17 +49,18 @@ flags_without_interrupts(void)
 static void
 wait_interrupts(const char *what, uint enable, uint count)
 {
-  uint b = rd(REG_B), c;
+  uint b = rd(REG_B), c, taken;
 
   rd(REG_C);
   nirq[IRQ_RTC] = 0;
   irqunmask(IRQ_RTC);
   wr(REG_B, b | enable);
-  waitirq(IRQ_RTC, count);
+  taken = waitirq(IRQ_RTC, count);
   wr(REG_B, b);
   irqmask(IRQ_RTC);
   c = rd(REG_C) & ~0x50;
-  cprintf("rtc %s: taken %d, c %x, c now %x\n", what, nirq[IRQ_RTC], rtc_flags[(count - 1) & 3] & ~0x10, c);
+  cprintf("rtc %s: taken %d, c %x, c now %x\n", what, taken,
+          rtc_flags[(count - 1) & 3] & ~0x10, c);
 }
 
 void

@@ -56,8 +56,11 @@ irqmask(int irq)
   setmask();
 }
 
-// Wait with interrupts on until IRQ has been taken COUNT times in all, or give up.
-void
+// Wait with interrupts on until IRQ has been taken COUNT times in all, or give up;
+// return how many of the COUNT came. QEMU's timers run on the host's clock, so a
+// loaded host may deliver one more before the probe stops its source: the count is
+// capped, so that the output does not depend on the host's load.
+uint
 waitirq(int irq, uint count)
 {
   uint spins;
@@ -65,8 +68,9 @@ waitirq(int irq, uint count)
   for (spins = 0; nirq[irq] < count && spins < WAIT_LIMIT; spins++) {
     sti();
     hlt();
+    cli();
   }
-  cli();
+  return nirq[irq] < count ? nirq[irq] : count;
 }
 
 void
