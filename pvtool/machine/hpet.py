@@ -16,7 +16,7 @@ to it (QEMU's update_irq).
 
 A guest polling the running main counter would see it stand still until the slice
 ends (virtual time advances by slices, not by the instruction), so reading the same
-value twice ends the slice. Unicorn abandons the read it was stopped in and runs it
+value of its low half twice ends the slice. Unicorn abandons the read it was stopped in and runs it
 again in the next slice, which then finds the counter moved.
 
 Departures: no FSB (MSI) delivery, though its route register keeps what is written;
@@ -135,8 +135,10 @@ class Hpet:
 
     # -- registers ---------------------------------------------------------------
     def read(self, offset: int, size: int) -> int:
+        if offset == COUNTER:
+            self._counter_polled()
         if size == 8:
-            return self.read(offset, 4) | self.read(offset + 4, 4) << 32
+            return self._register(offset & ~7)
         value = self._register(offset & ~7)
         return value >> 32 if offset & 4 else value & MASK32
 
@@ -149,15 +151,20 @@ class Hpet:
         if register == STATUS:
             return self.status
         if register == COUNTER:
-            if self.enabled and self.counter == self._last_read:
-                self._end_slice()
-            self._last_read = self.counter
             return self.counter
         timer, field = self._timer_field(register)
         if timer is None:
             return 0
         return {TIMER_CONFIG: ROUTE_CAP << 32 | timer.config,
                 TIMER_COMPARATOR: timer.comparator, TIMER_FSB: timer.fsb}.get(field, 0)
+
+    def _counter_polled(self) -> None:
+        """The low half (or the whole) of the running counter read: a second read
+        of the same value ends the slice (see the module's doc). Reading the high
+        half never does, so a low-then-high pair is not torn."""
+        if self.enabled and self.counter == self._last_read:
+            self._end_slice()
+        self._last_read = self.counter
 
     def _timer_field(self, register: int) -> tuple[HpetTimer | None, int]:
         index, field = divmod(register - TIMER_BASE, TIMER_STRIDE)

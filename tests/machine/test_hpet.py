@@ -138,3 +138,13 @@ def test_legacy_replacement_holds_off_the_pit_and_the_rtc_on_the_pc():
     machine.cmos.read(1, 1)  # the flags set meanwhile cleared: the next ones raise IRQ 8
     machine.advance(10**6)
     assert (0, True) in lines and (8, True) in lines
+
+
+def test_reading_the_high_half_after_the_low_does_not_end_the_slice():
+    ended = []
+    hpet = Hpet(lambda line, level: None, lambda: ended.append(True))
+    hpet.write(CONFIG, 4, 1)
+    hpet.advance(7)
+    assert (hpet.read(COUNTER, 4), hpet.read(COUNTER + 4, 4)) == (7, 0)
+    assert hpet.read(COUNTER, 8) == 7
+    assert ended == [True]  # the 64-bit read was the second of the same value
