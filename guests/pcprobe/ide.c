@@ -61,18 +61,23 @@ xv6_present(const struct channel *ch, int drive)
   return 0;
 }
 
-// The task file itself is left out: pvtool's two devices share one (machine/ata.py).
+// Device 1's task file is shown: the host's writes for device 0's commands reached
+// it too, and device 0's progress did not. Device 0's registers, and device 1's
+// Error, show what the firmware's probing left, which is not pvtool's to replay.
 static void
 registers(const struct channel *ch, int drive)
 {
-  uint device, status, alt;
+  uint r[8], i, alt;
 
   outb(ch->base + 6, 0xA0 | drive << 4);
-  device = inb(ch->base + 6);
-  status = inb(ch->base + 7);
+  for (i = 1; i < 8; i++)
+    r[i] = inb(ch->base + i);
   alt = inb(ch->control);
-  cprintf("ide %x.%d: device %x status %x alt %x xv6 %d\n", ch->base, drive, device,
-          status, alt, xv6_present(ch, drive));
+  if (drive)
+    cprintf("ide %x.%d: count %x lba %x %x %x ", ch->base, drive, r[2], r[3], r[4], r[5]);
+  else
+    cprintf("ide %x.%d: ", ch->base, drive);
+  cprintf("device %x status %x alt %x xv6 %d\n", r[6], r[7], alt, xv6_present(ch, drive));
 }
 
 // IDENTIFY's strings: two characters a word, the first in the high byte.

@@ -34,18 +34,20 @@ guests/pcprobe measured it:
 - Bits 7 and 5 of the Device register, obsolete in ATA-6, read as 1, and the register
   reads 0xA0 after a reset.
 - Data port reads with no data to give return 0; an 8-bit data read consumes a word.
+- Each device keeps its own copy of the command block registers, Status and Error
+  (a TaskFile): the host's register writes reach both copies, a command's progress
+  only its own device's, as in QEMU's IDEState.
 
-Departures: the two devices share one set of command block registers (QEMU keeps one
-per device, writes reaching both, so a command's progress shows only on its own
-device); the empty CD-ROM aborts the packet commands too (IDENTIFY PACKET DEVICE,
-PACKET), where QEMU answers them; the firmware's probing is not replayed, so an absent
-device 0 first reads DRDY|DSC where QEMU shows the abort SeaBIOS left; IDENTIFY's
-capability words are pvtool's own (QEMU's claim DMA), and QEMU's geometry guess from a
-partition table is not made (its guess from the size is); LBA28 only (a command with
-the LBA bit clear, i.e. CHS addressing, is aborted, as is any LBA48 command); no DMA,
-no READ/WRITE MULTIPLE; a sector past the end is IDNF as ATA-6 says (QEMU reports
-ABRT); a host I/O error is UNC on a read, and DF with ABRT on a write or a flush (the
-standard does not foresee a disk the host cannot write).
+Departures: the empty CD-ROM aborts the packet commands too (IDENTIFY PACKET DEVICE,
+PACKET), where QEMU answers them; the registers start in the devices' reset state, not
+as SeaBIOS's probing leaves them (an absent device 0 beside a slave reads DRDY|DSC
+where QEMU shows the abort SeaBIOS left); IDENTIFY's capability words are pvtool's own
+(QEMU's claim DMA), and QEMU's geometry guess from a partition table is not made (its
+guess from the size is); LBA28 only (a command with the LBA bit clear, i.e. CHS
+addressing, is aborted, as is any LBA48 command); no DMA, no READ/WRITE MULTIPLE; a
+sector past the end is IDNF as ATA-6 says (QEMU reports ABRT); a host I/O error is UNC
+on a read, and DF with ABRT on a write or a flush (the standard does not foresee a
+disk the host cannot write).
 """
 
 from collections.abc import Callable
@@ -101,6 +103,25 @@ class _Ports:
         self.write = write
 
 
+@dataclass
+class TaskFile:
+    """One device's copy of the command block registers, and its Status and Error."""
+
+    features: int = 0
+    sector_count: int = 1
+    lba_low: int = 1
+    lba_mid: int = 0
+    lba_high: int = 0
+    status: int = DRDY | DSC
+    error: int = DIAGNOSTIC_PASSED
+
+
+def _selected_register(name: str) -> property:
+    """A register of the selected device's task file."""
+    return property(lambda channel: getattr(channel.selected_file, name),
+                    lambda channel, value: setattr(channel.selected_file, name, value))
+
+
 class AtaDisk:
     """One channel: its registers, its devices (DISK the master, SLAVE device 1) and
     the PIO data buffer; ON_IRQ pulses the channel's interrupt line.
@@ -109,9 +130,19 @@ class AtaDisk:
     its control base (1 port).
     """
 
+    features = _selected_register("features")
+    sector_count = _selected_register("sector_count")
+    lba_low = _selected_register("lba_low")
+    lba_mid = _selected_register("lba_mid")
+    lba_high = _selected_register("lba_high")
+    status = _selected_register("status")
+    error = _selected_register("error")
+
     def __init__(self, disk: Drive, on_irq: Callable[[], None], slave: Drive = None,
                  first_index: int = 0):
         self.drives = (disk, slave)
+        self.files = [TaskFile(), TaskFile()]
+        self.device = DEVICE_OBSOLETE
         self.first_index = first_index  # the -drive index of device 0
         self._on_irq = on_irq
         self.command_block = _Ports(self._read_command, self._write_command)
@@ -126,17 +157,22 @@ class AtaDisk:
         self.reset()
 
     def reset(self) -> None:
-        """Power-on or software reset: the ATA device signature in the command block
-        and the diagnostic code in Error ("Software reset protocol")."""
-        self.features = 0
-        self.sector_count, self.lba_low, self.lba_mid, self.lba_high = 1, 1, 0, 0
+        """Power-on or software reset: each device's signature in its command block
+        (the packet device's for the CD-ROM) and the diagnostic code in Error
+        ("Software reset protocol", "Signature and persistence")."""
+        for index, drive in enumerate(self.drives):
+            file = self.files[index] = TaskFile()
+            if isinstance(drive, EmptyCdrom):
+                file.sector_count, file.lba_low, file.lba_mid, file.lba_high = PACKET_SIGNATURE
         self.device = DEVICE_OBSOLETE
-        self.status = DRDY | DSC
-        self.error = DIAGNOSTIC_PASSED
         self.interrupt_pending = False
         self._stop_transfer()
 
     # -- register blocks -----------------------------------------------------------
+    @property
+    def selected_file(self) -> TaskFile:
+        return self.files[bool(self.device & DEVICE_DEV)]
+
     @property
     def disk(self) -> DiskImage | None:
         """The selected device's disk (None: no disk there)."""
@@ -171,10 +207,13 @@ class AtaDisk:
         value &= 0xFF
         if offset == 7:
             self._command(value)
-        elif not self._busy():
-            attribute = ("features", "sector_count", "lba_low", "lba_mid", "lba_high",
-                         "device")[offset - 1]
-            setattr(self, attribute, value | (DEVICE_OBSOLETE if offset == 6 else 0))
+        elif offset == 6 and not self._busy():
+            self.device = value | DEVICE_OBSOLETE
+        elif not self._busy():  # the host writes both devices' copies (QEMU)
+            attribute = ("features", "sector_count", "lba_low", "lba_mid", "lba_high")[
+                offset - 1]
+            for file in self.files:
+                setattr(file, attribute, value)
 
     def _read_control(self, offset: int, size: int) -> int:
         """Alternate Status: Status without clearing the interrupt."""

@@ -498,6 +498,17 @@ def test_the_slave_answers_when_selected_and_reads_its_own_disk(disk, slave_disk
     assert channel.irqs == 2
 
 
+def test_each_device_keeps_its_own_task_file(disk, slave_disk):
+    """Writes reach both devices' registers; a command moves only its own (QEMU,
+    pcprobe's "ide 1f0.1" line)."""
+    channel = Channel(disk, slave=slave_disk)
+    channel.command(0x20, lba=3)
+    channel.read_words()
+    assert [channel.inb(port) for port in (COUNT, LBA_LOW)] == [0, 4]
+    channel.outb(DEVICE, SLAVE_LBA)
+    assert [channel.inb(port) for port in (COUNT, LBA_LOW)] == [1, 3]
+
+
 def test_beside_a_slave_an_absent_device_0_aborts_every_command(slave_disk):
     """QEMU's absent master beside a slave: readable, and it aborts (pcprobe)."""
     channel = Channel(None, slave=slave_disk)
