@@ -84,4 +84,4 @@ def test_a_disk_gets_a_parameter_table_in_the_ebda(one_mib_disk):
 
 
 def test_the_ebda_without_a_disk_is_its_size_and_zeros():
-    assert extended_bios_data_area(None) == b"\x01" + bytes(1023)
+    assert extended_bios_data_area([]) == b"\x01" + bytes(1023)
