@@ -20,7 +20,7 @@ def far_pointer(memory: bytes, vector: int) -> tuple[int, int]:
 
 
 def powered_on(disk: DiskImage | None = None) -> bytes:
-    machine = Machine(output=lambda data: None, disk=disk)
+    machine = Machine(output=lambda data: None, disks=() if disk is None else (disk,))
     power_on(machine)
     return machine.memory.read_phys(0, 0xA0000)
 
