@@ -125,24 +125,16 @@ probe_blobs(void)
 
 static struct fw_cfg_file files[32];
 
-static uint
-strlen(const char *s)
-{
-  uint n = 0;
-
-  while (s[n])
-    n++;
-  return n;
-}
-
-// Whether NAME starts with PREFIX.
+// Whether NAME starts with PREFIX (and, if WHOLE, is nothing more).
 static int
-same(const char *name, const char *prefix)
+matches(const char *name, const char *prefix, int whole)
 {
-  for (uint i = 0; prefix[i]; i++)
+  uint i;
+
+  for (i = 0; prefix[i]; i++)
     if (name[i] != prefix[i])
       return 0;
-  return 1;
+  return !whole || !name[i];
 }
 
 static uint
@@ -162,7 +154,7 @@ probe_directory(void)
     ushort select = files[i].select >> 8 | files[i].select << 8;
     cprintf("  %s: %x bytes at %x, reserved %x\n", files[i].name, size, select,
             files[i].reserved);
-    if (same(files[i].name, "genroms/"))  // an option ROM: code, not configuration
+    if (matches(files[i].name, "genroms/", 0))  // an option ROM: code, not configuration
       show_item(select, 3, 0);
     else
       show_item(select, size < FILE_HEAD ? size : FILE_HEAD, size);
@@ -174,7 +166,7 @@ static const struct fw_cfg_file *
 find(uint count, const char *name)
 {
   for (uint i = 0; i < count; i++)
-    if (same(files[i].name, name) && !files[i].name[strlen(name)])
+    if (matches(files[i].name, name, 1))
       return &files[i];
   return 0;
 }

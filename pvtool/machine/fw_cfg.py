@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pvtool.image.multiboot import INFO_FIELDS, MEMORY_AVAILABLE
 from pvtool.machine.firmware import smbios
 from pvtool.machine.firmware.acpi import RSDP, SLEEP_STATES
-from pvtool.machine.firmware.layout import with_checksum
 from pvtool.machine.firmware.platform import HPET_BASE, HPET_BLOCK_ID
 from pvtool.machine.memory import GuestMemory
 from pvtool.machine.ports import PortBus
