@@ -13,10 +13,9 @@ descriptor's address to it, high half first and big-endian, runs one transfer: t
 device reads the descriptor, selects, reads (zeros past the end), skips or refuses
 to write as its control word says, and writes 0 or the error bit back into it.
 
-Departures: the ACPI blobs (etc/acpi/tables, etc/acpi/rsdp, etc/table-loader) have
-QEMU's names and sizes but read as zeros: QEMU's DSDT is not pvtool's (see
-firmware/acpi.py), and a kernel finds the tables SeaBIOS installed from them in memory
-instead. The option ROMs (genroms/) are a ROM header of QEMU's size and zeros, never
+Departures: the ACPI blobs (firmware/acpi_blobs.py) hold pvtool's DSDT, not QEMU's
+(firmware/acpi.py says why); the rest of them, the RSDP and the table-loader script
+are QEMU's bytes. The option ROMs (genroms/) are a ROM header of QEMU's size and zeros, never
 QEMU's code. Accesses QEMU's device refuses (a 16-bit read, a 32-bit selector write)
 were not measured: reads give all ones, writes are dropped. A DMA transfer that
 reaches memory pvtool does not have ends the run, as the guest's own access would.
@@ -27,7 +26,8 @@ from dataclasses import dataclass
 
 from pvtool.image.multiboot import INFO_FIELDS, MEMORY_AVAILABLE
 from pvtool.machine.firmware import smbios
-from pvtool.machine.firmware.acpi import RSDP, SLEEP_STATES
+from pvtool.machine.firmware.acpi import SLEEP_STATES
+from pvtool.machine.firmware.acpi_blobs import acpi_files
 from pvtool.machine.firmware.platform import HPET_BASE, HPET_BLOCK_ID
 from pvtool.machine.memory import GuestMemory
 from pvtool.machine.ports import PortBus
@@ -58,8 +58,6 @@ E820_ENTRY = struct.Struct("<QQI")
 # hw/timer/hpet.c: the firmware's HPET list (count, then 8 entries of block ID,
 # address, minimum tick, page protection); the minimum tick reads 0.
 HPET_ENTRY, HPET_SLOTS = struct.Struct("<IQHB"), 8
-ACPI_TABLES_SIZE = 0x20000  # hw/i386/acpi-build.c pads the blob to this
-TABLE_LOADER_SIZE = 0x1000
 BOOT_FAIL_WAIT = 0xFFFFFFFF  # -1: SeaBIOS never reboots after a failed boot
 # etc/system-states: per S0..S5, bit 7 "enabled" and the sleep type (S1, S2: none).
 STATE_ENABLED = 0x80
@@ -131,13 +129,11 @@ def machine_items(ram_size: int) -> dict[int, bytes]:
 def machine_files(ram_size: int) -> dict[str, bytes]:
     return {
         "bios-geometry": b"",
-        "etc/acpi/rsdp": bytes(RSDP.size),
-        "etc/acpi/tables": bytes(ACPI_TABLES_SIZE),
+        **acpi_files(),
         "etc/boot-fail-wait": struct.pack("<I", BOOT_FAIL_WAIT),
         "etc/e820": E820_ENTRY.pack(0, ram_size, MEMORY_AVAILABLE),
         **smbios_files(ram_size),
         "etc/system-states": system_states(),
-        "etc/table-loader": bytes(TABLE_LOADER_SIZE),
         "etc/tpm/log": b"",
         f"genroms/{KVMVAPIC_ROM}": option_rom(KVMVAPIC_ROM_SIZE),
     }
