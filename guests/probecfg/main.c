@@ -17,6 +17,7 @@
 #define ARCH_ITEMS 0x8000   // the first of the x86-specific selectors
 #define ARCH_ITEM_COUNT 5
 #define MULTIBOOT_INFO_SIZE 0x58
+#define PCI_HOLE 0xE0000000  // no RAM and no device there, whatever -m says
 
 static uchar buf[CHUNK];
 
@@ -203,6 +204,8 @@ probe_dma(uint count)
            cfg_dma(NO_ITEM << 16 | FW_CFG_DMA_SELECT | FW_CFG_DMA_WRITE, buf, 4), 4);
   show_dma("read and write 4",
            cfg_dma(key << 16 | FW_CFG_DMA_SELECT | FW_CFG_DMA_READ | FW_CFG_DMA_WRITE, buf, 4), 4);
+  cprintf("dma read into the PCI hole: status %x\n",
+          cfg_dma(FW_CFG_DMA_SELECT | FW_CFG_DMA_READ, (void *)PCI_HOLE, 4));
 }
 
 void

@@ -17,8 +17,10 @@ Departures: the ACPI blobs (firmware/acpi_blobs.py) hold pvtool's DSDT, not QEMU
 (firmware/acpi.py says why); the rest of them, the RSDP and the table-loader script
 are QEMU's bytes. The option ROMs (genroms/) are a ROM header of QEMU's size and zeros, never
 QEMU's code. Accesses QEMU's device refuses (a 16-bit read, a 32-bit selector write)
-were not measured: reads give all ones, writes are dropped. A DMA transfer that
-reaches memory pvtool does not have ends the run, as the guest's own access would.
+were not measured: reads give all ones, writes are dropped. A DMA buffer reaching
+past RAM sets the error bit, as QEMU does in the PCI hole, but pvtool writes none of
+it, and also fails where QEMU has a device (the APICs, the flash); a descriptor
+outside RAM ends the run, as the guest's own access would.
 """
 
 import struct
@@ -34,7 +36,6 @@ from pvtool.machine.ports import PortBus
 
 SELECTOR_PORT, SELECTOR_PORTS = 0x510, 2  # the selector, then the data port
 DMA_PORT, DMA_PORTS = 0x514, 8
-DATA_OFFSET = 1
 SIGNATURE, DMA_SIGNATURE = b"QEMU", b"QEMU CFG"
 FEATURE_TRADITIONAL, FEATURE_DMA = 0x1, 0x2
 
@@ -56,7 +57,7 @@ DMA_HIGH_OFFSET, DMA_LOW_OFFSET = 0, 4
 CPUS = 1
 E820_ENTRY = struct.Struct("<QQI")
 # hw/timer/hpet.c: the firmware's HPET list (count, then 8 entries of block ID,
-# address, minimum tick, page protection); the minimum tick reads 0.
+# address, minimum tick, page protection); the minimum tick reads 0 on QEMU 7.2.
 HPET_ENTRY, HPET_SLOTS = struct.Struct("<IQHB"), 8
 BOOT_FAIL_WAIT = 0xFFFFFFFF  # -1: SeaBIOS never reboots after a failed boot
 # etc/system-states: per S0..S5, bit 7 "enabled" and the sleep type (S1, S2: none).
@@ -84,7 +85,7 @@ class KernelFacts:
 
 def option_rom(size: int) -> bytes:
     """A ROM image: signature 55 AA and its length in 512-byte blocks, then zeros."""
-    return b"\x55\xaa" + bytes([size // ROM_BLOCK]) + bytes(size - 3)
+    return (b"\x55\xaa" + bytes([size // ROM_BLOCK])).ljust(size, b"\0")
 
 
 def system_states() -> bytes:
@@ -121,7 +122,7 @@ def machine_items(ram_size: int) -> dict[int, bytes]:
         NUMA: bytes(8 * (1 + CPUS)),  # no nodes, then each CPU's node
         BOOT_MENU: struct.pack("<H", 0),
         MAX_CPUS: struct.pack("<H", CPUS),
-        IRQ0_OVERRIDE: struct.pack("<I", 1),
+        IRQ0_OVERRIDE: struct.pack("<I", 1),  # the PIT reaches the I/O APIC's input 2
         HPET: hpet_list(),
     }
 
@@ -143,6 +144,7 @@ class FwCfg:
     """The selector and data ports, and the items they read."""
 
     def __init__(self, ram_size: int):
+        self.ram_size = ram_size
         self.items = machine_items(ram_size)
         self.files = machine_files(ram_size)
         self.selected: bytes | None = None
@@ -150,8 +152,8 @@ class FwCfg:
 
     def register(self, ports: PortBus, memory: GuestMemory) -> None:
         """The selector and data ports, and the DMA address register beside them."""
-        ports.register(self, SELECTOR_PORT, SELECTOR_PORTS, width=2)
-        ports.register(FwCfgDma(self, memory), DMA_PORT, DMA_PORTS)
+        ports.register(self, SELECTOR_PORT, SELECTOR_PORTS)
+        ports.register(FwCfgDma(self, memory, self.ram_size), DMA_PORT, DMA_PORTS)
 
     def load_kernel(self, kernel: KernelFacts) -> None:
         """The items and files QEMU's Multiboot support adds (hw/i386/multiboot.c)."""
@@ -197,8 +199,11 @@ class FwCfg:
     def take(self, length: int) -> bytes:
         """The next LENGTH bytes of the selected item (zeros past its end)."""
         data = (self.selected or b"")[self.offset:self.offset + length]
-        self.offset += length
+        self.skip(length)
         return data.ljust(length, b"\0")
+
+    def skip(self, length: int) -> None:
+        self.offset += length
 
     def read(self, offset: int, size: int) -> int:
         if size != 1:
@@ -214,9 +219,10 @@ class FwCfgDma:
     """The DMA address register: reads "QEMU CFG", and a write of its low half runs
     the transfer the descriptor there describes."""
 
-    def __init__(self, config: FwCfg, memory: GuestMemory):
+    def __init__(self, config: FwCfg, memory: GuestMemory, ram_size: int):
         self.config = config
         self.memory = memory
+        self.ram_size = ram_size
         self.address_high = 0
 
     def read(self, offset: int, size: int) -> int:
@@ -241,11 +247,14 @@ class FwCfgDma:
         if control & DMA_SELECT:
             config.select(control >> 16)
         error = 0
-        if control & DMA_READ:
+        if control & DMA_READ and address + length > self.ram_size:
+            config.skip(length)
+            error = DMA_ERROR
+        elif control & DMA_READ:
             self.memory.write_phys(address, config.take(length))
         elif control & DMA_WRITE:
-            config.take(length)  # no item of the PC is writable: refused, yet consumed
+            config.skip(length)  # no item of the PC is writable: refused, yet consumed
             error = DMA_ERROR if length else 0
         elif control & DMA_SKIP:
-            config.take(length)
+            config.skip(length)
         self.memory.write_phys(descriptor, struct.pack(">I", error))

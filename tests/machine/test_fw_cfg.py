@@ -24,14 +24,16 @@ def read_item(machine, key: int, length: int) -> bytes:
     return bytes(machine.ports.read(DATA, 1) for _ in range(length))
 
 
-def dma(machine, control: int, length: int, fill: int = 0xAA) -> tuple[int, bytes]:
-    """One transfer into BUFFER (filled with FILL first): the status and the buffer."""
-    machine.memory.write_phys(BUFFER, bytes([fill]) * length)
-    machine.memory.write_phys(DESCRIPTOR, struct.pack(">IIQ", control, length, BUFFER))
+def dma(machine, control: int, length: int, buffer: int = BUFFER) -> tuple[int, bytes]:
+    """One transfer into BUFFER (filled with 0xAA first): the status, and what the
+    buffer's first bytes (at most 16) hold."""
+    shown = min(length, 16)
+    machine.memory.write_phys(BUFFER, b"\xaa" * shown)
+    machine.memory.write_phys(DESCRIPTOR, struct.pack(">IIQ", control, length, buffer))
     machine.ports.write(DMA_HIGH, 4, 0)
     machine.ports.write(DMA_LOW, 4, int.from_bytes(DESCRIPTOR.to_bytes(4, "big"), "little"))
     status = struct.unpack(">I", machine.memory.read_phys(DESCRIPTOR, 4))[0]
-    return status, machine.memory.read_phys(BUFFER, length)
+    return status, machine.memory.read_phys(BUFFER, shown)
 
 
 def directory(machine) -> dict[str, tuple[int, int]]:
@@ -113,3 +115,10 @@ def test_dma_selects_skips_reads_and_refuses_writes(machine):
     assert dma(machine, 0x40 << 16 | SELECT | READ, 4) == (0, bytes(4))
     assert dma(machine, 0x40 << 16 | SELECT | WRITE, 4)[0] == 1
     assert dma(machine, SELECT | READ | WRITE, 4) == (0, b"QEMU")  # read wins
+
+
+def test_dma_past_ram_fails_and_huge_lengths_cost_nothing(machine):
+    assert dma(machine, SELECT | READ, 8, buffer=RAM - 4)[0] == 1
+    assert dma(machine, SELECT | SKIP, 0xFFFF_FFFF) == (0, b"\xaa" * 16)
+    assert dma(machine, READ, 4) == (0, bytes(4))  # far past the end
+    assert dma(machine, SELECT | WRITE, 0xFFFF_FFFF)[0] == 1
