@@ -49,6 +49,7 @@ from pvtool.machine.cpu import EAX, EBX, ECX, EDX, Cpu
 from pvtool.machine.debugexit import DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DebugExit
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
+from pvtool.machine.fw_cfg import FwCfg
 from pvtool.machine.hpet import HPET_BASE, HPET_HZ, HPET_SIZE, Hpet
 from pvtool.machine.interruption import Interruption, from_intr_hook, invalid_opcode
 from pvtool.machine.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
@@ -173,13 +174,16 @@ class Machine:
         self._install_chipset()
 
     def _install_chipset(self) -> None:
-        """PCI configuration space, and the PIIX4's ACPI PM block and SMI command port."""
+        """PCI configuration space, the PIIX4's ACPI PM block and SMI command port, and
+        QEMU's firmware configuration device."""
         self.pci = PciHost(default_functions(self.ram_size))
         self.ports.register(self.pci.address_port, CONFIG_ADDRESS_PORT, 1)
         self.ports.register(self.pci, CONFIG_DATA_PORT, CONFIG_DATA_PORTS)
         self.acpi_pm = AcpiPm(lambda: self.clock.ticks(PM_TIMER_HZ), self._on_power_off)
         self.ports.register(self.acpi_pm, PM_BASE, PM_BLOCK_PORTS, width=PM_REGISTER_WIDTH)
         self.ports.register(self.acpi_pm.smi_command, SMI_COMMAND_PORT, 1, width=1)
+        self.fw_cfg = FwCfg(self.ram_size)
+        self.fw_cfg.register(self.ports, self.memory)
 
     def _install_console(self, keys: Iterable[int]) -> None:
         """The screen and the keyboard: the VGA in text mode, the 8042 with a PS/2
