@@ -21,8 +21,7 @@ PORT_B, PORT_A, RESET_CONTROL = 0x61, 0x92, 0xCF9
 B_GATE2, B_SPEAKER, B_REFRESH, B_OUT2 = 0x01, 0x02, 0x10, 0x20
 A_RESET, A_A20 = 0x01, 0x02
 RCR_SYSTEM_RESET, RCR_RESET_CPU = 0x02, 0x04
-PIT_CHANNEL2, PIT_CONTROL = 2, 3  # offsets in the 8254's ports
-CHANNEL2_MODE3_WORD = 0xB6  # channel 2, low then high byte, mode 3, binary
+PIT_CHANNEL2 = 2
 
 
 class PortB:
@@ -31,13 +30,7 @@ class PortB:
     def __init__(self, pit):
         self.pit = pit
         self.speaker = False
-        self.refresh = 0
-        # QEMU's reset (pit_reset_common) leaves channel 2 in mode 3 with a count of
-        # 0x10000 and its gate low; the firmware does not touch it.
-        self.pit.write(PIT_CONTROL, 1, CHANNEL2_MODE3_WORD)
-        self.pit.write(PIT_CHANNEL2, 1, 0)
-        self.pit.write(PIT_CHANNEL2, 1, 0)
-        self.pit.set_gate(PIT_CHANNEL2, False)
+        self.refresh = 0  # channel 2 is as QEMU resets it (machine/pit.py), gate low
 
     def read(self, offset: int, size: int) -> int:
         self.refresh ^= B_REFRESH
