@@ -7,8 +7,8 @@
 #include "lib.h"
 #include "defs.h"
 
-#define HELD 0x1000     // ticks the gate is held low
-#define RESTART 0x4000  // ticks counted before a rising edge
+#define HELD 0x400      // ticks the gate is held low
+#define RESTART 0x2000  // ticks counted before a rising edge
 
 static void
 gate_low(int mode)
@@ -28,18 +28,21 @@ gate_low(int mode)
   gate2(1);
 }
 
+// A restarted count is back near LONG, above where it was just before the edge.
 static void
 gate_edge(int mode)
 {
+  uint before;
   int restarted;
 
   gate2(1);
   control(2, RW_WORD | MODE(mode));
   load(2, LONG);
   wait(RESTART);
+  before = latched(2);
   gate2(0);
   gate2(1);
-  restarted = latched(2) > LONG - RESTART / 2;
+  restarted = latched(2) > before;
   cprintf("gate edge, mode %d: restarted %d, out %d, port 61 %d\n", mode, restarted,
           out(2), out2());
 }

@@ -7,8 +7,12 @@
 #include "lib.h"
 #include "defs.h"
 
-#define LATE 0x1000  // ticks between a latch and its reading
-#define FRESH(v) ((v) > LONG - LATE / 2)  // latched within LATE/2 ticks of a load
+#define LATE 0x4000  // ticks between a latch and its reading
+// A count latched LATE ticks before LIVE was read; one latched just now is within LATE/2.
+#define KEPT(v, live) ((v) - (live) > LATE / 2)
+#define WORD_COUNT 0xC0FF
+#define HIGH(b) ((b) >= 0x80 && (b) <= 0xC0)  // WORD_COUNT's high byte, counted down
+#define BCD_WAIT 0x3000  // more than 10000 ticks, less than 65536
 
 static uint
 word(int ch)
@@ -45,8 +49,7 @@ latches(void)
   st = inb(PIT_CH0 + 2);
   v = word(2);
   live = word(2);
-  cprintf("both latched: status %x, count frozen %d, then live %d\n", st, FRESH(v),
-          !FRESH(live));
+  cprintf("both latched: status %x, count frozen %d\n", st, KEPT(v, live));
   load(2, LONG);
   control(2, RW_LATCH);
   wait(LATE);
@@ -54,13 +57,15 @@ latches(void)
   outb(PIT_CONTROL, READ_BACK | RB_NO_COUNT | RB_CH(2));
   st = inb(PIT_CH0 + 2);
   v = word(2);
-  cprintf("latched twice: status first %x, first count kept %d\n", st, FRESH(v));
+  live = word(2);
+  cprintf("latched twice: status first %x, first count kept %d\n", st, KEPT(v, live));
   load(2, LONG);
   control(2, RW_LATCH);
   control(2, RW_WORD | MODE(0));
-  load(2, LONG);
   wait(LATE);
-  cprintf("latch across a control word: kept %d\n", FRESH(word(2)));
+  v = word(2);
+  live = word(2);
+  cprintf("latch across a control word: kept %d\n", KEPT(v, live));
 }
 
 static void
@@ -69,16 +74,25 @@ access(void)
   uint first, second;
 
   control(2, RW_WORD | MODE(0));
-  load(2, 0xA5FF);
+  load(2, WORD_COUNT);
   inb(PIT_CH0 + 2);  // the low byte, whatever it is by now
+  first = inb(PIT_CH0 + 2);
+  inb(PIT_CH0 + 2);
+  control(2, RW_WORD | MODE(0));  // restarts the flip-flop between the two bytes
+  inb(PIT_CH0 + 2);
   second = inb(PIT_CH0 + 2);
-  cprintf("word access: second byte high %d\n", second >= 0xA0 && second <= 0xA5);
+  cprintf("word access: second byte high %d, after a control word %d\n", HIGH(first),
+          HIGH(second));
+  outb(PIT_CH0 + 2, 0x12);  // half a count, dropped by the control word
+  control(2, RW_WORD | MODE(0));
+  load(2, LONG);
+  cprintf("half a count before a control word: dropped %d\n", latched(2) >> 8 >= 0xE0);
   control(2, RW_MSB | MODE(0));
   outb(PIT_CH0 + 2, 0x80);
   first = inb(PIT_CH0 + 2);
   second = inb(PIT_CH0 + 2);
   cprintf("msb access: status %x, reads high %d %d\n", status(2),
-          first >= 0x70 && first <= 0x80, second >= 0x70 && second <= 0x80);
+          first >= 0x40 && first <= 0x80, second >= 0x40 && second <= 0x80);
   control(2, RW_LSB | MODE(0));
   outb(PIT_CH0 + 2, 0x80);
   wait(4 * 0x80);
@@ -90,11 +104,10 @@ bcd(void)
 {
   control(2, RW_WORD | MODE(0) | BCD);
   load(2, 0x1000);
-  cprintf("bcd 1000: status %x, high byte above 9 %d\n", status(2) & ~ST_OUT,
-          latched(2) >> 8 > 9);
-  load(2, 0);
-  wait(SHORT);  // 10000 or 65536 reads as 0 until the first tick
-  cprintf("bcd 0: high byte above 99 %d\n", latched(2) >> 8 > 0x99);
+  cprintf("bcd 1000: status %x\n", status(2) & ~ST_OUT);
+  load(2, 0);  // 10000 ticks in BCD, 65536 in binary
+  wait(BCD_WAIT);
+  cprintf("bcd 0: out after %x ticks %d\n", BCD_WAIT, out(2));
 }
 
 void

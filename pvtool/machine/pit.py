@@ -22,8 +22,10 @@ Operations"); where it does not, QEMU is followed:
 - OUT: mode 0 rises at terminal count and stays high (through a control word too);
   mode 1 is high from the load until terminal count; mode 2 is high only for the tick
   of each reload; mode 3 for the first half of each period; modes 4 and 5 only for the
-  tick of terminal count. Modes 6 and 7 stay as written (the status shows them): they
-  count as mode 2 and drive OUT as mode 0.
+  tick of terminal count (those one-tick pulses are QEMU's pit_get_out: the probe sees
+  OUT low around them). Modes 6 and 7 stay as written (the status shows them): they
+  count as mode 2 and drive OUT as mode 0. IRQ0 follows OUT0 at each load and gate
+  edge, as QEMU sets the line there: a load in mode 1 or 3 raises it at once.
 - Counts are binary in BCD mode too (only the status keeps the BCD bit); 0 is 65536.
   Mode 3 with an odd count reads N - 2n mod N.
 - The read-back status never sets NULL COUNT; a latched count or status outlives a
@@ -31,12 +33,14 @@ Operations"); where it does not, QEMU is followed:
 - Reading the control port (0x43) returns 0.
 - Channel 0 is as SeaBIOS leaves it to the kernel: mode 2, word access, 65536.
 
-Departures: channel 0 raises IRQ0 only once the kernel writes its count port (SeaBIOS's
-18.2 Hz tick is not delivered: pvtool's 8259 at entry is not SeaBIOS's, and its IRQ 0
-would reach a vector the kernel never set); however many periods one advance() covers,
-IRQ0 rises once (MAX_IRQS_PER_ADVANCE); a control word that raises OUT0 raises IRQ0
-at the next advance(), where QEMU waits for the old mode's next transition; channel 0's phase at
-entry is that of a count loaded at power-on.
+Departures:
+- Channel 0 raises IRQ0 only once the kernel writes its count port: SeaBIOS's 18.2 Hz
+  tick is not delivered, since pvtool's 8259 at entry is not SeaBIOS's and IRQ 0 would
+  reach a vector the kernel never set. Channel 0's phase at entry is that of a count
+  loaded at power-on.
+- However many periods one advance() covers, IRQ0 rises once (MAX_IRQS_PER_ADVANCE).
+- A control word that raises OUT0 raises IRQ0 at the next advance(); QEMU leaves the
+  line until its timer next fires, at the old mode's next transition.
 """
 
 from collections.abc import Callable

@@ -247,6 +247,30 @@ def test_rate_generator_reloads_after_reaching_one(timer):
     assert not timer.pit.out(0)
 
 
+def test_a_control_word_restarts_both_byte_flip_flops(timer):
+    # pitprobe "word access: second byte high 1, after a control word 1" and "half a
+    # count before a control word: dropped 1"
+    timer.program(CH2, 0, 0xC0FF)
+    timer.inb(CH2)  # the low byte: the high byte would be next
+    timer.outb(CONTROL, 0xB0)  # counter 2, word, mode 0
+    assert timer.inb(CH2) == 0xFF and timer.inb(CH2) == 0xC0
+    timer.outb(CH2, 0x12)  # half a count
+    timer.outb(CONTROL, 0xB0)
+    timer.outb(CH2, 0x00)
+    timer.outb(CH2, 0xF0)
+    assert timer.latched(CH2) == 0xF000
+
+
+def test_a_new_count_takes_effect_at_once_in_mode_2(timer):
+    # pitprobe "ch0 mode 2 short: at once 1, reloads 1" (the datasheet loads it at the
+    # end of the current period)
+    timer.program(CH0, 2, 0xF000)
+    timer.pit.advance(100)
+    timer.outb(CH0, 0x00)
+    timer.outb(CH0, 0x01)
+    assert timer.latched(CH0) == 0x100 and timer.pit.ticks_to_next_irq() == 0x100
+
+
 def test_low_byte_only_access(timer):
     timer.program(CH1, 2, 0x40, access=1)
     timer.pit.advance(0x10)
@@ -293,9 +317,9 @@ def test_status_is_read_before_a_count_latched_earlier(timer):
 def test_a_latched_count_outlives_a_control_word(timer):
     # pitprobe "latch across a control word: kept 1" (the datasheet's control word
     # resets the counter's logic, latches included)
-    timer.program(CH2, 2, 3000)
+    timer.program(CH2, 0, 3000)
     timer.outb(CONTROL, 0x80)
-    timer.program(CH2, 2, 3000)
+    timer.outb(CONTROL, 0xB0)  # counter 2, word, mode 0: the count runs on
     timer.pit.advance(100)
     assert timer.inb(CH2) | timer.inb(CH2) << 8 == 3000
     assert timer.latched(CH2) == 2900
@@ -312,15 +336,15 @@ def test_read_back_can_latch_several_counters(timer):
 
 
 def test_bcd_mode_counts_in_binary(timer):
-    # pitprobe "bcd 1000: status 31, high byte above 9 1" and "bcd 0: high byte above
-    # 99 1": QEMU keeps the BCD bit for the status only.
+    # pitprobe "bcd 1000: status 31" and "bcd 0: out after 3000 ticks 0": QEMU keeps
+    # the BCD bit for the status only.
     timer.program(CH2, 0, 0x1000, bcd=True)
     timer.pit.advance(1)
     assert timer.latched(CH2) == 0x0FFF
     assert status(timer, CH2) == 0x31
     timer.program(CH2, 0, 0, bcd=True)
-    timer.pit.advance(1)
-    assert timer.latched(CH2) == 0xFFFF
+    timer.pit.advance(0x3000)
+    assert timer.latched(CH2) == 0x10000 - 0x3000 and not timer.pit.out(2)
 
 
 def test_control_port_reads_zero(timer):
