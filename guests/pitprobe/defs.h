@@ -34,6 +34,7 @@
 void control(int ch, int word);
 void load(int ch, uint count);
 uint status(int ch);
+uint word(int ch);
 uint latched(int ch);
 int out(int ch);
 int waitout(int ch, int level);

@@ -30,15 +30,22 @@ status(int ch)
   return inb(PIT_CH0 + ch);
 }
 
-// Counter latch command, then both bytes (the channel must be in word access).
+// Two bytes from the channel, low first (word access: latched or live).
 uint
-latched(int ch)
+word(int ch)
 {
   uint low;
 
-  outb(PIT_CONTROL, SC(ch) | RW_LATCH);
   low = inb(PIT_CH0 + ch);
   return low | inb(PIT_CH0 + ch) << 8;
+}
+
+// Counter latch command, then both bytes.
+uint
+latched(int ch)
+{
+  outb(PIT_CONTROL, SC(ch) | RW_LATCH);
+  return word(ch);
 }
 
 int

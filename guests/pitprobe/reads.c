@@ -14,13 +14,15 @@
 #define HIGH(b) ((b) >= 0x80 && (b) <= 0xC0)  // WORD_COUNT's high byte, counted down
 #define BCD_WAIT 0x3000  // more than 10000 ticks, less than 65536
 
-static uint
-word(int ch)
+// Channel 2 has a status and a count latched LATE ticks ago: the status comes first.
+static void
+latched_report(const char *what)
 {
-  uint low;
+  uint st, v;
 
-  low = inb(PIT_CH0 + ch);
-  return low | inb(PIT_CH0 + ch) << 8;
+  st = inb(PIT_CH0 + 2);
+  v = word(2);
+  cprintf("%s: status %x, count kept %d\n", what, st, KEPT(v, word(2)));
 }
 
 static void
@@ -40,32 +42,25 @@ null_count(void)
 static void
 latches(void)
 {
-  uint st, v, live;
+  uint v;
 
   control(2, RW_WORD | MODE(0));
   load(2, LONG);
   outb(PIT_CONTROL, READ_BACK | RB_CH(2));  // status and count
   wait(LATE);
-  st = inb(PIT_CH0 + 2);
-  v = word(2);
-  live = word(2);
-  cprintf("both latched: status %x, count frozen %d\n", st, KEPT(v, live));
+  latched_report("both latched");
   load(2, LONG);
   control(2, RW_LATCH);
   wait(LATE);
   control(2, RW_LATCH);
   outb(PIT_CONTROL, READ_BACK | RB_NO_COUNT | RB_CH(2));
-  st = inb(PIT_CH0 + 2);
-  v = word(2);
-  live = word(2);
-  cprintf("latched twice: status first %x, first count kept %d\n", st, KEPT(v, live));
+  latched_report("latched twice");
   load(2, LONG);
   control(2, RW_LATCH);
   control(2, RW_WORD | MODE(0));
   wait(LATE);
   v = word(2);
-  live = word(2);
-  cprintf("latch across a control word: kept %d\n", KEPT(v, live));
+  cprintf("latch across a control word: kept %d\n", KEPT(v, word(2)));
 }
 
 static void

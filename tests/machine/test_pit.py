@@ -305,7 +305,7 @@ def test_read_back_status_never_shows_null_count(timer):
 
 
 def test_status_is_read_before_a_count_latched_earlier(timer):
-    # pitprobe "latched twice: status first 30, first count kept 1"
+    # pitprobe "latched twice: status 30, count kept 1"
     timer.program(CH2, 0, 1000)
     timer.outb(CONTROL, 0x80)  # latch counter 2
     timer.pit.advance(10)
