@@ -12,11 +12,12 @@ from enum import Enum
 from pathlib import Path
 
 from pvtool.image.elf import ElfImage, Symbol, load_elf, require_32bit
+from pvtool.image.flat import load_flat
 from pvtool.machine.cpu import EIP
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
 from pvtool.machine.keys import key_events
-from pvtool.machine.loader import load_multiboot
+from pvtool.machine.loader import KernelImage, load_multiboot
 from pvtool.machine.native import BareMetal
 from pvtool.machine.pc import DEFAULT_RAM, Machine
 from pvtool.machine.screen import TextScreen, read_screen
@@ -89,8 +90,8 @@ def choose_mode(requested: Mode) -> Mode:
 
 def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) -> RunResult:
     """Boot the image at PATH in the chosen mode and run it until it stops."""
-    image = require_32bit(load_elf(path))
     mode = choose_mode(options.mode)
+    image = _load_image(path, mode)
     keys = key_events(options.keys)
     disk = DiskImage.open(options.disk, snapshot=options.snapshot) if options.disk else None
     try:
@@ -103,7 +104,8 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
     finally:
         if disk is not None:
             disk.close()  # flushed: the guest's writes reach the file, whatever happened
-    result.stop = _locate(result.stop, image)
+    if isinstance(image, ElfImage):  # a flat binary has no symbols
+        result.stop = _locate(result.stop, image)
     if mode is Mode.NATIVE:
         result.screen = read_screen(machine.memory, machine.vga)
     if mode is Mode.TRAP:
@@ -113,7 +115,14 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
     return result
 
 
-def _boot(machine: Machine, image: ElfImage, mode: Mode, options: RunOptions):
+def _load_image(path: Path, mode: Mode) -> KernelImage:
+    """The kernel at PATH: an ELF, or for the Multiboot boots (native, trap) also a
+    flat binary that QEMU's -kernel boots."""
+    flat = load_flat(path) if mode in (Mode.NATIVE, Mode.TRAP) else None
+    return flat or require_32bit(load_elf(path))
+
+
+def _boot(machine: Machine, image: KernelImage, mode: Mode, options: RunOptions):
     """Load the guest for MODE; the PV domain, the trap-mode guest, or None for a
     native boot."""
     if mode is Mode.TRAP:
