@@ -12,6 +12,14 @@ load_flat leaves it to the ELF loader's refusal.
 The image has no address space of its own: its addresses are those the header loads
 its text at, and that text, having no sections to say what is code, is all of it
 treated as code (a linear sweep finds its hlt instructions).
+
+Departures (measured with flat kernels on QEMU 7.2): RAM the image does not load reads
+as zeros on pvtool, while on QEMU the firmware's leftovers lie there (a kernel with
+bss_end_addr 0 read 0x61 in the word after its text at 1 MiB); a bss_end_addr past the
+end of RAM, with which QEMU boots the kernel, is refused as any image past the end of
+RAM is (machine/loader.py). Neither QEMU nor pvtool checks the entry point: a kernel
+entered outside its text runs the zeros there on both, until their first access to
+unassigned memory (0x2BADB002, from EAX), which pvtool stops on as an emulator error.
 """
 
 from dataclasses import dataclass
