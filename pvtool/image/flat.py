@@ -7,7 +7,8 @@ first 8 KiB with flag 16 set is loaded by its address fields, whatever the file 
 pvtool's native and trap boots take it as QEMU does. A file with a header but without
 flag 16 QEMU hands to its ELF loader, which refuses it; so does load_flat. A file with
 no header at all is not a flat Multiboot binary (QEMU takes it for a Linux kernel), and
-load_flat leaves it to the ELF loader's refusal.
+load_flat leaves it to the ELF loader's refusal. Neither QEMU nor pvtool checks the
+entry point: a kernel entered outside its text runs whatever lies there.
 
 The image has no address space of its own: its addresses are those the header loads
 its text at, and that text, having no sections to say what is code, is all of it
@@ -17,9 +18,7 @@ Departures (measured with flat kernels on QEMU 7.2): RAM the image does not load
 as zeros on pvtool, while on QEMU the firmware's leftovers lie there (a kernel with
 bss_end_addr 0 read 0x61 in the word after its text at 1 MiB); a bss_end_addr past the
 end of RAM, with which QEMU boots the kernel, is refused as any image past the end of
-RAM is (machine/loader.py). Neither QEMU nor pvtool checks the entry point: a kernel
-entered outside its text runs the zeros there on both, until their first access to
-unassigned memory (0x2BADB002, from EAX), which pvtool stops on as an emulator error.
+RAM is (machine/loader.py).
 """
 
 from dataclasses import dataclass

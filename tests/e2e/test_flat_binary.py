@@ -7,6 +7,10 @@ import pytest
 
 from pvtool.bench.qemu import QEMU
 from pvtool.bench.qemu import run_qemu as run_qemu_process
+from pvtool.image.flat import load_flat
+from pvtool.machine.cpu import EIP
+from pvtool.machine.loader import load_multiboot
+from pvtool.machine.pc import Machine
 from tests import cli
 from tests.image.flats import GUEST_CODE, OUTPUT_LINES, flat_kernel
 from tests.oracles import require_tool, run_qemu
@@ -103,3 +107,15 @@ def test_a_hlt_in_a_flat_kernel_is_seen_as_a_halt(tmp_path):
     done = cli.pvtool("run", "--native", "--quiet", "--max-insns", "1000000", kernel)
     assert done.status == 79
     assert "hlt with interrupts disabled" in done.error_line()
+
+
+
+def test_an_entry_outside_the_loaded_text_is_jumped_to_as_qemu_does(tmp_path):
+    # QEMU does not check entry_addr: it enters the zeros at 3 MiB, runs on into
+    # unassigned memory and never prints (what it meets there is the machine's part).
+    kernel = flat_kernel(tmp_path, entry=0x300000)
+    judge = run_qemu_process(require_tool(QEMU), kernel, None, timeout=3)
+    machine = Machine(output=lambda data: None)
+    boot = load_multiboot(machine, load_flat(kernel))
+    assert (judge.status, judge.output) == (-9, b"")
+    assert boot.entry == machine.cpu.read(EIP) == 0x300000
