@@ -90,8 +90,8 @@ def choose_mode(requested: Mode) -> Mode:
 
 def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) -> RunResult:
     """Boot the image at PATH in the chosen mode and run it until it stops."""
+    image = _load_image(path, options.mode)
     mode = choose_mode(options.mode)
-    image = _load_image(path, mode)
     keys = key_events(options.keys)
     disk = DiskImage.open(options.disk, snapshot=options.snapshot) if options.disk else None
     try:
@@ -104,8 +104,7 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
     finally:
         if disk is not None:
             disk.close()  # flushed: the guest's writes reach the file, whatever happened
-    if isinstance(image, ElfImage):  # a flat binary has no symbols
-        result.stop = _locate(result.stop, image)
+    result.stop = _locate(result.stop, image)
     if mode is Mode.NATIVE:
         result.screen = read_screen(machine.memory, machine.vga)
     if mode is Mode.TRAP:
@@ -115,10 +114,10 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
     return result
 
 
-def _load_image(path: Path, mode: Mode) -> KernelImage:
+def _load_image(path: Path, requested: Mode) -> KernelImage:
     """The kernel at PATH: an ELF, or for the Multiboot boots (native, trap) also a
     flat binary that QEMU's -kernel boots."""
-    flat = load_flat(path) if mode in (Mode.NATIVE, Mode.TRAP) else None
+    flat = load_flat(path) if requested in (Mode.NATIVE, Mode.TRAP) else None
     return flat or require_32bit(load_elf(path))
 
 
@@ -169,9 +168,12 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
                      registers=registers_at_stop(machine.cpu))
 
 
-def _locate(stop: Stop, image: ElfImage) -> Stop:
-    """STOP with the symbol its eip is in, for a stop the guest did not choose."""
-    symbol = None if stop.guest_chose else _code_symbol(image, stop.eip)
+def _locate(stop: Stop, image: KernelImage) -> Stop:
+    """STOP with the symbol its eip is in, for a stop the guest did not choose (a flat
+    binary has no symbols)."""
+    symbol = None
+    if isinstance(image, ElfImage) and not stop.guest_chose:
+        symbol = _code_symbol(image, stop.eip)
     if symbol is None:
         return stop
     offset = stop.eip - symbol.value
