@@ -107,9 +107,11 @@ def patch(image: Path, output: Path | None, patch_set: str, as_json: bool) -> No
 @click.option("--memory", type=click.IntRange(min=4, max=3072), default=128,
               show_default=True, metavar="MIB", help="The guest's RAM.")
 @click.option("--cmdline", default="", help="The kernel command line.")
-@click.option("--disk", type=EXISTING_FILE, metavar="FILE",
-              help="A raw disk image for the ATA disk (written through to the file).")
-@click.option("--snapshot", is_flag=True, help="Never write to the --disk file.")
+@click.option("--disk", "disks", type=EXISTING_FILE, multiple=True, metavar="FILE",
+              help="A raw disk image for an IDE disk (written through to the file). "
+                   "Repeat for more, up to 4, in QEMU's -drive index order: primary "
+                   "master, primary slave, secondary master, secondary slave.")
+@click.option("--snapshot", is_flag=True, help="Never write to the --disk files.")
 @click.option("--input", "input_file", type=EXISTING_FILE, metavar="FILE",
               help="Bytes the serial port receives (default: standard input, if not a tty).")
 @click.option("--module", "modules", type=EXISTING_FILE, multiple=True, metavar="FILE",
@@ -128,19 +130,22 @@ def patch(image: Path, output: Path | None, patch_set: str, as_json: bool) -> No
               metavar="FILE", help="--native: write the text screen at the end to FILE "
                                    "(25 lines, trailing blanks trimmed, UTF-8).")
 def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | None,
-        memory: int, cmdline: str, disk: Path | None, snapshot: bool,
+        memory: int, cmdline: str, disks: tuple[Path, ...], snapshot: bool,
         input_file: Path | None, modules: tuple[Path, ...], quiet: bool, as_json: bool,
         trace: bool, trace_int: bool, keys: str, screen_path: Path | None) -> None:
     """Boot IMAGE and run it until it stops. The guest's serial output goes to stdout;
     pvtool exits with the guest's isa-debug-exit code (see README, "Exit status")."""
+    from pvtool.machine.ata import MAX_DISKS
     from pvtool.run import Mode, RunOptions, run_image
     from pvtool.views import run_view
 
     if screen_path is not None and mode != "native":
         raise UsageError("--screen needs --native: only the bare PC has a screen")
+    if len(disks) > MAX_DISKS:
+        raise UsageError(f"--disk given {len(disks)} times: the PC has {MAX_DISKS} IDE places")
     options = RunOptions(
         mode=Mode(mode) if mode else Mode.AUTO, max_insns=max_insns, timeout=timeout,
-        ram_size=memory << 20, cmdline=cmdline.encode(), disk=disk, snapshot=snapshot,
+        ram_size=memory << 20, cmdline=cmdline.encode(), disks=disks, snapshot=snapshot,
         input_data=_serial_input(input_file), modules=modules,
         trace=_trace_printer() if trace else None,
         trace_interrupts=_trace_printer() if trace_int else None,
@@ -195,7 +200,7 @@ def _run_status(stop) -> int:
         return stop.code & 0xFF
     if stop.kind is StopKind.SHUTDOWN and stop.code in (0, 1, 2):  # poweroff, reboot, suspend
         return 0
-    if stop.kind is StopKind.RESET:  # QEMU -no-reboot exits with 0 on a reset
+    if stop.kind is StopKind.RESET:  # as QEMU with -no-reboot, which exits with 0
         return 0
     error = {StopKind.INSN_LIMIT: GuestLimitError, StopKind.TIMEOUT: GuestLimitError,
              StopKind.HALTED: GuestHaltedError}.get(stop.kind, GuestFault)

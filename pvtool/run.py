@@ -14,6 +14,7 @@ from pathlib import Path
 from pvtool.image.elf import ElfImage, Symbol, load_elf, require_32bit
 from pvtool.image.flat import load_flat
 from pvtool.machine.cpu import EIP
+from pvtool.machine.cpuid import cpuid as qemu32_cpuid
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
 from pvtool.machine.keys import key_events
@@ -41,8 +42,8 @@ class RunOptions:
     ram_size: int = DEFAULT_RAM
     cmdline: bytes = b""
     input_data: bytes = b""
-    disk: Path | None = None
-    snapshot: bool = False  # the disk file is never written
+    disks: tuple[Path | None, ...] = ()  # IDE disks by QEMU's -drive index (0-3)
+    snapshot: bool = False  # no disk file is ever written
     modules: tuple[Path, ...] = ()
     trace: Callable[[str], None] | None = None  # hypercalls, as they happen
     trace_interrupts: Callable[[str], None] | None = None  # deliveries (QEMU's -d int)
@@ -93,17 +94,21 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
     image = _load_image(path, options.mode)
     mode = choose_mode(options.mode)
     keys = key_events(options.keys)
-    disk = DiskImage.open(options.disk, snapshot=options.snapshot) if options.disk else None
+    disks: list[DiskImage | None] = []
     try:
+        for disk_path in options.disks:
+            disks.append(DiskImage.open(disk_path, snapshot=options.snapshot)
+                         if disk_path else None)
         machine = Machine(ram_size=options.ram_size, output=output,
-                          input_data=options.input_data, disk=disk, keys=keys)
+                          input_data=options.input_data, disks=disks, keys=keys)
         domain = _boot(machine, image, mode, options)
         # Every supervisor delivers through one Delivery (machine/delivery.py).
         machine.supervisor.delivery.trace = options.trace_interrupts
         result = _run_loop(machine, mode, options)
     finally:
-        if disk is not None:
-            disk.close()  # flushed: the guest's writes reach the file, whatever happened
+        for disk in disks:
+            if disk is not None:
+                disk.close()  # flushed: the guest's writes reach the file, whatever happened
     result.stop = _locate(result.stop, image)
     if mode is Mode.NATIVE:
         result.screen = read_screen(machine.memory, machine.vga)
@@ -132,6 +137,8 @@ def _boot(machine: Machine, image: KernelImage, mode: Mode, options: RunOptions)
     if mode is Mode.NATIVE:
         machine.show_firmware_screen()
         load_multiboot(machine, image, cmdline=options.cmdline, modules=options.modules)
+        machine.present_cpuid(qemu32_cpuid)
+        machine.mmio.open_bus()
         machine.attach(BareMetal(machine))
         return None
     from pvtool.hv.boot import boot_pv_domain

@@ -117,17 +117,19 @@ def run_qemu(
     elf: Path,
     *,
     disk: Path | None = None,
+    disks: Sequence[Path] = (),
     timeout: float = 60,
     extra_args: Sequence[str] = (),
     input_data: bytes | None = None,
 ) -> QemuResult:
     """Boot `elf` with `qemu-system-i386 -kernel` and return what it printed and how it ended.
 
-    `disk` becomes the primary ATA disk (raw); `input_data` is what COM1 receives. A run
-    that outlasts `timeout` seconds is killed and fails the test, showing what the
-    guest had printed.
+    `disk` becomes the primary ATA disk (raw); `disks` are the IDE disks in -drive
+    index order (0-3), instead; `input_data` is what COM1 receives. A run that outlasts
+    `timeout` seconds is killed and fails the test, showing what the guest had printed.
     """
-    command = [*qemu_command(require_tool(QEMU), elf, disk), *extra_args]
+    drives = disks or ([disk] if disk is not None else [])
+    command = [*qemu_command(require_tool(QEMU), elf, drives), *extra_args]
 
     stdin = subprocess.DEVNULL if input_data is None else subprocess.PIPE
     with subprocess.Popen(

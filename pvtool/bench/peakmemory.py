@@ -59,7 +59,7 @@ def _child(image: Path) -> None:
 
     baseline, _ = _high_water_kib()
     with tempfile.TemporaryDirectory(prefix="pvtool-bench-") as workdir:
-        options = RunOptions(mode=Mode.NATIVE, disk=fresh_disk(Path(workdir)))
+        options = RunOptions(mode=Mode.NATIVE, disks=(fresh_disk(Path(workdir)),))
         run_image(image, options, lambda data: None)
     peak, source = _high_water_kib()
     print(json.dumps({"baseline_kib": baseline, "peak_kib": peak, "source": source,

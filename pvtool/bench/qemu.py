@@ -10,6 +10,7 @@ isa-debug-exit where pvtool's machine has it.
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,12 +57,13 @@ def qemu_path() -> str | None:
     return shutil.which(QEMU)
 
 
-def qemu_command(qemu: str, image: Path, disk: Path | None) -> list[str]:
-    """The command line; DISK becomes the primary ATA disk (raw), as pvtool's is."""
+def qemu_command(qemu: str, image: Path, disks: Sequence[Path]) -> list[str]:
+    """The command line; DISKS become the IDE disks (raw) in -drive index order (0-3),
+    as pvtool's repeated --disk places them."""
     command = [qemu, "-kernel", str(image), *QEMU_ARGS]
-    if disk is not None:
+    for index, disk in enumerate(disks):
         drive = str(disk).replace(",", ",,")  # QEMU's option syntax doubles a comma
-        command += ["-drive", f"file={drive},format=raw,index=0,media=disk"]
+        command += ["-drive", f"file={drive},format=raw,index={index},media=disk"]
     return command
 
 
@@ -70,7 +72,8 @@ def run_qemu(qemu: str, image: Path, disk: Path | None, timeout: float) -> QemuR
     killed (status -9)."""
     started = time.perf_counter()
     try:
-        done = subprocess.run(qemu_command(qemu, image, disk), stdin=subprocess.DEVNULL,
+        disks = () if disk is None else (disk,)
+        done = subprocess.run(qemu_command(qemu, image, disks), stdin=subprocess.DEVNULL,
                               capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         return QemuRun(exc.stdout or b"", -9, time.perf_counter() - started,

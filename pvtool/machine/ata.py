@@ -1,5 +1,5 @@
-"""The primary ATA channel (ports 0x1F0-0x1F7 and 0x3F6, IRQ14) with one PIO hard disk
-as device 0, after ATA/ATAPI-6 (T13/1410D): its register descriptions, its command
+"""An ATA channel with up to two PIO hard disks (device 0, the master, and device 1,
+the slave), after ATA/ATAPI-6 (T13/1410D): its register descriptions, its command
 descriptions and its protocol clauses, cited below by their titles.
 
 Commands complete the moment they are written, so a guest never sees BSY except while
@@ -9,34 +9,77 @@ interrupt after the last one has been read; "PIO data-out command protocol": DRQ
 INTRQ for the first sector, then INTRQ after each sector written, the last one included;
 "Non-data command protocol": INTRQ at the end).
 
-What the guest sees of the empty places follows QEMU (hw/ide/core.c), the judge:
-- No disk at all (`disk=None`): every register reads 0, status and alternate status
+The PC has two channels (QEMU's PIIX3 IDE): the primary at 0x1F0-0x1F7 and 0x3F6 on
+IRQ 14, the secondary at 0x170-0x177 and 0x376 on IRQ 15 (CHANNELS); QEMU's -drive
+index= 0 to 3 names primary master, primary slave, secondary master, secondary slave.
+
+What the guest sees of the empty places follows QEMU (hw/ide/core.c), the judge, as
+guests/pcprobe measured it:
+- No disk on the channel at all: every register reads 0, status and alternate status
   included, so a driver probing for device 0 finds nothing. A command to device 0 still
-  raises IRQ14 (unless nIEN is set): QEMU's empty device 0 aborts it. A PC with
+  raises the interrupt (unless nIEN is set): QEMU's empty device 0 aborts it. A PC with
   nothing on the cable would raise nothing.
-- Device 1 (selected with DEV=1) does not exist: its status, alternate status and error
-  read 0 and commands to it are ignored; the other registers, which the two devices
-  share on the cable, read what was written.
+- An absent device 1 beside a device 0: its status, alternate status and error read 0
+  (so xv6's probe, selecting device 1 and polling status for non-zero, finds nothing)
+  and commands to it are ignored; the other registers read what was written.
+- An absent device 0 beside a device 1 answers as an empty device: its registers read
+  as usual and it aborts every command (ERR, ABRT, and an interrupt).
+- QEMU's PC has an empty CD-ROM drive (ide-cd, no medium) at the secondary master
+  unless a disk takes index 2 (EmptyCdrom): it reads DRDY|DSC, and it aborts every
+  command it is given, leaving the packet device's signature (Sector Count 1, LBA 1,
+  0x14, 0xEB: ATA-6's "Signature and persistence") as QEMU's cmd_identify does, so a
+  driver's IDENTIFY DEVICE tells it apart from a disk.
 - While DRQ is set, writes to the command block are ignored, commands included (ATA-6
   calls the result indeterminate).
 - Bits 7 and 5 of the Device register, obsolete in ATA-6, read as 1, and the register
   reads 0xA0 after a reset.
 - Data port reads with no data to give return 0; an 8-bit data read consumes a word.
+- Each device keeps its own copy of the command block registers, Status and Error
+  (a TaskFile): the host's register writes reach both copies, a command's progress
+  only its own device's, as in QEMU's IDEState.
 
-Departures: LBA28 only (a command with the LBA bit clear, i.e. CHS addressing, is
-aborted, as is any LBA48 command); no DMA, no READ/WRITE MULTIPLE; a sector past the
-end is IDNF as ATA-6 says (QEMU reports ABRT); a host I/O error is UNC on a read, and
-DF with ABRT on a write or a flush (the standard does not foresee a disk the host
-cannot write).
+Departures: the empty CD-ROM aborts the packet commands too (IDENTIFY PACKET DEVICE,
+PACKET), where QEMU answers them; the registers start in the devices' reset state, not
+as SeaBIOS's probing leaves them (an absent device 0 beside a slave reads DRDY|DSC
+where QEMU shows the abort SeaBIOS left); IDENTIFY's capability words are pvtool's own
+(QEMU's claim DMA), and QEMU's geometry guess from a partition table is not made (its
+guess from the size is); LBA28 only (a command with the LBA bit clear, i.e. CHS
+addressing, is aborted, as is any LBA48 command); no DMA, no READ/WRITE MULTIPLE; a
+sector past the end is IDNF as ATA-6 says (QEMU reports ABRT); a host I/O error is UNC
+on a read, and DF with ABRT on a write or a flush (the standard does not foresee a
+disk the host cannot write).
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from pvtool.machine.ata_identify import identify_block
 from pvtool.machine.disk import SECTOR_SIZE, DiskImage
 
-COMMAND_BASE, COMMAND_PORTS = 0x1F0, 8
-CONTROL_BASE, CONTROL_PORTS = 0x3F6, 1
-IRQ = 14
+COMMAND_PORTS, CONTROL_PORTS = 8, 1
+DRIVES_PER_CHANNEL = 2
+
+
+@dataclass(frozen=True)
+class ChannelWiring:
+    """Where a channel sits on the PC: its command block, control block and IRQ."""
+
+    command_base: int
+    control_base: int
+    irq: int
+
+
+CHANNELS = (ChannelWiring(0x1F0, 0x3F6, 14), ChannelWiring(0x170, 0x376, 15))
+MAX_DISKS = len(CHANNELS) * DRIVES_PER_CHANNEL
+CDROM_INDEX = 2  # QEMU's default empty CD-ROM: the secondary master
+PACKET_SIGNATURE = (1, 1, 0x14, 0xEB)  # Sector Count, LBA low, mid, high
+
+
+class EmptyCdrom:
+    """A packet (ATAPI) device with no medium: present, but no disk behind it."""
+
+
+Drive = DiskImage | EmptyCdrom | None
 
 # Status register.
 BSY, DRDY, DF, DSC, DRQ, ERR = 0x80, 0x40, 0x20, 0x10, 0x08, 0x01
@@ -52,13 +95,6 @@ CONTROL_NIEN, CONTROL_SRST = 0x02, 0x04
 IDENTIFY_DEVICE, READ_SECTORS, READ_SECTORS_NO_RETRY = 0xEC, 0x20, 0x21
 WRITE_SECTORS, WRITE_SECTORS_NO_RETRY, FLUSH_CACHE, SET_FEATURES = 0x30, 0x31, 0xE7, 0xEF
 
-MODEL = "PVTOOL HARDDISK"
-SERIAL = "PVTOOL0001"
-FIRMWARE = "0.1"
-LBA28_MAX = 0x0FFFFFFF
-HEADS, SECTORS_PER_TRACK, MAX_CYLINDERS = 16, 63, 16383  # the customary default CHS
-
-
 class _Ports:
     """A PortDevice made of two functions: one register block of the channel."""
 
@@ -67,15 +103,48 @@ class _Ports:
         self.write = write
 
 
-class AtaDisk:
-    """The channel's registers, device 0's state and the PIO data buffer.
+@dataclass
+class TaskFile:
+    """One device's copy of the command block registers, and its Status and Error."""
 
-    `command_block` goes at 0x1F0 (8 ports), `control_block` at 0x3F6 (1 port).
+    features: int = 0
+    sector_count: int = 1
+    lba_low: int = 1
+    lba_mid: int = 0
+    lba_high: int = 0
+    status: int = DRDY | DSC
+    error: int = DIAGNOSTIC_PASSED
+
+
+def _selected_register(name: str) -> property:
+    """A register of the selected device's task file."""
+    return property(lambda channel: getattr(channel.selected_file, name),
+                    lambda channel, value: setattr(channel.selected_file, name, value))
+
+
+class AtaDisk:
+    """One channel: its registers, its devices (DISK the master, SLAVE device 1) and
+    the PIO data buffer; ON_IRQ pulses the channel's interrupt line.
+
+    `command_block` goes at the channel's command base (8 ports), `control_block` at
+    its control base (1 port).
     """
 
-    def __init__(self, disk: DiskImage | None, on_irq14: Callable[[], None]):
-        self.disk = disk
-        self._on_irq14 = on_irq14
+    features = _selected_register("features")
+    sector_count = _selected_register("sector_count")
+    lba_low = _selected_register("lba_low")
+    lba_mid = _selected_register("lba_mid")
+    lba_high = _selected_register("lba_high")
+    status = _selected_register("status")
+    error = _selected_register("error")
+
+    def __init__(self, disk: Drive, on_irq: Callable[[], None], slave: Drive = None,
+                 first_index: int = 0):
+        self.drives = (disk, slave)
+        self.files = [TaskFile(), TaskFile()]
+        self.device = DEVICE_OBSOLETE
+        self.first_index = first_index  # the -drive index of device 0
+        self._on_irq = on_irq
         self.command_block = _Ports(self._read_command, self._write_command)
         self.control_block = _Ports(self._read_control, self._write_control)
         self.control = 0
@@ -88,29 +157,45 @@ class AtaDisk:
         self.reset()
 
     def reset(self) -> None:
-        """Power-on or software reset: the ATA device signature in the command block
-        and the diagnostic code in Error ("Software reset protocol")."""
-        self.features = 0
-        self.sector_count, self.lba_low, self.lba_mid, self.lba_high = 1, 1, 0, 0
+        """Power-on or software reset: each device's signature in its command block
+        (the packet device's for the CD-ROM) and the diagnostic code in Error
+        ("Software reset protocol", "Signature and persistence")."""
+        for index, drive in enumerate(self.drives):
+            file = self.files[index] = TaskFile()
+            if isinstance(drive, EmptyCdrom):
+                file.sector_count, file.lba_low, file.lba_mid, file.lba_high = PACKET_SIGNATURE
         self.device = DEVICE_OBSOLETE
-        self.status = DRDY | DSC
-        self.error = DIAGNOSTIC_PASSED
         self.interrupt_pending = False
         self._stop_transfer()
 
     # -- register blocks -----------------------------------------------------------
-    def _present(self) -> bool:
-        """Whether the selected device exists."""
-        return self.disk is not None and not self.device & DEVICE_DEV
+    @property
+    def selected_file(self) -> TaskFile:
+        return self.files[bool(self.device & DEVICE_DEV)]
+
+    @property
+    def disk(self) -> DiskImage | None:
+        """The selected device's disk (None: no disk there)."""
+        drive = self.drives[bool(self.device & DEVICE_DEV)]
+        return drive if isinstance(drive, DiskImage) else None
+
+    def _empty(self) -> bool:
+        """Whether nothing at all is on the channel."""
+        return all(drive is None for drive in self.drives)
+
+    def _silent(self) -> bool:
+        """Whether the selected device's status and error read 0 and it ignores
+        commands: nothing on the channel, or device 1 selected and absent."""
+        return self._empty() or (bool(self.device & DEVICE_DEV) and self.drives[1] is None)
 
     def _read_command(self, offset: int, size: int) -> int:
-        if self.disk is None:
+        if self._empty():
             return 0
         if offset == 0:
             return self._read_data(size)
         if offset == 7:
             self.interrupt_pending = False  # reading Status clears INTRQ
-        if offset in (1, 7) and not self._present():
+        if offset in (1, 7) and self._silent():
             return 0
         return (0, self.error, self.sector_count, self.lba_low, self.lba_mid,
                 self.lba_high, self.device, self._status())[offset]
@@ -122,14 +207,17 @@ class AtaDisk:
         value &= 0xFF
         if offset == 7:
             self._command(value)
-        elif not self._busy():
-            attribute = ("features", "sector_count", "lba_low", "lba_mid", "lba_high",
-                         "device")[offset - 1]
-            setattr(self, attribute, value | (DEVICE_OBSOLETE if offset == 6 else 0))
+        elif offset == 6 and not self._busy():
+            self.device = value | DEVICE_OBSOLETE
+        elif not self._busy():  # the host writes both devices' copies (QEMU)
+            attribute = ("features", "sector_count", "lba_low", "lba_mid", "lba_high")[
+                offset - 1]
+            for file in self.files:
+                setattr(file, attribute, value)
 
     def _read_control(self, offset: int, size: int) -> int:
         """Alternate Status: Status without clearing the interrupt."""
-        return self._status() if self._present() else 0
+        return 0 if self._silent() else self._status()
 
     def _write_control(self, offset: int, size: int, value: int) -> None:
         """Device Control: SRST holds the devices in reset (BSY) until it is
@@ -144,7 +232,7 @@ class AtaDisk:
 
     def _busy(self) -> bool:
         """BSY or DRQ: the selected device takes no register write and no command."""
-        return self._present() and bool(self._status() & (BSY | DRQ))
+        return not self._silent() and bool(self._status() & (BSY | DRQ))
 
     def _status(self) -> int:
         return BSY if self.control & CONTROL_SRST else self.status
@@ -152,7 +240,7 @@ class AtaDisk:
     def _interrupt(self) -> None:
         self.interrupt_pending = True
         if not self.control & CONTROL_NIEN:
-            self._on_irq14()
+            self._on_irq()
 
     # -- the data port -------------------------------------------------------------
     def _read_data(self, size: int) -> int:
@@ -163,7 +251,7 @@ class AtaDisk:
         return self._read_word() & (0xFF if size == 1 else 0xFFFF)
 
     def _read_word(self) -> int:
-        if not (self.status & DRQ and self._data_in) or not self._present():
+        if not (self.status & DRQ and self._data_in) or self.disk is None:
             return 0
         word = int.from_bytes(self._buffer[self._position:self._position + 2], "little")
         self._advance_data()
@@ -172,7 +260,7 @@ class AtaDisk:
     def _write_data(self, size: int, value: int) -> None:
         words = (value & 0xFFFF, value >> 16) if size == 4 else (value & 0xFFFF,)
         for word in words:
-            if not (self.status & DRQ and not self._data_in) or not self._present():
+            if not (self.status & DRQ and not self._data_in) or self.disk is None:
                 return
             self._buffer[self._position:self._position + 2] = word.to_bytes(2, "little")
             self._advance_data()
@@ -216,10 +304,13 @@ class AtaDisk:
     # -- commands ------------------------------------------------------------------
     def _command(self, command: int) -> None:
         self.interrupt_pending = False  # writing Command clears INTRQ
-        if self.disk is None and not self.device & DEVICE_DEV:
+        if self._empty() and not self.device & DEVICE_DEV:
             self._interrupt()  # QEMU's empty channel: device 0 aborts, unseen
             return
-        if not self._present() or self._busy():
+        if self._silent() or self._busy():
+            return
+        if self.disk is None:
+            self._abort_without_disk()
             return
         handler = {
             IDENTIFY_DEVICE: self._identify,
@@ -235,10 +326,17 @@ class AtaDisk:
         else:
             handler()
 
+    def _abort_without_disk(self) -> None:
+        """An empty device 0 aborts; the empty CD-ROM shows its signature first."""
+        if isinstance(self.drives[bool(self.device & DEVICE_DEV)], EmptyCdrom):
+            self.sector_count, self.lba_low, self.lba_mid, self.lba_high = PACKET_SIGNATURE
+        self._fail(ABRT)
+
     def _identify(self) -> None:
         """IDENTIFY DEVICE: one block by PIO data-in."""
         self.error = 0
-        self._start_transfer(identify_block(self.disk.sectors), self._end_of_data_in)
+        index = self.first_index + bool(self.device & DEVICE_DEV)
+        self._start_transfer(identify_block(self.disk.sectors, index), self._end_of_data_in)
         self._interrupt()
 
     def _end_of_data_in(self) -> None:
@@ -320,41 +418,3 @@ class AtaDisk:
         self.device = (self.device & ~DEVICE_LBA_HIGH) | (lba >> 24 & DEVICE_LBA_HIGH)
         self._remaining -= 1
         self.sector_count = self._remaining & 0xFF
-
-
-def identify_block(sectors: int) -> bytes:
-    """The 256 words of IDENTIFY DEVICE (its "Identify device information" table)
-    for a fixed PIO disk of SECTORS sectors: LBA28 capacity at words 60-61, the
-    integrity word last."""
-    words = [0] * 256
-    lba28 = min(sectors, LBA28_MAX)
-    cylinders = min(lba28 // (HEADS * SECTORS_PER_TRACK), MAX_CYLINDERS)
-    chs_capacity = cylinders * HEADS * SECTORS_PER_TRACK
-    words[0] = 0x0040  # ATA device, fixed (not removable)
-    words[1], words[3], words[6] = cylinders, HEADS, SECTORS_PER_TRACK
-    _put_string(words, 10, 20, SERIAL)
-    _put_string(words, 23, 8, FIRMWARE)
-    _put_string(words, 27, 40, MODEL)
-    words[49] = 1 << 9  # LBA supported; no DMA
-    words[50] = 0x4000
-    words[51] = 0x0200  # PIO timing mode 2 (obsolete field)
-    words[53] = 0x0003  # words 54-58 and 64-70 are valid
-    words[54], words[55], words[56] = cylinders, HEADS, SECTORS_PER_TRACK
-    words[57], words[58] = chs_capacity & 0xFFFF, chs_capacity >> 16
-    words[60], words[61] = lba28 & 0xFFFF, lba28 >> 16
-    words[64] = 0x0003  # PIO modes 3 and 4
-    words[65] = words[66] = words[67] = words[68] = 120  # cycle times, ns
-    words[80] = 0x007E  # ATA-1 to ATA-6
-    words[83] = words[86] = 0x4000 | 1 << 12  # FLUSH CACHE supported, enabled
-    words[84] = words[87] = 0x4000
-    block = bytearray(b"".join(word.to_bytes(2, "little") for word in words))
-    block[510] = 0xA5  # word 255: signature, then the checksum making the sum 0
-    block[511] = -sum(block[:511]) & 0xFF
-    return bytes(block)
-
-
-def _put_string(words: list[int], first: int, length: int, text: str) -> None:
-    """ATA strings: space padded, two characters a word, first one high."""
-    padded = text.ljust(length).encode("ascii")
-    for index in range(length // 2):
-        words[first + index] = padded[2 * index] << 8 | padded[2 * index + 1]

@@ -8,14 +8,21 @@ UTC) each time one is read. A guest that sets the clock shifts it by an offset.
 0x0A-0x0D are the status registers; the rest are NVRAM with what a PC BIOS leaves
 there (the IBM AT layout QEMU's hw/rtc/mc146818rtc.c and pc.c fill in).
 
+Interrupts (datasheet, "Interrupts"; QEMU's hw/rtc/mc146818rtc.c is the judge, as
+guests/pcprobe measured it): the RTC counts its 32.768 kHz time base on virtual time
+(machine.add_timer at RTC_HZ). At the end of every second UF is set, and AF too if
+the alarm registers match the time (an alarm byte with its two top bits set matches
+anything); while PIE is set, every period of register A's rate sets PF (QEMU runs the
+periodic timer only then: without PIE, PF stays clear). A flag newly set whose enable
+is on in register B sets IRQF and raises IRQ 8, which stays high until register C is
+read; reading C clears it. Writing B recomputes IRQF from the flags already set.
+
 Departures: update-in-progress never shows (UIP reads 0: an update takes no virtual
-time); no interrupt is ever raised (nothing drives IRQ8), though register C reports
-the update-ended and periodic flags as they fall due; the alarm is never compared
-(AF stays clear, the alarm registers are plain storage).
+time); several periods or seconds passing within one step of virtual time set their
+flags once (as the PIT coalesces); a halted clock (B's SET) sets no UF.
 """
 
 import calendar
-import math
 import time
 from collections.abc import Callable
 
@@ -30,10 +37,13 @@ TIME_REGISTERS = (SECONDS, MINUTES, HOURS, WEEKDAY, DAY, MONTH, YEAR, CENTURY)
 
 A_UIP = 0x80
 A_RESET = 0x26  # 32.768 kHz time base, 1024 Hz periodic rate
+RTC_HZ = 32768
 A_RATE = 0x0F
-B_SET, B_UIE, B_DM_BINARY, B_24_HOUR = 0x80, 0x10, 0x04, 0x02
+B_SET, B_PIE, B_AIE, B_UIE, B_DM_BINARY, B_24_HOUR = 0x80, 0x40, 0x20, 0x10, 0x04, 0x02
 B_INTERRUPT_ENABLES = 0x70  # PIE, AIE, UIE: the same bits as PF, AF, UF in C
-C_IRQF, C_PF, C_UF = 0x80, 0x40, 0x10
+C_IRQF, C_PF, C_AF, C_UF = 0x80, 0x40, 0x20, 0x10
+SECONDS_ALARM, MINUTES_ALARM, HOURS_ALARM = 0x01, 0x03, 0x05
+ALARM_DONT_CARE = 0xC0
 B_RESET = B_24_HOUR  # BCD, 24-hour: what every PC BIOS leaves
 D_VRT = 0x80  # valid RAM and time: the battery is good
 HOUR_PM = 0x80
@@ -47,12 +57,14 @@ class Cmos:
     """The RTC and its NVRAM. `memory_kib` is the machine's RAM, for the memory-size
     bytes firmware and old kernels read."""
 
-    def __init__(self, clock: Callable[[], float], memory_kib: int):
+    def __init__(self, clock: Callable[[], float], memory_kib: int,
+                 set_irq: Callable[[bool], None] = lambda level: None):
         self._clock = clock
+        self._set_irq = set_irq
+        self.ticks = 0  # time-base pulses since power-on
         self.index = 0
         self.nmi_disabled = False
         self.offset = 0.0  # seconds the guest moved its clock by
-        self._flags_read_at = clock()  # when register C was last read
         self.nvram = bytearray(NVRAM_SIZE)
         self.nvram[REG_A], self.nvram[REG_B], self.nvram[REG_D] = A_RESET, B_RESET, D_VRT
         _set_memory_sizes(self.nvram, memory_kib)
@@ -80,20 +92,64 @@ class Cmos:
         return self.nvram[index]
 
     def _read_flags(self) -> int:
-        """Register C: UF if a second ended and PF if a periodic interval ended since
-        C was last read (set whatever the enables say), IRQF if one of them is
-        enabled in B; reading clears them (datasheet, "Register C")."""
-        now = self._clock()
-        last, self._flags_read_at = self._flags_read_at, now
-        flags = 0
-        if math.floor(now) > math.floor(last) and not self.nvram[REG_B] & B_SET:
-            flags |= C_UF
-        rate = _periodic_hz(self.nvram[REG_A] & A_RATE)
-        if rate and math.floor(now * rate) > math.floor(last * rate):
-            flags |= C_PF
-        if flags & self.nvram[REG_B] & B_INTERRUPT_ENABLES:
-            flags |= C_IRQF
+        """Register C: reading clears every flag and lowers IRQ 8 (datasheet,
+        "Register C")."""
+        flags, self.nvram[REG_C] = self.nvram[REG_C], 0
+        self._set_irq(False)
         return flags
+
+    # -- interrupts on virtual time ----------------------------------------------
+    def advance(self, ticks: int) -> None:
+        """TICKS pulses of the time base: the seconds and periods that ended."""
+        before, self.ticks = self.ticks, self.ticks + ticks
+        flags = 0
+        if self.ticks // RTC_HZ > before // RTC_HZ and not self.nvram[REG_B] & B_SET:
+            flags |= C_UF | (C_AF if self._alarm_matches() else 0)
+        period = self._period()
+        if period and self.ticks // period > before // period:
+            flags |= C_PF
+        self._set_flags(flags)
+
+    def ticks_to_next_irq(self) -> int | None:
+        enables = self.nvram[REG_B]
+        waits = []
+        if self._period():
+            waits.append(self._period() - self.ticks % self._period())
+        if enables & (B_UIE | B_AIE) and not enables & B_SET:
+            waits.append(RTC_HZ - self.ticks % RTC_HZ)
+        return min(waits, default=None)
+
+    def _period(self) -> int:
+        """Time-base pulses per periodic interrupt; 0 while PIE is clear."""
+        if not self.nvram[REG_B] & B_PIE:
+            return 0
+        rate = _periodic_hz(self.nvram[REG_A] & A_RATE)
+        return RTC_HZ // rate if rate else 0
+
+    def _alarm_matches(self) -> bool:
+        self._latch_time()
+        return all(self.nvram[alarm] & ALARM_DONT_CARE == ALARM_DONT_CARE
+                   or self.nvram[alarm] == self.nvram[now]
+                   for alarm, now in ((SECONDS_ALARM, SECONDS), (MINUTES_ALARM, MINUTES),
+                                      (HOURS_ALARM, HOURS)))
+
+    def _set_flags(self, flags: int) -> None:
+        """FLAGS are set in C; one newly set and enabled in B raises IRQ 8."""
+        fresh = flags & ~self.nvram[REG_C]
+        self.nvram[REG_C] |= flags
+        if fresh & self.nvram[REG_B] & B_INTERRUPT_ENABLES:
+            self.nvram[REG_C] |= C_IRQF
+            self._set_irq(True)
+
+    def _recompute_irqf(self) -> None:
+        """After a write to B: IRQF (and the line) follow the flags already set
+        (QEMU's cmos_ioport_write)."""
+        if self.nvram[REG_C] & self.nvram[REG_B] & B_INTERRUPT_ENABLES:
+            self.nvram[REG_C] |= C_IRQF
+            self._set_irq(True)
+        else:
+            self.nvram[REG_C] &= ~C_IRQF
+            self._set_irq(False)
 
     def _write_register(self, index: int, value: int) -> None:
         """A keeps UIP read-only; C and D are read-only. Setting B's SET freezes the
@@ -110,6 +166,8 @@ class Cmos:
         if running and (index in TIME_REGISTERS or index == REG_B):
             self._latch_time()  # the registers the write does not touch keep the time
         self.nvram[index] = value
+        if index == REG_B:
+            self._recompute_irqf()
         released = not running and index == REG_B and not value & B_SET
         if released or (running and index in TIME_REGISTERS):
             self._set_clock()

@@ -2,23 +2,40 @@
 and sees only offsets inside it (as PortBus devices see offsets inside their ports).
 
 What an access where there is neither RAM nor a device does is decided here, once
-(`unassigned`): today it stops the run with the emulator's error, as before this bus
-existed. A PC ignores such writes and reads all ones; that is the full PC's change to
-make, in this one place.
+(`unassigned`). By default it stops the run with the emulator's error (the
+hypervisor's modes keep that: a PV guest has no bus to float). The PC of native mode
+calls `open_bus()`: from then on a read or write there maps its page lazily as an
+OpenBus region, which reads 0 and ignores writes, as QEMU 7.2's unassigned memory
+does (guests/pcprobe measured 0, not all ones, from 128 MiB to the HPET's
+neighbourhood), and the run goes on.
+
+Departures: fetching an instruction from unassigned memory still stops the run with
+the emulator's error.
 """
 
 from collections import Counter
 from typing import Protocol
 
-from unicorn import UC_HOOK_MEM_UNMAPPED, Uc
+from unicorn import UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED, Uc
 
 from pvtool.machine.exits import Exit
+from pvtool.x86.paging import PAGE_SIZE
 
 
 class MmioDevice(Protocol):
     def read(self, offset: int, size: int) -> int: ...
 
     def write(self, offset: int, size: int, value: int) -> None: ...
+
+
+class OpenBus:
+    """Where nothing answers: reads 0, writes vanish (QEMU's unassigned_mem_ops)."""
+
+    def read(self, offset: int, size: int) -> int:
+        return 0
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        pass
 
 
 class MmioBus:
@@ -30,6 +47,7 @@ class MmioBus:
         self.exits = exits
         self.on_error = on_error  # where a device's exception goes (the run loop)
         self.ranges: list[tuple[int, int, MmioDevice]] = []
+        self._open_bus: OpenBus | None = None
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, self.unassigned)
 
     def register(self, device: MmioDevice, base: int, size: int) -> None:
@@ -58,9 +76,21 @@ class MmioBus:
                 self.on_error(exc)
         return write
 
+    def open_bus(self) -> None:
+        """Unassigned memory answers as on a PC from now on (see the module's doc)."""
+        self._open_bus = OpenBus()
+
     def unassigned(self, uc: Uc, access: int, address: int, size: int, value: int,
                    _) -> bool:
-        """An access to physical memory with no RAM and no device behind it: not
-        handled (False), so Unicorn stops with UC_ERR_*_UNMAPPED and the run ends with
-        an emulator error."""
-        return False
+        """An access to physical memory with no RAM and no device behind it. Without
+        an open bus, or for a fetch, not handled (False): Unicorn stops with
+        UC_ERR_*_UNMAPPED and the run ends with an emulator error. Otherwise the page
+        becomes open bus and Unicorn retries the access (True)."""
+        if self._open_bus is None or access == UC_MEM_FETCH_UNMAPPED:
+            return False
+        try:
+            self.register(self._open_bus, address & -PAGE_SIZE, PAGE_SIZE)
+        except BaseException as exc:
+            self.on_error(exc)
+            return False
+        return True

@@ -8,7 +8,7 @@ delivery (machine/native.py), or the hypervisor.
 """
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from unicorn import (
@@ -31,14 +31,25 @@ from pvtool.machine.acpi_pm import (
     SMI_COMMAND_PORT,
     AcpiPm,
 )
-from pvtool.machine.ata import IRQ as ATA_IRQ
-from pvtool.machine.ata import AtaDisk
+from pvtool.machine.ata import (
+    CDROM_INDEX,
+    CHANNELS,
+    COMMAND_PORTS,
+    CONTROL_PORTS,
+    DRIVES_PER_CHANNEL,
+    MAX_DISKS,
+    AtaDisk,
+    ChannelWiring,
+    Drive,
+    EmptyCdrom,
+)
 from pvtool.machine.clock import DeviceClock, TimedDevice, VirtualClock
-from pvtool.machine.cmos import Cmos
-from pvtool.machine.cpu import Cpu
+from pvtool.machine.cmos import RTC_HZ, Cmos
+from pvtool.machine.cpu import EAX, EBX, ECX, EDX, Cpu
 from pvtool.machine.debugexit import DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DebugExit
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
+from pvtool.machine.hpet import HPET_BASE, HPET_HZ, HPET_SIZE, Hpet
 from pvtool.machine.interruption import Interruption, from_intr_hook, invalid_opcode
 from pvtool.machine.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
 from pvtool.machine.irq import IrqRouter
@@ -53,6 +64,7 @@ from pvtool.machine.pit import PIT_HZ, Pit8254
 from pvtool.machine.ports import PortBus
 from pvtool.machine.ps2kbd import KEY_CLOCK_HZ, Ps2Keyboard
 from pvtool.machine.stop import Stop, StopKind
+from pvtool.machine.system_ports import PORT_A, PORT_B, RESET_CONTROL, PortA, PortB, ResetControl
 from pvtool.machine.uart import COM1_BASE, COM1_PORTS, Uart16550
 from pvtool.machine.vga_text import TEXT_BUFFER, VgaText, firmware_screen
 from pvtool.x86.paging import page_up
@@ -61,9 +73,7 @@ DEFAULT_RAM = 128 << 20  # what QEMU gives a guest by default
 UNTIL_NEVER = 0xFFFF_FFFF_FFFF_FFFF  # emu_start's end address: slices end by count
 # The PC's port map and ISA interrupt lines.
 MASTER_PIC_PORT, SLAVE_PIC_PORT, PIT_PORT, CMOS_PORT = 0x20, 0xA0, 0x40, 0x70
-ATA_COMMAND_PORT, ATA_CONTROL_PORT = 0x1F0, 0x3F6
-PIT_IRQ = 0
-UART_IRQ = 4
+PIT_IRQ, UART_IRQ, RTC_IRQ = 0, 4, 8
 IRET = 0xCF
 OPERAND_SIZE = 0x66
 RTC_EPOCH = 1066521600  # 2003-10-19 00:00 UTC (SOSP 2003): the RTC starts there, always
@@ -97,7 +107,8 @@ class Machine:
 
     def __init__(self, *, ram_size: int = DEFAULT_RAM,
                  output: Callable[[bytes], None], input_data: bytes = b"",
-                 disk: DiskImage | None = None, bits: int = 32, keys: Iterable[int] = ()):
+                 disks: Sequence[DiskImage | None] = (), bits: int = 32,
+                 keys: Iterable[int] = ()):
         self.uc = Uc(UC_ARCH_X86, UC_MODES[bits])
         self.ram_size = ram_size
         self.uc.mem_map(0, ram_size)
@@ -112,7 +123,7 @@ class Machine:
                               lambda level: self.irqs.set_line(UART_IRQ, level))
         self.ports.register(self.uart, COM1_BASE, COM1_PORTS, width=1)
         self.ports.register(DebugExit(self._on_debug_exit), DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)
-        self._install_devices(disk)
+        self._install_devices(disks)
         self._install_console(keys)
         self.stop: Stop | None = None
         self.blocked = False
@@ -127,8 +138,9 @@ class Machine:
         """SUPERVISOR handles the CPU's interrupts and exceptions from now on."""
         self.supervisor = supervisor
 
-    def _install_devices(self, disk: DiskImage | None) -> None:
-        """The rest of a standard PC: interrupt controllers, timer, disk, RTC, APIC."""
+    def _install_devices(self, disks: Sequence[DiskImage | None]) -> None:
+        """The rest of a standard PC: interrupt controllers, timers, disks, RTC, APIC.
+        DISKS are the IDE disks by QEMU's -drive index (machine/ata.py)."""
         self.pic = Pic8259Pair()
         self.lapic = LocalApic(self.pic, eoi_broadcast=lambda vector: self.ioapic.eoi(vector),
                                raise_nmi=lambda: self.irqs.raise_nmi(),
@@ -141,14 +153,22 @@ class Machine:
         self.ports.register(self.pic.slave, SLAVE_PIC_PORT, 2, width=1)
         self.clock = VirtualClock()
         self.timers: list[DeviceClock] = []
-        self.pit = Pit8254(lambda: self.irqs.pulse(PIT_IRQ))
+        self.hpet = Hpet(self.irqs.set_line, self.uc.emu_stop)
+        self.add_timer(self.hpet, HPET_HZ)
+        self.mmio.register(self.hpet, HPET_BASE, HPET_SIZE)
+        self.pit = Pit8254(self._pit_irq)
         self.add_timer(self.pit, PIT_HZ)
         self.ports.register(self.pit, PIT_PORT, 4, width=1)
-        self.ata = AtaDisk(disk, lambda: self.irqs.pulse(ATA_IRQ))
-        self.ports.register(self.ata.command_block, ATA_COMMAND_PORT, 8)
-        self.ports.register(self.ata.control_block, ATA_CONTROL_PORT, 1)
-        self.cmos = Cmos(lambda: RTC_EPOCH + self.clock.seconds, self.ram_size // 1024)
+        drives = _ide_drives(disks)
+        self.ata = [self._ide_channel(wiring, drives, index * DRIVES_PER_CHANNEL)
+                    for index, wiring in enumerate(CHANNELS)]
+        self.cmos = Cmos(lambda: RTC_EPOCH + self.clock.seconds, self.ram_size // 1024,
+                         self._rtc_irq)
+        self.add_timer(self.cmos, RTC_HZ)
         self.ports.register(self.cmos, CMOS_PORT, 2, width=1)
+        self.ports.register(PortB(self.pit), PORT_B, 1, width=1)
+        self.ports.register(PortA(self.reset), PORT_A, 1, width=1)
+        self.ports.register(ResetControl(self.reset), RESET_CONTROL, 1, width=1)
         self.add_timer(self.lapic, APIC_BUS_HZ)
         self._install_chipset()
 
@@ -168,7 +188,7 @@ class Machine:
         self.vga.register(self.ports)
         self.keyboard = Ps2Keyboard(keys)
         self.kbc = Kbc8042(self.keyboard, lambda level: self.irqs.set_line(KBC_IRQ, level),
-                           self._on_reset)
+                           self.reset)
         self.kbc.register(self.ports)
         self.add_timer(self.keyboard, KEY_CLOCK_HZ)
 
@@ -177,6 +197,25 @@ class Machine:
         PV guest's memory is its own)."""
         self.memory.write_phys(TEXT_BUFFER, firmware_screen())
 
+    def _ide_channel(self, wiring: ChannelWiring, drives: Sequence[Drive],
+                     first: int) -> AtaDisk:
+        """One IDE channel with DRIVES[FIRST] as master and the next as slave."""
+        master, slave = drives[first:first + DRIVES_PER_CHANNEL]
+        channel = AtaDisk(master, lambda: self.irqs.pulse(wiring.irq), slave, first)
+        self.ports.register(channel.command_block, wiring.command_base, COMMAND_PORTS)
+        self.ports.register(channel.control_block, wiring.control_base, CONTROL_PORTS)
+        return channel
+
+    def _rtc_irq(self, level: bool) -> None:
+        """The RTC drives IRQ 8 unless the HPET's legacy replacement holds it off."""
+        if not self.hpet.legacy_replacement:
+            self.irqs.set_line(RTC_IRQ, level)
+
+    def _pit_irq(self) -> None:
+        """OUT0 reaches IRQ 0 unless the HPET's legacy replacement holds it off."""
+        if not self.hpet.legacy_replacement:
+            self.irqs.pulse(PIT_IRQ)
+
     # -- hooks: the only place Unicorn calls back into Python ------------------------
     def _install_hooks(self) -> None:
         uc = self.uc
@@ -184,6 +223,20 @@ class Machine:
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+
+    def present_cpuid(self, cpuid: Callable[[int, int], tuple[int, int, int, int]]) -> None:
+        """CPUID answers CPUID(EAX, ECX) from now on (machine/cpuid.py), not what
+        Unicorn's own CPU model would say."""
+        def on_cpuid(uc: Uc, _) -> int:
+            try:
+                values = cpuid(self.cpu.read(EAX), self.cpu.read(ECX))
+                for reg, value in zip((EAX, EBX, ECX, EDX), values, strict=True):
+                    self.cpu.write(reg, value)
+            except BaseException as exc:
+                self._fail(exc)
+            return 1  # the instruction's own answer is skipped
+
+        self.uc.hook_add(UC_HOOK_INSN, on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
 
     def _on_intr(self, uc: Uc, vector: int, _) -> None:
         try:
@@ -235,8 +288,9 @@ class Machine:
         self.request_stop(Stop(StopKind.GUEST_EXIT, f"guest exit code {code}",
                                self.cpu.ip, code))
 
-    def _on_reset(self, reason: str) -> None:
-        self.request_stop(Stop(StopKind.RESET, reason, self.cpu.ip))
+    def reset(self, how: str) -> None:
+        """The guest reset the PC: the run ends, as QEMU's does with -no-reboot."""
+        self.request_stop(Stop(StopKind.RESET, f"reset through {how}", self.cpu.ip))
 
     def map_memory(self, base: int, size: int) -> None:
         """More physical memory (zeroed), for instance the hypervisor's own frames."""
@@ -372,3 +426,12 @@ class Machine:
         if self.hook_error is not None:
             error, self.hook_error = self.hook_error, None
             raise error
+
+
+def _ide_drives(disks: Sequence[DiskImage | None]) -> list[Drive]:
+    """The four IDE places by -drive index: DISKS, and QEMU's default empty CD-ROM
+    where no disk takes its place."""
+    drives: list[Drive] = [*disks, *[None] * (MAX_DISKS - len(disks))]
+    if drives[CDROM_INDEX] is None:
+        drives[CDROM_INDEX] = EmptyCdrom()
+    return drives

@@ -32,7 +32,8 @@ class StopKind(Enum):
     SHUTDOWN = "shutdown"  # SCHEDOP_shutdown (poweroff, reboot...)
     CRASH = "crash"  # the hypervisor crashed the domain (Xen's domain_crash)
     TRIPLE_FAULT = "triple-fault"  # a real PC would reset
-    RESET = "reset"  # the guest reset the machine (8042 pulse): QEMU -no-reboot exits
+    RESET = "reset"  # the guest reset the PC (port 0x92, 0xCF9, the 8042): QEMU's
+    # -no-reboot ends the run there, with status 0
     HALTED = "halted"  # hlt (or SCHEDOP_block) with nothing left that could wake it
     INSN_LIMIT = "insn-limit"  # --max-insns
     TIMEOUT = "timeout"  # --timeout

@@ -20,28 +20,33 @@ def _modules(tmp_path, names):
     return paths
 
 
-def _disk(tmp_path):
-    path = tmp_path / "disk.img"
-    path.write_bytes(bytes(1 << 20))
-    return path
+def _disks(tmp_path, count):
+    """COUNT disks of different sizes (each hard disk's parameter table shows it)."""
+    paths = []
+    for index in range(count):
+        path = tmp_path / f"disk{index}.img"
+        path.write_bytes(bytes((index + 1) << 20))
+        paths.append(path)
+    return paths
 
 
-# (QEMU's memory in MiB, -append, -initrd's files, a disk)
+# (QEMU's memory in MiB, -append, -initrd's files, how many disks)
 SETUPS = {
-    "defaults": (None, None, (), False),
-    "small-with-append": (16, "console=ttyS0 quiet", (), False),
-    "modules": (512, "x", ("first.bin", "second.bin"), False),
-    "large-one-module": (3072, None, ("second.bin",), False),
-    "disk": (None, None, (), True),
+    "defaults": (None, None, (), 0),
+    "small-with-append": (16, "console=ttyS0 quiet", (), 0),
+    "modules": (512, "x", ("first.bin", "second.bin"), 0),
+    "large-one-module": (3072, None, ("second.bin",), 0),
+    "disk": (None, None, (), 1),
+    "three-disks": (None, None, (), 3),
 }
 
 
 @pytest.mark.parametrize("setup", SETUPS.values(), ids=SETUPS.keys())
 def test_probeboot_prints_qemus_bytes(tmp_path, setup):
-    memory, append, module_names, with_disk = setup
+    memory, append, module_names, disk_count = setup
     elf = guest_path("probeboot")
     modules = _modules(tmp_path, module_names)
-    disk = _disk(tmp_path) if with_disk else None
+    disks = _disks(tmp_path, disk_count)
     qemu_args, pvtool_args = [], []
     if memory is not None:
         qemu_args += ["-m", str(memory)]
@@ -52,10 +57,9 @@ def test_probeboot_prints_qemus_bytes(tmp_path, setup):
     if modules:
         qemu_args += ["-initrd", ",".join(modules)]
         pvtool_args += [arg for path in modules for arg in ("--module", path)]
-    if disk is not None:
-        pvtool_args += ["--disk", str(disk)]
+    pvtool_args += [arg for path in disks for arg in ("--disk", str(path))]
 
-    judge = run_qemu(elf, disk=disk, timeout=60, extra_args=qemu_args)
+    judge = run_qemu(elf, disks=disks, timeout=60, extra_args=qemu_args)
     done = cli.pvtool("run", "--native", "--quiet", *pvtool_args, str(elf))
 
     assert judge.stdout.startswith(b"probeboot\n")

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from pvtool.machine.ata import AtaDisk, identify_block
+from pvtool.machine.ata import AtaDisk, EmptyCdrom
+from pvtool.machine.ata_identify import identify_block
 from pvtool.machine.disk import SECTOR_SIZE, DiskImage
 from pvtool.machine.pic import Pic8259Pair
 from pvtool.machine.ports import PortBus
@@ -28,10 +29,11 @@ class Channel:
     """The channel on a port bus, with the few port operations a driver uses; with a
     PIC pair, wired to it as on a PC (each interrupt an edge on IRQ14)."""
 
-    def __init__(self, disk: DiskImage | None, pic: Pic8259Pair | None = None):
+    def __init__(self, disk: DiskImage | EmptyCdrom | None,
+                 pic: Pic8259Pair | None = None, slave: DiskImage | None = None):
         self.irqs = 0
         self.pic = pic
-        self.ata = AtaDisk(disk, self._irq)
+        self.ata = AtaDisk(disk, self._irq, slave)
         self.bus = PortBus()
         self.bus.register(self.ata.command_block, 0x1F0, 8)
         self.bus.register(self.ata.control_block, 0x3F6, 1)
@@ -130,8 +132,20 @@ def test_identify_words_describe_an_lba_disk():
     assert words[49] & 0x0200  # LBA supported
     assert words[83] & 0x1000 and words[83] & 0xC000 == 0x4000  # FLUSH CACHE
     model = b"".join(w.to_bytes(2, "big") for w in words[27:47]).decode()
-    assert model == "PVTOOL HARDDISK".ljust(40)
+    assert model == "QEMU HARDDISK".ljust(40)  # as QEMU's (tests/e2e/test_pcprobe.py)
     assert words[255] & 0xFF == 0xA5 and sum(block) & 0xFF == 0
+
+
+@pytest.mark.parametrize("sectors, cylinders", [(16, 2), (1228800, 1219), (1 << 26, 16383)])
+def test_identify_geometry_is_qemus_guess_from_the_size(sectors, cylinders):
+    words = [int.from_bytes(identify_block(sectors)[i:i + 2], "little") for i in range(0, 14, 2)]
+    assert (words[1], words[3], words[6]) == (cylinders, 16, 63)
+
+
+def test_identify_serial_counts_drives_by_index():
+    serial = bytes(identify_block(16, 3)[20:40])
+    assert b"".join(serial[i + 1:i + 2] + serial[i:i + 1] for i in range(0, 20, 2)) == (
+        b"QM00004".ljust(20))
 
 
 def test_identify_caps_the_sector_count_at_lba28():
@@ -460,3 +474,75 @@ def test_qemu_sees_the_same_empty_channel(build):
               ("out", CONTROL, 0x00), ("out", DEVICE, 0xA0), ("out", STATUS, 0xEC),
               ("in", 0xA0), *TASK_FILE, ("out", DEVICE, SLAVE_LBA), *TASK_FILE]
     assert script_run(Channel(None, Pic8259Pair()).bus, script) == qemu_records(build, script)
+
+
+# ---- a second device on the channel, and the secondary channel -----------------------
+
+@pytest.fixture
+def slave_disk(tmp_path):
+    path = tmp_path / "slave.img"
+    path.write_bytes(b"".join(pattern(s + 100) for s in range(SECTORS)))
+    with DiskImage.open(path, snapshot=False) as disk:
+        yield disk
+
+
+def test_the_slave_answers_when_selected_and_reads_its_own_disk(disk, slave_disk):
+    channel = Channel(disk, slave=slave_disk)
+    channel.outb(DEVICE, SLAVE_LBA)
+    assert channel.inb(STATUS) == READY  # xv6's probe for disk 1 finds it
+    channel.command(0x20, lba=5, device=SLAVE_LBA)
+    assert channel.inb(STATUS) == READY | DRQ
+    assert channel.read_words() == pattern(105)
+    channel.command(0x20, lba=5)
+    assert channel.read_words() == pattern(5)
+    assert channel.irqs == 2
+
+
+def test_each_device_keeps_its_own_task_file(disk, slave_disk):
+    """Writes reach both devices' registers; a command moves only its own (QEMU,
+    pcprobe's "ide 1f0.1" line)."""
+    channel = Channel(disk, slave=slave_disk)
+    channel.command(0x20, lba=3)
+    channel.read_words()
+    assert [channel.inb(port) for port in (COUNT, LBA_LOW)] == [0, 4]
+    channel.outb(DEVICE, SLAVE_LBA)
+    assert [channel.inb(port) for port in (COUNT, LBA_LOW)] == [1, 3]
+
+
+def test_beside_a_slave_an_absent_device_0_aborts_every_command(slave_disk):
+    """QEMU's absent master beside a slave: readable, and it aborts (pcprobe)."""
+    channel = Channel(None, slave=slave_disk)
+    channel.outb(DEVICE, SLAVE_LBA)
+    assert channel.inb(STATUS) == READY
+    channel.command(0xEC, device=MASTER_LBA)
+    assert channel.inb(STATUS) == DRDY | ERR and channel.inb(ERROR) == ABRT
+    assert channel.irqs == 1
+
+
+def test_the_empty_cdrom_aborts_with_the_packet_signature():
+    channel = Channel(EmptyCdrom())
+    assert channel.inb(STATUS) == READY
+    channel.command(0xEC)
+    assert channel.inb(STATUS) == DRDY | ERR and channel.inb(ERROR) == ABRT
+    assert [channel.inb(port) for port in (COUNT, LBA_LOW, LBA_MID, LBA_HIGH)] == [
+        1, 1, 0x14, 0xEB]
+    assert channel.irqs == 1
+
+
+def test_the_pc_has_a_secondary_channel_on_irq_15(image):
+    from pvtool.machine.pc import Machine
+
+    with DiskImage.open(image, snapshot=False) as disk:
+        machine = Machine(ram_size=16 << 20, output=lambda data: None,
+                          disks=(None, None, disk))
+        primary, secondary = machine.ata
+        assert primary.drives == (None, None) and secondary.drives == (disk, None)
+        machine.ports.write(0x3F6 - 0x80, 1, 0)  # 0x376: interrupts on
+        for port, value in ((0x172, 1), (0x173, 7), (0x174, 0), (0x175, 0), (0x176, 0xE0),
+                            (0x177, 0x20)):
+            machine.ports.write(port, 1, value)
+        assert machine.pic.slave.irr & 0x80  # IRQ 15: the slave 8259's line 7
+        assert machine.ports.read(0x177, 1) == READY | DRQ
+        data = b"".join(machine.ports.read(0x170, 2).to_bytes(2, "little")
+                        for _ in range(256))
+        assert data == pattern(7)

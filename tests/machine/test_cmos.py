@@ -5,7 +5,7 @@ import calendar
 
 import pytest
 
-from pvtool.machine.cmos import Cmos
+from pvtool.machine.cmos import RTC_HZ, Cmos
 from pvtool.machine.ports import PortBus
 from tests.machine.test_ata import qemu_records, script_run
 
@@ -116,30 +116,99 @@ def test_register_d_says_the_battery_is_good(cmos):
     assert read(cmos, REG_D) == 0x80
 
 
-def test_register_c_reports_a_second_ended_once(clock, cmos):
+def test_register_c_reports_a_second_ended_once(cmos):
     write(cmos, REG_A, 0x20)  # no periodic rate: PF stays out of the way
     read(cmos, REG_C)
-    clock.now += 0.5
+    cmos.advance(RTC_HZ // 2)
     assert read(cmos, REG_C) & 0x10 == 0
-    clock.now += 0.5  # LEAP_DAY + 1.25: a second boundary passed
+    cmos.advance(RTC_HZ // 2)  # a second boundary passed
     assert read(cmos, REG_C) == 0x10
     assert read(cmos, REG_C) == 0  # reading cleared it
 
 
-def test_periodic_flag_is_set_whatever_pie_says(clock, cmos):
+def test_periodic_flag_needs_pie_as_on_qemu(cmos):
+    """QEMU runs the periodic timer only while PIE is set (pcprobe: "pf 0")."""
     read(cmos, REG_C)
-    clock.now += 0.001  # the BIOS's 1024 Hz rate
-    assert read(cmos, REG_C) == 0x40
+    cmos.advance(RTC_HZ // 100)  # ten periods of the BIOS's 1024 Hz rate
+    assert read(cmos, REG_C) == 0
 
 
-def test_register_c_periodic_flag_and_irqf(clock, cmos):
+def test_register_c_periodic_flag_and_irqf(cmos):
     write(cmos, REG_A, 0x2F)  # 2 Hz
     write(cmos, REG_B, 0x42)  # PIE
     read(cmos, REG_C)
-    clock.now += 0.2
+    cmos.advance(RTC_HZ // 5)
     assert read(cmos, REG_C) == 0
-    clock.now += 0.1  # LEAP_DAY + 0.55: a half-second boundary
+    cmos.advance(RTC_HZ // 2 - RTC_HZ // 5)  # a half-second boundary
     assert read(cmos, REG_C) == 0xC0  # PF, and IRQF since PIE is set
+
+
+# ---- interrupts on IRQ 8 ------------------------------------------------------------
+
+@pytest.fixture
+def wired(clock):
+    """A CMOS with its IRQ 8 line recorded: a list of the levels driven."""
+    levels: list[bool] = []
+    return Cmos(clock, memory_kib=128 * 1024, set_irq=levels.append), levels
+
+
+@pytest.mark.parametrize("rate, hz", [(0x3, 8192), (0x6, 1024), (0xF, 2), (0x1, 256),
+                                      (0x2, 128)])
+def test_periodic_interrupts_come_at_register_a_rate(wired, rate, hz):
+    cmos, levels = wired
+    write(cmos, REG_A, 0x20 | rate)
+    write(cmos, REG_B, 0x42)
+    levels.clear()
+    assert cmos.ticks_to_next_irq() == RTC_HZ // hz
+    cmos.advance(RTC_HZ // hz - 1)
+    assert levels == []
+    cmos.advance(1)
+    assert levels == [True]
+    assert read(cmos, REG_C) == 0xC0
+    assert levels == [True, False]  # reading C lowers the line
+
+
+def test_update_ended_interrupt_once_a_second(wired):
+    cmos, levels = wired
+    write(cmos, REG_B, 0x12)  # UIE
+    levels.clear()
+    assert cmos.ticks_to_next_irq() == RTC_HZ
+    cmos.advance(RTC_HZ)
+    assert levels == [True]
+    assert read(cmos, REG_C) == 0x90
+
+
+def test_alarm_with_dont_care_bytes_fires_every_second(wired):
+    cmos, levels = wired
+    for alarm in (0x01, 0x03, 0x05):
+        write(cmos, alarm, 0xC0)
+    write(cmos, REG_B, 0x22)  # AIE
+    levels.clear()
+    cmos.advance(RTC_HZ)
+    assert levels == [True]
+    assert read(cmos, REG_C) == 0xB0  # IRQF, AF and UF
+
+
+def test_alarm_that_does_not_match_sets_no_af(wired):
+    cmos, levels = wired
+    write(cmos, 0x01, 0x59)
+    write(cmos, 0x03, 0x59)
+    write(cmos, 0x05, 0x23)
+    write(cmos, REG_B, 0x22)
+    cmos.advance(RTC_HZ)
+    assert read(cmos, REG_C) == 0x10  # UF only, no interrupt
+    assert True not in levels
+
+
+def test_enabling_an_interrupt_whose_flag_is_set_raises_irqf_at_once(wired):
+    cmos, levels = wired
+    cmos.advance(RTC_HZ)  # UF set, UIE clear: nothing raised
+    assert True not in levels
+    write(cmos, REG_B, 0x12)
+    assert levels[-1] is True
+    write(cmos, REG_B, 0x02)
+    assert levels[-1] is False
+    assert read(cmos, REG_C) == 0x10
 
 
 def test_index_bit_7_is_the_nmi_mask(cmos):

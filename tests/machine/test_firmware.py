@@ -20,7 +20,7 @@ def far_pointer(memory: bytes, vector: int) -> tuple[int, int]:
 
 
 def powered_on(disk: DiskImage | None = None) -> bytes:
-    machine = Machine(output=lambda data: None, disk=disk)
+    machine = Machine(output=lambda data: None, disks=() if disk is None else (disk,))
     power_on(machine)
     return machine.memory.read_phys(0, 0xA0000)
 
@@ -84,4 +84,4 @@ def test_a_disk_gets_a_parameter_table_in_the_ebda(one_mib_disk):
 
 
 def test_the_ebda_without_a_disk_is_its_size_and_zeros():
-    assert extended_bios_data_area(None) == b"\x01" + bytes(1023)
+    assert extended_bios_data_area([]) == b"\x01" + bytes(1023)

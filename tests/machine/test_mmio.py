@@ -4,12 +4,12 @@ neither RAM nor a device ends the run with the emulator's error."""
 
 import pytest
 
-from pvtool.machine.cpu import EIP
+from pvtool.machine.cpu import EAX, EIP
 from pvtool.machine.exits import Exit
 from pvtool.machine.pc import Machine
 from pvtool.machine.stop import StopKind
 
-BASE = 0xFED00000  # where the HPET sits on a PC: free on pvtool's machine
+BASE = 0xFEB00000  # free on pvtool's PC (the HPET now sits at 0xFED00000)
 
 
 class Registers:
@@ -51,3 +51,24 @@ def test_a_guest_store_to_an_unassigned_address_stops_the_run(machine):
     machine.run_slice(1)
     assert machine.stop.kind is StopKind.EMULATOR_ERROR
     assert "UNMAPPED" in machine.stop.reason
+
+
+def test_an_open_bus_reads_zero_and_ignores_writes_as_qemu_does(machine):
+    """Native mode's unassigned memory (pcprobe measured QEMU: reads 0, writes lost)."""
+    machine.mmio.open_bus()
+    code = bytes.fromhex("c705" "00000040" "78563412"  # mov dword [0x40000000], 0x12345678
+                         "a1" "00000040")  # mov eax, [0x40000000]
+    machine.memory.write_phys(0x1000, code)
+    machine.cpu.write(EIP, 0x1000)
+    machine.cpu.write(EAX, 0xFFFF)
+    machine.run_slice(2)
+    assert machine.stop is None
+    assert machine.cpu.read(EAX) == 0
+    assert machine.cpu.ip == 0x1000 + len(code)
+
+
+def test_an_open_bus_still_refuses_to_run_code(machine):
+    machine.mmio.open_bus()
+    machine.cpu.write(EIP, 0x40000000)
+    machine.run_slice(1)
+    assert machine.stop.kind is StopKind.EMULATOR_ERROR

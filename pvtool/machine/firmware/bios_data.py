@@ -17,7 +17,7 @@ modelled.
 import struct
 
 from pvtool.image.multiboot import PC_CONVENTIONAL_MEMORY_KIB
-from pvtool.machine.ata import identify_block
+from pvtool.machine.ata_identify import identify_block
 from pvtool.machine.pit import PIT_HZ
 from pvtool.machine.uart import COM1_BASE
 
@@ -48,7 +48,8 @@ VECTORS = {  # vector: (segment, offset)
 }
 # The user vectors 0x60-0x66 and 0x79 are left null, as the PC BIOS always did.
 NULL_VECTORS = (*range(0x60, 0x67), 0x79)
-HD0_PARAMETERS_VECTOR = 0x41  # points at the first disk's parameter table, if any
+# Vectors 0x41 and 0x46 point at the first and second hard disk's parameter tables.
+PARAMETER_VECTORS = (0x41, 0x46)
 
 # The BIOS data area: (offset from 0x400, struct format, value), a field a line.
 BDA_FIELDS = (
@@ -82,7 +83,8 @@ BDA_HARD_DISKS = 0x75
 SECONDS_PER_DAY = 86400
 PIT_TICKS_PER_BIOS_TICK = 65536  # IRQ 0 at the PIT's slowest rate: 18.2 Hz
 
-# The fixed disk parameter table (IBM AT BIOS) SeaBIOS writes for disk 0 in the EBDA.
+# The fixed disk parameter tables (IBM AT BIOS) SeaBIOS writes in the EBDA for the
+# first two hard disks, one after the other.
 FDPT_OFFSET = 0x3D
 FDPT = struct.Struct("<HBHHBB3xHBx")  # cyls, heads, 0, precomp, 0, control, landing, spt
 NO_PRECOMPENSATION = 0xFFFF
@@ -90,13 +92,13 @@ FDPT_CONTROL = 0xC0  # retries disabled
 FDPT_MANY_HEADS = 0x08  # more than 8 heads
 
 
-def ivt(has_disk: bool) -> bytes:
+def ivt(hard_disks: int) -> bytes:
     """The 256 far pointers, offset first."""
     vectors = [VECTORS.get(v, DEFAULT_VECTOR) for v in range(IVT_ENTRIES)]
     for v in NULL_VECTORS:
         vectors[v] = (0, 0)
-    if has_disk:
-        vectors[HD0_PARAMETERS_VECTOR] = (EBDA_BASE >> 4, FDPT_OFFSET)
+    for disk, vector in enumerate(PARAMETER_VECTORS[:hard_disks]):
+        vectors[vector] = (EBDA_BASE >> 4, FDPT_OFFSET + disk * FDPT.size)
     return b"".join(struct.pack("<HH", offset, segment) for segment, offset in vectors)
 
 
@@ -111,12 +113,13 @@ def bios_data_area(hard_disks: int, seconds_since_midnight: int) -> bytes:
     return bytes(data)
 
 
-def extended_bios_data_area(disk_sectors: int | None) -> bytes:
-    """The EBDA's first byte is its size in KiB; the first disk's parameters follow."""
+def extended_bios_data_area(disk_sectors: list[int]) -> bytes:
+    """The EBDA's first byte is its size in KiB; the parameters of the first two hard
+    disks (DISK_SECTORS: each hard disk's size, in -drive index order) follow."""
     data = bytearray(EBDA_SIZE_KIB * 1024)
     data[0] = EBDA_SIZE_KIB
-    if disk_sectors is not None:
-        FDPT.pack_into(data, FDPT_OFFSET, *_fdpt_fields(disk_sectors))
+    for disk, sectors in enumerate(disk_sectors[:len(PARAMETER_VECTORS)]):
+        FDPT.pack_into(data, FDPT_OFFSET + disk * FDPT.size, *_fdpt_fields(sectors))
     return bytes(data)
 
 
