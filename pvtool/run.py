@@ -99,7 +99,6 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
         machine = Machine(ram_size=options.ram_size, output=output,
                           input_data=options.input_data, disks=disks, keys=keys)
         domain = _boot(machine, image, mode, options)
-        # Every supervisor delivers through one Delivery (machine/delivery.py).
         machine.supervisor.delivery.trace = options.trace_interrupts
         result = _run_loop(machine, mode, options)
     finally:
