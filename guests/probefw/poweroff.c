@@ -10,6 +10,9 @@
 #define BYTE_PREFIX 0x0A
 #define SLP_TYP_SHIFT 10
 #define SLP_EN (1 << 13)
+#define PM_TIMER_HZ 3579545
+#define PM_TIMER_MASK 0xFFFFFF
+#define SETTLE_SECONDS 2
 
 // SLP_TYPa of \_S5: Name(_S5_, Package(){a, b, ...}); -1 if the DSDT has none.
 static int
@@ -27,6 +30,20 @@ s5_sleep_type(const uchar *dsdt)
   return -1;
 }
 
+// QEMU powers off from its main loop, a moment after the write: wait on the PM timer
+// (24 bits) before saying the request failed, so that moment prints nothing.
+static void
+settle(ushort pm_timer)
+{
+  uint before = inl(pm_timer) & PM_TIMER_MASK, waited = 0;
+
+  while (waited < SETTLE_SECONDS * PM_TIMER_HZ) {
+    uint now = inl(pm_timer) & PM_TIMER_MASK;
+    waited += (now - before) & PM_TIMER_MASK;
+    before = now;
+  }
+}
+
 void
 poweroff(const uchar *fadt)
 {
@@ -35,6 +52,7 @@ poweroff(const uchar *fadt)
   cprintf("probefw: powering off through ACPI, S5 sleep type %d\n", type);
   if (type >= 0)
     outw(rd32(fadt + 64), type << SLP_TYP_SHIFT | SLP_EN);
+  settle(rd32(fadt + 76));
   cprintf("probefw: still running after the S5 request\n");
   debug_exit(1);
 }

@@ -156,6 +156,20 @@ class ElfImage:
                 best = sym
         return best
 
+    def code_symbol(self, addr: int) -> Symbol | None:
+        """The symbol covering ADDR, or else the last label before it in the same
+        executable section (an assembly label has no size): what names a crash site."""
+        covering = self.symbol_at(addr)
+        if covering is not None:
+            return covering
+        section = next((s for s in self.sections
+                        if s.executable and s.addr <= addr < s.addr + s.size), None)
+        if section is None:
+            return None
+        labels = [s for s in self.symbols if s.kind in ("func", "notype")
+                  and section.addr <= s.value <= addr]
+        return max(labels, key=lambda s: s.value, default=None)
+
     @cached_property
     def _address_symbols(self) -> tuple[Symbol, ...]:
         kinds = {"func": 2, "object": 1, "notype": 0}

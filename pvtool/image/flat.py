@@ -46,6 +46,10 @@ class FlatImage:
         start = self.load.file_offset
         return [(self.load.load_addr, self.data[start:start + self.load.size])]
 
+    def code_symbol(self, addr: int) -> None:
+        """None: a flat binary has no symbols to name a crash site by."""
+        return None
+
     def file_offset(self, addr: int) -> int | None:
         """Where ADDR's byte lives in the file, or None (not loaded from the file)."""
         if not self.load.holds(addr):

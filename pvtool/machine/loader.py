@@ -67,6 +67,7 @@ from pvtool.machine.cpu import (
 from pvtool.machine.firmware.bios_data import EBDA_BASE, EBDA_SIZE_KIB
 from pvtool.machine.firmware.layout import HIGH_ZONE_SIZE, high_zone
 from pvtool.machine.firmware.post import power_on
+from pvtool.machine.fw_cfg import KernelFacts
 from pvtool.machine.pc import Machine
 from pvtool.x86.descriptors import (
     ACCESSED,
@@ -154,6 +155,7 @@ def load_multiboot(machine: Machine, image: KernelImage, *, cmdline: bytes = b""
     info = _boot_information(machine, _info_layout(image_start, image_end), full_cmdline,
                              modules, contents)
     _write_memory(machine, info, chunks, contents)
+    machine.fw_cfg.load_kernel(_kernel_facts(image_start, entry, chunks, info, contents))
     halts = halt_addresses(image)
     machine.watch_halts(_moved(image, halts, chunks[0]) if header.aout_kludge else halts)
     _enter_protected_mode(machine, entry, info.info_addr)
@@ -207,6 +209,21 @@ def _write_memory(machine: Machine, info: MultibootInfo, chunks: list[Chunk],
     _write_clipped(machine, *extras)
     for module, data in zip(info.modules, contents, strict=True):
         machine.memory.write_phys(module.start, data)
+
+
+def _kernel_facts(image_start: int, entry: int, chunks: list[Chunk], info: MultibootInfo,
+                  contents: list[bytes]) -> KernelFacts:
+    """What QEMU's Multiboot loader hands its option ROM through fw_cfg: one buffer
+    from the image's lowest address, holding the image, the information's extras and
+    the modules where they are loaded, up to the end of the last one's page."""
+    extras_addr, extras = info.pieces()[-1]
+    pieces = [(chunk.paddr, chunk.data + bytes(chunk.zeros)) for chunk in chunks]
+    pieces.append((extras_addr, extras))
+    pieces += [(module.start, data) for module, data in zip(info.modules, contents, strict=True)]
+    image = bytearray(page_up(max(addr + len(data) for addr, data in pieces) - image_start))
+    for addr, data in pieces:
+        image[addr - image_start:addr - image_start + len(data)] = data
+    return KernelFacts(image_start, entry, bytes(image), info.info_addr, info.structure)
 
 
 def elf_chunks(image: ElfImage) -> tuple[list[Chunk], int]:

@@ -47,8 +47,10 @@ from pvtool.machine.clock import DeviceClock, TimedDevice, VirtualClock
 from pvtool.machine.cmos import RTC_HZ, Cmos
 from pvtool.machine.cpu import EAX, EBX, ECX, EDX, Cpu
 from pvtool.machine.debugexit import DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DebugExit
+from pvtool.machine.delivery import Delivery
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
+from pvtool.machine.fw_cfg import FwCfg
 from pvtool.machine.hpet import HPET_BASE, HPET_HZ, HPET_SIZE, Hpet
 from pvtool.machine.interruption import Interruption, from_intr_hook, invalid_opcode
 from pvtool.machine.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
@@ -83,6 +85,8 @@ UC_MODES = {32: UC_MODE_32, 64: UC_MODE_64}
 class Supervisor(Protocol):
     """Who handles what the CPU raises: the bare machine's own IDT delivery
     (machine/native.py) or a hypervisor. Attached once, before the first slice."""
+
+    delivery: Delivery  # how it delivers: one mechanism, this mode's rules (traceable)
 
     def on_interruption(self, event: Interruption) -> None:
         """An interrupt or exception the CPU raised (a fault already acknowledged)."""
@@ -173,13 +177,16 @@ class Machine:
         self._install_chipset()
 
     def _install_chipset(self) -> None:
-        """PCI configuration space, and the PIIX4's ACPI PM block and SMI command port."""
+        """PCI configuration space, the PIIX4's ACPI PM block and SMI command port, and
+        QEMU's firmware configuration device."""
         self.pci = PciHost(default_functions(self.ram_size))
         self.ports.register(self.pci.address_port, CONFIG_ADDRESS_PORT, 1)
         self.ports.register(self.pci, CONFIG_DATA_PORT, CONFIG_DATA_PORTS)
         self.acpi_pm = AcpiPm(lambda: self.clock.ticks(PM_TIMER_HZ), self._on_power_off)
         self.ports.register(self.acpi_pm, PM_BASE, PM_BLOCK_PORTS, width=PM_REGISTER_WIDTH)
         self.ports.register(self.acpi_pm.smi_command, SMI_COMMAND_PORT, 1, width=1)
+        self.fw_cfg = FwCfg(self.ram_size)
+        self.fw_cfg.register(self.ports, self.memory)
 
     def _install_console(self, keys: Iterable[int]) -> None:
         """The screen and the keyboard: the VGA in text mode, the 8042 with a PS/2

@@ -150,10 +150,8 @@ def rsdp(rsdt_address: int) -> bytes:
     return with_checksum(raw, RSDP_CHECKSUM)
 
 
-def write_acpi(memory: GuestMemory, ram_size: int, fseg: FSegment) -> int:
-    """The tables into the high zone, the RSDP into the F segment; returns the RSDP's
-    address."""
-    base = high_zone(ram_size)  # 64-byte aligned, as the FACS must be
+def tables_block(base: int) -> tuple[bytes, int]:
+    """QEMU's block of tables as it lies at BASE, and the RSDT's address."""
     block = bytearray(facs())
     dsdt_address = base + len(block)
     block += dsdt()
@@ -163,7 +161,15 @@ def write_acpi(memory: GuestMemory, ram_size: int, fseg: FSegment) -> int:
         block += build()
     rsdt_address = base + len(block)
     block += rsdt(listed)
-    memory.write_phys(base, bytes(block))
+    return bytes(block), rsdt_address
+
+
+def write_acpi(memory: GuestMemory, ram_size: int, fseg: FSegment) -> int:
+    """The tables into the high zone, the RSDP into the F segment; returns the RSDP's
+    address."""
+    base = high_zone(ram_size)  # 64-byte aligned, as the FACS must be
+    block, rsdt_address = tables_block(base)
+    memory.write_phys(base, block)
     address = fseg.allocate(RSDP.size)
     memory.write_phys(address, rsdp(rsdt_address))
     return address
