@@ -13,7 +13,6 @@ NMI could still come (only an I/O APIC entry in NMI mode could send one later).
 
 from pathlib import Path
 
-from pvtool.image.elf import ElfImage
 from pvtool.machine.cpu import CR2, GDTR, IDTR, Cpu
 from pvtool.machine.cpuid import cpuid as qemu32_cpuid
 from pvtool.machine.delivery import (
@@ -29,7 +28,7 @@ from pvtool.machine.delivery import (
 )
 from pvtool.machine.interruption import Interruption, external
 from pvtool.machine.irq import IrqRouter
-from pvtool.machine.loader import load_multiboot
+from pvtool.machine.loader import KernelImage, load_multiboot
 from pvtool.machine.memory import GuestMemory
 from pvtool.machine.pc import Machine
 from pvtool.machine.stop import Stop, StopKind
@@ -146,7 +145,7 @@ class BareMetal:
         return True
 
 
-def boot_bare_pc(machine: Machine, image: ElfImage, *, cmdline: bytes,
+def boot_bare_pc(machine: Machine, image: KernelImage, *, cmdline: bytes,
                  modules: tuple[Path, ...]) -> None:
     """Start IMAGE on MACHINE as `qemu-system-i386 -kernel` starts it: SeaBIOS's screen,
     the Multiboot loader's memory and CPU state, QEMU's CPUID and open bus, and the
