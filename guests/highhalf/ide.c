@@ -46,12 +46,16 @@ idewait(int checkerr)
 }
 
 // Is there a disk 1? A channel answers a status of 0 for a drive it does not have.
+// xv6 first waits for whichever device the firmware left selected: on QEMU that is
+// device 1, whose status reads 0 for ever if there is no disk 1, so select device 0.
 int
 ideinit(void)
 {
   int i;
 
+  cprintf("ide: the firmware left the device register at 0x%x\n", inb(IDE_DEVICE));
   ioapicenable(IRQ_IDE, 0);
+  outb(IDE_DEVICE, DEV_LBA);
   idewait(0);
   outb(IDE_DEVICE, DEV_LBA | DEV_SLAVE);
   for (i = 0; i < PROBES; i++)
