@@ -228,11 +228,17 @@ class QemuSession:
             self.qemu.communicate()
 
     def _connect(self) -> socket.socket:
-        while not self.socket_path.exists():
+        """QEMU binds the socket (the file appears) a moment before it listens: until
+        then a connection is refused, so try again."""
+        while True:
             self._check_time("the monitor socket")
-            time.sleep(0.05)
-        monitor = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        monitor.connect(str(self.socket_path))
+            monitor = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                monitor.connect(str(self.socket_path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                monitor.close()
+                time.sleep(0.05)
         self._read_monitor(monitor)  # the banner and the first prompt
         return monitor
 

@@ -80,17 +80,19 @@ cgaputc(int c)
   setcursor(pos);
 }
 
+// The screen first: once a line's newline is on COM1, the line is on the screen too
+// (a test may read the screen as soon as it sees the line).
 void
 consputc(int c)
 {
+  if (!screenfrozen)
+    cgaputc(c);
   if (c == BACKSPACE) {
     uartputc('\b');
     uartputc(' ');
     uartputc('\b');
   } else
     uartputc(c);
-  if (!screenfrozen)
-    cgaputc(c);
 }
 
 // From now on COM1 alone prints: the screen stays as a person last read it.
