@@ -162,7 +162,7 @@ mpconfig(struct mp **pmp)
 }
 
 static void
-mpintr(struct mpintr *e)
+printintr(struct mpintr *e)
 {
   cprintf("mp: %s %s bus %d irq %d -> ", e->type == MPIOINTR ? "I/O" : "local",
           intrtypes[e->intrtype & 3], e->srcbus, e->srcirq);
@@ -199,7 +199,7 @@ mpentry(uchar *p, int *ncpu)
     return sizeof(struct mpioapic);
   case MPIOINTR:
   case MPLINTR:
-    mpintr((struct mpintr *)p);
+    printintr((struct mpintr *)p);
     return sizeof(struct mpintr);
   }
   return 0;
