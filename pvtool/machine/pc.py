@@ -47,8 +47,21 @@ from pvtool.machine.clock import DeviceClock, TimedDevice, VirtualClock
 from pvtool.machine.cmos import RTC_HZ, Cmos
 from pvtool.machine.cpu import EAX, EBX, ECX, EDX, Cpu
 from pvtool.machine.debugexit import DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DebugExit
+from pvtool.machine.delay_port import DELAY_PORT, DelayPort
 from pvtool.machine.disk import DiskImage
+from pvtool.machine.dma import (
+    CASCADE_UNMASKED,
+    DMA1_BASE,
+    DMA1_PAGE_BASE,
+    DMA1_SHIFT,
+    DMA2_BASE,
+    DMA2_PAGE_BASE,
+    DMA2_SHIFT,
+    Dma8237,
+)
+from pvtool.machine.elcr import register_elcr
 from pvtool.machine.exits import Exit
+from pvtool.machine.fdc import FDC_IRQ, FloppyController
 from pvtool.machine.fw_cfg import FwCfg
 from pvtool.machine.hpet import HPET_BASE, HPET_HZ, HPET_SIZE, Hpet
 from pvtool.machine.interruption import Interruption, from_intr_hook, invalid_opcode
@@ -58,6 +71,7 @@ from pvtool.machine.kbc import KBC_IRQ, Kbc8042
 from pvtool.machine.lapic import APIC_BASE, APIC_BUS_HZ, APIC_SIZE, LocalApic
 from pvtool.machine.memory import GuestMemory, UnassignedMemory
 from pvtool.machine.mmio import MmioBus
+from pvtool.machine.parallel import ParallelPort
 from pvtool.machine.pci import CONFIG_ADDRESS_PORT, CONFIG_DATA_PORT, CONFIG_DATA_PORTS, PciHost
 from pvtool.machine.pci_devices import PM_BASE, default_functions
 from pvtool.machine.pic import Pic8259Pair
@@ -172,6 +186,7 @@ class Machine:
         self.ports.register(ResetControl(self.reset), RESET_CONTROL, 1, width=1)
         self.add_timer(self.lapic, APIC_BUS_HZ)
         self._install_chipset()
+        self._install_isa()
 
     def _install_chipset(self) -> None:
         """PCI configuration space, the PIIX4's ACPI PM block and SMI command port, and
@@ -184,6 +199,20 @@ class Machine:
         self.ports.register(self.acpi_pm.smi_command, SMI_COMMAND_PORT, 1, width=1)
         self.fw_cfg = FwCfg(self.ram_size)
         self.fw_cfg.register(self.ports, self.memory)
+
+    def _install_isa(self) -> None:
+        """The ISA devices a kernel finds by probing ports: the DMA controllers and
+        their page registers, the delay port, the floppy controller with no drive,
+        LPT1 and the ELCR (guests/portscan measures them on QEMU)."""
+        self.dma = [Dma8237(DMA1_SHIFT), Dma8237(DMA2_SHIFT, mask=CASCADE_UNMASKED)]
+        self.dma[0].register(self.ports, DMA1_BASE, DMA1_PAGE_BASE)
+        self.dma[1].register(self.ports, DMA2_BASE, DMA2_PAGE_BASE)
+        self.ports.register(DelayPort(), DELAY_PORT, 1)
+        self.fdc = FloppyController(lambda level: self.irqs.set_line(FDC_IRQ, level))
+        self.fdc.register(self.ports)
+        self.lpt = ParallelPort()
+        self.lpt.register(self.ports)
+        self.elcr = register_elcr(self.ports)
 
     def _install_console(self, keys: Iterable[int]) -> None:
         """The screen and the keyboard: the VGA in text mode, the 8042 with a PS/2
