@@ -18,6 +18,7 @@
 #define AUX_DISABLE 0xA7
 #define AUX_ENABLE 0xA8
 #define AUX_TEST 0xA9
+#define WRITE_AUX_BUFFER 0xD3
 #define TO_AUX 0xD4
 #define CMD_AUX_IRQ 0x02
 #define AUX_IRQ 12
@@ -67,6 +68,23 @@ mouse(const char *name, uchar cmd)
   cprintf("irq12 %d\n", irq_requested(AUX_IRQ));
 }
 
+// Linux's psmouse knocks with three sample rates to find a wheel mouse.
+static void
+knock(uchar a, uchar b, uchar c)
+{
+  uchar rates[3] = {a, b, c};
+  int i;
+
+  cprintf("mouse knock %d %d %d:", a, b, c);
+  for (i = 0; i < 3; i++) {
+    send(STATUS, TO_AUX);
+    send(DATA, 0xF3);
+    send(STATUS, TO_AUX);
+    send(DATA, rates[i]);
+  }
+  drain();
+}
+
 void
 aux_probe(void)
 {
@@ -86,10 +104,31 @@ aux_probe(void)
   mouse("get id", 0xF2);
   mouse("reset", 0xFF);
   mouse("status request", 0xE9);
-  mouse("set sample rate", 0xF3);
-  mouse("rate 200", 200);
+  knock(200, 100, 80);
   mouse("get id", 0xF2);
+  mouse("set resolution", 0xE8);
+  mouse("resolution 3", 3);
+  mouse("scaling 2:1", 0xE7);
+  mouse("enable", 0xF4);
+  mouse("remote", 0xF0);
+  mouse("status request", 0xE9);
+  mouse("read data", 0xEB);
+  mouse("wrap", 0xEE);
+  mouse("echo 0x5a", 0x5A);
+  mouse("reset wrap", 0xEC);
+  mouse("set defaults", 0xF6);
+  mouse("status request", 0xE9);
   mouse("unknown", 0x01);
+  controller("aux disable", AUX_DISABLE);
+  mouse("get id while disabled", 0xF2);
+  controller("read command byte", READ_CMDBYTE);
+  controller("aux disable", AUX_DISABLE);
+  cprintf("8042 write aux buffer while disabled:");
+  send(STATUS, WRITE_AUX_BUFFER);
+  send(DATA, 0x77);
+  drain();
+  controller("aux enable", AUX_ENABLE);
+  mouse("reset", 0xFF);
   controller("aux disable", AUX_DISABLE);
   send(STATUS, WRITE_CMDBYTE);
   send(DATA, cmdbyte);

@@ -29,6 +29,7 @@ from pvtool.machine.acpi_pm import (
     PM_REGISTER_WIDTH,
     PM_TIMER_HZ,
     SMI_COMMAND_PORT,
+    SMI_PORTS,
     AcpiPm,
 )
 from pvtool.machine.ata import (
@@ -67,16 +68,22 @@ from pvtool.machine.hpet import HPET_BASE, HPET_HZ, HPET_SIZE, Hpet
 from pvtool.machine.interruption import Interruption, from_intr_hook, invalid_opcode
 from pvtool.machine.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
 from pvtool.machine.irq import IrqRouter
-from pvtool.machine.kbc import KBC_IRQ, Kbc8042
+from pvtool.machine.kbc import KBC_IRQ, MOUSE_IRQ, Kbc8042
 from pvtool.machine.lapic import APIC_BASE, APIC_BUS_HZ, APIC_SIZE, LocalApic
 from pvtool.machine.memory import GuestMemory, UnassignedMemory
 from pvtool.machine.mmio import MmioBus
 from pvtool.machine.parallel import ParallelPort
-from pvtool.machine.pci import CONFIG_ADDRESS_PORT, CONFIG_DATA_PORT, CONFIG_DATA_PORTS, PciHost
+from pvtool.machine.pci import (
+    CONFIG_ADDRESS_HIGH_PORT,
+    CONFIG_ADDRESS_PORT,
+    CONFIG_DATA_PORT,
+    CONFIG_DATA_PORTS,
+    PciHost,
+)
 from pvtool.machine.pci_devices import PM_BASE, default_functions
 from pvtool.machine.pic import Pic8259Pair
 from pvtool.machine.pit import PIT_HZ, Pit8254
-from pvtool.machine.ports import PortBus
+from pvtool.machine.ports import PortBus, Wide
 from pvtool.machine.ps2kbd import KEY_CLOCK_HZ, Ps2Keyboard
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.machine.system_ports import PORT_A, PORT_B, RESET_CONTROL, PortA, PortB, ResetControl
@@ -182,7 +189,7 @@ class Machine:
         self.add_timer(self.cmos, RTC_HZ)
         self.ports.register(self.cmos, CMOS_PORT, 2, width=1)
         self.ports.register(PortB(self.pit), PORT_B, 1, width=1)
-        self.ports.register(PortA(self.reset), PORT_A, 1, width=1)
+        self.ports.register(PortA(self.reset), PORT_A, 1, width=1, wide=Wide.SAME_REGISTER)
         self.ports.register(ResetControl(self.reset), RESET_CONTROL, 1, width=1)
         self.add_timer(self.lapic, APIC_BUS_HZ)
         self._install_chipset()
@@ -193,10 +200,11 @@ class Machine:
         QEMU's firmware configuration device."""
         self.pci = PciHost(default_functions(self.ram_size))
         self.ports.register(self.pci.address_port, CONFIG_ADDRESS_PORT, 1)
+        self.ports.register(self.pci.address_port, CONFIG_ADDRESS_HIGH_PORT, 2)
         self.ports.register(self.pci, CONFIG_DATA_PORT, CONFIG_DATA_PORTS)
         self.acpi_pm = AcpiPm(lambda: self.clock.ticks(PM_TIMER_HZ), self._on_power_off)
         self.ports.register(self.acpi_pm, PM_BASE, PM_BLOCK_PORTS, width=PM_REGISTER_WIDTH)
-        self.ports.register(self.acpi_pm.smi_command, SMI_COMMAND_PORT, 1, width=1)
+        self.ports.register(self.acpi_pm.smi_command, SMI_COMMAND_PORT, SMI_PORTS, width=1)
         self.fw_cfg = FwCfg(self.ram_size)
         self.fw_cfg.register(self.ports, self.memory)
 
@@ -216,12 +224,14 @@ class Machine:
 
     def _install_console(self, keys: Iterable[int]) -> None:
         """The screen and the keyboard: the VGA in text mode, the 8042 with a PS/2
-        keyboard on IRQ 1 that types KEYS (scan codes) as virtual time passes."""
+        keyboard on IRQ 1 that types KEYS (scan codes) as virtual time passes, and a
+        PS/2 mouse on IRQ 12."""
         self.vga = VgaText()
         self.vga.register(self.ports)
         self.keyboard = Ps2Keyboard(keys)
         self.kbc = Kbc8042(self.keyboard, lambda level: self.irqs.set_line(KBC_IRQ, level),
-                           self.reset)
+                           self.reset,
+                           set_mouse_irq=lambda level: self.irqs.set_line(MOUSE_IRQ, level))
         self.kbc.register(self.ports)
         self.add_timer(self.keyboard, KEY_CLOCK_HZ)
 
@@ -236,7 +246,8 @@ class Machine:
         master, slave = drives[first:first + DRIVES_PER_CHANNEL]
         channel = AtaDisk(master, lambda: self.irqs.pulse(wiring.irq), slave, first)
         self.ports.register(channel.command_block, wiring.command_base, COMMAND_PORTS)
-        self.ports.register(channel.control_block, wiring.control_base, CONTROL_PORTS)
+        self.ports.register(channel.control_block, wiring.control_base, CONTROL_PORTS, width=1,
+                            wide=Wide.PORTIO)
         return channel
 
     def _rtc_irq(self, level: bool) -> None:
