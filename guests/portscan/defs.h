@@ -6,8 +6,11 @@
 #ifndef PORTSCAN_DEFS_H
 #define PORTSCAN_DEFS_H
 
-// scan.c
-void scan(void);
+// scan.c: ALL adds the ranges where pvtool is known to depart from QEMU.
+void scan(int all);
+
+// vbe.c
+void vbe_probe(void);
 
 // fdc.c
 void fdc_probe(void);

@@ -15,7 +15,9 @@ Departures: the count moves between the run loop's slices, not within one (virtu
 time advances by slices, as every timer's does); no SCI is ever raised (the timer,
 power button and GPE events only set status bits), so the enable register is
 storage; S3 (sleep type 1) is ignored, where QEMU suspends until a wake event; the
-GPE0 block (0xAFE0) is not modelled and reads as unassigned ports.
+GPE0 block (0xAFE0) and QEMU's PCI and CPU hotplug registers (0xAE00, 0xAF00) are not
+modelled and read as unassigned ports (QEMU's read 0, guests/portscan with "all"
+shows them); the gap at +6 in the PM block reads 0 where QEMU's reads 0xFF.
 """
 
 from collections.abc import Callable

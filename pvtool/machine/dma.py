@@ -60,9 +60,10 @@ class Dma8237:
                        width=1)
         ports.register(_Registers(self, self.read_command, self.write_command), base + size,
                        size, width=1)
+        pages = _Pages(self)
         for first, count in PAGE_PORTS:
-            ports.register(_Pages(self, first), page_base + first, count, width=1,
-                           wide=Wide.PORTIO)
+            ports.register(pages, page_base + first, count, width=1, wide=Wide.PORTIO,
+                           first=first)
 
     def _toggle(self) -> int:
         """The flip-flop says which byte the next access takes: low, then high."""
@@ -122,14 +123,13 @@ class _Registers:
 
 
 class _Pages:
-    """One run of page registers, FIRST ports above the page block's base."""
+    """The page registers; an offset is the port's above the page block's base."""
 
-    def __init__(self, dma: Dma8237, first: int):
+    def __init__(self, dma: Dma8237):
         self.dma = dma
-        self.first = first
 
     def read(self, offset: int, size: int) -> int:
-        return self.dma.pages[PAGE_CHANNEL[self.first + offset]]
+        return self.dma.pages[PAGE_CHANNEL[offset]]
 
     def write(self, offset: int, size: int, value: int) -> None:
-        self.dma.pages[PAGE_CHANNEL[self.first + offset]] = value
+        self.dma.pages[PAGE_CHANNEL[offset]] = value

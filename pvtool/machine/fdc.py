@@ -62,10 +62,10 @@ class FloppyController:
 
     def register(self, ports: PortBus) -> None:
         for first, count in PORTS:
-            ports.register(_Ports(self, first), FDC_BASE + first, count, width=1,
-                           wide=Wide.PORTIO)
+            ports.register(self, FDC_BASE + first, count, width=1, wide=Wide.PORTIO,
+                           first=first)
 
-    def read(self, port: int) -> int:
+    def read(self, port: int, size: int) -> int:
         if port == MSR:
             self.dor |= DOR_NRESET
             return self.status()
@@ -73,7 +73,7 @@ class FloppyController:
             return self._read_result()
         return {SRB: self.srb, DOR: self.dor, TDR: self.tdr, DIR: DIR_DISK_CHANGED}[port]
 
-    def write(self, port: int, value: int) -> None:
+    def write(self, port: int, size: int, value: int) -> None:
         if port == DOR:
             self._write_dor(value)
         elif not self.dor & DOR_NRESET:
@@ -178,17 +178,3 @@ COMMANDS = {
     0x14: (0, FloppyController._lock),  # unlock
     0x94: (0, FloppyController._lock),
 }
-
-
-class _Ports:
-    """One run of the controller's ports, FIRST ports above 0x3F0."""
-
-    def __init__(self, controller: FloppyController, first: int):
-        self.controller = controller
-        self.first = first
-
-    def read(self, offset: int, size: int) -> int:
-        return self.controller.read(self.first + offset)
-
-    def write(self, offset: int, size: int, value: int) -> None:
-        self.controller.write(self.first + offset, value)

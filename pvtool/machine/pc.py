@@ -88,6 +88,7 @@ from pvtool.machine.ps2kbd import KEY_CLOCK_HZ, Ps2Keyboard
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.machine.system_ports import PORT_A, PORT_B, RESET_CONTROL, PortA, PortB, ResetControl
 from pvtool.machine.uart import COM1_BASE, COM1_PORTS, Uart16550
+from pvtool.machine.vbe import BochsVbe
 from pvtool.machine.vga_text import TEXT_BUFFER, VgaText, firmware_screen
 from pvtool.x86.paging import page_up
 
@@ -228,6 +229,7 @@ class Machine:
         PS/2 mouse on IRQ 12."""
         self.vga = VgaText()
         self.vga.register(self.ports)
+        BochsVbe().register(self.ports)
         self.keyboard = Ps2Keyboard(keys)
         self.kbc = Kbc8042(self.keyboard, lambda level: self.irqs.set_line(KBC_IRQ, level),
                            self.reset,
@@ -245,7 +247,11 @@ class Machine:
         """One IDE channel with DRIVES[FIRST] as master and the next as slave."""
         master, slave = drives[first:first + DRIVES_PER_CHANNEL]
         channel = AtaDisk(master, lambda: self.irqs.pulse(wiring.irq), slave, first)
-        self.ports.register(channel.command_block, wiring.command_base, COMMAND_PORTS)
+        # QEMU decodes the data port at 16 and 32 bits, the other registers as a
+        # byte-wide portio list (hw/ide/ioport.c).
+        self.ports.register(channel.command_block, wiring.command_base, 1)
+        self.ports.register(channel.command_block, wiring.command_base + 1, COMMAND_PORTS - 1,
+                            width=1, wide=Wide.PORTIO, first=1)
         self.ports.register(channel.control_block, wiring.control_base, CONTROL_PORTS, width=1,
                             wide=Wide.PORTIO)
         return channel

@@ -34,7 +34,7 @@ PORTIO_SPLITS = 2  # the widest access QEMU's portio_read splits into bytes
 class _Entry(NamedTuple):
     device: PortDevice
     offset: int
-    count: int  # ports in the device's range
+    end: int  # the offset just past the range
     width: int
     wide: Wide
 
@@ -52,13 +52,16 @@ class PortBus:
         self.unassigned_accesses = 0
 
     def register(self, device: PortDevice, base: int, count: int, *, width: int = 4,
-                 wide: Wide = Wide.NEXT_PORTS) -> None:
-        """WIDTH: the widest access the device's registers take whole."""
+                 wide: Wide = Wide.NEXT_PORTS, first: int = 0) -> None:
+        """WIDTH: the widest access the device's registers take whole. FIRST: the
+        offset the device sees at BASE (a device whose ports have a gap registers
+        each run at its own offsets)."""
         taken = [port for port in range(base, base + count) if port in self._ports]
         if taken:  # refuse the whole range: no half-registered device
             raise ValueError(f"port {taken[0]:#x} is already taken")
-        for offset in range(count):
-            self._ports[base + offset] = _Entry(device, offset, count, width, wide)
+        for index in range(count):
+            self._ports[base + index] = _Entry(device, first + index, first + count, width,
+                                               wide)
 
     def read(self, port: int, size: int) -> int:
         entry = self._ports.get(port)
@@ -91,7 +94,7 @@ class PortBus:
             return self.read(port + skip, entry.width)
         if entry.wide is Wide.SAME_REGISTER:
             return entry.device.read(entry.offset, entry.width) & all_ones(entry.width)
-        if entry.offset + skip >= entry.count:
+        if entry.offset + skip >= entry.end:
             return all_ones(entry.width)
         return entry.device.read(entry.offset + skip, entry.width) & all_ones(entry.width)
 
@@ -101,7 +104,7 @@ class PortBus:
             self.write(port + skip, entry.width, part)
         elif entry.wide is Wide.SAME_REGISTER:
             entry.device.write(entry.offset, entry.width, part)
-        elif entry.offset + skip < entry.count:
+        elif entry.offset + skip < entry.end:
             entry.device.write(entry.offset + skip, entry.width, part)
 
 
