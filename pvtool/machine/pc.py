@@ -49,6 +49,7 @@ from pvtool.machine.cmos import RTC_HZ, Cmos
 from pvtool.machine.cpu import EAX, EBX, ECX, EDX, Cpu
 from pvtool.machine.debugexit import DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DebugExit
 from pvtool.machine.delay_port import DELAY_PORT, DelayPort
+from pvtool.machine.delivery import Delivery
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.dma import (
     CASCADE_UNMASKED,
@@ -106,6 +107,8 @@ UC_MODES = {32: UC_MODE_32, 64: UC_MODE_64}
 class Supervisor(Protocol):
     """Who handles what the CPU raises: the bare machine's own IDT delivery
     (machine/native.py) or a hypervisor. Attached once, before the first slice."""
+
+    delivery: Delivery  # how it delivers: one mechanism, this mode's rules (traceable)
 
     def on_interruption(self, event: Interruption) -> None:
         """An interrupt or exception the CPU raised (a fault already acknowledged)."""
