@@ -95,7 +95,7 @@ aux_probe(void)
   controller("aux test", AUX_TEST);
   controller("aux enable", AUX_ENABLE);
   send(STATUS, READ_CMDBYTE);
-  for (cmdbyte = 0; !(inb(STATUS) & ST_OBF); )
+  while (!(inb(STATUS) & ST_OBF))
     ;
   cmdbyte = inb(DATA);
   send(STATUS, WRITE_CMDBYTE);
