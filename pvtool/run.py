@@ -11,14 +11,14 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
-from pvtool.image.elf import ElfImage, Symbol, load_elf, require_32bit
+from pvtool.image.elf import load_elf, require_32bit
+from pvtool.image.flat import load_flat
 from pvtool.machine.cpu import EIP
-from pvtool.machine.cpuid import cpuid as qemu32_cpuid
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
 from pvtool.machine.keys import key_events
-from pvtool.machine.loader import load_multiboot
-from pvtool.machine.native import BareMetal
+from pvtool.machine.loader import KernelImage
+from pvtool.machine.native import boot_bare_pc
 from pvtool.machine.pc import DEFAULT_RAM, Machine
 from pvtool.machine.screen import TextScreen, read_screen
 from pvtool.machine.stop import Stop, StopKind, registers_at_stop
@@ -90,7 +90,7 @@ def choose_mode(requested: Mode) -> Mode:
 
 def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) -> RunResult:
     """Boot the image at PATH in the chosen mode and run it until it stops."""
-    image = require_32bit(load_elf(path))
+    image = _load_image(path, options.mode)
     mode = choose_mode(options.mode)
     keys = key_events(options.keys)
     disks: list[DiskImage | None] = []
@@ -101,7 +101,6 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
         machine = Machine(ram_size=options.ram_size, output=output,
                           input_data=options.input_data, disks=disks, keys=keys)
         domain = _boot(machine, image, mode, options)
-        # Every supervisor delivers through one Delivery (machine/delivery.py).
         machine.supervisor.delivery.trace = options.trace_interrupts
         result = _run_loop(machine, mode, options)
     finally:
@@ -118,7 +117,14 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
     return result
 
 
-def _boot(machine: Machine, image: ElfImage, mode: Mode, options: RunOptions):
+def _load_image(path: Path, requested: Mode) -> KernelImage:
+    """The kernel at PATH: an ELF, or for the Multiboot boots (native, trap) also a
+    flat binary that QEMU's -kernel boots."""
+    flat = load_flat(path) if requested in (Mode.NATIVE, Mode.TRAP) else None
+    return flat or require_32bit(load_elf(path))
+
+
+def _boot(machine: Machine, image: KernelImage, mode: Mode, options: RunOptions):
     """Load the guest for MODE; the PV domain, the trap-mode guest, or None for a
     native boot."""
     if mode is Mode.TRAP:
@@ -127,11 +133,7 @@ def _boot(machine: Machine, image: ElfImage, mode: Mode, options: RunOptions):
         return boot_trap_domain(machine, image, cmdline=options.cmdline,
                                 modules=options.modules, trace=options.trace)
     if mode is Mode.NATIVE:
-        machine.show_firmware_screen()
-        load_multiboot(machine, image, cmdline=options.cmdline, modules=options.modules)
-        machine.present_cpuid(qemu32_cpuid)
-        machine.mmio.open_bus()
-        machine.attach(BareMetal(machine))
+        boot_bare_pc(machine, image, cmdline=options.cmdline, modules=options.modules)
         return None
     from pvtool.hv.boot import boot_pv_domain
 
@@ -167,28 +169,13 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
                      registers=registers_at_stop(machine.cpu))
 
 
-def _locate(stop: Stop, image: ElfImage) -> Stop:
+def _locate(stop: Stop, image: KernelImage) -> Stop:
     """STOP with the symbol its eip is in, for a stop the guest did not choose."""
-    symbol = None if stop.guest_chose else _code_symbol(image, stop.eip)
+    symbol = None if stop.guest_chose else image.code_symbol(stop.eip)
     if symbol is None:
         return stop
     offset = stop.eip - symbol.value
     return replace(stop, symbol=f"{symbol.name}+{offset:#x}" if offset else symbol.name)
-
-
-def _code_symbol(image: ElfImage, address: int) -> Symbol | None:
-    """The symbol covering ADDRESS, or else the last label before it in the same
-    executable section (an assembly label has no size)."""
-    covering = image.symbol_at(address)
-    if covering is not None:
-        return covering
-    section = next((s for s in image.sections
-                    if s.executable and s.addr <= address < s.addr + s.size), None)
-    if section is None:
-        return None
-    labels = [s for s in image.symbols if s.kind in ("func", "notype")
-              and section.addr <= s.value <= address]
-    return max(labels, key=lambda s: s.value, default=None)
 
 
 def _slice_length(machine: Machine, budget: int | None, executed: int) -> int:

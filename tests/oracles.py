@@ -197,18 +197,24 @@ class QemuSession:
     """A guest on QEMU driven through its human monitor (a Unix socket), for guests
     that wait for keys or whose screen must be read before they leave: wait for a
     line on COM1, read guest memory (`pmemsave`), type keys (`sendkey`), then collect
-    how the run ended as run_qemu does."""
+    how the run ended as run_qemu does. DISKS and INPUT_DATA are run_qemu's `disks`
+    and `input_data` (COM1 receives the input at once)."""
 
-    def __init__(self, elf: Path, workdir: Path, *, timeout: float = 60):
+    def __init__(self, elf: Path, workdir: Path, *, timeout: float = 60,
+                 disks: Sequence[Path] = (), input_data: bytes | None = None):
         self.socket_path = workdir / "monitor.sock"
         self.socket_path.unlink(missing_ok=True)  # a socket left by an earlier run
         self.workdir = workdir
         self.timeout = timeout
         self.output = bytearray()
-        command = [require_tool(QEMU), "-kernel", str(elf), *QEMU_ARGS,
+        command = [*qemu_command(require_tool(QEMU), elf, disks),
                    "-monitor", f"unix:{self.socket_path},server,nowait"]
-        self.qemu = subprocess.Popen(command, stdin=subprocess.DEVNULL,
+        stdin = subprocess.DEVNULL if input_data is None else subprocess.PIPE
+        self.qemu = subprocess.Popen(command, stdin=stdin,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if input_data is not None:
+            self.qemu.stdin.write(input_data)  # finish() closes the pipe
+            self.qemu.stdin.flush()
         self.deadline = time.monotonic() + timeout
         self.monitor = self._connect()
 
@@ -222,11 +228,17 @@ class QemuSession:
             self.qemu.communicate()
 
     def _connect(self) -> socket.socket:
-        while not self.socket_path.exists():
+        """QEMU binds the socket (the file appears) a moment before it listens: until
+        then a connection is refused, so try again."""
+        while True:
             self._check_time("the monitor socket")
-            time.sleep(0.05)
-        monitor = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        monitor.connect(str(self.socket_path))
+            monitor = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                monitor.connect(str(self.socket_path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                monitor.close()
+                time.sleep(0.05)
         self._read_monitor(monitor)  # the banner and the first prompt
         return monitor
 

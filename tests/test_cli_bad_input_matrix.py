@@ -35,7 +35,7 @@ IMAGE_COMMANDS = ["patch", "run --native", "run (PV)", "run --trap", "bench"]
 STATUS = {
     "missing": 66, "directory": 66, "empty": 65, "not an ELF": 65, "truncated ELF": 65,
     "ELF64": 69, "x86-64 kernel": 69, "wrong machine": 69, "no Multiboot header": 69,
-    "no Xen notes": 69, "already patched": 69,
+    "no Xen notes": 69, "already patched": 69, "flat Multiboot binary": 69,
 }
 CELLS = (
     [(command, kind) for command in COMMANDS
@@ -45,6 +45,7 @@ CELLS = (
                     "wrong machine")]
     + [("run --native", "no Multiboot header"), ("run --trap", "no Multiboot header"),
        ("run (PV)", "no Xen notes"), ("patch", "already patched")]
+    + [(command, "flat Multiboot binary") for command in ("patch", "run (PV)", "bench")]
     + [("diffstat", "not an ELF")]
 )
 
@@ -65,6 +66,11 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     (where / "arm.elf").write_bytes(bytes(arm))
     shutil.copy(guest_path("xenhello"), where / "xenhello.elf")
     shutil.copy(guest_path("hello"), where / "hello.elf")
+    # No ELF header: a Multiboot header whose a.out kludge (flag 16) loads the whole
+    # file at 1 MiB and enters after the header, then cli; hlt.
+    flat = struct.pack("<8I", 0x1BADB002, 0x10000, (-0x1BADB002 - 0x10000) & 0xFFFFFFFF,
+                       0x100000, 0x100000, 0, 0, 0x100020) + b"\xfa\xf4"
+    (where / "flat.bin").write_bytes(flat)
     return {
         "missing": where / "nothing-here.elf",
         "directory": where / "a-directory",
@@ -77,6 +83,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
         "no Multiboot header": where / "xenhello.elf",  # written for Xen: no Multiboot
         "no Xen notes": where / "hello.elf",
         "already patched": where / "xenhello.elf",
+        "flat Multiboot binary": where / "flat.bin",
     }
 
 

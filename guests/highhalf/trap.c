@@ -1,5 +1,5 @@
-// highhalf's interrupt handler: the APIC timer, the disk, the serial port, the
-// APIC's own spurious and error vectors; anything else ends the run.
+// highhalf's interrupt handler: the APIC timer, the keyboard, the disk, the serial
+// port, the APIC's own spurious and error vectors; anything else ends the run.
 
 #include "types.h"
 #include "traps.h"
@@ -17,6 +17,10 @@ trap(struct trapframe *tf)
   switch (tf->trapno) {
   case T_IRQ0:
     ticks++;
+    lapiceoi();
+    return;
+  case T_IRQ0 + IRQ_KBD:
+    kbdintr();
     lapiceoi();
     return;
   case T_IRQ0 + IRQ_IDE:

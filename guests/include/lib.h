@@ -49,7 +49,9 @@ void checkexit(const char *guest) __attribute__((noreturn));
 void uartinit(void);
 void uartputc(int c);
 
-// printf.c: %d, %u, %x, %s, %c and %% only; no widths.
+// printf.c: %d, %u, %x, %s, %c and %% only; no widths. Each character goes to
+// consputc: COM1's uartputc, unless the guest defines a consputc of its own.
+void consputc(int c);
 void cprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // exit.c: QEMU exits with status (code << 1) | 1; without the device, halt forever.

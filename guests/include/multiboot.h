@@ -12,6 +12,7 @@
 
 // Bits of multiboot_info.flags: which of its fields the loader filled in.
 #define MULTIBOOT_INFO_MEMORY (1 << 0)  // mem_lower and mem_upper
+#define MULTIBOOT_INFO_CMDLINE (1 << 2)  // cmdline
 
 #ifndef __ASSEMBLER__
 #include "types.h"
@@ -22,6 +23,8 @@ struct multiboot_info {
   uint flags;
   uint mem_lower;  // KiB of memory from 0
   uint mem_upper;  // KiB of memory from 1 MiB
+  uint boot_device;
+  char *cmdline;  // a C string
 };
 #endif
 

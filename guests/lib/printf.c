@@ -5,6 +5,14 @@
 #include "types.h"
 #include "lib.h"
 
+// Where cprintf's characters go: COM1, unless the guest links a console of its own
+// (a strong consputc, as highhalf's console.c, which writes the CGA screen too).
+__attribute__((weak)) void
+consputc(int c)
+{
+  uartputc(c);
+}
+
 static void
 printint(uint x, uint base, int sign)
 {
@@ -22,7 +30,7 @@ printint(uint x, uint base, int sign)
   if (neg)
     buf[i++] = '-';
   while (--i >= 0)
-    uartputc(buf[i]);
+    consputc(buf[i]);
 }
 
 static void
@@ -31,7 +39,7 @@ printstr(const char *s)
   if (s == 0)
     s = "(null)";
   for (; *s; s++)
-    uartputc(*s);
+    consputc(*s);
 }
 
 void
@@ -42,7 +50,7 @@ cprintf(const char *fmt, ...)
   va_start(ap, fmt);
   for (; *fmt; fmt++) {
     if (*fmt != '%') {
-      uartputc(*fmt);
+      consputc(*fmt);
       continue;
     }
     switch (*++fmt) {
@@ -59,17 +67,17 @@ cprintf(const char *fmt, ...)
       printstr(va_arg(ap, const char *));
       break;
     case 'c':
-      uartputc(va_arg(ap, int));
+      consputc(va_arg(ap, int));
       break;
     case '%':
-      uartputc('%');
+      consputc('%');
       break;
     case '\0':  // a lone '%' at the end
       va_end(ap);
       return;
     default:    // unknown: print it as written, so the mistake shows
-      uartputc('%');
-      uartputc(*fmt);
+      consputc('%');
+      consputc(*fmt);
       break;
     }
   }

@@ -44,8 +44,7 @@ from pvtool.hv.domain import Domain
 from pvtool.hv.errors import DomainCrash
 from pvtool.hv.trapemulate import TrapEmulator
 from pvtool.hv.traps import take_page_fault
-from pvtool.image.elf import ElfImage
-from pvtool.machine.cpu import EIP
+from pvtool.machine.cpu import EFLAGS, EIP, ESP
 from pvtool.machine.delivery import (
     Delivery,
     DeliveryFault,
@@ -58,7 +57,7 @@ from pvtool.machine.delivery import (
 from pvtool.machine.exits import Exit
 from pvtool.machine.interruption import Interruption, external
 from pvtool.machine.irq import IrqRouter
-from pvtool.machine.loader import load_multiboot
+from pvtool.machine.loader import KernelImage, load_multiboot
 from pvtool.machine.pc import Machine
 from pvtool.x86 import paging
 from pvtool.x86.catalogue import CATALOGUE, classify
@@ -67,7 +66,6 @@ from pvtool.x86.paging import PAGE_SIZE
 from pvtool.x86.registers import (
     EFLAGS_IF,
     EFLAGS_IOPL,
-    EFLAGS_RESERVED,
 )
 from pvtool.x86.vectors import Vector
 
@@ -97,7 +95,7 @@ class SensitiveUse:
 class TrapMode:
     """The running trap-and-emulate guest: its domain, emulator and interrupt path."""
 
-    def __init__(self, machine: Machine, image: ElfImage,
+    def __init__(self, machine: Machine, image: KernelImage,
                  trace: Callable[[str], None] | None):
         self.machine = machine
         self.domain = Domain(machine, base_mfn=IDENTITY_L2 // PAGE_SIZE,
@@ -110,7 +108,7 @@ class TrapMode:
         return self.watch.report()
 
 
-def boot_trap_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
+def boot_trap_domain(machine: Machine, image: KernelImage, *, cmdline: bytes = b"",
                      modules=(), trace: Callable[[str], None] | None = None) -> TrapMode:
     """Load IMAGE as a Multiboot loader would, then start it in ring 1 under the
     hypervisor, with the registers Multiboot promises (EAX magic, EBX info)."""
@@ -151,10 +149,12 @@ def _write_identity_map(machine: Machine, nr_l1: int) -> None:
 
 
 def _enter_ring1(machine: Machine) -> None:
-    """The kernel's Multiboot entry, in ring 1 on the identity map. Multiboot leaves
-    ESP undefined, as the native loader does: the kernel sets its own stack."""
-    enter_ring1(machine, entry=machine.cpu.read(EIP), cr3=IDENTITY_L2, cr4=0, esp=0,
-                eflags=EFLAGS_RESERVED)
+    """The kernel's Multiboot entry, in ring 1 on the identity map, with the stack
+    and flags the loader left as QEMU's does (a kernel may push before it sets its own
+    stack)."""
+    cpu = machine.cpu
+    enter_ring1(machine, entry=cpu.read(EIP), cr3=IDENTITY_L2, cr4=0, esp=cpu.read(ESP),
+                eflags=cpu.read(EFLAGS))
 
 
 class KernelIdt(HypervisedKernel):
@@ -272,7 +272,7 @@ class SensitiveWatch:
     """Code hooks on the image's sensitive instructions that do not fault, counting
     each execution (by a linear sweep of its executable segments, as the hlt watch)."""
 
-    def __init__(self, machine: Machine, image: ElfImage, emulator: TrapEmulator):
+    def __init__(self, machine: Machine, image: KernelImage, emulator: TrapEmulator):
         self.emulator = emulator
         self.sites: dict[int, tuple[str, str]] = {}
         self.counts: Counter[int] = Counter()

@@ -22,6 +22,7 @@ from elftools.elf.elffile import ELFFile
 from pvtool.errors import ImageError, InputMissingError, UnsupportedImageError
 from pvtool.image import elf_format
 from pvtool.image.elf_format import ELF32, Ehdr, ElfClass, machine_name
+from pvtool.image.multiboot import header_in
 
 MAX_IMAGE_SIZE = 256 << 20  # far beyond any guest kernel; guards against reading a disk
 MAX_MEMORY_IMAGE = 1 << 30  # total PT_LOAD memsz; more is a corrupt header, not a kernel
@@ -155,6 +156,20 @@ class ElfImage:
                 best = sym
         return best
 
+    def code_symbol(self, addr: int) -> Symbol | None:
+        """The symbol covering ADDR, or else the last label before it in the same
+        executable section (an assembly label has no size): what names a crash site."""
+        covering = self.symbol_at(addr)
+        if covering is not None:
+            return covering
+        section = next((s for s in self.sections
+                        if s.executable and s.addr <= addr < s.addr + s.size), None)
+        if section is None:
+            return None
+        labels = [s for s in self.symbols if s.kind in ("func", "notype")
+                  and section.addr <= s.value <= addr]
+        return max(labels, key=lambda s: s.value, default=None)
+
     @cached_property
     def _address_symbols(self) -> tuple[Symbol, ...]:
         kinds = {"func": 2, "object": 1, "notype": 0}
@@ -184,7 +199,7 @@ class ElfImage:
 def load_elf(path: Path) -> ElfImage:
     """Read and check an x86 ELF executable, 32- or 64-bit."""
     path = Path(path)
-    data = _read(path)
+    data = read_image(path)
     elf_class, header = _check_ident(path, data)
     try:
         return _parse(path, data, elf_class, header)
@@ -207,7 +222,8 @@ def _not_32bit(path: Path, what: str) -> UnsupportedImageError:
         f"{path}: 64-bit ELF ({what}); only 32-bit x86 images are supported")
 
 
-def _read(path: Path) -> bytes:
+def read_image(path: Path) -> bytes:
+    """The bytes of the image file at PATH, or one line saying why they cannot be had."""
     try:
         with path.open("rb") as f:
             data = f.read(MAX_IMAGE_SIZE + 1)
@@ -251,7 +267,7 @@ def _check_class(path: Path, data: bytes) -> ElfClass:
     if not data:
         raise ImageError(f"{path}: empty file, not an ELF image")
     if not data.startswith(elf_format.ELF_MAGIC):
-        raise ImageError(f"{path}: not an ELF file (no \\x7fELF magic)")
+        raise _not_elf(path, data)
     if len(data) <= elf_format.EI_DATA:
         raise ImageError(f"{path}: truncated ELF header ({len(data)} bytes)")
     ident, encoding = data[elf_format.EI_CLASS], data[elf_format.EI_DATA]
@@ -267,6 +283,21 @@ def _check_class(path: Path, data: bytes) -> ElfClass:
             f"{path}: big-endian or invalid data encoding ({encoding}); "
             "only 32-bit x86 images are supported")
     return elf_class
+
+
+def _not_elf(path: Path, data: bytes) -> ImageError:
+    """The refusal of a file without the ELF magic. A flat binary that QEMU's -kernel
+    boots (a Multiboot header with the a.out kludge, image/flat.py) is well formed, but
+    only the Multiboot boots take it."""
+    try:
+        header = header_in(path, data)
+    except ImageError:  # a damaged header: the file is not what this command takes
+        header = None
+    if header is not None and header.aout_kludge:
+        return UnsupportedImageError(
+            f"{path}: a flat Multiboot binary, not an ELF file; only run --native and "
+            "run --trap boot one, this command needs an ELF kernel")
+    return ImageError(f"{path}: not an ELF file (no \\x7fELF magic)")
 
 
 def _check_tables(path: Path, data: bytes, elf_class: ElfClass, h: Ehdr) -> None:

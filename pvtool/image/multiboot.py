@@ -8,9 +8,10 @@ Section numbers below are the specification's: 3.1 "OS image format" (the header
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 from pvtool.errors import ImageError
-from pvtool.image.elf import ElfImage
 
 # 3.1.1: the header is 32-bit aligned and lies entirely within the first 8192 bytes.
 HEADER_MAGIC = 0x1BADB002
@@ -63,6 +64,13 @@ INFO_FIELDS = {  # name: offset; every field is a u32
 MMAP_ENTRY = struct.Struct("<IQQI")  # size, base_addr, length, type
 MMAP_ENTRY_SIZE_FIELD = MMAP_ENTRY.size - 4  # 'size' counts the bytes after itself
 MODULE_ENTRY = struct.Struct("<4I")  # mod_start, mod_end, string, reserved
+
+
+class KernelFile(Protocol):
+    """What the header is read from: an ELF image or a flat binary."""
+
+    path: Path
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -141,12 +149,16 @@ class MultibootInfo:
                 (layout.extras_addr, self.extras)]
 
 
-def find_header(image: ElfImage) -> MultibootHeader | None:
-    """The first valid Multiboot header in the file, or None if there is none.
+def find_header(image: KernelFile) -> MultibootHeader | None:
+    """The first valid Multiboot header in IMAGE's file, or None if there is none."""
+    return header_in(image.path, image.data)
+
+
+def header_in(path: Path, data: bytes) -> MultibootHeader | None:
+    """The first valid Multiboot header in DATA (the file at PATH), or None.
 
     A magic word whose checksum does not match is skipped, as GRUB skips it; if no
     valid header follows, the image is corrupt rather than merely not Multiboot."""
-    data = image.data
     bad_offset = None
     last = min(len(data), HEADER_SEARCH_LIMIT) - _HEAD.size
     for offset in range(0, last + 1, HEADER_ALIGN):
@@ -154,16 +166,17 @@ def find_header(image: ElfImage) -> MultibootHeader | None:
         if magic != HEADER_MAGIC:
             continue
         if (magic + flags + checksum) & 0xFFFFFFFF == 0:
-            return _header_at(image, offset, flags, checksum)
+            return _header_at(path, data, offset, flags, checksum)
         if bad_offset is None:
             bad_offset = offset
     if bad_offset is not None:
-        raise ImageError(f"{image.path}: Multiboot header at file offset {bad_offset:#x} "
+        raise ImageError(f"{path}: Multiboot header at file offset {bad_offset:#x} "
                          "has a bad checksum (magic + flags + checksum must be 0 mod 2^32)")
     return None
 
 
-def _header_at(image: ElfImage, offset: int, flags: int, checksum: int) -> MultibootHeader:
+def _header_at(path: Path, data: bytes, offset: int, flags: int,
+               checksum: int) -> MultibootHeader:
     fields: dict[str, int] = {}
     optional = [(HEADER_AOUT_KLUDGE, _ADDRESSES, 12,
                  ("header_addr", "load_addr", "load_end_addr", "bss_end_addr", "entry_addr")),
@@ -172,11 +185,60 @@ def _header_at(image: ElfImage, offset: int, flags: int, checksum: int) -> Multi
         if not flags & flag:
             continue
         end = offset + at + layout.size
-        if end > min(len(image.data), HEADER_SEARCH_LIMIT):
-            raise ImageError(f"{image.path}: Multiboot header at file offset {offset:#x} "
+        if end > min(len(data), HEADER_SEARCH_LIMIT):
+            raise ImageError(f"{path}: Multiboot header at file offset {offset:#x} "
                              "is cut short: it must lie within the first 8192 bytes")
-        fields.update(zip(names, layout.unpack_from(image.data, offset + at), strict=True))
+        fields.update(zip(names, layout.unpack_from(data, offset + at), strict=True))
     return MultibootHeader(offset=offset, flags=flags, checksum=checksum, **fields)
+
+
+@dataclass(frozen=True)
+class KludgeLoad:
+    """Where the a.out kludge's address fields (3.1.3) put a kernel: SIZE bytes of the
+    file from FILE_OFFSET at LOAD_ADDR, then BSS_SIZE zero bytes; entered at ENTRY."""
+
+    load_addr: int
+    file_offset: int
+    size: int
+    bss_size: int
+    entry: int
+
+    def holds(self, addr: int) -> bool:
+        """Whether ADDR is one of the bytes loaded from the file."""
+        return self.load_addr <= addr < self.load_addr + self.size
+
+
+def aout_kludge_load(path: Path, data: bytes, header: MultibootHeader) -> KludgeLoad:
+    """The load HEADER's address fields describe in DATA (the file at PATH). The text
+    starts header_addr - load_addr bytes before the header; load_end_addr 0 means the
+    rest of the file, bss_end_addr 0 no bss. The fields are checked as QEMU 7.2's
+    -kernel checks them, in its order (hw/i386/multiboot.c, load_multiboot), and
+    whatever it refuses is refused; it does not check the entry point."""
+    where = f"{path}: the Multiboot header at file offset {header.offset:#x} has"
+    load = header.load_addr
+    if header.header_addr < load:
+        raise ImageError(f"{where} header_addr {header.header_addr:#x} below "
+                         f"load_addr {load:#x}")
+    offset = header.offset - (header.header_addr - load)
+    if offset < 0:
+        raise ImageError(f"{where} header_addr {header.header_addr:#x}, which puts "
+                         f"load_addr {load:#x} before the start of the file")
+    size = len(data) - offset
+    if header.load_end_addr:
+        if header.load_end_addr < load:
+            raise ImageError(f"{where} load_end_addr {header.load_end_addr:#x} below "
+                             f"load_addr {load:#x}")
+        size = header.load_end_addr - load
+    bss = 0
+    if header.bss_end_addr:
+        if header.bss_end_addr < load + size:
+            raise ImageError(f"{where} bss_end_addr {header.bss_end_addr:#x} below "
+                             f"the end of the loaded text {load + size:#x}")
+        bss = header.bss_end_addr - load - size
+    if offset + size > len(data):
+        raise ImageError(f"{where} load_end_addr {header.load_end_addr:#x} past the end "
+                         f"of the file ({len(data)} bytes)")
+    return KludgeLoad(load, offset, size, bss, header.entry_addr)
 
 
 def extras_size(cmdline: bytes, module_strings: Sequence[bytes],

@@ -15,7 +15,9 @@ Departures: the count moves between the run loop's slices, not within one (virtu
 time advances by slices, as every timer's does); no SCI is ever raised (the timer,
 power button and GPE events only set status bits), so the enable register is
 storage; S3 (sleep type 1) is ignored, where QEMU suspends until a wake event; the
-GPE0 block (0xAFE0) is not modelled and reads as unassigned ports.
+GPE0 block (0xAFE0) and QEMU's PCI and CPU hotplug registers (0xAE00, 0xAF00) are not
+modelled and read as unassigned ports (QEMU's read 0, guests/portscan with "all"
+shows them); the gap at +6 in the PM block reads 0 where QEMU's reads 0xFF.
 """
 
 from collections.abc import Callable
@@ -31,7 +33,8 @@ STATUS_BITS = 0x8D31  # WAK, RTC, SLPBTN, PWRBTN, GBL, BM, TMR status (ACPI 4.8.
 SLP_EN, SLP_TYP_SHIFT, SLP_TYP_MASK = 0x2000, 10, 0x7
 POWER_OFF_SLEEP_TYPES = (0, 2)  # S5 and S4
 
-SMI_COMMAND_PORT = 0xB2
+SMI_COMMAND_PORT, SMI_PORTS = 0xB2, 2  # the APM control and status ports
+SMI_COMMAND_AT_ENTRY = 0xB5  # measured with guests/portscan: SeaBIOS's last write
 ACPI_ENABLE, ACPI_DISABLE = 0xF1, 0xF0  # the values the FADT tells the OS to write
 
 
@@ -101,16 +104,21 @@ class AcpiPm:
 
 class SmiCommand:
     """Port 0xB2: the APM control port that the FADT names SMI_CMD. QEMU's PIIX4
-    sets or clears SCI_EN itself when ACPI_ENABLE or ACPI_DISABLE is written."""
+    sets or clears SCI_EN itself when ACPI_ENABLE or ACPI_DISABLE is written. Port
+    0xB3, the APM status port, keeps the byte written (hw/isa/apm.c)."""
 
     def __init__(self, pm: AcpiPm):
         self.pm = pm
-        self.value = 0
+        self.value = SMI_COMMAND_AT_ENTRY
+        self.status = 0
 
     def read(self, offset: int, size: int) -> int:
-        return self.value
+        return self.status if offset else self.value
 
     def write(self, offset: int, size: int, value: int) -> None:
+        if offset:
+            self.status = value
+            return
         self.value = value
         if value in (ACPI_ENABLE, ACPI_DISABLE):
             self.pm.set_acpi_mode(value == ACPI_ENABLE)

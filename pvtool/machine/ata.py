@@ -41,7 +41,8 @@ guests/pcprobe measured it:
 Departures: the empty CD-ROM aborts the packet commands too (IDENTIFY PACKET DEVICE,
 PACKET), where QEMU answers them; the registers start in the devices' reset state, not
 as SeaBIOS's probing leaves them (an absent device 0 beside a slave reads DRDY|DSC
-where QEMU shows the abort SeaBIOS left); IDENTIFY's capability words are pvtool's own
+where QEMU shows the abort SeaBIOS left), but for the device it leaves selected
+(firmware/post.py); IDENTIFY's capability words are pvtool's own
 (QEMU's claim DMA), and QEMU's geometry guess from a partition table is not made (its
 guess from the size is); LBA28 only (a command with the LBA bit clear, i.e. CHS
 addressing, is aborted, as is any LBA48 command); no DMA, no READ/WRITE MULTIPLE; a
@@ -86,7 +87,9 @@ BSY, DRDY, DF, DSC, DRQ, ERR = 0x80, 0x40, 0x20, 0x10, 0x08, 0x01
 # Error register (each command's "Error outputs").
 UNC, IDNF, ABRT = 0x40, 0x10, 0x04
 DIAGNOSTIC_PASSED = 0x01  # the error register after a reset: device 0 passed
-# Device register: LBA addressing, device 1 selected, LBA bits 27:24.
+# Device register (command block offset 6): LBA addressing, device 1 selected, LBA
+# bits 27:24.
+DEVICE_REGISTER = 6
 DEVICE_LBA, DEVICE_DEV, DEVICE_LBA_HIGH = 0x40, 0x10, 0x0F
 DEVICE_OBSOLETE = 0xA0  # bits 7 and 5: always one
 # Device Control register.
@@ -168,6 +171,10 @@ class AtaDisk:
         self.interrupt_pending = False
         self._stop_transfer()
 
+    def select(self, device: int) -> None:
+        """Select DEVICE (0 or 1), as the host's write of the Device register does."""
+        self._write_command(DEVICE_REGISTER, 1, DEVICE_DEV if device else 0)
+
     # -- register blocks -----------------------------------------------------------
     @property
     def selected_file(self) -> TaskFile:
@@ -207,7 +214,7 @@ class AtaDisk:
         value &= 0xFF
         if offset == 7:
             self._command(value)
-        elif offset == 6 and not self._busy():
+        elif offset == DEVICE_REGISTER and not self._busy():
             self.device = value | DEVICE_OBSOLETE
         elif not self._busy():  # the host writes both devices' copies (QEMU)
             attribute = ("features", "sector_count", "lba_low", "lba_mid", "lba_high")[

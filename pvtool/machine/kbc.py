@@ -15,8 +15,15 @@ output port bit 0 (command 0xFE, or 0xF0-0xFF with bit 0 clear, or writing the o
 port with bit 0 clear) resets the machine: the run ends as QEMU -no-reboot ends. A
 command QEMU does not know (0xA1, say) is ignored, as QEMU ignores it.
 
-Departures: there is no mouse (0xA9 answers "interface ok" as QEMU's does, but bytes
-for the mouse, 0xD3 and 0xD4, are dropped and IRQ 12 never rises); the A20 bit of the
+The PS/2 mouse (ps2mouse.py) hangs off the auxiliary interface: command 0xD4 sends
+the next data byte to it (and enables the interface again, as QEMU does), 0xD3 puts a
+byte in the output buffer as if it had sent it, 0xA7 and 0xA8 disable and enable the
+interface. The output buffer shows the keyboard's queue first, then a 0xD3 byte, then
+the mouse's queue while the interface is enabled; a mouse byte sets
+status bit 5 and, with command byte bit 1 set, holds IRQ 12 high (QEMU's
+kbd_update_irq). The values were read from QEMU by guests/portscan.
+
+Departures: the A20 bit of the
 output port is kept and read back, but memory above 1 MiB never wraps (pvtool's RAM
 has no A20 gate); a reset ends the run at once, where QEMU first runs on to the end
 of the translation block that asked for it (up to the next jump: the loop a kernel
@@ -25,8 +32,9 @@ waits for its reset in never lets that show).
 
 from collections.abc import Callable
 
-from pvtool.machine.ports import PortBus
+from pvtool.machine.ports import PortBus, Wide
 from pvtool.machine.ps2kbd import Ps2Keyboard
+from pvtool.machine.ps2mouse import Ps2Mouse
 
 KBC_DATA_PORT, KBC_COMMAND_PORT = 0x60, 0x64
 KBC_IRQ = 1
@@ -36,7 +44,9 @@ STATUS_SELF_TEST = 0x04  # the system flag: the controller passed its self test
 STATUS_AT_ENTRY = 0x1C  # system flag, last write a command, keyboard not locked
 COMMAND_BYTE_AT_ENTRY = 0x61
 MODE_KBD_INT, MODE_KBD_DISABLED, MODE_TRANSLATE = 0x01, 0x10, 0x40
-MODE_MOUSE_DISABLED = 0x20
+MODE_MOUSE_DISABLED, MODE_MOUSE_INT = 0x20, 0x02
+STATUS_AUX = 0x20  # the byte in the output buffer is the mouse's
+MOUSE_IRQ = 12
 OUTPORT_AT_ENTRY = 0xCF
 OUTPORT_RESET, OUTPORT_A20 = 0x01, 0x02
 
@@ -49,10 +59,30 @@ DATA_COMMANDS = (WRITE_MODE, WRITE_OUTPUT_PORT, WRITE_OUTPUT_BUFFER, WRITE_MOUSE
                  WRITE_MOUSE)
 
 
+class _AuxReply:
+    """The byte command 0xD3 puts in the output buffer as if the mouse had sent it:
+    QEMU queues it as the controller's own (kbd_queue), so it shows even while the
+    mouse's interface is disabled."""
+
+    def __init__(self):
+        self.byte: int | None = None
+
+    def pending(self) -> bool:
+        return self.byte is not None
+
+    def read(self) -> int:
+        value, self.byte = self.byte, None
+        return value
+
+
 class Kbc8042:
     def __init__(self, keyboard: Ps2Keyboard, set_irq: Callable[[bool], None],
-                 reset: Callable[[str], None]):
+                 reset: Callable[[str], None], mouse: Ps2Mouse | None = None,
+                 set_mouse_irq: Callable[[bool], None] = lambda level: None):
         self.keyboard = keyboard
+        self.mouse = mouse or Ps2Mouse()
+        self.aux_reply = _AuxReply()
+        self.set_mouse_irq = set_mouse_irq
         self.keyboard.on_data = self._update_irq
         self.set_irq = set_irq
         self.reset = reset
@@ -63,12 +93,14 @@ class Kbc8042:
         self.keyboard.translate = bool(self.mode & MODE_TRANSLATE)
 
     def register(self, ports: PortBus) -> None:
-        ports.register(self, KBC_DATA_PORT, 1, width=1)
-        ports.register(_StatusCommandPort(self), KBC_COMMAND_PORT, 1, width=1)
+        # QEMU's i8042 ports are one-port regions: a wide access repeats the register.
+        ports.register(self, KBC_DATA_PORT, 1, width=1, wide=Wide.SAME_REGISTER)
+        ports.register(_StatusCommandPort(self), KBC_COMMAND_PORT, 1, width=1,
+                       wide=Wide.SAME_REGISTER)
 
     # -- port 0x60 ---------------------------------------------------------------------
     def read(self, offset: int, size: int) -> int:
-        value = self.keyboard.read()
+        value = (self._source() or self.keyboard).read()
         self._update_irq()
         return value
 
@@ -78,15 +110,34 @@ class Kbc8042:
 
     # -- port 0x64 ---------------------------------------------------------------------
     def read_status(self) -> int:
-        return self.status & ~STATUS_OBF | (STATUS_OBF if self.keyboard.pending() else 0)
+        source = self._source()
+        status = self.status & ~(STATUS_OBF | STATUS_AUX)
+        if source is not None:
+            status |= STATUS_OBF | (0 if source is self.keyboard else STATUS_AUX)
+        return status
+
+    def _source(self) -> Ps2Keyboard | Ps2Mouse | _AuxReply | None:
+        """Whose byte the output buffer holds: the keyboard's (with the controller's
+        replies), else a byte written as the mouse's (0xD3), else the mouse's own
+        while its interface is enabled."""
+        if self.keyboard.pending():
+            return self.keyboard
+        if self.aux_reply.pending():
+            return self.aux_reply
+        if self.mouse.pending() and not self.mode & MODE_MOUSE_DISABLED:
+            return self.mouse
+        return None
 
     def command(self, command: int) -> None:
         self._command(command)
         self._update_irq()
 
     def _update_irq(self) -> None:
-        self.set_irq(self.keyboard.pending() and bool(self.mode & MODE_KBD_INT)
+        source = self._source()
+        self.set_irq(source is self.keyboard and bool(self.mode & MODE_KBD_INT)
                      and not self.mode & MODE_KBD_DISABLED)
+        self.set_mouse_irq(source not in (None, self.keyboard)
+                           and bool(self.mode & MODE_MOUSE_INT))
 
     def _command(self, command: int) -> None:
         if command >= PULSE_COMMANDS:
@@ -138,6 +189,11 @@ class Kbc8042:
             self.keyboard.translate = bool(value & MODE_TRANSLATE)
         elif command == WRITE_OUTPUT_BUFFER:
             self.keyboard.queue(value)
+        elif command == WRITE_MOUSE:
+            self.mode &= ~MODE_MOUSE_DISABLED  # as for the keyboard, QEMU enables it
+            self.mouse.command(value)
+        elif command == WRITE_MOUSE_BUFFER:
+            self.aux_reply.byte = value
         elif command == WRITE_OUTPUT_PORT:
             self.outport = value
             if not value & OUTPORT_RESET:

@@ -25,9 +25,11 @@ from pathlib import Path
 
 from pvtool.errors import InputMissingError, UnsupportedImageError, UsageError
 from pvtool.image.elf import ElfImage
+from pvtool.image.flat import FlatImage
 from pvtool.image.multiboot import (
     BOOTLOADER_MAGIC,
     CR0_AT_ENTRY,
+    HEADER_SEARCH_LIMIT,
     MEMORY_AVAILABLE,
     MEMORY_RESERVED,
     PC_CONVENTIONAL_MEMORY_KIB,
@@ -35,6 +37,7 @@ from pvtool.image.multiboot import (
     Module,
     MultibootHeader,
     MultibootInfo,
+    aout_kludge_load,
     build_info,
     extras_size,
     find_header,
@@ -109,6 +112,13 @@ ENTRY_EDX_LOW = 0x0511  # EDX's upper half is mem_upper's
 ENTRY_EFLAGS = EFLAGS_RESERVED | 0x4  # PF set by the option ROM's last comparison
 
 
+# QEMU's -kernel looks for the header only where all 48 bytes of 3.1.1's fields fit in
+# the first 8 KiB (hw/i386/multiboot.c: i < 8192 - 48); a later one is not found.
+QEMU_HEADER_SCAN_END = HEADER_SEARCH_LIMIT - 48
+
+KernelImage = ElfImage | FlatImage  # what -kernel boots: an ELF, or a flat binary
+
+
 @dataclass(frozen=True)
 class BootState:
     entry: int
@@ -131,15 +141,11 @@ class Chunk:
         return self.paddr + len(self.data) + self.zeros
 
 
-def load_multiboot(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
+def load_multiboot(machine: Machine, image: KernelImage, *, cmdline: bytes = b"",
                    modules: tuple[Path, ...] = ()) -> BootState:
     """Load IMAGE (and MODULES after it) into MACHINE's RAM, write the firmware's data,
     and set the CPU up for the kernel's entry point as QEMU's `-kernel` does."""
-    header = find_header(image)
-    if header is None:
-        raise UnsupportedImageError(
-            f"{image.path}: no Multiboot header in the first 8 KiB; --native boots "
-            "Multiboot kernels")
+    header = _qemu_header(image)
     chunks, entry = aout_kludge_chunks(image, header) if header.aout_kludge \
         else elf_chunks(image)
     image_start, image_end = _check_placement(machine, image, chunks)
@@ -154,6 +160,21 @@ def load_multiboot(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
     machine.watch_halts(_moved(image, halts, chunks[0]) if header.aout_kludge else halts)
     _enter_protected_mode(machine, entry, info.info_addr)
     return BootState(entry, info.info_addr, image_end)
+
+
+def _qemu_header(image: KernelImage) -> MultibootHeader:
+    """The Multiboot header, where QEMU's -kernel finds it."""
+    header = find_header(image)
+    if header is None:
+        raise UnsupportedImageError(
+            f"{image.path}: no Multiboot header in the first 8 KiB; --native boots "
+            "Multiboot kernels")
+    if header.offset >= QEMU_HEADER_SCAN_END:
+        raise UnsupportedImageError(
+            f"{image.path}: the Multiboot header at file offset {header.offset:#x} lies "
+            f"past the first {QEMU_HEADER_SCAN_END} bytes, where QEMU's -kernel looks for "
+            "it (QEMU then takes the file for a Linux kernel, and never runs this one)")
+    return header
 
 
 def _boot_information(machine: Machine, layout: InfoLayout, cmdline: bytes,
@@ -220,24 +241,12 @@ def elf_chunks(image: ElfImage) -> tuple[list[Chunk], int]:
     return chunks, entry
 
 
-def aout_kludge_chunks(image: ElfImage, header: MultibootHeader) -> tuple[list[Chunk], int]:
+def aout_kludge_chunks(image: KernelImage, header: MultibootHeader) -> tuple[list[Chunk], int]:
     """The image as the header's address fields place it (Multiboot 3.1.3): QEMU
-    honours them whenever flag 16 is set, even in an ELF file. The text starts
-    header_addr - load_addr bytes before the header; load_end_addr 0 means the rest of
-    the file, bss_end_addr 0 no bss."""
-    offset = header.offset - (header.header_addr - header.load_addr)
-    if header.load_end_addr:
-        size = header.load_end_addr - header.load_addr
-    else:
-        size = len(image.data) - offset
-    if offset < 0 or size < 0 or offset + size > len(image.data):
-        raise UnsupportedImageError(
-            f"{image.path}: the Multiboot header's load addresses ({header.load_addr:#x}-"
-            f"{header.load_end_addr:#x}, header at {header.header_addr:#x}) lie outside "
-            "the file")
-    data = image.data[offset:offset + size]
-    zeros = max(0, header.bss_end_addr - header.load_addr - size)
-    return [Chunk(header.load_addr, offset, data, zeros)], header.entry_addr
+    honours them whenever flag 16 is set, even in an ELF file."""
+    load = aout_kludge_load(image.path, image.data, header)
+    data = image.data[load.file_offset:load.file_offset + load.size]
+    return [Chunk(load.load_addr, load.file_offset, data, load.bss_size)], load.entry
 
 
 def memory_map(ram_size: int) -> list[tuple[int, int, int]]:
@@ -265,7 +274,7 @@ def _info_layout(image_start: int, image_end: int) -> InfoLayout:
     return InfoLayout(info_addr=INFO_ADDR, mmap_addr=MMAP_ADDR, extras_addr=extras)
 
 
-def halt_addresses(image: ElfImage) -> list[int]:
+def halt_addresses(image: KernelImage) -> list[int]:
     """Where the image's executable segments hold a hlt, by a linear sweep."""
     found = []
     for base, code in image.executable_regions():
@@ -275,7 +284,7 @@ def halt_addresses(image: ElfImage) -> list[int]:
     return found
 
 
-def _moved(image: ElfImage, addresses: list[int], chunk: Chunk) -> list[int]:
+def _moved(image: KernelImage, addresses: list[int], chunk: Chunk) -> list[int]:
     """ADDRESSES (the ELF's) where the a.out kludge's CHUNK put their bytes."""
     moved = []
     for addr in addresses:
@@ -314,7 +323,7 @@ def _write_clipped(machine: Machine, addr: int, data: bytes) -> None:
         machine.memory.write_phys(addr, data[:machine.ram_size - addr])
 
 
-def _check_placement(machine: Machine, image: ElfImage,
+def _check_placement(machine: Machine, image: KernelImage,
                      chunks: list[Chunk]) -> tuple[int, int]:
     """The image's lowest address and its end, once every chunk is known to land in
     RAM. QEMU loads a kernel below 1 MiB too; the VGA window is not RAM there (a kernel

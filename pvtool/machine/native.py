@@ -11,7 +11,10 @@ instruction, as QEMU takes it. Departure: `hlt` with IF clear ends the run even 
 NMI could still come (only an I/O APIC entry in NMI mode could send one later).
 """
 
+from pathlib import Path
+
 from pvtool.machine.cpu import CR2, GDTR, IDTR, Cpu
+from pvtool.machine.cpuid import cpuid as qemu32_cpuid
 from pvtool.machine.delivery import (
     Delivery,
     DeliveryFault,
@@ -25,6 +28,7 @@ from pvtool.machine.delivery import (
 )
 from pvtool.machine.interruption import Interruption, external
 from pvtool.machine.irq import IrqRouter
+from pvtool.machine.loader import KernelImage, load_multiboot
 from pvtool.machine.memory import GuestMemory
 from pvtool.machine.pc import Machine
 from pvtool.machine.stop import Stop, StopKind
@@ -139,3 +143,15 @@ class BareMetal:
 
     def port_allowed(self, port: int) -> bool:
         return True
+
+
+def boot_bare_pc(machine: Machine, image: KernelImage, *, cmdline: bytes,
+                 modules: tuple[Path, ...]) -> None:
+    """Start IMAGE on MACHINE as `qemu-system-i386 -kernel` starts it: SeaBIOS's screen,
+    the Multiboot loader's memory and CPU state, QEMU's CPUID and open bus, and the
+    guest's own IDT taking every interruption."""
+    machine.show_firmware_screen()
+    load_multiboot(machine, image, cmdline=cmdline, modules=modules)
+    machine.present_cpuid(qemu32_cpuid)
+    machine.mmio.open_bus()
+    machine.attach(BareMetal(machine))

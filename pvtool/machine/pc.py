@@ -29,6 +29,7 @@ from pvtool.machine.acpi_pm import (
     PM_REGISTER_WIDTH,
     PM_TIMER_HZ,
     SMI_COMMAND_PORT,
+    SMI_PORTS,
     AcpiPm,
 )
 from pvtool.machine.ata import (
@@ -47,26 +48,48 @@ from pvtool.machine.clock import DeviceClock, TimedDevice, VirtualClock
 from pvtool.machine.cmos import RTC_HZ, Cmos
 from pvtool.machine.cpu import EAX, EBX, ECX, EDX, Cpu
 from pvtool.machine.debugexit import DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DebugExit
+from pvtool.machine.delay_port import DELAY_PORT, DelayPort
+from pvtool.machine.delivery import Delivery
 from pvtool.machine.disk import DiskImage
+from pvtool.machine.dma import (
+    CASCADE_UNMASKED,
+    DMA1_BASE,
+    DMA1_PAGE_BASE,
+    DMA1_SHIFT,
+    DMA2_BASE,
+    DMA2_PAGE_BASE,
+    DMA2_SHIFT,
+    Dma8237,
+)
+from pvtool.machine.elcr import register_elcr
 from pvtool.machine.exits import Exit
+from pvtool.machine.fdc import FDC_IRQ, FloppyController
 from pvtool.machine.fw_cfg import FwCfg
 from pvtool.machine.hpet import HPET_BASE, HPET_HZ, HPET_SIZE, Hpet
 from pvtool.machine.interruption import Interruption, from_intr_hook, invalid_opcode
 from pvtool.machine.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
 from pvtool.machine.irq import IrqRouter
-from pvtool.machine.kbc import KBC_IRQ, Kbc8042
+from pvtool.machine.kbc import KBC_IRQ, MOUSE_IRQ, Kbc8042
 from pvtool.machine.lapic import APIC_BASE, APIC_BUS_HZ, APIC_SIZE, LocalApic
 from pvtool.machine.memory import GuestMemory, UnassignedMemory
 from pvtool.machine.mmio import MmioBus
-from pvtool.machine.pci import CONFIG_ADDRESS_PORT, CONFIG_DATA_PORT, CONFIG_DATA_PORTS, PciHost
+from pvtool.machine.parallel import ParallelPort
+from pvtool.machine.pci import (
+    CONFIG_ADDRESS_HIGH_PORT,
+    CONFIG_ADDRESS_PORT,
+    CONFIG_DATA_PORT,
+    CONFIG_DATA_PORTS,
+    PciHost,
+)
 from pvtool.machine.pci_devices import PM_BASE, default_functions
 from pvtool.machine.pic import Pic8259Pair
 from pvtool.machine.pit import PIT_HZ, Pit8254
-from pvtool.machine.ports import PortBus
+from pvtool.machine.ports import PortBus, Wide
 from pvtool.machine.ps2kbd import KEY_CLOCK_HZ, Ps2Keyboard
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.machine.system_ports import PORT_A, PORT_B, RESET_CONTROL, PortA, PortB, ResetControl
 from pvtool.machine.uart import COM1_BASE, COM1_PORTS, Uart16550
+from pvtool.machine.vbe import BochsVbe
 from pvtool.machine.vga_text import TEXT_BUFFER, VgaText, firmware_screen
 from pvtool.x86.paging import page_up
 
@@ -84,6 +107,8 @@ UC_MODES = {32: UC_MODE_32, 64: UC_MODE_64}
 class Supervisor(Protocol):
     """Who handles what the CPU raises: the bare machine's own IDT delivery
     (machine/native.py) or a hypervisor. Attached once, before the first slice."""
+
+    delivery: Delivery  # how it delivers: one mechanism, this mode's rules (traceable)
 
     def on_interruption(self, event: Interruption) -> None:
         """An interrupt or exception the CPU raised (a fault already acknowledged)."""
@@ -168,31 +193,50 @@ class Machine:
         self.add_timer(self.cmos, RTC_HZ)
         self.ports.register(self.cmos, CMOS_PORT, 2, width=1)
         self.ports.register(PortB(self.pit), PORT_B, 1, width=1)
-        self.ports.register(PortA(self.reset), PORT_A, 1, width=1)
+        self.ports.register(PortA(self.reset), PORT_A, 1, width=1, wide=Wide.SAME_REGISTER)
         self.ports.register(ResetControl(self.reset), RESET_CONTROL, 1, width=1)
         self.add_timer(self.lapic, APIC_BUS_HZ)
         self._install_chipset()
+        self._install_isa()
 
     def _install_chipset(self) -> None:
         """PCI configuration space, the PIIX4's ACPI PM block and SMI command port, and
         QEMU's firmware configuration device."""
         self.pci = PciHost(default_functions(self.ram_size))
         self.ports.register(self.pci.address_port, CONFIG_ADDRESS_PORT, 1)
+        self.ports.register(self.pci.address_port, CONFIG_ADDRESS_HIGH_PORT, 2)
         self.ports.register(self.pci, CONFIG_DATA_PORT, CONFIG_DATA_PORTS)
         self.acpi_pm = AcpiPm(lambda: self.clock.ticks(PM_TIMER_HZ), self._on_power_off)
         self.ports.register(self.acpi_pm, PM_BASE, PM_BLOCK_PORTS, width=PM_REGISTER_WIDTH)
-        self.ports.register(self.acpi_pm.smi_command, SMI_COMMAND_PORT, 1, width=1)
+        self.ports.register(self.acpi_pm.smi_command, SMI_COMMAND_PORT, SMI_PORTS, width=1)
         self.fw_cfg = FwCfg(self.ram_size)
         self.fw_cfg.register(self.ports, self.memory)
 
+    def _install_isa(self) -> None:
+        """The ISA devices a kernel finds by probing ports: the DMA controllers and
+        their page registers, the delay port, the floppy controller with no drive,
+        LPT1 and the ELCR (guests/portscan measures them on QEMU)."""
+        self.dma = [Dma8237(DMA1_SHIFT), Dma8237(DMA2_SHIFT, mask=CASCADE_UNMASKED)]
+        self.dma[0].register(self.ports, DMA1_BASE, DMA1_PAGE_BASE)
+        self.dma[1].register(self.ports, DMA2_BASE, DMA2_PAGE_BASE)
+        self.ports.register(DelayPort(), DELAY_PORT, 1)
+        self.fdc = FloppyController(lambda level: self.irqs.set_line(FDC_IRQ, level))
+        self.fdc.register(self.ports)
+        self.lpt = ParallelPort()
+        self.lpt.register(self.ports)
+        self.elcr = register_elcr(self.ports)
+
     def _install_console(self, keys: Iterable[int]) -> None:
         """The screen and the keyboard: the VGA in text mode, the 8042 with a PS/2
-        keyboard on IRQ 1 that types KEYS (scan codes) as virtual time passes."""
+        keyboard on IRQ 1 that types KEYS (scan codes) as virtual time passes, and a
+        PS/2 mouse on IRQ 12."""
         self.vga = VgaText()
         self.vga.register(self.ports)
+        BochsVbe().register(self.ports)
         self.keyboard = Ps2Keyboard(keys)
         self.kbc = Kbc8042(self.keyboard, lambda level: self.irqs.set_line(KBC_IRQ, level),
-                           self.reset)
+                           self.reset,
+                           set_mouse_irq=lambda level: self.irqs.set_line(MOUSE_IRQ, level))
         self.kbc.register(self.ports)
         self.add_timer(self.keyboard, KEY_CLOCK_HZ)
 
@@ -206,8 +250,13 @@ class Machine:
         """One IDE channel with DRIVES[FIRST] as master and the next as slave."""
         master, slave = drives[first:first + DRIVES_PER_CHANNEL]
         channel = AtaDisk(master, lambda: self.irqs.pulse(wiring.irq), slave, first)
-        self.ports.register(channel.command_block, wiring.command_base, COMMAND_PORTS)
-        self.ports.register(channel.control_block, wiring.control_base, CONTROL_PORTS)
+        # QEMU decodes the data port at 16 and 32 bits, the other registers as a
+        # byte-wide portio list (hw/ide/ioport.c).
+        self.ports.register(channel.command_block, wiring.command_base, 1)
+        self.ports.register(channel.command_block, wiring.command_base + 1, COMMAND_PORTS - 1,
+                            width=1, wide=Wide.PORTIO, first=1)
+        self.ports.register(channel.control_block, wiring.control_base, CONTROL_PORTS, width=1,
+                            wide=Wide.PORTIO)
         return channel
 
     def _rtc_irq(self, level: bool) -> None:

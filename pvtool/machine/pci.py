@@ -16,6 +16,8 @@ device here decodes its BARs: the regions stay where SeaBIOS put them, unmapped)
 from dataclasses import dataclass, field
 
 CONFIG_ADDRESS_PORT, CONFIG_DATA_PORT, CONFIG_DATA_PORTS = 0xCF8, 0xCFC, 4
+CONFIG_ADDRESS_HIGH_PORT = 0xCFA  # the latch's upper ports, past the reset control's
+ADDRESS_AFTER_SEABIOS = 0x8000_005C  # the host bridge's PAM registers
 CONFIG_SPACE = 256
 ENABLE = 0x80000000
 ABSENT = 0xFFFFFFFF  # what a read of a function nobody answers floats to
@@ -127,12 +129,13 @@ def _put(space: bytearray, offset: int, width: int, value: int) -> None:
 
 class PciHost:
     """The host bridge's configuration mechanism: the address latch (port 0xCF8,
-    dword accesses only, as QEMU's i440FX decodes it) and the data window
-    (0xCFC-0xCFF)."""
+    written by dword accesses only, as QEMU's i440FX decodes it) and the data window
+    (0xCFC-0xCFF). The latch holds what SeaBIOS last selected (measured with
+    guests/portscan)."""
 
     def __init__(self, functions: list[PciFunction]):
         self.functions = {(f.slot, f.function): f for f in functions}
-        self.address = 0
+        self.address = ADDRESS_AFTER_SEABIOS
         self.address_port = _AddressPort(self)
 
     def _target(self, offset: int) -> tuple[PciFunction | None, int]:
@@ -157,15 +160,16 @@ class PciHost:
 
 
 class _AddressPort:
-    """Port 0xCF8: only a whole dword reaches the latch; narrower accesses belong to
-    other registers in the same ports (the reset control register at 0xCF9)."""
+    """Ports 0xCF8-0xCFB but 0xCF9 (the reset control register's): only a whole dword
+    at 0xCF8 writes the latch, but every read, at any of these ports and of any width,
+    reads the latch's low bytes, as QEMU's pci_host_config_read answers them all."""
 
     def __init__(self, host: PciHost):
         self.host = host
 
     def read(self, offset: int, size: int) -> int:
-        return self.host.address if size == 4 else (1 << (8 * size)) - 1
+        return self.host.address
 
     def write(self, offset: int, size: int, value: int) -> None:
-        if size == 4:
+        if size == 4 and offset == 0:
             self.host.address = value

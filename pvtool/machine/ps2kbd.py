@@ -4,8 +4,8 @@ It answers the commands a driver sends through port 0x60 as QEMU 7.2's keyboard
 (hw/input/ps2.c) answers them: acknowledge 0xFA, echo 0xEE, identify 0xFA 0xAB 0x41
 (0x83 untranslated), which scan code set 0xFA 0xFA 0x41 (set 2, translated), reset
 0xFA 0xAA, scanning on and off; a command it does not know gets 0xFE (resend). Its
-bytes wait in a queue of QUEUE_SIZE (beyond, they are lost); reading an empty queue
-gives the last byte again, as QEMU's does.
+bytes wait in the queue every PS/2 device has (ps2device.py: beyond QUEUE_SIZE they are
+lost, and reading an empty queue gives the last byte again, as QEMU's does).
 
 The typing: `--keys` text becomes scan codes (keys.py), and one key event (a key
 going down or up) reaches the queue every KEY_EVENT_MS of virtual time, the first
@@ -20,9 +20,10 @@ and the typematic rate are acknowledged and forgotten; there is no key repeat.
 from collections import deque
 from collections.abc import Callable, Iterable
 
+from pvtool.machine.ps2device import Ps2Device
+
 ACK, ECHO, RESEND, SELF_TEST_PASSED = 0xFA, 0xEE, 0xFE, 0xAA
 ID_FIRST, ID_TRANSLATED, ID_SET2 = 0xAB, 0x41, 0x83
-QUEUE_SIZE = 16
 KEY_CLOCK_HZ = 1000  # the typing's clock counts milliseconds
 KEY_EVENT_MS = 100  # QEMU's sendkey hold time
 # Commands followed by an argument byte (LEDs, typematic rate, scan code set).
@@ -32,30 +33,16 @@ TAKES_ARGUMENT = (0xED, 0xF3, SCAN_CODE_SET)
 SET2, SET2_TRANSLATED = 0x02, 0x41
 
 
-class Ps2Keyboard:
+class Ps2Keyboard(Ps2Device):
     def __init__(self, typed: Iterable[int] = ()):
         self.typed = deque(typed)  # scan codes still to type, one per key event
-        self.queue_bytes: deque[int] = deque()
-        self.last = 0
+        super().__init__()
         self.translate = True  # the 8042 sets it from its command byte
         self.scanning = True
         self.awaiting = 0  # a command waiting for its argument byte
         self.ms = 0  # virtual milliseconds since power-on
         self.next_event_ms = KEY_EVENT_MS
         self.on_data: Callable[[], None] = lambda: None  # the 8042 updates IRQ 1
-
-    def pending(self) -> bool:
-        return bool(self.queue_bytes)
-
-    def queue(self, *values: int) -> None:
-        for value in values:
-            if len(self.queue_bytes) < QUEUE_SIZE:
-                self.queue_bytes.append(value)
-
-    def read(self) -> int:
-        if self.queue_bytes:
-            self.last = self.queue_bytes.popleft()
-        return self.last
 
     def command(self, value: int) -> None:
         """A byte the driver sent the keyboard."""

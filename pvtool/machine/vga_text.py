@@ -30,7 +30,7 @@ graphics-mode planes and 0xA0000-0xB7FFF are RAM, where QEMU's text mode maps no
 memory.
 """
 
-from pvtool.machine.ports import PortBus
+from pvtool.machine.ports import PortBus, Wide
 
 TEXT_BUFFER = 0xB8000  # the colour text window (graphics register 6 selects it)
 TEXT_BUFFER_SIZE = 0x8000
@@ -50,6 +50,9 @@ CRTC_AT_ENTRY = bytes.fromhex("5f4f50825581bf1f004f0d0e000000a09c8e8f281f96b9a3f
 SEQUENCER_AT_ENTRY = bytes.fromhex("0300030002")
 GRAPHICS_AT_ENTRY = bytes.fromhex("0000000000100e0fff")
 ATTRIBUTE_AT_ENTRY = bytes.fromhex("000102030405140738393a3b3c3d3e3f0c000f0800")
+# The indices SeaBIOS's last writes leave selected (the cursor's low byte, the
+# graphics mode register), measured with guests/portscan.
+CRTC_INDEX_AT_ENTRY, GRAPHICS_INDEX_AT_ENTRY = 0x0F, 0x05
 MISC_AT_ENTRY = 0x67  # colour I/O addresses (bit 0), RAM enabled, 28 MHz clock
 MISC_COLOUR = 0x01
 
@@ -113,19 +116,23 @@ class VgaText:
 
     def __init__(self):
         self.crtc = CrtController()
+        self.crtc.index = CRTC_INDEX_AT_ENTRY
         self.sequencer = RegisterFile(8, SEQUENCER_AT_ENTRY)
         self.graphics = RegisterFile(16, GRAPHICS_AT_ENTRY)
+        self.graphics.index = GRAPHICS_INDEX_AT_ENTRY
         self.attribute = RegisterFile(32, ATTRIBUTE_AT_ENTRY)
         self.attribute_flip = False  # False: the next 0x3C0 write is an index
         self.misc = MISC_AT_ENTRY
         self.status = 0
 
     def register(self, ports: PortBus) -> None:
-        ports.register(self, VGA_PORT, VGA_PORTS, width=1)
-        ports.register(_CrtcPorts(self, mono=False), CRTC_COLOUR_PORT, 2, width=1)
-        ports.register(_CrtcPorts(self, mono=True), CRTC_MONO_PORT, 2, width=1)
-        ports.register(_StatusPort(self, mono=False), STATUS_COLOUR_PORT, 1, width=1)
-        ports.register(_StatusPort(self, mono=True), STATUS_MONO_PORT, 1, width=1)
+        """QEMU registers the VGA's ports as portio lists (hw/display/vga.c)."""
+        portio = {"width": 1, "wide": Wide.PORTIO}
+        ports.register(self, VGA_PORT, VGA_PORTS, **portio)
+        ports.register(_CrtcPorts(self, mono=False), CRTC_COLOUR_PORT, 2, **portio)
+        ports.register(_CrtcPorts(self, mono=True), CRTC_MONO_PORT, 2, **portio)
+        ports.register(_StatusPort(self, mono=False), STATUS_COLOUR_PORT, 1, **portio)
+        ports.register(_StatusPort(self, mono=True), STATUS_MONO_PORT, 1, **portio)
 
     def decodes(self, mono: bool) -> bool:
         """Whether the CRT controller and status ports answer at 0x3Bx (MONO) or 0x3Dx."""

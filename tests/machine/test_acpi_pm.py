@@ -91,3 +91,10 @@ def test_slp_en_with_the_s3_sleep_type_does_not_power_off(machine):
     machine.ports.write(PM1_CONTROL, 2, SLP_TYP_S3 | SLP_EN)
     assert machine.stop is None
     assert machine.ports.read(PM1_CONTROL, 2) == SLP_TYP_S3
+
+
+def test_the_apm_ports_read_what_seabios_left_and_keep_what_is_written(machine):
+    assert machine.ports.read(SMI_CMD, 2) == 0x00B5  # measured with guests/portscan
+    machine.ports.write(SMI_CMD + 1, 1, 0x5A)
+    assert machine.ports.read(SMI_CMD + 1, 1) == 0x5A
+    assert machine.ports.read(PM1_CONTROL, 2) & SCI_EN == 0  # a status byte is no command

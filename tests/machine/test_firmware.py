@@ -83,5 +83,21 @@ def test_a_disk_gets_a_parameter_table_in_the_ebda(one_mib_disk):
     assert struct.unpack_from("<H", table, 12)[0] == cylinders  # landing zone
 
 
+def test_seabios_leaves_device_1_selected_on_every_channel_with_a_drive(one_mib_disk):
+    """QEMU with one disk (index 0), as highhalf measures it: the primary's Device
+    register reads 0xB0 and the absent slave's status 0; the secondary (its empty
+    CD-ROM) likewise."""
+    machine = Machine(output=lambda data: None, disks=(one_mib_disk,))
+    power_on(machine)
+    registers = [machine.ports.read(port, 1) for port in (0x1F6, 0x1F7, 0x176, 0x177)]
+    assert registers == [0xB0, 0, 0xB0, 0]
+
+
+def test_a_channel_with_nothing_on_it_still_reads_zero_after_power_on():
+    machine = Machine(output=lambda data: None, disks=())
+    power_on(machine)
+    assert [machine.ports.read(port, 1) for port in (0x1F6, 0x1F7)] == [0, 0]
+
+
 def test_the_ebda_without_a_disk_is_its_size_and_zeros():
     assert extended_bios_data_area([]) == b"\x01" + bytes(1023)

@@ -7,7 +7,8 @@ import pytest
 
 from pvtool.machine.kbc import Kbc8042
 from pvtool.machine.ports import PortBus
-from pvtool.machine.ps2kbd import KEY_EVENT_MS, QUEUE_SIZE, Ps2Keyboard
+from pvtool.machine.ps2device import QUEUE_SIZE
+from pvtool.machine.ps2kbd import KEY_EVENT_MS, Ps2Keyboard
 from pvtool.machine.stop import StopKind
 
 DATA, STATUS = 0x60, 0x64

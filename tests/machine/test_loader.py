@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from pvtool.errors import UnsupportedImageError
+from pvtool.errors import ImageError, UnsupportedImageError
 from pvtool.image.elf import load_elf
 from pvtool.machine import cpu as C
 from pvtool.machine.loader import load_multiboot
@@ -304,3 +304,13 @@ def test_a_hlt_is_watched_where_the_aout_kludge_loaded_it(build):
     run.machine.run_slice(100)
     assert run.machine.cpu.read(C.EIP) == 0x200022  # after the hlt
     assert run.machine.halted()
+
+
+def test_an_elfs_aout_kludge_fields_are_checked_as_a_flat_binarys(build):
+    # QEMU refuses a bss_end_addr inside the loaded text whatever the file (and so
+    # does the flat-binary path: tests/e2e/test_flat_binary.py).
+    source = AOUT_HALT.replace("0x200000, 0x200000, 0, 0,", "0x200000, 0x200000, 0, 0x200004,")
+    machine = Machine(output=lambda data: None)
+    with pytest.raises(ImageError, match="bss_end_addr 0x200004 below") as refused:
+        load_multiboot(machine, load_elf(build(source, runtime=False).elf))
+    assert refused.value.exit_status == 65

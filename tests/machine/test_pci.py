@@ -105,3 +105,12 @@ def test_an_access_running_past_the_end_of_the_space_keeps_to_it(ports):
     ports.write(CONFIG_ADDRESS_PORT, 4, address(1, 3, 0xFC))
     ports.write(CONFIG_DATA_PORT + 3, 4, 0xFFFF_FFFF)
     assert ports.read(CONFIG_DATA_PORT + 3, 4) == 0  # read-only, and nothing beyond
+
+
+def test_the_latch_holds_seabios_last_selection_and_every_read_of_it_gives_its_low_bytes(ports):
+    assert ports.read(CONFIG_ADDRESS_PORT, 4) == 0x8000_005C  # measured with guests/portscan
+    assert [ports.read(CONFIG_ADDRESS_PORT + i, 1) for i in (0, 2, 3)] == [0x5C] * 3
+    assert ports.read(CONFIG_ADDRESS_PORT + 2, 2) == 0x005C
+    ports.write(CONFIG_ADDRESS_PORT + 2, 2, 0x1234)  # only a dword at 0xCF8 writes it
+    ports.write(CONFIG_ADDRESS_PORT, 2, 0x1234)
+    assert ports.read(CONFIG_ADDRESS_PORT, 4) == 0x8000_005C

@@ -2,7 +2,8 @@
 
 import pytest
 
-from pvtool.machine.ports import PortBus
+from pvtool.machine.delay_port import DELAY_PORT, DelayPort
+from pvtool.machine.ports import PortBus, Wide
 from tests.machine.harness import assert_same_as_qemu, run_native
 
 
@@ -68,6 +69,43 @@ def test_two_devices_cannot_share_a_port():
     assert bus.read(0x3F, 1) == 0xFF
     bus.register(second, 0x3C, 4)  # the free range next to it is still free
     assert bus.read(0x3F, 1) == 2
+
+
+def test_a_wide_access_at_an_unassigned_port_reads_all_ones_whoever_follows():
+    bus = PortBus()
+    bus.register(Recorder(answer=0x12), 0x61, 1, width=1)
+    assert bus.read(0x60, 2) == 0xFFFF
+
+
+def test_a_portio_list_splits_a_word_only_inside_its_range_and_takes_no_dword():
+    bus, device, neighbour = PortBus(), Recorder(answer=0x42), Recorder(answer=0x99)
+    bus.register(device, 0x3F4, 2, width=1, wide=Wide.PORTIO)
+    bus.register(neighbour, 0x3F6, 1, width=1)
+    assert bus.read(0x3F4, 2) == 0x4242
+    assert bus.read(0x3F5, 2) == 0xFF42  # 0x3f6 is past the list's end
+    assert bus.read(0x3F4, 4) == 0xFFFF_FFFF
+    bus.write(0x3F5, 2, 0x1234)
+    bus.write(0x3F4, 4, 0x1234_5678)  # vanishes
+    assert device.log[-1] == ("write", 1, 1, 0x34)
+    assert neighbour.log == []
+
+
+def test_a_one_port_region_repeats_its_register_for_each_byte():
+    bus, device = PortBus(), Recorder(answer=0x1C)
+    bus.register(device, 0x64, 1, width=1, wide=Wide.SAME_REGISTER)
+    assert bus.read(0x64, 4) == 0x1C1C_1C1C
+    bus.write(0x64, 2, 0x0201)
+    assert device.log[-2:] == [("write", 0, 1, 0x01), ("write", 0, 1, 0x02)]
+
+
+@pytest.mark.parametrize("size", [1, 2, 4])
+def test_the_delay_port_reads_all_ones_at_every_width_and_takes_writes(size):
+    bus = PortBus()
+    bus.register(DelayPort(), DELAY_PORT, 1)
+    bus.register(Recorder(answer=0), DELAY_PORT + 1, 3, width=1)
+    assert bus.read(DELAY_PORT, size) == (1 << (8 * size)) - 1
+    bus.write(DELAY_PORT, size, 0)
+    assert bus.unassigned_accesses == 0
 
 
 def test_a_guest_reads_all_ones_from_ports_nothing_answers_as_on_qemu(build):
