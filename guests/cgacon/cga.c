@@ -24,15 +24,13 @@ int scrolls;
 static int
 crtcread(int reg)
 {
-  outb(CRTC_INDEX, reg);
-  return inb(CRTC_DATA);
+  return inb_indexed(CRTC_INDEX, CRTC_DATA, reg);
 }
 
 static void
 crtcwrite(int reg, int value)
 {
-  outb(CRTC_INDEX, reg);
-  outb(CRTC_DATA, value);
+  outb_indexed(CRTC_INDEX, CRTC_DATA, reg, value);
 }
 
 int

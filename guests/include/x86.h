@@ -49,6 +49,21 @@ outb(ushort port, uchar data)
   asm volatile("outb %b0, %w1" : : "a" (data), "Nd" (port));
 }
 
+// A register behind an index port and a data port (the CRTC, the RTC, ...).
+static inline uchar
+inb_indexed(ushort index_port, ushort data_port, uchar reg)
+{
+  outb(index_port, reg);
+  return inb(data_port);
+}
+
+static inline void
+outb_indexed(ushort index_port, ushort data_port, uchar reg, uchar value)
+{
+  outb(index_port, reg);
+  outb(data_port, value);
+}
+
 static inline void
 outw(ushort port, ushort data)
 {

@@ -24,15 +24,13 @@
 static uint
 rd(uint reg)
 {
-  outb(RTC_INDEX, reg);
-  return inb(RTC_DATA);
+  return inb_indexed(RTC_INDEX, RTC_DATA, reg);
 }
 
 static void
 wr(uint reg, uint value)
 {
-  outb(RTC_INDEX, reg);
-  outb(RTC_DATA, value);
+  outb_indexed(RTC_INDEX, RTC_DATA, reg, value);
 }
 
 static void
