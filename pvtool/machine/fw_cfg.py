@@ -30,7 +30,8 @@ from pvtool.image.multiboot import INFO_FIELDS, MEMORY_AVAILABLE
 from pvtool.machine.firmware import smbios
 from pvtool.machine.firmware.acpi import SLEEP_STATES
 from pvtool.machine.firmware.acpi_blobs import acpi_files
-from pvtool.machine.firmware.platform import HPET_BASE, HPET_BLOCK_ID
+from pvtool.machine.hpet import BLOCK_ID as HPET_BLOCK_ID
+from pvtool.machine.hpet import HPET_BASE
 from pvtool.machine.memory import GuestMemory
 from pvtool.machine.ports import PortBus
 

@@ -31,6 +31,8 @@ HPET_HZ = 100_000_000  # QEMU's 10 ns tick
 PERIOD_FS = 10**15 // HPET_HZ
 VENDOR, REVISION, TIMERS = 0x8086, 1, 3
 CAP_LEGACY_ROUTE, CAP_COUNTER_64 = 1 << 15, 1 << 13
+# The capabilities register's low half, which the ACPI HPET table's block id copies.
+BLOCK_ID = VENDOR << 16 | CAP_LEGACY_ROUTE | CAP_COUNTER_64 | (TIMERS - 1) << 8 | REVISION
 ROUTE_CAP = 1 << 2  # every timer may route to IRQ 2 only (QEMU's default)
 
 CAP_ID, CONFIG, STATUS, COUNTER = 0x000, 0x010, 0x020, 0x0F0
@@ -144,8 +146,7 @@ class Hpet:
 
     def _register(self, register: int) -> int:
         if register == CAP_ID:
-            return (PERIOD_FS << 32 | VENDOR << 16 | CAP_LEGACY_ROUTE | CAP_COUNTER_64
-                    | (TIMERS - 1) << 8 | REVISION)
+            return PERIOD_FS << 32 | BLOCK_ID
         if register == CONFIG:
             return self.config
         if register == STATUS:

@@ -39,6 +39,7 @@ DELIVERY_STATUS = 1 << 12
 LOGICAL = 1 << 11
 READ_ONLY = REMOTE_IRR | DELIVERY_STATUS
 PIT_LINE, PIT_PIN = 0, 2  # ISA IRQ 0 arrives on input 2
+ID_AT_RESET = 0  # what the ID register reads until a kernel writes it
 
 
 class IoApic:
@@ -51,7 +52,7 @@ class IoApic:
         self.reset()
 
     def reset(self) -> None:
-        self.id = 0
+        self.id = ID_AT_RESET
         self.select = 0
         self.requests = 0  # QEMU's irr: inputs asking for delivery
         self.entries = [MASKED] * PINS

@@ -30,15 +30,16 @@ graphics-mode planes and 0xA0000-0xB7FFF are RAM, where QEMU's text mode maps no
 memory.
 """
 
+from pvtool.machine.firmware.platform import SEABIOS_VERSION
 from pvtool.machine.ports import PortBus, Wide
 
 TEXT_BUFFER = 0xB8000  # the colour text window (graphics register 6 selects it)
 TEXT_BUFFER_SIZE = 0x8000
 COLUMNS, ROWS = 80, 25
 BLANK_CELL = b"\x20\x07"  # a space, light grey on black: what the BIOS clears with
-# What SeaBIOS 1.16.2 (Debian's, in QEMU 7.2) and its Multiboot option ROM print on the
-# screen before the kernel runs, one row each, and where they leave the cursor.
-FIRMWARE_LINES = ("SeaBIOS (version 1.16.2-debian-1.16.2-1)", "Booting from ROM...")
+# What SeaBIOS and its Multiboot option ROM print on the screen before the kernel runs,
+# one row each, and where they leave the cursor.
+FIRMWARE_LINES = (f"SeaBIOS (version {SEABIOS_VERSION})", "Booting from ROM...")
 
 CRTC_COLOUR_PORT, CRTC_MONO_PORT = 0x3D4, 0x3B4
 STATUS_COLOUR_PORT, STATUS_MONO_PORT = 0x3DA, 0x3BA

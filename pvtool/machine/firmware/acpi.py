@@ -31,16 +31,13 @@ from pvtool.machine.acpi_pm import (
 from pvtool.machine.cmos import CENTURY
 from pvtool.machine.firmware import aml
 from pvtool.machine.firmware.layout import FSegment, high_zone, pack_string, with_checksum
-from pvtool.machine.firmware.platform import (
-    BOOT_CPU_APIC_ID,
-    HPET_BASE,
-    HPET_BLOCK_ID,
-    IOAPIC_BASE,
-    IOAPIC_ID,
-    PCI_IRQS,
-    TIMER_GSI,
-    TIMER_IRQ,
-)
+from pvtool.machine.firmware.platform import BOOT_CPU_APIC_ID, PCI_IRQS
+from pvtool.machine.hpet import BLOCK_ID as HPET_BLOCK_ID
+from pvtool.machine.hpet import HPET_BASE
+from pvtool.machine.ioapic import ID_AT_RESET as IOAPIC_ID
+from pvtool.machine.ioapic import IOAPIC_BASE
+from pvtool.machine.ioapic import PIT_LINE as TIMER_IRQ
+from pvtool.machine.ioapic import PIT_PIN as TIMER_GSI
 from pvtool.machine.lapic import APIC_BASE
 from pvtool.machine.memory import GuestMemory
 from pvtool.machine.pci_devices import PM_BASE, SCI_IRQ

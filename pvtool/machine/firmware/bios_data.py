@@ -18,8 +18,10 @@ import struct
 
 from pvtool.image.multiboot import PC_CONVENTIONAL_MEMORY_KIB
 from pvtool.machine.ata_identify import identify_block
+from pvtool.machine.parallel import LPT1_BASE
 from pvtool.machine.pit import PIT_HZ
 from pvtool.machine.uart import COM1_BASE
+from pvtool.machine.vga_text import CRTC_COLOUR_PORT
 
 IVT_ENTRIES = 256
 IVT_BASE = 0x0
@@ -54,7 +56,7 @@ PARAMETER_VECTORS = (0x41, 0x46)
 # The BIOS data area: (offset from 0x400, struct format, value), a field a line.
 BDA_FIELDS = (
     (0x00, "<4H", (COM1_BASE, 0, 0, 0)),  # COM1-COM4 base ports
-    (0x08, "<3H", (0x378, 0, 0)),  # LPT1-LPT3 base ports
+    (0x08, "<3H", (LPT1_BASE, 0, 0)),  # LPT1-LPT3 base ports
     (0x0E, "<H", EBDA_BASE >> 4),  # EBDA segment
     # Equipment word: floppy, x87, PS/2 mouse, 80x25 colour, one COM port, one LPT.
     (0x10, "<H", 0x4227),
@@ -65,7 +67,7 @@ BDA_FIELDS = (
     (0x4C, "<H", 0x1000),  # bytes per video page
     (0x50, "<H", 0x0200),  # page 0's cursor: row 2, column 0 (after SeaBIOS's two lines)
     (0x60, "<H", 0x0607),  # cursor shape: scan lines 6 to 7
-    (0x63, "<H", 0x3D4),  # CRTC index port (colour)
+    (0x63, "<H", CRTC_COLOUR_PORT),  # CRTC index port
     (0x76, "<B", 0xC0),  # fixed disk control byte
     (0x78, "<B", 0x14),  # LPT1 time-out
     (0x7C, "<B", 0x0A),  # COM1 time-out

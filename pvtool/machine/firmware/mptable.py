@@ -15,14 +15,14 @@ from pvtool.machine.firmware.platform import (
     CASCADE_IRQ,
     CPU_FEATURES,
     CPU_SIGNATURE,
-    IOAPIC_BASE,
-    IOAPIC_ID,
     IOAPIC_VERSION,
     ISA_IRQS,
     PCI_IRQS,
-    TIMER_GSI,
-    TIMER_IRQ,
 )
+from pvtool.machine.ioapic import ID_AT_RESET as IOAPIC_ID
+from pvtool.machine.ioapic import IOAPIC_BASE
+from pvtool.machine.ioapic import PIT_LINE as TIMER_IRQ
+from pvtool.machine.ioapic import PIT_PIN as TIMER_GSI
 from pvtool.machine.lapic import APIC_BASE, VERSION_VALUE
 from pvtool.machine.memory import GuestMemory
 from pvtool.machine.pci import PciFunction

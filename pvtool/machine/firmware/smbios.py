@@ -7,7 +7,7 @@ RAM; a structure's handle is its type times 256, as QEMU numbers them.
 import struct
 
 from pvtool.machine.firmware.layout import FSegment, with_checksum
-from pvtool.machine.firmware.platform import CPU_FEATURES, CPU_SIGNATURE
+from pvtool.machine.firmware.platform import CPU_FEATURES, CPU_SIGNATURE, SEABIOS_VERSION
 from pvtool.machine.memory import GuestMemory
 
 ENTRY = struct.Struct("<4sBBBBHB5s5sBHIHB")
@@ -20,7 +20,7 @@ MEMORY_ARRAY, MEMORY_DEVICE, ARRAY_MAPPED_ADDRESS, BOOT_INFO, END_OF_TABLE = (
     16, 17, 19, 32, 127)
 NO_HANDLE, UNKNOWN_WIDTH = 0xFFFE, 0xFFFF
 
-BIOS_VENDOR, BIOS_VERSION, BIOS_DATE = b"SeaBIOS", b"1.16.2-debian-1.16.2-1", b"04/01/2014"
+BIOS_VENDOR, BIOS_VERSION, BIOS_DATE = b"SeaBIOS", SEABIOS_VERSION.encode(), b"04/01/2014"
 MANUFACTURER = b"QEMU"
 PRODUCT, MACHINE_TYPE = b"Standard PC (i440FX + PIIX, 1996)", b"pc-i440fx-7.2"
 BIOS_SEGMENT = 0xE800
