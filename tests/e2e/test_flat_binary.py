@@ -58,7 +58,9 @@ def test_pvtool_refuses_what_qemu_refuses_with_one_line(tmp_path, fields, reason
     kernel = flat_kernel(tmp_path, **fields)
     judge = run_qemu_process(require_tool(QEMU), kernel, None, timeout=30)
     done = cli.pvtool("run", "--native", "--quiet", kernel)
-    assert judge.failure is not None and judge.output == b""
+    # QEMU refuses the file: status 1 with its error line, not a kill at the timeout.
+    assert judge.status == 1 and judge.output == b""
+    assert judge.failure is not None and judge.stderr.startswith("qemu-system-i386: ")
     assert done.status == 65
     assert reason in done.error_line()
     assert done.stdout == ""

@@ -161,7 +161,9 @@ test_main:
 
 
 def test_a_guest_reads_its_input_while_data_ready_is_set(build):
-    # QEMU's run in tests.oracles has no input, so the data sheet is the judge here.
+    # The harness's QEMU run feeds COM1 nothing, and input piped to QEMU arrives at a
+    # moment the host decides, so the data sheet is the judge of this polling loop;
+    # tests/e2e/test_highhalf.py compares interrupt-driven input with QEMU's.
     guest = build("""
     .include "macros.inc"
     .globl test_main

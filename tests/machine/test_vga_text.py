@@ -89,6 +89,7 @@ def test_the_firmware_screen_is_seabioss_two_lines_on_a_blank_32_kib_window():
     screen = firmware_screen()
     assert len(screen) == TEXT_BUFFER_SIZE
     first_row = screen[:COLUMNS * 2]
-    assert first_row[::2].rstrip(b" ") == FIRMWARE_LINES[0].encode()
+    # SeaBIOS's banner as QEMU 7.2 shows it (test_cgacon compares the whole screen).
+    assert first_row[::2].rstrip(b" ") == b"SeaBIOS (version 1.16.2-debian-1.16.2-1)"
     assert set(first_row[1::2]) == {0x07}
     assert screen[2 * COLUMNS * 2:] == BLANK_CELL * (TEXT_BUFFER_SIZE // 2 - 2 * COLUMNS)
