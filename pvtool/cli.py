@@ -115,7 +115,8 @@ def patch(image: Path, output: Path | None, patch_set: str, as_json: bool) -> No
 @click.option("--input", "input_file", type=EXISTING_FILE, metavar="FILE",
               help="Bytes the serial port receives (default: standard input, if not a tty).")
 @click.option("--module", "modules", type=EXISTING_FILE, multiple=True, metavar="FILE",
-              help="A Multiboot module (--native, --trap; repeat for more).")
+              help="A Multiboot module (repeat for more); a PV kernel gets them as "
+                   "start_info's mod_start and mod_len (docs/ABI.md).")
 @click.option("--quiet", is_flag=True, help="No summary of exits on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="The summary as JSON (on stderr).")
 @click.option("--trace", is_flag=True, help="Print hypercalls on stderr as they happen.")

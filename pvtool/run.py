@@ -137,7 +137,8 @@ def _boot(machine: Machine, image: KernelImage, mode: Mode, options: RunOptions)
         return None
     from pvtool.hv.boot import boot_pv_domain
 
-    return boot_pv_domain(machine, image, cmdline=options.cmdline, trace=options.trace)
+    return boot_pv_domain(machine, image, cmdline=options.cmdline, modules=options.modules,
+                          trace=options.trace)
 
 
 def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:

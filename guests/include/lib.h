@@ -13,8 +13,9 @@ struct trapframe;
 // entry.S calls the guest's main(magic, info) with what the Multiboot loader handed
 // over, on a boot stack of its own.
 
-// trapasm.S builds a struct trapframe for every vector and calls the guest's trap();
-// a new process may start at trapret, with a trap frame its kernel made up.
+// trapasm.S builds a struct trapframe for every vector and calls the guest's trap()
+// (trapdefault.c's, which reports the trap and exits, if the guest has none); a new
+// process may start at trapret, with a trap frame its kernel made up.
 void trap(struct trapframe *tf);
 void trapret(void);
 

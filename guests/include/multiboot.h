@@ -13,6 +13,7 @@
 // Bits of multiboot_info.flags: which of its fields the loader filled in.
 #define MULTIBOOT_INFO_MEMORY (1 << 0)  // mem_lower and mem_upper
 #define MULTIBOOT_INFO_CMDLINE (1 << 2)  // cmdline
+#define MULTIBOOT_INFO_MODS (1 << 3)  // mods_count and mods_addr
 
 #ifndef __ASSEMBLER__
 #include "types.h"
@@ -25,6 +26,16 @@ struct multiboot_info {
   uint mem_upper;  // KiB of memory from 1 MiB
   uint boot_device;
   char *cmdline;  // a C string
+  uint mods_count;
+  struct multiboot_module *mods_addr;
+};
+
+// One entry of the module list: where the loader put a module, and its string.
+struct multiboot_module {
+  uchar *mod_start;
+  uchar *mod_end;  // one past the last byte
+  char *string;  // a C string
+  uint reserved;
 };
 #endif
 

@@ -24,12 +24,17 @@ mov eax, dword ptr [esi + {start_info_nr_pages}]
 shl eax, 2
 sub eax, 1024
 mov dword ptr [{mbi_mem_upper}], eax
-lea eax, [esi + {start_info_cmd_line}]
+mov eax, dword ptr [esi + {start_info_mb_cmdline}]
 mov dword ptr [{mbi_cmdline}], eax
+mov eax, dword ptr [esi + {start_info_mb_mods_count}]
+mov dword ptr [{mbi_mods_count}], eax
+mov eax, dword ptr [esi + {start_info_mb_mods_addr}]
+mov dword ptr [{mbi_mods_addr}], eax
 mov eax, {multiboot_magic}
 mov ebx, {mbi}
 jmp {kernel_entry}
 failed:
+mov eax, {failure_iopl}
 call {pv_fatal}
 
 ## pv_identity_map
@@ -74,7 +79,13 @@ call {pv_switch_base}
 ret
 
 ## pv_fatal
-; A hypercall the port relies on failed: crash the domain, as Linux's BUG() would.
+; The port cannot go on: eax = one of .pvdata's failure reasons (a u32 length, then
+; the text). Print it on the emergency console, then crash the domain, as Linux's
+; BUG() would; the crash carries the printed line (docs/ABI.md).
+mov ecx, dword ptr [eax]
+lea edx, [eax + 4]
+mov ebx, {consoleio_write}
+call {hc_console_io}
 mov ebx, {schedop_shutdown}
 mov ecx, {shutdown_crash_arg}
 call {hc_sched_op}
@@ -183,6 +194,7 @@ jmp done
 was_on:
 test eax, {cr0_pg}
 jne done
+mov eax, {failure_paging_off}
 call {pv_fatal}
 done:
 popal
@@ -225,6 +237,7 @@ test eax, eax
 jne failed
 ret
 failed:
+mov eax, {failure_mmuext}
 call {pv_fatal}
 
 ## pv_write_cr4
@@ -243,9 +256,11 @@ popfd
 ret
 
 ## pv_lgdt
-; eax = the linear address of lgdt's pseudo-descriptor. Xen takes a GDT by whole frames
+; eax = the linear address of lgdt's pseudo-descriptor. Xen takes a GDT by whole frames,
+; at most {gdt_shadow_entries} entries (FIRST_RESERVED_GDT_ENTRY: its own lie above),
 ; and refuses system descriptors other than call gates: copy the table to the
-; page-aligned shadow without them, then HYPERVISOR_set_gdt(frames, entries).
+; page-aligned shadow without them, then HYPERVISOR_set_gdt(frames, entries). Entries
+; past the shadow cannot be given: a GDT with a present one there is refused.
 pushfd
 pushal
 mov ecx, dword ptr [eax]
@@ -255,9 +270,20 @@ mov word ptr [{regs_gdtr} + 4], cx
 movzx ecx, word ptr [eax]
 inc ecx
 shr ecx, 3
-cmp ecx, {gdt_shadow_entries}
-ja failed
 mov esi, dword ptr [eax + 2]
+mov ebx, {gdt_shadow_entries}
+beyond:
+cmp ebx, ecx
+jae fits
+test dword ptr [esi + ebx*8 + 4], {desc_hi_present}
+jne reserved
+inc ebx
+jmp beyond
+fits:
+cmp ecx, {gdt_shadow_entries}
+jbe counted
+mov ecx, {gdt_shadow_entries}
+counted:
 mov edi, {gdt_shadow}
 push ecx
 copy:
@@ -288,7 +314,11 @@ jne failed
 popal
 popfd
 ret
+reserved:
+mov eax, {failure_gdt_reserved}
+call {pv_fatal}
 failed:
+mov eax, {failure_set_gdt}
 call {pv_fatal}
 
 ## pv_sgdt
@@ -382,6 +412,7 @@ popal
 popfd
 ret
 failed:
+mov eax, {failure_set_trap_table}
 call {pv_fatal}
 
 ## pv_ltr
@@ -409,6 +440,7 @@ popal
 popfd
 ret
 failed:
+mov eax, {failure_stack_switch}
 call {pv_fatal}
 
 ## pv_lldt
@@ -418,6 +450,7 @@ test ax, 0xfffc
 jne unsupported
 ret
 unsupported:
+mov eax, {failure_ldt}
 call {pv_fatal}
 
 ## pv_clts

@@ -10,7 +10,7 @@ popf stubs address vcpu_info there. Nothing else of the hypervisor range is writ
 
 from enum import IntEnum
 
-from pvtool.abi.layouts import SHARED_INFO, VCPU_INFO, layout
+from pvtool.abi.layouts import SHARED_INFO, START_INFO, VCPU_INFO, layout
 from pvtool.abi.xen import HYPERVISOR_VIRT_START_2LEVEL
 
 # Offset of the hypervisor's private area inside its 2-level range (the range starts
@@ -56,6 +56,21 @@ def vcpu0_field_va(pae: bool, field: str) -> int:
     return shared_info_va(pae) + SHARED_INFO.offset("vcpu_info") + VCPU_INFO.offset(field)
 
 
+# The glue's last words: before it crashes the domain, a patched kernel's glue writes
+# one line starting with this on the emergency console (console_io), and the crash
+# that follows carries that line as its reason (hv/hypercalls/sched.py).
+GLUE_FAILURE_PREFIX = "glue: "
+
+# What a Multiboot loader tells a kernel beyond Xen's start_info: the command line as
+# native mode's loader gives it ("path text") and the module list (every module's
+# physical start and end and its string, Multiboot 3.3), all as physical addresses,
+# which the builder writes into the unused tail of the start_info page, and from which
+# a patched kernel's PV entry completes its Multiboot information.
+START_INFO_MULTIBOOT = START_INFO.size
+MULTIBOOT_TABLE = layout("pvtool_multiboot", 12, cmdline=(0, "I"), mods_count=(4, "I"),
+                         mods_addr=(8, "I"))
+
+
 # ELF notes named "pvtool" in a patched image.
 PVTOOL_NOTE_NAME = b"pvtool"
 
@@ -67,11 +82,18 @@ class PvtoolNote(IntEnum):
     # u32 address of the virtual-CPU register block the patched kernel keeps
     # (VCPU_REGS), so trap-site emulation and the stubs share one state.
     vcpu_regs = 2
+    # SITE_RANGE entries: the code that stands for each replaced site (in place, or its
+    # part of a detour's stub), so the hypervisor can name the original instruction
+    # whose replacement called the glue when the glue gives up.
+    site_ranges = 3
 
 
 # One entry of the trap-site table: where the int3 is, how long the original
 # instruction was, and its bytes.
 TRAP_SITE = layout("trap_site", 24, address=(0, "I"), length=(4, "B"), original=(8, "15s"))
+
+# Code in [start, end) of the patched image replaces the original instruction at site.
+SITE_RANGE = layout("site_range", 12, start=(0, "I"), end=(4, "I"), site=(8, "I"))
 
 # The instruction classes (x86/catalogue.py names) a trap site may stand for: those
 # pvtool's hypervisor emulates for a PV kernel. The patcher never leaves a trap site of

@@ -2,6 +2,7 @@
 leave the vCPU at the kernel's entry in ring 1."""
 
 from collections.abc import Callable
+from pathlib import Path
 
 from pvtool.errors import UnsupportedImageError
 from pvtool.hv import layout
@@ -17,6 +18,7 @@ from pvtool.x86.paging import PAGE_SIZE, PagingMode
 
 
 def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
+                   modules: tuple[Path, ...] = (),
                    trace: Callable[[str], None] | None = None) -> PvDomain:
     notes = parse_xen_notes(image)
     if notes is None:
@@ -25,12 +27,13 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
             "with `pvtool patch` or boot it on the bare PC with --native")
     nr_pages = machine.ram_size // PAGE_SIZE
     machine.map_memory(layout.BASE, layout.MEMORY_SIZE)
-    boot = build_domain(machine, image, notes, nr_pages, cmdline)
+    boot = build_domain(machine, image, notes, nr_pages, cmdline, modules)
     ours = parse_pvtool_notes(image)
     domain = PvDomain(machine, base_mfn=boot.pfn(boot.page_tables),
                       paging=PagingMode.PAE if boot.pae else PagingMode.TWO_LEVEL,
                       glue=boot.glue, console_mfn=boot.pfn(boot.console),
-                      regs_block=ours.regs_block, console_output=machine.output, trace=trace)
+                      regs_block=ours.regs_block, site_ranges=ours.site_ranges,
+                      console_output=machine.output, trace=trace)
     emulator = Emulator(domain, ours.trap_sites, ours.regs_block)
     machine.attach(PvSupervisor(domain, emulator))
     enter_guest(machine, boot, notes.entry if notes.entry is not None else image.entry)

@@ -13,6 +13,7 @@ list and the machine-to-phys table are identities.
 
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi import xen
@@ -20,6 +21,7 @@ from pvtool.abi.layouts import START_INFO
 from pvtool.abi.xen import GUEST_KERNEL_RPL
 from pvtool.errors import UnsupportedImageError
 from pvtool.hv import layout
+from pvtool.hv.multiboot_boot import LoadedModules, load_modules, multiboot_table
 from pvtool.image.elf import ElfImage
 from pvtool.image.xen_notes import XenNotes
 from pvtool.machine.cpu import CR0, CR3, CR4, CS, DS, EIP, ES, ESI, FS, GDTR, GS, SS
@@ -104,8 +106,8 @@ def wants_pae(notes: XenNotes) -> bool:
 
 
 def build_domain(machine: Machine, image: ElfImage, notes: XenNotes, nr_pages: int,
-                 cmdline: bytes) -> BootLayout:
-    """Load the kernel and the boot structures; return the layout."""
+                 cmdline: bytes, modules: tuple[Path, ...] = ()) -> BootLayout:
+    """Load the kernel, its modules and the boot structures; return the layout."""
     virt_base = notes.virt_base or 0
     pae = wants_pae(notes)
     glue = _load_glue(machine, image, nr_pages)
@@ -116,13 +118,15 @@ def build_domain(machine: Machine, image: ElfImage, notes: XenNotes, nr_pages: i
     if pae and end > layout.PAE_BASE:
         raise UnsupportedImageError(f"{image.path}: the kernel reaches {end:#x}, Xen's "
                                     "range on PAE")
-    boot = plan_layout(virt_base, end, nr_pages, glue=bool(glue), pae=pae)
+    loaded = load_modules(machine, modules, end, virt_base)
+    boot = plan_layout(virt_base, loaded.end, nr_pages, glue=bool(glue), pae=pae)
     if boot.pfn(boot.v_end) > nr_pages:
         raise UnsupportedImageError(f"{image.path}: the kernel does not fit in the domain's "
                                     f"{nr_pages * PAGE_SIZE >> 20} MiB")
     _write_hypervisor_area(machine, nr_pages)
     _write_p2m(machine, boot, nr_pages)
-    _write_start_info(machine, boot, nr_pages, cmdline)
+    _write_start_info(machine, boot, nr_pages, cmdline, loaded)
+    _write_multiboot_table(machine, boot, image.path, cmdline, loaded)
     if pae:
         _write_pae_page_tables(machine, boot)
     else:
@@ -235,7 +239,7 @@ def _write_p2m(machine: Machine, boot: BootLayout, nr_pages: int) -> None:
 
 
 def _write_start_info(machine: Machine, boot: BootLayout, nr_pages: int,
-                      cmdline: bytes) -> None:
+                      cmdline: bytes, loaded: LoadedModules) -> None:
     info = START_INFO.pack(
         magic=xen.START_INFO_MAGIC_32P if boot.pae else xen.START_INFO_MAGIC_32,
         nr_pages=nr_pages, shared_info=layout.SHARED_INFO,
@@ -243,8 +247,16 @@ def _write_start_info(machine: Machine, boot: BootLayout, nr_pages: int,
         store_mfn=boot.pfn(boot.xenstore), store_evtchn=STORE_EVTCHN,
         console_mfn=boot.pfn(boot.console), console_evtchn=CONSOLE_EVTCHN,
         pt_base=boot.page_tables, nr_pt_frames=boot.nr_pt_frames, mfn_list=boot.p2m,
-        cmd_line=cmdline[:1023])
+        mod_start=loaded.mod_start, mod_len=loaded.mod_len, cmd_line=cmdline[:1023])
     machine.memory.write_phys(boot.pfn(boot.start_info) * PAGE_SIZE, info)
+
+
+def _write_multiboot_table(machine: Machine, boot: BootLayout, image_path: Path,
+                           cmdline: bytes, loaded: LoadedModules) -> None:
+    """pvtool's Multiboot table in the start_info page's tail (hv/multiboot_boot.py)."""
+    page = boot.pfn(boot.start_info) * PAGE_SIZE
+    machine.memory.write_phys(page + pvabi.START_INFO_MULTIBOOT,
+                              multiboot_table(image_path, cmdline, loaded, page))
 
 
 def _write_page_tables(machine: Machine, boot: BootLayout) -> None:

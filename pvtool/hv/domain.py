@@ -36,6 +36,11 @@ from pvtool.machine.rings import RingSwitch
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.x86.paging import PAGE_SIZE, PagingMode
 
+# How deep glue_failure looks for a return address into a site: pv_fatal's caller
+# saved eflags and eight registers, and may itself have been called by another glue
+# function that did the same.
+GLUE_FAILURE_STACK_SLOTS = 64
+
 
 @dataclass(frozen=True)
 class TrapInfo:
@@ -230,7 +235,7 @@ class PvDomain(Domain):
     and REGS_BLOCK, a patched kernel's virtual CPU registers (pvtool note)."""
 
     def __init__(self, machine: Machine, *, console_mfn: int, regs_block: int | None,
-                 **domain):
+                 site_ranges: tuple[tuple[int, int, int], ...] = (), **domain):
         super().__init__(machine, **domain)
         self.trap_table: dict[int, TrapInfo] = {}
         self.callbacks: dict[int, tuple[int, int, int]] = {}
@@ -239,6 +244,8 @@ class PvDomain(Domain):
         self.vm_assists: set[int] = set()
         self.hypercall_counts: Counter = Counter()
         self.regs_block = regs_block
+        self.site_ranges = site_ranges  # a patched kernel's (pvtool note)
+        self.last_console_io = b""  # the last console_io write, for glue_failure
         self.pagetables.hold_writable(console_mfn)  # the console backend's ring
         self.console_ring = ConsoleRing(self, console_mfn)
         self.events = EventChannels(self, {STORE_EVTCHN: None,
@@ -264,6 +271,29 @@ class PvDomain(Domain):
             raise DomainCrash(f"a trap from ring 3 onto kernel stack segment {ss:#x}, "
                               "not a ring-1 data segment")
         return ss, sp
+
+    def glue_failure(self) -> Stop | None:
+        """A crash for the reason the glue printed just before it asked for one (its
+        line on the emergency console, docs/ABI.md), at the original instruction whose
+        replacement called it: the innermost return address on the stack that lies in
+        a replaced site's code. None when the last console write was not the glue's."""
+        line = self.last_console_io.decode("utf-8", "replace").strip()
+        if not line.startswith(pvabi.GLUE_FAILURE_PREFIX):
+            return None
+        return Stop(StopKind.CRASH, line, self._failing_site())
+
+    def _failing_site(self) -> int:
+        """The site the stack leads back to, else the vCPU's eip."""
+        esp = self.vcpu.esp
+        for slot in range(GLUE_FAILURE_STACK_SLOTS):
+            try:
+                (word,) = struct.unpack("<I", self.copy_from_guest(esp + 4 * slot, 4))
+            except HypercallError:
+                break
+            for start, end, site in self.site_ranges:
+                if start < word <= end:  # a call inside the range returns into it
+                    return site
+        return self.vcpu.eip
 
     def _tss_base(self) -> int:
         if self.regs_block is None:

@@ -111,17 +111,27 @@ def load_gdt(em: TrapEmulator, insn) -> None:
     reads: the real GDT never holds them. The table is copied now, so a later store
     into it takes effect at the next lgdt."""
     limit, base = struct.unpack("<HI", em.read(em.address(insn), 6))
-    entries = (limit + 1) // 8
-    if entries > FIRST_RESERVED_GDT_ENTRY:
-        raise DomainCrash(f"lgdt of {entries} entries reaches the hypervisor's own")
-    raw = struct.unpack(f"<{entries}Q", em.read(base, 8 * entries)) if entries else ()
+    raw = _guest_descriptors(em, base, limit)
     installed = [0 if _is_tss(desc) else check_descriptor(desc) for desc in raw]
-    old_entries = (em.cpu.gdt_limit + 1) // 8
-    installed += [0] * max(0, old_entries - entries)
+    old_entries = min((em.cpu.gdt_limit + 1) // 8, FIRST_RESERVED_GDT_ENTRY)
+    installed += [0] * max(0, old_entries - len(raw))
     if installed:
         em.domain.memory.write_phys(layout.GDT, struct.pack(f"<{len(installed)}Q",
                                                             *installed))
     em.cpu.gdt_base, em.cpu.gdt_limit = base, limit
+
+
+def _guest_descriptors(em: TrapEmulator, base: int, limit: int) -> tuple[int, ...]:
+    """The descriptors the real GDT can hold: those below FIRST_RESERVED_GDT_ENTRY,
+    where Xen's own begin. A table of the CPU's full size loads if none past them is
+    present; a present one there is a crash (the kernel would get Xen's instead)."""
+    entries = (limit + 1) // 8
+    raw = struct.unpack(f"<{entries}Q", em.read(base, 8 * entries)) if entries else ()
+    for index in range(FIRST_RESERVED_GDT_ENTRY, entries):
+        if raw[index] & PRESENT_BIT:
+            raise DomainCrash(f"lgdt of {entries} descriptors: entry {index} is present, "
+                              "where Xen keeps its own")
+    return raw[:FIRST_RESERVED_GDT_ENTRY]
 
 
 def load_idt(em: TrapEmulator, insn) -> None:

@@ -149,9 +149,8 @@ def load_multiboot(machine: Machine, image: KernelImage, *, cmdline: bytes = b""
     chunks, entry = aout_kludge_chunks(image, header) if header.aout_kludge \
         else elf_chunks(image)
     image_start, image_end = _check_placement(machine, image, chunks)
-    contents = [_read_module(path) for path in modules]
-    # QEMU's command line is the kernel's path, a space, and -append's text.
-    full_cmdline = str(image.path).encode() + b" " + cmdline
+    contents = [read_module(path) for path in modules]
+    full_cmdline = multiboot_cmdline(image.path, cmdline)
     info = _boot_information(machine, _info_layout(image_start, image_end), full_cmdline,
                              modules, contents)
     _write_memory(machine, info, chunks, contents)
@@ -180,9 +179,9 @@ def _qemu_header(image: KernelImage) -> MultibootHeader:
 def _boot_information(machine: Machine, layout: InfoLayout, cmdline: bytes,
                       modules: tuple[Path, ...], contents: list[bytes]) -> MultibootInfo:
     """QEMU's information, the modules placed after its extras."""
-    strings = [str(path).encode() for path in modules]
+    strings = [module_string(path) for path in modules]
     size = extras_size(cmdline, strings, BOOTLOADER_NAME)
-    loaded = _place_modules(machine, modules, contents, strings, layout.extras_addr + size)
+    loaded = place_modules(machine, modules, contents, strings, layout.extras_addr + size)
     return build_info(
         layout,
         mem_lower_kib=PC_CONVENTIONAL_MEMORY_KIB,
@@ -294,7 +293,17 @@ def _moved(image: KernelImage, addresses: list[int], chunk: Chunk) -> list[int]:
     return moved
 
 
-def _read_module(path: Path) -> bytes:
+def multiboot_cmdline(path: Path, cmdline: bytes) -> bytes:
+    """QEMU's command line: the kernel's path, a space, and -append's text."""
+    return str(path).encode() + b" " + cmdline
+
+
+def module_string(path: Path) -> bytes:
+    """A module's string: its path, as -initrd names it."""
+    return str(path).encode()
+
+
+def read_module(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -302,7 +311,7 @@ def _read_module(path: Path) -> bytes:
                                 f"{exc.strerror or exc}") from None
 
 
-def _place_modules(machine: Machine, paths: tuple[Path, ...], contents: list[bytes],
+def place_modules(machine: Machine, paths: tuple[Path, ...], contents: list[bytes],
                    strings: list[bytes], start: int) -> list[Module]:
     """Each module on the page after the previous one (the first after the
     information's extras), as QEMU's -initrd places them."""
@@ -323,14 +332,18 @@ def _write_clipped(machine: Machine, addr: int, data: bytes) -> None:
         machine.memory.write_phys(addr, data[:machine.ram_size - addr])
 
 
+def image_at(path: Path, paddr: int, size: int) -> str:
+    """How a loader's refusal names the part of an image it will not load."""
+    return f"{path}: the image at physical {paddr:#x} (+{size:#x})"
+
+
 def _check_placement(machine: Machine, image: KernelImage,
                      chunks: list[Chunk]) -> tuple[int, int]:
     """The image's lowest address and its end, once every chunk is known to land in
     RAM. QEMU loads a kernel below 1 MiB too; the VGA window is not RAM there (a kernel
     in it never runs), and past the end of RAM QEMU hangs: pvtool refuses both."""
     for chunk in chunks:
-        where = (f"{image.path}: the image at physical {chunk.paddr:#x} "
-                 f"(+{chunk.end - chunk.paddr:#x})")
+        where = image_at(image.path, chunk.paddr, chunk.end - chunk.paddr)
         if chunk.end > machine.ram_size:
             raise UnsupportedImageError(
                 f"{where} does not fit in the machine's RAM ({machine.ram_size >> 20} MiB)")

@@ -51,6 +51,7 @@ class Emitted:
     patches: dict[int, bytes]  # original vaddr -> new bytes
     stubs: list[tuple[Plan, int, bytes]]  # detour plan, stub address, stub code
     trap_table: bytes
+    site_ranges: list[tuple[int, int, int]]  # start, end, site (abi SITE_RANGE)
     text: bytes  # .pvtext contents
     symbols: dict[str, int]
 
@@ -120,17 +121,19 @@ def emit(image: ElfImage, layout: Layout, plans: list[Plan],
     patches: dict[int, bytes] = {}
     stubs: list[tuple[Plan, int, bytes]] = []
     trap_entries: list[bytes] = []
+    site_ranges: list[tuple[int, int, int]] = []
     cursor = layout.glue.end
     for plan in plans:
         if plan.placement is Placement.IN_PLACE:
             patches[plan.start] = plan.code + NOP * (plan.end - plan.start - len(plan.code))
+            site_ranges += [(plan.start, plan.end, site.address) for site in plan.sites]
         elif plan.placement is Placement.TRAP:
             site = plan.sites[0]
             patches[plan.start] = INT3 * (plan.end - plan.start)
             trap_entries.append(pvabi.TRAP_SITE.pack(address=site.address, length=site.insn.size,
                                                     original=site.insn.bytes))
         elif plan.placement is Placement.DETOUR:
-            stub = _stub(plan, cursor, symbols, image.bits)
+            stub = _stub(plan, cursor, symbols, image.bits, site_ranges)
             jump = assemble_checked(f"jmp {cursor:#x}", plan.start, image.bits)
             patches[plan.start] = jump + INT3 * (plan.end - plan.start - len(jump))
             stubs.append((plan, cursor, stub))
@@ -141,12 +144,14 @@ def emit(image: ElfImage, layout: Layout, plans: list[Plan],
     if layout.physical(layout.text_base) + len(text) > low_memory_hole(image).glue_limit:
         raise PatchError(f"the PV glue and stubs ({len(text)} bytes) do not fit in the "
                          "low-memory hole")
-    return Emitted(layout, patches, stubs, trap_table, text, symbols)
+    return Emitted(layout, patches, stubs, trap_table, site_ranges, text, symbols)
 
 
-def _stub(plan: Plan, address: int, symbols: dict[str, int], mode: int) -> bytes:
+def _stub(plan: Plan, address: int, symbols: dict[str, int], mode: int,
+          site_ranges: list[tuple[int, int, int]]) -> bytes:
     """The window's instructions at ADDRESS: sites replaced, each run of the others
-    moved (x86/relocate.py keeps their targets), then a jump back after the window."""
+    moved (x86/relocate.py keeps their targets), then a jump back after the window.
+    Each replacement's range is added to SITE_RANGES."""
     replaced = {s.address: s for s in plan.sites if s.rule.action in (Action.INLINE, Action.CALL)}
     code = bytearray()
     for is_site, group in groupby(plan.window, key=lambda insn: insn.address in replaced):
@@ -157,6 +162,7 @@ def _stub(plan: Plan, address: int, symbols: dict[str, int], mode: int) -> bytes
                 here = address + len(code)
                 code += assemble_checked("\n".join(statements), here, mode) \
                     if statements else b""
+                site_ranges.append((here, address + len(code), insn.address))
         else:
             moved = b"".join(insn.bytes for insn in run)
             code += relocate(moved, run[0].address, address + len(code), mode)
@@ -178,7 +184,7 @@ def added_sections(emitted: Emitted) -> list[AddedSection]:
 
 def notes(image: ElfImage, emitted: Emitted, patch_set: PatchSet) -> bytes:
     """Xen's notes (so the domain builder boots it) and pvtool's (trap sites, the
-    virtual-CPU register block)."""
+    virtual-CPU register block, the replaced sites' ranges)."""
     layout = emitted.layout
     xen_notes = build_xen_notes([
         (xen.ElfNote.guest_os, patch_set.guest_os),
@@ -195,5 +201,8 @@ def notes(image: ElfImage, emitted: Emitted, patch_set: PatchSet) -> bytes:
         elf_format.pack_note(pvabi.PVTOOL_NOTE_NAME, pvabi.PvtoolNote.trap_sites,
                              (emitted.trap_table_address | count << 32).to_bytes(8, "little"))
         + elf_format.pack_note(pvabi.PVTOOL_NOTE_NAME, pvabi.PvtoolNote.vcpu_regs,
-                               emitted.symbols["regs_cr0"].to_bytes(4, "little")))
+                               emitted.symbols["regs_cr0"].to_bytes(4, "little"))
+        + elf_format.pack_note(pvabi.PVTOOL_NOTE_NAME, pvabi.PvtoolNote.site_ranges,
+                               b"".join(pvabi.SITE_RANGE.pack(start=start, end=end, site=site)
+                                        for start, end, site in emitted.site_ranges)))
     return xen_notes + pvtool_notes

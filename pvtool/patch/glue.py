@@ -40,6 +40,10 @@ def abi_symbols(hypercall_page: int, kernel_entry: int) -> dict[str, int]:
         vcpu_cr2=pvabi.vcpu0_field_va(False, "cr2"),
         start_info_nr_pages=START_INFO.offset("nr_pages"),
         start_info_cmd_line=START_INFO.offset("cmd_line"),
+        **{f"start_info_mb_{name}": pvabi.START_INFO_MULTIBOOT + offset
+           for name, offset in ((n, pvabi.MULTIBOOT_TABLE.offset(n))
+                                for n in pvabi.MULTIBOOT_TABLE.fields)},
+        consoleio_write=xen.ConsoleIO.write,
         multiboot_magic=multiboot.BOOTLOADER_MAGIC,
         kernel_entry=kernel_entry,
         physdevop_set_iopl=xen.PhysdevOp.set_iopl,

@@ -8,10 +8,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from pvtool.abi import pvtool as pvabi
 from pvtool.errors import OutputError, PatchError, UnsupportedImageError
 from pvtool.image.elf import ElfImage, load_elf, require_32bit
 from pvtool.image.writer import write_atomically, write_patched_elf
 from pvtool.image.xen_notes import parse_xen_notes
+from pvtool.machine.loader import image_at
 from pvtool.patch.discover import CodeMap, discover
 from pvtool.patch.emit import Emitted, added_sections, emit, lay_out, notes
 from pvtool.patch.listing import Symbolizer, code_listing, decode_listing, unified_diff
@@ -45,7 +47,8 @@ def patch_image(input_path: Path, out: Path,
     _check_phys_offset(input_path, image)
     patch_set = load_patch_set(patch_set_name)
     code = discover_code(image)
-    layout, symbols = lay_out(image, patch_set)
+    layout, symbols = lay_out(image, patch_set)  # refuses segments in the low-memory hole
+    _check_above_conventional_memory(input_path, image)
     plans = plan_sites(find_sites(code, patch_set), code, symbols)
     emitted = emit(image, layout, plans, symbols)
     checks: list[str] = []
@@ -127,6 +130,17 @@ def _check_phys_offset(input_path: Path, image: ElfImage) -> None:
         raise PatchError(f"{input_path}: its highest segment is linked at {last.vaddr:#x} "
                          f"but loaded at {last.paddr:#x}, above it: there is no Xen "
                          "VIRT_BASE (vaddr - paddr) for it")
+
+
+def _check_above_conventional_memory(input_path: Path, image: ElfImage) -> None:
+    """Kernels are loaded from 1 MiB up, as GRUB's Multiboot loader requires ("Loading
+    below 1MB is not supported"): below the low-memory hole, whose own rule is
+    low_memory_hole's, lie the real-mode IVT, the BIOS data area and the EBDA."""
+    for seg in image.segments:
+        if seg.memsz and seg.paddr < pvabi.GLUE_PHYS_BASE:
+            raise UnsupportedImageError(
+                f"{image_at(input_path, seg.paddr, seg.memsz)} lies below 1 MiB; pvtool "
+                "patch takes kernels loaded from 1 MiB up")
 
 
 def _check_outputs(image: ElfImage, outputs: Outputs) -> None:

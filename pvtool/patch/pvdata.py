@@ -1,7 +1,8 @@
 """The .pvdata section a patched kernel gets: the virtual-CPU registers its stubs keep,
 the Multiboot information its PV entry builds, hypercall argument blocks, the trap
-table buffer and the page-aligned GDT shadow. Its layout is fixed, so every address
-is known before any instruction is placed.
+table buffer, the reasons the glue prints when it gives up, and the page-aligned GDT
+shadow. Its layout is fixed, so every address is known before any instruction is
+placed.
 
 Every address the glue and the rewrites use is one of `symbols()`, computed here
 from the ABI layouts (abi/), so no offset is typed twice.
@@ -11,8 +12,9 @@ from dataclasses import dataclass
 
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi.layouts import MMUEXT_OP, PHYSDEV_SET_IOPL, SCHED_POLL, SCHED_SHUTDOWN, TRAP_INFO
-from pvtool.abi.xen import ShutdownReason
+from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY, ShutdownReason
 from pvtool.image import multiboot
+from pvtool.x86.descriptors import DESCRIPTOR_SIZE
 from pvtool.x86.paging import PAGE_SIZE
 
 # Offsets inside the first page of .pvdata.
@@ -26,9 +28,30 @@ START_INFO_PTR = SHUTDOWN_ARG + 8
 GDT_FRAMES = 0x140
 TRAP_INFO_BUF = 0x200
 TRAP_INFO_ENTRIES = 257  # every vector and the terminating entry
+FAILURES = TRAP_INFO_BUF + TRAP_INFO_ENTRIES * TRAP_INFO.size
 GDT_SHADOW = PAGE_SIZE
-GDT_SHADOW_SIZE = PAGE_SIZE  # 512 descriptors: pv_lgdt refuses a larger GDT
+# HYPERVISOR_set_gdt takes the entries below Xen's reserved ones: 14 frames
+# (xen/include/public/arch-x86/xen.h, FIRST_RESERVED_GDT_ENTRY). The CPU allows 8,192
+# descriptors; pv_lgdt shadows the first 7,168 and refuses a GDT with a present
+# descriptor past them.
+GDT_SHADOW_ENTRIES = FIRST_RESERVED_GDT_ENTRY
+GDT_SHADOW_SIZE = GDT_SHADOW_ENTRIES * DESCRIPTOR_SIZE
 GDT_SHADOW_FRAMES = GDT_SHADOW_SIZE // PAGE_SIZE
+
+# Why the glue gives up: pv_fatal prints the reason named here on the emergency
+# console (console_io), then crashes the domain; pvtool's error line carries the line
+# (GLUE_FAILURE_PREFIX, abi/pvtool.py). Each is stored as a u32 length and the text.
+GLUE_FAILURES = {
+    "iopl": "PHYSDEVOP_set_iopl refused I/O privilege for ring 1",
+    "paging_off": "the kernel cleared CR0.PG: a PV kernel cannot turn paging off",
+    "mmuext": "mmuext_op refused a new page directory or an invlpg",
+    "gdt_reserved": f"lgdt: a present descriptor at entry {FIRST_RESERVED_GDT_ENTRY} or "
+                    "above, where Xen keeps its own GDT entries",
+    "set_gdt": "lgdt: HYPERVISOR_set_gdt refused the GDT",
+    "set_trap_table": "lidt: HYPERVISOR_set_trap_table refused the IDT's gates",
+    "stack_switch": "ltr: HYPERVISOR_stack_switch refused the TSS's SS0:ESP0",
+    "ldt": "lldt of a non-null LDT: only the null LDT is supported",
+}
 
 
 @dataclass(frozen=True)
@@ -53,6 +76,8 @@ class PvData:
             "mbi": b + MBI,
             "mbi_mem_upper": b + MBI + info["mem_upper"],
             "mbi_cmdline": b + MBI + info["cmdline"],
+            "mbi_mods_count": b + MBI + info["mods_count"],
+            "mbi_mods_addr": b + MBI + info["mods_addr"],
             "mmuext": b + MMUEXT,
             "mmuext_cmd": b + MMUEXT + MMUEXT_OP.offset("cmd"),
             "mmuext_arg1": b + MMUEXT + MMUEXT_OP.offset("arg1"),
@@ -63,7 +88,8 @@ class PvData:
             "gdt_frames": b + GDT_FRAMES,
             "trap_info": b + TRAP_INFO_BUF,
             "gdt_shadow": self.gdt_shadow,
-            "gdt_shadow_entries": GDT_SHADOW_SIZE // 8,
+            "gdt_shadow_entries": GDT_SHADOW_ENTRIES,
+            **{f"failure_{name}": b + offset for name, offset in _failure_offsets().items()},
         }
 
     def contents(self) -> bytes:
@@ -76,16 +102,33 @@ class PvData:
         _put(data, SHUTDOWN_ARG, SCHED_SHUTDOWN.pack(reason=ShutdownReason.crash))
         frames = [(self.phys_base + GDT_SHADOW) // PAGE_SIZE + i for i in range(GDT_SHADOW_FRAMES)]
         _put(data, GDT_FRAMES, b"".join(f.to_bytes(4, "little") for f in frames))
-        assert TRAP_INFO_BUF + TRAP_INFO_ENTRIES * TRAP_INFO.size <= GDT_SHADOW
+        for name, offset in _failure_offsets().items():
+            _put(data, offset, _failure_record(name))
         return bytes(data)
 
 
+def _failure_record(name: str) -> bytes:
+    text = f"{pvabi.GLUE_FAILURE_PREFIX}{GLUE_FAILURES[name]}\n".encode()
+    return len(text).to_bytes(4, "little") + text
+
+
+def _failure_offsets() -> dict[str, int]:
+    """Each failure reason's place after the trap table buffer, all in the first page."""
+    offsets, offset = {}, FAILURES
+    for name in GLUE_FAILURES:
+        offsets[name] = offset
+        offset += -(-len(_failure_record(name)) // 4) * 4
+    assert offset <= GDT_SHADOW, "the glue's failure reasons overflow .pvdata's first page"
+    return offsets
+
+
 def _multiboot_info() -> bytes:
-    """The information structure pv_entry completes (mem_upper and the command line
-    come from start_info at boot)."""
+    """The information structure pv_entry completes (mem_upper from start_info; the
+    command line and the module list from pvtool's Multiboot table beside it, docs/ABI.md).
+    The flags are those QEMU's loader always gives (machine/loader.py)."""
     info = bytearray(multiboot.INFO_SIZE)
     fields = multiboot.INFO_FIELDS
-    flags = multiboot.INFO_MEMORY | multiboot.INFO_CMDLINE
+    flags = multiboot.INFO_MEMORY | multiboot.INFO_CMDLINE | multiboot.INFO_MODS
     _put(info, fields["flags"], flags.to_bytes(4, "little"))
     _put(info, fields["mem_lower"], multiboot.PC_CONVENTIONAL_MEMORY_KIB.to_bytes(4, "little"))
     return bytes(info)

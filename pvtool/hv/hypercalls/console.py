@@ -11,7 +11,9 @@ def console_io(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     if cmd == ConsoleIO.write:
         if count > MAX_CONSOLE_WRITE:
             raise HypercallError(Errno.EINVAL, f"console write of {count} bytes")
-        dom.console_output(dom.copy_from_guest(buf, count))
+        data = dom.copy_from_guest(buf, count)
+        dom.last_console_io = data
+        dom.console_output(data)
         return 0
     if cmd == ConsoleIO.read:
         return 0  # no input is queued for the emergency console

@@ -41,7 +41,11 @@ def _shutdown(dom: PvDomain, reason: int) -> int:
         name = ShutdownReason(reason).name
     except ValueError:
         raise HypercallError(Errno.EINVAL, f"shutdown reason {reason}") from None
-    dom.shutdown(reason, f"shutdown ({name})")
+    failure = dom.glue_failure() if reason == ShutdownReason.crash else None
+    if failure is not None:  # the glue gave up and said why (docs/ABI.md)
+        dom.machine.request_stop(failure)
+    else:
+        dom.shutdown(reason, f"shutdown ({name})")
     return 0
 
 
