@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pvtool.hv.boot import boot_pv_domain
 from pvtool.hv.domain import Domain
@@ -112,10 +113,11 @@ class Booted:
             "<I", self.memory.read_phys(address, 4))[0]
 
 
-def boot(guest: Guest, *, ram: int = RAM, cmdline: bytes = b"") -> Booted:
+def boot(guest: Guest, *, ram: int = RAM, cmdline: bytes = b"",
+         modules: tuple[Path, ...] = ()) -> Booted:
     output = bytearray()
     machine = Machine(ram_size=ram, output=output.extend)
-    domain = boot_pv_domain(machine, load_elf(guest.path), cmdline=cmdline)
+    domain = boot_pv_domain(machine, load_elf(guest.path), cmdline=cmdline, modules=modules)
     return Booted(guest, machine, domain, output)
 
 

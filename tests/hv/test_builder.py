@@ -243,3 +243,65 @@ def test_a_kernel_without_xen_notes_is_refused(build, tmp_path):
     with pytest.raises(UnsupportedImageError, match="no Xen ELF notes"):
         boot_pv_domain(Machine(ram_size=16 << 20, output=lambda _: None),
                        load_elf(guest.path))
+
+
+# -- modules and the Multiboot table (docs/ABI.md, "Modules and the command line") ------
+
+MODULE_DATA = (b"initrd bytes\x00\xff", b"M" * 5000)
+MULTIBOOT_TABLE_OFFSET = START_INFO_SIZE  # right after struct start_info
+MODULE_ENTRY = struct.Struct("<4I")  # Multiboot 3.3: mod_start, mod_end, string, reserved
+
+
+def module_files(tmp_path, count):
+    paths = []
+    for index, data in enumerate(MODULE_DATA[:count]):
+        path = tmp_path / f"module{index}.bin"
+        path.write_bytes(data)
+        paths.append(path)
+    return tuple(paths)
+
+
+def c_string(booted, address: int) -> bytes:
+    return booted.memory.read_phys(address, 4096).split(b"\0")[0]
+
+
+def test_one_module_is_announced_as_xen_announces_its_initrd(kernel, tmp_path):
+    """On the page after the kernel, mod_start virtual and mod_len its size; the boot
+    structures follow it."""
+    (module,) = module_files(tmp_path, 1)
+    booted = boot(kernel, modules=(module,))
+    info = start_info(booted)
+    mod_start, mod_len = field(info, SI_MOD_START), field(info, SI_MOD_LEN)
+    assert mod_start == page_up(kernel["stack_top"])
+    assert mod_len == len(MODULE_DATA[0])
+    assert booted.memory.read_phys(mod_start, mod_len) == MODULE_DATA[0]  # VIRT_BASE 0
+    assert field(info, SI_MFN_LIST) == page_up(mod_start + mod_len)
+
+
+def test_several_modules_follow_each_other_and_pvtools_table_lists_them(kernel, tmp_path):
+    modules = module_files(tmp_path, 2)
+    booted = boot(kernel, cmdline=b"quiet  x", modules=modules)
+    info = start_info(booted)
+    first = page_up(kernel["stack_top"])
+    second = page_up(first + len(MODULE_DATA[0]))
+    assert field(info, SI_MOD_START) == first
+    assert field(info, SI_MOD_LEN) == second + len(MODULE_DATA[1]) - first
+    table = booted.memory.read_phys(booted.cpu.read(ESI) + MULTIBOOT_TABLE_OFFSET, 12)
+    cmdline, count, mods_addr = struct.unpack("<3I", table)
+    assert c_string(booted, cmdline) == str(kernel.path).encode() + b" quiet  x"
+    assert count == 2
+    entries = [MODULE_ENTRY.unpack(booted.memory.read_phys(mods_addr + 16 * i, 16))
+               for i in range(2)]
+    assert [(start, end) for start, end, _, _ in entries] == [
+        (first, first + len(MODULE_DATA[0])), (second, second + len(MODULE_DATA[1]))]
+    assert [c_string(booted, string) for _, _, string, _ in entries] == [
+        str(path).encode() for path in modules]
+    for (start, end, _, _), data in zip(entries, MODULE_DATA, strict=True):
+        assert booted.memory.read_phys(start, end - start) == data
+
+
+def test_without_modules_the_table_has_the_command_line_and_no_module(booted, kernel):
+    table = booted.memory.read_phys(booted.cpu.read(ESI) + MULTIBOOT_TABLE_OFFSET, 12)
+    cmdline, count, _ = struct.unpack("<3I", table)
+    assert c_string(booted, cmdline) == str(kernel.path).encode() + b" console=hvc0 root=/dev/xvda1"
+    assert count == 0
