@@ -56,6 +56,32 @@ def test_a_glue_failure_prints_its_reason_and_names_the_original_instruction(ful
     assert done.status == GuestFault.exit_status == 77
 
 
+NON_NULL_LDT = """
+.globl _start
+.type _start, @function
+_start:
+    mov esp, 0x200000
+    mov ax, 0x28
+the_lldt:
+    lldt ax
+    hlt
+"""
+
+
+def test_every_glue_refusal_says_why_an_unsupported_ldt_too(tmp_path):
+    elf, symbols = build_kernel(tmp_path, NON_NULL_LDT)
+    patched = tmp_path / "kernel.pv.elf"
+    assert pvtool("patch", elf, "-o", patched).status == 0
+
+    done = pvtool("run", "--quiet", patched)
+
+    reason = "glue: lldt of a non-null LDT: only the null LDT is supported"
+    assert done.stdout == reason + "\n"
+    assert done.error_line() == (f"pvtool: error: crash: {reason} "
+                                 f"at eip {symbols['the_lldt']:#010x} <the_lldt>")
+    assert done.status == 77
+
+
 def test_trap_and_emulate_refuses_the_same_gdt_with_the_same_status(full_gdt):
     elf, _, _ = full_gdt
 

@@ -31,6 +31,7 @@ from tests.patch.tools import (
     run,
     sections,
     segments,
+    stub_ranges,
     trap_table,
 )
 
@@ -301,3 +302,25 @@ _start:
     stub = int(json.loads(out.with_suffix(".json").read_text())["sites"][0]["stub"], 16)
     assert pvtext.vaddr <= stub < pvtext.vaddr + pvtext.memsz
     assert struct.unpack("<I", xen[1])[0] in range(pvtext.vaddr, pvtext.vaddr + pvtext.memsz)
+
+
+def test_the_site_ranges_note_names_each_replaced_sites_code(hello):
+    """pvtool note type 3 (docs/ABI.md): one (start, end, site) per site the patch
+    replaced, in place over the original instruction's window or inside its stub, so
+    the hypervisor can name the instruction whose replacement called the glue."""
+    _, out, _ = hello
+    rep = json.loads(out.with_suffix(".json").read_text())
+    desc = [entry for name, kind, entry in notes(out) if name == b"pvtool" and kind == 3]
+    assert len(desc) == 1
+    ranges = [struct.unpack_from("<III", desc[0], i) for i in range(0, len(desc[0]), 12)]
+    replaced = {address(s): s for s in rep["sites"] if s["placement"] in ("in-place", "detour")}
+    assert sorted(site for _, _, site in ranges) == sorted(replaced)
+    stubs = stub_ranges(out, rep)
+    for start, end, site in ranges:
+        placed = replaced[site]
+        assert start < end
+        if placed["placement"] == "detour":
+            stub_start, stub_end = stubs[int(placed["stub"], 16)]
+            assert stub_start <= start < end <= stub_end
+        else:
+            assert start <= site < end
