@@ -60,7 +60,7 @@ class Site:
 
 def find_sites(code: CodeMap, patch_set: PatchSet) -> list[Site]:
     sites = []
-    for insn in code.instructions_in(0, 1 << 32):
+    for insn in code.site_candidates():
         cls = classify(insn.cs)
         if cls is None or code.mode not in cls.modes:
             continue
