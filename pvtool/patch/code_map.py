@@ -111,15 +111,16 @@ class _Instructions(Mapping):
 class CodeMap:
     """What discovery found. Read-only."""
 
-    def __init__(self, mode: int, regions: list[Region], undecodable: list[Undecodable],
-                 coverage: Coverage, jump_tables: dict[int, list[int]]):
+    def __init__(self, mode: int, regions: list[Region], branch_targets: frozenset[int],
+                 undecodable: list[Undecodable], coverage: Coverage,
+                 jump_tables: dict[int, list[int]]):
         self.mode = mode
         self._regions = regions
         self._region_starts = [r.start for r in regions]
         self.starts = array_of_addresses(mode)
         for region in regions:
             self.starts.extend(region.starts())
-        self.branch_targets: frozenset[int] = frozenset()
+        self.branch_targets = branch_targets
         self.undecodable = undecodable  # in address order
         self.coverage = coverage
         self.jump_tables = jump_tables  # jmp address -> its entries
