@@ -148,8 +148,8 @@ def _usable(window: list[Insn], code: CodeMap, site_at: dict[int, Site],
             return False
         if position > 0 and insn.address in code.branch_targets:
             return False
-        if (ended or not code.reached_by_recursion(insn.address)) and not is_padding(insn):
-            return False  # only padding after a path's end; never possible code (data?)
+        if ended and not is_padding(insn):
+            return False
         if insn.mnemonic in REL8_ONLY:
             return False
         other = site_at.get(insn.address)
