@@ -242,3 +242,11 @@ def test_a_pointer_into_the_middle_of_code_already_found_proves_nothing():
 def test_overlapping_regions_are_refused():
     with pytest.raises(ValueError, match="overlap"):
         discover([(0x1000, b"\x90" * 16), (0x1008, b"\x90")], [])
+
+
+def test_site_candidates_hold_every_catalogue_instruction(program):
+    code_map, _, _ = program
+    sites = {a for a, i in code_map.instructions.items() if classify(i.cs) is not None}
+    candidates = [i.address for i in code_map.site_candidates()]
+    assert sites and sites <= set(candidates) and candidates == sorted(candidates)
+    assert len(candidates) < len(code_map.instructions)
