@@ -22,14 +22,18 @@ can arrive at.
    no undecodable byte, no data, no target outside the code, no instruction that
    straddles code already found. Compilers take a function's address for a callback
    table or a handler; data that happens to hold such a word rarely decodes that
-   cleanly. Code so found is code like the rest.
-3. A linear sweep over every executable byte no recursion reached, so nothing goes
+   cleanly. Code so found is code like the rest, and its immediates are pointers too.
+3. The prologue rule: where no recursion reached, gcc's frame setup `push ebp; mov ebp,
+   esp` at a 16-byte boundary (where gcc aligns functions) starts a recursion held to
+   the pointer rule's test. A distribution's Linux calls much of its code through
+   computed addresses (paravirt ops, static calls, alternatives) with no symbol left.
+4. A linear sweep over every executable byte no recursion reached, so nothing goes
    unseen: that is "possible code", reported with its reason, and its catalogue
    instructions are sites the patcher keeps as they are (never rewritten: they may be
    data). capstone stops silently at a byte it cannot decode; here every such run is
    recorded in `undecodable`, and coverage accounts for every byte: entry + symbols +
-   pointers + data + sweep + undecodable == the regions' size.
-4. Branch targets, conservatively: every entry point, every direct target and jump-table
+   pointers + prologues + data + sweep + undecodable == the regions' size.
+5. Branch targets, conservatively: every entry point, every direct target and jump-table
    entry found by recursion, plus, when they equal the start of a decoded instruction,
    the direct targets of swept code, every immediate operand, and every aligned
    pointer-sized word of the regions and data regions (a function pointer in .data, a
@@ -56,6 +60,7 @@ from pvtool.patch.code_map import (
     ENDS,
     FROM_ENTRY,
     FROM_POINTER,
+    FROM_PROLOGUE,
     FROM_SYMBOL,
     IMMEDIATE,
     RECURSION,
@@ -73,6 +78,10 @@ from pvtool.x86.isa import MAX_INSN_SIZE, Undecodable, decode_one
 __all__ = ["CodeMap", "Coverage", "Insn", "discover"]
 
 _MAX_TABLE_ENTRIES = 4096
+# gcc's frame setup, `push ebp; mov ebp, esp` (`push rbp; mov rbp, rsp`), at the 16-byte
+# boundary it aligns functions to on x86 (-falign-functions).
+_PROLOGUES = {32: bytes.fromhex("55 89e5"), 64: bytes.fromhex("55 4889e5")}
+_FUNCTION_ALIGN = 16
 
 
 class _Conflict(Exception):
@@ -109,28 +118,44 @@ class _Discovery(Grid):
         self.targets.update(roots, closure.targets)
 
     def recurse_from_pointers(self) -> None:
-        """The pointer rule (module docstring, 2.), to a fixed point: code it finds has
-        immediates of its own."""
+        """The pointer rule (module docstring, 2.)."""
+        self._prove(self._data_words(), FROM_POINTER)
+
+    def recurse_from_prologues(self) -> None:
+        """The prologue rule (module docstring, 3.)."""
+        prologue, roots = _PROLOGUES[self.mode], []
+        for region in self.regions:
+            for start, end in list(zero_runs(region.covered)):
+                at = region.data.find(prologue, start, end)
+                while at >= 0:
+                    if (region.start + at) % _FUNCTION_ALIGN == 0:
+                        roots.append(region.start + at)
+                    at = region.data.find(prologue, at + 1, end)
+        self._prove(roots, FROM_PROLOGUE)
+
+    def _prove(self, roots: Iterable[int], how: int) -> None:
+        """A strict recursion from each root, to a fixed point: code it proves has
+        immediates of its own, which the pointer rule follows."""
         proven = [a for a in self.immediates if self._proven(a)]
-        roots = set(self._data_words())
-        while proven:
+        roots = set(roots)
+        while roots or proven:
             roots.update(v for address in proven for v in self.immediates[address])
             proven = []
             for root in sorted(roots):
-                proven += self._pointer(root)
-            roots = set()
+                proven += self._pointer(root, how)
+            roots, how = set(), FROM_POINTER
 
     def _proven(self, address: int) -> bool:
         region = self.region_of(address)
         return region.origin[address - region.start] == RECURSION
 
-    def _pointer(self, root: int) -> list[int]:
+    def _pointer(self, root: int, how: int) -> list[int]:
         """Recursion from one pointer, kept or undone; the addresses it proved that hold
         immediates."""
         region = self.region_of(root)
         if region is None or region.covered[root - region.start]:
             return []
-        closure = _Closure(FROM_POINTER, strict=True)
+        closure = _Closure(how, strict=True)
         try:
             self._explore([root], closure)
         except _Conflict:
@@ -313,7 +338,7 @@ class _Discovery(Grid):
         bad = sum(run.size for run in self.undecodable)
         coverage = Coverage(recursion=count(FROM_ENTRY), sweep=swept, undecodable=bad,
                             symbols=count(FROM_SYMBOL), pointers=count(FROM_POINTER),
-                            data=count(DATA))
+                            prologues=count(FROM_PROLOGUE), data=count(DATA))
         maybe = self.candidates | self.swept_targets
         targets = frozenset(self.targets | {a for a in maybe if starts_instruction(a)})
         return CodeMap(self.mode, self.regions, targets,
@@ -355,6 +380,7 @@ def discover(
     work.recurse(symbols, FROM_SYMBOL)
     if work.regions:
         work.recurse_from_pointers()
+        work.recurse_from_prologues()
         work.collect_data_words()
     swept = work.sweep()
     return work.code_map(swept)
