@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import compress
 
-from pvtool.x86.isa import Undecodable, decode_one, decode_one_lite
+from pvtool.x86.isa import Undecodable, decode_all_lite, decode_one, decode_one_lite
 
 # Region.flags bits: what an instruction starting at that byte is to discovery.
 ENDS = 1  # no fall-through
@@ -156,11 +156,23 @@ class CodeMap:
         return Insn(region.start + offset, size, code, mnemonic, op_str, self.mode)
 
     def iter_instructions(self, start: int = 0, end: int = 1 << 64) -> Iterator[Insn]:
-        """Instructions starting in [start, end), in address order, decoded as they go."""
-        lo = bisect.bisect_left(self.starts, start)
-        hi = bisect.bisect_left(self.starts, end)
-        for address in self.starts[lo:hi]:
-            yield self._insn(*self._locate(address))
+        """Instructions starting in [start, end), in address order, decoded as they go:
+        each run of back-to-back instructions by one linear lite decode."""
+        addresses = self.starts[bisect.bisect_left(self.starts, start):
+                                bisect.bisect_left(self.starts, end)]
+        index = 0
+        while index < len(addresses):
+            region, first = self._locate(addresses[index])
+            stop, index = first + region.size[first], index + 1
+            while (index < len(addresses) and stop < len(region.data)
+                   and addresses[index] == region.start + stop):
+                stop, index = stop + region.size[stop], index + 1
+            code = region.data[first:stop]
+            for address, size, mnemonic, op_str in decode_all_lite(
+                    code, region.start + first, self.mode):
+                offset = address - region.start - first
+                yield Insn(address, size, code[offset : offset + size], mnemonic, op_str,
+                           self.mode)
 
     def instructions_in(self, start: int, end: int) -> list[Insn]:
         """Instructions starting in [start, end), in address order."""

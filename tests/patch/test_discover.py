@@ -263,3 +263,12 @@ def test_a_frame_setup_at_a_function_boundary_is_code():
     assert not code_map.reached_by_recursion(0x1021)
     # possible code: the padding after each ret, and the second function
     assert code_map.possible_code() == [(0x1001, 0x1010), (0x1016, 0x1000 + len(code))]
+
+
+def test_listing_decodes_overlapping_instructions_and_adjacent_regions_each_once():
+    code_map = discover([(0x1000, bytes.fromhex("ebff c0 c3")), (0x1004, b"\x90\xc3")],
+                        [0x1000, 0x1004])
+    listed = [(i.address, i.bytes.hex(), i.mnemonic) for i in code_map.instructions_in(0, 1 << 32)]
+    assert listed == [(0x1000, "ebff", "jmp"), (0x1001, "ffc0", "inc"), (0x1003, "c3", "ret"),
+                      (0x1004, "90", "nop"), (0x1005, "c3", "ret")]
+    assert listed == [(a, i.bytes.hex(), i.mnemonic) for a, i in code_map.instructions.items()]
