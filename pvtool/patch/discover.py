@@ -1,215 +1,259 @@
-"""Code discovery: which executable bytes are instructions, and where control can land.
+"""Code discovery: which executable bytes are instructions, which are data, and where
+control can land.
 
 The patcher rewrites instructions in place, and an in-place rewrite that spans a
-location some other code jumps to breaks that code. So discovery has two duties: find
-every instruction (privileged ones hide anywhere), and over-approximate the set of
-places control can arrive at.
+location some other code jumps to breaks that code, as does a rewrite of bytes that are
+data. So discovery has three duties: find every instruction (privileged ones hide
+anywhere), keep data apart from code, and over-approximate the set of places control
+can arrive at.
 
-1. Recursive disassembly from every entry point (the image entry and every function
-   symbol): follow direct jmp/jcc/call/loop/jecxz targets (and far jmp/call offsets:
-   guests use flat segments, e.g. the `ljmp 0x8:1f` after lgdt); a path stops at
-   ret/retf/iret/jmp/ud2/sysexit/sysret and continues after call, int and hlt.
-   `jmp [index*4 + table]` is a jump table: its entries are read while they point into
-   code, and followed.
-2. A linear sweep over every executable byte recursion did not reach, so nothing goes
-   unseen. capstone stops silently at a byte it cannot decode; here every such run is
-   recorded in `undecodable`, and coverage accounts for every byte:
-   recursion + sweep + undecodable == the regions' size.
-3. Branch targets, conservatively: every entry point, every direct target and jump-table
+0. Data first: the ranges the caller knows are data (code_space.py: the Multiboot
+   header, ELF notes) are never decoded.
+1. Recursive disassembly, which decides what is code: from the image entry, then from
+   every function symbol, then from every address-taken pointer (below). It follows
+   direct jmp/jcc/call/loop/jecxz targets (and far jmp/call offsets: guests use flat
+   segments, e.g. the `ljmp 0x8:1f` after lgdt); a path stops at
+   ret/retf/iret/jmp/ud2/sysexit/sysret, and at data, and continues after call, int
+   and hlt. `jmp [index*4 + table]` is a jump table: its entries are read while they
+   point into code, and followed; its body is data.
+2. The pointer rule: an aligned pointer-sized word in a data region, or an immediate of
+   code found by recursion, that holds an address in bytes no recursion reached starts
+   a recursion of its own, which is kept only if everything it reaches decodes as code:
+   no undecodable byte, no data, no target outside the code, no instruction that
+   straddles code already found. Compilers take a function's address for a callback
+   table or a handler; data that happens to hold such a word rarely decodes that
+   cleanly. Code so found is code like the rest, and its immediates are pointers too.
+3. The prologue rule: where no recursion reached, gcc's frame setup `push ebp; mov ebp,
+   esp` at a 16-byte boundary (where gcc aligns functions) starts a recursion held to
+   the pointer rule's test. A distribution's Linux calls much of its code through
+   computed addresses (paravirt ops, static calls, alternatives) with no symbol left.
+4. A linear sweep over every executable byte no recursion reached, so nothing goes
+   unseen: that is "possible code", reported with its reason, and its catalogue
+   instructions are sites the patcher keeps as they are (never rewritten: they may be
+   data). capstone stops silently at a byte it cannot decode; here every such run is
+   recorded in `undecodable`, and coverage accounts for every byte: entry + symbols +
+   pointers + prologues + data + sweep + undecodable == the regions' size.
+5. Branch targets, conservatively: every entry point, every direct target and jump-table
    entry found by recursion, plus, when they equal the start of a decoded instruction,
-   the direct targets of swept code (it may be real code reached in a way we missed),
-   every immediate operand, and every aligned pointer-sized word of the regions and
-   data regions (a function pointer in .data, a callback table in .rodata). A false
-   positive only costs an in-place rewrite (the site gets a detour or a trap instead);
-   a false negative would corrupt the guest. Pointers at unaligned addresses and
-   computed ones are not seen: the report should say a rewrite is in-place so a human
-   can check.
+   the direct targets of swept code, every immediate operand, and every aligned
+   pointer-sized word of the regions and data regions (a function pointer in .data, a
+   callback table in .rodata). A false positive only costs an in-place rewrite (the
+   site gets a detour or a trap instead); a false negative would corrupt the guest.
+   Pointers at unaligned addresses and computed ones are not seen: the report should
+   say a rewrite is in-place so a human can check.
 
-Overlapping instructions (a jump into the middle of another instruction) are kept:
-both decodings are real paths, and a privileged instruction in either is a site.
+Overlapping instructions (a jump into the middle of another instruction) are kept when
+the entry or a symbol leads there: both decodings are real paths, and a privileged
+instruction in either is a site.
+
+The cost is linear in the image: grid.py decodes every region once, and recursion and
+the sweep walk its per-byte tables (code_map.py).
 """
 
 import bisect
-import struct
+from array import array
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
-from capstone import CsInsn
-from capstone import x86_const as X
+from pvtool.patch.code_map import (
+    DATA,
+    DIRECT,
+    ENDS,
+    FROM_ENTRY,
+    FROM_POINTER,
+    FROM_PROLOGUE,
+    FROM_SYMBOL,
+    IMMEDIATE,
+    RECURSION,
+    SWEEP,
+    TABLE,
+    CodeMap,
+    Coverage,
+    Insn,
+    Region,
+    zero_runs,
+)
+from pvtool.patch.grid import Grid
+from pvtool.x86.isa import MAX_INSN_SIZE, Undecodable, decode_one
 
-from pvtool.x86.isa import MAX_INSN_SIZE, Undecodable, decode_all, decoder
+__all__ = ["CodeMap", "Coverage", "Insn", "discover"]
 
-_JCC = frozenset(
-    (X.X86_INS_JA, X.X86_INS_JAE, X.X86_INS_JB, X.X86_INS_JBE, X.X86_INS_JE, X.X86_INS_JNE,
-     X.X86_INS_JG, X.X86_INS_JGE, X.X86_INS_JL, X.X86_INS_JLE, X.X86_INS_JO, X.X86_INS_JNO,
-     X.X86_INS_JP, X.X86_INS_JNP, X.X86_INS_JS, X.X86_INS_JNS, X.X86_INS_JCXZ,
-     X.X86_INS_JECXZ, X.X86_INS_JRCXZ, X.X86_INS_LOOP, X.X86_INS_LOOPE, X.X86_INS_LOOPNE)
-)  # fmt: skip
-_CALLS = frozenset((X.X86_INS_CALL, X.X86_INS_LCALL))
-_JUMPS = frozenset((X.X86_INS_JMP, X.X86_INS_LJMP))
-_PATH_ENDS = frozenset(
-    (X.X86_INS_RET, X.X86_INS_RETF, X.X86_INS_RETFQ, X.X86_INS_IRET, X.X86_INS_IRETD,
-     X.X86_INS_IRETQ, X.X86_INS_UD0, X.X86_INS_UD1, X.X86_INS_UD2, X.X86_INS_SYSEXIT,
-     X.X86_INS_SYSEXITQ, X.X86_INS_SYSRET, X.X86_INS_SYSRETQ)
-) | _JUMPS  # fmt: skip
 _MAX_TABLE_ENTRIES = 4096
+# gcc's frame setup, `push ebp; mov ebp, esp` (`push rbp; mov rbp, rsp`), at the 16-byte
+# boundary it aligns functions to on x86 (-falign-functions).
+_PROLOGUES = {32: bytes.fromhex("55 89e5"), 64: bytes.fromhex("55 4889e5")}
+_FUNCTION_ALIGN = 16
 
 
-@dataclass(frozen=True, slots=True)
-class Insn:
-    """A decoded instruction; `cs` is capstone's instruction with detail."""
-
-    address: int
-    size: int
-    bytes: bytes
-    mnemonic: str
-    op_str: str
-    cs: CsInsn
-
-    @property
-    def end(self) -> int:
-        return self.address + self.size
-
-    @classmethod
-    def of(cls, cs) -> "Insn":
-        return cls(cs.address, cs.size, bytes(cs.bytes), cs.mnemonic, cs.op_str, cs)
+class _Conflict(Exception):
+    """A pointer-rule recursion met something that is not code."""
 
 
-@dataclass(frozen=True, slots=True)
-class Coverage:
-    """Bytes of the executable regions, by how they were accounted for."""
+class _Closure:
+    """What one recursion did, so a pointer-rule recursion can be undone."""
 
-    recursion: int
-    sweep: int
-    undecodable: int
-
-    @property
-    def total(self) -> int:
-        return self.recursion + self.sweep + self.undecodable
-
-
-@dataclass(eq=False)
-class CodeMap:
-    """What discovery found. Read-only: instructions_in() indexes the instructions once."""
-
-    mode: int
-    instructions: dict[int, Insn] = field(repr=False)  # address -> instruction
-    branch_targets: frozenset[int] = field(repr=False)
-    undecodable: list[Undecodable]  # in address order
-    coverage: Coverage
-    jump_tables: dict[int, list[int]] = field(repr=False)  # jmp address -> its entries
-    recursive: frozenset[int] = field(repr=False)  # starts of instructions recursion found
-
-    def __post_init__(self):
-        self._order = sorted(self.instructions)
-
-    def reached_by_recursion(self, address: int) -> bool:
-        """Whether an instruction found by recursive disassembly starts at `address`."""
-        return address in self.recursive
-
-    def instructions_in(self, start: int, end: int) -> list[Insn]:
-        """Instructions starting in [start, end), in address order."""
-        lo = bisect.bisect_left(self._order, start)
-        hi = bisect.bisect_left(self._order, end)
-        return [self.instructions[a] for a in self._order[lo:hi]]
+    def __init__(self, how: int, strict: bool):
+        self.how, self.strict = how, strict
+        self.fill = [bytes([how]) * size for size in range(MAX_INSN_SIZE + 1)]
+        self.decoded: list[tuple[Region, int, int]] = []
+        self.data: list[tuple[Region, int, int]] = []
+        self.tables: list[int] = []
+        self.targets: list[int] = []
 
 
-class _Region:
-    __slots__ = ("start", "data", "end", "covered")
+class _Discovery(Grid):
+    """Recursion, the pointer rule, jump tables and the sweep over the grid."""
 
-    def __init__(self, start: int, data: bytes):
-        self.start, self.data, self.end = start, bytes(data), start + len(data)
-        self.covered = bytearray(len(data))  # 1 where a recursion instruction lies
-
-
-class _Discovery:
     def __init__(self, regions, data_regions, mode: int):
-        self.mode = mode
-        self.mask = (1 << mode) - 1
-        self.word = mode // 8
-        self.engine = decoder(mode)
-        self.regions = sorted((_Region(a, d) for a, d in regions if d), key=lambda r: r.start)
-        self.starts = [r.start for r in self.regions]
-        self.readable = sorted(
-            [(r.start, r.data) for r in self.regions] + [(a, bytes(d)) for a, d in data_regions]
-        )
-        self.instructions: dict[int, Insn] = {}
-        self.recursive: set[int] = set()
+        super().__init__(regions, data_regions, mode)
         self.targets: set[int] = set()
-        self.candidates: set[int] = set()  # possible pointers, kept if an insn starts there
-        self.swept_targets: set[int] = set()  # direct targets of swept code, likewise
+        self.swept_targets: set[int] = set()  # direct targets of swept code
         self.jump_tables: dict[int, list[int]] = {}
         self.undecodable: list[Undecodable] = []
-        _check_disjoint(self.regions)
 
-    def region_of(self, address: int) -> _Region | None:
-        i = bisect.bisect_right(self.starts, address) - 1
-        if i >= 0 and address < self.regions[i].end:
-            return self.regions[i]
-        return None
+    def recurse(self, roots: Iterable[int], how: int) -> None:
+        """Recursion from the entry (FROM_ENTRY) or the symbols (FROM_SYMBOL)."""
+        roots = [a & self.mask for a in roots]
+        closure = _Closure(how, strict=False)
+        self._explore(roots, closure)
+        self.targets.update(roots, closure.targets)
 
-    # ---- recursion
+    def recurse_from_pointers(self) -> None:
+        """The pointer rule (module docstring, 2.)."""
+        self._prove(self._data_words(), FROM_POINTER)
 
-    def recurse(self, entry_points: Iterable[int]) -> None:
-        worklist = [a & self.mask for a in entry_points]
-        self.targets.update(worklist)
+    def recurse_from_prologues(self) -> None:
+        """The prologue rule (module docstring, 3.)."""
+        prologue, roots = _PROLOGUES[self.mode], []
+        for region in self.regions:
+            for start, end in list(zero_runs(region.covered)):
+                at = region.data.find(prologue, start, end)
+                while at >= 0:
+                    if (region.start + at) % _FUNCTION_ALIGN == 0:
+                        roots.append(region.start + at)
+                    at = region.data.find(prologue, at + 1, end)
+        self._prove(roots, FROM_PROLOGUE)
+
+    def _prove(self, roots: Iterable[int], how: int) -> None:
+        """A strict recursion from each root, to a fixed point: code it proves has
+        immediates of its own, which the pointer rule follows."""
+        proven = [a for a in self.immediates if self._proven(a)]
+        roots = set(roots)
+        while roots or proven:
+            roots.update(v for address in proven for v in self.immediates[address])
+            proven = []
+            for root in sorted(roots):
+                proven += self._pointer(root, how)
+            roots, how = set(), FROM_POINTER
+
+    def _proven(self, address: int) -> bool:
+        region = self.region_of(address)
+        return region.origin[address - region.start] == RECURSION
+
+    def _pointer(self, root: int, how: int) -> list[int]:
+        """Recursion from one pointer, kept or undone; the addresses it proved that hold
+        immediates."""
+        region = self.region_of(root)
+        if region is None or region.covered[root - region.start]:
+            return []
+        closure = _Closure(how, strict=True)
+        try:
+            self._explore([root], closure)
+        except _Conflict:
+            self._undo(closure)
+            return []
+        self.targets.add(root)
+        self.targets.update(closure.targets)
+        return [region.start + offset for region, offset, _ in closure.decoded
+                if region.flags[offset] & IMMEDIATE]
+
+    def _undo(self, closure: _Closure) -> None:
+        for region, offset, size in closure.decoded:
+            region.origin[offset] = 0
+            region.covered[offset : offset + size] = bytes(size)
+        for region, lo, hi in closure.data:
+            region.covered[lo:hi] = bytes(hi - lo)
+        for address in closure.tables:
+            del self.jump_tables[address]
+
+    def _explore(self, worklist: list[int], closure: _Closure) -> None:
+        worklist = list(worklist)
         while worklist:
-            self._follow(worklist.pop(), worklist)
+            self._path(worklist.pop(), worklist, closure)
 
-    def _follow(self, address: int, worklist: list[int]) -> None:
-        """Decode one path from `address` until it ends or meets decoded code."""
-        while address not in self.recursive:
-            region = self.region_of(address)
-            insn = self._decode_at(region, address) if region else None
-            if insn is None:
-                return
-            self.instructions[address] = insn
-            self.recursive.add(address)
+    def _path(self, address: int, worklist: list[int], closure: _Closure) -> None:
+        """Decode one path from `address` until it ends or meets decoded code. Under
+        the pointer rule, raise _Conflict where it is not code. (The hot loop of
+        discovery: the tables are read inline.)"""
+        region = self.region_of(address)
+        while region is not None:
             offset = address - region.start
-            region.covered[offset : offset + insn.size] = b"\x01" * insn.size
-            targets, falls_through = self.flow(insn)
-            self.targets.update(targets)
-            worklist.extend(targets)
-            if not falls_through:
+            origin, covered, flags = region.origin, region.covered, region.flags
+            if origin[offset] == RECURSION:
                 return
-            address = insn.end
+            size = region.size[offset] or self.size_at(region, offset, len(region.data))
+            if not size or offset + size > len(covered):
+                return _stop(closure)
+            if covered.count(0, offset, offset + size) == size:
+                covered[offset : offset + size] = closure.fill[size]
+            elif closure.strict or covered.find(DATA, offset, offset + size) >= 0:
+                return _stop(closure)
+            else:  # overlapping decodings: a byte keeps the first way it was reached
+                span = covered[offset : offset + size]
+                covered[offset : offset + size] = bytes(b or closure.how for b in span)
+            origin[offset] = RECURSION
+            if closure.strict:
+                closure.decoded.append((region, offset, size))
+            flag = flags[offset]
+            if flag & (DIRECT | TABLE):
+                targets = self.flow(region, address, flag, closure)
+                closure.targets += targets
+                worklist += targets
+            if flag & ENDS:
+                return
+            address += size
+            if address >= region.end:
+                region = self.region_of(address)
+        _stop(closure)
 
-    def _decode_at(self, region: _Region, address: int) -> Insn | None:
+    def flow(self, region: Region, address: int, flags: int,
+             closure: _Closure | None = None) -> list[int]:
+        """The direct targets (and jump-table entries) of the instruction at `address`."""
+        if flags & TABLE:
+            return self.jump_table(region, address, closure)
+        return [self.direct[address]] if flags & DIRECT else []
+
+    def jump_table(self, region: Region, address: int, closure: _Closure | None) -> list[int]:
+        """Entries of `jmp [index*wordsize + table]` while they point into code. Found
+        by recursion, the table's body is data."""
         offset = address - region.start
-        window = region.data[offset : offset + MAX_INSN_SIZE]
-        cs = next(self.engine.disasm(window, address, 1), None)
-        return Insn.of(cs) if cs is not None else None
-
-    def flow(self, insn: Insn) -> tuple[list[int], bool]:
-        """(direct targets, whether execution can continue with the next instruction)."""
-        iid = insn.cs.id
-        if iid not in _JCC and iid not in _CALLS and iid not in _PATH_ENDS:
-            return [], True
-        targets = []
-        if iid in _JCC or iid in _CALLS or iid in _JUMPS:
-            ops = insn.cs.operands
-            # the last operand: a far jmp/call's offset follows its selector
-            targets = [op.imm & self.mask for op in ops[-1:] if op.type == X.X86_OP_IMM]
-            if iid == X.X86_INS_JMP and ops and ops[0].type == X.X86_OP_MEM:
-                targets = self.jump_table(insn, ops[0])
-        return targets, iid not in _PATH_ENDS
-
-    def jump_table(self, insn: Insn, op) -> list[int]:
-        """Entries of `jmp [index*wordsize + table]` while they point into code."""
+        op = decode_one(region.data[offset : offset + region.size[offset]], address,
+                        self.mode).operands[0]
         mem = op.mem
         if mem.base or not mem.index or mem.scale != self.word or op.size != self.word:
             return []
         entries = []
-        address = mem.disp & self.mask
+        table = mem.disp & self.mask
         while len(entries) < _MAX_TABLE_ENTRIES:
-            value = self.read_word(address)
+            value = self.read_word(table + len(entries) * self.word)
             if value is None or self.region_of(value) is None:
                 break
             entries.append(value)
-            address += self.word
-        if entries:
-            self.jump_tables[insn.address] = entries
+        if entries and closure is not None:
+            self.jump_tables[address] = entries
+            closure.tables.append(address)
+            self._table_body(table, len(entries) * self.word, closure)
         return entries
+
+    def _table_body(self, start: int, size: int, closure: _Closure) -> None:
+        """Mark a jump table's bytes in the code as data where nothing claimed them."""
+        region = self.region_of(start)
+        if region is None:
+            return
+        lo, hi = start - region.start, min(start + size, region.end) - region.start
+        span = region.covered[lo:hi]
+        if span.count(0) == len(span):
+            region.covered[lo:hi] = bytes([DATA]) * len(span)
+            closure.data.append((region, lo, hi))
 
     def read_word(self, address: int) -> int | None:
         for start, data in self.readable:
@@ -221,7 +265,8 @@ class _Discovery:
     # ---- linear sweep
 
     def sweep(self) -> int:
-        """Decode every byte recursion left; return the bytes swept into instructions.
+        """Decode every byte no recursion reached; return the bytes swept into
+        instructions.
 
         A linear sweep through data falls out of step with the code after it (a jump
         table's words decode as instructions that run into the next function). So each
@@ -231,68 +276,81 @@ class _Discovery:
         anchors = sorted(self.candidates)
         swept = 0
         for region in self.regions:
-            for start, end in _gaps(region.covered):
+            for start, end in list(zero_runs(region.covered)):
                 for piece_start, piece_end in _cut(start, end, region.start, anchors):
                     swept += self._sweep_piece(region, piece_start, piece_end)
         return swept
 
-    def _sweep_piece(self, region: _Region, start: int, end: int) -> int:
-        swept = 0
-        for item in decode_all(region.data[start:end], region.start + start, self.mode):
-            if isinstance(item, Undecodable):
-                self.undecodable.append(item)
+    def _sweep_piece(self, region: Region, start: int, end: int) -> int:
+        swept, offset, bad = 0, start, None
+        sizes, flags = region.size, region.flags
+        while offset < end:
+            size = sizes[offset]
+            if not size or offset + size > end:
+                size = self.size_at(region, offset, end)
+            if not size:
+                bad = offset if bad is None else bad
+                offset += 1
                 continue
-            insn = Insn.of(item)
-            self.instructions[insn.address] = insn
-            swept += insn.size
-            self.swept_targets.update(self.flow(insn)[0])
+            if bad is not None:
+                self._undecodable(region, bad, offset)
+                bad = None
+            region.origin[offset] = SWEEP
+            if flags[offset]:
+                address = region.start + offset
+                self.swept_targets.update(self.flow(region, address, flags[offset]))
+            swept += size
+            offset += size
+        if bad is not None:
+            self._undecodable(region, bad, end)
         return swept
+
+    def _undecodable(self, region: Region, start: int, end: int) -> None:
+        self.undecodable.append(Undecodable(region.start + start, region.data[start:end]))
 
     # ---- possible function pointers
 
-    def collect_immediates(self, insns: Iterable[Insn]) -> None:
-        for insn in insns:
-            for op in insn.cs.operands:
-                if op.type == X.X86_OP_IMM:
-                    self.candidates.add(op.imm & self.mask)
-
-    def collect_data_words(self) -> None:
-        """Every aligned pointer-sized word of the code and data regions."""
-        layout = "<I" if self.word == 4 else "<Q"
-        for start, data in self.readable:
+    def _data_words(self, readable=None) -> list[int]:
+        """Every aligned pointer-sized word of `readable` (the data regions) that points
+        into a region."""
+        found = []
+        for start, data in self.data_regions if readable is None else readable:
             first = -start % self.word  # the first aligned address
             count = max(0, len(data) - first) // self.word
-            words = data[first : first + count * self.word]
-            self.candidates.update(word for (word,) in struct.iter_unpack(layout, words))
+            words = array("I" if self.word == 4 else "Q")
+            words.frombytes(data[first : first + count * self.word])
+            found += [w for w in words if self.lowest <= w < self.highest and self.region_of(w)]
+        return found
+
+    def collect_data_words(self) -> None:
+        """Every aligned pointer-sized word of the code and data regions is a possible
+        target."""
+        self.candidates.update(self._data_words(self.readable))
 
     def code_map(self, swept: int) -> CodeMap:
-        starts = self.instructions.keys()
-        targets = self.targets | ((self.candidates | self.swept_targets) & starts)
-        recursion = sum(sum(region.covered) for region in self.regions)
+        def count(value: int) -> int:
+            return sum(r.covered.count(value) for r in self.regions)
+
+        def starts_instruction(address: int) -> bool:
+            region = self.region_of(address)
+            return region is not None and region.origin[address - region.start] != 0
+
         bad = sum(run.size for run in self.undecodable)
-        return CodeMap(
-            mode=self.mode,
-            instructions=self.instructions,
-            branch_targets=frozenset(targets),
-            undecodable=sorted(self.undecodable, key=lambda run: run.address),
-            coverage=Coverage(recursion, swept, bad),
-            jump_tables=self.jump_tables,
-            recursive=frozenset(self.recursive),
-        )
+        coverage = Coverage(recursion=count(FROM_ENTRY), sweep=swept, undecodable=bad,
+                            symbols=count(FROM_SYMBOL), pointers=count(FROM_POINTER),
+                            prologues=count(FROM_PROLOGUE), data=count(DATA))
+        maybe = self.candidates | self.swept_targets
+        targets = frozenset(self.targets | {a for a in maybe if starts_instruction(a)})
+        return CodeMap(self.mode, self.regions, targets,
+                       sorted(self.undecodable, key=lambda run: run.address), coverage,
+                       self.jump_tables)
 
 
-def _gaps(covered: bytearray):
-    """[start, end) runs of zero bytes."""
-    position, size = 0, len(covered)
-    while position < size:
-        start = covered.find(0, position)
-        if start < 0:
-            return
-        end = covered.find(1, start)
-        end = size if end < 0 else end
-        yield start, end
-        position = end
-
+def _stop(closure: _Closure) -> None:
+    """A path that cannot go on: its end under recursion, a conflict under the pointer
+    rule."""
+    if closure.strict:
+        raise _Conflict
 
 def _cut(start: int, end: int, base: int, anchors: list[int]):
     """[start, end) (offsets from `base`) cut at every anchor address inside it."""
@@ -301,28 +359,28 @@ def _cut(start: int, end: int, base: int, anchors: list[int]):
     cuts = [start] + [a - base for a in anchors[lo:hi]] + [end]
     return list(zip(cuts, cuts[1:], strict=False))
 
-
-def _check_disjoint(regions: list[_Region]) -> None:
-    for before, after in zip(regions, regions[1:], strict=False):
-        if after.start < before.end:
-            raise ValueError(f"executable regions overlap at {after.start:#x}")
-
-
 def discover(
     regions: list[tuple[int, bytes]],
     entry_points: Iterable[int],
     *,
     mode: int = 32,
     data_regions: list[tuple[int, bytes]] = (),
+    symbols: Iterable[int] = (),
+    data_in_code: Iterable[tuple[int, int]] = (),
 ) -> CodeMap:
     """Find the instructions and branch targets of the executable `regions`
-    ((address, bytes) pairs), starting from `entry_points`; `data_regions` are the
-    non-executable bytes the image maps, read for jump tables and function pointers."""
+    ((address, bytes) pairs), starting from `entry_points` and then the function
+    `symbols`; `data_regions` are the non-executable bytes the image maps, read for jump
+    tables and function pointers; `data_in_code` ([start, end) ranges) are data inside
+    the regions."""
     work = _Discovery(regions, data_regions, mode)
-    work.recurse(entry_points)
-    work.collect_data_words()
-    work.collect_immediates(list(work.instructions.values()))
-    before = set(work.instructions)
+    work.mark_data(data_in_code)
+    work.decode_regions()
+    work.recurse(entry_points, FROM_ENTRY)
+    work.recurse(symbols, FROM_SYMBOL)
+    if work.regions:
+        work.recurse_from_pointers()
+        work.recurse_from_prologues()
+        work.collect_data_words()
     swept = work.sweep()
-    work.collect_immediates(i for a, i in work.instructions.items() if a not in before)
     return work.code_map(swept)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from capstone import x86_const as X
 
+from pvtool.x86.isa import lite_decoder
 from pvtool.x86.operands import (
     SEGMENT_REGISTERS,
     MemoryOperand,
@@ -40,7 +41,7 @@ from pvtool.x86.operands import (
 )
 
 __all__ = [
-    "CATALOGUE", "BY_NAME", "Kind", "InsnClass", "classify", "by_name",
+    "CATALOGUE", "BY_NAME", "Kind", "InsnClass", "classify", "may_classify", "by_name",
     "operand_info", "special_register_move", "port_access", "memory_operand",
     "segment_move", "OperandInfo", "SpecialRegisterMove", "PortAccess",
     "MemoryOperand", "SegmentMove", "RegisterOperand", "SEGMENT_REGISTERS",
@@ -257,6 +258,24 @@ _CR_CLASSES = {
 }
 _RING_SEGMENTS = frozenset((X.X86_REG_CS, X.X86_REG_SS))
 _SEGMENT_OPS = frozenset((X.X86_INS_MOV, X.X86_INS_PUSH, X.X86_INS_POP))
+
+
+# What classify() can say yes to, as capstone's lite mode prints it: the mnemonics of
+# the classes decided by id, and mov/push/pop only with a control, debug, CS or SS
+# register, whose name then shows in the operand text.
+_MNEMONICS_BY_ID = frozenset(lite_decoder(32).insn_name(i) for i in _BY_ID)
+_SEGMENT_OP_MNEMONICS = frozenset(lite_decoder(32).insn_name(i) for i in _SEGMENT_OPS)
+
+
+def may_classify(mnemonic: str, op_str: str) -> bool:
+    """A cheap pre-filter on an instruction decoded without detail: False means
+    classify() of it is None, so only the rest are decoded again with detail.
+    capstone prints prefixes into the mnemonic ("rep insb", "notrack jmp")."""
+    if mnemonic in _MNEMONICS_BY_ID:
+        return True
+    if mnemonic in _SEGMENT_OP_MNEMONICS:
+        return "cr" in op_str or "dr" in op_str or "cs" in op_str or "ss" in op_str
+    return " " in mnemonic and may_classify(mnemonic.rpartition(" ")[2], op_str)
 
 
 def classify(insn) -> InsnClass | None:
