@@ -43,6 +43,11 @@ class Plan:
     code: bytes = b""  # IN_PLACE: the replacement
 
 
+def changed_ranges(plans: list[Plan]) -> list[tuple[int, int]]:
+    """The [start, end) ranges of original bytes the plans rewrite, in address order."""
+    return sorted((p.start, p.end) for p in plans if p.placement is not Placement.KEPT)
+
+
 def plan_sites(sites: list[Site], code: CodeMap, symbols: dict[str, int]) -> list[Plan]:
     plans: list[Plan] = []
     taken: set[int] = set()  # instruction addresses already inside a plan

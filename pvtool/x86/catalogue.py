@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from capstone import x86_const as X
 
+from pvtool.x86.isa import decoder
 from pvtool.x86.operands import (
     SEGMENT_REGISTERS,
     MemoryOperand,
@@ -40,7 +41,7 @@ from pvtool.x86.operands import (
 )
 
 __all__ = [
-    "CATALOGUE", "BY_NAME", "Kind", "InsnClass", "classify", "by_name",
+    "CATALOGUE", "BY_NAME", "Kind", "InsnClass", "classify", "may_classify", "by_name",
     "operand_info", "special_register_move", "port_access", "memory_operand",
     "segment_move", "OperandInfo", "SpecialRegisterMove", "PortAccess",
     "MemoryOperand", "SegmentMove", "RegisterOperand", "SEGMENT_REGISTERS",
@@ -294,3 +295,22 @@ def _classify_segment(insn) -> InsnClass | None:
     if insn.id == X.X86_INS_POP and ops[0].reg == X.X86_REG_SS:
         return BY_NAME["pop_ss"]
     return None
+
+
+# What classify can say yes to, told from an instruction's text alone (capstone's lite
+# decoding gives no ids and no operands): a mnemonic of an id above, or a mov, push or
+# pop that names a control, debug, CS or SS register (op_str spells them cr0, dr7, cs,
+# ss). tests/patch/test_sites.py checks it against classify on every form and on
+# random bytes.
+_SITE_MNEMONICS = frozenset(decoder(32).insn_name(i) for i in _BY_ID)
+_REGISTER_MNEMONICS = frozenset(decoder(32).insn_name(i) for i in _SEGMENT_OPS)
+_REGISTER_NAMES = ("cr", "dr", "cs", "ss")
+
+
+def may_classify(mnemonic: str, op_str: str) -> bool:
+    """False when classify would certainly find no class for the instruction with
+    this text, so that the bulk of a kernel needs no decoding with detail."""
+    last = mnemonic.rpartition(" ")[2]  # after prefixes: rep insd, lock ...
+    if last in _SITE_MNEMONICS:
+        return True
+    return last in _REGISTER_MNEMONICS and any(name in op_str for name in _REGISTER_NAMES)
