@@ -11,7 +11,6 @@ hunks closer than 6 lines joined), which `diffstat -m` and `pvtool diffstat` cou
 """
 
 import difflib
-import heapq
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from operator import attrgetter
@@ -57,8 +56,8 @@ class Listing:
 
     def __init__(self, code: CodeMap, symbolize: Symbolizer):
         items = code.instructions_in(0, 1 << code.mode)
-        if code.undecodable:
-            items = list(heapq.merge(items, code.undecodable, key=_address))
+        if code.undecodable:  # two sorted runs: timsort merges them in one pass
+            items = sorted([*items, *code.undecodable], key=_address)
         self.items = items  # Insn and Undecodable records, by address
         self._symbolize = symbolize
 

@@ -20,6 +20,7 @@ patcher keeps the sites whose class lists the image's mode in `modes`.
 """
 
 import enum
+import re
 from dataclasses import dataclass
 
 from capstone import x86_const as X
@@ -300,17 +301,23 @@ def _classify_segment(insn) -> InsnClass | None:
 # What classify can say yes to, told from an instruction's text alone (capstone's lite
 # decoding gives no ids and no operands): a mnemonic of an id above, or a mov, push or
 # pop that names a control, debug, CS or SS register (op_str spells them cr0, dr7, cs,
-# ss). tests/patch/test_sites.py checks it against classify on every form and on
+# ss). tests/patch/test_site_filter.py checks it against classify on every form and on
 # random bytes.
 _SITE_MNEMONICS = frozenset(decoder(32).insn_name(i) for i in _BY_ID)
 _REGISTER_MNEMONICS = frozenset(decoder(32).insn_name(i) for i in _SEGMENT_OPS)
-_REGISTER_NAMES = ("cr", "dr", "cs", "ss")
+_NAMES_A_REGISTER = re.compile("cr|dr|cs|ss").search
 
 
 def may_classify(mnemonic: str, op_str: str) -> bool:
     """False when classify would certainly find no class for the instruction with
-    this text, so that the bulk of a kernel needs no decoding with detail."""
-    last = mnemonic.rpartition(" ")[2]  # after prefixes: rep insd, lock ...
-    if last in _SITE_MNEMONICS:
+    this text, so that the bulk of a kernel needs no decoding with detail. Called for
+    every instruction of a kernel: the common cases come first."""
+    if mnemonic in _SITE_MNEMONICS:
         return True
-    return last in _REGISTER_MNEMONICS and any(name in op_str for name in _REGISTER_NAMES)
+    if mnemonic in _REGISTER_MNEMONICS:
+        return _NAMES_A_REGISTER(op_str) is not None
+    if " " not in mnemonic:
+        return False
+    last = mnemonic.rpartition(" ")[2]  # after prefixes: rep insd, lock ...
+    return last in _SITE_MNEMONICS or (last in _REGISTER_MNEMONICS
+                                       and _NAMES_A_REGISTER(op_str) is not None)
