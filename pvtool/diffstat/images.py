@@ -70,7 +70,7 @@ def _changed_runs(listing: Listing, original: ElfImage,
         before = original.data[seg.offset:seg.offset + seg.filesz]
         for lo, hi in differing_spans(before, now):
             first = listing.index(seg.vaddr + lo - MAX_INSN_SIZE + 1)
-            for item in listing.items[first:listing.index(seg.vaddr + hi)]:
+            for item in map(listing.item, range(first, listing.index(seg.vaddr + hi))):
                 if item.address + item.size > seg.vaddr + lo:
                     changed.add((item.address, item.address + item.size))
     runs: list[tuple[int, int]] = []

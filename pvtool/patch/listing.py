@@ -52,25 +52,36 @@ def item_text(item) -> str:
 
 class Listing:
     """The original code's listing: a line per decoded instruction and per undecodable
-    run, in address order. Lines are formatted only when asked for."""
+    run, in address order. Nothing is decoded or formatted until a line is asked for:
+    the listing is the code map's instruction starts and its undecodable runs, merged.
+    """
 
     def __init__(self, code: CodeMap, symbolize: Symbolizer):
-        items = code.instructions_in(0, 1 << code.mode)
-        if code.undecodable:  # two sorted runs: timsort merges them in one pass
-            items = sorted([*items, *code.undecodable], key=_address)
-        self.items = items  # Insn and Undecodable records, by address
+        self._code = code
+        self._starts = code.starts  # instruction addresses, in order
+        self._bad = code.undecodable  # in address order, between the instructions
+        self._bad_lines = [bisect_left(self._starts, run.address) + k
+                           for k, run in enumerate(self._bad)]  # their line numbers
         self._symbolize = symbolize
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self._starts) + len(self._bad)
 
     def index(self, address: int) -> int:
         """The number of lines before the first at ADDRESS or after it."""
-        return bisect_left(self.items, address, key=_address)
+        return (bisect_left(self._starts, address)
+                + bisect_left(self._bad, address, key=_address))
+
+    def item(self, index: int):
+        """Line INDEX's instruction (an Insn) or undecodable run."""
+        k = bisect_left(self._bad_lines, index)
+        if k < len(self._bad) and self._bad_lines[k] == index:
+            return self._bad[k]
+        return self._code.instruction_at(self._starts[index - k])
 
     def lines(self, lo: int, hi: int) -> list[str]:
         return [line(item.address, self._symbolize, item_text(item))
-                for item in self.items[lo:hi]]
+                for item in map(self.item, range(lo, hi))]
 
 
 @dataclass(frozen=True)

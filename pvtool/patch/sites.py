@@ -16,7 +16,7 @@ from pvtool.patch.discover import CodeMap, Insn
 from pvtool.patch.glue import fill
 from pvtool.patch.patchset import Action, PatchSet, Rule
 from pvtool.patch.template import OPERAND_SAMPLES, Template, parse_template
-from pvtool.x86.catalogue import InsnClass, classify, may_classify
+from pvtool.x86.catalogue import InsnClass, classify
 from pvtool.x86.operands import (
     memory_operand,
     operand_texts,
@@ -59,12 +59,10 @@ class Site:
 
 
 def find_sites(code: CodeMap, patch_set: PatchSet) -> list[Site]:
-    """Every instruction of CODE in the catalogue for its mode. The text rules out
-    almost all of them (may_classify); only the rest are decoded with detail."""
+    """Every instruction of CODE in the catalogue for its mode. Only the candidates
+    (catalogue.may_classify) are decoded with detail."""
     sites = []
-    for insn in code.instructions_in(0, 1 << code.mode):
-        if not may_classify(insn.mnemonic, insn.op_str):
-            continue
+    for insn in code.site_candidates():
         cls = classify(insn.cs)
         if cls is None or code.mode not in cls.modes:
             continue

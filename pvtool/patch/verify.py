@@ -10,10 +10,11 @@ is renamed into place:
 Nothing is decoded twice that need not be, which keeps verification linear and
 lean on a kernel of millions of instructions. The first check proves every byte
 outside the changed ranges is the original's, and an instruction decodes from its bytes
-alone, so an instruction lying wholly outside them is the one discovery decoded: its
-text (and, for the few the text does not rule out, its detail) is read from the code
-map, not from a second decoding. Only an instruction that starts before a changed
-range and ends inside it has other bytes now, and it is decoded again.
+alone, so an instruction lying wholly outside them is the one discovery decoded: the
+code map's site candidates (the instructions catalogue.may_classify does not rule out)
+are all that can be catalogue instructions there, and only they are classified. Only
+an instruction that starts before a changed range and ends inside it has other bytes
+now, and it is decoded again.
 """
 
 from bisect import bisect_left, bisect_right
@@ -24,7 +25,7 @@ from pvtool.patch.byte_changes import differing_spans
 from pvtool.patch.discover import CodeMap
 from pvtool.patch.emit import NOP, Emitted
 from pvtool.patch.plan import Placement, Plan, changed_ranges
-from pvtool.x86.catalogue import classify, may_classify
+from pvtool.x86.catalogue import classify
 from pvtool.x86.isa import MAX_INSN_SIZE, decode_one
 
 INT3 = 0xCC
@@ -80,9 +81,8 @@ def _no_unrecorded_sites(patched: ElfImage, code: CodeMap, plans: list[Plan],
     """Every catalogue instruction left outside the changed ranges is a kept site."""
     kept = {s.address for p in plans if p.placement is Placement.KEPT for s in p.sites}
     starts = [start for start, _ in changed]
-    for insn in code.instructions_in(0, 1 << code.mode):
-        if (may_classify(insn.mnemonic, insn.op_str) and insn.address not in kept
-                and not _touches(insn.address, insn.end, changed, starts)
+    for insn in code.site_candidates():
+        if (insn.address not in kept and not _touches(insn.address, insn.end, changed, starts)
                 and classify(insn.cs) is not None):
             _unrecorded(insn)
     for start, _ in changed:  # instructions cut into: their bytes changed

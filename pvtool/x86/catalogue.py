@@ -20,12 +20,11 @@ patcher keeps the sites whose class lists the image's mode in `modes`.
 """
 
 import enum
-import re
 from dataclasses import dataclass
 
 from capstone import x86_const as X
 
-from pvtool.x86.isa import decoder
+from pvtool.x86.isa import lite_decoder
 from pvtool.x86.operands import (
     SEGMENT_REGISTERS,
     MemoryOperand,
@@ -261,6 +260,24 @@ _RING_SEGMENTS = frozenset((X.X86_REG_CS, X.X86_REG_SS))
 _SEGMENT_OPS = frozenset((X.X86_INS_MOV, X.X86_INS_PUSH, X.X86_INS_POP))
 
 
+# What classify() can say yes to, as capstone's lite mode prints it: the mnemonics of
+# the classes decided by id, and mov/push/pop only with a control, debug, CS or SS
+# register, whose name then shows in the operand text.
+_MNEMONICS_BY_ID = frozenset(lite_decoder(32).insn_name(i) for i in _BY_ID)
+_SEGMENT_OP_MNEMONICS = frozenset(lite_decoder(32).insn_name(i) for i in _SEGMENT_OPS)
+
+
+def may_classify(mnemonic: str, op_str: str) -> bool:
+    """A cheap pre-filter on an instruction decoded without detail: False means
+    classify() of it is None, so only the rest are decoded again with detail.
+    capstone prints prefixes into the mnemonic ("rep insb", "notrack jmp")."""
+    if mnemonic in _MNEMONICS_BY_ID:
+        return True
+    if mnemonic in _SEGMENT_OP_MNEMONICS:
+        return "cr" in op_str or "dr" in op_str or "cs" in op_str or "ss" in op_str
+    return " " in mnemonic and may_classify(mnemonic.rpartition(" ")[2], op_str)
+
+
 def classify(insn) -> InsnClass | None:
     """The catalogue class of a capstone instruction decoded with detail, or None.
 
@@ -296,28 +313,3 @@ def _classify_segment(insn) -> InsnClass | None:
     if insn.id == X.X86_INS_POP and ops[0].reg == X.X86_REG_SS:
         return BY_NAME["pop_ss"]
     return None
-
-
-# What classify can say yes to, told from an instruction's text alone (capstone's lite
-# decoding gives no ids and no operands): a mnemonic of an id above, or a mov, push or
-# pop that names a control, debug, CS or SS register (op_str spells them cr0, dr7, cs,
-# ss). tests/patch/test_site_filter.py checks it against classify on every form and on
-# random bytes.
-_SITE_MNEMONICS = frozenset(decoder(32).insn_name(i) for i in _BY_ID)
-_REGISTER_MNEMONICS = frozenset(decoder(32).insn_name(i) for i in _SEGMENT_OPS)
-_NAMES_A_REGISTER = re.compile("cr|dr|cs|ss").search
-
-
-def may_classify(mnemonic: str, op_str: str) -> bool:
-    """False when classify would certainly find no class for the instruction with
-    this text, so that the bulk of a kernel needs no decoding with detail. Called for
-    every instruction of a kernel: the common cases come first."""
-    if mnemonic in _SITE_MNEMONICS:
-        return True
-    if mnemonic in _REGISTER_MNEMONICS:
-        return _NAMES_A_REGISTER(op_str) is not None
-    if " " not in mnemonic:
-        return False
-    last = mnemonic.rpartition(" ")[2]  # after prefixes: rep insd, lock ...
-    return last in _SITE_MNEMONICS or (last in _REGISTER_MNEMONICS
-                                       and _NAMES_A_REGISTER(op_str) is not None)

@@ -1,10 +1,16 @@
 """capstone and keystone for x86-32 and x86-64, created once per mode.
 
 - Decoding: `decoder(mode)` is the one capstone engine per mode (detail on);
+  `lite_decoder(mode)` the one with detail off, for the bulk of a kernel's code (a
+  decode with detail costs ~6 us and its detail structure, lite about a third of that
+  and only the address, size, mnemonic and operand text);
   `decode_one` caches hot single decodes (the trap-and-emulate path decodes the same
-  faulting instruction over and over; a decode with detail costs ~6 us);
-  `decode_all` never stops silently: capstone's disasm() ends at the first byte it
-  cannot decode, so every undecodable run is yielded as an `Undecodable` record.
+  faulting instruction over and over);
+  `decode_all` and `decode_all_lite` never stop silently: capstone's disasm() ends at
+  the first byte it cannot decode, so every undecodable run is yielded as an
+  `Undecodable` record. They hand capstone a chunk at a time: disasm() builds all the
+  instructions of its buffer before yielding the first, so a whole kernel at once
+  would cost its size times capstone's ~250-byte instruction record.
 - Assembling: `assemble` is keystone as is (fast, unchecked). `assemble_checked` is what
   the patcher uses: statements that keystone encodes wrongly come from the verified
   SYSTEM_ENCODINGS table, the rest from keystone, and everything is decoded again and
@@ -24,13 +30,14 @@ from pvtool.x86 import asmcheck
 from pvtool.x86.system_encodings import SYSTEM_ENCODINGS, system_encoding
 
 __all__ = [
-    "MODES", "MAX_INSN_SIZE", "AssemblyError", "Undecodable", "decoder", "assembler",
-    "decode_one", "decode_all", "assemble", "assemble_checked", "SYSTEM_ENCODINGS",
-    "system_encoding", "register_names",
+    "MODES", "MAX_INSN_SIZE", "AssemblyError", "Undecodable", "decoder", "lite_decoder",
+    "assembler", "decode_one", "decode_one_lite", "decode_all", "decode_all_lite", "assemble",
+    "assemble_checked", "SYSTEM_ENCODINGS", "system_encoding", "register_names",
 ]  # fmt: skip
 
 MODES = (32, 64)
 MAX_INSN_SIZE = 15  # architectural limit: longer is #GP
+_CHUNK = 16 * 1024  # bytes handed to one capstone disasm() call
 _CS_MODES = {32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}
 _KS_MODES = {32: keystone.KS_MODE_32, 64: keystone.KS_MODE_64}
 
@@ -77,6 +84,13 @@ def decoder(mode: int) -> capstone.Cs:
 
 
 @functools.cache
+def lite_decoder(mode: int) -> capstone.Cs:
+    """The capstone engine for `mode` with detail off, for disasm_lite. Shared."""
+    _check_mode(mode)
+    return capstone.Cs(capstone.CS_ARCH_X86, _CS_MODES[mode])
+
+
+@functools.cache
 def assembler(mode: int) -> keystone.Ks:
     """The keystone engine for `mode`, Intel syntax."""
     _check_mode(mode)
@@ -106,27 +120,45 @@ def decode_one(code: bytes, address: int, mode: int):
     return _decode_cached(bytes(code[:MAX_INSN_SIZE]), address, mode)
 
 
+def decode_one_lite(code: bytes, address: int, mode: int) -> tuple[int, int, str, str] | None:
+    """(address, size, mnemonic, operand text) of the instruction at the start of
+    `code`, decoded without detail, or None."""
+    return next(lite_decoder(mode).disasm_lite(bytes(code[:MAX_INSN_SIZE]), address, 1), None)
+
+
 def decode_all(code: bytes, address: int, mode: int) -> Iterator:
-    """Every instruction in `code`, in order, and an `Undecodable` record for each run of
-    bytes that no instruction starts at; together they cover `code` exactly."""
-    engine = decoder(mode)
-    code = bytes(code)
+    """Every instruction in `code` (CsInsn with detail), in order, and an `Undecodable`
+    record for each run of bytes that no instruction starts at; together they cover
+    `code` exactly."""
+    return _decode_runs(bytes(code), address, mode, decoder(mode).disasm,
+                        lambda i: i.address + i.size)
+
+
+def decode_all_lite(code: bytes, address: int, mode: int) -> Iterator:
+    """decode_all without detail: (address, size, mnemonic, operand text) tuples and
+    `Undecodable` records."""
+    return _decode_runs(bytes(code), address, mode, lite_decoder(mode).disasm_lite,
+                        lambda i: i[0] + i[1])
+
+
+def _decode_runs(code: bytes, address: int, mode: int, disasm, end_of) -> Iterator:
     offset = 0
     while offset < len(code):
-        for insn in engine.disasm(code[offset:], address + offset):
-            offset += insn.size
-            yield insn
-        if offset < len(code):
-            start = offset
+        start, last = offset, None
+        # an instruction cut by the chunk's end is decoded again at the next chunk
+        for last in disasm(code[offset : offset + _CHUNK], address + offset):
+            yield last
+        if last is not None:
+            offset = end_of(last) - address
+        else:
             offset += 1
-            while offset < len(code) and _undecodable_at(engine, code, offset, address):
+            while offset < len(code) and _undecodable_at(code, offset, address, mode):
                 offset += 1
             yield Undecodable(address + start, code[start:offset])
 
 
-def _undecodable_at(engine, code: bytes, offset: int, address: int) -> bool:
-    window = code[offset : offset + MAX_INSN_SIZE]
-    return next(engine.disasm_lite(window, address + offset, 1), None) is None
+def _undecodable_at(code: bytes, offset: int, address: int, mode: int) -> bool:
+    return decode_one_lite(code[offset : offset + MAX_INSN_SIZE], address + offset, mode) is None
 
 
 # ---- assembling

@@ -3,6 +3,8 @@ ordinary instructions into none."""
 
 import capstone
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pvtool.x86 import isa
 from pvtool.x86.catalogue import (
@@ -16,6 +18,7 @@ from pvtool.x86.catalogue import (
     SpecialRegisterMove,
     by_name,
     classify,
+    may_classify,
     operand_info,
 )
 from tests.x86.gas import gnu_assemble
@@ -228,3 +231,21 @@ def test_operand_info_of_segment_moves_and_register_operands(tmp_path):
 
 def test_operand_info_is_none_without_operands(tmp_path):
     assert infos(["cli", "wrmsr", "iretd"], 32, tmp_path) == [None, None, None]
+
+
+@pytest.mark.parametrize("mode, forms", [(32, FORMS_32), (64, FORMS_64)])
+def test_the_lite_pre_filter_passes_every_form_of_every_class(mode, forms, tmp_path):
+    code = gnu_assemble([source for source, _ in forms], mode, tmp_path)
+    lite = list(isa.decode_all_lite(code, 0x1000, mode))
+    assert len(lite) == len(forms)
+    assert [text for text, (_, _, mnemonic, op_str) in zip(forms, lite, strict=True)
+            if not may_classify(mnemonic, op_str)] == []
+
+
+@settings(max_examples=3000, deadline=None)
+@given(code=st.binary(min_size=1, max_size=15), mode=st.sampled_from([32, 64]))
+def test_the_lite_pre_filter_never_drops_an_instruction_classify_takes(code, mode):
+    full = isa.decode_one(code, 0x1000, mode)
+    if full is not None and classify(full) is not None:
+        _, _, mnemonic, op_str = isa.decode_one_lite(code, 0x1000, mode)
+        assert may_classify(mnemonic, op_str), (code.hex(), full.mnemonic, full.op_str)
