@@ -11,6 +11,7 @@
 Sites the rule keeps stay as they are; every choice carries its reason for the report.
 """
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -109,7 +110,7 @@ def _join(site: Site, code: CodeMap, site_at: dict[int, Site],
           owner: dict[int, Plan]) -> Plan | None:
     """A detour over a neighbour's window and SITE together, when the neighbour's
     window took the room SITE's own would need."""
-    around = _neighbours(site.insn, code)
+    around = _neighbours(site.insn, code, 2 * MAX_WINDOW_INSNS)
     for plan in {id(p): p for i in around if (p := owner.get(i.address))}.values():
         if plan.placement is not Placement.DETOUR:
             continue
@@ -157,10 +158,12 @@ def _no_window_reason(site: Site, code: CodeMap) -> str:
     return f"branch targets at {listed} cut every 5-byte window that holds it"
 
 
-def _neighbours(insn: Insn, code: CodeMap) -> list[Insn]:
-    """Contiguous instructions before and after INSN (a gap ends the run)."""
-    span = MAX_WINDOW_INSNS * 16
-    run = code.instructions_in(insn.address - span, insn.address + span)
+def _neighbours(insn: Insn, code: CodeMap, reach: int = MAX_WINDOW_INSNS - 1) -> list[Insn]:
+    """Contiguous instructions around INSN, up to REACH on each side (a gap ends the
+    run): all a window holding INSN can use. Only these are decoded."""
+    index = bisect_left(code.starts, insn.address)
+    run = [code.instruction_at(a)
+           for a in code.starts[max(0, index - reach):index + reach + 1]]
     index = next(i for i, x in enumerate(run) if x.address == insn.address)
     lo = index
     while lo > 0 and run[lo - 1].address + run[lo - 1].size == run[lo].address:
