@@ -35,6 +35,7 @@ class PatchReport:
     report_path: Path
     patch_set: str
     sites: tuple[SiteRecord, ...]
+    instructions: int  # decoded by discovery: what the patcher worked through
     coverage: dict[str, int]
     glue_bytes: int
     stub_bytes: int
@@ -64,7 +65,8 @@ class PatchReport:
         coverage = {"recursion": code.coverage.recursion, "sweep": code.coverage.sweep,
                     "undecodable": code.coverage.undecodable}
         return cls(Path(image.path), output, diff_path, report_path, patch_set.name,
-                   tuple(records), coverage, len(emitted.layout.glue.code),
+                   tuple(records), len(code.instructions), coverage,
+                   len(emitted.layout.glue.code),
                    sum(len(code) for _, _, code in emitted.stubs), tuple(checks))
 
     def to_dict(self) -> dict:
@@ -80,6 +82,7 @@ class PatchReport:
                        "found_by": s.found_by,
                        "stub": f"{s.stub:#010x}" if s.stub is not None else None}
                       for s in self.sites],
+            "instructions": self.instructions,
             "coverage_bytes": self.coverage,
             "glue_bytes": self.glue_bytes,
             "stub_bytes": self.stub_bytes,
