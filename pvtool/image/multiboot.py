@@ -52,6 +52,7 @@ MEMORY_BADRAM = 5
 _HEAD = struct.Struct("<3I")  # magic, flags, checksum
 _ADDRESSES = struct.Struct("<5I")  # header_addr, load_addr, load_end, bss_end, entry
 _VIDEO = struct.Struct("<4I")  # mode_type, width, height, depth
+_ADDRESSES_AT, _VIDEO_AT = 12, 32  # their offsets in the header (specification 3.1.1)
 
 # 3.3: the info structure. Fields QEMU does not provide (a.out/ELF symbols, drives,
 # config table, APM, VBE, framebuffer) stay zero and their flags clear.
@@ -105,6 +106,15 @@ class MultibootHeader:
     @property
     def aout_kludge(self) -> bool:
         return bool(self.flags & HEADER_AOUT_KLUDGE)
+
+    @property
+    def size(self) -> int:
+        """The bytes the header occupies: the fields its flags ask for and any before them."""
+        if self.video_mode:
+            return _VIDEO_AT + _VIDEO.size
+        if self.aout_kludge:
+            return _ADDRESSES_AT + _ADDRESSES.size
+        return _HEAD.size
 
     @property
     def unknown_required_flags(self) -> int:
@@ -178,9 +188,9 @@ def header_in(path: Path, data: bytes) -> MultibootHeader | None:
 def _header_at(path: Path, data: bytes, offset: int, flags: int,
                checksum: int) -> MultibootHeader:
     fields: dict[str, int] = {}
-    optional = [(HEADER_AOUT_KLUDGE, _ADDRESSES, 12,
+    optional = [(HEADER_AOUT_KLUDGE, _ADDRESSES, _ADDRESSES_AT,
                  ("header_addr", "load_addr", "load_end_addr", "bss_end_addr", "entry_addr")),
-                (HEADER_VIDEO_MODE, _VIDEO, 32, ("mode_type", "width", "height", "depth"))]
+                (HEADER_VIDEO_MODE, _VIDEO, _VIDEO_AT, ("mode_type", "width", "height", "depth"))]
     for flag, layout, at, names in optional:
         if not flags & flag:
             continue

@@ -12,6 +12,7 @@ from pvtool.errors import OutputError, PatchError, UnsupportedImageError
 from pvtool.image.elf import ElfImage, load_elf, require_32bit
 from pvtool.image.writer import write_atomically, write_patched_elf
 from pvtool.image.xen_notes import parse_xen_notes
+from pvtool.patch.code_space import code_regions, data_in_code, data_regions, entry_address
 from pvtool.patch.discover import CodeMap, discover
 from pvtool.patch.emit import Emitted, added_sections, emit, lay_out, notes
 from pvtool.patch.listing import Change, Listing, Symbolizer, decode_listing, unified_diff
@@ -75,12 +76,13 @@ def patch_image(input_path: Path, out: Path,
 
 
 def discover_code(image: ElfImage) -> CodeMap:
-    """Recursive disassembly from the entry and every function symbol, plus a sweep of
-    every executable byte; data segments are searched for code pointers."""
-    entries = [image.entry, *(s.value for s in image.function_symbols())]
-    data = [(seg.vaddr, image.read_virtual(seg.vaddr, seg.filesz))
-            for seg in image.segments if not seg.executable and seg.filesz]
-    return discover(image.executable_regions(), entries, mode=image.bits, data_regions=data)
+    """Recursive disassembly from the entry, every function symbol and every pointer to
+    code, plus a sweep of every other executable byte; the bytes that may be code, and
+    the data inside them, as code_space.py decides."""
+    return discover(code_regions(image), [entry_address(image)], mode=image.bits,
+                    data_regions=data_regions(image),
+                    symbols=[s.value for s in image.function_symbols()],
+                    data_in_code=[(d.start, d.end) for d in data_in_code(image)])
 
 
 def listing_diff(image: ElfImage, patched: ElfImage, code: CodeMap, plans: list[Plan],

@@ -28,6 +28,15 @@ class SiteRecord:
 
 
 @dataclass(frozen=True)
+class PossibleCode:
+    """A run of executable bytes only the sweep decoded, and why it is not code."""
+
+    start: int
+    end: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class PatchReport:
     input: Path
     output: Path
@@ -40,6 +49,7 @@ class PatchReport:
     glue_bytes: int
     stub_bytes: int
     checks: tuple[str, ...]
+    possible_code: tuple[PossibleCode, ...] = ()
 
     @property
     def placements(self) -> Counter:
@@ -62,12 +72,14 @@ class PatchReport:
                     reason=_reason(plan, site),
                     found_by=site.found_by, stub=stub_of.get(id(plan))))
         records.sort(key=lambda r: r.address)
-        coverage = {"recursion": code.coverage.recursion, "sweep": code.coverage.sweep,
-                    "undecodable": code.coverage.undecodable}
+        c = code.coverage
+        coverage = {"recursion": c.recursion, "sweep": c.sweep, "undecodable": c.undecodable,
+                    "symbols": c.symbols, "pointers": c.pointers, "data": c.data}
         return cls(Path(image.path), output, diff_path, report_path, patch_set.name,
                    tuple(records), len(code.instructions), coverage,
                    len(emitted.layout.glue.code),
-                   sum(len(code) for _, _, code in emitted.stubs), tuple(checks))
+                   sum(len(code) for _, _, code in emitted.stubs), tuple(checks),
+                   _possible_code(image, code))
 
     def to_dict(self) -> dict:
         return {
@@ -84,10 +96,23 @@ class PatchReport:
                       for s in self.sites],
             "instructions": self.instructions,
             "coverage_bytes": self.coverage,
+            "possible_code": [{"start": f"{p.start:#010x}", "end": f"{p.end:#010x}",
+                               "reason": p.reason} for p in self.possible_code],
             "glue_bytes": self.glue_bytes,
             "stub_bytes": self.stub_bytes,
             "verified": list(self.checks),
         }
+
+
+def _possible_code(image: ElfImage, code: CodeMap) -> tuple[PossibleCode, ...]:
+    def place(address: int) -> str:
+        section = next((s for s in image.sections if s.executable
+                        and s.addr <= address < s.addr + s.size), None)
+        return section.name if section else "the executable segment"
+
+    return tuple(PossibleCode(start, end, f"in {place(start)}, reached by no path from "
+                              "the entry, a function symbol or a pointer")
+                 for start, end in code.possible_code())
 
 
 def _reason(plan: Plan, site: Site) -> str:

@@ -34,6 +34,10 @@ SAVE_EAX = parse_template("push eax", "sites.py: a call with an argument", mode=
 RESTORE_EAX = "pop eax"
 
 
+POSSIBLE_CODE = ("possible code: reached by no path from the entry, a function symbol or "
+                 "a pointer; left as is")
+
+
 class UnsupportedForm(PatchError):
     """The rule's template cannot express this operand form: the site becomes a trap."""
 
@@ -66,9 +70,11 @@ def find_sites(code: CodeMap, patch_set: PatchSet) -> list[Site]:
         cls = classify(insn.cs)
         if cls is None or code.mode not in cls.modes:
             continue
+        found_by = "recursion" if code.reached_by_recursion(insn.address) else "sweep"
         rule = patch_set.rule_for(cls.name) or Rule(
             cls.name, Action.TRAP, f"{patch_set.name} has no rule for {cls.name}")
-        found_by = "recursion" if code.reached_by_recursion(insn.address) else "sweep"
+        if found_by == "sweep":  # it may be data: discover.py's rules prove no more
+            rule = Rule(cls.name, Action.KEEP, POSSIBLE_CODE)
         sites.append(_trap_if_unsupported(Site(insn, cls, rule, found_by)))
     return sites
 

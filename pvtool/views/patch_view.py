@@ -25,9 +25,11 @@ def render(report: PatchReport, console: Console) -> None:
     counts = ", ".join(f"{n} {p}" for p, n in sorted(report.placements.items()))
     console.print(f"placements: {counts or 'none'}; glue {report.glue_bytes} bytes, "
                   f"stubs {report.stub_bytes} bytes")
-    console.print(f"coverage: {report.coverage['recursion']} bytes by recursion, "
-                  f"{report.coverage['sweep']} by sweep, "
-                  f"{report.coverage['undecodable']} undecodable")
+    c = report.coverage
+    console.print(f"coverage: {c['recursion']} bytes by recursion from the entry, "
+                  f"{c['symbols']} from symbols, {c['pointers']} from pointers; "
+                  f"{c['data']} data; {c['sweep']} possible code (sweep) in "
+                  f"{len(report.possible_code)} runs, {c['undecodable']} undecodable")
     console.print("verified: " + "; ".join(report.checks))
     console.print(f"wrote {report.output}, {report.diff_path}, {report.report_path}")
 

@@ -71,12 +71,13 @@ def program(tmp_path_factory):
 
 
 def test_coverage_accounts_for_every_byte(program):
-    code_map, _, text = program
+    code_map, s, text = program
     c = code_map.coverage
-    assert c.total == c.recursion + c.sweep + c.undecodable == len(text)
-    assert c.recursion and c.sweep and c.undecodable
+    assert c.total == len(text)
+    assert c.recursion and c.pointers and c.sweep and c.undecodable and not c.symbols
+    assert c.data == s["by_pointer"] - s["table"]  # the jump table's body
     covered = sum(i.size for i in code_map.instructions.values())
-    assert covered + sum(run.size for run in code_map.undecodable) == len(text)
+    assert covered + sum(run.size for run in code_map.undecodable) + c.data == len(text)
 
 
 def test_junk_is_reported_and_the_sweep_goes_on_after_it(program):
@@ -91,10 +92,12 @@ def test_junk_is_reported_and_the_sweep_goes_on_after_it(program):
     assert not code_map.reached_by_recursion(s["after_junk"])
 
 
-def test_recursion_follows_the_jump_table(program):
+def test_recursion_follows_the_jump_table_and_its_body_is_data(program):
     code_map, s, _ = program
     cases = [s[f"case{i}"] for i in range(4)]
     assert list(code_map.jump_tables.values()) == [cases]
+    assert code_map.instructions_in(s["table"], s["by_pointer"]) == []
+    assert (s["table"], s["by_pointer"]) not in code_map.possible_code()
     assert all(code_map.reached_by_recursion(a) for a in cases)
     assert set(cases) <= code_map.branch_targets
     assert [classify(code_map.instructions[a].cs).name for a in cases] == [
@@ -113,12 +116,14 @@ def test_data_jumped_over_is_not_reached_by_recursion(program):
     assert message[0].mnemonic == "mov" and message[0].op_str == "cr3, eax"
 
 
-def test_a_function_reached_only_through_a_pointer_is_a_branch_target(program):
+def test_a_function_reached_only_through_a_pointer_is_code_and_a_branch_target(program):
     code_map, s, _ = program
     assert s["by_pointer"] in code_map.branch_targets
-    assert not code_map.reached_by_recursion(s["by_pointer"])
-    swept = code_map.instructions_in(s["by_pointer"], s["junk"])
-    assert [i.mnemonic for i in swept] == ["push", "in", "pop", "ret"]
+    assert code_map.reached_by_recursion(s["by_pointer"])  # the pointer rule
+    found = code_map.instructions_in(s["by_pointer"], s["junk"])
+    assert [i.mnemonic for i in found] == ["push", "in", "pop", "ret"]
+    # by_pointer's four instructions, and by_immediate's wbinvd; ret (an immediate)
+    assert code_map.coverage.pointers == (s["junk"] - s["by_pointer"]) + 3
 
 
 def test_a_function_whose_address_is_an_immediate_is_a_branch_target(program):
@@ -193,6 +198,45 @@ def test_64_bit_discovery():
     code_map = discover([(0x1000, code)], [0x1000], mode=64)
     assert code_map.reached_by_recursion(0x100A)
     assert classify(code_map.instructions[0x100A].cs).name == "mov_to_cr3"
+
+
+def test_data_in_code_is_never_decoded_and_stops_a_path():
+    code = bytes.fromhex("90 90 02b0ad1b 0300 00 fb c3")  # nop; nop; a header; sti; ret
+    code_map = discover([(0x1000, code)], [0x1000], data_in_code=[(0x1002, 0x1009)])
+    assert sorted(code_map.instructions) == [0x1000, 0x1001, 0x1009, 0x100A]
+    assert [code_map.reached_by_recursion(a) for a in (0x1001, 0x1009)] == [True, False]
+    assert code_map.coverage.data == 7 and code_map.coverage.total == len(code)
+    assert code_map.possible_code() == [(0x1009, 0x100B)]
+
+
+def test_symbols_are_counted_apart_from_the_entry():
+    code = bytes.fromhex("c3 fa c3")
+    code_map = discover([(0x1000, code)], [0x1000], symbols=[0x1001])
+    c = code_map.coverage
+    assert (c.recursion, c.symbols, c.sweep) == (1, 2, 0)
+    assert code_map.reached_by_recursion(0x1001)
+
+
+@pytest.mark.parametrize("body, why", [
+    ("90 90 c4c4", "runs into bytes that are no instruction"),
+    ("90 e9 00100000", "jumps outside the code"),
+    ("90 90 90 90", "runs off the end of the code"),
+])  # fmt: skip
+def test_a_pointer_is_no_proof_of_code_unless_all_it_reaches_decodes(body, why):
+    code = bytes.fromhex("c3 " + body)
+    pointer = (0x1001).to_bytes(4, "little")
+    code_map = discover([(0x1000, code)], [0x1000], data_regions=[(0x2000, pointer)])
+    assert not code_map.reached_by_recursion(0x1001), why
+    assert code_map.coverage.pointers == 0
+    assert code_map.possible_code() == [(0x1001, 0x1000 + len(code))]
+
+
+def test_a_pointer_into_the_middle_of_code_already_found_proves_nothing():
+    code = bytes.fromhex("b8 90 90 90 c3 c3")  # mov eax, 0xc3909090; ret
+    pointer = (0x1002).to_bytes(4, "little")
+    code_map = discover([(0x1000, code)], [0x1000], data_regions=[(0x2000, pointer)])
+    assert not code_map.reached_by_recursion(0x1002)
+    assert code_map.coverage.pointers == 0
 
 
 def test_overlapping_regions_are_refused():

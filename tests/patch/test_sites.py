@@ -144,8 +144,10 @@ def kernel_source() -> str:
         if label == "iretd":
             continue
         lines += [f"site_{label}:", f"    {source}", "    " + SEP]
-    # iretd ends a path: only what comes before it can share its window
-    lines += ["    nop", "    nop", "    nop", "    nop", "site_iretd:", "    iretd"]
+    # iretd ends a path: only what comes before it can share its window; a function of
+    # its own, as a path may end before it (sites only the sweep finds are left as is)
+    lines += [".type iretd_window, @function", "iretd_window:", "    nop", "    nop",
+              "    nop", "    nop", "site_iretd:", "    iretd"]
     return "\n".join(lines)
 
 

@@ -1,0 +1,81 @@
+"""Which bytes of an image may be code: what discovery is given to decode, what it must
+leave alone, and where it starts.
+
+- Section headers, when the image has them, decide: the bytes of its SHF_EXECINSTR
+  sections are the only candidates for code (a .rodata that ld put in an executable
+  segment is data; an AX section in a writable segment, like Linux's .init.text, is
+  code). Without section headers, the executable PT_LOAD segments are.
+- Inside those bytes, some are data whatever decodes there: the Multiboot header (its
+  checksum may hold 0xFA or 0xFB, `cli` and `sti`) and ELF note sections.
+- The entry is the image's entry point. A kernel linked high and entered with paging off
+  (Linux's vmlinux: entry 0x1000000, code at 0xc1000000) gives a physical address: it is
+  translated through the segment that loads it.
+"""
+
+from dataclasses import dataclass
+
+from pvtool.image import elf_format
+from pvtool.image.elf import ElfImage, Section
+from pvtool.image.multiboot import find_header
+
+
+@dataclass(frozen=True)
+class DataInCode:
+    start: int
+    end: int
+    what: str  # "the Multiboot header", "ELF notes (.note.gnu.build-id)"
+
+
+def code_regions(image: ElfImage) -> list[tuple[int, bytes]]:
+    """(address, bytes) of every range that may hold code."""
+    if not _loaded_sections(image):
+        return image.executable_regions()
+    return [(s.addr, image.read_virtual(s.addr, s.size))
+            for s in _loaded_sections(image) if s.executable]
+
+
+def data_regions(image: ElfImage) -> list[tuple[int, bytes]]:
+    """(address, bytes) of the mapped data: read for function pointers and jump tables."""
+    if not _loaded_sections(image):
+        return [(s.vaddr, image.read_virtual(s.vaddr, s.filesz))
+                for s in image.segments if not s.executable and s.filesz]
+    return [(s.addr, image.read_virtual(s.addr, s.size))
+            for s in _loaded_sections(image) if not s.executable]
+
+
+def data_in_code(image: ElfImage) -> list[DataInCode]:
+    """Data that lies in an executable segment: the Multiboot header and the notes."""
+    found = []
+    header = find_header(image)
+    if header is not None:
+        address = _virtual_of_offset(image, header.offset)
+        if address is not None:
+            found.append(DataInCode(address, address + header.size, "the Multiboot header"))
+    found += [DataInCode(s.addr, s.addr + s.size, f"ELF notes ({s.name})")
+              for s in _loaded_sections(image) if s.type == "note"]
+    return found
+
+
+def entry_address(image: ElfImage) -> int:
+    """The entry point as the code's own (virtual) address."""
+    entry = image.entry
+    if any(s.contains(entry) for s in image.segments):
+        return entry
+    for seg in image.segments:
+        if seg.paddr <= entry < seg.paddr + seg.memsz:
+            return seg.vaddr + (entry - seg.paddr)
+    return entry
+
+
+def _loaded_sections(image: ElfImage) -> list[Section]:
+    """Sections the loader puts in memory with bytes from the file."""
+    return [s for s in image.sections
+            if s.flags & elf_format.SHF_ALLOC and s.type != "nobits" and s.size
+            and image.segment_at(s.addr) is not None]
+
+
+def _virtual_of_offset(image: ElfImage, offset: int) -> int | None:
+    for seg in image.segments:
+        if seg.offset <= offset < seg.offset + seg.filesz:
+            return seg.vaddr + (offset - seg.offset)
+    return None
