@@ -8,7 +8,7 @@ PVTOOL := $(BIN)/pvtool
 # ---- guests: freestanding x86-32 kernels (guests/NAME -> build/guests/NAME.elf).
 # The PC guests are Multiboot kernels for a PC; xenhello is written for Xen itself.
 PC_GUESTS    := hello minikern nanobench sieve ioheavy probeboot probefw apicprobe cgacon \
-                taskswitch pcprobe probecfg portscan pitprobe
+                taskswitch pcprobe probecfg portscan pitprobe datatext
 # PC guests with an entry of their own (highhalf starts in the low half, paging off).
 OWN_ENTRY_GUESTS := highhalf
 XEN_GUESTS   := xenhello

@@ -53,6 +53,8 @@ def data_in_code(image: ElfImage) -> list[DataInCode]:
             found.append(DataInCode(address, address + header.size, "the Multiboot header"))
     found += [DataInCode(s.addr, s.addr + s.size, f"ELF notes ({s.name})")
               for s in _loaded_sections(image) if s.type == "note"]
+    found += [DataInCode(ph.vaddr, ph.vaddr + ph.filesz, "ELF notes (PT_NOTE)")
+              for ph in _program_headers(image) if ph.type == elf_format.PT_NOTE]
     return found
 
 
@@ -72,6 +74,14 @@ def _loaded_sections(image: ElfImage) -> list[Section]:
     return [s for s in image.sections
             if s.flags & elf_format.SHF_ALLOC and s.type != "nobits" and s.size
             and image.segment_at(s.addr) is not None]
+
+
+def _program_headers(image: ElfImage) -> list[elf_format.Phdr]:
+    """Every program header: ElfImage keeps only the PT_LOADs, and a PT_NOTE's bytes
+    may sit in an executable one (Linux's .notes do)."""
+    header, layout = image.elf_class.ehdr.unpack(image.data), image.elf_class.phdr
+    return [layout.unpack(image.data, header.phoff + i * layout.size)
+            for i in range(header.phnum)]
 
 
 def _virtual_of_offset(image: ElfImage, offset: int) -> int | None:

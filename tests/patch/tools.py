@@ -201,6 +201,20 @@ def sections(elf: Path) -> dict[str, SectionHeader]:
     return found
 
 
+# ELF32 header fields (gABI): e_shoff (4 bytes), e_shnum and e_shstrndx (2 bytes each)
+_SHOFF, _SHNUM, _SHSTRNDX = 0x20, 0x30, 0x32
+
+
+def without_section_headers(elf: Path, out: Path) -> Path:
+    """A copy of the ELF32 ELF that says it has no section headers (as a stripped
+    kernel image may): only its program headers say what is code."""
+    data = bytearray(elf.read_bytes())
+    data[_SHOFF : _SHOFF + 4] = bytes(4)
+    data[_SHNUM : _SHNUM + 2] = data[_SHSTRNDX : _SHSTRNDX + 2] = bytes(2)
+    out.write_bytes(data)
+    return out
+
+
 def read_virtual(elf: Path, address: int, size: int) -> bytes:
     """SIZE bytes a loader puts at ADDRESS, from the file's PT_LOAD entries."""
     data = elf.read_bytes()
