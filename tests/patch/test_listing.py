@@ -69,3 +69,22 @@ def test_every_rewritten_site_is_a_removed_line(patched):
     rewritten = {int(site["address"], 16) for site in report["sites"]
                  if site["placement"] != "kept"}
     assert rewritten and rewritten <= removed
+
+
+def test_only_the_lines_the_diff_shows_are_formatted(tmp_path, monkeypatch):
+    """The listing diff costs what it shows, not the kernel's size: an original line is
+    read only for a hunk (as a removed line or context), at most twice (once to match
+    it against what replaced it, once to print it). Linux has 3 million lines; a diff
+    built from whole listings formatted every one of them, twice."""
+    from pvtool.patch import listing
+
+    read = []
+    item = listing.Listing.item
+    monkeypatch.setattr(listing.Listing, "item",
+                        lambda self, index: read.append(index) or item(self, index))
+    out = tmp_path / "minikern.pv.elf"
+    patch_image(guest_path("minikern"), out)
+    body = out.with_suffix(".diff").read_text().splitlines()[3:]
+    shown = sum(1 for line in body if line[:1] in (" ", "-"))
+    assert 0 < len(read) <= 2 * shown
+    assert len(set(read)) <= shown
