@@ -67,7 +67,7 @@ def write_patched_elf(original: ElfImage, out: Path, *, patches: dict[int, bytes
     atomically, refusing to overwrite the input. CHECK, if given, sees the written image
     before it is renamed into place and may raise to keep it from landing."""
     out = Path(out)
-    _check_destination(original, out)
+    check_destination(original, out)
     blob = build_patched_elf(original, patches=patches, added=added, notes=notes)
 
     def verify(tmp: Path) -> None:
@@ -283,7 +283,9 @@ def _section_table(image: ElfImage, header: Ehdr,
 
 # ---- writing and verifying --------------------------------------------------------------
 
-def _check_destination(original: ElfImage, out: Path) -> None:
+def check_destination(original: ElfImage, out: Path) -> None:
+    """OUT can be written without touching ORIGINAL (the patch pipeline asks before
+    its work, not after a minute of it)."""
     if not out.parent.is_dir():
         raise OutputError(f"{out}: directory {out.parent} does not exist")
     if out.is_dir():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pvtool.errors import OutputError, PatchError, UnsupportedImageError
 from pvtool.image.elf import ElfImage, load_elf, require_32bit
-from pvtool.image.writer import write_atomically, write_patched_elf
+from pvtool.image.writer import check_destination, write_atomically, write_patched_elf
 from pvtool.image.xen_notes import parse_xen_notes
 from pvtool.patch.code_space import code_regions, data_in_code, data_regions, entry_address
 from pvtool.patch.discover import CodeMap, discover
@@ -124,3 +124,4 @@ def _check_outputs(image: ElfImage, outputs: Outputs) -> None:
             raise OutputError(f"{path}: refusing to overwrite the input image")
         if path.is_dir():
             raise OutputError(f"{path}: is a directory")
+    check_destination(image, outputs.image)

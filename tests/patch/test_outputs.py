@@ -301,3 +301,17 @@ _start:
     stub = int(json.loads(out.with_suffix(".json").read_text())["sites"][0]["stub"], 16)
     assert pvtext.vaddr <= stub < pvtext.vaddr + pvtext.memsz
     assert struct.unpack("<I", xen[1])[0] in range(pvtext.vaddr, pvtext.vaddr + pvtext.memsz)
+
+
+def test_a_missing_output_directory_is_refused_before_any_work(tmp_path, monkeypatch):
+    """Linux takes half a minute to discover: a typo in -o must not cost it."""
+    from pvtool.errors import OutputError
+    from pvtool.patch import pipeline
+
+    def no_discovery(image):
+        raise AssertionError("discovery ran before the outputs were checked")
+
+    monkeypatch.setattr(pipeline, "discover_code", no_discovery)
+    out = tmp_path / "missing" / "hello.pv.elf"
+    with pytest.raises(OutputError, match="does not exist"):
+        patch_image(guest_path("hello"), out)
