@@ -75,11 +75,28 @@ def _changed_runs(listing: Listing, original: ElfImage,
                     changed.add((item.address, item.address + item.size))
     runs: list[tuple[int, int]] = []
     for start, end in sorted(changed):
-        if runs and runs[-1][1] == start:
-            runs[-1] = (runs[-1][0], end)
-        else:
-            runs.append((start, end))
+        if runs and start < runs[-1][1]:  # grown over this one
+            start, end = runs[-1][0], max(end, runs.pop()[1])
+        runs.append((start, _patched_end(start, end, listing, patched)))
     return runs
+
+
+def _patched_end(start: int, end: int, listing: Listing, patched: ElfImage) -> int:
+    """END, or later: where PATCHED's instructions from START end on a listed item's
+    end. A byte a rewrite left as it was (a jump's displacement that equals the
+    original byte) must not cut the new instruction that holds it in two."""
+    seg = patched.segment_at(start)
+    while True:
+        at = start
+        data = patched.read_virtual(start, min(end - start + MAX_INSN_SIZE, seg.end - start))
+        for item in decode_all(data, start, patched.bits):
+            at = item.address + item.size
+            if at >= end:
+                break
+        if at <= end:
+            return end
+        held = listing.item(listing.index(at) - 1)  # the listed item holding byte at - 1
+        end = max(at, held.address + held.size)
 
 
 def _added_code(original: ElfImage, patched: ElfImage) -> tuple[int, bytes]:
