@@ -51,29 +51,20 @@ def changed_ranges(plans: list[Plan]) -> list[tuple[int, int]]:
 
 
 def plan_sites(sites: list[Site], code: CodeMap, symbols: dict[str, int]) -> list[Plan]:
-    """One plan per site not already inside another's window, in address order.
-
-    Sites that cannot fall back to a trap site (the hypervisor does not emulate their
-    class) choose their windows first, so that a neighbour that can fall back does not
-    take the only instructions their detour could use; one that still finds none
-    joins the window of the neighbour that took them (Linux's sync_core: `pushf;
-    push cs; push 1f; iret; 1:`, where pushf's window holds the iret's only room)."""
+    """One plan per site not already inside another's window, in address order. A site
+    that cannot fall back to a trap site (the hypervisor does not emulate its class)
+    and finds no window of its own joins the window of the neighbour that took its
+    room (Linux's sync_core: `pushf; push cs; push 1f; iret; 1:`, where pushf's
+    window holds the iret's only room)."""
     owner: dict[int, Plan] = {}  # instruction address -> the plan that holds it
     site_at = {s.address: s for s in sites}
-    for site in sorted(sites, key=_can_wait):
+    for site in sites:
         if site.address in owner:
             continue
         plan = _plan_one(site, code, site_at, owner, symbols)
         owner.update(dict.fromkeys((i.address for i in plan.window or [site.insn]), plan))
     unique = {id(plan): plan for plan in owner.values()}
     return sorted(unique.values(), key=lambda p: p.start)
-
-
-def _can_wait(site: Site) -> bool:
-    """Whether SITE may choose its placement after the others: it is kept or trapped
-    anyway, or it can become a trap site if no window is left."""
-    return (site.rule.action in (Action.KEEP, Action.TRAP)
-            or site.cls.name in TRAP_SITE_CLASSES)
 
 
 def _plan_one(site: Site, code: CodeMap, site_at: dict[int, Site], owner: dict[int, Plan],
