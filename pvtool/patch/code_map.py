@@ -28,7 +28,7 @@ IMMEDIATE = 32  # an operand holds an address in a region (discover.py keeps it)
 # Region.origin: who put the instruction starting at that byte into the map.
 RECURSION, SWEEP = 1, 2
 # Region.covered: how each byte was accounted for (0: not yet; the sweep takes the rest).
-FROM_ENTRY, FROM_SYMBOL, FROM_POINTER, DATA = 1, 2, 3, 4
+FROM_ENTRY, FROM_SYMBOL, FROM_POINTER, DATA, FROM_PROLOGUE = 1, 2, 3, 4, 5
 _NONZERO = re.compile(b"[^\x00]")
 
 
@@ -56,20 +56,22 @@ class Insn:
 @dataclass(frozen=True, slots=True)
 class Coverage:
     """Bytes of the executable regions, by how they were accounted for: recursion from
-    the entry, from function symbols and from pointers in data (code), data inside the
-    regions (headers, notes, jump tables), the sweep (possible code) and undecodable."""
+    the entry, from function symbols, from pointers and from function prologues (code),
+    data inside the regions (headers, notes, jump tables), the sweep (possible code)
+    and undecodable."""
 
     recursion: int
     sweep: int
     undecodable: int
     symbols: int = 0
     pointers: int = 0
+    prologues: int = 0
     data: int = 0
 
     @property
     def total(self) -> int:
-        return (self.recursion + self.symbols + self.pointers + self.data + self.sweep
-                + self.undecodable)
+        return (self.recursion + self.symbols + self.pointers + self.prologues + self.data
+                + self.sweep + self.undecodable)
 
 
 class Region:
@@ -111,15 +113,16 @@ class _Instructions(Mapping):
 class CodeMap:
     """What discovery found. Read-only."""
 
-    def __init__(self, mode: int, regions: list[Region], undecodable: list[Undecodable],
-                 coverage: Coverage, jump_tables: dict[int, list[int]]):
+    def __init__(self, mode: int, regions: list[Region], branch_targets: frozenset[int],
+                 undecodable: list[Undecodable], coverage: Coverage,
+                 jump_tables: dict[int, list[int]]):
         self.mode = mode
         self._regions = regions
         self._region_starts = [r.start for r in regions]
         self.starts = array_of_addresses(mode)
         for region in regions:
             self.starts.extend(region.starts())
-        self.branch_targets: frozenset[int] = frozenset()
+        self.branch_targets = branch_targets
         self.undecodable = undecodable  # in address order
         self.coverage = coverage
         self.jump_tables = jump_tables  # jmp address -> its entries

@@ -22,14 +22,18 @@ can arrive at.
    no undecodable byte, no data, no target outside the code, no instruction that
    straddles code already found. Compilers take a function's address for a callback
    table or a handler; data that happens to hold such a word rarely decodes that
-   cleanly. Code so found is code like the rest.
-3. A linear sweep over every executable byte no recursion reached, so nothing goes
+   cleanly. Code so found is code like the rest, and its immediates are pointers too.
+3. The prologue rule: where no recursion reached, gcc's frame setup `push ebp; mov ebp,
+   esp` at a 16-byte boundary (where gcc aligns functions) starts a recursion held to
+   the pointer rule's test. A distribution's Linux calls much of its code through
+   computed addresses (paravirt ops, static calls, alternatives) with no symbol left.
+4. A linear sweep over every executable byte no recursion reached, so nothing goes
    unseen: that is "possible code", reported with its reason, and its catalogue
    instructions are sites the patcher keeps as they are (never rewritten: they may be
    data). capstone stops silently at a byte it cannot decode; here every such run is
    recorded in `undecodable`, and coverage accounts for every byte: entry + symbols +
-   pointers + data + sweep + undecodable == the regions' size.
-4. Branch targets, conservatively: every entry point, every direct target and jump-table
+   pointers + prologues + data + sweep + undecodable == the regions' size.
+5. Branch targets, conservatively: every entry point, every direct target and jump-table
    entry found by recursion, plus, when they equal the start of a decoded instruction,
    the direct targets of swept code, every immediate operand, and every aligned
    pointer-sized word of the regions and data regions (a function pointer in .data, a
@@ -42,27 +46,21 @@ Overlapping instructions (a jump into the middle of another instruction) are kep
 the entry or a symbol leads there: both decodings are real paths, and a privileged
 instruction in either is a site.
 
-The cost is linear in the image: every region is decoded once up front by capstone's
-lite mode, a chunk per call (isa.py), into the per-byte tables of code_map.Region;
-recursion and the sweep walk those tables, and decode afresh only where they start off
-the linear sweep's grid.
+The cost is linear in the image: grid.py decodes every region once, and recursion and
+the sweep walk its per-byte tables (code_map.py).
 """
 
 import bisect
-import re
 from array import array
 from collections.abc import Iterable
 
-from capstone import x86_const as X
-
 from pvtool.patch.code_map import (
-    BAD,
-    CANDIDATE,
     DATA,
     DIRECT,
     ENDS,
     FROM_ENTRY,
     FROM_POINTER,
+    FROM_PROLOGUE,
     FROM_SYMBOL,
     IMMEDIATE,
     RECURSION,
@@ -74,33 +72,16 @@ from pvtool.patch.code_map import (
     Region,
     zero_runs,
 )
-from pvtool.x86.catalogue import may_classify
-from pvtool.x86.isa import (
-    MAX_INSN_SIZE,
-    Undecodable,
-    decode_all_lite,
-    decode_one,
-    decode_one_lite,
-    lite_decoder,
-)
+from pvtool.patch.grid import Grid
+from pvtool.x86.isa import MAX_INSN_SIZE, Undecodable, decode_one
 
 __all__ = ["CodeMap", "Coverage", "Insn", "discover"]
 
-_NAME = lite_decoder(32).insn_name
-_JCC = frozenset(map(_NAME, (
-    X.X86_INS_JA, X.X86_INS_JAE, X.X86_INS_JB, X.X86_INS_JBE, X.X86_INS_JE, X.X86_INS_JNE,
-    X.X86_INS_JG, X.X86_INS_JGE, X.X86_INS_JL, X.X86_INS_JLE, X.X86_INS_JO, X.X86_INS_JNO,
-    X.X86_INS_JP, X.X86_INS_JNP, X.X86_INS_JS, X.X86_INS_JNS, X.X86_INS_JCXZ,
-    X.X86_INS_JECXZ, X.X86_INS_JRCXZ, X.X86_INS_LOOP, X.X86_INS_LOOPE, X.X86_INS_LOOPNE)))
-_FAR = frozenset(map(_NAME, (X.X86_INS_LCALL, X.X86_INS_LJMP)))
-_JUMPS = frozenset(map(_NAME, (X.X86_INS_JMP, X.X86_INS_LJMP)))
-_BRANCHES = _JCC | _FAR | _JUMPS | {_NAME(X.X86_INS_CALL)}
-_PATH_ENDS = frozenset(map(_NAME, (
-    X.X86_INS_RET, X.X86_INS_RETF, X.X86_INS_RETFQ, X.X86_INS_IRET, X.X86_INS_IRETD,
-    X.X86_INS_IRETQ, X.X86_INS_UD0, X.X86_INS_UD1, X.X86_INS_UD2, X.X86_INS_SYSEXIT,
-    X.X86_INS_SYSEXITQ, X.X86_INS_SYSRET, X.X86_INS_SYSRETQ))) | _JUMPS
-_FLOW = _BRANCHES | _PATH_ENDS
 _MAX_TABLE_ENTRIES = 4096
+# gcc's frame setup, `push ebp; mov ebp, esp` (`push rbp; mov rbp, rsp`), at the 16-byte
+# boundary it aligns functions to on x86 (-falign-functions).
+_PROLOGUES = {32: bytes.fromhex("55 89e5"), 64: bytes.fromhex("55 4889e5")}
+_FUNCTION_ALIGN = 16
 
 
 class _Conflict(Exception):
@@ -119,111 +100,15 @@ class _Closure:
         self.targets: list[int] = []
 
 
-class _Discovery:
+class _Discovery(Grid):
+    """Recursion, the pointer rule, jump tables and the sweep over the grid."""
+
     def __init__(self, regions, data_regions, mode: int):
-        self.mode = mode
-        self.mask = (1 << mode) - 1
-        self.word = mode // 8
-        self.regions = sorted((Region(a, d) for a, d in regions if d), key=lambda r: r.start)
-        _check_disjoint(self.regions)
-        self.starts = [r.start for r in self.regions]
-        self.data_regions = [(a, bytes(d)) for a, d in data_regions]
-        self.readable = sorted([(r.start, r.data) for r in self.regions] + self.data_regions)
-        self.direct: dict[int, int] = {}  # branch address -> its direct target
-        self.immediates: dict[int, tuple[int, ...]] = {}  # address -> those into a region
-        self.lowest = self.regions[0].start if self.regions else 0
-        self.highest = self.regions[-1].end if self.regions else 0
-        self.long_hex = _hex_literals(self.lowest, self.highest, self.mask)
+        super().__init__(regions, data_regions, mode)
         self.targets: set[int] = set()
-        self.candidates: set[int] = set()  # possible pointers, kept if an insn starts there
-        self.swept_targets: set[int] = set()  # direct targets of swept code, likewise
+        self.swept_targets: set[int] = set()  # direct targets of swept code
         self.jump_tables: dict[int, list[int]] = {}
         self.undecodable: list[Undecodable] = []
-
-    def region_of(self, address: int) -> Region | None:
-        i = bisect.bisect_right(self.starts, address) - 1
-        if i >= 0 and address < self.regions[i].end:
-            return self.regions[i]
-        return None
-
-    def mark_data(self, ranges: Iterable[tuple[int, int]]) -> None:
-        for start, end in ranges:
-            for region in self.regions:
-                lo, hi = max(start, region.start), min(end, region.end)
-                if lo < hi:
-                    region.covered[lo - region.start : hi - region.start] = bytes([DATA]) * (
-                        hi - lo)
-
-    # ---- decoding into the tables
-
-    def decode_regions(self) -> None:
-        """The linear sweep's grid: every region decoded once, in lite mode."""
-        for region in self.regions:
-            base, sizes = region.start, region.size
-            for item in decode_all_lite(region.data, base, self.mode):
-                if item.__class__ is Undecodable:
-                    offset = item.address - base
-                    region.flags[offset : offset + item.size] = bytes([BAD]) * item.size
-                    continue
-                address, size, mnemonic, op_str = item
-                sizes[address - base] = size
-                if mnemonic in _FLOW or " " in mnemonic or may_classify(mnemonic, op_str):
-                    self._note(region, address, size, mnemonic, op_str)
-                if "0x" in op_str:
-                    self._immediates(region, address, op_str)
-
-    def _immediates(self, region: Region, address: int, op_str: str) -> None:
-        """Every immediate (and displacement) that points into a region: a possible
-        target, and under the pointer rule a possible start of code."""
-        values = [v for v in (int(text, 16) & self.mask for text in self.long_hex(op_str))
-                  if self.lowest <= v < self.highest]
-        if values:
-            self.immediates[address] = tuple(values)
-            self.candidates.update(values)
-            region.flags[address - region.start] |= IMMEDIATE
-
-    def _note(self, region: Region, address: int, size: int, mnemonic: str,
-              op_str: str) -> None:
-        """Record what discovery needs of a branch, path end or catalogue candidate.
-        capstone prints prefixes into the mnemonic ("notrack jmp", "repz ret")."""
-        offset = address - region.start
-        name = mnemonic.rpartition(" ")[2]
-        flags = 0
-        if name in _BRANCHES:
-            flags = self._branch(address, name, op_str, region.data[offset : offset + size])
-        elif name in _PATH_ENDS:
-            flags = ENDS
-        if may_classify(mnemonic, op_str):
-            flags |= CANDIDATE
-        region.flags[offset] = flags
-
-    def _branch(self, address: int, name: str, op_str: str, code: bytes) -> int:
-        if name in _FAR:  # the offset follows the selector; rare, so decode with detail
-            ops = decode_one(code, address, self.mode).operands
-            if ops and ops[-1].type == X.X86_OP_IMM:
-                self.direct[address] = ops[-1].imm & self.mask
-        elif op_str.startswith("0x"):  # a relative branch prints its absolute target
-            self.direct[address] = int(op_str, 16) & self.mask
-        flags = (ENDS if name in _PATH_ENDS else 0) | (DIRECT if address in self.direct else 0)
-        return flags | (TABLE if name == "jmp" and "[" in op_str else 0)
-
-    def size_at(self, region: Region, offset: int, limit: int) -> int:
-        """The size of the instruction at `offset` if it ends by `limit`, else 0."""
-        size = region.size[offset]
-        if not size and not region.flags[offset] & BAD:
-            address = region.start + offset
-            found = decode_one_lite(region.data[offset : offset + MAX_INSN_SIZE], address,
-                                    self.mode)
-            if found is None:
-                region.flags[offset] = BAD
-                return 0
-            size = region.size[offset] = found[1]
-            self._note(region, *found)
-            if "0x" in found[3]:
-                self._immediates(region, address, found[3])
-        return size if offset + size <= limit else 0
-
-    # ---- recursion
 
     def recurse(self, roots: Iterable[int], how: int) -> None:
         """Recursion from the entry (FROM_ENTRY) or the symbols (FROM_SYMBOL)."""
@@ -233,28 +118,44 @@ class _Discovery:
         self.targets.update(roots, closure.targets)
 
     def recurse_from_pointers(self) -> None:
-        """The pointer rule (module docstring, 2.), to a fixed point: code it finds has
-        immediates of its own."""
+        """The pointer rule (module docstring, 2.)."""
+        self._prove(self._data_words(), FROM_POINTER)
+
+    def recurse_from_prologues(self) -> None:
+        """The prologue rule (module docstring, 3.)."""
+        prologue, roots = _PROLOGUES[self.mode], []
+        for region in self.regions:
+            for start, end in list(zero_runs(region.covered)):
+                at = region.data.find(prologue, start, end)
+                while at >= 0:
+                    if (region.start + at) % _FUNCTION_ALIGN == 0:
+                        roots.append(region.start + at)
+                    at = region.data.find(prologue, at + 1, end)
+        self._prove(roots, FROM_PROLOGUE)
+
+    def _prove(self, roots: Iterable[int], how: int) -> None:
+        """A strict recursion from each root, to a fixed point: code it proves has
+        immediates of its own, which the pointer rule follows."""
         proven = [a for a in self.immediates if self._proven(a)]
-        roots = set(self._data_words())
-        while proven:
+        roots = set(roots)
+        while roots or proven:
             roots.update(v for address in proven for v in self.immediates[address])
             proven = []
             for root in sorted(roots):
-                proven += self._pointer(root)
-            roots = set()
+                proven += self._pointer(root, how)
+            roots, how = set(), FROM_POINTER
 
     def _proven(self, address: int) -> bool:
         region = self.region_of(address)
         return region.origin[address - region.start] == RECURSION
 
-    def _pointer(self, root: int) -> list[int]:
+    def _pointer(self, root: int, how: int) -> list[int]:
         """Recursion from one pointer, kept or undone; the addresses it proved that hold
         immediates."""
         region = self.region_of(root)
         if region is None or region.covered[root - region.start]:
             return []
-        closure = _Closure(FROM_POINTER, strict=True)
+        closure = _Closure(how, strict=True)
         try:
             self._explore([root], closure)
         except _Conflict:
@@ -430,17 +331,19 @@ class _Discovery:
         def count(value: int) -> int:
             return sum(r.covered.count(value) for r in self.regions)
 
+        def starts_instruction(address: int) -> bool:
+            region = self.region_of(address)
+            return region is not None and region.origin[address - region.start] != 0
+
         bad = sum(run.size for run in self.undecodable)
         coverage = Coverage(recursion=count(FROM_ENTRY), sweep=swept, undecodable=bad,
                             symbols=count(FROM_SYMBOL), pointers=count(FROM_POINTER),
-                            data=count(DATA))
-        code = CodeMap(self.mode, self.regions,
+                            prologues=count(FROM_PROLOGUE), data=count(DATA))
+        maybe = self.candidates | self.swept_targets
+        targets = frozenset(self.targets | {a for a in maybe if starts_instruction(a)})
+        return CodeMap(self.mode, self.regions, targets,
                        sorted(self.undecodable, key=lambda run: run.address), coverage,
                        self.jump_tables)
-        starts = self.candidates | self.swept_targets
-        code.branch_targets = frozenset(
-            self.targets | {a for a in starts if code.starts_instruction(a)})
-        return code
 
 
 def _stop(closure: _Closure) -> None:
@@ -449,27 +352,12 @@ def _stop(closure: _Closure) -> None:
     if closure.strict:
         raise _Conflict
 
-
-def _hex_literals(lowest: int, highest: int, mask: int):
-    """findall of the hex literals in capstone's operand text long enough to be an
-    address in [lowest, highest), as is or negated (capstone prints `-0x10`)."""
-    shortest = min(len(f"{lowest:x}"), len(f"{-(highest - 1) & mask:x}"))
-    return re.compile(rf"-?0x[0-9a-f]{{{shortest},}}").findall
-
-
 def _cut(start: int, end: int, base: int, anchors: list[int]):
     """[start, end) (offsets from `base`) cut at every anchor address inside it."""
     lo = bisect.bisect_right(anchors, base + start)
     hi = bisect.bisect_left(anchors, base + end)
     cuts = [start] + [a - base for a in anchors[lo:hi]] + [end]
     return list(zip(cuts, cuts[1:], strict=False))
-
-
-def _check_disjoint(regions: list[Region]) -> None:
-    for before, after in zip(regions, regions[1:], strict=False):
-        if after.start < before.end:
-            raise ValueError(f"executable regions overlap at {after.start:#x}")
-
 
 def discover(
     regions: list[tuple[int, bytes]],
@@ -492,6 +380,7 @@ def discover(
     work.recurse(symbols, FROM_SYMBOL)
     if work.regions:
         work.recurse_from_pointers()
+        work.recurse_from_prologues()
         work.collect_data_words()
     swept = work.sweep()
     return work.code_map(swept)

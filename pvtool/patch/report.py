@@ -74,7 +74,8 @@ class PatchReport:
         records.sort(key=lambda r: r.address)
         c = code.coverage
         coverage = {"recursion": c.recursion, "sweep": c.sweep, "undecodable": c.undecodable,
-                    "symbols": c.symbols, "pointers": c.pointers, "data": c.data}
+                    "symbols": c.symbols, "pointers": c.pointers, "prologues": c.prologues,
+                    "data": c.data}
         return cls(Path(image.path), output, diff_path, report_path, patch_set.name,
                    tuple(records), len(code.instructions), coverage,
                    len(emitted.layout.glue.code),

@@ -27,7 +27,8 @@ def render(report: PatchReport, console: Console) -> None:
                   f"stubs {report.stub_bytes} bytes")
     c = report.coverage
     console.print(f"coverage: {c['recursion']} bytes by recursion from the entry, "
-                  f"{c['symbols']} from symbols, {c['pointers']} from pointers; "
+                  f"{c['symbols']} from symbols, {c['pointers']} from pointers, "
+                  f"{c['prologues']} from prologues; "
                   f"{c['data']} data; {c['sweep']} possible code (sweep) in "
                   f"{len(report.possible_code)} runs, {c['undecodable']} undecodable")
     console.print("verified: " + "; ".join(report.checks))

@@ -242,3 +242,24 @@ def test_a_pointer_into_the_middle_of_code_already_found_proves_nothing():
 def test_overlapping_regions_are_refused():
     with pytest.raises(ValueError, match="overlap"):
         discover([(0x1000, b"\x90" * 16), (0x1008, b"\x90")], [])
+
+
+def test_site_candidates_hold_every_catalogue_instruction(program):
+    code_map, _, _ = program
+    sites = {a for a, i in code_map.instructions.items() if classify(i.cs) is not None}
+    candidates = [i.address for i in code_map.site_candidates()]
+    assert sites and sites <= set(candidates) and candidates == sorted(candidates)
+    assert len(candidates) < len(code_map.instructions)
+
+
+def test_a_frame_setup_at_a_function_boundary_is_code():
+    # ret; padding to 0x1010: push ebp; mov ebp, esp; cli; pop ebp; ret — and the same
+    # function again at 0x1021, off gcc's 16-byte function alignment
+    function = bytes.fromhex("55 89e5 fa 5d c3")
+    code = b"\xc3" + b"\x90" * 15 + function + b"\x90" * 11 + function
+    code_map = discover([(0x1000, code)], [0x1000])
+    assert code_map.reached_by_recursion(0x1013)  # the cli
+    assert code_map.coverage.prologues == len(function)
+    assert not code_map.reached_by_recursion(0x1021)
+    # possible code: the padding after each ret, and the second function
+    assert code_map.possible_code() == [(0x1001, 0x1010), (0x1016, 0x1000 + len(code))]

@@ -173,3 +173,23 @@ def test_assemble_checked_refuses_directives_and_bad_statements():
     with pytest.raises(AssemblyError) as caught:
         isa.assemble_checked("nop; mov eax, nowhere", 0, 32)
     assert caught.value.statement == "mov eax, nowhere"
+
+
+def test_decode_all_lite_matches_decode_all_across_chunk_boundaries():
+    # 7-byte instructions straddle every 16 KiB chunk boundary; junk bytes between runs
+    code = (bytes.fromhex("c7 05 00 10 00 00 01 00 00 00") * 3000 + b"\xff\xff"
+            + bytes.fromhex("0f 22 d8 fa") * 2000 + b"\x0f")
+    full = [(i.address, i.data) if isinstance(i, Undecodable) else (i.address, i.size,
+            i.mnemonic, i.op_str) for i in isa.decode_all(code, 0x100000, 32)]
+    lite = [(i.address, i.data) if isinstance(i, Undecodable) else i
+            for i in isa.decode_all_lite(code, 0x100000, 32)]
+    assert lite == full
+    assert len(code) > 2 * isa._CHUNK
+    assert lite[-1] == (0x100000 + len(code) - 1, b"\x0f")
+
+
+def test_decode_one_lite_is_the_instruction_without_detail():
+    assert isa.decode_one_lite(b"\x0f\x22\xd8\x90", 0x1000, 32) == (0x1000, 3, "mov",
+                                                                     "cr3, eax")
+    assert isa.decode_one_lite(b"\x0f", 0, 32) is None
+    assert not isa.lite_decoder(32).detail
