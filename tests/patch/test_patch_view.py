@@ -21,8 +21,8 @@ def site(address: int, cls: str, placement: str, reason: str) -> SiteRecord:
 def report(sites: list[SiteRecord]) -> PatchReport:
     return PatchReport(Path("vmlinux"), Path("vmlinux.pv.elf"), Path("vmlinux.pv.diff"),
                        Path("vmlinux.pv.json"), "xen32", tuple(sites), 1000,
-                       {"recursion": 10, "symbols": 0, "pointers": 0, "data": 0, "sweep": 0,
-                        "undecodable": 0}, 100, 50, ("ok",))
+                       {"recursion": 10, "symbols": 0, "pointers": 0, "prologues": 0,
+                        "data": 0, "sweep": 0, "undecodable": 0}, 100, 50, ("ok",))
 
 
 def printed(rep: PatchReport) -> str:
