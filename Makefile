@@ -62,7 +62,7 @@ $(foreach g,$(XEN_GUESTS),$(eval $(call guest_rules,$(g),)))
 
 GUEST_ELFS := $(GUESTS:%=build/guests/%.elf)
 
-.PHONY: all demo test bench guests lint clean distclean
+.PHONY: all demo test bench linux guests lint clean distclean
 all: guests
 
 guests: $(GUEST_ELFS)
@@ -86,10 +86,25 @@ demo: $(STAMP) guests
 # ---- the same guests native, paravirtualized (and trap-and-emulated when pvtool has it),
 # ---- and native beside qemu-system-i386 (sieve computes, ioheavy exits), against limits
 # ---- measured in the same run; tables on stdout, figures in build/bench/.
+# ---- The patcher's rows also cover Debian's Linux when `make linux` has fetched it.
 BENCH_GUESTS := minikern hello nanobench sieve ioheavy
 bench: $(STAMP) guests
 	@mkdir -p build/bench
-	$(PVTOOL) bench $(BENCH_GUESTS:%=build/guests/%.elf) --json build/bench/results.json
+	$(PVTOOL) bench $(BENCH_GUESTS:%=build/guests/%.elf) --json build/bench/results.json \
+		$(if $(wildcard $(LINUX)),--patch-only $(LINUX))
+
+# ---- Debian's 32-bit Linux (the newest linux-image-*-686-unsigned:i386; needs root for
+# ---- dpkg and apt-get update), patched, and its Table-2 row beside Xen's hand port.
+# ---- For measuring only: never in `make test`.
+LINUX := build/linux/vmlinux
+linux: $(LINUX)
+	$(PVTOOL) patch $(LINUX) -o build/linux/vmlinux.pv.elf
+	$(PVTOOL) diffstat build/linux/vmlinux.pv.diff
+
+$(LINUX): | $(STAMP)
+	dpkg --print-foreign-architectures | grep -qx i386 || dpkg --add-architecture i386
+	apt-get update
+	$(BIN)/python -m pvtool.bench.linux_image $@
 
 # ---- the suite on every core (pytest-xdist); the tests that take longest are stolen
 # ---- by an idle worker. CI=true (or pytest --hypothesis-profile=ci) fuzzes at full strength.

@@ -256,14 +256,18 @@ def diffstat(inputs: tuple[Path, ...], baseline_dir: Path | None, sloc: bool,
               metavar="FILE", help="Write every figure to FILE as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False),
               metavar="FILE.png", help="Draw a bar chart (needs pvtool[plot]: matplotlib).")
+@click.option("--patch-only", "patch_only", type=EXISTING_FILE, multiple=True,
+              metavar="IMAGE", help="Also measure the patcher on IMAGE, without running "
+              "it (a large kernel, e.g. build/linux/vmlinux from `make linux`). Repeatable.")
 def bench(images: tuple[Path, ...], repeat: int, json_path: Path | None,
-          plot_path: Path | None) -> None:
+          plot_path: Path | None, patch_only: tuple[Path, ...]) -> None:
     """Run each IMAGE natively, paravirtualized (patched on the fly) and trap-and-emulated
     (when available), against limits measured in the same run: raw Unicorn speed, an
-    empty hook, a null hypercall, peak memory. Default IMAGEs: build/guests/*.elf."""
+    empty hook, a null hypercall, peak memory; and the patcher's speed and peak memory
+    on each. Default IMAGEs: build/guests/*.elf."""
     from pvtool.bench.command import run_bench
 
-    run_bench(images, repeat, json_path, plot_path)
+    run_bench(images, repeat, json_path, plot_path, patch_only)
 
 
 def main() -> None:

@@ -426,3 +426,29 @@ def test_bad_input_gets_one_line_and_its_status(tree, monkeypatch, case, status,
     assert done.status == status, done.output
     assert done.stderr.startswith(f"pvtool: error: {message}")
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.output
+
+
+def test_a_byte_a_detour_left_as_it_was_does_not_cut_its_jump(tmp_path):
+    """The detour's jmp rel32 to the glue window (0xFC8...) from 1 MiB has 0xFC as its
+    last byte, which is also the cld it displaced: that cld's bytes are unchanged, yet
+    it is part of the jump. The two images still give the diff pvtool patch wrote."""
+    from pvtool.diffstat.images import listing_diff
+    from pvtool.patch.pipeline import patch_image
+    from tests.patch.tools import build_kernel, read_virtual
+
+    elf, symbols = build_kernel(tmp_path, """
+.globl _start
+.type _start, @function
+_start:
+    sti
+    inc eax
+    inc ebx
+    inc ecx
+    cld
+    ret
+""")
+    out = tmp_path / "k.pv.elf"
+    patch_image(elf, out)
+    jump = read_virtual(out, symbols["_start"], 5)  # objdump's view of the output
+    assert jump[0] == 0xE9 and jump[4] == read_virtual(elf, symbols["_start"] + 4, 1)[0]
+    assert listing_diff(elf, out) == out.with_suffix(".diff").read_text()

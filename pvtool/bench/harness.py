@@ -13,6 +13,7 @@ from pathlib import Path
 from pvtool.bench.emptyhook import HookResult, run_empty_hook
 from pvtool.bench.nullcall import NullCallResult, run_null_hypercalls
 from pvtool.bench.operations import operations_table
+from pvtool.bench.patcher import patcher_rows
 from pvtool.bench.peakmemory import PeakMemory, measure_peak_memory
 from pvtool.bench.rawloop import LoopResult, run_register_loop
 from pvtool.bench.rawsieve import SieveResult, run_sieve
@@ -89,13 +90,15 @@ class BenchReport:
     qemu: QemuSide
     limits: Limits
     environment: dict = field(default_factory=dict)
+    patcher: list[dict] = field(default_factory=list)  # bench/patcher.py's rows
 
     def to_dict(self) -> dict:
         return {"schema": 1, "repeat": self.repeat, "environment": self.environment,
                 "modes_available": [m.value for m in available_modes()],
                 "qemu": self.qemu.to_dict(),
                 "guests": [g.to_dict() for g in self.guests],
-                "limits": self.limits.to_dict()}
+                "limits": self.limits.to_dict(),
+                "patcher": self.patcher}
 
 
 def check_images(images: Sequence[Path]) -> None:
@@ -107,8 +110,11 @@ def check_images(images: Sequence[Path]) -> None:
 
 
 def bench(images: Sequence[Path], repeat: int,
-          progress: Callable[[str], None] = lambda message: None) -> BenchReport:
-    check_images(images)
+          progress: Callable[[str], None] = lambda message: None,
+          patch_only: Sequence[Path] = ()) -> BenchReport:
+    """Every measure on IMAGES; the patcher's also on PATCH_ONLY (kernels too large or
+    too foreign to boot here, such as a distribution's Linux)."""
+    check_images([*images, *patch_only])
     guests = []
     with tempfile.TemporaryDirectory(prefix="pvtool-bench-") as name:
         workdir = Path(name)
@@ -120,7 +126,9 @@ def bench(images: Sequence[Path], repeat: int,
                                        progress)
             guests.append(GuestBench(image, modes, versus))
     limits = measure_limits(images, guests, max(repeat, MIN_PROBE_REPEAT), progress)
-    return BenchReport(repeat, guests, qemu, limits, _environment())
+    progress("pvtool patch: speed and peak memory (child processes)")
+    patcher = patcher_rows([*images, *patch_only])
+    return BenchReport(repeat, guests, qemu, limits, _environment(), patcher)
 
 
 def measure_limits(images: Sequence[Path], guests: list[GuestBench], repeat: int,

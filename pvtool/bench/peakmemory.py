@@ -34,16 +34,22 @@ class PeakMemory:
 
 
 def measure_peak_memory(image: Path) -> PeakMemory:
-    done = subprocess.run([sys.executable, "-m", "pvtool.bench.peakmemory", str(image)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode:
-        raise RuntimeError(f"peak-memory child failed: {done.stderr.strip()[-300:]}")
-    figures = json.loads(done.stdout)
+    figures = run_child("pvtool.bench.peakmemory", str(image))
     return PeakMemory(str(image), "native", figures["baseline_kib"], figures["peak_kib"],
                       figures["ru_maxrss_kib"], figures["source"])
 
 
-def _high_water_kib() -> tuple[int, str]:
+def run_child(module: str, *args: str) -> dict:
+    """The JSON figures `python -m MODULE ARGS` prints, measured in a process of its
+    own; RuntimeError with the end of its stderr if it fails."""
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
+                          text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{module} child failed: {done.stderr.strip()[-300:]}")
+    return json.loads(done.stdout)
+
+
+def high_water_kib() -> tuple[int, str]:
     try:
         with open("/proc/self/status") as status:
             for line in status:
@@ -57,11 +63,11 @@ def _high_water_kib() -> tuple[int, str]:
 def _child(image: Path) -> None:
     from pvtool.run import Mode, RunOptions, run_image
 
-    baseline, _ = _high_water_kib()
+    baseline, _ = high_water_kib()
     with tempfile.TemporaryDirectory(prefix="pvtool-bench-") as workdir:
         options = RunOptions(mode=Mode.NATIVE, disks=(fresh_disk(Path(workdir)),))
         run_image(image, options, lambda data: None)
-    peak, source = _high_water_kib()
+    peak, source = high_water_kib()
     print(json.dumps({"baseline_kib": baseline, "peak_kib": peak, "source": source,
                       "ru_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 

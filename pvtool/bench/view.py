@@ -18,7 +18,7 @@ def render(data: dict, console: Console) -> None:
     exits = [_exits(guest) for guest in data["guests"]
              if any(run["ok"] for run in guest["modes"].values())]
     for table in (_workloads(data), versus_qemu_table(data), *operations, *exits,
-                  _limits(data["limits"])):
+                  _limits(data["limits"]), _patcher(data["patcher"])):
         console.print(table)
 
 
@@ -217,4 +217,31 @@ def _limits(limits: dict) -> Table:
                       "includes the parent's size at fork)")
     elif limits["peak_memory_error"]:
         table.add_row("peak memory", "-", limits["peak_memory_error"])
+    return table
+
+
+def _patcher(rows: list[dict]) -> Table:
+    """`pvtool patch` of each image, in a child process: time, rate, peak memory."""
+    table = Table(box=box.SIMPLE_HEAD, title="The patcher: pvtool patch, one child "
+                  "process per image", title_justify="left", pad_edge=False)
+    for name in ("image", "insns", "sites", "seconds", "k insn/s", "peak MiB"):
+        table.add_column(name, no_wrap=True, justify="left" if name == "image" else "right")
+    goal, failed = None, []
+    for row in rows:
+        name = escape(row["image"].rsplit("/", 1)[-1])
+        if not row["ok"]:
+            table.add_row(name, "-", "-", "-", "-", "[red]failed[/]")
+            failed.append(f"[red]{name}: {escape(row['error'])}[/]")
+            continue
+        goal = row["goal_insns_per_second"]
+        rate = f"{row['insns_per_second'] / 1000:,.0f}"
+        table.add_row(name, f"{row['instructions']:,}", f"{row['sites']:,}",
+                      f"{row['seconds']:,.2f}",
+                      rate if row["within_goal"] else f"[yellow]{rate}[/]",
+                      f"{row['peak_kib'] / 1024:,.1f}")
+    table.caption = "\n".join([
+        "insns: decoded by discovery. seconds: the whole patch, imports excluded.",
+        "peak: the child's VmHWM, imports included."
+        + (f" Goal: {goal / 1000:,.0f}k insn/s." if goal else ""), *failed])
+    table.caption_justify = "left"
     return table

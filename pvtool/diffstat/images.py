@@ -23,12 +23,12 @@ from pvtool.abi import pvtool as pvabi
 from pvtool.errors import ImageError, PvtoolError
 from pvtool.image.elf import ElfImage, load_elf, require_32bit
 from pvtool.image.xen_notes import parse_xen_notes
-from pvtool.patch.discover import CodeMap
+from pvtool.patch.byte_changes import differing_spans
 from pvtool.patch.emit import lay_out
-from pvtool.patch.listing import Symbolizer, decode_listing, line, unified_diff
+from pvtool.patch.listing import Change, Listing, Symbolizer, decode_listing, unified_diff
 from pvtool.patch.patchset import DEFAULT_PATCH_SET, load_patch_set
 from pvtool.patch.pipeline import discover_code
-from pvtool.x86.isa import decode_all
+from pvtool.x86.isa import MAX_INSN_SIZE, decode_all
 from pvtool.x86.paging import PAGE_SIZE
 
 STUB_NAME = "pv_stub_{}"
@@ -38,66 +38,65 @@ def listing_diff(original_path: Path, patched_path: Path,
                  patch_set: str = DEFAULT_PATCH_SET) -> str:
     original, patched = (require_32bit(load_elf(Path(path)))
                          for path in (original_path, patched_path))
-    code = discover_code(original)
     kernel = [(s.value, s.name) for s in original.function_symbols()]
-    items = _items(code)
-    changed = _changed_runs(items, original, patched)
+    listing = Listing(discover_code(original), Symbolizer(kernel))
+    changed = _changed_runs(listing, original, patched)
     added_start, added = _added_code(original, patched)
     names = list(kernel)
-    glue_end = added_start
     if added:
         glue, glue_end = _glue_functions(original, patched, patch_set, added_start)
         names += [(address, name) for name, address in glue.items()] or [
             (added_start, "added")]
         names += _stub_names(changed, patched, glue_end, added_start + len(added))
     symbolize = Symbolizer(names)
-    original_lines = [line(a, Symbolizer(kernel), t) for a, _, t in items]
-    patched_lines = _patched_listing(items, changed, patched, symbolize)
+    changes = [Change(start, end, decode_listing(patched.read_virtual(start, end - start),
+                                                 start, symbolize, patched.bits))
+               for start, end in changed]
     added_lines = decode_listing(added, added_start, symbolize, patched.bits) if added else []
-    return unified_diff(original_lines, patched_lines + added_lines, str(original.path),
-                        str(patched.path))
+    return unified_diff(listing, changes, added_lines, str(original.path), str(patched.path))
 
 
-def _items(code: CodeMap) -> list[tuple[int, bytes, str]]:
-    """(address, bytes, text) of every listed instruction and undecodable run."""
-    items = [(i.address, i.bytes, f"{i.mnemonic} {i.op_str}".strip())
-             for i in code.instructions_in(0, 1 << 32)]
-    items += [(u.address, u.data, f"(bad) {u.data.hex()}") for u in code.undecodable]
-    return sorted(items)
-
-
-def _changed_runs(items, original: ElfImage, patched: ElfImage) -> list[tuple[int, int]]:
-    """[start, end) of each run of adjacent listed items whose bytes PATCHED changed."""
-    runs: list[tuple[int, int]] = []
-    for address, data, _ in items:
+def _changed_runs(listing: Listing, original: ElfImage,
+                  patched: ElfImage) -> list[tuple[int, int]]:
+    """[start, end) of each run of adjacent listed items whose bytes PATCHED changed,
+    found from where the segments' bytes differ (a few places among megabytes)."""
+    changed = set()
+    for seg in original.segments:
         try:
-            now = patched.read_virtual(address, len(data))
+            now = patched.read_virtual(seg.vaddr, seg.filesz)
         except ImageError:
             raise ImageError(f"{patched.path}: does not map {original.path}'s code at "
-                             f"{address:#x}: not a patched copy of it") from None
-        if now == data:
-            continue
-        if runs and runs[-1][1] == address:
-            runs[-1] = (runs[-1][0], address + len(data))
-        else:
-            runs.append((address, address + len(data)))
+                             f"{seg.vaddr:#x}: not a patched copy of it") from None
+        before = original.data[seg.offset:seg.offset + seg.filesz]
+        for lo, hi in differing_spans(before, now):
+            first = listing.index(seg.vaddr + lo - MAX_INSN_SIZE + 1)
+            for item in map(listing.item, range(first, listing.index(seg.vaddr + hi))):
+                if item.address + item.size > seg.vaddr + lo:
+                    changed.add((item.address, item.address + item.size))
+    runs: list[tuple[int, int]] = []
+    for start, end in sorted(changed):
+        if runs and start < runs[-1][1]:  # grown over this one
+            start, end = runs[-1][0], max(end, runs.pop()[1])
+        runs.append((start, _patched_end(start, end, listing, patched)))
     return runs
 
 
-def _patched_listing(items, changed, patched: ElfImage, symbolize) -> list[str]:
-    out: list[str] = []
-    index = 0
-    for address, _, text in items:
-        while index < len(changed) and changed[index][1] <= address:
-            index += 1
-        if index < len(changed) and changed[index][0] <= address:
-            start, end = changed[index]
-            if address == start:
-                out += decode_listing(patched.read_virtual(start, end - start), start,
-                                      symbolize, patched.bits)
-            continue
-        out.append(line(address, symbolize, text))
-    return out
+def _patched_end(start: int, end: int, listing: Listing, patched: ElfImage) -> int:
+    """END, or later: where PATCHED's instructions from START end on a listed item's
+    end. A byte a rewrite left as it was (a jump's displacement that equals the
+    original byte) must not cut the new instruction that holds it in two."""
+    seg = patched.segment_at(start)
+    while True:
+        at = start
+        data = patched.read_virtual(start, min(end - start + MAX_INSN_SIZE, seg.end - start))
+        for item in decode_all(data, start, patched.bits):
+            at = item.address + item.size
+            if at >= end:
+                break
+        if at <= end:
+            return end
+        held = listing.item(listing.index(at) - 1)  # the listed item holding byte at - 1
+        end = max(at, held.address + held.size)
 
 
 def _added_code(original: ElfImage, patched: ElfImage) -> tuple[int, bytes]:

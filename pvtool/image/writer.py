@@ -67,13 +67,13 @@ def write_patched_elf(original: ElfImage, out: Path, *, patches: dict[int, bytes
     atomically, refusing to overwrite the input. CHECK, if given, sees the written image
     before it is renamed into place and may raise to keep it from landing."""
     out = Path(out)
-    _check_destination(original, out)
+    check_destination(original, out)
     blob = build_patched_elf(original, patches=patches, added=added, notes=notes)
 
     def verify(tmp: Path) -> None:
-        _verify(original, tmp, blob, patches, added, notes)
+        written = _verify(original, tmp, blob, patches, added, notes)
         if check is not None:
-            check(load_elf(tmp))
+            check(written)
 
     write_atomically(out, blob, _mode_of(original.path), verify)
 
@@ -283,7 +283,9 @@ def _section_table(image: ElfImage, header: Ehdr,
 
 # ---- writing and verifying --------------------------------------------------------------
 
-def _check_destination(original: ElfImage, out: Path) -> None:
+def check_destination(original: ElfImage, out: Path) -> None:
+    """OUT can be written without touching ORIGINAL (the patch pipeline asks before
+    its work, not after a minute of it)."""
     if not out.parent.is_dir():
         raise OutputError(f"{out}: directory {out.parent} does not exist")
     if out.is_dir():
@@ -350,8 +352,10 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def _verify(original: ElfImage, written_path: Path, blob: bytes, patches: dict[int, bytes],
-            added: list[AddedSection], notes: bytes | None) -> None:
-    """Read the written file back as any consumer would and check every request landed."""
+            added: list[AddedSection], notes: bytes | None) -> ElfImage:
+    """Read the written file back as any consumer would and check every request
+    landed; the image read back is what CHECK sees (one more parse of a kernel with
+    thousands of symbols costs seconds)."""
     try:
         written = load_elf(written_path)
         problem = _first_difference(original, written, blob, patches, added, notes)
@@ -359,6 +363,7 @@ def _verify(original: ElfImage, written_path: Path, blob: bytes, patches: dict[i
         problem = f"it does not load: {exc.message}"
     if problem:
         raise PatchError(f"{original.path}: the patched image failed verification: {problem}")
+    return written
 
 
 def _first_difference(original: ElfImage, written: ElfImage, blob: bytes,

@@ -11,15 +11,15 @@ from pathlib import Path
 from pvtool.abi import pvtool as pvabi
 from pvtool.errors import OutputError, PatchError, UnsupportedImageError
 from pvtool.image.elf import ElfImage, load_elf, require_32bit
-from pvtool.image.writer import write_atomically, write_patched_elf
+from pvtool.image.writer import check_destination, write_atomically, write_patched_elf
 from pvtool.image.xen_notes import parse_xen_notes
 from pvtool.machine.loader import image_at
 from pvtool.patch.code_space import code_regions, data_in_code, data_regions, entry_address
 from pvtool.patch.discover import CodeMap, discover
 from pvtool.patch.emit import Emitted, added_sections, emit, lay_out, notes
-from pvtool.patch.listing import Symbolizer, code_listing, decode_listing, unified_diff
+from pvtool.patch.listing import Change, Listing, Symbolizer, decode_listing, unified_diff
 from pvtool.patch.patchset import DEFAULT_PATCH_SET, load_patch_set
-from pvtool.patch.plan import Placement, Plan, plan_sites
+from pvtool.patch.plan import Plan, changed_ranges, plan_sites
 from pvtool.patch.report import PatchReport
 from pvtool.patch.sites import find_sites
 from pvtool.patch.verify import verify
@@ -53,17 +53,18 @@ def patch_image(input_path: Path, out: Path,
     plans = plan_sites(find_sites(code, patch_set), code, symbols)
     emitted = emit(image, layout, plans, symbols)
     checks: list[str] = []
+    verified: list[ElfImage] = []  # the image as written, read back once
 
     def check(patched: ElfImage) -> None:
         checks.extend(verify(image, patched, code, plans, emitted))
+        verified.append(patched)
 
     write_patched_elf(image, outputs.image, patches=emitted.patches,
                       added=added_sections(emitted), notes=notes(image, emitted, patch_set),
                       check=check)
     written = [outputs.image]
     try:  # no partial output: the image goes if its diff or report cannot follow it
-        patched = load_elf(outputs.image)
-        diff = listing_diff(image, patched, code, plans, emitted)
+        diff = listing_diff(image, verified[0], code, plans, emitted, outputs.image)
         report = PatchReport.build(image, outputs.image, patch_set, code, plans, emitted,
                                    checks, diff_path=outputs.diff, report_path=outputs.report)
         write_atomically(outputs.diff, diff.encode())
@@ -88,39 +89,20 @@ def discover_code(image: ElfImage) -> CodeMap:
 
 
 def listing_diff(image: ElfImage, patched: ElfImage, code: CodeMap, plans: list[Plan],
-                 emitted: Emitted) -> str:
-    names = [(s.value, s.name) for s in image.function_symbols()]
-    names += [(a, n) for n, a in emitted.layout.glue.functions.items()]
-    names += [(address, f"pv_stub_{n}") for n, (_, address, _) in enumerate(emitted.stubs)]
-    symbolize = Symbolizer(names)
-    original = code_listing(code, Symbolizer(names[:len(image.function_symbols())]))
-    patched_lines = _patched_code_listing(patched, code, plans, symbolize)
+                 emitted: Emitted, patched_path: Path) -> str:
+    kernel = [(s.value, s.name) for s in image.function_symbols()]
     glue = emitted.layout.glue
+    symbolize = Symbolizer([*kernel, *((a, n) for n, a in glue.functions.items()),
+                            *((address, f"pv_stub_{n}")
+                              for n, (_, address, _) in enumerate(emitted.stubs))])
+    changes = [Change(start, end, decode_listing(patched.read_virtual(start, end - start),
+                                                 start, symbolize, patched.bits))
+               for start, end in changed_ranges(plans)]
     added = decode_listing(emitted.text[glue.base - emitted.layout.text_base:
                                         len(emitted.text) - len(emitted.trap_table)],
                            glue.base, symbolize, patched.bits)
-    return unified_diff(original, patched_lines + added, str(image.path), str(patched.path))
-
-
-def _patched_code_listing(patched: ElfImage, code: CodeMap, plans: list[Plan],
-                          symbolize: Symbolizer) -> list[str]:
-    """The original listing with each changed range decoded afresh."""
-    original = code_listing(code, symbolize)
-    changed = sorted((p.start, p.end) for p in plans if p.placement is not Placement.KEPT)
-    out: list[str] = []
-    index = 0
-    for line in original:
-        address = int(line.split(" ", 1)[0], 16)
-        while index < len(changed) and changed[index][1] <= address:
-            index += 1
-        if index < len(changed) and changed[index][0] <= address:
-            start, end = changed[index]
-            if address == start:
-                out += decode_listing(patched.read_virtual(start, end - start), start, symbolize,
-                                      patched.bits)
-            continue
-        out.append(line)
-    return out
+    return unified_diff(Listing(code, Symbolizer(kernel)), changes, added, str(image.path),
+                        str(patched_path))
 
 
 def _check_phys_offset(input_path: Path, image: ElfImage) -> None:
@@ -156,3 +138,4 @@ def _check_outputs(image: ElfImage, outputs: Outputs) -> None:
             raise OutputError(f"{path}: refusing to overwrite the input image")
         if path.is_dir():
             raise OutputError(f"{path}: is a directory")
+    check_destination(image, outputs.image)

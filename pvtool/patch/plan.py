@@ -11,9 +11,11 @@
 Sites the rule keeps stay as they are; every choice carries its reason for the report.
 """
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from enum import Enum
 
+from pvtool.abi.pvtool import TRAP_SITE_CLASSES
 from pvtool.patch.discover import CodeMap, Insn
 from pvtool.patch.patchset import Action
 from pvtool.patch.sites import Site, UnsupportedForm, check_trap_site, replacement
@@ -43,20 +45,29 @@ class Plan:
     code: bytes = b""  # IN_PLACE: the replacement
 
 
+def changed_ranges(plans: list[Plan]) -> list[tuple[int, int]]:
+    """The [start, end) ranges of original bytes the plans rewrite, in address order."""
+    return sorted((p.start, p.end) for p in plans if p.placement is not Placement.KEPT)
+
+
 def plan_sites(sites: list[Site], code: CodeMap, symbols: dict[str, int]) -> list[Plan]:
-    plans: list[Plan] = []
-    taken: set[int] = set()  # instruction addresses already inside a plan
+    """One plan per site not already inside another's window, in address order. A site
+    that cannot fall back to a trap site (the hypervisor does not emulate its class)
+    and finds no window of its own joins the window of the neighbour that took its
+    room (Linux's sync_core: `pushf; push cs; push 1f; iret; 1:`, where pushf's
+    window holds the iret's only room)."""
+    owner: dict[int, Plan] = {}  # instruction address -> the plan that holds it
     site_at = {s.address: s for s in sites}
     for site in sites:
-        if site.address in taken:
+        if site.address in owner:
             continue
-        plan = _plan_one(site, code, site_at, taken, symbols)
-        taken.update(i.address for i in plan.window or [site.insn])
-        plans.append(plan)
-    return plans
+        plan = _plan_one(site, code, site_at, owner, symbols)
+        owner.update(dict.fromkeys((i.address for i in plan.window or [site.insn]), plan))
+    unique = {id(plan): plan for plan in owner.values()}
+    return sorted(unique.values(), key=lambda p: p.start)
 
 
-def _plan_one(site: Site, code: CodeMap, site_at: dict[int, Site], taken: set[int],
+def _plan_one(site: Site, code: CodeMap, site_at: dict[int, Site], owner: dict[int, Plan],
               symbols: dict[str, int]) -> Plan:
     action = site.rule.action
     if action is Action.KEEP:
@@ -72,14 +83,36 @@ def _plan_one(site: Site, code: CodeMap, site_at: dict[int, Site], taken: set[in
     if len(inline) <= site.insn.size:
         return Plan(Placement.IN_PLACE, [site], site.address, site.end,
                     "the replacement fits in the instruction's bytes", code=inline)
-    window = _find_window(site, code, site_at, taken)
-    if window is None:
-        return _trap(site, _no_window_reason(site, code))
+    window = _find_window(site, code, site_at, owner.keys())
+    if window is not None:
+        return _detour(window, site_at, f"replacement is {len(inline)} bytes; detour over "
+                       f"{len(window)} instruction(s)")
+    joined = None if site.cls.name in TRAP_SITE_CLASSES else _join(site, code, site_at, owner)
+    return joined or _trap(site, _no_window_reason(site, code))
+
+
+def _detour(window: list[Insn], site_at: dict[int, Site], reason: str) -> Plan:
     covered = [site_at[i.address] for i in window if i.address in site_at]
-    return Plan(Placement.DETOUR, covered, window[0].address,
-                window[-1].address + window[-1].size,
-                f"replacement is {len(inline)} bytes; detour over {len(window)} "
-                "instruction(s)", window=window)
+    end = window[-1].address + window[-1].size
+    return Plan(Placement.DETOUR, covered, window[0].address, end, reason, window=window)
+
+
+def _join(site: Site, code: CodeMap, site_at: dict[int, Site],
+          owner: dict[int, Plan]) -> Plan | None:
+    """A detour over a neighbour's window and SITE together, when the neighbour's
+    window took the room SITE's own would need."""
+    around = _neighbours(site.insn, code, 2 * MAX_WINDOW_INSNS)
+    for plan in {id(p): p for i in around if (p := owner.get(i.address))}.values():
+        if plan.placement is not Placement.DETOUR:
+            continue
+        lo, hi = min(plan.start, site.address), max(plan.end, site.end)
+        window = [i for i in around if lo <= i.address < hi]
+        others = owner.keys() - {i.address for i in plan.window}
+        if len(window) <= 2 * MAX_WINDOW_INSNS and _usable(window, code, site_at, others):
+            return _detour(window, site_at, f"detour over {len(window)} instruction(s), "
+                           f"joined with the site at {site.address:#x}, for which "
+                           "no window of its own was left")
+    return None
 
 
 def _trap(site: Site, reason: str) -> Plan:
@@ -116,10 +149,12 @@ def _no_window_reason(site: Site, code: CodeMap) -> str:
     return f"branch targets at {listed} cut every 5-byte window that holds it"
 
 
-def _neighbours(insn: Insn, code: CodeMap) -> list[Insn]:
-    """Contiguous instructions before and after INSN (a gap ends the run)."""
-    span = MAX_WINDOW_INSNS * 16
-    run = code.instructions_in(insn.address - span, insn.address + span)
+def _neighbours(insn: Insn, code: CodeMap, reach: int = MAX_WINDOW_INSNS - 1) -> list[Insn]:
+    """Contiguous instructions around INSN, up to REACH on each side (a gap ends the
+    run): all a window holding INSN can use. Only these are decoded."""
+    index = bisect_left(code.starts, insn.address)
+    run = [code.instruction_at(a)
+           for a in code.starts[max(0, index - reach):index + reach + 1]]
     index = next(i for i, x in enumerate(run) if x.address == insn.address)
     lo = index
     while lo > 0 and run[lo - 1].address + run[lo - 1].size == run[lo].address:

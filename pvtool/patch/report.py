@@ -44,6 +44,7 @@ class PatchReport:
     report_path: Path
     patch_set: str
     sites: tuple[SiteRecord, ...]
+    instructions: int  # decoded by discovery: what the patcher worked through
     coverage: dict[str, int]
     glue_bytes: int
     stub_bytes: int
@@ -76,7 +77,8 @@ class PatchReport:
                     "symbols": c.symbols, "pointers": c.pointers, "prologues": c.prologues,
                     "data": c.data}
         return cls(Path(image.path), output, diff_path, report_path, patch_set.name,
-                   tuple(records), coverage, len(emitted.layout.glue.code),
+                   tuple(records), len(code.instructions), coverage,
+                   len(emitted.layout.glue.code),
                    sum(len(code) for _, _, code in emitted.stubs), tuple(checks),
                    _possible_code(image, code))
 
@@ -93,6 +95,7 @@ class PatchReport:
                        "found_by": s.found_by,
                        "stub": f"{s.stub:#010x}" if s.stub is not None else None}
                       for s in self.sites],
+            "instructions": self.instructions,
             "coverage_bytes": self.coverage,
             "possible_code": [{"start": f"{p.start:#010x}", "end": f"{p.end:#010x}",
                                "reason": p.reason} for p in self.possible_code],

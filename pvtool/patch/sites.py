@@ -63,6 +63,8 @@ class Site:
 
 
 def find_sites(code: CodeMap, patch_set: PatchSet) -> list[Site]:
+    """Every instruction of CODE in the catalogue for its mode. Only the candidates
+    (catalogue.may_classify) are decoded with detail."""
     sites = []
     for insn in code.site_candidates():
         cls = classify(insn.cs)

@@ -8,7 +8,8 @@ import pytest
 from pvtool.bench.workloads import available_modes
 from pvtool.run import Mode
 from tests.cli import pvtool
-from tests.oracles import QEMU, QEMU_ARGS, require_tool
+from tests.oracles import QEMU, QEMU_ARGS, guest_path, require_tool
+from tests.patch.tools import objdump
 
 MODE_FIELDS = {"ok", "error", "prepare_seconds", "wall_seconds", "ratio_to_native",
                "insns_upper_bound", "insns_exact", "insns_per_second", "exits",
@@ -71,6 +72,16 @@ def test_the_tables_go_to_stdout(hello_report):
                   "Exits by kind", "Limits, measured in this run"):
         assert title in stdout
     assert "Per-operation cost" not in stdout
+
+
+def test_the_patcher_row_is_in_the_json_and_the_table(hello_report):
+    data, stdout = hello_report
+    (row,) = data["patcher"]
+    assert row["ok"] and row["image"].endswith("hello.elf")
+    # gcc's guests keep no data in .text: objdump's linear listing is every instruction
+    assert row["instructions"] == len(objdump(guest_path("hello")))
+    assert row["seconds"] > 0 and row["peak_kib"] >= row["baseline_kib"] > 0
+    assert "The patcher: pvtool patch" in stdout
 
 
 def test_the_json_has_hello_beside_qemu(hello_report):

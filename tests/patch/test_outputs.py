@@ -324,3 +324,17 @@ def test_the_site_ranges_note_names_each_replaced_sites_code(hello):
             assert stub_start <= start < end <= stub_end
         else:
             assert start <= site < end
+
+
+def test_a_missing_output_directory_is_refused_before_any_work(tmp_path, monkeypatch):
+    """Linux takes half a minute to discover: a typo in -o must not cost it."""
+    from pvtool.errors import OutputError
+    from pvtool.patch import pipeline
+
+    def no_discovery(image):
+        raise AssertionError("discovery ran before the outputs were checked")
+
+    monkeypatch.setattr(pipeline, "discover_code", no_discovery)
+    out = tmp_path / "missing" / "hello.pv.elf"
+    with pytest.raises(OutputError, match="does not exist"):
+        patch_image(guest_path("hello"), out)

@@ -268,6 +268,40 @@ bottom:
     assert not (tmp_path / "out.elf").exists()
 
 
+def test_a_site_left_without_room_joins_its_neighbours_detour(tmp_path):
+    """Linux's sync_core (iret to self): pushf's smallest window takes the push before
+    the iret, whose own window can neither grow past it (its return address is a branch
+    target) nor fall back to a trap site. The iret joins pushf's detour: one window
+    over all four instructions, one stub, ending with the iret's replacement."""
+    elf, symbols = build_kernel(tmp_path, """
+.globl _start
+.type _start, @function
+_start:
+    push ebp
+    mov ebp, esp
+site_pushf:
+    pushfd
+    push cs
+    push offset back
+site_iret:
+    iretd
+back:
+    pop ebp
+    ret
+""")
+    out = tmp_path / "out.elf"
+    patch_image(elf, out)
+    rep = report(out)
+    pushf, iret = (next(s for s in rep["sites"] if address(s) == symbols[label])
+                   for label in ("site_pushf", "site_iret"))
+    assert pushf["placement"] == iret["placement"] == "detour"
+    assert pushf["stub"] == iret["stub"] is not None
+    assert f"joined with the site at {symbols['site_iret']:#x}" in pushf["reason"]
+    start, end = next((a, b) for a, b, _ in changed_ranges(elf, out, rep)
+                      if a <= symbols["site_pushf"] < b)
+    assert (start, end) == (symbols["site_pushf"], symbols["back"])
+
+
 def test_displaced_relative_branches_keep_their_targets(patched):
     elf, symbols, out, rep = patched
     site = site_at(rep, symbols, "site_branches")
