@@ -10,7 +10,12 @@
 
 ## pv_entry
 ; Xen enters here (ELF note ENTRY) with esi = start_info. Give the kernel the state a
-; Multiboot loader would: eax = the magic, ebx = an information structure.
+; Multiboot loader would: eax = the magic, ebx = an information structure. Once on the
+; identity map, start_info is at its physical address (the builder maps it at
+; VIRT_BASE + physical, like the kernel), as a Multiboot loader's data is. The stack
+; is the glue's own: the builder's is mapped at the kernel's link address only, and
+; the identity map pv_identity_map switches to covers physical addresses only.
+mov esp, {pv_stack_top}
 mov dword ptr [{start_info_ptr}], esi
 mov ebx, {physdevop_set_iopl}
 mov ecx, {iopl_arg}
@@ -20,6 +25,7 @@ jne failed
 push esi
 call {pv_identity_map}
 pop esi
+sub esi, {virt_base}
 mov eax, dword ptr [esi + {start_info_nr_pages}]
 shl eax, 2
 sub eax, 1024

@@ -129,12 +129,13 @@ class VCpu:
 class Domain:
     """A guest kernel the hypervisor runs in ring 1, built whole: its machine frames
     (owned by DOMID), its vCPU, its GDT beside Xen's reserved descriptors, and its page
-    tables, validated from BASE_MFN on in PAGING mode. Trap-and-emulate runs an
+    tables, validated from BASE_MFN on in PAGING mode (4 MiB pages if SUPERPAGES). Trap-and-emulate runs an
     unmodified kernel as such a domain; a PV kernel gets Xen's interface on top
     (PvDomain)."""
 
     def __init__(self, machine: Machine, *, base_mfn: int,
                  paging: PagingMode = PagingMode.TWO_LEVEL, glue: bool = False,
+                 superpages: bool = False,
                  console_output: Callable[[bytes], None],
                  trace: Callable[[str], None] | None = None, domid: int = FIRST_DOMAIN):
         self.machine = machine
@@ -147,7 +148,7 @@ class Domain:
         self.frames = machine_frames(self.nr_pages)
         self.vcpu = VCpu(machine.cpu, machine.memory)
         self.gdt = Gdt(self)
-        self.pagetables = PageTables(self, base_mfn, paging, glue=glue)
+        self.pagetables = PageTables(self, base_mfn, paging, glue=glue, superpages=superpages)
 
     # -- what the domain owns ------------------------------------------------------
     def owns_frame(self, mfn: int) -> bool:

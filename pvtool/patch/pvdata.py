@@ -26,6 +26,11 @@ START_INFO_PTR = SHUTDOWN_ARG + 8
 GDT_FRAMES = 0x140
 TRAP_INFO_BUF = 0x200
 TRAP_INFO_ENTRIES = 257  # every vector and the terminating entry
+# The PV entry's stack, at the end of the first page: the builder's boot stack is
+# mapped only at the kernel's link address, which the identity map does not cover,
+# while the glue window is mapped in every address space (docs/ABI.md).
+PV_STACK = 0xE00
+PV_STACK_TOP = PAGE_SIZE
 GDT_SHADOW = PAGE_SIZE
 GDT_SHADOW_SIZE = PAGE_SIZE  # 512 descriptors: pv_lgdt refuses a larger GDT
 GDT_SHADOW_FRAMES = GDT_SHADOW_SIZE // PAGE_SIZE
@@ -63,6 +68,7 @@ class PvData:
             "gdt_frames": b + GDT_FRAMES,
             "trap_info": b + TRAP_INFO_BUF,
             "gdt_shadow": self.gdt_shadow,
+            "pv_stack_top": b + PV_STACK_TOP,
             "gdt_shadow_entries": GDT_SHADOW_SIZE // 8,
         }
 
@@ -76,7 +82,7 @@ class PvData:
         _put(data, SHUTDOWN_ARG, SCHED_SHUTDOWN.pack(reason=ShutdownReason.crash))
         frames = [(self.phys_base + GDT_SHADOW) // PAGE_SIZE + i for i in range(GDT_SHADOW_FRAMES)]
         _put(data, GDT_FRAMES, b"".join(f.to_bytes(4, "little") for f in frames))
-        assert TRAP_INFO_BUF + TRAP_INFO_ENTRIES * TRAP_INFO.size <= GDT_SHADOW
+        assert TRAP_INFO_BUF + TRAP_INFO_ENTRIES * TRAP_INFO.size <= PV_STACK
         return bytes(data)
 
 
