@@ -16,8 +16,8 @@ from dataclasses import replace
 
 from pvtool.abi.xen import GUEST_KERNEL_RPL
 from pvtool.hv.domain import PvDomain, TrapInfo
-from pvtool.hv.layout import in_glue_window
 from pvtool.hv.errors import DomainCrash, HypercallError
+from pvtool.hv.layout import in_glue_window
 from pvtool.machine.cpu import CR2
 from pvtool.machine.delivery import DeliveryFault, Frame, Gate, enter_same_ring
 from pvtool.x86.registers import EFLAGS_IF

@@ -129,9 +129,9 @@ class VCpu:
 class Domain:
     """A guest kernel the hypervisor runs in ring 1, built whole: its machine frames
     (owned by DOMID), its vCPU, its GDT beside Xen's reserved descriptors, and its page
-    tables, validated from BASE_MFN on in PAGING mode (4 MiB pages if SUPERPAGES). Trap-and-emulate runs an
-    unmodified kernel as such a domain; a PV kernel gets Xen's interface on top
-    (PvDomain)."""
+    tables, validated from BASE_MFN on in PAGING mode (4 MiB pages if SUPERPAGES).
+    Trap-and-emulate runs an unmodified kernel as such a domain; a PV kernel gets
+    Xen's interface on top (PvDomain)."""
 
     def __init__(self, machine: Machine, *, base_mfn: int,
                  paging: PagingMode = PagingMode.TWO_LEVEL, glue: bool = False,
