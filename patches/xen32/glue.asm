@@ -42,8 +42,11 @@ call {pv_fatal}
 ; While the kernel believes paging is off it may touch any of its RAM at its physical
 ; address: give it an identity map in tables of the glue's own, at the top of the
 ; low-memory hole (which the kernel never allocates), and leave the builder's tables,
-; which sit after the kernel where its allocator will reuse the pages. esi = start_info.
-; Clobbers every register but esp and ebp.
+; which sit after the kernel where its allocator will reuse the pages. A higher-half
+; kernel's RAM is mapped at VIRT_BASE too: a detour returns to the link address of the
+; code it left (its jumps are linked there), and the kernel may already run there
+; while it believes paging is off; the identity slots are linked last, so they win
+; where the two overlap. esi = start_info. Clobbers every register but esp and ebp.
 mov eax, dword ptr [esi + {start_info_nr_pages}]
 cmp eax, {identity_max_pages}
 jbe sized
@@ -63,20 +66,26 @@ jmp fill
 filled:
 add eax, 1023
 shr eax, 10
+mov edi, {identity_l2_high}
+call link
 mov edi, {identity_l2}
+call link
+mov eax, {identity_l2_phys}
+call {pv_switch_base}
+ret
+link:
+; Link eax L1s from the L2 entry at edi on.
 mov edx, {identity_l1s_phys}
 or edx, {identity_pde_flags}
 mov ecx, 0
-link:
+link_next:
 cmp ecx, eax
 jae linked
 mov dword ptr [edi + ecx*4], edx
 add edx, 4096
 inc ecx
-jmp link
+jmp link_next
 linked:
-mov eax, {identity_l2_phys}
-call {pv_switch_base}
 ret
 
 ## pv_fatal

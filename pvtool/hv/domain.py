@@ -149,6 +149,7 @@ class Domain:
         self.vcpu = VCpu(machine.cpu, machine.memory)
         self.gdt = Gdt(self)
         self.pagetables = PageTables(self, base_mfn, paging, glue=glue, superpages=superpages)
+        self.glue_alias = 0  # PvDomain: where else its glue is reached (hv/traps.py)
 
     # -- what the domain owns ------------------------------------------------------
     def owns_frame(self, mfn: int) -> bool:
@@ -231,8 +232,11 @@ class PvDomain(Domain):
     and REGS_BLOCK, a patched kernel's virtual CPU registers (pvtool note)."""
 
     def __init__(self, machine: Machine, *, console_mfn: int, regs_block: int | None,
-                 **domain):
+                 glue_alias: int = 0, **domain):
         super().__init__(machine, **domain)
+        # A patched higher-half kernel's VIRT_BASE: its glue is also reached that far
+        # below the glue window while it runs at its physical addresses.
+        self.glue_alias = glue_alias
         self.trap_table: dict[int, TrapInfo] = {}
         self.callbacks: dict[int, tuple[int, int, int]] = {}
         self.kernel_ss = self.kernel_sp = 0  # HYPERVISOR_stack_switch

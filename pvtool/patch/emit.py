@@ -92,8 +92,11 @@ class LowMemoryHole:
         """The tables' physical addresses, and the virtual ones the PV entry writes
         them through (the builder maps the hole at VIRT_BASE + physical)."""
         l1s = self.identity_l2 + PAGE_SIZE
+        fits = phys_offset + pvabi.IDENTITY_L1_TABLES * (4 << 20) <= xen.HYPERVISOR_VIRT_START_2LEVEL
+        high = (phys_offset >> 22) * 4 if fits and phys_offset % (4 << 20) == 0 else 0
         return {"virt_base": phys_offset,
                 "identity_l2": self.identity_l2 + phys_offset,
+                "identity_l2_high": self.identity_l2 + phys_offset + high,
                 "identity_l2_phys": self.identity_l2,
                 "identity_l1s": l1s + phys_offset, "identity_l1s_phys": l1s,
                 "identity_max_pages": pvabi.IDENTITY_L1_TABLES * 1024,
