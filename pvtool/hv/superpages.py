@@ -1,10 +1,10 @@
 """4 MiB pages (2-level paging with CR4.PSE) for kernels that were not written for Xen.
 
-Xen's PV ABI gives a guest no superpages unless the domain opts in (Xen 4.1-4.6's
-"allowsuperpage"). A Xen guest gets that refusal here too. An unmodified kernel (trap
-mode) or a patched one (its glue) does opt in: small kernels map their first
-megabytes with 4 MiB pages the moment they turn paging on, xv6's entrypgdir among
-them, and such a mapping is writable and covers the page directory itself.
+Xen's PV ABI gives a guest no superpages unless the domain opts in (Xen's old
+"allowsuperpage", since removed); a Xen guest gets that refusal here too. An
+unmodified kernel (trap mode) or a patched one (its glue) opts in: small kernels map
+their first megabytes with 4 MiB pages the moment they turn paging on, xv6's
+entrypgdir among them, and such a mapping is writable and covers the page directory.
 
 The decision: each 4 MiB entry is split into an L1 table the hypervisor owns, and the
 guest's L2 entry is replaced by a link to it. Validating Xen's old way (take every
@@ -19,7 +19,8 @@ the guest's).
 
 A split table is an ordinary validated L1 in the frame table (typed, counted, linked
 from the L2s that use it), owned by DOMID_XEN so the guest can neither map it nor
-name it in an entry of its own. Identical 4 MiB entries share one split table.
+name it in an entry of its own (only a 4 MiB entry leads to it), nor change it with
+mmu_update or update_va_mapping. Identical 4 MiB entries share one split table.
 The guest reads back its own L2 entry when the hypervisor reads it for the guest
 (PageTables.read_entry, ptwr's merge), not when it reads the frame itself: there it
 finds the link (docs/ABI.md lists the departure). The CPU sets the accessed and dirty
@@ -60,9 +61,6 @@ class SplitTables:
         self._keys: dict[int, int] = {}  # table -> its 4 MiB entry
         self._next = layout.SPLIT_POOL >> PAGE_SHIFT
         self._mapped = self._next
-
-    def __contains__(self, mfn: int) -> bool:
-        return mfn in self._keys
 
     @staticmethod
     def key(entry: int) -> int:

@@ -177,3 +177,20 @@ def test_update_va_mapping_cannot_reach_into_a_split_table(domain):
     domain.pagetables.new_baseptr(DIR)
     with pytest.raises(HypercallError, match="is in a 4 MiB page"):
         domain.pagetables.update_va_mapping(0x3000, 0x9000 | P | RW)
+
+
+def test_a_directory_no_longer_in_use_gets_its_write_access_back_through_the_split(domain):
+    """The kernel leaves its boot directory for another; a store into the old one
+    through the shared 4 MiB page faults (it was made read-only) and gets write access
+    back (docs/ABI.md), while the new directory in the same 4 MiB stays read-only."""
+    write_table(domain, DIR, {0: BIG})
+    write_table(domain, OTHER, {0: BIG})
+    tables = domain.pagetables
+    tables.new_baseptr(DIR)
+    tables.new_baseptr(OTHER)
+    split = split_of(domain, OTHER, 0)
+    assert entry(domain, split, OTHER) == OTHER * PAGE | P
+    assert tables.give_back_write_access(split * PAGE + 4 * DIR)
+    assert entry(domain, split, DIR) == DIR * PAGE | P | RW
+    assert tables.in_use(OTHER)  # a store into it is emulated (ptwr), never let through
+    assert entry(domain, split, OTHER) == OTHER * PAGE | P
