@@ -34,6 +34,7 @@ def take_page_fault(domain: PvDomain, event: Interruption, kernel: bool) -> bool
         domain.machine.exits[Exit.PTWR] += 1
         return True
     if kernel and _into_glue_alias(domain, address, event.ip):
+        domain.machine.exits[Exit.GLUE_ALIAS] += 1
         return True
     domain.set_cr2(address)
     return False

@@ -6,6 +6,7 @@ image under PV and the original under trap-and-emulate must print the same bytes
 end with the same status (issue 12: the PV entry at both addresses, 4 MiB pages in
 both modes)."""
 
+import json
 from functools import partial
 
 import pytest
@@ -39,6 +40,14 @@ def test_native_hhpse_prints_qemus_bytes_and_passes_its_checks(hhpse, native):
     assert native.status == 0, native.stderr
     assert judge.stdout.startswith(b"hhpse: linked at c0100000, entered at physical ")
     assert judge.stdout.endswith(b"hhpse: all 10 checks passed\n")
+
+
+def test_the_patched_hhpse_reaches_its_glue_from_its_physical_addresses(patched):
+    """Its detours in entry.S run before paging: their jumps, linked at 0xC0...,
+    land 0xC0000000 below the glue window and are moved into it (hv/traps.py)."""
+    done = pvtool("run", "--json", str(patched))
+    assert done.status == 0, done.stderr
+    assert json.loads(done.stderr)["exits"]["glue-alias"] >= 1
 
 
 @pytest.mark.parametrize("mode", ["pv", "trap"])
