@@ -9,8 +9,9 @@ PVTOOL := $(BIN)/pvtool
 # The PC guests are Multiboot kernels for a PC; xenhello is written for Xen itself.
 PC_GUESTS    := hello minikern nanobench sieve ioheavy probeboot probefw apicprobe cgacon \
                 taskswitch pcprobe probecfg portscan pitprobe biggdt modcmd datatext
-# PC guests with an entry of their own (highhalf starts in the low half, paging off).
-OWN_ENTRY_GUESTS := highhalf
+# PC guests with an entry of their own (highhalf and hhpse start in the low half,
+# paging off).
+OWN_ENTRY_GUESTS := highhalf hhpse
 XEN_GUESTS   := xenhello
 GUESTS       := $(PC_GUESTS) $(OWN_ENTRY_GUESTS) $(XEN_GUESTS)
 CC           := gcc

@@ -9,15 +9,6 @@
 #define PHYSTOP  0x01000000  // 16 MiB mapped
 #define DEVSPACE 0xFE000000  // the APICs and other devices, mapped at their addresses
 
-#define CR4_PSE 0x00000010  // 4 MiB pages
-#define PTE_PS  0x080       // a page directory entry that maps 4 MiB
-#define PTE_PWT 0x008
-#define PTE_PCD 0x010
-
-#ifndef __ASSEMBLER__
-#define V2P(a) ((uint)(a) - KERNBASE)
-#define P2V(a) ((void *)((uint)(a) + KERNBASE))
-#endif
-#define V2P_WO(x) ((x) - KERNBASE)
+#include "kernbase.h"
 
 #endif

@@ -48,6 +48,11 @@
 #define PTE_P       0x001  // present
 #define PTE_W       0x002  // writable
 #define PTE_U       0x004  // user
+#define PTE_PWT     0x008  // write-through
+#define PTE_PCD     0x010  // cache disable
+#define PTE_PS      0x080  // a page directory entry that maps 4 MiB (with CR4_PSE)
+
+#define CR4_PSE     0x00000010  // 4 MiB pages
 
 #define PGROUNDUP(a)   (((uint)(a) + PGSIZE - 1) & ~(PGSIZE - 1))
 #define PGROUNDDOWN(a) ((uint)(a) & ~(PGSIZE - 1))

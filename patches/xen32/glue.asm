@@ -10,7 +10,12 @@
 
 ## pv_entry
 ; Xen enters here (ELF note ENTRY) with esi = start_info. Give the kernel the state a
-; Multiboot loader would: eax = the magic, ebx = an information structure.
+; Multiboot loader would: eax = the magic, ebx = an information structure. Once on the
+; identity map, start_info is at its physical address (the builder maps it at
+; VIRT_BASE + physical, like the kernel), as a Multiboot loader's data is. The stack
+; is the glue's own: the builder's is mapped at the kernel's link address only, and
+; the identity map pv_identity_map switches to covers physical addresses only.
+mov esp, {pv_stack_top}
 mov dword ptr [{start_info_ptr}], esi
 mov ebx, {physdevop_set_iopl}
 mov ecx, {iopl_arg}
@@ -20,6 +25,7 @@ jne failed
 push esi
 call {pv_identity_map}
 pop esi
+sub esi, {virt_base}
 mov eax, dword ptr [esi + {start_info_nr_pages}]
 shl eax, 2
 sub eax, 1024
@@ -41,8 +47,11 @@ call {pv_fatal}
 ; While the kernel believes paging is off it may touch any of its RAM at its physical
 ; address: give it an identity map in tables of the glue's own, at the top of the
 ; low-memory hole (which the kernel never allocates), and leave the builder's tables,
-; which sit after the kernel where its allocator will reuse the pages. esi = start_info.
-; Clobbers every register but esp and ebp.
+; which sit after the kernel where its allocator will reuse the pages. A higher-half
+; kernel's RAM is mapped at VIRT_BASE too: a detour returns to the link address of the
+; code it left (its jumps are linked there), and the kernel may already run there
+; while it believes paging is off; the identity slots are linked last, so they win
+; where the two overlap. esi = start_info. Clobbers every register but esp and ebp.
 mov eax, dword ptr [esi + {start_info_nr_pages}]
 cmp eax, {identity_max_pages}
 jbe sized
@@ -62,20 +71,26 @@ jmp fill
 filled:
 add eax, 1023
 shr eax, 10
+mov edi, {identity_l2_high}
+call link
 mov edi, {identity_l2}
+call link
+mov eax, {identity_l2_phys}
+call {pv_switch_base}
+ret
+link:
+; Link eax L1s from the L2 entry at edi on.
 mov edx, {identity_l1s_phys}
 or edx, {identity_pde_flags}
 mov ecx, 0
-link:
+link_next:
 cmp ecx, eax
 jae linked
 mov dword ptr [edi + ecx*4], edx
 add edx, 4096
 inc ecx
-jmp link
+jmp link_next
 linked:
-mov eax, {identity_l2_phys}
-call {pv_switch_base}
 ret
 
 ## pv_fatal

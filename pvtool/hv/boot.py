@@ -31,8 +31,9 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
     ours = parse_pvtool_notes(image)
     domain = PvDomain(machine, base_mfn=boot.pfn(boot.page_tables),
                       paging=PagingMode.PAE if boot.pae else PagingMode.TWO_LEVEL,
-                      glue=boot.glue, console_mfn=boot.pfn(boot.console),
+                      glue=boot.glue, superpages=boot.glue, console_mfn=boot.pfn(boot.console),
                       regs_block=ours.regs_block, site_ranges=ours.site_ranges,
+                      glue_alias=(notes.virt_base or 0) if boot.glue else 0,
                       console_output=machine.output, trace=trace)
     emulator = Emulator(domain, ours.trap_sites, ours.regs_block)
     machine.attach(PvSupervisor(domain, emulator))

@@ -17,6 +17,8 @@ from dataclasses import replace
 from pvtool.abi.xen import GUEST_KERNEL_RPL
 from pvtool.hv.domain import PvDomain, TrapInfo
 from pvtool.hv.errors import DomainCrash, HypercallError
+from pvtool.hv.layout import in_glue_window
+from pvtool.machine.cpu import CR2
 from pvtool.machine.delivery import DeliveryFault, Frame, Gate, enter_same_ring
 from pvtool.x86.registers import EFLAGS_IF
 from pvtool.x86.vectors import Vector, idt_error_code, vector_name
@@ -73,8 +75,18 @@ class XenBounce(HypervisedKernel):
         if software:  # raising a vector the guest did not register: #GP(vector:IDT)
             raise DeliveryFault(Vector.GP, idt_error_code(vector),
                                 f"int {vector:#x} has no handler")
-        raise DomainCrash(f"{vector_name(vector)} at {ip:#010x} and no handler for it "
-                          "(set_trap_table)")
+        raise DomainCrash(self._undeliverable(vector, ip))
+
+    def _undeliverable(self, vector: int, ip: int) -> str:
+        """Why a fault with no handler crashes the domain. One in pvtool's glue (the
+        PV entry before the kernel has a trap table, a stub) is pvtool's to explain,
+        not the kernel's trap table."""
+        what = vector_name(vector)
+        if vector == Vector.PF:
+            what += f" at {self.domain.machine.cpu.read(CR2):#x}"
+        if self.domain.pagetables.glue and in_glue_window(ip):
+            return f"{what} in pvtool's glue"
+        return f"{what} at {ip:#010x} and no handler for it (set_trap_table)"
 
     def ring(self, cpl: int) -> int:
         return cpl

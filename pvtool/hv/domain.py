@@ -134,12 +134,13 @@ class VCpu:
 class Domain:
     """A guest kernel the hypervisor runs in ring 1, built whole: its machine frames
     (owned by DOMID), its vCPU, its GDT beside Xen's reserved descriptors, and its page
-    tables, validated from BASE_MFN on in PAGING mode. Trap-and-emulate runs an
-    unmodified kernel as such a domain; a PV kernel gets Xen's interface on top
-    (PvDomain)."""
+    tables, validated from BASE_MFN on in PAGING mode (4 MiB pages if SUPERPAGES).
+    Trap-and-emulate runs an unmodified kernel as such a domain; a PV kernel gets
+    Xen's interface on top (PvDomain)."""
 
     def __init__(self, machine: Machine, *, base_mfn: int,
                  paging: PagingMode = PagingMode.TWO_LEVEL, glue: bool = False,
+                 superpages: bool = False,
                  console_output: Callable[[bytes], None],
                  trace: Callable[[str], None] | None = None, domid: int = FIRST_DOMAIN):
         self.machine = machine
@@ -152,7 +153,8 @@ class Domain:
         self.frames = machine_frames(self.nr_pages)
         self.vcpu = VCpu(machine.cpu, machine.memory)
         self.gdt = Gdt(self)
-        self.pagetables = PageTables(self, base_mfn, paging, glue=glue)
+        self.pagetables = PageTables(self, base_mfn, paging, glue=glue, superpages=superpages)
+        self.glue_alias = 0  # PvDomain: where else its glue is reached (hv/traps.py)
 
     # -- what the domain owns ------------------------------------------------------
     def owns_frame(self, mfn: int) -> bool:
@@ -235,8 +237,12 @@ class PvDomain(Domain):
     and REGS_BLOCK, a patched kernel's virtual CPU registers (pvtool note)."""
 
     def __init__(self, machine: Machine, *, console_mfn: int, regs_block: int | None,
-                 site_ranges: tuple[tuple[int, int, int], ...] = (), **domain):
+                 site_ranges: tuple[tuple[int, int, int], ...] = (), glue_alias: int = 0,
+                 **domain):
         super().__init__(machine, **domain)
+        # A patched higher-half kernel's VIRT_BASE: its glue is also reached that far
+        # below the glue window while it runs at its physical addresses.
+        self.glue_alias = glue_alias
         self.trap_table: dict[int, TrapInfo] = {}
         self.callbacks: dict[int, tuple[int, int, int]] = {}
         self.kernel_ss = self.kernel_sp = 0  # HYPERVISOR_stack_switch

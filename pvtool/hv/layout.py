@@ -10,6 +10,7 @@ domain's RAM, so a hypervisor virtual address is also its machine address:
     +0x410000  shared_info (read-write: pvtool's fixed mapping, abi/pvtool.py)
     +0x411000  trampolines: one-instruction code the CPU runs at ring 0
     +0x412000  the trampoline's frame (what its iretd pops)
+    +0x1000000 up to +0x3000000: frames of split 4 MiB pages (physical only)
 
 A PAE domain (today's Xen) gives the hypervisor 0xF5800000 up, L2 slots 428-511 of
 the L2 under L3 slot 3. The same machine frames serve it, mapped by PAE tables of
@@ -23,7 +24,12 @@ import struct
 from dataclasses import dataclass
 
 from pvtool.abi import layouts, xen
-from pvtool.abi.pvtool import PRIVATE_AREA_OFFSET, SHARED_INFO_OFFSET, glue_window
+from pvtool.abi.pvtool import (
+    GLUE_WINDOW_SIZE,
+    PRIVATE_AREA_OFFSET,
+    SHARED_INFO_OFFSET,
+    glue_window,
+)
 from pvtool.machine.rings import Trampoline
 from pvtool.x86 import paging
 from pvtool.x86.paging import PAGE_SIZE
@@ -44,6 +50,10 @@ GLUE_L1 = END + 2 * PAGE_SIZE  # maps a patched kernel's glue window (abi/pvtool
 PAE_M2P_L1 = END + 3 * PAGE_SIZE  # the PAE tables of the same range
 PAE_PRIVATE_L1 = END + 4 * PAGE_SIZE
 MEMORY_SIZE = PAE_PRIVATE_L1 + PAGE_SIZE - BASE
+# Frames for the page tables the hypervisor splits 4 MiB pages into (hv/superpages.py),
+# mapped as they are needed; physical only: no address space maps them.
+SPLIT_POOL = BASE + 0x1000000
+SPLIT_POOL_END = BASE + 0x3000000
 PAE_BASE = xen.HYPERVISOR_VIRT_START_PAE
 PAE_M2P = xen.RO_MPT_VIRT_START_PAE
 PAE_FIRST_SLOT = xen.PAE_XEN_FIRST_L2_SLOT  # 428, in the L2 under L3 slot 3
@@ -56,6 +66,11 @@ UPCALL_PENDING = VCPU0 + layouts.VCPU_INFO.offset("evtchn_upcall_pending")
 UPCALL_MASK = VCPU0 + layouts.VCPU_INFO.offset("evtchn_upcall_mask")
 VCPU_CR2 = VCPU0 + layouts.VCPU_INFO.offset("cr2")
 GLUE_SLOT = GLUE_WINDOW >> 22
+
+
+def in_glue_window(address: int) -> bool:
+    """Whether ADDRESS is in the glue window (a patched kernel's .pvtext, .pvdata)."""
+    return GLUE_WINDOW <= address < GLUE_WINDOW + GLUE_WINDOW_SIZE
 
 # The trampoline: an iretd the CPU runs to enter a less privileged ring (the kernel's
 # entry, a bounce from ring 3, a return to ring 3: machine/rings.py), and its frame.

@@ -35,6 +35,9 @@ class PagingRules:
     downgrade: bool
     # Flags a top-level entry may carry; None: whatever the format allows.
     top_allowed_flags: int | None = None
+    # Whether a domain that opts in may use large pages (hv/superpages.py: 4 MiB
+    # pages are split; PAE domains are written for Xen and get its refusal).
+    superpages: bool = False
 
     @property
     def levels(self) -> int:
@@ -48,7 +51,7 @@ TWO_LEVEL = PagingRules(
     hypervisor_slots=range(layout.FIRST_SLOT, paging.entry_count(PagingMode.TWO_LEVEL, 2)),
     hypervisor_via=None,
     hypervisor_entries=lambda glue: layout.hypervisor_slots(glue).entries,
-    linear_mapping=True, downgrade=True)
+    linear_mapping=True, downgrade=True, superpages=True)
 
 PAE = PagingRules(
     mode=PagingMode.PAE, name="PAE",

@@ -9,6 +9,9 @@ own page tables writable (it ran in ring 0), so on 2-level paging such mappings 
 in a new base, or stored by the kernel, are installed read-only instead (docs/ABI.md);
 a write through one later faults, and gets its write access back once the frame is no
 longer a page table in use (give_back_write_access, from hv/ptwr.py).
+
+A domain built with SUPERPAGES (a patched or an unmodified kernel, never a Xen guest)
+may use 4 MiB pages: hv/superpages.py.
 """
 
 from collections.abc import Iterator, Mapping
@@ -19,6 +22,7 @@ from pvtool.hv import layout
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.frames import PINNED, is_table, page_type
 from pvtool.hv.pagemodes import RULES
+from pvtool.hv.superpages import SplitTables
 from pvtool.hv.validator import Validator
 from pvtool.machine.cpu import CR3
 from pvtool.x86 import paging
@@ -32,7 +36,7 @@ class PageTables:
     """The domain's current base, its pins, and every update to its page tables."""
 
     def __init__(self, domain: "Domain", base_mfn: int, mode: PagingMode = PagingMode.TWO_LEVEL,
-                 *, glue: bool = False):
+                 *, glue: bool = False, superpages: bool = False):
         self.domain = domain
         self.frames = domain.frames
         self.rules = RULES[mode]
@@ -40,8 +44,10 @@ class PageTables:
         self.glue = glue  # map the patched kernel's glue window in every address space
         self.base_mfn = base_mfn
         self._base_held = False  # the builder's (or trap mode's) tables: not validated
+        splits = SplitTables(domain.memory.write_phys, domain.machine.map_memory) \
+            if superpages else None
         self.validator = Validator(domain.frames, domain.memory, domain.domid, self.rules,
-                                   glue)
+                                   glue, splits)
         if glue:
             self._hold_glue_data()
         # Every change to the domain's page tables goes through the validator, which
@@ -119,7 +125,8 @@ class PageTables:
     def mmu_update(self, address: int, value: int) -> None:
         """One MMU_NORMAL_PT_UPDATE: the entry at machine ADDRESS of a table in use."""
         mfn, offset = address >> PAGE_SHIFT, address & (paging.PAGE_SIZE - 1)
-        if offset % self.entry_size or not self.validator.in_use(mfn):
+        if offset % self.entry_size or not self.validator.in_use(mfn) \
+                or self.frames.owner(mfn) != self.domain.domid:
             raise HypercallError(Errno.EINVAL, f"{address:#x} is not an entry of a page "
                                  "table in use")
         self.validator.update_entry(mfn, offset // self.entry_size, value, downgrade=False)
@@ -139,6 +146,8 @@ class PageTables:
             if not entry & paging.P or paging.is_large(entry, mode, level):
                 raise HypercallError(Errno.EINVAL, f"no page table maps {vaddr:#x}")
             table = paging.entry_frame(entry, mode, level) >> PAGE_SHIFT
+        if self.frames.owner(table) != self.domain.domid:  # a split 4 MiB page
+            raise HypercallError(Errno.EINVAL, f"{vaddr:#x} is in a 4 MiB page")
         return table, paging.index(vaddr, mode, 1)
 
     # -- the kernel's own stores (hv/ptwr.py) -------------------------------------------
@@ -147,7 +156,9 @@ class PageTables:
         return self.validator.in_use(mfn)
 
     def read_entry(self, address: int) -> int:
-        return self.validator.read_entry(address)
+        """The entry at ADDRESS as the guest wrote it (its 4 MiB entry, not the link
+        to the split table installed in its place)."""
+        return self.validator.superpages.get(address) or self.validator.read_entry(address)
 
     def write_entry(self, entry_addr: int, value: int) -> None:
         """A kernel's own store of a whole entry into a page table in use (writable

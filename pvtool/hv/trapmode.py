@@ -98,7 +98,7 @@ class TrapMode:
     def __init__(self, machine: Machine, image: KernelImage,
                  trace: Callable[[str], None] | None):
         self.machine = machine
-        self.domain = Domain(machine, base_mfn=IDENTITY_L2 // PAGE_SIZE,
+        self.domain = Domain(machine, base_mfn=IDENTITY_L2 // PAGE_SIZE, superpages=True,
                              console_output=machine.output, trace=trace)
         self.emulator = TrapEmulator(self.domain)
         self.supervisor = TrapModeSupervisor(self)

@@ -15,8 +15,9 @@ from pvtool.hv.domain import PvDomain
 from pvtool.hv.emulate import Emulator
 from pvtool.hv.errors import DomainCrash
 from pvtool.hv.hypercalls import dispatch
+from pvtool.hv.layout import in_glue_window
 from pvtool.hv.ptwr import handle_write_fault
-from pvtool.machine.cpu import CR2
+from pvtool.machine.cpu import CR2, EIP
 from pvtool.machine.delivery import Delivery
 from pvtool.machine.exits import Exit
 from pvtool.machine.interruption import Interruption, external
@@ -32,8 +33,24 @@ def take_page_fault(domain: PvDomain, event: Interruption, kernel: bool) -> bool
     if kernel and handle_write_fault(domain, address, event.error_code):
         domain.machine.exits[Exit.PTWR] += 1
         return True
+    if kernel and _into_glue_alias(domain, address, event.ip):
+        domain.machine.exits[Exit.GLUE_ALIAS] += 1
+        return True
     domain.set_cr2(address)
     return False
+
+
+def _into_glue_alias(domain: PvDomain, address: int, ip: int) -> bool:
+    """A patched higher-half kernel that runs at its physical addresses (paging "off",
+    or just turned on) reaches the glue with jumps and calls linked at its link
+    address, which land VIRT_BASE below the glue window; a return into a stub so
+    reached does too. Fetched there, the glue continues in the window itself, where
+    every address space maps it (docs/ABI.md)."""
+    target = (address + domain.glue_alias) & 0xFFFFFFFF
+    if not domain.glue_alias or address != ip or not in_glue_window(target):
+        return False
+    domain.vcpu.set(EIP, target)
+    return True
 
 
 class PvSupervisor:

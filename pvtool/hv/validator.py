@@ -17,6 +17,9 @@ base or a pin holds it, directly or through the tables that link it; one that is
 is devalidated (its references dropped, its holders first) only at the moment Xen's
 answer would differ: the guest writes into it, asks to map it writable, or uses it as
 another type (docs/ABI.md). A live table is never writable and never two types.
+
+A domain that opts in (SUPERPAGES) may use 4 MiB entries: each is split into an L1 the
+hypervisor owns, validated as any L1 (hv/superpages.py says why).
 """
 
 import struct
@@ -35,6 +38,7 @@ from pvtool.hv.frames import (
     type_count,
 )
 from pvtool.hv.pagemodes import PagingRules
+from pvtool.hv.superpages import ABOVE_4GIB, SplitTables
 from pvtool.machine.memory import GuestMemory
 from pvtool.x86 import paging
 from pvtool.x86.paging import PAGE_SHIFT
@@ -63,7 +67,7 @@ class Validator:
     """The page-table frames of one domain, in one paging mode."""
 
     def __init__(self, frames: FrameTable, memory: GuestMemory, domid: int,
-                 rules: PagingRules, glue: bool):
+                 rules: PagingRules, glue: bool, splits: SplitTables | None = None):
         self.frames = frames
         self.memory = memory
         self.domid = domid
@@ -71,6 +75,10 @@ class Validator:
         self.top = rules.levels
         self.roots: dict[int, int] = {}  # table -> bases, pins and validations holding it
         self.downgraded: dict[int, int] = {}  # entry address -> the read-only entry installed
+        # 4 MiB pages, for a domain that opts in (rules.superpages): the split tables,
+        # and entry address -> the guest's 4 MiB entry, where a link was installed.
+        self.splits = splits if rules.superpages else None
+        self.superpages: dict[int, int] = {}
         mode = rules.mode
         self.entry_size = paging.entry_size(mode)
         code = "I" if self.entry_size == 4 else "Q"
@@ -126,22 +134,23 @@ class Validator:
         return is_table(self.frames.type_info(mfn)) and self.is_live(mfn)
 
     def get_table(self, mfn: int, level: int, holder: int | None, *, downgrade: bool,
-                  site: tuple[int, int, int] | None = None, xen: bool = False) -> None:
+                  site: tuple[int, int, int] | None = None, xen: bool = False,
+                  split: bool = False) -> None:
         """Take a type reference on MFN as a table of LEVEL for HOLDER (the linking
         table, or None for a base or a pin), validating it if it is not yet. XEN: it
         is the table that holds the hypervisor's slots (PAE's L2 under L3 slot 3);
-        SITE: the entry linking it."""
+        SPLIT: the hypervisor's split of a 4 MiB entry; SITE: the entry linking it."""
         want = level | (XEN_L2 if xen else 0)
         info = self.frames.type_info(mfn)
         # A validated table of this kind is a count increment, which cannot fail: the
         # hot path of a context switch. Anything else is looked at closely, and undone
         # whole if refused.
         if info & (KIND | VALIDATED) == want | VALIDATED and not (xen and type_count(info)) \
-                and self.frames.owner(mfn) == self.domid:
+                and (self.frames.owner(mfn) == self.domid or split):
             self._hold(mfn, info + ONE, holder)
             return
         with self.frames.transaction():
-            info = self._make_table(mfn, want, downgrade, site)
+            info = self._make_table(mfn, want, downgrade, site, split)
             fresh = not is_table(info)
             self._hold(mfn, (want if fresh else info) + ONE, holder)
             if fresh:
@@ -166,11 +175,11 @@ class Validator:
             self.frames.unlink(mfn, holder)
 
     def _make_table(self, mfn: int, want: int, downgrade: bool,
-                    site: tuple[int, int, int] | None) -> int:
+                    site: tuple[int, int, int] | None, split: bool) -> int:
         """Check that MFN may be used as a table of kind WANT and clear the way: a table
         that is not live gives up another type (or, the hypervisor's L2, its other
         holders), a frame its writable mappings. Returns the frame's type word then."""
-        if self.frames.owner(mfn) != self.domid:
+        if self.frames.owner(mfn) != self.domid and not split:
             raise refuse(f"{where(site)} points at frame {mfn:#x}, not the domain's"
                          if site else f"frame {mfn:#x} is not the domain's")
         info = self.frames.type_info(mfn)
@@ -308,6 +317,8 @@ class Validator:
         frame = (entry & self._address[level]) >> PAGE_SHIFT
         if level == 1:
             return self._get_l1e(site, frame, entry, downgrade, whole)
+        if entry & paging.PS and self._large[level]:
+            return self._get_superpage(site, entry, downgrade)
         if frame == mfn and level == self.top and self.rules.linear_mapping:
             if entry & paging.RW:
                 raise refuse(f"{where(site)} maps the {TABLE_NAMES[level]} itself writable")
@@ -315,6 +326,22 @@ class Validator:
         xen = level == self.top and index == self.rules.hypervisor_via
         self.get_table(frame, level - 1, mfn, downgrade=downgrade, site=site, xen=xen)
         return entry
+
+    def _get_superpage(self, site: tuple[int, int, int], entry: int, downgrade: bool) -> int:
+        """Validate 4 MiB ENTRY as the split table standing for it; return the link
+        to that table, which is installed in its place."""
+        split = self.splits.table_for(entry)
+        if not self.frames.type_info(split) & VALIDATED:
+            self.splits.fill(split)
+        try:
+            self.get_table(split, 1, site[1], downgrade=downgrade, split=True)
+        except HypercallError as refusal:
+            raise refuse(f"{where(site)} maps the 4 MiB page at "
+                         f"{paging.entry_frame(entry, self.rules.mode, 2):#x}: "
+                         f"{refusal.why}") from None
+        address = self.entry_address(site[1], site[2])
+        self.frames.journal_set(self.superpages, address, entry)
+        return self.splits.link(split)
 
     def _check_bits(self, site: tuple[int, int, int], entry: int) -> None:
         level = site[0]
@@ -324,7 +351,10 @@ class Validator:
                              "flag but present")
             raise refuse(f"{where(site)} = {entry:#x} sets reserved bits")
         if entry & paging.PS and self._large[level]:
-            raise refuse(f"{where(site)}: superpages are not supported")
+            if self.splits is None:
+                raise refuse(f"{where(site)}: superpages are not supported")
+            if entry & ABOVE_4GIB:
+                raise refuse(f"{where(site)} = {entry:#x}: a 4 MiB page above 4 GiB")
 
     def _get_l1e(self, site: tuple[int, int, int], frame: int, entry: int, downgrade: bool,
                  whole: bool) -> int:
@@ -348,6 +378,7 @@ class Validator:
                 self._put_writable(frame, self.entry_address(mfn, index))
         elif not (frame == mfn and level == self.top and self.rules.linear_mapping):
             self.put_table(frame, mfn)
+            self.frames.journal_set(self.superpages, self.entry_address(mfn, index), None)
 
     def update_entry(self, mfn: int, index: int, value: int, *, downgrade: bool) -> None:
         """Replace entry INDEX of table MFN (validated) with VALUE, as Xen's

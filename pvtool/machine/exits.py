@@ -11,6 +11,7 @@ class Exit(StrEnum):
     EMULATED = "emulated"  # a faulting privileged instruction the hypervisor emulated
     TRAP_SITE = "trap-site"  # an int3 the patcher left for the hypervisor to emulate
     PTWR = "ptwr"  # a kernel store into its page tables, validated and emulated
+    GLUE_ALIAS = "glue-alias"  # a higher-half kernel's jump below the glue window, moved in
     INTERRUPT = "interrupt"  # a software interrupt (int n, int3, into) delivered
     IRQ = "irq"  # a device interrupt delivered
     IRQ_DROPPED = "irq-dropped"  # a device interrupt the PV kernel has no handler for

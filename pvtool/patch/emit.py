@@ -73,6 +73,9 @@ def lay_out(image: ElfImage, patch_set: PatchSet) -> tuple[Layout, dict[str, int
     return Layout(pvdata, text_base, glue), symbols | glue.functions
 
 
+L1_SPAN = 4 << 20  # what one 2-level L1 maps
+
+
 @dataclass(frozen=True)
 class LowMemoryHole:
     """The part of the PC's low-memory hole the patched kernel gets: the glue from
@@ -93,7 +96,16 @@ class LowMemoryHole:
         """The tables' physical addresses, and the virtual ones the PV entry writes
         them through (the builder maps the hole at VIRT_BASE + physical)."""
         l1s = self.identity_l2 + PAGE_SIZE
-        return {"identity_l2": self.identity_l2 + phys_offset,
+        # pv_identity_map links RAM again from VIRT_BASE's L2 entry: only for a VIRT_BASE
+        # on a 4 MiB boundary whose RAM ends below the hypervisor (else it links the
+        # identity slots twice).
+        slot, misaligned = divmod(phys_offset, L1_SPAN)
+        ram_end = phys_offset + pvabi.IDENTITY_L1_TABLES * L1_SPAN
+        high = 0 if misaligned or ram_end > xen.HYPERVISOR_VIRT_START_2LEVEL \
+            else slot * paging.entry_size(paging.PagingMode.TWO_LEVEL)
+        return {"virt_base": phys_offset,
+                "identity_l2": self.identity_l2 + phys_offset,
+                "identity_l2_high": self.identity_l2 + phys_offset + high,
                 "identity_l2_phys": self.identity_l2,
                 "identity_l1s": l1s + phys_offset, "identity_l1s_phys": l1s,
                 "identity_max_pages": pvabi.IDENTITY_L1_TABLES * 1024,

@@ -29,6 +29,11 @@ GDT_FRAMES = 0x140
 TRAP_INFO_BUF = 0x200
 TRAP_INFO_ENTRIES = 257  # every vector and the terminating entry
 FAILURES = TRAP_INFO_BUF + TRAP_INFO_ENTRIES * TRAP_INFO.size
+# The PV entry's stack, at the end of the first page: the builder's boot stack is
+# mapped only at the kernel's link address, which the identity map does not cover,
+# while the glue window is mapped in every address space (docs/ABI.md).
+PV_STACK = 0xE00
+PV_STACK_TOP = PAGE_SIZE
 GDT_SHADOW = PAGE_SIZE
 # HYPERVISOR_set_gdt takes the entries below Xen's reserved ones: 14 frames
 # (xen/include/public/arch-x86/xen.h, FIRST_RESERVED_GDT_ENTRY). The CPU allows 8,192
@@ -88,6 +93,7 @@ class PvData:
             "gdt_frames": b + GDT_FRAMES,
             "trap_info": b + TRAP_INFO_BUF,
             "gdt_shadow": self.gdt_shadow,
+            "pv_stack_top": b + PV_STACK_TOP,
             "gdt_shadow_entries": GDT_SHADOW_ENTRIES,
             **{f"failure_{name}": b + offset for name, offset in _failure_offsets().items()},
         }
@@ -118,7 +124,7 @@ def _failure_offsets() -> dict[str, int]:
     for name in GLUE_FAILURES:
         offsets[name] = offset
         offset += -(-len(_failure_record(name)) // 4) * 4
-    assert offset <= GDT_SHADOW, "the glue's failure reasons overflow .pvdata's first page"
+    assert offset <= PV_STACK, "the glue's failure reasons run into the PV entry's stack"
     return offsets
 
 
