@@ -105,6 +105,7 @@ TRAP_SITE_CLASSES = frozenset({
     "mov_from_cr0", "mov_to_cr0", "mov_from_cr2", "mov_to_cr2", "mov_from_cr3",
     "mov_to_cr3", "mov_from_cr4", "mov_to_cr4", "mov_from_dr", "mov_to_dr",
     "rdmsr", "wrmsr", "mov_to_ss", "pop_ss", "sysexit", "sysret",
+    "pushf", "iret", "sldt", "str",
 })
 
 # The virtual-CPU registers a patched kernel keeps for itself: what it last wrote to

@@ -23,18 +23,27 @@ from capstone.x86_const import X86_OP_MEM, X86_OP_REG
 
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi.pvtool import TRAP_SITE_CLASSES, VCPU_REGS
-from pvtool.abi.xen import XEN_VERSION
+from pvtool.abi.xen import GUEST_KERNEL_RPL, XEN_VERSION
 from pvtool.hv.domain import Domain
 from pvtool.hv.emulate_segments import RING_ENTERED, mov_to_ss, pop_ss, sysexit, sysret
 from pvtool.hv.errors import DomainCrash, HypercallError, NotEmulated
-from pvtool.machine.cpu import EAX, EBX, ECX, EDX, EIP, GPRS_BY_NAME
+from pvtool.hv.hypercalls.traps import iret as hypervisor_iret
+from pvtool.hv.task_switch import refuse_task_switch
+from pvtool.machine.cpu import EAX, EBX, ECX, EDX, EIP, ESP, GPRS_BY_NAME
 from pvtool.machine.memory import PageFault
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.x86.catalogue import BY_NAME, classify, memory_operand
-from pvtool.x86.isa import MAX_INSN_SIZE, decode_one
+from pvtool.x86.isa import MAX_INSN_SIZE, OPERAND_SIZE_PREFIX, decode_one
 from pvtool.x86.operands import special_register_move
 from pvtool.x86.paging import PAGE_SIZE
-from pvtool.x86.registers import CR0_PG, CR0_TS
+from pvtool.x86.registers import (
+    CR0_PG,
+    CR0_TS,
+    EFLAGS_IF,
+    EFLAGS_NT,
+    EFLAGS_RF,
+    EFLAGS_VM,
+)
 
 # Debug registers at reset (SDM Vol. 3B, 17.2): DR6 and DR7 have fixed bits set.
 DEBUG_REGISTERS_AT_RESET = {6: 0xFFFF0FF0, 7: 0x400}
@@ -75,24 +84,33 @@ class ControlRegisters:
     def __init__(self, domain: Domain, block: int | None):
         self.domain = domain
         self.block = block
-        self.private = {"cr0": 0x80000011, "cr3": 0, "cr4": 0}
+        self.private = {"cr0": 0x80000011, "cr3": 0, "cr4": 0, "ldtr": 0, "tr": 0}
 
     def get(self, name: str) -> int:
+        """A control register, or a selector the kernel loaded (ldtr, tr: 16 bits)."""
         if self.block is None and name == "cr3":
             # Xen answers with the current base (a kernel written for Xen keeps no
             # copy: it switched with NEW_BASEPTR, or was given pt_base).
             return self.domain.pagetables.base_mfn * PAGE_SIZE
         if self.block is None:
             return self.private[name]
-        return struct.unpack("<I", self.domain.copy_from_guest(
-            self.block + VCPU_REGS.offset(name), 4))[0]
+        field = VCPU_REGS.fields[name]
+        return struct.unpack("<" + field.fmt, self.domain.copy_from_guest(
+            self.block + field.offset, field.size))[0]
+
+    def gdtr(self) -> tuple[int, int] | None:
+        """(limit, base) of the GDT the kernel last loaded, if it keeps a regs block."""
+        if self.block is None:
+            return None
+        return struct.unpack("<HI", self.get("gdtr"))
 
     def set(self, name: str, value: int) -> None:
         if self.block is None:
             self.private[name] = value
         else:
-            self.domain.copy_to_guest(self.block + VCPU_REGS.offset(name),
-                                      struct.pack("<I", value & 0xFFFFFFFF))
+            field = VCPU_REGS.fields[name]
+            self.domain.copy_to_guest(self.block + field.offset, struct.pack(
+                "<" + field.fmt, value & (1 << 8 * field.size) - 1))
 
 
 class Emulator:
@@ -149,6 +167,7 @@ class Emulator:
         try:
             self._emulate(insn)
         except NotEmulated:
+            refuse_task_switch(self, insn)
             return False
         return True
 
@@ -198,10 +217,20 @@ class Emulator:
         raise DomainCrash(f"cannot emulate {insn.mnemonic} {insn.op_str}")
 
     def register(self, name: str) -> int:
+        full, mask = self._subregister(name)
+        return self.domain.vcpu.get(GPRS_BY_NAME[full]) & mask
+
+    def set_register(self, name: str, value: int) -> None:
+        """Write NAME, a general register or its low 16 bits (the rest kept)."""
+        full, mask = self._subregister(name)
+        reg = GPRS_BY_NAME[full]
+        self.domain.vcpu.set(reg, self.domain.vcpu.get(reg) & ~mask | value & mask)
+
+    @staticmethod
+    def _subregister(name: str) -> tuple[str, int]:
         if name not in _SUBREGISTERS:
             raise DomainCrash(f"cannot emulate an operand in {name}")
-        full, mask = _SUBREGISTERS[name]
-        return self.domain.vcpu.get(GPRS_BY_NAME[full]) & mask
+        return _SUBREGISTERS[name]
 
     def read(self, vaddr: int, size: int) -> bytes:
         try:
@@ -313,6 +342,69 @@ def write_msr(em: Emulator, insn) -> None:
     em.msrs[vcpu.get(ECX)] = vcpu.get(EDX) << 32 | vcpu.get(EAX)
 
 
+def push_flags(em: Emulator, insn) -> None:
+    """pushf: EFLAGS with IF from the upcall mask, as the pushf rule's glue
+    (pv_pushf_fixup) gives it; the virtual IF of a PV vCPU is !evtchn_upcall_mask
+    (xen/include/public/xen.h, struct vcpu_info). The image has VM and RF clear (SDM
+    Vol. 2, PUSHF/PUSHFD); with an operand-size prefix only its low 16 bits."""
+    vcpu = em.domain.vcpu
+    virtual_if = 0 if em.domain.upcall_mask else EFLAGS_IF
+    image = vcpu.eflags & ~(EFLAGS_IF | EFLAGS_RF | EFLAGS_VM) | virtual_if
+    size = _operand_size(insn)
+    esp = vcpu.esp - size
+    em.write(esp, image.to_bytes(4, "little")[:size])
+    vcpu.set(ESP, esp)
+
+
+def interrupt_return(em: Emulator, insn) -> object:
+    """iret, as the iret rule's glue does it: the frame's ring-0 CS gets the kernel's
+    RPL 1 (pv_iret), then HYPERVISOR_iret pops it with EAX pushed on top, as the
+    hypercall page's iret entry pushes it (xen/arch/x86/pv/iret.c, compat_iret:
+    back to ring 1 on this stack, or to ring 3 on the frame's; the virtual IF from the
+    frame's IF). With EFLAGS.NT set an iret is a return to the previous task (SDM Vol.
+    2, IRET), a hardware task switch Xen's PV ABI has no counterpart of: refused."""
+    vcpu = em.domain.vcpu
+    if vcpu.eflags & EFLAGS_NT:
+        raise NotEmulated("EFLAGS.NT is set: a task return (hardware task switch), "
+                          "which a PV domain cannot make")
+    if _operand_size(insn) != 4:
+        raise NotEmulated("a 16-bit iret")
+    esp = vcpu.esp
+    (cs,) = struct.unpack("<I", em.read(esp + 4, 4))
+    if not cs & 3:
+        em.write(esp + 4, struct.pack("<I", cs | GUEST_KERNEL_RPL))
+    em.write(esp - 4, struct.pack("<I", vcpu.get(EAX)))
+    vcpu.set(ESP, esp - 4)
+    hypervisor_iret(em.domain, vcpu, ())
+    return RING_ENTERED
+
+
+def store_ldtr(em: Emulator, insn) -> None:
+    _store_selector(em, insn, em.regs.get("ldtr"))
+
+
+def store_tr(em: Emulator, insn) -> None:
+    _store_selector(em, insn, em.regs.get("tr"))
+
+
+def _store_selector(em: Emulator, insn, selector: int) -> None:
+    """sldt, str: the selector the kernel last loaded with lldt or ltr, as the rules'
+    templates read it from the regs block. SDM Vol. 2, SLDT/STR: to memory 16 bits;
+    into a 32-bit register zero-extended, into a 16-bit one its low half only."""
+    op = insn.operands[0]
+    if op.type == X86_OP_MEM:
+        if memory_operand(insn).segment:
+            raise NotEmulated("segment overrides are not emulated")
+        em.write(em.address(insn), struct.pack("<H", selector))
+    else:
+        em.set_register(insn.reg_name(op.reg), selector)
+
+
+def _operand_size(insn) -> int:
+    """4, or 2 with an operand-size prefix (pushf, iret: 66 9c, 66 cf)."""
+    return 2 if insn.prefix[2] == OPERAND_SIZE_PREFIX else 4
+
+
 # The PV emulator: catalogue class -> handler.
 PV_HANDLERS: dict[str, Handler] = {
     "cli": mask_events, "sti": unmask_events, "hlt": halt,
@@ -325,6 +417,7 @@ PV_HANDLERS: dict[str, Handler] = {
     "mov_from_dr": read_debug_register, "mov_to_dr": write_debug_register,
     "rdmsr": read_msr, "wrmsr": write_msr,
     "mov_to_ss": mov_to_ss, "pop_ss": pop_ss, "sysexit": sysexit, "sysret": sysret,
+    "pushf": push_flags, "iret": interrupt_return, "sldt": store_ldtr, "str": store_tr,
 }
 
 

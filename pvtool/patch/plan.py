@@ -15,7 +15,6 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from enum import Enum
 
-from pvtool.abi.pvtool import TRAP_SITE_CLASSES
 from pvtool.patch.discover import CodeMap, Insn
 from pvtool.patch.patchset import Action
 from pvtool.patch.sites import Site, UnsupportedForm, check_trap_site, replacement
@@ -52,10 +51,10 @@ def changed_ranges(plans: list[Plan]) -> list[tuple[int, int]]:
 
 def plan_sites(sites: list[Site], code: CodeMap, symbols: dict[str, int]) -> list[Plan]:
     """One plan per site not already inside another's window, in address order. A site
-    that cannot fall back to a trap site (the hypervisor does not emulate its class)
-    and finds no window of its own joins the window of the neighbour that took its
+    that finds no window of its own joins the window of the neighbour that took its
     room (Linux's sync_core: `pushf; push cs; push 1f; iret; 1:`, where pushf's
-    window holds the iret's only room)."""
+    window holds the iret's only room) before it falls back to a trap site, which
+    exits to the hypervisor every time it runs."""
     owner: dict[int, Plan] = {}  # instruction address -> the plan that holds it
     site_at = {s.address: s for s in sites}
     for site in sites:
@@ -87,7 +86,7 @@ def _plan_one(site: Site, code: CodeMap, site_at: dict[int, Site], owner: dict[i
     if window is not None:
         return _detour(window, site_at, f"replacement is {len(inline)} bytes; detour over "
                        f"{len(window)} instruction(s)")
-    joined = None if site.cls.name in TRAP_SITE_CLASSES else _join(site, code, site_at, owner)
+    joined = _join(site, code, site_at, owner)
     return joined or _trap(site, _no_window_reason(site, code))
 
 

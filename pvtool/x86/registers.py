@@ -7,6 +7,7 @@ EFLAGS_IF = 1 << 9
 EFLAGS_IOPL = 3 << 12
 EFLAGS_NT = 1 << 14
 EFLAGS_RF = 1 << 16
+EFLAGS_VM = 1 << 17
 
 CR0_PE = 1 << 0
 CR0_TS = 1 << 3

@@ -3,11 +3,13 @@ iret, int n, #DF and the timer through IDT task gates, #TS and #GP from bad swit
 print the same bytes and end with the same exit status, and `--trace-int` logs the
 same deliveries as QEMU's `-d int`."""
 
+import re
 from functools import partial
 
 import pytest
 
 from tests import cli
+from tests.e2e.patched import patch_guest
 from tests.oracles import guest_path, qemu_int_log, run_qemu
 
 native = partial(cli.pvtool, "run", "--native", "--quiet")
@@ -48,3 +50,21 @@ def test_trace_int_logs_the_deliveries_qemu_logs(taskswitch):
     assert [line.split()[1] for line in expected] == [
         "v=40", "v=41", "v=0a", "v=0d", "v=0d", "v=08", "v=20", "v=20", "v=20"]
 
+
+
+def test_patched_taskswitch_under_pv_stops_at_its_first_task_switch(taskswitch, on_qemu,
+                                                                     tmp_path):
+    """Xen's PV ABI has no hardware tasks (set_gdt takes no TSS), so the patched guest
+    cannot print native's bytes: it prints what comes before its first ljmp to a TSS,
+    then the run stops with one line naming that switch, at its EIP in the image."""
+    out = patch_guest("taskswitch", tmp_path)
+
+    done = cli.pvtool("run", "--quiet", out, process=True, timeout=120)
+
+    assert done.status == 77  # GuestFault: the domain crashed
+    first_line = on_qemu.stdout.split(b"\n", 1)[0] + b"\n"
+    assert done.stdout_bytes == first_line
+    [line] = done.stderr.splitlines()
+    assert re.fullmatch(r"pvtool: error: crash: domain crashed: ljmp 0x30:0 at (0x[0-9a-f]{8}) "
+                        r"is a hardware task switch \(selector 0x30: a TSS\), which a PV "
+                        r"domain cannot make at eip \1 <main\+0x[0-9a-f]+>", line), line

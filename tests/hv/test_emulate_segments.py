@@ -134,10 +134,8 @@ site:
     jmp report
 """ + PRINT_RECORDS
 
-# Into ring 3 through a fast system-call return, back with int 0x80 (an interrupt
-# gate of DPL 3 to the kernel's code, on the TSS's ESP0), whose handler records what
-# ring 3 saw and the frame it arrived with.
-RING3 = r"""
+# The start of a kernel that may set IF: on its own stack, both 8259s masked.
+QUIET_START = r"""
 .globl _start
 .type _start, @function
 _start:
@@ -146,11 +144,21 @@ _start:
     mov al, 0xff                 /* both 8259s masked: no device interrupts */
     out 0x21, al
     out 0xa1, al
+"""
+
+# The TSS descriptor's base: the address of `tss`.
+TSS_BASE = """
     mov eax, offset tss
     mov word ptr [tss_descriptor + 2], ax
     shr eax, 16
     mov byte ptr [tss_descriptor + 4], al
     mov byte ptr [tss_descriptor + 7], ah
+"""
+
+# Into ring 3 through a fast system-call return, back with int 0x80 (an interrupt
+# gate of DPL 3 to the kernel's code, on the TSS's ESP0), whose handler records what
+# ring 3 saw and the frame it arrived with.
+RING3 = QUIET_START + TSS_BASE + r"""
     mov eax, offset syscall_entry
     mov word ptr [idt + 0x80 * 8], ax
     mov word ptr [idt + 0x80 * 8 + 2], 0x08

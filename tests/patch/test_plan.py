@@ -242,30 +242,48 @@ def test_the_trap_reasons_say_why(patched):
     assert "stack switch" in site_at(rep, symbols, "site_pop_ss")["reason"]
 
 
-def test_a_site_without_a_window_that_nothing_emulates_refuses_the_image(tmp_path):
-    """A pushfd that is a branch target, followed by one: no window, and the hypervisor
-    cannot emulate pushf at a trap site (abi/pvtool.py TRAP_SITE_CLASSES), so the image
-    is refused, naming the site and the branch targets, and nothing is written."""
-    elf, symbols = build_kernel(tmp_path, """
+# A one-byte site that is a branch target, followed by one: no 5-byte window holds it.
+TIGHT_LOOP = """
 .globl _start
 .type _start, @function
 _start:
     mov ecx, 3
 top:
-    pushfd
+    {site}
 bottom:
     pop eax
     loop top
     jmp bottom
-""")
+"""
+
+
+def test_a_site_without_a_window_that_nothing_emulates_refuses_the_image(tmp_path):
+    """A popfd that is a branch target, followed by one: no window, and the hypervisor
+    cannot emulate popf at a trap site (abi/pvtool.py TRAP_SITE_CLASSES), so the image
+    is refused, naming the site and the branch targets, and nothing is written."""
+    elf, symbols = build_kernel(tmp_path, TIGHT_LOOP.format(site="popfd"))
     with pytest.raises(PatchError) as caught:
         patch_image(elf, tmp_path / "out.elf")
     targets = ", ".join(f"{symbols[name]:#x}" for name in ("_start", "top", "bottom"))
     assert caught.value.message == (
-        f"pushfd at {symbols['top']:#010x}: branch targets at {targets} cut every 5-byte "
-        "window that holds it, and pvtool's hypervisor cannot emulate pushf at a trap site")
+        f"popfd at {symbols['top']:#010x}: branch targets at {targets} cut every 5-byte "
+        "window that holds it, and pvtool's hypervisor cannot emulate popf at a trap site")
     assert caught.value.exit_status == 76
     assert not (tmp_path / "out.elf").exists()
+
+
+def test_a_pushf_without_a_window_becomes_a_trap_site(tmp_path):
+    """The same loop around a pushfd (Linux has four such sites): the hypervisor
+    emulates pushf, so it is a trap site whose reason names the branch targets."""
+    elf, symbols = build_kernel(tmp_path, TIGHT_LOOP.format(site="pushfd"))
+    out = tmp_path / "out.elf"
+    patch_image(elf, out)
+    site = next(s for s in report(out)["sites"] if address(s) == symbols["top"])
+    targets = ", ".join(f"{symbols[name]:#x}" for name in ("_start", "top", "bottom"))
+    assert site["placement"] == "trap"
+    assert site["reason"] == f"branch targets at {targets} cut every 5-byte window that holds it"
+    assert read_virtual(out, symbols["top"], 1) == b"\xcc"
+    assert [(e.address, e.original) for e in trap_table(out)] == [(symbols["top"], b"\x9c")]
 
 
 def test_a_site_left_without_room_joins_its_neighbours_detour(tmp_path):

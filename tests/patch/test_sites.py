@@ -359,8 +359,25 @@ UNEMULATED_FORMS = {
     "lgdt gs:[0x1000]": ("lgdt", "segment overrides are not rewritten"),
     "ltr sp": ("ltr", "the stub's pushes move esp"),
     "mov esp, cs": ("mov_from_sreg", "the stub's pushes move esp"),
-    "str word ptr [ebx]": ("str", "only register destinations are rewritten"),
+    "smsw word ptr [ebx]": ("smsw", "only register destinations are rewritten"),
 }
+
+
+@pytest.mark.parametrize("source, original", [("str word ptr [ebx]", b"\x0f\x00\x0b"),
+                                              ("sldt word ptr [ebp - 0x20]", b"\x0f\x00\x45\xe0")])
+def test_a_selector_store_to_memory_is_a_trap_site(tmp_path, source, original):
+    """str and sldt to memory (Linux has three): the templates write a register
+    destination only, and the hypervisor emulates both classes, so they are trap sites
+    holding the original bytes."""
+    body = "\n".join([".globl _start", ".type _start, @function", "_start:", f"    {SEP}",
+                      "site:", f"    {source}", f"    {SEP}", "    ret"])
+    elf, symbols = build_kernel(tmp_path, body)
+    out = tmp_path / "out.elf"
+    patch_image(elf, out)
+    site = next(s for s in report(out)["sites"] if address(s) == symbols["site"])
+    assert site["placement"] == "trap"
+    assert site["reason"] == f"{source}: only register destinations are rewritten"
+    assert [(e.address, e.original) for e in trap_table(out)] == [(symbols["site"], original)]
 
 
 @pytest.mark.parametrize("source", UNEMULATED_FORMS)
