@@ -20,9 +20,12 @@ can arrive at.
    code found by recursion, that holds an address in bytes no recursion reached starts
    a recursion of its own, which is kept only if everything it reaches decodes as code:
    no undecodable byte, no data, no target outside the code, no instruction that
-   straddles code already found. Compilers take a function's address for a callback
-   table or a handler; data that happens to hold such a word rarely decodes that
-   cleanly. Code so found is code like the rest, and its immediates are pointers too.
+   straddles code already found; and the root itself must not lie inside an
+   instruction of the linear decoding of the unreached bytes before it, from the end
+   of the code before them (when that is at most _IN_STEP bytes back). Compilers take
+   a function's address for a callback table or a handler; data that happens to hold
+   such a word rarely decodes that cleanly. Code so found is code like the rest, and
+   its immediates are pointers too.
 3. The prologue rule: where no recursion reached, gcc's frame setup `push ebp; mov ebp,
    esp` at a 16-byte boundary (where gcc aligns functions) starts a recursion held to
    the pointer rule's test. A distribution's Linux calls much of its code through
@@ -82,6 +85,10 @@ _MAX_TABLE_ENTRIES = 4096
 # boundary it aligns functions to on x86 (-falign-functions).
 _PROLOGUES = {32: bytes.fromhex("55 89e5"), 64: bytes.fromhex("55 4889e5")}
 _FUNCTION_ALIGN = 16
+# How far back the pointer rule decodes the unreached bytes before a root to see
+# whether the root is in step with the code before them: a bound on the cost per root
+# (further back, the decoding may well have come through data).
+_IN_STEP = 128
 
 
 class _Conflict(Exception):
@@ -153,7 +160,8 @@ class _Discovery(Grid):
         """Recursion from one pointer, kept or undone; the addresses it proved that hold
         immediates."""
         region = self.region_of(root)
-        if region is None or region.covered[root - region.start]:
+        if region is None or region.covered[root - region.start] \
+                or self._splits_an_instruction(region, root - region.start):
             return []
         closure = _Closure(how, strict=True)
         try:
@@ -165,6 +173,22 @@ class _Discovery(Grid):
         self.targets.update(closure.targets)
         return [region.start + offset for region, offset, _ in closure.decoded
                 if region.flags[offset] & IMMEDIATE]
+
+    def _splits_an_instruction(self, region: Region, offset: int) -> bool:
+        """Whether OFFSET lies inside an instruction of the linear decoding of the
+        unreached bytes before it, from the end of the code before them (judged when
+        that is at most _IN_STEP bytes back). A word of data that names the byte after
+        an opcode otherwise proves an instruction that is not there: Linux's `jmp
+        short` eb 9c, in a block only a patched static branch reaches, became a pushf
+        that a word of .rodata pointed at."""
+        window = region.covered[max(0, offset - _IN_STEP) : offset]
+        known = len(window.rstrip(b"\0"))
+        if not known and offset > _IN_STEP:
+            return False
+        at = offset - len(window) + known
+        while at < offset:
+            at += self.size_at(region, at, len(region.data)) or 1
+        return at != offset
 
     def _undo(self, closure: _Closure) -> None:
         for region, offset, size in closure.decoded:

@@ -239,6 +239,24 @@ def test_a_pointer_into_the_middle_of_code_already_found_proves_nothing():
     assert code_map.coverage.pointers == 0
 
 
+@pytest.mark.parametrize("unreached, proven", [
+    ("90 90 eb 9c 8d 76 00 c3", False),  # nop; nop; jmp short: the word names its 0x9c
+    ("90 90 90 9c 8d 76 00 c3", True),  # nop; nop; nop; pushfd: in step
+])  # fmt: skip
+def test_a_pointer_inside_an_instruction_of_the_unreached_bytes_proves_nothing(
+        unreached, proven):
+    """Linux 6.1 at 0xc10ef36b: `jmp short` (eb 9c) ends a block only a patched static
+    branch reaches, and a word of .rodata happens to name its 0x9c, which decodes as a
+    pushfd that runs cleanly into the code after it. Decoded from the ret before it,
+    the block has the jmp there, so the word proves nothing (a trap site's int3 would
+    have replaced the jmp's displacement)."""
+    code = bytes.fromhex("c3 " + unreached)
+    pointer = (0x1004).to_bytes(4, "little")
+    code_map = discover([(0x1000, code)], [0x1000], data_regions=[(0x2000, pointer)])
+    assert code_map.reached_by_recursion(0x1004) is proven
+    assert code_map.coverage.pointers == (len(code) - 4 if proven else 0)
+
+
 def test_overlapping_regions_are_refused():
     with pytest.raises(ValueError, match="overlap"):
         discover([(0x1000, b"\x90" * 16), (0x1008, b"\x90")], [])

@@ -85,9 +85,9 @@ BROKEN_RULES = {
                                                "inline = 1"), "cli"),
     "class is not a table": (lambda t: t + '\n[class]\nswapgs = "inline"\n', "swapgs"),
     "trap rule without a handler": (
-        lambda t: t.replace('inline = "movzx {dst32}, word ptr [{regs_tr}]"',
+        lambda t: t.replace('inline = "movzx {dst32}, word ptr [{regs_cr0}]"',
                             'trap = "let the hypervisor do it"'),
-        "[class.str] asks for trap sites, but pvtool's hypervisor does not emulate str"),
+        "[class.smsw] asks for trap sites, but pvtool's hypervisor does not emulate smsw"),
     "template moves the stack": (
         lambda t: t.replace('inline = "mov {gpr}, dword ptr [{regs_cr0}]"',
                             'inline = "sub esp, 4\\nmov {gpr}, dword ptr [{regs_cr0}]"'),
@@ -126,7 +126,7 @@ def test_a_trap_rule_without_a_handler_fails_pvtool_patch_in_one_line(tmp_path):
     assert result.status == 76, result.stderr
     line = result.error_line()
     assert str(folder / "rules.toml") in line
-    assert "does not emulate str" in line
+    assert "does not emulate smsw" in line
     assert not (tmp_path / "o.elf").exists()
 
 
