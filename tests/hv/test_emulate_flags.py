@@ -83,15 +83,35 @@ NESTED_TASK = r"""
 
 # str and sldt into memory, after ltr 0x28 (its TSS base filled in) and lldt 0: the
 # records' high halves keep their filler, as only 16 bits are stored.
-SELECTORS = PROLOGUE + TSS_BASE + r"""
+LOAD_SELECTORS = PROLOGUE + TSS_BASE + r"""
     xor eax, eax
     lldt ax
     mov ax, 0x28
     ltr ax
+"""
+SELECTORS = LOAD_SELECTORS + r"""
 site:
     str word ptr [records]
 site_sldt:
     sldt word ptr [records + 4]
+    jmp report
+""" + PRINT_RECORDS
+
+# str into a 32-bit and a 16-bit register, both trap sites: `site` follows a jmp and
+# the instructions after both sites are branch targets (immediates name them).
+SELECTOR_REGISTERS = LOAD_SELECTORS + r"""
+    mov eax, 0xffffffff
+    mov ecx, 0xffffffff
+    mov edx, offset site_str16
+    mov edx, offset after
+    jmp site
+site:
+    str eax
+site_str16:
+    str cx
+after:
+    mov [records], eax
+    mov [records + 4], ecx
     jmp report
 """ + PRINT_RECORDS
 
@@ -149,3 +169,10 @@ def test_str_and_sldt_trap_sites_store_the_loaded_selectors(kernel_dir):
     original = bytes.fromhex("0f000d") + symbols["records"].to_bytes(4, "little")
     assert_runs_as_on_qemu(elf, out, symbols, original=original, runs=2,
                            expected=printed(0xEEEE0028, 0xEEEE0000))
+
+
+def test_str_trap_sites_zero_extend_into_a_32_bit_register_only(kernel_dir):
+    elf, out, symbols = patched_kernel(kernel_dir, "selector_registers", SELECTOR_REGISTERS, 2)
+    assert read_virtual(out, symbols["site_str16"], 1) == b"\xcc"
+    assert_runs_as_on_qemu(elf, out, symbols, original=bytes.fromhex("0f00c8"), runs=2,
+                           expected=printed(0x28, 0xFFFF0028))
