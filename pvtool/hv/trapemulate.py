@@ -184,8 +184,9 @@ def _is_tss(desc: int) -> bool:
     return (desc >> TYPE_SHIFT) & 0xF in (TSS_AVAILABLE, TSS_BUSY)
 
 
-# The trap-and-emulate emulator: the PV table, with cli and sti replaced and what a
-# kernel that owns the machine does added.
+# The trap-and-emulate emulator: the PV table, with cli, sti and iret replaced (the
+# kernel's own iret against its virtual IF, not a trap site's HYPERVISOR_iret) and what
+# a kernel that owns the machine does added.
 TRAP_HANDLERS: dict[str, Handler] = PV_HANDLERS | {
     "cli": clear_virtual_if, "sti": set_virtual_if,
     "lgdt": load_gdt, "lidt": load_idt, "ltr": load_task_register,
