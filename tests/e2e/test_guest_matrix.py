@@ -28,6 +28,7 @@ from pvtool.image.elf import load_elf
 from pvtool.machine.native import boot_bare_pc
 from pvtool.machine.pc import MASTER_PIC_PORT, SLAVE_PIC_PORT, Machine
 from tests import cli
+from tests.binutils import symbols
 from tests.e2e import test_cgacon, test_highhalf, test_modcmd, test_pcprobe
 from tests.e2e.patched import patched_once
 from tests.e2e.test_minikern_qemu import DISK_SIZE
@@ -106,8 +107,13 @@ def runs(tmp_path_factory) -> Runs:
 
 # ---- the guests that print native's bytes in every mode ----------------------------
 
-SAME_EVERYWHERE = ["sieve", "ioheavy", "portscan", "pitprobe", "biggdt", "modcmd",
-                   "datatext", "hhpse"]
+# portscan and pitprobe print native's bytes in both modes too, but a run of either
+# takes tens of seconds (every port; the PIT's counting over seconds of virtual time),
+# too slow for the suite; the 8259 test below holds what portscan found.
+# taskswitch's patch is refused (an iretd with no room for a detour) and probeboot's
+# too (an sldt to memory, which no stub rewrites and the hypervisor cannot emulate),
+# so neither has a PV run yet (the trap-site work of issue 12).
+SAME_EVERYWHERE = ["sieve", "ioheavy", "biggdt", "modcmd", "datatext", "hhpse"]
 SAME_UNDER_PV = ["hello", "minikern"]
 SAME_UNDER_TRAP = ["probefw", "probecfg", "cgacon"]
 
@@ -157,6 +163,31 @@ def test_trapped_taskswitch_stops_at_its_tss_descriptor_with_a_clear_line(runs):
 
 
 # ---- what a PV domain (or ring 1) does not have ------------------------------------
+
+def test_highhalf_under_pv_stops_at_its_mp_table_search_naming_it(runs):
+    """Its search reads the BIOS data area, which a PV domain's memory does not hold
+    (test_highhalf_pv.py has the run up to there)."""
+    pv = runs("highhalf", "pv")
+    assert pv.status == 77
+    line = pv.error_line()
+    assert "#PF at " in line and "<mpsearch1+" in line and "pvtool's glue" not in line
+
+
+def test_trapped_highhalf_stops_at_the_local_apics_page(runs):
+    native, trap = runs("highhalf", "native"), runs("highhalf", "trap")
+    lines = native.stdout.splitlines()
+    reached = lines[:lines.index(next(line for line in lines if line.startswith("apic: ")))]
+    *found, stop = trap.stdout.splitlines()
+    assert found == reached
+    fault = re.fullmatch(r"highhalf: unexpected vector 14, error code 0x2, at 0x([0-9a-f]+)",
+                         stop)  # a #PF on a write
+    assert fault and _function_at(guest_path("highhalf"), int(fault[1], 16)) == "lapicinit"
+    assert trap.status == 1
+
+
+def _function_at(elf: Path, address: int) -> str:
+    return max((value, name) for name, value in symbols(elf).items() if value <= address)[1]
+
 
 NUMBERS = re.compile(rb"cycles=\d+")
 
