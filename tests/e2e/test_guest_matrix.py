@@ -8,7 +8,8 @@ A guest either prints native's bytes and exits with native's status in both mode
 it reaches for something the mode does not give, and then the test asserts exactly
 where it stops and what it shows instead:
 - a PV domain's memory is its own (docs/ABI.md): no firmware tables, no MP table,
-  no text screen as SeaBIOS left it, no local APIC or HPET pages;
+  no text screen as SeaBIOS left it; neither it nor trap-and-emulate maps the local
+  APIC's page or unassigned memory;
 - under trap-and-emulate the unpatched kernel runs in ring 1: the instructions that
   do not fault there (popf's IF, sgdt, sidt, moves from segment registers) show the
   hypervisor's state, x86's holes that paravirtualization exists to close;
