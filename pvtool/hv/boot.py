@@ -13,6 +13,7 @@ from pvtool.hv.traps import PvSupervisor
 from pvtool.image.elf import ElfImage
 from pvtool.image.pvtool_notes import parse_pvtool_notes
 from pvtool.image.xen_notes import parse_xen_notes
+from pvtool.machine.firmware.post import leave_devices
 from pvtool.machine.pc import Machine
 from pvtool.x86.paging import PAGE_SIZE, PagingMode
 
@@ -25,6 +26,7 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
         raise UnsupportedImageError(
             f"{image.path}: no Xen ELF notes, so it cannot run paravirtualized; patch it "
             "with `pvtool patch` or boot it on the bare PC with --native")
+    leave_devices(machine)
     nr_pages = machine.ram_size // PAGE_SIZE
     machine.map_memory(layout.BASE, layout.MEMORY_SIZE)
     boot = build_domain(machine, image, notes, nr_pages, cmdline, modules)

@@ -112,6 +112,7 @@ def boot_trap_domain(machine: Machine, image: KernelImage, *, cmdline: bytes = b
                      modules=(), trace: Callable[[str], None] | None = None) -> TrapMode:
     """Load IMAGE as a Multiboot loader would, then start it in ring 1 under the
     hypervisor, with the registers Multiboot promises (EAX magic, EBX info)."""
+    machine.show_firmware_screen()  # the kernel's memory is the PC's, screen and all
     load_multiboot(machine, image, cmdline=cmdline, modules=modules)
     nr_l1 = -(-machine.ram_size // (ENTRIES * PAGE_SIZE))
     machine.map_memory(layout.BASE, layout.MEMORY_SIZE + (1 + nr_l1) * PAGE_SIZE)

@@ -241,8 +241,8 @@ class Machine:
         self.add_timer(self.keyboard, KEY_CLOCK_HZ)
 
     def show_firmware_screen(self) -> None:
-        """The text screen as SeaBIOS leaves it to a kernel it boots (native mode: a
-        PV guest's memory is its own)."""
+        """The text screen as SeaBIOS leaves it to a kernel it boots (native and
+        trap-and-emulate mode: a PV guest's memory is its own)."""
         self.memory.write_phys(TEXT_BUFFER, firmware_screen())
 
     def _ide_channel(self, wiring: ChannelWiring, drives: Sequence[Drive],

@@ -18,7 +18,8 @@ PIC_PROGRAM = ((MASTER_PIC_PORT, (0x11, 0x08, 0x04, 0x01, 0xB8)),
 
 
 def power_on(machine: Machine) -> None:
-    """Write the firmware's data into MACHINE's low memory."""
+    """Write the firmware's data into MACHINE's low memory and leave its devices as the
+    firmware does."""
     sectors = [drive.sectors for channel in machine.ata for drive in channel.drives
                if isinstance(drive, DiskImage)]
     write = machine.memory.write_phys
@@ -27,6 +28,13 @@ def power_on(machine: Machine) -> None:
         hard_disks=len(sectors), seconds_since_midnight=RTC_EPOCH))
     write(bios_data.EBDA_BASE, bios_data.extended_bios_data_area(sectors))
     write_tables(machine.memory, machine.ram_size, machine.pci.functions.values())
+    leave_devices(machine)
+
+
+def leave_devices(machine: Machine) -> None:
+    """The device state SeaBIOS's probing and programming leave. A PV domain boots on
+    the same PC after its firmware, so it finds its devices so too; its memory, the
+    domain builder's, holds none of the firmware's tables."""
     # SeaBIOS probes device 0, then device 1, of each channel and leaves device 1
     # selected: QEMU's Device register reads 0xB0 at entry on every channel with a drive
     # (guests/highhalf prints the primary's). xv6's ideinit waits for DRDY on whichever
