@@ -112,9 +112,9 @@ def runs(tmp_path_factory) -> Runs:
 # portscan and pitprobe print native's bytes in both modes too, but a run of either
 # takes tens of seconds (every port; the PIT's counting over seconds of virtual time),
 # too slow for the suite; the 8259 test below holds what portscan found.
-# taskswitch's patch is refused (an iretd with no room for a detour) and probeboot's
-# too (an sldt to memory, which no stub rewrites and the hypervisor cannot emulate),
-# so neither has a PV run yet (the trap-site work of issue 12).
+# taskswitch (its patched run stops at its first task switch: tests/e2e/test_taskswitch.py)
+# and probeboot (it prints the entry registers and the firmware's GDT, which a PV domain
+# is not given) have no PV run here.
 SAME_EVERYWHERE = ["sieve", "ioheavy", "biggdt", "modcmd", "datatext", "hhpse"]
 SAME_UNDER_PV = ["hello", "minikern"]
 SAME_UNDER_TRAP = ["probefw", "probecfg", "cgacon"]
