@@ -53,6 +53,7 @@ the sweep walk its per-byte tables (code_map.py).
 import bisect
 from array import array
 from collections.abc import Iterable
+from itertools import chain, compress
 
 from pvtool.patch.code_map import (
     DATA,
@@ -82,6 +83,10 @@ _MAX_TABLE_ENTRIES = 4096
 # boundary it aligns functions to on x86 (-falign-functions).
 _PROLOGUES = {32: bytes.fromhex("55 89e5"), 64: bytes.fromhex("55 4889e5")}
 _FUNCTION_ALIGN = 16
+# bytes.translate tables: a byte of Region.origin -> 1 if RECURSION, of Region.flags ->
+# 1 if IMMEDIATE, else 0.
+_RECURSION_ONLY = bytes(int(b == RECURSION) for b in range(256))
+_IMMEDIATE_ONLY = bytes(int(bool(b & IMMEDIATE)) for b in range(256))
 
 
 class _Conflict(Exception):
@@ -136,18 +141,26 @@ class _Discovery(Grid):
     def _prove(self, roots: Iterable[int], how: int) -> None:
         """A strict recursion from each root, to a fixed point: code it proves has
         immediates of its own, which the pointer rule follows."""
-        proven = [a for a in self.immediates if self._proven(a)]
+        proven = self._proven_immediates()
         roots = set(roots)
         while roots or proven:
-            roots.update(v for address in proven for v in self.immediates[address])
+            roots.update(chain.from_iterable(map(self.immediates.__getitem__, proven)))
             proven = []
             for root in sorted(roots):
                 proven += self._pointer(root, how)
             roots, how = set(), FROM_POINTER
 
-    def _proven(self, address: int) -> bool:
-        region = self.region_of(address)
-        return region.origin[address - region.start] == RECURSION
+    def _proven_immediates(self) -> list[int]:
+        """Addresses of the instructions recursion found that hold immediates: where
+        the origin table says RECURSION and the flags say IMMEDIATE, by one AND of the
+        two tables as integers rather than a lookup per immediate."""
+        found = []
+        for region in self.regions:
+            recursion = int.from_bytes(region.origin.translate(_RECURSION_ONLY), "little")
+            immediate = int.from_bytes(region.flags.translate(_IMMEDIATE_ONLY), "little")
+            both = (recursion & immediate).to_bytes(len(region.data), "little")
+            found += compress(range(region.start, region.end), both)
+        return found
 
     def _pointer(self, root: int, how: int) -> list[int]:
         """Recursion from one pointer, kept or undone; the addresses it proved that hold
@@ -319,7 +332,8 @@ class _Discovery(Grid):
             count = max(0, len(data) - first) // self.word
             words = array("I" if self.word == 4 else "Q")
             words.frombytes(data[first : first + count * self.word])
-            found += [w for w in words if self.lowest <= w < self.highest and self.region_of(w)]
+            inside = {w for w in words if self.lowest <= w < self.highest}
+            found += [w for w in inside if self.region_of(w)]
         return found
 
     def collect_data_words(self) -> None:

@@ -87,6 +87,7 @@ class Grid:
 
     def decode_regions(self) -> None:
         """The linear sweep's grid: every region decoded once, in lite mode."""
+        long_hex = self.long_hex
         for region in self.regions:
             base, sizes = region.start, region.size
             for item in decode_all_lite(region.data, base, self.mode):
@@ -98,13 +99,14 @@ class Grid:
                 sizes[address - base] = size
                 if mnemonic in _FLOW or " " in mnemonic or may_classify(mnemonic, op_str):
                     self._note(region, address, size, mnemonic, op_str)
-                if "0x" in op_str:
-                    self._immediates(region, address, op_str)
+                if "0x" in op_str and (literals := long_hex(op_str)):
+                    self._immediates(region, address, literals)
 
-    def _immediates(self, region: Region, address: int, op_str: str) -> None:
-        """Every immediate (and displacement) that points into a region: a possible
-        target, and under the pointer rule a possible start of code."""
-        values = [v for v in (int(text, 16) & self.mask for text in self.long_hex(op_str))
+    def _immediates(self, region: Region, address: int, literals: list[str]) -> None:
+        """Every immediate (and displacement) of `literals` (capstone's hex text long
+        enough to be one) that points into a region: a possible target, and under the
+        pointer rule a possible start of code."""
+        values = [v for v in (int(text, 16) & self.mask for text in literals)
                   if self.lowest <= v < self.highest]
         if values:
             self.immediates[address] = tuple(values)
@@ -148,8 +150,8 @@ class Grid:
                 return 0
             size = region.size[offset] = found[1]
             self._note(region, *found)
-            if "0x" in found[3]:
-                self._immediates(region, address, found[3])
+            if literals := self.long_hex(found[3]):
+                self._immediates(region, address, literals)
         return size if offset + size <= limit else 0
 
     # ---- recursion
