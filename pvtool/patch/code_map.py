@@ -204,6 +204,22 @@ class CodeMap:
                 return True
         return False
 
+    def back_to_back(self, start: int, end: int) -> list[bytes] | None:
+        """The bytes of the instructions of the map that fill [start, end) back to back,
+        or None where they do not (a byte no instruction starts at, or one that runs
+        past `end`). Read from the tables: nothing is decoded."""
+        region, offset = self._locate(start)
+        if region is None or end > region.end:
+            return None
+        stop, found = end - region.start, []
+        while offset < stop:
+            size = region.size[offset]
+            if not size or not region.origin[offset] or offset + size > stop:
+                return None
+            found.append(region.data[offset : offset + size])
+            offset += size
+        return found
+
     def possible_code(self) -> list[tuple[int, int]]:
         """[start, end) of each run of bytes only the sweep decoded (or could not):
         reached by no path from the entry, a symbol or a pointer."""

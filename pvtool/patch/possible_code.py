@@ -6,12 +6,14 @@ the report tens of megabytes and hide the few that matter, the sites a human mus
 (they are kept as they are: the bytes may be data)."""
 
 import bisect
+import functools
 import re
 from collections import defaultdict
 from dataclasses import astuple, dataclass, field
 
 from pvtool.image.elf import ElfImage
 from pvtool.patch.code_map import CodeMap
+from pvtool.x86.isa import decode_one_lite
 
 WHY = "reached by no path from the entry, a function symbol, a pointer or a prologue"
 PADDING_RULE = ("only nop, int3 or lea r,[r] filler, after an instruction with no "
@@ -84,18 +86,18 @@ def summarise(image: ElfImage, code: CodeMap, swept_sites: list[int]) -> Possibl
 
 def is_padding(code: CodeMap, start: int, end: int) -> bool:
     """Whether [start, end) is filler that control cannot run into: after a path's end,
-    decoded whole into filler instructions."""
+    filled back to back with filler instructions."""
     if not code.ends_path_at(start):
         return False
-    decoded = 0
-    for insn in code.iter_instructions(start, end):
-        if not _is_filler(insn.mnemonic, insn.op_str):
-            return False
-        decoded += insn.size
-    return decoded == end - start
+    insns = code.back_to_back(start, end)
+    return insns is not None and all(_is_filler(insn, code.mode) for insn in insns)
 
 
-def _is_filler(mnemonic: str, op_str: str) -> bool:
+@functools.cache
+def _is_filler(insn: bytes, mode: int) -> bool:
+    """Whether the instruction `insn` is filler; cached by its bytes, as gas's filler is
+    a handful of encodings repeated a hundred thousand times in a Linux."""
+    _, _, mnemonic, op_str = decode_one_lite(insn, 0, mode)
     return mnemonic in ("nop", "int3") or (mnemonic == "lea"
                                            and _FILLER_LEA.match(op_str) is not None)
 
