@@ -196,36 +196,39 @@ class _Discovery(Grid):
     def _path(self, address: int, worklist: list[int], closure: _Closure) -> None:
         """Decode one path from `address` until it ends or meets decoded code. Under
         the pointer rule, raise _Conflict where it is not code. (The hot loop of
-        discovery: the tables are read inline.)"""
+        discovery: the tables are read inline, a region's at a time.)"""
+        strict, fill, decoded = closure.strict, closure.fill, closure.decoded
         region = self.region_of(address)
         while region is not None:
-            offset = address - region.start
-            origin, covered, flags = region.origin, region.covered, region.flags
-            if origin[offset] == RECURSION:
-                return
-            size = region.size[offset] or self.size_at(region, offset, len(region.data))
-            if not size or offset + size > len(covered):
-                return _stop(closure)
-            if covered.count(0, offset, offset + size) == size:
-                covered[offset : offset + size] = closure.fill[size]
-            elif closure.strict or covered.find(DATA, offset, offset + size) >= 0:
-                return _stop(closure)
-            else:  # overlapping decodings: a byte keeps the first way it was reached
-                span = covered[offset : offset + size]
-                covered[offset : offset + size] = bytes(b or closure.how for b in span)
-            origin[offset] = RECURSION
-            if closure.strict:
-                closure.decoded.append((region, offset, size))
-            flag = flags[offset]
-            if flag & (DIRECT | TABLE):
-                targets = self.flow(region, address, flag, closure)
-                closure.targets += targets
-                worklist += targets
-            if flag & ENDS:
-                return
-            address += size
-            if address >= region.end:
-                region = self.region_of(address)
+            origin, covered, flags, sizes = region.origin, region.covered, region.flags, \
+                region.size
+            offset, length = address - region.start, len(region.data)
+            while offset < length:
+                if origin[offset] == RECURSION:
+                    return
+                size = sizes[offset] or self.size_at(region, offset, length)
+                if not size or offset + size > length:
+                    return _stop(closure)
+                if covered.count(0, offset, offset + size) == size:
+                    covered[offset : offset + size] = fill[size]
+                elif strict or covered.find(DATA, offset, offset + size) >= 0:
+                    return _stop(closure)
+                else:  # overlapping decodings: a byte keeps the first way it was reached
+                    span = covered[offset : offset + size]
+                    covered[offset : offset + size] = bytes(b or closure.how for b in span)
+                origin[offset] = RECURSION
+                if strict:
+                    decoded.append((region, offset, size))
+                flag = flags[offset]
+                if flag & (DIRECT | TABLE):
+                    targets = self.flow(region, region.start + offset, flag, closure)
+                    closure.targets += targets
+                    worklist += targets
+                if flag & ENDS:
+                    return
+                offset += size
+            address = region.start + offset
+            region = self.region_of(address)
         _stop(closure)
 
     def flow(self, region: Region, address: int, flags: int,
