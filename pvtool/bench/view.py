@@ -224,24 +224,30 @@ def _patcher(rows: list[dict]) -> Table:
     """`pvtool patch` of each image, in a child process: time, rate, peak memory."""
     table = Table(box=box.SIMPLE_HEAD, title="The patcher: pvtool patch, one child "
                   "process per image", title_justify="left", pad_edge=False)
-    for name in ("image", "insns", "sites", "seconds", "k insn/s", "peak MiB"):
+    for name in ("image", "insns", "sites", "seconds", "k insn/s", "peak MiB",
+                 "port lines", "share %"):
         table.add_column(name, no_wrap=True, justify="left" if name == "image" else "right")
-    goal, failed = None, []
+    goal, xen, failed = None, None, []
     for row in rows:
         name = escape(row["image"].rsplit("/", 1)[-1])
         if not row["ok"]:
-            table.add_row(name, "-", "-", "-", "-", "[red]failed[/]")
+            table.add_row(name, "-", "-", "-", "-", "[red]failed[/]", "-", "-")
             failed.append(f"[red]{name}: {escape(row['error'])}[/]")
             continue
-        goal = row["goal_insns_per_second"]
+        goal, port = row["goal_insns_per_second"], row["table2"]
+        xen = f"{port['xen_linux_lines']:,} lines, {port['xen_linux_share_percent']}%"
         rate = f"{row['insns_per_second'] / 1000:,.0f}"
+        share = port["share_percent"]
         table.add_row(name, f"{row['instructions']:,}", f"{row['sites']:,}",
                       f"{row['seconds']:,.2f}",
                       rate if row["within_goal"] else f"[yellow]{rate}[/]",
-                      f"{row['peak_kib'] / 1024:,.1f}")
+                      f"{row['peak_kib'] / 1024:,.1f}", f"{port['lines']:,}",
+                      "-" if share is None else f"{share:.2f}")
     table.caption = "\n".join([
         "insns: decoded by discovery. seconds: the whole patch, imports excluded.",
         "peak: the child's VmHWM, imports included."
-        + (f" Goal: {goal / 1000:,.0f}k insn/s." if goal else ""), *failed])
+        + (f" Goal: {goal / 1000:,.0f}k insn/s." if goal else ""),
+        "port lines, share: pvtool diffstat of the listing diff (Table 2)"
+        + (f"; Xen's hand port of Linux: {xen}." if xen else "."), *failed])
     table.caption_justify = "left"
     return table

@@ -16,7 +16,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import compress
 
-from pvtool.x86.isa import Undecodable, decode_all_lite, decode_one, decode_one_lite
+from pvtool.x86.isa import (
+    MAX_INSN_SIZE,
+    Undecodable,
+    decode_all_lite,
+    decode_one,
+    decode_one_lite,
+)
 
 # Region.flags bits: what an instruction starting at that byte is to discovery.
 ENDS = 1  # no fall-through
@@ -185,6 +191,34 @@ class CodeMap:
             for offset in compress(range(len(region.data)), region.flags):
                 if region.origin[offset] and region.flags[offset] & CANDIDATE:
                     yield self._insn(region, offset)
+
+    def ends_path_at(self, address: int) -> bool:
+        """Whether an instruction recursion found ends at `address` with no
+        fall-through (ret, jmp, ud2...): control never runs on into what follows."""
+        region, offset = self._locate(address - 1)
+        if region is None:
+            return False
+        for start in range(offset, max(-1, offset - MAX_INSN_SIZE), -1):
+            if (region.origin[start] == RECURSION and start + region.size[start] == offset + 1
+                    and region.flags[start] & ENDS):
+                return True
+        return False
+
+    def back_to_back(self, start: int, end: int) -> list[bytes] | None:
+        """The bytes of the instructions of the map that fill [start, end) back to back,
+        or None where they do not (a byte no instruction starts at, or one that runs
+        past `end`). Read from the tables: nothing is decoded."""
+        region, offset = self._locate(start)
+        if region is None or end > region.end:
+            return None
+        stop, found = end - region.start, []
+        while offset < stop:
+            size = region.size[offset]
+            if not size or not region.origin[offset] or offset + size > stop:
+                return None
+            found.append(region.data[offset : offset + size])
+            offset += size
+        return found
 
     def possible_code(self) -> list[tuple[int, int]]:
         """[start, end) of each run of bytes only the sweep decoded (or could not):

@@ -56,6 +56,7 @@ the sweep walk its per-byte tables (code_map.py).
 import bisect
 from array import array
 from collections.abc import Iterable
+from itertools import chain, compress
 
 from pvtool.patch.code_map import (
     DATA,
@@ -89,6 +90,10 @@ _FUNCTION_ALIGN = 16
 # whether the root is in step with the code before them: a bound on the cost per root
 # (further back, the decoding may well have come through data).
 _IN_STEP = 128
+# bytes.translate tables: a byte of Region.origin -> 1 if RECURSION, of Region.flags ->
+# 1 if IMMEDIATE, else 0.
+_RECURSION_ONLY = bytes(int(b == RECURSION) for b in range(256))
+_IMMEDIATE_ONLY = bytes(int(bool(b & IMMEDIATE)) for b in range(256))
 
 
 class _Conflict(Exception):
@@ -143,18 +148,26 @@ class _Discovery(Grid):
     def _prove(self, roots: Iterable[int], how: int) -> None:
         """A strict recursion from each root, to a fixed point: code it proves has
         immediates of its own, which the pointer rule follows."""
-        proven = [a for a in self.immediates if self._proven(a)]
+        proven = self._proven_immediates()
         roots = set(roots)
         while roots or proven:
-            roots.update(v for address in proven for v in self.immediates[address])
+            roots.update(chain.from_iterable(map(self.immediates.__getitem__, proven)))
             proven = []
             for root in sorted(roots):
                 proven += self._pointer(root, how)
             roots, how = set(), FROM_POINTER
 
-    def _proven(self, address: int) -> bool:
-        region = self.region_of(address)
-        return region.origin[address - region.start] == RECURSION
+    def _proven_immediates(self) -> list[int]:
+        """Addresses of the instructions recursion found that hold immediates: where
+        the origin table says RECURSION and the flags say IMMEDIATE, by one AND of the
+        two tables as integers rather than a lookup per immediate."""
+        found = []
+        for region in self.regions:
+            recursion = int.from_bytes(region.origin.translate(_RECURSION_ONLY), "little")
+            immediate = int.from_bytes(region.flags.translate(_IMMEDIATE_ONLY), "little")
+            both = (recursion & immediate).to_bytes(len(region.data), "little")
+            found += compress(range(region.start, region.end), both)
+        return found
 
     def _pointer(self, root: int, how: int) -> list[int]:
         """Recursion from one pointer, kept or undone; the addresses it proved that hold
@@ -207,36 +220,39 @@ class _Discovery(Grid):
     def _path(self, address: int, worklist: list[int], closure: _Closure) -> None:
         """Decode one path from `address` until it ends or meets decoded code. Under
         the pointer rule, raise _Conflict where it is not code. (The hot loop of
-        discovery: the tables are read inline.)"""
+        discovery: the tables are read inline, a region's at a time.)"""
+        strict, fill, decoded = closure.strict, closure.fill, closure.decoded
         region = self.region_of(address)
         while region is not None:
-            offset = address - region.start
-            origin, covered, flags = region.origin, region.covered, region.flags
-            if origin[offset] == RECURSION:
-                return
-            size = region.size[offset] or self.size_at(region, offset, len(region.data))
-            if not size or offset + size > len(covered):
-                return _stop(closure)
-            if covered.count(0, offset, offset + size) == size:
-                covered[offset : offset + size] = closure.fill[size]
-            elif closure.strict or covered.find(DATA, offset, offset + size) >= 0:
-                return _stop(closure)
-            else:  # overlapping decodings: a byte keeps the first way it was reached
-                span = covered[offset : offset + size]
-                covered[offset : offset + size] = bytes(b or closure.how for b in span)
-            origin[offset] = RECURSION
-            if closure.strict:
-                closure.decoded.append((region, offset, size))
-            flag = flags[offset]
-            if flag & (DIRECT | TABLE):
-                targets = self.flow(region, address, flag, closure)
-                closure.targets += targets
-                worklist += targets
-            if flag & ENDS:
-                return
-            address += size
-            if address >= region.end:
-                region = self.region_of(address)
+            origin, covered, flags, sizes = region.origin, region.covered, region.flags, \
+                region.size
+            offset, length = address - region.start, len(region.data)
+            while offset < length:
+                if origin[offset] == RECURSION:
+                    return
+                size = sizes[offset] or self.size_at(region, offset, length)
+                if not size or offset + size > length:
+                    return _stop(closure)
+                if covered.count(0, offset, offset + size) == size:
+                    covered[offset : offset + size] = fill[size]
+                elif strict or covered.find(DATA, offset, offset + size) >= 0:
+                    return _stop(closure)
+                else:  # overlapping decodings: a byte keeps the first way it was reached
+                    span = covered[offset : offset + size]
+                    covered[offset : offset + size] = bytes(b or closure.how for b in span)
+                origin[offset] = RECURSION
+                if strict:
+                    decoded.append((region, offset, size))
+                flag = flags[offset]
+                if flag & (DIRECT | TABLE):
+                    targets = self.flow(region, region.start + offset, flag, closure)
+                    closure.targets += targets
+                    worklist += targets
+                if flag & ENDS:
+                    return
+                offset += size
+            address = region.start + offset
+            region = self.region_of(address)
         _stop(closure)
 
     def flow(self, region: Region, address: int, flags: int,
@@ -343,7 +359,8 @@ class _Discovery(Grid):
             count = max(0, len(data) - first) // self.word
             words = array("I" if self.word == 4 else "Q")
             words.frombytes(data[first : first + count * self.word])
-            found += [w for w in words if self.lowest <= w < self.highest and self.region_of(w)]
+            inside = {w for w in words if self.lowest <= w < self.highest}
+            found += [w for w in inside if self.region_of(w)]
         return found
 
     def collect_data_words(self) -> None:

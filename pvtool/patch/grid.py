@@ -47,6 +47,12 @@ _PATH_ENDS = frozenset(map(_NAME, (
     X.X86_INS_IRETQ, X.X86_INS_UD0, X.X86_INS_UD1, X.X86_INS_UD2, X.X86_INS_SYSEXIT,
     X.X86_INS_SYSEXITQ, X.X86_INS_SYSRET, X.X86_INS_SYSRETQ))) | _JUMPS
 _FLOW = _BRANCHES | _PATH_ENDS
+# What _note records for a near branch with no prefix whose operand is its target (the
+# bulk of a kernel's branches), worked out once per mnemonic: a target prints as bare
+# hex, which may_classify's operand test (register names) cannot match.
+_RELATIVE = {name: (ENDS if name in _PATH_ENDS else 0) | DIRECT
+             | (CANDIDATE if may_classify(name, "0x0") else 0)
+             for name in _BRANCHES - _FAR}
 
 
 class Grid:
@@ -87,8 +93,9 @@ class Grid:
 
     def decode_regions(self) -> None:
         """The linear sweep's grid: every region decoded once, in lite mode."""
+        long_hex, direct, mask = self.long_hex, self.direct, self.mask
         for region in self.regions:
-            base, sizes = region.start, region.size
+            base, sizes, flags = region.start, region.size, region.flags
             for item in decode_all_lite(region.data, base, self.mode):
                 if item.__class__ is Undecodable:
                     offset = item.address - base
@@ -96,15 +103,20 @@ class Grid:
                     continue
                 address, size, mnemonic, op_str = item
                 sizes[address - base] = size
-                if mnemonic in _FLOW or " " in mnemonic or may_classify(mnemonic, op_str):
+                relative = _RELATIVE.get(mnemonic)
+                if relative is not None and op_str.startswith("0x"):  # _note's result
+                    direct[address] = int(op_str, 16) & mask
+                    flags[address - base] = relative
+                elif mnemonic in _FLOW or " " in mnemonic or may_classify(mnemonic, op_str):
                     self._note(region, address, size, mnemonic, op_str)
-                if "0x" in op_str:
-                    self._immediates(region, address, op_str)
+                if "0x" in op_str and (literals := long_hex(op_str)):
+                    self._immediates(region, address, literals)
 
-    def _immediates(self, region: Region, address: int, op_str: str) -> None:
-        """Every immediate (and displacement) that points into a region: a possible
-        target, and under the pointer rule a possible start of code."""
-        values = [v for v in (int(text, 16) & self.mask for text in self.long_hex(op_str))
+    def _immediates(self, region: Region, address: int, literals: list[str]) -> None:
+        """Every immediate (and displacement) of `literals` (capstone's hex text long
+        enough to be one) that points into a region: a possible target, and under the
+        pointer rule a possible start of code."""
+        values = [v for v in (int(text, 16) & self.mask for text in literals)
                   if self.lowest <= v < self.highest]
         if values:
             self.immediates[address] = tuple(values)
@@ -148,8 +160,8 @@ class Grid:
                 return 0
             size = region.size[offset] = found[1]
             self._note(region, *found)
-            if "0x" in found[3]:
-                self._immediates(region, address, found[3])
+            if literals := self.long_hex(found[3]):
+                self._immediates(region, address, literals)
         return size if offset + size <= limit else 0
 
     # ---- recursion

@@ -11,6 +11,7 @@ from pvtool.patch.discover import CodeMap
 from pvtool.patch.emit import Emitted
 from pvtool.patch.patchset import Action, PatchSet
 from pvtool.patch.plan import Placement, Plan
+from pvtool.patch.possible_code import PossibleCode, summarise
 from pvtool.patch.sites import Site
 
 
@@ -28,15 +29,6 @@ class SiteRecord:
 
 
 @dataclass(frozen=True)
-class PossibleCode:
-    """A run of executable bytes only the sweep decoded, and why it is not code."""
-
-    start: int
-    end: int
-    reason: str
-
-
-@dataclass(frozen=True)
 class PatchReport:
     input: Path
     output: Path
@@ -49,7 +41,7 @@ class PatchReport:
     glue_bytes: int
     stub_bytes: int
     checks: tuple[str, ...]
-    possible_code: tuple[PossibleCode, ...] = ()
+    possible_code: PossibleCode = PossibleCode()
 
     @property
     def placements(self) -> Counter:
@@ -80,7 +72,8 @@ class PatchReport:
                    tuple(records), len(code.instructions), coverage,
                    len(emitted.layout.glue.code),
                    sum(len(code) for _, _, code in emitted.stubs), tuple(checks),
-                   _possible_code(image, code))
+                   summarise(image, code, [r.address for r in records
+                                           if r.found_by == "sweep"]))
 
     def to_dict(self) -> dict:
         return {
@@ -97,23 +90,11 @@ class PatchReport:
                       for s in self.sites],
             "instructions": self.instructions,
             "coverage_bytes": self.coverage,
-            "possible_code": [{"start": f"{p.start:#010x}", "end": f"{p.end:#010x}",
-                               "reason": p.reason} for p in self.possible_code],
+            "possible_code": self.possible_code.to_dict(),
             "glue_bytes": self.glue_bytes,
             "stub_bytes": self.stub_bytes,
             "verified": list(self.checks),
         }
-
-
-def _possible_code(image: ElfImage, code: CodeMap) -> tuple[PossibleCode, ...]:
-    def place(address: int) -> str:
-        section = next((s for s in image.sections if s.executable
-                        and s.addr <= address < s.addr + s.size), None)
-        return section.name if section else "the executable segment"
-
-    return tuple(PossibleCode(start, end, f"in {place(start)}, reached by no path from "
-                              "the entry, a function symbol or a pointer")
-                 for start, end in code.possible_code())
 
 
 def _reason(plan: Plan, site: Site) -> str:

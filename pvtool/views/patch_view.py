@@ -29,8 +29,9 @@ def render(report: PatchReport, console: Console) -> None:
     console.print(f"coverage: {c['recursion']} bytes by recursion from the entry, "
                   f"{c['symbols']} from symbols, {c['pointers']} from pointers, "
                   f"{c['prologues']} from prologues; "
-                  f"{c['data']} data; {c['sweep']} possible code (sweep) in "
-                  f"{len(report.possible_code)} runs, {c['undecodable']} undecodable")
+                  f"{c['data']} data; {c['sweep']} possible code (sweep), "
+                  f"{c['undecodable']} undecodable")
+    console.print(_possible_code(report))
     console.print("verified: " + "; ".join(report.checks))
     console.print(f"wrote {report.output}, {report.diff_path}, {report.report_path}")
 
@@ -86,3 +87,17 @@ def _by_class(report: PatchReport) -> Table:
     totals = [sum(counts[cls, p] for cls in classes) for p in placements]
     table.add_row("total", *map(str, totals), str(sum(totals)), style="bold")
     return table
+
+
+def _possible_code(report: PatchReport) -> str:
+    """One line: the runs and bytes only the sweep decoded, the padding among them, the
+    sections they lie in, and the sites in them a human should check."""
+    p, total = report.possible_code, report.possible_code.total
+    sections = ", ".join(f"{name} {s.bytes} bytes in {s.runs} runs"
+                         for name, s in sorted(p.by_section.items()))
+    sites = sum(len(run.sites) for run in p.with_sites)
+    return (f"possible code: {total.bytes} bytes in {total.runs} runs "
+            f"({sections or 'none'}); {total.padding_bytes} bytes in {total.padding_runs} "
+            "runs are alignment padding; "
+            f"{sites} sites in {len(p.with_sites)} runs kept as is, listed in "
+            f"{report.report_path}")

@@ -82,6 +82,8 @@ def test_the_patcher_row_is_in_the_json_and_the_table(hello_report):
     assert row["instructions"] == len(objdump(guest_path("hello")))
     assert row["seconds"] > 0 and row["peak_kib"] >= row["baseline_kib"] > 0
     assert "The patcher: pvtool patch" in stdout
+    assert row["table2"]["lines"] > 0 and row["table2"]["baseline_lines"] == row["instructions"]
+    assert "Xen's hand port of Linux: 2,995 lines, 1.36%" in " ".join(stdout.split())
 
 
 def test_the_json_has_hello_beside_qemu(hello_report):

@@ -1,5 +1,6 @@
 """The patcher's rows of `pvtool bench`: a real patch of minikern in a child process,
 its instruction count objdump's and the patch report's, its sites the report's
+and its Table 2 figures what `pvtool diffstat` says of the listing diff the patch wrote
 (test_cli_bench.py checks the rows in `pvtool bench`'s table and JSON)."""
 
 import json
@@ -7,6 +8,7 @@ import json
 import pytest
 
 from pvtool.bench.patcher import INSNS_PER_SECOND_GOAL, measure_patcher, patcher_rows
+from pvtool.diffstat import xen_table2
 from tests.cli import pvtool
 from tests.oracles import guest_path
 from tests.patch.tools import objdump
@@ -42,3 +44,18 @@ def test_an_image_the_patcher_refuses_is_a_row_with_its_reason(tmp_path):
     (row,) = patcher_rows([bad])
     assert not row["ok"] and str(bad) in row["error"] and "Traceback" not in row["error"]
 
+
+
+def test_the_rows_table2_figures_are_diffstats_of_the_patchs_listing_diff(minikern, tmp_path):
+    elf, report = minikern
+    out = tmp_path / "minikern.pv.elf"
+    assert pvtool("patch", elf, "-o", out).status == 0
+    measured = pvtool("diffstat", "--json", out.with_suffix(".diff"))
+    assert measured.status == 0, measured.output
+    port = json.loads(measured.output)
+    row = measure_patcher(elf).to_dict()["table2"]
+    assert row["lines"] == port["lines_modified_or_added"] > 0
+    assert row["share_percent"] == pytest.approx(100 * row["lines"] / report["instructions"])
+    assert row["baseline_lines"] == report["instructions"]  # a listing line per insn
+    assert (row["xen_linux_lines"], row["xen_linux_share_percent"]) == (
+        xen_table2.LINUX_TOTAL, xen_table2.LINUX_SHARE_PERCENT)

@@ -110,7 +110,7 @@ def test_no_byte_of_rodata_is_rewritten(patched, layout):
     inside = [s for s in rep["sites"] if start <= address(s) < end]
     if kind == "sections":  # .rodata is data: nothing there is a site
         assert inside == []
-        assert all(not start <= int(p["start"], 16) < end for p in rep["possible_code"])
+        assert ".rodata" not in rep["possible_code"]["by_section"]
     else:  # only the sweep decodes its strings: possible code, its sites left as is
         assert inside and {(s["found_by"], s["placement"]) for s in inside} == {
             ("sweep", "kept")}

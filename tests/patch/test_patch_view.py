@@ -2,10 +2,12 @@
 a small kernel; for a kernel with more sites than a screen holds, its trap sites
 grouped by reason instead (the JSON report keeps every site)."""
 
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 
+from pvtool.patch.possible_code import PossibleCode, RunWithSites, SectionSummary
 from pvtool.patch.report import PatchReport, SiteRecord
 from pvtool.views.patch_view import ADDRESSES_SHOWN, SITE_ROWS, render
 
@@ -50,3 +52,13 @@ def test_a_small_kernel_gets_every_site():
     text = printed(report(sites))
     assert KEPT_REASON in text and "0x00001000" in text and "0x00002000" in text
     assert "Sites by class and placement" in text
+
+
+def test_the_possible_code_summary_is_one_line_by_section():
+    summary = PossibleCode({".text": SectionSummary(3, 40, 2, 30),
+                            ".init.text": SectionSummary(1, 7)},
+                           (RunWithSites(0x1000, 0x1007, ".init.text", (0x1002, 0x1004)),))
+    text = printed(replace(report([]), possible_code=summary))
+    assert ("possible code: 47 bytes in 4 runs (.init.text 7 bytes in 1 runs, .text 40 "
+            "bytes in 3 runs); 30 bytes in 2 runs are alignment padding; 2 sites in 1 runs "
+            "kept as is, listed in vmlinux.pv.json") in text.replace("\n", " ")

@@ -430,8 +430,10 @@ def test_a_site_only_the_sweep_finds_is_left_as_is(patched):
     assert site["reason"].startswith("possible code")
     assert read_virtual(out, after_ret, 1) == b"\xfa"
     assert site_at(rep, symbols, "site_with_port")["found_by"] == "recursion"
-    runs = [(int(p["start"], 16), int(p["end"], 16)) for p in rep["possible_code"]]
-    assert any(start <= after_ret < end for start, end in runs)
+    runs = {(int(p["start"], 16), int(p["end"], 16)): p["sites"]
+            for p in rep["possible_code"]["runs_with_sites"]}
+    assert [sites for (start, end), sites in runs.items() if start <= after_ret < end] == [
+        [f"{after_ret:#010x}"]]
 
 
 # ---- properties of every output, checked on the kernel above and on hello -------------
