@@ -11,7 +11,7 @@ device interrupts are delivered between slices and on the way back from a hyperc
 
 from pvtool.abi.xen import GUEST_KERNEL_RPL, HYPERCALL_VECTOR_32, CallbackType
 from pvtool.hv.bounce import XenBounce, event_gate
-from pvtool.hv.domain import PvDomain
+from pvtool.hv.domain import Domain, PvDomain
 from pvtool.hv.emulate import Emulator
 from pvtool.hv.errors import DomainCrash
 from pvtool.hv.hypercalls import dispatch
@@ -25,7 +25,7 @@ from pvtool.machine.irq import IrqRouter
 from pvtool.x86.vectors import Vector
 
 
-def take_page_fault(domain: PvDomain, event: Interruption, kernel: bool) -> bool:
+def take_page_fault(domain: Domain, event: Interruption, kernel: bool) -> bool:
     """A #PF the hypervisor takes for itself: a kernel store into its page tables
     (writable page tables, hv/ptwr.py). Otherwise False, its address in vcpu_info's
     CR2, for the guest's handler to read."""
@@ -40,7 +40,7 @@ def take_page_fault(domain: PvDomain, event: Interruption, kernel: bool) -> bool
     return False
 
 
-def _into_glue_alias(domain: PvDomain, address: int, ip: int) -> bool:
+def _into_glue_alias(domain: Domain, address: int, ip: int) -> bool:
     """A patched higher-half kernel that runs at its physical addresses (paging "off",
     or just turned on) reaches the glue with jumps and calls linked at its link
     address, which land VIRT_BASE below the glue window; a return into a stub so

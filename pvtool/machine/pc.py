@@ -91,6 +91,7 @@ from pvtool.machine.system_ports import PORT_A, PORT_B, RESET_CONTROL, PortA, Po
 from pvtool.machine.uart import COM1_BASE, COM1_PORTS, Uart16550
 from pvtool.machine.vbe import BochsVbe
 from pvtool.machine.vga_text import TEXT_BUFFER, VgaText, firmware_screen
+from pvtool.x86.isa import OPERAND_SIZE_PREFIX
 from pvtool.x86.paging import page_up
 
 DEFAULT_RAM = 128 << 20  # what QEMU gives a guest by default
@@ -99,7 +100,6 @@ UNTIL_NEVER = 0xFFFF_FFFF_FFFF_FFFF  # emu_start's end address: slices end by co
 MASTER_PIC_PORT, SLAVE_PIC_PORT, PIT_PORT, CMOS_PORT = 0x20, 0xA0, 0x40, 0x70
 PIT_IRQ, UART_IRQ, RTC_IRQ = 0, 4, 8
 IRET = 0xCF
-OPERAND_SIZE = 0x66
 RTC_EPOCH = 1066521600  # 2003-10-19 00:00 UTC (SOSP 2003): the RTC starts there, always
 UC_MODES = {32: UC_MODE_32, 64: UC_MODE_64}
 
@@ -410,7 +410,8 @@ class Machine:
                     callback()
                 elif size <= 2:
                     code = self.memory.read_virt(address, size)
-                    state["iret"] = code[-1] == IRET and (size == 1 or code[0] == OPERAND_SIZE)
+                    state["iret"] = code[-1] == IRET and (
+                        size == 1 or code[0] == OPERAND_SIZE_PREFIX)
             except BaseException as exc:
                 self._fail(exc)
 
