@@ -79,7 +79,9 @@ def cli(debug: bool) -> None:
 @click.option("--patch-set", default="xen32", show_default=True,
               help="A patch set in patches/ (or a folder holding rules.toml and glue.asm).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def patch(image: Path, output: Path | None, patch_set: str, as_json: bool) -> None:
+@click.option("--sites", is_flag=True, help="Also list every site, with why it is placed so.")
+def patch(image: Path, output: Path | None, patch_set: str, as_json: bool,
+          sites: bool) -> None:
     """Rewrite IMAGE's privileged and sensitive instructions into Xen PV stubs."""
     from pvtool.patch.pipeline import patch_image
     from pvtool.views import patch_view
@@ -88,7 +90,7 @@ def patch(image: Path, output: Path | None, patch_set: str, as_json: bool) -> No
     if as_json:
         console.print_json(report.to_dict())
     else:
-        patch_view.render(report, console.stdout)
+        patch_view.render(report, console.stdout, sites)
 
 
 @cli.command()
