@@ -321,6 +321,31 @@ def test_view_shows_names_literally_not_as_markup():
     assert "[bold]x" in shown
 
 
+LONG_NAMES = ("arch/x86/kernel/cpu/microcode/intel.c",
+              "drivers/xen/xenbus/a/folder/deep/enough/to/be/long/xenbus_probe_frontend.c")
+
+
+def rendered_at(width: int) -> list[str]:
+    text = diff(*(line for name in LONG_NAMES for line in (
+        f"--- a/{name}", f"+++ b/{name}", "@@ -1 +1,2 @@", "-a", "+b", "+c")))
+    out = io.StringIO()
+    diffstat_view.render(parse(text), Console(file=out, width=width, color_system=None))
+    return out.getvalue().splitlines()
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+@pytest.mark.parametrize("name", LONG_NAMES)
+def test_view_gives_each_name_whole_or_broken_only_after_a_slash(width, name):
+    lines = rendered_at(width)
+    first = next(i for i, line in enumerate(lines) if line.startswith(f"b/{name[:4]}"))
+    assert lines[first].split()[1:4] == ["1", "0", "1"]  # inserted, deleted, modified
+    parts = [line.split()[0] for line in lines[first:]]
+    end = next(i for i, part in enumerate(parts) if not part.endswith("/"))
+    assert "".join(parts[:end + 1]) == f"b/{name}"
+    assert (end > 0) == (len(name) + 50 > width)  # 50: the counts and a bar beside it
+    assert max(map(len, lines)) <= width
+
+
 def test_view_without_baseline_shows_no_share():
     assert "baseline" not in render(parse(diff(*LISTING[1:])))
 

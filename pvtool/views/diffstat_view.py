@@ -2,20 +2,26 @@
 Xen's Linux and XP columns, the parts of the port and why each sits in its category,
 diffstat's per-file histogram, Xen's share, and diffstat's summary line last."""
 
+import re
+
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from pvtool.console import UNBOUNDED_WIDTH
 from pvtool.diffstat import DiffstatResult, FileStat, xen_table2
 from pvtool.diffstat.port import PortMeasure
 
 BAR_WIDTH = 30  # histogram columns; longer files are scaled down, as diffstat does
+MIN_BAR = 10  # the narrowest histogram drawn beside the names before they break
+COLUMN_GAP = 3  # between two columns of box.SIMPLE: a rule and a space each side
 MARKS = (("+", "green"), ("-", "red"), ("!", "cyan"))  # diffstat -C's colours
 
 
 def render(result: DiffstatResult, console: Console) -> None:
-    console.print(_table(result))
+    console.print(_table(result, console))
     if result.baseline_lines is not None:
         console.print(_share_line(result), highlight=False)
     console.print(result.summary_line(), markup=False, highlight=False)
@@ -27,7 +33,7 @@ def render_port(port: PortMeasure, console: Console) -> None:
     for text in why_lines(port):
         console.print(text, highlight=False)
     console.print()
-    console.print(_table(port.diffstat))
+    console.print(_table(port.diffstat, console))
     if port.diffstat.baseline_lines is not None:
         console.print(_share_line(port.diffstat, port.baseline_measure), highlight=False)
     console.print(port.diffstat.summary_line(), markup=False, highlight=False)
@@ -106,29 +112,64 @@ def histogram(counts: tuple[int, int, int], scale: int, width: int = BAR_WIDTH) 
     return "".join(bar)
 
 
-def _table(result: DiffstatResult) -> Table:
+def _table(result: DiffstatResult, console: Console) -> Table:
+    """The per-file histogram, each name whole: the bar takes the width the names and
+    counts leave (up to BAR_WIDTH, as diffstat -w scales it); where even a bar of
+    MIN_BAR does not fit, a long name breaks after a '/', never inside a name."""
+    names = {f.name: Text(f.name) for f in result.files}
+    beside = _width(console, _file_table(result, names))
+    if beside + COLUMN_GAP + MIN_BAR > console.width:
+        longest = max(map(len, names), default=0)
+        budget = console.width - (beside - longest) - COLUMN_GAP - MIN_BAR
+        names = {name: _path_lines(name, budget) for name in names}
+        beside = _width(console, _file_table(result, names))
+    bar_width = max(1, min(BAR_WIDTH, console.width - beside - COLUMN_GAP))
+    return _file_table(result, names, bar_width)
+
+
+def _width(console: Console, table: Table) -> int:
+    """TABLE's natural width: as wide as its cells, however narrow the console."""
+    return Measurement.get(console, console.options.update_width(UNBOUNDED_WIDTH),
+                           table).maximum
+
+
+def _file_table(result: DiffstatResult, names: dict[str, Text],
+                bar_width: int | None = None) -> Table:
+    """The files' names (as given) and counts, and their bars when given a width."""
     totals = result.totals
     table = Table(box=box.SIMPLE, show_footer=True, show_edge=False, pad_edge=False)
-    table.add_column("file", footer="total", overflow="fold")
+    table.add_column("file", footer="total", no_wrap=True)
     for title, total in (("inserted", totals.inserted), ("deleted", totals.deleted),
                          ("modified", totals.modified)):
-        table.add_column(title, footer=str(total), justify="right")
-    table.add_column("", no_wrap=True, min_width=min(BAR_WIDTH, max(
-        (f.changed for f in result.files), default=0)))
+        table.add_column(title, footer=str(total), justify="right", no_wrap=True)
+    if bar_width is not None:
+        table.add_column("", no_wrap=True)
     scale = max((f.changed for f in result.files), default=0)
     for stat in result.files:
-        table.add_row(Text(stat.name), *_numbers(stat), _bar(stat, scale))  # no markup
+        bar = [] if bar_width is None else [_bar(stat, scale, bar_width)]
+        table.add_row(names[stat.name], *_numbers(stat), *bar)
     return table
+
+
+def _path_lines(name: str, width: int) -> Text:
+    """NAME on lines of WIDTH at most, broken only after a '/' (a file or folder name
+    longer than WIDTH has a line of its own, whole)."""
+    lines = [""]
+    for part in re.findall(r"[^/]*/|[^/]+$", name):  # each folder keeps its '/'
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return Text("\n".join(lines))
 
 
 def _numbers(stat: FileStat) -> tuple[str, str, str]:
     return str(stat.inserted), str(stat.deleted), str(stat.modified)
 
 
-def _bar(stat: FileStat, scale: int) -> Text:
+def _bar(stat: FileStat, scale: int, width: int) -> Text:
     if stat.kind != "text":
         return Text(stat.kind)  # "binary" or "only", where diffstat draws no bar
-    bar = histogram((stat.inserted, stat.deleted, stat.modified), scale)
+    bar = histogram((stat.inserted, stat.deleted, stat.modified), scale, width)
     text = Text()
     for mark, style in MARKS:
         text.append(mark * bar.count(mark), style=style)
