@@ -2,6 +2,7 @@
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pvtool.run import RunResult
 
@@ -12,8 +13,8 @@ def render(result: RunResult, console: Console) -> None:
     stop = result.stop
     title = stop.describe() if stop.guest_chose else stop.kind.value
     table = Table(title=f"{result.mode.value} run: {title}", title_justify="left")
-    table.add_column("exit kind")
-    table.add_column("count", justify="right")
+    table.add_column("exit kind", no_wrap=True)
+    table.add_column("count", justify="right", no_wrap=True)
     for kind, count in sorted(result.exits.items()):
         table.add_row(kind, str(count))
     for name, count in sorted(result.hypercalls.items()):
@@ -32,10 +33,10 @@ def _render_sensitive(result: RunResult, console: Console) -> None:
     virtualize them."""
     table = Table(title="sensitive instructions that ran untrapped (not virtualized)",
                   title_justify="left")
-    table.add_column("address")
-    table.add_column("instruction")
-    table.add_column("class")
-    table.add_column("count", justify="right")
+    table.add_column("address", no_wrap=True)
+    table.add_column("instruction", overflow="fold")
+    table.add_column("class", no_wrap=True)
+    table.add_column("count", justify="right", no_wrap=True)
     for use in result.sensitive:
-        table.add_row(f"{use.address:#010x}", use.text, use.name, str(use.count))
+        table.add_row(f"{use.address:#010x}", Text(use.text), use.name, str(use.count))
     console.print(table)
