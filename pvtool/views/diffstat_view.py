@@ -6,17 +6,15 @@ import re
 
 from rich import box
 from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from pvtool.console import UNBOUNDED_WIDTH
 from pvtool.diffstat import DiffstatResult, FileStat, xen_table2
 from pvtool.diffstat.port import PortMeasure
+from pvtool.views.widths import room_beside
 
 BAR_WIDTH = 30  # histogram columns; longer files are scaled down, as diffstat does
 MIN_BAR = 10  # the narrowest histogram drawn beside the names before they break
-COLUMN_GAP = 3  # between two columns of box.SIMPLE: a rule and a space each side
 MARKS = (("+", "green"), ("-", "red"), ("!", "cyan"))  # diffstat -C's colours
 
 
@@ -117,20 +115,12 @@ def _table(result: DiffstatResult, console: Console) -> Table:
     counts leave (up to BAR_WIDTH, as diffstat -w scales it); where even a bar of
     MIN_BAR does not fit, a long name breaks after a '/', never inside a name."""
     names = {f.name: Text(f.name) for f in result.files}
-    beside = _width(console, _file_table(result, names))
-    if beside + COLUMN_GAP + MIN_BAR > console.width:
+    room = room_beside(console, _file_table(result, names))
+    if room < MIN_BAR:
         longest = max(map(len, names), default=0)
-        budget = console.width - (beside - longest) - COLUMN_GAP - MIN_BAR
-        names = {name: _path_lines(name, budget) for name in names}
-        beside = _width(console, _file_table(result, names))
-    bar_width = max(1, min(BAR_WIDTH, console.width - beside - COLUMN_GAP))
-    return _file_table(result, names, bar_width)
-
-
-def _width(console: Console, table: Table) -> int:
-    """TABLE's natural width: as wide as its cells, however narrow the console."""
-    return Measurement.get(console, console.options.update_width(UNBOUNDED_WIDTH),
-                           table).maximum
+        names = {name: _path_lines(name, longest - (MIN_BAR - room)) for name in names}
+        room = room_beside(console, _file_table(result, names))
+    return _file_table(result, names, max(1, min(BAR_WIDTH, room)))
 
 
 def _file_table(result: DiffstatResult, names: dict[str, Text],

@@ -9,12 +9,12 @@ from collections.abc import Callable
 
 from rich import box
 from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from pvtool.patch.plan import Placement
 from pvtool.patch.report import PatchReport, SiteRecord
+from pvtool.views.widths import room_beside
 
 PLACEMENT_STYLE = {"in-place": "green", "detour": "cyan", "trap": "yellow", "kept": "dim"}
 PLACEMENT_MEANING = {
@@ -27,7 +27,6 @@ SUMMARY_ROWS = 8  # a summary table's rows at most; the last counts the rest
 CLASSES_SHOWN = 4  # of the classes a kept reason covers
 ADDRESS_WIDTH = len(f"{0:#010x}")  # a 32-bit address, always printed whole
 WHY_WIDTH = 40  # the why column's least width beside a site's other columns
-COLUMN_GAP = 3  # between two of _table's columns: a blank rule, a space each side
 STACKED = "symbol  instruction, then why"
 COVERAGE = {"recursion": "recursion from the entry", "symbols": "function symbols",
             "pointers": "pointers", "prologues": "function prologues", "data": "data",
@@ -61,8 +60,7 @@ def site_table(report: PatchReport, console: Console) -> Table:
     beside = _site_columns(_table(title), ("symbol", "instruction"))
     for site in report.sites:
         beside.add_row(*_site_cells(site), Text(site.symbol), Text(site.instruction))
-    width = Measurement.get(console, console.options, beside).maximum
-    if width + COLUMN_GAP + WHY_WIDTH <= console.width:
+    if room_beside(console, beside) >= WHY_WIDTH:
         table = _site_columns(_table(title), ("symbol", "instruction", "why"))
         for site in report.sites:
             table.add_row(*_site_cells(site), Text(site.symbol), Text(site.instruction),
