@@ -81,7 +81,7 @@ $(XENPORT_SRC)/.patched: $(XENPORT_PATCHES) $(wildcard guests/*/*)
 	rm -rf $(XENPORT_SRC)
 	@mkdir -p $(XENPORT_SRC)
 	cp -R guests/. $(XENPORT_SRC)/
-	for p in $(XENPORT_PATCHES); do patch -s -p1 -d $(XENPORT_SRC) -i $(CURDIR)/$$p || exit 1; done
+	for p in $(XENPORT_PATCHES); do patch -s -p1 -d $(XENPORT_SRC) < $$p || exit 1; done
 	@touch $@
 
 # The patched tree's sources are known only once it exists: compiled in one recipe.
