@@ -63,6 +63,42 @@ $(foreach g,$(XEN_GUESTS),$(eval $(call guest_rules,$(g),)))
 
 GUEST_ELFS := $(GUESTS:%=build/guests/%.elf)
 
+# ---- minikern ported to Xen by hand, as XenoLinux was from Linux: guests/ with the
+# ---- port's unified diffs (patches/minikern-xen/: arch.diff changes minikern's own
+# ---- files and its library, xen.diff adds the Xen-specific ones) applied by GNU patch
+# ---- into build/src/minikern-xen/, and compiled from there, so that `pvtool diffstat
+# ---- patches/minikern-xen/*.diff --baseline guests` measures the port.
+XENPORT_PATCHES := $(sort $(wildcard patches/minikern-xen/*.diff))
+XENPORT_SRC     := build/src/minikern-xen
+XENPORT_OBJ     := build/guests/minikern-xen
+XENPORT_DIRS    := minikern lib xen
+XENPORT_CFLAGS  := $(filter-out -Iguests/include,$(GUEST_CFLAGS)) \
+                   $(foreach d,include minikern xen xenhello,-I$(XENPORT_SRC)/$(d))
+XENPORT_ASFLAGS := $(filter-out -Iguests/include,$(GUEST_ASFLAGS)) \
+                   $(foreach d,include minikern xen xenhello,-I$(XENPORT_SRC)/$(d))
+
+$(XENPORT_SRC)/.patched: $(XENPORT_PATCHES) $(wildcard guests/*/*)
+	rm -rf $(XENPORT_SRC)
+	@mkdir -p $(XENPORT_SRC)
+	cp -R guests/. $(XENPORT_SRC)/
+	for p in $(XENPORT_PATCHES); do patch -s -p1 -d $(XENPORT_SRC) < $$p || exit 1; done
+	@touch $@
+
+# The patched tree's sources are known only once it exists: compiled in one recipe.
+build/guests/minikern-xen.elf: $(XENPORT_SRC)/.patched
+	rm -rf $(XENPORT_OBJ)
+	set -e; for src in $(XENPORT_DIRS:%=$(XENPORT_SRC)/%/*.[cS]); do \
+	  obj=$(XENPORT_OBJ)/$${src#$(XENPORT_SRC)/}.o; mkdir -p $$(dirname $$obj); \
+	  case $$src in \
+	    *.c) $(CC) $(XENPORT_CFLAGS) -c $$src -o $$obj ;; \
+	    *.S) $(CC) $(XENPORT_ASFLAGS) -c $$src -o $$obj ;; \
+	  esac; \
+	done
+	$(LD) $(GUEST_LDFLAGS) -T $(XENPORT_SRC)/minikern/kernel.ld -o $@ \
+	  $$(find $(XENPORT_OBJ) -name '*.o' | sort)
+
+GUEST_ELFS += build/guests/minikern-xen.elf
+
 .PHONY: all demo test bench linux guests lint clean distclean
 all: guests
 
