@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi.xen import (
+    DOMID_SELF,
     GUEST_KERNEL_RPL,
     HYPERCALL_ARGUMENT_REGISTERS,
     HYPERCALL_NUMBER_REGISTER,
@@ -158,6 +159,11 @@ class Domain:
         self.glue_alias = 0  # PvDomain: where else its glue is reached (hv/traps.py)
 
     # -- what the domain owns ------------------------------------------------------
+    def is_named_by(self, domid: int) -> bool:
+        """Whether DOMID names this domain: DOMID_SELF or its own id. Xen's
+        rcu_lock_domain_by_any_id finds no other here: pvtool runs one domain."""
+        return domid in (DOMID_SELF, self.domid)
+
     def owns_frame(self, mfn: int) -> bool:
         """Frames the domain may map, as the frame table says: its own (its RAM, machine
         frame = pseudo-physical frame, docs/ABI.md) and those shared with it (its

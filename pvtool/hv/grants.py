@@ -148,11 +148,11 @@ class GrantTable:
         """Drop one access; clear GTF_writing with the last writer and GTF_reading
         with the last access (release_grant_for_copy)."""
         domid, readers, writers = self._pins.pop(ref)
-        readers, writers = readers - (not write), writers - write
-        clear = (GTF_WRITING if not writers else 0) | (GTF_READING if not readers + writers
-                                                       else 0)
+        readers -= not write
+        writers -= write
         if readers + writers:
             self._pins[ref] = (domid, readers, writers)
+        clear = (0 if writers else GTF_WRITING) | (0 if readers + writers else GTF_READING)
         self._set_flags(ref, self.entry(ref)["flags"] & ~clear)
 
     def _set_flags(self, ref: int, flags: int) -> None:

@@ -49,12 +49,6 @@ def grant_table_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     return command(dom, uop, count)
 
 
-def _own_domain(dom: PvDomain, domid: int) -> bool:
-    """rcu_lock_domain_by_any_id: DOMID_SELF or the domain's own id; no other domain
-    exists here."""
-    return domid in (DOMID_SELF, dom.domid)
-
-
 def setup_table(dom: PvDomain, uop: int, count: int) -> int:
     """Grow the table to nr_frames frames and list them. The compat layer refuses a
     count above 1 and does nothing for 0; a frame list past the guest's range is
@@ -67,7 +61,7 @@ def setup_table(dom: PvDomain, uop: int, count: int) -> int:
     op = GNTTAB_SETUP_TABLE.unpack(dom.copy_from_guest(uop, GNTTAB_SETUP_TABLE.size))
     dom.check_guest_range(op["frame_list"], 4 * op["nr_frames"])
     table = dom.grants
-    if not _own_domain(dom, op["dom"]):
+    if not dom.is_named_by(op["dom"]):
         status = GrantStatus.bad_domain
     elif op["nr_frames"] > table.max_frames:
         status = GrantStatus.general_error
@@ -85,7 +79,7 @@ def query_size(dom: PvDomain, uop: int, count: int) -> int:
     if count != 1:
         raise HypercallError(Errno.EINVAL, f"query_size count {count}")
     op = GNTTAB_QUERY_SIZE.unpack(dom.copy_from_guest(uop, GNTTAB_QUERY_SIZE.size))
-    if _own_domain(dom, op["dom"]):
+    if dom.is_named_by(op["dom"]):
         op.update(nr_frames=dom.grants.nr_frames, max_nr_frames=dom.grants.max_frames,
                   status=GrantStatus.okay)
     else:
@@ -109,7 +103,7 @@ def set_version(dom: PvDomain, uop: int, count: int) -> int:
 
 def get_version(dom: PvDomain, uop: int, count: int) -> int:
     op = GNTTAB_GET_VERSION.unpack(dom.copy_from_guest(uop, GNTTAB_GET_VERSION.size))
-    if not _own_domain(dom, op["dom"]):
+    if not dom.is_named_by(op["dom"]):
         raise HypercallError(Errno.ESRCH, f"get_version of domain {op['dom']:#x}")
     _put(dom, uop, GNTTAB_GET_VERSION, version=dom.grants.version)
     return 0
@@ -155,7 +149,7 @@ def _claim(dom: PvDomain, held: ExitStack, op: dict, side: str, gref_flag: int,
     if not op["flags"] & gref_flag and domid != DOMID_SELF:
         raise GrantRefused(GrantStatus.permission_denied,
                            f"copy {side}: a frame of domain {domid:#x}")
-    if not _own_domain(dom, domid):
+    if not dom.is_named_by(domid):
         raise GrantRefused(GrantStatus.bad_domain, f"copy {side}: domain {domid:#x}")
     if op["flags"] & gref_flag:
         return held.enter_context(dom.grants.access(ref, write=write, domid=dom.domid))

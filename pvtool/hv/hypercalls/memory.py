@@ -11,7 +11,6 @@ import struct
 
 from pvtool.abi.layouts import E820_ENTRY, XEN_ADD_TO_PHYSMAP, XEN_MEMORY_MAP
 from pvtool.abi.xen import (
-    DOMID_SELF,
     E820_RAM,
     MEMOP_EXTENT_SHIFT,
     XENMAPSPACE_GMFN_FOREIGN,
@@ -55,7 +54,7 @@ def reservation(dom: PvDomain, arg: int) -> int:
     """The current or maximum reservation of the domain named by the domid_t at ARG
     (DOMID_SELF or its own id; -ESRCH for any other): both are nr_pages."""
     (domid,) = DOMID.unpack(dom.copy_from_guest(arg, DOMID.size))
-    if domid not in (DOMID_SELF, dom.domid):
+    if not dom.is_named_by(domid):
         raise HypercallError(Errno.ESRCH, f"reservation of domain {domid:#x}")
     return dom.nr_pages
 
@@ -84,7 +83,7 @@ def add_to_physmap(dom: PvDomain, arg: int) -> int:
     request = XEN_ADD_TO_PHYSMAP.unpack(dom.copy_from_guest(arg, XEN_ADD_TO_PHYSMAP.size))
     if request["space"] == XENMAPSPACE_GMFN_FOREIGN:
         raise HypercallError(Errno.ENOSYS, "add_to_physmap of a foreign frame")
-    if request["domid"] not in (DOMID_SELF, dom.domid):
+    if not dom.is_named_by(request["domid"]):
         raise HypercallError(Errno.ESRCH, f"add_to_physmap for domain {request['domid']:#x}")
     raise HypercallError(Errno.EACCES, "add_to_physmap: a PV domain is not translated")
 
