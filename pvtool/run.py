@@ -138,7 +138,7 @@ def _boot(machine: Machine, image: KernelImage, mode: Mode, options: RunOptions)
     from pvtool.hv.boot import boot_pv_domain
 
     return boot_pv_domain(machine, image, cmdline=options.cmdline, modules=options.modules,
-                          trace=options.trace)
+                          console_input=options.input_data, trace=options.trace)
 
 
 def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:

@@ -105,6 +105,29 @@ CALLBACK_REGISTER = layout("callback_register", 12, type=(0, "H"), flags=(2, "H"
 
 PHYSDEV_SET_IOPL = layout("physdev_set_iopl", 4, iopl=(0, "I"))
 
+# Grant tables v1 (grant_table.h): a shared entry, and the arguments of the commands
+# pvtool serves. frame_list is a guest handle (a u32 pointer on x86-32) to u32 frames.
+GRANT_ENTRY_V1 = layout("grant_entry_v1", 8, flags=(0, "H"), domid=(2, "H"), frame=(4, "I"))
+GNTTAB_SETUP_TABLE = layout("gnttab_setup_table", 16, dom=(0, "H"), nr_frames=(4, "I"),
+                            status=(8, "h"), frame_list=(12, "I"))
+GNTTAB_QUERY_SIZE = layout("gnttab_query_size", 16, dom=(0, "H"), nr_frames=(4, "I"),
+                           max_nr_frames=(8, "I"), status=(12, "h"))
+GNTTAB_SET_VERSION = layout("gnttab_set_version", 4, version=(0, "I"))
+GNTTAB_GET_VERSION = layout("gnttab_get_version", 8, dom=(0, "H"), version=(4, "I"))
+# gnttab_copy: source and dest are {ref or gmfn, domid, offset}.
+GNTTAB_COPY = layout("gnttab_copy", 24, source_ref=(0, "I"), source_domid=(4, "H"),
+                     source_offset=(6, "H"), dest_ref=(8, "I"), dest_domid=(12, "H"),
+                     dest_offset=(14, "H"), len=(16, "H"), flags=(18, "H"),
+                     status=(20, "h"))
+
+# memory_op: xen_add_to_physmap, xen_memory_map {nr_entries, buffer handle} and the
+# packed E820 entries it fills. Xen's fields named `size` are `count` and `length`
+# here (layout() takes the structure's size by that name).
+XEN_ADD_TO_PHYSMAP = layout("xen_add_to_physmap", 16, domid=(0, "H"), count=(2, "H"),
+                            space=(4, "I"), idx=(8, "I"), gpfn=(12, "I"))
+XEN_MEMORY_MAP = layout("xen_memory_map", 8, nr_entries=(0, "I"), buffer=(4, "I"))
+E820_ENTRY = layout("e820entry", 20, addr=(0, "Q"), length=(8, "Q"), type=(16, "I"))
+
 # The PV console ring (io/console.h, struct xencons_interface).
 XENCONS_INTERFACE = layout(
     "xencons_interface", 3092,

@@ -65,11 +65,13 @@ class Errno(IntEnum):
     EPERM = 1
     ENOENT = 2
     ESRCH = 3
+    EACCES = 13
     EFAULT = 14
     EBUSY = 16
     EEXIST = 17
     EINVAL = 22
     ENOSPC = 28
+    EDOM = 33
     ENOSYS = 38
 
 
@@ -156,6 +158,84 @@ class Virq(IntEnum):
 
 NR_VIRQS = 24
 DOMID_XEN = 0x7FF2  # the hypervisor's side of the console and xenstore ports
+# pvtool's choice: the domain its in-process backends (blkback...) act as, the one a
+# frontend names in its grant entries and alloc_unbound: dom0, every device's
+# default backend-id in libxl.
+BACKEND_DOMID = 0
+
+
+class GnttabOp(IntEnum):
+    """GNTTABOP_* (grant_table.h)."""
+
+    map_grant_ref = 0
+    unmap_grant_ref = 1
+    setup_table = 2
+    dump_table = 3
+    transfer = 4
+    copy = 5
+    query_size = 6
+    unmap_and_replace = 7
+    set_version = 8
+    get_status_frames = 9
+    get_version = 10
+    swap_grant_ref = 11
+    cache_flush = 12
+
+
+class GrantStatus(IntEnum):
+    """GNTST_*: the per-operation status of grant_table_op (grant_table.h)."""
+
+    okay = 0
+    general_error = -1
+    bad_domain = -2
+    bad_gntref = -3
+    bad_handle = -4
+    bad_virt_addr = -5
+    bad_dev_addr = -6
+    no_device_space = -7
+    permission_denied = -8
+    bad_page = -9
+    bad_copy_arg = -10
+    address_too_big = -11
+    eagain = -12
+    no_space = -13
+
+
+# grant_entry_v1.flags (grant_table.h): the type in bits 0-1, then the subflags.
+GTF_TYPE_MASK = 3
+GTF_PERMIT_ACCESS = 1
+GTF_READONLY = 1 << 2
+GTF_READING = 1 << 3  # set by Xen while the grant is in use for reading
+GTF_WRITING = 1 << 4  # and for writing
+GTF_SUB_PAGE = 1 << 8
+GNTCOPY_SOURCE_GREF = 1
+GNTCOPY_DEST_GREF = 2
+GNTTAB_NR_RESERVED_ENTRIES = 8  # refs the toolstack may fill (0 console, 1 xenstore)
+
+
+class XenMem(IntEnum):
+    """XENMEM_* (memory.h); the command is cmd's low MEMOP_EXTENT_SHIFT bits."""
+
+    increase_reservation = 0
+    decrease_reservation = 1
+    maximum_ram_page = 2
+    current_reservation = 3
+    maximum_reservation = 4
+    machphys_mfn_list = 5
+    populate_physmap = 6
+    add_to_physmap = 7
+    memory_map = 9
+    machine_memory_map = 10
+    exchange = 11
+    machphys_mapping = 12
+    set_memory_map = 13
+    maximum_gpfn = 14
+    remove_from_physmap = 15
+
+
+MEMOP_EXTENT_SHIFT = 6  # cmd >> 6 is start_extent, a continuation's progress
+XENMAPSPACE_GMFN_FOREIGN = 4  # add_to_physmap's space only the batch form takes
+E820_RAM = 1
 
 
 class CallbackOp(IntEnum):

@@ -19,8 +19,10 @@ from pvtool.x86.paging import PAGE_SIZE, PagingMode
 
 
 def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
-                   modules: tuple[Path, ...] = (),
+                   modules: tuple[Path, ...] = (), console_input: bytes = b"",
                    trace: Callable[[str], None] | None = None) -> PvDomain:
+    """CONSOLE_INPUT goes into the console ring's in[] (hv/console.py), the same bytes
+    the serial port gets."""
     notes = parse_xen_notes(image)
     if notes is None:
         raise UnsupportedImageError(
@@ -36,7 +38,8 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
                       glue=boot.glue, superpages=boot.glue, console_mfn=boot.pfn(boot.console),
                       regs_block=ours.regs_block, site_ranges=ours.site_ranges,
                       glue_alias=(notes.virt_base or 0) if boot.glue else 0,
-                      console_output=machine.output, trace=trace)
+                      console_output=machine.output, console_input=console_input,
+                      trace=trace)
     emulator = Emulator(domain, ours.trap_sites, ours.regs_block)
     machine.attach(PvSupervisor(domain, emulator))
     enter_guest(machine, boot, notes.entry if notes.entry is not None else image.entry)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi.xen import (
+    DOMID_SELF,
     GUEST_KERNEL_RPL,
     HYPERCALL_ARGUMENT_REGISTERS,
     HYPERCALL_NUMBER_REGISTER,
@@ -27,6 +28,7 @@ from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.events import EventChannels
 from pvtool.hv.frames import FIRST_DOMAIN, machine_frames
 from pvtool.hv.gdt import Gdt
+from pvtool.hv.grants import GrantTable
 from pvtool.hv.pagetables import PageTables
 from pvtool.machine.cpu import CS, Cpu
 from pvtool.machine.delivery import read_tss_stack
@@ -157,6 +159,11 @@ class Domain:
         self.glue_alias = 0  # PvDomain: where else its glue is reached (hv/traps.py)
 
     # -- what the domain owns ------------------------------------------------------
+    def is_named_by(self, domid: int) -> bool:
+        """Whether DOMID names this domain: DOMID_SELF or its own id. Xen's
+        rcu_lock_domain_by_any_id finds no other here: pvtool runs one domain."""
+        return domid in (DOMID_SELF, self.domid)
+
     def owns_frame(self, mfn: int) -> bool:
         """Frames the domain may map, as the frame table says: its own (its RAM, machine
         frame = pseudo-physical frame, docs/ABI.md) and those shared with it (its
@@ -170,21 +177,21 @@ class Domain:
 
     # -- guest memory, checked -----------------------------------------------------
     def copy_from_guest(self, vaddr: int, size: int) -> bytes:
-        self._check_range(vaddr, size)
+        self.check_guest_range(vaddr, size)
         try:
             return self.memory.read_virt(vaddr, size)
         except PageFault:
             raise HypercallError(Errno.EFAULT, f"unmapped guest address {vaddr:#x}") from None
 
     def copy_to_guest(self, vaddr: int, data: bytes) -> None:
-        self._check_range(vaddr, len(data))
+        self.check_guest_range(vaddr, len(data))
         try:
             self.memory.write_virt(vaddr, data)
         except PageFault:
             raise HypercallError(Errno.EFAULT,
                                  f"guest address {vaddr:#x} is not writable") from None
 
-    def _check_range(self, vaddr: int, size: int) -> None:
+    def check_guest_range(self, vaddr: int, size: int) -> None:
         """A guest buffer lies below the hypervisor's range, or inside the glue window
         (the domain's own frames, mapped there for a patched kernel)."""
         if size < 0 or vaddr < 0:
@@ -238,7 +245,7 @@ class PvDomain(Domain):
 
     def __init__(self, machine: Machine, *, console_mfn: int, regs_block: int | None,
                  site_ranges: tuple[tuple[int, int, int], ...] = (), glue_alias: int = 0,
-                 **domain):
+                 console_input: bytes = b"", **domain):
         super().__init__(machine, **domain)
         # A patched higher-half kernel's VIRT_BASE: its glue is also reached that far
         # below the glue window while it runs at its physical addresses.
@@ -253,9 +260,12 @@ class PvDomain(Domain):
         self.site_ranges = site_ranges  # a patched kernel's (pvtool note)
         self.last_console_io = b""  # the last console_io write, for glue_failure
         self.pagetables.hold_writable(console_mfn)  # the console backend's ring
-        self.console_ring = ConsoleRing(self, console_mfn)
-        self.events = EventChannels(self, {STORE_EVTCHN: None,
-                                           CONSOLE_EVTCHN: self.console_ring})
+        self.console_ring = ConsoleRing(self, console_mfn, CONSOLE_EVTCHN, console_input)
+        self.events = EventChannels(self)
+        self.events.connect(STORE_EVTCHN, None)
+        self.events.connect(CONSOLE_EVTCHN, self.console_ring)
+        self.grants = GrantTable(self)
+        self.console_ring.fill()
         self.events.update_time()
 
     def kernel_stack(self) -> tuple[int, int]:

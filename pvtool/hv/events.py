@@ -4,9 +4,22 @@ event_2l.c), the one-shot timer of set_timer_op and vcpu_info.time.
 A port is pending when its bit in shared_info.evtchn_pending is set. Setting it on an
 unmasked port also sets the port's word in vcpu_info.evtchn_pending_sel and
 vcpu_info.evtchn_upcall_pending, which is what makes the PV supervisor bounce to the
-event callback once the upcall mask is clear (hv/traps.py). The console and xenstore
-ports of start_info are bound from the start to the hypervisor's side (DOMID_XEN):
-a send on the console port drains the console ring (hv/console.py).
+event callback once the upcall mask is clear (hv/traps.py).
+
+The other end of an interdomain port is a backend in the hypervisor: an object whose
+notify() a send from the guest runs. The console and xenstore ports of start_info are
+connected from the start to the hypervisor's side (DOMID_XEN): a send on the console
+port drains the console ring (hv/console.py). A device backend (blkback) binds at run
+time, as Xen's EVTCHNOP_bind_interdomain binds a backend domain's port, the port its
+frontend allocated unbound for BACKEND_DOMID:
+
+    channel = events.bind_backend(port, backend)  # the guest's sends run backend.notify()
+    channel.send()                                 # raise the guest's port
+    channel.close()                                # the guest's port is unbound again
+
+EVTCHNOP_status then reports the guest's port interdomain to (BACKEND_DOMID,
+channel.local_port). Closing either end leaves the other unbound, as evtchn_close
+does: after the guest closes its port, channel.send() raises nothing.
 
 Time is the machine's virtual clock (machine/clock.py): system time in ns is the
 instruction count at VIRTUAL_HZ, and the "TSC" of vcpu_info.time is the instruction
@@ -15,10 +28,18 @@ count too, so tsc_to_system_mul/tsc_shift convert one into the other exactly.
 
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pvtool.abi import layouts
-from pvtool.abi.xen import DOMID_SELF, DOMID_XEN, NR_EVENT_CHANNELS_32, Errno, EvtchnStatus, Virq
+from pvtool.abi.xen import (
+    BACKEND_DOMID,
+    DOMID_SELF,
+    DOMID_XEN,
+    NR_EVENT_CHANNELS_32,
+    Errno,
+    EvtchnStatus,
+    Virq,
+)
 from pvtool.hv import layout
 from pvtool.hv.errors import HypercallError
 from pvtool.machine.clock import VIRTUAL_HZ
@@ -37,25 +58,52 @@ TSC_TO_SYSTEM_MUL = (NS_PER_SECOND // VIRTUAL_HZ << 32) >> TSC_SHIFT
 BOUND_VIRQS = frozenset({Virq.timer, Virq.debug, Virq.console})
 
 
+class Backend(Protocol):
+    def notify(self) -> None:
+        """The guest sent on the port: look at the shared ring."""
+
+
 @dataclass
 class Port:
     status: EvtchnStatus
     virq: int = 0
     remote_dom: int = 0
     remote_port: int = 0
+    backend: Backend | None = None  # an interdomain port's other end, if it listens
+
+
+@dataclass
+class BackendChannel:
+    """A backend's end of an interdomain channel to the guest's PORT."""
+
+    events: "EventChannels"
+    port: int  # the guest's
+    local_port: int  # the backend's, in BACKEND_DOMID's numbering
+    bound: Port
+
+    @property
+    def connected(self) -> bool:
+        """Whether the guest's end is still this channel's (it has not closed it)."""
+        return self.events.ports.get(self.port) is self.bound
+
+    def send(self) -> None:
+        """EVTCHNOP_send from the backend's side: the guest's port goes pending; a
+        send on a channel the guest closed is dropped, as on an unbound port."""
+        if self.connected:
+            self.events.set_pending(self.port)
+
+    def close(self) -> None:
+        """The backend closes its end: the guest's port is unbound again, waiting for
+        BACKEND_DOMID (evtchn_close)."""
+        if self.connected:
+            self.events.ports[self.port] = Port(EvtchnStatus.unbound, remote_dom=BACKEND_DOMID)
 
 
 class EventChannels:
-    def __init__(self, domain: "Domain", backends: dict[int, object]):
-        """BACKENDS maps a pre-bound port (console, xenstore) to what a send on it
-        notifies (an object with notify(), or None for a port nothing serves)."""
+    def __init__(self, domain: "Domain"):
         self.domain = domain
         self.memory = domain.memory
         self.ports: dict[int, Port] = {}
-        self.backends = backends
-        for port in backends:
-            self.ports[port] = Port(EvtchnStatus.interdomain, remote_dom=DOMID_XEN,
-                                    remote_port=port)
         self.timer_deadline: int | None = None  # ns of system time, set_timer_op
         self.polling: frozenset[int] | None = None  # SCHEDOP_poll's ports while it waits
         self.poll_deadline: int | None = None  # ns: when the poll times out
@@ -120,6 +168,32 @@ class EventChannels:
             if bound.status == EvtchnStatus.virq and bound.virq == virq:
                 self.set_pending(port)
 
+    def connect(self, port: int, backend: Backend | None) -> None:
+        """Bind (or rebind) PORT to the hypervisor's side (DOMID_XEN), served by
+        BACKEND (None: nothing listens yet); for the ports start_info names."""
+        self.ports[port] = Port(EvtchnStatus.interdomain, remote_dom=DOMID_XEN,
+                                remote_port=port, backend=backend)
+
+    def bind_backend(self, port: int, backend: Backend) -> BackendChannel:
+        """A backend in BACKEND_DOMID binds the guest's PORT, which the guest
+        allocated unbound for that domain; -EINVAL otherwise, as
+        EVTCHNOP_bind_interdomain refuses it (a backend catches HypercallError)."""
+        bound = self.ports.get(port)
+        if bound is None or bound.status != EvtchnStatus.unbound \
+                or bound.remote_dom != BACKEND_DOMID:
+            raise HypercallError(Errno.EINVAL, f"port {port} is not unbound for domain "
+                                 f"{BACKEND_DOMID}")
+        local_port = self._free_backend_port()
+        bound = Port(EvtchnStatus.interdomain, remote_dom=BACKEND_DOMID,
+                     remote_port=local_port, backend=backend)
+        self.ports[port] = bound
+        return BackendChannel(self, port, local_port, bound)
+
+    def _free_backend_port(self) -> int:
+        used = {p.remote_port for p in self.ports.values()
+                if p.status == EvtchnStatus.interdomain and p.remote_dom == BACKEND_DOMID}
+        return next(port for port in range(1, len(used) + 2) if port not in used)
+
     def alloc_unbound(self, dom: int, remote_dom: int) -> int:
         if dom != DOMID_SELF:
             raise HypercallError(Errno.EPERM, f"alloc_unbound for domain {dom:#x}")
@@ -133,9 +207,8 @@ class EventChannels:
         bound = self._port(port)
         if bound.status == EvtchnStatus.virq:
             raise HypercallError(Errno.EINVAL, f"port {port} is a VIRQ")
-        backend = self.backends.get(port)
-        if bound.status == EvtchnStatus.interdomain and backend is not None:
-            backend.notify()
+        if bound.status == EvtchnStatus.interdomain and bound.backend is not None:
+            bound.backend.notify()
 
     def unmask(self, port: int) -> None:
         """Clear the mask; a port that is pending raises the upcall now (event_2l.c)."""
@@ -147,7 +220,6 @@ class EventChannels:
     def close(self, port: int) -> None:
         self._port(port)
         del self.ports[port]
-        self.backends.pop(port, None)
 
     def status(self, port: int) -> tuple[int, int, int]:
         """(status, u0, u1) of evtchn_status: remote (dom, port) or the VIRQ."""

@@ -10,6 +10,7 @@ domain's RAM, so a hypervisor virtual address is also its machine address:
     +0x410000  shared_info (read-write: pvtool's fixed mapping, abi/pvtool.py)
     +0x411000  trampolines: one-instruction code the CPU runs at ring 0
     +0x412000  the trampoline's frame (what its iretd pops)
+    +0x413000  the page tables mapping the range, then the grant table's frames
     +0x1000000 up to +0x3000000: frames of split 4 MiB pages (physical only)
 
 A PAE domain (today's Xen) gives the hypervisor 0xF5800000 up, L2 slots 428-511 of
@@ -49,7 +50,11 @@ PRIVATE_L1 = END + PAGE_SIZE
 GLUE_L1 = END + 2 * PAGE_SIZE  # maps a patched kernel's glue window (abi/pvtool.py)
 PAE_M2P_L1 = END + 3 * PAGE_SIZE  # the PAE tables of the same range
 PAE_PRIVATE_L1 = END + 4 * PAGE_SIZE
-MEMORY_SIZE = PAE_PRIVATE_L1 + PAGE_SIZE - BASE
+# The grant table's frames (hv/grants.py), physical only: the guest maps them itself.
+# As many as Xen gives a domain by default (opt_max_grant_frames, grant_table.c).
+GRANT_FRAMES = PAE_PRIVATE_L1 + PAGE_SIZE
+MAX_GRANT_FRAMES = 64
+MEMORY_SIZE = GRANT_FRAMES + MAX_GRANT_FRAMES * PAGE_SIZE - BASE
 # Frames for the page tables the hypervisor splits 4 MiB pages into (hv/superpages.py),
 # mapped as they are needed; physical only: no address space maps them.
 SPLIT_POOL = BASE + 0x1000000

@@ -45,8 +45,8 @@ from tests.profiles import examples
 PAGE = 4096
 P, RW, PS = 1, 2, 0x80
 # Xen's error numbers (xen/include/public/errno.h), typed here, not imported.
-# EPERM ENOENT ESRCH EFAULT EBUSY EEXIST EINVAL ENOSPC ENOSYS
-XEN_ERRNOS = {1, 2, 3, 14, 16, 17, 22, 28, 38}
+# EPERM ENOENT ESRCH EACCES EFAULT EBUSY EEXIST EINVAL ENOSPC EDOM ENOSYS
+XEN_ERRNOS = {1, 2, 3, 13, 14, 16, 17, 22, 28, 33, 38}
 HV_2LEVEL, HV_PAE = 0xFC000000, 0xF5800000
 UNMAPPED = 0x40000000
 SCRATCH_PAGES = 4
@@ -271,11 +271,20 @@ def specific_args(ctx, number):
                       small_or(ctx, v), v, v, v),
         0: st.tuples(st.one_of(scratch, ptr), v, v, v, v),
         23: st.tuples(v, v, v, v, v),
+        # memory_op: a command (now and then with a continuation's start_extent)
+        12: st.tuples(st.tuples(st.integers(0, 30), st.sampled_from([0, 0, 0, 1, 0xFFFF,
+                                                                    0x3FFFFFF]))
+                      .map(lambda t: t[0] | t[1] << 6), st.one_of(scratch, ptr), v, v, v),
+        # grant_table_op: a command (continuation bits now and then) and a count
+        20: st.tuples(st.one_of(st.integers(0, 13), st.sampled_from([1 << 12 | 2, 0xFFFF])),
+                      st.one_of(scratch, ptr),
+                      st.sampled_from([0, 1, 1, 1, 2, 3, 1024, 1025, 0x7FFFFFFF, 0x80000000,
+                                       0xFFFFFFFF]), v, v),
     }
     return shapes.get(number, st.tuples(st.integers(0, 8), st.one_of(scratch, ptr), v, v, v))
 
 
-IMPLEMENTED = [0, 1, 2, 3, 4, 5, 6, 10, 13, 14, 15, 17, 18, 21, 23, 26, 29, 32, 33]
+IMPLEMENTED = [0, 1, 2, 3, 4, 5, 6, 10, 12, 13, 14, 15, 17, 18, 20, 21, 23, 26, 29, 32, 33]
 FAVOURITES = [1, 14, 26, 13, 10, 2, 0]  # the calls that change page tables or the GDT
 
 
