@@ -21,7 +21,7 @@ class PageMemory:
         self.page = bytearray(PAGE_SIZE)
 
     def _at(self, addr: int, size: int) -> int:
-        assert PAGE <= addr and addr + size <= PAGE + PAGE_SIZE, f"outside the page: {addr:#x}"
+        assert addr >= PAGE and addr + size <= PAGE + PAGE_SIZE, f"outside the page: {addr:#x}"
         return addr - PAGE
 
     def read_phys(self, addr: int, size: int) -> bytes:
@@ -61,15 +61,29 @@ class GuestSide:
     def poke(self, name: str, value: int) -> None:
         self.memory.write_u32(PAGE + RING.offset(name), value & 0xFFFFFFFF)
 
-    def send(self, data: bytes, notify: bool = True) -> None:
-        for byte in data:
-            if self.peek("req_prod") - self.peek("req_cons") == XENSTORE_RING_SIZE:
+    def send(self, data: bytes, notify: bool = True) -> bool:
+        """Stream DATA into req[], signalling whenever it fills; False if the daemon
+        left it full."""
+        view = memoryview(data)
+        while view:
+            if self.full():
                 self.ring.notify()
+                if self.full():
+                    return False
             prod = self.peek("req_prod")
-            self.memory.page[RING.offset("req") + prod % XENSTORE_RING_SIZE] = byte
-            self.poke("req_prod", prod + 1)
+            room = XENSTORE_RING_SIZE - ((prod - self.peek("req_cons")) & 0xFFFFFFFF)
+            at = prod % XENSTORE_RING_SIZE
+            count = min(room, len(view), XENSTORE_RING_SIZE - at)
+            req = RING.offset("req") + at
+            self.memory.page[req:req + count] = view[:count]
+            self.poke("req_prod", prod + count)
+            view = view[count:]
         if notify:
             self.ring.notify()
+        return True
+
+    def full(self) -> bool:
+        return (self.peek("req_prod") - self.peek("req_cons")) & 0xFFFFFFFF == XENSTORE_RING_SIZE
 
     def take(self) -> bytes:
         """The bytes in rsp[]; the guest then signals that it made room."""
