@@ -27,6 +27,7 @@ from pvtool.abi.xs_wire import (
     XenstoreRingError,
 )
 from pvtool.hv.xenstore.connection import Connection
+from pvtool.hv.xenstore.store import XenStore
 from pvtool.hv.xenstore.wire import HEADER_SIZE, Message, MessageReader, OversizedMessage
 
 MASK = XENSTORE_RING_SIZE - 1
@@ -45,7 +46,7 @@ class PhysicalMemory(Protocol):
 
 
 class StoreRing(Connection):
-    def __init__(self, store, domid: int, memory: PhysicalMemory, page: int,
+    def __init__(self, store: XenStore, domid: int, memory: PhysicalMemory, page: int,
                  signal: Callable[[], None]):
         """STORE's connection for DOMID over the ring at physical address PAGE;
         SIGNAL raises the domain's store event channel."""

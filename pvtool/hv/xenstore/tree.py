@@ -76,7 +76,7 @@ class Tree:
 
     def mkdir(self, path: str, domid: int) -> list[Change]:
         if self.exists(path):
-            self._node(path, domid, READ)
+            self._node(path, domid, WRITE)  # do_mkdir asks for write access even so
             return []
         self._create(path, b"", domid)
         return [(path, False)]

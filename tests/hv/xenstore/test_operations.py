@@ -86,6 +86,8 @@ def test_a_guest_may_not_give_a_node_away_or_change_one_it_does_not_own(guest):
     (XsType.read, b"data/\0", b"EINVAL"),
     (XsType.read, b"no-nul", b"EINVAL"),
     (XsType.rm, b"/\0", b"EINVAL"),
+    (XsType.mkdir, b"name\0", b"EACCES"),  # exists, but is not the guest's to change
+    (XsType.rm, b"name\0", b"EACCES"),
     (XsType.write, b"data/big\0" + b"v" * (MAX_ENTRY_SIZE + 1), b"ENOSPC"),
     (XsType.introduce, b"2\0" b"5\0" b"6\0", b"EACCES"),  # domain 0's request
     (XsType.directory_part, b"data\0" b"0\0", b"ENOSYS"),
