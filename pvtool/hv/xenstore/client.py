@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pvtool.abi.xs_wire import XsType
 from pvtool.hv.xenstore.connection import Connection
 from pvtool.hv.xenstore.errors import XenStoreError
-from pvtool.hv.xenstore.perms import PRIVILEGED_DOMID, Perm, encode_perms
+from pvtool.hv.xenstore.perms import PRIVILEGED_DOMID, Perms, encode_perms, parse_perms
 from pvtool.hv.xenstore.store import XenStore
 from pvtool.hv.xenstore.wire import Message, split_strings
 
@@ -46,7 +46,11 @@ class StoreClient(Connection):
     def rm(self, path: str) -> None:
         self._request(XsType.rm, path.encode() + b"\0")
 
-    def set_perms(self, path: str, perms: tuple[Perm, ...]) -> None:
+    def get_perms(self, path: str) -> Perms:
+        listing = self._request(XsType.get_perms, path.encode() + b"\0")
+        return parse_perms(listing.split(b"\0")[:-1])
+
+    def set_perms(self, path: str, perms: Perms) -> None:
         self._request(XsType.set_perms, path.encode() + b"\0" + encode_perms(perms))
 
     def watch(self, path: str, callback: WatchCallback) -> bytes:

@@ -1,8 +1,8 @@
 """The nodes the toolstack writes for domain 1, as libxl does (libxl_create.c,
 libxl_dom.c, libxl_disk.c, libxl_device.c), and who may read and write them."""
 
-from pvtool.abi.xs_wire import XsType
 from pvtool.hv.xenstore.client import StoreClient
+from pvtool.hv.xenstore.perms import Perm
 from pvtool.hv.xenstore.store import XenStore
 from pvtool.hv.xenstore.toolstack import DomainConfig, write_domain
 from tests.hv.xenstore.conftest import CONFIG
@@ -39,10 +39,10 @@ def test_the_vbd_frontend_and_backend_start_initialising_and_name_each_other(dom
 def test_the_frontend_directory_is_the_guests_and_the_backend_directory_domain_0s(dom0):
     assert dom0.directory(FRONT) == ["backend", "backend-id", "state", "virtual-device",
                                      "device-type", "trusted", "protocol"]
-    assert dom0._request(XsType.get_perms, FRONT.encode() + b"\0") == b"n1\0r0\0"
-    assert dom0._request(XsType.get_perms, BACK.encode() + b"\0") == b"n0\0r1\0"
-    assert dom0._request(XsType.get_perms, b"/local/domain/1\0") == b"n0\0r1\0"
-    assert dom0._request(XsType.get_perms, b"/local/domain/1/data\0") == b"n1\0"
+    assert dom0.get_perms(FRONT) == (Perm("n", 1), Perm("r", 0))
+    assert dom0.get_perms(BACK) == (Perm("n", 0), Perm("r", 1))
+    assert dom0.get_perms("/local/domain/1") == (Perm("n", 0), Perm("r", 1))
+    assert dom0.get_perms("/local/domain/1/data") == (Perm("n", 1),)
 
 
 def test_a_run_without_a_disk_has_no_vbd():
