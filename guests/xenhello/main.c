@@ -1,6 +1,7 @@
 // xenhello: a small kernel written for Xen's 32-bit PV ABI (PAE), in the manner of
 // a Xen port: it calls the hypervisor only through its hypercall page, maps
-// shared_info itself, takes a trap and a timer event and prints on both consoles.
+// shared_info itself, takes a trap and a timer event, prints on both consoles and
+// talks to XenStore over its ring.
 
 #include "xen.h"
 
@@ -173,6 +174,135 @@ take_a_timer_event(void)
   print(system_time() >= deadline ? "on time\n" : "early\n");
 }
 
+// ---- XenStore over the store ring (io/xs_wire.h, docs/misc/xenstore-ring.txt) ---------
+// Polled: the store port stays masked, and a request's reply is waited for in rsp[],
+// signalling the daemon whenever req[] is full, rsp[] is empty or we made room.
+static volatile struct xenstore_domain_interface *store;
+static uint store_port, last_req_id, events_seen;
+static char payload[XENSTORE_PAYLOAD_MAX + 1];  // the last message's, NUL added
+static char event_path[64];
+
+static void
+store_notify(void)
+{
+  hypercall(__HYPERVISOR_event_channel_op, EVTCHNOP_send, &store_port, 0, 0, 0);
+}
+
+static void
+store_put(const char *data, uint len)
+{
+  for (uint i = 0; i < len; i++) {
+    while (store->req_prod - store->req_cons == XENSTORE_RING_SIZE)
+      store_notify();
+    store->req[store->req_prod & (XENSTORE_RING_SIZE - 1)] = data[i];
+    asm volatile("" ::: "memory");  // the byte before the index
+    store->req_prod++;
+  }
+}
+
+static void
+store_get(char *data, uint len)
+{
+  for (uint i = 0; i < len; i++) {
+    while (store->rsp_cons == store->rsp_prod)
+      store_notify();
+    data[i] = store->rsp[store->rsp_cons & (XENSTORE_RING_SIZE - 1)];
+    asm volatile("" ::: "memory");
+    store->rsp_cons++;
+  }
+}
+
+// The next message from the daemon into payload; a watch event is noted.
+static struct xsd_sockmsg
+store_next(void)
+{
+  struct xsd_sockmsg msg;
+  store_get((char *)&msg, sizeof msg);
+  store_get(payload, msg.len);
+  payload[msg.len] = 0;
+  store_notify();  // we made room in rsp[]
+  if (msg.type == XS_WATCH_EVENT) {
+    uint n = strlen(payload) < sizeof event_path ? strlen(payload) : sizeof event_path - 1;
+    for (uint i = 0; i <= n; i++)
+      event_path[i] = i < n ? payload[i] : 0;
+    events_seen++;
+  }
+  return msg;
+}
+
+// Send TYPE with the string PATH and LEN bytes of VALUE; return the reply's type
+// (XS_ERROR with the errno's name in payload, or TYPE).
+static uint
+xs_request(uint type, uint tx, const char *path, const char *value, uint len)
+{
+  struct xsd_sockmsg msg = { type, ++last_req_id, tx, strlen(path) + 1 + len };
+  store_put((const char *)&msg, sizeof msg);
+  store_put(path, strlen(path) + 1);
+  store_put(value, len);
+  store_notify();
+  uint id = msg.req_id;
+  do
+    msg = store_next();
+  while (msg.type == XS_WATCH_EVENT || msg.req_id != id);
+  return msg.type;
+}
+
+static void
+print_read(const char *before, const char *path, uint tx, const char *after)
+{
+  print(before);
+  print(xs_request(XS_READ, tx, path, 0, 0) == XS_ERROR ? "error " : "");
+  print(payload);
+  print(after);
+}
+
+static void
+use_the_store(void)
+{
+  store = (void *)(VIRT_BASE + (si->store_mfn << 12));
+  store_port = si->store_evtchn;
+  shared->evtchn_mask[store_port / 32] |= 1u << (store_port % 32);
+  print_read("xenstore: domid ", "domid", 0, "");
+  print_read(", name ", "name", 0, "\n");
+
+  xs_request(XS_WRITE, 0, "data/greeting", "hello", 5);
+  print_read("xenstore: wrote data/greeting, read back ", "data/greeting", 0, "\n");
+  print_read("xenstore: reading /vm: ", "/vm", 0, "");
+  print_read(", reading data/none: ", "data/none", 0, "\n");
+
+  xs_request(XS_WATCH, 0, "data", "w1", 3);
+  while (events_seen == 0)  // the watch fires once at once, after the reply
+    store_next();
+  print("xenstore: watch on data fired at once for ");
+  print(event_path);
+  xs_request(XS_WRITE, 0, "data/count", "1", 1);  // its event comes before the reply
+  printnum(", then ", events_seen - 1, 10, " time for ");
+  print(event_path);
+  print("\n");
+
+  xs_request(XS_TRANSACTION_START, 0, "", 0, 0);
+  uint tx = 0;
+  for (char *c = payload; *c; c++)
+    tx = tx * 10 + (*c - '0');
+  xs_request(XS_WRITE, tx, "data/tx", "done", 4);
+  printnum("xenstore: transaction ", tx, 10, "");
+  print_read(" reads its write (", "data/tx", tx, ")");
+  print_read(", outside it ", "data/tx", 0, "");
+  xs_request(XS_TRANSACTION_END, tx, "T", 0, 0);
+  print_read(", committed ", "data/tx", 0, "");
+  printnum(" (", events_seen, 10, " events, last ");
+  print(event_path);
+  print(")\n");
+
+  xs_request(XS_DIRECTORY, 0, "data", 0, 0);
+  print("xenstore: data holds");
+  for (char *name = payload; *name; name += strlen(name) + 1) {
+    print(" ");
+    print(name);
+  }
+  print("\n");
+}
+
 // ---- versions ---------------------------------------------------------------------------
 static void
 check_version(void)
@@ -207,6 +337,7 @@ main(struct start_info *start)
   take_a_trap();
   take_a_timer_event();
   ring_write("xenhello: hello from the console ring\n");
+  use_the_store();
   hypercall(__HYPERVISOR_sched_op, SCHEDOP_yield, 0, 0, 0, 0);
   print("xenhello: powering off\n");
   uint reason = SHUTDOWN_poweroff;

@@ -1,6 +1,6 @@
 // The parts of Xen's public headers xenhello uses (xen/include/public: xen.h,
-// elfnote.h, sched.h, event_channel.h, vcpu time in xen.h, io/console.h), typed from
-// them, 32-bit x86.
+// elfnote.h, sched.h, event_channel.h, vcpu time in xen.h, io/console.h,
+// io/xs_wire.h), typed from them, 32-bit x86.
 #ifndef XENHELLO_XEN_H
 #define XENHELLO_XEN_H
 
@@ -102,6 +102,32 @@ struct xencons_interface {
   char out[2048];
   uint in_cons, in_prod;
   uint out_cons, out_prod;
+};
+
+// io/xs_wire.h: a message is this header and `len` bytes of payload.
+#define XS_DIRECTORY 1
+#define XS_READ 2
+#define XS_WATCH 4
+#define XS_TRANSACTION_START 6
+#define XS_TRANSACTION_END 7
+#define XS_WRITE 11
+#define XS_WATCH_EVENT 15
+#define XS_ERROR 16
+#define XENSTORE_RING_SIZE 1024
+#define XENSTORE_PAYLOAD_MAX 4096
+
+struct xsd_sockmsg {
+  uint type;
+  uint req_id;
+  uint tx_id;  // 0, or the transaction the request belongs to
+  uint len;
+};
+
+struct xenstore_domain_interface {
+  char req[XENSTORE_RING_SIZE];  // requests to the daemon
+  char rsp[XENSTORE_RING_SIZE];  // replies and watch events
+  uint req_cons, req_prod;
+  uint rsp_cons, rsp_prod;
 };
 
 #endif

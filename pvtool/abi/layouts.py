@@ -135,6 +135,14 @@ XENCONS_INTERFACE = layout(
     out_cons=(3080, "I"), out_prod=(3084, "I"),
 )
 
+# struct xenstore_domain_interface (io/xs_wire.h), the same for 32- and 64-bit guests.
+XENSTORE_DOMAIN_INTERFACE = layout(
+    "xenstore_domain_interface", 2080,
+    req=(0, "1024s"), rsp=(1024, "1024s"), req_cons=(2048, "I"), req_prod=(2052, "I"),
+    rsp_cons=(2056, "I"), rsp_prod=(2060, "I"), server_features=(2064, "I"),
+    connection=(2068, "I"), error=(2072, "I"), evtchn_port=(2076, "I"),
+)
+
 # HYPERVISOR_iret's frame on the guest stack, 32-bit: {EAX, EIP, CS, EFLAGS, [ESP, SS]}.
 IRET_FRAME_32 = layout("iret_frame", 24, eax=(0, "I"), eip=(4, "I"), cs=(8, "I"),
                         eflags=(12, "I"), esp=(16, "I"), ss=(20, "I"))

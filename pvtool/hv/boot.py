@@ -6,13 +6,16 @@ from pathlib import Path
 
 from pvtool.errors import UnsupportedImageError
 from pvtool.hv import layout
-from pvtool.hv.builder import build_domain, enter_guest
+from pvtool.hv.builder import CONSOLE_EVTCHN, STORE_EVTCHN, build_domain, enter_guest
 from pvtool.hv.domain import PvDomain
 from pvtool.hv.emulate import Emulator
 from pvtool.hv.traps import PvSupervisor
+from pvtool.hv.xenstore.daemon import start_xenstore
+from pvtool.hv.xenstore.toolstack import DomainConfig
 from pvtool.image.elf import ElfImage
 from pvtool.image.pvtool_notes import parse_pvtool_notes
 from pvtool.image.xen_notes import parse_xen_notes
+from pvtool.machine.disk import DiskImage
 from pvtool.machine.firmware.post import leave_devices
 from pvtool.machine.pc import Machine
 from pvtool.x86.paging import PAGE_SIZE, PagingMode
@@ -40,6 +43,12 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
                       glue_alias=(notes.virt_base or 0) if boot.glue else 0,
                       console_output=machine.output, console_input=console_input,
                       trace=trace)
+    disk = machine.ata[0].drives[0]  # QEMU's -drive index 0, which --disk fills
+    domain.xenstore = start_xenstore(domain, DomainConfig(
+        name=image.path.stem, memory_kib=nr_pages * PAGE_SIZE // 1024,
+        store_port=STORE_EVTCHN, store_mfn=boot.pfn(boot.xenstore),
+        console_port=CONSOLE_EVTCHN, console_mfn=boot.pfn(boot.console),
+        disk=disk.path if isinstance(disk, DiskImage) else None))
     emulator = Emulator(domain, ours.trap_sites, ours.regs_block)
     machine.attach(PvSupervisor(domain, emulator))
     enter_guest(machine, boot, notes.entry if notes.entry is not None else image.entry)

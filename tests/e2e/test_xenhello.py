@@ -1,5 +1,8 @@
 """xenhello, a kernel written for Xen's 32-bit PV ABI (PAE), booted under pvtool's
-hypervisor: its exact output, the same on every run, and exit status 0."""
+hypervisor: its exact output, the same on every run, and exit status 0. Its xenstore
+lines come from requests it streams through its store ring to the in-process daemon
+(hv/xenstore/): reads of the toolstack's nodes, errors by name, a watch firing at once
+and on a write, and a transaction seen only by itself until it commits."""
 
 from functools import partial
 
@@ -17,6 +20,13 @@ EXPECTED = (
     b"events: VIRQ_TIMER bound (0) to port 3\n"
     b"timer: 1 event through the callback, on time\n"
     b"xenhello: hello from the console ring\n"
+    b"xenstore: domid 1, name xenhello\n"
+    b"xenstore: wrote data/greeting, read back hello\n"
+    b"xenstore: reading /vm: error EACCES, reading data/none: error ENOENT\n"
+    b"xenstore: watch on data fired at once for data, then 1 time for data/count\n"
+    b"xenstore: transaction 2 reads its write (done), outside it error ENOENT, "
+    b"committed done (3 events, last data/tx)\n"
+    b"xenstore: data holds greeting count tx\n"
     b"xenhello: powering off\n"
 )
 

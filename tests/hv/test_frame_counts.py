@@ -27,7 +27,7 @@ PAGE = 4096
 A, D = 0x20, 0x40
 PTE_RW, PTE_RO, PDE_RW = P | RW | A | D, P | A, P | RW | US | A | D
 HYPERVISOR_FIRST_SLOT = 1008  # 0xFC000000 >> 22: the hypervisor's L2 slots of 2-level
-SI_CONSOLE_MFN, SI_PT_BASE = 52, 60
+SI_STORE_MFN, SI_CONSOLE_MFN, SI_PT_BASE = 44, 52, 60
 NEW_BASEPTR, PIN_L1, PIN_L2, UNPIN = 5, 0, 1, 4
 FRAMES = 8  # scratch frames: candidate tables and data
 MAX_EXAMPLES = 60
@@ -140,8 +140,9 @@ def recomputed(booted) -> dict[str, dict]:
         if info & PINNED:
             refs[mfn] += 1
             types[mfn] += 1
-    console = booted.u32(booted.cpu.read(ESI) + SI_CONSOLE_MFN)  # the backend's ring
-    for mfn in (tables.base_mfn, console):
+    start_info = booted.cpu.read(ESI)
+    rings = [booted.u32(start_info + field) for field in (SI_CONSOLE_MFN, SI_STORE_MFN)]
+    for mfn in (tables.base_mfn, *rings):  # the console's and the store's backends hold theirs
         refs[mfn] += 1
         types[mfn] += 1
     return {"refs": refs, "types": types, "holders": holders, "writable": writable}
