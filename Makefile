@@ -111,10 +111,10 @@ $(LINUX): | $(STAMP)
 
 # ---- the suite on every core (pytest-xdist); the tests that take longest are stolen
 # ---- by an idle worker. CI=true (or pytest --hypothesis-profile=ci) fuzzes at full strength.
-# ---- Progress as a percentage, the workers' count in the header, the ten slowest at
-# ---- the end. `make test-fast` leaves out the tests tests/conftest.py marks slow.
+# ---- Progress as tests done of all, the workers' count in the header, the ten slowest
+# ---- at the end. `make test-fast` leaves out the tests tests/conftest.py marks slow.
 TEST_WORKERS ?= auto
-PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -o console_output_style=progress \
+PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -o console_output_style=count \
           --durations=10
 test: $(STAMP) guests
 	$(PYTEST)
