@@ -11,6 +11,7 @@ imported, so that the modules' example counts see it; `--hypothesis-profile` sti
 overrides it.
 """
 
+import re
 import signal
 import threading
 from collections.abc import Callable
@@ -23,6 +24,23 @@ from tests.profiles import load_default_profile
 
 load_default_profile()
 
+# What `make test-fast` (pytest -m "not slow") leaves out, chosen by measurement:
+# `pytest -n auto --dist worksteal --durations=0` on 2 cores (busy) spent 2,452 s in the
+# tests (the figures below), and the rest of the suite still boots hello natively,
+# paravirtualized and trap-and-emulated (tests/test_cli_patch.py, tests/hv/test_trapmode.py).
+SLOW_TESTS = re.compile("|".join((
+    r"tests/e2e/",  # 1,480 s: every guest in every mode beside QEMU
+    r"tests/bench/",  # 114 s: the benchmarks
+    r"tests/hv/test_fuzz_hypercalls\.py",  # 92 s: fuzzing
+    r"tests/hv/test_frame_counts\.py",  # 67 s: random operation sequences
+    r"tests/test_fuzz_images\.py",  # 21 s: fuzzing
+    r"tests/hv/test_trapmode\.py::.*\[minikern\]",  # 56 s: minikern trapped (hello stays)
+    # 53 s: a #PF bounced until the kernel stack runs out
+    r"tests/hv/test_traps\.py::.*unmapped_memory.*\[bp-and-pf\]",
+)))
+# A test that boots a guest on QEMU (tests/oracles.py) beside pvtool: slow too.
+QEMU_ORACLES = frozenset({"run_qemu", "qemu_int_log"})
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Let Ctrl-C reach the pvtool processes the tests start. A shell starts a job in
@@ -32,6 +50,20 @@ def pytest_configure(config: pytest.Config) -> None:
     ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     if ignored and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    config.addinivalue_line("markers", "slow: left out of `make test-fast` (tests/conftest.py)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if is_slow(item):
+            item.add_marker(pytest.mark.slow)
+
+
+def is_slow(item: pytest.Item) -> bool:
+    function = getattr(item, "function", None)
+    calls = set(function.__code__.co_names) if function else set()
+    return (bool(SLOW_TESTS.match(item.nodeid)) or bool(calls & QEMU_ORACLES)
+            or "qemu" in item.fixturenames)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ the patcher cannot follow never reaches an image."""
 import tomllib
 from dataclasses import dataclass
 from enum import Enum
+from importlib import resources
 from pathlib import Path
 
 from pvtool.abi.pvtool import TRAP_SITE_CLASSES
@@ -16,7 +17,10 @@ from pvtool.errors import InputMissingError, PatchError
 from pvtool.patch.template import Template, parse_template
 from pvtool.x86.catalogue import BY_NAME
 
-PATCHES_DIR = Path(__file__).resolve().parents[2] / "patches"
+# The bundled patch sets are package data: pvtool/patches is a link to the repository's
+# patches/, and pyproject.toml ships what it holds in the wheel, so an editable install
+# and `pip install .` find them at the same place in the package.
+PATCHES_DIR = Path(str(resources.files("pvtool") / "patches"))
 DEFAULT_PATCH_SET = "xen32"
 MODES = (32, 64)
 ARGUMENTS = frozenset({"value", "address", "selector"})
