@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_MODE_32, Uc
 from unicorn import x86_const as X
 
 from pvtool import interrupts
+from pvtool.bench.peakmemory import run_child
 from tests.cli import ERROR_PREFIX, Ran, command, pvtool
 from tests.oracles import REPO_ROOT, guest_path
 
@@ -49,18 +52,14 @@ def images(tmp_path_factory) -> dict[str, Path]:
 MODE_FLAGS = {"native": ("--native",), "trap": ("--trap",), "pv": ()}
 
 
-def signal_after_disk_write(argv: list[str], signum: int) -> Ran:
-    """Start pvtool, wait for the guest's boot-counter line, send SIGNUM, return how
-    pvtool ended."""
+def run_and_signal(argv: list[str], signum: int,
+                   until: Callable[[subprocess.Popen], bytes]) -> Ran:
+    """Start pvtool, wait UNTIL it is ready (UNTIL gives back what it read of stdout),
+    send SIGNUM, return how pvtool ended."""
     child = subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        seen = b""
-        for line in child.stdout:
-            seen += line
-            if line.startswith(b"disk: "):
-                break
-        assert seen.endswith(DISK_LINE), seen
+        seen = until(child)
         child.send_signal(signum)
         stdout, stderr = child.communicate(timeout=SETTLE_SECONDS)
     finally:
@@ -70,6 +69,41 @@ def signal_after_disk_write(argv: list[str], signum: int) -> Ran:
     return Ran(child.returncode, seen + stdout, stderr)
 
 
+def disk_written(child: subprocess.Popen) -> bytes:
+    """Until minikern has printed its boot-counter line."""
+    seen = b""
+    for line in child.stdout:
+        seen += line
+        if line.startswith(b"disk: "):
+            break
+    assert seen.endswith(DISK_LINE), seen
+    return seen
+
+
+def handling_signals(after: float = 0.0) -> Callable[[subprocess.Popen], bytes]:
+    """Until pvtool handles signals (its SigCgt in /proc, proc(5)), and AFTER seconds."""
+    def until(child: subprocess.Popen) -> bytes:
+        while not handles_sigterm(child.pid):
+            assert child.poll() is None, child.communicate()
+            time.sleep(0.01)
+        time.sleep(after)
+        return b""
+
+    return until
+
+
+def handles_sigterm(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+
+
+def assert_stopped_by(signum: int, done: Ran) -> None:
+    """SIGNUM's status, and its line alone on stderr."""
+    status, message = ENDINGS[signum]
+    assert (done.status, done.error_line()) == (status, ERROR_PREFIX + message)
+
+
 @pytest.mark.parametrize("signum", ENDINGS, ids=SIGNAL_IDS.get)
 @pytest.mark.parametrize("mode", MODE_FLAGS)
 def test_a_signal_stops_every_mode_with_one_line_and_the_disk_written(
@@ -77,9 +111,8 @@ def test_a_signal_stops_every_mode_with_one_line_and_the_disk_written(
     disk = tmp_path / "disk.img"
     disk.write_bytes(bytes(DISK_SIZE))
     argv = command("run", *MODE_FLAGS[mode], "--disk", disk, images[mode])
-    done = signal_after_disk_write(argv, signum)
-    status, message = ENDINGS[signum]
-    assert (done.status, done.error_line()) == (status, ERROR_PREFIX + message)
+    done = run_and_signal(argv, signum, disk_written)
+    assert_stopped_by(signum, done)
     assert WHOLE_RUN_LINE not in done.stdout_bytes  # stopped, not run to its end
     record = disk.read_bytes()[SECTOR:2 * SECTOR]
     assert record == BOOT_RECORD.ljust(SECTOR, b"\0")
@@ -142,3 +175,52 @@ def test_every_emu_start_in_pvtool_goes_through_emulate():
     callers = [path.relative_to(package) for path in package.rglob("*.py")
                if ".emu_start(" in path.read_text()]
     assert callers == [Path("interrupts.py")]
+
+
+def test_an_interrupted_bench_child_is_stopped_and_cleans_up(images, handlers, tmp_path,
+                                                            monkeypatch):
+    """`pvtool bench` measures peak memory in a child process of its own: interrupted
+    while the child runs minikern, pvtool passes the signal on, and the child unwinds
+    (its temporary disk and folder removed) before pvtool's own interruption goes on."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the child's temporary folder goes
+    started: list[subprocess.Popen] = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(subprocess, "Popen", Recorded)
+
+    def signal_once_the_child_works() -> None:
+        while not any(tmp_path.glob("pvtool-bench-*")):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=signal_once_the_child_works, daemon=True).start()
+    with pytest.raises(interrupts.Terminated):
+        run_child("pvtool.bench.peakmemory", str(images["native"]))
+    assert started[0].returncode is not None  # ended, and waited for
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("signum", ENDINGS, ids=SIGNAL_IDS.get)
+def test_an_interrupted_patch_leaves_no_output(images, tmp_path, signum):
+    """Patching minikern takes far longer than a signal takes to land: it is stopped,
+    and neither the image, its diff, its report nor a temporary file is left."""
+    argv = command("patch", images["native"], "-o", tmp_path / "minikern.pv.elf")
+    done = run_and_signal(argv, signum, handling_signals())
+    assert_stopped_by(signum, done)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("signum", ENDINGS, ids=SIGNAL_IDS.get)
+def test_an_interrupted_bench_leaves_no_output(images, tmp_path, signum):
+    """A second into `pvtool bench` (QEMU's first run or a guest's): stopped, and no
+    JSON or chart written."""
+    json_path = tmp_path / "bench.json"
+    argv = command("bench", "--json", json_path, images["native"])
+    done = run_and_signal(argv, signum, handling_signals(after=1.0))
+    assert_stopped_by(signum, done)
+    assert done.stdout == ""
+    assert list(tmp_path.iterdir()) == []
