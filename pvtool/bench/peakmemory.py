@@ -49,13 +49,13 @@ def run_child(module: str, *args: str) -> dict:
     The child has a session of its own, so a Ctrl-C at the terminal reaches only
     pvtool, which passes it on once (`_stop`): the child then unwinds as pvtool does
     and removes its temporary files, where a second signal could cut that short."""
-    child = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        stdout, stderr = child.communicate()
-    except KeyboardInterrupt:
-        _stop(child)
-        raise
+    with subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as child:
+        try:
+            stdout, stderr = child.communicate()
+        except KeyboardInterrupt:
+            _stop(child)
+            raise
     if child.returncode:
         raise RuntimeError(f"{module} child failed: {stderr.strip()[-300:]}")
     return json.loads(stdout)
