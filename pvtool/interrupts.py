@@ -75,15 +75,25 @@ def held(stop: Callable[[], None] = lambda: None) -> Iterator[None]:
     try:
         yield
     finally:
-        signum, _hold.stop, _hold.pending = _hold.pending, None, None
-        if signum is not None:
-            raise _exception(signum)
+        _release()
 
 
 def emulate(uc, begin: int, until: int, count: int = 0) -> None:
     """uc.emu_start(BEGIN, UNTIL, 0, COUNT), ended early by SIGINT or SIGTERM, which are
     raised once it has returned. A signal that lands just before Unicorn starts is
     raised when it returns, a slice later: emu_start forgets a stop asked for before
-    it began."""
-    with held(uc.emu_stop):
+    it began. This is `held` written out, without a generator: the run loop calls it
+    for every slice."""
+    _hold.stop = uc.emu_stop
+    try:
         uc.emu_start(begin, until, 0, count)
+    finally:
+        _release()
+
+
+def _release() -> None:
+    """The end of a held block: signals raise at once again, and the one that came
+    meanwhile is raised now."""
+    signum, _hold.stop, _hold.pending = _hold.pending, None, None
+    if signum is not None:
+        raise _exception(signum)
