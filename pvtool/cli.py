@@ -4,7 +4,6 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
@@ -37,7 +36,7 @@ class PvtoolGroup(click.Group):
             console.error(exc.message)
             ctx.exit(exc.exit_status)
         except KeyboardInterrupt as exc:
-            _exit_interrupted(exc)
+            ctx.exit(_interrupted(exc))
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # a bug in pvtool: say so in one line
@@ -53,14 +52,14 @@ class PvtoolGroup(click.Group):
         try:
             return super().make_context(*args, **kwargs)
         except KeyboardInterrupt as exc:
-            _exit_interrupted(exc)
+            raise click.exceptions.Exit(_interrupted(exc)) from None
 
 
-def _exit_interrupted(exc: KeyboardInterrupt) -> NoReturn:
-    """SIGINT or SIGTERM (pvtool/interrupts.py): one line, and 130 or 143."""
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    """SIGINT or SIGTERM (pvtool/interrupts.py): one line; the status, 130 or 143."""
     message, status = interrupts.ending(exc)
     console.error(message)
-    raise click.exceptions.Exit(status)
+    return status
 
 
 @click.group(cls=PvtoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -271,7 +270,10 @@ def bench(images: tuple[Path, ...], repeat: int, json_path: Path | None,
 
 def main() -> None:
     interrupts.install()  # before any work: a signal from now on ends it cleanly
-    cli(prog_name="pvtool")
+    try:
+        cli(prog_name="pvtool")
+    except KeyboardInterrupt as exc:  # landed before click's own handling began
+        sys.exit(_interrupted(exc))
 
 
 if __name__ == "__main__":

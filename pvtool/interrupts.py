@@ -41,10 +41,11 @@ _hold = _Hold()
 
 def install() -> None:
     """Handle SIGINT and SIGTERM this way for the rest of the process. A SIGINT that
-    is ignored (a shell's background job) stays ignored."""
-    signal.signal(signal.SIGTERM, _on_signal)
+    is ignored (a shell's background job) stays ignored. SIGTERM comes last, so a
+    process whose SIGTERM is caught (SigCgt in /proc/PID/status) handles both."""
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
 
 
 def _on_signal(signum: int, frame) -> None:
