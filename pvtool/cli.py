@@ -1,14 +1,13 @@
 """pvtool's command line: each command parses, calls one function, renders its result."""
 
 import os
-import signal
 import sys
 import traceback
 from pathlib import Path
 
 import click
 
-from pvtool import console
+from pvtool import console, interrupts
 from pvtool.errors import (
     GuestFault,
     GuestHaltedError,
@@ -22,18 +21,6 @@ from pvtool.errors import (
 # pvtool's one-line error and documented status (66, 73), not click's usage text.
 EXISTING_FILE = click.Path(path_type=Path)
 INTERNAL_ERROR_STATUS = 70
-INTERRUPTED_STATUS = 130
-TERMINATED_STATUS = 128 + signal.SIGTERM  # 143, as a shell reports a SIGTERM death
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Python's default handling would end the process without
-    running `finally` blocks: the run unwinds as from Ctrl-C (the disk is flushed and
-    closed, temporary outputs removed) and exits with TERMINATED_STATUS."""
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
 
 
 class PvtoolGroup(click.Group):
@@ -48,12 +35,8 @@ class PvtoolGroup(click.Group):
                 traceback.print_exc()
             console.error(exc.message)
             ctx.exit(exc.exit_status)
-        except Terminated:
-            console.error("terminated (SIGTERM)")
-            ctx.exit(TERMINATED_STATUS)
-        except KeyboardInterrupt:
-            console.error("interrupted")
-            ctx.exit(INTERRUPTED_STATUS)
+        except KeyboardInterrupt as exc:
+            ctx.exit(_interrupted(exc))
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # a bug in pvtool: say so in one line
@@ -62,6 +45,21 @@ class PvtoolGroup(click.Group):
             console.error(f"internal error: {type(exc).__name__}: {exc} "
                           "(run with --debug for the traceback)")
             ctx.exit(INTERNAL_ERROR_STATUS)
+
+    def make_context(self, *args, **kwargs) -> click.Context:
+        """A signal that lands while click parses the command line ends as one that
+        lands in the command (click alone would print "Aborted!" and exit with 1)."""
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            raise click.exceptions.Exit(_interrupted(exc)) from None
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    """SIGINT or SIGTERM (pvtool/interrupts.py): one line; the status, 130 or 143."""
+    message, status = interrupts.ending(exc)
+    console.error(message)
+    return status
 
 
 @click.group(cls=PvtoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -273,8 +271,11 @@ def bench(images: tuple[Path, ...], repeat: int, json_path: Path | None,
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    cli(prog_name="pvtool")
+    interrupts.install()  # before any work: a signal from now on ends it cleanly
+    try:
+        cli(prog_name="pvtool")
+    except KeyboardInterrupt as exc:  # landed before click's own handling began
+        sys.exit(_interrupted(exc))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pvtool.image.elf import load_elf, require_32bit
 from pvtool.image.flat import load_flat
+from pvtool.interrupts import held
 from pvtool.machine.cpu import EIP
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
@@ -104,9 +105,10 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
         machine.supervisor.delivery.trace = options.trace_interrupts
         result = _run_loop(machine, mode, options)
     finally:
-        for disk in disks:
-            if disk is not None:
-                disk.close()  # flushed: the guest's writes reach the file, whatever happened
+        with held():  # a second Ctrl-C waits until every disk is flushed and closed
+            for disk in disks:
+                if disk is not None:
+                    disk.close()  # flushed: the guest's writes reach the file, whatever happened
     result.stop = _locate(result.stop, image)
     if mode is Mode.NATIVE:
         result.screen = read_screen(machine.memory, machine.vga)

@@ -10,7 +10,7 @@ import pvtool
 PACKAGE = Path(pvtool.__file__).parent
 # Each part's floor: a part may import its own modules and any part on a lower floor.
 FLOORS = {
-    "errors": 0, "console": 0, "abi": 0,
+    "errors": 0, "console": 0, "interrupts": 0, "abi": 0,
     "x86": 1,
     "image": 2,
     "machine": 3,

@@ -9,6 +9,7 @@ from unicorn import x86_const as X
 
 from pvtool.bench.bare import bare_cpu, load_code
 from pvtool.bench.measure import Timing, time_runs
+from pvtool.interrupts import emulate
 from pvtool.x86.isa import assemble
 
 CODE_BASE = 0x1000
@@ -48,7 +49,7 @@ def run_empty_hook(calls: int, repeat: int) -> HookResult:
     end = CODE_BASE + len(code)
 
     def once() -> None:
-        uc.emu_start(CODE_BASE, end)
+        emulate(uc, CODE_BASE, end)
 
     once()
     timing = time_runs(once, repeat)

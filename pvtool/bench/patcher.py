@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pvtool.bench.peakmemory import high_water_kib, run_child
 from pvtool.errors import PvtoolError
+from pvtool.interrupts import install
 
 INSNS_PER_SECOND_GOAL = 200_000  # issue 12: a distribution's Linux in well under a minute
 
@@ -95,6 +96,7 @@ def table2_row(diff: Path) -> dict:
 
 
 if __name__ == "__main__":
+    install()
     try:
         _child(Path(sys.argv[1]))
     except PvtoolError as exc:  # one line for the parent's error, not a traceback

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pvtool.bench.workloads import fresh_disk
+from pvtool.interrupts import held, install
+
+CHILD_GRACE_SECONDS = 10  # for an interrupted child to remove its temporary files
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,33 @@ def measure_peak_memory(image: Path) -> PeakMemory:
 
 def run_child(module: str, *args: str) -> dict:
     """The JSON figures `python -m MODULE ARGS` prints, measured in a process of its
-    own; RuntimeError with the end of its stderr if it fails."""
-    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
-                          text=True, check=False)
-    if done.returncode:
-        raise RuntimeError(f"{module} child failed: {done.stderr.strip()[-300:]}")
-    return json.loads(done.stdout)
+    own; RuntimeError with the end of its stderr if it fails.
+
+    The child has a session of its own, so a Ctrl-C at the terminal reaches only
+    pvtool, which passes it on once (`_stop`): the child then unwinds as pvtool does
+    and removes its temporary files, where a second signal could cut that short."""
+    with subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as child:
+        try:
+            stdout, stderr = child.communicate()
+        except KeyboardInterrupt:
+            _stop(child)
+            raise
+    if child.returncode:
+        raise RuntimeError(f"{module} child failed: {stderr.strip()[-300:]}")
+    return json.loads(stdout)
+
+
+def _stop(child: subprocess.Popen) -> None:
+    """pvtool was interrupted: so is the child, which is given CHILD_GRACE_SECONDS to
+    clean up before it is killed. Signals to pvtool wait until it has ended."""
+    with held():
+        child.terminate()
+        try:
+            child.communicate(timeout=CHILD_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
 
 
 def high_water_kib() -> tuple[int, str]:
@@ -73,4 +97,5 @@ def _child(image: Path) -> None:
 
 
 if __name__ == "__main__":
+    install()
     _child(Path(sys.argv[1]))

@@ -6,6 +6,7 @@ from unicorn import x86_const as X
 
 from pvtool.bench.bare import bare_cpu, load_code
 from pvtool.bench.measure import Timing, per_second, time_runs
+from pvtool.interrupts import emulate
 from pvtool.x86.isa import assemble
 
 CODE_BASE = 0x1000
@@ -47,7 +48,7 @@ def run_register_loop(iterations: int, repeat: int) -> LoopResult:
     end = CODE_BASE + len(code)
 
     def once() -> None:
-        uc.emu_start(CODE_BASE, end)
+        emulate(uc, CODE_BASE, end)
 
     once()  # translate the blocks first: the figure is steady-state speed
     timing = time_runs(once, repeat)

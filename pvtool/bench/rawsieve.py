@@ -19,6 +19,7 @@ from pvtool.bench.bare import STACK_TOP, bare_cpu, load_code, map_range
 from pvtool.bench.measure import Timing, per_second, time_runs
 from pvtool.errors import UnsupportedImageError
 from pvtool.image.elf import ElfImage, load_elf
+from pvtool.interrupts import emulate
 from pvtool.x86.isa import assemble, decode_all
 from pvtool.x86.paging import PAGE_SIZE
 
@@ -118,7 +119,7 @@ def _count_and_touch(image: ElfImage, start: int, stop: int) -> tuple[int, list[
     uc.hook_add(UC_HOOK_MEM_UNMAPPED, on_unmapped)
     uc.hook_add(UC_HOOK_CODE, on_code)
     _reset(uc, start, ())
-    uc.emu_start(start, stop)
+    emulate(uc, start, stop)
     return count[0], touched
 
 
@@ -132,7 +133,7 @@ def _timed(image: ElfImage, start: int, stop: int, touched, repeat: int, *,
         _reset(uc, start, touched)
         eip = start
         while eip != stop:
-            uc.emu_start(eip, stop, 0, count)
+            emulate(uc, eip, stop, count)
             eip = uc.reg_read(X.UC_X86_REG_EIP)
 
     once()

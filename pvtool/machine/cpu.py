@@ -17,6 +17,7 @@ from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
 
 from pvtool.errors import PvtoolError
+from pvtool.interrupts import emulate
 from pvtool.x86.registers import CR0_PE
 
 # Register ids, exported under plain names so callers need not import unicorn.
@@ -193,7 +194,7 @@ def probe_layout() -> ContextLayout:
         uc.emu_stop()
 
     uc.hook_add(UC_HOOK_INTR, on_fault)
-    uc.emu_start(0x3000, 0x2007, count=4)
+    emulate(uc, 0x3000, 0x2007, count=4)
     blob = seen.get("blob", b"")
     layout = ContextLayout(_CONTEXT_HFLAGS, _CONTEXT_ERROR_CODE, _CONTEXT_OLD_EXCEPTION)
     checks = (

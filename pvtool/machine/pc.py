@@ -24,6 +24,7 @@ from unicorn import (
 )
 from unicorn import x86_const as X
 
+from pvtool.interrupts import emulate
 from pvtool.machine.acpi_pm import (
     PM_BLOCK_PORTS,
     PM_REGISTER_WIDTH,
@@ -460,7 +461,8 @@ class Machine:
         """Run at most `count` instructions from the current EIP.
 
         A Python error raised inside a hook is re-raised here; an error of Unicorn's own
-        (an unmapped fetch, say) becomes a stop with the emulator's reason.
+        (an unmapped fetch, say) becomes a stop with the emulator's reason; SIGINT and
+        SIGTERM end the slice early and are raised here (pvtool/interrupts.py).
         """
         # Unicorn may still hold QEMU's `old_exception` from before the slice (the boot
         # trampoline, a delivery): without this the next fault becomes a silent #DF.
@@ -468,7 +470,7 @@ class Machine:
         self._hlt_executed = False
         self._in_slice = True
         try:
-            self.uc.emu_start(self.cpu.ip, UNTIL_NEVER, 0, count)
+            emulate(self.uc, self.cpu.ip, UNTIL_NEVER, count)
         except UcError as exc:
             if self.hook_error is None:
                 self.request_stop(Stop(StopKind.EMULATOR_ERROR, str(exc), self.cpu.ip))
