@@ -41,7 +41,8 @@ def _raise_terminated(signum, frame) -> None:
 
 
 class PvtoolGroup(click.Group):
-    """Turns every PvtoolError into one line on stderr and its exit status."""
+    """Turns every PvtoolError, and click's usage errors, into one line on stderr and
+    its exit status; lists the statuses in its help."""
 
     def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
         try:
@@ -73,7 +74,6 @@ class PvtoolGroup(click.Group):
             console.error(f"internal error: {type(exc).__name__}: {exc} "
                           "(run with --debug for the traceback)")
             ctx.exit(INTERNAL_ERROR_STATUS)
-
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The exit statuses, from the error classes that own them, and how to turn
@@ -213,8 +213,7 @@ def mode_option(name: str, help: str):
 @cli.command(epilog="""\b
 Examples:
   pvtool run --native build/guests/hello.elf
-  pvtool run build/hello.pv.elf --json build/hello.run.json
-  pvtool run --trap --max-insns 50000000 build/guests/minikern.elf""")
+  pvtool run build/hello.pv.elf --trace --json build/hello.run.json""")
 @debug_option()
 @click.argument("image", type=EXISTING_FILE)
 @mode_option("native", "Boot IMAGE (a Multiboot kernel) on the emulated bare PC, in ring 0.")
