@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pvtool.errors import UsageError
-from tests.cli import pvtool
+from tests.cli import patched_guest, pvtool
 from tests.oracles import guest_path
 
 EX_USAGE = 64
@@ -21,10 +21,8 @@ def hello() -> Path:
 
 
 @pytest.fixture(scope="module")
-def hello_pv(tmp_path_factory, hello) -> Path:
-    out = tmp_path_factory.mktemp("pv") / "hello.pv.elf"
-    assert pvtool("patch", hello, "-o", out).status == 0
-    return out
+def hello_pv(tmp_path_factory) -> Path:
+    return patched_guest("hello", tmp_path_factory.mktemp("pv"))
 
 
 @pytest.mark.parametrize(("args", "said", "help_of"), [

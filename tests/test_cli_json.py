@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import pvtool
+from tests.cli import patched_guest, pvtool
 from tests.oracles import guest_path
 
 EX_USAGE = 64
@@ -20,10 +20,8 @@ def hello() -> Path:
 
 
 @pytest.fixture(scope="module")
-def listing(tmp_path_factory, hello) -> Path:
-    out = tmp_path_factory.mktemp("pv") / "hello.pv.elf"
-    assert pvtool("patch", hello, "-o", out).status == 0
-    return out.with_suffix(".diff")
+def listing(tmp_path_factory) -> Path:
+    return patched_guest("hello", tmp_path_factory.mktemp("pv")).with_suffix(".diff")
 
 
 def test_patch_json_file_is_the_report_beside_the_human_table(hello, tmp_path):

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import pvtool
-from tests.oracles import guest_path
+from tests.cli import patched_guest, pvtool
 
 HEX = r"0x[0-9a-f]+"
 TRACED_HYPERCALL = re.compile(
@@ -17,9 +16,7 @@ TRACED_HYPERCALL = re.compile(
 
 @pytest.fixture(scope="module")
 def hello_pv(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("pv") / "hello.pv.elf"
-    assert pvtool("patch", guest_path("hello"), "-o", out).status == 0
-    return out
+    return patched_guest("hello", tmp_path_factory.mktemp("pv"))
 
 
 def test_trace_prints_hypercall_arguments_and_results_in_hex(hello_pv):
