@@ -1,6 +1,6 @@
 """pvtool's command line: each command parses, calls one function, renders its result."""
 
-import os
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -13,25 +13,41 @@ from pvtool.errors import (
     GuestHaltedError,
     GuestLimitError,
     InputMissingError,
+    OutputError,
     PvtoolError,
     UsageError,
+    exit_statuses,
 )
 
 # Paths are checked by the jobs themselves, so that a missing file or a directory gets
 # pvtool's one-line error and documented status (66, 73), not click's usage text.
 EXISTING_FILE = click.Path(path_type=Path)
 INTERNAL_ERROR_STATUS = 70
+DEBUG = "pvtool.debug"  # the context's meta key: --debug was given, before or after a command
+STDOUT = "-"  # --json -: the document on standard output
 
 
 class PvtoolGroup(click.Group):
-    """Turns every PvtoolError into one line on stderr and its exit status."""
+    """Turns every PvtoolError, and click's usage errors, into one line on stderr and
+    its exit status; lists the statuses in its help."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        """A signal that lands while click parses the command line ends as one that
+        lands in the command (click alone would print "Aborted!" and exit with 1)."""
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:  # pvtool's own options or command name
+            raise _usage_exit(exc) from None
+        except KeyboardInterrupt as exc:
+            raise click.exceptions.Exit(_interrupted(exc)) from None
 
     def invoke(self, ctx: click.Context):
-        debug = bool(ctx.params.get("debug")) or bool(os.environ.get("PVTOOL_DEBUG"))
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a command's options or arguments
+            raise _usage_exit(exc) from None
         except PvtoolError as exc:
-            if debug:
+            if ctx.meta.get(DEBUG):
                 traceback.print_exc()
             console.error(exc.message)
             ctx.exit(exc.exit_status)
@@ -40,19 +56,31 @@ class PvtoolGroup(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # a bug in pvtool: say so in one line
-            if debug:
+            if ctx.meta.get(DEBUG):
                 traceback.print_exc()
             console.error(f"internal error: {type(exc).__name__}: {exc} "
                           "(run with --debug for the traceback)")
             ctx.exit(INTERNAL_ERROR_STATUS)
 
-    def make_context(self, *args, **kwargs) -> click.Context:
-        """A signal that lands while click parses the command line ends as one that
-        lands in the command (click alone would print "Aborted!" and exit with 1)."""
-        try:
-            return super().make_context(*args, **kwargs)
-        except KeyboardInterrupt as exc:
-            raise click.exceptions.Exit(_interrupted(exc)) from None
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The exit statuses, from the error classes that own them, and how to turn
+        on shell completion."""
+        super().format_epilog(ctx, formatter)
+        with formatter.section("Exit status"):
+            ours = [*exit_statuses(),
+                    (INTERNAL_ERROR_STATUS, "An internal error in pvtool (--debug shows "
+                                            "the traceback)."),
+                    (interrupts.INTERRUPTED_STATUS, "Interrupted (SIGINT)."),
+                    (interrupts.TERMINATED_STATUS, "Terminated (SIGTERM).")]
+            formatter.write_dl([
+                ("CODE", "The guest wrote CODE to isa-debug-exit (QEMU exits with "
+                         "2*CODE+1); 0 after a PV shutdown or a reset of the PC."),
+                *[(str(status), meaning) for status, meaning in sorted(ours)]])
+        with formatter.section("Shell completion"):
+            formatter.write_text("Add to ~/.bashrc: "
+                                 'eval "$(_PVTOOL_COMPLETE=bash_source pvtool)"')
+            formatter.write_text("zsh: _PVTOOL_COMPLETE=zsh_source, "
+                                 "fish: _PVTOOL_COMPLETE=fish_source, the same way.")
 
 
 def _interrupted(exc: KeyboardInterrupt) -> int:
@@ -62,44 +90,132 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
     return status
 
 
-@click.group(cls=PvtoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+def _usage_exit(exc: click.UsageError) -> click.exceptions.Exit:
+    """Click's usage error as pvtool's one line, with where to read more, and
+    EX_USAGE: one status for every bad command line, pvtool's checks and click's."""
+    where = exc.ctx.command_path if exc.ctx else "pvtool"
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        click.echo(exc.format_message(), err=True)  # a bare `pvtool`: the help
+    else:
+        message = " ".join(exc.format_message().split()).rstrip(".")
+        if message[:2].istitle():  # click's capital, not an acronym's
+            message = message[0].lower() + message[1:]
+        console.error(f"{message} (see '{where} --help')")
+    return click.exceptions.Exit(UsageError.exit_status)
+
+
+def _note_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[DEBUG] = True  # meta is shared by the group's and the command's context
+
+
+def debug_option(**envvar):
+    """--debug, accepted before the command (with PVTOOL_DEBUG=1) and after it."""
+    return click.option("--debug", is_flag=True, expose_value=False, callback=_note_debug,
+                        help="Show the Python traceback of an error.", **envvar)
+
+
+@click.group(cls=PvtoolGroup, name="pvtool",
+             context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Each command's --help shows examples.")
+@debug_option(envvar="PVTOOL_DEBUG", show_envvar=True)
 @click.version_option(package_name="pvtool")
-def cli(debug: bool) -> None:
+def cli() -> None:
     """Paravirtualize small x86 guest kernels and run them under a Python hypervisor."""
 
 
-@cli.command()
+def json_option(what: str, stdout_ok: bool = True):
+    """--json FILE, the one rule of every command: the machine-readable result goes to
+    FILE (`-`: standard output, where the human view is then left out)."""
+    where = " (- for standard output)" if stdout_ok else ""
+    return click.option("--json", "json_path", type=click.Path(path_type=Path),
+                        metavar="FILE", help=f"Write {what} to FILE as JSON{where}.")
+
+
+def _write_json(target: Path, data: object) -> None:
+    """`-` is standard output; an existing file that is not a regular one (a pipe,
+    /dev/stderr) is written straight through; any other path gets the whole document
+    or is left as it was."""
+    from pvtool.image.writer import write_atomically
+
+    text = json.dumps(data, indent=2) + "\n"
+    if str(target) == STDOUT:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    elif target.exists() and not target.is_file() and not target.is_dir():
+        try:
+            target.write_text(text)
+        except OSError as exc:
+            raise OutputError(f"{target}: cannot write: {exc.strerror or exc}") from None
+    else:
+        write_atomically(target, text.encode())
+
+
+def _check_output_path(target: Path | None) -> None:
+    """Refuse an output path that cannot be written (a directory, a missing folder)
+    before the work, not after it."""
+    from pvtool.image.writer import check_output_file
+
+    if target is None or str(target) == STDOUT:
+        return
+    if target.is_dir() or not target.exists():  # an existing file is overwritten
+        check_output_file(target)
+
+
+@cli.command(epilog="""\b
+Examples:
+  pvtool patch build/guests/hello.elf -o build/hello.pv.elf
+  pvtool patch build/guests/minikern.elf --json - > minikern.report.json""")
+@debug_option()
 @click.argument("image", type=EXISTING_FILE)
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="The patched image (default: IMAGE's name with .pv.elf). Its listing "
                    "diff and JSON report are written beside it (.diff, .json).")
 @click.option("--patch-set", default="xen32", show_default=True,
               help="A patch set in patches/ (or a folder holding rules.toml and glue.asm).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option("the report (as OUT.json)")
 @click.option("--sites", is_flag=True, help="Also list every site, with why it is placed so.")
-def patch(image: Path, output: Path | None, patch_set: str, as_json: bool,
+def patch(image: Path, output: Path | None, patch_set: str, json_path: Path | None,
           sites: bool) -> None:
     """Rewrite IMAGE's privileged and sensitive instructions into Xen PV stubs."""
     from pvtool.patch.pipeline import patch_image
     from pvtool.views import patch_view
 
+    _check_output_path(json_path)
     report = patch_image(image, output or image.with_suffix(".pv.elf"), patch_set)
-    if as_json:
-        console.print_json(report.to_dict())
-    else:
+    if json_path is not None:
+        _write_json(json_path, report.to_dict())
+    if str(json_path) != STDOUT:
         patch_view.render(report, console.stdout, sites)
 
 
-@cli.command()
+def _one_mode(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """--native, --pv and --trap each set the run's `mode`; two of them are a usage
+    error naming both (not the last one silently winning)."""
+    chosen = ctx.params.setdefault("mode", None)
+    if not value:
+        return
+    if chosen is not None and chosen != param.name:
+        raise click.UsageError(f"--{chosen} and --{param.name} exclude each other: "
+                               "choose one mode", ctx)
+    ctx.params["mode"] = param.name
+
+
+def mode_option(name: str, help: str):
+    return click.option(f"--{name}", is_flag=True, expose_value=False, callback=_one_mode,
+                        help=help)
+
+
+@cli.command(epilog="""\b
+Examples:
+  pvtool run --native build/guests/hello.elf
+  pvtool run build/hello.pv.elf --trace --json build/hello.run.json""")
+@debug_option()
 @click.argument("image", type=EXISTING_FILE)
-@click.option("--native", "mode", flag_value="native",
-              help="Boot IMAGE (a Multiboot kernel) on the emulated bare PC, in ring 0.")
-@click.option("--pv", "mode", flag_value="pv",
-              help="Boot IMAGE paravirtualized (the default for an image with Xen notes).")
-@click.option("--trap", "mode", flag_value="trap",
-              help="Boot IMAGE (an unpatched Multiboot kernel) in ring 1 under the "
-                   "hypervisor, emulating each privileged instruction it traps on.")
+@mode_option("native", "Boot IMAGE (a Multiboot kernel) on the emulated bare PC, in ring 0.")
+@mode_option("pv", "Boot IMAGE paravirtualized (the default: an image with Xen notes).")
+@mode_option("trap", "Boot IMAGE (an unpatched Multiboot kernel) in ring 1 under the "
+                     "hypervisor, emulating each privileged instruction it traps on.")
 @click.option("--max-insns", type=click.IntRange(min=1), metavar="N",
               help="Stop the guest after about N instructions.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
@@ -118,7 +234,7 @@ def patch(image: Path, output: Path | None, patch_set: str, as_json: bool,
               help="A Multiboot module (repeat for more); a PV kernel gets them as "
                    "start_info's mod_start and mod_len (docs/ABI.md).")
 @click.option("--quiet", is_flag=True, help="No summary of exits on stderr.")
-@click.option("--json", "as_json", is_flag=True, help="The summary as JSON (on stderr).")
+@json_option("the summary (its exits, the stop and the registers at it)", stdout_ok=False)
 @click.option("--trace", is_flag=True, help="Print hypercalls on stderr as they happen.")
 @click.option("--trace-int", is_flag=True,
               help="Print each interrupt and exception on stderr as it is delivered, as "
@@ -127,23 +243,27 @@ def patch(image: Path, output: Path | None, patch_set: str, as_json: bool,
               help="Type TEXT on the PS/2 keyboard (US layout), one key down or up every "
                    "0.1 s of virtual time; \\n is Enter, \\e Escape, \\t Tab, \\b "
                    "Backspace.")
-@click.option("--screen", "screen_path", type=click.Path(path_type=Path, dir_okay=False),
+@click.option("--screen", "screen_path", type=click.Path(path_type=Path),
               metavar="FILE", help="--native: write the text screen at the end to FILE "
                                    "(25 lines, trailing blanks trimmed, UTF-8).")
 def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | None,
         memory: int, cmdline: str, disks: tuple[Path, ...], snapshot: bool,
-        input_file: Path | None, modules: tuple[Path, ...], quiet: bool, as_json: bool,
-        trace: bool, trace_int: bool, keys: str, screen_path: Path | None) -> None:
+        input_file: Path | None, modules: tuple[Path, ...], quiet: bool,
+        json_path: Path | None, trace: bool, trace_int: bool, keys: str,
+        screen_path: Path | None) -> None:
     """Boot IMAGE and run it until it stops. The guest's serial output goes to stdout;
     pvtool exits with the guest's isa-debug-exit code (see README, "Exit status")."""
-    from pvtool.machine.ata import MAX_DISKS
-    from pvtool.run import Mode, RunOptions, run_image
+    from pvtool.run import Mode, RunOptions, check_disks, run_image
     from pvtool.views import run_view
 
     if screen_path is not None and mode != "native":
         raise UsageError("--screen needs --native: only the bare PC has a screen")
-    if len(disks) > MAX_DISKS:
-        raise UsageError(f"--disk given {len(disks)} times: the PC has {MAX_DISKS} IDE places")
+    if str(json_path) == STDOUT:
+        raise UsageError("--json -: standard output is the guest's serial line; name a "
+                         "file (or /dev/stderr)")
+    check_disks(disks, snapshot)
+    _check_output_path(screen_path)
+    _check_output_path(json_path)
     options = RunOptions(
         mode=Mode(mode) if mode else Mode.AUTO, max_insns=max_insns, timeout=timeout,
         ram_size=memory << 20, cmdline=cmdline.encode(), disks=disks, snapshot=snapshot,
@@ -157,9 +277,9 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
         from pvtool.image.writer import write_atomically
 
         write_atomically(screen_path, result.screen.text().encode())
-    if as_json:
-        console.stderr.print_json(data=result.to_dict())
-    elif not quiet:
+    if json_path is not None:
+        _write_json(json_path, result.to_dict())
+    if not quiet:
         run_view.render(result, console.stderr)
     raise SystemExit(_run_status(result.stop))
 
@@ -209,9 +329,14 @@ def _run_status(stop) -> int:
     return error.exit_status
 
 
-@cli.command()
+@cli.command(epilog="""\b
+Examples:
+  pvtool diffstat build/hello.pv.diff
+  diff -ruN old new | pvtool diffstat - --baseline old --json port.json
+  pvtool diffstat build/guests/hello.elf build/hello.pv.elf""")
+@debug_option()
 @click.argument("inputs", nargs=-1, required=True, type=EXISTING_FILE,
-                metavar="DIFF | PATCH_SET | ORIG.elf PATCHED.elf")
+                metavar="DIFF | - | PATCH_SET | ORIG.elf PATCHED.elf")
 @click.option("--baseline", "baseline_dir", type=click.Path(path_type=Path), metavar="DIR",
               help="The tree a source diff applies to (checked), or that a patch set "
                    "ports: its size is the baseline of the share.")
@@ -226,29 +351,35 @@ def _run_status(stop) -> int:
               help="Files matching GLOB are generated, not hand-written. Repeatable.")
 @click.option("--patch-set", default=None, metavar="NAME|DIR",
               help="With two images: the patch set that names the glue (default xen32).")
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@json_option("the figures")
 def diffstat(inputs: tuple[Path, ...], baseline_dir: Path | None, sloc: bool,
              categories: tuple[str, ...], automatic: tuple[str, ...],
-             patch_set: str | None, as_json: bool) -> None:
+             patch_set: str | None, json_path: Path | None) -> None:
     """Measure how invasive a port is, as the Xen paper's Table 2 did: lines modified or
     added, by category, beside Xen's Linux and Windows XP ports.
 
     The input is a listing diff from `pvtool patch`, any unified diff (with --baseline
-    DIR, the tree it applies to), a patch set folder (patches/NAME), or two images,
+    DIR, the tree it applies to; `-` reads it from standard input), a patch set folder
+    (patches/NAME), or two images,
     ORIG.elf and PATCHED.elf, whose listing diff is made in memory. Counts follow
     `diffstat -m`.
     """
     from pvtool.diffstat.port import measure_port
     from pvtool.views import diffstat_view
 
+    _check_output_path(json_path)
     port = measure_port(inputs, baseline_dir, sloc, categories, automatic, patch_set)
-    if as_json:
-        console.print_json(port.to_dict())
-    else:
+    if json_path is not None:
+        _write_json(json_path, port.to_dict())
+    if str(json_path) != STDOUT:
         diffstat_view.render_port(port, console.stdout)
 
 
-@cli.command()
+@cli.command(epilog="""\b
+Examples:
+  pvtool bench --repeat 1 build/guests/hello.elf
+  pvtool bench build/guests/minikern.elf --json build/bench.json --plot build/bench.png""")
+@debug_option()
 @click.argument("images", nargs=-1, type=EXISTING_FILE)
 @click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True,
               metavar="N", help="Runs of each guest in each mode (the median is shown).")

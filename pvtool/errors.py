@@ -4,7 +4,9 @@ Every failure pvtool itself detects is a PvtoolError subclass: its message is th
 line the CLI prints and its exit_status is the documented status (README, "Exit
 status"). A guest's own exit code never goes through here: it is the run's result.
 pvtool's statuses sit in 64-79 (as sysexits.h) so the bundled guests, which exit with
-small codes, are never confused with them.
+small codes, are never confused with them. None is 77, which automake's test harness
+(and the TAP drivers that follow it) reads as "skipped": a crashed guest must never
+count as a skipped test.
 """
 
 
@@ -59,7 +61,8 @@ class GuestFault(PvtoolError):
     """The guest stopped in a way no real machine survives (triple fault, domain
     crash, a fault the emulator could not deliver)."""
 
-    exit_status = 77
+    # EX_OSERR: the guest's operating system failed. Not 77, automake's "skipped".
+    exit_status = 71
 
 
 class GuestLimitError(PvtoolError):
@@ -72,3 +75,12 @@ class GuestHaltedError(PvtoolError):
     """The guest halted (or blocked) with nothing left that could ever wake it."""
 
     exit_status = 79
+
+
+def exit_statuses() -> list[tuple[int, str]]:
+    """pvtool's own statuses and what each means (the first paragraph of its class's
+    docstring), lowest first: the table `pvtool --help` prints."""
+    documented = (UsageError, ImageError, InputMissingError, UnsupportedImageError,
+                  OutputError, PatchError, GuestFault, GuestLimitError, GuestHaltedError)
+    return sorted((cls.exit_status, " ".join(cls.__doc__.split("\n\n")[0].split()))
+                  for cls in documented)

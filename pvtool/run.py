@@ -11,9 +11,12 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
+from pvtool.errors import UnsupportedImageError, UsageError
 from pvtool.image.elf import load_elf, require_32bit
 from pvtool.image.flat import load_flat
+from pvtool.image.xen_notes import parse_xen_notes
 from pvtool.interrupts import held
+from pvtool.machine.ata import MAX_DISKS
 from pvtool.machine.cpu import EIP
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
@@ -83,6 +86,22 @@ class RunResult:
         }
 
 
+def check_disks(disks: tuple[Path, ...], snapshot: bool) -> None:
+    """Refuse a disk request that cannot be what the user meant: more disks than the
+    PC has places, one file behind two places (each would cache and write it apart),
+    or --snapshot with no disk to protect."""
+    if len(disks) > MAX_DISKS:
+        raise UsageError(f"--disk given {len(disks)} times: the PC has {MAX_DISKS} IDE places")
+    seen: dict[Path, Path] = {}
+    for disk in disks:
+        first = seen.setdefault(disk.resolve(), disk)
+        if first is not disk:
+            raise UsageError(f"--disk {disk}: the same file as --disk {first}; give each "
+                             "disk once")
+    if snapshot and not disks:
+        raise UsageError("--snapshot protects --disk files, and none was given")
+
+
 def choose_mode(requested: Mode) -> Mode:
     """AUTO runs the image paravirtualized; the PV boot refuses one without Xen notes
     (and says to patch it or use --native)."""
@@ -123,7 +142,12 @@ def _load_image(path: Path, requested: Mode) -> KernelImage:
     """The kernel at PATH: an ELF, or for the Multiboot boots (native, trap) also a
     flat binary that QEMU's -kernel boots."""
     flat = load_flat(path) if requested in (Mode.NATIVE, Mode.TRAP) else None
-    return flat or require_32bit(load_elf(path))
+    image = flat or require_32bit(load_elf(path))
+    if flat is None and requested in (Mode.NATIVE, Mode.TRAP) and parse_xen_notes(image):
+        raise UnsupportedImageError(
+            f"{path}: a PV image (it has Xen ELF notes: patched, or written for Xen), "
+            f"which boots only paravirtualized; drop --{requested.value}")
+    return image
 
 
 def _boot(machine: Machine, image: KernelImage, mode: Mode, options: RunOptions):

@@ -21,7 +21,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from pvtool.cli import cli
-from tests.oracles import REPO_ROOT
+from tests.oracles import REPO_ROOT, guest_path
 
 INSTALLED_PVTOOL = Path(sys.executable).with_name("pvtool")
 ERROR_PREFIX = "pvtool: error: "  # README, "Exit status": pvtool's one error line
@@ -56,6 +56,15 @@ class Ran:
         assert len(lines) == 1 and lines[0].startswith(ERROR_PREFIX), self.stderr
         assert "Traceback" not in self.stderr and "Usage:" not in self.stderr
         return lines[0]
+
+
+def patched_guest(name: str, folder: Path) -> Path:
+    """build/guests/NAME.elf patched by `pvtool patch` into FOLDER/NAME.pv.elf (its
+    listing diff beside it, NAME.pv.diff)."""
+    out = folder / f"{name}.pv.elf"
+    done = pvtool("patch", guest_path(name), "-o", out)
+    assert done.status == 0, done.output
+    return out
 
 
 def command(*args: object, installed: bool = False) -> list[str]:

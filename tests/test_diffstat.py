@@ -367,7 +367,7 @@ def test_command_prints_the_table_and_the_summary_line(listing):
 
 
 def test_command_json_holds_the_results_dict_and_the_ports_figures(listing):
-    done = pvtool("diffstat", "--json", listing)
+    done = pvtool("diffstat", "--json", "-", listing)
     assert done.status == 0, done.output
     data = json.loads(done.stdout)
     assert data.items() >= measure(listing).to_dict().items()  # diffstat's figures kept

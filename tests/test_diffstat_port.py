@@ -377,8 +377,8 @@ def test_the_table_puts_the_port_beside_xens_linux_and_xp(tmp_path):
 
 
 def test_the_command_json_has_categories_parts_baseline_and_xens_figures(tree):
-    done = pvtool("diffstat", tree / "port.diff", "--baseline", tree / "old", "--sloc", "--json",
-                  "--category", "net=drivers/net/*")
+    done = pvtool("diffstat", tree / "port.diff", "--baseline", tree / "old", "--sloc",
+                  "--json", "-", "--category", "net=drivers/net/*")
     assert done.status == 0, done.output
     data = json.loads(done.stdout)
     assert data["input"]["kind"] == "unified diff"

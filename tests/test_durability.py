@@ -25,7 +25,7 @@ from tests.oracles import REPO_ROOT
 SECTOR = 512
 PAYLOAD = bytes((i * 7 + 3) & 0xFF for i in range(SECTOR))
 LBA = 1
-INTERRUPTED, TERMINATED, CRASHED = 130, 143, 77
+INTERRUPTED, TERMINATED, CRASHED = 130, 143, 71
 
 WRITER = BARE + """
     mov $stack_top, %esp

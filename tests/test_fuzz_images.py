@@ -27,7 +27,7 @@ from tests.cli import pvtool
 from tests.oracles import guest_path
 from tests.profiles import examples
 
-ERROR_STATUSES = {64, 65, 66, 69, 73, 76, 77, 78, 79}  # README, "Exit status"
+ERROR_STATUSES = {64, 65, 66, 69, 71, 73, 76, 78, 79}  # README, "Exit status"
 PATCH_FAILURES = {65, 69, 76}
 EHDR = 52
 PHENT, SHENT = 32, 40

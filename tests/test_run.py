@@ -18,7 +18,7 @@ from tests.guests_asm.build import BARE, GuestBuilder
 from tests.image.elfs import build_elf64
 from tests.oracles import run_qemu
 
-GUEST_LIMIT, GUEST_HALTED, GUEST_CRASHED = 78, 79, 77
+GUEST_LIMIT, GUEST_HALTED, GUEST_CRASHED = 78, 79, 71
 
 LOOP = BARE + """
     .globl the_loop
@@ -94,10 +94,12 @@ def test_quiet_hides_the_summary_that_is_otherwise_on_stderr(build):
     assert pvtool("run", "--native", "--quiet", elf).stderr == ""
 
 
-def test_json_summary_on_stderr_names_the_stop_and_counts_exits(build):
-    done = pvtool("run", "--native", "--json", str(build(PRINTS.format(code=5)).elf))
+def test_json_summary_in_its_file_names_the_stop_and_counts_exits(build, tmp_path):
+    done = pvtool("run", "--native", "--json", tmp_path / "run.json",
+                  str(build(PRINTS.format(code=5)).elf))
 
-    summary = json.loads(done.stderr)
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert "native run: guest-exit" in done.stderr  # the human summary as well
     assert done.status == 5
     assert done.stdout == "ok"
     assert summary["mode"] == "native"
@@ -108,12 +110,13 @@ def test_json_summary_on_stderr_names_the_stop_and_counts_exits(build):
     assert summary["uart_bytes"] == 2
 
 
-def test_json_with_a_limit_stop_keeps_the_json_whole_then_one_error_line(build):
+def test_json_with_a_limit_stop_is_whole_and_quiet_leaves_one_error_line(build, tmp_path):
     guest = build(LOOP)
-    done = pvtool("run", "--native", "--json", "--max-insns", "500", str(guest.elf))
+    done = pvtool("run", "--native", "--quiet", "--json", tmp_path / "run.json",
+                  "--max-insns", "500", str(guest.elf))
 
-    json_text, _, last = done.stderr.rstrip("\n").rpartition("\n")
-    summary = json.loads(json_text)
+    last = done.error_line()
+    summary = json.loads((tmp_path / "run.json").read_text())
     assert done.status == GUEST_LIMIT
     assert summary["stop"]["kind"] == "insn-limit"
     assert summary["stop"]["guest_chose"] is False

@@ -88,7 +88,7 @@ def _child(image: Path) -> None:
 
 def table2_row(diff: Path) -> dict:
     """The Table 2 figures `pvtool diffstat --json DIFF` prints for a listing diff."""
-    port = run_child("pvtool", "diffstat", "--json", str(diff))
+    port = run_child("pvtool", "diffstat", "--json", "-", str(diff))
     xen = port["xen"]["linux"]
     return {"lines": port["lines_modified_or_added"], "share_percent": port["share_percent"],
             "baseline_lines": port["baseline_lines"], "xen_linux_lines": xen["lines"],

@@ -5,8 +5,9 @@ Inputs:
 - a listing diff from `pvtool patch` (it carries its baseline: the original listing's
   length, one instruction a line);
 - two images, ORIG and PATCHED: their listing diff, made in memory (images.py);
-- any unified diff with an optional --baseline DIR, the tree it applies to: the tree's
-  size is the baseline, and a diff that does not apply to it is refused (baseline.py);
+- any unified diff (`-` reads it from standard input) with an optional --baseline DIR,
+  the tree it applies to: the tree's size is the baseline, and a diff that does not
+  apply to it is refused (baseline.py);
 - a patch set folder (patches/NAME: rules.toml and glue.asm). What a patch set's line
   count means: the lines a person wrote to port a kernel with pvtool, every line of
   every file of the folder, comments included, counted as `diff -ruN` of an empty
@@ -43,6 +44,7 @@ the parts are sorted by it:
 
 import fnmatch
 import re
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -57,6 +59,7 @@ AUTOMATIC, HAND_WRITTEN = "automatic", "hand-written"
 UNCATEGORIZED = "uncategorized"
 PATCH_SET_FILE = "rules.toml"
 ELF_MAGIC = b"\x7fELF"
+STDIN_PATH = "-"  # a diff read from standard input
 _LISTING_LINE = re.compile(r"[0-9a-f]+ <([^>+]*)(?:\+0x[0-9a-f]+)?>: ")
 _STUB = re.compile(r"pv_stub_\d+$")
 
@@ -194,8 +197,9 @@ def measure_port(inputs: tuple[Path, ...], baseline_dir: Path | None = None,
 
 
 def _read_diff(path: Path) -> bytes:
+    """The diff at PATH; `-` is standard input, as for diff(1) and patch(1)."""
     try:
-        return path.read_bytes()
+        return sys.stdin.buffer.read() if str(path) == STDIN_PATH else path.read_bytes()
     except FileNotFoundError:
         raise InputMissingError(f"{path}: no such file") from None
     except IsADirectoryError:

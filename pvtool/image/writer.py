@@ -283,13 +283,18 @@ def _section_table(image: ElfImage, header: Ehdr,
 
 # ---- writing and verifying --------------------------------------------------------------
 
-def check_destination(original: ElfImage, out: Path) -> None:
-    """OUT can be written without touching ORIGINAL (the patch pipeline asks before
-    its work, not after a minute of it)."""
+def check_output_file(out: Path) -> None:
+    """OUT names a file that can be created: not a directory, in a folder that exists.
+    Every command asks before its work, not after a minute of it."""
+    if out.is_dir() or not out.name:
+        raise OutputError(f"{out}: is a directory; name a file")
     if not out.parent.is_dir():
         raise OutputError(f"{out}: directory {out.parent} does not exist")
-    if out.is_dir():
-        raise OutputError(f"{out}: is a directory")
+
+
+def check_destination(original: ElfImage, out: Path) -> None:
+    """OUT can be written without touching ORIGINAL."""
+    check_output_file(out)
     same = out.resolve() == Path(original.path).resolve()
     if not same and out.exists():
         try:

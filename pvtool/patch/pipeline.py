@@ -11,7 +11,12 @@ from pathlib import Path
 from pvtool.abi import pvtool as pvabi
 from pvtool.errors import OutputError, PatchError, UnsupportedImageError
 from pvtool.image.elf import ElfImage, load_elf, require_32bit
-from pvtool.image.writer import check_destination, write_atomically, write_patched_elf
+from pvtool.image.writer import (
+    check_destination,
+    check_output_file,
+    write_atomically,
+    write_patched_elf,
+)
 from pvtool.image.xen_notes import parse_xen_notes
 from pvtool.machine.loader import image_at
 from pvtool.patch.code_space import code_regions, data_in_code, data_regions, entry_address
@@ -40,6 +45,7 @@ class Outputs:
 def patch_image(input_path: Path, out: Path,
                 patch_set_name: str = DEFAULT_PATCH_SET) -> PatchReport:
     image = require_32bit(load_elf(input_path))
+    check_output_file(Path(out))  # before Outputs names its siblings (`-o .` has none)
     outputs = Outputs.beside(Path(out))
     _check_outputs(image, outputs)
     if parse_xen_notes(image) is not None:

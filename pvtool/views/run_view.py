@@ -6,6 +6,10 @@ from rich.text import Text
 
 from pvtool.run import RunResult
 
+# run.py's loop adds each slice's length whole: a slice a hlt or the stop cut short
+# ran fewer, and counting them exactly would cost a hook per block (UNICORN.md).
+UPPER_BOUND_WHY = "slices counted whole, even one cut short by hlt or the stop"
+
 
 def render(result: RunResult, console: Console) -> None:
     # A stop the guest did not choose is pvtool's one error line (cli.py): the title
@@ -20,7 +24,7 @@ def render(result: RunResult, console: Console) -> None:
     for name, count in sorted(result.hypercalls.items()):
         table.add_row(f"  hypercall {name}", str(count))
     table.caption = (f"{result.wall_seconds * 1000:.1f} ms wall, {result.slices} slice(s), "
-                     f"at most {result.insns_upper_bound:,} instructions")
+                     f"at most {result.insns_upper_bound:,} instructions ({UPPER_BOUND_WHY})")
     if result.screen is not None:
         table.caption += f"\n{result.screen.describe()}"
     console.print(table)

@@ -50,7 +50,7 @@ def test_the_rows_table2_figures_are_diffstats_of_the_patchs_listing_diff(minike
     elf, report = minikern
     out = tmp_path / "minikern.pv.elf"
     assert pvtool("patch", elf, "-o", out).status == 0
-    measured = pvtool("diffstat", "--json", out.with_suffix(".diff"))
+    measured = pvtool("diffstat", "--json", "-", out.with_suffix(".diff"))
     assert measured.status == 0, measured.output
     port = json.loads(measured.output)
     row = measure_patcher(elf).to_dict()["table2"]

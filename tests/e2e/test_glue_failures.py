@@ -1,6 +1,6 @@
 """When a patched kernel's glue gives up it says why (issue 12): the reason on the
 console, then pvtool's error line `crash: glue: REASON at eip SITE <symbol>`, SITE being
-the original instruction whose replacement called the glue, and status 77; before,
+the original instruction whose replacement called the glue, and status 71; before,
 the user saw only `shutdown: shutdown (crash)`. And images the PV boot cannot take
 are refused by `pvtool patch` itself: a segment below 1 MiB."""
 
@@ -53,7 +53,7 @@ def test_a_glue_failure_prints_its_reason_and_names_the_original_instruction(ful
     assert done.stdout == REASON + "\n"  # the glue's line on the emergency console
     assert done.error_line() == (f"pvtool: error: crash: {REASON} "
                                  f"at eip {site:#010x} <the_lgdt>")
-    assert done.status == GuestFault.exit_status == 77
+    assert done.status == GuestFault.exit_status == 71
 
 
 NON_NULL_LDT = """
@@ -79,7 +79,7 @@ def test_every_glue_refusal_says_why_an_unsupported_ldt_too(tmp_path):
     assert done.stdout == reason + "\n"
     assert done.error_line() == (f"pvtool: error: crash: {reason} "
                                  f"at eip {symbols['the_lldt']:#010x} <the_lldt>")
-    assert done.status == 77
+    assert done.status == 71
 
 
 def test_trap_and_emulate_refuses_the_same_gdt_with_the_same_status(full_gdt):
@@ -88,7 +88,7 @@ def test_trap_and_emulate_refuses_the_same_gdt_with_the_same_status(full_gdt):
     done = pvtool("run", "--trap", "--quiet", elf)
 
     assert "lgdt of 8192 descriptors: entry 7200 is present" in done.error_line()
-    assert done.status == 77
+    assert done.status == 71
 
 
 LOW_SCRIPT = """

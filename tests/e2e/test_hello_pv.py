@@ -63,11 +63,11 @@ def test_paravirtualized_hello_prints_the_same_bytes_as_its_native_run(hello, he
     assert pv.stdout_bytes.endswith(b"all 13 checks passed\n")
 
 
-def test_the_json_summary_lists_the_hypercalls_hello_made(hello_pv, judge):
-    done = pvtool("run", "--json", str(hello_pv))
+def test_the_json_summary_lists_the_hypercalls_hello_made(hello_pv, judge, tmp_path):
+    done = pvtool("run", "--json", tmp_path / "run.json", str(hello_pv))
     assert done.status == 0
     assert done.stdout_bytes == judge.stdout  # the summary goes to stderr only
-    summary = json.loads(done.stderr)
+    summary = json.loads((tmp_path / "run.json").read_text())
     assert summary["mode"] == "pv"
     assert summary["stop"]["kind"] == "guest-exit"
     assert summary["stop"]["guest_code"] == 0

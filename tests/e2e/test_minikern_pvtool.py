@@ -42,7 +42,7 @@ def qemu_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def patched(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("patched") / "minikern.pv.elf"
-    done = pvtool("patch", str(guest_path("minikern")), "-o", str(out), "--json")
+    done = pvtool("patch", str(guest_path("minikern")), "-o", str(out), "--json", "-")
     assert done.status == 0, done.stderr
     return out
 

@@ -61,7 +61,7 @@ def test_patched_taskswitch_under_pv_stops_at_its_first_task_switch(taskswitch, 
 
     done = cli.pvtool("run", "--quiet", out, process=True, timeout=120)
 
-    assert done.status == 77  # GuestFault: the domain crashed
+    assert done.status == 71  # GuestFault: the domain crashed
     first_line = on_qemu.stdout.split(b"\n", 1)[0] + b"\n"
     assert done.stdout_bytes == first_line
     [line] = done.stderr.splitlines()

@@ -11,7 +11,7 @@ from pvtool.machine.stop import StopKind
 from pvtool.run import Mode, RunOptions, run_image
 from tests import cli
 
-GUEST_FAULT_STATUS = 77  # README, "Exit status": the domain crashed
+GUEST_FAULT_STATUS = 71  # README, "Exit status": the domain crashed
 
 HELLO = r"""
     mov ebx, CONSOLEIO_write
@@ -39,7 +39,7 @@ def test_a_guest_that_shuts_down_cleanly_exits_0_with_its_console_on_stdout(buil
     assert done.stderr_bytes == b""
 
 
-def test_a_guest_that_shuts_down_with_crash_exits_77_with_one_line(build):
+def test_a_guest_that_shuts_down_with_crash_exits_71_with_one_line(build):
     guest = build(HELLO + "    SHUTDOWN SHUTDOWN_crash\n", data=HELLO_DATA)
     done = pvtool("run", "--quiet", str(guest.path))
     assert done.status == GUEST_FAULT_STATUS
@@ -65,7 +65,7 @@ trap_table:
 """
 
 
-def test_hypervisor_iret_to_ring_0_crashes_the_domain_exit_77_and_one_line(build):
+def test_hypervisor_iret_to_ring_0_crashes_the_domain_exit_71_and_one_line(build):
     guest = build(IRET_TO_RING_0, handlers=IRET_TO_RING_0_HANDLER, data=IRET_TO_RING_0_DATA)
     done = pvtool("run", "--quiet", str(guest.path))
     assert done.status == GUEST_FAULT_STATUS
@@ -79,12 +79,12 @@ def test_hypervisor_iret_to_ring_0_crashes_the_domain_exit_77_and_one_line(build
     assert [x for x in done.stderr.splitlines() if x.startswith("pvtool: error:")] == [line]
 
 
-def test_the_json_summary_lists_the_hypercalls_the_guest_made(build):
+def test_the_json_summary_lists_the_hypercalls_the_guest_made(build, tmp_path):
     guest = build(HELLO, data=HELLO_DATA)
-    done = pvtool("run", "--json", str(guest.path))
+    done = pvtool("run", "--json", tmp_path / "run.json", str(guest.path))
     assert done.status == 0, done.stderr
     assert done.stdout_bytes == b"xen says hi\nxen says hi\n"
-    summary = json.loads(done.stderr)
+    summary = json.loads((tmp_path / "run.json").read_text())
     assert summary["mode"] == "pv"
     assert summary["stop"]["kind"] == "shutdown"
     assert summary["stop"]["guest_code"] == 0

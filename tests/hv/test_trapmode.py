@@ -57,22 +57,23 @@ def predicted(native: str, name: str) -> str:
 
 
 @pytest.fixture(scope="module", params=["hello", "minikern"])
-def runs(request):
+def runs(request, tmp_path_factory):
     elf = guest_path(request.param)
+    summary = tmp_path_factory.mktemp("trap") / "run.json"
     native = pvtool("run", "--native", "--quiet", str(elf))
-    trap = pvtool("run", "--trap", "--json", str(elf))
-    return request.param, native, trap
+    trap = pvtool("run", "--trap", "--json", summary, str(elf))
+    return request.param, native, (trap, json.loads(summary.read_text()))
 
 
 def test_trap_mode_output_is_native_except_the_predicted_failures(runs):
-    name, native, trap = runs
+    name, native, (trap, _) = runs
     assert native.status == 0
     assert trap.stdout == predicted(native.stdout, name)
     assert trap.status == 1  # the guest's own verdict: some checks failed
 
 
 def test_the_failures_are_the_non_faulting_sensitive_instructions(runs):
-    _, _, trap = runs
+    _, _, (trap, _) = runs
     failing = {line.split(" FAIL")[0] for line in trap.stdout.splitlines()
                if line.endswith(" FAIL")}
     assert failing == {prefix for prefix, cls in DECIDED_BY.items()
@@ -81,8 +82,7 @@ def test_the_failures_are_the_non_faulting_sensitive_instructions(runs):
 
 
 def test_summary_lists_the_sensitive_instructions_that_ran(runs):
-    name, _, trap = runs
-    summary = json.loads(trap.stderr)
+    name, _, (_, summary) = runs
     assert summary["mode"] == "trap"
     uses = summary["sensitive"]
     assert uses and all(u["count"] > 0 and u["address"] >= 0x100000 for u in uses)

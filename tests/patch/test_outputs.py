@@ -129,7 +129,7 @@ def test_debians_diffstat_counts_the_listing_diff_as_pvtool_diffstat_does(hello,
     rows = list(csv.reader(table[1:]))
     assert len(rows) == 1
     inserted, deleted, modified = map(int, rows[0][:3])
-    result = pvtool("diffstat", "--json", diff)
+    result = pvtool("diffstat", "--json", "-", diff)
     assert result.status == 0, result.output
     totals = json.loads(result.stdout)["totals"]
     assert (totals["inserted"], totals["deleted"], totals["modified"]) == (
@@ -169,7 +169,7 @@ def test_every_reported_site_is_that_instruction_in_the_input(hello):
 def test_the_json_flag_prints_the_report(hello, tmp_path):
     elf, _, _ = hello
     out = tmp_path / "again.elf"
-    result = pvtool("patch", elf, "-o", out, "--json")
+    result = pvtool("patch", elf, "-o", out, "--json", "-")
     assert result.status == 0, result.stderr
     printed = json.loads(result.stdout)
     assert printed == json.loads(out.with_suffix(".json").read_text())

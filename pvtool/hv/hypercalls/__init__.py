@@ -71,11 +71,27 @@ def call(domain: PvDomain, vcpu: VCpu, number: int, args: Sequence[int]) -> int:
         result = handler(domain, vcpu, args)
     except HypercallError as refusal:
         if domain.trace:
-            domain.log(f"hypercall {name}{args}: -{refusal.errno.name} {refusal.why}")
+            domain.log(f"hypercall {name}{_hex(args)}: -{refusal.errno.name} {refusal.why}")
         return -refusal.errno
     if domain.trace and result is not NO_RESULT:
-        domain.log(f"hypercall {name}{args} = {result}")
+        domain.log(f"hypercall {name}{_hex(args)} = {_result(result)}")
     return result
+
+
+def _hex(args: Sequence[int]) -> str:
+    """Arguments as --trace prints them: in hex, since most are pointers, frames or
+    handles (as Xen's own traces and xentrace_format print them)."""
+    return "(" + ", ".join(f"{arg:#x}" for arg in args) + ")"
+
+
+def _result(result: int) -> str:
+    """A refusal by its errno's name (Xen returns -errno), anything else in hex."""
+    if result < 0:
+        try:
+            return f"-{Errno(-result).name}"
+        except ValueError:
+            pass
+    return f"{result:#x}"
 
 
 def dispatch(domain: PvDomain, vcpu: VCpu) -> None:
