@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 
-from pvtool.cli import INTERNAL_ERROR_STATUS, INTERRUPTED_STATUS, TERMINATED_STATUS
+from pvtool.cli import INTERNAL_ERROR_STATUS
 from pvtool.errors import GuestFault, exit_statuses
+from pvtool.interrupts import INTERRUPTED_STATUS, TERMINATED_STATUS
 from tests.cli import pvtool
 from tests.oracles import REPO_ROOT
 
