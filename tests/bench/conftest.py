@@ -10,13 +10,13 @@ from tests.cli import pvtool
 
 @pytest.fixture(scope="module")
 def bench_report(tmp_path_factory, guests):
-    """bench_report(guest) -> (the JSON, stdout) of `pvtool bench` on build/guests/GUEST,
-    one repetition."""
+    """bench_report(guest) -> (the JSON, stdout, stderr) of `pvtool bench` on
+    build/guests/GUEST, one repetition, stderr not a terminal."""
 
-    def _bench(guest: str) -> tuple[dict, str]:
+    def _bench(guest: str) -> tuple[dict, str, str]:
         out = tmp_path_factory.mktemp("bench") / "out.json"
         result = pvtool("bench", guests(guest), "--repeat", "1", "--json", out)
         assert result.status == 0, result.output
-        return json.loads(out.read_text()), result.stdout
+        return json.loads(out.read_text()), result.stdout, result.stderr
 
     return _bench
