@@ -1,10 +1,13 @@
 """Fixtures of the benchmark tests: `pvtool bench` run once on a guest, for the tests
 that read its JSON and its table."""
 
+import io
 import json
 
 import pytest
+from rich.console import Console
 
+from pvtool.bench.progress import BenchProgress
 from tests.cli import pvtool
 
 
@@ -20,3 +23,9 @@ def bench_report(tmp_path_factory, guests):
         return json.loads(out.read_text()), result.stdout, result.stderr
 
     return _bench
+
+
+@pytest.fixture
+def progress() -> BenchProgress:
+    """The progress of a bench part run alone: plain lines, into a buffer."""
+    return BenchProgress(Console(file=io.StringIO()), total=1)
