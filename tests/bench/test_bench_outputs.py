@@ -33,26 +33,23 @@ def test_json_onto_a_folder_is_73(tmp_path, guests):
 
 
 def test_json_in_a_folder_nobody_may_write_is_73(guests):
-    base = Path(tempfile.mkdtemp(prefix="pvtool-unwritable-"))
+    """As nobody (root may write anywhere) into a folder only its owner may write."""
+    folder = Path(tempfile.mkdtemp(prefix="pvtool-unwritable-"))
+    image = Path(shutil.copy2(guests("hello"), folder))
+    image.chmod(0o644)
+    folder.chmod(0o755)
+    nobody = ((require_tool("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups")
+              if os.geteuid() == 0 else ())
+    if not nobody:
+        folder.chmod(0o555)
     try:
-        base.chmod(0o755)
-        image = base / "hello.elf"
-        shutil.copy2(guests("hello"), image)
-        image.chmod(0o644)
-        locked = base / "locked"
-        locked.mkdir()
-        as_nobody = ()
-        if os.geteuid() == 0:
-            as_nobody = (require_tool("setpriv"), "--reuid=65534", "--regid=65534",
-                         "--clear-groups")
-        else:
-            locked.chmod(0o555)
-        result = pvtool("bench", image, "--json", locked / "out.json", installed=True,
-                        wrapper=as_nobody, env={"HOME": str(base)})
+        result = pvtool("bench", image, "--json", folder / "out.json", installed=True,
+                        wrapper=nobody, env={"HOME": str(folder)})
         refused(result, 73, "not writable")
-        assert list(locked.iterdir()) == []
+        assert sorted(folder.iterdir()) == [image]
     finally:
-        shutil.rmtree(base)
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
 
 
 def test_plot_in_a_format_matplotlib_cannot_write_is_64(tmp_path, guests):
