@@ -5,7 +5,7 @@ BenchReport, which the table, the JSON and the chart all read."""
 
 import platform
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -15,6 +15,7 @@ from pvtool.bench.nullcall import NullCallResult, run_null_hypercalls
 from pvtool.bench.operations import operations_table
 from pvtool.bench.patcher import patcher_rows
 from pvtool.bench.peakmemory import PeakMemory, measure_peak_memory
+from pvtool.bench.progress import BenchProgress
 from pvtool.bench.rawloop import LoopResult, run_register_loop
 from pvtool.bench.rawsieve import SieveResult, run_sieve
 from pvtool.bench.versus_qemu import (
@@ -26,13 +27,15 @@ from pvtool.bench.versus_qemu import (
 from pvtool.bench.workloads import ModeRuns, available_modes, run_workloads
 from pvtool.errors import PvtoolError, UsageError
 from pvtool.image.elf import load_elf, require_32bit
+from pvtool.patch.patchset import load_patch_set
 from pvtool.run import Mode
 
 LOOP_ITERATIONS = 10_000_000
 HOOK_CALLS = 200_000
 NULL_HYPERCALLS = 20_000
 MIN_PROBE_REPEAT = 5  # the probes take milliseconds: more repeats cost nothing
-HYPERCALL_TARGET = 3.0  # a null hypercall should cost at most 3 empty hooks
+HYPERCALL_TARGET = 3.0  # issue 4: a null hypercall should cost at most 3 empty hooks
+LIMIT_STEPS = 4  # measure_limits: the register loop, the hook, hypercalls, peak memory
 
 
 @dataclass
@@ -109,45 +112,59 @@ def check_images(images: Sequence[Path]) -> None:
         require_32bit(load_elf(image))  # says what is wrong: missing, a directory, not an ELF...
 
 
-def bench(images: Sequence[Path], repeat: int,
-          progress: Callable[[str], None] = lambda message: None,
+def planned_steps(images: Sequence[Path], repeat: int, patch_only: Sequence[Path]) -> int:
+    """The steps `bench` will take: QEMU's first run; each guest in each mode and on
+    QEMU, REPEAT times; the limits; a patch of every image."""
+    per_guest = repeat * (len(available_modes()) + 1)
+    return 1 + len(images) * per_guest + LIMIT_STEPS + len(images) + len(patch_only)
+
+
+def bench(images: Sequence[Path], repeat: int, progress: BenchProgress,
           patch_only: Sequence[Path] = ()) -> BenchReport:
     """Every measure on IMAGES; the patcher's also on PATCH_ONLY (kernels too large or
     too foreign to boot here, such as a distribution's Linux)."""
     check_images([*images, *patch_only])
+    load_patch_set()  # the PV mode and the patcher's rows need it: say so before measuring
     guests = []
     with tempfile.TemporaryDirectory(prefix="pvtool-bench-") as name:
         workdir = Path(name)
-        progress("qemu: a first run")
+        progress.phase("QEMU")
+        progress.step("a first run")
         qemu = find_qemu(workdir)
         for image in images:
+            progress.phase(f"{image.name}: {', '.join(m.value for m in available_modes())}")
             modes = run_workloads(image, repeat, workdir, progress)
+            progress.phase(f"{image.name}: QEMU")
             versus = compare_with_qemu(image, modes[Mode.NATIVE], qemu, repeat, workdir,
                                        progress)
             guests.append(GuestBench(image, modes, versus))
+    progress.phase("limits")
     limits = measure_limits(images, guests, max(repeat, MIN_PROBE_REPEAT), progress)
-    progress("pvtool patch: speed and peak memory (child processes)")
-    patcher = patcher_rows([*images, *patch_only])
+    progress.phase("pvtool patch (child processes)")
+    patcher = patcher_rows([*images, *patch_only], progress)
     return BenchReport(repeat, guests, qemu, limits, _environment(), patcher)
 
 
 def measure_limits(images: Sequence[Path], guests: list[GuestBench], repeat: int,
-                   progress: Callable[[str], None]) -> Limits:
-    progress("raw Unicorn: register loop")
+                   progress: BenchProgress) -> Limits:
+    """The LIMIT_STEPS steps: three probes, then the peak memory of a native run."""
+    progress.step("raw Unicorn, register loop")
     loop = run_register_loop(LOOP_ITERATIONS, repeat)
-    progress("raw Unicorn: empty INTR hook")
+    progress.step("raw Unicorn, empty INTR hook")
     hook = run_empty_hook(HOOK_CALLS, repeat)
-    progress("pvtool: null hypercalls")
+    progress.step("null hypercalls")
     nullcall = run_null_hypercalls(NULL_HYPERCALLS, repeat)
     limits = Limits(loop, hook, nullcall)
     sieve_guest = _sieve_guest(images, limits)
-    if sieve_guest is not None:
-        progress("pvtool: peak memory of a native run (child process)")
-        try:
-            limits.peak_memory = measure_peak_memory(sieve_guest)
-        except RuntimeError as exc:
-            limits.peak_memory_error = str(exc)
-        limits.pvtool_native = _native_speed(guests, sieve_guest)
+    if sieve_guest is None:
+        progress.skip(1)
+        return limits
+    progress.step("peak memory of a native run (child process)")
+    try:
+        limits.peak_memory = measure_peak_memory(sieve_guest)
+    except RuntimeError as exc:
+        limits.peak_memory_error = str(exc)
+    limits.pvtool_native = _native_speed(guests, sieve_guest)
     return limits
 
 

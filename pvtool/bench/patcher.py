@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pvtool.bench.peakmemory import high_water_kib, run_child
+from pvtool.bench.progress import BenchProgress
 from pvtool.errors import PvtoolError
 from pvtool.interrupts import install
 
@@ -60,10 +61,11 @@ def measure_patcher(image: Path) -> PatcherRun:
                       figures["source"], figures["table2"])
 
 
-def patcher_rows(images: Sequence[Path]) -> list[dict]:
-    """A row per image: the figures, or why the patch failed."""
+def patcher_rows(images: Sequence[Path], progress: BenchProgress) -> list[dict]:
+    """A row per image (a step of PROGRESS each): the figures, or why the patch failed."""
     rows = []
     for image in images:
+        progress.step(image.name)
         try:
             rows.append({"ok": True, **measure_patcher(image).to_dict()})
         except RuntimeError as exc:

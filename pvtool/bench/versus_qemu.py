@@ -11,12 +11,12 @@ pvtool's native run and exited with the same code; otherwise the row says where 
 part. A guest's QEMU runs follow its pvtool runs rather than being interleaved with them.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pvtool.bench.exitkernel import exit_kernel
 from pvtool.bench.measure import Timing
+from pvtool.bench.progress import BenchProgress
 from pvtool.bench.qemu import NOT_INSTALLED, QEMU_ARGS, QemuRun, qemu_path, qemu_version, run_qemu
 from pvtool.bench.workloads import RUN_TIMEOUT, ModeRuns, fresh_disk
 from pvtool.machine.stop import StopKind
@@ -90,27 +90,36 @@ def ratios(pvtool: float, qemu: float, startup: float) -> dict:
 
 
 def compare_with_qemu(image: Path, native: ModeRuns, side: QemuSide, repeat: int,
-                      workdir: Path, progress: Callable[[str], None]) -> QemuComparison:
+                      workdir: Path, progress: BenchProgress) -> QemuComparison:
     """IMAGE on QEMU REPEAT times, each with a fresh disk as pvtool's runs had, each
-    checked against pvtool's native run and preceded by a start-up run."""
-    if side.error is not None:
-        return QemuComparison(error=side.error)
-    if not native.ok:
-        return QemuComparison(error="pvtool's native run did not complete: nothing to compare")
+    checked against pvtool's native run and preceded by a start-up run: a step of
+    PROGRESS each, the rest skipped at the first that fails."""
     comparison = QemuComparison()
+    if side.error is not None:
+        comparison.error = side.error
+    elif not native.ok:
+        comparison.error = "pvtool's native run did not complete: nothing to compare"
     for index in range(repeat):
-        progress(f"{image.name}: qemu run {index + 1}/{repeat}")
-        startup = side.startup()
-        if isinstance(startup, str):
-            comparison.error = startup
-            return comparison
-        comparison.startup.append(startup)
-        run = run_qemu(side.path, image, fresh_disk(workdir), RUN_TIMEOUT)
-        comparison.error = run.failure or difference(native, run)
         if comparison.error is not None:
+            progress.skip(repeat - index)
             return comparison
-        comparison.runs.append(run)
+        progress.step(f"run {index + 1}/{repeat}")
+        comparison.error = _run_beside(image, native, side, workdir, comparison)
     return comparison
+
+
+def _run_beside(image: Path, native: ModeRuns, side: QemuSide, workdir: Path,
+                comparison: QemuComparison) -> str | None:
+    """A start-up run then a run of IMAGE, both kept in COMPARISON; or why not."""
+    startup = side.startup()
+    if isinstance(startup, str):
+        return startup
+    comparison.startup.append(startup)
+    run = run_qemu(side.path, image, fresh_disk(workdir), RUN_TIMEOUT)
+    error = run.failure or difference(native, run)
+    if error is None:
+        comparison.runs.append(run)
+    return error
 
 
 def difference(native: ModeRuns, run: QemuRun) -> str | None:

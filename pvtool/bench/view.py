@@ -1,12 +1,17 @@
 """The tables `pvtool bench` prints: read from the same dictionary `--json` writes."""
 
+import textwrap
+
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pvtool.bench import notes
+
 PREDICTED = "*"  # the stop column's mark for a trap-mode failure foretold
 NULL_MODE = "pv"  # the mode whose operations are priced in null hypercalls
+NOTE_WIDTH = 78
 
 
 def render(data: dict, console: Console) -> None:
@@ -20,6 +25,11 @@ def render(data: dict, console: Console) -> None:
     for table in (_workloads(data), versus_qemu_table(data), *operations, *exits,
                   _limits(data["limits"]), _patcher(data["patcher"])):
         console.print(table)
+
+
+def _note(text: str) -> str:
+    """A footnote folded to a pipe's 80 columns, as the hand-broken captions are."""
+    return escape(textwrap.fill(text, NOTE_WIDTH))
 
 
 def _ms(seconds: float) -> str:
@@ -60,6 +70,8 @@ def _workloads(data: dict) -> Table:
     if any(_predicted_failure(run, mode) for guest in data["guests"]
            for mode, run in guest["modes"].items() if run["ok"]):
         table.caption += f"\n{PREDICTED}: self-tests fail under trap, as predicted"
+    table.caption = "\n".join([table.caption, *map(_note, notes.faster_than_native(data))])
+    table.caption_justify = "left"
     return table
 
 
@@ -217,6 +229,8 @@ def _limits(limits: dict) -> Table:
                       "includes the parent's size at fork)")
     elif limits["peak_memory_error"]:
         table.add_row("peak memory", "-", limits["peak_memory_error"])
+    table.caption = _note(notes.hypercall_target(limits))
+    table.caption_justify = "left"
     return table
 
 

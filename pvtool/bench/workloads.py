@@ -15,6 +15,7 @@ from pathlib import Path
 from pvtool.bench import nullcall
 from pvtool.bench.measure import Timing, per_second
 from pvtool.bench.operations import Operation, parse_operations, summarize
+from pvtool.bench.progress import BenchProgress
 from pvtool.errors import PvtoolError
 from pvtool.machine.stop import StopKind
 from pvtool.run import Mode, RunOptions, RunResult, run_image
@@ -99,25 +100,34 @@ def _passed(result: RunResult) -> bool:
 
 
 def run_workloads(image: Path, repeat: int, workdir: Path,
-                  progress: Callable[[str], None]) -> dict[Mode, ModeRuns]:
+                  progress: BenchProgress) -> dict[Mode, ModeRuns]:
+    """IMAGE in every mode, REPEAT times: a step of PROGRESS each, skipped once its mode
+    has failed."""
     runs = {mode: _prepare(mode, image, workdir) for mode in available_modes()}
     for index in range(repeat):
         for mode, mode_runs in runs.items():
             if mode_runs.error is not None:
+                progress.skip(1)
                 continue
-            progress(f"{image.name}: {mode.value} run {index + 1}/{repeat}")
-            before = _null_cycles(workdir) if mode is Mode.PV else None
-            output = bytearray()
-            try:
-                mode_runs.results.append(_run_once(mode_runs, workdir, output.extend))
-            except PvtoolError as exc:
-                mode_runs.error = exc.message
-                continue
-            mode_runs.outputs.append(bytes(output))
-            mode_runs.operations.append(parse_operations(mode_runs.outputs[-1]))
-            if mode is Mode.PV:
-                mode_runs.null_cycles.append((before + _null_cycles(workdir)) / 2)
+            progress.step(f"{mode.value} run {index + 1}/{repeat}")
+            _run_and_record(mode_runs, workdir)
     return runs
+
+
+def _run_and_record(mode_runs: ModeRuns, workdir: Path) -> None:
+    """One run, its output and its operations kept; for PV a null hypercall priced
+    just before and just after it."""
+    before = _null_cycles(workdir) if mode_runs.mode is Mode.PV else None
+    output = bytearray()
+    try:
+        mode_runs.results.append(_run_once(mode_runs, workdir, output.extend))
+    except PvtoolError as exc:
+        mode_runs.error = exc.message
+        return
+    mode_runs.outputs.append(bytes(output))
+    mode_runs.operations.append(parse_operations(mode_runs.outputs[-1]))
+    if mode_runs.mode is Mode.PV:
+        mode_runs.null_cycles.append((before + _null_cycles(workdir)) / 2)
 
 
 def _null_cycles(workdir: Path) -> float:

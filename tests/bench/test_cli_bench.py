@@ -1,10 +1,12 @@
 """`pvtool bench` end to end on the small guest: every field for every mode in the
 JSON, and its failures as one line and a documented status."""
 
+import re
 import sys
 
 import pytest
 
+from pvtool.bench.harness import planned_steps
 from pvtool.bench.workloads import available_modes
 from pvtool.run import Mode
 from tests.cli import pvtool
@@ -26,7 +28,7 @@ def hello_report(bench_report):
 
 
 def test_the_json_has_every_field_for_every_mode(hello_report):
-    data, _ = hello_report
+    data, _, _ = hello_report
     assert data["repeat"] == 1
     assert data["modes_available"] == [m.value for m in available_modes()]
     (guest,) = data["guests"]
@@ -51,7 +53,7 @@ def test_the_json_has_every_field_for_every_mode(hello_report):
 
 
 def test_the_json_has_every_limit(hello_report):
-    data, _ = hello_report
+    data, _, _ = hello_report
     limits = data["limits"]
     assert set(limits) == LIMIT_FIELDS
     assert limits["sieve"] is None and "no symbol" in limits["sieve_error"]
@@ -67,7 +69,7 @@ def test_the_json_has_every_limit(hello_report):
 
 
 def test_the_tables_go_to_stdout(hello_report):
-    _, stdout = hello_report
+    _, stdout, _ = hello_report
     for title in ("Guest workloads", "pvtool native vs qemu-system-i386 -kernel",
                   "Exits by kind", "Limits, measured in this run"):
         assert title in stdout
@@ -75,7 +77,7 @@ def test_the_tables_go_to_stdout(hello_report):
 
 
 def test_the_patcher_row_is_in_the_json_and_the_table(hello_report):
-    data, stdout = hello_report
+    data, stdout, _ = hello_report
     (row,) = data["patcher"]
     assert row["ok"] and row["image"].endswith("hello.elf")
     # gcc's guests keep no data in .text: objdump's linear listing is every instruction
@@ -88,7 +90,7 @@ def test_the_patcher_row_is_in_the_json_and_the_table(hello_report):
 
 def test_the_json_has_hello_beside_qemu(hello_report):
     require_tool(QEMU)
-    data, _ = hello_report
+    data, _, _ = hello_report
     qemu = data["qemu"]
     assert qemu["available"] and qemu["error"] is None and qemu["args"] == list(QEMU_ARGS)
     (guest,) = data["guests"]
@@ -129,3 +131,40 @@ def test_plot_without_matplotlib_is_status_69_before_measuring(tmp_path, monkeyp
     result.error_line()
     assert "pvtool[plot]" in result.stderr
     assert result.stdout == ""
+
+
+def test_progress_off_a_terminal_is_a_line_per_phase(hello_report, guests):
+    _, _, stderr = hello_report
+    total = planned_steps([guests("hello")], 1, ())
+    modes = ", ".join(m.value for m in available_modes())
+    lines = stderr.splitlines()
+    phases = [re.sub(r"\[\d+/\d+, \d+:\d\d\] ", "", line) for line in lines[:5]]
+    assert phases == ["bench: QEMU", f"bench: hello.elf: {modes}", "bench: hello.elf: QEMU",
+                      "bench: limits", "bench: pvtool patch (child processes)"]
+    assert lines[0].startswith(f"bench: [1/{total}, ")
+    # every planned step was taken or skipped: the plan and the measures agree
+    assert re.fullmatch(rf"bench: done in \d+:\d\d, {total} of {total} steps", lines[5])
+
+
+def test_it_says_where_it_wrote_the_json(hello_report):
+    _, _, stderr = hello_report
+    last = stderr.splitlines()[-1]
+    assert last.startswith("bench: wrote the JSON to ") and last.endswith("out.json")
+
+
+def test_a_footnote_explains_each_mode_faster_than_native(hello_report):
+    data, stdout, _ = hello_report
+    text = " ".join(stdout.split())
+    faster = [mode for mode, run in data["guests"][0]["modes"].items()
+              if run["ratio_to_native"] is not None and run["ratio_to_native"] < 1]
+    for mode in data["modes_available"]:
+        assert (f"{mode} faster than native on hello" in text) == (mode in faster)
+
+
+def test_the_hypercall_target_is_explained(hello_report):
+    data, stdout, _ = hello_report
+    text = " ".join(stdout.split())
+    assert "target: issue 4 asks that a null hypercall" in text
+    assert f"at most {data['limits']['hypercall_target']:g}x an empty Unicorn INTR hook" in text
+    over = not data["limits"]["hypercall_within_target"]
+    assert ("Over it:" in text) == over

@@ -76,7 +76,7 @@ def nanobench_report(bench_report):
 
 
 def test_the_json_has_every_operation_for_every_mode(nanobench_report):
-    data, _ = nanobench_report
+    data, _, _ = nanobench_report
     (guest,) = data["guests"]
     modes = data["modes_available"]
     assert modes == [m.value for m in available_modes()] and "trap" in modes
@@ -100,7 +100,7 @@ def test_the_json_has_every_operation_for_every_mode(nanobench_report):
 
 
 def test_the_table_names_every_operation_and_the_hosts_counter(nanobench_report):
-    _, stdout = nanobench_report
+    _, stdout, _ = nanobench_report
     assert "Per-operation cost, nanobench" in stdout
     table = stdout[stdout.index("Per-operation cost"):stdout.index("Exits by kind")]
     for name in OPERATIONS:

@@ -38,10 +38,10 @@ def test_the_row_counts_what_the_patch_report_counts(minikern):
     assert row["within_goal"] == (run.insns_per_second >= INSNS_PER_SECOND_GOAL)
 
 
-def test_an_image_the_patcher_refuses_is_a_row_with_its_reason(tmp_path):
+def test_an_image_the_patcher_refuses_is_a_row_with_its_reason(tmp_path, progress):
     bad = tmp_path / "bad.elf"
     bad.write_bytes(b"\x7fELF" + bytes(60))
-    (row,) = patcher_rows([bad])
+    (row,) = patcher_rows([bad], progress)
     assert not row["ok"] and str(bad) in row["error"] and "Traceback" not in row["error"]
 
 

@@ -56,14 +56,15 @@ def test_qemu_is_found_and_named(qemu_side):
 
 
 def test_a_guest_printing_the_same_bytes_gets_both_ratios(qemu_side, hello_native,
-                                                          guests, tmp_path):
+                                                          guests, tmp_path, progress):
     versus = compare_with_qemu(guests("hello"), hello_native, qemu_side, 2, tmp_path,
-                               lambda message: None)
+                               progress)
     row = versus.to_dict(hello_native)
     assert row["ok"], row["error"]
     assert row["guest_code"] == 0
     # a start-up run before each of the guest's runs
     assert len(row["wall_seconds"]["runs"]) == len(row["startup_seconds"]["runs"]) == 2
+    assert progress.done == 2  # a step per run
     assert all(run.output == b"" for run in versus.startup)
     # the row's figures are made from the medians it reports
     pvtool, qemu = row["pvtool_seconds"], row["wall_seconds"]["median"]
@@ -74,34 +75,35 @@ def test_a_guest_printing_the_same_bytes_gets_both_ratios(qemu_side, hello_nativ
 
 
 def test_other_bytes_on_qemu_refuse_the_ratio_and_say_where(qemu_side, hello_native,
-                                                            guests, tmp_path):
+                                                            guests, tmp_path, progress):
     printed = hello_native.outputs[0]
     hello_native.outputs[0] = printed[:10] + b"#" + printed[11:]
     versus = compare_with_qemu(guests("hello"), hello_native, qemu_side, 2, tmp_path,
-                               lambda message: None)
+                               progress)
     assert versus.runs == []  # the first run that differs ends the comparison
+    assert progress.done == 2  # the second run skipped, as a step of the progress
     row = versus.to_dict(hello_native)
     assert not row["ok"] and "pvtool_over_qemu" not in row
     assert "from byte 10:" in row["error"]
 
 
-def test_another_exit_code_on_qemu_refuses_the_ratio(qemu_side, tmp_path):
+def test_another_exit_code_on_qemu_refuses_the_ratio(qemu_side, tmp_path, progress):
     kernel = tmp_path / "exit.elf"
     kernel.write_bytes(exit_kernel())
     native = native_runs(kernel)
     stop = Stop(StopKind.GUEST_EXIT, "isa-debug-exit", code=3)
     native.results[0] = dataclasses.replace(native.results[0], stop=stop)
     versus = compare_with_qemu(kernel, native, qemu_side, 1, tmp_path,
-                               lambda message: None)
+                               progress)
     assert versus.error == "QEMU's guest exit code is 0, pvtool's 3"
 
 
-def test_without_qemu_every_row_says_so(monkeypatch, tmp_path, hello_native):
+def test_without_qemu_every_row_says_so(monkeypatch, tmp_path, hello_native, progress):
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing to be found
     assert qemu_path() is None
     side = find_qemu(tmp_path)
     versus = compare_with_qemu(hello_native.image, hello_native, side, 2, tmp_path,
-                               lambda message: None)
+                               progress)
     data = {"repeat": 2, "qemu": side.to_dict(),
             "guests": [{"name": "hello", "qemu": versus.to_dict(hello_native)}]}
     json.dumps(data)  # what --json writes
