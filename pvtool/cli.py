@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from pvtool import console, interrupts
+from pvtool.bench import DISK_SECTORS
 from pvtool.errors import (
     GuestFault,
     GuestHaltedError,
@@ -399,15 +400,20 @@ Examples:
 @click.option("--patch-only", "patch_only", type=EXISTING_FILE, multiple=True,
               metavar="IMAGE", help="Also measure the patcher on IMAGE, without running "
               "it (a large kernel, e.g. build/linux/vmlinux from `make linux`). Repeatable.")
+@click.option("--disk-sectors", type=click.IntRange(min=0), default=DISK_SECTORS,
+              show_default=True, metavar="N",
+              help="The disk rows: minikern reads and writes N sectors and flushes, over "
+                   "ATA (native, trap, automatic PV) and blkfront (minikern-xen); 0 leaves "
+                   "them out.")
 def bench(images: tuple[Path, ...], repeat: int, json_path: Path | None,
-          plot_path: Path | None, patch_only: tuple[Path, ...]) -> None:
+          plot_path: Path | None, patch_only: tuple[Path, ...], disk_sectors: int) -> None:
     """Run each IMAGE natively, paravirtualized (patched on the fly) and trap-and-emulated
     (when available), against limits measured in the same run: raw Unicorn speed, an
     empty hook, a null hypercall, peak memory; and the patcher's speed and peak memory
     on each. Default IMAGEs: build/guests/*.elf."""
     from pvtool.bench.command import run_bench
 
-    run_bench(images, repeat, json_path, plot_path, patch_only)
+    run_bench(images, repeat, json_path, plot_path, patch_only, disk_sectors)
 
 
 def main() -> None:

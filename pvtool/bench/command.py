@@ -15,12 +15,13 @@ DEFAULT_IMAGES = (Path("build/guests/minikern.elf"), Path("build/guests/hello.el
 
 
 def run_bench(images: Sequence[Path], repeat: int, json_path: Path | None,
-              plot_path: Path | None, patch_only: Sequence[Path] = ()) -> dict:
+              plot_path: Path | None, patch_only: Sequence[Path] = (),
+              disk_sectors: int = 0) -> dict:
     if plot_path is not None:
         plot.require_matplotlib()  # fail before a minute of measuring, not after
     images = list(images) or [p for p in DEFAULT_IMAGES if p.is_file()]
     with _progress() as progress:
-        data = bench(images, repeat, progress, patch_only).to_dict()
+        data = bench(images, repeat, progress, patch_only, disk_sectors).to_dict()
     view.render(data, console.stdout)
     if json_path is not None:
         _write(json_path, json.dumps(data, indent=2) + "\n")

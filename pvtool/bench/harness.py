@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
+from pvtool.bench.disk import run_disk_rows
 from pvtool.bench.emptyhook import HookResult, run_empty_hook
 from pvtool.bench.nullcall import NullCallResult, run_null_hypercalls
 from pvtool.bench.operations import operations_table
@@ -91,6 +92,7 @@ class BenchReport:
     limits: Limits
     environment: dict = field(default_factory=dict)
     patcher: list[dict] = field(default_factory=list)  # bench/patcher.py's rows
+    disk: dict | None = None  # bench/disk.py's rows; None when not asked for
 
     def to_dict(self) -> dict:
         return {"schema": 1, "repeat": self.repeat, "environment": self.environment,
@@ -98,7 +100,8 @@ class BenchReport:
                 "qemu": self.qemu.to_dict(),
                 "guests": [g.to_dict() for g in self.guests],
                 "limits": self.limits.to_dict(),
-                "patcher": self.patcher}
+                "patcher": self.patcher,
+                "disk": self.disk}
 
 
 def check_images(images: Sequence[Path]) -> None:
@@ -111,9 +114,10 @@ def check_images(images: Sequence[Path]) -> None:
 
 def bench(images: Sequence[Path], repeat: int,
           progress: Callable[[str], None] = lambda message: None,
-          patch_only: Sequence[Path] = ()) -> BenchReport:
+          patch_only: Sequence[Path] = (), disk_sectors: int = 0) -> BenchReport:
     """Every measure on IMAGES; the patcher's also on PATCH_ONLY (kernels too large or
-    too foreign to boot here, such as a distribution's Linux)."""
+    too foreign to boot here, such as a distribution's Linux); with DISK_SECTORS, the
+    disk workload of that many sectors in each way pvtool gives minikern a disk."""
     check_images([*images, *patch_only])
     guests = []
     with tempfile.TemporaryDirectory(prefix="pvtool-bench-") as name:
@@ -125,10 +129,11 @@ def bench(images: Sequence[Path], repeat: int,
             versus = compare_with_qemu(image, modes[Mode.NATIVE], qemu, repeat, workdir,
                                        progress)
             guests.append(GuestBench(image, modes, versus))
+        disk = run_disk_rows(disk_sectors, repeat, workdir, progress) if disk_sectors else None
     limits = measure_limits(images, guests, max(repeat, MIN_PROBE_REPEAT), progress)
     progress("pvtool patch: speed and peak memory (child processes)")
     patcher = patcher_rows([*images, *patch_only])
-    return BenchReport(repeat, guests, qemu, limits, _environment(), patcher)
+    return BenchReport(repeat, guests, qemu, limits, _environment(), patcher, disk)
 
 
 def measure_limits(images: Sequence[Path], guests: list[GuestBench], repeat: int,
