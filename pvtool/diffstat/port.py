@@ -8,6 +8,11 @@ Inputs:
 - any unified diff (`-` reads it from standard input) with an optional --baseline DIR,
   the tree it applies to: the tree's size is the baseline, and a diff that does not
   apply to it is refused (baseline.py);
+- a series of unified diffs: several DIFF arguments, or a folder of *.diff (applied in
+  name order, as the Makefile applies patches/minikern-xen) with its diffstat.toml
+  (series.py: the baseline's sources and the categories). Counted as `diffstat -m -p1`
+  counts them together; with --baseline DIR each must apply to the tree the ones
+  before it leave (baseline.check_series). Two ELF images are still two images;
 - a patch set folder (patches/NAME: rules.toml and glue.asm). What a patch set's line
   count means: the lines a person wrote to port a kernel with pvtool, every line of
   every file of the folder, comments included, counted as `diff -ruN` of an empty
