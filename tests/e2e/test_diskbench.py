@@ -3,10 +3,12 @@ reads N sectors from sector 2 on, writes a pattern over them, flushes and prints
 with the FNV-1a checksum of what it read, in place of the boot counter and the programs.
 
 Every way of running it prints the same line and leaves the same disk: QEMU (the judge),
-pvtool's native PC, trap-and-emulate and the automatic PV port, whatever R is. The
-checksum and the written pattern are computed here, independently of the guest.
+pvtool's native PC, trap-and-emulate, the automatic PV port (ATA under I/O privilege)
+and the hand port (minikern-xen, blkfront), whatever R is. The checksum and the written
+pattern are computed here, independently of the guest.
 """
 
+import json
 import struct
 from functools import partial
 from pathlib import Path
@@ -28,6 +30,7 @@ CHECKS = 14           # main.c's checks up to the timer's, and the workload's on
 
 def workload_disk(path: Path) -> Path:
     """A disk whose every sector differs, so a sector read from the wrong place shows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(bytes((i * 7 + i // SECTOR) & 0xFF for i in range(DISK_SECTORS * SECTOR)))
     return path
 
@@ -84,17 +87,50 @@ def test_qemu_prints_the_workload_line_and_leaves_the_pattern(tmp_path, per_requ
     assert disk.read_bytes() == expected_disk(before)
 
 
-@pytest.mark.parametrize("mode", ["--native", "--pv"])
-@pytest.mark.parametrize("per_request", [1, 8])
-def test_pvtool_prints_qemus_bytes_and_leaves_its_disk(tmp_path, patched, mode, per_request):
+@pytest.fixture(scope="module")
+def images(patched) -> dict[str, tuple[str, Path]]:
+    """Each mode's `pvtool run` flag and image: native ATA, automatic PV with ATA under
+    I/O privilege, and the hand port with blkfront (minikern-xen)."""
+    return {"native": ("--native", guest_path("minikern")), "auto-pv": ("--pv", patched),
+            "hand-pv": ("--pv", guest_path("minikern-xen"))}
+
+
+def run_workload(tmp_path: Path, images, mode: str, per_request: int):
+    """Run the workload in MODE on a fresh disk: (the run, the disk before, the summary)."""
     disk = workload_disk(tmp_path / "disk.img")
-    before = disk.read_bytes()
-    image = guest_path("minikern") if mode == "--native" else patched
-    done = pvtool("run", mode, "--quiet", "--cmdline", cmdline(per_request),
-                  "--disk", str(disk), str(image))
+    summary = tmp_path / "summary.json"
+    flag, image = images[mode]
+    done = pvtool("run", flag, "--quiet", "--json", str(summary), "--cmdline",
+                  cmdline(per_request), "--disk", str(disk), str(image))
     assert done.status == 0, done.stderr
+    return done, disk, json.loads(summary.read_text())
+
+
+@pytest.mark.parametrize("mode", ["native", "auto-pv", "hand-pv"])
+@pytest.mark.parametrize("per_request", [1, 8])
+def test_pvtool_prints_qemus_bytes_and_leaves_its_disk(tmp_path, images, mode, per_request):
+    before = workload_disk(tmp_path / "before.img").read_bytes()
+    done, disk, _ = run_workload(tmp_path, images, mode, per_request)
     assert done.stdout_bytes == expected_output(before)
     assert disk.read_bytes() == expected_disk(before)
+
+
+def requests(per_request: int) -> int:
+    """The block requests the workload makes: reads and writes of at most per_request
+    sectors each, and one flush."""
+    return 2 * -(-SECTORS // per_request) + 1
+
+
+def test_blkfront_sends_one_event_per_request_and_no_port_io(tmp_path, images):
+    """The backend re-arms req_event and answers during the send, so every request is
+    one EVTCHNOP_send and none waits: the two runs differ by their request counts."""
+    one = run_workload(tmp_path / "1", images, "hand-pv", 1)[2]
+    page = run_workload(tmp_path / "8", images, "hand-pv", 8)[2]
+    sends = one["hypercalls"]["event_channel_op"] - page["hypercalls"]["event_channel_op"]
+    assert sends == requests(1) - requests(8)
+    for summary in (one, page):
+        assert summary["exits"].get("io", 0) == 0
+        assert summary["hypercalls"]["grant_table_op"] == 1  # setup_table, once
 
 
 def test_trap_and_emulate_prints_the_same_workload_line(tmp_path):
