@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from pvtool import console, interrupts
+from pvtool.bench import DISK_SECTORS
 from pvtool.errors import (
     GuestFault,
     GuestHaltedError,
@@ -333,10 +334,11 @@ def _run_status(stop) -> int:
 Examples:
   pvtool diffstat build/hello.pv.diff
   diff -ruN old new | pvtool diffstat - --baseline old --json port.json
-  pvtool diffstat build/guests/hello.elf build/hello.pv.elf""")
+  pvtool diffstat build/guests/hello.elf build/hello.pv.elf
+  pvtool diffstat patches/minikern-xen --baseline guests --versus build/minikern.pv.diff""")
 @debug_option()
 @click.argument("inputs", nargs=-1, required=True, type=EXISTING_FILE,
-                metavar="DIFF | - | PATCH_SET | ORIG.elf PATCHED.elf")
+                metavar="DIFF... | - | SERIES | PATCH_SET | ORIG.elf PATCHED.elf")
 @click.option("--baseline", "baseline_dir", type=click.Path(path_type=Path), metavar="DIR",
               help="The tree a source diff applies to (checked), or that a patch set "
                    "ports: its size is the baseline of the share.")
@@ -351,28 +353,36 @@ Examples:
               help="Files matching GLOB are generated, not hand-written. Repeatable.")
 @click.option("--patch-set", default=None, metavar="NAME|DIR",
               help="With two images: the patch set that names the glue (default xen32).")
+@click.option("--versus", "versus_path", type=EXISTING_FILE, metavar="DIFF",
+              help="Another port of the same kernel, measured beside it (e.g. the listing "
+                   "diff `pvtool patch` wrote).")
 @json_option("the figures")
 def diffstat(inputs: tuple[Path, ...], baseline_dir: Path | None, sloc: bool,
              categories: tuple[str, ...], automatic: tuple[str, ...],
-             patch_set: str | None, json_path: Path | None) -> None:
+             patch_set: str | None, versus_path: Path | None,
+             json_path: Path | None) -> None:
     """Measure how invasive a port is, as the Xen paper's Table 2 did: lines modified or
     added, by category, beside Xen's Linux and Windows XP ports.
 
     The input is a listing diff from `pvtool patch`, any unified diff (with --baseline
-    DIR, the tree it applies to; `-` reads it from standard input), a patch set folder
-    (patches/NAME), or two images,
-    ORIG.elf and PATCHED.elf, whose listing diff is made in memory. Counts follow
-    `diffstat -m`.
+    DIR, the tree it applies to; `-` reads it from standard input), a series of diffs
+    (several, or a folder of *.diff applied in name order, with its diffstat.toml), a
+    patch set folder (patches/NAME), or two images, ORIG.elf and PATCHED.elf, whose
+    listing diff is made in memory. Counts follow `diffstat -m`.
     """
     from pvtool.diffstat.port import measure_port
     from pvtool.views import diffstat_view
 
     _check_output_path(json_path)
     port = measure_port(inputs, baseline_dir, sloc, categories, automatic, patch_set)
+    versus = measure_port((versus_path,)) if versus_path is not None else None
     if json_path is not None:
-        _write_json(json_path, port.to_dict())
+        data = port.to_dict()
+        if versus is not None:
+            data["versus"] = versus.to_dict()
+        _write_json(json_path, data)
     if str(json_path) != STDOUT:
-        diffstat_view.render_port(port, console.stdout)
+        diffstat_view.render_port(port, console.stdout, versus)
 
 
 @cli.command(epilog="""\b
@@ -390,15 +400,20 @@ Examples:
 @click.option("--patch-only", "patch_only", type=EXISTING_FILE, multiple=True,
               metavar="IMAGE", help="Also measure the patcher on IMAGE, without running "
               "it (a large kernel, e.g. build/linux/vmlinux from `make linux`). Repeatable.")
+@click.option("--disk-sectors", type=click.IntRange(min=0), default=DISK_SECTORS,
+              show_default=True, metavar="N",
+              help="The disk rows: minikern reads and writes N sectors and flushes, over "
+                   "ATA (native, trap, automatic PV) and blkfront (minikern-xen); 0 leaves "
+                   "them out.")
 def bench(images: tuple[Path, ...], repeat: int, json_path: Path | None,
-          plot_path: Path | None, patch_only: tuple[Path, ...]) -> None:
+          plot_path: Path | None, patch_only: tuple[Path, ...], disk_sectors: int) -> None:
     """Run each IMAGE natively, paravirtualized (patched on the fly) and trap-and-emulated
     (when available), against limits measured in the same run: raw Unicorn speed, an
     empty hook, a null hypercall, peak memory; and the patcher's speed and peak memory
     on each. Default IMAGEs: build/guests/*.elf."""
     from pvtool.bench.command import run_bench
 
-    run_bench(images, repeat, json_path, plot_path, patch_only)
+    run_bench(images, repeat, json_path, plot_path, patch_only, disk_sectors)
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ SLOW_TESTS = re.compile("|".join((
     r"tests/bench/",  # 114 s: the benchmarks
     r"tests/hv/test_fuzz_hypercalls\.py",  # 92 s: fuzzing
     r"tests/hv/test_frame_counts\.py",  # 67 s: random operation sequences
+    r"tests/hv/test_fuzz_blkback\.py",  # 30 s at full strength: fuzzing
     r"tests/test_fuzz_images\.py",  # 21 s: fuzzing
     r"tests/hv/test_trapmode\.py::.*\[minikern\]",  # 56 s: minikern trapped (hello stays)
     # 53 s: a #PF bounced until the kernel stack runs out

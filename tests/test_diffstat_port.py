@@ -404,18 +404,20 @@ def test_the_command_on_a_patch_set_prints_table_2_and_the_summary_last():
     ("not_applying", 65, "port.diff: does not apply to old: kernel/sched.c is not in it"),
     ("missing_baseline", 66, "nowhere: no such baseline directory"),
     ("bad_category", 64, "--category 'net': want NAME=GLOB"),
-    ("three_inputs", 64, "diffstat takes a diff, a patch set folder, or two images"),
-    ("folder", 66, "old: is a directory, not a diff (nor a patch set: no rules.toml)"),
+    ("image_in_a_series", 64, "k.elf: is an ELF image, not a diff"),
+    ("folder", 66, "old: is a directory, not a diff (nor a patch set: no rules.toml; "
+                   "nor a series: no *.diff)"),
 ])
 def test_bad_input_gets_one_line_and_its_status(tree, monkeypatch, case, status, message):
     monkeypatch.chdir(tree)
     (tree / "notes.txt").write_text("not a diff\n")
+    (tree / "k.elf").write_bytes(b"\x7fELF" + bytes(48))
     args = {
         "not_a_diff": ["notes.txt"],
         "not_applying": ["port.diff", "--baseline", "old", "--sloc"],
         "missing_baseline": ["port.diff", "--baseline", "nowhere"],
         "bad_category": ["port.diff", "--category", "net"],
-        "three_inputs": ["port.diff", "port.diff", "port.diff"],
+        "image_in_a_series": ["port.diff", "k.elf", "port.diff"],
         "folder": ["old"],
     }[case]
     if case == "not_applying":

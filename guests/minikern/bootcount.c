@@ -30,16 +30,16 @@ bootcount(void)
     return 1;
   }
 
-  passed = ideread(BOOTREC_SECTOR, &rec) == 0;
+  passed = ideread(BOOTREC_SECTOR, &rec, 1) == 0;
   if (memcmp(rec.magic, BOOTREC_MAGIC, sizeof(rec.magic)) != 0) {
     memset(&rec, 0, sizeof(rec));
     memmove(rec.magic, BOOTREC_MAGIC, sizeof(rec.magic));
   }
   rec.count++;
 
-  passed &= idewrite(BOOTREC_SECTOR, &rec) == 0;
+  passed &= idewrite(BOOTREC_SECTOR, &rec, 1) == 0;
   passed &= ideflush() == 0;
-  passed &= ideread(BOOTREC_SECTOR, &again) == 0;
+  passed &= ideread(BOOTREC_SECTOR, &again, 1) == 0;
   passed &= memcmp(&rec, &again, sizeof(rec)) == 0;
   cprintf("disk: boot count %u, written, flushed and read back %s\n", rec.count,
           verdict(passed));

@@ -13,10 +13,15 @@ struct spinlock;
 // bootcount.c
 int bootcount(void);
 
-// ide.c
+// diskbench.c
+void diskbenchinit(const char *cmdline);
+int diskbench(void);
+
+// ide.c: n sectors of SECTSIZE bytes from sector lba on.
+#define SECTSIZE 512
 int ideinit(void);
-int ideread(uint lba, void *buf);
-int idewrite(uint lba, const void *buf);
+int ideread(uint lba, void *buf, uint n);
+int idewrite(uint lba, const void *buf, uint n);
 int ideflush(void);
 
 // kalloc.c

@@ -6,8 +6,6 @@
 #include "x86.h"
 #include "defs.h"
 
-#define SECTSIZE 512
-
 // Command block registers (primary channel), and the control block register.
 #define IDE_DATA     0x1F0
 #define IDE_ERROR    0x1F1
@@ -112,8 +110,8 @@ idesector(uint lba)
 
 // Each command runs from start to finish with interrupts off, so nothing else
 // touches the channel in between.
-int
-ideread(uint lba, void *buf)
+static int
+readsector(uint lba, void *buf)
 {
   uint flags = irqsave();
   int r = -1;
@@ -130,8 +128,8 @@ ideread(uint lba, void *buf)
   return r;
 }
 
-int
-idewrite(uint lba, const void *buf)
+static int
+writesector(uint lba, const void *buf)
 {
   uint flags = irqsave();
   int r = -1;
@@ -146,6 +144,26 @@ idewrite(uint lba, const void *buf)
   }
   irqrestore(flags);
   return r;
+}
+
+// n sectors from lba on, one command per sector (the drive's own transfer size is
+// never asked for).
+int
+ideread(uint lba, void *buf, uint n)
+{
+  for (; n > 0; n--, lba++, buf = (char *)buf + SECTSIZE)
+    if (readsector(lba, buf) < 0)
+      return -1;
+  return 0;
+}
+
+int
+idewrite(uint lba, const void *buf, uint n)
+{
+  for (; n > 0; n--, lba++, buf = (const char *)buf + SECTSIZE)
+    if (writesector(lba, buf) < 0)
+      return -1;
+  return 0;
 }
 
 // Make what was written durable: the drive may hold it in a volatile cache.

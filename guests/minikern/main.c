@@ -56,6 +56,12 @@ enough_memory(struct multiboot_info *mbi)
   return mbi->mem_upper >= (PHYSTOP - 0x100000) / 1024;
 }
 
+static const char *
+cmdline(struct multiboot_info *mbi)
+{
+  return (mbi->flags & MULTIBOOT_INFO_CMDLINE) ? mbi->cmdline : "";
+}
+
 // Interrupts go on for good here: wait for a few ticks.
 static int
 timer_ticks(void)
@@ -132,6 +138,7 @@ main(uint magic, struct multiboot_info *mbi)
   cprintf("minikern: multiboot handoff, 8 MiB of memory %s\n",
           verdict(check(magic == MULTIBOOT_BOOTLOADER_MAGIC) &
                   check(enough_memory(mbi))));
+  diskbenchinit(cmdline(mbi));
 
   seginit(&cpu.ts);
   cprintf("gdt: ring 0 and ring 3 code and data segments, tss loaded\n");
@@ -151,6 +158,8 @@ main(uint magic, struct multiboot_info *mbi)
   cprintf("timer: 8254 channel 0 at %d Hz, interrupts arriving %s\n", HZ,
           verdict(check(timer_ticks())));
 
+  if (diskbench())
+    checkexit("minikern");
   check(bootcount());
 
   procinit();

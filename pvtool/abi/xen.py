@@ -158,9 +158,12 @@ class Virq(IntEnum):
 
 NR_VIRQS = 24
 DOMID_XEN = 0x7FF2  # the hypervisor's side of the console and xenstore ports
-# pvtool's choice: the domain its in-process backends (blkback...) act as, the one a
-# frontend names in its grant entries and alloc_unbound: dom0, every device's
-# default backend-id in libxl.
+# pvtool's choices of domain ids. The guest is domain 1, the first domU as xl numbers
+# it: its frames, its grants' and event channels' own id, its XenStore home. Its
+# in-process backends (blkback, the store's toolstack) act as domain 0, the one a
+# frontend names in its grant entries and alloc_unbound: every device's default
+# backend-id in libxl.
+GUEST_DOMID = 1
 BACKEND_DOMID = 0
 
 

@@ -16,16 +16,17 @@ DEFAULT_IMAGES = (Path("build/guests/minikern.elf"), Path("build/guests/hello.el
 
 
 def run_bench(images: Sequence[Path], repeat: int, json_path: Path | None,
-              plot_path: Path | None, patch_only: Sequence[Path] = ()) -> dict:
+              plot_path: Path | None, patch_only: Sequence[Path] = (),
+              disk_sectors: int = 0) -> dict:
     # every output is checked before a minute of measuring, not after
     if plot_path is not None:
         plot.check_plot_path(plot_path)
     if json_path is not None:
         check_output(json_path, "--json")
     images = list(images) or [p for p in DEFAULT_IMAGES if p.is_file()]
-    total = planned_steps(images, repeat, patch_only)
+    total = planned_steps(images, repeat, patch_only, disk_sectors)
     with BenchProgress(console.stderr, total) as progress:
-        data = bench(images, repeat, progress, patch_only).to_dict()
+        data = bench(images, repeat, progress, patch_only, disk_sectors).to_dict()
     view.render(data, console.stdout)
     if json_path is not None:
         write_json(json_path, json.dumps(data, indent=2) + "\n")

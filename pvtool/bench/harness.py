@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
+from pvtool.bench.disk import WAYS as DISK_WAYS
+from pvtool.bench.disk import run_disk_rows
 from pvtool.bench.emptyhook import HookResult, run_empty_hook
 from pvtool.bench.nullcall import NullCallResult, run_null_hypercalls
 from pvtool.bench.operations import operations_table
@@ -94,6 +96,7 @@ class BenchReport:
     limits: Limits
     environment: dict = field(default_factory=dict)
     patcher: list[dict] = field(default_factory=list)  # bench/patcher.py's rows
+    disk: dict | None = None  # bench/disk.py's rows; None when not asked for
 
     def to_dict(self) -> dict:
         return {"schema": 1, "repeat": self.repeat, "environment": self.environment,
@@ -101,7 +104,8 @@ class BenchReport:
                 "qemu": self.qemu.to_dict(),
                 "guests": [g.to_dict() for g in self.guests],
                 "limits": self.limits.to_dict(),
-                "patcher": self.patcher}
+                "patcher": self.patcher,
+                "disk": self.disk}
 
 
 def check_images(images: Sequence[Path]) -> None:
@@ -112,17 +116,21 @@ def check_images(images: Sequence[Path]) -> None:
         require_32bit(load_elf(image))  # says what is wrong: missing, a directory, not an ELF...
 
 
-def planned_steps(images: Sequence[Path], repeat: int, patch_only: Sequence[Path]) -> int:
+def planned_steps(images: Sequence[Path], repeat: int, patch_only: Sequence[Path],
+                  disk_sectors: int = 0) -> int:
     """The steps `bench` will take: QEMU's first run; each guest in each mode and on
-    QEMU, REPEAT times; the limits; a patch of every image."""
+    QEMU, REPEAT times; the disk ways, REPEAT times; the limits; a patch of every image."""
     per_guest = repeat * (len(available_modes()) + 1)
-    return 1 + len(images) * per_guest + LIMIT_STEPS + len(images) + len(patch_only)
+    disk = repeat * len(DISK_WAYS) if disk_sectors else 0
+    return (1 + len(images) * per_guest + disk + LIMIT_STEPS + len(images)
+            + len(patch_only))
 
 
 def bench(images: Sequence[Path], repeat: int, progress: BenchProgress,
-          patch_only: Sequence[Path] = ()) -> BenchReport:
+          patch_only: Sequence[Path] = (), disk_sectors: int = 0) -> BenchReport:
     """Every measure on IMAGES; the patcher's also on PATCH_ONLY (kernels too large or
-    too foreign to boot here, such as a distribution's Linux)."""
+    too foreign to boot here, such as a distribution's Linux); with DISK_SECTORS, the
+    disk workload of that many sectors in each way pvtool gives minikern a disk."""
     check_images([*images, *patch_only])
     load_patch_set()  # the PV mode and the patcher's rows need it: say so before measuring
     guests = []
@@ -138,11 +146,15 @@ def bench(images: Sequence[Path], repeat: int, progress: BenchProgress,
             versus = compare_with_qemu(image, modes[Mode.NATIVE], qemu, repeat, workdir,
                                        progress)
             guests.append(GuestBench(image, modes, versus))
+        disk = None
+        if disk_sectors:
+            progress.phase(f"disk I/O, {disk_sectors} sectors each way")
+            disk = run_disk_rows(disk_sectors, repeat, workdir, progress)
     progress.phase("limits")
     limits = measure_limits(images, guests, max(repeat, MIN_PROBE_REPEAT), progress)
     progress.phase("pvtool patch (child processes)")
     patcher = patcher_rows([*images, *patch_only], progress)
-    return BenchReport(repeat, guests, qemu, limits, _environment(), patcher)
+    return BenchReport(repeat, guests, qemu, limits, _environment(), patcher, disk)
 
 
 def measure_limits(images: Sequence[Path], guests: list[GuestBench], repeat: int,

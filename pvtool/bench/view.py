@@ -22,8 +22,9 @@ def render(data: dict, console: Console) -> None:
                   if guest.get("operations")]
     exits = [_exits(guest) for guest in data["guests"]
              if any(run["ok"] for run in guest["modes"].values())]
+    disk = [disk_table(data["disk"], data["repeat"])] if data.get("disk") else []
     for table in (_workloads(data), versus_qemu_table(data), *operations, *exits,
-                  _limits(data["limits"]), _patcher(data["patcher"])):
+                  *disk, _limits(data["limits"]), _patcher(data["patcher"])):
         console.print(table)
 
 
@@ -184,6 +185,50 @@ def _exits(guest: dict) -> Table:
         table.add_row(f"  {call}", *(f"{run['hypercalls'].get(call, 0):,}"
                                      for _, run in columns), style="dim")
     return table
+
+
+def disk_table(disk: dict, repeat: int) -> Table:
+    """A row per way of giving minikern a disk: sectors a host second, and exits and
+    hypercalls a sector moved; blkfront's verdict against the ATA paths last."""
+    title = (f"Disk I/O: read {disk['sectors']:,} sectors, write them, flush; "
+             f"fastest of {repeat} run(s)")
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False,
+                  collapse_padding=True)
+    for name in ("way", "driver", "req", "sect/s", "exits/sect", "io/sect", "hcalls/sect"):
+        table.add_column(name, no_wrap=True,
+                         justify="left" if name in ("way", "driver") else "right")
+    table.add_column("result")
+    for row in disk["rows"]:
+        cells = [row["name"], row["driver"], str(row["sectors_per_request"])]
+        if not row["ok"]:
+            table.add_row(*cells, "-", "-", "-", "-", f"[red]not run: {escape(row['error'])}[/]")
+            continue
+        rate = row["sectors_per_second"]
+        good = row["passed"] and row["disk_written"]
+        table.add_row(*cells, f"{rate:,.0f}" if rate is not None else "-",
+                      f"{row['exits_per_sector']:,.2f}", f"{row['io_exits_per_sector']:,.2f}",
+                      f"{row['hypercalls_per_sector']:,.2f}",
+                      "ok" if good else "[red]FAIL[/]")
+    table.caption = "\n".join([
+        "A sector's cost: the workload's run less one with diskbench=0 (boot,",
+        "driver start, a flush), over the sectors moved (read and written);",
+        "sect/s: the same difference in host seconds (- when within noise).",
+        "ok: the workload's line said ok and the disk holds what it wrote",
+        "(FAIL: the JSON has the line).",
+        _disk_verdict(disk["blkfront"])])
+    table.caption_justify = "left"
+    return table
+
+
+def _disk_verdict(verdict: dict) -> str:
+    fewer = verdict["times_fewer_exits"]
+    if not fewer:
+        return "blkfront against ATA: not measured (a way did not run or pass)"
+    reached = ", ".join(f"x{req}: {times:,.1f}x" if times is not None else f"x{req}: no exits"
+                        for req, times in fewer.items())
+    mark = "[green]met[/]" if verdict["met"] else "[red]not met[/]"
+    return (f"blkfront's exits a sector, times fewer than ATA's fewest: {reached} "
+            f"(target {verdict['target']}x: {mark})")
 
 
 def _limits(limits: dict) -> Table:

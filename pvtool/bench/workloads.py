@@ -25,9 +25,9 @@ RUN_TIMEOUT = 120.0  # seconds: a guest that loops for ever still ends the bench
 NULL_CALLS_PER_RUN = 2_000  # the null hypercalls timed before and after each PV run
 
 
-def fresh_disk(workdir: Path) -> Path:
+def fresh_disk(workdir: Path, size: int = DISK_SIZE) -> Path:
     disk = workdir / "disk.img"
-    disk.write_bytes(bytes(DISK_SIZE))
+    disk.write_bytes(bytes(size))
     return disk
 
 
@@ -87,13 +87,13 @@ class ModeRuns:
             "exits_total": sum(last.exits.values()),
             "hypercalls": dict(sorted(last.hypercalls.items())),
             "stop": last.to_dict()["stop"],
-            "guest_passed": _passed(last),
+            "guest_passed": guest_passed(last),
             "same_exits_every_run": all(r.exits == last.exits for r in self.results),
             "null_hypercall_cycles": [round(c, 2) for c in self.null_cycles],
         }
 
 
-def _passed(result: RunResult) -> bool:
+def guest_passed(result: RunResult) -> bool:
     """The guest ended on purpose with status 0 (every check passed, or poweroff)."""
     return (result.stop.kind in (StopKind.GUEST_EXIT, StopKind.SHUTDOWN)
             and result.stop.code == 0)

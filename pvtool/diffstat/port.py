@@ -8,6 +8,11 @@ Inputs:
 - any unified diff (`-` reads it from standard input) with an optional --baseline DIR,
   the tree it applies to: the tree's size is the baseline, and a diff that does not
   apply to it is refused (baseline.py);
+- a series of unified diffs: several DIFF arguments, or a folder of *.diff (applied in
+  name order, as the Makefile applies patches/minikern-xen) with its diffstat.toml
+  (series.py: the baseline's sources and the categories). Counted as `diffstat -m -p1`
+  counts them together; with --baseline DIR each must apply to the tree the ones
+  before it leave (baseline.check_series). Two ELF images are still two images;
 - a patch set folder (patches/NAME: rules.toml and glue.asm). What a patch set's line
   count means: the lines a person wrote to port a kernel with pvtool, every line of
   every file of the folder, comments included, counted as `diff -ruN` of an empty
@@ -50,9 +55,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pvtool.diffstat import baseline as baseline_mod
-from pvtool.diffstat import xen_table2
+from pvtool.diffstat import series, xen_table2
 from pvtool.diffstat.baseline import Baseline
-from pvtool.diffstat.reader import DiffstatResult, parse
+from pvtool.diffstat.reader import DiffstatResult, FileStat, parse
 from pvtool.errors import InputMissingError, UsageError
 
 AUTOMATIC, HAND_WRITTEN = "automatic", "hand-written"
@@ -172,28 +177,56 @@ def measure_port(inputs: tuple[Path, ...], baseline_dir: Path | None = None,
                  sloc: bool = False, categories: tuple[str, ...] = (),
                  automatic: tuple[str, ...] = (), patch_set: str | None = None) -> PortMeasure:
     rules = [CategoryRule.parse(text) for text in categories]
-    if not inputs or len(inputs) > 2:
-        raise UsageError("diffstat takes a diff, a patch set folder, or two images "
-                         "(ORIG.elf PATCHED.elf)")
-    if len(inputs) == 2:
+    if not inputs:
+        raise UsageError("diffstat takes a diff, a series of diffs (several, or their "
+                         "folder), a patch set folder, or two images")
+    if len(inputs) == 1 and Path(inputs[0]).is_dir():
+        folder = Path(inputs[0])
+        if (folder / PATCH_SET_FILE).is_file():
+            return _patch_set(folder, baseline_dir, sloc, rules)
+        return _series_folder(folder, baseline_dir, sloc, rules, automatic)
+    if len(inputs) == 2 and all(map(_is_elf, inputs)):
         if baseline_dir is not None:
             raise UsageError("--baseline is for source diffs and patch sets; two images "
                              "carry their baseline (the original listing)")
         return _images(*inputs, rules, patch_set)
-    path = Path(inputs[0])
-    if path.is_dir() and (path / PATCH_SET_FILE).is_file():
-        return _patch_set(path, baseline_dir, sloc, rules)
-    data = _read_diff(path)
-    if data.startswith(ELF_MAGIC):
-        raise UsageError(f"{path}: is an ELF image, not a diff (give two: pvtool diffstat "
-                         "ORIG.elf PATCHED.elf)")
-    result = parse(data, source=str(path))
-    if result.baseline_lines is not None:
+    diffs = _read_series(inputs)
+    if len(diffs) == 1 and diffs[0][1].baseline_lines is not None:
         if baseline_dir is not None:
-            raise UsageError(f"{path}: is a listing diff, which carries its baseline; "
+            raise UsageError(f"{inputs[0]}: is a listing diff, which carries its baseline; "
                              "--baseline is for source diffs")
-        return _listing("listing diff", str(path), result, rules)
-    return _unified(path, result, baseline_dir, sloc, rules, automatic)
+        return _listing("listing diff", diffs[0][0], diffs[0][1], rules)
+    return _unified(diffs, baseline_dir, sloc, rules, automatic)
+
+
+def _is_elf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(ELF_MAGIC)) == ELF_MAGIC
+    except OSError:
+        return False  # a missing or unreadable input is reported as a diff
+
+
+def _read_series(inputs) -> list[tuple[str, DiffstatResult]]:
+    """Each input read and counted: (its name, its counts); an image, a listing diff
+    among several, or a file given twice is refused."""
+    seen: set[str] = set()
+    diffs = []
+    for path in inputs:
+        if str(path) in seen:
+            raise UsageError(f"{path}: given twice; a series names each diff once")
+        seen.add(str(path))
+        data = _read_diff(Path(path))
+        if data.startswith(ELF_MAGIC):
+            raise UsageError(f"{path}: is an ELF image, not a diff (give two: pvtool "
+                             "diffstat ORIG.elf PATCHED.elf)")
+        diffs.append((str(path), parse(data, source=str(path))))
+    if len(diffs) > 1:
+        listing = next((name for name, r in diffs if r.baseline_lines is not None), None)
+        if listing is not None:
+            raise UsageError(f"{listing}: is a listing diff, which is measured alone (or "
+                             "beside a series with --versus)")
+    return diffs
 
 
 def _read_diff(path: Path) -> bytes:
@@ -256,25 +289,58 @@ def _category(path: str, rules, default: str) -> str:
     return next((rule.name for rule in rules if rule.matches(path)), default)
 
 
-def _unified(path: Path, result: DiffstatResult, baseline_dir: Path | None, sloc: bool,
-             rules, automatic: tuple[str, ...]) -> PortMeasure:
+def _series_folder(folder: Path, baseline_dir: Path | None, sloc: bool, rules,
+                   automatic: tuple[str, ...]) -> PortMeasure:
+    """The folder's *.diff in name order (the order the Makefile applies them in), with
+    the settings of its diffstat.toml: --category rules given on the command line
+    first, then the folder's; the baseline counted over its sources."""
+    diffs = sorted(folder.glob("*.diff"))
+    if not diffs:
+        raise InputMissingError(f"{folder}: is a directory, not a diff (nor a patch set: "
+                                f"no {PATCH_SET_FILE}; nor a series: no *.diff)")
+    settings = series.read_settings(folder)
+    rules = [*rules, *(CategoryRule.parse(text) for text in settings.categories)]
+    return _unified(_read_series(diffs), baseline_dir, sloc, rules, automatic,
+                    str(folder), settings.sources)
+
+
+def _unified(diffs: list[tuple[str, DiffstatResult]], baseline_dir: Path | None,
+             sloc: bool, rules, automatic: tuple[str, ...], source: str | None = None,
+             sources: tuple[str, ...] = ()) -> PortMeasure:
+    """One diff, or a series counted as diffstat counts several files at once."""
+    result = diffs[0][1] if len(diffs) == 1 else _joined(diffs)
     base = None
     if baseline_dir is not None:
-        base = baseline_mod.size(baseline_dir, sloc)
-        base = baseline_mod.check_applies(result, base, str(path))
+        base = baseline_mod.size(baseline_dir, sloc, sources)
+        base = baseline_mod.check_series(diffs, base)
         result = replace(result, baseline_lines=base.lines)
     generated = [CategoryRule(AUTOMATIC, pattern) for pattern in automatic]
     parts = []
     for stat in result.files:
         origin = AUTOMATIC if any(g.matches(stat.name) for g in generated) else HAND_WRITTEN
         category = _category(stat.name, rules, UNCATEGORIZED)
-        why = ("matches --category " + next(r.pattern for r in rules if r.name == category
+        why = ("matches the category pattern " + next(r.pattern for r in rules if r.name == category
                                             and r.matches(stat.name))
                if category != UNCATEGORIZED else "no --category pattern matches it")
         parts.append(Part(stat.name, category, origin, why, stat.inserted + stat.modified,
                           stat.deleted + stat.modified))
-    return PortMeasure("unified diff", str(path), result, tuple(parts), base,
-                       "sloc" if sloc else "lines")
+    kind = "unified diff" if len(diffs) == 1 else "diff series"
+    return PortMeasure(kind, source or " ".join(name for name, _ in diffs), result,
+                       tuple(parts), base, "sloc" if sloc else "lines")
+
+
+def _joined(diffs: list[tuple[str, DiffstatResult]]) -> DiffstatResult:
+    """The series as one diff: a file named by two diffs is listed once, summed, as
+    `diffstat -m A B` lists it."""
+    merged: dict[str, FileStat] = {}
+    for _, result in diffs:
+        for stat in result.files:
+            were = merged.get(stat.name)
+            merged[stat.name] = stat if were is None else replace(
+                were, inserted=were.inserted + stat.inserted,
+                deleted=were.deleted + stat.deleted, modified=were.modified + stat.modified)
+    return DiffstatResult(tuple(merged[name] for name in sorted(merged)),
+                          patches=tuple(p for _, r in diffs for p in r.patches))
 
 
 def _patch_set(folder: Path, baseline_dir: Path | None, sloc: bool, rules) -> PortMeasure:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pvtool.errors import UnsupportedImageError
 from pvtool.hv import layout
+from pvtool.hv.blkback.xenbus import start_blkback
 from pvtool.hv.builder import CONSOLE_EVTCHN, STORE_EVTCHN, build_domain, enter_guest
 from pvtool.hv.domain import PvDomain
 from pvtool.hv.emulate import Emulator
@@ -49,6 +50,8 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
         store_port=STORE_EVTCHN, store_mfn=boot.pfn(boot.xenstore),
         console_port=CONSOLE_EVTCHN, console_mfn=boot.pfn(boot.console),
         disk=disk.path if isinstance(disk, DiskImage) else None))
+    if isinstance(disk, DiskImage):
+        domain.blkback = start_blkback(domain, disk)
     emulator = Emulator(domain, ours.trap_sites, ours.regs_block)
     machine.attach(PvSupervisor(domain, emulator))
     enter_guest(machine, boot, notes.entry if notes.entry is not None else image.entry)

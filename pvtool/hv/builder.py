@@ -243,7 +243,7 @@ def _write_start_info(machine: Machine, boot: BootLayout, nr_pages: int,
     info = START_INFO.pack(
         magic=xen.START_INFO_MAGIC_32P if boot.pae else xen.START_INFO_MAGIC_32,
         nr_pages=nr_pages, shared_info=layout.SHARED_INFO,
-        flags=xen.SIF_PRIVILEGED | xen.SIF_INITDOMAIN,
+        flags=0,  # a domU: neither SIF_PRIVILEGED nor SIF_INITDOMAIN
         store_mfn=boot.pfn(boot.xenstore), store_evtchn=STORE_EVTCHN,
         console_mfn=boot.pfn(boot.console), console_evtchn=CONSOLE_EVTCHN,
         pt_base=boot.page_tables, nr_pt_frames=boot.nr_pt_frames, mfn_list=boot.p2m,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi.xen import (
     DOMID_SELF,
+    GUEST_DOMID,
     GUEST_KERNEL_RPL,
     HYPERCALL_ARGUMENT_REGISTERS,
     HYPERCALL_NUMBER_REGISTER,
@@ -26,7 +27,7 @@ from pvtool.hv.builder import CONSOLE_EVTCHN, STORE_EVTCHN
 from pvtool.hv.console import ConsoleRing
 from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.events import EventChannels
-from pvtool.hv.frames import FIRST_DOMAIN, machine_frames
+from pvtool.hv.frames import machine_frames
 from pvtool.hv.gdt import Gdt
 from pvtool.hv.grants import GrantTable
 from pvtool.hv.pagetables import PageTables
@@ -144,7 +145,7 @@ class Domain:
                  paging: PagingMode = PagingMode.TWO_LEVEL, glue: bool = False,
                  superpages: bool = False,
                  console_output: Callable[[bytes], None],
-                 trace: Callable[[str], None] | None = None, domid: int = FIRST_DOMAIN):
+                 trace: Callable[[str], None] | None = None, domid: int = GUEST_DOMID):
         self.machine = machine
         self.memory: GuestMemory = machine.memory
         self.nr_pages = machine.ram_size // PAGE_SIZE
@@ -152,7 +153,7 @@ class Domain:
         self.console_output = console_output
         self.trace = trace
         self.fpu_ts = False  # the virtual CR0.TS
-        self.frames = machine_frames(self.nr_pages)
+        self.frames = machine_frames(self.nr_pages, domid)
         self.vcpu = VCpu(machine.cpu, machine.memory)
         self.gdt = Gdt(self)
         self.pagetables = PageTables(self, base_mfn, paging, glue=glue, superpages=superpages)

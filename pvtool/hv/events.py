@@ -195,8 +195,12 @@ class EventChannels:
         return next(port for port in range(1, len(used) + 2) if port not in used)
 
     def alloc_unbound(self, dom: int, remote_dom: int) -> int:
-        if dom != DOMID_SELF:
+        """A port of DOM's (this domain) for REMOTE_DOM to bind; DOMID_SELF as the
+        remote is the domain itself (evtchn_alloc_unbound)."""
+        if not self.domain.is_named_by(dom):
             raise HypercallError(Errno.EPERM, f"alloc_unbound for domain {dom:#x}")
+        if remote_dom == DOMID_SELF:
+            remote_dom = self.domain.domid
         port = self._free_port()
         self.ports[port] = Port(EvtchnStatus.unbound, remote_dom=remote_dom)
         return port

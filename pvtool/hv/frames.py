@@ -28,8 +28,6 @@ from pvtool.abi.xen import DOMID_XEN
 from pvtool.hv import layout
 from pvtool.x86.paging import PAGE_SHIFT
 
-FIRST_DOMAIN = 0  # the id of the domain pvtool runs (Xen's first is dom0)
-
 
 class PageType(IntEnum):
     """Xen's PGT_* types; a page table's is its level."""
@@ -219,14 +217,14 @@ class FrameTable:
             self._journal.append((undo, *args))
 
 
-def machine_frames(nr_pages: int) -> FrameTable:
-    """The frame table of a machine running one domain, FIRST_DOMAIN: RAM frames
+def machine_frames(nr_pages: int, domid: int) -> FrameTable:
+    """The frame table of a machine running one domain, DOMID: RAM frames
     0 .. NR_PAGES-1 are its own (machine frame = pseudo-physical frame, docs/ABI.md),
     everything from the hypervisor's range up is DOMID_XEN's, and the hypervisor's
     shared_info page is shared with it."""
     frames = FrameTable()
-    frames.assign(FIRST_DOMAIN, 0, nr_pages)
+    frames.assign(domid, 0, nr_pages)
     first_xen = layout.BASE >> PAGE_SHIFT
     frames.assign(DOMID_XEN, first_xen, (1 << (32 - PAGE_SHIFT)) - first_xen)
-    frames.share(layout.SHARED_INFO >> PAGE_SHIFT, FIRST_DOMAIN)
+    frames.share(layout.SHARED_INFO >> PAGE_SHIFT, domid)
     return frames

@@ -103,11 +103,26 @@ class GrantTable:
     def access(self, ref: int, *, write: bool, domid: int = BACKEND_DOMID) -> Iterator[int]:
         """Use grant REF as domain DOMID, for writing into the granted frame if WRITE;
         yield the frame's machine address. Raises GrantRefused with Xen's status."""
+        frame = self.map(ref, write=write, domid=domid)
+        try:
+            yield frame
+        finally:
+            self.unmap(ref, write=write)
+
+    def map(self, ref: int, *, write: bool, domid: int = BACKEND_DOMID) -> int:
+        """Use grant REF as domain DOMID until `unmap` (a backend's ring, mapped for as
+        long as it is connected, as GNTTABOP_map_grant_ref pins it); the granted
+        frame's machine address. Raises GrantRefused with Xen's status."""
         self._pin(ref, domid, write)
         try:
-            yield self._granted_frame(ref, write) << PAGE_SHIFT
-        finally:
+            return self._granted_frame(ref, write) << PAGE_SHIFT
+        except GrantRefused:
             self._unpin(ref, write)
+            raise
+
+    def unmap(self, ref: int, *, write: bool) -> None:
+        """End one use of REF that `map` began."""
+        self._unpin(ref, write)
 
     def copy_to(self, ref: int, offset: int, data: bytes, *, domid: int = BACKEND_DOMID) -> None:
         """Write DATA at OFFSET of the frame grant REF lets DOMID write."""

@@ -77,6 +77,11 @@ class PageTables:
         window's data), so it can never become a page table."""
         self.validator.hold_writable(mfn)
 
+    def drop_writable(self, mfn: int) -> None:
+        """The hypervisor no longer maps MFN (a backend let its ring go): the reference
+        hold_writable took is dropped, and the frame may become a page table again."""
+        self.frames.put_page_and_type(mfn)
+
     def _hold_glue_data(self) -> None:
         """The glue window's data pages are writable through the hypervisor's own table
         (layout.GLUE_L1), which no validation sees: were one of them a page table, the

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pvtool.diffstat import DiffstatResult, FileStat, xen_table2
-from pvtool.diffstat.port import PortMeasure
+from pvtool.diffstat.port import AUTOMATIC, PortMeasure
 from pvtool.views.widths import room_beside
 
 BAR_WIDTH = 30  # histogram columns; longer files are scaled down, as diffstat does
@@ -25,8 +25,10 @@ def render(result: DiffstatResult, console: Console) -> None:
     console.print(result.summary_line(), markup=False, highlight=False)
 
 
-def render_port(port: PortMeasure, console: Console) -> None:
-    console.print(table2(port))
+def render_port(port: PortMeasure, console: Console, versus: PortMeasure | None = None) -> None:
+    console.print(table2(port, versus))
+    if versus is not None:
+        console.print(versus_line(port, versus), highlight=False)
     console.print(parts_table(port))
     for text in why_lines(port):
         console.print(text, highlight=False)
@@ -37,9 +39,10 @@ def render_port(port: PortMeasure, console: Console) -> None:
     console.print(port.diffstat.summary_line(), markup=False, highlight=False)
 
 
-def table2(port: PortMeasure) -> Table:
-    """Table 2's rows and totals: the port (automatic, hand-written, total) beside Xen's
-    Linux and Windows XP ports."""
+def table2(port: PortMeasure, versus: PortMeasure | None = None) -> Table:
+    """Table 2's rows and totals: the port (automatic, hand-written, total) beside
+    VERSUS (another port of the same kernel: its total) and Xen's Linux and Windows XP
+    ports."""
     table = Table(title=f"Lines modified or added ({port.kind} {port.source}), "
                         "beside Table 2 of the Xen paper",
                   box=box.SIMPLE_HEAD, show_footer=True, title_justify="left",
@@ -47,22 +50,42 @@ def table2(port: PortMeasure) -> Table:
     rows = port.categories()
     automatic = sum(r.automatic for r in rows)
     hand = sum(r.hand_written for r in rows)
-    share = port.share_percent
     table.add_column("OS subsection", footer=Text("total\nportion of baseline"),
                      no_wrap=True)
-    columns = (("auto-\nmatic", str(automatic), None),
+    columns = [("auto-\nmatic", str(automatic), None),
                ("by\nhand", str(hand), None),
-               ("this\nport", f"{automatic + hand}\n"
-                + (f"{share:.2f}%" if share is not None else "-"), "bold"),
-               ("Xen\nLinux", f"{xen_table2.LINUX_TOTAL}\n"
-                             f"{xen_table2.LINUX_SHARE_PERCENT:.2f}%", None),
-               ("Xen\nXP", f"{xen_table2.XP_TOTAL}\n{xen_table2.XP_SHARE_PERCENT:.2f}%", None))
+               ("this\nport", _total(automatic + hand, port.share_percent), "bold")]
+    if versus is not None:
+        columns.append(("versus", _total(versus.added_or_modified, versus.share_percent),
+                        None))
+    columns += [("Xen\nLinux", _total(xen_table2.LINUX_TOTAL,
+                                      xen_table2.LINUX_SHARE_PERCENT), None),
+                ("Xen\nXP", _total(xen_table2.XP_TOTAL, xen_table2.XP_SHARE_PERCENT), None)]
     for title, footer, style in columns:
         table.add_column(title, footer=footer, justify="right", style=style, no_wrap=True)
+    beside = {r.name: r.total for r in versus.categories()} if versus is not None else None
     for row in rows:
-        table.add_row(Text(row.name), str(row.automatic), str(row.hand_written),
-                      str(row.total), _xen(row.linux), _xen(row.xp))
+        cells = [str(row.automatic), str(row.hand_written), str(row.total)]
+        if beside is not None:
+            cells.append(str(beside.pop(row.name, 0)))
+        table.add_row(Text(row.name), *cells, _xen(row.linux), _xen(row.xp))
     return table
+
+
+def _total(lines: int, share: float | None) -> str:
+    return f"{lines}\n" + (f"{share:.2f}%" if share is not None else "-")
+
+
+def versus_line(port: PortMeasure, versus: PortMeasure) -> Text:
+    """What the versus column is, and how the two ports' lines compare."""
+    mine, theirs = port.added_or_modified, versus.added_or_modified
+    ratio = f" ({mine / theirs:.2f}x its lines)" if theirs else ""
+    automatic = sum(p.added for p in versus.parts if p.origin == AUTOMATIC)
+    base = versus.diffstat.baseline_lines
+    return Text(f"versus: {versus.kind} {versus.source}: {theirs} lines modified or "
+                f"added, {automatic} of them automatic"
+                + (f", of its own baseline of {base} lines" if base else "")
+                + f"; this port: {mine}{ratio}")
 
 
 def _xen(value: int | None) -> str:

@@ -13,12 +13,14 @@ from tests.cli import pvtool
 
 @pytest.fixture(scope="module")
 def bench_report(tmp_path_factory, guests):
-    """bench_report(guest) -> (the JSON, stdout, stderr) of `pvtool bench` on
-    build/guests/GUEST, one repetition, stderr not a terminal."""
+    """bench_report(guest, disk_sectors=0) -> (the JSON, stdout, stderr) of `pvtool
+    bench` on build/guests/GUEST, one repetition, stderr not a terminal, the disk rows
+    moving DISK_SECTORS (0: none)."""
 
-    def _bench(guest: str) -> tuple[dict, str, str]:
+    def _bench(guest: str, disk_sectors: int = 0) -> tuple[dict, str, str]:
         out = tmp_path_factory.mktemp("bench") / "out.json"
-        result = pvtool("bench", guests(guest), "--repeat", "1", "--json", out)
+        result = pvtool("bench", guests(guest), "--repeat", "1", "--json", out,
+                        "--disk-sectors", disk_sectors)
         assert result.status == 0, result.output
         return json.loads(out.read_text()), result.stdout, result.stderr
 

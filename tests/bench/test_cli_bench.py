@@ -17,6 +17,12 @@ MODE_FIELDS = {"ok", "error", "prepare_seconds", "wall_seconds", "ratio_to_nativ
                "insns_upper_bound", "insns_exact", "insns_per_second", "exits",
                "exits_total", "hypercalls", "stop", "guest_passed", "same_exits_every_run",
                "null_hypercall_cycles"}
+DISK_SECTORS = 2  # the disk rows' workload here: small, the fields are what is checked
+DISK_FIELDS = {"name", "mode", "driver", "sectors_per_request", "image", "sectors",
+               "sectors_moved", "ok", "error", "line", "passed", "disk_written",
+               "wall_seconds", "sectors_per_second", "sectors_per_second_whole_run", "runs",
+               "exits_per_sector", "io_exits_per_sector", "hypercalls_per_sector",
+               "same_counts_every_run"}
 LIMIT_FIELDS = {"register_loop", "sieve", "sieve_error", "pvtool_native", "empty_hook",
                 "null_hypercall", "hypercall_over_empty_hook", "hypercall_target",
                 "hypercall_within_target", "peak_memory", "peak_memory_error"}
@@ -24,7 +30,7 @@ LIMIT_FIELDS = {"register_loop", "sieve", "sieve_error", "pvtool_native", "empty
 
 @pytest.fixture(scope="module")
 def hello_report(bench_report):
-    return bench_report("hello")
+    return bench_report("hello", disk_sectors=DISK_SECTORS)
 
 
 def test_the_json_has_every_field_for_every_mode(hello_report):
@@ -50,6 +56,59 @@ def test_the_json_has_every_field_for_every_mode(hello_report):
     (cycles,) = guest["modes"]["pv"]["null_hypercall_cycles"]
     assert cycles > 0
     assert guest["modes"]["native"]["null_hypercall_cycles"] == []
+
+
+def test_the_disk_rows_are_each_way_with_every_field(hello_report):
+    data, stdout = hello_report
+    disk = data["disk"]
+    assert (disk["sectors"], disk["sectors_moved"]) == (DISK_SECTORS, 2 * DISK_SECTORS)
+    ways = [(r["name"], r["mode"], r["driver"], r["sectors_per_request"])
+            for r in disk["rows"]]
+    assert ways == [("native", "native", "ATA", 1), ("trap", "trap", "ATA", 1),
+                    ("pv auto", "pv", "ATA", 1), ("pv hand", "pv", "blkfront", 1),
+                    ("pv hand", "pv", "blkfront", 8)]
+    for row in disk["rows"]:
+        assert row["ok"], row["error"]
+        assert set(row) == DISK_FIELDS
+    assert set(disk["blkfront"]) == {"fewest_ata_exits_per_sector", "times_fewer_exits",
+                                     "target", "met"}
+    assert "Disk I/O: read 2 sectors" in stdout
+
+
+def test_a_sectors_costs_are_the_workload_run_less_the_idle_run(hello_report):
+    """Per sector moved (read and written): the workload run's counts less those of the
+    same kernel with diskbench=0, both kept in the JSON."""
+    data, _ = hello_report
+    for row in data["disk"]["rows"]:
+        work, idle = row["runs"]["workload"], row["runs"]["idle"]
+        moved = row["sectors_moved"]
+        for run in (work, idle):
+            assert run["exits_total"] == sum(run["exits"].values())
+            assert run["hypercalls_total"] == sum(run["hypercalls"].values())
+        assert row["exits_per_sector"] == round(
+            (work["exits_total"] - idle["exits_total"]) / moved, 3)
+        assert row["io_exits_per_sector"] == round(
+            (work["exits"].get("io", 0) - idle["exits"].get("io", 0)) / moved, 3)
+        assert row["hypercalls_per_sector"] == round(
+            (work["hypercalls_total"] - idle["hypercalls_total"]) / moved, 3)
+        fastest = {kind: row["wall_seconds"][kind]["min"] for kind in ("workload", "idle")}
+        spent = fastest["workload"] - fastest["idle"]
+        assert row["sectors_per_second"] == (round(moved / spent, 1) if spent > 0 else None)
+        assert row["sectors_per_second_whole_run"] == round(moved / fastest["workload"], 1)
+
+
+def test_every_way_moves_the_sectors_and_ata_pays_its_port_exits(hello_report):
+    """Each way's line says ok and its disk holds the pattern. ATA by PIO is at least
+    136 port exits to read a sector and 137 to write one (ide.c: 7 register accesses, a
+    status read and 128 insl or outsl dwords, each one exit: SPLIT-DRIVERS.md §7.4);
+    blkfront does no port I/O."""
+    data, _ = hello_report
+    for row in data["disk"]["rows"]:
+        assert row["passed"] and row["disk_written"], row["line"]
+        if row["driver"] == "ATA":
+            assert row["io_exits_per_sector"] >= (136 + 137) / 2
+        else:
+            assert row["runs"]["workload"]["exits"].get("io", 0) == 0
 
 
 def test_the_json_has_every_limit(hello_report):

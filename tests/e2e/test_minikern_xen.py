@@ -17,7 +17,14 @@ import pytest
 from tests import cli
 from tests.binutils import run_tool
 from tests.binutils import symbols as nm_symbols
-from tests.e2e.test_minikern_qemu import NO_DISK_LINE, expected_output
+from tests.e2e.test_minikern_qemu import (
+    DISK_LINE,
+    DISK_SIZE,
+    NO_DISK_LINE,
+    boot_record,
+    expected_output,
+    record_with_count,
+)
 from tests.oracles import REPO_ROOT, guest_path
 
 pvtool = partial(cli.pvtool, process=True, timeout=240)
@@ -25,6 +32,9 @@ pvtool = partial(cli.pvtool, process=True, timeout=240)
 PATCHES = REPO_ROOT / "patches" / "minikern-xen"
 MAPPER_CYCLES = 64  # umapper.c: map, fill, check and unmap one page, 64 times
 PROCESSES = 4       # main.c's programs: primes, chatty, mapper, intruder
+BOOTS = 2           # the boot counter goes 1, then 2
+# bootcount.c's block requests per boot: read, write, flush, read back.
+DISK_REQUESTS = 4
 SELFTESTS = (
     b"selftest: after cli, pushf shows IF clear ok\n",
     b"selftest: popf restores IF, set and clear ok\n",
@@ -35,8 +45,8 @@ SELFTESTS = (
 
 @pytest.fixture(scope="module")
 def xen_run(tmp_path_factory):
-    summary = tmp_path_factory.mktemp("minikern-xen") / "run.json"
-    done = pvtool("run", "--quiet", "--json", summary, guest_path("minikern-xen"))
+    summary = tmp_path_factory.mktemp("diskless") / "summary.json"
+    done = pvtool("run", "--json", summary, guest_path("minikern-xen"))
     assert done.status == 0, done.stderr
     return done.stdout_bytes, json.loads(summary.read_text())
 
@@ -79,6 +89,55 @@ def test_its_hypercalls_are_a_hand_ports(xen_run):
     assert calls["set_timer_op"] >= 3
     assert summary["exits"]["upcall"] >= 3
     assert calls["iret"] >= summary["exits"]["upcall"]
+
+
+@pytest.fixture(scope="module")
+def disk_runs(tmp_path_factory):
+    """minikern-xen and native minikern, each booted twice on a blank disk of its own:
+    {"xen": [(stdout, summary), ...], "native": [...]}, and the two disks after."""
+    runs, disks = {}, {}
+    for kind, flags, guest in (("xen", (), "minikern-xen"), ("native", ("--native",), "minikern")):
+        work = tmp_path_factory.mktemp(kind)
+        disk = work / "disk.img"
+        disk.write_bytes(bytes(DISK_SIZE))
+        runs[kind] = []
+        for boot in range(BOOTS):
+            summary = work / f"boot{boot}.json"
+            done = pvtool("run", *flags, "--quiet", "--json", summary, "--disk", disk,
+                          guest_path(guest))
+            assert done.status == 0, done.stderr
+            runs[kind].append((done.stdout_bytes, json.loads(summary.read_text())))
+        disks[kind] = disk.read_bytes()
+    return runs, disks
+
+
+def test_with_a_disk_it_prints_native_minikerns_bytes_boot_after_boot(disk_runs):
+    runs, _ = disk_runs
+    for boot in range(BOOTS):
+        line = DISK_LINE % (boot + 1)
+        assert runs["xen"][boot][0] == runs["native"][boot][0] == expected_output(line)
+
+
+def test_it_leaves_the_disk_native_minikern_leaves(disk_runs, tmp_path):
+    _, disks = disk_runs
+    assert disks["xen"] == disks["native"]
+    written = tmp_path / "disk.img"
+    written.write_bytes(disks["xen"])
+    assert boot_record(written) == record_with_count(BOOTS)
+
+
+def test_its_disk_is_a_blkfront_without_port_io(disk_runs, xen_run):
+    runs, _ = disk_runs
+    _, diskless = xen_run
+    for _, summary in runs["xen"]:
+        calls = summary["hypercalls"]
+        assert summary["exits"].get("io", 0) == 0
+        assert summary["uart_bytes"] == 0
+        assert calls["grant_table_op"] == 1  # setup_table; grants are plain stores
+        # Beyond the diskless boot's: alloc_unbound and unmask for the device's port,
+        # then a send per block request (XenStore's sends on top).
+        extra = calls["event_channel_op"] - diskless["hypercalls"]["event_channel_op"]
+        assert extra >= 2 + DISK_REQUESTS
 
 
 def xen_notes(elf) -> dict[int, bytes]:

@@ -16,6 +16,7 @@ from tests.hv.xenguest import DEFAULT_NOTES, PAE_NOTES
 GRANT_TABLE_OP, UPDATE_VA_MAPPING = 20, 14
 MAP, SETUP, DUMP, TRANSFER, COPY, QUERY, SET_VERSION, GET_VERSION = 0, 2, 3, 4, 5, 6, 8, 10
 DOMID_SELF, EINVAL, EFAULT, ESRCH, ENOSYS = 0x7FF0, 22, 14, 3, 38
+GUEST = 1  # the guest's domain id (xl's first domU); its backends are domain 0
 GNTST_OKAY, GNTST_GENERAL, GNTST_BAD_DOMAIN, GNTST_BAD_REF = 0, -1, -2, -3
 GNTST_PERMISSION, GNTST_BAD_PAGE, GNTST_BAD_COPY_ARG = -8, -9, -10
 GTF_PERMIT_ACCESS, GTF_READONLY, GTF_READING, GTF_WRITING = 1, 4, 8, 16
@@ -187,11 +188,12 @@ def test_the_guest_copies_from_its_frame_into_its_grant(idle):
     data = idle.addr("data") >> 12
     scratch = idle.addr("frame_list") >> 12
     idle.write("frame_list", b"granted bytes")
-    grant(idle, 8, data)
-    ops = (copy_op(idle, (scratch, DOMID_SELF, 0), (8, 0, 32), 13, GNTCOPY_DEST_GREF)
-           + copy_op(idle, (scratch, 3, 0), (8, 0, 0), 4, GNTCOPY_DEST_GREF)
-           + copy_op(idle, (scratch, DOMID_SELF, 4000), (8, 0, 0), 200, GNTCOPY_DEST_GREF)
-           + copy_op(idle, (8, 0, 32), (scratch, DOMID_SELF, 100), 7,
+    grant(idle, 8, data, domid=GUEST)  # the guest copies through its grant as itself
+    ops = (copy_op(idle, (scratch, DOMID_SELF, 0), (8, GUEST, 32), 13, GNTCOPY_DEST_GREF)
+           + copy_op(idle, (scratch, 3, 0), (8, GUEST, 0), 4, GNTCOPY_DEST_GREF)
+           + copy_op(idle, (scratch, DOMID_SELF, 4000), (8, DOMID_SELF, 0), 200,
+                     GNTCOPY_DEST_GREF)
+           + copy_op(idle, (8, DOMID_SELF, 32), (scratch, DOMID_SELF, 100), 7,
                      GNTCOPY_SOURCE_GREF))
     idle.write("args", ops[:48])
     assert gnttab(idle, COPY, idle.addr("args"), 2) == 0

@@ -13,6 +13,7 @@ INCREASE, DECREASE, MAX_RAM_PAGE, CURRENT, MAXIMUM, POPULATE = 0, 1, 2, 3, 4, 6
 ADD_TO_PHYSMAP, MEMORY_MAP, MACHINE_MEMORY_MAP, EXCHANGE = 7, 9, 10, 11
 EXTENT_SHIFT = 6
 DOMID_SELF = 0x7FF0
+GUEST = 1  # the domain's own id (xl's first domU)
 EPERM, ESRCH, EACCES, EFAULT, EINVAL, EDOM, ENOSYS = 1, 3, 13, 14, 22, 33, 38
 E820_RAM = 1
 HV_2LEVEL = 0xFC000000
@@ -34,7 +35,7 @@ def memory_op(idle, cmd: int, arg: int = 0) -> int:
 def test_the_reservations_are_all_of_ram(idle):
     args = idle.addr("args")
     assert memory_op(idle, MAX_RAM_PAGE) == NR_PAGES
-    for domid in (DOMID_SELF, 0):  # 0: the domain's own id
+    for domid in (DOMID_SELF, GUEST):
         idle.write("args", struct.pack("<H", domid))
         assert memory_op(idle, CURRENT, args) == NR_PAGES
         assert memory_op(idle, MAXIMUM, args) == NR_PAGES

@@ -10,7 +10,7 @@ from pvtool.abi.layouts import (
     EVTCHN_STATUS,
     EVTCHN_UNMASK,
 )
-from pvtool.abi.xen import DOMID_SELF, Errno, EvtchnOp
+from pvtool.abi.xen import Errno, EvtchnOp
 from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
 
@@ -30,7 +30,7 @@ def event_channel_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
         events.close(_port_arg(dom, arg, EVTCHN_CLOSE))
     elif cmd == EvtchnOp.status:
         req = EVTCHN_STATUS.unpack(dom.copy_from_guest(arg, EVTCHN_STATUS.size))
-        if req["dom"] != DOMID_SELF:
+        if not dom.is_named_by(req["dom"]):
             raise HypercallError(Errno.ESRCH, f"status of domain {req['dom']:#x}")
         status, u0, u1 = events.status(req["port"])
         dom.copy_to_guest(arg + EVTCHN_STATUS.offset("status"),

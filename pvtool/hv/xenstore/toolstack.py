@@ -11,13 +11,13 @@ guest fills in (data, control/shutdown, the device frontends...) are its own."""
 from dataclasses import dataclass
 from pathlib import Path
 
+from pvtool.abi.blkif import XEN_IO_PROTO_ABI_X86_32
+from pvtool.abi.xen import BACKEND_DOMID, GUEST_DOMID
 from pvtool.abi.xs_wire import XenbusState
 from pvtool.hv.xenstore.client import StoreClient
 from pvtool.hv.xenstore.paths import domain_path
 from pvtool.hv.xenstore.perms import PRIVILEGED_DOMID, Perm
 
-GUEST_DOMID = 1
-BACKEND_DOMID = PRIVILEGED_DOMID
 # The block device's id: xvda, 202 << 8 | disk << 4 | partition (xen-vbd-interface.7).
 XVDA = 202 << 8
 CONSOLE_LIMIT = 1048576  # libxl's console/limit: bytes xenconsoled buffers
@@ -106,7 +106,8 @@ def _vbd_nodes(xs: StoreClient, config: DomainConfig) -> None:
         xs.set_perms(directory, _owner_reads(owner, reader))
     _write_all(xs, front, {
         "backend": back, "backend-id": BACKEND_DOMID, "state": int(XenbusState.initialising),
-        "virtual-device": XVDA, "device-type": "disk", "trusted": 1, "protocol": "x86_32-abi",
+        "virtual-device": XVDA, "device-type": "disk", "trusted": 1,
+        "protocol": XEN_IO_PROTO_ABI_X86_32,
     })
     _write_all(xs, back, {
         "frontend": front, "frontend-id": config.domid, "online": 1,
