@@ -59,7 +59,7 @@ def test_the_json_has_every_field_for_every_mode(hello_report):
 
 
 def test_the_disk_rows_are_each_way_with_every_field(hello_report):
-    data, stdout = hello_report
+    data, stdout, _ = hello_report
     disk = data["disk"]
     assert (disk["sectors"], disk["sectors_moved"]) == (DISK_SECTORS, 2 * DISK_SECTORS)
     ways = [(r["name"], r["mode"], r["driver"], r["sectors_per_request"])
@@ -78,7 +78,7 @@ def test_the_disk_rows_are_each_way_with_every_field(hello_report):
 def test_a_sectors_costs_are_the_workload_run_less_the_idle_run(hello_report):
     """Per sector moved (read and written): the workload run's counts less those of the
     same kernel with diskbench=0, both kept in the JSON."""
-    data, _ = hello_report
+    data, _, _ = hello_report
     for row in data["disk"]["rows"]:
         work, idle = row["runs"]["workload"], row["runs"]["idle"]
         moved = row["sectors_moved"]
@@ -102,7 +102,7 @@ def test_every_way_moves_the_sectors_and_ata_pays_its_port_exits(hello_report):
     136 port exits to read a sector and 137 to write one (ide.c: 7 register accesses, a
     status read and 128 insl or outsl dwords, each one exit: SPLIT-DRIVERS.md §7.4);
     blkfront does no port I/O."""
-    data, _ = hello_report
+    data, _, _ = hello_report
     for row in data["disk"]["rows"]:
         assert row["passed"] and row["disk_written"], row["line"]
         if row["driver"] == "ATA":
@@ -194,15 +194,16 @@ def test_plot_without_matplotlib_is_status_69_before_measuring(tmp_path, monkeyp
 
 def test_progress_off_a_terminal_is_a_line_per_phase(hello_report, guests):
     _, _, stderr = hello_report
-    total = planned_steps([guests("hello")], 1, ())
+    total = planned_steps([guests("hello")], 1, (), DISK_SECTORS)
     modes = ", ".join(m.value for m in available_modes())
     lines = stderr.splitlines()
-    phases = [re.sub(r"\[\d+/\d+, \d+:\d\d\] ", "", line) for line in lines[:5]]
+    phases = [re.sub(r"\[\d+/\d+, \d+:\d\d\] ", "", line) for line in lines[:6]]
     assert phases == ["bench: QEMU", f"bench: hello.elf: {modes}", "bench: hello.elf: QEMU",
-                      "bench: limits", "bench: pvtool patch (child processes)"]
+                      f"bench: disk I/O, {DISK_SECTORS} sectors each way", "bench: limits",
+                      "bench: pvtool patch (child processes)"]
     assert lines[0].startswith(f"bench: [1/{total}, ")
     # every planned step was taken or skipped: the plan and the measures agree
-    assert re.fullmatch(rf"bench: done in \d+:\d\d, {total} of {total} steps", lines[5])
+    assert re.fullmatch(rf"bench: done in \d+:\d\d, {total} of {total} steps", lines[6])
 
 
 def test_it_says_where_it_wrote_the_json(hello_report):
