@@ -245,8 +245,10 @@ class PvDomain(Domain):
 
     def __init__(self, machine: Machine, *, console_mfn: int, regs_block: int | None,
                  site_ranges: tuple[tuple[int, int, int], ...] = (), glue_alias: int = 0,
-                 console_input: bytes = b"", **domain):
+                 console_input: bytes = b"",
+                 xen_console: Callable[[bytes], None], **domain):
         super().__init__(machine, **domain)
+        self.xen_console = xen_console  # console_io's output: Xen's console, not the ring
         # A patched higher-half kernel's VIRT_BASE: its glue is also reached that far
         # below the glue window while it runs at its physical addresses.
         self.glue_alias = glue_alias
@@ -267,6 +269,7 @@ class PvDomain(Domain):
         self.grants = GrantTable(self)
         self.console_ring.fill()
         self.events.update_time()
+        self.events.write_wall_clock()
 
     def kernel_stack(self) -> tuple[int, int]:
         """(SS, ESP) a trap from ring 3 switches to: the TSS the kernel loaded (its
