@@ -13,7 +13,9 @@ from pvtool.image.elf_format import ELF32, ElfClass
 NUMERIC_NOTES = frozenset({ElfNote.entry, ElfNote.hypercall_page, ElfNote.virt_base,
                            ElfNote.paddr_offset})
 STRING_NOTES = frozenset({ElfNote.xen_version, ElfNote.guest_os, ElfNote.guest_version,
-                          ElfNote.loader, ElfNote.pae_mode, ElfNote.features})
+                          ElfNote.loader, ElfNote.pae_mode, ElfNote.features,
+                          ElfNote.bsd_symtab})
+YES = "yes"  # BSD_SYMTAB's one value that counts (libelf-dominfo.c: strcmp(str, "yes"))
 NUMERIC_SIZES = (1, 2, 4, 8)  # libelf's elf_note_numeric accepts exactly these
 REQUIRED_MARK = "!"
 FEATURE_SEPARATOR = "|"
@@ -36,6 +38,7 @@ class XenNotes:
     pae_mode: str | None
     features: frozenset[str]
     required_features: frozenset[str]
+    bsd_symtab: bool  # load the symbol table after the kernel (image/bsd_symtab.py)
     raw: dict[ElfNote | int, bytes] = field(hash=False)
 
 
@@ -61,7 +64,8 @@ def parse_xen_notes(image: ElfImage) -> XenNotes | None:
         guest_version=strings.get(ElfNote.guest_version),
         loader=strings.get(ElfNote.loader),
         pae_mode=strings.get(ElfNote.pae_mode),
-        features=features, required_features=required, raw=raw)
+        features=features, required_features=required,
+        bsd_symtab=strings.get(ElfNote.bsd_symtab) == YES, raw=raw)
 
 
 def build_xen_notes(notes: list[tuple[ElfNote, bytes | int | str]],
