@@ -23,6 +23,7 @@ from pvtool.abi.xen import GUEST_KERNEL_RPL
 from pvtool.errors import UnsupportedImageError
 from pvtool.hv import layout
 from pvtool.hv.multiboot_boot import LoadedModules, load_modules, multiboot_table
+from pvtool.hv.note_checks import check_notes
 from pvtool.image.bsd_symtab import symtab_block
 from pvtool.image.elf import ElfImage
 from pvtool.image.xen_notes import XenNotes
@@ -119,6 +120,7 @@ def build_domain(machine: Machine, image: ElfImage, notes: XenNotes, nr_pages: i
     end = _load_kernel(machine, image, virt_base, nr_pages)
     if notes.bsd_symtab:
         end = _load_symtab(machine, image, virt_base, end, nr_pages)
+    check_notes(image, notes, end, layout.PAE_BASE if pae else layout.BASE)
     if pae and end > layout.PAE_BASE:
         raise UnsupportedImageError(f"{image.path}: the kernel reaches {end:#x}, Xen's "
                                     "range on PAE")

@@ -11,7 +11,7 @@ from pvtool.image.elf import ElfImage
 from pvtool.image.elf_format import ELF32, ElfClass
 
 NUMERIC_NOTES = frozenset({ElfNote.entry, ElfNote.hypercall_page, ElfNote.virt_base,
-                           ElfNote.paddr_offset})
+                           ElfNote.paddr_offset, ElfNote.init_p2m, ElfNote.hv_start_low})
 STRING_NOTES = frozenset({ElfNote.xen_version, ElfNote.guest_os, ElfNote.guest_version,
                           ElfNote.loader, ElfNote.pae_mode, ElfNote.features,
                           ElfNote.bsd_symtab})
@@ -39,6 +39,8 @@ class XenNotes:
     features: frozenset[str]
     required_features: frozenset[str]
     bsd_symtab: bool  # load the symbol table after the kernel (image/bsd_symtab.py)
+    init_p2m: int | None  # where the kernel wants its p2m list mapped
+    hv_start_low: int | None  # the lowest address the kernel leaves to the hypervisor
     raw: dict[ElfNote | int, bytes] = field(hash=False)
 
 
@@ -65,7 +67,9 @@ def parse_xen_notes(image: ElfImage) -> XenNotes | None:
         loader=strings.get(ElfNote.loader),
         pae_mode=strings.get(ElfNote.pae_mode),
         features=features, required_features=required,
-        bsd_symtab=strings.get(ElfNote.bsd_symtab) == YES, raw=raw)
+        bsd_symtab=strings.get(ElfNote.bsd_symtab) == YES,
+        init_p2m=numbers.get(ElfNote.init_p2m), hv_start_low=numbers.get(ElfNote.hv_start_low),
+        raw=raw)
 
 
 def build_xen_notes(notes: list[tuple[ElfNote, bytes | int | str]],
