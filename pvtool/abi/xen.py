@@ -69,6 +69,7 @@ class Errno(IntEnum):
     EFAULT = 14
     EBUSY = 16
     EEXIST = 17
+    ENODEV = 19
     EINVAL = 22
     ENOSPC = 28
     EDOM = 33

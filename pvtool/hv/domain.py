@@ -24,6 +24,7 @@ from pvtool.abi.xen import (
 from pvtool.hv import layout
 from pvtool.hv.builder import CONSOLE_EVTCHN, STORE_EVTCHN
 from pvtool.hv.console import ConsoleRing
+from pvtool.hv.debugreg import DebugRegisters
 from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.events import EventChannels
 from pvtool.hv.frames import FIRST_DOMAIN, machine_frames
@@ -249,6 +250,7 @@ class PvDomain(Domain):
                  xen_console: Callable[[bytes], None], **domain):
         super().__init__(machine, **domain)
         self.xen_console = xen_console  # console_io's output: Xen's console, not the ring
+        self.debug_registers = DebugRegisters()  # set_debugreg's (hv/debugreg.py)
         # A patched higher-half kernel's VIRT_BASE: its glue is also reached that far
         # below the glue window while it runs at its physical addresses.
         self.glue_alias = glue_alias
