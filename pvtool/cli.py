@@ -3,6 +3,7 @@
 import json
 import sys
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -244,6 +245,13 @@ Examples:
               help="Type TEXT on the PS/2 keyboard (US layout), one key down or up every "
                    "0.1 s of virtual time; \\n is Enter, \\e Escape, \\t Tab, \\b "
                    "Backspace.")
+@click.option("--xen-console", "xen_console_path", type=click.Path(path_type=Path),
+              metavar="FILE", help="PV: write what the guest prints with console_io (Xen's "
+                                   "own console) to FILE, not to stderr; the console "
+                                   "ring (the domain's console) goes to stdout.")
+@click.option("--host-tsc", is_flag=True,
+              help="rdtsc reads the host's TSC (for benchmarks timing themselves), not "
+                   "virtual time; output that depends on it is then not reproducible.")
 @click.option("--screen", "screen_path", type=click.Path(path_type=Path),
               metavar="FILE", help="--native: write the text screen at the end to FILE "
                                    "(25 lines, trailing blanks trimmed, UTF-8).")
@@ -251,10 +259,10 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
         memory: int, cmdline: str, disks: tuple[Path, ...], snapshot: bool,
         input_file: Path | None, modules: tuple[Path, ...], quiet: bool,
         json_path: Path | None, trace: bool, trace_int: bool, keys: str,
-        screen_path: Path | None) -> None:
+        xen_console_path: Path | None, host_tsc: bool, screen_path: Path | None) -> None:
     """Boot IMAGE and run it until it stops. The guest's serial output goes to stdout;
     pvtool exits with the guest's isa-debug-exit code (see README, "Exit status")."""
-    from pvtool.run import Mode, RunOptions, check_disks, run_image
+    from pvtool.run import Mode, RunOptions, check_disks
     from pvtool.views import run_view
 
     if screen_path is not None and mode != "native":
@@ -265,15 +273,15 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
     check_disks(disks, snapshot)
     _check_output_path(screen_path)
     _check_output_path(json_path)
-    options = RunOptions(
-        mode=Mode(mode) if mode else Mode.AUTO, max_insns=max_insns, timeout=timeout,
-        ram_size=memory << 20, cmdline=cmdline.encode(), disks=disks, snapshot=snapshot,
-        input_data=_serial_input(input_file), modules=modules,
-        trace=_trace_printer() if trace else None,
-        trace_interrupts=_trace_printer() if trace_int else None,
-        keys=keys)
-    result = run_image(image, options, _guest_output())
-    sys.stdout.flush()
+    _check_output_path(xen_console_path)
+    with _xen_console(xen_console_path) as xen_console:
+        result = _run(image, RunOptions(
+            mode=Mode(mode) if mode else Mode.AUTO, max_insns=max_insns, timeout=timeout,
+            ram_size=memory << 20, cmdline=cmdline.encode(), disks=disks,
+            snapshot=snapshot, input_data=_serial_input(input_file), modules=modules,
+            trace=_trace_printer() if trace else None,
+            trace_interrupts=_trace_printer() if trace_int else None,
+            keys=keys, host_tsc=host_tsc, xen_console=xen_console))
     if screen_path is not None:
         from pvtool.image.writer import write_atomically
 
@@ -303,9 +311,27 @@ def _serial_input(path: Path | None) -> bytes:
     return sys.stdin.buffer.read()
 
 
-def _guest_output():
-    out = sys.stdout.buffer
+def _run(image: Path, options):
+    from pvtool.run import run_image
 
+    result = run_image(image, options, _line_writer(sys.stdout.buffer))
+    sys.stdout.flush()
+    return result
+
+
+@contextmanager
+def _xen_console(path: Path | None):
+    """Where console_io's bytes go: stderr, as a Xen host's serial line shows them
+    beside `xl console`'s ring, or the --xen-console file."""
+    if path is None:
+        yield _line_writer(sys.stderr.buffer)
+        return
+    with open(path, "wb") as out:
+        yield _line_writer(out)
+
+
+def _line_writer(out):
+    """Write guest bytes to OUT, flushed at each line's end."""
     def write(data: bytes) -> None:
         out.write(data)
         if b"\n" in data:

@@ -51,6 +51,8 @@ class RunOptions:
     trace: Callable[[str], None] | None = None  # hypercalls, as they happen
     trace_interrupts: Callable[[str], None] | None = None  # deliveries (QEMU's -d int)
     keys: str = ""  # typed on the keyboard (machine/keys.py says how)
+    host_tsc: bool = False  # rdtsc reads the host's TSC, not virtual time (benchmarks)
+    xen_console: Callable[[bytes], None] | None = None  # console_io; None: the output's
 
 
 @dataclass
@@ -119,7 +121,8 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
             disks.append(DiskImage.open(disk_path, snapshot=options.snapshot)
                          if disk_path else None)
         machine = Machine(ram_size=options.ram_size, output=output,
-                          input_data=options.input_data, disks=disks, keys=keys)
+                          input_data=options.input_data, disks=disks, keys=keys,
+                          host_tsc=options.host_tsc)
         domain = _boot(machine, image, mode, options)
         machine.supervisor.delivery.trace = options.trace_interrupts
         result = _run_loop(machine, mode, options)
@@ -164,7 +167,8 @@ def _boot(machine: Machine, image: KernelImage, mode: Mode, options: RunOptions)
     from pvtool.hv.boot import boot_pv_domain
 
     return boot_pv_domain(machine, image, cmdline=options.cmdline, modules=options.modules,
-                          console_input=options.input_data, trace=options.trace)
+                          console_input=options.input_data, trace=options.trace,
+                          xen_console=options.xen_console)
 
 
 def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:

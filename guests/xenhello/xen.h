@@ -82,6 +82,9 @@ struct shared_info {
   struct vcpu_info vcpu_info[32];
   uint evtchn_pending[32];
   uint evtchn_mask[32];
+  uint wc_version;  // the wall clock at system time 0, versioned as vcpu_time_info
+  uint wc_sec;      // since 1970-01-01 00:00 UTC
+  uint wc_nsec;
 };
 
 struct trap_info {

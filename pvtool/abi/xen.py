@@ -69,6 +69,7 @@ class Errno(IntEnum):
     EFAULT = 14
     EBUSY = 16
     EEXIST = 17
+    ENODEV = 19
     EINVAL = 22
     ENOSPC = 28
     EDOM = 33
@@ -303,6 +304,13 @@ class ElfNote(IntEnum):
     pae_mode = 9
     features = 10
     bsd_symtab = 11
+    hv_start_low = 12
+    l1_mfn_valid = 13
+    suspend_cancel = 14
+    init_p2m = 15
+    mod_start_pfn = 16
+    supported_features = 17
+    phys32_entry = 18
 
 
 XEN_NOTE_NAME = b"Xen"

@@ -63,5 +63,6 @@ def write_kernel(directory: Path, calls: int) -> Path:
 def run_kernel(kernel: Path) -> tuple[RunResult, int]:
     """One run of a kernel from write_kernel: the result and the cycles it printed."""
     output = bytearray()
-    result = run_image(kernel, RunOptions(mode=Mode.PV, ram_size=RAM), output.extend)
+    result = run_image(kernel, RunOptions(mode=Mode.PV, ram_size=RAM, host_tsc=True),
+                       output.extend)
     return result, parse_operations(bytes(output))[OPERATION].cycles

@@ -1,7 +1,8 @@
 """The domain builder: lays a PV kernel out as Xen's does (xg_dom_x86.c) and starts
 its vCPU in ring 1.
 
-After the kernel, each page aligned, virtual = VIRT_BASE + pfn * 4096: the p2m list,
+After the kernel (and its symbol table, when its BSD_SYMTAB note asks for it), each
+page aligned, virtual = VIRT_BASE + pfn * 4096: the p2m list,
 start_info, the xenstore page, the console ring page, the bootstrap page tables and one
 boot-stack page; the mapping ends on a 4 MiB boundary with at least 512 KiB to spare.
 A 2-level domain's tables are one L2 and its L1s; a PAE domain's (PAE_MODE "yes" or
@@ -22,6 +23,8 @@ from pvtool.abi.xen import GUEST_KERNEL_RPL
 from pvtool.errors import UnsupportedImageError
 from pvtool.hv import layout
 from pvtool.hv.multiboot_boot import LoadedModules, load_modules, multiboot_table
+from pvtool.hv.note_checks import check_notes
+from pvtool.image.bsd_symtab import symtab_block
 from pvtool.image.elf import ElfImage
 from pvtool.image.xen_notes import XenNotes
 from pvtool.machine.cpu import CR0, CR3, CR4, CS, DS, EIP, ES, ESI, FS, GDTR, GS, SS
@@ -115,6 +118,9 @@ def build_domain(machine: Machine, image: ElfImage, notes: XenNotes, nr_pages: i
         raise UnsupportedImageError(f"{image.path}: a glue window needs a 2-level domain "
                                     "(patched PAE kernels are not supported)")
     end = _load_kernel(machine, image, virt_base, nr_pages)
+    if notes.bsd_symtab:
+        end = _load_symtab(machine, image, virt_base, end, nr_pages)
+    check_notes(image, notes, end, layout.PAE_BASE if pae else layout.BASE)
     if pae and end > layout.PAE_BASE:
         raise UnsupportedImageError(f"{image.path}: the kernel reaches {end:#x}, Xen's "
                                     "range on PAE")
@@ -218,6 +224,22 @@ def _load_kernel(machine: Machine, image: ElfImage, virt_base: int, nr_pages: in
         machine.memory.write_phys(paddr, data + bytes(seg.memsz - seg.filesz))
         end = max(end, seg.vaddr + seg.memsz)
     return end
+
+
+def _load_symtab(machine: Machine, image: ElfImage, virt_base: int, end: int,
+                 nr_pages: int) -> int:
+    """XEN_ELFNOTE_BSD_SYMTAB: the symbol table right after the kernel, the kernel's
+    end moved past it (libelf-dominfo.c, elf_xen_addr_calc_check: virt_kend =
+    bsd_symtab_pend); return the new end."""
+    block = symtab_block(image)
+    if block is None:
+        return end
+    start = _round_up(end, image.elf_class.word_size)
+    if start - virt_base + len(block) > nr_pages * PAGE_SIZE:
+        raise UnsupportedImageError(f"{image.path}: its symbol table does not fit in the "
+                                    f"domain's {nr_pages * PAGE_SIZE >> 20} MiB")
+    machine.memory.write_phys(start - virt_base, block)
+    return start + len(block)
 
 
 def _write_hypervisor_area(machine: Machine, nr_pages: int) -> None:

@@ -25,6 +25,7 @@ from pvtool.abi.xen import (
 from pvtool.hv import layout
 from pvtool.hv.builder import CONSOLE_EVTCHN, STORE_EVTCHN
 from pvtool.hv.console import ConsoleRing
+from pvtool.hv.debugreg import DebugRegisters
 from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.events import EventChannels
 from pvtool.hv.frames import machine_frames
@@ -246,8 +247,11 @@ class PvDomain(Domain):
 
     def __init__(self, machine: Machine, *, console_mfn: int, regs_block: int | None,
                  site_ranges: tuple[tuple[int, int, int], ...] = (), glue_alias: int = 0,
-                 console_input: bytes = b"", **domain):
+                 console_input: bytes = b"",
+                 xen_console: Callable[[bytes], None], **domain):
         super().__init__(machine, **domain)
+        self.xen_console = xen_console  # console_io's output: Xen's console, not the ring
+        self.debug_registers = DebugRegisters()  # set_debugreg's (hv/debugreg.py)
         # A patched higher-half kernel's VIRT_BASE: its glue is also reached that far
         # below the glue window while it runs at its physical addresses.
         self.glue_alias = glue_alias
@@ -268,6 +272,7 @@ class PvDomain(Domain):
         self.grants = GrantTable(self)
         self.console_ring.fill()
         self.events.update_time()
+        self.events.write_wall_clock()
 
     def kernel_stack(self) -> tuple[int, int]:
         """(SS, ESP) a trap from ring 3 switches to: the TSS the kernel loaded (its

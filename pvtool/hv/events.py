@@ -23,7 +23,14 @@ does: after the guest closes its port, channel.send() raises nothing.
 
 Time is the machine's virtual clock (machine/clock.py): system time in ns is the
 instruction count at VIRTUAL_HZ, and the "TSC" of vcpu_info.time is the instruction
-count too, so tsc_to_system_mul/tsc_shift convert one into the other exactly.
+count too, so tsc_to_system_mul/tsc_shift convert one into the other exactly. The
+guest's `rdtsc` reads that same count (machine/clock.py, VirtualClock.read_tsc), so a
+kernel that extrapolates system time from its TSC, as Xen's pvclock readers do
+(public/xen.h, struct vcpu_time_info), gets the time the hypervisor's timers keep.
+
+The wall clock in shared_info (wc_sec, wc_nsec: the UTC time at system time 0, public/
+xen.h) is the RTC's start in native mode, RTC_EPOCH, so both modes agree on the date.
+wc_sec_hi (arch_shared_info on x86-32) stays 0: RTC_EPOCH fits 32 bits.
 """
 
 import struct
@@ -43,6 +50,7 @@ from pvtool.abi.xen import (
 from pvtool.hv import layout
 from pvtool.hv.errors import HypercallError
 from pvtool.machine.clock import VIRTUAL_HZ
+from pvtool.machine.pc import RTC_EPOCH
 
 if TYPE_CHECKING:
     from pvtool.hv.domain import Domain
@@ -51,6 +59,7 @@ PENDING = layout.SHARED_INFO + layouts.SHARED_INFO.offset("evtchn_pending")
 MASK = layout.SHARED_INFO + layouts.SHARED_INFO.offset("evtchn_mask")
 PENDING_SEL = layout.VCPU0 + layouts.VCPU_INFO.offset("evtchn_pending_sel")
 TIME = layout.VCPU0 + layouts.VCPU_INFO.offset("time_version")
+WALL_CLOCK = layout.SHARED_INFO + layouts.SHARED_INFO.offset("wc_version")
 NS_PER_SECOND = 1_000_000_000
 # ns = (tsc << 4) * 0xA0000000 >> 32 = tsc * 10: one instruction is 10 ns at 100 MHz.
 TSC_SHIFT = 4
@@ -246,6 +255,14 @@ class EventChannels:
         self.memory.write_phys(TIME + 8, struct.pack("<QQIb", insns, self.now_ns(),
                                                      TSC_TO_SYSTEM_MUL, TSC_SHIFT))
         self.memory.write_u32(TIME, (version + 1 | 1) + 1)
+
+    def write_wall_clock(self) -> None:
+        """shared_info's wc_* at boot, versioned as vcpu_info.time is (Xen's
+        update_domain_wallclock_time, xen/arch/x86/time.c)."""
+        version = self.memory.read_u32(WALL_CLOCK)
+        self.memory.write_u32(WALL_CLOCK, version + 1 | 1)
+        self.memory.write_phys(WALL_CLOCK + 4, struct.pack("<II", RTC_EPOCH, 0))
+        self.memory.write_u32(WALL_CLOCK, (version + 1 | 1) + 1)
 
     def set_timer(self, deadline_ns: int) -> None:
         """set_timer_op: VIRQ_TIMER at DEADLINE_NS of system time; 0 cancels."""

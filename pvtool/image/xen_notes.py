@@ -11,9 +11,11 @@ from pvtool.image.elf import ElfImage
 from pvtool.image.elf_format import ELF32, ElfClass
 
 NUMERIC_NOTES = frozenset({ElfNote.entry, ElfNote.hypercall_page, ElfNote.virt_base,
-                           ElfNote.paddr_offset})
+                           ElfNote.paddr_offset, ElfNote.init_p2m, ElfNote.hv_start_low})
 STRING_NOTES = frozenset({ElfNote.xen_version, ElfNote.guest_os, ElfNote.guest_version,
-                          ElfNote.loader, ElfNote.pae_mode, ElfNote.features})
+                          ElfNote.loader, ElfNote.pae_mode, ElfNote.features,
+                          ElfNote.bsd_symtab})
+YES = "yes"  # BSD_SYMTAB's one value that counts (libelf-dominfo.c: strcmp(str, "yes"))
 NUMERIC_SIZES = (1, 2, 4, 8)  # libelf's elf_note_numeric accepts exactly these
 REQUIRED_MARK = "!"
 FEATURE_SEPARATOR = "|"
@@ -36,6 +38,9 @@ class XenNotes:
     pae_mode: str | None
     features: frozenset[str]
     required_features: frozenset[str]
+    bsd_symtab: bool  # load the symbol table after the kernel (image/bsd_symtab.py)
+    init_p2m: int | None  # where the kernel wants its p2m list mapped
+    hv_start_low: int | None  # the lowest address the kernel leaves to the hypervisor
     raw: dict[ElfNote | int, bytes] = field(hash=False)
 
 
@@ -61,7 +66,10 @@ def parse_xen_notes(image: ElfImage) -> XenNotes | None:
         guest_version=strings.get(ElfNote.guest_version),
         loader=strings.get(ElfNote.loader),
         pae_mode=strings.get(ElfNote.pae_mode),
-        features=features, required_features=required, raw=raw)
+        features=features, required_features=required,
+        bsd_symtab=strings.get(ElfNote.bsd_symtab) == YES,
+        init_p2m=numbers.get(ElfNote.init_p2m), hv_start_low=numbers.get(ElfNote.hv_start_low),
+        raw=raw)
 
 
 def build_xen_notes(notes: list[tuple[ElfNote, bytes | int | str]],

@@ -6,6 +6,15 @@ The virtual CPU executes VIRTUAL_HZ instructions a second (about Unicorn's reali
 speed, so virtual and wall time stay comparable). Each timer device has an input clock
 of its own (the PIT's 1.193182 MHz, the local APIC's bus clock, the HPET's, the RTC's
 32.768 kHz), derived from the instruction count with integer arithmetic, without drift.
+
+The time-stamp counter is this clock too: `rdtsc` reads the instruction count (one TSC
+tick per instruction, a VIRTUAL_HZ TSC), so a guest that converts TSC ticks into time,
+as a Xen PV kernel does with vcpu_info.time (hv/events.py), or that calibrates its TSC
+against the PIT, sees the same values every run and the same rate its timers count at.
+The count advances a slice at a time (the run loop adds a slice's length after it
+ends), so within a slice each read is one tick past the previous one: the counter is
+strictly increasing, as the CPU's is (Intel SDM vol. 3, 17.17), and never ahead of the
+slice's end, since every read is an instruction of the slice.
 """
 
 from typing import Protocol
@@ -18,9 +27,16 @@ class VirtualClock:
 
     def __init__(self):
         self.insns = 0
+        self.last_tsc = -1  # the last value rdtsc returned
 
     def advance(self, insns: int) -> None:
         self.insns += insns
+
+    def read_tsc(self) -> int:
+        """What `rdtsc` returns now: the instruction count, one past the previous read
+        when the count has not moved since (module docstring)."""
+        self.last_tsc = max(self.insns, self.last_tsc + 1)
+        return self.last_tsc
 
     @property
     def seconds(self) -> float:

@@ -243,6 +243,8 @@ class HC:
     set_gdt = 2
     stack_switch = 3
     sched_op_compat = 6
+    set_debugreg = 8
+    get_debugreg = 9
     update_descriptor = 10
     memory_op = 12
     multicall = 13

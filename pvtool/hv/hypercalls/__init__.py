@@ -12,6 +12,7 @@ from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.hypercalls import (
     console,
+    debugreg,
     descriptors,
     events,
     grant_table,
@@ -32,6 +33,8 @@ TABLE: dict[int, Handler] = {
     Hypercall.set_callbacks: traps.set_callbacks,
     Hypercall.fpu_taskswitch: info.fpu_taskswitch,
     Hypercall.sched_op_compat: sched.sched_op_compat,
+    Hypercall.set_debugreg: debugreg.set_debugreg,
+    Hypercall.get_debugreg: debugreg.get_debugreg,
     Hypercall.update_descriptor: descriptors.update_descriptor,
     Hypercall.memory_op: memory.memory_op,
     Hypercall.multicall: multicall.multicall,
