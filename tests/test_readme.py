@@ -37,7 +37,7 @@ README = REPO_ROOT / "README.md"
 DOCS = (README, *sorted((REPO_ROOT / "docs").glob("*.md")))
 NOT_RUN_MARK = "not run by tests/test_readme.py: "
 # The blocks a test cannot run, by their first command, and what their mark must say.
-NOT_RUN = {"apt-get install": "root and the network", "python3 -m venv": "the network"}
+NOT_RUN = {"apt-get update": "root and the network", "python3 -m venv": "the network"}
 BLOCK = re.compile(r"^(?:<!-- (?P<mark>.*?) -->\n)?```(?P<lang>\S*)\n(?P<body>.*?)^```$",
                    re.MULTILINE | re.DOTALL)
 SHELL_BLOCKS = ("sh", "console")
@@ -168,9 +168,9 @@ def read_until_closed(master: int, deadline: float) -> bytes:
         chunks.append(chunk)
 
 
-def shows(output: list[str], shown: list[str]) -> bool:
-    """Whether OUTPUT holds SHOWN's runs of lines (split by `...`), in order, each
-    whole."""
+def missing_run(output: list[str], shown: list[str]) -> list[str] | None:
+    """The first of SHOWN's runs of lines (split by `...`) that OUTPUT does not hold
+    whole, in order after the runs before it; None when it holds them all."""
     runs = [[]]
     for line in shown:
         if line == LEFT_OUT:
@@ -182,8 +182,8 @@ def shows(output: list[str], shown: list[str]) -> bool:
         at = next((i + len(run) for i in range(at, len(output) - len(run) + 1)
                    if output[i:i + len(run)] == run), None)
         if at is None:
-            return False
-    return True
+            return run
+    return None
 
 
 @pytest.fixture
@@ -201,7 +201,9 @@ def test_every_command_runs_as_the_readme_shows(clone):
         said = "\n".join(output)
         assert status == command.status, f"$ {command.line}\n{said}"
         if command.shown is not None:
-            assert shows(output, command.shown), f"$ {command.line}\n{said}"
+            missing = missing_run(output, command.shown)
+            assert missing is None, (f"$ {command.line}\nthe README shows, not printed:\n"
+                                     + "\n".join(missing) + f"\nprinted:\n{said}")
         if command.line.startswith(". "):
             sourced.append(command.line)
 
@@ -244,7 +246,7 @@ def test_code_blocks_fit_80_columns():
 def test_a_commands_expected_status_and_shown_output_are_read_as_meant():
     command = console_commands("$ pvtool run x  # status 1: why\na\n...\nc\n")[0]
     assert command.status == 1 and command.shown == ["a", "...", "c"]
-    assert shows(["a", "b", "c"], command.shown)
-    assert not shows(["c", "b", "a"], command.shown)
-    assert not shows(["a", "b", "c"], ["a", "c"])  # a run is whole: nothing left out
+    assert missing_run(["a", "b", "c"], command.shown) is None
+    assert missing_run(["c", "b", "a"], command.shown) == ["c"]
+    assert missing_run(["a", "b", "c"], ["a", "c"]) == ["a", "c"]  # a run is whole
     assert sh_lines("# a comment\none \\\n  two\n\nthree\n") == ["one   two", "three"]
