@@ -109,7 +109,7 @@ guests: $(GUEST_ELFS)
 PIP_INSTALL := pip install --quiet --disable-pip-version-check -c constraints.txt
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/$(PIP_INSTALL) -e '.[dev]'
+	$(BIN)/$(PIP_INSTALL) -e '.[dev,plot]'
 	@touch $@
 
 # ---- the main job on the first guest: patch it, boot it natively and paravirtualized,

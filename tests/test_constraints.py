@@ -8,7 +8,9 @@ from importlib import metadata
 from tests.oracles import REPO_ROOT
 
 PROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-DECLARED = PROJECT["dependencies"] + PROJECT["optional-dependencies"]["dev"]
+EXTRAS = ("dev", "plot")  # what the Makefile installs into .venv
+DECLARED = PROJECT["dependencies"] + [requirement for extra in EXTRAS
+                                       for requirement in PROJECT["optional-dependencies"][extra]]
 # A requirement's name: what comes before its version, extras or marker (PEP 508).
 NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 

@@ -7,8 +7,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import pytest
-
 from pvtool.patch import patchset
 from tests.cli import pvtool
 from tests.oracles import require_tool
@@ -53,14 +51,12 @@ def test_json_in_a_folder_nobody_may_write_is_73(guests):
 
 
 def test_plot_in_a_format_matplotlib_cannot_write_is_64(tmp_path, guests):
-    pytest.importorskip("matplotlib")
     result = pvtool("bench", guests("hello"), "--plot", tmp_path / "chart.txt")
     refused(result, 64, "--plot", ".png")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_plot_in_a_missing_folder_is_73(tmp_path, guests):
-    pytest.importorskip("matplotlib")
     result = pvtool("bench", guests("hello"), "--plot", tmp_path / "absent" / "chart.png")
     refused(result, 73, "--plot", "no folder")
     assert list(tmp_path.iterdir()) == []
