@@ -38,7 +38,7 @@ DOCS = (README, *sorted((REPO_ROOT / "docs").glob("*.md")))
 NOT_RUN_MARK = "not run by tests/test_readme.py: "
 # The blocks a test cannot run, by their first command, and what their mark must say.
 NOT_RUN = {"apt-get update": "root and the network", "python3 -m venv": "the network"}
-BLOCK = re.compile(r"^(?:<!-- (?P<mark>.*?) -->\n)?```(?P<lang>\S*)\n(?P<body>.*?)^```$",
+BLOCK = re.compile(r"^(?:<!-- (?P<mark>[^\n]*?) -->\n)?```(?P<lang>\S*)\n(?P<body>.*?)^```$",
                    re.MULTILINE | re.DOTALL)
 SHELL_BLOCKS = ("sh", "console")
 OTHER_BLOCKS = ("text",)  # not commands: the layout
@@ -209,6 +209,13 @@ def test_every_command_runs_as_the_readme_shows(clone):
 
 
 # ---- what the walk leaves out, and the rest of the README's rules
+
+
+def test_every_code_block_is_read():
+    """A fence the walker's pattern missed would leave its commands unrun."""
+    text = README.read_text()
+    fences = re.findall(r"^\s*(?:```|~~~)", text, re.MULTILINE)
+    assert len(fences) == 2 * len(BLOCK.findall(text))
 
 
 def test_only_the_blocks_that_need_root_or_the_network_are_marked_not_run():
