@@ -419,8 +419,7 @@ Examples:
 @click.argument("images", nargs=-1, type=EXISTING_FILE)
 @click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True,
               metavar="N", help="Runs of each guest in each mode (the median is shown).")
-@click.option("--json", "json_path", type=click.Path(path_type=Path),
-              metavar="FILE", help="Write every figure to FILE as JSON.")
+@json_option("every figure")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False),
               metavar="FILE.png", help="Draw a bar chart (needs pvtool[plot]: matplotlib).")
 @click.option("--patch-only", "patch_only", type=EXISTING_FILE, multiple=True,
@@ -436,10 +435,14 @@ def bench(images: tuple[Path, ...], repeat: int, json_path: Path | None,
     """Run each IMAGE natively, paravirtualized (patched on the fly) and trap-and-emulated
     (when available), against limits measured in the same run: raw Unicorn speed, an
     empty hook, a null hypercall, peak memory; and the patcher's speed and peak memory
-    on each. Default IMAGEs: build/guests/*.elf."""
+    on each. Default IMAGEs: build/guests/minikern.elf and hello.elf."""
     from pvtool.bench.command import run_bench
 
-    run_bench(images, repeat, json_path, plot_path, patch_only, disk_sectors)
+    to_stdout = str(json_path) == STDOUT
+    data = run_bench(images, repeat, None if to_stdout else json_path, plot_path, patch_only,
+                     disk_sectors, tables=not to_stdout)
+    if to_stdout:
+        _write_json(json_path, data)
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ SLOW_TESTS = re.compile("|".join((
     r"tests/hv/test_frame_counts\.py",  # 67 s: random operation sequences
     r"tests/hv/test_fuzz_blkback\.py",  # 30 s at full strength: fuzzing
     r"tests/test_fuzz_images\.py",  # 21 s: fuzzing
+    r"tests/test_readme\.py::test_every_command",  # 108 s busy, 23 s of CPU: README.md
     r"tests/hv/test_trapmode\.py::.*\[minikern\]",  # 56 s: minikern trapped (hello stays)
     # 53 s: a #PF bounced until the kernel stack runs out
     r"tests/hv/test_traps\.py::.*unmapped_memory.*\[bp-and-pf\]",

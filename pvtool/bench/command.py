@@ -17,7 +17,9 @@ DEFAULT_IMAGES = (Path("build/guests/minikern.elf"), Path("build/guests/hello.el
 
 def run_bench(images: Sequence[Path], repeat: int, json_path: Path | None,
               plot_path: Path | None, patch_only: Sequence[Path] = (),
-              disk_sectors: int = 0) -> dict:
+              disk_sectors: int = 0, tables: bool = True) -> dict:
+    """Measure, then show the TABLES (left out when the JSON goes to standard output)
+    and write the JSON and the chart; the figures are returned."""
     # every output is checked before a minute of measuring, not after
     if plot_path is not None:
         plot.check_plot_path(plot_path)
@@ -27,7 +29,8 @@ def run_bench(images: Sequence[Path], repeat: int, json_path: Path | None,
     total = planned_steps(images, repeat, patch_only, disk_sectors)
     with BenchProgress(console.stderr, total) as progress:
         data = bench(images, repeat, progress, patch_only, disk_sectors).to_dict()
-    view.render(data, console.stdout)
+    if tables:
+        view.render(data, console.stdout)
     if json_path is not None:
         write_json(json_path, json.dumps(data, indent=2) + "\n")
     if plot_path is not None:

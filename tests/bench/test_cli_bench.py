@@ -1,6 +1,7 @@
 """`pvtool bench` end to end on the small guest: every field for every mode in the
 JSON, and its failures as one line and a documented status."""
 
+import json
 import re
 import sys
 
@@ -228,3 +229,14 @@ def test_the_hypercall_target_is_explained(hello_report):
     assert f"at most {data['limits']['hypercall_target']:g}x an empty Unicorn INTR hook" in text
     over = not data["limits"]["hypercall_within_target"]
     assert ("Over it:" in text) == over
+
+
+def test_json_dash_puts_only_the_figures_on_stdout(guests, tmp_path, monkeypatch):
+    """The one --json rule (README, "Conventions"): `-` is standard output, the JSON
+    alone there, and no file named '-'."""
+    monkeypatch.chdir(tmp_path)
+    result = pvtool("bench", guests("hello"), "--repeat", "1", "--json", "-")
+    assert result.status == 0, result.output
+    data = json.loads(result.stdout)
+    assert [guest["name"] for guest in data["guests"]] == ["hello"]
+    assert list(tmp_path.iterdir()) == []
