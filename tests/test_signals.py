@@ -104,6 +104,15 @@ def assert_stopped_by(signum: int, done: Ran) -> None:
     assert (done.status, done.error_line()) == (status, ERROR_PREFIX + message)
 
 
+def assert_bench_stopped_by(signum: int, done: Ran) -> None:
+    """SIGNUM's status, and its line last on stderr after bench's progress lines (stderr
+    is not a terminal), with no other line of pvtool's or Python's."""
+    status, message = ENDINGS[signum]
+    *progress, last = done.stderr.splitlines()
+    assert (done.status, last) == (status, ERROR_PREFIX + message)
+    assert progress and all(line.startswith("bench: ") for line in progress), done.stderr
+
+
 @pytest.mark.parametrize("signum", ENDINGS, ids=SIGNAL_IDS.get)
 @pytest.mark.parametrize("mode", MODE_FLAGS)
 def test_a_signal_stops_every_mode_with_one_line_and_the_disk_written(
@@ -221,6 +230,6 @@ def test_an_interrupted_bench_leaves_no_output(images, tmp_path, signum):
     json_path = tmp_path / "bench.json"
     argv = command("bench", "--json", json_path, images["native"])
     done = run_and_signal(argv, signum, handling_signals(after=1.0))
-    assert_stopped_by(signum, done)
+    assert_bench_stopped_by(signum, done)
     assert done.stdout == ""
     assert list(tmp_path.iterdir()) == []
