@@ -402,8 +402,8 @@ def bench(images: tuple[Path, ...], repeat: int, json_path: Path | None,
 
 
 def main() -> None:
-    interrupts.install()  # before any work: a signal from now on ends it cleanly
-    try:
+    try:  # a signal from the moment install() sets a handler ends in one line
+        interrupts.install()
         cli(prog_name="pvtool")
     except KeyboardInterrupt as exc:  # landed before click's own handling began
         sys.exit(_interrupted(exc))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -146,7 +147,7 @@ def test_a_signal_inside_a_hook_stops_the_emulator_and_is_raised_after(handlers,
             os.kill(os.getpid(), signum)
 
     uc.hook_add(UC_HOOK_CODE, on_code)
-    expected = interrupts.Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    expected = interrupts.Terminated if signum == signal.SIGTERM else interrupts.Interrupted
     with pytest.raises(expected) as raised:
         interrupts.emulate(uc, LOOP_BASE, 0, count=10_000_000)
     assert raised.type is expected
@@ -166,6 +167,27 @@ def test_a_held_block_finishes_before_the_signal_is_raised(handlers):
         os.kill(os.getpid(), signal.SIGTERM)
         finished.append(True)
     assert finished == [True]
+
+
+CAUGHT_AFTER_EXEC = """
+import os, sys
+from pvtool import interrupts
+interrupts.install()
+try:  # the code dataclasses and namedtuple make a class with is run this way
+    exec("os.kill(os.getpid(), {signum})")
+except KeyboardInterrupt as exc:
+    sys.exit(interrupts.ending(exc)[1])
+"""
+
+
+@pytest.mark.parametrize("signum", ENDINGS, ids=SIGNAL_IDS.get)
+def test_a_signal_caught_after_an_exec_ends_with_its_status(tmp_path, signum):
+    """Run as `python -m` (Py_RunMain), as pvtool is: a signal raised inside code run
+    from a string, then caught, ends with 130 or 143, not a death by SIGINT (-2)."""
+    (tmp_path / "caught.py").write_text(CAUGHT_AFTER_EXEC.format(signum=int(signum)))
+    done = subprocess.run([sys.executable, "-m", "caught"], cwd=tmp_path,
+                          capture_output=True, timeout=SETTLE_SECONDS)
+    assert (done.returncode, done.stderr) == (ENDINGS[signum][0], b"")
 
 
 def test_every_emu_start_in_pvtool_goes_through_emulate():
