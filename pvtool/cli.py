@@ -1,6 +1,8 @@
 """pvtool's command line: each command parses, calls one function, renders its result."""
 
 import json
+import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -23,6 +25,7 @@ from pvtool.errors import (
 # pvtool's one-line error and documented status (66, 73), not click's usage text.
 EXISTING_FILE = click.Path(path_type=Path)
 INTERNAL_ERROR_STATUS = 70
+CLOSED_PIPE_STATUS = 128 + signal.SIGPIPE  # 141: how a shell reports `yes | head -1`'s yes
 DEBUG = "pvtool.debug"  # the context's meta key: --debug was given, before or after a command
 STDOUT = "-"  # --json -: the document on standard output
 
@@ -40,6 +43,8 @@ class PvtoolGroup(click.Group):
             raise _usage_exit(exc) from None
         except KeyboardInterrupt as exc:
             raise click.exceptions.Exit(_interrupted(exc)) from None
+        except BrokenPipeError:  # the help, written to a pipe already closed
+            raise click.exceptions.Exit(_closed_pipe()) from None
 
     def invoke(self, ctx: click.Context):
         try:
@@ -53,6 +58,8 @@ class PvtoolGroup(click.Group):
             ctx.exit(exc.exit_status)
         except KeyboardInterrupt as exc:
             ctx.exit(_interrupted(exc))
+        except BrokenPipeError:
+            ctx.exit(_closed_pipe())
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # a bug in pvtool: say so in one line
@@ -70,6 +77,7 @@ class PvtoolGroup(click.Group):
             ours = [*exit_statuses(),
                     (INTERNAL_ERROR_STATUS, "An internal error in pvtool (--debug shows "
                                             "the traceback)."),
+                    (CLOSED_PIPE_STATUS, "The reader of the output closed it (| head)."),
                     (interrupts.INTERRUPTED_STATUS, "Interrupted (SIGINT)."),
                     (interrupts.TERMINATED_STATUS, "Terminated (SIGTERM).")]
             formatter.write_dl([
@@ -88,6 +96,19 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
     message, status = interrupts.ending(exc)
     console.error(message)
     return status
+
+
+def _closed_pipe() -> int:
+    """The reader closed the pipe pvtool writes to (`| head -1`): end quietly, with the
+    status a shell gives a program that SIGPIPE killed, as it does `cat`. Python ignores
+    SIGPIPE, so a write raises EPIPE instead; pointing stdout and stderr at /dev/null
+    keeps the flush at exit from failing again (Python's signal docs, "Note on
+    SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+    return CLOSED_PIPE_STATUS
 
 
 def _usage_exit(exc: click.UsageError) -> click.exceptions.Exit:
