@@ -74,21 +74,25 @@ class PvtoolGroup(click.Group):
         on shell completion."""
         super().format_epilog(ctx, formatter)
         with formatter.section("Exit status"):
-            ours = [*exit_statuses(),
-                    (INTERNAL_ERROR_STATUS, "An internal error in pvtool (--debug shows "
-                                            "the traceback)."),
-                    (CLOSED_PIPE_STATUS, "The reader of the output closed it (| head)."),
-                    (interrupts.INTERRUPTED_STATUS, "Interrupted (SIGINT)."),
-                    (interrupts.TERMINATED_STATUS, "Terminated (SIGTERM).")]
             formatter.write_dl([
                 ("CODE", "The guest wrote CODE to isa-debug-exit (QEMU exits with "
                          "2*CODE+1); 0 after a PV shutdown or a reset of the PC."),
-                *[(str(status), meaning) for status, meaning in sorted(ours)]])
+                *[(str(status), meaning) for status, meaning in statuses()]])
         with formatter.section("Shell completion"):
             formatter.write_text("Add to ~/.bashrc: "
                                  'eval "$(_PVTOOL_COMPLETE=bash_source pvtool)"')
             formatter.write_text("zsh: _PVTOOL_COMPLETE=zsh_source, "
                                  "fish: _PVTOOL_COMPLETE=fish_source, the same way.")
+
+
+def statuses() -> list[tuple[int, str]]:
+    """Every status pvtool itself ends with, and what it means, in order."""
+    return sorted([
+        *exit_statuses(),
+        (INTERNAL_ERROR_STATUS, "An internal error in pvtool (--debug shows the traceback)."),
+        (CLOSED_PIPE_STATUS, "The reader of the output closed it (| head)."),
+        (interrupts.INTERRUPTED_STATUS, "Interrupted (SIGINT)."),
+        (interrupts.TERMINATED_STATUS, "Terminated (SIGTERM).")])
 
 
 def _interrupted(exc: KeyboardInterrupt) -> int:
