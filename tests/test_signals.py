@@ -27,6 +27,9 @@ from unicorn import x86_const as X
 
 from pvtool import interrupts
 from pvtool.bench.peakmemory import run_child
+from pvtool.errors import OutputError
+from pvtool.image import writer
+from pvtool.patch import pipeline
 from tests.cli import ERROR_PREFIX, Ran, command, pvtool
 from tests.oracles import REPO_ROOT, guest_path
 
@@ -234,6 +237,66 @@ def test_an_interrupted_patch_leaves_no_output(images, tmp_path, signum):
     done = run_and_signal(argv, signum, handling_signals())
     assert_stopped_by(signum, done)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_signal_waits_for_the_patch_cleanup(handlers, tmp_path, monkeypatch):
+    """SIGTERM once the image and its diff are written, then SIGINT as the cleanup
+    removes the first of them: both files still go, and the SIGINT is raised after."""
+    real_write, real_unlink = pipeline.write_atomically, Path.unlink
+
+    def write_then_terminate(out: Path, blob: bytes, **kwargs) -> None:
+        if out.suffix == ".json":  # the report: the image and the diff are written
+            os.kill(os.getpid(), signal.SIGTERM)
+        real_write(out, blob, **kwargs)
+
+    def interrupted_unlink(path: Path, missing_ok: bool = False) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # raised at once, unless held back
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(pipeline, "write_atomically", write_then_terminate)
+    monkeypatch.setattr(Path, "unlink", interrupted_unlink)
+    with pytest.raises(interrupts.Interrupted) as raised:
+        pipeline.patch_image(guest_path("hello"), tmp_path / "hello.pv.elf")
+    assert isinstance(raised.value.__context__, interrupts.Terminated)
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_signal_waits_for_a_temporary_file_to_go(handlers, tmp_path, monkeypatch):
+    """SIGTERM just before the rename, SIGINT as the temporary file is removed: it is
+    removed all the same, and the SIGINT raised after."""
+    real_unlink = Path.unlink
+
+    def terminate(*_) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def interrupted_unlink(path: Path, missing_ok: bool = False) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(writer.os, "replace", terminate)
+    monkeypatch.setattr(Path, "unlink", interrupted_unlink)
+    with pytest.raises(interrupts.Interrupted):
+        writer.write_atomically(tmp_path / "out.bin", b"data")
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_patch_cleanup_keeps_the_outputs_of_an_earlier_run(tmp_path, monkeypatch):
+    """The image is replaced, its diff cannot follow: the new image goes, and the
+    earlier run's diff and report, which this run never replaced, stay as they were."""
+    out = tmp_path / "hello.pv.elf"
+    pipeline.patch_image(guest_path("hello"), out)
+    earlier = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+
+    def refuse_the_diff(path: Path, blob: bytes, **kwargs) -> None:
+        raise OutputError(f"{path}: cannot write")
+
+    monkeypatch.setattr(pipeline, "write_atomically", refuse_the_diff)
+    with pytest.raises(OutputError):
+        pipeline.patch_image(guest_path("hello"), out)
+    left = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    assert left == {name: blob for name, blob in earlier.items() if name != out.name}
 
 
 @pytest.mark.parametrize("signum", ENDINGS, ids=SIGNAL_IDS.get)
