@@ -239,22 +239,29 @@ def test_an_interrupted_patch_leaves_no_output(images, tmp_path, signum):
     assert list(tmp_path.iterdir()) == []
 
 
+def interrupt_each_unlink(monkeypatch) -> None:
+    """Path.unlink sends SIGINT first, raised there at once unless held back."""
+    real_unlink = Path.unlink
+
+    def interrupted_unlink(path: Path, missing_ok: bool = False) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", interrupted_unlink)
+
+
 def test_a_second_signal_waits_for_the_patch_cleanup(handlers, tmp_path, monkeypatch):
     """SIGTERM once the image and its diff are written, then SIGINT as the cleanup
     removes the first of them: both files still go, and the SIGINT is raised after."""
-    real_write, real_unlink = pipeline.write_atomically, Path.unlink
+    real_write = pipeline.write_atomically
 
     def write_then_terminate(out: Path, blob: bytes, **kwargs) -> None:
         if out.suffix == ".json":  # the report: the image and the diff are written
             os.kill(os.getpid(), signal.SIGTERM)
         real_write(out, blob, **kwargs)
 
-    def interrupted_unlink(path: Path, missing_ok: bool = False) -> None:
-        os.kill(os.getpid(), signal.SIGINT)  # raised at once, unless held back
-        real_unlink(path, missing_ok=missing_ok)
-
     monkeypatch.setattr(pipeline, "write_atomically", write_then_terminate)
-    monkeypatch.setattr(Path, "unlink", interrupted_unlink)
+    interrupt_each_unlink(monkeypatch)
     with pytest.raises(interrupts.Interrupted) as raised:
         pipeline.patch_image(guest_path("hello"), tmp_path / "hello.pv.elf")
     assert isinstance(raised.value.__context__, interrupts.Terminated)
@@ -265,17 +272,11 @@ def test_a_second_signal_waits_for_the_patch_cleanup(handlers, tmp_path, monkeyp
 def test_a_second_signal_waits_for_a_temporary_file_to_go(handlers, tmp_path, monkeypatch):
     """SIGTERM just before the rename, SIGINT as the temporary file is removed: it is
     removed all the same, and the SIGINT raised after."""
-    real_unlink = Path.unlink
-
     def terminate(*_) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
-    def interrupted_unlink(path: Path, missing_ok: bool = False) -> None:
-        os.kill(os.getpid(), signal.SIGINT)
-        real_unlink(path, missing_ok=missing_ok)
-
     monkeypatch.setattr(writer.os, "replace", terminate)
-    monkeypatch.setattr(Path, "unlink", interrupted_unlink)
+    interrupt_each_unlink(monkeypatch)
     with pytest.raises(interrupts.Interrupted):
         writer.write_atomically(tmp_path / "out.bin", b"data")
     monkeypatch.undo()
