@@ -403,7 +403,7 @@ def diffstat(inputs: tuple[Path, ...], baseline_dir: Path | None, sloc: bool,
 @cli.command(epilog="""\b
 Examples:
   pvtool bench --repeat 1 build/guests/hello.elf
-  pvtool bench build/guests/minikern.elf --json build/bench.json --plot build/bench.png""")
+  pvtool bench --json bench.json --plot bench.png build/guests/minikern.elf""")
 @debug_option()
 @click.argument("images", nargs=-1, type=EXISTING_FILE)
 @click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True,

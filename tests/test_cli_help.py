@@ -27,6 +27,15 @@ def test_each_commands_help_ends_with_examples_of_itself(name):
     assert "--debug" in done.stdout  # accepted after the command too
 
 
+@pytest.mark.parametrize("name", ("", *COMMANDS))
+def test_each_help_fits_80_columns(name):
+    """At 80 columns (issue 13, item 3) no line of a help wraps, examples included."""
+    done = pvtool(*filter(None, [name, "--help"]), env={"COLUMNS": "80"})
+    assert done.status == 0
+    too_long = [line for line in done.stdout.splitlines() if len(line) > 80]
+    assert too_long == []
+
+
 def test_the_groups_help_lists_every_status_and_completion():
     done = pvtool("--help")
     assert done.status == 0
