@@ -408,8 +408,7 @@ Examples:
 @click.argument("images", nargs=-1, type=EXISTING_FILE)
 @click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True,
               metavar="N", help="Runs of each guest in each mode (the median is shown).")
-@click.option("--json", "json_path", type=click.Path(path_type=Path),
-              metavar="FILE", help="Write every figure to FILE as JSON.")
+@json_option("every figure")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False),
               metavar="FILE.png", help="Draw a bar chart (needs pvtool[plot]: matplotlib).")
 @click.option("--patch-only", "patch_only", type=EXISTING_FILE, multiple=True,
@@ -423,7 +422,13 @@ def bench(images: tuple[Path, ...], repeat: int, json_path: Path | None,
     on each. Default IMAGEs: build/guests/*.elf."""
     from pvtool.bench.command import run_bench
 
-    run_bench(images, repeat, json_path, plot_path, patch_only)
+    if plot_path is not None and plot_path.suffix.lower() != ".png":
+        raise UsageError(f"--plot {plot_path}: the chart is a PNG; name a FILE.png")
+    _check_output_path(json_path)  # before minutes of measuring, not after
+    _check_output_path(plot_path)
+    data = run_bench(images, repeat, plot_path, patch_only, show=str(json_path) != STDOUT)
+    if json_path is not None:
+        _write_json(json_path, data)
 
 
 def main() -> None:

@@ -1,7 +1,6 @@
 """What `pvtool bench` does around the harness: default images, the progress display,
-and writing the JSON and the chart. cli.py only parses the options."""
+and the chart. cli.py parses the options and writes the JSON (its one --json rule)."""
 
-import json
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,21 +8,20 @@ from pathlib import Path
 from pvtool import console
 from pvtool.bench import plot, view
 from pvtool.bench.harness import bench
-from pvtool.errors import OutputError
 
 DEFAULT_IMAGES = (Path("build/guests/minikern.elf"), Path("build/guests/hello.elf"))
 
 
-def run_bench(images: Sequence[Path], repeat: int, json_path: Path | None,
-              plot_path: Path | None, patch_only: Sequence[Path] = ()) -> dict:
+def run_bench(images: Sequence[Path], repeat: int, plot_path: Path | None,
+              patch_only: Sequence[Path] = (), show: bool = True) -> dict:
+    """Every figure, as `--json` writes them; SHOW: the tables on stdout too."""
     if plot_path is not None:
         plot.require_matplotlib()  # fail before a minute of measuring, not after
     images = list(images) or [p for p in DEFAULT_IMAGES if p.is_file()]
     with _progress() as progress:
         data = bench(images, repeat, progress, patch_only).to_dict()
-    view.render(data, console.stdout)
-    if json_path is not None:
-        _write(json_path, json.dumps(data, indent=2) + "\n")
+    if show:
+        view.render(data, console.stdout)
     if plot_path is not None:
         plot.draw(data, plot_path)
     return data
@@ -38,10 +36,3 @@ def _progress():
     with console.stderr.status("bench: starting") as status:
         yield lambda message: status.update(f"bench: {message}")
 
-
-def _write(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
