@@ -1,6 +1,8 @@
 """pvtool's command line: each command parses, calls one function, renders its result."""
 
 import json
+import os
+import signal
 import sys
 import traceback
 from contextlib import contextmanager
@@ -25,6 +27,7 @@ from pvtool.errors import (
 # pvtool's one-line error and documented status (66, 73), not click's usage text.
 EXISTING_FILE = click.Path(path_type=Path)
 INTERNAL_ERROR_STATUS = 70
+CLOSED_PIPE_STATUS = 128 + signal.SIGPIPE  # 141: how a shell reports `yes | head -1`'s yes
 DEBUG = "pvtool.debug"  # the context's meta key: --debug was given, before or after a command
 STDOUT = "-"  # --json -: the document on standard output
 
@@ -42,6 +45,8 @@ class PvtoolGroup(click.Group):
             raise _usage_exit(exc) from None
         except KeyboardInterrupt as exc:
             raise click.exceptions.Exit(_interrupted(exc)) from None
+        except BrokenPipeError:  # the help, written to a pipe already closed
+            raise click.exceptions.Exit(_closed_pipe()) from None
 
     def invoke(self, ctx: click.Context):
         try:
@@ -55,6 +60,8 @@ class PvtoolGroup(click.Group):
             ctx.exit(exc.exit_status)
         except KeyboardInterrupt as exc:
             ctx.exit(_interrupted(exc))
+        except BrokenPipeError:
+            ctx.exit(_closed_pipe())
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # a bug in pvtool: say so in one line
@@ -69,15 +76,10 @@ class PvtoolGroup(click.Group):
         on shell completion."""
         super().format_epilog(ctx, formatter)
         with formatter.section("Exit status"):
-            ours = [*exit_statuses(),
-                    (INTERNAL_ERROR_STATUS, "An internal error in pvtool (--debug shows "
-                                            "the traceback)."),
-                    (interrupts.INTERRUPTED_STATUS, "Interrupted (SIGINT)."),
-                    (interrupts.TERMINATED_STATUS, "Terminated (SIGTERM).")]
             formatter.write_dl([
                 ("CODE", "The guest wrote CODE to isa-debug-exit (QEMU exits with "
                          "2*CODE+1); 0 after a PV shutdown or a reset of the PC."),
-                *[(str(status), meaning) for status, meaning in sorted(ours)]])
+                *[(str(status), meaning) for status, meaning in statuses()]])
         with formatter.section("Shell completion"):
             formatter.write_text("Add to ~/.bashrc: "
                                  'eval "$(_PVTOOL_COMPLETE=bash_source pvtool)"')
@@ -85,11 +87,34 @@ class PvtoolGroup(click.Group):
                                  "fish: _PVTOOL_COMPLETE=fish_source, the same way.")
 
 
+def statuses() -> list[tuple[int, str]]:
+    """Every status pvtool itself ends with, and what it means, in order."""
+    return sorted([
+        *exit_statuses(),
+        (INTERNAL_ERROR_STATUS, "An internal error in pvtool (--debug shows the traceback)."),
+        (CLOSED_PIPE_STATUS, "The reader of the output closed it (| head)."),
+        (interrupts.INTERRUPTED_STATUS, "Interrupted (SIGINT)."),
+        (interrupts.TERMINATED_STATUS, "Terminated (SIGTERM).")])
+
+
 def _interrupted(exc: KeyboardInterrupt) -> int:
     """SIGINT or SIGTERM (pvtool/interrupts.py): one line; the status, 130 or 143."""
     message, status = interrupts.ending(exc)
     console.error(message)
     return status
+
+
+def _closed_pipe() -> int:
+    """The reader closed the pipe pvtool writes to (`| head -1`): end quietly, with the
+    status a shell gives a program that SIGPIPE killed, as it does `cat`. Python ignores
+    SIGPIPE, so a write raises EPIPE instead; pointing stdout and stderr at /dev/null
+    keeps the flush at exit from failing again (Python's signal docs, "Note on
+    SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+    return CLOSED_PIPE_STATUS
 
 
 def _usage_exit(exc: click.UsageError) -> click.exceptions.Exit:
@@ -361,7 +386,8 @@ Examples:
   pvtool diffstat build/hello.pv.diff
   diff -ruN old new | pvtool diffstat - --baseline old --json port.json
   pvtool diffstat build/guests/hello.elf build/hello.pv.elf
-  pvtool diffstat patches/minikern-xen --baseline guests --versus build/minikern.pv.diff""")
+  pvtool diffstat patches/minikern-xen --baseline guests \\
+      --versus build/minikern.pv.diff""")
 @debug_option()
 @click.argument("inputs", nargs=-1, required=True, type=EXISTING_FILE,
                 metavar="DIFF... | - | SERIES | PATCH_SET | ORIG.elf PATCHED.elf")
@@ -414,7 +440,7 @@ def diffstat(inputs: tuple[Path, ...], baseline_dir: Path | None, sloc: bool,
 @cli.command(epilog="""\b
 Examples:
   pvtool bench --repeat 1 build/guests/hello.elf
-  pvtool bench build/guests/minikern.elf --json build/bench.json --plot build/bench.png""")
+  pvtool bench --json bench.json --plot bench.png build/guests/minikern.elf""")
 @debug_option()
 @click.argument("images", nargs=-1, type=EXISTING_FILE)
 @click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True,
@@ -446,8 +472,8 @@ def bench(images: tuple[Path, ...], repeat: int, json_path: Path | None,
 
 
 def main() -> None:
-    interrupts.install()  # before any work: a signal from now on ends it cleanly
-    try:
+    try:  # a signal from the moment install() sets a handler ends in one line
+        interrupts.install()
         cli(prog_name="pvtool")
     except KeyboardInterrupt as exc:  # landed before click's own handling began
         sys.exit(_interrupted(exc))

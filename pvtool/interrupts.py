@@ -22,6 +22,17 @@ INTERRUPTED_STATUS = 128 + signal.SIGINT  # 130: how a shell reports a death by 
 TERMINATED_STATUS = 128 + signal.SIGTERM  # 143: and by SIGTERM
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT, as pvtool raises it: a subclass, never KeyboardInterrupt itself.
+    CPython 3.11 marks the process for death by SIGINT whenever code that exec or eval
+    ran from a string ends in exactly KeyboardInterrupt, even if a caller catches it
+    (Python/pythonrun.c, run_eval_code_obj), and Py_RunMain then kills the process that
+    way once it has exited (Modules/main.c): status 130 turned into a signal death
+    whenever Ctrl-C landed in a class that dataclasses or namedtuple was making (they
+    exec a string for each), say during a lazy import. The check compares the type
+    exactly, so a subclass is never marked."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, unwound as Ctrl-C is (where Python's default would end the process
     without running `finally` blocks), and reported with TERMINATED_STATUS."""
@@ -57,7 +68,7 @@ def _on_signal(signum: int, frame) -> None:
 
 
 def _exception(signum: int) -> KeyboardInterrupt:
-    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    return Terminated() if signum == signal.SIGTERM else Interrupted()
 
 
 def ending(exc: KeyboardInterrupt) -> tuple[str, int]:

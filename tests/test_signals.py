@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,9 @@ from unicorn import x86_const as X
 
 from pvtool import interrupts
 from pvtool.bench.peakmemory import run_child
+from pvtool.errors import OutputError
+from pvtool.image import writer
+from pvtool.patch import pipeline
 from tests.cli import ERROR_PREFIX, Ran, command, pvtool
 from tests.oracles import REPO_ROOT, guest_path
 
@@ -155,7 +159,7 @@ def test_a_signal_inside_a_hook_stops_the_emulator_and_is_raised_after(handlers,
             os.kill(os.getpid(), signum)
 
     uc.hook_add(UC_HOOK_CODE, on_code)
-    expected = interrupts.Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    expected = interrupts.Terminated if signum == signal.SIGTERM else interrupts.Interrupted
     with pytest.raises(expected) as raised:
         interrupts.emulate(uc, LOOP_BASE, 0, count=10_000_000)
     assert raised.type is expected
@@ -175,6 +179,27 @@ def test_a_held_block_finishes_before_the_signal_is_raised(handlers):
         os.kill(os.getpid(), signal.SIGTERM)
         finished.append(True)
     assert finished == [True]
+
+
+CAUGHT_AFTER_EXEC = """
+import os, sys
+from pvtool import interrupts
+interrupts.install()
+try:  # the code dataclasses and namedtuple make a class with is run this way
+    exec("os.kill(os.getpid(), {signum})")
+except KeyboardInterrupt as exc:
+    sys.exit(interrupts.ending(exc)[1])
+"""
+
+
+@pytest.mark.parametrize("signum", ENDINGS, ids=SIGNAL_IDS.get)
+def test_a_signal_caught_after_an_exec_ends_with_its_status(tmp_path, signum):
+    """Run as `python -m` (Py_RunMain), as pvtool is: a signal raised inside code run
+    from a string, then caught, ends with 130 or 143, not a death by SIGINT (-2)."""
+    (tmp_path / "caught.py").write_text(CAUGHT_AFTER_EXEC.format(signum=int(signum)))
+    done = subprocess.run([sys.executable, "-m", "caught"], cwd=tmp_path,
+                          capture_output=True, timeout=SETTLE_SECONDS)
+    assert (done.returncode, done.stderr) == (ENDINGS[signum][0], b"")
 
 
 def test_every_emu_start_in_pvtool_goes_through_emulate():
@@ -221,6 +246,67 @@ def test_an_interrupted_patch_leaves_no_output(images, tmp_path, signum):
     done = run_and_signal(argv, signum, handling_signals())
     assert_stopped_by(signum, done)
     assert list(tmp_path.iterdir()) == []
+
+
+def interrupt_each_unlink(monkeypatch) -> None:
+    """Path.unlink sends SIGINT first, raised there at once unless held back."""
+    real_unlink = Path.unlink
+
+    def interrupted_unlink(path: Path, missing_ok: bool = False) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", interrupted_unlink)
+
+
+def test_a_second_signal_waits_for_the_patch_cleanup(handlers, tmp_path, monkeypatch):
+    """SIGTERM once the image and its diff are written, then SIGINT as the cleanup
+    removes the first of them: both files still go, and the SIGINT is raised after."""
+    real_write = pipeline.write_atomically
+
+    def write_then_terminate(out: Path, blob: bytes, **kwargs) -> None:
+        if out.suffix == ".json":  # the report: the image and the diff are written
+            os.kill(os.getpid(), signal.SIGTERM)
+        real_write(out, blob, **kwargs)
+
+    monkeypatch.setattr(pipeline, "write_atomically", write_then_terminate)
+    interrupt_each_unlink(monkeypatch)
+    with pytest.raises(interrupts.Interrupted) as raised:
+        pipeline.patch_image(guest_path("hello"), tmp_path / "hello.pv.elf")
+    assert isinstance(raised.value.__context__, interrupts.Terminated)
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_signal_waits_for_a_temporary_file_to_go(handlers, tmp_path, monkeypatch):
+    """SIGTERM just before the rename, SIGINT as the temporary file is removed: it is
+    removed all the same, and the SIGINT raised after."""
+    def terminate(*_) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(writer.os, "replace", terminate)
+    interrupt_each_unlink(monkeypatch)
+    with pytest.raises(interrupts.Interrupted):
+        writer.write_atomically(tmp_path / "out.bin", b"data")
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_patch_cleanup_keeps_the_outputs_of_an_earlier_run(tmp_path, monkeypatch):
+    """The image is replaced, its diff cannot follow: the new image goes, and the
+    earlier run's diff and report, which this run never replaced, stay as they were."""
+    out = tmp_path / "hello.pv.elf"
+    pipeline.patch_image(guest_path("hello"), out)
+    earlier = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+
+    def refuse_the_diff(path: Path, blob: bytes, **kwargs) -> None:
+        raise OutputError(f"{path}: cannot write")
+
+    monkeypatch.setattr(pipeline, "write_atomically", refuse_the_diff)
+    with pytest.raises(OutputError):
+        pipeline.patch_image(guest_path("hello"), out)
+    left = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    assert left == {name: blob for name, blob in earlier.items() if name != out.name}
 
 
 @pytest.mark.parametrize("signum", ENDINGS, ids=SIGNAL_IDS.get)

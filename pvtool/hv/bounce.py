@@ -61,8 +61,8 @@ class HypervisedKernel:
         raise DomainCrash(f"a task gate to TSS {gate.selector:#x}: the hypervisor does "
                           "not switch tasks")
 
-    def triple_fault(self, why: str, ip: int) -> None:
-        raise DomainCrash(f"triple fault after {why}")
+    def triple_fault(self, why: str, ip: int, address: int | None) -> None:
+        raise DomainCrash(f"triple fault after {why}", address)
 
 
 class XenBounce(HypervisedKernel):
@@ -75,15 +75,16 @@ class XenBounce(HypervisedKernel):
         if software:  # raising a vector the guest did not register: #GP(vector:IDT)
             raise DeliveryFault(Vector.GP, idt_error_code(vector),
                                 f"int {vector:#x} has no handler")
-        raise DomainCrash(self._undeliverable(vector, ip))
+        address = self.domain.machine.cpu.read(CR2) if vector == Vector.PF else None
+        raise DomainCrash(self._undeliverable(vector, ip, address), address)
 
-    def _undeliverable(self, vector: int, ip: int) -> str:
+    def _undeliverable(self, vector: int, ip: int, address: int | None) -> str:
         """Why a fault with no handler crashes the domain. One in pvtool's glue (the
         PV entry before the kernel has a trap table, a stub) is pvtool's to explain,
         not the kernel's trap table."""
         what = vector_name(vector)
-        if vector == Vector.PF:
-            what += f" at {self.domain.machine.cpu.read(CR2):#x}"
+        if address is not None:
+            what += f" at {address:#x}"
         if self.domain.pagetables.glue and in_glue_window(ip):
             return f"{what} in pvtool's glue"
         return f"{what} at {ip:#010x} and no handler for it (set_trap_table)"

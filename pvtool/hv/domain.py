@@ -230,9 +230,10 @@ class Domain:
     def shutdown(self, reason_code: int, reason: str) -> None:
         self.machine.request_stop(Stop(StopKind.SHUTDOWN, reason, self.vcpu.eip, reason_code))
 
-    def crash(self, reason: str) -> None:
+    def crash(self, reason: str, address: int | None = None) -> None:
+        """Xen's domain_crash; ADDRESS is the fault's (DomainCrash.address)."""
         self.machine.request_stop(Stop(StopKind.CRASH, f"domain crashed: {reason}",
-                                       self.vcpu.eip))
+                                       self.vcpu.eip, fault_address=address))
 
     def log(self, message: str) -> None:
         if self.trace is not None:

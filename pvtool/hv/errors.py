@@ -16,9 +16,10 @@ class HypercallError(Exception):
 class DomainCrash(Exception):
     """The guest broke a rule no refusal can answer (Xen's domain_crash)."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, address: int | None = None):
         super().__init__(reason)
         self.reason = reason
+        self.address = address  # the page fault's, or a page-table entry's frame
 
 
 class NotEmulated(Exception):

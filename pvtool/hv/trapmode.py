@@ -228,7 +228,7 @@ class TrapModeSupervisor:
         try:
             self._route(event)
         except DomainCrash as crash:
-            self.domain.crash(crash.reason)
+            self.domain.crash(crash.reason, crash.address)
 
     def interrupts_enabled(self) -> bool:
         return self.vcpu.cpl == 3 or not self.domain.upcall_mask
@@ -238,7 +238,7 @@ class TrapModeSupervisor:
             try:
                 self.delivery.deliver(external(irqs.acknowledge(), self.vcpu.eip))
             except DomainCrash as crash:
-                self.domain.crash(crash.reason)
+                self.domain.crash(crash.reason, crash.address)
 
     def insns_to_next_event(self) -> int | None:
         return None  # the PC's timers are the machine's own

@@ -65,7 +65,7 @@ class PvSupervisor:
         try:
             self._route(event)
         except DomainCrash as crash:
-            self.domain.crash(crash.reason)
+            self.domain.crash(crash.reason, crash.address)
 
     def _route(self, event: Interruption) -> None:
         # The hot path: no EIP, no decoding, and the ring from CS, which in a PV domain
@@ -120,7 +120,7 @@ class PvSupervisor:
             self._take_event()
             self._take_device_interrupt(irqs)
         except DomainCrash as crash:
-            self.domain.crash(crash.reason)
+            self.domain.crash(crash.reason, crash.address)
 
     def _take_event(self) -> None:
         """Xen's upcall: with a port pending and unmasked (evtchn_upcall_pending) and

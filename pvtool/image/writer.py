@@ -24,6 +24,7 @@ from pvtool.image import elf_format
 from pvtool.image.elf import ElfImage, Segment, load_elf
 from pvtool.image.elf_format import Ehdr, Phdr, Shdr
 from pvtool.image.multiboot import find_header
+from pvtool.interrupts import held
 from pvtool.x86.paging import PAGE_SIZE
 
 NOTES_SECTION = ".note.Xen"
@@ -333,11 +334,11 @@ def write_atomically(out: Path, blob: bytes, mode: int = 0o644,
         if verify is not None:
             verify(tmp)
         os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{out}: cannot write: {exc.strerror or exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        with held():  # a second Ctrl-C waits until the temporary file is gone
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"{out}: cannot write: {exc.strerror or exc}") from None
         raise
     _fsync_directory(out.parent)
 

@@ -135,8 +135,9 @@ class DeliveryRules(Protocol):
         """Deliver through a task gate: switch to the task of the TSS GATE.selector,
         the outgoing one to resume at IP (machine/taskswitch.py)."""
 
-    def triple_fault(self, why: str, ip: int) -> None:
-        """Delivering a double fault faulted: a PC resets. WHY names the chain."""
+    def triple_fault(self, why: str, ip: int, address: int | None) -> None:
+        """Delivering a double fault faulted: a PC resets. WHY names the chain;
+        ADDRESS is the first page fault's in it."""
 
 
 @dataclass(slots=True)
@@ -190,8 +191,10 @@ class Delivery:
         except DeliveryFault as fault:
             whys = f"{whys}; {fault.why}" if whys else fault.why
             if attempt.vector == Vector.DF:
-                self.rules.triple_fault(_chain_text(chain + (_raised(fault, 0),), whys),
-                                        attempt.ip)
+                chain += (_raised(fault, 0),)
+                self.rules.triple_fault(_chain_text(chain, whys), attempt.ip,
+                                        next((a.cr2 for a in chain if a.cr2 is not None),
+                                             None))
                 return
             if fault.vector == Vector.PF:
                 self.rules.set_cr2(fault.address)

@@ -101,8 +101,9 @@ class BareCpuRules:
         except RingNotModeled as departure:
             self.request_stop(Stop(StopKind.NOT_MODELED, str(departure), ip))
 
-    def triple_fault(self, why: str, ip: int) -> None:
-        self.request_stop(Stop(StopKind.TRIPLE_FAULT, f"triple fault after {why}", ip))
+    def triple_fault(self, why: str, ip: int, address: int | None) -> None:
+        self.request_stop(Stop(StopKind.TRIPLE_FAULT, f"triple fault after {why}", ip,
+                               fault_address=address))
 
 
 class BareMetal:

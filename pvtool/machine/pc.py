@@ -10,6 +10,7 @@ delivery (machine/native.py), or the hypervisor.
 import ctypes
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from unicorn import (
@@ -99,6 +100,7 @@ from pvtool.x86.isa import OPERAND_SIZE_PREFIX
 from pvtool.x86.paging import page_up
 
 DEFAULT_RAM = 128 << 20  # what QEMU gives a guest by default
+MAX_RAM = 3072 << 20  # the most --memory gives: RAM below the PCI hole at 3 GiB
 UNTIL_NEVER = 0xFFFF_FFFF_FFFF_FFFF  # emu_start's end address: slices end by count
 # The PC's port map and ISA interrupt lines.
 MASTER_PIC_PORT, SLAVE_PIC_PORT, PIT_PORT, CMOS_PORT = 0x20, 0xA0, 0x40, 0x70
@@ -478,8 +480,17 @@ class Machine:
     def request_stop(self, stop: Stop) -> None:
         """End the run after the current instruction; the first reason wins."""
         if self.stop is None:
-            self.stop = stop
+            self.stop = self._noting_ram(stop)
         self.uc.emu_stop()
+
+    def _noting_ram(self, stop: Stop) -> Stop:
+        """A stop whose fault lies past the RAM, where more --memory would put RAM,
+        says so: a kernel given too little RAM faults on its first touch beyond it."""
+        address = stop.fault_address
+        if address is None or not self.ram_size <= address < MAX_RAM:
+            return stop
+        return replace(stop, reason=f"{stop.reason} ({address:#x} is past the "
+                                    f"{self.ram_size >> 20} MiB of RAM --memory gives)")
 
     def run_slice(self, count: int) -> None:
         """Run at most `count` instructions from the current EIP.

@@ -48,6 +48,8 @@ class Stop:
     eip: int = 0
     code: int | None = None  # the guest's exit code, for GUEST_EXIT and SHUTDOWN
     symbol: str = ""  # where eip is in the image, `name+0x12`, when it has symbols
+    # The page fault's address, or the page-table entry's frame, a crash came from.
+    fault_address: int | None = None
 
     @property
     def guest_chose(self) -> bool:

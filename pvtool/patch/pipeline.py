@@ -18,6 +18,7 @@ from pvtool.image.writer import (
     write_patched_elf,
 )
 from pvtool.image.xen_notes import parse_xen_notes
+from pvtool.interrupts import held
 from pvtool.machine.loader import image_at
 from pvtool.patch.code_space import code_regions, data_in_code, data_regions, entry_address
 from pvtool.patch.discover import CodeMap, discover
@@ -40,6 +41,9 @@ class Outputs:
     def beside(cls, out: Path) -> "Outputs":
         """OUT, and its listing diff and JSON report named after it."""
         return cls(out, out.with_suffix(".diff"), out.with_suffix(".json"))
+
+    def paths(self) -> tuple[Path, Path, Path]:
+        return self.image, self.diff, self.report
 
 
 def patch_image(input_path: Path, out: Path,
@@ -65,23 +69,40 @@ def patch_image(input_path: Path, out: Path,
         checks.extend(verify(image, patched, code, plans, emitted))
         verified.append(patched)
 
-    write_patched_elf(image, outputs.image, patches=emitted.patches,
-                      added=added_sections(emitted), notes=notes(image, emitted, patch_set),
-                      check=check)
-    written = [outputs.image]
+    before = {path: _identity(path) for path in outputs.paths()}
     try:  # no partial output: the image goes if its diff or report cannot follow it
+        write_patched_elf(image, outputs.image, patches=emitted.patches,
+                          added=added_sections(emitted),
+                          notes=notes(image, emitted, patch_set), check=check)
         diff = listing_diff(image, verified[0], code, plans, emitted, outputs.image)
         report = PatchReport.build(image, outputs.image, patch_set, code, plans, emitted,
                                    checks, diff_path=outputs.diff, report_path=outputs.report)
         write_atomically(outputs.diff, diff.encode())
-        written.append(outputs.diff)
         write_atomically(outputs.report,
                          (json.dumps(report.to_dict(), indent=2) + "\n").encode())
     except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
+        with held():  # a second Ctrl-C waits until the cleanup is done
+            _remove_new(before)
         raise
     return report
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file PATH is now (device and inode), or None if there is none."""
+    try:
+        found = path.stat()
+    except OSError:  # none there (or none that can be read: _check_outputs refused it)
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _remove_new(before: dict[Path, tuple[int, int] | None]) -> None:
+    """Remove each output that is no longer the file it was before the writing began:
+    one this run renamed into place (a new inode), however far the run got, even a
+    signal landing just after the rename. An older output left untouched stays."""
+    for path, identity in before.items():
+        if _identity(path) != identity:
+            path.unlink(missing_ok=True)
 
 
 def discover_code(image: ElfImage) -> CodeMap:

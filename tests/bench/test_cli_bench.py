@@ -4,9 +4,11 @@ JSON, and its failures as one line and a documented status."""
 import json
 import re
 import sys
+from types import SimpleNamespace
 
 import pytest
 
+from pvtool.bench import command
 from pvtool.bench.harness import planned_steps
 from pvtool.bench.workloads import available_modes
 from pvtool.run import Mode
@@ -234,12 +236,25 @@ def test_the_hypercall_target_is_explained(hello_report):
     assert ("Over it:" in text) == over
 
 
-def test_json_dash_puts_only_the_figures_on_stdout(guests, tmp_path, monkeypatch):
-    """The one --json rule (README, "Conventions"): `-` is standard output, the JSON
-    alone there, and no file named '-'."""
+@pytest.mark.parametrize(("args", "status"), [
+    (("--plot", "chart.txt"), 64),  # the chart is a PNG: said before measuring
+    (("--json", "missing/bench.json"), 73),  # no folder made: refused before measuring
+    (("--plot", "missing/chart.png"), 73),
+])
+def test_a_bad_output_is_refused_before_measuring(tmp_path, monkeypatch, args, status):
     monkeypatch.chdir(tmp_path)
-    result = pvtool("bench", guests("hello"), "--repeat", "1", "--json", "-")
-    assert result.status == 0, result.output
-    data = json.loads(result.stdout)
-    assert [guest["name"] for guest in data["guests"]] == ["hello"]
+    monkeypatch.setattr(command, "bench", lambda *_: pytest.fail("measured"))
+    done = pvtool("bench", *args, guest_path("hello"))
+    assert done.status == status, done.output
+    assert args[1] in done.error_line()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_json_dash_puts_only_the_figures_on_stdout(monkeypatch):
+    """The one --json rule (tests/test_cli_json.py), here with the measuring left out."""
+    figures = {"guests": [], "modes_available": ["native"]}
+    measured = SimpleNamespace(to_dict=lambda: figures)
+    monkeypatch.setattr(command, "bench", lambda *_: measured)
+    done = pvtool("bench", "--json", "-", guest_path("hello"))
+    assert done.status == 0, done.output
+    assert json.loads(done.stdout) == figures

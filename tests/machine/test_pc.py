@@ -6,7 +6,7 @@ from pvtool.image.elf import load_elf
 from pvtool.machine import cpu as C
 from pvtool.machine.loader import load_multiboot
 from pvtool.machine.native import BareMetal
-from pvtool.machine.pc import Machine
+from pvtool.machine.pc import MAX_RAM, Machine
 from pvtool.machine.stop import Stop, StopKind
 from tests.machine.harness import boot_native
 
@@ -146,3 +146,17 @@ def test_the_uarts_interrupt_is_isa_irq_4_on_both_controllers():
     assert machine.pic.master.irr & 1 << 4
     machine.lapic.write(0x350, 4, 0x18700)
     assert machine.irqs.acknowledge() == 0x34
+
+
+@pytest.mark.parametrize(("address", "noted"), [
+    (0x400000, True),  # the first byte past 4 MiB
+    (0x3FFFFF, False),  # RAM
+    (MAX_RAM, False),  # where no --memory puts RAM: a higher-half kernel's addresses
+    (None, False),  # a stop that came from no fault
+])
+def test_a_fault_past_the_ram_says_so(build, address, noted):
+    run = boot_native(bare(build, "    hlt\n"), ram_mib=4)
+    run.machine.request_stop(Stop(StopKind.TRIPLE_FAULT, "triple fault", 1,
+                                  fault_address=address))
+    note = " (0x400000 is past the 4 MiB of RAM --memory gives)"
+    assert run.stop.reason == "triple fault" + (note if noted else "")
