@@ -282,6 +282,7 @@ class VmAssist(IntEnum):
 class VmAssistType(IntEnum):
     writable_pagetables = 2
     pae_extended_cr3 = 3
+    architectural_iopl = 4  # the kernel's I/O privilege counts as ring 0's
 
 
 class XenVer(IntEnum):

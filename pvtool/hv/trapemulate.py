@@ -74,6 +74,7 @@ class TrapEmulator(Emulator):
         super().__init__(domain, {}, None)
         self.regs = TrapRegisters(domain)
         self.handlers = TRAP_HANDLERS
+        self.fault_handlers = {}  # a kernel written for a PC: no Xen answers
         self.cpu = VirtualCpu()
         self.emulated_at: dict[int, int] = {}  # address -> times emulated
         self.last_mnemonic = ""

@@ -96,11 +96,13 @@ class PvSupervisor:
 
     def _exception(self, event: Interruption) -> None:
         # Privileged instructions are emulated for the kernel only: from ring 3 they
-        # are the kernel's #GP to handle, as on Xen.
+        # are the kernel's #GP to handle, as on Xen. The forced-emulation prefix is
+        # honoured in any ring (xen/arch/x86/pv/emul-inv-op.c: do_invalid_op tries it
+        # for every PV guest mode).
         kernel = self.vcpu.cpl == GUEST_KERNEL_RPL
         vector, ip = event.vector, event.ip
-        if kernel and (vector == Vector.UD and self.emulator.forced_cpuid(ip)
-                       or vector == Vector.GP and self.emulator.emulate_privileged(ip)):
+        if vector == Vector.UD and self.emulator.forced_cpuid(ip) \
+                or kernel and vector == Vector.GP and self.emulator.emulate_privileged(ip):
             self.exits[Exit.EMULATED] += 1
             return
         if vector == Vector.PF and take_page_fault(self.domain, event, kernel):
