@@ -391,9 +391,11 @@ HYPERVISOR_VIRT_START_2LEVEL = 0xFC000000  # Xen 3.0's non-PAE x86-32 layout
 RO_MPT_VIRT_START_PAE = HYPERVISOR_VIRT_START_PAE
 PAE_XEN_L3_SLOT = 3
 PAE_XEN_FIRST_L2_SLOT = (HYPERVISOR_VIRT_START_PAE >> 21) & 511  # 428
-# Flags a PAE L3 entry may carry (Xen's L3_DISALLOW_MASK on PAE): present, and the
-# three bits left to software.
-PAE_L3_ALLOWED_FLAGS = 0x001 | 0xE00
+# Flags a 32-bit PV guest's PAE L3 entry may carry: those Xen's l3_disallow_mask
+# (COMPAT_L3_DISALLOW_MASK, 0xFFFFF198: xen/arch/x86/mm.c) leaves, since Xen runs the
+# guest on 4-level tables: present, RW, US, accessed, dirty and the three software
+# bits; PWT, PCD, PS, G and bits 52-63 are refused.
+PAE_L3_ALLOWED_FLAGS = 0x001 | 0x002 | 0x004 | 0x020 | 0x040 | 0xE00
 
 # trap_info.flags
 TI_DPL_MASK = 3
