@@ -195,6 +195,9 @@ class Emulator:
             raise DomainCrash(f"emulating {insn.mnemonic} {insn.op_str} at "
                               f"{insn.address:#x}: {refusal.why}") from None
         self.emulated[cls.name] = self.emulated.get(cls.name, 0) + 1
+        if self.domain.trace:
+            self.domain.log(f"emulate {insn.mnemonic} {insn.op_str}".rstrip()
+                            + f" at {insn.address:#x}")
         if resume is not RING_ENTERED and self.domain.machine.stop is None:
             self.domain.vcpu.set(EIP, insn.address + insn.size if resume is None else resume)
 

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from tests.hv.harness import hypercall
+from tests.hv.harness import boot, hypercall
 from tests.hv.test_traps import (
     RECORDING_BSS,
     RECORDING_DATA,
@@ -206,3 +206,23 @@ def test_the_forced_emulation_prefix_works_from_ring_3(run_guest):
     assert trap["vector"] == 3  # the int3 after it, not a #UD
     signature = struct.pack("<3I", *booted.u32s("user_stack", 5)[2:])
     assert signature == b"XenVMMXenVMM"
+
+
+def test_trace_shows_emulated_instructions_and_bounced_exceptions_in_hex(build):
+    guest = build(SETUP + SET_IOPL + r"""
+cli_insn:
+    cli
+    mov dword ptr [resume], offset after
+    mov ecx, 0x174
+the_insn:
+    rdmsr
+after:
+""", handlers=RECORDING_HANDLERS, bss=RECORDING_BSS,
+        data=RECORDING_DATA + "iopl: .long 1\n")
+    booted = boot(guest)
+    lines: list[str] = []
+    booted.domain.trace = lines.append
+    booted.run()
+    assert booted.machine.stop.reason == "shutdown (poweroff)"
+    assert f"emulate cli at {booted.guest['cli_insn']:#x}" in lines
+    assert f"bounce #GP error 0x0 at {booted.guest['the_insn']:#x}" in lines
