@@ -121,8 +121,10 @@ class Emulator:
         self.trap_sites = trap_sites  # int3 address -> the original instruction's bytes
         self.regs = ControlRegisters(domain, regs_block)
         self.handlers: Mapping[str, Handler] = PV_HANDLERS
-        # What Xen answers differently from a trap site's contract, on a real #GP.
-        self.fault_handlers: Mapping[str, Handler] = XEN_FAULT_HANDLERS
+        # A kernel written for Xen (no pvtool notes: no regs block, no trap sites) gets
+        # Xen's answers on a #GP; a patched PC kernel keeps the PC's (docs/ABI.md).
+        patched = regs_block is not None or bool(trap_sites)
+        self.fault_handlers: Mapping[str, Handler] = {} if patched else XEN_FAULT_HANDLERS
         self.msrs: dict[int, int] = {}
         self.debug_registers = dict(DEBUG_REGISTERS_AT_RESET)
         self.emulated: dict[str, int] = {}

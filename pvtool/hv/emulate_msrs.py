@@ -9,9 +9,9 @@ IBRS): its MSRs read as 0 where Xen would pass the host's value through, and it 
 CPUID faulting, so MSR_INTEL_PLATFORM_INFO offers none and MISC_FEATURES_ENABLES takes
 only 0 (msr.c: a PV domain's policy is the host's).
 
-A trap site (an rdmsr the patcher replaced) keeps pvtool's contract for a kernel
-written for a PC (hv/emulate.py read_msr): this module is Xen's answer to a kernel
-written for Xen.
+A patched kernel (pvtool's notes: a regs block or trap sites) keeps pvtool's contract
+for a kernel written for a PC (hv/emulate.py read_msr): this module is Xen's answer to a
+kernel written for Xen.
 """
 
 from collections.abc import Callable
