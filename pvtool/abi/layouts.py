@@ -100,6 +100,16 @@ EVTCHN_ALLOC_UNBOUND = layout("evtchn_alloc_unbound", 8, dom=(0, "H"), remote_do
 EVTCHN_STATUS = layout("evtchn_status", 24, dom=(0, "H"), port=(4, "I"), status=(8, "I"),
                         vcpu=(12, "I"), u0=(16, "I"), u1=(20, "I"))
 
+EVTCHN_BIND_IPI = layout("evtchn_bind_ipi", 8, vcpu=(0, "I"), port=(4, "I"))
+EVTCHN_BIND_VCPU = layout("evtchn_bind_vcpu", 8, port=(0, "I"), vcpu=(4, "I"))
+EVTCHN_RESET = layout("evtchn_reset", 2, dom=(0, "H"))
+EVTCHN_SET_PRIORITY = layout("evtchn_set_priority", 8, port=(0, "I"), priority=(4, "I"))
+# The FIFO ABI's arguments, read (for -EFAULT) before a Xen without FIFO refuses them:
+# evtchn_init_control {control_gfn, offset, vcpu, link_bits, pad[7]}, evtchn_expand_array.
+EVTCHN_INIT_CONTROL = layout("evtchn_init_control", 24, control_gfn=(0, "Q"),
+                              offset=(8, "I"), vcpu=(12, "I"), link_bits=(16, "B"))
+EVTCHN_EXPAND_ARRAY = layout("evtchn_expand_array", 8, array_gfn=(0, "Q"))
+
 CALLBACK_REGISTER = layout("callback_register", 12, type=(0, "H"), flags=(2, "H"),
                             cs=(4, "I"), eip=(8, "I"))
 

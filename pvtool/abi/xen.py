@@ -32,11 +32,22 @@ class Hypercall(IntEnum):
     vcpu_op = 24
     set_segment_base = 25
     mmuext_op = 26
+    xsm_op = 27
     nmi_op = 28
     sched_op = 29
     callback_op = 30
+    xenoprof_op = 31
     event_channel_op = 32
     physdev_op = 33
+    hvm_op = 34
+    sysctl = 35
+    domctl = 36
+    kexec_op = 37
+    tmem_op = 38
+    argo_op = 39
+    xenpmu_op = 40
+    dm_op = 41
+    hypfs_op = 42
     # pvtool extension (arch_0): machine-wide virtual CPU registers an unmodified kernel
     # reads and writes (CR0, CR4, debug registers) that Xen PV keeps nowhere.
     arch_0 = 48
@@ -74,6 +85,9 @@ class Errno(IntEnum):
     ENOSPC = 28
     EDOM = 33
     ENOSYS = 38
+    ENODATA = 61
+    EOPNOTSUPP = 95
+    ENOBUFS = 105
 
 
 class SchedOp(IntEnum):
@@ -138,6 +152,11 @@ class EvtchnOp(IntEnum):
     bind_ipi = 7
     bind_vcpu = 8
     unmask = 9
+    reset = 10
+    init_control = 11
+    expand_array = 12
+    set_priority = 13
+    reset_cont = 14
 
 
 class EvtchnStatus(IntEnum):
@@ -267,14 +286,54 @@ class VmAssist(IntEnum):
 class VmAssistType(IntEnum):
     writable_pagetables = 2
     pae_extended_cr3 = 3
+    architectural_iopl = 4  # the kernel's I/O privilege counts as ring 0's
 
 
 class XenVer(IntEnum):
+    """XENVER_* (public/version.h)."""
+
     version = 0
     extraversion = 1
+    compile_info = 2
     capabilities = 3
+    changeset = 4
+    platform_parameters = 5
     get_features = 6
     pagesize = 7
+    guest_handle = 8
+    commandline = 9
+    build_id = 10
+    extraversion2 = 11
+    capabilities2 = 12
+    changeset2 = 13
+    commandline2 = 14
+
+
+class XenFeature(IntEnum):
+    """XENFEAT_* bits of get_features' submap 0 (public/features.h)."""
+
+    writable_page_tables = 0
+    pae_pgdir_above_4gb = 4
+    mmu_pt_update_preserve_ad = 5
+    highmem_assist = 6
+    gnttab_map_avail_bits = 7
+    dom0 = 11
+    memory_op_vnode_supported = 13
+    not_direct_mapped = 16
+    direct_mapped = 17
+    runstate_phys_area = 18
+    vcpu_time_phys_area = 19
+
+
+# Sizes of xen_version's fixed buffers (public/version.h): xen_compile_info's four
+# strings, xen_capabilities_info_t, xen_changeset_info_t, xen_domain_handle_t,
+# xen_commandline_t.
+COMPILE_INFO_SIZES = (64, 16, 32, 32)
+CAPABILITIES_SIZE = 1024
+CHANGESET_SIZE = 64
+DOMAIN_HANDLE_SIZE = 16
+COMMANDLINE_SIZE = 1024
+HARDWARE_DOMID = 0  # Xen's hardware domain (is_hardware_domain), dom0 by default
 
 
 class PhysdevOp(IntEnum):
@@ -343,9 +402,11 @@ HYPERVISOR_VIRT_START_2LEVEL = 0xFC000000  # Xen 3.0's non-PAE x86-32 layout
 RO_MPT_VIRT_START_PAE = HYPERVISOR_VIRT_START_PAE
 PAE_XEN_L3_SLOT = 3
 PAE_XEN_FIRST_L2_SLOT = (HYPERVISOR_VIRT_START_PAE >> 21) & 511  # 428
-# Flags a PAE L3 entry may carry (Xen's L3_DISALLOW_MASK on PAE): present, and the
-# three bits left to software.
-PAE_L3_ALLOWED_FLAGS = 0x001 | 0xE00
+# Flags a 32-bit PV guest's PAE L3 entry may carry: those Xen's l3_disallow_mask
+# (COMPAT_L3_DISALLOW_MASK, 0xFFFFF198: xen/arch/x86/mm.c) leaves, since Xen runs the
+# guest on 4-level tables: present, RW, US, accessed, dirty and the three software
+# bits; PWT, PCD, PS, G and bits 52-63 are refused.
+PAE_L3_ALLOWED_FLAGS = 0x001 | 0x002 | 0x004 | 0x020 | 0x040 | 0xE00
 
 # trap_info.flags
 TI_DPL_MASK = 3

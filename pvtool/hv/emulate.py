@@ -23,8 +23,10 @@ from capstone.x86_const import X86_OP_MEM, X86_OP_REG
 
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi.pvtool import TRAP_SITE_CLASSES, VCPU_REGS
-from pvtool.abi.xen import GUEST_KERNEL_RPL, XEN_VERSION
+from pvtool.abi.xen import GUEST_KERNEL_RPL, XEN_VERSION, VmAssistType
+from pvtool.hv import emulate_msrs
 from pvtool.hv.domain import Domain
+from pvtool.hv.emulate_msrs import GeneralProtection
 from pvtool.hv.emulate_segments import RING_ENTERED, mov_to_ss, pop_ss, sysexit, sysret
 from pvtool.hv.errors import DomainCrash, HypercallError, NotEmulated
 from pvtool.hv.hypercalls.traps import iret as hypervisor_iret
@@ -119,6 +121,10 @@ class Emulator:
         self.trap_sites = trap_sites  # int3 address -> the original instruction's bytes
         self.regs = ControlRegisters(domain, regs_block)
         self.handlers: Mapping[str, Handler] = PV_HANDLERS
+        # A kernel written for Xen (no pvtool notes: no regs block, no trap sites) gets
+        # Xen's answers on a #GP; a patched PC kernel keeps the PC's (docs/ABI.md).
+        patched = regs_block is not None or bool(trap_sites)
+        self.fault_handlers: Mapping[str, Handler] = {} if patched else XEN_FAULT_HANDLERS
         self.msrs: dict[int, int] = {}
         self.debug_registers = dict(DEBUG_REGISTERS_AT_RESET)
         self.emulated: dict[str, int] = {}
@@ -156,7 +162,9 @@ class Emulator:
         return True
 
     def emulate_privileged(self, eip: int) -> bool:
-        """Emulate the instruction at EIP if it is one Xen emulates; False to bounce #GP."""
+        """Emulate the instruction at EIP if it is one Xen emulates; False to bounce the
+        #GP (and for an instruction Xen answers with #GP(0), as the MSRs it does not
+        expose, or cli/sti without I/O privilege)."""
         try:
             code = self.domain.memory.read_virt(eip, MAX_INSN_SIZE)
         except PageFault:
@@ -165,18 +173,22 @@ class Emulator:
         if insn is None:
             return False
         try:
-            self._emulate(insn)
+            self._emulate(insn, self.fault_handlers)
+        except GeneralProtection:
+            return False
         except NotEmulated:
             refuse_task_switch(self, insn)
             return False
         return True
 
     # -- dispatch ------------------------------------------------------------------------
-    def _emulate(self, insn) -> None:
-        """Run the handler of INSN's class and go on where it says; NotEmulated if the
-        class has none or the handler refuses."""
+    def _emulate(self, insn, overrides: Mapping[str, Handler] | None = None) -> None:
+        """Run the handler of INSN's class (from OVERRIDES first) and go on where it
+        says; NotEmulated if the class has none or the handler refuses."""
         cls = classify(insn)
-        handler = self.handlers.get(cls.name) if cls is not None else None
+        handler = None
+        if cls is not None:
+            handler = (overrides or {}).get(cls.name) or self.handlers.get(cls.name)
         if handler is None:
             raise NotEmulated(f"no handler for {insn.mnemonic} {insn.op_str}".rstrip())
         try:
@@ -185,6 +197,9 @@ class Emulator:
             raise DomainCrash(f"emulating {insn.mnemonic} {insn.op_str} at "
                               f"{insn.address:#x}: {refusal.why}") from None
         self.emulated[cls.name] = self.emulated.get(cls.name, 0) + 1
+        if self.domain.trace:
+            self.domain.log(f"emulate {insn.mnemonic} {insn.op_str}".rstrip()
+                            + f" at {insn.address:#x}")
         if resume is not RING_ENTERED and self.domain.machine.stop is None:
             self.domain.vcpu.set(EIP, insn.address + insn.size if resume is None else resume)
 
@@ -404,6 +419,34 @@ def _operand_size(insn) -> int:
     """4, or 2 with an operand-size prefix (pushf, iret: 66 9c, 66 cf)."""
     return 2 if insn.prefix[2] == OPERAND_SIZE_PREFIX else 4
 
+
+def xen_rdmsr(em: Emulator, insn) -> None:
+    vcpu = em.domain.vcpu
+    value = emulate_msrs.read(em.domain, vcpu.get(ECX))
+    vcpu.set(EAX, value & 0xFFFFFFFF)
+    vcpu.set(EDX, value >> 32)
+
+
+def xen_wrmsr(em: Emulator, insn) -> None:
+    vcpu = em.domain.vcpu
+    emulate_msrs.write(em.domain, vcpu.get(ECX), vcpu.get(EDX) << 32 | vcpu.get(EAX))
+
+
+def xen_cli_sti(em: Emulator, insn) -> None:
+    """A ring-1 cli or sti, as emul-priv-op.c's validate() takes it: #GP(0) unless
+    iopl_ok(), and then done without effect (Xen leaves the upcall mask alone: a
+    kernel written for Xen masks events in vcpu_info). iopl_ok: the kernel counts as
+    CPL 1, or as CPL 0 under VMASST_TYPE_architectural_iopl, against the virtual IOPL
+    physdev_op set_iopl gave it."""
+    dom = em.domain
+    cpl = 0 if VmAssistType.architectural_iopl in dom.vm_assists else GUEST_KERNEL_RPL
+    if cpl > dom.iopl:
+        raise GeneralProtection(f"{insn.mnemonic} at virtual IOPL {dom.iopl}")
+
+
+XEN_FAULT_HANDLERS: dict[str, Handler] = {
+    "rdmsr": xen_rdmsr, "wrmsr": xen_wrmsr, "cli": xen_cli_sti, "sti": xen_cli_sti,
+}
 
 # The PV emulator: catalogue class -> handler.
 PV_HANDLERS: dict[str, Handler] = {

@@ -65,6 +65,7 @@ NS_PER_SECOND = 1_000_000_000
 TSC_SHIFT = 4
 TSC_TO_SYSTEM_MUL = (NS_PER_SECOND // VIRTUAL_HZ << 32) >> TSC_SHIFT
 BOUND_VIRQS = frozenset({Virq.timer, Virq.debug, Virq.console})
+GLOBAL_VIRQS = frozenset({Virq.console})  # the rest are per-vCPU (virq_is_global)
 
 
 class Backend(Protocol):
@@ -172,6 +173,34 @@ class EventChannels:
         self.ports[port] = Port(EvtchnStatus.virq, virq=virq)
         return port
 
+    def bind_ipi(self, vcpu: int) -> int:
+        """EVTCHNOP_bind_ipi: a port that raises itself on VCPU (evtchn_bind_ipi;
+        -ENOENT for a vCPU the domain has not, and it has one)."""
+        if vcpu != 0:
+            raise HypercallError(Errno.ENOENT, f"vcpu {vcpu}: the domain has one")
+        port = self._free_port()
+        self.ports[port] = Port(EvtchnStatus.ipi)
+        return port
+
+    def bind_vcpu(self, port: int, vcpu: int) -> None:
+        """EVTCHNOP_bind_vcpu (evtchn_bind_vcpu): -ENOENT for a vCPU the domain has
+        not; an unbound or interdomain port, or a global VIRQ's (VIRQ_CONSOLE), may
+        notify another vCPU; a per-vCPU VIRQ, an IPI or a closed port is -EINVAL. With
+        one vCPU a rebinding to vCPU 0 changes nothing."""
+        if vcpu != 0:
+            raise HypercallError(Errno.ENOENT, f"vcpu {vcpu}: the domain has one")
+        bound = self._port(port)
+        rebindable = bound.status in (EvtchnStatus.unbound, EvtchnStatus.interdomain) \
+            or bound.status == EvtchnStatus.virq and bound.virq in GLOBAL_VIRQS
+        if not rebindable:
+            raise HypercallError(Errno.EINVAL, f"port {port} cannot change its vCPU")
+
+    def reset(self) -> None:
+        """EVTCHNOP_reset (evtchn_reset): every port closed, as evtchn_close closes
+        one; the hypervisor's and backends' ends are left unbound."""
+        for port in list(self.ports):
+            self.close(port)
+
     def send_virq(self, virq: int) -> None:
         for port, bound in self.ports.items():
             if bound.status == EvtchnStatus.virq and bound.virq == virq:
@@ -216,12 +245,15 @@ class EventChannels:
 
     def send(self, port: int) -> None:
         """To the hypervisor's side of an interdomain port: its backend is notified.
-        Nothing listens on an unbound port; a VIRQ port cannot be sent on."""
+        Nothing listens on an unbound port; a VIRQ port cannot be sent on; an IPI
+        port raises itself (evtchn_send)."""
         bound = self._port(port)
         if bound.status == EvtchnStatus.virq:
             raise HypercallError(Errno.EINVAL, f"port {port} is a VIRQ")
         if bound.status == EvtchnStatus.interdomain and bound.backend is not None:
             bound.backend.notify()
+        if bound.status == EvtchnStatus.ipi:
+            self.set_pending(port)  # an IPI to its own (the only) vCPU
 
     def unmask(self, port: int) -> None:
         """Clear the mask; a port that is pending raises the upcall now (event_2l.c)."""

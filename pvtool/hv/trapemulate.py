@@ -74,12 +74,13 @@ class TrapEmulator(Emulator):
         super().__init__(domain, {}, None)
         self.regs = TrapRegisters(domain)
         self.handlers = TRAP_HANDLERS
+        self.fault_handlers = {}  # a kernel written for a PC: no Xen answers
         self.cpu = VirtualCpu()
         self.emulated_at: dict[int, int] = {}  # address -> times emulated
         self.last_mnemonic = ""
 
-    def _emulate(self, insn) -> None:
-        super()._emulate(insn)
+    def _emulate(self, insn, overrides=None) -> None:
+        super()._emulate(insn, overrides)
         self.emulated_at[insn.address] = self.emulated_at.get(insn.address, 0) + 1
         self.last_mnemonic = insn.mnemonic
 

@@ -92,19 +92,28 @@ class PvSupervisor:
             self.exits[Exit.TRAP_SITE] += 1
             self.emulator.emulate_trap_site(site)
             return
-        self.delivery.deliver(event)
+        self._bounce(event)
 
     def _exception(self, event: Interruption) -> None:
         # Privileged instructions are emulated for the kernel only: from ring 3 they
-        # are the kernel's #GP to handle, as on Xen.
+        # are the kernel's #GP to handle, as on Xen. The forced-emulation prefix is
+        # honoured in any ring (xen/arch/x86/pv/emul-inv-op.c: do_invalid_op tries it
+        # for every PV guest mode).
         kernel = self.vcpu.cpl == GUEST_KERNEL_RPL
         vector, ip = event.vector, event.ip
-        if kernel and (vector == Vector.UD and self.emulator.forced_cpuid(ip)
-                       or vector == Vector.GP and self.emulator.emulate_privileged(ip)):
+        if vector == Vector.UD and self.emulator.forced_cpuid(ip) \
+                or kernel and vector == Vector.GP and self.emulator.emulate_privileged(ip):
             self.exits[Exit.EMULATED] += 1
             return
         if vector == Vector.PF and take_page_fault(self.domain, event, kernel):
             return
+        self._bounce(event)
+
+    def _bounce(self, event: Interruption) -> None:
+        """Deliver EVENT to the guest's handler; --trace says which, from where."""
+        if self.domain.trace:
+            error = "" if event.error_code is None else f" error {event.error_code:#x}"
+            self.domain.log(f"bounce {_vector_name(event.vector)}{error} at {event.ip:#x}")
         self.delivery.deliver(event)
 
     # -- what the run loop asks -----------------------------------------------------
@@ -133,6 +142,8 @@ class PvSupervisor:
             return
         cs, address, _ = callback
         self.exits[Exit.UPCALL] += 1
+        if dom.trace:
+            dom.log(f"event upcall to {address:#x} at {self.vcpu.eip:#x}")
         dom.events.update_time()
         self.delivery.enter_callback(event_gate(cs, address), self.vcpu.eip,
                                      self.domain.machine.cpu.cpl)
@@ -153,7 +164,7 @@ class PvSupervisor:
         if vector not in dom.trap_table:
             self.exits[Exit.IRQ_DROPPED] += 1
             return
-        self.delivery.deliver(external(vector, self.vcpu.eip))
+        self._bounce(external(vector, self.vcpu.eip))
 
     def insns_to_next_event(self) -> int | None:
         return self.domain.events.insns_to_timer()
@@ -166,3 +177,11 @@ class PvSupervisor:
         self.domain.crash(f"port I/O on {port:#x} without I/O privilege "
                           "(physdev_op set_iopl)")
         return False
+
+
+def _vector_name(vector: int) -> str:
+    """#GP, #PF... for the exceptions, the number for the rest (hex, as int 0x80)."""
+    try:
+        return f"#{Vector(vector).name}"
+    except ValueError:
+        return f"vector {vector:#x}"

@@ -88,7 +88,8 @@ class Validator:
         self._address = {n: paging.address_mask(mode, n) for n in levels}
         # EFER.NXE is off in a PV domain: bit 63 is reserved too.
         self._forbidden = {n: paging.reserved_bits(mode, n, nxe=False) for n in levels}
-        if rules.top_allowed_flags is not None:
+        if rules.top_allowed_flags is not None:  # its flags Xen's, not the format's
+            self._forbidden[self.top] &= ~0xFFF
             self._forbidden[self.top] |= 0xFFF & ~rules.top_allowed_flags
         self._large = {n: paging.is_large(paging.PS, mode, n) for n in levels}
         self._hypervisor_entries = rules.hypervisor_entries(glue)
@@ -347,8 +348,8 @@ class Validator:
         level = site[0]
         if entry & self._forbidden[level]:
             if level == self.top and self.rules.top_allowed_flags is not None:
-                raise refuse(f"{where(site)} = {entry:#x}: an L{level} entry may carry no "
-                             "flag but present")
+                raise refuse(f"{where(site)} = {entry:#x}: an L{level} entry may carry "
+                             f"only the flags {self.rules.top_allowed_flags:#x}")
             raise refuse(f"{where(site)} = {entry:#x} sets reserved bits")
         if entry & paging.PS and self._large[level]:
             if self.splits is None:

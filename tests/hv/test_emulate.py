@@ -44,39 +44,46 @@ def run_pv(guest, **options):
 
 
 def test_unpatched_privileged_instructions_are_emulated_and_counted(build):
+    """With I/O privilege (physdev_op set_iopl 1) Xen takes a ring-1 cli and sti
+    without effect on the upcall mask (emul-priv-op.c, validate()), and answers the
+    MSRs it exposes: MISC_ENABLE reads as guest_misc_enable() gives it and takes its
+    own value back."""
     guest = build(r"""
     MAP_SHARED_INFO shared_page
+    mov ebx, 6      /* PHYSDEVOP_set_iopl */
+    mov ecx, offset iopl_1
+    HYPERCALL physdev_op
     mov eax, cr0
     mov [report], eax
-    cli
     movzx eax, byte ptr [shared_page + VCPU_upcall_mask]
     mov [report + 4], eax
-    sti
+    cli
     movzx eax, byte ptr [shared_page + VCPU_upcall_mask]
     mov [report + 8], eax
-    mov ecx, 0x174
-    mov eax, 0x1234
-    mov edx, 0x5678
-    wrmsr
-    xor eax, eax
-    xor edx, edx
-    rdmsr
+    sti
+    movzx eax, byte ptr [shared_page + VCPU_upcall_mask]
     mov [report + 12], eax
-    mov [report + 16], edx
+    mov ecx, 0x1a0  /* MSR_IA32_MISC_ENABLE */
+    rdmsr
+    mov [report + 16], eax
+    mov [report + 20], edx
+    wrmsr
     wbinvd
     clts
     mov eax, 0xc0ffee
-    mov [report + 20], eax
-""" + REPORT.format(size=24), data="report: .fill 6, 4, 0xffffffff",
+    mov [report + 24], eax
+""" + REPORT.format(size=28), data="report: .fill 7, 4, 0xffffffff\niopl_1: .long 1",
         bss="shared_page: .skip 4096")
     result, output = run_pv(guest)
     assert result.stop.kind is StopKind.SHUTDOWN and result.stop.code == 0
-    cr0, mask_after_cli, mask_after_sti, msr_lo, msr_hi, marker = struct.unpack("<6I", output)
+    cr0, mask, mask_after_cli, mask_after_sti, misc_lo, misc_hi, marker = struct.unpack(
+        "<7I", output)
     assert marker == 0xC0FFEE
     assert cr0 & (CR0_PE | CR0_PG) == CR0_PE | CR0_PG  # protected mode, paging on
-    assert (mask_after_cli, mask_after_sti) == (1, 0)
-    assert (msr_lo, msr_hi) == (0x1234, 0x5678)
-    # mov from cr0, cli, sti, wrmsr, rdmsr, wbinvd, clts: seven faults, all emulated.
+    assert mask_after_cli == mask_after_sti == mask
+    # BTS and PEBS unavailable (bits 11, 12), xTPR disabled (23); perfmon hidden
+    assert (misc_lo, misc_hi) == (1 << 11 | 1 << 12 | 1 << 23, 0)
+    # mov from cr0, cli, sti, rdmsr, wrmsr, wbinvd, clts: seven faults, all emulated.
     assert result.exits["emulated"] == 7
     assert result.exits["exception"] == 0  # an exit is counted once, by what was done
 

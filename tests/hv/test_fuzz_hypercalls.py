@@ -45,8 +45,9 @@ from tests.profiles import examples
 PAGE = 4096
 P, RW, PS = 1, 2, 0x80
 # Xen's error numbers (xen/include/public/errno.h), typed here, not imported.
-# EPERM ENOENT ESRCH EACCES EFAULT EBUSY EEXIST ENODEV EINVAL ENOSPC EDOM ENOSYS
-XEN_ERRNOS = {1, 2, 3, 13, 14, 16, 17, 19, 22, 28, 33, 38}
+# EPERM ENOENT ESRCH EACCES EFAULT EBUSY EEXIST ENODEV EINVAL ENOSPC EDOM ENOSYS ENODATA
+# EOPNOTSUPP ENOBUFS
+XEN_ERRNOS = {1, 2, 3, 13, 14, 16, 17, 19, 22, 28, 33, 38, 61, 95, 105}
 HV_2LEVEL, HV_PAE = 0xFC000000, 0xF5800000
 UNMAPPED = 0x40000000
 SCRATCH_PAGES = 4
@@ -280,6 +281,10 @@ def specific_args(ctx, number):
                       st.one_of(scratch, ptr),
                       st.sampled_from([0, 1, 1, 1, 2, 3, 1024, 1025, 0x7FFFFFFF, 0x80000000,
                                        0xFFFFFFFF]), v, v),
+        # xen_version: every XENVER_* (0-14) and beyond, into a buffer or a null handle
+        17: st.tuples(st.integers(0, 16), st.one_of(scratch, ptr, st.just(0)), v, v, v),
+        # event_channel_op: every EVTCHNOP_* (0-13) and beyond
+        32: st.tuples(st.integers(0, 15), st.one_of(scratch, ptr), v, v, v),
     }
     return shapes.get(number, st.tuples(st.integers(0, 8), st.one_of(scratch, ptr), v, v, v))
 

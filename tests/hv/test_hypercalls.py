@@ -321,3 +321,23 @@ def test_xen_version_get_features_answers_submap_0_and_refuses_other_indexes(idl
     idle.write_u32s(buf, 1, 0x5A5A5A5A)
     assert hypercall(idle, HC.xen_version, 6, buf) == neg(EINVAL)
     assert idle.u32s(buf, 2) == (1, 0x5A5A5A5A)
+
+
+# Every number xen/include/public/xen.h defines beyond those pvtool serves, by its name.
+XEN_H_NAMES = {7: "platform_op", 16: "event_channel_op_compat", 19: "physdev_op_compat",
+               22: "update_va_mapping_otherdomain", 24: "vcpu_op", 25: "set_segment_base",
+               27: "xsm_op", 28: "nmi_op", 31: "xenoprof_op", 34: "hvm_op", 35: "sysctl",
+               36: "domctl", 37: "kexec_op", 38: "tmem_op", 39: "argo_op", 40: "xenpmu_op",
+               41: "dm_op", 42: "hypfs_op"}
+
+
+@pytest.mark.parametrize("number", sorted(XEN_H_NAMES))
+def test_a_hypercall_pvtool_does_not_serve_is_counted_by_xens_name(idle, number):
+    hypercall(idle, number, 0, 0)
+    assert idle.domain.hypercall_counts[XEN_H_NAMES[number]] == 1
+    assert not any(name.startswith("hypercall_") for name in idle.domain.hypercall_counts)
+
+
+def test_a_number_xen_h_leaves_undefined_keeps_its_number(idle):
+    assert hypercall(idle, 43, 0) == neg(ENOSYS)
+    assert idle.domain.hypercall_counts["hypercall_43"] == 1

@@ -154,11 +154,11 @@ def test_isolation_refusals_on_pae_are_xens_einval(pae_guest):
     /* the hypervisor's own machine frames (the machine-to-phys table) */
     REMAP scratch, 0xfc000063
     mov [results + 4], eax
-    /* an L3 entry with RW: only present is allowed */
+    /* an L3 entry with PCD: Xen's mask for 32-bit PV L3s refuses it */
     mov edi, [start_info_ptr]
     mov edi, [edi + SI_pt_base]
     mov eax, [edi]
-    or eax, 2
+    or eax, 0x10
     MMU_UPDATE edi, eax
     mov [results + 8], eax
     /* slot 428 of the L2 under L3 slot 3: the hypervisor's */
@@ -374,3 +374,30 @@ def test_a_kernels_store_into_half_of_a_pae_entry_is_merged_and_validated(pae_gu
     stop = booted.machine.stop
     assert stop.kind is StopKind.CRASH and "not the domain's" in stop.reason
     assert pte(booted, booted.guest["alias"]) == booted.guest["target"] | 0x63
+
+
+# Xen's l3_disallow_mask for a 32-bit PV guest (xen/arch/x86/mm.c): 0xFFFFF198 of the
+# flags, bits 52-63 of the entry being flags 12-23.
+L3_ALLOWED = {"rw": 0x2, "us": 0x4, "accessed": 0x20, "dirty": 0x40, "avail": 0xE00}
+L3_REFUSED = {"pwt": 0x8, "pcd": 0x10, "pse": 0x80, "global": 0x100, "bit52": 1 << 52,
+              "nx": 1 << 63}
+
+
+@pytest.mark.parametrize("flags", list(L3_ALLOWED.values()) + [0xE67],
+                         ids=[*L3_ALLOWED, "all"])
+def test_an_l3_entry_may_carry_the_flags_xens_mask_allows(idle_pae, flags):
+    booted = idle_pae
+    l3 = booted.cpu.read(CR3)
+    entry = q(booted, l3)
+    assert mmu_update(booted, l3, entry | flags) == 0
+    assert q(booted, l3) == entry | flags
+    assert type_of(booted, entry & ~0xFFF) == (2, 1, True)  # still the one L2 reference
+
+
+@pytest.mark.parametrize("flags", L3_REFUSED.values(), ids=L3_REFUSED)
+def test_an_l3_entry_with_a_flag_xens_mask_refuses_is_einval(idle_pae, flags):
+    booted = idle_pae
+    l3 = booted.cpu.read(CR3)
+    entry = q(booted, l3)
+    assert mmu_update(booted, l3, entry | flags) == neg(EINVAL)
+    assert q(booted, l3) == entry

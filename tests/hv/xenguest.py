@@ -255,6 +255,7 @@ class HC:
     iret = 23
     mmuext_op = 26
     sched_op = 29
+    event_channel_op = 32
     physdev_op = 33
 
 

@@ -22,6 +22,7 @@ from pvtool.hv.hypercalls import (
     multicall,
     sched,
     traps,
+    version,
 )
 from pvtool.hv.hypercalls.common import NO_RESULT, Handler
 
@@ -40,7 +41,7 @@ TABLE: dict[int, Handler] = {
     Hypercall.multicall: multicall.multicall,
     Hypercall.update_va_mapping: mmu.update_va_mapping,
     Hypercall.set_timer_op: events.set_timer_op,
-    Hypercall.xen_version: info.xen_version,
+    Hypercall.xen_version: version.xen_version,
     Hypercall.console_io: console.console_io,
     Hypercall.grant_table_op: grant_table.grant_table_op,
     Hypercall.vm_assist: info.vm_assist,

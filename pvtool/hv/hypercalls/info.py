@@ -1,37 +1,11 @@
-"""Small hypercalls about the domain itself: version, assists, I/O privilege, FPU."""
+"""Small hypercalls about the domain itself: assists, I/O privilege, FPU."""
 
-import struct
-
-from pvtool.abi import xen
 from pvtool.abi.layouts import PHYSDEV_SET_IOPL
-from pvtool.abi.xen import Errno, PhysdevOp, VmAssist, VmAssistType, XenVer
+from pvtool.abi.xen import Errno, PhysdevOp, VmAssist, VmAssistType
 from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
-from pvtool.x86.paging import PAGE_SIZE
 
-EXTRAVERSION_SIZE = 16
 KNOWN_ASSISTS = frozenset(VmAssistType)
-
-
-def xen_version(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
-    cmd, arg = args[0], args[1]
-    if cmd == XenVer.version:
-        major, minor = xen.XEN_VERSION
-        return major << 16 | minor
-    if cmd == XenVer.extraversion:
-        dom.copy_to_guest(arg, xen.XEN_EXTRAVERSION.ljust(EXTRAVERSION_SIZE, b"\0"))
-        return 0
-    if cmd == XenVer.pagesize:
-        return PAGE_SIZE
-    if cmd == XenVer.get_features:
-        # struct xen_feature_info {submap_idx; submap}: Xen reads the index the guest
-        # asks for and has one submap (index 0) on x86; pvtool offers no feature there.
-        (index,) = struct.unpack("<I", dom.copy_from_guest(arg, 4))
-        if index != 0:
-            raise HypercallError(Errno.EINVAL, f"feature submap {index}")
-        dom.copy_to_guest(arg, struct.pack("<II", index, 0))
-        return 0
-    raise HypercallError(Errno.ENOSYS, f"xen_version command {cmd}")
 
 
 def vm_assist(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
