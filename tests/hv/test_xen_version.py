@@ -1,7 +1,8 @@
 """xen_version, every subcommand, as Xen's do_xen_version answers it (xen/common/
 kernel.c) under the default XSM policy (xsm/dummy.h): the numbers, buffer sizes and
 feature bits are typed from public/version.h and public/features.h, not imported.
-pvtool's domain is dom0, the hardware domain; a domU is made by renumbering it.
+pvtool's domain is domU 1 (docs/ABI.md, "Domain ids"); dom0, the hardware domain, is
+made by renumbering it.
 """
 
 import struct
@@ -36,9 +37,17 @@ def read(idle, address: int, size: int) -> bytes:
 
 
 @pytest.fixture
-def domu(idle, monkeypatch):
-    """The idle domain as a domU: Xen denies it commandline and build_id."""
-    monkeypatch.setattr(idle.domain, "domid", 1)
+def domu(idle):
+    """The idle domain as pvtool boots it, a domU: Xen denies it commandline and
+    build_id."""
+    assert idle.domain.domid == 1
+    return idle
+
+
+@pytest.fixture
+def dom0(idle, monkeypatch):
+    """The idle domain renumbered 0, the hardware domain."""
+    monkeypatch.setattr(idle.domain, "domid", 0)
     return idle
 
 
@@ -93,10 +102,10 @@ def features(booted) -> int:
     return submap
 
 
-def test_get_features_submap_0_for_dom0_and_a_domu(idle, monkeypatch):
-    assert features(idle) == 1 << FEAT_PRESERVE_AD | 1 << FEAT_DIRECT_MAPPED | 1 << FEAT_DOM0
-    monkeypatch.setattr(idle.domain, "domid", 1)
-    assert features(idle) == 1 << FEAT_PRESERVE_AD | 1 << FEAT_DIRECT_MAPPED
+def test_get_features_submap_0_for_dom0_and_a_domu(domu, monkeypatch):
+    assert features(domu) == 1 << FEAT_PRESERVE_AD | 1 << FEAT_DIRECT_MAPPED
+    monkeypatch.setattr(domu.domain, "domid", 0)
+    assert features(domu) == 1 << FEAT_PRESERVE_AD | 1 << FEAT_DIRECT_MAPPED | 1 << FEAT_DOM0
 
 
 def test_get_features_shows_pae_pgdir_above_4gb_once_its_assist_is_on(idle):
@@ -118,14 +127,14 @@ def test_pagesize_takes_a_null_handle_only(idle):
     assert hypercall(idle, HC.xen_version, PAGESIZE, idle.guest["buf"]) == neg(EINVAL)
 
 
-def test_commandline_is_1024_bytes_for_dom0_and_one_nul_for_a_domu(idle, monkeypatch):
-    buf = filled(idle)
-    assert hypercall(idle, HC.xen_version, COMMANDLINE, buf) == 0
-    assert read(idle, buf, 1025) == bytes(1024) + bytes([FILL])  # an empty command line
-    buf = filled(idle)
-    monkeypatch.setattr(idle.domain, "domid", 1)
-    assert hypercall(idle, HC.xen_version, COMMANDLINE, buf) == 0
-    assert read(idle, buf, 2) == b"\0" + bytes([FILL])  # xen_deny(): "" in a release
+def test_commandline_is_1024_bytes_for_dom0_and_one_nul_for_a_domu(domu, monkeypatch):
+    buf = filled(domu)
+    assert hypercall(domu, HC.xen_version, COMMANDLINE, buf) == 0
+    assert read(domu, buf, 2) == b"\0" + bytes([FILL])  # xen_deny(): "" in a release
+    buf = filled(domu)
+    monkeypatch.setattr(domu.domain, "domid", 0)
+    assert hypercall(domu, HC.xen_version, COMMANDLINE, buf) == 0
+    assert read(domu, buf, 1025) == bytes(1024) + bytes([FILL])  # an empty command line
 
 
 @pytest.mark.parametrize("cmd", [BUILD_ID, COMMANDLINE2])
@@ -135,8 +144,8 @@ def test_build_id_and_commandline2_are_eperm_for_a_domu(domu, cmd):
     assert hypercall(domu, HC.xen_version, cmd, 0) == neg(EPERM)
 
 
-def test_build_id_for_dom0_is_enodata_without_one(idle):
-    assert hypercall(idle, HC.xen_version, BUILD_ID, 0) == neg(ENODATA)
+def test_build_id_for_dom0_is_enodata_without_one(dom0):
+    assert hypercall(dom0, HC.xen_version, BUILD_ID, 0) == neg(ENODATA)
 
 
 @pytest.mark.parametrize("cmd, text", [(EXTRAVERSION2, None), (CAPABILITIES2,
@@ -163,8 +172,8 @@ def test_a_varbuf_too_small_is_enobufs_and_writes_nothing(idle):
     assert read(idle, buf + 4, 4) == bytes([FILL]) * 4
 
 
-def test_commandline2_for_dom0_is_its_empty_length(idle):
-    assert hypercall(idle, HC.xen_version, COMMANDLINE2, 0) == 0
+def test_commandline2_for_dom0_is_its_empty_length(dom0):
+    assert hypercall(dom0, HC.xen_version, COMMANDLINE2, 0) == 0
 
 
 @pytest.mark.parametrize("cmd", [EXTRAVERSION, COMPILE_INFO, CAPABILITIES, CHANGESET,
