@@ -39,6 +39,8 @@ SLOW_TESTS = re.compile("|".join((
     r"tests/hv/test_trapmode\.py::.*\[minikern\]",  # 56 s: minikern trapped (hello stays)
     # 53 s: a #PF bounced until the kernel stack runs out
     r"tests/hv/test_traps\.py::.*unmapped_memory.*\[bp-and-pf\]",
+    # 15 s idle: pvtool started, signalled and waited for, in every mode and command
+    r"tests/test_signals\.py::test_an?_(signal|interrupted)",
 )))
 # A test that boots a guest on QEMU (tests/oracles.py) beside pvtool: slow too.
 QEMU_ORACLES = frozenset({"run_qemu", "qemu_int_log"})
