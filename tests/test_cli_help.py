@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from pvtool.cli import statuses
+from pvtool.cli.group import statuses
 from pvtool.errors import GuestFault, exit_statuses
 from tests.cli import pvtool
 from tests.oracles import REPO_ROOT

@@ -1,5 +1,5 @@
 """What `pvtool bench` does around the harness: default images, the outputs checked
-before the run, the progress display, and writing the JSON and the chart. cli.py only
+before the run, the progress display, and writing the JSON and the chart. cli/ only
 parses the options."""
 
 import json

@@ -12,7 +12,7 @@ UPPER_BOUND_WHY = "slices counted whole, even one cut short by hlt or the stop"
 
 
 def render(result: RunResult, console: Console) -> None:
-    # A stop the guest did not choose is pvtool's one error line (cli.py): the title
+    # A stop the guest did not choose is pvtool's one error line (cli/): the title
     # names only its kind, so the reason is printed once.
     stop = result.stop
     title = stop.describe() if stop.guest_chose else stop.kind.value

@@ -1,10 +1,6 @@
 """pvtool's command line: each command parses, calls one function, renders its result."""
 
-import json
-import os
-import signal
 import sys
-import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,134 +8,22 @@ import click
 
 from pvtool import console, interrupts
 from pvtool.bench import DISK_SECTORS
+from pvtool.cli.group import PvtoolGroup, debug_option, interrupted
+from pvtool.cli.options import (
+    EXISTING_FILE,
+    STDOUT,
+    check_output_path,
+    json_option,
+    mode_option,
+    write_json,
+)
 from pvtool.errors import (
     GuestFault,
     GuestHaltedError,
     GuestLimitError,
     InputMissingError,
-    OutputError,
-    PvtoolError,
     UsageError,
-    exit_statuses,
 )
-
-# Paths are checked by the jobs themselves, so that a missing file or a directory gets
-# pvtool's one-line error and documented status (66, 73), not click's usage text.
-EXISTING_FILE = click.Path(path_type=Path)
-INTERNAL_ERROR_STATUS = 70
-CLOSED_PIPE_STATUS = 128 + signal.SIGPIPE  # 141: how a shell reports `yes | head -1`'s yes
-DEBUG = "pvtool.debug"  # the context's meta key: --debug was given, before or after a command
-STDOUT = "-"  # --json -: the document on standard output
-
-
-class PvtoolGroup(click.Group):
-    """Turns every PvtoolError, and click's usage errors, into one line on stderr and
-    its exit status; lists the statuses in its help."""
-
-    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
-        """A signal that lands while click parses the command line ends as one that
-        lands in the command (click alone would print "Aborted!" and exit with 1)."""
-        try:
-            return super().make_context(info_name, args, parent, **extra)
-        except click.UsageError as exc:  # pvtool's own options or command name
-            raise _usage_exit(exc) from None
-        except KeyboardInterrupt as exc:
-            raise click.exceptions.Exit(_interrupted(exc)) from None
-        except BrokenPipeError:  # the help, written to a pipe already closed
-            raise click.exceptions.Exit(_closed_pipe()) from None
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except click.UsageError as exc:  # a command's options or arguments
-            raise _usage_exit(exc) from None
-        except PvtoolError as exc:
-            if ctx.meta.get(DEBUG):
-                traceback.print_exc()
-            console.error(exc.message)
-            ctx.exit(exc.exit_status)
-        except KeyboardInterrupt as exc:
-            ctx.exit(_interrupted(exc))
-        except BrokenPipeError:
-            ctx.exit(_closed_pipe())
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except Exception as exc:  # a bug in pvtool: say so in one line
-            if ctx.meta.get(DEBUG):
-                traceback.print_exc()
-            console.error(f"internal error: {type(exc).__name__}: {exc} "
-                          "(run with --debug for the traceback)")
-            ctx.exit(INTERNAL_ERROR_STATUS)
-
-    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """The exit statuses, from the error classes that own them, and how to turn
-        on shell completion."""
-        super().format_epilog(ctx, formatter)
-        with formatter.section("Exit status"):
-            formatter.write_dl([
-                ("CODE", "The guest wrote CODE to isa-debug-exit (QEMU exits with "
-                         "2*CODE+1); 0 after a PV shutdown or a reset of the PC."),
-                *[(str(status), meaning) for status, meaning in statuses()]])
-        with formatter.section("Shell completion"):
-            formatter.write_text("Add to ~/.bashrc: "
-                                 'eval "$(_PVTOOL_COMPLETE=bash_source pvtool)"')
-            formatter.write_text("zsh: _PVTOOL_COMPLETE=zsh_source, "
-                                 "fish: _PVTOOL_COMPLETE=fish_source, the same way.")
-
-
-def statuses() -> list[tuple[int, str]]:
-    """Every status pvtool itself ends with, and what it means, in order."""
-    return sorted([
-        *exit_statuses(),
-        (INTERNAL_ERROR_STATUS, "An internal error in pvtool (--debug shows the traceback)."),
-        (CLOSED_PIPE_STATUS, "The reader of the output closed it (| head)."),
-        (interrupts.INTERRUPTED_STATUS, "Interrupted (SIGINT)."),
-        (interrupts.TERMINATED_STATUS, "Terminated (SIGTERM).")])
-
-
-def _interrupted(exc: KeyboardInterrupt) -> int:
-    """SIGINT or SIGTERM (pvtool/interrupts.py): one line; the status, 130 or 143."""
-    message, status = interrupts.ending(exc)
-    console.error(message)
-    return status
-
-
-def _closed_pipe() -> int:
-    """The reader closed the pipe pvtool writes to (`| head -1`): end quietly, with the
-    status a shell gives a program that SIGPIPE killed, as it does `cat`. Python ignores
-    SIGPIPE, so a write raises EPIPE instead; pointing stdout and stderr at /dev/null
-    keeps the flush at exit from failing again (Python's signal docs, "Note on
-    SIGPIPE")."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    for stream in (sys.stdout, sys.stderr):
-        os.dup2(devnull, stream.fileno())
-    os.close(devnull)
-    return CLOSED_PIPE_STATUS
-
-
-def _usage_exit(exc: click.UsageError) -> click.exceptions.Exit:
-    """Click's usage error as pvtool's one line, with where to read more, and
-    EX_USAGE: one status for every bad command line, pvtool's checks and click's."""
-    where = exc.ctx.command_path if exc.ctx else "pvtool"
-    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
-        click.echo(exc.format_message(), err=True)  # a bare `pvtool`: the help
-    else:
-        message = " ".join(exc.format_message().split()).rstrip(".")
-        if message[:2].istitle():  # click's capital, not an acronym's
-            message = message[0].lower() + message[1:]
-        console.error(f"{message} (see '{where} --help')")
-    return click.exceptions.Exit(UsageError.exit_status)
-
-
-def _note_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    if value:
-        ctx.meta[DEBUG] = True  # meta is shared by the group's and the command's context
-
-
-def debug_option(**envvar):
-    """--debug, accepted before the command (with PVTOOL_DEBUG=1) and after it."""
-    return click.option("--debug", is_flag=True, expose_value=False, callback=_note_debug,
-                        help="Show the Python traceback of an error.", **envvar)
 
 
 @click.group(cls=PvtoolGroup, name="pvtool",
@@ -149,44 +33,6 @@ def debug_option(**envvar):
 @click.version_option(package_name="pvtool")
 def cli() -> None:
     """Paravirtualize small x86 guest kernels and run them under a Python hypervisor."""
-
-
-def json_option(what: str, stdout_ok: bool = True):
-    """--json FILE, the one rule of every command: the machine-readable result goes to
-    FILE (`-`: standard output, where the human view is then left out)."""
-    where = " (- for standard output)" if stdout_ok else ""
-    return click.option("--json", "json_path", type=click.Path(path_type=Path),
-                        metavar="FILE", help=f"Write {what} to FILE as JSON{where}.")
-
-
-def _write_json(target: Path, data: object) -> None:
-    """`-` is standard output; an existing file that is not a regular one (a pipe,
-    /dev/stderr) is written straight through; any other path gets the whole document
-    or is left as it was."""
-    from pvtool.image.writer import write_atomically
-
-    text = json.dumps(data, indent=2) + "\n"
-    if str(target) == STDOUT:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    elif target.exists() and not target.is_file() and not target.is_dir():
-        try:
-            target.write_text(text)
-        except OSError as exc:
-            raise OutputError(f"{target}: cannot write: {exc.strerror or exc}") from None
-    else:
-        write_atomically(target, text.encode())
-
-
-def _check_output_path(target: Path | None) -> None:
-    """Refuse an output path that cannot be written (a directory, a missing folder)
-    before the work, not after it."""
-    from pvtool.image.writer import check_output_file
-
-    if target is None or str(target) == STDOUT:
-        return
-    if target.is_dir() or not target.exists():  # an existing file is overwritten
-        check_output_file(target)
 
 
 @cli.command(epilog="""\b
@@ -208,29 +54,12 @@ def patch(image: Path, output: Path | None, patch_set: str, json_path: Path | No
     from pvtool.patch.pipeline import patch_image
     from pvtool.views import patch_view
 
-    _check_output_path(json_path)
+    check_output_path(json_path)
     report = patch_image(image, output or image.with_suffix(".pv.elf"), patch_set)
     if json_path is not None:
-        _write_json(json_path, report.to_dict())
+        write_json(json_path, report.to_dict())
     if str(json_path) != STDOUT:
         patch_view.render(report, console.stdout, sites)
-
-
-def _one_mode(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    """--native, --pv and --trap each set the run's `mode`; two of them are a usage
-    error naming both (not the last one silently winning)."""
-    chosen = ctx.params.setdefault("mode", None)
-    if not value:
-        return
-    if chosen is not None and chosen != param.name:
-        raise click.UsageError(f"--{chosen} and --{param.name} exclude each other: "
-                               "choose one mode", ctx)
-    ctx.params["mode"] = param.name
-
-
-def mode_option(name: str, help: str):
-    return click.option(f"--{name}", is_flag=True, expose_value=False, callback=_one_mode,
-                        help=help)
 
 
 @cli.command(epilog="""\b
@@ -296,9 +125,9 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
         raise UsageError("--json -: standard output is the guest's serial line; name a "
                          "file (or /dev/stderr)")
     check_disks(disks, snapshot)
-    _check_output_path(screen_path)
-    _check_output_path(json_path)
-    _check_output_path(xen_console_path)
+    check_output_path(screen_path)
+    check_output_path(json_path)
+    check_output_path(xen_console_path)
     with _xen_console(xen_console_path) as xen_console:
         result = _run(image, RunOptions(
             mode=Mode(mode) if mode else Mode.AUTO, max_insns=max_insns, timeout=timeout,
@@ -312,7 +141,7 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
 
         write_atomically(screen_path, result.screen.text().encode())
     if json_path is not None:
-        _write_json(json_path, result.to_dict())
+        write_json(json_path, result.to_dict())
     if not quiet:
         run_view.render(result, console.stderr)
     raise SystemExit(_run_status(result.stop))
@@ -425,14 +254,14 @@ def diffstat(inputs: tuple[Path, ...], baseline_dir: Path | None, sloc: bool,
     from pvtool.diffstat.port import measure_port
     from pvtool.views import diffstat_view
 
-    _check_output_path(json_path)
+    check_output_path(json_path)
     port = measure_port(inputs, baseline_dir, sloc, categories, automatic, patch_set)
     versus = measure_port((versus_path,)) if versus_path is not None else None
     if json_path is not None:
         data = port.to_dict()
         if versus is not None:
             data["versus"] = versus.to_dict()
-        _write_json(json_path, data)
+        write_json(json_path, data)
     if str(json_path) != STDOUT:
         diffstat_view.render_port(port, console.stdout, versus)
 
@@ -468,7 +297,7 @@ def bench(images: tuple[Path, ...], repeat: int, json_path: Path | None,
     data = run_bench(images, repeat, None if to_stdout else json_path, plot_path, patch_only,
                      disk_sectors, tables=not to_stdout)
     if to_stdout:
-        _write_json(json_path, data)
+        write_json(json_path, data)
 
 
 def main() -> None:
@@ -476,7 +305,7 @@ def main() -> None:
         interrupts.install()
         cli(prog_name="pvtool")
     except KeyboardInterrupt as exc:  # landed before click's own handling began
-        sys.exit(_interrupted(exc))
+        sys.exit(interrupted(exc))
 
 
 if __name__ == "__main__":
