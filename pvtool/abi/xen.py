@@ -183,8 +183,9 @@ DOMID_XEN = 0x7FF2  # the hypervisor's side of the console and xenstore ports
 # in-process backends (blkback, the store's toolstack) act as domain 0, the one a
 # frontend names in its grant entries and alloc_unbound: every device's default
 # backend-id in libxl.
+HARDWARE_DOMID = 0  # Xen's hardware domain (is_hardware_domain), dom0 by default
 GUEST_DOMID = 1
-BACKEND_DOMID = 0
+BACKEND_DOMID = HARDWARE_DOMID
 
 
 class GnttabOp(IntEnum):
@@ -333,7 +334,6 @@ CAPABILITIES_SIZE = 1024
 CHANGESET_SIZE = 64
 DOMAIN_HANDLE_SIZE = 16
 COMMANDLINE_SIZE = 1024
-HARDWARE_DOMID = 0  # Xen's hardware domain (is_hardware_domain), dom0 by default
 
 
 class PhysdevOp(IntEnum):

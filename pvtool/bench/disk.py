@@ -24,9 +24,9 @@ from pvtool.bench.measure import Timing
 from pvtool.bench.progress import BenchProgress
 from pvtool.bench.workloads import DISK_SIZE, RUN_TIMEOUT, fresh_disk
 from pvtool.errors import PvtoolError
+from pvtool.machine.disk import SECTOR_SIZE
 from pvtool.run import Mode, RunOptions, RunResult, run_image
 
-SECTOR_SIZE = 512
 FIRST_SECTOR = 2  # diskbench.c: the sectors before it hold the boot counter's record
 WORDS_PER_SECTOR = SECTOR_SIZE // 4
 TARGET_FEWER_EXITS = 10  # blkfront against the fewest exits of an ATA path (issue 14)

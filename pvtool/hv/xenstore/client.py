@@ -12,10 +12,11 @@ A backend following a frontend's XenbusState (io/xenbus.h) watches the frontend'
 
 from collections.abc import Callable
 
+from pvtool.abi.xen import HARDWARE_DOMID
 from pvtool.abi.xs_wire import XsType
 from pvtool.hv.xenstore.connection import Connection
 from pvtool.hv.xenstore.errors import XenStoreError
-from pvtool.hv.xenstore.perms import PRIVILEGED_DOMID, Perms, encode_perms, parse_perms
+from pvtool.hv.xenstore.perms import Perms, encode_perms, parse_perms
 from pvtool.hv.xenstore.store import XenStore
 from pvtool.hv.xenstore.wire import Message, split_strings
 
@@ -23,7 +24,7 @@ WatchCallback = Callable[[str], None]  # called with the changed path
 
 
 class StoreClient(Connection):
-    def __init__(self, store: XenStore, domid: int = PRIVILEGED_DOMID):
+    def __init__(self, store: XenStore, domid: int = HARDWARE_DOMID):
         super().__init__(domid)
         self.store = store
         self.callbacks: dict[bytes, WatchCallback] = {}  # by token

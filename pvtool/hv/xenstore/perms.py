@@ -6,9 +6,9 @@ privileged toolstack) may do anything."""
 
 from dataclasses import dataclass
 
+from pvtool.abi.xen import HARDWARE_DOMID
 from pvtool.hv.xenstore.errors import XenStoreError
 
-PRIVILEGED_DOMID = 0
 READ, WRITE = 1, 2
 LETTERS = {"n": 0, "r": READ, "w": WRITE, "b": READ | WRITE}
 
@@ -43,7 +43,7 @@ def encode_perms(perms: Perms) -> bytes:
 
 
 def allowed(perms: Perms, domid: int, want: int) -> bool:
-    if domid == PRIVILEGED_DOMID or domid == perms[0].domid:
+    if domid == HARDWARE_DOMID or domid == perms[0].domid:
         return True
     for perm in perms[1:]:
         if perm.domid == domid:
@@ -54,6 +54,6 @@ def allowed(perms: Perms, domid: int, want: int) -> bool:
 def inherited(parent: Perms, creator: int) -> Perms:
     """A new node's list: its parent's, but an unprivileged creator owns what it makes
     (xenstored_core.c construct_node)."""
-    if creator == PRIVILEGED_DOMID:
+    if creator == HARDWARE_DOMID:
         return parent
     return (Perm(parent[0].access, creator),) + parent[1:]

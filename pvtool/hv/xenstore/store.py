@@ -10,11 +10,11 @@ inside another request."""
 
 from collections.abc import Callable
 
+from pvtool.abi.xen import HARDWARE_DOMID
 from pvtool.abi.xs_wire import XENSTORE_PAYLOAD_MAX, XsType
 from pvtool.hv.xenstore.connection import Connection
 from pvtool.hv.xenstore.errors import XenStoreError
 from pvtool.hv.xenstore.operations import OPERATIONS, PRIVILEGED_ONLY
-from pvtool.hv.xenstore.perms import PRIVILEGED_DOMID
 from pvtool.hv.xenstore.transactions import Transaction
 from pvtool.hv.xenstore.tree import Change, Tree
 from pvtool.hv.xenstore.watches import Watches
@@ -47,7 +47,7 @@ class XenStore:
 
     def _answer(self, conn: Connection, request: Message) -> bytes:
         operation = OPERATIONS.get(request.type)
-        if request.type in PRIVILEGED_ONLY and conn.domid != PRIVILEGED_DOMID:
+        if request.type in PRIVILEGED_ONLY and conn.domid != HARDWARE_DOMID:
             raise XenStoreError("EACCES", f"{XsType(request.type).name} is domain 0's")
         if operation is None:
             raise XenStoreError("ENOSYS", f"message type {request.type}")

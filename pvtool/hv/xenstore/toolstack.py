@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pvtool.abi.blkif import XEN_IO_PROTO_ABI_X86_32
-from pvtool.abi.xen import BACKEND_DOMID, GUEST_DOMID
+from pvtool.abi.xen import BACKEND_DOMID, GUEST_DOMID, HARDWARE_DOMID
 from pvtool.abi.xs_wire import XenbusState
 from pvtool.hv.xenstore.client import StoreClient
 from pvtool.hv.xenstore.paths import domain_path
-from pvtool.hv.xenstore.perms import PRIVILEGED_DOMID, Perm
+from pvtool.hv.xenstore.perms import Perm
 
 # The block device's id: xvda, 202 << 8 | disk << 4 | partition (xen-vbd-interface.7).
 XVDA = 202 << 8
@@ -75,7 +75,7 @@ def _domain_nodes(xs: StoreClient, config: DomainConfig) -> None:
     vm = f"/vm/{config.uuid}"
     for directory in (config.path, vm):
         xs.mkdir(directory)
-        xs.set_perms(directory, _owner_reads(PRIVILEGED_DOMID, config.domid))
+        xs.set_perms(directory, _owner_reads(HARDWARE_DOMID, config.domid))
     _write_all(xs, vm, {"name": config.name, "uuid": config.uuid})
     for directory in ("device", "control"):
         xs.mkdir(f"{config.path}/{directory}")

@@ -9,14 +9,15 @@ watches below the path (xenstored_core.c fire_watches with rm set)."""
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from pvtool.abi.xen import HARDWARE_DOMID
 from pvtool.hv.xenstore import paths
 from pvtool.hv.xenstore.errors import XenStoreError
-from pvtool.hv.xenstore.perms import PRIVILEGED_DOMID, READ, WRITE, Perm, Perms, allowed, inherited
+from pvtool.hv.xenstore.perms import READ, WRITE, Perm, Perms, allowed, inherited
 
 # quota_max_entry_size: the longest value an unprivileged domain may store
 # (xenstored_core.c, default 2048 bytes); longer ones get ENOSPC.
 MAX_ENTRY_SIZE = 2048
-ROOT_PERMS: Perms = (Perm("n", PRIVILEGED_DOMID),)
+ROOT_PERMS: Perms = (Perm("n", HARDWARE_DOMID),)
 
 Change = tuple[str, bool]  # (path, removed)
 
@@ -63,7 +64,7 @@ class Tree:
 
     # -- changing ------------------------------------------------------------------------
     def write(self, path: str, value: bytes, domid: int) -> list[Change]:
-        if domid != PRIVILEGED_DOMID and len(value) > MAX_ENTRY_SIZE:
+        if domid != HARDWARE_DOMID and len(value) > MAX_ENTRY_SIZE:
             raise XenStoreError("ENOSPC", f"a value of {len(value)} bytes")
         if self.exists(path):
             node = self._node(path, domid, WRITE)
@@ -100,9 +101,9 @@ class Tree:
 
     def set_perms(self, path: str, perms: Perms, domid: int) -> list[Change]:
         node = self._node(path, domid, READ)
-        if domid not in (PRIVILEGED_DOMID, node.perms[0].domid):
+        if domid not in (HARDWARE_DOMID, node.perms[0].domid):
             raise XenStoreError("EACCES", f"domain {domid} does not own {path}")
-        if domid != PRIVILEGED_DOMID and perms[0].domid != node.perms[0].domid:
+        if domid != HARDWARE_DOMID and perms[0].domid != node.perms[0].domid:
             raise XenStoreError("EPERM", "only domain 0 gives a node away")
         self._access(path, True)
         node.perms = perms
