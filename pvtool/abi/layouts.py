@@ -148,6 +148,13 @@ GNTTAB_COPY = layout("gnttab_copy", 24, source_ref=(0, "I"), source_domid=(4, "H
 XEN_ADD_TO_PHYSMAP = layout("xen_add_to_physmap", 16, domid=(0, "H"), count=(2, "H"),
                             space=(4, "I"), idx=(8, "I"), gpfn=(12, "I"))
 XEN_MEMORY_MAP = layout("xen_memory_map", 8, nr_entries=(0, "I"), buffer=(4, "I"))
+# The same on x86-64, where a guest handle and xen_ulong_t are 8 bytes; and
+# xen_machphys_mapping {v_start, v_end, max_mfn}, which only a 64-bit guest is answered.
+XEN_ADD_TO_PHYSMAP_64 = layout("xen_add_to_physmap", 24, domid=(0, "H"), count=(2, "H"),
+                               space=(4, "I"), idx=(8, "Q"), gpfn=(16, "Q"))
+XEN_MEMORY_MAP_64 = layout("xen_memory_map", 16, nr_entries=(0, "I"), buffer=(8, "Q"))
+XEN_MACHPHYS_MAPPING_64 = layout("xen_machphys_mapping", 24, v_start=(0, "Q"),
+                                 v_end=(8, "Q"), max_mfn=(16, "Q"))
 E820_ENTRY = layout("e820entry", 20, addr=(0, "Q"), length=(8, "Q"), type=(16, "I"))
 
 # The PV console ring (io/console.h, struct xencons_interface).

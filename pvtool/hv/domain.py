@@ -92,6 +92,11 @@ class VCpu:
         self._arguments = tuple(width.gprs[name]
                                 for name in HYPERCALL_ARGUMENT_REGISTERS[width.bits])
 
+    @property
+    def bits(self) -> int:
+        """The guest's width: 32, or 64 (its hypercall structures are laid out so)."""
+        return self._width.bits
+
     def get(self, reg: int) -> int:
         return self._cpu.read(reg)
 

@@ -59,6 +59,8 @@ class PagingRules:
     guest_flags: dict[int, int] | None = None
     # (level, present entry) -> the entry as installed; None: as the guest wrote it.
     adjust: Callable[[int, int], int] | None = None
+    # Whether user mode runs on a top-level table of its own (Xen's guest_table_user).
+    user_base: bool = False
 
     @property
     def levels(self) -> int:
@@ -118,6 +120,6 @@ FOUR_LEVEL = PagingRules(
     linear_mapping=True, downgrade=False,
     guest_flags={1: _GUEST_FLAGS_64 | paging.G, 2: _GUEST_FLAGS_64, 3: _GUEST_FLAGS_64,
                  4: _GUEST_FLAGS_64},
-    adjust=adjust_entry_64)
+    adjust=adjust_entry_64, user_base=True)
 
 RULES = {rules.mode: rules for rules in (TWO_LEVEL, PAE, FOUR_LEVEL)}

@@ -40,7 +40,7 @@ class PageTables:
         self.domain = domain
         self.frames = domain.frames
         self.rules = RULES[mode]
-        self.pae = mode is PagingMode.PAE  # read on every guest pointer (Domain)
+        self.pae = mode is PagingMode.PAE
         self.glue = glue  # map the patched kernel's glue window in every address space
         self.base_mfn = base_mfn  # Xen's guest_table: the kernel's on 64-bit
         self._base_held = False  # the builder's (or trap mode's) tables: not validated
@@ -104,6 +104,11 @@ class PageTables:
         self.domain.machine.cpu.write(CR3, mfn << PAGE_SHIFT)
         if self.domain.trace:
             self.domain.log(f"new base {mfn:#x}")
+
+    @property
+    def has_user_base(self) -> bool:
+        """Whether user mode has page tables of its own: 64-bit domains only."""
+        return self.rules.user_base
 
     def new_user_baseptr(self, mfn: int) -> None:
         """MMUEXT_NEW_USER_BASEPTR (64-bit): the L4 user mode runs on, validated as a

@@ -5,14 +5,27 @@ layer). The domain's memory is fixed at boot: it owns every frame of the machine
 
 cmd's low MEMOP_EXTENT_SHIFT bits are the command, the rest a continuation's progress
 (start_extent), which only the reservation commands may carry.
+
+A 64-bit guest's structures are laid out with 8-byte handles and xen_ulong_t
+(abi/layouts.py), and it alone is told where the read-only M2P is
+(XENMEM_machphys_mapping, arch/x86/x86_64/mm.c), which 64-bit Linux asks first.
 """
 
 import struct
 
-from pvtool.abi.layouts import E820_ENTRY, XEN_ADD_TO_PHYSMAP, XEN_MEMORY_MAP
+from pvtool.abi.layouts import (
+    E820_ENTRY,
+    XEN_ADD_TO_PHYSMAP,
+    XEN_ADD_TO_PHYSMAP_64,
+    XEN_MACHPHYS_MAPPING_64,
+    XEN_MEMORY_MAP,
+    XEN_MEMORY_MAP_64,
+)
 from pvtool.abi.xen import (
     E820_RAM,
     MEMOP_EXTENT_SHIFT,
+    RO_MPT_VIRT_END_64,
+    RO_MPT_VIRT_START_64,
     XENMAPSPACE_GMFN_FOREIGN,
     Errno,
     XenMem,
@@ -62,12 +75,25 @@ def reservation(dom: PvDomain, arg: int) -> int:
 def memory_map(dom: PvDomain, arg: int) -> int:
     """The pseudo-physical map a PV domain gets from libxl: one E820_RAM entry from 0
     to the end of its memory (xc_domain_set_memmap_limit), cut to nr_entries."""
-    request = XEN_MEMORY_MAP.unpack(dom.copy_from_guest(arg, XEN_MEMORY_MAP.size))
+    memory_map_layout = XEN_MEMORY_MAP_64 if dom.vcpu.bits == 64 else XEN_MEMORY_MAP
+    request = memory_map_layout.unpack(dom.copy_from_guest(arg, memory_map_layout.size))
     entries = [E820_ENTRY.pack(addr=0, length=dom.nr_pages * PAGE_SIZE, type=E820_RAM)]
     given = entries[:request["nr_entries"]]
     dom.copy_to_guest(request["buffer"], b"".join(given))
-    dom.copy_to_guest(arg, XEN_MEMORY_MAP.pack(nr_entries=len(given),
-                                               buffer=request["buffer"]))
+    dom.copy_to_guest(arg, memory_map_layout.pack(nr_entries=len(given),
+                                                  buffer=request["buffer"]))
+    return 0
+
+
+def machphys_mapping(dom: PvDomain, arg: int) -> int:
+    """Where a 64-bit guest reads the machine-to-phys table: Xen's whole read-only
+    range, MACH2PHYS_NR_ENTRIES - 1 its last index, as any domU but the hardware
+    domain is told. A 32-bit domain's compat answer is not given (docs/ABI.md)."""
+    if dom.vcpu.bits != 64:
+        raise HypercallError(Errno.ENOSYS, "machphys_mapping for a 32-bit domain")
+    entries = (RO_MPT_VIRT_END_64 - RO_MPT_VIRT_START_64) // 8
+    dom.copy_to_guest(arg, XEN_MACHPHYS_MAPPING_64.pack(
+        v_start=RO_MPT_VIRT_START_64, v_end=RO_MPT_VIRT_END_64, max_mfn=entries - 1))
     return 0
 
 
@@ -80,7 +106,8 @@ def machine_memory_map(dom: PvDomain, arg: int) -> int:
 def add_to_physmap(dom: PvDomain, arg: int) -> int:
     """For auto-translated guests only: a PV domain gets -EACCES
     (xatp_permission_check), after the argument is read and its domain found."""
-    request = XEN_ADD_TO_PHYSMAP.unpack(dom.copy_from_guest(arg, XEN_ADD_TO_PHYSMAP.size))
+    physmap_layout = XEN_ADD_TO_PHYSMAP_64 if dom.vcpu.bits == 64 else XEN_ADD_TO_PHYSMAP
+    request = physmap_layout.unpack(dom.copy_from_guest(arg, physmap_layout.size))
     if request["space"] == XENMAPSPACE_GMFN_FOREIGN:
         raise HypercallError(Errno.ENOSYS, "add_to_physmap of a foreign frame")
     if not dom.is_named_by(request["domid"]):
@@ -95,4 +122,5 @@ COMMANDS = {
     XenMem.add_to_physmap: add_to_physmap,
     XenMem.memory_map: memory_map,
     XenMem.machine_memory_map: machine_memory_map,
+    XenMem.machphys_mapping: machphys_mapping,
 }

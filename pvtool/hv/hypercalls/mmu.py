@@ -1,10 +1,13 @@
 """Page-table hypercalls: update_va_mapping, mmu_update and mmuext_op (validated
-through hv/pagetables.py)."""
+through hv/pagetables.py), for 32-bit and 64-bit guests: a 64-bit guest passes
+update_va_mapping's PTE in one register (va, val, flags) and its mmuext_op entries are
+24 bytes (xen.h with 8-byte xen_pfn_t), and it has a user L4 of its own
+(MMUEXT_NEW_USER_BASEPTR, xen/arch/x86/mm.c); a 32-bit guest gets -ENOSYS for that."""
 
 import struct
 from collections.abc import Callable
 
-from pvtool.abi.layouts import MMU_UPDATE, MMUEXT_OP, Layout
+from pvtool.abi.layouts import MMU_UPDATE, MMUEXT_OP, MMUEXT_OP_64, Layout
 from pvtool.abi.xen import UVMF_FLUSHTYPE_MASK, Errno, MmuextCmd, MmuUpdateCmd
 from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
@@ -26,12 +29,17 @@ def _struct_of(layout: Layout, *names: str) -> struct.Struct:
 
 
 MMU_UPDATE_FIELDS = _struct_of(MMU_UPDATE, "ptr", "val")
-MMUEXT_OP_FIELDS = _struct_of(MMUEXT_OP, "cmd", "arg1")
+MMUEXT_OPS = {32: (MMUEXT_OP.size, _struct_of(MMUEXT_OP, "cmd", "arg1")),
+              64: (MMUEXT_OP_64.size, _struct_of(MMUEXT_OP_64, "cmd", "arg1"))}
 
 
 def update_va_mapping(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
-    vaddr, pte_lo, pte_hi, flags = args[:4]
-    dom.pagetables.update_va_mapping(vaddr, pte_hi << 32 | pte_lo)
+    if vcpu.bits == 64:
+        vaddr, pte, flags = args[:3]
+    else:
+        vaddr, pte_lo, pte_hi, flags = args[:4]
+        pte = pte_hi << 32 | pte_lo
+    dom.pagetables.update_va_mapping(vaddr, pte)
     if flags & UVMF_FLUSHTYPE_MASK:
         dom.pagetables.flush_tlb()
     return 0
@@ -56,8 +64,9 @@ def _one_mmu_update(dom: PvDomain, ptr: int, val: int) -> None:
 
 def mmuext_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     ops, count, done_ptr = args[0], args[1], args[2]
-    _batch(dom, ops, count, done_ptr, MMUEXT_OP.size,
-           lambda op: _one_mmuext(dom, *MMUEXT_OP_FIELDS.unpack_from(op)))
+    size, fields = MMUEXT_OPS[vcpu.bits]
+    _batch(dom, ops, count, done_ptr, size,
+           lambda op: _one_mmuext(dom, *fields.unpack_from(op)))
     return 0
 
 
@@ -85,6 +94,8 @@ def _one_mmuext(dom: PvDomain, cmd: int, arg1: int) -> None:
         pagetables.pin(arg1, PIN_LEVELS[cmd])
     elif cmd == MmuextCmd.unpin_table:
         pagetables.unpin(arg1)
+    elif cmd == MmuextCmd.new_user_baseptr and pagetables.has_user_base:
+        pagetables.new_user_baseptr(arg1)
     elif cmd in (MmuextCmd.tlb_flush_local, MmuextCmd.tlb_flush_all,
                  MmuextCmd.invlpg_local, MmuextCmd.invlpg_all):
         pagetables.flush_tlb()
