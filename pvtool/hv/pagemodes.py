@@ -99,13 +99,15 @@ _GUEST_FLAGS_64 = (paging.P | paging.RW | paging.US | paging.A | paging.D | 0xE0
 
 
 def adjust_entry_64(level: int, entry: int) -> int:
-    """Xen's adjust_guest_l{1,2,3,4}e for a 64-bit PV guest: an L1 entry the kernel left
-    without US is its own page (US and _PAGE_GUEST_KERNEL), one with US a user page,
-    made global; upper entries get US, and an L4 entry A."""
+    """Xen's adjust_guest_l{1,2,3,4}e for a 64-bit PV guest (pv/mm.h): an L1 entry the
+    kernel left without US is its own page (US and _PAGE_GUEST_KERNEL), any other one
+    a user page, made global; upper entries get US, and an L4 entry A."""
     if level == 1:
-        if entry & paging.US:
-            return entry | paging.G
-        return entry | paging.US | PAGE_GUEST_KERNEL
+        if not entry & paging.US:
+            entry |= paging.US | PAGE_GUEST_KERNEL
+        if not entry & PAGE_GUEST_KERNEL:
+            entry |= paging.G
+        return entry
     return entry | paging.US | (paging.A if level == 4 else 0)
 
 
