@@ -38,6 +38,8 @@ from tests.hv.xenguest64 import (
     D,
     G,
     P,
+    entry_addresses,
+    read_u64,
     u64s,
 )
 
@@ -92,13 +94,8 @@ def table(booted, address: int) -> tuple[int, ...]:
 
 
 def walk(booted, vaddr: int) -> list[int]:
-    """The entries from the L4 down to the L1 that map VADDR, read from memory."""
-    entries, address = [], booted.cpu.read(CR3)
-    for shift in (39, 30, 21, 12):
-        entry = table(booted, address)[(vaddr >> shift) & 511]
-        entries.append(entry)
-        address = entry
-    return entries
+    """The entries from the L4 down to the L1 that map VADDR."""
+    return [read_u64(booted, address) for address in entry_addresses(booted, vaddr)]
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,9 @@ from tests.hv.xenguest64 import (
     A,
     D,
     P,
+    machine_address,
     neg,
+    read_u64,
     u64s,
 )
 
@@ -46,27 +48,15 @@ def crash_address(booted) -> int:
     return stop.fault_address
 
 
-def read(booted, address: int) -> int:
-    return struct.unpack("<Q", booted.memory.read_phys(address, 8))[0]
-
-
-def walk_to_frame(booted, vaddr: int) -> int:
-    """The machine address of VADDR in the current tables, walked here."""
-    table = booted.cpu.read(CR3)
-    for shift in (39, 30, 21, 12):
-        table = read(booted, (table & ADDRESS) + 8 * ((vaddr >> shift) & 511))
-    return (table & ADDRESS) + vaddr % PAGE
-
-
 # -- the kernel against Xen's slots and its own tables -----------------------------------
 def test_the_kernel_cannot_write_the_m2p(build64):
     booted = boot(build64(f"""
     mov rbx, {M2P_START:#x}
     mov qword ptr [rbx + 8 * 3], 0x666
 """), ram=RAM)
-    entry = walk_to_frame(booted, M2P_START + 8 * 3)
+    entry = machine_address(booted, M2P_START + 8 * 3)
     assert crash_address(booted) == M2P_START + 8 * 3
-    assert read(booted, entry) == 3
+    assert read_u64(booted, entry) == 3
 
 
 def test_the_kernel_cannot_write_xens_gdt(build64):
@@ -74,10 +64,10 @@ def test_the_kernel_cannot_write_xens_gdt(build64):
     mov rbx, {PERDOMAIN_START:#x}
     mov qword ptr [rbx + 0xe030], 0
 """), ram=RAM)
-    descriptor = walk_to_frame(booted, PERDOMAIN_START + 0xE030)
-    before = read(booted, descriptor)
+    descriptor = machine_address(booted, PERDOMAIN_START + 0xE030)
+    before = read_u64(booted, descriptor)
     assert crash_address(booted) == PERDOMAIN_START + 0xE030
-    assert read(booted, descriptor) == before != 0
+    assert read_u64(booted, descriptor) == before != 0
 
 
 def test_the_kernel_cannot_run_the_hypervisors_trampoline(build64):

@@ -19,6 +19,7 @@ from tests.hv.harness import boot, hypercall
 from tests.hv.xenguest import HC
 from tests.hv.xenguest64 import (
     ADDRESS,
+    EFAULT,
     EINVAL,
     ENOSYS,
     GUEST_KERNEL,
@@ -33,7 +34,9 @@ from tests.hv.xenguest64 import (
     D,
     G,
     P,
+    entry_addresses,
     neg,
+    read_u64,
     u64s,
 )
 
@@ -73,21 +76,6 @@ def phys(booted, vaddr: int) -> int:
     return vaddr - VIRT_BASE
 
 
-def entry_addresses(booted, vaddr: int, cr3: int | None = None) -> list[int]:
-    """The machine addresses of the L4, L3, L2 and L1 entries that map VADDR."""
-    table = booted.cpu.read(CR3) if cr3 is None else cr3
-    found = []
-    for shift in (39, 30, 21, 12):
-        address = (table & ADDRESS) + 8 * ((vaddr >> shift) & 511)
-        found.append(address)
-        table = read(booted, address)
-    return found
-
-
-def read(booted, address: int) -> int:
-    return struct.unpack("<Q", booted.memory.read_phys(address, 8))[0]
-
-
 def write(booted, address: int, value: int) -> None:
     booted.memory.write_phys(address, struct.pack("<Q", value))
 
@@ -124,13 +112,13 @@ def l1e_of(booted, index: int) -> int:
 def test_a_kernel_l1_entry_gets_the_user_bit_and_guest_kernel_and_is_never_global(dom):
     target = phys(dom, va(dom, 1))
     assert mmu_update(dom, (l1e_of(dom, 0), target | KERNEL_L1E)) == 0
-    assert read(dom, l1e_of(dom, 0)) == target | KERNEL_L1E | US | GUEST_KERNEL
+    assert read_u64(dom, l1e_of(dom, 0)) == target | KERNEL_L1E | US | GUEST_KERNEL
 
 
 def test_a_user_l1_entry_is_made_global(dom):
     target = phys(dom, va(dom, 1))
     assert mmu_update(dom, (l1e_of(dom, 0), target | KERNEL_L1E | US)) == 0
-    assert read(dom, l1e_of(dom, 0)) == target | KERNEL_L1E | US | G
+    assert read_u64(dom, l1e_of(dom, 0)) == target | KERNEL_L1E | US | G
 
 
 def test_upper_entries_get_the_user_bit_and_l4_entries_accessed(dom):
@@ -143,30 +131,30 @@ def test_upper_entries_get_the_user_bit_and_l4_entries_accessed(dom):
     empty_l4e = (dom.cpu.read(CR3) & ADDRESS) + 8 * 100
     l1, l3 = phys(dom, va(dom, 0)), phys(dom, va(dom, 1))
     assert mmu_update(dom, (empty_l2e, l1 | P | RW), (empty_l4e, l3 | P | RW)) == 0
-    assert read(dom, empty_l2e) == l1 | P | RW | US
-    assert read(dom, empty_l4e) == l3 | P | RW | US | A
+    assert read_u64(dom, empty_l2e) == l1 | P | RW | US
+    assert read_u64(dom, empty_l4e) == l3 | P | RW | US | A
 
 
 def test_an_entry_may_carry_nx_and_the_software_bits(dom):
     target = phys(dom, va(dom, 1))
     value = target | KERNEL_L1E | NX | 0xE00 | (0x7FE << 52)
     assert mmu_update(dom, (l1e_of(dom, 0), value)) == 0
-    assert read(dom, l1e_of(dom, 0)) == value | US | GUEST_KERNEL
+    assert read_u64(dom, l1e_of(dom, 0)) == value | US | GUEST_KERNEL
 
 
 @pytest.mark.parametrize("bits", [PCD, PWT, PAT], ids=["PCD", "PWT", "PAT"])
 def test_cache_attributes_are_refused_to_a_domu(dom, bits):
-    before = read(dom, l1e_of(dom, 0))
+    before = read_u64(dom, l1e_of(dom, 0))
     assert mmu_update(dom, (l1e_of(dom, 0), phys(dom, va(dom, 1)) | KERNEL_L1E | bits)) \
         == neg(EINVAL)
-    assert read(dom, l1e_of(dom, 0)) == before
+    assert read_u64(dom, l1e_of(dom, 0)) == before
 
 
 def test_superpages_are_refused(dom):
     l2e = entry_addresses(dom, dom.guest["_start"])[2]
     empty_l2e = l2e - l2e % PAGE + 8 * 300
     assert mmu_update(dom, (empty_l2e, 0x200000 | UPPER | PS)) == neg(EINVAL)
-    assert read(dom, empty_l2e) == 0
+    assert read_u64(dom, empty_l2e) == 0
 
 
 def test_the_global_bit_is_refused_above_the_l1(dom):
@@ -188,7 +176,7 @@ def test_xens_l4_slots_cannot_be_written(dom):
 def test_frames_the_domain_does_not_own_are_refused(dom):
     """The M2P's frames (found through slot 256), the private area's (slot 260) and a
     frame past the domain's RAM."""
-    m2p_frame = read(dom, entry_addresses(dom, M2P_START)[3]) & ADDRESS
+    m2p_frame = read_u64(dom, entry_addresses(dom, M2P_START)[3]) & ADDRESS
     for frame in (m2p_frame, RAM, 0xFC400000):
         for flags in (P | A, KERNEL_L1E):
             assert mmu_update(dom, (l1e_of(dom, 0), frame | flags)) == neg(EINVAL), \
@@ -210,7 +198,7 @@ def test_an_entry_address_must_be_8_byte_aligned_in_a_table_in_use(dom):
 def test_update_va_mapping_takes_a_higher_half_address_and_a_whole_pte(dom):
     target = phys(dom, va(dom, 1))
     assert update_va_mapping(dom, va(dom, 0), target | KERNEL_L1E | NX) == 0
-    assert read(dom, l1e_of(dom, 0)) == target | KERNEL_L1E | NX | US | GUEST_KERNEL
+    assert read_u64(dom, l1e_of(dom, 0)) == target | KERNEL_L1E | NX | US | GUEST_KERNEL
 
 
 @pytest.mark.parametrize("vaddr", [M2P_START, PERDOMAIN_START + PAGE, 0x0000_8000_0000_0000,
@@ -236,7 +224,7 @@ def new_l4(dom, index: int, slots: dict[int, int]) -> int:
 
 
 def kernel_slot(dom) -> int:
-    return read(dom, (dom.cpu.read(CR3) & ADDRESS) + 8 * 511)
+    return read_u64(dom, (dom.cpu.read(CR3) & ADDRESS) + 8 * 511)
 
 
 def test_pinning_an_l4_fills_xens_slots_whatever_the_guest_wrote_there(dom):
@@ -329,3 +317,17 @@ def test_memory_map_uses_the_64_bit_layout(dom):
     assert hypercall(dom, MEMORY_OP, MEMORY_MAP, dom.guest["args"]) == 0
     assert struct.unpack_from("<I", dom.memory.read_phys(dom.addr("args"), 4))[0] == 1
     assert struct.unpack("<QQI", dom.memory.read_phys(phys(dom, buffer), 20)) == (0, RAM, 1)
+
+
+# -- guest pointers ----------------------------------------------------------------------
+@pytest.mark.parametrize("pointer", [M2P_START, PERDOMAIN_START, 0x0000_8000_0000_0000,
+                                     0xFFFF_87FF_FFFF_FFF8],
+                         ids=["m2p", "slot-260", "non-canonical", "end-of-xens-range"])
+def test_a_hypercall_argument_pointing_outside_the_guests_slots_is_efault(dom, pointer):
+    assert hypercall(dom, HC.mmu_update, pointer, 1, 0, DOMID_SELF) == neg(EFAULT)
+
+
+def test_a_hypercall_argument_in_the_upper_guest_slots_is_read(dom):
+    """Slots 272-511 are the guest's: its higher-half kernel's own buffer works."""
+    assert dom.guest["args"] >= 0xFFFF_8800_0000_0000
+    assert mmu_update(dom, (l1e_of(dom, 0), phys(dom, va(dom, 1)) | P | A)) == 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from pvtool.machine.cpu import CR3
 from tests.binutils import KERNEL_FLAGS, build_once
 from tests.hv.xenguest import NOTE, Guest
 
@@ -152,6 +153,27 @@ def link(workdir: Path, source: str, *, e_entry: str = "_start",
 
 def u64s(data: bytes) -> tuple[int, ...]:
     return struct.unpack(f"<{len(data) // 8}Q", data)
+
+
+def entry_addresses(booted, vaddr: int, cr3: int | None = None) -> list[int]:
+    """The machine addresses of the L4, L3, L2 and L1 entries that map VADDR in the
+    tables at CR3 (the CPU's by default), walked here rather than by pvtool."""
+    table = booted.cpu.read(CR3) if cr3 is None else cr3
+    found = []
+    for shift in (39, 30, 21, 12):
+        address = (table & ADDRESS) + 8 * ((vaddr >> shift) & 511)
+        found.append(address)
+        table = read_u64(booted, address)
+    return found
+
+
+def machine_address(booted, vaddr: int) -> int:
+    """Where VADDR lands in memory, through the CPU's tables."""
+    return (read_u64(booted, entry_addresses(booted, vaddr)[3]) & ADDRESS) + vaddr % PAGE
+
+
+def read_u64(booted, address: int) -> int:
+    return struct.unpack("<Q", booted.memory.read_phys(address, 8))[0]
 
 
 # Page-table entry bits (Intel SDM Vol. 3A, 4.5) and Xen's (XEN-ABI64.md 1.8).
