@@ -149,8 +149,12 @@ def recomputed(booted) -> dict[str, dict]:
 
 
 def check_counts(booted) -> None:
+    compare_counts(booted, recomputed(booted))
+
+
+def compare_counts(booted, want: dict[str, dict]) -> None:
+    """The frame table against WANT, the counts recomputed from memory, frame by frame."""
     frames = booted.domain.frames
-    want = recomputed(booted)
     for mfn in range(booted.domain.nr_pages):
         info = frames.type_info(mfn)
         assert (frames.refs(mfn), type_count(info)) == (want["refs"][mfn], want["types"][mfn]), \

@@ -13,9 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pvtool.hv.frames import PINNED, VALIDATED, is_table, page_type, type_count
+from pvtool.hv.frames import PINNED, VALIDATED, is_table, page_type
 from pvtool.machine.cpu import CR3, GPRS64_BY_NAME
 from tests.hv.harness import boot, hypercall
+from tests.hv.test_frame_counts import compare_counts
 from tests.hv.xenguest import HC
 from tests.hv.xenguest64 import ADDRESS, RW, US, VIRT_BASE, XEN_SLOTS, A, D, P, u64s
 
@@ -137,16 +138,7 @@ def recomputed(booted) -> dict[str, dict]:
 
 
 def check_counts(booted) -> None:
-    frames = booted.domain.frames
-    want = recomputed(booted)
-    for mfn in range(booted.domain.nr_pages):
-        info = frames.type_info(mfn)
-        assert (frames.refs(mfn), type_count(info)) == (want["refs"][mfn], want["types"][mfn]), \
-            f"frame {mfn:#x}: (references, type references)"
-        assert frames.holders(mfn) == want["holders"].get(mfn, {}), f"frame {mfn:#x}"
-        writable = want["writable"].get(mfn, set())
-        assert set(frames.writable_at(mfn)) == writable, f"frame {mfn:#x}"
-        assert not (writable and is_table(info)), f"page table {mfn:#x} mapped writable"
+    compare_counts(booted, recomputed(booted))
 
 
 def test_the_counts_are_what_the_4_level_tables_hold_after_any_sequence(guest):

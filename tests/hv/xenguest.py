@@ -216,9 +216,10 @@ class Guest(Binary):
 
 def guest_source(text: str = "", *, handlers: str = "", data: str = "", bss: str = "",
                  notes: tuple[tuple[int, str], ...] = DEFAULT_NOTES,
-                 entry: str = "_start") -> str:
+                 entry: str = "_start", abi: str = XEN_ABI, template: str = TEMPLATE) -> str:
+    """A guest's assembly: TEMPLATE (this module's, or xenguest64's) filled in."""
     note_text = "".join(NOTE.format(type=t, desc=d.format(entry=entry)) for t, d in notes)
-    return TEMPLATE.format(abi=XEN_ABI, text=text, handlers=handlers, data=data, bss=bss,
+    return template.format(abi=abi, text=text, handlers=handlers, data=data, bss=bss,
                            notes=note_text)
 
 

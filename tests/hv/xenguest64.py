@@ -21,7 +21,8 @@ from pathlib import Path
 
 from pvtool.machine.cpu import CR3
 from tests.binutils import KERNEL_FLAGS, build_once
-from tests.hv.xenguest import NOTE, Guest
+from tests.hv import xenguest
+from tests.hv.xenguest import LINKER_SCRIPT, Guest
 
 VIRT_BASE = 0xFFFF_FFFF_8000_0000
 KERNEL_BASE = VIRT_BASE + 0x100000
@@ -117,30 +118,17 @@ DEFAULT_NOTES = (
     (8, '.asciz "generic"'),  # LOADER
 )
 
-LINKER_SCRIPT = """
-ENTRY({e_entry})
-SECTIONS {{
-    . = {base:#x};
-    .text : {{ *(.text) }}
-    .note.Xen : {{ *(.note.Xen) }}
-    .data ALIGN(4096) : {{ *(.data) }}
-    .bss ALIGN(4096) : {{ *(.bss) *(COMMON) }}
-}}
-"""
-
-
 class Guest64(Guest):
     """A 64-bit test guest: its symbols are virtual addresses VIRT_BASE up."""
 
     virt_base = VIRT_BASE
 
 
-def guest_source(text: str = "", *, handlers: str = "", data: str = "", bss: str = "",
-                 notes: tuple[tuple[int, str], ...] = DEFAULT_NOTES,
-                 entry: str = "_start") -> str:
-    note_text = "".join(NOTE.format(type=t, desc=d.format(entry=entry)) for t, d in notes)
-    return TEMPLATE.format(abi=XEN_ABI64, text=text, handlers=handlers, data=data, bss=bss,
-                           notes=note_text)
+def guest_source(text: str = "", *, notes: tuple[tuple[int, str], ...] = DEFAULT_NOTES,
+                 **parts: str) -> str:
+    """A 64-bit guest's assembly (parts: handlers, data, bss, entry)."""
+    return xenguest.guest_source(text, notes=notes, abi=XEN_ABI64, template=TEMPLATE,
+                                 **parts)
 
 
 def link(workdir: Path, source: str, *, e_entry: str = "_start",
