@@ -331,3 +331,11 @@ def test_a_hypercall_argument_in_the_upper_guest_slots_is_read(dom):
     """Slots 272-511 are the guest's: its higher-half kernel's own buffer works."""
     assert dom.guest["args"] >= 0xFFFF_8800_0000_0000
     assert mmu_update(dom, (l1e_of(dom, 0), phys(dom, va(dom, 1)) | P | A)) == 0
+
+
+def test_platform_parameters_gives_a_64_bit_guest_xens_virt_start_in_8_bytes(dom):
+    """xen_version(XENVER_platform_parameters = 5): {unsigned long virt_start}."""
+    dom.write("args", b"\xff" * 16)
+    assert hypercall(dom, HC.xen_version, 5, dom.guest["args"]) == 0
+    assert u64s(dom.memory.read_phys(dom.addr("args"), 16)) == (0xFFFF_8000_0000_0000,
+                                                                0xFFFF_FFFF_FFFF_FFFF)

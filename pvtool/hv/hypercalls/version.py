@@ -92,8 +92,10 @@ def changeset(dom: PvDomain, arg: int) -> int:
 
 def platform_parameters(dom: PvDomain, arg: int) -> int:
     """A 32-bit guest's compat_platform_parameters: virt_start is where Xen's range
-    begins for it (HYPERVISOR_COMPAT_VIRT_START)."""
-    return _copy(dom, arg, struct.pack("<I", dom.hypervisor_start))
+    begins for it (HYPERVISOR_COMPAT_VIRT_START); a 64-bit guest's is an unsigned long,
+    HYPERVISOR_VIRT_START."""
+    return _copy(dom, arg, struct.pack("<Q" if dom.vcpu.bits == 64 else "<I",
+                                       dom.hypervisor_start))
 
 
 def get_features(dom: PvDomain, arg: int) -> int:
