@@ -61,6 +61,9 @@ class PagingRules:
     adjust: Callable[[int, int], int] | None = None
     # Whether user mode runs on a top-level table of its own (Xen's guest_table_user).
     user_base: bool = False
+    # The levels of the tables whose kernel stores are emulated (writable page tables,
+    # hv/ptwr.py); None: every level.
+    ptwr_levels: frozenset[int] | None = None
 
     @property
     def levels(self) -> int:
@@ -122,6 +125,6 @@ FOUR_LEVEL = PagingRules(
     linear_mapping=True, downgrade=False,
     guest_flags={1: _GUEST_FLAGS_64 | paging.G, 2: _GUEST_FLAGS_64, 3: _GUEST_FLAGS_64,
                  4: _GUEST_FLAGS_64},
-    adjust=adjust_entry_64, user_base=True)
+    adjust=adjust_entry_64, user_base=True, ptwr_levels=frozenset({1}))
 
 RULES = {rules.mode: rules for rules in (TWO_LEVEL, PAE, FOUR_LEVEL)}

@@ -6,19 +6,42 @@ moves the guest past the instruction.
 
 A store through a mapping pvtool made read-only, into a frame that is no page table in
 use (any more), gets the mapping's write access back and is retried.
+
+A 64-bit kernel's stores are 8 bytes from 64-bit registers, and Xen emulates them into
+L1 tables only (pv/ro-page-fault.c: ptwr_do_page_fault): a store into an upper-level
+table is the guest's #PF (PagingRules.ptwr_levels). Its kernel runs at CPL 3, so the
+caller passes the error code as Xen rewrites it for the guest's mode (U clear in
+kernel mode).
 """
 
 from capstone.x86_const import X86_OP_IMM, X86_OP_MEM
 
 from pvtool.hv.domain import Domain
 from pvtool.hv.errors import DomainCrash, HypercallError
-from pvtool.machine.cpu import EIP, GPRS_BY_NAME
+from pvtool.machine.cpu import EIP, GPRS64_BY_NAME, GPRS_BY_NAME, RIP
 from pvtool.machine.memory import PageFault
 from pvtool.x86 import paging
 from pvtool.x86.isa import MAX_INSN_SIZE, decode_one
 from pvtool.x86.paging import PAGE_SHIFT
 
 PF_PRESENT, PF_WRITE, PF_USER = paging.PF_P, paging.PF_W, paging.PF_U
+IP_REGISTER = {32: EIP, 64: RIP}
+STORE_SIZES = {32: (1, 2, 4), 64: (1, 2, 4, 8)}
+# The registers a store may come from, by the names capstone gives them and their
+# parts (the low byte, word and, on 64-bit, dword), never AH-DH.
+_LEGACY = ("ax", "bx", "cx", "dx", "si", "di", "bp")
+_LOW_BYTES = {"ax": "al", "bx": "bl", "cx": "cl", "dx": "dl", "si": "sil", "di": "dil",
+              "bp": "bpl"}
+SOURCE_REGISTERS = {
+    32: {**{f"e{r}": GPRS_BY_NAME[f"e{r}"] for r in (*_LEGACY, "sp")},
+         **{r: GPRS_BY_NAME[f"e{r}"] for r in _LEGACY},
+         **{_LOW_BYTES[r]: GPRS_BY_NAME[f"e{r}"] for r in ("ax", "bx", "cx", "dx")}},
+    64: {**{f"{p}{r}": GPRS64_BY_NAME[f"r{r}"] for r in _LEGACY for p in ("r", "e", "")},
+         "rsp": GPRS64_BY_NAME["rsp"], "esp": GPRS64_BY_NAME["rsp"],
+         **{_LOW_BYTES[r]: GPRS64_BY_NAME[f"r{r}"] for r in _LEGACY},
+         **{f"r{n}{s}": GPRS64_BY_NAME[f"r{n}"] for n in range(8, 16)
+            for s in ("", "d", "w", "b")}},
+}
 
 
 def handle_write_fault(dom: Domain, address: int, error_code: int) -> bool:
@@ -31,7 +54,10 @@ def handle_write_fault(dom: Domain, address: int, error_code: int) -> bool:
     except PageFault:
         return False
     tables = dom.pagetables
-    if tables.in_use(where.paddr >> PAGE_SHIFT):
+    frame = where.paddr >> PAGE_SHIFT
+    if tables.in_use(frame):
+        if not tables.store_emulated(frame):
+            return False
         _emulate_store(dom, where.paddr)
         return True
     return tables.give_back_write_access(where.pte_addr)
@@ -40,7 +66,7 @@ def handle_write_fault(dom: Domain, address: int, error_code: int) -> bool:
 def _emulate_store(dom: Domain, paddr: int) -> None:
     vcpu = dom.vcpu
     eip = vcpu.eip
-    insn = decode_one(dom.memory.read_virt(eip, MAX_INSN_SIZE), eip, dom.machine.cpu.bits)
+    insn = decode_one(dom.memory.read_virt(eip, MAX_INSN_SIZE), eip, vcpu.bits)
     value, size = _store_operands(dom, insn)
     tables = dom.pagetables
     entry_addr = paddr & ~(tables.entry_size - 1)
@@ -54,24 +80,24 @@ def _emulate_store(dom: Domain, paddr: int) -> None:
     except HypercallError as refusal:
         raise DomainCrash(f"{insn.mnemonic} {insn.op_str} at {eip:#x} writes an invalid "
                           f"page-table entry: {refusal.why}") from None
-    vcpu.set(EIP, eip + insn.size)
+    vcpu.set(IP_REGISTER[vcpu.bits], eip + insn.size)
 
 
 def _store_operands(dom: Domain, insn) -> tuple[int, int]:
     """(value, size) of a `mov [mem], reg/imm`, the shape compilers give a PTE store."""
+    bits = dom.vcpu.bits
     if insn is None or insn.mnemonic != "mov" or len(insn.operands) != 2:
         raise DomainCrash(f"cannot emulate a write into a page table: {_text(insn)}")
     dst, src = insn.operands
-    if dst.type != X86_OP_MEM or dst.size not in (1, 2, 4):
+    if dst.type != X86_OP_MEM or dst.size not in STORE_SIZES[bits]:
         raise DomainCrash(f"cannot emulate a write into a page table: {_text(insn)}")
+    mask = (1 << 8 * dst.size) - 1
     if src.type == X86_OP_IMM:
-        return src.imm & 0xFFFFFFFF, dst.size
-    name = insn.reg_name(src.reg)
-    full = {"ax": "eax", "bx": "ebx", "cx": "ecx", "dx": "edx", "al": "eax", "bl": "ebx",
-            "cl": "ecx", "dl": "edx", "si": "esi", "di": "edi", "bp": "ebp"}.get(name, name)
-    if full not in GPRS_BY_NAME or name in ("ah", "bh", "ch", "dh"):
+        return src.imm & mask, dst.size
+    register = SOURCE_REGISTERS[bits].get(insn.reg_name(src.reg))
+    if register is None:
         raise DomainCrash(f"cannot emulate a write into a page table: {_text(insn)}")
-    return dom.vcpu.get(GPRS_BY_NAME[full]), dst.size
+    return dom.vcpu.get(register) & mask, dst.size
 
 
 def _text(insn) -> str:
