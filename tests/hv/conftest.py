@@ -27,12 +27,13 @@ def build(guest_dir):
 
 @pytest.fixture(scope="session")
 def build64(guest_dir):
-    """build64(text, handlers=, data=, bss=, notes=, entry=, e_entry=) -> Guest64: a
-    64-bit guest (tests/hv/xenguest64.py)."""
+    """build64(text, handlers=, data=, bss=, notes=, entry=, e_entry=, base=) -> Guest64:
+    a 64-bit guest (tests/hv/xenguest64.py), linked at BASE."""
 
-    def _build(text: str = "", *, e_entry: str = "_start", **parts) -> xenguest64.Guest64:
+    def _build(text: str = "", *, e_entry: str = "_start",
+               base: int = xenguest64.KERNEL_BASE, **parts) -> xenguest64.Guest64:
         return xenguest64.link(guest_dir, xenguest64.guest_source(text, **parts),
-                               e_entry=e_entry)
+                               e_entry=e_entry, base=base)
 
     return _build
 

@@ -27,6 +27,7 @@ from pvtool.machine.cpu import (
 from tests.hv.harness import boot
 from tests.hv.xenguest64 import (
     ADDRESS,
+    DEFAULT_NOTES,
     GUEST_KERNEL,
     M2P_START,
     PERDOMAIN_START,
@@ -268,3 +269,15 @@ def test_the_kernel_cannot_read_the_private_area_in_slot_260(build64):
     stop = booted.run()
     assert stop.kind.value == "crash"
     assert stop.fault_address == PERDOMAIN_START
+
+
+def test_a_kernel_linked_low_with_virt_base_0_is_mapped_from_l4_slot_0(build64):
+    notes = tuple((t, ".quad 0") if t == 3 else (t, d) for t, d in DEFAULT_NOTES)
+    guest = build64(KERNEL_TEXT, data=KERNEL_DATA, notes=notes, base=0x100000)
+    booted = boot(guest, ram=RAM)
+    assert booted.cpu.read(RIP) == guest["_start"] == 0x100000
+    assert booted.cpu.cpl == 3
+    l4e, _, _, l1e = walk(booted, guest["_start"])
+    assert table(booted, booted.cpu.read(CR3)).index(l4e) == 0
+    assert l1e & ADDRESS == 0x100000
+    assert l1e & ~ADDRESS == GUEST_KERNEL | P | RW | US | A
