@@ -9,6 +9,9 @@ import struct
 
 import pytest
 
+from pvtool.errors import UnsupportedImageError
+from pvtool.hv.boot import boot_pv_domain
+from pvtool.image.elf import load_elf
 from pvtool.machine.cpu import (
     CR0,
     CR3,
@@ -24,6 +27,7 @@ from pvtool.machine.cpu import (
     RSP,
     SS,
 )
+from pvtool.machine.pc import Machine
 from tests.hv.harness import boot
 from tests.hv.xenguest64 import (
     ADDRESS,
@@ -281,3 +285,16 @@ def test_a_kernel_linked_low_with_virt_base_0_is_mapped_from_l4_slot_0(build64):
     assert table(booted, booted.cpu.read(CR3)).index(l4e) == 0
     assert l1e & ADDRESS == 0x100000
     assert l1e & ~ADDRESS == GUEST_KERNEL | P | RW | US | A
+
+
+def test_a_hypercall_page_outside_the_kernel_is_refused(build64):
+    notes = tuple((t, ".quad 0xffffffff90000000") if t == 2 else (t, d)
+                  for t, d in DEFAULT_NOTES)
+    with pytest.raises(UnsupportedImageError, match="HYPERCALL_PAGE 0xffffffff90000000"):
+        boot(build64("", notes=notes), ram=RAM)
+
+
+def test_a_64_bit_kernel_needs_a_64_bit_machine(kernel):
+    machine = Machine(ram_size=RAM, output=bytearray().extend)
+    with pytest.raises(UnsupportedImageError, match="64-bit machine"):
+        boot_pv_domain(machine, load_elf(kernel.path))
