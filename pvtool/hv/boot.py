@@ -5,6 +5,7 @@ mode for a 64-bit one (on a Machine of that width)."""
 from collections.abc import Callable
 from pathlib import Path
 
+from pvtool.abi.pvtool import PVTOOL_NOTE_NAME
 from pvtool.abi.xen import FLAT_KERNEL_SS64
 from pvtool.errors import UnsupportedImageError
 from pvtool.hv import layout, layout64
@@ -57,6 +58,7 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
         boot = build_domain(machine, image, notes, nr_pages, cmdline, modules)
     ours = parse_pvtool_notes(image)
     domain = PvDomain(machine, base_mfn=boot.pfn(boot.page_tables), paging=_paging(boot),
+                      downgrade=is_patched(image) if boot.long_mode else None,
                       glue=boot.glue, superpages=boot.glue, console_mfn=boot.pfn(boot.console),
                       regs_block=ours.regs_block, site_ranges=ours.site_ranges,
                       glue_alias=(notes.virt_base or 0) if boot.glue else 0,
@@ -79,6 +81,13 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
         enter_guest(machine, boot, entry)
         domain.pagetables.new_baseptr(boot.pfn(boot.page_tables))
     return domain
+
+
+def is_patched(image: ElfImage) -> bool:
+    """Whether pvtool patched the kernel (it carries pvtool's notes): it then builds its
+    page tables as the unmodified kernel did, in memory it maps writable, and a base's
+    writable mappings of its tables are made read-only rather than refused."""
+    return any(note.name == PVTOOL_NOTE_NAME for note in image.notes)
 
 
 def _paging(boot: BootLayout) -> PagingMode:

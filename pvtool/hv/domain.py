@@ -143,13 +143,15 @@ class VCpu:
 class Domain:
     """A guest kernel the hypervisor runs in ring 1, built whole: its machine frames
     (owned by DOMID), its vCPU, its GDT beside Xen's reserved descriptors, and its page
-    tables, validated from BASE_MFN on in PAGING mode (4 MiB pages if SUPERPAGES).
+    tables, validated from BASE_MFN on in PAGING mode (4 MiB pages if SUPERPAGES;
+    writable mappings of tables in a base made read-only if DOWNGRADE, else as the mode
+    says).
     Trap-and-emulate runs an unmodified kernel as such a domain; a PV kernel gets
     Xen's interface on top (PvDomain)."""
 
     def __init__(self, machine: Machine, *, base_mfn: int,
                  paging: PagingMode = PagingMode.TWO_LEVEL, glue: bool = False,
-                 superpages: bool = False,
+                 superpages: bool = False, downgrade: bool | None = None,
                  console_output: Callable[[bytes], None],
                  trace: Callable[[str], None] | None = None, domid: int = GUEST_DOMID):
         self.machine = machine
@@ -162,7 +164,8 @@ class Domain:
         self.frames = machine_frames(self.nr_pages, domid)
         self.vcpu = VCpu(machine.cpu, machine.memory)
         self.gdt = Gdt(self)
-        self.pagetables = PageTables(self, base_mfn, paging, glue=glue, superpages=superpages)
+        self.pagetables = PageTables(self, base_mfn, paging, glue=glue, superpages=superpages,
+                                     downgrade=downgrade)
         self.guest_ranges = self.pagetables.rules.guest_ranges  # read on every pointer
         self.glue_alias = 0  # PvDomain: where else its glue is reached (hv/traps.py)
 

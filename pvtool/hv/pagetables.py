@@ -15,6 +15,7 @@ may use 4 MiB pages: hv/superpages.py.
 """
 
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pvtool.abi.xen import Errno
@@ -36,10 +37,14 @@ class PageTables:
     """The domain's current base, its pins, and every update to its page tables."""
 
     def __init__(self, domain: "Domain", base_mfn: int, mode: PagingMode = PagingMode.TWO_LEVEL,
-                 *, glue: bool = False, superpages: bool = False):
+                 *, glue: bool = False, superpages: bool = False,
+                 downgrade: bool | None = None):
+        """DOWNGRADE overrides the mode's rule: a patched 64-bit kernel builds its tables
+        in memory it maps writable, as a 32-bit one does (docs/ABI.md)."""
         self.domain = domain
         self.frames = domain.frames
-        self.rules = RULES[mode]
+        self.rules = RULES[mode] if downgrade is None else replace(RULES[mode],
+                                                                   downgrade=downgrade)
         self.pae = mode is PagingMode.PAE
         self.glue = glue  # map the patched kernel's glue window in every address space
         self.base_mfn = base_mfn  # Xen's guest_table: the kernel's on 64-bit
@@ -112,11 +117,13 @@ class PageTables:
 
     def new_user_baseptr(self, mfn: int) -> None:
         """MMUEXT_NEW_USER_BASEPTR (64-bit): the L4 user mode runs on, validated as a
-        base; 0 clears it. CR3 stays: the kernel makes the call (xen/arch/x86/mm.c)."""
+        base (downgrading as the kernel's base does); 0 clears it. CR3 stays: the kernel
+        makes the call (xen/arch/x86/mm.c)."""
         if mfn == self.user_base_mfn:
             return
         if mfn:
-            self.validator.get_table(mfn, self.rules.levels, None, downgrade=False)
+            self.validator.get_table(mfn, self.rules.levels, None,
+                                     downgrade=self.rules.downgrade)
         if self.user_base_mfn:
             self.validator.put_table(self.user_base_mfn, None)
         self.user_base_mfn = mfn

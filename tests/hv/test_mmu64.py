@@ -339,3 +339,41 @@ def test_platform_parameters_gives_a_64_bit_guest_xens_virt_start_in_8_bytes(dom
     assert hypercall(dom, HC.xen_version, 5, dom.guest["args"]) == 0
     assert u64s(dom.memory.read_phys(dom.addr("args"), 16)) == (0xFFFF_8000_0000_0000,
                                                                 0xFFFF_FFFF_FFFF_FFFF)
+
+
+# -- a kernel pvtool patched (it carries pvtool's notes) -------------------------------------
+PVTOOL_NOTE = r"""
+    .pushsection .note.Xen, "a", @note
+    .balign 4
+    .long 7, 0, 3
+    .asciz "pvtool"
+    .balign 4
+    .popsection
+"""  # an empty site_ranges note (docs/ABI.md, "ELF notes named pvtool")
+
+
+def chain_l4(booted) -> int:
+    """Scratch frames 0-1 an L4 (the kernel's slot 511 and slot 0 to frame 1) and an
+    empty L3, both still mapped writable by the kernel; the L4's frame number."""
+    booted.memory.write_phys(phys(booted, va(booted, 1)), bytes(PAGE))
+    l4 = {511: kernel_slot(booted), 0: phys(booted, va(booted, 1)) | UPPER}
+    booted.memory.write_phys(phys(booted, va(booted, 0)),
+                             struct.pack("<512Q", *(l4.get(i, 0) for i in range(512))))
+    return phys(booted, va(booted, 0)) // PAGE
+
+
+def test_a_xen_guests_base_with_its_tables_mapped_writable_is_refused(dom):
+    mfn = chain_l4(dom)
+    assert mmuext(dom, (NEW_BASEPTR, mfn)) == neg(EINVAL)
+    assert read_u64(dom, l1e_of(dom, 0)) & RW
+
+
+def test_a_patched_kernels_base_gets_its_tables_mapped_read_only_instead(build64):
+    patched = boot(build64("", handlers=PVTOOL_NOTE, bss=SCRATCH), ram=RAM)
+    mfn = chain_l4(patched)
+    assert mmuext(patched, (NEW_BASEPTR, mfn)) == 0
+    assert patched.cpu.read(CR3) == mfn * PAGE
+    for index in (0, 1):
+        assert not read_u64(patched, l1e_of(patched, index)) & RW, index
+    assert mmuext(patched, (PIN_L4, mfn)) == 0  # read-only now, so it may be pinned
+    assert patched.domain.pagetables.typed[mfn] == 4
