@@ -34,7 +34,9 @@ from tests.hv.xenguest64 import (
     DEFAULT_NOTES,
     GUEST_KERNEL,
     M2P_START,
+    PAGE,
     PERDOMAIN_START,
+    RAM,
     RW,
     US,
     VIRT_BASE,
@@ -48,8 +50,6 @@ from tests.hv.xenguest64 import (
     u64s,
 )
 
-PAGE = 4096
-RAM = 16 << 20
 NR_PAGES = RAM // PAGE
 START_INFO_SIZE = 1168
 # start_info, 64-bit offsets (XEN-ABI.md "Structures", the bracketed ones, and xen.h).

@@ -18,15 +18,27 @@ from pvtool.machine.cpu import CR3, GPRS64_BY_NAME
 from tests.hv.harness import boot, hypercall
 from tests.hv.test_frame_counts import compare_counts
 from tests.hv.xenguest import HC
-from tests.hv.xenguest64 import ADDRESS, RW, US, VIRT_BASE, XEN_SLOTS, A, D, P, u64s
+from tests.hv.xenguest64 import (
+    ADDRESS,
+    DOMID_SELF,
+    NEW_BASEPTR,
+    NEW_USER_BASEPTR,
+    PAGE,
+    RAM,
+    RW,
+    UNPIN,
+    US,
+    UVMF_INVLPG,
+    VIRT_BASE,
+    XEN_SLOTS,
+    A,
+    D,
+    P,
+    u64s,
+)
 
-PAGE = 4096
-RAM = 16 << 20
-DOMID_SELF = 0x7FF0
 PTE_RW, PTE_RO, UPPER = P | RW | A | D, P | A, P | RW | US | A | D
 PIN = {1: 0, 2: 1, 3: 2, 4: 3}  # MMUEXT_PIN_Ln_TABLE
-UNPIN, NEW_BASEPTR, NEW_USER_BASEPTR = 4, 5, 15
-UVMF_INVLPG = 2
 SI_STORE_MFN, SI_CONSOLE_MFN = 56, 72
 FRAMES = 8
 MAX_EXAMPLES = 60

@@ -18,11 +18,16 @@ from tests.hv.harness import boot, hypercall
 from tests.hv.xenguest import HC
 from tests.hv.xenguest64 import (
     ADDRESS,
+    DOMID_SELF,
     EINVAL,
     M2P_START,
+    NEW_USER_BASEPTR,
+    PAGE,
     PERDOMAIN_START,
+    RAM,
     RW,
     US,
+    UVMF_INVLPG,
     VIRT_BASE,
     A,
     D,
@@ -33,11 +38,6 @@ from tests.hv.xenguest64 import (
     u64s,
 )
 
-PAGE = 4096
-RAM = 16 << 20
-DOMID_SELF = 0x7FF0
-NEW_USER_BASEPTR = 15
-UVMF_INVLPG = 2
 USER_CODE, USER_DATA = 0x400000, 0x401000  # what the user L4 maps, and nothing else
 TRAMPOLINE = PERDOMAIN_START + 0x11000  # the private area's layout: GDT, then +0x11000
 

@@ -19,16 +19,25 @@ from tests.hv.harness import boot, hypercall
 from tests.hv.xenguest import HC
 from tests.hv.xenguest64 import (
     ADDRESS,
+    DOMID_SELF,
     EFAULT,
     EINVAL,
     ENOSYS,
     GUEST_KERNEL,
     M2P_START,
+    NEW_BASEPTR,
+    NEW_USER_BASEPTR,
     NX,
+    PAGE,
     PERDOMAIN_START,
+    PIN_L1,
+    PIN_L4,
     PS,
+    RAM,
     RW,
+    UNPIN,
     US,
+    UVMF_INVLPG,
     VIRT_BASE,
     A,
     D,
@@ -40,11 +49,6 @@ from tests.hv.xenguest64 import (
     u64s,
 )
 
-PAGE = 4096
-RAM = 16 << 20
-DOMID_SELF = 0x7FF0
-PIN_L1, PIN_L4, UNPIN, NEW_BASEPTR, NEW_USER_BASEPTR = 0, 3, 4, 5, 15
-UVMF_INVLPG = 2
 PCD, PWT, PAT = 0x10, 0x08, 0x80
 KERNEL_L1E = P | RW | A | D
 UPPER = P | RW | US | A | D

@@ -18,6 +18,8 @@ from tests.hv.harness import boot
 from tests.hv.xenguest64 import (
     ADDRESS,
     GUEST_KERNEL,
+    PAGE,
+    RAM,
     RW,
     US,
     VIRT_BASE,
@@ -28,8 +30,6 @@ from tests.hv.xenguest64 import (
     read_u64,
 )
 
-PAGE = 4096
-RAM = 16 << 20
 PF_P, PF_W = 1, 2
 RAX, RBX = GPRS64_BY_NAME["rax"], GPRS64_BY_NAME["rbx"]
 

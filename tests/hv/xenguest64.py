@@ -172,6 +172,12 @@ ADDRESS = 0x000F_FFFF_FFFF_F000
 XEN_SLOTS = range(256, 272)
 M2P_START = 0xFFFF_8000_0000_0000
 PERDOMAIN_START = 0xFFFF_8200_0000_0000  # slot 260
+# mmuext_op commands, update_va_mapping's flag and DOMID_SELF (XEN-ABI.md).
+PIN_L1, PIN_L2, PIN_L3, PIN_L4, UNPIN = 0, 1, 2, 3, 4
+NEW_BASEPTR, NEW_USER_BASEPTR = 5, 15
+UVMF_INVLPG = 2
+DOMID_SELF = 0x7FF0
+RAM = 16 << 20  # the tests' domains: small, the builder writes 8 bytes a page twice
 # -errno as the guest sees it in RAX.
 EPERM, EFAULT, EINVAL, ENOSYS = 1, 14, 22, 38
 
