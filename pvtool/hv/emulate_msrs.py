@@ -91,9 +91,12 @@ def read(dom: PvDomain, msr: int) -> int:
     raise GeneralProtection(f"rdmsr {msr:#x}")
 
 
-def write(dom: PvDomain, msr: int, value: int) -> None:
+def write(dom: PvDomain, msr: int, value: int,
+          hypercall_page: Callable[[], bytes] = hypercall_page_32) -> None:
+    """Write MSR, or GeneralProtection. HYPERCALL_PAGE makes the page of the guest's
+    width (abi/xen.py)."""
     if msr == XEN_MSR_BASE:
-        _write_hypercall_page(dom, value)
+        _write_hypercall_page(dom, value, hypercall_page)
         return
     if msr not in WRITES:
         raise GeneralProtection(f"wrmsr {msr:#x}")
@@ -102,7 +105,8 @@ def write(dom: PvDomain, msr: int, value: int) -> None:
         raise GeneralProtection(f"wrmsr {msr:#x} with {value:#x}")
 
 
-def _write_hypercall_page(dom: PvDomain, value: int) -> None:
+def _write_hypercall_page(dom: PvDomain, value: int,
+                          hypercall_page: Callable[[], bytes]) -> None:
     """guest_wrmsr_xen, index 0: the frame in bits 12 up gets the hypercall page; a
     page index (bits 0-11) other than 0, or a frame the guest may not write (not its
     RAM, or a page table), is #GP."""
@@ -110,4 +114,4 @@ def _write_hypercall_page(dom: PvDomain, value: int) -> None:
     if index or frame >= dom.nr_pages or not dom.owns_frame(frame) \
             or frame in dom.pagetables.typed:
         raise GeneralProtection(f"hypercall page at {value:#x}")
-    dom.memory.write_phys(frame * PAGE_SIZE, hypercall_page_32())
+    dom.memory.write_phys(frame * PAGE_SIZE, hypercall_page())

@@ -16,6 +16,7 @@ class Exit(StrEnum):
     IRQ = "irq"  # a device interrupt delivered
     IRQ_DROPPED = "irq-dropped"  # a device interrupt the PV kernel has no handler for
     UPCALL = "upcall"  # a Xen event upcall
+    SYSCALL = "syscall"  # a 64-bit PV user's syscall or sysenter, bounced to its kernel
     IO = "io"  # a port access
     MMIO = "mmio"  # an access to a device's memory-mapped registers
     HLT = "hlt"  # the CPU waited for an interrupt
