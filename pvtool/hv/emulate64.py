@@ -64,7 +64,7 @@ class Emulator64:
         if insn.mnemonic == "wrmsr":
             return self._wrmsr
         move = special_register_move(insn)
-        if move is not None and move.kind == "cr" and move.number == 3:
+        if move is not None and move.bank == "cr" and move.number == 3:
             return self._write_cr3 if move.write else self._read_cr3
         return None
 
