@@ -316,3 +316,8 @@ def test_a_frame_in_xens_range_crashes_the_domain(dom):
     dom.vcpu.long_mode.trap_table[13] = TrapInfo64(13, 0, False, HANDLER)
     run_kernel(dom, "mov rsp, 0xffff800000001000; hlt")
     assert "hypervisor's range" in dom.machine.stop.reason
+
+
+def test_iret_to_compat_code_crashes_the_domain_rather_than_run_it_as_64_bit(dom):
+    run_kernel(dom, iret_to_user(0).replace("push 0xe033", "push 0xe023"))
+    assert "cs 0xe023" in dom.machine.stop.reason

@@ -13,6 +13,7 @@ from pvtool.abi.layouts import (
 )
 from pvtool.abi.xen import (
     CALLBACKF_MASK_EVENTS,
+    FLAT_KERNEL_CS64,
     TI_DPL_MASK,
     TI_MASK_EVENTS,
     VGCF_IN_SYSCALL,
@@ -125,6 +126,9 @@ def iret(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> object:
     except HypercallError:
         raise DomainCrash(f"HYPERVISOR_iret with its frame at {rsp:#x} unreadable") from None
     cpu = dom.machine.cpu
+    if (ctx["cs"] | USER_RPL) & 0xFFFF != FLAT_KERNEL_CS64:
+        raise DomainCrash(f"HYPERVISOR_iret to cs {ctx['cs'] & 0xFFFF:#x}: pvtool returns "
+                          "to 64-bit code (FLAT_KERNEL_CS64) only")
     if ctx["cs"] & 3 == USER_RPL:
         state.toggle(cpu)  # crashes the domain if it has no user L4
     if VmAssistType.architectural_iopl in dom.vm_assists:
