@@ -22,14 +22,13 @@ from pvtool.abi.xen import (
     Errno,
     hypercall_page_64,
 )
-from pvtool.hv.domain import VCpu
+from pvtool.hv.domain import Domain, VCpu
 from pvtool.hv.entry64 import Pv64Supervisor
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.vcpu64 import in_hypervisor_range, is_canonical
 from pvtool.machine.cpu import CR0, CR3, CR4, CS, GDTR, RFLAGS, RIP, RSP, SS
 from pvtool.machine.memory import PageFault
 from pvtool.machine.pc import Machine
-from pvtool.machine.stop import Stop, StopKind
 from pvtool.x86.isa import assemble
 
 KERNEL_L4, USER_L4 = 0x1000, 0x4000
@@ -130,13 +129,8 @@ class LongModeDomain:
         self.memory.write_phys(VCPU_INFO + VCPU_INFO_64.offset("cr2"),
                                struct.pack("<Q", address))
 
-    def crash(self, reason: str, address: int | None = None) -> None:
-        self.machine.request_stop(Stop(StopKind.CRASH, f"domain crashed: {reason}",
-                                       self.vcpu.eip, fault_address=address))
-
-    def log(self, message: str) -> None:
-        if self.trace is not None:
-            self.trace(message)
+    crash = Domain.crash  # a stop with the reason, as every domain's
+    log = Domain.log
 
     # -- running guest code -------------------------------------------------------------
     def load(self, address: int, source: str) -> dict[str, int]:
