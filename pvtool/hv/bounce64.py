@@ -64,7 +64,7 @@ def bounce(dom, vcpu64: Vcpu64, handler: int, at: Interrupted, *,
     if vcpu64.kernel_mode:
         sp, cs = at.rsp, cs & ~3  # RPL 0: "the event hit kernel mode"
     else:
-        vcpu64.toggle(cpu)
+        vcpu64.toggle(cpu, dom.pagetables.load_cr3)
         sp = vcpu64.kernel_sp
     saved_mask = dom.upcall_mask
     flags = at.rflags & ~(EFLAGS_IF | EFLAGS_IOPL) | (0 if saved_mask else EFLAGS_IF)

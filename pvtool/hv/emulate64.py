@@ -83,7 +83,6 @@ class Emulator64:
             self.domain.pagetables.new_baseptr(mfn)
         except HypercallError as refusal:
             raise GeneralProtection(f"mov to cr3 of frame {mfn:#x}: {refusal.why}") from None
-        self.domain.vcpu.long_mode.kernel_table = mfn
 
     # -- MSRs ------------------------------------------------------------------------
     def _rdmsr(self, insn) -> None:

@@ -3,21 +3,21 @@
 A 64-bit guest kernel runs at CPL 3 beside its own user programs, so which of the two
 is running is the hypervisor's flag (Xen's TF_kernel_mode), not the CPU's. Going from
 one to the other (toggle_guest_mode) swaps the GS bases, as Xen's swapgs does, and
-loads CR3 from the new mode's top-level table: the kernel L4 (NEW_BASEPTR, or an
-emulated mov to CR3) or the user L4 (NEW_USER_BASEPTR). The CPU holds the active GS
-base; the inactive one is kept here, so the guest never needs swapgs (which faults at
-CPL 3, §1.7) and a toggle costs two register writes and a CR3 load.
+loads CR3 from the new mode's top-level table, which the page tables keep: the kernel
+L4 (NEW_BASEPTR, or an emulated mov to CR3) or the user L4 (NEW_USER_BASEPTR). The
+CPU holds the active GS base; the inactive one is kept here, so the guest never needs
+swapgs (which faults at CPL 3, §1.7) and a toggle costs two register writes and a CR3
+load.
 
 The trap table, the callbacks and the kernel stack of a 64-bit vCPU are kept here too:
 their layouts and rules are the 64-bit ABI's (§1.5), not the 32-bit domain's.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pvtool.abi.xen import HYPERVISOR_VIRT_END_64, HYPERVISOR_VIRT_START_64, CallbackType
-from pvtool.hv.errors import DomainCrash
-from pvtool.machine.cpu import CR3, GS_BASE, Cpu
-from pvtool.x86.paging import PAGE_SHIFT
+from pvtool.machine.cpu import GS_BASE, Cpu
 
 
 def is_canonical(address: int) -> bool:
@@ -56,8 +56,6 @@ class Vcpu64:
 
     kernel_mode: bool = True
     inactive_gs_base: int = 0  # the other mode's GS base (Xen's gs_base_user in kernel mode)
-    kernel_table: int = 0  # the kernel L4's frame
-    user_table: int = 0  # the user L4's frame; 0: none (NEW_USER_BASEPTR with mfn 0)
     kernel_sp: int = 0  # stack_switch's: where a bounce from user mode starts
     fsgsbase: bool = False  # vCR4.FSGSBASE: rd/wr{fs,gs}base raise #UD while clear
     resume: int | None = None  # where HYPERVISOR_iret or a bounce sends the guest next
@@ -74,17 +72,12 @@ class Vcpu64:
         else:
             cpu.write(GS_BASE, base)
 
-    def toggle(self, cpu: Cpu) -> None:
-        """Xen's toggle_guest_mode: swap the GS bases, flip the mode, load the new
-        mode's L4. Into user mode with no user L4 the domain is crashed, as Xen's
-        do_iret does ("switching to user mode with no user page tables")."""
-        if self.kernel_mode and not self.user_table:
-            raise DomainCrash("guest switching to user mode with no user page tables "
-                              "(MMUEXT_NEW_USER_BASEPTR)")
+    def toggle(self, cpu: Cpu, load_cr3: Callable[..., None]) -> None:
+        """Xen's toggle_guest_mode: load the new mode's L4 (LOAD_CR3, the page
+        tables': into user mode with no user L4 it crashes the domain, as Xen's
+        do_iret does), swap the GS bases, flip the mode."""
+        load_cr3(user=self.kernel_mode)
         active = cpu.read(GS_BASE)
         cpu.write(GS_BASE, self.inactive_gs_base)
         self.inactive_gs_base = active
         self.kernel_mode = not self.kernel_mode
-        table = self.kernel_table if self.kernel_mode else self.user_table
-        if table:
-            cpu.write(CR3, table << PAGE_SHIFT)

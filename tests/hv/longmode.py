@@ -24,7 +24,7 @@ from pvtool.abi.xen import (
 )
 from pvtool.hv.domain import Domain, VCpu
 from pvtool.hv.entry64 import Pv64Supervisor
-from pvtool.hv.errors import HypercallError
+from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.vcpu64 import in_hypervisor_range, is_canonical
 from pvtool.machine.cpu import CR0, CR3, CR4, CS, GDTR, RFLAGS, RIP, RSP, SS
 from pvtool.machine.memory import PageFault
@@ -68,12 +68,22 @@ class Events:
 
 
 class PageTables:
-    """new_baseptr, unvalidated: the tests' tables are the harness's own."""
+    """The kernel's and the user's L4, unvalidated: the tests' tables are the
+    harness's own (hv/pagetables.py validates a real domain's)."""
 
     def __init__(self, machine: Machine):
         self.machine = machine
+        self.base_mfn = KERNEL_L4 >> 12
+        self.user_base_mfn = USER_L4 >> 12
 
     def new_baseptr(self, mfn: int) -> None:
+        self.base_mfn = mfn
+        self.machine.cpu.write(CR3, mfn << 12)
+
+    def load_cr3(self, *, user: bool) -> None:
+        mfn = self.user_base_mfn if user else self.base_mfn
+        if not mfn:
+            raise DomainCrash("Guest switching to user mode with no user page tables")
         self.machine.cpu.write(CR3, mfn << 12)
 
 
@@ -91,8 +101,6 @@ class LongModeDomain:
         self.lines: list[str] = []
         self.trace = self.lines.append if trace else None
         _build_tables(machine)
-        self.vcpu.long_mode.kernel_table = KERNEL_L4 >> 12
-        self.vcpu.long_mode.user_table = USER_L4 >> 12
         machine.memory.write_phys(HYPERCALL_PAGE, hypercall_page_64())
         self.upcall_mask = 1
         self.supervisor = Pv64Supervisor(self)
@@ -156,7 +164,7 @@ class LongModeDomain:
 
     def enter_user(self, rip: int, rsp: int = USER_STACK, cs: int = FLAT_KERNEL_CS64) -> None:
         """Start a user program: user mode, the user L4 (as HYPERVISOR_iret leaves it)."""
-        self.vcpu.long_mode.toggle(self.machine.cpu)
+        self.vcpu.long_mode.toggle(self.machine.cpu, self.pagetables.load_cr3)
         self.enter(rip, rsp, cs=cs)
 
     def u64(self, address: int) -> int:

@@ -90,9 +90,9 @@ def test_set_segment_base_sets_the_kernel_and_the_user_gs(dom):
     state = dom.vcpu.long_mode
     assert reg(dom, GS_BASE) == 0x7000
     assert state.gs_base_user(dom.machine.cpu) == 0x5000
-    state.toggle(dom.machine.cpu)
+    state.toggle(dom.machine.cpu, dom.pagetables.load_cr3)
     assert (reg(dom, GS_BASE), reg(dom, CR3)) == (0x5000, USER_L4)
-    state.toggle(dom.machine.cpu)
+    state.toggle(dom.machine.cpu, dom.pagetables.load_cr3)
     assert (reg(dom, GS_BASE), reg(dom, CR3)) == (0x7000, KERNEL_L4)
 
 
@@ -147,7 +147,7 @@ def test_iret_in_syscall_form_loads_rcx_and_r11_as_sysret_and_masks_events_from_
 
 
 def test_iret_to_user_mode_without_a_user_l4_crashes_the_domain(dom):
-    dom.vcpu.long_mode.user_table = 0
+    dom.pagetables.user_base_mfn = 0
     run_kernel(dom, iret_to_user(0))
     assert "no user page tables" in dom.machine.stop.reason
     assert reg(dom, CR3) == KERNEL_L4

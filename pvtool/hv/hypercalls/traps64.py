@@ -130,7 +130,7 @@ def iret(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> object:
         raise DomainCrash(f"HYPERVISOR_iret to cs {ctx['cs'] & 0xFFFF:#x}: pvtool returns "
                           "to 64-bit code (FLAT_KERNEL_CS64) only")
     if ctx["cs"] & 3 == USER_RPL:
-        state.toggle(cpu)  # crashes the domain if it has no user L4
+        state.toggle(cpu, dom.pagetables.load_cr3)  # no user L4: a crash
     if VmAssistType.architectural_iopl in dom.vm_assists:
         dom.iopl = (ctx["rflags"] & EFLAGS_IOPL) >> 12
     rflags = ctx["rflags"] & RFLAGS_ALL & ~(EFLAGS_IOPL | EFLAGS_VM) \
