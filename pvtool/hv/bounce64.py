@@ -13,6 +13,7 @@ with them, the handler pops them, and what is left is a hardware iretq frame.
 import struct
 from dataclasses import dataclass
 
+from pvtool.hv.domain import PvDomain
 from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.vcpu64 import Vcpu64, in_hypervisor_range, is_canonical
 from pvtool.machine.cpu import CS, R11, RCX, RFLAGS, RIP, RSP, SS, Cpu
@@ -52,11 +53,13 @@ def interrupted_at(cpu: Cpu, rip: int) -> Interrupted:
                        cpu.read(RCX), cpu.read(R11), cpu.read(SS))
 
 
-def bounce(dom, vcpu64: Vcpu64, handler: int, at: Interrupted, *,
-           error_code: int | None = None, masks_events: bool = False) -> int:
+def bounce(dom: PvDomain, vcpu64: Vcpu64, handler: int, at: Interrupted, *,
+           error_code: int | None = None, masks_events: bool = False,
+           clears: int = 0) -> int:
     """Build the frame for HANDLER, move the guest's registers onto it, and return the
     handler's address: the caller resumes there (a RIP write, or a fast call's
-    resume, which knows Unicorn's +2). Undeliverable: DomainCrash."""
+    resume, which knows Unicorn's +2). The handler runs without the flags in CLEARS
+    either. Undeliverable: DomainCrash."""
     if not handler:
         raise DomainCrash(f"a bounce at {at.rip:#x} to a handler at address 0")
     cpu = dom.machine.cpu
@@ -78,7 +81,7 @@ def bounce(dom, vcpu64: Vcpu64, handler: int, at: Interrupted, *,
     if masks_events:
         dom.upcall_mask = 1
     cpu.write(RSP, top)
-    new_flags = at.rflags & ~HANDLER_CLEARS | EFLAGS_IF
+    new_flags = at.rflags & ~(HANDLER_CLEARS | clears) | EFLAGS_IF
     cpu.write(RFLAGS, new_flags)
     cpu.write(RCX, handler)  # SYSRET's: RCX is the return address, R11 the flags
     cpu.write(R11, new_flags)
@@ -87,7 +90,7 @@ def bounce(dom, vcpu64: Vcpu64, handler: int, at: Interrupted, *,
     return handler
 
 
-def _write_frame(dom, address: int, frame: bytes) -> None:
+def _write_frame(dom: PvDomain, address: int, frame: bytes) -> None:
     """Write the frame, or crash the domain as create_bounce_frame does when the
     stack is Xen's, non-canonical or not writable."""
     end = address + len(frame)

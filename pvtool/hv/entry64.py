@@ -30,7 +30,7 @@ from pvtool.hv.hypercalls import TABLE_64, call
 from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.hv.traps import PvSupervisor, _vector_name
 from pvtool.hv.vcpu64 import Callback64
-from pvtool.machine.cpu import CR2, CR4, RFLAGS
+from pvtool.machine.cpu import CR2, CR4
 from pvtool.machine.exits import Exit
 from pvtool.machine.fast_call import FastCall, FastCallKind
 from pvtool.machine.interruption import Interruption
@@ -97,8 +97,8 @@ class Pv64Supervisor(PvSupervisor):
         if callback is None:
             fast.resume = self._exception(Vector.UD, None, _at_ip(at, fast.ip))
             return
-        fast.resume = self._to_callback(callback, at, f"{kind.name} callback")
-        self.cpu.write(RFLAGS, self.cpu.read(RFLAGS) & ~EFLAGS_DF)
+        fast.resume = self._to_callback(callback, at, f"{kind.name} callback",
+                                        clears=EFLAGS_DF)
 
     def _sysenter(self, fast: FastCall) -> None:
         """sysenter (§1.4): the frame has no return address (RIP and RSP 0, CS 3);
@@ -112,12 +112,13 @@ class Pv64Supervisor(PvSupervisor):
             return
         fast.resume = self._to_callback(callback, at, "sysenter callback")
 
-    def _to_callback(self, callback: Callback64, at: Interrupted, name: str) -> int:
+    def _to_callback(self, callback: Callback64, at: Interrupted, name: str,
+                     clears: int = 0) -> int:
         self.exits[Exit.SYSCALL] += 1
         if self.domain.trace:
             self.domain.log(f"{name} at {at.rip:#x} to {callback.address:#x}")
         return bounce(self.domain, self.state, callback.address, at,
-                      masks_events=callback.masks_events)
+                      masks_events=callback.masks_events, clears=clears)
 
     # -- interrupts and exceptions ----------------------------------------------------
     def _route(self, event: Interruption) -> None:
@@ -138,6 +139,7 @@ class Pv64Supervisor(PvSupervisor):
         if vector in NO_DPL_CHECK or allowed:
             self.exits[Exit.INTERRUPT] += 1
             return self._exception(vector, None, at)
+        self.exits[Exit.EXCEPTION] += 1
         return self._exception(Vector.GP, idt_error_code(vector),
                                _at_ip(at, event.ip - event.length))
 
