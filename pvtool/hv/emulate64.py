@@ -10,6 +10,7 @@ they never get here; port I/O is the supervisor's port_allowed.
 
 from pvtool.abi.xen import hypercall_page_64
 from pvtool.hv import emulate_msrs
+from pvtool.hv.emulate import CPUID_LEAVES, FORCED_CPUID
 from pvtool.hv.emulate_msrs import GeneralProtection
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.vcpu64 import is_canonical
@@ -20,6 +21,7 @@ from pvtool.x86.operands import special_register_move
 from pvtool.x86.paging import PAGE_SHIFT
 
 MSR_EFER = emulate_msrs.MSR_EFER
+RBX = GPRS64_BY_NAME["rbx"]
 MSR_FS_BASE = 0xC000_0100
 MSR_GS_BASE = 0xC000_0101
 MSR_SHADOW_GS_BASE = 0xC000_0102
@@ -56,6 +58,24 @@ class Emulator64:
         if self.domain.trace:
             self.domain.log(f"emulate {insn.mnemonic} {insn.op_str} at {rip:#x}".rstrip())
         self.cpu.write(RIP, rip + insn.size)
+        return True
+
+    def forced_cpuid(self, rip: int) -> bool:
+        """The #UD of Xen's forced-emulation prefix (ud2; "xen"; cpuid), which Xen
+        honours for every PV guest in any mode (pv/emul-inv-op.c): answer from the
+        CPUID a PV kernel is shown (hv/emulate.py) and go on past both; False if RIP
+        holds anything else. cpuid writes all of RAX-RDX, zero-extended."""
+        try:
+            code = self.domain.memory.read_virt(rip, len(FORCED_CPUID))
+        except (PageFault, UnassignedMemory):
+            return False
+        if code != FORCED_CPUID:
+            return False
+        leaf = CPUID_LEAVES.get(self.cpu.read(RAX) & 0xFFFFFFFF, (0, 0, 0, 0))
+        for reg, value in zip((RAX, RBX, RCX, RDX), leaf, strict=True):
+            self.cpu.write(reg, value)
+        self.cpu.write(RIP, rip + len(FORCED_CPUID))
+        self.emulated["cpuid"] = self.emulated.get("cpuid", 0) + 1
         return True
 
     def _handler(self, insn):

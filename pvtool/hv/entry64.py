@@ -145,7 +145,8 @@ class Pv64Supervisor(PvSupervisor):
 
     def _fault(self, event: Interruption) -> int | None:
         vector, ip = event.vector, event.ip
-        if vector == Vector.GP and self.state.kernel_mode \
+        if vector == Vector.UD and self.emulator.forced_cpuid(ip) \
+                or vector == Vector.GP and self.state.kernel_mode \
                 and self.emulator.emulate_privileged(ip):
             self.exits[Exit.EMULATED] += 1
             return None

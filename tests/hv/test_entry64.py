@@ -2,6 +2,8 @@
 (tests/hv/longmode.py) through the machine's real hooks. Expected values are Xen's,
 from XEN-ABI64.md Part 1 (section cited per test)."""
 
+import struct
+
 import pytest
 
 from pvtool.abi.xen import VGCF_IN_SYSCALL, CallbackType, hypercall_page_64
@@ -321,3 +323,19 @@ def test_a_frame_in_xens_range_crashes_the_domain(dom):
 def test_iret_to_compat_code_crashes_the_domain_rather_than_run_it_as_64_bit(dom):
     run_kernel(dom, iret_to_user(0).replace("push 0xe033", "push 0xe023"))
     assert "cs 0xe023" in dom.machine.stop.reason
+
+
+@pytest.mark.parametrize("user", [False, True])
+def test_forced_emulation_cpuid_answers_xens_signature_in_either_mode(dom, user):
+    source = "mov rax, 0xffffffff40000000; ud2; .byte 0x78, 0x65, 0x6e; cpuid"
+    if user:
+        after = run_user(dom, source, until=USER_CODE + len(assemble(source, 0, 64)))
+    else:
+        run_kernel(dom, source)
+        after = KERNEL_CODE + len(assemble(source, 0, 64))
+    assert reg(dom, RIP) == after
+    gprs = dom.machine.cpu.width.gprs
+    assert struct.pack("<3I", *(reg(dom, gprs[r]) for r in ("rbx", "rcx", "rdx"))) \
+        == b"XenVMMXenVMM"
+    assert reg(dom, RAX) == 0x40000002  # zero-extended: the high half is gone
+    assert dom.machine.exits[Exit.EMULATED] == 1
