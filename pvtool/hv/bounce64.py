@@ -47,10 +47,15 @@ class Interrupted:
     ss: int
 
 
-def interrupted_at(cpu: Cpu, rip: int) -> Interrupted:
-    """The CPU's state, returning to RIP."""
-    return Interrupted(rip, cpu.read(CS), cpu.read(RFLAGS), cpu.read(RSP),
-                       cpu.read(RCX), cpu.read(R11), cpu.read(SS))
+def interrupted_at(cpu: Cpu, rip: int, *, by_syscall: bool = False) -> Interrupted:
+    """The CPU's state, returning to RIP. BY_SYSCALL: RCX and R11 are what the
+    hardware's syscall would have put there (RIP and RFLAGS), not read."""
+    rflags = cpu.read(RFLAGS)
+    if by_syscall:
+        rcx, r11 = rip, rflags
+    else:
+        rcx, r11 = cpu.read(RCX), cpu.read(R11)
+    return Interrupted(rip, cpu.read(CS), rflags, cpu.read(RSP), rcx, r11, cpu.read(SS))
 
 
 def bounce(dom: PvDomain, vcpu64: Vcpu64, handler: int, at: Interrupted, *,

@@ -89,8 +89,7 @@ class Pv64Supervisor(PvSupervisor):
         compat code) on a frame whose RCX and R11 hold what the hardware's syscall
         would have put there; no callback: #UD at the syscall."""
         next_ip = fast.next_ip  # read under the user's tables, before the toggle
-        at = interrupted_at(self.cpu, next_ip)
-        at = replace(at, rcx=next_ip, r11=at.rflags)
+        at = interrupted_at(self.cpu, next_ip, by_syscall=True)
         kind = CallbackType.syscall32 if at.cs & 0xFFFF == FLAT_USER_CS32 \
             else CallbackType.syscall
         callback = self.state.callbacks.get(kind)

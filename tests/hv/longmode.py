@@ -101,6 +101,7 @@ class LongModeDomain:
         self.lines: list[str] = []
         self.trace = self.lines.append if trace else None
         _build_tables(machine)
+        machine.memory.keep_translations()  # as a PV domain's: its tables never change
         machine.memory.write_phys(HYPERCALL_PAGE, hypercall_page_64())
         self.upcall_mask = 1
         self.supervisor = Pv64Supervisor(self)
