@@ -122,7 +122,7 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
                          if disk_path else None)
         machine = Machine(ram_size=options.ram_size, output=output,
                           input_data=options.input_data, disks=disks, keys=keys,
-                          host_tsc=options.host_tsc)
+                          host_tsc=options.host_tsc, bits=image.bits)
         domain = _boot(machine, image, mode, options)
         machine.supervisor.delivery.trace = options.trace_interrupts
         result = _run_loop(machine, mode, options)
@@ -145,7 +145,9 @@ def _load_image(path: Path, requested: Mode) -> KernelImage:
     """The kernel at PATH: an ELF, or for the Multiboot boots (native, trap) also a
     flat binary that QEMU's -kernel boots."""
     flat = load_flat(path) if requested in (Mode.NATIVE, Mode.TRAP) else None
-    image = flat or require_32bit(load_elf(path))
+    image = flat or load_elf(path)
+    if flat is None and not (requested in (Mode.AUTO, Mode.PV) and parse_xen_notes(image)):
+        require_32bit(image)  # a 64-bit image boots only as a PV domain
     if flat is None and requested in (Mode.NATIVE, Mode.TRAP) and parse_xen_notes(image):
         raise UnsupportedImageError(
             f"{path}: a PV image (it has Xen ELF notes: patched, or written for Xen), "

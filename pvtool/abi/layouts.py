@@ -60,6 +60,16 @@ START_INFO = layout(
     mfn_list=(68, "I"), mod_start=(72, "I"), mod_len=(76, "I"), cmd_line=(80, "1024s"),
 )
 
+# x86-64 (xen.h with 8-byte unsigned long and xen_pfn_t): 1168 bytes.
+START_INFO_64 = layout(
+    "start_info", 1168,
+    magic=(0, "32s"), nr_pages=(32, "Q"), shared_info=(40, "Q"), flags=(48, "I"),
+    store_mfn=(56, "Q"), store_evtchn=(64, "I"), console_mfn=(72, "Q"),
+    console_evtchn=(80, "I"), pt_base=(88, "Q"), nr_pt_frames=(96, "Q"),
+    mfn_list=(104, "Q"), mod_start=(112, "Q"), mod_len=(120, "Q"), cmd_line=(128, "1024s"),
+    first_p2m_pfn=(1152, "Q"), nr_p2m_frames=(1160, "Q"),
+)
+
 VCPU_INFO = layout(
     "vcpu_info", 64,
     evtchn_upcall_pending=(0, "B"), evtchn_upcall_mask=(1, "B"),
@@ -80,6 +90,8 @@ TRAP_INFO = layout("trap_info", 8, vector=(0, "B"), flags=(1, "B"), cs=(2, "H"),
 MMU_UPDATE = layout("mmu_update", 16, ptr=(0, "Q"), val=(8, "Q"))
 
 MMUEXT_OP = layout("mmuext_op", 12, cmd=(0, "I"), arg1=(4, "I"), arg2=(8, "I"))
+# x86-64: arg1 (an mfn or a linear address) and arg2 are 8 bytes, 8-aligned.
+MMUEXT_OP_64 = layout("mmuext_op", 24, cmd=(0, "I"), arg1=(8, "Q"), arg2=(16, "Q"))
 
 MULTICALL_ENTRY = layout("multicall_entry", 32, op=(0, "I"), result=(4, "I"),
                           args=(8, "6I"))

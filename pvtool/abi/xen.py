@@ -393,6 +393,14 @@ FLAT_RING3_CS = 0xE02B
 FLAT_RING3_DS = 0xE033
 FLAT_RING3_SS = 0xE033
 GUEST_KERNEL_RPL = 1  # a 32-bit PV kernel runs in ring 1 (Xen's GUEST_KERNEL_RPL)
+# 64-bit (arch-x86/xen-x86_64.h): kernel and user both run in ring 3, on the same
+# selectors; 0xe023 is the 32-bit (compat) user code segment.
+FLAT_RING3_CS32 = 0xE023
+FLAT_RING3_CS64 = 0xE033
+FLAT_RING3_SS64 = 0xE02B
+FLAT_KERNEL_CS64 = FLAT_RING3_CS64
+FLAT_KERNEL_SS64 = FLAT_RING3_SS64
+GUEST_KERNEL_RPL_64 = 3
 
 # Virtual address space Xen keeps for itself on x86-32.
 HYPERVISOR_VIRT_START_PAE = 0xF5800000
@@ -408,6 +416,20 @@ PAE_XEN_FIRST_L2_SLOT = (HYPERVISOR_VIRT_START_PAE >> 21) & 511  # 428
 # bits; PWT, PCD, PS, G and bits 52-63 are refused.
 PAE_L3_ALLOWED_FLAGS = 0x001 | 0x002 | 0x004 | 0x020 | 0x040 | 0xE00
 
+# Virtual address space Xen keeps for itself on x86-64 (asm/config.h): L4 slots
+# 256-271, the read-only M2P first (MACH2PHYS_VIRT_START/END, xen-x86_64.h); a guest
+# may use slots 0-255 and 272-511 (is_guest_l4_slot).
+HYPERVISOR_VIRT_START_64 = 0xFFFF_8000_0000_0000
+HYPERVISOR_VIRT_END_64 = 0xFFFF_8800_0000_0000
+XEN_L4_SLOTS = range(256, 272)
+RO_MPT_VIRT_START_64 = HYPERVISOR_VIRT_START_64
+RO_MPT_VIRT_END_64 = 0xFFFF_8040_0000_0000
+RO_MPT_L4_SLOT = 256
+PERDOMAIN_L4_SLOT = 260  # Xen's per-domain area: its GDT and LDT mappings
+# Xen's software PTE bit: flag bit 12, which put_pte_flags stores in PTE bit 52
+# (asm/x86_64/page.h): a 64-bit kernel's own page, mapped user so its CPL 3 reaches it.
+PAGE_GUEST_KERNEL = 1 << 52
+
 # trap_info.flags
 TI_DPL_MASK = 3
 TI_MASK_EVENTS = 4
@@ -419,6 +441,21 @@ BOOT_MAPPING_SPARE = 512 << 10
 
 NR_EVENT_CHANNELS_32 = 1024
 DOMID_SELF = 0x7FF0
+
+
+def hypercall_page_64() -> bytes:
+    """The hypercall page a 64-bit guest calls through (XEN-ABI64.md 1.2): entry i is
+    `push rcx; push r11; mov eax, i; syscall; pop r11; pop rcx; ret`, and the iret
+    entry `push rcx; push r11; push rax; mov eax, 23; syscall` (no return). The rest
+    of the page is int3."""
+    page = bytearray(b"\xcc" * (HYPERCALL_ENTRY_SIZE * HYPERCALL_PAGE_ENTRIES))
+    for number in range(HYPERCALL_PAGE_ENTRIES):
+        mov = b"\xb8" + number.to_bytes(4, "little")
+        entry = b"\x51\x41\x53" + mov + b"\x0f\x05\x41\x5b\x59\xc3"
+        if number == Hypercall.iret:
+            entry = b"\x51\x41\x53\x50" + mov + b"\x0f\x05"
+        page[HYPERCALL_ENTRY_SIZE * number:HYPERCALL_ENTRY_SIZE * number + len(entry)] = entry
+    return bytes(page)
 
 
 def hypercall_page_32() -> bytes:

@@ -1,13 +1,22 @@
 """Boot a PV kernel: build the domain, wire the hypervisor into the machine, and
-leave the vCPU at the kernel's entry in ring 1."""
+leave the vCPU at the kernel's entry: in ring 1 for a 32-bit kernel, at CPL 3 in long
+mode for a 64-bit one (on a Machine of that width)."""
 
 from collections.abc import Callable
 from pathlib import Path
 
+from pvtool.abi.xen import FLAT_KERNEL_SS64
 from pvtool.errors import UnsupportedImageError
-from pvtool.hv import layout
+from pvtool.hv import layout, layout64
 from pvtool.hv.blkback.xenbus import start_blkback
-from pvtool.hv.builder import CONSOLE_EVTCHN, STORE_EVTCHN, build_domain, enter_guest
+from pvtool.hv.builder import (
+    CONSOLE_EVTCHN,
+    STORE_EVTCHN,
+    BootLayout,
+    build_domain,
+    enter_guest,
+)
+from pvtool.hv.builder64 import build_domain64, enter_guest64
 from pvtool.hv.domain import PvDomain
 from pvtool.hv.emulate import Emulator
 from pvtool.hv.traps import PvSupervisor
@@ -19,6 +28,7 @@ from pvtool.image.xen_notes import parse_xen_notes
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.firmware.post import leave_devices
 from pvtool.machine.pc import Machine
+from pvtool.x86 import paging
 from pvtool.x86.paging import PAGE_SIZE, PagingMode
 
 
@@ -34,13 +44,19 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
         raise UnsupportedImageError(
             f"{image.path}: no Xen ELF notes, so it cannot run paravirtualized; patch it "
             "with `pvtool patch` or boot it on the bare PC with --native")
+    if machine.cpu.bits != image.bits:
+        raise UnsupportedImageError(f"{image.path}: a {image.bits}-bit kernel needs a "
+                                    f"{image.bits}-bit machine")
     leave_devices(machine)
     nr_pages = machine.ram_size // PAGE_SIZE
     machine.map_memory(layout.BASE, layout.MEMORY_SIZE)
-    boot = build_domain(machine, image, notes, nr_pages, cmdline, modules)
+    if image.bits == 64:
+        machine.map_memory(layout64.MEMORY_BASE, layout64.MEMORY_SIZE)
+        boot = build_domain64(machine, image, notes, nr_pages, cmdline, modules)
+    else:
+        boot = build_domain(machine, image, notes, nr_pages, cmdline, modules)
     ours = parse_pvtool_notes(image)
-    domain = PvDomain(machine, base_mfn=boot.pfn(boot.page_tables),
-                      paging=PagingMode.PAE if boot.pae else PagingMode.TWO_LEVEL,
+    domain = PvDomain(machine, base_mfn=boot.pfn(boot.page_tables), paging=_paging(boot),
                       glue=boot.glue, superpages=boot.glue, console_mfn=boot.pfn(boot.console),
                       regs_block=ours.regs_block, site_ranges=ours.site_ranges,
                       glue_alias=(notes.virt_base or 0) if boot.glue else 0,
@@ -56,7 +72,29 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
         domain.blkback = start_blkback(domain, disk)
     emulator = Emulator(domain, ours.trap_sites, ours.regs_block)
     machine.attach(PvSupervisor(domain, emulator))
-    enter_guest(machine, boot, notes.entry if notes.entry is not None else image.entry)
-    domain.pagetables.new_baseptr(boot.pfn(boot.page_tables))
+    entry = notes.entry if notes.entry is not None else image.entry
+    if boot.long_mode:
+        start_vcpu64(domain, boot, entry)
+    else:
+        enter_guest(machine, boot, entry)
+        domain.pagetables.new_baseptr(boot.pfn(boot.page_tables))
     return domain
+
+
+def _paging(boot: BootLayout) -> PagingMode:
+    if boot.long_mode:
+        return PagingMode.FOUR_LEVEL
+    return PagingMode.PAE if boot.pae else PagingMode.TWO_LEVEL
+
+
+def start_vcpu64(domain: PvDomain, boot: BootLayout, entry: int) -> None:
+    """The toolstack pins the L4 (validating the bootstrap tables: the user bit on
+    every level, Xen's slots filled), the vCPU takes it as its kernel base, and enters
+    the kernel at CPL 3 on its boot stack, which is also its kernel stack
+    (kernel_ss:sp, xg_dom_x86.c)."""
+    l4 = boot.pfn(boot.page_tables)
+    domain.pagetables.pin(l4, paging.levels(PagingMode.FOUR_LEVEL))
+    domain.pagetables.new_baseptr(l4)
+    enter_guest64(domain.machine, boot, entry)
+    domain.kernel_ss, domain.kernel_sp = FLAT_KERNEL_SS64, boot.stack + PAGE_SIZE
 

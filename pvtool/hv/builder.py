@@ -13,6 +13,7 @@ list and the machine-to-phys table are identities.
 """
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,7 @@ class BootLayout:
     v_end: int
     glue: bool = False  # a glue window was loaded (abi/pvtool.py)
     pae: bool = False  # 3-level page tables (today's Xen) instead of 2-level
+    long_mode: bool = False  # a 64-bit domain, on 4-level tables (hv/builder64.py)
 
     def pfn(self, vaddr: int) -> int:
         return (vaddr - self.virt_base) // PAGE_SIZE
@@ -68,21 +70,29 @@ class BootLayout:
 
 def plan_layout(virt_base: int, kernel_end: int, nr_pages: int, *,
                 glue: bool = False, pae: bool = False) -> BootLayout:
+    return plan_boot(virt_base, kernel_end, 4 * nr_pages,
+                     lambda v_end: _pt_frames(virt_base, v_end, pae), glue=glue, pae=pae)
+
+
+def plan_boot(virt_base: int, kernel_end: int, p2m_bytes: int,
+              pt_frames: Callable[[int], int], **kind: bool) -> BootLayout:
+    """Xen's order after the kernel, P2M_BYTES of p2m list first; PT_FRAMES(v_end)
+    counts the page-table frames that map [VIRT_BASE, v_end), which they enlarge."""
     p2m = page_up(kernel_end)
-    start_info = p2m + page_up(4 * nr_pages)
+    start_info = p2m + page_up(p2m_bytes)
     xenstore = start_info + PAGE_SIZE
     console = xenstore + PAGE_SIZE
     page_tables = console + PAGE_SIZE
     nr_frames = 1
     while True:
         stack = page_tables + nr_frames * PAGE_SIZE
-        v_end = _round_up(stack + PAGE_SIZE + xen.BOOT_MAPPING_SPARE, xen.BOOT_MAPPING_ALIGN)
-        needed = _pt_frames(virt_base, v_end, pae)
+        v_end = round_up(stack + PAGE_SIZE + xen.BOOT_MAPPING_SPARE, xen.BOOT_MAPPING_ALIGN)
+        needed = pt_frames(v_end)
         if needed <= nr_frames:
             break
         nr_frames = needed
     return BootLayout(virt_base, kernel_end, p2m, start_info, xenstore, console,
-                      page_tables, nr_frames, stack, v_end, glue, pae)
+                      page_tables, nr_frames, stack, v_end, **kind)
 
 
 def _mapped_start(virt_base: int) -> int:
@@ -117,18 +127,16 @@ def build_domain(machine: Machine, image: ElfImage, notes: XenNotes, nr_pages: i
     if glue and pae:
         raise UnsupportedImageError(f"{image.path}: a glue window needs a 2-level domain "
                                     "(patched PAE kernels are not supported)")
-    end = _load_kernel(machine, image, virt_base, nr_pages)
+    end = load_kernel(machine, image, virt_base, nr_pages)
     if notes.bsd_symtab:
-        end = _load_symtab(machine, image, virt_base, end, nr_pages)
+        end = load_symtab(machine, image, virt_base, end, nr_pages)
     check_notes(image, notes, end, layout.PAE_BASE if pae else layout.BASE)
     if pae and end > layout.PAE_BASE:
         raise UnsupportedImageError(f"{image.path}: the kernel reaches {end:#x}, Xen's "
                                     "range on PAE")
     loaded = load_modules(machine, modules, end, virt_base)
     boot = plan_layout(virt_base, loaded.end, nr_pages, glue=bool(glue), pae=pae)
-    if boot.pfn(boot.v_end) > nr_pages:
-        raise UnsupportedImageError(f"{image.path}: the kernel does not fit in the domain's "
-                                    f"{nr_pages * PAGE_SIZE >> 20} MiB")
+    check_fits(image, boot, nr_pages)
     _write_hypervisor_area(machine, nr_pages)
     _write_p2m(machine, boot, nr_pages)
     _write_start_info(machine, boot, nr_pages, cmdline, loaded)
@@ -141,6 +149,12 @@ def build_domain(machine: Machine, image: ElfImage, notes: XenNotes, nr_pages: i
         machine.memory.write_phys(_physical(image, notes.hypercall_page, virt_base),
                                   xen.hypercall_page_32())
     return boot
+
+
+def check_fits(image: ElfImage, boot: BootLayout, nr_pages: int) -> None:
+    if boot.pfn(boot.v_end) > nr_pages:
+        raise UnsupportedImageError(f"{image.path}: the kernel does not fit in the domain's "
+                                    f"{nr_pages * PAGE_SIZE >> 20} MiB")
 
 
 def enter_guest(machine: Machine, boot: BootLayout, entry: int) -> None:
@@ -210,7 +224,7 @@ def _physical(image: ElfImage, vaddr: int, virt_base: int) -> int:
     return vaddr - virt_base
 
 
-def _load_kernel(machine: Machine, image: ElfImage, virt_base: int, nr_pages: int) -> int:
+def load_kernel(machine: Machine, image: ElfImage, virt_base: int, nr_pages: int) -> int:
     end = 0
     for seg in image.segments:
         if seg.memsz == 0 or _in_glue_window(seg):
@@ -226,7 +240,7 @@ def _load_kernel(machine: Machine, image: ElfImage, virt_base: int, nr_pages: in
     return end
 
 
-def _load_symtab(machine: Machine, image: ElfImage, virt_base: int, end: int,
+def load_symtab(machine: Machine, image: ElfImage, virt_base: int, end: int,
                  nr_pages: int) -> int:
     """XEN_ELFNOTE_BSD_SYMTAB: the symbol table right after the kernel, the kernel's
     end moved past it (libelf-dominfo.c, elf_xen_addr_calc_check: virt_kend =
@@ -234,7 +248,7 @@ def _load_symtab(machine: Machine, image: ElfImage, virt_base: int, end: int,
     block = symtab_block(image)
     if block is None:
         return end
-    start = _round_up(end, image.elf_class.word_size)
+    start = round_up(end, image.elf_class.word_size)
     if start - virt_base + len(block) > nr_pages * PAGE_SIZE:
         raise UnsupportedImageError(f"{image.path}: its symbol table does not fit in the "
                                     f"domain's {nr_pages * PAGE_SIZE >> 20} MiB")
@@ -251,8 +265,13 @@ def _write_hypervisor_area(machine: Machine, nr_pages: int) -> None:
     mem.write_phys(layout.PAE_M2P_L1, layout.pae_m2p_l1(m2p_pages))
     mem.write_phys(layout.PAE_PRIVATE_L1, layout.pae_private_l1())
     mem.write_phys(layout.TRAMPOLINE + layout.IRETD_OFFSET, layout.IRETD)
-    for vcpu in range(32):  # every upcall mask starts at 1: events masked
-        mem.write_phys(layout.SHARED_INFO + 64 * vcpu + 1, b"\x01")
+    mask_all_events(machine)
+
+
+def mask_all_events(machine: Machine) -> None:
+    """Every vCPU's upcall mask starts at 1: events masked."""
+    for vcpu in range(32):
+        machine.memory.write_phys(layout.SHARED_INFO + 64 * vcpu + 1, b"\x01")
 
 
 def _write_p2m(machine: Machine, boot: BootLayout, nr_pages: int) -> None:
@@ -335,5 +354,5 @@ def _write_pae_page_tables(machine: Machine, boot: BootLayout) -> None:
     mem.write_phys(l3_pfn * PAGE_SIZE, struct.pack("<512Q", *l3))
 
 
-def _round_up(value: int, alignment: int) -> int:
+def round_up(value: int, alignment: int) -> int:
     return -(-value // alignment) * alignment

@@ -160,6 +160,7 @@ class Domain:
         self.vcpu = VCpu(machine.cpu, machine.memory)
         self.gdt = Gdt(self)
         self.pagetables = PageTables(self, base_mfn, paging, glue=glue, superpages=superpages)
+        self.guest_ranges = self.pagetables.rules.guest_ranges  # read on every pointer
         self.glue_alias = 0  # PvDomain: where else its glue is reached (hv/traps.py)
 
     # -- what the domain owns ------------------------------------------------------
@@ -176,8 +177,9 @@ class Domain:
 
     @property
     def hypervisor_start(self) -> int:
-        """Where Xen's range begins: 0xF5800000 on PAE, 0xFC000000 on 2-level."""
-        return layout.PAE_BASE if self.pagetables.pae else layout.BASE
+        """Where Xen's range begins: 0xF5800000 on PAE, 0xFC000000 on 2-level,
+        0xFFFF800000000000 on 4-level."""
+        return self.pagetables.rules.hypervisor_start
 
     # -- guest memory, checked -----------------------------------------------------
     def copy_from_guest(self, vaddr: int, size: int) -> bytes:
@@ -200,8 +202,9 @@ class Domain:
         (the domain's own frames, mapped there for a patched kernel)."""
         if size < 0 or vaddr < 0:
             raise HypercallError(Errno.EFAULT, f"guest buffer {vaddr:#x}+{size:#x}")
-        if vaddr + size <= self.hypervisor_start:
-            return
+        for start, end in self.guest_ranges:
+            if start <= vaddr and vaddr + size <= end:
+                return
         window = layout.GLUE_WINDOW
         in_window = window <= vaddr and vaddr + size <= window + pvabi.GLUE_WINDOW_SIZE
         if not (in_window and self.pagetables.glue):

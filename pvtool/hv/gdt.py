@@ -12,7 +12,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY, GUEST_KERNEL_RPL, Errno
-from pvtool.hv import layout
+from pvtool.hv import layout, layout64
 from pvtool.hv.errors import HypercallError
 from pvtool.x86.descriptors import (
     ACCESSED,
@@ -63,7 +63,9 @@ class Gdt:
         self.domain = domain
         self.frames: tuple[int, ...] = ()
         self.entries = 0
-        for index, desc in layout.reserved_gdt_entries().items():
+        wide = domain.machine.cpu.bits == 64
+        reserved = layout64.reserved_gdt_entries() if wide else layout.reserved_gdt_entries()
+        for index, desc in reserved.items():
             self._write(index, desc)
 
     def set_gdt(self, frames: tuple[int, ...], entries: int) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from pvtool.abi.xen import Errno
 from pvtool.hv import layout
-from pvtool.hv.errors import HypercallError
+from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.frames import PINNED, is_table, page_type
 from pvtool.hv.pagemodes import RULES
 from pvtool.hv.superpages import SplitTables
@@ -42,8 +42,9 @@ class PageTables:
         self.rules = RULES[mode]
         self.pae = mode is PagingMode.PAE  # read on every guest pointer (Domain)
         self.glue = glue  # map the patched kernel's glue window in every address space
-        self.base_mfn = base_mfn
+        self.base_mfn = base_mfn  # Xen's guest_table: the kernel's on 64-bit
         self._base_held = False  # the builder's (or trap mode's) tables: not validated
+        self.user_base_mfn = 0  # 64-bit: guest_table_user, the user L4 (0: none)
         splits = SplitTables(domain.memory.write_phys, domain.machine.map_memory) \
             if superpages else None
         self.validator = Validator(domain.frames, domain.memory, domain.domid, self.rules,
@@ -104,6 +105,28 @@ class PageTables:
         if self.domain.trace:
             self.domain.log(f"new base {mfn:#x}")
 
+    def new_user_baseptr(self, mfn: int) -> None:
+        """MMUEXT_NEW_USER_BASEPTR (64-bit): the L4 user mode runs on, validated as a
+        base; 0 clears it. CR3 stays: the kernel makes the call (xen/arch/x86/mm.c)."""
+        if mfn == self.user_base_mfn:
+            return
+        if mfn:
+            self.validator.get_table(mfn, self.rules.levels, None, downgrade=False)
+        if self.user_base_mfn:
+            self.validator.put_table(self.user_base_mfn, None)
+        self.user_base_mfn = mfn
+        if self.domain.trace:
+            self.domain.log(f"new user base {mfn:#x}")
+
+    def load_cr3(self, *, user: bool) -> None:
+        """CR3 := the user L4 in user mode, the kernel's in kernel mode (Xen's
+        update_cr3, after toggle_guest_mode). Going to user mode with no user L4
+        crashes the domain, as Xen's HYPERVISOR_iret does (pv/iret.c)."""
+        mfn = self.user_base_mfn if user else self.base_mfn
+        if not mfn:
+            raise DomainCrash("Guest switching to user mode with no user page tables")
+        self.domain.machine.cpu.write(CR3, mfn << PAGE_SHIFT)
+
     def pin(self, mfn: int, level: int) -> None:
         """MMUEXT_PIN_Ln_TABLE: hold MFN as a table of LEVEL until unpinned. A kernel
         that pins is written for Xen: it gets Xen's refusals, never a downgrade."""
@@ -142,7 +165,7 @@ class PageTables:
 
     def l1_slot_for(self, vaddr: int) -> tuple[int, int]:
         """(L1 frame, index) of the entry mapping VADDR in the current base."""
-        if vaddr >= self.rules.hypervisor_start:
+        if not self.rules.is_guest_range(vaddr, 1):
             raise HypercallError(Errno.EINVAL, f"{vaddr:#x} is in the hypervisor's range")
         mode, table = self.rules.mode, self.base_mfn
         for level in range(self.rules.levels, 1, -1):

@@ -86,13 +86,22 @@ class Validator:
         levels = range(1, self.top + 1)
         self._table = {n: struct.Struct(f"<{paging.entry_count(mode, n)}{code}") for n in levels}
         self._address = {n: paging.address_mask(mode, n) for n in levels}
-        # EFER.NXE is off in a PV domain: bit 63 is reserved too.
-        self._forbidden = {n: paging.reserved_bits(mode, n, nxe=False) for n in levels}
+        # EFER.NXE is off in a 32-bit PV domain: bit 63 is reserved too.
+        self._forbidden = {n: self._forbidden_bits(n) for n in levels}
         if rules.top_allowed_flags is not None:  # its flags Xen's, not the format's
             self._forbidden[self.top] &= ~0xFFF
             self._forbidden[self.top] |= 0xFFF & ~rules.top_allowed_flags
         self._large = {n: paging.is_large(paging.PS, mode, n) for n in levels}
         self._hypervisor_entries = rules.hypervisor_entries(glue)
+
+    def _forbidden_bits(self, level: int) -> int:
+        """The bits a present entry of LEVEL may not set; PS, where the format allows a
+        large page, is left to _check_bits, which names it."""
+        mode, allowed = self.rules.mode, self.rules.guest_flags
+        if allowed is None:
+            return paging.reserved_bits(mode, level, nxe=False)
+        large = paging.PS if paging.is_large(paging.PS, mode, level) else 0
+        return (1 << 64) - 1 & ~(allowed[level] | paging.address_mask(mode, level) | large)
 
     # -- entries in memory -----------------------------------------------------------
     def entries(self, mfn: int, level: int) -> tuple[int, ...]:
@@ -315,6 +324,8 @@ class Validator:
         validated (the refusal names the entry)."""
         site = (level, mfn, index)
         self._check_bits(site, entry)
+        if self.rules.adjust is not None:
+            entry = self.rules.adjust(level, entry)
         frame = (entry & self._address[level]) >> PAGE_SHIFT
         if level == 1:
             return self._get_l1e(site, frame, entry, downgrade, whole)
@@ -350,6 +361,9 @@ class Validator:
             if level == self.top and self.rules.top_allowed_flags is not None:
                 raise refuse(f"{where(site)} = {entry:#x}: an L{level} entry may carry "
                              f"only the flags {self.rules.top_allowed_flags:#x}")
+            if self.rules.guest_flags is not None:
+                raise refuse(f"{where(site)} = {entry:#x} sets bits "
+                             f"{entry & self._forbidden[level]:#x}, which a guest may not set")
             raise refuse(f"{where(site)} = {entry:#x} sets reserved bits")
         if entry & paging.PS and self._large[level]:
             if self.splits is None:

@@ -110,6 +110,9 @@ class Cpu:
         self._value.value = value & self._mask
         uclib.uc_reg_write(self._handle, reg, self._value_ref)
 
+    def write_msr(self, msr: int, value: int) -> None:
+        self.uc.msr_write(msr, value)
+
     def flush_tlb(self) -> None:
         """Drop every cached translation: Unicorn flushes its TLB on a CR3 write,
         even of the same value (UNICORN.md), and on nothing a hook can do otherwise."""

@@ -11,7 +11,7 @@ this module only uses it.
 import struct
 from dataclasses import dataclass
 
-from pvtool.machine.cpu import EIP, ESP, Cpu
+from pvtool.machine.cpu import CS, EIP, ESP, RIP, RSP, SS, Cpu
 from pvtool.machine.memory import GuestMemory
 from pvtool.x86.registers import EFLAGS_RESERVED
 
@@ -26,6 +26,31 @@ class Trampoline:
     frame: int
     ring0_cs: int
     ring0_ss: int
+
+
+@dataclass(frozen=True)
+class IretqTrampoline:
+    """An `iretq` at virtual address CODE and room for its 40-byte frame at virtual
+    FRAME (physical FRAME_PHYS), both mapped in the page tables in use (supervisor-only
+    is enough); RING0_CS and RING0_SS are ring-0 64-bit code and data selectors of the
+    GDT in use."""
+
+    code: int
+    frame: int
+    frame_phys: int
+    ring0_cs: int
+    ring0_ss: int
+
+
+def enter_cpl3_long_mode(cpu: Cpu, memory: GuestMemory, trampoline: IretqTrampoline, *,
+                         cs: int, rip: int, ss: int, rsp: int, rflags: int) -> None:
+    """From CPL 0 in long mode, continue at CS:RIP on SS:RSP with RFLAGS: the iretq
+    runs first thing in the next slice (until then RIP is the trampoline's)."""
+    memory.write_phys(trampoline.frame_phys, struct.pack("<5Q", rip, cs, rflags, rsp, ss))
+    cpu.write(CS, trampoline.ring0_cs)
+    cpu.write(SS, trampoline.ring0_ss)
+    cpu.write(RSP, trampoline.frame)
+    cpu.write(RIP, trampoline.code)
 
 
 class RingSwitch:

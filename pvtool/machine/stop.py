@@ -15,8 +15,11 @@ from pvtool.machine.cpu import (
     EIP,
     ES,
     FS,
+    GPRS64_BY_NAME,
     GPRS_BY_NAME,
     GS,
+    RFLAGS,
+    RIP,
     SS,
     Cpu,
 )
@@ -25,6 +28,9 @@ from pvtool.machine.cpu import (
 STOP_REGISTERS = {**GPRS_BY_NAME, "eip": EIP, "eflags": EFLAGS, "cs": CS, "ds": DS,
                   "es": ES, "fs": FS, "gs": GS, "ss": SS, "cr0": CR0, "cr2": CR2,
                   "cr3": CR3, "cr4": CR4}
+STOP_REGISTERS_64 = {**GPRS64_BY_NAME, "rip": RIP, "rflags": RFLAGS,
+                     **{name: reg for name, reg in STOP_REGISTERS.items()
+                        if name not in GPRS_BY_NAME and name not in ("eip", "eflags")}}
 
 
 class StopKind(Enum):
@@ -65,6 +71,7 @@ class Stop:
 
 def registers_at_stop(cpu: Cpu) -> dict[str, int]:
     """The CPU's registers by name, and its CPL, as the run left them."""
-    values = {name: cpu.read(reg) for name, reg in STOP_REGISTERS.items()}
+    names = STOP_REGISTERS_64 if cpu.bits == 64 else STOP_REGISTERS
+    values = {name: cpu.read(reg) for name, reg in names.items()}
     values["cpl"] = cpu.cpl
     return values

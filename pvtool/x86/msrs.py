@@ -11,6 +11,9 @@ IA32_EFER = 0xC000_0080
 STAR = 0xC000_0081
 
 EFER_SCE = 1 << 0  # SYSCALL/SYSRET enabled
+EFER_LME = 1 << 8  # long mode enabled
+EFER_LMA = 1 << 10  # long mode active
+EFER_NXE = 1 << 11  # the NX bit of page-table entries is honoured
 STAR_SYSRET_CS_SHIFT = 48  # STAR[63:48]: the selector SYSRET loads into CS
 
 # Both return to ring 3: the selectors they load get RPL 3 whatever the MSR says.

@@ -18,5 +18,6 @@ CR0_PG = 1 << 31
 
 CR4_PSE = 1 << 4
 CR4_PAE = 1 << 5
+CR4_FSGSBASE = 1 << 16  # rd/wr{fs,gs}base allowed at any CPL
 
 TSS32_ESP0 = 4  # ESP0, then SS0 (16 bits), in a 32-bit TSS

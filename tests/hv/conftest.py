@@ -3,6 +3,7 @@ guest to issue hypercalls from (tests.hv.harness.hypercall)."""
 
 import pytest
 
+from tests.hv import xenguest64
 from tests.hv.harness import Booted, boot
 from tests.hv.xenguest import DEFAULT_NOTES, Guest, guest_source, link
 
@@ -20,6 +21,18 @@ def build(guest_dir):
                **parts) -> Guest:
         kwargs = {"e_entry": e_entry} if base is None else {"e_entry": e_entry, "base": base}
         return link(guest_dir, guest_source(text, **parts), **kwargs)
+
+    return _build
+
+
+@pytest.fixture(scope="session")
+def build64(guest_dir):
+    """build64(text, handlers=, data=, bss=, notes=, entry=, e_entry=) -> Guest64: a
+    64-bit guest (tests/hv/xenguest64.py)."""
+
+    def _build(text: str = "", *, e_entry: str = "_start", **parts) -> xenguest64.Guest64:
+        return xenguest64.link(guest_dir, xenguest64.guest_source(text, **parts),
+                               e_entry=e_entry)
 
     return _build
 

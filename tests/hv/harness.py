@@ -78,9 +78,9 @@ class Booted:
         self.memory.write_u32(self.pte_address(vaddr), pte)
         self.write_u32s("go", 1)
 
-    # -- memory: VIRT_BASE is 0, so a kernel symbol's address is its physical one --------
+    # -- memory: a kernel symbol's physical address is its own less VIRT_BASE ----------
     def addr(self, symbol: str | int) -> int:
-        return self.guest[symbol] if isinstance(symbol, str) else symbol
+        return self.guest[symbol] - self.guest.virt_base if isinstance(symbol, str) else symbol
 
     def u32(self, symbol: str | int, index: int = 0) -> int:
         return struct.unpack("<I", self.memory.read_phys(self.addr(symbol) + 4 * index, 4))[0]
@@ -116,15 +116,16 @@ class Booted:
 def boot(guest: Guest, *, ram: int = RAM, cmdline: bytes = b"",
          modules: tuple[Path, ...] = ()) -> Booted:
     output = bytearray()
-    machine = Machine(ram_size=ram, output=output.extend)
-    domain = boot_pv_domain(machine, load_elf(guest.path), cmdline=cmdline, modules=modules)
+    image = load_elf(guest.path)
+    machine = Machine(ram_size=ram, output=output.extend, bits=image.bits)
+    domain = boot_pv_domain(machine, image, cmdline=cmdline, modules=modules)
     return Booted(guest, machine, domain, output)
 
 
 def hypercall(booted: Booted, number: int, *args: int) -> int:
-    """Hypercall NUMBER from the guest's vCPU, as its int 0x82 makes it (the argument
-    registers it does not name hold 0), straight into the dispatcher; EAX as the guest
-    then sees it."""
+    """Hypercall NUMBER from the guest's vCPU, as its int 0x82 (or `syscall`) makes it
+    (the argument registers it does not name hold 0), straight into the dispatcher;
+    EAX (RAX) as the guest then sees it."""
     domain = booted.domain
     registers = args + (0,) * (HYPERCALL_ARGS - len(args))
-    return call(domain, domain.vcpu, number, registers) & 0xFFFFFFFF
+    return call(domain, domain.vcpu, number, registers) & booted.cpu.width.mask

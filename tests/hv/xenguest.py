@@ -207,6 +207,8 @@ SECTIONS {{
 class Guest(Binary):
     """A test guest: its ELF (`elf`, or `path`) and its symbols."""
 
+    virt_base = 0  # where its symbols' virtual addresses start (VIRT_BASE)
+
     @property
     def path(self) -> Path:
         return self.elf
