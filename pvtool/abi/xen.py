@@ -471,21 +471,10 @@ def hypercall_page_32() -> bytes:
     return bytes(page)
 
 
-# -- x86-64 PV (XEN-ABI64.md Part 1; public/arch-x86/xen-x86_64.h) ---------------------
-# The flat selectors of a 64-bit guest: kernel and user both run at CPL 3 (§1.1).
-FLAT_KERNEL_CS64 = 0xE033
-FLAT_KERNEL_SS64 = 0xE02B
-FLAT_USER_CS32 = 0xE023  # compat-mode user code: its syscall goes to syscall32 (§1.4)
-FLAT_USER_CS64 = FLAT_KERNEL_CS64
-FLAT_USER_SS64 = FLAT_KERNEL_SS64
-# Xen's own range of the 64-bit address space: L4 slots 256-271 (§1.8). A bounce
-# frame may not even touch the 64 bytes past it (§1.5, create_bounce_frame).
-HYPERVISOR_VIRT_START_64 = 0xFFFF_8000_0000_0000
-HYPERVISOR_VIRT_END_64 = 0xFFFF_8800_0000_0000
+# -- x86-64 PV entry and exit (XEN-ABI64.md §1.2-1.7; public/arch-x86/xen-x86_64.h) --
 VGCF_IN_SYSCALL = 0x100  # iret_context.flags: return with SYSRET (§1.3)
 # Exceptions whose bounce frame carries an error code (X86_EXC_HAVE_EC, §1.5).
 EXCEPTIONS_WITH_ERROR_CODE_64 = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
-HYPERCALL_PAGE_IRET_64 = bytes.fromhex("51415350b8170000000f05")  # §1.2, entry 23
 
 
 class SegmentBase(IntEnum):
@@ -495,18 +484,3 @@ class SegmentBase(IntEnum):
     gs_user = 1
     gs_kernel = 2
     gs_user_sel = 3
-
-
-def hypercall_page_64() -> bytes:
-    """The hypercall page of a 64-bit guest (§1.2): entry i at 32*i is `push rcx;
-    push r11; mov eax, i; syscall; pop r11; pop rcx; ret` (syscall clobbers RCX and
-    R11); the iret entry pushes RCX, R11 and RAX for iret_context and has no return.
-    The rest of the page is int3."""
-    page = bytearray(b"\xcc" * (HYPERCALL_ENTRY_SIZE * HYPERCALL_PAGE_ENTRIES))
-    for number in range(HYPERCALL_PAGE_ENTRIES):
-        entry = (b"\x51\x41\x53\xb8" + number.to_bytes(4, "little")
-                 + b"\x0f\x05\x41\x5b\x59\xc3")
-        if number == Hypercall.iret:
-            entry = HYPERCALL_PAGE_IRET_64
-        page[HYPERCALL_ENTRY_SIZE * number:HYPERCALL_ENTRY_SIZE * number + len(entry)] = entry
-    return bytes(page)

@@ -14,14 +14,17 @@ A redirect made from a fast call goes through `call.resume` (the machine knows
 Unicorn's +2); one made from an interruption writes RIP.
 """
 
+import struct
 from dataclasses import replace
 
+from pvtool.abi.layouts import VCPU_INFO_64
 from pvtool.abi.xen import (
     EXCEPTIONS_WITH_ERROR_CODE_64,
-    FLAT_USER_CS32,
-    FLAT_USER_SS64,
+    FLAT_RING3_CS32,
+    FLAT_RING3_SS64,
     CallbackType,
 )
+from pvtool.hv import layout
 from pvtool.hv.bounce64 import Interrupted, bounce, interrupted_at, resume_at
 from pvtool.hv.domain import PvDomain
 from pvtool.hv.emulate64 import Emulator64
@@ -30,15 +33,15 @@ from pvtool.hv.hypercalls import TABLE_64, call
 from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.hv.traps import PvSupervisor, _vector_name
 from pvtool.hv.vcpu64 import Callback64
-from pvtool.machine.cpu import CR2, CR4
+from pvtool.machine.cpu import CR2
 from pvtool.machine.exits import Exit
 from pvtool.machine.fast_call import FastCall, FastCallKind
 from pvtool.machine.interruption import Interruption
 from pvtool.x86.paging import PF_U
 from pvtool.x86.registers import EFLAGS_DF, EFLAGS_IF
-from pvtool.x86.vectors import Vector, idt_error_code
+from pvtool.x86.vectors import Vector, idt_error_code, vector_name
 
-CR4_FSGSBASE = 1 << 16
+VCPU_CR2_64 = layout.VCPU0 + VCPU_INFO_64.offset("cr2")
 INT80 = 0x80
 NO_DPL_CHECK = (Vector.BP, Vector.OF)  # int3 and into: Xen's IDT gates are DPL 3
 SYSENTER_CS = 3  # the frame sysenter_entry builds: CS 3, RIP and RSP 0
@@ -52,8 +55,6 @@ class Pv64Supervisor(PvSupervisor):
         super().__init__(domain, Emulator64(domain))
         self.state = domain.vcpu.long_mode
         self.cpu = domain.machine.cpu
-        # vCR4.FSGSBASE starts clear (§1.6): rd/wr{fs,gs}base raise #UD.
-        self.cpu.write(CR4, self.cpu.read(CR4) & ~CR4_FSGSBASE)
 
     # -- syscall and sysenter ---------------------------------------------------------
     def on_fast_call(self, fast: FastCall) -> None:
@@ -90,7 +91,7 @@ class Pv64Supervisor(PvSupervisor):
         would have put there; no callback: #UD at the syscall."""
         next_ip = fast.next_ip  # read under the user's tables, before the toggle
         at = interrupted_at(self.cpu, next_ip, by_syscall=True)
-        kind = CallbackType.syscall32 if at.cs & 0xFFFF == FLAT_USER_CS32 \
+        kind = CallbackType.syscall32 if at.cs & 0xFFFF == FLAT_RING3_CS32 \
             else CallbackType.syscall
         callback = self.state.callbacks.get(kind)
         if callback is None:
@@ -104,7 +105,7 @@ class Pv64Supervisor(PvSupervisor):
         no callback: #GP(0)."""
         live = interrupted_at(self.cpu, 0)
         at = Interrupted(0, SYSENTER_CS, live.rflags | EFLAGS_IF, 0, live.rcx, live.r11,
-                         FLAT_USER_SS64)
+                         FLAT_RING3_SS64)
         callback = self.state.callbacks.get(CallbackType.sysenter)
         if callback is None:
             fast.resume = self._exception(Vector.GP, 0, at)
@@ -149,32 +150,37 @@ class Pv64Supervisor(PvSupervisor):
                 and self.emulator.emulate_privileged(ip):
             self.exits[Exit.EMULATED] += 1
             return None
-        error_code = event.error_code
+        error_code, address = event.error_code, None
         if vector == Vector.PF:
-            error_code = self._page_fault(error_code or 0)
+            address = self.cpu.read(CR2)
+            error_code = self._page_fault(error_code or 0, address)
         elif vector in EXCEPTIONS_WITH_ERROR_CODE_64:
             error_code = error_code or 0
         else:
             error_code = None
         self.exits[Exit.EXCEPTION] += 1
-        return self._exception(vector, error_code, interrupted_at(self.cpu, ip))
+        return self._exception(vector, error_code, interrupted_at(self.cpu, ip), address)
 
-    def _page_fault(self, error_code: int) -> int:
-        """CR2 into vcpu_info.arch.cr2; the error code's U bit says whether the guest
-        was in user mode, not the CPL, which is always 3 (pv/traps.c)."""
-        self.domain.set_cr2(self.cpu.read(CR2))
+    def _page_fault(self, error_code: int, address: int) -> int:
+        """ADDRESS (CR2) into vcpu_info.arch.cr2 (8 bytes at 16 on 64-bit); the error
+        code's U bit says whether the guest was in user mode, not the CPL, which is
+        always 3 (pv/traps.c)."""
+        self.domain.memory.write_phys(VCPU_CR2_64, struct.pack("<Q", address))
         return error_code & ~PF_U | (0 if self.state.kernel_mode else PF_U)
 
-    def _exception(self, vector: int, error_code: int | None, at: Interrupted) -> int:
+    def _exception(self, vector: int, error_code: int | None, at: Interrupted,
+                   address: int | None = None) -> int:
         """Bounce VECTOR to its trap-table handler and answer where to resume; with
-        no handler the domain is crashed, since Xen could only loop on the fault."""
+        no handler the domain is crashed (at ADDRESS, a #PF's), since Xen could only
+        loop on the fault. The reason reads as a 32-bit domain's (hv/bounce.py)."""
         info = self.state.trap_table.get(vector)
         if self.domain.trace:
             error = "" if error_code is None else f" error {error_code:#x}"
             self.domain.log(f"bounce {_vector_name(vector)}{error} at {at.rip:#x}")
         if info is None:
-            raise DomainCrash(f"{_vector_name(vector)} at {at.rip:#x} and no handler "
-                              "for it (set_trap_table)")
+            what = vector_name(vector) + ("" if address is None else f" at {address:#x}")
+            raise DomainCrash(f"{what} at {at.rip:#x} and no handler for it "
+                              "(set_trap_table)", address)
         return bounce(self.domain, self.state, info.address, at, error_code=error_code,
                       masks_events=info.masks_events)
 

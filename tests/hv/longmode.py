@@ -5,7 +5,8 @@ and its hypercalls use (guest copies checked through the page walker, vcpu_info'
 mask and CR2, a crash as a stop). Guest code is assembled with keystone into the
 kernel's and the user's pages, and runs through the real hooks and supervisor.
 
-Physical layout, identity-mapped: page tables at 0x1000-0x9000; vcpu_info at 0x9000;
+Physical layout, identity-mapped: page tables at 0x1000-0x7000; vcpu_info in the
+hypervisor's shared_info page (hv/layout.py);
 the hypercall page at 0xA000; user code at 0x100000 (both L4s map 0-2 MiB, U=1); the
 kernel at 0x200000 and its stack below 0x3F0000 (only the kernel L4 maps 2-4 MiB); the
 GDT and the iretq trampoline at 0x400000 (both map 4-6 MiB, U=0).
@@ -14,14 +15,14 @@ GDT and the iretq trampoline at 0x400000 (both map 4-6 MiB, U=0).
 import struct
 from collections import Counter
 
-from pvtool.abi.layouts import VCPU_INFO_64
 from pvtool.abi.xen import (
     FLAT_KERNEL_CS64,
     FLAT_KERNEL_SS64,
-    FLAT_USER_CS32,
+    FLAT_RING3_CS32,
     Errno,
     hypercall_page_64,
 )
+from pvtool.hv import layout
 from pvtool.hv.domain import Domain, VCpu
 from pvtool.hv.entry64 import Pv64Supervisor
 from pvtool.hv.errors import DomainCrash, HypercallError
@@ -30,9 +31,10 @@ from pvtool.machine.cpu import CR0, CR3, CR4, CS, GDTR, RFLAGS, RIP, RSP, SS
 from pvtool.machine.memory import PageFault
 from pvtool.machine.pc import Machine
 from pvtool.x86.isa import assemble
+from pvtool.x86.registers import CR4_FSGSBASE, CR4_PAE
 
 KERNEL_L4, USER_L4 = 0x1000, 0x4000
-VCPU_INFO = 0x9000
+VCPU_INFO = layout.VCPU0  # vcpu_info of vCPU 0, in the hypervisor's shared_info page
 HYPERCALL_PAGE = 0xA000
 USER_CODE = 0x100000
 USER_STACK = 0x180000
@@ -100,6 +102,7 @@ class LongModeDomain:
         self.hypercall_counts: Counter = Counter()
         self.lines: list[str] = []
         self.trace = self.lines.append if trace else None
+        machine.map_memory(layout.BASE, layout.MEMORY_SIZE)  # shared_info is there
         _build_tables(machine)
         machine.memory.keep_translations()  # as a PV domain's: its tables never change
         machine.memory.write_phys(HYPERCALL_PAGE, hypercall_page_64())
@@ -126,17 +129,7 @@ class LongModeDomain:
         if not is_canonical(vaddr) or in_hypervisor_range(vaddr, size):
             raise HypercallError(Errno.EFAULT, f"guest buffer {vaddr:#x}")
 
-    @property
-    def upcall_mask(self) -> int:
-        return self.memory.read_phys(VCPU_INFO + 1, 1)[0]
-
-    @upcall_mask.setter
-    def upcall_mask(self, value: int) -> None:
-        self.memory.write_phys(VCPU_INFO + 1, bytes((value & 1,)))
-
-    def set_cr2(self, address: int) -> None:
-        self.memory.write_phys(VCPU_INFO + VCPU_INFO_64.offset("cr2"),
-                               struct.pack("<Q", address))
+    upcall_mask = Domain.upcall_mask  # in vcpu_info, hypervisor memory
 
     crash = Domain.crash  # a stop with the reason, as every domain's
     log = Domain.log
@@ -189,7 +182,7 @@ def _build_tables(machine: Machine) -> None:
                                0x400000 | P | RW | PS))
     flat = 0x00AF00000000FFFF  # 64-bit code: L set; data ignores it
     descriptors = {0xE008: flat | 0x9B << 40, 0xE010: 0x00CF93000000FFFF,
-                   FLAT_USER_CS32: 0x00CFFB000000FFFF, FLAT_KERNEL_SS64: 0x00CFF3000000FFFF,
+                   FLAT_RING3_CS32: 0x00CFFB000000FFFF, FLAT_KERNEL_SS64: 0x00CFF3000000FFFF,
                    FLAT_KERNEL_CS64: flat | 0xFB << 40}
     for selector, descriptor in descriptors.items():
         write(GDT + (selector & ~7), struct.pack("<Q", descriptor))
@@ -199,7 +192,7 @@ def _build_tables(machine: Machine) -> None:
     cpu.write(CS, 0xE008)
     cpu.write(SS, 0xE010)
     cpu.write(CR3, KERNEL_L4)
-    cpu.write(CR4, cpu.read(CR4) | 1 << 5)
+    cpu.write(CR4, cpu.read(CR4) & ~CR4_FSGSBASE | CR4_PAE)  # as the builder leaves it
     machine.uc.msr_write(EFER_MSR, EFER_SCE_LME_LMA_NXE)
     cpu.write(CR0, cpu.read(CR0) | 1 << 31 | 1 << 16 | 1)
     cpu.write(RFLAGS, 0x2)
