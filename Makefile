@@ -68,7 +68,7 @@ GUEST_ELFS := $(GUESTS:%=build/guests/%.elf)
 # minikern64 is a Multiboot kernel for a PC with an entry of its own for long mode
 # (guests/lib64/entry.S); xenhello64 is written for Xen's 64-bit PV ABI.
 PC64_GUESTS  := minikern64
-XEN64_GUESTS :=
+XEN64_GUESTS := xenhello64
 GUEST64_CFLAGS  := -m64 -mcmodel=kernel -mno-red-zone -std=gnu11 -O2 -ffreestanding \
                    -fno-pic -fno-pie -fno-stack-protector -fno-builtin \
                    -fno-asynchronous-unwind-tables -fno-omit-frame-pointer \
