@@ -181,6 +181,13 @@ CALLBACK_REGISTER_64 = layout("callback_register", 16, type=(0, "H"), flags=(2, 
                               address=(8, "Q"))
 CALLBACK_UNREGISTER = layout("callback_unregister", 4, type=(0, "H"))
 # vcpu_info on x86-64: the pending word and arch_vcpu_info are unsigned longs.
+# shared_info on x86-64: the event bitmaps are 64 unsigned longs each, so the mask and
+# the wall clock move.
+SHARED_INFO_64 = layout(
+    "shared_info", 3084,
+    vcpu_info=(0, "64s"), evtchn_pending=(2048, "512s"), evtchn_mask=(2560, "512s"),
+    wc_version=(3072, "I"), wc_sec=(3076, "I"), wc_nsec=(3080, "I"),
+)
 VCPU_INFO_64 = layout("vcpu_info", 64, evtchn_upcall_pending=(0, "B"),
                       evtchn_upcall_mask=(1, "B"), evtchn_pending_sel=(8, "Q"),
                       cr2=(16, "Q"))
