@@ -43,6 +43,7 @@ from pvtool.x86.vectors import Vector, idt_error_code, vector_name
 
 VCPU_CR2_64 = layout.VCPU0 + VCPU_INFO_64.offset("cr2")
 INT80 = 0x80
+KERNEL_IOPL, USER_IOPL = 1, 3  # the vIOPL port I/O needs in each mode (iopl_ok)
 NO_DPL_CHECK = (Vector.BP, Vector.OF)  # int3 and into: Xen's IDT gates are DPL 3
 SYSENTER_CS = 3  # the frame sysenter_entry builds: CS 3, RIP and RSP 0
 
@@ -188,6 +189,18 @@ class Pv64Supervisor(PvSupervisor):
         """A device interrupt's vector, through the trap table (PvSupervisor)."""
         resume_at(self.cpu, self._exception(event.vector, None,
                                              interrupted_at(self.cpu, event.ip)))
+
+    def port_allowed(self, port: int) -> bool:
+        """Port I/O needs the I/O privilege of the mode (Xen's iopl_ok): the kernel's
+        vIOPL of at least 1 (physdev_op set_iopl), or 3 in user mode; without it the
+        domain is crashed, as a 32-bit domain's is (PvSupervisor)."""
+        needed = KERNEL_IOPL if self.state.kernel_mode else USER_IOPL
+        if self.domain.iopl >= needed:
+            return True
+        mode = "kernel" if self.state.kernel_mode else "user"
+        self.domain.crash(f"port I/O on {port:#x} in {mode} mode without I/O privilege "
+                          f"(IOPL {needed}, physdev_op set_iopl)")
+        return False
 
     # -- events -----------------------------------------------------------------------
     def _event_deliverable(self) -> bool:

@@ -34,22 +34,25 @@ def hypercall(number: int) -> str:
     return f"mov rax, {HYPERCALL_PAGE + 32 * number}; call rax"
 
 
-def run_kernel(dom: LongModeDomain, source: str, until: int | None = None) -> None:
-    """Run SOURCE in kernel mode to its end, or until UNTIL."""
+def run_kernel(dom: LongModeDomain, source: str, until: int | None = None,
+               count: int = 10_000) -> None:
+    """Run SOURCE in kernel mode to its end, or until UNTIL (or COUNT instructions)."""
     code = assemble(source, KERNEL_CODE, 64)
     dom.memory.write_phys(KERNEL_CODE, code + b"\x90")
     dom.memory.write_phys(HANDLER, b"\x90")
     dom.enter(KERNEL_CODE, KERNEL_STACK)
-    dom.run(KERNEL_CODE + len(code) if until is None else until)
+    dom.run(KERNEL_CODE + len(code) if until is None else until, count)
 
 
-def run_user(dom: LongModeDomain, source: str, until: int = HANDLER) -> int:
-    """Run SOURCE in user mode until UNTIL; the address after SOURCE."""
+def run_user(dom: LongModeDomain, source: str, until: int = HANDLER,
+             count: int = 10_000) -> int:
+    """Run SOURCE in user mode until UNTIL (or COUNT instructions); the address after
+    SOURCE."""
     code = assemble(source, USER_CODE, 64)
     dom.memory.write_phys(USER_CODE, code + b"\x90")
     dom.memory.write_phys(HANDLER, b"\x90")
     dom.enter_user(USER_CODE, USER_STACK)
-    dom.run(until)
+    dom.run(until, count)
     return USER_CODE + len(code)
 
 
@@ -339,3 +342,22 @@ def test_forced_emulation_cpuid_answers_xens_signature_in_either_mode(dom, user)
         == b"XenVMMXenVMM"
     assert reg(dom, RAX) == 0x40000002  # zero-extended: the high half is gone
     assert dom.machine.exits[Exit.EMULATED] == 1
+
+
+@pytest.mark.parametrize("iopl, user, allowed", [
+    (1, False, True), (0, False, False), (1, True, False), (3, True, True)])
+def test_port_io_needs_the_modes_io_privilege(dom, iopl, user, allowed):
+    """iopl_ok: the kernel needs vIOPL 1, user mode 3 (UART LSR: 0x60, idle). The
+    run stops by count: an `in` ends Unicorn's check of the stop address."""
+    dom.iopl = iopl
+    source = "mov dx, 0x3fd; in al, dx; mov rbx, rax"
+    if user:
+        end = run_user(dom, source, until=0, count=3)
+    else:
+        run_kernel(dom, source, until=0, count=3)
+        end = KERNEL_CODE + len(assemble(source, 0, 64))
+    if allowed:
+        assert dom.machine.stop is None and reg(dom, RIP) == end
+        assert reg(dom, RAX) & 0xFF == 0x60
+    else:
+        assert "without I/O privilege" in dom.machine.stop.reason
