@@ -26,11 +26,11 @@ from pvtool.abi.xen import (
 from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.hypercalls.common import NO_RESULT
+from pvtool.hv.hypercalls.traps import trap_entries
 from pvtool.hv.vcpu64 import Callback64, TrapInfo64, Vcpu64, is_canonical
 from pvtool.machine.cpu import FS_BASE, GS, GS_BASE, R11, RAX, RCX, RFLAGS, RSP
 from pvtool.x86.registers import EFLAGS_IF, EFLAGS_IOPL, EFLAGS_RESERVED, EFLAGS_VM
 
-MAX_TRAPS = 256
 RFLAGS_ALL = 0x003F7FD5  # X86_EFLAGS_ALL (x86-defns.h): CF through ID
 USER_RPL = 3
 
@@ -52,18 +52,14 @@ def set_trap_table(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     if ptr == 0:
         state.trap_table.clear()
         return 0
-    for index in range(MAX_TRAPS + 1):
-        entry = TRAP_INFO_64.unpack(dom.copy_from_guest(ptr + index * TRAP_INFO_64.size,
-                                                        TRAP_INFO_64.size))
+    for entry in trap_entries(dom, ptr, TRAP_INFO_64):
         address = entry["address"]
-        if address == 0:
-            return 0
         if not is_canonical(address):
             raise HypercallError(Errno.EINVAL, f"trap handler {address:#x} not canonical")
         flags = entry["flags"]
         state.trap_table[entry["vector"]] = TrapInfo64(
             entry["vector"], flags & TI_DPL_MASK, bool(flags & TI_MASK_EVENTS), address)
-    raise HypercallError(Errno.EINVAL, "trap table has no terminating entry")
+    return 0
 
 
 def stack_switch(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
