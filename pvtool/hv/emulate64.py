@@ -117,7 +117,7 @@ class Emulator64:
         elif msr == MSR_EFER:
             value = GUEST_EFER_64
         else:
-            value = emulate_msrs.read(self.domain, msr)
+            value = emulate_msrs.read(self.domain, msr, state.trap_table)
         self.cpu.write(RAX, value & 0xFFFFFFFF)
         self.cpu.write(RDX, value >> 32)
 

@@ -14,7 +14,7 @@ for a kernel written for a PC (hv/emulate.py read_msr): this module is Xen's ans
 kernel written for Xen.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 from pvtool.abi.xen import hypercall_page_32
 from pvtool.hv.domain import PvDomain
@@ -79,14 +79,16 @@ WRITES: dict[int, frozenset[int] | None] = {
 }
 
 
-def read(dom: PvDomain, msr: int) -> int:
+def read(dom: PvDomain, msr: int, trap_table: Container[int] | None = None) -> int:
     """The value of MSR, or GeneralProtection. A kernel with no #GP handler in its trap
-    table reads 0 from an MSR outside Xen's range instead ("faking RDMSR", read_msr's
-    done: label), so an early probe does not kill it."""
+    table (TRAP_TABLE, by default the 32-bit domain's) reads 0 from an MSR outside
+    Xen's range instead ("faking RDMSR", read_msr's done: label), so an early probe
+    does not kill it."""
     reader = READS.get(msr)
     if reader is not None:
         return reader(dom)
-    if Vector.GP not in dom.trap_table and msr >> 16 != XEN_MSR_BASE >> 16:
+    vectors = dom.trap_table if trap_table is None else trap_table
+    if Vector.GP not in vectors and msr >> 16 != XEN_MSR_BASE >> 16:
         return 0
     raise GeneralProtection(f"rdmsr {msr:#x}")
 

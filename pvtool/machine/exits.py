@@ -6,7 +6,7 @@ from enum import StrEnum
 
 
 class Exit(StrEnum):
-    HYPERCALL = "hypercall"  # int 0x82 from the PV kernel
+    HYPERCALL = "hypercall"  # int 0x82 (32-bit) or syscall (64-bit) from the PV kernel
     EXCEPTION = "exception"  # a fault delivered to the guest's own handler
     EMULATED = "emulated"  # a faulting privileged instruction the hypervisor emulated
     TRAP_SITE = "trap-site"  # an int3 the patcher left for the hypervisor to emulate

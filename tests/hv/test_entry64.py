@@ -361,3 +361,16 @@ def test_port_io_needs_the_modes_io_privilege(dom, iopl, user, allowed):
         assert reg(dom, RAX) & 0xFF == 0x60
     else:
         assert "without I/O privilege" in dom.machine.stop.reason
+
+
+@pytest.mark.parametrize("gp_handler", [False, True])
+def test_an_unknown_msr_reads_0_without_a_gp_handler_and_is_gp_with_one(dom, gp_handler):
+    """read_msr's "faking RDMSR" for a kernel with no #GP handler (the 64-bit trap
+    table's), Xen's #GP(0) for one that has it."""
+    if gp_handler:
+        dom.vcpu.long_mode.trap_table[13] = TrapInfo64(13, 0, False, HANDLER)
+        run_kernel(dom, "mov ecx, 0x1234; rdmsr", until=HANDLER)
+        assert reg(dom, RIP) == HANDLER
+    else:
+        run_kernel(dom, "mov ecx, 0x1234; mov eax, 5; rdmsr")
+        assert reg(dom, RAX) == 0 and dom.machine.stop is None
