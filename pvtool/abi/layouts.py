@@ -175,3 +175,26 @@ XENSTORE_DOMAIN_INTERFACE = layout(
 # HYPERVISOR_iret's frame on the guest stack, 32-bit: {EAX, EIP, CS, EFLAGS, [ESP, SS]}.
 IRET_FRAME_32 = layout("iret_frame", 24, eax=(0, "I"), eip=(4, "I"), cs=(8, "I"),
                         eflags=(12, "I"), esp=(16, "I"), ss=(20, "I"))
+
+# -- x86-64 PV (XEN-ABI64.md §1.3, §1.5; public/arch-x86/xen-x86_64.h, xen.h, callback.h)
+# HYPERVISOR_iret's struct iret_context: RAX, R11, RCX from the hypercall page, the
+# flags the guest pushed (VGCF_in_syscall), then an iretq frame.
+IRET_CONTEXT_64 = layout("iret_context", 72, rax=(0, "Q"), r11=(8, "Q"), rcx=(16, "Q"),
+                         flags=(24, "Q"), rip=(32, "Q"), cs=(40, "Q"), rflags=(48, "Q"),
+                         rsp=(56, "Q"), ss=(64, "Q"))
+TRAP_INFO_64 = layout("trap_info", 16, vector=(0, "B"), flags=(1, "B"), cs=(2, "H"),
+                      address=(8, "Q"))
+CALLBACK_REGISTER_64 = layout("callback_register", 16, type=(0, "H"), flags=(2, "H"),
+                              address=(8, "Q"))
+CALLBACK_UNREGISTER = layout("callback_unregister", 4, type=(0, "H"))
+# vcpu_info on x86-64: the pending word and arch_vcpu_info are unsigned longs.
+# shared_info on x86-64: the event bitmaps are 64 unsigned longs each, so the mask and
+# the wall clock move.
+SHARED_INFO_64 = layout(
+    "shared_info", 3084,
+    vcpu_info=(0, "64s"), evtchn_pending=(2048, "512s"), evtchn_mask=(2560, "512s"),
+    wc_version=(3072, "I"), wc_sec=(3076, "I"), wc_nsec=(3080, "I"),
+)
+VCPU_INFO_64 = layout("vcpu_info", 64, evtchn_upcall_pending=(0, "B"),
+                      evtchn_upcall_mask=(1, "B"), evtchn_pending_sel=(8, "Q"),
+                      cr2=(16, "Q"))

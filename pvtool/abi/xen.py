@@ -469,3 +469,18 @@ def hypercall_page_32() -> bytes:
             entry = b"\x50\xb8" + number.to_bytes(4, "little") + bytes((0xCD, HYPERCALL_VECTOR_32))
         page[HYPERCALL_ENTRY_SIZE * number:HYPERCALL_ENTRY_SIZE * number + len(entry)] = entry
     return bytes(page)
+
+
+# -- x86-64 PV entry and exit (XEN-ABI64.md §1.2-1.7; public/arch-x86/xen-x86_64.h) --
+VGCF_IN_SYSCALL = 0x100  # iret_context.flags: return with SYSRET (§1.3)
+# Exceptions whose bounce frame carries an error code (X86_EXC_HAVE_EC, §1.5).
+EXCEPTIONS_WITH_ERROR_CODE_64 = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
+
+
+class SegmentBase(IntEnum):
+    """HYPERVISOR_set_segment_base's `which` (xen-x86_64.h, §1.7)."""
+
+    fs = 0
+    gs_user = 1
+    gs_kernel = 2
+    gs_user_sel = 3

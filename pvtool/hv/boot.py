@@ -20,6 +20,7 @@ from pvtool.hv.builder import (
 from pvtool.hv.builder64 import build_domain64, enter_guest64
 from pvtool.hv.domain import PvDomain
 from pvtool.hv.emulate import Emulator
+from pvtool.hv.entry64 import Pv64Supervisor
 from pvtool.hv.traps import PvSupervisor
 from pvtool.hv.xenstore.daemon import start_xenstore
 from pvtool.hv.xenstore.toolstack import DomainConfig
@@ -72,8 +73,11 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
         disk=disk.path if isinstance(disk, DiskImage) else None))
     if isinstance(disk, DiskImage):
         domain.blkback = start_blkback(domain, disk)
-    emulator = Emulator(domain, ours.trap_sites, ours.regs_block)
-    machine.attach(PvSupervisor(domain, emulator))
+    if boot.long_mode:
+        machine.attach(Pv64Supervisor(domain))
+    else:
+        machine.attach(PvSupervisor(domain, Emulator(domain, ours.trap_sites,
+                                                     ours.regs_block)))
     entry = notes.entry if notes.entry is not None else image.entry
     if boot.long_mode:
         start_vcpu64(domain, boot, entry)
@@ -106,4 +110,5 @@ def start_vcpu64(domain: PvDomain, boot: BootLayout, entry: int) -> None:
     domain.pagetables.new_baseptr(l4)
     enter_guest64(domain.machine, boot, entry)
     domain.kernel_ss, domain.kernel_sp = FLAT_KERNEL_SS64, boot.stack + PAGE_SIZE
+    domain.vcpu.long_mode.kernel_sp = domain.kernel_sp
 

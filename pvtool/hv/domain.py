@@ -32,6 +32,7 @@ from pvtool.hv.frames import machine_frames
 from pvtool.hv.gdt import Gdt
 from pvtool.hv.grants import GrantTable
 from pvtool.hv.pagetables import PageTables
+from pvtool.hv.vcpu64 import Vcpu64
 from pvtool.machine.cpu import CS, Cpu
 from pvtool.machine.delivery import read_tss_stack
 from pvtool.machine.memory import GuestMemory, PageFault
@@ -91,6 +92,7 @@ class VCpu:
         self._number = width.gprs[HYPERCALL_NUMBER_REGISTER[width.bits]]
         self._arguments = tuple(width.gprs[name]
                                 for name in HYPERCALL_ARGUMENT_REGISTERS[width.bits])
+        self.long_mode = Vcpu64() if width.bits == 64 else None  # hv/vcpu64.py
 
     @property
     def bits(self) -> int:

@@ -14,7 +14,7 @@ for a kernel written for a PC (hv/emulate.py read_msr): this module is Xen's ans
 kernel written for Xen.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 from pvtool.abi.xen import hypercall_page_32
 from pvtool.hv.domain import PvDomain
@@ -79,21 +79,26 @@ WRITES: dict[int, frozenset[int] | None] = {
 }
 
 
-def read(dom: PvDomain, msr: int) -> int:
+def read(dom: PvDomain, msr: int, trap_table: Container[int] | None = None) -> int:
     """The value of MSR, or GeneralProtection. A kernel with no #GP handler in its trap
-    table reads 0 from an MSR outside Xen's range instead ("faking RDMSR", read_msr's
-    done: label), so an early probe does not kill it."""
+    table (TRAP_TABLE, by default the 32-bit domain's) reads 0 from an MSR outside
+    Xen's range instead ("faking RDMSR", read_msr's done: label), so an early probe
+    does not kill it."""
     reader = READS.get(msr)
     if reader is not None:
         return reader(dom)
-    if Vector.GP not in dom.trap_table and msr >> 16 != XEN_MSR_BASE >> 16:
+    vectors = dom.trap_table if trap_table is None else trap_table
+    if Vector.GP not in vectors and msr >> 16 != XEN_MSR_BASE >> 16:
         return 0
     raise GeneralProtection(f"rdmsr {msr:#x}")
 
 
-def write(dom: PvDomain, msr: int, value: int) -> None:
+def write(dom: PvDomain, msr: int, value: int,
+          hypercall_page: Callable[[], bytes] = hypercall_page_32) -> None:
+    """Write MSR, or GeneralProtection. HYPERCALL_PAGE makes the page of the guest's
+    width (abi/xen.py)."""
     if msr == XEN_MSR_BASE:
-        _write_hypercall_page(dom, value)
+        _write_hypercall_page(dom, value, hypercall_page)
         return
     if msr not in WRITES:
         raise GeneralProtection(f"wrmsr {msr:#x}")
@@ -102,7 +107,8 @@ def write(dom: PvDomain, msr: int, value: int) -> None:
         raise GeneralProtection(f"wrmsr {msr:#x} with {value:#x}")
 
 
-def _write_hypercall_page(dom: PvDomain, value: int) -> None:
+def _write_hypercall_page(dom: PvDomain, value: int,
+                          hypercall_page: Callable[[], bytes]) -> None:
     """guest_wrmsr_xen, index 0: the frame in bits 12 up gets the hypercall page; a
     page index (bits 0-11) other than 0, or a frame the guest may not write (not its
     RAM, or a page table), is #GP."""
@@ -110,4 +116,4 @@ def _write_hypercall_page(dom: PvDomain, value: int) -> None:
     if index or frame >= dom.nr_pages or not dom.owns_frame(frame) \
             or frame in dom.pagetables.typed:
         raise GeneralProtection(f"hypercall page at {value:#x}")
-    dom.memory.write_phys(frame * PAGE_SIZE, hypercall_page_32())
+    dom.memory.write_phys(frame * PAGE_SIZE, hypercall_page())

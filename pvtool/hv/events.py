@@ -55,17 +55,39 @@ from pvtool.machine.pc import RTC_EPOCH
 if TYPE_CHECKING:
     from pvtool.hv.domain import Domain
 
-PENDING = layout.SHARED_INFO + layouts.SHARED_INFO.offset("evtchn_pending")
-MASK = layout.SHARED_INFO + layouts.SHARED_INFO.offset("evtchn_mask")
-PENDING_SEL = layout.VCPU0 + layouts.VCPU_INFO.offset("evtchn_pending_sel")
-TIME = layout.VCPU0 + layouts.VCPU_INFO.offset("time_version")
-WALL_CLOCK = layout.SHARED_INFO + layouts.SHARED_INFO.offset("wc_version")
+TIME = layout.VCPU0 + layouts.VCPU_INFO.offset("time_version")  # at 32 in either width
 NS_PER_SECOND = 1_000_000_000
 # ns = (tsc << 4) * 0xA0000000 >> 32 = tsc * 10: one instruction is 10 ns at 100 MHz.
 TSC_SHIFT = 4
 TSC_TO_SYSTEM_MUL = (NS_PER_SECOND // VIRTUAL_HZ << 32) >> TSC_SHIFT
 BOUND_VIRQS = frozenset({Virq.timer, Virq.debug, Virq.console})
 GLOBAL_VIRQS = frozenset({Virq.console})  # the rest are per-vCPU (virq_is_global)
+
+
+@dataclass(frozen=True)
+class SharedInfoAddresses:
+    """Where the pending and mask bitmaps, vCPU 0's selector word and the wall clock
+    are in the hypervisor's shared_info page for a guest of one width: Xen's words
+    are unsigned longs (xen.h), so on x86-64 the selector is 8 bytes and the mask and
+    wall clock move."""
+
+    pending: int
+    mask: int
+    pending_sel: int
+    word_bits: int
+    wall_clock: int
+
+
+def _addresses(shared: layouts.Layout, vcpu: layouts.Layout, word_bits: int):
+    return SharedInfoAddresses(
+        layout.SHARED_INFO + shared.offset("evtchn_pending"),
+        layout.SHARED_INFO + shared.offset("evtchn_mask"),
+        layout.VCPU0 + vcpu.offset("evtchn_pending_sel"), word_bits,
+        layout.SHARED_INFO + shared.offset("wc_version"))
+
+
+SHARED_INFO_BY_WIDTH = {32: _addresses(layouts.SHARED_INFO, layouts.VCPU_INFO, 32),
+                        64: _addresses(layouts.SHARED_INFO_64, layouts.VCPU_INFO_64, 64)}
 
 
 class Backend(Protocol):
@@ -113,6 +135,7 @@ class EventChannels:
     def __init__(self, domain: "Domain"):
         self.domain = domain
         self.memory = domain.memory
+        self.shared = SHARED_INFO_BY_WIDTH[domain.machine.cpu.bits]
         self.ports: dict[int, Port] = {}
         self.timer_deadline: int | None = None  # ns of system time, set_timer_op
         self.polling: frozenset[int] | None = None  # SCHEDOP_poll's ports while it waits
@@ -128,26 +151,28 @@ class EventChannels:
         self.memory.write_phys(base + port // 8, bytes((byte | bit if value else byte & ~bit,)))
 
     def is_pending(self, port: int) -> bool:
-        return self._bit(PENDING, port)
+        return self._bit(self.shared.pending, port)
 
     def set_pending(self, port: int) -> None:
         """Xen's evtchn_2l_set_pending: mark PORT and, unless it is masked, flag its
         word in the selector and the vCPU's upcall."""
-        if self._bit(PENDING, port):
+        if self._bit(self.shared.pending, port):
             return
-        self._set_bit(PENDING, port, True)
+        self._set_bit(self.shared.pending, port, True)
         self._flag_upcall(port)
 
     def _flag_upcall(self, port: int) -> None:
-        if self._bit(MASK, port):
+        shared = self.shared
+        if self._bit(shared.mask, port):
             return
-        sel = self.memory.read_u32(PENDING_SEL)
-        self.memory.write_u32(PENDING_SEL, sel | 1 << (port // 32))
+        self._set_bit(shared.pending_sel, port // shared.word_bits, True)
         self.domain.upcall_pending = 1
 
     def work_pending(self) -> bool:
         """An upcall the event callback should take: flagged and some word selected."""
-        return bool(self.domain.upcall_pending and self.memory.read_u32(PENDING_SEL))
+        shared = self.shared
+        return bool(self.domain.upcall_pending and any(
+            self.memory.read_phys(shared.pending_sel, shared.word_bits // 8)))
 
     # -- the operations (EVTCHNOP_*) -----------------------------------------------------
     def _port(self, port: int) -> Port:
@@ -258,8 +283,8 @@ class EventChannels:
     def unmask(self, port: int) -> None:
         """Clear the mask; a port that is pending raises the upcall now (event_2l.c)."""
         self._port(port)
-        self._set_bit(MASK, port, False)
-        if self._bit(PENDING, port):
+        self._set_bit(self.shared.mask, port, False)
+        if self._bit(self.shared.pending, port):
             self._flag_upcall(port)
 
     def close(self, port: int) -> None:
@@ -291,10 +316,11 @@ class EventChannels:
     def write_wall_clock(self) -> None:
         """shared_info's wc_* at boot, versioned as vcpu_info.time is (Xen's
         update_domain_wallclock_time, xen/arch/x86/time.c)."""
-        version = self.memory.read_u32(WALL_CLOCK)
-        self.memory.write_u32(WALL_CLOCK, version + 1 | 1)
-        self.memory.write_phys(WALL_CLOCK + 4, struct.pack("<II", RTC_EPOCH, 0))
-        self.memory.write_u32(WALL_CLOCK, (version + 1 | 1) + 1)
+        wall_clock = self.shared.wall_clock
+        version = self.memory.read_u32(wall_clock)
+        self.memory.write_u32(wall_clock, version + 1 | 1)
+        self.memory.write_phys(wall_clock + 4, struct.pack("<II", RTC_EPOCH, 0))
+        self.memory.write_u32(wall_clock, (version + 1 | 1) + 1)
 
     def set_timer(self, deadline_ns: int) -> None:
         """set_timer_op: VIRQ_TIMER at DEADLINE_NS of system time; 0 cancels."""

@@ -55,6 +55,7 @@ from pvtool.machine.delivery import (
     write_guest,
 )
 from pvtool.machine.exits import Exit
+from pvtool.machine.fast_call import FastCall
 from pvtool.machine.interruption import Interruption, external
 from pvtool.machine.irq import IrqRouter
 from pvtool.machine.loader import KernelImage, load_multiboot
@@ -242,6 +243,11 @@ class TrapModeSupervisor:
 
     def insns_to_next_event(self) -> int | None:
         return None  # the PC's timers are the machine's own
+
+    def on_fast_call(self, call: FastCall) -> None:
+        """`syscall` and `sysenter` do nothing here, as they did before the machine
+        reported them: the 32-bit PV ABI's system calls are `int 0x80` and its
+        hypercalls `int 0x82` (XEN-ABI.md); the 64-bit ABI's routing is hv64entry's."""
 
     def port_allowed(self, port: int) -> bool:
         return True  # port I/O goes straight to the PC's devices

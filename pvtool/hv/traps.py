@@ -20,6 +20,7 @@ from pvtool.hv.ptwr import handle_write_fault
 from pvtool.machine.cpu import CR2, EIP
 from pvtool.machine.delivery import Delivery
 from pvtool.machine.exits import Exit
+from pvtool.machine.fast_call import FastCall
 from pvtool.machine.interruption import Interruption, external
 from pvtool.machine.irq import IrqRouter
 from pvtool.x86.vectors import Vector
@@ -168,6 +169,11 @@ class PvSupervisor:
 
     def insns_to_next_event(self) -> int | None:
         return self.domain.events.insns_to_timer()
+
+    def on_fast_call(self, call: FastCall) -> None:
+        """`syscall` and `sysenter` do nothing here, as they did before the machine
+        reported them: the 32-bit PV ABI's system calls are `int 0x80` and its
+        hypercalls `int 0x82` (XEN-ABI.md); the 64-bit ABI's routing is hv64entry's."""
 
     def port_allowed(self, port: int) -> bool:
         """Port I/O reaches the devices only for a domain with I/O privilege (Xen's

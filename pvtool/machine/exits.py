@@ -6,7 +6,7 @@ from enum import StrEnum
 
 
 class Exit(StrEnum):
-    HYPERCALL = "hypercall"  # int 0x82 from the PV kernel
+    HYPERCALL = "hypercall"  # int 0x82 (32-bit) or syscall (64-bit) from the PV kernel
     EXCEPTION = "exception"  # a fault delivered to the guest's own handler
     EMULATED = "emulated"  # a faulting privileged instruction the hypervisor emulated
     TRAP_SITE = "trap-site"  # an int3 the patcher left for the hypervisor to emulate
@@ -16,6 +16,7 @@ class Exit(StrEnum):
     IRQ = "irq"  # a device interrupt delivered
     IRQ_DROPPED = "irq-dropped"  # a device interrupt the PV kernel has no handler for
     UPCALL = "upcall"  # a Xen event upcall
+    SYSCALL = "syscall"  # a 64-bit PV user's syscall or sysenter, bounced to its kernel
     IO = "io"  # a port access
     MMIO = "mmio"  # an access to a device's memory-mapped registers
     HLT = "hlt"  # the CPU waited for an interrupt

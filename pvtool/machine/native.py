@@ -26,6 +26,7 @@ from pvtool.machine.delivery import (
     read_tss_stack,
     write_guest,
 )
+from pvtool.machine.fast_call import FastCall
 from pvtool.machine.interruption import Interruption, external
 from pvtool.machine.irq import IrqRouter
 from pvtool.machine.loader import KernelImage, load_multiboot
@@ -144,6 +145,10 @@ class BareMetal:
 
     def port_allowed(self, port: int) -> bool:
         return True
+
+    def on_fast_call(self, call: FastCall) -> None:
+        """`syscall` and `sysenter` do nothing yet, as before the machine reported
+        them (their hardware semantics follow in machine/fast_calls.py)."""
 
 
 def boot_bare_pc(machine: Machine, image: KernelImage, *, cmdline: bytes,

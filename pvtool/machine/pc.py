@@ -68,6 +68,7 @@ from pvtool.machine.dma import (
 )
 from pvtool.machine.elcr import register_elcr
 from pvtool.machine.exits import Exit
+from pvtool.machine.fast_call import FastCall, FastCallKind
 from pvtool.machine.fdc import FDC_IRQ, FloppyController
 from pvtool.machine.fw_cfg import FwCfg
 from pvtool.machine.hpet import HPET_BASE, HPET_HZ, HPET_SIZE, Hpet
@@ -131,6 +132,11 @@ class Supervisor(Protocol):
     def port_allowed(self, port: int) -> bool:
         """Whether a port access reaches the device (False: the supervisor has dealt
         with the guest, and the access reads all ones and writes nothing)."""
+
+    def on_fast_call(self, call: FastCall) -> None:
+        """The guest executed `syscall` or `sysenter` (machine/fast_call.py): the
+        supervisor does what it means, and sets `call.resume` to move execution
+        elsewhere than after the instruction."""
 
 
 class Machine:
@@ -284,6 +290,8 @@ class Machine:
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+        uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
+        uc.hook_add(UC_HOOK_INSN, self._on_sysenter, None, 1, 0, X.UC_X86_INS_SYSENTER)
 
     def present_cpuid(self, cpuid: Callable[[int, int], tuple[int, int, int, int]]) -> None:
         """CPUID answers CPUID(EAX, ECX) from now on (machine/cpuid.py), not what
@@ -350,6 +358,24 @@ class Machine:
         except BaseException as exc:
             self._fail(exc)
         return True
+
+    def _on_syscall(self, uc: Uc, _) -> None:
+        self._fast_call(FastCallKind.SYSCALL)
+
+    def _on_sysenter(self, uc: Uc, _) -> None:
+        self._fast_call(FastCallKind.SYSENTER)
+
+    def _fast_call(self, kind: FastCallKind) -> None:
+        """Unicorn adds the instruction's length to RIP after this hook, whatever RIP
+        the hook left (machine/fast_call.py): a resume address is written that much
+        short of its target."""
+        try:
+            call = FastCall(kind, self.cpu, self.memory)
+            self.supervisor.on_fast_call(call)
+            if call.resume is not None:
+                self.cpu.write(self.cpu.width.ip, call.resume - call.length)
+        except BaseException as exc:
+            self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
         """A hook could not finish: memory the guest led pvtool to is not there ends

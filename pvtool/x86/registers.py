@@ -4,10 +4,12 @@ vol. 3A: 2.3 EFLAGS, 2.5 control registers, 7.2.1 the TSS), written once."""
 EFLAGS_RESERVED = 1 << 1  # always reads 1
 EFLAGS_TF = 1 << 8
 EFLAGS_IF = 1 << 9
+EFLAGS_DF = 1 << 10
 EFLAGS_IOPL = 3 << 12
 EFLAGS_NT = 1 << 14
 EFLAGS_RF = 1 << 16
 EFLAGS_VM = 1 << 17
+EFLAGS_AC = 1 << 18
 
 CR0_PE = 1 << 0
 CR0_TS = 1 << 3

@@ -22,6 +22,7 @@ from pvtool.hv.hypercalls import (
     multicall,
     sched,
     traps,
+    traps64,
     version,
 )
 from pvtool.hv.hypercalls.common import NO_RESULT, Handler
@@ -53,6 +54,17 @@ TABLE: dict[int, Handler] = {
     Hypercall.physdev_op: info.physdev_op,
 }
 
+# A 64-bit guest's table: the same hypercalls, those whose layouts or rules differ
+# for 64-bit replaced, and set_segment_base, which only 64-bit guests have.
+TABLE_64: dict[int, Handler] = TABLE | {
+    Hypercall.set_trap_table: traps64.set_trap_table,
+    Hypercall.stack_switch: traps64.stack_switch,
+    Hypercall.set_callbacks: traps64.set_callbacks,
+    Hypercall.callback_op: traps64.callback_op,
+    Hypercall.iret: traps64.iret,
+    Hypercall.set_segment_base: traps64.set_segment_base,
+}
+TABLES = {32: TABLE, 64: TABLE_64}
 
 NAMES = {h.value: h.name for h in Hypercall}
 
@@ -61,12 +73,14 @@ def hypercall_name(number: int) -> str:
     return NAMES.get(number) or f"hypercall_{number}"
 
 
-def call(domain: PvDomain, vcpu: VCpu, number: int, args: Sequence[int]) -> int:
-    """Run one hypercall and return what EAX gets (or NO_RESULT). This is the hot path
-    of a PV guest: nothing is formatted unless --trace asked for it."""
+def call(domain: PvDomain, vcpu: VCpu, number: int, args: Sequence[int],
+         table: dict[int, Handler] = TABLE) -> int:
+    """Run one hypercall from TABLE (the guest width's) and return what EAX gets (or
+    NO_RESULT). This is the hot path of a PV guest: nothing is formatted unless
+    --trace asked for it."""
     name = hypercall_name(number)
     domain.hypercall_counts[name] += 1
-    handler = TABLE.get(number)
+    handler = table.get(number)
     if handler is None:
         if domain.trace:
             domain.log(f"hypercall {name}: -ENOSYS")

@@ -1,6 +1,8 @@
 """Traps and callbacks: the trap table, the kernel stack, HYPERVISOR_iret."""
 
-from pvtool.abi.layouts import CALLBACK_REGISTER, IRET_FRAME_32, TRAP_INFO
+from collections.abc import Iterator
+
+from pvtool.abi.layouts import CALLBACK_REGISTER, IRET_FRAME_32, TRAP_INFO, Layout
 from pvtool.abi.xen import (
     CALLBACKF_MASK_EVENTS,
     GUEST_KERNEL_RPL,
@@ -30,20 +32,25 @@ def set_trap_table(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     if ptr == 0:
         dom.trap_table.clear()
         return 0
-    for index in range(MAX_TRAPS + 1):
-        entry = TRAP_INFO.unpack(dom.copy_from_guest(ptr + index * TRAP_INFO.size,
-                                                     TRAP_INFO.size))
-        if entry["address"] == 0:
-            break
+    for entry in trap_entries(dom, ptr, TRAP_INFO):
         flags = entry["flags"]
         table[entry["vector"]] = TrapInfo(
             vector=entry["vector"], dpl=flags & TI_DPL_MASK,
             masks_events=bool(flags & TI_MASK_EVENTS),
             cs=fix_selector_rpl(entry["cs"]), address=entry["address"])
-    else:
-        raise HypercallError(Errno.EINVAL, "trap table has no terminating entry")
     dom.trap_table.update(table)
     return 0
+
+
+def trap_entries(dom: PvDomain, ptr: int, layout: Layout) -> Iterator[dict]:
+    """The trap_info entries (of the guest width's LAYOUT) at PTR, up to the one
+    with address 0; -EINVAL if 256 entries go by without it."""
+    for index in range(MAX_TRAPS + 1):
+        entry = layout.unpack(dom.copy_from_guest(ptr + index * layout.size, layout.size))
+        if entry["address"] == 0:
+            return
+        yield entry
+    raise HypercallError(Errno.EINVAL, "trap table has no terminating entry")
 
 
 def stack_switch(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:

@@ -1,0 +1,115 @@
+"""Xen's 64-bit bounce frame (XEN-ABI64.md §1.5, xen/arch/x86/x86_64/entry.S
+create_bounce_frame): how a 64-bit PV kernel receives an exception, an event, a
+system call of its user programs or a software interrupt.
+
+The kernel runs at CPL 3, so no ring changes: the hypervisor writes the frame itself
+and moves the registers. From user mode it first toggles to kernel mode (GS swap, the
+kernel L4) and starts on kernel_sp; from kernel mode it stays on the interrupted stack
+and clears the RPL of the saved CS, which is how the handler knows where the event hit.
+Xen returns to the guest with SYSRET, which clobbers RCX and R11: so the frame begins
+with them, the handler pops them, and what is left is a hardware iretq frame.
+"""
+
+import struct
+from dataclasses import dataclass
+
+from pvtool.hv.domain import PvDomain
+from pvtool.hv.errors import DomainCrash, HypercallError
+from pvtool.hv.vcpu64 import Vcpu64, in_hypervisor_range, is_canonical
+from pvtool.machine.cpu import CS, R11, RCX, RFLAGS, RIP, RSP, SS, Cpu
+from pvtool.x86.registers import (
+    EFLAGS_AC,
+    EFLAGS_IF,
+    EFLAGS_IOPL,
+    EFLAGS_NT,
+    EFLAGS_RF,
+    EFLAGS_TF,
+    EFLAGS_VM,
+)
+
+FRAME_ALIGN = 16
+GUARD = 64  # create_bounce_frame refuses a frame this close above Xen's range
+# What the handler's RFLAGS loses on entry (entry.S: TF, VM, RF, NT; AC by SMAP rules).
+HANDLER_CLEARS = EFLAGS_TF | EFLAGS_VM | EFLAGS_RF | EFLAGS_NT | EFLAGS_AC
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """Where the guest was when the event hit: what the frame saves. `rip` is the
+    return address (on a fault, the instruction; after a syscall, the next one)."""
+
+    rip: int
+    cs: int
+    rflags: int
+    rsp: int
+    rcx: int
+    r11: int
+    ss: int
+
+
+def interrupted_at(cpu: Cpu, rip: int, *, by_syscall: bool = False) -> Interrupted:
+    """The CPU's state, returning to RIP. BY_SYSCALL: RCX and R11 are what the
+    hardware's syscall would have put there (RIP and RFLAGS), not read."""
+    rflags = cpu.read(RFLAGS)
+    if by_syscall:
+        rcx, r11 = rip, rflags
+    else:
+        rcx, r11 = cpu.read(RCX), cpu.read(R11)
+    return Interrupted(rip, cpu.read(CS), rflags, cpu.read(RSP), rcx, r11, cpu.read(SS))
+
+
+def bounce(dom: PvDomain, vcpu64: Vcpu64, handler: int, at: Interrupted, *,
+           error_code: int | None = None, masks_events: bool = False,
+           clears: int = 0) -> int:
+    """Build the frame for HANDLER, move the guest's registers onto it, and return the
+    handler's address: the caller resumes there (a RIP write, or a fast call's
+    resume, which knows Unicorn's +2). The handler runs without the flags in CLEARS
+    either. Undeliverable: DomainCrash."""
+    if not handler:
+        raise DomainCrash(f"a bounce at {at.rip:#x} to a handler at address 0")
+    cpu = dom.machine.cpu
+    cs = at.cs & 0xFFFF
+    if vcpu64.kernel_mode:
+        sp, cs = at.rsp, cs & ~3  # RPL 0: "the event hit kernel mode"
+    else:
+        vcpu64.toggle(cpu, dom.pagetables.load_cr3)
+        sp = vcpu64.kernel_sp
+    saved_mask = dom.upcall_mask
+    flags = at.rflags & ~(EFLAGS_IF | EFLAGS_IOPL) | (0 if saved_mask else EFLAGS_IF)
+    words = [at.rcx, at.r11]
+    if error_code is not None:
+        words.append(error_code & 0xFFFFFFFF)
+    words += [at.rip, cs | saved_mask << 32, flags, at.rsp, at.ss & 0xFFFF]
+    frame = struct.pack(f"<{len(words)}Q", *(w & (1 << 64) - 1 for w in words))
+    top = (sp & ~(FRAME_ALIGN - 1)) - len(frame)
+    _write_frame(dom, top, frame)
+    if masks_events:
+        dom.upcall_mask = 1
+    cpu.write(RSP, top)
+    new_flags = at.rflags & ~(HANDLER_CLEARS | clears) | EFLAGS_IF
+    cpu.write(RFLAGS, new_flags)
+    cpu.write(RCX, handler)  # SYSRET's: RCX is the return address, R11 the flags
+    cpu.write(R11, new_flags)
+    if dom.trace:
+        dom.log(f"bounce frame at {top:#x} to {handler:#x} from {at.rip:#x}")
+    return handler
+
+
+def _write_frame(dom: PvDomain, address: int, frame: bytes) -> None:
+    """Write the frame, or crash the domain as create_bounce_frame does when the
+    stack is Xen's, non-canonical or not writable."""
+    end = address + len(frame)
+    if not (is_canonical(address) and is_canonical(end - 1)) \
+            or in_hypervisor_range(address, len(frame) + GUARD):
+        raise DomainCrash(f"a bounce frame at {address:#x}, in the hypervisor's range "
+                          "or not canonical")
+    try:
+        dom.copy_to_guest(address, frame)
+    except HypercallError:
+        raise DomainCrash(f"the bounce frame at {address:#x} cannot be written "
+                          "(kernel stack)", address) from None
+
+
+def resume_at(cpu: Cpu, handler: int) -> None:
+    """Resume at HANDLER from an interruption (the INTR or invalid-opcode hook)."""
+    cpu.write(RIP, handler)

@@ -1,0 +1,227 @@
+"""How a 64-bit PV domain enters the hypervisor and leaves it (XEN-ABI64.md §1.2-1.6):
+the supervisor of a 64-bit guest's CPU.
+
+The guest kernel and its user programs both run at CPL 3; which one is running is
+Vcpu64.kernel_mode. So `syscall` means two things: from the kernel it is a hypercall
+(number in RAX, arguments in RDI, RSI, RDX, R10, R8), from user mode a system call
+bounced to the kernel's syscall callback. `sysenter` and `int $0x80` from user mode go
+to their callbacks too. Exceptions and `int n` are bounced through the 64-bit trap
+table with Xen's rules (DPL checks, the #PF error code's U bit, CR2 in vcpu_info), a
+#GP in kernel mode is first offered to the emulator (hv/emulate64.py), and events are
+delivered on the way back to the guest, as Xen's test_guest_events does.
+
+A redirect made from a fast call goes through `call.resume` (the machine knows
+Unicorn's +2); one made from an interruption writes RIP.
+"""
+
+import struct
+from dataclasses import replace
+
+from pvtool.abi.layouts import VCPU_INFO_64
+from pvtool.abi.xen import (
+    EXCEPTIONS_WITH_ERROR_CODE_64,
+    FLAT_RING3_CS32,
+    FLAT_RING3_SS64,
+    CallbackType,
+)
+from pvtool.hv import layout
+from pvtool.hv.bounce64 import Interrupted, bounce, interrupted_at, resume_at
+from pvtool.hv.domain import PvDomain
+from pvtool.hv.emulate64 import Emulator64
+from pvtool.hv.errors import DomainCrash
+from pvtool.hv.hypercalls import TABLE_64, call
+from pvtool.hv.hypercalls.common import NO_RESULT
+from pvtool.hv.traps import PvSupervisor, _vector_name
+from pvtool.hv.vcpu64 import Callback64
+from pvtool.machine.cpu import CR2
+from pvtool.machine.exits import Exit
+from pvtool.machine.fast_call import FastCall, FastCallKind
+from pvtool.machine.interruption import Interruption
+from pvtool.x86.paging import PF_U
+from pvtool.x86.registers import EFLAGS_DF, EFLAGS_IF
+from pvtool.x86.vectors import Vector, idt_error_code, vector_name
+
+VCPU_CR2_64 = layout.VCPU0 + VCPU_INFO_64.offset("cr2")
+INT80 = 0x80
+KERNEL_IOPL, USER_IOPL = 1, 3  # the vIOPL port I/O needs in each mode (iopl_ok)
+NO_DPL_CHECK = (Vector.BP, Vector.OF)  # int3 and into: Xen's IDT gates are DPL 3
+SYSENTER_CS = 3  # the frame sysenter_entry builds: CS 3, RIP and RSP 0
+
+
+class Pv64Supervisor(PvSupervisor):
+    """The supervisor of a 64-bit PV domain. It shares the 32-bit one's event and
+    device-interrupt timing (PvSupervisor) and replaces every entry path."""
+
+    def __init__(self, domain: PvDomain):
+        super().__init__(domain, Emulator64(domain))
+        self.state = domain.vcpu.long_mode
+        self.cpu = domain.machine.cpu
+
+    # -- syscall and sysenter ---------------------------------------------------------
+    def on_fast_call(self, fast: FastCall) -> None:
+        try:
+            if fast.kind is FastCallKind.SYSCALL and self.state.kernel_mode:
+                self._hypercall64(fast)
+            elif fast.kind is FastCallKind.SYSCALL:
+                self._user_syscall(fast)
+            else:
+                self._sysenter(fast)
+        except DomainCrash as crash:
+            self.domain.crash(crash.reason, crash.address)
+
+    def _hypercall64(self, fast: FastCall) -> None:
+        """A hypercall (§1.2). RCX and R11 are left alone: Xen's SYSRET would load
+        them with RIP and RFLAGS, and every hypercall-page entry saves and restores
+        both around the syscall."""
+        self.exits[Exit.HYPERCALL] += 1
+        vcpu = self.vcpu
+        result = call(self.domain, vcpu, vcpu.hypercall_number(), vcpu.hypercall_args(),
+                      TABLE_64)
+        if result is not NO_RESULT:
+            vcpu.set_result(result)
+        resume, self.state.resume = self.state.resume, None
+        if resume is not None:
+            fast.resume = resume
+        if self.domain.machine.stop is None and self._event_deliverable():
+            at = interrupted_at(self.cpu, fast.next_ip if resume is None else resume)
+            fast.resume = self._upcall(at)
+
+    def _user_syscall(self, fast: FastCall) -> None:
+        """A user program's syscall (§1.4): to the syscall callback (syscall32 from
+        compat code) on a frame whose RCX and R11 hold what the hardware's syscall
+        would have put there; no callback: #UD at the syscall."""
+        next_ip = fast.next_ip  # read under the user's tables, before the toggle
+        at = interrupted_at(self.cpu, next_ip, by_syscall=True)
+        kind = CallbackType.syscall32 if at.cs & 0xFFFF == FLAT_RING3_CS32 \
+            else CallbackType.syscall
+        callback = self.state.callbacks.get(kind)
+        if callback is None:
+            fast.resume = self._exception(Vector.UD, None, _at_ip(at, fast.ip))
+            return
+        fast.resume = self._to_callback(callback, at, f"{kind.name} callback",
+                                        clears=EFLAGS_DF)
+
+    def _sysenter(self, fast: FastCall) -> None:
+        """sysenter (§1.4): the frame has no return address (RIP and RSP 0, CS 3);
+        no callback: #GP(0)."""
+        live = interrupted_at(self.cpu, 0)
+        at = Interrupted(0, SYSENTER_CS, live.rflags | EFLAGS_IF, 0, live.rcx, live.r11,
+                         FLAT_RING3_SS64)
+        callback = self.state.callbacks.get(CallbackType.sysenter)
+        if callback is None:
+            fast.resume = self._exception(Vector.GP, 0, at)
+            return
+        fast.resume = self._to_callback(callback, at, "sysenter callback")
+
+    def _to_callback(self, callback: Callback64, at: Interrupted, name: str,
+                     clears: int = 0) -> int:
+        self.exits[Exit.SYSCALL] += 1
+        if self.domain.trace:
+            self.domain.log(f"{name} at {at.rip:#x} to {callback.address:#x}")
+        return bounce(self.domain, self.state, callback.address, at,
+                      masks_events=callback.masks_events, clears=clears)
+
+    # -- interrupts and exceptions ----------------------------------------------------
+    def _route(self, event: Interruption) -> None:
+        handler = self._software_interrupt64(event) if event.software else self._fault(event)
+        if handler is not None:
+            resume_at(self.cpu, handler)
+
+    def _software_interrupt64(self, event: Interruption) -> int | None:
+        """int3 and into go to their handlers; int $0x80 to its handler if it has one
+        (entry_int80's direct trap); any other `int n` only if its DPL allows the
+        mode, else #GP((n<<3)|2) at the instruction (do_general_protection)."""
+        vector = event.vector
+        at = interrupted_at(self.cpu, event.ip)
+        info = self.state.trap_table.get(vector)
+        allowed = info is not None and (
+            vector in NO_DPL_CHECK or vector == INT80
+            or info.dpl == 3 or self.state.kernel_mode and info.dpl >= 1)
+        if vector in NO_DPL_CHECK or allowed:
+            self.exits[Exit.INTERRUPT] += 1
+            return self._exception(vector, None, at)
+        self.exits[Exit.EXCEPTION] += 1
+        return self._exception(Vector.GP, idt_error_code(vector),
+                               _at_ip(at, event.ip - event.length))
+
+    def _fault(self, event: Interruption) -> int | None:
+        vector, ip = event.vector, event.ip
+        if vector == Vector.UD and self.emulator.forced_cpuid(ip) \
+                or vector == Vector.GP and self.state.kernel_mode \
+                and self.emulator.emulate_privileged(ip):
+            self.exits[Exit.EMULATED] += 1
+            return None
+        error_code, address = event.error_code, None
+        if vector == Vector.PF:
+            address = self.cpu.read(CR2)
+            error_code = self._page_fault(error_code or 0, address)
+        elif vector in EXCEPTIONS_WITH_ERROR_CODE_64:
+            error_code = error_code or 0
+        else:
+            error_code = None
+        self.exits[Exit.EXCEPTION] += 1
+        return self._exception(vector, error_code, interrupted_at(self.cpu, ip), address)
+
+    def _page_fault(self, error_code: int, address: int) -> int:
+        """ADDRESS (CR2) into vcpu_info.arch.cr2 (8 bytes at 16 on 64-bit); the error
+        code's U bit says whether the guest was in user mode, not the CPL, which is
+        always 3 (pv/traps.c)."""
+        self.domain.memory.write_phys(VCPU_CR2_64, struct.pack("<Q", address))
+        return error_code & ~PF_U | (0 if self.state.kernel_mode else PF_U)
+
+    def _exception(self, vector: int, error_code: int | None, at: Interrupted,
+                   address: int | None = None) -> int:
+        """Bounce VECTOR to its trap-table handler and answer where to resume; with
+        no handler the domain is crashed (at ADDRESS, a #PF's), since Xen could only
+        loop on the fault. The reason reads as a 32-bit domain's (hv/bounce.py)."""
+        info = self.state.trap_table.get(vector)
+        if self.domain.trace:
+            error = "" if error_code is None else f" error {error_code:#x}"
+            self.domain.log(f"bounce {_vector_name(vector)}{error} at {at.rip:#x}")
+        if info is None:
+            what = vector_name(vector) + ("" if address is None else f" at {address:#x}")
+            raise DomainCrash(f"{what} at {at.rip:#x} and no handler for it "
+                              "(set_trap_table)", address)
+        return bounce(self.domain, self.state, info.address, at, error_code=error_code,
+                      masks_events=info.masks_events)
+
+    def _bounce(self, event: Interruption) -> None:
+        """A device interrupt's vector, through the trap table (PvSupervisor)."""
+        resume_at(self.cpu, self._exception(event.vector, None,
+                                             interrupted_at(self.cpu, event.ip)))
+
+    def port_allowed(self, port: int) -> bool:
+        """Port I/O needs the I/O privilege of the mode (Xen's iopl_ok): the kernel's
+        vIOPL of at least 1 (physdev_op set_iopl), or 3 in user mode; without it the
+        domain is crashed, as a 32-bit domain's is (PvSupervisor)."""
+        needed = KERNEL_IOPL if self.state.kernel_mode else USER_IOPL
+        if self.domain.iopl >= needed:
+            return True
+        mode = "kernel" if self.state.kernel_mode else "user"
+        self.domain.crash(f"port I/O on {port:#x} in {mode} mode without I/O privilege "
+                          f"(IOPL {needed}, physdev_op set_iopl)")
+        return False
+
+    # -- events -----------------------------------------------------------------------
+    def _event_deliverable(self) -> bool:
+        dom = self.domain
+        dom.events.fire_due_timer()
+        return (CallbackType.event in self.state.callbacks and not dom.upcall_mask
+                and dom.events.work_pending())
+
+    def _take_event(self) -> None:
+        if self._event_deliverable():
+            resume_at(self.cpu, self._upcall(interrupted_at(self.cpu, self.cpu.ip)))
+
+    def _upcall(self, at: Interrupted) -> int:
+        """Xen's upcall: to the event callback, events masked (TBF_INTERRUPT)."""
+        address = self.state.callbacks[CallbackType.event].address
+        self.exits[Exit.UPCALL] += 1
+        if self.domain.trace:
+            self.domain.log(f"event upcall to {address:#x} at {at.rip:#x}")
+        self.domain.events.update_time()
+        return bounce(self.domain, self.state, address, at, masks_events=True)
+
+
+def _at_ip(at: Interrupted, rip: int) -> Interrupted:
+    return replace(at, rip=rip)
