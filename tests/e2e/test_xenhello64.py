@@ -39,19 +39,12 @@ RING = b"xenhello64: hello from the console ring\n"  # the console ring, on stdo
 
 run = partial(cli.pvtool, "run", "--quiet", process=True, timeout=120)
 
-# Merge note: the guest maps shared_info with the 64-bit update_va_mapping (va, val,
-# flags), which is hv64mem's (after its plumbing commit). Strict: once it is merged
-# this test passes, XPASS fails, and the marker must go.
-needs_hv64mem = pytest.mark.xfail(
-    strict=True, reason="needs hv64mem's 64-bit update_va_mapping (va, val, flags)")
-
 
 @pytest.fixture(scope="module")
 def xenhello64():
     return guest_path("xenhello64")
 
 
-@needs_hv64mem
 def test_xenhello64_runs_every_entry_path_to_its_success_line(xenhello64):
     done = run(xenhello64)
     assert done.status == 0, done.stderr
@@ -59,7 +52,6 @@ def test_xenhello64_runs_every_entry_path_to_its_success_line(xenhello64):
     assert done.stderr_bytes == XEN_CONSOLE
 
 
-@needs_hv64mem
 def test_xenhello64_exits_are_counted_by_kind(xenhello64, tmp_path):
     """The user program's three syscalls (write, gsword, exit: guests/xenhello64/
     user.S) bounced to the kernel; two upcalls (the timer's, then the console
