@@ -89,7 +89,7 @@ GUEST64_LIB_SRCS := $(wildcard guests/lib64/*.c guests/lib64/*.S) \
 # (compiled for 64 bits from guests/minikern) and minikern's headers (on its include
 # path after its own), and has its own memory, process, trap and entry code.
 MINIKERN64_SHARED := $(addprefix guests/minikern/,bootcount.c ide.c picirq.c \
-                     spinlock.c string.c sysproc.c timer.c \
+                     proc.c spinlock.c string.c sysproc.c timer.c \
                      ulib.c uprimes.c uchatty.c umapper.c uintruder.c)
 
 # guest64_rules(NAME, SOURCES FROM OTHER DIRECTORIES, EXTRA INCLUDE DIRECTORIES): how
