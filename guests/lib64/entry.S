@@ -11,8 +11,10 @@
 # startup_64 is: a loader or hypervisor that starts the kernel in long mode itself
 # (pvtool's PV entry for the xen64 patch set) jumps here. Its contract:
 #   - long mode, CPL 0, interrupts off, a GDT with a 64-bit code segment in CS;
-#   - paging on, with the low RAM identity-mapped (at least the first 8 MiB) and the
-#     kernel's link range mapped: KERNBASE + p -> physical p for the same range;
+#   - paging on, with the low RAM identity-mapped and the kernel's link range
+#     mapped, KERNBASE + p -> physical p, both for at least the first 8 MiB
+#     (minikern64's PHYSTOP: its allocator writes every free page through KERNBASE
+#     before it loads tables of its own), writable;
 #   - RDI = the Multiboot magic (0x2BADB002), RSI = the physical address of the
 #     Multiboot information structure;
 #   - no stack: start64 takes its own.
