@@ -23,7 +23,7 @@ XEN_CONSOLE = (
     b"traps: int3 and page fault handlers set (0)\n"
     b"trap: int3 taken and returned with HYPERVISOR_iret (1)\n"
     b"page fault: 1 on reading an unmapped page, cr2 its address, error code 0; "
-    b"mapped again, the read saw 24301\n"
+    b"mapped again, the read saw what was written before\n"
     b"events: VIRQ_TIMER bound (0) to port 3\n"
     b"timer: 1 event through the callback, on time\n"
     b"segments: kernel gs base set (0), user gs base set (0), gs:0 reads the kernel's "
