@@ -63,6 +63,8 @@ from pvtool.machine.cpu import (
     GS,
     IDTR,
     SS,
+    Cpu,
+    SegmentCache,
 )
 from pvtool.machine.firmware.bios_data import EBDA_BASE, EBDA_SIZE_KIB
 from pvtool.machine.firmware.layout import HIGH_ZONE_SIZE, high_zone
@@ -373,6 +375,17 @@ def _enter_protected_mode(machine: Machine, entry: int, info_addr: int) -> None:
                  EBP: 0, ESP: ENTRY_ESP, EFLAGS: ENTRY_EFLAGS, EIP: entry}
     for reg, value in registers.items():
         cpu.write(reg, value)
+    if cpu.bits == 64:
+        _leave_long_mode(cpu)
     # Unicorn's segment register writes mark the descriptors accessed in memory (and
     # scribble on the null one); the option ROM's GDT reads as QEMU leaves it.
     machine.memory.write_phys(BOOT_GDT, gdt)
+
+
+def _leave_long_mode(cpu: Cpu) -> None:
+    """A 64-bit CPU (qemu-system-x86_64's PC) enters the kernel in protected mode as
+    well, EFER clear, but Unicorn starts it in long mode, where a selector write loads
+    no descriptor: the option ROM's flat segments are loaded into the caches here."""
+    code, data = BOOT_GDT_DESCRIPTORS[0], BOOT_GDT_DESCRIPTORS[1]
+    flat_data = SegmentCache.of(BOOT_DS, data)
+    cpu.load_segments(SegmentCache.of(BOOT_CS, code), flat_data, data=flat_data, efer=0)
