@@ -122,7 +122,7 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
                          if disk_path else None)
         machine = Machine(ram_size=options.ram_size, output=output,
                           input_data=options.input_data, disks=disks, keys=keys,
-                          host_tsc=options.host_tsc)
+                          host_tsc=options.host_tsc, bits=image.bits)
         domain = _boot(machine, image, mode, options)
         machine.supervisor.delivery.trace = options.trace_interrupts
         result = _run_loop(machine, mode, options)
@@ -143,9 +143,12 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
 
 def _load_image(path: Path, requested: Mode) -> KernelImage:
     """The kernel at PATH: an ELF, or for the Multiboot boots (native, trap) also a
-    flat binary that QEMU's -kernel boots."""
+    flat binary that QEMU's -kernel boots. Its width chooses the PC: a 64-bit ELF
+    boots natively on qemu-system-x86_64's, anything else on qemu-system-i386's."""
     flat = load_flat(path) if requested in (Mode.NATIVE, Mode.TRAP) else None
-    image = flat or require_32bit(load_elf(path))
+    image = flat or load_elf(path)
+    if requested is not Mode.NATIVE:
+        require_32bit(image)
     if flat is None and requested in (Mode.NATIVE, Mode.TRAP) and parse_xen_notes(image):
         raise UnsupportedImageError(
             f"{path}: a PV image (it has Xen ELF notes: patched, or written for Xen), "

@@ -175,6 +175,11 @@ def _qemu_header(image: KernelImage) -> MultibootHeader:
             f"{image.path}: the Multiboot header at file offset {header.offset:#x} lies "
             f"past the first {QEMU_HEADER_SCAN_END} bytes, where QEMU's -kernel looks for "
             "it (QEMU then takes the file for a Linux kernel, and never runs this one)")
+    if image.bits == 64 and not header.aout_kludge:
+        raise UnsupportedImageError(
+            f"{image.path}: a 64-bit ELF whose Multiboot header has no address fields "
+            "(flag 16), which qemu-system-x86_64 -kernel refuses as well (\"Cannot load "
+            "x86-64 image, give a 32bit one.\"): set them, or link the kernel as ELF32")
     return header
 
 

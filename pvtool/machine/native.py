@@ -14,7 +14,6 @@ NMI could still come (only an I/O APIC entry in NMI mode could send one later).
 from pathlib import Path
 
 from pvtool.machine.cpu import CR2, GDTR, IDTR, Cpu
-from pvtool.machine.cpuid import cpuid as qemu32_cpuid
 from pvtool.machine.delivery import (
     Delivery,
     DeliveryFault,
@@ -153,11 +152,12 @@ class BareMetal:
 
 def boot_bare_pc(machine: Machine, image: KernelImage, *, cmdline: bytes,
                  modules: tuple[Path, ...]) -> None:
-    """Start IMAGE on MACHINE as `qemu-system-i386 -kernel` starts it: SeaBIOS's screen,
-    the Multiboot loader's memory and CPU state, QEMU's CPUID and open bus, and the
-    guest's own IDT taking every interruption."""
+    """Start IMAGE on MACHINE as `qemu-system-i386 -kernel` starts it (or
+    qemu-system-x86_64's, on a 64-bit MACHINE): SeaBIOS's screen, the Multiboot
+    loader's memory and CPU state, QEMU's CPUID and open bus, and the guest's own IDT
+    taking every interruption."""
     machine.show_firmware_screen()
     load_multiboot(machine, image, cmdline=cmdline, modules=modules)
-    machine.present_cpuid(qemu32_cpuid)
+    machine.present_cpuid(machine.cpu_model.cpuid)
     machine.mmio.open_bus()
     machine.attach(BareMetal(machine))

@@ -52,6 +52,7 @@ from pvtool.machine.ata import (
 from pvtool.machine.clock import DeviceClock, TimedDevice, VirtualClock
 from pvtool.machine.cmos import RTC_HZ, Cmos
 from pvtool.machine.cpu import EAX, EBX, ECX, EDX, Cpu
+from pvtool.machine.cpuid import CPU_MODELS
 from pvtool.machine.debugexit import DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DebugExit
 from pvtool.machine.delay_port import DELAY_PORT, DelayPort
 from pvtool.machine.delivery import Delivery
@@ -151,6 +152,7 @@ class Machine:
         self.ram_size = ram_size
         self.uc.mem_map(0, ram_size)
         self.cpu = Cpu(self.uc, bits)
+        self.cpu_model = CPU_MODELS[bits]  # the PC of qemu-system-i386, or of -x86_64
         self.memory = GuestMemory(self.uc, self.cpu)
         self.exits: Counter[Exit] = Counter()
         self.hook_error: BaseException | None = None
@@ -223,7 +225,7 @@ class Machine:
         self.acpi_pm = AcpiPm(lambda: self.clock.ticks(PM_TIMER_HZ), self._on_power_off)
         self.ports.register(self.acpi_pm, PM_BASE, PM_BLOCK_PORTS, width=PM_REGISTER_WIDTH)
         self.ports.register(self.acpi_pm.smi_command, SMI_COMMAND_PORT, SMI_PORTS, width=1)
-        self.fw_cfg = FwCfg(self.ram_size)
+        self.fw_cfg = FwCfg(self.ram_size, self.cpu_model)
         self.fw_cfg.register(self.ports, self.memory)
 
     def _install_isa(self) -> None:

@@ -184,4 +184,4 @@ hexdigits:
 boot_eax: .quad 0
 boot_ebx: .quad 0
 record_count: .quad 0
-records: .space 8 * 64
+records: .space 8 * 256
