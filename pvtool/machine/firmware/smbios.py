@@ -6,8 +6,8 @@ RAM; a structure's handle is its type times 256, as QEMU numbers them.
 
 import struct
 
-from pvtool.machine.firmware.layout import FSegment, with_checksum
 from pvtool.machine.cpuid import CpuModel
+from pvtool.machine.firmware.layout import FSegment, with_checksum
 from pvtool.machine.firmware.platform import SEABIOS_VERSION
 from pvtool.machine.memory import GuestMemory
 
