@@ -184,6 +184,11 @@ class Cpu:
         selector, base, _, _ = self.uc.reg_read(TR)
         return selector, base
 
+    def task_segment(self) -> tuple[int, int, int]:
+        """(selector, base, limit) of TR."""
+        selector, base, limit, _ = self.uc.reg_read(TR)
+        return selector, base, limit
+
     def load_segment_cache(self, reg: int, selector: int, base: int, limit: int,
                            flags: int) -> None:
         """Load TR or LDTR as a task switch does, its checks already made: FLAGS are

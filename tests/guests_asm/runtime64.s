@@ -42,10 +42,10 @@ _start:
     mov $3 * 1024, %ecx
     xor %eax, %eax
     rep stosl
-    movl $PDPT + 0x3, PML4
-    movl $PD + 0x3, PDPT
+    movl $PDPT + 0x7, PML4
+    movl $PD + 0x7, PDPT
     mov $PD, %edi
-    mov $0x83, %eax             # 2 MiB pages: present, writable, PS
+    mov $0x87, %eax             # 2 MiB pages: present, writable, user, PS
     mov $512, %ecx
 1:  mov %eax, (%edi)
     add $8, %edi
