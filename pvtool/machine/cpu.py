@@ -125,6 +125,11 @@ class Cpu:
         Multiboot kernel in protected mode, and the kernel turns long mode on."""
         return self.bits == 64 and bool(self._hflags(self._blob()) & HF_LMA)
 
+    @property
+    def hflags(self) -> int:
+        """QEMU's hidden flags (machine/context.py names the bits)."""
+        return self._hflags(self._blob())
+
     def _hflags(self, blob: int) -> int:
         return ctypes.c_uint32.from_address(blob + self._layout.hflags).value
 

@@ -7,6 +7,9 @@ subleaf). The leaves are built from their layouts in the Intel SDM, volume 2A,
 Unicorn's own CPU answers as a recent Intel core would (leaf 0's maximum 0xD, AVX,
 its own brand string), so native mode hooks the instruction and answers from these
 tables instead (Machine.present_cpuid); PV and trap-and-emulate mode keep Unicorn's.
+The vendor also decides what faults: on AMD's qemu64, sysenter and sysexit in 64-bit
+code are #UD, so the native 64-bit PC runs Unicorn's qemu64 CPU as well (Unicorn
+then sends sysexit to its invalid-instruction hook, measured).
 The firmware's MP table and SMBIOS copy leaf 1's signature and features.
 
 A leaf past the maximum of its range answers as the highest basic leaf does, with the
@@ -18,6 +21,8 @@ Departures: leaves from 0xC0000000 answer zeros (qemu64 measured, qemu32 not).
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from unicorn.x86_const import UC_CPU_X86_QEMU64
 
 BRAND = "QEMU Virtual CPU version 2.5+"
 HYPERVISOR_SIGNATURE = "TCGTCGTCGTCG"
@@ -48,6 +53,7 @@ class CpuModel:
     """One of QEMU's CPU models: its leaves, and those whose answer depends on ECX."""
 
     name: str
+    unicorn_model: int | None  # Unicorn's CPU of the same vendor (None: Unicorn's default)
     max_basic: int
     max_extended: int
     leaves: dict[int, Registers]
@@ -131,7 +137,7 @@ def _cache_leaf(subleaf: int) -> Registers:
 
 
 _QEMU32_SIGNATURE = _signature(6, 6, 3)
-QEMU32 = CpuModel("qemu32", 4, 0x80000004, {
+QEMU32 = CpuModel("qemu32", None, 4, 0x80000004, {
     **_common_leaves("GenuineIntel", _QEMU32_SIGNATURE, 4, 0x80000004),
     1: (_QEMU32_SIGNATURE, CLFLUSH_LINE_QWORDS << 8, _bits(ECX_FEATURES, "sse3", "hypervisor"),
         _bits(EDX_FEATURES, "fpu", "de", "pse", "tsc", "msr", "pae", "mce", "cx8", "apic",
@@ -164,7 +170,7 @@ def _topology_leaf(subleaf: int) -> Registers:
 
 
 _QEMU64_SIGNATURE = _signature(15, 0x6B, 1)
-QEMU64 = CpuModel("qemu64", 0xD, 0x8000000A, {
+QEMU64 = CpuModel("qemu64", UC_CPU_X86_QEMU64, 0xD, 0x8000000A, {
     **_common_leaves("AuthenticAMD", _QEMU64_SIGNATURE, 0xD, 0x8000000A),
     1: (_QEMU64_SIGNATURE, CLFLUSH_LINE_QWORDS << 8, _bits(ECX_FEATURES),
         _bits(EDX_FEATURES)),

@@ -28,6 +28,7 @@ from pvtool.machine.delivery import (
     write_guest,
 )
 from pvtool.machine.fast_call import FastCall
+from pvtool.machine.fast_entry import FastEntry
 from pvtool.machine.interruption import Interruption, external
 from pvtool.machine.irq import IrqRouter
 from pvtool.machine.loader import KernelImage, load_multiboot
@@ -151,6 +152,7 @@ class BareMetal:
         self.cpu = machine.cpu
         rules = BareCpuRules(machine.cpu, machine.memory, machine.request_stop)
         self.delivery = Delivery(machine.cpu, rules, machine.exits)
+        self.fast_entry = FastEntry(machine.cpu, self.delivery.deliver)
         self.nmi_blocked = False
 
     def on_interruption(self, event: Interruption) -> None:
@@ -182,8 +184,7 @@ class BareMetal:
         return True
 
     def on_fast_call(self, call: FastCall) -> None:
-        """`syscall` and `sysenter` do nothing yet, as before the machine reported
-        them (their hardware semantics follow in machine/fast_calls.py)."""
+        self.fast_entry.run(call)
 
 
 def boot_bare_pc(machine: Machine, image: KernelImage, *, cmdline: bytes,

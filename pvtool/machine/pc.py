@@ -147,12 +147,14 @@ class Machine:
     def __init__(self, *, ram_size: int = DEFAULT_RAM,
                  output: Callable[[bytes], None], input_data: bytes = b"",
                  disks: Sequence[DiskImage | None] = (), bits: int = 32,
-                 keys: Iterable[int] = (), host_tsc: bool = False):
+                 keys: Iterable[int] = (), host_tsc: bool = False, native_cpu: bool = False):
         self.uc = Uc(UC_ARCH_X86, UC_MODES[bits])
+        self.cpu_model = CPU_MODELS[bits]  # the PC of qemu-system-i386, or of -x86_64
+        if native_cpu and self.cpu_model.unicorn_model is not None:
+            self.uc.ctl_set_cpu_model(self.cpu_model.unicorn_model)
         self.ram_size = ram_size
         self.uc.mem_map(0, ram_size)
         self.cpu = Cpu(self.uc, bits)
-        self.cpu_model = CPU_MODELS[bits]  # the PC of qemu-system-i386, or of -x86_64
         self.memory = GuestMemory(self.uc, self.cpu)
         self.exits: Counter[Exit] = Counter()
         self.hook_error: BaseException | None = None

@@ -1,9 +1,11 @@
 """Bits of the x86 control registers and the 32-bit TSS fields pvtool uses (Intel SDM
 vol. 3A: 2.3 EFLAGS, 2.5 control registers, 7.2.1 the TSS), written once."""
 
+EFLAGS_STATUS = 0x8D5  # CF, PF, AF, ZF, SF, OF: the arithmetic flags
 EFLAGS_RESERVED = 1 << 1  # always reads 1
 EFLAGS_TF = 1 << 8
 EFLAGS_IF = 1 << 9
+EFLAGS_DF = 1 << 10
 EFLAGS_IOPL = 3 << 12
 EFLAGS_NT = 1 << 14
 EFLAGS_RF = 1 << 16
