@@ -41,13 +41,23 @@ class NativeRun:
         count = self.u32("record_count")
         return [self.u32(self.guest["records"] + 4 * i) for i in range(count)]
 
+    def records64(self) -> list[int]:
+        """runtime64.s's records: qwords."""
+        count = self.u32("record_count")
+        base = self.guest["records"]
+        return [int.from_bytes(self.machine.memory.read_phys(base + 8 * i, 8), "little")
+                for i in range(count)]
+
 
 def boot_native(guest: Guest, *, ram_mib: int = 128, cmdline: bytes = b"",
-                input_data: bytes = b"") -> NativeRun:
+                input_data: bytes = b"", bits: int = 32) -> NativeRun:
+    """GUEST on the PC of qemu-system-i386, or of qemu-system-x86_64 with BITS 64."""
     output = bytearray()
-    machine = Machine(ram_size=ram_mib << 20, output=output.extend, input_data=input_data)
+    machine = Machine(ram_size=ram_mib << 20, output=output.extend, input_data=input_data,
+                      bits=bits, native_cpu=True)
     boot = load_multiboot(machine, load_elf(guest.elf), cmdline=cmdline)
     machine.attach(BareMetal(machine))
+    machine.present_cpuid(machine.cpu_model.cpuid)
     return NativeRun(guest, machine, boot, output)
 
 
