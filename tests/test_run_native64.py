@@ -10,8 +10,7 @@ import pytest
 from tests import cli
 from tests.binutils import build
 from tests.guests_asm.build import GuestBuilder
-from tests.machine.qemu64 import QEMU64, run_qemu64
-from tests.oracles import QEMU_ARGS, require_tool
+from tests.oracles import QEMU64, QEMU_ARGS, require_tool, run_qemu
 
 UNSUPPORTED_IMAGE = 69
 run = partial(cli.pvtool, "run")
@@ -57,7 +56,7 @@ def builder(tmp_path_factory) -> GuestBuilder:
 def test_an_elf64_kernel_prints_qemu_system_x86_64s_bytes_and_status(builder):
     kernel = builder.build64(VENDOR)
     result = run("--native", "--quiet", kernel.elf)
-    judge = run_qemu64(kernel.elf)
+    judge = run_qemu(kernel.elf, qemu=QEMU64)
     assert result.stdout_bytes == judge.stdout == b"AuthenticAMD\n"
     assert result.status == judge.guest_code == 5
 

@@ -16,7 +16,7 @@ from pvtool.machine.native import BareMetal
 from pvtool.machine.pc import Machine
 from pvtool.machine.stop import Stop
 from tests.guests_asm.build import Guest
-from tests.oracles import QemuResult, run_qemu
+from tests.oracles import QEMU, QEMU64, QemuResult, run_qemu
 
 SLICE = 100_000
 MAX_SLICES = 3
@@ -74,11 +74,13 @@ def run_native(guest: Guest, **kwargs) -> NativeRun:
 _qemu_cache: dict[tuple, QemuResult] = {}
 
 
-def qemu(guest: Guest, *extra_args: str) -> QemuResult:
-    """QEMU's run of the guest (cached: QEMU is deterministic for these guests)."""
-    key = (guest.elf, extra_args)
+def qemu(guest: Guest, *extra_args: str, program: str = QEMU) -> QemuResult:
+    """QEMU's run of the guest (cached: QEMU is deterministic for these guests), by
+    PROGRAM: qemu-system-i386, or QEMU64 for the x86_64 PC."""
+    key = (guest.elf, extra_args, program)
     if key not in _qemu_cache:
-        _qemu_cache[key] = run_qemu(guest.elf, timeout=20, extra_args=extra_args)
+        _qemu_cache[key] = run_qemu(guest.elf, timeout=20, extra_args=extra_args,
+                                    qemu=program)
     return _qemu_cache[key]
 
 
@@ -87,14 +89,17 @@ def hex_lines(values: list[int]) -> bytes:
     return b"".join(b"%08x\n" % v for v in values)
 
 
-def assert_same_as_qemu(run: NativeRun, *extra_args: str) -> None:
-    """QEMU, booting the same guest, prints the same bytes and ends the same way."""
+def assert_same_as_qemu(run: NativeRun, *extra_args: str) -> QemuResult:
+    """QEMU of the run's PC (qemu-system-x86_64 for a 64-bit machine), booting the same
+    guest, prints the same bytes and ends the same way."""
     from pvtool.machine.stop import StopKind
 
-    judge = qemu(run.guest, *extra_args)
+    program = QEMU64 if run.machine.cpu.bits == 64 else QEMU
+    judge = qemu(run.guest, *extra_args, program=program)
     assert bytes(run.output) == judge.stdout
     if run.stop.kind is StopKind.GUEST_EXIT:
         assert judge.guest_code == run.stop.code
     else:  # -no-reboot: a triple fault ends QEMU with status 0, no exit code
         assert run.stop.kind is StopKind.TRIPLE_FAULT
         assert (judge.status, judge.guest_code) == (0, None)
+    return judge

@@ -6,7 +6,6 @@ x86_64 PC in long mode, in compatibility mode and before long mode, and the i386
 import pytest
 
 from tests.machine.harness import assert_same_as_qemu, run_native
-from tests.machine.qemu64 import assert_same_as_qemu64
 
 KERNEL_CS, KERNEL_SS, USER_CS32, USER_CS64, USER_SS = 0x08, 0x10, 0x1B, 0x2B, 0x23
 UD_MARK, GP_MARK = 0xBAD, 0xDEAD
@@ -259,7 +258,7 @@ def long_mode(build64):
 
 
 def test_fast_calls_in_long_mode_print_what_qemu_prints(long_mode):
-    assert_same_as_qemu64(long_mode)
+    assert_same_as_qemu(long_mode)
     assert long_mode.stop.code == 0x22
 
 
@@ -301,7 +300,7 @@ def test_sysenter_from_compatibility_mode_and_sysexit_back(long_mode):
 
 def test_a_legacy_mode_syscall_on_the_x86_64_pc(build):
     run = run_native(build(LEGACY_SYSCALL), bits=64)
-    assert_same_as_qemu64(run)
+    assert_same_as_qemu(run)
     ecx, eflags, cs, ss, done = run.records()
     assert ecx == run.guest["the_syscall"] + 2 and eflags & 0x201 == 0x1  # IF off, CF on
     assert (cs, ss, done) == (KERNEL_CS, KERNEL_SS, 0x600D)

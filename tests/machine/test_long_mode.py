@@ -9,8 +9,8 @@ import pytest
 
 from pvtool.machine.context import CS_INDEX
 from pvtool.x86.paging import PF_U, PF_W
-from tests.machine.harness import boot_native, run_native
-from tests.machine.qemu64 import assert_same_as_qemu64, qemu64_int_log
+from tests.machine.harness import assert_same_as_qemu, boot_native, run_native
+from tests.oracles import QEMU64, qemu_int_log
 
 CODE64, DATA, USER_CODE64, USER_DATA = 0x08, 0x10, 0x2B, 0x23
 EFER_LME_LMA = 0x500
@@ -175,11 +175,11 @@ def test_an_elf64_kernel_enters_long_mode_from_the_multiboot_entry(build64):
     cr4, efer, cs, magic = run.records64()
     assert (cr4, efer, cs, magic) == (CR4_PAE, EFER_LME_LMA, CODE64, 0x2BADB002)
     assert run.machine.cpu.long_mode and run.machine.cpu.segment(CS_INDEX).selector == CODE64
-    assert_same_as_qemu64(run)
+    assert_same_as_qemu(run)
 
 
 def test_exceptions_in_long_mode_print_what_qemu_prints(exceptions):
-    judge = assert_same_as_qemu64(exceptions)
+    judge = assert_same_as_qemu(exceptions)
     assert judge.guest_code == 0x11
 
 
@@ -227,4 +227,4 @@ def test_trace_int_lines_are_qemus_for_long_mode(build64):
     run.machine.supervisor.delivery.trace = lines.append
     run.machine.run_slice(100_000)
     assert run.stop.code == 0x11 and len(lines) == 14
-    assert lines == qemu64_int_log(run.guest.elf)
+    assert lines == qemu_int_log(run.guest.elf, qemu=QEMU64)
