@@ -28,6 +28,8 @@ from pvtool.machine.screen import TextScreen, read_screen
 from pvtool.machine.stop import Stop, StopKind, registers_at_stop
 
 SLICE_INSNS = 1_000_000
+# The PCs native mode presents, by the QEMU that judges them, and their width.
+PCS = {"i386": 32, "x86_64": 64}
 
 
 class Mode(Enum):
@@ -53,6 +55,7 @@ class RunOptions:
     keys: str = ""  # typed on the keyboard (machine/keys.py says how)
     host_tsc: bool = False  # rdtsc reads the host's TSC, not virtual time (benchmarks)
     xen_console: Callable[[bytes], None] | None = None  # console_io; None: the output's
+    pc: str | None = None  # native: a PCS name; None: the image's width chooses
 
 
 @dataclass
@@ -114,6 +117,7 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
     """Boot the image at PATH in the chosen mode and run it until it stops."""
     image = _load_image(path, options.mode)
     mode = choose_mode(options.mode)
+    bits = PCS[options.pc] if options.pc else image.bits
     keys = key_events(options.keys)
     disks: list[DiskImage | None] = []
     try:
@@ -122,7 +126,7 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
                          if disk_path else None)
         machine = Machine(ram_size=options.ram_size, output=output,
                           input_data=options.input_data, disks=disks, keys=keys,
-                          host_tsc=options.host_tsc, bits=image.bits,
+                          host_tsc=options.host_tsc, bits=bits,
                           native_cpu=mode is Mode.NATIVE)
         domain = _boot(machine, image, mode, options)
         machine.supervisor.delivery.trace = options.trace_interrupts

@@ -1,16 +1,19 @@
 """`pvtool run --native` on an ELF64 Multiboot kernel: it boots on the PC of
 qemu-system-x86_64 -kernel and prints its bytes and ends with its status; an ELF64
-without the a.out kludge is refused as QEMU refuses it, in one line."""
+without the a.out kludge is refused as QEMU refuses it, in one line. `--pc x86_64`
+boots a 32-bit kernel on that PC too (one that enters long mode itself needs it)."""
 
 import subprocess
 from functools import partial
 
 import pytest
 
+from pvtool.run import PCS
 from tests import cli
 from tests.binutils import build
 from tests.guests_asm.build import GuestBuilder
-from tests.oracles import QEMU64, QEMU_ARGS, require_tool, run_qemu
+from tests.machine.test_fast_entry import LEGACY_SYSCALL
+from tests.oracles import QEMU, QEMU64, QEMU_ARGS, require_tool, run_qemu
 
 UNSUPPORTED_IMAGE = 69
 run = partial(cli.pvtool, "run")
@@ -80,3 +83,34 @@ def test_the_other_modes_still_refuse_an_elf64(builder, mode):
     result = run(*args, kernel.elf)
     assert result.status == UNSUPPORTED_IMAGE
     assert "64-bit ELF (x86-64); only 32-bit x86 images are supported" in result.error_line()
+
+
+GUEST_CRASHED, USAGE = 71, 64
+
+
+def test_pc_chooses_the_pc_a_32_bit_kernel_boots_on(builder):
+    """An ELF32 kernel's syscall: #UD on the i386 PC (an empty IDT: a triple fault, as
+    on qemu-system-i386), a legacy-mode system call on the x86_64 PC."""
+    kernel = builder.build(LEGACY_SYSCALL)
+    on_x86_64 = run("--native", "--quiet", "--pc", "x86_64", kernel.elf)
+    judge = run_qemu(kernel.elf, qemu=QEMU64)
+    assert on_x86_64.stdout_bytes == judge.stdout and judge.stdout.endswith(b"0000600d\n")
+    assert on_x86_64.status == judge.guest_code == 3
+    on_i386 = run("--native", "--quiet", kernel.elf)
+    judge = run_qemu(kernel.elf, qemu=QEMU)
+    assert on_i386.stdout_bytes == judge.stdout == b""
+    assert (on_i386.status, judge.status) == (GUEST_CRASHED, 0)  # -no-reboot: QEMU ends
+    assert run("--native", "--quiet", "--pc", "i386", kernel.elf).status == GUEST_CRASHED
+
+
+def test_pc_is_for_native_boots_only(builder):
+    result = run("--trap", "--pc", "x86_64", builder.build(LEGACY_SYSCALL).elf)
+    assert result.status == USAGE
+    assert "--pc needs --native" in result.error_line()
+
+
+def test_the_pcs_the_cli_offers_are_the_ones_run_knows():
+    from pvtool.cli import run as run_command
+
+    (pc,) = [param for param in run_command.params if param.name == "pc"]
+    assert list(pc.type.choices) == list(PCS) == ["i386", "x86_64"]
