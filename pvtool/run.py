@@ -17,7 +17,6 @@ from pvtool.image.flat import load_flat
 from pvtool.image.xen_notes import parse_xen_notes
 from pvtool.interrupts import held
 from pvtool.machine.ata import MAX_DISKS
-from pvtool.machine.cpu import EIP
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
 from pvtool.machine.keys import key_events
@@ -189,7 +188,7 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
         count = _slice_length(machine, budget, executed)
         if count <= 0:
             machine.request_stop(Stop(StopKind.INSN_LIMIT, f"ran past --max-insns {budget}",
-                                      machine.cpu.read(EIP)))
+                                      machine.cpu.ip))
             break
         machine.run_slice(count)
         slices += 1
@@ -200,7 +199,7 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
         if deadline is not None and machine.stop is None and time.perf_counter() > deadline:
             machine.request_stop(Stop(StopKind.TIMEOUT,
                                       f"ran past --timeout {options.timeout:g} s",
-                                      machine.cpu.read(EIP)))
+                                      machine.cpu.ip))
     return RunResult(mode=mode, stop=machine.stop,
                      wall_seconds=time.perf_counter() - started, slices=slices,
                      insns_upper_bound=executed, exits=machine.exits,
@@ -231,7 +230,7 @@ def _slice_length(machine: Machine, budget: int | None, executed: int) -> int:
 def _wait_for_interrupt(machine: Machine) -> None:
     """The CPU executed hlt: skip virtual time to the next interrupt, or stop if none
     can ever come."""
-    eip = machine.cpu.read(EIP)
+    eip = machine.cpu.ip
     machine.exits[Exit.HLT] += 1
     if not machine.supervisor.interrupts_enabled():
         machine.request_stop(Stop(StopKind.HALTED, "hlt with interrupts disabled", eip))

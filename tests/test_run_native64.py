@@ -3,6 +3,7 @@ qemu-system-x86_64 -kernel and prints its bytes and ends with its status; an ELF
 without the a.out kludge is refused as QEMU refuses it, in one line. `--pc x86_64`
 boots a 32-bit kernel on that PC too (one that enters long mode itself needs it)."""
 
+import json
 import subprocess
 from functools import partial
 
@@ -114,3 +115,14 @@ def test_the_pcs_the_cli_offers_are_the_ones_run_knows():
 
     (pc,) = [param for param in run_command.params if param.name == "pc"]
     assert list(pc.type.choices) == list(PCS) == ["i386", "x86_64"]
+
+
+def test_json_shows_the_64_bit_registers_at_the_stop(builder, tmp_path):
+    kernel = builder.build64(VENDOR)
+    summary = tmp_path / "run.json"
+    assert run("--native", "--quiet", "--json", summary, kernel.elf).status == 5
+    registers = json.loads(summary.read_text())["registers"]
+    assert {"rax", "r15", "rip", "rflags", "cr4"} <= registers.keys()
+    assert "eip" not in registers
+    assert registers["rax"] == 5 and registers["cpl"] == 0
+    assert kernel["finish"] < registers["rip"] < kernel["exit_failed"] + 2

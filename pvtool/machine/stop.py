@@ -15,16 +15,21 @@ from pvtool.machine.cpu import (
     EIP,
     ES,
     FS,
+    GPRS64_BY_NAME,
     GPRS_BY_NAME,
     GS,
+    RFLAGS,
+    RIP,
     SS,
     Cpu,
 )
 
-# What `--json` shows of the CPU at the stop: the registers a fault's diagnosis needs.
-STOP_REGISTERS = {**GPRS_BY_NAME, "eip": EIP, "eflags": EFLAGS, "cs": CS, "ds": DS,
-                  "es": ES, "fs": FS, "gs": GS, "ss": SS, "cr0": CR0, "cr2": CR2,
-                  "cr3": CR3, "cr4": CR4}
+# What `--json` shows of the CPU at the stop: the registers a fault's diagnosis needs,
+# by the CPU's width.
+SYSTEM_REGISTERS = {"cs": CS, "ds": DS, "es": ES, "fs": FS, "gs": GS, "ss": SS,
+                    "cr0": CR0, "cr2": CR2, "cr3": CR3, "cr4": CR4}
+STOP_REGISTERS = {32: {**GPRS_BY_NAME, "eip": EIP, "eflags": EFLAGS, **SYSTEM_REGISTERS},
+                  64: {**GPRS64_BY_NAME, "rip": RIP, "rflags": RFLAGS, **SYSTEM_REGISTERS}}
 
 
 class StopKind(Enum):
@@ -65,6 +70,6 @@ class Stop:
 
 def registers_at_stop(cpu: Cpu) -> dict[str, int]:
     """The CPU's registers by name, and its CPL, as the run left them."""
-    values = {name: cpu.read(reg) for name, reg in STOP_REGISTERS.items()}
+    values = {name: cpu.read(reg) for name, reg in STOP_REGISTERS[cpu.bits].items()}
     values["cpl"] = cpu.cpl
     return values
