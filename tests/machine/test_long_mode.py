@@ -164,6 +164,60 @@ user_stack: .space 256
 user_stack_top:
 """
 
+# Gates whose delivery faults: a handler in 32-bit code, an IST slot past the TSS's
+# limit, a handler "segment" that is data.
+BAD_GATES = """    .include "macros64.inc"
+    .text
+    .globl test_main
+gp_handler:
+    REC $0x0d
+    REC 0(%rsp)
+    jmp *resume
+ts_handler:
+    REC $0x0a
+    REC 0(%rsp)
+    jmp *resume
+never:
+    REC $0xbad
+    jmp *resume
+test_main:
+    mov %rsp, saved_rsp
+    SET_TSS tss
+    SETGATE 13, gp_handler
+    SETGATE 10, ts_handler
+    SETGATE 0x40, never, 0x8E, 0, 0x40   # a 32-bit code segment: #GP(0x40)
+    SETGATE 0x41, never, 0x8E, 2         # IST 2 lies past the TSS's limit: #TS(0x30)
+    SETGATE 0x42, never, 0x8E, 0, 0x10   # a data segment: #GP(0x10)
+    movq $1f, resume
+    int $0x40
+1:  mov saved_rsp, %rsp
+    movw $0x2b, gdt_tss           # limit 0x2b: RSP0-2 and IST1 fit, IST2 does not
+    movb $0x89, gdt_tss + 5       # available again, for ltr
+    mov $0x30, %ax
+    ltr %ax
+    movq $1f, resume
+    int $0x41
+1:  mov saved_rsp, %rsp
+    movq $1f, resume
+    int $0x42
+1:  mov saved_rsp, %rsp
+    mov $0x12, %eax
+    ret
+    .data
+saved_rsp: .quad 0
+resume: .quad 0
+    .align 16
+tss:
+    .long 0
+    .quad 0x370000
+    .quad 0, 0
+    .quad 0
+    .quad 0x360000, 0x350000
+    .quad 0, 0, 0, 0, 0
+    .quad 0
+    .word 0, 0x68
+"""
+
 
 @pytest.fixture(scope="module")
 def exceptions(build64):
@@ -228,3 +282,9 @@ def test_trace_int_lines_are_qemus_for_long_mode(build64):
     run.machine.run_slice(100_000)
     assert run.stop.code == 0x11 and len(lines) == 14
     assert lines == qemu_int_log(run.guest.elf, qemu=QEMU64)
+
+
+def test_a_gate_that_cannot_be_delivered_raises_what_qemu_raises(build64):
+    run = run_native(build64(BAD_GATES), bits=64)
+    assert_same_as_qemu(run)
+    assert run.records64() == [13, 0x40, 10, 0x30, 13, 0x10]  # #GP(sel), #TS(TR), #GP(sel)
