@@ -145,16 +145,23 @@ class Cpu:
         or not. The only way to lower the CPL of a 64-bit CPU or to leave the long
         mode Unicorn starts it in (UNICORN.md); a hook must write RIP afterwards so
         that Unicorn translates again."""
+        caches = {CS_INDEX: code, SS_INDEX: stack}
+        if data is not None:
+            caches |= dict.fromkeys((DS_INDEX, ES_INDEX, FS_INDEX, GS_INDEX), data)
+        self.load_segment_caches(caches, efer=efer)
+
+    def load_segment_caches(self, caches: dict[int, SegmentCache], *,
+                            efer: int | None = None) -> None:
+        """load_segments for any of the six registers, by QEMU's index (ES_INDEX...)."""
         blob, layout = self._blob(), self._layout
         efer_field = ctypes.c_uint64.from_address(blob + layout.efer)
         if efer is not None:
             efer_field.value = efer
-        write_segment(blob, layout, CS_INDEX, code)
-        write_segment(blob, layout, SS_INDEX, stack)
-        for index in (DS_INDEX, ES_INDEX, FS_INDEX, GS_INDEX) if data else ():
-            write_segment(blob, layout, index, data)
+        for index, cache in caches.items():
+            write_segment(blob, layout, index, cache)
         hflags = ctypes.c_uint32.from_address(blob + layout.hflags)
-        hflags.value = hflags_for(hflags.value, code, stack,
+        hflags.value = hflags_for(hflags.value, read_segment(blob, layout, CS_INDEX),
+                                  read_segment(blob, layout, SS_INDEX),
                                   cr0_pe=bool(hflags.value & HF_PE),
                                   long_mode=bool(efer_field.value & EFER_LMA))
         self.uc.context_restore(self._context)
