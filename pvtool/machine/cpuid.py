@@ -43,6 +43,9 @@ EXT_EDX_FEATURES = {**{name: bit for name, bit in EDX_FEATURES.items()
                     "syscall": 11, "nx": 20, "mmx": 23, "fxsr": 24, "lm": 29}
 EXT_ECX_FEATURES = {"lahf_lm": 0, "svm": 2}
 
+AMD = "AuthenticAMD"
+AMD_HT_START, AMD_HT_END = 0xFD_0000_0000, 1 << 40  # AMD's HyperTransport window
+
 Registers = tuple[int, int, int, int]  # EAX, EBX, ECX, EDX
 ZERO: Registers = (0, 0, 0, 0)
 Subleaves = Callable[[int], Registers]
@@ -70,6 +73,19 @@ class CpuModel:
         if leaf in self.subleaves:
             return self.subleaves[leaf](subleaf)
         return self.leaves.get(leaf, ZERO)
+
+    @property
+    def vendor(self) -> str:
+        """Leaf 0's vendor string ("GenuineIntel", "AuthenticAMD")."""
+        _, ebx, ecx, edx = self.leaves[0]
+        return b"".join(r.to_bytes(4, "little") for r in (ebx, edx, ecx)).decode()
+
+    @property
+    def reserved_ranges(self) -> tuple[tuple[int, int], ...]:
+        """(base, length) of what the PC reserves for this CPU in its memory map: with
+        an AMD CPU, QEMU's PC reserves the HyperTransport window just below 1 TiB
+        (hw/i386/pc.c, AMD_HT_START; measured with guests/probeboot on qemu64)."""
+        return ((AMD_HT_START, AMD_HT_END - AMD_HT_START),) if self.vendor == AMD else ()
 
     @property
     def signature(self) -> int:
@@ -171,7 +187,7 @@ def _topology_leaf(subleaf: int) -> Registers:
 
 _QEMU64_SIGNATURE = _signature(15, 0x6B, 1)
 QEMU64 = CpuModel("qemu64", UC_CPU_X86_QEMU64, 0xD, 0x8000000A, {
-    **_common_leaves("AuthenticAMD", _QEMU64_SIGNATURE, 0xD, 0x8000000A),
+    **_common_leaves(AMD, _QEMU64_SIGNATURE, 0xD, 0x8000000A),
     1: (_QEMU64_SIGNATURE, CLFLUSH_LINE_QWORDS << 8, _bits(ECX_FEATURES),
         _bits(EDX_FEATURES)),
     5: (0, 0, MWAIT_EXTENSIONS, 0),

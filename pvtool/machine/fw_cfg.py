@@ -26,7 +26,7 @@ outside RAM ends the run, as the guest's own access would.
 import struct
 from dataclasses import dataclass
 
-from pvtool.image.multiboot import INFO_FIELDS, MEMORY_AVAILABLE
+from pvtool.image.multiboot import INFO_FIELDS, MEMORY_AVAILABLE, MEMORY_RESERVED
 from pvtool.machine.cpuid import CpuModel
 from pvtool.machine.firmware import smbios
 from pvtool.machine.firmware.acpi import SLEEP_STATES
@@ -134,7 +134,9 @@ def machine_files(ram_size: int, cpu: CpuModel) -> dict[str, bytes]:
         "bios-geometry": b"",
         **acpi_files(),
         "etc/boot-fail-wait": struct.pack("<I", BOOT_FAIL_WAIT),
-        "etc/e820": E820_ENTRY.pack(0, ram_size, MEMORY_AVAILABLE),
+        "etc/e820": b"".join(E820_ENTRY.pack(*entry) for entry in (  # QEMU's order
+            *((base, length, MEMORY_RESERVED) for base, length in cpu.reserved_ranges),
+            (0, ram_size, MEMORY_AVAILABLE))),
         **smbios_files(ram_size, cpu),
         "etc/system-states": system_states(),
         "etc/tpm/log": b"",

@@ -66,6 +66,7 @@ from pvtool.machine.cpu import (
     Cpu,
     SegmentCache,
 )
+from pvtool.machine.cpuid import CpuModel
 from pvtool.machine.firmware.bios_data import EBDA_BASE, EBDA_SIZE_KIB
 from pvtool.machine.firmware.layout import HIGH_ZONE_SIZE, high_zone
 from pvtool.machine.firmware.post import power_on
@@ -193,7 +194,7 @@ def _boot_information(machine: Machine, layout: InfoLayout, cmdline: bytes,
         layout,
         mem_lower_kib=PC_CONVENTIONAL_MEMORY_KIB,
         mem_upper_kib=_mem_upper_kib(machine.ram_size),
-        mmap=memory_map(machine.ram_size),
+        mmap=memory_map(machine.ram_size, machine.cpu_model),
         cmdline=cmdline,
         modules=loaded,
         bootloader_name=BOOTLOADER_NAME,
@@ -255,9 +256,11 @@ def aout_kludge_chunks(image: KernelImage, header: MultibootHeader) -> tuple[lis
     return [Chunk(load.load_addr, load.file_offset, data, load.bss_size)], load.entry
 
 
-def memory_map(ram_size: int) -> list[tuple[int, int, int]]:
-    """The BIOS memory map (E820) SeaBIOS reports for RAM_SIZE bytes of RAM."""
+def memory_map(ram_size: int, cpu: CpuModel) -> list[tuple[int, int, int]]:
+    """The BIOS memory map (E820) SeaBIOS reports for RAM_SIZE bytes of RAM, and the
+    ranges the PC reserves for CPU (QEMU's own e820 entries, which SeaBIOS appends)."""
     usable_top = high_zone(ram_size)
+    reserved = [(base, length, MEMORY_RESERVED) for base, length in cpu.reserved_ranges]
     return [
         (0, EBDA_BASE, MEMORY_AVAILABLE),
         (EBDA_BASE, EBDA_SIZE_KIB * 1024, MEMORY_RESERVED),
@@ -265,6 +268,7 @@ def memory_map(ram_size: int) -> list[tuple[int, int, int]]:
         (MIB, usable_top - MIB, MEMORY_AVAILABLE),
         (usable_top, HIGH_ZONE_SIZE, MEMORY_RESERVED),
         (FLASH_ROM, (1 << 32) - FLASH_ROM, MEMORY_RESERVED),
+        *reserved,
     ]
 
 
