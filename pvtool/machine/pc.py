@@ -98,7 +98,7 @@ from pvtool.machine.system_ports import PORT_A, PORT_B, RESET_CONTROL, PortA, Po
 from pvtool.machine.uart import COM1_BASE, COM1_PORTS, Uart16550
 from pvtool.machine.vbe import BochsVbe
 from pvtool.machine.vga_text import TEXT_BUFFER, VgaText, firmware_screen
-from pvtool.x86.isa import OPERAND_SIZE_PREFIX
+from pvtool.x86.isa import OPERAND_SIZE_PREFIX, REX_W
 from pvtool.x86.paging import page_up
 
 DEFAULT_RAM = 128 << 20  # what QEMU gives a guest by default
@@ -468,7 +468,7 @@ class Machine:
                 elif size <= 2:
                     code = self.memory.read_virt(address, size)
                     state["iret"] = code[-1] == IRET and (
-                        size == 1 or code[0] == OPERAND_SIZE_PREFIX)
+                        size == 1 or code[0] in (OPERAND_SIZE_PREFIX, REX_W))
             except BaseException as exc:
                 self._fail(exc)
 

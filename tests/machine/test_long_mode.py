@@ -288,3 +288,30 @@ def test_a_gate_that_cannot_be_delivered_raises_what_qemu_raises(build64):
     run = run_native(build64(BAD_GATES), bits=64)
     assert_same_as_qemu(run)
     assert run.records64() == [13, 0x40, 10, 0x30, 13, 0x10]  # #GP(sel), #TS(TR), #GP(sel)
+
+
+IRETQ = """
+    .text
+    .globl test_main, after_iretq
+test_main:
+    mov %rsp, %rax
+    pushq $0x10
+    pushq %rax
+    pushfq
+    pushq $0x08
+    pushq $after_iretq
+    iretq
+after_iretq:
+    mov $0x7, %eax
+    ret
+"""
+
+
+def test_the_iretq_that_ends_an_nmi_handler_is_seen(build64):
+    """Machine.after_next_iret, which unblocks NMIs (machine/native.py), knows iretq
+    (48 CF) as well as iretd."""
+    run = boot_native(build64(IRETQ), bits=64)
+    seen: list[int] = []
+    run.machine.after_next_iret(lambda: seen.append(run.machine.cpu.ip))
+    run.machine.run_slice(100_000)
+    assert seen == [run.guest["after_iretq"]]
