@@ -85,12 +85,14 @@ GUEST64_LIB_SRCS := $(wildcard guests/lib64/*.c guests/lib64/*.S) \
                     $(addprefix guests/lib/,check.c exit.c printf.c uart.c)
 
 # minikern64 is minikern's port to x86-64, as Linux's arch/x86_64 was a port of
-# arch/i386: it shares minikern's drivers, locks, system calls and user programs
-# (compiled for 64 bits from guests/minikern) and minikern's headers (on its include
-# path after its own), and has its own memory, process, trap and entry code.
+# arch/i386: it shares minikern's processes and scheduler, drivers, locks, system
+# calls, self-tests and user programs (compiled for 64 bits from guests/minikern)
+# and minikern's headers (on its include path after its own), and has its own
+# memory, trap and entry code, self-tests of its own (selftest64.c) and the
+# architecture's halves of a process (thread.c) and of a system call (sysargs.c).
 MINIKERN64_SHARED := $(addprefix guests/minikern/,bootcount.c ide.c picirq.c \
-                     spinlock.c string.c sysproc.c timer.c \
-                     ulib.c uprimes.c uchatty.c umapper.c uintruder.c)
+                     proc.c selftest.c spinlock.c string.c syscall.c sysproc.c \
+                     timer.c ulib.c uprimes.c uchatty.c umapper.c uintruder.c)
 
 # guest64_rules(NAME, SOURCES FROM OTHER DIRECTORIES, EXTRA INCLUDE DIRECTORIES): how
 # build/guests/NAME.elf is made, each source guests/DIR/FILE compiled into

@@ -40,22 +40,7 @@ struct context {
 };
 void swtch(struct context **old, struct context *new);
 
-// check.c: count a check and return whether it passed; "ok" or "FAIL"; print how
-// the checks went, as "GUEST: all N checks passed", and exit with 0 or 1.
-int check(int passed);
-const char *verdict(int passed);
-void checkexit(const char *guest) __attribute__((noreturn));
-
-// uart.c
-void uartinit(void);
-void uartputc(int c);
-
-// printf.c: %d, %u, %x, %s, %c and %% only; no widths. Each character goes to
-// consputc: COM1's uartputc, unless the guest defines a consputc of its own.
-void consputc(int c);
-void cprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-// exit.c: QEMU exits with status (code << 1) | 1; without the device, halt forever.
-void debug_exit(int code) __attribute__((noreturn));
+// check.c, uart.c, printf.c, exit.c: how a guest reports (report.h).
+#include "report.h"
 
 #endif

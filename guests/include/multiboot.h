@@ -6,9 +6,12 @@
 #define MULTIBOOT_BOOTLOADER_MAGIC 0x2BADB002  // in EAX when the loader jumps to us
 
 // Header flags: bit 0 asks for page-aligned modules, bit 1 for the memory map.
-// Bit 16 (the a.out kludge) stays clear: loaders read our ELF program headers instead.
+// Bit 16, the a.out kludge, gives the load and entry addresses in the header: a
+// 32-bit guest leaves it clear (loaders read its ELF program headers instead); a
+// 64-bit one sets it, since QEMU refuses to load an ELF64 (guests/lib64/entry.S).
 #define MULTIBOOT_PAGE_ALIGN  (1 << 0)
 #define MULTIBOOT_MEMORY_INFO (1 << 1)
+#define MULTIBOOT_AOUT_KLUDGE (1 << 16)
 
 // Bits of multiboot_info.flags: which of its fields the loader filled in.
 #define MULTIBOOT_INFO_MEMORY (1 << 0)  // mem_lower and mem_upper
@@ -18,6 +21,15 @@
 #ifndef __ASSEMBLER__
 #include "types.h"
 
+// The loader works in 32-bit protected mode: the structures' addresses are 32-bit
+// physical ones, which a 32-bit guest running identity-mapped reads as pointers
+// and a 64-bit guest as numbers.
+#ifdef __x86_64__
+#define MULTIBOOT_ADDR(type) uint
+#else
+#define MULTIBOOT_ADDR(type) type *
+#endif
+
 // The start of the information structure the loader passes in EBX (spec 3.3);
 // the fields after these are not used by the guests.
 struct multiboot_info {
@@ -25,16 +37,16 @@ struct multiboot_info {
   uint mem_lower;  // KiB of memory from 0
   uint mem_upper;  // KiB of memory from 1 MiB
   uint boot_device;
-  char *cmdline;  // a C string
+  MULTIBOOT_ADDR(char) cmdline;  // a C string
   uint mods_count;
-  struct multiboot_module *mods_addr;
+  MULTIBOOT_ADDR(struct multiboot_module) mods_addr;
 };
 
 // One entry of the module list: where the loader put a module, and its string.
 struct multiboot_module {
-  uchar *mod_start;
-  uchar *mod_end;  // one past the last byte
-  char *string;  // a C string
+  MULTIBOOT_ADDR(uchar) mod_start;
+  MULTIBOOT_ADDR(uchar) mod_end;  // one past the last byte
+  MULTIBOOT_ADDR(char) string;  // a C string
   uint reserved;
 };
 #endif

@@ -5,6 +5,7 @@
 typedef unsigned int   uint;
 typedef unsigned short ushort;
 typedef unsigned char  uchar;
+typedef uint           uintptr;  // an address as a number (guests/include64: 64 bits)
 
 typedef uint pde_t;  // page directory entry
 typedef uint pte_t;  // page table entry

@@ -41,21 +41,7 @@ struct context {
 };
 void swtch(struct context **old, struct context *new);
 
-// guests/lib/check.c: count a check and return whether it passed; "ok" or "FAIL";
-// print how the checks went, as "GUEST: all N checks passed", and exit with 0 or 1.
-int check(int passed);
-const char *verdict(int passed);
-void checkexit(const char *guest) __attribute__((noreturn));
-
-// guests/lib/uart.c
-void uartinit(void);
-void uartputc(int c);
-
-// guests/lib/printf.c: %d, %u, %x, %s, %c and %% only; no widths.
-void consputc(int c);
-void cprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-// guests/lib/exit.c: QEMU exits with status (code << 1) | 1.
-void debug_exit(int code) __attribute__((noreturn));
+// guests/lib's check.c, uart.c, printf.c, exit.c: how a guest reports.
+#include "report.h"
 
 #endif

@@ -70,9 +70,13 @@ void *memmove(void *dst, const void *src, uint n);
 int memcmp(const void *v1, const void *v2, uint n);
 char *safestrcpy(char *s, const char *t, int n);
 
-// syscall.c
+// sysargs.c: the architecture's registers and stack of a system call; syscall.c
+// dispatches it.
+struct trapframe;
 int argint(int n, int *ip);
 int argptr(int n, char **pp, int size);
+uint sysnum(struct trapframe *tf);
+void setsysret(struct trapframe *tf, int value);
 void syscall(void);
 
 // timer.c

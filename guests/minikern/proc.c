@@ -24,8 +24,6 @@ static struct {
 
 static int nextpid = 1;
 
-void forkret(void);
-
 void
 procinit(void)
 {
@@ -61,7 +59,9 @@ findproc(int pid)
 //
 //   top:  struct trapframe    <- p->tf, filled in by spawn
 //         address of trapret
-//         struct context      <- p->context, eip = forkret
+//         struct context      <- p->context, its return address forkret
+//
+// The layout below the trap frame is the architecture's (thread.c).
 static struct proc *
 allocproc(void)
 {
@@ -88,12 +88,7 @@ allocproc(void)
   sp = p->kstack + KSTACKSIZE;
   sp -= sizeof(*p->tf);
   p->tf = (struct trapframe *)sp;
-  sp -= 4;
-  *(uint *)sp = (uint)trapret;
-  sp -= sizeof(*p->context);
-  p->context = (struct context *)sp;
-  memset(p->context, 0, sizeof(*p->context));
-  p->context->eip = (uint)forkret;
+  p->context = firstcontext(sp);
   return p;
 }
 
@@ -109,20 +104,7 @@ spawn(const char *name, void (*entry)(void))
     return -1;
   if ((p->pgdir = setupuvm()) == 0 || (stack = allocustack(p->pgdir)) == 0)
     panic("spawn: out of memory");
-
-  // Should entry return, it returns to an address no one maps, and faults.
-  *(uint *)(stack + PGSIZE - 4) = 0xFFFFFFFF;
-
-  memset(p->tf, 0, sizeof(*p->tf));
-  p->tf->cs = (SEG_UCODE << 3) | DPL_USER;
-  p->tf->ds = (SEG_UDATA << 3) | DPL_USER;
-  p->tf->es = p->tf->ds;
-  p->tf->fs = p->tf->ds;
-  p->tf->gs = p->tf->ds;
-  p->tf->ss = p->tf->ds;
-  p->tf->eflags = FL_IF;
-  p->tf->esp = USTACKTOP - 4;
-  p->tf->eip = (uint)entry;
+  startuser(p->tf, entry, stack);
   safestrcpy(p->name, name, sizeof(p->name));
 
   acquire(&ptable.lock);

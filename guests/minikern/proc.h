@@ -38,4 +38,13 @@ struct cpu {
 
 extern struct cpu cpu;
 
+// thread.c: the architecture's half of a new process. firstcontext lays out, below
+// sp (the process's trap frame), the return address trapret and a context that
+// returns into forkret; startuser fills the trap frame so that trapret enters entry
+// in ring 3 with interrupts on, on the user stack whose top page the kernel sees at
+// stack.
+struct context *firstcontext(char *sp);
+void startuser(struct trapframe *tf, void (*entry)(void), char *stack);
+void forkret(void);
+
 #endif

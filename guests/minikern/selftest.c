@@ -53,7 +53,8 @@ sgdt_matches(void)
   struct pseudodesc pd;
 
   sgdt(&pd);
-  return check(pd.base == (uint)gdt) & check(pd.limit == NSEGS * 8 - 1);
+  return check(pd.base == (uintptr)gdt) &
+         check(pd.limit == NSEGS * sizeof(gdt[0]) - 1);
 }
 
 static int
@@ -62,7 +63,8 @@ sidt_matches(void)
   struct pseudodesc pd;
 
   sidt(&pd);
-  return check(pd.base == (uint)idt) & check(pd.limit == NIDTENTRIES * 8 - 1);
+  return check(pd.base == (uintptr)idt) &
+         check(pd.limit == NIDTENTRIES * sizeof(idt[0]) - 1);
 }
 
 // Runs with no interrupt line unmasked, and leaves interrupts off.

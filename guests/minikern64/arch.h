@@ -30,8 +30,8 @@ void lapicinit(void);
 int lapictimer(void);
 void lapicintr(void);
 
-// selftest.c
-void selftests(void);
+// selftest64.c
+void selftests64(void);
 
 // syscallasm.S: where syscall lands (MSR_LSTAR).
 void syscallentry(void);

@@ -170,6 +170,7 @@ main(uint64 magic, uint64 mbiphys)
                   check(rdmsr(MSR_LSTAR) == (uint64)syscallentry)));
 
   selftests();
+  selftests64();
 
   lapicinit();
   cprintf("lapic: enabled, timer interrupts arriving %s\n",

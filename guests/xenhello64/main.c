@@ -40,6 +40,7 @@ static const volatile u64 *const machine_to_phys = (const u64 *)HV_START_LOW;
 
 #define KERNEL_GS_WORD 0x6b65726e656c6773  // "sglenrek": the kernel's GS block
 #define USER_GS_WORD   0x7573657267730a00  // what ring 3 finds at GS:0
+#define FAULT_PAGE_WORD 0x5eed
 
 static struct start_info *si;
 static volatile struct shared_info *shared;
@@ -83,16 +84,20 @@ print(const char *s)
   write(s, strlen(s));
 }
 
+// x in decimal between two strings: a count, or a hypercall's result (-errno).
 static void
-printnum(const char *before, u64 x, const char *after)
+printnum(const char *before, long x, const char *after)
 {
   char buf[24], *p = buf + sizeof(buf);
+  u64 magnitude = x < 0 ? -(u64)x : (u64)x;
 
   *--p = 0;
   do {
-    *--p = '0' + x % 10;
-    x /= 10;
-  } while (x);
+    *--p = '0' + magnitude % 10;
+    magnitude /= 10;
+  } while (magnitude);
+  if (x < 0)
+    *--p = '-';
   print(before);
   print(p);
   print(after);
@@ -235,13 +240,13 @@ take_a_page_fault(void)
 {
   u64 seen;
 
-  fault_page[0] = 0x5eed;
+  fault_page[0] = FAULT_PAGE_WORD;
   map_page(fault_page, 0, 0);
   seen = fault_page[0];
   printnum("page fault: ", faults, " on reading an unmapped page, cr2 ");
   print(fault_address == (u64)fault_page ? "its address" : "another address");
   printnum(", error code ", fault_error, "; mapped again, the read saw ");
-  printnum("", seen, "\n");
+  print(seen == FAULT_PAGE_WORD ? "what was written before\n" : "something else\n");
 }
 
 static u64
@@ -315,6 +320,7 @@ set_segment_bases(void)
 // it: each table is mapped read-only before use. The kernel's own L4 gets the same
 // lower half, as Linux's kernel page tables include the user's, so that system
 // calls read user memory directly; the user L4 has no kernel mappings at all.
+// Returns 0, or the first hypercall's error.
 static long
 build_user_space(void)
 {
@@ -334,14 +340,16 @@ build_user_space(void)
                                   PTE_P | PTE_W | PTE_U | PTE_A;
   user_l4[PTX(3, USER_CODE_VA)] = virt_to_mfn(user_l3) << PAGE_SHIFT |
                                   PTE_P | PTE_W | PTE_U | PTE_A;
-  for (u32 i = 0; i < sizeof(tables) / sizeof(tables[0]); i++)
-    r |= map_page(tables[i], virt_to_mfn(tables[i]), PTE_P | PTE_A);
+  for (u32 i = 0; i < sizeof(tables) / sizeof(tables[0]) && r == 0; i++)
+    r = map_page(tables[i], virt_to_mfn(tables[i]), PTE_P | PTE_A);
 
   kernel_slot.ptr = (virt_to_mfn((void *)si->pt_base) << PAGE_SHIFT) +
                     PTX(3, USER_CODE_VA) * sizeof(u64) + MMU_NORMAL_PT_UPDATE;
   kernel_slot.val = user_l4[PTX(3, USER_CODE_VA)];
-  r |= hypercall(__HYPERVISOR_mmu_update, &kernel_slot, 1, 0, DOMID_SELF, 0);
-  r |= hypercall(__HYPERVISOR_mmuext_op, &user_base, 1, 0, DOMID_SELF, 0);
+  if (r == 0)
+    r = hypercall(__HYPERVISOR_mmu_update, &kernel_slot, 1, 0, DOMID_SELF, 0);
+  if (r == 0)
+    r = hypercall(__HYPERVISOR_mmuext_op, &user_base, 1, 0, DOMID_SELF, 0);
   return r;
 }
 
@@ -404,7 +412,7 @@ main(struct start_info *start)
   print(si->magic);
   printnum(", ", si->nr_pages, " pages\n");
   version = hypercall(__HYPERVISOR_xen_version, XENVER_version, 0, 0, 0, 0);
-  printnum("xen_version: ", (u64)version >> 16, ".");
+  printnum("xen_version: ", version >> 16, ".");
   printnum("", version & 0xffff, "\n");
 
   map_shared_info();

@@ -1,14 +1,14 @@
-// System call dispatch. A user program puts the call's number in RAX and its
+// Where a system call's number, arguments and result are, on x86-64 (minikern's
+// syscall.c dispatches it). A user program puts the call's number in RAX and its
 // arguments in RDI, RSI, RDX, R10, R8 and R9, as Linux's x86-64 ABI has them, and
-// executes syscall (usys.S); the result comes back in RAX. A bad pointer or number
-// is the process's error (the call returns -1), never the kernel's.
+// executes syscall (usys.S); the result comes back in RAX. A bad pointer is the
+// process's error (the call returns -1), never the kernel's.
 
 #include "types.h"
 #include "x86.h"
 #include "lib.h"
 #include "defs.h"
 #include "proc.h"
-#include "syscall.h"
 
 #define NARGS 6
 
@@ -48,35 +48,15 @@ argptr(int n, char **pp, int size)
   return 0;
 }
 
-// sysproc.c
-extern int sys_exit(void);
-extern int sys_write(void);
-extern int sys_getpid(void);
-extern int sys_yield(void);
-extern int sys_sleep(void);
-extern int sys_uptime(void);
-extern int sys_map(void);
-extern int sys_unmap(void);
-
-static int (*syscalls[])(void) = {
-  [SYS_exit]    = sys_exit,
-  [SYS_write]   = sys_write,
-  [SYS_getpid]  = sys_getpid,
-  [SYS_yield]   = sys_yield,
-  [SYS_sleep]   = sys_sleep,
-  [SYS_uptime]  = sys_uptime,
-  [SYS_map]     = sys_map,
-  [SYS_unmap]   = sys_unmap,
-};
-
-void
-syscall(void)
+uint
+sysnum(struct trapframe *tf)
 {
-  struct proc *p = myproc();
-  uint64 num = p->tf->rax;
+  return tf->rax;
+}
 
-  if (num < NELEM(syscalls) && syscalls[num])
-    p->tf->rax = (uint64)(long)syscalls[num]();
-  else
-    p->tf->rax = -1;
+// The result, sign-extended to RAX as a C function's int would be read as a long.
+void
+setsysret(struct trapframe *tf, int value)
+{
+  tf->rax = (long)value;
 }
