@@ -17,7 +17,6 @@ from pvtool.image.flat import load_flat
 from pvtool.image.xen_notes import parse_xen_notes
 from pvtool.interrupts import held
 from pvtool.machine.ata import MAX_DISKS
-from pvtool.machine.cpu import EIP
 from pvtool.machine.disk import DiskImage
 from pvtool.machine.exits import Exit
 from pvtool.machine.keys import key_events
@@ -28,6 +27,8 @@ from pvtool.machine.screen import TextScreen, read_screen
 from pvtool.machine.stop import Stop, StopKind, registers_at_stop
 
 SLICE_INSNS = 1_000_000
+# The PCs native mode presents, by the QEMU that judges them, and their width.
+PCS = {"i386": 32, "x86_64": 64}
 
 
 class Mode(Enum):
@@ -53,6 +54,7 @@ class RunOptions:
     keys: str = ""  # typed on the keyboard (machine/keys.py says how)
     host_tsc: bool = False  # rdtsc reads the host's TSC, not virtual time (benchmarks)
     xen_console: Callable[[bytes], None] | None = None  # console_io; None: the output's
+    pc: str | None = None  # native: a PCS name; None: the image's width chooses
 
 
 @dataclass
@@ -114,6 +116,7 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
     """Boot the image at PATH in the chosen mode and run it until it stops."""
     image = _load_image(path, options.mode)
     mode = choose_mode(options.mode)
+    bits = PCS[options.pc] if options.pc else image.bits
     keys = key_events(options.keys)
     disks: list[DiskImage | None] = []
     try:
@@ -122,7 +125,8 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
                          if disk_path else None)
         machine = Machine(ram_size=options.ram_size, output=output,
                           input_data=options.input_data, disks=disks, keys=keys,
-                          host_tsc=options.host_tsc, bits=image.bits)
+                          host_tsc=options.host_tsc, bits=bits,
+                          native_cpu=mode is Mode.NATIVE)
         domain = _boot(machine, image, mode, options)
         machine.supervisor.delivery.trace = options.trace_interrupts
         result = _run_loop(machine, mode, options)
@@ -143,11 +147,14 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
 
 def _load_image(path: Path, requested: Mode) -> KernelImage:
     """The kernel at PATH: an ELF, or for the Multiboot boots (native, trap) also a
-    flat binary that QEMU's -kernel boots."""
+    flat binary that QEMU's -kernel boots. Its width chooses the PC: a 64-bit ELF
+    boots natively on qemu-system-x86_64's, anything else on qemu-system-i386's; a
+    64-bit ELF with Xen notes boots as a 64-bit PV domain."""
     flat = load_flat(path) if requested in (Mode.NATIVE, Mode.TRAP) else None
     image = flat or load_elf(path)
-    if flat is None and not (requested in (Mode.AUTO, Mode.PV) and parse_xen_notes(image)):
-        require_32bit(image)  # a 64-bit image boots only as a PV domain
+    pv_domain = requested in (Mode.AUTO, Mode.PV) and parse_xen_notes(image)
+    if flat is None and not (requested is Mode.NATIVE or pv_domain):
+        require_32bit(image)  # trap-and-emulate, or PV without notes, takes 32-bit only
     if flat is None and requested in (Mode.NATIVE, Mode.TRAP) and parse_xen_notes(image):
         raise UnsupportedImageError(
             f"{path}: a PV image (it has Xen ELF notes: patched, or written for Xen), "
@@ -183,7 +190,7 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
         count = _slice_length(machine, budget, executed)
         if count <= 0:
             machine.request_stop(Stop(StopKind.INSN_LIMIT, f"ran past --max-insns {budget}",
-                                      machine.cpu.read(EIP)))
+                                      machine.cpu.ip))
             break
         machine.run_slice(count)
         slices += 1
@@ -194,7 +201,7 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
         if deadline is not None and machine.stop is None and time.perf_counter() > deadline:
             machine.request_stop(Stop(StopKind.TIMEOUT,
                                       f"ran past --timeout {options.timeout:g} s",
-                                      machine.cpu.read(EIP)))
+                                      machine.cpu.ip))
     return RunResult(mode=mode, stop=machine.stop,
                      wall_seconds=time.perf_counter() - started, slices=slices,
                      insns_upper_bound=executed, exits=machine.exits,
@@ -225,7 +232,7 @@ def _slice_length(machine: Machine, budget: int | None, executed: int) -> int:
 def _wait_for_interrupt(machine: Machine) -> None:
     """The CPU executed hlt: skip virtual time to the next interrupt, or stop if none
     can ever come."""
-    eip = machine.cpu.read(EIP)
+    eip = machine.cpu.ip
     machine.exits[Exit.HLT] += 1
     if not machine.supervisor.interrupts_enabled():
         machine.request_stop(Stop(StopKind.HALTED, "hlt with interrupts disabled", eip))

@@ -109,11 +109,16 @@ Examples:
 @click.option("--screen", "screen_path", type=click.Path(path_type=Path),
               metavar="FILE", help="--native: write the text screen at the end to FILE "
                                    "(25 lines, trailing blanks trimmed, UTF-8).")
+@click.option("--pc", type=click.Choice(["i386", "x86_64"]),
+              help="--native: the PC of qemu-system-i386 or of qemu-system-x86_64 (the "
+                   "default for an ELF64 kernel); a 32-bit kernel that enters long mode "
+                   "itself needs x86_64.")
 def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | None,
         memory: int, cmdline: str, disks: tuple[Path, ...], snapshot: bool,
         input_file: Path | None, modules: tuple[Path, ...], quiet: bool,
         json_path: Path | None, trace: bool, trace_int: bool, keys: str,
-        xen_console_path: Path | None, host_tsc: bool, screen_path: Path | None) -> None:
+        xen_console_path: Path | None, host_tsc: bool, screen_path: Path | None,
+        pc: str | None) -> None:
     """Boot IMAGE and run it until it stops. The guest's serial output goes to stdout;
     pvtool exits with the guest's isa-debug-exit code (see README, "Exit status")."""
     from pvtool.run import Mode, RunOptions, check_disks
@@ -121,6 +126,8 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
 
     if screen_path is not None and mode != "native":
         raise UsageError("--screen needs --native: only the bare PC has a screen")
+    if pc is not None and mode != "native":
+        raise UsageError("--pc needs --native: the other modes boot on the i386 PC")
     if str(json_path) == STDOUT:
         raise UsageError("--json -: standard output is the guest's serial line; name a "
                          "file (or /dev/stderr)")
@@ -135,7 +142,7 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
             snapshot=snapshot, input_data=_serial_input(input_file), modules=modules,
             trace=_trace_printer() if trace else None,
             trace_interrupts=_trace_printer() if trace_int else None,
-            keys=keys, host_tsc=host_tsc, xen_console=xen_console))
+            keys=keys, host_tsc=host_tsc, xen_console=xen_console, pc=pc))
     if screen_path is not None:
         from pvtool.image.writer import write_atomically
 

@@ -8,17 +8,32 @@ trampolines that change privilege, since `reg_write` cannot lower it.
 """
 
 import ctypes
-import struct
 from dataclasses import dataclass
-from functools import cache
 
-from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, Uc
+from unicorn import Uc
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
 
-from pvtool.errors import PvtoolError
-from pvtool.interrupts import emulate
+from pvtool.machine.context import (
+    CS_INDEX,
+    DS_INDEX,
+    ES_INDEX,
+    FS_INDEX,
+    GS_INDEX,
+    HF_LMA,
+    HF_PE,
+    SS_INDEX,
+    EmulatorLayoutError,
+    SegmentCache,
+    hflags_for,
+    probe_layout,
+    read_segment,
+    write_segment,
+)
+from pvtool.x86.msrs import EFER_LMA
 from pvtool.x86.registers import CR0_PE
+
+__all__ = ["Cpu", "EmulatorLayoutError", "SegmentCache", "probe_layout"]
 
 # Register ids, exported under plain names so callers need not import unicorn.
 EAX, EBX, ECX, EDX = X.UC_X86_REG_EAX, X.UC_X86_REG_EBX, X.UC_X86_REG_ECX, X.UC_X86_REG_EDX
@@ -57,25 +72,6 @@ class Width:
 
 WIDTHS = {32: Width(32, EIP, ESP, EFLAGS, GPRS_BY_NAME),
           64: Width(64, RIP, RSP, RFLAGS, GPRS64_BY_NAME)}
-
-
-_CONTEXT_HFLAGS = 216  # offsets in unicorn 2.1.4's uc_context (checked by probe_layout)
-_CONTEXT_ERROR_CODE = 5424
-_CONTEXT_OLD_EXCEPTION = 5536
-_PROBE_SELECTOR = 0x1234  # a selector past the GDT limit: #GP with this error code
-
-
-class EmulatorLayoutError(PvtoolError):
-    """Unicorn's internal CPU layout is not the one pvtool was written against."""
-
-    exit_status = 70
-
-
-@dataclass(frozen=True)
-class ContextLayout:
-    hflags: int
-    error_code: int
-    old_exception: int
 
 
 class Cpu:
@@ -125,7 +121,54 @@ class Cpu:
     @property
     def cpl(self) -> int:
         """The current privilege level, from hflags: `CS & 3` is not reliable."""
-        return ctypes.c_uint32.from_address(self._blob() + self._layout.hflags).value & 3
+        return self._hflags(self._blob()) & 3
+
+    @property
+    def long_mode(self) -> bool:
+        """Whether the CPU runs in IA-32e mode (EFER.LMA): a 64-bit CPU starts a
+        Multiboot kernel in protected mode, and the kernel turns long mode on."""
+        return self.bits == 64 and bool(self._hflags(self._blob()) & HF_LMA)
+
+    @property
+    def hflags(self) -> int:
+        """QEMU's hidden flags (machine/context.py names the bits)."""
+        return self._hflags(self._blob())
+
+    def _hflags(self, blob: int) -> int:
+        return ctypes.c_uint32.from_address(blob + self._layout.hflags).value
+
+    def segment(self, index: int) -> SegmentCache:
+        """The cache of segment register INDEX (context.CS_INDEX...)."""
+        return read_segment(self._blob(), self._layout, index)
+
+    def load_segments(self, code: SegmentCache, stack: SegmentCache, *,
+                      data: SegmentCache | None = None, efer: int | None = None) -> None:
+        """Load CS and SS (and DS, ES, FS and GS with DATA) as a far transfer does,
+        their checks already made: the CPL becomes SS's DPL, and the code and stack
+        sizes follow the caches, in long mode (EFER.LMA, replaced by EFER if given)
+        or not. The only way to lower the CPL of a 64-bit CPU or to leave the long
+        mode Unicorn starts it in (UNICORN.md); a hook must write RIP afterwards so
+        that Unicorn translates again."""
+        caches = {CS_INDEX: code, SS_INDEX: stack}
+        if data is not None:
+            caches |= dict.fromkeys((DS_INDEX, ES_INDEX, FS_INDEX, GS_INDEX), data)
+        self.load_segment_caches(caches, efer=efer)
+
+    def load_segment_caches(self, caches: dict[int, SegmentCache], *,
+                            efer: int | None = None) -> None:
+        """load_segments for any of the six registers, by QEMU's index (ES_INDEX...)."""
+        blob, layout = self._blob(), self._layout
+        efer_field = ctypes.c_uint64.from_address(blob + layout.efer)
+        if efer is not None:
+            efer_field.value = efer
+        for index, cache in caches.items():
+            write_segment(blob, layout, index, cache)
+        hflags = ctypes.c_uint32.from_address(blob + layout.hflags)
+        hflags.value = hflags_for(hflags.value, read_segment(blob, layout, CS_INDEX),
+                                  read_segment(blob, layout, SS_INDEX),
+                                  cr0_pe=bool(hflags.value & HF_PE),
+                                  long_mode=bool(efer_field.value & EFER_LMA))
+        self.uc.context_restore(self._context)
 
     def fault_error_code(self) -> int:
         return ctypes.c_int32.from_address(self._blob() + self._layout.error_code).value & 0xFFFF
@@ -157,6 +200,11 @@ class Cpu:
         selector, base, _, _ = self.uc.reg_read(TR)
         return selector, base
 
+    def task_segment(self) -> tuple[int, int, int]:
+        """(selector, base, limit) of TR."""
+        selector, base, limit, _ = self.uc.reg_read(TR)
+        return selector, base, limit
+
     def load_segment_cache(self, reg: int, selector: int, base: int, limit: int,
                            flags: int) -> None:
         """Load TR or LDTR as a task switch does, its checks already made: FLAGS are
@@ -170,51 +218,3 @@ class Cpu:
 
     def set_descriptor_table(self, reg: int, base: int, limit: int) -> None:
         self.uc.reg_write(reg, (0, base, limit, 0))
-
-
-@cache
-def probe_layout() -> ContextLayout:
-    """Find the context offsets pvtool relies on with marker values, once per process,
-    and fail loudly if Unicorn moved them (pin unicorn==2.1.4)."""
-    uc = Uc(UC_ARCH_X86, UC_MODE_32)
-    uc.mem_map(0, 0x10000)
-    flat = 0x00CF00000000FFFF
-    gdt = b"".join(struct.pack("<Q", flat | access << 40) for access in (0x9B, 0x93, 0xBB, 0xB3))
-    uc.mem_write(0x1000, bytes(8) + gdt)
-    uc.reg_write(GDTR, (0, 0x1000, 8 + len(gdt) - 1, 0))
-    uc.reg_write(CS, 0x08)
-    uc.reg_write(SS, 0x10)
-    # iretd into ring 1 (CS 0x19, SS 0x21), where mov ax, 0x1234 ; mov ds, ax raises
-    # #GP(0x1234): the selector is past the GDT limit.
-    uc.mem_write(0x7000, struct.pack("<5I", 0x2000, 0x19, 0x2, 0x9000, 0x21))
-    uc.reg_write(ESP, 0x7000)
-    uc.mem_write(0x3000, b"\xcf")
-    uc.mem_write(0x2000, bytes.fromhex("66b83412" "8ed8" "90"))
-    seen: dict[str, bytes] = {}
-
-    def on_fault(uc: Uc, intno: int, _):
-        ctx = uc.context_save()
-        seen["blob"] = ctypes.string_at(ctx.context.value, ctx.size)
-        seen["intno"] = bytes([intno])
-        uc.emu_stop()
-
-    uc.hook_add(UC_HOOK_INTR, on_fault)
-    emulate(uc, 0x3000, 0x2007, count=4)
-    blob = seen.get("blob", b"")
-    layout = ContextLayout(_CONTEXT_HFLAGS, _CONTEXT_ERROR_CODE, _CONTEXT_OLD_EXCEPTION)
-    checks = (
-        seen.get("intno") == b"\x0d",
-        len(blob) > layout.old_exception + 4,
-        _u32(blob, layout.error_code) == _PROBE_SELECTOR,
-        _u32(blob, layout.old_exception) == 13,
-        _u32(blob, layout.hflags) & 3 == 1,
-    )
-    if not all(checks):
-        raise EmulatorLayoutError(
-            "Unicorn's CPU context does not have the layout pvtool expects "
-            "(install unicorn==2.1.4)")
-    return layout
-
-
-def _u32(blob: bytes, offset: int) -> int:
-    return struct.unpack_from("<I", blob, offset)[0] if len(blob) >= offset + 4 else -1

@@ -34,6 +34,7 @@ from pvtool.x86.vectors import CONTRIBUTORY, Vector, idt_error_code, vector_name
 # The gates an IDT may hold (6.11; 64-bit: 6.14.1).
 IDT_GATES = {32: (SystemType.INTERRUPT_GATE, SystemType.TRAP_GATE, SystemType.TASK_GATE),
              64: (SystemType.INTERRUPT_GATE, SystemType.TRAP_GATE)}
+GATE_SIZES = {32: 8, 64: 16}  # bytes of an IDT gate, by the CPU's mode
 # What each kind of interruption counts as when it reaches the guest's handler.
 DELIVERED = {Kind.EXCEPTION: Exit.EXCEPTION, Kind.SOFTWARE: Exit.INTERRUPT,
              Kind.EXTERNAL: Exit.IRQ}
@@ -64,6 +65,7 @@ class Gate:
     clears_if: bool = True
     name: str = ""  # what it is, for a hypervisor's messages ("the event callback")
     task: bool = False  # a task gate: SELECTOR names a TSS, OFFSET is unused (6.11)
+    ist: int = 0  # a 64-bit gate's interrupt stack table slot (6.14.5); 0: none
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,10 @@ class DeliveryRules(Protocol):
 
     def kernel_stack(self, ring: int) -> tuple[int, int]:
         """SS and ESP of RING's stack, for a delivery that changes ring."""
+
+    def interrupt_stack(self, ist: int) -> int:
+        """RSP from slot IST of the 64-bit TSS's interrupt stack table (only gates
+        read from a 64-bit IDT have one)."""
 
     def shown(self, frame: Frame) -> Frame:
         """The frame as the handler may see it."""
@@ -210,11 +216,12 @@ class Delivery:
         rules = self.rules
         gate = rules.gate(vector, software, ip)
         cpl = self.cpu.cpl
+        gate_size = GATE_SIZES[64 if self.cpu.long_mode else 32]
         if software and gate.dpl < rules.ring(cpl):
-            raise DeliveryFault(Vector.GP, idt_error_code(vector),
+            raise DeliveryFault(Vector.GP, idt_error_code(vector, gate_size),
                                 f"int {vector:#x} above its gate's DPL {gate.dpl}")
         if not gate.present:
-            raise DeliveryFault(Vector.NP, idt_error_code(vector),
+            raise DeliveryFault(Vector.NP, idt_error_code(vector, gate_size),
                                 f"the gate of vector {vector} is not present")
         if gate.task:
             rules.switch_task(gate, error_code, ip)
@@ -226,15 +233,18 @@ class Delivery:
         """Push the frame on the handler's stack and continue in the handler: the part
         of delivery after the gate (a hypervisor's event callback starts here)."""
         rules, cpu, width = self.rules, self.cpu, self.cpu.width
+        bits = 64 if cpu.long_mode else 32  # a 64-bit CPU may not have entered it yet
         cs = rules.handler_cs(gate, cpl)
         ring_change = (cs & 3) != cpl
         flags = cpu.read(width.flags)
         frame = Frame(ip, cpu.read(CS), flags, error_code)
-        if ring_change or width.bits == 64:
+        if ring_change or bits == 64:
             frame = Frame(ip, frame.cs, flags, error_code, cpu.read(width.sp), cpu.read(SS))
         ss, sp = rules.kernel_stack(cs & 3) if ring_change \
             else (cpu.read(SS), cpu.read(width.sp))
-        sp, data = rules.shown(frame).push_onto(sp, width.bits)
+        if gate.ist:  # QEMU loads a null SS even when the CPL stays (do_interrupt64)
+            ss, sp = cs & 3, rules.interrupt_stack(gate.ist)
+        sp, data = rules.shown(frame).push_onto(sp, bits)
         rules.write_stack(sp, data)
         eflags = rules.on_entry(flags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF), gate)
         rules.enter(ring_change, cs=cs, eip=gate.offset, ss=ss, esp=sp, eflags=eflags)
@@ -303,25 +313,36 @@ def read_idt_gate(read, base: int, limit: int, vector: int, bits: int = 32) -> G
     """VECTOR's gate in the IDT at BASE..BASE+LIMIT, read with READ(address, size) (a
     PageFault becomes #PF). Interrupt and trap gates, and in a 32-bit IDT task gates
     (64-bit mode has no tasks, 6.14.1)."""
-    size = 16 if bits == 64 else 8
+    size = GATE_SIZES[bits]
     if vector * size + size - 1 > limit:
-        raise DeliveryFault(Vector.GP, idt_error_code(vector),
+        raise DeliveryFault(Vector.GP, idt_error_code(vector, size),
                             f"vector {vector} is past the IDT's limit")
     raw = read_guest(read, base + vector * size, size)
     gate = GateDescriptor.decode(raw)
     if int.from_bytes(raw[:8], "little") & S_BIT or gate.type not in IDT_GATES[bits]:
-        raise DeliveryFault(Vector.GP, idt_error_code(vector),
+        raise DeliveryFault(Vector.GP, idt_error_code(vector, size),
                             f"the IDT entry of vector {vector} is not an interrupt, trap "
                             "or task gate")
     return Gate(gate.selector, gate.offset, gate.dpl, gate.present,
                 clears_if=gate.type == SystemType.INTERRUPT_GATE,
-                task=gate.type == SystemType.TASK_GATE)
+                task=gate.type == SystemType.TASK_GATE, ist=gate.ist)
 
 
 def read_tss_stack(read, tss_base: int) -> tuple[int, int]:
     """(SS0, ESP0) of the 32-bit TSS at TSS_BASE (7.2.1), read with READ."""
     esp0, ss0 = struct.unpack("<IH", read_guest(read, tss_base + TSS32_ESP0, 6))
     return ss0, esp0
+
+
+def read_tss64_stack(read, task: tuple[int, int, int], offset: int) -> int:
+    """The stack pointer at OFFSET of the 64-bit TSS TASK (selector, base, limit; 7.7:
+    RSPn at 4, ISTn at 0x24), read with READ; past the TSS's limit, #TS with TR's
+    selector (QEMU's get_rsp_from_tss64)."""
+    selector, tss_base, tss_limit = task
+    if offset + 7 > tss_limit:
+        raise DeliveryFault(Vector.TS, selector & ~3, f"the 64-bit TSS's limit "
+                            f"{tss_limit:#x} ends before its stack pointer at {offset:#x}")
+    return struct.unpack("<Q", read_guest(read, tss_base + offset, 8))[0]
 
 
 def read_guest(read, address: int, size: int) -> bytes:

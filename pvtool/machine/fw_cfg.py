@@ -26,7 +26,8 @@ outside RAM ends the run, as the guest's own access would.
 import struct
 from dataclasses import dataclass
 
-from pvtool.image.multiboot import INFO_FIELDS, MEMORY_AVAILABLE
+from pvtool.image.multiboot import INFO_FIELDS, MEMORY_AVAILABLE, MEMORY_RESERVED
+from pvtool.machine.cpuid import CpuModel
 from pvtool.machine.firmware import smbios
 from pvtool.machine.firmware.acpi import SLEEP_STATES
 from pvtool.machine.firmware.acpi_blobs import acpi_files
@@ -95,10 +96,10 @@ def system_states() -> bytes:
     return bytes(states)
 
 
-def smbios_files(ram_size: int) -> dict[str, bytes]:
+def smbios_files(ram_size: int, cpu: CpuModel) -> dict[str, bytes]:
     """The structures QEMU hands SeaBIOS (all but the BIOS's own type 0), and their
     entry point with the address and checksums SeaBIOS fills in left zero."""
-    table = smbios.structures(ram_size)[1:]
+    table = smbios.structures(ram_size, cpu)[1:]
     anchor = bytearray(smbios.entry_point(0, table))
     anchor[smbios.ENTRY_CHECKSUM] = 0
     anchor[smbios.INTERMEDIATE + smbios.INTERMEDIATE_CHECKSUM] = 0
@@ -128,13 +129,15 @@ def machine_items(ram_size: int) -> dict[int, bytes]:
     }
 
 
-def machine_files(ram_size: int) -> dict[str, bytes]:
+def machine_files(ram_size: int, cpu: CpuModel) -> dict[str, bytes]:
     return {
         "bios-geometry": b"",
         **acpi_files(),
         "etc/boot-fail-wait": struct.pack("<I", BOOT_FAIL_WAIT),
-        "etc/e820": E820_ENTRY.pack(0, ram_size, MEMORY_AVAILABLE),
-        **smbios_files(ram_size),
+        "etc/e820": b"".join(E820_ENTRY.pack(*entry) for entry in (  # QEMU's order
+            *((base, length, MEMORY_RESERVED) for base, length in cpu.reserved_ranges),
+            (0, ram_size, MEMORY_AVAILABLE))),
+        **smbios_files(ram_size, cpu),
         "etc/system-states": system_states(),
         "etc/tpm/log": b"",
         f"genroms/{KVMVAPIC_ROM}": option_rom(KVMVAPIC_ROM_SIZE),
@@ -144,10 +147,10 @@ def machine_files(ram_size: int) -> dict[str, bytes]:
 class FwCfg:
     """The selector and data ports, and the items they read."""
 
-    def __init__(self, ram_size: int):
+    def __init__(self, ram_size: int, cpu: CpuModel):
         self.ram_size = ram_size
         self.items = machine_items(ram_size)
-        self.files = machine_files(ram_size)
+        self.files = machine_files(ram_size, cpu)
         self.selected: bytes | None = None
         self.offset = 0
 

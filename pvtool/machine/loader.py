@@ -63,7 +63,10 @@ from pvtool.machine.cpu import (
     GS,
     IDTR,
     SS,
+    Cpu,
+    SegmentCache,
 )
+from pvtool.machine.cpuid import CpuModel
 from pvtool.machine.firmware.bios_data import EBDA_BASE, EBDA_SIZE_KIB
 from pvtool.machine.firmware.layout import HIGH_ZONE_SIZE, high_zone
 from pvtool.machine.firmware.post import power_on
@@ -156,7 +159,13 @@ def load_multiboot(machine: Machine, image: KernelImage, *, cmdline: bytes = b""
     _write_memory(machine, info, chunks, contents)
     machine.fw_cfg.load_kernel(_kernel_facts(image_start, entry, chunks, info, contents))
     halts = halt_addresses(image)
-    machine.watch_halts(_moved(image, halts, chunks[0]) if header.aout_kludge else halts)
+    if header.aout_kludge and image.bits == 64:
+        # An ELF64 (qemu-system-x86_64 loads one only so) runs its 32-bit stub where
+        # the kludge put it and the rest where the ELF links it, once it pages.
+        halts += _moved(image, halts, chunks[0])
+    elif header.aout_kludge:
+        halts = _moved(image, halts, chunks[0])
+    machine.watch_halts(halts)
     _enter_protected_mode(machine, entry, info.info_addr)
     return BootState(entry, info.info_addr, image_end)
 
@@ -173,6 +182,11 @@ def _qemu_header(image: KernelImage) -> MultibootHeader:
             f"{image.path}: the Multiboot header at file offset {header.offset:#x} lies "
             f"past the first {QEMU_HEADER_SCAN_END} bytes, where QEMU's -kernel looks for "
             "it (QEMU then takes the file for a Linux kernel, and never runs this one)")
+    if image.bits == 64 and not header.aout_kludge:
+        raise UnsupportedImageError(
+            f"{image.path}: a 64-bit ELF whose Multiboot header has no address fields "
+            "(flag 16), which qemu-system-x86_64 -kernel refuses as well (\"Cannot load "
+            "x86-64 image, give a 32bit one.\"): set them, or link the kernel as ELF32")
     return header
 
 
@@ -186,7 +200,7 @@ def _boot_information(machine: Machine, layout: InfoLayout, cmdline: bytes,
         layout,
         mem_lower_kib=PC_CONVENTIONAL_MEMORY_KIB,
         mem_upper_kib=_mem_upper_kib(machine.ram_size),
-        mmap=memory_map(machine.ram_size),
+        mmap=memory_map(machine.ram_size, machine.cpu_model),
         cmdline=cmdline,
         modules=loaded,
         bootloader_name=BOOTLOADER_NAME,
@@ -248,9 +262,11 @@ def aout_kludge_chunks(image: KernelImage, header: MultibootHeader) -> tuple[lis
     return [Chunk(load.load_addr, load.file_offset, data, load.bss_size)], load.entry
 
 
-def memory_map(ram_size: int) -> list[tuple[int, int, int]]:
-    """The BIOS memory map (E820) SeaBIOS reports for RAM_SIZE bytes of RAM."""
+def memory_map(ram_size: int, cpu: CpuModel) -> list[tuple[int, int, int]]:
+    """The BIOS memory map (E820) SeaBIOS reports for RAM_SIZE bytes of RAM, and the
+    ranges the PC reserves for CPU (QEMU's own e820 entries, which SeaBIOS appends)."""
     usable_top = high_zone(ram_size)
+    reserved = [(base, length, MEMORY_RESERVED) for base, length in cpu.reserved_ranges]
     return [
         (0, EBDA_BASE, MEMORY_AVAILABLE),
         (EBDA_BASE, EBDA_SIZE_KIB * 1024, MEMORY_RESERVED),
@@ -258,6 +274,7 @@ def memory_map(ram_size: int) -> list[tuple[int, int, int]]:
         (MIB, usable_top - MIB, MEMORY_AVAILABLE),
         (usable_top, HIGH_ZONE_SIZE, MEMORY_RESERVED),
         (FLASH_ROM, (1 << 32) - FLASH_ROM, MEMORY_RESERVED),
+        *reserved,
     ]
 
 
@@ -373,6 +390,17 @@ def _enter_protected_mode(machine: Machine, entry: int, info_addr: int) -> None:
                  EBP: 0, ESP: ENTRY_ESP, EFLAGS: ENTRY_EFLAGS, EIP: entry}
     for reg, value in registers.items():
         cpu.write(reg, value)
+    if cpu.bits == 64:
+        _leave_long_mode(cpu)
     # Unicorn's segment register writes mark the descriptors accessed in memory (and
     # scribble on the null one); the option ROM's GDT reads as QEMU leaves it.
     machine.memory.write_phys(BOOT_GDT, gdt)
+
+
+def _leave_long_mode(cpu: Cpu) -> None:
+    """A 64-bit CPU (qemu-system-x86_64's PC) enters the kernel in protected mode as
+    well, EFER clear, but Unicorn starts it in long mode, where a selector write loads
+    no descriptor: the option ROM's flat segments are loaded into the caches here."""
+    code, data = BOOT_GDT_DESCRIPTORS[0], BOOT_GDT_DESCRIPTORS[1]
+    flat_data = SegmentCache.of(BOOT_DS, data)
+    cpu.load_segments(SegmentCache.of(BOOT_CS, code), flat_data, data=flat_data, efer=0)

@@ -52,10 +52,11 @@ class GuestMemory:
 
     # -- guest-virtual -------------------------------------------------------------
     def paging_mode(self) -> PagingMode | None:
-        """None with paging off; a 64-bit CPU runs in long mode, which has it on."""
+        """None with paging off; 4-level in long mode (a 64-bit CPU enters it from
+        protected mode, with 2-level or PAE paging possibly on before)."""
         if not self.cpu.read(CR0) & CR0_PG:
             return None
-        if self.cpu.bits == 64:
+        if self.cpu.long_mode:
             return PagingMode.FOUR_LEVEL
         return PagingMode.PAE if self.cpu.read(CR4) & CR4_PAE else PagingMode.TWO_LEVEL
 

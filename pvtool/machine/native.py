@@ -13,8 +13,8 @@ NMI could still come (only an I/O APIC entry in NMI mode could send one later).
 
 from pathlib import Path
 
-from pvtool.machine.cpu import CR2, GDTR, IDTR, Cpu
-from pvtool.machine.cpuid import cpuid as qemu32_cpuid
+from pvtool.machine.context import DESC_DPL_SHIFT, SS_INDEX
+from pvtool.machine.cpu import CR2, CS, GDTR, IDTR, RFLAGS, RIP, RSP, SS, Cpu, SegmentCache
 from pvtool.machine.delivery import (
     Delivery,
     DeliveryFault,
@@ -23,10 +23,12 @@ from pvtool.machine.delivery import (
     enter_same_ring,
     read_guest,
     read_idt_gate,
+    read_tss64_stack,
     read_tss_stack,
     write_guest,
 )
 from pvtool.machine.fast_call import FastCall
+from pvtool.machine.fast_entry import FastEntry
 from pvtool.machine.interruption import Interruption, external
 from pvtool.machine.irq import IrqRouter
 from pvtool.machine.loader import KernelImage, load_multiboot
@@ -34,8 +36,8 @@ from pvtool.machine.memory import GuestMemory
 from pvtool.machine.pc import Machine
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.machine.taskswitch import RingNotModeled, switch_through_gate
-from pvtool.x86.descriptors import DESCRIPTOR_SIZE, DPL_SHIFT, gdt_offset
-from pvtool.x86.registers import EFLAGS_IF
+from pvtool.x86.descriptors import DESCRIPTOR_SIZE, SegmentDescriptor, gdt_offset
+from pvtool.x86.registers import EFLAGS_IF, TSS64_IST1, TSS64_RSP0
 from pvtool.x86.vectors import Vector
 
 
@@ -51,31 +53,46 @@ class BareCpuRules:
 
     def gate(self, vector: int, software: bool, ip: int) -> Gate:
         base, limit = self.cpu.descriptor_table(IDTR)
-        return read_idt_gate(self.memory.read_virt, base, limit, vector, self.cpu.bits)
+        bits = 64 if self.cpu.long_mode else 32
+        return read_idt_gate(self.memory.read_virt, base, limit, vector, bits)
 
     def ring(self, cpl: int) -> int:
         return cpl
 
     def handler_cs(self, gate: Gate, cpl: int) -> int:
-        target = self._code_segment_dpl(gate.selector)
+        descriptor = self._descriptor(gate.selector)
+        target = descriptor.dpl
         if target > cpl or (target < cpl and target != 0):
             raise DeliveryFault(Vector.GP, gate.selector & ~3,
                                 f"the handler's segment {gate.selector:#x} is ring {target}")
+        if self.cpu.long_mode and (not descriptor.long or descriptor.db):
+            raise DeliveryFault(Vector.GP, gate.selector & ~3, f"the handler's segment "
+                                f"{gate.selector:#x} is not 64-bit code (6.14.1)")
         return gate.selector & ~3 | target
 
-    def _code_segment_dpl(self, selector: int) -> int:
-        """The DPL of the code segment a gate names (from the GDT)."""
+    def _descriptor(self, selector: int) -> SegmentDescriptor:
+        """The descriptor SELECTOR names in the GDT."""
         gdt_base, gdt_limit = self.cpu.descriptor_table(GDTR)
         offset = gdt_offset(selector, gdt_limit)
         if offset is None:
             raise DeliveryFault(Vector.GP, selector & ~3,
                                 f"selector {selector:#x} is not in the GDT")
         raw = read_guest(self.memory.read_virt, gdt_base + offset, DESCRIPTOR_SIZE)
-        return (int.from_bytes(raw, "little") >> DPL_SHIFT) & 3
+        return SegmentDescriptor.decode(raw)
 
     def kernel_stack(self, ring: int) -> tuple[int, int]:
+        """The TSS's stack for RING; in long mode SS is the null selector with the new
+        CPL as its RPL (6.14.4)."""
+        if self.cpu.long_mode:
+            rsp = read_tss64_stack(self.memory.read_virt, self.cpu.task_segment(),
+                                   TSS64_RSP0 + 8 * ring)
+            return ring, rsp
         _, tss = self.cpu.task_register()
         return read_tss_stack(self.memory.read_virt, tss)
+
+    def interrupt_stack(self, ist: int) -> int:
+        return read_tss64_stack(self.memory.read_virt, self.cpu.task_segment(),
+                                TSS64_IST1 + 8 * (ist - 1))
 
     def shown(self, frame: Frame) -> Frame:
         return frame
@@ -88,10 +105,29 @@ class BareCpuRules:
 
     def enter(self, ring_change: bool, *, cs: int, eip: int, ss: int, esp: int,
               eflags: int) -> None:
-        if ring_change:
-            self.cpu.enter_ring0(cs=cs, ss=ss, esp=esp, eip=eip, eflags=eflags)
+        cpu = self.cpu
+        if cpu.bits == 64 and (ring_change or cs != cpu.read(CS) or ss != cpu.read(SS)):
+            self._load_caches(cs, ss, ring_change)
+            for reg, value in ((RSP, esp), (RFLAGS, eflags), (RIP, eip)):
+                cpu.write(reg, value)
+        elif ring_change:
+            cpu.enter_ring0(cs=cs, ss=ss, esp=esp, eip=eip, eflags=eflags)
         else:
-            enter_same_ring(self.cpu, cs=cs, eip=eip, esp=esp, eflags=eflags)
+            enter_same_ring(cpu, cs=cs, eip=eip, esp=esp, eflags=eflags)
+
+    def _load_caches(self, cs: int, ss: int, ring_change: bool) -> None:
+        """A 64-bit CPU's segment writes load no descriptor (UNICORN.md): CS's comes
+        from the GDT, and on a ring change SS's too; in long mode SS is then null, its
+        cache holding only the new CPL (QEMU's do_interrupt64)."""
+        cpu = self.cpu
+        code = SegmentCache.of(cs, self._descriptor(cs))
+        if cpu.long_mode and ss & ~3 == 0:
+            stack = SegmentCache(ss, 0, 0, (cs & 3) << DESC_DPL_SHIFT)
+        elif ring_change:
+            stack = SegmentCache.of(ss, self._descriptor(ss))
+        else:
+            stack = cpu.segment(SS_INDEX)
+        cpu.load_segments(code, stack)
 
     def set_cr2(self, address: int) -> None:
         self.cpu.write(CR2, address)
@@ -116,6 +152,7 @@ class BareMetal:
         self.cpu = machine.cpu
         rules = BareCpuRules(machine.cpu, machine.memory, machine.request_stop)
         self.delivery = Delivery(machine.cpu, rules, machine.exits)
+        self.fast_entry = FastEntry(machine.cpu, self.delivery.deliver)
         self.nmi_blocked = False
 
     def on_interruption(self, event: Interruption) -> None:
@@ -147,17 +184,17 @@ class BareMetal:
         return True
 
     def on_fast_call(self, call: FastCall) -> None:
-        """`syscall` and `sysenter` do nothing yet, as before the machine reported
-        them (their hardware semantics follow in machine/fast_calls.py)."""
+        self.fast_entry.run(call)
 
 
 def boot_bare_pc(machine: Machine, image: KernelImage, *, cmdline: bytes,
                  modules: tuple[Path, ...]) -> None:
-    """Start IMAGE on MACHINE as `qemu-system-i386 -kernel` starts it: SeaBIOS's screen,
-    the Multiboot loader's memory and CPU state, QEMU's CPUID and open bus, and the
-    guest's own IDT taking every interruption."""
+    """Start IMAGE on MACHINE as `qemu-system-i386 -kernel` starts it (or
+    qemu-system-x86_64's, on a 64-bit MACHINE): SeaBIOS's screen, the Multiboot
+    loader's memory and CPU state, QEMU's CPUID and open bus, and the guest's own IDT
+    taking every interruption."""
     machine.show_firmware_screen()
     load_multiboot(machine, image, cmdline=cmdline, modules=modules)
-    machine.present_cpuid(qemu32_cpuid)
+    machine.present_cpuid(machine.cpu_model.cpuid)
     machine.mmio.open_bus()
     machine.attach(BareMetal(machine))

@@ -52,6 +52,7 @@ from pvtool.machine.ata import (
 from pvtool.machine.clock import DeviceClock, TimedDevice, VirtualClock
 from pvtool.machine.cmos import RTC_HZ, Cmos
 from pvtool.machine.cpu import EAX, EBX, ECX, EDX, Cpu
+from pvtool.machine.cpuid import CPU_MODELS
 from pvtool.machine.debugexit import DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DebugExit
 from pvtool.machine.delay_port import DELAY_PORT, DelayPort
 from pvtool.machine.delivery import Delivery
@@ -97,7 +98,7 @@ from pvtool.machine.system_ports import PORT_A, PORT_B, RESET_CONTROL, PortA, Po
 from pvtool.machine.uart import COM1_BASE, COM1_PORTS, Uart16550
 from pvtool.machine.vbe import BochsVbe
 from pvtool.machine.vga_text import TEXT_BUFFER, VgaText, firmware_screen
-from pvtool.x86.isa import OPERAND_SIZE_PREFIX
+from pvtool.x86.isa import OPERAND_SIZE_PREFIX, REX_W
 from pvtool.x86.paging import page_up
 
 DEFAULT_RAM = 128 << 20  # what QEMU gives a guest by default
@@ -146,8 +147,11 @@ class Machine:
     def __init__(self, *, ram_size: int = DEFAULT_RAM,
                  output: Callable[[bytes], None], input_data: bytes = b"",
                  disks: Sequence[DiskImage | None] = (), bits: int = 32,
-                 keys: Iterable[int] = (), host_tsc: bool = False):
+                 keys: Iterable[int] = (), host_tsc: bool = False, native_cpu: bool = False):
         self.uc = Uc(UC_ARCH_X86, UC_MODES[bits])
+        self.cpu_model = CPU_MODELS[bits]  # the PC of qemu-system-i386, or of -x86_64
+        if native_cpu and self.cpu_model.unicorn_model is not None:
+            self.uc.ctl_set_cpu_model(self.cpu_model.unicorn_model)
         self.ram_size = ram_size
         self.uc.mem_map(0, ram_size)
         self.cpu = Cpu(self.uc, bits)
@@ -223,7 +227,7 @@ class Machine:
         self.acpi_pm = AcpiPm(lambda: self.clock.ticks(PM_TIMER_HZ), self._on_power_off)
         self.ports.register(self.acpi_pm, PM_BASE, PM_BLOCK_PORTS, width=PM_REGISTER_WIDTH)
         self.ports.register(self.acpi_pm.smi_command, SMI_COMMAND_PORT, SMI_PORTS, width=1)
-        self.fw_cfg = FwCfg(self.ram_size)
+        self.fw_cfg = FwCfg(self.ram_size, self.cpu_model)
         self.fw_cfg.register(self.ports, self.memory)
 
     def _install_isa(self) -> None:
@@ -464,7 +468,7 @@ class Machine:
                 elif size <= 2:
                     code = self.memory.read_virt(address, size)
                     state["iret"] = code[-1] == IRET and (
-                        size == 1 or code[0] == OPERAND_SIZE_PREFIX)
+                        size == 1 or code[0] in (OPERAND_SIZE_PREFIX, REX_W))
             except BaseException as exc:
                 self._fail(exc)
 

@@ -24,13 +24,12 @@ from pvtool.machine.cpu import (
     Cpu,
 )
 
-# What `--json` shows of the CPU at the stop: the registers a fault's diagnosis needs.
-STOP_REGISTERS = {**GPRS_BY_NAME, "eip": EIP, "eflags": EFLAGS, "cs": CS, "ds": DS,
-                  "es": ES, "fs": FS, "gs": GS, "ss": SS, "cr0": CR0, "cr2": CR2,
-                  "cr3": CR3, "cr4": CR4}
-STOP_REGISTERS_64 = {**GPRS64_BY_NAME, "rip": RIP, "rflags": RFLAGS,
-                     **{name: reg for name, reg in STOP_REGISTERS.items()
-                        if name not in GPRS_BY_NAME and name not in ("eip", "eflags")}}
+# What `--json` shows of the CPU at the stop: the registers a fault's diagnosis needs,
+# by the CPU's width.
+SYSTEM_REGISTERS = {"cs": CS, "ds": DS, "es": ES, "fs": FS, "gs": GS, "ss": SS,
+                    "cr0": CR0, "cr2": CR2, "cr3": CR3, "cr4": CR4}
+STOP_REGISTERS = {32: {**GPRS_BY_NAME, "eip": EIP, "eflags": EFLAGS, **SYSTEM_REGISTERS},
+                  64: {**GPRS64_BY_NAME, "rip": RIP, "rflags": RFLAGS, **SYSTEM_REGISTERS}}
 
 
 class StopKind(Enum):
@@ -71,7 +70,6 @@ class Stop:
 
 def registers_at_stop(cpu: Cpu) -> dict[str, int]:
     """The CPU's registers by name, and its CPL, as the run left them."""
-    names = STOP_REGISTERS_64 if cpu.bits == 64 else STOP_REGISTERS
-    values = {name: cpu.read(reg) for name, reg in names.items()}
+    values = {name: cpu.read(reg) for name, reg in STOP_REGISTERS[cpu.bits].items()}
     values["cpl"] = cpu.cpl
     return values

@@ -46,6 +46,7 @@ from pvtool.machine.cpu import (
     SS,
     TR,
     Cpu,
+    SegmentCache,
 )
 from pvtool.machine.delivery import DeliveryFault, read_guest, write_guest
 from pvtool.machine.memory import GuestMemory
@@ -93,12 +94,12 @@ def switch_through_gate(cpu: Cpu, memory: GuestMemory, selector: int,
         raise RingNotModeled(f"a task gate to TSS {selector:#x}, whose task runs in ring "
                              f"{new.segments[CS_SLOT] & 3}: pvtool enters ring-0 tasks only")
     ldt = _check_new_ldt(memory, gdt, new.ldt)
-    _check_new_segments(memory, gdt, ldt, new)
+    caches = _check_new_segments(memory, gdt, ldt, new)
     old_selector, old_base = cpu.task_register()
     _save_outgoing(cpu, memory, old_base, return_ip)
     write_guest(memory.write_virt, tss.base + LINK, old_selector.to_bytes(2, "little"))
     _set_busy(memory, gdt, selector, raw)
-    _load_incoming(cpu, selector, raw, tss, new, ldt)
+    _load_incoming(cpu, selector, raw, tss, new, ldt, caches)
     if error_code is not None:
         _push(cpu, memory, error_code)
 
@@ -150,15 +151,18 @@ def _check_new_ldt(memory: GuestMemory, gdt: Table, selector: int) -> Table | No
 
 
 def _check_new_segments(memory: GuestMemory, gdt: Table, ldt: Table | None,
-                        new: TaskState) -> None:
+                        new: TaskState) -> dict[int, SegmentCache]:
     """Table 7-1's checks of the new task's segments (QEMU's tss_load_seg): CS a code
     segment of its RPL, SS writable data of the new CPL, the others readable; a null
-    CS or SS is #TS, an absent segment #NP."""
+    CS or SS is #TS, an absent segment #NP. The caches they load, by slot (the TSS's
+    order is QEMU's index order)."""
     cpl = new.segments[CS_SLOT] & 3
+    caches = {}
     for slot, selector in enumerate(new.segments):
         if selector & ~3 == 0:
             if slot in (CS_SLOT, SS_SLOT):
                 raise DeliveryFault(Vector.TS, 0, "the new task's CS or SS is null")
+            caches[slot] = SegmentCache(selector, 0, 0, 0)
             continue
         table = ldt if selector & 4 else gdt
         if table is None:
@@ -171,6 +175,8 @@ def _check_new_segments(memory: GuestMemory, gdt: Table, ldt: Table | None,
         if not segment.present:
             raise DeliveryFault(Vector.NP, selector & ~3,
                                 f"the new task's segment {selector:#x} is not present")
+        caches[slot] = SegmentCache.of(selector, segment)
+    return caches
 
 
 def _segment_fits(segment: SegmentDescriptor, slot: int, rpl: int, cpl: int) -> bool:
@@ -204,9 +210,12 @@ def _set_busy(memory: GuestMemory, gdt: Table, selector: int, raw: bytes) -> Non
 
 
 def _load_incoming(cpu: Cpu, selector: int, raw: bytes, tss: SegmentDescriptor,
-                   new: TaskState, ldt: Table | None) -> None:
+                   new: TaskState, ldt: Table | None, caches: dict[int, SegmentCache]
+                   ) -> None:
     """Make the new task current (7.3, steps 11-13): TR (its cache shows the type
-    available, as ltr's does), CR0.TS, CR3 with paging on, the LDT, the registers."""
+    available, as ltr's does), CR0.TS, CR3 with paging on, the LDT, the registers. A
+    64-bit CPU (the x86_64 PC before long mode) loads no descriptor on a selector
+    write, nor lowers its CPL: its caches are loaded whole (Cpu.load_segment_caches)."""
     cpu.write(CR0, cpu.read(CR0) | CR0_TS)
     cpu.load_segment_cache(TR, selector, tss.base, tss.byte_limit,
                            _cache_flags(raw) & ~(BUSY_BIT >> 32))
@@ -216,6 +225,17 @@ def _load_incoming(cpu: Cpu, selector: int, raw: bytes, tss: SegmentDescriptor,
     for reg, value in zip(GPRS, new.gprs, strict=True):
         cpu.write(reg, value)
     eflags = new.eflags | EFLAGS_NT
+    if cpu.bits == 64:
+        cpu.write(EFLAGS, eflags)
+        cpu.load_segment_caches(caches)
+    else:
+        _load_selectors(cpu, new, eflags)
+    cpu.write(EIP, new.eip)
+
+
+def _load_selectors(cpu: Cpu, new: TaskState, eflags: int) -> None:
+    """A 32-bit CPU's segment writes load the descriptors; ring 0 is entered as
+    Cpu.enter_ring0 says."""
     cs, ss = new.segments[CS_SLOT], new.segments[SS_SLOT]
     if cpu.cpl != 0:
         cpu.enter_ring0(cs=cs, ss=ss, esp=new.gprs[GPRS.index(ESP)], eip=new.eip,
@@ -227,7 +247,6 @@ def _load_incoming(cpu: Cpu, selector: int, raw: bytes, tss: SegmentDescriptor,
     for reg, value in zip(SEGMENTS, new.segments, strict=True):
         if reg not in (CS, SS):
             cpu.write(reg, value)
-    cpu.write(EIP, new.eip)
 
 
 def _load_ldt(cpu: Cpu, selector: int, ldt: Table | None) -> None:

@@ -38,6 +38,7 @@ __all__ = [
 MODES = (32, 64)
 MAX_INSN_SIZE = 15  # architectural limit: longer is #GP
 OPERAND_SIZE_PREFIX = 0x66  # capstone's prefix[2] (SDM Vol. 2, 2.1.1: group 3)
+REX_W = 0x48  # 64-bit operand size (SDM Vol. 2, 2.2.1): iretq is 48 CF
 _CHUNK = 16 * 1024  # bytes handed to one capstone disasm() call
 _CS_MODES = {32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}
 _KS_MODES = {32: keystone.KS_MODE_32, 64: keystone.KS_MODE_64}

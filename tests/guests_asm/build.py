@@ -12,6 +12,7 @@ from tests.binutils import IMPURE, Binary, build_once, section_bytes
 
 HERE = Path(__file__).resolve().parent
 RUNTIME = HERE / "runtime.s"
+RUNTIME64 = HERE / "runtime64.s"  # an ELF64 kernel that enters long mode itself
 LINK_ADDRESS = 0x100000
 
 Guest = Binary  # the ELF and its symbols
@@ -40,6 +41,12 @@ class GuestBuilder:
         sources = (RUNTIME.read_text(), scenario) if runtime else (scenario,)
         return build_once(self.workdir, *sources, include=(HERE,), entry=entry, text=text,
                           flags=(*IMPURE, "--build-id=none", *ld_args))
+
+    def build64(self, scenario: str) -> Guest:
+        """Link `scenario` after runtime64.s into an ELF64 Multiboot kernel at 1 MiB."""
+        return build_once(self.workdir, RUNTIME64.read_text(), scenario, include=(HERE,),
+                          bits=64, entry="_start", text=LINK_ADDRESS,
+                          flags=(*IMPURE, "--build-id=none", "-z", "max-page-size=0x1000"))
 
     def flat(self, source: str, address: int) -> tuple[bytes, dict[str, int]]:
         """Raw code for `source` (no runtime) linked at `address`, and its symbols."""

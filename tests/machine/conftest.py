@@ -18,3 +18,9 @@ def build(guest_builder):
 def flat(guest_builder):
     """flat(source, address) -> (raw code bytes, symbols): no runtime, no ELF."""
     return guest_builder.flat
+
+
+@pytest.fixture(scope="session")
+def build64(guest_builder):
+    """build64(scenario_source) -> Guest: runtime64.s + the scenario, an ELF64 kernel."""
+    return guest_builder.build64

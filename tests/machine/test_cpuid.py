@@ -2,7 +2,9 @@
 whole table is compared with QEMU by tests/e2e/test_pcprobe.py; these check its
 structure."""
 
-from pvtool.machine.cpuid import cpuid
+from pvtool.machine.cpuid import QEMU32
+
+cpuid = QEMU32.cpuid
 
 
 def text(*registers: int) -> bytes:

@@ -542,9 +542,12 @@ tss: .space 104
 """
 
 
-def test_from_ring3_gates_switch_to_the_tss_stack_and_a_dpl0_gate_raises_gp(build):
+@pytest.mark.parametrize("bits", [32, 64])
+def test_from_ring3_gates_switch_to_the_tss_stack_and_a_dpl0_gate_raises_gp(build, bits):
+    """The same on the x86_64 PC (BITS 64) in protected mode, before any long mode:
+    a 64-bit CPU's ring change loads the caches itself (machine/native.py)."""
     guest = build(RING3_SCENARIO)
-    run = run_native(guest)
+    run = run_native(guest, bits=bits)
 
     ring0_stack, user_stack, user_cs, user_ss = 0x360000, 0x370000, 0x2B, 0x33
     records = run.records()

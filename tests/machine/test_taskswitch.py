@@ -110,7 +110,10 @@ task_tss:
 """
 
 
-def test_int_from_ring_3_through_a_task_gate_enters_a_ring_0_task(build):
+@pytest.mark.parametrize("bits", [32, 64])
+def test_int_from_ring_3_through_a_task_gate_enters_a_ring_0_task(build, bits):
+    """On both PCs: the x86_64 PC's CPU, before long mode, switches tasks too (its
+    segment caches loaded whole, machine/taskswitch.py)."""
     guest = build(TASKS + """
 test_main:
     call setup_tasks
@@ -127,7 +130,7 @@ user_code:
 after_int:
     jmp after_int
 """)
-    run = run_native(guest)
+    run = run_native(guest, bits=bits)
 
     assert run.records() == [
         TASK_TSS, MAIN_TSS, 0x2 | NT, TS, TSS_BUSY, TSS_BUSY,

@@ -9,12 +9,11 @@ the local APIC's ExtINT and NMI inputs.
 import struct
 from collections.abc import Iterable
 
+from pvtool.machine.cpuid import CpuModel
 from pvtool.machine.firmware.layout import FSegment, pack_string, with_checksum
 from pvtool.machine.firmware.platform import (
     BOOT_CPU_APIC_ID,
     CASCADE_IRQ,
-    CPU_FEATURES,
-    CPU_SIGNATURE,
     IOAPIC_VERSION,
     ISA_IRQS,
     PCI_IRQS,
@@ -47,11 +46,12 @@ CONFORMING = 0
 ALL_LOCAL_APICS = 0xFF
 
 
-def entries(functions: Iterable[PciFunction]) -> list[bytes]:
-    """The configuration table's entries, in SeaBIOS's order."""
+def entries(functions: Iterable[PciFunction], cpu: CpuModel) -> list[bytes]:
+    """The configuration table's entries, in SeaBIOS's order (the processor's
+    signature and features are CPUID leaf 1's)."""
     out = [
         PROCESSOR.pack(PROCESSOR_ENTRY, BOOT_CPU_APIC_ID, VERSION_VALUE & 0xFF,
-                       CPU_ENABLED | CPU_BOOTSTRAP, CPU_SIGNATURE, CPU_FEATURES),
+                       CPU_ENABLED | CPU_BOOTSTRAP, cpu.signature, cpu.features),
         BUS.pack(BUS_ENTRY, PCI_BUS, pack_string(b"PCI", 6)),
         BUS.pack(BUS_ENTRY, ISA_BUS, pack_string(b"ISA", 6)),
         IOAPIC.pack(IOAPIC_ENTRY, IOAPIC_ID, IOAPIC_VERSION, IOAPIC_ENABLED, IOAPIC_BASE),
@@ -76,8 +76,8 @@ def _io_interrupt(flags: int, bus: int, source: int, pin: int) -> bytes:
     return INTERRUPT.pack(IO_INTERRUPT_ENTRY, INT, flags, bus, source, IOAPIC_ID, pin)
 
 
-def config_table(functions: Iterable[PciFunction]) -> bytes:
-    body = entries(functions)
+def config_table(functions: Iterable[PciFunction], cpu: CpuModel) -> bytes:
+    body = entries(functions, cpu)
     length = CONFIG_HEADER.size + sum(map(len, body))
     header = CONFIG_HEADER.pack(b"PCMP", length, SPEC_REVISION, 0, pack_string(OEM_ID, 8),
                                 pack_string(PRODUCT_ID, 12), 0, 0, len(body), APIC_BASE,
@@ -92,9 +92,9 @@ def floating_pointer(config_address: int) -> bytes:
 
 
 def write_mp_tables(memory: GuestMemory, fseg: FSegment,
-                    functions: Iterable[PciFunction]) -> int:
+                    functions: Iterable[PciFunction], cpu: CpuModel) -> int:
     """Both structures into the F segment; returns the floating pointer's address."""
-    table = config_table(functions)
+    table = config_table(functions, cpu)
     floating = fseg.allocate(FLOATING.size)
     config = fseg.allocate(len(table))
     memory.write_phys(floating, floating_pointer(config))

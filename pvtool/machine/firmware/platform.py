@@ -4,14 +4,9 @@ identification as the tables copy it, and the interrupt lines the PCI devices to
 (measured with guests/probefw). Addresses and ids are the device models' own.
 """
 
-from pvtool.machine.cpuid import cpuid
-
 SEABIOS_VERSION = "1.16.2-debian-1.16.2-1"  # Debian's, in QEMU 7.2
 # SeaBIOS's MP table claims an 82093AA (version 0x11); the register reads QEMU's 0x20.
 IOAPIC_VERSION = 0x11
-# CPUID leaf 1 (EAX: family, model, stepping; EDX: the feature flags), as the MP table
-# and SMBIOS copy it.
-CPU_SIGNATURE, _, _, CPU_FEATURES = cpuid(1, 0)
 BOOT_CPU_APIC_ID = 0  # the local APIC's ID register at reset
 ISA_IRQS = 16
 CASCADE_IRQ = 2  # the slave 8259's line: no device interrupts through it

@@ -27,7 +27,8 @@ def power_on(machine: Machine) -> None:
     write(bios_data.BDA_BASE, bios_data.bios_data_area(
         hard_disks=len(sectors), seconds_since_midnight=RTC_EPOCH))
     write(bios_data.EBDA_BASE, bios_data.extended_bios_data_area(sectors))
-    write_tables(machine.memory, machine.ram_size, machine.pci.functions.values())
+    write_tables(machine.memory, machine.ram_size, machine.pci.functions.values(),
+                 machine.cpu_model)
     leave_devices(machine)
 
 

@@ -6,8 +6,9 @@ RAM; a structure's handle is its type times 256, as QEMU numbers them.
 
 import struct
 
+from pvtool.machine.cpuid import CpuModel
 from pvtool.machine.firmware.layout import FSegment, with_checksum
-from pvtool.machine.firmware.platform import CPU_FEATURES, CPU_SIGNATURE, SEABIOS_VERSION
+from pvtool.machine.firmware.platform import SEABIOS_VERSION
 from pvtool.machine.memory import GuestMemory
 
 ENTRY = struct.Struct("<4sBBBBHB5s5sBHIHB")
@@ -41,7 +42,7 @@ def structure(kind: int, fields: bytes, strings: tuple[bytes, ...] = ()) -> byte
     return HEADER.pack(kind, HEADER.size + len(fields), kind << 8) + fields + tail
 
 
-def structures(ram_size: int) -> list[bytes]:
+def structures(ram_size: int, cpu: CpuModel) -> list[bytes]:
     kib, mib = ram_size >> 10, ram_size >> 20
     return [
         structure(BIOS, struct.pack("<BBHBBQ6B", 1, 2, BIOS_SEGMENT, 3, 0,
@@ -55,7 +56,7 @@ def structures(ram_size: int) -> list[bytes]:
                                        STATE_SAFE, STATE_SAFE, SECURITY_UNKNOWN, 0,
                                        0, 0, 0, 0, 0),
                   (MANUFACTURER, MACHINE_TYPE)),
-        structure(PROCESSOR, _processor(), (b"CPU 0", MANUFACTURER, MACHINE_TYPE)),
+        structure(PROCESSOR, _processor(cpu), (b"CPU 0", MANUFACTURER, MACHINE_TYPE)),
         structure(MEMORY_ARRAY, struct.pack("<3BIHHQ", ARRAY_OTHER, ARRAY_SYSTEM_MEMORY,
                                             ECC_MULTI_BIT, kib, NO_HANDLE, 1, 0)),
         structure(MEMORY_DEVICE, struct.pack(
@@ -69,10 +70,10 @@ def structures(ram_size: int) -> list[bytes]:
     ]
 
 
-def _processor() -> bytes:
+def _processor(cpu: CpuModel) -> bytes:
     """Type 4: the CPUID signature and features as its ID, one core, one thread."""
     return struct.pack("<4BQBBHHHBB3H6BHH", 1, CPU_CENTRAL, CPU_FAMILY_OTHER, 2,
-                       CPU_FEATURES << 32 | CPU_SIGNATURE, 3, 0, 0, CPU_MHZ, CPU_MHZ,
+                       cpu.features << 32 | cpu.signature, 3, 0, 0, CPU_MHZ, CPU_MHZ,
                        CPU_POPULATED_ENABLED, CPU_UPGRADE_OTHER, 0xFFFF, 0xFFFF, 0xFFFF,
                        0, 0, 0, 1, 1, 1, CPU_64_BIT_UNKNOWN, CPU_FAMILY_OTHER)
 
@@ -85,10 +86,10 @@ def entry_point(table_address: int, table: list[bytes]) -> bytes:
     return with_checksum(raw, ENTRY_CHECKSUM)
 
 
-def write_smbios(memory: GuestMemory, ram_size: int, fseg: FSegment) -> int:
+def write_smbios(memory: GuestMemory, ram_size: int, fseg: FSegment, cpu: CpuModel) -> int:
     """The entry point and the structures into the F segment; returns the entry
     point's address."""
-    table = structures(ram_size)
+    table = structures(ram_size, cpu)
     entry = fseg.allocate(ENTRY.size)
     address = fseg.allocate(sum(map(len, table)))
     memory.write_phys(entry, entry_point(address, table))

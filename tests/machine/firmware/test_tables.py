@@ -14,7 +14,8 @@ MIB = 1 << 20
 @pytest.fixture(scope="module", params=[64 * MIB, 512 * MIB])
 def machine(request):
     machine = Machine(output=lambda data: None, ram_size=request.param)
-    write_tables(machine.memory, machine.ram_size, machine.pci.functions.values())
+    write_tables(machine.memory, machine.ram_size, machine.pci.functions.values(),
+                 machine.cpu_model)
     return machine
 
 
