@@ -10,6 +10,8 @@ reaches the kernel's data after the template's pushes."""
 
 from dataclasses import dataclass, replace
 
+from capstone.x86_const import X86_OP_REG
+
 from pvtool.abi.pvtool import TRAP_SITE_CLASSES
 from pvtool.errors import PatchError
 from pvtool.patch.discover import CodeMap, Insn
@@ -140,7 +142,8 @@ def _load_argument(site: Site, argument: str) -> str | None:
     register = ARGUMENT_REGISTER[site.insn.mode]
     depth = SAVE_ARGUMENT[site.insn.mode].end_depth
     if argument == "value":
-        gpr = special_register_move(insn).gpr
+        move = special_register_move(insn)
+        gpr = move.gpr if move else _lone_register(site, depth, moves_stack=False)
         if gpr in STACK_POINTER:  # the value it had before the save
             return f"lea {register}, [{gpr} + {depth}]"
         return None if gpr == register else f"mov {register}, {gpr}"
@@ -199,8 +202,16 @@ def _source16(site: Site, depth: int, moves_stack: bool) -> str:
     return REG16.get(_register(site, text, moves_stack), text)
 
 
+def _lone_register(site: Site, depth: int, moves_stack: bool) -> str:
+    """The single register operand, as written (rdfsbase rax, wrgsbase r9d)."""
+    ops = site.insn.cs.operands
+    if len(ops) != 1 or ops[0].type != X86_OP_REG:
+        raise _no_operand(site, "reg")
+    return _register(site, site.insn.cs.reg_name(ops[0].reg), moves_stack)
+
+
 OPERANDS = {"gpr": _gpr, "sreg": _sreg, "dst": _destination, "dst32": _destination32,
-            "src16": _source16}
+            "src16": _source16, "reg": _lone_register}
 if OPERANDS.keys() != OPERAND_SAMPLES.keys():
     raise ImportError(f"sites.py renders {sorted(OPERANDS)}, templates may name "
                       f"{sorted(OPERAND_SAMPLES)}")
@@ -237,6 +248,11 @@ def _rebased(site: Site, text: str, pushed: int, size: str | None = None) -> str
 # A 32-bit displacement is sign-extended to 64 bits (SDM Vol. 2, 2.2.1.3): the
 # absolute addresses it reaches without a base register.
 DISP32_REACH = range(-(1 << 31), 1 << 31)
+ADDRESS_MASK = (1 << 64) - 1
+# A target this near the site is also near wherever the site's replacement lands (its
+# stub, in the sections after the kernel, layout64.py), where keystone encodes the
+# absolute address RIP-relative.
+NEAR = 1 << 30
 
 
 def _address(site: Site, mem, pushed: int) -> str:
@@ -245,9 +261,10 @@ def _address(site: Site, mem, pushed: int) -> str:
     (64-bit) as the absolute address it names, since the replacement may sit in a
     stub elsewhere; one a disp32 cannot reach cannot be rewritten."""
     if mem.base == "rip":
-        target = site.address + site.insn.size + mem.disp
+        target = (site.address + site.insn.size + mem.disp) & ADDRESS_MASK
         signed = target - (1 << 64) if target >> 63 else target
-        if mem.index or signed not in DISP32_REACH:
+        near = abs(target - site.address) < NEAR
+        if mem.index or not (near or signed in DISP32_REACH):
             raise UnsupportedForm(f"{site.text}: its RIP-relative address {target:#x} is "
                                   "out of a 32-bit displacement's reach")
         return f"[{signed:#x}]" if signed >= 0 else f"[-{-signed:#x}]"

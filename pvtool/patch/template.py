@@ -30,9 +30,10 @@ OPERAND_SAMPLES = {
     "dst32": "ecx",  # a 32-bit register destination (the register forms of str...)
     "src16": "cx",  # the 16-bit register or memory source of a mov to SS
     "sreg": "ds",  # the segment register of a segment move
+    "reg": "ecx",  # the lone register operand (rdfsbase, wrgsbase...) as written
 }
 # A 64-bit kernel's stand-ins where they differ: its general registers are 64 bits.
-OPERAND_SAMPLES_64 = OPERAND_SAMPLES | {"gpr": "rcx", "dst": "rcx"}
+OPERAND_SAMPLES_64 = OPERAND_SAMPLES | {"gpr": "rcx", "dst": "rcx", "reg": "rcx"}
 ADDRESS_SAMPLE = "0"
 
 # How far each stack instruction moves ESP, in units of its operand size (2 bytes

@@ -18,3 +18,5 @@ CR4_PSE = 1 << 4
 CR4_PAE = 1 << 5
 
 TSS32_ESP0 = 4  # ESP0, then SS0 (16 bits), in a 32-bit TSS
+
+TSS64_RSP0 = 4  # RSP0 in a 64-bit TSS (SDM Vol. 3A, 8.7: after a reserved dword)
