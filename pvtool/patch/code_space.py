@@ -35,6 +35,14 @@ def code_regions(image: ElfImage) -> list[tuple[int, bytes]]:
             for s in _loaded_sections(image) if s.executable]
 
 
+def rewritable_code(image: ElfImage) -> list[tuple[int, int]]:
+    """[start, end) of the code regions a rewrite may change: all but the one a
+    64-bit kernel's 32-bit Multiboot entry fills (_legacy_entry)."""
+    legacy = {(d.start, d.end) for d in _legacy_entry(image, find_header(image))}
+    return [(start, start + len(data)) for start, data in code_regions(image)
+            if (start, start + len(data)) not in legacy]
+
+
 def data_regions(image: ElfImage) -> list[tuple[int, bytes]]:
     """(address, bytes) of the mapped data: read for function pointers and jump tables."""
     if not _loaded_sections(image):

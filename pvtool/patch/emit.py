@@ -21,7 +21,7 @@ from pvtool.image.xen_notes import build_xen_notes
 from pvtool.patch.glue import Glue, abi_symbols, assemble_glue
 from pvtool.patch.layout64 import check_reach, lay_out_64
 from pvtool.patch.patchset import Action, PatchSet
-from pvtool.patch.plan import Placement, Plan
+from pvtool.patch.plan import STUBS_SYMBOL, Placement, Plan
 from pvtool.patch.pvdata import PvData
 from pvtool.patch.sites import replacement
 from pvtool.x86 import paging
@@ -68,7 +68,8 @@ def lay_out(image: ElfImage, patch_set: PatchSet) -> tuple[Layout, dict[str, int
     for a 64-bit kernel, after its image (layout64.py)."""
     if image.bits == 64:
         pvdata, text_base, glue, symbols = lay_out_64(image, patch_set)
-        return Layout(pvdata, text_base, glue), symbols | glue.functions
+        return Layout(pvdata, text_base, glue), symbols | glue.functions | {
+            STUBS_SYMBOL: glue.end}
     hole = low_memory_hole(image)
     data_base = pvabi.glue_window(pae=False)
     pvdata = PvData(data_base, hole.base)
@@ -76,7 +77,7 @@ def lay_out(image: ElfImage, patch_set: PatchSet) -> tuple[Layout, dict[str, int
     symbols = (abi_symbols(text_base, image.entry) | pvdata.symbols()
                | hole.identity_symbols(image.phys_offset))
     glue = assemble_glue(patch_set, text_base + PAGE_SIZE, symbols)
-    return Layout(pvdata, text_base, glue), symbols | glue.functions
+    return Layout(pvdata, text_base, glue), symbols | glue.functions | {STUBS_SYMBOL: glue.end}
 
 
 L1_SPAN = 4 << 20  # what one 2-level L1 maps

@@ -13,6 +13,7 @@ is refused.
 from pvtool.abi import xen64
 from pvtool.errors import PatchError
 from pvtool.image.elf import ElfImage
+from pvtool.patch.code_space import rewritable_code
 from pvtool.patch.glue import Glue, abi_symbols_64, assemble_glue
 from pvtool.patch.patchset import PatchSet
 from pvtool.patch.pvdata64 import PvData64
@@ -43,11 +44,12 @@ def lay_out_64(image: ElfImage, patch_set: PatchSet) -> tuple[PvData64, int, Glu
 
 
 def check_reach(image: ElfImage, end: int) -> None:
-    """Refuse a layout whose added sections, ending at END, cannot be reached from
-    every byte of the kernel's code with a rel32, or lie outside the guest's part of
+    """Refuse a layout whose added sections, ending at END, cannot be reached with a
+    rel32 from every byte of the code a rewrite may change (a 32-bit Multiboot stub
+    linked low is not: code_space._legacy_entry), or lie outside the guest's part of
     the address space."""
-    code = [s for s in image.segments if s.executable] or image.segments
-    lowest = min(s.vaddr for s in code)
+    lowest = min((start for start, _ in rewritable_code(image)),
+                 default=min(s.vaddr for s in image.segments))
     if end - lowest > REL32_REACH:
         raise PatchError(f"{image.path}: its code from {lowest:#x} and the PV sections "
                          f"after the image up to {end:#x} span more than 2 GiB, the "
