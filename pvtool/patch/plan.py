@@ -107,14 +107,15 @@ def _detour(window: list[Insn], site_at: dict[int, Site], reason: str) -> Plan:
 def _join(site: Site, code: CodeMap, site_at: dict[int, Site],
           owner: dict[int, Plan], stubs: int | None) -> Plan | None:
     """A detour over a neighbour's window and SITE together, when the neighbour's
-    window took the room SITE's own would need."""
+    window (or its in-place rewrite: a 64-bit kernel's `swapgs; iretq`, whose swapgs
+    becomes nothing in place) took the room SITE's own would need."""
     around = _neighbours(site.insn, code, 2 * MAX_WINDOW_INSNS)
     for plan in {id(p): p for i in around if (p := owner.get(i.address))}.values():
-        if plan.placement is not Placement.DETOUR:
+        if plan.placement not in (Placement.DETOUR, Placement.IN_PLACE):
             continue
         lo, hi = min(plan.start, site.address), max(plan.end, site.end)
         window = [i for i in around if lo <= i.address < hi]
-        others = owner.keys() - {i.address for i in plan.window}
+        others = owner.keys() - {i.address for i in plan.window or [s.insn for s in plan.sites]}
         if len(window) <= 2 * MAX_WINDOW_INSNS and _usable(window, code, site_at, others,
                                                            stubs):
             return _detour(window, site_at, f"detour over {len(window)} instruction(s), "
