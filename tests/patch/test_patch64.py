@@ -8,177 +8,20 @@ Xen's facts the tests check are typed here from XEN-ABI64.md, not imported: the
 hypercall page's entries (1.2), the notes of a 64-bit kernel (1.8).
 """
 
-import json
 import re
 import struct
 
 import pytest
 
-from tests.binutils import build_once
 from tests.cli import pvtool
+from tests.patch.kernel64 import KERNBASE, LINK, PAGE, build_kernel64, patch_kernel64
 from tests.patch.tools import note, notes, objdump, read_virtual, sections, segments
 
-KERNBASE = 0xFFFF_FFFF_8000_0000
-LINK = KERNBASE + 0x10_0000
-PAGE = 4096
 # public/elfnote.h: ENTRY 1, HYPERCALL_PAGE 2, VIRT_BASE 3, XEN_VERSION 5, GUEST_OS 6,
 # LOADER 8, PAE_MODE 9. pvtool's note 1 is the trap-site table (docs/ABI.md).
 XEN_ENTRY, XEN_HYPERCALL_PAGE, XEN_VIRT_BASE, XEN_VERSION = 1, 2, 3, 5
 XEN_GUEST_OS, XEN_LOADER, XEN_PAE_MODE = 6, 8, 9
 PVTOOL_TRAP_SITES = 1
-
-# Every catalogue class a 64-bit kernel can hold, one site each, each behind a label
-# the test reads with nm; and the 32-bit Multiboot stub, which holds sites of its own
-# that must stay as they are.
-KERNEL = r"""
-.intel_syntax noprefix
-.set KERNBASE, 0xffffffff80000000
-.section .multiboot, "a"
-.p2align 2
-mb_header:
-    .long 0x1BADB002, 0x00010003, -(0x1BADB002 + 0x00010003)
-    .long mb_header - KERNBASE, mb_header - KERNBASE, edata - KERNBASE, end - KERNBASE
-    .long boot32 - KERNBASE
-
-.section .boot32, "ax"
-.code32
-.globl boot32
-boot32:
-    cli
-    mov eax, cr4
-    or eax, 0x20
-    mov cr4, eax
-    lgdt [gdtr32 - KERNBASE]
-    mov ecx, 0xc0000080
-    rdmsr
-    wrmsr
-    hlt
-
-.text
-.code64
-.globl start64
-.type start64, @function
-start64:
-site_cli:           cli
-                    mov rsp, offset stack_top
-site_mov_from_cr3:  mov rax, cr3
-site_mov_to_cr3:    mov cr3, rax
-site_mov_from_cr2:  mov rbx, cr2
-                    nop
-site_mov_to_cr2:    mov cr2, rbx
-                    nop
-site_mov_from_cr0:  mov rcx, cr0
-site_mov_to_cr0:    mov cr0, rcx
-site_mov_from_cr4:  mov rdx, cr4
-site_mov_to_cr4:    mov cr4, rdx
-site_mov_from_cr8:  mov r9, cr8
-site_mov_to_cr8:    mov cr8, r9
-                    mov ecx, 0xc0000082
-site_wrmsr:         wrmsr
-site_rdmsr:         rdmsr
-site_lgdt:          lgdt [rip + gdtr]
-site_lidt:          lidt [rip + idtr]
-site_sgdt:          sgdt [rip + scratch]
-site_sidt:          sidt [rip + scratch]
-                    mov ax, 0x28
-site_ltr:           ltr ax
-                    xor eax, eax
-site_lldt:          lldt ax
-site_str:           str eax
-site_sldt:          sldt ecx
-site_smsw:          smsw edx
-site_invlpg:        invlpg [rdi]
-site_clts:          clts
-site_lmsw:          lmsw ax
-site_wbinvd:        wbinvd
-site_invd:          invd
-site_pushf:         pushfq
-site_popf:          popfq
-site_sti:           sti
-                    nop
-site_hlt:           hlt
-                    call helper
-site_swapgs:        swapgs
-                    nop
-site_iret:          iretq
-.size start64, . - start64
-
-.globl helper
-.type helper, @function
-helper:
-site_mov_from_sreg: mov ax, cs
-                    mov rdx, qword ptr [rip + scratch]
-site_rdfsbase:      rdfsbase rax
-site_rdgsbase:      rdgsbase rcx
-site_wrfsbase:      wrfsbase rax
-site_wrgsbase:      wrgsbase rcx
-site_mov_to_ss:     mov ss, ax
-site_in:            in al, dx
-site_out:           out dx, al
-site_ins:           rep insb
-site_outs:          rep outsb
-site_lar:           lar eax, ecx
-site_lsl:           lsl eax, ecx
-site_verr:          verr ax
-site_verw:          verw ax
-site_xsetbv:        xsetbv
-site_invpcid:       invpcid rax, [rcx]
-site_mov_to_dr:     mov dr7, rax
-site_mov_from_dr:   mov rax, dr6
-    lea rdx, [rip + rel_table]
-    movsxd rax, dword ptr [rdx + rdi*4]
-    add rax, rdx
-    jmp rax
-case0:
-    swapgs
-site_sysret:        sysretq
-case1:
-    jmp qword ptr [abs_table + rdi*8]
-case2:
-    swapgs
-site_sysexit:       sysexitq
-case3:
-    ret
-.size helper, . - helper
-
-.section .rodata
-.p2align 3
-rel_table:
-    .long case0 - rel_table, case1 - rel_table
-abs_table:
-    .quad case2, case3
-gdtr32:
-    .word 0
-    .long 0
-
-.data
-.p2align 4
-gdtr: .word 0
-    .quad 0
-.p2align 4
-idtr: .word 0
-    .quad 0
-scratch: .quad 0, 0
-edata:
-.bss
-.p2align 12
-stack: .skip 4096
-stack_top:
-end:
-"""
-
-SCRIPT = """
-ENTRY(start64)
-SECTIONS {
-  . = 0xffffffff80100000;
-  .multiboot : AT(ADDR(.multiboot) - 0xffffffff80000000) { *(.multiboot) }
-  .boot32 : AT(ADDR(.boot32) - 0xffffffff80000000) { *(.boot32) }
-  .text : AT(ADDR(.text) - 0xffffffff80000000) { *(.text) }
-  .rodata : AT(ADDR(.rodata) - 0xffffffff80000000) { *(.rodata) }
-  .data : AT(ADDR(.data) - 0xffffffff80000000) { *(.data) }
-  .bss : AT(ADDR(.bss) - 0xffffffff80000000) { *(.bss) }
-}
-"""
 
 # What each class becomes under xen64 (patches/xen64/rules.toml): rewritten (in
 # place or by a detour), kept with a reason, or left to a trap site.
@@ -188,19 +31,12 @@ TRAPPED = {"mov_to_dr", "mov_from_dr"}
 
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory):
-    return build_once(tmp_path_factory.getbasetemp() / "patch64", KERNEL, name="k64",
-                      bits=64, script=SCRIPT,
-                      flags=("-nostdlib", "--build-id=none", "-z", "noexecstack",
-                             "-z", "max-page-size=0x1000"))
+    return build_kernel64(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def patched(kernel, tmp_path_factory):
-    out = tmp_path_factory.mktemp("patched64") / "k64.pv.elf"
-    result = pvtool("patch", kernel.elf, "-o", out)
-    assert result.status == 0, result.stderr
-    report = json.loads(out.with_suffix(".json").read_text())
-    return out, report
+    return patch_kernel64(kernel, tmp_path_factory)
 
 
 def SWAPGS_PAIRS(kernel) -> dict[int, str]:  # noqa: N802
