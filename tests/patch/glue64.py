@@ -30,6 +30,7 @@ ARGS = (X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX, X.UC_X86_REG_R10,
 # Control-register bits (Intel SDM Vol. 3A, 2.5) and EFER's (Vol. 4).
 CR0_PE, CR0_ET, CR0_WP, CR0_PG = 1, 1 << 4, 1 << 16, 1 << 31
 CR4_PAE = 1 << 5
+IA32_EFER = 0xC000_0080
 EFER_SCE, EFER_LME, EFER_LMA, EFER_NXE = 1, 1 << 8, 1 << 10, 1 << 11
 PRESENT_RW, LARGE = 0x3, 0x80
 
@@ -38,6 +39,7 @@ PRESENT_RW, LARGE = 0x3, 0x80
 class Hypercall:
     number: int
     args: tuple[int, ...]
+    rsp: int  # where the hypercall page's pushes end: HYPERVISOR_iret's frame
     memory: dict[str, bytes] = field(default_factory=dict)
 
 
@@ -72,10 +74,11 @@ class GlueMachine:
         return self.cpu.reg_read(register)
 
     # ---- running
-    def call(self, name: str, **registers: int) -> None:
-        """Call glue function NAME with REGISTERS set, on the harness's stack, until it
-        returns (or a hypercall in stop_at ends the run)."""
-        rsp = STACK_TOP - 8
+    def call(self, name: str, stack: int = STACK_TOP, **registers: int) -> None:
+        """Call glue function NAME with REGISTERS set, its return address pushed below
+        STACK (what the caller left on the stack above it), until it returns (or a
+        hypercall in stop_at ends the run)."""
+        rsp = stack - 8
         self.write(rsp, struct.pack("<Q", RETURN))
         self.run(self.functions[name], rsp, **registers)
 
@@ -89,7 +92,8 @@ class GlueMachine:
         number = cpu.reg_read(X.UC_X86_REG_RAX)
         memory = {name: bytes(cpu.mem_read(address - KERNBASE, size))
                   for name, (address, size) in self.watch.items()}
-        self.calls.append(Hypercall(number, tuple(cpu.reg_read(r) for r in ARGS), memory))
+        self.calls.append(Hypercall(number, tuple(cpu.reg_read(r) for r in ARGS),
+                                    cpu.reg_read(X.UC_X86_REG_RSP), memory))
         if number in self.stop_at:
             cpu.emu_stop()
         cpu.reg_write(X.UC_X86_REG_RAX, 0)
@@ -113,7 +117,8 @@ class GlueMachine:
                                struct.pack("<Q", (index << 21) | PRESENT_RW | LARGE))
         self.cpu.reg_write(X.UC_X86_REG_CR3, l4)
         self.cpu.reg_write(X.UC_X86_REG_CR4, CR4_PAE)
-        self.cpu.reg_write(X.UC_X86_REG_EFER, EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE)
+        self.cpu.reg_write(X.UC_X86_REG_MSR, (IA32_EFER, EFER_SCE | EFER_LME | EFER_LMA
+                                                | EFER_NXE))
         self.cpu.reg_write(X.UC_X86_REG_CR0, CR0_PE | CR0_ET | CR0_WP | CR0_PG)
 
 
