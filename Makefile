@@ -63,6 +63,61 @@ $(foreach g,$(XEN_GUESTS),$(eval $(call guest_rules,$(g),)))
 
 GUEST_ELFS := $(GUESTS:%=build/guests/%.elf)
 
+# ---- guests: freestanding x86-64 kernels, linked in the top 2 GiB as Linux is
+# ---- (-mcmodel=kernel; no red zone, since interrupts push onto the kernel's stack).
+# minikern64 is a Multiboot kernel for a PC with an entry of its own for long mode
+# (guests/lib64/entry.S); xenhello64 is written for Xen's 64-bit PV ABI.
+PC64_GUESTS  := minikern64
+XEN64_GUESTS := xenhello64
+GUEST64_CFLAGS  := -m64 -mcmodel=kernel -mno-red-zone -std=gnu11 -O2 -ffreestanding \
+                   -fno-pic -fno-pie -fno-stack-protector -fno-builtin \
+                   -fno-asynchronous-unwind-tables -fno-omit-frame-pointer \
+                   -mgeneral-regs-only -nostdlib -Wall -Wextra -Werror
+GUEST64_ASFLAGS := -m64 -fno-pic -fno-pie
+GUEST64_LDFLAGS := -m elf_x86_64 -nostdlib --build-id=none -z noexecstack \
+                   -z max-page-size=0x1000
+
+# The 64-bit library: guests/lib64 (the long-mode entry, traps, descriptor tables,
+# context switch) and the portable C of guests/lib, compiled for 64 bits.
+# guests/include64 has the 64-bit versions of the library's headers and comes
+# before guests/include, whose width-neutral headers (traps.h, apic.h) serve both.
+GUEST64_LIB_SRCS := $(wildcard guests/lib64/*.c guests/lib64/*.S) \
+                    $(addprefix guests/lib/,check.c exit.c printf.c uart.c)
+
+# minikern64 is minikern's port to x86-64, as Linux's arch/x86_64 was a port of
+# arch/i386: it shares minikern's drivers, locks, system calls and user programs
+# (compiled for 64 bits from guests/minikern) and minikern's headers (on its include
+# path after its own), and has its own memory, process, trap and entry code.
+MINIKERN64_SHARED := $(addprefix guests/minikern/,bootcount.c ide.c picirq.c \
+                     spinlock.c string.c sysproc.c timer.c \
+                     ulib.c uprimes.c uchatty.c umapper.c uintruder.c)
+
+# guest64_rules(NAME, SOURCES FROM OTHER DIRECTORIES, EXTRA INCLUDE DIRECTORIES): how
+# build/guests/NAME.elf is made, each source guests/DIR/FILE compiled into
+# build/guests/NAME/DIR/FILE.o, and linked with guests/NAME/kernel.ld.
+define guest64_rules
+$(1)_SRCS := $$(wildcard guests/$(1)/*.c guests/$(1)/*.S) $(2)
+$(1)_OBJS := $$(patsubst guests/%,build/guests/$(1)/%.o,$$($(1)_SRCS))
+$(1)_INCS := -Iguests/$(1) -Iguests/include64 $(3:%=-I%) -Iguests/include
+$(1)_HDRS := $$(wildcard guests/$(1)/*.h guests/include64/*.h guests/include/*.h \
+                          $(3:%=%/*.h))
+
+build/guests/$(1)/%.c.o: guests/%.c $$($(1)_HDRS)
+	@mkdir -p $$(@D)
+	$$(CC) $$(GUEST64_CFLAGS) $$($(1)_INCS) -c $$< -o $$@
+
+build/guests/$(1)/%.S.o: guests/%.S $$($(1)_HDRS)
+	@mkdir -p $$(@D)
+	$$(CC) $$(GUEST64_ASFLAGS) $$($(1)_INCS) -c $$< -o $$@
+
+build/guests/$(1).elf: $$($(1)_OBJS) guests/$(1)/kernel.ld
+	$$(LD) $$(GUEST64_LDFLAGS) -T guests/$(1)/kernel.ld -o $$@ $$($(1)_OBJS)
+endef
+$(eval $(call guest64_rules,minikern64,$(GUEST64_LIB_SRCS) $(MINIKERN64_SHARED),guests/minikern))
+$(foreach g,$(XEN64_GUESTS),$(eval $(call guest64_rules,$(g),,)))
+
+GUEST_ELFS += $(PC64_GUESTS:%=build/guests/%.elf) $(XEN64_GUESTS:%=build/guests/%.elf)
+
 # ---- minikern ported to Xen by hand, as XenoLinux was from Linux: guests/ with the
 # ---- port's unified diffs (patches/minikern-xen/: arch.diff changes minikern's own
 # ---- files and its library, xen.diff adds the Xen-specific ones) applied by GNU patch

@@ -30,8 +30,10 @@ from typing import NoReturn
 import pytest
 
 # QEMU's command line (the PC every guest is written for) is defined once, where
-# `pvtool bench` runs QEMU too; QEMU_ARGS is named here for the test modules.
+# `pvtool bench` runs QEMU too; QEMU_ARGS and QEMU64 (qemu-system-x86_64, the judge of
+# the 64-bit guests) are named here for the test modules.
 from pvtool.bench.qemu import QEMU, qemu_command
+from pvtool.bench.qemu import QEMU64 as QEMU64
 from pvtool.bench.qemu import QEMU_ARGS as QEMU_ARGS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -121,15 +123,17 @@ def run_qemu(
     timeout: float = 60,
     extra_args: Sequence[str] = (),
     input_data: bytes | None = None,
+    qemu: str = QEMU,
 ) -> QemuResult:
     """Boot `elf` with `qemu-system-i386 -kernel` and return what it printed and how it ended.
 
     `disk` becomes the primary ATA disk (raw); `disks` are the IDE disks in -drive
-    index order (0-3), instead; `input_data` is what COM1 receives. A run that outlasts
-    `timeout` seconds is killed and fails the test, showing what the guest had printed.
+    index order (0-3), instead; `input_data` is what COM1 receives; `qemu` is the QEMU
+    to start (QEMU64 for a 64-bit guest). A run that outlasts `timeout` seconds is
+    killed and fails the test, showing what the guest had printed.
     """
     drives = disks or ([disk] if disk is not None else [])
-    command = [*qemu_command(require_tool(QEMU), elf, drives), *extra_args]
+    command = [*qemu_command(require_tool(qemu), elf, drives), *extra_args]
 
     stdin = subprocess.DEVNULL if input_data is None else subprocess.PIPE
     with subprocess.Popen(
@@ -161,12 +165,12 @@ def run_qemu(
 QEMU_INT_LINE = re.compile(r"^\s*\d+: v=\S+ e=\S+ i=\d cpl=\d IP=\S+ pc=\S+ SP=\S+ \S+=\S+$")
 
 
-def qemu_int_log(elf: Path, *, timeout: float = 60) -> list[str]:
+def qemu_int_log(elf: Path, *, timeout: float = 60, qemu: str = QEMU) -> list[str]:
     """The deliveries QEMU logs with `-d int` booting `elf`, in `pvtool run --trace-int`'s
     form: QEMU's lines without `pc=` (CS's base), `env->regs[R_EAX]=` spelt `EAX=`."""
     with tempfile.TemporaryDirectory() as scratch:
         log = Path(scratch) / "int.log"
-        run_qemu(elf, timeout=timeout, extra_args=("-d", "int", "-D", str(log)))
+        run_qemu(elf, timeout=timeout, extra_args=("-d", "int", "-D", str(log)), qemu=qemu)
         lines = log.read_text().splitlines()
     return [re.sub(r" pc=\S+", "", line).replace("env->regs[R_EAX]=", "EAX=")
             for line in lines if QEMU_INT_LINE.match(line)]
@@ -197,17 +201,18 @@ class QemuSession:
     """A guest on QEMU driven through its human monitor (a Unix socket), for guests
     that wait for keys or whose screen must be read before they leave: wait for a
     line on COM1, read guest memory (`pmemsave`), type keys (`sendkey`), then collect
-    how the run ended as run_qemu does. DISKS and INPUT_DATA are run_qemu's `disks`
-    and `input_data` (COM1 receives the input at once)."""
+    how the run ended as run_qemu does. DISKS, INPUT_DATA and QEMU are run_qemu's
+    `disks`, `input_data` (COM1 receives the input at once) and `qemu`."""
 
     def __init__(self, elf: Path, workdir: Path, *, timeout: float = 60,
-                 disks: Sequence[Path] = (), input_data: bytes | None = None):
+                 disks: Sequence[Path] = (), input_data: bytes | None = None,
+                 qemu: str = QEMU):
         self.socket_path = workdir / "monitor.sock"
         self.socket_path.unlink(missing_ok=True)  # a socket left by an earlier run
         self.workdir = workdir
         self.timeout = timeout
         self.output = bytearray()
-        command = [*qemu_command(require_tool(QEMU), elf, disks),
+        command = [*qemu_command(require_tool(qemu), elf, disks),
                    "-monitor", f"unix:{self.socket_path},server,nowait"]
         stdin = subprocess.DEVNULL if input_data is None else subprocess.PIPE
         self.qemu = subprocess.Popen(command, stdin=stdin,

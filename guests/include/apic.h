@@ -62,6 +62,9 @@
 
 #define IA32_APIC_BASE 0x1B
 
+// The registers through identity-mapped physical addresses, for the 32-bit guests
+// that run so; a 64-bit kernel maps the APICs where it chooses (minikern64's lapic.c).
+#ifndef __x86_64__
 static inline uint
 lapicr(uint reg)
 {
@@ -97,5 +100,6 @@ rdmsr(uint msr)
   asm volatile("rdmsr" : "=a" (lo), "=d" (hi) : "c" (msr));
   return ((unsigned long long)hi << 32) | lo;
 }
+#endif
 
 #endif

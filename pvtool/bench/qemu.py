@@ -4,7 +4,9 @@ process, start-up included, the way a user would time it.
 
 QEMU_ARGS describe the PC every guest is written for (DESIGN.md, "Guests"): COM1 on
 stdout, no display, no network, no reboot (a triple fault ends the run), and
-isa-debug-exit where pvtool's machine has it.
+isa-debug-exit where pvtool's machine has it. qemu-system-x86_64 (QEMU64), the judge
+of the 64-bit guests, emulates the same PC with a 64-bit CPU (qemu64) and takes the
+same arguments: every function here takes the QEMU program to start, QEMU by default.
 """
 
 import shutil
@@ -17,6 +19,7 @@ from pathlib import Path
 from pvtool.machine.debugexit import DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS
 
 QEMU = "qemu-system-i386"
+QEMU64 = "qemu-system-x86_64"
 QEMU_ARGS = (
     "-display", "none",
     "-serial", "stdio",
@@ -35,6 +38,7 @@ class QemuRun:
     status: int  # QEMU's exit status (negative: killed by that signal)
     seconds: float  # wall time of the whole process
     stderr: str
+    program: str = QEMU  # which QEMU ran, for its messages
 
     @property
     def guest_code(self) -> int | None:
@@ -47,19 +51,20 @@ class QemuRun:
         with 1, as a guest writing 0 to isa-debug-exit does: its message tells them
         apart."""
         if self.status < 0:
-            return f"{QEMU} was killed: {self.stderr or f'signal {-self.status}'}"
+            return f"{self.program} was killed: {self.stderr or f'signal {-self.status}'}"
         errors = [line for line in self.stderr.splitlines()
                   if line.strip() and "warning:" not in line]
-        return f"{QEMU}: {errors[0]}" if self.status == 1 and errors else None
+        return f"{self.program}: {errors[0]}" if self.status == 1 and errors else None
 
 
-def qemu_path() -> str | None:
-    return shutil.which(QEMU)
+def qemu_path(program: str = QEMU) -> str | None:
+    return shutil.which(program)
 
 
 def qemu_command(qemu: str, image: Path, disks: Sequence[Path]) -> list[str]:
-    """The command line; DISKS become the IDE disks (raw) in -drive index order (0-3),
-    as pvtool's repeated --disk places them."""
+    """The command line of QEMU program QEMU (QEMU or QEMU64, by name or path); DISKS
+    become the IDE disks (raw) in -drive index order (0-3), as pvtool's repeated
+    --disk places them."""
     command = [qemu, "-kernel", str(image), *QEMU_ARGS]
     for index, disk in enumerate(disks):
         drive = str(disk).replace(",", ",,")  # QEMU's option syntax doubles a comma
@@ -68,8 +73,9 @@ def qemu_command(qemu: str, image: Path, disks: Sequence[Path]) -> list[str]:
 
 
 def run_qemu(qemu: str, image: Path, disk: Path | None, timeout: float) -> QemuRun:
-    """Boot IMAGE on QEMU once and time the process; a run past TIMEOUT seconds is
-    killed (status -9)."""
+    """Boot IMAGE on QEMU program QEMU (a path) once and time the process; a run past
+    TIMEOUT seconds is killed (status -9)."""
+    program = Path(qemu).name
     started = time.perf_counter()
     try:
         disks = () if disk is None else (disk,)
@@ -77,13 +83,13 @@ def run_qemu(qemu: str, image: Path, disk: Path | None, timeout: float) -> QemuR
                               capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         return QemuRun(exc.stdout or b"", -9, time.perf_counter() - started,
-                       f"killed after {timeout:g} s")
+                       f"killed after {timeout:g} s", program)
     return QemuRun(done.stdout, done.returncode, time.perf_counter() - started,
-                   done.stderr.decode(errors="replace"))
+                   done.stderr.decode(errors="replace"), program)
 
 
 def qemu_version(qemu: str) -> str:
-    """The first line of `qemu-system-i386 --version`."""
+    """The first line of `QEMU --version`."""
     done = subprocess.run([qemu, "--version"], capture_output=True, text=True, check=False)
     lines = done.stdout.splitlines()
     return lines[0] if lines else ""
