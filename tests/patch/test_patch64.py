@@ -13,6 +13,7 @@ import struct
 
 import pytest
 
+from tests.binutils import build_once
 from tests.cli import pvtool
 from tests.patch.kernel64 import KERNBASE, LINK, PAGE, build_kernel64, patch_kernel64
 from tests.patch.tools import note, notes, objdump, read_virtual, sections, segments
@@ -199,3 +200,79 @@ def detour_start(report: dict, address: int) -> int:
     stub (the window's first instruction is a site, or a site's neighbour before it)."""
     stub = next(s["stub"] for s in report["sites"] if _address(s) == address)
     return min(_address(s) for s in report["sites"] if s.get("stub") == stub)
+
+
+# ---- hostile 64-bit inputs: one line, a distinct status, nothing written
+
+SPIN = """
+.intel_syntax noprefix
+.text
+.globl start64
+start64:
+    cli
+    hlt
+    jmp start64
+.section .far, "ax"
+far:
+    sti
+    ret
+"""
+
+
+def _hostile(tmp_path_factory, name: str, script: str):
+    return build_once(tmp_path_factory.getbasetemp() / "hostile64", SPIN, name=name,
+                      bits=64, script=script,
+                      flags=("-nostdlib", "--build-id=none", "-z", "noexecstack",
+                             "-z", "max-page-size=0x1000")).elf
+
+
+def _refused(path, tmp_path, status: int) -> str:
+    before = path.read_bytes()
+    result = pvtool("patch", path, "-o", tmp_path / "out.elf")
+    assert result.status == status, result.stderr
+    assert result.stdout == "" and list(tmp_path.iterdir()) == []
+    assert path.read_bytes() == before
+    return result.error_line()
+
+
+def test_a_virt_base_off_a_1_gib_boundary_is_refused(tmp_path_factory, tmp_path):
+    path = _hostile(tmp_path_factory, "offset", """
+        ENTRY(start64)
+        SECTIONS { . = 0xffffffff80100000;
+                   .text : AT(0x200000) { *(.text) *(.far) } }""")
+    line = _refused(path, tmp_path, 76)
+    assert "VIRT_BASE (vaddr - paddr) 0xffffffff7ff00000 is not on a 1 GiB boundary" in line
+
+
+def test_code_beyond_a_rel32_of_the_added_sections_is_refused(tmp_path_factory, tmp_path):
+    path = _hostile(tmp_path_factory, "spread", """
+        ENTRY(start64)
+        SECTIONS { . = 0x100000; .text : { *(.text) }
+                   . = 0x100000000; .far : AT(0x100000000) { *(.far) } }""")
+    line = _refused(path, tmp_path, 76)
+    assert "span more than 2 GiB, the reach of a detour's rel32 jump" in line
+
+
+@pytest.mark.parametrize(("where", "value", "status"), [
+    (0x20, 1 << 40, 65),  # e_phoff far beyond the file
+    (0x38, 0x7FFF, 65),  # e_phnum: program headers past the end of the file
+])
+def test_a_corrupt_elf64_header_is_one_line(kernel, tmp_path, where, value, status):
+    data = bytearray(kernel.elf.read_bytes())
+    size = 8 if where == 0x20 else 2
+    data[where:where + size] = value.to_bytes(size, "little")
+    path = tmp_path / "bad" / "k64.elf"
+    path.parent.mkdir()
+    path.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    out.mkdir()
+    _refused(path, out, status)
+
+
+def test_a_truncated_elf64_kernel_is_one_line(kernel, tmp_path):
+    path = tmp_path / "bad" / "k64.elf"
+    path.parent.mkdir()
+    path.write_bytes(kernel.elf.read_bytes()[:0x1040])
+    out = tmp_path / "out"
+    out.mkdir()
+    _refused(path, out, 65)
