@@ -175,17 +175,18 @@ def _neighbours(insn: Insn, code: CodeMap, reach: int = MAX_WINDOW_INSNS - 1) ->
     return run[lo:hi + 1]
 
 
-def _rip_out_of_reach(insn: Insn, stubs: int) -> bool:
-    """Whether INSN addresses memory RIP-relative (64-bit) at an address a disp32 from
-    the stubs, which start at STUBS, cannot reach: moved there it could not be fixed
-    up (x86/relocate.py refuses it), so no detour may displace it."""
+def _rip_unmovable(insn: Insn, stubs: int, window: list[Insn]) -> bool:
+    """Whether INSN addresses memory RIP-relative (64-bit) where a detour cannot take
+    it: at an address a disp32 from the stubs, which start at STUBS, cannot reach
+    (x86/relocate.py could not fix it up), or inside the WINDOW itself, whose bytes
+    the detour's jmp replaces."""
     if "rip" not in insn.op_str:
         return False
     mem = memory_operand(insn.cs)
     if mem is None or mem.base != "rip":
         return False
     target = (insn.end + mem.disp) & ADDRESS_MASK
-    return abs(target - stubs) >= STUB_REACH
+    return abs(target - stubs) >= STUB_REACH or window[0].address <= target < window[-1].end
 
 
 def is_padding(insn: Insn) -> bool:
@@ -210,7 +211,7 @@ def _usable(window: list[Insn], code: CodeMap, site_at: dict[int, Site],
             return False
         if insn.mnemonic in REL8_ONLY:
             return False
-        if stubs is not None and _rip_out_of_reach(insn, stubs):
+        if stubs is not None and _rip_unmovable(insn, stubs, window):
             return False
         other = site_at.get(insn.address)
         if other is not None and other.rule.action is Action.TRAP:

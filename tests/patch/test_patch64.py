@@ -8,6 +8,7 @@ Xen's facts the tests check are typed here from XEN-ABI64.md, not imported: the
 hypercall page's entries (1.2), the notes of a 64-bit kernel (1.8).
 """
 
+import json
 import re
 import struct
 
@@ -213,7 +214,7 @@ start64:
     hlt
     jmp start64
 .section .far, "ax"
-far:
+over:
     sti
     ret
 """
@@ -276,3 +277,45 @@ def test_a_truncated_elf64_kernel_is_one_line(kernel, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     _refused(path, out, 65)
+
+
+RIP_KERNEL = """
+.intel_syntax noprefix
+.text
+.globl start64
+.type start64, @function
+start64:
+    nop
+    jmp self
+self:
+site_self:  cli
+rip_self:   mov rax, qword ptr [rip + site_self]
+    jmp over
+over:
+site_far:   cli
+rip_far:    mov rax, qword ptr [rip + far_data]
+    ret
+.size start64, . - start64
+"""
+LINKED_HIGH = """
+ENTRY(start64)
+SECTIONS { . = 0xffffffff80100000;
+           .text : AT(0x100000) { *(.text) }
+           far_data = 0xffffffff00200000; }"""
+
+
+def test_a_detour_never_displaces_a_rip_relative_operand_it_cannot_fix(tmp_path_factory,
+                                                                       tmp_path):
+    """After each cli, a mov RIP-relative to the cli itself (bytes the detour's jmp
+    replaces) and one to an address out of a disp32's reach from the stubs: neither
+    may move into a stub. Each cli is a branch target, so it has no window of its own."""
+    kernel = build_once(tmp_path_factory.getbasetemp() / "rip64", RIP_KERNEL, name="rip",
+                        bits=64, script=LINKED_HIGH,
+                        flags=("-nostdlib", "--build-id=none", "-z", "noexecstack"))
+    out = tmp_path / "rip.pv.elf"
+    assert pvtool("patch", kernel.elf, "-o", out).status == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    placed = {_address(s): s["placement"] for s in report["sites"]}
+    assert placed == {kernel["site_self"]: "trap", kernel["site_far"]: "trap"}
+    for name in ("rip_self", "rip_far"):
+        assert read_virtual(out, kernel[name], 7) == read_virtual(kernel.elf, kernel[name], 7)
