@@ -6,13 +6,13 @@ every run of a real kernel's instructions moves; a wrong moved encoding is refus
 import re
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import unicorn
 from capstone import CS_GRP_BRANCH_RELATIVE
 from capstone import x86_const as X
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pvtool.errors import PatchError
 from pvtool.x86 import isa
