@@ -212,3 +212,18 @@ def test_decode_one_lite_is_the_instruction_without_detail():
                                                                      "cr3, eax")
     assert isa.decode_one_lite(b"\x0f", 0, 32) is None
     assert not isa.lite_decoder(32).detail
+
+
+@pytest.mark.parametrize(("address", "statement"), [
+    (0x0, "mov rcx, qword ptr [0x1000]"), (0x1000, "mov rcx, qword ptr [0x1000]"),
+    (0x2000, "lea rax, [0x3000]"), (0x0, "mov rcx, qword ptr [0]"),
+])
+def test_keystones_wrong_rip_displacements_are_worked_out_again(address, statement):
+    """keystone 0.9.2 turns `mov rcx, [0x1000]` at 0x1000 into `[rip + 0x1000]`, which
+    reaches 0x2007: assemble_checked encodes the displacement that reaches 0x1000."""
+    code = isa.assemble_checked(statement, address, 64)
+    [insn] = isa.decode_all(code, address, 64)
+    mem = next(op.mem for op in insn.operands if op.type == X86_OP_MEM)
+    absolute = int(statement.rpartition("[")[2].rstrip("]"), 16)
+    assert mem.base == X86_REG_RIP
+    assert (insn.address + insn.size + mem.disp) % (1 << 64) == absolute
