@@ -23,6 +23,7 @@ from pvtool.abi.layouts import PHYSDEV_SET_IOPL, SCHED_SHUTDOWN
 from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY, ShutdownReason
 from pvtool.image import multiboot
 from pvtool.patch.pvdata import GLUE_FAILURES as GLUE_FAILURES_32
+from pvtool.patch.pvdata import failure_offsets, failure_record, multiboot_info, put
 from pvtool.x86.descriptors import DESCRIPTOR_SIZE
 from pvtool.x86.paging import PAGE_SIZE
 from pvtool.x86.registers import CR0_PG, CR4_PAE
@@ -155,42 +156,17 @@ class PvData64:
     def contents(self) -> bytes:
         """The file-backed bytes; the pages after them are zero-filled memory."""
         data = bytearray(FILE_SIZE)
-        _put(data, REGS, pvabi.VCPU_REGS_64.pack(cr0=CR0_AT_ENTRY_64, cr4=CR4_PAE))
-        _put(data, MBI, _multiboot_info())
-        _put(data, IOPL_ARG, PHYSDEV_SET_IOPL.pack(iopl=1))
-        _put(data, POLL_ARG, xen64.SCHED_POLL_64.pack())
-        _put(data, SHUTDOWN_ARG, SCHED_SHUTDOWN.pack(reason=ShutdownReason.crash))
+        put(data, REGS, pvabi.VCPU_REGS_64.pack(cr0=CR0_AT_ENTRY_64, cr4=CR4_PAE))
+        # memory and the command line; no modules (Xen's start_info names at most one,
+        # the initrd, which a Multiboot kernel does not expect)
+        put(data, MBI, multiboot_info(multiboot.INFO_MEMORY | multiboot.INFO_CMDLINE))
+        put(data, IOPL_ARG, PHYSDEV_SET_IOPL.pack(iopl=1))
+        put(data, POLL_ARG, xen64.SCHED_POLL_64.pack())
+        put(data, SHUTDOWN_ARG, SCHED_SHUTDOWN.pack(reason=ShutdownReason.crash))
         for name, offset in _failure_offsets().items():
-            _put(data, offset, _failure_record(name))
+            put(data, offset, failure_record(GLUE_FAILURES[name]))
         return bytes(data)
 
 
-def _failure_record(name: str) -> bytes:
-    text = f"{pvabi.GLUE_FAILURE_PREFIX}{GLUE_FAILURES[name]}\n".encode()
-    return len(text).to_bytes(4, "little") + text
-
-
 def _failure_offsets() -> dict[str, int]:
-    offsets, offset = {}, FAILURES
-    for name in GLUE_FAILURES:
-        offsets[name] = offset
-        offset += -(-len(_failure_record(name)) // 8) * 8
-    if offset > PV_STACK:
-        raise ImportError("pvdata64: the glue's failure reasons run into its stack")
-    return offsets
-
-
-def _multiboot_info() -> bytes:
-    """The information structure pv_entry completes: memory and the command line, as a
-    Multiboot loader gives them, with no modules (Xen's start_info names at most one,
-    the initrd, which a Multiboot kernel does not expect)."""
-    info = bytearray(multiboot.INFO_SIZE)
-    fields = multiboot.INFO_FIELDS
-    flags = multiboot.INFO_MEMORY | multiboot.INFO_CMDLINE
-    _put(info, fields["flags"], flags.to_bytes(4, "little"))
-    _put(info, fields["mem_lower"], multiboot.PC_CONVENTIONAL_MEMORY_KIB.to_bytes(4, "little"))
-    return bytes(info)
-
-
-def _put(buf: bytearray, offset: int, data: bytes) -> None:
-    buf[offset:offset + len(data)] = data
+    return failure_offsets(GLUE_FAILURES, FAILURES, PV_STACK, 8)
