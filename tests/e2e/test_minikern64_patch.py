@@ -8,12 +8,15 @@ written beside it); tests/patch/test_glue64.py runs the glue's pieces on Unicorn
 
 import json
 import re
+import struct
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 from tests.cli import pvtool
 from tests.oracles import guest_path
-from tests.patch.tools import objdump, read_virtual, sections
+from tests.patch.glue64 import KERNBASE, STACK_TOP, GlueMachine
+from tests.patch.tools import note, objdump, read_virtual, sections
 
 # What objdump -M intel prints for the catalogue's 64-bit instructions (x86/catalogue.py
 # is not read: this list is the oracle's own).
@@ -78,3 +81,27 @@ def test_the_multiboot_stub_is_untouched_and_the_image_grows_after_the_kernel(pa
     last = max(s.address + s.size for s in sections(original).values() if s.address)
     assert last <= added[".pvdata"].address < added[".pvtext"].address
     assert added[".pvtext"].address - sections(original)[".text"].address < 1 << 31
+
+
+def test_the_pv_entry_of_patched_minikern64_reaches_start64_as_multiboot(patched):
+    """The glue's PV entry, run on Unicorn with Xen's hypercalls answered 0
+    (tests/patch/glue64.py), hands minikern64's start64 the Multiboot magic and an
+    information structure, as its contract asks (guests64's lib64/entry.S)."""
+    out, _ = patched
+    machine = GlueMachine(out)
+    start_info, l4_pfn = KERNBASE + 0xE0_0000, 0xE01
+    mfn_list = KERNBASE + 0xC0_0000
+    machine.write(mfn_list, struct.pack("<4096Q", *range(4096)))
+    machine.write(KERNBASE + (l4_pfn << 12) + 511 * 8, struct.pack("<Q", 0xE02067))
+    info = bytearray(1168)  # start_info, 64-bit (public/xen.h)
+    struct.pack_into("<32sQQ", info, 0, b"xen-3.0-x86_64", 0x1000, 0x7_0000_0000)
+    struct.pack_into("<QQQ", info, 88, KERNBASE + (l4_pfn << 12), 4, mfn_list)
+    machine.write(start_info, bytes(info))
+    entry = struct.unpack("<Q", note(out, b"Xen", 1))[0]
+    with guest_path("minikern64").open("rb") as kernel:
+        start64 = ELFFile(kernel).header.e_entry
+    machine.run(entry, STACK_TOP, until=start64, rsi=start_info)
+    assert machine.reg("rdi") == 0x2BAD_B002
+    mbi = machine.read(KERNBASE + machine.reg("rsi"), 8)
+    assert struct.unpack("<II", mbi) == (0x5, 639)  # memory and command line; mem_lower
+    assert machine.calls[0].number == 33  # physdev_op(set_iopl) first
