@@ -108,12 +108,10 @@ def test_every_command_answers_bad_input_with_one_line_and_its_status(inputs, tm
 
 
 # A well-formed x86-64 kernel loads; every command that cannot take one yet refuses it
-# in the one sentence a 64-bit image always got (patch takes it: tests/patch/test_patch64).
+# in the one sentence a 64-bit image always got (patch takes it: tests/patch/test_patch64;
+# diffstat takes two images of one width).
 X86_64_REFUSALS = {command: COMMANDS[command] for command in IMAGE_COMMANDS
-                   if command != "patch"} | {
-    "diffstat ORIG": ["diffstat", "{input}", "{hello}"],
-    "diffstat PATCHED": ["diffstat", "{hello}", "{input}"],
-}
+                   if command != "patch"}
 
 
 @pytest.mark.parametrize("command", X86_64_REFUSALS)
@@ -128,6 +126,17 @@ def test_every_command_refuses_an_x86_64_kernel_in_the_same_words(inputs, tmp_pa
                                                   "(x86-64); only 32-bit x86 images are "
                                                   "supported\n")
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("order", ["64-bit original", "64-bit patched"])
+def test_diffstat_of_images_of_two_widths_is_one_clear_error(inputs, tmp_path, order):
+    wide, narrow = inputs["x86-64 kernel"], inputs["no Xen notes"]
+    original, patched = (wide, narrow) if order == "64-bit original" else (narrow, wide)
+    result = pvtool("diffstat", original, patched)
+    bits = {wide: 64, narrow: 32}
+    assert (result.status, result.error_line()) == (
+        69, f"pvtool: error: {patched}: a {bits[patched]}-bit image, not a patched copy "
+            f"of the {bits[original]}-bit {original}")
 
 
 @pytest.mark.parametrize("kind", ["truncated ELF", "ELF64", "wrong machine"])

@@ -244,12 +244,11 @@ def _read_diff(path: Path) -> bytes:
 
 def _images(original: Path, patched: Path, rules, patch_set: str | None) -> PortMeasure:
     from pvtool.diffstat.images import listing_diff
-    from pvtool.patch.patchset import DEFAULT_PATCH_SET
 
     for path in (original, patched):
         if not Path(path).exists():
             raise InputMissingError(f"{path}: no such file")
-    text = listing_diff(original, patched, patch_set or DEFAULT_PATCH_SET)
+    text = listing_diff(original, patched, patch_set)
     return _listing("images", f"{original} -> {patched}", parse(text), rules)
 
 

@@ -182,6 +182,17 @@ def test_the_listing_diff_names_the_glue(patched):
     assert re.search(r"^-ffffffff8\w+ <start64>: cli$", diff, re.MULTILINE)
 
 
+def test_diffstat_measures_the_64_bit_port(kernel, patched):
+    out, report = patched
+    result = pvtool("diffstat", kernel.elf, out)
+    assert result.status == 0, result.stderr
+    parts = dict(re.findall(r"^(sites|stubs|glue)\s.*?(\d+)\s+\d+$", result.stdout,
+                            re.MULTILINE))
+    assert int(parts["glue"]) > 500  # patches/xen64/glue.asm, hand-written
+    assert int(parts["stubs"]) > 0 and int(parts["sites"]) > 0
+    assert re.search(r"lines modified or added: \d+ of \d+ baseline lines", result.stdout)
+
+
 def test_a_32_bit_patch_set_on_a_64_bit_kernel_is_one_clear_error(kernel, tmp_path):
     result = pvtool("patch", kernel.elf, "--patch-set", "xen32", "-o", tmp_path / "x.elf")
     assert result.status == 69
