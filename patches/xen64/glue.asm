@@ -300,6 +300,49 @@ pop rax
 call {pv_event_check}
 ret
 
+## pv_trap_common
+; Xen delivers an exception or interrupt with the interrupted RCX and R11 above a frame
+; the hardware's shape (XEN-ABI64.md 1.5), and a native handler expects the frame
+; alone: Linux's xen_pv_trap pops the two before each handler. Here every vector's
+; entry in pv_trap_entries is `call pv_trap_common`, whose return address tells the
+; vector: restore RCX and R11, leave RSP at the frame and continue in the kernel's
+; handler for it (recorded by pv_lidt). Clobbers only the arithmetic flags, which a
+; handler does not expect anything of at entry.
+pop r11
+lea rcx, [{pv_trap_entries} + 5]
+sub r11, rcx
+lea rcx, [{trap_handlers}]
+mov r11, qword ptr [rcx + r11*8]
+xchg r11, qword ptr [rsp + 8]
+pop rcx
+ret
+
+## pv_syscall_entry
+; Xen's syscall callback (XEN-ABI64.md 1.4) runs on the kernel stack with RCX and R11
+; above a frame of the user's RIP, CS, RFLAGS, RSP and SS; the kernel's LSTAR entry
+; expects the bare machine's state: RCX the user's RIP, R11 its RFLAGS, RSP still the
+; user's. Give it that (the frame's stack space is free again) and jump there.
+pop rcx
+pop r11
+mov rsp, qword ptr [rsp + 24]
+jmp qword ptr [{regs_lstar}]
+
+## pv_syscall32_entry
+; The same for a compatibility-mode syscall and the kernel's CSTAR entry.
+pop rcx
+pop r11
+mov rsp, qword ptr [rsp + 24]
+jmp qword ptr [{regs_cstar}]
+
+## pv_sysenter_entry
+; Xen's sysenter callback: the kernel's SYSENTER_EIP entry expects RSP = SYSENTER_ESP
+; (the user's RCX and RDX, which carry its return address by the kernel's convention,
+; are as the user left them once RCX is popped).
+pop rcx
+pop r11
+mov rsp, qword ptr [{regs_sysenter_esp}]
+jmp qword ptr [{regs_sysenter_eip}]
+
 ## pv_iret
 ; iretq -> HYPERVISOR_iret: push the flags word (0: the IRET path, RCX and R11
 ; restored) and jump to the hypercall page's entry 23 (XEN-ABI64.md 1.3, Linux's
@@ -653,8 +696,9 @@ ret
 ; rax = the linear address of lidt's pseudo-descriptor. Each present 64-bit interrupt
 ; or trap gate (16 bytes) becomes a 16-byte trap_info: vector, flags (the gate's DPL,
 ; 0 raised to 1 so the kernel itself may raise it: on 64-bit 1 or 2 means the kernel,
-; XEN-ABI64.md 1.5; an interrupt gate masks events on entry), Xen's kernel CS, the
-; 64-bit offset. The table replaces the old one (a NULL handle clears it first).
+; XEN-ABI64.md 1.5; an interrupt gate masks events on entry), Xen's kernel CS, and
+; the vector's entry in pv_trap_entries, the gate's own offset kept for
+; pv_trap_common. The table replaces the old one (a NULL handle clears it first).
 pushfq
 push rax
 push rbx
@@ -713,7 +757,12 @@ and edx, 0xffff0000
 or r8, rdx
 movzx edx, word ptr [rsi + rax]
 or r8, rdx
-mov qword ptr [rdi + 8], r8
+lea rdx, [rbx + rbx*4]
+lea rbp, [{trap_handlers}]
+mov qword ptr [rbp + rdx*8], r8
+lea rbp, [{pv_trap_entries}]
+add rdx, rbp
+mov qword ptr [rdi + 8], rdx
 add rdi, 16
 next:
 inc ebx
@@ -822,9 +871,10 @@ ret
 ; wrmsr: ecx = the MSR, edx:eax the value. The MSRs whose job Xen does through
 ; hypercalls become those hypercalls (Linux's xen_write_msr_safe, XEN-ABI64.md 1.4,
 ; 1.7): the segment bases -> set_segment_base, the system-call entries -> callback_op
-; register (masking events, as SFMASK's IF would). STAR, SFMASK and the SYSENTER CS
-; and ESP are recorded (Xen owns the real ones; the callbacks replace them); any other
-; MSR is written by wrmsr itself, which Xen emulates after the #GP (1.6).
+; register (masking events, as SFMASK's IF would) of the glue's entries, which give the
+; kernel's own entry the bare machine's state. STAR, SFMASK and the SYSENTER CS and ESP
+; are recorded (Xen owns the real ones; the callbacks replace them); any other MSR is
+; written by wrmsr itself, which Xen emulates after the #GP (1.6).
 pushfq
 push rax
 push rdi
@@ -851,9 +901,9 @@ je star
 cmp ecx, {msr_sfmask}
 je sfmask
 cmp ecx, {msr_ia32_sysenter_cs}
-je done
+je sysenter_cs
 cmp ecx, {msr_ia32_sysenter_esp}
-je done
+je sysenter_esp
 pop r10
 pop rdx
 pop rsi
@@ -881,12 +931,17 @@ jmp done
 lstar:
 mov qword ptr [{regs_lstar}], rsi
 mov edi, {callbacktype_syscall}
+mov rsi, {pv_syscall_entry}
 jmp callback
 cstar:
+mov qword ptr [{regs_cstar}], rsi
 mov edi, {callbacktype_syscall32}
+mov rsi, {pv_syscall32_entry}
 jmp callback
 sysenter_eip:
+mov qword ptr [{regs_sysenter_eip}], rsi
 mov edi, {callbacktype_sysenter}
+mov rsi, {pv_sysenter_entry}
 callback:
 mov word ptr [{callback_type}], di
 mov word ptr [{callback_type} + 2], {callbackf_mask_events}
@@ -899,6 +954,12 @@ jne callback_refused
 jmp done
 star:
 mov qword ptr [{regs_star}], rsi
+jmp done
+sysenter_cs:
+mov qword ptr [{regs_sysenter_cs}], rsi
+jmp done
+sysenter_esp:
+mov qword ptr [{regs_sysenter_esp}], rsi
 jmp done
 sfmask:
 mov qword ptr [{regs_sfmask}], rsi
@@ -933,9 +994,29 @@ cmp ecx, {msr_star}
 je star
 cmp ecx, {msr_sfmask}
 je sfmask
+cmp ecx, {msr_cstar}
+je cstar
+cmp ecx, {msr_ia32_sysenter_cs}
+je sysenter_cs
+cmp ecx, {msr_ia32_sysenter_esp}
+je sysenter_esp
+cmp ecx, {msr_ia32_sysenter_eip}
+je sysenter_eip
 rdmsr
 popfq
 ret
+cstar:
+mov rax, qword ptr [{regs_cstar}]
+jmp split
+sysenter_cs:
+mov rax, qword ptr [{regs_sysenter_cs}]
+jmp split
+sysenter_esp:
+mov rax, qword ptr [{regs_sysenter_esp}]
+jmp split
+sysenter_eip:
+mov rax, qword ptr [{regs_sysenter_eip}]
+jmp split
 fs_base:
 mov rax, qword ptr [{regs_fs_base}]
 jmp split

@@ -132,10 +132,13 @@ TRAP_SITE_64 = layout("trap_site_64", 32, address=(0, "Q"), length=(8, "B"),
 SITE_RANGE_64 = layout("site_range_64", 24, start=(0, "Q"), end=(8, "Q"), site=(16, "Q"))
 # What a patched 64-bit kernel last wrote to its control registers and loaded into its
 # descriptor-table registers (10-byte pseudo-descriptors), the TSS it loaded, and the
-# MSRs the glue records rather than passes on (STAR, SFMASK) or turns into hypercalls
-# (the segment bases, read back by rdmsr and rd{fs,gs}base).
-VCPU_REGS_64 = layout("vcpu_regs_64", 128, cr0=(0, "Q"), cr3=(8, "Q"), cr4=(16, "Q"),
+# MSRs the glue records rather than passes on (STAR, SFMASK, SYSENTER_CS/ESP) or turns
+# into hypercalls (the segment bases, read back by rdmsr and rd{fs,gs}base; the
+# system-call entries, which the glue's callbacks jump to).
+VCPU_REGS_64 = layout("vcpu_regs_64", 160, cr0=(0, "Q"), cr3=(8, "Q"), cr4=(16, "Q"),
                       cr8=(24, "Q"), gdtr=(32, "10s"), idtr=(48, "10s"), ldtr=(64, "H"),
                       tr=(66, "H"), tss_base=(72, "Q"), fs_base=(80, "Q"),
                       gs_base=(88, "Q"), kernel_gs_base=(96, "Q"), star=(104, "Q"),
-                      sfmask=(112, "Q"), lstar=(120, "Q"))
+                      sfmask=(112, "Q"), lstar=(120, "Q"), cstar=(128, "Q"),
+                      sysenter_cs=(136, "Q"), sysenter_esp=(144, "Q"),
+                      sysenter_eip=(152, "Q"))

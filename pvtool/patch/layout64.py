@@ -10,6 +10,8 @@ that ends where the sections would leave the canonical lower half or enter Xen's
 is refused.
 """
 
+from dataclasses import replace
+
 from pvtool.abi import xen64
 from pvtool.errors import PatchError
 from pvtool.image.elf import ElfImage
@@ -39,8 +41,23 @@ def lay_out_64(image: ElfImage, patch_set: PatchSet) -> tuple[PvData64, int, Glu
         "virt_base": image.phys_offset,
         "link_l4_slot": image.phys_offset >> 39 & 511,
         "link_l3_slot": image.phys_offset >> 30 & 511}
-    glue = assemble_glue(patch_set, text_base + PAGE_SIZE, symbols)
+    glue = assemble_glue(with_trap_entries(patch_set), text_base + PAGE_SIZE, symbols)
     return pvdata, text_base, glue, symbols
+
+
+TRAP_ENTRIES = "pv_trap_entries"
+VECTORS = 256
+
+
+def with_trap_entries(patch_set: PatchSet) -> PatchSet:
+    """PATCH_SET's glue and, generated after it, pv_trap_entries: a `call
+    pv_trap_common` per vector, each 5 bytes, where pv_lidt points the trap table, so
+    that pv_trap_common can tell the vector from its return address (the glue says
+    why it must). Only a patch set whose glue has pv_trap_common gets them."""
+    if "pv_trap_common" not in patch_set.glue:
+        return patch_set
+    entries = "\n".join(["call {pv_trap_common}"] * VECTORS)
+    return replace(patch_set, glue={**patch_set.glue, TRAP_ENTRIES: entries})
 
 
 def check_reach(image: ElfImage, end: int) -> None:

@@ -32,24 +32,24 @@ from pvtool.x86.registers import CR0_PG, CR4_PAE
 CR0_AT_ENTRY_64 = multiboot.CR0_AT_ENTRY | CR0_PG
 
 # Offsets in the file-backed pages.
-REGS = 0x000
-MBI = 0x080
-MMUEXT = 0x100  # two mmuext_op_64
-MMU_UPDATE = MMUEXT + 2 * xen64.MMUEXT_OP_64.size  # 0x130: one mmu_update
-CALLBACK = MMU_UPDATE + 16  # 0x140: one callback_register_64
-IOPL_ARG = CALLBACK + xen64.CALLBACK_REGISTER_64.size  # 0x150
-POLL_ARG = IOPL_ARG + 16  # 0x160: sched_poll_64, no ports: wait forever
-SHUTDOWN_ARG = POLL_ARG + xen64.SCHED_POLL_64.size  # 0x178
-START_INFO_PTR = SHUTDOWN_ARG + 8  # 0x180
+REGS = 0x000  # VCPU_REGS_64, 160 bytes
+MBI = 0x0A0
+MMUEXT = 0x120  # two mmuext_op_64
+MMU_UPDATE = MMUEXT + 2 * xen64.MMUEXT_OP_64.size  # 0x150: one mmu_update
+CALLBACK = MMU_UPDATE + 16  # 0x160: one callback_register_64
+IOPL_ARG = CALLBACK + xen64.CALLBACK_REGISTER_64.size  # 0x170
+POLL_ARG = IOPL_ARG + 16  # 0x180: sched_poll_64, no ports: wait forever
+SHUTDOWN_ARG = POLL_ARG + xen64.SCHED_POLL_64.size  # 0x198
+START_INFO_PTR = SHUTDOWN_ARG + 8  # 0x1a0
 MFN_LIST_PTR = START_INFO_PTR + 8  # start_info.mfn_list: the P2M, pfn -> mfn
 SHARED_INFO_PTE = MFN_LIST_PTR + 8  # the entry mapping the shared_info page
 USER_L4_COUNT = SHARED_INFO_PTE + 8
-USER_L4_KERNEL = USER_L4_COUNT + 8  # 0x1a0: the kernel L4 (physical) of each user L4
+USER_L4_KERNEL = USER_L4_COUNT + 8  # 0x1c0: the kernel L4 (physical) of each user L4
 USER_L4_TABLES = 16
-GDT_FRAMES = USER_L4_KERNEL + USER_L4_TABLES * 8  # 0x220: u64 frames for set_gdt
-SYSRET_RSP = 0x2A0  # the user's RSP while pv_sysret builds its frame
-SYSRET_STACK_TOP = 0x300  # pv_sysret's frame and the hypercall page's pushes: 72 bytes
-FAILURES = 0x300
+GDT_FRAMES = USER_L4_KERNEL + USER_L4_TABLES * 8  # 0x240: u64 frames for set_gdt
+SYSRET_RSP = 0x2B0  # the user's RSP while pv_sysret builds its frame
+SYSRET_STACK_TOP = 0x320  # pv_sysret's frame and the hypercall page's pushes: 72 bytes
+FAILURES = 0x320
 PV_STACK_TOP = PAGE_SIZE  # the PV entry's stack, the rest of the first page
 PV_STACK = 0xC00
 TRAP_INFO_BUF = PAGE_SIZE  # 256 gates and the terminating entry: just over a page
@@ -58,7 +58,11 @@ CMDLINE = TRAP_INFO_BUF + TRAP_INFO_ENTRIES * xen64.TRAP_INFO_64.size + 0xF0  # 
 FILE_SIZE = 3 * PAGE_SIZE
 # Page-aligned, zero-filled memory after the file-backed pages.
 SHARED_INFO_PAGE = FILE_SIZE
-GDT_SHADOW = SHARED_INFO_PAGE + PAGE_SIZE
+# The kernel's handler of each vector, for pv_trap_common: one u64 every 40 bytes
+# (the stride its `call`s give it: 5 bytes of code per vector, scaled by 8).
+TRAP_HANDLERS = SHARED_INFO_PAGE + PAGE_SIZE
+TRAP_HANDLER_STRIDE = 40
+GDT_SHADOW = TRAP_HANDLERS + 3 * PAGE_SIZE
 GDT_SHADOW_ENTRIES = FIRST_RESERVED_GDT_ENTRY  # Xen's own entries lie above (pvdata.py)
 GDT_SHADOW_FRAMES = GDT_SHADOW_ENTRIES * DESCRIPTOR_SIZE // PAGE_SIZE
 USER_L4_POOL = GDT_SHADOW + GDT_SHADOW_FRAMES * PAGE_SIZE
@@ -138,6 +142,7 @@ class PvData64:
             "cmdline_phys": self.phys_base + CMDLINE,
             "cmdline_size": xen64.START_INFO_CMDLINE_SIZE,
             "shared_info_page": b + SHARED_INFO_PAGE,
+            "trap_handlers": b + TRAP_HANDLERS,
             "pv_stack_top": b + PV_STACK_TOP,
             "sysret_rsp": b + SYSRET_RSP,
             "sysret_stack_top": b + SYSRET_STACK_TOP,

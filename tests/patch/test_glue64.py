@@ -33,11 +33,12 @@ VGCF_IN_SYSCALL = 0x100
 FLAT_CS, FLAT_SS = 0xE033, 0xE02B
 # .pvdata (docs/ABI.md): the register block, the argument blocks, the shared_info page.
 REGS_CR3, REGS_FS_BASE, REGS_GS_BASE, REGS_STAR, REGS_LSTAR = 8, 80, 88, 104, 120
-MBI, MMUEXT, MMU_UPDATE, CALLBACK = 0x80, 0x100, 0x130, 0x140
-MFN_LIST_PTR, USER_L4_POOL = 0x188, 0x12000
+REGS_CSTAR, REGS_SYSENTER_ESP, REGS_SYSENTER_EIP = 128, 144, 152
+MBI, MMUEXT, MMU_UPDATE, CALLBACK = 0xA0, 0x120, 0x150, 0x160
+MFN_LIST_PTR, USER_L4_POOL = 0x1A8, 0x15000
 TRAP_INFO, CMDLINE, SHARED_INFO_PAGE = 0x1000, 0x2100, 0x3000
-GDT_FRAMES, GDT_SHADOW = 0x220, 0x4000
-IDENTITY_L3, IDENTITY_L2, IDENTITY_L1S, IDENTITY_END = 0x22000, 0x23000, 0x24000, 0x64000
+GDT_FRAMES, GDT_SHADOW = 0x240, 0x7000
+IDENTITY_L3, IDENTITY_L2, IDENTITY_L1S, IDENTITY_END = 0x25000, 0x26000, 0x27000, 0x67000
 IF = 1 << 9
 POINTER = STACK_TOP - 0x2000  # lgdt's and lidt's pseudo-descriptor, off the stack
 
@@ -141,18 +142,58 @@ def test_wrmsr_of_a_segment_base_is_set_segment_base(machine, msr, which):
     assert (machine.reg("rdx") << 32 | machine.reg("rax")) == value
 
 
-@pytest.mark.parametrize(("msr", "kind"), [(LSTAR, CALLBACK_SYSCALL),
-                                           (CSTAR, CALLBACK_SYSCALL32),
-                                           (SYSENTER_EIP, CALLBACK_SYSENTER)])
-def test_wrmsr_of_a_system_call_entry_registers_the_callback(machine, msr, kind):
+@pytest.mark.parametrize(("msr", "kind", "glue", "kept"), [
+    (LSTAR, CALLBACK_SYSCALL, "pv_syscall_entry", REGS_LSTAR),
+    (CSTAR, CALLBACK_SYSCALL32, "pv_syscall32_entry", REGS_CSTAR),
+    (SYSENTER_EIP, CALLBACK_SYSENTER, "pv_sysenter_entry", REGS_SYSENTER_EIP)])
+def test_wrmsr_of_a_system_call_entry_registers_the_callback(machine, msr, kind, glue, kept):
     entry = KERNBASE + 0x10_5000
     machine.watch = {"callback": (pvdata(machine) + CALLBACK, 16)}
     machine.call("pv_wrmsr", rcx=msr, rax=entry & 0xFFFF_FFFF, rdx=entry >> 32)
     [call] = machine.calls
     assert (call.number, call.args[0], call.args[1]) == (HC_CALLBACK_OP, 0,
                                                           pvdata(machine) + CALLBACK)
-    # callback_register: type u16, flags u16 (CALLBACKF_mask_events), address u64 at 8
-    assert struct.unpack("<HHxxxxQ", call.memory["callback"]) == (kind, 1, entry)
+    # callback_register: type u16, flags u16 (CALLBACKF_mask_events), address u64 at 8:
+    # the glue's entry, which continues in the kernel's, recorded
+    assert struct.unpack("<HHxxxxQ", call.memory["callback"]) == (
+        kind, 1, machine.functions[glue])
+    assert machine.u64(pvdata(machine) + kept) == entry
+    machine.call("pv_rdmsr", rcx=msr, rax=0, rdx=0)
+    assert (machine.reg("rdx") << 32 | machine.reg("rax")) == entry
+
+
+def test_the_syscall_entry_gives_the_kernel_the_bare_machines_state(machine):
+    """Xen's syscall bounce frame (XEN-ABI64.md 1.4): RCX, R11, then RIP, CS, RFLAGS,
+    RSP, SS; the kernel's LSTAR entry gets RCX = RIP, R11 = RFLAGS, the user's RSP."""
+    kernel_entry, user_rip, user_rsp = KERNBASE + 0x10_5000, 0x40_1234, 0x7FFF_E000
+    machine.write(pvdata(machine) + REGS_LSTAR, struct.pack("<Q", kernel_entry))
+    frame = STACK_TOP - 0x100
+    machine.write(frame, struct.pack("<7Q", user_rip, 0x246, user_rip, FLAT_CS | 3, 0x246,
+                                     user_rsp, FLAT_SS))
+    machine.run(machine.functions["pv_syscall_entry"], frame, until=kernel_entry)
+    assert (machine.reg("rcx"), machine.reg("r11"), machine.reg("rsp")) == (
+        user_rip, 0x246, user_rsp)
+
+
+def test_a_trap_entry_leaves_the_hardware_frame_for_the_kernels_handler(machine):
+    """After lidt, Xen's frame for vector 14 (RCX, R11, error code, RIP, CS, RFLAGS,
+    RSP, SS: XEN-ABI64.md 1.5) reaches the gate's handler as the hardware's would:
+    RSP at the error code, RCX and R11 the interrupted ones."""
+    idt, handler = STACK_TOP - 0x3000, KERNBASE + 0x10_4321
+    for vector in range(256):
+        machine.write(idt + 16 * vector, gate(handler + vector, 0xE, 0))
+    machine.write(POINTER, struct.pack("<HQ", 16 * 256 - 1, idt))
+    machine.watch = {"table": (pvdata(machine) + TRAP_INFO, 16 * 256)}
+    machine.call("pv_lidt", rax=POINTER)
+    table = machine.calls[-1].memory["table"]
+    for vector in (0, 14, 255):
+        entry = struct.unpack_from("<BBHxxxxQ", table, 16 * vector)[3]
+        frame = STACK_TOP - 0x200
+        machine.write(frame, struct.pack("<8Q", 0x1111, 0x2222, 2, KERNBASE + 0x10_0000,
+                                         FLAT_CS, 0x2, STACK_TOP - 0x80, FLAT_SS))
+        machine.run(entry, frame, until=handler + vector, rcx=0, r11=0)
+        assert (machine.reg("rcx"), machine.reg("r11"), machine.reg("rsp")) == (
+            0x1111, 0x2222, frame + 16)
 
 
 def test_wrmsr_of_star_and_sfmask_is_recorded_without_a_hypercall(machine):
@@ -201,9 +242,11 @@ def test_lidt_turns_64_bit_gates_into_16_byte_trap_info(machine):
         (HC_SET_TRAP_TABLE, 0), (HC_SET_TRAP_TABLE, pvdata(machine) + TRAP_INFO)]
     table = machine.calls[1].memory["table"]
     entries = [struct.unpack_from("<BBHxxxxQ", table, 16 * n) for n in range(4)]
-    # DPL 0 becomes 1 (the kernel may raise it); an interrupt gate masks events (4)
-    assert entries == [(0, 1, FLAT_CS, handler), (14, 1 | 4, FLAT_CS, handler + 14),
-                       (0x80, 3, FLAT_CS, handler + 0x80), (0, 0, 0, 0)]
+    # DPL 0 becomes 1 (the kernel may raise it); an interrupt gate masks events (4);
+    # the address is the vector's 5-byte entry in pv_trap_entries
+    trap_entries = machine.functions["pv_trap_entries"]
+    assert entries == [(0, 1, FLAT_CS, trap_entries), (14, 1 | 4, FLAT_CS, trap_entries + 70),
+                       (0x80, 3, FLAT_CS, trap_entries + 5 * 0x80), (0, 0, 0, 0)]
 
 
 def test_lgdt_gives_xen_the_table_without_its_tss(machine):
