@@ -41,8 +41,8 @@ CELLS = (
     [(command, kind) for command in COMMANDS
      for kind in ("missing", "directory")]
     + [(command, kind) for command in IMAGE_COMMANDS
-       for kind in ("empty", "not an ELF", "truncated ELF", "ELF64", "x86-64 kernel",
-                    "wrong machine")]
+       for kind in ("empty", "not an ELF", "truncated ELF", "ELF64", "wrong machine")]
+    + [(command, "x86-64 kernel") for command in IMAGE_COMMANDS if command != "patch"]
     + [("run --native", "no Multiboot header"), ("run --trap", "no Multiboot header"),
        ("run (PV)", "no Xen notes"), ("patch", "already patched")]
     + [(command, "flat Multiboot binary") for command in ("patch", "run (PV)", "bench")]
@@ -108,13 +108,11 @@ def test_every_command_answers_bad_input_with_one_line_and_its_status(inputs, tm
 
 
 # A well-formed x86-64 kernel loads; every command that cannot take one yet refuses it
-# in the one sentence a 64-bit image always got. (`run --native` boots one on the
-# x86_64 PC: tests/test_run_native64.py.)
+# in the one sentence a 64-bit image always got (patch takes it: tests/patch/test_patch64;
+# `run --native` boots it on the x86_64 PC: tests/test_run_native64.py; diffstat takes
+# two images of one width).
 X86_64_REFUSALS = {command: COMMANDS[command] for command in IMAGE_COMMANDS
-                   if command != "run --native"} | {
-    "diffstat ORIG": ["diffstat", "{input}", "{hello}"],
-    "diffstat PATCHED": ["diffstat", "{hello}", "{input}"],
-}
+                   if command not in ("patch", "run --native")}
 
 
 @pytest.mark.parametrize("command", X86_64_REFUSALS)
@@ -129,6 +127,17 @@ def test_every_command_refuses_an_x86_64_kernel_in_the_same_words(inputs, tmp_pa
                                                   "(x86-64); only 32-bit x86 images are "
                                                   "supported\n")
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("order", ["64-bit original", "64-bit patched"])
+def test_diffstat_of_images_of_two_widths_is_one_clear_error(inputs, tmp_path, order):
+    wide, narrow = inputs["x86-64 kernel"], inputs["no Xen notes"]
+    original, patched = (wide, narrow) if order == "64-bit original" else (narrow, wide)
+    result = pvtool("diffstat", original, patched)
+    bits = {wide: 64, narrow: 32}
+    assert (result.status, result.error_line()) == (
+        69, f"pvtool: error: {patched}: a {bits[patched]}-bit image, not a patched copy "
+            f"of the {bits[original]}-bit {original}")
 
 
 @pytest.mark.parametrize("kind", ["truncated ELF", "ELF64", "wrong machine"])

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.cli import pvtool
-from tests.image.elfs import build_elf64
 from tests.oracles import REPO_ROOT, guest_path, require_tool
 
 
@@ -117,10 +116,6 @@ def case_truncated(d):
     return ["patch", d / "cut.elf", "-o", d / "out.elf"]
 
 
-def case_elf64(d):
-    return ["patch", build_elf64(d / "elf64"), "-o", d / "out.elf"]
-
-
 def case_already_patched(d):
     assert pvtool("patch", d / "hello.elf", "-o", d / "pv.elf").status == 0
     for name in ("hello.elf", "pv.diff", "pv.json"):
@@ -160,7 +155,6 @@ FAILURES = {
     case_missing_input: 66,
     case_not_elf: 65,
     case_truncated: 65,
-    case_elf64: 69,
     case_already_patched: 69,
     case_output_directory_missing: 73,
     case_listing_diff_is_a_directory: 73,

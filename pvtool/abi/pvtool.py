@@ -115,3 +115,30 @@ TRAP_SITE_CLASSES = frozenset({
 VCPU_REGS = layout("vcpu_regs", 40, cr0=(0, "I"), cr3=(4, "I"), cr4=(8, "I"),
                    gdtr=(16, "6s"), idtr=(24, "6s"), ldtr=(32, "H"), tr=(34, "H"),
                    tss_base=(36, "I"))
+
+
+# ---- 64-bit kernels (patches/xen64)
+# A patched 64-bit kernel's .pvdata and .pvtext are linked right after its own image,
+# not in a window of the hypervisor's range: a detour is a rel32 jmp and reaches only
+# +-2 GiB, and Xen's range (0xFFFF800000000000 up) is far from a kernel linked in the
+# top 2 GiB. Loaded at VIRT_BASE + physical like the kernel, they are mapped by the
+# builder's tables with it, and by the kernel's own tables wherever they map its link
+# range. The glue maps shared_info itself (update_va_mapping of a page of .pvdata),
+# so a 64-bit domain needs no pvtool extension to reach vcpu_info.
+# The notes carry 64-bit addresses: trap_sites is u64 address, u64 count; vcpu_regs a
+# u64 address; site_ranges SITE_RANGE_64 entries.
+TRAP_SITE_64 = layout("trap_site_64", 32, address=(0, "Q"), length=(8, "B"),
+                      original=(16, "15s"))
+SITE_RANGE_64 = layout("site_range_64", 24, start=(0, "Q"), end=(8, "Q"), site=(16, "Q"))
+# What a patched 64-bit kernel last wrote to its control registers and loaded into its
+# descriptor-table registers (10-byte pseudo-descriptors), the TSS it loaded, and the
+# MSRs the glue records rather than passes on (STAR, SFMASK, SYSENTER_CS/ESP) or turns
+# into hypercalls (the segment bases, read back by rdmsr and rd{fs,gs}base; the
+# system-call entries, which the glue's callbacks jump to).
+VCPU_REGS_64 = layout("vcpu_regs_64", 160, cr0=(0, "Q"), cr3=(8, "Q"), cr4=(16, "Q"),
+                      cr8=(24, "Q"), gdtr=(32, "10s"), idtr=(48, "10s"), ldtr=(64, "H"),
+                      tr=(66, "H"), tss_base=(72, "Q"), fs_base=(80, "Q"),
+                      gs_base=(88, "Q"), kernel_gs_base=(96, "Q"), star=(104, "Q"),
+                      sfmask=(112, "Q"), lstar=(120, "Q"), cstar=(128, "Q"),
+                      sysenter_cs=(136, "Q"), sysenter_esp=(144, "Q"),
+                      sysenter_eip=(152, "Q"))

@@ -44,11 +44,12 @@ Examples:
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="The patched image (default: IMAGE's name with .pv.elf). Its listing "
                    "diff and JSON report are written beside it (.diff, .json).")
-@click.option("--patch-set", default="xen32", show_default=True,
-              help="A patch set in patches/ (or a folder holding rules.toml and glue.asm).")
+@click.option("--patch-set", default=None,
+              help="A patch set in patches/ (or a folder holding rules.toml and glue.asm). "
+                   "Default: xen32 for a 32-bit kernel, xen64 for a 64-bit one.")
 @json_option("the report (as OUT.json)")
 @click.option("--sites", is_flag=True, help="Also list every site, with why it is placed so.")
-def patch(image: Path, output: Path | None, patch_set: str, json_path: Path | None,
+def patch(image: Path, output: Path | None, patch_set: str | None, json_path: Path | None,
           sites: bool) -> None:
     """Rewrite IMAGE's privileged and sensitive instructions into Xen PV stubs."""
     from pvtool.patch.pipeline import patch_image

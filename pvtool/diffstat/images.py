@@ -16,17 +16,16 @@ An image pvtool did not patch still gets a listing diff, with its added code nam
 after the segment that holds it.
 """
 
-import struct
 from pathlib import Path
 
 from pvtool.abi import pvtool as pvabi
-from pvtool.errors import ImageError, PvtoolError
-from pvtool.image.elf import ElfImage, load_elf, require_32bit
+from pvtool.errors import ImageError, PvtoolError, UnsupportedImageError
+from pvtool.image.elf import ElfImage, load_elf
 from pvtool.image.xen_notes import parse_xen_notes
 from pvtool.patch.byte_changes import differing_spans
 from pvtool.patch.emit import lay_out
 from pvtool.patch.listing import Change, Listing, Symbolizer, decode_listing, unified_diff
-from pvtool.patch.patchset import DEFAULT_PATCH_SET, load_patch_set
+from pvtool.patch.patchset import DEFAULT_PATCH_SETS, load_patch_set
 from pvtool.patch.pipeline import discover_code
 from pvtool.x86.isa import MAX_INSN_SIZE, decode_all
 from pvtool.x86.paging import PAGE_SIZE
@@ -35,9 +34,14 @@ STUB_NAME = "pv_stub_{}"
 
 
 def listing_diff(original_path: Path, patched_path: Path,
-                 patch_set: str = DEFAULT_PATCH_SET) -> str:
-    original, patched = (require_32bit(load_elf(Path(path)))
-                         for path in (original_path, patched_path))
+                 patch_set: str | None = None) -> str:
+    """The listing diff of PATCHED against ORIGINAL, both 32-bit or both 64-bit; the
+    glue is named after PATCH_SET (by default the automatic port for their width)."""
+    original, patched = (load_elf(Path(path)) for path in (original_path, patched_path))
+    if original.bits != patched.bits:
+        raise UnsupportedImageError(f"{patched.path}: a {patched.bits}-bit image, not a "
+                                    f"patched copy of the {original.bits}-bit {original.path}")
+    patch_set = patch_set or DEFAULT_PATCH_SETS[original.bits]
     kernel = [(s.value, s.name) for s in original.function_symbols()]
     listing = Listing(discover_code(original), Symbolizer(kernel))
     changed = _changed_runs(listing, original, patched)
@@ -119,9 +123,12 @@ def _added_code(original: ElfImage, patched: ElfImage) -> tuple[int, bytes]:
 
 
 def _trap_table(patched: ElfImage) -> int | None:
+    """The trap-site table's address: the note's first word (u32, or u64 in a 64-bit
+    image: docs/ABI.md)."""
+    word = patched.bits // 8
     for note in patched.notes:
         if note.name == pvabi.PVTOOL_NOTE_NAME and note.type == pvabi.PvtoolNote.trap_sites:
-            return struct.unpack("<I", note.desc[:4])[0]
+            return int.from_bytes(note.desc[:word], "little")
     return None
 
 

@@ -66,7 +66,9 @@ PATCH_SET_FILE = "rules.toml"
 ELF_MAGIC = b"\x7fELF"
 STDIN_PATH = "-"  # a diff read from standard input
 _LISTING_LINE = re.compile(r"[0-9a-f]+ <([^>+]*)(?:\+0x[0-9a-f]+)?>: ")
-_STUB = re.compile(r"pv_stub_\d+$")
+# The patcher's generated code: the detours' stubs, and a 64-bit port's per-vector
+# trap entries (patch/layout64.py), which nobody writes by hand.
+_STUB = re.compile(r"pv_stub_\d+$|pv_trap_entries$")
 
 # Why each part of a listing diff sits where it does (port.py's docstring says more).
 SITES_WHY = ("the kernel's privileged instructions rewritten from rules.toml: what "
@@ -244,12 +246,11 @@ def _read_diff(path: Path) -> bytes:
 
 def _images(original: Path, patched: Path, rules, patch_set: str | None) -> PortMeasure:
     from pvtool.diffstat.images import listing_diff
-    from pvtool.patch.patchset import DEFAULT_PATCH_SET
 
     for path in (original, patched):
         if not Path(path).exists():
             raise InputMissingError(f"{path}: no such file")
-    text = listing_diff(original, patched, patch_set or DEFAULT_PATCH_SET)
+    text = listing_diff(original, patched, patch_set)
     return _listing("images", f"{original} -> {patched}", parse(text), rules)
 
 

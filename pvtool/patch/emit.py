@@ -12,14 +12,16 @@ from itertools import groupby
 
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi import xen
+from pvtool.abi.xen64 import hypercall_page_64
 from pvtool.errors import PatchError
 from pvtool.image import elf_format
 from pvtool.image.elf import ElfImage
 from pvtool.image.writer import AddedSection
 from pvtool.image.xen_notes import build_xen_notes
 from pvtool.patch.glue import Glue, abi_symbols, assemble_glue
+from pvtool.patch.layout64 import check_reach, lay_out_64
 from pvtool.patch.patchset import Action, PatchSet
-from pvtool.patch.plan import Placement, Plan
+from pvtool.patch.plan import STUBS_SYMBOL, Placement, Plan
 from pvtool.patch.pvdata import PvData
 from pvtool.patch.sites import replacement
 from pvtool.x86 import paging
@@ -62,7 +64,12 @@ class Emitted:
 
 def lay_out(image: ElfImage, patch_set: PatchSet) -> tuple[Layout, dict[str, int]]:
     """Fix every address the rewrites use before any site is placed: .pvdata then
-    .pvtext, linked in the glue window, loaded in the low-memory hole (docs/ABI.md)."""
+    .pvtext, linked in the glue window, loaded in the low-memory hole (docs/ABI.md);
+    for a 64-bit kernel, after its image (layout64.py)."""
+    if image.bits == 64:
+        pvdata, text_base, glue, symbols = lay_out_64(image, patch_set)
+        return Layout(pvdata, text_base, glue), symbols | glue.functions | {
+            STUBS_SYMBOL: glue.end}
     hole = low_memory_hole(image)
     data_base = pvabi.glue_window(pae=False)
     pvdata = PvData(data_base, hole.base)
@@ -70,7 +77,7 @@ def lay_out(image: ElfImage, patch_set: PatchSet) -> tuple[Layout, dict[str, int
     symbols = (abi_symbols(text_base, image.entry) | pvdata.symbols()
                | hole.identity_symbols(image.phys_offset))
     glue = assemble_glue(patch_set, text_base + PAGE_SIZE, symbols)
-    return Layout(pvdata, text_base, glue), symbols | glue.functions
+    return Layout(pvdata, text_base, glue), symbols | glue.functions | {STUBS_SYMBOL: glue.end}
 
 
 L1_SPAN = 4 << 20  # what one 2-level L1 maps
@@ -128,6 +135,11 @@ def low_memory_hole(image: ElfImage) -> LowMemoryHole:
     return hole
 
 
+TRAP_SITE = {32: pvabi.TRAP_SITE, 64: pvabi.TRAP_SITE_64}
+SITE_RANGE = {32: pvabi.SITE_RANGE, 64: pvabi.SITE_RANGE_64}
+HYPERCALL_PAGE = {32: xen.hypercall_page_32, 64: hypercall_page_64}
+
+
 def emit(image: ElfImage, layout: Layout, plans: list[Plan],
          symbols: dict[str, int]) -> Emitted:
     patches: dict[int, bytes] = {}
@@ -142,8 +154,8 @@ def emit(image: ElfImage, layout: Layout, plans: list[Plan],
         elif plan.placement is Placement.TRAP:
             site = plan.sites[0]
             patches[plan.start] = INT3 * (plan.end - plan.start)
-            trap_entries.append(pvabi.TRAP_SITE.pack(address=site.address, length=site.insn.size,
-                                                    original=site.insn.bytes))
+            trap_entries.append(TRAP_SITE[image.bits].pack(
+                address=site.address, length=site.insn.size, original=site.insn.bytes))
         elif plan.placement is Placement.DETOUR:
             stub = _stub(plan, cursor, symbols, image.bits, site_ranges)
             jump = assemble_checked(f"jmp {cursor:#x}", plan.start, image.bits)
@@ -151,9 +163,11 @@ def emit(image: ElfImage, layout: Layout, plans: list[Plan],
             stubs.append((plan, cursor, stub))
             cursor += len(stub)
     trap_table = b"".join(trap_entries)
-    text = (xen.hypercall_page_32() + layout.glue.code
+    text = (HYPERCALL_PAGE[image.bits]() + layout.glue.code
             + b"".join(code for _, _, code in stubs) + trap_table)
-    if layout.physical(layout.text_base) + len(text) > low_memory_hole(image).glue_limit:
+    if image.bits == 64:
+        check_reach(image, layout.text_base + len(text))
+    elif layout.physical(layout.text_base) + len(text) > low_memory_hole(image).glue_limit:
         raise PatchError(f"the PV glue and stubs ({len(text)} bytes) do not fit in the "
                          "low-memory hole")
     return Emitted(layout, patches, stubs, trap_table, site_ranges, text, symbols)
@@ -198,6 +212,7 @@ def notes(image: ElfImage, emitted: Emitted, patch_set: PatchSet) -> bytes:
     """Xen's notes (so the domain builder boots it) and pvtool's (trap sites, the
     virtual-CPU register block, the replaced sites' ranges)."""
     layout = emitted.layout
+    bits = image.bits
     xen_notes = build_xen_notes([
         (xen.ElfNote.guest_os, patch_set.guest_os),
         (xen.ElfNote.guest_version, image.path.name),
@@ -206,15 +221,19 @@ def notes(image: ElfImage, emitted: Emitted, patch_set: PatchSet) -> bytes:
         (xen.ElfNote.virt_base, image.phys_offset),
         (xen.ElfNote.entry, emitted.symbols["pv_entry"]),
         (xen.ElfNote.hypercall_page, layout.hypercall_page),
-        (xen.ElfNote.pae_mode, "no"),
-    ])
-    count = len(emitted.trap_table) // pvabi.TRAP_SITE.size
+        # a 64-bit kernel's paging is 4-level, which Xen's notes spell as Linux's
+        # 64-bit xen-head.S does (XEN-ABI64.md 1.8)
+        (xen.ElfNote.pae_mode, "yes" if bits == 64 else "no"),
+    ], image.elf_class)
+    count = len(emitted.trap_table) // TRAP_SITE[bits].size
+    word = bits // 8
+    table = (emitted.trap_table_address.to_bytes(word, "little") + count.to_bytes(word, "little")
+             if bits == 64 else (emitted.trap_table_address | count << 32).to_bytes(8, "little"))
     pvtool_notes = (
-        elf_format.pack_note(pvabi.PVTOOL_NOTE_NAME, pvabi.PvtoolNote.trap_sites,
-                             (emitted.trap_table_address | count << 32).to_bytes(8, "little"))
+        elf_format.pack_note(pvabi.PVTOOL_NOTE_NAME, pvabi.PvtoolNote.trap_sites, table)
         + elf_format.pack_note(pvabi.PVTOOL_NOTE_NAME, pvabi.PvtoolNote.vcpu_regs,
-                               emitted.symbols["regs_cr0"].to_bytes(4, "little"))
+                               emitted.symbols["regs_cr0"].to_bytes(word, "little"))
         + elf_format.pack_note(pvabi.PVTOOL_NOTE_NAME, pvabi.PvtoolNote.site_ranges,
-                               b"".join(pvabi.SITE_RANGE.pack(start=start, end=end, site=site)
+                               b"".join(SITE_RANGE[bits].pack(start=start, end=end, site=site)
                                         for start, end, site in emitted.site_ranges)))
     return xen_notes + pvtool_notes

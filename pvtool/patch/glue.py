@@ -8,14 +8,17 @@ one another; assembling is repeated until the layout stops moving.
 from dataclasses import dataclass
 
 from pvtool.abi import pvtool as pvabi
-from pvtool.abi import xen
-from pvtool.abi.layouts import START_INFO
+from pvtool.abi import xen, xen64
+from pvtool.abi.layouts import SHARED_INFO, START_INFO
+from pvtool.abi.xen64 import START_INFO_64, VCPU_INFO_64
 from pvtool.errors import PatchError
 from pvtool.image import multiboot
+from pvtool.patch import pvdata64
 from pvtool.patch.patchset import PatchSet
+from pvtool.x86 import msrs, paging
 from pvtool.x86.descriptors import DPL_SHIFT, PRESENT_BIT, S_BIT, TYPE_SHIFT, SystemType
 from pvtool.x86.isa import assemble_checked
-from pvtool.x86.registers import CR0_PG, CR0_TS
+from pvtool.x86.registers import CR0_PG, CR0_TS, EFLAGS_IF, TSS64_RSP0
 
 MAX_PASSES = 8
 
@@ -31,10 +34,29 @@ class Glue:
         return self.base + len(self.code)
 
 
-def abi_symbols(hypercall_page: int, kernel_entry: int) -> dict[str, int]:
-    """The numbers templates and glue use, all from abi/ and image/multiboot."""
+def _shared_symbols(hypercall_page: int, kernel_entry: int) -> dict[str, int]:
+    """The numbers both widths' glue use: the hypercall page's entries, the hypercalls'
+    sub-commands, the kernel's entry, descriptor fields."""
     symbols = {f"hc_{h.name}": hypercall_page + xen.HYPERCALL_ENTRY_SIZE * h for h in xen.Hypercall}
     symbols.update(
+        consoleio_write=xen.ConsoleIO.write,
+        multiboot_magic=multiboot.BOOTLOADER_MAGIC,
+        kernel_entry=kernel_entry,
+        physdevop_set_iopl=xen.PhysdevOp.set_iopl,
+        schedop_block=xen.SchedOp.block,
+        schedop_poll=xen.SchedOp.poll,
+        schedop_shutdown=xen.SchedOp.shutdown,
+        domid_self=xen.DOMID_SELF,
+        ti_mask_events=xen.TI_MASK_EVENTS,
+        cr0_ts=CR0_TS, cr0_ts_shift=CR0_TS.bit_length() - 1, cr0_pg=CR0_PG,
+    )
+    symbols.update(_descriptor_symbols())
+    return symbols
+
+
+def abi_symbols(hypercall_page: int, kernel_entry: int) -> dict[str, int]:
+    """The numbers templates and glue use, all from abi/ and image/multiboot."""
+    return _shared_symbols(hypercall_page, kernel_entry) | dict(
         vcpu_mask=pvabi.vcpu0_field_va(False, "evtchn_upcall_mask"),
         vcpu_pending=pvabi.vcpu0_field_va(False, "evtchn_upcall_pending"),
         vcpu_cr2=pvabi.vcpu0_field_va(False, "cr2"),
@@ -43,23 +65,47 @@ def abi_symbols(hypercall_page: int, kernel_entry: int) -> dict[str, int]:
         **{f"start_info_mb_{name}": pvabi.START_INFO_MULTIBOOT + offset
            for name, offset in ((n, pvabi.MULTIBOOT_TABLE.offset(n))
                                 for n in pvabi.MULTIBOOT_TABLE.fields)},
-        consoleio_write=xen.ConsoleIO.write,
-        multiboot_magic=multiboot.BOOTLOADER_MAGIC,
-        kernel_entry=kernel_entry,
-        physdevop_set_iopl=xen.PhysdevOp.set_iopl,
-        schedop_block=xen.SchedOp.block,
-        schedop_poll=xen.SchedOp.poll,
-        schedop_shutdown=xen.SchedOp.shutdown,
         mmuext_new_baseptr=xen.MmuextCmd.new_baseptr,
         mmuext_invlpg_local=xen.MmuextCmd.invlpg_local,
-        domid_self=xen.DOMID_SELF,
-        ti_mask_events=xen.TI_MASK_EVENTS,
-        cr0_ts=CR0_TS, cr0_ts_shift=CR0_TS.bit_length() - 1, not_cr0_ts=~CR0_TS & 0xFFFFFFFF,
-        cr0_pg=CR0_PG,
+        not_cr0_ts=~CR0_TS & 0xFFFFFFFF,
         kernel_rpl=xen.GUEST_KERNEL_RPL,
     )
-    symbols.update(_descriptor_symbols())
-    return symbols
+
+
+def abi_symbols_64(hypercall_page: int, kernel_entry: int, pvdata: int) -> dict[str, int]:
+    """The numbers a 64-bit glue uses (patches/xen64), from abi/ and x86/: vcpu_info
+    in the page of .pvdata the PV entry maps onto shared_info."""
+    vcpu = pvdata + pvdata64.SHARED_INFO_PAGE + SHARED_INFO.offset("vcpu_info")
+    return _shared_symbols(hypercall_page, kernel_entry) | dict(
+        vcpu_mask=vcpu + VCPU_INFO_64.offset("evtchn_upcall_mask"),
+        vcpu_pending=vcpu + VCPU_INFO_64.offset("evtchn_upcall_pending"),
+        vcpu_cr2=vcpu + VCPU_INFO_64.offset("cr2"),
+        **{f"start_info_{name}": START_INFO_64.offset(name)
+           for name in ("nr_pages", "shared_info", "pt_base", "nr_pt_frames", "mfn_list",
+                        "cmd_line")},
+        **{f"mmuext_{c.name}": c.value for c in xen.MmuextCmd},
+        uvmf_invlpg=xen.UVMF.invlpg,
+        callbackop_register=xen.CallbackOp.register,
+        callbackf_mask_events=xen.CALLBACKF_MASK_EVENTS,
+        **{f"callbacktype_{t.name}": t.value for t in xen.CallbackType},
+        **{f"segbase_{b.name}": b.value for b in xen64.SegmentBase},
+        vgcf_in_syscall=xen64.VGCF_IN_SYSCALL,
+        # Xen's flat selectors; a 64-bit PV kernel and its user programs share them
+        kernel_cs=xen64.FLAT_KERNEL_CS64, kernel_ss=xen64.FLAT_KERNEL_SS64,
+        user_cs=xen64.FLAT_KERNEL_CS64, user_ss=xen64.FLAT_KERNEL_SS64,
+        user_l4_slots=xen64.USER_L4_SLOTS,
+        not_cr0_ts=~CR0_TS,
+        tss_rsp0=TSS64_RSP0,
+        eflags_if=EFLAGS_IF, eflags_if_shift=EFLAGS_IF.bit_length() - 1,
+        pte_flags=paging.P | paging.RW | paging.A | paging.D,
+        pte_flags_ro=paging.P | paging.A,
+        table_flags=paging.P | paging.RW | paging.US | paging.A | paging.D,
+        pte_address_mask=0x000F_FFFF_FFFF_F000,
+        **{f"msr_{name.lower()}": getattr(msrs, name)
+           for name in ("FS_BASE", "GS_BASE", "KERNEL_GS_BASE", "LSTAR", "CSTAR", "STAR",
+                        "SFMASK", "IA32_SYSENTER_EIP", "IA32_SYSENTER_ESP",
+                        "IA32_SYSENTER_CS")},
+    )
 
 
 def _descriptor_symbols() -> dict[str, int]:

@@ -47,6 +47,10 @@ _PATH_ENDS = frozenset(map(_NAME, (
     X.X86_INS_IRETQ, X.X86_INS_UD0, X.X86_INS_UD1, X.X86_INS_UD2, X.X86_INS_SYSEXIT,
     X.X86_INS_SYSEXITQ, X.X86_INS_SYSRET, X.X86_INS_SYSRETQ))) | _JUMPS
 _FLOW = _BRANCHES | _PATH_ENDS
+# A RIP-relative operand as capstone prints it, and how many int32 entries of a
+# relative jump table it may name are read (as discover.py's absolute tables).
+_RIP_OPERAND = re.compile(r"\[rip(?: ([+-]) (0x[0-9a-f]+|\d+))?\]")
+_MAX_RELATIVE_ENTRIES = 4096
 # What _note records for a near branch with no prefix whose operand is its target (the
 # bulk of a kernel's branches), worked out once per mnemonic: a target prints as bare
 # hex, which may_classify's operand test (register names) cannot match.
@@ -111,6 +115,8 @@ class Grid:
                     self._note(region, address, size, mnemonic, op_str)
                 if "0x" in op_str and (literals := long_hex(op_str)):
                     self._immediates(region, address, literals)
+                if "rip" in op_str:
+                    self._rip_relative(region, address, size, op_str)
 
     def _immediates(self, region: Region, address: int, literals: list[str]) -> None:
         """Every immediate (and displacement) of `literals` (capstone's hex text long
@@ -122,6 +128,43 @@ class Grid:
             self.immediates[address] = tuple(values)
             self.candidates.update(values)
             region.flags[address - region.start] |= IMMEDIATE
+
+    def _rip_relative(self, region: Region, address: int, size: int, op_str: str) -> None:
+        """A 64-bit RIP-relative operand (capstone prints `[rip + 0x1f]`, the
+        displacement from the next instruction) names the absolute address after it: a
+        possible target like any immediate, and, when it points at words of a table
+        gcc's -fPIC switch uses (`lea rdx, [rip + T]; movsxd rax, [rdx + rdi*4]; add rax,
+        rdx; jmp rax`), every T + int32 entry that lands in a region is one too."""
+        found = _RIP_OPERAND.search(op_str)
+        if found is None:
+            return
+        sign, disp = found.groups()
+        disp = int(disp, 0) if disp else 0
+        target = (address + size + (-disp if sign == "-" else disp)) & self.mask
+        values = [target, *self._relative_table(target)]
+        values = [v for v in values if self.lowest <= v < self.highest and self.region_of(v)]
+        if values:
+            self.immediates[address] = (*self.immediates.get(address, ()), *values)
+            self.candidates.update(values)
+            region.flags[address - region.start] |= IMMEDIATE
+
+    def _relative_table(self, table: int) -> list[int]:
+        """The code addresses a table of int32 offsets from TABLE names, read while each
+        entry lands inside a region (at most _MAX_RELATIVE_ENTRIES)."""
+        entries = []
+        for start, data in self.readable:
+            if not start <= table < start + len(data):
+                continue
+            offset = table - start
+            while len(entries) < _MAX_RELATIVE_ENTRIES and offset + 4 <= len(data):
+                value = (table + int.from_bytes(data[offset:offset + 4], "little",
+                                                signed=True)) & self.mask
+                if value == table or self.region_of(value) is None:
+                    break
+                entries.append(value)
+                offset += 4
+            break
+        return entries
 
     def _note(self, region: Region, address: int, size: int, mnemonic: str,
               op_str: str) -> None:
@@ -162,6 +205,8 @@ class Grid:
             self._note(region, *found)
             if literals := self.long_hex(found[3]):
                 self._immediates(region, address, literals)
+            if "rip" in found[3]:
+                self._rip_relative(region, address, size, found[3])
         return size if offset + size <= limit else 0
 
     # ---- recursion

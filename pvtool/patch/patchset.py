@@ -22,6 +22,8 @@ from pvtool.x86.catalogue import BY_NAME
 # and `pip install .` find them at the same place in the package.
 PATCHES_DIR = Path(str(resources.files("pvtool") / "patches"))
 DEFAULT_PATCH_SET = "xen32"
+# The automatic port for each width: what `pvtool patch` uses when none is named.
+DEFAULT_PATCH_SETS = {32: DEFAULT_PATCH_SET, 64: "xen64"}
 MODES = (32, 64)
 ARGUMENTS = frozenset({"value", "address", "selector"})
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pvtool.abi import pvtool as pvabi
 from pvtool.errors import OutputError, PatchError, UnsupportedImageError
-from pvtool.image.elf import ElfImage, load_elf, require_32bit
+from pvtool.image.elf import ElfImage, load_elf
 from pvtool.image.writer import (
     check_destination,
     check_output_file,
@@ -24,7 +24,7 @@ from pvtool.patch.code_space import code_regions, data_in_code, data_regions, en
 from pvtool.patch.discover import CodeMap, discover
 from pvtool.patch.emit import Emitted, added_sections, emit, lay_out, notes
 from pvtool.patch.listing import Change, Listing, Symbolizer, decode_listing, unified_diff
-from pvtool.patch.patchset import DEFAULT_PATCH_SET, load_patch_set
+from pvtool.patch.patchset import DEFAULT_PATCH_SETS, PatchSet, load_patch_set
 from pvtool.patch.plan import Plan, changed_ranges, plan_sites
 from pvtool.patch.report import PatchReport
 from pvtool.patch.sites import find_sites
@@ -46,9 +46,10 @@ class Outputs:
         return self.image, self.diff, self.report
 
 
-def patch_image(input_path: Path, out: Path,
-                patch_set_name: str = DEFAULT_PATCH_SET) -> PatchReport:
-    image = require_32bit(load_elf(input_path))
+def patch_image(input_path: Path, out: Path, patch_set_name: str | None = None) -> PatchReport:
+    """Patch the kernel at INPUT_PATH with PATCH_SET_NAME (by default the automatic
+    port for its width: xen32 or xen64) into OUT, its listing diff and its report."""
+    image = load_elf(input_path)
     check_output_file(Path(out))  # before Outputs names its siblings (`-o .` has none)
     outputs = Outputs.beside(Path(out))
     _check_outputs(image, outputs)
@@ -56,7 +57,7 @@ def patch_image(input_path: Path, out: Path,
         raise UnsupportedImageError(f"{input_path}: already has Xen notes (already "
                                     "paravirtualized?)")
     _check_phys_offset(input_path, image)
-    patch_set = load_patch_set(patch_set_name)
+    patch_set = _patch_set_for(image, patch_set_name)
     code = discover_code(image)
     layout, symbols = lay_out(image, patch_set)  # refuses segments in the low-memory hole
     _check_above_conventional_memory(input_path, image)
@@ -85,6 +86,18 @@ def patch_image(input_path: Path, out: Path,
             _remove_new(before)
         raise
     return report
+
+
+def _patch_set_for(image: ElfImage, name: str | None) -> PatchSet:
+    """The patch set NAME (default: the one for IMAGE's width), if it patches kernels
+    of IMAGE's width."""
+    patch_set = load_patch_set(name or DEFAULT_PATCH_SETS[image.bits])
+    if patch_set.mode != image.bits:
+        raise UnsupportedImageError(
+            f"{image.path}: a {image.bits}-bit kernel, but patch set {patch_set.name} "
+            f"patches {patch_set.mode}-bit kernels (use "
+            f"--patch-set {DEFAULT_PATCH_SETS[image.bits]})")
+    return patch_set
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

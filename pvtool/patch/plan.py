@@ -19,8 +19,15 @@ from pvtool.patch.discover import CodeMap, Insn
 from pvtool.patch.patchset import Action
 from pvtool.patch.sites import Site, UnsupportedForm, check_trap_site, replacement
 from pvtool.x86.isa import assemble_checked
+from pvtool.x86.operands import memory_operand
 
 JMP_REL32_SIZE = 5
+# The symbol (patch/emit.py) naming where the detours' stubs begin, and how far from
+# there a moved RIP-relative operand may point: a disp32's reach less room for the
+# stubs themselves.
+STUBS_SYMBOL = "pv_stubs"
+STUB_REACH = (1 << 31) - (16 << 20)
+ADDRESS_MASK = (1 << 64) - 1
 MAX_WINDOW_INSNS = 6
 NO_FALLTHROUGH = frozenset({"jmp", "ret", "retf", "iret", "iretd", "ljmp", "ud2"})
 REL8_ONLY = frozenset({"loop", "loope", "loopne", "jecxz", "jcxz"})
@@ -82,11 +89,12 @@ def _plan_one(site: Site, code: CodeMap, site_at: dict[int, Site], owner: dict[i
     if len(inline) <= site.insn.size:
         return Plan(Placement.IN_PLACE, [site], site.address, site.end,
                     "the replacement fits in the instruction's bytes", code=inline)
-    window = _find_window(site, code, site_at, owner.keys())
+    stubs = symbols.get(STUBS_SYMBOL)
+    window = _find_window(site, code, site_at, owner.keys(), stubs)
     if window is not None:
         return _detour(window, site_at, f"replacement is {len(inline)} bytes; detour over "
                        f"{len(window)} instruction(s)")
-    joined = _join(site, code, site_at, owner)
+    joined = _join(site, code, site_at, owner, stubs)
     return joined or _trap(site, _no_window_reason(site, code))
 
 
@@ -97,17 +105,19 @@ def _detour(window: list[Insn], site_at: dict[int, Site], reason: str) -> Plan:
 
 
 def _join(site: Site, code: CodeMap, site_at: dict[int, Site],
-          owner: dict[int, Plan]) -> Plan | None:
+          owner: dict[int, Plan], stubs: int | None) -> Plan | None:
     """A detour over a neighbour's window and SITE together, when the neighbour's
-    window took the room SITE's own would need."""
+    window (or its in-place rewrite: a 64-bit kernel's `swapgs; iretq`, whose swapgs
+    becomes nothing in place) took the room SITE's own would need."""
     around = _neighbours(site.insn, code, 2 * MAX_WINDOW_INSNS)
     for plan in {id(p): p for i in around if (p := owner.get(i.address))}.values():
-        if plan.placement is not Placement.DETOUR:
+        if plan.placement not in (Placement.DETOUR, Placement.IN_PLACE):
             continue
         lo, hi = min(plan.start, site.address), max(plan.end, site.end)
         window = [i for i in around if lo <= i.address < hi]
-        others = owner.keys() - {i.address for i in plan.window}
-        if len(window) <= 2 * MAX_WINDOW_INSNS and _usable(window, code, site_at, others):
+        others = owner.keys() - {i.address for i in plan.window or [s.insn for s in plan.sites]}
+        if len(window) <= 2 * MAX_WINDOW_INSNS and _usable(window, code, site_at, others,
+                                                           stubs):
             return _detour(window, site_at, f"detour over {len(window)} instruction(s), "
                            f"joined with the site at {site.address:#x}, for which "
                            "no window of its own was left")
@@ -120,7 +130,7 @@ def _trap(site: Site, reason: str) -> Plan:
 
 
 def _find_window(site: Site, code: CodeMap, site_at: dict[int, Site],
-                 taken: set[int]) -> list[Insn] | None:
+                 taken: set[int], stubs: int | None) -> list[Insn] | None:
     """The smallest run of whole instructions around SITE that a jmp can cover."""
     around = _neighbours(site.insn, code)
     centre = next(i for i, insn in enumerate(around) if insn.address == site.address)
@@ -131,7 +141,8 @@ def _find_window(site: Site, code: CodeMap, site_at: dict[int, Site],
             size = window[-1].address + window[-1].size - window[0].address
             if size < JMP_REL32_SIZE:
                 continue
-            if _usable(window, code, site_at, taken) and (best is None or len(window) < len(best)):
+            if _usable(window, code, site_at, taken, stubs) and (
+                    best is None or len(window) < len(best)):
                 best = window
             break
     return best
@@ -164,6 +175,20 @@ def _neighbours(insn: Insn, code: CodeMap, reach: int = MAX_WINDOW_INSNS - 1) ->
     return run[lo:hi + 1]
 
 
+def _rip_unmovable(insn: Insn, stubs: int, window: list[Insn]) -> bool:
+    """Whether INSN addresses memory RIP-relative (64-bit) where a detour cannot take
+    it: at an address a disp32 from the stubs, which start at STUBS, cannot reach
+    (x86/relocate.py could not fix it up), or inside the WINDOW itself, whose bytes
+    the detour's jmp replaces."""
+    if "rip" not in insn.op_str:
+        return False
+    mem = memory_operand(insn.cs)
+    if mem is None or mem.base != "rip":
+        return False
+    target = (insn.end + mem.disp) & ADDRESS_MASK
+    return abs(target - stubs) >= STUB_REACH or window[0].address <= target < window[-1].end
+
+
 def is_padding(insn: Insn) -> bool:
     """Alignment filler compilers put after a jump or return: nops of every length,
     int3, and the moves and leas of a register onto itself."""
@@ -175,7 +200,7 @@ def is_padding(insn: Insn) -> bool:
 
 
 def _usable(window: list[Insn], code: CodeMap, site_at: dict[int, Site],
-            taken: set[int]) -> bool:
+            taken: set[int], stubs: int | None = None) -> bool:
     ended = False  # an unconditional jump or return came before: only padding may follow
     for position, insn in enumerate(window):
         if insn.address in taken:
@@ -185,6 +210,8 @@ def _usable(window: list[Insn], code: CodeMap, site_at: dict[int, Site],
         if ended and not is_padding(insn):
             return False
         if insn.mnemonic in REL8_ONLY:
+            return False
+        if stubs is not None and _rip_unmovable(insn, stubs, window):
             return False
         other = site_at.get(insn.address)
         if other is not None and other.rule.action is Action.TRAP:

@@ -101,44 +101,53 @@ class PvData:
     def contents(self) -> bytes:
         """The file-backed bytes; the GDT shadow after them is zero-filled memory."""
         data = bytearray(GDT_SHADOW)
-        _put(data, REGS, pvabi.VCPU_REGS.pack(cr0=multiboot.CR0_AT_ENTRY))
-        _put(data, MBI, _multiboot_info())
-        _put(data, IOPL_ARG, PHYSDEV_SET_IOPL.pack(iopl=1))
-        _put(data, POLL_ARG, SCHED_POLL.pack())
-        _put(data, SHUTDOWN_ARG, SCHED_SHUTDOWN.pack(reason=ShutdownReason.crash))
+        put(data, REGS, pvabi.VCPU_REGS.pack(cr0=multiboot.CR0_AT_ENTRY))
+        # the command line and the module list come from pvtool's Multiboot table beside
+        # start_info (docs/ABI.md)
+        put(data, MBI, multiboot_info(multiboot.INFO_MEMORY | multiboot.INFO_CMDLINE
+                                      | multiboot.INFO_MODS))
+        put(data, IOPL_ARG, PHYSDEV_SET_IOPL.pack(iopl=1))
+        put(data, POLL_ARG, SCHED_POLL.pack())
+        put(data, SHUTDOWN_ARG, SCHED_SHUTDOWN.pack(reason=ShutdownReason.crash))
         frames = [(self.phys_base + GDT_SHADOW) // PAGE_SIZE + i for i in range(GDT_SHADOW_FRAMES)]
-        _put(data, GDT_FRAMES, b"".join(f.to_bytes(4, "little") for f in frames))
+        put(data, GDT_FRAMES, b"".join(f.to_bytes(4, "little") for f in frames))
         for name, offset in _failure_offsets().items():
-            _put(data, offset, _failure_record(name))
+            put(data, offset, failure_record(GLUE_FAILURES[name]))
         return bytes(data)
 
 
-def _failure_record(name: str) -> bytes:
-    text = f"{pvabi.GLUE_FAILURE_PREFIX}{GLUE_FAILURES[name]}\n".encode()
-    return len(text).to_bytes(4, "little") + text
+def failure_record(text: str) -> bytes:
+    """One failure reason as the glue's pv_fatal reads it: a u32 length, then the line."""
+    line = f"{pvabi.GLUE_FAILURE_PREFIX}{text}\n".encode()
+    return len(line).to_bytes(4, "little") + line
+
+
+def failure_offsets(failures: dict[str, str], start: int, limit: int,
+                    align: int) -> dict[str, int]:
+    """Each failure reason's place from START, each ALIGN-aligned, all before LIMIT."""
+    offsets, offset = {}, start
+    for name, text in failures.items():
+        offsets[name] = offset
+        offset += -(-len(failure_record(text)) // align) * align
+    if offset > limit:
+        raise ImportError("the glue's failure reasons run into the PV entry's stack")
+    return offsets
 
 
 def _failure_offsets() -> dict[str, int]:
     """Each failure reason's place after the trap table buffer, all in the first page."""
-    offsets, offset = {}, FAILURES
-    for name in GLUE_FAILURES:
-        offsets[name] = offset
-        offset += -(-len(_failure_record(name)) // 4) * 4
-    assert offset <= PV_STACK, "the glue's failure reasons run into the PV entry's stack"
-    return offsets
+    return failure_offsets(GLUE_FAILURES, FAILURES, PV_STACK, 4)
 
 
-def _multiboot_info() -> bytes:
-    """The information structure pv_entry completes (mem_upper from start_info; the
-    command line and the module list from pvtool's Multiboot table beside it, docs/ABI.md).
-    The flags are those QEMU's loader always gives (machine/loader.py)."""
+def multiboot_info(flags: int) -> bytes:
+    """The information structure a PV entry completes, with FLAGS and mem_lower as
+    QEMU's loader always gives it (machine/loader.py)."""
     info = bytearray(multiboot.INFO_SIZE)
     fields = multiboot.INFO_FIELDS
-    flags = multiboot.INFO_MEMORY | multiboot.INFO_CMDLINE | multiboot.INFO_MODS
-    _put(info, fields["flags"], flags.to_bytes(4, "little"))
-    _put(info, fields["mem_lower"], multiboot.PC_CONVENTIONAL_MEMORY_KIB.to_bytes(4, "little"))
+    put(info, fields["flags"], flags.to_bytes(4, "little"))
+    put(info, fields["mem_lower"], multiboot.PC_CONVENTIONAL_MEMORY_KIB.to_bytes(4, "little"))
     return bytes(info)
 
 
-def _put(buf: bytearray, offset: int, data: bytes) -> None:
+def put(buf: bytearray, offset: int, data: bytes) -> None:
     buf[offset:offset + len(data)] = data

@@ -10,6 +10,8 @@ reaches the kernel's data after the template's pushes."""
 
 from dataclasses import dataclass, replace
 
+from capstone.x86_const import X86_OP_REG
+
 from pvtool.abi.pvtool import TRAP_SITE_CLASSES
 from pvtool.errors import PatchError
 from pvtool.patch.discover import CodeMap, Insn
@@ -27,11 +29,18 @@ from pvtool.x86.operands import (
 REG32 = {"ax": "eax", "bx": "ebx", "cx": "ecx", "dx": "edx", "si": "esi", "di": "edi",
          "bp": "ebp", "sp": "esp"}
 REG16 = {v: k for k, v in REG32.items()}
-STACK_POINTER = frozenset({"esp", "sp"})
-# A call whose glue function takes an argument in eax keeps the kernel's eax around
-# it: the save, the statement that loads the argument, the call, the restore.
-SAVE_EAX = parse_template("push eax", "sites.py: a call with an argument", mode=32)
-RESTORE_EAX = "pop eax"
+# x86-64's general registers by their 64-bit name: the 32-bit one (writing it
+# zero-extends into the whole register, SDM Vol. 1, 3.4.1.1) and the 16-bit one.
+REG64 = {f"r{k}": v for k, v in REG32.items()} | {f"r{n}": f"r{n}d" for n in range(8, 16)}
+REG16 |= {f"r{n}d": f"r{n}w" for n in range(8, 16)}
+STACK_POINTER = frozenset({"rsp", "esp", "sp"})
+# A call whose glue function takes an argument in eax (rax) keeps the kernel's
+# register around it: the save, the statement that loads the argument, the call, the
+# restore.
+ARGUMENT_REGISTER = {32: "eax", 64: "rax"}
+SAVE_ARGUMENT = {mode: parse_template(f"push {register}", "sites.py: a call with an argument",
+                                      mode=mode)
+                 for mode, register in ARGUMENT_REGISTER.items()}
 
 
 POSSIBLE_CODE = ("possible code: reached by no path from the entry, a function symbol or "
@@ -113,7 +122,8 @@ def replacement(site: Site, symbols: dict[str, int]) -> list[str]:
     if rule.action is Action.CALL:
         call = f"call {symbols[rule.function]:#x}"
         load = None if rule.argument is None else _load_argument(site, rule.argument)
-        return [call] if load is None else [SAVE_EAX.text, load, call, RESTORE_EAX]
+        register = ARGUMENT_REGISTER[site.insn.mode]
+        return [call] if load is None else [f"push {register}", load, call, f"pop {register}"]
     raise PatchError(f"{site.cls.name}: a {rule.action.value} site has no replacement")
 
 
@@ -126,21 +136,24 @@ def _operands(site: Site, template: Template) -> list[dict[str, str]]:
 
 
 def _load_argument(site: Site, argument: str) -> str | None:
-    """The statement that puts the argument in eax after SAVE_EAX (None: it is there)."""
+    """The statement that puts the argument in eax (rax) after the save (None: it is
+    there)."""
     insn = site.insn.cs
-    depth = SAVE_EAX.end_depth
+    register = ARGUMENT_REGISTER[site.insn.mode]
+    depth = SAVE_ARGUMENT[site.insn.mode].end_depth
     if argument == "value":
-        gpr = special_register_move(insn).gpr
-        if gpr == "esp":  # the value it had before the save
-            return f"lea eax, [esp + {depth}]"
-        return None if gpr == "eax" else f"mov eax, {gpr}"
+        move = special_register_move(insn)
+        gpr = move.gpr if move else _lone_register(site, depth, moves_stack=False)
+        if gpr in STACK_POINTER:  # the value it had before the save
+            return f"lea {register}, [{gpr} + {depth}]"
+        return None if gpr == register else f"mov {register}, {gpr}"
     if argument == "address":
         mem = memory_operand(insn)
         if mem is None:
             raise UnsupportedForm(f"{site.text}: no memory operand")
         if mem.segment:  # lea would drop the segment's base from the linear address
             raise UnsupportedForm(f"{site.text}: segment overrides are not rewritten")
-        return f"lea eax, {_address(mem, depth)}"
+        return f"lea {register}, {_address(site, mem, depth)}"
     return f"movzx eax, {_source16(site, depth, moves_stack=True)}"
 
 
@@ -171,9 +184,11 @@ def _destination32(site: Site, depth: int, moves_stack: bool) -> str:
     """A register destination, as its 32-bit register (str, sldt and smsw store
     16 bits to memory but zero-extend into a 32-bit register)."""
     texts = operand_texts(site.insn.cs)
-    if not texts or texts[0] not in REG32.values() | REG32.keys():
+    names = {**REG32, **REG64, **{v: v for v in (*REG32.values(), *REG64.values())},
+             **{w: d for d, w in REG16.items() if d.startswith("r")}}
+    if not texts or texts[0] not in names:
         raise UnsupportedForm(f"{site.text}: only register destinations are rewritten")
-    return _register(site, REG32.get(texts[0], texts[0]), moves_stack)
+    return _register(site, names[texts[0]], moves_stack)
 
 
 def _source16(site: Site, depth: int, moves_stack: bool) -> str:
@@ -187,8 +202,16 @@ def _source16(site: Site, depth: int, moves_stack: bool) -> str:
     return REG16.get(_register(site, text, moves_stack), text)
 
 
+def _lone_register(site: Site, depth: int, moves_stack: bool) -> str:
+    """The single register operand, as written (rdfsbase rax, wrgsbase r9d)."""
+    ops = site.insn.cs.operands
+    if len(ops) != 1 or ops[0].type != X86_OP_REG:
+        raise _no_operand(site, "reg")
+    return _register(site, site.insn.cs.reg_name(ops[0].reg), moves_stack)
+
+
 OPERANDS = {"gpr": _gpr, "sreg": _sreg, "dst": _destination, "dst32": _destination32,
-            "src16": _source16}
+            "src16": _source16, "reg": _lone_register}
 if OPERANDS.keys() != OPERAND_SAMPLES.keys():
     raise ImportError(f"sites.py renders {sorted(OPERANDS)}, templates may name "
                       f"{sorted(OPERAND_SAMPLES)}")
@@ -219,11 +242,33 @@ def _rebased(site: Site, text: str, pushed: int, size: str | None = None) -> str
     if mem.segment:
         raise UnsupportedForm(f"{site.text}: segment overrides are not rewritten")
     prefix = size if size is not None else text[:text.index("[")]
-    return prefix + _address(mem, pushed)
+    return prefix + _address(site, mem, pushed)
 
 
-def _address(mem, pushed: int) -> str:
-    disp = mem.disp + (pushed if mem.base == "esp" else 0)
+# A 32-bit displacement is sign-extended to 64 bits (SDM Vol. 2, 2.2.1.3): the
+# absolute addresses it reaches without a base register.
+DISP32_REACH = range(-(1 << 31), 1 << 31)
+ADDRESS_MASK = (1 << 64) - 1
+# A target this near the site is also near wherever the site's replacement lands (its
+# stub, in the sections after the kernel, layout64.py), where keystone encodes the
+# absolute address RIP-relative.
+NEAR = 1 << 30
+
+
+def _address(site: Site, mem, pushed: int) -> str:
+    """MEM's address as an operand the replacement can use where it is placed: rebased
+    by PUSHED if it is addressed from the stack pointer, and a RIP-relative one
+    (64-bit) as the absolute address it names, since the replacement may sit in a
+    stub elsewhere; one a disp32 cannot reach cannot be rewritten."""
+    if mem.base == "rip":
+        target = (site.address + site.insn.size + mem.disp) & ADDRESS_MASK
+        signed = target - (1 << 64) if target >> 63 else target
+        near = abs(target - site.address) < NEAR
+        if mem.index or not (near or signed in DISP32_REACH):
+            raise UnsupportedForm(f"{site.text}: its RIP-relative address {target:#x} is "
+                                  "out of a 32-bit displacement's reach")
+        return f"[{signed:#x}]" if signed >= 0 else f"[-{-signed:#x}]"
+    disp = mem.disp + (pushed if mem.base in STACK_POINTER else 0)
     parts = [p for p in (mem.base, f"{mem.index}*{mem.scale}" if mem.index else None) if p]
     if disp or not parts:
         parts.append(f"{disp:#x}" if disp >= 0 else f"-{-disp:#x}")

@@ -30,16 +30,19 @@ OPERAND_SAMPLES = {
     "dst32": "ecx",  # a 32-bit register destination (the register forms of str...)
     "src16": "cx",  # the 16-bit register or memory source of a mov to SS
     "sreg": "ds",  # the segment register of a segment move
+    "reg": "ecx",  # the lone register operand (rdfsbase, wrgsbase...) as written
 }
+# A 64-bit kernel's stand-ins where they differ: its general registers are 64 bits.
+OPERAND_SAMPLES_64 = OPERAND_SAMPLES | {"gpr": "rcx", "dst": "rcx", "reg": "rcx"}
 ADDRESS_SAMPLE = "0"
 
 # How far each stack instruction moves ESP, in units of its operand size (2 bytes
-# with the operand-size prefix, 4 without, in 32-bit code): SDM Vol. 2, PUSH, POP,
-# PUSHF/PUSHFD, POPF/POPFD, PUSHA/PUSHAD, POPA/POPAD.
+# with the operand-size prefix, else 4 in 32-bit code and 8 in 64-bit code): SDM
+# Vol. 2, PUSH, POP, PUSHF/PUSHFD/PUSHFQ, POPF/POPFD/POPFQ, PUSHA/PUSHAD, POPA/POPAD.
 STACK_UNITS = {
-    X.X86_INS_PUSH: 1, X.X86_INS_PUSHF: 1, X.X86_INS_PUSHFD: 1,
+    X.X86_INS_PUSH: 1, X.X86_INS_PUSHF: 1, X.X86_INS_PUSHFD: 1, X.X86_INS_PUSHFQ: 1,
     X.X86_INS_PUSHAW: 8, X.X86_INS_PUSHAL: 8,
-    X.X86_INS_POP: -1, X.X86_INS_POPF: -1, X.X86_INS_POPFD: -1,
+    X.X86_INS_POP: -1, X.X86_INS_POPF: -1, X.X86_INS_POPFD: -1, X.X86_INS_POPFQ: -1,
     X.X86_INS_POPAW: -8, X.X86_INS_POPAL: -8,
 }  # fmt: skip
 STACK_NEUTRAL = frozenset({X.X86_INS_CALL, X.X86_INS_JMP})
@@ -47,8 +50,9 @@ STACK_NEUTRAL = frozenset({X.X86_INS_CALL, X.X86_INS_JMP})
 MOVES_STACK_UNLISTED = frozenset({
     X.X86_INS_ENTER, X.X86_INS_IRET, X.X86_INS_IRETD, X.X86_INS_RETF, X.X86_INS_INT,
     X.X86_INS_INT1, X.X86_INS_INT3, X.X86_INS_INTO, X.X86_INS_SYSENTER,
+    X.X86_INS_IRETQ, X.X86_INS_RETFQ, X.X86_INS_SYSCALL,
 })  # fmt: skip
-STACK_POINTERS = frozenset({X.X86_REG_ESP, X.X86_REG_SP})
+STACK_POINTERS = frozenset({X.X86_REG_RSP, X.X86_REG_ESP, X.X86_REG_SP})
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,8 @@ def stack_effect(statement: str, names: frozenset[str], where: str, mode: int) -
     will emit for it, every name replaced by a stand-in (OPERAND_SAMPLES, or an
     address)."""
     try:
-        sample = statement.format_map({name: OPERAND_SAMPLES.get(name, ADDRESS_SAMPLE)
+        samples = OPERAND_SAMPLES_64 if mode == 64 else OPERAND_SAMPLES
+        sample = statement.format_map({name: samples.get(name, ADDRESS_SAMPLE)
                                        for name in names})
     except (ValueError, LookupError, AttributeError) as exc:  # {}, {0}, {a:x}, {a.b}
         raise PatchError(f"{where}: `{statement}` names something else than a plain "
@@ -113,7 +118,7 @@ def stack_effect(statement: str, names: frozenset[str], where: str, mode: int) -
         raise PatchError(f"{where}: {exc.message}") from None
     effect = 0
     for insn in insns:
-        moved = None if isinstance(insn, Undecodable) else _moves(insn)
+        moved = None if isinstance(insn, Undecodable) else _moves(insn, mode)
         if moved is None:
             raise PatchError(f"{where}: `{statement}` moves the stack pointer; a template "
                              "may only push and pop (push, pop, pushfd, popfd, pushad, "
@@ -125,13 +130,13 @@ def stack_effect(statement: str, names: frozenset[str], where: str, mode: int) -
     return effect
 
 
-def _moves(insn) -> int | None:
+def _moves(insn, mode: int) -> int | None:
     """Bytes INSN pushes (negative: pops), or None if it moves ESP otherwise."""
     units = STACK_UNITS.get(insn.id)
     if units is not None:
         if insn.id == X.X86_INS_POP and _pops_into_esp(insn):
             return None  # ESP becomes the popped value
-        return units * (2 if OPERAND_SIZE_PREFIX in insn.prefix else 4)
+        return units * (2 if OPERAND_SIZE_PREFIX in insn.prefix else mode // 8)
     if insn.id in STACK_NEUTRAL:
         return 0
     _, written = insn.regs_access()

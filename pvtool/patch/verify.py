@@ -113,13 +113,14 @@ def _planned_bytes_in_place(patched: ElfImage, plans: list[Plan]) -> None:
 
 
 def _detours_round_trip(patched: ElfImage, emitted: Emitted) -> None:
+    mask = (1 << patched.bits) - 1  # capstone gives a 64-bit target as a signed number
     for plan, stub_address, stub in emitted.stubs:
         jump = decode_one(patched.read_virtual(plan.start, 5), plan.start, patched.bits)
-        if jump is None or jump.mnemonic != "jmp" or jump.operands[0].imm != stub_address:
+        if jump is None or jump.mnemonic != "jmp" or jump.operands[0].imm & mask != stub_address:
             raise PatchError(f"verification: {plan.start:#x} does not jump to its stub")
         back = decode_one(patched.read_virtual(stub_address + len(stub) - 5, 5),
                           stub_address + len(stub) - 5, patched.bits)
-        if back is None or back.mnemonic != "jmp" or back.operands[0].imm != plan.end:
+        if back is None or back.mnemonic != "jmp" or back.operands[0].imm & mask != plan.end:
             raise PatchError(f"verification: the stub at {stub_address:#x} does not return "
                              f"to {plan.end:#x}")
         if patched.read_virtual(stub_address, len(stub)) != stub:

@@ -20,8 +20,8 @@ PLACEMENT_STYLE = {"in-place": "green", "detour": "cyan", "trap": "yellow", "kep
 PLACEMENT_MEANING = {
     Placement.IN_PLACE: "rewritten within the instruction's own bytes",
     Placement.DETOUR: "a jump to a stub that does the work, then back",
-    Placement.TRAP: "left to fault in ring 1, where the hypervisor emulates it",
-    Placement.KEPT: "left as is, right as it stands in ring 1 (its reason says why)",
+    Placement.TRAP: "left to fault in the deprivileged kernel, where the hypervisor emulates it",
+    Placement.KEPT: "left as is, right as it stands deprivileged (its reason says why)",
 }
 SUMMARY_ROWS = 8  # a summary table's rows at most; the last counts the rest
 CLASSES_SHOWN = 4  # of the classes a kept reason covers

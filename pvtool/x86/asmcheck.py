@@ -3,6 +3,10 @@
 keystone 0.9.2 encodes some instructions wrongly without an error (shared/UNICORN.md):
 a spurious 0x66 on 32-bit lgdt/lidt/sgdt/sidt, 16-bit iret/pushf/popf, a 2-byte
 `push cs`, a truncated `ljmp sel:off`, RIP-relative absolute operands in 64-bit mode.
+That last one is right only at the address the code was assembled for, which for the
+patcher is where it runs (the glue, a stub, an in-place replacement are each
+assembled at their final address): so a RIP-relative operand passes exactly when the
+address it reaches from there is the source's absolute address.
 So every encoding is decoded again and compared statement by statement: same count,
 same mnemonic (up to spelling aliases), equivalent operands (case, spacing, numeric
 literals, "ptr", operand order of commutative instructions; branch targets as absolute
@@ -203,7 +207,13 @@ def decoded_operand(insn, op):
     if mem.index:
         regs[insn.reg_name(mem.index)] += mem.scale
     segment = insn.reg_name(mem.segment) if mem.segment else None
-    return ("mem", op.size, segment, regs, mem.disp)
+    reached = None
+    if mem.base == X.X86_REG_RIP:  # the address it names from where it was assembled
+        reached = (insn.address + insn.size + mem.disp) & _ADDRESS_MASK
+    return ("mem", op.size, segment, regs, mem.disp, reached)
+
+
+_ADDRESS_MASK = (1 << 64) - 1
 
 
 # ---- comparison
@@ -273,11 +283,14 @@ def _operand_mismatch(want, have, mode) -> str | None:
 
 def _memory_mismatch(want, have, mode) -> str | None:
     _, size, segment, regs, disp = want
-    _, have_size, have_segment, have_regs, have_disp = have
+    _, have_size, have_segment, have_regs, have_disp, reached = have
     if size is not None and size != have_size:
         return f"{have_size}-byte access, not {size}"
     if "rip" in have_regs and "rip" not in regs:
-        return "an absolute address became RIP-relative (only right at this address)"
+        if +regs or (disp - reached) & _ADDRESS_MASK:
+            return (f"an absolute address became RIP-relative, reaching {reached:#x} "
+                    f"instead of {disp & _ADDRESS_MASK:#x}")
+        return _segment_mismatch(segment, have_segment, regs)
     if +regs != +have_regs:
         return f"address registers {dict(have_regs)} are not {dict(regs)}"
     if (disp - have_disp) % (1 << mode):

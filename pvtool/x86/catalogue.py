@@ -71,6 +71,9 @@ _IOPL = "IOPL-sensitive: #GP(0) when CPL > IOPL (Intel SDM Vol. 2)"
 _IO = "IOPL-sensitive: #GP(0) when CPL > IOPL unless the TSS I/O bitmap allows the port"
 _RI_REG = "Robin & Irvine: sensitive register instruction, readable at any CPL"
 _RI_PROT = "Robin & Irvine: protection-system reference, checks against the real CPL"
+_FSGSBASE = ("any CPL when CR4.FSGSBASE = 1, else #UD (Intel SDM Vol. 2, RDFSBASE/WRFSBASE); "
+             "a 64-bit PV guest starts with vCR4.FSGSBASE clear: #UD (XEN-ABI64.md 1.6)")
+_XEN64 = "XEN-ABI64.md 1.6: Xen's #GP emulation accepts it"
 
 
 def _row(name, kind, modes, summary, pv, why, faults=None) -> InsnClass:
@@ -213,6 +216,24 @@ CATALOGUE: tuple[InsnClass, ...] = (
     _row("swapgs", PRIV, ONLY64, "exchanges GS.base with the KernelGSbase MSR",
          "the hypervisor switches the GS base on guest kernel/user transitions",
          _RING0 + "; #UD outside 64-bit mode"),
+    # ---- 64-bit segment bases: not privileged, but the PV kernel's CR4 is virtual
+    _row("rdfsbase", SENS, ONLY64, "reads the FS base into a register",
+         "reads the FS base the kernel last set (set_segment_base(SEGBASE_FS) is the only "
+         "way to change it)", _FSGSBASE),
+    _row("rdgsbase", SENS, ONLY64, "reads the active GS base into a register",
+         "reads the kernel's GS base, the one set_segment_base(SEGBASE_GS_KERNEL) set",
+         _FSGSBASE),
+    _row("wrfsbase", SENS, ONLY64, "writes the FS base from a register",
+         "set_segment_base(SEGBASE_FS, value)", _FSGSBASE),
+    _row("wrgsbase", SENS, ONLY64, "writes the active GS base from a register",
+         "set_segment_base(SEGBASE_GS_KERNEL, value): the kernel-mode GS base", _FSGSBASE),
+    # ---- extended state and PCIDs
+    _row("xsetbv", PRIV, BOTH, "writes the extended control register XCR[ecx] from edx:eax",
+         "emulated after #GP: Xen checks the value against the features it offers",
+         _RING0 + "; " + _XEN64),
+    _row("invpcid", PRIV, BOTH, "invalidates TLB entries by process-context id",
+         "not emulated by Xen for a PV guest (#GP is injected): flushes go through "
+         "mmuext_op (MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_INVLPG_LOCAL)", _RING0),
 )  # fmt: skip
 
 BY_NAME: dict[str, InsnClass] = {row.name: row for row in CATALOGUE}
@@ -249,6 +270,9 @@ _BY_ID: dict[int, InsnClass] = {
     **_ids("sysexit", X.X86_INS_SYSEXIT, X.X86_INS_SYSEXITQ),
     **_ids("sysret", X.X86_INS_SYSRET, X.X86_INS_SYSRETQ),
     **_ids("swapgs", X.X86_INS_SWAPGS),
+    **_ids("rdfsbase", X.X86_INS_RDFSBASE), **_ids("rdgsbase", X.X86_INS_RDGSBASE),
+    **_ids("wrfsbase", X.X86_INS_WRFSBASE), **_ids("wrgsbase", X.X86_INS_WRGSBASE),
+    **_ids("xsetbv", X.X86_INS_XSETBV), **_ids("invpcid", X.X86_INS_INVPCID),
 }  # fmt: skip
 
 _CR_CLASSES = {

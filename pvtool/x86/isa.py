@@ -19,7 +19,7 @@
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import capstone
 import keystone
@@ -206,7 +206,8 @@ def assemble_checked(text: str, address: int, mode: int) -> bytes:
     for stmt in statements:
         if stmt.mnemonic.startswith("."):
             raise AssemblyError(f"directive {stmt.text!r} cannot be checked", stmt.text)
-    code = assemble(_keystone_source(statements, trailing, mode), address, mode)
+    code = assemble(_keystone_source(_rip_relative(statements, trailing, address, mode),
+                                     trailing, mode), address, mode)
     insns = _decode_exactly(code, address, mode, statements)
     labels = _label_addresses(statements, trailing, insns, address + len(code))
     registers = register_names(mode)
@@ -219,6 +220,75 @@ def assemble_checked(text: str, address: int, mode: int) -> bytes:
                 stmt.text,
             )
     return code
+
+
+_ADDRESS_MASK = (1 << 64) - 1
+_PLACEHOLDER = "rip + 0x7ffff000"  # a disp32, as every RIP-relative operand has
+_REL32 = range(-(1 << 31), 1 << 31)
+
+
+def _rip_relative(statements, trailing, address: int, mode: int) -> list:
+    """In 64-bit code, each absolute memory operand (`[0xffffffff80105000]`, no
+    register) as the RIP-relative one that reaches it from where the statement is
+    assembled, when that is within a disp32: keystone turns such operands RIP-relative
+    itself, but with a wrong displacement for some (`mov rcx, [0x1000]` at 0x1000
+    became `[rip + 0x1000]`). The displacement is worked out from the statements'
+    addresses after a pass with a placeholder (RIP-relative operands are always
+    disp32, so no size changes); one out of a disp32's reach is left to keystone,
+    and assemble_checked compares the result with the source either way."""
+    if mode != 64:
+        return statements
+    targets = _absolute_operands(statements)
+    far: set[tuple[int, int]] = set()
+    while targets:
+        trial = _with_operands(statements, {k: _PLACEHOLDER for k in targets if k not in far})
+        code = assemble(_keystone_source(trial, trailing, mode), address, mode)
+        insns = _decode_exactly(code, address, mode, trial)
+        operands, out_of_reach = {}, set()
+        for (i, j), target in targets.items():
+            disp = (target - insns[i].address - insns[i].size + (1 << 63)) % (1 << 64) - (1 << 63)
+            if (i, j) in far or disp not in _REL32:
+                out_of_reach.add((i, j))
+            else:
+                operands[i, j] = f"rip + {disp:#x}" if disp >= 0 else f"rip - {-disp:#x}"
+        if out_of_reach == far:
+            return _with_operands(statements, operands)
+        far = out_of_reach
+    return statements
+
+
+def _absolute_operands(statements) -> dict[tuple[int, int], int]:
+    """(statement, operand) -> the address of every memory operand without registers."""
+    registers = register_names(64)
+    found = {}
+    for i, stmt in enumerate(statements):
+        for j, text in enumerate(stmt.operands):
+            if "[" not in text:
+                continue
+            try:
+                value = asmcheck.source_operand(text, registers, {})
+            except asmcheck.Unresolved:
+                continue
+            if value[0] == "mem" and not +value[3] and value[2] is None:
+                found[i, j] = value[4] & _ADDRESS_MASK
+    return found
+
+
+def _with_operands(statements, replaced: dict[tuple[int, int], str]) -> list:
+    """STATEMENTS with the bracketed address of the operands in REPLACED rewritten."""
+    out = []
+    for i, stmt in enumerate(statements):
+        operands = list(stmt.operands)
+        for (k, j), inside in replaced.items():
+            if k == i:
+                head, _, rest = operands[j].partition("[")
+                operands[j] = f"{head}[{inside}]{rest.partition(']')[2]}"
+        if operands == stmt.operands:
+            out.append(stmt)
+            continue
+        text = " ".join((*stmt.prefixes, stmt.mnemonic)) + " " + ", ".join(operands)
+        out.append(replace(stmt, text=text, operands=operands))
+    return out
 
 
 def _keystone_source(statements, trailing, mode: int) -> str:

@@ -29,3 +29,15 @@ SYSEXIT_CS_OFFSET = 16
 SYSEXIT_SS_OFFSET = 24
 # SYSRET: SS = STAR[63:48] + 8 (AMD APM Vol. 3, SYSRET).
 SYSRET_SS_OFFSET = 8
+
+# x86-64's system-call and segment-base MSRs (Intel SDM Vol. 4, Table 2-2; AMD APM
+# Vol. 2, 6.1.1): what a 64-bit kernel writes with wrmsr, and patches/xen64 turns into
+# callbacks and set_segment_base.
+IA32_SYSENTER_ESP = 0x175
+IA32_SYSENTER_EIP = 0x176
+LSTAR = 0xC000_0082  # the 64-bit syscall entry
+CSTAR = 0xC000_0083  # the compatibility-mode syscall entry
+SFMASK = 0xC000_0084  # RFLAGS bits syscall clears
+FS_BASE = 0xC000_0100
+GS_BASE = 0xC000_0101
+KERNEL_GS_BASE = 0xC000_0102  # what swapgs exchanges with GS_BASE

@@ -5,7 +5,8 @@ import pytest
 
 from pvtool.patch.discover import discover
 from pvtool.x86.catalogue import classify
-from tests.x86.gas import gnu_link, section_bytes
+from tests.binutils import IMPURE, build
+from tests.x86.gas import gnu_link, section_bytes, source
 
 TEXT, DATA = 0x0010_0000, 0x0020_0000
 
@@ -290,3 +291,64 @@ def test_listing_decodes_overlapping_instructions_and_adjacent_regions_each_once
     assert listed == [(0x1000, "ebff", "jmp"), (0x1001, "ffc0", "inc"), (0x1003, "c3", "ret"),
                       (0x1004, "90", "nop"), (0x1005, "c3", "ret")]
     assert listed == [(a, i.bytes.hex(), i.mnemonic) for a, i in code_map.instructions.items()]
+
+
+# gcc's 64-bit switch tables: absolute 8-byte entries (-mcmodel=kernel) and, in
+# position-independent code, int32 offsets from a table a RIP-relative lea names.
+PROGRAM_64 = """
+.text
+.globl _start
+_start:
+    cmp edi, 1
+    ja other
+    jmp qword ptr [rdi*8 + abs_table]
+abs0: cli
+    ret
+abs1: sti
+    ret
+other:
+    call loads
+    lea rdx, [rip + rel_table]
+    movsxd rax, dword ptr [rdx + rdi*4]
+    add rax, rdx
+    jmp rax
+rel0: hlt
+    ret
+rel1: mov rax, cr3
+    ret
+by_rip: wbinvd
+    ret
+loads:
+    lea rcx, [rip + by_rip]
+    call rcx
+    ret
+.section .rodata
+.p2align 3
+abs_table: .quad abs0, abs1
+rel_table: .long rel0 - rel_table, rel1 - rel_table
+""".strip().splitlines()
+
+
+@pytest.fixture(scope="module")
+def program_64(tmp_path_factory):
+    program = build(tmp_path_factory.mktemp("discover64"), source(PROGRAM_64, 64), bits=64,
+                    entry="_start", text=TEXT, data=DATA, flags=IMPURE)
+    exe, symbols = program.elf, program.symbols
+    text = section_bytes(exe, ".text")
+    rodata = section_bytes(exe, ".rodata")
+    code_map = discover([(TEXT, text)], [symbols["_start"]], mode=64,
+                        data_regions=[(symbols["abs_table"], rodata)])
+    return code_map, symbols
+
+
+def test_64_bit_jump_tables_of_8_byte_entries_and_of_rip_relative_offsets(program_64):
+    code_map, symbols = program_64
+    for case in ("abs0", "abs1", "rel0", "rel1"):
+        assert symbols[case] in code_map.branch_targets, case
+    assert code_map.jump_tables[symbols["_start"] + 5] == [symbols["abs0"], symbols["abs1"]]
+
+
+def test_a_rip_relative_lea_of_a_function_makes_it_a_target(program_64):
+    code_map, symbols = program_64
+    assert symbols["by_rip"] in code_map.branch_targets
+    assert code_map.reached_by_recursion(symbols["by_rip"])

@@ -95,7 +95,7 @@ class Line:
         """The direct target of a jmp/jcc/call/loop, as objdump prints it."""
         if not (self.mnemonic.startswith(("j", "call", "loop"))):
             return None
-        match = re.fullmatch(r"([0-9a-f]+)(?: <.*>)?", self.operands)
+        match = re.fullmatch(r"(?:0x)?([0-9a-f]+)(?: <.*>)?", self.operands)
         return int(match.group(1), 16) if match else None
 
 
@@ -192,8 +192,8 @@ def sections(elf: Path) -> dict[str, SectionHeader]:
     out = run(require_tool("readelf"), "-SW", str(elf)).stdout
     found = {}
     for line in out.splitlines():
-        match = re.match(r"\s*\[\s*\d+\]\s+(\S+)\s+(\S+)\s+([0-9a-f]{8})\s+([0-9a-f]+)\s+"
-                         r"([0-9a-f]+)\s+[0-9a-f]+\s+([A-Za-z]*)\s", line)
+        match = re.match(r"\s*\[\s*\d+\]\s+(\S+)\s+(\S+)\s+([0-9a-f]{16}|[0-9a-f]{8})\s+"
+                         r"([0-9a-f]+)\s+([0-9a-f]+)\s+[0-9a-f]+\s+([A-Za-z]*)\s", line)
         if match:
             name, kind, address, offset, size, flags = match.groups()
             found[name] = SectionHeader(name, kind, int(address, 16), int(offset, 16),

@@ -63,6 +63,7 @@ FORMS_32 = [
     ("push cs", "push_sreg"), ("push ss", "push_sreg"), ("pushw cs", "push_sreg"),
     ("pop ss", "pop_ss"),
     ("sysexit", "sysexit"), ("sysret", "sysret"),
+    ("xsetbv", "xsetbv"), ("invpcid eax, [ecx]", "invpcid"),
 ]  # fmt: skip
 FORMS_64 = [
     ("cli", "cli"), ("sti", "sti"), ("hlt", "hlt"), ("lgdt [rax]", "lgdt"),
@@ -83,6 +84,11 @@ FORMS_64 = [
     ("mov eax, cs", "mov_from_sreg"), ("mov word ptr [rax], ss", "mov_from_sreg"),
     ("mov ss, eax", "mov_to_ss"),
     ("sysexitq", "sysexit"), ("sysretq", "sysret"), ("swapgs", "swapgs"),
+    ("mov rax, cs", "mov_from_sreg"), ("mov ss, word ptr [rip+4]", "mov_to_ss"),
+    ("rdfsbase rax", "rdfsbase"), ("rdgsbase r9d", "rdgsbase"), ("wrfsbase r12", "wrfsbase"),
+    ("wrgsbase rax", "wrgsbase"), ("xsetbv", "xsetbv"), ("invpcid rax, [rcx]", "invpcid"),
+    ("mov cr3, rsp", "mov_to_cr3"), ("mov r13, cr2", "mov_from_cr2"),
+    ("lgdt [rip+0x100]", "lgdt"), ("invlpg [rip+0x20]", "invlpg"),
 ]  # fmt: skip
 # Instructions a kernel executes freely at any ring: none of them is a site.
 ORDINARY_32 = [

@@ -2,6 +2,7 @@
 keystone's wrong encodings."""
 
 import pytest
+from capstone.x86_const import X86_OP_MEM, X86_REG_RIP
 
 from pvtool.errors import PatchError
 from pvtool.x86 import isa
@@ -150,14 +151,32 @@ def test_system_instructions_come_from_the_verified_table():
         (64, "iret", "write 'iretq'"),
         (64, "sysexit", "write 'sysexitq'"),
         (32, "ljmp 0x8:0x12345", "0x2345 is not 0x12345"),
-        (64, "lgdt [0x1000]", "RIP-relative"),
-        (64, "invlpg [0x1000]", "RIP-relative"),
     ],
 )
 def test_assemble_checked_rejects_keystones_wrong_encodings(mode, statement, reason):
     with pytest.raises(AssemblyError, match=reason) as caught:
         isa.assemble_checked(f"nop\n{statement}\nnop", 0x1000, mode)
     assert caught.value.statement == statement
+
+
+@pytest.mark.parametrize("statement", ["lgdt [0x1000]", "invlpg [0x1000]",
+                                       "mov byte ptr [0xffffffff80105000], 1",
+                                       "lea rax, [-0x7ff00000]"])
+def test_64_bit_absolute_operands_pass_when_rip_relative_reaches_them(statement):
+    """keystone makes 64-bit absolute operands RIP-relative: right at the address it
+    assembled them for, which is where the patcher puts them. The check accepts the
+    encoding because the address it reaches from there is the source's."""
+    base = 0xFFFFFFFF80100000
+    code = isa.assemble_checked(f"nop\n{statement}\nnop", base, 64)
+    insn = list(isa.decode_all(code, base, 64))[1]
+    mem = next(op.mem for op in insn.operands if op.type == X86_OP_MEM)
+    source = isa.asmcheck.parse(statement)[0][0]
+    absolute = isa.asmcheck.source_operand(
+        next(o for o in source.operands if "[" in o), isa.register_names(64), {})[4]
+    if mem.base == X86_REG_RIP:
+        assert (insn.address + insn.size + mem.disp - absolute) % (1 << 64) == 0
+    else:  # out of rel32's reach keystone keeps a disp32, sign-extended
+        assert (mem.disp - absolute) % (1 << 64) == 0
 
 
 def test_a_mismatch_names_the_statement_and_both_texts():
@@ -193,3 +212,18 @@ def test_decode_one_lite_is_the_instruction_without_detail():
                                                                      "cr3, eax")
     assert isa.decode_one_lite(b"\x0f", 0, 32) is None
     assert not isa.lite_decoder(32).detail
+
+
+@pytest.mark.parametrize(("address", "statement"), [
+    (0x0, "mov rcx, qword ptr [0x1000]"), (0x1000, "mov rcx, qword ptr [0x1000]"),
+    (0x2000, "lea rax, [0x3000]"), (0x0, "mov rcx, qword ptr [0]"),
+])
+def test_keystones_wrong_rip_displacements_are_worked_out_again(address, statement):
+    """keystone 0.9.2 turns `mov rcx, [0x1000]` at 0x1000 into `[rip + 0x1000]`, which
+    reaches 0x2007: assemble_checked encodes the displacement that reaches 0x1000."""
+    code = isa.assemble_checked(statement, address, 64)
+    [insn] = isa.decode_all(code, address, 64)
+    mem = next(op.mem for op in insn.operands if op.type == X86_OP_MEM)
+    absolute = int(statement.rpartition("[")[2].rstrip("]"), 16)
+    assert mem.base == X86_REG_RIP
+    assert (insn.address + insn.size + mem.disp) % (1 << 64) == absolute

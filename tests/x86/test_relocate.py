@@ -11,6 +11,8 @@ from capstone import CS_GRP_BRANCH_RELATIVE
 from capstone import x86_const as X
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pvtool.errors import PatchError
 from pvtool.x86 import isa
@@ -159,3 +161,50 @@ def test_every_run_of_a_real_kernels_instructions_moves():
             moved += len(run)
             relative += sum(insn.group(CS_GRP_BRANCH_RELATIVE) for insn in run)
     assert moved > 3000 and relative > 500
+
+
+# RIP-relative forms a kernel's displaced instructions take, the displacement first
+# and, for some, an immediate after it (which shifts where the displacement is read
+# from: the next instruction's address is after the immediate).
+RIP_FORMS = ["mov rax, qword ptr [rip {}]", "lea rcx, [rip {}]", "call qword ptr [rip {}]",
+             "jmp qword ptr [rip {}]", "cmp dword ptr [rip {}], 0x12345678",
+             "mov byte ptr [rip {}], 0x7f", "movzx eax, word ptr [rip {}]",
+             "add qword ptr [rip {}], r9", "lgdt [rip {}]", "invlpg byte ptr [rip {}]"]
+KERNEL_TEXT = 0xFFFF_FFFF_8010_0000
+
+
+@settings(max_examples=300, deadline=None)
+@given(form=st.sampled_from(RIP_FORMS),
+       old=st.integers(0, 1 << 24).map(lambda n: KERNEL_TEXT + n),
+       distance=st.integers(-(1 << 30), 1 << 30).filter(bool),
+       target=st.integers(-(1 << 30), 1 << 30))
+def test_a_moved_rip_relative_operand_still_names_its_address(form, old, distance, target):
+    """Property: wherever an instruction moves within a disp32 of what it addresses,
+    capstone reads the moved instruction as the same one naming the same address."""
+    new = old + distance
+    absolute = old + target
+    source = form.format("+ 0x0")
+    size = len(isa.assemble(source, old, 64))
+    disp = absolute - (old + size)
+    text = form.format(f"+ {disp:#x}" if disp >= 0 else f"- {-disp:#x}")
+    code = isa.assemble(text, old, 64)
+    [before] = isa.decode_all(code, old, 64)
+    if absolute == old:  # iced moves a reference to an instruction of the block with it
+        with pytest.raises(RelocationError):
+            relocate(code, old, new, 64)
+        return
+    moved = relocate(code, old, new, 64)
+    [after] = isa.decode_all(moved, new, 64)
+    assert (after.mnemonic, after.size) == (before.mnemonic, before.size)
+    assert _without_rip(after.op_str) == _without_rip(before.op_str)
+    assert _rip_target(after) == _rip_target(before) == absolute & (1 << 64) - 1
+
+
+def _without_rip(op_str: str) -> str:
+    return re.sub(r"\[rip[^\]]*\]", "[rip]", op_str)
+
+
+def _rip_target(insn) -> int:
+    mem = next(op.mem for op in insn.operands if op.type == X.X86_OP_MEM)
+    assert mem.base == X.X86_REG_RIP
+    return (insn.address + insn.size + mem.disp) & (1 << 64) - 1

@@ -1,0 +1,1070 @@
+; patches/xen64/glue.asm: the glue a kernel ported by xen64 calls.
+;
+; The conventions of patches/xen32/glue.asm, in 64-bit form: each `## name` starts a
+; function, assembled by keystone at its final address in .pvtext and checked by
+; capstone; {names} come from pvtool's ABI data (hc_NAME: hypercall NAME's entry in the
+; hypercall page; vcpu_*: vcpu_info in the page of .pvdata the PV entry maps onto
+; shared_info; regs_*, mbi, mmuext... in .pvdata). Hypercalls take rdi, rsi, rdx, r10,
+; r8 and return in rax; Xen's debug builds clobber the argument registers
+; (XEN-ABI64.md 1.2), so a function saves what it passes. Unless it says otherwise a
+; function preserves every register and the flags, since it replaces an instruction
+; the kernel did not expect to clobber anything.
+
+## pv_entry
+; Xen enters here (ELF note ENTRY) in long mode at CPL 3 with rsi = start_info, the
+; image mapped at VIRT_BASE by the builder's tables (XEN-ABI64.md 1.8). Give the
+; kernel the state its 64-bit entry expects (minikern64's start64, like vmlinux's
+; startup_64): low RAM identity-mapped and the link range mapped to the same frames,
+; rdi = the Multiboot magic, rsi = the physical address of a Multiboot information
+; structure built from start_info. The stack is the glue's own.
+mov rsp, {pv_stack_top}
+mov qword ptr [{start_info_ptr}], rsi
+mov rax, qword ptr [rsi + {start_info_mfn_list}]
+mov qword ptr [{mfn_list_ptr}], rax
+mov edi, {physdevop_set_iopl}
+mov rsi, {iopl_arg}
+call {hc_physdev_op}
+test rax, rax
+jne no_iopl
+call {pv_identity_map}
+call {pv_map_shared_info}
+call {pv_gdt_frames}
+mov rsi, qword ptr [{start_info_ptr}]
+mov rax, qword ptr [rsi + {start_info_nr_pages}]
+shl rax, 2
+sub rax, 1024
+mov dword ptr [{mbi_mem_upper}], eax
+add rsi, {start_info_cmd_line}
+mov rdi, {cmdline}
+mov ecx, {cmdline_size}
+cld
+rep movsb
+mov byte ptr [{cmdline} + {cmdline_size} - 1], 0
+mov dword ptr [{mbi_cmdline}], {cmdline_phys}
+mov edi, {multiboot_magic}
+mov esi, {mbi_phys}
+jmp {kernel_entry}
+no_iopl:
+mov rax, {failure_iopl}
+call {pv_fatal}
+
+## pv_identity_map
+; Map the first pages of RAM (at most {identity_max_pages}) twice with the glue's own
+; tables: at their physical address (L4 slot 0) and at VIRT_BASE + physical (the L3
+; entry of the link range, in the builder's L3), pfn p -> mfn_list[p]. Xen refuses a
+; writable mapping of a page table, so the pages of the glue's tables and the
+; builder's (start_info.pt_base on, nr_pt_frames of them) are mapped read-only, and
+; the glue's tables are made read-only in the current mapping before they are linked.
+; Clobbers every register but rsp and the flags.
+mov rsi, qword ptr [{start_info_ptr}]
+mov r12, qword ptr [rsi + {start_info_nr_pages}]
+cmp r12, {identity_max_pages}
+jbe sized
+mov r12, {identity_max_pages}
+sized:
+mov r13, qword ptr [rsi + {start_info_pt_base}]
+sub r13, {virt_base}
+shr r13, 12
+mov r14, qword ptr [rsi + {start_info_nr_pt_frames}]
+add r14, r13
+cmp r14, r12
+ja too_big
+mov r9, qword ptr [{mfn_list_ptr}]
+lea rdi, [{identity_l1s}]
+xor ecx, ecx
+fill:
+cmp rcx, r12
+jae filled
+mov rax, qword ptr [r9 + rcx*8]
+shl rax, 12
+or rax, {pte_flags}
+cmp rcx, r13
+jb not_builder_table
+cmp rcx, r14
+jb read_only
+not_builder_table:
+mov rdx, rcx
+shl rdx, 12
+cmp rdx, {pvdata_tables_phys}
+jb writable
+cmp rdx, {pvdata_tables_end_phys}
+jae writable
+read_only:
+and rax, -3
+writable:
+mov qword ptr [rdi + rcx*8], rax
+inc rcx
+jmp fill
+filled:
+lea rdi, [{identity_l2}]
+mov rdx, {identity_l1s_phys}
+shr rdx, 12
+xor ecx, ecx
+link_l1s:
+mov rax, rcx
+shl rax, 9
+cmp rax, r12
+jae linked_l1s
+mov rax, qword ptr [r9 + rdx*8]
+shl rax, 12
+or rax, {table_flags}
+mov qword ptr [rdi + rcx*8], rax
+inc rcx
+inc rdx
+jmp link_l1s
+linked_l1s:
+mov rdx, {identity_l2_phys}
+shr rdx, 12
+mov rax, qword ptr [r9 + rdx*8]
+shl rax, 12
+or rax, {table_flags}
+mov r15, rax
+mov qword ptr [{identity_l3}], rax
+lea rbx, [{identity_l3}]
+mov rdx, {identity_l3_phys}
+shr rdx, 12
+protect:
+cmp rbx, {identity_l1s} + {identity_l1_tables} * 4096
+jae protected
+mov rsi, qword ptr [r9 + rdx*8]
+shl rsi, 12
+or rsi, {pte_flags_ro}
+mov rdi, rbx
+push rdx
+mov edx, {uvmf_invlpg}
+call {hc_update_va_mapping}
+pop rdx
+test rax, rax
+jne refused
+add rbx, 4096
+inc rdx
+jmp protect
+protected:
+mov rsi, qword ptr [{start_info_ptr}]
+mov rax, qword ptr [rsi + {start_info_pt_base}]
+mov rcx, qword ptr [rax + {link_l4_slot} * 8]
+mov rax, qword ptr [r9 + r13*8]
+shl rax, 12
+mov rdx, {identity_l3_phys}
+shr rdx, 12
+mov rdx, qword ptr [r9 + rdx*8]
+shl rdx, 12
+or rdx, {table_flags}
+mov qword ptr [{mmu_update}], rax
+mov qword ptr [{mmu_update} + 8], rdx
+call update
+mov eax, {link_l4_slot}
+test eax, eax
+je done
+mov rax, {pte_address_mask}
+and rcx, rax
+add rcx, {link_l3_slot} * 8
+mov qword ptr [{mmu_update}], rcx
+mov qword ptr [{mmu_update} + 8], r15
+call update
+done:
+mov edx, {mmuext_tlb_flush_local}
+call {pv_mmuext}
+ret
+update:
+mov rdi, {mmu_update}
+mov esi, 1
+xor edx, edx
+mov r10d, {domid_self}
+call {hc_mmu_update}
+test rax, rax
+jne refused
+ret
+too_big:
+refused:
+mov rax, {failure_map}
+call {pv_fatal}
+
+## pv_map_shared_info
+; Map the page of .pvdata at {shared_info_page} onto shared_info (start_info's machine
+; address) in the current address space: update_va_mapping. An L4 the kernel builds
+; maps that page at its own frame again, so pv_write_cr3 calls this after each switch.
+push rax
+push rdi
+push rsi
+push rdx
+mov rsi, qword ptr [{shared_info_pte}]
+test rsi, rsi
+jne mapped_before
+mov rsi, qword ptr [{start_info_ptr}]
+mov rsi, qword ptr [rsi + {start_info_shared_info}]
+or rsi, {pte_flags}
+mov qword ptr [{shared_info_pte}], rsi
+mapped_before:
+mov rdi, {shared_info_page}
+mov edx, {uvmf_invlpg}
+call {hc_update_va_mapping}
+test rax, rax
+jne failed
+pop rdx
+pop rsi
+pop rdi
+pop rax
+ret
+failed:
+mov rax, {failure_map}
+call {pv_fatal}
+
+## pv_gdt_frames
+; set_gdt takes machine frames: the GDT shadow's, through the P2M, once.
+push rax
+push rcx
+push rdx
+push r9
+mov r9, qword ptr [{mfn_list_ptr}]
+mov rdx, {gdt_shadow} - {virt_base}
+shr rdx, 12
+xor ecx, ecx
+frame:
+cmp ecx, {gdt_shadow_frames}
+jae framed
+mov rax, qword ptr [r9 + rdx*8]
+mov qword ptr [{gdt_frames} + rcx*8], rax
+inc rcx
+inc rdx
+jmp frame
+framed:
+pop r9
+pop rdx
+pop rcx
+pop rax
+ret
+
+## pv_fatal
+; The port cannot go on: rax = one of .pvdata's failure reasons (a u32 length, then
+; the text). Print it on the emergency console, then crash the domain (docs/ABI.md).
+mov r12, rax
+mov edi, {consoleio_write}
+mov esi, dword ptr [r12]
+lea rdx, [r12 + 4]
+call {hc_console_io}
+mov edi, {schedop_shutdown}
+mov rsi, {shutdown_crash_arg}
+call {hc_sched_op}
+spin:
+jmp spin
+
+## pv_event_check
+; Deliver events that became deliverable: the word at {vcpu_pending} is
+; pending | mask << 8, so it equals 1 exactly when an event waits and none are masked.
+; Any hypercall delivers them on its way back (XEN-ABI64.md 1.5): xen_version(0).
+push rcx
+movzx ecx, word ptr [{vcpu_pending}]
+lea ecx, [rcx - 1]
+jrcxz deliver
+pop rcx
+ret
+deliver:
+pushfq
+push rax
+push rdi
+push rsi
+xor edi, edi
+xor esi, esi
+call {hc_xen_version}
+pop rsi
+pop rdi
+pop rax
+popfq
+pop rcx
+ret
+
+## pv_pushf_fixup
+; [rsp + 8] holds RFLAGS as pushfq stored it (IF is always set under Xen): make its IF
+; the virtual one, !upcall_mask.
+pushfq
+push rax
+movzx eax, byte ptr [{vcpu_mask}]
+shl eax, {eflags_if_shift}
+or qword ptr [rsp + 24], {eflags_if}
+xor qword ptr [rsp + 24], rax
+pop rax
+popfq
+ret
+
+## pv_popf_mask
+; [rsp + 8] is the RFLAGS value the popfq after this call loads: its IF becomes the
+; upcall mask. Flags are clobbered here and restored by that popfq.
+push rax
+mov rax, qword ptr [rsp + 16]
+shr rax, {eflags_if_shift}
+and eax, 1
+xor eax, 1
+mov byte ptr [{vcpu_mask}], al
+pop rax
+call {pv_event_check}
+ret
+
+## pv_trap_common
+; Xen delivers an exception or interrupt with the interrupted RCX and R11 above a frame
+; the hardware's shape (XEN-ABI64.md 1.5), and a native handler expects the frame
+; alone: Linux's xen_pv_trap pops the two before each handler. Here every vector's
+; entry in pv_trap_entries is `call pv_trap_common`, whose return address tells the
+; vector: restore RCX and R11, leave RSP at the frame and continue in the kernel's
+; handler for it (recorded by pv_lidt). Clobbers only the arithmetic flags, which a
+; handler does not expect anything of at entry.
+pop r11
+lea rcx, [{pv_trap_entries} + 5]
+sub r11, rcx
+lea rcx, [{trap_handlers}]
+mov r11, qword ptr [rcx + r11*8]
+xchg r11, qword ptr [rsp + 8]
+pop rcx
+ret
+
+## pv_syscall_entry
+; Xen's syscall callback (XEN-ABI64.md 1.4) runs on the kernel stack with RCX and R11
+; above a frame of the user's RIP, CS, RFLAGS, RSP and SS; the kernel's LSTAR entry
+; expects the bare machine's state: RCX the user's RIP, R11 its RFLAGS, RSP still the
+; user's. Give it that (the frame's stack space is free again) and jump there.
+pop rcx
+pop r11
+mov rsp, qword ptr [rsp + 24]
+jmp qword ptr [{regs_lstar}]
+
+## pv_syscall32_entry
+; The same for a compatibility-mode syscall and the kernel's CSTAR entry.
+pop rcx
+pop r11
+mov rsp, qword ptr [rsp + 24]
+jmp qword ptr [{regs_cstar}]
+
+## pv_sysenter_entry
+; Xen's sysenter callback: the kernel's SYSENTER_EIP entry expects RSP = SYSENTER_ESP
+; (the user's RCX and RDX, which carry its return address by the kernel's convention,
+; are as the user left them once RCX is popped).
+pop rcx
+pop r11
+mov rsp, qword ptr [{regs_sysenter_esp}]
+jmp qword ptr [{regs_sysenter_eip}]
+
+## pv_iret
+; iretq -> HYPERVISOR_iret: push the flags word (0: the IRET path, RCX and R11
+; restored) and jump to the hypercall page's entry 23 (XEN-ABI64.md 1.3, Linux's
+; xen_iret). A frame that returns to the kernel (RPL 0-2) names the kernel's own
+; selectors, which are the bare machine's: give it Xen's flat kernel CS and SS.
+test byte ptr [rsp + 8], 3
+jne to_user
+mov qword ptr [rsp + 8], {kernel_cs}
+mov qword ptr [rsp + 32], {kernel_ss}
+to_user:
+push 0
+jmp {hc_iret}
+
+## pv_sysret
+; sysretq -> HYPERVISOR_iret with VGCF_in_syscall (XEN-ABI64.md 1.3): RCX is the user's
+; RIP, R11 its RFLAGS, RSP already its stack. The frame is built on a stack of the
+; glue's, not below the user's RSP (whose red zone user code may use); Xen takes
+; CS and SS as its flat user selectors on this path, and switches to the user L4.
+mov qword ptr [{sysret_rsp}], rsp
+mov rsp, {sysret_stack_top}
+push {user_ss}
+push qword ptr [{sysret_rsp}]
+push r11
+push {user_cs}
+push rcx
+push {vgcf_in_syscall}
+jmp {hc_iret}
+
+## pv_sysexit
+; sysexitq -> HYPERVISOR_iret to user RIP = RDX, RSP = RCX, with the current RFLAGS
+; (IF the virtual one), flags word 0 (RCX and R11 restored as they are).
+mov qword ptr [{sysret_rsp}], rsp
+mov rsp, {sysret_stack_top}
+push {user_ss}
+push rcx
+pushfq
+call {pv_pushf_fixup}
+push {user_cs}
+push rdx
+push 0
+jmp {hc_iret}
+
+## pv_hlt
+; hlt with the virtual IF set waits for an event (SCHEDOP_block); with it clear nothing
+; can wake the CPU, so poll no ports, forever, with events still masked.
+pushfq
+push rax
+push rdi
+push rsi
+movzx eax, byte ptr [{vcpu_mask}]
+test eax, eax
+jne masked
+mov edi, {schedop_block}
+xor esi, esi
+call {hc_sched_op}
+jmp done
+masked:
+mov edi, {schedop_poll}
+mov rsi, {poll_arg}
+call {hc_sched_op}
+done:
+pop rsi
+pop rdi
+pop rax
+popfq
+ret
+
+## pv_write_cr0
+; rax = the value the kernel writes to CR0. A change of TS goes to fpu_taskswitch; a
+; 64-bit kernel cannot clear PG (long mode needs paging: #GP on the bare machine).
+pushfq
+push rax
+push rcx
+push rdi
+mov rcx, qword ptr [{regs_cr0}]
+mov qword ptr [{regs_cr0}], rax
+xor rcx, rax
+test ecx, {cr0_ts}
+je ts_kept
+mov rdi, rax
+shr rdi, {cr0_ts_shift}
+and edi, 1
+call {hc_fpu_taskswitch}
+mov rax, qword ptr [{regs_cr0}]
+ts_kept:
+test eax, {cr0_pg}
+je paging_off
+pop rdi
+pop rcx
+pop rax
+popfq
+ret
+paging_off:
+mov rax, {failure_paging_off}
+call {pv_fatal}
+
+## pv_write_cr3
+; rax = the value written to CR3 (an L4's physical address). One mmuext_op with two
+; commands, as Linux's xen_write_cr3: NEW_BASEPTR with the kernel L4's frame and
+; NEW_USER_BASEPTR with its user L4, a page of the glue's holding the kernel L4's
+; slots 0-255 only (XEN-ABI64.md 1.1, 1.8), so that user mode, which Xen runs on the
+; user L4, cannot reach the kernel's half although it runs at CPL 3 like the kernel.
+; The user L4 of a kernel L4 is found by its physical address (the pool holds
+; {user_l4_tables}). Its user half follows the kernel L4's on every load, entry by
+; entry through mmu_update, which Xen validates (the page is a page table, never
+; written directly). The kernel L4 is read at VIRT_BASE + physical, which every L4
+; of a kernel linked there maps.
+pushfq
+push rax
+push rbx
+push rcx
+push rdx
+push rsi
+push rdi
+push r8
+push r9
+push r10
+push r12
+push r13
+push r14
+push r15
+mov qword ptr [{regs_cr3}], rax
+mov rbx, {pte_address_mask}
+and rax, rbx
+lea r9, [{user_l4_kernel}]
+mov rcx, qword ptr [{user_l4_count}]
+xor ebx, ebx
+find:
+cmp rbx, rcx
+jae new_l4
+cmp qword ptr [r9 + rbx*8], rax
+je found
+inc rbx
+jmp find
+new_l4:
+cmp rbx, {user_l4_tables}
+jae full
+mov qword ptr [r9 + rbx*8], rax
+inc rcx
+mov qword ptr [{user_l4_count}], rcx
+found:
+mov r12, rax
+add r12, {virt_base}
+mov r13, rbx
+shl r13, 12
+lea rdx, [{user_l4_pool}]
+add r13, rdx
+mov r9, qword ptr [{mfn_list_ptr}]
+mov r14, {user_l4_pool_phys}
+shr r14, 12
+add r14, rbx
+mov r14, qword ptr [r9 + r14*8]
+shl r14, 12
+xor r15d, r15d
+sync:
+cmp r15d, {user_l4_slots}
+jae synced
+mov rdx, qword ptr [r12 + r15*8]
+cmp rdx, qword ptr [r13 + r15*8]
+je same
+mov qword ptr [{mmu_update} + 8], rdx
+lea rdx, [r14 + r15*8]
+mov qword ptr [{mmu_update}], rdx
+mov rdi, {mmu_update}
+mov esi, 1
+xor edx, edx
+mov r10d, {domid_self}
+call {hc_mmu_update}
+test rax, rax
+jne refused
+same:
+inc r15d
+jmp sync
+synced:
+mov r9, qword ptr [{mfn_list_ptr}]
+mov rax, r12
+sub rax, {virt_base}
+shr rax, 12
+mov rax, qword ptr [r9 + rax*8]
+shr r14, 12
+mov dword ptr [{mmuext_cmd}], {mmuext_new_baseptr}
+mov qword ptr [{mmuext_arg1}], rax
+mov dword ptr [{mmuext2_cmd}], {mmuext_new_user_baseptr}
+mov qword ptr [{mmuext2_arg1}], r14
+mov rdi, {mmuext}
+mov esi, 2
+xor edx, edx
+mov r10d, {domid_self}
+call {hc_mmuext_op}
+test rax, rax
+jne refused
+call {pv_map_shared_info}
+pop r15
+pop r14
+pop r13
+pop r12
+pop r10
+pop r9
+pop r8
+pop rdi
+pop rsi
+pop rdx
+pop rcx
+pop rbx
+pop rax
+popfq
+ret
+full:
+mov rax, {failure_user_l4}
+call {pv_fatal}
+refused:
+mov rax, {failure_mmuext}
+call {pv_fatal}
+
+## pv_mmuext
+; One HYPERVISOR_mmuext_op: edx = the command, rax = its first argument; a refusal
+; crashes the domain. Clobbers rax, rdi, rsi, rdx, r10 and the flags.
+mov qword ptr [{mmuext_arg1}], rax
+mov dword ptr [{mmuext_cmd}], edx
+mov rdi, {mmuext}
+mov esi, 1
+xor edx, edx
+mov r10d, {domid_self}
+call {hc_mmuext_op}
+test rax, rax
+jne failed
+ret
+failed:
+mov rax, {failure_mmuext}
+call {pv_fatal}
+
+## pv_write_cr4
+; rax = the value written to CR4: recorded; the hypervisor owns the real CR4.
+mov qword ptr [{regs_cr4}], rax
+ret
+
+## pv_invlpg
+; rax = the linear address: HYPERVISOR_mmuext_op(INVLPG_LOCAL).
+pushfq
+push rax
+push rdi
+push rsi
+push rdx
+push r10
+mov edx, {mmuext_invlpg_local}
+call {pv_mmuext}
+pop r10
+pop rdx
+pop rsi
+pop rdi
+pop rax
+popfq
+ret
+
+## pv_lgdt
+; rax = the linear address of lgdt's 10-byte pseudo-descriptor. As xen32's: the table
+; is copied to the page-aligned shadow without system descriptors (a 64-bit TSS
+; descriptor is 16 bytes: its upper half, whose type field reads 0, goes too), then
+; HYPERVISOR_set_gdt(frames, entries). A present descriptor past Xen's reserved
+; entries cannot be given.
+pushfq
+push rax
+push rbx
+push rcx
+push rdx
+push rsi
+push rdi
+mov rcx, qword ptr [rax]
+mov qword ptr [{regs_gdtr}], rcx
+mov cx, word ptr [rax + 8]
+mov word ptr [{regs_gdtr} + 8], cx
+movzx ecx, word ptr [rax]
+inc ecx
+shr ecx, 3
+mov rsi, qword ptr [rax + 2]
+mov ebx, {gdt_shadow_entries}
+beyond:
+cmp ebx, ecx
+jae fits
+test dword ptr [rsi + rbx*8 + 4], {desc_hi_present}
+jne reserved
+inc ebx
+jmp beyond
+fits:
+cmp ecx, {gdt_shadow_entries}
+jbe counted
+mov ecx, {gdt_shadow_entries}
+counted:
+mov rdi, {gdt_shadow}
+push rcx
+copy:
+jrcxz copied
+mov rax, qword ptr [rsi]
+mov rdx, rax
+shr rdx, 32
+test edx, {desc_hi_s}
+jne keep
+xor eax, eax
+keep:
+mov qword ptr [rdi], rax
+add rsi, 8
+add rdi, 8
+dec ecx
+jmp copy
+copied:
+pop rsi
+push rdi
+push r10
+mov rdi, {gdt_frames}
+call {hc_set_gdt}
+pop r10
+pop rdi
+test rax, rax
+jne failed
+pop rdi
+pop rsi
+pop rdx
+pop rcx
+pop rbx
+pop rax
+popfq
+ret
+reserved:
+mov rax, {failure_gdt_reserved}
+call {pv_fatal}
+failed:
+mov rax, {failure_set_gdt}
+call {pv_fatal}
+
+## pv_sgdt
+; rax = where sgdt stores: the 10-byte pseudo-descriptor the kernel last loaded.
+push rcx
+mov rcx, qword ptr [{regs_gdtr}]
+mov qword ptr [rax], rcx
+mov cx, word ptr [{regs_gdtr} + 8]
+mov word ptr [rax + 8], cx
+pop rcx
+ret
+
+## pv_sidt
+; rax = where sidt stores: the 10-byte pseudo-descriptor the kernel last loaded.
+push rcx
+mov rcx, qword ptr [{regs_idtr}]
+mov qword ptr [rax], rcx
+mov cx, word ptr [{regs_idtr} + 8]
+mov word ptr [rax + 8], cx
+pop rcx
+ret
+
+## pv_lidt
+; rax = the linear address of lidt's pseudo-descriptor. Each present 64-bit interrupt
+; or trap gate (16 bytes) becomes a 16-byte trap_info: vector, flags (the gate's DPL,
+; 0 raised to 1 so the kernel itself may raise it: on 64-bit 1 or 2 means the kernel,
+; XEN-ABI64.md 1.5; an interrupt gate masks events on entry), Xen's kernel CS, and
+; the vector's entry in pv_trap_entries, the gate's own offset kept for
+; pv_trap_common. The table replaces the old one (a NULL handle clears it first).
+pushfq
+push rax
+push rbx
+push rcx
+push rdx
+push rsi
+push rdi
+push rbp
+push r8
+push r10
+mov rcx, qword ptr [rax]
+mov qword ptr [{regs_idtr}], rcx
+mov cx, word ptr [rax + 8]
+mov word ptr [{regs_idtr} + 8], cx
+movzx ecx, word ptr [rax]
+inc ecx
+shr ecx, 4
+cmp ecx, 256
+jbe counted
+mov ecx, 256
+counted:
+mov rsi, qword ptr [rax + 2]
+mov rdi, {trap_info}
+xor ebx, ebx
+gate:
+cmp ebx, ecx
+jae converted
+mov rax, rbx
+shl rax, 4
+mov edx, dword ptr [rsi + rax + 4]
+test edx, {desc_hi_present}
+je next
+mov ebp, edx
+shr ebp, {desc_hi_type_shift}
+and ebp, {gate32_types}
+cmp ebp, {gate32_types}
+jne next
+mov byte ptr [rdi], bl
+mov ebp, edx
+shr ebp, {desc_hi_dpl_shift}
+and ebp, 3
+jne dpl_ok
+mov ebp, 1
+dpl_ok:
+test edx, {desc_hi_trap_gate}
+jne trap_gate
+or ebp, {ti_mask_events}
+trap_gate:
+mov r8d, ebp
+mov byte ptr [rdi + 1], r8b
+mov word ptr [rdi + 2], {kernel_cs}
+mov dword ptr [rdi + 4], 0
+mov r8d, dword ptr [rsi + rax + 8]
+shl r8, 32
+and edx, 0xffff0000
+or r8, rdx
+movzx edx, word ptr [rsi + rax]
+or r8, rdx
+lea rdx, [rbx + rbx*4]
+lea rbp, [{trap_handlers}]
+mov qword ptr [rbp + rdx*8], r8
+lea rbp, [{pv_trap_entries}]
+add rdx, rbp
+mov qword ptr [rdi + 8], rdx
+add rdi, 16
+next:
+inc ebx
+jmp gate
+converted:
+mov qword ptr [rdi], 0
+mov qword ptr [rdi + 8], 0
+xor edi, edi
+call {hc_set_trap_table}
+mov rdi, {trap_info}
+call {hc_set_trap_table}
+test rax, rax
+jne failed
+pop r10
+pop r8
+pop rbp
+pop rdi
+pop rsi
+pop rdx
+pop rcx
+pop rbx
+pop rax
+popfq
+ret
+failed:
+mov rax, {failure_set_trap_table}
+call {pv_fatal}
+
+## pv_ltr
+; rax = the TSS selector: its 16-byte descriptor in the kernel's GDT gives the 64-bit
+; TSS, whose RSP0 becomes the kernel stack: HYPERVISOR_stack_switch(FLAT_KERNEL_SS,
+; RSP0). Its address is kept in regs_tss_base.
+pushfq
+push rax
+push rcx
+push rdx
+push rdi
+push rsi
+mov word ptr [{regs_tr}], ax
+and eax, 0xfff8
+add rax, qword ptr [{regs_gdtr} + 2]
+mov ecx, dword ptr [rax + 2]
+and ecx, 0xffffff
+movzx edx, byte ptr [rax + 7]
+shl edx, 24
+or ecx, edx
+mov edx, dword ptr [rax + 8]
+shl rdx, 32
+or rcx, rdx
+mov qword ptr [{regs_tss_base}], rcx
+mov edi, {kernel_ss}
+mov rsi, qword ptr [rcx + {tss_rsp0}]
+call {hc_stack_switch}
+test rax, rax
+jne failed
+pop rsi
+pop rdi
+pop rdx
+pop rcx
+pop rax
+popfq
+ret
+failed:
+mov rax, {failure_stack_switch}
+call {pv_fatal}
+
+## pv_lldt
+; rax = the LDT selector. Only the null LDT (the usual `lldt 0`) is supported.
+mov word ptr [{regs_ldtr}], ax
+test ax, 0xfffc
+jne unsupported
+ret
+unsupported:
+mov rax, {failure_ldt}
+call {pv_fatal}
+
+## pv_clts
+; clts: the virtual CR0.TS is cleared and Xen told (HYPERVISOR_fpu_taskswitch(0)).
+pushfq
+push rax
+push rdi
+and qword ptr [{regs_cr0}], {not_cr0_ts}
+xor edi, edi
+call {hc_fpu_taskswitch}
+pop rdi
+pop rax
+popfq
+ret
+
+## pv_lmsw
+; rax = lmsw's operand: CR0's MP, EM and TS are replaced; PE can be set, never cleared.
+pushfq
+push rax
+push rcx
+and eax, 0xf
+mov rcx, qword ptr [{regs_cr0}]
+and rcx, -15
+or rax, rcx
+call {pv_write_cr0}
+pop rcx
+pop rax
+popfq
+ret
+
+## pv_wrmsr
+; wrmsr: ecx = the MSR, edx:eax the value. The MSRs whose job Xen does through
+; hypercalls become those hypercalls (Linux's xen_write_msr_safe, XEN-ABI64.md 1.4,
+; 1.7): the segment bases -> set_segment_base, the system-call entries -> callback_op
+; register (masking events, as SFMASK's IF would) of the glue's entries, which give the
+; kernel's own entry the bare machine's state. STAR, SFMASK and the SYSENTER CS and ESP
+; are recorded (Xen owns the real ones; the callbacks replace them); any other MSR is
+; written by wrmsr itself, which Xen emulates after the #GP (1.6).
+pushfq
+push rax
+push rdi
+push rsi
+push rdx
+push r10
+shl rdx, 32
+mov esi, eax
+or rsi, rdx
+cmp ecx, {msr_fs_base}
+je fs_base
+cmp ecx, {msr_gs_base}
+je gs_base
+cmp ecx, {msr_kernel_gs_base}
+je kernel_gs_base
+cmp ecx, {msr_lstar}
+je lstar
+cmp ecx, {msr_cstar}
+je cstar
+cmp ecx, {msr_ia32_sysenter_eip}
+je sysenter_eip
+cmp ecx, {msr_star}
+je star
+cmp ecx, {msr_sfmask}
+je sfmask
+cmp ecx, {msr_ia32_sysenter_cs}
+je sysenter_cs
+cmp ecx, {msr_ia32_sysenter_esp}
+je sysenter_esp
+pop r10
+pop rdx
+pop rsi
+pop rdi
+pop rax
+wrmsr
+popfq
+ret
+fs_base:
+mov qword ptr [{regs_fs_base}], rsi
+mov edi, {segbase_fs}
+jmp segment_base
+gs_base:
+mov qword ptr [{regs_gs_base}], rsi
+mov edi, {segbase_gs_kernel}
+jmp segment_base
+kernel_gs_base:
+mov qword ptr [{regs_kernel_gs_base}], rsi
+mov edi, {segbase_gs_user}
+segment_base:
+call {hc_set_segment_base}
+test rax, rax
+jne base_refused
+jmp done
+lstar:
+mov qword ptr [{regs_lstar}], rsi
+mov edi, {callbacktype_syscall}
+mov rsi, {pv_syscall_entry}
+jmp callback
+cstar:
+mov qword ptr [{regs_cstar}], rsi
+mov edi, {callbacktype_syscall32}
+mov rsi, {pv_syscall32_entry}
+jmp callback
+sysenter_eip:
+mov qword ptr [{regs_sysenter_eip}], rsi
+mov edi, {callbacktype_sysenter}
+mov rsi, {pv_sysenter_entry}
+callback:
+mov word ptr [{callback_type}], di
+mov word ptr [{callback_type} + 2], {callbackf_mask_events}
+mov qword ptr [{callback_address}], rsi
+mov edi, {callbackop_register}
+mov rsi, {callback}
+call {hc_callback_op}
+test rax, rax
+jne callback_refused
+jmp done
+star:
+mov qword ptr [{regs_star}], rsi
+jmp done
+sysenter_cs:
+mov qword ptr [{regs_sysenter_cs}], rsi
+jmp done
+sysenter_esp:
+mov qword ptr [{regs_sysenter_esp}], rsi
+jmp done
+sfmask:
+mov qword ptr [{regs_sfmask}], rsi
+done:
+pop r10
+pop rdx
+pop rsi
+pop rdi
+pop rax
+popfq
+ret
+base_refused:
+mov rax, {failure_segment_base}
+call {pv_fatal}
+callback_refused:
+mov rax, {failure_callback}
+call {pv_fatal}
+
+## pv_rdmsr
+; rdmsr: ecx = the MSR, into edx:eax. What pv_wrmsr recorded or turned into a
+; hypercall reads back what the kernel wrote; the rest is Xen's rdmsr emulation.
+pushfq
+cmp ecx, {msr_fs_base}
+je fs_base
+cmp ecx, {msr_gs_base}
+je gs_base
+cmp ecx, {msr_kernel_gs_base}
+je kernel_gs_base
+cmp ecx, {msr_lstar}
+je lstar
+cmp ecx, {msr_star}
+je star
+cmp ecx, {msr_sfmask}
+je sfmask
+cmp ecx, {msr_cstar}
+je cstar
+cmp ecx, {msr_ia32_sysenter_cs}
+je sysenter_cs
+cmp ecx, {msr_ia32_sysenter_esp}
+je sysenter_esp
+cmp ecx, {msr_ia32_sysenter_eip}
+je sysenter_eip
+rdmsr
+popfq
+ret
+cstar:
+mov rax, qword ptr [{regs_cstar}]
+jmp split
+sysenter_cs:
+mov rax, qword ptr [{regs_sysenter_cs}]
+jmp split
+sysenter_esp:
+mov rax, qword ptr [{regs_sysenter_esp}]
+jmp split
+sysenter_eip:
+mov rax, qword ptr [{regs_sysenter_eip}]
+jmp split
+fs_base:
+mov rax, qword ptr [{regs_fs_base}]
+jmp split
+gs_base:
+mov rax, qword ptr [{regs_gs_base}]
+jmp split
+kernel_gs_base:
+mov rax, qword ptr [{regs_kernel_gs_base}]
+jmp split
+lstar:
+mov rax, qword ptr [{regs_lstar}]
+jmp split
+star:
+mov rax, qword ptr [{regs_star}]
+jmp split
+sfmask:
+mov rax, qword ptr [{regs_sfmask}]
+split:
+mov rdx, rax
+shr rdx, 32
+mov eax, eax
+popfq
+ret
+
+## pv_wrfsbase
+; rax = the new FS base: set_segment_base(SEGBASE_FS).
+pushfq
+push rcx
+push rdx
+mov rdx, rax
+shr rdx, 32
+mov ecx, {msr_fs_base}
+call {pv_wrmsr}
+pop rdx
+pop rcx
+popfq
+ret
+
+## pv_wrgsbase
+; rax = the new (kernel-mode) GS base: set_segment_base(SEGBASE_GS_KERNEL).
+pushfq
+push rcx
+push rdx
+mov rdx, rax
+shr rdx, 32
+mov ecx, {msr_gs_base}
+call {pv_wrmsr}
+pop rdx
+pop rcx
+popfq
+ret

@@ -1,0 +1,177 @@
+"""The .pvdata section of a patched 64-bit kernel (patches/xen64): what pvdata.py is for
+32-bit, in 64-bit layouts, plus what a 64-bit glue keeps for itself.
+
+- The virtual-CPU registers (abi/pvtool.py VCPU_REGS_64), the Multiboot information
+  the PV entry builds and the command line it copies from start_info, hypercall
+  argument blocks (two mmuext_ops, so NEW_BASEPTR and NEW_USER_BASEPTR go in one
+  call, as Linux's xen_write_cr3 batches them), the trap table buffer of 16-byte
+  trap_info entries, the reasons the glue prints when it gives up, its stack.
+- Page-aligned after those: the page the PV entry maps onto shared_info (the glue's
+  vcpu_info, reached with a disp32 from the kernel's code: Xen's own range is out of
+  that reach), the GDT shadow, the user L4 tables (one per kernel L4 the kernel loads,
+  holding only the user half: XEN-ABI64.md 1.1, 1.8) and the tables of the identity
+  map of low RAM the kernel's 64-bit entry expects.
+
+Every address the glue and the rewrites use is one of `symbols()`.
+"""
+
+from dataclasses import dataclass
+
+from pvtool.abi import pvtool as pvabi
+from pvtool.abi import xen64
+from pvtool.abi.layouts import PHYSDEV_SET_IOPL, SCHED_SHUTDOWN
+from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY, ShutdownReason
+from pvtool.image import multiboot
+from pvtool.patch.pvdata import GLUE_FAILURES as GLUE_FAILURES_32
+from pvtool.patch.pvdata import failure_offsets, failure_record, multiboot_info, put
+from pvtool.x86.descriptors import DESCRIPTOR_SIZE
+from pvtool.x86.paging import PAGE_SIZE
+from pvtool.x86.registers import CR0_PG, CR4_PAE
+
+# What the kernel's 64-bit entry finds in CR0 and CR4: paging on (long mode), PAE.
+CR0_AT_ENTRY_64 = multiboot.CR0_AT_ENTRY | CR0_PG
+
+# Offsets in the file-backed pages.
+REGS = 0x000  # VCPU_REGS_64, 160 bytes
+MBI = 0x0A0
+MMUEXT = 0x120  # two mmuext_op_64
+MMU_UPDATE = MMUEXT + 2 * xen64.MMUEXT_OP_64.size  # 0x150: one mmu_update
+CALLBACK = MMU_UPDATE + 16  # 0x160: one callback_register_64
+IOPL_ARG = CALLBACK + xen64.CALLBACK_REGISTER_64.size  # 0x170
+POLL_ARG = IOPL_ARG + 16  # 0x180: sched_poll_64, no ports: wait forever
+SHUTDOWN_ARG = POLL_ARG + xen64.SCHED_POLL_64.size  # 0x198
+START_INFO_PTR = SHUTDOWN_ARG + 8  # 0x1a0
+MFN_LIST_PTR = START_INFO_PTR + 8  # start_info.mfn_list: the P2M, pfn -> mfn
+SHARED_INFO_PTE = MFN_LIST_PTR + 8  # the entry mapping the shared_info page
+USER_L4_COUNT = SHARED_INFO_PTE + 8
+USER_L4_KERNEL = USER_L4_COUNT + 8  # 0x1c0: the kernel L4 (physical) of each user L4
+USER_L4_TABLES = 16
+GDT_FRAMES = USER_L4_KERNEL + USER_L4_TABLES * 8  # 0x240: u64 frames for set_gdt
+SYSRET_RSP = 0x2B0  # the user's RSP while pv_sysret builds its frame
+SYSRET_STACK_TOP = 0x320  # pv_sysret's frame and the hypercall page's pushes: 72 bytes
+FAILURES = 0x320
+PV_STACK_TOP = PAGE_SIZE  # the PV entry's stack, the rest of the first page
+PV_STACK = 0xC00
+TRAP_INFO_BUF = PAGE_SIZE  # 256 gates and the terminating entry: just over a page
+TRAP_INFO_ENTRIES = 257
+CMDLINE = TRAP_INFO_BUF + TRAP_INFO_ENTRIES * xen64.TRAP_INFO_64.size + 0xF0  # 0x2100
+FILE_SIZE = 3 * PAGE_SIZE
+# Page-aligned, zero-filled memory after the file-backed pages.
+SHARED_INFO_PAGE = FILE_SIZE
+# The kernel's handler of each vector, for pv_trap_common: one u64 every 40 bytes
+# (the stride its `call`s give it: 5 bytes of code per vector, scaled by 8).
+TRAP_HANDLERS = SHARED_INFO_PAGE + PAGE_SIZE
+TRAP_HANDLER_STRIDE = 40
+GDT_SHADOW = TRAP_HANDLERS + 3 * PAGE_SIZE
+GDT_SHADOW_ENTRIES = FIRST_RESERVED_GDT_ENTRY  # Xen's own entries lie above (pvdata.py)
+GDT_SHADOW_FRAMES = GDT_SHADOW_ENTRIES * DESCRIPTOR_SIZE // PAGE_SIZE
+USER_L4_POOL = GDT_SHADOW + GDT_SHADOW_FRAMES * PAGE_SIZE
+# The identity map of low RAM: one L3, one L2, and L1s for IDENTITY_PAGES (128 MiB,
+# a minikern's RAM many times over; one 4-level L1 maps 2 MiB).
+IDENTITY_L3 = USER_L4_POOL + USER_L4_TABLES * PAGE_SIZE
+IDENTITY_L2 = IDENTITY_L3 + PAGE_SIZE
+IDENTITY_L1S = IDENTITY_L2 + PAGE_SIZE
+IDENTITY_L1_TABLES = 64
+ENTRIES = 512
+IDENTITY_PAGES = IDENTITY_L1_TABLES * ENTRIES
+MEMSZ = IDENTITY_L1S + IDENTITY_L1_TABLES * PAGE_SIZE
+
+GLUE_FAILURES = {
+    **{name: GLUE_FAILURES_32[name] for name in ("paging_off", "set_gdt", "ldt")},
+    "iopl": "PHYSDEVOP_set_iopl refused I/O privilege for the kernel",
+    "map": "update_va_mapping or mmu_update refused a mapping the PV entry needs",
+    "mmuext": "mmuext_op refused a new L4 (kernel or user), a pin or an invlpg",
+    "user_l4": f"mov to CR3: more than {USER_L4_TABLES} distinct L4 tables, each needing "
+               "a user L4 of the glue's",
+    "gdt_reserved": f"lgdt: a present descriptor at entry {FIRST_RESERVED_GDT_ENTRY} or "
+                    "above, where Xen keeps its own GDT entries",
+    "set_trap_table": "lidt: HYPERVISOR_set_trap_table refused the IDT's gates",
+    "stack_switch": "ltr: HYPERVISOR_stack_switch refused the TSS's RSP0",
+    "callback": "wrmsr: callback_op refused the syscall or sysenter entry",
+    "segment_base": "wrmsr or wr{fs,gs}base: set_segment_base refused a base",
+    "msr": "wrmsr of an MSR the xen64 port neither passes on nor records",
+}
+
+
+@dataclass(frozen=True)
+class PvData64:
+    base: int  # page-aligned virtual address of .pvdata, after the kernel
+    phys_base: int  # its physical address
+
+    @property
+    def memsz(self) -> int:
+        return MEMSZ
+
+    def symbols(self) -> dict[str, int]:
+        b = self.base
+        regs = pvabi.VCPU_REGS_64
+        info = multiboot.INFO_FIELDS
+        op = xen64.MMUEXT_OP_64
+        return {
+            **{f"regs_{name}": b + REGS + regs.offset(name) for name in regs.fields},
+            "mbi": b + MBI,
+            **{f"mbi_{name}": b + MBI + info[name]
+               for name in ("mem_upper", "cmdline", "mods_count", "mods_addr")},
+            "mmuext": b + MMUEXT,
+            "mmuext_cmd": b + MMUEXT + op.offset("cmd"),
+            "mmuext_arg1": b + MMUEXT + op.offset("arg1"),
+            "mmuext_arg2": b + MMUEXT + op.offset("arg2"),
+            "mmuext2_cmd": b + MMUEXT + op.size + op.offset("cmd"),
+            "mmuext2_arg1": b + MMUEXT + op.size + op.offset("arg1"),
+            "mmu_update": b + MMU_UPDATE,
+            "callback": b + CALLBACK,
+            "callback_type": b + CALLBACK + xen64.CALLBACK_REGISTER_64.offset("type"),
+            "callback_address": b + CALLBACK + xen64.CALLBACK_REGISTER_64.offset("address"),
+            "iopl_arg": b + IOPL_ARG,
+            "poll_arg": b + POLL_ARG,
+            "shutdown_crash_arg": b + SHUTDOWN_ARG,
+            "start_info_ptr": b + START_INFO_PTR,
+            "mfn_list_ptr": b + MFN_LIST_PTR,
+            "shared_info_pte": b + SHARED_INFO_PTE,
+            "user_l4_count": b + USER_L4_COUNT,
+            "user_l4_kernel": b + USER_L4_KERNEL,
+            "user_l4_tables": USER_L4_TABLES,
+            "user_l4_pool": b + USER_L4_POOL,
+            "user_l4_pool_phys": self.phys_base + USER_L4_POOL,
+            "gdt_frames": b + GDT_FRAMES,
+            "gdt_shadow": b + GDT_SHADOW,
+            "gdt_shadow_entries": GDT_SHADOW_ENTRIES,
+            "gdt_shadow_frames": GDT_SHADOW_FRAMES,
+            "trap_info": b + TRAP_INFO_BUF,
+            "cmdline": b + CMDLINE,
+            "cmdline_phys": self.phys_base + CMDLINE,
+            "cmdline_size": xen64.START_INFO_CMDLINE_SIZE,
+            "shared_info_page": b + SHARED_INFO_PAGE,
+            "trap_handlers": b + TRAP_HANDLERS,
+            "pv_stack_top": b + PV_STACK_TOP,
+            "sysret_rsp": b + SYSRET_RSP,
+            "sysret_stack_top": b + SYSRET_STACK_TOP,
+            "mbi_phys": self.phys_base + MBI,
+            "identity_l3": b + IDENTITY_L3, "identity_l3_phys": self.phys_base + IDENTITY_L3,
+            "identity_l2": b + IDENTITY_L2, "identity_l2_phys": self.phys_base + IDENTITY_L2,
+            "identity_l1s": b + IDENTITY_L1S,
+            "identity_l1s_phys": self.phys_base + IDENTITY_L1S,
+            "identity_l1_tables": IDENTITY_L1_TABLES,
+            "identity_max_pages": IDENTITY_PAGES,
+            "pvdata_tables_phys": self.phys_base + USER_L4_POOL,
+            "pvdata_tables_end_phys": self.phys_base + MEMSZ,
+            **{f"failure_{name}": b + offset for name, offset in _failure_offsets().items()},
+        }
+
+    def contents(self) -> bytes:
+        """The file-backed bytes; the pages after them are zero-filled memory."""
+        data = bytearray(FILE_SIZE)
+        put(data, REGS, pvabi.VCPU_REGS_64.pack(cr0=CR0_AT_ENTRY_64, cr4=CR4_PAE))
+        # memory and the command line; no modules (Xen's start_info names at most one,
+        # the initrd, which a Multiboot kernel does not expect)
+        put(data, MBI, multiboot_info(multiboot.INFO_MEMORY | multiboot.INFO_CMDLINE))
+        put(data, IOPL_ARG, PHYSDEV_SET_IOPL.pack(iopl=1))
+        put(data, POLL_ARG, xen64.SCHED_POLL_64.pack())
+        put(data, SHUTDOWN_ARG, SCHED_SHUTDOWN.pack(reason=ShutdownReason.crash))
+        for name, offset in _failure_offsets().items():
+            put(data, offset, failure_record(GLUE_FAILURES[name]))
+        return bytes(data)
+
+
+def _failure_offsets() -> dict[str, int]:
+    return failure_offsets(GLUE_FAILURES, FAILURES, PV_STACK, 8)

@@ -1,0 +1,320 @@
+"""The xen64 glue, run: a patched 64-bit kernel's glue functions executed on Unicorn
+(tests/patch/glue64.py) with Xen's hypercalls recorded, against what XEN-ABI64.md says
+each rewrite must do.
+
+Numbers typed from their sources: hypercall numbers and structure layouts from Xen's
+public headers as XEN-ABI64.md quotes them (1.2-1.7), MSR numbers from the SDM, the
+offsets in .pvdata from docs/ABI.md ("64-bit kernels: the added sections").
+"""
+
+import struct
+
+import pytest
+
+from tests.patch.glue64 import KERNBASE, STACK_TOP, GlueMachine
+from tests.patch.kernel64 import build_kernel64, patch_kernel64
+from tests.patch.tools import sections
+
+# public/xen.h hypercall numbers.
+HC_SET_TRAP_TABLE, HC_MMU_UPDATE, HC_SET_GDT, HC_STACK_SWITCH = 0, 1, 2, 3
+HC_UPDATE_VA_MAPPING, HC_XEN_VERSION, HC_IRET = 14, 17, 23
+HC_SET_SEGMENT_BASE, HC_MMUEXT_OP, HC_SCHED_OP, HC_CALLBACK_OP, HC_PHYSDEV_OP = \
+    25, 26, 29, 30, 33
+MMUEXT_NEW_BASEPTR, MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_NEW_USER_BASEPTR = 5, 6, 15
+UVMF_INVLPG = 2
+DOMID_SELF = 0x7FF0
+# MSRs (SDM Vol. 4) and what Xen numbers them as (XEN-ABI64.md 1.5, 1.7).
+FS_BASE, GS_BASE, KERNEL_GS_BASE = 0xC000_0100, 0xC000_0101, 0xC000_0102
+STAR, LSTAR, CSTAR, SFMASK, SYSENTER_EIP = 0xC000_0081, 0xC000_0082, 0xC000_0083, \
+    0xC000_0084, 0x176
+SEGBASE_FS, SEGBASE_GS_USER, SEGBASE_GS_KERNEL = 0, 1, 2
+CALLBACK_SYSCALL, CALLBACK_SYSENTER, CALLBACK_SYSCALL32 = 2, 5, 7
+VGCF_IN_SYSCALL = 0x100
+FLAT_CS, FLAT_SS = 0xE033, 0xE02B
+# .pvdata (docs/ABI.md): the register block, the argument blocks, the shared_info page.
+REGS_CR3, REGS_FS_BASE, REGS_GS_BASE, REGS_STAR, REGS_LSTAR = 8, 80, 88, 104, 120
+REGS_CSTAR, REGS_SYSENTER_ESP, REGS_SYSENTER_EIP = 128, 144, 152
+MBI, MMUEXT, MMU_UPDATE, CALLBACK = 0xA0, 0x120, 0x150, 0x160
+MFN_LIST_PTR, USER_L4_POOL = 0x1A8, 0x15000
+TRAP_INFO, CMDLINE, SHARED_INFO_PAGE = 0x1000, 0x2100, 0x3000
+GDT_FRAMES, GDT_SHADOW = 0x240, 0x7000
+IDENTITY_L3, IDENTITY_L2, IDENTITY_L1S, IDENTITY_END = 0x25000, 0x26000, 0x27000, 0x67000
+IF = 1 << 9
+POINTER = STACK_TOP - 0x2000  # lgdt's and lidt's pseudo-descriptor, off the stack
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    kernel = build_kernel64(tmp_path_factory)
+    out, _ = patch_kernel64(kernel, tmp_path_factory)
+    return kernel, out
+
+
+@pytest.fixture
+def machine(image):
+    return GlueMachine(image[1])
+
+
+def pvdata(machine) -> int:
+    return sections(machine.image)[".pvdata"].address
+
+
+def numbers(machine) -> list[int]:
+    return [call.number for call in machine.calls]
+
+
+def test_pushfq_shows_the_virtual_interrupt_flag(machine):
+    mask = pvdata(machine) + SHARED_INFO_PAGE + 1
+    for masked, expected_if in ((1, 0), (0, IF)):
+        machine.write(mask, bytes([masked]))
+        machine.write(STACK_TOP - 8, struct.pack("<Q", 0x246))  # pushfq's value: IF set
+        machine.call("pv_pushf_fixup", stack=STACK_TOP - 8)
+        assert machine.u64(STACK_TOP - 8) == (0x246 & ~IF) | expected_if
+    assert machine.calls == []
+
+
+def test_popfq_sets_the_mask_and_delivers_a_pending_event(machine):
+    info = pvdata(machine) + SHARED_INFO_PAGE
+    machine.write(info, bytes([1, 0]))  # an event pending, events unmasked
+    machine.write(STACK_TOP - 8, struct.pack("<Q", 0x2))  # popfq's value: IF clear
+    machine.call("pv_popf_mask", stack=STACK_TOP - 8)
+    assert machine.read(info + 1, 1) == b"\x01" and machine.calls == []
+    machine.write(STACK_TOP - 8, struct.pack("<Q", 0x202))  # IF set: unmask, deliver
+    machine.call("pv_popf_mask", stack=STACK_TOP - 8)
+    assert machine.read(info + 1, 1) == b"\x00"
+    assert numbers(machine) == [HC_XEN_VERSION]
+
+
+def test_the_cli_detour_masks_events_and_runs_the_displaced_instruction(image, machine):
+    kernel, _ = image
+    machine.write(pvdata(machine) + SHARED_INFO_PAGE + 1, b"\x00")
+    machine.run(kernel["start64"], STACK_TOP - 64, until=kernel["site_mov_from_cr3"])
+    assert machine.read(pvdata(machine) + SHARED_INFO_PAGE + 1, 1) == b"\x01"
+    assert machine.reg("rsp") == kernel["stack_top"]  # `mov rsp, offset stack_top`, moved
+    assert machine.calls == []
+
+
+def iret_frame(machine) -> list[int]:
+    rsp = machine.calls[-1].rsp
+    return list(struct.unpack("<9Q", machine.read(rsp, 72)))
+
+
+def test_iretq_to_the_kernel_is_hypervisor_iret_with_xens_selectors(machine):
+    machine.stop_at = {HC_IRET}
+    frame = [0xFFFF_FFFF_8010_1234, 0x08, 0x246, STACK_TOP - 0x100, 0x10]
+    rsp = STACK_TOP - 0x200
+    machine.write(rsp, struct.pack("<5Q", *frame))
+    machine.run(machine.functions["pv_iret"], rsp, rax=7, rcx=8, r11=9)
+    assert numbers(machine) == [HC_IRET]
+    # struct iret_context: rax, r11, rcx (the hypercall page's), flags, then the frame
+    assert iret_frame(machine) == [7, 9, 8, 0, frame[0], FLAT_CS, 0x246, frame[3], FLAT_SS]
+
+
+def test_iretq_to_user_keeps_the_users_selectors(machine):
+    machine.stop_at = {HC_IRET}
+    frame = [0x40_1000, 0x2B, 0x202, 0x7FFF_F000, 0x23]
+    rsp = STACK_TOP - 0x200
+    machine.write(rsp, struct.pack("<5Q", *frame))
+    machine.run(machine.functions["pv_iret"], rsp)
+    assert iret_frame(machine)[3:] == [0, *frame]
+
+
+def test_sysretq_is_hypervisor_iret_in_syscall_off_the_users_stack(machine):
+    machine.stop_at = {HC_IRET}
+    user_rsp = STACK_TOP - 0x1000
+    below = bytes(range(128))  # the user's red zone
+    machine.write(user_rsp - 128, below)
+    machine.run(machine.functions["pv_sysret"], user_rsp, rcx=0x40_2000, r11=0x202)
+    assert iret_frame(machine)[3:] == [VGCF_IN_SYSCALL, 0x40_2000, FLAT_CS, 0x202, user_rsp,
+                                       FLAT_SS]
+    assert machine.read(user_rsp - 128, 128) == below
+
+
+@pytest.mark.parametrize(("msr", "which"), [(FS_BASE, SEGBASE_FS),
+                                            (GS_BASE, SEGBASE_GS_KERNEL),
+                                            (KERNEL_GS_BASE, SEGBASE_GS_USER)])
+def test_wrmsr_of_a_segment_base_is_set_segment_base(machine, msr, which):
+    value = 0xFFFF_8880_1234_5000
+    machine.call("pv_wrmsr", rcx=msr, rax=value & 0xFFFF_FFFF, rdx=value >> 32)
+    assert [(c.number, c.args[:2]) for c in machine.calls] == [(HC_SET_SEGMENT_BASE,
+                                                                (which, value))]
+    machine.call("pv_rdmsr", rcx=msr, rax=0, rdx=0)
+    assert (machine.reg("rdx") << 32 | machine.reg("rax")) == value
+
+
+@pytest.mark.parametrize(("msr", "kind", "glue", "kept"), [
+    (LSTAR, CALLBACK_SYSCALL, "pv_syscall_entry", REGS_LSTAR),
+    (CSTAR, CALLBACK_SYSCALL32, "pv_syscall32_entry", REGS_CSTAR),
+    (SYSENTER_EIP, CALLBACK_SYSENTER, "pv_sysenter_entry", REGS_SYSENTER_EIP)])
+def test_wrmsr_of_a_system_call_entry_registers_the_callback(machine, msr, kind, glue, kept):
+    entry = KERNBASE + 0x10_5000
+    machine.watch = {"callback": (pvdata(machine) + CALLBACK, 16)}
+    machine.call("pv_wrmsr", rcx=msr, rax=entry & 0xFFFF_FFFF, rdx=entry >> 32)
+    [call] = machine.calls
+    assert (call.number, call.args[0], call.args[1]) == (HC_CALLBACK_OP, 0,
+                                                          pvdata(machine) + CALLBACK)
+    # callback_register: type u16, flags u16 (CALLBACKF_mask_events), address u64 at 8:
+    # the glue's entry, which continues in the kernel's, recorded
+    assert struct.unpack("<HHxxxxQ", call.memory["callback"]) == (
+        kind, 1, machine.functions[glue])
+    assert machine.u64(pvdata(machine) + kept) == entry
+    machine.call("pv_rdmsr", rcx=msr, rax=0, rdx=0)
+    assert (machine.reg("rdx") << 32 | machine.reg("rax")) == entry
+
+
+def test_the_syscall_entry_gives_the_kernel_the_bare_machines_state(machine):
+    """Xen's syscall bounce frame (XEN-ABI64.md 1.4): RCX, R11, then RIP, CS, RFLAGS,
+    RSP, SS; the kernel's LSTAR entry gets RCX = RIP, R11 = RFLAGS, the user's RSP."""
+    kernel_entry, user_rip, user_rsp = KERNBASE + 0x10_5000, 0x40_1234, 0x7FFF_E000
+    machine.write(pvdata(machine) + REGS_LSTAR, struct.pack("<Q", kernel_entry))
+    frame = STACK_TOP - 0x100
+    machine.write(frame, struct.pack("<7Q", user_rip, 0x246, user_rip, FLAT_CS | 3, 0x246,
+                                     user_rsp, FLAT_SS))
+    machine.run(machine.functions["pv_syscall_entry"], frame, until=kernel_entry)
+    assert (machine.reg("rcx"), machine.reg("r11"), machine.reg("rsp")) == (
+        user_rip, 0x246, user_rsp)
+
+
+def test_a_trap_entry_leaves_the_hardware_frame_for_the_kernels_handler(machine):
+    """After lidt, Xen's frame for vector 14 (RCX, R11, error code, RIP, CS, RFLAGS,
+    RSP, SS: XEN-ABI64.md 1.5) reaches the gate's handler as the hardware's would:
+    RSP at the error code, RCX and R11 the interrupted ones."""
+    idt, handler = STACK_TOP - 0x3000, KERNBASE + 0x10_4321
+    for vector in range(256):
+        machine.write(idt + 16 * vector, gate(handler + vector, 0xE, 0))
+    machine.write(POINTER, struct.pack("<HQ", 16 * 256 - 1, idt))
+    machine.watch = {"table": (pvdata(machine) + TRAP_INFO, 16 * 256)}
+    machine.call("pv_lidt", rax=POINTER)
+    table = machine.calls[-1].memory["table"]
+    for vector in (0, 14, 255):
+        entry = struct.unpack_from("<BBHxxxxQ", table, 16 * vector)[3]
+        frame = STACK_TOP - 0x200
+        machine.write(frame, struct.pack("<8Q", 0x1111, 0x2222, 2, KERNBASE + 0x10_0000,
+                                         FLAT_CS, 0x2, STACK_TOP - 0x80, FLAT_SS))
+        machine.run(entry, frame, until=handler + vector, rcx=0, r11=0)
+        assert (machine.reg("rcx"), machine.reg("r11"), machine.reg("rsp")) == (
+            0x1111, 0x2222, frame + 16)
+
+
+def test_wrmsr_of_star_and_sfmask_is_recorded_without_a_hypercall(machine):
+    machine.call("pv_wrmsr", rcx=STAR, rax=0, rdx=0x0023_0008)
+    machine.call("pv_wrmsr", rcx=SFMASK, rax=0x4700, rdx=0)
+    assert machine.calls == []
+    assert machine.u64(pvdata(machine) + REGS_STAR) == 0x0023_0008 << 32
+    machine.call("pv_rdmsr", rcx=STAR, rax=0, rdx=0)
+    assert (machine.reg("rdx"), machine.reg("rax")) == (0x0023_0008, 0)
+
+
+def test_a_cr3_write_loads_the_kernel_l4_and_its_user_l4(machine):
+    base = pvdata(machine)
+    l4 = 0x50_0000
+    entries = {0: 0x50_1067, 255: 0x50_2067, 511: 0x50_3067}
+    for slot, value in entries.items():
+        machine.write(KERNBASE + l4 + 8 * slot, struct.pack("<Q", value))
+    identity_p2m(machine)
+    machine.watch = {"update": (base + MMU_UPDATE, 16), "ops": (base + MMUEXT, 48)}
+    machine.call("pv_write_cr3", rax=l4)
+    assert numbers(machine) == [HC_MMU_UPDATE, HC_MMU_UPDATE, HC_MMUEXT_OP,
+                                HC_UPDATE_VA_MAPPING]
+    pool = (base - KERNBASE + USER_L4_POOL) >> 12  # the first user L4 (P2M is identity)
+    updates = [struct.unpack("<QQ", c.memory["update"]) for c in machine.calls[:2]]
+    assert updates == [((pool << 12) + 0, entries[0]), ((pool << 12) + 8 * 255, entries[255])]
+    mmuext = machine.calls[2]
+    assert mmuext.args[:4] == (base + MMUEXT, 2, 0, DOMID_SELF)
+    ops = [struct.unpack_from("<IxxxxQ", mmuext.memory["ops"], 24 * n) for n in range(2)]
+    assert ops == [(MMUEXT_NEW_BASEPTR, l4 >> 12), (MMUEXT_NEW_USER_BASEPTR, pool)]
+    assert machine.calls[3].args[0] == base + SHARED_INFO_PAGE
+    assert machine.u64(base + REGS_CR3) == l4
+
+
+def test_lidt_turns_64_bit_gates_into_16_byte_trap_info(machine):
+    idt = STACK_TOP - 0x3000
+    handler = KERNBASE + 0x10_4321
+    gates = {0: (0xF, 0), 14: (0xE, 0), 0x80: (0xF, 3)}  # type, DPL
+    for vector in range(0x81):
+        machine.write(idt + 16 * vector, bytes(16))
+    for vector, (kind, dpl) in gates.items():
+        machine.write(idt + 16 * vector, gate(handler + vector, kind, dpl))
+    machine.write(POINTER, struct.pack("<HQ", 16 * 0x81 - 1, idt))
+    machine.watch = {"table": (pvdata(machine) + TRAP_INFO, 16 * 4)}
+    machine.call("pv_lidt", rax=POINTER)
+    assert [(c.number, c.args[0]) for c in machine.calls] == [
+        (HC_SET_TRAP_TABLE, 0), (HC_SET_TRAP_TABLE, pvdata(machine) + TRAP_INFO)]
+    table = machine.calls[1].memory["table"]
+    entries = [struct.unpack_from("<BBHxxxxQ", table, 16 * n) for n in range(4)]
+    # DPL 0 becomes 1 (the kernel may raise it); an interrupt gate masks events (4);
+    # the address is the vector's 5-byte entry in pv_trap_entries
+    trap_entries = machine.functions["pv_trap_entries"]
+    assert entries == [(0, 1, FLAT_CS, trap_entries), (14, 1 | 4, FLAT_CS, trap_entries + 70),
+                       (0x80, 3, FLAT_CS, trap_entries + 5 * 0x80), (0, 0, 0, 0)]
+
+
+def test_lgdt_gives_xen_the_table_without_its_tss(machine):
+    gdt = STACK_TOP - 0x3000
+    code64, data = 0x00AF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF
+    tss_low, tss_high = 0x0080_8900_1000_0067, 0x0000_0000_FFFF_FFFF
+    machine.write(gdt, struct.pack("<5Q", 0, code64, data, tss_low, tss_high))
+    machine.write(POINTER, struct.pack("<HQ", 5 * 8 - 1, gdt))
+    shadow = pvdata(machine) + GDT_SHADOW
+    machine.watch = {"shadow": (shadow, 40)}
+    machine.call("pv_lgdt", rax=POINTER)
+    [call] = machine.calls
+    assert (call.number, call.args[:2]) == (HC_SET_GDT, (pvdata(machine) + GDT_FRAMES, 5))
+    assert struct.unpack("<5Q", call.memory["shadow"]) == (0, code64, data, 0, 0)
+
+
+def test_the_pv_entry_maps_low_ram_and_enters_the_kernel_as_multiboot(image, machine):
+    kernel, _ = image
+    base = pvdata(machine)
+    start_info, l4_pfn, l3_pfn = KERNBASE + 0xE0_0000, 0xE01, 0xE02
+    mfn_list = identity_p2m(machine)
+    machine.write(KERNBASE + (l4_pfn << 12) + 511 * 8, struct.pack("<Q", l3_pfn << 12 | 0x67))
+    info = bytearray(1168)  # start_info, 64-bit (public/xen.h)
+    struct.pack_into("<32sQQ", info, 0, b"xen-3.0-x86_64", 0x1000, 0x7_0000_0000)
+    struct.pack_into("<QQQ", info, 88, KERNBASE + (l4_pfn << 12), 4, mfn_list)
+    info[128:128 + 22] = b"k64.elf console=ttyS0\0"
+    machine.write(start_info, bytes(info))
+    machine.run(machine.functions["pv_entry"], STACK_TOP, until=kernel["start64"],
+                rsi=start_info)
+    calls = numbers(machine)
+    assert calls == [HC_PHYSDEV_OP, *[HC_UPDATE_VA_MAPPING] * 66, HC_MMU_UPDATE,
+                     HC_MMU_UPDATE, HC_MMUEXT_OP, HC_UPDATE_VA_MAPPING]
+    phys = base - KERNBASE
+    protected = [c.args[:3] for c in machine.calls[1:67]]
+    assert protected == [(base + IDENTITY_L3 + 4096 * n,
+                          (phys + IDENTITY_L3 + 4096 * n) | 0x21, UVMF_INVLPG)
+                         for n in range(66)]
+    assert machine.calls[-1].args[:2] == (base + SHARED_INFO_PAGE, 0x7_0000_0000 | 0x63)
+    # the kernel's entry state: Multiboot magic, the information structure's address
+    assert machine.reg("rdi") == 0x2BAD_B002
+    assert machine.reg("rsi") == phys + MBI
+    flags, mem_lower, mem_upper, _, cmdline = struct.unpack("<5I", machine.read(base + MBI, 20))
+    # mem_lower as QEMU's Multiboot loader reports it (pvtool's native loader too)
+    assert (mem_lower, mem_upper) == (639, 0x1000 * 4 - 1024)
+    assert flags & 0x5 == 0x5  # memory and command line
+    assert machine.read(KERNBASE + cmdline, 22) == b"k64.elf console=ttyS0\0"
+    # the identity map's L1s: pfn p -> mfn p, page tables read-only
+    l1 = base + IDENTITY_L1S
+    assert machine.u64(l1 + 8 * 0x100) == 0x10_0000 | 0x63
+    assert machine.u64(l1 + 8 * l4_pfn) == (l4_pfn << 12) | 0x61
+    first_table = (phys + USER_L4_POOL) >> 12
+    assert machine.u64(l1 + 8 * first_table) == (first_table << 12) | 0x61
+    assert machine.u64(l1 + 8 * ((phys + IDENTITY_END) >> 12)) == \
+        ((phys + IDENTITY_END) & ~0xFFF) | 0x63
+    assert machine.u64(base + IDENTITY_L2 + 8 * 7) == (phys + IDENTITY_L1S + 7 * 4096) | 0x67
+    assert machine.u64(base + IDENTITY_L2 + 8 * 8) == 0  # 16 MiB: eight L1s
+
+
+def identity_p2m(machine) -> int:
+    """An identity P2M (pfn = mfn) for the machine's 16 MiB, its address in .pvdata."""
+    mfn_list = KERNBASE + 0xC0_0000
+    machine.write(mfn_list, struct.pack("<4096Q", *range(4096)))
+    machine.write(pvdata(machine) + MFN_LIST_PTR, struct.pack("<Q", mfn_list))
+    return mfn_list
+
+
+def gate(offset: int, kind: int, dpl: int) -> bytes:
+    """A 64-bit IDT gate (SDM Vol. 3A, 6.14.1): offset 15:0, selector, IST, type/DPL/P,
+    offset 31:16, offset 63:32, reserved."""
+    return struct.pack("<HHBBHII", offset & 0xFFFF, 0x08, 0, 0x80 | dpl << 5 | kind,
+                       offset >> 16 & 0xFFFF, offset >> 32, 0)
