@@ -110,11 +110,12 @@ def assert_stopped_by(signum: int, done: Ran) -> None:
 
 def assert_bench_stopped_by(signum: int, done: Ran) -> None:
     """SIGNUM's status, and its line last on stderr after bench's progress lines (stderr
-    is not a terminal), with no other line of pvtool's or Python's."""
+    is not a terminal), with no other line of pvtool's or Python's. On a loaded machine
+    the signal may come before the first progress line: none is required."""
     status, message = ENDINGS[signum]
     *progress, last = done.stderr.splitlines()
     assert (done.status, last) == (status, ERROR_PREFIX + message)
-    assert progress and all(line.startswith("bench: ") for line in progress), done.stderr
+    assert all(line.startswith("bench: ") for line in progress), done.stderr
 
 
 @pytest.mark.parametrize("signum", ENDINGS, ids=SIGNAL_IDS.get)
