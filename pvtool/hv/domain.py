@@ -10,7 +10,7 @@ hypervisor's range), and fail with -EFAULT.
 
 import struct
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pvtool.abi import pvtool as pvabi
@@ -55,32 +55,6 @@ class TrapInfo:
     address: int
 
 
-class HypercallArgs(Sequence[int]):
-    """A hypercall's argument registers, each read when a handler first uses it: a
-    register read costs about 0.4 us and most hypercalls take two or three."""
-
-    __slots__ = ("_cpu", "_regs", "_values")
-
-    def __init__(self, cpu: Cpu, regs: tuple[int, ...]):
-        self._cpu = cpu
-        self._regs = regs
-        self._values: list[int | None] = [None] * len(regs)
-
-    def __len__(self) -> int:
-        return len(self._regs)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return tuple(self[i] for i in range(*index.indices(len(self))))
-        value = self._values[index]
-        if value is None:
-            value = self._values[index] = self._cpu.read(self._regs[index])
-        return value
-
-    def __repr__(self) -> str:
-        return repr(tuple(self))
-
-
 class VCpu:
     """The registers of the domain's one virtual CPU, by name, for its width."""
 
@@ -89,8 +63,10 @@ class VCpu:
         self._width = width = cpu.width
         self._rings = RingSwitch(cpu, memory, layout.RING_SWITCH)
         self._number = width.gprs[HYPERCALL_NUMBER_REGISTER[width.bits]]
-        self._arguments = tuple(width.gprs[name]
-                                for name in HYPERCALL_ARGUMENT_REGISTERS[width.bits])
+        arguments = tuple(width.gprs[name] for name in HYPERCALL_ARGUMENT_REGISTERS[width.bits])
+        # CS, the number and every argument in one call into Unicorn: a read each
+        # would cost about as much apiece as the whole batch.
+        self._hypercall_registers = cpu.reader((CS, self._number, *arguments))
 
     def get(self, reg: int) -> int:
         return self._cpu.read(reg)
@@ -98,11 +74,9 @@ class VCpu:
     def set(self, reg: int, value: int) -> None:
         self._cpu.write(reg, value)
 
-    def hypercall_number(self) -> int:
-        return self._cpu.read(self._number)
-
-    def hypercall_args(self) -> "HypercallArgs":
-        return HypercallArgs(self._cpu, self._arguments)
+    def hypercall_registers(self) -> tuple[int, ...]:
+        """(CS, the hypercall's number, its arguments...) as the registers hold them."""
+        return self._hypercall_registers.read()
 
     @property
     def cpl(self) -> int:

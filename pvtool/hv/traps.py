@@ -70,17 +70,21 @@ class PvSupervisor:
     def _route(self, event: Interruption) -> None:
         # The hot path: no EIP, no decoding, and the ring from CS, which in a PV domain
         # always equals the CPL (every ring change is an iretd loading CS; same-ring CS
-        # writes keep its RPL), where the CPU context's hflags would cost a save.
-        if event.vector == HYPERCALL_VECTOR_32 and self.vcpu.cs & 3 == GUEST_KERNEL_RPL:
-            self._hypercall()
-        elif event.software:
+        # writes keep its RPL), where the CPU context's hflags would cost a save. CS,
+        # the number and the arguments come in one read.
+        if event.vector == HYPERCALL_VECTOR_32:
+            registers = self.vcpu.hypercall_registers()
+            if registers[0] & 3 == GUEST_KERNEL_RPL:
+                self._hypercall(registers[1], registers[2:])
+                return
+        if event.software:
             self._software_interrupt(event)
         else:
             self._exception(event)
 
-    def _hypercall(self) -> None:
+    def _hypercall(self, number: int, args: tuple[int, ...]) -> None:
         self.exits[Exit.HYPERCALL] += 1
-        dispatch(self.domain, self.vcpu)
+        dispatch(self.domain, self.vcpu, number, args)
         if self.domain.machine.stop is None:
             self.take_interrupt(self.domain.machine.irqs)  # Xen delivers on return
 

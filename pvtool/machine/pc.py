@@ -25,8 +25,12 @@ from unicorn import (
     UcError,
 )
 from unicorn import x86_const as X
-from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
-from unicorn.unicorn_py3.unicorn import uccallback
+from unicorn.unicorn_py3.arch.intel import (
+    HOOK_INSN_CPUID_CFUNC,
+    HOOK_INSN_IN_CFUNC,
+    HOOK_INSN_OUT_CFUNC,
+)
+from unicorn.unicorn_py3.unicorn import HOOK_INTR_CFUNC, uccallback
 
 from pvtool.interrupts import emulate
 from pvtool.machine.acpi_pm import (
@@ -164,6 +168,7 @@ class Machine:
         self._in_slice = False
         self._stopping_soon = False
         self.supervisor: Supervisor | None = None
+        self._raw_hooks: list = []
         self._install_hooks()
         if not host_tsc:
             self._install_virtual_tsc()
@@ -279,11 +284,19 @@ class Machine:
 
     # -- hooks: the only place Unicorn calls back into Python ------------------------
     def _install_hooks(self) -> None:
-        uc = self.uc
-        uc.hook_add(UC_HOOK_INTR, self._on_intr)
-        uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
-        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
-        uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+        self._add_raw_hook(UC_HOOK_INTR, HOOK_INTR_CFUNC, self._on_intr)
+        self._add_raw_hook(UC_HOOK_INSN, HOOK_INSN_IN_CFUNC, self._on_in, X.UC_X86_INS_IN)
+        self._add_raw_hook(UC_HOOK_INSN, HOOK_INSN_OUT_CFUNC, self._on_out, X.UC_X86_INS_OUT)
+        self.uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+
+    def _add_raw_hook(self, kind: int, functype, callback: Callable, *instruction: int) -> None:
+        """Hook CALLBACK straight to Unicorn, without the binding's guard (two Python
+        calls a hook, a third of an empty hook's cost): CALLBACK must catch every
+        exception itself and hand it to _fail. Its first argument is Unicorn's handle,
+        not the Uc object."""
+        fptr = functype(callback)
+        self._raw_hooks.append(fptr)  # ctypes must keep it alive as long as the hook
+        self.uc._Uc__do_hook_add(kind, fptr, 1, 0, *map(ctypes.c_int, instruction))
 
     def present_cpuid(self, cpuid: Callable[[int, int], tuple[int, int, int, int]]) -> None:
         """CPUID answers CPUID(EAX, ECX) from now on (machine/cpuid.py), not what
@@ -318,13 +331,13 @@ class Machine:
         self._rdtsc_callback = callback  # ctypes must keep it alive as long as the hook
         self.uc._Uc__do_hook_add(UC_HOOK_INSN, callback, 1, 0, ctypes.c_int(X.UC_X86_INS_RDTSC))
 
-    def _on_intr(self, uc: Uc, vector: int, _) -> None:
+    def _on_intr(self, handle: int, vector: int, _) -> None:
         try:
             self.supervisor.on_interruption(from_intr_hook(self.cpu, self.memory, vector))
         except BaseException as exc:  # never let Unicorn swallow a Python error
             self._fail(exc)
 
-    def _on_in(self, uc: Uc, port: int, size: int, _) -> int:
+    def _on_in(self, handle: int, port: int, size: int, _) -> int:
         self.exits[Exit.IO] += 1
         try:
             if not self.supervisor.port_allowed(port):
@@ -334,7 +347,7 @@ class Machine:
             self._fail(exc)
             return 0
 
-    def _on_out(self, uc: Uc, port: int, size: int, value: int, _) -> None:
+    def _on_out(self, handle: int, port: int, size: int, value: int, _) -> None:
         self.exits[Exit.IO] += 1
         try:
             if self.supervisor.port_allowed(port):

@@ -98,9 +98,9 @@ def _result(result: int) -> str:
     return f"{result:#x}"
 
 
-def dispatch(domain: PvDomain, vcpu: VCpu) -> None:
-    """The hypercall entry: the number and arguments in the registers of the domain's
-    width (abi/xen.py HYPERCALL_ARGUMENT_REGISTERS)."""
-    result = call(domain, vcpu, vcpu.hypercall_number(), vcpu.hypercall_args())
+def dispatch(domain: PvDomain, vcpu: VCpu, number: int, args: Sequence[int]) -> None:
+    """The hypercall entry: NUMBER and ARGS as the registers of the domain's width held
+    them (abi/xen.py HYPERCALL_ARGUMENT_REGISTERS, VCpu.hypercall_registers)."""
+    result = call(domain, vcpu, number, args)
     if result is not NO_RESULT:
         vcpu.set_result(result)
