@@ -24,6 +24,7 @@ from pvtool.machine.keys import key_events
 from pvtool.machine.loader import KernelImage
 from pvtool.machine.native import boot_bare_pc
 from pvtool.machine.pc import DEFAULT_RAM, Machine
+from pvtool.machine.profile import Profile
 from pvtool.machine.screen import TextScreen, read_screen
 from pvtool.machine.stop import Stop, StopKind, registers_at_stop
 
@@ -53,6 +54,7 @@ class RunOptions:
     keys: str = ""  # typed on the keyboard (machine/keys.py says how)
     host_tsc: bool = False  # rdtsc reads the host's TSC, not virtual time (benchmarks)
     xen_console: Callable[[bytes], None] | None = None  # console_io; None: the output's
+    profile: bool = False  # where the host time went, by exit kind (machine/profile.py)
 
 
 @dataclass
@@ -69,6 +71,7 @@ class RunResult:
     sensitive: list = field(default_factory=list)
     registers: dict = field(default_factory=dict)  # the CPU's, when the run stopped
     screen: TextScreen | None = None  # native mode: the text screen at the end
+    profile: Profile | None = None  # --profile's figures
 
     def to_dict(self) -> dict:
         return {
@@ -85,6 +88,7 @@ class RunResult:
             "uart_bytes": self.uart_bytes,
             "sensitive": [use.to_dict() for use in self.sensitive],
             **({"screen": self.screen.to_dict()} if self.screen else {}),
+            **({"profile": self.profile.to_dict()} if self.profile else {}),
         }
 
 
@@ -122,7 +126,8 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
                          if disk_path else None)
         machine = Machine(ram_size=options.ram_size, output=output,
                           input_data=options.input_data, disks=disks, keys=keys,
-                          host_tsc=options.host_tsc)
+                          host_tsc=options.host_tsc,
+                          profile=Profile() if options.profile else None)
         domain = _boot(machine, image, mode, options)
         machine.supervisor.delivery.trace = options.trace_interrupts
         result = _run_loop(machine, mode, options)
@@ -176,6 +181,8 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
     deadline = started + options.timeout if options.timeout else None
     budget = options.max_insns
     slices = executed = 0
+    if machine.profile is not None:
+        machine.profile.start()
     while machine.stop is None:
         machine.supervisor.take_interrupt(machine.irqs)
         count = _slice_length(machine, budget, executed)
@@ -193,11 +200,13 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
             machine.request_stop(Stop(StopKind.TIMEOUT,
                                       f"ran past --timeout {options.timeout:g} s",
                                       machine.cpu.read(EIP)))
+    if machine.profile is not None:
+        machine.profile.finish()
     return RunResult(mode=mode, stop=machine.stop,
                      wall_seconds=time.perf_counter() - started, slices=slices,
                      insns_upper_bound=executed, exits=machine.exits,
                      uart_bytes=machine.uart.bytes_written,
-                     registers=registers_at_stop(machine.cpu))
+                     registers=registers_at_stop(machine.cpu), profile=machine.profile)
 
 
 def _locate(stop: Stop, image: KernelImage) -> Stop:

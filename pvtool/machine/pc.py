@@ -94,6 +94,7 @@ from pvtool.machine.pci_devices import PM_BASE, default_functions
 from pvtool.machine.pic import Pic8259Pair
 from pvtool.machine.pit import PIT_HZ, Pit8254
 from pvtool.machine.ports import PortBus, Wide
+from pvtool.machine.profile import Profile
 from pvtool.machine.ps2kbd import KEY_CLOCK_HZ, Ps2Keyboard
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.machine.system_ports import PORT_A, PORT_B, RESET_CONTROL, PortA, PortB, ResetControl
@@ -144,16 +145,18 @@ class Machine:
     def __init__(self, *, ram_size: int = DEFAULT_RAM,
                  output: Callable[[bytes], None], input_data: bytes = b"",
                  disks: Sequence[DiskImage | None] = (), bits: int = 32,
-                 keys: Iterable[int] = (), host_tsc: bool = False):
+                 keys: Iterable[int] = (), host_tsc: bool = False,
+                 profile: Profile | None = None):
         self.uc = Uc(UC_ARCH_X86, UC_MODES[bits])
+        self.profile = profile  # --profile: every hook timed (machine/profile.py)
         self.ram_size = ram_size
         self.uc.mem_map(0, ram_size)
         self.cpu = Cpu(self.uc, bits)
         self.memory = GuestMemory(self.uc, self.cpu)
-        self.exits: Counter[Exit] = Counter()
+        self.exits: Counter[Exit] = profile.exits if profile else Counter()
         self.hook_error: BaseException | None = None
         self.ports = PortBus()
-        self.mmio = MmioBus(self.uc, self.exits, self._fail)
+        self.mmio = MmioBus(self.uc, self.exits, self._fail, self.hook)
         self.output = output
         self.uart = Uart16550(output, input_data,
                               lambda level: self.irqs.set_line(UART_IRQ, level))
@@ -283,18 +286,26 @@ class Machine:
             self.irqs.pulse(PIT_IRQ)
 
     # -- hooks: the only place Unicorn calls back into Python ------------------------
-    def _install_hooks(self) -> None:
-        self._add_raw_hook(UC_HOOK_INTR, HOOK_INTR_CFUNC, self._on_intr)
-        self._add_raw_hook(UC_HOOK_INSN, HOOK_INSN_IN_CFUNC, self._on_in, X.UC_X86_INS_IN)
-        self._add_raw_hook(UC_HOOK_INSN, HOOK_INSN_OUT_CFUNC, self._on_out, X.UC_X86_INS_OUT)
-        self.uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+    def hook(self, callback: Callable, name: str) -> Callable:
+        """CALLBACK as Unicorn should call it: itself, or timed for --profile (NAME is
+        its row when it counts no exit). Every hook the machine installs goes here."""
+        return callback if self.profile is None else self.profile.timed(callback, name)
 
-    def _add_raw_hook(self, kind: int, functype, callback: Callable, *instruction: int) -> None:
+    def _install_hooks(self) -> None:
+        self._add_raw_hook(UC_HOOK_INTR, HOOK_INTR_CFUNC, self._on_intr, "interrupt hook")
+        self._add_raw_hook(UC_HOOK_INSN, HOOK_INSN_IN_CFUNC, self._on_in, "port hook",
+                           X.UC_X86_INS_IN)
+        self._add_raw_hook(UC_HOOK_INSN, HOOK_INSN_OUT_CFUNC, self._on_out, "port hook",
+                           X.UC_X86_INS_OUT)
+        self.uc.hook_add(UC_HOOK_INSN_INVALID, self.hook(self._on_invalid, "invalid opcode"))
+
+    def _add_raw_hook(self, kind: int, functype, callback: Callable, name: str,
+                      *instruction: int) -> None:
         """Hook CALLBACK straight to Unicorn, without the binding's guard (two Python
         calls a hook, a third of an empty hook's cost): CALLBACK must catch every
         exception itself and hand it to _fail. Its first argument is Unicorn's handle,
         not the Uc object."""
-        fptr = functype(callback)
+        fptr = functype(self.hook(callback, name))
         self._raw_hooks.append(fptr)  # ctypes must keep it alive as long as the hook
         self.uc._Uc__do_hook_add(kind, fptr, 1, 0, *map(ctypes.c_int, instruction))
 
@@ -310,7 +321,8 @@ class Machine:
                 self._fail(exc)
             return 1  # the instruction's own answer is skipped
 
-        self.uc.hook_add(UC_HOOK_INSN, on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
+        self.uc.hook_add(UC_HOOK_INSN, self.hook(on_cpuid, "cpuid"), None, 1, 0,
+                         X.UC_X86_INS_CPUID)
 
     def _install_virtual_tsc(self) -> None:
         """`rdtsc` reads the virtual clock (machine/clock.py), in every mode and at
@@ -327,7 +339,7 @@ class Machine:
                 self._fail(exc)
             return 1
 
-        callback = uccallback(self.uc, HOOK_INSN_CPUID_CFUNC)(on_rdtsc)
+        callback = uccallback(self.uc, HOOK_INSN_CPUID_CFUNC)(self.hook(on_rdtsc, "rdtsc"))
         self._rdtsc_callback = callback  # ctypes must keep it alive as long as the hook
         self.uc._Uc__do_hook_add(UC_HOOK_INSN, callback, 1, 0, ctypes.c_int(X.UC_X86_INS_RDTSC))
 
@@ -430,7 +442,7 @@ class Machine:
                 self._spent_hooks.append(handle)
                 uc.emu_stop()
 
-        handle = self.uc.hook_add(UC_HOOK_CODE, on_code)
+        handle = self.uc.hook_add(UC_HOOK_CODE, self.hook(on_code, "instruction hook"))
 
     def after_next_iret(self, callback: Callable[[], None]) -> None:
         """Call CALLBACK once the next iret has executed, and end the slice there: a
@@ -455,7 +467,7 @@ class Machine:
             except BaseException as exc:
                 self._fail(exc)
 
-        handle = self.uc.hook_add(UC_HOOK_CODE, on_code)
+        handle = self.uc.hook_add(UC_HOOK_CODE, self.hook(on_code, "instruction hook"))
 
     def block(self) -> None:
         """The guest waits for an interrupt (a PV SCHEDOP_block): end the slice so the
@@ -470,7 +482,8 @@ class Machine:
             callback(address)
 
         for address in addresses:
-            self.uc.hook_add(UC_HOOK_CODE, on_code, None, address, address)
+            self.uc.hook_add(UC_HOOK_CODE, self.hook(on_code, "instruction hook"), None,
+                             address, address)
 
     def watch_halts(self, addresses) -> None:
         """Hook the `hlt` instructions at ADDRESSES: at CPL 0 Unicorn returns from
@@ -518,7 +531,10 @@ class Machine:
         self._hlt_executed = False
         self._in_slice = True
         try:
-            emulate(self.uc, self.cpu.ip, UNTIL_NEVER, count)
+            if self.profile is None:
+                emulate(self.uc, self.cpu.ip, UNTIL_NEVER, count)
+            else:
+                self.profile.emulate(lambda: emulate(self.uc, self.cpu.ip, UNTIL_NEVER, count))
         except UcError as exc:
             if self.hook_error is None:
                 self.request_stop(Stop(StopKind.EMULATOR_ERROR, str(exc), self.cpu.ip))
