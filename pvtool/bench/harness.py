@@ -119,8 +119,9 @@ def check_images(images: Sequence[Path]) -> None:
 def planned_steps(images: Sequence[Path], repeat: int, patch_only: Sequence[Path],
                   disk_sectors: int = 0) -> int:
     """The steps `bench` will take: QEMU's first run; each guest in each mode and on
-    QEMU, REPEAT times; the disk ways, REPEAT times; the limits; a patch of every image."""
-    per_guest = repeat * (len(available_modes()) + 1)
+    QEMU, REPEAT times, and once more profiled in each mode; the disk ways, REPEAT
+    times; the limits; a patch of every image."""
+    per_guest = repeat * (len(available_modes()) + 1) + len(available_modes())
     disk = repeat * len(DISK_WAYS) if disk_sectors else 0
     return (1 + len(images) * per_guest + disk + LIMIT_STEPS + len(images)
             + len(patch_only))
