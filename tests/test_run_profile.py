@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from pvtool.machine import profile as profile_module
 from pvtool.machine.profile import RUN_LOOP
 from pvtool.run import Mode, RunOptions, run_image
 from tests import cli
@@ -48,8 +49,14 @@ def test_the_profile_accounts_for_every_exit_and_all_the_time(mode):
     assert result.to_dict()["profile"] == result.profile.to_dict()
 
 
-def test_without_profile_there_is_no_profile():
-    result = run_image(guest_path("hello"), RunOptions(mode=Mode.NATIVE), lambda _: None)
+@pytest.mark.parametrize("mode", [Mode.NATIVE, Mode.PV], ids=lambda m: m.value)
+def test_without_profile_nothing_is_timed(mode, monkeypatch):
+    def no_clock() -> int:
+        raise AssertionError("a timing call in an unprofiled run")
+
+    monkeypatch.setattr(profile_module, "perf_counter_ns", no_clock)
+    result = run_image(hello(mode), RunOptions(mode=mode), lambda _: None)
+    assert result.stop.code == 0
     assert result.profile is None
     assert "profile" not in result.to_dict()
 

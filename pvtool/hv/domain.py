@@ -21,6 +21,7 @@ from pvtool.abi.xen import (
     HYPERCALL_ARGUMENT_REGISTERS,
     HYPERCALL_NUMBER_REGISTER,
     Errno,
+    hypercall_name,
 )
 from pvtool.hv import layout
 from pvtool.hv.builder import CONSOLE_EVTCHN, STORE_EVTCHN
@@ -235,7 +236,7 @@ class PvDomain(Domain):
         self.kernel_ss = self.kernel_sp = 0  # HYPERVISOR_stack_switch
         self.iopl = 0
         self.vm_assists: set[int] = set()
-        self.hypercall_counts: Counter = Counter()
+        self.hypercalls_by_number: Counter[int] = Counter()  # counted on the hot path
         self.regs_block = regs_block
         self.site_ranges = site_ranges  # a patched kernel's (pvtool note)
         self.last_console_io = b""  # the last console_io write, for glue_failure
@@ -248,6 +249,12 @@ class PvDomain(Domain):
         self.console_ring.fill()
         self.events.update_time()
         self.events.write_wall_clock()
+
+    @property
+    def hypercall_counts(self) -> Counter[str]:
+        """The hypercalls made, by name (hypercall_N for a number Xen does not have)."""
+        return Counter({hypercall_name(number): count
+                        for number, count in self.hypercalls_by_number.items()})
 
     def kernel_stack(self) -> tuple[int, int]:
         """(SS, ESP) a trap from ring 3 switches to: the TSS the kernel loaded (its

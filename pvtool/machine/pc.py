@@ -120,9 +120,16 @@ class Supervisor(Protocol):
     (machine/native.py) or a hypervisor. Attached once, before the first slice."""
 
     delivery: Delivery  # how it delivers: one mechanism, this mode's rules (traceable)
+    # Optional: a software vector the supervisor takes straight from the hook, before
+    # any Interruption is made (a PV domain's hypercall vector: its hot path), and the
+    # method that takes it. A supervisor without them gets every vector as an event.
+    direct_vector: int | None
 
     def on_interruption(self, event: Interruption) -> None:
         """An interrupt or exception the CPU raised (a fault already acknowledged)."""
+
+    def on_direct_vector(self) -> None:
+        """`int direct_vector` was executed (EIP after it); nothing decoded yet."""
 
     def interrupts_enabled(self) -> bool:
         """Whether an external interrupt may be taken now (IF, or a virtual IF)."""
@@ -172,6 +179,7 @@ class Machine:
         self._stopping_soon = False
         self.supervisor: Supervisor | None = None
         self._raw_hooks: list = []
+        self._direct_vector = -1  # Supervisor.direct_vector: none until one is attached
         self._install_hooks()
         if not host_tsc:
             self._install_virtual_tsc()
@@ -179,6 +187,8 @@ class Machine:
     def attach(self, supervisor: Supervisor) -> None:
         """SUPERVISOR handles the CPU's interrupts and exceptions from now on."""
         self.supervisor = supervisor
+        direct = getattr(supervisor, "direct_vector", None)
+        self._direct_vector = -1 if direct is None else direct
 
     def _install_devices(self, disks: Sequence[DiskImage | None]) -> None:
         """The rest of a standard PC: interrupt controllers, timers, disks, RTC, APIC.
@@ -345,6 +355,9 @@ class Machine:
 
     def _on_intr(self, handle: int, vector: int, _) -> None:
         try:
+            if vector == self._direct_vector:
+                self.supervisor.on_direct_vector()
+                return
             self.supervisor.on_interruption(from_intr_hook(self.cpu, self.memory, vector))
         except BaseException as exc:  # never let Unicorn swallow a Python error
             self._fail(exc)
