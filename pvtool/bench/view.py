@@ -277,6 +277,10 @@ def _limits(limits: dict) -> Table:
                   f"xen_version via int 0x82 x {call['calls']:,}")
     table.add_row("  same, in rdtsc cycles", f"{call['cycles_per_call']:,.0f} cyc",
                   "the kernel's rdtsc around its loop: nanobench's unit")
+    floor = limits["hypercall_floor"]
+    table.add_row("a hypercall's floor", f"{_us(floor['seconds_per_call'])} us",
+                  f"int 0x80 hooked as int 0x82 is, 1 batch read + 1 write: "
+                  f"{limits['floor_over_empty_hook']:.1f}x the empty hook")
     verdict = "[green]within[/]" if limits["hypercall_within_target"] else "[red]over[/]"
     table.add_row("hypercall / empty hook", f"{limits['hypercall_over_empty_hook']:.1f}x",
                   f"{verdict} the target of {limits['hypercall_target']:g}x")

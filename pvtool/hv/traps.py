@@ -59,6 +59,7 @@ class PvSupervisor:
     def __init__(self, domain: PvDomain, emulator: Emulator):
         self.domain = domain
         self.vcpu = domain.vcpu
+        self.machine = domain.machine
         self.emulator = emulator
         self.exits = domain.machine.exits
         self.delivery = Delivery(domain.machine.cpu, XenBounce(domain), self.exits)
@@ -76,14 +77,14 @@ class PvSupervisor:
         """`int 0x82`, the hot path: no EIP, no decoding, and the ring from CS, which
         in a PV domain always equals the CPL (every ring change is an iretd loading CS;
         same-ring CS writes keep its RPL), where the CPU context's hflags would cost a
-        save. CS, the number and the arguments come in one read. From ring 3 it is a
-        software interrupt like any other (the kernel's #GP, bounced)."""
+        save. CS, the number and the arguments come in one read. From ring 3 it is an
+        `int n` like any other, bounced as its trap-table entry's DPL allows."""
         try:
             registers = self.vcpu.hypercall_registers()
             if registers[0] & 3 == GUEST_KERNEL_RPL:
                 self._hypercall(registers[1], registers[2:])
             else:
-                self._route(from_intr_hook(self.domain.machine.cpu, self.domain.memory,
+                self._route(from_intr_hook(self.machine.cpu, self.domain.memory,
                                            HYPERCALL_VECTOR_32))
         except DomainCrash as crash:
             self.domain.crash(crash.reason, crash.address)
@@ -97,7 +98,7 @@ class PvSupervisor:
     def _hypercall(self, number: int, args: tuple[int, ...]) -> None:
         self.exits[Exit.HYPERCALL] += 1
         dispatch(self.domain, self.vcpu, number, args)
-        if self.domain.machine.stop is None:
+        if self.machine.stop is None:
             self._on_return()
 
     def _on_return(self) -> None:

@@ -28,6 +28,7 @@ DISK_FIELDS = {"name", "mode", "driver", "sectors_per_request", "image", "sector
                "same_counts_every_run"}
 LIMIT_FIELDS = {"register_loop", "sieve", "sieve_error", "pvtool_native", "empty_hook",
                 "null_hypercall", "hypercall_over_empty_hook", "hypercall_target",
+                "hypercall_floor", "floor_over_empty_hook",
                 "hypercall_within_target", "peak_memory", "peak_memory_error"}
 
 
@@ -235,7 +236,8 @@ def test_a_footnote_explains_each_mode_faster_than_native(hello_report):
 def test_the_hypercall_target_is_explained(hello_report):
     data, stdout, _ = hello_report
     text = " ".join(stdout.split())
-    assert "target: issue 4 asks that a null hypercall" in text
+    assert "target: issue 17 asks that a null hypercall" in text
+    assert "a hypercall's floor" in text  # what any hypercall must cost, beside it
     assert f"at most {data['limits']['hypercall_target']:g}x an empty Unicorn INTR hook" in text
     over = not data["limits"]["hypercall_within_target"]
     assert ("Over it:" in text) == over
