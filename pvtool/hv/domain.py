@@ -12,6 +12,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi.xen import (
@@ -65,19 +66,18 @@ class VCpu:
         self._rings = RingSwitch(cpu, memory, layout.RING_SWITCH)
         self._number = width.gprs[HYPERCALL_NUMBER_REGISTER[width.bits]]
         arguments = tuple(width.gprs[name] for name in HYPERCALL_ARGUMENT_REGISTERS[width.bits])
-        # CS, the number and every argument in one call into Unicorn: a read each
-        # would cost about as much apiece as the whole batch.
-        self._hypercall_registers = cpu.reader((CS, self._number, *arguments))
+        # The hypercall's hot path, bound once so that a call costs no frame of its
+        # own: hypercall_registers() gives (CS, the number, the arguments...) in one
+        # call into Unicorn (a read each would cost about as much apiece as the whole
+        # batch), and set_result(value) writes the result register.
+        self.hypercall_registers = cpu.reader((CS, self._number, *arguments)).read
+        self.set_result = partial(cpu.write, self._number)
 
     def get(self, reg: int) -> int:
         return self._cpu.read(reg)
 
     def set(self, reg: int, value: int) -> None:
         self._cpu.write(reg, value)
-
-    def hypercall_registers(self) -> tuple[int, ...]:
-        """(CS, the hypercall's number, its arguments...) as the registers hold them."""
-        return self._hypercall_registers.read()
 
     @property
     def cpl(self) -> int:
@@ -98,9 +98,6 @@ class VCpu:
     @property
     def cs(self) -> int:
         return self._cpu.read(CS)
-
-    def set_result(self, value: int) -> None:
-        self._cpu.write(self._number, value)
 
     def enter_ring(self, ring: int, *, cs: int, eip: int, ss: int, esp: int,
                    eflags: int) -> None:

@@ -93,7 +93,8 @@ def _result(result: int) -> str:
 
 def dispatch(domain: PvDomain, vcpu: VCpu, number: int, args: Sequence[int]) -> None:
     """The hypercall entry: NUMBER and ARGS as the registers of the domain's width held
-    them (abi/xen.py HYPERCALL_ARGUMENT_REGISTERS, VCpu.hypercall_registers)."""
+    them (abi/xen.py HYPERCALL_ARGUMENT_REGISTERS, VCpu.hypercall_registers); the
+    result, if any, into the number's register."""
     result = call(domain, vcpu, number, args)
     if result is not NO_RESULT:
         vcpu.set_result(result)
