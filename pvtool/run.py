@@ -23,6 +23,7 @@ from pvtool.machine.keys import key_events
 from pvtool.machine.loader import KernelImage
 from pvtool.machine.native import boot_bare_pc
 from pvtool.machine.pc import DEFAULT_RAM, Machine
+from pvtool.machine.profile import Profile
 from pvtool.machine.screen import TextScreen, read_screen
 from pvtool.machine.stop import Stop, StopKind, registers_at_stop
 
@@ -55,6 +56,7 @@ class RunOptions:
     host_tsc: bool = False  # rdtsc reads the host's TSC, not virtual time (benchmarks)
     xen_console: Callable[[bytes], None] | None = None  # console_io; None: the output's
     pc: str | None = None  # native: a PCS name; None: the image's width chooses
+    profile: bool = False  # where the host time went, by exit kind (machine/profile.py)
 
 
 @dataclass
@@ -71,6 +73,7 @@ class RunResult:
     sensitive: list = field(default_factory=list)
     registers: dict = field(default_factory=dict)  # the CPU's, when the run stopped
     screen: TextScreen | None = None  # native mode: the text screen at the end
+    profile: Profile | None = None  # --profile's figures
 
     def to_dict(self) -> dict:
         return {
@@ -87,6 +90,7 @@ class RunResult:
             "uart_bytes": self.uart_bytes,
             "sensitive": [use.to_dict() for use in self.sensitive],
             **({"screen": self.screen.to_dict()} if self.screen else {}),
+            **({"profile": self.profile.to_dict()} if self.profile else {}),
         }
 
 
@@ -126,7 +130,8 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
         machine = Machine(ram_size=options.ram_size, output=output,
                           input_data=options.input_data, disks=disks, keys=keys,
                           host_tsc=options.host_tsc, bits=bits,
-                          native_cpu=mode is Mode.NATIVE)
+                          native_cpu=mode is Mode.NATIVE,
+                          profile=Profile() if options.profile else None)
         domain = _boot(machine, image, mode, options)
         machine.supervisor.delivery.trace = options.trace_interrupts
         result = _run_loop(machine, mode, options)
@@ -185,6 +190,8 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
     deadline = started + options.timeout if options.timeout else None
     budget = options.max_insns
     slices = executed = 0
+    if machine.profile is not None:
+        machine.profile.start()
     while machine.stop is None:
         machine.supervisor.take_interrupt(machine.irqs)
         count = _slice_length(machine, budget, executed)
@@ -202,11 +209,13 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
             machine.request_stop(Stop(StopKind.TIMEOUT,
                                       f"ran past --timeout {options.timeout:g} s",
                                       machine.cpu.ip))
+    if machine.profile is not None:
+        machine.profile.finish()
     return RunResult(mode=mode, stop=machine.stop,
                      wall_seconds=time.perf_counter() - started, slices=slices,
                      insns_upper_bound=executed, exits=machine.exits,
                      uart_bytes=machine.uart.bytes_written,
-                     registers=registers_at_stop(machine.cpu))
+                     registers=registers_at_stop(machine.cpu), profile=machine.profile)
 
 
 def _locate(stop: Stop, image: KernelImage) -> Stop:

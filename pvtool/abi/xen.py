@@ -60,6 +60,14 @@ class Hypercall(IntEnum):
     arch_7 = 55
 
 
+def hypercall_name(number: int) -> str:
+    """Xen's name for hypercall NUMBER, or hypercall_NUMBER for one it lacks."""
+    try:
+        return Hypercall(number).name
+    except ValueError:
+        return f"hypercall_{number}"
+
+
 HYPERCALL_ENTRY_SIZE = 32  # bytes per hypercall-page entry
 HYPERCALL_PAGE_ENTRIES = 128
 HYPERCALL_VECTOR_32 = 0x82  # int 0x82 on x86-32

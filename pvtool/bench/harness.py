@@ -13,6 +13,7 @@ from pathlib import Path
 from pvtool.bench.disk import WAYS as DISK_WAYS
 from pvtool.bench.disk import run_disk_rows
 from pvtool.bench.emptyhook import HookResult, run_empty_hook
+from pvtool.bench.hypercallfloor import run_hypercall_floor
 from pvtool.bench.nullcall import NullCallResult, run_null_hypercalls
 from pvtool.bench.operations import operations_table
 from pvtool.bench.patcher import patcher_rows
@@ -36,8 +37,8 @@ LOOP_ITERATIONS = 10_000_000
 HOOK_CALLS = 200_000
 NULL_HYPERCALLS = 20_000
 MIN_PROBE_REPEAT = 5  # the probes take milliseconds: more repeats cost nothing
-HYPERCALL_TARGET = 3.0  # issue 4: a null hypercall should cost at most 3 empty hooks
-LIMIT_STEPS = 4  # measure_limits: the register loop, the hook, hypercalls, peak memory
+HYPERCALL_TARGET = 5.0  # issue 17: a null hypercall should cost at most 5 empty hooks
+LIMIT_STEPS = 5  # measure_limits: the register loop, the hook, the floor, hypercalls, memory
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Limits:
     register_loop: LoopResult
     empty_hook: HookResult
     null_hypercall: NullCallResult
+    hypercall_floor: HookResult  # bench/hypercallfloor.py
     sieve: SieveResult | None = None
     sieve_error: str | None = None
     pvtool_native: dict | None = None  # the sieve's guest booted by pvtool, for comparison
@@ -81,6 +83,9 @@ class Limits:
             "empty_hook": self.empty_hook.to_dict(),
             "null_hypercall": self.null_hypercall.to_dict(),
             "hypercall_over_empty_hook": round(self.hypercall_over_hook, 3),
+            "hypercall_floor": self.hypercall_floor.to_dict(),
+            "floor_over_empty_hook": round(self.hypercall_floor.seconds_per_call
+                                           / self.empty_hook.seconds_per_call, 3),
             "hypercall_target": HYPERCALL_TARGET,
             "hypercall_within_target": self.hypercall_over_hook <= HYPERCALL_TARGET,
             "peak_memory": self.peak_memory.to_dict() if self.peak_memory else None,
@@ -119,8 +124,9 @@ def check_images(images: Sequence[Path]) -> None:
 def planned_steps(images: Sequence[Path], repeat: int, patch_only: Sequence[Path],
                   disk_sectors: int = 0) -> int:
     """The steps `bench` will take: QEMU's first run; each guest in each mode and on
-    QEMU, REPEAT times; the disk ways, REPEAT times; the limits; a patch of every image."""
-    per_guest = repeat * (len(available_modes()) + 1)
+    QEMU, REPEAT times, and once more profiled in each mode; the disk ways, REPEAT
+    times; the limits; a patch of every image."""
+    per_guest = repeat * (len(available_modes()) + 1) + len(available_modes())
     disk = repeat * len(DISK_WAYS) if disk_sectors else 0
     return (1 + len(images) * per_guest + disk + LIMIT_STEPS + len(images)
             + len(patch_only))
@@ -164,9 +170,11 @@ def measure_limits(images: Sequence[Path], guests: list[GuestBench], repeat: int
     loop = run_register_loop(LOOP_ITERATIONS, repeat)
     progress.step("raw Unicorn, empty INTR hook")
     hook = run_empty_hook(HOOK_CALLS, repeat)
+    progress.step("a hypercall's floor: one batch read, one write")
+    floor = run_hypercall_floor(HOOK_CALLS, repeat)
     progress.step("null hypercalls")
     nullcall = run_null_hypercalls(NULL_HYPERCALLS, repeat)
-    limits = Limits(loop, hook, nullcall)
+    limits = Limits(loop, hook, nullcall, floor)
     sieve_guest = _sieve_guest(images, limits)
     if sieve_guest is None:
         progress.skip(1)

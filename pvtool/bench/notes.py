@@ -62,12 +62,12 @@ def _span(run: dict) -> str:
 
 def hypercall_target(limits: dict) -> str:
     """What the hypercall target compares, and where it comes from."""
-    note = (f"target: issue 4 asks that a null hypercall (xen_version through int 0x82 "
+    note = (f"target: issue 17 asks that a null hypercall (xen_version through int 0x82 "
             f"and pvtool's Python hypervisor) cost at most {limits['hypercall_target']:g}x "
             "an empty Unicorn INTR hook (int 0x80 into a Python callback that does "
             "nothing), both timed in this run: the hook is what any exit to Python costs.")
     if not limits["hypercall_within_target"]:
-        note += (" Over it: the rest is the hypercall's register reads and writes "
-                 "through the binding, dispatch and the checks on return (UNICORN.md "
-                 "measured a bare 2-read 1-write hypercall at about 7x).")
+        note += (" Over it: the floor row is what any hypercall must cost (its "
+                 "registers read in one batch, EAX written); the rest is pvtool's "
+                 "Python: dispatch, the handler and the checks on return.")
     return note

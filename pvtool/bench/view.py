@@ -169,21 +169,36 @@ def _predicted_failure(run: dict, mode: str) -> bool:
 
 
 def _exits(guest: dict) -> Table:
-    """One guest's exit kinds down, one column per mode (one run each): a table per
-    guest keeps three guests' columns within 80."""
+    """One guest's exit kinds down; for each mode, the count of one run and the mean
+    host microseconds of each exit in one run under --profile (machine/profile.py).
+    A table per guest keeps three modes' columns within 80."""
     columns = [(mode, run) for mode, run in guest["modes"].items() if run["ok"]]
+    profiles = {mode: {row["kind"]: row for row in (run.get("profile") or {}).get("kinds", [])}
+                for mode, run in columns}
     kinds = sorted({kind for _, run in columns for kind in run["exits"]})
     calls = sorted({name for _, run in columns for name in run["hypercalls"]})
-    table = Table(box=box.SIMPLE_HEAD, title=f"Exits by kind, {guest['name']} (one run)",
-                  title_justify="left")
+    table = Table(box=box.SIMPLE_HEAD, title=f"Exits by kind, {guest['name']} (one run; "
+                  "us: mean host time, profiled)", title_justify="left", collapse_padding=True)
     table.add_column("exit", no_wrap=True)
     for mode, _ in columns:
         table.add_column(mode, justify="right", no_wrap=True)
+        table.add_column("us", justify="right", no_wrap=True)
     for kind in kinds:
-        table.add_row(kind, *(f"{run['exits'].get(kind, 0):,}" for _, run in columns))
+        cells = [kind]
+        for mode, run in columns:
+            row = profiles[mode].get(kind)
+            cells += [f"{run['exits'].get(kind, 0):,}",
+                      f"{row['mean_us']:,.1f}" if row and row["count"] else "-"]
+        table.add_row(*cells)
     for call in calls:
-        table.add_row(f"  {call}", *(f"{run['hypercalls'].get(call, 0):,}"
-                                     for _, run in columns), style="dim")
+        table.add_row(f"  {call}", *(cell for _, run in columns
+                                     for cell in (f"{run['hypercalls'].get(call, 0):,}", "")),
+                      style="dim")
+    shares = [f"{mode} {(run.get('profile') or {}).get('python_share', 0):.0%}"
+              for mode, run in columns if run.get("profile")]
+    if shares:
+        table.caption = "pvtool's Python, share of the profiled run: " + ", ".join(shares)
+        table.caption_justify = "left"
     return table
 
 
@@ -262,6 +277,10 @@ def _limits(limits: dict) -> Table:
                   f"xen_version via int 0x82 x {call['calls']:,}")
     table.add_row("  same, in rdtsc cycles", f"{call['cycles_per_call']:,.0f} cyc",
                   "the kernel's rdtsc around its loop: nanobench's unit")
+    floor = limits["hypercall_floor"]
+    table.add_row("a hypercall's floor", f"{_us(floor['seconds_per_call'])} us",
+                  f"int 0x80 hooked as int 0x82 is, 1 batch read + 1 write: "
+                  f"{limits['floor_over_empty_hook']:.1f}x the empty hook")
     verdict = "[green]within[/]" if limits["hypercall_within_target"] else "[red]over[/]"
     table.add_row("hypercall / empty hook", f"{limits['hypercall_over_empty_hook']:.1f}x",
                   f"{verdict} the target of {limits['hypercall_target']:g}x")

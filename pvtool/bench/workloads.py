@@ -54,6 +54,7 @@ class ModeRuns:
     # PV: a null hypercall's rdtsc cycles, timed around each run
     null_cycles: list[float] = field(default_factory=list)
     outputs: list[bytes] = field(default_factory=list)  # each run's serial output
+    profile: dict | None = None  # one more run, under --profile: the exits table's times
 
     @property
     def ok(self) -> bool:
@@ -90,6 +91,7 @@ class ModeRuns:
             "guest_passed": guest_passed(last),
             "same_exits_every_run": all(r.exits == last.exits for r in self.results),
             "null_hypercall_cycles": [round(c, 2) for c in self.null_cycles],
+            "profile": self.profile,
         }
 
 
@@ -111,7 +113,24 @@ def run_workloads(image: Path, repeat: int, workdir: Path,
                 continue
             progress.step(f"{mode.value} run {index + 1}/{repeat}")
             _run_and_record(mode_runs, workdir)
+    for mode, mode_runs in runs.items():
+        if not mode_runs.ok:
+            progress.skip(1)
+            continue
+        progress.step(f"{mode.value}, profiled")
+        mode_runs.profile = _profile(mode_runs, workdir)
     return runs
+
+
+def _profile(mode_runs: ModeRuns, workdir: Path) -> dict | None:
+    """One more run, profiled (machine/profile.py), apart from the timed ones: the
+    profile's timing calls would slow those. Its counts are its own run's (with the
+    host's TSC, a guest's exits may differ a little from run to run)."""
+    try:
+        result = _run_once(mode_runs, workdir, lambda _: None, profile=True)
+    except PvtoolError:
+        return None
+    return result.profile.to_dict()
 
 
 def _run_and_record(mode_runs: ModeRuns, workdir: Path) -> None:
@@ -153,8 +172,9 @@ def _prepare(mode: Mode, image: Path, workdir: Path) -> ModeRuns:
     return ModeRuns(mode, patched, prepare_seconds=time.perf_counter() - started)
 
 
-def _run_once(mode_runs: ModeRuns, workdir: Path,
-              output: Callable[[bytes], None]) -> RunResult:
+def _run_once(mode_runs: ModeRuns, workdir: Path, output: Callable[[bytes], None],
+              profile: bool = False) -> RunResult:
     options = RunOptions(mode=mode_runs.mode, timeout=RUN_TIMEOUT, disks=(fresh_disk(workdir),),
-                         host_tsc=True)  # nanobench times itself in host cycles
+                         host_tsc=True,  # nanobench times itself in host cycles
+                         profile=profile)
     return run_image(mode_runs.image, options, output)

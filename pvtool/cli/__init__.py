@@ -66,7 +66,8 @@ def patch(image: Path, output: Path | None, patch_set: str | None, json_path: Pa
 @cli.command(epilog="""\b
 Examples:
   pvtool run --native build/guests/hello.elf
-  pvtool run build/hello.pv.elf --trace --json build/hello.run.json""")
+  pvtool run build/hello.pv.elf --trace --json build/hello.run.json
+  pvtool run --native --profile build/guests/hello.elf""")
 @debug_option()
 @click.argument("image", type=EXISTING_FILE)
 @mode_option("native", "Boot IMAGE (a Multiboot kernel) on the emulated bare PC, in ring 0.")
@@ -114,12 +115,16 @@ Examples:
               help="--native: the PC of qemu-system-i386 or of qemu-system-x86_64 (the "
                    "default for an ELF64 kernel); a 32-bit kernel that enters long mode "
                    "itself needs x86_64.")
+@click.option("--profile", is_flag=True,
+              help="Time every exit: a table of host time by exit kind (count, total, "
+                   "mean) and the emulator's share against pvtool's Python, on stderr "
+                   "after the run (and in --json); the run itself is slower.")
 def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | None,
         memory: int, cmdline: str, disks: tuple[Path, ...], snapshot: bool,
         input_file: Path | None, modules: tuple[Path, ...], quiet: bool,
         json_path: Path | None, trace: bool, trace_int: bool, keys: str,
         xen_console_path: Path | None, host_tsc: bool, screen_path: Path | None,
-        pc: str | None) -> None:
+        pc: str | None, profile: bool) -> None:
     """Boot IMAGE and run it until it stops. The guest's serial output goes to stdout;
     pvtool exits with the guest's isa-debug-exit code (see README, "Exit status")."""
     from pvtool.run import Mode, RunOptions, check_disks
@@ -143,7 +148,8 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
             snapshot=snapshot, input_data=_serial_input(input_file), modules=modules,
             trace=_trace_printer() if trace else None,
             trace_interrupts=_trace_printer() if trace_int else None,
-            keys=keys, host_tsc=host_tsc, xen_console=xen_console, pc=pc))
+            keys=keys, host_tsc=host_tsc, xen_console=xen_console, pc=pc,
+            profile=profile))
     if screen_path is not None:
         from pvtool.image.writer import write_atomically
 
@@ -152,6 +158,8 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
         write_json(json_path, result.to_dict())
     if not quiet:
         run_view.render(result, console.stderr)
+    if result.profile is not None:  # asked for, so shown even with --quiet
+        run_view.render_profile(result.profile.to_dict(), result.mode.value, console.stderr)
     raise SystemExit(_run_status(result.stop))
 
 

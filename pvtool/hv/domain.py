@@ -10,8 +10,9 @@ hypervisor's range), and fail with -EFAULT.
 
 import struct
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi.xen import (
@@ -21,6 +22,7 @@ from pvtool.abi.xen import (
     HYPERCALL_ARGUMENT_REGISTERS,
     HYPERCALL_NUMBER_REGISTER,
     Errno,
+    hypercall_name,
 )
 from pvtool.hv import layout
 from pvtool.hv.builder import CONSOLE_EVTCHN, STORE_EVTCHN
@@ -56,32 +58,6 @@ class TrapInfo:
     address: int
 
 
-class HypercallArgs(Sequence[int]):
-    """A hypercall's argument registers, each read when a handler first uses it: a
-    register read costs about 0.4 us and most hypercalls take two or three."""
-
-    __slots__ = ("_cpu", "_regs", "_values")
-
-    def __init__(self, cpu: Cpu, regs: tuple[int, ...]):
-        self._cpu = cpu
-        self._regs = regs
-        self._values: list[int | None] = [None] * len(regs)
-
-    def __len__(self) -> int:
-        return len(self._regs)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return tuple(self[i] for i in range(*index.indices(len(self))))
-        value = self._values[index]
-        if value is None:
-            value = self._values[index] = self._cpu.read(self._regs[index])
-        return value
-
-    def __repr__(self) -> str:
-        return repr(tuple(self))
-
-
 class VCpu:
     """The registers of the domain's one virtual CPU, by name, for its width."""
 
@@ -90,8 +66,13 @@ class VCpu:
         self._width = width = cpu.width
         self._rings = RingSwitch(cpu, memory, layout.RING_SWITCH)
         self._number = width.gprs[HYPERCALL_NUMBER_REGISTER[width.bits]]
-        self._arguments = tuple(width.gprs[name]
-                                for name in HYPERCALL_ARGUMENT_REGISTERS[width.bits])
+        arguments = tuple(width.gprs[name] for name in HYPERCALL_ARGUMENT_REGISTERS[width.bits])
+        # The hypercall's hot path, bound once so that a call costs no frame of its
+        # own: hypercall_registers() gives (CS, the number, the arguments...) in one
+        # call into Unicorn (a read each would cost about as much apiece as the whole
+        # batch), and set_result(value) writes the result register.
+        self.hypercall_registers = cpu.reader((CS, self._number, *arguments)).read
+        self.set_result = partial(cpu.write, self._number)
         self.long_mode = Vcpu64() if width.bits == 64 else None  # hv/vcpu64.py
 
     @property
@@ -104,12 +85,6 @@ class VCpu:
 
     def set(self, reg: int, value: int) -> None:
         self._cpu.write(reg, value)
-
-    def hypercall_number(self) -> int:
-        return self._cpu.read(self._number)
-
-    def hypercall_args(self) -> "HypercallArgs":
-        return HypercallArgs(self._cpu, self._arguments)
 
     @property
     def cpl(self) -> int:
@@ -130,9 +105,6 @@ class VCpu:
     @property
     def cs(self) -> int:
         return self._cpu.read(CS)
-
-    def set_result(self, value: int) -> None:
-        self._cpu.write(self._number, value)
 
     def enter_ring(self, ring: int, *, cs: int, eip: int, ss: int, esp: int,
                    eflags: int) -> None:
@@ -274,7 +246,7 @@ class PvDomain(Domain):
         self.kernel_ss = self.kernel_sp = 0  # HYPERVISOR_stack_switch
         self.iopl = 0
         self.vm_assists: set[int] = set()
-        self.hypercall_counts: Counter = Counter()
+        self.hypercalls_by_number: Counter[int] = Counter()  # counted on the hot path
         self.regs_block = regs_block
         self.site_ranges = site_ranges  # a patched kernel's (pvtool note)
         self.last_console_io = b""  # the last console_io write, for glue_failure
@@ -287,6 +259,12 @@ class PvDomain(Domain):
         self.console_ring.fill()
         self.events.update_time()
         self.events.write_wall_clock()
+
+    @property
+    def hypercall_counts(self) -> Counter[str]:
+        """The hypercalls made, by name (hypercall_N for a number Xen does not have)."""
+        return Counter({hypercall_name(number): count
+                        for number, count in self.hypercalls_by_number.items()})
 
     def kernel_stack(self) -> tuple[int, int]:
         """(SS, ESP) a trap from ring 3 switches to: the TSS the kernel loaded (its

@@ -52,6 +52,8 @@ class Pv64Supervisor(PvSupervisor):
     """The supervisor of a 64-bit PV domain. It shares the 32-bit one's event and
     device-interrupt timing (PvSupervisor) and replaces every entry path."""
 
+    direct_vector = None  # hypercalls come by syscall; `int 0x82` is any `int n`
+
     def __init__(self, domain: PvDomain):
         super().__init__(domain, Emulator64(domain))
         self.state = domain.vcpu.long_mode
@@ -75,8 +77,8 @@ class Pv64Supervisor(PvSupervisor):
         both around the syscall."""
         self.exits[Exit.HYPERCALL] += 1
         vcpu = self.vcpu
-        result = call(self.domain, vcpu, vcpu.hypercall_number(), vcpu.hypercall_args(),
-                      TABLE_64)
+        registers = vcpu.hypercall_registers()  # CS, the number, the arguments
+        result = call(self.domain, vcpu, registers[1], registers[2:], TABLE_64)
         if result is not NO_RESULT:
             vcpu.set_result(result)
         resume, self.state.resume = self.state.resume, None

@@ -330,6 +330,8 @@ class EventChannels:
     def fire_due_timer(self) -> None:
         """VIRQ_TIMER if the timer is due; a poll ends when its timeout passes or one
         of its ports is pending."""
+        if self.timer_deadline is None and self.polling is None:  # asked every hypercall
+            return
         now = self.now_ns()
         if self.timer_deadline is not None and now >= self.timer_deadline:
             self.timer_deadline = None

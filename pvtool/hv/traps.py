@@ -21,7 +21,7 @@ from pvtool.machine.cpu import CR2, EIP
 from pvtool.machine.delivery import Delivery
 from pvtool.machine.exits import Exit
 from pvtool.machine.fast_call import FastCall
-from pvtool.machine.interruption import Interruption, external
+from pvtool.machine.interruption import Interruption, external, from_intr_hook
 from pvtool.machine.irq import IrqRouter
 from pvtool.x86.vectors import Vector
 
@@ -55,12 +55,18 @@ def _into_glue_alias(domain: Domain, address: int, ip: int) -> bool:
 
 
 class PvSupervisor:
+    direct_vector = HYPERCALL_VECTOR_32  # the hypercall's: no Interruption made for it
+
     def __init__(self, domain: PvDomain, emulator: Emulator):
         self.domain = domain
         self.vcpu = domain.vcpu
+        self.machine = domain.machine
         self.emulator = emulator
         self.exits = domain.machine.exits
         self.delivery = Delivery(domain.machine.cpu, XenBounce(domain), self.exits)
+        # Whether a device may have raised an interrupt line since the last look (see
+        # _on_return): a port was accessed, or one was left waiting.
+        self._devices_may_interrupt = True
 
     def on_interruption(self, event: Interruption) -> None:
         try:
@@ -68,22 +74,47 @@ class PvSupervisor:
         except DomainCrash as crash:
             self.domain.crash(crash.reason, crash.address)
 
+    def on_direct_vector(self) -> None:
+        """`int 0x82`, the hot path: no EIP, no decoding, and the ring from CS, which
+        in a PV domain always equals the CPL (every ring change is an iretd loading CS;
+        same-ring CS writes keep its RPL), where the CPU context's hflags would cost a
+        save. CS, the number and the arguments come in one read. From ring 3 it is an
+        `int n` like any other, bounced as its trap-table entry's DPL allows."""
+        try:
+            registers = self.vcpu.hypercall_registers()
+            if registers[0] & 3 == GUEST_KERNEL_RPL:
+                self._hypercall(registers[1], registers[2:])
+            else:
+                self._route(from_intr_hook(self.machine.cpu, self.domain.memory,
+                                           HYPERCALL_VECTOR_32))
+        except DomainCrash as crash:
+            self.domain.crash(crash.reason, crash.address)
+
     def _route(self, event: Interruption) -> None:
-        # The hot path: no EIP, no decoding, and the ring from CS, which in a PV domain
-        # always equals the CPL (every ring change is an iretd loading CS; same-ring CS
-        # writes keep its RPL), where the CPU context's hflags would cost a save.
-        if event.vector == HYPERCALL_VECTOR_32 and self.vcpu.cs & 3 == GUEST_KERNEL_RPL:
-            self._hypercall()
-        elif event.software:
+        if event.software:
             self._software_interrupt(event)
         else:
             self._exception(event)
 
-    def _hypercall(self) -> None:
+    def _hypercall(self, number: int, args: tuple[int, ...]) -> None:
         self.exits[Exit.HYPERCALL] += 1
-        dispatch(self.domain, self.vcpu)
-        if self.domain.machine.stop is None:
-            self.take_interrupt(self.domain.machine.irqs)  # Xen delivers on return
+        dispatch(self.domain, self.vcpu, number, args)
+        if self.machine.stop is None:
+            self._on_return()
+
+    def _on_return(self) -> None:
+        """Xen delivers on the way back from a hypercall: a pending event, then a
+        device interrupt. A device raises a line only when a port is accessed (a PV
+        domain maps no MMIO) or as time passes, between slices, where take_interrupt
+        looks anyway; so the devices are asked only after a port access, or while an
+        interrupt waits for the virtual IF, which is what keeps a hypercall's return
+        cheap."""
+        try:
+            self._take_event()
+            if self._devices_may_interrupt:
+                self._take_device_interrupt(self.domain.machine.irqs)
+        except DomainCrash as crash:
+            self.domain.crash(crash.reason, crash.address)
 
     def _software_interrupt(self, event: Interruption) -> None:
         # A trap site stands for a kernel instruction: from ring 3 it is a plain int3.
@@ -139,7 +170,9 @@ class PvSupervisor:
         dom = self.domain
         dom.events.fire_due_timer()
         callback = dom.callbacks.get(CallbackType.event)
-        if callback is None or dom.upcall_mask or not dom.events.work_pending():
+        # evtchn_upcall_pending first: clear most of the time, one read of guest memory
+        if callback is None or not dom.upcall_pending or dom.upcall_mask \
+                or not dom.events.work_pending():
             return
         cs, address, _ = callback
         self.exits[Exit.UPCALL] += 1
@@ -156,7 +189,9 @@ class PvSupervisor:
         exception its IDT gate stood for (docs/ABI.md)."""
         dom = self.domain
         if not irqs.pending():
+            self._devices_may_interrupt = False
             return
+        self._devices_may_interrupt = True
         dom.upcall_pending = 1
         if dom.upcall_mask:
             return
@@ -178,6 +213,7 @@ class PvSupervisor:
     def port_allowed(self, port: int) -> bool:
         """Port I/O reaches the devices only for a domain with I/O privilege (Xen's
         physdev_op set_iopl); any other access crashes the domain."""
+        self._devices_may_interrupt = True
         if self.domain.iopl >= 1:
             return True
         self.domain.crash(f"port I/O on {port:#x} without I/O privilege "

@@ -1,15 +1,23 @@
 """Guest memory: Unicorn's accesses are physical once paging is on, so guest-virtual
 reads and writes go through pvtool's own page walker (x86/paging.py)."""
 
+import ctypes
 import struct
 
-from unicorn import Uc, UcError
+from unicorn import Uc
+from unicorn.unicorn_py3.unicorn import uclib
 
 from pvtool.machine.cpu import CR0, CR3, CR4, Cpu
 from pvtool.x86.paging import PAGE_SHIFT, PAGE_SIZE, PageFault, PagingMode, Translation, translate
 from pvtool.x86.registers import CR0_PG, CR0_WP, CR4_PAE, CR4_PSE
 
 MAX_TRANSLATIONS = 4096  # kept translations; beyond, they are all forgotten
+# uc_mem_read and uc_mem_write as plain function pointers over integers: half the cost
+# of the binding's, which converts every argument and builds a bytearray.
+_MEM_ACCESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64,
+                               ctypes.c_void_p, ctypes.c_size_t)
+_mem_read = _MEM_ACCESS(ctypes.cast(uclib.uc_mem_read, ctypes.c_void_p).value)
+_mem_write = _MEM_ACCESS(ctypes.cast(uclib.uc_mem_write, ctypes.c_void_p).value)
 
 
 class UnassignedMemory(Exception):
@@ -28,21 +36,27 @@ class GuestMemory:
     def __init__(self, uc: Uc, cpu: Cpu):
         self.uc = uc
         self.cpu = cpu
+        self._handle = uc._uch.value
+        self._buffer = ctypes.create_string_buffer(PAGE_SIZE)  # most reads fit a page
+        self._buffer_address = ctypes.addressof(self._buffer)
         # (CR3, page, write, user) -> physical page, while keep_translations is on
         self._translations: dict[tuple[int, int, bool, bool], int] | None = None
 
     # -- physical ------------------------------------------------------------------
     def read_phys(self, addr: int, size: int) -> bytes:
-        try:
-            return bytes(self.uc.mem_read(addr, size))
-        except UcError:
-            raise UnassignedMemory(addr, size) from None
+        if size > PAGE_SIZE:
+            buffer = ctypes.create_string_buffer(size)
+            if _mem_read(self._handle, addr, ctypes.addressof(buffer), size):
+                raise UnassignedMemory(addr, size)
+            return buffer.raw
+        if _mem_read(self._handle, addr, self._buffer_address, size):
+            raise UnassignedMemory(addr, size)
+        return ctypes.string_at(self._buffer_address, size)
 
     def write_phys(self, addr: int, data: bytes) -> None:
-        try:
-            self.uc.mem_write(addr, bytes(data))
-        except UcError:
-            raise UnassignedMemory(addr, len(data)) from None
+        data = bytes(data)
+        if _mem_write(self._handle, addr, data, len(data)):
+            raise UnassignedMemory(addr, len(data))
 
     def read_u32(self, addr: int) -> int:
         return struct.unpack("<I", self.read_phys(addr, 4))[0]

@@ -42,20 +42,22 @@ class MmioBus:
     """Unicorn calls back on every access to a registered range (about 0.4 us each,
     UNICORN.md): a device whose reads are frequent should be RAM with a write hook."""
 
-    def __init__(self, uc: Uc, exits: Counter, on_error):
+    def __init__(self, uc: Uc, exits: Counter, on_error, hook=lambda callback, name: callback):
         self.uc = uc
         self.exits = exits
         self.on_error = on_error  # where a device's exception goes (the run loop)
+        self.hook = hook  # how the machine installs a callback (timed by --profile)
         self.ranges: list[tuple[int, int, MmioDevice]] = []
         self._open_bus: OpenBus | None = None
-        uc.hook_add(UC_HOOK_MEM_UNMAPPED, self.unassigned)
+        uc.hook_add(UC_HOOK_MEM_UNMAPPED, hook(self.unassigned, "unassigned memory"))
 
     def register(self, device: MmioDevice, base: int, size: int) -> None:
         for start, length, _ in self.ranges:
             if base < start + length and start < base + size:
                 raise ValueError(f"MMIO range {base:#x}+{size:#x} overlaps {start:#x}")
         self.ranges.append((base, size, device))
-        self.uc.mmio_map(base, size, self._reader(device), None, self._writer(device), None)
+        self.uc.mmio_map(base, size, self.hook(self._reader(device), "mmio hook"), None,
+                         self.hook(self._writer(device), "mmio hook"), None)
 
     def _reader(self, device: MmioDevice):
         def read(uc: Uc, offset: int, size: int, _) -> int:

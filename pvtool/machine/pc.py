@@ -25,8 +25,12 @@ from unicorn import (
     UcError,
 )
 from unicorn import x86_const as X
-from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
-from unicorn.unicorn_py3.unicorn import uccallback
+from unicorn.unicorn_py3.arch.intel import (
+    HOOK_INSN_CPUID_CFUNC,
+    HOOK_INSN_IN_CFUNC,
+    HOOK_INSN_OUT_CFUNC,
+)
+from unicorn.unicorn_py3.unicorn import HOOK_INTR_CFUNC, uccallback
 
 from pvtool.interrupts import emulate
 from pvtool.machine.acpi_pm import (
@@ -92,6 +96,7 @@ from pvtool.machine.pci_devices import PM_BASE, default_functions
 from pvtool.machine.pic import Pic8259Pair
 from pvtool.machine.pit import PIT_HZ, Pit8254
 from pvtool.machine.ports import PortBus, Wide
+from pvtool.machine.profile import Profile
 from pvtool.machine.ps2kbd import KEY_CLOCK_HZ, Ps2Keyboard
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.machine.system_ports import PORT_A, PORT_B, RESET_CONTROL, PortA, PortB, ResetControl
@@ -117,9 +122,16 @@ class Supervisor(Protocol):
     (machine/native.py) or a hypervisor. Attached once, before the first slice."""
 
     delivery: Delivery  # how it delivers: one mechanism, this mode's rules (traceable)
+    # Optional: a software vector the supervisor takes straight from the hook, before
+    # any Interruption is made (a PV domain's hypercall vector: its hot path), and the
+    # method that takes it. A supervisor without them gets every vector as an event.
+    direct_vector: int | None
 
     def on_interruption(self, event: Interruption) -> None:
         """An interrupt or exception the CPU raised (a fault already acknowledged)."""
+
+    def on_direct_vector(self) -> None:
+        """`int direct_vector` was executed (EIP after it); nothing decoded yet."""
 
     def interrupts_enabled(self) -> bool:
         """Whether an external interrupt may be taken now (IF, or a virtual IF)."""
@@ -147,8 +159,10 @@ class Machine:
     def __init__(self, *, ram_size: int = DEFAULT_RAM,
                  output: Callable[[bytes], None], input_data: bytes = b"",
                  disks: Sequence[DiskImage | None] = (), bits: int = 32,
-                 keys: Iterable[int] = (), host_tsc: bool = False, native_cpu: bool = False):
+                 keys: Iterable[int] = (), host_tsc: bool = False, native_cpu: bool = False,
+                 profile: Profile | None = None):
         self.uc = Uc(UC_ARCH_X86, UC_MODES[bits])
+        self.profile = profile  # --profile: every hook timed (machine/profile.py)
         self.cpu_model = CPU_MODELS[bits]  # the PC of qemu-system-i386, or of -x86_64
         if native_cpu and self.cpu_model.unicorn_model is not None:
             self.uc.ctl_set_cpu_model(self.cpu_model.unicorn_model)
@@ -156,10 +170,10 @@ class Machine:
         self.uc.mem_map(0, ram_size)
         self.cpu = Cpu(self.uc, bits)
         self.memory = GuestMemory(self.uc, self.cpu)
-        self.exits: Counter[Exit] = Counter()
+        self.exits: Counter[Exit] = profile.exits if profile else Counter()
         self.hook_error: BaseException | None = None
         self.ports = PortBus()
-        self.mmio = MmioBus(self.uc, self.exits, self._fail)
+        self.mmio = MmioBus(self.uc, self.exits, self._fail, self.hook)
         self.output = output
         self.uart = Uart16550(output, input_data,
                               lambda level: self.irqs.set_line(UART_IRQ, level))
@@ -174,6 +188,8 @@ class Machine:
         self._in_slice = False
         self._stopping_soon = False
         self.supervisor: Supervisor | None = None
+        self._raw_hooks: list = []
+        self._direct_vector = -1  # Supervisor.direct_vector: none until one is attached
         self._install_hooks()
         if not host_tsc:
             self._install_virtual_tsc()
@@ -181,6 +197,8 @@ class Machine:
     def attach(self, supervisor: Supervisor) -> None:
         """SUPERVISOR handles the CPU's interrupts and exceptions from now on."""
         self.supervisor = supervisor
+        direct = getattr(supervisor, "direct_vector", None)
+        self._direct_vector = -1 if direct is None else direct
 
     def _install_devices(self, disks: Sequence[DiskImage | None]) -> None:
         """The rest of a standard PC: interrupt controllers, timers, disks, RTC, APIC.
@@ -288,14 +306,32 @@ class Machine:
             self.irqs.pulse(PIT_IRQ)
 
     # -- hooks: the only place Unicorn calls back into Python ------------------------
+    def hook(self, callback: Callable, name: str) -> Callable:
+        """CALLBACK as Unicorn should call it: itself, or timed for --profile (NAME is
+        its row when it counts no exit). Every hook the machine installs goes here."""
+        return callback if self.profile is None else self.profile.timed(callback, name)
+
     def _install_hooks(self) -> None:
-        uc = self.uc
-        uc.hook_add(UC_HOOK_INTR, self._on_intr)
-        uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
-        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
-        uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
-        uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
-        uc.hook_add(UC_HOOK_INSN, self._on_sysenter, None, 1, 0, X.UC_X86_INS_SYSENTER)
+        self._add_raw_hook(UC_HOOK_INTR, HOOK_INTR_CFUNC, self._on_intr, "interrupt hook")
+        self._add_raw_hook(UC_HOOK_INSN, HOOK_INSN_IN_CFUNC, self._on_in, "port hook",
+                           X.UC_X86_INS_IN)
+        self._add_raw_hook(UC_HOOK_INSN, HOOK_INSN_OUT_CFUNC, self._on_out, "port hook",
+                           X.UC_X86_INS_OUT)
+        self.uc.hook_add(UC_HOOK_INSN_INVALID, self.hook(self._on_invalid, "invalid opcode"))
+        self.uc.hook_add(UC_HOOK_INSN, self.hook(self._on_syscall, "fast call hook"), None,
+                         1, 0, X.UC_X86_INS_SYSCALL)
+        self.uc.hook_add(UC_HOOK_INSN, self.hook(self._on_sysenter, "fast call hook"), None,
+                         1, 0, X.UC_X86_INS_SYSENTER)
+
+    def _add_raw_hook(self, kind: int, functype, callback: Callable, name: str,
+                      *instruction: int) -> None:
+        """Hook CALLBACK straight to Unicorn, without the binding's guard (two Python
+        calls a hook, a third of an empty hook's cost): CALLBACK must catch every
+        exception itself and hand it to _fail. Its first argument is Unicorn's handle,
+        not the Uc object."""
+        fptr = functype(self.hook(callback, name))
+        self._raw_hooks.append(fptr)  # ctypes must keep it alive as long as the hook
+        self.uc._Uc__do_hook_add(kind, fptr, 1, 0, *map(ctypes.c_int, instruction))
 
     def present_cpuid(self, cpuid: Callable[[int, int], tuple[int, int, int, int]]) -> None:
         """CPUID answers CPUID(EAX, ECX) from now on (machine/cpuid.py), not what
@@ -309,7 +345,8 @@ class Machine:
                 self._fail(exc)
             return 1  # the instruction's own answer is skipped
 
-        self.uc.hook_add(UC_HOOK_INSN, on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
+        self.uc.hook_add(UC_HOOK_INSN, self.hook(on_cpuid, "cpuid"), None, 1, 0,
+                         X.UC_X86_INS_CPUID)
 
     def _install_virtual_tsc(self) -> None:
         """`rdtsc` reads the virtual clock (machine/clock.py), in every mode and at
@@ -326,17 +363,20 @@ class Machine:
                 self._fail(exc)
             return 1
 
-        callback = uccallback(self.uc, HOOK_INSN_CPUID_CFUNC)(on_rdtsc)
+        callback = uccallback(self.uc, HOOK_INSN_CPUID_CFUNC)(self.hook(on_rdtsc, "rdtsc"))
         self._rdtsc_callback = callback  # ctypes must keep it alive as long as the hook
         self.uc._Uc__do_hook_add(UC_HOOK_INSN, callback, 1, 0, ctypes.c_int(X.UC_X86_INS_RDTSC))
 
-    def _on_intr(self, uc: Uc, vector: int, _) -> None:
+    def _on_intr(self, handle: int, vector: int, _) -> None:
         try:
+            if vector == self._direct_vector:
+                self.supervisor.on_direct_vector()
+                return
             self.supervisor.on_interruption(from_intr_hook(self.cpu, self.memory, vector))
         except BaseException as exc:  # never let Unicorn swallow a Python error
             self._fail(exc)
 
-    def _on_in(self, uc: Uc, port: int, size: int, _) -> int:
+    def _on_in(self, handle: int, port: int, size: int, _) -> int:
         self.exits[Exit.IO] += 1
         try:
             if not self.supervisor.port_allowed(port):
@@ -346,7 +386,7 @@ class Machine:
             self._fail(exc)
             return 0
 
-    def _on_out(self, uc: Uc, port: int, size: int, value: int, _) -> None:
+    def _on_out(self, handle: int, port: int, size: int, value: int, _) -> None:
         self.exits[Exit.IO] += 1
         try:
             if self.supervisor.port_allowed(port):
@@ -447,7 +487,7 @@ class Machine:
                 self._spent_hooks.append(handle)
                 uc.emu_stop()
 
-        handle = self.uc.hook_add(UC_HOOK_CODE, on_code)
+        handle = self.uc.hook_add(UC_HOOK_CODE, self.hook(on_code, "instruction hook"))
 
     def after_next_iret(self, callback: Callable[[], None]) -> None:
         """Call CALLBACK once the next iret has executed, and end the slice there: a
@@ -472,7 +512,7 @@ class Machine:
             except BaseException as exc:
                 self._fail(exc)
 
-        handle = self.uc.hook_add(UC_HOOK_CODE, on_code)
+        handle = self.uc.hook_add(UC_HOOK_CODE, self.hook(on_code, "instruction hook"))
 
     def block(self) -> None:
         """The guest waits for an interrupt (a PV SCHEDOP_block): end the slice so the
@@ -487,7 +527,8 @@ class Machine:
             callback(address)
 
         for address in addresses:
-            self.uc.hook_add(UC_HOOK_CODE, on_code, None, address, address)
+            self.uc.hook_add(UC_HOOK_CODE, self.hook(on_code, "instruction hook"), None,
+                             address, address)
 
     def watch_halts(self, addresses) -> None:
         """Hook the `hlt` instructions at ADDRESSES: at CPL 0 Unicorn returns from
@@ -535,7 +576,10 @@ class Machine:
         self._hlt_executed = False
         self._in_slice = True
         try:
-            emulate(self.uc, self.cpu.ip, UNTIL_NEVER, count)
+            if self.profile is None:
+                emulate(self.uc, self.cpu.ip, UNTIL_NEVER, count)
+            else:
+                self.profile.emulate(lambda: emulate(self.uc, self.cpu.ip, UNTIL_NEVER, count))
         except UcError as exc:
             if self.hook_error is None:
                 self.request_stop(Stop(StopKind.EMULATOR_ERROR, str(exc), self.cpu.ip))

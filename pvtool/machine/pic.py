@@ -82,6 +82,8 @@ class Pic8259:
     # -- priority resolution -----------------------------------------------------
     def _highest(self, bits: int) -> int | None:
         """The highest-priority level in BITS under the current rotation."""
+        if not bits:  # the usual answer, asked after every hypercall
+            return None
         for rank in range(8):
             irq = (self.lowest_priority + 1 + rank) & 7
             if bits & (1 << irq):

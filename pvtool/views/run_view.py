@@ -1,5 +1,7 @@
 """The summary `pvtool run` prints on stderr after the guest stops."""
 
+import textwrap
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -43,4 +45,28 @@ def _render_sensitive(result: RunResult, console: Console) -> None:
     table.add_column("count", justify="right", no_wrap=True)
     for use in result.sensitive:
         table.add_row(f"{use.address:#010x}", Text(use.text), use.name, str(use.count))
+    console.print(table)
+
+
+def render_profile(profile: dict, mode: str, console: Console) -> None:
+    """--profile: host time by exit kind, costliest first, then the emulator's share
+    against pvtool's Python (machine/profile.py says how the time is cut)."""
+    table = Table(title=f"{mode} run: host time by exit kind (--profile)",
+                  title_justify="left")
+    for name in ("exit kind", "count", "total ms", "mean us", "share"):
+        table.add_column(name, no_wrap=True, justify="left" if name == "exit kind" else "right")
+    for row in profile["kinds"]:
+        kind = row["kind"] if row["exit"] else f"({row['kind']})"
+        table.add_row(kind, f"{row['count']:,}", f"{row['total_us'] / 1000:,.1f}",
+                      f"{row['mean_us']:,.2f}", f"{row['share']:.1%}")
+    table.add_section()
+    table.add_row("pvtool's Python", "", f"{profile['python_us'] / 1000:,.1f}", "",
+                  f"{profile['python_share']:.1%}")
+    table.add_row("emulator (guest code)", "", f"{profile['emulator_us'] / 1000:,.1f}", "",
+                  f"{profile['emulator_share']:.1%}")
+    table.caption = textwrap.fill(
+        f"{profile['wall_us'] / 1000:,.1f} ms of the run loop's wall time. (In "
+        "parentheses): not an exit (a hook that counts none, or the run loop between "
+        "slices). The emulator's time includes each hook's entry into Python.", 78)
+    table.caption_justify = "left"
     console.print(table)

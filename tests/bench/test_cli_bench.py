@@ -19,7 +19,7 @@ from tests.patch.tools import objdump
 MODE_FIELDS = {"ok", "error", "prepare_seconds", "wall_seconds", "ratio_to_native",
                "insns_upper_bound", "insns_exact", "insns_per_second", "exits",
                "exits_total", "hypercalls", "stop", "guest_passed", "same_exits_every_run",
-               "null_hypercall_cycles"}
+               "null_hypercall_cycles", "profile"}
 DISK_SECTORS = 2  # the disk rows' workload here: small, the fields are what is checked
 DISK_FIELDS = {"name", "mode", "driver", "sectors_per_request", "image", "sectors",
                "sectors_moved", "ok", "error", "line", "passed", "disk_written",
@@ -28,6 +28,7 @@ DISK_FIELDS = {"name", "mode", "driver", "sectors_per_request", "image", "sector
                "same_counts_every_run"}
 LIMIT_FIELDS = {"register_loop", "sieve", "sieve_error", "pvtool_native", "empty_hook",
                 "null_hypercall", "hypercall_over_empty_hook", "hypercall_target",
+                "hypercall_floor", "floor_over_empty_hook",
                 "hypercall_within_target", "peak_memory", "peak_memory_error"}
 
 
@@ -50,6 +51,11 @@ def test_the_json_has_every_field_for_every_mode(hello_report):
         assert isinstance(run["guest_passed"], bool)
         assert run["wall_seconds"]["median"] > 0 and len(run["wall_seconds"]["runs"]) == 1
         assert run["insns_upper_bound"] > 0
+        # the exits table's times: one more run, profiled, whose exits are hello's own
+        profiled = {row["kind"]: row["count"] for row in run["profile"]["kinds"] if row["exit"]}
+        assert profiled == run["exits"], mode
+        assert run["profile"]["emulator_share"] + run["profile"]["python_share"] \
+            == pytest.approx(1)
     # trap-and-emulate is another's work in progress: only these two must pass here
     assert guest["modes"]["native"]["guest_passed"] and guest["modes"]["pv"]["guest_passed"]
     assert guest["modes"]["native"]["ratio_to_native"] == 1.0
@@ -230,7 +236,8 @@ def test_a_footnote_explains_each_mode_faster_than_native(hello_report):
 def test_the_hypercall_target_is_explained(hello_report):
     data, stdout, _ = hello_report
     text = " ".join(stdout.split())
-    assert "target: issue 4 asks that a null hypercall" in text
+    assert "target: issue 17 asks that a null hypercall" in text
+    assert "a hypercall's floor" in text  # what any hypercall must cost, beside it
     assert f"at most {data['limits']['hypercall_target']:g}x an empty Unicorn INTR hook" in text
     over = not data["limits"]["hypercall_within_target"]
     assert ("Over it:" in text) == over

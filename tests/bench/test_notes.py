@@ -47,9 +47,9 @@ def test_overlapping_runs_are_called_noise():
 
 
 def test_the_target_note_says_what_is_compared_and_why_over():
-    limits = {"hypercall_target": 3.0, "hypercall_within_target": True}
+    limits = {"hypercall_target": 5.0, "hypercall_within_target": True}
     within = notes.hypercall_target(limits)
-    assert "issue 4" in within and "at most 3x an empty Unicorn INTR hook" in within
+    assert "issue 17" in within and "at most 5x an empty Unicorn INTR hook" in within
     assert "Over it" not in within
     assert "Over it" in notes.hypercall_target({**limits, "hypercall_within_target": False})
 

@@ -8,6 +8,7 @@ from unicorn import x86_const as X
 
 from pvtool.bench.bare import bare_cpu, load_code, map_range
 from pvtool.bench.emptyhook import run_empty_hook
+from pvtool.bench.hypercallfloor import run_hypercall_floor
 from pvtool.bench.nullcall import run_null_hypercalls, write_kernel
 from pvtool.bench.operations import parse_operations
 from pvtool.bench.rawloop import run_register_loop
@@ -33,6 +34,12 @@ def test_the_register_loop_runs_every_iteration():
 def test_every_int_0x80_reaches_the_empty_hook():
     result = run_empty_hook(500, repeat=1)
     assert result.final_ecx == 0  # without the hook emu_start would have raised
+    assert result.seconds_per_call > 0
+
+
+def test_every_int_0x80_reaches_the_hypercall_floors_hook():
+    result = run_hypercall_floor(500, repeat=1)
+    assert result.final_ecx == 0  # every iteration ran (the batch: tests/machine/test_cpu.py)
     assert result.seconds_per_call > 0
 
 

@@ -74,6 +74,17 @@ def test_a_segment_register_reads_as_its_16_bit_selector_after_a_wide_read():
     assert cpu.read(C.CS) == 0x08
 
 
+def test_a_batch_reads_what_each_register_holds_every_time():
+    cpu = bare_cpu()
+    reader = cpu.reader((C.CS, *GPRS, C.SS))
+    for round_ in range(3):  # the slots are reused: no value may leak into the next
+        values = [0xFFFF_FFFF - round_ - i for i in range(len(GPRS))]
+        for reg, value in zip(GPRS, values, strict=True):
+            cpu.uc.reg_write(reg, value)
+        assert reader.read() == (0x08, *values, 0x10)
+        assert list(reader.read()[1:-1]) == [cpu.read(reg) for reg in GPRS]
+
+
 IRET_TO = """
     .globl start, ring_code
 start:

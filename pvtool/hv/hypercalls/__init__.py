@@ -7,7 +7,7 @@ returns NO_RESULT: it restores EAX from the guest's frame instead.
 
 from collections.abc import Sequence
 
-from pvtool.abi.xen import Errno, Hypercall
+from pvtool.abi.xen import Errno, Hypercall, hypercall_name
 from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.hypercalls import (
@@ -66,33 +66,27 @@ TABLE_64: dict[int, Handler] = TABLE | {
 }
 TABLES = {32: TABLE, 64: TABLE_64}
 
-NAMES = {h.value: h.name for h in Hypercall}
-
-
-def hypercall_name(number: int) -> str:
-    return NAMES.get(number) or f"hypercall_{number}"
-
 
 def call(domain: PvDomain, vcpu: VCpu, number: int, args: Sequence[int],
          table: dict[int, Handler] = TABLE) -> int:
     """Run one hypercall from TABLE (the guest width's) and return what EAX gets (or
     NO_RESULT). This is the hot path of a PV guest: nothing is formatted unless
     --trace asked for it."""
-    name = hypercall_name(number)
-    domain.hypercall_counts[name] += 1
+    domain.hypercalls_by_number[number] += 1
     handler = table.get(number)
     if handler is None:
         if domain.trace:
-            domain.log(f"hypercall {name}: -ENOSYS")
+            domain.log(f"hypercall {hypercall_name(number)}: -ENOSYS")
         return -Errno.ENOSYS
     try:
         result = handler(domain, vcpu, args)
     except HypercallError as refusal:
         if domain.trace:
-            domain.log(f"hypercall {name}{_hex(args)}: -{refusal.errno.name} {refusal.why}")
+            domain.log(f"hypercall {hypercall_name(number)}{_hex(args)}: "
+                       f"-{refusal.errno.name} {refusal.why}")
         return -refusal.errno
     if domain.trace and result is not NO_RESULT:
-        domain.log(f"hypercall {name}{_hex(args)} = {_result(result)}")
+        domain.log(f"hypercall {hypercall_name(number)}{_hex(args)} = {_result(result)}")
     return result
 
 
@@ -112,9 +106,10 @@ def _result(result: int) -> str:
     return f"{result:#x}"
 
 
-def dispatch(domain: PvDomain, vcpu: VCpu) -> None:
-    """The hypercall entry: the number and arguments in the registers of the domain's
-    width (abi/xen.py HYPERCALL_ARGUMENT_REGISTERS)."""
-    result = call(domain, vcpu, vcpu.hypercall_number(), vcpu.hypercall_args())
+def dispatch(domain: PvDomain, vcpu: VCpu, number: int, args: Sequence[int]) -> None:
+    """The hypercall entry: NUMBER and ARGS as the registers of the domain's width held
+    them (abi/xen.py HYPERCALL_ARGUMENT_REGISTERS, VCpu.hypercall_registers); the
+    result, if any, into the number's register."""
+    result = call(domain, vcpu, number, args)
     if result is not NO_RESULT:
         vcpu.set_result(result)
