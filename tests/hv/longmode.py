@@ -99,7 +99,7 @@ class LongModeDomain:
         self.vm_assists: set[int] = set()
         self.iopl = 0
         self.trap_table: dict = {}
-        self.hypercall_counts: Counter = Counter()
+        self.hypercalls_by_number: Counter = Counter()
         self.lines: list[str] = []
         self.trace = self.lines.append if trace else None
         machine.map_memory(layout.BASE, layout.MEMORY_SIZE)  # shared_info is there
