@@ -106,6 +106,10 @@ Examples:
 @click.option("--host-tsc", is_flag=True,
               help="rdtsc reads the host's TSC (for benchmarks timing themselves), not "
                    "virtual time; output that depends on it is then not reproducible.")
+@click.option("--vcpus", type=int, default=1, show_default=True, metavar="N",
+              help="PV: give the domain N vCPUs (1-32, shared_info's vcpu_info slots), "
+                   "time-sliced round-robin on one host thread; vCPU 0 boots, the others "
+                   "wait for VCPUOP_initialise and VCPUOP_up.")
 @click.option("--screen", "screen_path", type=click.Path(path_type=Path),
               metavar="FILE", help="--native: write the text screen at the end to FILE "
                                    "(25 lines, trailing blanks trimmed, UTF-8).")
@@ -113,10 +117,11 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
         memory: int, cmdline: str, disks: tuple[Path, ...], snapshot: bool,
         input_file: Path | None, modules: tuple[Path, ...], quiet: bool,
         json_path: Path | None, trace: bool, trace_int: bool, keys: str,
-        xen_console_path: Path | None, host_tsc: bool, screen_path: Path | None) -> None:
+        xen_console_path: Path | None, host_tsc: bool, vcpus: int,
+        screen_path: Path | None) -> None:
     """Boot IMAGE and run it until it stops. The guest's serial output goes to stdout;
     pvtool exits with the guest's isa-debug-exit code (see README, "Exit status")."""
-    from pvtool.run import Mode, RunOptions, check_disks
+    from pvtool.run import Mode, RunOptions, check_disks, check_vcpus
     from pvtool.views import run_view
 
     if screen_path is not None and mode != "native":
@@ -125,6 +130,7 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
         raise UsageError("--json -: standard output is the guest's serial line; name a "
                          "file (or /dev/stderr)")
     check_disks(disks, snapshot)
+    check_vcpus(vcpus, Mode(mode) if mode else Mode.AUTO)
     check_output_path(screen_path)
     check_output_path(json_path)
     check_output_path(xen_console_path)
@@ -135,7 +141,7 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
             snapshot=snapshot, input_data=_serial_input(input_file), modules=modules,
             trace=_trace_printer() if trace else None,
             trace_interrupts=_trace_printer() if trace_int else None,
-            keys=keys, host_tsc=host_tsc, xen_console=xen_console))
+            keys=keys, host_tsc=host_tsc, xen_console=xen_console, vcpus=vcpus))
     if screen_path is not None:
         from pvtool.image.writer import write_atomically
 
