@@ -44,6 +44,7 @@ from pvtool.machine.rings import RingSwitch
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.x86.paging import PAGE_SIZE, PagingMode
 
+USER_RING = 3  # the least privileged: RingSwitch goes through ring 0 from there
 UPCALL_PENDING = VCPU_INFO.offset("evtchn_upcall_pending")
 UPCALL_MASK = VCPU_INFO.offset("evtchn_upcall_mask")
 # How deep glue_failure looks for a return address into a site: pv_fatal's caller
@@ -94,7 +95,7 @@ class VCpu:
     Every VCpu reads and writes the one emulated CPU: only the vCPU on it (the
     domain's `vcpu`) may use get/set. The others wait in CONTEXT, a saved CPU state
     (hv/scheduler.py switches them), or, not yet run since VCPUOP_initialise, in
-    START, the registers the guest gave. INFO is the physical address of its
+    START_STATE, the registers the guest gave. INFO is the physical address of its
     vcpu_info: shared_info.vcpu_info[ID] until VCPUOP_register_vcpu_info moves it."""
 
     def __init__(self, cpu: Cpu, memory: GuestMemory, vcpu_id: int = 0):
@@ -121,7 +122,7 @@ class VCpu:
         self.time_area: int | None = None  # guest VA (register_vcpu_time_memory_area)
         self.nmi_pending = False  # VCPUOP_send_nmi, delivered at its next slice
         self.context = None  # the saved CPU state while another vCPU runs
-        self.start: dict | None = None  # registers from VCPUOP_initialise, not yet loaded
+        self.start_state: dict | None = None  # registers from VCPUOP_initialise, not yet loaded
         # Xen's per-vCPU PV state (arch.pv): the trap table, callbacks, kernel stack.
         self.trap_table: dict[int, TrapInfo] = {}
         self.callbacks: dict[int, tuple[int, int, int]] = {}
@@ -179,6 +180,12 @@ class VCpu:
         trampoline (machine/rings.py). In a domain the ring is CS's RPL: every ring
         change is an iretd loading CS."""
         self._rings.enter(self.cs & 3, ring, cs=cs, eip=eip, ss=ss, esp=esp, eflags=eflags)
+
+    def start(self, *, cs: int, eip: int, ss: int, esp: int, eflags: int) -> None:
+        """Begin at CS:EIP on SS:ESP in CS's ring, whichever ring the CPU is in: by way
+        of ring 0, so that the trampoline's iretd loads SS:ESP as well (an iretd to
+        the same ring would leave ESP on the trampoline's frame)."""
+        self._rings.enter(USER_RING, cs & 3, cs=cs, eip=eip, ss=ss, esp=esp, eflags=eflags)
 
 
 class Domain:

@@ -111,7 +111,7 @@ class VcpuScheduler:
         current.context = self.cpu.save_context(current.context)
         self.write_runstate_area(current)
         self.domain.vcpu = chosen
-        if chosen.start is not None:
+        if chosen.start_state is not None:
             self._load_start(chosen)
         else:
             self.cpu.restore_context(chosen.context)
@@ -134,11 +134,11 @@ class VcpuScheduler:
         """A vCPU's first run after VCPUOP_initialise: the CPU keeps the address space
         and descriptor tables it has (shared by the domain's vCPUs, docs/ABI.md), and
         takes the guest's registers; the iretd to its CS:EIP runs first in the slice."""
-        start, vcpu.start = vcpu.start, None
+        start, vcpu.start_state = vcpu.start_state, None
         for reg, value in start["gprs"].items():
             self.cpu.write(reg, value)
-        vcpu.enter_ring(start["cs"] & 3, cs=start["cs"], eip=start["eip"], ss=start["ss"],
-                        esp=start["esp"], eflags=start["eflags"])
+        vcpu.start(cs=start["cs"], eip=start["eip"], ss=start["ss"], esp=start["esp"],
+                   eflags=start["eflags"])
         for reg in (DS, ES, FS, GS):
             self.cpu.write(reg, start["segments"][reg])
         vcpu.context = None

@@ -58,7 +58,7 @@ def initialise(dom: PvDomain, target: VCpu, arg: int) -> int:
     }
     target.kernel_ss, target.kernel_sp = fix_selector_rpl(ctx["kernel_ss"]), ctx["kernel_sp"]
     eflags = (ctx["eflags"] | EFLAGS_IF | EFLAGS_RESERVED) & ~EFLAGS_IOPL
-    target.start = {"gprs": {reg: ctx[name] for reg, name in GPRS.items()},
+    target.start_state = {"gprs": {reg: ctx[name] for reg, name in GPRS.items()},
                     "cs": cs, "eip": ctx["eip"], "ss": ss, "esp": ctx["esp"],
                     "eflags": eflags, "segments": segments}
     target.initialised = True

@@ -1,0 +1,68 @@
+"""Two vCPUs time-sliced on one CPU: a guest in xenguest.py's style (tests/hv/
+smpguest.py) brings vCPU 1 up with VCPUOP_initialise and up, plays IPI ping-pong,
+arms a timer per vCPU and takes vCPU 1 down; its output is the same every run."""
+
+import pytest
+
+from pvtool.run import Mode, RunOptions, _run_loop, run_image
+from tests.hv.harness import boot
+from tests.hv.smpguest import EXPECTED_OUTPUT, SMP_BSS, SMP_DATA, SMP_HANDLERS, SMP_TEXT
+from tests.hv.xenguest import EINVAL, neg
+
+EEXIST = 17
+RUNSTATE_OFFLINE = 3
+
+
+@pytest.fixture(scope="module")
+def smp_guest(build):
+    return build(SMP_TEXT, handlers=SMP_HANDLERS, data=SMP_DATA, bss=SMP_BSS)
+
+
+def run_two_vcpus(guest):
+    booted = boot(guest, vcpus=2)
+    result = _run_loop(booted.machine, Mode.PV, RunOptions(max_insns=50_000_000),
+                       booted.domain.scheduler)
+    return booted, result
+
+
+def test_two_vcpus_play_ipi_ping_pong_and_take_their_own_timers(smp_guest):
+    booted, result = run_two_vcpus(smp_guest)
+    assert result.stop.reason == "shutdown (poweroff)", result.stop
+    assert bytes(booted.output) == EXPECTED_OUTPUT
+
+
+def test_vcpu1_comes_up_only_once_initialised_and_starts_as_its_context_says(smp_guest):
+    booted, _ = run_two_vcpus(smp_guest)
+    assert booted.u32("is_up_before") == 0
+    assert booted.u32("up_uninitialised") == neg(EINVAL)  # VCPUOP_up before initialise
+    assert booted.u32("init_result") == 0
+    assert booted.u32("init_again") == neg(EEXIST)
+    assert booted.u32("up_result") == 0 and booted.u32("is_up_after") == 1
+    assert booted.u32("vcpu1_esp") == booted.guest["stack1_top"]
+    assert booted.u32("sshot_result") == 0
+    assert booted.u32("pings") == 3 and booted.u32("pongs") == 3
+    assert booted.u32("timer0_fired") == 1 and booted.u32("timer1_fired") == 1
+
+
+def test_a_vcpu_taken_down_never_runs_again_and_reads_offline(smp_guest):
+    booted, _ = run_two_vcpus(smp_guest)
+    assert booted.u32("ran_after_down") == 0
+    assert booted.u32("runstate_result") == 0
+    assert booted.u32("runstate1") == RUNSTATE_OFFLINE
+    vcpu1 = booted.domain.vcpus[1]
+    assert not vcpu1.up and vcpu1.runstate.state == RUNSTATE_OFFLINE
+
+
+def test_the_two_vcpu_run_is_the_same_twice(smp_guest):
+    runs = []
+    for _ in range(2):
+        output = bytearray()
+        result = run_image(smp_guest.path, RunOptions(mode=Mode.PV, vcpus=2), output.extend)
+        runs.append((bytes(output), result.stop.reason, result.slices,
+                     result.insns_upper_bound, dict(result.exits), dict(result.hypercalls)))
+    assert runs[0] == runs[1]
+    assert runs[0][0] == EXPECTED_OUTPUT
+    # vCPU 0: is_up, up, initialise twice, up, is_up, is_up (vCPU 1 is down by the
+    # time vCPU 0's later timer fires), get_runstate_info; vCPU 1: its timer, down.
+    assert runs[0][5]["vcpu_op"] == 10
+    assert runs[0][4]["vcpu-switch"] == 8
