@@ -65,4 +65,6 @@ def test_the_two_vcpu_run_is_the_same_twice(smp_guest):
     # vCPU 0: is_up, up, initialise twice, up, is_up, is_up (vCPU 1 is down by the
     # time vCPU 0's later timer fires), get_runstate_info; vCPU 1: its timer, down.
     assert runs[0][5]["vcpu_op"] == 10
+    # 0->1 for each ping and 1->0 for each pong (6), 0->1 when both wait for their
+    # timers (vCPU 1's fires first), 1->0 when vCPU 1 goes down.
     assert runs[0][4]["vcpu-switch"] == 8
