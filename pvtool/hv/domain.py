@@ -121,6 +121,7 @@ class VCpu:
         self.runstate_area: int | None = None  # guest VA (register_runstate_memory_area)
         self.time_area: int | None = None  # guest VA (register_vcpu_time_memory_area)
         self.nmi_pending = False  # VCPUOP_send_nmi, delivered at its next slice
+        self.base_mfn = 0  # its page-table base while another vCPU runs (or to start)
         self.context = None  # the saved CPU state while another vCPU runs
         self.start_state: dict | None = None  # registers from VCPUOP_initialise, not yet loaded
         # Xen's per-vCPU PV state (arch.pv): the trap table, callbacks, kernel stack.

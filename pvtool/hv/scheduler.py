@@ -108,13 +108,17 @@ class VcpuScheduler:
         now = self.now()
         if current.runstate.state == RunstateState.running:
             current.runstate.change(RunstateState.runnable, now)
+        tables = self.domain.pagetables
         current.context = self.cpu.save_context(current.context)
+        current.base_mfn = tables.base_mfn
         self.write_runstate_area(current)
         self.domain.vcpu = chosen
         if chosen.start_state is not None:
             self._load_start(chosen)
         else:
             self.cpu.restore_context(chosen.context)
+        # Its own base, which it holds, whatever CR3 its saved context had.
+        tables.load_base(chosen.base_mfn)
         chosen.runstate.change(RunstateState.running, now)
         self.write_runstate_area(chosen)
         self.switches += 1
@@ -131,8 +135,8 @@ class VcpuScheduler:
             self.domain.copy_to_guest(vcpu.runstate_area, vcpu.runstate.info(self.now()))
 
     def _load_start(self, vcpu: "VCpu") -> None:
-        """A vCPU's first run after VCPUOP_initialise: the CPU keeps the address space
-        and descriptor tables it has (shared by the domain's vCPUs, docs/ABI.md), and
+        """A vCPU's first run after VCPUOP_initialise: the CPU keeps the control and
+        descriptor-table registers it has (the GDT is the domain's, docs/ABI.md) and
         takes the guest's registers; the iretd to its CS:EIP runs first in the slice."""
         start, vcpu.start_state = vcpu.start_state, None
         for reg, value in start["gprs"].items():

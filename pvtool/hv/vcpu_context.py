@@ -9,12 +9,13 @@ Selectors below ring 1 get the kernel's RPL (fixup_guest_code_selector and
 fixup_guest_stack_selector); EFLAGS gets IF set and IOPL cleared, as on every guest
 entry.
 
-pvtool's vCPUs share one address space and one GDT (docs/ABI.md, "vCPUs"): the
-context must name the domain's current page-table base in ctrlreg[3], and either no
-GDT or the domain's (its frames and entry count); another is -EINVAL. pvtool has no
-LDT, so an LDT is -EINVAL too. The FPU area, debug registers and vm_assist are not
-read: pvtool keeps no per-vCPU FPU state, and vm_assist is the domain's (Xen takes
-it from vCPU 0's context only).
+The page-table base in ctrlreg[3] is validated as a base now (-EINVAL if the
+hierarchy is not one the domain may use) and held by the vCPU, as Xen's
+v->arch.guest_table. pvtool's vCPUs share one GDT (docs/ABI.md, "vCPUs"): the
+context must name either no GDT or the domain's (its frames and entry count);
+another is -EINVAL. pvtool has no LDT, so an LDT is -EINVAL too. The FPU area,
+debug registers and vm_assist are not read: pvtool keeps no per-vCPU FPU state, and
+vm_assist is the domain's (Xen takes it from vCPU 0's context only).
 """
 
 
@@ -49,6 +50,9 @@ def initialise(dom: PvDomain, target: VCpu, arg: int) -> int:
     if not dom.gdt.is_stack_selector(ss, GUEST_KERNEL_RPL):
         raise HypercallError(Errno.EINVAL, f"initial SS {ss:#x} is no ring-1 stack segment")
     segments = {reg: _data_selector(dom, ctx[name]) for reg, name in DATA_SEGMENTS.items()}
+    base = xen_cr3_to_pfn(ctx["ctrlreg"][3])
+    dom.pagetables.hold_base(base)  # validated now, -EINVAL if it is no page table
+    target.base_mfn = base
     target.trap_table = _trap_table(ctx["trap_ctxt"])
     target.callbacks = {
         CallbackType.event: (fix_selector_rpl(ctx["event_callback_cs"]),
@@ -76,11 +80,6 @@ def _check_tables(dom: PvDomain, ctx: dict) -> None:
     if entries and (tuple(frames), entries) != (dom.gdt.frames, dom.gdt.entries):
         raise HypercallError(Errno.EINVAL, "a GDT other than the domain's: pvtool's vCPUs "
                              "share one (docs/ABI.md)")
-    base = xen_cr3_to_pfn(ctx["ctrlreg"][3])
-    if base != dom.pagetables.base_mfn:
-        raise HypercallError(Errno.EINVAL, f"page-table base {base:#x} is not the domain's "
-                             f"current {dom.pagetables.base_mfn:#x}: pvtool's vCPUs share "
-                             "one (docs/ABI.md)")
 
 
 def xen_cr3_to_pfn(cr3: int) -> int:

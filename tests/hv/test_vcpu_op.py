@@ -125,12 +125,21 @@ def test_initialise_from_an_unreadable_context_is_efault(two):
     {"cs": 0xE02B},  # a ring-3 code segment
     {"ss": FLAT_RING1_CS},  # not a data segment
     {"ds": 0xE019},
-    {"cr3": 0x1000},  # not the domain's page tables
+    {"cr3": 0xFFFFF000},  # a frame the domain does not own
 ], ids=["ldt", "cs", "ss", "ds", "cr3"])
 def test_initialise_refuses_a_context_arch_set_info_guest_would(two, fields):
     assert vcpu_op(two, INITIALISE, 1, context(two, **fields)) == neg(EINVAL)
     assert not two.domain.vcpus[1].initialised
     assert vcpu_op(two, INITIALISE, 1, context(two)) == 0
+
+
+def test_initialise_validates_and_holds_the_vcpus_own_page_table_base(two):
+    tables = two.domain.pagetables
+    base = tables.base_mfn
+    before = two.domain.frames.type_info(base)
+    assert vcpu_op(two, INITIALISE, 1, context(two)) == 0
+    assert two.domain.frames.type_info(base) - before == 1 << 8  # one more type reference
+    assert two.domain.vcpus[1].base_mfn == base
 
 
 def test_initialise_fixes_ring0_selectors_and_forces_if_and_iopl(two):
