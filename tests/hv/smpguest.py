@@ -9,7 +9,7 @@ Numbers are typed from public/vcpu.h, event_channel.h and arch-x86/xen.h (offset
 of the 32-bit vcpu_guest_context, checked with gcc -m32), not imported from pvtool.
 """
 
-SMP_TEXT = r"""
+SMP_MACROS = r"""
     .set HC_set_callbacks, 4
     .set HC_set_timer_op, 15
     .set HC_vcpu_op, 24
@@ -89,6 +89,28 @@ SMP_TEXT = r"""
     mov [\port], eax
     .endm
 
+    /* vCPU 1's vcpu_guest_context: ENTRY on STACK, the callbacks at upcall1 */
+    .macro VCPU1_CONTEXT entry, stack
+    mov eax, [start_info_ptr]
+    mov eax, [eax + SI_pt_base]             /* VIRT_BASE 0: its VA is its address */
+    mov [ctx + CTX_cr3], eax
+    mov dword ptr [ctx + CTX_eip], offset \entry
+    mov dword ptr [ctx + CTX_cs], FLAT_RING1_CS
+    mov dword ptr [ctx + CTX_eflags], 0x2
+    mov dword ptr [ctx + CTX_esp], offset \stack
+    mov dword ptr [ctx + CTX_ss], FLAT_RING1_DS
+    mov dword ptr [ctx + CTX_es], FLAT_RING1_DS
+    mov dword ptr [ctx + CTX_ds], FLAT_RING1_DS
+    mov dword ptr [ctx + CTX_kernel_ss], FLAT_RING1_DS
+    mov dword ptr [ctx + CTX_kernel_sp], offset \stack
+    mov dword ptr [ctx + CTX_event_cs], FLAT_RING1_CS
+    mov dword ptr [ctx + CTX_event_eip], offset upcall1
+    mov dword ptr [ctx + CTX_failsafe_cs], FLAT_RING1_CS
+    mov dword ptr [ctx + CTX_failsafe_eip], offset upcall1
+    .endm
+"""
+
+SMP_TEXT = SMP_MACROS + r"""
     MAP_SHARED_INFO shinfo
     mov ebx, FLAT_RING1_CS
     mov ecx, offset upcall0
@@ -100,22 +122,7 @@ SMP_TEXT = r"""
     BIND_TIMER 0, timer0_port
     BIND_TIMER 1, timer1_port
 
-    mov eax, [start_info_ptr]
-    mov eax, [eax + SI_pt_base]             /* VIRT_BASE 0: its VA is its address */
-    mov [ctx + CTX_cr3], eax
-    mov dword ptr [ctx + CTX_eip], offset vcpu1_entry
-    mov dword ptr [ctx + CTX_cs], FLAT_RING1_CS
-    mov dword ptr [ctx + CTX_eflags], 0x2
-    mov dword ptr [ctx + CTX_esp], offset stack1_top
-    mov dword ptr [ctx + CTX_ss], FLAT_RING1_DS
-    mov dword ptr [ctx + CTX_es], FLAT_RING1_DS
-    mov dword ptr [ctx + CTX_ds], FLAT_RING1_DS
-    mov dword ptr [ctx + CTX_kernel_ss], FLAT_RING1_DS
-    mov dword ptr [ctx + CTX_kernel_sp], offset stack1_top
-    mov dword ptr [ctx + CTX_event_cs], FLAT_RING1_CS
-    mov dword ptr [ctx + CTX_event_eip], offset upcall1
-    mov dword ptr [ctx + CTX_failsafe_cs], FLAT_RING1_CS
-    mov dword ptr [ctx + CTX_failsafe_eip], offset upcall1
+    VCPU1_CONTEXT vcpu1_entry, stack1_top
     VCPU_OP VCPUOP_is_up, 1, 0
     mov [is_up_before], eax
     VCPU_OP VCPUOP_up, 1, 0
@@ -300,3 +307,37 @@ stack1_top:
 EXPECTED_OUTPUT = b"".join(f"{MESSAGES[label]}\n".encode() for label in (
     "msg_up", "msg_started", "msg_ping", "msg_pong", "msg_ping", "msg_pong", "msg_ping",
     "msg_pong", "msg_timer1", "msg_v1down", "msg_timer0", "msg_down"))
+
+# Both vCPUs block with events enabled and nothing bound to wake them: the run must
+# stop, not spin. vCPU 1 counts its starts so that a spurious wake shows.
+BLOCKED_TEXT = SMP_MACROS + r"""
+    MAP_SHARED_INFO shinfo
+    VCPU1_CONTEXT park1, stack1_top
+    VCPU_OP VCPUOP_initialise, 1, ctx
+    VCPU_OP VCPUOP_up, 1, 0
+    mov byte ptr [shinfo + VCPU_upcall_mask], 0
+park0:
+    inc dword ptr [wakes0]
+    BLOCK
+    jmp park0
+"""
+BLOCKED_HANDLERS = r"""
+upcall1:
+    HYPERVISOR_IRET
+park1:
+    mov byte ptr [VCPU1_INFO + VCPU_upcall_mask], 0
+    inc dword ptr [wakes1]
+    BLOCK
+    jmp park1
+"""
+BLOCKED_DATA = """
+wakes0: .long 0
+wakes1: .long 0
+"""
+BLOCKED_BSS = """
+shinfo: .skip 4096
+ctx: .skip 2800
+    .balign 16
+stack1: .skip 4096
+stack1_top:
+"""
