@@ -377,8 +377,10 @@ class EventChannels:
         periodic one again a period later (vcpu_periodic_timer_work); a poll ends
         when its timeout passes or one of its ports is pending."""
         now = self.now_ns()
-        for vcpu in self.domain.vcpus:
-            self._fire_timers(vcpu, now)
+        for vcpu in self.domain.vcpus:  # on every hypercall's return: cheap when idle
+            if vcpu.timer_deadline is not None or vcpu.periodic_next is not None \
+                    or vcpu.polling is not None:
+                self._fire_timers(vcpu, now)
 
     def _fire_timers(self, vcpu: "VCpu", now: int) -> None:
         fired = False

@@ -113,7 +113,8 @@ class VcpuScheduler:
         current.base_mfn = tables.base_mfn
         self.write_runstate_area(current)
         self.domain.vcpu = chosen
-        if chosen.start_state is not None:
+        starting = chosen.start_state is not None
+        if starting:
             self._load_start(chosen)
         else:
             self.cpu.restore_context(chosen.context)
@@ -124,7 +125,8 @@ class VcpuScheduler:
         self.switches += 1
         self.machine.exits[Exit.VCPU_SWITCH] += 1
         if self.domain.trace:
-            self.domain.log(f"scheduled at {chosen.eip:#x}")
+            self.domain.log("first run (VCPUOP_initialise's context)" if starting
+                            else f"scheduled at {chosen.eip:#x}")
 
     def write_runstate_area(self, vcpu: "VCpu") -> None:
         """The vCPU's runstate into its registered area: a bad address is the guest's

@@ -26,6 +26,7 @@ VCPU_OP = 24
 ENOENT, ENXIO, EACCES, EBUSY, EEXIST, ETIME = 2, 6, 13, 16, 17, 62
 RUNNING, RUNNABLE, BLOCKED, OFFLINE = 0, 1, 2, 3
 SSHOTTMR_FUTURE = 1
+SCHEDOP_POLL = 3
 BIND_VIRQ, SEND, BIND_IPI, BIND_VCPU, ALLOC_UNBOUND = 1, 4, 7, 8, 6
 VIRQ_TIMER, VIRQ_CONSOLE = 0, 2
 SHARED_INFO = 0xFC410000
@@ -340,3 +341,22 @@ def test_bind_vcpu_moves_an_unbound_port_to_the_other_vcpu(two):
     two.domain.events.set_pending(port)
     assert upcall_pending(two, 1) == 1 and upcall_pending(two, 0) == 0
     assert evtchn(two, BIND_VCPU, port, 2) == neg(ENOENT)
+
+
+def test_a_vcpu_polling_a_port_wakes_when_another_vcpu_sends_on_it(two):
+    bring_up_vcpu1(two)
+    assert evtchn(two, BIND_IPI, 1, 0) == 0
+    port = u32(two, two.guest["buf"] + 4)
+    vcpu0, vcpu1 = two.domain.vcpus
+    two.domain.scheduler.switch_to(vcpu1)
+    ports = two.guest["buf"] + 64
+    two.write(ports, struct.pack("<I", port))
+    two.write("buf", struct.pack("<IIQ", ports, 1, 0))  # sched_poll: no timeout
+    assert hypercall(two, HC.sched_op, SCHEDOP_POLL, two.guest["buf"]) == 0
+    assert vcpu1.blocked and vcpu1.polling == {port}
+    assert vcpu1.runstate.state == BLOCKED
+    two.domain.scheduler.switch_to(vcpu0)
+    assert evtchn(two, SEND, port) == 0  # vCPU 1's events are masked: the poll wakes it
+    assert not vcpu1.blocked and vcpu1.polling is None
+    assert vcpu1.runstate.state == RUNNABLE
+    assert upcall_pending(two, 1) == 1 and upcall_pending(two, 0) == 0

@@ -93,7 +93,8 @@ def test_pvtool_run_vcpus_2_runs_both_and_the_trace_names_the_vcpu(smp_guest, tm
     assert xen_console.read_bytes() == EXPECTED_OUTPUT
     lines = done.stderr.splitlines()
     assert lines and all(line.startswith(("vcpu0: ", "vcpu1: ")) for line in lines), lines
-    assert "vcpu1: scheduled at 0x" in done.stderr
+    assert "vcpu1: first run (VCPUOP_initialise's context)" in done.stderr
+    assert "vcpu0: scheduled at 0x" in done.stderr
     assert any(line.startswith("vcpu1: hypercall vcpu_op(0x2, 0x1") for line in lines)
 
 
