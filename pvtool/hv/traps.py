@@ -75,7 +75,7 @@ class PvSupervisor:
         # The hot path: no EIP, no decoding, and the ring from CS, which in a PV domain
         # always equals the CPL (every ring change is an iretd loading CS; same-ring CS
         # writes keep its RPL), where the CPU context's hflags would cost a save.
-        if event.vector == HYPERCALL_VECTOR_32 and self.vcpu.cs & 3 == GUEST_KERNEL_RPL:
+        if event.vector == HYPERCALL_VECTOR_32 and self.domain.vcpu.cs & 3 == GUEST_KERNEL_RPL:
             self._hypercall()
         elif event.software:
             self._software_interrupt(event)
@@ -84,7 +84,7 @@ class PvSupervisor:
 
     def _hypercall(self) -> None:
         self.exits[Exit.HYPERCALL] += 1
-        dispatch(self.domain, self.vcpu)
+        dispatch(self.domain, self.domain.vcpu)
         if self.domain.machine.stop is None:
             self.take_interrupt(self.domain.machine.irqs)  # Xen delivers on return
 
@@ -130,7 +130,8 @@ class PvSupervisor:
         """Between slices and after every hypercall: due timers fire, a pending event
         is delivered, then a device interrupt."""
         try:
-            self._take_nmi()
+            if self.domain.vcpu.nmi_pending:
+                self._take_nmi()
             self._take_event()
             self._take_device_interrupt(irqs)
         except DomainCrash as crash:
@@ -142,7 +143,7 @@ class PvSupervisor:
         the mask is set on entry, and HYPERVISOR_iret with IF set clears it."""
         dom = self.domain
         dom.events.fire_due_timer()
-        callback = dom.callbacks.get(CallbackType.event)
+        callback = dom.vcpu.callbacks.get(CallbackType.event)
         if callback is None or dom.upcall_mask or not dom.events.work_pending():
             return
         cs, address, _ = callback
@@ -157,8 +158,6 @@ class PvSupervisor:
         """VCPUOP_send_nmi's NMI, through the trap table's vector 2 (pv_raise_nmi);
         dropped with no handler there."""
         vcpu = self.vcpu
-        if not vcpu.nmi_pending:
-            return
         vcpu.nmi_pending = False
         if Vector.NMI in vcpu.trap_table:
             self._bounce(external(Vector.NMI, vcpu.eip))
