@@ -582,10 +582,12 @@ CLEAN_STATUSES = {0, 71, 78, 79}
 SEEDS = (1, 2, 3, 0xDEADBEEF, 12345, 777, 0x1234567, 99)
 
 
-def test_a_guest_calling_at_random_always_stops_cleanly(random_caller, tmp_path):
+@pytest.mark.parametrize("vcpus", ["1", "2"])
+def test_a_guest_calling_at_random_always_stops_cleanly(random_caller, tmp_path, vcpus):
     """Eight seeds at full strength (tests/profiles.py), each bounded by --max-insns
-    (1.5 M): a shutdown, a crash with a reason, a halt or the limit; never pvtool's
-    internal error (70) or a traceback."""
+    (1.5 M), in a domain of one vCPU and of two (its vcpu_op calls aim at both): a
+    shutdown, a crash with a reason, a halt or the limit; never pvtool's internal
+    error (70) or a traceback."""
     from pvtool.image.elf import load_elf
 
     image = load_elf(random_caller.path)
@@ -599,7 +601,7 @@ def test_a_guest_calling_at_random_always_stops_cleanly(random_caller, tmp_path)
         patch_seed(random_caller.path, elf, seed, offset)
         summary_path = tmp_path / f"random-{seed}.json"
         done = pvtool("run", "--json", summary_path, "--max-insns", "1500000", "--timeout",
-                      "20", elf, process=True, timeout=60)
+                      "20", "--vcpus", vcpus, elf, process=True, timeout=60)
         assert "Traceback" not in done.stderr, done.stderr
         assert done.status in CLEAN_STATUSES, (seed, done.status, done.stderr)
         summary = json.loads(summary_path.read_text())
