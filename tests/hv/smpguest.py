@@ -186,37 +186,28 @@ print:                                      /* console_io(write, ECX bytes at ED
     pop ebx
     ret
 
-/* Each vCPU takes its own ports: clear the upcall flag and selector of its vcpu_info,
-   then count each of its ports found pending (and clear it). */
+/* Each vCPU takes its own ports: clear the upcall flag and selector of its vcpu_info
+   (INFO), then count its IPI port and its timer port if found pending (and clear it). */
+    .macro UPCALL info, ipi_port, ipis, timer_port, timers
+    pushad
+    mov byte ptr [\info], 0
+    mov dword ptr [\info + 4], 0
+    mov ecx, [\ipi_port]
+    lock btr dword ptr [EVTCHN_PENDING], ecx
+    adc dword ptr [\ipis], 0
+    mov ecx, [\timer_port]
+    lock btr dword ptr [EVTCHN_PENDING], ecx
+    adc dword ptr [\timers], 0
+    popad
+    HYPERVISOR_IRET
+    .endm
 upcall0:
-    pushad
-    mov byte ptr [shinfo], 0
-    mov dword ptr [shinfo + 4], 0
-    mov ecx, [port_to0]
-    lock btr dword ptr [EVTCHN_PENDING], ecx
-    adc dword ptr [pongs], 0
-    mov ecx, [timer0_port]
-    lock btr dword ptr [EVTCHN_PENDING], ecx
-    adc dword ptr [timer0_fired], 0
-    popad
-    HYPERVISOR_IRET
-
+    UPCALL shinfo, port_to0, pongs, timer0_port, timer0_fired
 upcall1:
-    pushad
-    mov byte ptr [VCPU1_INFO], 0
-    mov dword ptr [VCPU1_INFO + 4], 0
-    mov ecx, [port_to1]
-    lock btr dword ptr [EVTCHN_PENDING], ecx
-    adc dword ptr [pings], 0
-    mov ecx, [timer1_port]
-    lock btr dword ptr [EVTCHN_PENDING], ecx
-    adc dword ptr [timer1_fired], 0
-    popad
-    HYPERVISOR_IRET
+    UPCALL VCPU1_INFO, port_to1, pings, timer1_port, timer1_fired
 
 vcpu1_entry:
     mov [vcpu1_esp], esp
-    mov [vcpu1_eax], eax
     PRINT msg_started
     mov byte ptr [VCPU1_INFO + VCPU_upcall_mask], 0
     xor esi, esi
@@ -289,7 +280,6 @@ sshot_result: .long 0
 runstate_result: .long 0
 ran_after_down: .long 0
 vcpu1_esp: .long 0
-vcpu1_eax: .long 0
 runstate1: .fill 44, 1, 0
 """
 
