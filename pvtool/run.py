@@ -193,26 +193,27 @@ def _boot(machine: Machine, image: KernelImage, mode: Mode, options: RunOptions)
 
 def _run_loop(machine: Machine, mode: Mode, options: RunOptions,
               scheduler: "VcpuScheduler | None" = None) -> RunResult:
-    """SCHEDULER, for a domain of several vCPUs, picks the one each slice runs."""
+    """SCHEDULER, for a domain of several vCPUs, picks the one each slice runs; while
+    none can run it moves time on instead, one wait a turn, under --timeout too."""
     started = time.perf_counter()
     deadline = started + options.timeout if options.timeout else None
     budget = options.max_insns
     slices = executed = 0
     while machine.stop is None:
-        if scheduler is not None and not scheduler.schedule():
-            break
-        machine.supervisor.take_interrupt(machine.irqs)
-        count = _slice_length(machine, budget, executed)
-        if count <= 0:
-            machine.request_stop(Stop(StopKind.INSN_LIMIT, f"ran past --max-insns {budget}",
-                                      machine.cpu.read(EIP)))
-            break
-        machine.run_slice(count)
-        slices += 1
-        executed += count
-        machine.advance(count)
-        if machine.stop is None and machine.halted():
-            _wait_for_interrupt(machine)
+        if scheduler is None or scheduler.schedule():
+            machine.supervisor.take_interrupt(machine.irqs)
+            count = _slice_length(machine, budget, executed)
+            if count <= 0:
+                machine.request_stop(Stop(StopKind.INSN_LIMIT,
+                                          f"ran past --max-insns {budget}",
+                                          machine.cpu.read(EIP)))
+                break
+            machine.run_slice(count)
+            slices += 1
+            executed += count
+            machine.advance(count)
+            if machine.stop is None and machine.halted():
+                _wait_for_interrupt(machine)
         if deadline is not None and machine.stop is None and time.perf_counter() > deadline:
             machine.request_stop(Stop(StopKind.TIMEOUT,
                                       f"ran past --timeout {options.timeout:g} s",

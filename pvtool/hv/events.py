@@ -167,6 +167,9 @@ class EventChannels:
     def is_pending(self, port: int) -> bool:
         return self._bit(PENDING, port)
 
+    def is_masked(self, port: int) -> bool:
+        return self._bit(MASK, port)
+
     def set_pending(self, port: int) -> None:
         """Xen's evtchn_2l_set_pending: mark PORT and, unless it is masked, flag its
         word in the selector and the upcall of the vCPU it notifies, waking that vCPU;
@@ -260,9 +263,11 @@ class EventChannels:
                     and (virq in GLOBAL_VIRQS or bound.vcpu == vcpu):
                 self.set_pending(port)
 
-    def has_virq(self, virq: int, vcpu: int) -> bool:
-        return any(p.status == EvtchnStatus.virq and p.virq == virq and p.vcpu == vcpu
-                   for p in self.ports.values())
+    def virq_port(self, virq: int, vcpu: int) -> int | None:
+        """The port VIRQ is bound to on VCPU, if any."""
+        return next((port for port, p in self.ports.items()
+                     if p.status == EvtchnStatus.virq and p.virq == virq and p.vcpu == vcpu),
+                    None)
 
     def connect(self, port: int, backend: Backend | None) -> None:
         """Bind (or rebind) PORT to the hypervisor's side (DOMID_XEN), served by

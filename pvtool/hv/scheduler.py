@@ -56,20 +56,19 @@ class VcpuScheduler:
 
     # -- the run loop's questions ---------------------------------------------------
     def schedule(self) -> bool:
-        """Put the next runnable vCPU on the CPU, moving time on while none can run.
-        False when the run must stop (every vCPU down or blocked for ever)."""
-        events = self.domain.events
-        while self.machine.stop is None:
-            events.fire_due_timer()
-            self._wake_for_device_interrupt()
-            chosen = self._next_runnable()
-            if chosen is not None:
-                self.switch_to(chosen)
-                return True
-            wait = self._insns_to_wakeup()
-            if wait is None:
-                self._stop_idle()
-                return False
+        """Put the next runnable vCPU on the CPU (True). With none, move time on to
+        the next event that may wake one and say False (the run loop asks again), or
+        stop the run when nothing can: every vCPU down or blocked for ever."""
+        self.domain.events.fire_due_timer()
+        self._wake_for_device_interrupt()
+        chosen = self._next_runnable()
+        if chosen is not None:
+            self.switch_to(chosen)
+            return True
+        wait = self._insns_to_wakeup()
+        if wait is None:
+            self._stop_idle()
+        else:
             self.machine.exits[Exit.HLT] += 1
             self.machine.advance(wait)
         return False
@@ -172,7 +171,11 @@ class VcpuScheduler:
         return min(waits) if waits else None
 
     def _waking_deadlines(self, vcpu: "VCpu") -> list[int]:
-        if self.domain.events.has_virq(Virq.timer, vcpu.id):
+        """VCPU's timers if they raise an event that wakes it: VIRQ_TIMER bound on it,
+        on a port it has not masked or that it polls; and its poll's timeout."""
+        port = self.domain.events.virq_port(Virq.timer, vcpu.id)
+        if port is not None and (not self.domain.events.is_masked(port)
+                                 or vcpu.polling is not None and port in vcpu.polling):
             return timer_deadlines(vcpu)
         return [vcpu.poll_deadline] if vcpu.poll_deadline is not None else []
 
