@@ -360,3 +360,25 @@ def test_a_vcpu_polling_a_port_wakes_when_another_vcpu_sends_on_it(two):
     assert not vcpu1.blocked and vcpu1.polling is None
     assert vcpu1.runstate.state == RUNNABLE
     assert upcall_pending(two, 1) == 1 and upcall_pending(two, 0) == 0
+
+
+def test_events_reach_a_vcpu_info_where_register_vcpu_info_moved_it(two):
+    assert vcpu_op(two, REGISTER_VCPU_INFO, 1, info_args(two)) == 0
+    new = two.guest["info_page"]
+    two.memory.write_phys(new, b"\x00\x01\x00\x00" + bytes(4))  # the guest takes all
+    assert evtchn(two, BIND_IPI, 1, 0) == 0
+    port = u32(two, two.guest["buf"] + 4)
+    assert evtchn(two, SEND, port) == 0
+    assert two.memory.read_phys(new, 1) == b"\x01"
+    assert u32(two, new + 4) == 1 << port // 32
+    assert upcall_pending(two, 1) == 0  # the shared_info slot is no longer its
+
+
+def test_send_nmi_bounces_through_the_vcpus_trap_table_vector_2(two):
+    handler = two.guest["buf"] + 0x800
+    two.write("buf", struct.pack("<BBHI", 2, 0, FLAT_RING1_CS, handler) + bytes(8))
+    assert hypercall(two, HC.set_trap_table, two.guest["buf"]) == 0
+    assert vcpu_op(two, SEND_NMI, 0) == 0
+    two.machine.supervisor.take_interrupt(two.machine.irqs)
+    assert two.domain.vcpu.eip == handler
+    assert not two.domain.vcpus[0].nmi_pending
