@@ -128,6 +128,8 @@ class VCpu:
         self.trap_table: dict[int, TrapInfo] = {}
         self.callbacks: dict[int, tuple[int, int, int]] = {}
         self.kernel_ss = self.kernel_sp = 0
+        self.iopl = 0  # physdev_op set_iopl: the virtual IOPL
+        self.fpu_ts = False  # the virtual CR0.TS (fpu_taskswitch, clts)
 
     @property
     def runnable(self) -> bool:
@@ -207,13 +209,21 @@ class Domain:
         self.domid = domid
         self.console_output = console_output
         self.trace = trace
-        self.fpu_ts = False  # the virtual CR0.TS
         self.frames = machine_frames(self.nr_pages, domid)
         self.vcpus = [VCpu(machine.cpu, machine.memory, 0)]
         self.vcpu = self.vcpus[0]  # the vCPU on the CPU (hv/scheduler.py switches it)
         self.gdt = Gdt(self)
         self.pagetables = PageTables(self, base_mfn, paging, glue=glue, superpages=superpages)
         self.glue_alias = 0  # PvDomain: where else its glue is reached (hv/traps.py)
+
+    @property
+    def fpu_ts(self) -> bool:
+        """The running vCPU's virtual CR0.TS (Xen keeps it per vCPU)."""
+        return self.vcpu.fpu_ts
+
+    @fpu_ts.setter
+    def fpu_ts(self, value: bool) -> None:
+        self.vcpu.fpu_ts = value
 
     # -- what the domain owns ------------------------------------------------------
     def is_named_by(self, domid: int) -> bool:
@@ -314,7 +324,6 @@ class PvDomain(Domain):
         # A patched higher-half kernel's VIRT_BASE: its glue is also reached that far
         # below the glue window while it runs at its physical addresses.
         self.glue_alias = glue_alias
-        self.iopl = 0
         self.vm_assists: set[int] = set()
         self.hypercall_counts: Counter = Counter()
         self.regs_block = regs_block
@@ -333,7 +342,8 @@ class PvDomain(Domain):
             self.events.update_time(vcpu)
         self.events.write_wall_clock()
 
-    # Xen keeps these per vCPU (v->arch.pv): they are the running vCPU's.
+    # Xen keeps these per vCPU (v->arch.pv): they are the running vCPU's, as are the
+    # I/O privilege (set_iopl) and the FPU's TS (Domain.fpu_ts).
     @property
     def trap_table(self) -> dict[int, TrapInfo]:
         return self.vcpu.trap_table
@@ -377,6 +387,14 @@ class PvDomain(Domain):
             raise DomainCrash(f"a trap from ring 3 onto kernel stack segment {ss:#x}, "
                               "not a ring-1 data segment")
         return ss, sp
+
+    @property
+    def iopl(self) -> int:
+        return self.vcpu.iopl
+
+    @iopl.setter
+    def iopl(self, value: int) -> None:
+        self.vcpu.iopl = value
 
     def glue_failure(self) -> Stop | None:
         """A crash for the reason the glue printed just before it asked for one (its

@@ -6,8 +6,8 @@ Xen refuses a vCPU whose vcpu_info is not available (never here: every vCPU has 
 slot in shared_info, --vcpus being at most 32), an initialised vCPU (-EEXIST), an
 LDT of more than 8192 entries and a GDT reaching Xen's reserved entries (-EINVAL).
 Selectors below ring 1 get the kernel's RPL (fixup_guest_code_selector and
-fixup_guest_stack_selector); EFLAGS gets IF set and IOPL cleared, as on every guest
-entry.
+fixup_guest_stack_selector); EFLAGS gets IF set ("ensure real hardware interrupts
+are enabled") and its IOPL becomes the vCPU's virtual IOPL (arch.pv.iopl).
 
 The page-table base in ctrlreg[3] is validated as a base now (-EINVAL if the
 hierarchy is not one the domain may use) and held by the vCPU, as Xen's
@@ -33,6 +33,7 @@ from pvtool.machine.cpu import DS, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, FS, GS
 from pvtool.x86.registers import EFLAGS_IF, EFLAGS_IOPL, EFLAGS_RESERVED
 
 MAX_LDT_ENTRIES = 8192
+IOPL_SHIFT = 12
 TRAP_VECTORS = 256
 GPRS = {EAX: "eax", EBX: "ebx", ECX: "ecx", EDX: "edx", ESI: "esi", EDI: "edi", EBP: "ebp"}
 DATA_SEGMENTS = {DS: "ds", ES: "es", FS: "fs", GS: "gs"}
@@ -61,7 +62,9 @@ def initialise(dom: PvDomain, target: VCpu, arg: int) -> int:
                                 ctx["failsafe_callback_eip"], 0),
     }
     target.kernel_ss, target.kernel_sp = fix_selector_rpl(ctx["kernel_ss"]), ctx["kernel_sp"]
+    # Real interrupts stay enabled; the IOPL is virtualised: it becomes the vCPU's.
     eflags = (ctx["eflags"] | EFLAGS_IF | EFLAGS_RESERVED) & ~EFLAGS_IOPL
+    target.iopl = (ctx["eflags"] & EFLAGS_IOPL) >> IOPL_SHIFT
     target.start_state = {"gprs": {reg: ctx[name] for reg, name in GPRS.items()},
                     "cs": cs, "eip": ctx["eip"], "ss": ss, "esp": ctx["esp"],
                     "eflags": eflags, "segments": segments}

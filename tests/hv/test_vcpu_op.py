@@ -143,14 +143,15 @@ def test_initialise_validates_and_holds_the_vcpus_own_page_table_base(two):
     assert two.domain.vcpus[1].base_mfn == base
 
 
-def test_initialise_fixes_ring0_selectors_and_forces_if_and_iopl(two):
+def test_initialise_fixes_ring0_selectors_forces_if_and_virtualises_iopl(two):
     assert vcpu_op(two, INITIALISE, 1, context(
         two, cs=FLAT_RING1_CS & ~3, ss=FLAT_RING1_DS & ~3, eflags=0x3002,
         kernel_ss=FLAT_RING1_DS & ~3, kernel_sp=0x1234)) == 0
     vcpu1 = two.domain.vcpus[1]
     start = vcpu1.start_state
     assert (start["cs"], start["ss"]) == (FLAT_RING1_CS, FLAT_RING1_DS)
-    assert start["eflags"] == 0x202  # IF set, IOPL cleared
+    assert start["eflags"] == 0x202  # IF set, IOPL cleared...
+    assert vcpu1.iopl == 3  # ...and virtualised
     assert (vcpu1.kernel_ss, vcpu1.kernel_sp) == (FLAT_RING1_DS, 0x1234)
 
 
