@@ -120,6 +120,7 @@ class VcpuScheduler:
         # Its own base, which it holds, whatever CR3 its saved context had.
         tables.load_base(chosen.base_mfn)
         chosen.runstate.change(RunstateState.running, now)
+        self.domain.events.update_time(chosen)  # an up-to-date time base (context_switch)
         self.write_runstate_area(chosen)
         self.switches += 1
         self.machine.exits[Exit.VCPU_SWITCH] += 1
