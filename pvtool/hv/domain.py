@@ -136,11 +136,13 @@ class VCpu:
         return self.up and not self.blocked
 
     def unblock(self, now: int) -> None:
-        """Xen's vcpu_unblock: a blocked or polling vCPU becomes runnable at NOW."""
+        """Xen's vcpu_unblock: a blocked or polling vCPU becomes runnable at NOW (a
+        vCPU that is down stays offline until VCPUOP_up)."""
         if self.blocked:
             self.blocked = False
             self.polling = self.poll_deadline = None
-            self.runstate.change(RunstateState.runnable, now)
+            if self.up:
+                self.runstate.change(RunstateState.runnable, now)
 
     def get(self, reg: int) -> int:
         return self._cpu.read(reg)

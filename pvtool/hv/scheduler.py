@@ -43,7 +43,6 @@ class VcpuScheduler:
         self.domain = domain
         self.machine = domain.machine
         self.cpu = domain.machine.cpu
-        self.switches = 0
 
     @property
     def active(self) -> bool:
@@ -122,7 +121,6 @@ class VcpuScheduler:
         chosen.runstate.change(RunstateState.running, now)
         self.domain.events.update_time(chosen)  # an up-to-date time base (context_switch)
         self.write_runstate_area(chosen)
-        self.switches += 1
         self.machine.exits[Exit.VCPU_SWITCH] += 1
         if self.domain.trace:
             self.domain.log("first run (VCPUOP_initialise's context)" if starting

@@ -12,6 +12,7 @@ from tests.hv.test_vcpu_op import context, vcpu_op
 from tests.hv.xenguest import HC
 
 INITIALISE, UP, SET_PERIODIC_TIMER = 0, 1, 6
+RUNNABLE, OFFLINE = 1, 3
 BIND_VIRQ, VIRQ_TIMER = 1, 0
 EVTCHN_MASK = 0xFC410000 + 2176
 SCRATCH = r"""
@@ -84,3 +85,13 @@ def test_a_timer_on_a_masked_port_wakes_nobody_and_the_run_stops(three):
     assert stop.kind is StopKind.HALTED
     assert stop.reason == "every vCPU is blocked and nothing can wake them"
     assert three.machine.clock.insns == 0
+
+
+def test_an_event_for_a_blocked_vcpu_that_is_down_leaves_it_offline(three):
+    scheduler, vcpu2 = three.domain.scheduler, three.domain.vcpus[2]
+    scheduler.block(vcpu2)
+    scheduler.take_down(vcpu2)
+    vcpu2.unblock(three.domain.events.now_ns())
+    assert vcpu2.runstate.state == OFFLINE and not vcpu2.runnable
+    scheduler.bring_up(vcpu2)
+    assert vcpu2.runstate.state == RUNNABLE and vcpu2.runnable
