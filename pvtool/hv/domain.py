@@ -12,6 +12,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi.layouts import VCPU_INFO
@@ -86,6 +87,13 @@ class HypercallArgs(Sequence[int]):
 
     def __repr__(self) -> str:
         return repr(tuple(self))
+
+
+def running_vcpus(name: str, doc: str) -> property:
+    """A domain attribute that is the running vCPU's NAME: Xen keeps it per vCPU."""
+    return property(attrgetter(f"vcpu.{name}"),
+                    lambda dom, value: setattr(dom.vcpu, name, value),
+                    doc=doc)
 
 
 class VCpu:
@@ -218,14 +226,7 @@ class Domain:
         self.pagetables = PageTables(self, base_mfn, paging, glue=glue, superpages=superpages)
         self.glue_alias = 0  # PvDomain: where else its glue is reached (hv/traps.py)
 
-    @property
-    def fpu_ts(self) -> bool:
-        """The running vCPU's virtual CR0.TS (Xen keeps it per vCPU)."""
-        return self.vcpu.fpu_ts
-
-    @fpu_ts.setter
-    def fpu_ts(self, value: bool) -> None:
-        self.vcpu.fpu_ts = value
+    fpu_ts = running_vcpus("fpu_ts", "The virtual CR0.TS.")
 
     # -- what the domain owns ------------------------------------------------------
     def is_named_by(self, domid: int) -> bool:
@@ -344,31 +345,12 @@ class PvDomain(Domain):
             self.events.update_time(vcpu)
         self.events.write_wall_clock()
 
-    # Xen keeps these per vCPU (v->arch.pv): they are the running vCPU's, as are the
-    # I/O privilege (set_iopl) and the FPU's TS (Domain.fpu_ts).
-    @property
-    def trap_table(self) -> dict[int, TrapInfo]:
-        return self.vcpu.trap_table
-
-    @property
-    def callbacks(self) -> dict[int, tuple[int, int, int]]:
-        return self.vcpu.callbacks
-
-    @property
-    def kernel_ss(self) -> int:  # HYPERVISOR_stack_switch
-        return self.vcpu.kernel_ss
-
-    @kernel_ss.setter
-    def kernel_ss(self, value: int) -> None:
-        self.vcpu.kernel_ss = value
-
-    @property
-    def kernel_sp(self) -> int:
-        return self.vcpu.kernel_sp
-
-    @kernel_sp.setter
-    def kernel_sp(self, value: int) -> None:
-        self.vcpu.kernel_sp = value
+    # Xen keeps these per vCPU (v->arch.pv): they are the running vCPU's.
+    trap_table = running_vcpus("trap_table", "set_trap_table's, by vector.")
+    callbacks = running_vcpus("callbacks", "(cs, eip, flags) by CallbackType.")
+    kernel_ss = running_vcpus("kernel_ss", "HYPERVISOR_stack_switch's SS.")
+    kernel_sp = running_vcpus("kernel_sp", "HYPERVISOR_stack_switch's ESP.")
+    iopl = running_vcpus("iopl", "physdev_op set_iopl's I/O privilege.")
 
     def kernel_stack(self) -> tuple[int, int]:
         """(SS, ESP) a trap from ring 3 switches to: the TSS the kernel loaded (its
@@ -389,14 +371,6 @@ class PvDomain(Domain):
             raise DomainCrash(f"a trap from ring 3 onto kernel stack segment {ss:#x}, "
                               "not a ring-1 data segment")
         return ss, sp
-
-    @property
-    def iopl(self) -> int:
-        return self.vcpu.iopl
-
-    @iopl.setter
-    def iopl(self, value: int) -> None:
-        self.vcpu.iopl = value
 
     def glue_failure(self) -> Stop | None:
         """A crash for the reason the glue printed just before it asked for one (its
