@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pvtool.errors import UnsupportedImageError, UsageError
 from pvtool.image.elf import load_elf, require_32bit
@@ -26,6 +27,9 @@ from pvtool.machine.pc import DEFAULT_RAM, Machine
 from pvtool.machine.profile import Profile
 from pvtool.machine.screen import TextScreen, read_screen
 from pvtool.machine.stop import Stop, StopKind, registers_at_stop
+
+if TYPE_CHECKING:
+    from pvtool.hv.scheduler import VcpuScheduler
 
 SLICE_INSNS = 1_000_000
 # The PCs native mode presents, by the QEMU that judges them, and their width.
@@ -57,6 +61,7 @@ class RunOptions:
     xen_console: Callable[[bytes], None] | None = None  # console_io; None: the output's
     pc: str | None = None  # native: a PCS name; None: the image's width chooses
     profile: bool = False  # where the host time went, by exit kind (machine/profile.py)
+    vcpus: int = 1  # PV: the domain's vCPUs (hv/scheduler.py)
 
 
 @dataclass
@@ -110,6 +115,19 @@ def check_disks(disks: tuple[Path, ...], snapshot: bool) -> None:
         raise UsageError("--snapshot protects --disk files, and none was given")
 
 
+def check_vcpus(vcpus: int, mode: Mode) -> None:
+    """A PV domain has 1 to 32 vCPUs, as many as shared_info has vcpu_info slots
+    (XEN_LEGACY_MAX_VCPUS); the bare PC and trap-and-emulate have one CPU."""
+    from pvtool.abi.xen import XEN_LEGACY_MAX_VCPUS
+
+    if not 1 <= vcpus <= XEN_LEGACY_MAX_VCPUS:
+        raise UsageError(f"--vcpus {vcpus}: a PV domain has 1 to {XEN_LEGACY_MAX_VCPUS} "
+                         "vCPUs (shared_info's vcpu_info slots)")
+    if vcpus != 1 and mode in (Mode.NATIVE, Mode.TRAP):
+        raise UsageError(f"--vcpus {vcpus}: only a PV domain has more than one vCPU; "
+                         f"--{mode.value} runs one CPU")
+
+
 def choose_mode(requested: Mode) -> Mode:
     """AUTO runs the image paravirtualized; the PV boot refuses one without Xen notes
     (and says to patch it or use --native)."""
@@ -118,6 +136,7 @@ def choose_mode(requested: Mode) -> Mode:
 
 def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) -> RunResult:
     """Boot the image at PATH in the chosen mode and run it until it stops."""
+    check_vcpus(options.vcpus, options.mode)
     image = _load_image(path, options.mode)
     mode = choose_mode(options.mode)
     bits = PCS[options.pc] if options.pc else image.bits
@@ -134,7 +153,8 @@ def run_image(path: Path, options: RunOptions, output: Callable[[bytes], None]) 
                           profile=Profile() if options.profile else None)
         domain = _boot(machine, image, mode, options)
         machine.supervisor.delivery.trace = options.trace_interrupts
-        result = _run_loop(machine, mode, options)
+        scheduler = domain.scheduler if mode is Mode.PV and domain.scheduler.active else None
+        result = _run_loop(machine, mode, options, scheduler)
     finally:
         with held():  # a second Ctrl-C waits until every disk is flushed and closed
             for disk in disks:
@@ -182,10 +202,13 @@ def _boot(machine: Machine, image: KernelImage, mode: Mode, options: RunOptions)
 
     return boot_pv_domain(machine, image, cmdline=options.cmdline, modules=options.modules,
                           console_input=options.input_data, trace=options.trace,
-                          xen_console=options.xen_console)
+                          xen_console=options.xen_console, vcpus=options.vcpus)
 
 
-def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
+def _run_loop(machine: Machine, mode: Mode, options: RunOptions,
+              scheduler: "VcpuScheduler | None" = None) -> RunResult:
+    """SCHEDULER, for a domain of several vCPUs, picks the one each slice runs; while
+    none can run it moves time on instead, one wait a turn, under --timeout too."""
     started = time.perf_counter()
     deadline = started + options.timeout if options.timeout else None
     budget = options.max_insns
@@ -193,18 +216,20 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions) -> RunResult:
     if machine.profile is not None:
         machine.profile.start()
     while machine.stop is None:
-        machine.supervisor.take_interrupt(machine.irqs)
-        count = _slice_length(machine, budget, executed)
-        if count <= 0:
-            machine.request_stop(Stop(StopKind.INSN_LIMIT, f"ran past --max-insns {budget}",
-                                      machine.cpu.ip))
-            break
-        machine.run_slice(count)
-        slices += 1
-        executed += count
-        machine.advance(count)
-        if machine.stop is None and machine.halted():
-            _wait_for_interrupt(machine)
+        if scheduler is None or scheduler.schedule():
+            machine.supervisor.take_interrupt(machine.irqs)
+            count = _slice_length(machine, budget, executed)
+            if count <= 0:
+                machine.request_stop(Stop(StopKind.INSN_LIMIT,
+                                          f"ran past --max-insns {budget}",
+                                          machine.cpu.ip))
+                break
+            machine.run_slice(count)
+            slices += 1
+            executed += count
+            machine.advance(count)
+            if machine.stop is None and machine.halted():
+                _wait_for_interrupt(machine)
         if deadline is not None and machine.stop is None and time.perf_counter() > deadline:
             machine.request_stop(Stop(StopKind.TIMEOUT,
                                       f"ran past --timeout {options.timeout:g} s",

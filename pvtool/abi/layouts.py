@@ -112,6 +112,39 @@ EVTCHN_ALLOC_UNBOUND = layout("evtchn_alloc_unbound", 8, dom=(0, "H"), remote_do
 EVTCHN_STATUS = layout("evtchn_status", 24, dom=(0, "H"), port=(4, "I"), status=(8, "I"),
                         vcpu=(12, "I"), u0=(16, "I"), u1=(20, "I"))
 
+# vcpu_op's arguments (public/vcpu.h). On x86-32 a u64 is 4-aligned, so
+# vcpu_runstate_info is 44 bytes: state, state_entry_time, time[4] (ns per state).
+VCPU_RUNSTATE_INFO = layout("vcpu_runstate_info", 44, state=(0, "i"),
+                            state_entry_time=(4, "Q"), time=(12, "4Q"))
+VCPU_REGISTER_RUNSTATE_AREA = layout("vcpu_register_runstate_memory_area", 8,
+                                     addr=(0, "Q"))
+VCPU_SET_PERIODIC_TIMER = layout("vcpu_set_periodic_timer", 8, period_ns=(0, "Q"))
+VCPU_SET_SINGLESHOT_TIMER = layout("vcpu_set_singleshot_timer", 12,
+                                   timeout_abs_ns=(0, "Q"), flags=(8, "I"))
+VCPU_REGISTER_VCPU_INFO = layout("vcpu_register_vcpu_info", 16, mfn=(0, "Q"),
+                                 offset=(8, "I"), rsvd=(12, "I"))
+VCPU_GET_PHYSID = layout("vcpu_get_physid", 8, phys_id=(0, "Q"))
+VCPU_REGISTER_TIME_AREA = layout("vcpu_register_time_memory_area", 8, addr=(0, "Q"))
+# vcpu_guest_context, x86-32 (public/arch-x86/xen.h, xen-x86_32.h; offsets checked
+# with gcc -m32): fpu_ctxt[512],
+# flags, cpu_user_regs (ebx ecx edx esi edi ebp eax, u16 error_code, entry_vector,
+# eip, u16 cs, u8 saved_upcall_mask, pad, eflags, esp, u16 ss, then es ds fs gs as
+# u16 + pad), trap_ctxt[256], ldt_base, ldt_ents, gdt_frames[16], gdt_ents,
+# kernel_ss, kernel_sp, ctrlreg[8], debugreg[8], event and failsafe callback cs:eip,
+# vm_assist: 2800 bytes.
+VCPU_GUEST_CONTEXT = layout(
+    "vcpu_guest_context", 2800,
+    flags=(512, "I"), ebx=(516, "I"), ecx=(520, "I"), edx=(524, "I"), esi=(528, "I"),
+    edi=(532, "I"), ebp=(536, "I"), eax=(540, "I"), eip=(548, "I"), cs=(552, "H"),
+    eflags=(556, "I"), esp=(560, "I"), ss=(564, "H"), es=(568, "H"), ds=(572, "H"),
+    fs=(576, "H"), gs=(580, "H"), trap_ctxt=(584, "2048s"), ldt_base=(2632, "I"),
+    ldt_ents=(2636, "I"), gdt_frames=(2640, "16I"), gdt_ents=(2704, "I"),
+    kernel_ss=(2708, "I"), kernel_sp=(2712, "I"), ctrlreg=(2716, "8I"),
+    debugreg=(2748, "8I"), event_callback_cs=(2780, "I"), event_callback_eip=(2784, "I"),
+    failsafe_callback_cs=(2788, "I"), failsafe_callback_eip=(2792, "I"),
+    vm_assist=(2796, "I"),
+)
+
 EVTCHN_BIND_IPI = layout("evtchn_bind_ipi", 8, vcpu=(0, "I"), port=(4, "I"))
 EVTCHN_BIND_VCPU = layout("evtchn_bind_vcpu", 8, port=(0, "I"), vcpu=(4, "I"))
 EVTCHN_RESET = layout("evtchn_reset", 2, dom=(0, "H"))

@@ -84,6 +84,7 @@ class Errno(IntEnum):
     EPERM = 1
     ENOENT = 2
     ESRCH = 3
+    ENXIO = 6
     EACCES = 13
     EFAULT = 14
     EBUSY = 16
@@ -94,6 +95,7 @@ class Errno(IntEnum):
     EDOM = 33
     ENOSYS = 38
     ENODATA = 61
+    ETIME = 62
     EOPNOTSUPP = 95
     ENOBUFS = 105
 
@@ -349,7 +351,36 @@ class PhysdevOp(IntEnum):
 
 
 class VcpuOp(IntEnum):
+    """HYPERVISOR_vcpu_op's commands (public/vcpu.h)."""
+
+    initialise = 0
+    up = 1
+    down = 2
     is_up = 3
+    get_runstate_info = 4
+    register_runstate_memory_area = 5
+    set_periodic_timer = 6
+    stop_periodic_timer = 7
+    set_singleshot_timer = 8
+    stop_singleshot_timer = 9
+    register_vcpu_info = 10
+    send_nmi = 11
+    get_physid = 12
+    register_vcpu_time_memory_area = 13
+
+
+class RunstateState(IntEnum):
+    """vcpu_runstate_info.state (public/vcpu.h, RUNSTATE_*)."""
+
+    running = 0
+    runnable = 1
+    blocked = 2
+    offline = 3
+
+
+VCPU_SSHOTTMR_FUTURE = 1  # set_singleshot_timer: -ETIME if the deadline has passed
+XEN_LEGACY_MAX_VCPUS = 32  # shared_info.vcpu_info[] (public/arch-x86/xen.h)
+VGCF_IN_KERNEL = 1 << 2  # vcpu_guest_context.flags (public/arch-x86/xen.h)
 
 
 XEN_VERSION = (4, 19)  # what xen_version(XENVER_version) answers: major << 16 | minor

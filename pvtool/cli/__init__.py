@@ -108,6 +108,10 @@ Examples:
 @click.option("--host-tsc", is_flag=True,
               help="rdtsc reads the host's TSC (for benchmarks timing themselves), not "
                    "virtual time; output that depends on it is then not reproducible.")
+@click.option("--vcpus", type=int, default=1, show_default=True, metavar="N",
+              help="PV: give the domain N vCPUs (1-32, shared_info's vcpu_info slots), "
+                   "time-sliced round-robin on one host thread; vCPU 0 boots, the others "
+                   "wait for VCPUOP_initialise and VCPUOP_up.")
 @click.option("--screen", "screen_path", type=click.Path(path_type=Path),
               metavar="FILE", help="--native: write the text screen at the end to FILE "
                                    "(25 lines, trailing blanks trimmed, UTF-8).")
@@ -123,11 +127,11 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
         memory: int, cmdline: str, disks: tuple[Path, ...], snapshot: bool,
         input_file: Path | None, modules: tuple[Path, ...], quiet: bool,
         json_path: Path | None, trace: bool, trace_int: bool, keys: str,
-        xen_console_path: Path | None, host_tsc: bool, screen_path: Path | None,
-        pc: str | None, profile: bool) -> None:
+        xen_console_path: Path | None, host_tsc: bool, vcpus: int,
+        screen_path: Path | None, pc: str | None, profile: bool) -> None:
     """Boot IMAGE and run it until it stops. The guest's serial output goes to stdout;
     pvtool exits with the guest's isa-debug-exit code (see README, "Exit status")."""
-    from pvtool.run import Mode, RunOptions, check_disks
+    from pvtool.run import Mode, RunOptions, check_disks, check_vcpus
     from pvtool.views import run_view
 
     if screen_path is not None and mode != "native":
@@ -138,6 +142,7 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
         raise UsageError("--json -: standard output is the guest's serial line; name a "
                          "file (or /dev/stderr)")
     check_disks(disks, snapshot)
+    check_vcpus(vcpus, Mode(mode) if mode else Mode.AUTO)
     check_output_path(screen_path)
     check_output_path(json_path)
     check_output_path(xen_console_path)
@@ -149,7 +154,7 @@ def run(image: Path, mode: str | None, max_insns: int | None, timeout: float | N
             trace=_trace_printer() if trace else None,
             trace_interrupts=_trace_printer() if trace_int else None,
             keys=keys, host_tsc=host_tsc, xen_console=xen_console, pc=pc,
-            profile=profile))
+            profile=profile, vcpus=vcpus))
     if screen_path is not None:
         from pvtool.image.writer import write_atomically
 

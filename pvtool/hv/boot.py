@@ -37,7 +37,8 @@ from pvtool.x86.paging import PAGE_SIZE, PagingMode
 def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
                    modules: tuple[Path, ...] = (), console_input: bytes = b"",
                    trace: Callable[[str], None] | None = None,
-                   xen_console: Callable[[bytes], None] | None = None) -> PvDomain:
+                   xen_console: Callable[[bytes], None] | None = None,
+                   vcpus: int = 1) -> PvDomain:
     """CONSOLE_INPUT goes into the console ring's in[] (hv/console.py), the same bytes
     the serial port gets. The ring's output goes to the machine's output, as the
     serial line's does natively; console_io's to XEN_CONSOLE (default: the same)."""
@@ -64,7 +65,7 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
                       regs_block=ours.regs_block, site_ranges=ours.site_ranges,
                       glue_alias=(notes.virt_base or 0) if boot.glue else 0,
                       console_output=machine.output, console_input=console_input,
-                      xen_console=xen_console or machine.output, trace=trace)
+                      xen_console=xen_console or machine.output, trace=trace, vcpus=vcpus)
     disk = machine.ata[0].drives[0]  # QEMU's -drive index 0, which --disk fills
     domain.xenstore = start_xenstore(domain, DomainConfig(
         name=image.path.stem, memory_kib=nr_pages * PAGE_SIZE // 1024,

@@ -13,8 +13,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from operator import attrgetter
 
 from pvtool.abi import pvtool as pvabi
+from pvtool.abi.layouts import VCPU_INFO
 from pvtool.abi.xen import (
     DOMID_SELF,
     GUEST_DOMID,
@@ -22,6 +24,7 @@ from pvtool.abi.xen import (
     HYPERCALL_ARGUMENT_REGISTERS,
     HYPERCALL_NUMBER_REGISTER,
     Errno,
+    RunstateState,
     hypercall_name,
 )
 from pvtool.hv import layout
@@ -34,6 +37,8 @@ from pvtool.hv.frames import machine_frames
 from pvtool.hv.gdt import Gdt
 from pvtool.hv.grants import GrantTable
 from pvtool.hv.pagetables import PageTables
+from pvtool.hv.runstate import Runstate
+from pvtool.hv.scheduler import VcpuScheduler
 from pvtool.hv.vcpu64 import Vcpu64
 from pvtool.machine.cpu import CS, Cpu
 from pvtool.machine.delivery import read_tss_stack
@@ -43,6 +48,9 @@ from pvtool.machine.rings import RingSwitch
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.x86.paging import PAGE_SIZE, PagingMode
 
+USER_RING = 3  # the least privileged: RingSwitch goes through ring 0 from there
+UPCALL_PENDING = VCPU_INFO.offset("evtchn_upcall_pending")
+UPCALL_MASK = VCPU_INFO.offset("evtchn_upcall_mask")
 # How deep glue_failure looks for a return address into a site: pv_fatal's caller
 # saved eflags and eight registers, and may itself have been called by another glue
 # function that did the same.
@@ -58,10 +66,24 @@ class TrapInfo:
     address: int
 
 
-class VCpu:
-    """The registers of the domain's one virtual CPU, by name, for its width."""
+def running_vcpus(name: str, doc: str) -> property:
+    """A domain attribute that is the running vCPU's NAME: Xen keeps it per vCPU."""
+    return property(attrgetter(f"vcpu.{name}"),
+                    lambda dom, value: setattr(dom.vcpu, name, value),
+                    doc=doc)
 
-    def __init__(self, cpu: Cpu, memory: GuestMemory):
+
+class VCpu:
+    """One virtual CPU of a domain: its registers, by name, for its width, and the
+    state Xen keeps per vCPU (xen/include/xen/sched.h, struct vcpu; arch.pv).
+
+    Every VCpu reads and writes the one emulated CPU: only the vCPU on it (the
+    domain's `vcpu`) may use get/set. The others wait in CONTEXT, a saved CPU state
+    (hv/scheduler.py switches them), or, not yet run since VCPUOP_initialise, in
+    START_STATE, the registers the guest gave. INFO is the physical address of its
+    vcpu_info: shared_info.vcpu_info[ID] until VCPUOP_register_vcpu_info moves it."""
+
+    def __init__(self, cpu: Cpu, memory: GuestMemory, vcpu_id: int = 0):
         self._cpu = cpu
         self._width = width = cpu.width
         self._rings = RingSwitch(cpu, memory, layout.RING_SWITCH)
@@ -74,11 +96,49 @@ class VCpu:
         self.hypercall_registers = cpu.reader((CS, self._number, *arguments)).read
         self.set_result = partial(cpu.write, self._number)
         self.long_mode = Vcpu64() if width.bits == 64 else None  # hv/vcpu64.py
+        self.id = vcpu_id
+        self.info = layout.VCPU0 + vcpu_id * VCPU_INFO.size
+        self.info_registered = False  # VCPUOP_register_vcpu_info, allowed once
+        # vCPU 0 is built running; the others are down until VCPUOP_initialise and up.
+        self.initialised = self.up = vcpu_id == 0
+        self.blocked = False  # SCHEDOP_block or poll: it waits for an event
+        self.polling: frozenset[int] | None = None  # SCHEDOP_poll's ports while it waits
+        self.poll_deadline: int | None = None  # ns: when the poll times out
+        self.timer_deadline: int | None = None  # ns: the single-shot timer (set_timer_op)
+        self.periodic_period = 0  # ns; 0: no periodic timer
+        self.periodic_next: int | None = None  # ns: when it fires next
+        self.runstate = Runstate(RunstateState.running if vcpu_id == 0
+                                 else RunstateState.offline)
+        self.runstate_area: int | None = None  # guest VA (register_runstate_memory_area)
+        self.time_area: int | None = None  # guest VA (register_vcpu_time_memory_area)
+        self.nmi_pending = False  # VCPUOP_send_nmi, delivered at its next slice
+        self.base_mfn = 0  # its page-table base while another vCPU runs (or to start)
+        self.context = None  # the saved CPU state while another vCPU runs
+        self.start_state: dict | None = None  # registers from VCPUOP_initialise, not yet loaded
+        # Xen's per-vCPU PV state (arch.pv): the trap table, callbacks, kernel stack.
+        self.trap_table: dict[int, TrapInfo] = {}
+        self.callbacks: dict[int, tuple[int, int, int]] = {}
+        self.kernel_ss = self.kernel_sp = 0
+        self.iopl = 0  # physdev_op set_iopl: the virtual IOPL
+        self.fpu_ts = False  # the virtual CR0.TS (fpu_taskswitch, clts)
 
     @property
     def bits(self) -> int:
         """The guest's width: 32, or 64 (its hypercall structures are laid out so)."""
         return self._width.bits
+
+    @property
+    def runnable(self) -> bool:
+        return self.up and not self.blocked
+
+    def unblock(self, now: int) -> None:
+        """Xen's vcpu_unblock: a blocked or polling vCPU becomes runnable at NOW (a
+        vCPU that is down stays offline until VCPUOP_up)."""
+        if self.blocked:
+            self.blocked = False
+            self.polling = self.poll_deadline = None
+            if self.up:
+                self.runstate.change(RunstateState.runnable, now)
 
     def get(self, reg: int) -> int:
         return self._cpu.read(reg)
@@ -113,6 +173,12 @@ class VCpu:
         change is an iretd loading CS."""
         self._rings.enter(self.cs & 3, ring, cs=cs, eip=eip, ss=ss, esp=esp, eflags=eflags)
 
+    def start(self, *, cs: int, eip: int, ss: int, esp: int, eflags: int) -> None:
+        """Begin at CS:EIP on SS:ESP in CS's ring, whichever ring the CPU is in: by way
+        of ring 0, so that the trampoline's iretd loads SS:ESP as well (an iretd to
+        the same ring would leave ESP on the trampoline's frame)."""
+        self._rings.enter(USER_RING, cs & 3, cs=cs, eip=eip, ss=ss, esp=esp, eflags=eflags)
+
 
 class Domain:
     """A guest kernel the hypervisor runs in ring 1, built whole: its machine frames
@@ -134,14 +200,16 @@ class Domain:
         self.domid = domid
         self.console_output = console_output
         self.trace = trace
-        self.fpu_ts = False  # the virtual CR0.TS
         self.frames = machine_frames(self.nr_pages, domid)
-        self.vcpu = VCpu(machine.cpu, machine.memory)
+        self.vcpus = [VCpu(machine.cpu, machine.memory, 0)]
+        self.vcpu = self.vcpus[0]  # the vCPU on the CPU (hv/scheduler.py switches it)
         self.gdt = Gdt(self)
         self.pagetables = PageTables(self, base_mfn, paging, glue=glue, superpages=superpages,
                                      downgrade=downgrade)
         self.guest_ranges = self.pagetables.rules.guest_ranges  # read on every pointer
         self.glue_alias = 0  # PvDomain: where else its glue is reached (hv/traps.py)
+
+    fpu_ts = running_vcpus("fpu_ts", "The virtual CR0.TS.")
 
     # -- what the domain owns ------------------------------------------------------
     def is_named_by(self, domid: int) -> bool:
@@ -192,24 +260,25 @@ class Domain:
                                  f"guest buffer {vaddr:#x}+{size:#x} reaches the hypervisor")
 
     # -- events --------------------------------------------------------------------
+    # The running vCPU's vcpu_info, wherever it lies.
     @property
     def upcall_mask(self) -> int:
-        return self.memory.read_phys(layout.UPCALL_MASK, 1)[0]
+        return self.memory.read_phys(self.vcpu.info + UPCALL_MASK, 1)[0]
 
     @upcall_mask.setter
     def upcall_mask(self, value: int) -> None:
-        self.memory.write_phys(layout.UPCALL_MASK, bytes((value & 1,)))
+        self.memory.write_phys(self.vcpu.info + UPCALL_MASK, bytes((value & 1,)))
 
     @property
     def upcall_pending(self) -> int:
-        return self.memory.read_phys(layout.UPCALL_PENDING, 1)[0]
+        return self.memory.read_phys(self.vcpu.info + UPCALL_PENDING, 1)[0]
 
     @upcall_pending.setter
     def upcall_pending(self, value: int) -> None:
-        self.memory.write_phys(layout.UPCALL_PENDING, bytes((value & 1,)))
+        self.memory.write_phys(self.vcpu.info + UPCALL_PENDING, bytes((value & 1,)))
 
     def set_cr2(self, address: int) -> None:
-        self.memory.write_u32(layout.VCPU_CR2, address)
+        self.memory.write_u32(self.vcpu.info + VCPU_INFO.offset("cr2"), address)
 
     # -- the end of a domain -------------------------------------------------------
     def shutdown(self, reason_code: int, reason: str) -> None:
@@ -221,8 +290,9 @@ class Domain:
                                        self.vcpu.eip, fault_address=address))
 
     def log(self, message: str) -> None:
+        """A --trace line, naming the vCPU when the domain has more than one."""
         if self.trace is not None:
-            self.trace(message)
+            self.trace(f"vcpu{self.vcpu.id}: {message}" if len(self.vcpus) > 1 else message)
 
 
 class PvDomain(Domain):
@@ -233,18 +303,15 @@ class PvDomain(Domain):
 
     def __init__(self, machine: Machine, *, console_mfn: int, regs_block: int | None,
                  site_ranges: tuple[tuple[int, int, int], ...] = (), glue_alias: int = 0,
-                 console_input: bytes = b"",
+                 console_input: bytes = b"", vcpus: int = 1,
                  xen_console: Callable[[bytes], None], **domain):
         super().__init__(machine, **domain)
+        self.vcpus += [VCpu(machine.cpu, machine.memory, i) for i in range(1, vcpus)]
         self.xen_console = xen_console  # console_io's output: Xen's console, not the ring
         self.debug_registers = DebugRegisters()  # set_debugreg's (hv/debugreg.py)
         # A patched higher-half kernel's VIRT_BASE: its glue is also reached that far
         # below the glue window while it runs at its physical addresses.
         self.glue_alias = glue_alias
-        self.trap_table: dict[int, TrapInfo] = {}
-        self.callbacks: dict[int, tuple[int, int, int]] = {}
-        self.kernel_ss = self.kernel_sp = 0  # HYPERVISOR_stack_switch
-        self.iopl = 0
         self.vm_assists: set[int] = set()
         self.hypercalls_by_number: Counter[int] = Counter()  # counted on the hot path
         self.regs_block = regs_block
@@ -253,11 +320,14 @@ class PvDomain(Domain):
         self.pagetables.hold_writable(console_mfn)  # the console backend's ring
         self.console_ring = ConsoleRing(self, console_mfn, CONSOLE_EVTCHN, console_input)
         self.events = EventChannels(self)
+        self.scheduler = VcpuScheduler(self)
         self.events.connect(STORE_EVTCHN, None)
         self.events.connect(CONSOLE_EVTCHN, self.console_ring)
         self.grants = GrantTable(self)
         self.console_ring.fill()
-        self.events.update_time()
+        for vcpu in self.vcpus:
+            self.memory.write_phys(vcpu.info + UPCALL_MASK, b"\x01")  # events masked
+            self.events.update_time(vcpu)
         self.events.write_wall_clock()
 
     @property
@@ -265,6 +335,13 @@ class PvDomain(Domain):
         """The hypercalls made, by name (hypercall_N for a number Xen does not have)."""
         return Counter({hypercall_name(number): count
                         for number, count in self.hypercalls_by_number.items()})
+
+    # Xen keeps these per vCPU (v->arch.pv): they are the running vCPU's.
+    trap_table = running_vcpus("trap_table", "set_trap_table's, by vector.")
+    callbacks = running_vcpus("callbacks", "(cs, eip, flags) by CallbackType.")
+    kernel_ss = running_vcpus("kernel_ss", "HYPERVISOR_stack_switch's SS.")
+    kernel_sp = running_vcpus("kernel_sp", "HYPERVISOR_stack_switch's ESP.")
+    iopl = running_vcpus("iopl", "physdev_op set_iopl's I/O privilege.")
 
     def kernel_stack(self) -> tuple[int, int]:
         """(SS, ESP) a trap from ring 3 switches to: the TSS the kernel loaded (its

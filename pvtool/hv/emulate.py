@@ -272,8 +272,11 @@ def unmask_events(em: Emulator, insn) -> None:
 
 def halt(em: Emulator, insn) -> None:
     """Wait for the next event, as SCHEDOP_block does; with the virtual IF clear
-    nothing can ever wake the vCPU."""
-    if em.domain.upcall_mask:
+    nothing can ever wake the vCPU. One of several vCPUs leaves the CPU to the others
+    (hv/scheduler.py) until an event is raised on it."""
+    if len(em.domain.vcpus) > 1:
+        em.domain.scheduler.block(em.domain.vcpu)
+    elif em.domain.upcall_mask:
         em.domain.machine.request_stop(
             Stop(StopKind.HALTED, "hlt with events masked", insn.address))
     else:

@@ -34,6 +34,7 @@ wc_sec_hi (arch_shared_info on x86-32) stays 0: RTC_EPOCH fits 32 bits.
 """
 
 import struct
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -53,9 +54,14 @@ from pvtool.machine.clock import VIRTUAL_HZ
 from pvtool.machine.pc import RTC_EPOCH
 
 if TYPE_CHECKING:
-    from pvtool.hv.domain import Domain
+    from collections.abc import Iterable
 
-TIME = layout.VCPU0 + layouts.VCPU_INFO.offset("time_version")  # at 32 in either width
+    from pvtool.hv.domain import Domain, VCpu
+
+# Offsets in a vCPU's vcpu_info, wherever it lies (VCpu.info): the same in either width.
+UPCALL_PENDING = layouts.VCPU_INFO.offset("evtchn_upcall_pending")
+TIME = layouts.VCPU_INFO.offset("time_version")
+TIME_INFO_SIZE = 32  # struct vcpu_time_info
 NS_PER_SECOND = 1_000_000_000
 # ns = (tsc << 4) * 0xA0000000 >> 32 = tsc * 10: one instruction is 10 ns at 100 MHz.
 TSC_SHIFT = 4
@@ -66,10 +72,10 @@ GLOBAL_VIRQS = frozenset({Virq.console})  # the rest are per-vCPU (virq_is_globa
 
 @dataclass(frozen=True)
 class SharedInfoAddresses:
-    """Where the pending and mask bitmaps, vCPU 0's selector word and the wall clock
-    are in the hypervisor's shared_info page for a guest of one width: Xen's words
-    are unsigned longs (xen.h), so on x86-64 the selector is 8 bytes and the mask and
-    wall clock move."""
+    """Where the pending and mask bitmaps and the wall clock are in the hypervisor's
+    shared_info page for a guest of one width, and the selector word in a vcpu_info
+    (an offset: each vCPU has its own): Xen's words are unsigned longs (xen.h), so on
+    x86-64 the selector is 8 bytes and the mask and wall clock move."""
 
     pending: int
     mask: int
@@ -82,7 +88,7 @@ def _addresses(shared: layouts.Layout, vcpu: layouts.Layout, word_bits: int):
     return SharedInfoAddresses(
         layout.SHARED_INFO + shared.offset("evtchn_pending"),
         layout.SHARED_INFO + shared.offset("evtchn_mask"),
-        layout.VCPU0 + vcpu.offset("evtchn_pending_sel"), word_bits,
+        vcpu.offset("evtchn_pending_sel"), word_bits,
         layout.SHARED_INFO + shared.offset("wc_version"))
 
 
@@ -102,6 +108,7 @@ class Port:
     remote_dom: int = 0
     remote_port: int = 0
     backend: Backend | None = None  # an interdomain port's other end, if it listens
+    vcpu: int = 0  # the vCPU it notifies (notify_vcpu_id): bind_virq, bind_ipi, bind_vcpu
 
 
 @dataclass
@@ -137,9 +144,39 @@ class EventChannels:
         self.memory = domain.memory
         self.shared = SHARED_INFO_BY_WIDTH[domain.machine.cpu.bits]
         self.ports: dict[int, Port] = {}
-        self.timer_deadline: int | None = None  # ns of system time, set_timer_op
-        self.polling: frozenset[int] | None = None  # SCHEDOP_poll's ports while it waits
-        self.poll_deadline: int | None = None  # ns: when the poll times out
+
+    # The running vCPU's timer and poll (each vCPU has its own: hv/domain.py VCpu).
+    @property
+    def timer_deadline(self) -> int | None:  # ns of system time, set_timer_op
+        return self.domain.vcpu.timer_deadline
+
+    @timer_deadline.setter
+    def timer_deadline(self, value: int | None) -> None:
+        self.domain.vcpu.timer_deadline = value
+
+    @property
+    def polling(self) -> frozenset[int] | None:  # SCHEDOP_poll's ports while it waits
+        return self.domain.vcpu.polling
+
+    @polling.setter
+    def polling(self, value: frozenset[int] | None) -> None:
+        self.domain.vcpu.polling = value
+
+    @property
+    def poll_deadline(self) -> int | None:  # ns: when the poll times out
+        return self.domain.vcpu.poll_deadline
+
+    @poll_deadline.setter
+    def poll_deadline(self, value: int | None) -> None:
+        self.domain.vcpu.poll_deadline = value
+
+    def _vcpu(self, vcpu_id: int) -> "VCpu":
+        """The domain's vCPU VCPU_ID; -ENOENT beyond them (domain_vcpu)."""
+        vcpus = self.domain.vcpus
+        if not 0 <= vcpu_id < len(vcpus):
+            raise HypercallError(Errno.ENOENT, f"vcpu {vcpu_id}: the domain has "
+                                 f"{len(vcpus)}")
+        return vcpus[vcpu_id]
 
     # -- the bitmaps -------------------------------------------------------------------
     def _bit(self, base: int, port: int) -> bool:
@@ -153,26 +190,43 @@ class EventChannels:
     def is_pending(self, port: int) -> bool:
         return self._bit(self.shared.pending, port)
 
+    def is_masked(self, port: int) -> bool:
+        return self._bit(self.shared.mask, port)
+
     def set_pending(self, port: int) -> None:
         """Xen's evtchn_2l_set_pending: mark PORT and, unless it is masked, flag its
-        word in the selector and the vCPU's upcall."""
+        word in the selector and the upcall of the vCPU it notifies, waking that vCPU;
+        a vCPU polling PORT wakes too (evtchn_check_pollers)."""
         if self._bit(self.shared.pending, port):
             return
         self._set_bit(self.shared.pending, port, True)
         self._flag_upcall(port)
+        for vcpu in self.domain.vcpus:
+            if vcpu.polling is not None and port in vcpu.polling:
+                vcpu.unblock(self.now_ns())
 
     def _flag_upcall(self, port: int) -> None:
         shared = self.shared
         if self._bit(shared.mask, port):
             return
-        self._set_bit(shared.pending_sel, port // shared.word_bits, True)
-        self.domain.upcall_pending = 1
+        bound = self.ports.get(port)
+        vcpus = self.domain.vcpus
+        vcpu = vcpus[bound.vcpu] if bound is not None and bound.vcpu < len(vcpus) else vcpus[0]
+        self._set_bit(vcpu.info + shared.pending_sel, port // shared.word_bits, True)
+        self.mark_events_pending(vcpu)
 
-    def work_pending(self) -> bool:
-        """An upcall the event callback should take: flagged and some word selected."""
+    def mark_events_pending(self, vcpu: "VCpu") -> None:
+        """vcpu_mark_events_pending: flag VCPU's upcall and wake it if it waits."""
+        self.memory.write_phys(vcpu.info + UPCALL_PENDING, b"\x01")
+        vcpu.unblock(self.now_ns())
+
+    def work_pending(self, vcpu: "VCpu | None" = None) -> bool:
+        """An upcall VCPU's (default: the running one's) event callback should take:
+        flagged and some word selected."""
+        info = (vcpu or self.domain.vcpu).info
         shared = self.shared
-        return bool(self.domain.upcall_pending and any(
-            self.memory.read_phys(shared.pending_sel, shared.word_bits // 8)))
+        return bool(self.memory.read_phys(info + UPCALL_PENDING, 1)[0] and any(
+            self.memory.read_phys(info + shared.pending_sel, shared.word_bits // 8)))
 
     # -- the operations (EVTCHNOP_*) -----------------------------------------------------
     def _port(self, port: int) -> Port:
@@ -188,37 +242,37 @@ class EventChannels:
         raise HypercallError(Errno.ENOSPC, "no free event channel")
 
     def bind_virq(self, virq: int, vcpu: int) -> int:
-        if virq not in BOUND_VIRQS:
-            raise HypercallError(Errno.EINVAL, f"VIRQ {virq}")
-        if vcpu != 0:
-            raise HypercallError(Errno.ENOENT, f"vcpu {vcpu}: the domain has one")
-        if any(p.status == EvtchnStatus.virq and p.virq == virq for p in self.ports.values()):
-            raise HypercallError(Errno.EEXIST, f"VIRQ {virq} is bound already")
+        """EVTCHNOP_bind_virq (evtchn_bind_virq): a global VIRQ binds on vCPU 0 only
+        (-EINVAL), a per-vCPU one (VIRQ_TIMER, VIRQ_DEBUG) once per vCPU (-EEXIST)."""
+        if virq not in BOUND_VIRQS or virq in GLOBAL_VIRQS and vcpu != 0:
+            raise HypercallError(Errno.EINVAL, f"VIRQ {virq} on vcpu {vcpu}")
+        self._vcpu(vcpu)
+        if any(p.status == EvtchnStatus.virq and p.virq == virq and p.vcpu == vcpu
+               for p in self.ports.values()):
+            raise HypercallError(Errno.EEXIST, f"VIRQ {virq} is bound already on vcpu {vcpu}")
         port = self._free_port()
-        self.ports[port] = Port(EvtchnStatus.virq, virq=virq)
+        self.ports[port] = Port(EvtchnStatus.virq, virq=virq, vcpu=vcpu)
         return port
 
     def bind_ipi(self, vcpu: int) -> int:
-        """EVTCHNOP_bind_ipi: a port that raises itself on VCPU (evtchn_bind_ipi;
-        -ENOENT for a vCPU the domain has not, and it has one)."""
-        if vcpu != 0:
-            raise HypercallError(Errno.ENOENT, f"vcpu {vcpu}: the domain has one")
+        """EVTCHNOP_bind_ipi: a port whose sends raise it on VCPU (evtchn_bind_ipi;
+        -ENOENT for a vCPU the domain has not)."""
+        self._vcpu(vcpu)
         port = self._free_port()
-        self.ports[port] = Port(EvtchnStatus.ipi)
+        self.ports[port] = Port(EvtchnStatus.ipi, vcpu=vcpu)
         return port
 
     def bind_vcpu(self, port: int, vcpu: int) -> None:
         """EVTCHNOP_bind_vcpu (evtchn_bind_vcpu): -ENOENT for a vCPU the domain has
         not; an unbound or interdomain port, or a global VIRQ's (VIRQ_CONSOLE), may
-        notify another vCPU; a per-vCPU VIRQ, an IPI or a closed port is -EINVAL. With
-        one vCPU a rebinding to vCPU 0 changes nothing."""
-        if vcpu != 0:
-            raise HypercallError(Errno.ENOENT, f"vcpu {vcpu}: the domain has one")
+        notify another vCPU; a per-vCPU VIRQ, an IPI or a closed port is -EINVAL."""
+        self._vcpu(vcpu)
         bound = self._port(port)
         rebindable = bound.status in (EvtchnStatus.unbound, EvtchnStatus.interdomain) \
             or bound.status == EvtchnStatus.virq and bound.virq in GLOBAL_VIRQS
         if not rebindable:
             raise HypercallError(Errno.EINVAL, f"port {port} cannot change its vCPU")
+        bound.vcpu = vcpu
 
     def reset(self) -> None:
         """EVTCHNOP_reset (evtchn_reset): every port closed, as evtchn_close closes
@@ -226,10 +280,18 @@ class EventChannels:
         for port in list(self.ports):
             self.close(port)
 
-    def send_virq(self, virq: int) -> None:
-        for port, bound in self.ports.items():
-            if bound.status == EvtchnStatus.virq and bound.virq == virq:
+    def send_virq(self, virq: int, vcpu: int = 0) -> None:
+        """Raise VIRQ: a per-vCPU one on VCPU's port, a global one wherever bound."""
+        for port, bound in list(self.ports.items()):
+            if bound.status == EvtchnStatus.virq and bound.virq == virq \
+                    and (virq in GLOBAL_VIRQS or bound.vcpu == vcpu):
                 self.set_pending(port)
+
+    def virq_port(self, virq: int, vcpu: int) -> int | None:
+        """The port VIRQ is bound to on VCPU, if any."""
+        return next((port for port, p in self.ports.items()
+                     if p.status == EvtchnStatus.virq and p.virq == virq and p.vcpu == vcpu),
+                    None)
 
     def connect(self, port: int, backend: Backend | None) -> None:
         """Bind (or rebind) PORT to the hypervisor's side (DOMID_XEN), served by
@@ -278,7 +340,7 @@ class EventChannels:
         if bound.status == EvtchnStatus.interdomain and bound.backend is not None:
             bound.backend.notify()
         if bound.status == EvtchnStatus.ipi:
-            self.set_pending(port)  # an IPI to its own (the only) vCPU
+            self.set_pending(port)  # raised on the vCPU it was bound to
 
     def unmask(self, port: int) -> None:
         """Clear the mask; a port that is pending raises the upcall now (event_2l.c)."""
@@ -300,18 +362,31 @@ class EventChannels:
             return bound.status, bound.virq, 0
         return bound.status, bound.remote_dom, bound.remote_port
 
+    def notify_vcpu(self, port: int) -> int:
+        """evtchn_status.vcpu: the vCPU PORT notifies (0 for a closed port)."""
+        bound = self.ports.get(port)
+        return 0 if bound is None else bound.vcpu
+
     # -- time ----------------------------------------------------------------------------
     def now_ns(self) -> int:
         return self.domain.machine.clock.insns * NS_PER_SECOND // VIRTUAL_HZ
 
-    def update_time(self) -> None:
-        """vcpu_info.time, versioned as Xen does: odd while the fields change."""
-        version = self.memory.read_u32(TIME)
+    def update_time(self, vcpu: "VCpu | None" = None) -> None:
+        """VCPU's (default: the running one's) vcpu_info.time, versioned as Xen does:
+        odd while the fields change; and its copy in a registered time area (a
+        failed write is the guest's loss, as update_secondary_system_time's)."""
+        vcpu = vcpu or self.domain.vcpu
+        time = vcpu.info + TIME
+        version = self.memory.read_u32(time)
         insns = self.domain.machine.clock.insns
-        self.memory.write_u32(TIME, version + 1 | 1)
-        self.memory.write_phys(TIME + 8, struct.pack("<QQIb", insns, self.now_ns(),
+        self.memory.write_u32(time, version + 1 | 1)
+        self.memory.write_phys(time + 8, struct.pack("<QQIb", insns, self.now_ns(),
                                                      TSC_TO_SYSTEM_MUL, TSC_SHIFT))
-        self.memory.write_u32(TIME, (version + 1 | 1) + 1)
+        self.memory.write_u32(time, (version + 1 | 1) + 1)
+        if vcpu.time_area is not None:
+            with suppress(HypercallError):
+                self.domain.copy_to_guest(vcpu.time_area, self.memory.read_phys(
+                    time, TIME_INFO_SIZE))
 
     def write_wall_clock(self) -> None:
         """shared_info's wc_* at boot, versioned as vcpu_info.time is (Xen's
@@ -328,24 +403,44 @@ class EventChannels:
         self.fire_due_timer()
 
     def fire_due_timer(self) -> None:
-        """VIRQ_TIMER if the timer is due; a poll ends when its timeout passes or one
-        of its ports is pending."""
-        if self.timer_deadline is None and self.polling is None:  # asked every hypercall
-            return
+        """Each vCPU's due timers raise its VIRQ_TIMER: the single-shot one once, the
+        periodic one again a period later (vcpu_periodic_timer_work); a poll ends
+        when its timeout passes or one of its ports is pending."""
         now = self.now_ns()
-        if self.timer_deadline is not None and now >= self.timer_deadline:
-            self.timer_deadline = None
-            self.update_time()
-            self.send_virq(Virq.timer)
-        if self.polling is not None and (
-                any(self.is_pending(port) for port in self.polling)
-                or self.poll_deadline is not None and now >= self.poll_deadline):
-            self.polling = self.poll_deadline = None
+        for vcpu in self.domain.vcpus:  # on every hypercall's return: cheap when idle
+            if vcpu.timer_deadline is not None or vcpu.periodic_next is not None \
+                    or vcpu.polling is not None:
+                self._fire_timers(vcpu, now)
 
-    def insns_to_timer(self) -> int | None:
-        """Instructions until the timer or a poll's timeout (the run loop's next event)."""
-        deadlines = [d for d in (self.timer_deadline, self.poll_deadline) if d is not None]
-        if not deadlines:
-            return None
-        due = -(-min(deadlines) * VIRTUAL_HZ // NS_PER_SECOND)
+    def _fire_timers(self, vcpu: "VCpu", now: int) -> None:
+        fired = False
+        if vcpu.timer_deadline is not None and now >= vcpu.timer_deadline:
+            vcpu.timer_deadline, fired = None, True
+        if vcpu.periodic_next is not None and now >= vcpu.periodic_next:
+            vcpu.periodic_next, fired = now + vcpu.periodic_period, True
+        if fired:
+            self.update_time(vcpu)
+            self.send_virq(Virq.timer, vcpu.id)
+        if vcpu.polling is not None and (
+                any(self.is_pending(port) for port in vcpu.polling)
+                or vcpu.poll_deadline is not None and now >= vcpu.poll_deadline):
+            vcpu.unblock(now)
+            vcpu.polling = vcpu.poll_deadline = None
+
+    def insns_to_timer(self, vcpus: "Iterable[VCpu] | None" = None) -> int | None:
+        """Instructions until the next timer or poll timeout of VCPUS (default: the
+        running one): the run loop's next event."""
+        deadlines = [d for vcpu in (vcpus or (self.domain.vcpu,))
+                     for d in timer_deadlines(vcpu)]
+        return self.insns_until(min(deadlines)) if deadlines else None
+
+    def insns_until(self, deadline_ns: int) -> int:
+        """Instructions until system time DEADLINE_NS, at least 1."""
+        due = -(-deadline_ns * VIRTUAL_HZ // NS_PER_SECOND)
         return max(due - self.domain.machine.clock.insns, 1)
+
+
+def timer_deadlines(vcpu: "VCpu") -> list[int]:
+    """When VCPU's timers and poll timeout fire next (ns), those it has."""
+    return [d for d in (vcpu.timer_deadline, vcpu.periodic_next, vcpu.poll_deadline)
+            if d is not None]

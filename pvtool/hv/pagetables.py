@@ -139,6 +139,19 @@ class PageTables:
             raise DomainCrash("Guest switching to user mode with no user page tables")
         self.domain.machine.cpu.write(CR3, mfn << PAGE_SHIFT)
 
+    def hold_base(self, mfn: int) -> None:
+        """Validate the hierarchy under MFN and hold it as a base that is not loaded
+        yet: a vCPU's from VCPUOP_initialise (hv/vcpu_context.py)."""
+        if self.frames.owner(mfn) != self.domain.domid:
+            raise HypercallError(Errno.EINVAL, f"base frame {mfn:#x} is not the domain's")
+        self.validator.get_table(mfn, self.rules.levels, None, downgrade=self.rules.downgrade)
+
+    def load_base(self, mfn: int) -> None:
+        """Switch to MFN, a base held already (by the vCPU the scheduler puts on the
+        CPU): each vCPU keeps its own, as Xen's v->arch.guest_table."""
+        self.base_mfn, self._base_held = mfn, True
+        self.domain.machine.cpu.write(CR3, mfn << PAGE_SHIFT)
+
     def pin(self, mfn: int, level: int) -> None:
         """MMUEXT_PIN_Ln_TABLE: hold MFN as a table of LEVEL until unpinned. A kernel
         that pins is written for Xen: it gets Xen's refusals, never a downgrade."""

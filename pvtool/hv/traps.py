@@ -11,7 +11,7 @@ device interrupts are delivered between slices and on the way back from a hyperc
 
 from pvtool.abi.xen import GUEST_KERNEL_RPL, HYPERCALL_VECTOR_32, CallbackType
 from pvtool.hv.bounce import XenBounce, event_gate
-from pvtool.hv.domain import Domain, PvDomain
+from pvtool.hv.domain import Domain, PvDomain, VCpu
 from pvtool.hv.emulate import Emulator
 from pvtool.hv.errors import DomainCrash
 from pvtool.hv.hypercalls import dispatch
@@ -59,7 +59,6 @@ class PvSupervisor:
 
     def __init__(self, domain: PvDomain, emulator: Emulator):
         self.domain = domain
-        self.vcpu = domain.vcpu
         self.machine = domain.machine
         self.emulator = emulator
         self.exits = domain.machine.exits
@@ -67,6 +66,11 @@ class PvSupervisor:
         # Whether a device may have raised an interrupt line since the last look (see
         # _on_return): a port was accessed, or one was left waiting.
         self._devices_may_interrupt = True
+
+    @property
+    def vcpu(self) -> VCpu:
+        """The vCPU on the CPU (hv/scheduler.py changes it between slices)."""
+        return self.domain.vcpu
 
     def on_interruption(self, event: Interruption) -> None:
         try:
@@ -158,6 +162,8 @@ class PvSupervisor:
         """Between slices and after every hypercall: due timers fire, a pending event
         is delivered, then a device interrupt."""
         try:
+            if self.domain.vcpu.nmi_pending:
+                self._take_nmi()
             self._take_event()
             self._take_device_interrupt(irqs)
         except DomainCrash as crash:
@@ -182,6 +188,14 @@ class PvSupervisor:
         self.delivery.enter_callback(event_gate(cs, address), self.vcpu.eip,
                                      self.domain.machine.cpu.cpl)
 
+    def _take_nmi(self) -> None:
+        """VCPUOP_send_nmi's NMI, through the trap table's vector 2 (pv_raise_nmi);
+        dropped with no handler there."""
+        vcpu = self.vcpu
+        vcpu.nmi_pending = False
+        if Vector.NMI in vcpu.trap_table:
+            self._bounce(external(Vector.NMI, vcpu.eip))
+
     def _take_device_interrupt(self, irqs: IrqRouter) -> None:
         """A device interrupt reaches a PV kernel as a virtual interrupt: while one
         waits, vcpu_info.evtchn_upcall_pending is set (so a stub's sti sees it), and
@@ -190,6 +204,9 @@ class PvSupervisor:
         dom = self.domain
         if not irqs.pending():
             self._devices_may_interrupt = False
+            return
+        if dom.vcpu.id != 0:  # device interrupts are vCPU 0's
+            return
             return
         self._devices_may_interrupt = True
         dom.upcall_pending = 1
@@ -203,6 +220,8 @@ class PvSupervisor:
         self._bounce(external(vector, self.vcpu.eip))
 
     def insns_to_next_event(self) -> int | None:
+        if self.domain.scheduler.active:
+            return self.domain.scheduler.insns_to_next_event()
         return self.domain.events.insns_to_timer()
 
     def on_fast_call(self, call: FastCall) -> None:

@@ -129,6 +129,19 @@ class Cpu:
         even of the same value (UNICORN.md), and on nothing a hook can do otherwise."""
         self.write(CR3, self.read(CR3))
 
+    def save_context(self, into=None):
+        """The whole CPU state (registers, segment caches, control registers), into
+        INTO (a context this method returned before) or a new one: a hypervisor
+        time-slicing several virtual CPUs on this one keeps each in its own."""
+        if into is None:
+            return self.uc.context_save()
+        self.uc.context_update(into)
+        return into
+
+    def restore_context(self, context) -> None:
+        """Put back a state save_context took; the next slice runs it."""
+        self.uc.context_restore(context)
+
     def _blob(self) -> int:
         self.uc.context_update(self._context)
         return self._context.context.value

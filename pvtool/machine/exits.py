@@ -20,3 +20,4 @@ class Exit(StrEnum):
     IO = "io"  # a port access
     MMIO = "mmio"  # an access to a device's memory-mapped registers
     HLT = "hlt"  # the CPU waited for an interrupt
+    VCPU_SWITCH = "vcpu-switch"  # the hypervisor put another of the domain's vCPUs on it

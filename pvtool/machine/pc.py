@@ -518,6 +518,10 @@ class Machine:
         """The guest waits for an interrupt (a PV SCHEDOP_block): end the slice so the
         run loop can move time on to the next event."""
         self.blocked = True
+        self.end_slice()
+
+    def end_slice(self) -> None:
+        """End the slice after the current instruction (a hypervisor switching vCPUs)."""
         self.uc.emu_stop()
 
     def watch(self, addresses, callback: Callable[[int], None]) -> None:

@@ -114,11 +114,11 @@ class Booted:
 
 
 def boot(guest: Guest, *, ram: int = RAM, cmdline: bytes = b"",
-         modules: tuple[Path, ...] = ()) -> Booted:
+         modules: tuple[Path, ...] = (), vcpus: int = 1) -> Booted:
     output = bytearray()
     image = load_elf(guest.path)
     machine = Machine(ram_size=ram, output=output.extend, bits=image.bits)
-    domain = boot_pv_domain(machine, image, cmdline=cmdline, modules=modules)
+    domain = boot_pv_domain(machine, image, cmdline=cmdline, modules=modules, vcpus=vcpus)
     return Booted(guest, machine, domain, output)
 
 

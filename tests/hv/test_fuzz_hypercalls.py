@@ -45,9 +45,9 @@ from tests.profiles import examples
 PAGE = 4096
 P, RW, PS = 1, 2, 0x80
 # Xen's error numbers (xen/include/public/errno.h), typed here, not imported.
-# EPERM ENOENT ESRCH EACCES EFAULT EBUSY EEXIST ENODEV EINVAL ENOSPC EDOM ENOSYS ENODATA
-# EOPNOTSUPP ENOBUFS
-XEN_ERRNOS = {1, 2, 3, 13, 14, 16, 17, 19, 22, 28, 33, 38, 61, 95, 105}
+# EPERM ENOENT ESRCH ENXIO EACCES EFAULT EBUSY EEXIST ENODEV EINVAL ENOSPC EDOM ENOSYS
+# ENODATA ETIME EOPNOTSUPP ENOBUFS
+XEN_ERRNOS = {1, 2, 3, 6, 13, 14, 16, 17, 19, 22, 28, 33, 38, 61, 62, 95, 105}
 HV_2LEVEL, HV_PAE = 0xFC000000, 0xF5800000
 UNMAPPED = 0x40000000
 SCRATCH_PAGES = 4
@@ -285,11 +285,15 @@ def specific_args(ctx, number):
         17: st.tuples(st.integers(0, 16), st.one_of(scratch, ptr, st.just(0)), v, v, v),
         # event_channel_op: every EVTCHNOP_* (0-13) and beyond
         32: st.tuples(st.integers(0, 15), st.one_of(scratch, ptr), v, v, v),
+        # vcpu_op: every VCPUOP_* (0-13) and beyond, on vCPUs the domain has or not
+        24: st.tuples(st.integers(0, 15), st.sampled_from([0, 0, 1, 1, 2, 31, 32, 0xFFFFFFFF]),
+                      st.one_of(scratch, ptr, st.just(0)), v, v),
     }
     return shapes.get(number, st.tuples(st.integers(0, 8), st.one_of(scratch, ptr), v, v, v))
 
 
-IMPLEMENTED = [0, 1, 2, 3, 4, 5, 6, 10, 12, 13, 14, 15, 17, 18, 20, 21, 23, 26, 29, 32, 33]
+IMPLEMENTED = [0, 1, 2, 3, 4, 5, 6, 10, 12, 13, 14, 15, 17, 18, 20, 21, 23, 24, 26, 29, 32,
+               33]
 FAVOURITES = [1, 14, 26, 13, 10, 2, 0]  # the calls that change page tables or the GDT
 
 
@@ -367,6 +371,100 @@ def test_hypercalls_keep_the_hypervisor_whole(idle_guest, idle):
     mode = "pae" if idle.domain.pagetables.pae else "2level"
     print(f"\n{mode}: {done} hypercalls in {elapsed:.1f} s ({done / elapsed:.0f}/s), "
           f"{Stats.crashes} domain crashes so far; results {sorted(Stats.results.items())}")
+
+
+# -- a domain of two vCPUs ------------------------------------------------------------------
+VCPU_INFO_SIZE = 64
+RUNNING, OFFLINE = 0, 3
+VCPUOP_INITIALISE, VCPUOP_UP = 0, 1
+WRITABLE_TYPE = 7  # PGT_writable_page (xen/include/asm-x86/mm.h), pvtool's PageType
+
+
+def initial_context(booted) -> bytes:
+    """A vcpu_guest_context (x86-32 offsets, public/arch-x86/xen.h) that starts at the
+    kernel's entry on flat ring-1 segments and the current page tables."""
+    ctx = bytearray(2800)
+    for offset, word in ((548, booted.guest["_start"]), (552, 0xE019), (556, 2),
+                         (560, booted.guest["stack_top"]), (564, 0xE021),
+                         (2716 + 12, booted.domain.pagetables.base_mfn << 12)):
+        struct.pack_into("<I", ctx, offset, word)
+    return bytes(ctx)
+
+
+def check_vcpu_invariants(booted) -> None:
+    """What holds of every vCPU whatever the calls: one runs, the down ones are
+    offline, each vcpu_info is its shared_info slot or in a writable frame of the
+    domain's, timers are Xen's, ports notify a vCPU the domain has, and a vCPU off
+    the CPU holds a validated base."""
+    domain = booted.domain
+    tables, frames = domain.pagetables, domain.frames
+    now = domain.events.now_ns()
+    for vcpu in domain.vcpus:
+        state = vcpu.runstate.state
+        assert vcpu is domain.vcpu or state != RUNNING, f"vcpu {vcpu.id} runs off the CPU"
+        assert vcpu.up or state == OFFLINE, f"vcpu {vcpu.id} is down but {state}"
+        assert not vcpu.up or vcpu.initialised, f"vcpu {vcpu.id} is up uninitialised"
+        assert min(vcpu.runstate.time) >= 0 and sum(vcpu.runstate.time) <= now
+        slot = layout.VCPU0 + VCPU_INFO_SIZE * vcpu.id
+        if vcpu.info != slot:
+            mfn = vcpu.info >> 12
+            assert domain.owns_frame(mfn) and mfn < domain.nr_pages, \
+                f"vcpu {vcpu.id}'s vcpu_info at {vcpu.info:#x}"
+            assert frames.type_info(mfn) & 0xF == WRITABLE_TYPE, \
+                f"vcpu {vcpu.id}'s vcpu_info frame {mfn:#x} is not held writable"
+            assert (vcpu.info & 0xFFF) + VCPU_INFO_SIZE <= PAGE
+        assert vcpu.periodic_period == 0 or vcpu.periodic_period >= 1_000_000
+        assert (vcpu.periodic_next is None) == (vcpu.periodic_period == 0)
+        if vcpu is not domain.vcpu and vcpu.initialised:
+            assert tables.typed.get(vcpu.base_mfn) == (3 if tables.pae else 2), \
+                f"vcpu {vcpu.id}'s base {vcpu.base_mfn:#x} is not a validated top table"
+    for port, bound in domain.events.ports.items():
+        assert bound.vcpu < len(domain.vcpus), f"port {port} notifies vcpu {bound.vcpu}"
+
+
+@st.composite
+def two_vcpu_scenario(draw, ctx):
+    """vCPU 1 initialised and up (or not), then calls each made by vCPU 0 or 1."""
+    memory, calls = draw(scenario(ctx))
+    callers = draw(st.lists(st.integers(0, 1), min_size=len(calls), max_size=len(calls)))
+    return draw(st.integers(0, 2)), memory, list(zip(callers, calls, strict=True))
+
+
+def run_two_vcpu_scenario(booted, bring_up: int, memory_writes, calls) -> None:
+    domain = booted.domain
+    if bring_up:  # 1: initialised; 2: and up
+        ctx_at = booted.guest[f"scratch{SCRATCH_PAGES - 1}"]
+        booted.write(ctx_at, initial_context(booted))
+        assert call(domain, domain.vcpu, 24, (VCPUOP_INITIALISE, 1, ctx_at, 0, 0)) == 0
+        if bring_up == 2:
+            assert call(domain, domain.vcpu, 24, (VCPUOP_UP, 1, 0, 0, 0)) == 0
+    for caller, one in calls:
+        vcpu = domain.vcpus[caller]
+        if vcpu.up and booted.machine.stop is None:
+            domain.scheduler.switch_to(vcpu)
+        run_scenario(booted, memory_writes, [one])
+        memory_writes = []
+        check_vcpu_invariants(booted)
+        if booted.machine.stop is not None:
+            return
+
+
+@pytest.mark.parametrize("idle_guest", [DEFAULT_NOTES, PAE_NOTES], ids=["2level", "pae"],
+                         indirect=True)
+def test_hypercalls_keep_a_two_vcpu_domain_whole(idle_guest, idle):
+    ctx = context(idle)
+    calls_before = Stats.calls
+
+    @settings(max_examples=MAX_EXAMPLES // 2, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(two_vcpu_scenario(ctx))
+    def fuzz(case):
+        bring_up, memory_writes, calls = case
+        Stats.examples += 1
+        run_two_vcpu_scenario(boot(idle_guest, vcpus=2), bring_up, memory_writes, calls)
+
+    fuzz()
+    print(f"\ntwo vCPUs: {Stats.calls - calls_before} hypercalls")
 
 
 # -- a guest that calls at random --------------------------------------------------------
@@ -484,10 +582,12 @@ CLEAN_STATUSES = {0, 71, 78, 79}
 SEEDS = (1, 2, 3, 0xDEADBEEF, 12345, 777, 0x1234567, 99)
 
 
-def test_a_guest_calling_at_random_always_stops_cleanly(random_caller, tmp_path):
+@pytest.mark.parametrize("vcpus", ["1", "2"])
+def test_a_guest_calling_at_random_always_stops_cleanly(random_caller, tmp_path, vcpus):
     """Eight seeds at full strength (tests/profiles.py), each bounded by --max-insns
-    (1.5 M): a shutdown, a crash with a reason, a halt or the limit; never pvtool's
-    internal error (70) or a traceback."""
+    (1.5 M), in a domain of one vCPU and of two (its vcpu_op calls aim at both): a
+    shutdown, a crash with a reason, a halt or the limit; never pvtool's internal
+    error (70) or a traceback."""
     from pvtool.image.elf import load_elf
 
     image = load_elf(random_caller.path)
@@ -501,7 +601,7 @@ def test_a_guest_calling_at_random_always_stops_cleanly(random_caller, tmp_path)
         patch_seed(random_caller.path, elf, seed, offset)
         summary_path = tmp_path / f"random-{seed}.json"
         done = pvtool("run", "--json", summary_path, "--max-insns", "1500000", "--timeout",
-                      "20", elf, process=True, timeout=60)
+                      "20", "--vcpus", vcpus, elf, process=True, timeout=60)
         assert "Traceback" not in done.stderr, done.stderr
         assert done.status in CLEAN_STATUSES, (seed, done.status, done.stderr)
         summary = json.loads(summary_path.read_text())

@@ -23,6 +23,7 @@ from pvtool.hv.hypercalls import (
     sched,
     traps,
     traps64,
+    vcpu,
     version,
 )
 from pvtool.hv.hypercalls.common import NO_RESULT, Handler
@@ -47,6 +48,7 @@ TABLE: dict[int, Handler] = {
     Hypercall.grant_table_op: grant_table.grant_table_op,
     Hypercall.vm_assist: info.vm_assist,
     Hypercall.iret: traps.iret,
+    Hypercall.vcpu_op: vcpu.vcpu_op,
     Hypercall.mmuext_op: mmu.mmuext_op,
     Hypercall.sched_op: sched.sched_op,
     Hypercall.callback_op: traps.callback_op,

@@ -79,7 +79,9 @@ def status(dom: PvDomain, arg: int, req: dict) -> None:
     if not dom.is_named_by(req["dom"]):
         raise HypercallError(Errno.ESRCH, f"status of domain {req['dom']:#x}")
     state, u0, u1 = dom.events.status(req["port"])
-    dom.copy_to_guest(arg + EVTCHN_STATUS.offset("status"), struct.pack("<4I", state, 0, u0, u1))
+    vcpu_id = dom.events.notify_vcpu(req["port"])
+    dom.copy_to_guest(arg + EVTCHN_STATUS.offset("status"),
+                      struct.pack("<4I", state, vcpu_id, u0, u1))
 
 
 def reset(dom: PvDomain, arg: int, req: dict) -> None:

@@ -1,4 +1,6 @@
-"""HYPERVISOR_sched_op: yield, block, poll and shutdown of the domain's one vCPU."""
+"""HYPERVISOR_sched_op: yield, block, poll and shutdown. Block and poll are the
+calling vCPU's: with several vCPUs it leaves the CPU to the others (hv/scheduler.py)
+until an event wakes it; with one the run loop moves time on to the next event."""
 
 import struct
 
@@ -14,6 +16,8 @@ def sched_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     if cmd == SchedOp.yield_:
         if dom.console_ring is not None:
             dom.console_ring.drain()  # the backend runs when the guest gives up the CPU
+        if dom.scheduler.active:
+            dom.machine.end_slice()  # the next runnable vCPU's turn
         return 0
     if cmd == SchedOp.block:
         # Xen's block enables event delivery, then sleeps unless an event is pending.
@@ -66,11 +70,15 @@ def _poll(dom: PvDomain, arg: int) -> int:
     if req["timeout"] and events.now_ns() >= req["timeout"]:
         return 0
     events.poll_deadline = req["timeout"] or None
+    events.polling = frozenset(ports)
+    if dom.scheduler.active:  # another vCPU may send on a port
+        dom.scheduler.block(dom.vcpu)
+        return 0
     if events.insns_to_timer() is None:
+        events.polling = None
         dom.machine.request_stop(Stop(StopKind.HALTED, "SCHEDOP_poll with nothing to "
                                       "wake it", dom.vcpu.eip))
         return 0
-    events.polling = frozenset(ports)
     dom.machine.block()
     return 0
 
@@ -78,7 +86,9 @@ def _poll(dom: PvDomain, arg: int) -> int:
 def _sleep(dom: PvDomain, what: str) -> int:
     """The vCPU waits for an event: the run loop moves virtual time on to the next
     one. Polling with events masked waits forever, which ends the run."""
-    if dom.upcall_mask:
+    if dom.scheduler.active:
+        dom.scheduler.block(dom.vcpu)
+    elif dom.upcall_mask:
         dom.machine.request_stop(Stop(StopKind.HALTED, f"{what}: nothing can wake it",
                                       dom.vcpu.eip))
     else:
