@@ -94,6 +94,7 @@ class LongModeDomain:
         self.machine = machine = Machine(ram_size=RAM, output=lambda data: None, bits=64)
         self.memory = machine.memory
         self.vcpu = VCpu(machine.cpu, machine.memory)
+        self.vcpus = [self.vcpu]
         self.events = Events()
         self.pagetables = PageTables(machine)
         self.vm_assists: set[int] = set()
