@@ -21,20 +21,18 @@ import struct
 from pathlib import Path
 
 from pvtool.abi import xen64
-from pvtool.abi.xen import MAX_GUEST_CMDLINE
 from pvtool.abi.xen64 import START_INFO_64
 from pvtool.errors import UnsupportedImageError
 from pvtool.hv import layout, layout64
 from pvtool.hv.builder import (
-    CONSOLE_EVTCHN,
     CR0_PV,
-    STORE_EVTCHN,
     BootLayout,
     check_fits,
     load_kernel,
     load_symtab,
     mask_all_events,
     plan_boot,
+    start_info_fields,
 )
 from pvtool.hv.multiboot_boot import LoadedModules, load_modules
 from pvtool.hv.note_checks import check_notes
@@ -130,14 +128,8 @@ def _index(vaddr: int, level: int) -> int:
 def start_info(boot: BootLayout, nr_pages: int, cmdline: bytes,
                loaded: LoadedModules) -> bytes:
     """start_info's 64-bit layout (xen.h: unsigned long and xen_pfn_t are 8 bytes)."""
-    return START_INFO_64.pack(
-        magic=xen64.START_INFO_MAGIC_64, nr_pages=nr_pages, shared_info=layout.SHARED_INFO,
-        flags=0,  # a domU: neither SIF_PRIVILEGED nor SIF_INITDOMAIN
-        store_mfn=boot.pfn(boot.xenstore), store_evtchn=STORE_EVTCHN,
-        console_mfn=boot.pfn(boot.console), console_evtchn=CONSOLE_EVTCHN,
-        pt_base=boot.page_tables, nr_pt_frames=boot.nr_pt_frames, mfn_list=boot.p2m,
-        mod_start=loaded.mod_start, mod_len=loaded.mod_len,
-        cmd_line=cmdline[:MAX_GUEST_CMDLINE - 1])
+    return START_INFO_64.pack(magic=xen64.START_INFO_MAGIC_64,
+                              **start_info_fields(boot, nr_pages, cmdline, loaded))
 
 
 def _write_hypervisor_area(machine: Machine, nr_pages: int) -> None:

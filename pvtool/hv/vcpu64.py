@@ -21,12 +21,6 @@ from pvtool.abi.xen64 import HYPERVISOR_VIRT_END_64, HYPERVISOR_VIRT_START_64
 from pvtool.machine.cpu import GS_BASE, Cpu
 
 
-def is_canonical(address: int) -> bool:
-    """Bits 63-47 all equal (48-bit virtual addresses)."""
-    top = address >> 47
-    return top == 0 or top == (1 << 17) - 1
-
-
 def in_hypervisor_range(address: int, size: int = 1) -> bool:
     """Whether [ADDRESS, ADDRESS+SIZE) touches Xen's L4 slots 256-271 (§1.8)."""
     return address < HYPERVISOR_VIRT_END_64 and address + size > HYPERVISOR_VIRT_START_64

@@ -21,11 +21,12 @@ from pvtool.hv import layout
 from pvtool.hv.domain import Domain, VCpu
 from pvtool.hv.entry64 import Pv64Supervisor
 from pvtool.hv.errors import DomainCrash, HypercallError
-from pvtool.hv.vcpu64 import in_hypervisor_range, is_canonical
+from pvtool.hv.vcpu64 import in_hypervisor_range
 from pvtool.machine.cpu import CR0, CR3, CR4, CS, GDTR, RFLAGS, RIP, RSP, SS
 from pvtool.machine.memory import PageFault
 from pvtool.machine.pc import Machine
 from pvtool.x86.isa import assemble
+from pvtool.x86.paging import is_canonical
 from pvtool.x86.registers import CR4_FSGSBASE, CR4_PAE
 
 KERNEL_L4, USER_L4 = 0x1000, 0x4000

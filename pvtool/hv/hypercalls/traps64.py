@@ -27,8 +27,9 @@ from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.hv.hypercalls.traps import trap_entries
-from pvtool.hv.vcpu64 import Callback64, TrapInfo64, Vcpu64, is_canonical
+from pvtool.hv.vcpu64 import Callback64, TrapInfo64, Vcpu64
 from pvtool.machine.cpu import FS_BASE, GS, GS_BASE, R11, RAX, RCX, RFLAGS, RSP
+from pvtool.x86.paging import is_canonical
 from pvtool.x86.registers import EFLAGS_IF, EFLAGS_IOPL, EFLAGS_RESERVED, EFLAGS_VM
 
 RFLAGS_ALL = 0x003F7FD5  # X86_EFLAGS_ALL (x86-defns.h): CF through ID
