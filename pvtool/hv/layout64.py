@@ -27,6 +27,7 @@ from pvtool.hv import layout
 from pvtool.machine.pc import MAX_RAM
 from pvtool.machine.rings import IretqTrampoline
 from pvtool.x86 import paging
+from pvtool.x86.descriptors import ACCESSED, CODE_RX, DATA_RW, SegmentDescriptor
 from pvtool.x86.paging import PAGE_SIZE
 
 ENTRIES = 512
@@ -76,12 +77,13 @@ def reserved_gdt_entries() -> dict[int, int]:
     """Xen's reserved descriptors on x86-64 (accessed bits preset): ring-0 64-bit code
     and data for the hypervisor, and the ring-3 compat code, data and 64-bit code
     segments every guest runs on."""
+    code, data = CODE_RX | ACCESSED, DATA_RW | ACCESSED
     return {
-        HYPERVISOR_CS >> 3: 0x00AF9B000000FFFF,
-        HYPERVISOR_DS >> 3: 0x00CF93000000FFFF,
-        xen64.FLAT_RING3_CS32 >> 3: 0x00CFFB000000FFFF,
-        xen64.FLAT_RING3_SS64 >> 3: 0x00CFF3000000FFFF,
-        xen64.FLAT_RING3_CS64 >> 3: 0x00AFFB000000FFFF,
+        HYPERVISOR_CS >> 3: SegmentDescriptor.flat(code, long=True, db=False).to_int(),
+        HYPERVISOR_DS >> 3: SegmentDescriptor.flat(data).to_int(),
+        xen64.FLAT_RING3_CS32 >> 3: SegmentDescriptor.flat(code, 3).to_int(),
+        xen64.FLAT_RING3_SS64 >> 3: SegmentDescriptor.flat(data, 3).to_int(),
+        xen64.FLAT_RING3_CS64 >> 3: SegmentDescriptor.flat(code, 3, long=True, db=False).to_int(),
     }
 
 
