@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from pvtool.hv.domain import PvDomain
 from pvtool.hv.errors import DomainCrash, HypercallError
-from pvtool.hv.vcpu64 import Vcpu64, in_hypervisor_range, is_canonical
+from pvtool.hv.vcpu64 import Vcpu64, in_hypervisor_range
 from pvtool.machine.cpu import CS, R11, RCX, RFLAGS, RIP, RSP, SS, Cpu
+from pvtool.x86.paging import is_canonical
 from pvtool.x86.registers import (
     EFLAGS_AC,
     EFLAGS_IF,

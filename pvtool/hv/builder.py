@@ -279,16 +279,24 @@ def _write_p2m(machine: Machine, boot: BootLayout, nr_pages: int) -> None:
                               struct.pack(f"<{nr_pages}I", *range(nr_pages)))
 
 
-def _write_start_info(machine: Machine, boot: BootLayout, nr_pages: int,
-                      cmdline: bytes, loaded: LoadedModules) -> None:
-    info = START_INFO.pack(
-        magic=xen.START_INFO_MAGIC_32P if boot.pae else xen.START_INFO_MAGIC_32,
+def start_info_fields(boot: BootLayout, nr_pages: int, cmdline: bytes,
+                      loaded: LoadedModules) -> dict[str, int | bytes]:
+    """start_info's fields but its magic, by name: the same for both widths' layouts."""
+    return dict(
         nr_pages=nr_pages, shared_info=layout.SHARED_INFO,
         flags=0,  # a domU: neither SIF_PRIVILEGED nor SIF_INITDOMAIN
         store_mfn=boot.pfn(boot.xenstore), store_evtchn=STORE_EVTCHN,
         console_mfn=boot.pfn(boot.console), console_evtchn=CONSOLE_EVTCHN,
         pt_base=boot.page_tables, nr_pt_frames=boot.nr_pt_frames, mfn_list=boot.p2m,
-        mod_start=loaded.mod_start, mod_len=loaded.mod_len, cmd_line=cmdline[:1023])
+        mod_start=loaded.mod_start, mod_len=loaded.mod_len,
+        cmd_line=cmdline[:xen.MAX_GUEST_CMDLINE - 1])
+
+
+def _write_start_info(machine: Machine, boot: BootLayout, nr_pages: int,
+                      cmdline: bytes, loaded: LoadedModules) -> None:
+    info = START_INFO.pack(
+        magic=xen.START_INFO_MAGIC_32P if boot.pae else xen.START_INFO_MAGIC_32,
+        **start_info_fields(boot, nr_pages, cmdline, loaded))
     machine.memory.write_phys(boot.pfn(boot.start_info) * PAGE_SIZE, info)
 
 

@@ -8,25 +8,23 @@ rdtsc and cpuid never fault at CPL 3 on this CPU (the machine's hooks answer the
 they never get here; port I/O is the supervisor's port_allowed.
 """
 
-from pvtool.abi.xen import hypercall_page_64
+from pvtool.abi.xen64 import hypercall_page_64
 from pvtool.hv import emulate_msrs
+from pvtool.hv.builder64 import EFER_PV
 from pvtool.hv.emulate import CPUID_LEAVES, FORCED_CPUID
 from pvtool.hv.emulate_msrs import GeneralProtection
 from pvtool.hv.errors import HypercallError
-from pvtool.hv.vcpu64 import is_canonical
 from pvtool.machine.cpu import CR3, FS_BASE, GPRS64_BY_NAME, GS_BASE, RAX, RCX, RDX, RIP
 from pvtool.machine.memory import PageFault, UnassignedMemory
+from pvtool.x86 import msrs
 from pvtool.x86.isa import MAX_INSN_SIZE, decode_one
 from pvtool.x86.operands import special_register_move
-from pvtool.x86.paging import PAGE_SHIFT
+from pvtool.x86.paging import PAGE_SHIFT, is_canonical
 
-MSR_EFER = emulate_msrs.MSR_EFER
 RBX = GPRS64_BY_NAME["rbx"]
-MSR_FS_BASE = 0xC000_0100
-MSR_GS_BASE = 0xC000_0101
-MSR_SHADOW_GS_BASE = 0xC000_0102
-# guest_efer for a 64-bit PV guest (msr.c): the host's SCE, LME, LMA and NXE.
-GUEST_EFER_64 = 1 << 0 | 1 << 8 | 1 << 10 | 1 << 11
+# guest_efer for a 64-bit PV guest (msr.c): the host's SCE, LME, LMA and NXE, which
+# are what the builder loads.
+GUEST_EFER_64 = EFER_PV
 
 
 class Emulator64:
@@ -108,13 +106,13 @@ class Emulator64:
     def _rdmsr(self, insn) -> None:
         msr = self.cpu.read(RCX) & 0xFFFFFFFF
         state = self.domain.vcpu.long_mode
-        if msr == MSR_FS_BASE:
+        if msr == msrs.FS_BASE:
             value = self.cpu.read(FS_BASE)
-        elif msr == MSR_GS_BASE:
+        elif msr == msrs.GS_BASE:
             value = self.cpu.read(GS_BASE)
-        elif msr == MSR_SHADOW_GS_BASE:
+        elif msr == msrs.KERNEL_GS_BASE:
             value = state.gs_base_user(self.cpu)
-        elif msr == MSR_EFER:
+        elif msr == msrs.IA32_EFER:
             value = GUEST_EFER_64
         else:
             value = emulate_msrs.read(self.domain, msr, state.trap_table)
@@ -125,15 +123,15 @@ class Emulator64:
         msr = self.cpu.read(RCX) & 0xFFFFFFFF
         value = (self.cpu.read(RDX) & 0xFFFFFFFF) << 32 | self.cpu.read(RAX) & 0xFFFFFFFF
         state = self.domain.vcpu.long_mode
-        if msr in (MSR_FS_BASE, MSR_GS_BASE, MSR_SHADOW_GS_BASE) and not is_canonical(value):
+        if msr in (msrs.FS_BASE, msrs.GS_BASE, msrs.KERNEL_GS_BASE) and not is_canonical(value):
             raise GeneralProtection(f"wrmsr {msr:#x} of non-canonical {value:#x}")
-        if msr == MSR_FS_BASE:
+        if msr == msrs.FS_BASE:
             self.cpu.write(FS_BASE, value)
-        elif msr == MSR_GS_BASE:
+        elif msr == msrs.GS_BASE:
             self.cpu.write(GS_BASE, value)
-        elif msr == MSR_SHADOW_GS_BASE:
+        elif msr == msrs.KERNEL_GS_BASE:
             state.set_gs_base_user(self.cpu, value)
-        elif msr == MSR_EFER:
+        elif msr == msrs.IA32_EFER:
             if value != GUEST_EFER_64:
                 raise GeneralProtection(f"wrmsr EFER of {value:#x}")
         else:

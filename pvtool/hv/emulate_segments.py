@@ -73,7 +73,7 @@ def sysret(em: "Emulator", insn) -> object:
     base = em.msrs.get(msrs.STAR, 0) >> msrs.STAR_SYSRET_CS_SHIFT & 0xFFFF
     vcpu = em.domain.vcpu
     target = _enter_user(em, "sysret", cs=base | USER_RPL,
-                         ss=base + msrs.SYSRET_SS_OFFSET | USER_RPL, eip=vcpu.get(ECX),
+                         ss=base + msrs.SS_AFTER_CS | USER_RPL, eip=vcpu.get(ECX),
                          esp=vcpu.esp, eflags=vcpu.eflags | EFLAGS_IF)
     em.domain.upcall_mask = 0
     return target

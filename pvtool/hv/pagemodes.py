@@ -13,11 +13,10 @@ no cache attributes (a domU has no I/O memory) and no superpages.
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pvtool.abi.xen import (
+from pvtool.abi.xen import PAE_L3_ALLOWED_FLAGS, PAE_XEN_L3_SLOT
+from pvtool.abi.xen64 import (
     HYPERVISOR_VIRT_END_64,
     HYPERVISOR_VIRT_START_64,
-    PAE_L3_ALLOWED_FLAGS,
-    PAE_XEN_L3_SLOT,
     PAGE_GUEST_KERNEL,
     XEN_L4_SLOTS,
 )
@@ -94,7 +93,6 @@ PAE = PagingRules(
     linear_mapping=False, downgrade=False,
     top_allowed_flags=PAE_L3_ALLOWED_FLAGS)
 
-LOWER_HALF_END = 1 << 47  # canonical addresses below Xen's range end here
 # Xen's base_disallow_mask inverted: P, RW, US, A, D, the software bits 9-11 and
 # 52-62, NX; G too in an L1 (L1_DISALLOW_MASK).
 _GUEST_FLAGS_64 = (paging.P | paging.RW | paging.US | paging.A | paging.D | 0xE00
@@ -117,7 +115,7 @@ def adjust_entry_64(level: int, entry: int) -> int:
 FOUR_LEVEL = PagingRules(
     mode=PagingMode.FOUR_LEVEL, name="4-level",
     hypervisor_start=HYPERVISOR_VIRT_START_64,
-    guest_ranges=((0, LOWER_HALF_END), (HYPERVISOR_VIRT_END_64, 1 << 64)),
+    guest_ranges=((0, paging.CANONICAL_LOW_END), (HYPERVISOR_VIRT_END_64, 1 << 64)),
     hypervisor_level=4,
     hypervisor_slots=XEN_L4_SLOTS,
     hypervisor_via=None,

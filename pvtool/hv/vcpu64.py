@@ -16,14 +16,9 @@ their layouts and rules are the 64-bit ABI's (§1.5), not the 32-bit domain's.
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pvtool.abi.xen import HYPERVISOR_VIRT_END_64, HYPERVISOR_VIRT_START_64, CallbackType
+from pvtool.abi.xen import CallbackType
+from pvtool.abi.xen64 import HYPERVISOR_VIRT_END_64, HYPERVISOR_VIRT_START_64
 from pvtool.machine.cpu import GS_BASE, Cpu
-
-
-def is_canonical(address: int) -> bool:
-    """Bits 63-47 all equal (48-bit virtual addresses)."""
-    top = address >> 47
-    return top == 0 or top == (1 << 17) - 1
 
 
 def in_hypervisor_range(address: int, size: int = 1) -> bool:

@@ -20,7 +20,7 @@ from unicorn import x86_const as X
 from pvtool.errors import PvtoolError
 from pvtool.interrupts import emulate
 from pvtool.x86.descriptors import SegmentDescriptor
-from pvtool.x86.msrs import IA32_EFER
+from pvtool.x86.msrs import EFER_LMA, EFER_LME, EFER_SCE, IA32_EFER
 
 # Offsets in unicorn 2.1.4's uc_context, checked by probe_layout.
 HFLAGS = 216
@@ -45,7 +45,7 @@ DESC_L = 1 << 21
 DESC_DPL_SHIFT = 13
 
 _PROBE_SELECTOR = 0x1234  # a selector past the GDT limit: #GP with this error code
-_PROBE_EFER = 0x501  # LME | LMA, as UC_MODE_64 starts, with SCE as the marker
+_PROBE_EFER = EFER_LME | EFER_LMA | EFER_SCE  # as UC_MODE_64 starts, SCE the marker
 
 
 class EmulatorLayoutError(PvtoolError):

@@ -28,7 +28,8 @@ from pvtool.machine.exits import Exit
 from pvtool.machine.interruption import Interruption, Kind
 from pvtool.machine.memory import PageFault
 from pvtool.x86.descriptors import S_BIT, GateDescriptor, SystemType
-from pvtool.x86.registers import EFLAGS_NT, EFLAGS_RF, EFLAGS_TF, TSS32_ESP0
+from pvtool.x86.registers import EFLAGS_NT, EFLAGS_RF, EFLAGS_TF
+from pvtool.x86.tss import TSS32_ESP0
 from pvtool.x86.vectors import CONTRIBUTORY, Vector, idt_error_code, vector_name
 
 # The gates an IDT may hold (6.11; 64-bit: 6.14.1).

@@ -5,7 +5,7 @@ helper_sysenter; AMD APM vol. 3 SYSCALL, Intel SDM vol. 2B SYSENTER):
 
 - syscall: #UD on qemu-system-i386's PC (QEMU builds the instruction only for
   x86_64) and whenever EFER.SCE is clear. In long mode: RCX = the next RIP, R11 =
-  RFLAGS without RF, RFLAGS &= ~(FMASK | RF) (and TCG_LOST, below), CS =
+  RFLAGS without RF, RFLAGS &= ~(SFMASK | RF) (and TCG_LOST, below), CS =
   STAR[47:32] (flat 64-bit code, DPL 0), SS = CS + 8, CPL 0, RIP = LSTAR (CSTAR
   from compatibility mode). In legacy mode: ECX = the next EIP, IF, RF and VM
   cleared, 32-bit CS and SS the same way, EIP = STAR[31:0].
@@ -27,12 +27,13 @@ from pvtool.x86.descriptors import ACCESSED, CODE_RX, DATA_RW, SegmentDescriptor
 from pvtool.x86.msrs import (
     CSTAR,
     EFER_SCE,
-    FMASK,
     IA32_EFER,
     IA32_SYSENTER_CS,
     IA32_SYSENTER_EIP,
     IA32_SYSENTER_ESP,
     LSTAR,
+    SFMASK,
+    SS_AFTER_CS,
     STAR,
     STAR_SYSCALL_CS_SHIFT,
 )
@@ -50,11 +51,10 @@ CODE64 = SegmentDescriptor.flat(CODE_RX | ACCESSED, long=True, db=False)
 CODE32 = SegmentDescriptor.flat(CODE_RX | ACCESSED)
 DATA = SegmentDescriptor.flat(DATA_RW | ACCESSED)
 SELECTOR_MASK = 0xFFFC  # the selectors loaded get RPL 0
-STACK_AFTER_CODE = 8  # SS is the descriptor after CS
 LEGACY_CLEARED = EFLAGS_IF | EFLAGS_RF | EFLAGS_VM
 # QEMU's long-mode syscall reloads RFLAGS from env->eflags, which under TCG holds
-# neither the arithmetic flags nor DF: they come out clear whatever FMASK says
-# (measured; the hardware keeps those FMASK leaves). QEMU is the judge.
+# neither the arithmetic flags nor DF: they come out clear whatever SFMASK says
+# (measured; the hardware keeps those SFMASK leaves). QEMU is the judge.
 TCG_LOST = EFLAGS_STATUS | EFLAGS_DF
 
 
@@ -88,7 +88,7 @@ class FastEntry:
         if cpu.long_mode:
             target = cpu.uc.msr_read(LSTAR if cpu.hflags & HF_CS64 else CSTAR)
             cpu.write(R11, flags & ~EFLAGS_RF)
-            cpu.write(RFLAGS, flags & ~(cpu.uc.msr_read(FMASK) | EFLAGS_RF | TCG_LOST))
+            cpu.write(RFLAGS, flags & ~(cpu.uc.msr_read(SFMASK) | EFLAGS_RF | TCG_LOST))
             self._enter(selector, CODE64)
         else:
             target = cpu.uc.msr_read(STAR) & 0xFFFF_FFFF
@@ -117,4 +117,4 @@ class FastEntry:
         """CPL 0 with flat CS = SELECTOR and SS after it, as the instruction loads
         them without reading the GDT."""
         self.cpu.load_segments(SegmentCache.of(selector, code),
-                               SegmentCache.of(selector + STACK_AFTER_CODE, DATA))
+                               SegmentCache.of(selector + SS_AFTER_CS, DATA))

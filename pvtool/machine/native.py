@@ -37,7 +37,8 @@ from pvtool.machine.pc import Machine
 from pvtool.machine.stop import Stop, StopKind
 from pvtool.machine.taskswitch import RingNotModeled, switch_through_gate
 from pvtool.x86.descriptors import DESCRIPTOR_SIZE, SegmentDescriptor, gdt_offset
-from pvtool.x86.registers import EFLAGS_IF, TSS64_IST1, TSS64_RSP0
+from pvtool.x86.registers import EFLAGS_IF
+from pvtool.x86.tss import TSS64_IST1, TSS64_RSP0
 from pvtool.x86.vectors import Vector
 
 

@@ -104,10 +104,7 @@ def entry_address(image: ElfImage) -> int:
     entry = image.entry
     if any(s.contains(entry) for s in image.segments):
         return entry
-    for seg in image.segments:
-        if seg.paddr <= entry < seg.paddr + seg.memsz:
-            return seg.vaddr + (entry - seg.paddr)
-    return entry
+    return _virtual_of_physical(image, entry)
 
 
 def _loaded_sections(image: ElfImage) -> list[Section]:

@@ -18,7 +18,9 @@ from pvtool.patch.patchset import PatchSet
 from pvtool.x86 import msrs, paging
 from pvtool.x86.descriptors import DPL_SHIFT, PRESENT_BIT, S_BIT, TYPE_SHIFT, SystemType
 from pvtool.x86.isa import assemble_checked
-from pvtool.x86.registers import CR0_PG, CR0_TS, EFLAGS_IF, TSS64_RSP0
+from pvtool.x86.paging import PagingMode
+from pvtool.x86.registers import CR0_PG, CR0_TS, EFLAGS_IF
+from pvtool.x86.tss import TSS64_RSP0
 
 MAX_PASSES = 8
 
@@ -100,7 +102,7 @@ def abi_symbols_64(hypercall_page: int, kernel_entry: int, pvdata: int) -> dict[
         pte_flags=paging.P | paging.RW | paging.A | paging.D,
         pte_flags_ro=paging.P | paging.A,
         table_flags=paging.P | paging.RW | paging.US | paging.A | paging.D,
-        pte_address_mask=0x000F_FFFF_FFFF_F000,
+        pte_address_mask=paging.address_mask(PagingMode.FOUR_LEVEL, 1),
         **{f"msr_{name.lower()}": getattr(msrs, name)
            for name in ("FS_BASE", "GS_BASE", "KERNEL_GS_BASE", "LSTAR", "CSTAR", "STAR",
                         "SFMASK", "IA32_SYSENTER_EIP", "IA32_SYSENTER_ESP",

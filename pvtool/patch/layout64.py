@@ -19,11 +19,10 @@ from pvtool.patch.code_space import rewritable_code
 from pvtool.patch.glue import Glue, abi_symbols_64, assemble_glue
 from pvtool.patch.patchset import PatchSet
 from pvtool.patch.pvdata64 import PvData64
-from pvtool.x86.paging import PAGE_SIZE, page_up
+from pvtool.x86.paging import CANONICAL_LOW_END, PAGE_SIZE, page_up
 
 REL32_REACH = 1 << 31
 L3_SPAN = 1 << 30  # what one L3 entry maps
-CANONICAL_LOW_END = 1 << 47
 
 
 def lay_out_64(image: ElfImage, patch_set: PatchSet) -> tuple[PvData64, int, Glue, dict]:

@@ -172,12 +172,21 @@ def translate(
     raise AssertionError("unreachable: level 1 always ends the walk")
 
 
+# 4-level paging's 48-bit addresses are canonical when bits 63-47 are all equal: the
+# lower half ends here, and the upper half is the last CANONICAL_LOW_END bytes.
+CANONICAL_LOW_END = 1 << 47
+
+
+def is_canonical(address: int) -> bool:
+    """Whether a 64-bit address is canonical (bits 63-47 all equal)."""
+    return address < CANONICAL_LOW_END or (1 << 64) - CANONICAL_LOW_END <= address < 1 << 64
+
+
 def _linear(vaddr: int, mode: PagingMode) -> int:
     if mode is not PagingMode.FOUR_LEVEL:
         return vaddr & 0xFFFF_FFFF
     vaddr &= 0xFFFF_FFFF_FFFF_FFFF
-    top = vaddr >> 47
-    if top not in (0, 0x1FFFF):
+    if not is_canonical(vaddr):
         raise NonCanonicalAddress(vaddr)
     return vaddr
 

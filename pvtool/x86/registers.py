@@ -1,5 +1,6 @@
-"""Bits of the x86 control registers and the 32-bit TSS fields pvtool uses (Intel SDM
-vol. 3A: 2.3 EFLAGS, 2.5 control registers, 7.2.1 the TSS), written once."""
+"""Bits of EFLAGS and the x86 control registers pvtool uses (Intel SDM vol. 3A: 2.3
+EFLAGS, 2.5 control registers), written once. MSRs and EFER are in x86/msrs.py, the
+TSS's fields in x86/tss.py."""
 
 EFLAGS_STATUS = 0x8D5  # CF, PF, AF, ZF, SF, OF: the arithmetic flags
 EFLAGS_RESERVED = 1 << 1  # always reads 1
@@ -20,7 +21,3 @@ CR0_PG = 1 << 31
 CR4_PSE = 1 << 4
 CR4_PAE = 1 << 5
 CR4_FSGSBASE = 1 << 16  # rd/wr{fs,gs}base allowed at any CPL
-
-TSS32_ESP0 = 4  # ESP0, then SS0 (16 bits), in a 32-bit TSS
-TSS64_RSP0 = 4  # RSP0-RSP2, 8 bytes each, in a 64-bit TSS (7.7)
-TSS64_IST1 = 0x24  # IST1-IST7, 8 bytes each

@@ -1,5 +1,6 @@
-"""The 32-bit task-state segment (Intel SDM Vol. 3A, 7.2.1, figure 7-2): the fields a
-task switch reads from the new task and writes into the old one, written once.
+"""The task-state segment (Intel SDM Vol. 3A, 7.2.1, figure 7-2): the fields a 32-bit
+task switch reads from the new task and writes into the old one, and the ring stacks
+an interrupt reads from a 32-bit or a 64-bit TSS (7.7), written once.
 
 A task switch saves only the dynamic fields (EIP, EFLAGS, the general registers and
 the segment selectors); CR3, the LDT selector and the ring stacks are static, read
@@ -14,6 +15,9 @@ LINK = 0x00  # the previous task's selector, written by a call or interrupt (7.4
 CR3 = 0x1C
 DYNAMIC = 0x20  # EIP, EFLAGS, EAX..EDI, then ES, CS, SS, DS, FS, GS
 LDT = 0x60
+TSS32_ESP0 = 4  # ESP0, then SS0 (16 bits): the ring-0 stack of an interrupt from ring 3
+TSS64_RSP0 = 4  # RSP0-RSP2, 8 bytes each, in a 64-bit TSS (7.7)
+TSS64_IST1 = 0x24  # IST1-IST7, 8 bytes each
 
 # Descriptor type bit 1 (bit 41 of the descriptor) tells a busy TSS from an
 # available one (7.2.2): type 9 is available, 0xB busy.

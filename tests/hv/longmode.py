@@ -15,22 +15,18 @@ GDT and the iretq trampoline at 0x400000 (both map 4-6 MiB, U=0).
 import struct
 from collections import Counter
 
-from pvtool.abi.xen import (
-    FLAT_KERNEL_CS64,
-    FLAT_KERNEL_SS64,
-    FLAT_RING3_CS32,
-    Errno,
-    hypercall_page_64,
-)
+from pvtool.abi.xen import Errno
+from pvtool.abi.xen64 import FLAT_KERNEL_CS64, FLAT_KERNEL_SS64, FLAT_RING3_CS32, hypercall_page_64
 from pvtool.hv import layout
 from pvtool.hv.domain import Domain, VCpu
 from pvtool.hv.entry64 import Pv64Supervisor
 from pvtool.hv.errors import DomainCrash, HypercallError
-from pvtool.hv.vcpu64 import in_hypervisor_range, is_canonical
+from pvtool.hv.vcpu64 import in_hypervisor_range
 from pvtool.machine.cpu import CR0, CR3, CR4, CS, GDTR, RFLAGS, RIP, RSP, SS
 from pvtool.machine.memory import PageFault
 from pvtool.machine.pc import Machine
 from pvtool.x86.isa import assemble
+from pvtool.x86.paging import is_canonical
 from pvtool.x86.registers import CR4_FSGSBASE, CR4_PAE
 
 KERNEL_L4, USER_L4 = 0x1000, 0x4000

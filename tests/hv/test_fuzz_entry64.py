@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from pvtool.hv.errors import DomainCrash
 from pvtool.hv.hypercalls import TABLE_64, call
 from pvtool.hv.hypercalls.common import NO_RESULT
-from pvtool.hv.vcpu64 import is_canonical
 from pvtool.machine.cpu import FS_BASE, GS_BASE, RSP
+from pvtool.x86.paging import is_canonical
 from tests.hv.longmode import GDT, KERNEL_STACK, TRAMPOLINE, LongModeDomain
 from tests.profiles import examples
 

@@ -5,30 +5,31 @@ iret_context and the kernel/user toggle, and set_segment_base, which only exists
 misc-hypercalls.c.
 """
 
-from pvtool.abi.layouts import (
-    CALLBACK_REGISTER_64,
-    CALLBACK_UNREGISTER,
-    IRET_CONTEXT_64,
-    TRAP_INFO_64,
-)
+from pvtool.abi.layouts import CALLBACK_UNREGISTER
 from pvtool.abi.xen import (
     CALLBACKF_MASK_EVENTS,
-    FLAT_KERNEL_CS64,
     TI_DPL_MASK,
     TI_MASK_EVENTS,
-    VGCF_IN_SYSCALL,
     CallbackOp,
     CallbackType,
     Errno,
-    SegmentBase,
     VmAssistType,
+)
+from pvtool.abi.xen64 import (
+    CALLBACK_REGISTER_64,
+    FLAT_KERNEL_CS64,
+    IRET_CONTEXT_64,
+    TRAP_INFO_64,
+    VGCF_IN_SYSCALL,
+    SegmentBase,
 )
 from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.hv.hypercalls.traps import trap_entries
-from pvtool.hv.vcpu64 import Callback64, TrapInfo64, Vcpu64, is_canonical
+from pvtool.hv.vcpu64 import Callback64, TrapInfo64, Vcpu64
 from pvtool.machine.cpu import FS_BASE, GS, GS_BASE, R11, RAX, RCX, RFLAGS, RSP
+from pvtool.x86.paging import is_canonical
 from pvtool.x86.registers import EFLAGS_IF, EFLAGS_IOPL, EFLAGS_RESERVED, EFLAGS_VM
 
 RFLAGS_ALL = 0x003F7FD5  # X86_EFLAGS_ALL (x86-defns.h): CF through ID
