@@ -259,7 +259,8 @@ class PvDomain(Domain):
         self.trap_table: dict[int, TrapInfo] = {}
         self.callbacks: dict[int, tuple[int, int, int]] = {}
         self.kernel_ss = self.kernel_sp = 0  # HYPERVISOR_stack_switch
-        self.iopl = 0
+        self.iopl = 0  # physdev_op set_iopl's
+        self.iobitmap = self.iobitmap_ports = 0  # physdev_op set_iobitmap's (hv/ioports.py)
         self.vm_assists: set[int] = set()
         self.hypercall_counts: Counter = Counter()
         self.regs_block = regs_block

@@ -23,13 +23,14 @@ from capstone.x86_const import X86_OP_MEM, X86_OP_REG
 
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi.pvtool import TRAP_SITE_CLASSES, VCPU_REGS
-from pvtool.abi.xen import GUEST_KERNEL_RPL, XEN_VERSION, VmAssistType
+from pvtool.abi.xen import GUEST_KERNEL_RPL, XEN_VERSION
 from pvtool.hv import emulate_msrs
 from pvtool.hv.domain import Domain
 from pvtool.hv.emulate_msrs import GeneralProtection
 from pvtool.hv.emulate_segments import RING_ENTERED, mov_to_ss, pop_ss, sysexit, sysret
 from pvtool.hv.errors import DomainCrash, HypercallError, NotEmulated
 from pvtool.hv.hypercalls.traps import iret as hypervisor_iret
+from pvtool.hv.ioports import iopl_ok
 from pvtool.hv.task_switch import refuse_task_switch
 from pvtool.machine.cpu import EAX, EBX, ECX, EDX, EIP, ESP, GPRS_BY_NAME
 from pvtool.machine.memory import PageFault
@@ -439,8 +440,7 @@ def xen_cli_sti(em: Emulator, insn) -> None:
     CPL 1, or as CPL 0 under VMASST_TYPE_architectural_iopl, against the virtual IOPL
     physdev_op set_iopl gave it."""
     dom = em.domain
-    cpl = 0 if VmAssistType.architectural_iopl in dom.vm_assists else GUEST_KERNEL_RPL
-    if cpl > dom.iopl:
+    if not iopl_ok(dom, GUEST_KERNEL_RPL):
         raise GeneralProtection(f"{insn.mnemonic} at virtual IOPL {dom.iopl}")
 
 

@@ -243,7 +243,7 @@ class TrapModeSupervisor:
     def insns_to_next_event(self) -> int | None:
         return None  # the PC's timers are the machine's own
 
-    def port_allowed(self, port: int) -> bool:
+    def port_allowed(self, port: int, size: int) -> bool:
         return True  # port I/O goes straight to the PC's devices
 
     def _route(self, event: Interruption) -> None:

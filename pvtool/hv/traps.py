@@ -15,6 +15,7 @@ from pvtool.hv.domain import Domain, PvDomain
 from pvtool.hv.emulate import Emulator
 from pvtool.hv.errors import DomainCrash
 from pvtool.hv.hypercalls import dispatch
+from pvtool.hv.ioports import io_okay
 from pvtool.hv.layout import in_glue_window
 from pvtool.hv.ptwr import handle_write_fault
 from pvtool.machine.cpu import CR2, EIP
@@ -169,14 +170,16 @@ class PvSupervisor:
     def insns_to_next_event(self) -> int | None:
         return self.domain.events.insns_to_timer()
 
-    def port_allowed(self, port: int) -> bool:
-        """Port I/O reaches the devices only for a domain with I/O privilege (Xen's
-        physdev_op set_iopl); any other access crashes the domain."""
-        if self.domain.iopl >= 1:
+    def port_allowed(self, port: int, size: int) -> bool:
+        """Port I/O reaches the devices only with I/O privilege as Xen grants it
+        (hv/ioports.py); the machine raises #GP(0) for the rest."""
+        dom = self.domain
+        if dom.iopl == 3:  # every ring may: no need to know which one runs
             return True
-        self.domain.crash(f"port I/O on {port:#x} without I/O privilege "
-                          "(physdev_op set_iopl)")
-        return False
+        allowed = io_okay(dom, port, size, self.vcpu.cpl)
+        if not allowed and dom.trace:
+            dom.log(f"port {port:#x}: no I/O privilege at ring {self.vcpu.cpl}: #GP(0)")
+        return allowed
 
 
 def _vector_name(vector: int) -> str:

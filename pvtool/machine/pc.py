@@ -71,7 +71,12 @@ from pvtool.machine.exits import Exit
 from pvtool.machine.fdc import FDC_IRQ, FloppyController
 from pvtool.machine.fw_cfg import FwCfg
 from pvtool.machine.hpet import HPET_BASE, HPET_HZ, HPET_SIZE, Hpet
-from pvtool.machine.interruption import Interruption, from_intr_hook, invalid_opcode
+from pvtool.machine.interruption import (
+    Interruption,
+    Kind,
+    from_intr_hook,
+    invalid_opcode,
+)
 from pvtool.machine.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
 from pvtool.machine.irq import IrqRouter
 from pvtool.machine.kbc import KBC_IRQ, MOUSE_IRQ, Kbc8042
@@ -98,6 +103,7 @@ from pvtool.machine.vbe import BochsVbe
 from pvtool.machine.vga_text import TEXT_BUFFER, VgaText, firmware_screen
 from pvtool.x86.isa import OPERAND_SIZE_PREFIX
 from pvtool.x86.paging import page_up
+from pvtool.x86.vectors import Vector
 
 DEFAULT_RAM = 128 << 20  # what QEMU gives a guest by default
 MAX_RAM = 3072 << 20  # the most --memory gives: RAM below the PCI hole at 3 GiB
@@ -109,6 +115,9 @@ IRET = 0xCF
 RTC_EPOCH = 1066521600  # 2003-10-19 00:00 UTC (SOSP 2003): the RTC starts there, always
 UC_MODES = {32: UC_MODE_32, 64: UC_MODE_64}
 
+
+# The registers in, out, ins and outs change, by width.
+PORT_IO_REGISTERS = {32: ("eax", "ecx", "esi", "edi"), 64: ("rax", "rcx", "rsi", "rdi")}
 
 class Supervisor(Protocol):
     """Who handles what the CPU raises: the bare machine's own IDT delivery
@@ -128,9 +137,9 @@ class Supervisor(Protocol):
     def insns_to_next_event(self) -> int | None:
         """Instructions until a timer of the supervisor's own fires (None: none)."""
 
-    def port_allowed(self, port: int) -> bool:
-        """Whether a port access reaches the device (False: the supervisor has dealt
-        with the guest, and the access reads all ones and writes nothing)."""
+    def port_allowed(self, port: int, size: int) -> bool:
+        """Whether an access to SIZE bytes from PORT reaches the device (False: the
+        CPU raises #GP(0) on the instruction, as it does without I/O privilege)."""
 
 
 class Machine:
@@ -163,6 +172,7 @@ class Machine:
         self._spent_hooks: list[int] = []
         self._in_slice = False
         self._stopping_soon = False
+        self._port_fault: tuple[int, dict[int, int]] | None = None  # (EIP, registers)
         self.supervisor: Supervisor | None = None
         self._install_hooks()
         if not host_tsc:
@@ -327,8 +337,8 @@ class Machine:
     def _on_in(self, uc: Uc, port: int, size: int, _) -> int:
         self.exits[Exit.IO] += 1
         try:
-            if not self.supervisor.port_allowed(port):
-                return (1 << (8 * size)) - 1
+            if not self.supervisor.port_allowed(port, size):
+                return self._refuse_port_access()
             return self.ports.read(port, size)
         except BaseException as exc:
             self._fail(exc)
@@ -337,10 +347,36 @@ class Machine:
     def _on_out(self, uc: Uc, port: int, size: int, value: int, _) -> None:
         self.exits[Exit.IO] += 1
         try:
-            if self.supervisor.port_allowed(port):
+            if self.supervisor.port_allowed(port, size):
                 self.ports.write(port, size, value)
+            else:
+                self._refuse_port_access()
         except BaseException as exc:
             self._fail(exc)
+
+    def _refuse_port_access(self) -> int:
+        """#GP(0) for the in/out/ins/outs being executed. A port hook cannot make
+        Unicorn fault (an EIP written here is ignored and the instruction completes),
+        so the hook keeps EIP (on the instruction, prefixes included) and the registers
+        those instructions change, and ends the slice after it; run_slice puts them back
+        and raises the fault. An `in` gets 0 into EAX, which is put back; an `ins` has
+        already stored zeros at ES:EDI (QEMU writes them before it reads the port, to
+        make the store restartable), and they stay (docs/ABI.md, departures)."""
+        cpu = self.cpu
+        saved = {cpu.width.gprs[name]: cpu.read(cpu.width.gprs[name])
+                 for name in PORT_IO_REGISTERS[cpu.width.bits]}
+        self._port_fault = (cpu.ip, saved)
+        self.uc.emu_stop()
+        return 0
+
+    def _raise_port_fault(self) -> None:
+        ip, saved = self._port_fault
+        self._port_fault = None
+        for reg, value in saved.items():
+            self.cpu.write(reg, value)
+        self.cpu.write(self.cpu.width.ip, ip)
+        self.supervisor.on_interruption(Interruption(Vector.GP, Kind.EXCEPTION, ip=ip,
+                                                     error_code=0))
 
     def _on_invalid(self, uc: Uc, _) -> bool:
         """ud2 and other invalid opcodes bypass the INTR hook: deliver #UD like any
@@ -517,6 +553,8 @@ class Machine:
         if self.hook_error is not None:
             error, self.hook_error = self.hook_error, None
             raise error
+        if self._port_fault is not None:
+            self._raise_port_fault()
 
 
 def _ide_drives(disks: Sequence[DiskImage | None]) -> list[Drive]:
