@@ -65,7 +65,8 @@ def _regs(text: bytes) -> tuple[int, int, int]:
 
 # The CPUID a PV kernel is shown, fixed so runs are reproducible: leaf -> (EAX, EBX,
 # ECX, EDX); any other leaf reads as zeros. Leaf 1: family 6 model 6, FPU TSC MSR PAE
-# CX8 CMOV MMX FXSR SSE SSE2 and the hypervisor bit (ECX 31). 0x40000000-2 are Xen's:
+# CX8 CMOV MMX FXSR SSE SSE2 and the hypervisor bit (ECX 31); 0x80000001: RDTSCP (EDX
+# 27), which Unicorn's CPU runs (the virtual TSC, machine/pc.py). 0x40000000-2 are Xen's:
 # the "XenVMMXenVMM" signature and the last leaf, the version (major << 16 | minor),
 # and one hypercall page with its MSR at 0x40000000.
 CPUID_LEAVES = {
@@ -74,6 +75,8 @@ CPUID_LEAVES = {
     0x4000_0000: (0x4000_0002, *_regs(b"XenVMMXenVMM")),
     0x4000_0001: (XEN_VERSION[0] << 16 | XEN_VERSION[1], 0, 0, 0),
     0x4000_0002: (1, 0x4000_0000, 0, 0),
+    0x8000_0000: (0x8000_0001, 0, 0, 0),
+    0x8000_0001: (0, 0, 0, 1 << 27),
 }
 
 # A handler returns None to go on after the instruction, an address to go on at (an

@@ -116,6 +116,8 @@ RTC_EPOCH = 1066521600  # 2003-10-19 00:00 UTC (SOSP 2003): the RTC starts there
 UC_MODES = {32: UC_MODE_32, 64: UC_MODE_64}
 
 
+MSR_TSC_AUX = 0xC000_0103  # Intel SDM vol. 4, table 2-2
+
 # The registers in, out, ins and outs change, by width.
 PORT_IO_REGISTERS = {32: ("eax", "ecx", "esi", "edi"), 64: ("rax", "rcx", "rsi", "rdi")}
 
@@ -310,23 +312,48 @@ class Machine:
         self.uc.hook_add(UC_HOOK_INSN, on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
 
     def _install_virtual_tsc(self) -> None:
-        """`rdtsc` reads the virtual clock (machine/clock.py), in every mode and at
-        every CPL, where Unicorn's own would read the host's TSC. Unicorn 2.1.4 calls
-        UC_HOOK_INSN hooks for RDTSC with the CPUID hook's signature (returning 1 skips
-        the instruction), but its Python binding refuses to register one: this goes
-        through the binding's own registration, below its check. About 4 us a read."""
+        """`rdtsc` and `rdtscp` read the virtual clock (machine/clock.py), in every mode
+        and at every CPL, where Unicorn's own would read the host's TSC; `rdtscp` also
+        gives ECX the TSC_AUX MSR (Intel SDM vol. 2B, RDTSCP). Unicorn 2.1.4 calls
+        UC_HOOK_INSN hooks for RDTSC and RDTSCP with the CPUID hook's signature
+        (returning 1 skips the instruction), but its Python binding refuses to register
+        one: this goes through the binding's own registration, below its check. About
+        4 us a read, 8 for rdtscp."""
         def on_rdtsc(uc: Uc, _) -> int:
             try:
-                tsc = self.clock.read_tsc()
-                self.cpu.write(EAX, tsc & 0xFFFF_FFFF)  # EDX:EAX, upper halves zeroed
-                self.cpu.write(EDX, tsc >> 32)
+                self._read_virtual_tsc()
             except BaseException as exc:
                 self._fail(exc)
             return 1
 
-        callback = uccallback(self.uc, HOOK_INSN_CPUID_CFUNC)(on_rdtsc)
-        self._rdtsc_callback = callback  # ctypes must keep it alive as long as the hook
-        self.uc._Uc__do_hook_add(UC_HOOK_INSN, callback, 1, 0, ctypes.c_int(X.UC_X86_INS_RDTSC))
+        def on_rdtscp(uc: Uc, _) -> int:
+            try:
+                self._read_virtual_tsc()
+                self.cpu.write(ECX, self.tsc_aux)
+            except BaseException as exc:
+                self._fail(exc)
+            return 1
+
+        self._tsc_callbacks = []  # ctypes must keep them alive as long as the hooks
+        for handler, insn in ((on_rdtsc, X.UC_X86_INS_RDTSC), (on_rdtscp, X.UC_X86_INS_RDTSCP)):
+            callback = uccallback(self.uc, HOOK_INSN_CPUID_CFUNC)(handler)
+            self._tsc_callbacks.append(callback)
+            self.uc._Uc__do_hook_add(UC_HOOK_INSN, callback, 1, 0, ctypes.c_int(insn))
+
+    def _read_virtual_tsc(self) -> None:
+        tsc = self.clock.read_tsc()
+        self.cpu.write(EAX, tsc & 0xFFFF_FFFF)  # EDX:EAX, upper halves zeroed
+        self.cpu.write(EDX, tsc >> 32)
+
+    @property
+    def tsc_aux(self) -> int:
+        """IA32_TSC_AUX, which `rdtscp` returns in ECX: the CPU's own register, which a
+        ring-0 kernel's wrmsr writes directly and a hypervisor through this."""
+        return self.uc.msr_read(MSR_TSC_AUX)
+
+    @tsc_aux.setter
+    def tsc_aux(self, value: int) -> None:
+        self.uc.msr_write(MSR_TSC_AUX, value)
 
     def _on_intr(self, uc: Uc, vector: int, _) -> None:
         try:
