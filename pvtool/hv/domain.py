@@ -253,6 +253,7 @@ class PvDomain(Domain):
         super().__init__(machine, **domain)
         self.xen_console = xen_console  # console_io's output: Xen's console, not the ring
         self.debug_registers = DebugRegisters()  # set_debugreg's (hv/debugreg.py)
+        self.breakpoints = None  # what arms them: the supervisor's (hv/breakpoints.py)
         # A patched higher-half kernel's VIRT_BASE: its glue is also reached that far
         # below the glue window while it runs at its physical addresses.
         self.glue_alias = glue_alias

@@ -447,8 +447,26 @@ def xen_cli_sti(em: Emulator, insn) -> None:
         raise GeneralProtection(f"{insn.mnemonic} at virtual IOPL {dom.iopl}")
 
 
+def xen_read_debug_register(em: Emulator, insn) -> None:
+    """x86emul_read_dr: the vCPU's registers (hv/debugreg.py), DR6 as the last #DB
+    left it, DR4/DR5 aliasing DR6/DR7 (CR4.DE is clear)."""
+    number = special_register_move(insn).number
+    em.set_gpr(insn, em.domain.debug_registers.read(number))
+
+
+def xen_write_debug_register(em: Emulator, insn) -> None:
+    """x86emul_write_dr: set_debugreg's checks, a refusal (DR7.GD, an I/O breakpoint)
+    #GP(0); the breakpoints DR7 enables are armed (hv/breakpoints.py)."""
+    number = special_register_move(insn).number
+    try:
+        em.domain.debug_registers.write(number, em.gpr(insn))
+    except HypercallError as refusal:
+        raise GeneralProtection(f"mov to dr{number}: {refusal.why}") from None
+
+
 XEN_FAULT_HANDLERS: dict[str, Handler] = {
     "rdmsr": xen_rdmsr, "wrmsr": xen_wrmsr, "cli": xen_cli_sti, "sti": xen_cli_sti,
+    "mov_from_dr": xen_read_debug_register, "mov_to_dr": xen_write_debug_register,
 }
 
 # The PV emulator: catalogue class -> handler.

@@ -11,6 +11,8 @@ device interrupts are delivered between slices and on the way back from a hyperc
 
 from pvtool.abi.xen import GUEST_KERNEL_RPL, HYPERCALL_VECTOR_32, CallbackType
 from pvtool.hv.bounce import XenBounce, event_gate
+from pvtool.hv.breakpoints import Breakpoints
+from pvtool.hv.debugreg import DR6_SINGLE_STEP
 from pvtool.hv.domain import Domain, PvDomain
 from pvtool.hv.emulate import Emulator
 from pvtool.hv.errors import DomainCrash
@@ -21,7 +23,7 @@ from pvtool.hv.ptwr import handle_write_fault
 from pvtool.machine.cpu import CR2, EIP
 from pvtool.machine.delivery import Delivery
 from pvtool.machine.exits import Exit
-from pvtool.machine.interruption import Interruption, external
+from pvtool.machine.interruption import Interruption, Kind, external
 from pvtool.machine.irq import IrqRouter
 from pvtool.x86.vectors import Vector
 
@@ -61,6 +63,7 @@ class PvSupervisor:
         self.emulator = emulator
         self.exits = domain.machine.exits
         self.delivery = Delivery(domain.machine.cpu, XenBounce(domain), self.exits)
+        domain.breakpoints = Breakpoints(domain, self.raise_debug)
 
     def on_interruption(self, event: Interruption) -> None:
         try:
@@ -108,7 +111,17 @@ class PvSupervisor:
             return
         if vector == Vector.PF and take_page_fault(self.domain, event, kernel):
             return
+        if vector == Vector.DB:  # Unicorn's own #DB: EFLAGS.TF's single step
+            self.domain.debug_registers.record_hits(DR6_SINGLE_STEP)
         self._bounce(event)
+
+    def raise_debug(self, ip: int) -> None:
+        """A breakpoint fired (hv/breakpoints.py, DR6 already records it): #DB for
+        the guest's handler, EIP = IP."""
+        try:
+            self._bounce(Interruption(Vector.DB, Kind.EXCEPTION, ip=ip))
+        except DomainCrash as crash:
+            self.domain.crash(crash.reason, crash.address)
 
     def _bounce(self, event: Interruption) -> None:
         """Deliver EVENT to the guest's handler; --trace says which, from where."""

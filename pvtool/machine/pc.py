@@ -19,6 +19,9 @@ from unicorn import (
     UC_HOOK_INSN,
     UC_HOOK_INSN_INVALID,
     UC_HOOK_INTR,
+    UC_HOOK_MEM_READ,
+    UC_HOOK_MEM_WRITE,
+    UC_MEM_WRITE,
     UC_MODE_32,
     UC_MODE_64,
     Uc,
@@ -117,6 +120,7 @@ UC_MODES = {32: UC_MODE_32, 64: UC_MODE_64}
 
 
 MSR_TSC_AUX = 0xC000_0103  # Intel SDM vol. 4, table 2-2
+MAX_ACCESS = 8  # bytes of the widest data access a watch must catch (a movq, a cmpxchg8b)
 
 # The registers in, out, ins and outs change, by width.
 PORT_IO_REGISTERS = {32: ("eax", "ecx", "esi", "edi"), 64: ("rax", "rcx", "rsi", "rdi")}
@@ -175,6 +179,10 @@ class Machine:
         self._in_slice = False
         self._stopping_soon = False
         self._port_fault: tuple[int, dict[int, int]] | None = None  # (EIP, registers)
+        self._after_slice: list[Callable[[], None]] = []  # end_slice_then's
+        self._watches_changed = False
+        self._undo: list[tuple[int, bytes]] = []  # what watched stores overwrote
+        self._replay = self._replaying = False
         self.supervisor: Supervisor | None = None
         self._install_hooks()
         if not host_tsc:
@@ -522,6 +530,76 @@ class Machine:
         for address in addresses:
             self.uc.hook_add(UC_HOOK_CODE, on_code, None, address, address)
 
+    # -- watches: hooks on a few addresses, armed and disarmed while the guest runs -----
+    def watch_code(self, address: int, callback: Callable[[int], None]) -> int:
+        """Call CALLBACK(address) before the instruction at linear ADDRESS runs, until
+        unwatch(handle): free anywhere else (docs/ABI.md measures it)."""
+        def on_code(uc: Uc, at: int, size: int, _) -> None:
+            try:
+                callback(at)
+            except BaseException as exc:
+                self._fail(exc)
+
+        return self._watching(self.uc.hook_add(UC_HOOK_CODE, on_code, None, address, address))
+
+    def watch_memory(self, paddr: int, size: int, callback: Callable[[], None], *,
+                     reads: bool) -> int:
+        """Call CALLBACK() when a guest store (and a load too, with READS) touches the
+        SIZE physical bytes at PADDR, until unwatch(handle). Unicorn bounds a memory
+        hook by the access's first byte, so the hook starts 7 bytes lower and the
+        overlap is checked here. What a store overwrites is kept, for end_slice_then."""
+        def on_access(uc: Uc, access: int, address: int, length: int, value: int, _) -> None:
+            if self._replaying or address + length <= paddr:
+                return
+            try:
+                if access == UC_MEM_WRITE:
+                    self._undo.append((address, bytes(uc.mem_read(address, length))))
+                callback()
+            except BaseException as exc:
+                self._fail(exc)
+
+        kinds = UC_HOOK_MEM_WRITE | (UC_HOOK_MEM_READ if reads else 0)
+        first = max(0, paddr - MAX_ACCESS + 1)
+        return self._watching(self.uc.hook_add(kinds, on_access, None, first, paddr + size - 1))
+
+    def unwatch(self, handle: int) -> None:
+        """Remove a watch; from a hook, the slice ends now and the hook goes then."""
+        if self._in_slice:
+            self._spent_hooks.append(handle)
+            self.uc.emu_stop()
+        else:
+            self.uc.hook_del(handle)
+        self._watches_changed = True
+
+    def _watching(self, handle: int) -> int:
+        """Code already translated does not see a new hook: the slice ends and the
+        translations are dropped before the next (run_slice)."""
+        self._watches_changed = True
+        if self._in_slice:
+            self.uc.emu_stop()
+        else:
+            self.uc.ctl_flush_tb()
+        return handle
+
+    def end_slice_then(self, then: Callable[[], None], *, before_this_instruction: bool) -> None:
+        """From a watch: end the slice and call THEN once it has ended, before the
+        instruction a code watch reported (which does not run), or after the one a
+        memory watch saw. Stopped from a memory hook, Unicorn leaves EIP on that
+        instruction with its store done and the rest undone (UNICORN.md), so the
+        stores are undone and the instruction run once more, alone (_replay_access)."""
+        self._after_slice.append(then)
+        self._replay = self._replay or not before_this_instruction
+        self.uc.emu_stop()
+
+    def _replay_access(self) -> None:
+        for address, old in reversed(self._undo):
+            self.uc.mem_write(address, old)
+        self._replaying = True
+        try:
+            emulate(self.uc, self.cpu.ip, UNTIL_NEVER, 1)
+        finally:
+            self._replaying = self._replay = False
+
     def watch_halts(self, addresses) -> None:
         """Hook the `hlt` instructions at ADDRESSES: at CPL 0 Unicorn returns from
         emu_start after a hlt with no hook called (UNICORN.md), and nothing else tells
@@ -582,6 +660,15 @@ class Machine:
             raise error
         if self._port_fault is not None:
             self._raise_port_fault()
+        if self._replay:
+            self._replay_access()
+        self._undo.clear()
+        if self._watches_changed:
+            self._watches_changed = False
+            self.uc.ctl_flush_tb()
+        while self._after_slice and self.stop is None:
+            self._after_slice.pop(0)()
+        self._after_slice.clear()
 
 
 def _ide_drives(disks: Sequence[DiskImage | None]) -> list[Drive]:
