@@ -17,6 +17,7 @@ No #DB carries an error code.
 import pytest
 
 from tests.hv.test_traps import RECORDING_BSS, RECORDING_HANDLERS, records
+from tests.hv.xenguest import DEFAULT_NOTES, PAE_NOTES
 
 DB = 1
 FLAT_RING1_CS = 0xE019
@@ -72,11 +73,16 @@ def dr7(index: int, condition: int = 0, length: int = 0) -> int:
 
 
 def debug_run(run_guest, text: str, *, read_dr6: str = DR6_BY_HYPERCALL,
-              frame_fix: str = ""):
+              frame_fix: str = "", notes=DEFAULT_NOTES):
     handler = DB_HANDLER.format(read_dr6=read_dr6, frame_fix=frame_fix)
     setup = "    mov ebx, offset trap_table\n    HYPERCALL set_trap_table\n"
     return run_guest(setup + text, handlers=RECORDING_HANDLERS + handler, data=DATA,
-                     bss=RECORDING_BSS)
+                     bss=RECORDING_BSS, notes=notes)
+
+
+# The tests that arm breakpoints run on 2-level and PAE paging alike (Xen's own test
+# guests are PAE kernels).
+PAGING = pytest.mark.parametrize("notes", [DEFAULT_NOTES, PAE_NOTES], ids=["2level", "pae"])
 
 
 def frames(booted):
@@ -92,9 +98,12 @@ target:
 """
 
 
-def test_an_instruction_breakpoint_is_a_fault_before_the_instruction_each_time(run_guest):
+@PAGING
+def test_an_instruction_breakpoint_is_a_fault_before_the_instruction_each_time(
+        run_guest, notes):
     booted = debug_run(run_guest, set_debugreg(0, "offset target")
-                       + set_debugreg(7, hex(dr7(0)), rc=1) + LOOP_TWICE, frame_fix=SET_RF)
+                       + set_debugreg(7, hex(dr7(0)), rc=1) + LOOP_TWICE, frame_fix=SET_RF,
+                       notes=notes)
     target = booted.guest["target"]
     assert booted.u32s("rc", 2) == (0, 0)
     assert frames(booted) == [(DB, NO_ERROR, target, FLAT_RING1_CS)] * 2
@@ -154,10 +163,11 @@ after_overlap:
 """
 
 
-def test_a_write_breakpoint_is_a_trap_after_each_store_that_touches_it(run_guest):
+@PAGING
+def test_a_write_breakpoint_is_a_trap_after_each_store_that_touches_it(run_guest, notes):
     booted = debug_run(run_guest, set_debugreg(1, "offset watched")
                        + set_debugreg(7, hex(dr7(1, condition=0b01, length=0b11)), rc=1)
-                       + STORES)
+                       + STORES, notes=notes)
     g = booted.guest
     assert booted.u32s("rc", 2) == (0, 0)
     assert frames(booted) == [(DB, NO_ERROR, g["after_store"], FLAT_RING1_CS),
@@ -191,8 +201,9 @@ STEP_FIX = r"""
 1:"""
 
 
-def test_tf_single_steps_each_instruction_with_bs_in_dr6(run_guest):
-    booted = debug_run(run_guest, r"""
+@PAGING
+def test_tf_single_steps_each_instruction_with_bs_in_dr6(run_guest, notes):
+    booted = debug_run(run_guest, notes=notes, text=r"""
     pushfd
     or dword ptr [esp], 0x100
     popfd

@@ -24,7 +24,7 @@ from tests.hv.test_traps import (
     USER_HANDLERS,
     records,
 )
-from tests.hv.xenguest import EFAULT, EINVAL, HC, neg
+from tests.hv.xenguest import DEFAULT_NOTES, EFAULT, EINVAL, HC, PAE_NOTES, neg
 
 GP = 13
 FLAT_RING3_CS = 0xE02B
@@ -87,10 +87,10 @@ saving_gp_handler:
 SAVING_DATA = RECORDING_DATA.replace("TRAP 13, 0, gp_handler", "TRAP 13, 0, saving_gp_handler")
 
 
-def kernel_run(run_guest, grant: str, text: str):
+def kernel_run(run_guest, grant: str, text: str, notes=DEFAULT_NOTES):
     return run_guest(SETUP + grant + text, handlers=RECORDING_HANDLERS + SAVING_GP_HANDLER,
                      data=SAVING_DATA + PRIVILEGE_DATA + "at_fault: .fill 4, 4, 0",
-                     bss=RECORDING_BSS)
+                     bss=RECORDING_BSS, notes=notes)
 
 
 def user_run(run_guest, grant: str, user: str):
@@ -142,12 +142,13 @@ after:
     assert booted.machine.stop.reason == "shutdown (poweroff)"  # the domain lives on
 
 
-def test_the_domain_goes_on_after_the_kernel_handles_the_gp(run_guest):
+@pytest.mark.parametrize("notes", [DEFAULT_NOTES, PAE_NOTES], ids=["2level", "pae"])
+def test_the_domain_goes_on_after_the_kernel_handles_the_gp(run_guest, notes):
     booted = kernel_run(run_guest, "", READ_LSR + privilege(iopl=1) + """
     mov dx, 0x3f8
     mov al, 'X'
     out dx, al
-""")
+""", notes=notes)
     assert len(records(booted)) == 1
     assert booted.u32("iopl_rc") == 0
     assert bytes(booted.output) == b"X"
