@@ -58,13 +58,14 @@ DR6_BY_MOV = "mov eax, dr6"
 SET_RF = "or dword ptr [esp + 8], 0x10000  /* RF: the instruction runs this time */"
 
 
-def set_debugreg(reg: int, value: str, rc: int = 0) -> str:
+def set_debugreg(reg: int, value: str, rc: int | None = 0) -> str:
+    """set_debugreg(REG, VALUE), its result kept in rc[RC] (None: not kept)."""
+    keep = "" if rc is None else f"    mov [rc + {4 * rc}], eax\n"
     return f"""
     mov ebx, {reg}
     mov ecx, {value}
     HYPERCALL set_debugreg
-    mov [rc + {4 * rc}], eax
-"""
+""" + keep
 
 
 def dr7(index: int, condition: int = 0, length: int = 0) -> int:
@@ -232,3 +233,24 @@ def test_dr6_written_by_the_kernel_keeps_its_reserved_bits(run_guest, how):
     write = set_debugreg(6, "0") if how == "hypercall" else "    xor eax, eax\n    mov dr6, eax\n"
     booted = debug_run(run_guest, write + "    mov eax, dr6\n    mov [counter], eax\n")
     assert booted.u32("counter") == DR6_RESERVED
+
+
+# -- from user mode -------------------------------------------------------------------------
+def test_a_breakpoint_in_user_mode_is_the_kernels_db_with_the_user_frame(run_guest):
+    """The kernel arms DR0 on a user instruction: the #DB reaches the kernel's handler
+    on its stack_switch stack, the frame naming ring 3."""
+    from tests.hv.test_traps import USER, USER_BSS, USER_DATA, USER_HANDLERS
+
+    handlers = USER_HANDLERS.replace("{user}", "user_target:\n    nop\n") + r"""
+user_db_handler:
+    RECORD 1, 0
+    SHUTDOWN SHUTDOWN_poweroff
+"""
+    data = USER_DATA.replace("TRAP 3, 3, user_bp_handler",
+                             "TRAP 1, 0, user_db_handler\n    TRAP 3, 3, user_bp_handler")
+    arm = set_debugreg(0, "offset user_target", rc=None) + set_debugreg(7, hex(dr7(0)), rc=None)
+    booted = run_guest(arm + USER, handlers=handlers, data=data, bss=USER_BSS)
+    (trap,) = records(booted, 1)
+    assert (trap["vector"], trap["error"], trap["eip"], trap["cs"] & 0xFFFF) == \
+        (DB, NO_ERROR, booted.guest["user_target"], 0xE02B)
+    assert booted.domain.debug_registers.read(6) == DR6_RESERVED | 1
