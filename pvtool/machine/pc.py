@@ -117,13 +117,12 @@ PIT_IRQ, UART_IRQ, RTC_IRQ = 0, 4, 8
 IRET = 0xCF
 RTC_EPOCH = 1066521600  # 2003-10-19 00:00 UTC (SOSP 2003): the RTC starts there, always
 UC_MODES = {32: UC_MODE_32, 64: UC_MODE_64}
-
-
 MSR_TSC_AUX = 0xC000_0103  # Intel SDM vol. 4, table 2-2
 MAX_ACCESS = 8  # bytes of the widest data access a watch must catch (a movq, a cmpxchg8b)
 
 # The registers in, out, ins and outs change, by width.
 PORT_IO_REGISTERS = {32: ("eax", "ecx", "esi", "edi"), 64: ("rax", "rcx", "rsi", "rdi")}
+
 
 class Supervisor(Protocol):
     """Who handles what the CPU raises: the bare machine's own IDT delivery
