@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.campaign import Figures
+from tests.campaign import Figures, summary
 from tests.cli import pvtool
 from tests.oracles import guest_path
 from tests.profiles import examples
@@ -43,6 +43,7 @@ SHDR_FIELDS = [0, 4, 8, 12, 16, 20, 24, 28, 32, 36]
 
 # full strength; a tenth on a developer's machine; ten thousand images for `make fuzz`
 MAX_EXAMPLES = examples(300, campaign=10_000)
+PROGRESS = 1000  # images between two progress lines
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +236,8 @@ def test_mutated_images_get_a_result_or_one_clear_error(hello_bytes):
             Figures.images += 1
             Figures.commands += 2
             Figures.invariants += 2  # after each command
+            if Figures.images % PROGRESS == 0:
+                print(f"\n{summary()}", flush=True)
 
     fuzz()
     elapsed = time.perf_counter() - started

@@ -37,7 +37,7 @@ from pvtool.hv.hypercalls import call
 from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.machine.cpu import CR3
 from pvtool.machine.stop import StopKind
-from tests.campaign import Figures
+from tests.campaign import Figures, summary
 from tests.cli import pvtool
 from tests.hv.harness import boot
 from tests.hv.xenguest import DEFAULT_NOTES, PAE_NOTES
@@ -552,6 +552,7 @@ CALLER_LIMIT = 1_500_000  # instructions a seed may run, as the test above bound
 # full strength: 8 seeds in each paging mode; `make fuzz`: over a million hypercalls
 # (about 930 a boot)
 CALLER_SEEDS = examples(8, campaign=600)
+CALLER_PROGRESS = 50  # seeds between two progress lines (a campaign's figures so far)
 
 
 def test_random_callers_keep_the_hypervisor_whole(random_callers):
@@ -577,6 +578,8 @@ def test_random_callers_keep_the_hypervisor_whole(random_callers):
             calls = sum(booted.domain.hypercall_counts.values())
             total += calls
             Figures.hypercalls += calls
+        if seed % CALLER_PROGRESS == 0:
+            print(f"\n{seed} seeds: {summary()}", flush=True)
     elapsed = time.perf_counter() - started
     print(f"\nrandom callers: {total} hypercalls from {2 * CALLER_SEEDS} boots in "
           f"{elapsed:.1f} s ({total / elapsed:.0f}/s)")
