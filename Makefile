@@ -156,7 +156,7 @@ build/guests/minikern-xen.elf: $(XENPORT_SRC)/.patched
 
 GUEST_ELFS += build/guests/minikern-xen.elf
 
-.PHONY: all demo port-diffstat test test-fast wheel wheel-check bench linux guests lint clean distclean
+.PHONY: all demo port-diffstat test test-fast fuzz wheel wheel-check bench linux guests lint clean distclean
 
 all: guests
 
@@ -221,6 +221,22 @@ test: $(STAMP) guests
 
 test-fast: $(STAMP) guests
 	$(PYTEST) -m "not slow"
+
+# ---- A long fuzzing campaign, never in CI: the hypercall fuzzer (both paging modes,
+# ---- invariants checked after every call) and the image fuzzer at the counts their
+# ---- modules state for it (tests/profiles.py's "campaign": a million hypercalls, ten
+# ---- thousand mutated images), on one core at the lowest priority, hypothesis's example
+# ---- database in build/hypothesis. Its figures are the last line it prints, and the
+# ---- figures so far every 50 random-caller seeds and every 1,000 images.
+# ---- The random callers first: most of the million hypercalls, fastest.
+FUZZ_HYPERCALLS := tests/hv/test_fuzz_hypercalls.py
+FUZZ_TESTS := $(FUZZ_HYPERCALLS)::test_random_callers_keep_the_hypervisor_whole \
+              $(FUZZ_HYPERCALLS)::test_hypercalls_keep_the_hypervisor_whole \
+              $(FUZZ_HYPERCALLS)::test_a_guest_calling_at_random_always_stops_cleanly \
+              tests/test_fuzz_images.py
+fuzz: $(STAMP) guests
+	@mkdir -p build/hypothesis
+	nice -n 19 $(BIN)/pytest -p no:xdist -s -q --hypothesis-profile=campaign $(FUZZ_TESTS)
 
 # ---- The wheel `pip install .` builds, made by .venv's own setuptools (offline) from a
 # ---- copy of the sources, so that nothing a build leaves in the checkout reaches it.

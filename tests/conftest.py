@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import campaign
 from tests.oracles import QEMU, build_guests, guest_path, require_tool, run_qemu
-from tests.profiles import load_default_profile
+from tests.profiles import in_campaign, load_default_profile
 
 load_default_profile()
 
@@ -61,6 +62,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if is_slow(item):
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """`make fuzz` ends with its figures (tests/campaign.py)."""
+    if in_campaign():
+        terminalreporter.write_line(campaign.summary())
 
 
 def is_slow(item: pytest.Item) -> bool:

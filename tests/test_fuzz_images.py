@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.campaign import Figures, summary
 from tests.cli import pvtool
 from tests.oracles import guest_path
 from tests.profiles import examples
@@ -40,7 +41,9 @@ EHDR_FIELDS = [(16, "H"), (18, "H"), (20, "I"), (24, "I"), (28, "I"), (32, "I"),
 PHDR_FIELDS = [0, 4, 8, 12, 16, 20, 24, 28]
 SHDR_FIELDS = [0, 4, 8, 12, 16, 20, 24, 28, 32, 36]
 
-MAX_EXAMPLES = examples(300)  # full strength; a tenth on a developer's machine
+# full strength; a tenth on a developer's machine; ten thousand images for `make fuzz`
+MAX_EXAMPLES = examples(300, campaign=10_000)
+PROGRESS = 1000  # images between two progress lines
 
 
 @pytest.fixture(scope="module")
@@ -216,8 +219,7 @@ def test_mutated_images_get_a_result_or_one_clear_error(hello_bytes):
     started = time.perf_counter()
     runs = 0
 
-    @settings(max_examples=MAX_EXAMPLES, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=MAX_EXAMPLES, suppress_health_check=list(HealthCheck))
     @given(mutated())
     def fuzz(case):
         nonlocal runs
@@ -231,6 +233,11 @@ def test_mutated_images_get_a_result_or_one_clear_error(hello_bytes):
             patch_checks(folder, image, data)
             assert image.stat().st_mtime_ns == 1_000_000_000
             runs += 2
+            Figures.images += 1
+            Figures.commands += 2
+            Figures.invariants += 2  # after each command
+            if Figures.images % PROGRESS == 0:
+                print(f"\n{summary()}", flush=True)
 
     fuzz()
     elapsed = time.perf_counter() - started

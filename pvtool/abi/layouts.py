@@ -152,6 +152,8 @@ CALLBACK_REGISTER = layout("callback_register", 12, type=(0, "H"), flags=(2, "H"
 CALLBACK_UNREGISTER = layout("callback_unregister", 4, type=(0, "H"))
 
 PHYSDEV_SET_IOPL = layout("physdev_set_iopl", 4, iopl=(0, "I"))
+# bitmap: a guest handle (a 32-bit pointer in a compat guest), nr_ports: ports it covers
+PHYSDEV_SET_IOBITMAP = layout("physdev_set_iobitmap", 8, bitmap=(0, "I"), nr_ports=(4, "I"))
 
 # Grant tables v1 (grant_table.h): a shared entry, and the arguments of the commands
 # pvtool serves. frame_list is a guest handle (a u32 pointer on x86-32) to u32 frames.

@@ -349,6 +349,11 @@ COMMANDLINE_SIZE = 1024
 
 class PhysdevOp(IntEnum):
     set_iopl = 6
+    set_iobitmap = 7
+
+
+IO_PORTS = 0x10000  # the x86 I/O space: set_iobitmap's nr_ports goes up to it
+IOBMP_BYTES = IO_PORTS // 8  # a guest's I/O bitmap (xen/arch/x86/include/asm/processor.h)
 
 
 class VcpuOp(IntEnum):

@@ -309,9 +309,11 @@ class PvDomain(Domain):
         self.vcpus += [VCpu(machine.cpu, machine.memory, i) for i in range(1, vcpus)]
         self.xen_console = xen_console  # console_io's output: Xen's console, not the ring
         self.debug_registers = DebugRegisters()  # set_debugreg's (hv/debugreg.py)
+        self.breakpoints = None  # what arms them: the supervisor's (hv/breakpoints.py)
         # A patched higher-half kernel's VIRT_BASE: its glue is also reached that far
         # below the glue window while it runs at its physical addresses.
         self.glue_alias = glue_alias
+        self.iobitmap = self.iobitmap_ports = 0  # physdev_op set_iobitmap's (hv/ioports.py)
         self.vm_assists: set[int] = set()
         self.hypercalls_by_number: Counter[int] = Counter()  # counted on the hot path
         self.regs_block = regs_block

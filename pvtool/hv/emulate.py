@@ -23,13 +23,14 @@ from capstone.x86_const import X86_OP_MEM, X86_OP_REG
 
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi.pvtool import TRAP_SITE_CLASSES, VCPU_REGS
-from pvtool.abi.xen import GUEST_KERNEL_RPL, XEN_VERSION, VmAssistType
+from pvtool.abi.xen import GUEST_KERNEL_RPL, XEN_VERSION
 from pvtool.hv import emulate_msrs
 from pvtool.hv.domain import Domain
 from pvtool.hv.emulate_msrs import GeneralProtection
 from pvtool.hv.emulate_segments import RING_ENTERED, mov_to_ss, pop_ss, sysexit, sysret
 from pvtool.hv.errors import DomainCrash, HypercallError, NotEmulated
 from pvtool.hv.hypercalls.traps import iret as hypervisor_iret
+from pvtool.hv.ioports import iopl_ok
 from pvtool.hv.task_switch import refuse_task_switch
 from pvtool.machine.cpu import EAX, EBX, ECX, EDX, EIP, ESP, GPRS_BY_NAME
 from pvtool.machine.memory import PageFault
@@ -64,7 +65,8 @@ def _regs(text: bytes) -> tuple[int, int, int]:
 
 # The CPUID a PV kernel is shown, fixed so runs are reproducible: leaf -> (EAX, EBX,
 # ECX, EDX); any other leaf reads as zeros. Leaf 1: family 6 model 6, FPU TSC MSR PAE
-# CX8 CMOV MMX FXSR SSE SSE2 and the hypervisor bit (ECX 31). 0x40000000-2 are Xen's:
+# CX8 CMOV MMX FXSR SSE SSE2 and the hypervisor bit (ECX 31); 0x80000001: RDTSCP (EDX
+# 27), which Unicorn's CPU runs (the virtual TSC, machine/pc.py). 0x40000000-2 are Xen's:
 # the "XenVMMXenVMM" signature and the last leaf, the version (major << 16 | minor),
 # and one hypercall page with its MSR at 0x40000000.
 CPUID_LEAVES = {
@@ -73,6 +75,8 @@ CPUID_LEAVES = {
     0x4000_0000: (0x4000_0002, *_regs(b"XenVMMXenVMM")),
     0x4000_0001: (XEN_VERSION[0] << 16 | XEN_VERSION[1], 0, 0, 0),
     0x4000_0002: (1, 0x4000_0000, 0, 0),
+    0x8000_0000: (0x8000_0001, 0, 0, 0),
+    0x8000_0001: (0, 0, 0, 1 << 27),
 }
 
 # A handler returns None to go on after the instruction, an address to go on at (an
@@ -442,13 +446,30 @@ def xen_cli_sti(em: Emulator, insn) -> None:
     CPL 1, or as CPL 0 under VMASST_TYPE_architectural_iopl, against the virtual IOPL
     physdev_op set_iopl gave it."""
     dom = em.domain
-    cpl = 0 if VmAssistType.architectural_iopl in dom.vm_assists else GUEST_KERNEL_RPL
-    if cpl > dom.iopl:
+    if not iopl_ok(dom, GUEST_KERNEL_RPL):
         raise GeneralProtection(f"{insn.mnemonic} at virtual IOPL {dom.iopl}")
+
+
+def xen_read_debug_register(em: Emulator, insn) -> None:
+    """x86emul_read_dr: the vCPU's registers (hv/debugreg.py), DR6 as the last #DB
+    left it, DR4/DR5 aliasing DR6/DR7 (CR4.DE is clear)."""
+    number = special_register_move(insn).number
+    em.set_gpr(insn, em.domain.debug_registers.read(number))
+
+
+def xen_write_debug_register(em: Emulator, insn) -> None:
+    """x86emul_write_dr: set_debugreg's checks, a refusal (DR7.GD, an I/O breakpoint)
+    #GP(0); the breakpoints DR7 enables are armed (hv/breakpoints.py)."""
+    number = special_register_move(insn).number
+    try:
+        em.domain.debug_registers.write(number, em.gpr(insn))
+    except HypercallError as refusal:
+        raise GeneralProtection(f"mov to dr{number}: {refusal.why}") from None
 
 
 XEN_FAULT_HANDLERS: dict[str, Handler] = {
     "rdmsr": xen_rdmsr, "wrmsr": xen_wrmsr, "cli": xen_cli_sti, "sti": xen_cli_sti,
+    "mov_from_dr": xen_read_debug_register, "mov_to_dr": xen_write_debug_register,
 }
 
 # The PV emulator: catalogue class -> handler.

@@ -4,10 +4,10 @@ write_msr (xen/arch/x86/pv/emul-priv-op.c). Since Xen 4.15 an MSR neither handle
 #GP(0) (unless the toolstack's msr_relaxed, which pvtool's domain does not have).
 
 The "host" is the virtual PC whose CPUID pvtool shows (hv/emulate.py CPUID_LEAVES: a
-GenuineIntel family 6 CPU with neither NX nor long mode, no PDCM, no RDTSCP, no
-IBRS): its MSRs read as 0 where Xen would pass the host's value through, and it has no
-CPUID faulting, so MSR_INTEL_PLATFORM_INFO offers none and MISC_FEATURES_ENABLES takes
-only 0 (msr.c: a PV domain's policy is the host's).
+GenuineIntel family 6 CPU with neither NX nor long mode, no PDCM, no IBRS, and
+RDTSCP, which Unicorn's CPU runs): its MSRs read as 0 where Xen would pass the host's
+value through, and it has no CPUID faulting, so MSR_INTEL_PLATFORM_INFO offers none
+and MISC_FEATURES_ENABLES takes only 0 (msr.c: a PV domain's policy is the host's).
 
 A patched kernel (pvtool's notes: a regs block or trap sites) keeps pvtool's contract
 for a kernel written for a PC (hv/emulate.py read_msr): this module is Xen's answer to a
@@ -38,6 +38,7 @@ MSR_IA32_MISC_ENABLE = 0x1A0
 MSR_IA32_ENERGY_PERF_BIAS = 0x1B0
 MSR_IA32_CR_PAT = 0x277
 MSR_EFER = 0xC000_0080
+MSR_TSC_AUX = 0xC000_0103
 XEN_MSR_BASE = 0x4000_0000  # Xen's leaves and MSRs (CPUID 0x40000002: the page MSR)
 XEN_MSR_LAST = 0x4000_02FF
 
@@ -63,6 +64,9 @@ READS: dict[int, Reader] = {
     MSR_IA32_MISC_ENABLE: lambda dom: MISC_ENABLE,
     MSR_IA32_CR_PAT: lambda dom: XEN_MSR_PAT,
     MSR_EFER: lambda dom: GUEST_EFER,
+    # guest_rdmsr: the vCPU's msrs->tsc_aux, which `rdtscp` gives in ECX (the policy
+    # has RDTSCP; Xen loads it into the CPU at each switch, paravirt_ctxt_switch_to)
+    MSR_TSC_AUX: lambda dom: dom.machine.tsc_aux,
 }
 
 # MSR -> the values a write may have (None: any, ignored); a write of another value
@@ -100,6 +104,9 @@ def write(dom: PvDomain, msr: int, value: int,
     if msr == XEN_MSR_BASE:
         _write_hypercall_page(dom, value, hypercall_page)
         return
+    if msr == MSR_TSC_AUX:
+        _write_tsc_aux(dom, value)
+        return
     if msr not in WRITES:
         raise GeneralProtection(f"wrmsr {msr:#x}")
     allowed = WRITES[msr]
@@ -117,3 +124,11 @@ def _write_hypercall_page(dom: PvDomain, value: int,
             or frame in dom.pagetables.typed:
         raise GeneralProtection(f"hypercall page at {value:#x}")
     dom.memory.write_phys(frame * PAGE_SIZE, hypercall_page())
+
+
+def _write_tsc_aux(dom: PvDomain, value: int) -> None:
+    """guest_wrmsr: TSC_AUX takes any 32-bit value (#GP for more), then `rdtscp`
+    returns it in ECX."""
+    if value >> 32:
+        raise GeneralProtection(f"wrmsr TSC_AUX with {value:#x}")
+    dom.machine.tsc_aux = value

@@ -69,6 +69,10 @@ TSC_TO_SYSTEM_MUL = (NS_PER_SECOND // VIRTUAL_HZ << 32) >> TSC_SHIFT
 BOUND_VIRQS = frozenset({Virq.timer, Virq.debug, Virq.console})
 GLOBAL_VIRQS = frozenset({Virq.console})  # the rest are per-vCPU (virq_is_global)
 
+# Ports come in buckets of a page of struct evtchn (64 bytes on a release build):
+# EVTCHNS_PER_BUCKET, xen/include/xen/sched.h.
+EVTCHNS_PER_BUCKET = 64
+
 
 @dataclass(frozen=True)
 class SharedInfoAddresses:
@@ -144,6 +148,7 @@ class EventChannels:
         self.memory = domain.memory
         self.shared = SHARED_INFO_BY_WIDTH[domain.machine.cpu.bits]
         self.ports: dict[int, Port] = {}
+        self.valid_ports = EVTCHNS_PER_BUCKET  # evtchn_init allocates the first bucket
 
     # The running vCPU's timer and poll (each vCPU has its own: hv/domain.py VCpu).
     @property
@@ -238,8 +243,20 @@ class EventChannels:
     def _free_port(self) -> int:
         for port in range(1, NR_EVENT_CHANNELS_32):
             if port not in self.ports:
+                self._note_bucket(port)
                 return port
         raise HypercallError(Errno.ENOSPC, "no free event channel")
+
+    def _note_bucket(self, port: int) -> None:
+        """get_free_port allocates the bucket of a port past the valid ones; a bucket
+        is never freed (not even by EVTCHNOP_reset), so its ports stay valid."""
+        buckets = port // EVTCHNS_PER_BUCKET + 1
+        self.valid_ports = max(self.valid_ports, buckets * EVTCHNS_PER_BUCKET)
+
+    def port_is_valid(self, port: int) -> bool:
+        """Xen's port_is_valid(): the port lies in a bucket the domain has allocated,
+        bound or not."""
+        return port < self.valid_ports
 
     def bind_virq(self, virq: int, vcpu: int) -> int:
         """EVTCHNOP_bind_virq (evtchn_bind_virq): a global VIRQ binds on vCPU 0 only
@@ -296,6 +313,7 @@ class EventChannels:
     def connect(self, port: int, backend: Backend | None) -> None:
         """Bind (or rebind) PORT to the hypervisor's side (DOMID_XEN), served by
         BACKEND (None: nothing listens yet); for the ports start_info names."""
+        self._note_bucket(port)
         self.ports[port] = Port(EvtchnStatus.interdomain, remote_dom=DOMID_XEN,
                                 remote_port=port, backend=backend)
 

@@ -249,7 +249,7 @@ class TrapModeSupervisor:
         reported them: the 32-bit PV ABI's system calls are `int 0x80` and its
         hypercalls `int 0x82` (XEN-ABI.md); the 64-bit ABI's routing is hv64entry's."""
 
-    def port_allowed(self, port: int) -> bool:
+    def port_allowed(self, port: int, size: int) -> bool:
         return True  # port I/O goes straight to the PC's devices
 
     def _route(self, event: Interruption) -> None:

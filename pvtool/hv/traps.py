@@ -11,17 +11,20 @@ device interrupts are delivered between slices and on the way back from a hyperc
 
 from pvtool.abi.xen import GUEST_KERNEL_RPL, HYPERCALL_VECTOR_32, CallbackType
 from pvtool.hv.bounce import XenBounce, event_gate
+from pvtool.hv.breakpoints import Breakpoints
+from pvtool.hv.debugreg import DR6_SINGLE_STEP
 from pvtool.hv.domain import Domain, PvDomain, VCpu
 from pvtool.hv.emulate import Emulator
 from pvtool.hv.errors import DomainCrash
 from pvtool.hv.hypercalls import dispatch
+from pvtool.hv.ioports import io_okay
 from pvtool.hv.layout import in_glue_window
 from pvtool.hv.ptwr import handle_write_fault
 from pvtool.machine.cpu import CR2, EIP
 from pvtool.machine.delivery import Delivery
 from pvtool.machine.exits import Exit
 from pvtool.machine.fast_call import FastCall
-from pvtool.machine.interruption import Interruption, external, from_intr_hook
+from pvtool.machine.interruption import Interruption, Kind, external, from_intr_hook
 from pvtool.machine.irq import IrqRouter
 from pvtool.x86.vectors import Vector
 
@@ -63,6 +66,7 @@ class PvSupervisor:
         self.emulator = emulator
         self.exits = domain.machine.exits
         self.delivery = Delivery(domain.machine.cpu, XenBounce(domain), self.exits)
+        domain.breakpoints = Breakpoints(domain, self.raise_debug)
         # Whether a device may have raised an interrupt line since the last look (see
         # _on_return): a port was accessed, or one was left waiting.
         self._devices_may_interrupt = True
@@ -143,7 +147,17 @@ class PvSupervisor:
             return
         if vector == Vector.PF and take_page_fault(self.domain, event, kernel):
             return
+        if vector == Vector.DB:  # Unicorn's own #DB: EFLAGS.TF's single step
+            self.domain.debug_registers.record_hits(DR6_SINGLE_STEP)
         self._bounce(event)
+
+    def raise_debug(self, ip: int) -> None:
+        """A breakpoint fired (hv/breakpoints.py, DR6 already records it): #DB for
+        the guest's handler, EIP = IP."""
+        try:
+            self._bounce(Interruption(Vector.DB, Kind.EXCEPTION, ip=ip))
+        except DomainCrash as crash:
+            self.domain.crash(crash.reason, crash.address)
 
     def _bounce(self, event: Interruption) -> None:
         """Deliver EVENT to the guest's handler; --trace says which, from where."""
@@ -229,15 +243,17 @@ class PvSupervisor:
         reported them: the 32-bit PV ABI's system calls are `int 0x80` and its
         hypercalls `int 0x82` (XEN-ABI.md); the 64-bit ABI's routing is hv64entry's."""
 
-    def port_allowed(self, port: int) -> bool:
-        """Port I/O reaches the devices only for a domain with I/O privilege (Xen's
-        physdev_op set_iopl); any other access crashes the domain."""
+    def port_allowed(self, port: int, size: int) -> bool:
+        """Port I/O reaches the devices only with I/O privilege as Xen grants it
+        (hv/ioports.py); the machine raises #GP(0) for the rest."""
         self._devices_may_interrupt = True
-        if self.domain.iopl >= 1:
+        dom = self.domain
+        if dom.iopl == 3:  # every ring may: no need to know which one runs
             return True
-        self.domain.crash(f"port I/O on {port:#x} without I/O privilege "
-                          "(physdev_op set_iopl)")
-        return False
+        allowed = io_okay(dom, port, size, self.vcpu.cpl)
+        if not allowed and dom.trace:
+            dom.log(f"port {port:#x}: no I/O privilege at ring {self.vcpu.cpl}: #GP(0)")
+        return allowed
 
 
 def _vector_name(vector: int) -> str:

@@ -181,7 +181,7 @@ class BareMetal:
     def insns_to_next_event(self) -> int | None:
         return None  # the PC's timers are the machine's own
 
-    def port_allowed(self, port: int) -> bool:
+    def port_allowed(self, port: int, size: int) -> bool:
         return True
 
     def on_fast_call(self, call: FastCall) -> None:

@@ -19,6 +19,9 @@ from unicorn import (
     UC_HOOK_INSN,
     UC_HOOK_INSN_INVALID,
     UC_HOOK_INTR,
+    UC_HOOK_MEM_READ,
+    UC_HOOK_MEM_WRITE,
+    UC_MEM_WRITE,
     UC_MODE_32,
     UC_MODE_64,
     Uc,
@@ -77,7 +80,12 @@ from pvtool.machine.fast_call import FastCall, FastCallKind
 from pvtool.machine.fdc import FDC_IRQ, FloppyController
 from pvtool.machine.fw_cfg import FwCfg
 from pvtool.machine.hpet import HPET_BASE, HPET_HZ, HPET_SIZE, Hpet
-from pvtool.machine.interruption import Interruption, from_intr_hook, invalid_opcode
+from pvtool.machine.interruption import (
+    Interruption,
+    Kind,
+    from_intr_hook,
+    invalid_opcode,
+)
 from pvtool.machine.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
 from pvtool.machine.irq import IrqRouter
 from pvtool.machine.kbc import KBC_IRQ, MOUSE_IRQ, Kbc8042
@@ -105,6 +113,7 @@ from pvtool.machine.vbe import BochsVbe
 from pvtool.machine.vga_text import TEXT_BUFFER, VgaText, firmware_screen
 from pvtool.x86.isa import OPERAND_SIZE_PREFIX, REX_W
 from pvtool.x86.paging import page_up
+from pvtool.x86.vectors import Vector
 
 DEFAULT_RAM = 128 << 20  # what QEMU gives a guest by default
 MAX_RAM = 3072 << 20  # the most --memory gives: RAM below the PCI hole at 3 GiB
@@ -115,6 +124,11 @@ PIT_IRQ, UART_IRQ, RTC_IRQ = 0, 4, 8
 IRET = 0xCF
 RTC_EPOCH = 1066521600  # 2003-10-19 00:00 UTC (SOSP 2003): the RTC starts there, always
 UC_MODES = {32: UC_MODE_32, 64: UC_MODE_64}
+MSR_TSC_AUX = 0xC000_0103  # Intel SDM vol. 4, table 2-2
+MAX_ACCESS = 8  # bytes of the widest data access a watch must catch (a movq, a cmpxchg8b)
+
+# The registers in, out, ins and outs change, by width.
+PORT_IO_REGISTERS = {32: ("eax", "ecx", "esi", "edi"), 64: ("rax", "rcx", "rsi", "rdi")}
 
 
 class Supervisor(Protocol):
@@ -142,9 +156,9 @@ class Supervisor(Protocol):
     def insns_to_next_event(self) -> int | None:
         """Instructions until a timer of the supervisor's own fires (None: none)."""
 
-    def port_allowed(self, port: int) -> bool:
-        """Whether a port access reaches the device (False: the supervisor has dealt
-        with the guest, and the access reads all ones and writes nothing)."""
+    def port_allowed(self, port: int, size: int) -> bool:
+        """Whether an access to SIZE bytes from PORT reaches the device (False: the
+        CPU raises #GP(0) on the instruction, as it does without I/O privilege)."""
 
     def on_fast_call(self, call: FastCall) -> None:
         """The guest executed `syscall` or `sysenter` (machine/fast_call.py): the
@@ -187,6 +201,11 @@ class Machine:
         self._spent_hooks: list[int] = []
         self._in_slice = False
         self._stopping_soon = False
+        self._port_fault: tuple[int, dict[int, int]] | None = None  # (EIP, registers)
+        self._after_slice: list[Callable[[], None]] = []  # end_slice_then's
+        self._watches_changed = False
+        self._undo: list[tuple[int, bytes]] = []  # what watched stores overwrote
+        self._replay = self._replaying = False
         self.supervisor: Supervisor | None = None
         self._raw_hooks: list = []
         self._direct_vector = -1  # Supervisor.direct_vector: none until one is attached
@@ -349,23 +368,49 @@ class Machine:
                          X.UC_X86_INS_CPUID)
 
     def _install_virtual_tsc(self) -> None:
-        """`rdtsc` reads the virtual clock (machine/clock.py), in every mode and at
-        every CPL, where Unicorn's own would read the host's TSC. Unicorn 2.1.4 calls
-        UC_HOOK_INSN hooks for RDTSC with the CPUID hook's signature (returning 1 skips
-        the instruction), but its Python binding refuses to register one: this goes
-        through the binding's own registration, below its check. About 4 us a read."""
+        """`rdtsc` and `rdtscp` read the virtual clock (machine/clock.py), in every mode
+        and at every CPL, where Unicorn's own would read the host's TSC; `rdtscp` also
+        gives ECX the TSC_AUX MSR (Intel SDM vol. 2B, RDTSCP). Unicorn 2.1.4 calls
+        UC_HOOK_INSN hooks for RDTSC and RDTSCP with the CPUID hook's signature
+        (returning 1 skips the instruction), but its Python binding refuses to register
+        one: this goes through the binding's own registration, below its check. About
+        4 us a read, 8 for rdtscp."""
         def on_rdtsc(uc: Uc, _) -> int:
             try:
-                tsc = self.clock.read_tsc()
-                self.cpu.write(EAX, tsc & 0xFFFF_FFFF)  # EDX:EAX, upper halves zeroed
-                self.cpu.write(EDX, tsc >> 32)
+                self._read_virtual_tsc()
             except BaseException as exc:
                 self._fail(exc)
             return 1
 
-        callback = uccallback(self.uc, HOOK_INSN_CPUID_CFUNC)(self.hook(on_rdtsc, "rdtsc"))
-        self._rdtsc_callback = callback  # ctypes must keep it alive as long as the hook
-        self.uc._Uc__do_hook_add(UC_HOOK_INSN, callback, 1, 0, ctypes.c_int(X.UC_X86_INS_RDTSC))
+        def on_rdtscp(uc: Uc, _) -> int:
+            try:
+                self._read_virtual_tsc()
+                self.cpu.write(ECX, self.tsc_aux)
+            except BaseException as exc:
+                self._fail(exc)
+            return 1
+
+        self._tsc_callbacks = []  # ctypes must keep them alive as long as the hooks
+        for handler, name, insn in ((on_rdtsc, "rdtsc", X.UC_X86_INS_RDTSC),
+                                    (on_rdtscp, "rdtscp", X.UC_X86_INS_RDTSCP)):
+            callback = uccallback(self.uc, HOOK_INSN_CPUID_CFUNC)(self.hook(handler, name))
+            self._tsc_callbacks.append(callback)
+            self.uc._Uc__do_hook_add(UC_HOOK_INSN, callback, 1, 0, ctypes.c_int(insn))
+
+    def _read_virtual_tsc(self) -> None:
+        tsc = self.clock.read_tsc()
+        self.cpu.write(EAX, tsc & 0xFFFF_FFFF)  # EDX:EAX, upper halves zeroed
+        self.cpu.write(EDX, tsc >> 32)
+
+    @property
+    def tsc_aux(self) -> int:
+        """IA32_TSC_AUX, which `rdtscp` returns in ECX: the CPU's own register, which a
+        ring-0 kernel's wrmsr writes directly and a hypervisor through this."""
+        return self.uc.msr_read(MSR_TSC_AUX)
+
+    @tsc_aux.setter
+    def tsc_aux(self, value: int) -> None:
+        self.uc.msr_write(MSR_TSC_AUX, value)
 
     def _on_intr(self, handle: int, vector: int, _) -> None:
         try:
@@ -379,8 +424,8 @@ class Machine:
     def _on_in(self, handle: int, port: int, size: int, _) -> int:
         self.exits[Exit.IO] += 1
         try:
-            if not self.supervisor.port_allowed(port):
-                return (1 << (8 * size)) - 1
+            if not self.supervisor.port_allowed(port, size):
+                return self._refuse_port_access()
             return self.ports.read(port, size)
         except BaseException as exc:
             self._fail(exc)
@@ -389,10 +434,36 @@ class Machine:
     def _on_out(self, handle: int, port: int, size: int, value: int, _) -> None:
         self.exits[Exit.IO] += 1
         try:
-            if self.supervisor.port_allowed(port):
+            if self.supervisor.port_allowed(port, size):
                 self.ports.write(port, size, value)
+            else:
+                self._refuse_port_access()
         except BaseException as exc:
             self._fail(exc)
+
+    def _refuse_port_access(self) -> int:
+        """#GP(0) for the in/out/ins/outs being executed. A port hook cannot make
+        Unicorn fault (an EIP written here is ignored and the instruction completes),
+        so the hook keeps EIP (on the instruction, prefixes included) and the registers
+        those instructions change, and ends the slice after it; run_slice puts them back
+        and raises the fault. An `in` gets 0 into EAX, which is put back; an `ins` has
+        already stored zeros at ES:EDI (QEMU writes them before it reads the port, to
+        make the store restartable), and they stay (docs/ABI.md, departures)."""
+        cpu = self.cpu
+        saved = {cpu.width.gprs[name]: cpu.read(cpu.width.gprs[name])
+                 for name in PORT_IO_REGISTERS[cpu.width.bits]}
+        self._port_fault = (cpu.ip, saved)
+        self.uc.emu_stop()
+        return 0
+
+    def _raise_port_fault(self) -> None:
+        ip, saved = self._port_fault
+        self._port_fault = None
+        for reg, value in saved.items():
+            self.cpu.write(reg, value)
+        self.cpu.write(self.cpu.width.ip, ip)
+        self.supervisor.on_interruption(Interruption(Vector.GP, Kind.EXCEPTION, ip=ip,
+                                                     error_code=0))
 
     def _on_invalid(self, uc: Uc, _) -> bool:
         """ud2 and other invalid opcodes bypass the INTR hook: deliver #UD like any
@@ -534,6 +605,78 @@ class Machine:
             self.uc.hook_add(UC_HOOK_CODE, self.hook(on_code, "instruction hook"), None,
                              address, address)
 
+    # -- watches: hooks on a few addresses, armed and disarmed while the guest runs -----
+    def watch_code(self, address: int, callback: Callable[[int], None]) -> int:
+        """Call CALLBACK(address) before the instruction at linear ADDRESS runs, until
+        unwatch(handle): free anywhere else (docs/ABI.md measures it)."""
+        def on_code(uc: Uc, at: int, size: int, _) -> None:
+            try:
+                callback(at)
+            except BaseException as exc:
+                self._fail(exc)
+
+        return self._watching(self.uc.hook_add(UC_HOOK_CODE, self.hook(on_code, "watch hook"),
+                                              None, address, address))
+
+    def watch_memory(self, paddr: int, size: int, callback: Callable[[], None], *,
+                     reads: bool) -> int:
+        """Call CALLBACK() when a guest store (and a load too, with READS) touches the
+        SIZE physical bytes at PADDR, until unwatch(handle). Unicorn bounds a memory
+        hook by the access's first byte, so the hook starts 7 bytes lower and the
+        overlap is checked here. What a store overwrites is kept, for end_slice_then."""
+        def on_access(uc: Uc, access: int, address: int, length: int, value: int, _) -> None:
+            if self._replaying or address + length <= paddr:
+                return
+            try:
+                if access == UC_MEM_WRITE:
+                    self._undo.append((address, bytes(uc.mem_read(address, length))))
+                callback()
+            except BaseException as exc:
+                self._fail(exc)
+
+        kinds = UC_HOOK_MEM_WRITE | (UC_HOOK_MEM_READ if reads else 0)
+        first = max(0, paddr - MAX_ACCESS + 1)
+        return self._watching(self.uc.hook_add(kinds, self.hook(on_access, "watch hook"), None,
+                                              first, paddr + size - 1))
+
+    def unwatch(self, handle: int) -> None:
+        """Remove a watch; from a hook, the slice ends now and the hook goes then."""
+        if self._in_slice:
+            self._spent_hooks.append(handle)
+            self.uc.emu_stop()
+        else:
+            self.uc.hook_del(handle)
+        self._watches_changed = True
+
+    def _watching(self, handle: int) -> int:
+        """Code already translated does not see a new hook: the slice ends and the
+        translations are dropped before the next (run_slice)."""
+        self._watches_changed = True
+        if self._in_slice:
+            self.uc.emu_stop()
+        else:
+            self.uc.ctl_flush_tb()
+        return handle
+
+    def end_slice_then(self, then: Callable[[], None], *, before_this_instruction: bool) -> None:
+        """From a watch: end the slice and call THEN once it has ended, before the
+        instruction a code watch reported (which does not run), or after the one a
+        memory watch saw. Stopped from a memory hook, Unicorn leaves EIP on that
+        instruction with its store done and the rest undone (UNICORN.md), so the
+        stores are undone and the instruction run once more, alone (_replay_access)."""
+        self._after_slice.append(then)
+        self._replay = self._replay or not before_this_instruction
+        self.uc.emu_stop()
+
+    def _replay_access(self) -> None:
+        for address, old in reversed(self._undo):
+            self.uc.mem_write(address, old)
+        self._replaying = True
+        try:
+            emulate(self.uc, self.cpu.ip, UNTIL_NEVER, 1)
+        finally:
+            self._replaying = self._replay = False
+
     def watch_halts(self, addresses) -> None:
         """Hook the `hlt` instructions at ADDRESSES: at CPL 0 Unicorn returns from
         emu_start after a hlt with no hook called (UNICORN.md), and nothing else tells
@@ -595,6 +738,17 @@ class Machine:
         if self.hook_error is not None:
             error, self.hook_error = self.hook_error, None
             raise error
+        if self._port_fault is not None:
+            self._raise_port_fault()
+        if self._replay:
+            self._replay_access()
+        self._undo.clear()
+        if self._watches_changed:
+            self._watches_changed = False
+            self.uc.ctl_flush_tb()
+        while self._after_slice and self.stop is None:
+            self._after_slice.pop(0)()
+        self._after_slice.clear()
 
 
 def _ide_drives(disks: Sequence[DiskImage | None]) -> list[Drive]:

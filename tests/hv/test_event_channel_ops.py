@@ -122,6 +122,26 @@ def test_set_priority_is_einval_for_an_invalid_port_else_enosys(idle):
     assert op(idle, SET_PRIORITY, 1 << 20, 5) == neg(EINVAL)
 
 
+BUCKET = 64  # EVTCHNS_PER_BUCKET (xen/include/xen/sched.h): ports of one page
+
+
+def test_set_priority_looks_the_port_up_first_valid_meaning_in_an_allocated_bucket(idle):
+    """_evtchn_from_port before evtchn_port_set_priority: a port of the first bucket,
+    bound or not, is valid (-ENOSYS); past it, -EINVAL until a port there is
+    allocated; a reset frees ports, not buckets."""
+    assert op(idle, SET_PRIORITY, BUCKET - 1, 0) == neg(ENOSYS)  # unbound, but valid
+    assert op(idle, SET_PRIORITY, BUCKET, 0) == neg(EINVAL)
+    port = 0
+    while port < BUCKET:
+        assert op(idle, ALLOC_UNBOUND, DOMID_SELF | 0 << 16, 0) == 0
+        port = out_word(idle, 1)
+    assert port == BUCKET
+    assert op(idle, SET_PRIORITY, 2 * BUCKET - 1, 0) == neg(ENOSYS)
+    assert op(idle, SET_PRIORITY, 2 * BUCKET, 0) == neg(EINVAL)
+    assert op(idle, RESET, DOMID_SELF) == 0
+    assert op(idle, SET_PRIORITY, BUCKET, 0) == neg(ENOSYS)
+
+
 @pytest.mark.parametrize("cmd", [2, 14, 15, 99])
 def test_the_rest_are_enosys(idle, cmd):
     """bind_pirq (a domU has no physical IRQs here), reset_cont (only after a reset

@@ -37,6 +37,7 @@ from pvtool.hv.hypercalls import call
 from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.machine.cpu import CR3
 from pvtool.machine.stop import StopKind
+from tests.campaign import Figures, summary
 from tests.cli import pvtool
 from tests.hv.harness import boot
 from tests.hv.xenguest import DEFAULT_NOTES, PAE_NOTES
@@ -51,7 +52,10 @@ XEN_ERRNOS = {1, 2, 3, 6, 13, 14, 16, 17, 19, 22, 28, 33, 38, 61, 62, 95, 105}
 HV_2LEVEL, HV_PAE = 0xFC000000, 0xF5800000
 UNMAPPED = 0x40000000
 SCRATCH_PAGES = 4
-MAX_EXAMPLES = examples(800)  # full strength; a tenth on a developer's machine
+# full strength; a tenth on a developer's machine; `make fuzz` runs 5,000 examples in each
+# paging mode (about 80 ms each on a loaded core: hypothesis's drawing, the boot and
+# the invariants' walk after every call, which the random callers below spread thinner)
+MAX_EXAMPLES = examples(800, campaign=5_000)
 
 SCRATCH = "".join(f"scratch{i}: .skip 4096\n" for i in range(SCRATCH_PAGES))
 
@@ -191,6 +195,7 @@ def mapped_frames_pae(booted, base: int):
 
 
 def check_invariants(booted, snapshot: dict[str, bytes]) -> None:
+    Figures.invariants += 1
     domain = booted.domain
     tables = domain.pagetables
     for mfn, level in tables.typed.items():
@@ -288,11 +293,22 @@ def specific_args(ctx, number):
         # vcpu_op: every VCPUOP_* (0-13) and beyond, on vCPUs the domain has or not
         24: st.tuples(st.integers(0, 15), st.sampled_from([0, 0, 1, 1, 2, 31, 32, 0xFFFFFFFF]),
                       st.one_of(scratch, ptr, st.just(0)), v, v),
+        # set_debugreg: DR0-DR7 and beyond, breakpoints armed (R/W and LEN of each,
+        # GD, I/O) or addresses; get_debugreg the same registers
+        8: st.tuples(st.integers(0, 9), st.one_of(
+            st.tuples(st.integers(0, 0xFF), st.integers(0, 0xFFFF), st.sampled_from(
+                [0, 1 << 13, 1 << 11, 0xD000])).map(lambda t: t[0] | t[1] << 16 | t[2]),
+            v), v, v, v),
+        9: st.tuples(st.integers(0, 9), v, v, v, v),
+        # physdev_op: set_iopl, set_iobitmap (a bitmap pointer and a port count), others
+        33: st.tuples(st.one_of(st.sampled_from([6, 7]), st.integers(0, 31)),
+                      st.one_of(scratch, ptr), v, v, v),
     }
     return shapes.get(number, st.tuples(st.integers(0, 8), st.one_of(scratch, ptr), v, v, v))
 
 
-IMPLEMENTED = [0, 1, 2, 3, 4, 5, 6, 10, 12, 13, 14, 15, 17, 18, 20, 21, 23, 24, 26, 29, 32,
+IMPLEMENTED = [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 12, 13, 14, 15, 17, 18, 20, 21, 23, 24, 26, 29,
+               32,
                33]
 FAVOURITES = [1, 14, 26, 13, 10, 2, 0]  # the calls that change page tables or the GDT
 
@@ -331,6 +347,7 @@ def run_scenario(booted, memory_writes, calls) -> None:
     check_invariants(booted, snapshot)
     for number, args in calls:
         Stats.calls += 1
+        Figures.hypercalls += 1
         try:
             result = call(domain, domain.vcpu, number, tuple(args))
         except DomainCrash as crash:  # what PvSupervisor.on_interruption does
@@ -357,8 +374,7 @@ def test_hypercalls_keep_the_hypervisor_whole(idle_guest, idle):
     started = time.perf_counter()
     calls_before = Stats.calls
 
-    @settings(max_examples=MAX_EXAMPLES, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=MAX_EXAMPLES, suppress_health_check=list(HealthCheck))
     @given(scenario(ctx))
     def fuzz(case):
         memory_writes, calls = case
@@ -565,11 +581,20 @@ hv_range:
 """
 
 
+RANDOM_CALLER_DATA = ("seed: .long 1\nstate: .long 0\nnumber: .long 0\ncalls: .long 0\n"
+                      "args: .skip 20")
+
+
 @pytest.fixture(scope="module")
 def random_caller(build):
-    return build(RANDOM_CALLER, bss="scratch: .skip 4096",
-                 data="seed: .long 1\nstate: .long 0\nnumber: .long 0\ncalls: .long 0\n"
-                      "args: .skip 20")
+    return build(RANDOM_CALLER, bss="scratch: .skip 4096", data=RANDOM_CALLER_DATA)
+
+
+@pytest.fixture(scope="module")
+def random_callers(build):
+    """The random caller on 2-level paging and on PAE."""
+    return [build(RANDOM_CALLER, bss="scratch: .skip 4096", data=RANDOM_CALLER_DATA,
+                  notes=notes) for notes in (DEFAULT_NOTES, PAE_NOTES)]
 
 
 def patch_seed(path, out, seed: int, seed_offset: int) -> None:
@@ -579,6 +604,7 @@ def patch_seed(path, out, seed: int, seed_offset: int) -> None:
 
 
 CLEAN_STATUSES = {0, 71, 78, 79}
+CALLER_STOPS = {StopKind.SHUTDOWN, StopKind.CRASH, StopKind.HALTED}
 SEEDS = (1, 2, 3, 0xDEADBEEF, 12345, 777, 0x1234567, 99)
 
 
@@ -619,3 +645,42 @@ def test_a_guest_calling_at_random_always_stops_cleanly(random_caller, tmp_path,
     elapsed = time.perf_counter() - started
     print(f"random guest: {total} hypercalls in {elapsed:.1f} s")
     assert total > 8
+
+
+CALLER_SLICE = 10_000  # instructions between two checks of the invariants (~30 calls)
+CALLER_LIMIT = 1_500_000  # instructions a seed may run, as the test above bounds it
+# full strength: 8 seeds in each paging mode; `make fuzz`: over a million hypercalls
+# (about 930 a boot)
+CALLER_SEEDS = examples(8, campaign=600)
+CALLER_PROGRESS = 50  # seeds between two progress lines (a campaign's figures so far)
+
+
+def test_random_callers_keep_the_hypervisor_whole(random_callers):
+    """The random caller booted in process, seed after seed, in both paging modes, the
+    hypervisor's invariants (above) checked every CALLER_SLICE instructions and at its
+    stop, which must be one a domain may reach (a shutdown, a crash with a reason, a
+    halt) or the instruction limit."""
+    started = time.perf_counter()
+    total = 0
+    for seed in range(1, CALLER_SEEDS + 1):
+        for guest in random_callers:
+            booted = boot(guest)
+            booted.write_u32s("seed", seed)
+            snapshot = hypervisor_snapshot(booted)
+            for _ in range(CALLER_LIMIT // CALLER_SLICE):
+                booted.slice(CALLER_SLICE)
+                check_invariants(booted, snapshot)
+                if booted.machine.stop is not None:
+                    break
+            stop = booted.machine.stop
+            assert stop is None or stop.kind in CALLER_STOPS, (seed, stop)
+            assert stop is None or stop.reason, (seed, stop)
+            calls = sum(booted.domain.hypercall_counts.values())
+            total += calls
+            Figures.hypercalls += calls
+        if seed % CALLER_PROGRESS == 0:
+            print(f"\n{seed} seeds: {summary()}", flush=True)
+    elapsed = time.perf_counter() - started
+    print(f"\nrandom callers: {total} hypercalls from {2 * CALLER_SEEDS} boots in "
+          f"{elapsed:.1f} s ({total / elapsed:.0f}/s)")
+    assert total > CALLER_SEEDS * 100

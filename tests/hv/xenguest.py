@@ -31,6 +31,8 @@ XEN_ABI = r"""
     .set HC_stack_switch, 3
     .set HC_set_callbacks, 4
     .set HC_sched_op_compat, 6
+    .set HC_set_debugreg, 8
+    .set HC_get_debugreg, 9
     .set HC_update_descriptor, 10
     .set HC_multicall, 13
     .set HC_update_va_mapping, 14

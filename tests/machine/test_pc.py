@@ -42,35 +42,43 @@ def test_every_in_and_out_is_counted_as_an_io_exit(build):
     assert run.stop.code == 0x60  # the LSR value the guest read and wrote back
 
 
-def test_a_denied_port_reads_all_ones_and_swallows_writes(build):
-    run = boot_native(bare(build, """
+@pytest.mark.parametrize("insn, size", [("out %al, %dx", 1), ("in %dx, %eax", 4),
+                                         ("rep outsw", 2), ("rep insb", 1)])
+def test_a_denied_port_access_is_a_gp_0_on_the_instruction_that_changes_nothing(
+        build, insn, size):
+    """The supervisor refuses: the CPU raises #GP(0) with EIP on the instruction (as
+    without I/O privilege), the registers it would change are as they were, and the
+    device never sees the access."""
+    run = boot_native(bare(build, f"""
     mov $0x3f8, %dx
-    mov $'x', %al
-    out %al, %dx
-    add $7, %dx
-    mov $0x5a, %al
-    out %al, %dx                # scratch register, when allowed
-    in %dx, %al
-    mov %eax, %ebx
-    mov $0xf4, %dx
-    out %al, %dx
+    mov $0x5a5a5a5a, %eax
+    mov $0x1000, %esi
+    mov $0x2000, %edi
+    mov $3, %ecx
+    {insn}
 """))
-    denied = []
+    events = []
 
     class Denying(BareMetal):
-        def port_allowed(self, port):
-            denied.append(port)
-            return port == 0xF4
+        def port_allowed(self, port, size):
+            events.append(("port", port, size))
+            return False
+
+        def on_interruption(self, event):
+            events.append((event.vector, event.error_code, event.ip))
+            self.machine.request_stop(Stop(StopKind.CRASH, "refused", event.ip))
 
     run.machine.attach(Denying(run.machine))
-
+    start = run.machine.cpu.ip
     run.machine.run_slice(1000)
 
+    insn_at = start + 4 + 4 * 5  # past `mov $0x3f8, %dx` (66 ba imm16) and four mov imm32
+    cpu = run.machine.cpu
+    assert events == [("port", 0x3F8, size), (13, 0, insn_at)]
+    assert cpu.ip == insn_at
     assert run.output == b""
-    assert run.machine.uart.scratch == 0
-    assert run.machine.cpu.read(C.EBX) & 0xFF == 0xFF
-    assert denied == [0x3F8, 0x3FF, 0x3FF, 0xF4]
-    assert run.stop.code == 0xFF
+    assert [cpu.read(r) for r in (C.EAX, C.ECX, C.ESI, C.EDI)] == [0x5A5A5A5A, 3, 0x1000,
+                                                                    0x2000]
 
 
 def test_a_python_error_in_a_supervisor_comes_out_of_run_slice(build):

@@ -27,7 +27,7 @@ from pvtool.abi.layouts import (
     EVTCHN_UNMASK,
     Layout,
 )
-from pvtool.abi.xen import NR_EVENT_CHANNELS_32, Errno, EvtchnOp
+from pvtool.abi.xen import Errno, EvtchnOp
 from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
 
@@ -97,7 +97,10 @@ def no_fifo(dom: PvDomain, arg: int, req: dict) -> None:
 
 
 def set_priority(dom: PvDomain, arg: int, req: dict) -> None:
-    if req["port"] >= NR_EVENT_CHANNELS_32:
+    """evtchn_set_priority looks the port up first (_evtchn_from_port: -EINVAL unless
+    port_is_valid, bound or not), then asks the ABI, which for 2-level has no
+    set_priority (-ENOSYS)."""
+    if not dom.events.port_is_valid(req["port"]):
         raise HypercallError(Errno.EINVAL, f"port {req['port']}")
     raise HypercallError(Errno.ENOSYS, "2-level event channels have no priorities")
 

@@ -1,9 +1,10 @@
 """Small hypercalls about the domain itself: assists, I/O privilege, FPU."""
 
-from pvtool.abi.layouts import PHYSDEV_SET_IOPL
+from pvtool.abi.layouts import PHYSDEV_SET_IOBITMAP, PHYSDEV_SET_IOPL
 from pvtool.abi.xen import Errno, PhysdevOp, VmAssist, VmAssistType
 from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
+from pvtool.hv.ioports import set_iobitmap
 
 KNOWN_ASSISTS = frozenset(VmAssistType)
 
@@ -28,6 +29,9 @@ def physdev_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
         if iopl > 3:
             raise HypercallError(Errno.EINVAL, f"iopl {iopl}")
         dom.iopl = iopl
+        return 0
+    if cmd == PhysdevOp.set_iobitmap:
+        set_iobitmap(dom, dom.copy_from_guest(arg, PHYSDEV_SET_IOBITMAP.size))
         return 0
     raise HypercallError(Errno.ENOSYS, f"physdev_op command {cmd}")
 

@@ -16,7 +16,7 @@ from pvtool.hv.domain import PvDomain, TrapInfo, VCpu, fix_selector_rpl
 from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.machine.cpu import CS, EAX, EFLAGS, EIP, ESP
-from pvtool.x86.registers import EFLAGS_IF
+from pvtool.x86.registers import EFLAGS_IF, EFLAGS_RF
 
 MAX_TRAPS = 256
 RING1_FRAME_SIZE = 16  # EAX, EIP, CS, EFLAGS: no ESP and SS when staying in ring 1
@@ -100,6 +100,8 @@ def iret(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> object:
         raise DomainCrash(f"HYPERVISOR_iret to ring 3 with ss {frame['ss'] & 0xFFFF:#x}, "
                           "not a ring-3 data segment")
     dom.upcall_mask = 0 if head["eflags"] & EFLAGS_IF else 1
+    if head["eflags"] & EFLAGS_RF and dom.breakpoints is not None:
+        dom.breakpoints.resume_at = head["eip"]  # its instruction breakpoint held off once
     eflags = vcpu.eflags & ~IRET_EFLAGS_MASK | head["eflags"] & IRET_EFLAGS_MASK | EFLAGS_IF
     vcpu.set(EAX, head["eax"])
     if ring == 3:
