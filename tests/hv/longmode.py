@@ -18,6 +18,7 @@ from collections import Counter
 from pvtool.abi.xen import Errno
 from pvtool.abi.xen64 import FLAT_KERNEL_CS64, FLAT_KERNEL_SS64, FLAT_RING3_CS32, hypercall_page_64
 from pvtool.hv import layout
+from pvtool.hv.debugreg import DebugRegisters
 from pvtool.hv.domain import Domain, VCpu
 from pvtool.hv.entry64 import Pv64Supervisor
 from pvtool.hv.errors import DomainCrash, HypercallError
@@ -91,6 +92,7 @@ class LongModeDomain:
         self.memory = machine.memory
         self.vcpu = VCpu(machine.cpu, machine.memory)
         self.vcpus = [self.vcpu]
+        self.debug_registers = DebugRegisters()  # set_debugreg's (hv/debugreg.py)
         self.events = Events()
         self.pagetables = PageTables(machine)
         self.vm_assists: set[int] = set()
@@ -152,6 +154,8 @@ class LongModeDomain:
         self.machine.uc.emu_start(cpu.read(RIP), until, 0, count)
         if self.machine.hook_error is not None:
             raise self.machine.hook_error
+        if self.machine._port_fault is not None:  # as run_slice does after a slice
+            self.machine._raise_port_fault()
 
     def enter_user(self, rip: int, rsp: int = USER_STACK, cs: int = FLAT_KERNEL_CS64) -> None:
         """Start a user program: user mode, the user L4 (as HYPERVISOR_iret leaves it)."""
