@@ -356,6 +356,18 @@ to_user:
 push 0
 jmp {hc_iret}
 
+## pv_retfq
+; retfq (lretq) -> the same far return, a return to the kernel's own code selector
+; (RPL 0, which a far return at CPL 3 refuses with #GP: SDM Vol. 2, RET) sent to
+; Xen's flat kernel CS instead, as pv_iret does; the flags are kept, as retfq keeps them.
+pushfq
+test byte ptr [rsp + 16], 3
+jne retfq_as_is
+mov qword ptr [rsp + 16], {kernel_cs}
+retfq_as_is:
+popfq
+retfq
+
 ## pv_sysret
 ; sysretq -> HYPERVISOR_iret with VGCF_in_syscall (XEN-ABI64.md 1.3): RCX is the user's
 ; RIP, R11 its RFLAGS, RSP already its stack. The frame is built on a stack of the
