@@ -95,18 +95,21 @@ def load_kernel64(machine: Machine, image: ElfImage, notes: XenNotes,
     kernel at virtual p_paddr + VIRT_BASE - ELF_PADDR_OFFSET): p_vaddr is not read.
     A Multiboot stub linked low beside a higher-half kernel (minikern64's .boot32,
     p_vaddr = p_paddr = 1 MiB) is loaded like the rest, at pseudo-physical 1 MiB and
-    virtual VIRT_BASE + 1 MiB, where it never runs. Return the kernel's virtual start
+    virtual VIRT_BASE + 1 MiB, where it never runs. A p_paddr at or above VIRT_BASE
+    is a virtual address (the convention of kernels linked before ELF_PADDR_OFFSET,
+    for which libelf takes VIRT_BASE as the offset). Return the kernel's virtual start
     and end (virt_kstart, virt_kend)."""
     virt_base = notes.virt_base or 0
     start, end = 1 << 64, 0
     for seg in image.segments:
         if seg.memsz == 0:
             continue
-        paddr = seg.paddr - notes.paddr_offset
+        offset = notes.paddr_offset if seg.paddr < virt_base else virt_base
+        paddr = seg.paddr - offset
         if not 0 <= paddr <= nr_pages * PAGE_SIZE - seg.memsz:
             raise UnsupportedImageError(
                 f"{image.path}: segment at physical {seg.paddr:#x} is outside the domain's "
-                f"{nr_pages * PAGE_SIZE >> 20} MiB (ELF_PADDR_OFFSET {notes.paddr_offset:#x})")
+                f"{nr_pages * PAGE_SIZE >> 20} MiB (VIRT_BASE {virt_base:#x})")
         data = image.data[seg.offset:seg.offset + seg.filesz]
         machine.memory.write_phys(paddr, data + bytes(seg.memsz - seg.filesz))
         start = min(start, virt_base + paddr)
