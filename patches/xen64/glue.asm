@@ -347,10 +347,12 @@ jmp qword ptr [{regs_sysenter_eip}]
 ; iretq -> HYPERVISOR_iret: push the flags word (0: the IRET path, RCX and R11
 ; restored) and jump to the hypercall page's entry 23 (XEN-ABI64.md 1.3, Linux's
 ; xen_iret). A frame that returns to the kernel (RPL 0-2) names the kernel's own
-; selectors, which are the bare machine's: give it Xen's flat kernel CS and SS.
+; selectors, which are the bare machine's: give it Xen's flat kernel CS with RPL 0
+; (RPL 3 would tell Xen to switch to user mode: XEN-ABI64.md "CS in the frame") and
+; Xen's flat kernel SS.
 test byte ptr [rsp + 8], 3
 jne to_user
-mov qword ptr [rsp + 8], {kernel_cs}
+mov qword ptr [rsp + 8], {kernel_return_cs}
 mov qword ptr [rsp + 32], {kernel_ss}
 to_user:
 push 0
