@@ -1,5 +1,6 @@
-"""Byte layouts of the Xen PV structures pvtool reads and writes (x86-32 offsets,
-checked against Xen's public headers compiled with gcc -m32).
+"""Byte layouts of the Xen PV structures pvtool reads and writes: x86-32 offsets,
+checked against Xen's public headers compiled with gcc -m32, and the structures that
+are the same on both widths. The 64-bit layouts are in abi/xen64.py.
 
 A Layout is a name, a size and named fields (offset, struct format). The hypervisor
 packs and unpacks guest memory through these, and the patcher's stubs take their
@@ -8,6 +9,8 @@ offsets from them, so an offset is written exactly once.
 
 import struct
 from dataclasses import dataclass
+
+from pvtool.abi.xen import MAX_GUEST_CMDLINE
 
 
 @dataclass(frozen=True)
@@ -57,17 +60,8 @@ START_INFO = layout(
     magic=(0, "32s"), nr_pages=(32, "I"), shared_info=(36, "I"), flags=(40, "I"),
     store_mfn=(44, "I"), store_evtchn=(48, "I"), console_mfn=(52, "I"),
     console_evtchn=(56, "I"), pt_base=(60, "I"), nr_pt_frames=(64, "I"),
-    mfn_list=(68, "I"), mod_start=(72, "I"), mod_len=(76, "I"), cmd_line=(80, "1024s"),
-)
-
-# x86-64 (xen.h with 8-byte unsigned long and xen_pfn_t): 1168 bytes.
-START_INFO_64 = layout(
-    "start_info", 1168,
-    magic=(0, "32s"), nr_pages=(32, "Q"), shared_info=(40, "Q"), flags=(48, "I"),
-    store_mfn=(56, "Q"), store_evtchn=(64, "I"), console_mfn=(72, "Q"),
-    console_evtchn=(80, "I"), pt_base=(88, "Q"), nr_pt_frames=(96, "Q"),
-    mfn_list=(104, "Q"), mod_start=(112, "Q"), mod_len=(120, "Q"), cmd_line=(128, "1024s"),
-    first_p2m_pfn=(1152, "Q"), nr_p2m_frames=(1160, "Q"),
+    mfn_list=(68, "I"), mod_start=(72, "I"), mod_len=(76, "I"),
+    cmd_line=(80, f"{MAX_GUEST_CMDLINE}s"),
 )
 
 VCPU_INFO = layout(
@@ -90,8 +84,6 @@ TRAP_INFO = layout("trap_info", 8, vector=(0, "B"), flags=(1, "B"), cs=(2, "H"),
 MMU_UPDATE = layout("mmu_update", 16, ptr=(0, "Q"), val=(8, "Q"))
 
 MMUEXT_OP = layout("mmuext_op", 12, cmd=(0, "I"), arg1=(4, "I"), arg2=(8, "I"))
-# x86-64: arg1 (an mfn or a linear address) and arg2 are 8 bytes, 8-aligned.
-MMUEXT_OP_64 = layout("mmuext_op", 24, cmd=(0, "I"), arg1=(8, "Q"), arg2=(16, "Q"))
 
 MULTICALL_ENTRY = layout("multicall_entry", 32, op=(0, "I"), result=(4, "I"),
                           args=(8, "6I"))
@@ -124,6 +116,7 @@ EVTCHN_EXPAND_ARRAY = layout("evtchn_expand_array", 8, array_gfn=(0, "Q"))
 
 CALLBACK_REGISTER = layout("callback_register", 12, type=(0, "H"), flags=(2, "H"),
                             cs=(4, "I"), eip=(8, "I"))
+CALLBACK_UNREGISTER = layout("callback_unregister", 4, type=(0, "H"))
 
 PHYSDEV_SET_IOPL = layout("physdev_set_iopl", 4, iopl=(0, "I"))
 
@@ -148,13 +141,6 @@ GNTTAB_COPY = layout("gnttab_copy", 24, source_ref=(0, "I"), source_domid=(4, "H
 XEN_ADD_TO_PHYSMAP = layout("xen_add_to_physmap", 16, domid=(0, "H"), count=(2, "H"),
                             space=(4, "I"), idx=(8, "I"), gpfn=(12, "I"))
 XEN_MEMORY_MAP = layout("xen_memory_map", 8, nr_entries=(0, "I"), buffer=(4, "I"))
-# The same on x86-64, where a guest handle and xen_ulong_t are 8 bytes; and
-# xen_machphys_mapping {v_start, v_end, max_mfn}, which only a 64-bit guest is answered.
-XEN_ADD_TO_PHYSMAP_64 = layout("xen_add_to_physmap", 24, domid=(0, "H"), count=(2, "H"),
-                               space=(4, "I"), idx=(8, "Q"), gpfn=(16, "Q"))
-XEN_MEMORY_MAP_64 = layout("xen_memory_map", 16, nr_entries=(0, "I"), buffer=(8, "Q"))
-XEN_MACHPHYS_MAPPING_64 = layout("xen_machphys_mapping", 24, v_start=(0, "Q"),
-                                 v_end=(8, "Q"), max_mfn=(16, "Q"))
 E820_ENTRY = layout("e820entry", 20, addr=(0, "Q"), length=(8, "Q"), type=(16, "I"))
 
 # The PV console ring (io/console.h, struct xencons_interface).
@@ -175,26 +161,3 @@ XENSTORE_DOMAIN_INTERFACE = layout(
 # HYPERVISOR_iret's frame on the guest stack, 32-bit: {EAX, EIP, CS, EFLAGS, [ESP, SS]}.
 IRET_FRAME_32 = layout("iret_frame", 24, eax=(0, "I"), eip=(4, "I"), cs=(8, "I"),
                         eflags=(12, "I"), esp=(16, "I"), ss=(20, "I"))
-
-# -- x86-64 PV (XEN-ABI64.md §1.3, §1.5; public/arch-x86/xen-x86_64.h, xen.h, callback.h)
-# HYPERVISOR_iret's struct iret_context: RAX, R11, RCX from the hypercall page, the
-# flags the guest pushed (VGCF_in_syscall), then an iretq frame.
-IRET_CONTEXT_64 = layout("iret_context", 72, rax=(0, "Q"), r11=(8, "Q"), rcx=(16, "Q"),
-                         flags=(24, "Q"), rip=(32, "Q"), cs=(40, "Q"), rflags=(48, "Q"),
-                         rsp=(56, "Q"), ss=(64, "Q"))
-TRAP_INFO_64 = layout("trap_info", 16, vector=(0, "B"), flags=(1, "B"), cs=(2, "H"),
-                      address=(8, "Q"))
-CALLBACK_REGISTER_64 = layout("callback_register", 16, type=(0, "H"), flags=(2, "H"),
-                              address=(8, "Q"))
-CALLBACK_UNREGISTER = layout("callback_unregister", 4, type=(0, "H"))
-# vcpu_info on x86-64: the pending word and arch_vcpu_info are unsigned longs.
-# shared_info on x86-64: the event bitmaps are 64 unsigned longs each, so the mask and
-# the wall clock move.
-SHARED_INFO_64 = layout(
-    "shared_info", 3084,
-    vcpu_info=(0, "64s"), evtchn_pending=(2048, "512s"), evtchn_mask=(2560, "512s"),
-    wc_version=(3072, "I"), wc_sec=(3076, "I"), wc_nsec=(3080, "I"),
-)
-VCPU_INFO_64 = layout("vcpu_info", 64, evtchn_upcall_pending=(0, "B"),
-                      evtchn_upcall_mask=(1, "B"), evtchn_pending_sel=(8, "Q"),
-                      cr2=(16, "Q"))

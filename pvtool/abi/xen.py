@@ -2,6 +2,7 @@
 callback.h, elfnote.h, arch-x86/xen-x86_32.h). pvtool-only extensions use the numbers
 Xen leaves to the architecture (48-55) and are marked as such."""
 
+from collections.abc import Callable
 from enum import IntEnum
 
 
@@ -380,7 +381,7 @@ SIF_PRIVILEGED = 1
 SIF_INITDOMAIN = 2
 START_INFO_MAGIC_32 = b"xen-3.0-x86_32"
 START_INFO_MAGIC_32P = b"xen-3.0-x86_32p"
-START_INFO_MAGIC_64 = b"xen-3.0-x86_64"
+MAX_GUEST_CMDLINE = 1024  # start_info.cmd_line's size, its NUL included (xen.h)
 
 
 # Flat selectors Xen provides in its reserved GDT page (byte 0xe000, entry 7168).
@@ -393,14 +394,6 @@ FLAT_RING3_CS = 0xE02B
 FLAT_RING3_DS = 0xE033
 FLAT_RING3_SS = 0xE033
 GUEST_KERNEL_RPL = 1  # a 32-bit PV kernel runs in ring 1 (Xen's GUEST_KERNEL_RPL)
-# 64-bit (arch-x86/xen-x86_64.h): kernel and user both run in ring 3, on the same
-# selectors; 0xe023 is the 32-bit (compat) user code segment.
-FLAT_RING3_CS32 = 0xE023
-FLAT_RING3_CS64 = 0xE033
-FLAT_RING3_SS64 = 0xE02B
-FLAT_KERNEL_CS64 = FLAT_RING3_CS64
-FLAT_KERNEL_SS64 = FLAT_RING3_SS64
-GUEST_KERNEL_RPL_64 = 3
 
 # Virtual address space Xen keeps for itself on x86-32.
 HYPERVISOR_VIRT_START_PAE = 0xF5800000
@@ -416,20 +409,6 @@ PAE_XEN_FIRST_L2_SLOT = (HYPERVISOR_VIRT_START_PAE >> 21) & 511  # 428
 # bits; PWT, PCD, PS, G and bits 52-63 are refused.
 PAE_L3_ALLOWED_FLAGS = 0x001 | 0x002 | 0x004 | 0x020 | 0x040 | 0xE00
 
-# Virtual address space Xen keeps for itself on x86-64 (asm/config.h): L4 slots
-# 256-271, the read-only M2P first (MACH2PHYS_VIRT_START/END, xen-x86_64.h); a guest
-# may use slots 0-255 and 272-511 (is_guest_l4_slot).
-HYPERVISOR_VIRT_START_64 = 0xFFFF_8000_0000_0000
-HYPERVISOR_VIRT_END_64 = 0xFFFF_8800_0000_0000
-XEN_L4_SLOTS = range(256, 272)
-RO_MPT_VIRT_START_64 = HYPERVISOR_VIRT_START_64
-RO_MPT_VIRT_END_64 = 0xFFFF_8040_0000_0000
-RO_MPT_L4_SLOT = 256
-PERDOMAIN_L4_SLOT = 260  # Xen's per-domain area: its GDT and LDT mappings
-# Xen's software PTE bit: flag bit 12, which put_pte_flags stores in PTE bit 52
-# (asm/x86_64/page.h): a 64-bit kernel's own page, mapped user so its CPL 3 reaches it.
-PAGE_GUEST_KERNEL = 1 << 52
-
 # trap_info.flags
 TI_DPL_MASK = 3
 TI_MASK_EVENTS = 4
@@ -443,44 +422,25 @@ NR_EVENT_CHANNELS_32 = 1024
 DOMID_SELF = 0x7FF0
 
 
-def hypercall_page_64() -> bytes:
-    """The hypercall page a 64-bit guest calls through (XEN-ABI64.md 1.2): entry i is
-    `push rcx; push r11; mov eax, i; syscall; pop r11; pop rcx; ret`, and the iret
-    entry `push rcx; push r11; push rax; mov eax, 23; syscall` (no return). The rest
-    of the page is int3."""
+def hypercall_page(entry: Callable[[int], bytes]) -> bytes:
+    """A hypercall page: entry(i) at 32 * i for each of the 128 hypercalls, the rest
+    of the page int3 (XEN-ABI.md, XEN-ABI64.md 1.2)."""
     page = bytearray(b"\xcc" * (HYPERCALL_ENTRY_SIZE * HYPERCALL_PAGE_ENTRIES))
     for number in range(HYPERCALL_PAGE_ENTRIES):
-        mov = b"\xb8" + number.to_bytes(4, "little")
-        entry = b"\x51\x41\x53" + mov + b"\x0f\x05\x41\x5b\x59\xc3"
-        if number == Hypercall.iret:
-            entry = b"\x51\x41\x53\x50" + mov + b"\x0f\x05"
-        page[HYPERCALL_ENTRY_SIZE * number:HYPERCALL_ENTRY_SIZE * number + len(entry)] = entry
+        code = entry(number)
+        page[HYPERCALL_ENTRY_SIZE * number:HYPERCALL_ENTRY_SIZE * number + len(code)] = code
     return bytes(page)
+
+
+def _hypercall_entry_32(number: int) -> bytes:
+    """Entry i is `mov eax, i; int 0x82; ret`, and the iret entry `push eax;
+    mov eax, 23; int 0x82` (no ret: guests jump to it)."""
+    mov_eax = b"\xb8" + number.to_bytes(4, "little")
+    if number == Hypercall.iret:
+        return b"\x50" + mov_eax + bytes((0xCD, HYPERCALL_VECTOR_32))
+    return mov_eax + bytes((0xCD, HYPERCALL_VECTOR_32, 0xC3))
 
 
 def hypercall_page_32() -> bytes:
-    """The hypercall page a 32-bit guest calls through: entry i at 32*i is
-    `mov eax, i; int 0x82; ret`, and the iret entry is `push eax; mov eax, 23;
-    int 0x82` (no ret: guests jump to it). The rest of each entry is int3."""
-    page = bytearray(b"\xcc" * (HYPERCALL_ENTRY_SIZE * HYPERCALL_PAGE_ENTRIES))
-    for number in range(HYPERCALL_PAGE_ENTRIES):
-        entry = b"\xb8" + number.to_bytes(4, "little") + bytes((0xCD, HYPERCALL_VECTOR_32, 0xC3))
-        if number == Hypercall.iret:
-            entry = b"\x50\xb8" + number.to_bytes(4, "little") + bytes((0xCD, HYPERCALL_VECTOR_32))
-        page[HYPERCALL_ENTRY_SIZE * number:HYPERCALL_ENTRY_SIZE * number + len(entry)] = entry
-    return bytes(page)
-
-
-# -- x86-64 PV entry and exit (XEN-ABI64.md §1.2-1.7; public/arch-x86/xen-x86_64.h) --
-VGCF_IN_SYSCALL = 0x100  # iret_context.flags: return with SYSRET (§1.3)
-# Exceptions whose bounce frame carries an error code (X86_EXC_HAVE_EC, §1.5).
-EXCEPTIONS_WITH_ERROR_CODE_64 = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
-
-
-class SegmentBase(IntEnum):
-    """HYPERVISOR_set_segment_base's `which` (xen-x86_64.h, §1.7)."""
-
-    fs = 0
-    gs_user = 1
-    gs_kernel = 2
-    gs_user_sel = 3
+    """The hypercall page as Xen writes it for a 32-bit guest."""
+    return hypercall_page(_hypercall_entry_32)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pvtool.abi.pvtool import PVTOOL_NOTE_NAME
-from pvtool.abi.xen import FLAT_KERNEL_SS64
+from pvtool.abi.xen64 import FLAT_KERNEL_SS64
 from pvtool.errors import UnsupportedImageError
 from pvtool.hv import layout, layout64
 from pvtool.hv.blkback.xenbus import start_blkback

@@ -288,7 +288,8 @@ def _write_start_info(machine: Machine, boot: BootLayout, nr_pages: int,
         store_mfn=boot.pfn(boot.xenstore), store_evtchn=STORE_EVTCHN,
         console_mfn=boot.pfn(boot.console), console_evtchn=CONSOLE_EVTCHN,
         pt_base=boot.page_tables, nr_pt_frames=boot.nr_pt_frames, mfn_list=boot.p2m,
-        mod_start=loaded.mod_start, mod_len=loaded.mod_len, cmd_line=cmdline[:1023])
+        mod_start=loaded.mod_start, mod_len=loaded.mod_len,
+        cmd_line=cmdline[:xen.MAX_GUEST_CMDLINE - 1])
     machine.memory.write_phys(boot.pfn(boot.start_info) * PAGE_SIZE, info)
 
 

@@ -20,8 +20,9 @@ it, Xen gives a guest a virtual CR4 without it: XEN-ABI64.md 1.6, 2.4).
 import struct
 from pathlib import Path
 
-from pvtool.abi import xen
-from pvtool.abi.layouts import START_INFO_64
+from pvtool.abi import xen64
+from pvtool.abi.xen import MAX_GUEST_CMDLINE
+from pvtool.abi.xen64 import START_INFO_64
 from pvtool.errors import UnsupportedImageError
 from pvtool.hv import layout, layout64
 from pvtool.hv.builder import (
@@ -51,7 +52,7 @@ L1_READ_ONLY = paging.P | paging.A  # 0x021: the page-table frames
 UPPER_FLAGS = paging.P | paging.RW | paging.US | paging.A | paging.D  # 0x067
 RFLAGS_AT_ENTRY = 0x200  # IF: the virtual IF is the upcall mask, which starts at 1
 EFER_PV = EFER_LME | EFER_LMA | EFER_SCE | EFER_NXE
-GUEST_KERNEL_CPL = xen.GUEST_KERNEL_RPL_64
+GUEST_KERNEL_CPL = xen64.GUEST_KERNEL_RPL_64
 # The bits of a virtual address that pick a table's entry at each level: the table
 # of level N covers 1 << SPAN_SHIFT[N] bytes.
 SPAN_SHIFT = {1: 21, 2: 30, 3: 39, 4: 48}
@@ -84,7 +85,7 @@ def build_domain64(machine: Machine, image: ElfImage, notes: XenNotes, nr_pages:
         if not virt_base <= notes.hypercall_page <= end - PAGE_SIZE:
             raise UnsupportedImageError(f"{image.path}: HYPERCALL_PAGE "
                                         f"{notes.hypercall_page:#x} is outside the kernel")
-        mem.write_phys(notes.hypercall_page - virt_base, xen.hypercall_page_64())
+        mem.write_phys(notes.hypercall_page - virt_base, xen64.hypercall_page_64())
     return boot
 
 
@@ -158,12 +159,13 @@ def start_info(boot: BootLayout, nr_pages: int, cmdline: bytes,
                loaded: LoadedModules) -> bytes:
     """start_info's 64-bit layout (xen.h: unsigned long and xen_pfn_t are 8 bytes)."""
     return START_INFO_64.pack(
-        magic=xen.START_INFO_MAGIC_64, nr_pages=nr_pages, shared_info=layout.SHARED_INFO,
+        magic=xen64.START_INFO_MAGIC_64, nr_pages=nr_pages, shared_info=layout.SHARED_INFO,
         flags=0,  # a domU: neither SIF_PRIVILEGED nor SIF_INITDOMAIN
         store_mfn=boot.pfn(boot.xenstore), store_evtchn=STORE_EVTCHN,
         console_mfn=boot.pfn(boot.console), console_evtchn=CONSOLE_EVTCHN,
         pt_base=boot.page_tables, nr_pt_frames=boot.nr_pt_frames, mfn_list=boot.p2m,
-        mod_start=loaded.mod_start, mod_len=loaded.mod_len, cmd_line=cmdline[:1023])
+        mod_start=loaded.mod_start, mod_len=loaded.mod_len,
+        cmd_line=cmdline[:MAX_GUEST_CMDLINE - 1])
 
 
 def _write_hypervisor_area(machine: Machine, nr_pages: int) -> None:
@@ -187,7 +189,7 @@ def enter_guest64(machine: Machine, boot: BootLayout, entry: int) -> None:
     cpu.write_msr(IA32_EFER, EFER_PV)
     cpu.write(CR0, CR0_PV)
     enter_cpl3_long_mode(cpu, machine.memory, layout64.RING_SWITCH,
-                         cs=xen.FLAT_KERNEL_CS64, rip=entry, ss=xen.FLAT_KERNEL_SS64,
+                         cs=xen64.FLAT_KERNEL_CS64, rip=entry, ss=xen64.FLAT_KERNEL_SS64,
                          rsp=boot.stack + PAGE_SIZE, rflags=RFLAGS_AT_ENTRY)
     machine.run_slice(1)
     if cpu.cpl != GUEST_KERNEL_CPL or cpu.read(RIP) != entry:

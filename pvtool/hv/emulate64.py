@@ -8,7 +8,7 @@ rdtsc and cpuid never fault at CPL 3 on this CPU (the machine's hooks answer the
 they never get here; port I/O is the supervisor's port_allowed.
 """
 
-from pvtool.abi.xen import hypercall_page_64
+from pvtool.abi.xen64 import hypercall_page_64
 from pvtool.hv import emulate_msrs
 from pvtool.hv.emulate import CPUID_LEAVES, FORCED_CPUID
 from pvtool.hv.emulate_msrs import GeneralProtection

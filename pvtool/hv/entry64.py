@@ -17,12 +17,12 @@ Unicorn's +2); one made from an interruption writes RIP.
 import struct
 from dataclasses import replace
 
-from pvtool.abi.layouts import VCPU_INFO_64
-from pvtool.abi.xen import (
+from pvtool.abi.xen import CallbackType
+from pvtool.abi.xen64 import (
     EXCEPTIONS_WITH_ERROR_CODE_64,
     FLAT_RING3_CS32,
     FLAT_RING3_SS64,
-    CallbackType,
+    VCPU_INFO_64,
 )
 from pvtool.hv import layout
 from pvtool.hv.bounce64 import Interrupted, bounce, interrupted_at, resume_at

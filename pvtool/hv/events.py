@@ -37,7 +37,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from pvtool.abi import layouts
+from pvtool.abi import layouts, xen64
 from pvtool.abi.xen import (
     BACKEND_DOMID,
     DOMID_SELF,
@@ -87,7 +87,7 @@ def _addresses(shared: layouts.Layout, vcpu: layouts.Layout, word_bits: int):
 
 
 SHARED_INFO_BY_WIDTH = {32: _addresses(layouts.SHARED_INFO, layouts.VCPU_INFO, 32),
-                        64: _addresses(layouts.SHARED_INFO_64, layouts.VCPU_INFO_64, 64)}
+                        64: _addresses(xen64.SHARED_INFO_64, xen64.VCPU_INFO_64, 64)}
 
 
 class Backend(Protocol):

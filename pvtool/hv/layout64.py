@@ -22,7 +22,7 @@ pages use, below 4 GiB, where the frame table gives them to DOMID_XEN.
 
 import struct
 
-from pvtool.abi import xen
+from pvtool.abi import xen64
 from pvtool.hv import layout
 from pvtool.machine.pc import MAX_RAM
 from pvtool.machine.rings import IretqTrampoline
@@ -34,8 +34,9 @@ L4_SPAN = 1 << 39  # what one L4 slot maps
 L1_SPAN = 2 << 20  # what one L1 maps
 
 # Virtual addresses.
-M2P = xen.RO_MPT_VIRT_START_64
-PRIVATE = xen.HYPERVISOR_VIRT_START_64 + (xen.PERDOMAIN_L4_SLOT - xen.XEN_L4_SLOTS[0]) * L4_SPAN
+M2P = xen64.RO_MPT_VIRT_START_64
+PRIVATE = xen64.HYPERVISOR_VIRT_START_64 + \
+    (xen64.PERDOMAIN_L4_SLOT - xen64.XEN_L4_SLOTS[0]) * L4_SPAN
 GDT = PRIVATE + (layout.GDT - layout.PRIVATE)
 TRAMPOLINE = PRIVATE + (layout.TRAMPOLINE - layout.PRIVATE)
 TRAMPOLINE_FRAME = PRIVATE + (layout.TRAMPOLINE_FRAMES - layout.PRIVATE)
@@ -59,7 +60,7 @@ MEMORY_SIZE = PRIVATE_L1 + PAGE_SIZE - MEMORY_BASE
 # The hypervisor's selectors in its reserved GDT page (hv/layout.py's numbers).
 HYPERVISOR_CS = layout.HYPERVISOR_CS
 HYPERVISOR_DS = layout.HYPERVISOR_DS
-GDT_LIMIT = xen.FLAT_RING3_CS64 + 7
+GDT_LIMIT = xen64.FLAT_RING3_CS64 + 7
 RING_SWITCH = IretqTrampoline(code=TRAMPOLINE + IRETQ_OFFSET, frame=TRAMPOLINE_FRAME,
                               frame_phys=layout.TRAMPOLINE_FRAMES,
                               ring0_cs=HYPERVISOR_CS, ring0_ss=HYPERVISOR_DS)
@@ -78,16 +79,16 @@ def reserved_gdt_entries() -> dict[int, int]:
     return {
         HYPERVISOR_CS >> 3: 0x00AF9B000000FFFF,
         HYPERVISOR_DS >> 3: 0x00CF93000000FFFF,
-        xen.FLAT_RING3_CS32 >> 3: 0x00CFFB000000FFFF,
-        xen.FLAT_RING3_SS64 >> 3: 0x00CFF3000000FFFF,
-        xen.FLAT_RING3_CS64 >> 3: 0x00AFFB000000FFFF,
+        xen64.FLAT_RING3_CS32 >> 3: 0x00CFFB000000FFFF,
+        xen64.FLAT_RING3_SS64 >> 3: 0x00CFF3000000FFFF,
+        xen64.FLAT_RING3_CS64 >> 3: 0x00AFFB000000FFFF,
     }
 
 
 def xen_l4_entries() -> dict[int, int]:
     """What Xen's slots of every validated L4 hold (slot -> entry; the others 0)."""
-    return {xen.RO_MPT_L4_SLOT: M2P_L3 | _UPPER_READ_ONLY,
-            xen.PERDOMAIN_L4_SLOT: PRIVATE_L3 | _PRIVATE_UPPER}
+    return {xen64.RO_MPT_L4_SLOT: M2P_L3 | _UPPER_READ_ONLY,
+            xen64.PERDOMAIN_L4_SLOT: PRIVATE_L3 | _PRIVATE_UPPER}
 
 
 def hypervisor_tables(nr_pages: int) -> dict[int, bytes]:

@@ -13,11 +13,10 @@ no cache attributes (a domU has no I/O memory) and no superpages.
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pvtool.abi.xen import (
+from pvtool.abi.xen import PAE_L3_ALLOWED_FLAGS, PAE_XEN_L3_SLOT
+from pvtool.abi.xen64 import (
     HYPERVISOR_VIRT_END_64,
     HYPERVISOR_VIRT_START_64,
-    PAE_L3_ALLOWED_FLAGS,
-    PAE_XEN_L3_SLOT,
     PAGE_GUEST_KERNEL,
     XEN_L4_SLOTS,
 )

@@ -16,7 +16,8 @@ their layouts and rules are the 64-bit ABI's (§1.5), not the 32-bit domain's.
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pvtool.abi.xen import HYPERVISOR_VIRT_END_64, HYPERVISOR_VIRT_START_64, CallbackType
+from pvtool.abi.xen import CallbackType
+from pvtool.abi.xen64 import HYPERVISOR_VIRT_END_64, HYPERVISOR_VIRT_START_64
 from pvtool.machine.cpu import GS_BASE, Cpu
 
 

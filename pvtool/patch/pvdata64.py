@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pvtool.abi import pvtool as pvabi
 from pvtool.abi import xen64
 from pvtool.abi.layouts import PHYSDEV_SET_IOPL, SCHED_SHUTDOWN
-from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY, ShutdownReason
+from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY, MAX_GUEST_CMDLINE, ShutdownReason
 from pvtool.image import multiboot
 from pvtool.patch.pvdata import GLUE_FAILURES as GLUE_FAILURES_32
 from pvtool.patch.pvdata import failure_offsets, failure_record, multiboot_info, put
@@ -140,7 +140,7 @@ class PvData64:
             "trap_info": b + TRAP_INFO_BUF,
             "cmdline": b + CMDLINE,
             "cmdline_phys": self.phys_base + CMDLINE,
-            "cmdline_size": xen64.START_INFO_CMDLINE_SIZE,
+            "cmdline_size": MAX_GUEST_CMDLINE,
             "shared_info_page": b + SHARED_INFO_PAGE,
             "trap_handlers": b + TRAP_HANDLERS,
             "pv_stack_top": b + PV_STACK_TOP,

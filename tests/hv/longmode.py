@@ -15,13 +15,8 @@ GDT and the iretq trampoline at 0x400000 (both map 4-6 MiB, U=0).
 import struct
 from collections import Counter
 
-from pvtool.abi.xen import (
-    FLAT_KERNEL_CS64,
-    FLAT_KERNEL_SS64,
-    FLAT_RING3_CS32,
-    Errno,
-    hypercall_page_64,
-)
+from pvtool.abi.xen import Errno
+from pvtool.abi.xen64 import FLAT_KERNEL_CS64, FLAT_KERNEL_SS64, FLAT_RING3_CS32, hypercall_page_64
 from pvtool.hv import layout
 from pvtool.hv.domain import Domain, VCpu
 from pvtool.hv.entry64 import Pv64Supervisor

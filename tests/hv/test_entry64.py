@@ -6,7 +6,8 @@ import struct
 
 import pytest
 
-from pvtool.abi.xen import VGCF_IN_SYSCALL, CallbackType, hypercall_page_64
+from pvtool.abi.xen import CallbackType
+from pvtool.abi.xen64 import VGCF_IN_SYSCALL, hypercall_page_64
 from pvtool.hv.vcpu64 import Callback64, TrapInfo64
 from pvtool.machine.cpu import CR3, FS_BASE, GS_BASE, R11, RAX, RCX, RFLAGS, RIP, RSP
 from pvtool.machine.exits import Exit

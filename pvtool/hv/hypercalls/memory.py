@@ -7,28 +7,20 @@ cmd's low MEMOP_EXTENT_SHIFT bits are the command, the rest a continuation's pro
 (start_extent), which only the reservation commands may carry.
 
 A 64-bit guest's structures are laid out with 8-byte handles and xen_ulong_t
-(abi/layouts.py), and it alone is told where the read-only M2P is
+(abi/xen64.py), and it alone is told where the read-only M2P is
 (XENMEM_machphys_mapping, arch/x86/x86_64/mm.c), which 64-bit Linux asks first.
 """
 
 import struct
 
-from pvtool.abi.layouts import (
-    E820_ENTRY,
-    XEN_ADD_TO_PHYSMAP,
-    XEN_ADD_TO_PHYSMAP_64,
-    XEN_MACHPHYS_MAPPING_64,
-    XEN_MEMORY_MAP,
-    XEN_MEMORY_MAP_64,
-)
-from pvtool.abi.xen import (
-    E820_RAM,
-    MEMOP_EXTENT_SHIFT,
+from pvtool.abi.layouts import E820_ENTRY, XEN_ADD_TO_PHYSMAP, XEN_MEMORY_MAP
+from pvtool.abi.xen import E820_RAM, MEMOP_EXTENT_SHIFT, XENMAPSPACE_GMFN_FOREIGN, Errno, XenMem
+from pvtool.abi.xen64 import (
     RO_MPT_VIRT_END_64,
     RO_MPT_VIRT_START_64,
-    XENMAPSPACE_GMFN_FOREIGN,
-    Errno,
-    XenMem,
+    XEN_ADD_TO_PHYSMAP_64,
+    XEN_MACHPHYS_MAPPING_64,
+    XEN_MEMORY_MAP_64,
 )
 from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError

@@ -7,8 +7,9 @@ update_va_mapping's PTE in one register (va, val, flags) and its mmuext_op entri
 import struct
 from collections.abc import Callable
 
-from pvtool.abi.layouts import MMU_UPDATE, MMUEXT_OP, MMUEXT_OP_64, Layout
+from pvtool.abi.layouts import MMU_UPDATE, MMUEXT_OP, Layout
 from pvtool.abi.xen import UVMF_FLUSHTYPE_MASK, Errno, MmuextCmd, MmuUpdateCmd
+from pvtool.abi.xen64 import MMUEXT_OP_64
 from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.hypercalls.common import MAX_BATCH

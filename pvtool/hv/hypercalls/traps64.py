@@ -5,23 +5,23 @@ iret_context and the kernel/user toggle, and set_segment_base, which only exists
 misc-hypercalls.c.
 """
 
-from pvtool.abi.layouts import (
-    CALLBACK_REGISTER_64,
-    CALLBACK_UNREGISTER,
-    IRET_CONTEXT_64,
-    TRAP_INFO_64,
-)
+from pvtool.abi.layouts import CALLBACK_UNREGISTER
 from pvtool.abi.xen import (
     CALLBACKF_MASK_EVENTS,
-    FLAT_KERNEL_CS64,
     TI_DPL_MASK,
     TI_MASK_EVENTS,
-    VGCF_IN_SYSCALL,
     CallbackOp,
     CallbackType,
     Errno,
-    SegmentBase,
     VmAssistType,
+)
+from pvtool.abi.xen64 import (
+    CALLBACK_REGISTER_64,
+    FLAT_KERNEL_CS64,
+    IRET_CONTEXT_64,
+    TRAP_INFO_64,
+    VGCF_IN_SYSCALL,
+    SegmentBase,
 )
 from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import DomainCrash, HypercallError
