@@ -17,7 +17,7 @@ import struct
 from collections.abc import Callable
 
 from pvtool.abi.pvtool import TRAP_SITE_CLASSES_64
-from pvtool.abi.xen import FLAT_KERNEL_CS64, FLAT_KERNEL_SS64
+from pvtool.abi.xen64 import FLAT_KERNEL_CS64, FLAT_KERNEL_SS64
 from pvtool.hv.domain import PvDomain
 from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.hypercalls.traps64 import iret
