@@ -7,8 +7,9 @@ kernel goes on after the original instruction.
 
 The classes a 64-bit trap site may stand for are TRAP_SITE_CLASSES_64, which the
 patcher checks its 64-bit placements against and this module's table covers exactly
-(checked when it is imported): the virtual IF (cli, sti), hlt and iretq, the
-instructions found cut by branch targets in kernels' idle loops and interrupt returns,
+(checked when it is imported): the virtual IF (cli, sti), hlt, iretq and retfq, the
+instructions found cut by branch targets in kernels' idle loops, interrupt returns
+and far returns,
 and the debug-register moves, which patches/xen64 leaves to the hypervisor as Xen's
 emulator does them (set_debugreg, get_debugreg).
 """
@@ -111,6 +112,22 @@ def interrupt_return(sites: TrapSites64, next_ip: int, insn) -> int:
     return resume
 
 
+def far_return(sites: TrapSites64, next_ip: int, insn) -> int:
+    """retfq, as pv_retfq does it: a return to the kernel's own code selector (RPL 0-2)
+    goes on in the kernel at the popped RIP, on Xen's flat kernel CS; the popped CS
+    and RIP leave the stack, and the bytes an immediate names after them. A far return
+    to another ring's code from a trap site is not emulated: the domain is crashed."""
+    vcpu = sites.domain.vcpu
+    rsp = vcpu.get(RSP)
+    rip, cs = struct.unpack("<2Q", sites.domain.copy_from_guest(rsp, 16))
+    if cs & RPL_MASK:
+        raise DomainCrash(f"trap site {insn.address:#x}: retfq to cs {cs & 0xFFFF:#x}, "
+                          "another ring's code")
+    released = insn.operands[0].imm if insn.operands else 0
+    vcpu.set(RSP, rsp + 16 + released)
+    return rip
+
+
 def write_debug_register(sites: TrapSites64, next_ip: int, insn) -> None:
     """mov drN, reg: set_debugreg's checks (hv/debugreg.py); a value Xen refuses
     crashes the domain with its reason."""
@@ -135,7 +152,7 @@ def read_debug_register(sites: TrapSites64, next_ip: int, insn) -> None:
 
 HANDLERS: dict[str, Handler] = {
     "cli": mask_events, "sti": unmask_events, "hlt": halt, "iret": interrupt_return,
-    "mov_to_dr": write_debug_register, "mov_from_dr": read_debug_register,
+    "retfq": far_return, "mov_to_dr": write_debug_register, "mov_from_dr": read_debug_register,
 }
 if set(HANDLERS) != TRAP_SITE_CLASSES_64 or not set(BY_NAME) >= TRAP_SITE_CLASSES_64:
     raise ImportError(f"trapsites64.py handles {sorted(HANDLERS)}, a 64-bit trap site may "

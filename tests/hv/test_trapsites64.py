@@ -13,7 +13,8 @@ from tests.hv.xenguest64 import RAM
 PVTOOL_TRAP_SITES = 1  # abi/pvtool.py PvtoolNote.trap_sites
 ORIGINAL = {"cli": "0xfa", "sti": "0xfb", "hlt": "0xf4", "iretq": "0x48, 0xcf",
             "wbinvd": "0x0f, 0x09",
-            "mov dr0, rbx": "0x0f, 0x23, 0xc3", "mov rcx, dr0": "0x0f, 0x21, 0xc1"}
+            "mov dr0, rbx": "0x0f, 0x23, 0xc3", "mov rcx, dr0": "0x0f, 0x21, 0xc1",
+            "retfq": "0x48, 0xcb", "retfq 16": "0x48, 0xca, 0x10, 0x00"}
 
 
 def trap_sites(*sites: tuple[str, str]) -> str:
@@ -87,6 +88,44 @@ rsp_after: .quad 0
     assert booted.u32("rsp_after") == guest["stack_top"] & 0xFFFFFFFF
     assert booted.domain.upcall_mask == mask
     assert booted.machine.exits[Exit.TRAP_SITE] == 1
+
+
+RETFQ_TO_THE_KERNEL = """
+    mov rbx, rsp
+    push 0x5555            # bytes retfq 16 releases
+    push 0x6666
+    push 0x08              # the bare machine's kernel CS (RPL 0)
+    lea rax, [rip + returned]
+    push rax
+site_retfq: int3
+    nop
+    jmp fell_through
+returned:
+    mov [rip + cs_after], cs
+    sub rbx, rsp
+    mov [rip + released], rbx
+"""
+
+
+@pytest.mark.parametrize("name, left", [("retfq", 16), ("retfq 16", 0)])
+def test_a_retfq_site_returns_to_the_kernel_and_releases_its_bytes(build64, name, left):
+    guest = build64(RETFQ_TO_THE_KERNEL, data=trap_sites(("site_retfq", name))
+                    + "cs_after: .quad 0\nreleased: .quad 0\n")
+    booted = boot(guest, ram=RAM)
+    stop = booted.run()
+    assert stop.kind is StopKind.SHUTDOWN, stop
+    assert booted.u32("cs_after") == 0xE033
+    assert booted.u32("released") == left
+    assert booted.machine.exits[Exit.TRAP_SITE] == 1
+
+
+def test_a_retfq_site_to_a_user_selector_crashes_the_domain(build64):
+    guest = build64(RETFQ_TO_THE_KERNEL.replace("push 0x08 ", "push 0x2b "),
+                    data=trap_sites(("site_retfq", "retfq"))
+                    + "cs_after: .quad 0\nreleased: .quad 0\n")
+    stop = boot(guest, ram=RAM).run()
+    assert stop.kind is StopKind.CRASH
+    assert "retfq to cs 0x2b, another ring's code" in stop.reason
 
 
 def test_debug_register_sites_go_through_set_and_get_debugreg(build64):
