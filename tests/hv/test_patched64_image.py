@@ -10,7 +10,7 @@ import pytest
 
 from pvtool.image.elf import load_elf
 from pvtool.image.pvtool_notes import parse_pvtool_notes
-from tests.cli import pvtool
+from tests.e2e.patched import patch_guest
 from tests.hv.harness import boot
 from tests.hv.xenguest import Guest
 from tests.oracles import guest_path
@@ -23,9 +23,8 @@ ENCODING = {"hlt": b"\xf4", "cli": b"\xfa", "iretq": b"\x48\xcf"}  # SDM Vol. 2 
 
 @pytest.fixture(scope="module")
 def patched(tmp_path_factory):
-    out = tmp_path_factory.mktemp("minikern64-pv") / "minikern64.pv.elf"
-    result = pvtool("patch", guest_path("minikern64"), "-o", out)
-    assert result.status == 0, result.stderr
+    """The patched image and its JSON report."""
+    out = patch_guest("minikern64", tmp_path_factory.mktemp("minikern64-pv"))
     return out, json.loads(out.with_suffix(".json").read_text())
 
 
