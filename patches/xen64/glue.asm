@@ -347,14 +347,28 @@ jmp qword ptr [{regs_sysenter_eip}]
 ; iretq -> HYPERVISOR_iret: push the flags word (0: the IRET path, RCX and R11
 ; restored) and jump to the hypercall page's entry 23 (XEN-ABI64.md 1.3, Linux's
 ; xen_iret). A frame that returns to the kernel (RPL 0-2) names the kernel's own
-; selectors, which are the bare machine's: give it Xen's flat kernel CS and SS.
+; selectors, which are the bare machine's: give it Xen's flat kernel CS with RPL 0
+; (RPL 3 would tell Xen to switch to user mode: XEN-ABI64.md "CS in the frame") and
+; Xen's flat kernel SS.
 test byte ptr [rsp + 8], 3
 jne to_user
-mov qword ptr [rsp + 8], {kernel_cs}
+mov qword ptr [rsp + 8], {kernel_return_cs}
 mov qword ptr [rsp + 32], {kernel_ss}
 to_user:
 push 0
 jmp {hc_iret}
+
+## pv_retfq
+; retfq (lretq) -> the same far return, a return to the kernel's own code selector
+; (RPL 0, which a far return at CPL 3 refuses with #GP: SDM Vol. 2, RET) sent to
+; Xen's flat kernel CS instead, as pv_iret does; the flags are kept, as retfq keeps them.
+pushfq
+test byte ptr [rsp + 16], 3
+jne retfq_as_is
+mov qword ptr [rsp + 16], {kernel_cs}
+retfq_as_is:
+popfq
+retfq
 
 ## pv_sysret
 ; sysretq -> HYPERVISOR_iret with VGCF_in_syscall (XEN-ABI64.md 1.3): RCX is the user's

@@ -127,6 +127,14 @@ VCPU_REGS = layout("vcpu_regs", 40, cr0=(0, "I"), cr3=(4, "I"), cr4=(8, "I"),
 # so a 64-bit domain needs no pvtool extension to reach vcpu_info.
 # The notes carry 64-bit addresses: trap_sites is u64 address, u64 count; vcpu_regs a
 # u64 address; site_ranges SITE_RANGE_64 entries.
+# The classes a 64-bit trap site may stand for: those hv/trapsites64.py emulates (it
+# checks so when imported): the ones branch targets cut in kernels' idle loops,
+# interrupt returns and far returns, and the debug-register moves patches/xen64 leaves
+# to the hypervisor. The patcher refuses a 64-bit trap site of any other class.
+TRAP_SITE_CLASSES_64 = frozenset({"cli", "sti", "hlt", "iret", "retfq", "mov_to_dr",
+                                  "mov_from_dr"})
+# By the kernel's width: what the patcher checks a trap site against.
+TRAP_SITE_CLASSES_BY_MODE = {32: TRAP_SITE_CLASSES, 64: TRAP_SITE_CLASSES_64}
 TRAP_SITE_64 = layout("trap_site_64", 32, address=(0, "Q"), length=(8, "B"),
                       original=(16, "15s"))
 SITE_RANGE_64 = layout("site_range_64", 24, start=(0, "Q"), end=(8, "Q"), site=(16, "Q"))

@@ -75,7 +75,7 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
     if isinstance(disk, DiskImage):
         domain.blkback = start_blkback(domain, disk)
     if boot.long_mode:
-        machine.attach(Pv64Supervisor(domain))
+        machine.attach(Pv64Supervisor(domain, ours.trap_sites))
     else:
         machine.attach(PvSupervisor(domain, Emulator(domain, ours.trap_sites,
                                                      ours.regs_block)))

@@ -28,7 +28,6 @@ from pvtool.hv.builder import (
     CR0_PV,
     BootLayout,
     check_fits,
-    load_kernel,
     load_symtab,
     mask_all_events,
     plan_boot,
@@ -65,10 +64,10 @@ def build_domain64(machine: Machine, image: ElfImage, notes: XenNotes, nr_pages:
                    cmdline: bytes, modules: tuple[Path, ...] = ()) -> BootLayout:
     """Load a 64-bit kernel, its modules and the boot structures; return the layout."""
     virt_base = notes.virt_base or 0
-    end = load_kernel(machine, image, virt_base, nr_pages)
+    start, end = load_kernel64(machine, image, notes, nr_pages)
     if notes.bsd_symtab:
         end = load_symtab(machine, image, virt_base, end, nr_pages)
-    check_notes(image, notes, end, NO_HYPERVISOR_START_LIMIT)
+    check_notes(image, notes, end, NO_HYPERVISOR_START_LIMIT, kernel_start=start)
     loaded = load_modules(machine, modules, end, virt_base)
     boot = plan_boot(virt_base, loaded.end, 8 * nr_pages,
                      lambda v_end: pt_frames(virt_base, v_end), long_mode=True)
@@ -86,6 +85,35 @@ def build_domain64(machine: Machine, image: ElfImage, notes: XenNotes, nr_pages:
                                         f"{notes.hypercall_page:#x} is outside the kernel")
         mem.write_phys(notes.hypercall_page - virt_base, xen64.hypercall_page_64())
     return boot
+
+
+def load_kernel64(machine: Machine, image: ElfImage, notes: XenNotes,
+                  nr_pages: int) -> tuple[int, int]:
+    """Load every PT_LOAD segment at its p_paddr, as Xen's libelf does (elf_load_binary
+    copies a segment to dest_base + p_paddr - pstart; elf_xen_addr_calc_check puts the
+    kernel at virtual p_paddr + VIRT_BASE - ELF_PADDR_OFFSET): p_vaddr is not read.
+    A Multiboot stub linked low beside a higher-half kernel (minikern64's .boot32,
+    p_vaddr = p_paddr = 1 MiB) is loaded like the rest, at pseudo-physical 1 MiB and
+    virtual VIRT_BASE + 1 MiB, where it never runs. A p_paddr at or above VIRT_BASE
+    is a virtual address (the convention of kernels linked before ELF_PADDR_OFFSET,
+    for which libelf takes VIRT_BASE as the offset). Return the kernel's virtual start
+    and end (virt_kstart, virt_kend)."""
+    virt_base = notes.virt_base or 0
+    start, end = 1 << 64, 0
+    for seg in image.segments:
+        if seg.memsz == 0:
+            continue
+        offset = notes.paddr_offset if seg.paddr < virt_base else virt_base
+        paddr = seg.paddr - offset
+        if not 0 <= paddr <= nr_pages * PAGE_SIZE - seg.memsz:
+            raise UnsupportedImageError(
+                f"{image.path}: segment at physical {seg.paddr:#x} is outside the domain's "
+                f"{nr_pages * PAGE_SIZE >> 20} MiB (VIRT_BASE {virt_base:#x})")
+        data = image.data[seg.offset:seg.offset + seg.filesz]
+        machine.memory.write_phys(paddr, data + bytes(seg.memsz - seg.filesz))
+        start = min(start, virt_base + paddr)
+        end = max(end, virt_base + paddr + seg.memsz)
+    return start, end
 
 
 def pt_frames(virt_base: int, v_end: int) -> int:

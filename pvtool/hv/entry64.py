@@ -32,6 +32,7 @@ from pvtool.hv.errors import DomainCrash
 from pvtool.hv.hypercalls import TABLE_64, call
 from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.hv.traps import PvSupervisor, _vector_name
+from pvtool.hv.trapsites64 import TrapSites64
 from pvtool.hv.vcpu64 import Callback64
 from pvtool.machine.cpu import CR2
 from pvtool.machine.exits import Exit
@@ -54,10 +55,11 @@ class Pv64Supervisor(PvSupervisor):
 
     direct_vector = None  # hypercalls come by syscall; `int 0x82` is any `int n`
 
-    def __init__(self, domain: PvDomain):
+    def __init__(self, domain: PvDomain, trap_sites: dict[int, bytes] | None = None):
         super().__init__(domain, Emulator64(domain))
         self.state = domain.vcpu.long_mode
         self.cpu = domain.machine.cpu
+        self.trap_sites = TrapSites64(domain, trap_sites or {})
 
     # -- syscall and sysenter ---------------------------------------------------------
     def on_fast_call(self, fast: FastCall) -> None:
@@ -134,6 +136,12 @@ class Pv64Supervisor(PvSupervisor):
         (entry_int80's direct trap); any other `int n` only if its DPL allows the
         mode, else #GP((n<<3)|2) at the instruction (do_general_protection)."""
         vector = event.vector
+        # A trap site stands for a kernel instruction: from user mode it is an int3.
+        site = event.ip - 1
+        if vector == Vector.BP and self.state.kernel_mode \
+                and self.trap_sites.is_trap_site(site):
+            self.exits[Exit.TRAP_SITE] += 1
+            return self.trap_sites.emulate(site)
         at = interrupted_at(self.cpu, event.ip)
         info = self.state.trap_table.get(vector)
         allowed = info is not None and (

@@ -12,6 +12,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY, GUEST_KERNEL_RPL, Errno
+from pvtool.abi.xen64 import GUEST_KERNEL_RPL_64
 from pvtool.hv import layout, layout64
 from pvtool.hv.errors import HypercallError
 from pvtool.x86.descriptors import (
@@ -37,22 +38,26 @@ _ACCESSED = ACCESSED << TYPE_SHIFT
 _CODE = CODE << TYPE_SHIFT  # with S: a code segment
 _CONFORMING = CONFORMING << TYPE_SHIFT  # with _CODE
 _WRITABLE = WRITABLE << TYPE_SHIFT  # without _CODE
+LONG_MODE_BIT = 1 << 53  # L: a 64-bit code segment (SDM Vol. 3A, 3.4.5)
+USER_RPL = 3
 
 
-def check_descriptor(desc: int) -> int:
-    """The descriptor as installed, or HypercallError if the guest may not have it."""
+def check_descriptor(desc: int, kernel_rpl: int = GUEST_KERNEL_RPL) -> int:
+    """The descriptor as installed, or HypercallError if the guest may not have it.
+    A DPL below the guest kernel's ring (KERNEL_RPL: 1 for a 32-bit kernel, 3 for a
+    64-bit one) is raised to it (Xen's check_descriptor, __fixup_guest_selector)."""
     if not desc & PRESENT_BIT:
         return 0
     dpl = (desc >> DPL_SHIFT) & 3
-    if dpl < GUEST_KERNEL_RPL:
-        desc = (desc & ~(3 << DPL_SHIFT)) | GUEST_KERNEL_RPL << DPL_SHIFT
+    if dpl < kernel_rpl:
+        desc = (desc & ~(3 << DPL_SHIFT)) | kernel_rpl << DPL_SHIFT
     if desc & S_BIT:
         return desc | _ACCESSED
     if (desc >> TYPE_SHIFT) & 0xF != SystemType.CALL_GATE:
         raise HypercallError(Errno.EINVAL, f"system descriptor {desc:#018x} is not allowed")
     target = (desc >> 16) & 0xFFFF
-    if target & 3 < GUEST_KERNEL_RPL:
-        desc = (desc & ~(0xFFFF << 16)) | (target | GUEST_KERNEL_RPL) << 16
+    if target & 3 < kernel_rpl:
+        desc = (desc & ~(0xFFFF << 16)) | (target | kernel_rpl) << 16
     return desc
 
 
@@ -64,6 +69,8 @@ class Gdt:
         self.frames: tuple[int, ...] = ()
         self.entries = 0
         wide = domain.machine.cpu.bits == 64
+        self.kernel_rpl = GUEST_KERNEL_RPL_64 if wide else GUEST_KERNEL_RPL
+        self.limit = layout64.GDT_LIMIT if wide else layout.GDT_LIMIT
         reserved = layout64.reserved_gdt_entries() if wide else layout.reserved_gdt_entries()
         for index, desc in reserved.items():
             self._write(index, desc)
@@ -76,7 +83,8 @@ class Gdt:
             if not self.domain.owns_frame(mfn):
                 raise HypercallError(Errno.EINVAL, f"GDT frame {mfn:#x} is not the domain's")
         raw = b"".join(self.domain.memory.read_phys(mfn * PAGE_SIZE, PAGE_SIZE) for mfn in frames)
-        checked = [check_descriptor(d) for d in struct.unpack_from(f"<{entries}Q", raw)]
+        checked = [check_descriptor(d, self.kernel_rpl)
+                   for d in struct.unpack_from(f"<{entries}Q", raw)]
         for index in range(max(entries, self.entries)):
             self._write(index, checked[index] if index < entries else 0)
         self.frames, self.entries = frames, entries
@@ -90,7 +98,7 @@ class Gdt:
             raise HypercallError(Errno.EINVAL, f"frame {mfn:#x} is not the domain's")
         # Xen wants a descriptor or writable page: a page table in use never is.
         self.domain.pagetables.make_writable(mfn)
-        checked = check_descriptor(desc)
+        checked = check_descriptor(desc, self.kernel_rpl)
         self.domain.memory.write_phys(machine_address, struct.pack("<Q", desc))
         if mfn in self.frames:
             index = self.frames.index(mfn) * ENTRIES_PER_FRAME + offset // 8
@@ -108,6 +116,14 @@ class Gdt:
         dpl = (desc >> DPL_SHIFT) & 3
         return dpl <= ring if desc & _CONFORMING else dpl == ring
 
+    def is_user_code64(self, selector: int) -> bool:
+        """Whether SELECTOR names a 64-bit user code segment of the guest's (RPL and
+        DPL 3, L set): a 64-bit kernel's own user CS, which HYPERVISOR_iret takes as
+        Xen does any valid code selector of the guest's GDT."""
+        desc = self._descriptor(selector)
+        return desc is not None and selector & 3 == USER_RPL and bool(desc & _CODE) \
+            and bool(desc & LONG_MODE_BIT) and (desc >> DPL_SHIFT) & 3 == USER_RPL
+
     def is_stack_selector(self, selector: int, ring: int) -> bool:
         """Whether an iret to RING may load SELECTOR into SS: a present writable data
         segment with RPL = DPL = RING (SDM "IRET")."""
@@ -119,7 +135,7 @@ class Gdt:
 
     def _descriptor(self, selector: int) -> int | None:
         """The present code or data descriptor SELECTOR names in the real GDT."""
-        offset = gdt_offset(selector, layout.GDT_LIMIT)
+        offset = gdt_offset(selector, self.limit)
         if offset is None:
             return None
         (desc,) = struct.unpack("<Q", self.domain.memory.read_phys(layout.GDT + offset,

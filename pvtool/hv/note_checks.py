@@ -23,13 +23,15 @@ PAE_L2_SPAN = 2 << 20  # HV_START_LOW is rounded up to an L2 entry's span (dom0_
 
 
 def check_notes(image: ElfImage, notes: XenNotes, kernel_end: int,
-                hypervisor_start: int) -> None:
+                hypervisor_start: int, kernel_start: int | None = None) -> None:
     """Refuse, as Xen would, a kernel whose notes it would not build; KERNEL_END is
     the kernel's last virtual byte (after its symbol table, if loaded), and
-    HYPERVISOR_START where the hypervisor's own virtual range begins."""
+    HYPERVISOR_START where the hypervisor's own virtual range begins. KERNEL_START is
+    where the builder loaded the kernel's first byte (default: its lowest p_vaddr)."""
+    start = _kernel_start(image) if kernel_start is None else kernel_start
     _check_loader(image, notes)
-    _check_addresses(image, notes, kernel_end)
-    _check_p2m(image, notes, kernel_end)
+    _check_addresses(image, notes, start, kernel_end)
+    _check_p2m(notes, start, kernel_end, image)
     _check_hypervisor_start(image, notes, hypervisor_start)
 
 
@@ -47,10 +49,9 @@ def _check_loader(image: ElfImage, notes: XenNotes) -> None:
                              f"(XEN_VERSION {notes.xen_version!r})")
 
 
-def _check_addresses(image: ElfImage, notes: XenNotes, kernel_end: int) -> None:
+def _check_addresses(image: ElfImage, notes: XenNotes, start: int, kernel_end: int) -> None:
     if ElfNote.paddr_offset in notes.raw and ElfNote.virt_base not in notes.raw:
         raise _refuse(image, "ELF_PADDR_OFFSET set, VIRT_BASE unset")
-    start = _kernel_start(image)
     # A patched kernel's glue window (docs/ABI.md) is part of the image too.
     kernel_end = max([kernel_end, *(seg.vaddr + seg.memsz for seg in image.segments)])
     if not (notes.virt_base <= start <= notes.entry <= kernel_end):
@@ -59,10 +60,10 @@ def _check_addresses(image: ElfImage, notes: XenNotes, kernel_end: int) -> None:
                              f"VIRT_BASE {notes.virt_base:#x})")
 
 
-def _check_p2m(image: ElfImage, notes: XenNotes, kernel_end: int) -> None:
+def _check_p2m(notes: XenNotes, start: int, kernel_end: int, image: ElfImage) -> None:
     if notes.init_p2m is None:
         return
-    if _kernel_start(image) <= notes.init_p2m < kernel_end:
+    if start <= notes.init_p2m < kernel_end:
         raise _refuse(image, "P->M table base is out of bounds (INIT_P2M "
                              f"{notes.init_p2m:#x} inside the kernel)")
     raise _refuse(image, f"INIT_P2M {notes.init_p2m:#x}: pvtool always maps the p2m "

@@ -94,6 +94,9 @@ def abi_symbols_64(hypercall_page: int, kernel_entry: int, pvdata: int) -> dict[
         vgcf_in_syscall=xen64.VGCF_IN_SYSCALL,
         # Xen's flat selectors; a 64-bit PV kernel and its user programs share them
         kernel_cs=xen64.FLAT_KERNEL_CS64, kernel_ss=xen64.FLAT_KERNEL_SS64,
+        # the CS of an iret frame that returns to kernel mode: RPL 0-2 says so, RPL 3
+        # would switch to user mode (XEN-ABI64.md "CS in the frame")
+        kernel_return_cs=xen64.FLAT_KERNEL_CS64 & ~3,
         user_cs=xen64.FLAT_KERNEL_CS64, user_ss=xen64.FLAT_KERNEL_SS64,
         user_l4_slots=xen64.USER_L4_SLOTS,
         not_cr0_ts=~CR0_TS,

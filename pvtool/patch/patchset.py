@@ -2,7 +2,7 @@
 class) and glue.asm (the functions the rewrites call). Data, read once and checked
 when it loads: against the x86 catalogue, so a rule can never name a class that does
 not exist; against the classes the hypervisor emulates (abi/pvtool.py
-TRAP_SITE_CLASSES), so a rule can never ask for a trap site nothing emulates; and
+TRAP_SITE_CLASSES_BY_MODE), so a rule can never ask for a trap site nothing emulates; and
 each template is parsed (patch/template.py), so one that moves the stack in a way
 the patcher cannot follow never reaches an image."""
 
@@ -12,7 +12,7 @@ from enum import Enum
 from importlib import resources
 from pathlib import Path
 
-from pvtool.abi.pvtool import TRAP_SITE_CLASSES
+from pvtool.abi.pvtool import TRAP_SITE_CLASSES_BY_MODE
 from pvtool.errors import InputMissingError, PatchError
 from pvtool.patch.template import Template, parse_template
 from pvtool.x86.catalogue import BY_NAME
@@ -103,7 +103,7 @@ def _rule(source: Path, name: str, body: dict, mode: int) -> Rule:
     argument = body.get("argument")
     if argument is not None and argument not in ARGUMENTS:
         raise PatchError(f"{source}: [class.{name}] argument {argument!r}")
-    if action is Action.TRAP and name not in TRAP_SITE_CLASSES:
+    if action is Action.TRAP and name not in TRAP_SITE_CLASSES_BY_MODE[mode]:
         raise PatchError(f"{source}: [class.{name}] asks for trap sites, but pvtool's "
                          f"hypervisor does not emulate {name}")
     if action in (Action.KEEP, Action.TRAP):

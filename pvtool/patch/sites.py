@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from capstone.x86_const import X86_OP_REG
 
-from pvtool.abi.pvtool import TRAP_SITE_CLASSES
+from pvtool.abi.pvtool import TRAP_SITE_CLASSES_BY_MODE
 from pvtool.errors import PatchError
 from pvtool.patch.discover import CodeMap, Insn
 from pvtool.patch.glue import fill
@@ -104,9 +104,9 @@ def _trap_if_unsupported(site: Site) -> Site:
 
 def check_trap_site(site: Site, reason: str) -> None:
     """A site may become a trap site only if the hypervisor emulates its class
-    (TRAP_SITE_CLASSES): any other would crash the domain when it runs, so the image
-    is refused instead, naming the site."""
-    if site.cls.name not in TRAP_SITE_CLASSES:
+    (TRAP_SITE_CLASSES_BY_MODE, for the kernel's width): any other would crash the
+    domain when it runs, so the image is refused instead, naming the site."""
+    if site.cls.name not in TRAP_SITE_CLASSES_BY_MODE[site.insn.mode]:
         raise PatchError(f"{site.text} at {site.address:#010x}: "
                          f"{reason.removeprefix(site.text + ': ')}, and pvtool's hypervisor "
                          f"cannot emulate {site.cls.name} at a trap site")

@@ -171,6 +171,11 @@ CATALOGUE: tuple[InsnClass, ...] = (
          "IF and returns across rings",
          "pops EFLAGS like popf: IF is silently kept at CPL > IOPL; a return to a ring-0 "
          "CS #GPs (SDM IRET pseudo-code)"),
+    _row("retfq", SENS, ONLY64, "far return: pops RIP and CS (64-bit operands)",
+         "a return to the kernel's own code selector goes to Xen's flat kernel CS, as "
+         "iret's frame does",
+         _RI_PROT + "; a return to an RPL-0 CS #GPs at CPL 3 (SDM RET: return to an "
+         "inner privilege level)", faults=True),
     # ---- sensitive: system registers readable from any ring
     _row("sgdt", SENS, BOTH, "stores GDTR (base and limit)",
          "must report the GDT the guest registered, not Xen's", _RI_REG),
@@ -262,6 +267,7 @@ _BY_ID: dict[int, InsnClass] = {
     **_ids("pushf", X.X86_INS_PUSHF, X.X86_INS_PUSHFD, X.X86_INS_PUSHFQ),
     **_ids("popf", X.X86_INS_POPF, X.X86_INS_POPFD, X.X86_INS_POPFQ),
     **_ids("iret", X.X86_INS_IRET, X.X86_INS_IRETD, X.X86_INS_IRETQ),
+    **_ids("retfq", X.X86_INS_RETFQ),
     **_ids("sgdt", X.X86_INS_SGDT), **_ids("sidt", X.X86_INS_SIDT),
     **_ids("sldt", X.X86_INS_SLDT), **_ids("str", X.X86_INS_STR),
     **_ids("smsw", X.X86_INS_SMSW), **_ids("lar", X.X86_INS_LAR),

@@ -23,11 +23,10 @@ from tests.patch.tools import note, objdump, read_virtual, sections
 PRIVILEGED = re.compile(
     r"^(cli|sti|hlt|pushf[qw]?|popf[qw]?|iretq?|swapgs|wrmsr|rdmsr|lgdt|lidt|lldt|ltr|"
     r"sgdt|sidt|sldt|str|smsw|lmsw|clts|invlpg|invd|wbinvd|in|out|ins[bwd]?|outs[bwd]?|"
-    r"sysretq?|sysexitq?|[rw][fg]sbase|xsetbv|invpcid|lar|lsl|verr|verw)$")
+    r"sysretq?|sysexitq?|[rw][fg]sbase|xsetbv|invpcid|lar|lsl|verr|verw|retfq)$")
 SPECIAL = re.compile(r"\b(cr[0-8]|dr[0-7])\b|^(cs|ss)\b|,\s*(cs|ss)$")
 # The classes pvtool's hypervisor emulates at a trap site (docs/ABI.md).
-TRAP_CLASSES = {"cli", "sti", "hlt", "iret", "sysret", "sysexit", "mov_to_dr",
-                "mov_from_dr", "invlpg", "pushf", "wrmsr", "rdmsr"}
+TRAP_CLASSES = {"cli", "sti", "hlt", "iret", "retfq", "mov_to_dr", "mov_from_dr"}
 
 
 @pytest.fixture(scope="module")

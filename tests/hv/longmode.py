@@ -86,6 +86,14 @@ class PageTables:
         self.machine.cpu.write(CR3, mfn << 12)
 
 
+class NoGuestGdt:
+    """The harness's domain has no guest descriptors (hv/gdt.py keeps a real domain's):
+    HYPERVISOR_iret finds no user code segment of the guest's in it."""
+
+    def is_user_code64(self, selector: int) -> bool:
+        return False
+
+
 class LongModeDomain:
     def __init__(self, trace: bool = False):
         self.machine = machine = Machine(ram_size=RAM, output=lambda data: None, bits=64)
@@ -97,6 +105,7 @@ class LongModeDomain:
         self.pagetables = PageTables(machine)
         self.vm_assists: set[int] = set()
         self.iopl = 0
+        self.gdt = NoGuestGdt()
         self.trap_table: dict = {}
         self.hypercalls_by_number: Counter = Counter()
         self.lines: list[str] = []

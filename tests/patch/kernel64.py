@@ -121,6 +121,9 @@ case2:
     swapgs
 site_sysexit:       sysexitq
 case3:
+    mov rax, rdi
+    add rax, 1
+site_retfq:         retfq
     ret
 .size helper, . - helper
 

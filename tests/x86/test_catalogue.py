@@ -78,6 +78,7 @@ FORMS_64 = [
     ("rep insd", "ins"), ("rep outsb", "outs"), ("wrmsr", "wrmsr"), ("rdmsr", "rdmsr"),
     ("clts", "clts"), ("wbinvd", "wbinvd"), ("invd", "invd"), ("lmsw ax", "lmsw"),
     ("pushfq", "pushf"), ("popfq", "popf"), ("iretq", "iret"), ("iretd", "iret"),
+    ("retfq", "retfq"), ("retfq 8", "retfq"),
     ("sgdt [rax]", "sgdt"), ("sidt [rax]", "sidt"), ("sldt eax", "sldt"), ("str eax", "str"),
     ("smsw rax", "smsw"), ("lar eax, ecx", "lar"), ("lsl rax, rcx", "lsl"),
     ("verr ax", "verr"), ("verw ax", "verw"),
@@ -163,7 +164,7 @@ def test_rows_are_well_formed():
 def test_sensitive_rows_fault_only_when_a_ring_0_selector_is_loaded():
     faulting = {row.name for row in CATALOGUE if row.kind is Kind.SENSITIVE
                 and row.faults_when_deprivileged}  # fmt: skip
-    assert faulting == {"mov_to_ss", "pop_ss"}
+    assert faulting == {"mov_to_ss", "pop_ss", "retfq"}
 
 
 def test_rows_are_frozen_and_named_lookups_work():

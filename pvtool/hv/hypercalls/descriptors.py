@@ -15,7 +15,10 @@ def set_gdt(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     nr_frames = -(-entries // ENTRIES_PER_FRAME)
     if nr_frames > MAX_FRAMES:
         raise HypercallError(Errno.EINVAL, f"{entries} GDT entries")
-    frames = struct.unpack(f"<{nr_frames}I", dom.copy_from_guest(frames_ptr, 4 * nr_frames))
+    # The frame list holds xen_pfn_t: 4 bytes for a 32-bit guest, 8 for a 64-bit one.
+    size = dom.machine.cpu.bits // 8
+    raw = dom.copy_from_guest(frames_ptr, size * nr_frames)
+    frames = struct.unpack(f"<{nr_frames}{'Q' if size == 8 else 'I'}", raw)
     dom.gdt.set_gdt(frames, entries)
     return 0
 

@@ -113,8 +113,10 @@ def _unregister(state: Vcpu64, kind: int) -> int:
 
 def iret(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> object:
     """Return from a bounce (do_iret): pop the 72-byte iret_context at RSP, toggle to
-    user mode if its CS has RPL 3, take the event mask from its IF, and go on at its
-    RIP on its RSP with its RAX. Without VGCF_in_syscall RCX and R11 come back too;
+    user mode if its CS has RPL 3 (Xen's flat CS, or a 64-bit user code segment of
+    the guest's GDT, which the vCPU runs on Xen's flat CS: the same 64-bit ring-3
+    code), take the event mask from its IF, and go on at its RIP on its RSP with its
+    RAX. Without VGCF_in_syscall RCX and R11 come back too;
     with it Xen returns by SYSRET, which loads them with RIP and RFLAGS."""
     state = long_mode(vcpu)
     rsp = vcpu.get(RSP)
@@ -123,9 +125,10 @@ def iret(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> object:
     except HypercallError:
         raise DomainCrash(f"HYPERVISOR_iret with its frame at {rsp:#x} unreadable") from None
     cpu = dom.machine.cpu
-    if (ctx["cs"] | USER_RPL) & 0xFFFF != FLAT_KERNEL_CS64:
-        raise DomainCrash(f"HYPERVISOR_iret to cs {ctx['cs'] & 0xFFFF:#x}: pvtool returns "
-                          "to 64-bit code (FLAT_KERNEL_CS64) only")
+    cs = ctx["cs"] & 0xFFFF
+    if (cs | USER_RPL) != FLAT_KERNEL_CS64 and not dom.gdt.is_user_code64(cs):
+        raise DomainCrash(f"HYPERVISOR_iret to cs {cs:#x}: pvtool returns to 64-bit code "
+                          "(FLAT_KERNEL_CS64 or a 64-bit user code segment) only")
     if ctx["cs"] & 3 == USER_RPL:
         state.toggle(cpu, dom.pagetables.load_cr3)  # no user L4: a crash
     if VmAssistType.architectural_iopl in dom.vm_assists:
