@@ -1,0 +1,400 @@
+"""Trap-and-emulate for 64-bit kernels: an UNPATCHED x86-64 Multiboot kernel runs at
+CPL 3 under the hypervisor, as Xen runs a 64-bit PV kernel (XEN-ABI64.md 1.1), and
+each privileged instruction faults and is emulated (hv/trapemulate64.py).
+
+The boot. The kernel starts at its 64-bit entry (the ELF entry, start64 of
+guests/lib64/entry.S) with the state its Multiboot stub would have left: long mode,
+RDI the Multiboot magic, RSI the information structure's physical address, and page
+tables that map low RAM both at 0 and at the kernel's link base (its entry segment's
+virtual minus physical address). Its 32-bit stub is not run: it enters long mode
+with paging off, which a CPL-3 guest on Unicorn's 64-bit CPU cannot be given (the CPU
+is in long mode from its first instruction), and Xen starts a 64-bit kernel in long
+mode too, so trap mode and PV start from the same place. The boot tables are the
+hypervisor's frames (as 32-bit trap mode's identity map), every entry user-accessible
+since the kernel runs at CPL 3; the kernel's own tables become the base when it loads
+CR3, validated as NEW_BASEPTR's with the PV rules (4-level, Xen's slots, no writable
+mapping of a table in use: an unmodified kernel's are made read-only, and its stores
+into them fault and are validated, hv/ptwr.py), so the comparison with PV is fair.
+
+Kernel and user mode are the hypervisor's state (Vcpu64.kernel_mode, as Xen's
+TF_kernel_mode): a delivery from user mode switches to kernel mode, an emulated
+iretq or sysretq to ring 3 back to user mode. User mode runs on the kernel's own L4:
+the user/kernel split of Xen's second L4 is not built for an unmodified kernel yet
+(docs/ABI.md, "64-bit trap-and-emulate").
+
+Interrupts go through the kernel's own 64-bit IDT (lidt is recorded), with the
+hardware's frame, the TSS's RSP0 from user mode and its IST stacks; frames show the
+kernel's CS and SS with RPL 0 and RFLAGS.IF as the virtual IF, so the kernel's iretq
+back into itself faults and is emulated. A user program's `syscall` goes to LSTAR
+with the hardware's RCX, R11 and FMASK.
+"""
+
+import struct
+from collections.abc import Callable
+from dataclasses import replace
+
+from pvtool.abi import xen
+from pvtool.hv import layout, layout64
+from pvtool.hv.builder import CR0_PV
+from pvtool.hv.domain import Domain
+from pvtool.hv.errors import DomainCrash
+from pvtool.hv.pagemodes import TRAP_FOUR_LEVEL
+from pvtool.hv.trapemulate64 import MSR_FMASK, MSR_LSTAR, MSR_STAR, TrapEmulator64
+from pvtool.hv.trapmode import SensitiveWatch
+from pvtool.hv.traps import take_page_fault
+from pvtool.machine.context import DESC_DPL_SHIFT, SegmentCache
+from pvtool.machine.cpu import (
+    CR0,
+    CR2,
+    CR3,
+    CR4,
+    EAX,
+    EBX,
+    GDTR,
+    GPRS64_BY_NAME,
+    R11,
+    RFLAGS,
+    RIP,
+    RSP,
+    SS,
+)
+from pvtool.machine.delivery import (
+    Delivery,
+    DeliveryFault,
+    Frame,
+    Gate,
+    read_idt_gate,
+    read_tss64_stack,
+    write_guest,
+)
+from pvtool.machine.exits import Exit
+from pvtool.machine.fast_call import FastCall, FastCallKind
+from pvtool.machine.interruption import Interruption, Kind, external
+from pvtool.machine.ioapic import IOAPIC_BASE
+from pvtool.machine.irq import IrqRouter
+from pvtool.machine.lapic import APIC_BASE
+from pvtool.machine.loader import KernelImage, load_multiboot
+from pvtool.machine.pc import Machine
+from pvtool.machine.rings import enter_cpl3_long_mode
+from pvtool.x86 import paging
+from pvtool.x86.descriptors import SegmentDescriptor
+from pvtool.x86.msrs import EFER_LMA, EFER_LME, EFER_NXE, EFER_SCE, IA32_EFER
+from pvtool.x86.paging import PAGE_SHIFT, PAGE_SIZE, PagingMode
+from pvtool.x86.registers import (
+    CR4_PAE,
+    EFLAGS_IF,
+    EFLAGS_IOPL,
+    TSS64_IST1,
+    TSS64_RSP0,
+)
+from pvtool.x86.vectors import Vector
+
+ENTRIES = 512
+BOOT_TABLES = layout64.MEMORY_BASE + layout64.MEMORY_SIZE  # hypervisor frames
+BOOT_L4, BOOT_L3_LOW, BOOT_L3_HIGH, BOOT_L2 = (BOOT_TABLES + i * PAGE_SIZE for i in range(4))
+BOOT_L1 = BOOT_TABLES + 4 * PAGE_SIZE
+BOOT_FLAGS = paging.P | paging.RW | paging.US | paging.A | paging.D
+EFER_TRAP = EFER_LME | EFER_LMA | EFER_SCE | EFER_NXE
+RFLAGS_AT_ENTRY = 1 << 1  # IF clear, as the stub leaves it (cli)
+KERNEL, USER = 0, 3  # the ring the kernel believes each mode runs in
+RDI, RSI = GPRS64_BY_NAME["rdi"], GPRS64_BY_NAME["rsi"]
+DEVICE_PAGES = (APIC_BASE, IOAPIC_BASE)
+
+
+def boot_trap_domain64(machine: Machine, image: KernelImage, *, cmdline: bytes = b"",
+                       modules=(), trace: Callable[[str], None] | None = None
+                       ) -> "TrapMode64":
+    """Load IMAGE as a Multiboot loader would, then start its 64-bit entry at CPL 3."""
+    machine.show_firmware_screen()
+    load_multiboot(machine, image, cmdline=cmdline, modules=modules)
+    magic, info = machine.cpu.read(EAX) & 0xFFFFFFFF, machine.cpu.read(EBX) & 0xFFFFFFFF
+    stack = machine.cpu.read(RSP)
+    nr_l1 = -(-min(machine.ram_size, ENTRIES * ENTRIES * PAGE_SIZE) // (ENTRIES * PAGE_SIZE))
+    machine.map_memory(layout.BASE, layout.MEMORY_SIZE)
+    machine.map_memory(layout64.MEMORY_BASE, layout64.MEMORY_SIZE + (4 + nr_l1) * PAGE_SIZE)
+    _write_hypervisor_area(machine)
+    _write_boot_tables(machine, kernel_base(image), nr_l1)
+    trap = TrapMode64(machine, image, trace)
+    trap.domain.upcall_mask = 1  # Multiboot enters with IF clear
+    machine.attach(trap.supervisor)
+    _enter_cpl3(machine, image.entry, stack)
+    machine.cpu.write(RDI, magic)
+    machine.cpu.write(RSI, info)
+    return trap
+
+
+def kernel_base(image: KernelImage) -> int:
+    """KERNBASE: how far above its physical address the entry's segment is linked."""
+    for seg in image.segments:
+        if seg.vaddr <= image.entry < seg.vaddr + seg.memsz:
+            return seg.vaddr - seg.paddr
+    raise DomainCrash(f"the 64-bit entry {image.entry:#x} is in no segment")
+
+
+def _write_hypervisor_area(machine: Machine) -> None:
+    mem = machine.memory
+    nr_pages = machine.ram_size // PAGE_SIZE
+    mem.write_phys(layout64.M2P_FRAMES, layout64.frame_list(nr_pages))
+    for address, table in layout64.hypervisor_tables(nr_pages).items():
+        mem.write_phys(address, table)
+    mem.write_phys(layout.TRAMPOLINE + layout64.IRETQ_OFFSET, layout64.IRETQ)
+
+
+def _write_boot_tables(machine: Machine, kernbase: int, nr_l1: int) -> None:
+    """Low RAM at 0 and at KERNBASE through one L2 (entry.S's shape, 4 KiB pages, every
+    level user-accessible), Xen's slots in the L4."""
+    mem, ram_pages = machine.memory, machine.ram_size // PAGE_SIZE
+    l4 = {0: BOOT_L3_LOW, _index(kernbase, 4): BOOT_L3_HIGH}
+    entries4 = {slot: table | BOOT_FLAGS for slot, table in l4.items()}
+    entries4 |= layout64.xen_l4_entries()
+    mem.write_phys(BOOT_L4, _table(entries4))
+    mem.write_phys(BOOT_L3_LOW, _table({0: BOOT_L2 | BOOT_FLAGS}))
+    mem.write_phys(BOOT_L3_HIGH, _table({_index(kernbase, 3): BOOT_L2 | BOOT_FLAGS}))
+    mem.write_phys(BOOT_L2, _table({i: BOOT_L1 + i * PAGE_SIZE | BOOT_FLAGS
+                                    for i in range(nr_l1)}))
+    for i in range(nr_l1):
+        first = i * ENTRIES
+        frames = range(first, min(first + ENTRIES, ram_pages))
+        mem.write_phys(BOOT_L1 + i * PAGE_SIZE,
+                       _table({f - first: f << PAGE_SHIFT | BOOT_FLAGS for f in frames}))
+
+
+def _index(vaddr: int, level: int) -> int:
+    return vaddr >> (PAGE_SHIFT + 9 * (level - 1)) & (ENTRIES - 1)
+
+
+def _table(entries: dict[int, int]) -> bytes:
+    return struct.pack(f"<{ENTRIES}Q", *(entries.get(i, 0) for i in range(ENTRIES)))
+
+
+def _enter_cpl3(machine: Machine, entry: int, stack: int) -> None:
+    """Long mode on the boot tables, then the trampoline's iretq to ENTRY at CPL 3 on
+    Xen's flat selectors, until the kernel loads its own."""
+    cpu = machine.cpu
+    cpu.set_descriptor_table(GDTR, layout64.GDT, layout64.GDT_LIMIT)
+    cpu.write(CR3, BOOT_L4)
+    cpu.write(CR4, CR4_PAE)  # FSGSBASE clear: the kernel's CR4 is virtual
+    cpu.write_msr(IA32_EFER, EFER_TRAP)
+    cpu.write(CR0, CR0_PV)
+    cpu.load_segments(_hypervisor_segment(layout64.HYPERVISOR_CS),
+                      _hypervisor_segment(layout64.HYPERVISOR_DS), efer=EFER_TRAP)
+    enter_cpl3_long_mode(cpu, machine.memory, layout64.RING_SWITCH,
+                         cs=xen.FLAT_KERNEL_CS64, rip=entry, ss=xen.FLAT_KERNEL_SS64,
+                         rsp=stack, rflags=RFLAGS_AT_ENTRY)
+    machine.run_slice(1)
+    if cpu.cpl != 3 or cpu.read(RIP) != entry:
+        raise RuntimeError("the trampoline did not enter CPL 3 at the kernel's entry")
+
+
+def _hypervisor_segment(selector: int) -> SegmentCache:
+    """The Multiboot loader left a 32-bit CPU: the trampoline runs on 64-bit segments."""
+    raw = layout64.reserved_gdt_entries()[selector >> 3]
+    return SegmentCache.of(selector, SegmentDescriptor.decode(struct.pack("<Q", raw)))
+
+
+class Modes:
+    """Kernel and user mode, the hypervisor's state; and the page tables of each."""
+
+    def __init__(self, domain: Domain):
+        self.domain = domain
+        self.state = domain.vcpu.long_mode
+        self.emulator: TrapEmulator64 | None = None
+
+    @property
+    def kernel(self) -> bool:
+        return self.state.kernel_mode
+
+    def new_kernel_base(self, mfn: int) -> None:
+        """A mov to CR3: the L4 is validated and loaded; user mode runs on it too."""
+        self.domain.pagetables.new_baseptr(mfn)
+
+    def to_user(self) -> None:
+        self.state.kernel_mode = False
+
+    def to_kernel(self) -> None:
+        self.state.kernel_mode = True
+
+
+class TrapMode64:
+    """The running 64-bit trap-and-emulate guest."""
+
+    def __init__(self, machine: Machine, image: KernelImage,
+                 trace: Callable[[str], None] | None):
+        self.machine = machine
+        self.domain = Domain(machine, base_mfn=BOOT_L4 >> PAGE_SHIFT,
+                             paging=PagingMode.FOUR_LEVEL, rules=TRAP_FOUR_LEVEL,
+                             console_output=machine.output, trace=trace)
+        for page in DEVICE_PAGES:  # the PC's devices are the kernel's (I/O privilege)
+            self.domain.frames.share(page >> PAGE_SHIFT, self.domain.domid)
+        self.modes = Modes(self.domain)
+        self.emulator = TrapEmulator64(self.domain, self.modes)
+        self.supervisor = TrapMode64Supervisor(self)
+        self.watch = SensitiveWatch(machine, image, self.emulator)
+
+    def sensitive_report(self):
+        return self.watch.report()
+
+
+class KernelIdt64:
+    """The DeliveryRules of 64-bit trap-and-emulate: the kernel's own IDT and TSS,
+    its ring 0 played by CPL 3 in kernel mode. Every delivery counts as a ring change
+    to the kernel's ring 0 (so the frame always has SS:RSP, as in long mode, and a
+    delivery from user mode takes RSP0); from kernel mode the stack stays."""
+
+    def __init__(self, trap: TrapMode64):
+        self.domain = trap.domain
+        self.cpu = trap.machine.cpu
+        self.memory = trap.domain.memory
+        self.modes = trap.modes
+        self.vcpu = trap.emulator.vcpu
+        self.emulator = trap.emulator
+
+    def gate(self, vector: int, software: bool, ip: int) -> Gate:
+        return read_idt_gate(self.memory.read_virt, self.vcpu.idt_base, self.vcpu.idt_limit,
+                             vector, 64)
+
+    def ring(self, cpl: int) -> int:
+        return KERNEL if self.modes.kernel else USER
+
+    def handler_cs(self, gate: Gate, cpl: int) -> int:
+        try:
+            self.emulator.segment_cache(gate.selector, code=True)
+        except Exception:
+            raise DeliveryFault(Vector.GP, gate.selector & ~3,
+                                f"the gate names cs {gate.selector:#x}, not 64-bit code") \
+                from None
+        return gate.selector & ~3
+
+    def kernel_stack(self, ring: int) -> tuple[int, int]:
+        if self.modes.kernel:
+            return self.cpu.read(SS), self.cpu.read(RSP)
+        return 0, self._tss_stack(TSS64_RSP0)
+
+    def interrupt_stack(self, ist: int) -> int:
+        return self._tss_stack(TSS64_IST1 + 8 * (ist - 1))
+
+    def _tss_stack(self, offset: int) -> int:
+        if not self.vcpu.tr:
+            raise DomainCrash("an interrupt needs the TSS's stack before the kernel "
+                              "loaded one (ltr)")
+        return read_tss64_stack(self.memory.read_virt,
+                                (self.vcpu.tr, self.vcpu.tss_base, self.vcpu.tss_limit),
+                                offset)
+
+    def shown(self, frame: Frame) -> Frame:
+        flags = frame.flags & ~(EFLAGS_IF | EFLAGS_IOPL)
+        if not self.modes.kernel:
+            return replace(frame, flags=flags | EFLAGS_IF)
+        virtual_if = 0 if self.domain.upcall_mask else EFLAGS_IF
+        return replace(frame, cs=frame.cs & ~3, ss=frame.ss & ~3, flags=flags | virtual_if)
+
+    def write_stack(self, address: int, data: bytes) -> None:
+        write_guest(self.memory.write_virt, address, data)
+
+    def on_entry(self, flags: int, gate: Gate) -> int:
+        """The virtual IF survives a trap gate and is cleared by an interrupt gate."""
+        virtual_if = not gate.clears_if and (not self.modes.kernel
+                                             or not self.domain.upcall_mask)
+        self.domain.upcall_mask = 0 if virtual_if else 1
+        return flags & ~EFLAGS_IF | (EFLAGS_IF if virtual_if else 0)
+
+    def enter(self, ring_change: bool, *, cs: int, eip: int, ss: int, esp: int,
+              eflags: int) -> None:
+        if not self.modes.kernel:
+            self.modes.to_kernel()
+        code = self.emulator.segment_cache(cs, code=True)
+        stack = SegmentCache(ss | 3, 0, 0, 3 << DESC_DPL_SHIFT) if ss & ~3 == 0 \
+            else self.emulator.segment_cache(ss, code=False)
+        self.cpu.load_segments(code, stack)
+        for reg, value in ((RSP, esp), (RFLAGS, eflags), (RIP, eip)):
+            self.cpu.write(reg, value)
+
+    def set_cr2(self, address: int) -> None:
+        self.vcpu.cr2 = address
+
+    def switch_task(self, gate: Gate, error_code: int | None, ip: int) -> None:
+        raise DomainCrash("a task gate in a 64-bit IDT")
+
+    def triple_fault(self, why: str, ip: int, address: int | None) -> None:
+        raise DomainCrash(f"triple fault after {why}", address)
+
+
+class TrapMode64Supervisor:
+    """Every interrupt, exception and system call of a 64-bit trap-mode guest."""
+
+    def __init__(self, trap: TrapMode64):
+        self.domain = trap.domain
+        self.cpu = trap.machine.cpu
+        self.modes = trap.modes
+        self.emulator = trap.emulator
+        self.exits = trap.machine.exits
+        self.delivery = Delivery(self.cpu, KernelIdt64(trap), self.exits)
+
+    def on_interruption(self, event: Interruption) -> None:
+        try:
+            self._route(event)
+        except DomainCrash as crash:
+            self.domain.crash(crash.reason, crash.address)
+
+    def _route(self, event: Interruption) -> None:
+        if not event.software and event.vector in (Vector.GP, Vector.NP) \
+                and self.modes.kernel and self.emulator.emulate_privileged(event.ip):
+            self.exits[Exit.EMULATED] += 1
+            self._after_emulation()
+            return
+        if not event.software and event.vector == Vector.PF:
+            if take_page_fault(self.domain, event, self.modes.kernel):
+                return
+            self.emulator.vcpu.cr2 = self.cpu.read(CR2)
+        self.delivery.deliver(event)
+
+    def _after_emulation(self) -> None:
+        """An emulated instruction that enabled interrupts lets a waiting one in at
+        once; sti only after the next instruction (its interrupt shadow)."""
+        machine = self.domain.machine
+        if machine.stop is None and not machine.blocked \
+                and self.emulator.last_mnemonic != "sti":
+            self.take_interrupt(machine.irqs)
+
+    def interrupts_enabled(self) -> bool:
+        return not self.modes.kernel or not self.domain.upcall_mask
+
+    def take_interrupt(self, irqs: IrqRouter) -> None:
+        if irqs.pending() and self.interrupts_enabled():
+            try:
+                self.delivery.deliver(external(irqs.acknowledge(), self.cpu.ip))
+            except DomainCrash as crash:
+                self.domain.crash(crash.reason, crash.address)
+
+    def insns_to_next_event(self) -> int | None:
+        return None  # the PC's timers are the machine's own
+
+    def port_allowed(self, port: int) -> bool:
+        return True  # port I/O goes straight to the PC's devices
+
+    def on_fast_call(self, fast: FastCall) -> None:
+        """syscall, from either mode (as the CPU, which knows no modes): RCX the next
+        RIP, R11 RFLAGS, RFLAGS less FMASK, CS and SS from STAR[47:32], to LSTAR.
+        With EFER.SCE clear, and for sysenter (no SYSENTER MSRs are emulated), #UD."""
+        try:
+            self._system_call(fast)
+        except DomainCrash as crash:
+            self.domain.crash(crash.reason, crash.address)
+
+    def _system_call(self, fast: FastCall) -> None:
+        vcpu = self.emulator.vcpu
+        if fast.kind is not FastCallKind.SYSCALL or not vcpu.efer & EFER_SCE:
+            self.delivery.deliver(Interruption(Vector.UD, Kind.EXCEPTION, ip=fast.ip))
+            fast.resume = self.cpu.read(RIP)
+            return
+        self.exits[Exit.SYSCALL] += 1
+        rflags = self.cpu.read(RFLAGS)
+        if not self.modes.kernel:
+            rflags |= EFLAGS_IF  # the user's RFLAGS: ring 3 always runs with IF set
+        self.cpu.write(GPRS64_BY_NAME["rcx"], fast.next_ip)
+        self.cpu.write(R11, rflags)
+        self.modes.to_kernel()
+        selector = vcpu.msrs[MSR_STAR] >> 32 & 0xFFFC
+        self.emulator.load_code_and_stack(selector, selector + 8)
+        self.emulator.resume_with_flags(rflags & ~vcpu.msrs[MSR_FMASK])
+        fast.resume = vcpu.msrs[MSR_LSTAR]
