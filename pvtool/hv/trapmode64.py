@@ -42,6 +42,7 @@ from pvtool.hv.pagemodes import TRAP_FOUR_LEVEL
 from pvtool.hv.trapemulate64 import MSR_FMASK, MSR_LSTAR, MSR_STAR, TrapEmulator64
 from pvtool.hv.trapmode import SensitiveWatch
 from pvtool.hv.traps import take_page_fault
+from pvtool.hv.userview64 import UserView
 from pvtool.machine.context import DESC_DPL_SHIFT, SegmentCache
 from pvtool.machine.cpu import (
     CR0,
@@ -79,7 +80,7 @@ from pvtool.machine.rings import enter_cpl3_long_mode
 from pvtool.x86 import paging
 from pvtool.x86.descriptors import SegmentDescriptor
 from pvtool.x86.msrs import EFER_LMA, EFER_LME, EFER_NXE, EFER_SCE, IA32_EFER
-from pvtool.x86.paging import PAGE_SHIFT, PAGE_SIZE, PagingMode
+from pvtool.x86.paging import PAGE_SHIFT, PAGE_SIZE, PF_U, PagingMode
 from pvtool.x86.registers import (
     CR4_PAE,
     EFLAGS_IF,
@@ -93,6 +94,9 @@ ENTRIES = 512
 BOOT_TABLES = layout64.MEMORY_BASE + layout64.MEMORY_SIZE  # hypervisor frames
 BOOT_L4, BOOT_L3_LOW, BOOT_L3_HIGH, BOOT_L2 = (BOOT_TABLES + i * PAGE_SIZE for i in range(4))
 BOOT_L1 = BOOT_TABLES + 4 * PAGE_SIZE
+MAX_BOOT_L1 = ENTRIES  # the first GiB at most, as entry.S maps
+USER_VIEW = BOOT_L1 + MAX_BOOT_L1 * PAGE_SIZE  # hv/userview64.py's pool
+USER_VIEW_PAGES = 64
 BOOT_FLAGS = paging.P | paging.RW | paging.US | paging.A | paging.D
 EFER_TRAP = EFER_LME | EFER_LMA | EFER_SCE | EFER_NXE
 RFLAGS_AT_ENTRY = 1 << 1  # IF clear, as the stub leaves it (cli)
@@ -109,9 +113,10 @@ def boot_trap_domain64(machine: Machine, image: KernelImage, *, cmdline: bytes =
     load_multiboot(machine, image, cmdline=cmdline, modules=modules)
     magic, info = machine.cpu.read(EAX) & 0xFFFFFFFF, machine.cpu.read(EBX) & 0xFFFFFFFF
     stack = machine.cpu.read(RSP)
-    nr_l1 = -(-min(machine.ram_size, ENTRIES * ENTRIES * PAGE_SIZE) // (ENTRIES * PAGE_SIZE))
+    nr_l1 = min(-(-machine.ram_size // (ENTRIES * PAGE_SIZE)), MAX_BOOT_L1)
     machine.map_memory(layout.BASE, layout.MEMORY_SIZE)
-    machine.map_memory(layout64.MEMORY_BASE, layout64.MEMORY_SIZE + (4 + nr_l1) * PAGE_SIZE)
+    machine.map_memory(layout64.MEMORY_BASE, USER_VIEW + USER_VIEW_PAGES * PAGE_SIZE
+                       - layout64.MEMORY_BASE)
     _write_hypervisor_area(machine)
     _write_boot_tables(machine, kernel_base(image), nr_l1)
     trap = TrapMode64(machine, image, trace)
@@ -197,22 +202,26 @@ class Modes:
 
     def __init__(self, domain: Domain):
         self.domain = domain
+        self.cpu = domain.machine.cpu
         self.state = domain.vcpu.long_mode
-        self.emulator: TrapEmulator64 | None = None
+        self.user_view = UserView(domain.memory, USER_VIEW, USER_VIEW_PAGES)
 
     @property
     def kernel(self) -> bool:
         return self.state.kernel_mode
 
     def new_kernel_base(self, mfn: int) -> None:
-        """A mov to CR3: the L4 is validated and loaded; user mode runs on it too."""
+        """A mov to CR3: the L4 is validated and loaded."""
         self.domain.pagetables.new_baseptr(mfn)
 
     def to_user(self) -> None:
+        """User mode, on the kernel's tables with its own pages supervisor-only."""
         self.state.kernel_mode = False
+        self.cpu.write(CR3, self.user_view.build(self.domain.pagetables.base_mfn))
 
     def to_kernel(self) -> None:
         self.state.kernel_mode = True
+        self.cpu.write(CR3, self.domain.pagetables.base_mfn << PAGE_SHIFT)
 
 
 class TrapMode64:
@@ -343,10 +352,17 @@ class TrapMode64Supervisor:
             self._after_emulation()
             return
         if not event.software and event.vector == Vector.PF:
+            event = self._as_native(event)
             if take_page_fault(self.domain, event, self.modes.kernel):
                 return
             self.emulator.vcpu.cr2 = self.cpu.read(CR2)
         self.delivery.deliver(event)
+
+    def _as_native(self, fault: Interruption) -> Interruption:
+        """A #PF's error code with the U bit saying where the kernel believes it ran:
+        clear in kernel mode (the CPU set it, the CPL being 3), as Xen rewrites it."""
+        error_code = fault.error_code & ~PF_U | (0 if self.modes.kernel else PF_U)
+        return Interruption(fault.vector, Kind.EXCEPTION, ip=fault.ip, error_code=error_code)
 
     def _after_emulation(self) -> None:
         """An emulated instruction that enabled interrupts lets a waiting one in at
