@@ -39,11 +39,17 @@ from pvtool.hv.builder import CR0_PV
 from pvtool.hv.domain import Domain
 from pvtool.hv.errors import DomainCrash
 from pvtool.hv.pagemodes import TRAP_FOUR_LEVEL
-from pvtool.hv.trapemulate64 import MSR_FMASK, MSR_LSTAR, MSR_STAR, TrapEmulator64
+from pvtool.hv.trapemulate64 import (
+    MSR_FMASK,
+    MSR_LSTAR,
+    MSR_STAR,
+    GeneralProtection,
+    TrapEmulator64,
+)
 from pvtool.hv.trapmode import SensitiveWatch
 from pvtool.hv.traps import take_page_fault
 from pvtool.hv.userview64 import UserView
-from pvtool.machine.context import DESC_DPL_SHIFT, SegmentCache
+from pvtool.machine.context import DESC_DPL_SHIFT, SS_INDEX, SegmentCache
 from pvtool.machine.cpu import (
     CR0,
     CR2,
@@ -268,7 +274,7 @@ class KernelIdt64:
     def handler_cs(self, gate: Gate, cpl: int) -> int:
         try:
             self.emulator.segment_cache(gate.selector, code=True)
-        except Exception:
+        except GeneralProtection:
             raise DeliveryFault(Vector.GP, gate.selector & ~3,
                                 f"the gate names cs {gate.selector:#x}, not 64-bit code") \
                 from None
@@ -309,12 +315,14 @@ class KernelIdt64:
 
     def enter(self, ring_change: bool, *, cs: int, eip: int, ss: int, esp: int,
               eflags: int) -> None:
-        if not self.modes.kernel:
+        """From user mode: kernel mode, a null SS (long mode's, 6.14.4); from kernel
+        mode the stack segment stays, as on the CPU when the ring does not change."""
+        if self.modes.kernel:
+            stack = self.cpu.segment(SS_INDEX)
+        else:
             self.modes.to_kernel()
-        code = self.emulator.segment_cache(cs, code=True)
-        stack = SegmentCache(ss | 3, 0, 0, 3 << DESC_DPL_SHIFT) if ss & ~3 == 0 \
-            else self.emulator.segment_cache(ss, code=False)
-        self.cpu.load_segments(code, stack)
+            stack = SegmentCache(USER, 0, 0, USER << DESC_DPL_SHIFT)
+        self.cpu.load_segments(self.emulator.segment_cache(cs, code=True), stack)
         for reg, value in ((RSP, esp), (RFLAGS, eflags), (RIP, eip)):
             self.cpu.write(reg, value)
 
