@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from pvtool.abi import xen
+from pvtool.errors import UnsupportedImageError
 from pvtool.hv import layout, layout64
 from pvtool.hv.builder import CR0_PV
 from pvtool.hv.domain import Domain
@@ -117,6 +118,11 @@ def boot_trap_domain64(machine: Machine, image: KernelImage, *, cmdline: bytes =
     """Load IMAGE as a Multiboot loader would, then start its 64-bit entry at CPL 3."""
     machine.show_firmware_screen()
     load_multiboot(machine, image, cmdline=cmdline, modules=modules)
+    if machine.cpu.read(RIP) == image.entry:
+        raise UnsupportedImageError(
+            f"{image.path}: its ELF entry {image.entry:#x} is its 32-bit Multiboot entry; "
+            "--trap starts a 64-bit kernel at a 64-bit ELF entry, as Xen does (the "
+            "Multiboot header's entry_addr is the 32-bit stub, e_entry the 64-bit code)")
     magic, info = machine.cpu.read(EAX) & 0xFFFFFFFF, machine.cpu.read(EBX) & 0xFFFFFFFF
     stack = machine.cpu.read(RSP)
     nr_l1 = min(-(-machine.ram_size // (ENTRIES * PAGE_SIZE)), MAX_BOOT_L1)
