@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from capstone.x86 import X86_OP_REG
 
 from pvtool.hv.errors import DomainCrash, HypercallError
+from pvtool.hv.trapemulate import VirtualCpu
 from pvtool.hv.vcpu64 import is_canonical
 from pvtool.machine.context import DESC_DPL_SHIFT, SS_INDEX, SegmentCache
 from pvtool.machine.cpu import (
@@ -72,8 +73,9 @@ class GeneralProtection(Exception):
 
 
 @dataclass
-class VirtualCpu64:
-    """The system registers the kernel believes it loaded."""
+class VirtualCpu64(VirtualCpu):
+    """The system registers the kernel believes it loaded: 32-bit trap mode's, and
+    the control registers, EFER, the syscall MSRs and the TSS's limit."""
 
     cr0: int = CR0_AT_ENTRY64
     cr2: int = 0
@@ -82,12 +84,6 @@ class VirtualCpu64:
     efer: int = EFER_AT_ENTRY64
     msrs: dict[int, int] = field(default_factory=lambda: dict.fromkeys(SYSCALL_MSRS, 0))
     kernel_gs_base: int = 0  # the inactive GS base swapgs brings in
-    gdt_base: int = 0
-    gdt_limit: int = 0
-    idt_base: int = 0
-    idt_limit: int = 0xFFFF  # the reset value (SDM 9.1.1)
-    tr: int = 0
-    tss_base: int = 0
     tss_limit: int = 0
 
 

@@ -47,7 +47,7 @@ from pvtool.hv.trapemulate64 import (
     GeneralProtection,
     TrapEmulator64,
 )
-from pvtool.hv.trapmode import SensitiveWatch
+from pvtool.hv.trapmode import SensitiveWatch, TrapModeSupervisor
 from pvtool.hv.traps import take_page_fault
 from pvtool.hv.userview64 import UserView
 from pvtool.machine.context import DESC_DPL_SHIFT, SS_INDEX, SegmentCache
@@ -77,9 +77,8 @@ from pvtool.machine.delivery import (
 )
 from pvtool.machine.exits import Exit
 from pvtool.machine.fast_call import FastCall, FastCallKind
-from pvtool.machine.interruption import Interruption, Kind, external
+from pvtool.machine.interruption import Interruption, Kind
 from pvtool.machine.ioapic import IOAPIC_BASE
-from pvtool.machine.irq import IrqRouter
 from pvtool.machine.lapic import APIC_BASE
 from pvtool.machine.loader import KernelImage, load_multiboot
 from pvtool.machine.pc import Machine
@@ -342,22 +341,18 @@ class KernelIdt64:
         raise DomainCrash(f"triple fault after {why}", address)
 
 
-class TrapMode64Supervisor:
-    """Every interrupt, exception and system call of a 64-bit trap-mode guest."""
+class TrapMode64Supervisor(TrapModeSupervisor):
+    """Every interrupt, exception and system call of a 64-bit trap-mode guest: the
+    32-bit supervisor's interrupt timing, with the 64-bit delivery and modes."""
 
     def __init__(self, trap: TrapMode64):
         self.domain = trap.domain
+        self.vcpu = trap.domain.vcpu
         self.cpu = trap.machine.cpu
         self.modes = trap.modes
         self.emulator = trap.emulator
         self.exits = trap.machine.exits
         self.delivery = Delivery(self.cpu, KernelIdt64(trap), self.exits)
-
-    def on_interruption(self, event: Interruption) -> None:
-        try:
-            self._route(event)
-        except DomainCrash as crash:
-            self.domain.crash(crash.reason, crash.address)
 
     def _route(self, event: Interruption) -> None:
         if not event.software and event.vector in (Vector.GP, Vector.NP) \
@@ -378,29 +373,8 @@ class TrapMode64Supervisor:
         error_code = fault.error_code & ~PF_U | (0 if self.modes.kernel else PF_U)
         return Interruption(fault.vector, Kind.EXCEPTION, ip=fault.ip, error_code=error_code)
 
-    def _after_emulation(self) -> None:
-        """An emulated instruction that enabled interrupts lets a waiting one in at
-        once; sti only after the next instruction (its interrupt shadow)."""
-        machine = self.domain.machine
-        if machine.stop is None and not machine.blocked \
-                and self.emulator.last_mnemonic != "sti":
-            self.take_interrupt(machine.irqs)
-
     def interrupts_enabled(self) -> bool:
         return not self.modes.kernel or not self.domain.upcall_mask
-
-    def take_interrupt(self, irqs: IrqRouter) -> None:
-        if irqs.pending() and self.interrupts_enabled():
-            try:
-                self.delivery.deliver(external(irqs.acknowledge(), self.cpu.ip))
-            except DomainCrash as crash:
-                self.domain.crash(crash.reason, crash.address)
-
-    def insns_to_next_event(self) -> int | None:
-        return None  # the PC's timers are the machine's own
-
-    def port_allowed(self, port: int) -> bool:
-        return True  # port I/O goes straight to the PC's devices
 
     def on_fast_call(self, fast: FastCall) -> None:
         """syscall, from either mode (as the CPU, which knows no modes): RCX the next
