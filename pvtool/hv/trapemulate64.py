@@ -141,6 +141,7 @@ class TrapEmulator64:
         return address & (1 << 64) - 1
 
     def read(self, vaddr: int, size: int) -> bytes:
+        check_guest_range(self.domain, vaddr, size)
         try:
             return self.domain.memory.read_virt(vaddr, size)
         except (PageFault, UnassignedMemory):
@@ -148,6 +149,7 @@ class TrapEmulator64:
                               "mapped") from None
 
     def write(self, vaddr: int, data: bytes) -> None:
+        check_guest_range(self.domain, vaddr, len(data))
         try:
             self.domain.memory.write_virt(vaddr, data)
         except (PageFault, UnassignedMemory):
@@ -196,6 +198,14 @@ class TrapEmulator64:
         enabled = bool(rflags & EFLAGS_IF)
         self.domain.upcall_mask = 0 if enabled else 1
         self.cpu.write(RFLAGS, rflags & ~EFLAGS_IOPL | RFLAGS_RESERVED)
+
+
+def check_guest_range(domain, vaddr: int, size: int) -> None:
+    """A pointer the kernel gave (a table, a frame, a stack) must stay out of the
+    hypervisor's range: the hypervisor reads and writes for it with its own rights."""
+    if not domain.pagetables.rules.is_guest_range(vaddr, size):
+        raise DomainCrash(f"the kernel's {vaddr:#x}+{size:#x} reaches the hypervisor's "
+                          "range")
 
 
 def _full_register(name: str) -> str:

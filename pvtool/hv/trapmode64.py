@@ -46,6 +46,7 @@ from pvtool.hv.trapemulate64 import (
     MSR_STAR,
     GeneralProtection,
     TrapEmulator64,
+    check_guest_range,
 )
 from pvtool.hv.trapmode import SensitiveWatch, TrapModeSupervisor
 from pvtool.hv.traps import take_page_fault
@@ -229,6 +230,7 @@ class Modes:
         """User mode, on the kernel's tables with its own pages supervisor-only."""
         self.state.kernel_mode = False
         self.cpu.write(CR3, self.user_view.build(self.domain.pagetables.base_mfn))
+        self.domain.memory.forget_translations()  # the view's frames are reused
 
     def to_kernel(self) -> None:
         self.state.kernel_mode = True
@@ -270,7 +272,7 @@ class KernelIdt64:
         self.emulator = trap.emulator
 
     def gate(self, vector: int, software: bool, ip: int) -> Gate:
-        return read_idt_gate(self.memory.read_virt, self.vcpu.idt_base, self.vcpu.idt_limit,
+        return read_idt_gate(self._read, self.vcpu.idt_base, self.vcpu.idt_limit,
                              vector, 64)
 
     def ring(self, cpl: int) -> int:
@@ -297,7 +299,7 @@ class KernelIdt64:
         if not self.vcpu.tr:
             raise DomainCrash("an interrupt needs the TSS's stack before the kernel "
                               "loaded one (ltr)")
-        return read_tss64_stack(self.memory.read_virt,
+        return read_tss64_stack(self._read,
                                 (self.vcpu.tr, self.vcpu.tss_base, self.vcpu.tss_limit),
                                 offset)
 
@@ -309,7 +311,13 @@ class KernelIdt64:
         return replace(frame, cs=frame.cs & ~3, ss=frame.ss & ~3, flags=flags | virtual_if)
 
     def write_stack(self, address: int, data: bytes) -> None:
+        check_guest_range(self.domain, address, len(data))
         write_guest(self.memory.write_virt, address, data)
+
+    def _read(self, address: int, size: int) -> bytes:
+        """The kernel's tables (IDT, TSS), read with the hypervisor's rights: checked."""
+        check_guest_range(self.domain, address, size)
+        return self.memory.read_virt(address, size)
 
     def on_entry(self, flags: int, gate: Gate) -> int:
         """The virtual IF survives a trap gate and is cleared by an interrupt gate."""

@@ -236,3 +236,19 @@ def test_invlpg_and_wbinvd_are_emulated_and_skipped(dom):
     dom.run("invlpg [rax]", "wbinvd", "clts")
     assert dom.halted_at() == CODE + 3 + 2 + 2
     assert dom.trap.emulator.emulated_at[CODE] == 1
+
+
+def test_a_table_in_the_hypervisors_range_crashes_the_domain(dom):
+    """lgdt of a base in Xen's slots: the hypervisor would read (and ltr write) it with
+    its own rights, so the kernel's pointer is refused."""
+    dom.write(CODE - 0x100, struct.pack("<HQ", 0x37, 0xFFFF820000000000))
+    dom.run(f"mov rax, {CODE - 0x100}", "lgdt [rax]", "mov ax, 0x28", "ltr ax")
+    assert dom.machine.stop.kind is StopKind.CRASH
+    assert "reaches the hypervisor's range" in dom.machine.stop.reason
+
+
+def test_a_kernel_stack_in_the_hypervisors_range_crashes_the_domain(dom):
+    dom.tables()
+    dom.run(*dom.LOAD_TABLES, "mov rsp, 0xffff820000001000", "mov rax, cr8")
+    assert dom.machine.stop.kind is StopKind.CRASH
+    assert "reaches the hypervisor's range" in dom.machine.stop.reason
