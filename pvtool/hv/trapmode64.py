@@ -5,41 +5,42 @@ each privileged instruction faults and is emulated (hv/trapemulate64.py).
 The boot. The kernel starts at its 64-bit entry (the ELF entry, start64 of
 guests/lib64/entry.S) with the state its Multiboot stub would have left: long mode,
 RDI the Multiboot magic, RSI the information structure's physical address, and page
-tables that map low RAM both at 0 and at the kernel's link base (its entry segment's
-virtual minus physical address). Its 32-bit stub is not run: it enters long mode
-with paging off, which a CPL-3 guest on Unicorn's 64-bit CPU cannot be given (the CPU
-is in long mode from its first instruction), and Xen starts a 64-bit kernel in long
-mode too, so trap mode and PV start from the same place. The boot tables are the
-hypervisor's frames (as 32-bit trap mode's identity map), every entry user-accessible
-since the kernel runs at CPL 3; the kernel's own tables become the base when it loads
-CR3, validated as NEW_BASEPTR's with the PV rules (4-level, Xen's slots, no writable
+tables that map low RAM both at 0 and at the kernel's link base. Its 32-bit stub is
+not run: it enters long mode with paging off, which a CPL-3 guest on Unicorn's 64-bit
+CPU cannot be given, and Xen starts a 64-bit kernel in long mode too, so trap mode and
+PV start from the same place. The boot tables are the hypervisor's frames
+(hv/trapboot64.py); the kernel's own tables become the base when it loads CR3,
+validated as NEW_BASEPTR's with the PV rules (4-level, Xen's slots, no writable
 mapping of a table in use: an unmodified kernel's are made read-only, and its stores
 into them fault and are validated, hv/ptwr.py), so the comparison with PV is fair.
 
 Kernel and user mode are the hypervisor's state (Vcpu64.kernel_mode, as Xen's
-TF_kernel_mode): a delivery from user mode switches to kernel mode, an emulated
-iretq or sysretq to ring 3 back to user mode. User mode runs on the kernel's own L4:
-the user/kernel split of Xen's second L4 is not built for an unmodified kernel yet
-(docs/ABI.md, "64-bit trap-and-emulate").
+TF_kernel_mode): a delivery from user mode or a syscall switches to kernel mode, an
+emulated iretq or sysretq to ring 3 back to user mode, on a view of the kernel's
+tables that keeps the kernel's own pages out of reach (hv/userview64.py).
 
 Interrupts go through the kernel's own 64-bit IDT (lidt is recorded), with the
 hardware's frame, the TSS's RSP0 from user mode and its IST stacks; frames show the
 kernel's CS and SS with RPL 0 and RFLAGS.IF as the virtual IF, so the kernel's iretq
-back into itself faults and is emulated. A user program's `syscall` goes to LSTAR
-with the hardware's RCX, R11 and FMASK.
+back into itself faults and is emulated. A `syscall` goes to LSTAR with the
+hardware's RCX, R11 and FMASK.
 """
 
-import struct
 from collections.abc import Callable
 from dataclasses import replace
 
-from pvtool.abi import xen
 from pvtool.errors import UnsupportedImageError
-from pvtool.hv import layout, layout64
-from pvtool.hv.builder import CR0_PV
 from pvtool.hv.domain import Domain
 from pvtool.hv.errors import DomainCrash
 from pvtool.hv.pagemodes import TRAP_FOUR_LEVEL
+from pvtool.hv.trapboot64 import (
+    BOOT_L4,
+    USER_VIEW,
+    USER_VIEW_PAGES,
+    enter_cpl3,
+    kernel_base,
+    write_hypervisor_frames,
+)
 from pvtool.hv.trapemulate64 import (
     MSR_FMASK,
     MSR_LSTAR,
@@ -53,13 +54,10 @@ from pvtool.hv.traps import take_page_fault
 from pvtool.hv.userview64 import UserView
 from pvtool.machine.context import DESC_DPL_SHIFT, SS_INDEX, SegmentCache
 from pvtool.machine.cpu import (
-    CR0,
     CR2,
     CR3,
-    CR4,
     EAX,
     EBX,
-    GDTR,
     GPRS64_BY_NAME,
     R11,
     RFLAGS,
@@ -83,13 +81,9 @@ from pvtool.machine.ioapic import IOAPIC_BASE
 from pvtool.machine.lapic import APIC_BASE
 from pvtool.machine.loader import KernelImage, load_multiboot
 from pvtool.machine.pc import Machine
-from pvtool.machine.rings import enter_cpl3_long_mode
-from pvtool.x86 import paging
-from pvtool.x86.descriptors import SegmentDescriptor
-from pvtool.x86.msrs import EFER_LMA, EFER_LME, EFER_NXE, EFER_SCE, IA32_EFER
-from pvtool.x86.paging import PAGE_SHIFT, PAGE_SIZE, PF_U, PagingMode
+from pvtool.x86.msrs import EFER_SCE
+from pvtool.x86.paging import PAGE_SHIFT, PF_U, PagingMode
 from pvtool.x86.registers import (
-    CR4_PAE,
     EFLAGS_IF,
     EFLAGS_IOPL,
     TSS64_IST1,
@@ -97,16 +91,6 @@ from pvtool.x86.registers import (
 )
 from pvtool.x86.vectors import Vector
 
-ENTRIES = 512
-BOOT_TABLES = layout64.MEMORY_BASE + layout64.MEMORY_SIZE  # hypervisor frames
-BOOT_L4, BOOT_L3_LOW, BOOT_L3_HIGH, BOOT_L2 = (BOOT_TABLES + i * PAGE_SIZE for i in range(4))
-BOOT_L1 = BOOT_TABLES + 4 * PAGE_SIZE
-MAX_BOOT_L1 = ENTRIES  # the first GiB at most, as entry.S maps
-USER_VIEW = BOOT_L1 + MAX_BOOT_L1 * PAGE_SIZE  # hv/userview64.py's pool
-USER_VIEW_PAGES = 64
-BOOT_FLAGS = paging.P | paging.RW | paging.US | paging.A | paging.D
-EFER_TRAP = EFER_LME | EFER_LMA | EFER_SCE | EFER_NXE
-RFLAGS_AT_ENTRY = 1 << 1  # IF clear, as the stub leaves it (cli)
 KERNEL, USER = 0, 3  # the ring the kernel believes each mode runs in
 RDI, RSI = GPRS64_BY_NAME["rdi"], GPRS64_BY_NAME["rsi"]
 DEVICE_PAGES = (APIC_BASE, IOAPIC_BASE)
@@ -125,88 +109,14 @@ def boot_trap_domain64(machine: Machine, image: KernelImage, *, cmdline: bytes =
             "Multiboot header's entry_addr is the 32-bit stub, e_entry the 64-bit code)")
     magic, info = machine.cpu.read(EAX) & 0xFFFFFFFF, machine.cpu.read(EBX) & 0xFFFFFFFF
     stack = machine.cpu.read(RSP)
-    nr_l1 = min(-(-machine.ram_size // (ENTRIES * PAGE_SIZE)), MAX_BOOT_L1)
-    machine.map_memory(layout.BASE, layout.MEMORY_SIZE)
-    machine.map_memory(layout64.MEMORY_BASE, USER_VIEW + USER_VIEW_PAGES * PAGE_SIZE
-                       - layout64.MEMORY_BASE)
-    _write_hypervisor_area(machine)
-    _write_boot_tables(machine, kernel_base(image), nr_l1)
+    write_hypervisor_frames(machine, kernel_base(image))
     trap = TrapMode64(machine, image, trace)
     trap.domain.upcall_mask = 1  # Multiboot enters with IF clear
     machine.attach(trap.supervisor)
-    _enter_cpl3(machine, image.entry, stack)
+    enter_cpl3(machine, image.entry, stack)
     machine.cpu.write(RDI, magic)
     machine.cpu.write(RSI, info)
     return trap
-
-
-def kernel_base(image: KernelImage) -> int:
-    """KERNBASE: how far above its physical address the entry's segment is linked."""
-    for seg in image.segments:
-        if seg.vaddr <= image.entry < seg.vaddr + seg.memsz:
-            return seg.vaddr - seg.paddr
-    raise DomainCrash(f"the 64-bit entry {image.entry:#x} is in no segment")
-
-
-def _write_hypervisor_area(machine: Machine) -> None:
-    mem = machine.memory
-    nr_pages = machine.ram_size // PAGE_SIZE
-    mem.write_phys(layout64.M2P_FRAMES, layout64.frame_list(nr_pages))
-    for address, table in layout64.hypervisor_tables(nr_pages).items():
-        mem.write_phys(address, table)
-    mem.write_phys(layout.TRAMPOLINE + layout64.IRETQ_OFFSET, layout64.IRETQ)
-
-
-def _write_boot_tables(machine: Machine, kernbase: int, nr_l1: int) -> None:
-    """Low RAM at 0 and at KERNBASE through one L2 (entry.S's shape, 4 KiB pages, every
-    level user-accessible), Xen's slots in the L4."""
-    mem, ram_pages = machine.memory, machine.ram_size // PAGE_SIZE
-    l4 = {0: BOOT_L3_LOW, _index(kernbase, 4): BOOT_L3_HIGH}
-    entries4 = {slot: table | BOOT_FLAGS for slot, table in l4.items()}
-    entries4 |= layout64.xen_l4_entries()
-    mem.write_phys(BOOT_L4, _table(entries4))
-    mem.write_phys(BOOT_L3_LOW, _table({0: BOOT_L2 | BOOT_FLAGS}))
-    mem.write_phys(BOOT_L3_HIGH, _table({_index(kernbase, 3): BOOT_L2 | BOOT_FLAGS}))
-    mem.write_phys(BOOT_L2, _table({i: BOOT_L1 + i * PAGE_SIZE | BOOT_FLAGS
-                                    for i in range(nr_l1)}))
-    for i in range(nr_l1):
-        first = i * ENTRIES
-        frames = range(first, min(first + ENTRIES, ram_pages))
-        mem.write_phys(BOOT_L1 + i * PAGE_SIZE,
-                       _table({f - first: f << PAGE_SHIFT | BOOT_FLAGS for f in frames}))
-
-
-def _index(vaddr: int, level: int) -> int:
-    return vaddr >> (PAGE_SHIFT + 9 * (level - 1)) & (ENTRIES - 1)
-
-
-def _table(entries: dict[int, int]) -> bytes:
-    return struct.pack(f"<{ENTRIES}Q", *(entries.get(i, 0) for i in range(ENTRIES)))
-
-
-def _enter_cpl3(machine: Machine, entry: int, stack: int) -> None:
-    """Long mode on the boot tables, then the trampoline's iretq to ENTRY at CPL 3 on
-    Xen's flat selectors, until the kernel loads its own."""
-    cpu = machine.cpu
-    cpu.set_descriptor_table(GDTR, layout64.GDT, layout64.GDT_LIMIT)
-    cpu.write(CR3, BOOT_L4)
-    cpu.write(CR4, CR4_PAE)  # FSGSBASE clear: the kernel's CR4 is virtual
-    cpu.write_msr(IA32_EFER, EFER_TRAP)
-    cpu.write(CR0, CR0_PV)
-    cpu.load_segments(_hypervisor_segment(layout64.HYPERVISOR_CS),
-                      _hypervisor_segment(layout64.HYPERVISOR_DS), efer=EFER_TRAP)
-    enter_cpl3_long_mode(cpu, machine.memory, layout64.RING_SWITCH,
-                         cs=xen.FLAT_KERNEL_CS64, rip=entry, ss=xen.FLAT_KERNEL_SS64,
-                         rsp=stack, rflags=RFLAGS_AT_ENTRY)
-    machine.run_slice(1)
-    if cpu.cpl != 3 or cpu.read(RIP) != entry:
-        raise RuntimeError("the trampoline did not enter CPL 3 at the kernel's entry")
-
-
-def _hypervisor_segment(selector: int) -> SegmentCache:
-    """The Multiboot loader left a 32-bit CPU: the trampoline runs on 64-bit segments."""
-    raw = layout64.reserved_gdt_entries()[selector >> 3]
-    return SegmentCache.of(selector, SegmentDescriptor.decode(struct.pack("<Q", raw)))
 
 
 class Modes:
