@@ -252,3 +252,34 @@ def test_a_kernel_stack_in_the_hypervisors_range_crashes_the_domain(dom):
     dom.run(*dom.LOAD_TABLES, "mov rsp, 0xffff820000001000", "mov rax, cr8")
     assert dom.machine.stop.kind is StopKind.CRASH
     assert "reaches the hypervisor's range" in dom.machine.stop.reason
+
+
+def test_a_gate_with_an_ist_slot_runs_on_that_stack(dom):
+    """The double-fault gate's way (minikern64's DFIST): IST1 of the kernel's TSS."""
+    dom.tables()
+    ist1 = 0x638000
+    dom.write(TSS + 0x24, struct.pack("<Q", ist1))
+    gate = HANDLER & 0xFFFF | KCS << 16 | 1 << 32 | 0x8E << 40 | (HANDLER >> 16 & 0xFFFF) << 48
+    dom.write(IDT + 16 * 13, struct.pack("<QQ", gate, HANDLER >> 32))
+    dom.run(*dom.LOAD_TABLES, "mov rax, cr8")
+    assert dom.halted_at() == HANDLER
+    assert dom.cpu.read(RSP) == ist1 - 48  # error code, RIP, CS, RFLAGS, RSP, SS
+    error, rip, cs = struct.unpack("<3Q", dom.machine.memory.read_phys(ist1 - 48, 24))
+    assert (error, cs) == (0, FLAT_KERNEL_CS64 & ~3)  # the kernel's CS shown with RPL 0
+
+
+def test_int_n_from_user_mode_through_a_dpl_0_gate_is_a_gp(dom):
+    """`int 0x40` at user level, its gate DPL 0: #GP on the instruction, with the
+    error code the machine's delivery gives for a 16-byte gate, QEMU's (do_interrupt64:
+    intno * 16 + 2), the oracle native mode follows."""
+    dom.tables()
+    star = SYSRET_BASE << 48 | KCS << 32
+    gate = 0x700000 & 0xFFFF | KCS << 16 | 0x8E << 40 | (0x700000 >> 16 & 0xFFFF) << 48
+    dom.write(IDT + 16 * 0x40, struct.pack("<QQ", gate, 0))
+    dom.code(USER, "int 0x40")
+    dom.run(*dom.LOAD_TABLES, *ENABLE_SYSCALL, f"mov ecx, {MSR_STAR}",
+            f"mov eax, {star & 0xFFFFFFFF}", f"mov edx, {star >> 32}", "wrmsr",
+            f"mov rcx, {USER}", "mov r11, 0x202", SYSRETQ)
+    assert dom.halted_at() == HANDLER
+    error, rip, cs = struct.unpack("<3Q", dom.machine.memory.read_phys(KSTACK - 48, 24))
+    assert (error, rip, cs) == (0x40 * 16 + 2, USER, UCS)
