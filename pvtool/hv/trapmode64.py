@@ -127,6 +127,8 @@ class Modes:
         self.cpu = domain.machine.cpu
         self.state = domain.vcpu.long_mode
         self.user_view = UserView(domain.memory, USER_VIEW, USER_VIEW_PAGES)
+        self.bases_loaded = 0  # mov cr3s so far: each may bring changed tables
+        self._view: tuple[tuple[int, int, int], int] | None = None  # (key, its L4)
 
     @property
     def kernel(self) -> bool:
@@ -135,12 +137,23 @@ class Modes:
     def new_kernel_base(self, mfn: int) -> None:
         """A mov to CR3: the L4 is validated and loaded."""
         self.domain.pagetables.new_baseptr(mfn)
+        self.bases_loaded += 1
 
     def to_user(self) -> None:
         """User mode, on the kernel's tables with its own pages supervisor-only."""
         self.state.kernel_mode = False
-        self.cpu.write(CR3, self.user_view.build(self.domain.pagetables.base_mfn))
-        self.domain.memory.forget_translations()  # the view's frames are reused
+        self.cpu.write(CR3, self._user_l4())
+
+    def _user_l4(self) -> int:
+        """The view of the current tables, built again only when they may have changed:
+        after a mov to CR3, or a store into them (each a ptwr exit: the tables in use
+        are read-only to the kernel, hv/ptwr.py). A view costs some 2 ms to build."""
+        key = (self.domain.pagetables.base_mfn, self.bases_loaded,
+               self.domain.machine.exits[Exit.PTWR])
+        if self._view is None or self._view[0] != key:
+            self._view = key, self.user_view.build(key[0])
+            self.domain.memory.forget_translations()  # the view's frames are reused
+        return self._view[1]
 
     def to_kernel(self) -> None:
         self.state.kernel_mode = True

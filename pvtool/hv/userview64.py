@@ -9,9 +9,9 @@ which every page the kernel mapped for itself (the validator marked it
 _PAGE_GUEST_KERNEL) is supervisor-only again. Tables holding no such page are shared
 with the kernel's tree rather than copied; Xen's slots are kept as they are.
 
-The view is rebuilt from the kernel's tables on every switch to user mode, so it
-never goes stale: every change to them is made in kernel mode. Its frames are the
-hypervisor's (a fixed pool), never mapped by the guest.
+The view is rebuilt from the kernel's tables whenever they may have changed
+(hv/trapmode64.py's Modes decides when): every change to them is made in kernel mode.
+Its frames are the hypervisor's (a fixed pool), never mapped by the guest.
 """
 
 import struct

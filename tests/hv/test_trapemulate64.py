@@ -18,6 +18,7 @@ from pvtool.hv.trapemulate64 import (
 from pvtool.hv.trapmode64 import boot_trap_domain64
 from pvtool.image.elf import load_elf
 from pvtool.machine.cpu import CS, GPRS64_BY_NAME, GS_BASE, RIP, RSP, SS
+from pvtool.machine.exits import Exit
 from pvtool.machine.pc import Machine
 from pvtool.machine.stop import StopKind
 from pvtool.x86.isa import assemble
@@ -283,3 +284,21 @@ def test_int_n_from_user_mode_through_a_dpl_0_gate_is_a_gp(dom):
     assert dom.halted_at() == HANDLER
     error, rip, cs = struct.unpack("<3Q", dom.machine.memory.read_phys(KSTACK - 48, 24))
     assert (error, rip, cs) == (0x40 * 16 + 2, USER, UCS)
+
+
+def test_user_modes_view_is_built_again_only_when_the_tables_may_have_changed(dom,
+                                                                               monkeypatch):
+    """A view is rebuilt after a store into the tables in use (a ptwr exit) or a mov to
+    CR3, and reused otherwise: a system call's return costs no rebuild."""
+    built = []
+    build = dom.trap.modes.user_view.build
+    monkeypatch.setattr(dom.trap.modes.user_view, "build",
+                        lambda mfn: built.append(mfn) or build(mfn))
+    modes = dom.trap.modes
+    for _ in range(2):
+        modes.to_user()
+        modes.to_kernel()
+    assert len(built) == 1
+    dom.machine.exits[Exit.PTWR] += 1  # as hv/traps.py counts an emulated store
+    modes.to_user()
+    assert len(built) == 2
