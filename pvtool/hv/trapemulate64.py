@@ -156,10 +156,13 @@ class TrapEmulator64:
             raise DomainCrash(f"emulating at {self.cpu.read(RIP):#x}: {vaddr:#x} is not "
                               "writable") from None
 
+    def peek(self, count: int) -> tuple[int, ...]:
+        """COUNT quadwords from the top of the stack."""
+        return struct.unpack(f"<{count}Q", self.read(self.cpu.read(RSP), 8 * count))
+
     def pop(self, count: int) -> tuple[int, ...]:
-        rsp = self.cpu.read(RSP)
-        words = struct.unpack(f"<{count}Q", self.read(rsp, 8 * count))
-        self.cpu.write(RSP, rsp + 8 * count)
+        words = self.peek(count)
+        self.cpu.write(RSP, self.cpu.read(RSP) + 8 * count)
         return words
 
     # -- the virtual IF and segments -------------------------------------------------------
@@ -177,14 +180,16 @@ class TrapEmulator64:
 
     def segment_cache(self, selector: int, *, code: bool) -> SegmentCache:
         """The cache a load of SELECTOR leaves at CPL 3: the kernel's descriptor with
-        DPL 3, the selector with RPL 3. A null SS is allowed (64-bit mode)."""
+        DPL 3, the selector with RPL 3. The descriptor's own DPL must be the selector's
+        RPL (the ring the kernel believes it loads for), as for a non-conforming
+        segment (SDM "IRET", "MOV"). A null SS is allowed (64-bit mode)."""
         if selector & ~3 == 0 and not code:
             return SegmentCache(USER_RPL, 0, 0, USER_RPL << DESC_DPL_SHIFT)
         desc = self.descriptor(selector)
         if not desc.present or not desc.s or desc.is_code != code \
-                or code and not desc.long:
+                or code and not desc.long or desc.dpl != selector & 3:
             raise GeneralProtection(f"selector {selector:#x} is not a 64-bit "
-                                    f"{'code' if code else 'data'} segment")
+                                    f"{'code' if code else 'data'} segment of its ring")
         cache = SegmentCache.of(selector | USER_RPL, desc)
         flags = cache.flags & ~(3 << DESC_DPL_SHIFT) | USER_RPL << DESC_DPL_SHIFT
         return SegmentCache(cache.selector, cache.base, cache.limit, flags)
@@ -365,11 +370,15 @@ def load_task_register(em: TrapEmulator64, insn) -> None:
 def interrupt_return(em: TrapEmulator64, insn) -> int:
     """iretq: to the kernel (a frame's CS with RPL 0, as the frames pvtool pushes
     show it) or to user mode (RPL 3: the user's page tables from here on)."""
-    rip, cs, rflags, rsp, ss = em.pop(5)
-    to_user = cs & 3 == USER_RPL
-    if to_user:
+    rip, cs, rflags, rsp, ss = em.peek(5)
+    if not is_canonical(rip):
+        raise GeneralProtection(f"iretq to non-canonical {rip:#x}")
+    code = em.segment_cache(cs & 0xFFFF, code=True)
+    stack = em.segment_cache(ss & 0xFFFF, code=False)
+    em.pop(5)
+    if cs & 3 == USER_RPL:
         em.modes.to_user()
-    em.load_code_and_stack(cs & 0xFFFF, ss & 0xFFFF)
+    em.cpu.load_segments(code, stack)
     em.cpu.write(RSP, rsp)
     em.resume_with_flags(rflags)
     return rip
@@ -379,11 +388,12 @@ def far_return(em: TrapEmulator64, insn) -> int:
     """lretq to the kernel's code segment (how a kernel reloads CS after lgdt)."""
     if insn.operands:
         raise GeneralProtection("lret with an immediate")
-    rip, cs = em.pop(2)
-    if cs & 3 == USER_RPL:
-        raise GeneralProtection("lretq to ring 3")
-    em.cpu.load_segments(em.segment_cache(cs & 0xFFFF, code=True),
-                         em.cpu.segment(SS_INDEX))
+    rip, cs = em.peek(2)
+    if cs & 3 == USER_RPL or not is_canonical(rip):
+        raise GeneralProtection(f"lretq to {cs:#x}:{rip:#x}")
+    code = em.segment_cache(cs & 0xFFFF, code=True)
+    em.pop(2)
+    em.cpu.load_segments(code, em.cpu.segment(SS_INDEX))
     return rip
 
 
@@ -406,8 +416,10 @@ def system_return(em: TrapEmulator64, insn) -> int:
     rip = em.cpu.read(RCX)
     if not is_canonical(rip):
         raise GeneralProtection(f"sysret to non-canonical {rip:#x}")
+    code = em.segment_cache((base + 16) | USER_RPL, code=True)
+    stack = em.segment_cache((base + 8) | USER_RPL, code=False)
     em.modes.to_user()
-    em.load_code_and_stack((base + 16) | USER_RPL, (base + 8) | USER_RPL)
+    em.cpu.load_segments(code, stack)
     em.resume_with_flags(em.cpu.read(R11))
     return rip
 

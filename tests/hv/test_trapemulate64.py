@@ -302,3 +302,23 @@ def test_user_modes_view_is_built_again_only_when_the_tables_may_have_changed(do
     dom.machine.exits[Exit.PTWR] += 1  # as hv/traps.py counts an emulated store
     modes.to_user()
     assert len(built) == 2
+
+
+def test_iretq_to_the_users_code_with_rpl_0_is_the_kernels_gp_and_changes_nothing(dom):
+    """The user's code segment is DPL 3: an iretq naming it with RPL 0 faults, as on
+    the CPU, before anything is popped or switched."""
+    dom.tables()
+    dom.run(*dom.LOAD_TABLES, "mov rax, rsp", f"push {KDS}", "push rax", "push 0x202",
+            f"push {UCS & ~3}", "push 0x1234", "iretq")
+    assert dom.halted_at() == HANDLER
+    frame = struct.unpack("<2Q", dom.machine.memory.read_phys(dom.cpu.read(RSP), 16))
+    assert frame[0] == UCS & ~3  # the #GP's error code: the selector, as natively
+    assert dom.machine.memory.read_phys(frame[1], 2) == b"\x48\xcf"  # on the iretq
+    assert dom.trap.modes.kernel
+
+
+def test_iretq_to_a_non_canonical_address_is_the_kernels_gp(dom):
+    dom.tables()
+    dom.run(*dom.LOAD_TABLES, "mov rax, rsp", f"push {KDS}", "push rax", "push 0x202",
+            f"push {KCS}", "mov rax, 0x0000800000000000", "push rax", "iretq")
+    assert dom.halted_at() == HANDLER
