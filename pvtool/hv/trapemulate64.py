@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 from capstone.x86 import X86_OP_REG
 
+from pvtool.abi.xen import FLAT_RING3_CS64, FLAT_RING3_SS64
+from pvtool.hv import layout64
 from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.trapemulate import VirtualCpu
 from pvtool.hv.vcpu64 import is_canonical
@@ -66,6 +68,10 @@ EFER_AT_ENTRY64 = EFER_LME | EFER_LMA
 USER_RPL = 3
 RFLAGS_RESERVED = 1 << 1
 TSS64_SIZE = 16  # a 64-bit TSS descriptor takes two GDT slots (SDM 7.2.3)
+# The flat 64-bit code and data a CPL-3 guest runs on: Xen's ring-3 descriptors.
+FLAT_CODE, FLAT_DATA = (
+    SegmentDescriptor.decode(struct.pack("<Q", layout64.reserved_gdt_entries()[sel >> 3]))
+    for sel in (FLAT_RING3_CS64, FLAT_RING3_SS64))
 
 
 class GeneralProtection(Exception):
@@ -194,9 +200,11 @@ class TrapEmulator64:
         flags = cache.flags & ~(3 << DESC_DPL_SHIFT) | USER_RPL << DESC_DPL_SHIFT
         return SegmentCache(cache.selector, cache.base, cache.limit, flags)
 
-    def load_code_and_stack(self, cs: int, ss: int) -> None:
-        self.cpu.load_segments(self.segment_cache(cs, code=True),
-                               self.segment_cache(ss, code=False))
+    def load_flat_segments(self, cs: int, ss: int) -> None:
+        """syscall's and sysret's CS and SS: fixed flat caches, the GDT unread (SDM
+        "SYSCALL", "SYSRET"), at CPL 3 with RPL 3."""
+        self.cpu.load_segments(SegmentCache.of(cs | USER_RPL, FLAT_CODE),
+                               SegmentCache.of(ss | USER_RPL, FLAT_DATA))
 
     def resume_with_flags(self, rflags: int) -> None:
         """RFLAGS as popped by a return: IF becomes the virtual IF, IOPL stays 0."""
@@ -416,10 +424,8 @@ def system_return(em: TrapEmulator64, insn) -> int:
     rip = em.cpu.read(RCX)
     if not is_canonical(rip):
         raise GeneralProtection(f"sysret to non-canonical {rip:#x}")
-    code = em.segment_cache((base + 16) | USER_RPL, code=True)
-    stack = em.segment_cache((base + 8) | USER_RPL, code=False)
     em.modes.to_user()
-    em.cpu.load_segments(code, stack)
+    em.load_flat_segments(base + 16, base + 8)
     em.resume_with_flags(em.cpu.read(R11))
     return rip
 

@@ -330,6 +330,6 @@ class TrapMode64Supervisor(TrapModeSupervisor):
         self.cpu.write(R11, rflags)
         self.modes.to_kernel()
         selector = vcpu.msrs[MSR_STAR] >> 32 & 0xFFFC
-        self.emulator.load_code_and_stack(selector, selector + 8)
+        self.emulator.load_flat_segments(selector, selector + 8)
         self.emulator.resume_with_flags(rflags & ~vcpu.msrs[MSR_FMASK])
         fast.resume = vcpu.msrs[MSR_LSTAR]
