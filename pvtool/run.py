@@ -178,8 +178,8 @@ def _load_image(path: Path, requested: Mode) -> KernelImage:
     flat = load_flat(path) if requested in (Mode.NATIVE, Mode.TRAP) else None
     image = flat or load_elf(path)
     pv_domain = requested in (Mode.AUTO, Mode.PV) and parse_xen_notes(image)
-    if flat is None and not (requested is Mode.NATIVE or pv_domain):
-        require_32bit(image)  # trap-and-emulate, or PV without notes, takes 32-bit only
+    if flat is None and not (requested in (Mode.NATIVE, Mode.TRAP) or pv_domain):
+        require_32bit(image)  # PV without notes takes 32-bit only
     if flat is None and requested in (Mode.NATIVE, Mode.TRAP) and parse_xen_notes(image):
         raise UnsupportedImageError(
             f"{path}: a PV image (it has Xen ELF notes: patched, or written for Xen), "
@@ -190,6 +190,11 @@ def _load_image(path: Path, requested: Mode) -> KernelImage:
 def _boot(machine: Machine, image: KernelImage, mode: Mode, options: RunOptions):
     """Load the guest for MODE; the PV domain, the trap-mode guest, or None for a
     native boot."""
+    if mode is Mode.TRAP and image.bits == 64:
+        from pvtool.hv.trapmode64 import boot_trap_domain64
+
+        return boot_trap_domain64(machine, image, cmdline=options.cmdline,
+                                  modules=options.modules, trace=options.trace)
     if mode is Mode.TRAP:
         from pvtool.hv.trapmode import boot_trap_domain
 

@@ -73,7 +73,8 @@ Examples:
 @mode_option("native", "Boot IMAGE (a Multiboot kernel) on the emulated bare PC, in ring 0.")
 @mode_option("pv", "Boot IMAGE paravirtualized (the default: an image with Xen notes).")
 @mode_option("trap", "Boot IMAGE (an unpatched Multiboot kernel) in ring 1 under the "
-                     "hypervisor, emulating each privileged instruction it traps on.")
+                     "hypervisor (a 64-bit one at CPL 3, from its 64-bit entry), "
+                     "emulating each privileged instruction it traps on.")
 @click.option("--max-insns", type=click.IntRange(min=1), metavar="N",
               help="Stop the guest after about N instructions.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",

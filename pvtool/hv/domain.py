@@ -36,6 +36,7 @@ from pvtool.hv.events import EventChannels
 from pvtool.hv.frames import machine_frames
 from pvtool.hv.gdt import Gdt
 from pvtool.hv.grants import GrantTable
+from pvtool.hv.pagemodes import PagingRules
 from pvtool.hv.pagetables import PageTables
 from pvtool.hv.runstate import Runstate
 from pvtool.hv.scheduler import VcpuScheduler
@@ -192,7 +193,7 @@ class Domain:
     def __init__(self, machine: Machine, *, base_mfn: int,
                  paging: PagingMode = PagingMode.TWO_LEVEL, glue: bool = False,
                  superpages: bool = False, downgrade: bool | None = None,
-                 console_output: Callable[[bytes], None],
+                 rules: PagingRules | None = None, console_output: Callable[[bytes], None],
                  trace: Callable[[str], None] | None = None, domid: int = GUEST_DOMID):
         self.machine = machine
         self.memory: GuestMemory = machine.memory
@@ -205,7 +206,7 @@ class Domain:
         self.vcpu = self.vcpus[0]  # the vCPU on the CPU (hv/scheduler.py switches it)
         self.gdt = Gdt(self)
         self.pagetables = PageTables(self, base_mfn, paging, glue=glue, superpages=superpages,
-                                     downgrade=downgrade)
+                                     downgrade=downgrade, rules=rules)
         self.guest_ranges = self.pagetables.rules.guest_ranges  # read on every pointer
         self.glue_alias = 0  # PvDomain: where else its glue is reached (hv/traps.py)
 

@@ -11,7 +11,7 @@ no cache attributes (a domU has no I/O memory) and no superpages.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pvtool.abi.xen import PAE_L3_ALLOWED_FLAGS, PAE_XEN_L3_SLOT
 from pvtool.abi.xen64 import (
@@ -126,3 +126,13 @@ FOUR_LEVEL = PagingRules(
     adjust=adjust_entry_64, user_base=True, ptwr_levels=frozenset({1}))
 
 RULES = {rules.mode: rules for rules in (TWO_LEVEL, PAE, FOUR_LEVEL)}
+
+# 64-bit trap-and-emulate: Xen's 4-level rules for an unmodified PC kernel, which maps
+# its own tables writable (downgraded, as on 32-bit), stores into tables of every level
+# (each emulated and validated, hv/ptwr.py), and maps the PC's device pages uncached:
+# it has I/O privilege, and Xen lets such a domain set the cache attributes.
+_DEVICE_FLAGS = paging.PCD | paging.PWT
+TRAP_FOUR_LEVEL = replace(
+    FOUR_LEVEL, downgrade=True, ptwr_levels=None,
+    guest_flags={level: flags | _DEVICE_FLAGS
+                 for level, flags in FOUR_LEVEL.guest_flags.items()})

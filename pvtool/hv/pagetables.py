@@ -22,7 +22,7 @@ from pvtool.abi.xen import Errno
 from pvtool.hv import layout
 from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.frames import PINNED, is_table, page_type
-from pvtool.hv.pagemodes import RULES
+from pvtool.hv.pagemodes import RULES, PagingRules
 from pvtool.hv.superpages import SplitTables
 from pvtool.hv.validator import Validator
 from pvtool.machine.cpu import CR3
@@ -38,13 +38,14 @@ class PageTables:
 
     def __init__(self, domain: "Domain", base_mfn: int, mode: PagingMode = PagingMode.TWO_LEVEL,
                  *, glue: bool = False, superpages: bool = False,
-                 downgrade: bool | None = None):
+                 downgrade: bool | None = None, rules: PagingRules | None = None):
         """DOWNGRADE overrides the mode's rule: a patched 64-bit kernel builds its tables
-        in memory it maps writable, as a 32-bit one does (docs/ABI.md)."""
+        in memory it maps writable, as a 32-bit one does (docs/ABI.md). RULES replaces
+        the mode's rules whole (64-bit trap-and-emulate's, pagemodes.py)."""
         self.domain = domain
         self.frames = domain.frames
-        self.rules = RULES[mode] if downgrade is None else replace(RULES[mode],
-                                                                   downgrade=downgrade)
+        rules = rules or RULES[mode]
+        self.rules = rules if downgrade is None else replace(rules, downgrade=downgrade)
         self.pae = mode is PagingMode.PAE
         self.glue = glue  # map the patched kernel's glue window in every address space
         self.base_mfn = base_mfn  # Xen's guest_table: the kernel's on 64-bit

@@ -75,8 +75,12 @@ ENTRIES = 1024
 # hypervisor frames after the hypervisor's own range.
 IDENTITY_L2 = layout.BASE + layout.MEMORY_SIZE
 IDENTITY_FLAGS = paging.P | paging.RW | paging.US | paging.A | paging.D  # paging off: any ring
-UNVIRTUALIZABLE = frozenset(c.name for c in CATALOGUE
-                            if not c.faults_when_deprivileged and 32 in c.modes)
+
+
+def unvirtualizable(bits: int) -> frozenset[str]:
+    """The catalogue classes that run untrapped when deprivileged, in BITS mode."""
+    return frozenset(c.name for c in CATALOGUE
+                     if not c.faults_when_deprivileged and bits in c.modes)
 
 
 @dataclass(frozen=True)
@@ -283,10 +287,11 @@ class SensitiveWatch:
         self.emulator = emulator
         self.sites: dict[int, tuple[str, str]] = {}
         self.counts: Counter[int] = Counter()
+        sensitive = unvirtualizable(image.bits)
         for base, code in image.executable_regions():
             for insn in decode_all(code, base, image.bits):
                 cls = classify(insn) if hasattr(insn, "mnemonic") else None
-                if cls is not None and cls.name in UNVIRTUALIZABLE:
+                if cls is not None and cls.name in sensitive:
                     self.sites[insn.address] = (cls.name, f"{insn.mnemonic} {insn.op_str}".strip())
         machine.watch(self.sites, self._on_site)
 
