@@ -10,7 +10,7 @@ builds user mode's tables in.
 
 import struct
 
-from pvtool.abi import xen
+from pvtool.abi import xen64
 from pvtool.hv import layout, layout64
 from pvtool.hv.builder import CR0_PV
 from pvtool.hv.errors import DomainCrash
@@ -104,7 +104,7 @@ def enter_cpl3(machine: Machine, entry: int, stack: int) -> None:
     cpu.load_segments(_hypervisor_segment(layout64.HYPERVISOR_CS),
                       _hypervisor_segment(layout64.HYPERVISOR_DS), efer=EFER_TRAP)
     enter_cpl3_long_mode(cpu, machine.memory, layout64.RING_SWITCH,
-                         cs=xen.FLAT_KERNEL_CS64, rip=entry, ss=xen.FLAT_KERNEL_SS64,
+                         cs=xen64.FLAT_KERNEL_CS64, rip=entry, ss=xen64.FLAT_KERNEL_SS64,
                          rsp=stack, rflags=RFLAGS_AT_ENTRY)
     machine.run_slice(1)
     if cpu.cpl != 3 or cpu.read(RIP) != entry:

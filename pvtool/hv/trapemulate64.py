@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 
 from capstone.x86 import X86_OP_REG
 
-from pvtool.abi.xen import FLAT_RING3_CS64, FLAT_RING3_SS64
+from pvtool.abi.xen64 import FLAT_RING3_CS64, FLAT_RING3_SS64
 from pvtool.hv import layout64
 from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.trapemulate import VirtualCpu
-from pvtool.hv.vcpu64 import is_canonical
 from pvtool.machine.context import DESC_DPL_SHIFT, SS_INDEX, SegmentCache
 from pvtool.machine.cpu import (
     FS_BASE,
@@ -48,16 +47,15 @@ from pvtool.machine.cpu import (
 )
 from pvtool.machine.memory import PageFault, UnassignedMemory
 from pvtool.machine.stop import Stop, StopKind
+from pvtool.x86 import msrs
 from pvtool.x86.descriptors import SegmentDescriptor, SystemType, gdt_offset
 from pvtool.x86.isa import MAX_INSN_SIZE, decode_one
 from pvtool.x86.msrs import EFER_LMA, EFER_LME, EFER_NXE, EFER_SCE, IA32_EFER
 from pvtool.x86.operands import memory_operand, special_register_move
-from pvtool.x86.paging import PAGE_SHIFT
+from pvtool.x86.paging import PAGE_SHIFT, is_canonical
 from pvtool.x86.registers import CR0_PE, CR0_PG, CR0_TS, CR4_PAE, EFLAGS_IF, EFLAGS_IOPL
 
-MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_FMASK = 0xC000_0081, 0xC000_0082, 0xC000_0083, 0xC000_0084
-MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE = 0xC000_0100, 0xC000_0101, 0xC000_0102
-SYSCALL_MSRS = (MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_FMASK)
+SYSCALL_MSRS = (msrs.STAR, msrs.LSTAR, msrs.CSTAR, msrs.SFMASK)
 EFER_WRITABLE = EFER_SCE | EFER_LME | EFER_NXE
 CR0_ET = 1 << 4
 # What a Multiboot stub leaves when it jumps to the 64-bit entry (guests/lib64/entry.S):
@@ -303,11 +301,11 @@ def read_msr(em: TrapEmulator64, insn) -> None:
 def _msr_value(em: TrapEmulator64, msr: int) -> int:
     if msr == IA32_EFER:
         return em.vcpu.efer
-    if msr == MSR_FS_BASE:
+    if msr == msrs.FS_BASE:
         return em.cpu.read(FS_BASE)
-    if msr == MSR_GS_BASE:
+    if msr == msrs.GS_BASE:
         return em.cpu.read(GS_BASE)
-    if msr == MSR_KERNEL_GS_BASE:
+    if msr == msrs.KERNEL_GS_BASE:
         return em.vcpu.kernel_gs_base
     if msr in em.vcpu.msrs:
         return em.vcpu.msrs[msr]
@@ -317,18 +315,18 @@ def _msr_value(em: TrapEmulator64, msr: int) -> int:
 def write_msr(em: TrapEmulator64, insn) -> None:
     msr = em.cpu.read(RCX) & 0xFFFFFFFF
     value = (em.cpu.read(RDX) & 0xFFFFFFFF) << 32 | em.cpu.read(RAX) & 0xFFFFFFFF
-    if msr in (MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE, MSR_LSTAR, MSR_CSTAR) \
+    if msr in (msrs.FS_BASE, msrs.GS_BASE, msrs.KERNEL_GS_BASE, msrs.LSTAR, msrs.CSTAR) \
             and not is_canonical(value):
         raise GeneralProtection(f"wrmsr {msr:#x} of non-canonical {value:#x}")
     if msr == IA32_EFER:
         if value & ~(EFER_WRITABLE | EFER_LMA) or not value & EFER_LME:
             raise GeneralProtection(f"wrmsr EFER of {value:#x}")
         em.vcpu.efer = value & EFER_WRITABLE | EFER_LMA
-    elif msr == MSR_FS_BASE:
+    elif msr == msrs.FS_BASE:
         em.cpu.write(FS_BASE, value)
-    elif msr == MSR_GS_BASE:
+    elif msr == msrs.GS_BASE:
         em.cpu.write(GS_BASE, value)
-    elif msr == MSR_KERNEL_GS_BASE:
+    elif msr == msrs.KERNEL_GS_BASE:
         em.vcpu.kernel_gs_base = value
     elif msr in em.vcpu.msrs:
         em.vcpu.msrs[msr] = value
@@ -337,7 +335,7 @@ def write_msr(em: TrapEmulator64, insn) -> None:
 
 
 def swap_gs(em: TrapEmulator64, insn) -> None:
-    """swapgs exchanges GS's base with MSR_KERNEL_GS_BASE."""
+    """swapgs exchanges GS's base with msrs.KERNEL_GS_BASE."""
     active = em.cpu.read(GS_BASE)
     em.cpu.write(GS_BASE, em.vcpu.kernel_gs_base)
     em.vcpu.kernel_gs_base = active
@@ -420,7 +418,7 @@ def system_return(em: TrapEmulator64, insn) -> int:
     (+16 and +8, RPL 3: SDM "SYSRET")."""
     if not em.vcpu.efer & EFER_SCE:
         raise GeneralProtection("sysret with EFER.SCE clear")
-    base = em.vcpu.msrs[MSR_STAR] >> 48 & 0xFFFF
+    base = em.vcpu.msrs[msrs.STAR] >> 48 & 0xFFFF
     rip = em.cpu.read(RCX)
     if not is_canonical(rip):
         raise GeneralProtection(f"sysret to non-canonical {rip:#x}")

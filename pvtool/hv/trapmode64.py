@@ -42,9 +42,6 @@ from pvtool.hv.trapboot64 import (
     write_hypervisor_frames,
 )
 from pvtool.hv.trapemulate64 import (
-    MSR_FMASK,
-    MSR_LSTAR,
-    MSR_STAR,
     GeneralProtection,
     TrapEmulator64,
     check_guest_range,
@@ -81,14 +78,11 @@ from pvtool.machine.ioapic import IOAPIC_BASE
 from pvtool.machine.lapic import APIC_BASE
 from pvtool.machine.loader import KernelImage, load_multiboot
 from pvtool.machine.pc import Machine
+from pvtool.x86 import msrs
 from pvtool.x86.msrs import EFER_SCE
 from pvtool.x86.paging import PAGE_SHIFT, PF_U, PagingMode
-from pvtool.x86.registers import (
-    EFLAGS_IF,
-    EFLAGS_IOPL,
-    TSS64_IST1,
-    TSS64_RSP0,
-)
+from pvtool.x86.registers import EFLAGS_IF, EFLAGS_IOPL
+from pvtool.x86.tss import TSS64_IST1, TSS64_RSP0
 from pvtool.x86.vectors import Vector
 
 KERNEL, USER = 0, 3  # the ring the kernel believes each mode runs in
@@ -329,7 +323,7 @@ class TrapMode64Supervisor(TrapModeSupervisor):
         self.cpu.write(GPRS64_BY_NAME["rcx"], fast.next_ip)
         self.cpu.write(R11, rflags)
         self.modes.to_kernel()
-        selector = vcpu.msrs[MSR_STAR] >> 32 & 0xFFFC
+        selector = vcpu.msrs[msrs.STAR] >> 32 & 0xFFFC
         self.emulator.load_flat_segments(selector, selector + 8)
-        self.emulator.resume_with_flags(rflags & ~vcpu.msrs[MSR_FMASK])
-        fast.resume = vcpu.msrs[MSR_LSTAR]
+        self.emulator.resume_with_flags(rflags & ~vcpu.msrs[msrs.SFMASK])
+        fast.resume = vcpu.msrs[msrs.LSTAR]

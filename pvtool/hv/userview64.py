@@ -16,7 +16,7 @@ Its frames are the hypervisor's (a fixed pool), never mapped by the guest.
 
 import struct
 
-from pvtool.abi.xen import PAGE_GUEST_KERNEL, XEN_L4_SLOTS
+from pvtool.abi.xen64 import PAGE_GUEST_KERNEL, XEN_L4_SLOTS
 from pvtool.hv.errors import DomainCrash
 from pvtool.machine.memory import GuestMemory
 from pvtool.x86 import paging
