@@ -7,13 +7,9 @@ import struct
 
 import pytest
 
-from pvtool.abi.xen import FLAT_KERNEL_CS64
+from pvtool.abi.xen64 import FLAT_KERNEL_CS64
 from pvtool.hv.trapemulate64 import (
     CR0_AT_ENTRY64,
-    MSR_FMASK,
-    MSR_KERNEL_GS_BASE,
-    MSR_LSTAR,
-    MSR_STAR,
 )
 from pvtool.hv.trapmode64 import boot_trap_domain64
 from pvtool.image.elf import load_elf
@@ -21,6 +17,7 @@ from pvtool.machine.cpu import CS, GPRS64_BY_NAME, GS_BASE, RIP, RSP, SS
 from pvtool.machine.exits import Exit
 from pvtool.machine.pc import Machine
 from pvtool.machine.stop import StopKind
+from pvtool.x86 import msrs
 from pvtool.x86.isa import assemble
 from pvtool.x86.registers import EFLAGS_IF
 from tests.oracles import guest_path
@@ -132,19 +129,19 @@ def test_hlt_with_the_virtual_if_clear_stops_the_domain(dom):
 
 def test_msrs_of_syscall_and_efer(dom):
     lstar = 0xFFFFFFFF80101234
-    dom.run(f"mov ecx, {MSR_LSTAR}", f"mov eax, {lstar & 0xFFFFFFFF}", "mov edx, 0xffffffff",
-            "wrmsr", f"mov ecx, {MSR_FMASK}", "mov eax, 0x700", "xor edx, edx", "wrmsr",
-            f"mov ecx, {MSR_LSTAR}", "xor eax, eax", "rdmsr", "mov rbx, rax",
+    dom.run(f"mov ecx, {msrs.LSTAR}", f"mov eax, {lstar & 0xFFFFFFFF}", "mov edx, 0xffffffff",
+            "wrmsr", f"mov ecx, {msrs.SFMASK}", "mov eax, 0x700", "xor edx, edx", "wrmsr",
+            f"mov ecx, {msrs.LSTAR}", "xor eax, eax", "rdmsr", "mov rbx, rax",
             "mov ecx, 0xc0000080", "rdmsr")
-    assert dom.vcpu.msrs[MSR_LSTAR] == lstar
-    assert dom.vcpu.msrs[MSR_FMASK] == 0x700
+    assert dom.vcpu.msrs[msrs.LSTAR] == lstar
+    assert dom.vcpu.msrs[msrs.SFMASK] == 0x700
     assert dom.cpu.read(RBX) == lstar & 0xFFFFFFFF
     assert dom.cpu.read(RAX) == 0x500  # EFER: LME and LMA, as the stub left them
 
 
 def test_wrmsr_of_a_non_canonical_base_is_the_kernels_gp(dom):
     dom.tables()
-    dom.run(*dom.LOAD_TABLES, f"mov ecx, {MSR_LSTAR}", "xor eax, eax", "mov edx, 0x8000",
+    dom.run(*dom.LOAD_TABLES, f"mov ecx, {msrs.LSTAR}", "xor eax, eax", "mov edx, 0x8000",
             "wrmsr")
     assert dom.halted_at() == HANDLER  # the #GP handler's hlt
     error, rip = struct.unpack("<QQ", dom.machine.memory.read_phys(dom.cpu.read(RSP), 16))
@@ -153,7 +150,7 @@ def test_wrmsr_of_a_non_canonical_base_is_the_kernels_gp(dom):
 
 
 def test_swapgs_exchanges_gs_with_kernel_gs_base(dom):
-    dom.run(f"mov ecx, {MSR_KERNEL_GS_BASE}", "mov eax, 0x5000", "xor edx, edx", "wrmsr",
+    dom.run(f"mov ecx, {msrs.KERNEL_GS_BASE}", "mov eax, 0x5000", "xor edx, edx", "wrmsr",
             "mov ecx, 0xc0000101", "mov eax, 0x7000", "wrmsr", "swapgs")
     assert dom.cpu.read(GS_BASE) == 0x5000
     assert dom.vcpu.kernel_gs_base == 0x7000
@@ -196,11 +193,11 @@ def test_sysretq_enters_user_mode_and_syscall_comes_back_to_lstar(dom):
     star = SYSRET_BASE << 48 | KCS << 32
     dom.code(USER, "syscall", "nop")
     dom.code(HANDLER + 0x100, "hlt")
-    dom.run(*dom.LOAD_TABLES, *ENABLE_SYSCALL, f"mov ecx, {MSR_STAR}",
+    dom.run(*dom.LOAD_TABLES, *ENABLE_SYSCALL, f"mov ecx, {msrs.STAR}",
             f"mov eax, {star & 0xFFFFFFFF}",
-            f"mov edx, {star >> 32}", "wrmsr", f"mov ecx, {MSR_LSTAR}",
+            f"mov edx, {star >> 32}", "wrmsr", f"mov ecx, {msrs.LSTAR}",
             f"mov eax, {HANDLER + 0x100}", "xor edx, edx", "wrmsr",
-            f"mov ecx, {MSR_FMASK}", "mov eax, 0x200", "wrmsr",
+            f"mov ecx, {msrs.SFMASK}", "mov eax, 0x200", "wrmsr",
             f"mov rcx, {USER}", "mov r11, 0x202", SYSRETQ)
     assert dom.halted_at() == HANDLER + 0x100  # hlt in the kernel: IF masked by FMASK
     assert dom.trap.modes.kernel
@@ -213,7 +210,7 @@ def test_a_fault_in_user_mode_reaches_the_idt_on_rsp0_with_the_hardware_frame(do
     dom.tables()
     star = SYSRET_BASE << 48 | KCS << 32
     dom.code(USER, "mov rax, cr0")
-    dom.run(*dom.LOAD_TABLES, *ENABLE_SYSCALL, f"mov ecx, {MSR_STAR}",
+    dom.run(*dom.LOAD_TABLES, *ENABLE_SYSCALL, f"mov ecx, {msrs.STAR}",
             f"mov eax, {star & 0xFFFFFFFF}",
             f"mov edx, {star >> 32}", "wrmsr", "mov rsp, 0x618000",
             f"mov rcx, {USER}", "mov r11, 0x202", SYSRETQ)
@@ -278,7 +275,7 @@ def test_int_n_from_user_mode_through_a_dpl_0_gate_is_a_gp(dom):
     gate = 0x700000 & 0xFFFF | KCS << 16 | 0x8E << 40 | (0x700000 >> 16 & 0xFFFF) << 48
     dom.write(IDT + 16 * 0x40, struct.pack("<QQ", gate, 0))
     dom.code(USER, "int 0x40")
-    dom.run(*dom.LOAD_TABLES, *ENABLE_SYSCALL, f"mov ecx, {MSR_STAR}",
+    dom.run(*dom.LOAD_TABLES, *ENABLE_SYSCALL, f"mov ecx, {msrs.STAR}",
             f"mov eax, {star & 0xFFFFFFFF}", f"mov edx, {star >> 32}", "wrmsr",
             f"mov rcx, {USER}", "mov r11, 0x202", SYSRETQ)
     assert dom.halted_at() == HANDLER

@@ -4,7 +4,7 @@ such a page is, Xen's slots left as they are."""
 
 import struct
 
-from pvtool.abi.xen import PAGE_GUEST_KERNEL, RO_MPT_L4_SLOT
+from pvtool.abi.xen64 import PAGE_GUEST_KERNEL, RO_MPT_L4_SLOT
 from pvtool.hv.userview64 import UserView
 from pvtool.machine.pc import Machine
 from pvtool.x86 import paging
