@@ -191,10 +191,11 @@ port-diffstat: $(STAMP) build/guests/minikern.elf
 	$(PVTOOL) diffstat patches/minikern-xen --baseline guests --versus build/minikern.pv.diff
 
 # ---- the same guests native, paravirtualized (and trap-and-emulated when pvtool has it),
-# ---- and native beside qemu-system-i386 (sieve computes, ioheavy exits), against limits
-# ---- measured in the same run; tables on stdout, figures in build/bench/.
+# ---- and native beside qemu-system-i386, or -x86_64 for the 64-bit ones (sieve
+# ---- computes, ioheavy exits), against limits measured in the same run; tables on
+# ---- stdout, figures in build/bench/. A mode that cannot run a guest says why in its row.
 # ---- The patcher's rows also cover Debian's Linux when `make linux` has fetched it.
-BENCH_GUESTS := minikern hello nanobench sieve ioheavy
+BENCH_GUESTS := minikern hello nanobench sieve ioheavy minikern64 nanobench64
 bench: $(STAMP) guests
 	@mkdir -p build/bench
 	$(PVTOOL) bench $(BENCH_GUESTS:%=build/guests/%.elf) --json build/bench/results.json \

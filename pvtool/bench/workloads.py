@@ -5,7 +5,12 @@ Repeats are interleaved across modes so a slow spell of the machine hits them al
 Around each PV run, short runs of the null-hypercall kernel (bench/nullcall.py), just
 before and just after, price a null hypercall in rdtsc cycles there and then, so each
 PV operation a guest prints is also given in null hypercalls: a ratio taken within one
-repeat rather than across a whole bench, on a machine whose load drifts."""
+repeat rather than across a whole bench, on a machine whose load drifts. That kernel
+is a 32-bit one (int 0x82), so only a 32-bit guest's operations are priced in it: a
+64-bit guest's hypercalls take another path (syscall and the 64-bit entry).
+
+A mode that cannot run a guest (a patch refused, a boot refused, a run that never
+finishes) is recorded with why, in words for the row's note, and not run again."""
 
 import time
 from collections.abc import Callable
@@ -17,11 +22,13 @@ from pvtool.bench.measure import Timing, per_second
 from pvtool.bench.operations import Operation, parse_operations, summarize
 from pvtool.bench.progress import BenchProgress
 from pvtool.errors import PvtoolError
+from pvtool.image.elf import load_elf
 from pvtool.machine.stop import StopKind
 from pvtool.run import Mode, RunOptions, RunResult, run_image
 
 DISK_SIZE = 256 << 10  # minikern's disk: zeros, fresh for every run
 RUN_TIMEOUT = 120.0  # seconds: a guest that loops for ever still ends the bench
+UNFINISHED = (StopKind.TIMEOUT, StopKind.INSN_LIMIT)  # the run's limit, not the guest, ended it
 NULL_CALLS_PER_RUN = 2_000  # the null hypercalls timed before and after each PV run
 
 
@@ -54,6 +61,12 @@ class ModeRuns:
     # PV: a null hypercall's rdtsc cycles, timed around each run
     null_cycles: list[float] = field(default_factory=list)
     outputs: list[bytes] = field(default_factory=list)  # each run's serial output
+    bits: int = 32  # the booted image's width
+
+    @property
+    def priced_in_null_calls(self) -> bool:
+        """PV runs of a 32-bit guest, whose hypercalls the null-hypercall kernel's are."""
+        return self.mode is Mode.PV and self.bits == 32
 
     @property
     def ok(self) -> bool:
@@ -117,16 +130,20 @@ def run_workloads(image: Path, repeat: int, workdir: Path,
 def _run_and_record(mode_runs: ModeRuns, workdir: Path) -> None:
     """One run, its output and its operations kept; for PV a null hypercall priced
     just before and just after it."""
-    before = _null_cycles(workdir) if mode_runs.mode is Mode.PV else None
+    before = _null_cycles(workdir) if mode_runs.priced_in_null_calls else None
     output = bytearray()
     try:
-        mode_runs.results.append(_run_once(mode_runs, workdir, output.extend))
+        result = _run_once(mode_runs, workdir, output.extend)
     except PvtoolError as exc:
         mode_runs.error = exc.message
         return
+    if result.stop.kind in UNFINISHED:
+        mode_runs.error = f"did not finish: {result.stop.reason}"
+        return
+    mode_runs.results.append(result)
     mode_runs.outputs.append(bytes(output))
     mode_runs.operations.append(parse_operations(mode_runs.outputs[-1]))
-    if mode_runs.mode is Mode.PV:
+    if before is not None:
         mode_runs.null_cycles.append((before + _null_cycles(workdir)) / 2)
 
 
@@ -139,9 +156,11 @@ def _null_cycles(workdir: Path) -> float:
 
 
 def _prepare(mode: Mode, image: Path, workdir: Path) -> ModeRuns:
-    """PV boots a copy patched now; the other modes boot IMAGE itself."""
+    """PV boots a copy patched now (with the patch set of the image's width); the other
+    modes boot IMAGE itself."""
+    bits = load_elf(image).bits
     if mode is not Mode.PV:
-        return ModeRuns(mode, image)
+        return ModeRuns(mode, image, bits=bits)
     from pvtool.patch.pipeline import patch_image
 
     patched = workdir / f"{image.stem}.pv.elf"
@@ -149,8 +168,8 @@ def _prepare(mode: Mode, image: Path, workdir: Path) -> ModeRuns:
     try:
         patch_image(image, patched)
     except PvtoolError as exc:
-        return ModeRuns(mode, None, error=f"patch: {exc.message}")
-    return ModeRuns(mode, patched, prepare_seconds=time.perf_counter() - started)
+        return ModeRuns(mode, None, error=f"patch: {exc.message}", bits=bits)
+    return ModeRuns(mode, patched, prepare_seconds=time.perf_counter() - started, bits=bits)
 
 
 def _run_once(mode_runs: ModeRuns, workdir: Path,
