@@ -185,10 +185,13 @@ demo: $(STAMP) guests
 	$(PVTOOL) diffstat build/hello.pv.diff
 
 # ---- minikern ported by hand (patches/minikern-xen) beside its automatic port by
-# ---- `pvtool patch`: Table 2's lines, one kernel ported both ways.
-port-diffstat: $(STAMP) build/guests/minikern.elf
+# ---- `pvtool patch` (xen32) and its 64-bit port's (minikern64, xen64): Table 2's lines,
+# ---- one kernel ported both ways, and the automatic port at both widths.
+port-diffstat: $(STAMP) build/guests/minikern.elf build/guests/minikern64.elf
 	$(PVTOOL) patch build/guests/minikern.elf -o build/minikern.pv.elf
-	$(PVTOOL) diffstat patches/minikern-xen --baseline guests --versus build/minikern.pv.diff
+	$(PVTOOL) patch build/guests/minikern64.elf -o build/minikern64.pv.elf
+	$(PVTOOL) diffstat patches/minikern-xen --baseline guests --versus build/minikern.pv.diff \
+		--versus build/minikern64.pv.diff
 
 # ---- the same guests native, paravirtualized (and trap-and-emulated when pvtool has it),
 # ---- and native beside qemu-system-i386, or -x86_64 for the 64-bit ones (sieve
