@@ -8,8 +8,8 @@ import pytest
 
 from pvtool.diffstat import xen_table2
 from tests.cli import patched_guest, pvtool
-from tests.test_diffstat_series import GUESTS, PORT, oracle_counts
 from tests.test_diffstat_oracle import find_diffstat
+from tests.test_diffstat_series import GUESTS, PORT, oracle_counts
 
 
 @pytest.fixture(scope="module")
