@@ -119,7 +119,8 @@ build/guests/$(1).elf: $$($(1)_OBJS) $$($(1)_LDS)
 	$$(LD) $$(GUEST64_LDFLAGS) -T $$($(1)_LDS) -o $$@ $$($(1)_OBJS)
 endef
 $(eval $(call guest64_rules,minikern64,$(GUEST64_LIB_SRCS) $(MINIKERN64_SHARED),guests/minikern))
-$(eval $(call guest64_rules,nanobench64,$(GUEST64_LIB_SRCS),))
+# nanobench64 shares nanobench.h and measure.c with the 32-bit nanobench.
+$(eval $(call guest64_rules,nanobench64,$(GUEST64_LIB_SRCS) guests/nanobench/measure.c,guests/nanobench))
 $(foreach g,$(XEN64_GUESTS),$(eval $(call guest64_rules,$(g),,)))
 
 GUEST_ELFS += $(PC64_GUESTS:%=build/guests/%.elf) $(XEN64_GUESTS:%=build/guests/%.elf)

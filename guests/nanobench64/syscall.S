@@ -6,6 +6,7 @@
 # entry_SYSCALL_64. sysc(number) does the work; sysretq goes back.
 
 #include "nanobench.h"
+#include "percpu.h"
 
 .text
 .globl syscallentry
