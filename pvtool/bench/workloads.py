@@ -5,9 +5,9 @@ Repeats are interleaved across modes so a slow spell of the machine hits them al
 Around each PV run, short runs of the null-hypercall kernel (bench/nullcall.py), just
 before and just after, price a null hypercall in rdtsc cycles there and then, so each
 PV operation a guest prints is also given in null hypercalls: a ratio taken within one
-repeat rather than across a whole bench, on a machine whose load drifts. That kernel
-is a 32-bit one (int 0x82), so only a 32-bit guest's operations are priced in it: a
-64-bit guest's hypercalls take another path (syscall and the 64-bit entry).
+repeat rather than across a whole bench, on a machine whose load drifts. A guest is
+priced in the null-hypercall kernel of its own width (int 0x82, or the 64-bit
+hypercall page's syscall: bench/tinyxen64.py), whose hypercalls take its path.
 
 A mode that cannot run a guest (a patch refused, a boot refused, a run that never
 finishes) is recorded with why, in words for the row's note, and not run again."""
@@ -61,12 +61,7 @@ class ModeRuns:
     # PV: a null hypercall's rdtsc cycles, timed around each run
     null_cycles: list[float] = field(default_factory=list)
     outputs: list[bytes] = field(default_factory=list)  # each run's serial output
-    bits: int = 32  # the booted image's width
-
-    @property
-    def priced_in_null_calls(self) -> bool:
-        """PV runs of a 32-bit guest, whose hypercalls the null-hypercall kernel's are."""
-        return self.mode is Mode.PV and self.bits == 32
+    bits: int = 32  # the booted image's width: its null-hypercall kernel's
 
     @property
     def ok(self) -> bool:
@@ -130,7 +125,7 @@ def run_workloads(image: Path, repeat: int, workdir: Path,
 def _run_and_record(mode_runs: ModeRuns, workdir: Path) -> None:
     """One run, its output and its operations kept; for PV a null hypercall priced
     just before and just after it."""
-    before = _null_cycles(workdir) if mode_runs.priced_in_null_calls else None
+    before = _null_cycles(workdir, mode_runs.bits) if mode_runs.mode is Mode.PV else None
     output = bytearray()
     try:
         result = _run_once(mode_runs, workdir, output.extend)
@@ -144,14 +139,14 @@ def _run_and_record(mode_runs: ModeRuns, workdir: Path) -> None:
     mode_runs.outputs.append(bytes(output))
     mode_runs.operations.append(parse_operations(mode_runs.outputs[-1]))
     if before is not None:
-        mode_runs.null_cycles.append((before + _null_cycles(workdir)) / 2)
+        mode_runs.null_cycles.append((before + _null_cycles(workdir, mode_runs.bits)) / 2)
 
 
-def _null_cycles(workdir: Path) -> float:
-    """A null hypercall's rdtsc cycles, now."""
-    kernel = workdir / f"nullcall-{NULL_CALLS_PER_RUN}.elf"
+def _null_cycles(workdir: Path, bits: int) -> float:
+    """A BITS-bit domain's null hypercall's rdtsc cycles, now."""
+    kernel = workdir / f"nullcall{bits}-{NULL_CALLS_PER_RUN}.elf"
     if not kernel.exists():
-        nullcall.write_kernel(workdir, NULL_CALLS_PER_RUN)
+        nullcall.write_kernel(workdir, NULL_CALLS_PER_RUN, bits)
     return nullcall.run_kernel(kernel)[1] / NULL_CALLS_PER_RUN
 
 

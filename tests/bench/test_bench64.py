@@ -48,10 +48,10 @@ def test_every_other_mode_is_a_row_measured_or_saying_why_not(nanobench64_report
         else:
             assert run["error"] and "\n" not in run["error"], mode
             assert f"nanobench64 {mode} not run:" in " ".join(stdout.split())
-    # a 64-bit guest's hypercalls are not priced in the 32-bit null hypercall's
+    # a 64-bit guest's PV runs are priced in the 64-bit null hypercall, one a run
     pv = guest["modes"]["pv"]
     if pv["ok"]:
-        assert pv["prepare_seconds"] > 0 and pv["null_hypercall_cycles"] == []
+        assert pv["prepare_seconds"] > 0 and len(pv["null_hypercall_cycles"]) == 1
 
 
 def test_qemu_system_x86_64_judges_the_64_bit_guest(nanobench64_report):
@@ -92,3 +92,15 @@ def test_a_run_that_never_finishes_is_a_mode_not_run_with_its_reason(monkeypatch
     assert runs.error == "did not finish: ran past --timeout 120 s"
     assert not runs.ok and runs.results == [] and runs.to_dict(None) == {
         "ok": False, "error": runs.error}
+
+
+def test_a_pv_run_is_priced_in_the_null_hypercall_of_its_width(monkeypatch, tmp_path):
+    """Around a 64-bit guest's PV run, the 64-bit null-hypercall kernel runs (its
+    hypercalls take the 64-bit path: bench/tinyxen64.py), before and after."""
+    widths = []
+    monkeypatch.setattr(workloads, "_null_cycles", lambda _, bits: widths.append(bits) or 10.0)
+    stop = Stop(StopKind.GUEST_EXIT, "guest exit code 0", 0x1000, code=0)
+    monkeypatch.setattr(workloads, "_run_once", lambda *_: RunResult(Mode.PV, stop, 1.0, 1, 1))
+    runs = ModeRuns(Mode.PV, tmp_path / "guest.pv.elf", bits=64)
+    workloads._run_and_record(runs, tmp_path)
+    assert runs.ok and widths == [64, 64] and runs.null_cycles == [10.0]
