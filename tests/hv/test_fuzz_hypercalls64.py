@@ -52,6 +52,7 @@ MAX_EXAMPLES = examples(200)  # 45 s at full strength (CI), 5 s on a developer's
 SLICE = 2_000
 SLICES_PER_CALL = 100  # a call and the spin after it take a few hundred instructions
 IRET = 23
+WORD = (1 << 64) - 1  # a drawn sum (an address plus an offset) may pass 2^64: it wraps
 
 # The guest: the calls at `calls`, `count` of them; after each, RAX at `result`, one
 # more in `index`, then a spin until the test writes `go`.
@@ -283,8 +284,8 @@ def run_scenario(caller, writes, calls) -> None:
     for offset, values in writes:
         values = values[:SCRATCH_PAGES * PAGE // 8 - offset]
         booted.write(booted.addr("scratch") + 8 * offset,
-                     struct.pack(f"<{len(values)}Q", *values))
-    table = b"".join(struct.pack("<6Q", number, *(a & (1 << 64) - 1 for a in args))
+                     struct.pack(f"<{len(values)}Q", *(v & WORD for v in values)))
+    table = b"".join(struct.pack("<6Q", number, *(a & WORD for a in args))
                      for number, args in calls)
     booted.write("calls", table)
     booted.write_u32s("count", len(calls))
@@ -343,3 +344,18 @@ def test_a_call_that_ends_the_domain_is_checked_too(caller, calls, kind):
     run_scenario(caller, [], calls)
     assert (Stats.shutdowns, Stats.crashes) == (
         before[0] + (kind == "shutdown"), before[1] + (kind == "crash"))
+
+
+def test_update_descriptor_takes_a_64_bit_guests_address_and_descriptor_whole(caller):
+    """Found by the fuzzer: a 64-bit guest's update_descriptor(ma, desc) was read as the
+    32-bit (ma_lo, ma_hi, desc_lo, desc_hi), and a descriptor in the last two 64-bit
+    registers overflowed the 8-byte store, a Python error out of the syscall hook."""
+    from pvtool.hv.hypercalls import TABLE_64, call
+
+    booted = boot(caller, ram=RAM)
+    domain = booted.domain
+    address = booted.addr("scratch")
+    data = 0x00CF_F200_0000_FFFF  # a flat ring-3 data segment, present
+    assert call(domain, domain.vcpu, 10, (address, data, 0, 0, 0), TABLE_64) == 0
+    assert booted.memory.read_phys(address, 8) == struct.pack("<Q", data)
+    assert call(domain, domain.vcpu, 10, (address + 4, data, 0, 0, 0), TABLE_64) == -22
