@@ -274,7 +274,7 @@ def check_stop(booted) -> None:
 
 
 class Stats:
-    calls = crashes = shutdowns = 0
+    calls = crashes = shutdowns = unfinished = 0
     results: dict[str, int] = {}
 
 
@@ -304,7 +304,13 @@ def run_scenario(caller, writes, calls) -> None:
             Stats.shutdowns += booted.machine.stop.kind.value == "shutdown"
             check_invariants(booted, start_info, snapshot, xen_slots)
             return
-        assert booted.u32("index") == made, f"call {made} never returned"
+        if booted.u32("index") != made:
+            # blocked (sched_op), or its own page tables remapped the guest's counter
+            # away from the frame read here: the guest's doing; the hypervisor's
+            # invariants must hold all the same
+            Stats.unfinished += 1
+            check_invariants(booted, start_info, snapshot, xen_slots)
+            return
         Stats.calls += 1
         check_result(booted, calls[made - 1][0])
         check_invariants(booted, start_info, snapshot, xen_slots)
@@ -324,7 +330,8 @@ def test_hypercalls_through_the_page_keep_the_hypervisor_whole(caller):
     fuzz()
     elapsed = time.perf_counter() - started
     print(f"\n64-bit: {Stats.calls} hypercalls returned in {elapsed:.1f} s, "
-          f"{Stats.crashes} domain crashes, {Stats.shutdowns} shutdowns; results by "
+          f"{Stats.crashes} domain crashes, {Stats.shutdowns} shutdowns, "
+          f"{Stats.unfinished} calls not back; results by "
           f"number {sorted(Stats.results.items())}")
     assert Stats.calls > 0
 
