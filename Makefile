@@ -65,9 +65,9 @@ GUEST_ELFS := $(GUESTS:%=build/guests/%.elf)
 
 # ---- guests: freestanding x86-64 kernels, linked in the top 2 GiB as Linux is
 # ---- (-mcmodel=kernel; no red zone, since interrupts push onto the kernel's stack).
-# minikern64 is a Multiboot kernel for a PC with an entry of its own for long mode
-# (guests/lib64/entry.S); xenhello64 is written for Xen's 64-bit PV ABI.
-PC64_GUESTS  := minikern64
+# minikern64 and nanobench64 are Multiboot kernels for a PC with an entry of their own
+# for long mode (guests/lib64/entry.S); xenhello64 is written for Xen's 64-bit PV ABI.
+PC64_GUESTS  := minikern64 nanobench64
 XEN64_GUESTS := xenhello64
 GUEST64_CFLAGS  := -m64 -mcmodel=kernel -mno-red-zone -std=gnu11 -O2 -ffreestanding \
                    -fno-pic -fno-pie -fno-stack-protector -fno-builtin \
@@ -96,13 +96,16 @@ MINIKERN64_SHARED := $(addprefix guests/minikern/,bootcount.c ide.c picirq.c \
 
 # guest64_rules(NAME, SOURCES FROM OTHER DIRECTORIES, EXTRA INCLUDE DIRECTORIES): how
 # build/guests/NAME.elf is made, each source guests/DIR/FILE compiled into
-# build/guests/NAME/DIR/FILE.o, and linked with guests/NAME/kernel.ld.
+# build/guests/NAME/DIR/FILE.o, and linked with guests/NAME/kernel.ld, or else with
+# minikern64's (the higher-half layout every 64-bit PC guest has; a guest without
+# user programs leaves its user section empty).
 define guest64_rules
 $(1)_SRCS := $$(wildcard guests/$(1)/*.c guests/$(1)/*.S) $(2)
 $(1)_OBJS := $$(patsubst guests/%,build/guests/$(1)/%.o,$$($(1)_SRCS))
 $(1)_INCS := -Iguests/$(1) -Iguests/include64 $(3:%=-I%) -Iguests/include
 $(1)_HDRS := $$(wildcard guests/$(1)/*.h guests/include64/*.h guests/include/*.h \
                           $(3:%=%/*.h))
+$(1)_LDS  := $$(firstword $$(wildcard guests/$(1)/kernel.ld) guests/minikern64/kernel.ld)
 
 build/guests/$(1)/%.c.o: guests/%.c $$($(1)_HDRS)
 	@mkdir -p $$(@D)
@@ -112,10 +115,12 @@ build/guests/$(1)/%.S.o: guests/%.S $$($(1)_HDRS)
 	@mkdir -p $$(@D)
 	$$(CC) $$(GUEST64_ASFLAGS) $$($(1)_INCS) -c $$< -o $$@
 
-build/guests/$(1).elf: $$($(1)_OBJS) guests/$(1)/kernel.ld
-	$$(LD) $$(GUEST64_LDFLAGS) -T guests/$(1)/kernel.ld -o $$@ $$($(1)_OBJS)
+build/guests/$(1).elf: $$($(1)_OBJS) $$($(1)_LDS)
+	$$(LD) $$(GUEST64_LDFLAGS) -T $$($(1)_LDS) -o $$@ $$($(1)_OBJS)
 endef
 $(eval $(call guest64_rules,minikern64,$(GUEST64_LIB_SRCS) $(MINIKERN64_SHARED),guests/minikern))
+# nanobench64 shares nanobench.h and measure.c with the 32-bit nanobench.
+$(eval $(call guest64_rules,nanobench64,$(GUEST64_LIB_SRCS) guests/nanobench/measure.c,guests/nanobench))
 $(foreach g,$(XEN64_GUESTS),$(eval $(call guest64_rules,$(g),,)))
 
 GUEST_ELFS += $(PC64_GUESTS:%=build/guests/%.elf) $(XEN64_GUESTS:%=build/guests/%.elf)
@@ -181,16 +186,20 @@ demo: $(STAMP) guests
 	$(PVTOOL) diffstat build/hello.pv.diff
 
 # ---- minikern ported by hand (patches/minikern-xen) beside its automatic port by
-# ---- `pvtool patch`: Table 2's lines, one kernel ported both ways.
-port-diffstat: $(STAMP) build/guests/minikern.elf
+# ---- `pvtool patch` (xen32) and its 64-bit port's (minikern64, xen64): Table 2's lines,
+# ---- one kernel ported both ways, and the automatic port at both widths.
+port-diffstat: $(STAMP) build/guests/minikern.elf build/guests/minikern64.elf
 	$(PVTOOL) patch build/guests/minikern.elf -o build/minikern.pv.elf
-	$(PVTOOL) diffstat patches/minikern-xen --baseline guests --versus build/minikern.pv.diff
+	$(PVTOOL) patch build/guests/minikern64.elf -o build/minikern64.pv.elf
+	$(PVTOOL) diffstat patches/minikern-xen --baseline guests --versus build/minikern.pv.diff \
+		--versus build/minikern64.pv.diff
 
 # ---- the same guests native, paravirtualized (and trap-and-emulated when pvtool has it),
-# ---- and native beside qemu-system-i386 (sieve computes, ioheavy exits), against limits
-# ---- measured in the same run; tables on stdout, figures in build/bench/.
+# ---- and native beside qemu-system-i386, or -x86_64 for the 64-bit ones (sieve
+# ---- computes, ioheavy exits), against limits measured in the same run; tables on
+# ---- stdout, figures in build/bench/. A mode that cannot run a guest says why in its row.
 # ---- The patcher's rows also cover Debian's Linux when `make linux` has fetched it.
-BENCH_GUESTS := minikern hello nanobench sieve ioheavy
+BENCH_GUESTS := minikern hello nanobench sieve ioheavy minikern64 nanobench64
 bench: $(STAMP) guests
 	@mkdir -p build/bench
 	$(PVTOOL) bench $(BENCH_GUESTS:%=build/guests/%.elf) --json build/bench/results.json \

@@ -33,6 +33,7 @@ SLOW_TESTS = re.compile("|".join((
     r"tests/e2e/",  # 1,480 s: every guest in every mode beside QEMU
     r"tests/bench/",  # 114 s: the benchmarks
     r"tests/hv/test_fuzz_hypercalls\.py",  # 92 s: fuzzing
+    r"tests/hv/test_fuzz_hypercalls64\.py",  # 45 s at full strength (67 s for 300 examples)
     r"tests/hv/test_frame_counts\.py",  # 67 s: random operation sequences
     r"tests/hv/test_fuzz_blkback\.py",  # 30 s at full strength: fuzzing
     r"tests/test_fuzz_images\.py",  # 21 s: fuzzing

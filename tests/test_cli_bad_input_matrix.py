@@ -42,7 +42,8 @@ CELLS = (
      for kind in ("missing", "directory")]
     + [(command, kind) for command in IMAGE_COMMANDS
        for kind in ("empty", "not an ELF", "truncated ELF", "ELF64", "wrong machine")]
-    + [(command, "x86-64 kernel") for command in IMAGE_COMMANDS if command != "patch"]
+    + [(command, "x86-64 kernel") for command in IMAGE_COMMANDS
+       if command not in ("patch", "bench")]
     + [("run --native", "no Multiboot header"), ("run --trap", "no Multiboot header"),
        ("run (PV)", "no Xen notes"), ("patch", "already patched")]
     + [(command, "flat Multiboot binary") for command in ("patch", "run (PV)", "bench")]
@@ -110,10 +111,11 @@ def test_every_command_answers_bad_input_with_one_line_and_its_status(inputs, tm
 # A well-formed x86-64 kernel loads; every command that cannot take one yet refuses it
 # in the one sentence a 64-bit image always got (patch takes it: tests/patch/test_patch64;
 # `run --native` boots it on the x86_64 PC: tests/test_run_native64.py; `run --trap` at
-# its 64-bit entry: tests/hv/test_trapemulate64.py; diffstat takes two images of one
-# width). This one, without Multiboot address fields, the two runs refuse as QEMU does.
+# its 64-bit entry: tests/hv/test_trapemulate64.py; bench gives each mode's row:
+# tests/bench/test_bench64.py; diffstat takes two images of one width). This one,
+# without Multiboot address fields, the two runs refuse as QEMU does.
 X86_64_REFUSALS = {command: COMMANDS[command] for command in IMAGE_COMMANDS
-                   if command not in ("patch", "run --native", "run --trap")}
+                   if command not in ("patch", "run --native", "run --trap", "bench")}
 
 
 @pytest.mark.parametrize("command", X86_64_REFUSALS)

@@ -6,6 +6,7 @@ typedef unsigned int   uint;
 typedef unsigned short ushort;
 typedef unsigned char  uchar;
 typedef uint           uintptr;  // an address as a number (guests/include64: 64 bits)
+typedef unsigned long long uint64;  // (guests/include64: unsigned long, the same width)
 
 typedef uint pde_t;  // page directory entry
 typedef uint pte_t;  // page table entry

@@ -19,12 +19,8 @@
 #include "x86.h"
 #include "lib.h"
 #include "multiboot.h"
+#include "nanobench.h"
 
-typedef unsigned long long uint64;
-
-#define N          256
-#define SYS_NULL   0
-#define SYS_DONE   1
 #define PFVA       0x3FF000   // the page the page-fault benchmark maps on demand
 #define SPAREVA    0x3FE000   // the page the page-table benchmark remaps
 #define STACKSIZE  4096
@@ -38,24 +34,6 @@ static struct taskstate ts;
 static struct context *mainctx, *otherctx, *deadctx;
 static uint64 tsc_end;
 static int faults;
-
-static inline uint64
-rdtsc(void)
-{
-  uint lo, hi;
-
-  asm volatile("rdtsc" : "=a" (lo), "=d" (hi));
-  return (uint64)hi << 32 | lo;
-}
-
-static void
-report(const char *op, int n, uint64 t0, uint64 t1)
-{
-  uint64 delta = t1 - t0;
-
-  cprintf("nanobench: %s n=%d cycles=%u\n", op, n,
-          delta > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint)delta);
-}
 
 // Two address spaces with the same mapping: the first 4 MiB, identity, open to
 // ring 3 (the user loop is kernel text), except PFVA, mapped on demand.
@@ -159,14 +137,7 @@ bench_kernel(void)
   uint64 t0;
   int i;
 
-  cli();
-  t0 = rdtsc();
-  for (i = 0; i < N; i++) {
-    cli();
-    sti();
-  }
-  report("cli_sti", N, t0, rdtsc());
-  cli();
+  bench_cli_sti();
 
   t0 = rdtsc();
   for (i = 0; i < N; i++) {
@@ -183,10 +154,7 @@ bench_kernel(void)
   report("cr3_switch", N, t0, rdtsc());
   lcr3((uint)pgdir[0]);
 
-  t0 = rdtsc();
-  for (i = 0; i < N; i++)
-    outb(0x80, i);
-  report("port_write", N, t0, rdtsc());
+  bench_port_write();
 
   t0 = rdtsc();
   for (i = 0; i < N; i++) {

@@ -19,6 +19,7 @@ from pvtool.bench.operations import operations_table
 from pvtool.bench.patcher import patcher_rows
 from pvtool.bench.peakmemory import PeakMemory, measure_peak_memory
 from pvtool.bench.progress import BenchProgress
+from pvtool.bench.qemu import QEMU_BY_WIDTH
 from pvtool.bench.rawloop import LoopResult, run_register_loop
 from pvtool.bench.rawsieve import SieveResult, run_sieve
 from pvtool.bench.versus_qemu import (
@@ -29,7 +30,7 @@ from pvtool.bench.versus_qemu import (
 )
 from pvtool.bench.workloads import ModeRuns, available_modes, run_workloads
 from pvtool.errors import PvtoolError, UsageError
-from pvtool.image.elf import load_elf, require_32bit
+from pvtool.image.elf import load_elf
 from pvtool.patch.patchset import load_patch_set
 from pvtool.run import Mode
 
@@ -46,10 +47,11 @@ class GuestBench:
     image: Path
     modes: dict[Mode, ModeRuns]
     qemu: QemuComparison
+    bits: int = 32  # the ELF's width, which picks the QEMU that judges it
 
     def to_dict(self) -> dict:
         native = self.modes.get(Mode.NATIVE)
-        return {"image": str(self.image), "name": self.image.stem,
+        return {"image": str(self.image), "name": self.image.stem, "bits": self.bits,
                 "modes": {mode.value: runs.to_dict(native)
                           for mode, runs in self.modes.items()},
                 "qemu": self.qemu.to_dict(native),
@@ -97,7 +99,7 @@ class Limits:
 class BenchReport:
     repeat: int
     guests: list[GuestBench]
-    qemu: QemuSide
+    qemu: dict[int, QemuSide]  # by width: 32 always, 64 when a 64-bit guest is benched
     limits: Limits
     environment: dict = field(default_factory=dict)
     patcher: list[dict] = field(default_factory=list)  # bench/patcher.py's rows
@@ -106,7 +108,8 @@ class BenchReport:
     def to_dict(self) -> dict:
         return {"schema": 1, "repeat": self.repeat, "environment": self.environment,
                 "modes_available": [m.value for m in available_modes()],
-                "qemu": self.qemu.to_dict(),
+                "qemu": self.qemu[32].to_dict(),
+                "qemu64": self.qemu[64].to_dict() if 64 in self.qemu else None,
                 "guests": [g.to_dict() for g in self.guests],
                 "limits": self.limits.to_dict(),
                 "patcher": self.patcher,
@@ -114,22 +117,29 @@ class BenchReport:
 
 
 def check_images(images: Sequence[Path]) -> None:
-    """Fail before measuring anything: every image must exist and be a 32-bit ELF."""
+    """Fail before measuring anything: every image must exist and be an x86 ELF, 32- or
+    64-bit (a mode that cannot take one says so in its row)."""
     if not images:
         raise UsageError("no image to bench: give at least one guest kernel")
     for image in images:
-        require_32bit(load_elf(image))  # says what is wrong: missing, a directory, not an ELF...
+        load_elf(image)  # says what is wrong: missing, a directory, not an ELF...
+
+
+def qemu_widths(images: Sequence[Path]) -> list[int]:
+    """The widths whose QEMU the bench checks: 32 always (the JSON's "qemu"), and 64
+    when a 64-bit image is among IMAGES."""
+    return sorted({32, *(load_elf(image).bits for image in images)})
 
 
 def planned_steps(images: Sequence[Path], repeat: int, patch_only: Sequence[Path],
                   disk_sectors: int = 0) -> int:
-    """The steps `bench` will take: QEMU's first run; each guest in each mode and on
-    QEMU, REPEAT times, and once more profiled in each mode; the disk ways, REPEAT
+    """The steps `bench` will take: each QEMU's first run; each guest in each mode and
+    on QEMU, REPEAT times, and once more profiled in each mode; the disk ways, REPEAT
     times; the limits; a patch of every image."""
     per_guest = repeat * (len(available_modes()) + 1) + len(available_modes())
     disk = repeat * len(DISK_WAYS) if disk_sectors else 0
-    return (1 + len(images) * per_guest + disk + LIMIT_STEPS + len(images)
-            + len(patch_only))
+    return (len(qemu_widths(images)) + len(images) * per_guest + disk + LIMIT_STEPS
+            + len(images) + len(patch_only))
 
 
 def bench(images: Sequence[Path], repeat: int, progress: BenchProgress,
@@ -143,15 +153,18 @@ def bench(images: Sequence[Path], repeat: int, progress: BenchProgress,
     with tempfile.TemporaryDirectory(prefix="pvtool-bench-") as name:
         workdir = Path(name)
         progress.phase("QEMU")
-        progress.step("a first run")
-        qemu = find_qemu(workdir)
+        qemu = {}
+        for bits in qemu_widths(images):
+            progress.step(f"{QEMU_BY_WIDTH[bits]}: a first run")
+            qemu[bits] = find_qemu(workdir, QEMU_BY_WIDTH[bits])
         for image in images:
+            bits = load_elf(image).bits
             progress.phase(f"{image.name}: {', '.join(m.value for m in available_modes())}")
             modes = run_workloads(image, repeat, workdir, progress)
             progress.phase(f"{image.name}: QEMU")
-            versus = compare_with_qemu(image, modes[Mode.NATIVE], qemu, repeat, workdir,
-                                       progress)
-            guests.append(GuestBench(image, modes, versus))
+            versus = compare_with_qemu(image, modes[Mode.NATIVE], qemu[bits], repeat,
+                                       workdir, progress)
+            guests.append(GuestBench(image, modes, versus, bits))
         disk = None
         if disk_sectors:
             progress.phase(f"disk I/O, {disk_sectors} sectors each way")

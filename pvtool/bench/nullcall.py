@@ -3,16 +3,18 @@ tinyxen.py making N xen_version calls through `int 0x82`, booted with run_image 
 any PV guest. Per call, twice: the run loop's wall time / N (the loop's other
 instructions cost nanoseconds; domain building is outside the run loop's clock), and
 the kernel's own rdtsc cycles / N, the unit nanobench's operations are measured in
-(bench/workloads.py runs it around each PV run, for that reason)."""
+(bench/workloads.py runs it around each PV run, for that reason; a 64-bit guest's
+around the 64-bit kernel of tinyxen64.py, which calls through its hypercall page)."""
 
 import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pvtool.bench import tinyxen, tinyxen64
 from pvtool.bench.measure import Timing
 from pvtool.bench.operations import parse_operations
-from pvtool.bench.tinyxen import OPERATION, null_hypercall_kernel
+from pvtool.bench.tinyxen import OPERATION
 from pvtool.run import Mode, RunOptions, RunResult, run_image
 
 RAM = 16 << 20  # small: the domain builder writes a p2m entry per page
@@ -53,10 +55,13 @@ def run_null_hypercalls(calls: int, repeat: int) -> NullCallResult:
                           result.hypercalls["xen_version"], result.stop.describe())
 
 
-def write_kernel(directory: Path, calls: int) -> Path:
-    """The kernel making CALLS null hypercalls, as a file in DIRECTORY."""
-    kernel = directory / f"nullcall-{calls}.elf"
-    kernel.write_bytes(null_hypercall_kernel(calls))
+KERNELS = {32: tinyxen.null_hypercall_kernel, 64: tinyxen64.null_hypercall_kernel}
+
+
+def write_kernel(directory: Path, calls: int, bits: int = 32) -> Path:
+    """The BITS-bit kernel making CALLS null hypercalls, as a file in DIRECTORY."""
+    kernel = directory / f"nullcall{bits}-{calls}.elf"
+    kernel.write_bytes(KERNELS[bits](calls))
     return kernel
 
 

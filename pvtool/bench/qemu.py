@@ -27,7 +27,14 @@ QEMU_ARGS = (
     "-no-reboot",
     "-device", f"isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize={DEBUG_EXIT_PORTS:#04x}",
 )  # fmt: skip
-NOT_INSTALLED = f"{QEMU} is not installed (not found on PATH)"
+QEMU_BY_WIDTH = {32: QEMU, 64: QEMU64}  # the judge of a guest, by its ELF's width
+
+
+def not_installed(program: str) -> str:
+    return f"{program} is not installed (not found on PATH)"
+
+
+NOT_INSTALLED = not_installed(QEMU)
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,9 @@ def run_sieve(path: Path, repeat: int) -> SieveResult:
 
 def _region(image: ElfImage) -> tuple[int, int]:
     """From the workload's entry to its first `call unmap`."""
+    if image.bits != 32:
+        raise UnsupportedImageError(f"{image.path}: a {image.bits}-bit kernel: the raw "
+                                    "sieve runs minikern's 32-bit code")
     symbols = {name: image.find_symbol(name) for name in (WORKLOAD, *STUBBED)}
     missing = [name for name, symbol in symbols.items() if symbol is None]
     if missing:

@@ -23,7 +23,7 @@ from pvtool.abi.xen import (
 )
 from pvtool.bench.operations import line_head
 from pvtool.image import elf_format
-from pvtool.image.elf_format import ELF32, Ehdr, Phdr
+from pvtool.image.elf_format import ELF32, Ehdr, ElfClass, Phdr
 from pvtool.x86.isa import assemble
 from pvtool.x86.paging import PAGE_SIZE
 
@@ -37,7 +37,6 @@ HEAD = DATA + 32  # "nanobench: null_hypercall n=N cycles="
 DIGITS_END = DATA + PAGE_SIZE - 1  # the digits end here, before the newline
 HYPERCALL_PAGE = BASE + 2 * PAGE_SIZE
 IMAGE_SIZE = 3 * PAGE_SIZE
-HEADERS = ELF32.ehdr.size + 2 * ELF32.phdr.size
 SEGMENT_OFFSET = PAGE_SIZE  # the loadable bytes start on a page of their own in the file
 OPERATION = "null_hypercall"
 
@@ -105,32 +104,48 @@ hang:
 
 def null_hypercall_kernel(calls: int) -> bytes:
     """The ELF image of a kernel making CALLS xen_version hypercalls, then powering off."""
-    if not 0 < calls < 1 << 31:
-        raise ValueError(f"calls must be positive and fit a signed 32-bit counter: {calls}")
+    check_calls(calls)
     head = line_head(OPERATION, calls)
     text = TIMED_CALLS.format(calls=calls) + DECIMAL + REPORT.format(head_size=len(head))
-    code = assemble(text, BASE, 32)
+    return kernel_image(ELF32, BASE, 0, assemble(text, BASE, 32), head, pae_mode=b"no")
+
+
+def check_calls(calls: int) -> None:
+    if not 0 < calls < 1 << 31:
+        raise ValueError(f"calls must be positive and fit a signed 32-bit counter: {calls}")
+
+
+def kernel_image(elf: ElfClass, base: int, virt_base: int, code: bytes, head: bytes,
+                 pae_mode: bytes) -> bytes:
+    """The ELF image of a tiny kernel of class ELF linked at BASE (VIRT_BASE + its
+    physical address): CODE on its first page, the data page holding HEAD and the
+    line's newline (the layout above, from BASE), the hypercall page, and the notes."""
     data = bytearray(PAGE_SIZE)
     data[HEAD - DATA:HEAD - DATA + len(head)] = head
     data[DIGITS_END - DATA] = ord("\n")
     segment = (code.ljust(PAGE_SIZE, b"\0") + data).ljust(IMAGE_SIZE, b"\0")
-    notes = _notes()
+    notes = _notes(elf, base, virt_base, pae_mode)
+    headers = elf.ehdr.size + 2 * elf.phdr.size
+    assert headers <= SEGMENT_OFFSET
     notes_offset = SEGMENT_OFFSET + len(segment)
-    header = ELF32.ehdr.pack(Ehdr(
-        b"\x7fELF\x01\x01\x01".ljust(16, b"\0"), elf_format.ET_EXEC, elf_format.EM_386, 1,
-        BASE, ELF32.ehdr.size, 0, 0, ELF32.ehdr.size, ELF32.phdr.size, 2, 0, 0, 0))
-    load = ELF32.phdr.pack(Phdr(
-        elf_format.PT_LOAD, SEGMENT_OFFSET, BASE, BASE, len(segment), len(segment),
-        elf_format.PF_R | elf_format.PF_W | elf_format.PF_X, PAGE_SIZE))
-    note = ELF32.phdr.pack(Phdr(elf_format.PT_NOTE, notes_offset, 0, 0, len(notes),
-                                len(notes), elf_format.PF_R, elf_format.NOTE_ALIGN))
+    ident = bytes((0x7F, *b"ELF", elf.ident, 1, 1)).ljust(16, b"\0")
+    header = elf.ehdr.pack(Ehdr(
+        ident, elf_format.ET_EXEC, elf.machine, 1, base, elf.ehdr.size, 0, 0,
+        elf.ehdr.size, elf.phdr.size, 2, 0, 0, 0))
+    load = elf.phdr.pack(Phdr(
+        elf_format.PT_LOAD, SEGMENT_OFFSET, base, base - virt_base, len(segment),
+        len(segment), elf_format.PF_R | elf_format.PF_W | elf_format.PF_X, PAGE_SIZE))
+    note = elf.phdr.pack(Phdr(elf_format.PT_NOTE, notes_offset, 0, 0, len(notes),
+                              len(notes), elf_format.PF_R, elf_format.NOTE_ALIGN))
     return (header + load + note).ljust(SEGMENT_OFFSET, b"\0") + segment + notes
 
 
-def _notes() -> bytes:
-    word = struct.Struct("<I").pack
+def _notes(elf: ElfClass, base: int, virt_base: int, pae_mode: bytes) -> bytes:
+    """A Xen kernel's notes, its addresses in words of the class's width."""
+    word = struct.Struct("<Q" if elf.bits == 64 else "<I").pack
+    hypercall_page = base + (HYPERCALL_PAGE - BASE)
     notes = ((ElfNote.guest_os, b"pvtool-bench\0"), (ElfNote.xen_version, b"xen-3.0\0"),
-             (ElfNote.virt_base, word(0)), (ElfNote.entry, word(BASE)),
-             (ElfNote.hypercall_page, word(HYPERCALL_PAGE)), (ElfNote.pae_mode, b"no\0"),
-             (ElfNote.loader, b"generic\0"))
+             (ElfNote.virt_base, word(virt_base)), (ElfNote.entry, word(base)),
+             (ElfNote.hypercall_page, word(hypercall_page)),
+             (ElfNote.pae_mode, pae_mode + b"\0"), (ElfNote.loader, b"generic\0"))
     return b"".join(elf_format.pack_note(XEN_NOTE_NAME, kind, desc) for kind, desc in notes)

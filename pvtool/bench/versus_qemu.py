@@ -1,5 +1,6 @@
-"""pvtool's native mode against qemu-system-i386 on the same image, in the same bench
-run: QEMU is what users compare pvtool with.
+"""pvtool's native mode against QEMU on the same image, in the same bench run: QEMU is
+what users compare pvtool with. A 32-bit guest is judged by qemu-system-i386, a 64-bit
+one by qemu-system-x86_64 (bench/qemu.py).
 
 QEMU is timed as a whole process (bench/qemu.py), pvtool by its run loop (the machine
 built and the kernel loaded beforehand are not counted). QEMU's start-up and shut-down
@@ -17,7 +18,15 @@ from pathlib import Path
 from pvtool.bench.exitkernel import exit_kernel
 from pvtool.bench.measure import Timing
 from pvtool.bench.progress import BenchProgress
-from pvtool.bench.qemu import NOT_INSTALLED, QEMU_ARGS, QemuRun, qemu_path, qemu_version, run_qemu
+from pvtool.bench.qemu import (
+    QEMU,
+    QEMU_ARGS,
+    QemuRun,
+    not_installed,
+    qemu_path,
+    qemu_version,
+    run_qemu,
+)
 from pvtool.bench.workloads import RUN_TIMEOUT, ModeRuns, fresh_disk
 from pvtool.machine.stop import StopKind
 
@@ -26,16 +35,17 @@ SHOWN_BYTES = 24  # of each side, where the outputs part
 
 @dataclass(frozen=True)
 class QemuSide:
-    """QEMU in this bench run: where it is and the exit-at-once kernel its start-up is
-    timed with, or why it is absent or unusable."""
+    """A QEMU program in this bench run: where it is and the exit-at-once kernel its
+    start-up is timed with, or why it is absent or unusable."""
 
     path: str | None
     version: str = ""
     exit_kernel: Path | None = None
     error: str | None = None
+    program: str = QEMU
 
     def to_dict(self) -> dict:
-        return {"available": self.path is not None, "path": self.path,
+        return {"program": self.program, "available": self.path is not None, "path": self.path,
                 "version": self.version, "args": list(QEMU_ARGS), "error": self.error}
 
     def startup(self) -> QemuRun | str:
@@ -47,14 +57,16 @@ class QemuSide:
         return run
 
 
-def find_qemu(workdir: Path) -> QemuSide:
-    """QEMU, checked with one run of a kernel that exits at once (written to WORKDIR)."""
-    path = qemu_path()
+def find_qemu(workdir: Path, program: str = QEMU) -> QemuSide:
+    """QEMU PROGRAM, checked with one run of a kernel that exits at once (written to
+    WORKDIR; both programs boot it)."""
+    path = qemu_path(program)
     if path is None:
-        return QemuSide(None, error=NOT_INSTALLED)
+        return QemuSide(None, error=not_installed(program), program=program)
     kernel = workdir / "exit-at-once.elf"
-    kernel.write_bytes(exit_kernel())
-    side = QemuSide(path, qemu_version(path), kernel)
+    if not kernel.exists():
+        kernel.write_bytes(exit_kernel())
+    side = QemuSide(path, qemu_version(path), kernel, program=program)
     checked = side.startup()
     return replace(side, error=checked) if isinstance(checked, str) else side
 

@@ -55,11 +55,12 @@ def _workloads(data: dict) -> Table:
         table.add_column(name, no_wrap=True, min_width=len(name),
                          justify="left" if name in ("guest", "mode") else "right")
     table.add_column("stop")
+    not_run = []
     for guest in data["guests"]:
         for mode, run in guest["modes"].items():
             if not run["ok"]:
-                table.add_row(guest["name"], mode, "-", "-", "-", "-", "-",
-                              f"[red]not run: {run['error']}[/]")
+                table.add_row(guest["name"], mode, "-", "-", "-", "-", "-", "[red]not run[/]")
+                not_run.append(f"{guest['name']} {mode} not run: {run['error']}")
                 continue
             ratio = run["ratio_to_native"]
             stop = _stop(run, mode)
@@ -71,7 +72,8 @@ def _workloads(data: dict) -> Table:
     if any(_predicted_failure(run, mode) for guest in data["guests"]
            for mode, run in guest["modes"].items() if run["ok"]):
         table.caption += f"\n{PREDICTED}: self-tests fail under trap, as predicted"
-    table.caption = "\n".join([table.caption, *map(_note, notes.faster_than_native(data))])
+    table.caption = "\n".join([table.caption, *map(_note, notes.faster_than_native(data)),
+                               *map(_note, _failed_stops(data)), *map(_note, not_run)])
     table.caption_justify = "left"
     return table
 
@@ -79,8 +81,9 @@ def _workloads(data: dict) -> Table:
 def versus_qemu_table(data: dict) -> Table:
     """A row per guest: pvtool's native run loop against the whole QEMU process, and
     against it less QEMU's start-up; no ratio where the two printed different bytes."""
-    qemu = data["qemu"]
-    title = f"pvtool native vs qemu-system-i386 -kernel: median of {data['repeat']} run(s)"
+    qemu, qemu64 = data["qemu"], data.get("qemu64")
+    judges = "qemu-system-i386" + ("/x86_64" if qemu64 else "")  # by the guest's width
+    title = f"pvtool native vs {judges} -kernel: median of {data['repeat']} run(s)"
     table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False)
     for name in ("guest", "pvtool ms", "QEMU ms", "start ms", "/QEMU", "/less start"):
         table.add_column(name, no_wrap=True, min_width=len(name),
@@ -103,7 +106,8 @@ def versus_qemu_table(data: dict) -> Table:
         "start ms: QEMU's start-up alone (a kernel that exits at once), timed",
         "before each of the guest's runs. same: the same bytes on COM1 and the",
         "same exit code as pvtool, every run.",
-        qemu["version"] or qemu["error"], *refused])
+        *(f"{side['program']}: {side['version'] or side['error']}"
+          for side in (qemu, qemu64) if side), *refused])
     table.caption_justify = "left"
     return table
 
@@ -161,6 +165,14 @@ def _stop(run: dict, mode: str) -> str:
     if _predicted_failure(run, mode):
         return f"{text}{PREDICTED}"
     return f"[red]{text} FAILED[/]"
+
+
+def _failed_stops(data: dict) -> list[str]:
+    """Why each run that ended otherwise than on purpose stopped (a crash's reason)."""
+    return [f"{guest['name']} {mode}: {run['stop']['kind']}: {run['stop']['reason']}"
+            for guest in data["guests"] for mode, run in guest["modes"].items()
+            if run["ok"] and not run["guest_passed"] and not _predicted_failure(run, mode)
+            and run["stop"]["kind"] != "guest-exit"]
 
 
 def _predicted_failure(run: dict, mode: str) -> bool:

@@ -5,7 +5,12 @@ Repeats are interleaved across modes so a slow spell of the machine hits them al
 Around each PV run, short runs of the null-hypercall kernel (bench/nullcall.py), just
 before and just after, price a null hypercall in rdtsc cycles there and then, so each
 PV operation a guest prints is also given in null hypercalls: a ratio taken within one
-repeat rather than across a whole bench, on a machine whose load drifts."""
+repeat rather than across a whole bench, on a machine whose load drifts. A guest is
+priced in the null-hypercall kernel of its own width (int 0x82, or the 64-bit
+hypercall page's syscall: bench/tinyxen64.py), whose hypercalls take its path.
+
+A mode that cannot run a guest (a patch refused, a boot refused, a run that never
+finishes) is recorded with why, in words for the row's note, and not run again."""
 
 import time
 from collections.abc import Callable
@@ -17,11 +22,13 @@ from pvtool.bench.measure import Timing, per_second
 from pvtool.bench.operations import Operation, parse_operations, summarize
 from pvtool.bench.progress import BenchProgress
 from pvtool.errors import PvtoolError
+from pvtool.image.elf import load_elf
 from pvtool.machine.stop import StopKind
 from pvtool.run import Mode, RunOptions, RunResult, run_image
 
 DISK_SIZE = 256 << 10  # minikern's disk: zeros, fresh for every run
 RUN_TIMEOUT = 120.0  # seconds: a guest that loops for ever still ends the bench
+UNFINISHED = (StopKind.TIMEOUT, StopKind.INSN_LIMIT)  # the run's limit, not the guest, ended it
 NULL_CALLS_PER_RUN = 2_000  # the null hypercalls timed before and after each PV run
 
 
@@ -55,6 +62,7 @@ class ModeRuns:
     null_cycles: list[float] = field(default_factory=list)
     outputs: list[bytes] = field(default_factory=list)  # each run's serial output
     profile: dict | None = None  # one more run, under --profile: the exits table's times
+    bits: int = 32  # the booted image's width: its null-hypercall kernel's
 
     @property
     def ok(self) -> bool:
@@ -136,31 +144,37 @@ def _profile(mode_runs: ModeRuns, workdir: Path) -> dict | None:
 def _run_and_record(mode_runs: ModeRuns, workdir: Path) -> None:
     """One run, its output and its operations kept; for PV a null hypercall priced
     just before and just after it."""
-    before = _null_cycles(workdir) if mode_runs.mode is Mode.PV else None
+    before = _null_cycles(workdir, mode_runs.bits) if mode_runs.mode is Mode.PV else None
     output = bytearray()
     try:
-        mode_runs.results.append(_run_once(mode_runs, workdir, output.extend))
+        result = _run_once(mode_runs, workdir, output.extend)
     except PvtoolError as exc:
         mode_runs.error = exc.message
         return
+    if result.stop.kind in UNFINISHED:
+        mode_runs.error = f"did not finish: {result.stop.reason}"
+        return
+    mode_runs.results.append(result)
     mode_runs.outputs.append(bytes(output))
     mode_runs.operations.append(parse_operations(mode_runs.outputs[-1]))
-    if mode_runs.mode is Mode.PV:
-        mode_runs.null_cycles.append((before + _null_cycles(workdir)) / 2)
+    if before is not None:
+        mode_runs.null_cycles.append((before + _null_cycles(workdir, mode_runs.bits)) / 2)
 
 
-def _null_cycles(workdir: Path) -> float:
-    """A null hypercall's rdtsc cycles, now."""
-    kernel = workdir / f"nullcall-{NULL_CALLS_PER_RUN}.elf"
+def _null_cycles(workdir: Path, bits: int) -> float:
+    """A BITS-bit domain's null hypercall's rdtsc cycles, now."""
+    kernel = workdir / f"nullcall{bits}-{NULL_CALLS_PER_RUN}.elf"
     if not kernel.exists():
-        nullcall.write_kernel(workdir, NULL_CALLS_PER_RUN)
+        nullcall.write_kernel(workdir, NULL_CALLS_PER_RUN, bits)
     return nullcall.run_kernel(kernel)[1] / NULL_CALLS_PER_RUN
 
 
 def _prepare(mode: Mode, image: Path, workdir: Path) -> ModeRuns:
-    """PV boots a copy patched now; the other modes boot IMAGE itself."""
+    """PV boots a copy patched now (with the patch set of the image's width); the other
+    modes boot IMAGE itself."""
+    bits = load_elf(image).bits
     if mode is not Mode.PV:
-        return ModeRuns(mode, image)
+        return ModeRuns(mode, image, bits=bits)
     from pvtool.patch.pipeline import patch_image
 
     patched = workdir / f"{image.stem}.pv.elf"
@@ -168,8 +182,8 @@ def _prepare(mode: Mode, image: Path, workdir: Path) -> ModeRuns:
     try:
         patch_image(image, patched)
     except PvtoolError as exc:
-        return ModeRuns(mode, None, error=f"patch: {exc.message}")
-    return ModeRuns(mode, patched, prepare_seconds=time.perf_counter() - started)
+        return ModeRuns(mode, None, error=f"patch: {exc.message}", bits=bits)
+    return ModeRuns(mode, patched, prepare_seconds=time.perf_counter() - started, bits=bits)
 
 
 def _run_once(mode_runs: ModeRuns, workdir: Path, output: Callable[[bytes], None],

@@ -256,13 +256,13 @@ Examples:
               help="Files matching GLOB are generated, not hand-written. Repeatable.")
 @click.option("--patch-set", default=None, metavar="NAME|DIR",
               help="With two images: the patch set that names the glue (default xen32).")
-@click.option("--versus", "versus_path", type=EXISTING_FILE, metavar="DIFF",
+@click.option("--versus", "versus_paths", type=EXISTING_FILE, metavar="DIFF", multiple=True,
               help="Another port of the same kernel, measured beside it (e.g. the listing "
-                   "diff `pvtool patch` wrote).")
+                   "diff `pvtool patch` wrote). Repeatable: a column each.")
 @json_option("the figures")
 def diffstat(inputs: tuple[Path, ...], baseline_dir: Path | None, sloc: bool,
              categories: tuple[str, ...], automatic: tuple[str, ...],
-             patch_set: str | None, versus_path: Path | None,
+             patch_set: str | None, versus_paths: tuple[Path, ...],
              json_path: Path | None) -> None:
     """Measure how invasive a port is, as the Xen paper's Table 2 did: lines modified or
     added, by category, beside Xen's Linux and Windows XP ports.
@@ -278,11 +278,12 @@ def diffstat(inputs: tuple[Path, ...], baseline_dir: Path | None, sloc: bool,
 
     check_output_path(json_path)
     port = measure_port(inputs, baseline_dir, sloc, categories, automatic, patch_set)
-    versus = measure_port((versus_path,)) if versus_path is not None else None
+    versus = [measure_port((path,)) for path in versus_paths]
     if json_path is not None:
         data = port.to_dict()
-        if versus is not None:
-            data["versus"] = versus.to_dict()
+        if versus:  # the first as "versus", as with one; every one in "versus_all"
+            data["versus"] = versus[0].to_dict()
+            data["versus_all"] = [other.to_dict() for other in versus]
         write_json(json_path, data)
     if str(json_path) != STDOUT:
         diffstat_view.render_port(port, console.stdout, versus)

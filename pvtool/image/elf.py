@@ -209,7 +209,7 @@ def load_elf(path: Path) -> ElfImage:
 
 def require_32bit(image: ElfImage) -> ElfImage:
     """IMAGE, if it is a 32-bit kernel. Every command that cannot take an x86-64 kernel
-    yet (patch, run in every mode, bench, diffstat of images) calls this after loading,
+    yet (run --trap, and run of one without Xen notes) calls this after loading,
     so a 64-bit image is refused in one place, in the words load_elf uses for a 64-bit
     image of another machine."""
     if image.bits != ELF32.bits:

@@ -3,6 +3,7 @@ Xen's Linux and XP columns, the parts of the port and why each sits in its categ
 diffstat's per-file histogram, Xen's share, and diffstat's summary line last."""
 
 import re
+from collections.abc import Sequence
 
 from rich import box
 from rich.console import Console
@@ -25,10 +26,12 @@ def render(result: DiffstatResult, console: Console) -> None:
     console.print(result.summary_line(), markup=False, highlight=False)
 
 
-def render_port(port: PortMeasure, console: Console, versus: PortMeasure | None = None) -> None:
+def render_port(port: PortMeasure, console: Console,
+                versus: Sequence[PortMeasure] = ()) -> None:
     console.print(table2(port, versus))
-    if versus is not None:
-        console.print(versus_line(port, versus), highlight=False)
+    for index, other in enumerate(versus, 1):
+        label = f"versus {index}" if len(versus) > 1 else "versus"
+        console.print(versus_line(port, other, label), highlight=False)
     console.print(parts_table(port))
     for text in why_lines(port):
         console.print(text, highlight=False)
@@ -39,10 +42,11 @@ def render_port(port: PortMeasure, console: Console, versus: PortMeasure | None 
     console.print(port.diffstat.summary_line(), markup=False, highlight=False)
 
 
-def table2(port: PortMeasure, versus: PortMeasure | None = None) -> Table:
+def table2(port: PortMeasure, versus: Sequence[PortMeasure] = ()) -> Table:
     """Table 2's rows and totals: the port (automatic, hand-written, total) beside
-    VERSUS (another port of the same kernel: its total) and Xen's Linux and Windows XP
-    ports."""
+    VERSUS (other ports of the same kernel, or of its port to another width: their
+    totals) and Xen's Linux and Windows XP ports. Beside two or more VERSUS columns
+    XP's is left out, so that the table keeps to 80 columns."""
     table = Table(title=f"Lines modified or added ({port.kind} {port.source}), "
                         "beside Table 2 of the Xen paper",
                   box=box.SIMPLE_HEAD, show_footer=True, title_justify="left",
@@ -55,20 +59,25 @@ def table2(port: PortMeasure, versus: PortMeasure | None = None) -> Table:
     columns = [("auto-\nmatic", str(automatic), None),
                ("by\nhand", str(hand), None),
                ("this\nport", _total(automatic + hand, port.share_percent), "bold")]
-    if versus is not None:
-        columns.append(("versus", _total(versus.added_or_modified, versus.share_percent),
+    for index, other in enumerate(versus, 1):
+        title = f"versus\n{index}" if len(versus) > 1 else "versus"
+        columns.append((title, _total(other.added_or_modified, other.share_percent), None))
+    with_xp = len(versus) < 2
+    columns.append(("Xen\nLinux", _total(xen_table2.LINUX_TOTAL,
+                                         xen_table2.LINUX_SHARE_PERCENT), None))
+    if with_xp:
+        columns.append(("Xen\nXP", _total(xen_table2.XP_TOTAL, xen_table2.XP_SHARE_PERCENT),
                         None))
-    columns += [("Xen\nLinux", _total(xen_table2.LINUX_TOTAL,
-                                      xen_table2.LINUX_SHARE_PERCENT), None),
-                ("Xen\nXP", _total(xen_table2.XP_TOTAL, xen_table2.XP_SHARE_PERCENT), None)]
     for title, footer, style in columns:
         table.add_column(title, footer=footer, justify="right", style=style, no_wrap=True)
-    beside = {r.name: r.total for r in versus.categories()} if versus is not None else None
+    beside = [{r.name: r.total for r in other.categories()} for other in versus]
     for row in rows:
         cells = [str(row.automatic), str(row.hand_written), str(row.total)]
-        if beside is not None:
-            cells.append(str(beside.pop(row.name, 0)))
-        table.add_row(Text(row.name), *cells, _xen(row.linux), _xen(row.xp))
+        cells += [str(totals.get(row.name, 0)) for totals in beside]
+        cells.append(_xen(row.linux))
+        if with_xp:
+            cells.append(_xen(row.xp))
+        table.add_row(Text(row.name), *cells)
     return table
 
 
@@ -76,13 +85,13 @@ def _total(lines: int, share: float | None) -> str:
     return f"{lines}\n" + (f"{share:.2f}%" if share is not None else "-")
 
 
-def versus_line(port: PortMeasure, versus: PortMeasure) -> Text:
-    """What the versus column is, and how the two ports' lines compare."""
+def versus_line(port: PortMeasure, versus: PortMeasure, label: str = "versus") -> Text:
+    """What the versus column LABEL is, and how the two ports' lines compare."""
     mine, theirs = port.added_or_modified, versus.added_or_modified
     ratio = f" ({mine / theirs:.2f}x its lines)" if theirs else ""
     automatic = sum(p.added for p in versus.parts if p.origin == AUTOMATIC)
     base = versus.diffstat.baseline_lines
-    return Text(f"versus: {versus.kind} {versus.source}: {theirs} lines modified or "
+    return Text(f"{label}: {versus.kind} {versus.source}: {theirs} lines modified or "
                 f"added, {automatic} of them automatic"
                 + (f", of its own baseline of {base} lines" if base else "")
                 + f"; this port: {mine}{ratio}")

@@ -114,9 +114,10 @@ def operations():
 
 
 # -- the counts, from memory ---------------------------------------------------------
-def recomputed(booted) -> dict[str, dict]:
+def recomputed(booted, start_info: int | None = None) -> dict[str, dict]:
     """Every reference the validated tables' entries, the bases, the pins and the
-    backends' writable rings hold, counted here."""
+    backends' writable rings hold, counted here. START_INFO is start_info's physical
+    address (by default the builder's RSI, for a guest that has not run)."""
     frames, tables = booted.domain.frames, booted.domain.pagetables
     refs, types = Counter(), Counter()
     holders, writable = defaultdict(Counter), defaultdict(set)
@@ -139,7 +140,8 @@ def recomputed(booted) -> dict[str, dict]:
         if info & PINNED:
             refs[mfn] += 1
             types[mfn] += 1
-    si = booted.cpu.read(GPRS64_BY_NAME["rsi"]) - VIRT_BASE  # the guest has not run
+    si = start_info if start_info is not None else (
+        booted.cpu.read(GPRS64_BY_NAME["rsi"]) - VIRT_BASE)  # the guest has not run
     rings = [struct.unpack("<Q", booted.memory.read_phys(si + field, 8))[0]
              for field in (SI_CONSOLE_MFN, SI_STORE_MFN)]
     roots = [tables.base_mfn, *rings] + ([tables.user_base_mfn] if tables.user_base_mfn else [])

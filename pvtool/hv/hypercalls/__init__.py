@@ -65,6 +65,7 @@ TABLE_64: dict[int, Handler] = TABLE | {
     Hypercall.callback_op: traps64.callback_op,
     Hypercall.iret: traps64.iret,
     Hypercall.set_segment_base: traps64.set_segment_base,
+    Hypercall.update_descriptor: descriptors.update_descriptor_64,
 }
 TABLES = {32: TABLE, 64: TABLE_64}
 

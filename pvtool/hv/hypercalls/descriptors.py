@@ -27,5 +27,14 @@ def update_descriptor(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     ma_lo, ma_hi, desc_lo, desc_hi = args[:4]
     if ma_hi:
         raise HypercallError(Errno.EINVAL, "machine address above 4 GiB")
-    dom.gdt.update_descriptor(ma_lo, desc_hi << 32 | desc_lo)
+    dom.gdt.update_descriptor(ma_lo, (desc_hi & 0xFFFFFFFF) << 32 | desc_lo & 0xFFFFFFFF)
+    return 0
+
+
+def update_descriptor_64(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+    """A 64-bit guest passes the machine address and the descriptor whole, one register
+    each (Xen's do_update_descriptor(uint64_t gaddr, seg_desc_t d); the halves are the
+    32-bit compat form)."""
+    machine_address, desc = args[:2]
+    dom.gdt.update_descriptor(machine_address, desc)
     return 0
