@@ -29,6 +29,7 @@ from pvtool.run import Mode, RunOptions, RunResult, run_image
 DISK_SIZE = 256 << 10  # minikern's disk: zeros, fresh for every run
 RUN_TIMEOUT = 120.0  # seconds: a guest that loops for ever still ends the bench
 UNFINISHED = (StopKind.TIMEOUT, StopKind.INSN_LIMIT)  # the run's limit, not the guest, ended it
+BROKEN = (StopKind.CRASH, StopKind.EMULATOR_ERROR)  # a domain crashed: its figures mean nothing
 NULL_CALLS_PER_RUN = 2_000  # the null hypercalls timed before and after each PV run
 
 
@@ -153,6 +154,9 @@ def _run_and_record(mode_runs: ModeRuns, workdir: Path) -> None:
         return
     if result.stop.kind in UNFINISHED:
         mode_runs.error = f"did not finish: {result.stop.reason}"
+        return
+    if result.stop.kind in BROKEN:
+        mode_runs.error = f"{result.stop.kind.value}: {result.stop.reason}"
         return
     mode_runs.results.append(result)
     mode_runs.outputs.append(bytes(output))
