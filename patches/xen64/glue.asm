@@ -16,7 +16,8 @@
 ; kernel the state its 64-bit entry expects (minikern64's start64, like vmlinux's
 ; startup_64): low RAM identity-mapped and the link range mapped to the same frames,
 ; rdi = the Multiboot magic, rsi = the physical address of a Multiboot information
-; structure built from start_info. The stack is the glue's own.
+; structure built from start_info, whose mem_upper ends at .pvdata (patch/layout64.py
+; links the glue above the RAM the kernel may take). The stack is the glue's own.
 mov rsp, {pv_stack_top}
 mov qword ptr [{start_info_ptr}], rsi
 mov rax, qword ptr [rsi + {start_info_mfn_list}]
@@ -33,6 +34,10 @@ mov rsi, qword ptr [{start_info_ptr}]
 mov rax, qword ptr [rsi + {start_info_nr_pages}]
 shl rax, 2
 sub rax, 1024
+cmp rax, {glue_mem_upper}
+jbe below_glue
+mov eax, {glue_mem_upper}
+below_glue:
 mov dword ptr [{mbi_mem_upper}], eax
 add rsi, {start_info_cmd_line}
 mov rdi, {cmdline}

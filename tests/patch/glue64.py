@@ -1,6 +1,6 @@
 """Running a patched 64-bit kernel's glue on Unicorn, with the hypercalls recorded.
 
-A test machine of its own (not pvtool's hypervisor, which is not involved): 16 MiB of
+A test machine of its own (not pvtool's hypervisor, which is not involved): 32 MiB of
 RAM, 4-level tables of 2 MiB pages mapping it at 0 and at KERNBASE (where a kernel
 linked like minikern64 and its added sections live), the patched image's PT_LOAD
 segments at their physical addresses, and a `syscall` hook standing in for Xen: it
@@ -21,7 +21,7 @@ from unicorn import x86_const as X
 from tests.patch.tools import segments
 
 KERNBASE = 0xFFFF_FFFF_8000_0000
-RAM = 16 << 20
+RAM = 32 << 20
 TABLES = 0xF0_0000  # L4, L3 (high), L3 (low), L2
 STACK_TOP = KERNBASE + 0xD0_0000
 RETURN = KERNBASE + 0xCF_F000  # a hlt the harness returns to

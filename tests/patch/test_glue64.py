@@ -272,7 +272,7 @@ def test_the_pv_entry_maps_low_ram_and_enters_the_kernel_as_multiboot(image, mac
     mfn_list = identity_p2m(machine)
     machine.write(KERNBASE + (l4_pfn << 12) + 511 * 8, struct.pack("<Q", l3_pfn << 12 | 0x67))
     info = bytearray(1168)  # start_info, 64-bit (public/xen.h)
-    struct.pack_into("<32sQQ", info, 0, b"xen-3.0-x86_64", 0x1000, 0x7_0000_0000)
+    struct.pack_into("<32sQQ", info, 0, b"xen-3.0-x86_64", 0x2000, 0x7_0000_0000)
     struct.pack_into("<QQQ", info, 88, KERNBASE + (l4_pfn << 12), 4, mfn_list)
     info[128:128 + 22] = b"k64.elf console=ttyS0\0"
     machine.write(start_info, bytes(info))
@@ -291,8 +291,10 @@ def test_the_pv_entry_maps_low_ram_and_enters_the_kernel_as_multiboot(image, mac
     assert machine.reg("rdi") == 0x2BAD_B002
     assert machine.reg("rsi") == phys + MBI
     flags, mem_lower, mem_upper, _, cmdline = struct.unpack("<5I", machine.read(base + MBI, 20))
-    # mem_lower as QEMU's Multiboot loader reports it (pvtool's native loader too)
-    assert (mem_lower, mem_upper) == (639, 0x1000 * 4 - 1024)
+    # mem_lower as QEMU's Multiboot loader reports it (pvtool's native loader too);
+    # mem_upper: the 15 MiB from 1 MiB to .pvdata at 16 MiB, not the domain's 31 MiB
+    assert phys == 16 << 20
+    assert (mem_lower, mem_upper) == (639, 15 * 1024)
     assert flags & 0x5 == 0x5  # memory and command line
     assert machine.read(KERNBASE + cmdline, 22) == b"k64.elf console=ttyS0\0"
     # the identity map's L1s: pfn p -> mfn p, page tables read-only
@@ -303,14 +305,14 @@ def test_the_pv_entry_maps_low_ram_and_enters_the_kernel_as_multiboot(image, mac
     assert machine.u64(l1 + 8 * first_table) == (first_table << 12) | 0x61
     assert machine.u64(l1 + 8 * ((phys + IDENTITY_END) >> 12)) == \
         ((phys + IDENTITY_END) & ~0xFFF) | 0x63
-    assert machine.u64(base + IDENTITY_L2 + 8 * 7) == (phys + IDENTITY_L1S + 7 * 4096) | 0x67
-    assert machine.u64(base + IDENTITY_L2 + 8 * 8) == 0  # 16 MiB: eight L1s
+    assert machine.u64(base + IDENTITY_L2 + 8 * 15) == (phys + IDENTITY_L1S + 15 * 4096) | 0x67
+    assert machine.u64(base + IDENTITY_L2 + 8 * 16) == 0  # 32 MiB: sixteen L1s
 
 
 def identity_p2m(machine) -> int:
-    """An identity P2M (pfn = mfn) for the machine's 16 MiB, its address in .pvdata."""
+    """An identity P2M (pfn = mfn) for the machine's 32 MiB, its address in .pvdata."""
     mfn_list = KERNBASE + 0xC0_0000
-    machine.write(mfn_list, struct.pack("<4096Q", *range(4096)))
+    machine.write(mfn_list, struct.pack("<8192Q", *range(8192)))
     machine.write(pvdata(machine) + MFN_LIST_PTR, struct.pack("<Q", mfn_list))
     return mfn_list
 
