@@ -22,7 +22,7 @@ from pvtool.image.elf import ElfImage
 from pvtool.patch.code_space import rewritable_code
 from pvtool.patch.glue import Glue, abi_symbols_64, assemble_glue
 from pvtool.patch.patchset import PatchSet
-from pvtool.patch.pvdata64 import PvData64
+from pvtool.patch.pvdata64 import IDENTITY_PAGES, PvData64
 from pvtool.x86.paging import CANONICAL_LOW_END, PAGE_SIZE, page_up
 
 REL32_REACH = 1 << 31
@@ -33,7 +33,8 @@ GLUE_PHYS_MIN = 16 << 20  # above the 8-16 MiB a small kernel manages
 
 def glue_phys(image: ElfImage) -> int:
     """The physical address of .pvdata: the first 2 MiB boundary at or above 16 MiB
-    past the image."""
+    past the image, within the PV entry's identity map (its L1s serve the glue's
+    range: glue.asm pv_glue_range)."""
     image_end = page_up(image.end_vaddr) - image.phys_offset
     return max(GLUE_PHYS_MIN, -(-image_end // L2_SPAN) * L2_SPAN)
 
@@ -53,6 +54,10 @@ def lay_out_64(image: ElfImage, patch_set: PatchSet) -> tuple[PvData64, int, Glu
     symbols = abi_symbols_64(text_base, image.entry, pvdata.base) | pvdata.symbols() | {
         "virt_base": image.phys_offset,
         "glue_mem_upper": (phys >> 10) - 1024,
+        "glue_phys": phys,
+        "glue_l1_table": phys // L2_SPAN,
+        "glue_l2_slot": data_base >> 21 & 511,
+        "m2p": xen64.RO_MPT_VIRT_START_64,
         "link_l4_slot": image.phys_offset >> 39 & 511,
         "link_l3_slot": image.phys_offset >> 30 & 511}
     glue = assemble_glue(with_trap_entries(patch_set), text_base + PAGE_SIZE, symbols)
@@ -85,7 +90,11 @@ def check_reach(image: ElfImage, end: int) -> None:
         raise PatchError(f"{image.path}: its code from {lowest:#x} and the PV sections "
                          f"up to {end:#x} span more than 2 GiB, the "
                          "reach of a detour's rel32 jump")
-    start = image.phys_offset + glue_phys(image)
+    phys = glue_phys(image)
+    if phys + L2_SPAN > IDENTITY_PAGES * PAGE_SIZE:
+        raise PatchError(f"{image.path}: the image ends past physical {phys:#x}, beyond "
+                         f"the {IDENTITY_PAGES * PAGE_SIZE >> 20} MiB the PV entry maps")
+    start = image.phys_offset + phys
     if end - start > L2_SPAN:
         raise PatchError(f"{image.path}: the PV sections ({start:#x}-{end:#x}) need more "
                          "than 2 MiB, the range one L1 maps in a kernel-built L4")
