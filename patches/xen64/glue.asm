@@ -16,7 +16,8 @@
 ; kernel the state its 64-bit entry expects (minikern64's start64, like vmlinux's
 ; startup_64): low RAM identity-mapped and the link range mapped to the same frames,
 ; rdi = the Multiboot magic, rsi = the physical address of a Multiboot information
-; structure built from start_info. The stack is the glue's own.
+; structure built from start_info, whose mem_upper ends at .pvdata (patch/layout64.py
+; links the glue above the RAM the kernel may take). The stack is the glue's own.
 mov rsp, {pv_stack_top}
 mov qword ptr [{start_info_ptr}], rsi
 mov rax, qword ptr [rsi + {start_info_mfn_list}]
@@ -33,6 +34,10 @@ mov rsi, qword ptr [{start_info_ptr}]
 mov rax, qword ptr [rsi + {start_info_nr_pages}]
 shl rax, 2
 sub rax, 1024
+cmp rax, {glue_mem_upper}
+jbe below_glue
+mov eax, {glue_mem_upper}
+below_glue:
 mov dword ptr [{mbi_mem_upper}], eax
 add rsi, {start_info_cmd_line}
 mov rdi, {cmdline}
@@ -463,7 +468,8 @@ call {pv_fatal}
 ; {user_l4_tables}). Its user half follows the kernel L4's on every load, entry by
 ; entry through mmu_update, which Xen validates (the page is a page table, never
 ; written directly). The kernel L4 is read at VIRT_BASE + physical, which every L4
-; of a kernel linked there maps.
+; of a kernel linked there maps. Before the switch pv_glue_range gives the new L4 the
+; glue's own 2 MiB, which the kernel does not know of.
 pushfq
 push rax
 push rbx
@@ -531,6 +537,7 @@ same:
 inc r15d
 jmp sync
 synced:
+call {pv_glue_range}
 mov r9, qword ptr [{mfn_list_ptr}]
 mov rax, r12
 sub rax, {virt_base}
@@ -569,6 +576,58 @@ mov rax, {failure_user_l4}
 call {pv_fatal}
 refused:
 mov rax, {failure_mmuext}
+call {pv_fatal}
+
+## pv_glue_range
+; r12 = the virtual address (VIRT_BASE + physical) of an L4 the kernel is about to
+; load. Make its entry for the glue's 2 MiB at VIRT_BASE + {glue_phys} (.pvdata,
+; .pvtext, patch/layout64.py) point at the glue's L1 for it: the identity map's L1
+; {glue_l1_table}, in use and validated since the PV entry. The L4's slot and the L3's
+; of the link range must be present (the kernel maps its own link range there); each
+; table is read at VIRT_BASE + its pseudo-physical frame, found through Xen's read-only
+; M2P (XEN-ABI64.md 1.8). An empty L2 entry is written directly: a table the kernel
+; has not loaded yet is one of its writable pages (Xen's mmu_update writes such a page
+; as plain memory too), and a store to one in use is a validated writable page-table
+; update. An entry mapping anything else there crashes the domain. Clobbers rax, rbx,
+; rcx, rdx and the flags.
+mov rbx, {m2p}
+mov rdx, qword ptr [r12 + {link_l4_slot} * 8]
+call table
+mov rdx, qword ptr [rdx + {link_l3_slot} * 8]
+call table
+lea rdx, [rdx + {glue_l2_slot} * 8]
+mov rcx, qword ptr [{mfn_list_ptr}]
+mov rax, {identity_l1s_phys} + {glue_l1_table} * 4096
+shr rax, 12
+mov rax, qword ptr [rcx + rax*8]
+shl rax, 12
+mov rcx, qword ptr [rdx]
+test cl, 1
+je install
+mov rbx, {pte_address_mask}
+and rcx, rbx
+cmp rcx, rax
+jne taken
+ret
+install:
+or rax, {table_flags}
+mov qword ptr [rdx], rax
+ret
+table:
+test dl, 1
+je taken
+mov rax, {pte_address_mask}
+and rdx, rax
+shr rdx, 12
+mov rdx, qword ptr [rbx + rdx*8]
+cmp rdx, {identity_max_pages}
+jae taken
+shl rdx, 12
+mov rax, {virt_base}
+add rdx, rax
+ret
+taken:
+mov rax, {failure_glue_range}
 call {pv_fatal}
 
 ## pv_mmuext

@@ -21,6 +21,8 @@ from pvtool.hv.builder64 import build_domain64, enter_guest64
 from pvtool.hv.domain import PvDomain
 from pvtool.hv.emulate import Emulator
 from pvtool.hv.entry64 import Pv64Supervisor
+from pvtool.hv.pagemodes import TRAP_FOUR_LEVEL
+from pvtool.hv.trapmode64 import DEVICE_PAGES
 from pvtool.hv.traps import PvSupervisor
 from pvtool.hv.xenstore.daemon import start_xenstore
 from pvtool.hv.xenstore.toolstack import DomainConfig
@@ -59,13 +61,17 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
     else:
         boot = build_domain(machine, image, notes, nr_pages, cmdline, modules)
     ours = parse_pvtool_notes(image)
+    pc_kernel = boot.long_mode and is_patched(image)
     domain = PvDomain(machine, base_mfn=boot.pfn(boot.page_tables), paging=_paging(boot),
-                      downgrade=is_patched(image) if boot.long_mode else None,
+                      rules=TRAP_FOUR_LEVEL if pc_kernel else None,
                       glue=boot.glue, superpages=boot.glue, console_mfn=boot.pfn(boot.console),
                       regs_block=ours.regs_block, site_ranges=ours.site_ranges,
                       glue_alias=(notes.virt_base or 0) if boot.glue else 0,
                       console_output=machine.output, console_input=console_input,
                       xen_console=xen_console or machine.output, trace=trace, vcpus=vcpus)
+    if pc_kernel:  # its devices, as a trap-mode kernel's (I/O privilege: docs/ABI.md)
+        for page in DEVICE_PAGES:
+            domain.frames.share(page >> paging.PAGE_SHIFT, domain.domid)
     disk = machine.ata[0].drives[0]  # QEMU's -drive index 0, which --disk fills
     domain.xenstore = start_xenstore(domain, DomainConfig(
         name=image.path.stem, memory_kib=nr_pages * PAGE_SIZE // 1024,

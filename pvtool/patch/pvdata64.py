@@ -80,6 +80,8 @@ GLUE_FAILURES = {
     **{name: GLUE_FAILURES_32[name] for name in ("paging_off", "set_gdt", "ldt")},
     "iopl": "PHYSDEVOP_set_iopl refused I/O privilege for the kernel",
     "map": "update_va_mapping or mmu_update refused a mapping the PV entry needs",
+    "glue_range": "mov to CR3: the new L4 does not map the link range down to an L2, "
+                  "or maps something else where the glue lies",
     "mmuext": "mmuext_op refused a new L4 (kernel or user), a pin or an invlpg",
     "user_l4": f"mov to CR3: more than {USER_L4_TABLES} distinct L4 tables, each needing "
                "a user L4 of the glue's",

@@ -90,10 +90,10 @@ def test_the_pv_entry_of_patched_minikern64_reaches_start64_as_multiboot(patched
     machine = GlueMachine(out)
     start_info, l4_pfn = KERNBASE + 0xE0_0000, 0xE01
     mfn_list = KERNBASE + 0xC0_0000
-    machine.write(mfn_list, struct.pack("<4096Q", *range(4096)))
+    machine.write(mfn_list, struct.pack("<8192Q", *range(8192)))
     machine.write(KERNBASE + (l4_pfn << 12) + 511 * 8, struct.pack("<Q", 0xE02067))
     info = bytearray(1168)  # start_info, 64-bit (public/xen.h)
-    struct.pack_into("<32sQQ", info, 0, b"xen-3.0-x86_64", 0x1000, 0x7_0000_0000)
+    struct.pack_into("<32sQQ", info, 0, b"xen-3.0-x86_64", 0x2000, 0x7_0000_0000)
     struct.pack_into("<QQQ", info, 88, KERNBASE + (l4_pfn << 12), 4, mfn_list)
     machine.write(start_info, bytes(info))
     entry = struct.unpack("<Q", note(out, b"Xen", 1))[0]

@@ -1,7 +1,7 @@
 """Running a patched 64-bit kernel's glue on Unicorn, with the hypercalls recorded.
 
-A test machine of its own (not pvtool's hypervisor, which is not involved): 16 MiB of
-RAM, 4-level tables of 2 MiB pages mapping it at 0 and at KERNBASE (where a kernel
+A test machine of its own (not pvtool's hypervisor, which is not involved): 32 MiB of
+RAM, 4-level tables of 2 MiB pages mapping it at 0, at Xen's M2P and at KERNBASE (where a kernel
 linked like minikern64 and its added sections live), the patched image's PT_LOAD
 segments at their physical addresses, and a `syscall` hook standing in for Xen: it
 records each hypercall (the number the hypercall page put in eax, the argument
@@ -21,8 +21,11 @@ from unicorn import x86_const as X
 from tests.patch.tools import segments
 
 KERNBASE = 0xFFFF_FFFF_8000_0000
-RAM = 16 << 20
+RAM = 32 << 20
 TABLES = 0xF0_0000  # L4, L3 (high), L3 (low), L2
+# Xen's read-only M2P (RO_MPT_VIRT_START, 0xffff800000000000): RAM from 0 again, where
+# a test writes the machine-to-pseudo-physical entries (test_glue64.identity_p2m).
+M2P_L4_SLOT = 256
 STACK_TOP = KERNBASE + 0xD0_0000
 RETURN = KERNBASE + 0xCF_F000  # a hlt the harness returns to
 ARGS = (X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX, X.UC_X86_REG_R10,
@@ -110,6 +113,7 @@ class GlueMachine:
         entry = lambda address: struct.pack("<Q", address | PRESENT_RW)  # noqa: E731
         self.cpu.mem_write(l4 + 511 * 8, entry(l3_high))
         self.cpu.mem_write(l4, entry(l3_low))
+        self.cpu.mem_write(l4 + M2P_L4_SLOT * 8, entry(l3_low))
         self.cpu.mem_write(l3_high + 510 * 8, entry(l2))
         self.cpu.mem_write(l3_low, entry(l2))
         for index in range(RAM >> 21):

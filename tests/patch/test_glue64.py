@@ -17,7 +17,7 @@ from tests.patch.tools import sections
 
 # public/xen.h hypercall numbers.
 HC_SET_TRAP_TABLE, HC_MMU_UPDATE, HC_SET_GDT, HC_STACK_SWITCH = 0, 1, 2, 3
-HC_UPDATE_VA_MAPPING, HC_XEN_VERSION, HC_IRET = 14, 17, 23
+HC_UPDATE_VA_MAPPING, HC_XEN_VERSION, HC_CONSOLE_IO, HC_IRET = 14, 17, 18, 23
 HC_SET_SEGMENT_BASE, HC_MMUEXT_OP, HC_SCHED_OP, HC_CALLBACK_OP, HC_PHYSDEV_OP = \
     25, 26, 29, 30, 33
 MMUEXT_NEW_BASEPTR, MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_NEW_USER_BASEPTR = 5, 6, 15
@@ -213,6 +213,7 @@ def test_a_cr3_write_loads_the_kernel_l4_and_its_user_l4(machine):
     entries = {0: 0x50_1067, 255: 0x50_2067, 511: 0x50_3067}
     for slot, value in entries.items():
         machine.write(KERNBASE + l4 + 8 * slot, struct.pack("<Q", value))
+    machine.write(KERNBASE + 0x50_3000 + 8 * 510, struct.pack("<Q", 0x50_4067))  # KERNBASE
     identity_p2m(machine)
     machine.watch = {"update": (base + MMU_UPDATE, 16), "ops": (base + MMUEXT, 48)}
     machine.call("pv_write_cr3", rax=l4)
@@ -227,6 +228,30 @@ def test_a_cr3_write_loads_the_kernel_l4_and_its_user_l4(machine):
     assert ops == [(MMUEXT_NEW_BASEPTR, l4 >> 12), (MMUEXT_NEW_USER_BASEPTR, pool)]
     assert machine.calls[3].args[0] == base + SHARED_INFO_PAGE
     assert machine.u64(base + REGS_CR3) == l4
+    # the kernel's L2 of its link range now maps the glue's 2 MiB (KERNBASE + 16 MiB,
+    # L2 entry 8) with the PV entry's L1 for it, the ninth of the identity map
+    phys = base - KERNBASE
+    assert phys == 16 << 20
+    assert machine.u64(KERNBASE + 0x50_4000 + 8 * 8) == (phys + IDENTITY_L1S + 8 * 4096) | 0x67
+    assert machine.u64(KERNBASE + 0x50_4000 + 8 * 7) == 0  # nothing else written
+
+
+@pytest.mark.parametrize("l2_entry", [None, 0x60_0067])  # no L2; another table at 16 MiB
+def test_a_cr3_write_crashes_when_the_l4_cannot_hold_the_glue(machine, l2_entry):
+    l4 = 0x50_0000
+    machine.write(KERNBASE + l4 + 8 * 511, struct.pack("<Q", 0x50_3067))
+    if l2_entry is not None:
+        machine.write(KERNBASE + 0x50_3000 + 8 * 510, struct.pack("<Q", 0x50_4067))
+        machine.write(KERNBASE + 0x50_4000 + 8 * 8, struct.pack("<Q", l2_entry))
+    identity_p2m(machine)
+    machine.stop_at = {HC_CONSOLE_IO}
+    machine.call("pv_write_cr3", rax=l4)
+    assert numbers(machine)[-1] == HC_CONSOLE_IO
+    assert HC_MMUEXT_OP not in numbers(machine)  # the switch never happens
+    _, size, text = machine.calls[-1].args[:3]
+    assert machine.read(text, size).startswith(
+        b"glue: mov to CR3: the new L4 does not map the link range down to an L2")
+    assert machine.u64(KERNBASE + 0x50_4000 + 8 * 8) == (l2_entry or 0)  # left alone
 
 
 def test_lidt_turns_64_bit_gates_into_16_byte_trap_info(machine):
@@ -272,7 +297,7 @@ def test_the_pv_entry_maps_low_ram_and_enters_the_kernel_as_multiboot(image, mac
     mfn_list = identity_p2m(machine)
     machine.write(KERNBASE + (l4_pfn << 12) + 511 * 8, struct.pack("<Q", l3_pfn << 12 | 0x67))
     info = bytearray(1168)  # start_info, 64-bit (public/xen.h)
-    struct.pack_into("<32sQQ", info, 0, b"xen-3.0-x86_64", 0x1000, 0x7_0000_0000)
+    struct.pack_into("<32sQQ", info, 0, b"xen-3.0-x86_64", 0x2000, 0x7_0000_0000)
     struct.pack_into("<QQQ", info, 88, KERNBASE + (l4_pfn << 12), 4, mfn_list)
     info[128:128 + 22] = b"k64.elf console=ttyS0\0"
     machine.write(start_info, bytes(info))
@@ -291,8 +316,10 @@ def test_the_pv_entry_maps_low_ram_and_enters_the_kernel_as_multiboot(image, mac
     assert machine.reg("rdi") == 0x2BAD_B002
     assert machine.reg("rsi") == phys + MBI
     flags, mem_lower, mem_upper, _, cmdline = struct.unpack("<5I", machine.read(base + MBI, 20))
-    # mem_lower as QEMU's Multiboot loader reports it (pvtool's native loader too)
-    assert (mem_lower, mem_upper) == (639, 0x1000 * 4 - 1024)
+    # mem_lower as QEMU's Multiboot loader reports it (pvtool's native loader too);
+    # mem_upper: the 15 MiB from 1 MiB to .pvdata at 16 MiB, not the domain's 31 MiB
+    assert phys == 16 << 20
+    assert (mem_lower, mem_upper) == (639, 15 * 1024)
     assert flags & 0x5 == 0x5  # memory and command line
     assert machine.read(KERNBASE + cmdline, 22) == b"k64.elf console=ttyS0\0"
     # the identity map's L1s: pfn p -> mfn p, page tables read-only
@@ -303,14 +330,16 @@ def test_the_pv_entry_maps_low_ram_and_enters_the_kernel_as_multiboot(image, mac
     assert machine.u64(l1 + 8 * first_table) == (first_table << 12) | 0x61
     assert machine.u64(l1 + 8 * ((phys + IDENTITY_END) >> 12)) == \
         ((phys + IDENTITY_END) & ~0xFFF) | 0x63
-    assert machine.u64(base + IDENTITY_L2 + 8 * 7) == (phys + IDENTITY_L1S + 7 * 4096) | 0x67
-    assert machine.u64(base + IDENTITY_L2 + 8 * 8) == 0  # 16 MiB: eight L1s
+    assert machine.u64(base + IDENTITY_L2 + 8 * 15) == (phys + IDENTITY_L1S + 15 * 4096) | 0x67
+    assert machine.u64(base + IDENTITY_L2 + 8 * 16) == 0  # 32 MiB: sixteen L1s
 
 
 def identity_p2m(machine) -> int:
-    """An identity P2M (pfn = mfn) for the machine's 16 MiB, its address in .pvdata."""
+    """An identity P2M (pfn = mfn) for the machine's 32 MiB, its address in .pvdata, and
+    the M2P to match (at physical 0, which the harness maps where Xen's M2P is)."""
     mfn_list = KERNBASE + 0xC0_0000
-    machine.write(mfn_list, struct.pack("<4096Q", *range(4096)))
+    machine.write(mfn_list, struct.pack("<8192Q", *range(8192)))
+    machine.write(KERNBASE, struct.pack("<8192Q", *range(8192)))
     machine.write(pvdata(machine) + MFN_LIST_PTR, struct.pack("<Q", mfn_list))
     return mfn_list
 
