@@ -21,8 +21,7 @@ from pvtool.hv.builder64 import build_domain64, enter_guest64
 from pvtool.hv.domain import PvDomain
 from pvtool.hv.emulate import Emulator
 from pvtool.hv.entry64 import Pv64Supervisor
-from pvtool.hv.pagemodes import TRAP_FOUR_LEVEL
-from pvtool.hv.trapmode64 import DEVICE_PAGES
+from pvtool.hv.pagemodes import DEVICE_PAGES, TRAP_FOUR_LEVEL
 from pvtool.hv.traps import PvSupervisor
 from pvtool.hv.xenstore.daemon import start_xenstore
 from pvtool.hv.xenstore.toolstack import DomainConfig

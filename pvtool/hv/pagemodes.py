@@ -21,6 +21,8 @@ from pvtool.abi.xen64 import (
     XEN_L4_SLOTS,
 )
 from pvtool.hv import layout, layout64
+from pvtool.machine.ioapic import IOAPIC_BASE
+from pvtool.machine.lapic import APIC_BASE
 from pvtool.x86 import paging
 from pvtool.x86.paging import PagingMode
 
@@ -127,7 +129,8 @@ FOUR_LEVEL = PagingRules(
 
 RULES = {rules.mode: rules for rules in (TWO_LEVEL, PAE, FOUR_LEVEL)}
 
-# 64-bit trap-and-emulate: Xen's 4-level rules for an unmodified PC kernel, which maps
+# A deprivileged 64-bit PC kernel (trap-and-emulate, or patched by xen64) and its device
+# pages: Xen's 4-level rules for a kernel written for the PC, which maps
 # its own tables writable (downgraded, as on 32-bit), stores into tables of every level
 # (each emulated and validated, hv/ptwr.py), and maps the PC's device pages uncached:
 # it has I/O privilege, and Xen lets such a domain set the cache attributes.
@@ -136,3 +139,6 @@ TRAP_FOUR_LEVEL = replace(
     FOUR_LEVEL, downgrade=True, ptwr_levels=None,
     guest_flags={level: flags | _DEVICE_FLAGS
                  for level, flags in FOUR_LEVEL.guest_flags.items()})
+# The PC's device pages such a kernel maps (its local APIC and I/O APIC), shared with
+# its domain: pvtool's extension for a PC kernel with I/O privilege (docs/ABI.md).
+DEVICE_PAGES = (APIC_BASE, IOAPIC_BASE)

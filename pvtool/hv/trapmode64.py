@@ -32,7 +32,7 @@ from dataclasses import replace
 from pvtool.errors import UnsupportedImageError
 from pvtool.hv.domain import Domain
 from pvtool.hv.errors import DomainCrash
-from pvtool.hv.pagemodes import TRAP_FOUR_LEVEL
+from pvtool.hv.pagemodes import DEVICE_PAGES, TRAP_FOUR_LEVEL
 from pvtool.hv.trapboot64 import (
     BOOT_L4,
     USER_VIEW,
@@ -74,8 +74,6 @@ from pvtool.machine.delivery import (
 from pvtool.machine.exits import Exit
 from pvtool.machine.fast_call import FastCall, FastCallKind
 from pvtool.machine.interruption import Interruption, Kind
-from pvtool.machine.ioapic import IOAPIC_BASE
-from pvtool.machine.lapic import APIC_BASE
 from pvtool.machine.loader import KernelImage, load_multiboot
 from pvtool.machine.pc import Machine
 from pvtool.x86 import msrs
@@ -87,7 +85,6 @@ from pvtool.x86.vectors import Vector
 
 KERNEL, USER = 0, 3  # the ring the kernel believes each mode runs in
 RDI, RSI = GPRS64_BY_NAME["rdi"], GPRS64_BY_NAME["rsi"]
-DEVICE_PAGES = (APIC_BASE, IOAPIC_BASE)
 
 
 def boot_trap_domain64(machine: Machine, image: KernelImage, *, cmdline: bytes = b"",
