@@ -367,9 +367,14 @@ jmp {hc_iret}
 ; retfq (lretq) -> the same far return, a return to the kernel's own code selector
 ; (RPL 0, which a far return at CPL 3 refuses with #GP: SDM Vol. 2, RET) sent to
 ; Xen's flat kernel CS instead, as pv_iret does; the flags are kept, as retfq keeps them.
+; The kernel's selector is recorded in regs_cs: a read of CS gives it back.
 pushfq
 test byte ptr [rsp + 16], 3
 jne retfq_as_is
+push rax
+mov rax, qword ptr [rsp + 24]
+mov word ptr [{regs_cs}], ax
+pop rax
 mov qword ptr [rsp + 16], {kernel_cs}
 retfq_as_is:
 popfq

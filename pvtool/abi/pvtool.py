@@ -142,11 +142,13 @@ SITE_RANGE_64 = layout("site_range_64", 24, start=(0, "Q"), end=(8, "Q"), site=(
 # descriptor-table registers (10-byte pseudo-descriptors), the TSS it loaded, and the
 # MSRs the glue records rather than passes on (STAR, SFMASK, SYSENTER_CS/ESP) or turns
 # into hypercalls (the segment bases, read back by rdmsr and rd{fs,gs}base; the
-# system-call entries, which the glue's callbacks jump to).
+# system-call entries, which the glue's callbacks jump to), and the code and stack
+# selectors the kernel last loaded itself (it runs on Xen's flat ones: a read of CS or
+# SS gives back its own).
 VCPU_REGS_64 = layout("vcpu_regs_64", 160, cr0=(0, "Q"), cr3=(8, "Q"), cr4=(16, "Q"),
                       cr8=(24, "Q"), gdtr=(32, "10s"), idtr=(48, "10s"), ldtr=(64, "H"),
-                      tr=(66, "H"), tss_base=(72, "Q"), fs_base=(80, "Q"),
-                      gs_base=(88, "Q"), kernel_gs_base=(96, "Q"), star=(104, "Q"),
-                      sfmask=(112, "Q"), lstar=(120, "Q"), cstar=(128, "Q"),
+                      tr=(66, "H"), cs=(68, "H"), ss=(70, "H"), tss_base=(72, "Q"),
+                      fs_base=(80, "Q"), gs_base=(88, "Q"), kernel_gs_base=(96, "Q"),
+                      star=(104, "Q"), sfmask=(112, "Q"), lstar=(120, "Q"), cstar=(128, "Q"),
                       sysenter_cs=(136, "Q"), sysenter_esp=(144, "Q"),
                       sysenter_eip=(152, "Q"))

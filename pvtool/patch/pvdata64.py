@@ -163,7 +163,11 @@ class PvData64:
     def contents(self) -> bytes:
         """The file-backed bytes; the pages after them are zero-filled memory."""
         data = bytearray(FILE_SIZE)
-        put(data, REGS, pvabi.VCPU_REGS_64.pack(cr0=CR0_AT_ENTRY_64, cr4=CR4_PAE))
+        # CS and SS read as Xen's flat kernel selectors with RPL 0 until the kernel
+        # loads selectors of its own
+        put(data, REGS, pvabi.VCPU_REGS_64.pack(cr0=CR0_AT_ENTRY_64, cr4=CR4_PAE,
+                                                cs=xen64.FLAT_KERNEL_CS64 & ~3,
+                                                ss=xen64.FLAT_KERNEL_SS64 & ~3))
         # memory and the command line; no modules (Xen's start_info names at most one,
         # the initrd, which a Multiboot kernel does not expect)
         put(data, MBI, multiboot_info(multiboot.INFO_MEMORY | multiboot.INFO_CMDLINE))

@@ -17,7 +17,7 @@ from pvtool.errors import PatchError
 from pvtool.patch.discover import CodeMap, Insn
 from pvtool.patch.glue import fill
 from pvtool.patch.patchset import Action, PatchSet, Rule
-from pvtool.patch.template import OPERAND_SAMPLES, Template, parse_template
+from pvtool.patch.template import ADDRESS_SAMPLE, OPERAND_SAMPLES, Template, parse_template
 from pvtool.x86.catalogue import InsnClass, classify
 from pvtool.x86.operands import (
     memory_operand,
@@ -94,7 +94,7 @@ def _trap_if_unsupported(site: Site) -> Site:
     rule = site.rule
     try:
         if rule.action is Action.INLINE:
-            _operands(site, rule.template)
+            _operands(site, rule.template, symbols=None)
         elif rule.action is Action.CALL and rule.argument is not None:
             _load_argument(site, rule.argument)
     except UnsupportedForm as exc:
@@ -116,7 +116,7 @@ def replacement(site: Site, symbols: dict[str, int]) -> list[str]:
     """The statements replacing SITE (Intel syntax, numbers filled in)."""
     rule = site.rule
     if rule.action is Action.INLINE:
-        operands = _operands(site, rule.template)
+        operands = _operands(site, rule.template, symbols)
         return [fill(statement.text, symbols | names, site.cls.name)
                 for statement, names in zip(rule.template.statements, operands, strict=True)]
     if rule.action is Action.CALL:
@@ -127,11 +127,14 @@ def replacement(site: Site, symbols: dict[str, int]) -> list[str]:
     raise PatchError(f"{site.cls.name}: a {rule.action.value} site has no replacement")
 
 
-def _operands(site: Site, template: Template) -> list[dict[str, str]]:
+def _operands(site: Site, template: Template,
+              symbols: dict[str, int] | None) -> list[dict[str, str]]:
     """For each statement of TEMPLATE, the operand names it uses rendered for SITE at
-    the statement's depth; UnsupportedForm if SITE's operand has another form."""
+    the statement's depth (addresses only given SYMBOLS); UnsupportedForm if SITE's
+    operand has another form."""
     return [{name: OPERANDS[name](site, statement.depth, template.moves_stack)
              for name in statement.names & OPERANDS.keys()}
+            | {name: RECORDS[name](site, symbols) for name in statement.names & RECORDS.keys()}
             for statement in template.statements]
 
 
@@ -191,6 +194,16 @@ def _destination32(site: Site, depth: int, moves_stack: bool) -> str:
     return _register(site, names[texts[0]], moves_stack)
 
 
+def _destination16(site: Site, depth: int, moves_stack: bool) -> str:
+    """A register destination of a mov from CS or SS, as its 16-bit register."""
+    moved = _segment_move(site, "dst16")
+    if moved.write or "[" in moved.operand:
+        raise UnsupportedForm(f"{site.text}: only register destinations are rewritten")
+    name = _register(site, moved.operand, moves_stack)
+    name = REG32.get(REG64.get(name, name), REG64.get(name, name))
+    return REG16.get(name, name)
+
+
 def _source16(site: Site, depth: int, moves_stack: bool) -> str:
     """A 16-bit source as movzx takes it: a 16-bit register or `word ptr [...]`."""
     texts = operand_texts(site.insn.cs)
@@ -210,10 +223,23 @@ def _lone_register(site: Site, depth: int, moves_stack: bool) -> str:
     return _register(site, site.insn.cs.reg_name(ops[0].reg), moves_stack)
 
 
+def _sreg_record(site: Site, symbols: dict[str, int] | None) -> str:
+    """The address where the glue records the selector the kernel loaded into the
+    site's CS or SS (regs_cs, regs_ss of a patch set that keeps them)."""
+    name = f"regs_{_segment_move(site, 'sreg_record').sreg}"
+    if symbols is None:
+        return ADDRESS_SAMPLE
+    if name not in symbols:
+        raise PatchError(f"{site.cls.name}: unknown name {name!r} in a template")
+    return hex(symbols[name])
+
+
 OPERANDS = {"gpr": _gpr, "sreg": _sreg, "dst": _destination, "dst32": _destination32,
-            "src16": _source16, "reg": _lone_register}
-if OPERANDS.keys() != OPERAND_SAMPLES.keys():
-    raise ImportError(f"sites.py renders {sorted(OPERANDS)}, templates may name "
+            "dst16": _destination16, "src16": _source16, "reg": _lone_register}
+# Operands that are addresses of the patch set's data chosen by the site.
+RECORDS = {"sreg_record": _sreg_record}
+if OPERANDS.keys() | RECORDS.keys() != OPERAND_SAMPLES.keys():
+    raise ImportError(f"sites.py renders {sorted(OPERANDS | RECORDS)}, templates may name "
                       f"{sorted(OPERAND_SAMPLES)}")
 
 

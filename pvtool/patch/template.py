@@ -28,6 +28,8 @@ OPERAND_SAMPLES = {
     "gpr": "ecx",  # the general register of a mov to or from a control register
     "dst": "ecx",  # the register or memory destination of a mov from CS or SS
     "dst32": "ecx",  # a 32-bit register destination (the register forms of str...)
+    "dst16": "cx",  # a register destination of a mov from CS or SS, as 16 bits
+    "sreg_record": "0",  # where the glue records the kernel's CS or SS (the site's)
     "src16": "cx",  # the 16-bit register or memory source of a mov to SS
     "sreg": "ds",  # the segment register of a segment move
     "reg": "ecx",  # the lone register operand (rdfsbase, wrgsbase...) as written

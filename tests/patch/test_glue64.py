@@ -34,6 +34,7 @@ FLAT_CS, FLAT_SS = 0xE033, 0xE02B
 # .pvdata (docs/ABI.md): the register block, the argument blocks, the shared_info page.
 REGS_CR3, REGS_FS_BASE, REGS_GS_BASE, REGS_STAR, REGS_LSTAR = 8, 80, 88, 104, 120
 REGS_CSTAR, REGS_SYSENTER_ESP, REGS_SYSENTER_EIP = 128, 144, 152
+REGS_CS = 68  # then regs_ss: the selectors the kernel loaded itself
 MBI, MMUEXT, MMU_UPDATE, CALLBACK = 0xA0, 0x120, 0x150, 0x160
 MFN_LIST_PTR, USER_L4_POOL = 0x1A8, 0x15000
 TRAP_INFO, CMDLINE, SHARED_INFO_PAGE = 0x1000, 0x2100, 0x3000
@@ -349,3 +350,17 @@ def gate(offset: int, kind: int, dpl: int) -> bytes:
     offset 31:16, offset 63:32, reserved."""
     return struct.pack("<HHBBHII", offset & 0xFFFF, 0x08, 0, 0x80 | dpl << 5 | kind,
                        offset >> 16 & 0xFFFF, offset >> 32, 0)
+
+
+def test_a_read_of_cs_gives_the_selector_the_kernel_loaded(image, machine):
+    """`mov ax, cs` reads regs_cs (the glue records the kernel's own selector at its far
+    return): Xen's flat CS until then, with RPL 0; only AX is written, as the bare
+    machine's 16-bit mov writes it."""
+    kernel, _ = image
+    regs_cs = pvdata(machine) + REGS_CS
+    assert struct.unpack("<2H", machine.read(regs_cs, 4)) == (FLAT_CS & ~3, FLAT_SS & ~3)
+    machine.write(regs_cs, struct.pack("<H", 0x08))
+    machine.run(kernel["site_mov_from_sreg"], STACK_TOP - 64, until=kernel["site_rdfsbase"],
+                rax=0xDEAD_0000_1234_5678)
+    assert machine.reg("rax") == 0xDEAD_0000_1234_0008
+    assert machine.calls == []

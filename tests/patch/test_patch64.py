@@ -174,7 +174,8 @@ def test_a_moved_rip_relative_operand_names_the_same_address(kernel, patched):
     jump = {line.address: line for line in objdump(out, section=".text")}[detour_start(
         report, site)]
     stub = objdump(out, section=".pvtext", start=jump.target, stop=jump.target + 64)
-    moved = [line for line in stub if line.mnemonic == "mov" and "rip" in line.text]
+    moved = [line for line in stub
+             if line.mnemonic == "mov" and line.operands.startswith("rdx,") and "rip" in line.text]
     assert moved and f"{kernel['scratch']:x}" in moved[0].text
 
 
