@@ -195,6 +195,10 @@ class Pv64Supervisor(PvSupervisor):
         return bounce(self.domain, self.state, info.address, at, error_code=error_code,
                       masks_events=info.masks_events)
 
+    def _has_handler(self, vector: int) -> bool:
+        """The 64-bit trap table is the vCPU's long-mode state's (traps64.py)."""
+        return vector in self.state.trap_table
+
     def _bounce(self, event: Interruption) -> None:
         """A device interrupt's vector, through the trap table (PvSupervisor)."""
         resume_at(self.cpu, self._exception(event.vector, None,

@@ -228,10 +228,14 @@ class PvSupervisor:
             return
         vector = irqs.acknowledge()
         dom.upcall_pending = int(irqs.pending())
-        if vector not in dom.trap_table:
+        if not self._has_handler(vector):
             self.exits[Exit.IRQ_DROPPED] += 1
             return
         self._bounce(external(vector, self.vcpu.eip))
+
+    def _has_handler(self, vector: int) -> bool:
+        """Whether set_trap_table gave VECTOR a handler (a 32-bit domain's table)."""
+        return vector in self.domain.trap_table
 
     def insns_to_next_event(self) -> int | None:
         if self.domain.scheduler.active:

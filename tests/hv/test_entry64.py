@@ -381,3 +381,31 @@ def test_an_unknown_msr_reads_0_without_a_gp_handler_and_is_gp_with_one(dom, gp_
     else:
         run_kernel(dom, "mov ecx, 0x1234; mov eax, 5; rdmsr")
         assert reg(dom, RAX) == 0 and dom.machine.stop is None
+
+
+class OneInterrupt:
+    """An interrupt controller with VECTOR requested until it is acknowledged."""
+
+    def __init__(self, vector: int):
+        self.vector, self.waiting = vector, True
+
+    def pending(self) -> bool:
+        return self.waiting
+
+    def acknowledge(self) -> int:
+        self.waiting = False
+        return self.vector
+
+
+def test_a_device_interrupt_is_bounced_through_the_64_bit_trap_table(dom):
+    """The local APIC timer's vector reaches the handler set_trap_table gave it, with
+    the frame of an exception without an error code, events masked (TI_MASK_EVENTS)."""
+    dom.vcpu.long_mode.trap_table[0xF0] = TrapInfo64(0xF0, 0, True, HANDLER)
+    dom.memory.write_phys(KERNEL_CODE, b"\x90\x90")
+    dom.memory.write_phys(HANDLER, b"\x90")
+    dom.enter(KERNEL_CODE, KERNEL_STACK)
+    dom.supervisor.take_interrupt(OneInterrupt(0xF0))
+    assert reg(dom, RIP) == HANDLER and dom.upcall_mask == 1
+    rcx, r11, rip, cs = dom.qwords(reg(dom, RSP), 4)
+    assert (rip, cs) == (KERNEL_CODE, 0xE030)
+    assert dom.machine.exits[Exit.IRQ_DROPPED] == 0
