@@ -18,6 +18,7 @@ from collections.abc import Callable, Container
 
 from pvtool.abi.xen import hypercall_page_32
 from pvtool.hv.domain import PvDomain
+from pvtool.x86 import msrs
 from pvtool.x86.paging import PAGE_SIZE
 from pvtool.x86.vectors import Vector
 
@@ -37,8 +38,6 @@ MSR_IA32_THERM_CONTROL = 0x19A
 MSR_IA32_MISC_ENABLE = 0x1A0
 MSR_IA32_ENERGY_PERF_BIAS = 0x1B0
 MSR_IA32_CR_PAT = 0x277
-MSR_EFER = 0xC000_0080
-MSR_TSC_AUX = 0xC000_0103
 XEN_MSR_BASE = 0x4000_0000  # Xen's leaves and MSRs (CPUID 0x40000002: the page MSR)
 XEN_MSR_LAST = 0x4000_02FF
 
@@ -63,10 +62,10 @@ READS: dict[int, Reader] = {
     MSR_INTEL_MISC_FEATURES_ENABLES: lambda dom: 0,
     MSR_IA32_MISC_ENABLE: lambda dom: MISC_ENABLE,
     MSR_IA32_CR_PAT: lambda dom: XEN_MSR_PAT,
-    MSR_EFER: lambda dom: GUEST_EFER,
+    msrs.IA32_EFER: lambda dom: GUEST_EFER,
     # guest_rdmsr: the vCPU's msrs->tsc_aux, which `rdtscp` gives in ECX (the policy
     # has RDTSCP; Xen loads it into the CPU at each switch, paravirt_ctxt_switch_to)
-    MSR_TSC_AUX: lambda dom: dom.machine.tsc_aux,
+    msrs.TSC_AUX: lambda dom: dom.machine.tsc_aux,
 }
 
 # MSR -> the values a write may have (None: any, ignored); a write of another value
@@ -74,7 +73,7 @@ READS: dict[int, Reader] = {
 WRITES: dict[int, frozenset[int] | None] = {
     MSR_IA32_UCODE_REV: frozenset({0}),  # Intel's "write 0, CPUID, read" sequence
     MSR_INTEL_MISC_FEATURES_ENABLES: frozenset({0}),
-    MSR_EFER: frozenset({GUEST_EFER}),  # Linux writes back what it read
+    msrs.IA32_EFER: frozenset({GUEST_EFER}),  # Linux writes back what it read
     MSR_IA32_MISC_ENABLE: None,
     MSR_IA32_THERM_CONTROL: None,  # not the hardware domain's pinned vCPU: ignored
     MSR_IA32_ENERGY_PERF_BIAS: None,
@@ -104,7 +103,7 @@ def write(dom: PvDomain, msr: int, value: int,
     if msr == XEN_MSR_BASE:
         _write_hypercall_page(dom, value, hypercall_page)
         return
-    if msr == MSR_TSC_AUX:
+    if msr == msrs.TSC_AUX:
         _write_tsc_aux(dom, value)
         return
     if msr not in WRITES:

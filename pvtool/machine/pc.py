@@ -111,6 +111,7 @@ from pvtool.machine.system_ports import PORT_A, PORT_B, RESET_CONTROL, PortA, Po
 from pvtool.machine.uart import COM1_BASE, COM1_PORTS, Uart16550
 from pvtool.machine.vbe import BochsVbe
 from pvtool.machine.vga_text import TEXT_BUFFER, VgaText, firmware_screen
+from pvtool.x86 import msrs
 from pvtool.x86.isa import OPERAND_SIZE_PREFIX, REX_W
 from pvtool.x86.paging import page_up
 from pvtool.x86.vectors import Vector
@@ -124,7 +125,6 @@ PIT_IRQ, UART_IRQ, RTC_IRQ = 0, 4, 8
 IRET = 0xCF
 RTC_EPOCH = 1066521600  # 2003-10-19 00:00 UTC (SOSP 2003): the RTC starts there, always
 UC_MODES = {32: UC_MODE_32, 64: UC_MODE_64}
-MSR_TSC_AUX = 0xC000_0103  # Intel SDM vol. 4, table 2-2
 MAX_ACCESS = 8  # bytes of the widest data access a watch must catch (a movq, a cmpxchg8b)
 
 # The registers in, out, ins and outs change, by width.
@@ -406,11 +406,11 @@ class Machine:
     def tsc_aux(self) -> int:
         """IA32_TSC_AUX, which `rdtscp` returns in ECX: the CPU's own register, which a
         ring-0 kernel's wrmsr writes directly and a hypervisor through this."""
-        return self.uc.msr_read(MSR_TSC_AUX)
+        return self.uc.msr_read(msrs.TSC_AUX)
 
     @tsc_aux.setter
     def tsc_aux(self, value: int) -> None:
-        self.uc.msr_write(MSR_TSC_AUX, value)
+        self.uc.msr_write(msrs.TSC_AUX, value)
 
     def _on_intr(self, handle: int, vector: int, _) -> None:
         try:

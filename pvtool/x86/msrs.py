@@ -22,6 +22,7 @@ SFMASK = 0xC000_0084  # RFLAGS bits SYSCALL clears (Intel's IA32_FMASK)
 FS_BASE = 0xC000_0100
 GS_BASE = 0xC000_0101
 KERNEL_GS_BASE = 0xC000_0102  # what swapgs exchanges with GS_BASE
+TSC_AUX = 0xC000_0103  # what rdtscp returns in ECX (SDM Vol. 4, table 2-2)
 
 EFER_SCE = 1 << 0  # SYSCALL/SYSRET enabled
 EFER_LME = 1 << 8  # long mode enabled
