@@ -387,6 +387,9 @@ class RunstateState(IntEnum):
 VCPU_SSHOTTMR_FUTURE = 1  # set_singleshot_timer: -ETIME if the deadline has passed
 XEN_LEGACY_MAX_VCPUS = 32  # shared_info.vcpu_info[] (public/arch-x86/xen.h)
 VGCF_IN_KERNEL = 1 << 2  # vcpu_guest_context.flags (public/arch-x86/xen.h)
+VGCF_FAILSAFE_DISABLES_EVENTS = 1 << 3  # the failsafe callback masks events
+VGCF_SYSCALL_DISABLES_EVENTS = 1 << 4  # the syscall callback masks events
+VGCF_ONLINE = 1 << 5  # VCPUOP_initialise leaves the vCPU up (arch_set_info_guest)
 
 
 XEN_VERSION = (4, 19)  # what xen_version(XENVER_version) answers: major << 16 | minor

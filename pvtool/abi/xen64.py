@@ -143,3 +143,45 @@ def _hypercall_entry(number: int) -> bytes:
 def hypercall_page_64() -> bytes:
     """The hypercall page as Xen writes it for a 64-bit guest."""
     return hypercall_page(_hypercall_entry)
+
+
+# -- vcpu_op (public/vcpu.h, arch-x86/xen.h, xen-x86_64.h) ---------------------------
+
+# vcpu_runstate_info: state (int), then u64s aligned to 8: 48 bytes (44 on x86-32).
+VCPU_RUNSTATE_INFO_64 = layout("vcpu_runstate_info", 48, state=(0, "i"),
+                               state_entry_time=(8, "Q"), time=(16, "4Q"))
+# vcpu_set_singleshot_timer: timeout_abs_ns, flags, padded to 16 bytes.
+VCPU_SET_SINGLESHOT_TIMER_64 = layout("vcpu_set_singleshot_timer", 16,
+                                      timeout_abs_ns=(0, "Q"), flags=(8, "I"))
+VCPU_INFO_ALIGN_64 = 8  # alignof(struct vcpu_info): evtchn_pending_sel is a u64
+
+# The general-purpose registers of struct cpu_user_regs (xen-x86_64.h), in its order.
+USER_REGS_64 = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8",
+                "rax", "rcx", "rdx", "rsi", "rdi")
+# struct vcpu_guest_context, x86-64 (arch-x86/xen.h): fpu_ctxt[512], flags,
+# cpu_user_regs (fifteen GPRs, error_code, entry_vector, rip, cs, saved_upcall_mask,
+# rflags, rsp, ss, es, ds, fs, gs: 200 bytes), trap_ctxt[256] (16 bytes each),
+# ldt_base, ldt_ents, gdt_frames[16], gdt_ents, kernel_ss, kernel_sp, ctrlreg[8]
+# (CR3 the kernel L4, CR1 the user L4, as xen_pfn_to_cr3), debugreg[8], the event,
+# failsafe and syscall callbacks, vm_assist, fs_base, gs_base_kernel, gs_base_user.
+# 5,168 bytes; offsets checked with gcc -m64.
+VCPU_GUEST_CONTEXT_64 = layout(
+    "vcpu_guest_context", 5168,
+    flags=(512, "Q"),
+    **{name: (520 + 8 * i, "Q") for i, name in enumerate(USER_REGS_64)},
+    rip=(648, "Q"), cs=(656, "H"), rflags=(664, "Q"), rsp=(672, "Q"), ss=(680, "H"),
+    es=(688, "H"), ds=(696, "H"), fs=(704, "H"), gs=(712, "H"),
+    trap_ctxt=(720, f"{256 * TRAP_INFO_64.size}s"),
+    ldt_base=(4816, "Q"), ldt_ents=(4824, "Q"), gdt_frames=(4832, "16Q"),
+    gdt_ents=(4960, "Q"), kernel_ss=(4968, "Q"), kernel_sp=(4976, "Q"),
+    ctrlreg=(4984, "8Q"), debugreg=(5048, "8Q"), event_callback_eip=(5112, "Q"),
+    failsafe_callback_eip=(5120, "Q"), syscall_callback_eip=(5128, "Q"),
+    vm_assist=(5136, "Q"), fs_base=(5144, "Q"), gs_base_kernel=(5152, "Q"),
+    gs_base_user=(5160, "Q"),
+)  # fmt: skip
+
+# The failsafe callback's frame (xen/arch/x86/domain.c load_segments), lowest address
+# first: RCX and R11 (the SYSRET return clobbers them), the four data selectors Xen
+# could not load, then an iretq frame whose CS holds the upcall mask in bits 32-39.
+FAILSAFE_FRAME_64 = ("rcx", "r11", "ds", "es", "fs", "gs", "rip", "cs", "rflags", "rsp",
+                     "ss")

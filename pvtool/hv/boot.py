@@ -3,6 +3,7 @@ leave the vCPU at the kernel's entry: in ring 1 for a 32-bit kernel, at CPL 3 in
 mode for a 64-bit one (on a Machine of that width)."""
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from pvtool.abi.pvtool import PVTOOL_NOTE_NAME
@@ -10,6 +11,7 @@ from pvtool.abi.xen64 import FLAT_KERNEL_SS64
 from pvtool.errors import UnsupportedImageError
 from pvtool.hv import layout, layout64
 from pvtool.hv.blkback.xenbus import start_blkback
+from pvtool.hv.bounce64 import load_segments
 from pvtool.hv.builder import (
     CONSOLE_EVTCHN,
     STORE_EVTCHN,
@@ -81,6 +83,7 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
         domain.blkback = start_blkback(domain, disk)
     if boot.long_mode:
         machine.attach(Pv64Supervisor(domain, ours.trap_sites))
+        domain.scheduler.load_segments = partial(load_segments, domain)
     else:
         machine.attach(PvSupervisor(domain, Emulator(domain, ours.trap_sites,
                                                      ours.regs_block)))

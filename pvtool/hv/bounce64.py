@@ -7,14 +7,21 @@ and moves the registers. From user mode it first toggles to kernel mode (GS swap
 kernel L4) and starts on kernel_sp; from kernel mode it stays on the interrupted stack
 and clears the RPL of the saved CS, which is how the handler knows where the event hit.
 Xen returns to the guest with SYSRET, which clobbers RCX and R11: so the frame begins
-with them, the handler pops them, and what is left is a hardware iretq frame.
+with them, the handler pops them, and what is left is a hardware iretq frame. A bounce
+from compat (32-bit) user code also puts the CPU back on the 64-bit code segment.
+
+The failsafe callback (load_segments below) has a frame of its own: Xen's
+load_segments builds it when a vCPU coming onto the CPU cannot have its data selectors
+back.
 """
 
 import struct
 from dataclasses import dataclass
 
-from pvtool.hv.domain import PvDomain
+from pvtool.abi.xen import CallbackType, VmAssistType
+from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import DomainCrash, HypercallError
+from pvtool.hv.segments64 import DataSelectors, is_compat, leave_compat, load_data_segments
 from pvtool.hv.vcpu64 import Vcpu64, in_hypervisor_range
 from pvtool.machine.cpu import CS, R11, RCX, RFLAGS, RIP, RSP, SS, Cpu
 from pvtool.x86.paging import is_canonical
@@ -29,6 +36,7 @@ from pvtool.x86.registers import (
 )
 
 FRAME_ALIGN = 16
+IOPL_SHIFT = 12
 GUARD = 64  # create_bounce_frame refuses a frame this close above Xen's range
 # What the handler's RFLAGS loses on entry (entry.S: TF, VM, RF, NT; AC by SMAP rules).
 HANDLER_CLEARS = EFLAGS_TF | EFLAGS_VM | EFLAGS_RF | EFLAGS_NT | EFLAGS_AC
@@ -68,22 +76,46 @@ def bounce(dom: PvDomain, vcpu64: Vcpu64, handler: int, at: Interrupted, *,
     either. Undeliverable: DomainCrash."""
     if not handler:
         raise DomainCrash(f"a bounce at {at.rip:#x} to a handler at address 0")
-    cpu = dom.machine.cpu
-    cs = at.cs & 0xFFFF
-    if vcpu64.kernel_mode:
-        sp, cs = at.rsp, cs & ~3  # RPL 0: "the event hit kernel mode"
-    else:
-        vcpu64.toggle(cpu, dom.pagetables.load_cr3)
-        sp = vcpu64.kernel_sp
+    sp, cs = _to_kernel(dom, vcpu64, at)
     saved_mask = dom.upcall_mask
     flags = at.rflags & ~(EFLAGS_IF | EFLAGS_IOPL) | (0 if saved_mask else EFLAGS_IF)
     words = [at.rcx, at.r11]
     if error_code is not None:
         words.append(error_code & 0xFFFFFFFF)
     words += [at.rip, cs | saved_mask << 32, flags, at.rsp, at.ss & 0xFFFF]
+    top = _push(dom, sp, words)
+    _enter_handler(dom, handler, at, top, masks_events=masks_events, clears=clears)
+    if dom.trace:
+        dom.log(f"bounce frame at {top:#x} to {handler:#x} from {at.rip:#x}")
+    return handler
+
+
+def _to_kernel(dom: PvDomain, vcpu64: Vcpu64, at: Interrupted) -> tuple[int, int]:
+    """Where the frame goes and the CS it saves: from kernel mode the interrupted
+    stack, the CS's RPL cleared ("the event hit kernel mode"); from user mode
+    kernel_sp, after the toggle to kernel mode (and to 64-bit code, from compat)."""
+    cs = at.cs & 0xFFFF
+    if vcpu64.kernel_mode:
+        return at.rsp, cs & ~3
+    vcpu64.toggle(dom.machine.cpu, dom.pagetables.load_cr3)
+    if is_compat(cs):
+        leave_compat(dom.machine.cpu)
+    return vcpu64.kernel_sp, cs
+
+
+def _push(dom: PvDomain, sp: int, words: list[int]) -> int:
+    """WORDS below SP aligned to 16, the first lowest; answer the new stack top."""
     frame = struct.pack(f"<{len(words)}Q", *(w & (1 << 64) - 1 for w in words))
     top = (sp & ~(FRAME_ALIGN - 1)) - len(frame)
     _write_frame(dom, top, frame)
+    return top
+
+
+def _enter_handler(dom: PvDomain, handler: int, at: Interrupted, top: int, *,
+                   masks_events: bool, clears: int = 0) -> None:
+    """The guest's registers for HANDLER on the frame at TOP, as Xen's SYSRET leaves
+    them: RCX the handler, R11 its flags."""
+    cpu = dom.machine.cpu
     if masks_events:
         dom.upcall_mask = 1
     cpu.write(RSP, top)
@@ -91,9 +123,6 @@ def bounce(dom: PvDomain, vcpu64: Vcpu64, handler: int, at: Interrupted, *,
     cpu.write(RFLAGS, new_flags)
     cpu.write(RCX, handler)  # SYSRET's: RCX is the return address, R11 the flags
     cpu.write(R11, new_flags)
-    if dom.trace:
-        dom.log(f"bounce frame at {top:#x} to {handler:#x} from {at.rip:#x}")
-    return handler
 
 
 def _write_frame(dom: PvDomain, address: int, frame: bytes) -> None:
@@ -109,6 +138,44 @@ def _write_frame(dom: PvDomain, address: int, frame: bytes) -> None:
     except HypercallError:
         raise DomainCrash(f"the bounce frame at {address:#x} cannot be written "
                           "(kernel stack)", address) from None
+
+
+def load_segments(dom: PvDomain, vcpu: VCpu) -> None:
+    """Xen's load_segments for VCPU, just put on the CPU (hv/scheduler.py): its data
+    selectors reloaded, and if one cannot be, the failsafe callback."""
+    selectors = load_data_segments(dom.machine.cpu, dom.gdt, vcpu.long_mode)
+    if selectors.all_loaded:
+        return
+    try:
+        failsafe(dom, vcpu.long_mode, selectors)
+    except DomainCrash as crash:
+        dom.crash(crash.reason, crash.address)
+
+
+def failsafe(dom: PvDomain, vcpu64: Vcpu64, selectors: DataSelectors) -> None:
+    """Bounce to the failsafe callback with load_segments' frame: RCX, R11, the four
+    selectors as they were, RIP, CS | mask << 32, RFLAGS, RSP, SS. RFLAGS.IF is the
+    event mask's opposite and IOPL the virtual one under architectural_iopl; events
+    are masked if the callback asked (VGCF_failsafe_disables_events). Xen does not
+    check the address: with none registered the vCPU goes to 0, and so here."""
+    cpu = dom.machine.cpu
+    at = interrupted_at(cpu, cpu.read(RIP))
+    sp, cs = _to_kernel(dom, vcpu64, at)
+    saved_mask = dom.upcall_mask
+    flags = at.rflags & ~(EFLAGS_IF | EFLAGS_IOPL) | (0 if saved_mask else EFLAGS_IF)
+    if VmAssistType.architectural_iopl in dom.vm_assists:
+        flags |= dom.iopl << IOPL_SHIFT
+    callback = vcpu64.callbacks.get(CallbackType.failsafe)
+    handler = callback.address if callback else 0
+    top = _push(dom, sp, [at.rcx, at.r11, selectors.ds, selectors.es, selectors.fs,
+                          selectors.gs, at.rip, cs | saved_mask << 32, flags, at.rsp,
+                          at.ss & 0xFFFF])
+    _enter_handler(dom, handler, at, top, masks_events=bool(callback and callback.masks_events),
+                   clears=EFLAGS_IOPL)
+    cpu.write(RIP, handler)
+    if dom.trace:
+        dom.log(f"failsafe callback to {handler:#x} from {at.rip:#x}: data selectors "
+                f"{selectors.ds:#x} {selectors.es:#x} {selectors.fs:#x} {selectors.gs:#x}")
 
 
 def resume_at(cpu: Cpu, handler: int) -> None:

@@ -16,7 +16,7 @@ from functools import partial
 from operator import attrgetter
 
 from pvtool.abi import pvtool as pvabi
-from pvtool.abi.layouts import VCPU_INFO
+from pvtool.abi.layouts import VCPU_INFO, VCPU_RUNSTATE_INFO
 from pvtool.abi.xen import (
     DOMID_SELF,
     GUEST_DOMID,
@@ -27,6 +27,7 @@ from pvtool.abi.xen import (
     RunstateState,
     hypercall_name,
 )
+from pvtool.abi.xen64 import VCPU_RUNSTATE_INFO_64
 from pvtool.hv import layout
 from pvtool.hv.builder import CONSOLE_EVTCHN, STORE_EVTCHN
 from pvtool.hv.console import ConsoleRing
@@ -81,7 +82,7 @@ class VCpu:
     Every VCpu reads and writes the one emulated CPU: only the vCPU on it (the
     domain's `vcpu`) may use get/set. The others wait in CONTEXT, a saved CPU state
     (hv/scheduler.py switches them), or, not yet run since VCPUOP_initialise, in
-    START_STATE, the registers the guest gave. INFO is the physical address of its
+    START_STATE, which loads the registers the guest gave. INFO is the physical address of its
     vcpu_info: shared_info.vcpu_info[ID] until VCPUOP_register_vcpu_info moves it."""
 
     def __init__(self, cpu: Cpu, memory: GuestMemory, vcpu_id: int = 0):
@@ -109,13 +110,16 @@ class VCpu:
         self.periodic_period = 0  # ns; 0: no periodic timer
         self.periodic_next: int | None = None  # ns: when it fires next
         self.runstate = Runstate(RunstateState.running if vcpu_id == 0
-                                 else RunstateState.offline)
+                                 else RunstateState.offline,
+                                 layout=VCPU_RUNSTATE_INFO_64 if width.bits == 64
+                                 else VCPU_RUNSTATE_INFO)
         self.runstate_area: int | None = None  # guest VA (register_runstate_memory_area)
         self.time_area: int | None = None  # guest VA (register_vcpu_time_memory_area)
         self.nmi_pending = False  # VCPUOP_send_nmi, delivered at its next slice
         self.base_mfn = 0  # its page-table base while another vCPU runs (or to start)
         self.context = None  # the saved CPU state while another vCPU runs
-        self.start_state: dict | None = None  # registers from VCPUOP_initialise, not yet loaded
+        # Puts the registers VCPUOP_initialise gave on the CPU, until its first run.
+        self.start_state: Callable[[], None] | None = None
         # Xen's per-vCPU PV state (arch.pv): the trap table, callbacks, kernel stack.
         self.trap_table: dict[int, TrapInfo] = {}
         self.callbacks: dict[int, tuple[int, int, int]] = {}

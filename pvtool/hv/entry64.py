@@ -24,7 +24,6 @@ from pvtool.abi.xen64 import (
     FLAT_RING3_SS64,
     VCPU_INFO_64,
 )
-from pvtool.hv import layout
 from pvtool.hv.bounce64 import Interrupted, bounce, interrupted_at, resume_at
 from pvtool.hv.domain import PvDomain
 from pvtool.hv.emulate64 import Emulator64
@@ -33,7 +32,7 @@ from pvtool.hv.hypercalls import TABLE_64, call
 from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.hv.traps import PvSupervisor, _vector_name
 from pvtool.hv.trapsites64 import TrapSites64
-from pvtool.hv.vcpu64 import Callback64
+from pvtool.hv.vcpu64 import Callback64, Vcpu64
 from pvtool.machine.cpu import CR2
 from pvtool.machine.exits import Exit
 from pvtool.machine.fast_call import FastCall, FastCallKind
@@ -42,7 +41,7 @@ from pvtool.x86.paging import PF_U
 from pvtool.x86.registers import EFLAGS_DF, EFLAGS_IF
 from pvtool.x86.vectors import Vector, idt_error_code, vector_name
 
-VCPU_CR2_64 = layout.VCPU0 + VCPU_INFO_64.offset("cr2")
+VCPU_CR2_64 = VCPU_INFO_64.offset("cr2")
 INT80 = 0x80
 KERNEL_IOPL, USER_IOPL = 1, 3  # the vIOPL port I/O needs in each mode (iopl_ok)
 NO_DPL_CHECK = (Vector.BP, Vector.OF)  # int3 and into: Xen's IDT gates are DPL 3
@@ -57,9 +56,13 @@ class Pv64Supervisor(PvSupervisor):
 
     def __init__(self, domain: PvDomain, trap_sites: dict[int, bytes] | None = None):
         super().__init__(domain, Emulator64(domain))
-        self.state = domain.vcpu.long_mode
         self.cpu = domain.machine.cpu
         self.trap_sites = TrapSites64(domain, trap_sites or {})
+
+    @property
+    def state(self) -> Vcpu64:
+        """The running vCPU's 64-bit state (hv/scheduler.py switches vCPUs)."""
+        return self.domain.vcpu.long_mode
 
     # -- syscall and sysenter ---------------------------------------------------------
     def on_fast_call(self, fast: FastCall) -> None:
@@ -176,7 +179,8 @@ class Pv64Supervisor(PvSupervisor):
         """ADDRESS (CR2) into vcpu_info.arch.cr2 (8 bytes at 16 on 64-bit); the error
         code's U bit says whether the guest was in user mode, not the CPL, which is
         always 3 (pv/traps.c)."""
-        self.domain.memory.write_phys(VCPU_CR2_64, struct.pack("<Q", address))
+        self.domain.memory.write_phys(self.domain.vcpu.info + VCPU_CR2_64,
+                                      struct.pack("<Q", address))
         return error_code & ~PF_U | (0 if self.state.kernel_mode else PF_U)
 
     def _exception(self, vector: int, error_code: int | None, at: Interrupted,

@@ -22,9 +22,11 @@ from pvtool.x86.descriptors import (
     DESCRIPTOR_SIZE,
     DPL_SHIFT,
     PRESENT_BIT,
+    READABLE,
     S_BIT,
     TYPE_SHIFT,
     WRITABLE,
+    SegmentDescriptor,
     SystemType,
     gdt_offset,
 )
@@ -38,6 +40,7 @@ _ACCESSED = ACCESSED << TYPE_SHIFT
 _CODE = CODE << TYPE_SHIFT  # with S: a code segment
 _CONFORMING = CONFORMING << TYPE_SHIFT  # with _CODE
 _WRITABLE = WRITABLE << TYPE_SHIFT  # without _CODE
+_READABLE = READABLE << TYPE_SHIFT  # with _CODE
 LONG_MODE_BIT = 1 << 53  # L: a 64-bit code segment (SDM Vol. 3A, 3.4.5)
 USER_RPL = 3
 
@@ -132,6 +135,21 @@ class Gdt:
                 or not desc & _WRITABLE:
             return False
         return (desc >> DPL_SHIFT) & 3 == ring
+
+    def data_descriptor(self, selector: int) -> SegmentDescriptor | None:
+        """What loading SELECTOR (not null) into DS, ES, FS or GS at CPL 0 brings in,
+        as Xen's loadsegment does on a context switch: a present data or readable
+        code segment whose DPL is at least the RPL (any DPL for conforming code), SDM
+        "MOV". None where the load faults (an LDT selector too: pvtool has no LDT)."""
+        desc = self._descriptor(selector)
+        if desc is None:
+            return None
+        if desc & _CODE and not desc & _READABLE:
+            return None
+        conforming = desc & _CODE and desc & _CONFORMING
+        if not conforming and (desc >> DPL_SHIFT) & 3 < selector & 3:
+            return None
+        return SegmentDescriptor.decode(desc)
 
     def _descriptor(self, selector: int) -> int | None:
         """The present code or data descriptor SELECTOR names in the real GDT."""

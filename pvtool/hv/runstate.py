@@ -5,7 +5,7 @@ has spent in each, as Xen's vcpu_runstate_change keeps them (xen/common/sched/co
 
 from dataclasses import dataclass, field
 
-from pvtool.abi.layouts import VCPU_RUNSTATE_INFO
+from pvtool.abi.layouts import VCPU_RUNSTATE_INFO, Layout
 from pvtool.abi.xen import RunstateState
 
 
@@ -14,6 +14,7 @@ class Runstate:
     state: RunstateState
     entry_time: int = 0  # ns of system time when it entered STATE
     time: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # ns per state
+    layout: Layout = VCPU_RUNSTATE_INFO  # the guest's width's (abi/xen64.py: 48 bytes)
 
     def change(self, state: RunstateState, now: int) -> None:
         """Leave the current state at NOW, its time accounted, and enter STATE."""
@@ -28,5 +29,5 @@ class Runstate:
         move."""
         time = list(self.time)
         time[self.state] += max(now - self.entry_time, 0)
-        return VCPU_RUNSTATE_INFO.pack(state=int(self.state), state_entry_time=self.entry_time,
+        return self.layout.pack(state=int(self.state), state_entry_time=self.entry_time,
                                        time=tuple(time))

@@ -9,8 +9,11 @@ interleaving depends on instruction counts only and a run is the same every time
 
 A vCPU that is not on the CPU keeps its registers in a saved CPU context (Cpu.
 save_context: Unicorn's context_save into the vCPU's own buffer, context_restore to
-put it back). Virtual time is the machine's, shared: it moves on with every slice
-whichever vCPU ran it, as one physical CPU's time does under Xen's scheduler.
+put it back), and its page-table bases (a 64-bit vCPU's user L4 too). A 64-bit vCPU
+put on the CPU then has its data selectors reloaded, as Xen's load_segments does
+(LOAD_SEGMENTS, hv/bounce64.py: the failsafe callback when one cannot be).
+Virtual time is the machine's, shared: it moves on with every slice whichever vCPU
+ran it, as one physical CPU's time does under Xen's scheduler.
 
 When no vCPU can run, time moves on to the next event that can wake one (a timer
 whose VIRQ_TIMER is bound on its vCPU, a poll's timeout, a device timer); with none
@@ -22,13 +25,13 @@ runstate area is rewritten at each switch, as Xen's update_runstate_area does on
 context switch.
 """
 
+from collections.abc import Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
 from pvtool.abi.xen import RunstateState, Virq
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.events import timer_deadlines
-from pvtool.machine.cpu import DS, ES, FS, GS
 from pvtool.machine.exits import Exit
 from pvtool.machine.stop import Stop, StopKind
 
@@ -43,6 +46,8 @@ class VcpuScheduler:
         self.domain = domain
         self.machine = domain.machine
         self.cpu = domain.machine.cpu
+        # A 64-bit domain's: Xen's load_segments for the vCPU just switched in.
+        self.load_segments: Callable[[VCpu], None] | None = None
 
     @property
     def active(self) -> bool:
@@ -109,15 +114,19 @@ class VcpuScheduler:
         tables = self.domain.pagetables
         current.context = self.cpu.save_context(current.context)
         current.base_mfn = tables.base_mfn
+        if current.long_mode is not None:
+            current.long_mode.user_base_mfn = tables.user_base_mfn
         self.write_runstate_area(current)
         self.domain.vcpu = chosen
         starting = chosen.start_state is not None
         if starting:
-            self._load_start(chosen)
+            chosen.start_state()  # hv/vcpu_context.py: its first registers
+            chosen.start_state = chosen.context = None
         else:
             self.cpu.restore_context(chosen.context)
-        # Its own base, which it holds, whatever CR3 its saved context had.
-        tables.load_base(chosen.base_mfn)
+        self._load_tables(chosen)
+        if self.load_segments is not None:
+            self.load_segments(chosen)
         chosen.runstate.change(RunstateState.running, now)
         self.domain.events.update_time(chosen)  # an up-to-date time base (context_switch)
         self.write_runstate_area(chosen)
@@ -134,18 +143,16 @@ class VcpuScheduler:
         with suppress(HypercallError):
             self.domain.copy_to_guest(vcpu.runstate_area, vcpu.runstate.info(self.now()))
 
-    def _load_start(self, vcpu: "VCpu") -> None:
-        """A vCPU's first run after VCPUOP_initialise: the CPU keeps the control and
-        descriptor-table registers it has (the GDT is the domain's, docs/ABI.md) and
-        takes the guest's registers; the iretd to its CS:EIP runs first in the slice."""
-        start, vcpu.start_state = vcpu.start_state, None
-        for reg, value in start["gprs"].items():
-            self.cpu.write(reg, value)
-        vcpu.start(cs=start["cs"], eip=start["eip"], ss=start["ss"], esp=start["esp"],
-                   eflags=start["eflags"])
-        for reg in (DS, ES, FS, GS):
-            self.cpu.write(reg, start["segments"][reg])
-        vcpu.context = None
+    def _load_tables(self, vcpu: "VCpu") -> None:
+        """Its own bases, which it holds, whatever CR3 its saved context had: a 64-bit
+        vCPU's user L4 too, and CR3 as its mode wants (Xen's update_cr3)."""
+        tables = self.domain.pagetables
+        tables.load_base(vcpu.base_mfn)
+        state = vcpu.long_mode
+        if state is not None:
+            tables.user_base_mfn = state.user_base_mfn
+            if not state.kernel_mode:
+                tables.load_cr3(user=True)
 
     def _next_runnable(self) -> "VCpu | None":
         vcpus = self.domain.vcpus

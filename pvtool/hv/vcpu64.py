@@ -52,6 +52,7 @@ class Vcpu64:
     kernel_mode: bool = True
     inactive_gs_base: int = 0  # the other mode's GS base (Xen's gs_base_user in kernel mode)
     kernel_sp: int = 0  # stack_switch's: where a bounce from user mode starts
+    user_base_mfn: int = 0  # its user L4 while another vCPU runs (hv/scheduler.py)
     fsgsbase: bool = False  # vCR4.FSGSBASE: rd/wr{fs,gs}base raise #UD while clear
     resume: int | None = None  # where HYPERVISOR_iret or a bounce sends the guest next
     trap_table: dict[int, TrapInfo64] = field(default_factory=dict)

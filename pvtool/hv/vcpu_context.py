@@ -15,9 +15,13 @@ v->arch.guest_table. pvtool's vCPUs share one GDT (docs/ABI.md, "vCPUs"): the
 context must name either no GDT or the domain's (its frames and entry count);
 another is -EINVAL. pvtool has no LDT, so an LDT is -EINVAL too. The FPU area,
 debug registers and vm_assist are not read: pvtool keeps no per-vCPU FPU state, and
-vm_assist is the domain's (Xen takes it from vCPU 0's context only).
+vm_assist is the domain's (Xen takes it from vCPU 0's context only). Neither is
+VGCF_online: VCPUOP_up brings the vCPU up (docs/ABI.md).
+
+A 64-bit vCPU's context has its own layout and rules: hv/vcpu_context64.py.
 """
 
+from functools import partial
 
 from pvtool.abi.layouts import TRAP_INFO, VCPU_GUEST_CONTEXT
 from pvtool.abi.xen import (
@@ -44,7 +48,7 @@ def initialise(dom: PvDomain, target: VCpu, arg: int) -> int:
     ctx = VCPU_GUEST_CONTEXT.unpack(dom.copy_from_guest(arg, VCPU_GUEST_CONTEXT.size))
     if target.initialised:
         raise HypercallError(Errno.EEXIST, f"vcpu {target.id} is initialised already")
-    _check_tables(dom, ctx)
+    check_tables(dom, ctx)
     cs, ss = fix_selector_rpl(ctx["cs"]), fix_selector_rpl(ctx["ss"])
     if not dom.gdt.is_code_selector(cs, GUEST_KERNEL_RPL):
         raise HypercallError(Errno.EINVAL, f"initial CS {cs:#x} is no ring-1 code segment")
@@ -65,14 +69,25 @@ def initialise(dom: PvDomain, target: VCpu, arg: int) -> int:
     # Real interrupts stay enabled; the IOPL is virtualised: it becomes the vCPU's.
     eflags = (ctx["eflags"] | EFLAGS_IF | EFLAGS_RESERVED) & ~EFLAGS_IOPL
     target.iopl = (ctx["eflags"] & EFLAGS_IOPL) >> IOPL_SHIFT
-    target.start_state = {"gprs": {reg: ctx[name] for reg, name in GPRS.items()},
-                    "cs": cs, "eip": ctx["eip"], "ss": ss, "esp": ctx["esp"],
-                    "eflags": eflags, "segments": segments}
+    gprs = {reg: ctx[name] for reg, name in GPRS.items()}
+    target.start_state = partial(_start, target, gprs, segments, cs=cs, eip=ctx["eip"],
+                                 ss=ss, esp=ctx["esp"], eflags=eflags)
     target.initialised = True
     return 0
 
 
-def _check_tables(dom: PvDomain, ctx: dict) -> None:
+def _start(vcpu: VCpu, gprs: dict[int, int], segments: dict[int, int], **entry: int) -> None:
+    """A vCPU's first run after VCPUOP_initialise: the CPU keeps the control and
+    descriptor-table registers it has (the GDT is the domain's, docs/ABI.md) and
+    takes the guest's registers; the iretd to its CS:EIP runs first in the slice."""
+    for reg, value in gprs.items():
+        vcpu.set(reg, value)
+    vcpu.start(**entry)
+    for reg, value in segments.items():
+        vcpu.set(reg, value)
+
+
+def check_tables(dom: PvDomain, ctx: dict) -> None:
     """The LDT, GDT and page-table base the context names."""
     if ctx["ldt_ents"] > MAX_LDT_ENTRIES:
         raise HypercallError(Errno.EINVAL, f"an LDT of {ctx['ldt_ents']} entries")

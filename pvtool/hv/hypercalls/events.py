@@ -122,6 +122,7 @@ OPERATIONS: dict[int, tuple[Layout, Callable[[PvDomain, int, dict], None]]] = {
 
 
 def set_timer_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
-    """One-shot VIRQ_TIMER at an absolute system time in ns (lo, hi); 0 cancels."""
-    dom.events.set_timer(args[1] << 32 | args[0])
+    """One-shot VIRQ_TIMER at an absolute system time in ns, 0 cancels: one u64 from
+    a 64-bit guest, (lo, hi) from a 32-bit one (do_set_timer_op's s_time_t)."""
+    dom.events.set_timer(args[0] if vcpu.bits == 64 else args[1] << 32 | args[0])
     return 0

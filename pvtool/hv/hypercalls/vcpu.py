@@ -1,35 +1,66 @@
 """HYPERVISOR_vcpu_op(cmd, vcpuid, arg): a domain's vCPUs, up and down, and each
 vCPU's timers, runstate and shared areas (public/vcpu.h).
 
-Answered as Xen 4.19 answers a 32-bit PV guest: do_vcpu_op finds the vCPU first
+Answered as Xen 4.19 answers a PV guest: do_vcpu_op finds the vCPU first
 (-ENOENT beyond the domain's), then common_vcpu_op (xen/common/domain.c) serves the
 command, and the x86 arch_do_vcpu_op (xen/arch/x86/domain.c) the x86 ones
 (send_nmi, get_physid, register_vcpu_time_memory_area); any other is -ENOSYS.
 VCPUOP_initialise is hv/vcpu_context.py's.
+
+A 64-bit guest gets the same commands with its own layouts (VcpuAbi): an 8-byte
+pending selector in its vcpu_info (aligned to 8), a 48-byte runstate, a 16-byte
+single-shot request, and addresses of 64 bits where a 32-bit guest's are cut to 32.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pvtool.abi.layouts import (
     VCPU_INFO,
     VCPU_REGISTER_RUNSTATE_AREA,
     VCPU_REGISTER_TIME_AREA,
     VCPU_REGISTER_VCPU_INFO,
+    VCPU_RUNSTATE_INFO,
     VCPU_SET_PERIODIC_TIMER,
     VCPU_SET_SINGLESHOT_TIMER,
     Layout,
 )
 from pvtool.abi.xen import VCPU_SSHOTTMR_FUTURE, Errno, ShutdownReason, VcpuOp
+from pvtool.abi.xen64 import (
+    VCPU_INFO_64,
+    VCPU_INFO_ALIGN_64,
+    VCPU_RUNSTATE_INFO_64,
+    VCPU_SET_SINGLESHOT_TIMER_64,
+)
 from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.frames import PageType, page_type
-from pvtool.hv.vcpu_context import initialise
+from pvtool.hv.vcpu_context import initialise as initialise32
+from pvtool.hv.vcpu_context64 import initialise64
 from pvtool.x86.paging import PAGE_SIZE
 
 MIN_PERIOD_NS = 1_000_000  # MILLISECS(1): a shorter periodic timer is -EINVAL
 STIME_DELTA_MAX = (1 << 63) - 1  # the longest period s_time_t holds
-ALL_WORDS_PENDING = 0xFFFFFFFF  # register_vcpu_info marks every selector word pending
 VCPU_INFO_ALIGN = 4  # alignof(struct vcpu_info) for a 32-bit guest
+
+
+@dataclass(frozen=True)
+class VcpuAbi:
+    """What vcpu_op reads and writes for a guest of one width."""
+
+    vcpu_info: Layout
+    info_align: int
+    runstate: Layout
+    singleshot: Layout
+    address_mask: int  # a guest handle's significant bits
+
+
+VCPU_ABI = {
+    32: VcpuAbi(VCPU_INFO, VCPU_INFO_ALIGN, VCPU_RUNSTATE_INFO, VCPU_SET_SINGLESHOT_TIMER,
+                0xFFFF_FFFF),
+    64: VcpuAbi(VCPU_INFO_64, VCPU_INFO_ALIGN_64, VCPU_RUNSTATE_INFO_64,
+                VCPU_SET_SINGLESHOT_TIMER_64, 0xFFFF_FFFF_FFFF_FFFF),
+}
 
 
 def vcpu_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
@@ -44,6 +75,11 @@ def vcpu_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
 
 def _read(dom: PvDomain, layout: Layout, arg: int) -> dict:
     return layout.unpack(dom.copy_from_guest(arg, layout.size))
+
+
+def initialise(dom: PvDomain, target: VCpu, arg: int) -> int:
+    """A vcpu_guest_context of the guest's width (hv/vcpu_context*.py)."""
+    return (initialise64 if target.bits == 64 else initialise32)(dom, target, arg)
 
 
 def up(dom: PvDomain, target: VCpu, arg: int) -> int:
@@ -76,8 +112,9 @@ def register_runstate_memory_area(dom: PvDomain, target: VCpu, arg: int) -> int:
     """Where the scheduler writes TARGET's runstate at each switch, and now; the
     address must lie in the guest's range (guest_handle_okay: -EFAULT), but a write
     that fails later is ignored."""
-    address = _read(dom, VCPU_REGISTER_RUNSTATE_AREA, arg)["addr"] & 0xFFFFFFFF
-    dom.check_guest_range(address, len(target.runstate.info(0)))
+    abi = VCPU_ABI[target.bits]
+    address = _read(dom, VCPU_REGISTER_RUNSTATE_AREA, arg)["addr"] & abi.address_mask
+    dom.check_guest_range(address, abi.runstate.size)
     target.runstate_area = address
     dom.scheduler.write_runstate_area(target)
     return 0
@@ -101,7 +138,7 @@ def set_singleshot_timer(dom: PvDomain, target: VCpu, arg: int) -> int:
     """Only the calling vCPU's (-EINVAL for another); with VCPU_SSHOTTMR_future a
     deadline already past is -ETIME; a past one without it fires at once."""
     _require_current(dom, target)
-    req = _read(dom, VCPU_SET_SINGLESHOT_TIMER, arg)
+    req = _read(dom, VCPU_ABI[target.bits].singleshot, arg)
     deadline = req["timeout_abs_ns"]
     if req["flags"] & VCPU_SSHOTTMR_FUTURE and deadline < dom.events.now_ns():
         raise HypercallError(Errno.ETIME, f"single-shot deadline {deadline} ns has passed")
@@ -125,7 +162,9 @@ def register_vcpu_info(dom: PvDomain, target: VCpu, arg: int) -> int:
     """Move TARGET's vcpu_info into a frame of the guest's (map_guest_area): once
     only (-EBUSY), inside one page and aligned (-ENXIO), in a frame the domain owns
     (-EINVAL) that can be writable (-EACCES: a page table cannot). The old contents
-    move with it, and every event is marked pending so that none is lost."""
+    move with it, and every event is marked pending so that none is lost: every bit
+    of the pending selector, 32 or 64 of them."""
+    info = VCPU_ABI[target.bits].vcpu_info
     req = _read(dom, VCPU_REGISTER_VCPU_INFO, arg)
     mfn, offset = req["mfn"], req["offset"]
     address = mfn * PAGE_SIZE + offset
@@ -133,17 +172,18 @@ def register_vcpu_info(dom: PvDomain, target: VCpu, arg: int) -> int:
         raise HypercallError(Errno.EINVAL, f"vcpu_info at frame {mfn:#x} + {offset:#x}")
     if target.info_registered:
         raise HypercallError(Errno.EBUSY, f"vcpu {target.id}'s vcpu_info is registered")
-    if offset + VCPU_INFO.size > PAGE_SIZE or offset % VCPU_INFO_ALIGN:
+    if offset + info.size > PAGE_SIZE or offset % VCPU_ABI[target.bits].info_align:
         raise HypercallError(Errno.ENXIO, f"vcpu_info at offset {offset:#x} of a page")
     if dom.frames.owner(mfn) != dom.domid or mfn >= dom.nr_pages:
         raise HypercallError(Errno.EINVAL, f"frame {mfn:#x} is not the domain's")
     if page_type(dom.frames.type_info(mfn)) not in (PageType.NONE, PageType.WRITABLE):
         raise HypercallError(Errno.EACCES, f"frame {mfn:#x} cannot be writable")
     dom.pagetables.hold_writable(mfn)
-    old = dom.memory.read_phys(target.info, VCPU_INFO.size)
+    old = dom.memory.read_phys(target.info, info.size)
     dom.memory.write_phys(address, old)
     target.info, target.info_registered = address, True
-    dom.memory.write_u32(address + VCPU_INFO.offset("evtchn_pending_sel"), ALL_WORDS_PENDING)
+    selector = info.fields["evtchn_pending_sel"]
+    dom.memory.write_phys(address + selector.offset, b"\xff" * selector.size)
     dom.events.mark_events_pending(target)
     dom.events.update_time(target)
     return 0
@@ -166,7 +206,7 @@ def get_physid(dom: PvDomain, target: VCpu, arg: int) -> int:
 
 def register_vcpu_time_memory_area(dom: PvDomain, target: VCpu, arg: int) -> int:
     """A second copy of vcpu_info.time, kept up to date with it (a guest VA)."""
-    address = _read(dom, VCPU_REGISTER_TIME_AREA, arg)["addr"] & 0xFFFFFFFF
+    address = _read(dom, VCPU_REGISTER_TIME_AREA, arg)["addr"] & VCPU_ABI[target.bits].address_mask
     dom.check_guest_range(address, 1)
     target.time_area = address
     dom.events.update_time(target)

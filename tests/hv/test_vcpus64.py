@@ -1,0 +1,153 @@
+"""Two vCPUs of a 64-bit PV domain (tests/hv/smpguest64.py): VCPUOP_initialise with
+the x86-64 vcpu_guest_context, up, IPIs, a timer each, the 64-bit vcpu_info and
+runstate layouts, down; and Xen's failsafe callback when load_segments cannot give
+a vCPU its data selectors back (xen/arch/x86/domain.c)."""
+
+import struct
+
+import pytest
+
+from pvtool.run import Mode, RunOptions, _run_loop, run_image
+from tests.hv.harness import boot
+from tests.hv.smpguest64 import (
+    EXPECTED_OUTPUT64,
+    FAILSAFE_BSS,
+    FAILSAFE_DATA,
+    FAILSAFE_HANDLERS,
+    FAILSAFE_TEXT,
+    SMP64_BSS,
+    SMP64_DATA,
+    SMP64_HANDLERS,
+    SMP64_TEXT,
+)
+from tests.hv.xenguest64 import EINVAL, neg
+
+EEXIST = 17
+RUNNING, BLOCKED, OFFLINE = 0, 2, 3
+FLAT_KERNEL_CS_RPL0, FLAT_KERNEL_SS = 0xE030, 0xE02B
+
+
+@pytest.fixture(scope="module")
+def smp64(build64):
+    return build64(SMP64_TEXT, handlers=SMP64_HANDLERS, data=SMP64_DATA, bss=SMP64_BSS)
+
+
+@pytest.fixture(scope="module")
+def failsafe_guest(build64):
+    return build64(FAILSAFE_TEXT, handlers=FAILSAFE_HANDLERS, data=FAILSAFE_DATA,
+                   bss=FAILSAFE_BSS)
+
+
+def run_two_vcpus(guest):
+    booted = boot(guest, vcpus=2)
+    result = _run_loop(booted.machine, Mode.PV, RunOptions(max_insns=50_000_000),
+                       booted.domain.scheduler)
+    return booted, result
+
+
+def u64(booted, symbol: str, index: int = 0) -> int:
+    return struct.unpack("<Q", booted.memory.read_phys(booted.addr(symbol) + 8 * index, 8))[0]
+
+
+@pytest.fixture(scope="module")
+def smp_run(smp64):
+    return run_two_vcpus(smp64)
+
+
+def test_two_64_bit_vcpus_play_ipi_ping_pong_and_take_their_own_timers(smp_run):
+    booted, result = smp_run
+    assert result.stop.reason == "shutdown (poweroff)", result.stop
+    assert bytes(booted.output) == EXPECTED_OUTPUT64
+    assert booted.u32("pings") == 3 and booted.u32("pongs") == 3
+    assert booted.u32("timer0_fired") == 1 and booted.u32("timer1_fired") == 1
+
+
+def test_vcpu1_starts_from_the_64_bit_context(smp_run, smp64):
+    booted, _ = smp_run
+    assert u64(booted, "up_uninitialised") == neg(EINVAL)
+    assert u64(booted, "init_result") == 0
+    assert u64(booted, "init_again") == neg(EEXIST)
+    assert u64(booted, "up_result") == 0 and u64(booted, "is_up_after") == 1
+    assert u64(booted, "vcpu1_rsp") == smp64["stack1_top"]
+    assert u64(booted, "vcpu1_rflags") == 0x202  # IF forced, IOPL made virtual...
+    assert booted.domain.vcpus[1].iopl == 3  # ...from the context's 0x3202
+
+
+def test_register_vcpu_info_marks_all_64_selector_bits_pending(smp_run, smp64):
+    booted, _ = smp_run
+    assert u64(booted, "info_result") == 0
+    assert u64(booted, "info1_selector") == 0xFFFF_FFFF_FFFF_FFFF
+    assert booted.domain.vcpus[1].info == booted.addr("info1_page") + 64
+
+
+def test_runstates_have_the_64_bit_layout(smp_run):
+    booted, _ = smp_run
+    assert u64(booted, "runstate_area_result") == 0
+    assert booted.u32("runstate_seen") == RUNNING  # written at registration
+    assert u64(booted, "runstate_result") == 0
+    runstate = booted.domain.vcpus[1].runstate
+    for area in ("runstate1", "runstate_area"):  # get_runstate_info's, and the area's
+        state, entry_time, *times = struct.unpack(
+            "<i4xQ4Q", booted.memory.read_phys(booted.addr(area), 48))
+        assert state == OFFLINE, area
+        assert entry_time == runstate.entry_time > 0, area  # at 8, not at 4
+        assert times[:3] == runstate.time[:3] and times[BLOCKED] > 0, area
+    assert u64(booted, "sshot_result") == 0
+    assert booted.u32("ran_after_down") == 0
+
+
+def test_the_64_bit_two_vcpu_run_is_the_same_twice(smp64):
+    runs = []
+    for _ in range(2):
+        output = bytearray()
+        result = run_image(smp64.path, RunOptions(mode=Mode.PV, vcpus=2), output.extend)
+        runs.append((bytes(output), result.stop.reason, result.slices,
+                     dict(result.exits), dict(result.hypercalls)))
+    assert runs[0] == runs[1]
+    assert runs[0][0] == EXPECTED_OUTPUT64
+    assert runs[0][3]["vcpu-switch"] == 8
+
+
+# -- the failsafe callback ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def failsafe_run(failsafe_guest):
+    return run_two_vcpus(failsafe_guest)
+
+
+def test_a_data_selector_xen_cannot_load_sends_the_vcpu_to_its_failsafe_callback(
+        failsafe_run, failsafe_guest):
+    booted, result = failsafe_run
+    assert result.stop.reason == "shutdown (poweroff)", result.stop
+    assert u64(booted, "init_result") == 0
+    assert booted.u32("failsafe_taken") == 1
+    assert booted.u32("entry_reached") == 0  # never at its entry: the failsafe first
+
+
+def test_the_failsafe_frame_is_xens(failsafe_run, failsafe_guest):
+    """load_segments' frame: RCX, R11, DS, ES, FS, GS as the vCPU had them, RIP, CS
+    (RPL cleared: kernel mode; the mask 0 above it), RFLAGS (IF = !mask), RSP, SS;
+    on the vCPU's stack aligned to 16, 88 bytes below."""
+    booted, _ = failsafe_run
+    frame = struct.unpack("<11Q", booted.memory.read_phys(booted.addr("failsafe_frame"), 88))
+    stack = failsafe_guest["stack1_top"]
+    assert frame == (0x1111, 0x2222, 0x0B, 0xE02B, 0, 0x2C, failsafe_guest["vcpu1_entry"],
+                     FLAT_KERNEL_CS_RPL0, 0x202, stack, FLAT_KERNEL_SS)
+    assert u64(booted, "failsafe_rsp") == (stack & ~15) - 88
+
+
+def test_the_failsafe_callback_runs_with_the_bad_selectors_null_and_events_masked(
+        failsafe_run):
+    booted, _ = failsafe_run
+    seen = struct.unpack("<4HB", booted.memory.read_phys(booted.addr("seen_ds"), 9))
+    assert seen[:4] == (0, 0xE02B, 0, 0)  # DS and GS null; ES loaded; FS was null
+    assert seen[4] == 1  # VGCF_failsafe_disables_events
+
+
+def test_the_failsafe_callback_shows_in_the_trace(failsafe_guest, tmp_path):
+    from tests.cli import pvtool
+
+    done = pvtool("run", "--vcpus", "2", "--trace", "--quiet", failsafe_guest.path)
+    assert done.status == 0, done.output
+    assert (f"vcpu1: failsafe callback to {failsafe_guest['failsafe1']:#x} from "
+            f"{failsafe_guest['vcpu1_entry']:#x}: data selectors 0xb 0xe02b 0x0 0x2c"
+            ) in done.stderr
