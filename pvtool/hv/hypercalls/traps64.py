@@ -27,6 +27,7 @@ from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.hv.hypercalls.traps import trap_entries
+from pvtool.hv.segments64 import enter_compat, is_compat
 from pvtool.hv.vcpu64 import Callback64, TrapInfo64, Vcpu64
 from pvtool.machine.cpu import FS_BASE, GS, GS_BASE, R11, RAX, RCX, RFLAGS, RSP
 from pvtool.x86.paging import is_canonical
@@ -116,7 +117,8 @@ def iret(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> object:
     user mode if its CS has RPL 3 (Xen's flat CS, or a 64-bit user code segment of
     the guest's GDT, which the vCPU runs on Xen's flat CS: the same 64-bit ring-3
     code), take the event mask from its IF, and go on at its RIP on its RSP with its
-    RAX. Without VGCF_in_syscall RCX and R11 come back too;
+    RAX; FLAT_USER_CS32 runs it as 32-bit code. Without VGCF_in_syscall RCX and R11
+    come back too;
     with it Xen returns by SYSRET, which loads them with RIP and RFLAGS."""
     state = long_mode(vcpu)
     rsp = vcpu.get(RSP)
@@ -126,11 +128,15 @@ def iret(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> object:
         raise DomainCrash(f"HYPERVISOR_iret with its frame at {rsp:#x} unreadable") from None
     cpu = dom.machine.cpu
     cs = ctx["cs"] & 0xFFFF
-    if (cs | USER_RPL) != FLAT_KERNEL_CS64 and not dom.gdt.is_user_code64(cs):
+    compat = is_compat(cs)
+    if (cs | USER_RPL) != FLAT_KERNEL_CS64 and not compat and not dom.gdt.is_user_code64(cs):
         raise DomainCrash(f"HYPERVISOR_iret to cs {cs:#x}: pvtool returns to 64-bit code "
-                          "(FLAT_KERNEL_CS64 or a 64-bit user code segment) only")
+                          "(FLAT_KERNEL_CS64 or a 64-bit user code segment) or to "
+                          "FLAT_USER_CS32 only")
     if ctx["cs"] & 3 == USER_RPL:
         state.toggle(cpu, dom.pagetables.load_cr3)  # no user L4: a crash
+    if compat:  # 32-bit user code (hv/segments64.py)
+        enter_compat(cpu)
     if VmAssistType.architectural_iopl in dom.vm_assists:
         dom.iopl = (ctx["rflags"] & EFLAGS_IOPL) >> 12
     rflags = ctx["rflags"] & RFLAGS_ALL & ~(EFLAGS_IOPL | EFLAGS_VM) \
