@@ -97,9 +97,10 @@ def _to_kernel(dom: PvDomain, vcpu64: Vcpu64, at: Interrupted) -> tuple[int, int
     cs = at.cs & 0xFFFF
     if vcpu64.kernel_mode:
         return at.rsp, cs & ~3
-    vcpu64.toggle(dom.machine.cpu, dom.pagetables.load_cr3)
-    if is_compat(cs):
-        leave_compat(dom.machine.cpu)
+    cpu = dom.machine.cpu
+    vcpu64.toggle(cpu, dom.pagetables.load_cr3)
+    if is_compat(cpu.read(CS)):  # the CPU's: sysenter's frame names CS 3
+        leave_compat(cpu)
     return vcpu64.kernel_sp, cs
 
 

@@ -121,3 +121,13 @@ def test_a_fault_in_compat_code_is_bounced_to_the_64_bit_kernel(dom):
     rcx, r11, error, rip, cs = dom.qwords(KERNEL_STACK - 64, 5)
     assert (rip, cs) == (USER_CODE, FLAT_USER_CS32)
     assert error & 4  # the U bit: the guest was in user mode
+
+
+def test_sysenter_from_compat_code_reaches_the_64_bit_kernel(dom):
+    dom.vcpu.long_mode.callbacks[CallbackType.sysenter] = Callback64(HANDLER, False)
+    handler = f"mov rax, {WIDE:#x}"
+    start_compat(dom, USER32 + "; sysenter", handler)
+    dom.run(handler_end(handler))
+    assert reg(dom, RAX) == WIDE
+    rcx, r11, rip, cs, rflags, rsp, ss = dom.qwords(KERNEL_STACK - 56, 7)
+    assert (rip, cs, rsp) == (0, 3, 0)  # sysenter_entry's frame, whatever the mode
