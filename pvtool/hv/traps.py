@@ -207,7 +207,7 @@ class PvSupervisor:
         dropped with no handler there."""
         vcpu = self.vcpu
         vcpu.nmi_pending = False
-        if Vector.NMI in vcpu.trap_table:
+        if self._has_handler(Vector.NMI):  # a 64-bit vCPU's table is its own (entry64.py)
             self._bounce(external(Vector.NMI, vcpu.eip))
 
     def _take_device_interrupt(self, irqs: IrqRouter) -> None:

@@ -7,8 +7,11 @@ import struct
 
 import pytest
 
+from pvtool.hv.vcpu64 import TrapInfo64
+from pvtool.machine.cpu import RIP, RSP
 from pvtool.run import Mode, RunOptions, _run_loop, run_image
 from tests.hv.harness import boot
+from tests.hv.longmode import KERNEL_CODE, KERNEL_STACK, LongModeDomain
 from tests.hv.smpguest64 import (
     EXPECTED_OUTPUT64,
     FAILSAFE_BSS,
@@ -25,6 +28,7 @@ from tests.hv.xenguest64 import EINVAL, neg
 EEXIST = 17
 RUNNING, BLOCKED, OFFLINE = 0, 2, 3
 FLAT_KERNEL_CS_RPL0, FLAT_KERNEL_SS = 0xE030, 0xE02B
+HANDLER = KERNEL_CODE + 0x1000
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +155,24 @@ def test_the_failsafe_callback_shows_in_the_trace(failsafe_guest, tmp_path):
     assert (f"vcpu1: failsafe callback to {failsafe_guest['failsafe1']:#x} from "
             f"{failsafe_guest['vcpu1_entry']:#x}: data selectors 0xb 0xe02b 0x0 0x2c"
             ) in done.stderr
+
+
+# -- VCPUOP_send_nmi ---------------------------------------------------------------------
+class NoInterrupts:
+    def pending(self) -> bool:
+        return False
+
+
+def test_send_nmis_nmi_reaches_a_64_bit_vcpu_through_its_trap_table():
+    """pv_raise_nmi: through trap_ctxt[2], the 64-bit vCPU's own table."""
+    dom = LongModeDomain()
+    dom.vcpu.long_mode.trap_table[2] = TrapInfo64(2, 0, False, HANDLER)
+    dom.memory.write_phys(KERNEL_CODE, b"\x90\x90")
+    dom.memory.write_phys(HANDLER, b"\x90")
+    dom.enter(KERNEL_CODE, KERNEL_STACK)
+    dom.vcpu.nmi_pending = True  # what send_nmi leaves
+    dom.supervisor.take_interrupt(NoInterrupts())
+    assert dom.machine.cpu.read(RIP) == HANDLER
+    assert not dom.vcpu.nmi_pending
+    rcx, r11, rip, cs = dom.qwords(dom.machine.cpu.read(RSP), 4)
+    assert (rip, cs & 0xFFFF) == (KERNEL_CODE, 0xE030)
