@@ -10,13 +10,20 @@ FAILSAFE: vCPU 1's context names data selectors, two of them bad; Xen's
 load_segments cannot load those when vCPU 1 first runs, and sends it to its failsafe
 callback, which records its frame, its data selectors and its event mask.
 
+ZAP: vCPU 1 loads DS from the domain's GDT and blocks; vCPU 0 makes that descriptor
+not present (update_descriptor) and wakes vCPU 1 with an IPI; on the way back to the
+CPU vCPU 1's DS cannot be loaded, and it goes to its failsafe callback from where it
+blocked.
+
 Numbers are typed from public/vcpu.h, event_channel.h, xen.h, arch-x86/xen.h and
 xen-x86_64.h (the offsets of the 64-bit vcpu_guest_context checked with gcc -m64),
 not imported from pvtool.
 """
 
 SMP64_MACROS = r"""
+    .set HC_set_gdt, 2
     .set HC_set_callbacks, 4
+    .set HC_update_descriptor, 10
     .set HC_set_timer_op, 15
     .set HC_vcpu_op, 24
     .set HC_event_channel_op, 32
@@ -419,6 +426,101 @@ entry_reached: .long 0
 """
 FAILSAFE_BSS = """
 shinfo: .skip 4096
+ctx: .skip 5168
+    .balign 16
+stack1: .skip 4096
+stack1_top:
+"""
+
+ZAP_TEXT = SMP64_MACROS + r"""
+    MAP_SHARED_INFO
+    lea rax, [rip + gdt_page]                /* the GDT: null, then flat ring-3 data */
+    mov ecx, 0x80000000
+    add rax, rcx
+    mov [rip + gdt_maddr], rax
+    shr rax, 12
+    mov [rip + gdt_frames], rax
+    mov rax, 0x00cff3000000ffff
+    mov [rip + gdt_page + 8], rax
+    lea rdi, [rip + gdt_frames]
+    mov esi, 2
+    HYPERCALL set_gdt
+    mov [rip + gdt_result], rax
+    mov dword ptr [rip + ipi_req], 1
+    mov edi, EVTCHNOP_bind_ipi
+    lea rsi, [rip + ipi_req]
+    HYPERCALL event_channel_op
+    mov eax, [rip + ipi_req + 4]
+    mov [rip + port_to1], eax
+    VCPU1_CONTEXT vcpu1_entry, stack1_top
+    VCPU_OP VCPUOP_initialise, 1, ctx
+    VCPU_OP VCPUOP_up, 1, ctx
+wait_loaded:
+    cmp dword ptr [rip + ds_loaded], 0
+    jne loaded
+    mov edi, SCHEDOP_yield
+    xor esi, esi
+    HYPERCALL sched_op
+    jmp wait_loaded
+loaded:
+    mov rdi, [rip + gdt_maddr]               /* entry 1 not present */
+    add rdi, 8
+    xor esi, esi
+    HYPERCALL update_descriptor
+    mov [rip + zap_result], rax
+    SEND port_to1
+wait_failsafe:
+    cmp dword ptr [rip + failsafe_taken], 0
+    jne failsafe_done
+    mov edi, SCHEDOP_yield
+    xor esi, esi
+    HYPERCALL sched_op
+    jmp wait_failsafe
+failsafe_done:
+"""
+ZAP_HANDLERS = r"""
+upcall1:
+    pop rcx
+    pop r11
+    TO_IRET
+vcpu1_entry:
+    mov ax, 0x0b
+    mov ds, ax
+    mov [rip + loaded_ds], ds
+    mov byte ptr [rip + shinfo + 64 + VI_upcall_mask], 0
+    mov dword ptr [rip + ds_loaded], 1
+park:
+    BLOCK
+    mov dword ptr [rip + woke_without_failsafe], 1
+    jmp park
+failsafe1:
+    mov rsi, rsp
+    lea rdi, [rip + failsafe_frame]
+    mov ecx, 11
+    rep movsq
+    mov [rip + seen_ds], ds
+    mov dword ptr [rip + failsafe_taken], 1
+    VCPU_OP VCPUOP_down, 1, ctx
+"""
+ZAP_DATA = """
+    .balign 8
+gdt_frames: .quad 0
+gdt_maddr: .quad 0
+gdt_result: .quad 1
+zap_result: .quad 1
+failsafe_frame: .fill 11, 8, 0
+ipi_req: .long 0, 0
+send_req: .long 0
+port_to1: .long 0
+ds_loaded: .long 0
+failsafe_taken: .long 0
+woke_without_failsafe: .long 0
+loaded_ds: .word 0
+seen_ds: .word 0xffff
+"""
+ZAP_BSS = """
+shinfo: .skip 4096
+gdt_page: .skip 4096
 ctx: .skip 5168
     .balign 16
 stack1: .skip 4096

@@ -22,6 +22,10 @@ from tests.hv.smpguest64 import (
     SMP64_DATA,
     SMP64_HANDLERS,
     SMP64_TEXT,
+    ZAP_BSS,
+    ZAP_DATA,
+    ZAP_HANDLERS,
+    ZAP_TEXT,
 )
 from tests.hv.xenguest64 import EINVAL, neg
 
@@ -155,6 +159,24 @@ def test_the_failsafe_callback_shows_in_the_trace(failsafe_guest, tmp_path):
     assert (f"vcpu1: failsafe callback to {failsafe_guest['failsafe1']:#x} from "
             f"{failsafe_guest['vcpu1_entry']:#x}: data selectors 0xb 0xe02b 0x0 0x2c"
             ) in done.stderr
+
+
+def test_a_descriptor_gone_while_the_vcpu_was_off_the_cpu_takes_it_to_failsafe(build64):
+    """vCPU 1 loaded DS = 0x0b and blocked; vCPU 0 made entry 1 not present; when vCPU
+    1 comes back to the CPU, its frame shows DS 0x0b and the RIP it blocked at (after
+    the hypercall page's syscall), in kernel mode; it runs with DS null."""
+    guest = build64(ZAP_TEXT, handlers=ZAP_HANDLERS, data=ZAP_DATA, bss=ZAP_BSS)
+    booted, result = run_two_vcpus(guest)
+    assert result.stop.reason == "shutdown (poweroff)", result.stop
+    assert (u64(booted, "gdt_result"), u64(booted, "zap_result")) == (0, 0)
+    assert struct.unpack("<H", booted.memory.read_phys(booted.addr("loaded_ds"), 2))[0] == 0x0B
+    assert booted.u32("failsafe_taken") == 1
+    assert booted.u32("woke_without_failsafe") == 0
+    frame = struct.unpack("<11Q", booted.memory.read_phys(booted.addr("failsafe_frame"), 88))
+    sched_op_syscall_end = guest["hypercall_page"] + 29 * 32 + 10
+    assert frame[2:8] == (0x0B, 0, 0, 0, sched_op_syscall_end, FLAT_KERNEL_CS_RPL0)
+    assert frame[10] == FLAT_KERNEL_SS
+    assert struct.unpack("<H", booted.memory.read_phys(booted.addr("seen_ds"), 2))[0] == 0
 
 
 # -- VCPUOP_send_nmi ---------------------------------------------------------------------
