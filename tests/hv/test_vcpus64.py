@@ -48,7 +48,7 @@ def failsafe_guest(build64):
 
 def run_two_vcpus(guest):
     booted = boot(guest, vcpus=2)
-    result = _run_loop(booted.machine, Mode.PV, RunOptions(max_insns=50_000_000),
+    result = _run_loop(booted.machine, Mode.PV, RunOptions(max_insns=5_000_000),
                        booted.domain.scheduler)
     return booted, result
 
