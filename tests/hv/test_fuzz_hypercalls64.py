@@ -185,6 +185,8 @@ def shaped_args(ctx, number):
                       st.sampled_from([0, 1, 2, 1024, 1 << 31, (1 << 64) - 1]), w, w),
         32: st.tuples(st.integers(0, 15), st.one_of(scratch, ptr), w, w, w),
         29: st.tuples(st.integers(0, 4), st.one_of(scratch, ptr), w, w, w),
+        # vcpu_op: every VCPUOP_* (0-13) and beyond, on the vCPU or past the domain's
+        24: st.tuples(st.integers(0, 14), st.integers(0, 2), st.one_of(scratch, ptr), w, w),
     }
     return shapes.get(number, st.tuples(st.integers(0, 8), st.one_of(scratch, ptr), w, w, w))
 

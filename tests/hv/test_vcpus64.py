@@ -6,9 +6,14 @@ a vCPU its data selectors back (xen/arch/x86/domain.c)."""
 import struct
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from pvtool.hv.hypercalls import TABLE_64
+from pvtool.hv.hypercalls import call as hypercall
 from pvtool.hv.vcpu64 import TrapInfo64
 from pvtool.machine.cpu import RIP, RSP
+from pvtool.machine.stop import StopKind
 from pvtool.run import Mode, RunOptions, _run_loop, run_image
 from tests.hv.harness import boot
 from tests.hv.longmode import KERNEL_CODE, KERNEL_STACK, LongModeDomain
@@ -27,7 +32,8 @@ from tests.hv.smpguest64 import (
     ZAP_HANDLERS,
     ZAP_TEXT,
 )
-from tests.hv.xenguest64 import EINVAL, neg
+from tests.hv.xenguest64 import EINVAL, VIRT_BASE, neg
+from tests.profiles import examples
 
 EEXIST = 17
 RUNNING, BLOCKED, OFFLINE = 0, 2, 3
@@ -198,3 +204,76 @@ def test_send_nmis_nmi_reaches_a_64_bit_vcpu_through_its_trap_table():
     assert not dom.vcpu.nmi_pending
     rcx, r11, rip, cs = dom.qwords(dom.machine.cpu.read(RSP), 4)
     assert (rip, cs & 0xFFFF) == (KERNEL_CODE, 0xE030)
+
+
+# -- VCPUOP_initialise against any context --------------------------------------------------
+XEN_ERRNOS = {14, 17, 22}  # EFAULT, EEXIST, EINVAL: what initialise may answer
+CTX_FIELDS = {  # offset, values: Xen's, pvtool's refusals, and nonsense
+    "rip": (648, [0, 0x0000_8000_0000_0000, 0xFFFF_8000_0000_0000, VIRT_BASE, 1 << 63]),
+    "rsp": (672, [0, 0x0000_8000_0000_0000, 0xFFFF_FFFF_FFFF_FFF0]),
+    "cs": (656, [0, 0xE033, 0xE030, 0xE023, 0xE008, 0x0B, 0xFFFF]),
+    "ss": (680, [0, 0xE02B, 0xE028, 0xE010, 0x13, 0xFFFF]),
+    "ds": (696, [0, 0x0B, 0xE02B, 0xE033, 0xE008, 0x2C, 0xFFFF]),
+    "gs": (712, [0, 0x0B, 0xE02B, 0xFFFC]),
+    "flags": (512, [0, 4, 8, 0x1C, 0xFFFF_FFFF]),
+    "ldt_ents": (4824, [0, 1, 8193]),
+    "ldt_base": (4816, [0, 1, 0xFFFF_8000_0000_0000]),
+    "gdt_ents": (4960, [0, 1, 14 * 512]),
+    "kernel_sp": (4976, [0, 0x0000_8000_0000_0000]),
+    "cr1": (4984 + 8, [0, 1 << 12, 0xFFFF_F000, 5 << 12]),
+    "cr3": (4984 + 24, [0, 1 << 12, 0xFFFF_F000, 5 << 12]),
+    "event": (5112, [0, 0x0000_8000_0000_0000]),
+    "fs_base": (5144, [0, 1 << 63]),
+    "trap2": (720 + 32 + 8, [0, 0x0000_8000_0000_0000, VIRT_BASE]),
+}
+CTX_AT = "ctx"
+WORD = (1 << 64) - 1
+
+
+def call(domain, vcpu, number: int, args: tuple[int, ...]) -> int:
+    return hypercall(domain, vcpu, number, args, TABLE_64)
+
+
+@pytest.fixture(scope="module")
+def idle64(build64):
+    return build64("", bss="ctx: .skip 8192")
+
+
+def valid_context(booted) -> bytearray:
+    """vCPU 1 at the kernel's entry, in kernel mode, on the kernel's L4."""
+    ctx = bytearray(5168)
+    for offset, value in ((512, 4), (648, booted.guest["_start"]), (656, 0xE033),
+                          (672, booted.guest["stack_top"]), (680, 0xE02B),
+                          (4984 + 24, booted.domain.pagetables.base_mfn << 12)):
+        struct.pack_into("<Q", ctx, offset, value)
+    return ctx
+
+
+@settings(max_examples=examples(60), database=None, deadline=None,
+          suppress_health_check=list(HealthCheck))
+@given(changes=st.dictionaries(st.sampled_from(sorted(CTX_FIELDS)), st.integers(0, 10),
+                               max_size=4))
+def test_initialise64_answers_any_context_and_a_refused_one_holds_nothing(idle64, changes):
+    """Whatever the context: 0 or one of Xen's errors; a refusal takes no reference on
+    a frame; an accepted one runs vCPU 1 (or sends it to its failsafe callback, or
+    crashes the domain with a reason), never a Python error."""
+    booted = boot(idle64, vcpus=2)
+    domain = booted.domain
+    ctx = valid_context(booted)
+    for name, pick in changes.items():
+        offset, values = CTX_FIELDS[name]
+        struct.pack_into("<Q", ctx, offset, values[pick % len(values)])
+    booted.write(CTX_AT, bytes(ctx))
+    typed = dict(domain.pagetables.typed)
+    refs = [domain.frames.refs(mfn) for mfn in range(domain.nr_pages)]
+    result = call(domain, domain.vcpu, 24, (0, 1, booted.guest[CTX_AT], 0, 0))
+    if result:
+        assert -result & WORD in XEN_ERRNOS, result
+        assert dict(domain.pagetables.typed) == typed
+        assert [domain.frames.refs(mfn) for mfn in range(domain.nr_pages)] == refs
+        return
+    assert call(domain, domain.vcpu, 24, (1, 1, 0, 0, 0)) == 0
+    domain.scheduler.switch_to(domain.vcpus[1])
+    booted.slice(1000)
+    stop = booted.machine.stop
+    assert stop is None or stop.kind in (StopKind.CRASH, StopKind.SHUTDOWN), stop
