@@ -178,6 +178,15 @@ class LongModeDomain:
         return struct.unpack(f"<{count}Q", self.memory.read_phys(address, 8 * count))
 
 
+def ready_domain() -> LongModeDomain:
+    """A domain whose kernel takes events (upcall mask clear) and has a kernel stack
+    for bounces from user mode, tracing."""
+    domain = LongModeDomain(trace=True)
+    domain.upcall_mask = 0
+    domain.vcpu.long_mode.kernel_sp = KERNEL_STACK
+    return domain
+
+
 def _build_tables(machine: Machine) -> None:
     """Both L4s, the GDT with Xen's flat selectors, the trampoline, paging on."""
     write = machine.memory.write_phys

@@ -20,6 +20,8 @@ xen-x86_64.h (the offsets of the 64-bit vcpu_guest_context checked with gcc -m64
 not imported from pvtool.
 """
 
+from tests.hv.smpguest import MESSAGES as SMP_MESSAGES
+
 SMP64_MACROS = r"""
     .set HC_set_gdt, 2
     .set HC_set_callbacks, 4
@@ -89,6 +91,31 @@ SMP64_MACROS = r"""
     HYPERCALL event_channel_op
     .endm
 
+    .macro BIND_IPI vcpu, port
+    mov dword ptr [rip + ipi_req], \vcpu
+    mov edi, EVTCHNOP_bind_ipi
+    lea rsi, [rip + ipi_req]
+    HYPERCALL event_channel_op
+    mov eax, [rip + ipi_req + 4]
+    mov [rip + \port], eax
+    .endm
+
+    .macro BIND_TIMER vcpu, port
+    mov dword ptr [rip + virq_req], VIRQ_TIMER
+    mov dword ptr [rip + virq_req + 4], \vcpu
+    mov edi, EVTCHNOP_bind_virq
+    lea rsi, [rip + virq_req]
+    HYPERCALL event_channel_op
+    mov eax, [rip + virq_req + 8]
+    mov [rip + \port], eax
+    .endm
+
+    .macro YIELD
+    mov edi, SCHEDOP_yield
+    xor esi, esi
+    HYPERCALL sched_op
+    .endm
+
     .macro BLOCK
     mov edi, SCHEDOP_block
     xor esi, esi
@@ -126,6 +153,16 @@ SMP64_MACROS = r"""
     mov [rip + ctx + CTX_failsafe_eip], rax
     .endm
 
+    /* the failsafe callback's frame into failsafe_frame, and DS as it runs */
+    .macro RECORD_FAILSAFE
+    mov rsi, rsp
+    lea rdi, [rip + failsafe_frame]
+    mov ecx, 11
+    rep movsq
+    mov [rip + seen_ds], ds
+    mov dword ptr [rip + failsafe_taken], 1
+    .endm
+
     .macro TO_IRET
     push 0
     jmp hypercall_page + 23 * 32
@@ -138,31 +175,10 @@ SMP64_TEXT = SMP64_MACROS + r"""
     lea rsi, [rip + failsafe0]
     xor edx, edx
     HYPERCALL set_callbacks
-    mov dword ptr [rip + ipi_req], 1        /* port_to1: notifies vCPU 1 */
-    mov edi, EVTCHNOP_bind_ipi
-    lea rsi, [rip + ipi_req]
-    HYPERCALL event_channel_op
-    mov eax, [rip + ipi_req + 4]
-    mov [rip + port_to1], eax
-    mov dword ptr [rip + ipi_req], 0        /* port_to0: notifies vCPU 0 */
-    mov edi, EVTCHNOP_bind_ipi
-    lea rsi, [rip + ipi_req]
-    HYPERCALL event_channel_op
-    mov eax, [rip + ipi_req + 4]
-    mov [rip + port_to0], eax
-    mov dword ptr [rip + virq_req], VIRQ_TIMER
-    mov dword ptr [rip + virq_req + 4], 1
-    mov edi, EVTCHNOP_bind_virq
-    lea rsi, [rip + virq_req]
-    HYPERCALL event_channel_op
-    mov eax, [rip + virq_req + 8]
-    mov [rip + timer1_port], eax
-    mov dword ptr [rip + virq_req + 4], 0
-    mov edi, EVTCHNOP_bind_virq
-    lea rsi, [rip + virq_req]
-    HYPERCALL event_channel_op
-    mov eax, [rip + virq_req + 8]
-    mov [rip + timer0_port], eax
+    BIND_IPI 1, port_to1
+    BIND_IPI 0, port_to0
+    BIND_TIMER 1, timer1_port
+    BIND_TIMER 0, timer0_port
 
     VCPU1_CONTEXT vcpu1_entry, stack1_top
     VCPU_OP VCPUOP_up, 1, ctx
@@ -206,9 +222,7 @@ wait_down:
     VCPU_OP VCPUOP_is_up, 1, ctx
     test eax, eax
     jz vcpu1_is_down
-    mov edi, SCHEDOP_yield
-    xor esi, esi
-    HYPERCALL sched_op
+    YIELD
     jmp wait_down
 vcpu1_is_down:
     PRINT msg_down
@@ -301,15 +315,8 @@ vcpu1_dead:
     jmp vcpu1_dead
 """
 
-MESSAGES = {
-    "msg_up": "vcpu0: vcpu1 is up",
-    "msg_started": "vcpu1: started",
-    "msg_ping": "vcpu1: ping",
-    "msg_pong": "vcpu0: pong",
-    "msg_timer1": "vcpu1: timer",
-    "msg_timer0": "vcpu0: timer",
-    "msg_down": "vcpu0: vcpu1 is down",
-}
+# The 32-bit guest's lines (tests/hv/smpguest.py), but for vCPU 1's "going down".
+MESSAGES = {label: text for label, text in SMP_MESSAGES.items() if label != "msg_v1down"}
 
 SMP64_DATA = "".join(f'{label}: .ascii "{text}\\n"\n    .set {label}_len, . - {label}\n'
                      for label, text in MESSAGES.items()) + """
@@ -383,9 +390,7 @@ FAILSAFE_TEXT = SMP64_MACROS + r"""
 wait_failsafe:
     cmp dword ptr [rip + failsafe_taken], 0
     jne failsafe_done
-    mov edi, SCHEDOP_yield
-    xor esi, esi
-    HYPERCALL sched_op
+    YIELD
     jmp wait_failsafe
 failsafe_done:
 """
@@ -397,17 +402,12 @@ vcpu1_entry:
     jmp vcpu1_entry
 failsafe1:
     mov [rip + failsafe_rsp], rsp
-    mov rsi, rsp
-    lea rdi, [rip + failsafe_frame]
-    mov ecx, 11
-    rep movsq
-    mov [rip + seen_ds], ds
     mov [rip + seen_es], es
     mov [rip + seen_fs], fs
     mov [rip + seen_gs], gs
     mov al, [rip + shinfo + 64 + VI_upcall_mask]
     mov [rip + seen_mask], al
-    mov dword ptr [rip + failsafe_taken], 1
+    RECORD_FAILSAFE
     VCPU_OP VCPUOP_down, 1, ctx
 """
 FAILSAFE_DATA = """
@@ -446,21 +446,14 @@ ZAP_TEXT = SMP64_MACROS + r"""
     mov esi, 2
     HYPERCALL set_gdt
     mov [rip + gdt_result], rax
-    mov dword ptr [rip + ipi_req], 1
-    mov edi, EVTCHNOP_bind_ipi
-    lea rsi, [rip + ipi_req]
-    HYPERCALL event_channel_op
-    mov eax, [rip + ipi_req + 4]
-    mov [rip + port_to1], eax
+    BIND_IPI 1, port_to1
     VCPU1_CONTEXT vcpu1_entry, stack1_top
     VCPU_OP VCPUOP_initialise, 1, ctx
     VCPU_OP VCPUOP_up, 1, ctx
 wait_loaded:
     cmp dword ptr [rip + ds_loaded], 0
     jne loaded
-    mov edi, SCHEDOP_yield
-    xor esi, esi
-    HYPERCALL sched_op
+    YIELD
     jmp wait_loaded
 loaded:
     mov rdi, [rip + gdt_maddr]               /* entry 1 not present */
@@ -472,9 +465,7 @@ loaded:
 wait_failsafe:
     cmp dword ptr [rip + failsafe_taken], 0
     jne failsafe_done
-    mov edi, SCHEDOP_yield
-    xor esi, esi
-    HYPERCALL sched_op
+    YIELD
     jmp wait_failsafe
 failsafe_done:
 """
@@ -494,12 +485,7 @@ park:
     mov dword ptr [rip + woke_without_failsafe], 1
     jmp park
 failsafe1:
-    mov rsi, rsp
-    lea rdi, [rip + failsafe_frame]
-    mov ecx, 11
-    rep movsq
-    mov [rip + seen_ds], ds
-    mov dword ptr [rip + failsafe_taken], 1
+    RECORD_FAILSAFE
     VCPU_OP VCPUOP_down, 1, ctx
 """
 ZAP_DATA = """

@@ -18,6 +18,7 @@ from tests.hv.longmode import (
     USER_L4,
     USER_STACK,
     LongModeDomain,
+    ready_domain,
 )
 
 FLAT_USER_CS32, FLAT_USER_SS = 0xE023, 0xE02B
@@ -32,10 +33,7 @@ USER32 = "mov eax, 41; inc eax; push eax; pop ebx"
 
 @pytest.fixture
 def dom() -> LongModeDomain:
-    domain = LongModeDomain(trace=True)
-    domain.upcall_mask = 0
-    domain.vcpu.long_mode.kernel_sp = KERNEL_STACK
-    return domain
+    return ready_domain()
 
 
 def reg(dom: LongModeDomain, which: int) -> int:

@@ -22,6 +22,7 @@ from tests.hv.longmode import (
     USER_STACK,
     VCPU_INFO,
     LongModeDomain,
+    ready_domain,
 )
 
 ENOSYS = (1 << 64) - 38
@@ -59,10 +60,7 @@ def run_user(dom: LongModeDomain, source: str, until: int = HANDLER,
 
 @pytest.fixture
 def dom() -> LongModeDomain:
-    domain = LongModeDomain(trace=True)
-    domain.upcall_mask = 0
-    domain.vcpu.long_mode.kernel_sp = KERNEL_STACK
-    return domain
+    return ready_domain()
 
 
 def reg(dom: LongModeDomain, which: int) -> int:

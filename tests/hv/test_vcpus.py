@@ -32,9 +32,9 @@ def smp_guest(build):
     return build(SMP_TEXT, handlers=SMP_HANDLERS, data=SMP_DATA, bss=SMP_BSS)
 
 
-def run_two_vcpus(guest):
+def run_two_vcpus(guest, max_insns: int = 50_000_000):
     booted = boot(guest, vcpus=2)
-    result = _run_loop(booted.machine, Mode.PV, RunOptions(max_insns=50_000_000),
+    result = _run_loop(booted.machine, Mode.PV, RunOptions(max_insns=max_insns),
                        booted.domain.scheduler)
     return booted, result
 

@@ -14,7 +14,7 @@ from pvtool.hv.hypercalls import call as hypercall
 from pvtool.hv.vcpu64 import TrapInfo64
 from pvtool.machine.cpu import RIP, RSP
 from pvtool.machine.stop import StopKind
-from pvtool.run import Mode, RunOptions, _run_loop, run_image
+from pvtool.run import Mode, RunOptions, run_image
 from tests.hv.harness import boot
 from tests.hv.longmode import KERNEL_CODE, KERNEL_STACK, LongModeDomain
 from tests.hv.smpguest64 import (
@@ -32,6 +32,7 @@ from tests.hv.smpguest64 import (
     ZAP_HANDLERS,
     ZAP_TEXT,
 )
+from tests.hv.test_vcpus import run_two_vcpus as run_vcpus_32_or_64
 from tests.hv.xenguest64 import EINVAL, VIRT_BASE, neg
 from tests.profiles import examples
 
@@ -53,10 +54,8 @@ def failsafe_guest(build64):
 
 
 def run_two_vcpus(guest):
-    booted = boot(guest, vcpus=2)
-    result = _run_loop(booted.machine, Mode.PV, RunOptions(max_insns=5_000_000),
-                       booted.domain.scheduler)
-    return booted, result
+    """To the end, within 5 M instructions (the guests need 450 k)."""
+    return run_vcpus_32_or_64(guest, max_insns=5_000_000)
 
 
 def u64(booted, symbol: str, index: int = 0) -> int:
