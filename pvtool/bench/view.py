@@ -18,13 +18,15 @@ def render(data: dict, console: Console) -> None:
     """The tables, sized for 80 columns (a pipe's width): workloads, pvtool native
     against QEMU, then per-operation costs for each guest that printed nanobench lines,
     exits by kind for each guest, limits."""
-    operations = [_operations(guest, data["repeat"]) for guest in data["guests"]
-                  if guest.get("operations")]
+    operations = [table for guest in data["guests"] if guest.get("operations")
+                  for table in (_operations(guest, data["repeat"]),
+                                *_operation_exits(guest))]
     exits = [_exits(guest) for guest in data["guests"]
              if any(run["ok"] for run in guest["modes"].values())]
     disk = [disk_table(data["disk"], data["repeat"])] if data.get("disk") else []
     for table in (_workloads(data), versus_qemu_table(data), *operations, *exits,
-                  *disk, _limits(data["limits"]), _patcher(data["patcher"])):
+                  *disk, _limits(data["limits"]), _patcher(data["patcher"]),
+                  goals_table(data["goals"])):
         console.print(table)
 
 
@@ -145,6 +147,71 @@ def _operations(guest: dict, repeat: int) -> Table:
         "Python hooks). /native: cyc/op over native's cyc/op. /null: in null\n"
         "hypercalls, each PV run's cyc/op over a null hypercall's timed by rdtsc\n"
         "around it (the limits' tiny Xen kernel), median of the runs.")
+    table.caption_justify = "left"
+    return table
+
+
+def _operation_exits(guest: dict) -> list[Table]:
+    """Issue 17's goal 5: for each operation, the exits it takes by kind in each mode
+    and their host cost (bench/opexits.py); [] when it was not measured."""
+    exits = guest.get("operation_exits")
+    if not exits:
+        return []
+    modes = list(next(iter(exits["operations"].values()), {})) or list(exits["errors"])
+    table = Table(box=box.SIMPLE_HEAD, title=f"Exits per operation, {guest['name']} (each "
+                  "operation alone; us: host time, profiled)", title_justify="left",
+                  collapse_padding=True)
+    table.add_column("operation / exit", no_wrap=True)
+    for mode in modes:
+        table.add_column(f"{mode}\nexits", justify="right", no_wrap=True)
+        table.add_column(f"{mode}\nus", justify="right", no_wrap=True)
+    for name, row in exits["operations"].items():
+        table.add_row(name, *(cell for mode in modes for cell in _exit_cells(row.get(mode))))
+        kinds = sorted({kind for figure in row.values() if figure for kind in figure["exits"]})
+        for kind in kinds:
+            table.add_row(f"  {kind}", *(cell for mode in modes
+                                         for cell in _exit_cells(row.get(mode), kind)),
+                          style="dim")
+    table.caption = "\n".join([_note(f"Per operation: {exits['method']}."),
+                               *(_note(f"{mode}: not measured: {error}")
+                                 for mode, error in exits["errors"].items())])
+    table.caption_justify = "left"
+    return [table]
+
+
+def _exit_cells(figure: dict | None, kind: str | None = None) -> list[str]:
+    """An operation's exits and host us in one mode: in all, or of KIND."""
+    if figure is None:
+        return ["-", "-"]
+    if kind is None:
+        return [f"{figure['exits_per_op']:,.2f}", f"{figure['host_us_per_op']:,.1f}"]
+    if kind not in figure["exits"]:
+        return ["", ""]
+    return [f"{figure['exits'][kind]:,.2f}", f"{figure['host_us'][kind]:,.1f}"]
+
+
+def goals_table(goals: list[dict]) -> Table:
+    """Issue 17's goals (bench/goals.py): each one's ratio in this run, its target and
+    whether it is met; a goal not measured here says why below."""
+    table = Table(box=box.SIMPLE_HEAD, title="Issue 17's goals, from this run's figures",
+                  title_justify="left", pad_edge=False, collapse_padding=True)
+    for name in ("goal", "measure", "guest", "ratio", "target", "verdict"):
+        table.add_column(name, no_wrap=True,
+                         justify="right" if name in ("goal", "ratio", "target") else "left")
+    unmeasured = []
+    for row in goals:
+        verdict = {True: "[green]met[/]", False: "[red]not met[/]",
+                   None: "[yellow]not measured[/]"}[row["met"]]
+        ratio = f"{row['ratio']:,.2f}x" if row["ratio"] is not None else "-"
+        table.add_row(str(row["goal"]), row["name"], row["guest"] or "-", ratio,
+                      f"{row['target']:g}x", verdict)
+        if row["note"]:
+            unmeasured.append(_note(f"{row['goal']} {row['name']}: {row['note']}"))
+    table.caption = "\n".join([
+        "ratio: goal 1 in null hypercalls (PV cyc/op over a null hypercall's),",
+        "goal 2 in empty hooks, goal 3 pvtool's run loop over QEMU's run less",
+        "its start-up (a guest's class by its native exits a million insns).",
+        *unmeasured])
     table.caption_justify = "left"
     return table
 
