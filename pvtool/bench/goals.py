@@ -35,7 +35,8 @@ def goals_table(data: dict) -> list[dict]:
 
 def _row(goal: int, name: str, guest: str | None, ratio: float | None, target: float,
          unit: str, note: str | None = None) -> dict:
-    """A goal's row: MET is None when RATIO was not measured (NOTE says why)."""
+    """A goal's row: MET is None when RATIO was not measured (NOTE says why; on a
+    measured row it says what else to read the ratio beside)."""
     return {"goal": goal, "name": name, "guest": guest, "unit": unit,
             "ratio": round(ratio, 3) if ratio is not None else None, "target": target,
             "met": ratio <= target if ratio is not None else None, "note": note}
@@ -118,4 +119,5 @@ def _over_qemu(qemu: dict) -> tuple[float | None, str | None]:
     ratio = qemu["pvtool_over_qemu_less_startup"]
     if ratio is None:
         return None, "not measured: QEMU's run was no longer than its start-up"
-    return ratio, None
+    return ratio, (f"{qemu['pvtool_over_qemu']:.2f}x over QEMU's whole run, its start-up "
+                   "included")

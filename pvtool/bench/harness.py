@@ -188,17 +188,18 @@ def bench(images: Sequence[Path], repeat: int, progress: BenchProgress,
 def measure_operation_exits(image: Path, modes: dict[Mode, ModeRuns],
                             progress: BenchProgress) -> dict[Mode, dict | None]:
     """Each mode's exits per nanobench operation (bench/opexits.py): a step each,
-    skipped where the mode printed no nanobench line."""
-    progress.phase(f"{image.name}: exits per operation, each operation alone")
+    skipped where the mode printed no nanobench line (a phase only if one did)."""
+    printed = {mode: printed_operations(runs) for mode, runs in modes.items()}
+    if any(printed.values()):
+        progress.phase(f"{image.name}: exits per operation, each operation alone")
     figures = {}
-    for mode, runs in modes.items():
-        operations = printed_operations(runs)
+    for mode, operations in printed.items():
         if not operations:
             progress.skip(1)
             figures[mode] = None
             continue
         progress.step(f"{mode.value}: each operation twice, profiled")
-        figures[mode] = operation_exits(mode, runs.image, operations)
+        figures[mode] = operation_exits(mode, modes[mode].image, operations)
     return figures
 
 

@@ -1,17 +1,15 @@
 """The tables `pvtool bench` prints: read from the same dictionary `--json` writes."""
 
-import textwrap
-
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from pvtool.bench import notes
+from pvtool.bench.goalview import goals_table, operation_exits_tables
 
 PREDICTED = "*"  # the stop column's mark for a trap-mode failure foretold
 NULL_MODE = "pv"  # the mode whose operations are priced in null hypercalls
-NOTE_WIDTH = 78
 
 
 def render(data: dict, console: Console) -> None:
@@ -20,7 +18,7 @@ def render(data: dict, console: Console) -> None:
     exits by kind for each guest, limits."""
     operations = [table for guest in data["guests"] if guest.get("operations")
                   for table in (_operations(guest, data["repeat"]),
-                                *_operation_exits(guest))]
+                                *operation_exits_tables(guest))]
     exits = [_exits(guest) for guest in data["guests"]
              if any(run["ok"] for run in guest["modes"].values())]
     disk = [disk_table(data["disk"], data["repeat"])] if data.get("disk") else []
@@ -28,11 +26,6 @@ def render(data: dict, console: Console) -> None:
                   *disk, _limits(data["limits"]), _patcher(data["patcher"]),
                   goals_table(data["goals"])):
         console.print(table)
-
-
-def _note(text: str) -> str:
-    """A footnote folded to a pipe's 80 columns, as the hand-broken captions are."""
-    return escape(textwrap.fill(text, NOTE_WIDTH))
 
 
 def _ms(seconds: float) -> str:
@@ -74,8 +67,8 @@ def _workloads(data: dict) -> Table:
     if any(_predicted_failure(run, mode) for guest in data["guests"]
            for mode, run in guest["modes"].items() if run["ok"]):
         table.caption += f"\n{PREDICTED}: self-tests fail under trap, as predicted"
-    table.caption = "\n".join([table.caption, *map(_note, notes.faster_than_native(data)),
-                               *map(_note, _failed_stops(data)), *map(_note, not_run)])
+    table.caption = "\n".join([table.caption, *map(notes.fold, notes.faster_than_native(data)),
+                               *map(notes.fold, _failed_stops(data)), *map(notes.fold, not_run)])
     table.caption_justify = "left"
     return table
 
@@ -147,71 +140,6 @@ def _operations(guest: dict, repeat: int) -> Table:
         "Python hooks). /native: cyc/op over native's cyc/op. /null: in null\n"
         "hypercalls, each PV run's cyc/op over a null hypercall's timed by rdtsc\n"
         "around it (the limits' tiny Xen kernel), median of the runs.")
-    table.caption_justify = "left"
-    return table
-
-
-def _operation_exits(guest: dict) -> list[Table]:
-    """Issue 17's goal 5: for each operation, the exits it takes by kind in each mode
-    and their host cost (bench/opexits.py); [] when it was not measured."""
-    exits = guest.get("operation_exits")
-    if not exits:
-        return []
-    modes = list(next(iter(exits["operations"].values()), {})) or list(exits["errors"])
-    table = Table(box=box.SIMPLE_HEAD, title=f"Exits per operation, {guest['name']} (each "
-                  "operation alone; us: host time, profiled)", title_justify="left",
-                  collapse_padding=True)
-    table.add_column("operation / exit", no_wrap=True)
-    for mode in modes:
-        table.add_column(f"{mode}\nexits", justify="right", no_wrap=True)
-        table.add_column(f"{mode}\nus", justify="right", no_wrap=True)
-    for name, row in exits["operations"].items():
-        table.add_row(name, *(cell for mode in modes for cell in _exit_cells(row.get(mode))))
-        kinds = sorted({kind for figure in row.values() if figure for kind in figure["exits"]})
-        for kind in kinds:
-            table.add_row(f"  {kind}", *(cell for mode in modes
-                                         for cell in _exit_cells(row.get(mode), kind)),
-                          style="dim")
-    table.caption = "\n".join([_note(f"Per operation: {exits['method']}."),
-                               *(_note(f"{mode}: not measured: {error}")
-                                 for mode, error in exits["errors"].items())])
-    table.caption_justify = "left"
-    return [table]
-
-
-def _exit_cells(figure: dict | None, kind: str | None = None) -> list[str]:
-    """An operation's exits and host us in one mode: in all, or of KIND."""
-    if figure is None:
-        return ["-", "-"]
-    if kind is None:
-        return [f"{figure['exits_per_op']:,.2f}", f"{figure['host_us_per_op']:,.1f}"]
-    if kind not in figure["exits"]:
-        return ["", ""]
-    return [f"{figure['exits'][kind]:,.2f}", f"{figure['host_us'][kind]:,.1f}"]
-
-
-def goals_table(goals: list[dict]) -> Table:
-    """Issue 17's goals (bench/goals.py): each one's ratio in this run, its target and
-    whether it is met; a goal not measured here says why below."""
-    table = Table(box=box.SIMPLE_HEAD, title="Issue 17's goals, from this run's figures",
-                  title_justify="left", pad_edge=False, collapse_padding=True)
-    for name in ("goal", "measure", "guest", "ratio", "target", "verdict"):
-        table.add_column(name, no_wrap=True,
-                         justify="right" if name in ("goal", "ratio", "target") else "left")
-    unmeasured = []
-    for row in goals:
-        verdict = {True: "[green]met[/]", False: "[red]not met[/]",
-                   None: "[yellow]not measured[/]"}[row["met"]]
-        ratio = f"{row['ratio']:,.2f}x" if row["ratio"] is not None else "-"
-        table.add_row(str(row["goal"]), row["name"], row["guest"] or "-", ratio,
-                      f"{row['target']:g}x", verdict)
-        if row["note"]:
-            unmeasured.append(_note(f"{row['goal']} {row['name']}: {row['note']}"))
-    table.caption = "\n".join([
-        "ratio: goal 1 in null hypercalls (PV cyc/op over a null hypercall's),",
-        "goal 2 in empty hooks, goal 3 pvtool's run loop over QEMU's run less",
-        "its start-up (a guest's class by its native exits a million insns).",
-        *unmeasured])
     table.caption_justify = "left"
     return table
 
@@ -372,7 +300,7 @@ def _limits(limits: dict) -> Table:
                       "includes the parent's size at fork)")
     elif limits["peak_memory_error"]:
         table.add_row("peak memory", "-", limits["peak_memory_error"])
-    table.caption = _note(notes.hypercall_target(limits))
+    table.caption = notes.fold(notes.hypercall_target(limits))
     table.caption_justify = "left"
     return table
 
