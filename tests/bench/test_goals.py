@@ -1,6 +1,6 @@
 """Issue 17's goals table (bench/goals.py): each goal's ratio from the figures of the
-same run, its target, and met, not met, or not measured with why; then the table in
-real bench runs of nanobench and hello."""
+same run, its target, and met, not met, or not measured with why (in a real bench
+run of nanobench: tests/bench/test_operations.py)."""
 
 import pytest
 
@@ -101,42 +101,3 @@ def test_goal_3_without_qemu_or_a_guest_of_a_class_says_why():
     assert compute["note"] == "not measured: qemu-system-i386 is not installed"
     assert heavy["guest"] is None and heavy["met"] is None
     assert heavy["note"].startswith("not measured: no exit-heavy guest in this run (over")
-
-
-# ---- the table in real bench runs -----------------------------------------------------
-
-@pytest.fixture(scope="module")
-def nanobench_report(bench_report):
-    return bench_report("nanobench")
-
-
-def test_the_benchs_goals_are_this_runs_figures(nanobench_report):
-    data, stdout, _ = nanobench_report
-    (bench_guest,) = data["guests"]
-    goal1 = rows(data["goals"], 1)
-    assert [r["name"] for r in goal1] == [f"{op} under PV" for op in GOAL1_OPERATIONS]
-    for row, op in zip(goal1, GOAL1_OPERATIONS, strict=True):
-        assert row["ratio"] == bench_guest["operations"][op]["pv"]["null_hypercalls"] > 0
-        assert row["met"] == (row["ratio"] <= 2)
-    (goal2,) = rows(data["goals"], 2)
-    assert goal2["ratio"] == data["limits"]["hypercall_over_empty_hook"]
-    # nanobench is neither compute-bound nor exit-heavy: goal 3 is not measured here
-    assert [r["met"] for r in rows(data["goals"], 3)] == [None, None]
-    table = stdout[stdout.index("Issue 17's goals"):]
-    for row in data["goals"]:
-        assert row["name"] in table
-    assert "not measured: no compute-bound guest" in table
-
-
-def test_the_benchs_exits_per_operation_are_in_its_json_and_table(nanobench_report):
-    data, stdout, _ = nanobench_report
-    (bench_guest,) = data["guests"]
-    exits = bench_guest["operation_exits"]
-    assert exits["errors"] == {}
-    assert set(exits["operations"]) == set(bench_guest["operations"])
-    pte = exits["operations"]["pte_update"]
-    assert set(pte) == set(data["modes_available"])
-    assert pte["native"]["exits"] == {} and pte["trap"]["exits"]["ptwr"] == 1.0
-    assert pte["pv"]["exits_per_op"] >= 1
-    table = stdout[stdout.index("Exits per operation, nanobench"):]
-    assert "pte_update" in table and "ptwr" in table and "difference of two" in table
