@@ -127,3 +127,14 @@ def test_the_table_is_per_operation_then_per_mode_with_each_modes_error():
     assert table == {"method": "m", "count": 100, "errors": {"pv": "why"},
                      "operations": {"pte_update": {"trap": pte, "pv": None}}}
     assert operation_exits_table({Mode.NATIVE: None}) == {}
+
+
+def test_nanobench64_takes_the_same_counts_and_is_measured_alike(guests):
+    """The 64-bit guest's ring-3 loop gets its count in a register: asked for none, it
+    makes no system call; asked for COUNT more, COUNT more."""
+    figures = operation_exits(Mode.NATIVE, guests("nanobench64"), ["syscall", "port_write"])
+    assert figures["error"] is None, figures["error"]
+    syscall, port_write = figures["operations"]["syscall"], figures["operations"]["port_write"]
+    assert syscall["n"] == port_write["n"] == COUNT
+    assert port_write["exits"] == {"io": 1.0}
+    assert syscall["exits"] == {}  # natively syscall and sysretq count no exit (fast_entry.py)
