@@ -1,7 +1,7 @@
 // nanobench: the cost of each operation a kernel does often, the operations whose
 // price decides how a virtualization technique performs (the Xen paper's Table 3 is
-// made of such figures). Each runs N times between two rdtsc reads, and one line
-// per operation is printed:
+// made of such figures). Each runs N times (or as many as the command line asks:
+// nanobench.h) between two rdtsc reads, and one line per operation is printed:
 //
 //   nanobench: <operation> n=<count> cycles=<total>
 //
@@ -82,13 +82,13 @@ newctx(char *top, void (*fn)(void))
   return (struct context *)sp;
 }
 
-// Ring 3: N null system calls, then the one that ends the benchmark.
+// Ring 3: count[OP_SYSCALL] null system calls, then the one that ends the benchmark.
 static void
 userloop(void)
 {
   int i;
 
-  for (i = 0; i < N; i++)
+  for (i = 0; i < count[OP_SYSCALL]; i++)
     asm volatile("int $0x80" : : "a" (SYS_NULL) : "memory");
   asm volatile("int $0x80" : : "a" (SYS_DONE) : "memory");
   for (;;)
@@ -127,7 +127,7 @@ bench_syscall(void)
   swtch(&mainctx, otherctx);
   loadds(SEG_KDATA << 3);
   loades(SEG_KDATA << 3);
-  report("syscall", N, t0, tsc_end);
+  report("syscall", count[OP_SYSCALL], t0, tsc_end);
 }
 
 static void
@@ -140,24 +140,24 @@ bench_kernel(void)
   bench_cli_sti();
 
   t0 = rdtsc();
-  for (i = 0; i < N; i++) {
+  for (i = 0; i < count[OP_PTE_UPDATE]; i++) {
     pgtab[PTX(SPAREVA)] = ((i & 1) ? (uint)spare : SPAREVA) | PTE_P | PTE_W;
     invlpg((void *)SPAREVA);
   }
-  report("pte_update", N, t0, rdtsc());
+  report("pte_update", count[OP_PTE_UPDATE], t0, rdtsc());
   pgtab[PTX(SPAREVA)] = SPAREVA | PTE_P | PTE_W | PTE_U;
   invlpg((void *)SPAREVA);
 
   t0 = rdtsc();
-  for (i = 0; i < N; i++)
+  for (i = 0; i < count[OP_CR3_SWITCH]; i++)
     lcr3((uint)pgdir[i & 1]);
-  report("cr3_switch", N, t0, rdtsc());
+  report("cr3_switch", count[OP_CR3_SWITCH], t0, rdtsc());
   lcr3((uint)pgdir[0]);
 
   bench_port_write();
 
   t0 = rdtsc();
-  for (i = 0; i < N; i++) {
+  for (i = 0; i < count[OP_PAGE_FAULT]; i++) {
     (void)*pf;                  // faults; the handler maps the page
     pgtab[PTX(PFVA)] = 0;
     invlpg((void *)PFVA);
@@ -175,22 +175,23 @@ bench_ctxswitch(void)
 
   otherctx = newctx(stacks[0] + STACKSIZE, otherproc);
   t0 = rdtsc();
-  for (i = 0; i < N; i++) {
+  for (i = 0; i < count[OP_CTXSWITCH]; i++) {
     lcr3((uint)pgdir[1]);
     swtch(&mainctx, otherctx);
   }
-  report("ctxswitch", 2 * N, t0, rdtsc());
+  report("ctxswitch", 2 * count[OP_CTXSWITCH], t0, rdtsc());
 }
 
 void
-main(uint magic, uint mbinfo)
+main(uint magic, struct multiboot_info *info)
 {
-  (void)mbinfo;
   uartinit();
   if (magic != MULTIBOOT_BOOTLOADER_MAGIC) {
     cprintf("nanobench: not started by a Multiboot loader\n");
     debug_exit(1);
   }
+  if (info->flags & MULTIBOOT_INFO_CMDLINE)
+    setcounts(info->cmdline);
   outb(0x21, 0xFF);             // every 8259 line masked: no interrupt interferes
   outb(0xA1, 0xFF);
   ts.esp0 = (uint)stacks[2] + STACKSIZE;  // the kernel stack of traps from ring 3

@@ -7,6 +7,61 @@
 #include "lib.h"
 #include "nanobench.h"
 
+static const char *opname[NOPS] = {
+  "syscall", "cli_sti", "pte_update", "cr3_switch", "port_write", "page_fault",
+  "ctxswitch",
+};
+
+int count[NOPS] = { N, N, N, N, N, N, N };
+
+// Whether the word at w begins with name and then '='.
+static int
+named(const char *w, const char *name)
+{
+  while (*name && *w == *name) {
+    w++;
+    name++;
+  }
+  return *name == 0 && *w == '=';
+}
+
+// The count after the '=' of the word at w; -1 unless it is digits up to the word's
+// end and at most MAXCOUNT.
+static int
+wordcount(const char *w)
+{
+  int n = 0;
+
+  while (*w++ != '=')
+    ;
+  if (*w == 0 || *w == ' ')
+    return -1;
+  for (; *w && *w != ' '; w++) {
+    if (*w < '0' || *w > '9' || n > (MAXCOUNT - (*w - '0')) / 10)
+      return -1;
+    n = n * 10 + (*w - '0');
+  }
+  return n;
+}
+
+// Words NAME=COUNT of cmdline set count[]; n=COUNT sets every operation's. Other
+// words (the kernel's path comes first) are not this guest's business.
+void
+setcounts(const char *cmdline)
+{
+  const char *w;
+  int i, n;
+
+  for (w = cmdline; *w; w++) {
+    if (w != cmdline && w[-1] != ' ')
+      continue;
+    for (i = 0; i < NOPS; i++) {
+      if ((named(w, opname[i]) || named(w, "n")) && (n = wordcount(w)) >= 0)
+        count[i] = n;
+    }
+  }
+}
+
 // cycles is the time-stamp counter's delta, saturated at 2^32 - 1 (printf has no
 // 64-bit conversion).
 void
@@ -27,11 +82,11 @@ bench_cli_sti(void)
 
   cli();
   t0 = rdtsc();
-  for (i = 0; i < N; i++) {
+  for (i = 0; i < count[OP_CLI_STI]; i++) {
     cli();
     sti();
   }
-  report("cli_sti", N, t0, rdtsc());
+  report("cli_sti", count[OP_CLI_STI], t0, rdtsc());
   cli();
 }
 
@@ -43,7 +98,7 @@ bench_port_write(void)
   int i;
 
   t0 = rdtsc();
-  for (i = 0; i < N; i++)
+  for (i = 0; i < count[OP_PORT_WRITE]; i++)
     outb(0x80, i);
-  report("port_write", N, t0, rdtsc());
+  report("port_write", count[OP_PORT_WRITE], t0, rdtsc());
 }

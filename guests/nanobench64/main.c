@@ -136,7 +136,9 @@ enteruser(void)
 
   asm volatile("pushq %0\n pushq %1\n pushq $0x202\n pushq %2\n pushq %3\n"
                "swapgs\n iretq"
-               : : "i" (UDS), "r" (USTACKTOP), "i" (UCS), "r" (rip) : "memory");
+               : : "i" (UDS), "r" (USTACKTOP), "i" (UCS), "r" (rip),
+                   "b" (count[OP_SYSCALL])  // userloop's count
+               : "memory");
 }
 
 // The other process of the context-switch benchmark: switch back, forever.
@@ -157,7 +159,7 @@ bench_syscall(void)
   otherctx = newctx(stacks[0] + STACKSIZE, enteruser);
   t0 = rdtsc();
   swtch(&mainctx, otherctx);
-  report("syscall", N, t0, tsc_end);
+  report("syscall", count[OP_SYSCALL], t0, tsc_end);
 }
 
 static void
@@ -170,22 +172,22 @@ bench_kernel(void)
   bench_cli_sti();
 
   t0 = rdtsc();
-  for (i = 0; i < N; i++) {
+  for (i = 0; i < count[OP_PTE_UPDATE]; i++) {
     pt_low[PX(0, SPAREVA)] = V2P(spare[i & 1]) | PTE_P | PTE_W;
     invlpg((void *)SPAREVA);
   }
-  report("pte_update", N, t0, rdtsc());
+  report("pte_update", count[OP_PTE_UPDATE], t0, rdtsc());
 
   t0 = rdtsc();
-  for (i = 0; i < N; i++)
+  for (i = 0; i < count[OP_CR3_SWITCH]; i++)
     lcr3(V2P(pml4[i & 1]));
-  report("cr3_switch", N, t0, rdtsc());
+  report("cr3_switch", count[OP_CR3_SWITCH], t0, rdtsc());
   lcr3(V2P(pml4[0]));
 
   bench_port_write();
 
   t0 = rdtsc();
-  for (i = 0; i < N; i++) {
+  for (i = 0; i < count[OP_PAGE_FAULT]; i++) {
     (void)*pf;                  // faults; the handler maps the page
     pt_low[PX(0, PFVA)] = 0;
     invlpg((void *)PFVA);
@@ -203,22 +205,25 @@ bench_ctxswitch(void)
 
   otherctx = newctx(stacks[0] + STACKSIZE, otherproc);
   t0 = rdtsc();
-  for (i = 0; i < N; i++) {
+  for (i = 0; i < count[OP_CTXSWITCH]; i++) {
     lcr3(V2P(pml4[1]));
     swtch(&mainctx, otherctx);
   }
-  report("ctxswitch", 2 * N, t0, rdtsc());
+  report("ctxswitch", 2 * count[OP_CTXSWITCH], t0, rdtsc());
 }
 
 void
 main(uint64 magic, uint64 mbinfo)
 {
-  (void)mbinfo;
+  struct multiboot_info *info = P2V(mbinfo);  // the boot tables map low RAM there
+
   uartinit();
   if (magic != MULTIBOOT_BOOTLOADER_MAGIC) {
     cprintf("nanobench: not started by a Multiboot loader\n");
     debug_exit(1);
   }
+  if (info->flags & MULTIBOOT_INFO_CMDLINE)
+    setcounts(P2V(info->cmdline));
   outb(0x21, 0xFF);             // every 8259 line masked: no interrupt interferes
   outb(0xA1, 0xFF);
   ts.rsp0 = (uint64)stacks[1] + STACKSIZE;  // the kernel stack of traps from ring 3

@@ -24,18 +24,22 @@ syscallentry:
   swapgs
   sysretq
 
-# Ring 3: N null system calls, then the one that ends the benchmark. The loop is
-# position-independent: main.c runs it at a user address in the lower half (where a
-# 64-bit Xen's user page tables reach), not at its link address.
+# Ring 3: as many null system calls as EBX says (main.c's enteruser passes
+# count[OP_SYSCALL]: the kernel's data is out of ring 3's reach), then the one that
+# ends the benchmark. The loop is position-independent: main.c runs it at a user
+# address in the lower half (where a 64-bit Xen's user page tables reach), not at its
+# link address.
 .p2align 6
 .globl userloop
 userloop:
-  movl $N, %ebx
+  testl %ebx, %ebx
+  jz 3f
 1:
   movl $SYS_NULL, %eax
   syscall
   decl %ebx
   jnz 1b
+3:
   movl $SYS_DONE, %eax
   syscall
 2:

@@ -13,9 +13,11 @@ from pathlib import Path
 from pvtool.bench.disk import WAYS as DISK_WAYS
 from pvtool.bench.disk import run_disk_rows
 from pvtool.bench.emptyhook import HookResult, run_empty_hook
+from pvtool.bench.goals import HYPERCALL_TARGET, goals_table
 from pvtool.bench.hypercallfloor import run_hypercall_floor
 from pvtool.bench.nullcall import NullCallResult, run_null_hypercalls
 from pvtool.bench.operations import operations_table
+from pvtool.bench.opexits import operation_exits, operation_exits_table, printed_operations
 from pvtool.bench.patcher import patcher_rows
 from pvtool.bench.peakmemory import PeakMemory, measure_peak_memory
 from pvtool.bench.progress import BenchProgress
@@ -38,7 +40,6 @@ LOOP_ITERATIONS = 10_000_000
 HOOK_CALLS = 200_000
 NULL_HYPERCALLS = 20_000
 MIN_PROBE_REPEAT = 5  # the probes take milliseconds: more repeats cost nothing
-HYPERCALL_TARGET = 5.0  # issue 17: a null hypercall should cost at most 5 empty hooks
 LIMIT_STEPS = 5  # measure_limits: the register loop, the hook, the floor, hypercalls, memory
 
 
@@ -48,6 +49,8 @@ class GuestBench:
     modes: dict[Mode, ModeRuns]
     qemu: QemuComparison
     bits: int = 32  # the ELF's width, which picks the QEMU that judges it
+    # bench/opexits.py's figures by mode: None where the mode printed no nanobench line
+    operation_exits: dict[Mode, dict | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         native = self.modes.get(Mode.NATIVE)
@@ -57,7 +60,9 @@ class GuestBench:
                 "qemu": self.qemu.to_dict(native),
                 # per operation, then per mode: {} for a guest without nanobench lines
                 "operations": operations_table({mode.value: runs.operations_summary()
-                                                for mode, runs in self.modes.items()})}
+                                                for mode, runs in self.modes.items()}),
+                # per operation, then per mode: {} for a guest without nanobench lines
+                "operation_exits": operation_exits_table(self.operation_exits)}
 
 
 @dataclass
@@ -106,7 +111,7 @@ class BenchReport:
     disk: dict | None = None  # bench/disk.py's rows; None when not asked for
 
     def to_dict(self) -> dict:
-        return {"schema": 1, "repeat": self.repeat, "environment": self.environment,
+        data = {"schema": 1, "repeat": self.repeat, "environment": self.environment,
                 "modes_available": [m.value for m in available_modes()],
                 "qemu": self.qemu[32].to_dict(),
                 "qemu64": self.qemu[64].to_dict() if 64 in self.qemu else None,
@@ -114,6 +119,8 @@ class BenchReport:
                 "limits": self.limits.to_dict(),
                 "patcher": self.patcher,
                 "disk": self.disk}
+        data["goals"] = goals_table(data)  # issue 17's, from the figures above
+        return data
 
 
 def check_images(images: Sequence[Path]) -> None:
@@ -134,9 +141,10 @@ def qemu_widths(images: Sequence[Path]) -> list[int]:
 def planned_steps(images: Sequence[Path], repeat: int, patch_only: Sequence[Path],
                   disk_sectors: int = 0) -> int:
     """The steps `bench` will take: each QEMU's first run; each guest in each mode and
-    on QEMU, REPEAT times, and once more profiled in each mode; the disk ways, REPEAT
+    on QEMU, REPEAT times, once more profiled in each mode, and its exits per operation
+    in each mode (skipped for a guest without nanobench lines); the disk ways, REPEAT
     times; the limits; a patch of every image."""
-    per_guest = repeat * (len(available_modes()) + 1) + len(available_modes())
+    per_guest = repeat * (len(available_modes()) + 1) + 2 * len(available_modes())
     disk = repeat * len(DISK_WAYS) if disk_sectors else 0
     return (len(qemu_widths(images)) + len(images) * per_guest + disk + LIMIT_STEPS
             + len(images) + len(patch_only))
@@ -161,10 +169,11 @@ def bench(images: Sequence[Path], repeat: int, progress: BenchProgress,
             bits = load_elf(image).bits
             progress.phase(f"{image.name}: {', '.join(m.value for m in available_modes())}")
             modes = run_workloads(image, repeat, workdir, progress)
+            exits = measure_operation_exits(image, modes, progress)
             progress.phase(f"{image.name}: QEMU")
             versus = compare_with_qemu(image, modes[Mode.NATIVE], qemu[bits], repeat,
                                        workdir, progress)
-            guests.append(GuestBench(image, modes, versus, bits))
+            guests.append(GuestBench(image, modes, versus, bits, exits))
         disk = None
         if disk_sectors:
             progress.phase(f"disk I/O, {disk_sectors} sectors each way")
@@ -174,6 +183,24 @@ def bench(images: Sequence[Path], repeat: int, progress: BenchProgress,
     progress.phase("pvtool patch (child processes)")
     patcher = patcher_rows([*images, *patch_only], progress)
     return BenchReport(repeat, guests, qemu, limits, _environment(), patcher, disk)
+
+
+def measure_operation_exits(image: Path, modes: dict[Mode, ModeRuns],
+                            progress: BenchProgress) -> dict[Mode, dict | None]:
+    """Each mode's exits per nanobench operation (bench/opexits.py): a step each,
+    skipped where the mode printed no nanobench line (a phase only if one did)."""
+    printed = {mode: printed_operations(runs) for mode, runs in modes.items()}
+    if any(printed.values()):
+        progress.phase(f"{image.name}: exits per operation, each operation alone")
+    figures = {}
+    for mode, operations in printed.items():
+        if not operations:
+            progress.skip(1)
+            figures[mode] = None
+            continue
+        progress.step(f"{mode.value}: each operation twice, profiled")
+        figures[mode] = operation_exits(mode, modes[mode].image, operations)
+    return figures
 
 
 def measure_limits(images: Sequence[Path], guests: list[GuestBench], repeat: int,

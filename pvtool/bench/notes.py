@@ -1,7 +1,18 @@
 """The footnotes that explain a surprising figure, each computed from the figures it
-explains (the dictionary `--json` writes), so a note appears only when it holds."""
+explains (the dictionary `--json` writes), so a note appears only when it holds; and
+how a note is folded under a table."""
+
+import textwrap
+
+from rich.markup import escape
 
 NATIVE = "native"
+NOTE_WIDTH = 78
+
+
+def fold(text: str) -> str:
+    """A footnote folded to a pipe's 80 columns, as the hand-broken captions are."""
+    return escape(textwrap.fill(text, NOTE_WIDTH, break_on_hyphens=False))
 
 
 def faster_than_native(data: dict) -> list[str]:

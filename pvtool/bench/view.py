@@ -1,36 +1,31 @@
 """The tables `pvtool bench` prints: read from the same dictionary `--json` writes."""
 
-import textwrap
-
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from pvtool.bench import notes
+from pvtool.bench.goalview import goals_table, operation_exits_tables
 
 PREDICTED = "*"  # the stop column's mark for a trap-mode failure foretold
 NULL_MODE = "pv"  # the mode whose operations are priced in null hypercalls
-NOTE_WIDTH = 78
 
 
 def render(data: dict, console: Console) -> None:
     """The tables, sized for 80 columns (a pipe's width): workloads, pvtool native
     against QEMU, then per-operation costs for each guest that printed nanobench lines,
     exits by kind for each guest, limits."""
-    operations = [_operations(guest, data["repeat"]) for guest in data["guests"]
-                  if guest.get("operations")]
+    operations = [table for guest in data["guests"] if guest.get("operations")
+                  for table in (_operations(guest, data["repeat"]),
+                                *operation_exits_tables(guest))]
     exits = [_exits(guest) for guest in data["guests"]
              if any(run["ok"] for run in guest["modes"].values())]
     disk = [disk_table(data["disk"], data["repeat"])] if data.get("disk") else []
     for table in (_workloads(data), versus_qemu_table(data), *operations, *exits,
-                  *disk, _limits(data["limits"]), _patcher(data["patcher"])):
+                  *disk, _limits(data["limits"]), _patcher(data["patcher"]),
+                  goals_table(data["goals"])):
         console.print(table)
-
-
-def _note(text: str) -> str:
-    """A footnote folded to a pipe's 80 columns, as the hand-broken captions are."""
-    return escape(textwrap.fill(text, NOTE_WIDTH))
 
 
 def _ms(seconds: float) -> str:
@@ -72,8 +67,8 @@ def _workloads(data: dict) -> Table:
     if any(_predicted_failure(run, mode) for guest in data["guests"]
            for mode, run in guest["modes"].items() if run["ok"]):
         table.caption += f"\n{PREDICTED}: self-tests fail under trap, as predicted"
-    table.caption = "\n".join([table.caption, *map(_note, notes.faster_than_native(data)),
-                               *map(_note, _failed_stops(data)), *map(_note, not_run)])
+    table.caption = "\n".join([table.caption, *map(notes.fold, notes.faster_than_native(data)),
+                               *map(notes.fold, _failed_stops(data)), *map(notes.fold, not_run)])
     table.caption_justify = "left"
     return table
 
@@ -305,7 +300,7 @@ def _limits(limits: dict) -> Table:
                       "includes the parent's size at fork)")
     elif limits["peak_memory_error"]:
         table.add_row("peak memory", "-", limits["peak_memory_error"])
-    table.caption = _note(notes.hypercall_target(limits))
+    table.caption = notes.fold(notes.hypercall_target(limits))
     table.caption_justify = "left"
     return table
 

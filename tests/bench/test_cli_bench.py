@@ -44,6 +44,8 @@ def test_the_json_has_every_field_for_every_mode(hello_report):
     (guest,) = data["guests"]
     assert guest["name"] == "hello"
     assert guest["operations"] == {}  # no nanobench lines: no per-operation table
+    assert guest["operation_exits"] == {}  # nor exits per operation
+    assert {row["goal"] for row in data["goals"]} == {1, 2, 3}
     assert set(guest["modes"]) == set(data["modes_available"])
     for mode, run in guest["modes"].items():
         assert set(run) == MODE_FIELDS, mode

@@ -4,6 +4,7 @@ are reported, never asserted (DESIGN.md, "Measuring")."""
 
 import pytest
 
+from pvtool.bench.goals import GOAL1_OPERATIONS
 from pvtool.bench.operations import Operation, operations_table, parse_operations, summarize
 from pvtool.bench.workloads import available_modes
 from pvtool.run import Mode, RunOptions, run_image
@@ -107,3 +108,35 @@ def test_the_table_names_every_operation_and_the_hosts_counter(nanobench_report)
         assert f"  {name} " in table
     assert "host's time-stamp counter" in table and "Unicorn's" in table
     assert "/null" in table and "null hypercall" in table
+
+
+def test_the_benchs_goals_are_this_runs_figures(nanobench_report):
+    data, stdout, _ = nanobench_report
+    (bench_guest,) = data["guests"]
+    goal1 = [r for r in data["goals"] if r["goal"] == 1]
+    assert [r["name"] for r in goal1] == [f"{op} under PV" for op in GOAL1_OPERATIONS]
+    for row, op in zip(goal1, GOAL1_OPERATIONS, strict=True):
+        assert row["ratio"] == bench_guest["operations"][op]["pv"]["null_hypercalls"] > 0
+        assert row["met"] == (row["ratio"] <= 2)
+    (goal2,) = [r for r in data["goals"] if r["goal"] == 2]
+    assert goal2["ratio"] == data["limits"]["hypercall_over_empty_hook"]
+    # nanobench is neither compute-bound nor exit-heavy: goal 3 is not measured here
+    assert [r["met"] for r in data["goals"] if r["goal"] == 3] == [None, None]
+    table = stdout[stdout.index("Issue 17's goals"):]
+    for row in data["goals"]:
+        assert row["name"] in table
+    assert "not measured: no compute-bound guest" in " ".join(table.split())  # folded
+
+
+def test_the_benchs_exits_per_operation_are_in_its_json_and_table(nanobench_report):
+    data, stdout, _ = nanobench_report
+    (bench_guest,) = data["guests"]
+    exits = bench_guest["operation_exits"]
+    assert exits["errors"] == {}
+    assert set(exits["operations"]) == set(bench_guest["operations"])
+    pte = exits["operations"]["pte_update"]
+    assert set(pte) == set(data["modes_available"])
+    assert pte["native"]["exits"] == {} and pte["trap"]["exits"]["ptwr"] == 1.0
+    assert pte["pv"]["exits_per_op"] >= 1
+    table = stdout[stdout.index("Exits per operation, nanobench"):]
+    assert "pte_update" in table and "ptwr" in table and "difference of two" in table
