@@ -32,7 +32,7 @@ from pvtool.hv.builder import CONSOLE_EVTCHN, STORE_EVTCHN
 from pvtool.hv.console import ConsoleRing
 from pvtool.hv.debugreg import DebugRegisters
 from pvtool.hv.errors import DomainCrash, HypercallError
-from pvtool.hv.events import EventChannels
+from pvtool.hv.events import DEFAULT_PERIOD_NS, EventChannels
 from pvtool.hv.frames import machine_frames
 from pvtool.hv.gdt import Gdt
 from pvtool.hv.grants import GrantTable
@@ -106,8 +106,9 @@ class VCpu:
         self.polling: frozenset[int] | None = None  # SCHEDOP_poll's ports while it waits
         self.poll_deadline: int | None = None  # ns: when the poll times out
         self.timer_deadline: int | None = None  # ns: the single-shot timer (set_timer_op)
-        self.periodic_period = 0  # ns; 0: no periodic timer
-        self.periodic_next: int | None = None  # ns: when it fires next
+        self.periodic_period = 0  # ns; 0: no periodic timer (a PV vCPU's is 10 ms)
+        self.periodic_last = 0  # ns: its last tick (v->periodic_last_event)
+        self.periodic_next: int | None = None  # ns: the next tick, while it is armed
         self.runstate = Runstate(RunstateState.running if vcpu_id == 0
                                  else RunstateState.offline)
         self.runstate_area: int | None = None  # guest VA (register_runstate_memory_area)
@@ -331,6 +332,7 @@ class PvDomain(Domain):
         for vcpu in self.vcpus:
             self.memory.write_phys(vcpu.info + UPCALL_MASK, b"\x01")  # events masked
             self.events.update_time(vcpu)
+            vcpu.periodic_period = DEFAULT_PERIOD_NS
         self.events.write_wall_clock()
 
     @property
