@@ -1,4 +1,4 @@
-"""A domain: a guest kernel the hypervisor runs (its memory, its vCPU, its GDT and page
+"""A domain: a guest kernel the hypervisor runs (its memory, its vCPUs and their GDTs, page
 tables), the PV state Xen's interface adds to it, and the two ways it can end
 (shutdown on request, crash on misbehaviour).
 
@@ -122,6 +122,7 @@ class VCpu:
         self.callbacks: dict[int, tuple[int, int, int]] = {}
         self.kernel_ss = self.kernel_sp = 0
         self.iopl = 0  # physdev_op set_iopl: the virtual IOPL
+        self.gdt: Gdt | None = None  # its GDT (hv/gdt.py), which the domain gives it
         self.fpu_ts = False  # the virtual CR0.TS (fpu_taskswitch, clts)
 
     @property
@@ -184,7 +185,7 @@ class VCpu:
 
 class Domain:
     """A guest kernel the hypervisor runs in ring 1, built whole: its machine frames
-    (owned by DOMID), its vCPU, its GDT beside Xen's reserved descriptors, and its page
+    (owned by DOMID), its vCPU with its GDT beside Xen's reserved descriptors, and its page
     tables, validated from BASE_MFN on in PAGING mode (4 MiB pages if SUPERPAGES;
     writable mappings of tables in a base made read-only if DOWNGRADE, else as the mode
     says).
@@ -205,13 +206,14 @@ class Domain:
         self.frames = machine_frames(self.nr_pages, domid)
         self.vcpus = [VCpu(machine.cpu, machine.memory, 0)]
         self.vcpu = self.vcpus[0]  # the vCPU on the CPU (hv/scheduler.py switches it)
-        self.gdt = Gdt(self)
+        self.vcpu.gdt = Gdt(self)
         self.pagetables = PageTables(self, base_mfn, paging, glue=glue, superpages=superpages,
                                      downgrade=downgrade, rules=rules)
         self.guest_ranges = self.pagetables.rules.guest_ranges  # read on every pointer
         self.glue_alias = 0  # PvDomain: where else its glue is reached (hv/traps.py)
 
     fpu_ts = running_vcpus("fpu_ts", "The virtual CR0.TS.")
+    gdt = running_vcpus("gdt", "The GDT the CPU runs on: the running vCPU's.")
 
     # -- what the domain owns ------------------------------------------------------
     def is_named_by(self, domid: int) -> bool:
@@ -309,6 +311,8 @@ class PvDomain(Domain):
                  xen_console: Callable[[bytes], None], **domain):
         super().__init__(machine, **domain)
         self.vcpus += [VCpu(machine.cpu, machine.memory, i) for i in range(1, vcpus)]
+        for vcpu in self.vcpus[1:]:
+            vcpu.gdt = Gdt(self, vcpu.id)
         self.xen_console = xen_console  # console_io's output: Xen's console, not the ring
         self.debug_registers = DebugRegisters()  # set_debugreg's (hv/debugreg.py)
         self.breakpoints = None  # what arms them: the supervisor's (hv/breakpoints.py)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from pvtool.abi.xen import RunstateState, Virq
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.events import timer_deadlines
-from pvtool.machine.cpu import DS, ES, FS, GS
+from pvtool.machine.cpu import DS, ES, FS, GDTR, GS
 from pvtool.machine.exits import Exit
 from pvtool.machine.stop import Stop, StopKind
 
@@ -142,10 +142,12 @@ class VcpuScheduler:
             self.domain.copy_to_guest(vcpu.runstate_area, vcpu.runstate.info(self.now()))
 
     def _load_start(self, vcpu: "VCpu") -> None:
-        """A vCPU's first run after VCPUOP_initialise: the CPU keeps the control and
-        descriptor-table registers it has (the GDT is the domain's, docs/ABI.md) and
-        takes the guest's registers; the iretd to its CS:EIP runs first in the slice."""
+        """A vCPU's first run after VCPUOP_initialise: the CPU keeps the control
+        registers it has, takes the vCPU's own GDT (its saved contexts keep it from
+        then on) and the guest's registers; the iretd to its CS:EIP runs first in
+        the slice."""
         start, vcpu.start_state = vcpu.start_state, None
+        self.cpu.set_descriptor_table(GDTR, vcpu.gdt.address, vcpu.gdt.limit)
         for reg, value in start["gprs"].items():
             self.cpu.write(reg, value)
         vcpu.start(cs=start["cs"], eip=start["eip"], ss=start["ss"], esp=start["esp"],
