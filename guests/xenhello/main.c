@@ -182,6 +182,10 @@ take_a_timer_event(void)
 {
   hypercall(__HYPERVISOR_set_callbacks, FLAT_RING1_CS, event_entry,
             FLAT_RING1_CS, failsafe_entry, 0);
+  // Xen ticks every vCPU at 100 Hz until told not to (pv_vcpu_initialise): this
+  // guest counts the events of its own timer only, so it stops the tick first, as
+  // Linux does for each vCPU it sets up.
+  hypercall(__HYPERVISOR_vcpu_op, VCPUOP_stop_periodic_timer, 0, 0, 0, 0);
   struct evtchn_bind_virq bind = { VIRQ_TIMER, 0, 0 };
   long r = hypercall(__HYPERVISOR_event_channel_op, EVTCHNOP_bind_virq, &bind, 0, 0, 0);
   timer_port = bind.port;

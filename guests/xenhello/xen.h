@@ -34,6 +34,8 @@ typedef unsigned long long u64;
 #define SCHEDOP_block 1
 #define SCHEDOP_shutdown 2
 #define SHUTDOWN_poweroff 0
+#define __HYPERVISOR_vcpu_op 24          // public/vcpu.h, for its periodic timer
+#define VCPUOP_stop_periodic_timer 7
 #define EVTCHNOP_bind_virq 1
 #define EVTCHNOP_send 4
 #define EVTCHNOP_unmask 9

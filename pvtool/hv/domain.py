@@ -1,4 +1,4 @@
-"""A domain: a guest kernel the hypervisor runs (its memory, its vCPU, its GDT and page
+"""A domain: a guest kernel the hypervisor runs (its memory, its vCPUs and their GDTs, page
 tables), the PV state Xen's interface adds to it, and the two ways it can end
 (shutdown on request, crash on misbehaviour).
 
@@ -33,7 +33,7 @@ from pvtool.hv.builder import CONSOLE_EVTCHN, STORE_EVTCHN
 from pvtool.hv.console import ConsoleRing
 from pvtool.hv.debugreg import DebugRegisters
 from pvtool.hv.errors import DomainCrash, HypercallError
-from pvtool.hv.events import EventChannels
+from pvtool.hv.events import DEFAULT_PERIOD_NS, EventChannels
 from pvtool.hv.frames import machine_frames
 from pvtool.hv.gdt import Gdt
 from pvtool.hv.grants import GrantTable
@@ -42,7 +42,7 @@ from pvtool.hv.pagetables import PageTables
 from pvtool.hv.runstate import Runstate
 from pvtool.hv.scheduler import VcpuScheduler
 from pvtool.hv.vcpu64 import Vcpu64
-from pvtool.machine.cpu import CS, Cpu
+from pvtool.machine.cpu import CS, GDTR, Cpu
 from pvtool.machine.delivery import read_tss_stack
 from pvtool.machine.memory import GuestMemory, PageFault
 from pvtool.machine.pc import Machine
@@ -107,8 +107,9 @@ class VCpu:
         self.polling: frozenset[int] | None = None  # SCHEDOP_poll's ports while it waits
         self.poll_deadline: int | None = None  # ns: when the poll times out
         self.timer_deadline: int | None = None  # ns: the single-shot timer (set_timer_op)
-        self.periodic_period = 0  # ns; 0: no periodic timer
-        self.periodic_next: int | None = None  # ns: when it fires next
+        self.periodic_period = 0  # ns; 0: no periodic timer (a PV vCPU's is 10 ms)
+        self.periodic_last = 0  # ns: its last tick (v->periodic_last_event)
+        self.periodic_next: int | None = None  # ns: the next tick, while it is armed
         self.runstate = Runstate(RunstateState.running if vcpu_id == 0
                                  else RunstateState.offline,
                                  layout=VCPU_RUNSTATE_INFO_64 if width.bits == 64
@@ -125,6 +126,7 @@ class VCpu:
         self.callbacks: dict[int, tuple[int, int, int]] = {}
         self.kernel_ss = self.kernel_sp = 0
         self.iopl = 0  # physdev_op set_iopl: the virtual IOPL
+        self.gdt: Gdt | None = None  # its GDT (hv/gdt.py), which the domain gives it
         self.fpu_ts = False  # the virtual CR0.TS (fpu_taskswitch, clts)
 
     @property
@@ -150,6 +152,11 @@ class VCpu:
 
     def set(self, reg: int, value: int) -> None:
         self._cpu.write(reg, value)
+
+    def load_gdt(self) -> None:
+        """The CPU's GDTR onto this vCPU's own GDT: its first run (its saved contexts
+        keep the GDTR from then on)."""
+        self._cpu.set_descriptor_table(GDTR, self.gdt.address, self.gdt.limit)
 
     @property
     def cpl(self) -> int:
@@ -187,7 +194,7 @@ class VCpu:
 
 class Domain:
     """A guest kernel the hypervisor runs in ring 1, built whole: its machine frames
-    (owned by DOMID), its vCPU, its GDT beside Xen's reserved descriptors, and its page
+    (owned by DOMID), its vCPU with its GDT beside Xen's reserved descriptors, and its page
     tables, validated from BASE_MFN on in PAGING mode (4 MiB pages if SUPERPAGES;
     writable mappings of tables in a base made read-only if DOWNGRADE, else as the mode
     says).
@@ -208,13 +215,14 @@ class Domain:
         self.frames = machine_frames(self.nr_pages, domid)
         self.vcpus = [VCpu(machine.cpu, machine.memory, 0)]
         self.vcpu = self.vcpus[0]  # the vCPU on the CPU (hv/scheduler.py switches it)
-        self.gdt = Gdt(self)
+        self.vcpu.gdt = Gdt(self)
         self.pagetables = PageTables(self, base_mfn, paging, glue=glue, superpages=superpages,
                                      downgrade=downgrade, rules=rules)
         self.guest_ranges = self.pagetables.rules.guest_ranges  # read on every pointer
         self.glue_alias = 0  # PvDomain: where else its glue is reached (hv/traps.py)
 
     fpu_ts = running_vcpus("fpu_ts", "The virtual CR0.TS.")
+    gdt = running_vcpus("gdt", "The GDT the CPU runs on: the running vCPU's.")
 
     # -- what the domain owns ------------------------------------------------------
     def is_named_by(self, domid: int) -> bool:
@@ -312,6 +320,8 @@ class PvDomain(Domain):
                  xen_console: Callable[[bytes], None], **domain):
         super().__init__(machine, **domain)
         self.vcpus += [VCpu(machine.cpu, machine.memory, i) for i in range(1, vcpus)]
+        for vcpu in self.vcpus[1:]:
+            vcpu.gdt = Gdt(self, vcpu.id)
         self.xen_console = xen_console  # console_io's output: Xen's console, not the ring
         self.debug_registers = DebugRegisters()  # set_debugreg's (hv/debugreg.py)
         self.breakpoints = None  # what arms them: the supervisor's (hv/breakpoints.py)
@@ -335,6 +345,7 @@ class PvDomain(Domain):
         for vcpu in self.vcpus:
             self.memory.write_phys(vcpu.info + UPCALL_MASK, b"\x01")  # events masked
             self.events.update_time(vcpu)
+            vcpu.periodic_period = DEFAULT_PERIOD_NS
         self.events.write_wall_clock()
 
     @property

@@ -66,6 +66,9 @@ NS_PER_SECOND = 1_000_000_000
 # ns = (tsc << 4) * 0xA0000000 >> 32 = tsc * 10: one instruction is 10 ns at 100 MHz.
 TSC_SHIFT = 4
 TSC_TO_SYSTEM_MUL = (NS_PER_SECOND // VIRTUAL_HZ << 32) >> TSC_SHIFT
+# Every PV vCPU starts with a 100 Hz periodic timer (Xen's pv_vcpu_initialise, xen/arch/
+# x86/pv/domain.c: "PV guests by default have a 100Hz ticker", MILLISECS(10)).
+DEFAULT_PERIOD_NS = 10_000_000
 BOUND_VIRQS = frozenset({Virq.timer, Virq.debug, Virq.console})
 GLOBAL_VIRQS = frozenset({Virq.console})  # the rest are per-vCPU (virq_is_global)
 
@@ -426,24 +429,66 @@ class EventChannels:
         when its timeout passes or one of its ports is pending."""
         now = self.now_ns()
         for vcpu in self.domain.vcpus:  # on every hypercall's return: cheap when idle
-            if vcpu.timer_deadline is not None or vcpu.periodic_next is not None \
-                    or vcpu.polling is not None:
+            if vcpu.timer_deadline is not None or vcpu.polling is not None \
+                    or vcpu.periodic_next is not None and now >= vcpu.periodic_next:
                 self._fire_timers(vcpu, now)
 
     def _fire_timers(self, vcpu: "VCpu", now: int) -> None:
-        fired = False
-        if vcpu.timer_deadline is not None and now >= vcpu.timer_deadline:
-            vcpu.timer_deadline, fired = None, True
-        if vcpu.periodic_next is not None and now >= vcpu.periodic_next:
-            vcpu.periodic_next, fired = now + vcpu.periodic_period, True
-        if fired:
+        single = vcpu.timer_deadline is not None and now >= vcpu.timer_deadline
+        periodic = vcpu.periodic_next is not None and now >= vcpu.periodic_next
+        if periodic:
+            self._periodic_due(vcpu, now)  # the next tick armed
+        if single:  # one event for both
+            vcpu.timer_deadline = None
             self.update_time(vcpu)
             self.send_virq(Virq.timer, vcpu.id)
+        elif periodic:
+            self._tick(vcpu)
         if vcpu.polling is not None and (
                 any(self.is_pending(port) for port in vcpu.polling)
                 or vcpu.poll_deadline is not None and now >= vcpu.poll_deadline):
             vcpu.unblock(now)
             vcpu.polling = vcpu.poll_deadline = None
+
+    # -- the periodic timer ---------------------------------------------------------
+    # Xen runs a vCPU's periodic timer only while the vCPU has the CPU (xen/common/
+    # sched/core.c: sched_context_switch stops the previous vCPU's and calls
+    # vcpu_periodic_timer_work for the next): a vCPU that blocks is not woken by its
+    # ticks, and one that gets the CPU a period or more after its last tick gets a
+    # tick at once. VCPUOP_set_periodic_timer restarts it (vcpu_set_periodic_timer).
+    def set_period(self, vcpu: "VCpu", period_ns: int) -> None:
+        """VCPU's periodic timer every PERIOD_NS from now on; 0 stops it for good."""
+        vcpu.periodic_period, vcpu.periodic_next = period_ns, None
+        if period_ns:
+            self.start_periodic(vcpu)
+
+    def start_periodic(self, vcpu: "VCpu") -> None:
+        """VCPU gets the CPU: a tick if one is due, and the timer armed for the next."""
+        if vcpu.periodic_period and self._periodic_due(vcpu, self.now_ns()):
+            self._tick(vcpu)
+
+    @staticmethod
+    def pause_periodic(vcpu: "VCpu") -> None:
+        """VCPU leaves the CPU (it blocks, goes down or another vCPU runs)."""
+        vcpu.periodic_next = None
+
+    @staticmethod
+    def _periodic_due(vcpu: "VCpu", now: int) -> bool:
+        """vcpu_periodic_timer_work's arithmetic: a tick is due a period after the
+        last; when it is, the next is a period from now. Arms the timer."""
+        if not vcpu.periodic_period:
+            return False
+        due = now >= vcpu.periodic_last + vcpu.periodic_period
+        if due:
+            vcpu.periodic_last = now
+        vcpu.periodic_next = vcpu.periodic_last + vcpu.periodic_period
+        return due
+
+    def _tick(self, vcpu: "VCpu") -> None:
+        """send_timer_event: VIRQ_TIMER, if the vCPU bound it (else nothing at all)."""
+        if self.virq_port(Virq.timer, vcpu.id) is not None:
+            self.update_time(vcpu)
+            self.send_virq(Virq.timer, vcpu.id)
 
     def insns_to_timer(self, vcpus: "Iterable[VCpu] | None" = None) -> int | None:
         """Instructions until the next timer or poll timeout of VCPUS (default: the

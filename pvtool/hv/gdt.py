@@ -1,11 +1,19 @@
-"""The domain's GDT: guest descriptors, checked, beside Xen's reserved ones.
+"""A vCPU's GDT: guest descriptors, checked, beside Xen's reserved ones.
 
-The real GDT lives in the hypervisor's range, mapped read-only. set_gdt copies the
-guest's descriptors into its first entries after Xen's check_descriptor rules: code
-and data descriptors with DPL 0 are raised to the kernel's ring, call gates are
-kept, every other system descriptor is refused. pvtool copies where Xen maps the
-guest's frames, so a later write by the guest into its own frames has no effect until
-update_descriptor; the accessed bit is preset so the CPU never writes the table.
+Each vCPU has a GDT of its own (Xen's v->arch.pv.gdt_frames and gdt_ents): set_gdt
+and VCPUOP_initialise's gdt_frames set the calling or the initialised vCPU's. Its real
+GDT is a set of hypervisor frames (hv/layout.py, vcpu_gdt), mapped read-only at an
+address of its own in the private area (ADDRESS), as Xen maps each vCPU's GDT in its
+slice of the per-domain area; the vCPU's GDTR points there, so the CPU changes GDT
+with the vCPU's saved context (hv/scheduler.py), as Xen's context switch loads the
+next vCPU's GDTR.
+
+set_gdt copies the guest's descriptors into the real GDT's first entries after Xen's
+check_descriptor rules: code and data descriptors with DPL 0 are raised to the
+kernel's ring, call gates are kept, every other system descriptor is refused. pvtool
+copies where Xen maps the guest's frames, so a later write by the guest into its own
+frames has no effect until update_descriptor; the accessed bit is preset so the CPU
+never writes the table.
 """
 
 import struct
@@ -65,15 +73,19 @@ def check_descriptor(desc: int, kernel_rpl: int = GUEST_KERNEL_RPL) -> int:
 
 
 class Gdt:
-    """The real GDT, born with Xen's reserved descriptors and no guest entries."""
+    """vCPU VCPU_ID's real GDT, born with Xen's reserved descriptors and no guest
+    entries: at machine address BASE, mapped at ADDRESS."""
 
-    def __init__(self, domain: "Domain"):
+    def __init__(self, domain: "Domain", vcpu_id: int = 0):
         self.domain = domain
+        self.base = layout.vcpu_gdt(vcpu_id)
         self.frames: tuple[int, ...] = ()
         self.entries = 0
         wide = domain.machine.cpu.bits == 64
         self.kernel_rpl = GUEST_KERNEL_RPL_64 if wide else GUEST_KERNEL_RPL
         self.limit = layout64.GDT_LIMIT if wide else layout.GDT_LIMIT
+        private = layout64.PRIVATE if wide else layout.PRIVATE
+        self.address = private + layout.vcpu_gdt_offset(vcpu_id)
         reserved = layout64.reserved_gdt_entries() if wide else layout.reserved_gdt_entries()
         for index, desc in reserved.items():
             self._write(index, desc)
@@ -156,9 +168,9 @@ class Gdt:
         offset = gdt_offset(selector, self.limit)
         if offset is None:
             return None
-        (desc,) = struct.unpack("<Q", self.domain.memory.read_phys(layout.GDT + offset,
+        (desc,) = struct.unpack("<Q", self.domain.memory.read_phys(self.base + offset,
                                                                    DESCRIPTOR_SIZE))
         return desc if desc & PRESENT_BIT and desc & S_BIT else None
 
     def _write(self, index: int, desc: int) -> None:
-        self.domain.memory.write_phys(layout.GDT + 8 * index, struct.pack("<Q", desc))
+        self.domain.memory.write_phys(self.base + 8 * index, struct.pack("<Q", desc))

@@ -6,11 +6,14 @@ On 2-level paging (Xen 3.0's x86-32 layout) the range is 0xFC000000 up, L2 slots
 domain's RAM, so a hypervisor virtual address is also its machine address:
 
     +0x000000  machine-to-phys table (read-only to the guest), up to 4 MiB
-    +0x400000  GDT, 16 pages (read-only: the guest changes it by set_gdt)
+    +0x400000  vCPU 0's GDT, 16 pages (read-only: the guest changes it by set_gdt)
     +0x410000  shared_info (read-write: pvtool's fixed mapping, abi/pvtool.py)
     +0x411000  trampolines: one-instruction code the CPU runs at ring 0
     +0x412000  the trampoline's frame (what its iretd pops)
-    +0x413000  the page tables mapping the range, then the grant table's frames
+    +0x413000  the page tables mapping the range, the grant table's frames, then the
+               frames of the GDTs of vCPUs 1-31 (physical only)
+    +0x420000  the GDTs of vCPUs 1-31, 15 pages apart, read-only: the one range whose
+               virtual addresses are not the machine addresses behind them
     +0x1000000 up to +0x3000000: frames of split 4 MiB pages (physical only)
 
 A PAE domain (today's Xen) gives the hypervisor 0xF5800000 up, L2 slots 428-511 of
@@ -54,7 +57,9 @@ PAE_PRIVATE_L1 = END + 4 * PAGE_SIZE
 # As many as Xen gives a domain by default (opt_max_grant_frames, grant_table.c).
 GRANT_FRAMES = PAE_PRIVATE_L1 + PAGE_SIZE
 MAX_GRANT_FRAMES = 64
-MEMORY_SIZE = GRANT_FRAMES + MAX_GRANT_FRAMES * PAGE_SIZE - BASE
+# The frames of the real GDTs of vCPUs 1 up, GDT_PAGES each (vCPU 0's are GDT's own).
+VCPU_GDTS = GRANT_FRAMES + MAX_GRANT_FRAMES * PAGE_SIZE
+MEMORY_SIZE = VCPU_GDTS + (xen.XEN_LEGACY_MAX_VCPUS - 1) * GDT_PAGES * PAGE_SIZE - BASE
 # Frames for the page tables the hypervisor splits 4 MiB pages into (hv/superpages.py),
 # mapped as they are needed; physical only: no address space maps them.
 SPLIT_POOL = BASE + 0x1000000
@@ -87,6 +92,8 @@ IRETD = bytes.fromhex("cf")
 HYPERVISOR_CS = xen.FIRST_RESERVED_GDT_BYTE + 0x08
 HYPERVISOR_DS = xen.FIRST_RESERVED_GDT_BYTE + 0x10
 GDT_LIMIT = xen.FLAT_RING3_DS + 7  # through the last reserved selector Xen defines
+GDT_WINDOW_PAGES = 15  # the pages a GDT's limit reaches (GDT_LIMIT and layout64's)
+VCPU_GDT_WINDOWS = 0x20000  # private-area offset of vCPU 1's GDT
 RING_SWITCH = Trampoline(code=TRAMPOLINE + IRETD_OFFSET, frame=TRAMPOLINE_FRAMES,
                          ring0_cs=HYPERVISOR_CS, ring0_ss=HYPERVISOR_DS)
 
@@ -122,11 +129,36 @@ def reserved_gdt_entries() -> dict[int, int]:
     }
 
 
+def vcpu_gdt(vcpu_id: int) -> int:
+    """The machine address of vCPU VCPU_ID's real GDT."""
+    if vcpu_id == 0:
+        return GDT
+    return VCPU_GDTS + (vcpu_id - 1) * GDT_PAGES * PAGE_SIZE
+
+
+def vcpu_gdt_offset(vcpu_id: int) -> int:
+    """Where in the private area vCPU VCPU_ID's GDT is mapped (its GDTR's base less
+    PRIVATE): vCPU 0's at GDT, the others' after the trampolines, each window the
+    GDT_WINDOW_PAGES that GDT_LIMIT reaches, so that all 32 fit the 2 MiB a PAE L1
+    maps (Xen maps each vCPU's GDT in its own slice of the per-domain area)."""
+    if vcpu_id == 0:
+        return GDT - PRIVATE
+    return VCPU_GDT_WINDOWS + (vcpu_id - 1) * GDT_WINDOW_PAGES * PAGE_SIZE
+
+
+def gdt_windows() -> dict[int, int]:
+    """Private-area page -> the GDT frame mapped there, for every vCPU's GDT."""
+    return {vcpu_gdt_offset(vcpu) // PAGE_SIZE + page: vcpu_gdt(vcpu) + page * PAGE_SIZE
+            for vcpu in range(xen.XEN_LEGACY_MAX_VCPUS)
+            for page in range(GDT_PAGES if vcpu == 0 else GDT_WINDOW_PAGES)}
+
+
 def private_l1(shared_info_writable: bool = True) -> bytes:
-    """The page table mapping the private area: only shared_info is writable."""
+    """The page table mapping the private area: only shared_info is writable; the
+    GDTs are read-only, since the guest changes them by hypercall."""
     entries = [0] * 1024
-    for page in range(GDT_PAGES):
-        entries[page] = (GDT + page * PAGE_SIZE) | READ_ONLY
+    for page, frame in gdt_windows().items():
+        entries[page] = frame | READ_ONLY
     entries[(SHARED_INFO - PRIVATE) >> 12] = SHARED_INFO | (
         READ_WRITE if shared_info_writable else READ_ONLY)
     entries[(TRAMPOLINE - PRIVATE) >> 12] = TRAMPOLINE | READ_ONLY

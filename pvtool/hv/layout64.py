@@ -100,8 +100,7 @@ def hypervisor_tables(nr_pages: int) -> dict[int, bytes]:
     m2p_l1s = [_table([M2P_FRAMES + (i * ENTRIES + j) * PAGE_SIZE | _M2P_PAGE
                        for j in range(ENTRIES) if i * ENTRIES + j < m2p_pages])
                for i in range(M2P_L1_TABLES)]
-    private = {(GDT - PRIVATE) // PAGE_SIZE + page: layout.GDT + page * PAGE_SIZE | _PRIVATE_DATA
-               for page in range(layout.GDT_PAGES)}
+    private = {page: frame | _PRIVATE_DATA for page, frame in layout.gdt_windows().items()}
     private[(TRAMPOLINE - PRIVATE) // PAGE_SIZE] = layout.TRAMPOLINE | _PRIVATE_CODE
     private[(TRAMPOLINE_FRAME - PRIVATE) // PAGE_SIZE] = layout.TRAMPOLINE_FRAMES | _PRIVATE_DATA
     tables = {

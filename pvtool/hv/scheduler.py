@@ -15,6 +15,10 @@ put on the CPU then has its data selectors reloaded, as Xen's load_segments does
 Virtual time is the machine's, shared: it moves on with every slice whichever vCPU
 ran it, as one physical CPU's time does under Xen's scheduler.
 
+A vCPU's periodic timer runs only while it has the CPU, as Xen's context switch
+stops and restarts it (hv/events.py): it stops here when the vCPU leaves the CPU,
+and starts again before the vCPU's next slice (PvSupervisor.take_interrupt).
+
 When no vCPU can run, time moves on to the next event that can wake one (a timer
 whose VIRQ_TIMER is bound on its vCPU, a poll's timeout, a device timer); with none
 left, the run stops: every vCPU is down or blocked for ever.
@@ -87,12 +91,14 @@ class VcpuScheduler:
         """VCPU waits for an event: off the CPU at the end of this instruction."""
         vcpu.blocked = True
         vcpu.runstate.change(RunstateState.blocked, self.now())
+        self.domain.events.pause_periodic(vcpu)
         self.machine.end_slice()
 
     def take_down(self, vcpu: "VCpu") -> None:
         """VCPUOP_down: VCPU stops until VCPUOP_up; if it is running, at once."""
         vcpu.up = False
         vcpu.runstate.change(RunstateState.offline, self.now())
+        self.domain.events.pause_periodic(vcpu)
         if vcpu is self.domain.vcpu:
             self.machine.end_slice()
 
@@ -116,6 +122,7 @@ class VcpuScheduler:
         current.base_mfn = tables.base_mfn
         if current.long_mode is not None:
             current.long_mode.user_base_mfn = tables.user_base_mfn
+        self.domain.events.pause_periodic(current)  # restarted as its next slice starts
         self.write_runstate_area(current)
         self.domain.vcpu = chosen
         starting = chosen.start_state is not None

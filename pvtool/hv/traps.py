@@ -173,10 +173,14 @@ class PvSupervisor:
         return not self.domain.upcall_mask or self.domain.events.polling is not None
 
     def take_interrupt(self, irqs: IrqRouter) -> None:
-        """Between slices and after every hypercall: due timers fire, a pending event
-        is delivered, then a device interrupt."""
+        """Before each slice: the vCPU's periodic timer runs again if it was off the
+        CPU (hv/events.py), due timers fire, a pending event is delivered, then a
+        device interrupt."""
         try:
-            if self.domain.vcpu.nmi_pending:
+            vcpu = self.domain.vcpu
+            if vcpu.periodic_next is None and vcpu.periodic_period:
+                self.domain.events.start_periodic(vcpu)
+            if vcpu.nmi_pending:
                 self._take_nmi()
             self._take_event()
             self._take_device_interrupt(irqs)

@@ -11,9 +11,9 @@ are enabled") and its IOPL becomes the vCPU's virtual IOPL (arch.pv.iopl).
 
 The page-table base in ctrlreg[3] is validated as a base now (-EINVAL if the
 hierarchy is not one the domain may use) and held by the vCPU, as Xen's
-v->arch.guest_table. pvtool's vCPUs share one GDT (docs/ABI.md, "vCPUs"): the
-context must name either no GDT or the domain's (its frames and entry count);
-another is -EINVAL. pvtool has no LDT, so an LDT is -EINVAL too. The FPU area,
+v->arch.guest_table. The GDT the context names (gdt_frames, gdt_ents) becomes the
+vCPU's own, as pv_set_gdt makes it, before the selectors are checked against it; a
+refusal leaves the vCPU with none. pvtool has no LDT, so an LDT is -EINVAL. The FPU area,
 debug registers and vm_assist are not read: pvtool keeps no per-vCPU FPU state, and
 vm_assist is the domain's (Xen takes it from vCPU 0's context only). Neither is
 VGCF_online: VCPUOP_up brings the vCPU up (docs/ABI.md).
@@ -21,6 +21,7 @@ VGCF_online: VCPUOP_up brings the vCPU up (docs/ABI.md).
 A 64-bit vCPU's context has its own layout and rules: hv/vcpu_context64.py.
 """
 
+from collections.abc import Callable
 from functools import partial
 
 from pvtool.abi.layouts import TRAP_INFO, VCPU_GUEST_CONTEXT
@@ -33,6 +34,7 @@ from pvtool.abi.xen import (
 )
 from pvtool.hv.domain import PvDomain, TrapInfo, VCpu, fix_selector_rpl
 from pvtool.hv.errors import HypercallError
+from pvtool.hv.gdt import Gdt
 from pvtool.machine.cpu import DS, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, FS, GS
 from pvtool.x86.registers import EFLAGS_IF, EFLAGS_IOPL, EFLAGS_RESERVED
 
@@ -48,13 +50,34 @@ def initialise(dom: PvDomain, target: VCpu, arg: int) -> int:
     ctx = VCPU_GUEST_CONTEXT.unpack(dom.copy_from_guest(arg, VCPU_GUEST_CONTEXT.size))
     if target.initialised:
         raise HypercallError(Errno.EEXIST, f"vcpu {target.id} is initialised already")
-    check_tables(dom, ctx)
+    load_with_gdt(target, ctx, partial(_load_context, dom, target, ctx))
+    return 0
+
+
+def load_with_gdt(target: VCpu, ctx: dict, load: Callable[[], None]) -> None:
+    """The LDT checked, the GDT the context names made TARGET's own (pv_set_gdt),
+    then LOAD, which checks the rest against that GDT: a refusal leaves TARGET with no
+    GDT. Both widths' contexts name their GDT alike."""
+    _check_ldt(ctx)
+    entries = ctx["gdt_ents"]
+    frames = tuple(ctx["gdt_frames"][:-(-entries // GDT_FRAME_ENTRIES)]) if entries else ()
+    target.gdt.set_gdt(frames, entries)
+    try:
+        load()
+    except HypercallError:
+        target.gdt.set_gdt((), 0)  # refused whole: no GDT left behind
+        raise
+
+
+def _load_context(dom: PvDomain, target: VCpu, ctx: dict) -> None:
+    """Everything but the GDT, checked against TARGET's GDT, then kept on TARGET."""
+    gdt = target.gdt
     cs, ss = fix_selector_rpl(ctx["cs"]), fix_selector_rpl(ctx["ss"])
-    if not dom.gdt.is_code_selector(cs, GUEST_KERNEL_RPL):
+    if not gdt.is_code_selector(cs, GUEST_KERNEL_RPL):
         raise HypercallError(Errno.EINVAL, f"initial CS {cs:#x} is no ring-1 code segment")
-    if not dom.gdt.is_stack_selector(ss, GUEST_KERNEL_RPL):
+    if not gdt.is_stack_selector(ss, GUEST_KERNEL_RPL):
         raise HypercallError(Errno.EINVAL, f"initial SS {ss:#x} is no ring-1 stack segment")
-    segments = {reg: _data_selector(dom, ctx[name]) for reg, name in DATA_SEGMENTS.items()}
+    segments = {reg: _data_selector(gdt, ctx[name]) for reg, name in DATA_SEGMENTS.items()}
     base = xen_cr3_to_pfn(ctx["ctrlreg"][3])
     dom.pagetables.hold_base(base)  # validated now, -EINVAL if it is no page table
     target.base_mfn = base
@@ -73,13 +96,13 @@ def initialise(dom: PvDomain, target: VCpu, arg: int) -> int:
     target.start_state = partial(_start, target, gprs, segments, cs=cs, eip=ctx["eip"],
                                  ss=ss, esp=ctx["esp"], eflags=eflags)
     target.initialised = True
-    return 0
 
 
 def _start(vcpu: VCpu, gprs: dict[int, int], segments: dict[int, int], **entry: int) -> None:
-    """A vCPU's first run after VCPUOP_initialise: the CPU keeps the control and
-    descriptor-table registers it has (the GDT is the domain's, docs/ABI.md) and
-    takes the guest's registers; the iretd to its CS:EIP runs first in the slice."""
+    """A vCPU's first run after VCPUOP_initialise: the CPU keeps the control registers
+    it has, takes the vCPU's own GDT (its saved contexts keep it from then on) and the
+    guest's registers; the iretd to its CS:EIP runs first in the slice."""
+    vcpu.load_gdt()
     for reg, value in gprs.items():
         vcpu.set(reg, value)
     vcpu.start(**entry)
@@ -87,17 +110,11 @@ def _start(vcpu: VCpu, gprs: dict[int, int], segments: dict[int, int], **entry: 
         vcpu.set(reg, value)
 
 
-def check_tables(dom: PvDomain, ctx: dict) -> None:
-    """The LDT, GDT and page-table base the context names."""
+def _check_ldt(ctx: dict) -> None:
     if ctx["ldt_ents"] > MAX_LDT_ENTRIES:
         raise HypercallError(Errno.EINVAL, f"an LDT of {ctx['ldt_ents']} entries")
     if ctx["ldt_ents"]:
         raise HypercallError(Errno.EINVAL, "pvtool has no LDT for a vCPU (docs/ABI.md)")
-    entries = ctx["gdt_ents"]
-    frames = ctx["gdt_frames"][:-(-entries // GDT_FRAME_ENTRIES)] if entries else ()
-    if entries and (tuple(frames), entries) != (dom.gdt.frames, dom.gdt.entries):
-        raise HypercallError(Errno.EINVAL, "a GDT other than the domain's: pvtool's vCPUs "
-                             "share one (docs/ABI.md)")
 
 
 def xen_cr3_to_pfn(cr3: int) -> int:
@@ -106,10 +123,10 @@ def xen_cr3_to_pfn(cr3: int) -> int:
     return (cr3 >> 12 | (cr3 & 0xFFF) << 20) & 0xFFFFFFFF
 
 
-def _data_selector(dom: PvDomain, selector: int) -> int:
+def _data_selector(gdt: Gdt, selector: int) -> int:
     """A data segment register's selector: null, or a ring-1 writable data segment."""
     selector = fix_selector_rpl(selector) if selector & ~3 else 0
-    if selector and not dom.gdt.is_stack_selector(selector, GUEST_KERNEL_RPL):
+    if selector and not gdt.is_stack_selector(selector, GUEST_KERNEL_RPL):
         raise HypercallError(Errno.EINVAL, f"initial data selector {selector:#x}")
     return selector
 

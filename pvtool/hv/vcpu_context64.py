@@ -16,11 +16,11 @@ selector kills its base). The data selectors are not checked here: Xen loads the
 when the vCPU first runs, and one that cannot be loaded sends it to its failsafe
 callback (hv/bounce64.py load_segments).
 
-pvtool refuses (-EINVAL), as for a 32-bit vCPU (hv/vcpu_context.py), what it cannot
-give: an LDT, a GDT other than the domain's, a CS other than Xen's flat 64-bit one
-or a 64-bit user code segment of the guest's, an SS other than Xen's flat one or a
-ring-3 data segment of the guest's. The FPU area, debug registers and vm_assist are
-not read.
+The GDT the context names becomes the vCPU's own, as for a 32-bit vCPU
+(hv/vcpu_context.py load_with_gdt), and CS and SS are checked against it. pvtool refuses
+(-EINVAL) what it cannot give: an LDT, a CS other than Xen's flat 64-bit one or a
+64-bit user code segment of the guest's, an SS other than Xen's flat one or a ring-3
+data segment of the guest's. The FPU area, debug registers and vm_assist are not read.
 """
 
 from functools import partial
@@ -46,7 +46,7 @@ from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.segments64 import CODE64, DATA_SEGMENTS, STACK
 from pvtool.hv.vcpu64 import Callback64, TrapInfo64, in_hypervisor_range
-from pvtool.hv.vcpu_context import IOPL_SHIFT, TRAP_VECTORS, check_tables
+from pvtool.hv.vcpu_context import IOPL_SHIFT, TRAP_VECTORS, load_with_gdt
 from pvtool.machine.context import SegmentCache
 from pvtool.machine.cpu import FS_BASE, GPRS64_BY_NAME, GS_BASE, RFLAGS, RIP, RSP
 from pvtool.x86.paging import PAGE_SHIFT, PAGE_SIZE, is_canonical
@@ -62,13 +62,19 @@ def initialise64(dom: PvDomain, target: VCpu, arg: int) -> int:
         raise HypercallError(Errno.EEXIST, f"vcpu {target.id} is initialised already")
     _check_addresses(ctx)
     trap_table = _trap_table(ctx["trap_ctxt"])
-    check_tables(dom, ctx)
+    load_with_gdt(target, ctx, partial(_load_context, dom, target, ctx, trap_table))
+    return 0
+
+
+def _load_context(dom: PvDomain, target: VCpu, ctx: dict,
+                  trap_table: dict[int, TrapInfo64]) -> None:
+    """Everything but the GDT, checked against TARGET's GDT, then kept on TARGET."""
     in_kernel = bool(ctx["flags"] & VGCF_IN_KERNEL)
     user_l4 = ctx["ctrlreg"][1] >> PAGE_SHIFT
     if not in_kernel and not user_l4:
         raise HypercallError(Errno.EINVAL, "a vCPU starting in user mode needs a user L4 "
                              "(ctrlreg[1])")
-    _check_selectors(dom, ctx)
+    _check_selectors(target, ctx)
     kernel_l4 = ctx["ctrlreg"][3] >> PAGE_SHIFT
     _hold_bases(dom, kernel_l4, user_l4)
     state = target.long_mode
@@ -78,7 +84,6 @@ def initialise64(dom: PvDomain, target: VCpu, arg: int) -> int:
     target.iopl = (ctx["rflags"] & EFLAGS_IOPL) >> IOPL_SHIFT
     target.start_state = partial(_start, dom, target, ctx)
     target.initialised = True
-    return 0
 
 
 def _check_addresses(ctx: dict) -> None:
@@ -107,13 +112,13 @@ def _trap_table(raw: bytes) -> dict[int, TrapInfo64]:
     return table
 
 
-def _check_selectors(dom: PvDomain, ctx: dict) -> None:
+def _check_selectors(target: VCpu, ctx: dict) -> None:
     """CS and SS, their RPL raised to 3 (fixup_guest_code/stack_selector): what the
     vCPU can run on (module docstring)."""
     cs, ss = _kernel_rpl(ctx["cs"]), _kernel_rpl(ctx["ss"])
-    if cs != FLAT_KERNEL_CS64 and not dom.gdt.is_user_code64(cs):
+    if cs != FLAT_KERNEL_CS64 and not target.gdt.is_user_code64(cs):
         raise HypercallError(Errno.EINVAL, f"initial CS {cs:#x} is no 64-bit code segment")
-    if ss != FLAT_KERNEL_SS64 and not dom.gdt.is_stack_selector(ss, GUEST_KERNEL_RPL_64):
+    if ss != FLAT_KERNEL_SS64 and not target.gdt.is_stack_selector(ss, GUEST_KERNEL_RPL_64):
         raise HypercallError(Errno.EINVAL, f"initial SS {ss:#x} is no ring-3 stack segment")
 
 
@@ -151,6 +156,7 @@ def _start(dom: PvDomain, vcpu: VCpu, ctx: dict) -> None:
     in the vCPU's mode), and the data selectors as bare selectors, which the
     scheduler's load_segments then loads or refuses."""
     cpu, state = dom.machine.cpu, vcpu.long_mode
+    vcpu.load_gdt()
     cpu.load_segments(CODE64, STACK)
     for name in USER_REGS_64:
         cpu.write(GPRS64_BY_NAME[name], ctx[name])

@@ -430,7 +430,8 @@ def check_vcpu_invariants(booted) -> None:
                 f"vcpu {vcpu.id}'s vcpu_info frame {mfn:#x} is not held writable"
             assert (vcpu.info & 0xFFF) + VCPU_INFO_SIZE <= PAGE
         assert vcpu.periodic_period == 0 or vcpu.periodic_period >= 1_000_000
-        assert (vcpu.periodic_next is None) == (vcpu.periodic_period == 0)
+        assert vcpu.periodic_period or vcpu.periodic_next is None
+        assert vcpu.periodic_next in (None, vcpu.periodic_last + vcpu.periodic_period)
         if vcpu is not domain.vcpu and vcpu.initialised:
             assert tables.typed.get(vcpu.base_mfn) == (3 if tables.pae else 2), \
                 f"vcpu {vcpu.id}'s base {vcpu.base_mfn:#x} is not a validated top table"

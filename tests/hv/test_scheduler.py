@@ -11,7 +11,7 @@ from tests.hv.harness import boot, hypercall
 from tests.hv.test_vcpu_op import context, vcpu_op
 from tests.hv.xenguest import HC
 
-INITIALISE, UP, SET_PERIODIC_TIMER = 0, 1, 6
+INITIALISE, UP, SET_PERIODIC_TIMER, SET_SINGLESHOT_TIMER = 0, 1, 6, 8
 RUNNABLE, OFFLINE = 1, 3
 BIND_VIRQ, VIRQ_TIMER = 1, 0
 EVTCHN_MASK = 0xFC410000 + 2176
@@ -65,9 +65,16 @@ def block_all(booted) -> None:
         booted.domain.scheduler.block(vcpu)
 
 
+def singleshot(booted, vcpu: int, deadline_ns: int) -> None:
+    """VCPU's own single-shot timer, set from VCPU (Xen allows no other caller)."""
+    booted.domain.scheduler.switch_to(booted.domain.vcpus[vcpu])
+    timer = struct.pack("<QI", deadline_ns, 0)
+    assert vcpu_op(booted, SET_SINGLESHOT_TIMER, vcpu, timer) == 0
+
+
 def test_with_none_runnable_time_moves_to_the_timer_that_wakes_one(three):
     bind_timer(three, 2)
-    assert vcpu_op(three, SET_PERIODIC_TIMER, 2, struct.pack("<Q", 2_000_000)) == 0
+    singleshot(three, 2, 2_000_000)
     block_all(three)
     clock = three.machine.clock
     assert not three.domain.scheduler.schedule()  # time moved on, nobody ran
@@ -78,12 +85,23 @@ def test_with_none_runnable_time_moves_to_the_timer_that_wakes_one(three):
 def test_a_timer_on_a_masked_port_wakes_nobody_and_the_run_stops(three):
     port = bind_timer(three, 1)
     three.memory.write_phys(EVTCHN_MASK, struct.pack("<I", 1 << port))
-    assert vcpu_op(three, SET_PERIODIC_TIMER, 1, struct.pack("<Q", 1_000_000)) == 0
+    singleshot(three, 1, 1_000_000)
     block_all(three)
     assert not three.domain.scheduler.schedule()
     stop = three.machine.stop
     assert stop.kind is StopKind.HALTED
     assert stop.reason == "every vCPU is blocked and nothing can wake them"
+    assert three.machine.clock.insns == 0
+
+
+def test_a_blocked_vcpus_periodic_timer_does_not_wake_it(three):
+    """Xen stops a vCPU's periodic timer when it leaves the CPU (sched_context_switch):
+    a domain whose vCPUs all block with only periodic timers sleeps for ever."""
+    bind_timer(three, 1)
+    assert vcpu_op(three, SET_PERIODIC_TIMER, 1, struct.pack("<Q", 1_000_000)) == 0
+    block_all(three)
+    assert not three.domain.scheduler.schedule()
+    assert three.machine.stop.reason == "every vCPU is blocked and nothing can wake them"
     assert three.machine.clock.insns == 0
 
 

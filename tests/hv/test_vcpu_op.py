@@ -66,7 +66,7 @@ def context(booted, **fields) -> bytes:
               "ss": FLAT_RING1_DS, "ds": FLAT_RING1_DS, "es": FLAT_RING1_DS,
               "cr3": booted.domain.pagetables.base_mfn << 12, **fields}
     offsets = {"eip": 548, "cs": 552, "eflags": 556, "esp": 560, "ss": 564, "es": 568,
-               "ds": 572, "ldt_ents": 2636, "gdt_ents": 2704, "kernel_ss": 2708,
+               "ds": 572, "ldt_ents": 2636, "gdt_frames": 2640, "gdt_ents": 2704, "kernel_ss": 2708,
                "kernel_sp": 2712, "cr3": 2716 + 12, "event_eip": 2784}
     for name, value in values.items():
         struct.pack_into("<I", ctx, offsets[name], value)

@@ -71,6 +71,7 @@ def _poll(dom: PvDomain, arg: int) -> int:
         return 0
     events.poll_deadline = req["timeout"] or None
     events.polling = frozenset(ports)
+    events.pause_periodic(dom.vcpu)  # off the CPU: its ticks do not wake it
     if dom.scheduler.active:  # another vCPU may send on a port
         dom.scheduler.block(dom.vcpu)
         return 0
@@ -92,5 +93,6 @@ def _sleep(dom: PvDomain, what: str) -> int:
         dom.machine.request_stop(Stop(StopKind.HALTED, f"{what}: nothing can wake it",
                                       dom.vcpu.eip))
     else:
+        dom.events.pause_periodic(dom.vcpu)  # off the CPU: its ticks do not wake it
         dom.machine.block()
     return 0

@@ -121,16 +121,17 @@ def register_runstate_memory_area(dom: PvDomain, target: VCpu, arg: int) -> int:
 
 
 def set_periodic_timer(dom: PvDomain, target: VCpu, arg: int) -> int:
+    """vcpu_set_periodic_timer: a tick at once if a period has passed since the
+    last, then every PERIOD_NS while TARGET has the CPU (hv/events.py)."""
     period = _read(dom, VCPU_SET_PERIODIC_TIMER, arg)["period_ns"]
     if not MIN_PERIOD_NS <= period <= STIME_DELTA_MAX:
         raise HypercallError(Errno.EINVAL, f"periodic timer of {period} ns")
-    target.periodic_period = period
-    target.periodic_next = dom.events.now_ns() + period
+    dom.events.set_period(target, period)
     return 0
 
 
 def stop_periodic_timer(dom: PvDomain, target: VCpu, arg: int) -> int:
-    target.periodic_period, target.periodic_next = 0, None
+    dom.events.set_period(target, 0)
     return 0
 
 
