@@ -12,7 +12,8 @@ set_gdt copies the guest's descriptors into the real GDT's first entries after X
 check_descriptor rules: code and data descriptors with DPL 0 are raised to the
 kernel's ring, call gates are kept, every other system descriptor is refused. pvtool
 copies where Xen maps the guest's frames, so a later write by the guest into its own
-frames has no effect until update_descriptor; the accessed bit is preset so the CPU
+frames has no effect until update_descriptor, which changes the entry in every
+vCPU's GDT made of that frame, as Xen's shared mapping does; the accessed bit is preset so the CPU
 never writes the table.
 """
 
@@ -105,7 +106,9 @@ class Gdt:
         self.frames, self.entries = frames, entries
 
     def update_descriptor(self, machine_address: int, desc: int) -> None:
-        """Change one entry of the registered GDT frames (HYPERVISOR_update_descriptor)."""
+        """Change one entry of a descriptor frame (HYPERVISOR_update_descriptor): in
+        every vCPU's GDT made of that frame, since Xen maps the frame itself into each
+        GDT that uses it and the change shows in all of them at once."""
         if machine_address & 7:
             raise HypercallError(Errno.EINVAL, "descriptor address is not 8-byte aligned")
         mfn, offset = machine_address >> 12, machine_address & 0xFFF
@@ -115,6 +118,12 @@ class Gdt:
         self.domain.pagetables.make_writable(mfn)
         checked = check_descriptor(desc, self.kernel_rpl)
         self.domain.memory.write_phys(machine_address, struct.pack("<Q", desc))
+        for vcpu in self.domain.vcpus:
+            vcpu.gdt.refresh(mfn, offset, checked)
+
+    def refresh(self, mfn: int, offset: int, checked: int) -> None:
+        """The entry at OFFSET of frame MFN changed to CHECKED: copy it if this GDT
+        is made of that frame and reaches the entry."""
         if mfn in self.frames:
             index = self.frames.index(mfn) * ENTRIES_PER_FRAME + offset // 8
             if index < self.entries:

@@ -64,6 +64,8 @@ SMP64_MACROS = r"""
     .set CTX_ds, 696
     .set CTX_fs, 704
     .set CTX_gs, 712
+    .set CTX_gdt_frames, 4832
+    .set CTX_gdt_ents, 4960
     .set CTX_kernel_sp, 4976
     .set CTX_cr3, 4984 + 3 * 8
     .set CTX_event_eip, 5112
@@ -448,6 +450,9 @@ ZAP_TEXT = SMP64_MACROS + r"""
     mov [rip + gdt_result], rax
     BIND_IPI 1, port_to1
     VCPU1_CONTEXT vcpu1_entry, stack1_top
+    mov rax, [rip + gdt_frames]              /* vCPU 1's GDT: the same frame */
+    mov [rip + ctx + CTX_gdt_frames], rax
+    mov qword ptr [rip + ctx + CTX_gdt_ents], 2
     VCPU_OP VCPUOP_initialise, 1, ctx
     VCPU_OP VCPUOP_up, 1, ctx
 wait_loaded:

@@ -167,9 +167,11 @@ def test_the_failsafe_callback_shows_in_the_trace(failsafe_guest, tmp_path):
 
 
 def test_a_descriptor_gone_while_the_vcpu_was_off_the_cpu_takes_it_to_failsafe(build64):
-    """vCPU 1 loaded DS = 0x0b and blocked; vCPU 0 made entry 1 not present; when vCPU
-    1 comes back to the CPU, its frame shows DS 0x0b and the RIP it blocked at (after
-    the hypercall page's syscall), in kernel mode; it runs with DS null."""
+    """vCPU 1, its GDT made of the frame vCPU 0's is, loaded DS = 0x0b and blocked;
+    vCPU 0 made entry 1 not present by update_descriptor, which changes every GDT made
+    of the frame (Xen maps the frame into each); when vCPU 1 comes back to the CPU,
+    its frame shows DS 0x0b and the RIP it blocked at (after the hypercall page's
+    syscall), in kernel mode; it runs with DS null."""
     guest = build64(ZAP_TEXT, handlers=ZAP_HANDLERS, data=ZAP_DATA, bss=ZAP_BSS)
     booted, result = run_two_vcpus(guest)
     assert result.stop.reason == "shutdown (poweroff)", result.stop
