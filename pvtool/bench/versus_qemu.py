@@ -10,6 +10,10 @@ pvtool / QEMU is then given both ways: over QEMU's whole run, and over that run 
 its start-up. A ratio is given only when every QEMU run printed the same bytes as
 pvtool's native run and exited with the same code; otherwise the row says where they
 part. A guest's QEMU runs follow its pvtool runs rather than being interleaved with them.
+
+Beside them, once per guest, pvtool's native run with Unicorn's instruction count off
+(bench/uncounted.py): what deterministic virtual time costs on that guest, and the
+floor pvtool's native mode has on this emulator, whatever scheme keeps time.
 """
 
 from dataclasses import dataclass, field, replace
@@ -27,6 +31,7 @@ from pvtool.bench.qemu import (
     qemu_version,
     run_qemu,
 )
+from pvtool.bench.uncounted import UncountedRun, needs_time, run_uncounted
 from pvtool.bench.workloads import RUN_TIMEOUT, ModeRuns, fresh_disk
 from pvtool.machine.stop import StopKind
 
@@ -79,17 +84,30 @@ class QemuComparison:
     runs: list[QemuRun] = field(default_factory=list)
     startup: list[QemuRun] = field(default_factory=list)
     error: str | None = None
+    uncounted: UncountedRun | str | None = None  # the run without the count, or why not
 
     def to_dict(self, native: ModeRuns) -> dict:
         if self.error is not None:
-            return {"ok": False, "error": self.error}
+            return {"ok": False, "error": self.error, "uncounted": self._uncounted(native)}
         qemu = Timing(tuple(r.seconds for r in self.runs))
         startup = Timing(tuple(r.seconds for r in self.startup))
         return {"ok": True, "error": None, "wall_seconds": qemu.to_dict(),
                 "startup_seconds": startup.to_dict(),
                 "guest_code": self.runs[-1].guest_code,
                 "pvtool_seconds": round(native.timing.median, 6),
-                **ratios(native.timing.median, qemu.median, startup.median)}
+                **ratios(native.timing.median, qemu.median, startup.median),
+                "uncounted": self._uncounted(native, qemu.median - startup.median)}
+
+    def _uncounted(self, native: ModeRuns, qemu_less_startup: float = 0.0) -> dict:
+        """The uncounted run: its time, the counted run's over it (what virtual time
+        costs) and its own over QEMU less start-up (the floor's ratio)."""
+        run = self.uncounted
+        if not isinstance(run, UncountedRun):
+            return {"ok": False, "error": run or "not run"}
+        return {"ok": True, "error": None, "seconds": round(run.seconds, 6),
+                "counted_over_uncounted": round(native.timing.median / run.seconds, 6),
+                "over_qemu_less_startup": round(run.seconds / qemu_less_startup, 6)
+                if qemu_less_startup > 0 else None}
 
 
 def ratios(pvtool: float, qemu: float, startup: float) -> dict:
@@ -111,6 +129,8 @@ def compare_with_qemu(image: Path, native: ModeRuns, side: QemuSide, repeat: int
         comparison.error = side.error
     elif not native.ok:
         comparison.error = "pvtool's native run did not complete: nothing to compare"
+    if native.ok:
+        comparison.uncounted = uncounted_beside(image, native)
     for index in range(repeat):
         if comparison.error is not None:
             progress.skip(repeat - index)
@@ -132,6 +152,23 @@ def _run_beside(image: Path, native: ModeRuns, side: QemuSide, workdir: Path,
     if error is None:
         comparison.runs.append(run)
     return error
+
+
+def uncounted_beside(image: Path, native: ModeRuns) -> UncountedRun | str:
+    """IMAGE run natively without the instruction count, checked against the counted
+    run; or why it was not run, or where it parts from it."""
+    why = needs_time(native.results[-1].exits)
+    if why is not None:
+        return why
+    run = run_uncounted(image, RUN_TIMEOUT)
+    pvtool, stop = native.outputs[-1], native.results[-1].stop
+    if run.output != pvtool:
+        at = first_difference(pvtool, run.output)
+        return (f"printed other bytes than the counted run from byte {at}: "
+                f"{run.output[at:at + SHOWN_BYTES]!r}")
+    if (run.stop.kind, run.stop.code) != (stop.kind, stop.code):
+        return f"stopped otherwise than the counted run: {run.stop.reason}"
+    return run
 
 
 def difference(native: ModeRuns, run: QemuRun) -> str | None:

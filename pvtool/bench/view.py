@@ -102,9 +102,22 @@ def versus_qemu_table(data: dict) -> Table:
         "before each of the guest's runs. same: the same bytes on COM1 and the",
         "same exit code as pvtool, every run.",
         *(f"{side['program']}: {side['version'] or side['error']}"
-          for side in (qemu, qemu64) if side), *refused])
+          for side in (qemu, qemu64) if side), *refused,
+        *filter(None, (_uncounted_line(guest) for guest in data["guests"]))])
     table.caption_justify = "left"
     return table
+
+
+def _uncounted_line(guest: dict) -> str | None:
+    """The guest's native run without Unicorn's instruction count (bench/uncounted.py),
+    when it could be taken."""
+    row = guest["qemu"].get("uncounted") or {}
+    if not row.get("ok"):
+        return None
+    over = row["over_qemu_less_startup"]
+    return (f"{guest['name']} without the instruction count: {_ms(row['seconds'])} ms, "
+            f"the count costs {row['counted_over_uncounted']:.2f}x"
+            + (f"; uncounted alone is {over:.2f}x QEMU less start-up" if over else ""))
 
 
 def _operations(guest: dict, repeat: int) -> Table:

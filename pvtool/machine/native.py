@@ -148,6 +148,8 @@ class BareMetal:
     """Native mode's supervisor: the guest's IDT takes every vector, and a device
     interrupt waits for EFLAGS.IF."""
 
+    all_ports_allowed = True  # ring 0 on a bare PC: no I/O privilege to check
+
     def __init__(self, machine: Machine):
         self.machine = machine
         self.cpu = machine.cpu

@@ -29,6 +29,8 @@ class Wide(Enum):
 
 
 PORTIO_SPLITS = 2  # the widest access QEMU's portio_read splits into bytes
+PORT_COUNT = 0x10000  # the x86 I/O address space
+WIDEST_ACCESS = 4  # in/out eax: a wide access split into ports may run this far past 0xFFFF
 
 
 class _Entry(NamedTuple):
@@ -45,10 +47,14 @@ class PortBus:
     at one reads all ones at every width, as on QEMU. An access wider than its
     device's registers goes where the device's Wide says: by default it is split into
     accesses of consecutive ports, lowest first, as the ISA bus does: `inw 0x3fe`
-    reads the UART's MSR and SCR."""
+    reads the UART's MSR and SCR.
+
+    Every port exit comes through here (a million a second from a polling guest), so
+    the map is a list indexed by port, and an access no wider than its device's
+    registers goes straight to the device: one index, one call, one mask."""
 
     def __init__(self):
-        self._ports: dict[int, _Entry] = {}
+        self._ports: list[_Entry | None] = [None] * (PORT_COUNT + WIDEST_ACCESS)
         self.unassigned_accesses = 0
 
     def register(self, device: PortDevice, base: int, count: int, *, width: int = 4,
@@ -56,7 +62,7 @@ class PortBus:
         """WIDTH: the widest access the device's registers take whole. FIRST: the
         offset the device sees at BASE (a device whose ports have a gap registers
         each run at its own offsets)."""
-        taken = [port for port in range(base, base + count) if port in self._ports]
+        taken = [port for port in range(base, base + count) if self._ports[port]]
         if taken:  # refuse the whole range: no half-registered device
             raise ValueError(f"port {taken[0]:#x} is already taken")
         for index in range(count):
@@ -64,24 +70,31 @@ class PortBus:
                                                wide)
 
     def read(self, port: int, size: int) -> int:
-        entry = self._ports.get(port)
+        entry = self._ports[port]
+        if entry is not None and size <= entry.width:
+            return entry.device.read(entry.offset, size) & MASKS[size]
+        return self._read_other(port, size, entry)
+
+    def write(self, port: int, size: int, value: int) -> None:
+        entry = self._ports[port]
+        if entry is not None and size <= entry.width:
+            entry.device.write(entry.offset, size, value & MASKS[size])
+        else:
+            self._write_other(port, size, value, entry)
+
+    def _read_other(self, port: int, size: int, entry: _Entry | None) -> int:
+        """A read of nothing, or wider than the device's registers."""
         if entry is None:
             self.unassigned_accesses += 1
             return all_ones(size)
-        if size <= entry.width:
-            return entry.device.read(entry.offset, size) & all_ones(size)
         if entry.wide is Wide.PORTIO and size > PORTIO_SPLITS:
             return all_ones(size)
         parts = [self._read_part(port, entry, i) for i in range(0, size, entry.width)]
         return sum(part << (8 * i * entry.width) for i, part in enumerate(parts))
 
-    def write(self, port: int, size: int, value: int) -> None:
-        entry = self._ports.get(port)
+    def _write_other(self, port: int, size: int, value: int, entry: _Entry | None) -> None:
         if entry is None:
             self.unassigned_accesses += 1
-            return
-        if size <= entry.width:
-            entry.device.write(entry.offset, size, value & all_ones(size))
             return
         if entry.wide is Wide.PORTIO and size > PORTIO_SPLITS:
             return
@@ -111,3 +124,6 @@ class PortBus:
 def all_ones(size: int) -> int:
     """What a read of SIZE bytes from nothing returns."""
     return (1 << (8 * size)) - 1
+
+
+MASKS = tuple(all_ones(size) for size in range(9))  # all_ones(SIZE), looked up

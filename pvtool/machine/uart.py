@@ -28,6 +28,7 @@ IIR_RECEIVED_DATA = 0x04
 IIR_FIFO_ENABLED = 0xC0
 IER_RECEIVED_DATA = 0x01
 IER_THR_EMPTY = 0x02
+MSR_IDLE = 0xB0  # MSR with DCD, DSR and CTS set, as QEMU's unconnected line reads
 
 
 class Uart16550:
@@ -45,40 +46,55 @@ class Uart16550:
         self.scratch = 0
         self.divisor = 12  # 9600 baud after reset
         self.bytes_written = 0
+        self._readers = (self._read_data, self._read_ier, self._read_iir, lambda: self.lcr,
+                         lambda: self.mcr, self._lsr, lambda: MSR_IDLE, lambda: self.scratch)
+        self._writers = (self._write_data, self._write_ier_or_divisor, self._write_fcr,
+                         self._write_lcr, self._write_mcr, self._ignore, self._ignore,
+                         self._write_scratch)
 
     def feed(self, data: bytes) -> None:
         self._input.extend(data)
         self._update_irq()
 
     def read(self, offset: int, size: int) -> int:
-        dlab = self.lcr & LCR_DLAB
-        if offset == 0:
-            return self.divisor & 0xFF if dlab else self._receive()
-        if offset == 1:
-            return self.divisor >> 8 if dlab else self.ier
-        if offset == 2:
-            return self._read_iir()
-        return {3: self.lcr, 4: self.mcr, 5: self._lsr(), 6: 0xB0, 7: self.scratch}[offset]
+        return self._readers[offset]()
 
     def write(self, offset: int, size: int, value: int) -> None:
-        value &= 0xFF
-        dlab = self.lcr & LCR_DLAB
-        if offset == 0 and dlab:
+        self._writers[offset](value & 0xFF)
+
+    # -- the registers, by offset (a polling guest reads LSR and SCR in a loop) ----
+    def _read_data(self) -> int:
+        return self.divisor & 0xFF if self.lcr & LCR_DLAB else self._receive()
+
+    def _read_ier(self) -> int:
+        return self.divisor >> 8 if self.lcr & LCR_DLAB else self.ier
+
+    def _write_data(self, value: int) -> None:
+        if self.lcr & LCR_DLAB:
             self.divisor = (self.divisor & 0xFF00) | value
-        elif offset == 0:
+        else:
             self._transmit(value)
-        elif offset == 1 and dlab:
+
+    def _write_ier_or_divisor(self, value: int) -> None:
+        if self.lcr & LCR_DLAB:
             self.divisor = (self.divisor & 0xFF) | value << 8
-        elif offset == 1:
+        else:
             self._write_ier(value)
-        elif offset == 2:
-            self.fcr = value
-        elif offset == 3:
-            self.lcr = value
-        elif offset == 4:
-            self.mcr = value & 0x1F
-        elif offset == 7:
-            self.scratch = value
+
+    def _write_fcr(self, value: int) -> None:
+        self.fcr = value
+
+    def _write_lcr(self, value: int) -> None:
+        self.lcr = value
+
+    def _write_mcr(self, value: int) -> None:
+        self.mcr = value & 0x1F
+
+    def _write_scratch(self, value: int) -> None:
+        self.scratch = value
+
+    def _ignore(self, value: int) -> None:
+        """LSR and MSR are read-only."""
 
     def _lsr(self) -> int:
         return LSR_THR_EMPTY | LSR_TX_EMPTY | (LSR_DATA_READY if self._input else 0)
@@ -89,13 +105,18 @@ class Uart16550:
         return byte
 
     def _transmit(self, value: int) -> None:
-        """The byte goes out at once: THR empties again, a new THRE interrupt."""
-        self.thr_interrupt = False
-        self._update_irq()
+        """The byte goes out at once: THR empties again, a new THRE interrupt. With
+        IER clear no cause is ever pending and the line stays low (_update_irq), so a
+        polled console skips the updates."""
+        polled = not self.ier
+        if not polled:
+            self.thr_interrupt = False
+            self._update_irq()
         self._output(bytes((value,)))
         self.bytes_written += 1
         self.thr_interrupt = True
-        self._update_irq()
+        if not polled:
+            self._update_irq()
 
     def _write_ier(self, value: int) -> None:
         changed = (self.ier ^ value) & 0x0F

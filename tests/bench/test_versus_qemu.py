@@ -108,7 +108,11 @@ def test_without_qemu_every_row_says_so(monkeypatch, tmp_path, hello_native, pro
             "guests": [{"name": "hello", "qemu": versus.to_dict(hello_native)}]}
     json.dumps(data)  # what --json writes
     assert data["qemu"]["available"] is False
-    assert data["guests"][0]["qemu"] == {"ok": False, "error": NOT_INSTALLED}
+    row = data["guests"][0]["qemu"]
+    assert (row["ok"], row["error"]) == (False, NOT_INSTALLED)
+    # hello took no device interrupt: its uncounted run is there, with no QEMU ratio
+    assert row["uncounted"]["ok"] is True
+    assert row["uncounted"]["over_qemu_less_startup"] is None
     with console.stdout.capture() as captured:
         console.stdout.print(view.versus_qemu_table(data))
     text = captured.get()
