@@ -6,6 +6,10 @@ The kernel runs at CPL 3, so no ring changes: the hypervisor writes the frame it
 and moves the registers. From user mode it first toggles to kernel mode (GS swap, the
 kernel L4) and starts on kernel_sp; from kernel mode it stays on the interrupted stack
 and clears the RPL of the saved CS, which is how the handler knows where the event hit.
+A kernel pvtool patched keeps its kernel stack where the bare machine reads it, in its
+TSS's RSP0, which it rewrites at every context switch with a plain store: for it the
+stack is read there afresh (its glue records the TSS `ltr` loaded in vcpu_regs), as for
+a patched 32-bit kernel (docs/ABI.md, "The kernel stack from the TSS").
 Xen returns to the guest with SYSRET, which clobbers RCX and R11: so the frame begins
 with them, the handler pops them, and what is left is a hardware iretq frame.
 """
@@ -13,6 +17,7 @@ with them, the handler pops them, and what is left is a hardware iretq frame.
 import struct
 from dataclasses import dataclass
 
+from pvtool.abi.pvtool import VCPU_REGS_64
 from pvtool.hv.domain import PvDomain
 from pvtool.hv.errors import DomainCrash, HypercallError
 from pvtool.hv.vcpu64 import Vcpu64, in_hypervisor_range
@@ -27,6 +32,7 @@ from pvtool.x86.registers import (
     EFLAGS_TF,
     EFLAGS_VM,
 )
+from pvtool.x86.tss import TSS64_RSP0
 
 FRAME_ALIGN = 16
 GUARD = 64  # create_bounce_frame refuses a frame this close above Xen's range
@@ -74,7 +80,7 @@ def bounce(dom: PvDomain, vcpu64: Vcpu64, handler: int, at: Interrupted, *,
         sp, cs = at.rsp, cs & ~3  # RPL 0: "the event hit kernel mode"
     else:
         vcpu64.toggle(cpu, dom.pagetables.load_cr3)
-        sp = vcpu64.kernel_sp
+        sp = kernel_stack(dom, vcpu64)
     saved_mask = dom.upcall_mask
     flags = at.rflags & ~(EFLAGS_IF | EFLAGS_IOPL) | (0 if saved_mask else EFLAGS_IF)
     words = [at.rcx, at.r11]
@@ -94,6 +100,22 @@ def bounce(dom: PvDomain, vcpu64: Vcpu64, handler: int, at: Interrupted, *,
     if dom.trace:
         dom.log(f"bounce frame at {top:#x} to {handler:#x} from {at.rip:#x}")
     return handler
+
+
+def kernel_stack(dom: PvDomain, vcpu64: Vcpu64) -> int:
+    """Where a bounce from user mode starts, read in kernel mode: a patched kernel's
+    TSS RSP0 once its glue has recorded a TSS, else stack_switch's kernel_sp."""
+    if dom.regs_block is None:
+        return vcpu64.kernel_sp
+    tss = _read_u64(dom, dom.regs_block + VCPU_REGS_64.offset("tss_base"), "vcpu_regs")
+    return _read_u64(dom, tss + TSS64_RSP0, "TSS") if tss else vcpu64.kernel_sp
+
+
+def _read_u64(dom: PvDomain, address: int, what: str) -> int:
+    try:
+        return struct.unpack("<Q", dom.copy_from_guest(address, 8))[0]
+    except HypercallError:
+        raise DomainCrash(f"the {what} at {address:#x} is not mapped") from None
 
 
 def _write_frame(dom: PvDomain, address: int, frame: bytes) -> None:
