@@ -467,13 +467,15 @@ call {pv_fatal}
 ; rax = the value written to CR3 (an L4's physical address). One mmuext_op with two
 ; commands, as Linux's xen_write_cr3: NEW_BASEPTR with the kernel L4's frame and
 ; NEW_USER_BASEPTR with its user L4, a page of the glue's holding the kernel L4's
-; slots 0-255 only (XEN-ABI64.md 1.1, 1.8), so that user mode, which Xen runs on the
-; user L4, cannot reach the kernel's half although it runs at CPL 3 like the kernel.
-; The user L4 of a kernel L4 is found by its physical address (the pool holds
-; {user_l4_tables}). Its user half follows the kernel L4's on every load, entry by
-; entry through mmu_update, which Xen validates (the page is a page table, never
-; written directly). The kernel L4 is read at VIRT_BASE + physical, which every L4
-; of a kernel linked there maps. Before the switch pv_glue_range gives the new L4 the
+; slots 0-255 and, in its upper slots, a view of the kernel's upper half holding only
+; the pages the kernel mapped for user mode (pv_user_view; XEN-ABI64.md 1.1, 1.8), so
+; that user mode, which Xen runs on the user L4, cannot reach kernel pages although it
+; runs at CPL 3 like the kernel (Linux's user PGD does the same with
+; level3_user_vsyscall). The user L4 of a kernel L4 is found by its physical address
+; (the pool holds {user_l4_tables}). It follows the kernel L4 on every load, entry by
+; entry through mmu_update, which Xen validates (written as plain memory until the page
+; is a page table in use). The kernel L4 is read at VIRT_BASE + physical, which every
+; L4 of a kernel linked there maps. Before the switch pv_glue_range gives the new L4 the
 ; glue's own 2 MiB, which the kernel does not know of.
 pushfq
 push rax
@@ -537,11 +539,38 @@ xor edx, edx
 mov r10d, {domid_self}
 call {hc_mmu_update}
 test rax, rax
-jne refused
+jne user_l4_refused
 same:
 inc r15d
 jmp sync
 synced:
+mov r15d, {first_upper_slot}
+upper:
+cmp r15d, 512
+jae upper_synced
+xor eax, eax
+mov rdx, qword ptr [r12 + r15*8]
+test dl, 1
+je upper_wanted
+mov ecx, 3
+call {pv_user_view}
+upper_wanted:
+cmp rax, qword ptr [r13 + r15*8]
+je upper_same
+mov qword ptr [{mmu_update} + 8], rax
+lea rdx, [r14 + r15*8]
+mov qword ptr [{mmu_update}], rdx
+mov rdi, {mmu_update}
+mov esi, 1
+xor edx, edx
+mov r10d, {domid_self}
+call {hc_mmu_update}
+test rax, rax
+jne user_l4_refused
+upper_same:
+inc r15d
+jmp upper
+upper_synced:
 call {pv_glue_range}
 mov r9, qword ptr [{mfn_list_ptr}]
 mov rax, r12
@@ -581,6 +610,138 @@ mov rax, {failure_user_l4}
 call {pv_fatal}
 refused:
 mov rax, {failure_mmuext}
+call {pv_fatal}
+user_l4_refused:
+mov rax, {failure_mmu_update}
+call {pv_fatal}
+
+## pv_user_view
+; rdx = a present entry of one of the kernel's tables, linking a table of level ecx
+; (1-3) of its upper half. Returns in rax the entry the user L4's view puts in its
+; place: the same flags, linking a table of the glue's that maps only the pages under
+; it the kernel mapped for user mode (an L1 entry with U that Xen did not mark
+; _PAGE_GUEST_KERNEL, XEN-ABI64.md 1.8), kept in step entry by entry with mmu_update;
+; 0 when there is no such page and no view yet. A view is found by the kernel table it
+; views (the kernel's upper half is shared by its L4s, and so are the views), from a
+; pool of {user_view_tables}. Each table is read at VIRT_BASE + its pseudo-physical
+; frame, from Xen's M2P. Preserves rbx, rbp and r12-r15; clobbers the rest.
+push rbx
+push rbp
+push r12
+push r13
+push r14
+push r15
+mov r15, rdx
+mov r14d, ecx
+mov rax, {pte_address_mask}
+and rdx, rax
+shr rdx, 12
+mov rax, {m2p}
+mov r13, qword ptr [rax + rdx*8]
+cmp r13, {identity_max_pages}
+jae too_many
+shl r13, 12
+mov r12, {virt_base}
+add r12, r13
+lea rsi, [{user_view_kernel}]
+mov rcx, qword ptr [{user_view_count}]
+xor ebx, ebx
+find:
+cmp rbx, rcx
+jae none_yet
+cmp qword ptr [rsi + rbx*8], r13
+je entries
+inc rbx
+jmp find
+none_yet:
+mov rbx, -1
+entries:
+xor ebp, ebp
+entry:
+cmp ebp, 512
+jae viewed
+mov rdx, qword ptr [r12 + rbp*8]
+test dl, 1
+je unwanted
+cmp r14d, 1
+jne upper_level
+test dl, {page_user}
+je unwanted
+bt rdx, {page_guest_kernel_bit}
+jc unwanted
+mov rax, rdx
+jmp wanted
+upper_level:
+test dl, {page_large}
+jne unwanted
+lea ecx, [r14 - 1]
+call {pv_user_view}
+jmp wanted
+unwanted:
+xor eax, eax
+wanted:
+cmp rbx, -1
+jne have_view
+test rax, rax
+je next
+mov rcx, qword ptr [{user_view_count}]
+cmp rcx, {user_view_tables}
+jae too_many
+mov qword ptr [{user_view_kernel} + rcx*8], r13
+mov rbx, rcx
+inc rcx
+mov qword ptr [{user_view_count}], rcx
+have_view:
+mov rsi, rbx
+shl rsi, 12
+lea rdi, [{user_view_pool}]
+add rsi, rdi
+cmp qword ptr [rsi + rbp*8], rax
+je next
+mov qword ptr [{mmu_update} + 8], rax
+call view_machine_address
+lea rax, [rax + rbp*8]
+mov qword ptr [{mmu_update}], rax
+mov rdi, {mmu_update}
+mov esi, 1
+xor edx, edx
+mov r10d, {domid_self}
+call {hc_mmu_update}
+test rax, rax
+jne refused
+next:
+inc ebp
+jmp entry
+viewed:
+xor eax, eax
+cmp rbx, -1
+je done
+call view_machine_address
+mov rdx, {pte_address_mask}
+not rdx
+and rdx, r15
+or rax, rdx
+done:
+pop r15
+pop r14
+pop r13
+pop r12
+pop rbp
+pop rbx
+ret
+view_machine_address:
+mov rax, {user_view_pool_phys}
+shr rax, 12
+add rax, rbx
+mov rdi, qword ptr [{mfn_list_ptr}]
+mov rax, qword ptr [rdi + rax*8]
+shl rax, 12
+ret
+too_many:
+mov rax, {failure_user_view}
+call {pv_fatal}
+refused:
+mov rax, {failure_mmu_update}
 call {pv_fatal}
 
 ## pv_glue_range
