@@ -552,8 +552,7 @@ xor eax, eax
 mov rdx, qword ptr [r12 + r15*8]
 test dl, 1
 je upper_wanted
-mov ecx, 3
-call {pv_user_view}
+call {pv_user_view_top}
 upper_wanted:
 cmp rax, qword ptr [r13 + r15*8]
 je upper_same
@@ -613,6 +612,46 @@ mov rax, {failure_mmuext}
 call {pv_fatal}
 user_l4_refused:
 mov rax, {failure_mmu_update}
+call {pv_fatal}
+
+## pv_user_view_top
+; rdx = a present entry of a kernel L4's upper half (slots {first_upper_slot}-511). Returns
+; in rax the user L4's entry in its place (pv_user_view of the L3 it links), made the
+; first time the entry is met and remembered after: the views of a kernel's upper
+; half are built once, as Linux builds level3_user_vsyscall once, and later user
+; mappings the kernel makes there are not seen (its program text, like Linux's
+; vsyscall page, is mapped before its first process). A CR3 write then costs a lookup
+; per upper slot, not a walk of every kernel table. Preserves rbx, rbp and r12-r15.
+push rbx
+lea rbx, [{user_view_top_kernel}]
+mov rcx, qword ptr [{user_view_top_count}]
+xor esi, esi
+look:
+cmp rsi, rcx
+jae build
+cmp qword ptr [rbx + rsi*8], rdx
+je known
+inc rsi
+jmp look
+known:
+mov rax, qword ptr [{user_view_top_user} + rsi*8]
+pop rbx
+ret
+build:
+cmp rcx, {user_view_tables}
+jae full
+mov qword ptr [rbx + rcx*8], rdx
+push rcx
+mov ecx, 3
+call {pv_user_view}
+pop rcx
+mov qword ptr [{user_view_top_user} + rcx*8], rax
+inc rcx
+mov qword ptr [{user_view_top_count}], rcx
+pop rbx
+ret
+full:
+mov rax, {failure_user_view}
 call {pv_fatal}
 
 ## pv_user_view

@@ -57,10 +57,15 @@ TRAP_INFO_BUF = PAGE_SIZE  # 256 gates and the terminating entry: just over a pa
 TRAP_INFO_ENTRIES = 257
 CMDLINE = TRAP_INFO_BUF + TRAP_INFO_ENTRIES * xen64.TRAP_INFO_64.size + 0xF0  # 0x2100
 # The user-mode view of the kernel's upper half (pv_user_view): how many tables of
-# the pool are in use, then the kernel table (pseudo-physical) each one views.
+# the pool are in use, then the kernel table (pseudo-physical) each one views; and
+# the views made of the kernel L4's upper entries (pv_user_view_top): how many, each
+# kernel L4 entry, and the user L4 entry made of it.
 USER_VIEW_COUNT = CMDLINE + MAX_GUEST_CMDLINE  # 0x2500
-USER_VIEW_KERNEL = USER_VIEW_COUNT + 8
 USER_VIEW_TABLES = 32
+USER_VIEW_KERNEL = USER_VIEW_COUNT + 8
+USER_VIEW_TOP_COUNT = USER_VIEW_KERNEL + USER_VIEW_TABLES * 8  # 0x2608
+USER_VIEW_TOP_KERNEL = USER_VIEW_TOP_COUNT + 8
+USER_VIEW_TOP_USER = USER_VIEW_TOP_KERNEL + USER_VIEW_TABLES * 8  # to 0x2810
 FILE_SIZE = 3 * PAGE_SIZE
 # Page-aligned, zero-filled memory after the file-backed pages.
 SHARED_INFO_PAGE = FILE_SIZE
@@ -95,8 +100,8 @@ GLUE_FAILURES = {
     "user_l4": f"mov to CR3: more than {USER_L4_TABLES} distinct L4 tables, each needing "
                "a user L4 of the glue's",
     "user_view": f"mov to CR3: the user-mode view of the kernel's upper half needs more "
-                 f"than {USER_VIEW_TABLES} tables, or a kernel table lies past the RAM "
-                 "the glue maps",
+                 f"than {USER_VIEW_TABLES} tables or upper L4 entries, or a kernel table "
+                 "lies past the RAM the glue maps",
     "gdt_reserved": f"lgdt: a present descriptor at entry {FIRST_RESERVED_GDT_ENTRY} or "
                     "above, where Xen keeps its own GDT entries",
     "set_trap_table": "lidt: HYPERVISOR_set_trap_table refused the IDT's gates",
@@ -150,6 +155,9 @@ class PvData64:
             "user_view_count": b + USER_VIEW_COUNT,
             "user_view_kernel": b + USER_VIEW_KERNEL,
             "user_view_tables": USER_VIEW_TABLES,
+            "user_view_top_count": b + USER_VIEW_TOP_COUNT,
+            "user_view_top_kernel": b + USER_VIEW_TOP_KERNEL,
+            "user_view_top_user": b + USER_VIEW_TOP_USER,
             "user_view_pool": b + USER_VIEW_POOL,
             "user_view_pool_phys": self.phys_base + USER_VIEW_POOL,
             "gdt_frames": b + GDT_FRAMES,
