@@ -474,7 +474,9 @@ call {pv_fatal}
 ; level3_user_vsyscall). The user L4 of a kernel L4 is found by its physical address
 ; (the pool holds {user_l4_tables}). It follows the kernel L4 on every load, entry by
 ; entry through mmu_update, which Xen validates (written as plain memory until the page
-; is a page table in use). The kernel L4 is read at VIRT_BASE + physical, which every
+; is a page table in use): its lower half compared with the kernel's by repe cmpsq,
+; its upper half redone only when the kernel's upper entries differ from those it
+; was last made from (kept in a shadow page per user L4). The kernel L4 is read at VIRT_BASE + physical, which every
 ; L4 of a kernel linked there maps. Before the switch pv_glue_range gives the new L4 the
 ; glue's own 2 MiB, which the kernel does not know of.
 pushfq
@@ -523,13 +525,19 @@ shr r14, 12
 add r14, rbx
 mov r14, qword ptr [r9 + r14*8]
 shl r14, 12
+cld
 xor r15d, r15d
 sync:
-cmp r15d, {user_l4_slots}
-jae synced
+lea rsi, [r12 + r15*8]
+lea rdi, [r13 + r15*8]
+mov ecx, {user_l4_slots}
+sub ecx, r15d
+repe cmpsq
+je synced
+lea r15, [rsi - 8]
+sub r15, r12
+shr r15, 3
 mov rdx, qword ptr [r12 + r15*8]
-cmp rdx, qword ptr [r13 + r15*8]
-je same
 mov qword ptr [{mmu_update} + 8], rdx
 lea rdx, [r14 + r15*8]
 mov qword ptr [{mmu_update}], rdx
@@ -540,14 +548,22 @@ mov r10d, {domid_self}
 call {hc_mmu_update}
 test rax, rax
 jne user_l4_refused
-same:
 inc r15d
 jmp sync
 synced:
+mov rsi, rbx
+shl rsi, 12
+lea rdi, [{user_l4_shadows}]
+add rdi, rsi
+lea rdi, [rdi + {first_upper_slot} * 8]
+lea rsi, [r12 + {first_upper_slot} * 8]
+mov ecx, 512 - {first_upper_slot}
+repe cmpsq
+je upper_synced
 mov r15d, {first_upper_slot}
 upper:
 cmp r15d, 512
-jae upper_synced
+jae upper_done
 xor eax, eax
 mov rdx, qword ptr [r12 + r15*8]
 test dl, 1
@@ -569,6 +585,15 @@ jne user_l4_refused
 upper_same:
 inc r15d
 jmp upper
+upper_done:
+mov rdi, rbx
+shl rdi, 12
+lea rsi, [{user_l4_shadows}]
+add rdi, rsi
+lea rdi, [rdi + {first_upper_slot} * 8]
+lea rsi, [r12 + {first_upper_slot} * 8]
+mov ecx, 512 - {first_upper_slot}
+rep movsq
 upper_synced:
 call {pv_glue_range}
 mov r9, qword ptr [{mfn_list_ptr}]

@@ -86,7 +86,11 @@ IDENTITY_L1S = IDENTITY_L2 + PAGE_SIZE
 IDENTITY_L1_TABLES = 64
 ENTRIES = 512
 IDENTITY_PAGES = IDENTITY_L1_TABLES * ENTRIES
-MEMSZ = IDENTITY_L1S + IDENTITY_L1_TABLES * PAGE_SIZE
+IDENTITY_END = IDENTITY_L1S + IDENTITY_L1_TABLES * PAGE_SIZE  # the last page table
+# The kernel L4's upper entries each user L4's upper half was last made from: ordinary
+# writable pages, past the tables.
+USER_L4_SHADOWS = IDENTITY_END
+MEMSZ = USER_L4_SHADOWS + USER_L4_TABLES * PAGE_SIZE
 
 GLUE_FAILURES = {
     **{name: GLUE_FAILURES_32[name] for name in ("paging_off", "set_gdt", "ldt")},
@@ -181,7 +185,8 @@ class PvData64:
             "identity_l1_tables": IDENTITY_L1_TABLES,
             "identity_max_pages": IDENTITY_PAGES,
             "pvdata_tables_phys": self.phys_base + USER_L4_POOL,
-            "pvdata_tables_end_phys": self.phys_base + MEMSZ,
+            "pvdata_tables_end_phys": self.phys_base + IDENTITY_END,
+            "user_l4_shadows": b + USER_L4_SHADOWS,
             **{f"failure_{name}": b + offset for name, offset in _failure_offsets().items()},
         }
 
