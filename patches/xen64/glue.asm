@@ -155,30 +155,20 @@ shr rdx, 12
 mov rdx, qword ptr [r9 + rdx*8]
 shl rdx, 12
 or rdx, {table_flags}
-mov qword ptr [{mmu_update}], rax
-mov qword ptr [{mmu_update} + 8], rdx
-call update
+xchg rax, rdx
+call {pv_mmu_update}
 mov eax, {link_l4_slot}
 test eax, eax
 je done
 mov rax, {pte_address_mask}
 and rcx, rax
 add rcx, {link_l3_slot} * 8
-mov qword ptr [{mmu_update}], rcx
-mov qword ptr [{mmu_update} + 8], r15
-call update
+mov rdx, rcx
+mov rax, r15
+call {pv_mmu_update}
 done:
 mov edx, {mmuext_tlb_flush_local}
 call {pv_mmuext}
-ret
-update:
-mov rdi, {mmu_update}
-mov esi, 1
-xor edx, edx
-mov r10d, {domid_self}
-call {hc_mmu_update}
-test rax, rax
-jne refused
 ret
 too_big:
 refused:
@@ -482,6 +472,7 @@ call {pv_fatal}
 pushfq
 push rax
 push rbx
+push rbp
 push rcx
 push rdx
 push rsi
@@ -496,20 +487,13 @@ push r15
 mov qword ptr [{regs_cr3}], rax
 mov rbx, {pte_address_mask}
 and rax, rbx
-lea r9, [{user_l4_kernel}]
-mov rcx, qword ptr [{user_l4_count}]
-xor ebx, ebx
-find:
+lea rdi, [{user_l4_count}]
+call {pv_find}
 cmp rbx, rcx
-jae new_l4
-cmp qword ptr [r9 + rbx*8], rax
-je found
-inc rbx
-jmp find
-new_l4:
+jb found
 cmp rbx, {user_l4_tables}
 jae full
-mov qword ptr [r9 + rbx*8], rax
+mov qword ptr [rdi + rbx*8 + 8], rax
 inc rcx
 mov qword ptr [{user_l4_count}], rcx
 found:
@@ -537,25 +521,17 @@ je synced
 lea r15, [rsi - 8]
 sub r15, r12
 shr r15, 3
-mov rdx, qword ptr [r12 + r15*8]
-mov qword ptr [{mmu_update} + 8], rdx
+mov rax, qword ptr [r12 + r15*8]
 lea rdx, [r14 + r15*8]
-mov qword ptr [{mmu_update}], rdx
-mov rdi, {mmu_update}
-mov esi, 1
-xor edx, edx
-mov r10d, {domid_self}
-call {hc_mmu_update}
-test rax, rax
-jne user_l4_refused
+call {pv_mmu_update}
 inc r15d
 jmp sync
 synced:
-mov rsi, rbx
-shl rsi, 12
+mov rbp, rbx
+shl rbp, 12
 lea rdi, [{user_l4_shadows}]
-add rdi, rsi
-lea rdi, [rdi + {first_upper_slot} * 8]
+add rbp, rdi
+lea rdi, [rbp + {first_upper_slot} * 8]
 lea rsi, [r12 + {first_upper_slot} * 8]
 mov ecx, 512 - {first_upper_slot}
 repe cmpsq
@@ -572,25 +548,13 @@ call {pv_user_view_top}
 upper_wanted:
 cmp rax, qword ptr [r13 + r15*8]
 je upper_same
-mov qword ptr [{mmu_update} + 8], rax
 lea rdx, [r14 + r15*8]
-mov qword ptr [{mmu_update}], rdx
-mov rdi, {mmu_update}
-mov esi, 1
-xor edx, edx
-mov r10d, {domid_self}
-call {hc_mmu_update}
-test rax, rax
-jne user_l4_refused
+call {pv_mmu_update}
 upper_same:
 inc r15d
 jmp upper
 upper_done:
-mov rdi, rbx
-shl rdi, 12
-lea rsi, [{user_l4_shadows}]
-add rdi, rsi
-lea rdi, [rdi + {first_upper_slot} * 8]
+lea rdi, [rbp + {first_upper_slot} * 8]
 lea rsi, [r12 + {first_upper_slot} * 8]
 mov ecx, 512 - {first_upper_slot}
 rep movsq
@@ -625,6 +589,7 @@ pop rdi
 pop rsi
 pop rdx
 pop rcx
+pop rbp
 pop rbx
 pop rax
 popfq
@@ -635,7 +600,38 @@ call {pv_fatal}
 refused:
 mov rax, {failure_mmuext}
 call {pv_fatal}
-user_l4_refused:
+
+## pv_find
+; rdi = a table of .pvdata: a u64 count, then that many u64 keys; rax = a key. Returns
+; in rcx the count and in rbx the key's index, or the count when it is not there.
+; Clobbers the flags.
+mov rcx, qword ptr [rdi]
+xor ebx, ebx
+look:
+cmp rbx, rcx
+jae done
+cmp qword ptr [rdi + rbx*8 + 8], rax
+je done
+inc rbx
+jmp look
+done:
+ret
+
+## pv_mmu_update
+; One HYPERVISOR_mmu_update: rdx = the machine address of the entry, rax = its new
+; value; a refusal crashes the domain, naming mmu_update. Clobbers rax, rdi, rsi, rdx,
+; r8, r10 and the flags.
+mov qword ptr [{mmu_update}], rdx
+mov qword ptr [{mmu_update} + 8], rax
+mov rdi, {mmu_update}
+mov esi, 1
+xor edx, edx
+mov r10d, {domid_self}
+call {hc_mmu_update}
+test rax, rax
+jne failed
+ret
+failed:
 mov rax, {failure_mmu_update}
 call {pv_fatal}
 
@@ -648,24 +644,18 @@ call {pv_fatal}
 ; vsyscall page, is mapped before its first process). A CR3 write then costs a lookup
 ; per upper slot, not a walk of every kernel table. Preserves rbx, rbp and r12-r15.
 push rbx
-lea rbx, [{user_view_top_kernel}]
-mov rcx, qword ptr [{user_view_top_count}]
-xor esi, esi
-look:
-cmp rsi, rcx
+lea rdi, [{user_view_top_count}]
+mov rax, rdx
+call {pv_find}
+cmp rbx, rcx
 jae build
-cmp qword ptr [rbx + rsi*8], rdx
-je known
-inc rsi
-jmp look
-known:
-mov rax, qword ptr [{user_view_top_user} + rsi*8]
+mov rax, qword ptr [{user_view_top_user} + rbx*8]
 pop rbx
 ret
 build:
 cmp rcx, {user_view_tables}
 jae full
-mov qword ptr [rbx + rcx*8], rdx
+mov qword ptr [rdi + rcx*8 + 8], rdx
 push rcx
 mov ecx, 3
 call {pv_user_view}
@@ -707,17 +697,11 @@ jae too_many
 shl r13, 12
 mov r12, {virt_base}
 add r12, r13
-lea rsi, [{user_view_kernel}]
-mov rcx, qword ptr [{user_view_count}]
-xor ebx, ebx
-find:
+lea rdi, [{user_view_count}]
+mov rax, r13
+call {pv_find}
 cmp rbx, rcx
-jae none_yet
-cmp qword ptr [rsi + rbx*8], r13
-je entries
-inc rbx
-jmp find
-none_yet:
+jb entries
 mov rbx, -1
 entries:
 xor ebp, ebp
@@ -762,17 +746,11 @@ lea rdi, [{user_view_pool}]
 add rsi, rdi
 cmp qword ptr [rsi + rbp*8], rax
 je next
-mov qword ptr [{mmu_update} + 8], rax
+mov r8, rax
 call view_machine_address
-lea rax, [rax + rbp*8]
-mov qword ptr [{mmu_update}], rax
-mov rdi, {mmu_update}
-mov esi, 1
-xor edx, edx
-mov r10d, {domid_self}
-call {hc_mmu_update}
-test rax, rax
-jne refused
+lea rdx, [rax + rbp*8]
+mov rax, r8
+call {pv_mmu_update}
 next:
 inc ebp
 jmp entry
@@ -803,9 +781,6 @@ shl rax, 12
 ret
 too_many:
 mov rax, {failure_user_view}
-call {pv_fatal}
-refused:
-mov rax, {failure_mmu_update}
 call {pv_fatal}
 
 ## pv_glue_range

@@ -44,6 +44,7 @@ SHUTDOWN_ARG = POLL_ARG + xen64.SCHED_POLL_64.size  # 0x198
 START_INFO_PTR = SHUTDOWN_ARG + 8  # 0x1a0
 MFN_LIST_PTR = START_INFO_PTR + 8  # start_info.mfn_list: the P2M, pfn -> mfn
 SHARED_INFO_PTE = MFN_LIST_PTR + 8  # the entry mapping the shared_info page
+# Each count below is right before its keys: the glue's pv_find reads them as a table.
 USER_L4_COUNT = SHARED_INFO_PTE + 8
 USER_L4_KERNEL = USER_L4_COUNT + 8  # 0x1c0: the kernel L4 (physical) of each user L4
 USER_L4_TABLES = 16
@@ -95,12 +96,13 @@ MEMSZ = USER_L4_SHADOWS + USER_L4_TABLES * PAGE_SIZE
 GLUE_FAILURES = {
     **{name: GLUE_FAILURES_32[name] for name in ("paging_off", "set_gdt", "ldt")},
     "iopl": "PHYSDEVOP_set_iopl refused I/O privilege for the kernel",
-    "map": "update_va_mapping or mmu_update refused a mapping the PV entry needs",
+    "map": "update_va_mapping refused a mapping the PV entry needs, or low RAM is too "
+           "large for its identity map",
     "glue_range": "mov to CR3: the new L4 does not map the link range down to an L2, "
                   "or maps something else where the glue lies",
     "mmuext": "mmuext_op refused a new L4 (kernel or user), a pin or an invlpg",
-    "mmu_update": "mov to CR3: mmu_update refused an entry of the user L4 or of its view "
-                  "of the kernel's upper half",
+    "mmu_update": "mmu_update refused an entry: of the PV entry's identity map, of a "
+                  "user L4 or of its view of the kernel's upper half",
     "user_l4": f"mov to CR3: more than {USER_L4_TABLES} distinct L4 tables, each needing "
                "a user L4 of the glue's",
     "user_view": f"mov to CR3: the user-mode view of the kernel's upper half needs more "
@@ -152,7 +154,6 @@ class PvData64:
             "mfn_list_ptr": b + MFN_LIST_PTR,
             "shared_info_pte": b + SHARED_INFO_PTE,
             "user_l4_count": b + USER_L4_COUNT,
-            "user_l4_kernel": b + USER_L4_KERNEL,
             "user_l4_tables": USER_L4_TABLES,
             "user_l4_pool": b + USER_L4_POOL,
             "user_l4_pool_phys": self.phys_base + USER_L4_POOL,
@@ -160,7 +161,6 @@ class PvData64:
             "user_view_kernel": b + USER_VIEW_KERNEL,
             "user_view_tables": USER_VIEW_TABLES,
             "user_view_top_count": b + USER_VIEW_TOP_COUNT,
-            "user_view_top_kernel": b + USER_VIEW_TOP_KERNEL,
             "user_view_top_user": b + USER_VIEW_TOP_USER,
             "user_view_pool": b + USER_VIEW_POOL,
             "user_view_pool_phys": self.phys_base + USER_VIEW_POOL,

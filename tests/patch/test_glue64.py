@@ -273,7 +273,7 @@ def test_user_mode_sees_only_the_pages_the_kernel_mapped_for_it_in_its_upper_hal
 
 
 @pytest.mark.parametrize("refused, says", [
-    (HC_MMU_UPDATE, b"glue: mov to CR3: mmu_update refused an entry of the user L4"),
+    (HC_MMU_UPDATE, b"glue: mmu_update refused an entry: of the PV entry's identity map"),
     (HC_MMUEXT_OP, b"glue: mmuext_op refused a new L4")])
 def test_a_refusal_during_a_cr3_write_names_the_call_refused(machine, refused, says):
     l4 = 0x50_0000
