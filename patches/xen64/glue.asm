@@ -177,20 +177,16 @@ call {pv_fatal}
 
 ## pv_map_shared_info
 ; Map the page of .pvdata at {shared_info_page} onto shared_info (start_info's machine
-; address) in the current address space: update_va_mapping. An L4 the kernel builds
-; maps that page at its own frame again, so pv_write_cr3 calls this after each switch.
+; address): update_va_mapping, once, at the PV entry. The page lies in the glue's
+; 2 MiB, whose L1 every L4 the kernel loads shares (pv_glue_range links it), so the
+; mapping holds in every address space without a hypercall at each switch.
 push rax
 push rdi
 push rsi
 push rdx
-mov rsi, qword ptr [{shared_info_pte}]
-test rsi, rsi
-jne mapped_before
 mov rsi, qword ptr [{start_info_ptr}]
 mov rsi, qword ptr [rsi + {start_info_shared_info}]
 or rsi, {pte_flags}
-mov qword ptr [{shared_info_pte}], rsi
-mapped_before:
 mov rdi, {shared_info_page}
 mov edx, {uvmf_invlpg}
 call {hc_update_va_mapping}
@@ -577,7 +573,6 @@ mov r10d, {domid_self}
 call {hc_mmuext_op}
 test rax, rax
 jne refused
-call {pv_map_shared_info}
 pop r15
 pop r14
 pop r13

@@ -43,9 +43,8 @@ POLL_ARG = IOPL_ARG + 16  # 0x180: sched_poll_64, no ports: wait forever
 SHUTDOWN_ARG = POLL_ARG + xen64.SCHED_POLL_64.size  # 0x198
 START_INFO_PTR = SHUTDOWN_ARG + 8  # 0x1a0
 MFN_LIST_PTR = START_INFO_PTR + 8  # start_info.mfn_list: the P2M, pfn -> mfn
-SHARED_INFO_PTE = MFN_LIST_PTR + 8  # the entry mapping the shared_info page
 # Each count below is right before its keys: the glue's pv_find reads them as a table.
-USER_L4_COUNT = SHARED_INFO_PTE + 8
+USER_L4_COUNT = MFN_LIST_PTR + 16  # 0x1b8
 USER_L4_KERNEL = USER_L4_COUNT + 8  # 0x1c0: the kernel L4 (physical) of each user L4
 USER_L4_TABLES = 16
 GDT_FRAMES = USER_L4_KERNEL + USER_L4_TABLES * 8  # 0x240: u64 frames for set_gdt
@@ -152,7 +151,6 @@ class PvData64:
             "shutdown_crash_arg": b + SHUTDOWN_ARG,
             "start_info_ptr": b + START_INFO_PTR,
             "mfn_list_ptr": b + MFN_LIST_PTR,
-            "shared_info_pte": b + SHARED_INFO_PTE,
             "user_l4_count": b + USER_L4_COUNT,
             "user_l4_tables": USER_L4_TABLES,
             "user_l4_pool": b + USER_L4_POOL,

@@ -219,8 +219,7 @@ def test_a_cr3_write_loads_the_kernel_l4_and_its_user_l4(machine):
     identity_p2m(machine)
     machine.watch = {"update": (base + MMU_UPDATE, 16), "ops": (base + MMUEXT, 48)}
     machine.call("pv_write_cr3", rax=l4)
-    assert numbers(machine) == [HC_MMU_UPDATE, HC_MMU_UPDATE, HC_MMUEXT_OP,
-                                HC_UPDATE_VA_MAPPING]
+    assert numbers(machine) == [HC_MMU_UPDATE, HC_MMU_UPDATE, HC_MMUEXT_OP]
     pool = (base - KERNBASE + USER_L4_POOL) >> 12  # the first user L4 (P2M is identity)
     updates = [struct.unpack("<QQ", c.memory["update"]) for c in machine.calls[:2]]
     assert updates == [((pool << 12) + 0, entries[0]), ((pool << 12) + 8 * 255, entries[255])]
@@ -228,7 +227,6 @@ def test_a_cr3_write_loads_the_kernel_l4_and_its_user_l4(machine):
     assert mmuext.args[:4] == (base + MMUEXT, 2, 0, DOMID_SELF)
     ops = [struct.unpack_from("<IxxxxQ", mmuext.memory["ops"], 24 * n) for n in range(2)]
     assert ops == [(MMUEXT_NEW_BASEPTR, l4 >> 12), (MMUEXT_NEW_USER_BASEPTR, pool)]
-    assert machine.calls[3].args[0] == base + SHARED_INFO_PAGE
     assert machine.u64(base + REGS_CR3) == l4
     # the kernel's L2 of its link range now maps the glue's 2 MiB (KERNBASE + 16 MiB,
     # L2 entry 8) with the PV entry's L1 for it, the ninth of the identity map
@@ -255,7 +253,7 @@ def test_user_mode_sees_only_the_pages_the_kernel_mapped_for_it_in_its_upper_hal
     identity_p2m(machine)
     machine.watch = {"update": (base + MMU_UPDATE, 16)}
     machine.call("pv_write_cr3", rax=l4)
-    assert numbers(machine) == [HC_MMU_UPDATE] * 4 + [HC_MMUEXT_OP, HC_UPDATE_VA_MAPPING]
+    assert numbers(machine) == [HC_MMU_UPDATE] * 4 + [HC_MMUEXT_OP]
     phys = base - KERNBASE
     view_l1, view_l2, view_l3 = (phys + USER_VIEW_POOL + 4096 * n for n in range(3))
     user_l4 = phys + USER_L4_POOL
@@ -269,7 +267,7 @@ def test_user_mode_sees_only_the_pages_the_kernel_mapped_for_it_in_its_upper_hal
     machine.write(KERNBASE + l1 + 8 * 6, struct.pack("<Q", 0x12_6125))
     machine.calls.clear()
     machine.call("pv_write_cr3", rax=l4)
-    assert numbers(machine) == [HC_MMUEXT_OP, HC_UPDATE_VA_MAPPING]
+    assert numbers(machine) == [HC_MMUEXT_OP]  # shared_info stays mapped: the glue's L1
 
 
 @pytest.mark.parametrize("refused, says", [
