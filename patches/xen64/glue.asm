@@ -155,30 +155,20 @@ shr rdx, 12
 mov rdx, qword ptr [r9 + rdx*8]
 shl rdx, 12
 or rdx, {table_flags}
-mov qword ptr [{mmu_update}], rax
-mov qword ptr [{mmu_update} + 8], rdx
-call update
+xchg rax, rdx
+call {pv_mmu_update}
 mov eax, {link_l4_slot}
 test eax, eax
 je done
 mov rax, {pte_address_mask}
 and rcx, rax
 add rcx, {link_l3_slot} * 8
-mov qword ptr [{mmu_update}], rcx
-mov qword ptr [{mmu_update} + 8], r15
-call update
+mov rdx, rcx
+mov rax, r15
+call {pv_mmu_update}
 done:
 mov edx, {mmuext_tlb_flush_local}
 call {pv_mmuext}
-ret
-update:
-mov rdi, {mmu_update}
-mov esi, 1
-xor edx, edx
-mov r10d, {domid_self}
-call {hc_mmu_update}
-test rax, rax
-jne refused
 ret
 too_big:
 refused:
@@ -187,20 +177,16 @@ call {pv_fatal}
 
 ## pv_map_shared_info
 ; Map the page of .pvdata at {shared_info_page} onto shared_info (start_info's machine
-; address) in the current address space: update_va_mapping. An L4 the kernel builds
-; maps that page at its own frame again, so pv_write_cr3 calls this after each switch.
+; address): update_va_mapping, once, at the PV entry. The page lies in the glue's
+; 2 MiB, whose L1 every L4 the kernel loads shares (pv_glue_range links it), so the
+; mapping holds in every address space without a hypercall at each switch.
 push rax
 push rdi
 push rsi
 push rdx
-mov rsi, qword ptr [{shared_info_pte}]
-test rsi, rsi
-jne mapped_before
 mov rsi, qword ptr [{start_info_ptr}]
 mov rsi, qword ptr [rsi + {start_info_shared_info}]
 or rsi, {pte_flags}
-mov qword ptr [{shared_info_pte}], rsi
-mapped_before:
 mov rdi, {shared_info_page}
 mov edx, {uvmf_invlpg}
 call {hc_update_va_mapping}
@@ -467,17 +453,22 @@ call {pv_fatal}
 ; rax = the value written to CR3 (an L4's physical address). One mmuext_op with two
 ; commands, as Linux's xen_write_cr3: NEW_BASEPTR with the kernel L4's frame and
 ; NEW_USER_BASEPTR with its user L4, a page of the glue's holding the kernel L4's
-; slots 0-255 only (XEN-ABI64.md 1.1, 1.8), so that user mode, which Xen runs on the
-; user L4, cannot reach the kernel's half although it runs at CPL 3 like the kernel.
-; The user L4 of a kernel L4 is found by its physical address (the pool holds
-; {user_l4_tables}). Its user half follows the kernel L4's on every load, entry by
-; entry through mmu_update, which Xen validates (the page is a page table, never
-; written directly). The kernel L4 is read at VIRT_BASE + physical, which every L4
-; of a kernel linked there maps. Before the switch pv_glue_range gives the new L4 the
+; slots 0-255 and, in its upper slots, a view of the kernel's upper half holding only
+; the pages the kernel mapped for user mode (pv_user_view; XEN-ABI64.md 1.1, 1.8), so
+; that user mode, which Xen runs on the user L4, cannot reach kernel pages although it
+; runs at CPL 3 like the kernel (Linux's user PGD does the same with
+; level3_user_vsyscall). The user L4 of a kernel L4 is found by its physical address
+; (the pool holds {user_l4_tables}). It follows the kernel L4 on every load, entry by
+; entry through mmu_update, which Xen validates (written as plain memory until the page
+; is a page table in use): its lower half compared with the kernel's by repe cmpsq,
+; its upper half redone only when the kernel's upper entries differ from those it
+; was last made from (kept in a shadow page per user L4). The kernel L4 is read at VIRT_BASE + physical, which every
+; L4 of a kernel linked there maps. Before the switch pv_glue_range gives the new L4 the
 ; glue's own 2 MiB, which the kernel does not know of.
 pushfq
 push rax
 push rbx
+push rbp
 push rcx
 push rdx
 push rsi
@@ -492,20 +483,13 @@ push r15
 mov qword ptr [{regs_cr3}], rax
 mov rbx, {pte_address_mask}
 and rax, rbx
-lea r9, [{user_l4_kernel}]
-mov rcx, qword ptr [{user_l4_count}]
-xor ebx, ebx
-find:
+lea rdi, [{user_l4_count}]
+call {pv_find}
 cmp rbx, rcx
-jae new_l4
-cmp qword ptr [r9 + rbx*8], rax
-je found
-inc rbx
-jmp find
-new_l4:
+jb found
 cmp rbx, {user_l4_tables}
 jae full
-mov qword ptr [r9 + rbx*8], rax
+mov qword ptr [rdi + rbx*8 + 8], rax
 inc rcx
 mov qword ptr [{user_l4_count}], rcx
 found:
@@ -521,27 +505,56 @@ shr r14, 12
 add r14, rbx
 mov r14, qword ptr [r9 + r14*8]
 shl r14, 12
+cld
 xor r15d, r15d
 sync:
-cmp r15d, {user_l4_slots}
-jae synced
-mov rdx, qword ptr [r12 + r15*8]
-cmp rdx, qword ptr [r13 + r15*8]
-je same
-mov qword ptr [{mmu_update} + 8], rdx
+lea rsi, [r12 + r15*8]
+lea rdi, [r13 + r15*8]
+mov ecx, {user_l4_slots}
+sub ecx, r15d
+repe cmpsq
+je synced
+lea r15, [rsi - 8]
+sub r15, r12
+shr r15, 3
+mov rax, qword ptr [r12 + r15*8]
 lea rdx, [r14 + r15*8]
-mov qword ptr [{mmu_update}], rdx
-mov rdi, {mmu_update}
-mov esi, 1
-xor edx, edx
-mov r10d, {domid_self}
-call {hc_mmu_update}
-test rax, rax
-jne refused
-same:
+call {pv_mmu_update}
 inc r15d
 jmp sync
 synced:
+mov rbp, rbx
+shl rbp, 12
+lea rdi, [{user_l4_shadows}]
+add rbp, rdi
+lea rdi, [rbp + {first_upper_slot} * 8]
+lea rsi, [r12 + {first_upper_slot} * 8]
+mov ecx, 512 - {first_upper_slot}
+repe cmpsq
+je upper_synced
+mov r15d, {first_upper_slot}
+upper:
+cmp r15d, 512
+jae upper_done
+xor eax, eax
+mov rdx, qword ptr [r12 + r15*8]
+test dl, 1
+je upper_wanted
+call {pv_user_view_top}
+upper_wanted:
+cmp rax, qword ptr [r13 + r15*8]
+je upper_same
+lea rdx, [r14 + r15*8]
+call {pv_mmu_update}
+upper_same:
+inc r15d
+jmp upper
+upper_done:
+lea rdi, [rbp + {first_upper_slot} * 8]
+lea rsi, [r12 + {first_upper_slot} * 8]
+mov ecx, 512 - {first_upper_slot}
+rep movsq
+upper_synced:
 call {pv_glue_range}
 mov r9, qword ptr [{mfn_list_ptr}]
 mov rax, r12
@@ -560,7 +573,6 @@ mov r10d, {domid_self}
 call {hc_mmuext_op}
 test rax, rax
 jne refused
-call {pv_map_shared_info}
 pop r15
 pop r14
 pop r13
@@ -572,6 +584,7 @@ pop rdi
 pop rsi
 pop rdx
 pop rcx
+pop rbp
 pop rbx
 pop rax
 popfq
@@ -581,6 +594,188 @@ mov rax, {failure_user_l4}
 call {pv_fatal}
 refused:
 mov rax, {failure_mmuext}
+call {pv_fatal}
+
+## pv_find
+; rdi = a table of .pvdata: a u64 count, then that many u64 keys; rax = a key. Returns
+; in rcx the count and in rbx the key's index, or the count when it is not there.
+; Clobbers the flags.
+mov rcx, qword ptr [rdi]
+xor ebx, ebx
+look:
+cmp rbx, rcx
+jae done
+cmp qword ptr [rdi + rbx*8 + 8], rax
+je done
+inc rbx
+jmp look
+done:
+ret
+
+## pv_mmu_update
+; One HYPERVISOR_mmu_update: rdx = the machine address of the entry, rax = its new
+; value; a refusal crashes the domain, naming mmu_update. Clobbers rax, rdi, rsi, rdx,
+; r8, r10 and the flags.
+mov qword ptr [{mmu_update}], rdx
+mov qword ptr [{mmu_update} + 8], rax
+mov rdi, {mmu_update}
+mov esi, 1
+xor edx, edx
+mov r10d, {domid_self}
+call {hc_mmu_update}
+test rax, rax
+jne failed
+ret
+failed:
+mov rax, {failure_mmu_update}
+call {pv_fatal}
+
+## pv_user_view_top
+; rdx = a present entry of a kernel L4's upper half (slots {first_upper_slot}-511). Returns
+; in rax the user L4's entry in its place (pv_user_view of the L3 it links), made the
+; first time the entry is met and remembered after: the views of a kernel's upper
+; half are built once, as Linux builds level3_user_vsyscall once, and later user
+; mappings the kernel makes there are not seen (its program text, like Linux's
+; vsyscall page, is mapped before its first process). A CR3 write then costs a lookup
+; per upper slot, not a walk of every kernel table. Preserves rbx, rbp and r12-r15.
+push rbx
+lea rdi, [{user_view_top_count}]
+mov rax, rdx
+call {pv_find}
+cmp rbx, rcx
+jae build
+mov rax, qword ptr [{user_view_top_user} + rbx*8]
+pop rbx
+ret
+build:
+cmp rcx, {user_view_tables}
+jae full
+mov qword ptr [rdi + rcx*8 + 8], rdx
+push rcx
+mov ecx, 3
+call {pv_user_view}
+pop rcx
+mov qword ptr [{user_view_top_user} + rcx*8], rax
+inc rcx
+mov qword ptr [{user_view_top_count}], rcx
+pop rbx
+ret
+full:
+mov rax, {failure_user_view}
+call {pv_fatal}
+
+## pv_user_view
+; rdx = a present entry of one of the kernel's tables, linking a table of level ecx
+; (1-3) of its upper half. Returns in rax the entry the user L4's view puts in its
+; place: the same flags, linking a table of the glue's that maps only the pages under
+; it the kernel mapped for user mode (an L1 entry with U that Xen did not mark
+; _PAGE_GUEST_KERNEL, XEN-ABI64.md 1.8), kept in step entry by entry with mmu_update;
+; 0 when there is no such page and no view yet. A view is found by the kernel table it
+; views (the kernel's upper half is shared by its L4s, and so are the views), from a
+; pool of {user_view_tables}. Each table is read at VIRT_BASE + its pseudo-physical
+; frame, from Xen's M2P. Preserves rbx, rbp and r12-r15; clobbers the rest.
+push rbx
+push rbp
+push r12
+push r13
+push r14
+push r15
+mov r15, rdx
+mov r14d, ecx
+mov rax, {pte_address_mask}
+and rdx, rax
+shr rdx, 12
+mov rax, {m2p}
+mov r13, qword ptr [rax + rdx*8]
+cmp r13, {identity_max_pages}
+jae too_many
+shl r13, 12
+mov r12, {virt_base}
+add r12, r13
+lea rdi, [{user_view_count}]
+mov rax, r13
+call {pv_find}
+cmp rbx, rcx
+jb entries
+mov rbx, -1
+entries:
+xor ebp, ebp
+entry:
+cmp ebp, 512
+jae viewed
+mov rdx, qword ptr [r12 + rbp*8]
+test dl, 1
+je unwanted
+cmp r14d, 1
+jne upper_level
+test dl, {page_user}
+je unwanted
+bt rdx, {page_guest_kernel_bit}
+jc unwanted
+mov rax, rdx
+jmp wanted
+upper_level:
+test dl, {page_large}
+jne unwanted
+lea ecx, [r14 - 1]
+call {pv_user_view}
+jmp wanted
+unwanted:
+xor eax, eax
+wanted:
+cmp rbx, -1
+jne have_view
+test rax, rax
+je next
+mov rcx, qword ptr [{user_view_count}]
+cmp rcx, {user_view_tables}
+jae too_many
+mov qword ptr [{user_view_kernel} + rcx*8], r13
+mov rbx, rcx
+inc rcx
+mov qword ptr [{user_view_count}], rcx
+have_view:
+mov rsi, rbx
+shl rsi, 12
+lea rdi, [{user_view_pool}]
+add rsi, rdi
+cmp qword ptr [rsi + rbp*8], rax
+je next
+mov r8, rax
+call view_machine_address
+lea rdx, [rax + rbp*8]
+mov rax, r8
+call {pv_mmu_update}
+next:
+inc ebp
+jmp entry
+viewed:
+xor eax, eax
+cmp rbx, -1
+je done
+call view_machine_address
+mov rdx, {pte_address_mask}
+not rdx
+and rdx, r15
+or rax, rdx
+done:
+pop r15
+pop r14
+pop r13
+pop r12
+pop rbp
+pop rbx
+ret
+view_machine_address:
+mov rax, {user_view_pool_phys}
+shr rax, 12
+add rax, rbx
+mov rdi, qword ptr [{mfn_list_ptr}]
+mov rax, qword ptr [rdi + rax*8]
+shl rax, 12
+ret
+too_many:
+mov rax, {failure_user_view}
 call {pv_fatal}
 
 ## pv_glue_range

@@ -6,6 +6,10 @@ The kernel runs at CPL 3, so no ring changes: the hypervisor writes the frame it
 and moves the registers. From user mode it first toggles to kernel mode (GS swap, the
 kernel L4) and starts on kernel_sp; from kernel mode it stays on the interrupted stack
 and clears the RPL of the saved CS, which is how the handler knows where the event hit.
+A kernel pvtool patched keeps its kernel stack where the bare machine reads it, in its
+TSS's RSP0, which it rewrites at every context switch with a plain store: for it the
+stack is read there afresh (its glue records the TSS `ltr` loaded in vcpu_regs), as for
+a patched 32-bit kernel (docs/ABI.md, "The kernel stack from the TSS").
 Xen returns to the guest with SYSRET, which clobbers RCX and R11: so the frame begins
 with them, the handler pops them, and what is left is a hardware iretq frame. A bounce
 from compat (32-bit) user code also puts the CPU back on the 64-bit code segment.
@@ -18,6 +22,7 @@ back.
 import struct
 from dataclasses import dataclass
 
+from pvtool.abi.pvtool import VCPU_REGS_64
 from pvtool.abi.xen import CallbackType, VmAssistType
 from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import DomainCrash, HypercallError
@@ -34,6 +39,7 @@ from pvtool.x86.registers import (
     EFLAGS_TF,
     EFLAGS_VM,
 )
+from pvtool.x86.tss import TSS64_RSP0
 
 FRAME_ALIGN = 16
 IOPL_SHIFT = 12
@@ -93,7 +99,8 @@ def bounce(dom: PvDomain, vcpu64: Vcpu64, handler: int, at: Interrupted, *,
 def _to_kernel(dom: PvDomain, vcpu64: Vcpu64, at: Interrupted) -> tuple[int, int]:
     """Where the frame goes and the CS it saves: from kernel mode the interrupted
     stack, the CS's RPL cleared ("the event hit kernel mode"); from user mode
-    kernel_sp, after the toggle to kernel mode (and to 64-bit code, from compat)."""
+    kernel stack (kernel_stack), after the toggle to kernel mode (and to 64-bit code,
+    from compat)."""
     cs = at.cs & 0xFFFF
     if vcpu64.kernel_mode:
         return at.rsp, cs & ~3
@@ -101,7 +108,7 @@ def _to_kernel(dom: PvDomain, vcpu64: Vcpu64, at: Interrupted) -> tuple[int, int
     vcpu64.toggle(cpu, dom.pagetables.load_cr3)
     if is_compat(cpu.read(CS)):  # the CPU's: sysenter's frame names CS 3
         leave_compat(cpu)
-    return vcpu64.kernel_sp, cs
+    return kernel_stack(dom, vcpu64), cs
 
 
 def _push(dom: PvDomain, sp: int, words: list[int]) -> int:
@@ -124,6 +131,22 @@ def _enter_handler(dom: PvDomain, handler: int, at: Interrupted, top: int, *,
     cpu.write(RFLAGS, new_flags)
     cpu.write(RCX, handler)  # SYSRET's: RCX is the return address, R11 the flags
     cpu.write(R11, new_flags)
+
+
+def kernel_stack(dom: PvDomain, vcpu64: Vcpu64) -> int:
+    """Where a bounce from user mode starts, read in kernel mode: a patched kernel's
+    TSS RSP0 once its glue has recorded a TSS, else stack_switch's kernel_sp."""
+    if dom.regs_block is None:
+        return vcpu64.kernel_sp
+    tss = _read_u64(dom, dom.regs_block + VCPU_REGS_64.offset("tss_base"), "vcpu_regs")
+    return _read_u64(dom, tss + TSS64_RSP0, "TSS") if tss else vcpu64.kernel_sp
+
+
+def _read_u64(dom: PvDomain, address: int, what: str) -> int:
+    try:
+        return struct.unpack("<Q", dom.copy_from_guest(address, 8))[0]
+    except HypercallError:
+        raise DomainCrash(f"the {what} at {address:#x} is not mapped") from None
 
 
 def _write_frame(dom: PvDomain, address: int, frame: bytes) -> None:

@@ -30,6 +30,7 @@ from pvtool.hv.emulate64 import Emulator64
 from pvtool.hv.errors import DomainCrash
 from pvtool.hv.hypercalls import TABLE_64, call
 from pvtool.hv.hypercalls.common import NO_RESULT
+from pvtool.hv.ptwr import handle_write_fault
 from pvtool.hv.traps import PvSupervisor, _vector_name
 from pvtool.hv.trapsites64 import TrapSites64
 from pvtool.hv.vcpu64 import Callback64, Vcpu64
@@ -167,7 +168,11 @@ class Pv64Supervisor(PvSupervisor):
         error_code, address = event.error_code, None
         if vector == Vector.PF:
             address = self.cpu.read(CR2)
-            error_code = self._page_fault(error_code or 0, address)
+            error_code = self._guest_error_code(error_code or 0)
+            if self._store_into_page_table(address, error_code):
+                return None
+            self.domain.memory.write_phys(self.domain.vcpu.info + VCPU_CR2_64,
+                                          struct.pack("<Q", address))
         elif vector in EXCEPTIONS_WITH_ERROR_CODE_64:
             error_code = error_code or 0
         else:
@@ -175,13 +180,22 @@ class Pv64Supervisor(PvSupervisor):
         self.exits[Exit.EXCEPTION] += 1
         return self._exception(vector, error_code, interrupted_at(self.cpu, ip), address)
 
-    def _page_fault(self, error_code: int, address: int) -> int:
-        """ADDRESS (CR2) into vcpu_info.arch.cr2 (8 bytes at 16 on 64-bit); the error
-        code's U bit says whether the guest was in user mode, not the CPL, which is
-        always 3 (pv/traps.c)."""
-        self.domain.memory.write_phys(self.domain.vcpu.info + VCPU_CR2_64,
-                                      struct.pack("<Q", address))
+    def _guest_error_code(self, error_code: int) -> int:
+        """A #PF's error code as the guest sees it: its U bit says whether the guest
+        was in user mode, not the CPL, which is always 3 (pv/traps.c). A bounced #PF
+        has its address in vcpu_info.arch.cr2 (8 bytes at 16 on 64-bit)."""
         return error_code & ~PF_U | (0 if self.state.kernel_mode else PF_U)
+
+    def _store_into_page_table(self, address: int, error_code: int) -> bool:
+        """Whether the #PF was a kernel store into a page table it maps read-only,
+        emulated as Xen's writable page tables do for a 64-bit PV guest
+        (pv/ro-page-fault.c, ptwr_do_page_fault: hv/ptwr.py), in L1s only unless the
+        domain's rules say every level (a patched PC kernel's, hv/pagemodes.py)."""
+        if not self.state.kernel_mode or not handle_write_fault(self.domain, address,
+                                                                  error_code):
+            return False
+        self.exits[Exit.PTWR] += 1
+        return True
 
     def _exception(self, vector: int, error_code: int | None, at: Interrupted,
                    address: int | None = None) -> int:

@@ -177,13 +177,22 @@ class PageTables:
 
     # -- updates -----------------------------------------------------------------------
     def mmu_update(self, address: int, value: int) -> None:
-        """One MMU_NORMAL_PT_UPDATE: the entry at machine ADDRESS of a table in use."""
+        """One MMU_NORMAL_PT_UPDATE at machine ADDRESS, in a frame of the domain's. Into
+        a page table in use it is a validated entry update (mod_lN_entry); any other
+        frame is written as ordinary memory, a table nothing holds devalidated first:
+        Xen's do_mmu_update takes a frame whose page_lock fails (no type reference) as
+        PGT_writable_page and writes it with paging_write_guest_entry, unvalidated
+        (xen/arch/x86/mm.c), which is how a kernel fills a table before it uses it."""
         mfn, offset = address >> PAGE_SHIFT, address & (paging.PAGE_SIZE - 1)
-        if offset % self.entry_size or not self.validator.in_use(mfn) \
-                or self.frames.owner(mfn) != self.domain.domid:
-            raise HypercallError(Errno.EINVAL, f"{address:#x} is not an entry of a page "
-                                 "table in use")
-        self.validator.update_entry(mfn, offset // self.entry_size, value, downgrade=False)
+        if offset % self.entry_size or self.frames.owner(mfn) != self.domain.domid:
+            raise HypercallError(Errno.EINVAL, f"{address:#x} is not an entry in a frame "
+                                 "of the domain's")
+        if self.validator.in_use(mfn):
+            self.validator.update_entry(mfn, offset // self.entry_size, value,
+                                        downgrade=False)
+            return
+        self.make_writable(mfn)
+        self.validator.write_entry(address, value)
 
     def update_va_mapping(self, vaddr: int, pte: int) -> None:
         mfn, index = self.l1_slot_for(vaddr)

@@ -9,8 +9,9 @@
 - Page-aligned after those: the page the PV entry maps onto shared_info (the glue's
   vcpu_info, reached with a disp32 from the kernel's code: Xen's own range is out of
   that reach), the GDT shadow, the user L4 tables (one per kernel L4 the kernel loads,
-  holding only the user half: XEN-ABI64.md 1.1, 1.8) and the tables of the identity
-  map of low RAM the kernel's 64-bit entry expects.
+  holding its lower half: XEN-ABI64.md 1.1, 1.8), the tables of the user-mode view of
+  its upper half (only the pages the kernel mapped for user mode) and the tables of the
+  identity map of low RAM the kernel's 64-bit entry expects.
 
 Every address the glue and the rewrites use is one of `symbols()`.
 """
@@ -42,8 +43,8 @@ POLL_ARG = IOPL_ARG + 16  # 0x180: sched_poll_64, no ports: wait forever
 SHUTDOWN_ARG = POLL_ARG + xen64.SCHED_POLL_64.size  # 0x198
 START_INFO_PTR = SHUTDOWN_ARG + 8  # 0x1a0
 MFN_LIST_PTR = START_INFO_PTR + 8  # start_info.mfn_list: the P2M, pfn -> mfn
-SHARED_INFO_PTE = MFN_LIST_PTR + 8  # the entry mapping the shared_info page
-USER_L4_COUNT = SHARED_INFO_PTE + 8
+# Each count below is right before its keys: the glue's pv_find reads them as a table.
+USER_L4_COUNT = MFN_LIST_PTR + 16  # 0x1b8
 USER_L4_KERNEL = USER_L4_COUNT + 8  # 0x1c0: the kernel L4 (physical) of each user L4
 USER_L4_TABLES = 16
 GDT_FRAMES = USER_L4_KERNEL + USER_L4_TABLES * 8  # 0x240: u64 frames for set_gdt
@@ -55,6 +56,16 @@ PV_STACK = 0xC00
 TRAP_INFO_BUF = PAGE_SIZE  # 256 gates and the terminating entry: just over a page
 TRAP_INFO_ENTRIES = 257
 CMDLINE = TRAP_INFO_BUF + TRAP_INFO_ENTRIES * xen64.TRAP_INFO_64.size + 0xF0  # 0x2100
+# The user-mode view of the kernel's upper half (pv_user_view): how many tables of
+# the pool are in use, then the kernel table (pseudo-physical) each one views; and
+# the views made of the kernel L4's upper entries (pv_user_view_top): how many, each
+# kernel L4 entry, and the user L4 entry made of it.
+USER_VIEW_COUNT = CMDLINE + MAX_GUEST_CMDLINE  # 0x2500
+USER_VIEW_TABLES = 32
+USER_VIEW_KERNEL = USER_VIEW_COUNT + 8
+USER_VIEW_TOP_COUNT = USER_VIEW_KERNEL + USER_VIEW_TABLES * 8  # 0x2608
+USER_VIEW_TOP_KERNEL = USER_VIEW_TOP_COUNT + 8
+USER_VIEW_TOP_USER = USER_VIEW_TOP_KERNEL + USER_VIEW_TABLES * 8  # to 0x2810
 FILE_SIZE = 3 * PAGE_SIZE
 # Page-aligned, zero-filled memory after the file-backed pages.
 SHARED_INFO_PAGE = FILE_SIZE
@@ -66,25 +77,36 @@ GDT_SHADOW = TRAP_HANDLERS + 3 * PAGE_SIZE
 GDT_SHADOW_ENTRIES = FIRST_RESERVED_GDT_ENTRY  # Xen's own entries lie above (pvdata.py)
 GDT_SHADOW_FRAMES = GDT_SHADOW_ENTRIES * DESCRIPTOR_SIZE // PAGE_SIZE
 USER_L4_POOL = GDT_SHADOW + GDT_SHADOW_FRAMES * PAGE_SIZE
+USER_VIEW_POOL = USER_L4_POOL + USER_L4_TABLES * PAGE_SIZE
 # The identity map of low RAM: one L3, one L2, and L1s for IDENTITY_PAGES (128 MiB,
 # a minikern's RAM many times over; one 4-level L1 maps 2 MiB).
-IDENTITY_L3 = USER_L4_POOL + USER_L4_TABLES * PAGE_SIZE
+IDENTITY_L3 = USER_VIEW_POOL + USER_VIEW_TABLES * PAGE_SIZE
 IDENTITY_L2 = IDENTITY_L3 + PAGE_SIZE
 IDENTITY_L1S = IDENTITY_L2 + PAGE_SIZE
 IDENTITY_L1_TABLES = 64
 ENTRIES = 512
 IDENTITY_PAGES = IDENTITY_L1_TABLES * ENTRIES
-MEMSZ = IDENTITY_L1S + IDENTITY_L1_TABLES * PAGE_SIZE
+IDENTITY_END = IDENTITY_L1S + IDENTITY_L1_TABLES * PAGE_SIZE  # the last page table
+# The kernel L4's upper entries each user L4's upper half was last made from: ordinary
+# writable pages, past the tables.
+USER_L4_SHADOWS = IDENTITY_END
+MEMSZ = USER_L4_SHADOWS + USER_L4_TABLES * PAGE_SIZE
 
 GLUE_FAILURES = {
     **{name: GLUE_FAILURES_32[name] for name in ("paging_off", "set_gdt", "ldt")},
     "iopl": "PHYSDEVOP_set_iopl refused I/O privilege for the kernel",
-    "map": "update_va_mapping or mmu_update refused a mapping the PV entry needs",
+    "map": "update_va_mapping refused a mapping the PV entry needs, or low RAM is too "
+           "large for its identity map",
     "glue_range": "mov to CR3: the new L4 does not map the link range down to an L2, "
                   "or maps something else where the glue lies",
     "mmuext": "mmuext_op refused a new L4 (kernel or user), a pin or an invlpg",
+    "mmu_update": "mmu_update refused an entry: of the PV entry's identity map, of a "
+                  "user L4 or of its view of the kernel's upper half",
     "user_l4": f"mov to CR3: more than {USER_L4_TABLES} distinct L4 tables, each needing "
                "a user L4 of the glue's",
+    "user_view": f"mov to CR3: the user-mode view of the kernel's upper half needs more "
+                 f"than {USER_VIEW_TABLES} tables or upper L4 entries, or a kernel table "
+                 "lies past the RAM the glue maps",
     "gdt_reserved": f"lgdt: a present descriptor at entry {FIRST_RESERVED_GDT_ENTRY} or "
                     "above, where Xen keeps its own GDT entries",
     "set_trap_table": "lidt: HYPERVISOR_set_trap_table refused the IDT's gates",
@@ -129,12 +151,17 @@ class PvData64:
             "shutdown_crash_arg": b + SHUTDOWN_ARG,
             "start_info_ptr": b + START_INFO_PTR,
             "mfn_list_ptr": b + MFN_LIST_PTR,
-            "shared_info_pte": b + SHARED_INFO_PTE,
             "user_l4_count": b + USER_L4_COUNT,
-            "user_l4_kernel": b + USER_L4_KERNEL,
             "user_l4_tables": USER_L4_TABLES,
             "user_l4_pool": b + USER_L4_POOL,
             "user_l4_pool_phys": self.phys_base + USER_L4_POOL,
+            "user_view_count": b + USER_VIEW_COUNT,
+            "user_view_kernel": b + USER_VIEW_KERNEL,
+            "user_view_tables": USER_VIEW_TABLES,
+            "user_view_top_count": b + USER_VIEW_TOP_COUNT,
+            "user_view_top_user": b + USER_VIEW_TOP_USER,
+            "user_view_pool": b + USER_VIEW_POOL,
+            "user_view_pool_phys": self.phys_base + USER_VIEW_POOL,
             "gdt_frames": b + GDT_FRAMES,
             "gdt_shadow": b + GDT_SHADOW,
             "gdt_shadow_entries": GDT_SHADOW_ENTRIES,
@@ -156,7 +183,8 @@ class PvData64:
             "identity_l1_tables": IDENTITY_L1_TABLES,
             "identity_max_pages": IDENTITY_PAGES,
             "pvdata_tables_phys": self.phys_base + USER_L4_POOL,
-            "pvdata_tables_end_phys": self.phys_base + MEMSZ,
+            "pvdata_tables_end_phys": self.phys_base + IDENTITY_END,
+            "user_l4_shadows": b + USER_L4_SHADOWS,
             **{f"failure_{name}": b + offset for name, offset in _failure_offsets().items()},
         }
 

@@ -54,6 +54,20 @@ def test_every_other_mode_is_a_row_measured_or_saying_why_not(nanobench64_report
         assert pv["prepare_seconds"] > 0 and len(pv["null_hypercall_cycles"]) == 1
 
 
+def test_the_patched_guest_runs_under_pv_with_its_operations_priced(nanobench64_report):
+    """The xen64 port of nanobench64 runs to its end under PV: every operation has its
+    cycles, each context and CR3 switch is an mmuext_op (NEW_BASEPTR and
+    NEW_USER_BASEPTR), each system call comes back by HYPERVISOR_iret."""
+    data, _, _ = nanobench64_report
+    (guest,) = data["guests"]
+    pv = guest["modes"]["pv"]
+    assert pv["ok"] and pv["guest_passed"], pv["error"]
+    for name, row in guest["operations"].items():
+        assert row["pv"]["cycles_per_op"] > 0 and row["pv"]["null_hypercalls"] > 0, name
+    assert pv["hypercalls"]["mmuext_op"] >= 256 + 512
+    assert pv["hypercalls"]["iret"] >= 256
+
+
 def test_qemu_system_x86_64_judges_the_64_bit_guest(nanobench64_report):
     require_tool(QEMU64)
     data, stdout, _ = nanobench64_report

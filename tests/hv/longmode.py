@@ -85,6 +85,14 @@ class PageTables:
             raise DomainCrash("Guest switching to user mode with no user page tables")
         self.machine.cpu.write(CR3, mfn << 12)
 
+    def in_use(self, mfn: int) -> bool:
+        """No frame is a validated page table here: a kernel store into a read-only
+        page is the guest's #PF (hv/ptwr.py)."""
+        return False
+
+    def give_back_write_access(self, entry_addr: int) -> bool:
+        return False
+
 
 class NoGuestGdt:
     """The harness's domain has no guest descriptors (hv/gdt.py keeps a real domain's):
@@ -95,6 +103,8 @@ class NoGuestGdt:
 
 
 class LongModeDomain:
+    regs_block: int | None = None  # a patched kernel's vcpu_regs (abi/pvtool.py): none
+
     def __init__(self, trace: bool = False):
         self.machine = machine = Machine(ram_size=RAM, output=lambda data: None, bits=64)
         self.memory = machine.memory

@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from pvtool.abi.pvtool import VCPU_REGS_64
 from pvtool.abi.xen import CallbackType
 from pvtool.abi.xen64 import VGCF_IN_SYSCALL, hypercall_page_64
 from pvtool.hv.vcpu64 import Callback64, TrapInfo64
@@ -175,6 +176,31 @@ def test_user_syscall_bounces_to_the_syscall_callback_on_kernel_sp(dom):
     assert reg(dom, RFLAGS) & 0x400 == 0  # DF cleared for the callback
     assert dom.upcall_mask == 1  # CALLBACKF_mask_events
     assert dom.machine.exits[Exit.SYSCALL] == 1
+
+
+@pytest.mark.parametrize("rsp0", [0x3E0000, 0x3D0000])
+def test_a_patched_kernels_bounce_from_user_mode_starts_at_its_tss_rsp0(dom, rsp0):
+    """A kernel pvtool patched rewrites RSP0 in its TSS at each context switch, with a
+    plain store, and its glue records the TSS ltr loaded in vcpu_regs: the bounce
+    starts there, not at stack_switch's kernel_sp (docs/ABI.md, "The kernel stack
+    from the TSS")."""
+    regs, tss = KERNEL_CODE + 0x2000, KERNEL_CODE + 0x3000
+    dom.regs_block = regs
+    dom.memory.write_phys(regs + VCPU_REGS_64.offset("tss_base"), struct.pack("<Q", tss))
+    dom.memory.write_phys(tss + 4, struct.pack("<Q", rsp0))
+    state = dom.vcpu.long_mode
+    state.callbacks[CallbackType.syscall] = Callback64(HANDLER, True)
+    after = run_user(dom, "syscall")
+    assert reg(dom, RIP) == HANDLER and state.kernel_mode
+    assert reg(dom, RSP) == rsp0 - 56
+    assert dom.qwords(rsp0 - 56, 7)[2] == after
+
+
+def test_a_patched_kernel_before_its_ltr_bounces_on_kernel_sp(dom):
+    dom.regs_block = KERNEL_CODE + 0x2000  # tss_base still 0
+    dom.vcpu.long_mode.callbacks[CallbackType.syscall] = Callback64(HANDLER, True)
+    run_user(dom, "syscall")
+    assert reg(dom, RSP) == KERNEL_STACK - 56
 
 
 def test_user_syscall_round_trip_through_hypervisor_iret(dom):

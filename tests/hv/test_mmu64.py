@@ -193,9 +193,67 @@ def test_a_page_table_frame_is_never_mapped_writable(dom):
     assert mmu_update(dom, (l1e_of(dom, 0), l4 | P | A)) == 0  # read-only it may be
 
 
-def test_an_entry_address_must_be_8_byte_aligned_in_a_table_in_use(dom):
+def test_an_entry_address_must_be_8_byte_aligned(dom):
     assert mmu_update(dom, (l1e_of(dom, 0) + 4, 0)) == neg(EINVAL)
-    assert mmu_update(dom, (phys(dom, va(dom, 2)), 0)) == neg(EINVAL)  # not a table
+    assert mmu_update(dom, (phys(dom, va(dom, 2)) + 4, 0)) == neg(EINVAL)  # not a table
+
+
+# -- mmu_update into a frame that is no page table in use (xen/arch/x86/mm.c: page_lock
+# fails, get_page_type(PGT_writable_page), paging_write_guest_entry) ------------------------
+def test_mmu_update_writes_a_frame_that_is_no_page_table_as_plain_memory(dom):
+    """No validation: a value every table would refuse (PCD, a frame past the domain's
+    RAM) lands as it is, and the frame stays no page table."""
+    frame = phys(dom, va(dom, 2))
+    dom.memory.write_phys(frame, b"\xaa" * PAGE)
+    refused_as_entry = RAM | KERNEL_L1E | PCD
+    done = va(dom, 3)
+    dom.write("args", struct.pack("<QQQQ", frame + 8 * 7, refused_as_entry, frame, 5))
+    assert hypercall(dom, HC.mmu_update, dom.guest["args"], 2, done, DOMID_SELF) == 0
+    assert struct.unpack_from("<I", dom.memory.read_phys(phys(dom, done), 4))[0] == 2
+    assert read_u64(dom, frame + 8 * 7) == refused_as_entry
+    assert read_u64(dom, frame) == 5
+    assert dom.memory.read_phys(frame + 8, 8 * 6) == b"\xaa" * 48
+    assert frame // PAGE not in dom.domain.pagetables.typed
+
+
+def test_an_l4_filled_by_mmu_update_is_validated_when_it_becomes_the_user_base(dom):
+    """Linux's and the xen64 glue's order: fill the new user L4, then load it."""
+    l3 = phys(dom, va(dom, 1))
+    make_read_only(dom, 1)
+    dom.memory.write_phys(l3, bytes(PAGE))
+    l4 = phys(dom, va(dom, 0))
+    dom.memory.write_phys(l4, b"\xff" * PAGE)
+    assert mmu_update(dom, *((l4 + 8 * slot, 0) for slot in range(512))) == 0
+    assert mmu_update(dom, (l4, l3 | P | RW)) == 0
+    assert read_u64(dom, l4) == l3 | P | RW  # as written: not yet a table
+    make_read_only(dom, 0)
+    assert mmuext(dom, (NEW_USER_BASEPTR, l4 // PAGE)) == 0
+    assert read_u64(dom, l4) == l3 | P | RW | US | A  # validated on use
+    assert dom.domain.pagetables.typed[l4 // PAGE] == 4
+    assert dom.domain.pagetables.typed[l3 // PAGE] == 3
+
+
+def test_a_table_nothing_holds_is_written_as_plain_memory_and_is_no_table_after(dom):
+    """An L4 that was the base and is not any more (pvtool keeps it validated) has no
+    type reference on Xen, so its entry is written unvalidated and it is a table no
+    longer; the base in use is still validated entry by entry."""
+    builders = dom.cpu.read(CR3) & ADDRESS
+    mfn = new_l4(dom, 0, {511: kernel_slot(dom)})
+    assert mmuext(dom, (NEW_BASEPTR, mfn)) == 0
+    assert mmuext(dom, (NEW_BASEPTR, builders // PAGE)) == 0
+    assert dom.domain.pagetables.typed[mfn] == 4
+    assert mmu_update(dom, (mfn * PAGE + 8 * 5, RAM | UPPER)) == 0
+    assert read_u64(dom, mfn * PAGE + 8 * 5) == RAM | UPPER
+    assert mfn not in dom.domain.pagetables.typed
+    assert mmu_update(dom, (builders + 8 * 5, RAM | UPPER)) == neg(EINVAL)
+
+
+def test_mmu_update_into_a_frame_the_domain_does_not_own_is_refused(dom):
+    m2p_frame = read_u64(dom, entry_addresses(dom, M2P_START)[3]) & ADDRESS
+    before = read_u64(dom, m2p_frame + 8)
+    for frame in (m2p_frame, RAM):
+        assert mmu_update(dom, (frame + 8, before ^ 0x1234)) == neg(EINVAL), hex(frame)
+    assert read_u64(dom, m2p_frame + 8) == before
 
 
 # -- update_va_mapping with a 64-bit address ---------------------------------------------

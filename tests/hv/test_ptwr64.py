@@ -14,6 +14,7 @@ import pytest
 from pvtool.hv.errors import DomainCrash
 from pvtool.hv.ptwr import handle_write_fault
 from pvtool.machine.cpu import CR3, GPRS64_BY_NAME, RIP
+from pvtool.machine.exits import Exit
 from tests.hv.harness import boot
 from tests.hv.xenguest64 import (
     ADDRESS,
@@ -109,3 +110,28 @@ def test_a_store_into_the_l4_is_left_to_the_guest_as_on_xen(dom):
     assert not store(dom, "store_qword", l4 + VIRT_BASE + 8 * 300, frame(dom, 1) | P | RW)
     assert read_u64(dom, l4 + 8 * 300) == before
     assert dom.cpu.read(RIP) == dom.guest["store_qword"]
+
+
+# -- through the CPU: the 64-bit supervisor's #PF path (hv/entry64.py) ---------------------
+REMAP = """
+    mov rbx, [rip + l1e_va]
+    mov rax, [rip + new_pte]
+    mov qword ptr [rbx], rax
+    mov rax, [rip + frames]
+    mov [rip + seen], rax
+"""
+REMAP_DATA = "l1e_va: .quad 0\nnew_pte: .quad 0\nseen: .quad 0"
+
+
+def test_a_kernels_own_store_into_its_l1_is_emulated_and_the_new_mapping_used(build64):
+    """The guest's store faults (its L1 is mapped read-only), Xen's ptwr emulates it
+    (pv/ro-page-fault.c), and the guest goes on to read through the new entry."""
+    dom = boot(build64(REMAP, data=REMAP_DATA, bss="frames: .skip 4096 * 2"), ram=RAM)
+    dom.write("l1e_va", (l1e(dom) + VIRT_BASE).to_bytes(8, "little"))
+    dom.write("new_pte", (frame(dom, 1) | P | RW | A | D).to_bytes(8, "little"))
+    dom.memory.write_phys(frame(dom, 1), (0x5EE).to_bytes(8, "little"))
+    stop = dom.run()
+    assert stop.reason == "shutdown (poweroff)", stop
+    assert int.from_bytes(dom.memory.read_phys(dom.addr("seen"), 8), "little") == 0x5EE
+    assert read_u64(dom, l1e(dom)) == frame(dom, 1) | P | RW | A | D | US | GUEST_KERNEL
+    assert dom.machine.exits[Exit.PTWR] == 1

@@ -22,6 +22,7 @@ from tests.patch.tools import segments
 
 KERNBASE = 0xFFFF_FFFF_8000_0000
 RAM = 32 << 20
+EINVAL = 22  # public/errno.h
 TABLES = 0xF0_0000  # L4, L3 (high), L3 (low), L2
 # Xen's read-only M2P (RO_MPT_VIRT_START, 0xffff800000000000): RAM from 0 again, where
 # a test writes the machine-to-pseudo-physical entries (test_glue64.identity_p2m).
@@ -57,6 +58,7 @@ class GlueMachine:
         self.calls: list[Hypercall] = []
         self.watch: dict[str, tuple[int, int]] = {}  # name -> (address, size) read per call
         self.stop_at: set[int] = set()  # hypercall numbers that end the run
+        self.refuse: set[int] = set()  # hypercall numbers answered -EINVAL, not 0
         self.cpu.hook_add(uc.UC_HOOK_INSN, self._syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
         self.functions = glue_functions(patched.with_suffix(".diff"))
 
@@ -99,7 +101,7 @@ class GlueMachine:
                                     cpu.reg_read(X.UC_X86_REG_RSP), memory))
         if number in self.stop_at:
             cpu.emu_stop()
-        cpu.reg_write(X.UC_X86_REG_RAX, 0)
+        cpu.reg_write(X.UC_X86_REG_RAX, -EINVAL & (1 << 64) - 1 if number in self.refuse else 0)
 
     # ---- setup
     def _load(self, patched: Path) -> None:

@@ -39,7 +39,8 @@ MBI, MMUEXT, MMU_UPDATE, CALLBACK = 0xA0, 0x120, 0x150, 0x160
 MFN_LIST_PTR, USER_L4_POOL = 0x1A8, 0x15000
 TRAP_INFO, CMDLINE, SHARED_INFO_PAGE = 0x1000, 0x2100, 0x3000
 GDT_FRAMES, GDT_SHADOW = 0x240, 0x7000
-IDENTITY_L3, IDENTITY_L2, IDENTITY_L1S, IDENTITY_END = 0x25000, 0x26000, 0x27000, 0x67000
+USER_VIEW_POOL = 0x25000  # the user-mode view of the kernel's upper half: 32 tables
+IDENTITY_L3, IDENTITY_L2, IDENTITY_L1S, IDENTITY_END = 0x45000, 0x46000, 0x47000, 0x87000
 IF = 1 << 9
 POINTER = STACK_TOP - 0x2000  # lgdt's and lidt's pseudo-descriptor, off the stack
 
@@ -218,8 +219,7 @@ def test_a_cr3_write_loads_the_kernel_l4_and_its_user_l4(machine):
     identity_p2m(machine)
     machine.watch = {"update": (base + MMU_UPDATE, 16), "ops": (base + MMUEXT, 48)}
     machine.call("pv_write_cr3", rax=l4)
-    assert numbers(machine) == [HC_MMU_UPDATE, HC_MMU_UPDATE, HC_MMUEXT_OP,
-                                HC_UPDATE_VA_MAPPING]
+    assert numbers(machine) == [HC_MMU_UPDATE, HC_MMU_UPDATE, HC_MMUEXT_OP]
     pool = (base - KERNBASE + USER_L4_POOL) >> 12  # the first user L4 (P2M is identity)
     updates = [struct.unpack("<QQ", c.memory["update"]) for c in machine.calls[:2]]
     assert updates == [((pool << 12) + 0, entries[0]), ((pool << 12) + 8 * 255, entries[255])]
@@ -227,7 +227,6 @@ def test_a_cr3_write_loads_the_kernel_l4_and_its_user_l4(machine):
     assert mmuext.args[:4] == (base + MMUEXT, 2, 0, DOMID_SELF)
     ops = [struct.unpack_from("<IxxxxQ", mmuext.memory["ops"], 24 * n) for n in range(2)]
     assert ops == [(MMUEXT_NEW_BASEPTR, l4 >> 12), (MMUEXT_NEW_USER_BASEPTR, pool)]
-    assert machine.calls[3].args[0] == base + SHARED_INFO_PAGE
     assert machine.u64(base + REGS_CR3) == l4
     # the kernel's L2 of its link range now maps the glue's 2 MiB (KERNBASE + 16 MiB,
     # L2 entry 8) with the PV entry's L1 for it, the ninth of the identity map
@@ -235,6 +234,56 @@ def test_a_cr3_write_loads_the_kernel_l4_and_its_user_l4(machine):
     assert phys == 16 << 20
     assert machine.u64(KERNBASE + 0x50_4000 + 8 * 8) == (phys + IDENTITY_L1S + 8 * 4096) | 0x67
     assert machine.u64(KERNBASE + 0x50_4000 + 8 * 7) == 0  # nothing else written
+
+
+def test_user_mode_sees_only_the_pages_the_kernel_mapped_for_it_in_its_upper_half(machine):
+    """The kernel's link range (slot 511) holds a user page (U, which Xen leaves without
+    _PAGE_GUEST_KERNEL), a kernel page as Xen validated it (U and _PAGE_GUEST_KERNEL,
+    bit 52) and one the kernel has not had validated (no U): the user L4's slot 511
+    leads through views of the L3, the L2 and the L1 (the glue's tables, from the pool,
+    the L1's first) to the user page alone (XEN-ABI64.md 1.1, 1.8)."""
+    base = pvdata(machine)
+    l4, l3, l2, l1 = 0x50_0000, 0x50_3000, 0x50_4000, 0x50_5000
+    machine.write(KERNBASE + l4 + 8 * 511, struct.pack("<Q", l3 | 0x67))
+    machine.write(KERNBASE + l3 + 8 * 510, struct.pack("<Q", l2 | 0x67))
+    machine.write(KERNBASE + l2 + 8 * 1, struct.pack("<Q", l1 | 0x67))
+    user_page, kernel_page, raw_kernel_page = 0x12_3125, 0x12_4067 | 1 << 52, 0x12_5063
+    machine.write(KERNBASE + l1 + 8 * 3, struct.pack("<3Q", user_page, kernel_page,
+                                                     raw_kernel_page))
+    identity_p2m(machine)
+    machine.watch = {"update": (base + MMU_UPDATE, 16)}
+    machine.call("pv_write_cr3", rax=l4)
+    assert numbers(machine) == [HC_MMU_UPDATE] * 4 + [HC_MMUEXT_OP]
+    phys = base - KERNBASE
+    view_l1, view_l2, view_l3 = (phys + USER_VIEW_POOL + 4096 * n for n in range(3))
+    user_l4 = phys + USER_L4_POOL
+    updates = [struct.unpack("<QQ", c.memory["update"]) for c in machine.calls[:4]]
+    assert updates == [(view_l1 + 8 * 3, user_page), (view_l2 + 8 * 1, view_l1 | 0x67),
+                       (view_l3 + 8 * 510, view_l2 | 0x67), (user_l4 + 8 * 511, view_l3 | 0x67)]
+    # Xen made those writes; the next load of the L4 finds the views made, and the
+    # user L4 in step: nothing to update (a later user mapping there is not seen)
+    for ptr, value in updates:
+        machine.write(KERNBASE + ptr, struct.pack("<Q", value))
+    machine.write(KERNBASE + l1 + 8 * 6, struct.pack("<Q", 0x12_6125))
+    machine.calls.clear()
+    machine.call("pv_write_cr3", rax=l4)
+    assert numbers(machine) == [HC_MMUEXT_OP]  # shared_info stays mapped: the glue's L1
+
+
+@pytest.mark.parametrize("refused, says", [
+    (HC_MMU_UPDATE, b"glue: mmu_update refused an entry: of the PV entry's identity map"),
+    (HC_MMUEXT_OP, b"glue: mmuext_op refused a new L4")])
+def test_a_refusal_during_a_cr3_write_names_the_call_refused(machine, refused, says):
+    l4 = 0x50_0000
+    machine.write(KERNBASE + l4, struct.pack("<Q", 0x50_1067))  # a user slot to copy
+    machine.write(KERNBASE + l4 + 8 * 511, struct.pack("<Q", 0x50_3067))
+    machine.write(KERNBASE + 0x50_3000 + 8 * 510, struct.pack("<Q", 0x50_4067))
+    identity_p2m(machine)
+    machine.refuse, machine.stop_at = {refused}, {HC_CONSOLE_IO}
+    machine.call("pv_write_cr3", rax=l4)
+    assert numbers(machine)[-2:] == [refused, HC_CONSOLE_IO]
+    _, size, text = machine.calls[-1].args[:3]
+    assert machine.read(text, size).startswith(says)
 
 
 @pytest.mark.parametrize("l2_entry", [None, 0x60_0067])  # no L2; another table at 16 MiB
