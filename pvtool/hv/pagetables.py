@@ -190,6 +190,9 @@ class PageTables:
             self.validator.update_entry(mfn, offset // self.entry_size, value,
                                         downgrade=False)
             return
+        if value >> 8 * self.entry_size:  # what update_entry refuses, plain or not
+            raise HypercallError(Errno.EINVAL, f"a {self.rules.name} entry has no high "
+                                 f"half ({value:#x})")
         self.make_writable(mfn)
         self.validator.write_entry(address, value)
 

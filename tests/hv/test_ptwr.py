@@ -10,6 +10,7 @@ scratch frames is mapped read-only at l1_va (tests/hv/test_mmu.py's PTWR prelude
 from pvtool.hv.frames import PINNED, VALIDATED, PageType, page_type
 from tests.hv.harness import boot
 from tests.hv.test_mmu import PTWR, PTWR_DATA, PTWR_HANDLERS, SCRATCH, frame
+from tests.hv.xenguest import EINVAL, neg
 
 PAGE = 4096
 INVLPG_LOCAL, PIN_L1_TABLE = 7, 0
@@ -158,4 +159,52 @@ def test_a_switch_back_to_a_validated_base_reads_none_of_its_tables(build):
     booted.run()
     assert booted.u32("rc") == 0
     assert reads == [other]  # validated once, the first time it is used
+    assert booted.domain.pagetables.base_mfn == base
+
+
+def test_a_validated_table_nothing_holds_is_never_written_behind_the_validator(build):
+    """The validation kept for a directory no base holds is what makes switching back a
+    count increment, so nothing may change the directory unseen: the kernel leaves it,
+    stores into it (an entry linking a frame of the hypervisor's as an L1), and the
+    store faults, drops the kept validation and lands as plain memory; switching back
+    then validates the directory whole again, and refuses it."""
+    booted = boot(build(PTWR + r"""
+    mov ebx, offset away
+    mov ecx, 2
+    xor edx, edx
+    mov esi, DOMID_SELF
+    HYPERCALL mmuext_op
+    mov [rc_away], eax
+    mov eax, [other_va]
+    mov dword ptr [eax + 7 * 4], 0xfc400067
+    mov ebx, offset back
+    mov ecx, 1
+    xor edx, edx
+    mov esi, DOMID_SELF
+    HYPERCALL mmuext_op
+    mov [rc_back], eax
+""", handlers=PTWR_HANDLERS, data=PTWR_DATA + """
+rc_away: .long 0xffffffff
+rc_back: .long 0xffffffff
+other_va: .long 0
+away: .fill 6, 4, 0
+back: .fill 3, 4, 0
+""", bss=SCRATCH))
+    base = booted.domain.pagetables.base_mfn
+    other = frame(booted, 4) // PAGE
+    booted.write(other * PAGE, booted.memory.read_phys(base * PAGE, PAGE))
+    booted.write_u32s("away", 5, other, 0, 5, base, 0)
+    booted.write_u32s("back", 5, other, 0)
+    booted.write_u32s("other_va", other * PAGE)
+    reads = []
+    validator = booted.domain.pagetables.validator
+    entries = validator.entries
+    validator.entries = lambda mfn, level: reads.append(mfn) or entries(mfn, level)
+    booted.run()
+    assert booted.u32("rc_away") == 0 and booted.u32("faults") == 0
+    assert booted.machine.exits["ptwr"] == 1  # the store, which gave write access back
+    assert booted.u32(other * PAGE + 7 * 4) == 0xFC400067  # plain memory now
+    assert booted.u32("rc_back") == neg(EINVAL)
+    # validated when first used, its references dropped at the store, validated again
+    assert reads == [other, other, other]
     assert booted.domain.pagetables.base_mfn == base
