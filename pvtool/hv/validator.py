@@ -179,8 +179,11 @@ class Validator:
         # The TLB may still map the frame writable: through an entry just downgraded,
         # or one an L1 update dropped without a flush (PageTables.write_entry). Xen
         # flushes when a frame's type leaves PGT_writable_page (_get_page_type,
-        # xen/arch/x86/mm.c); this is pvtool's one place for it.
-        self.flush_tlb()
+        # xen/arch/x86/mm.c); pvtool does once the outermost operation is done (the
+        # tables a new base links are validated inside its own), and an entry update
+        # that links a new table flushes when it is done (its callers in pagetables.py).
+        if not self.frames.in_transaction:
+            self.flush_tlb()
 
     def _hold(self, mfn: int, info: int, holder: int | None) -> None:
         """The references of get_table: general, type (INFO, counted), and the
@@ -413,7 +416,8 @@ class Validator:
     def update_entry(self, mfn: int, index: int, value: int, *, downgrade: bool) -> None:
         """Replace entry INDEX of table MFN (validated) with VALUE, as Xen's
         mod_lN_entry: the old entry's references dropped, the new one's taken; nothing
-        changes if the new entry is refused."""
+        changes if the new entry is refused. An upper-level entry may link a table
+        validated here: the caller flushes the TLB once it is done (get_table)."""
         info = self.frames.type_info(mfn)
         level = page_type(info)
         if level > 1:  # an L1 has neither the hypervisor's slots nor missing entries
