@@ -187,6 +187,10 @@ class FrameTable:
         raises. Nested blocks join the outermost."""
         return self
 
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
     def __enter__(self) -> None:
         self._depth += 1
         if self._depth == 1:

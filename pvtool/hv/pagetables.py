@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from pvtool.abi.xen import Errno
 from pvtool.hv import layout
 from pvtool.hv.errors import DomainCrash, HypercallError
-from pvtool.hv.frames import PINNED, is_table, page_type
+from pvtool.hv.frames import PINNED, PageType, is_table, page_type
 from pvtool.hv.pagemodes import RULES, PagingRules
 from pvtool.hv.superpages import SplitTables
 from pvtool.hv.validator import Validator
@@ -54,7 +54,7 @@ class PageTables:
         splits = SplitTables(domain.memory.write_phys, domain.machine.map_memory) \
             if superpages else None
         self.validator = Validator(domain.frames, domain.memory, domain.domid, self.rules,
-                                   glue, splits)
+                                   glue, splits, self.flush_tlb)
         if glue:
             self._hold_glue_data()
         # Every change to the domain's page tables goes through the validator, which
@@ -165,7 +165,6 @@ class PageTables:
             raise HypercallError(Errno.EINVAL, f"frame {mfn:#x} is already pinned")
         self.validator.get_table(mfn, level, None, downgrade=False)
         self.frames.set_type_info(mfn, self.frames.type_info(mfn) | PINNED)
-        self.flush_tlb()
 
     def unpin(self, mfn: int) -> None:
         """MMUEXT_UNPIN_TABLE: the table stays validated while anything else holds it."""
@@ -191,6 +190,9 @@ class PageTables:
             self.validator.update_entry(mfn, offset // self.entry_size, value,
                                         downgrade=False)
             return
+        if value >> 8 * self.entry_size:  # what update_entry refuses, plain or not
+            raise HypercallError(Errno.EINVAL, f"a {self.rules.name} entry has no high "
+                                 f"half ({value:#x})")
         self.make_writable(mfn)
         self.validator.write_entry(address, value)
 
@@ -230,11 +232,17 @@ class PageTables:
 
     def write_entry(self, entry_addr: int, value: int) -> None:
         """A kernel's own store of a whole entry into a page table in use (writable
-        page tables): validated as mmu_update does, then written."""
+        page tables): validated as mmu_update does, then written. A store into an L1
+        leaves the TLB as the store would on the bare machine, for the kernel's own
+        invlpg, as Xen's ptwr emulation does (xen/arch/x86/pv/ro-page-fault.c): no
+        frame becomes a page table without a flush (Validator.get_table), so a stale
+        translation never reaches one. Upper levels are flushed at once."""
         mfn = entry_addr >> PAGE_SHIFT
         index = (entry_addr & (paging.PAGE_SIZE - 1)) // self.entry_size
+        level = page_type(self.frames.type_info(mfn))
         self.validator.update_entry(mfn, index, value, downgrade=self.rules.downgrade)
-        self.flush_tlb()
+        if level != PageType.L1:
+            self.flush_tlb()
 
     def give_back_write_access(self, entry_addr: int) -> bool:
         """A write faulted through the entry at ENTRY_ADDR. If pvtool made it read-only

@@ -14,6 +14,8 @@ caller passes the error code as Xen rewrites it for the guest's mode (U clear in
 kernel mode).
 """
 
+import functools
+
 from capstone.x86_const import X86_OP_IMM, X86_OP_MEM
 
 from pvtool.hv.domain import Domain
@@ -49,57 +51,69 @@ def handle_write_fault(dom: Domain, address: int, error_code: int) -> bool:
     frame pvtool write-protected) and has been dealt with; False to bounce it."""
     if error_code & (PF_PRESENT | PF_WRITE | PF_USER) != PF_PRESENT | PF_WRITE:
         return False
+    memory, tables = dom.memory, dom.pagetables
     try:
-        where = dom.memory.walk(address)
+        paddr = memory.virt_to_phys(address)  # kept: the store's page is read often
     except PageFault:
         return False
-    tables = dom.pagetables
-    frame = where.paddr >> PAGE_SHIFT
+    frame = paddr >> PAGE_SHIFT
     if tables.in_use(frame):
         if not tables.store_emulated(frame):
             return False
-        _emulate_store(dom, where.paddr)
+        _emulate_store(dom, paddr)
         return True
+    try:
+        where = memory.walk(address)
+    except PageFault:
+        return False
     return tables.give_back_write_access(where.pte_addr)
 
 
 def _emulate_store(dom: Domain, paddr: int) -> None:
     vcpu = dom.vcpu
-    eip = vcpu.eip
-    insn = decode_one(dom.memory.read_virt(eip, MAX_INSN_SIZE), eip, vcpu.bits)
-    value, size = _store_operands(dom, insn)
+    bits = vcpu.bits
+    eip = vcpu.get(IP_REGISTER[bits])
+    code = dom.memory.read_virt(eip, MAX_INSN_SIZE)
+    size, immediate, register, length = _store_shape(code, eip, bits)
+    value = immediate if register is None else vcpu.get(register) & ((1 << 8 * size) - 1)
     tables = dom.pagetables
     entry_addr = paddr & ~(tables.entry_size - 1)
     offset = paddr - entry_addr
     if offset + size > tables.entry_size:
-        raise DomainCrash(f"{_text(insn)} at {eip:#x} writes across two page-table entries")
+        raise DomainCrash(f"{_text(code, eip, bits)} at {eip:#x} writes across two "
+                          "page-table entries")
     mask = ((1 << (8 * size)) - 1) << (8 * offset)
     new = tables.read_entry(entry_addr) & ~mask | (value << (8 * offset)) & mask
     try:
         tables.write_entry(entry_addr, new)
     except HypercallError as refusal:
-        raise DomainCrash(f"{insn.mnemonic} {insn.op_str} at {eip:#x} writes an invalid "
+        raise DomainCrash(f"{_text(code, eip, bits)} at {eip:#x} writes an invalid "
                           f"page-table entry: {refusal.why}") from None
-    vcpu.set(IP_REGISTER[vcpu.bits], eip + insn.size)
+    vcpu.set(IP_REGISTER[bits], eip + length)
 
 
-def _store_operands(dom: Domain, insn) -> tuple[int, int]:
-    """(value, size) of a `mov [mem], reg/imm`, the shape compilers give a PTE store."""
-    bits = dom.vcpu.bits
+@functools.lru_cache(maxsize=256)
+def _store_shape(code: bytes, eip: int, bits: int) -> tuple[int, int | None, int | None, int]:
+    """(size, immediate or None, source register or None, length) of the store
+    CODE at EIP holds: a `mov [mem], reg/imm`, the shape compilers give a PTE store.
+    Cached: a kernel updates its page tables from a handful of instructions."""
+    insn = decode_one(code, eip, bits)
     if insn is None or insn.mnemonic != "mov" or len(insn.operands) != 2:
-        raise DomainCrash(f"cannot emulate a write into a page table: {_text(insn)}")
+        raise DomainCrash(f"cannot emulate a write into a page table: {_describe(insn)}")
     dst, src = insn.operands
     if dst.type != X86_OP_MEM or dst.size not in STORE_SIZES[bits]:
-        raise DomainCrash(f"cannot emulate a write into a page table: {_text(insn)}")
-    mask = (1 << 8 * dst.size) - 1
+        raise DomainCrash(f"cannot emulate a write into a page table: {_describe(insn)}")
     if src.type == X86_OP_IMM:
-        return src.imm & mask, dst.size
+        return dst.size, src.imm & (1 << 8 * dst.size) - 1, None, insn.size
     register = SOURCE_REGISTERS[bits].get(insn.reg_name(src.reg))
     if register is None:
-        raise DomainCrash(f"cannot emulate a write into a page table: {_text(insn)}")
-    return dom.vcpu.get(register) & mask, dst.size
+        raise DomainCrash(f"cannot emulate a write into a page table: {_describe(insn)}")
+    return dst.size, None, register, insn.size
 
 
-def _text(insn) -> str:
+def _text(code: bytes, eip: int, bits: int) -> str:
+    return _describe(decode_one(code, eip, bits))
+
+
+def _describe(insn) -> str:
     return "undecodable bytes" if insn is None else f"{insn.mnemonic} {insn.op_str}"
-

@@ -23,12 +23,14 @@ hypervisor owns, validated as any L1 (hv/superpages.py says why).
 """
 
 import struct
+from collections.abc import Callable
 
 from pvtool.abi.xen import Errno
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.frames import (
     KIND,
     ONE,
+    TYPE_MASK,
     VALIDATED,
     XEN_L2,
     FrameTable,
@@ -67,9 +69,11 @@ class Validator:
     """The page-table frames of one domain, in one paging mode."""
 
     def __init__(self, frames: FrameTable, memory: GuestMemory, domid: int,
-                 rules: PagingRules, glue: bool, splits: SplitTables | None = None):
+                 rules: PagingRules, glue: bool, splits: SplitTables | None = None,
+                 flush_tlb: Callable[[], None] = lambda: None):
         self.frames = frames
         self.memory = memory
+        self.flush_tlb = flush_tlb  # the CPU's TLB, flushed when a frame becomes a table
         self.domid = domid
         self.rules = rules
         self.top = rules.levels
@@ -118,8 +122,14 @@ class Validator:
         self._store(address, value)
 
     def _store(self, address: int, value: int) -> None:
+        """Write an entry and have guest memory forget what it changes: only the
+        translations through it if it is an L1's (the leaf of every 4 KiB
+        translation), all of them for any other frame's."""
         self.memory.write_phys(address, self._entry.pack(value))
-        self.memory.forget_translations()
+        if self.frames.type_info(address >> PAGE_SHIFT) & TYPE_MASK == PageType.L1:
+            self.memory.forget_translations_through(address)
+        else:
+            self.memory.forget_translations()
 
     def entry_address(self, mfn: int, index: int) -> int:
         return (mfn << PAGE_SHIFT) + index * self.entry_size
@@ -166,6 +176,14 @@ class Validator:
             if fresh:
                 self._validate(mfn, level, want, downgrade)
                 self.frames.set_type_info(mfn, self.frames.type_info(mfn) | VALIDATED)
+        # The TLB may still map the frame writable: through an entry just downgraded,
+        # or one an L1 update dropped without a flush (PageTables.write_entry). Xen
+        # flushes when a frame's type leaves PGT_writable_page (_get_page_type,
+        # xen/arch/x86/mm.c); pvtool does once the outermost operation is done (the
+        # tables a new base links are validated inside its own), and an entry update
+        # that links a new table flushes when it is done (its callers in pagetables.py).
+        if not self.frames.in_transaction:
+            self.flush_tlb()
 
     def _hold(self, mfn: int, info: int, holder: int | None) -> None:
         """The references of get_table: general, type (INFO, counted), and the
@@ -398,7 +416,8 @@ class Validator:
     def update_entry(self, mfn: int, index: int, value: int, *, downgrade: bool) -> None:
         """Replace entry INDEX of table MFN (validated) with VALUE, as Xen's
         mod_lN_entry: the old entry's references dropped, the new one's taken; nothing
-        changes if the new entry is refused."""
+        changes if the new entry is refused. An upper-level entry may link a table
+        validated here: the caller flushes the TLB once it is done (get_table)."""
         info = self.frames.type_info(mfn)
         level = page_type(info)
         if level > 1:  # an L1 has neither the hypervisor's slots nor missing entries

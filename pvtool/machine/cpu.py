@@ -201,12 +201,15 @@ class Cpu:
     def fault_error_code(self) -> int:
         return ctypes.c_int32.from_address(self._blob() + self._layout.error_code).value & 0xFFFF
 
-    def ack_exception(self) -> None:
+    def ack_exception(self) -> int:
         """Tell QEMU the fault was handled: Unicorn never resets `old_exception`, so the
-        next fault would arrive as a double fault and the one after end the run."""
+        next fault would arrive as a double fault and the one after end the run.
+        Returns the fault's error code (fault_error_code), read from the same saved
+        context: one save per fault, on the path of every writable-page-table store."""
         base = self._blob()
         ctypes.c_int32.from_address(base + self._layout.old_exception).value = -1
         self.uc.context_restore(self._context)
+        return ctypes.c_int32.from_address(base + self._layout.error_code).value & 0xFFFF
 
     def enter_ring0(self, *, cs: int, ss: int, esp: int, eip: int, eflags: int) -> None:
         """Continue at CS:EIP in ring 0 on SS:ESP. reg_write cannot lower CPL, but a

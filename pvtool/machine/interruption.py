@@ -71,8 +71,9 @@ def from_intr_hook(cpu: Cpu, memory: GuestMemory, vector: int) -> Interruption:
     length = _int_length(memory, vector, ip)
     if length:
         return Interruption(vector, Kind.SOFTWARE, ip=ip, length=length)
-    error_code = cpu.fault_error_code() if vector in ERROR_CODE else None
-    cpu.ack_exception()
+    error_code = cpu.ack_exception()
+    if vector not in ERROR_CODE:
+        error_code = None
     return Interruption(vector, Kind.EXCEPTION, ip=ip, error_code=error_code)
 
 

@@ -39,8 +39,10 @@ class GuestMemory:
         self._handle = uc._uch.value
         self._buffer = ctypes.create_string_buffer(PAGE_SIZE)  # most reads fit a page
         self._buffer_address = ctypes.addressof(self._buffer)
-        # (CR3, page, write, user) -> physical page, while keep_translations is on
+        # (CR3, page, write, user) -> physical page, while keep_translations is on, and
+        # the kept translations by the address of the leaf entry each went through
         self._translations: dict[tuple[int, int, bool, bool], int] | None = None
+        self._through: dict[int, list[tuple[int, int, bool, bool]]] = {}
 
     # -- physical ------------------------------------------------------------------
     def read_phys(self, addr: int, size: int) -> bytes:
@@ -84,6 +86,16 @@ class GuestMemory:
     def forget_translations(self) -> None:
         if self._translations:
             self._translations.clear()
+            self._through.clear()
+
+    def forget_translations_through(self, leaf_entry: int) -> None:
+        """Forget the translations that went through the leaf entry at physical
+        LEAF_ENTRY (an L1 entry): the only ones a change of that entry alters. A change
+        of an upper-level entry needs forget_translations."""
+        keys = self._through.pop(leaf_entry, None)
+        if keys:
+            for key in keys:
+                self._translations.pop(key, None)
 
     def virt_to_phys(self, vaddr: int, *, write: bool = False, user: bool = False) -> int:
         """The physical address of a guest-virtual one, or PageFault."""
@@ -93,20 +105,26 @@ class GuestMemory:
         key = (self.cpu.read(CR3), vaddr >> PAGE_SHIFT, write, user)
         page = kept.get(key)
         if page is None:
-            page = self._translate(vaddr & ~(PAGE_SIZE - 1), write, user)
+            mode = self.paging_mode()
+            if mode is None:  # paging off maps nothing to remember
+                return vaddr & 0xFFFFFFFF
             if len(kept) >= MAX_TRANSLATIONS:
-                kept.clear()
-            if self.cpu.read(CR0) & CR0_PG:  # paging off maps nothing to remember
-                kept[key] = page
+                self.forget_translations()
+            where = self._walk(vaddr & ~(PAGE_SIZE - 1), write, user, mode)
+            page = kept[key] = where.paddr
+            self._through.setdefault(where.pte_addr, []).append(key)
         return page | vaddr & (PAGE_SIZE - 1)
 
     def _translate(self, vaddr: int, write: bool, user: bool) -> int:
         mode = self.paging_mode()
         if mode is None:
             return vaddr & 0xFFFFFFFF  # paging off: 32-bit linear addresses
+        return self._walk(vaddr, write, user, mode).paddr
+
+    def _walk(self, vaddr: int, write: bool, user: bool, mode: PagingMode) -> Translation:
         return translate(self.read_phys, self.cpu.read(CR3), vaddr, mode=mode,
                          write=write, user=user, wp=bool(self.cpu.read(CR0) & CR0_WP),
-                         pse=bool(self.cpu.read(CR4) & CR4_PSE)).paddr
+                         pse=bool(self.cpu.read(CR4) & CR4_PSE))
 
     def walk(self, vaddr: int) -> Translation:
         """The current page tables' translation of VADDR, permissions aside."""

@@ -204,6 +204,19 @@ def test_mmu_update_writes_ordinary_memory_unvalidated(idle):
     assert (idle.u32(target), idle.u32(target + 4)) == (0x1234, idle.machine.ram_size | PTE_RW)
 
 
+def test_mmu_update_refuses_a_high_half_into_ordinary_memory_too(idle):
+    """A 2-level entry is 4 bytes: a value past them is -EINVAL whether the frame is a
+    page table in use or ordinary memory (the hypercall fuzzer found the second case
+    raising inside pvtool), and nothing is written."""
+    done = frame(idle, 7)
+    target = frame(idle, 3)
+    idle.write_u32s(target, 0x1234, 0x5678)
+    reqs = mmu_requests(idle, (target + 4, 1 << 32 | PTE_RW))
+    assert hypercall(idle, HC.mmu_update, reqs, 1, done, DOMID_SELF) == neg(EINVAL)
+    assert idle.u32(done) == 0
+    assert (idle.u32(target), idle.u32(target + 4)) == (0x1234, 0x5678)
+
+
 @pytest.mark.parametrize("value", ["page-directory-rw", "not-owned", "gdt"])
 def test_mmu_update_refuses_an_entry_the_domain_may_not_have(idle, value):
     va = frame(idle, 0)

@@ -101,3 +101,23 @@ def test_kept_translations_stand_until_their_owner_forgets_them(build):
     for _ in range(2):
         with pytest.raises(PageFault):
             memory.virt_to_phys(0x347000)
+
+
+def test_forgetting_an_entry_forgets_only_the_translations_through_it(build):
+    """forget_translations_through(pte) is what a change of one L1 entry needs: the
+    pages it maps are walked again (for reads and writes alike), every other kept
+    translation stands (here one whose entry changed too, behind the owner's back)."""
+    memory = run_native(build(ALIAS_SCENARIO)).machine.memory
+    memory.keep_translations()
+    assert memory.virt_to_phys(0x345ABC) == 0x346ABC
+    assert memory.virt_to_phys(0x345ABC, write=True) == 0x346ABC
+    assert memory.virt_to_phys(0x344ABC) == 0x344ABC
+    alias, other = memory.walk(0x345000).pte_addr, memory.walk(0x344000).pte_addr
+    memory.write_u32(alias, 0x345003)
+    memory.write_u32(other, 0x343003)
+    memory.forget_translations_through(alias)
+    assert memory.virt_to_phys(0x345ABC) == 0x345ABC
+    assert memory.virt_to_phys(0x345ABC, write=True) == 0x345ABC
+    assert memory.virt_to_phys(0x344ABC) == 0x344ABC  # kept: its entry was not named
+    memory.forget_translations()
+    assert memory.virt_to_phys(0x344ABC) == 0x343ABC

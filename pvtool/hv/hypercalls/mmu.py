@@ -49,8 +49,7 @@ def update_va_mapping(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
 def mmu_update(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     reqs, count, done_ptr = args[0], args[1], args[2]
     try:
-        _batch(dom, reqs, count, done_ptr, MMU_UPDATE.size,
-               lambda entry: _one_mmu_update(dom, *MMU_UPDATE_FIELDS.unpack_from(entry)))
+        _batch(dom, reqs, count, done_ptr, MMU_UPDATE.size, MMU_UPDATE_FIELDS, _one_mmu_update)
     finally:
         dom.pagetables.flush_tlb()
     return 0
@@ -66,21 +65,21 @@ def _one_mmu_update(dom: PvDomain, ptr: int, val: int) -> None:
 def mmuext_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     ops, count, done_ptr = args[0], args[1], args[2]
     size, fields = MMUEXT_OPS[vcpu.bits]
-    _batch(dom, ops, count, done_ptr, size,
-           lambda op: _one_mmuext(dom, *fields.unpack_from(op)))
+    _batch(dom, ops, count, done_ptr, size, fields, _one_mmuext)
     return 0
 
 
 def _batch(dom: PvDomain, base: int, count: int, done_ptr: int, size: int,
-           one: Callable[[bytes], None]) -> None:
-    """Run ONE on COUNT structures of SIZE bytes from BASE, stopping at the first
+           fields: struct.Struct, one: Callable[..., None]) -> None:
+    """Run ONE(dom, *FIELDS of each) on COUNT structures of SIZE bytes from BASE, each
+    read just before it runs (an earlier one may remap the next), stopping at the first
     refusal; write how many were done to DONE_PTR (if given) either way, as Xen does."""
     if count > MAX_BATCH:
         raise HypercallError(Errno.EINVAL, f"batch of {count} entries")
     done = 0
     try:
-        for index in range(count):
-            one(dom.copy_from_guest(base + index * size, size))
+        for address in range(base, base + count * size, size):
+            one(dom, *fields.unpack_from(dom.copy_from_guest(address, size)))
             done += 1
     finally:
         if done_ptr:
