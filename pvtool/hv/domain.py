@@ -12,7 +12,6 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from operator import attrgetter
 
 from pvtool.abi import pvtool as pvabi
@@ -91,11 +90,11 @@ class VCpu:
         self._number = width.gprs[HYPERCALL_NUMBER_REGISTER[width.bits]]
         arguments = tuple(width.gprs[name] for name in HYPERCALL_ARGUMENT_REGISTERS[width.bits])
         # The hypercall's hot path, bound once so that a call costs no frame of its
-        # own: hypercall_registers() gives (CS, the number, the arguments...) in one
-        # call into Unicorn (a read each would cost about as much apiece as the whole
-        # batch), and set_result(value) writes the result register.
-        self.hypercall_registers = cpu.reader((CS, self._number, *arguments)).read
-        self.set_result = partial(cpu.write, self._number)
+        # own: hypercall_registers() gives (CS, the number, the arguments...) and
+        # set_result(value) writes the result register, both in the CPU's state in
+        # place (machine/cpu_state.py), with no call into Unicorn.
+        self.hypercall_registers = cpu.reader((CS, self._number, *arguments))
+        self.set_result = cpu.writer(self._number)
         self.long_mode = Vcpu64() if width.bits == 64 else None  # hv/vcpu64.py
         self.id = vcpu_id
         self.info = layout.VCPU0 + vcpu_id * VCPU_INFO.size
