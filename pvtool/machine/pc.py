@@ -32,6 +32,7 @@ from unicorn.unicorn_py3.arch.intel import (
     HOOK_INSN_CPUID_CFUNC,
     HOOK_INSN_IN_CFUNC,
     HOOK_INSN_OUT_CFUNC,
+    HOOK_INSN_SYSCALL_CFUNC,
 )
 from unicorn.unicorn_py3.unicorn import HOOK_INTR_CFUNC, uccallback
 
@@ -337,10 +338,10 @@ class Machine:
         self._add_raw_hook(UC_HOOK_INSN, HOOK_INSN_OUT_CFUNC, self._on_out, "port hook",
                            X.UC_X86_INS_OUT)
         self.uc.hook_add(UC_HOOK_INSN_INVALID, self.hook(self._on_invalid, "invalid opcode"))
-        self.uc.hook_add(UC_HOOK_INSN, self.hook(self._on_syscall, "fast call hook"), None,
-                         1, 0, X.UC_X86_INS_SYSCALL)
-        self.uc.hook_add(UC_HOOK_INSN, self.hook(self._on_sysenter, "fast call hook"), None,
-                         1, 0, X.UC_X86_INS_SYSENTER)
+        self._add_raw_hook(UC_HOOK_INSN, HOOK_INSN_SYSCALL_CFUNC, self._on_syscall,
+                           "fast call hook", X.UC_X86_INS_SYSCALL)
+        self._add_raw_hook(UC_HOOK_INSN, HOOK_INSN_SYSCALL_CFUNC, self._on_sysenter,
+                           "fast call hook", X.UC_X86_INS_SYSENTER)
 
     def _add_raw_hook(self, kind: int, functype, callback: Callable, name: str,
                       *instruction: int) -> None:
@@ -474,10 +475,10 @@ class Machine:
             self._fail(exc)
         return True
 
-    def _on_syscall(self, uc: Uc, _) -> None:
+    def _on_syscall(self, handle: int, _) -> None:
         self._fast_call(FastCallKind.SYSCALL)
 
-    def _on_sysenter(self, uc: Uc, _) -> None:
+    def _on_sysenter(self, handle: int, _) -> None:
         self._fast_call(FastCallKind.SYSENTER)
 
     def _fast_call(self, kind: FastCallKind) -> None:
