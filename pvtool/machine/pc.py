@@ -11,6 +11,7 @@ import ctypes
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Protocol
 
 from unicorn import (
@@ -338,10 +339,10 @@ class Machine:
         self._add_raw_hook(UC_HOOK_INSN, HOOK_INSN_OUT_CFUNC, self._on_out, "port hook",
                            X.UC_X86_INS_OUT)
         self.uc.hook_add(UC_HOOK_INSN_INVALID, self.hook(self._on_invalid, "invalid opcode"))
-        self._add_raw_hook(UC_HOOK_INSN, HOOK_INSN_SYSCALL_CFUNC, self._on_syscall,
-                           "fast call hook", X.UC_X86_INS_SYSCALL)
-        self._add_raw_hook(UC_HOOK_INSN, HOOK_INSN_SYSCALL_CFUNC, self._on_sysenter,
-                           "fast call hook", X.UC_X86_INS_SYSENTER)
+        for kind, instruction in ((FastCallKind.SYSCALL, X.UC_X86_INS_SYSCALL),
+                                  (FastCallKind.SYSENTER, X.UC_X86_INS_SYSENTER)):
+            self._add_raw_hook(UC_HOOK_INSN, HOOK_INSN_SYSCALL_CFUNC,
+                               partial(self._fast_call, kind), "fast call hook", instruction)
 
     def _add_raw_hook(self, kind: int, functype, callback: Callable, name: str,
                       *instruction: int) -> None:
@@ -475,16 +476,11 @@ class Machine:
             self._fail(exc)
         return True
 
-    def _on_syscall(self, handle: int, _) -> None:
-        self._fast_call(FastCallKind.SYSCALL)
-
-    def _on_sysenter(self, handle: int, _) -> None:
-        self._fast_call(FastCallKind.SYSENTER)
-
-    def _fast_call(self, kind: FastCallKind) -> None:
-        """Unicorn adds the instruction's length to RIP after this hook, whatever RIP
-        the hook left (machine/fast_call.py): a resume address is written that much
-        short of its target."""
+    def _fast_call(self, kind: FastCallKind, handle: int, _) -> None:
+        """The hook of `syscall` or `sysenter` (KIND). Unicorn adds the instruction's
+        length to RIP after this hook, whatever RIP the hook left
+        (machine/fast_call.py): a resume address is written that much short of its
+        target."""
         try:
             call = FastCall(kind, self.cpu, self.memory)
             self.supervisor.on_fast_call(call)
