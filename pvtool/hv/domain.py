@@ -97,6 +97,7 @@ class VCpu:
         self.set_result = cpu.writer(self._number)
         self.long_mode = Vcpu64() if width.bits == 64 else None  # hv/vcpu64.py
         self.id = vcpu_id
+        self._memory = memory
         self.info = layout.VCPU0 + vcpu_id * VCPU_INFO.size
         self.info_registered = False  # VCPUOP_register_vcpu_info, allowed once
         # vCPU 0 is built running; the others are down until VCPUOP_initialise and up.
@@ -121,6 +122,18 @@ class VCpu:
         self.kernel_ss = self.kernel_sp = 0
         self.iopl = 0  # physdev_op set_iopl: the virtual IOPL
         self.fpu_ts = False  # the virtual CR0.TS (fpu_taskswitch, clts)
+
+    @property
+    def info(self) -> int:
+        return self._info
+
+    @info.setter
+    def info(self, address: int) -> None:
+        """Its vcpu_info moves to ADDRESS; where the hypervisor's own memory holds it
+        (shared_info's slots), info_view reads it in place: every hypercall's return
+        reads evtchn_upcall_pending."""
+        self._info = address
+        self.info_view = self._memory.host_view(address, VCPU_INFO.size)
 
     @property
     def bits(self) -> int:
@@ -263,6 +276,9 @@ class Domain:
     # The running vCPU's vcpu_info, wherever it lies.
     @property
     def upcall_mask(self) -> int:
+        view = self.vcpu.info_view
+        if view is not None:
+            return view[UPCALL_MASK]
         return self.memory.read_phys(self.vcpu.info + UPCALL_MASK, 1)[0]
 
     @upcall_mask.setter
@@ -271,6 +287,9 @@ class Domain:
 
     @property
     def upcall_pending(self) -> int:
+        view = self.vcpu.info_view
+        if view is not None:
+            return view[UPCALL_PENDING]
         return self.memory.read_phys(self.vcpu.info + UPCALL_PENDING, 1)[0]
 
     @upcall_pending.setter

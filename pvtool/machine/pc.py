@@ -511,8 +511,9 @@ class Machine:
         self.request_stop(Stop(StopKind.RESET, f"reset through {how}", self.cpu.ip))
 
     def map_memory(self, base: int, size: int) -> None:
-        """More physical memory (zeroed), for instance the hypervisor's own frames."""
-        self.uc.mem_map(base, page_up(size))
+        """More physical memory (zeroed), for instance the hypervisor's own frames,
+        which the hypervisor may read in place (GuestMemory.host_view)."""
+        self.memory.map_host(base, page_up(size))
 
     # -- time and interrupts ----------------------------------------------------------
     def add_timer(self, device: TimedDevice, hz: int) -> None:
