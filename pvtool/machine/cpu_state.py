@@ -63,7 +63,7 @@ def find_cpu_state(uc: Uc) -> int:
     pointer the uc_struct holds, through /proc/self/mem (a pointer that is not one
     reads as an error, never a crash), and the first place found must equal the
     context blob's copy of it, or Unicorn is not the one pvtool was written against."""
-    saved = [uc.reg_read(reg) for reg in SLOT_ORDER_32]
+    saved = uc.context_save()  # every register, whole, whatever the mode
     marks = [random.getrandbits(32) | 1 for _ in SLOT_ORDER_32]
     try:
         for reg, mark in zip(SLOT_ORDER_32, marks, strict=True):
@@ -75,8 +75,7 @@ def find_cpu_state(uc: Uc) -> int:
                 "(install unicorn==2.1.4)")
         return address
     finally:
-        for reg, value in zip(SLOT_ORDER_32, saved, strict=True):
-            uc.reg_write(reg, value)
+        uc.context_restore(saved)
 
 
 _last_found: list[tuple[int, int]] = []  # (uc_struct word, offset past its pointer)

@@ -89,3 +89,12 @@ def test_inside_a_hook_the_state_in_place_is_the_live_cpu():
     emulate(cpu.uc, CODE, CODE + 11)
     assert seen == [(0x1234_5678, 0x08)]
     assert (cpu.read(C.EBX), cpu.read(C.ECX)) == (0xCAFE_F00D, 0x1234_5678)
+
+
+def test_finding_the_state_of_a_64_bit_cpu_keeps_all_64_bits_of_its_registers():
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    uc.reg_write(X.UC_X86_REG_RAX, 0xFFFF_8000_1234_5678)
+    uc.reg_write(X.UC_X86_REG_RDI, 0x0000_7FFF_0000_0001)
+    cpu_state.find_cpu_state(uc)
+    assert uc.reg_read(X.UC_X86_REG_RAX) == 0xFFFF_8000_1234_5678
+    assert uc.reg_read(X.UC_X86_REG_RDI) == 0x0000_7FFF_0000_0001
