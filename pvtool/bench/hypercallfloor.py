@@ -1,8 +1,9 @@
 """The least a null hypercall can cost in pvtool's machine: `int 0x80` in a loop (the
 empty-hook probe's loop), hooked as the machine hooks `int 0x82` (a ctypes callback
 straight to Unicorn, machine/pc.py's _add_raw_hook), the hook doing only what every
-hypercall must: read CS, the number and five arguments in one batch (machine/cpu.py's
-RegisterBatch) and write the result into EAX. Everything a real hypercall costs above
+hypercall must, the way VCpu does it: read CS, the number and five arguments in one
+unpack of the CPU's state and write the result into EAX (machine/cpu.py's reader and
+writer, machine/cpu_state.py). Everything a real hypercall costs above
 this is pvtool's own Python: dispatch, the handler, the checks on return."""
 
 from unicorn import UC_HOOK_INTR
@@ -24,9 +25,10 @@ def run_hypercall_floor(calls: int, repeat: int) -> HookResult:
     load_code(uc, CODE_BASE, code)
     cpu = Cpu(uc)
     registers = cpu.reader(REGISTERS)
+    set_result = cpu.writer(EAX)
 
     def least_hypercall(handle: int, vector: int, _) -> None:
-        cpu.write(EAX, registers.read()[1])  # the result, as dispatch writes it
+        set_result(registers()[1])  # the result, as dispatch writes it
 
     callback = HOOK_INTR_CFUNC(least_hypercall)
     uc._Uc__do_hook_add(UC_HOOK_INTR, callback, 1, 0)

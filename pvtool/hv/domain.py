@@ -12,7 +12,6 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from operator import attrgetter
 
 from pvtool.abi import pvtool as pvabi
@@ -92,13 +91,14 @@ class VCpu:
         self._number = width.gprs[HYPERCALL_NUMBER_REGISTER[width.bits]]
         arguments = tuple(width.gprs[name] for name in HYPERCALL_ARGUMENT_REGISTERS[width.bits])
         # The hypercall's hot path, bound once so that a call costs no frame of its
-        # own: hypercall_registers() gives (CS, the number, the arguments...) in one
-        # call into Unicorn (a read each would cost about as much apiece as the whole
-        # batch), and set_result(value) writes the result register.
-        self.hypercall_registers = cpu.reader((CS, self._number, *arguments)).read
-        self.set_result = partial(cpu.write, self._number)
+        # own: hypercall_registers() gives (CS, the number, the arguments...) and
+        # set_result(value) writes the result register, both in the CPU's state in
+        # place (machine/cpu_state.py), with no call into Unicorn.
+        self.hypercall_registers = cpu.reader((CS, self._number, *arguments))
+        self.set_result = cpu.writer(self._number)
         self.long_mode = Vcpu64() if width.bits == 64 else None  # hv/vcpu64.py
         self.id = vcpu_id
+        self._memory = memory
         self.info = layout.VCPU0 + vcpu_id * VCPU_INFO.size
         self.info_registered = False  # VCPUOP_register_vcpu_info, allowed once
         # vCPU 0 is built running; the others are down until VCPUOP_initialise and up.
@@ -128,6 +128,18 @@ class VCpu:
         self.iopl = 0  # physdev_op set_iopl: the virtual IOPL
         self.gdt: Gdt | None = None  # its GDT (hv/gdt.py), which the domain gives it
         self.fpu_ts = False  # the virtual CR0.TS (fpu_taskswitch, clts)
+
+    @property
+    def info(self) -> int:
+        return self._info
+
+    @info.setter
+    def info(self, address: int) -> None:
+        """Its vcpu_info moves to ADDRESS; where the hypervisor's own memory holds it
+        (shared_info's slots), info_view reads it in place: every hypercall's return
+        reads evtchn_upcall_pending."""
+        self._info = address
+        self.info_view = self._memory.host_view(address, VCPU_INFO.size)
 
     @property
     def bits(self) -> int:
@@ -276,6 +288,9 @@ class Domain:
     # The running vCPU's vcpu_info, wherever it lies.
     @property
     def upcall_mask(self) -> int:
+        view = self.vcpu.info_view
+        if view is not None:
+            return view[UPCALL_MASK]
         return self.memory.read_phys(self.vcpu.info + UPCALL_MASK, 1)[0]
 
     @upcall_mask.setter
@@ -284,6 +299,9 @@ class Domain:
 
     @property
     def upcall_pending(self) -> int:
+        view = self.vcpu.info_view
+        if view is not None:
+            return view[UPCALL_PENDING]
         return self.memory.read_phys(self.vcpu.info + UPCALL_PENDING, 1)[0]
 
     @upcall_pending.setter

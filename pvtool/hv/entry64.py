@@ -28,10 +28,10 @@ from pvtool.hv.bounce64 import Interrupted, bounce, interrupted_at, resume_at
 from pvtool.hv.domain import PvDomain
 from pvtool.hv.emulate64 import Emulator64
 from pvtool.hv.errors import DomainCrash
-from pvtool.hv.hypercalls import TABLE_64, call
+from pvtool.hv.hypercalls import QUIET, TABLE_64, call
 from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.hv.ptwr import handle_write_fault
-from pvtool.hv.traps import PvSupervisor, _vector_name
+from pvtool.hv.traps import HYPERCALL_EXIT, PvSupervisor, _vector_name
 from pvtool.hv.trapsites64 import TrapSites64
 from pvtool.hv.vcpu64 import Callback64, Vcpu64
 from pvtool.machine.cpu import CR2
@@ -47,6 +47,7 @@ INT80 = 0x80
 KERNEL_IOPL, USER_IOPL = 1, 3  # the vIOPL port I/O needs in each mode (iopl_ok)
 NO_DPL_CHECK = (Vector.BP, Vector.OF)  # int3 and into: Xen's IDT gates are DPL 3
 SYSENTER_CS = 3  # the frame sysenter_entry builds: CS 3, RIP and RSP 0
+SYSCALL = FastCallKind.SYSCALL  # read on every hypercall: a global is cheaper
 
 
 class Pv64Supervisor(PvSupervisor):
@@ -68,9 +69,9 @@ class Pv64Supervisor(PvSupervisor):
     # -- syscall and sysenter ---------------------------------------------------------
     def on_fast_call(self, fast: FastCall) -> None:
         try:
-            if fast.kind is FastCallKind.SYSCALL and self.state.kernel_mode:
+            if fast.kind is SYSCALL and self.state.kernel_mode:
                 self._hypercall64(fast)
-            elif fast.kind is FastCallKind.SYSCALL:
+            elif fast.kind is SYSCALL:
                 self._user_syscall(fast)
             else:
                 self._sysenter(fast)
@@ -80,17 +81,22 @@ class Pv64Supervisor(PvSupervisor):
     def _hypercall64(self, fast: FastCall) -> None:
         """A hypercall (§1.2). RCX and R11 are left alone: Xen's SYSRET would load
         them with RIP and RFLAGS, and every hypercall-page entry saves and restores
-        both around the syscall."""
-        self.exits[Exit.HYPERCALL] += 1
-        vcpu = self.vcpu
-        registers = vcpu.hypercall_registers()  # CS, the number, the arguments
-        result = call(self.domain, vcpu, registers[1], registers[2:], TABLE_64)
+        both around the syscall. The return path is the 32-bit one's (_on_return)."""
+        self.exits[HYPERCALL_EXIT] += 1
+        domain = self.domain
+        registers = self._hypercall_registers()  # CS, the number, the arguments
+        number = registers[1]
+        result = call(domain, domain.vcpu, number, registers[2:], TABLE_64)
         if result is not NO_RESULT:
-            vcpu.set_result(result)
-        resume, self.state.resume = self.state.resume, None
+            self._set_result(result)
+        resume = self.state.resume  # HYPERVISOR_iret's return address
         if resume is not None:
-            fast.resume = resume
-        if self.domain.machine.stop is None and self._event_deliverable():
+            fast.resume, self.state.resume = resume, None
+        if domain.machine.stop is not None:
+            return
+        if number not in QUIET:
+            domain.events.fire_due_timer()
+        if self.state.callbacks and self._event_deliverable():
             at = interrupted_at(self.cpu, fast.next_ip if resume is None else resume)
             fast.resume = self._upcall(at)
 
@@ -238,11 +244,11 @@ class Pv64Supervisor(PvSupervisor):
     # -- events -----------------------------------------------------------------------
     def _event_deliverable(self) -> bool:
         dom = self.domain
-        dom.events.fire_due_timer()
         return (CallbackType.event in self.state.callbacks and not dom.upcall_mask
                 and dom.events.work_pending())
 
     def _take_event(self) -> None:
+        self.domain.events.fire_due_timer()
         if self._event_deliverable():
             resume_at(self.cpu, self._upcall(interrupted_at(self.cpu, self.cpu.ip)))
 

@@ -16,7 +16,8 @@ from pvtool.hv.debugreg import DR6_SINGLE_STEP
 from pvtool.hv.domain import Domain, PvDomain, VCpu
 from pvtool.hv.emulate import Emulator
 from pvtool.hv.errors import DomainCrash
-from pvtool.hv.hypercalls import dispatch
+from pvtool.hv.hypercalls import QUIET, call
+from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.hv.ioports import io_okay
 from pvtool.hv.layout import in_glue_window
 from pvtool.hv.ptwr import handle_write_fault
@@ -27,6 +28,10 @@ from pvtool.machine.fast_call import FastCall
 from pvtool.machine.interruption import Interruption, Kind, external, from_intr_hook
 from pvtool.machine.irq import IrqRouter
 from pvtool.x86.vectors import Vector
+
+# Read on every hypercall: an enum member's lookup costs more than a global's.
+HYPERCALL_EXIT = Exit.HYPERCALL
+EVENT_CALLBACK = int(CallbackType.event)
 
 
 def take_page_fault(domain: Domain, event: Interruption, kernel: bool) -> bool:
@@ -67,6 +72,9 @@ class PvSupervisor:
         self.exits = domain.machine.exits
         self.delivery = Delivery(domain.machine.cpu, XenBounce(domain), self.exits)
         domain.breakpoints = Breakpoints(domain, self.raise_debug)
+        # Every vCPU reads and writes the one CPU's registers the same way.
+        self._hypercall_registers = domain.vcpu.hypercall_registers
+        self._set_result = domain.vcpu.set_result
         # Whether a device may have raised an interrupt line since the last look (see
         # _on_return): a port was accessed, or one was left waiting.
         self._devices_may_interrupt = True
@@ -86,15 +94,22 @@ class PvSupervisor:
         """`int 0x82`, the hot path: no EIP, no decoding, and the ring from CS, which
         in a PV domain always equals the CPL (every ring change is an iretd loading CS;
         same-ring CS writes keep its RPL), where the CPU context's hflags would cost a
-        save. CS, the number and the arguments come in one read. From ring 3 it is an
-        `int n` like any other, bounced as its trap-table entry's DPL allows."""
+        save. CS, the number and the arguments come in one read of the CPU's state,
+        the result goes back in one write. From ring 3 it is an `int n` like any
+        other, bounced as its trap-table entry's DPL allows."""
         try:
-            registers = self.vcpu.hypercall_registers()
-            if registers[0] & 3 == GUEST_KERNEL_RPL:
-                self._hypercall(registers[1], registers[2:])
-            else:
+            registers = self._hypercall_registers()
+            if registers[0] & 3 != GUEST_KERNEL_RPL:
                 self._route(from_intr_hook(self.machine.cpu, self.domain.memory,
                                            HYPERCALL_VECTOR_32))
+                return
+            self.exits[HYPERCALL_EXIT] += 1
+            number, domain = registers[1], self.domain
+            result = call(domain, domain.vcpu, number, registers[2:])
+            if result is not NO_RESULT:
+                self._set_result(result)
+            if self.machine.stop is None:
+                self._on_return(number)
         except DomainCrash as crash:
             self.domain.crash(crash.reason, crash.address)
 
@@ -104,25 +119,21 @@ class PvSupervisor:
         else:
             self._exception(event)
 
-    def _hypercall(self, number: int, args: tuple[int, ...]) -> None:
-        self.exits[Exit.HYPERCALL] += 1
-        dispatch(self.domain, self.vcpu, number, args)
-        if self.machine.stop is None:
-            self._on_return()
-
-    def _on_return(self) -> None:
+    def _on_return(self, number: int) -> None:
         """Xen delivers on the way back from a hypercall: a pending event, then a
-        device interrupt. A device raises a line only when a port is accessed (a PV
-        domain maps no MMIO) or as time passes, between slices, where take_interrupt
-        looks anyway; so the devices are asked only after a port access, or while an
-        interrupt waits for the virtual IF, which is what keeps a hypercall's return
-        cheap."""
-        try:
-            self._take_event()
-            if self._devices_may_interrupt:
-                self._take_device_interrupt(self.domain.machine.irqs)
-        except DomainCrash as crash:
-            self.domain.crash(crash.reason, crash.address)
+        device interrupt. Timers are due only when hypercall NUMBER may have armed
+        one (a QUIET one cannot: hv/hypercalls). A device raises a line only when a
+        port is accessed (a PV domain maps no MMIO) or as time passes, between slices,
+        where take_interrupt looks anyway; so the devices are asked only after a port
+        access, or while an interrupt waits for the virtual IF. Together that is what
+        keeps a hypercall's return cheap."""
+        dom = self.domain
+        if number not in QUIET:
+            dom.events.fire_due_timer()
+        if dom.vcpu.callbacks:  # none registered: no event can be delivered
+            self._deliver_event()
+        if self._devices_may_interrupt:
+            self._take_device_interrupt(self.machine.irqs)
 
     def _software_interrupt(self, event: Interruption) -> None:
         # A trap site stands for a kernel instruction: from ring 3 it is a plain int3.
@@ -188,12 +199,16 @@ class PvSupervisor:
             self.domain.crash(crash.reason, crash.address)
 
     def _take_event(self) -> None:
+        """Due timers fire, then a pending event is delivered (_deliver_event)."""
+        self.domain.events.fire_due_timer()
+        self._deliver_event()
+
+    def _deliver_event(self) -> None:
         """Xen's upcall: with a port pending and unmasked (evtchn_upcall_pending) and
         the upcall mask clear, bounce to the event callback with the exception frame;
         the mask is set on entry, and HYPERVISOR_iret with IF set clears it."""
         dom = self.domain
-        dom.events.fire_due_timer()
-        callback = dom.callbacks.get(CallbackType.event)
+        callback = dom.vcpu.callbacks.get(EVENT_CALLBACK)
         # evtchn_upcall_pending first: clear most of the time, one read of guest memory
         if callback is None or not dom.upcall_pending or dom.upcall_mask \
                 or not dom.events.work_pending():

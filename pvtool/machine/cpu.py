@@ -9,7 +9,10 @@ trampolines that change privilege, since `reg_write` cannot lower it.
 
 import ctypes
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property, partial
+from operator import itemgetter
 
 from unicorn import Uc
 from unicorn import x86_const as X
@@ -31,6 +34,7 @@ from pvtool.machine.context import (
     read_segment,
     write_segment,
 )
+from pvtool.machine.cpu_state import FIELDS, STATE_SPAN, find_cpu_state
 from pvtool.x86.msrs import EFER_LMA
 from pvtool.x86.registers import CR0_PE
 
@@ -78,11 +82,8 @@ WIDTHS = {32: Width(32, EIP, ESP, EFLAGS, GPRS_BY_NAME),
 # The C API's register calls as plain function pointers over integers: the binding's
 # own prototypes convert every argument on each call, which costs a fifth of a read.
 _REG_ACCESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)
-_REG_BATCH = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-                              ctypes.c_void_p, ctypes.c_int)
 _reg_read = _REG_ACCESS(ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value)
 _reg_write = _REG_ACCESS(ctypes.cast(uclib.uc_reg_write, ctypes.c_void_p).value)
-_reg_read_batch = _REG_BATCH(ctypes.cast(uclib.uc_reg_read_batch, ctypes.c_void_p).value)
 
 
 class Cpu:
@@ -117,9 +118,27 @@ class Cpu:
         self._value.value = value & self._mask
         _reg_write(self._handle, reg, self._value_address)
 
-    def reader(self, regs: tuple[int, ...]) -> "RegisterBatch":
-        """A reader of REGS in one call into Unicorn: about the cost of one read."""
-        return RegisterBatch(self._handle, regs)
+    def reader(self, regs: tuple[int, ...]) -> Callable[[], tuple[int, ...]]:
+        """A function giving REGS (general-purpose registers and segment selectors) in
+        one unpack of the CPU's state in place, with no call into Unicorn
+        (cpu_state.py). Only inside a hook or between slices, as every register access."""
+        return register_reader(self._state, regs)
+
+    def writer(self, reg: int) -> Callable[[int], None]:
+        """A function that writes general-purpose register REG in place (its width's
+        low bits, as uc_reg_write does): a hypercall's result costs no call into
+        Unicorn. Only inside a hook or between slices, as every register access."""
+        offset, code = FIELDS[reg]
+        if code == "H":
+            raise ValueError("a segment register is loaded through Unicorn: use write")
+        cell = (ctypes.c_uint32 if code == "I" else ctypes.c_uint64).from_address(
+            ctypes.addressof(self._state) + offset)
+        return partial(setattr, cell, "value")
+
+    @cached_property
+    def _state(self) -> ctypes.Array:
+        """QEMU's CPUX86State of this CPU, as bytes in place (found when first asked)."""
+        return (ctypes.c_char * STATE_SPAN).from_address(find_cpu_state(self.uc))
 
     def write_msr(self, msr: int, value: int) -> None:
         self.uc.msr_write(msr, value)
@@ -251,25 +270,20 @@ class Cpu:
         self.uc.reg_write(reg, (0, base, limit, 0))
 
 
-class RegisterBatch:
-    """A fixed list of registers read together (uc_reg_read_batch): a hypercall's
-    number and arguments cost one call instead of one each. Each slot always holds
-    the same register, which Unicorn writes at the same width every time, so the bytes
-    above it stay the zeros they were allocated as: a segment register reads as its
-    selector, a 32-bit register as itself, with no clearing before each read."""
-
-    def __init__(self, handle: int, regs: tuple[int, ...]):
-        count = len(regs)
-        self._handle = handle
-        self._count = count
-        self._ids = (ctypes.c_int * count)(*regs)
-        self._values = (ctypes.c_uint64 * count)()
-        base = ctypes.addressof(self._values)
-        self._pointers = (ctypes.c_void_p * count)(*(base + 8 * i for i in range(count)))
-        self._ids_address = ctypes.addressof(self._ids)
-        self._pointers_address = ctypes.addressof(self._pointers)
-        self._unpack = struct.Struct(f"<{count}Q").unpack_from
-
-    def read(self) -> tuple[int, ...]:
-        _reg_read_batch(self._handle, self._ids_address, self._pointers_address, self._count)
-        return self._unpack(self._values)
+def register_reader(state: ctypes.Array, regs: tuple[int, ...]) -> Callable[[], tuple[int, ...]]:
+    """A function giving REGS, in that order, in one unpack of STATE (the CPU's state
+    in place): a hypercall's CS, number and arguments cost one call."""
+    if len(set(regs)) != len(regs):
+        raise ValueError("a register is named twice")
+    fields = [FIELDS[reg] for reg in regs]  # KeyError: not readable in place
+    in_memory = sorted(range(len(regs)), key=lambda i: fields[i][0])
+    layout, at = "<", 0
+    for i in in_memory:
+        offset, code = fields[i]
+        layout += f"{offset - at}x{code}"
+        at = offset + struct.calcsize(code)
+    unpack = partial(struct.Struct(layout).unpack_from, state)
+    if in_memory == sorted(in_memory):
+        return unpack
+    order = itemgetter(*(in_memory.index(i) for i in range(len(regs))))  # two at least
+    return lambda: order(unpack())

@@ -2,9 +2,10 @@
 reads and writes go through pvtool's own page walker (x86/paging.py)."""
 
 import ctypes
+import mmap
 import struct
 
-from unicorn import Uc
+from unicorn import UC_PROT_ALL, Uc
 from unicorn.unicorn_py3.unicorn import uclib
 
 from pvtool.machine.cpu import CR0, CR3, CR4, Cpu
@@ -43,6 +44,27 @@ class GuestMemory:
         # the kept translations by the address of the leaf entry each went through
         self._translations: dict[tuple[int, int, bool, bool], int] | None = None
         self._through: dict[int, list[tuple[int, int, bool, bool]]] = {}
+        self._host: list[tuple[int, int, memoryview]] = []  # map_host's (base, size, bytes)
+
+    # -- memory the host holds ---------------------------------------------------------
+    def map_host(self, base: int, size: int) -> None:
+        """Map SIZE bytes (whole pages) of zeroed physical memory at BASE from an
+        anonymous mapping of pvtool's own (its pages are allocated when first touched,
+        as Unicorn's own RAM is), which host_view reads in place."""
+        buffer = mmap.mmap(-1, size)
+        address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+        self.uc.mem_map_ptr(base, size, UC_PROT_ALL, address)
+        self._host.append((base, size, memoryview(buffer)))
+
+    def host_view(self, address: int, size: int) -> memoryview | None:
+        """The SIZE bytes at physical ADDRESS, read in place, where map_host mapped
+        them (None elsewhere): what the guest stores shows at once, and reading costs
+        no call into Unicorn (read_phys's costs about an empty hook). Read only: a
+        store through it would not tell Unicorn that code it translated changed."""
+        for base, length, view in self._host:
+            if base <= address and address + size <= base + length:
+                return view[address - base:address - base + size].toreadonly()
+        return None
 
     # -- physical ------------------------------------------------------------------
     def read_phys(self, addr: int, size: int) -> bytes:

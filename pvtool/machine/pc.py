@@ -11,6 +11,7 @@ import ctypes
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Protocol
 
 from unicorn import (
@@ -32,6 +33,7 @@ from unicorn.unicorn_py3.arch.intel import (
     HOOK_INSN_CPUID_CFUNC,
     HOOK_INSN_IN_CFUNC,
     HOOK_INSN_OUT_CFUNC,
+    HOOK_INSN_SYSCALL_CFUNC,
 )
 from unicorn.unicorn_py3.unicorn import HOOK_INTR_CFUNC, uccallback
 
@@ -345,10 +347,10 @@ class Machine:
                            self._counting(self._on_out, Exit.IO), "port hook",
                            X.UC_X86_INS_OUT)
         self.uc.hook_add(UC_HOOK_INSN_INVALID, self.hook(self._on_invalid, "invalid opcode"))
-        self.uc.hook_add(UC_HOOK_INSN, self.hook(self._on_syscall, "fast call hook"), None,
-                         1, 0, X.UC_X86_INS_SYSCALL)
-        self.uc.hook_add(UC_HOOK_INSN, self.hook(self._on_sysenter, "fast call hook"), None,
-                         1, 0, X.UC_X86_INS_SYSENTER)
+        for kind, instruction in ((FastCallKind.SYSCALL, X.UC_X86_INS_SYSCALL),
+                                  (FastCallKind.SYSENTER, X.UC_X86_INS_SYSENTER)):
+            self._add_raw_hook(UC_HOOK_INSN, HOOK_INSN_SYSCALL_CFUNC,
+                               partial(self._fast_call, kind), "fast call hook", instruction)
 
     def _add_raw_hook(self, kind: int, functype, callback: Callable, name: str,
                       *instruction: int) -> None:
@@ -501,16 +503,11 @@ class Machine:
             self._fail(exc)
         return True
 
-    def _on_syscall(self, uc: Uc, _) -> None:
-        self._fast_call(FastCallKind.SYSCALL)
-
-    def _on_sysenter(self, uc: Uc, _) -> None:
-        self._fast_call(FastCallKind.SYSENTER)
-
-    def _fast_call(self, kind: FastCallKind) -> None:
-        """Unicorn adds the instruction's length to RIP after this hook, whatever RIP
-        the hook left (machine/fast_call.py): a resume address is written that much
-        short of its target."""
+    def _fast_call(self, kind: FastCallKind, handle: int, _) -> None:
+        """The hook of `syscall` or `sysenter` (KIND). Unicorn adds the instruction's
+        length to RIP after this hook, whatever RIP the hook left
+        (machine/fast_call.py): a resume address is written that much short of its
+        target."""
         try:
             call = FastCall(kind, self.cpu, self.memory)
             self.supervisor.on_fast_call(call)
@@ -541,8 +538,9 @@ class Machine:
         self.request_stop(Stop(StopKind.RESET, f"reset through {how}", self.cpu.ip))
 
     def map_memory(self, base: int, size: int) -> None:
-        """More physical memory (zeroed), for instance the hypervisor's own frames."""
-        self.uc.mem_map(base, page_up(size))
+        """More physical memory (zeroed), for instance the hypervisor's own frames,
+        which the hypervisor may read in place (GuestMemory.host_view)."""
+        self.memory.map_host(base, page_up(size))
 
     # -- time and interrupts ----------------------------------------------------------
     def add_timer(self, device: TimedDevice, hz: int) -> None:

@@ -67,7 +67,8 @@ def test_status_alloc_unbound_and_close(idle):
     assert events.status(timer) == (STATUS_CLOSED, 0, 0)
 
 
-TIMER_GUEST = """
+# The event callback (TIMER_HANDLERS' upcall) and VIRQ_TIMER bound to port 3.
+CALLBACK_AND_TIMER_PORT = """
     MAP_SHARED_INFO shinfo
     mov ebx, FLAT_RING1_CS                  /* set_callbacks(cs, event, cs, failsafe) */
     mov ecx, offset upcall
@@ -78,6 +79,8 @@ TIMER_GUEST = """
     mov ecx, offset bind
     call hypercall_page + 32 * 32
     mov [bind_result], eax
+"""
+TIMER_GUEST = CALLBACK_AND_TIMER_PORT + """
     mov ebx, 1
     mov ecx, offset bind
     call hypercall_page + 32 * 32

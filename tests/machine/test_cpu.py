@@ -81,8 +81,8 @@ def test_a_batch_reads_what_each_register_holds_every_time():
         values = [0xFFFF_FFFF - round_ - i for i in range(len(GPRS))]
         for reg, value in zip(GPRS, values, strict=True):
             cpu.uc.reg_write(reg, value)
-        assert reader.read() == (0x08, *values, 0x10)
-        assert list(reader.read()[1:-1]) == [cpu.read(reg) for reg in GPRS]
+        assert reader() == (0x08, *values, 0x10)
+        assert list(reader()[1:-1]) == [cpu.read(reg) for reg in GPRS]
 
 
 IRET_TO = """

@@ -5,9 +5,11 @@ import struct
 
 import pytest
 
-from pvtool.machine.memory import PageFault, UnassignedMemory
+from pvtool.interrupts import emulate
+from pvtool.machine.memory import GuestMemory, PageFault, UnassignedMemory
 from pvtool.x86.paging import PagingMode
 from tests.machine.harness import boot_native, run_native
+from tests.machine.test_cpu import bare_cpu
 
 # Virtual 0x345000 is an alias of frame 0x346000; 0x347000 is not mapped.
 ALIAS_SCENARIO = """
@@ -121,3 +123,27 @@ def test_forgetting_an_entry_forgets_only_the_translations_through_it(build):
     assert memory.virt_to_phys(0x344ABC) == 0x344ABC  # kept: its entry was not named
     memory.forget_translations()
     assert memory.virt_to_phys(0x344ABC) == 0x343ABC
+
+
+def test_memory_the_host_holds_reads_in_place_what_the_guest_stored():
+    # mov byte [0x200001], 0x5a; hlt: a store by the guest shows in the view at once.
+    cpu = bare_cpu()
+    memory = GuestMemory(cpu.uc, cpu)
+    memory.map_host(0x200000, 0x2000)
+    view = memory.host_view(0x200000, 0x2000)
+    assert bytes(view[:4]) == bytes(4)  # zeroed
+    cpu.uc.mem_write(0x3000, bytes.fromhex("c60501002000" "5a" "f4"))
+    emulate(cpu.uc, 0x3000, 0x3008)
+    assert view[1] == 0x5A
+    memory.write_phys(0x201FFF, b"\x77")
+    assert memory.host_view(0x201FFF, 1)[0] == 0x77 == memory.read_phys(0x201FFF, 1)[0]
+    assert view.readonly
+
+
+def test_a_host_view_is_only_of_memory_the_host_holds():
+    cpu = bare_cpu()
+    memory = GuestMemory(cpu.uc, cpu)
+    memory.map_host(0x200000, 0x1000)
+    assert memory.host_view(0x1000, 4) is None  # Unicorn's own RAM
+    assert memory.host_view(0x200FFE, 4) is None  # past the end
+    assert memory.host_view(0x200FFC, 4) is not None

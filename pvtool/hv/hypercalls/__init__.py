@@ -109,10 +109,18 @@ def _result(result: int) -> str:
     return f"{result:#x}"
 
 
-def dispatch(domain: PvDomain, vcpu: VCpu, number: int, args: Sequence[int]) -> None:
-    """The hypercall entry: NUMBER and ARGS as the registers of the domain's width held
-    them (abi/xen.py HYPERCALL_ARGUMENT_REGISTERS, VCpu.hypercall_registers); the
-    result, if any, into the number's register."""
-    result = call(domain, vcpu, number, args)
-    if result is not NO_RESULT:
-        vcpu.set_result(result)
+# Hypercalls that cannot arm a timer, make an event pending, unmask events, register
+# the event callback, block, yield or switch the vCPU. On their return the hypervisor
+# only looks at what the guest itself may have changed (its vcpu_info: an upcall it
+# made pending, as Linux's unmask_evtchn does before forcing the callback with a
+# xen_version): timers cannot be due, since virtual time stands still within a slice
+# and every timer due when it began fired then (PvSupervisor.take_interrupt). Every
+# hypercall not listed gets the whole of Xen's return path.
+QUIET = frozenset(map(int, {
+    Hypercall.xen_version, Hypercall.console_io, Hypercall.mmu_update,
+    Hypercall.update_va_mapping, Hypercall.mmuext_op, Hypercall.update_descriptor,
+    Hypercall.set_gdt, Hypercall.set_trap_table, Hypercall.stack_switch,
+    Hypercall.memory_op, Hypercall.fpu_taskswitch, Hypercall.set_debugreg,
+    Hypercall.get_debugreg, Hypercall.vm_assist, Hypercall.set_segment_base,
+    Hypercall.grant_table_op,
+}))

@@ -1,0 +1,100 @@
+"""machine/cpu_state.py and the in-place register access built on it (Cpu.reader,
+Cpu.writer): every value read or written in place is what Unicorn's own API reads and
+writes, between runs and inside a hook, in both widths."""
+
+import pytest
+from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_64, Uc
+from unicorn import x86_const as X
+from unicorn.unicorn_py3.unicorn import HOOK_INTR_CFUNC
+
+from pvtool.interrupts import emulate
+from pvtool.machine import cpu as C
+from pvtool.machine import cpu_state
+from pvtool.machine.context import EmulatorLayoutError
+from pvtool.machine.cpu import Cpu
+from tests.machine.test_cpu import CODE, bare_cpu
+
+GPRS = (C.EAX, C.EBX, C.ECX, C.EDX, C.ESI, C.EDI, C.EBP, C.ESP)
+GPRS64 = tuple(C.GPRS64_BY_NAME.values())
+
+
+def test_finding_the_state_leaves_every_register_as_it_was():
+    cpu = bare_cpu()
+    values = [0x1111_1111 * (i + 1) for i in range(len(GPRS))]
+    for reg, value in zip(GPRS, values, strict=True):
+        cpu.uc.reg_write(reg, value)
+    cpu_state.find_cpu_state(cpu.uc)
+    assert [cpu.uc.reg_read(reg) for reg in GPRS] == values
+
+
+def test_a_state_that_is_not_the_context_blob_is_refused(monkeypatch):
+    monkeypatch.setattr(cpu_state, "_matches_blob", lambda uc, address: False)
+    with pytest.raises(EmulatorLayoutError, match="unicorn==2.1.4"):
+        cpu_state.find_cpu_state(bare_cpu().uc)
+
+
+def test_the_reader_gives_the_registers_in_the_order_asked():
+    cpu = bare_cpu()
+    for i, reg in enumerate(GPRS):
+        cpu.uc.reg_write(reg, 0xA000_0000 + i)
+    assert cpu.reader((C.EDI, C.CS, C.EAX))() == (0xA000_0005, 0x08, 0xA000_0000)
+    assert cpu.reader((C.EAX,))() == (0xA000_0000,)
+    assert cpu.reader((C.SS, C.DS))() == (0x10, 0x10)
+
+
+def test_registers_unicorn_must_load_have_no_reader_or_writer():
+    cpu = bare_cpu()
+    with pytest.raises(KeyError):
+        cpu.reader((C.EAX, C.EIP))
+    with pytest.raises(ValueError, match="through Unicorn"):
+        cpu.writer(C.CS)
+    with pytest.raises(ValueError, match="twice"):
+        cpu.reader((C.EAX, C.EAX))
+
+
+def test_a_write_in_place_is_what_unicorn_reads_masked_to_the_width():
+    cpu = bare_cpu()
+    for reg in GPRS:
+        cpu.writer(reg)(-38)  # a hypercall's -ENOSYS
+        assert cpu.uc.reg_read(reg) == 0xFFFF_FFDA
+        cpu.writer(reg)(0x1_2345_6789)
+        assert cpu.uc.reg_read(reg) == 0x2345_6789
+
+
+def test_a_64_bit_cpu_reads_and_writes_all_64_bits_of_its_registers():
+    cpu = Cpu(Uc(UC_ARCH_X86, UC_MODE_64), bits=64)
+    for i, reg in enumerate(GPRS64):
+        cpu.writer(reg)(0xFFFF_8000_0000_0000 + i)
+    assert [cpu.uc.reg_read(reg) for reg in GPRS64] == \
+        [0xFFFF_8000_0000_0000 + i for i in range(len(GPRS64))]
+    cpu.uc.reg_write(X.UC_X86_REG_R10, 0x1234_5678_9ABC_DEF0)
+    assert cpu.reader((X.UC_X86_REG_R10, X.UC_X86_REG_RAX))() == \
+        (0x1234_5678_9ABC_DEF0, 0xFFFF_8000_0000_0000)
+
+
+def test_inside_a_hook_the_state_in_place_is_the_live_cpu():
+    # int 0x80 then `mov ebx, eax; mov ecx, edx`: the hook reads EDX as the code
+    # left it and writes EAX, which the code after the hook sees.
+    cpu = bare_cpu()
+    cpu.uc.mem_write(CODE, bytes.fromhex("ba78563412" "cd80" "89c3" "89d1"))
+    read, write = cpu.reader((C.EDX, C.CS)), cpu.writer(C.EAX)
+    seen = []
+
+    def on_interrupt(handle, vector, _):
+        seen.append(read())
+        write(0xCAFE_F00D)
+
+    callback = HOOK_INTR_CFUNC(on_interrupt)
+    cpu.uc._Uc__do_hook_add(UC_HOOK_INTR, callback, 1, 0)
+    emulate(cpu.uc, CODE, CODE + 11)
+    assert seen == [(0x1234_5678, 0x08)]
+    assert (cpu.read(C.EBX), cpu.read(C.ECX)) == (0xCAFE_F00D, 0x1234_5678)
+
+
+def test_finding_the_state_of_a_64_bit_cpu_keeps_all_64_bits_of_its_registers():
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    uc.reg_write(X.UC_X86_REG_RAX, 0xFFFF_8000_1234_5678)
+    uc.reg_write(X.UC_X86_REG_RDI, 0x0000_7FFF_0000_0001)
+    cpu_state.find_cpu_state(uc)
+    assert uc.reg_read(X.UC_X86_REG_RAX) == 0xFFFF_8000_1234_5678
+    assert uc.reg_read(X.UC_X86_REG_RDI) == 0x0000_7FFF_0000_0001
