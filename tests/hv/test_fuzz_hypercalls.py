@@ -161,8 +161,12 @@ def mapped_frames_2level(booted, base: int):
         assert not pde & PS, f"a superpage at L2 slot {slot}"
         table = pde >> 12
         yield table, False, f"L2[{slot}] (its L1)"
+        # A linear map (an L2 read as an L1, as Xen's pv-linear-pt allows) shows the
+        # hypervisor's own slots too: read-only, as Xen insists of any linear map.
+        linear = booted.domain.pagetables.typed.get(table) == 2
+        assert not (linear and pde & RW), f"L2[{slot}] maps an L2 writable"
         for index, pte in enumerate(u32s(memory, table)):
-            if pte & P:
+            if pte & P and not (linear and index >= layout.FIRST_SLOT):
                 yield pte >> 12, bool(pde & RW and pte & RW), f"L2[{slot}] -> {table:#x}[{index}]"
 
 
