@@ -23,7 +23,7 @@ from pvtool.hv.builder64 import build_domain64, enter_guest64
 from pvtool.hv.domain import PvDomain
 from pvtool.hv.emulate import Emulator
 from pvtool.hv.entry64 import Pv64Supervisor
-from pvtool.hv.pagemodes import DEVICE_PAGES, TRAP_FOUR_LEVEL
+from pvtool.hv.pagemodes import DEVICE_PAGES, PC_KERNEL_FOUR_LEVEL
 from pvtool.hv.traps import PvSupervisor
 from pvtool.hv.xenstore.daemon import start_xenstore
 from pvtool.hv.xenstore.toolstack import DomainConfig
@@ -64,7 +64,7 @@ def boot_pv_domain(machine: Machine, image: ElfImage, *, cmdline: bytes = b"",
     ours = parse_pvtool_notes(image)
     pc_kernel = boot.long_mode and is_patched(image)
     domain = PvDomain(machine, base_mfn=boot.pfn(boot.page_tables), paging=_paging(boot),
-                      rules=TRAP_FOUR_LEVEL if pc_kernel else None,
+                      rules=PC_KERNEL_FOUR_LEVEL if pc_kernel else None,
                       glue=boot.glue, superpages=boot.glue, console_mfn=boot.pfn(boot.console),
                       regs_block=ours.regs_block, site_ranges=ours.site_ranges,
                       glue_alias=(notes.virt_base or 0) if boot.glue else 0,

@@ -129,13 +129,14 @@ FOUR_LEVEL = PagingRules(
 
 RULES = {rules.mode: rules for rules in (TWO_LEVEL, PAE, FOUR_LEVEL)}
 
-# A deprivileged 64-bit PC kernel (trap-and-emulate, or patched by xen64) and its device
-# pages: Xen's 4-level rules for a kernel written for the PC, which maps
-# its own tables writable (downgraded, as on 32-bit), stores into tables of every level
-# (each emulated and validated, hv/ptwr.py), and maps the PC's device pages uncached:
-# it has I/O privilege, and Xen lets such a domain set the cache attributes.
+# A deprivileged PC kernel's rules: a 64-bit kernel written for the PC, run at CPL 3
+# unmodified (trap-and-emulate) or patched by xen64 (PV). Xen's 4-level rules, but such
+# a kernel maps its own tables writable (downgraded, as on 32-bit), stores into tables
+# of every level (each emulated and validated, hv/ptwr.py), and maps the PC's device
+# pages uncached: it has I/O privilege, and Xen lets such a domain set the cache
+# attributes.
 _DEVICE_FLAGS = paging.PCD | paging.PWT
-TRAP_FOUR_LEVEL = replace(
+PC_KERNEL_FOUR_LEVEL = replace(
     FOUR_LEVEL, downgrade=True, ptwr_levels=None,
     guest_flags={level: flags | _DEVICE_FLAGS
                  for level, flags in FOUR_LEVEL.guest_flags.items()})

@@ -32,7 +32,7 @@ from dataclasses import replace
 from pvtool.errors import UnsupportedImageError
 from pvtool.hv.domain import Domain
 from pvtool.hv.errors import DomainCrash
-from pvtool.hv.pagemodes import DEVICE_PAGES, TRAP_FOUR_LEVEL
+from pvtool.hv.pagemodes import DEVICE_PAGES, PC_KERNEL_FOUR_LEVEL
 from pvtool.hv.trapboot64 import (
     BOOT_L4,
     USER_VIEW,
@@ -158,7 +158,7 @@ class TrapMode64:
                  trace: Callable[[str], None] | None):
         self.machine = machine
         self.domain = Domain(machine, base_mfn=BOOT_L4 >> PAGE_SHIFT,
-                             paging=PagingMode.FOUR_LEVEL, rules=TRAP_FOUR_LEVEL,
+                             paging=PagingMode.FOUR_LEVEL, rules=PC_KERNEL_FOUR_LEVEL,
                              console_output=machine.output, trace=trace)
         for page in DEVICE_PAGES:  # the PC's devices are the kernel's (I/O privilege)
             self.domain.frames.share(page >> PAGE_SHIFT, self.domain.domid)
