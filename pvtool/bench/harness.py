@@ -210,7 +210,7 @@ def measure_limits(images: Sequence[Path], guests: list[GuestBench], repeat: int
     loop = run_register_loop(LOOP_ITERATIONS, repeat)
     progress.step("raw Unicorn, empty INTR hook")
     hook = run_empty_hook(HOOK_CALLS, repeat)
-    progress.step("a hypercall's floor: one batch read, one write")
+    progress.step("a hypercall's floor: registers read and written in place")
     floor = run_hypercall_floor(HOOK_CALLS, repeat)
     progress.step("null hypercalls")
     nullcall = run_null_hypercalls(NULL_HYPERCALLS, repeat)

@@ -299,7 +299,8 @@ def _limits(limits: dict) -> Table:
                   "the kernel's rdtsc around its loop: nanobench's unit")
     floor = limits["hypercall_floor"]
     table.add_row("a hypercall's floor", f"{_us(floor['seconds_per_call'])} us",
-                  f"int 0x80 hooked as int 0x82 is, 1 batch read + 1 write: "
+                  f"int 0x80 hooked as int 0x82 is, CS and 6 registers read and "
+                  f"EAX written in place (no call into Unicorn): "
                   f"{limits['floor_over_empty_hook']:.1f}x the empty hook")
     verdict = "[green]within[/]" if limits["hypercall_within_target"] else "[red]over[/]"
     table.add_row("hypercall / empty hook", f"{limits['hypercall_over_empty_hook']:.1f}x",

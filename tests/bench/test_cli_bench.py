@@ -240,6 +240,8 @@ def test_the_hypercall_target_is_explained(hello_report):
     text = " ".join(stdout.split())
     assert "target: issue 17 asks that a null hypercall" in text
     assert "a hypercall's floor" in text  # what any hypercall must cost, beside it
+    # what bench/hypercallfloor.py's hook does: machine/cpu_state.py's in-place access
+    assert "CS and 6 registers read and EAX written in place" in text
     assert f"at most {data['limits']['hypercall_target']:g}x an empty Unicorn INTR hook" in text
     over = not data["limits"]["hypercall_within_target"]
     assert ("Over it:" in text) == over
