@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 INTERRUPTED_STATUS = 128 + signal.SIGINT  # 130: how a shell reports a death by Ctrl-C
 TERMINATED_STATUS = 128 + signal.SIGTERM  # 143: and by SIGTERM
+UNTIL_NEVER = 0xFFFF_FFFF_FFFF_FFFF  # emulate's end address for a slice that ends by count
 
 
 class Interrupted(KeyboardInterrupt):

@@ -41,21 +41,22 @@ class Breakpoints:
     def rearm(self) -> None:
         """Remove every watch and arm one for each breakpoint DR7 enables."""
         for handle in self.handles:
-            self.machine.unwatch(handle)
+            self.machine.watches.remove(handle)
         self.handles = [handle for breakpoint in self.registers.enabled()
                         if (handle := self._arm(breakpoint)) is not None]
 
     def _arm(self, breakpoint: Breakpoint) -> int | None:
         hit = 1 << breakpoint.index
         if breakpoint.condition == DR7_RW_EXECUTE:
-            return self.machine.watch_code(breakpoint.address,
-                                           lambda address: self._executed(address, hit))
+            return self.machine.watches.code(breakpoint.address,
+                                             lambda address: self._executed(address, hit))
         try:
             paddr = self.domain.memory.virt_to_phys(breakpoint.address)
         except (PageFault, UnassignedMemory):
             return None  # nothing mapped there: nothing to watch until DR7 is written again
-        return self.machine.watch_memory(paddr, breakpoint.length, lambda: self._accessed(hit),
-                                         reads=breakpoint.condition == DR7_RW_ACCESS)
+        return self.machine.watches.memory(paddr, breakpoint.length,
+                                           lambda: self._accessed(hit),
+                                           reads=breakpoint.condition == DR7_RW_ACCESS)
 
     def _executed(self, address: int, hit: int) -> None:
         if self.resume_at == address:
@@ -63,12 +64,13 @@ class Breakpoints:
             return
         self.resume_at = None
         self.registers.record_hits(hit)
-        self.machine.end_slice_then(lambda: self.raise_debug(address),
-                                    before_this_instruction=True)
+        self.machine.watches.end_slice_then(lambda: self.raise_debug(address),
+                                            before_this_instruction=True)
 
     def _accessed(self, hit: int) -> None:
         if not self.pending_hits:
-            self.machine.end_slice_then(self._raise_data_debug, before_this_instruction=False)
+            self.machine.watches.end_slice_then(self._raise_data_debug,
+                                                before_this_instruction=False)
         self.pending_hits |= hit
 
     def _raise_data_debug(self) -> None:

@@ -293,7 +293,7 @@ class SensitiveWatch:
                 cls = classify(insn) if hasattr(insn, "mnemonic") else None
                 if cls is not None and cls.name in sensitive:
                     self.sites[insn.address] = (cls.name, f"{insn.mnemonic} {insn.op_str}".strip())
-        machine.watch(self.sites, self._on_site)
+        machine.watches.code_always(self.sites, self._on_site)
 
     def _on_site(self, address: int) -> None:
         self.counts[address] += 1

@@ -165,7 +165,7 @@ def load_multiboot(machine: Machine, image: KernelImage, *, cmdline: bytes = b""
         halts += _moved(image, halts, chunks[0])
     elif header.aout_kludge:
         halts = _moved(image, halts, chunks[0])
-    machine.watch_halts(halts)
+    machine.watches.halts(halts)
     _enter_protected_mode(machine, entry, info.info_addr)
     return BootState(entry, info.info_addr, image_end)
 

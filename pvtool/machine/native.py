@@ -171,7 +171,7 @@ class BareMetal:
         if irqs.nmi and not self.nmi_blocked:
             irqs.take_nmi()
             self.nmi_blocked = True
-            self.machine.after_next_iret(self._unblock_nmi)
+            self.machine.watches.after_next_iret(self._unblock_nmi)
             self.delivery.deliver(external(Vector.NMI, self.cpu.ip))
         elif irqs.pending() and self.interrupts_enabled():
             self.delivery.deliver(external(irqs.acknowledge(),

@@ -16,13 +16,9 @@ from typing import Protocol
 
 from unicorn import (
     UC_ARCH_X86,
-    UC_HOOK_CODE,
     UC_HOOK_INSN,
     UC_HOOK_INSN_INVALID,
     UC_HOOK_INTR,
-    UC_HOOK_MEM_READ,
-    UC_HOOK_MEM_WRITE,
-    UC_MEM_WRITE,
     UC_MODE_32,
     UC_MODE_64,
     Uc,
@@ -37,7 +33,7 @@ from unicorn.unicorn_py3.arch.intel import (
 )
 from unicorn.unicorn_py3.unicorn import HOOK_INTR_CFUNC, uccallback
 
-from pvtool.interrupts import emulate
+from pvtool.interrupts import UNTIL_NEVER, emulate
 from pvtool.machine.acpi_pm import (
     PM_BLOCK_PORTS,
     PM_REGISTER_WIDTH,
@@ -113,21 +109,18 @@ from pvtool.machine.system_ports import PORT_A, PORT_B, RESET_CONTROL, PortA, Po
 from pvtool.machine.uart import COM1_BASE, COM1_PORTS, Uart16550
 from pvtool.machine.vbe import BochsVbe
 from pvtool.machine.vga_text import TEXT_BUFFER, VgaText, firmware_screen
+from pvtool.machine.watches import Watches
 from pvtool.x86 import msrs
-from pvtool.x86.isa import OPERAND_SIZE_PREFIX, REX_W
 from pvtool.x86.paging import page_up
 from pvtool.x86.vectors import Vector
 
 DEFAULT_RAM = 128 << 20  # what QEMU gives a guest by default
 MAX_RAM = 3072 << 20  # the most --memory gives: RAM below the PCI hole at 3 GiB
-UNTIL_NEVER = 0xFFFF_FFFF_FFFF_FFFF  # emu_start's end address: slices end by count
 # The PC's port map and ISA interrupt lines.
 MASTER_PIC_PORT, SLAVE_PIC_PORT, PIT_PORT, CMOS_PORT = 0x20, 0xA0, 0x40, 0x70
 PIT_IRQ, UART_IRQ, RTC_IRQ = 0, 4, 8
-IRET = 0xCF
 RTC_EPOCH = 1066521600  # 2003-10-19 00:00 UTC (SOSP 2003): the RTC starts there, always
 UC_MODES = {32: UC_MODE_32, 64: UC_MODE_64}
-MAX_ACCESS = 8  # bytes of the widest data access a watch must catch (a movq, a cmpxchg8b)
 
 # The registers in, out, ins and outs change, by width.
 PORT_IO_REGISTERS = {32: ("eax", "ecx", "esi", "edi"), 64: ("rax", "rcx", "rsi", "rdi")}
@@ -202,15 +195,8 @@ class Machine:
         self._install_console(keys)
         self.stop: Stop | None = None
         self.blocked = False
-        self._hlt_executed = False
-        self._spent_hooks: list[int] = []
-        self._in_slice = False
-        self._stopping_soon = False
         self._port_fault: tuple[int, dict[int, int]] | None = None  # (EIP, registers)
-        self._after_slice: list[Callable[[], None]] = []  # end_slice_then's
-        self._watches_changed = False
-        self._undo: list[tuple[int, bytes]] = []  # what watched stores overwrote
-        self._replay = self._replaying = False
+        self.watches = Watches(self.uc, self.cpu, self.memory, self.hook, self._fail)
         self.supervisor: Supervisor | None = None
         self._raw_hooks: list = []
         self._direct_vector = -1  # Supervisor.direct_vector: none until one is attached
@@ -566,49 +552,10 @@ class Machine:
         """The local APIC may have just raised INTR or NMI in the middle of a slice (a
         self-IPI, an EOI or TPR write unblocking a vector, a device's line): end the
         slice if the CPU can take it now, as QEMU takes it at the next instruction."""
-        if not self._in_slice or self._stopping_soon:
+        if not self.watches.in_slice or self.watches.stopping_soon:
             return
         if self.irqs.nmi or (self.irqs.pending() and self.supervisor.interrupts_enabled()):
-            self._stop_at_next_instruction()
-
-    def _stop_at_next_instruction(self) -> None:
-        """End the slice before the next instruction. Not emu_stop from the device's
-        own callback: stopped inside an MMIO access, Unicorn runs the instruction
-        again, and the access with it."""
-        self._stopping_soon = True
-
-        def on_code(uc: Uc, address: int, size: int, _) -> None:
-            if self._stopping_soon:
-                self._stopping_soon = False
-                self._spent_hooks.append(handle)
-                uc.emu_stop()
-
-        handle = self.uc.hook_add(UC_HOOK_CODE, self.hook(on_code, "instruction hook"))
-
-    def after_next_iret(self, callback: Callable[[], None]) -> None:
-        """Call CALLBACK once the next iret has executed, and end the slice there: a
-        hook on every instruction until then (47x slower, UNICORN.md), which is why
-        only an NMI handler's short life is watched so. The hook is removed once the
-        slice has ended, outside Unicorn's callbacks."""
-        state = {"iret": False, "done": False}
-
-        def on_code(uc: Uc, address: int, size: int, _) -> None:
-            if state["done"]:
-                return
-            try:
-                if state["iret"]:
-                    state["done"] = True
-                    self._spent_hooks.append(handle)
-                    uc.emu_stop()
-                    callback()
-                elif size <= 2:
-                    code = self.memory.read_virt(address, size)
-                    state["iret"] = code[-1] == IRET and (
-                        size == 1 or code[0] in (OPERAND_SIZE_PREFIX, REX_W))
-            except BaseException as exc:
-                self._fail(exc)
-
-        handle = self.uc.hook_add(UC_HOOK_CODE, self.hook(on_code, "instruction hook"))
+            self.watches.stop_at_next_instruction()
 
     def block(self) -> None:
         """The guest waits for an interrupt (a PV SCHEDOP_block): end the slice so the
@@ -620,104 +567,13 @@ class Machine:
         """End the slice after the current instruction (a hypervisor switching vCPUs)."""
         self.uc.emu_stop()
 
-    def watch(self, addresses, callback: Callable[[int], None]) -> None:
-        """Call CALLBACK(address) before the instruction at each of ADDRESSES runs. A
-        hook bounded to one address costs nothing anywhere else."""
-        def on_code(uc: Uc, address: int, size: int, _) -> None:
-            callback(address)
-
-        for address in addresses:
-            self.uc.hook_add(UC_HOOK_CODE, self.hook(on_code, "instruction hook"), None,
-                             address, address)
-
-    # -- watches: hooks on a few addresses, armed and disarmed while the guest runs -----
-    def watch_code(self, address: int, callback: Callable[[int], None]) -> int:
-        """Call CALLBACK(address) before the instruction at linear ADDRESS runs, until
-        unwatch(handle): free anywhere else (docs/ABI.md measures it)."""
-        def on_code(uc: Uc, at: int, size: int, _) -> None:
-            try:
-                callback(at)
-            except BaseException as exc:
-                self._fail(exc)
-
-        return self._watching(self.uc.hook_add(UC_HOOK_CODE, self.hook(on_code, "watch hook"),
-                                              None, address, address))
-
-    def watch_memory(self, paddr: int, size: int, callback: Callable[[], None], *,
-                     reads: bool) -> int:
-        """Call CALLBACK() when a guest store (and a load too, with READS) touches the
-        SIZE physical bytes at PADDR, until unwatch(handle). Unicorn bounds a memory
-        hook by the access's first byte, so the hook starts 7 bytes lower and the
-        overlap is checked here. What a store overwrites is kept, for end_slice_then."""
-        def on_access(uc: Uc, access: int, address: int, length: int, value: int, _) -> None:
-            if self._replaying or address + length <= paddr:
-                return
-            try:
-                if access == UC_MEM_WRITE:
-                    self._undo.append((address, bytes(uc.mem_read(address, length))))
-                callback()
-            except BaseException as exc:
-                self._fail(exc)
-
-        kinds = UC_HOOK_MEM_WRITE | (UC_HOOK_MEM_READ if reads else 0)
-        first = max(0, paddr - MAX_ACCESS + 1)
-        return self._watching(self.uc.hook_add(kinds, self.hook(on_access, "watch hook"), None,
-                                              first, paddr + size - 1))
-
-    def unwatch(self, handle: int) -> None:
-        """Remove a watch; from a hook, the slice ends now and the hook goes then."""
-        if self._in_slice:
-            self._spent_hooks.append(handle)
-            self.uc.emu_stop()
-        else:
-            self.uc.hook_del(handle)
-        self._watches_changed = True
-
-    def _watching(self, handle: int) -> int:
-        """Code already translated does not see a new hook: the slice ends and the
-        translations are dropped before the next (run_slice)."""
-        self._watches_changed = True
-        if self._in_slice:
-            self.uc.emu_stop()
-        else:
-            self.uc.ctl_flush_tb()
-        return handle
-
-    def end_slice_then(self, then: Callable[[], None], *, before_this_instruction: bool) -> None:
-        """From a watch: end the slice and call THEN once it has ended, before the
-        instruction a code watch reported (which does not run), or after the one a
-        memory watch saw. Stopped from a memory hook, Unicorn leaves EIP on that
-        instruction with its store done and the rest undone (UNICORN.md), so the
-        stores are undone and the instruction run once more, alone (_replay_access)."""
-        self._after_slice.append(then)
-        self._replay = self._replay or not before_this_instruction
-        self.uc.emu_stop()
-
-    def _replay_access(self) -> None:
-        for address, old in reversed(self._undo):
-            self.uc.mem_write(address, old)
-        self._replaying = True
-        try:
-            emulate(self.uc, self.cpu.ip, UNTIL_NEVER, 1)
-        finally:
-            self._replaying = self._replay = False
-
-    def watch_halts(self, addresses) -> None:
-        """Hook the `hlt` instructions at ADDRESSES: at CPL 0 Unicorn returns from
-        emu_start after a hlt with no hook called (UNICORN.md), and nothing else tells
-        that apart from a slice that simply ran out."""
-        self.watch(addresses, self._on_hlt)
-
-    def _on_hlt(self, address: int) -> None:
-        self._hlt_executed = True
-
     def halted(self) -> bool:
         """Whether the last slice ended waiting for an interrupt: a watched hlt at
         CPL 0, or a PV SCHEDOP_block."""
         if self.blocked:
             self.blocked = False
             return True
-        return self._hlt_executed and self.cpu.cpl == 0
+        return self.watches.hlt_executed and self.cpu.cpl == 0
 
     # -- control ------------------------------------------------------------------------
     def request_stop(self, stop: Stop) -> None:
@@ -745,8 +601,7 @@ class Machine:
         # Unicorn may still hold QEMU's `old_exception` from before the slice (the boot
         # trampoline, a delivery): without this the next fault becomes a silent #DF.
         self.cpu.ack_exception()
-        self._hlt_executed = False
-        self._in_slice = True
+        self.watches.start_slice()
         try:
             if self.profile is None:
                 emulate(self.uc, self.cpu.ip, UNTIL_NEVER, count)
@@ -755,27 +610,15 @@ class Machine:
         except UcError as exc:
             if self.hook_error is None:
                 self.request_stop(Stop(StopKind.EMULATOR_ERROR, str(exc), self.cpu.ip))
-        self._in_slice = self._stopping_soon = False
+        self.watches.emulation_returned()
         if self.port_exits:
             self._count_port_exits()
-        if self._spent_hooks:
-            while self._spent_hooks:
-                self.uc.hook_del(self._spent_hooks.pop())
-            self.uc.ctl_flush_tb()  # drop code translated while the hook was in place
         if self.hook_error is not None:
             error, self.hook_error = self.hook_error, None
             raise error
         if self._port_fault is not None:
             self._raise_port_fault()
-        if self._replay:
-            self._replay_access()
-        self._undo.clear()
-        if self._watches_changed:
-            self._watches_changed = False
-            self.uc.ctl_flush_tb()
-        while self._after_slice and self.stop is None:
-            self._after_slice.pop(0)()
-        self._after_slice.clear()
+        self.watches.after_slice(lambda: self.stop is not None)
 
 
 def _ide_drives(disks: Sequence[DiskImage | None]) -> list[Drive]:

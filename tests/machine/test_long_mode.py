@@ -308,10 +308,10 @@ after_iretq:
 
 
 def test_the_iretq_that_ends_an_nmi_handler_is_seen(build64):
-    """Machine.after_next_iret, which unblocks NMIs (machine/native.py), knows iretq
+    """Watches.after_next_iret, which unblocks NMIs (machine/native.py), knows iretq
     (48 CF) as well as iretd."""
     run = boot_native(build64(IRETQ), bits=64)
     seen: list[int] = []
-    run.machine.after_next_iret(lambda: seen.append(run.machine.cpu.ip))
+    run.machine.watches.after_next_iret(lambda: seen.append(run.machine.cpu.ip))
     run.machine.run_slice(100_000)
     assert seen == [run.guest["after_iretq"]]
