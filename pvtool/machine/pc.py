@@ -610,6 +610,13 @@ class Machine:
         except UcError as exc:
             if self.hook_error is None:
                 self.request_stop(Stop(StopKind.EMULATOR_ERROR, str(exc), self.cpu.ip))
+        self.finish_slice()
+
+    def finish_slice(self) -> None:
+        """What follows every slice, once emulation has returned: the port hooks' exits
+        counted, the watches' work (machine/watches.py), a hook's Python error raised
+        here, and a refused port access made the #GP it is. A caller that runs the CPU
+        itself (a test harness) calls this after each emu_start, as run_slice does."""
         self.watches.emulation_returned()
         if self.port_exits:
             self._count_port_exits()

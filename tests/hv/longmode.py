@@ -171,10 +171,7 @@ class LongModeDomain:
         """Run from the current RIP until UNTIL (or COUNT instructions, or a stop)."""
         cpu = self.machine.cpu
         self.machine.uc.emu_start(cpu.read(RIP), until, 0, count)
-        if self.machine.hook_error is not None:
-            raise self.machine.hook_error
-        if self.machine._port_fault is not None:  # as run_slice does after a slice
-            self.machine._raise_port_fault()
+        self.machine.finish_slice()  # a hook's error raised, a refused port's #GP made
 
     def enter_user(self, rip: int, rsp: int = USER_STACK, cs: int = FLAT_KERNEL_CS64) -> None:
         """Start a user program: user mode, the user L4 (as HYPERVISOR_iret leaves it)."""
