@@ -84,7 +84,7 @@ class RunResult:
         return {
             "mode": self.mode.value,
             "stop": {"kind": self.stop.kind.value, "reason": self.stop.reason,
-                     "eip": self.stop.eip, "symbol": self.stop.symbol,
+                     "ip": self.stop.ip, "eip": self.stop.ip, "symbol": self.stop.symbol,
                      "guest_code": self.stop.code, "guest_chose": self.stop.guest_chose},
             "registers": self.registers,
             "wall_seconds": round(self.wall_seconds, 6),
@@ -250,10 +250,10 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions,
 
 def _locate(stop: Stop, image: KernelImage) -> Stop:
     """STOP with the symbol its eip is in, for a stop the guest did not choose."""
-    symbol = None if stop.guest_chose else image.code_symbol(stop.eip)
+    symbol = None if stop.guest_chose else image.code_symbol(stop.ip)
     if symbol is None:
         return stop
-    offset = stop.eip - symbol.value
+    offset = stop.ip - symbol.value
     return replace(stop, symbol=f"{symbol.name}+{offset:#x}" if offset else symbol.name)
 
 

@@ -120,7 +120,7 @@ def test_json_with_a_limit_stop_is_whole_and_quiet_leaves_one_error_line(build, 
     assert done.status == GUEST_LIMIT
     assert summary["stop"]["kind"] == "insn-limit"
     assert summary["stop"]["guest_chose"] is False
-    assert summary["stop"]["eip"] == guest["the_loop"]
+    assert summary["stop"]["ip"] == summary["stop"]["eip"] == guest["the_loop"]
     assert last.startswith(cli.ERROR_PREFIX)
 
 

@@ -134,3 +134,5 @@ def test_json_shows_the_64_bit_registers_at_the_stop(builder, tmp_path):
     assert "eip" not in registers
     assert registers["rax"] == 5 and registers["cpl"] == 0
     assert kernel["finish"] < registers["rip"] < kernel["exit_failed"] + 2
+    stop = json.loads(summary.read_text())["stop"]  # ip is RIP; eip, kept, the same
+    assert stop["ip"] == stop["eip"] and kernel["finish"] < stop["ip"] < kernel["exit_failed"] + 2

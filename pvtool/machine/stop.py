@@ -50,9 +50,9 @@ class StopKind(Enum):
 class Stop:
     kind: StopKind
     reason: str
-    eip: int = 0
+    ip: int = 0  # the instruction pointer: EIP, or RIP on a 64-bit guest
     code: int | None = None  # the guest's exit code, for GUEST_EXIT and SHUTDOWN
-    symbol: str = ""  # where eip is in the image, `name+0x12`, when it has symbols
+    symbol: str = ""  # where ip is in the image, `name+0x12`, when it has symbols
     # The page fault's address, or the page-table entry's frame, a crash came from.
     fault_address: int | None = None
 
@@ -62,7 +62,9 @@ class Stop:
         return self.kind in (StopKind.GUEST_EXIT, StopKind.SHUTDOWN, StopKind.RESET)
 
     def describe(self) -> str:
-        where = f" at eip {self.eip:#010x}" if not self.guest_chose else ""
+        """The run's last line. It says `at eip` on both widths, as the `--json` key
+        `eip` stays beside `ip`: what scripts and docs/ABI.md already match."""
+        where = f" at eip {self.ip:#010x}" if not self.guest_chose else ""
         if where and self.symbol:
             where += f" <{self.symbol}>"
         return f"{self.kind.value}: {self.reason}{where}"

@@ -65,7 +65,7 @@ class Domain64:
     def halted_at(self) -> int:
         stop = self.machine.stop
         assert stop.kind is StopKind.HALTED, stop.reason
-        return stop.eip
+        return stop.ip
 
     def tables(self) -> None:
         """minikern64's GDT (with a 64-bit TSS) and an IDT whose #GP and #PF gates

@@ -471,7 +471,7 @@ nowhere:
     run = run_native(guest)
 
     assert run.stop.kind is StopKind.TRIPLE_FAULT
-    assert run.stop.eip == guest["the_int3"]
+    assert run.stop.ip == guest["the_int3"]
     assert run.output == b"T"
     assert run.records() == []
     assert_same_as_qemu(run)
@@ -494,7 +494,7 @@ nowhere:
     run = run_native(guest)
 
     assert run.stop.kind is StopKind.TRIPLE_FAULT
-    assert run.stop.eip == guest["bad_load"]
+    assert run.stop.ip == guest["bad_load"]
     assert_same_as_qemu(run)
 
 

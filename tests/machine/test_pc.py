@@ -116,7 +116,7 @@ def test_fetching_outside_ram_is_an_emulator_error_stop_at_that_eip(build):
     run.machine.run_slice(1000)
 
     assert run.stop.kind is StopKind.EMULATOR_ERROR
-    assert run.stop.eip == 0x0200_0000
+    assert run.stop.ip == 0x0200_0000
     assert "UNMAPPED" in run.stop.reason
 
 
