@@ -14,7 +14,6 @@ from pvtool.hv.hypercalls import call as hypercall
 from pvtool.hv.vcpu64 import TrapInfo64
 from pvtool.machine.cpu import RIP, RSP
 from pvtool.machine.stop import StopKind
-from pvtool.run import Mode, RunOptions, run_image
 from tests.hv.harness import boot
 from tests.hv.longmode import KERNEL_CODE, KERNEL_STACK, LongModeDomain
 from tests.hv.smpguest64 import (
@@ -33,6 +32,7 @@ from tests.hv.smpguest64 import (
     ZAP_TEXT,
 )
 from tests.hv.test_vcpus import run_two_vcpus as run_vcpus_32_or_64
+from tests.hv.test_vcpus import two_runs
 from tests.hv.xenguest64 import EINVAL, VIRT_BASE, neg
 from tests.profiles import examples
 
@@ -110,15 +110,10 @@ def test_runstates_have_the_64_bit_layout(smp_run):
 
 
 def test_the_64_bit_two_vcpu_run_is_the_same_twice(smp64):
-    runs = []
-    for _ in range(2):
-        output = bytearray()
-        result = run_image(smp64.path, RunOptions(mode=Mode.PV, vcpus=2), output.extend)
-        runs.append((bytes(output), result.stop.reason, result.slices,
-                     dict(result.exits), dict(result.hypercalls)))
+    runs = two_runs(smp64.path)
     assert runs[0] == runs[1]
     assert runs[0][0] == EXPECTED_OUTPUT64
-    assert runs[0][3]["vcpu-switch"] == 8
+    assert runs[0][4]["vcpu-switch"] == 8
 
 
 # -- the failsafe callback ---------------------------------------------------------------
