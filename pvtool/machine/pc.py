@@ -1,10 +1,12 @@
 """The emulated PC: one CPU, RAM, the port and MMIO buses, the standard devices and
 their interrupt wiring, and the Unicorn hooks.
 
-The machine owns all hooks (STYLE.md: hooks are registered in one place). It turns
-each interrupt or exception into an Interruption (machine/interruption.py), and what
-that means is decided by the supervisor the mode attaches: the bare machine's IDT
-delivery (machine/native.py), or the hypervisor.
+The machine owns all hooks (STYLE.md: hooks are registered in one place): its own
+here, and through its Watches (machine/watches.py) the ones that come and go on a few
+addresses while the guest runs, each wrapped by Machine.hook. It turns each
+interrupt or exception into an Interruption (machine/interruption.py), and what that
+means is decided by the supervisor the mode attaches: the bare machine's IDT delivery
+(machine/native.py), or the hypervisor.
 """
 
 import ctypes

@@ -5,10 +5,10 @@ A hook bounded to one address costs nothing anywhere else (docs/ABI.md measures 
 so a watch is how pvtool sees a single instruction or a few bytes: the `hlt`s the
 loader finds, trap-and-emulate's sites, a guest's debug registers (hv/breakpoints.py),
 an NMI handler's iret. What Unicorn does not allow from inside a hook happens after
-the slice (after_slice, called by the machine): a hook is removed there, translated code
-is dropped so that a new hook is seen, and a store a memory watch saw is undone and
-its instruction run again alone (UNICORN.md: stopped from a memory hook, Unicorn
-leaves the instruction half done).
+the slice (after_slice, which Machine.finish_slice calls): a hook is removed there,
+translated code is dropped so that a new hook is seen, and a store a memory watch saw
+is undone and its instruction run again alone (UNICORN.md: stopped from a memory
+hook, Unicorn leaves the instruction half done).
 """
 
 from collections.abc import Callable, Iterable
@@ -52,7 +52,7 @@ class Watches:
 
         for address in addresses:
             self._uc.hook_add(UC_HOOK_CODE, self._hook(on_code, "instruction hook"), None,
-                             address, address)
+                              address, address)
 
     def halts(self, addresses: Iterable[int]) -> None:
         """Watch the `hlt` instructions at ADDRESSES: at CPL 0 Unicorn returns from
@@ -74,7 +74,7 @@ class Watches:
                 self._fail(exc)
 
         return self._added(self._uc.hook_add(UC_HOOK_CODE, self._hook(on_code, "watch hook"),
-                                            None, address, address))
+                                             None, address, address))
 
     def memory(self, paddr: int, size: int, callback: Callable[[], None], *,
                       reads: bool) -> int:
@@ -95,7 +95,7 @@ class Watches:
         kinds = UC_HOOK_MEM_WRITE | (UC_HOOK_MEM_READ if reads else 0)
         first = max(0, paddr - MAX_ACCESS + 1)
         return self._added(self._uc.hook_add(kinds, self._hook(on_access, "watch hook"), None,
-                                            first, paddr + size - 1))
+                                             first, paddr + size - 1))
 
     def remove(self, handle: int) -> None:
         """Remove a watch; from a hook, the slice ends now and the hook goes then."""
@@ -166,7 +166,7 @@ class Watches:
 
         handle = self._uc.hook_add(UC_HOOK_CODE, self._hook(on_code, "instruction hook"))
 
-    # -- the slice's edges (Machine.run_slice) ------------------------------------------
+    # -- the slice's edges (Machine.run_slice, Machine.finish_slice) -------------------
     def start_slice(self) -> None:
         self.hlt_executed = False
         self.in_slice = True
