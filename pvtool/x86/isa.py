@@ -14,7 +14,11 @@
 - Assembling: `assemble` is keystone as is (fast, unchecked). `assemble_checked` is what
   the patcher uses: statements that keystone encodes wrongly come from the verified
   SYSTEM_ENCODINGS table, the rest from keystone, and everything is decoded again and
-  compared with the source (asmcheck.py). Any doubt is an AssemblyError.
+  compared with the source (asmcheck.py). Any doubt is an AssemblyError. Its checked
+  encodings are cached by (text, address, mode): the same source at the same address
+  always gives the same bytes, and a patch assembles the same glue twice (glue.py's
+  passes) and a fuzzing campaign the same stubs thousands of times. A refusal is not
+  cached: it is raised again, checked again, each time.
 """
 
 import functools
@@ -198,10 +202,15 @@ def _failing_statement(text: str, address: int, engine: keystone.Ks) -> str | No
     return None
 
 
+ASSEMBLED_CACHE = 4096  # checked encodings kept: a kernel's stubs and glue, many times over
+
+
+@functools.lru_cache(maxsize=ASSEMBLED_CACHE)
 def assemble_checked(text: str, address: int, mode: int) -> bytes:
     """Assemble `text` at `address`, decode the result and compare it with the source,
     statement by statement. System instructions keystone gets wrong come from
-    SYSTEM_ENCODINGS. Raises AssemblyError naming the statement and both texts."""
+    SYSTEM_ENCODINGS. Raises AssemblyError naming the statement and both texts.
+    Cached (see the module's docstring)."""
     statements, trailing = asmcheck.parse(text)
     for stmt in statements:
         if stmt.mnemonic.startswith("."):
