@@ -11,7 +11,6 @@ go to build/campaign/progress.log as well as stdout, which xdist does not forwar
 
 import json
 import time
-from dataclasses import asdict, dataclass
 
 from tests.oracles import REPO_ROOT
 from tests.profiles import in_campaign
@@ -28,22 +27,13 @@ class Figures:
     invariants = 0  # invariant checks passed (one check: every invariant of a test)
 
 
-@dataclass
-class Counts:
-    """Figures' counters as a value: one process's, or several added up."""
+COUNTERS = ("hypercalls", "images", "commands", "invariants")
+Counts = dict[str, int]  # Figures' counters as a value: one process's, or several added up
 
-    hypercalls: int = 0
-    images: int = 0
-    commands: int = 0
-    invariants: int = 0
 
-    @classmethod
-    def here(cls) -> "Counts":
-        return cls(Figures.hypercalls, Figures.images, Figures.commands, Figures.invariants)
-
-    def __add__(self, other: "Counts") -> "Counts":
-        return Counts(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values(),
-                                              strict=True)))
+def here() -> Counts:
+    """This process's counters."""
+    return {name: getattr(Figures, name) for name in COUNTERS}
 
 
 def start() -> None:
@@ -58,14 +48,16 @@ def start() -> None:
 def record(worker: str) -> None:
     """Write this worker process's figures for the controller to add up."""
     FIGURES_DIR.mkdir(parents=True, exist_ok=True)
-    (FIGURES_DIR / f"{worker}.json").write_text(json.dumps(asdict(Counts.here())))
+    (FIGURES_DIR / f"{worker}.json").write_text(json.dumps(here()))
 
 
 def total() -> Counts:
     """This process's figures and every worker's recorded since start()."""
-    workers = (Counts(**json.loads(path.read_text()))
-               for path in sorted(FIGURES_DIR.glob("*.json")))
-    return sum(workers, Counts.here())
+    counts = here()
+    for path in sorted(FIGURES_DIR.glob("*.json")):
+        worker = json.loads(path.read_text())
+        counts = {name: counts[name] + worker[name] for name in COUNTERS}
+    return counts
 
 
 def progress(line: str) -> None:
@@ -80,8 +72,8 @@ def progress(line: str) -> None:
 
 def summary(counts: Counts | None = None, started: float | None = None) -> str:
     """The campaign's line: COUNTS (default this process's) since STARTED."""
-    counts = counts or Counts.here()
+    counts = counts or here()
     elapsed = time.perf_counter() - (Figures.started if started is None else started)
-    return (f"fuzzing campaign: {counts.hypercalls:,} hypercalls, {counts.images:,} "
-            f"mutated images ({counts.commands:,} commands), {counts.invariants:,} "
+    return (f"fuzzing campaign: {counts['hypercalls']:,} hypercalls, {counts['images']:,} "
+            f"mutated images ({counts['commands']:,} commands), {counts['invariants']:,} "
             f"invariant checks passed, in {elapsed:,.0f} s")
