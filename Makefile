@@ -161,7 +161,7 @@ build/guests/minikern-xen.elf: $(XENPORT_SRC)/.patched
 
 GUEST_ELFS += build/guests/minikern-xen.elf
 
-.PHONY: all demo port-diffstat test test-fast fuzz wheel wheel-check bench linux guests lint clean distclean
+.PHONY: all demo port-diffstat test test-fast fuzz fuzz-hypercalls fuzz-images wheel wheel-check bench linux guests lint clean distclean
 
 all: guests
 
@@ -234,18 +234,28 @@ test-fast: $(STAMP) guests
 # ---- A long fuzzing campaign, never in CI: the hypercall fuzzer (both paging modes,
 # ---- invariants checked after every call) and the image fuzzer at the counts their
 # ---- modules state for it (tests/profiles.py's "campaign": a million hypercalls, ten
-# ---- thousand mutated images), on one core at the lowest priority, hypothesis's example
-# ---- database in build/hypothesis. Its figures are the last line it prints, and the
-# ---- figures so far every 50 random-caller seeds and every 1,000 images.
+# ---- thousand mutated images), at the lowest priority, hypothesis's example database
+# ---- in build/hypothesis. The hypercall half runs on one core and prints its figures
+# ---- so far every 50 random-caller seeds; the image half in shards on two cores
+# ---- (pytest-xdist), each shard's progress every 500 images in
+# ---- build/campaign/progress.log. Each half ends with its figures, every shard's
+# ---- added up. FUZZ_SEED makes the image half's run repeatable (its shards' seeds).
 # ---- The random callers first: most of the million hypercalls, fastest.
 FUZZ_HYPERCALLS := tests/hv/test_fuzz_hypercalls.py
 FUZZ_TESTS := $(FUZZ_HYPERCALLS)::test_random_callers_keep_the_hypervisor_whole \
               $(FUZZ_HYPERCALLS)::test_hypercalls_keep_the_hypervisor_whole \
-              $(FUZZ_HYPERCALLS)::test_a_guest_calling_at_random_always_stops_cleanly \
-              tests/test_fuzz_images.py
-fuzz: $(STAMP) guests
+              $(FUZZ_HYPERCALLS)::test_a_guest_calling_at_random_always_stops_cleanly
+FUZZ_SEED ?= $(shell date +%s)
+fuzz: fuzz-hypercalls fuzz-images
+
+fuzz-hypercalls: $(STAMP) guests
 	@mkdir -p build/hypothesis
 	nice -n 19 $(BIN)/pytest -p no:xdist -s -q --hypothesis-profile=campaign $(FUZZ_TESTS)
+
+fuzz-images: $(STAMP) guests
+	@mkdir -p build/hypothesis
+	PVTOOL_FUZZ_SEED=$(FUZZ_SEED) nice -n 19 $(BIN)/pytest -n 2 -q \
+	    --hypothesis-profile=campaign tests/test_fuzz_images.py
 
 # ---- The wheel `pip install .` builds, made by .venv's own setuptools (offline) from a
 # ---- copy of the sources, so that nothing a build leaves in the checkout reaches it.

@@ -65,10 +65,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if in_campaign() and not hasattr(session.config, "workerinput"):
+        campaign.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker of `make fuzz` leaves its figures for the controller."""
+    worker = getattr(session.config, "workerinput", {}).get("workerid")
+    if in_campaign() and worker:
+        campaign.record(worker)
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
-    """`make fuzz` ends with its figures (tests/campaign.py)."""
+    """`make fuzz` ends with its figures, every worker's added up (tests/campaign.py)."""
     if in_campaign():
-        terminalreporter.write_line(campaign.summary())
+        terminalreporter.write_line(campaign.summary(campaign.total()))
 
 
 def is_slow(item: pytest.Item) -> bool:

@@ -7,26 +7,36 @@ statuses and exactly one line on stderr starting `pvtool: error:`; never a trace
 status 70. The input file is never changed, and a failed patch leaves nothing behind:
 no output, no listing diff or report, no temporary file.
 
-The commands run in process (tests.cli.pvtool; a patch takes ~0.1 s, a bounded
-run ~0.02 s), so a few hundred mutations fit in well under a minute.
+The commands run in process (tests.cli.pvtool; of CPU, a patch takes ~0.04 s once
+keystone's checked encodings are cached, a bounded run ~0.02 s), so a few hundred
+mutations fit in well under a minute.
+
+The images are split into SHARDS tests that pytest-xdist runs side by side (`make
+fuzz` runs `-n 2`: ten thousand images on two cores): each shard its share of the
+count and its own hypothesis seed (PVTOOL_FUZZ_SEED + shard, so a campaign can be
+run again exactly; a random base without it) and, in a campaign, its own example
+database, so the shards try distinct images.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import struct
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
 
-from tests.campaign import Figures, summary
+from tests import campaign
+from tests.campaign import Figures
 from tests.cli import pvtool
 from tests.oracles import guest_path
-from tests.profiles import examples
+from tests.profiles import CAMPAIGN_DATABASE, examples, in_campaign
 
 ERROR_STATUSES = {64, 65, 66, 69, 71, 73, 76, 78, 79}  # README, "Exit status"
 PATCH_FAILURES = {65, 69, 76}
@@ -43,12 +53,14 @@ SHDR_FIELDS = [0, 4, 8, 12, 16, 20, 24, 28, 32, 36]
 
 # full strength; a tenth on a developer's machine; ten thousand images for `make fuzz`
 MAX_EXAMPLES = examples(300, campaign=10_000)
-PROGRESS = 1000  # images between two progress lines
+SHARDS = 2  # one a core: `make fuzz` runs pytest-xdist with two workers
+PROGRESS = 500  # images of one shard between two of its progress lines
+SEED_BASE = int(os.environ.get("PVTOOL_FUZZ_SEED") or random.SystemRandom().getrandbits(32))
 
 
-@pytest.fixture(scope="module")
-def hello_bytes() -> bytes:
-    return guest_path("hello").read_bytes()
+def share(shard: int) -> int:
+    """Shard SHARD's part of MAX_EXAMPLES (the first ones take the remainder)."""
+    return MAX_EXAMPLES // SHARDS + (shard < MAX_EXAMPLES % SHARDS)
 
 
 def header(data: bytes):
@@ -215,14 +227,20 @@ def run_checks(folder: Path, image: Path, original: bytes) -> None:
         assert "pvtool: error" not in result.stderr, result.stderr
 
 
-def test_mutated_images_get_a_result_or_one_clear_error(hello_bytes):
+@pytest.mark.parametrize("shard", range(SHARDS))
+def test_mutated_images_get_a_result_or_one_clear_error(shard):
     started = time.perf_counter()
-    runs = 0
+    images = 0
+    Tally.outcomes = {}
+    where = f"images shard {shard + 1}/{SHARDS} (seed {SEED_BASE + shard})"
+    database = ({"database": DirectoryBasedExampleDatabase(
+        str(CAMPAIGN_DATABASE / f"images-{shard}"))} if in_campaign() else {})
 
-    @settings(max_examples=MAX_EXAMPLES, suppress_health_check=list(HealthCheck))
+    @seed(SEED_BASE + shard)
+    @settings(max_examples=share(shard), suppress_health_check=list(HealthCheck), **database)
     @given(mutated())
     def fuzz(case):
-        nonlocal runs
+        nonlocal images
         data, _names = case
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(scratch)
@@ -232,17 +250,19 @@ def test_mutated_images_get_a_result_or_one_clear_error(hello_bytes):
             run_checks(folder, image, data)
             patch_checks(folder, image, data)
             assert image.stat().st_mtime_ns == 1_000_000_000
-            runs += 2
+            images += 1
             Figures.images += 1
             Figures.commands += 2
             Figures.invariants += 2  # after each command
-            if Figures.images % PROGRESS == 0:
-                print(f"\n{summary()}", flush=True)
+            if images % PROGRESS == 0:
+                campaign.progress(f"{where}: {images:,} mutated images in "
+                                  f"{time.perf_counter() - started:,.0f} s; "
+                                  f"{campaign.summary()}")
 
     fuzz()
     elapsed = time.perf_counter() - started
-    print(f"\n{runs} commands on mutated images in {elapsed:.1f} s: "
-          f"{sorted(Tally.outcomes.items())}")
+    campaign.progress(f"{where}: {images:,} images ({2 * images:,} commands) in "
+                      f"{elapsed:.1f} s: {sorted(Tally.outcomes.items())}")
 
 
 def test_a_segment_loaded_above_its_virtual_address_is_refused_by_patch(tmp_path):

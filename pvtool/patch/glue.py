@@ -5,6 +5,7 @@ Functions call each other by absolute address, so their sizes and addresses depe
 one another; assembling is repeated until the layout stops moving.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pvtool.abi import pvtool as pvabi
@@ -17,7 +18,7 @@ from pvtool.patch import pvdata64
 from pvtool.patch.patchset import PatchSet
 from pvtool.x86 import msrs, paging
 from pvtool.x86.descriptors import DPL_SHIFT, PRESENT_BIT, S_BIT, TYPE_SHIFT, SystemType
-from pvtool.x86.isa import assemble_checked
+from pvtool.x86.isa import assemble_checked, assemble_unchecked
 from pvtool.x86.paging import PagingMode
 from pvtool.x86.registers import CR0_PG, CR0_TS, EFLAGS_IF
 from pvtool.x86.tss import TSS64_RSP0
@@ -136,7 +137,14 @@ def _descriptor_symbols() -> dict[str, int]:
 
 def fill(template: str, symbols: dict[str, int | str], where: str) -> str:
     """Substitute {names}: numbers as hex literals, strings as they are."""
-    values = {k: (hex(v) if isinstance(v, int) else v) for k, v in symbols.items()}
+    return _substitute(template, _as_text(symbols), where)
+
+
+def _as_text(symbols: dict[str, int | str]) -> dict[str, str]:
+    return {k: (hex(v) if isinstance(v, int) else v) for k, v in symbols.items()}
+
+
+def _substitute(template: str, values: dict[str, str], where: str) -> str:
     try:
         return template.format_map(values)
     except KeyError as exc:
@@ -144,23 +152,29 @@ def fill(template: str, symbols: dict[str, int | str], where: str) -> str:
 
 
 def assemble_glue(patch_set: PatchSet, base: int, symbols: dict[str, int]) -> Glue:
-    names = list(patch_set.glue)
-    addresses = dict.fromkeys(names, base)
+    """The glue at BASE. A first pass, every function placed at BASE, only sizes the
+    functions (assemble_unchecked: the bytes assemble_checked would give, not decoded
+    back); every later pass is checked, and the layout is taken once a checked pass
+    puts every function where the pass before placed it, usually the second."""
+    _, addresses = _assemble_once(patch_set, base,
+                                  symbols | dict.fromkeys(patch_set.glue, base),
+                                  assemble_unchecked)
     for _ in range(MAX_PASSES):
-        code, placed = _assemble_once(patch_set, base, symbols | addresses)
+        code, placed = _assemble_once(patch_set, base, symbols | addresses, assemble_checked)
         if placed == addresses:
             return Glue(base, code, placed)
         addresses = placed
     raise PatchError(f"{patch_set.name}: glue layout did not settle")
 
 
-def _assemble_once(patch_set: PatchSet, base: int,
-                   symbols: dict[str, int]) -> tuple[bytes, dict[str, int]]:
+def _assemble_once(patch_set: PatchSet, base: int, symbols: dict[str, int],
+                   assemble: Callable[[str, int, int], bytes]) -> tuple[bytes, dict[str, int]]:
     code = bytearray()
     placed = {}
+    values = _as_text(symbols)
     for name, source in patch_set.glue.items():
         address = base + len(code)
         placed[name] = address
-        text = fill(source, symbols, f"{patch_set.name}/glue.asm:{name}")
-        code += assemble_checked(text, address, patch_set.mode)
+        text = _substitute(source, values, f"{patch_set.name}/glue.asm:{name}")
+        code += assemble(text, address, patch_set.mode)
     return bytes(code), placed

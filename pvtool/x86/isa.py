@@ -14,7 +14,12 @@
 - Assembling: `assemble` is keystone as is (fast, unchecked). `assemble_checked` is what
   the patcher uses: statements that keystone encodes wrongly come from the verified
   SYSTEM_ENCODINGS table, the rest from keystone, and everything is decoded again and
-  compared with the source (asmcheck.py). Any doubt is an AssemblyError.
+  compared with the source (asmcheck.py). Any doubt is an AssemblyError. Its checked
+  encodings are cached by (text, address, mode): the same source at the same address
+  always gives the same bytes, and a patch assembles the same glue twice (glue.py's
+  passes) and a fuzzing campaign the same stubs thousands of times. A refusal is not
+  cached: it is raised again, checked again, each time. `assemble_unchecked` gives the
+  same bytes without the check, for sizing a layout before its checked pass.
 """
 
 import functools
@@ -32,7 +37,8 @@ from pvtool.x86.system_encodings import SYSTEM_ENCODINGS, system_encoding
 __all__ = [
     "MODES", "MAX_INSN_SIZE", "AssemblyError", "Undecodable", "decoder", "lite_decoder",
     "assembler", "decode_one", "decode_one_lite", "decode_all", "decode_all_lite", "assemble",
-    "assemble_checked", "SYSTEM_ENCODINGS", "system_encoding", "register_names",
+    "assemble_checked", "assemble_unchecked", "SYSTEM_ENCODINGS", "system_encoding",
+    "register_names",
 ]  # fmt: skip
 
 MODES = (32, 64)
@@ -198,16 +204,16 @@ def _failing_statement(text: str, address: int, engine: keystone.Ks) -> str | No
     return None
 
 
+ASSEMBLED_CACHE = 4096  # checked encodings kept: a kernel's stubs and glue, many times over
+
+
+@functools.lru_cache(maxsize=ASSEMBLED_CACHE)
 def assemble_checked(text: str, address: int, mode: int) -> bytes:
     """Assemble `text` at `address`, decode the result and compare it with the source,
     statement by statement. System instructions keystone gets wrong come from
-    SYSTEM_ENCODINGS. Raises AssemblyError naming the statement and both texts."""
-    statements, trailing = asmcheck.parse(text)
-    for stmt in statements:
-        if stmt.mnemonic.startswith("."):
-            raise AssemblyError(f"directive {stmt.text!r} cannot be checked", stmt.text)
-    code = assemble(_keystone_source(_rip_relative(statements, trailing, address, mode),
-                                     trailing, mode), address, mode)
+    SYSTEM_ENCODINGS. Raises AssemblyError naming the statement and both texts.
+    Cached (see the module's docstring)."""
+    statements, trailing, code = _prepared(text, address, mode)
     insns = _decode_exactly(code, address, mode, statements)
     labels = _label_addresses(statements, trailing, insns, address + len(code))
     registers = register_names(mode)
@@ -220,6 +226,27 @@ def assemble_checked(text: str, address: int, mode: int) -> bytes:
                 stmt.text,
             )
     return code
+
+
+@functools.lru_cache(maxsize=ASSEMBLED_CACHE)
+def assemble_unchecked(text: str, address: int, mode: int) -> bytes:
+    """The bytes assemble_checked gives for `text` at `address` when its check passes,
+    not decoded back: for sizing a layout (patch/glue.py's first pass) whose final
+    encoding assemble_checked then checks. Cached as assemble_checked is."""
+    return _prepared(text, address, mode)[2]
+
+
+def _prepared(text: str, address: int, mode: int) -> tuple[list, list, bytes]:
+    """TEXT's statements, its trailing labels, and keystone's bytes for it with
+    SYSTEM_ENCODINGS' statements as table bytes and absolute 64-bit operands made
+    RIP-relative."""
+    statements, trailing = asmcheck.parse(text)
+    for stmt in statements:
+        if stmt.mnemonic.startswith("."):
+            raise AssemblyError(f"directive {stmt.text!r} cannot be checked", stmt.text)
+    code = assemble(_keystone_source(_rip_relative(statements, trailing, address, mode),
+                                     trailing, mode), address, mode)
+    return statements, trailing, code
 
 
 _ADDRESS_MASK = (1 << 64) - 1
