@@ -190,7 +190,7 @@ class Validator:
         holder's link (or a root's)."""
         self.frames.get_page_and_type(mfn, info)
         if holder is None:
-            self.frames.journal_set(self.roots, mfn, self.roots.get(mfn, 0) + 1)
+            self.frames.count_up(self.roots, mfn)
         else:
             self.frames.link(mfn, holder)
 
@@ -198,7 +198,7 @@ class Validator:
         """Drop a type reference. At zero the table stays validated (see above)."""
         self.frames.put_page_and_type(mfn)
         if holder is None:
-            self.frames.journal_set(self.roots, mfn, self.roots[mfn] - 1 or None)
+            self.frames.count_down(self.roots, mfn)
         else:
             self.frames.unlink(mfn, holder)
 
@@ -426,6 +426,9 @@ class Validator:
             raise refuse(f"a {self.rules.name} entry has no high half ({value:#x})")
         address = self.entry_address(mfn, index)
         old = self.read_entry(address)
+        if level == 1 and not self.frames.in_transaction \
+                and self._update_l1e(mfn, index, address, old, value):
+            return
         with self.frames.transaction():
             if level == self.top:
                 self._check_required(mfn, index, value)
@@ -435,6 +438,33 @@ class Validator:
             if value & paging.P:
                 value = self._get_entry(mfn, level, index, value, downgrade, whole=False)
             self.write_entry(address, value, old)
+
+    def _update_l1e(self, mfn: int, index: int, address: int, old: int, value: int) -> bool:
+        """update_entry for an L1 entry with no journal, as Xen's mod_l1_entry needs
+        none: every check that can refuse VALUE comes before the first change, so a
+        refusal leaves no trace, and after it nothing can fail. False, having changed
+        nothing, when VALUE maps a page table writable: making way for it (a downgrade,
+        a devalidation) is the journaled path's."""
+        if value & paging.P:
+            site = (1, mfn, index)
+            self._check_bits(site, value)
+            if self.rules.adjust is not None:
+                value = self.rules.adjust(1, value)
+            frame = (value & self._address[1]) >> PAGE_SHIFT
+            if not self.frames.may_map(self.domid, frame):
+                raise refuse(f"frame {frame:#x} is not the domain's")
+            if value & paging.RW and is_table(self.frames.type_info(frame)):
+                return False
+        if old & paging.P:
+            self._put_entry(mfn, 1, index, old)
+        if value & paging.P:
+            self.frames.get_page(frame)
+            if value & paging.RW:
+                self._get_writable(frame, address, False, None)
+        self.downgraded.pop(address, None)
+        self.memory.write_phys(address, self._entry.pack(value))
+        self.memory.forget_translations_through(address)
+        return True
 
     def _check_slot(self, level: int, index: int, info: int) -> None:
         if index in self.hypervisor_slots(level, info):
