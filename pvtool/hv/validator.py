@@ -413,11 +413,13 @@ class Validator:
             self.put_table(frame, mfn)
             self.frames.journal_set(self.superpages, self.entry_address(mfn, index), None)
 
-    def update_entry(self, mfn: int, index: int, value: int, *, downgrade: bool) -> None:
+    def update_entry(self, mfn: int, index: int, value: int, *, downgrade: bool,
+                     old: int | None = None) -> None:
         """Replace entry INDEX of table MFN (validated) with VALUE, as Xen's
         mod_lN_entry: the old entry's references dropped, the new one's taken; nothing
-        changes if the new entry is refused. An upper-level entry may link a table
-        validated here: the caller flushes the TLB once it is done (get_table)."""
+        changes if the new entry is refused. OLD: the entry in memory, if the caller
+        has just read it. An upper-level entry may link a table validated here: the
+        caller flushes the TLB once it is done (get_table)."""
         info = self.frames.type_info(mfn)
         level = page_type(info)
         if level > 1:  # an L1 has neither the hypervisor's slots nor missing entries
@@ -425,7 +427,8 @@ class Validator:
         if value >> 8 * self.entry_size:
             raise refuse(f"a {self.rules.name} entry has no high half ({value:#x})")
         address = self.entry_address(mfn, index)
-        old = self.read_entry(address)
+        if old is None:
+            old = self.read_entry(address)
         if level == 1 and not self.frames.in_transaction \
                 and self._update_l1e(mfn, index, address, old, value):
             return
