@@ -136,7 +136,12 @@ class FrameTable:
         return self._type_info.get(mfn, 0)
 
     def set_type_info(self, mfn: int, info: int) -> None:
-        self.journal_set(self._type_info, mfn, info or None)
+        if self._journal is not None:
+            self.journal_set(self._type_info, mfn, info or None)
+        elif info:
+            self._type_info[mfn] = info
+        else:
+            self._type_info.pop(mfn, None)
 
     def tables(self) -> Iterator[tuple[int, int]]:
         """(mfn, level) of every frame typed as a page table."""

@@ -55,16 +55,13 @@ class PageTables:
             if superpages else None
         self.validator = Validator(domain.frames, domain.memory, domain.domid, self.rules,
                                    glue, splits, self.flush_tlb)
+        self.entry_size = self.validator.entry_size
         if glue:
             self._hold_glue_data()
         # Every change to the domain's page tables goes through the validator, which
         # has guest memory forget its translations then: a hypercall's pointers need
         # no page walk while the tables stay as they are.
         domain.memory.keep_translations()
-
-    @property
-    def entry_size(self) -> int:
-        return self.validator.entry_size
 
     @property
     def typed(self) -> Mapping[int, int]:

@@ -148,7 +148,12 @@ class Validator:
     def is_live(self, mfn: int) -> bool:
         """Whether a base, a pin or a validation in progress holds table MFN, directly
         or through the tables that link it (upper levels only: no cycles)."""
-        return mfn in self.roots or any(self.is_live(h) for h in self.frames.holders(mfn))
+        if mfn in self.roots:
+            return True
+        for holder in self.frames.holders(mfn):  # noqa: SIM110 (any() costs a generator)
+            if self.is_live(holder):
+                return True
+        return False
 
     def in_use(self, mfn: int) -> bool:
         return is_table(self.frames.type_info(mfn)) and self.is_live(mfn)
