@@ -18,7 +18,11 @@ domain of 1 GiB (262,144 frames) pays for the frames it uses, not for those it h
 Ownership is kept as runs of frames (a domain's RAM is one).
 
 Every change can be journaled (`transaction`): an operation refused halfway is undone
-whole, as Xen unwinds a partly validated table, and leaves no trace.
+whole, as Xen unwinds a partly validated table, and leaves no trace. Outside a
+transaction a change is made in place, with no undo record: for an operation that
+checks everything that could refuse it before its first change (a validated base
+switched to, an L1 entry updated: Validator.update_entry), as Xen's mod_l1_entry
+needs no unwinding either.
 """
 
 from collections.abc import Callable, Iterator
