@@ -18,7 +18,11 @@ domain of 1 GiB (262,144 frames) pays for the frames it uses, not for those it h
 Ownership is kept as runs of frames (a domain's RAM is one).
 
 Every change can be journaled (`transaction`): an operation refused halfway is undone
-whole, as Xen unwinds a partly validated table, and leaves no trace.
+whole, as Xen unwinds a partly validated table, and leaves no trace. Outside a
+transaction a change is made in place, with no undo record: for an operation that
+checks everything that could refuse it before its first change (a validated base
+switched to, an L1 entry updated: Validator.update_entry), as Xen's mod_l1_entry
+needs no unwinding either.
 """
 
 from collections.abc import Callable, Iterator
@@ -109,27 +113,39 @@ class FrameTable:
     def refs(self, mfn: int) -> int:
         return self._count_info.get(mfn, 0)
 
+    # Outside a transaction a count changes in place, with no undo record: the hot
+    # paths (a base switched to, an L1 entry updated) run there.
     def get_page(self, mfn: int) -> None:
-        self.journal_set(self._count_info, mfn, self._count_info.get(mfn, 0) + 1)
+        self.count_up(self._count_info, mfn)
 
     def put_page(self, mfn: int) -> None:
-        self.journal_set(self._count_info, mfn, self._count_info[mfn] - 1 or None)
+        self.count_down(self._count_info, mfn)
 
     def get_page_and_type(self, mfn: int, info: int) -> None:
         """A general reference and the type word INFO, its count already raised."""
-        self.get_page(mfn)
-        self.journal_set(self._type_info, mfn, info)
+        self.count_up(self._count_info, mfn)
+        if self._journal is not None:
+            self._journal.append((_restore, self._type_info, mfn,
+                                  self._type_info.get(mfn, _MISSING)))
+        self._type_info[mfn] = info
 
     def put_page_and_type(self, mfn: int) -> None:
         """Drop a general and a type reference (the type stays at a count of zero)."""
-        self.put_page(mfn)
-        self.journal_set(self._type_info, mfn, self._type_info[mfn] - ONE)
+        self.count_down(self._count_info, mfn)
+        if self._journal is not None:
+            self._journal.append((_restore, self._type_info, mfn, self._type_info[mfn]))
+        self._type_info[mfn] -= ONE
 
     def type_info(self, mfn: int) -> int:
         return self._type_info.get(mfn, 0)
 
     def set_type_info(self, mfn: int, info: int) -> None:
-        self.journal_set(self._type_info, mfn, info or None)
+        if self._journal is not None:
+            self.journal_set(self._type_info, mfn, info or None)
+        elif info:
+            self._type_info[mfn] = info
+        else:
+            self._type_info.pop(mfn, None)
 
     def tables(self) -> Iterator[tuple[int, int]]:
         """(mfn, level) of every frame typed as a page table."""
@@ -146,11 +162,11 @@ class FrameTable:
         if links is None:
             links = {}
             self.journal_set(self._holders, mfn, links)
-        self.journal_set(links, holder, links.get(holder, 0) + 1)
+        self.count_up(links, holder)
 
     def unlink(self, mfn: int, holder: int) -> None:
         links = self._holders[mfn]
-        self.journal_set(links, holder, links[holder] - 1 or None)
+        self.count_down(links, holder)
         if not links:
             self.journal_set(self._holders, mfn, None)
 
@@ -214,6 +230,23 @@ class FrameTable:
             store.pop(key, None)
         else:
             store[key] = value
+
+    def count_up(self, store: dict, key) -> None:
+        """STORE[KEY] += 1 (from 0 when absent), undone if the transaction fails."""
+        count = store.get(key, 0)
+        if self._journal is not None:
+            self._journal.append((_restore, store, key, count or _MISSING))
+        store[key] = count + 1
+
+    def count_down(self, store: dict, key) -> None:
+        """STORE[KEY] -= 1, the key gone at zero, undone if the transaction fails."""
+        count = store[key]
+        if self._journal is not None:
+            self._journal.append((_restore, store, key, count))
+        if count > 1:
+            store[key] = count - 1
+        else:
+            del store[key]
 
     def journal_undo(self, undo: Callable, *args) -> None:
         """Run UNDO(*ARGS) if the open transaction fails."""

@@ -55,16 +55,13 @@ class PageTables:
             if superpages else None
         self.validator = Validator(domain.frames, domain.memory, domain.domid, self.rules,
                                    glue, splits, self.flush_tlb)
+        self.entry_size = self.validator.entry_size
         if glue:
             self._hold_glue_data()
         # Every change to the domain's page tables goes through the validator, which
         # has guest memory forget its translations then: a hypercall's pointers need
         # no page walk while the tables stay as they are.
         domain.memory.keep_translations()
-
-    @property
-    def entry_size(self) -> int:
-        return self.validator.entry_size
 
     @property
     def typed(self) -> Mapping[int, int]:
@@ -103,7 +100,7 @@ class PageTables:
         it is used, a count increment after that."""
         if self.frames.owner(mfn) != self.domain.domid:
             raise HypercallError(Errno.EINVAL, f"base frame {mfn:#x} is not the domain's")
-        self.validator.get_table(mfn, self.rules.levels, None, downgrade=self.rules.downgrade)
+        self._get_base(mfn)
         if self._base_held:
             self.validator.put_table(self.base_mfn, None)
         self.base_mfn, self._base_held = mfn, True
@@ -123,8 +120,7 @@ class PageTables:
         if mfn == self.user_base_mfn:
             return
         if mfn:
-            self.validator.get_table(mfn, self.rules.levels, None,
-                                     downgrade=self.rules.downgrade)
+            self._get_base(mfn)
         if self.user_base_mfn:
             self.validator.put_table(self.user_base_mfn, None)
         self.user_base_mfn = mfn
@@ -145,7 +141,12 @@ class PageTables:
         yet: a vCPU's from VCPUOP_initialise (hv/vcpu_context.py)."""
         if self.frames.owner(mfn) != self.domain.domid:
             raise HypercallError(Errno.EINVAL, f"base frame {mfn:#x} is not the domain's")
-        self.validator.get_table(mfn, self.rules.levels, None, downgrade=self.rules.downgrade)
+        self._get_base(mfn)
+
+    def _get_base(self, mfn: int) -> None:
+        """A base's reference on MFN, a top-level table validated (downgrading as the
+        mode says) the first time: a count increment after that."""
+        self.validator.get_table(mfn, self.validator.top, None, downgrade=self.rules.downgrade)
 
     def load_base(self, mfn: int) -> None:
         """Switch to MFN, a base held already (by the vCPU the scheduler puts on the
@@ -230,18 +231,23 @@ class PageTables:
         to the split table installed in its place)."""
         return self.validator.superpages.get(address) or self.validator.read_entry(address)
 
-    def write_entry(self, entry_addr: int, value: int) -> None:
+    def write_entry(self, entry_addr: int, value: int, old: int | None = None) -> None:
         """A kernel's own store of a whole entry into a page table in use (writable
-        page tables): validated as mmu_update does, then written. A store into an L1
+        page tables): validated as mmu_update does, then written. OLD: the entry as
+        read_entry gave it, if the caller has it (an L1's is what memory holds, which
+        then is not read again; an upper level's may be a 4 MiB entry's guest view,
+        and memory is read). A store into an L1
         leaves the TLB as the store would on the bare machine, for the kernel's own
         invlpg, as Xen's ptwr emulation does (xen/arch/x86/pv/ro-page-fault.c): no
         frame becomes a page table without a flush (Validator.get_table), so a stale
         translation never reaches one. Upper levels are flushed at once."""
         mfn = entry_addr >> PAGE_SHIFT
         index = (entry_addr & (paging.PAGE_SIZE - 1)) // self.entry_size
-        level = page_type(self.frames.type_info(mfn))
-        self.validator.update_entry(mfn, index, value, downgrade=self.rules.downgrade)
-        if level != PageType.L1:
+        if page_type(self.frames.type_info(mfn)) == PageType.L1:
+            self.validator.update_entry(mfn, index, value, downgrade=self.rules.downgrade,
+                                        old=old)
+        else:
+            self.validator.update_entry(mfn, index, value, downgrade=self.rules.downgrade)
             self.flush_tlb()
 
     def give_back_write_access(self, entry_addr: int) -> bool:

@@ -83,9 +83,9 @@ def _emulate_store(dom: Domain, paddr: int) -> None:
         raise DomainCrash(f"{_text(code, eip, bits)} at {eip:#x} writes across two "
                           "page-table entries")
     mask = ((1 << (8 * size)) - 1) << (8 * offset)
-    new = tables.read_entry(entry_addr) & ~mask | (value << (8 * offset)) & mask
+    old = tables.read_entry(entry_addr)
     try:
-        tables.write_entry(entry_addr, new)
+        tables.write_entry(entry_addr, old & ~mask | (value << (8 * offset)) & mask, old)
     except HypercallError as refusal:
         raise DomainCrash(f"{_text(code, eip, bits)} at {eip:#x} writes an invalid "
                           f"page-table entry: {refusal.why}") from None

@@ -148,7 +148,12 @@ class Validator:
     def is_live(self, mfn: int) -> bool:
         """Whether a base, a pin or a validation in progress holds table MFN, directly
         or through the tables that link it (upper levels only: no cycles)."""
-        return mfn in self.roots or any(self.is_live(h) for h in self.frames.holders(mfn))
+        if mfn in self.roots:
+            return True
+        for holder in self.frames.holders(mfn):  # noqa: SIM110 (any() costs a generator)
+            if self.is_live(holder):
+                return True
+        return False
 
     def in_use(self, mfn: int) -> bool:
         return is_table(self.frames.type_info(mfn)) and self.is_live(mfn)
@@ -190,7 +195,7 @@ class Validator:
         holder's link (or a root's)."""
         self.frames.get_page_and_type(mfn, info)
         if holder is None:
-            self.frames.journal_set(self.roots, mfn, self.roots.get(mfn, 0) + 1)
+            self.frames.count_up(self.roots, mfn)
         else:
             self.frames.link(mfn, holder)
 
@@ -198,7 +203,7 @@ class Validator:
         """Drop a type reference. At zero the table stays validated (see above)."""
         self.frames.put_page_and_type(mfn)
         if holder is None:
-            self.frames.journal_set(self.roots, mfn, self.roots[mfn] - 1 or None)
+            self.frames.count_down(self.roots, mfn)
         else:
             self.frames.unlink(mfn, holder)
 
@@ -413,11 +418,13 @@ class Validator:
             self.put_table(frame, mfn)
             self.frames.journal_set(self.superpages, self.entry_address(mfn, index), None)
 
-    def update_entry(self, mfn: int, index: int, value: int, *, downgrade: bool) -> None:
+    def update_entry(self, mfn: int, index: int, value: int, *, downgrade: bool,
+                     old: int | None = None) -> None:
         """Replace entry INDEX of table MFN (validated) with VALUE, as Xen's
         mod_lN_entry: the old entry's references dropped, the new one's taken; nothing
-        changes if the new entry is refused. An upper-level entry may link a table
-        validated here: the caller flushes the TLB once it is done (get_table)."""
+        changes if the new entry is refused. OLD: the entry in memory, if the caller
+        has just read it. An upper-level entry may link a table validated here: the
+        caller flushes the TLB once it is done (get_table)."""
         info = self.frames.type_info(mfn)
         level = page_type(info)
         if level > 1:  # an L1 has neither the hypervisor's slots nor missing entries
@@ -425,7 +432,11 @@ class Validator:
         if value >> 8 * self.entry_size:
             raise refuse(f"a {self.rules.name} entry has no high half ({value:#x})")
         address = self.entry_address(mfn, index)
-        old = self.read_entry(address)
+        if old is None:
+            old = self.read_entry(address)
+        if level == 1 and not self.frames.in_transaction \
+                and self._update_l1e(mfn, index, address, old, value):
+            return
         with self.frames.transaction():
             if level == self.top:
                 self._check_required(mfn, index, value)
@@ -435,6 +446,33 @@ class Validator:
             if value & paging.P:
                 value = self._get_entry(mfn, level, index, value, downgrade, whole=False)
             self.write_entry(address, value, old)
+
+    def _update_l1e(self, mfn: int, index: int, address: int, old: int, value: int) -> bool:
+        """update_entry for an L1 entry with no journal, as Xen's mod_l1_entry needs
+        none: every check that can refuse VALUE comes before the first change, so a
+        refusal leaves no trace, and after it nothing can fail. False, having changed
+        nothing, when VALUE maps a page table writable: making way for it (a downgrade,
+        a devalidation) is the journaled path's."""
+        if value & paging.P:
+            site = (1, mfn, index)
+            self._check_bits(site, value)
+            if self.rules.adjust is not None:
+                value = self.rules.adjust(1, value)
+            frame = (value & self._address[1]) >> PAGE_SHIFT
+            if not self.frames.may_map(self.domid, frame):
+                raise refuse(f"frame {frame:#x} is not the domain's")
+            if value & paging.RW and is_table(self.frames.type_info(frame)):
+                return False
+        if old & paging.P:
+            self._put_entry(mfn, 1, index, old)
+        if value & paging.P:
+            self.frames.get_page(frame)
+            if value & paging.RW:
+                self._get_writable(frame, address, False, None)
+        self.downgraded.pop(address, None)
+        self.memory.write_phys(address, self._entry.pack(value))
+        self.memory.forget_translations_through(address)
+        return True
 
     def _check_slot(self, level: int, index: int, info: int) -> None:
         if index in self.hypervisor_slots(level, info):

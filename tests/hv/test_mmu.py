@@ -126,6 +126,50 @@ def test_update_va_mapping_refuses_a_writable_mapping_of_a_page_table_in_use(idl
     assert idle.pte(va) == l1 | PTE_RO
 
 
+def frame_table_state(booted) -> tuple:
+    """Every count and index the frame table and the validator keep, frame by frame
+    over the domain's RAM, and the domain's roots and downgrades."""
+    frames, validator = booted.domain.frames, booted.domain.pagetables.validator
+    per_frame = tuple((frames.refs(mfn), frames.type_info(mfn), dict(frames.holders(mfn)),
+                       set(frames.writable_at(mfn)))
+                      for mfn in range(booted.domain.nr_pages))
+    return per_frame, dict(validator.roots), dict(validator.downgraded)
+
+
+@pytest.mark.parametrize("why", ["beyond-ram", "hypervisor-frame", "table-writable"])
+def test_a_refused_l1_update_changes_no_count(idle, why):
+    """An L1 entry update runs with no journal (Validator._update_l1e): a refusal must
+    come before the old entry's references are dropped, leaving every count, index
+    and the entry itself as they were. The entry replaced maps a frame writable, so
+    a drop done too early would show in that frame's counts."""
+    va = frame(idle, 0)
+    assert hypercall(idle, HC.update_va_mapping, va, frame(idle, 1) | PTE_RW, 0, 2) == 0
+    value = {"beyond-ram": idle.machine.ram_size | PTE_RW, "hypervisor-frame": GDT_VA | PTE_RO,
+             "table-writable": pt_base(idle) | PTE_RW}[why]
+    before = frame_table_state(idle)
+    assert hypercall(idle, HC.update_va_mapping, va, value, 0, 2) == neg(EINVAL)
+    assert frame_table_state(idle) == before
+    assert idle.pte(va) == frame(idle, 1) | PTE_RW
+    assert not idle.domain.frames.in_transaction
+
+
+def test_an_accepted_l1_update_moves_the_references(idle):
+    """The journal-free path's counts: the frame mapped before loses its general and
+    writable references and its writable entry, the new one gains them."""
+    va, old, new = frame(idle, 0), frame(idle, 1) // PAGE, frame(idle, 2) // PAGE
+    frames = idle.domain.frames
+    assert hypercall(idle, HC.update_va_mapping, va, old * PAGE | PTE_RW, 0, 2) == 0
+    refs = frames.refs(old), frames.refs(new)
+    types = type_count(frames.type_info(old)), type_count(frames.type_info(new))
+    entry = idle.domain.memory.walk(va).pte_addr
+    assert entry in frames.writable_at(old)
+    assert hypercall(idle, HC.update_va_mapping, va, new * PAGE | PTE_RW, 0, 2) == 0
+    assert (frames.refs(old), frames.refs(new)) == (refs[0] - 1, refs[1] + 1)
+    assert (type_count(frames.type_info(old)), type_count(frames.type_info(new))) == \
+        (types[0] - 1, types[1] + 1)
+    assert entry not in frames.writable_at(old) and entry in frames.writable_at(new)
+
+
 @pytest.mark.parametrize("va", [HYPERVISOR_BASE, GDT_VA, 0xFC410000, 0xFFFFF000])
 def test_update_va_mapping_refuses_an_address_in_the_hypervisors_range(idle, va):
     target = frame(idle, 1)
@@ -715,12 +759,6 @@ def test_frames_belong_to_a_domain_by_its_id(idle):
     assert hypercall(idle, HC.update_va_mapping, va, mine | PTE_RO, 0, 2) == 0
     assert frames.owner(layout.SHARED_INFO // PAGE) == DOMID_XEN
     assert domain.owns_frame(layout.SHARED_INFO // PAGE)  # shared with the domain
-
-
-def frame_table_state(booted):
-    frames = booted.domain.frames
-    return [(frames.refs(mfn), frames.type_info(mfn), frames.holders(mfn),
-             frames.writable_at(mfn)) for mfn in range(booted.domain.nr_pages)]
 
 
 def test_a_refused_base_changes_no_count_and_no_entry(idle):

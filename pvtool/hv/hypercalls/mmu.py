@@ -16,6 +16,10 @@ from pvtool.hv.hypercalls.common import MAX_BATCH
 
 PIN_LEVELS = {MmuextCmd.pin_l1_table: 1, MmuextCmd.pin_l2_table: 2,
               MmuextCmd.pin_l3_table: 3, MmuextCmd.pin_l4_table: 4}
+# Every TLB operation flushes the whole TLB: Unicorn flushes no single page on request.
+TLB_OPS = frozenset(map(int, (MmuextCmd.tlb_flush_local, MmuextCmd.tlb_flush_all,
+                              MmuextCmd.invlpg_local, MmuextCmd.invlpg_all)))
+NEW_BASEPTR = int(MmuextCmd.new_baseptr)
 
 
 def _struct_of(layout: Layout, *names: str) -> struct.Struct:
@@ -88,16 +92,15 @@ def _batch(dom: PvDomain, base: int, count: int, done_ptr: int, size: int,
 
 def _one_mmuext(dom: PvDomain, cmd: int, arg1: int) -> None:
     pagetables = dom.pagetables
-    if cmd == MmuextCmd.new_baseptr:
+    if cmd == NEW_BASEPTR:  # the two of a kernel's hot paths first
         pagetables.new_baseptr(arg1)
+    elif cmd in TLB_OPS:
+        pagetables.flush_tlb()
     elif cmd in PIN_LEVELS:
         pagetables.pin(arg1, PIN_LEVELS[cmd])
     elif cmd == MmuextCmd.unpin_table:
         pagetables.unpin(arg1)
     elif cmd == MmuextCmd.new_user_baseptr and pagetables.has_user_base:
         pagetables.new_user_baseptr(arg1)
-    elif cmd in (MmuextCmd.tlb_flush_local, MmuextCmd.tlb_flush_all,
-                 MmuextCmd.invlpg_local, MmuextCmd.invlpg_all):
-        pagetables.flush_tlb()
     else:
         raise HypercallError(Errno.ENOSYS, f"mmuext_op command {cmd}")
