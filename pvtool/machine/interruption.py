@@ -11,7 +11,8 @@ handles it: handlers never touch the emulator's workarounds.
 from enum import Enum
 
 from pvtool.machine.cpu import Cpu
-from pvtool.machine.memory import GuestMemory, PageFault, UnassignedMemory
+from pvtool.machine.memory import GuestMemory, UnassignedMemory
+from pvtool.x86.paging import AddressFault
 from pvtool.x86.vectors import ERROR_CODE, FIRST_EXTERNAL, Vector
 
 INT_IMM8 = 0xCD  # `int n`; int3 (0xCC) and into (0xCE) are one byte
@@ -94,7 +95,7 @@ def _int_length(memory: GuestMemory, vector: int, ip: int) -> int:
     the instruction itself."""
     try:
         before = memory.read_virt(ip - 2, 2)
-    except (PageFault, UnassignedMemory):
+    except (AddressFault, UnassignedMemory):  # unmapped, or not canonical (64-bit)
         before = b""
     if before == bytes((INT_IMM8, vector)):
         return 2
