@@ -34,7 +34,7 @@ from pvtool.machine.context import (
     read_segment,
     write_segment,
 )
-from pvtool.machine.cpu_state import FIELDS, STATE_SPAN, find_cpu_state
+from pvtool.machine.cpu_state import BLOB_HEADER, FIELDS, STATE_SPAN, find_cpu_state
 from pvtool.x86.msrs import EFER_LMA
 from pvtool.x86.registers import CR0_PE
 
@@ -165,24 +165,35 @@ class Cpu:
         self.uc.context_update(self._context)
         return self._context.context.value
 
+    @cached_property
+    def _fields(self) -> tuple[ctypes.c_uint32, ctypes.c_int32, ctypes.c_int32,
+                               ctypes.c_int32]:
+        """hflags, error_code, exception_is_int and old_exception in the CPU's state in
+        place: the
+        context blob is a copy of that state (cpu_state.py), so what the blob's
+        offsets name there is the live field, read or written without the ~1 us
+        save (and restore) of the whole context."""
+        state = ctypes.addressof(self._state) - BLOB_HEADER  # the blob's offsets apply
+        return (ctypes.c_uint32.from_address(state + self._layout.hflags),
+                ctypes.c_int32.from_address(state + self._layout.error_code),
+                ctypes.c_int32.from_address(state + self._layout.exception_is_int),
+                ctypes.c_int32.from_address(state + self._layout.old_exception))
+
     @property
     def cpl(self) -> int:
         """The current privilege level, from hflags: `CS & 3` is not reliable."""
-        return self._hflags(self._blob()) & 3
+        return self._fields[0].value & 3
 
     @property
     def long_mode(self) -> bool:
         """Whether the CPU runs in IA-32e mode (EFER.LMA): a 64-bit CPU starts a
         Multiboot kernel in protected mode, and the kernel turns long mode on."""
-        return self.bits == 64 and bool(self._hflags(self._blob()) & HF_LMA)
+        return self.bits == 64 and bool(self._fields[0].value & HF_LMA)
 
     @property
     def hflags(self) -> int:
         """QEMU's hidden flags (machine/context.py names the bits)."""
-        return self._hflags(self._blob())
-
-    def _hflags(self, blob: int) -> int:
-        return ctypes.c_uint32.from_address(blob + self._layout.hflags).value
+        return self._fields[0].value
 
     def segment(self, index: int) -> SegmentCache:
         """The cache of segment register INDEX (context.CS_INDEX...)."""
@@ -218,17 +229,23 @@ class Cpu:
         self.uc.context_restore(self._context)
 
     def fault_error_code(self) -> int:
-        return ctypes.c_int32.from_address(self._blob() + self._layout.error_code).value & 0xFFFF
+        return self._fields[1].value & 0xFFFF
 
     def ack_exception(self) -> int:
         """Tell QEMU the fault was handled: Unicorn never resets `old_exception`, so the
         next fault would arrive as a double fault and the one after end the run.
-        Returns the fault's error code (fault_error_code), read from the same saved
-        context: one save per fault, on the path of every writable-page-table store."""
-        base = self._blob()
-        ctypes.c_int32.from_address(base + self._layout.old_exception).value = -1
-        self.uc.context_restore(self._context)
-        return ctypes.c_int32.from_address(base + self._layout.error_code).value & 0xFFFF
+        Returns the fault's error code (fault_error_code). Both in place: on the path
+        of every writable-page-table store, this costs two field accesses."""
+        _, error_code, _, old_exception = self._fields
+        old_exception.value = -1
+        return error_code.value & 0xFFFF
+
+    @property
+    def raised_by_instruction(self) -> bool:
+        """Inside the INTR hook: whether `int n`, int3 or into raised the vector (EIP
+        after the instruction), not a fault (EIP on it). QEMU records which, for the
+        return address it pushes, and no byte of the guest need be read to tell."""
+        return bool(self._fields[2].value)
 
     def enter_ring0(self, *, cs: int, ss: int, esp: int, eip: int, eflags: int) -> None:
         """Continue at CS:EIP in ring 0 on SS:ESP. reg_write cannot lower CPL, but a
