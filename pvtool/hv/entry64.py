@@ -58,7 +58,6 @@ class Pv64Supervisor(PvSupervisor):
 
     def __init__(self, domain: PvDomain, trap_sites: dict[int, bytes] | None = None):
         super().__init__(domain, Emulator64(domain))
-        self.cpu = domain.machine.cpu
         self.trap_sites = TrapSites64(domain, trap_sites or {})
 
     @property

@@ -27,35 +27,24 @@ class Kind(Enum):
 
 
 class Interruption:
-    """One interrupt or exception. `ip` is the return address the CPU would push; it
-    is read from the CPU when first asked (a hypercall never asks), so a handler must
-    ask before it moves the CPU on. `length` is the size of the instruction a software
-    interruption came from: 2 for `int n` (`cd 03` included), 1 for int3 and into; 0
-    for anything else."""
+    """One interrupt or exception. `ip` is the return address the CPU would push.
+    `length` is the size of the instruction a software interruption came from: 2 for
+    `int n` (`cd 03` included), 1 for int3 and into; 0 for anything else. `software`
+    is set once, here: it is asked on every exit."""
 
-    __slots__ = ("vector", "kind", "error_code", "length", "_ip", "_cpu")
+    __slots__ = ("vector", "kind", "ip", "error_code", "length", "software")
 
-    def __init__(self, vector: int, kind: Kind, ip: int | None = None,
-                 error_code: int | None = None, length: int = 0, cpu: Cpu | None = None):
+    def __init__(self, vector: int, kind: Kind, ip: int, error_code: int | None = None,
+                 length: int = 0):
         self.vector = vector
         self.kind = kind
+        self.ip = ip
         self.error_code = error_code
         self.length = length
-        self._ip = ip
-        self._cpu = cpu
-
-    @property
-    def software(self) -> bool:
-        return self.kind is Kind.SOFTWARE
-
-    @property
-    def ip(self) -> int:
-        if self._ip is None:
-            self._ip = self._cpu.ip
-        return self._ip
+        self.software = kind is Kind.SOFTWARE
 
     def __repr__(self) -> str:
-        return (f"Interruption({self.vector}, {self.kind.value}, ip={self._ip}, "
+        return (f"Interruption({self.vector}, {self.kind.value}, ip={self.ip}, "
                 f"error_code={self.error_code})")
 
 
@@ -66,9 +55,9 @@ def from_intr_hook(cpu: Cpu, memory: GuestMemory, vector: int) -> Interruption:
     it; a fault's error code is read and the fault acknowledged (UNICORN.md: the next
     one would otherwise arrive as a double fault), both in place, with no context
     save and no guest byte read: the path of every writable-page-table store."""
-    if vector >= FIRST_EXTERNAL:  # positional: half the cost of keywords, per hypercall
-        return Interruption(vector, Kind.SOFTWARE, None, None, 2, cpu)
-    ip = cpu.ip
+    ip = cpu.ip  # positional arguments below: half the cost of keywords
+    if vector >= FIRST_EXTERNAL:
+        return Interruption(vector, Kind.SOFTWARE, ip, None, 2)
     if cpu.raised_by_instruction:
         return Interruption(vector, Kind.SOFTWARE, ip, None, _int_length(memory, vector, ip))
     error_code = cpu.ack_exception()

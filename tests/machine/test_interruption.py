@@ -71,3 +71,13 @@ def test_a_fault_at_address_0_is_a_fault_though_the_bytes_before_it_are_nowhere(
     run.machine.attach(recorder)
     run.machine.run_slice(10)
     assert recorder.seen == (13, Kind.EXCEPTION, 0, 0, 0x2A08)
+
+
+def test_a_fault_after_the_bytes_of_int_n_is_still_a_fault(build):
+    """Which raised the vector is the CPU's record (QEMU's exception_is_int), not the
+    bytes before EIP: a #GP on an instruction that follows the bytes of `int $13`
+    (data jumped over) is a fault, returning to itself."""
+    seen, guest = first_interruption(build, """    jmp 1f
+    .byte 0xcd, 13  # int $13, never executed
+1:  mov %bx, %ds""")
+    assert seen == (13, Kind.EXCEPTION, guest["after"] - 2, 0, 0x2A08)
