@@ -73,7 +73,7 @@ class Pv64Supervisor(PvSupervisor):
         hypercall-page entry saves and restores both around the syscall. The return
         path is the 32-bit one's (_on_return). From user mode, a system call."""
         try:
-            state = self.state
+            state = self.domain.vcpu.long_mode  # self.state, without its frame
             if fast.kind is not SYSCALL or not state.kernel_mode:
                 self._from_user(fast)
                 return
@@ -139,10 +139,14 @@ class Pv64Supervisor(PvSupervisor):
                       masks_events=callback.masks_events, clears=clears)
 
     # -- interrupts and exceptions ----------------------------------------------------
-    def _route(self, event: Interruption) -> None:
-        handler = self._software_interrupt64(event) if event.software else self._fault(event)
-        if handler is not None:
-            resume_at(self.cpu, handler)
+    def on_interruption(self, event: Interruption) -> None:
+        try:
+            handler = self._software_interrupt64(event) if event.software \
+                else self._fault(event)
+            if handler is not None:
+                resume_at(self.cpu, handler)
+        except DomainCrash as crash:
+            self.domain.crash(crash.reason, crash.address)
 
     def _software_interrupt64(self, event: Interruption) -> int | None:
         """int3 and into go to their handlers; int $0x80 to its handler if it has one

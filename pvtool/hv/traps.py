@@ -87,7 +87,10 @@ class PvSupervisor:
 
     def on_interruption(self, event: Interruption) -> None:
         try:
-            self._route(event)
+            if event.software:
+                self._software_interrupt(event)
+            else:
+                self._exception(event)
         except DomainCrash as crash:
             self.domain.crash(crash.reason, crash.address)
 
@@ -101,8 +104,8 @@ class PvSupervisor:
         try:
             registers = self._hypercall_registers()
             if registers[0] & 3 != GUEST_KERNEL_RPL:
-                self._route(from_intr_hook(self.machine.cpu, self.domain.memory,
-                                           HYPERCALL_VECTOR_32))
+                self.on_interruption(from_intr_hook(self.machine.cpu, self.domain.memory,
+                                                    HYPERCALL_VECTOR_32))
                 return
             self.exits[HYPERCALL_EXIT] += 1
             number, domain = registers[1], self.domain
@@ -113,12 +116,6 @@ class PvSupervisor:
                 self._on_return(number)
         except DomainCrash as crash:
             self.domain.crash(crash.reason, crash.address)
-
-    def _route(self, event: Interruption) -> None:
-        if event.software:
-            self._software_interrupt(event)
-        else:
-            self._exception(event)
 
     def _on_return(self, number: int) -> None:
         """Xen delivers on the way back from a hypercall: a pending event, then a

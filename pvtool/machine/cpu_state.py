@@ -50,10 +50,14 @@ FIELDS: dict[int, tuple[int, str]] = {
        for index, reg in enumerate(SELECTOR_ORDER)},
 }
 # EIP follows regs[] (CPUX86State's target_ulong eip), read in place like them; its
-# write goes through Unicorn, which must then leave the translated block.
+# write goes through Unicorn, which must then leave the translated block. CR2, read
+# by every #PF, is cr[2], past segs[6] and the ldt, tr, gdt and idt caches; a write of
+# CR2 is a plain store too, but the others' are not, so writes stay Unicorn's.
 IP_OFFSET = SLOT_SIZE * len(SLOT_ORDER_64)
+CR2_OFFSET = SEGMENTS - BLOB_HEADER + SEGMENT_SIZE * (len(SELECTOR_ORDER) + 4) + 2 * 8
 READABLE: dict[int, tuple[int, str]] = {**FIELDS, X.UC_X86_REG_EIP: (IP_OFFSET, "I"),
-                                        X.UC_X86_REG_RIP: (IP_OFFSET, "Q")}
+                                        X.UC_X86_REG_RIP: (IP_OFFSET, "Q"),
+                                        X.UC_X86_REG_CR2: (CR2_OFFSET, "Q")}
 STATE_SPAN = max(offset + struct.calcsize(code) for offset, code in READABLE.values())
 
 # Where to look: the words of Unicorn's uc_struct (which points at the CPU) and how far

@@ -139,3 +139,30 @@ def test_a_64_bit_cpu_reads_rip_in_place():
     cpu = Cpu(Uc(UC_ARCH_X86, UC_MODE_64), bits=64)
     cpu.uc.reg_write(X.UC_X86_REG_RIP, 0xFFFF_8000_0010_0000)
     assert (cpu.ip, cpu.read(C.RIP)) == (0xFFFF_8000_0010_0000, 0xFFFF_8000_0010_0000)
+
+
+def test_inside_a_page_fault_hook_cr2_in_place_is_what_unicorn_reads():
+    """#PF leaves the faulting address in CR2 (UNICORN.md): read in place, it is
+    Unicorn's; so is a CR2 written through Unicorn between runs."""
+    cpu = bare_cpu()
+    directory, table = 0x10000, 0x11000
+    cpu.uc.mem_write(directory, (table | 3).to_bytes(4, "little"))
+    for page in range(0x100):  # the first MiB mapped, but 0x5000 not present
+        entry = 0 if page == 5 else page << 12 | 3
+        cpu.uc.mem_write(table + 4 * page, entry.to_bytes(4, "little"))
+    cpu.uc.reg_write(X.UC_X86_REG_CR3, directory)
+    cpu.uc.reg_write(X.UC_X86_REG_CR0, 0x8000_0011)
+    cpu.uc.mem_write(CODE, bytes.fromhex("a134560000" "90"))  # mov 0x5634, %eax
+    seen = []
+
+    def on_interrupt(handle, vector, _):
+        seen.append((vector, cpu.read(C.CR2), cpu.uc.reg_read(C.CR2)))
+        cpu.ack_exception()
+        cpu.write(C.EIP, CODE + 5)
+
+    callback = HOOK_INTR_CFUNC(on_interrupt)
+    cpu.uc._Uc__do_hook_add(UC_HOOK_INTR, callback, 1, 0)
+    emulate(cpu.uc, CODE, CODE + 6)
+    assert seen == [(14, 0x5634, 0x5634)]
+    cpu.write(C.CR2, 0xC000_1000)
+    assert cpu.read(C.CR2) == 0xC000_1000
