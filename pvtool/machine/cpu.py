@@ -205,10 +205,9 @@ class Cpu:
     def _fields(self) -> tuple[ctypes.c_uint32, ctypes.c_int32, ctypes.c_int32,
                                ctypes.c_int32]:
         """hflags, error_code, exception_is_int and old_exception in the CPU's state in
-        place: the
-        context blob is a copy of that state (cpu_state.py), so what the blob's
-        offsets name there is the live field, read or written without the ~1 us
-        save (and restore) of the whole context."""
+        place: the context blob is a copy of that state (cpu_state.py), so what the
+        blob's offsets name there is the live field, read or written without the
+        ~1 us save (and restore) of the whole context."""
         state = ctypes.addressof(self._state) - BLOB_HEADER  # the blob's offsets apply
         return (ctypes.c_uint32.from_address(state + self._layout.hflags),
                 ctypes.c_int32.from_address(state + self._layout.error_code),
