@@ -81,3 +81,21 @@ def test_a_fault_after_the_bytes_of_int_n_is_still_a_fault(build):
     .byte 0xcd, 13  # int $13, never executed
 1:  mov %bx, %ds""")
     assert seen == (13, Kind.EXCEPTION, guest["after"] - 2, 0, 0x2A08)
+
+
+def test_a_fault_is_told_and_acknowledged_without_a_context_save(build):
+    """The exception path reads the CPU's state in place: no context save or restore
+    (each about two empty hooks) between the hook and the supervisor."""
+    run = boot_native(bare(build, """
+    mov $0x2a0b, %bx
+    .globl the_insn
+the_insn:
+    mov %bx, %ds
+    jmp ."""))
+    assert run.machine.cpu.ip  # the state in place is found once (a save): before the run
+    for name in ("context_save", "context_update", "context_restore"):
+        setattr(run.machine.uc, name, lambda *args, name=name: pytest.fail(name))
+    recorder = Recorder(run.machine)
+    run.machine.attach(recorder)
+    run.machine.run_slice(100)
+    assert recorder.seen == (13, Kind.EXCEPTION, run.guest["the_insn"], 0, 0x2A08)
