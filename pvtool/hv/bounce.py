@@ -12,7 +12,7 @@ mask on entry. What Xen cannot deliver (no handler, a bad selector, an unwritabl
 kernel stack) crashes the domain, as Xen's domain_crash does.
 """
 
-from dataclasses import replace
+from functools import lru_cache
 
 from pvtool.abi.xen import GUEST_KERNEL_RPL
 from pvtool.hv.domain import PvDomain, TrapInfo
@@ -26,6 +26,7 @@ from pvtool.x86.vectors import Vector, idt_error_code, vector_name
 EVENT_CALLBACK = "the event callback"
 
 
+@lru_cache(maxsize=1024)  # a trap table's entries are few and frozen: one gate each
 def trap_gate(info: TrapInfo) -> Gate:
     """A trap_info entry as a gate."""
     return Gate(info.cs, info.address, info.dpl, clears_if=info.masks_events,
@@ -104,8 +105,9 @@ class XenBounce(HypervisedKernel):
 
     def shown(self, frame: Frame) -> Frame:
         mask = self.domain.upcall_mask
-        return replace(frame, cs=frame.cs | mask << 16,
-                       flags=frame.flags & ~EFLAGS_IF | (0 if mask else EFLAGS_IF))
+        return Frame(frame.ip, frame.cs | mask << 16,
+                     frame.flags & ~EFLAGS_IF | (0 if mask else EFLAGS_IF),
+                     frame.error_code, frame.sp, frame.ss)
 
     def write_stack(self, address: int, data: bytes) -> None:
         try:

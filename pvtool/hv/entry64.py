@@ -58,7 +58,6 @@ class Pv64Supervisor(PvSupervisor):
 
     def __init__(self, domain: PvDomain, trap_sites: dict[int, bytes] | None = None):
         super().__init__(domain, Emulator64(domain))
-        self.cpu = domain.machine.cpu
         self.trap_sites = TrapSites64(domain, trap_sites or {})
 
     @property
@@ -68,37 +67,41 @@ class Pv64Supervisor(PvSupervisor):
 
     # -- syscall and sysenter ---------------------------------------------------------
     def on_fast_call(self, fast: FastCall) -> None:
+        """From the kernel a `syscall` is a hypercall (§1.2), taken here, in this one
+        frame (the hot path: every frame costs a tenth of an empty hook). RCX and R11
+        are left alone: Xen's SYSRET would load them with RIP and RFLAGS, and every
+        hypercall-page entry saves and restores both around the syscall. The return
+        path is the 32-bit one's (_on_return). From user mode, a system call."""
         try:
-            if fast.kind is SYSCALL and self.state.kernel_mode:
-                self._hypercall64(fast)
-            elif fast.kind is SYSCALL:
-                self._user_syscall(fast)
-            else:
-                self._sysenter(fast)
+            state = self.domain.vcpu.long_mode  # self.state, without its frame
+            if fast.kind is not SYSCALL or not state.kernel_mode:
+                self._from_user(fast)
+                return
+            self.exits[HYPERCALL_EXIT] += 1
+            domain = self.domain
+            registers = self._hypercall_registers()  # CS, the number, the arguments
+            number = registers[1]
+            result = call(domain, domain.vcpu, number, registers[2:], TABLE_64)
+            if result is not NO_RESULT:
+                self._set_result(result)
+            resume = state.resume  # HYPERVISOR_iret's return address
+            if resume is not None:
+                fast.resume, state.resume = resume, None
+            if domain.machine.stop is not None:
+                return
+            if number not in QUIET:
+                domain.events.fire_due_timer()
+            if state.callbacks and self._event_deliverable():
+                at = interrupted_at(self.cpu, fast.next_ip if resume is None else resume)
+                fast.resume = self._upcall(at)
         except DomainCrash as crash:
             self.domain.crash(crash.reason, crash.address)
 
-    def _hypercall64(self, fast: FastCall) -> None:
-        """A hypercall (§1.2). RCX and R11 are left alone: Xen's SYSRET would load
-        them with RIP and RFLAGS, and every hypercall-page entry saves and restores
-        both around the syscall. The return path is the 32-bit one's (_on_return)."""
-        self.exits[HYPERCALL_EXIT] += 1
-        domain = self.domain
-        registers = self._hypercall_registers()  # CS, the number, the arguments
-        number = registers[1]
-        result = call(domain, domain.vcpu, number, registers[2:], TABLE_64)
-        if result is not NO_RESULT:
-            self._set_result(result)
-        resume = self.state.resume  # HYPERVISOR_iret's return address
-        if resume is not None:
-            fast.resume, self.state.resume = resume, None
-        if domain.machine.stop is not None:
-            return
-        if number not in QUIET:
-            domain.events.fire_due_timer()
-        if self.state.callbacks and self._event_deliverable():
-            at = interrupted_at(self.cpu, fast.next_ip if resume is None else resume)
-            fast.resume = self._upcall(at)
+    def _from_user(self, fast: FastCall) -> None:
+        if fast.kind is SYSCALL:
+            self._user_syscall(fast)
+        else:
+            self._sysenter(fast)
 
     def _user_syscall(self, fast: FastCall) -> None:
         """A user program's syscall (§1.4): to the syscall callback (syscall32 from
@@ -136,10 +139,14 @@ class Pv64Supervisor(PvSupervisor):
                       masks_events=callback.masks_events, clears=clears)
 
     # -- interrupts and exceptions ----------------------------------------------------
-    def _route(self, event: Interruption) -> None:
-        handler = self._software_interrupt64(event) if event.software else self._fault(event)
-        if handler is not None:
-            resume_at(self.cpu, handler)
+    def on_interruption(self, event: Interruption) -> None:
+        try:
+            handler = self._software_interrupt64(event) if event.software \
+                else self._fault(event)
+            if handler is not None:
+                resume_at(self.cpu, handler)
+        except DomainCrash as crash:
+            self.domain.crash(crash.reason, crash.address)
 
     def _software_interrupt64(self, event: Interruption) -> int | None:
         """int3 and into go to their handlers; int $0x80 to its handler if it has one

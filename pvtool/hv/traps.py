@@ -68,6 +68,7 @@ class PvSupervisor:
     def __init__(self, domain: PvDomain, emulator: Emulator):
         self.domain = domain
         self.machine = domain.machine
+        self.cpu = domain.machine.cpu  # one CPU, whichever vCPU runs on it
         self.emulator = emulator
         self.exits = domain.machine.exits
         self.delivery = Delivery(domain.machine.cpu, XenBounce(domain), self.exits)
@@ -86,22 +87,25 @@ class PvSupervisor:
 
     def on_interruption(self, event: Interruption) -> None:
         try:
-            self._route(event)
+            if event.software:
+                self._software_interrupt(event)
+            else:
+                self._exception(event)
         except DomainCrash as crash:
             self.domain.crash(crash.reason, crash.address)
 
     def on_direct_vector(self) -> None:
         """`int 0x82`, the hot path: no EIP, no decoding, and the ring from CS, which
         in a PV domain always equals the CPL (every ring change is an iretd loading CS;
-        same-ring CS writes keep its RPL), where the CPU context's hflags would cost a
-        save. CS, the number and the arguments come in one read of the CPU's state,
+        same-ring CS writes keep its RPL), read in the same unpack as the rest. CS, the
+        number and the arguments come in one read of the CPU's state,
         the result goes back in one write. From ring 3 it is an `int n` like any
         other, bounced as its trap-table entry's DPL allows."""
         try:
             registers = self._hypercall_registers()
             if registers[0] & 3 != GUEST_KERNEL_RPL:
-                self._route(from_intr_hook(self.machine.cpu, self.domain.memory,
-                                           HYPERCALL_VECTOR_32))
+                self.on_interruption(from_intr_hook(self.machine.cpu, self.domain.memory,
+                                                    HYPERCALL_VECTOR_32))
                 return
             self.exits[HYPERCALL_EXIT] += 1
             number, domain = registers[1], self.domain
@@ -112,12 +116,6 @@ class PvSupervisor:
                 self._on_return(number)
         except DomainCrash as crash:
             self.domain.crash(crash.reason, crash.address)
-
-    def _route(self, event: Interruption) -> None:
-        if event.software:
-            self._software_interrupt(event)
-        else:
-            self._exception(event)
 
     def _on_return(self, number: int) -> None:
         """Xen delivers on the way back from a hypercall: a pending event, then a
@@ -138,7 +136,7 @@ class PvSupervisor:
     def _software_interrupt(self, event: Interruption) -> None:
         # A trap site stands for a kernel instruction: from ring 3 it is a plain int3.
         site = event.ip - 1
-        if event.vector == Vector.BP and self.vcpu.cpl == GUEST_KERNEL_RPL \
+        if event.vector == Vector.BP and self.cpu.cpl == GUEST_KERNEL_RPL \
                 and self.emulator.is_trap_site(site):
             self.exits[Exit.TRAP_SITE] += 1
             self.emulator.emulate_trap_site(site)
@@ -150,7 +148,7 @@ class PvSupervisor:
         # are the kernel's #GP to handle, as on Xen. The forced-emulation prefix is
         # honoured in any ring (xen/arch/x86/pv/emul-inv-op.c: do_invalid_op tries it
         # for every PV guest mode).
-        kernel = self.vcpu.cpl == GUEST_KERNEL_RPL
+        kernel = self.cpu.cpl == GUEST_KERNEL_RPL  # hflags in place: no context save
         vector, ip = event.vector, event.ip
         if vector == Vector.UD and self.emulator.forced_cpuid(ip) \
                 or kernel and vector == Vector.GP and self.emulator.emulate_privileged(ip):
@@ -239,7 +237,6 @@ class PvSupervisor:
             self._devices_may_interrupt = False
             return
         if dom.vcpu.id != 0:  # device interrupts are vCPU 0's
-            return
             return
         self._devices_may_interrupt = True
         dom.upcall_pending = 1

@@ -4,7 +4,8 @@ segment caches and hidden flags that no register write can set.
 
 The blob is QEMU's CPUX86State. pvtool needs it where Unicorn's API falls short
 (UNICORN.md, XEN-ABI64.md Part 2): the CPL and mode bits of `hflags`, a fault's error
-code, `old_exception` (which Unicorn never resets), EFER with its LMA bit (which wrmsr
+code, `old_exception` (which Unicorn never resets), `exception_is_int` (whether an
+instruction or a fault raised the interruption being hooked), EFER with its LMA bit (which wrmsr
 cannot clear), and the segment caches (a 64-bit `reg_write` of a selector stores only
 the selector, and no write lowers the CPL).
 """
@@ -28,6 +29,7 @@ SEGMENTS = 224  # segs[6]: ES, CS, SS, DS, FS, GS (QEMU's R_ES..R_GS)
 SEGMENT_SIZE = 24  # selector u32 @0, base u64 @8, limit u32 @16, flags u32 @20
 EFER = 632
 ERROR_CODE = 5424
+EXCEPTION_IS_INT = 5428  # 1 when `int n`, int3 or into raised the interruption
 OLD_EXCEPTION = 5536
 ES_INDEX, CS_INDEX, SS_INDEX, DS_INDEX, FS_INDEX, GS_INDEX = range(6)
 
@@ -58,6 +60,7 @@ class EmulatorLayoutError(PvtoolError):
 class ContextLayout:
     hflags: int
     error_code: int
+    exception_is_int: int
     old_exception: int
     segments: int
     efer: int
@@ -118,14 +121,18 @@ def hflags_for(hflags: int, code: SegmentCache, stack: SegmentCache, *, cr0_pe: 
 def probe_layout() -> ContextLayout:
     """Find the context offsets pvtool relies on with marker values, once per process,
     and fail loudly if Unicorn moved them (pin unicorn==2.1.4)."""
-    layout = ContextLayout(HFLAGS, ERROR_CODE, OLD_EXCEPTION, SEGMENTS, EFER)
+    layout = ContextLayout(HFLAGS, ERROR_CODE, EXCEPTION_IS_INT, OLD_EXCEPTION,
+                           SEGMENTS, EFER)
     blob, intno = _ring1_fault_blob()
+    int_blob = _software_interrupt_blob()
     code = _segment_from(blob, layout, CS_INDEX)
     checks = (
         intno == 13,
         len(blob) > layout.old_exception + 4,
         _u32(blob, layout.error_code) == _PROBE_SELECTOR,
         _u32(blob, layout.old_exception) == 13,
+        _u32(blob, layout.exception_is_int) == 0,
+        _u32(int_blob, layout.exception_is_int) == 1,
         _u32(blob, layout.hflags) & 3 == 1,
         code.selector == 0x19 and code.dpl == 1 and code.flags & DESC_B,
         _u64(_efer_blob(), layout.efer) == _PROBE_EFER,
@@ -165,6 +172,23 @@ def _ring1_fault_blob() -> tuple[bytes, int]:
     uc.hook_add(UC_HOOK_INTR, on_fault)
     emulate(uc, 0x3000, 0x2007, count=4)
     return seen.get("blob", b""), seen.get("intno", -1)
+
+
+def _software_interrupt_blob() -> bytes:
+    """The context inside the INTR hook of an `int 0x33`."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0, 0x1000)
+    uc.mem_write(0, b"\xcd\x33")
+    seen: dict[str, bytes] = {}
+
+    def on_interrupt(uc: Uc, intno: int, _):
+        ctx = uc.context_save()
+        seen["blob"] = ctypes.string_at(ctx.context.value, ctx.size)
+        uc.emu_stop()
+
+    uc.hook_add(UC_HOOK_INTR, on_interrupt)
+    emulate(uc, 0, 2, count=1)
+    return seen.get("blob", b"")
 
 
 def _efer_blob() -> bytes:

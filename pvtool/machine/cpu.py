@@ -34,7 +34,13 @@ from pvtool.machine.context import (
     read_segment,
     write_segment,
 )
-from pvtool.machine.cpu_state import FIELDS, STATE_SPAN, find_cpu_state
+from pvtool.machine.cpu_state import (
+    BLOB_HEADER,
+    FIELDS,
+    READABLE,
+    STATE_SPAN,
+    find_cpu_state,
+)
 from pvtool.x86.msrs import EFER_LMA
 from pvtool.x86.registers import CR0_PE
 
@@ -79,6 +85,8 @@ WIDTHS = {32: Width(32, EIP, ESP, EFLAGS, GPRS_BY_NAME),
           64: Width(64, RIP, RSP, RFLAGS, GPRS64_BY_NAME)}
 
 
+CELL_TYPES = {"H": ctypes.c_uint16, "I": ctypes.c_uint32, "Q": ctypes.c_uint64}
+
 # The C API's register calls as plain function pointers over integers: the binding's
 # own prototypes convert every argument on each call, which costs a fifth of a read.
 _REG_ACCESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)
@@ -107,16 +115,46 @@ class Cpu:
     @property
     def ip(self) -> int:
         """EIP, or RIP on a 64-bit CPU."""
-        return self.read(self.width.ip)
+        return self._ip_cell.value
 
     def read(self, reg: int) -> int:
+        """REG: in place where Unicorn's read is a plain load (cpu_state.py), else
+        through Unicorn."""
+        cell = self._readable.get(reg)
+        if cell is not None:
+            return cell.value & self._mask
         self._value.value = 0  # segment registers fill only 16 bits of the buffer
         _reg_read(self._handle, reg, self._value_address)
         return self._value.value & self._mask
 
     def write(self, reg: int, value: int) -> None:
+        """REG = VALUE: in place for a general-purpose register (Unicorn's write is a
+        plain store there), else through Unicorn (EIP, segments, control registers)."""
+        cell = self._writable.get(reg)
+        if cell is not None:
+            cell.value = value & self._mask
+            return
         self._value.value = value & self._mask
         _reg_write(self._handle, reg, self._value_address)
+
+    @cached_property
+    def _readable(self) -> dict[int, ctypes._SimpleCData]:
+        """A ctypes cell over each register read in place, by register id."""
+        return self._cells(READABLE)
+
+    @cached_property
+    def _writable(self) -> dict[int, ctypes._SimpleCData]:
+        return {reg: cell for reg, cell in self._cells(FIELDS).items()
+                if FIELDS[reg][1] != "H"}
+
+    @cached_property
+    def _ip_cell(self) -> ctypes._SimpleCData:
+        return self._readable[self.width.ip]
+
+    def _cells(self, fields: dict[int, tuple[int, str]]) -> dict[int, ctypes._SimpleCData]:
+        base = ctypes.addressof(self._state)
+        return {reg: CELL_TYPES[code].from_address(base + offset)
+                for reg, (offset, code) in fields.items()}
 
     def reader(self, regs: tuple[int, ...]) -> Callable[[], tuple[int, ...]]:
         """A function giving REGS (general-purpose registers and segment selectors) in
@@ -131,9 +169,7 @@ class Cpu:
         offset, code = FIELDS[reg]
         if code == "H":
             raise ValueError("a segment register is loaded through Unicorn: use write")
-        cell = (ctypes.c_uint32 if code == "I" else ctypes.c_uint64).from_address(
-            ctypes.addressof(self._state) + offset)
-        return partial(setattr, cell, "value")
+        return partial(setattr, self._writable[reg], "value")
 
     @cached_property
     def _state(self) -> ctypes.Array:
@@ -165,24 +201,34 @@ class Cpu:
         self.uc.context_update(self._context)
         return self._context.context.value
 
+    @cached_property
+    def _fields(self) -> tuple[ctypes.c_uint32, ctypes.c_int32, ctypes.c_int32,
+                               ctypes.c_int32]:
+        """hflags, error_code, exception_is_int and old_exception in the CPU's state in
+        place: the context blob is a copy of that state (cpu_state.py), so what the
+        blob's offsets name there is the live field, read or written without the
+        ~1 us save (and restore) of the whole context."""
+        state = ctypes.addressof(self._state) - BLOB_HEADER  # the blob's offsets apply
+        return (ctypes.c_uint32.from_address(state + self._layout.hflags),
+                ctypes.c_int32.from_address(state + self._layout.error_code),
+                ctypes.c_int32.from_address(state + self._layout.exception_is_int),
+                ctypes.c_int32.from_address(state + self._layout.old_exception))
+
     @property
     def cpl(self) -> int:
         """The current privilege level, from hflags: `CS & 3` is not reliable."""
-        return self._hflags(self._blob()) & 3
+        return self._fields[0].value & 3
 
     @property
     def long_mode(self) -> bool:
         """Whether the CPU runs in IA-32e mode (EFER.LMA): a 64-bit CPU starts a
         Multiboot kernel in protected mode, and the kernel turns long mode on."""
-        return self.bits == 64 and bool(self._hflags(self._blob()) & HF_LMA)
+        return self.bits == 64 and bool(self._fields[0].value & HF_LMA)
 
     @property
     def hflags(self) -> int:
         """QEMU's hidden flags (machine/context.py names the bits)."""
-        return self._hflags(self._blob())
-
-    def _hflags(self, blob: int) -> int:
-        return ctypes.c_uint32.from_address(blob + self._layout.hflags).value
+        return self._fields[0].value
 
     def segment(self, index: int) -> SegmentCache:
         """The cache of segment register INDEX (context.CS_INDEX...)."""
@@ -218,17 +264,23 @@ class Cpu:
         self.uc.context_restore(self._context)
 
     def fault_error_code(self) -> int:
-        return ctypes.c_int32.from_address(self._blob() + self._layout.error_code).value & 0xFFFF
+        return self._fields[1].value & 0xFFFF
 
     def ack_exception(self) -> int:
         """Tell QEMU the fault was handled: Unicorn never resets `old_exception`, so the
         next fault would arrive as a double fault and the one after end the run.
-        Returns the fault's error code (fault_error_code), read from the same saved
-        context: one save per fault, on the path of every writable-page-table store."""
-        base = self._blob()
-        ctypes.c_int32.from_address(base + self._layout.old_exception).value = -1
-        self.uc.context_restore(self._context)
-        return ctypes.c_int32.from_address(base + self._layout.error_code).value & 0xFFFF
+        Returns the fault's error code (fault_error_code). Both in place: on the path
+        of every writable-page-table store, this costs two field accesses."""
+        _, error_code, _, old_exception = self._fields
+        old_exception.value = -1
+        return error_code.value & 0xFFFF
+
+    @property
+    def raised_by_instruction(self) -> bool:
+        """Inside the INTR hook: whether `int n`, int3 or into raised the vector (EIP
+        after the instruction), not a fault (EIP on it). QEMU records which, for the
+        return address it pushes, and no byte of the guest need be read to tell."""
+        return bool(self._fields[2].value)
 
     def enter_ring0(self, *, cs: int, ss: int, esp: int, eip: int, eflags: int) -> None:
         """Continue at CS:EIP in ring 0 on SS:ESP. reg_write cannot lower CPL, but a
@@ -275,7 +327,7 @@ def register_reader(state: ctypes.Array, regs: tuple[int, ...]) -> Callable[[], 
     in place): a hypercall's CS, number and arguments cost one call."""
     if len(set(regs)) != len(regs):
         raise ValueError("a register is named twice")
-    fields = [FIELDS[reg] for reg in regs]  # KeyError: not readable in place
+    fields = [READABLE[reg] for reg in regs]  # KeyError: not readable in place
     in_memory = sorted(range(len(regs)), key=lambda i: fields[i][0])
     layout, at = "<", 0
     for i in in_memory:

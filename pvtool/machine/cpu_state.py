@@ -7,10 +7,11 @@ Why: a hook's calls into Unicorn through ctypes cost about an empty hook apiece 
 releases and takes back the GIL), so a hypercall's one batched read and one write were
 three times an empty hook before any of pvtool's own Python ran. Inside a hook QEMU
 has every register stored in CPUX86State and reloads them after it, and for the
-general-purpose registers and the segment selectors uc_reg_read and uc_reg_write do
-nothing but load and store those fields; reading and writing them in place does the
-same at the cost of a Python attribute. Registers whose write does more (EIP, EFLAGS,
-segment loads, control registers) still go through Unicorn (machine/cpu.py).
+general-purpose registers, EIP and the segment selectors uc_reg_read does nothing but
+load those fields, and for the general-purpose registers uc_reg_write nothing but
+store them; doing the same in place costs a Python attribute. Registers whose write
+does more (EIP, segment loads) or whose read does (EFLAGS, control registers) still
+go through Unicorn (machine/cpu.py).
 """
 
 import contextlib
@@ -48,7 +49,16 @@ FIELDS: dict[int, tuple[int, str]] = {
     **{reg: (SEGMENTS - BLOB_HEADER + SEGMENT_SIZE * index, "H")
        for index, reg in enumerate(SELECTOR_ORDER)},
 }
-STATE_SPAN = max(offset + struct.calcsize(code) for offset, code in FIELDS.values())
+# EIP follows regs[] (CPUX86State's target_ulong eip), read in place like them; its
+# write goes through Unicorn, which must then leave the translated block. CR2, read
+# by every #PF, is cr[2], past segs[6] and the ldt, tr, gdt and idt caches; a write of
+# CR2 is a plain store too, but the others' are not, so writes stay Unicorn's.
+IP_OFFSET = SLOT_SIZE * len(SLOT_ORDER_64)
+CR2_OFFSET = SEGMENTS - BLOB_HEADER + SEGMENT_SIZE * (len(SELECTOR_ORDER) + 4) + 2 * 8
+READABLE: dict[int, tuple[int, str]] = {**FIELDS, X.UC_X86_REG_EIP: (IP_OFFSET, "I"),
+                                        X.UC_X86_REG_RIP: (IP_OFFSET, "Q"),
+                                        X.UC_X86_REG_CR2: (CR2_OFFSET, "Q")}
+STATE_SPAN = max(offset + struct.calcsize(code) for offset, code in READABLE.values())
 
 # Where to look: the words of Unicorn's uc_struct (which points at the CPU) and how far
 # past each pointer the registers may lie (QEMU's CPUState comes first in X86CPU, with

@@ -28,54 +28,42 @@ class Kind(Enum):
 
 
 class Interruption:
-    """One interrupt or exception. `ip` is the return address the CPU would push; it
-    is read from the CPU when first asked (a hypercall never asks), so a handler must
-    ask before it moves the CPU on. `length` is the size of the instruction a software
-    interruption came from: 2 for `int n` (`cd 03` included), 1 for int3 and into; 0
-    for anything else."""
+    """One interrupt or exception. `ip` is the return address the CPU would push.
+    `length` is the size of the instruction a software interruption came from: 2 for
+    `int n` (`cd 03` included), 1 for int3 and into; 0 for anything else. `software`
+    is set once, here: it is asked on every exit."""
 
-    __slots__ = ("vector", "kind", "error_code", "length", "_ip", "_cpu")
+    __slots__ = ("vector", "kind", "ip", "error_code", "length", "software")
 
-    def __init__(self, vector: int, kind: Kind, ip: int | None = None,
-                 error_code: int | None = None, length: int = 0, cpu: Cpu | None = None):
+    def __init__(self, vector: int, kind: Kind, ip: int, error_code: int | None = None,
+                 length: int = 0):
         self.vector = vector
         self.kind = kind
+        self.ip = ip
         self.error_code = error_code
         self.length = length
-        self._ip = ip
-        self._cpu = cpu
-
-    @property
-    def software(self) -> bool:
-        return self.kind is Kind.SOFTWARE
-
-    @property
-    def ip(self) -> int:
-        if self._ip is None:
-            self._ip = self._cpu.ip
-        return self._ip
+        self.software = kind is Kind.SOFTWARE
 
     def __repr__(self) -> str:
-        return (f"Interruption({self.vector}, {self.kind.value}, ip={self._ip}, "
+        return (f"Interruption({self.vector}, {self.kind.value}, ip={self.ip}, "
                 f"error_code={self.error_code})")
 
 
 def from_intr_hook(cpu: Cpu, memory: GuestMemory, vector: int) -> Interruption:
     """What Unicorn's INTR hook reported. From 32 up only `int n` can raise a vector
     (pvtool injects device interrupts itself), so nothing more is read there: that is
-    the hypercall's path. Below 32, the bytes before EIP tell `int n`/int3/into from a
-    fault; a fault's error code is read and the fault acknowledged (UNICORN.md: the
-    next one would otherwise arrive as a double fault)."""
-    if vector >= FIRST_EXTERNAL:  # positional: half the cost of keywords, per hypercall
-        return Interruption(vector, Kind.SOFTWARE, None, None, 2, cpu)
-    ip = cpu.ip
-    length = _int_length(memory, vector, ip)
-    if length:
-        return Interruption(vector, Kind.SOFTWARE, ip=ip, length=length)
+    the hypercall's path. Below 32 the CPU's state says whether an instruction raised
+    it; a fault's error code is read and the fault acknowledged (UNICORN.md: the next
+    one would otherwise arrive as a double fault), both in place, with no context
+    save and no guest byte read: the path of every writable-page-table store."""
+    ip = cpu.ip  # positional arguments below: half the cost of keywords
+    if vector >= FIRST_EXTERNAL:
+        return Interruption(vector, Kind.SOFTWARE, ip, None, 2)
+    if cpu.raised_by_instruction:
+        return Interruption(vector, Kind.SOFTWARE, ip, None, _int_length(memory, vector, ip))
     error_code = cpu.ack_exception()
-    if vector not in ERROR_CODE:
-        error_code = None
-    return Interruption(vector, Kind.EXCEPTION, ip=ip, error_code=error_code)
+    return Interruption(vector, Kind.EXCEPTION, ip,
+                        error_code if vector in ERROR_CODE else None)
 
 
 def invalid_opcode(cpu: Cpu) -> Interruption:
@@ -90,13 +78,12 @@ def external(vector: int, ip: int) -> Interruption:
 
 
 def _int_length(memory: GuestMemory, vector: int, ip: int) -> int:
-    """For a vector below 32: 2 if `int VECTOR` ends at IP, 1 if int3 or into does
-    (they raise #BP and #OF only from an instruction), else 0: a fault, whose IP is
-    the instruction itself."""
+    """The length of the instruction that raised VECTOR and ends at IP: `int n` is 2
+    bytes, int3 (#BP) and into (#OF) 1, unless they were written `int 3`, `int 4`."""
+    if vector not in (Vector.BP, Vector.OF):
+        return 2
     try:
         before = memory.read_virt(ip - 2, 2)
     except (AddressFault, UnassignedMemory):  # unmapped, or not canonical (64-bit)
-        before = b""
-    if before == bytes((INT_IMM8, vector)):
-        return 2
-    return 1 if vector in (Vector.BP, Vector.OF) else 0
+        return 1
+    return 2 if before == bytes((INT_IMM8, vector)) else 1

@@ -338,7 +338,8 @@ class Machine:
         for kind, instruction in ((FastCallKind.SYSCALL, X.UC_X86_INS_SYSCALL),
                                   (FastCallKind.SYSENTER, X.UC_X86_INS_SYSENTER)):
             self._add_raw_hook(UC_HOOK_INSN, HOOK_INSN_SYSCALL_CFUNC,
-                               partial(self._fast_call, kind), "fast call hook", instruction)
+                               partial(self._fast_call, FastCall(kind, self.cpu, self.memory)),
+                               "fast call hook", instruction)
 
     def _add_raw_hook(self, kind: int, functype, callback: Callable, name: str,
                       *instruction: int) -> None:
@@ -491,13 +492,13 @@ class Machine:
             self._fail(exc)
         return True
 
-    def _fast_call(self, kind: FastCallKind, handle: int, _) -> None:
-        """The hook of `syscall` or `sysenter` (KIND). Unicorn adds the instruction's
-        length to RIP after this hook, whatever RIP the hook left
-        (machine/fast_call.py): a resume address is written that much short of its
-        target."""
+    def _fast_call(self, call: FastCall, handle: int, _) -> None:
+        """The hook of `syscall` or `sysenter`, with the record of its kind (reused:
+        machine/fast_call.py). Unicorn adds the instruction's length to RIP after this
+        hook, whatever RIP the hook left: a resume address is written that much short
+        of its target."""
         try:
-            call = FastCall(kind, self.cpu, self.memory)
+            call.clear()
             self.supervisor.on_fast_call(call)
             if call.resume is not None:
                 self.cpu.write(self.cpu.width.ip, call.resume - call.length)

@@ -36,7 +36,8 @@ def bare_cpu() -> Cpu:
 
 def test_probe_layout_finds_the_offsets_unicorn_md_lists():
     layout = probe_layout()
-    assert (layout.hflags, layout.error_code, layout.old_exception) == (216, 5424, 5536)
+    assert (layout.hflags, layout.error_code, layout.exception_is_int,
+            layout.old_exception) == (216, 5424, 5428, 5536)
 
 
 GPRS = (C.EAX, C.EBX, C.ECX, C.EDX, C.ESI, C.EDI, C.EBP, C.ESP)

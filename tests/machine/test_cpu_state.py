@@ -45,7 +45,9 @@ def test_the_reader_gives_the_registers_in_the_order_asked():
 def test_registers_unicorn_must_load_have_no_reader_or_writer():
     cpu = bare_cpu()
     with pytest.raises(KeyError):
-        cpu.reader((C.EAX, C.EIP))
+        cpu.reader((C.EAX, C.EFLAGS))  # computed from QEMU's lazy flags
+    with pytest.raises(KeyError):
+        cpu.writer(C.EIP)  # Unicorn must leave the translated block
     with pytest.raises(ValueError, match="through Unicorn"):
         cpu.writer(C.CS)
     with pytest.raises(ValueError, match="twice"):
@@ -98,3 +100,69 @@ def test_finding_the_state_of_a_64_bit_cpu_keeps_all_64_bits_of_its_registers():
     cpu_state.find_cpu_state(uc)
     assert uc.reg_read(X.UC_X86_REG_RAX) == 0xFFFF_8000_1234_5678
     assert uc.reg_read(X.UC_X86_REG_RDI) == 0x0000_7FFF_0000_0001
+
+
+def test_cpu_read_and_write_in_place_are_unicorns_reads_and_writes():
+    """Cpu.read and Cpu.write use the state in place for the registers they can
+    (general-purpose, EIP read, selectors read) and Unicorn for the rest."""
+    cpu = bare_cpu()
+    for i, reg in enumerate(GPRS):
+        cpu.write(reg, 0x1_5000_0000 + i)
+        assert cpu.uc.reg_read(reg) == 0x5000_0000 + i
+    cpu.uc.reg_write(C.EIP, 0x4321)
+    assert (cpu.read(C.EIP), cpu.ip, cpu.read(C.CS), cpu.read(C.SS)) == (0x4321, 0x4321, 8, 0x10)
+    cpu.write(C.EIP, 0x2468)  # through Unicorn
+    assert (cpu.uc.reg_read(C.EIP), cpu.ip) == (0x2468, 0x2468)
+
+
+def test_inside_a_hook_ip_in_place_is_what_unicorn_reads():
+    """`int n` arrives with EIP after it, a fault with EIP on it (UNICORN.md): the
+    in-place EIP agrees with Unicorn's in both cases, and says which raised it."""
+    cpu = bare_cpu()
+    # int 0x80; mov $0x1234, %ax; mov %ax, %ds (#GP(0x1234): past the GDT limit)
+    cpu.uc.mem_write(CODE, bytes.fromhex("cd80" "66b83412" "8ed8" "90"))
+    seen = []
+
+    def on_interrupt(handle, vector, _):
+        seen.append((vector, cpu.ip, cpu.uc.reg_read(C.EIP), cpu.raised_by_instruction))
+        if vector == 13:
+            cpu.ack_exception()
+            cpu.write(C.EIP, cpu.ip + 2)
+
+    callback = HOOK_INTR_CFUNC(on_interrupt)
+    cpu.uc._Uc__do_hook_add(UC_HOOK_INTR, callback, 1, 0)
+    emulate(cpu.uc, CODE, CODE + 9)
+    assert seen == [(0x80, CODE + 2, CODE + 2, True), (13, CODE + 6, CODE + 6, False)]
+
+
+def test_a_64_bit_cpu_reads_rip_in_place():
+    cpu = Cpu(Uc(UC_ARCH_X86, UC_MODE_64), bits=64)
+    cpu.uc.reg_write(X.UC_X86_REG_RIP, 0xFFFF_8000_0010_0000)
+    assert (cpu.ip, cpu.read(C.RIP)) == (0xFFFF_8000_0010_0000, 0xFFFF_8000_0010_0000)
+
+
+def test_inside_a_page_fault_hook_cr2_in_place_is_what_unicorn_reads():
+    """#PF leaves the faulting address in CR2 (UNICORN.md): read in place, it is
+    Unicorn's; so is a CR2 written through Unicorn between runs."""
+    cpu = bare_cpu()
+    directory, table = 0x10000, 0x11000
+    cpu.uc.mem_write(directory, (table | 3).to_bytes(4, "little"))
+    for page in range(0x100):  # the first MiB mapped, but 0x5000 not present
+        entry = 0 if page == 5 else page << 12 | 3
+        cpu.uc.mem_write(table + 4 * page, entry.to_bytes(4, "little"))
+    cpu.uc.reg_write(X.UC_X86_REG_CR3, directory)
+    cpu.uc.reg_write(X.UC_X86_REG_CR0, 0x8000_0011)
+    cpu.uc.mem_write(CODE, bytes.fromhex("a134560000" "90"))  # mov 0x5634, %eax
+    seen = []
+
+    def on_interrupt(handle, vector, _):
+        seen.append((vector, cpu.read(C.CR2), cpu.uc.reg_read(C.CR2)))
+        cpu.ack_exception()
+        cpu.write(C.EIP, CODE + 5)
+
+    callback = HOOK_INTR_CFUNC(on_interrupt)
+    cpu.uc._Uc__do_hook_add(UC_HOOK_INTR, callback, 1, 0)
+    emulate(cpu.uc, CODE, CODE + 6)
+    assert seen == [(14, 0x5634, 0x5634)]
+    cpu.write(C.CR2, 0xC000_1000)
+    assert cpu.read(C.CR2) == 0xC000_1000

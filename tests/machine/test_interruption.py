@@ -71,3 +71,31 @@ def test_a_fault_at_address_0_is_a_fault_though_the_bytes_before_it_are_nowhere(
     run.machine.attach(recorder)
     run.machine.run_slice(10)
     assert recorder.seen == (13, Kind.EXCEPTION, 0, 0, 0x2A08)
+
+
+def test_a_fault_after_the_bytes_of_int_n_is_still_a_fault(build):
+    """Which raised the vector is the CPU's record (QEMU's exception_is_int), not the
+    bytes before EIP: a #GP on an instruction that follows the bytes of `int $13`
+    (data jumped over) is a fault, returning to itself."""
+    seen, guest = first_interruption(build, """    jmp 1f
+    .byte 0xcd, 13  # int $13, never executed
+1:  mov %bx, %ds""")
+    assert seen == (13, Kind.EXCEPTION, guest["after"] - 2, 0, 0x2A08)
+
+
+def test_a_fault_is_told_and_acknowledged_without_a_context_save(build):
+    """The exception path reads the CPU's state in place: no context save or restore
+    (each about two empty hooks) between the hook and the supervisor."""
+    run = boot_native(bare(build, """
+    mov $0x2a0b, %bx
+    .globl the_insn
+the_insn:
+    mov %bx, %ds
+    jmp ."""))
+    assert run.machine.cpu.ip  # the state in place is found once (a save): before the run
+    for name in ("context_save", "context_update", "context_restore"):
+        setattr(run.machine.uc, name, lambda *args, name=name: pytest.fail(name))
+    recorder = Recorder(run.machine)
+    run.machine.attach(recorder)
+    run.machine.run_slice(100)
+    assert recorder.seen == (13, Kind.EXCEPTION, run.guest["the_insn"], 0, 0x2A08)
