@@ -7,6 +7,7 @@ request, on a limit (--max-insns, --timeout), or when the guest can never run ag
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -27,6 +28,7 @@ from pvtool.machine.pc import DEFAULT_RAM, Machine
 from pvtool.machine.profile import Profile
 from pvtool.machine.screen import TextScreen, read_screen
 from pvtool.machine.stop import Stop, StopKind, registers_at_stop
+from pvtool.machine.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from pvtool.hv.scheduler import VcpuScheduler
@@ -213,13 +215,28 @@ def _boot(machine: Machine, image: KernelImage, mode: Mode, options: RunOptions)
 def _run_loop(machine: Machine, mode: Mode, options: RunOptions,
               scheduler: "VcpuScheduler | None" = None) -> RunResult:
     """SCHEDULER, for a domain of several vCPUs, picks the one each slice runs; while
-    none can run it moves time on instead, one wait a turn, under --timeout too."""
+    none can run it moves time on instead, one wait a turn, under --timeout too: a
+    Watchdog ends the slice running at the deadline (machine/watchdog.py)."""
     started = time.perf_counter()
     deadline = started + options.timeout if options.timeout else None
-    budget = options.max_insns
-    slices = executed = 0
     if machine.profile is not None:
         machine.profile.start()
+    with Watchdog(deadline, machine.uc.emu_stop) if deadline else nullcontext():
+        slices, executed = _run_slices(machine, options, scheduler, deadline)
+    if machine.profile is not None:
+        machine.profile.finish()
+    return RunResult(mode=mode, stop=machine.stop,
+                     wall_seconds=time.perf_counter() - started, slices=slices,
+                     insns_upper_bound=executed, exits=machine.exits,
+                     uart_bytes=machine.uart.bytes_written,
+                     registers=registers_at_stop(machine.cpu), profile=machine.profile)
+
+
+def _run_slices(machine: Machine, options: RunOptions, scheduler: "VcpuScheduler | None",
+                deadline: float | None) -> tuple[int, int]:
+    """Slices until the machine stops: (slices run, instructions at most executed)."""
+    budget = options.max_insns
+    slices = executed = 0
     while machine.stop is None:
         if scheduler is None or scheduler.schedule():
             machine.supervisor.take_interrupt(machine.irqs)
@@ -239,13 +256,7 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions,
             machine.request_stop(Stop(StopKind.TIMEOUT,
                                       f"ran past --timeout {options.timeout:g} s",
                                       machine.cpu.ip))
-    if machine.profile is not None:
-        machine.profile.finish()
-    return RunResult(mode=mode, stop=machine.stop,
-                     wall_seconds=time.perf_counter() - started, slices=slices,
-                     insns_upper_bound=executed, exits=machine.exits,
-                     uart_bytes=machine.uart.bytes_written,
-                     registers=registers_at_stop(machine.cpu), profile=machine.profile)
+    return slices, executed
 
 
 def _locate(stop: Stop, image: KernelImage) -> Stop:
