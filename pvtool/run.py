@@ -221,7 +221,7 @@ def _run_loop(machine: Machine, mode: Mode, options: RunOptions,
     deadline = started + options.timeout if options.timeout else None
     if machine.profile is not None:
         machine.profile.start()
-    with Watchdog(deadline, machine.uc.emu_stop) if deadline else nullcontext():
+    with Watchdog(deadline, machine.end_slice) if deadline else nullcontext():
         slices, executed = _run_slices(machine, options, scheduler, deadline)
     if machine.profile is not None:
         machine.profile.finish()

@@ -11,7 +11,6 @@ runs the same instructions, and must print the same bytes (checked). Its time is
 floor any deterministic scheme over this emulator has, hooks and devices included.
 """
 
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from pvtool.machine.exits import Exit
 from pvtool.machine.native import boot_bare_pc
 from pvtool.machine.pc import Machine
 from pvtool.machine.stop import Stop, StopKind
+from pvtool.machine.watchdog import Watchdog
 
 UNCOUNTED = 0  # emu_start's count: no instruction counting at all
 TIMED_EXITS = (Exit.IRQ, Exit.HLT)  # a run with these needs virtual time to be the same
@@ -49,15 +49,11 @@ def run_uncounted(image: Path, timeout: float) -> UncountedRun:
     output = bytearray()
     machine = Machine(output=output.extend, bits=kernel.bits, native_cpu=True)
     boot_bare_pc(machine, kernel, cmdline=b"", modules=())
-    watchdog = threading.Timer(timeout, machine.request_stop,
-                               (Stop(StopKind.TIMEOUT, f"ran past {timeout:g} s", 0),))
+    late = Stop(StopKind.TIMEOUT, f"ran past {timeout:g} s", 0)
     started = time.perf_counter()
-    watchdog.start()
-    try:
+    with Watchdog(started + timeout, lambda: machine.request_stop(late)):
         while machine.stop is None and not machine.halted():
             machine.run_slice(UNCOUNTED)
-    finally:
-        watchdog.cancel()
     seconds = time.perf_counter() - started
     stop = machine.stop or Stop(StopKind.HALTED, "hlt: time would have to move", 0)
     return UncountedRun(seconds, bytes(output), stop)

@@ -15,9 +15,7 @@ fs_base"), and GS's is the user's, since Xen loads it before the kernel's swapgs
 """
 
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
-from weakref import WeakKeyDictionary
 
 from pvtool.abi.xen64 import FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64
 from pvtool.hv import layout64
@@ -45,19 +43,6 @@ CODE64, CODE32, STACK = (_flat(FLAT_RING3_CS64), _flat(FLAT_RING3_CS32),
 # The data segment registers as Xen's load_segments takes them, with QEMU's index.
 DATA_SEGMENTS = (("ds", DS, DS_INDEX), ("es", ES, ES_INDEX), ("fs", FS, FS_INDEX),
                  ("gs", GS, GS_INDEX))
-
-
-# One read of the four selectors in place per CPU (Cpu.reader): a vCPU switch asks
-# every time.
-_SELECTOR_READERS: WeakKeyDictionary[Cpu, Callable[[], tuple[int, ...]]] = \
-    WeakKeyDictionary()
-
-
-def _read_selectors(cpu: Cpu) -> tuple[int, ...]:
-    reader = _SELECTOR_READERS.get(cpu)
-    if reader is None:
-        reader = _SELECTOR_READERS[cpu] = cpu.reader(tuple(reg for _, reg, _ in DATA_SEGMENTS))
-    return reader()
 
 
 def is_compat(cs: int) -> bool:
@@ -91,8 +76,7 @@ def load_data_segments(cpu: Cpu, gdt: Gdt, state: Vcpu64) -> DataSelectors:
     """Reload the vCPU's DS, ES, FS and GS from the GDT as it is now (load_segments);
     a selector whose load faults becomes null (loadsegment's fixup). Null selectors
     are left as they are, bases included (Xen restores those from the vCPU)."""
-    selectors = dict(zip((name for name, _, _ in DATA_SEGMENTS), _read_selectors(cpu),
-                         strict=True))
+    selectors = {name: cpu.read(reg) for name, reg, _ in DATA_SEGMENTS}  # in place
     caches, loaded = {}, True
     for name, _, index in DATA_SEGMENTS:
         selector = selectors[name]

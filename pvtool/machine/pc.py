@@ -567,7 +567,8 @@ class Machine:
         self.end_slice()
 
     def end_slice(self) -> None:
-        """End the slice after the current instruction (a hypervisor switching vCPUs)."""
+        """End the slice after the current instruction (a hypervisor switching vCPUs;
+        --timeout's watchdog, from its own thread)."""
         self.uc.emu_stop()
 
     def halted(self) -> bool:
