@@ -14,6 +14,7 @@
 #define B_GATE2 0x01
 #define B_SPEAKER 0x02
 #define B_OUT2 0x20
+#define B_REFRESH 0x10
 // 30 ms of channel 2: long enough that a loaded host running QEMU does not let it
 // expire before the probe has looked at it.
 #define CALIBRATE 35795
@@ -57,11 +58,12 @@ ports_probe(void)
   uint i, v[4];
 
   // The refresh bit toggles on every read, from a phase the firmware's own reads
-  // left; OUT2 depends on how long ago the firmware last loaded channel 2.
+  // left. OUT2 is left out: on QEMU it follows the host's clock since the firmware last
+  // loaded channel 2, so on a loaded host it can change between two reads.
   for (i = 0; i < 4; i++)
     v[i] = inb(PORT_B);
-  cprintf("port 61: low bits %x, refresh toggles %x %x %x\n", v[0] & 0xF, v[0] ^ v[1],
-          v[1] ^ v[2], v[2] ^ v[3]);
+  cprintf("port 61: low bits %x, refresh toggles %x %x %x\n", v[0] & 0xF,
+          (v[0] ^ v[1]) & B_REFRESH, (v[1] ^ v[2]) & B_REFRESH, (v[2] ^ v[3]) & B_REFRESH);
   outb(PORT_B, 0xFF);
   v[0] = inb(PORT_B);
   outb(PORT_B, 0x00);
