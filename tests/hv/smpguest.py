@@ -255,8 +255,14 @@ MESSAGES = {
     "msg_down": "vcpu0: vcpu1 is down",
 }
 
-SMP_DATA = "".join(f'{label}: .ascii "{text}\\n"\n    .set {label}_len, . - {label}\n'
-                   for label, text in MESSAGES.items()) + """
+
+def message_data(messages: dict[str, str]) -> str:
+    """Each message as a line of text at its label, with its length as label_len."""
+    return "".join(f'{label}: .ascii "{text}\\n"\n    .set {label}_len, . - {label}\n'
+                   for label, text in messages.items())
+
+
+SMP_DATA = message_data(MESSAGES) + """
     .balign 4
 port_to0: .long 0
 port_to1: .long 0

@@ -21,6 +21,7 @@ not imported from pvtool.
 """
 
 from tests.hv.smpguest import MESSAGES as SMP_MESSAGES
+from tests.hv.smpguest import message_data
 
 SMP64_MACROS = r"""
     .set HC_set_gdt, 2
@@ -320,8 +321,7 @@ vcpu1_dead:
 # The 32-bit guest's lines (tests/hv/smpguest.py), but for vCPU 1's "going down".
 MESSAGES = {label: text for label, text in SMP_MESSAGES.items() if label != "msg_v1down"}
 
-SMP64_DATA = "".join(f'{label}: .ascii "{text}\\n"\n    .set {label}_len, . - {label}\n'
-                     for label, text in MESSAGES.items()) + """
+SMP64_DATA = message_data(MESSAGES) + """
     .balign 8
 info0_ptr: .quad shinfo
 info1_ptr: .quad shinfo + 64
