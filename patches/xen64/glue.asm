@@ -17,11 +17,14 @@
 ; startup_64): low RAM identity-mapped and the link range mapped to the same frames,
 ; rdi = the Multiboot magic, rsi = the physical address of a Multiboot information
 ; structure built from start_info, whose mem_upper ends at .pvdata (patch/layout64.py
-; links the glue above the RAM the kernel may take). The stack is the glue's own.
+; links the glue above the RAM the kernel may take). The stack is the glue's own. It
+; records pv_iret where the hypervisor finds it (regs_iret_entry: hv/trapsites64.py).
 mov rsp, {pv_stack_top}
 mov qword ptr [{start_info_ptr}], rsi
 mov rax, qword ptr [rsi + {start_info_mfn_list}]
 mov qword ptr [{mfn_list_ptr}], rax
+mov rax, {pv_iret}
+mov qword ptr [{regs_iret_entry}], rax
 mov edi, {physdevop_set_iopl}
 mov rsi, {iopl_arg}
 call {hc_physdev_op}
@@ -345,7 +348,10 @@ test byte ptr [rsp + 8], 3
 jne to_user
 mov qword ptr [rsp + 8], {kernel_return_cs}
 mov qword ptr [rsp + 32], {kernel_ss}
+push 0
+jmp {hc_iret}
 to_user:
+call {pv_user_l4_sync}
 push 0
 jmp {hc_iret}
 
@@ -370,8 +376,12 @@ retfq
 ; sysretq -> HYPERVISOR_iret with VGCF_in_syscall (XEN-ABI64.md 1.3): RCX is the user's
 ; RIP, R11 its RFLAGS, RSP already its stack. The frame is built on a stack of the
 ; glue's, not below the user's RSP (whose red zone user code may use); Xen takes
-; CS and SS as its flat user selectors on this path, and switches to the user L4.
+; CS and SS as its flat user selectors on this path, and switches to the user L4,
+; which pv_user_l4_sync brings in step first on the PV entry's stack (free since the
+; entry; the sync masks events, so no upcall runs on it).
 mov qword ptr [{sysret_rsp}], rsp
+mov rsp, {pv_stack_top}
+call {pv_user_l4_sync}
 mov rsp, {sysret_stack_top}
 push {user_ss}
 push qword ptr [{sysret_rsp}]
@@ -383,8 +393,11 @@ jmp {hc_iret}
 
 ## pv_sysexit
 ; sysexitq -> HYPERVISOR_iret to user RIP = RDX, RSP = RCX, with the current RFLAGS
-; (IF the virtual one), flags word 0 (RCX and R11 restored as they are).
+; (IF the virtual one), flags word 0 (RCX and R11 restored as they are), the user L4
+; brought in step first as pv_sysret does.
 mov qword ptr [{sysret_rsp}], rsp
+mov rsp, {pv_stack_top}
+call {pv_user_l4_sync}
 mov rsp, {sysret_stack_top}
 push {user_ss}
 push rcx
@@ -452,20 +465,103 @@ call {pv_fatal}
 ## pv_write_cr3
 ; rax = the value written to CR3 (an L4's physical address). One mmuext_op with two
 ; commands, as Linux's xen_write_cr3: NEW_BASEPTR with the kernel L4's frame and
-; NEW_USER_BASEPTR with its user L4, a page of the glue's holding the kernel L4's
-; slots 0-255 and, in its upper slots, a view of the kernel's upper half holding only
-; the pages the kernel mapped for user mode (pv_user_view; XEN-ABI64.md 1.1, 1.8), so
-; that user mode, which Xen runs on the user L4, cannot reach kernel pages although it
-; runs at CPL 3 like the kernel (Linux's user PGD does the same with
-; level3_user_vsyscall). The user L4 of a kernel L4 is found by its physical address
-; (the pool holds {user_l4_tables}). It follows the kernel L4 on every load, entry by
-; entry through mmu_update, which Xen validates (written as plain memory until the page
-; is a page table in use): its lower half compared with the kernel's by repe cmpsq,
-; its upper half redone only when the kernel's upper entries differ from those it
-; was last made from (kept in a shadow page per user L4). The kernel L4 is read at VIRT_BASE + physical, which every
-; L4 of a kernel linked there maps. Before the switch pv_glue_range gives the new L4 the
-; glue's own 2 MiB, which the kernel does not know of.
+; NEW_USER_BASEPTR with its user L4, a page of the glue's that Xen runs user mode on
+; (pv_user_l4_sync says what it holds). The user L4 of a kernel L4 is found by its
+; physical address (the pool holds {user_l4_tables}) and marked stale: it is brought in
+; step with the kernel L4 on the way to user mode, not here, so a switch that never
+; returns to user mode (a kernel thread's, or one another switch follows) compares no
+; table, and user mode sees the kernel L4 as it is when it is entered. Xen loads the
+; user L4 only when it enters user mode, which only HYPERVISOR_iret does, and every
+; path of the glue to it syncs first. The kernel L4 is read at VIRT_BASE + physical,
+; which every L4 of a kernel linked there maps. Before the switch pv_glue_range gives
+; the new L4 the glue's own 2 MiB, which the kernel does not know of.
 pushfq
+push rax
+push rbx
+push rcx
+push rdx
+push rsi
+push rdi
+push r8
+push r9
+push r10
+push r12
+mov qword ptr [{regs_cr3}], rax
+mov rbx, {pte_address_mask}
+and rax, rbx
+lea rdi, [{user_l4_count}]
+call {pv_find}
+cmp rbx, rcx
+jb found
+cmp rbx, {user_l4_tables}
+jae full
+mov qword ptr [rdi + rbx*8 + 8], rax
+inc rcx
+mov qword ptr [{user_l4_count}], rcx
+found:
+mov qword ptr [{user_l4_current}], rbx
+mov byte ptr [{user_l4_stale}], 1
+mov r12, rax
+add r12, {virt_base}
+call {pv_glue_range}
+mov r9, qword ptr [{mfn_list_ptr}]
+mov rax, r12
+sub rax, {virt_base}
+shr rax, 12
+mov rax, qword ptr [r9 + rax*8]
+mov rdx, {user_l4_pool_phys}
+shr rdx, 12
+add rdx, qword ptr [{user_l4_current}]
+mov rdx, qword ptr [r9 + rdx*8]
+mov dword ptr [{mmuext_cmd}], {mmuext_new_baseptr}
+mov qword ptr [{mmuext_arg1}], rax
+mov dword ptr [{mmuext2_cmd}], {mmuext_new_user_baseptr}
+mov qword ptr [{mmuext2_arg1}], rdx
+mov rdi, {mmuext}
+mov esi, 2
+xor edx, edx
+mov r10d, {domid_self}
+call {hc_mmuext_op}
+test rax, rax
+jne refused
+pop r12
+pop r10
+pop r9
+pop r8
+pop rdi
+pop rsi
+pop rdx
+pop rcx
+pop rbx
+pop rax
+popfq
+ret
+full:
+mov rax, {failure_user_l4}
+call {pv_fatal}
+refused:
+mov rax, {failure_mmuext}
+call {pv_fatal}
+
+## pv_user_l4_sync
+; On the way to user mode (pv_iret, pv_sysret, pv_sysexit), after a CR3 write: bring
+; the user L4 of the kernel L4 in CR3, which Xen is about to run user mode on, in step
+; with it. The user L4 holds the kernel L4's slots 0-255 and, in its upper slots, a
+; view of the kernel's upper half holding only the pages the kernel mapped for user
+; mode (pv_user_view; XEN-ABI64.md 1.1, 1.8), so that user mode cannot reach kernel
+; pages although it runs at CPL 3 like the kernel (Linux's user PGD does the same with
+; level3_user_vsyscall). It is written entry by entry through mmu_update, which Xen
+; validates: its lower half compared with the kernel's by repe cmpsq, its upper half
+; redone only when the kernel's upper entries differ from those it was last made from
+; (kept in a shadow page per user L4). Events are masked meanwhile (an upcall's
+; handler could write CR3 halfway); one that became pending is delivered by the
+; HYPERVISOR_iret that follows. Preserves every register and the flags.
+pushfq
+cmp byte ptr [{user_l4_stale}], 0
+jne stale
+popfq
+ret
+stale:
 push rax
 push rbx
 push rbp
@@ -480,21 +576,14 @@ push r12
 push r13
 push r14
 push r15
-mov qword ptr [{regs_cr3}], rax
-mov rbx, {pte_address_mask}
-and rax, rbx
-lea rdi, [{user_l4_count}]
-call {pv_find}
-cmp rbx, rcx
-jb found
-cmp rbx, {user_l4_tables}
-jae full
-mov qword ptr [rdi + rbx*8 + 8], rax
-inc rcx
-mov qword ptr [{user_l4_count}], rcx
-found:
-mov r12, rax
+movzx eax, byte ptr [{vcpu_mask}]
+push rax
+mov byte ptr [{vcpu_mask}], 1
+mov r12, qword ptr [{regs_cr3}]
+mov rax, {pte_address_mask}
+and r12, rax
 add r12, {virt_base}
+mov rbx, qword ptr [{user_l4_current}]
 mov r13, rbx
 shl r13, 12
 lea rdx, [{user_l4_pool}]
@@ -555,24 +644,9 @@ lea rsi, [r12 + {first_upper_slot} * 8]
 mov ecx, 512 - {first_upper_slot}
 rep movsq
 upper_synced:
-call {pv_glue_range}
-mov r9, qword ptr [{mfn_list_ptr}]
-mov rax, r12
-sub rax, {virt_base}
-shr rax, 12
-mov rax, qword ptr [r9 + rax*8]
-shr r14, 12
-mov dword ptr [{mmuext_cmd}], {mmuext_new_baseptr}
-mov qword ptr [{mmuext_arg1}], rax
-mov dword ptr [{mmuext2_cmd}], {mmuext_new_user_baseptr}
-mov qword ptr [{mmuext2_arg1}], r14
-mov rdi, {mmuext}
-mov esi, 2
-xor edx, edx
-mov r10d, {domid_self}
-call {hc_mmuext_op}
-test rax, rax
-jne refused
+mov byte ptr [{user_l4_stale}], 0
+pop rax
+mov byte ptr [{vcpu_mask}], al
 pop r15
 pop r14
 pop r13
@@ -589,12 +663,6 @@ pop rbx
 pop rax
 popfq
 ret
-full:
-mov rax, {failure_user_l4}
-call {pv_fatal}
-refused:
-mov rax, {failure_mmuext}
-call {pv_fatal}
 
 ## pv_find
 ; rdi = a table of .pvdata: a u64 count, then that many u64 keys; rax = a key. Returns

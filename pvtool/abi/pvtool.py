@@ -144,11 +144,13 @@ SITE_RANGE_64 = layout("site_range_64", 24, start=(0, "Q"), end=(8, "Q"), site=(
 # into hypercalls (the segment bases, read back by rdmsr and rd{fs,gs}base; the
 # system-call entries, which the glue's callbacks jump to), and the code and stack
 # selectors the kernel last loaded itself (it runs on Xen's flat ones: a read of CS or
-# SS gives back its own).
-VCPU_REGS_64 = layout("vcpu_regs_64", 160, cr0=(0, "Q"), cr3=(8, "Q"), cr4=(16, "Q"),
+# SS gives back its own). Last, the glue's entry for iretq, which the PV entry records:
+# a trap site standing for an iretq that returns to user mode continues there, since
+# the glue brings the user L4 in step on that way (hv/trapsites64.py).
+VCPU_REGS_64 = layout("vcpu_regs_64", 168, cr0=(0, "Q"), cr3=(8, "Q"), cr4=(16, "Q"),
                       cr8=(24, "Q"), gdtr=(32, "10s"), idtr=(48, "10s"), ldtr=(64, "H"),
                       tr=(66, "H"), cs=(68, "H"), ss=(70, "H"), tss_base=(72, "Q"),
                       fs_base=(80, "Q"), gs_base=(88, "Q"), kernel_gs_base=(96, "Q"),
                       star=(104, "Q"), sfmask=(112, "Q"), lstar=(120, "Q"), cstar=(128, "Q"),
                       sysenter_cs=(136, "Q"), sysenter_esp=(144, "Q"),
-                      sysenter_eip=(152, "Q"))
+                      sysenter_eip=(152, "Q"), iret_entry=(160, "Q"))

@@ -17,7 +17,7 @@ emulator does them (set_debugreg, get_debugreg).
 import struct
 from collections.abc import Callable
 
-from pvtool.abi.pvtool import TRAP_SITE_CLASSES_64
+from pvtool.abi.pvtool import TRAP_SITE_CLASSES_64, VCPU_REGS_64
 from pvtool.abi.xen64 import FLAT_KERNEL_CS64, FLAT_KERNEL_SS64
 from pvtool.hv.domain import PvDomain
 from pvtool.hv.errors import DomainCrash, HypercallError
@@ -37,6 +37,7 @@ KERNEL_RETURN_CS = FLAT_KERNEL_CS64 & ~RPL_MASK
 # entry pushes and the flags word before it (XEN-ABI64.md 1.3; abi/layouts.py
 # IRET_CONTEXT_64: rax, r11, rcx, flags).
 XEN_IRET_WORDS = 4
+IRET_ENTRY = VCPU_REGS_64.offset("iret_entry")
 
 Handler = Callable[["TrapSites64", int, object], int | None]
 
@@ -48,6 +49,17 @@ class TrapSites64:
         self.domain = domain
         self.sites = sites
         self.emulated: dict[str, int] = {}
+
+    @property
+    def iret_entry(self) -> int:
+        """The glue's pv_iret as its PV entry recorded it in vcpu_regs; 0 if none."""
+        regs = self.domain.regs_block
+        if regs is None:
+            return 0
+        try:
+            return WORD.unpack(self.domain.copy_from_guest(regs + IRET_ENTRY, WORD.size))[0]
+        except HypercallError:
+            raise DomainCrash(f"the vcpu_regs at {regs:#x} are not mapped") from None
 
     def is_trap_site(self, address: int) -> bool:
         return address in self.sites
@@ -94,12 +106,16 @@ def interrupt_return(sites: TrapSites64, next_ip: int, insn) -> int:
     flat kernel CS (RPL 0) and SS, since the kernel's own selectors are the bare
     machine's;
     then HYPERVISOR_iret pops it with the words the hypercall page pushes (RAX, R11,
-    RCX) and a flags word of 0 below it."""
+    RCX) and a flags word of 0 below it. A return to user mode goes on in pv_iret
+    itself when the glue recorded it, since the glue brings the user L4 in step with
+    the kernel's on that way (patches/xen64/glue.asm, pv_user_l4_sync)."""
     if insn.mnemonic != "iretq":
         raise DomainCrash(f"trap site {insn.address:#x}: {insn.mnemonic} is not iretq")
     domain, vcpu = sites.domain, sites.domain.vcpu
     rsp = vcpu.get(RSP)
     frame = list(struct.unpack("<5Q", domain.copy_from_guest(rsp, 40)))
+    if frame[1] & RPL_MASK and sites.iret_entry:
+        return sites.iret_entry
     if not frame[1] & RPL_MASK:
         frame[1], frame[4] = KERNEL_RETURN_CS, FLAT_KERNEL_SS64
     below = (vcpu.get(RAX), vcpu.get(R11), vcpu.get(RCX), 0)

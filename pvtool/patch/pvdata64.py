@@ -33,8 +33,8 @@ from pvtool.x86.registers import CR0_PG, CR4_PAE
 CR0_AT_ENTRY_64 = multiboot.CR0_AT_ENTRY | CR0_PG
 
 # Offsets in the file-backed pages.
-REGS = 0x000  # VCPU_REGS_64, 160 bytes
-MBI = 0x0A0
+REGS = 0x000  # VCPU_REGS_64, 168 bytes
+MBI = 0x0A8  # INFO_SIZE: to 0x11C
 MMUEXT = 0x120  # two mmuext_op_64
 MMU_UPDATE = MMUEXT + 2 * xen64.MMUEXT_OP_64.size  # 0x150: one mmu_update
 CALLBACK = MMU_UPDATE + 16  # 0x160: one callback_register_64
@@ -66,6 +66,11 @@ USER_VIEW_KERNEL = USER_VIEW_COUNT + 8
 USER_VIEW_TOP_COUNT = USER_VIEW_KERNEL + USER_VIEW_TABLES * 8  # 0x2608
 USER_VIEW_TOP_KERNEL = USER_VIEW_TOP_COUNT + 8
 USER_VIEW_TOP_USER = USER_VIEW_TOP_KERNEL + USER_VIEW_TABLES * 8  # to 0x2810
+# The user L4 of the kernel L4 in CR3 (its index in the pool), and whether it has not
+# been brought in step with it since (a byte: pv_write_cr3 sets it, pv_user_l4_sync
+# clears it on the way to user mode).
+USER_L4_CURRENT = USER_VIEW_TOP_USER + USER_VIEW_TABLES * 8  # 0x2810
+USER_L4_STALE = USER_L4_CURRENT + 8
 FILE_SIZE = 3 * PAGE_SIZE
 # Page-aligned, zero-filled memory after the file-backed pages.
 SHARED_INFO_PAGE = FILE_SIZE
@@ -155,6 +160,8 @@ class PvData64:
             "user_l4_tables": USER_L4_TABLES,
             "user_l4_pool": b + USER_L4_POOL,
             "user_l4_pool_phys": self.phys_base + USER_L4_POOL,
+            "user_l4_current": b + USER_L4_CURRENT,
+            "user_l4_stale": b + USER_L4_STALE,
             "user_view_count": b + USER_VIEW_COUNT,
             "user_view_kernel": b + USER_VIEW_KERNEL,
             "user_view_tables": USER_VIEW_TABLES,

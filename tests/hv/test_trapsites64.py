@@ -11,6 +11,7 @@ from tests.hv.harness import boot
 from tests.hv.xenguest64 import RAM
 
 PVTOOL_TRAP_SITES = 1  # abi/pvtool.py PvtoolNote.trap_sites
+HC_IRET = 23  # public/xen.h
 ORIGINAL = {"cli": "0xfa", "sti": "0xfb", "hlt": "0xf4", "iretq": "0x48, 0xcf",
             "wbinvd": "0x0f, 0x09",
             "mov dr0, rbx": "0x0f, 0x23, 0xc3", "mov rcx, dr0": "0x0f, 0x21, 0xc1",
@@ -87,6 +88,45 @@ rsp_after: .quad 0
     assert booted.u32("ss_after") == 0xE02B
     assert booted.u32("rsp_after") == guest["stack_top"] & 0xFFFFFFFF
     assert booted.domain.upcall_mask == mask
+    assert booted.machine.exits[Exit.TRAP_SITE] == 1
+
+
+IRETQ_TO_USER_MODE = """
+    mov rax, rsp
+    push 0x2b              # a user SS and CS (RPL 3)
+    push rax
+    push 0x202
+    push 0x33
+    lea rax, [rip + fell_through]
+    push rax
+site_iretq: int3
+    jmp fell_through
+glue_iret:
+    mov [rip + rsp_at_glue], rsp
+    mov rax, [rsp + 8]
+    mov [rip + cs_at_glue], rax
+    add rsp, 40
+"""
+
+
+def test_an_iretq_site_to_user_mode_goes_on_in_the_glues_iretq(build64):
+    """The glue brings the user L4 in step on its way to user mode (pv_iret), so an
+    iretq site returning there continues at the entry the glue recorded in vcpu_regs
+    (iret_entry), the frame still on the stack, and no HYPERVISOR_iret is made here."""
+    guest = build64(IRETQ_TO_USER_MODE, data=trap_sites(("site_iretq", "iretq")) + """
+regs: .skip 160
+    .quad glue_iret        # vcpu_regs_64.iret_entry
+rsp_at_glue: .quad 0
+cs_at_glue: .quad 0
+""")
+    booted = boot(guest, ram=RAM)
+    booted.domain.regs_block = guest["regs"]
+    stop = booted.run()
+    assert stop.kind is StopKind.SHUTDOWN, stop
+    assert booted.u32("done") == 1
+    assert booted.u32("cs_at_glue") == 0x33
+    assert booted.u32("rsp_at_glue") == (guest["stack_top"] - 40) & 0xFFFFFFFF
+    assert booted.domain.hypercalls_by_number[HC_IRET] == 0
     assert booted.machine.exits[Exit.TRAP_SITE] == 1
 
 

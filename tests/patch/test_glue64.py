@@ -35,8 +35,9 @@ FLAT_CS, FLAT_SS = 0xE033, 0xE02B
 REGS_CR3, REGS_FS_BASE, REGS_GS_BASE, REGS_STAR, REGS_LSTAR = 8, 80, 88, 104, 120
 REGS_CSTAR, REGS_SYSENTER_ESP, REGS_SYSENTER_EIP = 128, 144, 152
 REGS_CS = 68  # then regs_ss: the selectors the kernel loaded itself
-MBI, MMUEXT, MMU_UPDATE, CALLBACK = 0xA0, 0x120, 0x150, 0x160
-MFN_LIST_PTR, USER_L4_POOL = 0x1A8, 0x15000
+REGS_IRET_ENTRY = 160  # the glue's pv_iret
+MBI, MMUEXT, MMU_UPDATE, CALLBACK = 0xA8, 0x120, 0x150, 0x160
+MFN_LIST_PTR, USER_L4_POOL, USER_L4_TABLES = 0x1A8, 0x15000, 16
 TRAP_INFO, CMDLINE, SHARED_INFO_PAGE = 0x1000, 0x2100, 0x3000
 GDT_FRAMES, GDT_SHADOW = 0x240, 0x7000
 USER_VIEW_POOL = 0x25000  # the user-mode view of the kernel's upper half: 32 tables
@@ -209,6 +210,16 @@ def test_wrmsr_of_star_and_sfmask_is_recorded_without_a_hypercall(machine):
     assert (machine.reg("rdx"), machine.reg("rax")) == (0x0023_0008, 0)
 
 
+def to_user(machine, how: str = "pv_iret") -> None:
+    """Return to user mode the way HOW does (iretq to RPL 3, sysretq, sysexitq), up to
+    its HYPERVISOR_iret (or the console_io of the glue's last words)."""
+    machine.stop_at = {HC_IRET, HC_CONSOLE_IO}
+    rsp = STACK_TOP - 0x200
+    machine.write(rsp, struct.pack("<5Q", 0x40_1000, 0x2B, 0x202, 0x7FFF_F000, 0x23))
+    machine.run(machine.functions[how], rsp, rcx=0x40_2000, rdx=0x40_3000, r11=0x202)
+    machine.stop_at = set()
+
+
 def test_a_cr3_write_loads_the_kernel_l4_and_its_user_l4(machine):
     base = pvdata(machine)
     l4 = 0x50_0000
@@ -219,11 +230,10 @@ def test_a_cr3_write_loads_the_kernel_l4_and_its_user_l4(machine):
     identity_p2m(machine)
     machine.watch = {"update": (base + MMU_UPDATE, 16), "ops": (base + MMUEXT, 48)}
     machine.call("pv_write_cr3", rax=l4)
-    assert numbers(machine) == [HC_MMU_UPDATE, HC_MMU_UPDATE, HC_MMUEXT_OP]
+    # one hypercall: the user L4 is brought in step on the way to user mode
+    assert numbers(machine) == [HC_MMUEXT_OP]
     pool = (base - KERNBASE + USER_L4_POOL) >> 12  # the first user L4 (P2M is identity)
-    updates = [struct.unpack("<QQ", c.memory["update"]) for c in machine.calls[:2]]
-    assert updates == [((pool << 12) + 0, entries[0]), ((pool << 12) + 8 * 255, entries[255])]
-    mmuext = machine.calls[2]
+    mmuext = machine.calls[0]
     assert mmuext.args[:4] == (base + MMUEXT, 2, 0, DOMID_SELF)
     ops = [struct.unpack_from("<IxxxxQ", mmuext.memory["ops"], 24 * n) for n in range(2)]
     assert ops == [(MMUEXT_NEW_BASEPTR, l4 >> 12), (MMUEXT_NEW_USER_BASEPTR, pool)]
@@ -234,6 +244,119 @@ def test_a_cr3_write_loads_the_kernel_l4_and_its_user_l4(machine):
     assert phys == 16 << 20
     assert machine.u64(KERNBASE + 0x50_4000 + 8 * 8) == (phys + IDENTITY_L1S + 8 * 4096) | 0x67
     assert machine.u64(KERNBASE + 0x50_4000 + 8 * 7) == 0  # nothing else written
+    machine.calls.clear()
+    to_user(machine)
+    assert numbers(machine) == [HC_MMU_UPDATE, HC_MMU_UPDATE, HC_IRET]
+    updates = [struct.unpack("<QQ", c.memory["update"]) for c in machine.calls[:2]]
+    assert updates == [((pool << 12) + 0, entries[0]), ((pool << 12) + 8 * 255, entries[255])]
+
+
+def load_l4(machine, l4: int, slots: dict[int, int]) -> None:
+    """A kernel L4 at physical L4 holding SLOTS and the link range down to the L2 the
+    glue's 2 MiB goes in."""
+    for slot, value in slots.items():
+        machine.write(KERNBASE + l4 + 8 * slot, struct.pack("<Q", value))
+    machine.write(KERNBASE + l4 + 8 * 511, struct.pack("<Q", 0x50_3067))
+    machine.write(KERNBASE + 0x50_3000 + 8 * 510, struct.pack("<Q", 0x50_4067))
+
+
+def made_updates(machine) -> list[tuple[int, int]]:
+    return [struct.unpack("<QQ", c.memory["update"]) for c in machine.calls
+            if c.number == HC_MMU_UPDATE]
+
+
+def test_the_user_l4_follows_the_kernel_l4_as_it_is_when_user_mode_is_entered(machine):
+    """An entry the kernel writes after the CR3 write, before it returns to user mode,
+    is in the user L4 user mode runs on (Xen made the first sync's writes, so only
+    the new entry is written)."""
+    base = pvdata(machine)
+    l4 = 0x50_0000
+    load_l4(machine, l4, {0: 0x50_1067})
+    identity_p2m(machine)
+    machine.watch = {"update": (base + MMU_UPDATE, 16)}
+    machine.call("pv_write_cr3", rax=l4)
+    to_user(machine)
+    user_l4 = base - KERNBASE + USER_L4_POOL
+    for ptr, value in made_updates(machine):
+        machine.write(KERNBASE + ptr, struct.pack("<Q", value))
+    machine.calls.clear()
+    machine.call("pv_write_cr3", rax=l4)
+    machine.write(KERNBASE + l4 + 8 * 3, struct.pack("<Q", 0x50_6067))  # after the write
+    to_user(machine)
+    assert numbers(machine) == [HC_MMUEXT_OP, HC_MMU_UPDATE, HC_IRET]
+    assert made_updates(machine) == [(user_l4 + 8 * 3, 0x50_6067)]
+
+
+@pytest.mark.parametrize("how", ["pv_iret", "pv_sysret", "pv_sysexit"])
+def test_a_return_to_user_compares_nothing_when_no_cr3_write_came_since_the_last(machine, how):
+    base = pvdata(machine)
+    l4 = 0x50_0000
+    load_l4(machine, l4, {0: 0x50_1067})
+    identity_p2m(machine)
+    machine.watch = {"update": (base + MMU_UPDATE, 16)}
+    machine.call("pv_write_cr3", rax=l4)
+    to_user(machine, how)
+    assert numbers(machine) == [HC_MMUEXT_OP, HC_MMU_UPDATE, HC_IRET]
+    machine.calls.clear()
+    machine.write(KERNBASE + l4 + 8 * 3, struct.pack("<Q", 0x50_6067))
+    to_user(machine, how)  # as on hardware, a TLB still holds the old L4's entries
+    assert numbers(machine) == [HC_IRET]
+
+
+def test_switches_that_never_reach_user_mode_bring_only_the_last_l4_in_step(machine):
+    """Two kernel L4s loaded in turn, a thousand times, then user mode: one user L4 per
+    kernel L4, and only the last one's written, once, by the return to user mode."""
+    base = pvdata(machine)
+    first, second = 0x50_0000, 0x51_0000
+    load_l4(machine, first, {0: 0x50_1067})
+    load_l4(machine, second, {1: 0x51_1067})
+    identity_p2m(machine)
+    machine.watch = {"update": (base + MMU_UPDATE, 16), "ops": (base + MMUEXT, 48)}
+    for _ in range(1000):
+        machine.call("pv_write_cr3", rax=first)
+        machine.call("pv_write_cr3", rax=second)
+    assert numbers(machine) == [HC_MMUEXT_OP] * 2000
+    pool = (base - KERNBASE + USER_L4_POOL) >> 12
+    user_bases = {struct.unpack_from("<IxxxxQ", c.memory["ops"], 24)[1]
+                  for c in machine.calls}
+    assert user_bases == {pool, pool + 1}
+    machine.calls.clear()
+    to_user(machine)
+    assert numbers(machine) == [HC_MMU_UPDATE, HC_IRET]
+    assert made_updates(machine) == [(((pool + 1) << 12) + 8, 0x51_1067)]
+
+
+def test_the_user_l4_is_brought_in_step_with_events_masked(machine):
+    """An upcall while the user L4 is written could switch CR3 under it: events are
+    masked meanwhile, then the mask is the kernel's again; the flags are kept."""
+    base = pvdata(machine)
+    mask = base + SHARED_INFO_PAGE + 1
+    l4 = 0x50_0000
+    load_l4(machine, l4, {0: 0x50_1067})
+    identity_p2m(machine)
+    machine.watch = {"mask": (mask, 1)}
+    machine.call("pv_write_cr3", rax=l4)
+    machine.write(mask, b"\x00")
+    machine.calls.clear()
+    machine.call("pv_user_l4_sync", rax=0x1234, rcx=7)
+    assert [(c.number, c.memory["mask"]) for c in machine.calls] == [(HC_MMU_UPDATE, b"\x01")]
+    assert machine.read(mask, 1) == b"\x00"
+    assert (machine.reg("rax"), machine.reg("rcx")) == (0x1234, 7)
+
+
+def test_the_pool_of_user_l4s_full_crashes_the_domain_with_the_reason(machine):
+    base = pvdata(machine)
+    identity_p2m(machine)
+    for n in range(USER_L4_TABLES):
+        load_l4(machine, 0x60_0000 + n * 0x1000, {})
+        machine.call("pv_write_cr3", rax=0x60_0000 + n * 0x1000)
+    assert numbers(machine) == [HC_MMUEXT_OP] * USER_L4_TABLES
+    load_l4(machine, 0x70_0000, {})
+    machine.stop_at = {HC_CONSOLE_IO}
+    machine.call("pv_write_cr3", rax=0x70_0000)
+    _, size, text = machine.calls[-1].args[:3]
+    assert machine.read(text, size).startswith(b"glue: mov to CR3: more than 16 distinct")
+    assert machine.u64(base + REGS_CR3) == 0x70_0000
 
 
 def test_user_mode_sees_only_the_pages_the_kernel_mapped_for_it_in_its_upper_half(machine):
@@ -253,11 +376,12 @@ def test_user_mode_sees_only_the_pages_the_kernel_mapped_for_it_in_its_upper_hal
     identity_p2m(machine)
     machine.watch = {"update": (base + MMU_UPDATE, 16)}
     machine.call("pv_write_cr3", rax=l4)
-    assert numbers(machine) == [HC_MMU_UPDATE] * 4 + [HC_MMUEXT_OP]
+    to_user(machine)
+    assert numbers(machine) == [HC_MMUEXT_OP] + [HC_MMU_UPDATE] * 4 + [HC_IRET]
     phys = base - KERNBASE
     view_l1, view_l2, view_l3 = (phys + USER_VIEW_POOL + 4096 * n for n in range(3))
     user_l4 = phys + USER_L4_POOL
-    updates = [struct.unpack("<QQ", c.memory["update"]) for c in machine.calls[:4]]
+    updates = made_updates(machine)
     assert updates == [(view_l1 + 8 * 3, user_page), (view_l2 + 8 * 1, view_l1 | 0x67),
                        (view_l3 + 8 * 510, view_l2 | 0x67), (user_l4 + 8 * 511, view_l3 | 0x67)]
     # Xen made those writes; the next load of the L4 finds the views made, and the
@@ -267,13 +391,16 @@ def test_user_mode_sees_only_the_pages_the_kernel_mapped_for_it_in_its_upper_hal
     machine.write(KERNBASE + l1 + 8 * 6, struct.pack("<Q", 0x12_6125))
     machine.calls.clear()
     machine.call("pv_write_cr3", rax=l4)
-    assert numbers(machine) == [HC_MMUEXT_OP]  # shared_info stays mapped: the glue's L1
+    to_user(machine)
+    assert numbers(machine) == [HC_MMUEXT_OP, HC_IRET]  # shared_info stays mapped
 
 
 @pytest.mark.parametrize("refused, says", [
     (HC_MMU_UPDATE, b"glue: mmu_update refused an entry: of the PV entry's identity map"),
     (HC_MMUEXT_OP, b"glue: mmuext_op refused a new L4")])
-def test_a_refusal_during_a_cr3_write_names_the_call_refused(machine, refused, says):
+def test_a_refusal_during_an_address_space_switch_names_the_call_refused(machine, refused,
+                                                                         says):
+    """mmuext_op refused at the CR3 write, mmu_update on the way to user mode."""
     l4 = 0x50_0000
     machine.write(KERNBASE + l4, struct.pack("<Q", 0x50_1067))  # a user slot to copy
     machine.write(KERNBASE + l4 + 8 * 511, struct.pack("<Q", 0x50_3067))
@@ -281,6 +408,8 @@ def test_a_refusal_during_a_cr3_write_names_the_call_refused(machine, refused, s
     identity_p2m(machine)
     machine.refuse, machine.stop_at = {refused}, {HC_CONSOLE_IO}
     machine.call("pv_write_cr3", rax=l4)
+    if refused == HC_MMU_UPDATE:
+        to_user(machine)
     assert numbers(machine)[-2:] == [refused, HC_CONSOLE_IO]
     _, size, text = machine.calls[-1].args[:3]
     assert machine.read(text, size).startswith(says)
@@ -365,6 +494,8 @@ def test_the_pv_entry_maps_low_ram_and_enters_the_kernel_as_multiboot(image, mac
     # the kernel's entry state: Multiboot magic, the information structure's address
     assert machine.reg("rdi") == 0x2BAD_B002
     assert machine.reg("rsi") == phys + MBI
+    # pv_iret, where an iretq trap site to user mode goes on (hv/trapsites64.py)
+    assert machine.u64(base + REGS_IRET_ENTRY) == machine.functions["pv_iret"]
     flags, mem_lower, mem_upper, _, cmdline = struct.unpack("<5I", machine.read(base + MBI, 20))
     # mem_lower as QEMU's Multiboot loader reports it (pvtool's native loader too);
     # mem_upper: the 15 MiB from 1 MiB to .pvdata at 16 MiB, not the domain's 31 MiB
