@@ -173,42 +173,37 @@ class Pv64Supervisor(PvSupervisor):
 
     def _fault(self, event: Interruption) -> int | None:
         vector, ip = event.vector, event.ip
+        if vector == Vector.PF:
+            return self._page_fault(event)
         if vector == Vector.UD and self.emulator.forced_cpuid(ip) \
                 or vector == Vector.GP and self.state.kernel_mode \
                 and self.emulator.emulate_privileged(ip):
             self.exits[Exit.EMULATED] += 1
             return None
-        error_code, address = event.error_code, None
-        if vector == Vector.PF:
-            address = self.cpu.read(CR2)
-            error_code = self._guest_error_code(error_code or 0)
-            if self._store_into_page_table(address, error_code):
-                return None
-            self.domain.memory.write_phys(self.domain.vcpu.info + VCPU_CR2_64,
-                                          struct.pack("<Q", address))
-        elif vector in EXCEPTIONS_WITH_ERROR_CODE_64:
-            error_code = error_code or 0
-        else:
-            error_code = None
+        error_code = event.error_code or 0 if vector in EXCEPTIONS_WITH_ERROR_CODE_64 else None
         self.exits[Exit.EXCEPTION] += 1
-        return self._exception(vector, error_code, interrupted_at(self.cpu, ip), address)
+        return self._exception(vector, error_code, interrupted_at(self.cpu, ip))
 
-    def _guest_error_code(self, error_code: int) -> int:
-        """A #PF's error code as the guest sees it: its U bit says whether the guest
-        was in user mode, not the CPL, which is always 3 (pv/traps.c). A bounced #PF
-        has its address in vcpu_info.arch.cr2 (8 bytes at 16 on 64-bit)."""
-        return error_code & ~PF_U | (0 if self.state.kernel_mode else PF_U)
-
-    def _store_into_page_table(self, address: int, error_code: int) -> bool:
-        """Whether the #PF was a kernel store into a page table it maps read-only,
-        emulated as Xen's writable page tables do for a 64-bit PV guest
-        (pv/ro-page-fault.c, ptwr_do_page_fault: hv/ptwr.py), in L1s only unless the
-        domain's rules say every level (a patched PC kernel's, hv/pagemodes.py)."""
-        if not self.state.kernel_mode or not handle_write_fault(self.domain, address,
-                                                                  error_code):
-            return False
-        self.exits[Exit.PTWR] += 1
-        return True
+    def _page_fault(self, event: Interruption) -> int | None:
+        """A #PF. Its error code as the guest sees it has the U bit say whether the
+        guest was in user mode, not the CPL, which is always 3 (pv/traps.c). A kernel
+        store into a page table it maps read-only is emulated as Xen's writable page
+        tables do for a 64-bit PV guest (pv/ro-page-fault.c, ptwr_do_page_fault:
+        hv/ptwr.py), in L1s only unless the domain's rules say every level (a patched
+        PC kernel's, hv/pagemodes.py): the path of every PTE store, so the vCPU's mode
+        is read once. Any other #PF is bounced with its address in
+        vcpu_info.arch.cr2 (8 bytes at 16 on 64-bit)."""
+        address = self.cpu.read(CR2)
+        kernel = self.domain.vcpu.long_mode.kernel_mode
+        error_code = (event.error_code or 0) & ~PF_U | (0 if kernel else PF_U)
+        if kernel and handle_write_fault(self.domain, address, error_code):
+            self.exits[Exit.PTWR] += 1
+            return None
+        self.domain.memory.write_phys(self.domain.vcpu.info + VCPU_CR2_64,
+                                      struct.pack("<Q", address))
+        self.exits[Exit.EXCEPTION] += 1
+        return self._exception(Vector.PF, error_code, interrupted_at(self.cpu, event.ip),
+                               address)
 
     def _exception(self, vector: int, error_code: int | None, at: Interrupted,
                    address: int | None = None) -> int:
