@@ -476,14 +476,13 @@ call {pv_fatal}
 ; which every L4 of a kernel linked there maps. Before the switch pv_glue_range gives
 ; the new L4 the glue's own 2 MiB, which the kernel does not know of.
 pushfq
-push rax
 push rbx
+push rax
 push rcx
 push rdx
 push rsi
 push rdi
 push r8
-push r9
 push r10
 push r12
 mov qword ptr [{regs_cr3}], rax
@@ -504,15 +503,15 @@ mov byte ptr [{user_l4_stale}], 1
 mov r12, rax
 add r12, {virt_base}
 call {pv_glue_range}
-mov r9, qword ptr [{mfn_list_ptr}]
+mov rcx, qword ptr [{mfn_list_ptr}]
 mov rax, r12
 sub rax, {virt_base}
 shr rax, 12
-mov rax, qword ptr [r9 + rax*8]
+mov rax, qword ptr [rcx + rax*8]
 mov rdx, {user_l4_pool_phys}
 shr rdx, 12
 add rdx, qword ptr [{user_l4_current}]
-mov rdx, qword ptr [r9 + rdx*8]
+mov rdx, qword ptr [rcx + rdx*8]
 mov dword ptr [{mmuext_cmd}], {mmuext_new_baseptr}
 mov qword ptr [{mmuext_arg1}], rax
 mov dword ptr [{mmuext2_cmd}], {mmuext_new_user_baseptr}
@@ -526,14 +525,13 @@ test rax, rax
 jne refused
 pop r12
 pop r10
-pop r9
 pop r8
 pop rdi
 pop rsi
 pop rdx
 pop rcx
-pop rbx
 pop rax
+pop rbx
 popfq
 ret
 full:

@@ -260,6 +260,18 @@ def load_l4(machine, l4: int, slots: dict[int, int]) -> None:
     machine.write(KERNBASE + 0x50_3000 + 8 * 510, struct.pack("<Q", 0x50_4067))
 
 
+def switched_to_user(machine, how: str = "pv_iret") -> tuple[int, int]:
+    """A CR3 write of a kernel L4 mapping one user slot, then a return to user mode
+    the way HOW does: .pvdata's address and the L4's."""
+    base, l4 = pvdata(machine), 0x50_0000
+    load_l4(machine, l4, {0: 0x50_1067})
+    identity_p2m(machine)
+    machine.watch = {"update": (base + MMU_UPDATE, 16)}
+    machine.call("pv_write_cr3", rax=l4)
+    to_user(machine, how)
+    return base, l4
+
+
 def made_updates(machine) -> list[tuple[int, int]]:
     return [struct.unpack("<QQ", c.memory["update"]) for c in machine.calls
             if c.number == HC_MMU_UPDATE]
@@ -269,13 +281,7 @@ def test_the_user_l4_follows_the_kernel_l4_as_it_is_when_user_mode_is_entered(ma
     """An entry the kernel writes after the CR3 write, before it returns to user mode,
     is in the user L4 user mode runs on (Xen made the first sync's writes, so only
     the new entry is written)."""
-    base = pvdata(machine)
-    l4 = 0x50_0000
-    load_l4(machine, l4, {0: 0x50_1067})
-    identity_p2m(machine)
-    machine.watch = {"update": (base + MMU_UPDATE, 16)}
-    machine.call("pv_write_cr3", rax=l4)
-    to_user(machine)
+    base, l4 = switched_to_user(machine)
     user_l4 = base - KERNBASE + USER_L4_POOL
     for ptr, value in made_updates(machine):
         machine.write(KERNBASE + ptr, struct.pack("<Q", value))
@@ -289,13 +295,7 @@ def test_the_user_l4_follows_the_kernel_l4_as_it_is_when_user_mode_is_entered(ma
 
 @pytest.mark.parametrize("how", ["pv_iret", "pv_sysret", "pv_sysexit"])
 def test_a_return_to_user_compares_nothing_when_no_cr3_write_came_since_the_last(machine, how):
-    base = pvdata(machine)
-    l4 = 0x50_0000
-    load_l4(machine, l4, {0: 0x50_1067})
-    identity_p2m(machine)
-    machine.watch = {"update": (base + MMU_UPDATE, 16)}
-    machine.call("pv_write_cr3", rax=l4)
-    to_user(machine, how)
+    _, l4 = switched_to_user(machine, how)
     assert numbers(machine) == [HC_MMUEXT_OP, HC_MMU_UPDATE, HC_IRET]
     machine.calls.clear()
     machine.write(KERNBASE + l4 + 8 * 3, struct.pack("<Q", 0x50_6067))
