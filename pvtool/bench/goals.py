@@ -95,10 +95,10 @@ def _in_null_hypercalls(guest: dict, op: str) -> tuple[float | None, str | None]
 
 def _goal2(limits: dict) -> list[dict]:
     """A row per width: its null hypercall over the empty hook on its exit instruction."""
-    return [_row(2, "null hypercall / empty hook, 32-bit", None, 32,
+    return [_row(2, "null hypercall / empty hook", None, 32,
                  limits["hypercall_over_empty_hook"], HYPERCALL_TARGET, "empty hooks",
                  "xen_version by int 0x82 against int 0x80 into an empty INTR hook"),
-            _row(2, "null hypercall / empty hook, 64-bit", None, 64,
+            _row(2, "null hypercall / empty hook", None, 64,
                  limits["hypercall64_over_empty_hook64"], HYPERCALL_TARGET, "empty hooks",
                  "xen_version by the hypercall page's syscall against syscall into an "
                  "empty SYSCALL hook")]
@@ -123,7 +123,7 @@ def _goal3(guests: list[dict]) -> list[dict]:
     rows = []
     for kind, target in (("compute-bound", COMPUTE_BOUND_TARGET),
                          ("exit-heavy", EXIT_HEAVY_TARGET)):
-        name = f"pvtool native / QEMU, {kind}"
+        name = f"native / QEMU, {kind}"  # pvtool's native run
         members = [guest for guest in guests if guest_class(guest) == kind]
         if not members:
             rows.append(_row(3, name, None, None, None, target, "QEMU's wall time",

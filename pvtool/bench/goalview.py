@@ -91,18 +91,18 @@ def goals_table(goals: list[dict]) -> Table:
                    None: "[yellow]not measured[/]"}[row["met"]]
         ratio = f"{row['ratio']:,.2f}x" if row["ratio"] is not None else "-"
         exits = row["exits_per_op"]
-        table.add_row(str(row["goal"]), row["name"], row["guest"] or "-",
+        guest = row["guest"] or (f"{row['bits']}-bit" if row["bits"] else "-")
+        table.add_row(str(row["goal"]), row["name"], guest,
                       f"{exits:,.2f}" if exits is not None else "",
                       ratio, f"{row['target']:g}x", verdict)
         if row["note"]:
-            guest = f", {row['guest']}" if row["guest"] else ""
-            footnotes.append(fold(f"{row['goal']} {row['name']}{guest}: {row['note']}"))
+            footnotes.append(fold(f"{row['goal']} {row['name']}, {guest}: {row['note']}"))
     table.caption = "\n".join([
         "ratio: goal 1 in null hypercalls of the guest's width (PV cyc/op over a",
-        "null hypercall's), goal 2 in empty hooks, goal 3 pvtool's run loop over",
-        "QEMU's run less its start-up (a guest's class by its native exits a",
-        "million insns). exits: goal 1's exits an operation under PV, each at",
-        "least about a null hypercall: an operation's floor.",
+        "null hypercall's), goal 2 in empty hooks, goal 3 pvtool's native run",
+        "loop over QEMU's run less its start-up (a guest's class by its native",
+        "exits a million insns). exits: goal 1's exits an operation under PV,",
+        "each costing about a null hypercall at least: the ratio's floor.",
         *footnotes])
     table.caption_justify = "left"
     return table
