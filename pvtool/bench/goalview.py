@@ -96,7 +96,8 @@ def goals_table(goals: list[dict]) -> Table:
                       f"{exits:,.2f}" if exits is not None else "",
                       ratio, f"{row['target']:g}x", verdict)
         if row["note"]:
-            footnotes.append(fold(f"{row['goal']} {row['name']}, {guest}: {row['note']}"))
+            which = f", {guest}" if guest != "-" else ""
+            footnotes.append(fold(f"{row['goal']} {row['name']}{which}: {row['note']}"))
     table.caption = "\n".join([
         "ratio: goal 1 in null hypercalls of the guest's width (PV cyc/op over a",
         "null hypercall's), goal 2 in empty hooks, goal 3 pvtool's native run",
