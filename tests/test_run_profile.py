@@ -80,6 +80,12 @@ def test_a_pv_runs_hypercall_exits_are_each_its_hypercalls_and_recorded_in_order
     assert [r.name for r in records if r.kind == "hypercall"].count("set_trap_table") \
         == result.hypercalls["set_trap_table"]
     assert all(r.name is None for r in records if r.kind != "hypercall")
+    # each hypercall's row, by hand from the records of its exits
+    for row in result.profile.to_dict()["labels"]:
+        mine = [r.ns for r in records if r.name == row["name"]]
+        assert row["count"] == len(mine)
+        assert row["total_us"] == round(sum(mine) / 1000, 3)
+        assert row["mean_us"] == round(sum(mine) / 1000 / len(mine), 3)
 
 
 def test_profile_with_json_writes_the_same_counts_as_the_summary(tmp_path):
