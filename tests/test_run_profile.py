@@ -36,6 +36,13 @@ def check_profile(profile: dict, exits: dict[str, int], wall_seconds: float) -> 
         assert row["total_us"] >= 0
         if row["count"]:
             assert row["mean_us"] == pytest.approx(row["total_us"] / row["count"], abs=1e-3)
+    # every hypercall exit is its hypercall's (none in the other modes)
+    labels = profile["labels"]
+    assert all(label["kind"] == "hypercall" for label in labels)
+    assert sum(label["count"] for label in labels) == exits.get("hypercall", 0)
+    if labels:
+        assert sum(label["total_us"] for label in labels) == pytest.approx(
+            rows["hypercall"]["total_us"], abs=1e-3 * len(labels))
 
 
 @pytest.mark.parametrize("mode", [Mode.NATIVE, Mode.TRAP, Mode.PV], ids=lambda m: m.value)
@@ -61,6 +68,26 @@ def test_without_profile_nothing_is_timed(mode, monkeypatch):
     assert "profile" not in result.to_dict()
 
 
+def test_a_pv_runs_hypercall_exits_are_each_its_hypercalls_and_recorded_in_order():
+    """hello makes no multicall: each hypercall is an exit of its own, so its
+    hypercalls by name are its counts by name, and the records are every exit."""
+    result = run_image(hello(Mode.PV), RunOptions(mode=Mode.PV, profile=True),
+                       lambda _: None)
+    labels = {row["name"]: row["count"] for row in result.profile.to_dict()["labels"]}
+    assert labels == dict(result.hypercalls)
+    records = result.profile.records()
+    assert len(records) == sum(result.exits.values())
+    assert [r.name for r in records if r.kind == "hypercall"].count("set_trap_table") \
+        == result.hypercalls["set_trap_table"]
+    assert all(r.name is None for r in records if r.kind != "hypercall")
+    # each hypercall's row, by hand from the records of its exits
+    for row in result.profile.to_dict()["labels"]:
+        mine = [r.ns for r in records if r.name == row["name"]]
+        assert row["count"] == len(mine)
+        assert row["total_us"] == round(sum(mine) / 1000, 3)
+        assert row["mean_us"] == round(sum(mine) / 1000 / len(mine), 3)
+
+
 def test_profile_with_json_writes_the_same_counts_as_the_summary(tmp_path):
     report = tmp_path / "run.json"
     done = cli.pvtool("run", "--profile", "--json", report, hello(Mode.PV), process=True)
@@ -70,6 +97,8 @@ def test_profile_with_json_writes_the_same_counts_as_the_summary(tmp_path):
     stderr = done.stderr
     assert "pv run: host time by exit kind (--profile)" in stderr
     assert "emulator (guest code)" in stderr and "pvtool's Python" in stderr
+    for label in data["profile"]["labels"]:  # under the hypercall row, by name
+        assert f"│   {label['name']} " in stderr
 
 
 def test_quiet_keeps_the_profile_it_was_asked_for():

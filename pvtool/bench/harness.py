@@ -40,7 +40,9 @@ LOOP_ITERATIONS = 10_000_000
 HOOK_CALLS = 200_000
 NULL_HYPERCALLS = 20_000
 MIN_PROBE_REPEAT = 5  # the probes take milliseconds: more repeats cost nothing
-LIMIT_STEPS = 5  # measure_limits: the register loop, the hook, the floor, hypercalls, memory
+# measure_limits: the register loop, the floor, each width's empty hook and null
+# hypercalls, memory
+LIMIT_STEPS = 7
 
 
 @dataclass
@@ -52,25 +54,30 @@ class GuestBench:
     # bench/opexits.py's figures by mode: None where the mode printed no nanobench line
     operation_exits: dict[Mode, dict | None] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, tsc_hz: float | None = None) -> dict:
+        """The figures; TSC_HZ, the host's, turns the operations' cycles into us."""
         native = self.modes.get(Mode.NATIVE)
+        # per operation, then per mode: {} for a guest without nanobench lines
+        operations = operations_table({mode.value: runs.operations_summary()
+                                       for mode, runs in self.modes.items()})
         return {"image": str(self.image), "name": self.image.stem, "bits": self.bits,
                 "modes": {mode.value: runs.to_dict(native)
                           for mode, runs in self.modes.items()},
                 "qemu": self.qemu.to_dict(native),
+                "operations": operations,
                 # per operation, then per mode: {} for a guest without nanobench lines
-                "operations": operations_table({mode.value: runs.operations_summary()
-                                                for mode, runs in self.modes.items()}),
-                # per operation, then per mode: {} for a guest without nanobench lines
-                "operation_exits": operation_exits_table(self.operation_exits)}
+                "operation_exits": operation_exits_table(self.operation_exits, operations,
+                                                         tsc_hz)}
 
 
 @dataclass
 class Limits:
     register_loop: LoopResult
-    empty_hook: HookResult
-    null_hypercall: NullCallResult
+    empty_hook: HookResult  # int 0x80 on a 32-bit CPU (bench/emptyhook.py)
+    null_hypercall: NullCallResult  # int 0x82 from a 32-bit kernel
     hypercall_floor: HookResult  # bench/hypercallfloor.py
+    empty_hook64: HookResult  # syscall on a 64-bit CPU
+    null_hypercall64: NullCallResult  # the hypercall page's syscall, a 64-bit kernel
     sieve: SieveResult | None = None
     sieve_error: str | None = None
     pvtool_native: dict | None = None  # the sieve's guest booted by pvtool, for comparison
@@ -81,7 +88,13 @@ class Limits:
     def hypercall_over_hook(self) -> float:
         return self.null_hypercall.seconds_per_call / self.empty_hook.seconds_per_call
 
+    @property
+    def hypercall64_over_hook64(self) -> float:
+        return self.null_hypercall64.seconds_per_call / self.empty_hook64.seconds_per_call
+
     def to_dict(self) -> dict:
+        """Every figure; a 64-bit one under its 32-bit twin's key with 64 added, as
+        the report's "qemu" and "qemu64"."""
         return {
             "register_loop": self.register_loop.to_dict(),
             "sieve": self.sieve.to_dict() if self.sieve else None,
@@ -95,6 +108,10 @@ class Limits:
                                            / self.empty_hook.seconds_per_call, 3),
             "hypercall_target": HYPERCALL_TARGET,
             "hypercall_within_target": self.hypercall_over_hook <= HYPERCALL_TARGET,
+            "empty_hook64": self.empty_hook64.to_dict(),
+            "null_hypercall64": self.null_hypercall64.to_dict(),
+            "hypercall64_over_empty_hook64": round(self.hypercall64_over_hook64, 3),
+            "hypercall64_within_target": self.hypercall64_over_hook64 <= HYPERCALL_TARGET,
             "peak_memory": self.peak_memory.to_dict() if self.peak_memory else None,
             "peak_memory_error": self.peak_memory_error,
         }
@@ -115,7 +132,8 @@ class BenchReport:
                 "modes_available": [m.value for m in available_modes()],
                 "qemu": self.qemu[32].to_dict(),
                 "qemu64": self.qemu[64].to_dict() if 64 in self.qemu else None,
-                "guests": [g.to_dict() for g in self.guests],
+                "guests": [g.to_dict(self.limits.null_hypercall.tsc_hz)
+                           for g in self.guests],
                 "limits": self.limits.to_dict(),
                 "patcher": self.patcher,
                 "disk": self.disk}
@@ -205,16 +223,18 @@ def measure_operation_exits(image: Path, modes: dict[Mode, ModeRuns],
 
 def measure_limits(images: Sequence[Path], guests: list[GuestBench], repeat: int,
                    progress: BenchProgress) -> Limits:
-    """The LIMIT_STEPS steps: three probes, then the peak memory of a native run."""
+    """The LIMIT_STEPS steps: the probes, then the peak memory of a native run."""
     progress.step("raw Unicorn, register loop")
     loop = run_register_loop(LOOP_ITERATIONS, repeat)
-    progress.step("raw Unicorn, empty INTR hook")
-    hook = run_empty_hook(HOOK_CALLS, repeat)
     progress.step("a hypercall's floor: registers read and written in place")
     floor = run_hypercall_floor(HOOK_CALLS, repeat)
-    progress.step("null hypercalls")
-    nullcall = run_null_hypercalls(NULL_HYPERCALLS, repeat)
-    limits = Limits(loop, hook, nullcall, floor)
+    hooks, nullcalls = {}, {}
+    for bits, exit_name in ((32, "INTR hook (int 0x80)"), (64, "SYSCALL hook (syscall)")):
+        progress.step(f"raw Unicorn, {bits}-bit empty {exit_name}")
+        hooks[bits] = run_empty_hook(HOOK_CALLS, repeat, bits)
+        progress.step(f"{bits}-bit null hypercalls")
+        nullcalls[bits] = run_null_hypercalls(NULL_HYPERCALLS, repeat, bits)
+    limits = Limits(loop, hooks[32], nullcalls[32], floor, hooks[64], nullcalls[64])
     sieve_guest = _sieve_guest(images, limits)
     if sieve_guest is None:
         progress.skip(1)

@@ -10,17 +10,16 @@ from unicorn import UC_HOOK_INTR
 from unicorn.unicorn_py3.unicorn import HOOK_INTR_CFUNC
 
 from pvtool.bench.bare import bare_cpu, load_code
-from pvtool.bench.emptyhook import CODE_BASE, LOOP, HookResult
+from pvtool.bench.emptyhook import CODE_BASE, HookResult, loop_code
 from pvtool.bench.measure import time_runs
 from pvtool.interrupts import emulate
 from pvtool.machine.cpu import CS, EAX, EBX, ECX, EDI, EDX, ESI, Cpu
-from pvtool.x86.isa import assemble
 
 REGISTERS = (CS, EAX, EBX, ECX, EDX, ESI, EDI)  # a 32-bit hypercall's, abi/xen.py
 
 
 def run_hypercall_floor(calls: int, repeat: int) -> HookResult:
-    code = assemble(LOOP.format(calls=calls), CODE_BASE, 32)
+    code = loop_code(calls)
     uc = bare_cpu()
     load_code(uc, CODE_BASE, code)
     cpu = Cpu(uc)

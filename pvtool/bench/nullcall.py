@@ -36,17 +36,26 @@ class NullCallResult:
     def cycles_per_call(self) -> float:
         return statistics.median(self.cycles) / self.calls
 
+    @property
+    def tsc_hz(self) -> float:
+        """The host's time-stamp counter rate: the calls' rdtsc cycles over the run
+        loop's seconds (the run's few other instructions and its boot's hypercalls
+        are about a thousandth of it)."""
+        return self.cycles_per_call / self.seconds_per_call
+
     def to_dict(self) -> dict:
         return {"calls": self.calls, "counted_calls": self.counted_calls,
                 "stop": self.stop, "seconds": self.timing.to_dict(),
                 "seconds_per_call": self.seconds_per_call, "cycles": list(self.cycles),
-                "cycles_per_call": round(self.cycles_per_call, 2)}
+                "cycles_per_call": round(self.cycles_per_call, 2),
+                "tsc_hz": round(self.tsc_hz)}
 
 
-def run_null_hypercalls(calls: int, repeat: int) -> NullCallResult:
+def run_null_hypercalls(calls: int, repeat: int, bits: int = 32) -> NullCallResult:
+    """CALLS null hypercalls by the BITS-bit kernel, REPEAT runs."""
     runs, cycles = [], []
     with tempfile.TemporaryDirectory(prefix="pvtool-bench-") as workdir:
-        kernel = write_kernel(Path(workdir), calls)
+        kernel = write_kernel(Path(workdir), calls, bits)
         for _ in range(repeat):
             result, run_cycles = run_kernel(kernel)
             runs.append(result.wall_seconds)

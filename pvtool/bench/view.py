@@ -189,8 +189,9 @@ def _predicted_failure(run: dict, mode: str) -> bool:
 
 
 def _exits(guest: dict) -> Table:
-    """One guest's exit kinds down; for each mode, the count of one run and the mean
-    host microseconds of each exit in one run under --profile (machine/profile.py).
+    """One guest's exit kinds down, then its hypercalls by name; for each mode, the
+    count of one run and the mean host microseconds of each exit (a hypercall's: of
+    the exits it was) in one run under --profile (machine/profile.py).
     A table per guest keeps three modes' columns within 80."""
     columns = [(mode, run) for mode, run in guest["modes"].items() if run["ok"]]
     profiles = {mode: {row["kind"]: row for row in (run.get("profile") or {}).get("kinds", [])}
@@ -210,10 +211,15 @@ def _exits(guest: dict) -> Table:
             cells += [f"{run['exits'].get(kind, 0):,}",
                       f"{row['mean_us']:,.1f}" if row and row["count"] else "-"]
         table.add_row(*cells)
+    called = {mode: {row["name"]: row for row in (run.get("profile") or {}).get("labels", [])
+                     if row["kind"] == "hypercall"} for mode, run in columns}
     for call in calls:
-        table.add_row(f"  {call}", *(cell for _, run in columns
-                                     for cell in (f"{run['hypercalls'].get(call, 0):,}", "")),
-                      style="dim")
+        cells = [f"  {call}"]
+        for mode, run in columns:
+            row = called[mode].get(call)
+            cells += [f"{run['hypercalls'].get(call, 0):,}",
+                      f"{row['mean_us']:,.1f}" if row else ""]
+        table.add_row(*cells, style="dim")
     shares = [f"{mode} {(run.get('profile') or {}).get('python_share', 0):.0%}"
               for mode, run in columns if run.get("profile")]
     if shares:
@@ -290,21 +296,16 @@ def _limits(limits: dict) -> Table:
         if sieve is not None:
             note += f"; raw sieve is x{sieve['insns_per_second'] / native['insns_per_second']:.2f}"
         table.add_row("pvtool native", row, note)
-    hook, call = limits["empty_hook"], limits["null_hypercall"]
-    table.add_row("empty INTR hook", f"{_us(hook['seconds_per_call'])} us",
-                  f"int 0x80 x {hook['calls']:,}, empty Python callback")
-    table.add_row("null hypercall (pvtool)", f"{_us(call['seconds_per_call'])} us",
-                  f"xen_version via int 0x82 x {call['calls']:,}")
-    table.add_row("  same, in rdtsc cycles", f"{call['cycles_per_call']:,.0f} cyc",
-                  "the kernel's rdtsc around its loop: nanobench's unit")
+    for bits in (32, 64):
+        for row in _hypercall_rows(limits, bits):
+            table.add_row(*row)
     floor = limits["hypercall_floor"]
     table.add_row("a hypercall's floor", f"{_us(floor['seconds_per_call'])} us",
                   f"int 0x80 hooked as int 0x82 is, CS and 6 registers read and "
                   f"EAX written in place (no call into Unicorn): "
                   f"{limits['floor_over_empty_hook']:.1f}x the empty hook")
-    verdict = "[green]within[/]" if limits["hypercall_within_target"] else "[red]over[/]"
-    table.add_row("hypercall / empty hook", f"{limits['hypercall_over_empty_hook']:.1f}x",
-                  f"{verdict} the target of {limits['hypercall_target']:g}x")
+    table.add_row("host TSC rate", f"{limits['null_hypercall']['tsc_hz'] / 1e9:,.2f} GHz",
+                  "the 32-bit null hypercalls' rdtsc cycles over their seconds")
     memory = limits["peak_memory"]
     if memory is not None:
         table.add_row("peak memory", f"{memory['peak_kib'] / 1024:,.1f} MiB",
@@ -317,6 +318,31 @@ def _limits(limits: dict) -> Table:
     table.caption = notes.fold(notes.hypercall_target(limits))
     table.caption_justify = "left"
     return table
+
+
+HYPERCALL_PATHS = {  # bits: (the hook's name, the hook's exit, the hypercall's, key suffix)
+    32: ("INTR", "int 0x80", "int 0x82", ""),
+    64: ("SYSCALL", "syscall", "the hypercall page's syscall", "64"),
+}
+
+
+def _hypercall_rows(limits: dict, bits: int) -> list[tuple[str, str, str]]:
+    """The BITS-bit empty hook, null hypercall and their ratio (goal 2's row)."""
+    hook_name, hook_exit, path, suffix = HYPERCALL_PATHS[bits]
+    hook, call = limits[f"empty_hook{suffix}"], limits[f"null_hypercall{suffix}"]
+    within = limits[f"hypercall{suffix}_within_target"]
+    verdict = "[green]within[/]" if within else "[red]over[/]"
+    ratio = limits[f"hypercall{suffix}_over_empty_hook{suffix}"]
+    return [
+        (f"{bits}-bit empty {hook_name} hook", f"{_us(hook['seconds_per_call'])} us",
+         f"{hook_exit} x {hook['calls']:,}, empty Python callback"),
+        (f"{bits}-bit null hypercall", f"{_us(call['seconds_per_call'])} us",
+         f"xen_version via {path} x {call['calls']:,}"),
+        ("  same, in rdtsc cycles", f"{call['cycles_per_call']:,.0f} cyc",
+         "the kernel's rdtsc around its loop: nanobench's unit"),
+        ("  hypercall / empty hook", f"{ratio:.1f}x",
+         f"{verdict} the target of {limits['hypercall_target']:g}x"),
+    ]
 
 
 def _patcher(rows: list[dict]) -> Table:

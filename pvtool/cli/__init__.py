@@ -313,7 +313,34 @@ def bench(images: tuple[Path, ...], repeat: int, json_path: Path | None,
     """Run each IMAGE natively, paravirtualized (patched on the fly) and trap-and-emulated
     (when available), against limits measured in the same run: raw Unicorn speed, an
     empty hook, a null hypercall, peak memory; and the patcher's speed and peak memory
-    on each. Default IMAGEs: build/guests/minikern.elf and hello.elf."""
+    on each. Default IMAGEs: build/guests/minikern.elf and hello.elf.
+
+    \b
+    The tables, in order:
+    - Guest workloads: each guest's run-loop wall time in each mode, its ratio
+      to native, instructions and exits.
+    - pvtool native vs QEMU: the same kernel on qemu-system-i386 or -x86_64,
+      with QEMU's start-up timed apart, and whether both printed the same bytes.
+    - Per-operation cost (a guest printing nanobench lines): rdtsc cycles an
+      operation in each mode, its factor to native and, under PV, its cost in
+      null hypercalls of the guest's width.
+    - Exits per operation: each operation run alone, 100 and 200 times,
+      profiled: the exits it takes by kind (hypercalls by name) and their host
+      us, beside the whole operation's us by its own rdtsc.
+    - Exits by kind: one profiled run of each guest in each mode; the count and
+      mean host us of each kind of exit and of each hypercall.
+    - Disk I/O (--disk-sectors): minikern's sectors a second and exits a sector
+      over ATA and over the hand port's blkfront.
+    - Limits: raw Unicorn, the empty hook and null hypercall of each width, the
+      least a hypercall costs, the host's TSC rate, peak memory.
+    - The patcher: pvtool patch's time, rate, memory and Table 2 row.
+    - Issue 17's goals: each goal's ratio from this run's figures, its target
+      and whether it is met, or why it was not measured.
+
+    On a busy machine read the ratios, not the times: each is taken within this
+    one run (a PV operation against null hypercalls timed around its own run, a
+    hypercall against the hook timed just before it), so the machine's load
+    weighs on both sides alike. --repeat 1 is one run of each."""
     from pvtool.bench.command import run_bench
 
     to_stdout = str(json_path) == STDOUT

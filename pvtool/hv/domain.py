@@ -43,6 +43,7 @@ from pvtool.hv.scheduler import VcpuScheduler
 from pvtool.hv.vcpu64 import Vcpu64
 from pvtool.machine.cpu import CS, GDTR, Cpu
 from pvtool.machine.delivery import read_tss_stack
+from pvtool.machine.exits import Exit
 from pvtool.machine.memory import GuestMemory, PageFault
 from pvtool.machine.pc import Machine
 from pvtool.machine.rings import RingSwitch
@@ -348,7 +349,10 @@ class PvDomain(Domain):
         self.glue_alias = glue_alias
         self.iobitmap = self.iobitmap_ports = 0  # physdev_op set_iobitmap's (hv/ioports.py)
         self.vm_assists: set[int] = set()
-        self.hypercalls_by_number: Counter[int] = Counter()  # counted on the hot path
+        # counted on the hot path; under --profile each count also labels its exit
+        self.hypercalls_by_number: Counter[int] = (
+            machine.profile.labels(Exit.HYPERCALL, hypercall_name) if machine.profile
+            else Counter())
         self.regs_block = regs_block
         self.site_ranges = site_ranges  # a patched kernel's (pvtool note)
         self.last_console_io = b""  # the last console_io write, for glue_failure

@@ -55,10 +55,15 @@ def render_profile(profile: dict, mode: str, console: Console) -> None:
                   title_justify="left")
     for name in ("exit kind", "count", "total ms", "mean us", "share"):
         table.add_column(name, no_wrap=True, justify="left" if name == "exit kind" else "right")
+    wall = profile["wall_us"] or 1
     for row in profile["kinds"]:
         kind = row["kind"] if row["exit"] else f"({row['kind']})"
         table.add_row(kind, f"{row['count']:,}", f"{row['total_us'] / 1000:,.1f}",
                       f"{row['mean_us']:,.2f}", f"{row['share']:.1%}")
+        for label in (label for label in profile["labels"] if label["kind"] == row["kind"]):
+            table.add_row(f"  {label['name']}", f"{label['count']:,}",
+                          f"{label['total_us'] / 1000:,.1f}", f"{label['mean_us']:,.2f}",
+                          f"{label['total_us'] / wall:.1%}", style="dim")
     table.add_section()
     table.add_row("pvtool's Python", "", f"{profile['python_us'] / 1000:,.1f}", "",
                   f"{profile['python_share']:.1%}")
@@ -67,6 +72,7 @@ def render_profile(profile: dict, mode: str, console: Console) -> None:
     table.caption = textwrap.fill(
         f"{profile['wall_us'] / 1000:,.1f} ms of the run loop's wall time. (In "
         "parentheses): not an exit (a hook that counts none, or the run loop between "
-        "slices). The emulator's time includes each hook's entry into Python.", 78)
+        "slices). Indented: the hypercall exits by hypercall (a multicall's entries "
+        "are inside its exit). The emulator's time includes each hook's entry into Python.", 78)
     table.caption_justify = "left"
     console.print(table)

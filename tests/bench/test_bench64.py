@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pvtool.bench import workloads
+from pvtool.bench.goals import GOAL1_OPERATIONS
 from pvtool.bench.harness import planned_steps, qemu_widths
 from pvtool.bench.qemu import QEMU64
 from pvtool.bench.workloads import ModeRuns, available_modes
@@ -66,6 +67,31 @@ def test_the_patched_guest_runs_under_pv_with_its_operations_priced(nanobench64_
         assert row["pv"]["cycles_per_op"] > 0 and row["pv"]["null_hypercalls"] > 0, name
     assert pv["hypercalls"]["mmuext_op"] >= 256 + 512
     assert pv["hypercalls"]["iret"] >= 256
+
+
+def test_goal_1s_64_bit_rows_are_the_64_bit_runs_figures(nanobench64_report):
+    """Each goal-1 operation's row for the 64-bit width is nanobench64's: its PV cost in
+    64-bit null hypercalls, beside the exits it takes under PV; the 32-bit rows say
+    no 32-bit guest was benched. Goal 2 has the 64-bit path's row too."""
+    data, stdout, _ = nanobench64_report
+    (guest,) = data["guests"]
+    goal1 = [row for row in data["goals"] if row["goal"] == 1]
+    wide = [row for row in goal1 if row["bits"] == 64]
+    assert [row["name"] for row in wide] == [f"{op} under PV" for op in GOAL1_OPERATIONS]
+    for row, op in zip(wide, GOAL1_OPERATIONS, strict=True):
+        assert row["guest"] == "nanobench64"
+        assert row["ratio"] == guest["operations"][op]["pv"]["null_hypercalls"] > 0
+        pv_exits = guest["operation_exits"]["operations"][op]["pv"]
+        assert row["exits_per_op"] == pv_exits["exits_per_op"] >= 1
+        # one mmuext_op each: an invlpg, or the kernel's and the user's new base
+        # pointers in one call
+        assert pv_exits["hypercall_exits"] == {"mmuext_op": 1.0}, op
+    assert all(row["guest"] is None and row["ratio"] is None
+               for row in goal1 if row["bits"] == 32)
+    (goal2,) = [row for row in data["goals"] if row["goal"] == 2 and row["bits"] == 64]
+    assert goal2["ratio"] == data["limits"]["hypercall64_over_empty_hook64"]
+    table = stdout[stdout.index("Issue 17's goals"):]
+    assert "nanobench64" in table and " 64-bit " in table
 
 
 def test_qemu_system_x86_64_judges_the_64_bit_guest(nanobench64_report):

@@ -29,7 +29,9 @@ DISK_FIELDS = {"name", "mode", "driver", "sectors_per_request", "image", "sector
 LIMIT_FIELDS = {"register_loop", "sieve", "sieve_error", "pvtool_native", "empty_hook",
                 "null_hypercall", "hypercall_over_empty_hook", "hypercall_target",
                 "hypercall_floor", "floor_over_empty_hook",
-                "hypercall_within_target", "peak_memory", "peak_memory_error"}
+                "hypercall_within_target", "peak_memory", "peak_memory_error",
+                "empty_hook64", "null_hypercall64", "hypercall64_over_empty_hook64",
+                "hypercall64_within_target"}
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +139,17 @@ def test_the_json_has_every_limit(hello_report):
     assert len(call["cycles"]) == len(call["seconds"]["runs"])
     assert call["cycles_per_call"] > 0
     assert limits["hypercall_over_empty_hook"] > 0
+    # the 64-bit path's: the hypercall page's syscall, against an empty SYSCALL hook
+    assert limits["empty_hook64"]["final_ecx"] == 0
+    call64 = limits["null_hypercall64"]
+    assert call64["counted_calls"] == call64["calls"] and call64["cycles_per_call"] > 0
+    assert limits["hypercall64_over_empty_hook64"] == round(
+        call64["seconds_per_call"] / limits["empty_hook64"]["seconds_per_call"], 3)
+    assert limits["hypercall64_within_target"] == (
+        limits["hypercall64_over_empty_hook64"] <= limits["hypercall_target"])
+    # the host's TSC in Hz, from the 32-bit null hypercalls' cycles and seconds
+    assert call["tsc_hz"] == pytest.approx(call["cycles_per_call"] / call["seconds_per_call"],
+                                           rel=1e-6)  # cycles_per_call is rounded
     memory = limits["peak_memory"]
     assert memory["isolated"] and memory["peak_kib"] >= memory["baseline_kib"] > 0
 
@@ -242,8 +255,14 @@ def test_the_hypercall_target_is_explained(hello_report):
     assert "a hypercall's floor" in text  # what any hypercall must cost, beside it
     # what bench/hypercallfloor.py's hook does: machine/cpu_state.py's in-place access
     assert "CS and 6 registers read and EAX written in place" in text
-    assert f"at most {data['limits']['hypercall_target']:g}x an empty Unicorn INTR hook" in text
-    over = not data["limits"]["hypercall_within_target"]
+    assert (f"at most {data['limits']['hypercall_target']:g}x an empty Unicorn hook on the "
+            "instruction it leaves the guest by") in text
+    assert "32-bit: int 0x82 against int 0x80 into an INTR hook" in text
+    assert "64-bit: the hypercall page's syscall against syscall into a SYSCALL hook" in text
+    for bits in (32, 64):
+        assert f"{bits}-bit null hypercall" in text
+    over = not (data["limits"]["hypercall_within_target"]
+                and data["limits"]["hypercall64_within_target"])
     assert ("Over it:" in text) == over
 
 

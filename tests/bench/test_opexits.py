@@ -6,10 +6,19 @@ same validation (ptwr), natively through none."""
 
 import re
 import subprocess
+from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
-from pvtool.bench.opexits import COUNT, operation_exits, operation_exits_table
+from pvtool.bench.opexits import (
+    COUNT,
+    extra_exits,
+    operation_exits,
+    operation_exits_table,
+    per_operation,
+)
+from pvtool.machine.profile import ExitRecord
 from pvtool.patch.pipeline import patch_image
 from pvtool.run import Mode, RunOptions, run_image
 from tests.oracles import QEMU, QEMU_ARGS, require_tool
@@ -98,6 +107,16 @@ def test_the_exits_are_what_nanobenchs_loops_do(per_mode):
     # goal 1's operations take at least an exit each under PV (N iterations, N exits)
     for name in ("pte_update", "cr3_switch", "ctxswitch"):
         assert pv[name]["exits_per_op"] >= 1, name
+    # PV's hypercall exits by hypercall: the invlpg of a PTE update, the new base
+    # pointer of a switch; their host time is the hypercall kind's
+    assert pv["pte_update"]["hypercall_exits"] == {"mmuext_op": 1.0}
+    assert pv["cr3_switch"]["hypercall_exits"] == {"mmuext_op": 1.0}
+    assert pv["syscall"]["hypercall_exits"] == {"iret": 1.0}
+    for name, figure in pv.items():
+        assert sum(figure["hypercall_exits"].values()) == figure["exits"].get("hypercall", 0)
+        assert sum(figure["hypercall_host_us"].values()) == pytest.approx(
+            figure["host_us"].get("hypercall", 0), abs=0.01), name
+    assert trap["pte_update"]["hypercall_exits"] == {}  # no hypercall in trap mode
 
 
 def test_a_page_table_store_is_validated_alike_under_trap_and_pv(per_mode):
@@ -108,6 +127,45 @@ def test_a_page_table_store_is_validated_alike_under_trap_and_pv(per_mode):
     pv = per_mode[Mode.PV]["operations"]["pte_update"]
     assert trap["exits"]["ptwr"] == 1.0
     assert pv["exits"].get("ptwr", 0) + pv["exits"].get("hypercall", 0) >= 1
+
+
+def runs(records: list[tuple], hypercalls: dict | None = None) -> SimpleNamespace:
+    """A profiled run as opexits reads it, from its exits' records."""
+    exit_records = [ExitRecord(*record) for record in records]
+    return SimpleNamespace(records=exit_records, exits=Counter(r.kind for r in exit_records),
+                           hypercalls=Counter(hypercalls or {}))
+
+
+BOOT = [("hypercall", "mmuext_op", 80_000), ("io", None, 1_000)]  # a pin: costly
+LOOP = [("ptwr", None, 20_000), ("hypercall", "mmuext_op", 9_000)]
+END = [("io", None, 2_000)]
+
+
+def test_an_operations_host_time_is_the_longer_runs_extra_exits_own():
+    """By hand: the two runs part where the shorter stops looping; the longer one's
+    next two iterations are the operations' own, timed one by one."""
+    short = runs(BOOT + LOOP * 2 + END, {"mmuext_op": 3})
+    long_loop = LOOP * 2 + [("ptwr", None, 30_000), ("hypercall", "mmuext_op", 11_000),
+                            ("ptwr", None, 40_000), ("hypercall", "mmuext_op", 13_000)]
+    long = runs(BOOT + long_loop + END, {"mmuext_op": 5})
+    assert extra_exits(short, long) == [ExitRecord(*r) for r in long_loop[4:]]
+    figure = per_operation(short, long, 2)
+    assert figure["exits"] == {"hypercall": 1.0, "ptwr": 1.0}
+    assert figure["host_us"] == {"hypercall": 12.0, "ptwr": 35.0}  # (11 + 13) / 2, (30 + 40) / 2
+    assert figure["host_us_per_op"] == 47.0
+    # the mean of the operation's own mmuext_ops, not the boot's pin among them
+    assert figure["hypercall_exits"] == {"mmuext_op": 1.0}
+    assert figure["hypercall_host_us"] == {"mmuext_op": 12.0}
+    assert figure["hypercalls"] == {"mmuext_op": 1.0}
+
+
+def test_the_rdtsc_check_is_the_operations_cycles_over_the_tsc_rate():
+    pte = {"n": 100, "exits": {"ptwr": 1.0}}
+    costs = {"pte_update": {"pv": {"cycles_per_op": 65_000.0}}}
+    table = operation_exits_table({Mode.PV: {"method": "m", "count": 100, "error": None,
+                                             "operations": {"pte_update": pte}}},
+                                  costs, 2.6e9)
+    assert table["operations"]["pte_update"]["pv"]["rdtsc_us_per_op"] == 25.0
 
 
 def test_a_guest_without_the_counts_is_not_measured_and_says_why(guests):
@@ -125,7 +183,8 @@ def test_the_table_is_per_operation_then_per_mode_with_each_modes_error():
                     "operations": {"pte_update": pte}},
         Mode.PV: {"method": "m", "count": 100, "error": "why", "operations": {}}})
     assert table == {"method": "m", "count": 100, "errors": {"pv": "why"},
-                     "operations": {"pte_update": {"trap": pte, "pv": None}}}
+                     "operations": {"pte_update": {"trap": pte | {"rdtsc_us_per_op": None},
+                                                   "pv": None}}}
     assert operation_exits_table({Mode.NATIVE: None}) == {}
 
 

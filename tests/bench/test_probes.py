@@ -6,6 +6,7 @@ import struct
 import pytest
 from unicorn import x86_const as X
 
+from pvtool.bench import emptyhook
 from pvtool.bench.bare import bare_cpu, load_code, map_range
 from pvtool.bench.emptyhook import run_empty_hook
 from pvtool.bench.hypercallfloor import run_hypercall_floor
@@ -37,18 +38,34 @@ def test_every_int_0x80_reaches_the_empty_hook():
     assert result.seconds_per_call > 0
 
 
+def test_the_64_bit_empty_hook_is_on_syscall_in_long_mode(monkeypatch):
+    """Each of the loop's syscalls reaches the SYSCALL hook, on a 64-bit CPU."""
+    calls = []
+    monkeypatch.setattr(emptyhook, "_empty_syscall_hook", lambda uc, _: calls.append(
+        uc.reg_read(X.UC_X86_REG_RIP)))
+    result = run_empty_hook(300, repeat=1, bits=64)
+    assert result.final_ecx == 0
+    assert len(calls) == 2 * 300  # the warm-up run and the timed one
+    assert decode_one(emptyhook.loop_code(1, 64)[calls[0] - emptyhook.CODE_BASE:],
+                      calls[0], 64).mnemonic == "syscall"
+
+
 def test_every_int_0x80_reaches_the_hypercall_floors_hook():
     result = run_hypercall_floor(500, repeat=1)
     assert result.final_ecx == 0  # every iteration ran (the batch: tests/machine/test_cpu.py)
     assert result.seconds_per_call > 0
 
 
-def test_the_null_hypercall_guest_makes_exactly_the_calls_asked_for():
-    result = run_null_hypercalls(50, repeat=2)
+@pytest.mark.parametrize("bits", [32, 64])
+def test_the_null_hypercall_guest_makes_exactly_the_calls_asked_for(bits):
+    result = run_null_hypercalls(50, repeat=2, bits=bits)
     assert result.counted_calls == 50
     assert "poweroff" in result.stop
     assert result.seconds_per_call > 0
     assert len(result.cycles) == 2 and all(cycles > 0 for cycles in result.cycles)
+    # the host's TSC rate, in Hz: the calls' cycles over their seconds
+    assert result.to_dict()["tsc_hz"] == round(result.cycles_per_call
+                                                / result.seconds_per_call)
 
 
 def test_the_null_hypercall_kernel_prints_a_nanobench_line(tmp_path):

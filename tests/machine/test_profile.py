@@ -139,3 +139,63 @@ def test_shares_sum_to_one(clock):
     assert data["emulator_share"] + data["python_share"] == pytest.approx(1)
     assert data["emulator_share"] + sum(row["share"] for row in data["kinds"]) \
         == pytest.approx(1)
+
+
+def test_a_hypercall_exit_is_also_its_first_labels(clock):
+    """The domain's count by number labels the exit it falls in; a multicall's
+    entries, counted inside its exit, leave it the multicall's."""
+    profile = Profile()
+    calls = profile.labels(Exit.HYPERCALL, {13: "multicall", 1: "mmu_update"}.get)
+    profile.start()
+
+    def on_intr(number: int, entries: int):
+        clock.tick(100)  # the registers read: before the count, still this exit's
+        profile.exits[Exit.HYPERCALL] += 1
+        calls[number] += 1
+        for _ in range(entries):
+            clock.tick(50)
+            calls[1] += 1
+        clock.tick(200)
+        profile.exits[Exit.UPCALL] += 1  # an event delivered on the way back
+        clock.tick(30)
+
+    hook = profile.timed(on_intr, "interrupt hook")
+    profile.emulate(lambda: (hook(13, 2), hook(1, 0), hook(1, 0)))
+    profile.finish()
+    assert rows(profile)["hypercall"] == (3, 400 + 300 + 300)
+    data = profile.to_dict()
+    assert data["labels"] == [  # costliest first
+        {"kind": "hypercall", "name": "mmu_update", "count": 2, "total_us": 0.6,
+         "mean_us": 0.3},
+        {"kind": "hypercall", "name": "multicall", "count": 1, "total_us": 0.4,
+         "mean_us": 0.4}]
+    assert dict(calls) == {13: 1, 1: 4}  # the counts themselves are every call's
+    assert profile.records() == [
+        ("hypercall", "multicall", 400), ("upcall", None, 30),
+        ("hypercall", "mmu_update", 300), ("upcall", None, 30),
+        ("hypercall", "mmu_update", 300), ("upcall", None, 30)]
+
+
+def test_the_records_are_every_exit_in_order_with_the_kinds_times(clock):
+    profile = Profile()
+    profile.exits[Exit.IO] += 1  # the boot's: a record of no time
+    profile.start()
+    clock.tick(70)
+    profile.exits[Exit.IRQ] += 1  # between slices: the run loop's time before it stays
+    clock.tick(20)
+
+    def on_port():
+        clock.tick(40)
+        profile.exits[Exit.IO] += 1
+        clock.tick(5)
+
+    profile.emulate(lambda: (clock.tick(900), profile.timed(on_port, "port hook")(),
+                             profile.timed(lambda: clock.tick(8), "rdtsc")()))
+    profile.finish()
+    records = profile.records()
+    assert records == [("io", None, 0), ("irq", None, 20), ("io", None, 45)]
+    for kind, row in profile.kinds.items():
+        if kind not in (RUN_LOOP, "rdtsc"):  # not exits: no record
+            assert row.ns == sum(r.ns for r in records if r.kind == kind), kind
+            assert row.count == sum(r.kind == kind for r in records), kind
+    assert profile.to_dict()["labels"] == []
