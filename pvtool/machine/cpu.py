@@ -184,6 +184,12 @@ class Cpu:
         even of the same value (UNICORN.md), and on nothing a hook can do otherwise."""
         self.write(CR3, self.read(CR3))
 
+    def flush_tlb_page(self, address: int) -> None:
+        """Drop the cached translations of the page holding linear ADDRESS: after it,
+        no access to that page uses a translation made before it (other pages' may
+        stay cached). What a guest's invlpg promises; for now a whole flush."""
+        self.flush_tlb()
+
     def save_context(self, into=None):
         """The whole CPU state (registers, segment caches, control registers), into
         INTO (a context this method returned before) or a new one: a hypervisor
