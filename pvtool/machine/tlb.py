@@ -30,10 +30,12 @@ from pvtool.machine.cpu_state import find_cpu_state
 
 # Offsets from CPUX86State, unicorn 2.1.4's x86-64 build (measured; check_layout).
 JUMP_CACHE = -0x8918  # CPUState.tb_jmp_cache: 4096 TranslationBlock pointers
+TLB_COMMON = -0x890  # CPUTLBCommon: uint16_t dirty, a bit per mmu index, first
 TLB_DESCS = -0x870  # CPUTLBDesc d[MMU_MODES]
 TLB_FAST = -0x40  # CPUTLBDescFast f[MMU_MODES]: { mask, table } each
 DESC_SIZE = 0x2B8
 MMU_MODES = 3
+DIRTY_MASK = (1 << MMU_MODES) - 1
 # CPUTLBDesc's fields, in 8-byte words.
 LARGE_PAGE_ADDR, LARGE_PAGE_MASK, USED_ENTRIES, VICTIM_INDEX, VICTIMS = 0, 1, 4, 5, 6
 VICTIM_COUNT = 8
@@ -52,6 +54,7 @@ JUMP_PAGE_MASK = JUMP_CACHE_SIZE - JUMP_PAGE_SIZE
 SPAN = -JUMP_CACHE  # from the jump cache up to CPUX86State: all this module touches
 
 _EMPTY_ENTRY = memoryview(bytearray(b"\xff" * 8 * ENTRY_WORDS)).cast("Q")
+_EMPTY_VICTIMS = memoryview(bytearray(b"\xff" * 8 * ENTRY_WORDS * VICTIM_COUNT)).cast("Q")
 _NO_BLOCKS = memoryview(bytearray(8 * JUMP_PAGE_SIZE)).cast("Q")
 _TABLE_VIEWS_KEPT = 16
 
@@ -68,42 +71,59 @@ def jump_slot(pc: int) -> int:
     return jump_page_slot(pc) | (mixed & (JUMP_PAGE_SIZE - 1))
 
 
+def _word(offset: int) -> int:
+    """The index among SoftTlb's words of the word at OFFSET from CPUX86State."""
+    return (offset - JUMP_CACHE) // 8
+
+
 def _words(address: int, size: int) -> memoryview:
     """The SIZE bytes at ADDRESS of this process as 64-bit words, in place."""
     return memoryview((ctypes.c_char * size).from_address(address)).cast("B").cast("Q")
 
 
-def _hit(words, at: int, page: int) -> bool:
-    """Whether the entry at word AT maps PAGE, for any access (tlb_hit_page_anyprot)."""
-    return (words[at] & HIT_MASK == page or words[at + 1] & HIT_MASK == page
-            or words[at + 2] & HIT_MASK == page)
-
-
 class SoftTlb:
-    """The TLB and jump cache of the CPU whose CPUX86State is at STATE."""
+    """The TLB and jump cache of the CPU whose CPUX86State is at STATE.
+
+    flush_page runs on every invlpg a kernel makes, so it is written for speed: word
+    indexes computed once, only the mmu indexes QEMU marks dirty (filled since their
+    last whole flush; the others are empty), and the victim tables emptied whole
+    rather than searched (a search cost more than the refills it saves: victims hold
+    the few entries evicted from the direct-mapped table)."""
 
     def __init__(self, state: int):
-        self._base = state + JUMP_CACHE
-        self._words = _words(self._base, SPAN)
+        self._words = _words(state + JUMP_CACHE, SPAN)
         self._tables: dict[tuple[int, int], memoryview] = {}
-
-    def _word(self, offset: int) -> int:
-        """The index in self._words of the word at OFFSET from CPUX86State."""
-        return (offset - JUMP_CACHE) // 8
+        self._dirty = _word(TLB_COMMON)
+        # Per mmu index: its CPUTLBDesc's and CPUTLBDescFast's word indexes and its
+        # victim table's words; then those of the indexes each dirty mask names.
+        modes = tuple((self.desc(mode), _word(TLB_FAST + 16 * mode),
+                       slice(self.desc(mode) + VICTIMS,
+                             self.desc(mode) + VICTIMS + VICTIM_COUNT * ENTRY_WORDS))
+                      for mode in range(MMU_MODES))
+        self._modes = modes
+        self._dirty_modes = tuple(tuple(m for bit, m in enumerate(modes) if dirty >> bit & 1)
+                                  for dirty in range(1 << MMU_MODES))
 
     def desc(self, mode: int) -> int:
         """The word index of mmu index MODE's CPUTLBDesc."""
-        return self._word(TLB_DESCS + DESC_SIZE * mode)
+        return _word(TLB_DESCS + DESC_SIZE * mode)
+
+    def dirty(self) -> int:
+        """The mask of mmu indexes filled since their last whole flush."""
+        return self._words[self._dirty] & DIRTY_MASK
 
     def fast(self, mode: int) -> tuple[int, int]:
         """Mmu index MODE's table: its mask and address."""
-        at = self._word(TLB_FAST + 16 * mode)
+        at = self._modes[mode][1]
         return self._words[at], self._words[at + 1]
 
     def table(self, mode: int) -> memoryview:
-        """Mmu index MODE's direct-mapped table, as words, in place. QEMU reallocates
-        it when it resizes it at a whole flush, so its address is read each time."""
-        mask, address = self.fast(mode)
+        """Mmu index MODE's direct-mapped table, as words, in place."""
+        return self._table(*self.fast(mode))
+
+    def _table(self, mask: int, address: int) -> memoryview:
+        """The table at ADDRESS with MASK. QEMU reallocates a table when it resizes
+        it at a whole flush, so the caller reads its address each time."""
         view = self._tables.get((address, mask))
         if view is None:
             if len(self._tables) >= _TABLE_VIEWS_KEPT:
@@ -122,39 +142,28 @@ class SoftTlb:
         page whose range holds it: then only a whole flush will do."""
         page = address & PAGE_MASK
         words = self._words
-        descs = [self.desc(mode) for mode in range(MMU_MODES)]
-        if any(page & words[at + LARGE_PAGE_MASK] == words[at + LARGE_PAGE_ADDR]
-               for at in descs):
-            return False
-        for mode, desc in enumerate(descs):
-            table = self.table(mode)
-            at = self.entry(mode, page)
-            if _hit(table, at, page):
+        modes = self._dirty_modes[words[self._dirty] & DIRTY_MASK]
+        for desc, _, _ in modes:
+            if page & words[desc + LARGE_PAGE_MASK] == words[desc + LARGE_PAGE_ADDR]:
+                return False
+        for desc, fast, victims in modes:
+            mask = words[fast]
+            table = self._tables.get((words[fast + 1], mask)) or self._table(
+                mask, words[fast + 1])
+            at = ((page >> PAGE_BITS) & (mask >> ENTRY_BITS)) * ENTRY_WORDS
+            if (table[at] & HIT_MASK == page or table[at + 1] & HIT_MASK == page
+                    or table[at + 2] & HIT_MASK == page):
                 table[at:at + ENTRY_WORDS] = _EMPTY_ENTRY
-                self._count_dropped(desc)
-            self._flush_victims(desc, page)
-        for slot in (jump_page_slot(page - (1 << PAGE_BITS)), jump_page_slot(page)):
-            words[slot:slot + JUMP_PAGE_SIZE] = _NO_BLOCKS
+                at = desc + USED_ENTRIES
+                words[at] = (words[at] - 1) & ALL_ONES  # size_t, as QEMU counts
+            words[victims] = _EMPTY_VICTIMS
+        number = page >> PAGE_BITS  # jump_page_slot of the page, then of the one before
+        slot = ((number << JUMP_PAGE_BITS) ^ number) & JUMP_PAGE_MASK
+        words[slot:slot + JUMP_PAGE_SIZE] = _NO_BLOCKS
+        number -= 1
+        slot = ((number << JUMP_PAGE_BITS) ^ number) & JUMP_PAGE_MASK
+        words[slot:slot + JUMP_PAGE_SIZE] = _NO_BLOCKS
         return True
-
-    def _flush_victims(self, desc: int, page: int) -> None:
-        """Drop PAGE's entries of the victim table of the CPUTLBDesc at word DESC. A
-        byte search for the page's upper six bytes skips the usual case of none."""
-        words = self._words
-        first = desc + VICTIMS
-        last = first + VICTIM_COUNT * ENTRY_WORDS
-        if page.to_bytes(8, "little")[2:] not in words[first:last].tobytes():
-            return
-        for at in range(first, last, ENTRY_WORDS):
-            if _hit(words, at, page):
-                words[at:at + ENTRY_WORDS] = _EMPTY_ENTRY
-                self._count_dropped(desc)
-
-    def _count_dropped(self, desc: int) -> None:
-        """One entry fewer in use, as QEMU counts it (a victim's drop counts too,
-        though its eviction already did: QEMU's size_t then wraps, and so does this)."""
-        at = desc + USED_ENTRIES
-        self._words[at] = (self._words[at] - 1) & ALL_ONES
 
 
 # check_layout's scratch machine: flat 32-bit protected mode at CPL 0 (mmu index 2,
@@ -214,6 +223,7 @@ def _inspect(tlb: SoftTlb, host: int) -> list[bool]:
     used = sum(1 for at in range(0, len(table), ENTRY_WORDS) if table[at] != ALL_ONES)
     blocks = [slot for slot in range(JUMP_CACHE_SIZE) if words[slot]]
     checks = [
+        tlb.dirty() == 1 << _PROBE_MODE,
         table[rival] == _PROBE_RIVAL and table[rival + ADDEND] == host,
         words[victim] == _PROBE_DATA and words[victim + ADDEND] == host,
         words[desc + VICTIM_INDEX] == 1,
@@ -221,10 +231,12 @@ def _inspect(tlb: SoftTlb, host: int) -> list[bool]:
         words[desc + USED_ENTRIES] == used,
         blocks == sorted([jump_slot(_PROBE_CODE), jump_slot(_PROBE_BLOCK)]),
         tlb.flush_page(_PROBE_DATA),
+        words[victim] == ALL_ONES and table[rival] == _PROBE_RIVAL,
+        all(words[slot] for slot in blocks),  # another page's blocks stay
+        tlb.flush_page(_PROBE_BLOCK),
     ]
     return [*checks,
-            words[victim] == ALL_ONES and table[rival] == _PROBE_RIVAL,
-            words[desc + USED_ENTRIES] == used - 1,
-            all(words[slot] for slot in blocks),  # another page's blocks stay
-            tlb.flush_page(_PROBE_BLOCK),
-            words[jump_slot(_PROBE_BLOCK)] == 0 and words[jump_slot(_PROBE_CODE)] != 0]
+            words[jump_slot(_PROBE_BLOCK)] == 0 and words[jump_slot(_PROBE_CODE)] != 0,
+            tlb.flush_page(_PROBE_RIVAL),
+            # the block's page and the rival's entries gone from the table
+            table[rival] == ALL_ONES and words[desc + USED_ENTRIES] == used - 2]
