@@ -21,6 +21,7 @@ a scratch CPU, once per process, and refuses to run on another layout.
 """
 
 import ctypes
+import os
 from functools import cache
 
 from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, UC_PROT_ALL, Uc
@@ -213,16 +214,16 @@ def _probe() -> list[bool]:
 
 
 def _inspect(tlb: SoftTlb, host: int) -> list[bool]:
-    """check_layout's checks, inside the scratch CPU's hook."""
-    masks = [tlb.fast(mode)[0] for mode in range(MMU_MODES)]
-    if not all(mask and ((mask >> ENTRY_BITS) + 1) & (mask >> ENTRY_BITS) == 0
-               and mask % (1 << ENTRY_BITS) == 0 and mask < 1 << 24 for mask in masks):
+    """check_layout's checks, inside the scratch CPU's hook: what Unicorn filled
+    first, read only; then, if that is all as expected, what flush_page empties."""
+    fast = [tlb.fast(mode) for mode in range(MMU_MODES)]
+    if not all(_plausible_table(mask, address) for mask, address in fast):
         return [False]
     table, desc, words = tlb.table(_PROBE_MODE), tlb.desc(_PROBE_MODE), tlb._words
     rival, victim = tlb.entry(_PROBE_MODE, _PROBE_RIVAL), desc + VICTIMS
     used = sum(1 for at in range(0, len(table), ENTRY_WORDS) if table[at] != ALL_ONES)
     blocks = [slot for slot in range(JUMP_CACHE_SIZE) if words[slot]]
-    checks = [
+    filled = [
         tlb.dirty() == 1 << _PROBE_MODE,
         table[rival] == _PROBE_RIVAL and table[rival + ADDEND] == host,
         words[victim] == _PROBE_DATA and words[victim + ADDEND] == host,
@@ -230,13 +231,31 @@ def _inspect(tlb: SoftTlb, host: int) -> list[bool]:
         words[desc + LARGE_PAGE_ADDR] == ALL_ONES == words[desc + LARGE_PAGE_MASK],
         words[desc + USED_ENTRIES] == used,
         blocks == sorted([jump_slot(_PROBE_CODE), jump_slot(_PROBE_BLOCK)]),
+    ]
+    if not all(filled):
+        return filled
+    return [
         tlb.flush_page(_PROBE_DATA),
         words[victim] == ALL_ONES and table[rival] == _PROBE_RIVAL,
         all(words[slot] for slot in blocks),  # another page's blocks stay
         tlb.flush_page(_PROBE_BLOCK),
+        words[jump_slot(_PROBE_BLOCK)] == 0 and words[jump_slot(_PROBE_CODE)] != 0,
+        tlb.flush_page(_PROBE_RIVAL),
+        # the block's page and the rival's entries gone from the table
+        table[rival] == ALL_ONES and words[desc + USED_ENTRIES] == used - 2,
     ]
-    return [*checks,
-            words[jump_slot(_PROBE_BLOCK)] == 0 and words[jump_slot(_PROBE_CODE)] != 0,
-            tlb.flush_page(_PROBE_RIVAL),
-            # the block's page and the rival's entries gone from the table
-            table[rival] == ALL_ONES and words[desc + USED_ENTRIES] == used - 2]
+
+
+def _plausible_table(mask: int, address: int) -> bool:
+    """Whether MASK is a table's (a power of two entries, less than 16 MiB) and the
+    table's bytes at ADDRESS are readable (checked through /proc/self/mem, which
+    answers an error where a load would crash)."""
+    count = (mask >> ENTRY_BITS) + 1
+    if mask % (1 << ENTRY_BITS) or count & (count - 1) or not 0 < mask < 1 << 24:
+        return False
+    try:
+        with open("/proc/self/mem", "rb", buffering=0) as mem:
+            return len(os.pread(mem.fileno(), mask + (1 << ENTRY_BITS), address)) == mask + (
+                1 << ENTRY_BITS)
+    except (OSError, OverflowError, ValueError):
+        return False
