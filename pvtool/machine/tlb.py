@@ -44,9 +44,13 @@ ENTRY_BITS = 6  # a CPUTLBEntry is 64 bytes: 8 words, the first three the addres
 ENTRY_WORDS = 8
 ADDEND = 4  # the entry's word whose sum with the virtual address is the host's
 PAGE_BITS = 12
-ALL_ONES = (1 << 64) - 1
-PAGE_MASK = ALL_ONES ^ 0xFFF
-HIT_MASK = PAGE_MASK | 0x800  # the page and TLB_INVALID: what tlb_hit_page compares
+# Words are read signed: an empty entry's all ones is then -1, one of Python's small
+# ints, and a 64-bit kernel's addresses need no more digits than they have bits,
+# which halves the cost of each read and comparison.
+EMPTY = -1
+SIGN = 1 << 63
+PAGE_MASK = (1 << 64) - (1 << PAGE_BITS)
+HIT_MASK = -0x800  # the page and TLB_INVALID: what tlb_hit_page compares
 # tb-hash.h: the jump cache is hashed so that one page's blocks share 64 slots.
 JUMP_CACHE_SIZE = 4096
 JUMP_PAGE_BITS = 6
@@ -54,9 +58,9 @@ JUMP_PAGE_SIZE = 1 << JUMP_PAGE_BITS
 JUMP_PAGE_MASK = JUMP_CACHE_SIZE - JUMP_PAGE_SIZE
 SPAN = -JUMP_CACHE  # from the jump cache up to CPUX86State: all this module touches
 
-_EMPTY_ENTRY = memoryview(bytearray(b"\xff" * 8 * ENTRY_WORDS)).cast("Q")
-_EMPTY_VICTIMS = memoryview(bytearray(b"\xff" * 8 * ENTRY_WORDS * VICTIM_COUNT)).cast("Q")
-_NO_BLOCKS = memoryview(bytearray(8 * JUMP_PAGE_SIZE)).cast("Q")
+_EMPTY_ENTRY = memoryview(bytearray(b"\xff" * 8 * ENTRY_WORDS)).cast("q")
+_EMPTY_VICTIMS = memoryview(bytearray(b"\xff" * 8 * ENTRY_WORDS * VICTIM_COUNT)).cast("q")
+_NO_BLOCKS = memoryview(bytearray(8 * JUMP_PAGE_SIZE)).cast("q")
 _TABLE_VIEWS_KEPT = 16
 
 
@@ -78,8 +82,8 @@ def _word(offset: int) -> int:
 
 
 def _words(address: int, size: int) -> memoryview:
-    """The SIZE bytes at ADDRESS of this process as 64-bit words, in place."""
-    return memoryview((ctypes.c_char * size).from_address(address)).cast("B").cast("Q")
+    """The SIZE bytes at ADDRESS of this process as signed 64-bit words, in place."""
+    return memoryview((ctypes.c_char * size).from_address(address)).cast("B").cast("q")
 
 
 class SoftTlb:
@@ -87,13 +91,15 @@ class SoftTlb:
 
     flush_page runs on every invlpg a kernel makes, so it is written for speed: word
     indexes computed once, only the mmu indexes QEMU marks dirty (filled since their
-    last whole flush; the others are empty), and the victim tables emptied whole
-    rather than searched (a search cost more than the refills it saves: victims hold
-    the few entries evicted from the direct-mapped table)."""
+    last whole flush; the others are empty), and a victim table emptied whole rather
+    than searched (a search cost more than the refills it saves: victims hold the few
+    entries evicted from the direct-mapped table), its round-robin index back to 0 as
+    QEMU's whole flush leaves it, so that an index with no eviction since costs one
+    read."""
 
     def __init__(self, state: int):
         self._words = _words(state + JUMP_CACHE, SPAN)
-        self._tables: dict[tuple[int, int], memoryview] = {}
+        self._tables: dict[int, memoryview] = {}
         self._dirty = _word(TLB_COMMON)
         # Per mmu index: its CPUTLBDesc's and CPUTLBDescFast's word indexes and its
         # victim table's words; then those of the indexes each dirty mask names.
@@ -124,12 +130,13 @@ class SoftTlb:
 
     def _table(self, mask: int, address: int) -> memoryview:
         """The table at ADDRESS with MASK. QEMU reallocates a table when it resizes
-        it at a whole flush, so the caller reads its address each time."""
-        view = self._tables.get((address, mask))
-        if view is None:
+        it at a whole flush, so the caller reads its address each time; a view made
+        for a smaller table at the same address is too short, never too long."""
+        view = self._tables.get(address)
+        if view is None or len(view) < (mask >> 3) + ENTRY_WORDS:
             if len(self._tables) >= _TABLE_VIEWS_KEPT:
                 self._tables.clear()
-            view = self._tables[address, mask] = _words(address, mask + (1 << ENTRY_BITS))
+            view = self._tables[address] = _words(address, mask + (1 << ENTRY_BITS))
         return view
 
     def entry(self, mode: int, address: int) -> int:
@@ -141,7 +148,7 @@ class SoftTlb:
         """Drop every cached translation and jump-cache block of the page holding
         linear ADDRESS. False, having done nothing, when an mmu index caches a large
         page whose range holds it: then only a whole flush will do."""
-        page = address & PAGE_MASK
+        page = ((address & PAGE_MASK) ^ SIGN) - SIGN  # signed, as the words are read
         words = self._words
         modes = self._dirty_modes[words[self._dirty] & DIRTY_MASK]
         for desc, _, _ in modes:
@@ -149,15 +156,18 @@ class SoftTlb:
                 return False
         for desc, fast, victims in modes:
             mask = words[fast]
-            table = self._tables.get((words[fast + 1], mask)) or self._table(
-                mask, words[fast + 1])
             at = ((page >> PAGE_BITS) & (mask >> ENTRY_BITS)) * ENTRY_WORDS
-            if (table[at] & HIT_MASK == page or table[at + 1] & HIT_MASK == page
-                    or table[at + 2] & HIT_MASK == page):
+            table = self._tables.get(words[fast + 1])
+            if table is None or len(table) <= at:
+                table = self._table(mask, words[fast + 1])
+            read = table[at]  # an entry's three addresses are one page's, or -1
+            if read & HIT_MASK == page or read == EMPTY and (
+                    table[at + 1] & HIT_MASK == page or table[at + 2] & HIT_MASK == page):
                 table[at:at + ENTRY_WORDS] = _EMPTY_ENTRY
-                at = desc + USED_ENTRIES
-                words[at] = (words[at] - 1) & ALL_ONES  # size_t, as QEMU counts
-            words[victims] = _EMPTY_VICTIMS
+                words[desc + USED_ENTRIES] -= 1  # a size_t: -1 is its wrap, as QEMU's
+            if words[desc + VICTIM_INDEX]:  # an eviction since the last whole flush
+                words[victims] = _EMPTY_VICTIMS
+                words[desc + VICTIM_INDEX] = 0
         number = page >> PAGE_BITS  # jump_page_slot of the page, then of the one before
         slot = ((number << JUMP_PAGE_BITS) ^ number) & JUMP_PAGE_MASK
         words[slot:slot + JUMP_PAGE_SIZE] = _NO_BLOCKS
@@ -221,14 +231,14 @@ def _inspect(tlb: SoftTlb, host: int) -> list[bool]:
         return [False]
     table, desc, words = tlb.table(_PROBE_MODE), tlb.desc(_PROBE_MODE), tlb._words
     rival, victim = tlb.entry(_PROBE_MODE, _PROBE_RIVAL), desc + VICTIMS
-    used = sum(1 for at in range(0, len(table), ENTRY_WORDS) if table[at] != ALL_ONES)
+    used = sum(1 for at in range(0, len(table), ENTRY_WORDS) if table[at] != EMPTY)
     blocks = [slot for slot in range(JUMP_CACHE_SIZE) if words[slot]]
     filled = [
         tlb.dirty() == 1 << _PROBE_MODE,
         table[rival] == _PROBE_RIVAL and table[rival + ADDEND] == host,
         words[victim] == _PROBE_DATA and words[victim + ADDEND] == host,
         words[desc + VICTIM_INDEX] == 1,
-        words[desc + LARGE_PAGE_ADDR] == ALL_ONES == words[desc + LARGE_PAGE_MASK],
+        words[desc + LARGE_PAGE_ADDR] == EMPTY == words[desc + LARGE_PAGE_MASK],
         words[desc + USED_ENTRIES] == used,
         blocks == sorted([jump_slot(_PROBE_CODE), jump_slot(_PROBE_BLOCK)]),
     ]
@@ -236,13 +246,13 @@ def _inspect(tlb: SoftTlb, host: int) -> list[bool]:
         return filled
     return [
         tlb.flush_page(_PROBE_DATA),
-        words[victim] == ALL_ONES and table[rival] == _PROBE_RIVAL,
+        words[victim] == EMPTY and table[rival] == _PROBE_RIVAL,
         all(words[slot] for slot in blocks),  # another page's blocks stay
         tlb.flush_page(_PROBE_BLOCK),
         words[jump_slot(_PROBE_BLOCK)] == 0 and words[jump_slot(_PROBE_CODE)] != 0,
         tlb.flush_page(_PROBE_RIVAL),
         # the block's page and the rival's entries gone from the table
-        table[rival] == ALL_ONES and words[desc + USED_ENTRIES] == used - 2,
+        table[rival] == EMPTY and words[desc + USED_ENTRIES] == used - 2,
     ]
 
 
