@@ -5,11 +5,17 @@ every mmu index's table and the jump cache, so a guest's invlpg cost a whole flu
 the refill of every page it then touched. Here one page is dropped the way QEMU's
 tlb_flush_page does it (accel/tcg/cputlb.c), in the CPU's own memory: in each of x86's
 three mmu indexes (kernel with SMAP, user, kernel without SMAP) the page's entry of the
-direct-mapped table and of the eight-entry victim table; and the two pages of the jump
-cache that could hold a block starting on the page or running into it (a block found
-there by virtual PC is not checked against its physical page, so a remapped code page
-would run stale code). A page inside the range of a large page the index has cached
-needs that index's whole flush, which the caller does (Cpu.flush_tlb).
+direct-mapped table and any of the eight-entry victim table (here the whole victim
+table: see SoftTlb); and the two pages of the jump cache that could hold a block
+starting on the page or running into it (a block found there by virtual PC is not
+checked against its physical page, so a remapped code page would run stale code). A
+page inside the range of a large page the index has cached needs that index's whole
+flush, which the caller does (Cpu.flush_tlb).
+
+Not done in place: the whole flush. Emptying every table and the 32 KiB jump cache
+from Python measured twice the cost of Unicorn's own (a CR3 write, which is
+cpu_x86_update_cr3: the store and tlb_flush), and it could not resize the tables as
+QEMU does then.
 
 Where: X86CPU is { CPUState; CPUNegativeOffsetState neg; CPUX86State env }, neg being
 { CPUTLB tlb; IcountDecr }, CPUTLB { CPUTLBCommon c; CPUTLBDesc d[3]; CPUTLBDescFast
