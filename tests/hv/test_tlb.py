@@ -51,99 +51,41 @@ def fill(store: str) -> str:
                    for offset, value in values.items())
 
 
-# -- 32-bit (2-level and PAE) ---------------------------------------------------------------
-REMAP32 = r"""
+# How each width reads a page, calls C, remaps a page and flushes one.
+WIDTHS = {
+    32: {
+        "read": "    mov eax, [frames + {page}]\n    mov [{name}], eax\n",
+        "call": "    mov edx, offset frames + {page}\n    call edx\n    mov [{name}], eax\n",
+        "store": "    mov dword ptr [frames + {offset}], {value:#x}\n",
+        "remap": r"""
     mov ebx, offset frames + {page}
     mov ecx, offset frames + {frame} + 0x63
     xor edx, edx
     mov esi, {uvmf}
     HYPERCALL update_va_mapping
     add [remap_failures], eax
-"""
-
-FLUSH32 = {
-    "mmuext": r"""
+""",
+        "mmuext": r"""
     mov dword ptr [invlpg_op + 4], offset frames + {page}
     MMUEXT_OP invlpg_op
     add [remap_failures], eax
 """,
-    "instruction": "    invlpg [frames + {page}]\n",
-}
-
-GUEST32 = r"""
-{fill}
-    mov eax, [frames + {X}]
-    mov [x_before], eax
-    mov eax, [frames + {Y}]
-    mov [y_before], eax
-    mov edx, offset frames + {C}
-    call edx
-    mov [code_before], eax
-{remap_y}{remap_c}
-    mov edx, offset frames + {C}
-    call edx
-    mov [code_stale], eax
-{remap_x}{flush_x}{flush_c}
-    mov eax, [frames + {X}]
-    mov [x_after], eax
-    mov eax, [frames + {Y}]
-    mov [y_stale], eax
-    mov edx, offset frames + {C}
-    call edx
-    mov [code_after], eax
-{flush_y}
-    mov eax, [frames + {Y}]
-    mov [y_after], eax
-"""
-
-DATA32 = "".join(f"{name}: .long 0\n" for name in RESULTS) + r"""
-remap_failures: .long 0
-invlpg_op: .long MMUEXT_INVLPG_LOCAL, 0, 0
-"""
-
-
-def guest32(how: str) -> str:
-    """GUEST32 with X's and C's flushes made HOW (Y's always by the instruction)."""
-    def remap(page, frame, uvmf="UVMF_NONE"):
-        return REMAP32.format(page=page, frame=frame, uvmf=uvmf)
-
-    by_uvmf = how == "uvmf"
-    return GUEST32.format(
-        fill=fill("    mov dword ptr [frames + {offset}], {value:#x}\n"), X=X, Y=Y, C=C,
-        remap_y=remap(Y, NEW_Y_FRAME),
-        remap_c=remap(C, NEW_C_FRAME),
-        remap_x=remap(X, NEW_X_FRAME, "UVMF_INVLPG" if by_uvmf else "UVMF_NONE"),
-        flush_x="" if by_uvmf else FLUSH32[how].format(page=X),
-        flush_c=remap(C, NEW_C_FRAME, "UVMF_INVLPG") if by_uvmf else FLUSH32[how].format(page=C),
-        flush_y=FLUSH32["instruction"].format(page=Y))
-
-
-def results(booted) -> dict[str, int]:
-    return {name: booted.u32(name) for name in RESULTS}
-
-
-@pytest.mark.parametrize("notes", [DEFAULT_NOTES, PAE_NOTES], ids=["2-level", "pae"])
-@pytest.mark.parametrize("how", ["mmuext", "uvmf", "instruction"])
-def test_a_32_bit_kernels_invlpg_flushes_that_page_only(run_guest, how, notes):
-    booted = run_guest(guest32(how), data=DATA32, bss=SCRATCH, notes=notes)
-    assert booted.machine.stop.reason == "shutdown (poweroff)"
-    assert booted.u32("remap_failures") == 0
-    assert results(booted) == EXPECTED
-
-
-# -- 64-bit -----------------------------------------------------------------------------------
-REMAP64 = r"""
+        "instruction": "    invlpg [frames + {page}]\n",
+    },
+    64: {
+        "read": "    mov eax, [rip + frames + {page}]\n    mov [rip + {name}], eax\n",
+        "call": "    lea rdx, [rip + frames + {page}]\n    call rdx\n    mov [rip + {name}], eax\n",
+        "store": "    mov dword ptr [rip + frames + {offset}], {value:#x}\n",
+        "remap": r"""
     lea rdi, [rip + frames + {page}]
     lea rsi, [rip + frames + {frame} + 0x63]
-    mov rax, {virt_base:#x}
+    mov rax, """ + f"{VIRT_BASE:#x}" + r"""
     sub rsi, rax
     mov edx, {uvmf}
     HYPERCALL update_va_mapping
     add [rip + remap_failures], eax
-"""
-
-FLUSH64 = {
-    "mmuext": r"""
+""",
+        "mmuext": r"""
     lea rax, [rip + frames + {page}]
     mov [rip + invlpg_op + 8], rax
     lea rdi, [rip + invlpg_op]
@@ -153,64 +95,60 @@ FLUSH64 = {
     HYPERCALL mmuext_op
     add [rip + remap_failures], eax
 """,
+    },
 }
-
-GUEST64 = r"""
-{fill}
-    mov eax, [rip + frames + {X}]
-    mov [rip + x_before], eax
-    mov eax, [rip + frames + {Y}]
-    mov [rip + y_before], eax
-    lea rdx, [rip + frames + {C}]
-    call rdx
-    mov [rip + code_before], eax
-{remap_y}{remap_c}
-    lea rdx, [rip + frames + {C}]
-    call rdx
-    mov [rip + code_stale], eax
-{remap_x}{flush_x}{flush_c}
-    mov eax, [rip + frames + {X}]
-    mov [rip + x_after], eax
-    mov eax, [rip + frames + {Y}]
-    mov [rip + y_stale], eax
-    lea rdx, [rip + frames + {C}]
-    call rdx
-    mov [rip + code_after], eax
-{flush_y}
-    mov eax, [rip + frames + {Y}]
-    mov [rip + y_after], eax
-"""
-
-DATA64 = "".join(f"{name}: .long 0\n" for name in RESULTS) + r"""
-remap_failures: .long 0
-    .balign 8
-invlpg_op: .long 7, 0
-    .quad 0, 0
-"""
 UVMF_NONE, UVMF_INVLPG = 0, 2
+RESULT_DATA = "".join(f"{name}: .long 0\n" for name in RESULTS) + "remap_failures: .long 0\n"
+DATA = {32: RESULT_DATA + "invlpg_op: .long MMUEXT_INVLPG_LOCAL, 0, 0\n",
+        64: RESULT_DATA + "    .balign 8\ninvlpg_op: .long 7, 0\n    .quad 0, 0\n"}
 
 
-def guest64(how: str) -> str:
+def guest(bits: int, how: str) -> str:
+    """The guest's text for BITS: X and C flushed HOW ("mmuext", "uvmf": by remapping
+    them again with UVMF_INVLPG, or "instruction"), Y after its stale read (by the
+    instruction on 32-bit, by mmuext_op on 64-bit: see the 64-bit test)."""
+    asm = WIDTHS[bits]
+
     def remap(page, frame, uvmf=UVMF_NONE):
-        return REMAP64.format(page=page, frame=frame, uvmf=uvmf, virt_base=VIRT_BASE)
+        return asm["remap"].format(page=page, frame=frame, uvmf=uvmf)
 
-    by_uvmf = how == "uvmf"
-    return GUEST64.format(
-        fill=fill("    mov dword ptr [rip + frames + {offset}], {value:#x}\n"),
-        X=X, Y=Y, C=C,
-        remap_y=remap(Y, NEW_Y_FRAME),
-        remap_c=remap(C, NEW_C_FRAME),
-        remap_x=remap(X, NEW_X_FRAME, UVMF_INVLPG if by_uvmf else UVMF_NONE),
-        flush_x="" if by_uvmf else FLUSH64[how].format(page=X),
-        flush_c=remap(C, NEW_C_FRAME, UVMF_INVLPG) if by_uvmf else FLUSH64[how].format(page=C),
-        flush_y=FLUSH64["mmuext"].format(page=Y))
+    def flush(page, frame):
+        return remap(page, frame, UVMF_INVLPG) if how == "uvmf" else asm[how].format(page=page)
+
+    def read(page, name):
+        return asm["read"].format(page=page, name=name)
+
+    def call(name):
+        return asm["call"].format(page=C, name=name)
+
+    return "".join([
+        fill(asm["store"]),
+        read(X, "x_before"), read(Y, "y_before"), call("code_before"),
+        remap(Y, NEW_Y_FRAME), remap(C, NEW_C_FRAME), call("code_stale"),
+        remap(X, NEW_X_FRAME), flush(X, NEW_X_FRAME), flush(C, NEW_C_FRAME),
+        read(X, "x_after"), read(Y, "y_stale"), call("code_after"),
+        asm["instruction" if bits == 32 else "mmuext"].format(page=Y), read(Y, "y_after"),
+    ])
+
+
+def results(booted) -> dict[str, int]:
+    return {name: booted.u32(name) for name in RESULTS}
+
+
+@pytest.mark.parametrize("notes", [DEFAULT_NOTES, PAE_NOTES], ids=["2-level", "pae"])
+@pytest.mark.parametrize("how", ["mmuext", "uvmf", "instruction"])
+def test_a_32_bit_kernels_invlpg_flushes_that_page_only(run_guest, how, notes):
+    booted = run_guest(guest(32, how), data=DATA[32], bss=SCRATCH, notes=notes)
+    assert booted.machine.stop.reason == "shutdown (poweroff)"
+    assert booted.u32("remap_failures") == 0
+    assert results(booted) == EXPECTED
 
 
 @pytest.mark.parametrize("how", ["mmuext", "uvmf"])
 def test_a_64_bit_kernels_invlpg_flushes_that_page_only(build64, how):
-    """A 64-bit PV kernel flushes through the hypervisor (its own invlpg is a #GP
-    for it: pvtool's PV64 emulates no privileged instruction)."""
-    booted = boot(build64(guest64(how), data=DATA64, bss=SCRATCH))
+    """A 64-bit PV kernel flushes through the hypervisor: its own invlpg is not
+    emulated under PV here (it is a #GP for the kernel)."""
+    booted = boot(build64(guest(64, how), data=DATA[64], bss=SCRATCH))
     booted.run()
     assert booted.machine.stop.reason == "shutdown (poweroff)"
     assert booted.u32("done") == 1
