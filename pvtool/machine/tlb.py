@@ -32,6 +32,7 @@ from functools import cache
 
 from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, UC_PROT_ALL, Uc
 
+from pvtool.interrupts import emulate
 from pvtool.machine.context import EmulatorLayoutError
 from pvtool.machine.cpu_state import find_cpu_state
 
@@ -225,7 +226,7 @@ def _probe() -> list[bool]:
         uc.emu_stop()
 
     uc.hook_add(UC_HOOK_INTR, stop)
-    uc.emu_start(_PROBE_CODE, _PROBE_RAM)
+    emulate(uc, _PROBE_CODE, _PROBE_RAM)
     return checks or [False]
 
 
