@@ -153,15 +153,14 @@ class SoftTlb:
 
     def flush_page(self, address: int) -> bool:
         """Drop every cached translation and jump-cache block of the page holding
-        linear ADDRESS. False, having done nothing, when an mmu index caches a large
-        page whose range holds it: then only a whole flush will do."""
+        linear ADDRESS. False when an mmu index caches a large page whose range holds
+        it: then only a whole flush will do (indexes before it may have dropped the
+        page already)."""
         page = ((address & PAGE_MASK) ^ SIGN) - SIGN  # signed, as the words are read
         words = self._words
-        modes = self._dirty_modes[words[self._dirty] & DIRTY_MASK]
-        for desc, _, _ in modes:
+        for desc, fast, victims in self._dirty_modes[words[self._dirty] & DIRTY_MASK]:
             if page & words[desc + LARGE_PAGE_MASK] == words[desc + LARGE_PAGE_ADDR]:
-                return False
-        for desc, fast, victims in modes:
+                return False  # what the indexes before lost, the whole flush loses too
             mask = words[fast]
             at = ((page >> PAGE_BITS) & (mask >> ENTRY_BITS)) * ENTRY_WORDS
             table = self._tables.get(words[fast + 1])
