@@ -296,8 +296,8 @@ def clear_task_switched(em: Emulator, insn) -> None:
     em.regs.set("cr0", em.regs.get("cr0") & ~CR0_TS)
 
 
-def flush_tlb(em: Emulator, insn) -> None:
-    em.domain.pagetables.flush_tlb()
+def invalidate_page(em: Emulator, insn) -> None:
+    em.domain.pagetables.flush_tlb_page(em.address(insn))
 
 
 def read_cr0(em: Emulator, insn) -> None:
@@ -476,7 +476,7 @@ XEN_FAULT_HANDLERS: dict[str, Handler] = {
 PV_HANDLERS: dict[str, Handler] = {
     "cli": mask_events, "sti": unmask_events, "hlt": halt,
     "wbinvd": leave_caches, "invd": leave_caches,
-    "clts": clear_task_switched, "invlpg": flush_tlb,
+    "clts": clear_task_switched, "invlpg": invalidate_page,
     "mov_from_cr0": read_cr0, "mov_to_cr0": write_cr0,
     "mov_from_cr2": read_cr2, "mov_to_cr2": write_cr2,
     "mov_from_cr3": read_cr3, "mov_to_cr3": write_cr3,

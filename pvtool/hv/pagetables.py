@@ -76,6 +76,10 @@ class PageTables:
     def flush_tlb(self) -> None:
         self.domain.machine.cpu.flush_tlb()
 
+    def flush_tlb_page(self, vaddr: int) -> None:
+        """The kernel's invlpg of VADDR: only that page's translations go."""
+        self.domain.machine.cpu.flush_tlb_page(vaddr)
+
     def hold_writable(self, mfn: int) -> None:
         """The hypervisor maps frame MFN writable itself (a backend's ring, the glue
         window's data), so it can never become a page table."""

@@ -260,7 +260,7 @@ def clear_task_switched(em: TrapEmulator64, insn) -> None:
 
 
 def invalidate_page(em: TrapEmulator64, insn) -> None:
-    em.domain.pagetables.flush_tlb()
+    em.domain.pagetables.flush_tlb_page(em.address(insn))
 
 
 # -- control registers ----------------------------------------------------------------------

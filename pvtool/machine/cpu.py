@@ -41,6 +41,7 @@ from pvtool.machine.cpu_state import (
     STATE_SPAN,
     find_cpu_state,
 )
+from pvtool.machine.tlb import SoftTlb, check_layout
 from pvtool.x86.msrs import EFER_LMA
 from pvtool.x86.registers import CR0_PE
 
@@ -107,6 +108,7 @@ class Cpu:
         self._value_address = ctypes.addressof(self._value)
         self._context = uc.context_save()  # reused: saving into it costs ~1 us
         self._layout = probe_layout()
+        check_layout()
 
     @property
     def bits(self) -> int:
@@ -183,6 +185,18 @@ class Cpu:
         """Drop every cached translation: Unicorn flushes its TLB on a CR3 write,
         even of the same value (UNICORN.md), and on nothing a hook can do otherwise."""
         self.write(CR3, self.read(CR3))
+
+    def flush_tlb_page(self, address: int) -> None:
+        """Drop the cached translations of the page holding linear ADDRESS: after it,
+        no access to that page uses a translation made before it (other pages' may
+        stay cached). What a guest's invlpg promises, done in place (machine/tlb.py);
+        a whole flush where a cached large page covers the page."""
+        if not self._tlb.flush_page(address):
+            self.flush_tlb()
+
+    @cached_property
+    def _tlb(self) -> SoftTlb:
+        return SoftTlb(ctypes.addressof(self._state))
 
     def save_context(self, into=None):
         """The whole CPU state (registers, segment caches, control registers), into

@@ -1,0 +1,102 @@
+"""machine/tlb.py: the start-up check of QEMU's TLB layout, and a large page's
+fallback to the whole flush, on a bare Unicorn with paging on. (The per-page flush
+itself, on data and code pages, in the kernel's and the user's mmu index, 2-level,
+PAE and 4-level, is proved with PV guests: tests/hv/test_tlb.py.)"""
+
+import ctypes
+import struct
+
+import pytest
+from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, UC_PROT_ALL, Uc
+from unicorn import x86_const as X
+
+from pvtool.machine import tlb
+from pvtool.machine.context import EmulatorLayoutError
+from pvtool.machine.cpu import EAX, EBX, Cpu
+
+RAM = 16 << 20
+CODE = 0x1000
+DIRECTORY, TABLE = 0x10000, 0x11000
+P, RW, US, PS = 1, 2, 4, 0x80
+SMALL = 0x200000  # a 4 KiB page of the first 4 MiB, identity-mapped by TABLE
+SMALL_NEW_FRAME = 0x300000
+LARGE = 0x405000  # inside the 4 MiB page at 4 MiB
+LARGE_NEW_FRAME = 0x800000
+OLD, NEW = 0x01D01D01, 0x0E70E70E
+
+
+@pytest.mark.parametrize("name, wrong", [
+    ("TLB_FAST", -0x50), ("TLB_FAST", -0x30), ("TLB_DESCS", -0x868), ("DESC_SIZE", 0x2B0),
+    ("JUMP_CACHE", -0x8910), ("TLB_COMMON", -0x888), ("ENTRY_BITS", 5)])
+def test_the_start_up_check_refuses_a_layout_it_does_not_recognise(monkeypatch, name, wrong):
+    monkeypatch.setattr(tlb, name, wrong)
+    tlb.check_layout.cache_clear()
+    try:
+        with pytest.raises(EmulatorLayoutError, match="TLB is not where"):
+            tlb.check_layout()
+    finally:
+        monkeypatch.undo()
+        tlb.check_layout.cache_clear()
+    tlb.check_layout()  # the right layout passes again
+
+
+def paged_cpu(text: bytes) -> tuple[Cpu, ctypes.Array]:
+    """A CPU at ring 0 with 2-level paging and PSE, running TEXT at CODE: the first
+    4 MiB mapped by 4 KiB pages, the next 4 MiB by one large page, both identity."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    ram = ctypes.create_string_buffer(RAM)
+    uc.mem_map_ptr(0, RAM, UC_PROT_ALL, ctypes.addressof(ram))
+    entries = struct.pack("<1024I", *(page << 12 | P | RW | US for page in range(1024)))
+    uc.mem_write(TABLE, entries)
+    uc.mem_write(DIRECTORY, struct.pack("<2I", TABLE | P | RW | US, 0x400000 | P | RW | US | PS))
+    uc.mem_write(CODE, text)
+    for address, frame in ((SMALL, OLD), (SMALL_NEW_FRAME, NEW), (LARGE, OLD),
+                           (LARGE_NEW_FRAME + LARGE % 0x400000, NEW)):
+        uc.mem_write(address, struct.pack("<I", frame))
+    uc.reg_write(X.UC_X86_REG_CR3, DIRECTORY)
+    uc.reg_write(X.UC_X86_REG_CR4, 0x10)  # PSE
+    uc.reg_write(X.UC_X86_REG_CR0, 0x80000011)  # PG, ET, PE
+    return Cpu(uc), ram
+
+
+def load(address: int, register: str) -> bytes:
+    """mov REGISTER, [ADDRESS]."""
+    opcode = {"eax": b"\xa1", "ebx": b"\x8b\x1d"}[register]
+    return opcode + struct.pack("<I", address)
+
+
+def remap_then_flush(read_large_first: bool) -> tuple[int, int]:
+    """Read the small page (and the large one if READ_LARGE_FIRST), remap both onto
+    new frames in the page tables, flush only the large page's 4 KiB page from a hook,
+    and read both again: what the CPU then sees in the large and the small page."""
+    text = ((load(LARGE, "eax") if read_large_first else b"") + load(SMALL, "ebx")
+            + b"\xcd\x80" + load(LARGE, "eax") + load(SMALL, "ebx") + b"\xcd\x80")
+    cpu, _ram = paged_cpu(text)
+    seen = []
+
+    def hook(uc, intno, _data):
+        if not seen:
+            uc.mem_write(TABLE + (SMALL >> 12) * 4, struct.pack("<I", SMALL_NEW_FRAME | P | RW))
+            uc.mem_write(DIRECTORY + 4, struct.pack("<I", LARGE_NEW_FRAME | P | RW | PS))
+            cpu.flush_tlb_page(LARGE)
+            seen.append(None)
+        else:
+            seen[:] = [cpu.read(EAX), cpu.read(EBX)]
+            uc.emu_stop()
+
+    cpu.uc.hook_add(UC_HOOK_INTR, hook)
+    cpu.uc.emu_start(CODE, CODE + len(text))
+    return seen[0], seen[1]
+
+
+def test_a_cached_large_page_makes_a_page_flush_in_it_a_whole_flush():
+    """QEMU keeps one range of large pages per mmu index and drops the whole index
+    for a page in it (tlb_flush_page_locked): so does flush_page. The small page,
+    not flushed itself, shows its new frame too."""
+    assert remap_then_flush(read_large_first=True) == (NEW, NEW)
+
+
+def test_with_no_large_page_cached_only_that_page_is_flushed():
+    """The same flush with no large page cached: the small page keeps its stale
+    translation, as on hardware."""
+    assert remap_then_flush(read_large_first=False) == (NEW, OLD)
