@@ -178,20 +178,26 @@ class Pv64Supervisor(PvSupervisor):
                 and self.emulator.emulate_privileged(ip):
             self.exits[Exit.EMULATED] += 1
             return None
-        error_code, address = event.error_code, None
-        if vector == Vector.PF:
+        error_code = (event.error_code or 0) if vector in EXCEPTIONS_WITH_ERROR_CODE_64 \
+            else None
+        self.exits[Exit.EXCEPTION] += 1
+        return self._exception(vector, error_code, interrupted_at(self.cpu, ip))
+
+    def on_page_fault(self, ip: int, error_code: int) -> None:
+        """PvSupervisor.on_page_fault by the 64-bit ABI: a kernel store into an L1 is
+        emulated, any other #PF bounced with the guest's error code, CR2 in vcpu_info."""
+        try:
             address = self.cpu.read(CR2)
-            error_code = self._guest_error_code(error_code or 0)
+            error_code = self._guest_error_code(error_code)
             if self._store_into_page_table(address, error_code):
-                return None
+                return
             self.domain.memory.write_phys(self.domain.vcpu.info + VCPU_CR2_64,
                                           struct.pack("<Q", address))
-        elif vector in EXCEPTIONS_WITH_ERROR_CODE_64:
-            error_code = error_code or 0
-        else:
-            error_code = None
-        self.exits[Exit.EXCEPTION] += 1
-        return self._exception(vector, error_code, interrupted_at(self.cpu, ip), address)
+            self.exits[Exit.EXCEPTION] += 1
+            resume_at(self.cpu, self._exception(Vector.PF, error_code,
+                                                interrupted_at(self.cpu, ip), address))
+        except DomainCrash as crash:
+            self.domain.crash(crash.reason, crash.address)
 
     def _guest_error_code(self, error_code: int) -> int:
         """A #PF's error code as the guest sees it: its U bit says whether the guest
