@@ -20,6 +20,8 @@ from capstone.x86_const import X86_OP_IMM, X86_OP_MEM
 
 from pvtool.hv.domain import Domain
 from pvtool.hv.errors import DomainCrash, HypercallError
+from pvtool.hv.frames import PageType, page_type
+from pvtool.hv.pagetables import PageTables
 from pvtool.machine.cpu import EIP, GPRS64_BY_NAME, GPRS_BY_NAME, RIP
 from pvtool.machine.memory import GuestMemory, PageFault
 from pvtool.x86 import paging
@@ -70,13 +72,12 @@ def handle_write_fault(dom: Domain, address: int, error_code: int) -> bool:
 
 
 def _emulate_store(dom: Domain, paddr: int) -> None:
-    vcpu = dom.vcpu
-    bits = vcpu.bits
-    eip = vcpu.get(IP_REGISTER[bits])
+    cpu = dom.machine.cpu
+    eip, bits = cpu.ip, cpu.bits
     store = _store_at(dom.memory, eip, bits)
     size = store.size
     value = store.immediate if store.register is None \
-        else vcpu.get(store.register) & ((1 << 8 * size) - 1)
+        else cpu.read(store.register) & ((1 << 8 * size) - 1)
     tables = dom.pagetables
     offset = paddr & (tables.entry_size - 1)
     if offset + size > tables.entry_size:
@@ -84,13 +85,26 @@ def _emulate_store(dom: Domain, paddr: int) -> None:
                           "page-table entries")
     entry_addr = paddr - offset
     mask = ((1 << (8 * size)) - 1) << (8 * offset)
-    old = tables.read_entry(entry_addr)
     try:
-        tables.write_entry(entry_addr, old & ~mask | (value << (8 * offset)) & mask, old)
+        if page_type(dom.frames.type_info(paddr >> PAGE_SHIFT)) == PageType.L1:
+            _store_into_l1(tables, entry_addr, mask, value << (8 * offset))
+        else:
+            old = tables.read_entry(entry_addr)
+            tables.write_entry(entry_addr, old & ~mask | (value << (8 * offset)) & mask, old)
     except HypercallError as refusal:
         raise DomainCrash(f"{_text(store.code, eip, bits)} at {eip:#x} writes an invalid "
                           f"page-table entry: {refusal.why}") from None
-    vcpu.set(IP_REGISTER[bits], eip + len(store.code))
+    cpu.write(IP_REGISTER[bits], eip + len(store.code))
+
+
+def _store_into_l1(tables: PageTables, entry_addr: int, mask: int, value: int) -> None:
+    """The hot path: VALUE's bits under MASK stored into the L1 entry at ENTRY_ADDR,
+    read once, validated as mmu_update's, written, with no TLB flush (the kernel's
+    invlpg follows, as on the bare machine: PageTables.write_entry)."""
+    validator = tables.validator
+    old = validator.read_entry(entry_addr)
+    validator.store_l1e(entry_addr, old & ~mask | value & mask, old,
+                        downgrade=tables.rules.downgrade)
 
 
 class Store(NamedTuple):

@@ -449,6 +449,15 @@ class Validator:
                 value = self._get_entry(mfn, level, index, value, downgrade, whole=False)
             self.write_entry(address, value, old)
 
+    def store_l1e(self, address: int, value: int, old: int, *, downgrade: bool) -> None:
+        """A kernel's store of VALUE into the L1 entry at ADDRESS, which holds OLD
+        (writable page tables, hv/ptwr.py): update_entry with what a page table in
+        use already settles (its level, its slot) left out."""
+        mfn = address >> PAGE_SHIFT
+        index = (address & (paging.PAGE_SIZE - 1)) // self.entry_size
+        if self.frames.in_transaction or not self._update_l1e(mfn, index, address, old, value):
+            self.update_entry(mfn, index, value, downgrade=downgrade, old=old)
+
     def _update_l1e(self, mfn: int, index: int, address: int, old: int, value: int) -> bool:
         """update_entry for an L1 entry with no journal, as Xen's mod_l1_entry
         (xen/arch/x86/mm.c) needs none: every check that can refuse VALUE comes before
