@@ -480,16 +480,14 @@ class Validator:
             frame = (value & self._address[1]) >> PAGE_SHIFT
             if not self.frames.may_map(self.domid, frame):
                 raise refuse(f"frame {frame:#x} is not the domain's")
-            info = self.frames.type_info(frame)
-            if value & paging.RW and is_table(info):
+            writable = value & paging.RW
+            if writable and is_table(self.frames.type_info(frame)):
                 return False
-            self.frames.get_page(frame)
-            if value & paging.RW:
-                self.frames.set_type_info(frame, (info or PageType.WRITABLE) + ONE)
-                self.frames.add_writable_at(frame, address)
+            self.frames.get_l1_references(frame, address, writable)
         self._write_l1e(address, value)
         if old & paging.P:
-            self._put_entry(mfn, 1, index, old)
+            self.frames.put_l1_references((old & self._address[1]) >> PAGE_SHIFT, address,
+                                          old & paging.RW)
         return True
 
     def _write_l1e(self, address: int, value: int) -> None:
