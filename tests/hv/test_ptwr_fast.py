@@ -25,26 +25,19 @@ PAGE = 4096
 P_RW, PCD = 0x03, 0x10
 SCRATCH_FRAMES = 6
 
-STORES32 = """
+# The stores each test makes, of a width's entry size (HALF: half an entry).
+STORES = """
 store:
-    mov dword ptr [ebx], eax
+    mov {size} ptr [{base}], {source}
 store_word:
-    mov word ptr [ebx], ax
+    mov word ptr [{base}], ax
 store_across:
-    mov dword ptr [ebx + 2], eax
+    mov {size} ptr [{base} + {half}], {source}
 store_add:
-    add dword ptr [ebx], eax
+    add {size} ptr [{base}], {source}
 """
-STORES64 = """
-store:
-    mov qword ptr [rbx], rax
-store_word:
-    mov word ptr [rbx], ax
-store_across:
-    mov qword ptr [rbx + 4], rax
-store_add:
-    add qword ptr [rbx], rax
-"""
+STORES32 = STORES.format(size="dword", base="ebx", source="eax", half=2)
+STORES64 = STORES.format(size="qword", base="rbx", source="rax", half=4)
 # `mov [ebx], ecx` / `mov [rbx], rcx`: what a test rewrites the store at `store` into,
 # the same length as the original.
 STORE_FROM_ECX = {32: bytes.fromhex("890b"), 64: bytes.fromhex("48890b")}

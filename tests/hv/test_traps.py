@@ -242,6 +242,22 @@ after_int:
     assert fault["eip"] == booted.guest["int_insn"]
 
 
+def test_int_14_is_a_software_interrupt_not_a_page_fault(trap):
+    """`int 14` raises vector 14 as a #PF does, but no fault: the machine's direct #PF
+    path (on_page_fault) leaves it to the software-interrupt rules, and the trap
+    table's DPL-0 gate makes it #GP(14 * 8 + 2) at the instruction, CR2 untouched."""
+    booted = trap(r"""
+    mov dword ptr [resume], offset after_int
+int_insn:
+    int 14
+after_int:
+""")
+    (fault,) = records(booted)
+    assert (fault["vector"], fault["error"]) == (13, 14 * 8 + 2)
+    assert fault["eip"] == booted.guest["int_insn"]
+    assert booted.machine.exits["ptwr"] == 0
+
+
 def test_an_int3_the_trap_table_forbids_is_a_gp_at_the_one_byte_instruction(run_guest):
     """int3 (0xCC) is one byte: the #GP it raises when its trap_info DPL is below the
     caller's ring points at it, not a byte before it."""
