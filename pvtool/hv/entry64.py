@@ -37,7 +37,7 @@ from pvtool.hv.vcpu64 import Callback64, Vcpu64
 from pvtool.machine.cpu import CR2
 from pvtool.machine.exits import Exit
 from pvtool.machine.fast_call import FastCall, FastCallKind
-from pvtool.machine.interruption import Interruption
+from pvtool.machine.interruption import Interruption, Kind
 from pvtool.x86.paging import PF_U
 from pvtool.x86.registers import EFLAGS_DF, EFLAGS_IF
 from pvtool.x86.vectors import Vector, idt_error_code, vector_name
@@ -148,6 +148,11 @@ class Pv64Supervisor(PvSupervisor):
         except DomainCrash as crash:
             self.domain.crash(crash.reason, crash.address)
 
+    def on_page_fault(self, ip: int, error_code: int) -> None:
+        """PvSupervisor.on_page_fault by the 64-bit ABI: through _fault, which gives
+        the #PF the error code the guest's mode says and bounces what ptwr leaves."""
+        self.on_interruption(Interruption(Vector.PF, Kind.EXCEPTION, ip, error_code))
+
     def _software_interrupt64(self, event: Interruption) -> int | None:
         """int3 and into go to their handlers; int $0x80 to its handler if it has one
         (entry_int80's direct trap); any other `int n` only if its DPL allows the
@@ -178,26 +183,20 @@ class Pv64Supervisor(PvSupervisor):
                 and self.emulator.emulate_privileged(ip):
             self.exits[Exit.EMULATED] += 1
             return None
-        error_code = (event.error_code or 0) if vector in EXCEPTIONS_WITH_ERROR_CODE_64 \
-            else None
-        self.exits[Exit.EXCEPTION] += 1
-        return self._exception(vector, error_code, interrupted_at(self.cpu, ip))
-
-    def on_page_fault(self, ip: int, error_code: int) -> None:
-        """PvSupervisor.on_page_fault by the 64-bit ABI: a kernel store into an L1 is
-        emulated, any other #PF bounced with the guest's error code, CR2 in vcpu_info."""
-        try:
+        error_code, address = event.error_code, None
+        if vector == Vector.PF:
             address = self.cpu.read(CR2)
-            error_code = self._guest_error_code(error_code)
+            error_code = self._guest_error_code(error_code or 0)
             if self._store_into_page_table(address, error_code):
-                return
+                return None
             self.domain.memory.write_phys(self.domain.vcpu.info + VCPU_CR2_64,
                                           struct.pack("<Q", address))
-            self.exits[Exit.EXCEPTION] += 1
-            resume_at(self.cpu, self._exception(Vector.PF, error_code,
-                                                interrupted_at(self.cpu, ip), address))
-        except DomainCrash as crash:
-            self.domain.crash(crash.reason, crash.address)
+        elif vector in EXCEPTIONS_WITH_ERROR_CODE_64:
+            error_code = error_code or 0
+        else:
+            error_code = None
+        self.exits[Exit.EXCEPTION] += 1
+        return self._exception(vector, error_code, interrupted_at(self.cpu, ip), address)
 
     def _guest_error_code(self, error_code: int) -> int:
         """A #PF's error code as the guest sees it: its U bit says whether the guest
