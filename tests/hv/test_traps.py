@@ -228,32 +228,20 @@ after_store:
     assert booted.memory.read_u32(target) == booted.u32("value_seen") != 0xFEE1DEAD
 
 
-def test_int_n_not_allowed_from_ring_1_is_a_gp_naming_the_vector(trap):
+@pytest.mark.parametrize("vector", [0x81, 14], ids=["no-entry", "page-fault-vector"])
+def test_int_n_not_allowed_from_ring_1_is_a_gp_naming_the_vector(trap, vector):
     """A vector without a trap_info entry (or with DPL 0) raised by `int n`:
-    #GP(vector * 8 + 2), EIP on the int instruction (SDM "INT n", XEN-ABI.md)."""
-    booted = trap(r"""
+    #GP(vector * 8 + 2), EIP on the int instruction (SDM "INT n", XEN-ABI.md).
+    `int 14` raises the #PF's vector but is no fault: the machine's direct #PF path
+    (on_page_fault) leaves it to these rules, and ptwr never sees it."""
+    booted = trap(rf"""
     mov dword ptr [resume], offset after_int
 int_insn:
-    int 0x81
+    int {vector:#x}
 after_int:
 """)
     (fault,) = records(booted)
-    assert (fault["vector"], fault["error"]) == (13, 0x81 * 8 + 2)
-    assert fault["eip"] == booted.guest["int_insn"]
-
-
-def test_int_14_is_a_software_interrupt_not_a_page_fault(trap):
-    """`int 14` raises vector 14 as a #PF does, but no fault: the machine's direct #PF
-    path (on_page_fault) leaves it to the software-interrupt rules, and the trap
-    table's DPL-0 gate makes it #GP(14 * 8 + 2) at the instruction, CR2 untouched."""
-    booted = trap(r"""
-    mov dword ptr [resume], offset after_int
-int_insn:
-    int 14
-after_int:
-""")
-    (fault,) = records(booted)
-    assert (fault["vector"], fault["error"]) == (13, 14 * 8 + 2)
+    assert (fault["vector"], fault["error"]) == (13, vector * 8 + 2)
     assert fault["eip"] == booted.guest["int_insn"]
     assert booted.machine.exits["ptwr"] == 0
 
