@@ -26,7 +26,7 @@ from pvtool.machine.cpu import EIP, GPRS64_BY_NAME, GPRS_BY_NAME, RIP
 from pvtool.machine.memory import GuestMemory, PageFault
 from pvtool.x86 import paging
 from pvtool.x86.isa import MAX_INSN_SIZE, decode_one
-from pvtool.x86.paging import PAGE_SHIFT
+from pvtool.x86.paging import PAGE_SHIFT, PAGE_SIZE
 
 PF_PRESENT, PF_WRITE, PF_USER = paging.PF_P, paging.PF_W, paging.PF_U
 IP_REGISTER = {32: EIP, 64: RIP}
@@ -129,11 +129,20 @@ def _store_at(memory: GuestMemory, eip: int, bits: int) -> Store:
     store = _stores.get((bits, eip))
     if store is not None and memory.read_virt(eip, len(store.code)) == store.code:
         return store
-    store = _decode_store(memory.read_virt(eip, MAX_INSN_SIZE), eip, bits)
+    store = _decode_store(_code_at(memory, eip), eip, bits)
     if len(_stores) >= MAX_STORES:
         _stores.clear()
     _stores[bits, eip] = store
     return store
+
+
+def _code_at(memory: GuestMemory, eip: int) -> bytes:
+    """The longest instruction's worth of bytes at EIP, or up to the end of its page
+    where the next page is not mapped (a store in a page's last bytes)."""
+    try:
+        return memory.read_virt(eip, MAX_INSN_SIZE)
+    except PageFault:
+        return memory.read_virt(eip, PAGE_SIZE - (eip & (PAGE_SIZE - 1)))
 
 
 def _decode_store(code: bytes, eip: int, bits: int) -> Store:

@@ -212,6 +212,23 @@ def test_code_rewritten_under_a_cached_decode_is_decoded_again(world):
     assert world.entry(address) == world.frame(2) | 0x63 | world.width.kernel_flags
 
 
+def test_a_store_in_a_pages_last_bytes_before_an_unmapped_page_is_emulated(world):
+    """The decoder reads at most to the end of the store's page when the next one is
+    not mapped: the store is copied into scratch frame 3's last bytes, frame 4 is
+    unmapped, and the store from there is emulated like any other."""
+    dom, width = world.dom, world.width
+    code = STORE_FROM_ECX[width.bits][:-1] + b"\x03"  # mov [ebx], eax / mov [rbx], rax
+    site = world.frame(4) - len(code)
+    dom.memory.write_phys(site, code)
+    world.store("store", world.l1e(4), 0)
+    dom.cpu.write(width.ip, site + width.virt_base)
+    dom.cpu.write(width.base, world.l1e(0) + width.virt_base)
+    dom.cpu.write(width.source, world.frame(1) | 0x63)
+    assert handle_write_fault(world.domain, world.l1e(0) + width.virt_base, PF_P | PF_W)
+    assert world.entry(world.l1e(0)) == world.frame(1) | 0x63 | width.kernel_flags
+    assert dom.cpu.read(width.ip) == world.frame(4) + width.virt_base
+
+
 # -- counts: the fast path against the journaled path and mmu_update --------------------
 def random_values(world: World, seed: int, count: int) -> list[tuple[int, int]]:
     """COUNT (scratch entry, value) pairs: frames mapped writable, read-only, with
