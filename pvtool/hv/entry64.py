@@ -37,7 +37,7 @@ from pvtool.hv.vcpu64 import Callback64, Vcpu64
 from pvtool.machine.cpu import CR2
 from pvtool.machine.exits import Exit
 from pvtool.machine.fast_call import FastCall, FastCallKind
-from pvtool.machine.interruption import Interruption
+from pvtool.machine.interruption import Interruption, Kind
 from pvtool.x86.paging import PF_U
 from pvtool.x86.registers import EFLAGS_DF, EFLAGS_IF
 from pvtool.x86.vectors import Vector, idt_error_code, vector_name
@@ -147,6 +147,11 @@ class Pv64Supervisor(PvSupervisor):
                 resume_at(self.cpu, handler)
         except DomainCrash as crash:
             self.domain.crash(crash.reason, crash.address)
+
+    def on_page_fault(self, ip: int, error_code: int) -> None:
+        """PvSupervisor.on_page_fault by the 64-bit ABI: through _fault, which gives
+        the #PF the error code the guest's mode says and bounces what ptwr leaves."""
+        self.on_interruption(Interruption(Vector.PF, Kind.EXCEPTION, ip, error_code))
 
     def _software_interrupt64(self, event: Interruption) -> int | None:
         """int3 and into go to their handlers; int $0x80 to its handler if it has one

@@ -55,6 +55,7 @@ COUNT_SHIFT = 8
 ONE = 1 << COUNT_SHIFT  # one type reference
 
 _MISSING = object()
+_WRITABLE = int(PageType.WRITABLE)  # read on every L1 update: a global's lookup is cheaper
 
 
 def page_type(info: int) -> int:
@@ -151,6 +152,38 @@ class FrameTable:
         """(mfn, level) of every frame typed as a page table."""
         return ((mfn, page_type(info)) for mfn, info in self._type_info.items()
                 if is_table(info))
+
+    # -- an L1 entry's references, in place -------------------------------------------
+    # Xen's get_page_from_l1e and put_page_from_l1e, one call each, for the L1 update
+    # that needs no journal (Validator._update_l1e): never inside a transaction.
+    def get_l1_references(self, mfn: int, entry: int, writable: bool) -> None:
+        """A general reference on MFN for the L1 entry at ENTRY and, if WRITABLE, a
+        writable type reference (MFN is no page table: the caller checked)."""
+        assert self._journal is None
+        counts = self._count_info
+        counts[mfn] = counts.get(mfn, 0) + 1
+        if writable:
+            types = self._type_info
+            types[mfn] = (types.get(mfn) or _WRITABLE) + ONE
+            self.add_writable_at(mfn, entry)
+
+    def put_l1_references(self, mfn: int, entry: int, writable: bool) -> None:
+        """Drop what get_l1_references took; a writable type at no count is no type."""
+        assert self._journal is None
+        counts = self._count_info
+        count = counts[mfn]
+        if count > 1:
+            counts[mfn] = count - 1
+        else:
+            del counts[mfn]
+        if writable:
+            types = self._type_info
+            info = types[mfn] - ONE
+            if info == _WRITABLE:
+                del types[mfn]
+            else:
+                types[mfn] = info
+            self.drop_writable_at(mfn, entry)
 
     # -- links between tables ------------------------------------------------------
     def holders(self, mfn: int) -> dict[int, int]:

@@ -14,17 +14,19 @@ caller passes the error code as Xen rewrites it for the guest's mode (U clear in
 kernel mode).
 """
 
-import functools
+from typing import NamedTuple
 
 from capstone.x86_const import X86_OP_IMM, X86_OP_MEM
 
 from pvtool.hv.domain import Domain
 from pvtool.hv.errors import DomainCrash, HypercallError
+from pvtool.hv.frames import PageType, page_type
+from pvtool.hv.pagetables import PageTables
 from pvtool.machine.cpu import EIP, GPRS64_BY_NAME, GPRS_BY_NAME, RIP
-from pvtool.machine.memory import PageFault
+from pvtool.machine.memory import GuestMemory, PageFault
 from pvtool.x86 import paging
 from pvtool.x86.isa import MAX_INSN_SIZE, decode_one
-from pvtool.x86.paging import PAGE_SHIFT
+from pvtool.x86.paging import PAGE_SHIFT, PAGE_SIZE
 
 PF_PRESENT, PF_WRITE, PF_USER = paging.PF_P, paging.PF_W, paging.PF_U
 IP_REGISTER = {32: EIP, 64: RIP}
@@ -70,45 +72,94 @@ def handle_write_fault(dom: Domain, address: int, error_code: int) -> bool:
 
 
 def _emulate_store(dom: Domain, paddr: int) -> None:
-    vcpu = dom.vcpu
-    bits = vcpu.bits
-    eip = vcpu.get(IP_REGISTER[bits])
-    code = dom.memory.read_virt(eip, MAX_INSN_SIZE)
-    size, immediate, register, length = _store_shape(code, eip, bits)
-    value = immediate if register is None else vcpu.get(register) & ((1 << 8 * size) - 1)
+    cpu = dom.machine.cpu
+    eip, bits = cpu.ip, cpu.bits
+    store = _store_at(dom.memory, eip, bits)
+    size = store.size
+    value = store.immediate if store.register is None \
+        else cpu.read(store.register) & ((1 << 8 * size) - 1)
     tables = dom.pagetables
-    entry_addr = paddr & ~(tables.entry_size - 1)
-    offset = paddr - entry_addr
+    offset = paddr & (tables.entry_size - 1)
     if offset + size > tables.entry_size:
-        raise DomainCrash(f"{_text(code, eip, bits)} at {eip:#x} writes across two "
+        raise DomainCrash(f"{_text(store.code, eip, bits)} at {eip:#x} writes across two "
                           "page-table entries")
+    entry_addr = paddr - offset
     mask = ((1 << (8 * size)) - 1) << (8 * offset)
-    old = tables.read_entry(entry_addr)
     try:
-        tables.write_entry(entry_addr, old & ~mask | (value << (8 * offset)) & mask, old)
+        if page_type(dom.frames.type_info(paddr >> PAGE_SHIFT)) == PageType.L1:
+            _store_into_l1(tables, entry_addr, mask, value << (8 * offset))
+        else:
+            old = tables.read_entry(entry_addr)
+            tables.write_entry(entry_addr, old & ~mask | (value << (8 * offset)) & mask, old)
     except HypercallError as refusal:
-        raise DomainCrash(f"{_text(code, eip, bits)} at {eip:#x} writes an invalid "
+        raise DomainCrash(f"{_text(store.code, eip, bits)} at {eip:#x} writes an invalid "
                           f"page-table entry: {refusal.why}") from None
-    vcpu.set(IP_REGISTER[bits], eip + length)
+    cpu.write(IP_REGISTER[bits], eip + len(store.code))
 
 
-@functools.lru_cache(maxsize=256)
-def _store_shape(code: bytes, eip: int, bits: int) -> tuple[int, int | None, int | None, int]:
-    """(size, immediate or None, source register or None, length) of the store
-    CODE at EIP holds: a `mov [mem], reg/imm`, the shape compilers give a PTE store.
-    Cached: a kernel updates its page tables from a handful of instructions."""
+def _store_into_l1(tables: PageTables, entry_addr: int, mask: int, value: int) -> None:
+    """The hot path: VALUE's bits under MASK stored into the L1 entry at ENTRY_ADDR,
+    read once, validated as mmu_update's, written, with no TLB flush (the kernel's
+    invlpg follows, as on the bare machine: PageTables.write_entry)."""
+    validator = tables.validator
+    old = validator.read_entry(entry_addr)
+    validator.store_l1e(entry_addr, old & ~mask | value & mask, old,
+                        downgrade=tables.rules.downgrade)
+
+
+class Store(NamedTuple):
+    """A decoded `mov [mem], reg/imm`, the shape compilers give a PTE store."""
+
+    code: bytes  # the instruction's bytes, compared with memory before each reuse
+    size: int  # bytes stored
+    immediate: int | None
+    register: int | None  # the source register, when not an immediate
+
+
+# (bits, EIP) -> the store decoded there: a kernel updates its page tables from a
+# handful of instructions. Kept for any domain: a reuse checks the bytes first.
+_stores: dict[tuple[int, int], Store] = {}
+MAX_STORES = 256
+
+
+def _store_at(memory: GuestMemory, eip: int, bits: int) -> Store:
+    """The store at EIP, decoded once per address. A kernel may rewrite its code, so
+    the cached decode is used only while memory still holds its bytes: x86 decodes an
+    instruction from its own bytes alone, so no other byte need be compared."""
+    store = _stores.get((bits, eip))
+    if store is not None and memory.read_virt(eip, len(store.code)) == store.code:
+        return store
+    store = _decode_store(_code_at(memory, eip), eip, bits)
+    if len(_stores) >= MAX_STORES:
+        _stores.clear()
+    _stores[bits, eip] = store
+    return store
+
+
+def _code_at(memory: GuestMemory, eip: int) -> bytes:
+    """The longest instruction's worth of bytes at EIP, or up to the end of its page
+    where the next page is not mapped (a store in a page's last bytes)."""
+    try:
+        return memory.read_virt(eip, MAX_INSN_SIZE)
+    except PageFault:
+        return memory.read_virt(eip, PAGE_SIZE - (eip & (PAGE_SIZE - 1)))
+
+
+def _decode_store(code: bytes, eip: int, bits: int) -> Store:
+    """The store CODE at EIP holds, or DomainCrash for any other instruction."""
     insn = decode_one(code, eip, bits)
     if insn is None or insn.mnemonic != "mov" or len(insn.operands) != 2:
         raise DomainCrash(f"cannot emulate a write into a page table: {_describe(insn)}")
     dst, src = insn.operands
     if dst.type != X86_OP_MEM or dst.size not in STORE_SIZES[bits]:
         raise DomainCrash(f"cannot emulate a write into a page table: {_describe(insn)}")
+    code = code[:insn.size]
     if src.type == X86_OP_IMM:
-        return dst.size, src.imm & (1 << 8 * dst.size) - 1, None, insn.size
+        return Store(code, dst.size, src.imm & (1 << 8 * dst.size) - 1, None)
     register = SOURCE_REGISTERS[bits].get(insn.reg_name(src.reg))
     if register is None:
         raise DomainCrash(f"cannot emulate a write into a page table: {_describe(insn)}")
-    return dst.size, None, register, insn.size
+    return Store(code, dst.size, None, register)
 
 
 def _text(code: bytes, eip: int, bits: int) -> str:

@@ -31,6 +31,7 @@ from pvtool.x86.vectors import Vector
 
 # Read on every hypercall: an enum member's lookup costs more than a global's.
 HYPERCALL_EXIT = Exit.HYPERCALL
+PTWR_EXIT = Exit.PTWR
 EVENT_CALLBACK = int(CallbackType.event)
 
 
@@ -38,11 +39,16 @@ def take_page_fault(domain: Domain, event: Interruption, kernel: bool) -> bool:
     """A #PF the hypervisor takes for itself: a kernel store into its page tables
     (writable page tables, hv/ptwr.py). Otherwise False, its address in vcpu_info's
     CR2, for the guest's handler to read."""
+    return take_page_fault_at(domain, event.ip, event.error_code, kernel)
+
+
+def take_page_fault_at(domain: Domain, ip: int, error_code: int, kernel: bool) -> bool:
+    """take_page_fault for the #PF with ERROR_CODE at IP, with no Interruption made."""
     address = domain.machine.cpu.read(CR2)
-    if kernel and handle_write_fault(domain, address, event.error_code):
-        domain.machine.exits[Exit.PTWR] += 1
+    if kernel and handle_write_fault(domain, address, error_code):
+        domain.machine.exits[PTWR_EXIT] += 1
         return True
-    if kernel and _into_glue_alias(domain, address, event.ip):
+    if kernel and _into_glue_alias(domain, address, ip):
         domain.machine.exits[Exit.GLUE_ALIAS] += 1
         return True
     domain.set_cr2(address)
@@ -154,11 +160,20 @@ class PvSupervisor:
                 or kernel and vector == Vector.GP and self.emulator.emulate_privileged(ip):
             self.exits[Exit.EMULATED] += 1
             return
-        if vector == Vector.PF and take_page_fault(self.domain, event, kernel):
-            return
         if vector == Vector.DB:  # Unicorn's own #DB: EFLAGS.TF's single step
             self.domain.debug_registers.record_hits(DR6_SINGLE_STEP)
         self._bounce(event)
+
+    def on_page_fault(self, ip: int, error_code: int) -> None:
+        """A #PF at IP, straight from the hook (Machine._on_intr), the path of every
+        kernel store into its page tables: taken here (hv/ptwr.py) with no
+        Interruption made, as a hypercall is; any other #PF is bounced."""
+        try:
+            kernel = self.cpu.cpl == GUEST_KERNEL_RPL
+            if not take_page_fault_at(self.domain, ip, error_code, kernel):
+                self._bounce(Interruption(Vector.PF, Kind.EXCEPTION, ip, error_code))
+        except DomainCrash as crash:
+            self.domain.crash(crash.reason, crash.address)
 
     def raise_debug(self, ip: int) -> None:
         """A breakpoint fired (hv/breakpoints.py, DR6 already records it): #DB for

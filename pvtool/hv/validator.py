@@ -96,6 +96,8 @@ class Validator:
             self._forbidden[self.top] &= ~0xFFF
             self._forbidden[self.top] |= 0xFFF & ~rules.top_allowed_flags
         self._large = {n: paging.is_large(paging.PS, mode, n) for n in levels}
+        # The bits of an L1 entry its references depend on: the frame, P and RW.
+        self._l1_counted = self._address[1] | paging.P | paging.RW
         self._hypervisor_entries = rules.hypervisor_entries(glue)
 
     def _forbidden_bits(self, level: int) -> int:
@@ -447,32 +449,51 @@ class Validator:
                 value = self._get_entry(mfn, level, index, value, downgrade, whole=False)
             self.write_entry(address, value, old)
 
+    def store_l1e(self, address: int, value: int, old: int, *, downgrade: bool) -> None:
+        """A kernel's store of VALUE into the L1 entry at ADDRESS, which holds OLD
+        (writable page tables, hv/ptwr.py): update_entry with what a page table in
+        use already settles (its level, its slot) left out."""
+        mfn = address >> PAGE_SHIFT
+        index = (address & (paging.PAGE_SIZE - 1)) // self.entry_size
+        if self.frames.in_transaction or not self._update_l1e(mfn, index, address, old, value):
+            self.update_entry(mfn, index, value, downgrade=downgrade, old=old)
+
     def _update_l1e(self, mfn: int, index: int, address: int, old: int, value: int) -> bool:
-        """update_entry for an L1 entry with no journal, as Xen's mod_l1_entry needs
-        none: every check that can refuse VALUE comes before the first change, so a
-        refusal leaves no trace, and after it nothing can fail. False, having changed
-        nothing, when VALUE maps a page table writable: making way for it (a downgrade,
-        a devalidation) is the journaled path's."""
+        """update_entry for an L1 entry with no journal, as Xen's mod_l1_entry
+        (xen/arch/x86/mm.c) needs none: every check that can refuse VALUE comes before
+        the first change, so a refusal leaves no trace, and after it nothing can fail.
+        Xen's order: the new entry's references taken, the entry written, the old
+        one's dropped. False, having changed nothing, when VALUE maps a page table
+        writable: making way for it (a downgrade, a devalidation) is the journaled
+        path's."""
         if value & paging.P:
-            site = (1, mfn, index)
-            self._check_bits(site, value)
+            if value & self._forbidden[1]:
+                self._check_bits((1, mfn, index), value)
             if self.rules.adjust is not None:
                 value = self.rules.adjust(1, value)
+            # Xen's fast path for sufficiently similar mappings (mod_l1_entry's
+            # !l1e_has_changed): the same frame with the same P and RW holds the same
+            # references, so only the entry changes.
+            if old & paging.P and not (old ^ value) & self._l1_counted:
+                self._write_l1e(address, value)
+                return True
             frame = (value & self._address[1]) >> PAGE_SHIFT
             if not self.frames.may_map(self.domid, frame):
                 raise refuse(f"frame {frame:#x} is not the domain's")
-            if value & paging.RW and is_table(self.frames.type_info(frame)):
+            writable = value & paging.RW
+            if writable and is_table(self.frames.type_info(frame)):
                 return False
+            self.frames.get_l1_references(frame, address, writable)
+        self._write_l1e(address, value)
         if old & paging.P:
-            self._put_entry(mfn, 1, index, old)
-        if value & paging.P:
-            self.frames.get_page(frame)
-            if value & paging.RW:
-                self._get_writable(frame, address, False, None)
+            self.frames.put_l1_references((old & self._address[1]) >> PAGE_SHIFT, address,
+                                          old & paging.RW)
+        return True
+
+    def _write_l1e(self, address: int, value: int) -> None:
         self.downgraded.pop(address, None)
         self.memory.write_phys(address, self._entry.pack(value))
         self.memory.forget_translations_through(address)
-        return True
 
     def _check_slot(self, level: int, index: int, info: int) -> None:
         if index in self.hypervisor_slots(level, info):

@@ -123,6 +123,7 @@ MASTER_PIC_PORT, SLAVE_PIC_PORT, PIT_PORT, CMOS_PORT = 0x20, 0xA0, 0x40, 0x70
 PIT_IRQ, UART_IRQ, RTC_IRQ = 0, 4, 8
 RTC_EPOCH = 1066521600  # 2003-10-19 00:00 UTC (SOSP 2003): the RTC starts there, always
 UC_MODES = {32: UC_MODE_32, 64: UC_MODE_64}
+PAGE_FAULT = int(Vector.PF)  # compared on every exit: an int's compare is the cheapest
 
 # The registers in, out, ins and outs change, by width.
 PORT_IO_REGISTERS = {32: ("eax", "ecx", "esi", "edi"), 64: ("rax", "rcx", "rsi", "rdi")}
@@ -137,6 +138,10 @@ class Supervisor(Protocol):
     # any Interruption is made (a PV domain's hypercall vector: its hot path), and the
     # method that takes it. A supervisor without them gets every vector as an event.
     direct_vector: int | None
+    # Optional: the method that takes a #PF fault straight from the hook, its error
+    # code read and the fault acknowledged, before any Interruption is made (a PV
+    # domain's writable page tables: the hot path of a kernel's PTE store).
+    on_page_fault: Callable[[int, int], None]
     # Optional: True when every port reaches its device whatever the CPU's state (the
     # bare PC): the port hooks then skip port_allowed.
     all_ports_allowed: bool
@@ -202,6 +207,7 @@ class Machine:
         self.supervisor: Supervisor | None = None
         self._raw_hooks: list = []
         self._direct_vector = -1  # Supervisor.direct_vector: none until one is attached
+        self._on_page_fault: Callable[[int, int], None] | None = None  # attach's
         self._port_allowed: Callable[[int, int], bool] | None = None  # attach's
         self.port_exits = 0  # the port hooks' count, added to exits after each slice
         self._install_hooks()
@@ -213,6 +219,7 @@ class Machine:
         self.supervisor = supervisor
         direct = getattr(supervisor, "direct_vector", None)
         self._direct_vector = -1 if direct is None else direct
+        self._on_page_fault = getattr(supervisor, "on_page_fault", None)
         self._port_allowed = (None if getattr(supervisor, "all_ports_allowed", False)
                               else supervisor.port_allowed)
 
@@ -415,6 +422,10 @@ class Machine:
         try:
             if vector == self._direct_vector:
                 self.supervisor.on_direct_vector()
+                return
+            if vector == PAGE_FAULT and self._on_page_fault is not None \
+                    and not self.cpu.raised_by_instruction:  # not an `int 14`
+                self._on_page_fault(self.cpu.ip, self.cpu.ack_exception())
                 return
             self.supervisor.on_interruption(from_intr_hook(self.cpu, self.memory, vector))
         except BaseException as exc:  # never let Unicorn swallow a Python error
