@@ -37,7 +37,7 @@ from pvtool.hv.vcpu64 import Callback64, Vcpu64
 from pvtool.machine.cpu import CR2
 from pvtool.machine.exits import Exit
 from pvtool.machine.fast_call import FastCall, FastCallKind
-from pvtool.machine.interruption import Interruption, Kind
+from pvtool.machine.interruption import Interruption
 from pvtool.x86.paging import PF_U
 from pvtool.x86.registers import EFLAGS_DF, EFLAGS_IF
 from pvtool.x86.vectors import Vector, idt_error_code, vector_name
@@ -149,9 +149,14 @@ class Pv64Supervisor(PvSupervisor):
             self.domain.crash(crash.reason, crash.address)
 
     def on_page_fault(self, ip: int, error_code: int) -> None:
-        """PvSupervisor.on_page_fault by the 64-bit ABI: through _fault, which gives
-        the #PF the error code the guest's mode says and bounces what ptwr leaves."""
-        self.on_interruption(Interruption(Vector.PF, Kind.EXCEPTION, ip, error_code))
+        """PvSupervisor.on_page_fault by the 64-bit ABI: _page_fault, with no
+        Interruption made (the path of every PTE store)."""
+        try:
+            handler = self._page_fault(ip, error_code)
+            if handler is not None:
+                resume_at(self.cpu, handler)
+        except DomainCrash as crash:
+            self.domain.crash(crash.reason, crash.address)
 
     def _software_interrupt64(self, event: Interruption) -> int | None:
         """int3 and into go to their handlers; int $0x80 to its handler if it has one
@@ -179,7 +184,7 @@ class Pv64Supervisor(PvSupervisor):
     def _fault(self, event: Interruption) -> int | None:
         vector, ip = event.vector, event.ip
         if vector == Vector.PF:
-            return self._page_fault(event)
+            return self._page_fault(ip, event.error_code or 0)
         if vector == Vector.UD and self.emulator.forced_cpuid(ip) \
                 or vector == Vector.GP and self.state.kernel_mode \
                 and self.emulator.emulate_privileged(ip):
@@ -189,7 +194,7 @@ class Pv64Supervisor(PvSupervisor):
         self.exits[Exit.EXCEPTION] += 1
         return self._exception(vector, error_code, interrupted_at(self.cpu, ip))
 
-    def _page_fault(self, event: Interruption) -> int | None:
+    def _page_fault(self, ip: int, error_code: int) -> int | None:
         """A #PF. Its error code as the guest sees it has the U bit say whether the
         guest was in user mode, not the CPL, which is always 3 (pv/traps.c). A kernel
         store into a page table it maps read-only is emulated as Xen's writable page
@@ -200,15 +205,14 @@ class Pv64Supervisor(PvSupervisor):
         vcpu_info.arch.cr2 (8 bytes at 16 on 64-bit)."""
         address = self.cpu.read(CR2)
         kernel = self.domain.vcpu.long_mode.kernel_mode
-        error_code = (event.error_code or 0) & ~PF_U | (0 if kernel else PF_U)
+        error_code = error_code & ~PF_U | (0 if kernel else PF_U)
         if kernel and handle_write_fault(self.domain, address, error_code):
             self.exits[Exit.PTWR] += 1
             return None
         self.domain.memory.write_phys(self.domain.vcpu.info + VCPU_CR2_64,
                                       struct.pack("<Q", address))
         self.exits[Exit.EXCEPTION] += 1
-        return self._exception(Vector.PF, error_code, interrupted_at(self.cpu, event.ip),
-                               address)
+        return self._exception(Vector.PF, error_code, interrupted_at(self.cpu, ip), address)
 
     def _exception(self, vector: int, error_code: int | None, at: Interrupted,
                    address: int | None = None) -> int:
