@@ -2,20 +2,27 @@
 access through pvtool's own page walker (x86/paging.py), since Unicorn's accesses are
 physical once paging is on.
 
-Why reads are in place and writes are not: the RAM (and the hypervisor's own frames)
-are anonymous mappings of this process that Unicorn runs the guest on (mem_map_ptr),
-so the bytes there are the guest's, stored by the time any hook runs. A read through
-Unicorn (uc_mem_read: a call through ctypes, which releases and takes back the GIL,
-then Unicorn's region lookup and QEMU's address_space_read) costs about an empty hook
-for a handful of bytes; a slice of the mapping costs a Python operation. A write must
-still go through Unicorn: uc_mem_write tells QEMU that the page changed, which
-invalidates the code it translated from that page, where a store in place would leave
-the guest running its old instructions.
+Why reads are in place: the RAM (and the hypervisor's own frames) are anonymous
+mappings of this process that Unicorn runs the guest on (mem_map_ptr), so the bytes
+there are the guest's, every store of its made by the time a hook runs or a slice
+ends. A read through Unicorn (uc_mem_read: a call through ctypes, which releases and
+takes back the GIL, then Unicorn's region lookup and QEMU's address_space_read) costs
+about an empty hook for a handful of bytes, a slice of the mapping a Python operation.
+
+Why writes are not: uc_mem_write is the one way in that QEMU's memory layer sees (a
+device's range reaches its MMIO callback, a read-only region is honoured), and it is
+where a write would tell QEMU that translated code changed. Measured on unicorn 2.1.4
+(tests/machine/test_memory.py): it does not; neither uc_mem_write nor a store in place
+drops code already translated from the page, inside a slice or between slices, and
+only ctl_flush_tb (or ctl_remove_cache, by virtual address) does. A hypervisor that
+writes over code the guest already ran must drop the translations itself.
 """
 
 import ctypes
 import mmap
 import struct
+from collections.abc import Callable
+from functools import cached_property
 
 from unicorn import UC_PROT_ALL, Uc
 from unicorn.unicorn_py3.unicorn import uclib
@@ -50,6 +57,7 @@ class GuestMemory:
     def __init__(self, uc: Uc, cpu: Cpu):
         self.uc = uc
         self.cpu = cpu
+        self._address_mask = cpu.width.mask  # virtual addresses wrap there
         self._handle = uc._uch.value
         self._buffer = ctypes.create_string_buffer(PAGE_SIZE)  # most reads fit a page
         self._buffer_address = ctypes.addressof(self._buffer)
@@ -161,7 +169,7 @@ class GuestMemory:
         kept = self._translations
         if kept is None:
             return self._translate(vaddr, write, user)
-        key = (self.cpu.read(CR3), vaddr >> PAGE_SHIFT, write, user)
+        key = (self._cr3()[0], vaddr >> PAGE_SHIFT, write, user)
         page = kept.get(key)
         if page is None:
             mode = self.paging_mode()
@@ -173,6 +181,11 @@ class GuestMemory:
             page = kept[key] = where.paddr
             self._through.setdefault(where.pte_addr, []).append(key)
         return page | vaddr & (PAGE_SIZE - 1)
+
+    @cached_property
+    def _cr3(self) -> Callable[[], tuple[int]]:
+        """(CR3,), read in place: the key of every kept translation."""
+        return self.cpu.reader((CR3,))
 
     def _translate(self, vaddr: int, write: bool, user: bool) -> int:
         mode = self.paging_mode()
@@ -192,18 +205,18 @@ class GuestMemory:
                          pse=bool(self.cpu.read(CR4) & CR4_PSE))
 
     def read_virt(self, vaddr: int, size: int, *, user: bool = False) -> bytes:
-        vaddr &= self.cpu.width.mask
+        vaddr &= self._address_mask
         if 0 < size <= PAGE_SIZE - (vaddr & (PAGE_SIZE - 1)):  # within a page: most reads
             return self.read_phys(self.virt_to_phys(vaddr, user=user), size)
         out = bytearray()
-        for chunk_addr, chunk_size in _page_chunks(vaddr, size, self.cpu.width.mask):
+        for chunk_addr, chunk_size in _page_chunks(vaddr, size, self._address_mask):
             out += self.read_phys(self.virt_to_phys(chunk_addr, user=user), chunk_size)
         return bytes(out)
 
     def write_virt(self, vaddr: int, data: bytes, *, user: bool = False) -> None:
         # Translate every page first, so a fault leaves memory untouched.
         targets = [(self.virt_to_phys(a, write=True, user=user), n)
-                   for a, n in _page_chunks(vaddr, len(data), self.cpu.width.mask)]
+                   for a, n in _page_chunks(vaddr, len(data), self._address_mask)]
         pos = 0
         for paddr, n in targets:
             self.write_phys(paddr, data[pos:pos + n])
