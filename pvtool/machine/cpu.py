@@ -159,7 +159,7 @@ class Cpu:
                 for reg, (offset, code) in fields.items()}
 
     def reader(self, regs: tuple[int, ...]) -> Callable[[], tuple[int, ...]]:
-        """A function giving REGS (general-purpose registers and segment selectors) in
+        """A function giving REGS (general-purpose, control registers, selectors) in
         one unpack of the CPU's state in place, with no call into Unicorn
         (cpu_state.py). Only inside a hook or between slices, as every register access."""
         return register_reader(self._state, regs)

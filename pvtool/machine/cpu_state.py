@@ -7,11 +7,11 @@ Why: a hook's calls into Unicorn through ctypes cost about an empty hook apiece 
 releases and takes back the GIL), so a hypercall's one batched read and one write were
 three times an empty hook before any of pvtool's own Python ran. Inside a hook QEMU
 has every register stored in CPUX86State and reloads them after it, and for the
-general-purpose registers, EIP and the segment selectors uc_reg_read does nothing but
-load those fields, and for the general-purpose registers uc_reg_write nothing but
-store them; doing the same in place costs a Python attribute. Registers whose write
-does more (EIP, segment loads) or whose read does (EFLAGS, control registers) still
-go through Unicorn (machine/cpu.py).
+general-purpose registers, EIP, the segment selectors and CR0-CR4 uc_reg_read does
+nothing but load those fields, and for the general-purpose registers uc_reg_write
+nothing but store them; doing the same in place costs a Python attribute. Registers
+whose write does more (EIP, segment loads, control registers) or whose read does
+(EFLAGS) still go through Unicorn (machine/cpu.py).
 """
 
 import contextlib
@@ -19,8 +19,9 @@ import ctypes
 import os
 import random
 import struct
+from functools import cache
 
-from unicorn import Uc
+from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
 from unicorn import x86_const as X
 
 from pvtool.machine.context import (
@@ -50,14 +51,18 @@ FIELDS: dict[int, tuple[int, str]] = {
        for index, reg in enumerate(SELECTOR_ORDER)},
 }
 # EIP follows regs[] (CPUX86State's target_ulong eip), read in place like them; its
-# write goes through Unicorn, which must then leave the translated block. CR2, read
-# by every #PF, is cr[2], past segs[6] and the ldt, tr, gdt and idt caches; a write of
-# CR2 is a plain store too, but the others' are not, so writes stay Unicorn's.
+# write goes through Unicorn, which must then leave the translated block. The control
+# registers are cr[5], target_ulongs past segs[6] and the ldt, tr, gdt and idt caches:
+# uc_reg_read of CR0-CR4 is a plain load of cr[n] (CR2 is read by every #PF, CR3 by
+# every guest-virtual access, CR0 and CR4 by every page walk). Their writes stay
+# Unicorn's: CR0, CR3 and CR4 writes recompute QEMU's hidden flags and flush its TLB.
 IP_OFFSET = SLOT_SIZE * len(SLOT_ORDER_64)
-CR2_OFFSET = SEGMENTS - BLOB_HEADER + SEGMENT_SIZE * (len(SELECTOR_ORDER) + 4) + 2 * 8
-READABLE: dict[int, tuple[int, str]] = {**FIELDS, X.UC_X86_REG_EIP: (IP_OFFSET, "I"),
-                                        X.UC_X86_REG_RIP: (IP_OFFSET, "Q"),
-                                        X.UC_X86_REG_CR2: (CR2_OFFSET, "Q")}
+CR_OFFSET = SEGMENTS - BLOB_HEADER + SEGMENT_SIZE * (len(SELECTOR_ORDER) + 4)
+CONTROL_REGISTERS = (X.UC_X86_REG_CR0, X.UC_X86_REG_CR2, X.UC_X86_REG_CR3, X.UC_X86_REG_CR4)
+READABLE: dict[int, tuple[int, str]] = {
+    **FIELDS, X.UC_X86_REG_EIP: (IP_OFFSET, "I"), X.UC_X86_REG_RIP: (IP_OFFSET, "Q"),
+    **{reg: (CR_OFFSET + 8 * (reg - X.UC_X86_REG_CR0), "Q") for reg in CONTROL_REGISTERS},
+}
 STATE_SPAN = max(offset + struct.calcsize(code) for offset, code in READABLE.values())
 
 # Where to look: the words of Unicorn's uc_struct (which points at the CPU) and how far
@@ -79,7 +84,7 @@ def find_cpu_state(uc: Uc) -> int:
         for reg, mark in zip(SLOT_ORDER_32, marks, strict=True):
             uc.reg_write(reg, mark)
         address = _search(uc._uch.value, marks)
-        if address is None or not _matches_blob(uc, address):
+        if address is None or not _matches_blob(uc, address) or not control_registers_found():
             raise EmulatorLayoutError(
                 "Unicorn's CPU state is not where pvtool expects it "
                 "(install unicorn==2.1.4)")
@@ -136,3 +141,24 @@ def _matches_blob(uc: Uc, address: int) -> bool:
     blob = ctypes.string_at(context.context.value, context.size)
     live = ctypes.string_at(address, len(blob) - BLOB_HEADER)
     return len(blob) > BLOB_HEADER + STATE_SPAN and blob[BLOB_HEADER:] == live
+
+
+@cache
+def control_registers_found() -> bool:
+    """Whether the control registers lie where READABLE says, once per process: a
+    scratch CPU gets a marker value in each (CR0 and CR4 with bits QEMU keeps as
+    written, CR2 and CR3 random), and its context blob must hold what uc_reg_read
+    gives at each register's offset, all four distinct."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    marks = {X.UC_X86_REG_CR0: 0x6000_0011,  # CD, NW, ET, PE: caches off, no paging
+             X.UC_X86_REG_CR2: random.getrandbits(32) | 1,
+             X.UC_X86_REG_CR3: random.getrandbits(20) << 12 | 0x1000,
+             X.UC_X86_REG_CR4: 0x2B0}  # PSE, PAE, PGE, OSFXSR
+    for reg, mark in marks.items():
+        uc.reg_write(reg, mark)
+    context = uc.context_save()
+    blob = ctypes.string_at(context.context.value, context.size)
+    read = [uc.reg_read(reg) for reg in marks]
+    in_blob = [struct.unpack_from("<Q", blob, BLOB_HEADER + READABLE[reg][0])[0]
+               for reg in marks]
+    return read == in_blob and len(set(read)) == len(read) and 0 not in read

@@ -1,9 +1,28 @@
-"""Guest memory: Unicorn's accesses are physical once paging is on, so guest-virtual
-reads and writes go through pvtool's own page walker (x86/paging.py)."""
+"""Guest memory: physical RAM that pvtool holds and reads in place, and guest-virtual
+access through pvtool's own page walker (x86/paging.py), since Unicorn's accesses are
+physical once paging is on.
+
+Why reads are in place: the RAM (and the hypervisor's own frames) are anonymous
+mappings of this process that Unicorn runs the guest on (mem_map_ptr), so the bytes
+there are the guest's, every store of its made by the time a hook runs or a slice
+ends. A read through Unicorn (uc_mem_read: a call through ctypes, which releases and
+takes back the GIL, then Unicorn's region lookup and QEMU's address_space_read) costs
+about an empty hook for a handful of bytes, a slice of the mapping a Python operation.
+
+Why writes are not: uc_mem_write is the one way in that QEMU's memory layer sees (a
+device's range reaches its MMIO callback, a read-only region is honoured), and it is
+where a write would tell QEMU that translated code changed. Measured on unicorn 2.1.4
+(tests/machine/test_memory.py): it does not; neither uc_mem_write nor a store in place
+drops code already translated from the page, inside a slice or between slices, and
+only ctl_flush_tb (or ctl_remove_cache, by virtual address) does. A hypervisor that
+writes over code the guest already ran must drop the translations itself.
+"""
 
 import ctypes
 import mmap
 import struct
+from collections.abc import Callable
+from functools import cached_property
 
 from unicorn import UC_PROT_ALL, Uc
 from unicorn.unicorn_py3.unicorn import uclib
@@ -13,6 +32,7 @@ from pvtool.x86.paging import PAGE_SHIFT, PAGE_SIZE, PageFault, PagingMode, Tran
 from pvtool.x86.registers import CR0_PG, CR0_WP, CR4_PAE, CR4_PSE
 
 MAX_TRANSLATIONS = 4096  # kept translations; beyond, they are all forgotten
+U32 = struct.Struct("<I")
 # uc_mem_read and uc_mem_write as plain function pointers over integers: half the cost
 # of the binding's, which converts every argument and builds a bytearray.
 _MEM_ACCESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64,
@@ -37,6 +57,7 @@ class GuestMemory:
     def __init__(self, uc: Uc, cpu: Cpu):
         self.uc = uc
         self.cpu = cpu
+        self._address_mask = cpu.width.mask  # virtual addresses wrap there
         self._handle = uc._uch.value
         self._buffer = ctypes.create_string_buffer(PAGE_SIZE)  # most reads fit a page
         self._buffer_address = ctypes.addressof(self._buffer)
@@ -44,30 +65,52 @@ class GuestMemory:
         # the kept translations by the address of the leaf entry each went through
         self._translations: dict[tuple[int, int, bool, bool], int] | None = None
         self._through: dict[int, list[tuple[int, int, bool, bool]]] = {}
-        self._host: list[tuple[int, int, memoryview]] = []  # map_host's (base, size, bytes)
+        self._ram: mmap.mmap | bytes = b""  # map_ram's, from physical 0
+        self._ram_size = 0
+        self._host: list[tuple[int, int, mmap.mmap]] = []  # map_host's (base, end, bytes)
 
     # -- memory the host holds ---------------------------------------------------------
-    def map_host(self, base: int, size: int) -> None:
+    def map_ram(self, size: int) -> None:
+        """The machine's RAM: SIZE bytes (whole pages) of zeroed physical memory from
+        address 0, held by pvtool (map_host) and read in place by every read_phys."""
+        self._ram = self.map_host(0, size)
+        self._ram_size = size
+
+    def map_host(self, base: int, size: int) -> mmap.mmap:
         """Map SIZE bytes (whole pages) of zeroed physical memory at BASE from an
-        anonymous mapping of pvtool's own (its pages are allocated when first touched,
-        as Unicorn's own RAM is), which host_view reads in place."""
-        buffer = mmap.mmap(-1, size)
+        anonymous private mapping of pvtool's own, which read_phys and host_view read
+        in place. Its pages are allocated when first touched, as Unicorn's own RAM is
+        (3 GiB of --memory costs what the guest uses), and private: a child process
+        forked later gets a copy, not the same RAM."""
+        buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
         address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
         self.uc.mem_map_ptr(base, size, UC_PROT_ALL, address)
-        self._host.append((base, size, memoryview(buffer)))
+        self._host.append((base, base + size, buffer))
+        return buffer
 
     def host_view(self, address: int, size: int) -> memoryview | None:
-        """The SIZE bytes at physical ADDRESS, read in place, where map_host mapped
-        them (None elsewhere): what the guest stores shows at once, and reading costs
-        no call into Unicorn (read_phys's costs about an empty hook). Read only: a
-        store through it would not tell Unicorn that code it translated changed."""
-        for base, length, view in self._host:
-            if base <= address and address + size <= base + length:
-                return view[address - base:address - base + size].toreadonly()
+        """The SIZE bytes at physical ADDRESS, read in place, where pvtool holds them
+        (None elsewhere): what the guest stores shows at once, and reading costs no
+        call into Unicorn. Read only: a store through it would not tell Unicorn that
+        code it translated changed (the module's docstring)."""
+        for base, end, buffer in self._host:
+            if base <= address and address + size <= end:
+                return memoryview(buffer)[address - base:address - base + size].toreadonly()
         return None
 
     # -- physical ------------------------------------------------------------------
     def read_phys(self, addr: int, size: int) -> bytes:
+        """SIZE bytes at physical ADDR: in place where pvtool holds the memory (RAM
+        first: the page walker's and every hypercall argument's), else through Unicorn,
+        which reads a device's or raises UnassignedMemory where nothing is."""
+        if addr >= 0 and addr + size <= self._ram_size:
+            return self._ram[addr:addr + size]
+        for base, end, buffer in self._host:
+            if base <= addr and addr + size <= end:
+                return buffer[addr - base:addr - base + size]
+        return self._read_through_unicorn(addr, size)
+
+    def _read_through_unicorn(self, addr: int, size: int) -> bytes:
         if size > PAGE_SIZE:
             buffer = ctypes.create_string_buffer(size)
             if _mem_read(self._handle, addr, ctypes.addressof(buffer), size):
@@ -83,10 +126,12 @@ class GuestMemory:
             raise UnassignedMemory(addr, len(data))
 
     def read_u32(self, addr: int) -> int:
-        return struct.unpack("<I", self.read_phys(addr, 4))[0]
+        if addr >= 0 and addr + 4 <= self._ram_size:
+            return U32.unpack_from(self._ram, addr)[0]
+        return U32.unpack(self.read_phys(addr, 4))[0]
 
     def write_u32(self, addr: int, value: int) -> None:
-        self.write_phys(addr, struct.pack("<I", value & 0xFFFFFFFF))
+        self.write_phys(addr, U32.pack(value & 0xFFFFFFFF))
 
     # -- guest-virtual -------------------------------------------------------------
     def paging_mode(self) -> PagingMode | None:
@@ -124,7 +169,7 @@ class GuestMemory:
         kept = self._translations
         if kept is None:
             return self._translate(vaddr, write, user)
-        key = (self.cpu.read(CR3), vaddr >> PAGE_SHIFT, write, user)
+        key = (self._cr3()[0], vaddr >> PAGE_SHIFT, write, user)
         page = kept.get(key)
         if page is None:
             mode = self.paging_mode()
@@ -136,6 +181,11 @@ class GuestMemory:
             page = kept[key] = where.paddr
             self._through.setdefault(where.pte_addr, []).append(key)
         return page | vaddr & (PAGE_SIZE - 1)
+
+    @cached_property
+    def _cr3(self) -> Callable[[], tuple[int]]:
+        """(CR3,), read in place: the key of every kept translation."""
+        return self.cpu.reader((CR3,))
 
     def _translate(self, vaddr: int, write: bool, user: bool) -> int:
         mode = self.paging_mode()
@@ -155,25 +205,25 @@ class GuestMemory:
                          pse=bool(self.cpu.read(CR4) & CR4_PSE))
 
     def read_virt(self, vaddr: int, size: int, *, user: bool = False) -> bytes:
-        vaddr &= self.cpu.width.mask
+        vaddr &= self._address_mask
         if 0 < size <= PAGE_SIZE - (vaddr & (PAGE_SIZE - 1)):  # within a page: most reads
             return self.read_phys(self.virt_to_phys(vaddr, user=user), size)
         out = bytearray()
-        for chunk_addr, chunk_size in _page_chunks(vaddr, size, self.cpu.width.mask):
+        for chunk_addr, chunk_size in _page_chunks(vaddr, size, self._address_mask):
             out += self.read_phys(self.virt_to_phys(chunk_addr, user=user), chunk_size)
         return bytes(out)
 
     def write_virt(self, vaddr: int, data: bytes, *, user: bool = False) -> None:
         # Translate every page first, so a fault leaves memory untouched.
         targets = [(self.virt_to_phys(a, write=True, user=user), n)
-                   for a, n in _page_chunks(vaddr, len(data), self.cpu.width.mask)]
+                   for a, n in _page_chunks(vaddr, len(data), self._address_mask)]
         pos = 0
         for paddr, n in targets:
             self.write_phys(paddr, data[pos:pos + n])
             pos += n
 
     def read_virt_u32(self, vaddr: int) -> int:
-        return struct.unpack("<I", self.read_virt(vaddr, 4))[0]
+        return U32.unpack(self.read_virt(vaddr, 4))[0]
 
 
 def _page_chunks(vaddr: int, size: int, mask: int):

@@ -186,9 +186,9 @@ class Machine:
         if native_cpu and self.cpu_model.unicorn_model is not None:
             self.uc.ctl_set_cpu_model(self.cpu_model.unicorn_model)
         self.ram_size = ram_size
-        self.uc.mem_map(0, ram_size)
         self.cpu = Cpu(self.uc, bits)
         self.memory = GuestMemory(self.uc, self.cpu)
+        self.memory.map_ram(ram_size)  # pvtool's own, read in place (machine/memory.py)
         self.exits: Counter[Exit] = profile.exits if profile else Counter()
         self.hook_error: BaseException | None = None
         self.ports = PortBus()

@@ -166,3 +166,73 @@ def test_inside_a_page_fault_hook_cr2_in_place_is_what_unicorn_reads():
     assert seen == [(14, 0x5634, 0x5634)]
     cpu.write(C.CR2, 0xC000_1000)
     assert cpu.read(C.CR2) == 0xC000_1000
+
+
+CONTROL = (C.CR0, C.CR2, C.CR3, C.CR4)
+
+
+def control_registers(cpu: Cpu) -> tuple[list[int], list[int]]:
+    """CR0, CR2, CR3 and CR4 read in place, and as Unicorn reads them."""
+    return [cpu.read(reg) for reg in CONTROL], [cpu.uc.reg_read(reg) for reg in CONTROL]
+
+
+@pytest.mark.parametrize(("cr0", "cr4"), [
+    (0x0000_0010, 0), (0x0000_0011, 0), (0x8000_0011, 0x10), (0x8001_0031, 0x20),
+], ids=["real", "protected", "2-level paging", "pae"])
+def test_control_registers_in_place_are_unicorns_in_every_32_bit_mode(cr0, cr4):
+    cpu = bare_cpu()
+    cpu.uc.mem_write(0x10000, (0x11000 | 1).to_bytes(8, "little") * 4)  # a PDPT
+    cpu.uc.reg_write(C.CR3, 0x10000)
+    cpu.uc.reg_write(C.CR4, cr4)
+    cpu.uc.reg_write(C.CR0, cr0)
+    cpu.uc.reg_write(C.CR2, 0xDEAD_B000)
+    in_place, unicorns = control_registers(cpu)
+    assert in_place == unicorns == [cr0, 0xDEAD_B000, 0x10000, cr4]
+
+
+def test_a_64_bit_cpu_in_long_mode_reads_its_control_registers_in_place():
+    cpu = Cpu(Uc(UC_ARCH_X86, UC_MODE_64), bits=64)
+    cpu.uc.reg_write(C.CR3, 0x1_2345_6000)  # past 4 GiB: all 64 bits
+    cpu.uc.reg_write(C.CR2, 0xFFFF_8000_0000_1234)
+    in_place, unicorns = control_registers(cpu)
+    assert in_place == unicorns
+    assert in_place[1:3] == [0xFFFF_8000_0000_1234, 0x1_2345_6000] and cpu.long_mode
+
+
+def test_inside_a_hook_control_registers_in_place_are_what_the_guest_loaded():
+    """The guest's own `mov cr3`, `mov cr4` and `mov cr0` (int 0x80 after each): the
+    hook reads in place what Unicorn reads."""
+    cpu = bare_cpu()
+    cpu.uc.mem_write(CODE, bytes.fromhex(
+        "b800300100" "0f22d8" "cd80"  # mov eax, 0x13000; mov cr3, eax; int 0x80
+        "b810000000" "0f22e0" "cd80"  # mov eax, 0x10 (PSE); mov cr4, eax; int 0x80
+        "0f20c0" "83c808" "0f22c0" "cd80"))  # cr0 |= TS; int 0x80
+    seen = []
+
+    def on_interrupt(handle, vector, _):
+        seen.append(control_registers(cpu))
+
+    callback = HOOK_INTR_CFUNC(on_interrupt)
+    cpu.uc._Uc__do_hook_add(UC_HOOK_INTR, callback, 1, 0)
+    cr4 = cpu.uc.reg_read(C.CR4)  # Unicorn's reset value
+    emulate(cpu.uc, CODE, CODE + 31)
+    assert [in_place for in_place, _ in seen] == [unicorns for _, unicorns in seen]
+    assert [(in_place[2], in_place[3], in_place[0] & 8) for in_place, _ in seen] == \
+        [(0x13000, cr4, 0), (0x13000, 0x10, 0), (0x13000, 0x10, 8)]
+
+
+@pytest.fixture
+def fresh_control_check():
+    cpu_state.control_registers_found.cache_clear()
+    yield
+    cpu_state.control_registers_found.cache_clear()
+
+
+def test_control_registers_not_where_expected_are_refused(monkeypatch, fresh_control_check):
+    assert cpu_state.control_registers_found()
+    cpu_state.control_registers_found.cache_clear()
+    offset, code = cpu_state.READABLE[C.CR3]
+    monkeypatch.setitem(cpu_state.READABLE, C.CR3, (offset + 8, code))  # CR4's slot
+    assert not cpu_state.control_registers_found()
+    with pytest.raises(EmulatorLayoutError, match="unicorn==2.1.4"):
+        cpu_state.find_cpu_state(bare_cpu().uc)

@@ -1,12 +1,21 @@
 """machine/memory.py: guest-virtual access through the guest's own page tables, after
-a guest turned paging on; the guest's own loads are the reference."""
+a guest turned paging on (the guest's own loads are the reference), and the RAM read
+in place (uc_mem_read's bytes are the reference)."""
 
+import os
+import random
+import re
 import struct
+from pathlib import Path
 
 import pytest
 
-from pvtool.interrupts import emulate
-from pvtool.machine.memory import GuestMemory, PageFault, UnassignedMemory
+from pvtool.interrupts import UNTIL_NEVER, emulate
+from pvtool.machine import memory as memory_module
+from pvtool.machine.cpu import EAX
+from pvtool.machine.lapic import APIC_BASE
+from pvtool.machine.memory import PAGE_SIZE, GuestMemory, PageFault, UnassignedMemory
+from pvtool.machine.pc import MAX_RAM, Machine
 from pvtool.x86.paging import PagingMode
 from tests.machine.harness import boot_native, run_native
 from tests.machine.test_cpu import bare_cpu
@@ -147,3 +156,149 @@ def test_a_host_view_is_only_of_memory_the_host_holds():
     assert memory.host_view(0x1000, 4) is None  # Unicorn's own RAM
     assert memory.host_view(0x200FFE, 4) is None  # past the end
     assert memory.host_view(0x200FFC, 4) is not None
+
+
+# -- RAM read in place ----------------------------------------------------------------
+RAM = 16 << 20
+
+
+@pytest.fixture
+def machine() -> Machine:
+    """A PC with 16 MiB of RAM and nothing booted: its CPU starts in flat protected mode
+    at ring 0, as Unicorn starts a 32-bit CPU."""
+    return Machine(ram_size=RAM, output=lambda _: None)
+
+
+def unicorns(machine: Machine, address: int, size: int) -> bytes:
+    return bytes(machine.uc.mem_read(address, size))
+
+
+def test_ram_read_in_place_is_what_unicorn_reads_anywhere_in_ram(machine):
+    """Reads of every size the hypervisor makes (an entry, a hypercall argument, a
+    page, a ring), page-crossing or not, anywhere from the first byte to the last,
+    equal uc_mem_read's, after the hypervisor wrote random bytes through Unicorn."""
+    rng = random.Random(1)
+    window = 0x240000  # written whole, so that reads there see varied bytes
+    machine.memory.write_phys(window, rng.randbytes(0x20000))
+    for page in rng.sample(range(RAM // PAGE_SIZE), 48):
+        machine.memory.write_phys(page * PAGE_SIZE, rng.randbytes(PAGE_SIZE))
+    sizes = (1, 2, 4, 8, 12, 100, PAGE_SIZE, PAGE_SIZE + 7, 3 * PAGE_SIZE)
+    for _ in range(3000):
+        size = rng.choice(sizes)
+        base = window if rng.random() < 0.5 else 0
+        address = rng.randrange(base, (base + 0x20000 if base else RAM) - size + 1)
+        assert machine.memory.read_phys(address, size) == unicorns(machine, address, size)
+        if size == 4:
+            assert machine.memory.read_u32(address) == int.from_bytes(
+                unicorns(machine, address, 4), "little")
+    for address, size in ((window + PAGE_SIZE - 2, 4), (window + PAGE_SIZE - 1, 2),
+                          (0, 1), (RAM - 1, 1), (RAM - 4, 4), (RAM - PAGE_SIZE - 3, 9)):
+        assert machine.memory.read_phys(address, size) == unicorns(machine, address, size)
+    assert machine.memory.read_phys(window, 0) == b""
+
+
+def test_a_read_of_ram_makes_no_call_into_unicorn(machine, monkeypatch):
+    machine.memory.write_phys(0x1234, b"in place")
+    monkeypatch.setattr(memory_module, "_mem_read", None)  # a call would raise TypeError
+    assert machine.memory.read_phys(0x1234, 8) == b"in place"
+    assert machine.memory.read_u32(0x1234) == int.from_bytes(b"in p", "little")
+
+
+def test_ram_read_in_place_sees_the_guests_stores_at_once(machine):
+    """The guest's own stores (a `rep stosd` over three pages, a dword across a page
+    boundary) are in RAM when emulation returns: read in place, they are what
+    uc_mem_read gives and what the code stored."""
+    code = 0x1000
+    machine.memory.write_phys(code, bytes.fromhex(
+        "bf00003000"  # mov edi, 0x300000
+        "b9000c0000"  # mov ecx, 0xc00 (3 pages of dwords)
+        "b8efbeadde"  # mov eax, 0xdeadbeef
+        "f3ab"  # rep stosd
+        "b844332211"  # mov eax, 0x11223344
+        "a3fe0f4000"))  # mov [0x400ffe], eax
+    emulate(machine.uc, code, code + 27)
+    assert machine.memory.read_phys(0x300000, 3 * PAGE_SIZE) == \
+        bytes.fromhex("efbeadde") * 0xC00 == unicorns(machine, 0x300000, 3 * PAGE_SIZE)
+    assert machine.memory.read_phys(0x400FFE, 4) == bytes.fromhex("44332211")
+    assert machine.memory.read_u32(0x400FFE) == 0x11223344
+    assert machine.memory.read_phys(0x303000, 4) == bytes(4)  # past the last store
+
+
+def test_a_write_over_translated_code_is_seen_only_once_translations_are_dropped(machine):
+    """What memory.py's docstring says of unicorn 2.1.4: write_phys (uc_mem_write) over
+    code the CPU already translated leaves the old translation running; the read in
+    place shows the new bytes at once, and the CPU runs them after ctl_flush_tb."""
+    code = 0x2000
+    machine.memory.write_phys(code, bytes.fromhex("b801000000" "90"))  # mov eax, 1
+    emulate(machine.uc, code, UNTIL_NEVER, 2)  # slices as the run loop's: counted
+    assert machine.cpu.read(EAX) == 1
+    machine.memory.write_phys(code + 1, (2).to_bytes(4, "little"))
+    assert machine.memory.read_phys(code, 6) == bytes.fromhex("b802000000" "90")
+    emulate(machine.uc, code, UNTIL_NEVER, 2)
+    assert machine.cpu.read(EAX) == 1
+    machine.uc.ctl_flush_tb()
+    emulate(machine.uc, code, UNTIL_NEVER, 2)
+    assert machine.cpu.read(EAX) == 2
+
+
+def test_outside_ram_reads_go_through_unicorn_with_the_same_errors(machine):
+    with pytest.raises(UnassignedMemory, match=f"{RAM:#x}"):
+        machine.memory.read_phys(RAM, 4)
+    with pytest.raises(UnassignedMemory):
+        machine.memory.read_phys(RAM - 2, 4)  # half in RAM, half past it
+    with pytest.raises(UnassignedMemory):
+        machine.memory.read_u32(RAM - 2)
+    with pytest.raises(UnassignedMemory):
+        machine.memory.read_phys(RAM - PAGE_SIZE, 2 * PAGE_SIZE)
+    # A device's registers: the local APIC's version register, through its MMIO
+    # callback, as uc_mem_read reads it.
+    version = machine.memory.read_phys(APIC_BASE + 0x30, 4)
+    assert version == unicorns(machine, APIC_BASE + 0x30, 4) and version != bytes(4)
+
+
+def test_memory_the_hypervisor_maps_past_ram_is_read_in_place_too(machine):
+    machine.map_memory(0x4000_0000, 2 * PAGE_SIZE)
+    machine.memory.write_phys(0x4000_0FFE, b"abcd")
+    assert machine.memory.read_phys(0x4000_0FFE, 4) == b"abcd" == \
+        unicorns(machine, 0x4000_0FFE, 4)
+    assert bytes(machine.memory.host_view(0x4000_0FFE, 4)) == b"abcd"
+    with pytest.raises(UnassignedMemory):
+        machine.memory.read_phys(0x4000_1FFE, 4)  # past its end
+
+
+def test_a_host_view_of_ram_reads_what_the_guest_stores(machine):
+    view = machine.memory.host_view(0x5000, 4)
+    machine.memory.write_phys(0x5000, b"wxyz")
+    assert bytes(view) == b"wxyz" and view.readonly
+    assert machine.memory.host_view(RAM - 2, 4) is None
+
+
+def vm_rss_mib() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) >> 10
+
+
+def test_the_largest_ram_costs_only_the_pages_the_guest_touches():
+    """--memory 3072 maps 3 GiB, allocated lazily: a machine, thousands of reads all
+    over it (untouched pages read as zeros) and a few written pages add a few MiB."""
+    before = vm_rss_mib()
+    machine = Machine(ram_size=MAX_RAM, output=lambda _: None)
+    rng = random.Random(3)
+    for _ in range(4000):
+        assert machine.memory.read_phys(rng.randrange(MAX_RAM - 8), 8) == bytes(8)
+    for page in range(0, MAX_RAM, MAX_RAM // 16):
+        machine.memory.write_phys(page, b"touched")
+    assert machine.memory.read_phys(MAX_RAM - MAX_RAM // 16, 7) == b"touched"
+    assert vm_rss_mib() - before < 64
+
+
+def test_ram_is_private_to_the_process(machine):
+    """A forked child gets a copy of the RAM, not the same RAM: its writes stay its own."""
+    machine.memory.write_phys(0x6000, b"parent")
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest here, only an exit status
+        machine.memory.write_phys(0x6000, b"child!")
+        os._exit(0 if machine.memory.read_phys(0x6000, 6) == b"child!" else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert machine.memory.read_phys(0x6000, 6) == b"parent"
