@@ -76,6 +76,12 @@ class PageTables:
     def flush_tlb(self) -> None:
         self.domain.machine.cpu.flush_tlb()
 
+    def flush_tlb_page(self, vaddr: int) -> None:
+        """The guest's invlpg of VADDR (MMUEXT_INVLPG_*, UVMF_INVLPG): only its page. A
+        stale translation elsewhere reaches no page table: a frame becoming one flushes
+        the whole TLB (Validator.get_table)."""
+        self.domain.machine.cpu.flush_tlb_page(vaddr)
+
     def hold_writable(self, mfn: int) -> None:
         """The hypervisor maps frame MFN writable itself (a backend's ring, the glue
         window's data), so it can never become a page table."""
@@ -100,9 +106,8 @@ class PageTables:
         it is used, a count increment after that."""
         if self.frames.owner(mfn) != self.domain.domid:
             raise HypercallError(Errno.EINVAL, f"base frame {mfn:#x} is not the domain's")
-        self._get_base(mfn)
-        if self._base_held:
-            self.validator.put_table(self.base_mfn, None)
+        self.validator.switch_base(mfn, self.base_mfn if self._base_held else None,
+                                   downgrade=self.rules.downgrade)
         self.base_mfn, self._base_held = mfn, True
         self.domain.machine.cpu.write(CR3, mfn << PAGE_SHIFT)
         if self.domain.trace:

@@ -190,6 +190,24 @@ class Validator:
         if not self.frames.in_transaction:
             self.flush_tlb()
 
+    def switch_base(self, mfn: int, old: int | None, *, downgrade: bool) -> None:
+        """Move a base's reference from OLD (None: no base held) to MFN, a frame of the
+        domain's, as NEW_BASEPTR does: get_table(MFN) then put_table(OLD). To a
+        top-level table validated already, the hot path of a context switch, that is
+        Xen's count increment and decrement, which cannot fail: made in place, none at
+        all when MFN is OLD."""
+        frames = self.frames
+        info = frames.type_info(mfn)
+        if info & (KIND | VALIDATED) != self.top | VALIDATED:
+            self.get_table(mfn, self.top, None, downgrade=downgrade)
+        elif mfn == old:
+            return
+        else:
+            frames.get_page_and_type(mfn, info + ONE)
+            frames.count_up(self.roots, mfn)
+        if old is not None:
+            self.put_table(old, None)
+
     def _hold(self, mfn: int, info: int, holder: int | None) -> None:
         """The references of get_table: general, type (INFO, counted), and the
         holder's link (or a root's)."""

@@ -8,7 +8,7 @@ import struct
 from collections.abc import Callable
 
 from pvtool.abi.layouts import MMU_UPDATE, MMUEXT_OP, Layout
-from pvtool.abi.xen import UVMF_FLUSHTYPE_MASK, Errno, MmuextCmd, MmuUpdateCmd
+from pvtool.abi.xen import UVMF, UVMF_FLUSHTYPE_MASK, Errno, MmuextCmd, MmuUpdateCmd
 from pvtool.abi.xen64 import MMUEXT_OP_64
 from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
@@ -16,9 +16,10 @@ from pvtool.hv.hypercalls.common import MAX_BATCH
 
 PIN_LEVELS = {MmuextCmd.pin_l1_table: 1, MmuextCmd.pin_l2_table: 2,
               MmuextCmd.pin_l3_table: 3, MmuextCmd.pin_l4_table: 4}
-# Every TLB operation flushes the whole TLB: Unicorn flushes no single page on request.
-TLB_OPS = frozenset(map(int, (MmuextCmd.tlb_flush_local, MmuextCmd.tlb_flush_all,
-                              MmuextCmd.invlpg_local, MmuextCmd.invlpg_all)))
+# One vCPU runs at a time on the one CPU, whose TLB every vCPU shares: a flush on all
+# of them is a flush of it (Xen's MMUEXT_*_ALL, of the vCPUs of the domain).
+TLB_FLUSHES = frozenset(map(int, (MmuextCmd.tlb_flush_local, MmuextCmd.tlb_flush_all)))
+INVLPGS = frozenset(map(int, (MmuextCmd.invlpg_local, MmuextCmd.invlpg_all)))
 NEW_BASEPTR = int(MmuextCmd.new_baseptr)
 
 
@@ -45,7 +46,10 @@ def update_va_mapping(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
         vaddr, pte_lo, pte_hi, flags = args[:4]
         pte = pte_hi << 32 | pte_lo
     dom.pagetables.update_va_mapping(vaddr, pte)
-    if flags & UVMF_FLUSHTYPE_MASK:
+    flush = flags & UVMF_FLUSHTYPE_MASK
+    if flush == UVMF.invlpg:
+        dom.pagetables.flush_tlb_page(vaddr)
+    elif flush:
         dom.pagetables.flush_tlb()
     return 0
 
@@ -69,7 +73,10 @@ def _one_mmu_update(dom: PvDomain, ptr: int, val: int) -> None:
 def mmuext_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     ops, count, done_ptr = args[0], args[1], args[2]
     size, fields = MMUEXT_OPS[vcpu.bits]
-    _batch(dom, ops, count, done_ptr, size, fields, _one_mmuext)
+    if count == 1 and not done_ptr:  # a kernel's mov cr3 or invlpg: _batch's one case
+        _one_mmuext(dom, *fields.unpack_from(dom.copy_from_guest(ops, size)))
+    else:
+        _batch(dom, ops, count, done_ptr, size, fields, _one_mmuext)
     return 0
 
 
@@ -94,7 +101,9 @@ def _one_mmuext(dom: PvDomain, cmd: int, arg1: int) -> None:
     pagetables = dom.pagetables
     if cmd == NEW_BASEPTR:  # the two of a kernel's hot paths first
         pagetables.new_baseptr(arg1)
-    elif cmd in TLB_OPS:
+    elif cmd in INVLPGS:
+        pagetables.flush_tlb_page(arg1)
+    elif cmd in TLB_FLUSHES:
         pagetables.flush_tlb()
     elif cmd in PIN_LEVELS:
         pagetables.pin(arg1, PIN_LEVELS[cmd])
