@@ -198,13 +198,11 @@ class Validator:
         all when MFN is OLD."""
         frames = self.frames
         info = frames.type_info(mfn)
-        if info & (KIND | VALIDATED) != self.top | VALIDATED:
-            self.get_table(mfn, self.top, None, downgrade=downgrade)
-        elif mfn == old:
+        if info & (KIND | VALIDATED) == self.top | VALIDATED and not frames.in_transaction:
+            if mfn != old:
+                frames.move_base_references(mfn, info + ONE, old, self.roots)
             return
-        else:
-            frames.get_page_and_type(mfn, info + ONE)
-            frames.count_up(self.roots, mfn)
+        self.get_table(mfn, self.top, None, downgrade=downgrade)
         if old is not None:
             self.put_table(old, None)
 
