@@ -125,8 +125,9 @@ class PageTables:
         if mfn == self.user_base_mfn:
             return
         if mfn:
-            self._get_base(mfn)
-        if self.user_base_mfn:
+            self.validator.switch_base(mfn, self.user_base_mfn or None,
+                                       downgrade=self.rules.downgrade)
+        elif self.user_base_mfn:
             self.validator.put_table(self.user_base_mfn, None)
         self.user_base_mfn = mfn
         if self.domain.trace:
@@ -208,7 +209,10 @@ class PageTables:
 
     def l1_slot_for(self, vaddr: int) -> tuple[int, int]:
         """(L1 frame, index) of the entry mapping VADDR in the current base."""
-        if not self.rules.is_guest_range(vaddr, 1):
+        for start, end in self.rules.guest_ranges:  # is_guest_range(vaddr, 1), inline
+            if start <= vaddr < end:
+                break
+        else:
             raise HypercallError(Errno.EINVAL, f"{vaddr:#x} is in the hypervisor's range")
         mode, table = self.rules.mode, self.base_mfn
         for level in range(self.rules.levels, 1, -1):

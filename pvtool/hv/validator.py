@@ -191,11 +191,12 @@ class Validator:
             self.flush_tlb()
 
     def switch_base(self, mfn: int, old: int | None, *, downgrade: bool) -> None:
-        """Move a base's reference from OLD (None: no base held) to MFN, a frame of the
-        domain's, as NEW_BASEPTR does: get_table(MFN) then put_table(OLD). To a
-        top-level table validated already, the hot path of a context switch, that is
-        Xen's count increment and decrement, which cannot fail: made in place, none at
-        all when MFN is OLD."""
+        """Move a base's reference from OLD (None: no base held) to MFN, as NEW_BASEPTR
+        and NEW_USER_BASEPTR do: get_table(MFN) then put_table(OLD). To a top-level
+        table validated already, the hot path of a context switch, that is Xen's count
+        increment and decrement, which cannot fail: made in place, none at all when MFN
+        is OLD. Such a table is the domain's (only the domain's frames become tables
+        above L1: _make_table), so get_table's owner check has nothing to add."""
         frames = self.frames
         info = frames.type_info(mfn)
         if info & (KIND | VALIDATED) == self.top | VALIDATED and not frames.in_transaction:
