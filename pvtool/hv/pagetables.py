@@ -77,9 +77,7 @@ class PageTables:
         self.domain.machine.cpu.flush_tlb()
 
     def flush_tlb_page(self, vaddr: int) -> None:
-        """The guest's invlpg of VADDR (MMUEXT_INVLPG_*, UVMF_INVLPG): only its page. A
-        stale translation elsewhere reaches no page table: a frame becoming one flushes
-        the whole TLB (Validator.get_table)."""
+        """The kernel's invlpg of VADDR: only that page's translations go."""
         self.domain.machine.cpu.flush_tlb_page(vaddr)
 
     def hold_writable(self, mfn: int) -> None:

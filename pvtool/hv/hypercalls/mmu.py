@@ -16,8 +16,7 @@ from pvtool.hv.hypercalls.common import MAX_BATCH
 
 PIN_LEVELS = {MmuextCmd.pin_l1_table: 1, MmuextCmd.pin_l2_table: 2,
               MmuextCmd.pin_l3_table: 3, MmuextCmd.pin_l4_table: 4}
-# One vCPU runs at a time on the one CPU, whose TLB every vCPU shares: a flush on all
-# of them is a flush of it (Xen's MMUEXT_*_ALL, of the vCPUs of the domain).
+# One vCPU runs at a time on the one emulated CPU: a flush of all is a local flush.
 TLB_FLUSHES = frozenset(map(int, (MmuextCmd.tlb_flush_local, MmuextCmd.tlb_flush_all)))
 INVLPGS = frozenset(map(int, (MmuextCmd.invlpg_local, MmuextCmd.invlpg_all)))
 NEW_BASEPTR = int(MmuextCmd.new_baseptr)
