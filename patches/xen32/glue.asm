@@ -218,16 +218,20 @@ ret
 
 ## pv_write_cr3
 ; eax = the value written to CR3. While the kernel believes paging is off the value
-; only waits for CR0.PG; after that every write switches address spaces.
-pushfd
-pushal
+; only waits for CR0.PG; after that every write switches address spaces
+; (pv_switch_base's hypercall, made here: a call less on a context switch's path).
+; Clobbers the arithmetic flags, which a mov to CR3 leaves undefined (SDM Vol. 2B, MOV
+; to/from control registers): no pushfd and popfd, whose popfd ends the emulator's
+; translation block.
 mov dword ptr [{regs_cr3}], eax
 test dword ptr [{regs_cr0}], {cr0_pg}
 je done
-call {pv_switch_base}
-done:
+pushal
+shr eax, 12
+mov edx, {mmuext_new_baseptr}
+call {pv_mmuext}
 popal
-popfd
+done:
 ret
 
 ## pv_switch_base
@@ -261,13 +265,21 @@ mov dword ptr [{regs_cr4}], eax
 ret
 
 ## pv_invlpg
-; eax = the linear address: HYPERVISOR_mmuext_op(INVLPG_LOCAL).
-pushfd
+; eax = the linear address: HYPERVISOR_mmuext_op(INVLPG_LOCAL). invlpg changes no flag:
+; they are kept in edi meanwhile (lahf: SF, ZF, AF, PF, CF; seto: OF; add al, 0x7f
+; sets OF again from al = 1), not with pushfd and popfd, whose popfd ends the
+; emulator's translation block.
 pushal
+mov edi, eax
+lahf
+seto al
+xchg eax, edi
 mov edx, {mmuext_invlpg_local}
 call {pv_mmuext}
+mov eax, edi
+add al, 0x7f
+sahf
 popal
-popfd
 ret
 
 ## pv_lgdt

@@ -257,14 +257,25 @@ class Domain:
 
     # -- guest memory, checked -----------------------------------------------------
     def copy_from_guest(self, vaddr: int, size: int) -> bytes:
-        self.check_guest_range(vaddr, size)
+        # check_guest_range's usual answer inline, a call less on every pointer (a
+        # page-table hypercall's argument): the glue window and refusals are its own.
+        for start, end in self.guest_ranges:
+            if start <= vaddr and vaddr + size <= end and size >= 0:
+                break
+        else:
+            self.check_guest_range(vaddr, size)
         try:
             return self.memory.read_virt(vaddr, size)
         except PageFault:
             raise HypercallError(Errno.EFAULT, f"unmapped guest address {vaddr:#x}") from None
 
     def copy_to_guest(self, vaddr: int, data: bytes) -> None:
-        self.check_guest_range(vaddr, len(data))
+        size = len(data)
+        for start, end in self.guest_ranges:  # as copy_from_guest
+            if start <= vaddr and vaddr + size <= end:
+                break
+        else:
+            self.check_guest_range(vaddr, size)
         try:
             self.memory.write_virt(vaddr, data)
         except PageFault:

@@ -137,6 +137,25 @@ class FrameTable:
             self._journal.append((_restore, self._type_info, mfn, self._type_info[mfn]))
         self._type_info[mfn] -= ONE
 
+    def move_base_references(self, new: int, info: int, old: int | None, roots: dict) -> None:
+        """A base moved from OLD (None: none) to NEW, both validated tables
+        (Validator.switch_base, outside a transaction): NEW's general reference, its
+        type word INFO (its count raised) and its count in ROOTS taken, OLD's dropped.
+        get_page_and_type, count_up and their put and count_down in one call: the hot
+        path of a context switch."""
+        counts = self._count_info
+        counts[new] = counts.get(new, 0) + 1
+        self._type_info[new] = info
+        roots[new] = roots.get(new, 0) + 1
+        if old is not None:
+            self._type_info[old] -= ONE
+            for store in (counts, roots):
+                left = store[old] - 1
+                if left:
+                    store[old] = left
+                else:
+                    del store[old]
+
     def type_info(self, mfn: int) -> int:
         return self._type_info.get(mfn, 0)
 

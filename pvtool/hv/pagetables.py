@@ -104,9 +104,8 @@ class PageTables:
         it is used, a count increment after that."""
         if self.frames.owner(mfn) != self.domain.domid:
             raise HypercallError(Errno.EINVAL, f"base frame {mfn:#x} is not the domain's")
-        self._get_base(mfn)
-        if self._base_held:
-            self.validator.put_table(self.base_mfn, None)
+        self.validator.switch_base(mfn, self.base_mfn if self._base_held else None,
+                                   downgrade=self.rules.downgrade)
         self.base_mfn, self._base_held = mfn, True
         self.domain.machine.cpu.write(CR3, mfn << PAGE_SHIFT)
         if self.domain.trace:
@@ -124,8 +123,9 @@ class PageTables:
         if mfn == self.user_base_mfn:
             return
         if mfn:
-            self._get_base(mfn)
-        if self.user_base_mfn:
+            self.validator.switch_base(mfn, self.user_base_mfn or None,
+                                       downgrade=self.rules.downgrade)
+        elif self.user_base_mfn:
             self.validator.put_table(self.user_base_mfn, None)
         self.user_base_mfn = mfn
         if self.domain.trace:
@@ -207,7 +207,10 @@ class PageTables:
 
     def l1_slot_for(self, vaddr: int) -> tuple[int, int]:
         """(L1 frame, index) of the entry mapping VADDR in the current base."""
-        if not self.rules.is_guest_range(vaddr, 1):
+        for start, end in self.rules.guest_ranges:  # is_guest_range(vaddr, 1), inline
+            if start <= vaddr < end:
+                break
+        else:
             raise HypercallError(Errno.EINVAL, f"{vaddr:#x} is in the hypervisor's range")
         mode, table = self.rules.mode, self.base_mfn
         for level in range(self.rules.levels, 1, -1):

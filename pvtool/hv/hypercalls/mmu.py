@@ -72,7 +72,10 @@ def _one_mmu_update(dom: PvDomain, ptr: int, val: int) -> None:
 def mmuext_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     ops, count, done_ptr = args[0], args[1], args[2]
     size, fields = MMUEXT_OPS[vcpu.bits]
-    _batch(dom, ops, count, done_ptr, size, fields, _one_mmuext)
+    if count == 1 and not done_ptr:  # a kernel's mov cr3 or invlpg: _batch's one case
+        _one_mmuext(dom, *fields.unpack_from(dom.copy_from_guest(ops, size)))
+    else:
+        _batch(dom, ops, count, done_ptr, size, fields, _one_mmuext)
     return 0
 
 
