@@ -47,11 +47,14 @@ def test_overlapping_runs_are_called_noise():
 
 
 def test_the_target_note_says_what_is_compared_and_why_over():
-    limits = {"hypercall_target": 5.0, "hypercall_within_target": True}
+    limits = {"hypercall_target": 5.0, "hypercall_within_target": True,
+              "hypercall64_within_target": True}
     within = notes.hypercall_target(limits)
-    assert "issue 17" in within and "at most 5x an empty Unicorn INTR hook" in within
+    assert "issue 17" in within and "at most 5x an empty Unicorn hook" in within
+    assert "32-bit: int 0x82 against int 0x80" in within and "64-bit: the hypercall" in within
     assert "Over it" not in within
-    assert "Over it" in notes.hypercall_target({**limits, "hypercall_within_target": False})
+    for width in ("hypercall_within_target", "hypercall64_within_target"):
+        assert "Over it" in notes.hypercall_target({**limits, width: False})
 
 
 def test_the_note_is_folded_to_80_columns_in_the_table():
