@@ -509,7 +509,7 @@ class Validator:
 
     def _write_l1e(self, address: int, value: int) -> None:
         self.downgraded.pop(address, None)
-        self.memory.write_phys(address, self._entry.pack(value))
+        self.memory.store_entry(address, self._entry, value)  # in place: GuestMemory's why
         self.memory.forget_translations_through(address)
 
     def _check_slot(self, level: int, index: int, info: int) -> None:
