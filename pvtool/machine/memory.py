@@ -128,12 +128,12 @@ class GuestMemory:
     def store_entry(self, addr: int, entry: struct.Struct, value: int) -> None:
         """VALUE packed by ENTRY (a page-table entry's format) at physical ADDR, in
         place in RAM (a Python operation where uc_mem_write is a call into Unicorn,
-        0.8 us): for page-table entries only, whose frames hold no code of the guest's
-        to drop. A page table is never run as code by a guest that keeps its own rules;
-        one that does run its page table runs bytes it wrote itself (stale or not), which
-        give it nothing it could not have by running them elsewhere: translated code
-        never outlives a check of the hypervisor's, whose checks read memory, not
-        translations. Outside RAM (no page table is there), through write_phys."""
+        0.8 us), dropping no translated code: for page-table entries only. A page
+        table is no code; a guest that runs its own page table anyway runs what it
+        wrote there itself, a stale translation of it included, which gives it nothing
+        it could not run from any page of its own, and the hypervisor's checks read
+        memory, never translations. Outside RAM (no page table is there), through
+        write_phys."""
         if addr >= 0 and addr + entry.size <= self._ram_size:
             entry.pack_into(self._ram, addr, value)
         else:
