@@ -228,11 +228,6 @@ class PageTables:
         """Whether frame MFN is a page table that a base or a pin holds."""
         return self.validator.in_use(mfn)
 
-    def store_emulated(self, mfn: int) -> bool:
-        """Whether a kernel's store into table MFN (in use) is emulated, by the level."""
-        levels = self.rules.ptwr_levels
-        return levels is None or page_type(self.frames.type_info(mfn)) in levels
-
     def read_entry(self, address: int) -> int:
         """The entry at ADDRESS as the guest wrote it (its 4 MiB entry, not the link
         to the split table installed in its place)."""

@@ -20,16 +20,15 @@ from capstone.x86_const import X86_OP_IMM, X86_OP_MEM
 
 from pvtool.hv.domain import Domain
 from pvtool.hv.errors import DomainCrash, HypercallError
-from pvtool.hv.frames import PageType, page_type
+from pvtool.hv.frames import PageType, is_table, page_type
 from pvtool.hv.pagetables import PageTables
-from pvtool.machine.cpu import EIP, GPRS64_BY_NAME, GPRS_BY_NAME, RIP
+from pvtool.machine.cpu import GPRS64_BY_NAME, GPRS_BY_NAME
 from pvtool.machine.memory import GuestMemory, PageFault
 from pvtool.x86 import paging
 from pvtool.x86.isa import MAX_INSN_SIZE, decode_one
 from pvtool.x86.paging import PAGE_SHIFT, PAGE_SIZE
 
 PF_PRESENT, PF_WRITE, PF_USER = paging.PF_P, paging.PF_W, paging.PF_U
-IP_REGISTER = {32: EIP, 64: RIP}
 STORE_SIZES = {32: (1, 2, 4), 64: (1, 2, 4, 8)}
 # The registers a store may come from, by the names capstone gives them and their
 # parts (the low byte, word and, on 64-bit, dword), never AH-DH.
@@ -50,7 +49,8 @@ SOURCE_REGISTERS = {
 
 def handle_write_fault(dom: Domain, address: int, error_code: int) -> bool:
     """True when the #PF at ADDRESS was a kernel store into a page table (or into a
-    frame pvtool write-protected) and has been dealt with; False to bounce it."""
+    frame pvtool write-protected) and has been dealt with; False to bounce it. The
+    path of every PTE store: the frame's type is read once."""
     if error_code & (PF_PRESENT | PF_WRITE | PF_USER) != PF_PRESENT | PF_WRITE:
         return False
     memory, tables = dom.memory, dom.pagetables
@@ -59,10 +59,13 @@ def handle_write_fault(dom: Domain, address: int, error_code: int) -> bool:
     except PageFault:
         return False
     frame = paddr >> PAGE_SHIFT
-    if tables.in_use(frame):
-        if not tables.store_emulated(frame):
+    info = dom.frames.type_info(frame)
+    if is_table(info) and tables.validator.is_live(frame):  # PageTables.in_use
+        level = page_type(info)
+        levels = tables.rules.ptwr_levels
+        if levels is not None and level not in levels:
             return False
-        _emulate_store(dom, paddr)
+        _emulate_store(dom, paddr, level)
         return True
     try:
         where = memory.walk(address)
@@ -71,7 +74,9 @@ def handle_write_fault(dom: Domain, address: int, error_code: int) -> bool:
     return tables.give_back_write_access(where.pte_addr)
 
 
-def _emulate_store(dom: Domain, paddr: int) -> None:
+def _emulate_store(dom: Domain, paddr: int, level: int) -> None:
+    """The store at EIP into the entry at PADDR, of a table of LEVEL in use; EIP
+    moved past it in place (Cpu.resume_after_fault: this runs in a fault's hook)."""
     cpu = dom.machine.cpu
     eip, bits = cpu.ip, cpu.bits
     store = _store_at(dom.memory, eip, bits)
@@ -86,7 +91,7 @@ def _emulate_store(dom: Domain, paddr: int) -> None:
     entry_addr = paddr - offset
     mask = ((1 << (8 * size)) - 1) << (8 * offset)
     try:
-        if page_type(dom.frames.type_info(paddr >> PAGE_SHIFT)) == PageType.L1:
+        if level == PageType.L1:
             _store_into_l1(tables, entry_addr, mask, value << (8 * offset))
         else:
             old = tables.read_entry(entry_addr)
@@ -94,7 +99,7 @@ def _emulate_store(dom: Domain, paddr: int) -> None:
     except HypercallError as refusal:
         raise DomainCrash(f"{_text(store.code, eip, bits)} at {eip:#x} writes an invalid "
                           f"page-table entry: {refusal.why}") from None
-    cpu.write(IP_REGISTER[bits], eip + len(store.code))
+    cpu.resume_after_fault(eip + len(store.code))
 
 
 def _store_into_l1(tables: PageTables, entry_addr: int, mask: int, value: int) -> None:

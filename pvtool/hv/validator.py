@@ -98,6 +98,9 @@ class Validator:
         self._large = {n: paging.is_large(paging.PS, mode, n) for n in levels}
         # The bits of an L1 entry its references depend on: the frame, P and RW.
         self._l1_counted = self._address[1] | paging.P | paging.RW
+        # What every L1 store reads (_update_l1e), as plain attributes.
+        self._l1_address, self._l1_forbidden = self._address[1], self._forbidden[1]
+        self._adjust = rules.adjust
         self._hypervisor_entries = rules.hypervisor_entries(glue)
 
     def _forbidden_bits(self, level: int) -> int:
@@ -483,33 +486,34 @@ class Validator:
         one's dropped. False, having changed nothing, when VALUE maps a page table
         writable: making way for it (a downgrade, a devalidation) is the journaled
         path's."""
+        frames, address_mask = self.frames, self._l1_address
         if value & paging.P:
-            if value & self._forbidden[1]:
+            if value & self._l1_forbidden:
                 self._check_bits((1, mfn, index), value)
-            if self.rules.adjust is not None:
-                value = self.rules.adjust(1, value)
+            if self._adjust is not None:
+                value = self._adjust(1, value)
             # Xen's fast path for sufficiently similar mappings (mod_l1_entry's
             # !l1e_has_changed): the same frame with the same P and RW holds the same
             # references, so only the entry changes.
             if old & paging.P and not (old ^ value) & self._l1_counted:
                 self._write_l1e(address, value)
                 return True
-            frame = (value & self._address[1]) >> PAGE_SHIFT
-            if not self.frames.may_map(self.domid, frame):
+            frame = (value & address_mask) >> PAGE_SHIFT
+            if not frames.may_map(self.domid, frame):
                 raise refuse(f"frame {frame:#x} is not the domain's")
             writable = value & paging.RW
-            if writable and is_table(self.frames.type_info(frame)):
+            if writable and is_table(frames.type_info(frame)):
                 return False
-            self.frames.get_l1_references(frame, address, writable)
+            frames.get_l1_references(frame, address, writable)
         self._write_l1e(address, value)
         if old & paging.P:
-            self.frames.put_l1_references((old & self._address[1]) >> PAGE_SHIFT, address,
-                                          old & paging.RW)
+            frames.put_l1_references((old & address_mask) >> PAGE_SHIFT, address,
+                                     old & paging.RW)
         return True
 
     def _write_l1e(self, address: int, value: int) -> None:
         self.downgraded.pop(address, None)
-        self.memory.write_phys(address, self._entry.pack(value))
+        self.memory.store_entry(address, self._entry, value)  # in place: GuestMemory's why
         self.memory.forget_translations_through(address)
 
     def _check_slot(self, level: int, index: int, info: int) -> None:

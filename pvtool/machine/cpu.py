@@ -289,6 +289,22 @@ class Cpu:
         old_exception.value = -1
         return error_code.value & 0xFFFF
 
+    def resume_after_fault(self, ip: int) -> None:
+        """EIP (RIP) = IP, stored in place, from the INTR hook of a fault (#PF, #GP).
+        Enough there: QEMU has left the translated block to raise the exception, and
+        after the hook it looks up the next block at env->eip, so the store is all a
+        move needs; uc_reg_write would also end the run loop's turn (quit_request) for
+        nothing, 0.3-0.5 us. Not enough, so not for: a hook that changes CPL or mode
+        (the rest of the block would run with the old flags: write EIP through Unicorn,
+        UNICORN.md), nor an instruction hook (syscall, sysenter, in/out), after which
+        Unicorn goes on inside the block or adds the instruction's length to RIP.
+        The whole target_ulong is stored, as uc_reg_write of EIP does."""
+        self._whole_ip_cell.value = ip & self._mask
+
+    @cached_property
+    def _whole_ip_cell(self) -> ctypes._SimpleCData:
+        return self._readable[RIP]
+
     @property
     def raised_by_instruction(self) -> bool:
         """Inside the INTR hook: whether `int n`, int3 or into raised the vector (EIP

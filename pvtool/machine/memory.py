@@ -125,6 +125,20 @@ class GuestMemory:
         if _mem_write(self._handle, addr, data, len(data)):
             raise UnassignedMemory(addr, len(data))
 
+    def store_entry(self, addr: int, entry: struct.Struct, value: int) -> None:
+        """VALUE packed by ENTRY (a page-table entry's format) at physical ADDR, in
+        place in RAM (a Python operation where uc_mem_write is a call into Unicorn,
+        0.8 us), dropping no translated code: for page-table entries only. A page
+        table is no code; a guest that runs its own page table anyway runs what it
+        wrote there itself, a stale translation of it included, which gives it nothing
+        it could not run from any page of its own, and the hypervisor's checks read
+        memory, never translations. Outside RAM (no page table is there), through
+        write_phys."""
+        if addr >= 0 and addr + entry.size <= self._ram_size:
+            entry.pack_into(self._ram, addr, value)
+        else:
+            self.write_phys(addr, entry.pack(value))
+
     def read_u32(self, addr: int) -> int:
         if addr >= 0 and addr + 4 <= self._ram_size:
             return U32.unpack_from(self._ram, addr)[0]
