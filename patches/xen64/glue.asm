@@ -474,8 +474,9 @@ call {pv_fatal}
 ; user L4 only when it enters user mode, which only HYPERVISOR_iret does, and every
 ; path of the glue to it syncs first. The kernel L4 is read at VIRT_BASE + physical,
 ; which every L4 of a kernel linked there maps. Before the switch pv_glue_range gives
-; the new L4 the glue's own 2 MiB, which the kernel does not know of.
-pushfq
+; the new L4 the glue's own 2 MiB, which the kernel does not know of. Clobbers the
+; arithmetic flags, which a mov to CR3 leaves undefined (SDM Vol. 2B, MOV to/from
+; control registers): no pushfq and popfq, whose popfq ends the emulator's block.
 push rbx
 push rax
 push rcx
@@ -532,7 +533,6 @@ pop rdx
 pop rcx
 pop rax
 pop rbx
-popfq
 ret
 full:
 mov rax, {failure_user_l4}

@@ -186,7 +186,10 @@ class PageTables:
         frame is written as ordinary memory, a table nothing holds devalidated first:
         Xen's do_mmu_update takes a frame whose page_lock fails (no type reference) as
         PGT_writable_page and writes it with paging_write_guest_entry, unvalidated
-        (xen/arch/x86/mm.c), which is how a kernel fills a table before it uses it."""
+        (xen/arch/x86/mm.c), which is how a kernel fills a table before it uses it.
+        The TLB is flushed as write_entry flushes a kernel's own store: an L1 entry's
+        old translation stays until the guest's invlpg or flush (Xen's mod_l1_entry
+        flushes nothing), a table above L1 is flushed at once."""
         mfn, offset = address >> PAGE_SHIFT, address & (paging.PAGE_SIZE - 1)
         if offset % self.entry_size or self.frames.owner(mfn) != self.domain.domid:
             raise HypercallError(Errno.EINVAL, f"{address:#x} is not an entry in a frame "
@@ -194,6 +197,8 @@ class PageTables:
         if self.validator.in_use(mfn):
             self.validator.update_entry(mfn, offset // self.entry_size, value,
                                         downgrade=False)
+            if page_type(self.frames.type_info(mfn)) != PageType.L1:
+                self.flush_tlb()  # a refused entry changed nothing: no flush owed
             return
         if value >> 8 * self.entry_size:  # what update_entry refuses, plain or not
             raise HypercallError(Errno.EINVAL, f"a {self.rules.name} entry has no high "

@@ -272,6 +272,28 @@ def switched_to_user(machine, how: str = "pv_iret") -> tuple[int, int]:
     return base, l4
 
 
+KEPT = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12",
+        "r13", "r14", "r15")
+
+
+def test_a_cr3_write_keeps_every_register_and_may_change_the_arithmetic_flags(machine):
+    """A mov to CR3 changes no general register and leaves OF, SF, ZF, AF, PF and CF
+    undefined (SDM Vol. 2B, MOV to/from control registers; docs/ABI.md "What a glue
+    call keeps"): pv_write_cr3 keeps the registers, and DF and IF, without the
+    pushfq/popfq pair whose popfq ends the emulator's translation block."""
+    l4 = 0x50_0000
+    load_l4(machine, l4, {0: 0x50_1067})
+    identity_p2m(machine)
+    values = {name: 0x1111_0000_0000 * (n + 1) + n for n, name in enumerate(KEPT)}
+    values["rax"] = l4
+    flags = IF | 0x2 | 0x8D5  # IF, the reserved bit, OF SF ZF AF PF CF set
+    machine.call("pv_write_cr3", rflags=flags, **values)
+    assert numbers(machine) == [HC_MMUEXT_OP]
+    assert {name: machine.reg(name) for name in KEPT} == values
+    assert machine.reg("rflags") & ~0x8D5 == flags & ~0x8D5
+    assert machine.reg("rsp") == STACK_TOP
+
+
 def made_updates(machine) -> list[tuple[int, int]]:
     return [struct.unpack("<QQ", c.memory["update"]) for c in machine.calls
             if c.number == HC_MMU_UPDATE]

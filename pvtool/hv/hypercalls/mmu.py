@@ -13,6 +13,7 @@ from pvtool.abi.xen64 import MMUEXT_OP_64
 from pvtool.hv.domain import PvDomain, VCpu
 from pvtool.hv.errors import HypercallError
 from pvtool.hv.hypercalls.common import MAX_BATCH
+from pvtool.x86.paging import PAGE_SIZE
 
 PIN_LEVELS = {MmuextCmd.pin_l1_table: 1, MmuextCmd.pin_l2_table: 2,
               MmuextCmd.pin_l3_table: 3, MmuextCmd.pin_l4_table: 4}
@@ -20,6 +21,7 @@ PIN_LEVELS = {MmuextCmd.pin_l1_table: 1, MmuextCmd.pin_l2_table: 2,
 TLB_FLUSHES = frozenset(map(int, (MmuextCmd.tlb_flush_local, MmuextCmd.tlb_flush_all)))
 INVLPGS = frozenset(map(int, (MmuextCmd.invlpg_local, MmuextCmd.invlpg_all)))
 NEW_BASEPTR = int(MmuextCmd.new_baseptr)
+PAGE_MASK = PAGE_SIZE - 1
 
 
 def _struct_of(layout: Layout, *names: str) -> struct.Struct:
@@ -54,11 +56,12 @@ def update_va_mapping(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
 
 
 def mmu_update(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
+    """No flush of its own: PageTables.mmu_update flushes where a table above L1
+    changed and leaves an L1 entry's old translation to the guest's invlpg, as Xen's
+    do_mmu_update does (xen/arch/x86/mm.c: mod_l1_entry asks for no flush, the guest
+    follows with MMUEXT_INVLPG or a TLB flush)."""
     reqs, count, done_ptr = args[0], args[1], args[2]
-    try:
-        _batch(dom, reqs, count, done_ptr, MMU_UPDATE.size, MMU_UPDATE_FIELDS, _one_mmu_update)
-    finally:
-        dom.pagetables.flush_tlb()
+    _batch(dom, reqs, count, done_ptr, MMU_UPDATE.size, MMU_UPDATE_FIELDS, _one_mmu_update)
     return 0
 
 
@@ -72,11 +75,23 @@ def _one_mmu_update(dom: PvDomain, ptr: int, val: int) -> None:
 def mmuext_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     ops, count, done_ptr = args[0], args[1], args[2]
     size, fields = MMUEXT_OPS[vcpu.bits]
-    if count == 1 and not done_ptr:  # a kernel's mov cr3 or invlpg: _batch's one case
-        _one_mmuext(dom, *fields.unpack_from(dom.copy_from_guest(ops, size)))
+    if not done_ptr and (count == 1 or count == 2 and _in_one_page(ops, 2 * size)):
+        # A kernel's mov cr3 (64-bit: with its user base) or invlpg: _batch's case read
+        # in one copy. Xen reads each entry after the one before has run; here both are
+        # read first, which differs only for a block a NEW_BASEPTR maps elsewhere (a
+        # kernel's, Linux's per-CPU multicall buffer or pvtool's glue data, is mapped
+        # the same in every base). In one page, the second entry is readable if the
+        # first is: a copy that faults refuses where _batch's first read would.
+        data = dom.copy_from_guest(ops, count * size)
+        for at in range(0, count * size, size):
+            _one_mmuext(dom, *fields.unpack_from(data, at))
     else:
         _batch(dom, ops, count, done_ptr, size, fields, _one_mmuext)
     return 0
+
+
+def _in_one_page(address: int, size: int) -> bool:
+    return (address & PAGE_MASK) + size <= PAGE_SIZE
 
 
 def _batch(dom: PvDomain, base: int, count: int, done_ptr: int, size: int,
