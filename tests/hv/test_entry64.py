@@ -5,12 +5,15 @@ from XEN-ABI64.md Part 1 (section cited per test)."""
 import struct
 
 import pytest
+from unicorn import x86_const as X
 
 from pvtool.abi.pvtool import VCPU_REGS_64
-from pvtool.abi.xen import CallbackType
+from pvtool.abi.xen import HYPERCALL_ARGUMENT_REGISTERS, CallbackType
 from pvtool.abi.xen64 import VGCF_IN_SYSCALL, hypercall_page_64
+from pvtool.hv.entry64 import IN_STATE_ORDER
 from pvtool.hv.vcpu64 import Callback64, TrapInfo64
 from pvtool.machine.cpu import CR3, FS_BASE, GS_BASE, R11, RAX, RCX, RFLAGS, RIP, RSP
+from pvtool.machine.cpu_state import SLOT_ORDER_64
 from pvtool.machine.exits import Exit
 from pvtool.x86.isa import assemble
 from tests.hv.longmode import (
@@ -96,6 +99,16 @@ def test_a_hypercall_takes_its_five_arguments_in_the_abis_registers(dom):
     assert reg(dom, RAX) == EINVAL
     assert dom.lines[0].startswith("hypercall set_segment_base(0x7, 0x11, 0x22, 0x33, 0x44): "
                                    "-EINVAL")
+
+
+def test_the_hypercall_registers_are_read_in_one_unpack_in_state_order():
+    """IN_STATE_ORDER is the number and the ABI's arguments, in the order of QEMU's
+    regs[] slots, so the reader is the bare unpack (machine/cpu.py register_reader)."""
+    assert set(IN_STATE_ORDER) == {"rax", *HYPERCALL_ARGUMENT_REGISTERS[64]}
+    slots = [SLOT_ORDER_64.index(getattr(X, f"UC_X86_REG_{name.upper()}"))
+             for name in IN_STATE_ORDER]
+    assert slots == sorted(slots)
+    assert HYPERCALL_ARGUMENT_REGISTERS[64] == ("rdi", "rsi", "rdx", "r10", "r8")
 
 
 @pytest.mark.parametrize("number", [17, 25])
