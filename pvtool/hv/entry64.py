@@ -48,6 +48,13 @@ KERNEL_IOPL, USER_IOPL = 1, 3  # the vIOPL port I/O needs in each mode (iopl_ok)
 NO_DPL_CHECK = (Vector.BP, Vector.OF)  # int3 and into: Xen's IDT gates are DPL 3
 SYSENTER_CS = 3  # the frame sysenter_entry builds: CS 3, RIP and RSP 0
 SYSCALL = FastCallKind.SYSCALL  # read on every hypercall: a global is cheaper
+EVENT_CALLBACK = CallbackType.event
+# A hypercall's number and arguments in the order they lie in QEMU's CPUX86State
+# (regs[]: RAX, RDX, RSI, RDI, R8, R10), so that one unpack reads them with no
+# reordering call; on_fast_call puts the arguments in the ABI's order
+# (HYPERCALL_ARGUMENT_REGISTERS: RDI, RSI, RDX, R10, R8; tests/hv/test_entry64.py
+# checks both orders).
+IN_STATE_ORDER = ("rax", "rdx", "rsi", "rdi", "r8", "r10")
 
 
 class Pv64Supervisor(PvSupervisor):
@@ -59,6 +66,8 @@ class Pv64Supervisor(PvSupervisor):
     def __init__(self, domain: PvDomain, trap_sites: dict[int, bytes] | None = None):
         super().__init__(domain, Emulator64(domain))
         self.trap_sites = TrapSites64(domain, trap_sites or {})
+        cpu = domain.machine.cpu
+        self._call_registers = cpu.reader(tuple(cpu.width.gprs[n] for n in IN_STATE_ORDER))
 
     @property
     def state(self) -> Vcpu64:
@@ -68,20 +77,24 @@ class Pv64Supervisor(PvSupervisor):
     # -- syscall and sysenter ---------------------------------------------------------
     def on_fast_call(self, fast: FastCall) -> None:
         """From the kernel a `syscall` is a hypercall (§1.2), taken here, in this one
-        frame (the hot path: every frame costs a tenth of an empty hook). RCX and R11
-        are left alone: Xen's SYSRET would load them with RIP and RFLAGS, and every
-        hypercall-page entry saves and restores both around the syscall. The return
-        path is the 32-bit one's (_on_return). From user mode, a system call."""
+        frame (the hot path: every frame costs a tenth of an empty hook). The mode is
+        the vCPU's flag, not CS (the CPL is always 3), so CS is not read; the number
+        and arguments come in one unpack of the CPU's state in place, the result goes
+        back in one store, and RIP is neither read nor written (the machine lets
+        Unicorn step past the syscall). RCX and R11 are left alone: Xen's SYSRET
+        would load them with RIP and RFLAGS, and every hypercall-page entry saves and
+        restores both around the syscall. The return path is the 32-bit one's
+        (_on_return): timers only after a hypercall not QUIET, an event only with a
+        callback registered. From user mode, a system call."""
         try:
             state = self.domain.vcpu.long_mode  # self.state, without its frame
             if fast.kind is not SYSCALL or not state.kernel_mode:
                 self._from_user(fast)
                 return
             self.exits[HYPERCALL_EXIT] += 1
+            number, rdx, rsi, rdi, r8, r10 = self._call_registers()
             domain = self.domain
-            registers = self._hypercall_registers()  # CS, the number, the arguments
-            number = registers[1]
-            result = call(domain, domain.vcpu, number, registers[2:], TABLE_64)
+            result = call(domain, domain.vcpu, number, (rdi, rsi, rdx, r10, r8), TABLE_64)
             if result is not NO_RESULT:
                 self._set_result(result)
             resume = state.resume  # HYPERVISOR_iret's return address
@@ -254,9 +267,13 @@ class Pv64Supervisor(PvSupervisor):
 
     # -- events -----------------------------------------------------------------------
     def _event_deliverable(self) -> bool:
+        """Whether the event callback should be entered now (Xen's
+        test_guest_events): evtchn_upcall_pending first, as on 32-bit
+        (_deliver_event), since it is clear most of the time and costs one read of
+        guest memory; then the callback, the mask and a selected word."""
         dom = self.domain
-        return (CallbackType.event in self.state.callbacks and not dom.upcall_mask
-                and dom.events.work_pending())
+        return (dom.upcall_pending != 0 and EVENT_CALLBACK in dom.vcpu.long_mode.callbacks
+                and not dom.upcall_mask and dom.events.work_pending())
 
     def _take_event(self) -> None:
         self.domain.events.fire_due_timer()

@@ -148,6 +148,7 @@ class LongModeDomain:
             raise HypercallError(Errno.EFAULT, f"guest buffer {vaddr:#x}")
 
     upcall_mask = Domain.upcall_mask  # in vcpu_info, hypervisor memory
+    upcall_pending = Domain.upcall_pending
 
     crash = Domain.crash  # a stop with the reason, as every domain's
     log = Domain.log

@@ -5,12 +5,15 @@ from XEN-ABI64.md Part 1 (section cited per test)."""
 import struct
 
 import pytest
+from unicorn import x86_const as X
 
 from pvtool.abi.pvtool import VCPU_REGS_64
-from pvtool.abi.xen import CallbackType
+from pvtool.abi.xen import HYPERCALL_ARGUMENT_REGISTERS, CallbackType
 from pvtool.abi.xen64 import VGCF_IN_SYSCALL, hypercall_page_64
+from pvtool.hv.entry64 import IN_STATE_ORDER
 from pvtool.hv.vcpu64 import Callback64, TrapInfo64
 from pvtool.machine.cpu import CR3, FS_BASE, GS_BASE, R11, RAX, RCX, RFLAGS, RIP, RSP
+from pvtool.machine.cpu_state import SLOT_ORDER_64
 from pvtool.machine.exits import Exit
 from pvtool.x86.isa import assemble
 from tests.hv.longmode import (
@@ -86,6 +89,51 @@ def test_kernel_syscall_is_a_hypercall_with_its_result_in_rax(dom):
     assert dom.machine.exits[Exit.HYPERCALL] == 2
     assert dom.lines[0] == "hypercall set_segment_base(0x0, 0x1234, 0x0, 0x0, 0x0) = 0x0"
     assert dom.machine.stop is None
+
+
+def test_a_hypercall_takes_its_five_arguments_in_the_abis_registers(dom):
+    """RDI, RSI, RDX, R10, R8 in that order (XEN-ABI64.md §1.2), however they lie in
+    the CPU's state: the refusal's trace prints them as the handler received them."""
+    run_kernel(dom, "mov rdi, 7; mov rsi, 0x11; mov rdx, 0x22; mov r10, 0x33; "
+                    f"mov r8, 0x44; mov r9, 0x55; {hypercall(25)}")
+    assert reg(dom, RAX) == EINVAL
+    assert dom.lines[0].startswith("hypercall set_segment_base(0x7, 0x11, 0x22, 0x33, 0x44): "
+                                   "-EINVAL")
+
+
+def test_the_hypercall_registers_are_read_in_one_unpack_in_state_order():
+    """IN_STATE_ORDER is the number and the ABI's arguments, in the order of QEMU's
+    regs[] slots, so the reader is the bare unpack (machine/cpu.py register_reader)."""
+    assert set(IN_STATE_ORDER) == {"rax", *HYPERCALL_ARGUMENT_REGISTERS[64]}
+    slots = [SLOT_ORDER_64.index(getattr(X, f"UC_X86_REG_{name.upper()}"))
+             for name in IN_STATE_ORDER]
+    assert slots == sorted(slots)
+    assert HYPERCALL_ARGUMENT_REGISTERS[64] == ("rdi", "rsi", "rdx", "r10", "r8")
+
+
+@pytest.mark.parametrize("number", [17, 25])
+def test_an_event_flagged_on_return_is_delivered_after_a_quiet_hypercall_too(dom, number):
+    """xen_version is QUIET (no timer can be due) and set_segment_base is not: both
+    return through the event check, which a flag the guest set must not miss."""
+    dom.vcpu.long_mode.callbacks[CallbackType.event] = Callback64(HANDLER, False)
+    dom.events.pending = True
+    dom.upcall_pending = 1
+    code = assemble(f"mov rdi, 0; mov rsi, 0; {hypercall(number)}", KERNEL_CODE, 64)
+    dom.memory.write_phys(KERNEL_CODE, code)
+    dom.memory.write_phys(HANDLER, b"\x90")
+    dom.enter(KERNEL_CODE, KERNEL_STACK)
+    dom.run(HANDLER)
+    assert reg(dom, RIP) == HANDLER and dom.machine.exits[Exit.UPCALL] == 1
+
+
+def test_no_upcall_while_evtchn_upcall_pending_is_clear(dom):
+    """The callback registered, events unmasked and a word selected, but the flag
+    clear (Xen's test_guest_events reads evtchn_upcall_pending): the hypercall returns
+    to the instruction after the page's call."""
+    dom.vcpu.long_mode.callbacks[CallbackType.event] = Callback64(HANDLER, False)
+    dom.events.pending = True
+    run_kernel(dom, f"mov rdi, 0; mov rsi, 0; {hypercall(17)}; mov rbx, 5")
+    assert dom.machine.exits[Exit.UPCALL] == 0 and dom.machine.stop is None
 
 
 # -- §1.7 set_segment_base --------------------------------------------------------------
@@ -299,6 +347,7 @@ def test_user_page_fault_keeps_the_u_bit_and_moves_to_kernel_mode(dom):
 def test_event_upcall_on_return_from_a_hypercall(dom):
     dom.vcpu.long_mode.callbacks[CallbackType.event] = Callback64(HANDLER, False)
     dom.events.pending = True
+    dom.upcall_pending = 1  # evtchn_upcall_pending, as the event's sender sets it
     dom.memory.write_phys(HANDLER, b"\x90")
     code = assemble(f"mov rdi, 0; mov rsi, 0; {hypercall(25)}", KERNEL_CODE, 64)
     dom.memory.write_phys(KERNEL_CODE, code)
