@@ -28,6 +28,7 @@ once per process, and a Unicorn whose functions differ is refused
 """
 
 import ctypes
+import os
 import struct
 from functools import cache
 
@@ -37,10 +38,15 @@ from unicorn.unicorn_py3.unicorn import uclib
 
 from pvtool.interrupts import emulate
 from pvtool.machine.context import EmulatorLayoutError
-from pvtool.machine.cpu_state import UC_STRUCT_WORDS, WINDOW, find_cpu_state
+from pvtool.machine.cpu_state import UC_STRUCT_WORDS, find_cpu_state
 
 SUFFIX = "_x86_64"
 RAM_ADDR_INVALID = (1 << 64) - 1
+# X86CPU is { CPUState; CPUNegativeOffsetState neg; CPUX86State env }: the distance
+# from the CPUState to the env, and CPUState.env_ptr's offset (measured in 2.1.4's
+# build; find_cpu checks both against the uc_struct and the CPU's own pointer).
+CPU_TO_STATE = 0x8A50
+ENV_PTR = 0x128
 _WORD = ctypes.c_uint64
 
 
@@ -60,18 +66,28 @@ _invalidate_range = _function("tb_invalidate_phys_range", None, ctypes.c_void_p,
 
 
 def find_cpu(uc: Uc, state: int) -> int:
-    """The address of UC's CPUState, whose CPUX86State is at STATE: the pointer of
-    the uc_struct that STATE lies a little past and whose X86CPU holds STATE
-    (CPUState.env_ptr) before it."""
-    words = struct.unpack(f"<{UC_STRUCT_WORDS}Q", ctypes.string_at(uc._uch.value,
-                                                                  UC_STRUCT_WORDS * 8))
-    for pointer in words:
-        if 0 < state - pointer < WINDOW and pointer % 8 == 0:
-            before = ctypes.string_at(pointer, state - pointer)
-            if struct.pack("<Q", state) in before[::1]:
-                return pointer
-    raise EmulatorLayoutError("Unicorn's CPUState is not where pvtool expects it "
-                              "(install unicorn==2.1.4)")
+    """The address of UC's CPUState, whose CPUX86State is at STATE: uc_struct's cpu,
+    the word there equal to STATE less CPU_TO_STATE, whose env_ptr holds STATE.
+    (Any pointer below STATE whose bytes hold STATE's address will not do: a heap
+    object just before the CPU holds it too.) Read through /proc/self/mem, as
+    cpu_state.py reads: a word that is no pointer reads as an error, never a crash."""
+    cpu = state - CPU_TO_STATE
+    with open("/proc/self/mem", "rb", buffering=0) as mem:
+        words = _read(mem, uc._uch.value, UC_STRUCT_WORDS * 8)
+        env_ptr = _read(mem, cpu + ENV_PTR, 8)
+    pointers = struct.unpack_from(f"<{len(words) // 8}Q", words)
+    if cpu not in pointers or env_ptr != struct.pack("<Q", state):
+        raise EmulatorLayoutError("Unicorn's CPUState is not where pvtool expects it "
+                                  "(install unicorn==2.1.4)")
+    return cpu
+
+
+def _read(mem, address: int, size: int) -> bytes:
+    """SIZE bytes at ADDRESS of this process, or fewer (none) where they end."""
+    try:
+        return os.pread(mem.fileno(), size, address)
+    except (OSError, OverflowError, ValueError):
+        return b""
 
 
 class QemuFunctions:

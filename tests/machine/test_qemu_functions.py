@@ -59,17 +59,25 @@ def test_a_ram_offset_is_none_outside_memory_unicorn_maps():
     assert qemu.ram_offset(ctypes.addressof(ram) + 0x10000) is None
 
 
-def test_the_cpu_state_found_is_uc_structs_cpu():
-    """find_cpu's CPUState holds the CPUX86State's address (env_ptr), and the
-    state lies a fixed distance past it for every Unicorn of the build."""
-    distances = set()
+def test_the_cpu_found_is_uc_structs_and_points_at_the_state():
+    """find_cpu's CPUState is a word of the uc_struct, and its env_ptr holds the
+    CPUX86State's address, for every Unicorn of the build."""
     for _ in range(2):
         uc = Uc(UC_ARCH_X86, UC_MODE_32)
         state = find_cpu_state(uc)
         cpu = qemu_functions.find_cpu(uc, state)
-        assert struct.pack("<Q", state) in ctypes.string_at(cpu, state - cpu)
-        distances.add(state - cpu)
-    assert len(distances) == 1
+        words = struct.unpack("<256Q", ctypes.string_at(uc._uch.value, 256 * 8))
+        assert cpu in words
+        assert struct.unpack("<Q", ctypes.string_at(cpu + qemu_functions.ENV_PTR, 8))[0] == state
+
+
+@pytest.mark.parametrize("name, wrong", [("CPU_TO_STATE", 0x8A48), ("ENV_PTR", 0x120)])
+def test_a_cpu_not_where_expected_is_refused(monkeypatch, name, wrong):
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    state = find_cpu_state(uc)
+    monkeypatch.setattr(qemu_functions, name, wrong)
+    with pytest.raises(EmulatorLayoutError, match="CPUState is not where"):
+        qemu_functions.find_cpu(uc, state)
 
 
 def paged_cpu(text: bytes) -> tuple[Cpu, ctypes.Array]:
