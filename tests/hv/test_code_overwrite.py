@@ -10,10 +10,10 @@ import struct
 
 import pytest
 
-from pvtool.machine import memory as memory_module
 from pvtool.machine.disk import DiskImage
 from tests.hv.blkfront import READ, SCRATCH, SECTOR, Frontend, Request, boot_with_disk
 from tests.hv.harness import boot
+from tests.machine.harness import drop_no_translated_code
 
 OLD, NEW = 0x01D, 0x0E7
 GNTTABOP_COPY = 5  # xen/include/public/grant_table.h
@@ -85,19 +85,11 @@ def test_code_a_grant_copy_writes_over_runs_new(run_guest):
 def test_without_the_invalidation_the_old_code_would_run(run_guest, monkeypatch):
     """What the test above proves: with QEMU's invalidation left out, the same guest
     runs the old code again, though the page holds the new."""
-    monkeypatch.setattr(memory_module.GuestMemory, "__init__", _without_invalidation(
-        memory_module.GuestMemory.__init__))
+    drop_no_translated_code(monkeypatch)
     booted = grant_copy_guest(run_guest)
     assert (booted.u32("result"), booted.u32("status")) == (0, 0)
     assert booted.memory.read_phys(booted.addr("code"), 6) == mov_eax_ret(NEW)
     assert (booted.u32("before"), booted.u32("after")) == (OLD, OLD)
-
-
-def _without_invalidation(init):
-    def patched(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        self._invalidate_code = lambda start, end: None
-    return patched
 
 
 # blkback: the guest runs `code` (a page of its data pages, granted to the backend),
