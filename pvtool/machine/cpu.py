@@ -41,7 +41,7 @@ from pvtool.machine.cpu_state import (
     STATE_SPAN,
     find_cpu_state,
 )
-from pvtool.machine.tlb import SoftTlb, check_layout
+from pvtool.machine.qemu_functions import QemuFunctions, check_functions
 from pvtool.x86.msrs import EFER_LMA
 from pvtool.x86.registers import CR0_PE
 
@@ -108,7 +108,7 @@ class Cpu:
         self._value_address = ctypes.addressof(self._value)
         self._context = uc.context_save()  # reused: saving into it costs ~1 us
         self._layout = probe_layout()
-        check_layout()
+        check_functions()
 
     @property
     def bits(self) -> int:
@@ -131,10 +131,15 @@ class Cpu:
 
     def write(self, reg: int, value: int) -> None:
         """REG = VALUE: in place for a general-purpose register (Unicorn's write is a
-        plain store there), else through Unicorn (EIP, segments, control registers)."""
+        plain store there), CR3 through QEMU's own cpu_x86_update_cr3 (all that
+        Unicorn's write of it does, without the dispatch: machine/qemu_functions.py),
+        else through Unicorn (EIP, segments, the other control registers)."""
         cell = self._writable.get(reg)
         if cell is not None:
             cell.value = value & self._mask
+            return
+        if reg == CR3:
+            self.qemu.write_cr3(value & self._mask)
             return
         self._value.value = value & self._mask
         _reg_write(self._handle, reg, self._value_address)
@@ -181,22 +186,21 @@ class Cpu:
     def write_msr(self, msr: int, value: int) -> None:
         self.uc.msr_write(msr, value)
 
+    @cached_property
+    def qemu(self) -> QemuFunctions:
+        """QEMU's own functions, bound to this CPU (machine/qemu_functions.py)."""
+        return QemuFunctions(self.uc, ctypes.addressof(self._state))
+
     def flush_tlb(self) -> None:
-        """Drop every cached translation: Unicorn flushes its TLB on a CR3 write,
-        even of the same value (UNICORN.md), and on nothing a hook can do otherwise."""
-        self.write(CR3, self.read(CR3))
+        """Drop every cached translation and the jump cache (QEMU's tlb_flush)."""
+        self.qemu.flush_tlb()
 
     def flush_tlb_page(self, address: int) -> None:
         """Drop the cached translations of the page holding linear ADDRESS: after it,
         no access to that page uses a translation made before it (other pages' may
-        stay cached). What a guest's invlpg promises, done in place (machine/tlb.py);
-        a whole flush where a cached large page covers the page."""
-        if not self._tlb.flush_page(address):
-            self.flush_tlb()
-
-    @cached_property
-    def _tlb(self) -> SoftTlb:
-        return SoftTlb(ctypes.addressof(self._state))
+        stay cached). What a guest's invlpg promises, done by QEMU's tlb_flush_page
+        (the whole mmu index where a cached large page covers the page)."""
+        self.qemu.flush_tlb_page(address)
 
     def save_context(self, into=None):
         """The whole CPU state (registers, segment caches, control registers), into

@@ -9,13 +9,18 @@ ends. A read through Unicorn (uc_mem_read: a call through ctypes, which releases
 takes back the GIL, then Unicorn's region lookup and QEMU's address_space_read) costs
 about an empty hook for a handful of bytes, a slice of the mapping a Python operation.
 
-Why writes are not: uc_mem_write is the one way in that QEMU's memory layer sees (a
-device's range reaches its MMIO callback, a read-only region is honoured), and it is
-where a write would tell QEMU that translated code changed. Measured on unicorn 2.1.4
-(tests/machine/test_memory.py): it does not; neither uc_mem_write nor a store in place
-drops code already translated from the page, inside a slice or between slices, and
-only ctl_flush_tb (or ctl_remove_cache, by virtual address) does. A hypervisor that
-writes over code the guest already ran must drop the translations itself.
+Why writes are in place too, each followed by QEMU's invalidation of the code it
+translated from the bytes written: Unicorn 2.1.4 keeps no dirty bitmap, so neither
+uc_mem_write nor a store in place drops a block already translated from the page
+(tests/machine/test_dma_over_code.py and tests/hv/test_code_overwrite.py show it),
+and a guest would go on running the old code after a disk read by DMA, a grant copy
+or a hypercall's copy into a page that held code. QEMU drops it for its own DMA; here
+every write pvtool makes into memory it holds calls tb_invalidate_phys_range on the
+range (machine/qemu_functions.py). That costs one ctypes call (0.6-0.9 us), the store
+itself a slice assignment (0.1 us), so an 8-byte write costs what uc_mem_write alone
+did (1.3 us), and a page-table entry's write need not skip it (a guest may execute a
+page it also uses as a table). Writes into a device's range still go through
+uc_mem_write, which reaches its MMIO callback.
 """
 
 import ctypes
@@ -67,7 +72,9 @@ class GuestMemory:
         self._through: dict[int, list[tuple[int, int, bool, bool]]] = {}
         self._ram: mmap.mmap | bytes = b""  # map_ram's, from physical 0
         self._ram_size = 0
-        self._host: list[tuple[int, int, mmap.mmap]] = []  # map_host's (base, end, bytes)
+        # map_host's (base, end, bytes, the RAM offset QEMU gives its first byte)
+        self._host: list[tuple[int, int, mmap.mmap, int]] = []
+        self._invalidate_code = cpu.qemu.invalidate_code
 
     # -- memory the host holds ---------------------------------------------------------
     def map_ram(self, size: int) -> None:
@@ -85,7 +92,7 @@ class GuestMemory:
         buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
         address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
         self.uc.mem_map_ptr(base, size, UC_PROT_ALL, address)
-        self._host.append((base, base + size, buffer))
+        self._host.append((base, base + size, buffer, self.cpu.qemu.ram_offset(address)))
         return buffer
 
     def host_view(self, address: int, size: int) -> memoryview | None:
@@ -93,7 +100,7 @@ class GuestMemory:
         (None elsewhere): what the guest stores shows at once, and reading costs no
         call into Unicorn. Read only: a store through it would not tell Unicorn that
         code it translated changed (the module's docstring)."""
-        for base, end, buffer in self._host:
+        for base, end, buffer, _ in self._host:
             if base <= address and address + size <= end:
                 return memoryview(buffer)[address - base:address - base + size].toreadonly()
         return None
@@ -105,7 +112,7 @@ class GuestMemory:
         which reads a device's or raises UnassignedMemory where nothing is."""
         if addr >= 0 and addr + size <= self._ram_size:
             return self._ram[addr:addr + size]
-        for base, end, buffer in self._host:
+        for base, end, buffer, _ in self._host:
             if base <= addr and addr + size <= end:
                 return buffer[addr - base:addr - base + size]
         return self._read_through_unicorn(addr, size)
@@ -121,9 +128,24 @@ class GuestMemory:
         return ctypes.string_at(self._buffer_address, size)
 
     def write_phys(self, addr: int, data: bytes) -> None:
+        """DATA at physical ADDR: in place where pvtool holds the memory, and QEMU
+        drops what it translated from those bytes (the module's docstring); else
+        through Unicorn, which writes a device's or raises UnassignedMemory where
+        nothing is."""
+        size = len(data)
+        for base, end, buffer, offset in self._host:
+            if base <= addr and addr + size <= end:
+                start = addr - base
+                buffer[start:start + size] = data
+                self._invalidate_code(offset + start, offset + start + size)
+                return
         data = bytes(data)
-        if _mem_write(self._handle, addr, data, len(data)):
-            raise UnassignedMemory(addr, len(data))
+        if _mem_write(self._handle, addr, data, size):
+            raise UnassignedMemory(addr, size)
+        for base, end, _, offset in self._host:  # a write across memories
+            if base < addr + size and addr < end:
+                self._invalidate_code(offset + max(addr, base) - base,
+                                      offset + min(addr + size, end) - base)
 
     def store_entry(self, addr: int, entry: struct.Struct, value: int) -> None:
         """VALUE packed by ENTRY (a page-table entry's format) at physical ADDR, in

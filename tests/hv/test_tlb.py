@@ -1,7 +1,8 @@
 """A kernel's invlpg under PV drops one page's translation, in the CPU's TLB itself
-(machine/tlb.py): through mmuext_op MMUEXT_INVLPG_LOCAL, update_va_mapping with
-UVMF_INVLPG, or the invlpg instruction the hypervisor emulates (XEN-ABI.md, "Page
-tables"; xen/include/public/xen.h, MMUEXT_INVLPG_LOCAL and UVMF_INVLPG).
+(QEMU's tlb_flush_page, machine/qemu_functions.py): through mmuext_op
+MMUEXT_INVLPG_LOCAL, update_va_mapping with UVMF_INVLPG, or the invlpg instruction the
+hypervisor emulates (XEN-ABI.md, "Page tables"; xen/include/public/xen.h,
+MMUEXT_INVLPG_LOCAL and UVMF_INVLPG).
 
 Each guest reads two data pages X and Y and calls the code on a page C (so the CPU
 caches their translations and C's translated block), remaps all three onto other

@@ -84,6 +84,21 @@ def qemu(guest: Guest, *extra_args: str, program: str = QEMU) -> QemuResult:
     return _qemu_cache[key]
 
 
+def drop_no_translated_code(monkeypatch) -> None:
+    """Make every GuestMemory made from now on leave QEMU's translated code alone
+    when pvtool writes guest memory: what Unicorn alone does (machine/memory.py), for
+    tests that show their guest would then run stale code."""
+    from pvtool.machine.memory import GuestMemory
+
+    init = GuestMemory.__init__
+
+    def without_invalidation(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self._invalidate_code = lambda start, end: None
+
+    monkeypatch.setattr(GuestMemory, "__init__", without_invalidation)
+
+
 def hex_lines(values: list[int]) -> bytes:
     """What the runtime prints for these records."""
     return b"".join(b"%08x\n" % v for v in values)

@@ -2,6 +2,7 @@
 a guest turned paging on (the guest's own loads are the reference), and the RAM read
 in place (uc_mem_read's bytes are the reference)."""
 
+import ctypes
 import os
 import random
 import re
@@ -224,10 +225,10 @@ def test_ram_read_in_place_sees_the_guests_stores_at_once(machine):
     assert machine.memory.read_phys(0x303000, 4) == bytes(4)  # past the last store
 
 
-def test_a_write_over_translated_code_is_seen_only_once_translations_are_dropped(machine):
-    """What memory.py's docstring says of unicorn 2.1.4: write_phys (uc_mem_write) over
-    code the CPU already translated leaves the old translation running; the read in
-    place shows the new bytes at once, and the CPU runs them after ctl_flush_tb."""
+def test_a_write_over_translated_code_runs_new_at_once(machine):
+    """write_phys over code the CPU already translated (a device's DMA, a hypercall's
+    copy) has QEMU drop those blocks, as its own DMA does: the next slice runs the
+    new code, with no flush of the whole translation cache."""
     code = 0x2000
     machine.memory.write_phys(code, bytes.fromhex("b801000000" "90"))  # mov eax, 1
     emulate(machine.uc, code, UNTIL_NEVER, 2)  # slices as the run loop's: counted
@@ -235,10 +236,40 @@ def test_a_write_over_translated_code_is_seen_only_once_translations_are_dropped
     machine.memory.write_phys(code + 1, (2).to_bytes(4, "little"))
     assert machine.memory.read_phys(code, 6) == bytes.fromhex("b802000000" "90")
     emulate(machine.uc, code, UNTIL_NEVER, 2)
-    assert machine.cpu.read(EAX) == 1
-    machine.uc.ctl_flush_tb()
-    emulate(machine.uc, code, UNTIL_NEVER, 2)
     assert machine.cpu.read(EAX) == 2
+
+
+def test_a_write_leaves_the_blocks_of_other_pages_translated(machine, monkeypatch):
+    """Only the written range's blocks go: a block on another page is found again in
+    the translation cache (Unicorn's ctl_request_cache would translate it anew)."""
+    machine.memory.write_phys(0x2000, bytes.fromhex("b801000000" "90"))
+    emulate(machine.uc, 0x2000, UNTIL_NEVER, 2)
+    dropped = []
+    invalidate = machine.memory._invalidate_code
+    monkeypatch.setattr(machine.memory, "_invalidate_code",
+                        lambda start, end: (dropped.append((start, end)), invalidate(start, end)))
+    machine.memory.write_phys(0x5000, b"data")
+    offset = machine.cpu.qemu.ram_offset(ctypes.addressof(ctypes.c_char.from_buffer(
+        machine.memory._ram)))
+    assert dropped == [(offset + 0x5000, offset + 0x5004)]
+
+
+def test_a_write_into_ram_makes_no_call_into_unicorn(machine, monkeypatch):
+    monkeypatch.setattr(memory_module, "_mem_write", None)  # a call would raise TypeError
+    machine.memory.write_phys(0x1234, bytearray(b"in place"))
+    machine.memory.write_u32(0x2000, 0x11223344)
+    assert unicorns(machine, 0x1234, 8) == b"in place"
+    assert unicorns(machine, 0x2000, 4) == bytes.fromhex("44332211")
+
+
+def test_a_write_past_ram_is_unassigned_and_a_devices_goes_to_the_device(machine):
+    with pytest.raises(UnassignedMemory):
+        machine.memory.write_phys(RAM - 2, b"1234")
+    with pytest.raises(UnassignedMemory):
+        machine.memory.write_phys(RAM, b"1234")
+    before = machine.memory.read_phys(APIC_BASE + 0x80, 4)  # the task priority register
+    machine.memory.write_phys(APIC_BASE + 0x80, (0x20).to_bytes(4, "little"))
+    assert machine.memory.read_phys(APIC_BASE + 0x80, 4) != before
 
 
 def test_outside_ram_reads_go_through_unicorn_with_the_same_errors(machine):

@@ -1,5 +1,6 @@
-"""machine/tlb.py: the start-up check of QEMU's TLB layout, and a large page's
-fallback to the whole flush, on a bare Unicorn with paging on. (The per-page flush
+"""machine/qemu_functions.py: the start-up check of QEMU's functions, the CPUState
+and RAM offsets found, and a page flush inside a cached large page (QEMU flushes
+that mmu index whole), on a bare Unicorn with paging on. (The per-page flush
 itself, on data and code pages, in the kernel's and the user's mmu index, 2-level,
 PAE and 4-level, is proved with PV guests: tests/hv/test_tlb.py.)"""
 
@@ -10,9 +11,10 @@ import pytest
 from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, UC_PROT_ALL, Uc
 from unicorn import x86_const as X
 
-from pvtool.machine import tlb
+from pvtool.machine import qemu_functions
 from pvtool.machine.context import EmulatorLayoutError
 from pvtool.machine.cpu import EAX, EBX, Cpu
+from pvtool.machine.cpu_state import find_cpu_state
 
 RAM = 16 << 20
 CODE = 0x1000
@@ -25,19 +27,57 @@ LARGE_NEW_FRAME = 0x800000
 OLD, NEW = 0x01D01D01, 0x0E70E70E
 
 
-@pytest.mark.parametrize("name, wrong", [
-    ("TLB_FAST", -0x50), ("TLB_FAST", -0x30), ("TLB_DESCS", -0x868), ("DESC_SIZE", 0x2B0),
-    ("JUMP_CACHE", -0x8910), ("TLB_COMMON", -0x888), ("ENTRY_BITS", 5)])
-def test_the_start_up_check_refuses_a_layout_it_does_not_recognise(monkeypatch, name, wrong):
-    monkeypatch.setattr(tlb, name, wrong)
-    tlb.check_layout.cache_clear()
+def _does_nothing(*_args) -> None:
+    """A QEMU function that has no effect."""
+
+
+@pytest.mark.parametrize("name", [
+    "flush_tlb_page", "flush_tlb", "write_cr3", "invalidate_code"])
+def test_the_start_up_check_refuses_a_function_that_does_not_do_its_job(monkeypatch, name):
+    """Each function's effect is proved on a scratch CPU: one that does nothing (a
+    Unicorn whose export differs) fails the check, with exit status 70."""
+    monkeypatch.setattr(qemu_functions.QemuFunctions, name, _does_nothing)
+    qemu_functions.check_functions.cache_clear()
     try:
-        with pytest.raises(EmulatorLayoutError, match="TLB is not where"):
-            tlb.check_layout()
+        with pytest.raises(EmulatorLayoutError, match="do not behave") as raised:
+            qemu_functions.check_functions()
+        assert raised.value.exit_status == 70
     finally:
         monkeypatch.undo()
-        tlb.check_layout.cache_clear()
-    tlb.check_layout()  # the right layout passes again
+        qemu_functions.check_functions.cache_clear()
+    qemu_functions.check_functions()  # the real functions pass again
+
+
+def test_a_ram_offset_is_none_outside_memory_unicorn_maps():
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    ram = ctypes.create_string_buffer(0x10000)
+    uc.mem_map_ptr(0, 0x10000, UC_PROT_ALL, ctypes.addressof(ram))
+    qemu = qemu_functions.QemuFunctions(uc)
+    first = qemu.ram_offset(ctypes.addressof(ram))
+    assert first is not None
+    assert qemu.ram_offset(ctypes.addressof(ram) + 0xFFFF) == first + 0xFFFF
+    assert qemu.ram_offset(ctypes.addressof(ram) + 0x10000) is None
+
+
+def test_the_cpu_found_is_uc_structs_and_points_at_the_state():
+    """find_cpu's CPUState is a word of the uc_struct, and its env_ptr holds the
+    CPUX86State's address, for every Unicorn of the build."""
+    for _ in range(2):
+        uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        state = find_cpu_state(uc)
+        cpu = qemu_functions.find_cpu(uc, state)
+        words = struct.unpack("<256Q", ctypes.string_at(uc._uch.value, 256 * 8))
+        assert cpu in words
+        assert struct.unpack("<Q", ctypes.string_at(cpu + qemu_functions.ENV_PTR, 8))[0] == state
+
+
+@pytest.mark.parametrize("name, wrong", [("CPU_TO_STATE", 0x8A48), ("ENV_PTR", 0x120)])
+def test_a_cpu_not_where_expected_is_refused(monkeypatch, name, wrong):
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    state = find_cpu_state(uc)
+    monkeypatch.setattr(qemu_functions, name, wrong)
+    with pytest.raises(EmulatorLayoutError, match="CPUState is not where"):
+        qemu_functions.find_cpu(uc, state)
 
 
 def paged_cpu(text: bytes) -> tuple[Cpu, ctypes.Array]:
@@ -91,7 +131,7 @@ def remap_then_flush(read_large_first: bool) -> tuple[int, int]:
 
 def test_a_cached_large_page_makes_a_page_flush_in_it_a_whole_flush():
     """QEMU keeps one range of large pages per mmu index and drops the whole index
-    for a page in it (tlb_flush_page_locked): so does flush_page. The small page,
+    for a page in it (tlb_flush_page_locked), which Cpu.flush_tlb_page calls. The small page,
     not flushed itself, shows its new frame too."""
     assert remap_then_flush(read_large_first=True) == (NEW, NEW)
 
