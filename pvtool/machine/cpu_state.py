@@ -51,11 +51,13 @@ FIELDS: dict[int, tuple[int, str]] = {
        for index, reg in enumerate(SELECTOR_ORDER)},
 }
 # EIP follows regs[] (CPUX86State's target_ulong eip), read in place like them; its
-# write goes through Unicorn, which must then leave the translated block. The control
+# write goes through Unicorn, which must then leave the translated block (but in a
+# fault's hook: Cpu.resume_after_fault). The control
 # registers are cr[5], target_ulongs past segs[6] and the ldt, tr, gdt and idt caches:
 # uc_reg_read of CR0-CR4 is a plain load of cr[n] (CR2 is read by every #PF, CR3 by
-# every guest-virtual access, CR0 and CR4 by every page walk). Their writes stay
-# Unicorn's: CR0, CR3 and CR4 writes recompute QEMU's hidden flags and flush its TLB.
+# every guest-virtual access, CR0 and CR4 by every page walk). Their writes are never
+# plain stores: CR0, CR3 and CR4 writes recompute QEMU's hidden flags and flush its TLB
+# (Unicorn's, or for CR3 QEMU's own cpu_x86_update_cr3: machine/cpu.py).
 IP_OFFSET = SLOT_SIZE * len(SLOT_ORDER_64)
 CR_OFFSET = SEGMENTS - BLOB_HEADER + SEGMENT_SIZE * (len(SELECTOR_ORDER) + 4)
 CONTROL_REGISTERS = (X.UC_X86_REG_CR0, X.UC_X86_REG_CR2, X.UC_X86_REG_CR3, X.UC_X86_REG_CR4)

@@ -18,8 +18,10 @@ or a hypercall's copy into a page that held code. QEMU drops it for its own DMA;
 every write pvtool makes into memory it holds calls tb_invalidate_phys_range on the
 range (machine/qemu_functions.py). That costs one ctypes call (0.6-0.9 us), the store
 itself a slice assignment (0.1 us), so an 8-byte write costs what uc_mem_write alone
-did (1.3 us), and a page-table entry's write need not skip it (a guest may execute a
-page it also uses as a table). Writes into a device's range still go through
+did (1.3 us). One write skips it: a kernel's store into its own L1, which ptwr emulates
+(store_entry: the hot path of every PTE update, where the call would be most of the
+write's cost); a page table holds no code, and a guest that executes one anyway runs a
+translation of bytes it wrote itself. Writes into a device's range still go through
 uc_mem_write, which reaches its MMIO callback.
 """
 
