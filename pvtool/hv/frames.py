@@ -184,14 +184,7 @@ class FrameTable:
         if writable:
             types = self._type_info
             types[mfn] = (types.get(mfn) or _WRITABLE) + ONE
-            at = self._writable_at  # add_writable_at's change, with no undo to keep
-            where = at.get(mfn)
-            if where is None:
-                at[mfn] = entry
-            elif isinstance(where, int):
-                at[mfn] = {where, entry}
-            else:
-                where.add(entry)
+            self.add_writable_at(mfn, entry)
 
     def put_l1_references(self, mfn: int, entry: int, writable: bool) -> None:
         """Drop what get_l1_references took; a writable type at no count is no type."""
@@ -209,14 +202,7 @@ class FrameTable:
                 del types[mfn]
             else:
                 types[mfn] = info
-            at = self._writable_at  # drop_writable_at's change, with no undo to keep
-            where = at[mfn]
-            if isinstance(where, int):
-                del at[mfn]
-            else:
-                where.discard(entry)
-                if not where:
-                    del at[mfn]
+            self.drop_writable_at(mfn, entry)
 
     # -- links between tables ------------------------------------------------------
     def holders(self, mfn: int) -> dict[int, int]:

@@ -1,8 +1,9 @@
 """A ptwr exit's EIP moved in place (Cpu.resume_after_fault) and its entry stored in
 place (GuestMemory.store_entry), in real runs of guests/nanobench on both widths: the
-kernel's PTE stores (pte_update) make no uc_reg_write of EIP and no uc_mem_write, and
-the run prints the same bytes and takes the same exits as one whose ptwr exits go
-through Unicorn for both; a #PF bounced to the kernel's handler (page_fault), which
+kernel's PTE stores (pte_update) make no uc_reg_write of EIP and have QEMU drop no
+translated code (write_phys would: machine/memory.py), and the run prints the same
+bytes and takes the same exits as one whose ptwr exits write EIP through Unicorn and
+the entry by write_phys; a #PF bounced to the kernel's handler (page_fault), which
 changes the vCPU's mode, still writes EIP through Unicorn. And the two methods alone
 on a bare Unicorn: the entry's store, in RAM and elsewhere; EIP stored in a fault's
 hook, where the CPU resumes.
@@ -22,6 +23,7 @@ from pvtool.machine import memory as memory_module
 from pvtool.machine.cpu import EAX, Cpu
 from pvtool.machine.exits import Exit
 from pvtool.machine.memory import GuestMemory, UnassignedMemory
+from pvtool.machine.qemu_functions import QemuFunctions
 from pvtool.run import Mode, RunOptions, run_image
 from tests.e2e.patched import patched_once
 from tests.machine.test_cpu import bare_cpu
@@ -31,26 +33,27 @@ IP_REGISTERS = (X.UC_X86_REG_EIP, X.UC_X86_REG_RIP)
 
 
 class Spy:
-    """Unicorn's register and memory writes a run makes, those made while ptwr
-    handles a fault apart."""
+    """Unicorn's EIP writes and QEMU's code invalidations a run makes, those made
+    while ptwr handles a fault apart (installed before the machine is made, which
+    binds the invalidation when it maps its RAM)."""
 
     def __init__(self, monkeypatch):
         self.in_ptwr = False
         self.ip_writes = Counter()  # in ptwr or not -> uc_reg_write of EIP/RIP
-        self.mem_writes = Counter()
-        real_reg, real_mem = cpu_module._reg_write, memory_module._mem_write
+        self.invalidations = Counter()
+        real_reg, real_invalidate = cpu_module._reg_write, QemuFunctions.invalidate_code
 
         def reg_write(handle, reg, value):
             if reg in IP_REGISTERS:
                 self.ip_writes[self.in_ptwr] += 1
             return real_reg(handle, reg, value)
 
-        def mem_write(handle, address, data, size):
-            self.mem_writes[self.in_ptwr] += 1
-            return real_mem(handle, address, data, size)
+        def invalidate(qemu, start, end):
+            self.invalidations[self.in_ptwr] += 1
+            return real_invalidate(qemu, start, end)
 
         monkeypatch.setattr(cpu_module, "_reg_write", reg_write)
-        monkeypatch.setattr(memory_module, "_mem_write", mem_write)
+        monkeypatch.setattr(QemuFunctions, "invalidate_code", invalidate)
         monkeypatch.setattr(ptwr, "_emulate_store", self._flagged(ptwr._emulate_store))
 
     def _flagged(self, emulate):
@@ -72,7 +75,7 @@ def run(image: Path, cmdline: str) -> tuple[bytes, Counter]:
 
 
 def through_unicorn(monkeypatch) -> None:
-    """The first wave's ptwr writes: EIP by uc_reg_write, the entry by uc_mem_write."""
+    """ptwr's writes as any other: EIP by uc_reg_write, the entry by write_phys."""
     monkeypatch.setattr(Cpu, "resume_after_fault",
                         lambda cpu, ip: cpu.write(cpu.width.ip, ip))
     monkeypatch.setattr(GuestMemory, "store_entry",
@@ -81,19 +84,20 @@ def through_unicorn(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("guest", ["nanobench", "nanobench64"])
-def test_ptwr_exits_write_nothing_through_unicorn_and_print_the_same(guest, monkeypatch):
+def test_ptwr_exits_write_in_place_and_print_the_same(guest, monkeypatch):
     image = patched_once(guest)
     cmdline = f"n=0 pte_update={STORES}"
     spy = Spy(monkeypatch)
     output, exits = run(image, cmdline)
     assert exits[Exit.PTWR] >= STORES
-    assert spy.ip_writes[True] == 0 and spy.mem_writes[True] == 0
+    assert spy.ip_writes[True] == 0 and spy.invalidations[True] == 0
     assert f"pte_update n={STORES} ".encode() in output
     with monkeypatch.context() as slow:
         through_unicorn(slow)
         spy.ip_writes.clear()
         slow_output, slow_exits = run(image, cmdline)
-        assert spy.ip_writes[True] >= STORES  # the comparison run did go through Unicorn
+        # the comparison run did write both the other way
+        assert spy.ip_writes[True] >= STORES and spy.invalidations[True] >= STORES
     assert output == slow_output  # the virtual TSC: the same cycles too
     assert exits == slow_exits
 
@@ -111,20 +115,29 @@ def test_a_bounced_page_fault_still_writes_eip_through_unicorn(guest, monkeypatc
 
 
 def test_an_entry_is_stored_in_ram_in_place_and_elsewhere_through_unicorn(monkeypatch):
-    """In RAM the entry is there at once, with no uc_mem_write; in memory Unicorn
-    holds (not map_ram's) it goes through uc_mem_write, and where nothing is mapped
-    it is UnassignedMemory, as write_phys's."""
+    """In RAM the entry is there at once, with no uc_mem_write and no code
+    invalidation (write_phys there makes one); in memory Unicorn holds (not map_ram's)
+    it goes through uc_mem_write, and where nothing is mapped it is UnassignedMemory,
+    as write_phys's."""
+    invalidated = []
+    real_invalidate = QemuFunctions.invalidate_code
+    monkeypatch.setattr(QemuFunctions, "invalidate_code",
+                        lambda qemu, start, end: invalidated.append(start)
+                        or real_invalidate(qemu, start, end))
     uc = Uc(UC_ARCH_X86, UC_MODE_32)
     memory = GuestMemory(uc, Cpu(uc))
     memory.map_ram(0x10000)
     uc.mem_map(0x10000, 0x1000)
+    invalidated.clear()  # the start-up check's own (machine/qemu_functions.py)
     calls = []
     real = memory_module._mem_write
     monkeypatch.setattr(memory_module, "_mem_write",
                         lambda *args: calls.append(args[1]) or real(*args))
     entry = struct.Struct("<Q")
+    memory.write_phys(0xFFF0, entry.pack(1))
+    assert invalidated == [0xFFF0]  # the contrast: write_phys drops translated code
     memory.store_entry(0xFFF8, entry, 0x1234_5000_0063)
-    assert calls == []
+    assert calls == [] and invalidated == [0xFFF0]
     assert uc.mem_read(0xFFF8, 8) == entry.pack(0x1234_5000_0063)
     memory.store_entry(0x10008, entry, 7)
     assert calls == [0x10008]
