@@ -231,7 +231,11 @@ class Domain:
         self.vcpu.gdt = Gdt(self)
         self.pagetables = PageTables(self, base_mfn, paging, glue=glue, superpages=superpages,
                                      downgrade=downgrade, rules=rules)
-        self.guest_ranges = self.pagetables.rules.guest_ranges  # read on every pointer
+        self.guest_ranges = self.pagetables.rules.guest_ranges
+        # Where a hypercall's buffer may lie, read on every pointer: the guest's ranges
+        # and, for a patched kernel, the glue window (its own frames: check_guest_range).
+        self.buffer_ranges = self.guest_ranges + (
+            ((layout.GLUE_WINDOW, layout.GLUE_WINDOW + pvabi.GLUE_WINDOW_SIZE),) if glue else ())
         self.glue_alias = 0  # PvDomain: where else its glue is reached (hv/traps.py)
 
     fpu_ts = running_vcpus("fpu_ts", "The virtual CR0.TS.")
@@ -257,9 +261,9 @@ class Domain:
 
     # -- guest memory, checked -----------------------------------------------------
     def copy_from_guest(self, vaddr: int, size: int) -> bytes:
-        # check_guest_range's usual answer inline, a call less on every pointer (a
-        # page-table hypercall's argument): the glue window and refusals are its own.
-        for start, end in self.guest_ranges:
+        # check_guest_range's answer inline, a call less on every pointer (a page-table
+        # hypercall's argument, in the glue's data or the kernel's): refusals are its own.
+        for start, end in self.buffer_ranges:
             if start <= vaddr and vaddr + size <= end and size >= 0:
                 break
         else:
@@ -271,7 +275,7 @@ class Domain:
 
     def copy_to_guest(self, vaddr: int, data: bytes) -> None:
         size = len(data)
-        for start, end in self.guest_ranges:  # as copy_from_guest
+        for start, end in self.buffer_ranges:  # as copy_from_guest
             if start <= vaddr and vaddr + size <= end:
                 break
         else:

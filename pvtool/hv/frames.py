@@ -137,24 +137,35 @@ class FrameTable:
             self._journal.append((_restore, self._type_info, mfn, self._type_info[mfn]))
         self._type_info[mfn] -= ONE
 
-    def move_base_references(self, new: int, info: int, old: int | None, roots: dict) -> None:
-        """A base moved from OLD (None: none) to NEW, both validated tables
-        (Validator.switch_base, outside a transaction): NEW's general reference, its
-        type word INFO (its count raised) and its count in ROOTS taken, OLD's dropped.
-        get_page_and_type, count_up and their put and count_down in one call: the hot
-        path of a context switch."""
+    def move_validated_base(self, new: int, old: int | None, level: int, roots: dict) -> bool:
+        """A base moved from OLD (None: none) to NEW, if NEW is a validated table of
+        LEVEL and no transaction is open (Validator.move_base): NEW's general
+        reference, type reference and count in ROOTS taken, OLD's dropped, as
+        get_page_and_type, count_up and their put and count_down would, in one call:
+        the hot path of a context switch. False, and nothing changed, otherwise."""
+        types = self._type_info
+        info = types.get(new, 0)
+        if info & (KIND | VALIDATED) != level | VALIDATED or self._depth:
+            return False
+        if new == old:
+            return True
         counts = self._count_info
         counts[new] = counts.get(new, 0) + 1
-        self._type_info[new] = info
+        types[new] = info + ONE
         roots[new] = roots.get(new, 0) + 1
         if old is not None:
-            self._type_info[old] -= ONE
-            for store in (counts, roots):
-                left = store[old] - 1
-                if left:
-                    store[old] = left
-                else:
-                    del store[old]
+            types[old] -= ONE
+            count = counts[old]
+            if count > 1:
+                counts[old] = count - 1
+            else:
+                del counts[old]
+            count = roots[old]
+            if count > 1:
+                roots[old] = count - 1
+            else:
+                del roots[old]
+        return True
 
     def type_info(self, mfn: int) -> int:
         return self._type_info.get(mfn, 0)

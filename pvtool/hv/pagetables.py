@@ -56,6 +56,9 @@ class PageTables:
         self.validator = Validator(domain.frames, domain.memory, domain.domid, self.rules,
                                    glue, splits, self.flush_tlb)
         self.entry_size = self.validator.entry_size
+        self._cpu = domain.machine.cpu  # the machine's one, whichever vCPU runs
+        # QEMU's function behind a context switch's CR3 write, bound once.
+        self._write_cr3 = self._cpu.qemu.bound_write_cr3()
         if glue:
             self._hold_glue_data()
         # Every change to the domain's page tables goes through the validator, which
@@ -78,7 +81,7 @@ class PageTables:
 
     def flush_tlb_page(self, vaddr: int) -> None:
         """The kernel's invlpg of VADDR: only that page's translations go."""
-        self.domain.machine.cpu.flush_tlb_page(vaddr)
+        self._cpu.flush_tlb_page(vaddr)
 
     def hold_writable(self, mfn: int) -> None:
         """The hypervisor maps frame MFN writable itself (a backend's ring, the glue
@@ -101,13 +104,16 @@ class PageTables:
     # -- bases and pins ------------------------------------------------------------------
     def new_baseptr(self, mfn: int) -> None:
         """Make the hierarchy under MFN the address space: validated the first time
-        it is used, a count increment after that."""
-        if self.frames.owner(mfn) != self.domain.domid:
-            raise HypercallError(Errno.EINVAL, f"base frame {mfn:#x} is not the domain's")
-        self.validator.switch_base(mfn, self.base_mfn if self._base_held else None,
-                                   downgrade=self.rules.downgrade)
+        it is used, a count increment after that (the hot path of a context switch:
+        Validator.move_base, whose table is the domain's, so the owner is asked only
+        otherwise)."""
+        old = self.base_mfn if self._base_held else None
+        if not self.validator.move_base(mfn, old):
+            if self.frames.owner(mfn) != self.domain.domid:
+                raise HypercallError(Errno.EINVAL, f"base frame {mfn:#x} is not the domain's")
+            self.validator.switch_base(mfn, old, downgrade=self.rules.downgrade)
         self.base_mfn, self._base_held = mfn, True
-        self.domain.machine.cpu.write(CR3, mfn << PAGE_SHIFT)
+        self._write_cr3(mfn << PAGE_SHIFT)  # Cpu.write(CR3), bound
         if self.domain.trace:
             self.domain.log(f"new base {mfn:#x}")
 
@@ -123,8 +129,9 @@ class PageTables:
         if mfn == self.user_base_mfn:
             return
         if mfn:
-            self.validator.switch_base(mfn, self.user_base_mfn or None,
-                                       downgrade=self.rules.downgrade)
+            old = self.user_base_mfn or None
+            if not self.validator.move_base(mfn, old):
+                self.validator.switch_base(mfn, old, downgrade=self.rules.downgrade)
         elif self.user_base_mfn:
             self.validator.put_table(self.user_base_mfn, None)
         self.user_base_mfn = mfn

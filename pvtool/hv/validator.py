@@ -195,18 +195,19 @@ class Validator:
         if not self.frames.in_transaction:
             self.flush_tlb()
 
+    def move_base(self, mfn: int, old: int | None) -> bool:
+        """switch_base's hot path: to a top-level table validated already, moving a
+        base's reference from OLD (None: none) to MFN is Xen's count increment and
+        decrement, which cannot fail, made in place (none at all when MFN is OLD).
+        Such a table is the domain's (only the domain's frames become tables above
+        L1: _make_table), so get_table's owner check has nothing to add. False, and
+        nothing changed, for any other MFN: switch_base's general path then."""
+        return self.frames.move_validated_base(mfn, old, self.top, self.roots)
+
     def switch_base(self, mfn: int, old: int | None, *, downgrade: bool) -> None:
         """Move a base's reference from OLD (None: no base held) to MFN, as NEW_BASEPTR
-        and NEW_USER_BASEPTR do: get_table(MFN) then put_table(OLD). To a top-level
-        table validated already, the hot path of a context switch, that is Xen's count
-        increment and decrement, which cannot fail: made in place, none at all when MFN
-        is OLD. Such a table is the domain's (only the domain's frames become tables
-        above L1: _make_table), so get_table's owner check has nothing to add."""
-        frames = self.frames
-        info = frames.type_info(mfn)
-        if info & (KIND | VALIDATED) == self.top | VALIDATED and not frames.in_transaction:
-            if mfn != old:
-                frames.move_base_references(mfn, info + ONE, old, self.roots)
+        and NEW_USER_BASEPTR do: get_table(MFN) then put_table(OLD), or move_base."""
+        if self.move_base(mfn, old):
             return
         self.get_table(mfn, self.top, None, downgrade=downgrade)
         if old is not None:

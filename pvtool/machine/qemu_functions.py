@@ -30,7 +30,8 @@ once per process, and a Unicorn whose functions differ is refused
 import ctypes
 import os
 import struct
-from functools import cache
+from collections.abc import Callable
+from functools import cache, partial
 
 from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, UC_PROT_ALL, Uc
 from unicorn import x86_const as X
@@ -110,6 +111,11 @@ class QemuFunctions:
     def write_cr3(self, value: int) -> None:
         """CR3 = VALUE, as a guest's mov to CR3 (cpu_x86_update_cr3)."""
         _update_cr3(self._state, value)
+
+    def bound_write_cr3(self) -> Callable[[int], None]:
+        """write_cr3 as one call of QEMU's function with this CPU bound: for the
+        hypervisor's hot path (a context switch's NEW_BASEPTR), no method in between."""
+        return partial(_update_cr3, self._state)
 
     def ram_offset(self, host: int) -> int | None:
         """The RAM offset (ram_addr_t) of the byte at HOST, an address of this process

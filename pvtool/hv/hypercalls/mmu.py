@@ -75,16 +75,18 @@ def _one_mmu_update(dom: PvDomain, ptr: int, val: int) -> None:
 def mmuext_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     ops, count, done_ptr = args[0], args[1], args[2]
     size, fields = MMUEXT_OPS[vcpu.bits]
-    if not done_ptr and (count == 1 or count == 2 and _in_one_page(ops, 2 * size)):
-        # A kernel's mov cr3 (64-bit: with its user base) or invlpg: _batch's case read
-        # in one copy. Xen reads each entry after the one before has run; here both are
-        # read first, which differs only for a block a NEW_BASEPTR maps elsewhere (a
-        # kernel's, Linux's per-CPU multicall buffer or pvtool's glue data, is mapped
-        # the same in every base). In one page, the second entry is readable if the
-        # first is: a copy that faults refuses where _batch's first read would.
-        data = dom.copy_from_guest(ops, count * size)
-        for at in range(0, count * size, size):
-            _one_mmuext(dom, *fields.unpack_from(data, at))
+    if count == 1 and not done_ptr:  # a kernel's mov cr3 or invlpg: _batch's, no loop
+        _one_mmuext(dom, *fields.unpack_from(dom.copy_from_guest(ops, size)))
+    elif count == 2 and not done_ptr and _in_one_page(ops, 2 * size):
+        # A 64-bit kernel's mov cr3 with its user base, read in one copy. Xen reads
+        # each entry after the one before has run; here both are read first, which
+        # differs only for a block a NEW_BASEPTR maps elsewhere (a kernel's, Linux's
+        # per-CPU multicall buffer or pvtool's glue data, is mapped the same in every
+        # base). In one page, the second entry is readable if the first is: a copy
+        # that faults refuses where _batch's first read would.
+        data = dom.copy_from_guest(ops, 2 * size)
+        _one_mmuext(dom, *fields.unpack_from(data))
+        _one_mmuext(dom, *fields.unpack_from(data, size))
     else:
         _batch(dom, ops, count, done_ptr, size, fields, _one_mmuext)
     return 0
