@@ -244,7 +244,14 @@ class GuestMemory:
 
     def read_virt(self, vaddr: int, size: int, *, user: bool = False) -> bytes:
         vaddr &= self._address_mask
-        if 0 < size <= PAGE_SIZE - (vaddr & (PAGE_SIZE - 1)):  # within a page: most reads
+        offset = vaddr & (PAGE_SIZE - 1)
+        if 0 < size <= PAGE_SIZE - offset:  # within a page: most reads
+            # A kept translation into RAM, inline: a hypercall's argument, every time.
+            kept = self._translations
+            page = kept.get((self._cr3()[0], vaddr >> PAGE_SHIFT, False, user)) \
+                if kept else None
+            if page is not None and page + PAGE_SIZE <= self._ram_size:
+                return self._ram[page + offset:page + offset + size]
             return self.read_phys(self.virt_to_phys(vaddr, user=user), size)
         out = bytearray()
         for chunk_addr, chunk_size in _page_chunks(vaddr, size, self._address_mask):

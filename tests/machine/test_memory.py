@@ -135,6 +135,22 @@ def test_forgetting_an_entry_forgets_only_the_translations_through_it(build):
     assert memory.virt_to_phys(0x344ABC) == 0x343ABC
 
 
+def test_a_read_within_a_page_uses_the_kept_translation_as_virt_to_phys_does(build):
+    """read_virt takes a kept translation inline (every hypercall's argument): it reads
+    where virt_to_phys points, a stale translation included until its owner forgets
+    it, and a user read is never served by the kernel's."""
+    memory = run_native(build(ALIAS_SCENARIO)).machine.memory
+    memory.keep_translations()
+    assert memory.read_virt_u32(0x345FFC) == 0x11223344
+    memory.write_u32(memory.walk(0x345000).pte_addr, 0x345003)  # behind the owner's back
+    memory.write_u32(0x345FFC, 0x55667788)
+    assert memory.read_virt_u32(0x345FFC) == 0x11223344
+    with pytest.raises(PageFault):
+        memory.read_virt(0x345FFC, 4, user=True)  # a supervisor page
+    memory.forget_translations()
+    assert memory.read_virt_u32(0x345FFC) == 0x55667788
+
+
 def test_memory_the_host_holds_reads_in_place_what_the_guest_stored():
     # mov byte [0x200001], 0x5a; hlt: a store by the guest shows in the view at once.
     cpu = bare_cpu()

@@ -140,3 +140,29 @@ def test_with_no_large_page_cached_only_that_page_is_flushed():
     """The same flush with no large page cached: the small page keeps its stale
     translation, as on hardware."""
     assert remap_then_flush(read_large_first=False) == (NEW, OLD)
+
+
+def test_the_bound_cr3_write_switches_address_spaces_as_a_mov_to_cr3():
+    """QemuFunctions.bound_write_cr3 (the hypervisor's NEW_BASEPTR writes CR3 through
+    it): CR3 holds the new directory, and a page read under the old one is read again
+    through the new one's tables, not a stale translation."""
+    directory2, table2 = 0x12000, 0x13000
+    text = load(SMALL, "ebx") + b"\xcd\x80" + load(SMALL, "ebx") + b"\xcd\x80"
+    cpu, _ram = paged_cpu(text)
+    write_cr3, seen = cpu.qemu.bound_write_cr3(), []
+    entries = [page << 12 | P | RW | US for page in range(1024)]
+    entries[SMALL >> 12] = SMALL_NEW_FRAME | P | RW | US
+    cpu.uc.mem_write(table2, struct.pack("<1024I", *entries))
+    cpu.uc.mem_write(directory2, struct.pack("<I", table2 | P | RW | US))
+
+    def hook(uc, _intno, _data):
+        if not seen:
+            seen.append(cpu.read(EBX))
+            write_cr3(directory2)
+        else:
+            seen.extend((cpu.read(EBX), uc.reg_read(X.UC_X86_REG_CR3)))
+            uc.emu_stop()
+
+    cpu.uc.hook_add(UC_HOOK_INTR, hook)
+    cpu.uc.emu_start(CODE, CODE + len(text))
+    assert seen == [OLD, NEW, directory2]
