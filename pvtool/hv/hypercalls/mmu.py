@@ -21,6 +21,8 @@ PIN_LEVELS = {MmuextCmd.pin_l1_table: 1, MmuextCmd.pin_l2_table: 2,
 TLB_FLUSHES = frozenset(map(int, (MmuextCmd.tlb_flush_local, MmuextCmd.tlb_flush_all)))
 INVLPGS = frozenset(map(int, (MmuextCmd.invlpg_local, MmuextCmd.invlpg_all)))
 NEW_BASEPTR = int(MmuextCmd.new_baseptr)
+NEW_USER_BASEPTR = int(MmuextCmd.new_user_baseptr)
+UNPIN_TABLE = int(MmuextCmd.unpin_table)
 PAGE_MASK = PAGE_SIZE - 1
 
 
@@ -115,17 +117,19 @@ def _batch(dom: PvDomain, base: int, count: int, done_ptr: int, size: int,
 
 def _one_mmuext(dom: PvDomain, cmd: int, arg1: int) -> None:
     pagetables = dom.pagetables
-    if cmd == NEW_BASEPTR:  # the two of a kernel's hot paths first
+    # A kernel's hot paths first (a context switch, 64-bit with its user base; an
+    # invlpg), compared as plain ints: an IntEnum member's comparison costs more.
+    if cmd == NEW_BASEPTR:
         pagetables.new_baseptr(arg1)
     elif cmd in INVLPGS:
         pagetables.flush_tlb_page(arg1)
+    elif cmd == NEW_USER_BASEPTR and pagetables.has_user_base:
+        pagetables.new_user_baseptr(arg1)
     elif cmd in TLB_FLUSHES:
         pagetables.flush_tlb()
     elif cmd in PIN_LEVELS:
         pagetables.pin(arg1, PIN_LEVELS[cmd])
-    elif cmd == MmuextCmd.unpin_table:
+    elif cmd == UNPIN_TABLE:
         pagetables.unpin(arg1)
-    elif cmd == MmuextCmd.new_user_baseptr and pagetables.has_user_base:
-        pagetables.new_user_baseptr(arg1)
     else:
         raise HypercallError(Errno.ENOSYS, f"mmuext_op command {cmd}")
