@@ -88,6 +88,9 @@ class VCpu:
     def __init__(self, cpu: Cpu, memory: GuestMemory, vcpu_id: int = 0):
         self._cpu = cpu
         self._width = width = cpu.width
+        # The guest's width, 32 or 64, which lays out its hypercall structures: read by
+        # the page-table hypercalls on every call, so a plain attribute.
+        self.bits = width.bits
         self._rings = RingSwitch(cpu, memory, layout.RING_SWITCH)
         self._number = width.gprs[HYPERCALL_NUMBER_REGISTER[width.bits]]
         arguments = tuple(width.gprs[name] for name in HYPERCALL_ARGUMENT_REGISTERS[width.bits])
@@ -141,11 +144,6 @@ class VCpu:
         reads evtchn_upcall_pending."""
         self._info = address
         self.info_view = self._memory.host_view(address, VCPU_INFO.size)
-
-    @property
-    def bits(self) -> int:
-        """The guest's width: 32, or 64 (its hypercall structures are laid out so)."""
-        return self._width.bits
 
     @property
     def runnable(self) -> bool:

@@ -200,7 +200,12 @@ class Cpu:
         no access to that page uses a translation made before it (other pages' may
         stay cached). What a guest's invlpg promises, done by QEMU's tlb_flush_page
         (the whole mmu index where a cached large page covers the page)."""
-        self.qemu.flush_tlb_page(address)
+        self._flush_tlb_page(address)
+
+    @cached_property
+    def _flush_tlb_page(self) -> Callable[[int], None]:
+        """QEMU's tlb_flush_page bound to this CPU: a kernel's invlpg, every time."""
+        return self.qemu.bound_flush_tlb_page()
 
     def save_context(self, into=None):
         """The whole CPU state (registers, segment caches, control registers), into

@@ -112,6 +112,11 @@ class QemuFunctions:
         """CR3 = VALUE, as a guest's mov to CR3 (cpu_x86_update_cr3)."""
         _update_cr3(self._state, value)
 
+    def bound_flush_tlb_page(self) -> Callable[[int], None]:
+        """flush_tlb_page as one call of QEMU's function with this CPU bound: for the
+        hypervisor's hot path (a kernel's invlpg), no method in between."""
+        return partial(_tlb_flush_page, self._cpu)
+
     def bound_write_cr3(self) -> Callable[[int], None]:
         """write_cr3 as one call of QEMU's function with this CPU bound: for the
         hypervisor's hot path (a context switch's NEW_BASEPTR), no method in between."""
