@@ -79,7 +79,7 @@ def mmuext_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     size, fields = MMUEXT_OPS[vcpu.bits]
     if count == 1 and not done_ptr:  # a kernel's mov cr3 or invlpg: _batch's, no loop
         _one_mmuext(dom, *fields.unpack_from(dom.copy_from_guest(ops, size)))
-    elif count == 2 and not done_ptr and _in_one_page(ops, 2 * size):
+    elif count == 2 and not done_ptr and (ops & PAGE_MASK) + 2 * size <= PAGE_SIZE:
         # A 64-bit kernel's mov cr3 with its user base, read in one copy. Xen reads
         # each entry after the one before has run; here both are read first, which
         # differs only for a block a NEW_BASEPTR maps elsewhere (a kernel's, Linux's
@@ -92,10 +92,6 @@ def mmuext_op(dom: PvDomain, vcpu: VCpu, args: tuple[int, ...]) -> int:
     else:
         _batch(dom, ops, count, done_ptr, size, fields, _one_mmuext)
     return 0
-
-
-def _in_one_page(address: int, size: int) -> bool:
-    return (address & PAGE_MASK) + size <= PAGE_SIZE
 
 
 def _batch(dom: PvDomain, base: int, count: int, done_ptr: int, size: int,
