@@ -25,7 +25,6 @@ from pvtool.hv.frames import PINNED, PageType, is_table, page_type
 from pvtool.hv.pagemodes import RULES, PagingRules
 from pvtool.hv.superpages import SplitTables
 from pvtool.hv.validator import Validator
-from pvtool.machine.cpu import CR3
 from pvtool.x86 import paging
 from pvtool.x86.paging import PAGE_SHIFT, PagingMode
 
@@ -57,7 +56,8 @@ class PageTables:
                                    glue, splits, self.flush_tlb)
         self.entry_size = self.validator.entry_size
         self._cpu = domain.machine.cpu  # the machine's one, whichever vCPU runs
-        # QEMU's function behind a context switch's CR3 write, bound once.
+        # Cpu.write(CR3) as QEMU's function bound once: a context switch's, and a
+        # 64-bit vCPU's at every change between kernel and user mode.
         self._write_cr3 = self._cpu.qemu.bound_write_cr3()
         if glue:
             self._hold_glue_data()
@@ -113,7 +113,7 @@ class PageTables:
                 raise HypercallError(Errno.EINVAL, f"base frame {mfn:#x} is not the domain's")
             self.validator.switch_base(mfn, old, downgrade=self.rules.downgrade)
         self.base_mfn, self._base_held = mfn, True
-        self._write_cr3(mfn << PAGE_SHIFT)  # Cpu.write(CR3), bound
+        self._write_cr3(mfn << PAGE_SHIFT)
         if self.domain.trace:
             self.domain.log(f"new base {mfn:#x}")
 
@@ -145,7 +145,7 @@ class PageTables:
         mfn = self.user_base_mfn if user else self.base_mfn
         if not mfn:
             raise DomainCrash("Guest switching to user mode with no user page tables")
-        self.domain.machine.cpu.write(CR3, mfn << PAGE_SHIFT)
+        self._write_cr3(mfn << PAGE_SHIFT)
 
     def hold_base(self, mfn: int) -> None:
         """Validate the hierarchy under MFN and hold it as a base that is not loaded
@@ -163,7 +163,7 @@ class PageTables:
         """Switch to MFN, a base held already (by the vCPU the scheduler puts on the
         CPU): each vCPU keeps its own, as Xen's v->arch.guest_table."""
         self.base_mfn, self._base_held = mfn, True
-        self.domain.machine.cpu.write(CR3, mfn << PAGE_SHIFT)
+        self._write_cr3(mfn << PAGE_SHIFT)
 
     def pin(self, mfn: int, level: int) -> None:
         """MMUEXT_PIN_Ln_TABLE: hold MFN as a table of LEVEL until unpinned. A kernel

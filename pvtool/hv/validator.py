@@ -205,10 +205,9 @@ class Validator:
         return self.frames.move_validated_base(mfn, old, self.top, self.roots)
 
     def switch_base(self, mfn: int, old: int | None, *, downgrade: bool) -> None:
-        """Move a base's reference from OLD (None: no base held) to MFN, as NEW_BASEPTR
-        and NEW_USER_BASEPTR do: get_table(MFN) then put_table(OLD), or move_base."""
-        if self.move_base(mfn, old):
-            return
+        """Move a base's reference from OLD (None: no base held) to MFN where move_base
+        cannot, as NEW_BASEPTR and NEW_USER_BASEPTR then do: get_table(MFN), validating
+        it with every check, then put_table(OLD)."""
         self.get_table(mfn, self.top, None, downgrade=downgrade)
         if old is not None:
             self.put_table(old, None)
