@@ -466,79 +466,130 @@ call {pv_fatal}
 ; rax = the value written to CR3 (an L4's physical address). One mmuext_op with two
 ; commands, as Linux's xen_write_cr3: NEW_BASEPTR with the kernel L4's frame and
 ; NEW_USER_BASEPTR with its user L4, a page of the glue's that Xen runs user mode on
-; (pv_user_l4_sync says what it holds). The user L4 of a kernel L4 is found by its
-; physical address (the pool holds {user_l4_tables}) and marked stale: it is brought in
-; step with the kernel L4 on the way to user mode, not here, so a switch that never
-; returns to user mode (a kernel thread's, or one another switch follows) compares no
-; table, and user mode sees the kernel L4 as it is when it is entered. Xen loads the
-; user L4 only when it enters user mode, which only HYPERVISOR_iret does, and every
-; path of the glue to it syncs first. The kernel L4 is read at VIRT_BASE + physical,
-; which every L4 of a kernel linked there maps. Before the switch pv_glue_range gives
-; the new L4 the glue's own 2 MiB, which the kernel does not know of. Clobbers the
-; arithmetic flags, which a mov to CR3 leaves undefined (SDM Vol. 2B, MOV to/from
-; control registers): no pushfq and popfq, whose popfq ends the emulator's block.
-push rbx
+; (pv_user_l4_sync says what it holds). Each kernel L4 met has a record of .pvdata
+; holding that pair of commands, made when it is first met (pv_user_l4_record); the
+; two last loaded, between which a context switch alternates, are compared first, so
+; a switch to either is two compares and no argument written. The user L4 is marked
+; stale: it is brought in step with the kernel L4 on the way to user mode, not here,
+; so a switch that never returns to user mode (a kernel thread's, or one another
+; switch follows) compares no table, and user mode sees the kernel L4 as it is when
+; it is entered. Xen loads the user L4 only when it enters user mode, which only
+; HYPERVISOR_iret does, and every path of the glue to it syncs first.
+; The new L4 must map the glue's own 2 MiB, which the kernel does not know of:
+; pv_glue_range links it and remembers the three entries on the way to it, and each
+; switch compares the new L4's with them, with loads only, before it relinks. The same
+; L4 entry links the same L3, where the remembered L3 entry is read (VIRT_BASE +
+; physical, as pv_glue_range found it); the same L3 entry the same L2, where the
+; glue's entry is read: a kernel that rewrites any of the three (validated by the
+; hypervisor), or builds a new L4 at a frame it used before, fails a compare and is
+; linked again. The accessed bit, which the page walk sets, is left out of each compare.
+; Keeps the registers and DF; clobbers the arithmetic flags, which a mov to CR3 leaves
+; undefined (SDM Vol. 2B, MOV to/from control registers): no pushfq and popfq, whose
+; popfq ends the emulator's block. It saves only what mmuext_op may change: rax, the
+; result, and rdi, rsi, rdx and r10, its arguments, which Xen's debug builds clobber
+; (XEN-ABI64.md 1.2; the hypercall page keeps rcx and r11).
 push rax
-push rcx
-push rdx
-push rsi
 push rdi
-push r8
+push rsi
+push rdx
 push r10
-push r12
 mov qword ptr [{regs_cr3}], rax
-mov rbx, {pte_address_mask}
-and rax, rbx
-lea rdi, [{user_l4_count}]
-call {pv_find}
-cmp rbx, rcx
-jb found
-cmp rbx, {user_l4_tables}
-jae full
-mov qword ptr [rdi + rbx*8 + 8], rax
-inc rcx
-mov qword ptr [{user_l4_count}], rcx
-found:
-mov qword ptr [{user_l4_current}], rbx
+mov rdi, {pte_address_mask}
+and rax, rdi
+mov rdi, qword ptr [{user_l4_recent}]
+cmp rax, qword ptr [rdi]
+je known
+mov rdi, qword ptr [{user_l4_recent} + 8]
+cmp rax, qword ptr [rdi]
+je known
+call {pv_user_l4_record}
+known:
+mov rsi, qword ptr [rdi + {user_l4_virtual}]
+mov rdx, qword ptr [rsi + {link_l4_slot} * 8]
+or rdx, {page_accessed}
+cmp rdx, qword ptr [{glue_l4e}]
+jne relink
+mov rdx, qword ptr [{glue_l3e_ptr}]
+mov rdx, qword ptr [rdx]
+or rdx, {page_accessed}
+cmp rdx, qword ptr [{glue_l3e}]
+jne relink
+mov rdx, qword ptr [{glue_l2e_ptr}]
+mov rdx, qword ptr [rdx]
+or rdx, {page_accessed}
+cmp rdx, qword ptr [{glue_l2e}]
+jne relink
+linked:
+mov qword ptr [{user_l4_current}], rdi
 mov byte ptr [{user_l4_stale}], 1
-mov r12, rax
-add r12, {virt_base}
-call {pv_glue_range}
-mov rcx, qword ptr [{mfn_list_ptr}]
-mov rax, r12
-sub rax, {virt_base}
-shr rax, 12
-mov rax, qword ptr [rcx + rax*8]
-mov rdx, {user_l4_pool_phys}
-shr rdx, 12
-add rdx, qword ptr [{user_l4_current}]
-mov rdx, qword ptr [rcx + rdx*8]
-mov dword ptr [{mmuext_cmd}], {mmuext_new_baseptr}
-mov qword ptr [{mmuext_arg1}], rax
-mov dword ptr [{mmuext2_cmd}], {mmuext_new_user_baseptr}
-mov qword ptr [{mmuext2_arg1}], rdx
-mov rdi, {mmuext}
+add rdi, {user_l4_ops}
 mov esi, 2
 xor edx, edx
 mov r10d, {domid_self}
 call {hc_mmuext_op}
 test rax, rax
 jne refused
-pop r12
 pop r10
-pop r8
-pop rdi
-pop rsi
 pop rdx
-pop rcx
+pop rsi
+pop rdi
 pop rax
-pop rbx
+ret
+relink:
+call {pv_glue_range}
+jmp linked
+refused:
+mov rax, {failure_mmuext}
+call {pv_fatal}
+
+## pv_user_l4_record
+; rax = a kernel L4's physical address, not one of the two pv_write_cr3 compares
+; first. Returns in rdi its record: found among those in use, or made (the key, the
+; L4's virtual address, the frames of the kernel L4 and of the pool's next user L4,
+; through the P2M), and puts it in place of the recent record that is not the current
+; one (the L4 being left stays). More than {user_l4_tables} kernel L4s crash the
+; domain. Clobbers rsi, rdx and the flags.
+lea rdi, [{user_l4_records}]
+xor esi, esi
+look:
+cmp rsi, qword ptr [{user_l4_count}]
+jae make
+cmp rax, qword ptr [rdi]
+je found
+inc rsi
+add rdi, {user_l4_record_size}
+jmp look
+make:
+cmp rsi, {user_l4_tables}
+jae full
+inc qword ptr [{user_l4_count}]
+mov qword ptr [rdi], rax
+mov rdx, {virt_base}
+add rdx, rax
+mov qword ptr [rdi + {user_l4_virtual}], rdx
+push rcx
+mov rcx, qword ptr [{mfn_list_ptr}]
+mov rdx, rax
+shr rdx, 12
+mov rdx, qword ptr [rcx + rdx*8]
+mov qword ptr [rdi + {user_l4_kernel_frame}], rdx
+mov rdx, {user_l4_pool_phys}
+shr rdx, 12
+add rdx, rsi
+mov rdx, qword ptr [rcx + rdx*8]
+mov qword ptr [rdi + {user_l4_user_frame}], rdx
+pop rcx
+found:
+mov rsi, qword ptr [{user_l4_current}]
+cmp rsi, qword ptr [{user_l4_recent}]
+je replace_second
+mov qword ptr [{user_l4_recent}], rdi
+ret
+replace_second:
+mov qword ptr [{user_l4_recent} + 8], rdi
 ret
 full:
 mov rax, {failure_user_l4}
-call {pv_fatal}
-refused:
-mov rax, {failure_mmuext}
 call {pv_fatal}
 
 ## pv_user_l4_sync
@@ -582,6 +633,9 @@ mov rax, {pte_address_mask}
 and r12, rax
 add r12, {virt_base}
 mov rbx, qword ptr [{user_l4_current}]
+lea rdx, [{user_l4_records}]
+sub rbx, rdx
+shr rbx, {user_l4_record_shift}
 mov r13, rbx
 shl r13, 12
 lea rdx, [{user_l4_pool}]
@@ -845,7 +899,7 @@ mov rax, {failure_user_view}
 call {pv_fatal}
 
 ## pv_glue_range
-; r12 = the virtual address (VIRT_BASE + physical) of an L4 the kernel is about to
+; rsi = the virtual address (VIRT_BASE + physical) of an L4 the kernel is about to
 ; load. Make its entry for the glue's 2 MiB at VIRT_BASE + {glue_phys} (.pvdata,
 ; .pvtext, patch/layout64.py) point at the glue's L1 for it: the identity map's L1
 ; {glue_l1_table}, in use and validated since the PV entry. The L4's slot and the L3's
@@ -854,14 +908,27 @@ call {pv_fatal}
 ; M2P (XEN-ABI64.md 1.8). An empty L2 entry is written directly: a table the kernel
 ; has not loaded yet is one of its writable pages (Xen's mmu_update writes such a page
 ; as plain memory too), and a store to one in use is a validated writable page-table
-; update. An entry mapping anything else there crashes the domain. Clobbers rax, rbx,
-; rcx, rdx and the flags.
+; update. An entry mapping anything else there crashes the domain. The entries on the
+; way and where the last two lie are remembered, accessed bit set (glue_*: what
+; pv_write_cr3 compares the next L4 with). Clobbers rdx and the flags.
+push rax
+push rbx
+push rcx
 mov rbx, {m2p}
-mov rdx, qword ptr [r12 + {link_l4_slot} * 8]
+mov rdx, qword ptr [rsi + {link_l4_slot} * 8]
+mov rcx, rdx
+or rcx, {page_accessed}
+mov qword ptr [{glue_l4e}], rcx
 call table
-mov rdx, qword ptr [rdx + {link_l3_slot} * 8]
+lea rcx, [rdx + {link_l3_slot} * 8]
+mov qword ptr [{glue_l3e_ptr}], rcx
+mov rdx, qword ptr [rcx]
+mov rcx, rdx
+or rcx, {page_accessed}
+mov qword ptr [{glue_l3e}], rcx
 call table
 lea rdx, [rdx + {glue_l2_slot} * 8]
+mov qword ptr [{glue_l2e_ptr}], rdx
 mov rcx, qword ptr [{mfn_list_ptr}]
 mov rax, {identity_l1s_phys} + {glue_l1_table} * 4096
 shr rax, 12
@@ -871,13 +938,20 @@ mov rcx, qword ptr [rdx]
 test cl, 1
 je install
 mov rbx, {pte_address_mask}
-and rcx, rbx
-cmp rcx, rax
+and rbx, rcx
+cmp rbx, rax
 jne taken
-ret
+jmp remember
 install:
 or rax, {table_flags}
 mov qword ptr [rdx], rax
+mov rcx, rax
+remember:
+or rcx, {page_accessed}
+mov qword ptr [{glue_l2e}], rcx
+pop rcx
+pop rbx
+pop rax
 ret
 table:
 test dl, 1

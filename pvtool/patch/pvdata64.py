@@ -16,10 +16,11 @@
 Every address the glue and the rewrites use is one of `symbols()`.
 """
 
+import struct
 from dataclasses import dataclass
 
 from pvtool.abi import pvtool as pvabi
-from pvtool.abi import xen64
+from pvtool.abi import xen, xen64
 from pvtool.abi.layouts import PHYSDEV_SET_IOPL, SCHED_SHUTDOWN
 from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY, MAX_GUEST_CMDLINE, ShutdownReason
 from pvtool.image import multiboot
@@ -43,11 +44,17 @@ POLL_ARG = IOPL_ARG + 16  # 0x180: sched_poll_64, no ports: wait forever
 SHUTDOWN_ARG = POLL_ARG + xen64.SCHED_POLL_64.size  # 0x198
 START_INFO_PTR = SHUTDOWN_ARG + 8  # 0x1a0
 MFN_LIST_PTR = START_INFO_PTR + 8  # start_info.mfn_list: the P2M, pfn -> mfn
-# Each count below is right before its keys: the glue's pv_find reads them as a table.
+# pv_write_cr3's user L4 records (USER_L4_RECORDS, below) in use, and the two it
+# compares a CR3 value with first (their addresses: the last two kernel L4s loaded,
+# the pair a context switch alternates between).
 USER_L4_COUNT = MFN_LIST_PTR + 16  # 0x1b8
-USER_L4_KERNEL = USER_L4_COUNT + 8  # 0x1c0: the kernel L4 (physical) of each user L4
-USER_L4_TABLES = 16
-GDT_FRAMES = USER_L4_KERNEL + USER_L4_TABLES * 8  # 0x240: u64 frames for set_gdt
+USER_L4_RECENT = USER_L4_COUNT + 8  # 0x1c0: two u64 record addresses
+# The glue's 2 MiB as pv_glue_range last linked it, which pv_write_cr3 checks a new
+# L4 against with loads only: the link-range entry of the L4 (accessed bit set), the
+# address of the L3's entry below it and that entry, the address of the L2's entry for
+# the glue's range and that entry.
+GLUE_LINK = USER_L4_RECENT + 16  # 0x1d0: five u64
+GDT_FRAMES = 0x240  # u64 frames for set_gdt
 SYSRET_RSP = 0x2B0  # the user's RSP while pv_sysret builds its frame
 SYSRET_STACK_TOP = 0x320  # pv_sysret's frame and the hypercall page's pushes: 72 bytes
 FAILURES = 0x320
@@ -66,11 +73,21 @@ USER_VIEW_KERNEL = USER_VIEW_COUNT + 8
 USER_VIEW_TOP_COUNT = USER_VIEW_KERNEL + USER_VIEW_TABLES * 8  # 0x2608
 USER_VIEW_TOP_KERNEL = USER_VIEW_TOP_COUNT + 8
 USER_VIEW_TOP_USER = USER_VIEW_TOP_KERNEL + USER_VIEW_TABLES * 8  # to 0x2810
-# The user L4 of the kernel L4 in CR3 (its index in the pool), and whether it has not
-# been brought in step with it since (a byte: pv_write_cr3 sets it, pv_user_l4_sync
-# clears it on the way to user mode).
+# The user L4 record of the kernel L4 in CR3 (its address), and whether its user L4
+# has not been brought in step with it since (a byte: pv_write_cr3 sets it,
+# pv_user_l4_sync clears it on the way to user mode).
 USER_L4_CURRENT = USER_VIEW_TOP_USER + USER_VIEW_TABLES * 8  # 0x2810
 USER_L4_STALE = USER_L4_CURRENT + 8
+# A record per kernel L4 pv_write_cr3 has met, in the order met (record n: user L4 n
+# of the pool): the kernel L4's physical address (unused: all ones, which no L4's
+# address is), its virtual address (VIRT_BASE + physical), then the mmuext_op pair
+# that loads it, NEW_BASEPTR with its frame and NEW_USER_BASEPTR with its user L4's,
+# made when the L4 is first met: a switch to a known L4 writes no argument.
+USER_L4_TABLES = 16
+USER_L4_RECORDS = 0x2840
+USER_L4_KEY, USER_L4_VIRTUAL, USER_L4_OPS = 0, 8, 16
+USER_L4_RECORD_SIZE = 64
+USER_L4_UNUSED = (1 << 64) - 1
 FILE_SIZE = 3 * PAGE_SIZE
 # Page-aligned, zero-filled memory after the file-backed pages.
 SHARED_INFO_PAGE = FILE_SIZE
@@ -157,7 +174,17 @@ class PvData64:
             "start_info_ptr": b + START_INFO_PTR,
             "mfn_list_ptr": b + MFN_LIST_PTR,
             "user_l4_count": b + USER_L4_COUNT,
+            "user_l4_recent": b + USER_L4_RECENT,
             "user_l4_tables": USER_L4_TABLES,
+            "user_l4_records": b + USER_L4_RECORDS,
+            "user_l4_record_size": USER_L4_RECORD_SIZE,
+            "user_l4_record_shift": USER_L4_RECORD_SIZE.bit_length() - 1,
+            "user_l4_virtual": USER_L4_VIRTUAL,
+            "user_l4_ops": USER_L4_OPS,
+            "user_l4_kernel_frame": USER_L4_OPS + op.offset("arg1"),
+            "user_l4_user_frame": USER_L4_OPS + op.size + op.offset("arg1"),
+            **{f"glue_{name}": b + GLUE_LINK + 8 * n
+               for n, name in enumerate(("l4e", "l3e_ptr", "l3e", "l2e_ptr", "l2e"))},
             "user_l4_pool": b + USER_L4_POOL,
             "user_l4_pool_phys": self.phys_base + USER_L4_POOL,
             "user_l4_current": b + USER_L4_CURRENT,
@@ -211,7 +238,19 @@ class PvData64:
         put(data, SHUTDOWN_ARG, SCHED_SHUTDOWN.pack(reason=ShutdownReason.crash))
         for name, offset in _failure_offsets().items():
             put(data, offset, failure_record(GLUE_FAILURES[name]))
+        put(data, USER_L4_RECENT, struct.pack("<2Q", *(self.base + USER_L4_RECORDS + n *
+                                                       USER_L4_RECORD_SIZE for n in range(2))))
+        for n in range(USER_L4_TABLES):
+            put(data, USER_L4_RECORDS + n * USER_L4_RECORD_SIZE, _unused_record())
         return bytes(data)
+
+
+def _unused_record() -> bytes:
+    """A user L4 record before its kernel L4 is met: a key no L4 has, and the two
+    commands of its mmuext_op pair (their frames are filled in when it is)."""
+    op = xen64.MMUEXT_OP_64
+    return struct.pack("<QQ", USER_L4_UNUSED, 0) + \
+        op.pack(cmd=xen.MmuextCmd.new_baseptr) + op.pack(cmd=xen.MmuextCmd.new_user_baseptr)
 
 
 def _failure_offsets() -> dict[str, int]:
