@@ -470,7 +470,7 @@ call {pv_fatal}
 ; holding that pair of commands, made when it is first met (pv_user_l4_record); the
 ; two last loaded, between which a context switch alternates, are compared first, so
 ; a switch to either is two compares and no argument written. The user L4 is marked
-; stale: it is brought in step with the kernel L4 on the way to user mode, not here,
+; stale (user_l4_stale names the record): it is brought in step with the kernel L4 on the way to user mode, not here,
 ; so a switch that never returns to user mode (a kernel thread's, or one another
 ; switch follows) compares no table, and user mode sees the kernel L4 as it is when
 ; it is entered. Xen loads the user L4 only when it enters user mode, which only
@@ -493,14 +493,13 @@ push rdi
 push rsi
 push rdx
 push r10
-mov qword ptr [{regs_cr3}], rax
-mov rdi, {pte_address_mask}
-and rax, rdi
+mov rsi, {pte_address_mask}
+and rsi, rax
 mov rdi, qword ptr [{user_l4_recent}]
-cmp rax, qword ptr [rdi]
+cmp rsi, qword ptr [rdi]
 je known
 mov rdi, qword ptr [{user_l4_recent} + 8]
-cmp rax, qword ptr [rdi]
+cmp rsi, qword ptr [rdi]
 je known
 call {pv_user_l4_record}
 known:
@@ -520,8 +519,8 @@ or rdx, {page_accessed}
 cmp rdx, qword ptr [{glue_l2e}]
 jne relink
 linked:
-mov qword ptr [{user_l4_current}], rdi
-mov byte ptr [{user_l4_stale}], 1
+mov qword ptr [{regs_cr3}], rax
+mov qword ptr [{user_l4_stale}], rdi
 add rdi, {user_l4_ops}
 mov esi, 2
 xor edx, edx
@@ -543,50 +542,53 @@ mov rax, {failure_mmuext}
 call {pv_fatal}
 
 ## pv_user_l4_record
-; rax = a kernel L4's physical address, not one of the two pv_write_cr3 compares
+; rsi = a kernel L4's physical address, not one of the two pv_write_cr3 compares
 ; first. Returns in rdi its record: found among those in use, or made (the key, the
 ; L4's virtual address, the frames of the kernel L4 and of the pool's next user L4,
-; through the P2M), and puts it in place of the recent record that is not the current
-; one (the L4 being left stays). More than {user_l4_tables} kernel L4s crash the
-; domain. Clobbers rsi, rdx and the flags.
+; through the P2M), and puts it in place of the recent record that is not the L4
+; being left's (regs_cr3 still names that one). More than {user_l4_tables} kernel L4s
+; crash the domain. Clobbers rdx and the flags.
+push rcx
 lea rdi, [{user_l4_records}]
-xor esi, esi
+xor ecx, ecx
 look:
-cmp rsi, qword ptr [{user_l4_count}]
+cmp rcx, qword ptr [{user_l4_count}]
 jae make
-cmp rax, qword ptr [rdi]
+cmp rsi, qword ptr [rdi]
 je found
-inc rsi
+inc rcx
 add rdi, {user_l4_record_size}
 jmp look
 make:
-cmp rsi, {user_l4_tables}
+cmp rcx, {user_l4_tables}
 jae full
 inc qword ptr [{user_l4_count}]
-mov qword ptr [rdi], rax
+mov qword ptr [rdi], rsi
 mov rdx, {virt_base}
-add rdx, rax
+add rdx, rsi
 mov qword ptr [rdi + {user_l4_virtual}], rdx
-push rcx
-mov rcx, qword ptr [{mfn_list_ptr}]
-mov rdx, rax
-shr rdx, 12
-mov rdx, qword ptr [rcx + rdx*8]
-mov qword ptr [rdi + {user_l4_kernel_frame}], rdx
 mov rdx, {user_l4_pool_phys}
 shr rdx, 12
-add rdx, rsi
-mov rdx, qword ptr [rcx + rdx*8]
-mov qword ptr [rdi + {user_l4_user_frame}], rdx
-pop rcx
+add rcx, rdx
+mov rdx, qword ptr [{mfn_list_ptr}]
+mov rcx, qword ptr [rdx + rcx*8]
+mov qword ptr [rdi + {user_l4_user_frame}], rcx
+mov rcx, rsi
+shr rcx, 12
+mov rcx, qword ptr [rdx + rcx*8]
+mov qword ptr [rdi + {user_l4_kernel_frame}], rcx
 found:
-mov rsi, qword ptr [{user_l4_current}]
-cmp rsi, qword ptr [{user_l4_recent}]
+mov rcx, {pte_address_mask}
+and rcx, qword ptr [{regs_cr3}]
+mov rdx, qword ptr [{user_l4_recent}]
+cmp rcx, qword ptr [rdx]
 je replace_second
 mov qword ptr [{user_l4_recent}], rdi
+pop rcx
 ret
 replace_second:
 mov qword ptr [{user_l4_recent} + 8], rdi
+pop rcx
 ret
 full:
 mov rax, {failure_user_l4}
@@ -594,8 +596,8 @@ call {pv_fatal}
 
 ## pv_user_l4_sync
 ; On the way to user mode (pv_iret, pv_sysret, pv_sysexit), after a CR3 write: bring
-; the user L4 of the kernel L4 in CR3, which Xen is about to run user mode on, in step
-; with it. The user L4 holds the kernel L4's slots 0-255 and, in its upper slots, a
+; the user L4 of the kernel L4 in CR3 (the record user_l4_stale names), which Xen is
+; about to run user mode on, in step with it. The user L4 holds the kernel L4's slots 0-255 and, in its upper slots, a
 ; view of the kernel's upper half holding only the pages the kernel mapped for user
 ; mode (pv_user_view; XEN-ABI64.md 1.1, 1.8), so that user mode cannot reach kernel
 ; pages although it runs at CPL 3 like the kernel (Linux's user PGD does the same with
@@ -606,7 +608,7 @@ call {pv_fatal}
 ; handler could write CR3 halfway); one that became pending is delivered by the
 ; HYPERVISOR_iret that follows. Preserves every register and the flags.
 pushfq
-cmp byte ptr [{user_l4_stale}], 0
+cmp qword ptr [{user_l4_stale}], 0
 jne stale
 popfq
 ret
@@ -628,11 +630,8 @@ push r15
 movzx eax, byte ptr [{vcpu_mask}]
 push rax
 mov byte ptr [{vcpu_mask}], 1
-mov r12, qword ptr [{regs_cr3}]
-mov rax, {pte_address_mask}
-and r12, rax
-add r12, {virt_base}
-mov rbx, qword ptr [{user_l4_current}]
+mov rbx, qword ptr [{user_l4_stale}]
+mov r12, qword ptr [rbx + {user_l4_virtual}]
 lea rdx, [{user_l4_records}]
 sub rbx, rdx
 shr rbx, {user_l4_record_shift}
@@ -696,7 +695,7 @@ lea rsi, [r12 + {first_upper_slot} * 8]
 mov ecx, 512 - {first_upper_slot}
 rep movsq
 upper_synced:
-mov byte ptr [{user_l4_stale}], 0
+mov qword ptr [{user_l4_stale}], 0
 pop rax
 mov byte ptr [{vcpu_mask}], al
 pop r15

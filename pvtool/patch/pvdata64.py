@@ -73,11 +73,10 @@ USER_VIEW_KERNEL = USER_VIEW_COUNT + 8
 USER_VIEW_TOP_COUNT = USER_VIEW_KERNEL + USER_VIEW_TABLES * 8  # 0x2608
 USER_VIEW_TOP_KERNEL = USER_VIEW_TOP_COUNT + 8
 USER_VIEW_TOP_USER = USER_VIEW_TOP_KERNEL + USER_VIEW_TABLES * 8  # to 0x2810
-# The user L4 record of the kernel L4 in CR3 (its address), and whether its user L4
-# has not been brought in step with it since (a byte: pv_write_cr3 sets it,
-# pv_user_l4_sync clears it on the way to user mode).
-USER_L4_CURRENT = USER_VIEW_TOP_USER + USER_VIEW_TABLES * 8  # 0x2810
-USER_L4_STALE = USER_L4_CURRENT + 8
+# The record of the kernel L4 in CR3 while its user L4 has not been brought in step
+# with it since (its address: pv_write_cr3 sets it), 0 once it has (pv_user_l4_sync,
+# on the way to user mode).
+USER_L4_STALE = USER_VIEW_TOP_USER + USER_VIEW_TABLES * 8  # 0x2810
 # A record per kernel L4 pv_write_cr3 has met, in the order met (record n: user L4 n
 # of the pool): the kernel L4's physical address (unused: all ones, which no L4's
 # address is), its virtual address (VIRT_BASE + physical), then the mmuext_op pair
@@ -187,7 +186,6 @@ class PvData64:
                for n, name in enumerate(("l4e", "l3e_ptr", "l3e", "l2e_ptr", "l2e"))},
             "user_l4_pool": b + USER_L4_POOL,
             "user_l4_pool_phys": self.phys_base + USER_L4_POOL,
-            "user_l4_current": b + USER_L4_CURRENT,
             "user_l4_stale": b + USER_L4_STALE,
             "user_view_count": b + USER_VIEW_COUNT,
             "user_view_kernel": b + USER_VIEW_KERNEL,
