@@ -483,6 +483,11 @@ call {pv_fatal}
 ; glue's entry is read: a kernel that rewrites any of the three (validated by the
 ; hypervisor), or builds a new L4 at a frame it used before, fails a compare and is
 ; linked again. The accessed bit, which the page walk sets, is left out of each compare.
+; An upcall's handler may write CR3 while the compares run; the records and the
+; remembered entries are only written with events masked (pv_user_l4_record,
+; pv_glue_range), so a record once read stays whole, and a relink in between shows as
+; a new glue_generation, which is read before the compares and after: the entries
+; compared are then one link's, or the L4 is linked again.
 ; Keeps the registers and DF; clobbers the arithmetic flags, which a mov to CR3 leaves
 ; undefined (SDM Vol. 2B, MOV to/from control registers): no pushfq and popfq, whose
 ; popfq ends the emulator's block. It saves only what mmuext_op may change: rax, the
@@ -503,6 +508,7 @@ cmp rsi, qword ptr [rdi]
 je known
 call {pv_user_l4_record}
 known:
+mov r10, qword ptr [{glue_generation}]
 mov rsi, qword ptr [rdi + {user_l4_virtual}]
 mov rdx, qword ptr [rsi + {link_l4_slot} * 8]
 or rdx, {page_accessed}
@@ -517,6 +523,8 @@ mov rdx, qword ptr [{glue_l2e_ptr}]
 mov rdx, qword ptr [rdx]
 or rdx, {page_accessed}
 cmp rdx, qword ptr [{glue_l2e}]
+jne relink
+cmp r10, qword ptr [{glue_generation}]
 jne relink
 linked:
 mov qword ptr [{regs_cr3}], rax
@@ -547,8 +555,13 @@ call {pv_fatal}
 ; L4's virtual address, the frames of the kernel L4 and of the pool's next user L4,
 ; through the P2M), and puts it in place of the recent record that is not the L4
 ; being left's (regs_cr3 still names that one). More than {user_l4_tables} kernel L4s
-; crash the domain. Clobbers rdx and the flags.
+; crash the domain. Events are masked meanwhile (an upcall's handler could write CR3
+; and make a record halfway), and one that became pending is delivered by the
+; mmuext_op that follows. Clobbers rdx and the flags.
 push rcx
+movzx ecx, byte ptr [{vcpu_mask}]
+push rcx
+mov byte ptr [{vcpu_mask}], 1
 lea rdi, [{user_l4_records}]
 xor ecx, ecx
 look:
@@ -584,10 +597,12 @@ mov rdx, qword ptr [{user_l4_recent}]
 cmp rcx, qword ptr [rdx]
 je replace_second
 mov qword ptr [{user_l4_recent}], rdi
-pop rcx
-ret
+jmp unmask
 replace_second:
 mov qword ptr [{user_l4_recent} + 8], rdi
+unmask:
+pop rcx
+mov byte ptr [{vcpu_mask}], cl
 pop rcx
 ret
 full:
@@ -909,10 +924,16 @@ call {pv_fatal}
 ; as plain memory too), and a store to one in use is a validated writable page-table
 ; update. An entry mapping anything else there crashes the domain. The entries on the
 ; way and where the last two lie are remembered, accessed bit set (glue_*: what
-; pv_write_cr3 compares the next L4 with). Clobbers rdx and the flags.
+; pv_write_cr3 compares the next L4 with), with events masked, so that the five are
+; one link's, and glue_generation counts the links (pv_write_cr3 says why). A pending
+; event is delivered by the mmuext_op that follows. Clobbers rdx and the flags.
 push rax
 push rbx
 push rcx
+movzx eax, byte ptr [{vcpu_mask}]
+push rax
+mov byte ptr [{vcpu_mask}], 1
+inc qword ptr [{glue_generation}]
 mov rbx, {m2p}
 mov rdx, qword ptr [rsi + {link_l4_slot} * 8]
 mov rcx, rdx
@@ -948,6 +969,8 @@ mov rcx, rax
 remember:
 or rcx, {page_accessed}
 mov qword ptr [{glue_l2e}], rcx
+pop rax
+mov byte ptr [{vcpu_mask}], al
 pop rcx
 pop rbx
 pop rax

@@ -52,8 +52,9 @@ USER_L4_RECENT = USER_L4_COUNT + 8  # 0x1c0: two u64 record addresses
 # The glue's 2 MiB as pv_glue_range last linked it, which pv_write_cr3 checks a new
 # L4 against with loads only: the link-range entry of the L4 (accessed bit set), the
 # address of the L3's entry below it and that entry, the address of the L2's entry for
-# the glue's range and that entry.
-GLUE_LINK = USER_L4_RECENT + 16  # 0x1d0: five u64
+# the glue's range and that entry; then how many times it has linked (a new count
+# tells a CR3 write that its compares may have read two links' entries).
+GLUE_LINK = USER_L4_RECENT + 16  # 0x1d0: six u64
 GDT_FRAMES = 0x240  # u64 frames for set_gdt
 SYSRET_RSP = 0x2B0  # the user's RSP while pv_sysret builds its frame
 SYSRET_STACK_TOP = 0x320  # pv_sysret's frame and the hypercall page's pushes: 72 bytes
@@ -183,7 +184,8 @@ class PvData64:
             "user_l4_kernel_frame": USER_L4_OPS + op.offset("arg1"),
             "user_l4_user_frame": USER_L4_OPS + op.size + op.offset("arg1"),
             **{f"glue_{name}": b + GLUE_LINK + 8 * n
-               for n, name in enumerate(("l4e", "l3e_ptr", "l3e", "l2e_ptr", "l2e"))},
+               for n, name in enumerate(("l4e", "l3e_ptr", "l3e", "l2e_ptr", "l2e",
+                                         "generation"))},
             "user_l4_pool": b + USER_L4_POOL,
             "user_l4_pool_phys": self.phys_base + USER_L4_POOL,
             "user_l4_stale": b + USER_L4_STALE,

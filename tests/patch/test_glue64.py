@@ -7,11 +7,13 @@ public headers as XEN-ABI64.md quotes them (1.2-1.7), MSR numbers from the SDM, 
 offsets in .pvdata from docs/ABI.md ("64-bit kernels: the added sections").
 """
 
+import re
 import struct
 
 import pytest
+import unicorn as uc
 
-from tests.patch.glue64 import KERNBASE, STACK_TOP, GlueMachine
+from tests.patch.glue64 import KERNBASE, RETURN, STACK_TOP, GlueMachine
 from tests.patch.kernel64 import build_kernel64, patch_kernel64
 from tests.patch.tools import sections
 
@@ -435,6 +437,74 @@ def test_an_l4_loaded_before_and_rebuilt_gets_the_glues_range_again(machine, lev
     pool = (base - KERNBASE + USER_L4_POOL) >> 12
     assert loaded(machine, machine.calls[0]) == (first >> 12, pool)
     assert machine.u64(KERNBASE + l2 + 8 * 8) == glue_l1
+
+
+def test_a_cr3_write_makes_records_and_links_with_events_masked(machine):
+    """The first load of an L4 makes its record and links the glue's range with
+    events masked (an upcall's handler could write CR3 halfway), then the kernel's
+    mask is back; a second L4 sharing the first's link-range tables (as a kernel's
+    L4s share their upper half) only needs its record made; a later load of either,
+    the fast path, writes no mask at all."""
+    mask = pvdata(machine) + SHARED_INFO_PAGE + 1
+    written = []  # the hook is given physical addresses (the harness maps KERNBASE at 0)
+    machine.cpu.hook_add(uc.UC_HOOK_MEM_WRITE,
+                         lambda _cpu, _access, _address, _size, value, _data:
+                         written.append(value), begin=mask - KERNBASE, end=mask - KERNBASE)
+    l4 = 0x50_0000
+    load_l4(machine, l4, {0: 0x50_1067})
+    identity_p2m(machine)
+    load_l4(machine, l4 + 0x1000, {})
+    for kernels_mask, masked in ((0, 2), (1, 1)):  # the record and the link; the record
+        machine.write(mask, bytes([kernels_mask]))
+        written.clear()
+        machine.call("pv_write_cr3", rax=l4 + 0x1000 * kernels_mask)
+        assert written == [1, kernels_mask] * masked
+        assert machine.read(mask, 1) == bytes([kernels_mask])
+    written.clear()
+    machine.call("pv_write_cr3", rax=l4)
+    machine.call("pv_write_cr3", rax=l4 + 0x1000)
+    assert written == []
+
+
+def after_the_l4_entrys_compare(machine) -> int:
+    """The address in pv_write_cr3 right after it compared the new L4's link-range
+    entry with the one remembered (the first `jne` after a `cmp rdx`), from the
+    listing diff."""
+    lines = re.findall(r"^\+([0-9a-f]+) <pv_write_cr3(?:\+0x[0-9a-f]+)?>: (.*)$",
+                       machine.image.with_suffix(".diff").read_text(), re.MULTILINE)
+    at = next(n for n in range(1, len(lines))
+              if lines[n][1].startswith("jne") and lines[n - 1][1].startswith("cmp rdx"))
+    return int(lines[at + 1][0], 16)
+
+
+def test_a_relink_during_a_cr3_writes_compares_makes_it_link_its_own_l4(machine):
+    """An upcall's handler that loads another L4, relinking the glue's range for it,
+    while a CR3 write compares its L4's entries with those remembered (right after the
+    L4 entry's compare) leaves the compares reading two links' entries: the write sees
+    the new glue_generation and links its own L4, whose L3 the kernel had pointed at a
+    new L2 (without the check, that L2 would lack the glue's entry)."""
+    base = pvdata(machine)
+    first, second = 0x50_0000, 0x51_0000
+    load_l4(machine, first, {0: 0x50_1067})  # L3 0x50_3000, L2 0x50_4000
+    machine.write(KERNBASE + second + 8 * 511, struct.pack("<Q", 0x52_3067))
+    machine.write(KERNBASE + 0x52_3000 + 8 * 510, struct.pack("<Q", 0x52_4067))
+    identity_p2m(machine)
+    for l4 in (first, second, first):
+        machine.call("pv_write_cr3", rax=l4)
+    machine.write(KERNBASE + 0x50_3000 + 8 * 510, struct.pack("<Q", 0x53_4067))
+    machine.write(STACK_TOP - 8, struct.pack("<Q", RETURN))
+    machine.run(machine.functions["pv_write_cr3"], STACK_TOP - 8,
+                until=after_the_l4_entrys_compare(machine), rax=first)
+    interrupted = machine.cpu.context_save()
+    machine.call("pv_write_cr3", stack=STACK_TOP - 0x400, rax=second)  # the upcall's
+    machine.cpu.context_restore(interrupted)
+    machine.calls.clear()
+    machine.run(machine.reg("rip"), machine.reg("rsp"))
+    watch_records(machine)
+    assert numbers(machine) == [HC_MMUEXT_OP]
+    glue_l1 = (base - KERNBASE + IDENTITY_L1S + 8 * 4096) | 0x67
+    assert machine.u64(KERNBASE + 0x53_4000 + 8 * 8) == glue_l1
+    assert machine.u64(base + REGS_CR3) == first
 
 
 def test_the_user_l4_is_brought_in_step_with_events_masked(machine):
