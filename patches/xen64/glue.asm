@@ -492,7 +492,11 @@ call {pv_fatal}
 ; undefined (SDM Vol. 2B, MOV to/from control registers): no pushfq and popfq, whose
 ; popfq ends the emulator's block. It saves only what mmuext_op may change: rax, the
 ; result, and rdi, rsi, rdx and r10, its arguments, which Xen's debug builds clobber
-; (XEN-ABI64.md 1.2; the hypercall page keeps rcx and r11).
+; (XEN-ABI64.md 1.2). The hypercall is made here, as the hypercall page's entry makes
+; it (rcx and r11 kept around the syscall, whose return by SYSRET overwrites them),
+; not through the page: a call and a return fewer, and no page of code to bring back
+; into the TLB after each switch (the page is a convenience, not a requirement: Xen's
+; docs/guest-guide/x86/hypercall-abi.rst).
 push rax
 push rdi
 push rsi
@@ -533,7 +537,12 @@ add rdi, {user_l4_ops}
 mov esi, 2
 xor edx, edx
 mov r10d, {domid_self}
-call {hc_mmuext_op}
+push rcx
+push r11
+mov eax, {hypercall_nr_mmuext_op}
+syscall
+pop r11
+pop rcx
 test rax, rax
 jne refused
 pop r10

@@ -102,6 +102,7 @@ def abi_symbols_64(hypercall_page: int, kernel_entry: int, pvdata: int) -> dict[
         user_l4_slots=xen64.USER_L4_SLOTS,
         first_upper_slot=xen64.XEN_L4_SLOTS.stop,
         page_user=paging.US, page_large=paging.PS, page_accessed=paging.A,
+        **{f"hypercall_nr_{h.name}": int(h) for h in xen.Hypercall},
         page_guest_kernel_bit=xen64.PAGE_GUEST_KERNEL.bit_length() - 1,
         not_cr0_ts=~CR0_TS,
         tss_rsp0=TSS64_RSP0,

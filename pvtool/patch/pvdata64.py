@@ -55,10 +55,25 @@ USER_L4_RECENT = USER_L4_COUNT + 8  # 0x1c0: two u64 record addresses
 # the glue's range and that entry; then how many times it has linked (a new count
 # tells a CR3 write that its compares may have read two links' entries).
 GLUE_LINK = USER_L4_RECENT + 16  # 0x1d0: six u64
+# The record of the kernel L4 in CR3 while its user L4 has not been brought in step
+# with it since (its address: pv_write_cr3 sets it), 0 once it has (pv_user_l4_sync,
+# on the way to user mode).
+USER_L4_STALE = GLUE_LINK + 6 * 8  # 0x200
 GDT_FRAMES = 0x240  # u64 frames for set_gdt
 SYSRET_RSP = 0x2B0  # the user's RSP while pv_sysret builds its frame
 SYSRET_STACK_TOP = 0x320  # pv_sysret's frame and the hypercall page's pushes: 72 bytes
-FAILURES = 0x320
+# A record per kernel L4 pv_write_cr3 has met, in the order met (record n: user L4 n
+# of the pool): the kernel L4's physical address (unused: all ones, which no L4's
+# address is), its virtual address (VIRT_BASE + physical), then the mmuext_op pair
+# that loads it, NEW_BASEPTR with its frame and NEW_USER_BASEPTR with its user L4's,
+# made when the L4 is first met: a switch to a known L4 writes no argument. They and
+# everything else a switch reads or writes in .pvdata share this first page, so a
+# switch brings one page of .pvdata back into the TLB its previous switch flushed.
+USER_L4_TABLES = 16
+USER_L4_RECORDS = 0x340
+USER_L4_KEY, USER_L4_VIRTUAL, USER_L4_OPS = 0, 8, 16
+USER_L4_RECORD_SIZE = 64
+USER_L4_UNUSED = (1 << 64) - 1
 PV_STACK_TOP = PAGE_SIZE  # the PV entry's stack, the rest of the first page
 PV_STACK = 0xC00
 TRAP_INFO_BUF = PAGE_SIZE  # 256 gates and the terminating entry: just over a page
@@ -74,20 +89,7 @@ USER_VIEW_KERNEL = USER_VIEW_COUNT + 8
 USER_VIEW_TOP_COUNT = USER_VIEW_KERNEL + USER_VIEW_TABLES * 8  # 0x2608
 USER_VIEW_TOP_KERNEL = USER_VIEW_TOP_COUNT + 8
 USER_VIEW_TOP_USER = USER_VIEW_TOP_KERNEL + USER_VIEW_TABLES * 8  # to 0x2810
-# The record of the kernel L4 in CR3 while its user L4 has not been brought in step
-# with it since (its address: pv_write_cr3 sets it), 0 once it has (pv_user_l4_sync,
-# on the way to user mode).
-USER_L4_STALE = USER_VIEW_TOP_USER + USER_VIEW_TABLES * 8  # 0x2810
-# A record per kernel L4 pv_write_cr3 has met, in the order met (record n: user L4 n
-# of the pool): the kernel L4's physical address (unused: all ones, which no L4's
-# address is), its virtual address (VIRT_BASE + physical), then the mmuext_op pair
-# that loads it, NEW_BASEPTR with its frame and NEW_USER_BASEPTR with its user L4's,
-# made when the L4 is first met: a switch to a known L4 writes no argument.
-USER_L4_TABLES = 16
-USER_L4_RECORDS = 0x2840
-USER_L4_KEY, USER_L4_VIRTUAL, USER_L4_OPS = 0, 8, 16
-USER_L4_RECORD_SIZE = 64
-USER_L4_UNUSED = (1 << 64) - 1
+FAILURES = USER_VIEW_TOP_USER + USER_VIEW_TABLES * 8  # 0x2810: the reasons, to the end
 FILE_SIZE = 3 * PAGE_SIZE
 # Page-aligned, zero-filled memory after the file-backed pages.
 SHARED_INFO_PAGE = FILE_SIZE
@@ -254,4 +256,4 @@ def _unused_record() -> bytes:
 
 
 def _failure_offsets() -> dict[str, int]:
-    return failure_offsets(GLUE_FAILURES, FAILURES, PV_STACK, 8)
+    return failure_offsets(GLUE_FAILURES, FAILURES, FILE_SIZE, 8)

@@ -41,7 +41,7 @@ REGS_IRET_ENTRY = 160  # the glue's pv_iret
 MBI, MMUEXT, MMU_UPDATE, CALLBACK = 0xA8, 0x120, 0x150, 0x160
 MFN_LIST_PTR, USER_L4_POOL, USER_L4_TABLES = 0x1A8, 0x15000, 16
 # pv_write_cr3's record of each kernel L4 met: 64 bytes, its mmuext_op pair at 16
-USER_L4_RECORDS, USER_L4_RECORD, USER_L4_OPS = 0x2840, 64, 16
+USER_L4_RECORDS, USER_L4_RECORD, USER_L4_OPS = 0x340, 64, 16
 TRAP_INFO, CMDLINE, SHARED_INFO_PAGE = 0x1000, 0x2100, 0x3000
 GDT_FRAMES, GDT_SHADOW = 0x240, 0x7000
 USER_VIEW_POOL = 0x25000  # the user-mode view of the kernel's upper half: 32 tables
