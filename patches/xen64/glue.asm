@@ -470,11 +470,12 @@ call {pv_fatal}
 ; holding that pair of commands, made when it is first met (pv_user_l4_record); the
 ; two last loaded, between which a context switch alternates, are compared first, so
 ; a switch to either is two compares and no argument written. The user L4 is marked
-; stale (user_l4_stale names the record): it is brought in step with the kernel L4 on the way to user mode, not here,
-; so a switch that never returns to user mode (a kernel thread's, or one another
-; switch follows) compares no table, and user mode sees the kernel L4 as it is when
-; it is entered. Xen loads the user L4 only when it enters user mode, which only
-; HYPERVISOR_iret does, and every path of the glue to it syncs first.
+; stale (user_l4_stale names the record): it is brought in step with the kernel L4 on
+; the way to user mode, not here, so a switch that never returns to user mode (a
+; kernel thread's, or one another switch follows) compares no table, and user mode
+; sees the kernel L4 as it is when it is entered. Xen loads the user L4 only when it
+; enters user mode, which only HYPERVISOR_iret does, and every path of the glue to it
+; syncs first.
 ; The new L4 must map the glue's own 2 MiB, which the kernel does not know of:
 ; pv_glue_range links it and remembers the three entries on the way to it, and each
 ; switch compares the new L4's with them, with loads only, before it relinks. The same
@@ -621,16 +622,17 @@ call {pv_fatal}
 ## pv_user_l4_sync
 ; On the way to user mode (pv_iret, pv_sysret, pv_sysexit), after a CR3 write: bring
 ; the user L4 of the kernel L4 in CR3 (the record user_l4_stale names), which Xen is
-; about to run user mode on, in step with it. The user L4 holds the kernel L4's slots 0-255 and, in its upper slots, a
-; view of the kernel's upper half holding only the pages the kernel mapped for user
-; mode (pv_user_view; XEN-ABI64.md 1.1, 1.8), so that user mode cannot reach kernel
-; pages although it runs at CPL 3 like the kernel (Linux's user PGD does the same with
-; level3_user_vsyscall). It is written entry by entry through mmu_update, which Xen
-; validates: its lower half compared with the kernel's by repe cmpsq, its upper half
-; redone only when the kernel's upper entries differ from those it was last made from
-; (kept in a shadow page per user L4). Events are masked meanwhile (an upcall's
-; handler could write CR3 halfway); one that became pending is delivered by the
-; HYPERVISOR_iret that follows. Preserves every register and the flags.
+; about to run user mode on, in step with it. The user L4 holds the kernel L4's slots
+; 0-255 and, in its upper slots, a view of the kernel's upper half holding only the
+; pages the kernel mapped for user mode (pv_user_view; XEN-ABI64.md 1.1, 1.8), so that
+; user mode cannot reach kernel pages although it runs at CPL 3 like the kernel
+; (Linux's user PGD does the same with level3_user_vsyscall). It is written entry by
+; entry through mmu_update, which Xen validates: its lower half compared with the
+; kernel's by repe cmpsq, its upper half redone only when the kernel's upper entries
+; differ from those it was last made from (kept in a shadow page per user L4). Events
+; are masked meanwhile (an upcall's handler could write CR3 halfway); one that became
+; pending is delivered by the HYPERVISOR_iret that follows. Preserves every register
+; and the flags.
 pushfq
 cmp qword ptr [{user_l4_stale}], 0
 jne stale

@@ -3,9 +3,10 @@
 
 - The virtual-CPU registers (abi/pvtool.py VCPU_REGS_64), the Multiboot information
   the PV entry builds and the command line it copies from start_info, hypercall
-  argument blocks (two mmuext_ops, so NEW_BASEPTR and NEW_USER_BASEPTR go in one
-  call, as Linux's xen_write_cr3 batches them), the trap table buffer of 16-byte
-  trap_info entries, the reasons the glue prints when it gives up, its stack.
+  argument blocks, the records of the kernel L4s loaded (each with the pair of
+  mmuext_ops, NEW_BASEPTR and NEW_USER_BASEPTR, that loads it in one call, as Linux's
+  xen_write_cr3 batches them), the trap table buffer of 16-byte trap_info entries, the
+  reasons the glue prints when it gives up, its stack.
 - Page-aligned after those: the page the PV entry maps onto shared_info (the glue's
   vcpu_info, reached with a disp32 from the kernel's code: Xen's own range is out of
   that reach), the GDT shadow, the user L4 tables (one per kernel L4 the kernel loads,
@@ -36,29 +37,29 @@ CR0_AT_ENTRY_64 = multiboot.CR0_AT_ENTRY | CR0_PG
 # Offsets in the file-backed pages.
 REGS = 0x000  # VCPU_REGS_64, 168 bytes
 MBI = 0x0A8  # INFO_SIZE: to 0x11C
-MMUEXT = 0x120  # two mmuext_op_64
-MMU_UPDATE = MMUEXT + 2 * xen64.MMUEXT_OP_64.size  # 0x150: one mmu_update
-CALLBACK = MMU_UPDATE + 16  # 0x160: one callback_register_64
-IOPL_ARG = CALLBACK + xen64.CALLBACK_REGISTER_64.size  # 0x170
-POLL_ARG = IOPL_ARG + 16  # 0x180: sched_poll_64, no ports: wait forever
-SHUTDOWN_ARG = POLL_ARG + xen64.SCHED_POLL_64.size  # 0x198
-START_INFO_PTR = SHUTDOWN_ARG + 8  # 0x1a0
-MFN_LIST_PTR = START_INFO_PTR + 8  # start_info.mfn_list: the P2M, pfn -> mfn
+MMUEXT = 0x120  # one mmuext_op_64
+MMU_UPDATE = MMUEXT + xen64.MMUEXT_OP_64.size  # 0x138: one mmu_update
+CALLBACK = MMU_UPDATE + 16  # 0x148: one callback_register_64
+IOPL_ARG = CALLBACK + xen64.CALLBACK_REGISTER_64.size  # 0x158
+POLL_ARG = IOPL_ARG + 16  # 0x168: sched_poll_64, no ports: wait forever
+SHUTDOWN_ARG = POLL_ARG + xen64.SCHED_POLL_64.size  # 0x180
+START_INFO_PTR = SHUTDOWN_ARG + 8  # 0x188
+MFN_LIST_PTR = START_INFO_PTR + 8  # 0x190: start_info.mfn_list, the P2M, pfn -> mfn
 # pv_write_cr3's user L4 records (USER_L4_RECORDS, below) in use, and the two it
 # compares a CR3 value with first (their addresses: the last two kernel L4s loaded,
 # the pair a context switch alternates between).
-USER_L4_COUNT = MFN_LIST_PTR + 16  # 0x1b8
-USER_L4_RECENT = USER_L4_COUNT + 8  # 0x1c0: two u64 record addresses
+USER_L4_COUNT = MFN_LIST_PTR + 8  # 0x198
+USER_L4_RECENT = USER_L4_COUNT + 8  # 0x1a0: two u64 record addresses
 # The glue's 2 MiB as pv_glue_range last linked it, which pv_write_cr3 checks a new
 # L4 against with loads only: the link-range entry of the L4 (accessed bit set), the
 # address of the L3's entry below it and that entry, the address of the L2's entry for
 # the glue's range and that entry; then how many times it has linked (a new count
 # tells a CR3 write that its compares may have read two links' entries).
-GLUE_LINK = USER_L4_RECENT + 16  # 0x1d0: six u64
+GLUE_LINK = USER_L4_RECENT + 16  # 0x1b0: six u64
 # The record of the kernel L4 in CR3 while its user L4 has not been brought in step
 # with it since (its address: pv_write_cr3 sets it), 0 once it has (pv_user_l4_sync,
 # on the way to user mode).
-USER_L4_STALE = GLUE_LINK + 6 * 8  # 0x200
+USER_L4_STALE = GLUE_LINK + 6 * 8  # 0x1e0
 GDT_FRAMES = 0x240  # u64 frames for set_gdt
 SYSRET_RSP = 0x2B0  # the user's RSP while pv_sysret builds its frame
 SYSRET_STACK_TOP = 0x320  # pv_sysret's frame and the hypercall page's pushes: 72 bytes
@@ -71,7 +72,7 @@ SYSRET_STACK_TOP = 0x320  # pv_sysret's frame and the hypercall page's pushes: 7
 # switch brings one page of .pvdata back into the TLB its previous switch flushed.
 USER_L4_TABLES = 16
 USER_L4_RECORDS = 0x340
-USER_L4_KEY, USER_L4_VIRTUAL, USER_L4_OPS = 0, 8, 16
+USER_L4_VIRTUAL, USER_L4_OPS = 8, 16  # the key, the kernel L4's physical address, at 0
 USER_L4_RECORD_SIZE = 64
 USER_L4_UNUSED = (1 << 64) - 1
 PV_STACK_TOP = PAGE_SIZE  # the PV entry's stack, the rest of the first page
@@ -164,8 +165,6 @@ class PvData64:
             "mmuext_cmd": b + MMUEXT + op.offset("cmd"),
             "mmuext_arg1": b + MMUEXT + op.offset("arg1"),
             "mmuext_arg2": b + MMUEXT + op.offset("arg2"),
-            "mmuext2_cmd": b + MMUEXT + op.size + op.offset("cmd"),
-            "mmuext2_arg1": b + MMUEXT + op.size + op.offset("arg1"),
             "mmu_update": b + MMU_UPDATE,
             "callback": b + CALLBACK,
             "callback_type": b + CALLBACK + xen64.CALLBACK_REGISTER_64.offset("type"),
@@ -240,8 +239,9 @@ class PvData64:
         put(data, SHUTDOWN_ARG, SCHED_SHUTDOWN.pack(reason=ShutdownReason.crash))
         for name, offset in _failure_offsets().items():
             put(data, offset, failure_record(GLUE_FAILURES[name]))
-        put(data, USER_L4_RECENT, struct.pack("<2Q", *(self.base + USER_L4_RECORDS + n *
-                                                       USER_L4_RECORD_SIZE for n in range(2))))
+        # the two records compared first: unused ones, which match no CR3 value
+        first_two = (self.base + USER_L4_RECORDS + n * USER_L4_RECORD_SIZE for n in range(2))
+        put(data, USER_L4_RECENT, struct.pack("<2Q", *first_two))
         for n in range(USER_L4_TABLES):
             put(data, USER_L4_RECORDS + n * USER_L4_RECORD_SIZE, _unused_record())
         return bytes(data)
@@ -251,8 +251,8 @@ def _unused_record() -> bytes:
     """A user L4 record before its kernel L4 is met: a key no L4 has, and the two
     commands of its mmuext_op pair (their frames are filled in when it is)."""
     op = xen64.MMUEXT_OP_64
-    return struct.pack("<QQ", USER_L4_UNUSED, 0) + \
-        op.pack(cmd=xen.MmuextCmd.new_baseptr) + op.pack(cmd=xen.MmuextCmd.new_user_baseptr)
+    commands = (xen.MmuextCmd.new_baseptr, xen.MmuextCmd.new_user_baseptr)
+    return struct.pack("<QQ", USER_L4_UNUSED, 0) + b"".join(op.pack(cmd=c) for c in commands)
 
 
 def _failure_offsets() -> dict[str, int]:

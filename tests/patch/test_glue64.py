@@ -38,10 +38,11 @@ REGS_CR3, REGS_FS_BASE, REGS_GS_BASE, REGS_STAR, REGS_LSTAR = 8, 80, 88, 104, 12
 REGS_CSTAR, REGS_SYSENTER_ESP, REGS_SYSENTER_EIP = 128, 144, 152
 REGS_CS = 68  # then regs_ss: the selectors the kernel loaded itself
 REGS_IRET_ENTRY = 160  # the glue's pv_iret
-MBI, MMUEXT, MMU_UPDATE, CALLBACK = 0xA8, 0x120, 0x150, 0x160
-MFN_LIST_PTR, USER_L4_POOL, USER_L4_TABLES = 0x1A8, 0x15000, 16
+MBI, MMU_UPDATE, CALLBACK = 0xA8, 0x138, 0x148
+MFN_LIST_PTR, USER_L4_POOL, USER_L4_TABLES = 0x190, 0x15000, 16
 # pv_write_cr3's record of each kernel L4 met: 64 bytes, its mmuext_op pair at 16
 USER_L4_RECORDS, USER_L4_RECORD, USER_L4_OPS = 0x340, 64, 16
+USER_L4_STALE = 0x1E0  # the record whose user L4 is stale, 0 when none is
 TRAP_INFO, CMDLINE, SHARED_INFO_PAGE = 0x1000, 0x2100, 0x3000
 GDT_FRAMES, GDT_SHADOW = 0x240, 0x7000
 USER_VIEW_POOL = 0x25000  # the user-mode view of the kernel's upper half: 32 tables
@@ -464,6 +465,33 @@ def test_a_cr3_write_makes_records_and_links_with_events_masked(machine):
     machine.call("pv_write_cr3", rax=l4)
     machine.call("pv_write_cr3", rax=l4 + 0x1000)
     assert written == []
+
+
+def test_a_switch_to_a_known_l4_touches_one_page_of_pvdata(machine):
+    """A switch between two L4s already met reads only .pvdata's first page (each page
+    touched after the previous switch's TLB flush is brought back into the emulator's
+    TLB: docs/ABI.md) and writes two words there, regs_cr3 and the stale record's
+    address, besides the stack."""
+    base = pvdata(machine)
+    first, second = 0x50_0000, 0x51_0000
+    load_l4(machine, first, {0: 0x50_1067})
+    load_l4(machine, second, {0: 0x51_1067})
+    identity_p2m(machine)
+    machine.call("pv_write_cr3", rax=first)
+    machine.call("pv_write_cr3", rax=second)
+    pages, written = set(), set()
+    start, end = base - KERNBASE, base - KERNBASE + IDENTITY_END  # physical, as hooks see it
+
+    def access(_cpu, kind, address, _size, _value, _data):
+        if start <= address < end:
+            pages.add((address - start) >> 12)
+            if kind == uc.UC_MEM_WRITE:
+                written.add(address - start)
+    machine.cpu.hook_add(uc.UC_HOOK_MEM_READ | uc.UC_HOOK_MEM_WRITE, access)
+    machine.call("pv_write_cr3", rax=first)
+    assert numbers(machine)[-1] == HC_MMUEXT_OP
+    assert pages == {0}
+    assert written == {REGS_CR3, USER_L4_STALE}
 
 
 def after_the_l4_entrys_compare(machine) -> int:
