@@ -485,10 +485,10 @@ call {pv_fatal}
 ; hypervisor), or builds a new L4 at a frame it used before, fails a compare and is
 ; linked again. The accessed bit, which the page walk sets, is left out of each compare.
 ; An upcall's handler may write CR3 while the compares run; the records and the
-; remembered entries are only written with events masked (pv_user_l4_record,
-; pv_glue_range), so a record once read stays whole, and a relink in between shows as
-; a new glue_generation, which is read before the compares and after: the entries
-; compared are then one link's, or the L4 is linked again.
+; remembered entries are only written with events masked (pv_l4_prepare), so a record
+; once read stays whole, and a relink in between shows as a new glue_generation, which
+; is read before the compares and after: the entries compared are then one link's, or
+; the L4 is linked again.
 ; Keeps the registers and DF; clobbers the arithmetic flags, which a mov to CR3 leaves
 ; undefined (SDM Vol. 2B, MOV to/from control registers): no pushfq and popfq, whose
 ; popfq ends the emulator's block. It saves only what mmuext_op may change: rax, the
@@ -510,27 +510,26 @@ cmp rsi, qword ptr [rdi]
 je known
 mov rdi, qword ptr [{user_l4_recent} + 8]
 cmp rsi, qword ptr [rdi]
-je known
-call {pv_user_l4_record}
+jne prepare
 known:
 mov r10, qword ptr [{glue_generation}]
-mov rsi, qword ptr [rdi + {user_l4_virtual}]
-mov rdx, qword ptr [rsi + {link_l4_slot} * 8]
+mov rdx, qword ptr [rdi + {user_l4_virtual}]
+mov rdx, qword ptr [rdx + {link_l4_slot} * 8]
 or rdx, {page_accessed}
 cmp rdx, qword ptr [{glue_l4e}]
-jne relink
+jne prepare
 mov rdx, qword ptr [{glue_l3e_ptr}]
 mov rdx, qword ptr [rdx]
 or rdx, {page_accessed}
 cmp rdx, qword ptr [{glue_l3e}]
-jne relink
+jne prepare
 mov rdx, qword ptr [{glue_l2e_ptr}]
 mov rdx, qword ptr [rdx]
 or rdx, {page_accessed}
 cmp rdx, qword ptr [{glue_l2e}]
-jne relink
+jne prepare
 cmp r10, qword ptr [{glue_generation}]
-jne relink
+jne prepare
 linked:
 mov qword ptr [{regs_cr3}], rax
 mov qword ptr [{user_l4_stale}], rdi
@@ -552,26 +551,42 @@ pop rsi
 pop rdi
 pop rax
 ret
-relink:
-call {pv_glue_range}
+prepare:
+call {pv_l4_prepare}
 jmp linked
 refused:
 mov rax, {failure_mmuext}
 call {pv_fatal}
 
-## pv_user_l4_record
-; rsi = a kernel L4's physical address, not one of the two pv_write_cr3 compares
-; first. Returns in rdi its record: found among those in use, or made (the key, the
-; L4's virtual address, the frames of the kernel L4 and of the pool's next user L4,
-; through the P2M), and puts it in place of the recent record that is not the L4
-; being left's (regs_cr3 still names that one). More than {user_l4_tables} kernel L4s
-; crash the domain. Events are masked meanwhile (an upcall's handler could write CR3
-; and make a record halfway), and one that became pending is delivered by the
-; mmuext_op that follows. Clobbers rdx and the flags.
-push rcx
-movzx ecx, byte ptr [{vcpu_mask}]
-push rcx
+## pv_l4_prepare
+; rsi = the physical address of a kernel L4 pv_write_cr3 could not load at once (not
+; one of the two last loaded, or its glue range not as remembered). Returns in rdi its
+; record (pv_user_l4_record), its glue range linked (pv_glue_range). Events are masked
+; meanwhile: an upcall's handler could write CR3 and make a record or a link halfway;
+; one that became pending is delivered by the mmuext_op that follows. Clobbers rdx and
+; the flags.
+push rax
+movzx eax, byte ptr [{vcpu_mask}]
+push rax
 mov byte ptr [{vcpu_mask}], 1
+call {pv_user_l4_record}
+push rsi
+mov rsi, qword ptr [rdi + {user_l4_virtual}]
+call {pv_glue_range}
+pop rsi
+pop rax
+mov byte ptr [{vcpu_mask}], al
+pop rax
+ret
+
+## pv_user_l4_record
+; rsi = a kernel L4's physical address. Returns in rdi its record: found among those
+; in use, or made (the key, the L4's virtual address, the frames of the kernel L4 and
+; of the pool's next user L4, through the P2M), and, unless it is one already, makes
+; it one of the two recent records in place of the one that is not the L4 being
+; left's (regs_cr3 still names that one). More than {user_l4_tables} kernel L4s crash
+; the domain. Clobbers rdx and the flags.
+push rcx
 lea rdi, [{user_l4_records}]
 xor ecx, ecx
 look:
@@ -601,18 +616,21 @@ shr rcx, 12
 mov rcx, qword ptr [rdx + rcx*8]
 mov qword ptr [rdi + {user_l4_kernel_frame}], rcx
 found:
+mov rdx, qword ptr [{user_l4_recent}]
+cmp rdi, rdx
+je recent
+cmp rdi, qword ptr [{user_l4_recent} + 8]
+je recent
 mov rcx, {pte_address_mask}
 and rcx, qword ptr [{regs_cr3}]
-mov rdx, qword ptr [{user_l4_recent}]
 cmp rcx, qword ptr [rdx]
 je replace_second
 mov qword ptr [{user_l4_recent}], rdi
-jmp unmask
+pop rcx
+ret
 replace_second:
 mov qword ptr [{user_l4_recent} + 8], rdi
-unmask:
-pop rcx
-mov byte ptr [{vcpu_mask}], cl
+recent:
 pop rcx
 ret
 full:
@@ -935,15 +953,11 @@ call {pv_fatal}
 ; as plain memory too), and a store to one in use is a validated writable page-table
 ; update. An entry mapping anything else there crashes the domain. The entries on the
 ; way and where the last two lie are remembered, accessed bit set (glue_*: what
-; pv_write_cr3 compares the next L4 with), with events masked, so that the five are
-; one link's, and glue_generation counts the links (pv_write_cr3 says why). A pending
-; event is delivered by the mmuext_op that follows. Clobbers rdx and the flags.
+; pv_write_cr3 compares the next L4 with), and glue_generation counts the links
+; (pv_write_cr3 says why; its caller masks events). Clobbers rdx and the flags.
 push rax
 push rbx
 push rcx
-movzx eax, byte ptr [{vcpu_mask}]
-push rax
-mov byte ptr [{vcpu_mask}], 1
 inc qword ptr [{glue_generation}]
 mov rbx, {m2p}
 mov rdx, qword ptr [rsi + {link_l4_slot} * 8]
@@ -980,8 +994,6 @@ mov rcx, rax
 remember:
 or rcx, {page_accessed}
 mov qword ptr [{glue_l2e}], rcx
-pop rax
-mov byte ptr [{vcpu_mask}], al
 pop rcx
 pop rbx
 pop rax
