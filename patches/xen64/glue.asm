@@ -466,96 +466,193 @@ call {pv_fatal}
 ; rax = the value written to CR3 (an L4's physical address). One mmuext_op with two
 ; commands, as Linux's xen_write_cr3: NEW_BASEPTR with the kernel L4's frame and
 ; NEW_USER_BASEPTR with its user L4, a page of the glue's that Xen runs user mode on
-; (pv_user_l4_sync says what it holds). The user L4 of a kernel L4 is found by its
-; physical address (the pool holds {user_l4_tables}) and marked stale: it is brought in
-; step with the kernel L4 on the way to user mode, not here, so a switch that never
-; returns to user mode (a kernel thread's, or one another switch follows) compares no
-; table, and user mode sees the kernel L4 as it is when it is entered. Xen loads the
-; user L4 only when it enters user mode, which only HYPERVISOR_iret does, and every
-; path of the glue to it syncs first. The kernel L4 is read at VIRT_BASE + physical,
-; which every L4 of a kernel linked there maps. Before the switch pv_glue_range gives
-; the new L4 the glue's own 2 MiB, which the kernel does not know of. Clobbers the
-; arithmetic flags, which a mov to CR3 leaves undefined (SDM Vol. 2B, MOV to/from
-; control registers): no pushfq and popfq, whose popfq ends the emulator's block.
-push rbx
+; (pv_user_l4_sync says what it holds). Each kernel L4 met has a record of .pvdata
+; holding that pair of commands, made when it is first met (pv_user_l4_record); the
+; two last loaded, between which a context switch alternates, are compared first, so
+; a switch to either is two compares and no argument written. The user L4 is marked
+; stale (user_l4_stale names the record): it is brought in step with the kernel L4 on
+; the way to user mode, not here, so a switch that never returns to user mode (a
+; kernel thread's, or one another switch follows) compares no table, and user mode
+; sees the kernel L4 as it is when it is entered. Xen loads the user L4 only when it
+; enters user mode, which only HYPERVISOR_iret does, and every path of the glue to it
+; syncs first.
+; The new L4 must map the glue's own 2 MiB, which the kernel does not know of:
+; pv_glue_range links it and remembers the three entries on the way to it, and each
+; switch compares the new L4's with them, with loads only, before it relinks. The same
+; L4 entry links the same L3, where the remembered L3 entry is read (VIRT_BASE +
+; physical, as pv_glue_range found it); the same L3 entry the same L2, where the
+; glue's entry is read: a kernel that rewrites any of the three (validated by the
+; hypervisor), or builds a new L4 at a frame it used before, fails a compare and is
+; linked again. The accessed bit, which the page walk sets, is left out of each compare.
+; An upcall's handler may write CR3 while the compares run; the records and the
+; remembered entries are only written with events masked (pv_l4_prepare), so a record
+; once read stays whole, and a relink in between shows as a new glue_generation, which
+; is read before the compares and after: the entries compared are then one link's, or
+; the L4 is linked again.
+; Keeps the registers and DF; clobbers the arithmetic flags, which a mov to CR3 leaves
+; undefined (SDM Vol. 2B, MOV to/from control registers): no pushfq and popfq, whose
+; popfq ends the emulator's block. It saves only what mmuext_op may change: rax, the
+; result, and rdi, rsi, rdx and r10, its arguments, which Xen's debug builds clobber
+; (XEN-ABI64.md 1.2). The hypercall is made here, as the hypercall page's entry makes
+; it (rcx and r11 kept around the syscall, whose return by SYSRET overwrites them),
+; not through the page: a call and a return fewer, and no page of code to bring back
+; into the TLB after each switch (the page is a convenience, not a requirement: Xen's
+; docs/guest-guide/x86/hypercall-abi.rst).
 push rax
-push rcx
-push rdx
-push rsi
 push rdi
-push r8
+push rsi
+push rdx
 push r10
-push r12
+mov rsi, {pte_address_mask}
+and rsi, rax
+mov rdi, qword ptr [{user_l4_recent}]
+cmp rsi, qword ptr [rdi]
+je known
+mov rdi, qword ptr [{user_l4_recent} + 8]
+cmp rsi, qword ptr [rdi]
+jne prepare
+known:
+mov r10, qword ptr [{glue_generation}]
+mov rdx, qword ptr [rdi + {user_l4_virtual}]
+mov rdx, qword ptr [rdx + {link_l4_slot} * 8]
+or rdx, {page_accessed}
+cmp rdx, qword ptr [{glue_l4e}]
+jne prepare
+mov rdx, qword ptr [{glue_l3e_ptr}]
+mov rdx, qword ptr [rdx]
+or rdx, {page_accessed}
+cmp rdx, qword ptr [{glue_l3e}]
+jne prepare
+mov rdx, qword ptr [{glue_l2e_ptr}]
+mov rdx, qword ptr [rdx]
+or rdx, {page_accessed}
+cmp rdx, qword ptr [{glue_l2e}]
+jne prepare
+cmp r10, qword ptr [{glue_generation}]
+jne prepare
+linked:
 mov qword ptr [{regs_cr3}], rax
-mov rbx, {pte_address_mask}
-and rax, rbx
-lea rdi, [{user_l4_count}]
-call {pv_find}
-cmp rbx, rcx
-jb found
-cmp rbx, {user_l4_tables}
-jae full
-mov qword ptr [rdi + rbx*8 + 8], rax
-inc rcx
-mov qword ptr [{user_l4_count}], rcx
-found:
-mov qword ptr [{user_l4_current}], rbx
-mov byte ptr [{user_l4_stale}], 1
-mov r12, rax
-add r12, {virt_base}
-call {pv_glue_range}
-mov rcx, qword ptr [{mfn_list_ptr}]
-mov rax, r12
-sub rax, {virt_base}
-shr rax, 12
-mov rax, qword ptr [rcx + rax*8]
-mov rdx, {user_l4_pool_phys}
-shr rdx, 12
-add rdx, qword ptr [{user_l4_current}]
-mov rdx, qword ptr [rcx + rdx*8]
-mov dword ptr [{mmuext_cmd}], {mmuext_new_baseptr}
-mov qword ptr [{mmuext_arg1}], rax
-mov dword ptr [{mmuext2_cmd}], {mmuext_new_user_baseptr}
-mov qword ptr [{mmuext2_arg1}], rdx
-mov rdi, {mmuext}
+mov qword ptr [{user_l4_stale}], rdi
+add rdi, {user_l4_ops}
 mov esi, 2
 xor edx, edx
 mov r10d, {domid_self}
-call {hc_mmuext_op}
+push rcx
+push r11
+mov eax, {hypercall_nr_mmuext_op}
+syscall
+pop r11
+pop rcx
 test rax, rax
 jne refused
-pop r12
 pop r10
-pop r8
-pop rdi
-pop rsi
 pop rdx
-pop rcx
+pop rsi
+pop rdi
 pop rax
-pop rbx
 ret
-full:
-mov rax, {failure_user_l4}
-call {pv_fatal}
+prepare:
+call {pv_l4_prepare}
+jmp linked
 refused:
 mov rax, {failure_mmuext}
 call {pv_fatal}
 
+## pv_l4_prepare
+; rsi = the physical address of a kernel L4 pv_write_cr3 could not load at once (not
+; one of the two last loaded, or its glue range not as remembered). Returns in rdi its
+; record (pv_user_l4_record), its glue range linked (pv_glue_range). Events are masked
+; meanwhile: an upcall's handler could write CR3 and make a record or a link halfway;
+; one that became pending is delivered by the mmuext_op that follows. Clobbers rdx and
+; the flags.
+push rax
+movzx eax, byte ptr [{vcpu_mask}]
+push rax
+mov byte ptr [{vcpu_mask}], 1
+call {pv_user_l4_record}
+push rsi
+mov rsi, qword ptr [rdi + {user_l4_virtual}]
+call {pv_glue_range}
+pop rsi
+pop rax
+mov byte ptr [{vcpu_mask}], al
+pop rax
+ret
+
+## pv_user_l4_record
+; rsi = a kernel L4's physical address. Returns in rdi its record: found among those
+; in use, or made (the key, the L4's virtual address, the frames of the kernel L4 and
+; of the pool's next user L4, through the P2M), and, unless it is one already, makes
+; it one of the two recent records in place of the one that is not the L4 being
+; left's (regs_cr3 still names that one). More than {user_l4_tables} kernel L4s crash
+; the domain. Clobbers rdx and the flags.
+push rcx
+lea rdi, [{user_l4_records}]
+xor ecx, ecx
+look:
+cmp rcx, qword ptr [{user_l4_count}]
+jae make
+cmp rsi, qword ptr [rdi]
+je found
+inc rcx
+add rdi, {user_l4_record_size}
+jmp look
+make:
+cmp rcx, {user_l4_tables}
+jae full
+inc qword ptr [{user_l4_count}]
+mov qword ptr [rdi], rsi
+mov rdx, {virt_base}
+add rdx, rsi
+mov qword ptr [rdi + {user_l4_virtual}], rdx
+mov rdx, {user_l4_pool_phys}
+shr rdx, 12
+add rcx, rdx
+mov rdx, qword ptr [{mfn_list_ptr}]
+mov rcx, qword ptr [rdx + rcx*8]
+mov qword ptr [rdi + {user_l4_user_frame}], rcx
+mov rcx, rsi
+shr rcx, 12
+mov rcx, qword ptr [rdx + rcx*8]
+mov qword ptr [rdi + {user_l4_kernel_frame}], rcx
+found:
+mov rdx, qword ptr [{user_l4_recent}]
+cmp rdi, rdx
+je recent
+cmp rdi, qword ptr [{user_l4_recent} + 8]
+je recent
+mov rcx, {pte_address_mask}
+and rcx, qword ptr [{regs_cr3}]
+cmp rcx, qword ptr [rdx]
+je replace_second
+mov qword ptr [{user_l4_recent}], rdi
+pop rcx
+ret
+replace_second:
+mov qword ptr [{user_l4_recent} + 8], rdi
+recent:
+pop rcx
+ret
+full:
+mov rax, {failure_user_l4}
+call {pv_fatal}
+
 ## pv_user_l4_sync
 ; On the way to user mode (pv_iret, pv_sysret, pv_sysexit), after a CR3 write: bring
-; the user L4 of the kernel L4 in CR3, which Xen is about to run user mode on, in step
-; with it. The user L4 holds the kernel L4's slots 0-255 and, in its upper slots, a
-; view of the kernel's upper half holding only the pages the kernel mapped for user
-; mode (pv_user_view; XEN-ABI64.md 1.1, 1.8), so that user mode cannot reach kernel
-; pages although it runs at CPL 3 like the kernel (Linux's user PGD does the same with
-; level3_user_vsyscall). It is written entry by entry through mmu_update, which Xen
-; validates: its lower half compared with the kernel's by repe cmpsq, its upper half
-; redone only when the kernel's upper entries differ from those it was last made from
-; (kept in a shadow page per user L4). Events are masked meanwhile (an upcall's
-; handler could write CR3 halfway); one that became pending is delivered by the
-; HYPERVISOR_iret that follows. Preserves every register and the flags.
+; the user L4 of the kernel L4 in CR3 (the record user_l4_stale names), which Xen is
+; about to run user mode on, in step with it. The user L4 holds the kernel L4's slots
+; 0-255 and, in its upper slots, a view of the kernel's upper half holding only the
+; pages the kernel mapped for user mode (pv_user_view; XEN-ABI64.md 1.1, 1.8), so that
+; user mode cannot reach kernel pages although it runs at CPL 3 like the kernel
+; (Linux's user PGD does the same with level3_user_vsyscall). It is written entry by
+; entry through mmu_update, which Xen validates: its lower half compared with the
+; kernel's by repe cmpsq, its upper half redone only when the kernel's upper entries
+; differ from those it was last made from (kept in a shadow page per user L4). Events
+; are masked meanwhile (an upcall's handler could write CR3 halfway); one that became
+; pending is delivered by the HYPERVISOR_iret that follows. Preserves every register
+; and the flags.
 pushfq
-cmp byte ptr [{user_l4_stale}], 0
+cmp qword ptr [{user_l4_stale}], 0
 jne stale
 popfq
 ret
@@ -577,11 +674,11 @@ push r15
 movzx eax, byte ptr [{vcpu_mask}]
 push rax
 mov byte ptr [{vcpu_mask}], 1
-mov r12, qword ptr [{regs_cr3}]
-mov rax, {pte_address_mask}
-and r12, rax
-add r12, {virt_base}
-mov rbx, qword ptr [{user_l4_current}]
+mov rbx, qword ptr [{user_l4_stale}]
+mov r12, qword ptr [rbx + {user_l4_virtual}]
+lea rdx, [{user_l4_records}]
+sub rbx, rdx
+shr rbx, {user_l4_record_shift}
 mov r13, rbx
 shl r13, 12
 lea rdx, [{user_l4_pool}]
@@ -642,7 +739,7 @@ lea rsi, [r12 + {first_upper_slot} * 8]
 mov ecx, 512 - {first_upper_slot}
 rep movsq
 upper_synced:
-mov byte ptr [{user_l4_stale}], 0
+mov qword ptr [{user_l4_stale}], 0
 pop rax
 mov byte ptr [{vcpu_mask}], al
 pop r15
@@ -845,7 +942,7 @@ mov rax, {failure_user_view}
 call {pv_fatal}
 
 ## pv_glue_range
-; r12 = the virtual address (VIRT_BASE + physical) of an L4 the kernel is about to
+; rsi = the virtual address (VIRT_BASE + physical) of an L4 the kernel is about to
 ; load. Make its entry for the glue's 2 MiB at VIRT_BASE + {glue_phys} (.pvdata,
 ; .pvtext, patch/layout64.py) point at the glue's L1 for it: the identity map's L1
 ; {glue_l1_table}, in use and validated since the PV entry. The L4's slot and the L3's
@@ -854,14 +951,29 @@ call {pv_fatal}
 ; M2P (XEN-ABI64.md 1.8). An empty L2 entry is written directly: a table the kernel
 ; has not loaded yet is one of its writable pages (Xen's mmu_update writes such a page
 ; as plain memory too), and a store to one in use is a validated writable page-table
-; update. An entry mapping anything else there crashes the domain. Clobbers rax, rbx,
-; rcx, rdx and the flags.
+; update. An entry mapping anything else there crashes the domain. The entries on the
+; way and where the last two lie are remembered, accessed bit set (glue_*: what
+; pv_write_cr3 compares the next L4 with), and glue_generation counts the links
+; (pv_write_cr3 says why; its caller masks events). Clobbers rdx and the flags.
+push rax
+push rbx
+push rcx
+inc qword ptr [{glue_generation}]
 mov rbx, {m2p}
-mov rdx, qword ptr [r12 + {link_l4_slot} * 8]
+mov rdx, qword ptr [rsi + {link_l4_slot} * 8]
+mov rcx, rdx
+or rcx, {page_accessed}
+mov qword ptr [{glue_l4e}], rcx
 call table
-mov rdx, qword ptr [rdx + {link_l3_slot} * 8]
+lea rcx, [rdx + {link_l3_slot} * 8]
+mov qword ptr [{glue_l3e_ptr}], rcx
+mov rdx, qword ptr [rcx]
+mov rcx, rdx
+or rcx, {page_accessed}
+mov qword ptr [{glue_l3e}], rcx
 call table
 lea rdx, [rdx + {glue_l2_slot} * 8]
+mov qword ptr [{glue_l2e_ptr}], rdx
 mov rcx, qword ptr [{mfn_list_ptr}]
 mov rax, {identity_l1s_phys} + {glue_l1_table} * 4096
 shr rax, 12
@@ -871,13 +983,20 @@ mov rcx, qword ptr [rdx]
 test cl, 1
 je install
 mov rbx, {pte_address_mask}
-and rcx, rbx
-cmp rcx, rax
+and rbx, rcx
+cmp rbx, rax
 jne taken
-ret
+jmp remember
 install:
 or rax, {table_flags}
 mov qword ptr [rdx], rax
+mov rcx, rax
+remember:
+or rcx, {page_accessed}
+mov qword ptr [{glue_l2e}], rcx
+pop rcx
+pop rbx
+pop rax
 ret
 table:
 test dl, 1

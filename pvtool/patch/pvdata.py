@@ -130,7 +130,7 @@ def failure_offsets(failures: dict[str, str], start: int, limit: int,
         offsets[name] = offset
         offset += -(-len(failure_record(text)) // align) * align
     if offset > limit:
-        raise ImportError("the glue's failure reasons run into the PV entry's stack")
+        raise ImportError("the glue's failure reasons run past the space they are given")
     return offsets
 
 

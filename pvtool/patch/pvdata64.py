@@ -3,9 +3,10 @@
 
 - The virtual-CPU registers (abi/pvtool.py VCPU_REGS_64), the Multiboot information
   the PV entry builds and the command line it copies from start_info, hypercall
-  argument blocks (two mmuext_ops, so NEW_BASEPTR and NEW_USER_BASEPTR go in one
-  call, as Linux's xen_write_cr3 batches them), the trap table buffer of 16-byte
-  trap_info entries, the reasons the glue prints when it gives up, its stack.
+  argument blocks, the records of the kernel L4s loaded (each with the pair of
+  mmuext_ops, NEW_BASEPTR and NEW_USER_BASEPTR, that loads it in one call, as Linux's
+  xen_write_cr3 batches them), the trap table buffer of 16-byte trap_info entries, the
+  reasons the glue prints when it gives up, its stack.
 - Page-aligned after those: the page the PV entry maps onto shared_info (the glue's
   vcpu_info, reached with a disp32 from the kernel's code: Xen's own range is out of
   that reach), the GDT shadow, the user L4 tables (one per kernel L4 the kernel loads,
@@ -16,10 +17,11 @@
 Every address the glue and the rewrites use is one of `symbols()`.
 """
 
+import struct
 from dataclasses import dataclass
 
 from pvtool.abi import pvtool as pvabi
-from pvtool.abi import xen64
+from pvtool.abi import xen, xen64
 from pvtool.abi.layouts import PHYSDEV_SET_IOPL, SCHED_SHUTDOWN
 from pvtool.abi.xen import FIRST_RESERVED_GDT_ENTRY, MAX_GUEST_CMDLINE, ShutdownReason
 from pvtool.image import multiboot
@@ -35,22 +37,44 @@ CR0_AT_ENTRY_64 = multiboot.CR0_AT_ENTRY | CR0_PG
 # Offsets in the file-backed pages.
 REGS = 0x000  # VCPU_REGS_64, 168 bytes
 MBI = 0x0A8  # INFO_SIZE: to 0x11C
-MMUEXT = 0x120  # two mmuext_op_64
-MMU_UPDATE = MMUEXT + 2 * xen64.MMUEXT_OP_64.size  # 0x150: one mmu_update
-CALLBACK = MMU_UPDATE + 16  # 0x160: one callback_register_64
-IOPL_ARG = CALLBACK + xen64.CALLBACK_REGISTER_64.size  # 0x170
-POLL_ARG = IOPL_ARG + 16  # 0x180: sched_poll_64, no ports: wait forever
-SHUTDOWN_ARG = POLL_ARG + xen64.SCHED_POLL_64.size  # 0x198
-START_INFO_PTR = SHUTDOWN_ARG + 8  # 0x1a0
-MFN_LIST_PTR = START_INFO_PTR + 8  # start_info.mfn_list: the P2M, pfn -> mfn
-# Each count below is right before its keys: the glue's pv_find reads them as a table.
-USER_L4_COUNT = MFN_LIST_PTR + 16  # 0x1b8
-USER_L4_KERNEL = USER_L4_COUNT + 8  # 0x1c0: the kernel L4 (physical) of each user L4
-USER_L4_TABLES = 16
-GDT_FRAMES = USER_L4_KERNEL + USER_L4_TABLES * 8  # 0x240: u64 frames for set_gdt
+MMUEXT = 0x120  # one mmuext_op_64
+MMU_UPDATE = MMUEXT + xen64.MMUEXT_OP_64.size  # 0x138: one mmu_update
+CALLBACK = MMU_UPDATE + 16  # 0x148: one callback_register_64
+IOPL_ARG = CALLBACK + xen64.CALLBACK_REGISTER_64.size  # 0x158
+POLL_ARG = IOPL_ARG + 16  # 0x168: sched_poll_64, no ports: wait forever
+SHUTDOWN_ARG = POLL_ARG + xen64.SCHED_POLL_64.size  # 0x180
+START_INFO_PTR = SHUTDOWN_ARG + 8  # 0x188
+MFN_LIST_PTR = START_INFO_PTR + 8  # 0x190: start_info.mfn_list, the P2M, pfn -> mfn
+# pv_write_cr3's user L4 records (USER_L4_RECORDS, below) in use, and the two it
+# compares a CR3 value with first (their addresses: the last two kernel L4s loaded,
+# the pair a context switch alternates between).
+USER_L4_COUNT = MFN_LIST_PTR + 8  # 0x198
+USER_L4_RECENT = USER_L4_COUNT + 8  # 0x1a0: two u64 record addresses
+# The glue's 2 MiB as pv_glue_range last linked it, which pv_write_cr3 checks a new
+# L4 against with loads only: the link-range entry of the L4 (accessed bit set), the
+# address of the L3's entry below it and that entry, the address of the L2's entry for
+# the glue's range and that entry; then how many times it has linked (a new count
+# tells a CR3 write that its compares may have read two links' entries).
+GLUE_LINK = USER_L4_RECENT + 16  # 0x1b0: six u64
+# The record of the kernel L4 in CR3 while its user L4 has not been brought in step
+# with it since (its address: pv_write_cr3 sets it), 0 once it has (pv_user_l4_sync,
+# on the way to user mode).
+USER_L4_STALE = GLUE_LINK + 6 * 8  # 0x1e0
+GDT_FRAMES = 0x240  # u64 frames for set_gdt
 SYSRET_RSP = 0x2B0  # the user's RSP while pv_sysret builds its frame
 SYSRET_STACK_TOP = 0x320  # pv_sysret's frame and the hypercall page's pushes: 72 bytes
-FAILURES = 0x320
+# A record per kernel L4 pv_write_cr3 has met, in the order met (record n: user L4 n
+# of the pool): the kernel L4's physical address (unused: all ones, which no L4's
+# address is), its virtual address (VIRT_BASE + physical), then the mmuext_op pair
+# that loads it, NEW_BASEPTR with its frame and NEW_USER_BASEPTR with its user L4's,
+# made when the L4 is first met: a switch to a known L4 writes no argument. They and
+# everything else a switch reads or writes in .pvdata share this first page, so a
+# switch brings one page of .pvdata back into the TLB its previous switch flushed.
+USER_L4_TABLES = 16
+USER_L4_RECORDS = 0x340
+USER_L4_VIRTUAL, USER_L4_OPS = 8, 16  # the key, the kernel L4's physical address, at 0
+USER_L4_RECORD_SIZE = 64
+USER_L4_UNUSED = (1 << 64) - 1
 PV_STACK_TOP = PAGE_SIZE  # the PV entry's stack, the rest of the first page
 PV_STACK = 0xC00
 TRAP_INFO_BUF = PAGE_SIZE  # 256 gates and the terminating entry: just over a page
@@ -66,11 +90,7 @@ USER_VIEW_KERNEL = USER_VIEW_COUNT + 8
 USER_VIEW_TOP_COUNT = USER_VIEW_KERNEL + USER_VIEW_TABLES * 8  # 0x2608
 USER_VIEW_TOP_KERNEL = USER_VIEW_TOP_COUNT + 8
 USER_VIEW_TOP_USER = USER_VIEW_TOP_KERNEL + USER_VIEW_TABLES * 8  # to 0x2810
-# The user L4 of the kernel L4 in CR3 (its index in the pool), and whether it has not
-# been brought in step with it since (a byte: pv_write_cr3 sets it, pv_user_l4_sync
-# clears it on the way to user mode).
-USER_L4_CURRENT = USER_VIEW_TOP_USER + USER_VIEW_TABLES * 8  # 0x2810
-USER_L4_STALE = USER_L4_CURRENT + 8
+FAILURES = USER_VIEW_TOP_USER + USER_VIEW_TABLES * 8  # 0x2810: the reasons, to the end
 FILE_SIZE = 3 * PAGE_SIZE
 # Page-aligned, zero-filled memory after the file-backed pages.
 SHARED_INFO_PAGE = FILE_SIZE
@@ -145,8 +165,6 @@ class PvData64:
             "mmuext_cmd": b + MMUEXT + op.offset("cmd"),
             "mmuext_arg1": b + MMUEXT + op.offset("arg1"),
             "mmuext_arg2": b + MMUEXT + op.offset("arg2"),
-            "mmuext2_cmd": b + MMUEXT + op.size + op.offset("cmd"),
-            "mmuext2_arg1": b + MMUEXT + op.size + op.offset("arg1"),
             "mmu_update": b + MMU_UPDATE,
             "callback": b + CALLBACK,
             "callback_type": b + CALLBACK + xen64.CALLBACK_REGISTER_64.offset("type"),
@@ -157,10 +175,20 @@ class PvData64:
             "start_info_ptr": b + START_INFO_PTR,
             "mfn_list_ptr": b + MFN_LIST_PTR,
             "user_l4_count": b + USER_L4_COUNT,
+            "user_l4_recent": b + USER_L4_RECENT,
             "user_l4_tables": USER_L4_TABLES,
+            "user_l4_records": b + USER_L4_RECORDS,
+            "user_l4_record_size": USER_L4_RECORD_SIZE,
+            "user_l4_record_shift": USER_L4_RECORD_SIZE.bit_length() - 1,
+            "user_l4_virtual": USER_L4_VIRTUAL,
+            "user_l4_ops": USER_L4_OPS,
+            "user_l4_kernel_frame": USER_L4_OPS + op.offset("arg1"),
+            "user_l4_user_frame": USER_L4_OPS + op.size + op.offset("arg1"),
+            **{f"glue_{name}": b + GLUE_LINK + 8 * n
+               for n, name in enumerate(("l4e", "l3e_ptr", "l3e", "l2e_ptr", "l2e",
+                                         "generation"))},
             "user_l4_pool": b + USER_L4_POOL,
             "user_l4_pool_phys": self.phys_base + USER_L4_POOL,
-            "user_l4_current": b + USER_L4_CURRENT,
             "user_l4_stale": b + USER_L4_STALE,
             "user_view_count": b + USER_VIEW_COUNT,
             "user_view_kernel": b + USER_VIEW_KERNEL,
@@ -211,8 +239,21 @@ class PvData64:
         put(data, SHUTDOWN_ARG, SCHED_SHUTDOWN.pack(reason=ShutdownReason.crash))
         for name, offset in _failure_offsets().items():
             put(data, offset, failure_record(GLUE_FAILURES[name]))
+        # the two records compared first: unused ones, which match no CR3 value
+        first_two = (self.base + USER_L4_RECORDS + n * USER_L4_RECORD_SIZE for n in range(2))
+        put(data, USER_L4_RECENT, struct.pack("<2Q", *first_two))
+        for n in range(USER_L4_TABLES):
+            put(data, USER_L4_RECORDS + n * USER_L4_RECORD_SIZE, _unused_record())
         return bytes(data)
 
 
+def _unused_record() -> bytes:
+    """A user L4 record before its kernel L4 is met: a key no L4 has, and the two
+    commands of its mmuext_op pair (their frames are filled in when it is)."""
+    op = xen64.MMUEXT_OP_64
+    commands = (xen.MmuextCmd.new_baseptr, xen.MmuextCmd.new_user_baseptr)
+    return struct.pack("<QQ", USER_L4_UNUSED, 0) + b"".join(op.pack(cmd=c) for c in commands)
+
+
 def _failure_offsets() -> dict[str, int]:
-    return failure_offsets(GLUE_FAILURES, FAILURES, PV_STACK, 8)
+    return failure_offsets(GLUE_FAILURES, FAILURES, FILE_SIZE, 8)

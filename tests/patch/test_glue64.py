@@ -7,11 +7,13 @@ public headers as XEN-ABI64.md quotes them (1.2-1.7), MSR numbers from the SDM, 
 offsets in .pvdata from docs/ABI.md ("64-bit kernels: the added sections").
 """
 
+import re
 import struct
 
 import pytest
+import unicorn as uc
 
-from tests.patch.glue64 import KERNBASE, STACK_TOP, GlueMachine
+from tests.patch.glue64 import KERNBASE, RETURN, STACK_TOP, GlueMachine
 from tests.patch.kernel64 import build_kernel64, patch_kernel64
 from tests.patch.tools import sections
 
@@ -36,8 +38,11 @@ REGS_CR3, REGS_FS_BASE, REGS_GS_BASE, REGS_STAR, REGS_LSTAR = 8, 80, 88, 104, 12
 REGS_CSTAR, REGS_SYSENTER_ESP, REGS_SYSENTER_EIP = 128, 144, 152
 REGS_CS = 68  # then regs_ss: the selectors the kernel loaded itself
 REGS_IRET_ENTRY = 160  # the glue's pv_iret
-MBI, MMUEXT, MMU_UPDATE, CALLBACK = 0xA8, 0x120, 0x150, 0x160
-MFN_LIST_PTR, USER_L4_POOL, USER_L4_TABLES = 0x1A8, 0x15000, 16
+MBI, MMU_UPDATE, CALLBACK = 0xA8, 0x138, 0x148
+MFN_LIST_PTR, USER_L4_POOL, USER_L4_TABLES = 0x190, 0x15000, 16
+# pv_write_cr3's record of each kernel L4 met: 64 bytes, its mmuext_op pair at 16
+USER_L4_RECORDS, USER_L4_RECORD, USER_L4_OPS = 0x340, 64, 16
+USER_L4_STALE = 0x1E0  # the record whose user L4 is stale, 0 when none is
 TRAP_INFO, CMDLINE, SHARED_INFO_PAGE = 0x1000, 0x2100, 0x3000
 GDT_FRAMES, GDT_SHADOW = 0x240, 0x7000
 USER_VIEW_POOL = 0x25000  # the user-mode view of the kernel's upper half: 32 tables
@@ -228,15 +233,14 @@ def test_a_cr3_write_loads_the_kernel_l4_and_its_user_l4(machine):
         machine.write(KERNBASE + l4 + 8 * slot, struct.pack("<Q", value))
     machine.write(KERNBASE + 0x50_3000 + 8 * 510, struct.pack("<Q", 0x50_4067))  # KERNBASE
     identity_p2m(machine)
-    machine.watch = {"update": (base + MMU_UPDATE, 16), "ops": (base + MMUEXT, 48)}
+    watch_records(machine)
     machine.call("pv_write_cr3", rax=l4)
     # one hypercall: the user L4 is brought in step on the way to user mode
     assert numbers(machine) == [HC_MMUEXT_OP]
     pool = (base - KERNBASE + USER_L4_POOL) >> 12  # the first user L4 (P2M is identity)
     mmuext = machine.calls[0]
-    assert mmuext.args[:4] == (base + MMUEXT, 2, 0, DOMID_SELF)
-    ops = [struct.unpack_from("<IxxxxQ", mmuext.memory["ops"], 24 * n) for n in range(2)]
-    assert ops == [(MMUEXT_NEW_BASEPTR, l4 >> 12), (MMUEXT_NEW_USER_BASEPTR, pool)]
+    assert mmuext.args[:4] == (base + USER_L4_RECORDS + USER_L4_OPS, 2, 0, DOMID_SELF)
+    assert loaded(machine, mmuext) == (l4 >> 12, pool)
     assert machine.u64(base + REGS_CR3) == l4
     # the kernel's L2 of its link range now maps the glue's 2 MiB (KERNBASE + 16 MiB,
     # L2 entry 8) with the PV entry's L1 for it, the ninth of the identity map
@@ -251,6 +255,24 @@ def test_a_cr3_write_loads_the_kernel_l4_and_its_user_l4(machine):
     assert updates == [((pool << 12) + 0, entries[0]), ((pool << 12) + 8 * 255, entries[255])]
 
 
+def watch_records(machine) -> None:
+    """Record, at each hypercall, the user L4 records (where pv_write_cr3's mmuext_op
+    pairs are) and the mmu_update argument."""
+    base = pvdata(machine)
+    machine.watch = {"update": (base + MMU_UPDATE, 16),
+                     "records": (base + USER_L4_RECORDS, USER_L4_TABLES * USER_L4_RECORD)}
+
+
+def loaded(machine, call) -> tuple[int, int]:
+    """The kernel and user L4 frames CALL, an mmuext_op of two commands, loads
+    (watch_records must have been set)."""
+    assert call.number == HC_MMUEXT_OP and call.args[1] == 2
+    at = call.args[0] - pvdata(machine) - USER_L4_RECORDS
+    ops = [struct.unpack_from("<IxxxxQ", call.memory["records"], at + 24 * n) for n in range(2)]
+    assert [cmd for cmd, _ in ops] == [MMUEXT_NEW_BASEPTR, MMUEXT_NEW_USER_BASEPTR]
+    return ops[0][1], ops[1][1]
+
+
 def load_l4(machine, l4: int, slots: dict[int, int]) -> None:
     """A kernel L4 at physical L4 holding SLOTS and the link range down to the L2 the
     glue's 2 MiB goes in."""
@@ -258,6 +280,18 @@ def load_l4(machine, l4: int, slots: dict[int, int]) -> None:
         machine.write(KERNBASE + l4 + 8 * slot, struct.pack("<Q", value))
     machine.write(KERNBASE + l4 + 8 * 511, struct.pack("<Q", 0x50_3067))
     machine.write(KERNBASE + 0x50_3000 + 8 * 510, struct.pack("<Q", 0x50_4067))
+
+
+def two_kernel_l4s(machine, second_slot: int) -> tuple[int, int, int]:
+    """Two kernel L4s sharing the link range's tables (load_l4), the first with a
+    user slot 0, the second with SECOND_SLOT, and the records watched: .pvdata's
+    address and the two L4s'."""
+    first, second = 0x50_0000, 0x51_0000
+    load_l4(machine, first, {0: 0x50_1067})
+    load_l4(machine, second, {second_slot: 0x51_1067})
+    identity_p2m(machine)
+    watch_records(machine)
+    return pvdata(machine), first, second
 
 
 def switched_to_user(machine, how: str = "pv_iret") -> tuple[int, int]:
@@ -328,24 +362,178 @@ def test_a_return_to_user_compares_nothing_when_no_cr3_write_came_since_the_last
 def test_switches_that_never_reach_user_mode_bring_only_the_last_l4_in_step(machine):
     """Two kernel L4s loaded in turn, a thousand times, then user mode: one user L4 per
     kernel L4, and only the last one's written, once, by the return to user mode."""
-    base = pvdata(machine)
-    first, second = 0x50_0000, 0x51_0000
-    load_l4(machine, first, {0: 0x50_1067})
-    load_l4(machine, second, {1: 0x51_1067})
-    identity_p2m(machine)
-    machine.watch = {"update": (base + MMU_UPDATE, 16), "ops": (base + MMUEXT, 48)}
+    base, first, second = two_kernel_l4s(machine, second_slot=1)
     for _ in range(1000):
         machine.call("pv_write_cr3", rax=first)
         machine.call("pv_write_cr3", rax=second)
     assert numbers(machine) == [HC_MMUEXT_OP] * 2000
     pool = (base - KERNBASE + USER_L4_POOL) >> 12
-    user_bases = {struct.unpack_from("<IxxxxQ", c.memory["ops"], 24)[1]
-                  for c in machine.calls}
-    assert user_bases == {pool, pool + 1}
+    assert [loaded(machine, c) for c in machine.calls] == [(first >> 12, pool),
+                                                          (second >> 12, pool + 1)] * 1000
     machine.calls.clear()
     to_user(machine)
     assert numbers(machine) == [HC_MMU_UPDATE, HC_IRET]
     assert made_updates(machine) == [(((pool + 1) << 12) + 8, 0x51_1067)]
+
+
+def test_kernel_l4s_beyond_the_two_last_loaded_each_keep_their_own_user_l4(machine):
+    """Five kernel L4s, more than the two pv_write_cr3 compares first, loaded in an
+    order that leaves none of them recent for long: each load names the L4's own frame
+    and the user L4 it got when first met, and the return to user mode brings that
+    user L4 in step (its slot 0, which differs per L4)."""
+    base = pvdata(machine)
+    l4s = [0x50_0000 + n * 0x1_0000 for n in range(5)]
+    for n, l4 in enumerate(l4s):
+        load_l4(machine, l4, {0: 0x60_0067 + n * 0x1000})
+    identity_p2m(machine)
+    watch_records(machine)
+    pool = (base - KERNBASE + USER_L4_POOL) >> 12
+    order = [0, 1, 2, 3, 4, 0, 2, 4, 1, 3, 3, 0, 0, 4, 2, 1, 4, 0]
+    for n in order:
+        machine.calls.clear()
+        machine.call("pv_write_cr3", rax=l4s[n])
+        assert loaded(machine, machine.calls[0]) == (l4s[n] >> 12, pool + n)
+        to_user(machine)
+        assert made_updates(machine) == [((pool + n) << 12, 0x60_0067 + n * 0x1000)]
+
+
+def rebuild(machine, l4: int, level: str) -> int:
+    """The kernel rebuilds what L4 maps of its link range at LEVEL (the L4's entry now
+    links a new L3, the L3's a new L2, or the L2's entry for the glue's range is
+    cleared; "gone": the L4 no longer maps the link range): the L2 the glue's entry
+    belongs in after that."""
+    if level == "gone":
+        machine.write(KERNBASE + l4 + 8 * 511, bytes(8))
+        return 0x50_4000
+    if level == "l4":
+        machine.write(KERNBASE + l4 + 8 * 511, struct.pack("<Q", 0x52_3067))
+        machine.write(KERNBASE + 0x52_3000 + 8 * 510, struct.pack("<Q", 0x52_4067))
+        return 0x52_4000
+    if level == "l3":
+        machine.write(KERNBASE + 0x50_3000 + 8 * 510, struct.pack("<Q", 0x52_4067))
+        return 0x52_4000
+    machine.write(KERNBASE + 0x50_4000 + 8 * 8, bytes(8))
+    return 0x50_4000
+
+
+@pytest.mark.parametrize("level", ["l4", "l3", "l2", "gone"])
+def test_an_l4_loaded_before_and_rebuilt_gets_the_glues_range_again(machine, level):
+    """pv_write_cr3 remembers the entries down to the glue's 2 MiB and compares the
+    next L4's with them rather than walk it: a kernel that rebuilt an L4 at a frame
+    it loaded before (one of the two it compares first) still finds the glue's L1 in
+    the L2 the L4 now leads to, or, without the link range, the domain crashes."""
+    base, first, second = two_kernel_l4s(machine, second_slot=0)
+    glue_l1 = (base - KERNBASE + IDENTITY_L1S + 8 * 4096) | 0x67
+    machine.call("pv_write_cr3", rax=first)
+    machine.call("pv_write_cr3", rax=second)
+    assert machine.u64(KERNBASE + 0x50_4000 + 8 * 8) == glue_l1
+    l2 = rebuild(machine, first, level)
+    machine.calls.clear()
+    machine.stop_at = {HC_CONSOLE_IO}
+    machine.call("pv_write_cr3", rax=first)
+    if level == "gone":
+        assert numbers(machine) == [HC_CONSOLE_IO]
+        _, size, text = machine.calls[-1].args[:3]
+        assert machine.read(text, size).startswith(b"glue: mov to CR3: the new L4 does not")
+        assert HC_MMUEXT_OP not in numbers(machine)
+        return
+    pool = (base - KERNBASE + USER_L4_POOL) >> 12
+    assert loaded(machine, machine.calls[0]) == (first >> 12, pool)
+    assert machine.u64(KERNBASE + l2 + 8 * 8) == glue_l1
+
+
+def test_a_cr3_write_makes_records_and_links_with_events_masked(machine):
+    """The first load of an L4 makes its record and links the glue's range with
+    events masked (an upcall's handler could write CR3 halfway), then the kernel's
+    mask is back, whichever it was; a later load of either L4, the fast path, writes
+    no mask at all."""
+    mask = pvdata(machine) + SHARED_INFO_PAGE + 1
+    written = []  # the hook is given physical addresses (the harness maps KERNBASE at 0)
+    machine.cpu.hook_add(uc.UC_HOOK_MEM_WRITE,
+                         lambda _cpu, _access, _address, _size, value, _data:
+                         written.append(value), begin=mask - KERNBASE, end=mask - KERNBASE)
+    l4 = 0x50_0000
+    load_l4(machine, l4, {0: 0x50_1067})
+    identity_p2m(machine)
+    load_l4(machine, l4 + 0x1000, {})
+    for kernels_mask in (0, 1):
+        machine.write(mask, bytes([kernels_mask]))
+        written.clear()
+        machine.call("pv_write_cr3", rax=l4 + 0x1000 * kernels_mask)
+        assert written == [1, kernels_mask]
+        assert machine.read(mask, 1) == bytes([kernels_mask])
+    written.clear()
+    machine.call("pv_write_cr3", rax=l4)
+    machine.call("pv_write_cr3", rax=l4 + 0x1000)
+    assert written == []
+
+
+def test_a_switch_to_a_known_l4_touches_one_page_of_pvdata(machine):
+    """A switch between two L4s already met reads only .pvdata's first page (each page
+    touched after the previous switch's TLB flush is brought back into the emulator's
+    TLB: docs/ABI.md) and writes two words there, regs_cr3 and the stale record's
+    address, besides the stack."""
+    base = pvdata(machine)
+    first, second = 0x50_0000, 0x51_0000
+    load_l4(machine, first, {0: 0x50_1067})
+    load_l4(machine, second, {0: 0x51_1067})
+    identity_p2m(machine)
+    machine.call("pv_write_cr3", rax=first)
+    machine.call("pv_write_cr3", rax=second)
+    pages, written = set(), set()
+    start, end = base - KERNBASE, base - KERNBASE + IDENTITY_END  # physical, as hooks see it
+
+    def access(_cpu, kind, address, _size, _value, _data):
+        if start <= address < end:
+            pages.add((address - start) >> 12)
+            if kind == uc.UC_MEM_WRITE:
+                written.add(address - start)
+    machine.cpu.hook_add(uc.UC_HOOK_MEM_READ | uc.UC_HOOK_MEM_WRITE, access)
+    machine.call("pv_write_cr3", rax=first)
+    assert numbers(machine)[-1] == HC_MMUEXT_OP
+    assert pages == {0}
+    assert written == {REGS_CR3, USER_L4_STALE}
+
+
+def after_the_l4_entrys_compare(machine) -> int:
+    """The address in pv_write_cr3 right after it compared the new L4's link-range
+    entry with the one remembered (the first `jne` after a `cmp rdx`), from the
+    listing diff."""
+    lines = re.findall(r"^\+([0-9a-f]+) <pv_write_cr3(?:\+0x[0-9a-f]+)?>: (.*)$",
+                       machine.image.with_suffix(".diff").read_text(), re.MULTILINE)
+    at = next(n for n in range(1, len(lines))
+              if lines[n][1].startswith("jne") and lines[n - 1][1].startswith("cmp rdx"))
+    return int(lines[at + 1][0], 16)
+
+
+def test_a_relink_during_a_cr3_writes_compares_makes_it_link_its_own_l4(machine):
+    """An upcall's handler that loads another L4, relinking the glue's range for it,
+    while a CR3 write compares its L4's entries with those remembered (right after the
+    L4 entry's compare) leaves the compares reading two links' entries: the write sees
+    the new glue_generation and links its own L4, whose L3 the kernel had pointed at a
+    new L2 (without the check, that L2 would lack the glue's entry)."""
+    base = pvdata(machine)
+    first, second = 0x50_0000, 0x51_0000
+    load_l4(machine, first, {0: 0x50_1067})  # L3 0x50_3000, L2 0x50_4000
+    machine.write(KERNBASE + second + 8 * 511, struct.pack("<Q", 0x52_3067))
+    machine.write(KERNBASE + 0x52_3000 + 8 * 510, struct.pack("<Q", 0x52_4067))
+    identity_p2m(machine)
+    for l4 in (first, second, first):
+        machine.call("pv_write_cr3", rax=l4)
+    machine.write(KERNBASE + 0x50_3000 + 8 * 510, struct.pack("<Q", 0x53_4067))
+    machine.write(STACK_TOP - 8, struct.pack("<Q", RETURN))
+    machine.run(machine.functions["pv_write_cr3"], STACK_TOP - 8,
+                until=after_the_l4_entrys_compare(machine), rax=first)
+    interrupted = machine.cpu.context_save()
+    machine.call("pv_write_cr3", stack=STACK_TOP - 0x400, rax=second)  # the upcall's
+    machine.cpu.context_restore(interrupted)
+    machine.calls.clear()
+    machine.run(machine.reg("rip"), machine.reg("rsp"))
+    watch_records(machine)
+    assert numbers(machine) == [HC_MMUEXT_OP]
+    glue_l1 = (base - KERNBASE + IDENTITY_L1S + 8 * 4096) | 0x67
+    assert machine.u64(KERNBASE + 0x53_4000 + 8 * 8) == glue_l1
+    assert machine.u64(base + REGS_CR3) == first
 
 
 def test_the_user_l4_is_brought_in_step_with_events_masked(machine):
@@ -374,11 +562,13 @@ def test_the_pool_of_user_l4s_full_crashes_the_domain_with_the_reason(machine):
         machine.call("pv_write_cr3", rax=0x60_0000 + n * 0x1000)
     assert numbers(machine) == [HC_MMUEXT_OP] * USER_L4_TABLES
     load_l4(machine, 0x70_0000, {})
+    machine.calls.clear()
     machine.stop_at = {HC_CONSOLE_IO}
     machine.call("pv_write_cr3", rax=0x70_0000)
+    assert numbers(machine) == [HC_CONSOLE_IO]  # the switch never happens
     _, size, text = machine.calls[-1].args[:3]
     assert machine.read(text, size).startswith(b"glue: mov to CR3: more than 16 distinct")
-    assert machine.u64(base + REGS_CR3) == 0x70_0000
+    assert machine.u64(base + REGS_CR3) == 0x60_0000 + (USER_L4_TABLES - 1) * 0x1000
 
 
 def test_user_mode_sees_only_the_pages_the_kernel_mapped_for_it_in_its_upper_half(machine):
