@@ -155,16 +155,9 @@ class Validator:
     def is_live(self, mfn: int) -> bool:
         """Whether a base, a pin or a validation in progress holds table MFN, directly
         or through the tables that link it (upper levels only: no cycles)."""
-        roots = self.roots
-        if mfn in roots:
+        if mfn in self.roots:
             return True
-        # A holder that is a root answers without a call: an L1 under a base's L2, the
-        # path of every kernel store into its page tables (hv/ptwr.py).
-        holders = self.frames.holders(mfn)
-        for holder in holders:  # noqa: SIM110 (any() costs a generator)
-            if holder in roots:
-                return True
-        for holder in holders:  # noqa: SIM110
+        for holder in self.frames.holders(mfn):  # noqa: SIM110 (any() costs a generator)
             if self.is_live(holder):
                 return True
         return False

@@ -275,11 +275,12 @@ def test_counts_after_many_stores_equal_the_other_paths(guests):
 
 
 def test_liveness_is_reachability_from_a_base_or_pin(world):
-    """Validator.is_live, which decides whether a kernel's store is emulated (its
-    shortcut for a holder that is itself a root included), answers as the definition
-    does: a table is live exactly when a chain of tables linking it reaches a base or
-    a pin. Random links among frames of four levels (each linked only from the level
-    above, as tables are), random roots, checked against a plain search."""
+    """Validator.is_live, which decides whether a kernel's store is emulated (its walk
+    up tables linked once, and its search of tables linked several times), answers as
+    the definition does: a table is live exactly when a chain of tables linking it
+    reaches a base or a pin. Random links among frames of four levels (each linked
+    only from the level above, as tables are), random roots, checked against a plain
+    search."""
     rng = random.Random(17)
     validator, frames = world.tables.validator, world.frames
     first = world.domain.nr_pages + 0x100  # frames no table of the domain's uses
@@ -305,6 +306,6 @@ def test_liveness_is_reachability_from_a_base_or_pin(world):
     answers = [validator.is_live(mfn) for mfn in every]
     assert answers == [reaches_a_root(mfn) for mfn in every]
     assert False in answers
-    # live through a chain, with no holder a root: the search the shortcut leaves
+    # live through a chain, with no holder a root
     assert any(live and not set(frames.holders(mfn)) & set(validator.roots)
                and mfn not in validator.roots for mfn, live in zip(every, answers, strict=True))
