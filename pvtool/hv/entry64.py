@@ -31,7 +31,7 @@ from pvtool.hv.errors import DomainCrash
 from pvtool.hv.hypercalls import QUIET, TABLE_64, call
 from pvtool.hv.hypercalls.common import NO_RESULT
 from pvtool.hv.ptwr import handle_write_fault
-from pvtool.hv.traps import HYPERCALL_EXIT, PvSupervisor, _vector_name
+from pvtool.hv.traps import HYPERCALL_EXIT, PTWR_EXIT, PvSupervisor, _vector_name
 from pvtool.hv.trapsites64 import TrapSites64
 from pvtool.hv.vcpu64 import Callback64, Vcpu64
 from pvtool.machine.cpu import CR2
@@ -220,7 +220,7 @@ class Pv64Supervisor(PvSupervisor):
         kernel = self.domain.vcpu.long_mode.kernel_mode
         error_code = error_code & ~PF_U | (0 if kernel else PF_U)
         if kernel and handle_write_fault(self.domain, address, error_code):
-            self.exits[Exit.PTWR] += 1
+            self.exits[PTWR_EXIT] += 1
             return None
         self.domain.memory.write_phys(self.domain.vcpu.info + VCPU_CR2_64,
                                       struct.pack("<Q", address))

@@ -45,6 +45,8 @@ from pvtool.machine.memory import GuestMemory
 from pvtool.x86 import paging
 from pvtool.x86.paging import PAGE_SHIFT
 
+_P, _RW = paging.P, paging.RW  # read on every kernel store into an L1 (_update_l1e): globals
+
 # The SDM's names of the tables of each level (Vol. 3A, ch. 4).
 TABLE_NAMES = {1: "page table", 2: "page directory", 3: "page-directory-pointer table",
                4: "PML4 table"}
@@ -118,7 +120,7 @@ class Validator:
         return table.unpack(self.memory.read_phys(mfn << PAGE_SHIFT, table.size))
 
     def read_entry(self, address: int) -> int:
-        return self._entry.unpack(self.memory.read_phys(address, self.entry_size))[0]
+        return self.memory.load_entry(address, self._entry)
 
     def write_entry(self, address: int, value: int, old: int | None = None) -> None:
         """Write an entry, journaled; OLD: its value, if the caller has read it."""
@@ -487,7 +489,7 @@ class Validator:
         writable: making way for it (a downgrade, a devalidation) is the journaled
         path's."""
         frames, address_mask = self.frames, self._l1_address
-        if value & paging.P:
+        if value & _P:
             if value & self._l1_forbidden:
                 self._check_bits((1, mfn, index), value)
             if self._adjust is not None:
@@ -495,20 +497,20 @@ class Validator:
             # Xen's fast path for sufficiently similar mappings (mod_l1_entry's
             # !l1e_has_changed): the same frame with the same P and RW holds the same
             # references, so only the entry changes.
-            if old & paging.P and not (old ^ value) & self._l1_counted:
+            if old & _P and not (old ^ value) & self._l1_counted:
                 self._write_l1e(address, value)
                 return True
             frame = (value & address_mask) >> PAGE_SHIFT
             if not frames.may_map(self.domid, frame):
                 raise refuse(f"frame {frame:#x} is not the domain's")
-            writable = value & paging.RW
+            writable = value & _RW
             if writable and is_table(frames.type_info(frame)):
                 return False
             frames.get_l1_references(frame, address, writable)
         self._write_l1e(address, value)
-        if old & paging.P:
+        if old & _P:
             frames.put_l1_references((old & address_mask) >> PAGE_SHIFT, address,
-                                     old & paging.RW)
+                                     old & _RW)
         return True
 
     def _write_l1e(self, address: int, value: int) -> None:

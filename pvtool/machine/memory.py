@@ -163,6 +163,14 @@ class GuestMemory:
         else:
             self.write_phys(addr, entry.pack(value))
 
+    def load_entry(self, addr: int, entry: struct.Struct) -> int:
+        """The value ENTRY (a page-table entry's format) unpacks at physical ADDR:
+        store_entry's read, in place in RAM with no bytes made (each validated entry
+        and each kernel store into a page table reads one), else through read_phys."""
+        if addr >= 0 and addr + entry.size <= self._ram_size:
+            return entry.unpack_from(self._ram, addr)[0]
+        return entry.unpack(self.read_phys(addr, entry.size))[0]
+
     def read_u32(self, addr: int) -> int:
         if addr >= 0 and addr + 4 <= self._ram_size:
             return U32.unpack_from(self._ram, addr)[0]

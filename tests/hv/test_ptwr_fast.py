@@ -272,3 +272,40 @@ def test_counts_after_many_stores_equal_the_other_paths(guests):
         assert fast == journaled == hypercall, f"{bits}-bit"
         entries = [[w.entry(w.l1e(i)) for i in range(3)] for w in worlds]
         assert entries[0] == entries[1] == entries[2], f"{bits}-bit"
+
+
+def test_liveness_is_reachability_from_a_base_or_pin(world):
+    """Validator.is_live, which decides whether a kernel's store is emulated (its walk
+    up tables linked once, and its search of tables linked several times), answers as
+    the definition does: a table is live exactly when a chain of tables linking it
+    reaches a base or a pin. Random links among frames of four levels (each linked
+    only from the level above, as tables are), random roots, checked against a plain
+    search."""
+    rng = random.Random(17)
+    validator, frames = world.tables.validator, world.frames
+    first = world.domain.nr_pages + 0x100  # frames no table of the domain's uses
+    levels = [[first + 16 * level + i for i in range(8)] for level in range(4)]
+    for lower, upper in zip(levels, levels[1:], strict=False):
+        for mfn in lower:
+            for holder in rng.sample(upper, rng.choice((0, 1, 1, 2))):
+                frames.link(mfn, holder)
+    every = [mfn for level in levels for mfn in level]
+    for mfn in [*rng.sample(levels[3], 3), rng.choice(levels[1])]:  # bases, a pin
+        frames.count_up(validator.roots, mfn)
+
+    def reaches_a_root(mfn: int) -> bool:
+        seen, todo = set(), [mfn]
+        while todo:
+            table = todo.pop()
+            if table in validator.roots:
+                return True
+            seen.add(table)
+            todo += [holder for holder in frames.holders(table) if holder not in seen]
+        return False
+
+    answers = [validator.is_live(mfn) for mfn in every]
+    assert answers == [reaches_a_root(mfn) for mfn in every]
+    assert False in answers
+    # live through a chain, with no holder a root
+    assert any(live and not set(frames.holders(mfn)) & set(validator.roots)
+               and mfn not in validator.roots for mfn, live in zip(every, answers, strict=True))

@@ -278,6 +278,27 @@ def test_a_write_into_ram_makes_no_call_into_unicorn(machine, monkeypatch):
     assert unicorns(machine, 0x2000, 4) == bytes.fromhex("44332211")
 
 
+def test_an_entry_loads_in_place_as_unicorn_holds_it(machine, monkeypatch):
+    """load_entry, the read of every validated entry and every kernel store into a
+    page table: both widths' formats, anywhere in RAM (its last bytes too), what
+    uc_mem_read holds there, with no call into Unicorn; past RAM as read_phys."""
+    machine.memory.write_phys(RAM - 0x10, bytes(range(0xF0, 0x100)))
+    machine.uc.mem_write(0x3FF8, bytes.fromhex("6340001200000080"))
+    expected = {(RAM - 8, "<Q"): bytes(range(0xF8, 0x100)),
+                (RAM - 4, "<I"): bytes(range(0xFC, 0x100)),
+                (0x3FF8, "<Q"): bytes.fromhex("6340001200000080"),
+                (0x3FFC, "<I"): bytes.fromhex("00000080")}
+    monkeypatch.setattr(memory_module, "_mem_read", None)  # a call would raise TypeError
+    for (address, layout), raw in expected.items():
+        entry = struct.Struct(layout)
+        assert machine.memory.load_entry(address, entry) == int.from_bytes(raw, "little")
+    monkeypatch.undo()
+    with pytest.raises(UnassignedMemory):
+        machine.memory.load_entry(RAM - 4, struct.Struct("<Q"))  # half past RAM
+    apic_version = machine.memory.load_entry(APIC_BASE + 0x30, struct.Struct("<I"))
+    assert apic_version.to_bytes(4, "little") == unicorns(machine, APIC_BASE + 0x30, 4)
+
+
 def test_a_write_past_ram_is_unassigned_and_a_devices_goes_to_the_device(machine):
     with pytest.raises(UnassignedMemory):
         machine.memory.write_phys(RAM - 2, b"1234")
