@@ -73,6 +73,16 @@ def is_table(info: int) -> bool:
     return _L1 <= info & TYPE_MASK <= _L4
 
 
+def _drop_one(store: dict, key) -> None:
+    """STORE[KEY] -= 1, the key gone at zero: how every count of the table is kept (an
+    absent key is a count of zero), outside the journal (FrameTable.count_down)."""
+    count = store[key]
+    if count > 1:
+        store[key] = count - 1
+    else:
+        del store[key]
+
+
 def _restore(store: dict, key, old) -> None:
     if old is _MISSING:
         store.pop(key, None)
@@ -158,16 +168,8 @@ class FrameTable:
         roots[new] = roots.get(new, 0) + 1
         if old is not None:
             types[old] -= ONE
-            count = counts[old]
-            if count > 1:
-                counts[old] = count - 1
-            else:
-                del counts[old]
-            count = roots[old]
-            if count > 1:
-                roots[old] = count - 1
-            else:
-                del roots[old]
+            _drop_one(counts, old)
+            _drop_one(roots, old)
         return True
 
     def type_info(self, mfn: int) -> int:
@@ -203,12 +205,7 @@ class FrameTable:
     def put_l1_references(self, mfn: int, entry: int, writable: bool) -> None:
         """Drop what get_l1_references took; a writable type at no count is no type."""
         assert self._journal is None
-        counts = self._count_info
-        count = counts[mfn]
-        if count > 1:
-            counts[mfn] = count - 1
-        else:
-            del counts[mfn]
+        _drop_one(self._count_info, mfn)
         if writable:
             types = self._type_info
             info = types[mfn] - ONE
@@ -306,13 +303,9 @@ class FrameTable:
 
     def count_down(self, store: dict, key) -> None:
         """STORE[KEY] -= 1, the key gone at zero, undone if the transaction fails."""
-        count = store[key]
         if self._journal is not None:
-            self._journal.append((_restore, store, key, count))
-        if count > 1:
-            store[key] = count - 1
-        else:
-            del store[key]
+            self._journal.append((_restore, store, key, store[key]))
+        _drop_one(store, key)
 
     def journal_undo(self, undo: Callable, *args) -> None:
         """Run UNDO(*ARGS) if the open transaction fails."""

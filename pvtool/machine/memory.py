@@ -172,9 +172,7 @@ class GuestMemory:
         return entry.unpack(self.read_phys(addr, entry.size))[0]
 
     def read_u32(self, addr: int) -> int:
-        if addr >= 0 and addr + 4 <= self._ram_size:
-            return U32.unpack_from(self._ram, addr)[0]
-        return U32.unpack(self.read_phys(addr, 4))[0]
+        return self.load_entry(addr, U32)
 
     def write_u32(self, addr: int, value: int) -> None:
         self.write_phys(addr, U32.pack(value & 0xFFFFFFFF))
