@@ -229,10 +229,9 @@ class Domain:
         self.vcpu.gdt = Gdt(self)
         self.pagetables = PageTables(self, base_mfn, paging, glue=glue, superpages=superpages,
                                      downgrade=downgrade, rules=rules)
-        self.guest_ranges = self.pagetables.rules.guest_ranges
         # Where a hypercall's buffer may lie, read on every pointer: the guest's ranges
-        # and, for a patched kernel, the glue window (its own frames: check_guest_range).
-        self.buffer_ranges = self.guest_ranges + (
+        # and, for a patched kernel, the glue window (its own frames).
+        self.buffer_ranges = self.pagetables.rules.guest_ranges + (
             ((layout.GLUE_WINDOW, layout.GLUE_WINDOW + pvabi.GLUE_WINDOW_SIZE),) if glue else ())
         self.glue_alias = 0  # PvDomain: where else its glue is reached (hv/traps.py)
 
@@ -259,25 +258,14 @@ class Domain:
 
     # -- guest memory, checked -----------------------------------------------------
     def copy_from_guest(self, vaddr: int, size: int) -> bytes:
-        # check_guest_range's answer inline, a call less on every pointer (a page-table
-        # hypercall's argument, in the glue's data or the kernel's): refusals are its own.
-        for start, end in self.buffer_ranges:
-            if start <= vaddr and vaddr + size <= end and size >= 0:
-                break
-        else:
-            self.check_guest_range(vaddr, size)
+        self.check_guest_range(vaddr, size)
         try:
             return self.memory.read_virt(vaddr, size)
         except PageFault:
             raise HypercallError(Errno.EFAULT, f"unmapped guest address {vaddr:#x}") from None
 
     def copy_to_guest(self, vaddr: int, data: bytes) -> None:
-        size = len(data)
-        for start, end in self.buffer_ranges:  # as copy_from_guest
-            if start <= vaddr and vaddr + size <= end:
-                break
-        else:
-            self.check_guest_range(vaddr, size)
+        self.check_guest_range(vaddr, len(data))
         try:
             self.memory.write_virt(vaddr, data)
         except PageFault:
@@ -285,18 +273,16 @@ class Domain:
                                  f"guest address {vaddr:#x} is not writable") from None
 
     def check_guest_range(self, vaddr: int, size: int) -> None:
-        """A guest buffer lies below the hypervisor's range, or inside the glue window
-        (the domain's own frames, mapped there for a patched kernel)."""
+        """A guest buffer lies in one of buffer_ranges: below the hypervisor's range,
+        or inside the glue window (the domain's own frames, mapped there for a patched
+        kernel). On every pointer a hypercall reads or writes: the usual answer first."""
+        for start, end in self.buffer_ranges:
+            if start <= vaddr and vaddr + size <= end and size >= 0:
+                return
         if size < 0 or vaddr < 0:
             raise HypercallError(Errno.EFAULT, f"guest buffer {vaddr:#x}+{size:#x}")
-        for start, end in self.guest_ranges:
-            if start <= vaddr and vaddr + size <= end:
-                return
-        window = layout.GLUE_WINDOW
-        in_window = window <= vaddr and vaddr + size <= window + pvabi.GLUE_WINDOW_SIZE
-        if not (in_window and self.pagetables.glue):
-            raise HypercallError(Errno.EFAULT,
-                                 f"guest buffer {vaddr:#x}+{size:#x} reaches the hypervisor")
+        raise HypercallError(Errno.EFAULT,
+                             f"guest buffer {vaddr:#x}+{size:#x} reaches the hypervisor")
 
     # -- events --------------------------------------------------------------------
     # The running vCPU's vcpu_info, wherever it lies.
