@@ -6,7 +6,12 @@ Calls go straight into the dispatcher on an idle domain (test_mmu_fast_paths.py)
 import pytest
 
 from pvtool.machine.cpu import CR3
-from tests.hv.test_mmu import SCRATCH, frame, frame_table_state, mmuext  # noqa: F401
+from tests.hv.test_mmu import (
+    SCRATCH,  # noqa: F401 (the idle guest's .bss: conftest's idle_guest reads it)
+    frame,
+    frame_table_state,
+    mmuext,
+)
 from tests.hv.test_mmu_fast_paths import switch, two_bases
 from tests.hv.xenguest import ENOSYS, neg
 from tests.hv.xenguest64 import NEW_USER_BASEPTR
